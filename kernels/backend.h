@@ -1,0 +1,195 @@
+/*
+ * kernels/backend.h — the one interface every compute backend implements.
+ *
+ * Why this shape: the model forward (daemon/model.c) is written once against this table, and the
+ * CPU backend (always present, the correctness baseline), the CUDA backend and the naive scalar
+ * reference (tests only) plug in behind it, in the manner of ggml-backend: a versioned table of
+ * function pointers plus a private context. A NULL entry means "optional, not provided".
+ *
+ * Conventions
+ *  - Every op returns 0 or a negative errno; on failure the backend leaves a message that
+ *    vk_backend_error() returns. Backends never log or exit.
+ *  - "Backend memory" is memory from ops->alloc (a host pointer on CPU, a device pointer on CUDA).
+ *    Activations are fp32 in backend memory. Step descriptors (token ids, positions, block tables,
+ *    row sources) are host memory; a device backend copies what it needs.
+ *  - Ops are ordered on the backend's stream; results are visible to the host after ops->sync
+ *    (or download, which synchronises).
+ *  - Shapes are written [rows, cols], row-major; HF Linear weights are [out_features, in_features].
+ *
+ * This header is compiled as C and as C++ (nvcc).
+ */
+#ifndef VLM_KERNELS_BACKEND_H
+#define VLM_KERNELS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VK_BACKEND_ABI 1
+
+enum vk_dtype {
+	VK_DTYPE_F32 = 0,
+	VK_DTYPE_F16 = 1,
+	VK_DTYPE_BF16 = 2,
+};
+
+size_t vk_dtype_size(enum vk_dtype dtype);
+const char *vk_dtype_name(enum vk_dtype dtype);
+
+/* A weight: a matrix [rows, cols] (a vector is rows = 1) in the backend's preferred layout.
+ * data points at backend memory (CPU: may be the mmap'd file itself); priv is the backend's own
+ * packing (NULL if none). Created by ops->weight_load, released by ops->weight_free. */
+struct vk_weight {
+	enum vk_dtype dtype;
+	int64_t rows;
+	int64_t cols;
+	void *data;
+	void *priv;
+};
+
+/* Rows that replace word embeddings (multimodal substitution): token rows [row, row + n_rows) of the
+ * step take the source rows in order, converted from dtype to fp32 on the way. data is memory the
+ * backend can read directly: host memory for CPU (e.g. the client's arena), device memory for CUDA
+ * (e.g. a CUDA IPC mapping); is_device says which. */
+struct vk_row_source {
+	int32_t row;            /* first step row (index into the step's [n_tokens]) */
+	int32_t n_rows;         /* rows to substitute */
+	enum vk_dtype dtype;    /* source element type */
+	int32_t is_device;      /* 1: data is device memory of this backend; 0: host memory */
+	int64_t row_stride;     /* bytes between source rows (>= hidden * dtype size) */
+	const void *data;       /* source row 0: [n_rows, hidden] with row_stride */
+};
+
+/* One sequence's slice of a step: n tokens (a prefill chunk, or 1 for decode) whose KV goes to
+ * positions [past, past + n) of the sequence's paged cache. */
+struct vk_seq {
+	int32_t first;          /* first row of this sequence in the step's token arrays */
+	int32_t n;              /* rows of this sequence in this step */
+	int32_t past;           /* tokens already in the KV cache before this step */
+	int32_t n_blocks;       /* entries in blocks (>= ceil((past + n) / block_size)) */
+	const int32_t *blocks;  /* host [n_blocks]: KV block ids, logical order */
+};
+
+/* Everything one forward step needs. All pointers are host memory. */
+struct vk_batch {
+	int32_t n_tokens;
+	int32_t n_seqs;
+	const int32_t *tokens;                /* [n_tokens] token ids */
+	const int32_t *pos;                   /* [3][n_tokens]: M-RoPE t, h, w ids (equal for text) */
+	const struct vk_seq *seqs;            /* [n_seqs], rows in order, covering [0, n_tokens) */
+	int32_t n_subs;
+	const struct vk_row_source *subs;     /* [n_subs] embedding substitutions */
+};
+
+/* Paged KV cache: per layer, K and V pools of [n_blocks, block_size, n_kv_heads, head_dim]. */
+struct vk_kv_shape {
+	int32_t n_layers;
+	int32_t n_blocks;
+	int32_t block_size;     /* tokens per block */
+	int32_t n_kv_heads;
+	int32_t head_dim;
+	enum vk_dtype dtype;    /* storage type chosen by the caller among what the backend supports */
+};
+
+struct vk_kv;               /* backend-private */
+struct vk_backend;
+
+struct vk_rope {
+	float theta;            /* rope_theta */
+	int32_t section[3];     /* mrope_section in rotary pairs: t, h, w; 1-D RoPE = {head_dim / 2, 0, 0} */
+};
+
+struct vk_backend_ops {
+	uint32_t abi;           /* VK_BACKEND_ABI */
+	const char *name;       /* "cpu", "cuda", "ref" */
+
+	void (*destroy)(struct vk_backend *be);
+
+	/* memory */
+	int (*alloc)(struct vk_backend *be, size_t bytes, void **ret_ptr);
+	void (*free)(struct vk_backend *be, void *ptr);
+	int (*upload)(struct vk_backend *be, void *dst, const void *src_host, size_t bytes);
+	int (*download)(struct vk_backend *be, void *dst_host, const void *src, size_t bytes);
+	int (*sync)(struct vk_backend *be);   /* optional */
+
+	/* weights: src is host memory that stays valid until weight_free (the mmap'd checkpoint),
+	 * [rows, cols] of dtype, row-major. The backend may reference it, repack it or copy it. */
+	int (*weight_load)(struct vk_backend *be, const void *src, enum vk_dtype dtype,
+	                   int64_t rows, int64_t cols, struct vk_weight *ret);
+	void (*weight_free)(struct vk_backend *be, struct vk_weight *w);
+
+	/* KV cache */
+	int (*kv_new)(struct vk_backend *be, const struct vk_kv_shape *shape, struct vk_kv **ret);
+	void (*kv_free)(struct vk_backend *be, struct vk_kv *kv);
+
+	/* ops */
+
+	/* x[t] = table[tokens[t]] for every row, then rows covered by batch->subs are overwritten
+	 * with the converted source rows. table [vocab, hidden]; x [n_tokens, hidden]. */
+	int (*embed)(struct vk_backend *be, const struct vk_weight *table, const struct vk_batch *batch,
+	             float *x);
+
+	/* out = x / rms(x) * w, per row. x, out [n, dim]; w [dim]. out may equal x. */
+	int (*rmsnorm)(struct vk_backend *be, const float *x, const struct vk_weight *w, float eps,
+	               int32_t n, int32_t dim, float *out);
+
+	/* residual += delta; out = rmsnorm(residual) * w. residual, delta, out [n, dim]. */
+	int (*add_rmsnorm)(struct vk_backend *be, float *residual, const float *delta,
+	                   const struct vk_weight *w, float eps, int32_t n, int32_t dim, float *out);
+
+	/* out = x @ w^T (+ bias). x [n, w->cols]; w [out_dim = w->rows, w->cols]; bias [out_dim] or
+	 * NULL; out [n, out_dim]. */
+	int (*matmul)(struct vk_backend *be, const float *x, const struct vk_weight *w,
+	              const struct vk_weight *bias, int32_t n, float *out);
+
+	/* Rotate q [n_tokens, n_heads, head_dim] and k [n_tokens, n_kv_heads, head_dim] in place
+	 * (rotate-half convention of HF Qwen2), with batch->pos and rope->section. */
+	int (*rope)(struct vk_backend *be, float *q, float *k, const struct vk_batch *batch,
+	            int32_t n_heads, int32_t n_kv_heads, int32_t head_dim, const struct vk_rope *rope);
+
+	/* Write k, v [n_tokens, n_kv_heads * head_dim] into layer's pools at each row's position. */
+	int (*kv_store)(struct vk_backend *be, struct vk_kv *kv, int32_t layer, const float *k,
+	                const float *v, const struct vk_batch *batch);
+
+	/* Causal GQA attention of q [n_tokens, n_heads * head_dim] over each sequence's cached
+	 * positions [0, past + i] (the step's own K/V must be stored first); scale 1/sqrt(head_dim).
+	 * out [n_tokens, n_heads * head_dim]. */
+	int (*attention)(struct vk_backend *be, struct vk_kv *kv, int32_t layer, const float *q,
+	                 const struct vk_batch *batch, int32_t n_heads, float *out);
+
+	/* out = silu(gate) * up. gate, up, out [n, dim]. out may equal gate. */
+	int (*swiglu)(struct vk_backend *be, const float *gate, const float *up, int32_t n,
+	              int32_t dim, float *out);
+
+	/* out[i] = x[rows[i]]. x [*, dim]; rows host [n]; out [n, dim]. */
+	int (*get_rows)(struct vk_backend *be, const float *x, const int32_t *rows, int32_t n,
+	                int32_t dim, float *out);
+
+	/* ret_ids (host) [n] = argmax of each row of logits [n, vocab] (first index wins ties). */
+	int (*argmax)(struct vk_backend *be, const float *logits, int32_t n, int32_t vocab,
+	              int32_t *ret_ids);
+};
+
+/* A backend instance. The table plus the backend's private context. */
+struct vk_backend {
+	const struct vk_backend_ops *ops;
+	void *ctx;
+	char error[256];        /* last error text, set by the backend */
+};
+
+/* Registry. name: "auto" (CUDA if a device is usable, else CPU), "cpu", "cuda", "ref";
+ * NULL means "auto" unless the VLM_BACKEND environment variable names one. Returns 0 and a new
+ * backend in *ret (free with vk_backend_free), or -ENODEV / -ENOENT / -ENOMEM with a message in
+ * err. The CPU backend is always present and is the last resort of "auto". */
+int vk_backend_open(const char *name, struct vk_backend **ret, char *err, size_t err_len);
+void vk_backend_free(struct vk_backend *be);
+const char *vk_backend_error(const struct vk_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VLM_KERNELS_BACKEND_H */

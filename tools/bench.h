@@ -1,0 +1,12 @@
+/*
+ * tools/bench.h — the subcommands of vlm-bench. Each lives in its own tools/bench-*.c and
+ * returns a process exit status; with --json its last output line is one JSON object.
+ */
+#ifndef VLM_TOOLS_BENCH_H
+#define VLM_TOOLS_BENCH_H
+
+int bench_transport_main(int argc, char **argv);   /* tools/bench-transport.c */
+int bench_decode_main(int argc, char **argv);      /* tools/bench-model.c */
+int bench_prefill_main(int argc, char **argv);     /* tools/bench-model.c */
+
+#endif

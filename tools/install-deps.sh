@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages vlmd builds and tests with. Idempotent; needs root (or sudo).
+set -euo pipefail
+pkgs=(
+  build-essential pkg-config meson ninja-build python3
+  check liburing-dev libdlpack-dev libjansson-dev libpcre2-dev libutf8proc-dev
+  libsystemd-dev libmicrohttpd-dev
+  systemd util-linux
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

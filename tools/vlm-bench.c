@@ -1,0 +1,49 @@
+/*
+ * vlm-bench — the project's benchmarks. Every figure is reported next to a baseline measured in
+ * the same run (a floor or a peer), never as a bare number.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "bench.h"
+
+static const struct {
+	const char *name;
+	int (*main)(int argc, char **argv);
+	const char *help;
+} commands[] = {
+	{ "transport", bench_transport_main, "ring round trip and throughput vs UNIX socket and futex" },
+	{ "decode", bench_decode_main, "decode tokens/s vs the memory-bandwidth floor" },
+	{ "prefill", bench_prefill_main, "prefill tokens/s vs the peak FMA rate" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: vlm-bench COMMAND [options] [--json]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+	fprintf(f, "\n'vlm-bench COMMAND --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("vlm-bench %s\n", VLM_VERSION_STRING);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].main(argc - 1, argv + 1);
+	fprintf(stderr, "vlm-bench: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}
