@@ -13,9 +13,14 @@ static const struct {
 	int (*main)(int argc, char **argv);
 	const char *help;
 } commands[] = {
+#ifdef VLM_BENCH_TRANSPORT
 	{ "transport", bench_transport_main, "ring round trip and throughput vs UNIX socket and futex" },
+#endif
+#ifdef VLM_BENCH_MODEL
 	{ "decode", bench_decode_main, "decode tokens/s vs the memory-bandwidth floor" },
 	{ "prefill", bench_prefill_main, "prefill tokens/s vs the peak FMA rate" },
+#endif
+	{ "version", NULL, "print the version" },
 };
 
 static void usage(FILE *f)
@@ -40,8 +45,12 @@ int main(int argc, char **argv)
 		printf("vlm-bench %s\n", VLM_VERSION_STRING);
 		return 0;
 	}
+	if (!strcmp(argv[1], "version")) {
+		printf("vlm-bench %s\n", VLM_VERSION_STRING);
+		return 0;
+	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(argv[1], commands[i].name))
+		if (commands[i].main && !strcmp(argv[1], commands[i].name))
 			return commands[i].main(argc - 1, argv + 1);
 	fprintf(stderr, "vlm-bench: unknown command '%s'\n", argv[1]);
 	usage(stderr);
