@@ -94,6 +94,14 @@ struct vk_kv_shape {
 	enum vk_dtype dtype;    /* storage type chosen by the caller among what the backend supports */
 };
 
+/* What the backend measures of its own machine, for benchmark floors (vlm-bench). */
+struct vk_probe {
+	double read_bandwidth_gbps;   /* streaming read of a buffer much larger than the caches */
+	double copy_bandwidth_gbps;   /* device-to-device (or memory-to-memory) copy, bytes read+written */
+	double peak_gflops;           /* multiply-add rate of the matmul path at its best, GFLOP/s */
+	int32_t threads;              /* CPU worker threads (0 for a device backend) */
+};
+
 struct vk_kv;               /* backend-private */
 struct vk_backend;
 
@@ -114,6 +122,7 @@ struct vk_backend_ops {
 	int (*upload)(struct vk_backend *be, void *dst, const void *src_host, size_t bytes);
 	int (*download)(struct vk_backend *be, void *dst_host, const void *src, size_t bytes);
 	int (*sync)(struct vk_backend *be);   /* optional */
+	int (*probe)(struct vk_backend *be, struct vk_probe *ret);   /* optional; slow (seconds) */
 
 	/* weights: src is host memory that stays valid until weight_free (the mmap'd checkpoint),
 	 * [rows, cols] of dtype, row-major. The backend may reference it, repack it or copy it. */

@@ -9,4 +9,6 @@ int bench_transport_main(int argc, char **argv);   /* tools/bench-transport.c */
 int bench_decode_main(int argc, char **argv);      /* tools/bench-model.c */
 int bench_prefill_main(int argc, char **argv);     /* tools/bench-model.c */
 
+int bench_tokenize_main(int argc, char **argv);     /* tools/bench-tokenizer.c */
+
 #endif

@@ -20,6 +20,9 @@ static const struct {
 	{ "decode", bench_decode_main, "decode tokens/s vs the memory-bandwidth floor" },
 	{ "prefill", bench_prefill_main, "prefill tokens/s vs the peak FMA rate" },
 #endif
+#ifdef VLM_BENCH_TOKENIZER
+	{ "tokenize", bench_tokenize_main, "tokenizer encode throughput and load time" },
+#endif
 	{ "version", NULL, "print the version" },
 };
 
