@@ -27,6 +27,7 @@
 #include "vlm/tokenizer.h"
 
 #include "bytelevel.h"
+#include "jscan.h"
 #include "tokenizer_impl.h"
 #include "utf8.h"
 
@@ -218,6 +219,7 @@ static int check_decoder(struct loader *L, json_t *d, json_t *post)
 
 static int get_id(struct loader *L, json_t *v, const char *what, int32_t *id)
 {
+	*id = 0;
 	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 	    json_integer_value(v) >= (json_int_t)MAX_IDS)
 		return fail(L, -EBADMSG, "tokenizer.json: %s: id must be an integer in [0, %u)", what,
@@ -226,7 +228,125 @@ static int get_id(struct loader *L, json_t *v, const char *what, int32_t *id)
 	return 0;
 }
 
-static int load_model(struct loader *L, json_t *model, json_t *added, json_t *root)
+struct vocab_ent {
+	const char *s; /* in the arena */
+	uint32_t len;
+	int32_t id;
+};
+
+/* model.vocab from the raw document: {"token": id, ...}; strings go straight into the arena. */
+static int scan_vocab(struct loader *L, struct vt_jscan *js, struct vocab_ent **ret, size_t *ret_n,
+		      size_t *max_id)
+{
+	size_t cap = 1024, n = 0;
+	struct vocab_ent *v = malloc(cap * sizeof(*v));
+	int r;
+	if (!v)
+		return -ENOMEM;
+	if (vt_jscan_peek(js) != '{') {
+		free(v);
+		return fail(L, -EBADMSG, "tokenizer.json: model.vocab must be an object");
+	}
+	js->p++;
+	if (vt_jscan_peek(js) == '}') {
+		js->p++;
+		goto done;
+	}
+	do {
+		char *dst = L->t->arena + L->arena_used;
+		size_t len;
+		int64_t id;
+		if ((r = vt_jscan_string(js, dst, &len)) < 0 || (r = vt_jscan_expect(js, ':')) < 0 ||
+		    (r = vt_jscan_int(js, &id)) < 0)
+			goto err;
+		if (id < 0 || id >= (int64_t)MAX_IDS) {
+			r = vt_jscan_fail(js, "model.vocab: id out of range");
+			goto err;
+		}
+		dst[len] = '\0';
+		L->arena_used += len + 1;
+		if (n == cap) {
+			struct vocab_ent *nv = realloc(v, 2 * cap * sizeof(*v));
+			if (!nv) {
+				r = -ENOMEM;
+				goto err;
+			}
+			v = nv;
+			cap *= 2;
+		}
+		v[n++] = (struct vocab_ent){.s = dst, .len = (uint32_t)len, .id = (int32_t)id};
+		if ((size_t)id > *max_id)
+			*max_id = (size_t)id;
+	} while ((r = vt_jscan_next(js, '}')) == 1);
+	if (r < 0)
+		goto err;
+done:
+	*ret = v;
+	*ret_n = n;
+	return 0;
+err:
+	free(v);
+	return r;
+}
+
+/* model.merges from the raw document: ["a b", ...] or [["a", "b"], ...]; rank = position. */
+static int scan_merges(struct loader *L, struct vt_jscan *js, char *tmp)
+{
+	struct vlm_tokenizer *t = L->t;
+	int r;
+	if (vt_jscan_peek(js) != '[')
+		return fail(L, -EBADMSG, "tokenizer.json: model.merges must be an array");
+	js->p++;
+	if (vt_jscan_peek(js) == ']') {
+		js->p++;
+		return 0;
+	}
+	uint32_t rank = 0;
+	do {
+		const char *a, *b;
+		size_t la, lb, n;
+		const char *at = js->p;
+		if (vt_jscan_peek(js) == '"') {
+			if ((r = vt_jscan_string(js, tmp, &n)) < 0)
+				return r;
+			const char *sp = memchr(tmp, ' ', n);
+			if (!sp) {
+				js->p = at;
+				return vt_jscan_fail(js, "merge is not \"a b\"");
+			}
+			a = tmp;
+			la = (size_t)(sp - tmp);
+			b = sp + 1;
+			lb = n - la - 1;
+		} else {
+			if ((r = vt_jscan_expect(js, '[')) < 0 || (r = vt_jscan_string(js, tmp, &la)) < 0 ||
+			    (r = vt_jscan_expect(js, ',')) < 0 ||
+			    (r = vt_jscan_string(js, tmp + la, &lb)) < 0 ||
+			    (r = vt_jscan_expect(js, ']')) < 0)
+				return r;
+			a = tmp;
+			b = tmp + la;
+		}
+		int32_t ia = vt_strmap_get(&t->vocab, a, la);
+		int32_t ib = vt_strmap_get(&t->vocab, b, lb);
+		int32_t ic = -1;
+		if (ia >= 0 && ib >= 0) {
+			/* a and b are adjacent in tmp only in the pair form; build a+b explicitly. */
+			memmove(tmp + la, b, lb);
+			ic = vt_strmap_get(&t->vocab, tmp, la + lb);
+		}
+		if (ia < 0 || ib < 0 || ic < 0) {
+			js->p = at;
+			return vt_jscan_fail(js, "merge uses a token that is not in model.vocab");
+		}
+		if (vt_bpe_add_merge(&t->bpe, ia, ib, ic, rank++) < 0)
+			return -ENOMEM;
+	} while ((r = vt_jscan_next(js, ']')) == 1);
+	return r;
+}
+
+static int load_model(struct loader *L, json_t *model, json_t *added, const char *doc,
+		      size_t doc_len, const struct vt_jspans *sp)
 {
 	struct vlm_tokenizer *t = L->t;
 	int r;
@@ -236,16 +356,13 @@ static int load_model(struct loader *L, json_t *model, json_t *added, json_t *ro
 	if (ty && strcmp(ty, "BPE"))
 		return fail(L, -ENOTSUP, "tokenizer.json: model type \"%s\" is not supported "
 			    "(only BPE)", ty);
-	json_t *vocab = json_object_get(model, "vocab");
-	json_t *merges = json_object_get(model, "merges");
-	if (!json_is_object(vocab))
-		return fail(L, -EBADMSG, "tokenizer.json: model.vocab must be an object");
-	if (!json_is_array(merges))
-		return fail(L, -EBADMSG, "tokenizer.json: model.merges must be an array");
+	if (!sp->vocab_len)
+		return fail(L, -EBADMSG, "tokenizer.json: missing model.vocab");
+	if (!sp->merges_len)
+		return fail(L, -EBADMSG, "tokenizer.json: missing model.merges");
 	if (added && !json_is_null(added) && !json_is_array(added))
 		return fail(L, -EBADMSG, "tokenizer.json: added_tokens must be an array");
-
-	if (vt_bpe_init(&t->bpe, json_array_size(merges)) < 0)
+	if (vt_bpe_init(&t->bpe, sp->merges_len / 16) < 0)
 		return -ENOMEM;
 	bool b;
 	if ((r = get_bool(L, model, "byte_fallback", false, &b)) < 0)
@@ -265,20 +382,9 @@ static int load_model(struct loader *L, json_t *model, json_t *added, json_t *ro
 	    (r = get_bool(L, model, "ignore_merges", false, &t->bpe.ignore_merges)) < 0)
 		return r;
 
-	/* Pass 1: sizes and the largest id. */
-	size_t n_vocab = json_object_size(vocab), n_added = json_array_size(added);
-	size_t arena = 0, max_id = 0;
-	const char *key;
-	size_t klen;
-	json_t *v;
-	json_object_keylen_foreach(vocab, key, klen, v) {
-		int32_t id;
-		if ((r = get_id(L, v, "model.vocab", &id)) < 0)
-			return r;
-		if ((size_t)id > max_id)
-			max_id = (size_t)id;
-		arena += klen + 1;
-	}
+	/* Sizes: vocab strings unescape to at most their raw bytes; added tokens are small. */
+	size_t n_added = json_array_size(added), max_id = 0;
+	size_t arena = sp->vocab_len + 1;
 	for (size_t i = 0; i < n_added; i++) {
 		json_t *a = json_array_get(added, i);
 		json_t *c = json_object_get(a, "content");
@@ -290,33 +396,49 @@ static int load_model(struct loader *L, json_t *model, json_t *added, json_t *ro
 			return r;
 		if ((size_t)id > max_id)
 			max_id = (size_t)id;
-		/* Content, plus room for its normalized form (NFKC can grow text ~3x; 18x is
-		 * utf8proc's worst case, so cap below and refuse beyond). */
-		arena += 4 * json_string_length(c) + 64;
+		/* Content plus its normalized form (capped in load_added). */
+		arena += 4 * json_string_length(c) + 66;
 	}
-	if (n_vocab == 0)
-		return fail(L, -EBADMSG, "tokenizer.json: model.vocab is empty");
-	if (max_id >= 8 * (n_vocab + n_added) + 1024)
-		return fail(L, -EBADMSG, "tokenizer.json: ids are far larger than the vocabulary "
-			    "(max id %zu for %zu tokens)", max_id, n_vocab + n_added);
-	t->n_ids = max_id + 1;
-	t->arena = malloc(arena ? arena : 1);
-	t->tok_str = calloc(t->n_ids, sizeof(*t->tok_str));
-	t->special = calloc(t->n_ids, 1);
-	if (!t->arena || !t->tok_str || !t->special ||
-	    vt_strmap_init(&t->vocab, n_vocab) < 0 || vt_strmap_init(&t->added, n_added) < 0)
+	t->arena = malloc(arena);
+	if (!t->arena)
 		return -ENOMEM;
 	t->arena_len = arena;
 
-	/* Pass 2: vocab strings. */
-	json_object_keylen_foreach(vocab, key, klen, v) {
-		int32_t id = (int32_t)json_integer_value(v);
-		const char *s = arena_put(L, key, klen);
-		if (vt_strmap_put(&t->vocab, s, klen, id, NULL) < 0)
-			return -ENOMEM;
-		if (!t->tok_str[id])
-			t->tok_str[id] = s;
+	struct vt_jscan js = {.base = doc, .p = doc + sp->vocab_off,
+			      .end = doc + sp->vocab_off + sp->vocab_len,
+			      .err = L->err, .err_len = L->err_len};
+	struct vocab_ent *ve = NULL;
+	size_t n_vocab = 0;
+	if ((r = scan_vocab(L, &js, &ve, &n_vocab, &max_id)) < 0)
+		return r;
+	if (n_vocab == 0) {
+		free(ve);
+		return fail(L, -EBADMSG, "tokenizer.json: model.vocab is empty");
 	}
+	if (max_id >= 8 * (n_vocab + n_added) + 1024) {
+		free(ve);
+		return fail(L, -EBADMSG, "tokenizer.json: ids are far larger than the vocabulary "
+			    "(max id %zu for %zu tokens)", max_id, n_vocab + n_added);
+	}
+	t->n_ids = max_id + 1;
+	t->tok_str = calloc(t->n_ids, sizeof(*t->tok_str));
+	t->special = calloc(t->n_ids, 1);
+	if (!t->tok_str || !t->special || vt_strmap_init(&t->vocab, n_vocab) < 0 ||
+	    vt_strmap_init(&t->added, n_added) < 0) {
+		free(ve);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n_vocab; i++) {
+		int32_t old;
+		int k = vt_strmap_put(&t->vocab, ve[i].s, ve[i].len, ve[i].id, &old);
+		if (k < 0) {
+			free(ve);
+			return -ENOMEM;
+		}
+		if (!t->tok_str[ve[i].id])
+			t->tok_str[ve[i].id] = ve[i].s;
+	}
+	free(ve);
 	t->bpe.vocab = &t->vocab;
 	for (int byte = 0; byte < 256; byte++) {
 		char c[2];
@@ -334,58 +456,16 @@ static int load_model(struct loader *L, json_t *model, json_t *added, json_t *ro
 				    json_string_value(unk));
 	}
 
-	/* Merges: "a b" strings or ["a", "b"] pairs; rank = position. */
-	size_t n_merges = json_array_size(merges);
-	struct vt_buf cat = {0};
-	for (size_t i = 0; i < n_merges; i++) {
-		json_t *m = json_array_get(merges, i);
-		const char *a, *bb;
-		size_t la, lb;
-		if (json_is_string(m)) {
-			a = json_string_value(m);
-			const char *sp = memchr(a, ' ', json_string_length(m));
-			if (!sp) {
-				vt_buf_fini(&cat);
-				return fail(L, -EBADMSG, "tokenizer.json: merges[%zu] \"%s\" is not "
-					    "\"a b\"", i, a);
-			}
-			la = (size_t)(sp - a);
-			bb = sp + 1;
-			lb = json_string_length(m) - la - 1;
-		} else if (json_is_array(m) && json_array_size(m) == 2 &&
-			   json_is_string(json_array_get(m, 0)) &&
-			   json_is_string(json_array_get(m, 1))) {
-			a = json_string_value(json_array_get(m, 0));
-			la = json_string_length(json_array_get(m, 0));
-			bb = json_string_value(json_array_get(m, 1));
-			lb = json_string_length(json_array_get(m, 1));
-		} else {
-			vt_buf_fini(&cat);
-			return fail(L, -EBADMSG, "tokenizer.json: merges[%zu] must be \"a b\" or "
-				    "[\"a\", \"b\"]", i);
-		}
-		cat.len = 0;
-		if (vt_buf_append(&cat, a, la) < 0 || vt_buf_append(&cat, bb, lb) < 0) {
-			vt_buf_fini(&cat);
-			return -ENOMEM;
-		}
-		int32_t ia = vt_strmap_get(&t->vocab, a, la);
-		int32_t ib = vt_strmap_get(&t->vocab, bb, lb);
-		int32_t ic = vt_strmap_get(&t->vocab, cat.p, cat.len);
-		if (ia < 0 || ib < 0 || ic < 0) {
-			r = fail(L, -EBADMSG, "tokenizer.json: merges[%zu] (\"%.*s\" \"%.*s\") uses a "
-				 "token that is not in the vocab", i, (int)la, a, (int)lb, bb);
-			vt_buf_fini(&cat);
-			return r;
-		}
-		if (vt_bpe_add_merge(&t->bpe, ia, ib, ic, (uint32_t)i) < 0) {
-			vt_buf_fini(&cat);
-			return -ENOMEM;
-		}
-	}
-	vt_buf_fini(&cat);
-	(void)root;
-	return 0;
+	char *tmp = malloc(sp->merges_len + 1); /* one merge's strings, unescaped */
+	if (!tmp)
+		return -ENOMEM;
+	js = (struct vt_jscan){.base = doc, .p = doc + sp->merges_off,
+			       .end = doc + sp->merges_off + sp->merges_len,
+			       .err = L->err, .err_len = L->err_len};
+	r = scan_merges(L, &js, tmp);
+	free(tmp);
+	(void)doc_len;
+	return r;
 }
 
 static int load_added(struct loader *L, json_t *added)
@@ -516,7 +596,8 @@ static void state_fini(struct vt_encstate *s)
 	vt_wcache_fini(&s->cache);
 }
 
-static int load_root(struct loader *L, json_t *root)
+static int load_root(struct loader *L, json_t *root, const char *doc, size_t doc_len,
+		     const struct vt_jspans *sp)
 {
 	if (!json_is_object(root))
 		return fail(L, -EBADMSG, "tokenizer.json: top level must be an object");
@@ -531,7 +612,7 @@ static int load_root(struct loader *L, json_t *root)
 			    "ByteLevel pre_tokenizer)");
 	if ((r = check_decoder(L, json_object_get(root, "decoder"),
 			       json_object_get(root, "post_processor"))) < 0 ||
-	    (r = load_model(L, json_object_get(root, "model"), added, root)) < 0 ||
+	    (r = load_model(L, json_object_get(root, "model"), added, doc, doc_len, sp)) < 0 ||
 	    (r = load_added(L, added)) < 0 || (r = build_decode_table(L->t)) < 0)
 		return r;
 	return state_init(&L->t->shared, true);
@@ -546,18 +627,51 @@ int vlm_tokenizer_load_buffer(const char *json, size_t json_len, struct vlm_toke
 		return -EINVAL;
 	*ret = NULL;
 	struct loader L = {.err = errbuf, .err_len = errbuf_len};
+	if (!json)
+		json = "";
+	/* Validate the document and find the two big tables with the fast scanner; jansson
+	 * then parses everything else with those two replaced by empty containers. */
+	struct vt_jscan js = {.base = json, .p = json, .end = json + json_len, .err = errbuf,
+			      .err_len = errbuf_len};
+	struct vt_jspans sp;
+	int r = vt_jscan_find_tables(&js, &sp);
+	if (r < 0)
+		return r;
+	char *rest = malloc(json_len + 5);
+	if (!rest)
+		return -ENOMEM;
+	size_t rl = 0, pos = 0;
+	struct { size_t off, len; const char *empty; } cut[2] = {
+		{sp.vocab_off, sp.vocab_len, "{}"}, {sp.merges_off, sp.merges_len, "[]"},
+	};
+	if (cut[1].off < cut[0].off) {
+		__typeof__(cut[0]) x = cut[0];
+		cut[0] = cut[1];
+		cut[1] = x;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (!cut[i].len)
+			continue;
+		memcpy(rest + rl, json + pos, cut[i].off - pos);
+		rl += cut[i].off - pos;
+		memcpy(rest + rl, cut[i].empty, 2);
+		rl += 2;
+		pos = cut[i].off + cut[i].len;
+	}
+	memcpy(rest + rl, json + pos, json_len - pos);
+	rl += json_len - pos;
 	json_error_t je;
-	json_t *root = json_loadb(json ? json : "", json_len, 0, &je);
+	json_t *root = json_loadb(rest, rl, 0, &je);
+	free(rest);
 	if (!root)
-		return fail(&L, -EBADMSG, "tokenizer.json: line %d column %d: %s", je.line,
-			    je.column, je.text);
+		return fail(&L, -EBADMSG, "tokenizer.json: %s", je.text);
 	L.t = calloc(1, sizeof(*L.t));
 	if (!L.t) {
 		json_decref(root);
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&L.t->lock, NULL);
-	int r = load_root(&L, root);
+	r = load_root(&L, root, json, json_len, &sp);
 	json_decref(root);
 	if (r < 0) {
 		if (r == -ENOMEM)
