@@ -218,7 +218,29 @@ static int skip_number(struct vt_jscan *s)
 	return 0;
 }
 
-static int skip_value(struct vt_jscan *s, int depth)
+/* Finds the end of a string without unescaping or validating it (the tables are validated
+ * when they are read). */
+static int skip_string_fast(struct vt_jscan *s)
+{
+	const char *q = s->p + 1;
+	for (;;) {
+		const char *r = memchr(q, '"', (size_t)(s->end - q));
+		if (!r) {
+			s->p = s->end;
+			return vt_jscan_fail(s, "unterminated string");
+		}
+		const char *b = r;
+		while (b > q && b[-1] == '\\')
+			b--;
+		q = r + 1;
+		if (((r - b) & 1) == 0)
+			break; /* an even run of backslashes: the quote is real */
+	}
+	s->p = q;
+	return 0;
+}
+
+static int skip_value(struct vt_jscan *s, int depth, bool fast)
 {
 	if (depth > MAX_DEPTH)
 		return vt_jscan_fail(s, "nesting too deep");
@@ -226,7 +248,7 @@ static int skip_value(struct vt_jscan *s, int depth)
 	int r;
 	switch (c) {
 	case '"':
-		return vt_jscan_string(s, NULL, NULL);
+		return fast ? skip_string_fast(s) : vt_jscan_string(s, NULL, NULL);
 	case '{':
 		s->p++;
 		if (vt_jscan_peek(s) == '}') {
@@ -234,8 +256,10 @@ static int skip_value(struct vt_jscan *s, int depth)
 			return 0;
 		}
 		do {
-			if ((r = vt_jscan_string(s, NULL, NULL)) < 0 ||
-			    (r = vt_jscan_expect(s, ':')) < 0 || (r = skip_value(s, depth + 1)) < 0)
+			if ((r = vt_jscan_peek(s) == '"' && fast ? skip_string_fast(s)
+								  : vt_jscan_string(s, NULL, NULL)) < 0 ||
+			    (r = vt_jscan_expect(s, ':')) < 0 ||
+			    (r = skip_value(s, depth + 1, fast)) < 0)
 				return r;
 		} while ((r = vt_jscan_next(s, '}')) == 1);
 		return r;
@@ -246,7 +270,7 @@ static int skip_value(struct vt_jscan *s, int depth)
 			return 0;
 		}
 		do {
-			if ((r = skip_value(s, depth + 1)) < 0)
+			if ((r = skip_value(s, depth + 1, fast)) < 0)
 				return r;
 		} while ((r = vt_jscan_next(s, ']')) == 1);
 		return r;
@@ -296,7 +320,7 @@ int vt_jscan_find_tables(struct vt_jscan *s, struct vt_jspans *sp)
 			if ((r = member_key(s, key, sizeof(key))) < 0)
 				return r;
 			if (strcmp(key, "model") || vt_jscan_peek(s) != '{') {
-				if ((r = skip_value(s, 1)) < 0)
+				if ((r = skip_value(s, 1, false)) < 0)
 					return r;
 				continue;
 			}
@@ -310,7 +334,8 @@ int vt_jscan_find_tables(struct vt_jscan *s, struct vt_jspans *sp)
 					return r;
 				vt_jscan_peek(s);
 				size_t off = (size_t)(s->p - s->base);
-				if ((r = skip_value(s, 2)) < 0)
+				bool table = !strcmp(key, "vocab") || !strcmp(key, "merges");
+				if ((r = skip_value(s, 2, table)) < 0)
 					return r;
 				size_t len = (size_t)(s->p - s->base) - off;
 				if (!strcmp(key, "vocab")) {

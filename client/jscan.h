@@ -27,8 +27,9 @@ struct vt_jspans {
 	size_t merges_off, merges_len;
 };
 
-/* Validates the whole document and finds the two tables. Returns 0 or -EBADMSG (message with
- * line and column in s->err). */
+/* Validates the document and finds the two tables (whose strings are only delimited here: the
+ * caller validates them when it reads them with vt_jscan_string). Returns 0 or -EBADMSG
+ * (message with line and column in s->err). */
 int vt_jscan_find_tables(struct vt_jscan *s, struct vt_jspans *spans);
 
 /* Skips whitespace; returns the next byte or 0 at the end. */

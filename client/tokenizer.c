@@ -411,6 +411,10 @@ static int load_model(struct loader *L, json_t *model, json_t *added, const char
 	size_t n_vocab = 0;
 	if ((r = scan_vocab(L, &js, &ve, &n_vocab, &max_id)) < 0)
 		return r;
+	if (vt_jscan_peek(&js) != 0) {
+		free(ve);
+		return vt_jscan_fail(&js, "unexpected data in model.vocab");
+	}
 	if (n_vocab == 0) {
 		free(ve);
 		return fail(L, -EBADMSG, "tokenizer.json: model.vocab is empty");
@@ -464,6 +468,8 @@ static int load_model(struct loader *L, json_t *model, json_t *added, const char
 			       .err = L->err, .err_len = L->err_len};
 	r = scan_merges(L, &js, tmp);
 	free(tmp);
+	if (r == 0 && vt_jscan_peek(&js) != 0)
+		r = vt_jscan_fail(&js, "unexpected data in model.merges");
 	(void)doc_len;
 	return r;
 }

@@ -67,6 +67,11 @@ bool vt_utf8_valid(const char *s, size_t n)
 			i++;
 			continue;
 		}
+		/* Two-byte characters (Latin, Greek, Cyrillic, byte-level vocab strings) inline. */
+		if (p[i] >= 0xC2 && p[i] <= 0xDF && i + 1 < n && (p[i + 1] & 0xC0) == 0x80) {
+			i += 2;
+			continue;
+		}
 		uint32_t cp;
 		int k = vt_utf8_step(p + i, n - i, &cp);
 		if (k <= 0)
