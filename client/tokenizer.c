@@ -289,10 +289,46 @@ err:
 	return r;
 }
 
-/* model.merges from the raw document: ["a b", ...] or [["a", "b"], ...]; rank = position. */
-static int scan_merges(struct loader *L, struct vt_jscan *js, char *tmp)
+/* model.merges from the raw document: ["a b", ...] or [["a", "b"], ...]; rank = position.
+ * Merges are read in batches whose three vocab slots (a, b, a+b) are prefetched before any is
+ * probed: the lookups are cache misses, and overlapping them is most of the load-time budget. */
+#define MERGE_BATCH 32
+
+struct merge_in {
+	const char *s;    /* a then b, contiguous, in tmp */
+	uint32_t la, lb;
+	const char *at;   /* position in the document, for errors */
+	uint64_t ha, hb, hc;
+};
+
+static int resolve_merges(struct loader *L, struct vt_jscan *js, struct merge_in *m, size_t n,
+			  uint32_t *rank)
 {
 	struct vlm_tokenizer *t = L->t;
+	for (size_t i = 0; i < n; i++) {
+		m[i].ha = vt_hash_bytes(m[i].s, m[i].la);
+		m[i].hb = vt_hash_bytes(m[i].s + m[i].la, m[i].lb);
+		m[i].hc = vt_hash_bytes(m[i].s, m[i].la + m[i].lb);
+		vt_strmap_prefetch(&t->vocab, m[i].ha);
+		vt_strmap_prefetch(&t->vocab, m[i].hb);
+		vt_strmap_prefetch(&t->vocab, m[i].hc);
+	}
+	for (size_t i = 0; i < n; i++) {
+		int32_t ia = vt_strmap_get_h(&t->vocab, m[i].s, m[i].la, m[i].ha);
+		int32_t ib = vt_strmap_get_h(&t->vocab, m[i].s + m[i].la, m[i].lb, m[i].hb);
+		int32_t ic = vt_strmap_get_h(&t->vocab, m[i].s, m[i].la + m[i].lb, m[i].hc);
+		if (ia < 0 || ib < 0 || ic < 0) {
+			js->p = m[i].at;
+			return vt_jscan_fail(js, "merge uses a token that is not in model.vocab");
+		}
+		if (vt_bpe_add_merge(&t->bpe, ia, ib, ic, (*rank)++) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int scan_merges(struct loader *L, struct vt_jscan *js, char *tmp)
+{
 	int r;
 	if (vt_jscan_peek(js) != '[')
 		return fail(L, -EBADMSG, "tokenizer.json: model.merges must be an array");
@@ -302,47 +338,43 @@ static int scan_merges(struct loader *L, struct vt_jscan *js, char *tmp)
 		return 0;
 	}
 	uint32_t rank = 0;
+	struct merge_in batch[MERGE_BATCH];
+	size_t nb = 0;
+	char *w = tmp; /* unescaped strings of the batch, back to back (never more than raw) */
 	do {
-		const char *a, *b;
-		size_t la, lb, n;
 		const char *at = js->p;
+		size_t la, lb, n;
 		if (vt_jscan_peek(js) == '"') {
-			if ((r = vt_jscan_string(js, tmp, &n)) < 0)
+			if ((r = vt_jscan_string(js, w, &n)) < 0)
 				return r;
-			const char *sp = memchr(tmp, ' ', n);
+			char *sp = memchr(w, ' ', n);
 			if (!sp) {
 				js->p = at;
 				return vt_jscan_fail(js, "merge is not \"a b\"");
 			}
-			a = tmp;
-			la = (size_t)(sp - tmp);
-			b = sp + 1;
+			la = (size_t)(sp - w);
 			lb = n - la - 1;
+			memmove(sp, sp + 1, lb); /* a and b back to back */
 		} else {
-			if ((r = vt_jscan_expect(js, '[')) < 0 || (r = vt_jscan_string(js, tmp, &la)) < 0 ||
+			if ((r = vt_jscan_expect(js, '[')) < 0 || (r = vt_jscan_string(js, w, &la)) < 0 ||
 			    (r = vt_jscan_expect(js, ',')) < 0 ||
-			    (r = vt_jscan_string(js, tmp + la, &lb)) < 0 ||
+			    (r = vt_jscan_string(js, w + la, &lb)) < 0 ||
 			    (r = vt_jscan_expect(js, ']')) < 0)
 				return r;
-			a = tmp;
-			b = tmp + la;
 		}
-		int32_t ia = vt_strmap_get(&t->vocab, a, la);
-		int32_t ib = vt_strmap_get(&t->vocab, b, lb);
-		int32_t ic = -1;
-		if (ia >= 0 && ib >= 0) {
-			/* a and b are adjacent in tmp only in the pair form; build a+b explicitly. */
-			memmove(tmp + la, b, lb);
-			ic = vt_strmap_get(&t->vocab, tmp, la + lb);
+		batch[nb++] = (struct merge_in){.s = w, .la = (uint32_t)la, .lb = (uint32_t)lb,
+						.at = at};
+		w += la + lb;
+		if (nb == MERGE_BATCH) {
+			if ((r = resolve_merges(L, js, batch, nb, &rank)) < 0)
+				return r;
+			nb = 0;
+			w = tmp;
 		}
-		if (ia < 0 || ib < 0 || ic < 0) {
-			js->p = at;
-			return vt_jscan_fail(js, "merge uses a token that is not in model.vocab");
-		}
-		if (vt_bpe_add_merge(&t->bpe, ia, ib, ic, rank++) < 0)
-			return -ENOMEM;
 	} while ((r = vt_jscan_next(js, ']')) == 1);
-	return r;
+	if (r < 0)
+		return r;
+	return resolve_merges(L, js, batch, nb, &rank);
 }
 
 static int load_model(struct loader *L, json_t *model, json_t *added, const char *doc,
@@ -427,8 +459,8 @@ static int load_model(struct loader *L, json_t *model, json_t *added, const char
 	t->n_ids = max_id + 1;
 	t->tok_str = calloc(t->n_ids, sizeof(*t->tok_str));
 	t->special = calloc(t->n_ids, 1);
-	if (!t->tok_str || !t->special || vt_strmap_init(&t->vocab, n_vocab) < 0 ||
-	    vt_strmap_init(&t->added, n_added) < 0) {
+	if (!t->tok_str || !t->special || vt_strmap_init(&t->vocab, n_vocab, t->arena) < 0 ||
+	    vt_strmap_init(&t->added, n_added, t->arena) < 0) {
 		free(ve);
 		return -ENOMEM;
 	}
