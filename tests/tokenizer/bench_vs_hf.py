@@ -7,7 +7,8 @@
 Builds (unless given) a 151k-vocab Qwen2-format tokenizer.json with gen_big_tokenizer.py and a
 large mixed-script text, then for each tokenizer (the big one and the committed fixture):
   * load time: median of N loads, ours (vlm-bench) vs Tokenizer.from_file;
-  * encode throughput: best of N warm runs over the whole text, after one cold run;
+  * encode throughput: best of N warm runs after one cold run, once with the whole text as one
+    string and once per paragraph (HF: encode_batch, which runs on one thread here);
   * the ids must be identical (FNV-1a hash of the id sequence compared).
 Prints a table and the ratios (ours / HF: > 1 means faster for throughput, < 1 for load time).
 Exit status 1 when the ids differ.
@@ -37,17 +38,22 @@ def fnv1a(ids):
     return f"{h:016x}"
 
 
-def hf_measure(tok_path, text, iters, load_iters):
+def hf_measure(tok_path, text, iters, load_iters, docs):
     from tokenizers import Tokenizer
     loads = []
     for _ in range(load_iters):
         t0 = time.perf_counter()
         tok = Tokenizer.from_file(tok_path)
         loads.append(time.perf_counter() - t0)
+    if docs:
+        parts = text.split("\n\n")
+        run = lambda: [i for e in tok.encode_batch(parts) for i in e.ids]  # noqa: E731
+    else:
+        run = lambda: tok.encode(text).ids  # noqa: E731
     t0 = time.perf_counter()
-    ids = tok.encode(text).ids
+    ids = run()
     cold = time.perf_counter() - t0
-    best = min(_timed(lambda: tok.encode(text)) for _ in range(iters))
+    best = min(_timed(run) for _ in range(iters))
     return {"load_ms": statistics.median(loads) * 1e3, "encode_cold_s": cold, "encode_s": best,
             "tokens": len(ids), "ids_fnv1a": fnv1a(ids)}
 
@@ -58,9 +64,10 @@ def _timed(f):
     return time.perf_counter() - t0
 
 
-def ours_measure(bench, tok_path, text_path, iters, load_iters):
+def ours_measure(bench, tok_path, text_path, iters, load_iters, docs):
     out = subprocess.run([bench, "tokenize", "--tokenizer", tok_path, "--text", text_path,
-                          "--iters", str(iters), "--load-iters", str(load_iters), "--json"],
+                          "--iters", str(iters), "--load-iters", str(load_iters), "--json"] +
+                         (["--docs"] if docs else []),
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -91,13 +98,16 @@ def main():
     ok = True
     print(f"text: {text_path}, {nbytes / 1e6:.2f} MB; RAYON_NUM_THREADS="
           f"{os.environ['RAYON_NUM_THREADS']}")
-    for tok_path in (big, os.path.join(HERE, "data", "tokenizer.json")):
-        ours = ours_measure(a.bench, tok_path, text_path, a.iters, a.load_iters)
-        hf = hf_measure(tok_path, text, a.iters, a.load_iters)
+    runs = [(big, False), (big, True), (os.path.join(HERE, "data", "tokenizer.json"), True)]
+    for tok_path, docs in runs:
+        ours = ours_measure(a.bench, tok_path, text_path, a.iters, a.load_iters, docs)
+        hf = hf_measure(tok_path, text, a.iters, a.load_iters, docs)
         same = ours["ids_fnv1a"] == hf["ids_fnv1a"] and ours["tokens"] == hf["tokens"]
         ok &= same
         mb = nbytes / 1e6
-        print(f"\n{tok_path} ({ours['vocab']} ids)")
+        mode = ("one call per paragraph (encode_batch, 1 thread)" if docs
+                else "whole text as one string")
+        print(f"\n{tok_path} ({ours['vocab']} ids), {mode}")
         print(f"  {'':14}{'vlmd':>12}{'HF tokenizers':>16}{'ratio':>10}")
         print(f"  {'load ms':14}{ours['load_ms']:12.1f}{hf['load_ms']:16.1f}"
               f"{ours['load_ms'] / hf['load_ms']:10.2f}  (vlmd/HF, lower is better)")
