@@ -11,6 +11,8 @@ Writes into tests/tokenizer/data/:
                         appended after the learned vocabulary (as in the real file).
   tokenizer-flags.json  the same model plus added tokens exercising lstrip/rstrip/single_word/
                         normalized/non-special, and merges in the legacy "a b" string form.
+  tokenizer-gpt2.json   the same model with GPT-2's pre-tokenizer (ByteLevel use_regex, prefix
+                        space) and no normalizer.
   cases.json            for each tokenizer: every test text with the ids HF produced with and
                         without special-token parsing, the decoded strings (with and without
                         skip_special_tokens), and random id sequences with their lossy decodes.
@@ -256,6 +258,17 @@ def main():
     legacy_merges(flags_path)
     flag_tok = Tokenizer.from_file(flags_path)
 
+    # GPT-2-style configuration of the same model: ByteLevel with its own regex and a prefix
+    # space, no normalizer; exercises the other pre-tokenizer paths.
+    gpt2 = json.load(open(main_path, encoding="utf-8"))
+    gpt2["normalizer"] = None
+    gpt2["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                             "use_regex": True}
+    gpt2_path = os.path.join(DATA, "tokenizer-gpt2.json")
+    with open(gpt2_path, "w", encoding="utf-8") as f:
+        json.dump(gpt2, f, ensure_ascii=False)
+    gpt2_tok = Tokenizer.from_file(gpt2_path)
+
     rng = random.Random(7)
     texts = test_texts()
     cases = {
@@ -266,6 +279,10 @@ def main():
         "tokenizer-flags.json": {
             "encode": [enc_case(flag_tok, t) for t in flag_texts() + texts[:120]],
             "decode": decode_cases(flag_tok, rng, 50),
+        },
+        "tokenizer-gpt2.json": {
+            "encode": [enc_case(gpt2_tok, t) for t in texts[:200]],
+            "decode": decode_cases(gpt2_tok, rng, 20),
         },
     }
     with open(os.path.join(DATA, "cases.json"), "w", encoding="utf-8") as f:

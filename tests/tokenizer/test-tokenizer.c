@@ -170,7 +170,7 @@ START_TEST(test_hf_cases)
 		check_decode_cases(file, json_object_get(v, "decode"));
 		n_files++;
 	}
-	ck_assert_uint_eq(n_files, 2);
+	ck_assert_uint_eq(n_files, 3);
 	json_decref(all);
 }
 END_TEST
