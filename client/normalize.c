@@ -75,6 +75,52 @@ static int apply_one(enum vt_norm_form f, const char *s, size_t n, struct vt_buf
 	return e;
 }
 
+/*
+ * NFC of s into buf by pieces: a boundary before an ASCII character is always safe (ASCII is a
+ * starter and never the second half of a composition), so only the non-ASCII runs, each with
+ * the one character before it, are looked at, and only runs failing the quick check go through
+ * utf8proc. Text with a few accents or Indic vowel signs no longer costs a full-text round trip.
+ * *changed tells whether buf holds the result (false: s was already NFC, buf untouched).
+ */
+static int nfc_pieces(const char *s, size_t n, struct vt_buf *buf, bool *changed)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t i = 0, copied = 0; /* s[0..copied) is in buf (once changed) */
+	int r;
+	*changed = false;
+	while (i < n) {
+		if (p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		size_t start = i > 0 ? i - 1 : 0, j = i;
+		while (j < n && p[j] >= 0x80)
+			j++;
+		if (!nfc_quick(s + i, j - i)) {
+			if (!*changed) {
+				buf->len = 0;
+				*changed = true;
+			}
+			if ((r = vt_buf_append(buf, s + copied, start - copied)) < 0)
+				return r;
+			utf8proc_uint8_t *dst = NULL;
+			utf8proc_ssize_t k = utf8proc_map(p + start, (utf8proc_ssize_t)(j - start), &dst,
+							  UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+			if (k < 0)
+				return k == UTF8PROC_ERROR_NOMEM ? -ENOMEM : -EILSEQ;
+			r = vt_buf_append(buf, dst, (size_t)k);
+			free(dst);
+			if (r < 0)
+				return r;
+			copied = j;
+		}
+		i = j;
+	}
+	if (*changed)
+		return vt_buf_append(buf, s + copied, n - copied);
+	return 0;
+}
+
 int vt_norm_apply(const struct vt_normalizer *nz, const char *s, size_t n, struct vt_buf *buf,
 		  const char **out, size_t *out_len)
 {
@@ -82,6 +128,15 @@ int vt_norm_apply(const struct vt_normalizer *nz, const char *s, size_t n, struc
 	*out_len = n;
 	if (nz->n == 0 || n == 0 || is_ascii(s, n))
 		return 0;
+	if (nz->n == 1 && nz->form[0] == VT_NORM_NFC) {
+		bool changed;
+		int r = nfc_pieces(s, n, buf, &changed);
+		if (r == 0 && changed) {
+			*out = buf->p;
+			*out_len = buf->len;
+		}
+		return r;
+	}
 	struct vt_buf tmp = {0};
 	for (int i = 0; i < nz->n; i++) {
 		if (nz->form[i] == VT_NORM_NFC && nfc_quick(*out, *out_len))
