@@ -736,10 +736,15 @@ int vlm_tokenizer_load(const char *path, struct vlm_tokenizer **ret, char *errbu
 		return fail(&L, e, "%s: %s", path, strerror(-e));
 	}
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)1 << 31) {
-		int e = errno && !S_ISREG(st.st_mode) ? -EINVAL : -EFBIG;
+	if (fstat(fd, &st) < 0) {
+		int e = -errno;
 		close(fd);
-		return fail(&L, e, "%s: not a regular file of sane size", path);
+		return fail(&L, e, "%s: %s", path, strerror(-e));
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > (off_t)1 << 31) {
+		close(fd);
+		return fail(&L, S_ISREG(st.st_mode) ? -EFBIG : -EINVAL,
+			    "%s: not a regular file of at most 2 GiB", path);
 	}
 	size_t n = (size_t)st.st_size, got = 0;
 	char *buf = malloc(n ? n : 1);
