@@ -39,17 +39,18 @@ struct vlm_chat;
  * Returns 0, -EINVAL (NULL path/ret), -ENOENT/-EACCES/... (opening or reading the file),
  * -EBADMSG (not JSON, or a field has the wrong type/value), -ENOTSUP (valid but uses a feature
  * this tokenizer does not implement, e.g. a WordPiece model), -ENOMEM.
+ * Since 0.1.
  */
 VLM_EXPORT int vlm_tokenizer_load(const char *path, struct vlm_tokenizer **ret,
 				  char *errbuf, size_t errbuf_len);
 
 /* As vlm_tokenizer_load, from the file's contents in memory (json need not be NUL-terminated;
- * it is not retained). */
+ * it is not retained). Since 0.1. */
 VLM_EXPORT int vlm_tokenizer_load_buffer(const char *json, size_t json_len,
 					 struct vlm_tokenizer **ret, char *errbuf,
 					 size_t errbuf_len);
 
-/* Frees a tokenizer; NULL is a no-op. No other thread may be using it. */
+/* Frees a tokenizer; NULL is a no-op. No other thread may be using it. Since 0.1. */
 VLM_EXPORT void vlm_tokenizer_free(struct vlm_tokenizer *tok);
 
 /* ---- encoding --------------------------------------------------------------------------- */
@@ -66,12 +67,14 @@ enum {
  * Encodes len bytes of UTF-8 text. On success *ret_ids is a new array of *ret_n token ids
  * (NULL when *ret_n is 0), owned by the caller: free it with vlm_tokens_free().
  * Returns the number of ids (as int, clamped to INT_MAX), -EINVAL (bad arguments or unknown
- * flags), -EILSEQ (text is not valid UTF-8), -ENOMEM.
+ * flags), -EILSEQ (text is not valid UTF-8), -E2BIG (the pre-tokenizer regex hit PCRE2's match
+ * limit), -ENOMEM. Thread-safe: concurrent calls on one tokenizer never block each other.
+ * Since 0.1.
  */
 VLM_EXPORT int vlm_tokenizer_encode(const struct vlm_tokenizer *tok, const char *text, size_t len,
 				    unsigned flags, int32_t **ret_ids, size_t *ret_n);
 
-/* Frees an id array returned by this library; NULL is a no-op. */
+/* Frees an id array returned by this library; NULL is a no-op. Since 0.1. */
 VLM_EXPORT void vlm_tokens_free(int32_t *ids);
 
 /* ---- decoding --------------------------------------------------------------------------- */
@@ -87,11 +90,12 @@ enum {
  * are ignored. On success *ret_text is a new NUL-terminated string of *ret_len bytes owned by
  * the caller (free with vlm_text_free()); ret_len may be NULL.
  * Returns 0, -EINVAL, -ENOMEM.
+ * Since 0.1.
  */
 VLM_EXPORT int vlm_tokenizer_decode(const struct vlm_tokenizer *tok, const int32_t *ids, size_t n,
 				    unsigned flags, char **ret_text, size_t *ret_len);
 
-/* Frees a string returned by this library; NULL is a no-op. */
+/* Frees a string returned by this library; NULL is a no-op. Since 0.1. */
 VLM_EXPORT void vlm_text_free(char *text);
 
 /*
@@ -101,33 +105,35 @@ VLM_EXPORT void vlm_text_free(char *text);
  * The concatenation of everything emitted plus vlm_detok_flush() equals vlm_tokenizer_decode()
  * of all the ids. The tokenizer must outlive the decoder.
  * vlm_detok_new: *ret owns a new decoder (free with vlm_detok_free). Returns 0, -EINVAL, -ENOMEM.
+ * Since 0.1.
  */
 VLM_EXPORT int vlm_detok_new(const struct vlm_tokenizer *tok, unsigned flags,
 			     struct vlm_detok **ret);
-/* Frees a decoder; NULL is a no-op. */
+/* Frees a decoder; NULL is a no-op. Since 0.1. */
 VLM_EXPORT void vlm_detok_free(struct vlm_detok *d);
 /*
  * Feeds one id. *ret_text points to the text completed by this id (*ret_len bytes, possibly 0,
  * NUL-terminated), owned by the decoder and valid until the next call on it.
  * Returns *ret_len as int, -EINVAL, -ENOMEM.
+ * Since 0.1.
  */
 VLM_EXPORT int vlm_detok_feed(struct vlm_detok *d, int32_t id, const char **ret_text,
 			      size_t *ret_len);
 /* Emits what is still held back (as U+FFFD, since it is incomplete) and resets the decoder
- * for a new sequence. Same return and ownership as vlm_detok_feed. */
+ * for a new sequence. Same return and ownership as vlm_detok_feed. Since 0.1. */
 VLM_EXPORT int vlm_detok_flush(struct vlm_detok *d, const char **ret_text, size_t *ret_len);
 
 /* ---- vocabulary ------------------------------------------------------------------------- */
 
-/* Number of ids: the largest id + 1 over the model's vocab and the added tokens. */
+/* Number of ids: the largest id + 1 over the model's vocab and the added tokens. Since 0.1. */
 VLM_EXPORT size_t vlm_tokenizer_vocab_size(const struct vlm_tokenizer *tok);
 /* Id of a token given by its vocab string (the byte-level form, e.g. "Ġthe") or an added token's
- * content (e.g. "<|im_end|>"). Returns the id (>= 0) or -ENOENT, -EINVAL. */
+ * content (e.g. "<|im_end|>"). Returns the id (>= 0) or -ENOENT, -EINVAL. Since 0.1. */
 VLM_EXPORT int32_t vlm_tokenizer_token_to_id(const struct vlm_tokenizer *tok, const char *token);
 /* The vocab string / added-token content of an id, NUL-terminated, owned by the tokenizer;
- * NULL when the id is unknown. */
+ * NULL when the id is unknown. Since 0.1. */
 VLM_EXPORT const char *vlm_tokenizer_id_to_token(const struct vlm_tokenizer *tok, int32_t id);
-/* True when id is a special added token. */
+/* True when id is a special added token. Since 0.1. */
 VLM_EXPORT bool vlm_tokenizer_is_special(const struct vlm_tokenizer *tok, int32_t id);
 
 /* ---- chat template (Qwen2-VL ChatML) ------------------------------------------------------ */
@@ -142,19 +148,20 @@ enum vlm_chat_item_kind {
  * A conversation: messages with a role ("system", "user", "assistant", ...) whose content is a
  * sequence of text parts and image/video parts. vlm_chat_new: *ret owns a new empty conversation
  * (free with vlm_chat_free). Returns 0, -EINVAL, -ENOMEM.
+ * Since 0.1.
  */
 VLM_EXPORT int vlm_chat_new(struct vlm_chat **ret);
-/* Frees a conversation; NULL is a no-op. */
+/* Frees a conversation; NULL is a no-op. Since 0.1. */
 VLM_EXPORT void vlm_chat_free(struct vlm_chat *chat);
-/* Starts a new message with the given role (copied). Returns 0, -EINVAL, -ENOMEM. */
+/* Starts a new message with the given role (copied). Returns 0, -EINVAL, -ENOMEM. Since 0.1. */
 VLM_EXPORT int vlm_chat_add_message(struct vlm_chat *chat, const char *role);
 /* Appends text (len bytes, copied) to the current message. A message whose content is only one
  * text part renders exactly like HF's string content. Returns 0, -EINVAL (no message yet),
- * -ENOMEM. */
+ * -ENOMEM. Since 0.1. */
 VLM_EXPORT int vlm_chat_add_text(struct vlm_chat *chat, const char *text, size_t len);
 /* Appends an image or video to the current message. grid_t/h/w is the item's patch grid
  * (Qwen2-VL's image_grid_thw / video_grid_thw, before the spatial merge): it gets
- * t*h*w / merge_size^2 pad tokens. Returns 0, -EINVAL (no message, zero grid), -ENOMEM. */
+ * t*h*w / merge_size^2 pad tokens. Returns 0, -EINVAL (no message, zero grid), -ENOMEM. Since 0.1. */
 VLM_EXPORT int vlm_chat_add_media(struct vlm_chat *chat, enum vlm_chat_item_kind kind,
 				  uint32_t grid_t, uint32_t grid_h, uint32_t grid_w);
 /*
@@ -165,6 +172,7 @@ VLM_EXPORT int vlm_chat_add_media(struct vlm_chat *chat, enum vlm_chat_item_kind
  *                                 {"type": "text", "text": "Describe."}]}]
  * (or an object {"messages": [...]}). *ret owns a new conversation (free with vlm_chat_free).
  * Returns 0, -EINVAL, -EBADMSG (with a message in errbuf when not NULL), -ENOMEM.
+ * Since 0.1.
  */
 VLM_EXPORT int vlm_chat_from_json(const char *json, size_t len, struct vlm_chat **ret,
 				  char *errbuf, size_t errbuf_len);
@@ -205,10 +213,11 @@ struct vlm_chat_result {
  * Returns the number of ids (clamped to INT_MAX), -EINVAL (bad arguments, a grid not divisible
  * by merge_size^2), -ENOENT (the tokenizer lacks a ChatML/vision special token), -EOVERFLOW,
  * -ENOMEM.
+ * Since 0.1.
  */
 VLM_EXPORT int vlm_chat_encode(const struct vlm_tokenizer *tok, const struct vlm_chat *chat,
 			       const struct vlm_chat_options *opts, struct vlm_chat_result *out);
-/* Frees the arrays of a result and zeroes it; a zeroed result is a no-op. */
+/* Frees the arrays of a result and zeroes it; a zeroed result is a no-op. Since 0.1. */
 VLM_EXPORT void vlm_chat_result_fini(struct vlm_chat_result *res);
 
 #ifdef __cplusplus
