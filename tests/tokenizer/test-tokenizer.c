@@ -489,8 +489,11 @@ int main(int argc, char **argv)
 	tcase_add_test(tc, test_chat_builder);
 	tcase_add_test(tc, test_malformed);
 	tcase_add_test(tc, test_bad_input);
-	tcase_add_test(tc, test_threads);
 	suite_add_tcase(s, tc);
+	TCase *tt = tcase_create("threads"); /* also run under TSan (suite 'tsan') */
+	tcase_set_timeout(tt, 300);
+	tcase_add_test(tt, test_threads);
+	suite_add_tcase(s, tt);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);
