@@ -11,7 +11,8 @@
 uint32_t vs_prod_push_batch(struct vs_prod *p, const void *entries, uint32_t n)
 {
 	const unsigned char *src = entries;
-	uint32_t space = vs_prod_space(p);
+	int64_t sp = vs_prod_space_checked(p, n);
+	uint32_t space = sp < 0 ? 0 : (uint32_t)sp;
 	uint32_t k = n < space ? n : space;
 
 	for (uint32_t i = 0; i < k; i++) {

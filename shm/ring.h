@@ -139,6 +139,7 @@ static inline int64_t vs_prod_space_checked(struct vs_prod *p, uint32_t want)
 	return p->mask + 1 - used;
 }
 
+/* Free slots as far as the cached head knows (re-read only when it says full): a lower bound. */
 static inline uint32_t vs_prod_space(struct vs_prod *p)
 {
 	int64_t s = vs_prod_space_checked(p, 1);
