@@ -1,0 +1,476 @@
+/*
+ * tools/bench-transport.c — `vlm-bench transport`: what the shared-memory transport costs,
+ * next to baselines measured in the same run on the same machine.
+ *
+ *   ring busy    ECHO (1 token) round trip through a real vlmd I/O loop (in-process daemon
+ *                thread, same code as the vlmd executable) while the daemon busy-polls and the
+ *                client spins: the no-system-call path.
+ *   ring sleep   the same with a daemon that sleeps as soon as it is idle (--spin-us 0) and a
+ *                client that sleeps too: every request rings the doorbell (eventfd) and every
+ *                answer wakes the client (futex). Compared with...
+ *   futex        a raw futex ping-pong between two threads that always sleep: the floor for
+ *                "both sides asleep".
+ *   uds          the same 1-token echo over a UNIX stream socket (blocking read/write).
+ *   ring entries/s  raw SPSC throughput of 64-byte completion entries between two threads,
+ *                published every 32 entries; plus pipelined NOP requests through the daemon.
+ *
+ * The daemon runs in a thread of this process so the benchmark is one command.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "client/conn.h"
+#include "config.h"
+#include "daemon/server.h"
+#include "shm/doorbell.h"
+#include "shm/ring.h"
+
+struct stats {
+	double p50, p99;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static struct stats summarize(uint64_t *ns, size_t n)
+{
+	struct stats s;
+
+	qsort(ns, n, sizeof(*ns), cmp_u64);
+	s.p50 = (double)ns[n / 2] / 1000.0;
+	s.p99 = (double)ns[(size_t)((double)n * 0.99)] / 1000.0;
+	return s;
+}
+
+/* ------------------------------------------------------------------ in-process daemon */
+
+struct daemon_thr {
+	struct vd_server_opts o;
+	struct vd_server *srv;
+	pthread_t thr;
+	int started;                 /* 1 ok, -1 failed */
+	int err;
+	char sock[108];
+};
+
+static void *daemon_main(void *arg)
+{
+	struct daemon_thr *d = arg;
+	int e = vd_server_new(&d->o, &d->srv);
+
+	if (e) {
+		d->err = e;
+		__atomic_store_n(&d->started, -1, __ATOMIC_RELEASE);
+		return NULL;
+	}
+	__atomic_store_n(&d->started, 1, __ATOMIC_RELEASE);
+	vd_server_run(d->srv);
+	return NULL;
+}
+
+static int daemon_start(struct daemon_thr *d, const char *dir, const char *name, uint32_t spin_us,
+			enum vd_backend backend)
+{
+	memset(d, 0, sizeof(*d));
+	snprintf(d->sock, sizeof(d->sock), "%s/%s", dir, name);
+	vd_server_opts_default(&d->o);
+	d->o.socket_path = d->sock;
+	d->o.spin_us = spin_us;
+	d->o.backend = backend;
+	if (pthread_create(&d->thr, NULL, daemon_main, d))
+		return -1;
+	while (!__atomic_load_n(&d->started, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	if (d->started < 0) {
+		pthread_join(d->thr, NULL);
+		fprintf(stderr, "vlm-bench: daemon failed: %s\n", strerror(-d->err));
+		return -1;
+	}
+	return 0;
+}
+
+static void daemon_stop(struct daemon_thr *d)
+{
+	vd_server_stop(d->srv);
+	pthread_join(d->thr, NULL);
+	vd_server_free(d->srv);
+}
+
+/* ------------------------------------------------------------------ ring round trips */
+
+/* n ECHO round trips of one token; per-trip ns into out. Returns 0 or -errno. */
+static int ring_rtt(const char *sock, int64_t spin_ns, uint64_t *out, size_t n, size_t warm,
+		    double *bell_fraction, const char **backend)
+{
+	struct vc_conn_opts o = { .socket_path = sock, .name = "bench", .spin_ns = spin_ns };
+	struct vc_conn *c;
+	uint64_t off, bells0 = 0;
+	uint32_t *tok;
+	int e;
+
+	(void)backend;
+	e = vc_conn_connect(&o, &c, NULL, 0);
+	if (e)
+		return e;
+	tok = vc_conn_arena_alloc(c, 4, &off);
+	*tok = 4242;
+	for (size_t i = 0; i < warm + n; i++) {
+		uint64_t t0, t1;
+		struct vs_sqe *s;
+		struct vs_cqe cq[4];
+		int done = 0;
+
+		if (i == warm)
+			bells0 = c->n_bells;
+		t0 = vs_now_ns();
+		s = vc_conn_sq_reserve(c);
+		s->opcode = VS_OP_ECHO;
+		s->user_data = i;
+		s->tokens_off = off;
+		s->n_tokens = 1;
+		vc_conn_sq_commit(c);
+		vc_conn_sq_flush(c);
+		while (!done) {
+			uint32_t k;
+
+			e = vc_conn_wait(c, 5000000000ll);
+			if (e)
+				goto out;
+			k = vc_conn_reap(c, cq, 4);
+			for (uint32_t j = 0; j < k; j++)
+				if (cq[j].type == VS_CQE_FINISH)
+					done = 1;
+				else if (cq[j].type == VS_CQE_TOKENS && cq[j].u.tokens[0] != 4242)
+					e = -EBADMSG;
+		}
+		t1 = vs_now_ns();
+		if (i >= warm)
+			out[i - warm] = t1 - t0;
+	}
+	*bell_fraction = (double)(c->n_bells - bells0) / (double)n;
+out:
+	vc_conn_free(c);
+	return e;
+}
+
+/* Pipelined NOPs through the daemon: requests/s with up to sq_entries in flight. */
+static double daemon_throughput(const char *sock, double secs)
+{
+	struct vc_conn_opts o = { .socket_path = sock, .name = "bench-tput", .spin_ns = 1000000000,
+				  .sq_entries = 1024, .cq_entries = 4096 };
+	struct vc_conn *c;
+	uint64_t sent = 0, done = 0, t0, end;
+
+	if (vc_conn_connect(&o, &c, NULL, 0))
+		return 0;
+	t0 = vs_now_ns();
+	end = t0 + (uint64_t)(secs * 1e9);
+	while (vs_now_ns() < end) {
+		struct vs_cqe cq[256];
+		struct vs_sqe *s;
+
+		while (sent - done < 1024 && (s = vc_conn_sq_reserve(c))) {
+			s->opcode = VS_OP_NOP;
+			s->user_data = sent++;
+			vc_conn_sq_commit(c);
+		}
+		vc_conn_sq_flush(c);
+		if (vc_conn_wait(c, 1000000000ll))
+			break;
+		done += vc_conn_reap(c, cq, 256);
+	}
+	while (done < sent) {
+		struct vs_cqe cq[256];
+
+		if (vc_conn_wait(c, 1000000000ll))
+			break;
+		done += vc_conn_reap(c, cq, 256);
+	}
+	vc_conn_free(c);
+	return (double)done / ((double)(vs_now_ns() - t0) / 1e9);
+}
+
+/* ------------------------------------------------------------------ raw ring throughput */
+
+#define TP_ENTRIES 1024
+#define TP_BATCH 32
+
+static struct {
+	uint32_t head __attribute__((aligned(128)));
+	uint32_t tail __attribute__((aligned(128)));
+	struct vs_cqe slots[TP_ENTRIES] __attribute__((aligned(128)));
+} tp;
+static volatile int tp_stop;
+static uint64_t tp_consumed, tp_bad;
+
+static void *tp_consumer(void *arg)
+{
+	struct vs_cons c;
+	uint64_t expect = 0, sum_bad = 0;
+
+	(void)arg;
+	vs_cons_init(&c, &tp.head, &tp.tail, tp.slots, TP_ENTRIES, sizeof(struct vs_cqe));
+	while (!__atomic_load_n(&tp_stop, __ATOMIC_ACQUIRE) || vs_cons_avail(&c)) {
+		uint32_t n = vs_cons_avail(&c);
+
+		if (!n) {
+			vs_cpu_relax();
+			continue;
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			const struct vs_cqe *e = vs_cons_peek(&c, i);
+
+			sum_bad += e->user_data != expect++;
+		}
+		vs_cons_release(&c, n);
+	}
+	tp_consumed = expect;
+	tp_bad = sum_bad;
+	return NULL;
+}
+
+static double ring_throughput(double secs)
+{
+	struct vs_prod p;
+	pthread_t t;
+	uint64_t seq = 0, t0, end;
+
+	memset(&tp, 0, sizeof(tp));
+	tp_stop = 0;
+	vs_prod_init(&p, &tp.tail, &tp.head, tp.slots, TP_ENTRIES, sizeof(struct vs_cqe));
+	pthread_create(&t, NULL, tp_consumer, NULL);
+	t0 = vs_now_ns();
+	end = t0 + (uint64_t)(secs * 1e9);
+	for (unsigned it = 0;; it++) {
+		uint32_t k = 0;
+
+		if ((it & 1023) == 0 && vs_now_ns() >= end)
+			break;
+		while (k < TP_BATCH) {
+			struct vs_cqe *e = vs_prod_reserve(&p);
+
+			if (!e)
+				break;
+			e->user_data = seq++;
+			e->type = VS_CQE_TOKENS;
+			e->count = 1;
+			vs_prod_advance(&p);
+			k++;
+		}
+		if (k)
+			vs_prod_publish(&p);
+		else
+			vs_cpu_relax();
+	}
+	__atomic_store_n(&tp_stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	if (tp_bad || tp_consumed != seq)
+		return -1;
+	return (double)seq / ((double)(vs_now_ns() - t0) / 1e9);
+}
+
+/* ------------------------------------------------------------------ baselines */
+
+static uint32_t fx_word;
+static volatile int fx_stop;
+
+static void *fx_peer(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		/* wait for our turn (odd), answer with even */
+		uint32_t v;
+
+		while (((v = __atomic_load_n(&fx_word, __ATOMIC_ACQUIRE)) & 1) == 0) {
+			if (fx_stop)
+				return NULL;
+			vs_futex_wait(&fx_word, v, 100000000);
+		}
+		__atomic_store_n(&fx_word, v + 1, __ATOMIC_RELEASE);
+		vs_futex_wake(&fx_word, 1);
+	}
+}
+
+static void futex_rtt(uint64_t *out, size_t n, size_t warm)
+{
+	pthread_t t;
+
+	fx_word = 0;
+	fx_stop = 0;
+	pthread_create(&t, NULL, fx_peer, NULL);
+	for (size_t i = 0; i < warm + n; i++) {
+		uint64_t t0 = vs_now_ns();
+		uint32_t v = __atomic_add_fetch(&fx_word, 1, __ATOMIC_ACQ_REL); /* odd: peer's turn */
+
+		vs_futex_wake(&fx_word, 1);
+		while (__atomic_load_n(&fx_word, __ATOMIC_ACQUIRE) == v)
+			vs_futex_wait(&fx_word, v, 100000000);
+		if (i >= warm)
+			out[i - warm] = vs_now_ns() - t0;
+	}
+	fx_stop = 1;
+	vs_futex_wake(&fx_word, 1);
+	pthread_join(t, NULL);
+}
+
+static void *uds_peer(void *arg)
+{
+	int fd = *(int *)arg;
+	uint64_t buf[2];
+
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n <= 0)
+			return NULL;
+		if (write(fd, buf, (size_t)n) != n)
+			return NULL;
+	}
+}
+
+static int uds_rtt(uint64_t *out, size_t n, size_t warm)
+{
+	int sv[2];
+	pthread_t t;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return -errno;
+	pthread_create(&t, NULL, uds_peer, &sv[1]);
+	for (size_t i = 0; i < warm + n; i++) {
+		uint64_t msg[2] = { i, 4242 }, back[2];
+		uint64_t t0 = vs_now_ns();
+		size_t got = 0;
+
+		if (write(sv[0], msg, sizeof(msg)) != (ssize_t)sizeof(msg))
+			break;
+		while (got < sizeof(back)) {
+			ssize_t k = read(sv[0], (char *)back + got, sizeof(back) - got);
+
+			if (k <= 0)
+				goto done;
+			got += (size_t)k;
+		}
+		if (i >= warm)
+			out[i - warm] = vs_now_ns() - t0;
+	}
+done:
+	close(sv[0]);
+	pthread_join(t, NULL);
+	close(sv[1]);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ main */
+
+int bench_transport_main(int argc, char **argv)
+{
+	int json = 0;
+	size_t iters = 20000, sleep_iters = 3000;
+	enum vd_backend backend = VD_BACKEND_AUTO;
+	char dir[] = "/tmp/vlm-bench-XXXXXX";
+	struct daemon_thr busy, sleepy;
+	uint64_t *ns;
+	struct stats rb, rs, fx, ud;
+	double bells = 0, bells_busy = 0, tput, dtput;
+	const char *be_name;
+	sigset_t ss;
+	int e;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			json = 1;
+		else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+			iters = (size_t)strtoul(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
+			i++;
+			backend = !strcmp(argv[i], "epoll") ? VD_BACKEND_EPOLL : VD_BACKEND_URING;
+		} else {
+			printf("usage: vlm-bench transport [--json] [--iters N] [--backend uring|epoll]\n");
+			return strcmp(argv[i], "--help") ? 2 : 0;
+		}
+	}
+	if (iters < 100)
+		iters = 100;
+	sleep_iters = iters / 5 < 1000 ? 1000 : iters / 5;
+	ns = calloc(iters > sleep_iters ? iters : sleep_iters, sizeof(*ns));
+	if (!ns || !mkdtemp(dir))
+		return 1;
+	/* the in-process daemons read SIGINT/SIGTERM from a signalfd: block them everywhere */
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGINT);
+	sigaddset(&ss, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &ss, NULL);
+
+	if (daemon_start(&busy, dir, "busy", 1000000, backend) ||
+	    daemon_start(&sleepy, dir, "sleepy", 0, backend))
+		return 1;
+	be_name = vd_server_backend(busy.srv);
+
+	/* 1. ring, daemon busy-polling, client spinning */
+	e = ring_rtt(busy.sock, 1000000000, ns, iters, iters / 10, &bells_busy, NULL);
+	if (e) {
+		fprintf(stderr, "vlm-bench: ring round trip failed: %s\n", strerror(-e));
+		return 1;
+	}
+	rb = summarize(ns, iters);
+	if (!json)
+		printf("ring rtt (busy)      p50 %8.2f us   p99 %8.2f us   doorbells/request %.3f\n",
+		       rb.p50, rb.p99, bells_busy);
+	dtput = daemon_throughput(busy.sock, 1.0);
+	daemon_stop(&busy);
+
+	/* 2. ring, both sides asleep */
+	e = ring_rtt(sleepy.sock, 0, ns, sleep_iters, 200, &bells, NULL);
+	if (e) {
+		fprintf(stderr, "vlm-bench: sleeping ring round trip failed: %s\n", strerror(-e));
+		return 1;
+	}
+	rs = summarize(ns, sleep_iters);
+	if (!json)
+		printf("ring rtt (asleep)    p50 %8.2f us   p99 %8.2f us   doorbells/request %.3f\n",
+		       rs.p50, rs.p99, bells);
+	daemon_stop(&sleepy);
+
+	/* 3. baselines */
+	futex_rtt(ns, sleep_iters, 200);
+	fx = summarize(ns, sleep_iters);
+	if (!json)
+		printf("futex ping-pong      p50 %8.2f us   p99 %8.2f us\n", fx.p50, fx.p99);
+	uds_rtt(ns, sleep_iters, 200);
+	ud = summarize(ns, sleep_iters);
+	if (!json)
+		printf("unix socket echo     p50 %8.2f us   p99 %8.2f us\n", ud.p50, ud.p99);
+
+	/* 4. throughput */
+	tput = ring_throughput(1.0);
+	if (!json) {
+		printf("ring throughput      %.1f M entries/s (64-byte entries, publish every %d)\n",
+		       tput / 1e6, TP_BATCH);
+		printf("daemon NOP requests  %.2f M requests/s (pipelined, %s loop)\n", dtput / 1e6, be_name);
+		printf("\nbusy ring vs unix socket: %.1fx faster (goal >= 10x); asleep ring vs futex: "
+		       "%.2fx (goal <= 1.3x); busy p50 goal <= 2 us; throughput goal >= 50 M/s\n",
+		       ud.p50 / rb.p50, rs.p50 / fx.p50);
+	}
+	printf("{\"ring_rtt_p50_us\": %.3f, \"ring_rtt_p99_us\": %.3f, \"ring_sleep_rtt_p50_us\": %.3f, "
+	       "\"ring_sleep_rtt_p99_us\": %.3f, \"uds_rtt_p50_us\": %.3f, \"uds_rtt_p99_us\": %.3f, "
+	       "\"futex_rtt_p50_us\": %.3f, \"futex_rtt_p99_us\": %.3f, \"ring_entries_per_s\": %.0f, "
+	       "\"daemon_nop_requests_per_s\": %.0f, \"ring_vs_uds_speedup\": %.2f, "
+	       "\"sleep_vs_futex_ratio\": %.3f, \"sleep_doorbells_per_request\": %.3f, "
+	       "\"busy_doorbells_per_request\": %.4f, \"backend\": \"%s\", \"iters\": %zu}\n",
+	       rb.p50, rb.p99, rs.p50, rs.p99, ud.p50, ud.p99, fx.p50, fx.p99, tput, dtput,
+	       ud.p50 / rb.p50, rs.p50 / fx.p50, bells, bells_busy, be_name, iters);
+	rmdir(dir);
+	free(ns);
+	return 0;
+}
