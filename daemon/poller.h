@@ -9,9 +9,10 @@
  * kernel.io_uring_disabled, container seccomp) the same interface runs on epoll; the backend is
  * selectable so both are tested.
  *
- * Semantics: a watched fd reports its token whenever it becomes readable or hung up. Handlers
- * drain their fd (read the eventfd, accept until EAGAIN), so edge- and level-triggered backends
- * behave the same. Tokens of removed fds may still be reported once: callers tag tokens with a
+ * Semantics: a watched fd reports its token on every readiness event (edge-triggered: io_uring
+ * multishot poll, EPOLLET). Handlers drain sockets (accept/read until EAGAIN); doorbell eventfds
+ * need no read at all, because every write to an eventfd is a new wake-up event — that saves a
+ * system call on every wake of a sleeping daemon. (The counter would saturate after 2^64 rings.) Tokens of removed fds may still be reported once: callers tag tokens with a
  * generation and ignore stale ones.
  */
 #ifndef VLM_DAEMON_POLLER_H

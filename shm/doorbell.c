@@ -50,11 +50,11 @@ int64_t vs_wait_index(const uint32_t *index, uint32_t seen, uint32_t *waiting, i
 	int r;
 
 	/* spin: a peer that is awake answers within a few hundred ns */
-	for (unsigned i = 0;; i++) {
+	for (unsigned i = 0; spin_ns > 0; i++) {
 		v = vs_load_acquire(index);
 		if (v != seen)
 			return v;
-		if ((i & 63) == 63) {
+		if ((i & 15) == 15) {
 			uint64_t el = vs_now_ns() - start;
 
 			if ((int64_t)el >= spin_ns)
