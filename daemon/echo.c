@@ -50,7 +50,7 @@ static int answer(struct vd_evq *evq, struct vd_request *r, uint8_t reason)
 	uint32_t done = 0;
 	int e = 0;
 
-	memset(c, 0, sizeof(c));
+
 	if (r->sqe.opcode == VS_OP_ECHO && reason != VS_FINISH_CANCELLED) {
 		while (done < r->sqe.n_tokens) {
 			uint32_t k = r->sqe.n_tokens - done;

@@ -50,13 +50,17 @@ static inline void vs_store_relaxed(uint32_t *p, uint32_t v)
 
 /* Full (store->load) fence, for the doorbell's Dekker pattern. GCC's ThreadSanitizer does not
  * support fences; there a sequentially consistent read-modify-write (a locked instruction, itself
- * a full barrier on x86) stands in for it. */
+ * a full barrier on x86) stands in for it. On x86-64 a locked add to the stack is used (what
+ * Linux uses for smp_mb()): same ordering as mfence for ordinary memory, fewer cycles. */
 static inline void vs_fence_full(void)
 {
 #if defined(__SANITIZE_THREAD__)
 	static uint32_t fence_word;
 
 	__atomic_fetch_add(&fence_word, 0, __ATOMIC_SEQ_CST);
+#elif defined(__x86_64__)
+	/* a locked add to the stack is a full barrier and cheaper than mfence (Linux's smp_mb) */
+	__asm__ __volatile__("lock; addl $0,-4(%%rsp)" ::: "memory", "cc");
 #else
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
