@@ -49,7 +49,14 @@ int vd_client_setup(struct vd_client *c, const struct vs_layout *lay)
 	c->cq.local_tail = c->cq.cached_head = 0;
 	return 0;
 fail:
-	vd_client_fini(c);
+	/* undo only what we made: the socket stays, so the caller can still send a refusal */
+	vs_seg_fini(&c->dseg);
+	vs_seg_fini(&c->cseg);
+	if (c->sq_bell >= 0)
+		close(c->sq_bell);
+	if (c->cq_bell >= 0)
+		close(c->cq_bell);
+	c->sq_bell = c->cq_bell = -1;
 	return e;
 }
 

@@ -6,7 +6,7 @@
  * waiter word, arena) is read with the discipline of the kernel reading SQEs: the submission tail
  * once per drain, the fill level checked against the ring size, every index masked, every entry
  * copied out before it is looked at (daemon/validate.c), nothing re-read. The daemon's own
- * indices live in private memory and are only ever stored to dseg, never read back from it.
+ * indices live in private memory and in dseg, which the client cannot write (sealed).
  *
  * Backpressure: while completions are waiting in the overflow queue, no new submissions are taken
  * from that client, so its overflow is bounded by one request's output plus what a sink produces
@@ -60,7 +60,7 @@ struct vd_client {
 };
 
 /* Create segments and eventfds for lay (ownership stays in c; vd_client_fini releases them).
- * Returns 0 or -errno. */
+ * Returns 0 or -errno; on failure nothing new is left behind and the socket is untouched. */
 int vd_client_setup(struct vd_client *c, const struct vs_layout *lay);
 
 /* Release everything the client holds (socket included). The struct is left FREE, gen kept. */

@@ -149,6 +149,21 @@ int th_count_memfd_maps(pid_t pid)
 	return n;
 }
 
+int th_stable_count(int (*fn)(pid_t), pid_t pid)
+{
+	int v = fn(pid), same = 0;
+
+	for (int i = 0; i < 100 && same < 4; i++) {
+		int w;
+
+		sleep_ms(25);
+		w = fn(pid);
+		same = w == v ? same + 1 : 0;
+		v = w;
+	}
+	return v;
+}
+
 int th_wait_count(int (*fn)(pid_t), pid_t pid, int want, int ms)
 {
 	int v = fn(pid);

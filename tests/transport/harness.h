@@ -34,6 +34,8 @@ int th_connect(struct th_daemon *d, const char *name, struct vc_conn **out);
 int th_count_fds(pid_t pid);
 int th_count_memfd_maps(pid_t pid);
 
+/* fn(pid) once it has not changed for 100 ms (bounded: 2.5 s): a baseline. */
+int th_stable_count(int (*fn)(pid_t), pid_t pid);
 /* Wait (bounded by ms) until fn(pid) == want; returns the last value seen. */
 int th_wait_count(int (*fn)(pid_t), pid_t pid, int want, int ms);
 

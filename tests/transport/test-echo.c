@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -185,7 +186,9 @@ START_TEST(sleep_and_wake)
 
 	ck_assert_int_eq(th_connect(&D, "sleepy", &c), 0);
 	for (int i = 0; i < 5; i++) {
-		nanosleep(&ts, NULL); /* well past the spin window: the daemon sleeps */
+		nanosleep(&ts, NULL); /* well past the spin window: the daemon goes to sleep */
+		for (int k = 0; k < 2000 && !__atomic_load_n(c->d_waiting, __ATOMIC_ACQUIRE); k++)
+			usleep(1000); /* (it wakes for its heartbeat tick now and then) */
 		ck_assert_uint_eq(__atomic_load_n(c->d_waiting, __ATOMIC_ACQUIRE), 1);
 		fill(in, 20, (uint32_t)i);
 		ck_assert_int_eq(th_echo(c, (uint64_t)i, in, 20, out, 5 * SEC), 0);
@@ -228,12 +231,51 @@ START_TEST(heartbeat_and_shutdown)
 
 	ck_assert_int_eq(th_connect(&D, "hb", &c), 0);
 	hb = vc_conn_daemon_heartbeat(c);
-	nanosleep(&ts, NULL);
+	nanosleep(&ts, NULL); /* several 100 ms ticks; bounded extra wait for a loaded machine */
+	for (int i = 0; i < 300 && vc_conn_daemon_heartbeat(c) == hb; i++)
+		usleep(10000);
 	ck_assert_uint_gt(vc_conn_daemon_heartbeat(c) - hb, 0);
 	ck_assert_int_eq(th_stop(&D), 0); /* SIGTERM: clean exit */
 	ck_assert_int_ne(stat(D.sock, &st), 0); /* socket file removed */
 	ck_assert_int_eq(vc_conn_wait(c, 2 * SEC), -ECONNRESET);
 	vc_conn_free(c);
+}
+END_TEST
+
+/* A client that stops reading while completions pile up and shows no sign of life is dropped
+ * after --client-timeout; one that keeps its heartbeat is not. */
+START_TEST(hung_client_dropped)
+{
+	struct th_daemon d;
+	const char *args[] = { "--client-timeout", "300", "--tick-ms", "20", NULL };
+	struct vc_conn_opts o = { .name = "hung", .cq_entries = 16, .spin_ns = -1 };
+	struct vc_conn *c;
+	uint64_t off;
+	uint32_t *t;
+	struct vs_sqe *e;
+	char b;
+
+	ck_assert_int_eq(th_start(&d, args), 0);
+	o.socket_path = d.sock;
+	ck_assert_int_eq(vc_conn_connect(&o, &c, NULL, 0), 0);
+	t = vc_conn_arena_alloc(c, 4000, &off);
+	memset(t, 0, 4000);
+	e = vc_conn_sq_reserve(c);
+	e->opcode = VS_OP_ECHO;
+	e->user_data = 1;
+	e->tokens_off = off;
+	e->n_tokens = 1000; /* 84 completions into a 16-entry ring: the rest waits in the daemon */
+	vc_conn_sq_commit(c);
+	vc_conn_sq_flush(c);
+	/* no reaping, no library calls: the heartbeat stands still */
+	for (int i = 0; i < 300; i++) {
+		if (recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+			break;
+		usleep(10000);
+	}
+	ck_assert_int_eq(recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT), 0); /* dropped: EOF */
+	vc_conn_free(c);
+	ck_assert_int_eq(th_stop(&d), 0);
 }
 END_TEST
 
@@ -254,6 +296,13 @@ int main(int argc, char **argv)
 	tcase_add_test(tc, poll_fd);
 	tcase_add_test(tc, heartbeat_and_shutdown);
 	suite_add_tcase(s, tc);
+	{
+		TCase *t2 = tcase_create("liveness");
+
+		tcase_set_timeout(t2, 20);
+		tcase_add_test(t2, hung_client_dropped);
+		suite_add_tcase(s, t2);
+	}
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	nf = srunner_ntests_failed(sr);

@@ -78,8 +78,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cannot start vlmd\n");
 		return 1;
 	}
-	base_fds = th_wait_count(th_count_fds, d.pid, th_count_fds(d.pid), 200);
-	base_maps = th_count_memfd_maps(d.pid);
+	base_fds = th_stable_count(th_count_fds, d.pid); /* after the readiness probe is gone */
+	base_maps = th_stable_count(th_count_memfd_maps, d.pid);
 	for (int round = 0; round < 2; round++) {
 		for (int stage = 0; stage < N_STAGES; stage++) {
 			int p[2], fds, maps;
