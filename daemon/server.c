@@ -595,7 +595,8 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 	if (e)
 		goto fail;
 	s->evq_ok = 1;
-	e = vd_echo_new(&s->evq, s->o.echo_threaded, &s->sink);
+	e = s->o.sink_new ? s->o.sink_new(&s->evq, s->o.sink_ctx, &s->sink)
+			  : vd_echo_new(&s->evq, s->o.echo_threaded, &s->sink);
 	if (e)
 		goto fail;
 	e = vd_poller_new(s->o.backend, 2 * s->n_slots + 16, &s->poller);

@@ -18,6 +18,7 @@
 
 #include "daemon/handshake.h"
 #include "daemon/poller.h"
+#include "daemon/sink.h"
 #include "daemon/validate.h"
 
 enum { VD_LOG_ERR = 3, VD_LOG_WARN = 4, VD_LOG_INFO = 6, VD_LOG_DEBUG = 7 };
@@ -35,6 +36,10 @@ struct vd_server_opts {
 	uint32_t sq_max, cq_max;
 	uint64_t arena_bytes, arena_max;
 	int echo_threaded;           /* echo sink answers from a worker thread */
+	/* The request sink: NULL = the echo sink. Called once, on the loop thread, inside
+	 * vd_server_new; the sink sends its events to evq. Returns 0 or -errno. */
+	int (*sink_new)(struct vd_evq *evq, void *ctx, struct vd_sink **out);
+	void *sink_ctx;
 	struct vd_allow allow;
 	struct vd_limits limits;
 	void (*log)(void *ctx, int level, const char *msg);
