@@ -54,6 +54,42 @@ static struct stats summarize(uint64_t *ns, size_t n)
 	return s;
 }
 
+/* ------------------------------------------------------------------ placement */
+
+/* Client-side threads run on cpu_a, every peer (daemon loop, futex and socket peers) on cpu_b, so
+ * every variant pays the same cross-CPU transfers and wake-ups (-1: no pinning). */
+static int cpu_a = -1, cpu_b = -1;
+
+static void pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static void pick_cpus(void)
+{
+	cpu_set_t set;
+	int n = 0;
+
+	if (sched_getaffinity(0, sizeof(set), &set))
+		return;
+	for (int i = 0; i < CPU_SETSIZE && n < 2; i++) {
+		if (CPU_ISSET(i, &set)) {
+			if (n++ == 0)
+				cpu_a = i;
+			else
+				cpu_b = i;
+		}
+	}
+	if (n < 2)
+		cpu_a = cpu_b = -1;
+}
+
 /* ------------------------------------------------------------------ in-process daemon */
 
 struct daemon_thr {
@@ -68,7 +104,10 @@ struct daemon_thr {
 static void *daemon_main(void *arg)
 {
 	struct daemon_thr *d = arg;
-	int e = vd_server_new(&d->o, &d->srv);
+	int e;
+
+	pin_self(cpu_b);
+	e = vd_server_new(&d->o, &d->srv);
 
 	if (e) {
 		d->err = e;
@@ -226,6 +265,8 @@ static uint64_t tp_consumed, tp_bad;
 static void *tp_consumer(void *arg)
 {
 	struct vs_cons c;
+
+	pin_self(cpu_b);
 	uint64_t expect = 0, sum_bad = 0;
 	unsigned idle = 0;
 
@@ -307,6 +348,7 @@ static volatile int fx_stop;
 static void *fx_peer(void *arg)
 {
 	(void)arg;
+	pin_self(cpu_b);
 	for (;;) {
 		/* wait for our turn (odd), answer with even */
 		uint32_t v;
@@ -348,6 +390,7 @@ static uint32_t sp_word __attribute__((aligned(128)));
 static void *sp_peer(void *arg)
 {
 	(void)arg;
+	pin_self(cpu_b);
 	for (;;) {
 		uint32_t v;
 
@@ -386,6 +429,7 @@ static void *uds_peer(void *arg)
 	int fd = *(int *)arg;
 	uint64_t buf[2];
 
+	pin_self(cpu_b);
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 
@@ -430,23 +474,25 @@ done:
 
 /* ------------------------------------------------------------------ main */
 
-#define ROUNDS 5
+#define ROUNDS 40
 
-static double median3(double a, double b, double c)
+static int cmp_double(const void *a, const void *b)
 {
-	return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
 }
 
 int bench_transport_main(int argc, char **argv)
 {
-	int json = 0;
+	int json = 0, pin = 1;
 	size_t iters = 20000, sleep_iters, bi, si;
 	enum vd_backend backend = VD_BACKEND_AUTO;
 	char dir[] = "/tmp/vlm-bench-XXXXXX";
 	struct daemon_thr busy, sleepy;
 	uint64_t *rb_ns, *rs_ns, *fx_ns, *ud_ns, *sp_ns;
 	struct stats rb, rs, fx, ud, sp;
-	double bells = 0, bells_busy = 0, tps[3], tput, dtput;
+	double bells = 0, bells_busy = 0, tps[5], tput, dtput;
 	const char *be_name;
 	sigset_t ss;
 	int e;
@@ -454,18 +500,22 @@ int bench_transport_main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json"))
 			json = 1;
+		else if (!strcmp(argv[i], "--no-pin"))
+			pin = 0;
 		else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
 			iters = (size_t)strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
 			i++;
 			backend = !strcmp(argv[i], "epoll") ? VD_BACKEND_EPOLL : VD_BACKEND_URING;
 		} else {
-			printf("usage: vlm-bench transport [--json] [--iters N] [--backend uring|epoll]\n");
+			printf("usage: vlm-bench transport [--json] [--iters N] [--backend uring|epoll] [--no-pin]\n");
 			return strcmp(argv[i], "--help") ? 2 : 0;
 		}
 	}
 	if (iters < 1000)
 		iters = 1000;
+	if (pin)
+		pick_cpus();
 	iters = iters / ROUNDS * ROUNDS;
 	sleep_iters = iters / 4 / ROUNDS * ROUNDS;
 	bi = iters / ROUNDS;
@@ -489,6 +539,7 @@ int bench_transport_main(int argc, char **argv)
 	    daemon_start(&sleepy, dir, "sleepy", 0, backend))
 		return 1;
 	be_name = vd_server_backend(busy.srv);
+	pin_self(cpu_a); /* after creating the daemon threads, which pin themselves */
 
 	/* Interleave the variants in ROUNDS blocks so that load from other processes on the
 	 * machine hits each of them alike; every figure is compared with one from the same run. */
@@ -501,9 +552,9 @@ int bench_transport_main(int argc, char **argv)
 			e = uds_rtt(ud_ns + r * bi, bi, bi / 10);
 		spin_rtt(sp_ns + r * bi, bi, bi / 10);
 		if (!e)
-			e = ring_rtt(sleepy.sock, 0, rs_ns + r * si, si, 50, &b, NULL);
+			e = ring_rtt(sleepy.sock, 0, rs_ns + r * si, si, 20, &b, NULL);
 		bells += b / ROUNDS;
-		futex_rtt(fx_ns + r * si, si, 50);
+		futex_rtt(fx_ns + r * si, si, 20);
 		if (e) {
 			fprintf(stderr, "vlm-bench: round trip failed: %s\n", strerror(-e));
 			return 1;
@@ -517,13 +568,16 @@ int bench_transport_main(int argc, char **argv)
 	dtput = daemon_throughput(busy.sock, 0.5);
 	daemon_stop(&busy);
 	daemon_stop(&sleepy);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 5; i++)
 		tps[i] = ring_throughput(0.3);
-	tput = median3(tps[0], tps[1], tps[2]);
+	pin_self(-1);
+	qsort(tps, 5, sizeof(double), cmp_double);
+	tput = tps[2]; /* median of 5: other processes on the machine preempt one side at times */
 
 	if (!json) {
 		printf("vlm-bench transport: %zu busy / %zu asleep round trips in %d interleaved rounds, "
-		       "%s loop\n\n", iters, sleep_iters, ROUNDS, be_name);
+		       "%s loop, client on cpu %d, peers on cpu %d\n\n", iters, sleep_iters, ROUNDS,
+		       be_name, cpu_a, cpu_b);
 		printf("ring rtt, daemon busy   p50 %8.2f us  p99 %8.2f us  (doorbells/request %.4f)\n",
 		       rb.p50, rb.p99, bells_busy);
 		printf("  unix socket echo      p50 %8.2f us  p99 %8.2f us  -> ring %.1fx faster (goal >= 10x)\n",
@@ -535,7 +589,7 @@ int bench_transport_main(int argc, char **argv)
 		printf("  futex ping-pong       p50 %8.2f us  p99 %8.2f us  -> ring/futex %.2fx (goal <= 1.3x)\n",
 		       fx.p50, fx.p99, rs.p50 / fx.p50);
 		printf("ring throughput         %.1f M entries/s (64-byte entries, %d-entry ring, publish "
-		       "every %d; median of 3) (goal >= 50 M/s)\n", tput / 1e6, TP_ENTRIES, TP_BATCH);
+		       "every %d; median of 5) (goal >= 50 M/s)\n", tput / 1e6, TP_ENTRIES, TP_BATCH);
 		printf("daemon NOP requests     %.2f M requests/s (pipelined, one client)\n", dtput / 1e6);
 	}
 	printf("{\"ring_rtt_p50_us\": %.3f, \"ring_rtt_p99_us\": %.3f, \"ring_sleep_rtt_p50_us\": %.3f, "
@@ -544,9 +598,9 @@ int bench_transport_main(int argc, char **argv)
 	       "\"ring_entries_per_s\": %.0f, \"daemon_nop_requests_per_s\": %.0f, "
 	       "\"ring_vs_uds_speedup\": %.2f, \"sleep_vs_futex_ratio\": %.3f, "
 	       "\"sleep_doorbells_per_request\": %.3f, \"busy_doorbells_per_request\": %.4f, "
-	       "\"backend\": \"%s\", \"iters\": %zu}\n",
+	       "\"backend\": \"%s\", \"iters\": %zu, \"cpu_client\": %d, \"cpu_peer\": %d}\n",
 	       rb.p50, rb.p99, rs.p50, rs.p99, ud.p50, ud.p99, fx.p50, fx.p99, sp.p50, tput, dtput,
-	       ud.p50 / rb.p50, rs.p50 / fx.p50, bells, bells_busy, be_name, iters);
+	       ud.p50 / rb.p50, rs.p50 / fx.p50, bells, bells_busy, be_name, iters, cpu_a, cpu_b);
 	rmdir(dir);
 	free(rb_ns);
 	free(ud_ns);
