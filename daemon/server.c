@@ -204,6 +204,7 @@ static void accept_all(struct vd_server *s)
 	for (;;) {
 		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct vd_client *c = NULL;
+		struct vd_peer peer;
 
 		if (fd < 0) {
 			if (errno == EINTR)
@@ -211,6 +212,21 @@ static void accept_all(struct vd_server *s)
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
 				logf_(s, VD_LOG_WARN, "accept: %s", strerror(errno));
 			return;
+		}
+		/* Credentials first: a peer that is not allowed is answered and closed at once, so it
+		 * can never occupy one of the few hello slots. (It may not have sent its hello yet;
+		 * AF_UNIX delivers our answer before reporting the reset.) */
+		if (vd_peer_get(fd, &peer) < 0 || !vd_allow_check(&s->o.allow, &peer)) {
+			struct vs_welcome w;
+
+			vd_refusal(&w, VS_REFUSED_NOT_ALLOWED, -EACCES,
+				   "not allowed: uid %u gid %u is not on vlmd's allow-list (by default the "
+				   "daemon's uid, root and group vlm)", (unsigned)peer.uid, (unsigned)peer.gid);
+			logf_(s, VD_LOG_INFO, "connection from pid %d uid %u refused: not allowed",
+			      (int)peer.pid, (unsigned)peer.uid);
+			vd_welcome_send(fd, &w, NULL);
+			close(fd);
+			continue;
 		}
 		for (uint32_t i = 0; i < s->n_slots; i++) {
 			if (s->slots[i].state == VD_CLIENT_FREE) {
@@ -227,6 +243,7 @@ static void accept_all(struct vd_server *s)
 			continue;
 		}
 		c->state = VD_CLIENT_PENDING;
+		c->peer = peer;
 		c->sock = fd;
 		c->sq_bell = c->cq_bell = -1;
 		c->dseg.fd = c->cseg.fd = -1;
@@ -263,13 +280,6 @@ static void handle_hello(struct vd_server *s, struct vd_client *c)
 	int fds[VS_NFDS];
 	int v, e;
 
-	if (vd_peer_get(c->sock, &c->peer) < 0 || !vd_allow_check(&s->o.allow, &c->peer)) {
-		vd_refusal(&w, VS_REFUSED_NOT_ALLOWED, -EACCES,
-			   "not allowed: uid %u gid %u is not on vlmd's allow-list (by default the daemon's "
-			   "uid, root and group vlm)", (unsigned)c->peer.uid, (unsigned)c->peer.gid);
-		refuse(s, c, &w);
-		return;
-	}
 	v = vd_hello_check(c->hbuf, c->hlen, &h);
 	if (v == -EPROTONOSUPPORT) {
 		vd_refusal(&w, VS_REFUSED_VERSION, -EPROTONOSUPPORT,
