@@ -531,7 +531,6 @@ int vd_server_run(struct vd_server *s)
 	uint64_t last_work = vs_now_ns(), now;
 	unsigned iter = 0;
 
-
 	s->next_tick_ns = last_work + tick_ns;
 	while (!__atomic_load_n(&s->stop, __ATOMIC_RELAXED)) {
 		size_t work = service(s);
@@ -554,7 +553,7 @@ int vd_server_run(struct vd_server *s)
 			continue;
 		}
 		/* Sleep: announce it in every segment, then look once more (Dekker against the
-		 * client's  tail store; fence; d_waiting load). */
+		 * client's tail store; fence; d_waiting load). */
 		for (uint32_t i = 0; i < s->n_active; i++)
 			vd_client_set_waiting(s->active[i], 1);
 		vs_fence_full();
