@@ -149,6 +149,30 @@ int th_count_memfd_maps(pid_t pid)
 	return n;
 }
 
+int th_rss_shmem_kb(pid_t pid)
+{
+	char path[64], line[256];
+	FILE *f;
+	int kb = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "RssShmem: %d kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+int th_stop_signal(struct th_daemon *d, int sig)
+{
+	if (d->pid > 0)
+		kill(d->pid, sig);
+	return th_stop(d);
+}
+
 int th_stable_count(int (*fn)(pid_t), pid_t pid)
 {
 	int v = fn(pid), same = 0;

@@ -34,6 +34,10 @@ int th_connect(struct th_daemon *d, const char *name, struct vc_conn **out);
 int th_count_fds(pid_t pid);
 int th_count_memfd_maps(pid_t pid);
 
+/* Shared memory resident in pid's mappings (RssShmem, kB); -1 on error. */
+int th_rss_shmem_kb(pid_t pid);
+/* Send sig first (e.g. SIGINT), then stop as th_stop does. */
+int th_stop_signal(struct th_daemon *d, int sig);
 /* fn(pid) once it has not changed for 100 ms (bounded: 2.5 s): a baseline. */
 int th_stable_count(int (*fn)(pid_t), pid_t pid);
 /* Wait (bounded by ms) until fn(pid) == want; returns the last value seen. */

@@ -1,7 +1,7 @@
 /*
  * tests/transport/test-reclaim.c — kill -9 of clients at several stages, and the daemon gives
- * back everything they held: its open fds (/proc/PID/fd) and its memfd mappings (/proc/PID/maps)
- * return to the baseline. Stages: connected and idle; mid-stream with requests in flight and
+ * back everything they held: its open fds (/proc/PID/fd), its memfd mappings (/proc/PID/maps)
+ * and the shared memory resident in it (RssShmem in /proc/PID/status) return to the baseline. Stages: connected and idle; mid-stream with requests in flight and
  * completions piling up unread (overflow held by the daemon); sleeping in futex_wait; and a
  * connection that dies before sending its hello. Each wait is bounded.
  */
@@ -71,7 +71,7 @@ static void child(struct th_daemon *d, int stage, int ready_fd)
 int main(int argc, char **argv)
 {
 	struct th_daemon d;
-	int base_fds, base_maps, bad = 0;
+	int base_fds, base_maps, base_shm, bad = 0;
 
 	th_set_args(argc, argv);
 	if (th_start(&d, NULL)) {
@@ -80,9 +80,10 @@ int main(int argc, char **argv)
 	}
 	base_fds = th_stable_count(th_count_fds, d.pid); /* after the readiness probe is gone */
 	base_maps = th_stable_count(th_count_memfd_maps, d.pid);
+	base_shm = th_stable_count(th_rss_shmem_kb, d.pid);
 	for (int round = 0; round < 2; round++) {
 		for (int stage = 0; stage < N_STAGES; stage++) {
-			int p[2], fds, maps;
+			int p[2], fds, maps, shm;
 			char b;
 			pid_t pid;
 
@@ -108,13 +109,19 @@ int main(int argc, char **argv)
 					names[stage], fds, maps);
 				bad = 1;
 			}
+			if (stage == STREAM && th_rss_shmem_kb(d.pid) <= base_shm) {
+				fprintf(stderr, "%s: no shared memory resident in the daemon\n", names[stage]);
+				bad = 1;
+			}
 			kill(pid, SIGKILL);
 			waitpid(pid, NULL, 0);
 			fds = th_wait_count(th_count_fds, d.pid, base_fds, 3000);
 			maps = th_wait_count(th_count_memfd_maps, d.pid, base_maps, 3000);
-			fprintf(stderr, "%s: fds %d (baseline %d), memfd maps %d (baseline %d)\n",
-				names[stage], fds, base_fds, maps, base_maps);
-			if (fds != base_fds || maps != base_maps)
+			shm = th_wait_count(th_rss_shmem_kb, d.pid, base_shm, 3000);
+			fprintf(stderr, "%s: fds %d (baseline %d), memfd maps %d (baseline %d), "
+				"RssShmem %d kB (baseline %d)\n", names[stage], fds, base_fds, maps,
+				base_maps, shm, base_shm);
+			if (fds != base_fds || maps != base_maps || shm != base_shm)
 				bad = 1;
 		}
 	}
@@ -122,8 +129,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vlmd died\n");
 		return 1;
 	}
-	if (th_stop(&d) != 0) {
-		fprintf(stderr, "vlmd did not exit cleanly\n");
+	if (th_stop_signal(&d, SIGINT) != 0) { /* SIGINT: the same clean shutdown as SIGTERM */
+		fprintf(stderr, "vlmd did not exit cleanly on SIGINT\n");
 		bad = 1;
 	}
 	return bad;
