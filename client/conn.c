@@ -393,3 +393,46 @@ int vc_conn_arena_free(struct vc_conn *c, uint64_t off, uint64_t len)
 {
 	return vs_alloc_put(&c->alloc, off, len);
 }
+
+static int send_ctl(struct vc_conn *c, uint16_t type, unsigned slot, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct vs_ctl m = { .magic = VS_MAGIC, .type = type, .slot = (uint16_t)slot };
+	struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (slot >= VS_MAX_FD_SLOTS)
+		return -EINVAL;
+	if (c->dead)
+		return -ECONNRESET;
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&u, 0, sizeof(u));
+		msg.msg_control = u.buf;
+		msg.msg_controllen = sizeof(u.buf);
+		cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	if (sendmsg(c->sock, &msg, MSG_NOSIGNAL) != (ssize_t)sizeof(m))
+		return errno == EPIPE || errno == ECONNRESET ? -ECONNRESET : -errno;
+	return 0;
+}
+
+int vc_conn_fd_add(struct vc_conn *c, int fd, unsigned slot)
+{
+	if (fd < 0)
+		return -EBADF;
+	return send_ctl(c, VS_CTL_FD_ADD, slot, fd);
+}
+
+int vc_conn_fd_del(struct vc_conn *c, unsigned slot)
+{
+	return send_ctl(c, VS_CTL_FD_DEL, slot, -1);
+}

@@ -91,6 +91,12 @@ void vc_conn_disarm_fd(struct vc_conn *c);
 void *vc_conn_arena_alloc(struct vc_conn *c, uint64_t len, uint64_t *off);
 int vc_conn_arena_free(struct vc_conn *c, uint64_t off, uint64_t len);
 
+/* Register fd (duplicated by the kernel; the caller keeps its own) in descriptor slot slot
+ * (< VS_MAX_FD_SLOTS), for items with device VS_DEV_CUDA_VMM. Returns 0 or -errno. */
+int vc_conn_fd_add(struct vc_conn *c, int fd, unsigned slot);
+/* Close slot in the daemon. Returns 0 or -errno. */
+int vc_conn_fd_del(struct vc_conn *c, unsigned slot);
+
 /* The daemon's heartbeat counter (advances every lay.tick_ms while it is alive). */
 static inline uint32_t vc_conn_daemon_heartbeat(const struct vc_conn *c)
 {

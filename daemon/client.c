@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "daemon/client.h"
@@ -18,6 +19,9 @@ int vd_client_setup(struct vd_client *c, const struct vs_layout *lay)
 
 	c->lay = *lay;
 	c->sq_bell = c->cq_bell = -1;
+	for (unsigned i = 0; i < VS_MAX_FD_SLOTS; i++)
+		c->fds[i] = -1;
+	c->n_fds = 0;
 	snprintf(name, sizeof(name), "vlmd-client-%u", c->id);
 	e = vs_seg_create_pair(lay, name, &c->dseg, &c->cseg);
 	if (e)
@@ -71,6 +75,13 @@ void vd_client_fini(struct vd_client *c)
 	if (c->sock >= 0)
 		close(c->sock);
 	c->sq_bell = c->cq_bell = c->sock = -1;
+	for (unsigned i = 0; i < VS_MAX_FD_SLOTS && c->n_fds; i++) {
+		if (c->fds[i] >= 0) {
+			close(c->fds[i]);
+			c->fds[i] = -1;
+			c->n_fds--;
+		}
+	}
 	free(c->ovf);
 	c->ovf = NULL;
 	c->ovf_head = c->ovf_n = c->ovf_cap = 0;
@@ -163,6 +174,16 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 		memcpy(&e, vs_cons_peek(&c->sq, i), sizeof(e)); /* the only read of this slot */
 		r = vd_validate_sqe(&e, c->arena, c->lay.arena_bytes, lim, &req, &why);
 		c->n_requests++;
+		for (uint32_t k = 0; !r && k < req->sqe.n_items; k++) {
+			const struct vs_mm_item *it = &req->items[k];
+
+			if (it->device == VS_DEV_CUDA_VMM &&
+			    (it->vmm_fd_slot >= VS_MAX_FD_SLOTS || c->fds[it->vmm_fd_slot] < 0)) {
+				vd_request_free(req);
+				req = NULL;
+				r = -EBADF; /* no such registered descriptor */
+			}
+		}
 		if (r) {
 			post_error(c, e.user_data, r, 0);
 		} else if (req->sqe.opcode == VS_OP_CANCEL) {
@@ -238,6 +259,67 @@ int vd_client_flush(struct vd_client *c)
 		}
 	}
 	return n;
+}
+
+int vd_client_control(struct vd_client *c)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+		struct cmsghdr align;
+	} u;
+	struct vs_ctl m;
+	struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			      .msg_controllen = sizeof(u.buf) };
+	int got[4], ngot = 0, r = 0;
+	ssize_t n;
+
+	n = recvmsg(c->sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n == 0)
+		return -ECONNRESET;
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			if (ngot < 4)
+				got[ngot++] = fd;
+			else
+				close(fd);
+		}
+	}
+	/* one whole message per recvmsg (the client sends them one by one, 16 bytes each) */
+	if (n != (ssize_t)sizeof(m) || (msg.msg_flags & MSG_CTRUNC) || m.magic != VS_MAGIC ||
+	    m.reserved || m.slot >= VS_MAX_FD_SLOTS) {
+		r = -EPROTO;
+	} else if (m.type == VS_CTL_FD_ADD) {
+		if (ngot != 1 || c->fds[m.slot] >= 0) {
+			r = -EPROTO;
+		} else {
+			c->fds[m.slot] = got[0];
+			c->n_fds++;
+			ngot = 0;
+			r = 1;
+		}
+	} else if (m.type == VS_CTL_FD_DEL) {
+		if (ngot || c->fds[m.slot] < 0) {
+			r = -EPROTO;
+		} else {
+			close(c->fds[m.slot]);
+			c->fds[m.slot] = -1;
+			c->n_fds--;
+			r = 1;
+		}
+	} else {
+		r = -EPROTO;
+	}
+	for (int i = 0; i < ngot; i++)
+		close(got[i]);
+	return r;
 }
 
 int vd_client_has_work(struct vd_client *c)

@@ -53,6 +53,9 @@ struct vd_client {
 	struct vs_cqe *ovf;          /* FIFO [ovf_cap] of completions waiting for CQ space, owned */
 	uint32_t ovf_head, ovf_n, ovf_cap;
 
+	int fds[VS_MAX_FD_SLOTS];    /* descriptors the client registered (VS_CTL_FD_ADD), -1 = free */
+	uint32_t n_fds;
+
 	uint32_t last_hb;            /* last c_heartbeat seen */
 	uint64_t hb_change_ns;       /* when it last changed */
 	uint64_t n_requests, n_errors, n_completions;
@@ -79,6 +82,11 @@ int vd_client_post(struct vd_client *c, const struct vs_cqe *cqe);
 /* Move overflow into the CQ, publish the tail and wake the client if it sleeps. Returns the
  * number of entries published by this call (>= 0) or -EPROTO for a corrupted completion head. */
 int vd_client_flush(struct vd_client *c);
+
+/* Read one control message (and its descriptor) from the socket. Returns 1 when one was handled,
+ * 0 when nothing is waiting, -ECONNRESET on EOF, -EPROTO for a malformed message (the caller
+ * drops the client) or another -errno. */
+int vd_client_control(struct vd_client *c);
 
 /* Anything to do for this client right now (new submissions, or overflow with CQ room)? One
  * read of each index; used right before the loop sleeps. */

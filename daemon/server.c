@@ -375,18 +375,20 @@ static void handle_sock(struct vd_server *s, struct vd_client *c)
 			handle_hello(s, c);
 		return;
 	}
-	/* Active clients send nothing on the socket; readable means EOF (or a protocol error). */
-	{
-		char b[64];
-		ssize_t n = recv(c->sock, b, sizeof(b), MSG_DONTWAIT);
+	/* Active clients send only descriptor registrations; EOF means the client is gone. The
+	 * poller is edge-triggered, so read until nothing is left (bounded: a flood is abuse). */
+	for (int k = 0; k < 1024; k++) {
+		int r = vd_client_control(c);
 
-		if (n == 0)
-			drop_client(s, c, "socket closed");
-		else if (n > 0)
-			drop_client(s, c, "unexpected data on the control socket");
-		else if (errno != EAGAIN && errno != EINTR)
-			drop_client(s, c, "socket error");
+		if (r == 0)
+			return;
+		if (r < 0) {
+			drop_client(s, c, r == -ECONNRESET ? "socket closed"
+					  : r == -EPROTO ? "malformed control message" : "socket error");
+			return;
+		}
 	}
+	drop_client(s, c, "control message flood");
 }
 
 /* ------------------------------------------------------------------ loop */

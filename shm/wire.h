@@ -109,6 +109,23 @@ struct vs_welcome {
 _Static_assert(sizeof(struct vs_welcome) == 256, "vs_welcome size");
 _Static_assert(offsetof(struct vs_welcome, layout) == 24, "vs_welcome.layout");
 
+/* Control messages, client -> daemon, on the socket after the welcome: descriptors that must
+ * travel as capabilities (a CUDA VMM allocation exported as a POSIX fd) are registered in a small
+ * per-client table and named by slot in vs_mm_item.vmm_fd_slot. The daemon closes all of them
+ * when the client goes away. Anything else on the socket is a protocol error. */
+#define VS_MAX_FD_SLOTS 64
+enum vs_ctl_type {
+	VS_CTL_FD_ADD = 1,       /* exactly one fd attached (SCM_RIGHTS) goes into slot */
+	VS_CTL_FD_DEL = 2,       /* close slot */
+};
+struct vs_ctl {
+	uint32_t magic;          /* VS_MAGIC */
+	uint16_t type;           /* enum vs_ctl_type */
+	uint16_t slot;           /* < VS_MAX_FD_SLOTS */
+	uint64_t reserved;       /* 0 */
+};
+_Static_assert(sizeof(struct vs_ctl) == 16, "vs_ctl size");
+
 /* ---------------------------------------------------------------- entries */
 
 enum vs_opcode {
@@ -198,7 +215,7 @@ struct vs_mm_item {
 	uint64_t tensor_id;      /* client handle, echoed in the TENSOR_RELEASED completion */
 	uint8_t ipc_handle[64];  /* cudaIpcMemHandle_t of the allocation base (CUDA_IPC) */
 	uint8_t fingerprint[32]; /* content identity (128 or 256 bits) for prefix reuse */
-	uint32_t vmm_fd_slot;    /* CUDA_VMM: index of the fd sent on the socket */
+	uint32_t vmm_fd_slot;    /* CUDA_VMM: slot of the fd registered with VS_CTL_FD_ADD */
 	uint32_t reserved0;
 	uint64_t alloc_bytes;    /* CUDA: size of the exported allocation, for range validation */
 	uint64_t reserved1[2];

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -242,6 +243,71 @@ START_TEST(heartbeat_and_shutdown)
 }
 END_TEST
 
+static struct vs_cqe vmm_echo(struct vc_conn *c, uint64_t ud, uint32_t slot)
+{
+	struct vs_mm_item *it;
+	uint64_t ioff;
+	struct vs_sqe *e;
+	int rel;
+	struct vs_cqe done;
+
+	it = vc_conn_arena_alloc(c, sizeof(*it), &ioff);
+	memset(it, 0, sizeof(*it));
+	it->placeholder_id = 5;
+	it->dtype = VS_DTYPE_BF16;
+	it->device = VS_DEV_CUDA_VMM;
+	it->rows = 2;
+	it->cols = 8;
+	it->row_stride = 16;
+	it->data_bytes = 32;
+	it->alloc_bytes = 4096;
+	it->vmm_fd_slot = slot;
+	it->tensor_id = 1;
+	e = vc_conn_sq_reserve(c);
+	e->opcode = VS_OP_ECHO;
+	e->user_data = ud;
+	e->items_off = ioff;
+	e->n_items = 1;
+	vc_conn_sq_commit(c);
+	vc_conn_sq_flush(c);
+	done = reap_until_done(c, ud, &rel);
+	vc_conn_arena_free(c, ioff, sizeof(*it));
+	return done;
+}
+
+/* Descriptors registered over the control socket (the VMM tensor route): counted in the daemon,
+ * required by items that name them, closed on delete and when the client goes away. */
+START_TEST(fd_registry)
+{
+	struct vc_conn *c;
+	int base, mfd = memfd_create("fake-vmm", MFD_CLOEXEC);
+	char b;
+
+	ck_assert_int_ge(mfd, 0);
+	ck_assert_int_eq(th_connect(&D, "fds", &c), 0);
+	base = th_stable_count(th_count_fds, D.pid);
+	ck_assert_int_eq(vmm_echo(c, 1, 3).result, -EBADF); /* nothing registered in slot 3 */
+	ck_assert_int_eq(vc_conn_fd_add(c, mfd, 3), 0);
+	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base + 1, 3000), base + 1);
+	ck_assert_int_eq(vmm_echo(c, 2, 3).type, VS_CQE_FINISH);
+	ck_assert_int_eq(vc_conn_fd_del(c, 3), 0);
+	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base, 3000), base);
+	ck_assert_int_eq(vmm_echo(c, 3, 3).result, -EBADF);
+	ck_assert_int_eq(vc_conn_fd_add(c, mfd, 5), 0);
+	ck_assert_int_eq(vc_conn_fd_add(c, mfd, 6), 0);
+	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base + 2, 3000), base + 2);
+	/* registering an occupied slot is a protocol error: the daemon disconnects and closes all */
+	ck_assert_int_eq(vc_conn_fd_add(c, mfd, 6), 0);
+	for (int i = 0; i < 300 && recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT) != 0; i++)
+		usleep(10000);
+	ck_assert_int_eq(recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT), 0);
+	/* its socket, eventfds and both registered descriptors are gone */
+	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base - 3, 3000), base - 3);
+	vc_conn_free(c);
+	close(mfd);
+}
+END_TEST
+
 /* A client that stops reading while completions pile up and shows no sign of life is dropped
  * after --client-timeout; one that keeps its heartbeat is not. */
 START_TEST(hung_client_dropped)
@@ -294,6 +360,7 @@ int main(int argc, char **argv)
 	tcase_add_test(tc, errors);
 	tcase_add_test(tc, sleep_and_wake);
 	tcase_add_test(tc, poll_fd);
+	tcase_add_test(tc, fd_registry);
 	tcase_add_test(tc, heartbeat_and_shutdown);
 	suite_add_tcase(s, tc);
 	{
