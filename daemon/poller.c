@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -65,6 +66,51 @@ static void rearm(struct vd_poller *p, uint64_t token)
 	}
 }
 
+/* Does this ring deliver multishot polls (kernel >= 5.13, not filtered by seccomp)? Arm one on an
+ * eventfd, ring it twice, expect two completions that both say "more to come", then remove it. */
+static int uring_probe(struct vd_poller *p)
+{
+	struct io_uring_cqe *cqe;
+	struct __kernel_timespec ts = { .tv_sec = 1 };
+	uint64_t one = 1;
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), good = 0, r = -ENOSYS;
+	struct io_uring_sqe *sqe;
+
+	if (efd < 0)
+		return -errno;
+	sqe = io_uring_get_sqe(&p->ring);
+	io_uring_prep_poll_multishot(sqe, efd, POLLIN);
+	io_uring_sqe_set_data64(sqe, 1);
+	if (io_uring_submit(&p->ring) != 1)
+		goto out;
+	for (int i = 0; i < 2; i++) {
+		if (write(efd, &one, sizeof(one)) != sizeof(one))
+			goto out;
+		if (io_uring_wait_cqe_timeout(&p->ring, &cqe, &ts) < 0)
+			goto out;
+		if (cqe->user_data == 1 && cqe->res > 0 && (cqe->flags & IORING_CQE_F_MORE))
+			good++;
+		io_uring_cqe_seen(&p->ring, cqe);
+	}
+	if (good == 2)
+		r = 0;
+out:
+	sqe = io_uring_get_sqe(&p->ring);
+	if (sqe) {
+		io_uring_prep_poll_remove(sqe, 1);
+		io_uring_sqe_set_data64(sqe, TOKEN_INTERNAL);
+		io_uring_submit(&p->ring);
+	}
+	close(efd);
+	/* drop whatever the probe left in the completion queue */
+	ts.tv_sec = 0;
+	ts.tv_nsec = 1000000;
+	while (io_uring_peek_cqe(&p->ring, &cqe) == 0 ||
+	       io_uring_wait_cqe_timeout(&p->ring, &cqe, &ts) == 0)
+		io_uring_cqe_seen(&p->ring, cqe);
+	return r;
+}
+
 static int uring_init(struct vd_poller *p, unsigned entries)
 {
 	struct io_uring_params prm;
@@ -107,6 +153,8 @@ int vd_poller_new(enum vd_backend want, unsigned entries, struct vd_poller **out
 #if VLM_HAVE_LIBURING
 	if (want == VD_BACKEND_AUTO || want == VD_BACKEND_URING) {
 		r = uring_init(p, entries);
+		if (r == 0 && (r = uring_probe(p)) != 0)
+			io_uring_queue_exit(&p->ring);
 		if (r == 0) {
 			p->kind = VD_BACKEND_URING;
 			*out = p;
@@ -123,7 +171,6 @@ int vd_poller_new(enum vd_backend want, unsigned entries, struct vd_poller **out
 		return -ENOSYS;
 	}
 #endif
-	(void)r;
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (p->epfd < 0) {
 		r = -errno;
