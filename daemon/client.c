@@ -152,7 +152,7 @@ static void post_error(struct vd_client *c, uint64_t user_data, int err, uint8_t
 }
 
 int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_limits *lim,
-		    unsigned budget)
+		    unsigned budget, uint64_t now_ns)
 {
 	int64_t avail;
 	uint32_t n, i;
@@ -194,7 +194,7 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 		} else {
 			req->slot = c->slot;
 			req->gen = c->gen;
-			req->t_submit_ns = vs_now_ns();
+			req->t_submit_ns = now_ns;
 			r = sink->ops->submit(sink, req);
 			if (r)
 				post_error(c, e.user_data, r, 0);

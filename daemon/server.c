@@ -30,6 +30,7 @@ enum { TK_LISTEN = 1, TK_SIGNAL, TK_EVQ, TK_SOCK, TK_BELL };
 #define TK_GEN(t) ((uint32_t)(t))
 
 #define MAX_PENDING 16
+#define POLL_EVERY_NS 50000ull /* fd events while the loop spins: 50 us is plenty for accept/EOF */
 #define DRAIN_BUDGET 64
 
 struct vd_server {
@@ -49,6 +50,7 @@ struct vd_server {
 	uint32_t heartbeat;
 	int stop;
 	uint64_t next_tick_ns;
+	uint64_t now;                /* clock at the end of the previous loop pass */
 	struct vd_evbuf evbuf;
 };
 
@@ -470,7 +472,7 @@ static size_t service(struct vd_server *s)
 	size_t work = 0;
 
 	for (uint32_t i = 0; i < s->n_active; i++) {
-		int r = vd_client_drain(s->active[i], s->sink, &s->o.limits, DRAIN_BUDGET);
+		int r = vd_client_drain(s->active[i], s->sink, &s->o.limits, DRAIN_BUDGET, s->now);
 
 		if (r > 0)
 			work += (size_t)r;
@@ -530,27 +532,31 @@ int vd_server_run(struct vd_server *s)
 {
 	uint64_t spin_ns = (uint64_t)s->o.spin_us * 1000;
 	uint64_t tick_ns = (uint64_t)s->o.tick_ms * 1000000ull;
-	uint64_t last_work = vs_now_ns(), now;
-	unsigned iter = 0;
+	uint64_t last_work = vs_now_ns(), last_poll = last_work, now;
 
+	s->now = last_work;
 	s->next_tick_ns = last_work + tick_ns;
 	while (!__atomic_load_n(&s->stop, __ATOMIC_RELAXED)) {
 		size_t work = service(s);
 
-		now = vs_now_ns();
+		now = s->now = vs_now_ns();
 		if (now >= s->next_tick_ns) {
 			tick(s, now);
 			s->next_tick_ns = now + tick_ns;
 		}
+		/* While busy or spinning, look at the fds (new connections, EOFs, sink wake-ups) only
+		 * every POLL_EVERY_NS: with DEFER_TASKRUN that look is a system call, and a request
+		 * arriving during it waits for it. */
+		if (now - last_poll >= POLL_EVERY_NS) {
+			last_poll = now;
+			if (poll_fds(s, 0) < 0)
+				return -EIO;
+		}
 		if (work) {
 			last_work = now;
-			if ((++iter & 63) == 0 && poll_fds(s, 0) < 0)
-				return -EIO;
 			continue;
 		}
 		if (now - last_work < spin_ns) {
-			if ((++iter & 15) == 0 && poll_fds(s, 0) < 0)
-				return -EIO;
 			vs_cpu_relax();
 			continue;
 		}
@@ -567,7 +573,7 @@ int vd_server_run(struct vd_server *s)
 		}
 		for (uint32_t i = 0; i < s->n_active; i++)
 			vd_client_set_waiting(s->active[i], 0);
-		last_work = vs_now_ns(); /* spin again after every wake-up */
+		last_work = s->now = vs_now_ns(); /* spin again after every wake-up */
 	}
 	return 0;
 }
