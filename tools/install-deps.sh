@@ -6,6 +6,7 @@ pkgs=(
   check liburing-dev libdlpack-dev libjansson-dev libpcre2-dev libutf8proc-dev
   libsystemd-dev libmicrohttpd-dev
   systemd util-linux
+  spin
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,674 @@
+/*
+ * daemon/server.c — vlmd's I/O loop of daemon/server.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon/client.h"
+#include "daemon/echo.h"
+#include "daemon/evq.h"
+#include "daemon/server.h"
+#include "shm/doorbell.h"
+
+/* Poller tokens: kind (8 bits) | slot (24 bits) | generation (32 bits). */
+enum { TK_LISTEN = 1, TK_SIGNAL, TK_EVQ, TK_SOCK, TK_BELL };
+#define TOKEN(kind, slot, gen) (((uint64_t)(kind) << 56) | ((uint64_t)(slot) << 32) | (gen))
+#define TK_KIND(t) ((unsigned)((t) >> 56))
+#define TK_SLOT(t) ((uint32_t)(((t) >> 32) & 0xffffff))
+#define TK_GEN(t) ((uint32_t)(t))
+
+#define MAX_PENDING 16
+#define POLL_EVERY_NS 50000ull /* fd events while the loop spins: 50 us is plenty for accept/EOF */
+#define DRAIN_BUDGET 64
+
+struct vd_server {
+	struct vd_server_opts o;
+	char *path;                  /* owned copy of the socket path */
+	int lfd, sfd;
+	struct vd_poller *poller;
+	struct vd_evq evq;
+	int evq_ok;
+	struct vd_sink *sink;
+	struct vd_client *slots;     /* [n_slots] */
+	uint32_t n_slots;
+	struct vd_client **active;   /* [n_active] connected clients */
+	uint32_t n_active;
+	uint32_t n_pending;
+	uint32_t next_id;
+	uint32_t heartbeat;
+	int stop;
+	uint64_t next_tick_ns;
+	uint64_t now;                /* clock at the end of the previous loop pass */
+	struct vd_evbuf evbuf;
+};
+
+static void logf_(struct vd_server *s, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void logf_(struct vd_server *s, int level, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	if (!s->o.log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	s->o.log(s->o.log_ctx, level, buf);
+}
+
+void vd_server_opts_default(struct vd_server_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->socket_path = NULL;
+	o->backend = VD_BACKEND_AUTO;
+	o->spin_us = 50;
+	o->max_clients = 64;
+	o->tick_ms = 100;
+	o->hello_timeout_ms = 2000;
+	o->client_timeout_ms = 30000;
+	o->sq_entries = 256;
+	o->cq_entries = 1024;
+	o->sq_max = 4096;
+	o->cq_max = 16384;
+	o->arena_bytes = 16u << 20;
+	o->arena_max = 1ull << 30;
+	vd_allow_default(&o->allow);
+	vd_limits_default(&o->limits);
+}
+
+const char *vd_server_backend(const struct vd_server *s)
+{
+	return vd_poller_name(s->poller);
+}
+
+void vd_server_stop(struct vd_server *s)
+{
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELAXED);
+	if (s->evq_ok) {
+		uint64_t one = 1;
+
+		if (write(s->evq.efd, &one, sizeof(one)) < 0) {
+			/* saturated: the loop wakes anyway */
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ socket */
+
+static int bind_socket(struct vd_server *s)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, e;
+
+	if (strlen(s->path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, s->path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (lstat(s->path, &st) == 0) {
+		int probe;
+
+		if (!S_ISSOCK(st.st_mode)) {
+			close(fd);
+			return -EEXIST;
+		}
+		/* a live daemon answers; a stale socket file is refused */
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(probe);
+			close(fd);
+			return -EADDRINUSE;
+		}
+		if (probe >= 0)
+			close(probe);
+		unlink(s->path);
+	} else {
+		/* create the parent directory when missing (e.g. /run/vlmd) */
+		char dir[sizeof(sa.sun_path)];
+		char *slash;
+
+		strcpy(dir, s->path);
+		slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = 0;
+			mkdir(dir, 0755);
+		}
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
+		e = -errno;
+		close(fd);
+		return e;
+	}
+	/* Who may connect is decided by SO_PEERCRED against the allow-list, not by file mode. */
+	chmod(s->path, 0666);
+	s->lfd = fd;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ clients */
+
+static struct vd_client *slot_get(struct vd_server *s, uint64_t token)
+{
+	uint32_t slot = TK_SLOT(token);
+	struct vd_client *c;
+
+	if (slot >= s->n_slots)
+		return NULL;
+	c = &s->slots[slot];
+	if (c->state == VD_CLIENT_FREE || c->gen != TK_GEN(token))
+		return NULL;
+	return c;
+}
+
+static void drop_client(struct vd_server *s, struct vd_client *c, const char *why)
+{
+	uint32_t slot = c->slot;
+
+	if (c->state == VD_CLIENT_ACTIVE) {
+		logf_(s, VD_LOG_INFO, "client %u (%s, pid %d uid %u) disconnected: %s (%llu requests, %llu errors)",
+		      c->id, c->name, (int)c->peer.pid, (unsigned)c->peer.uid, why,
+		      (unsigned long long)c->n_requests, (unsigned long long)c->n_errors);
+		vd_poller_del(s->poller, c->sq_bell, TOKEN(TK_BELL, slot, c->gen));
+		s->sink->ops->client_gone(s->sink, slot, c->gen);
+		for (uint32_t i = 0; i < s->n_active; i++) {
+			if (s->active[i] == c) {
+				s->active[i] = s->active[--s->n_active];
+				break;
+			}
+		}
+	} else {
+		s->n_pending--;
+	}
+	vd_poller_del(s->poller, c->sock, TOKEN(TK_SOCK, slot, c->gen));
+	vd_client_fini(c); /* closes the socket, eventfds, unmaps both segments */
+	c->gen++;
+	c->drop_reason = NULL;
+}
+
+static void accept_all(struct vd_server *s)
+{
+	for (;;) {
+		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct vd_client *c = NULL;
+		struct vd_peer peer;
+
+		if (fd < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				logf_(s, VD_LOG_WARN, "accept: %s", strerror(errno));
+			return;
+		}
+		/* Credentials first: a peer that is not allowed is answered and closed at once, so it
+		 * can never occupy one of the few hello slots. (It may not have sent its hello yet;
+		 * AF_UNIX delivers our answer before reporting the reset.) */
+		if (vd_peer_get(fd, &peer) < 0 || !vd_allow_check(&s->o.allow, &peer)) {
+			struct vs_welcome w;
+
+			vd_refusal(&w, VS_REFUSED_NOT_ALLOWED, -EACCES,
+				   "not allowed: uid %u gid %u is not on vlmd's allow-list (by default the "
+				   "daemon's uid, root and group vlm)", (unsigned)peer.uid, (unsigned)peer.gid);
+			logf_(s, VD_LOG_INFO, "connection from pid %d uid %u refused: not allowed",
+			      (int)peer.pid, (unsigned)peer.uid);
+			vd_welcome_send(fd, &w, NULL);
+			close(fd);
+			continue;
+		}
+		for (uint32_t i = 0; i < s->n_slots; i++) {
+			if (s->slots[i].state == VD_CLIENT_FREE) {
+				c = &s->slots[i];
+				break;
+			}
+		}
+		if (!c || s->n_pending >= MAX_PENDING) {
+			struct vs_welcome w;
+
+			vd_refusal(&w, VS_REFUSED_FULL, -EBUSY, "daemon full: too many connections in progress");
+			vd_welcome_send(fd, &w, NULL);
+			close(fd);
+			continue;
+		}
+		c->state = VD_CLIENT_PENDING;
+		c->peer = peer;
+		c->sock = fd;
+		c->sq_bell = c->cq_bell = -1;
+		c->dseg.fd = c->cseg.fd = -1;
+		c->hlen = 0;
+		c->id = ++s->next_id;
+		c->t_accept_ns = vs_now_ns();
+		s->n_pending++;
+		if (vd_poller_add(s->poller, fd, TOKEN(TK_SOCK, c->slot, c->gen)) < 0)
+			drop_client(s, c, "poller full");
+	}
+}
+
+static void refuse(struct vd_server *s, struct vd_client *c, struct vs_welcome *w)
+{
+	logf_(s, VD_LOG_INFO, "connection %u (pid %d uid %u) refused: %s", c->id, (int)c->peer.pid,
+	      (unsigned)c->peer.uid, w->message);
+	vd_welcome_send(c->sock, w, NULL);
+	drop_client(s, c, "refused");
+}
+
+static uint32_t clamp_entries(uint32_t want, uint32_t def, uint32_t max)
+{
+	if (!want)
+		return def;
+	return want > max ? max : want;
+}
+
+static void handle_hello(struct vd_server *s, struct vd_client *c)
+{
+	struct vs_hello h;
+	struct vs_welcome w;
+	struct vs_layout lay;
+	uint64_t arena;
+	int fds[VS_NFDS];
+	int v, e;
+
+	v = vd_hello_check(c->hbuf, c->hlen, &h);
+	if (v == -EPROTONOSUPPORT) {
+		vd_refusal(&w, VS_REFUSED_VERSION, -EPROTONOSUPPORT,
+			   "protocol version mismatch: client speaks %u..%u, vlmd speaks %u..%u",
+			   h.proto_min, h.proto_max, VS_PROTO_MIN, VS_PROTO_MAX);
+		refuse(s, c, &w);
+		return;
+	}
+	if (v < 0) {
+		vd_refusal(&w, VS_REFUSED_BAD_HELLO, -EPROTO, "malformed hello");
+		refuse(s, c, &w);
+		return;
+	}
+	if (s->n_active >= s->o.max_clients) {
+		vd_refusal(&w, VS_REFUSED_FULL, -EBUSY, "daemon full: %u clients connected (max %u)",
+			   s->n_active, s->o.max_clients);
+		refuse(s, c, &w);
+		return;
+	}
+	if (s->stop) {
+		vd_refusal(&w, VS_REFUSED_SHUTDOWN, -ESHUTDOWN, "vlmd is shutting down");
+		refuse(s, c, &w);
+		return;
+	}
+	memcpy(c->name, h.name, sizeof(h.name));
+	c->name[sizeof(h.name)] = 0;
+	for (char *p = c->name; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			*p = '?';
+	arena = h.arena_bytes ? h.arena_bytes : s->o.arena_bytes;
+	if (arena > s->o.arena_max)
+		arena = s->o.arena_max;
+	vs_layout_compute(&lay, (uint32_t)v, clamp_entries(h.sq_entries, s->o.sq_entries, s->o.sq_max),
+			  clamp_entries(h.cq_entries, s->o.cq_entries, s->o.cq_max), arena, s->o.tick_ms);
+	e = vd_client_setup(c, &lay);
+	if (e) {
+		vd_refusal(&w, VS_REFUSED_NO_MEMORY, e, "vlmd could not create the shared memory: %s",
+			   strerror(-e));
+		refuse(s, c, &w);
+		return;
+	}
+	memset(&w, 0, sizeof(w));
+	w.magic = VS_MAGIC;
+	w.status = VS_OK;
+	w.version = (uint16_t)v;
+	w.daemon_proto_min = VS_PROTO_MIN;
+	w.daemon_proto_max = VS_PROTO_MAX;
+	w.client_id = c->id;
+	w.layout = lay;
+	snprintf(w.message, sizeof(w.message), "welcome to vlmd %s", VLM_VERSION_STRING);
+	fds[VS_FD_DSEG] = c->dseg.fd;
+	fds[VS_FD_CSEG] = c->cseg.fd;
+	fds[VS_FD_SQ_BELL] = c->sq_bell;
+	fds[VS_FD_CQ_BELL] = c->cq_bell;
+	e = vd_welcome_send(c->sock, &w, fds);
+	/* the client has its copies; the mappings keep the memory alive on our side */
+	vs_seg_close_fd(&c->dseg);
+	vs_seg_close_fd(&c->cseg);
+	if (e) {
+		logf_(s, VD_LOG_WARN, "connection %u: sending welcome failed: %s", c->id, strerror(-e));
+		drop_client(s, c, "welcome failed");
+		return;
+	}
+	if (vd_poller_add(s->poller, c->sq_bell, TOKEN(TK_BELL, c->slot, c->gen)) < 0) {
+		drop_client(s, c, "poller full");
+		return;
+	}
+	c->state = VD_CLIENT_ACTIVE;
+	s->n_pending--;
+	s->active[s->n_active++] = c;
+	c->hb_change_ns = vs_now_ns();
+	logf_(s, VD_LOG_INFO, "client %u (%s, pid %d uid %u) connected: proto %d, sq %u cq %u arena %llu",
+	      c->id, c->name, (int)c->peer.pid, (unsigned)c->peer.uid, v, lay.sq_entries,
+	      lay.cq_entries, (unsigned long long)lay.arena_bytes);
+}
+
+static void handle_sock(struct vd_server *s, struct vd_client *c)
+{
+	if (c->state == VD_CLIENT_PENDING) {
+		ssize_t n = recv(c->sock, c->hbuf + c->hlen, sizeof(c->hbuf) - c->hlen, MSG_DONTWAIT);
+
+		if (n == 0) {
+			drop_client(s, c, "closed before hello");
+			return;
+		}
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				drop_client(s, c, "socket error");
+			return;
+		}
+		c->hlen += (uint32_t)n;
+		if (c->hlen == sizeof(c->hbuf))
+			handle_hello(s, c);
+		return;
+	}
+	/* Active clients send only descriptor registrations; EOF means the client is gone. The
+	 * poller is edge-triggered, so read until nothing is left (bounded: a flood is abuse). */
+	for (int k = 0; k < 1024; k++) {
+		int r = vd_client_control(c);
+
+		if (r == 0)
+			return;
+		if (r < 0) {
+			drop_client(s, c, r == -ECONNRESET ? "socket closed"
+					  : r == -EPROTO ? "malformed control message" : "socket error");
+			return;
+		}
+	}
+	drop_client(s, c, "control message flood");
+}
+
+/* ------------------------------------------------------------------ loop */
+
+static void handle_signal(struct vd_server *s)
+{
+	struct signalfd_siginfo si;
+
+	while (read(s->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
+			logf_(s, VD_LOG_INFO, "signal %u: shutting down", si.ssi_signo);
+			s->stop = 1;
+		}
+	}
+}
+
+static int poll_fds(struct vd_server *s, int timeout_ms)
+{
+	uint64_t tok[64];
+	int n = vd_poller_wait(s->poller, tok, 64, timeout_ms);
+
+	if (n < 0) {
+		logf_(s, VD_LOG_ERR, "poller wait: %s", strerror(-n));
+		return n;
+	}
+	for (int i = 0; i < n; i++) {
+		struct vd_client *c;
+
+		switch (TK_KIND(tok[i])) {
+		case TK_LISTEN:
+			accept_all(s);
+			break;
+		case TK_SIGNAL:
+			handle_signal(s);
+			break;
+		case TK_EVQ:
+			break; /* vd_evq_take reads the counter */
+		case TK_SOCK:
+			c = slot_get(s, tok[i]);
+			if (c)
+				handle_sock(s, c);
+			break;
+		case TK_BELL:
+			break; /* edge-triggered: nothing to read; service() looks at the rings */
+		}
+	}
+	return n;
+}
+
+/* Route sink events to their clients' CQs. Returns the number routed. */
+static size_t dispatch_events(struct vd_server *s)
+{
+	size_t n = 0;
+
+	while (vd_evq_pending(&s->evq)) {
+		size_t k;
+
+		s->evbuf.n = 0;
+		k = vd_evq_take(&s->evq, &s->evbuf);
+		for (size_t i = 0; i < k; i++) {
+			struct vd_event *ev = &s->evbuf.ev[i];
+			struct vd_client *c;
+
+			if (ev->slot >= s->n_slots)
+				continue;
+			c = &s->slots[ev->slot];
+			if (c->state != VD_CLIENT_ACTIVE || c->gen != ev->gen || c->drop_reason)
+				continue; /* the client left: drop */
+			vd_client_post(c, &ev->cqe);
+		}
+		n += k;
+	}
+	return n;
+}
+
+/* One pass over all clients: take submissions, route events, publish. Returns work done. */
+static size_t service(struct vd_server *s)
+{
+	size_t work = 0;
+
+	for (uint32_t i = 0; i < s->n_active; i++) {
+		int r = vd_client_drain(s->active[i], s->sink, &s->o.limits, DRAIN_BUDGET, s->now);
+
+		if (r > 0)
+			work += (size_t)r;
+	}
+	work += dispatch_events(s);
+	for (uint32_t i = 0; i < s->n_active;) {
+		struct vd_client *c = s->active[i];
+
+		if (c->ovf_n || vs_prod_pending(&c->cq))
+			work += (size_t)(vd_client_flush(c) > 0);
+		if (c->drop_reason) {
+			drop_client(s, c, c->drop_reason); /* swaps the last active into i */
+			continue;
+		}
+		i++;
+	}
+	return work;
+}
+
+static void tick(struct vd_server *s, uint64_t now)
+{
+	s->heartbeat++;
+	for (uint32_t i = 0; i < s->n_slots; i++) {
+		struct vd_client *c = &s->slots[i];
+
+		if (c->state == VD_CLIENT_PENDING &&
+		    now - c->t_accept_ns > (uint64_t)s->o.hello_timeout_ms * 1000000ull) {
+			drop_client(s, c, "no hello in time");
+			continue;
+		}
+		if (c->state != VD_CLIENT_ACTIVE)
+			continue;
+		__atomic_store_n(c->d_heartbeat, s->heartbeat, __ATOMIC_RELEASE);
+		{
+			uint32_t hb = __atomic_load_n(c->c_heartbeat, __ATOMIC_RELAXED);
+
+			if (hb != c->last_hb) {
+				c->last_hb = hb;
+				c->hb_change_ns = now;
+			} else if (c->ovf_n &&
+				   now - c->hb_change_ns > (uint64_t)s->o.client_timeout_ms * 1000000ull) {
+				drop_client(s, c, "hung: completions undelivered and no heartbeat");
+			}
+		}
+	}
+}
+
+static int any_work(struct vd_server *s)
+{
+	for (uint32_t i = 0; i < s->n_active; i++)
+		if (vd_client_has_work(s->active[i]))
+			return 1;
+	return vd_evq_pending(&s->evq);
+}
+
+int vd_server_run(struct vd_server *s)
+{
+	uint64_t spin_ns = (uint64_t)s->o.spin_us * 1000;
+	uint64_t tick_ns = (uint64_t)s->o.tick_ms * 1000000ull;
+	uint64_t last_work = vs_now_ns(), last_poll = last_work, now;
+
+	s->now = last_work;
+	s->next_tick_ns = last_work + tick_ns;
+	while (!__atomic_load_n(&s->stop, __ATOMIC_RELAXED)) {
+		size_t work = service(s);
+
+		now = s->now = vs_now_ns();
+		if (now >= s->next_tick_ns) {
+			tick(s, now);
+			s->next_tick_ns = now + tick_ns;
+		}
+		/* While busy or spinning, look at the fds (new connections, EOFs, sink wake-ups) only
+		 * every POLL_EVERY_NS: with DEFER_TASKRUN that look is a system call, and a request
+		 * arriving during it waits for it. */
+		if (now - last_poll >= POLL_EVERY_NS) {
+			last_poll = now;
+			if (poll_fds(s, 0) < 0)
+				return -EIO;
+		}
+		if (work) {
+			last_work = now;
+			continue;
+		}
+		if (now - last_work < spin_ns) {
+			vs_cpu_relax();
+			continue;
+		}
+		/* Sleep: announce it in every segment, then look once more (Dekker against the
+		 * client's tail store; fence; d_waiting load). */
+		for (uint32_t i = 0; i < s->n_active; i++)
+			vd_client_set_waiting(s->active[i], 1);
+		vs_fence_full();
+		if (!any_work(s)) {
+			int64_t ms = (int64_t)(s->next_tick_ns - now) / 1000000 + 1;
+
+			if (poll_fds(s, ms > 0 ? (int)ms : 1) < 0)
+				return -EIO;
+		}
+		for (uint32_t i = 0; i < s->n_active; i++)
+			vd_client_set_waiting(s->active[i], 0);
+		last_work = s->now = vs_now_ns(); /* spin again after every wake-up */
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ lifetime */
+
+int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
+{
+	struct vd_server *s = calloc(1, sizeof(*s));
+	sigset_t ss;
+	int e;
+
+	if (!s)
+		return -ENOMEM;
+	s->o = *o;
+	s->lfd = s->sfd = -1;
+	if (!s->o.max_clients)
+		s->o.max_clients = 1;
+	if (!s->o.tick_ms)
+		s->o.tick_ms = 100;
+	s->path = strdup(o->socket_path ? o->socket_path : "/run/vlmd/vlmd.sock");
+	s->n_slots = s->o.max_clients + MAX_PENDING;
+	s->slots = calloc(s->n_slots, sizeof(*s->slots));
+	s->active = calloc(s->o.max_clients, sizeof(*s->active));
+	if (!s->path || !s->slots || !s->active) {
+		e = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < s->n_slots; i++) {
+		s->slots[i].slot = i;
+		s->slots[i].gen = 1;
+		s->slots[i].sock = s->slots[i].sq_bell = s->slots[i].cq_bell = -1;
+		s->slots[i].dseg.fd = s->slots[i].cseg.fd = -1;
+	}
+	e = vd_evq_init(&s->evq);
+	if (e)
+		goto fail;
+	s->evq_ok = 1;
+	e = s->o.sink_new ? s->o.sink_new(&s->evq, s->o.sink_ctx, &s->sink)
+			  : vd_echo_new(&s->evq, s->o.echo_threaded, &s->sink);
+	if (e)
+		goto fail;
+	e = vd_poller_new(s->o.backend, 2 * s->n_slots + 16, &s->poller);
+	if (e)
+		goto fail;
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGINT);
+	sigaddset(&ss, SIGTERM);
+	s->sfd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (s->sfd < 0) {
+		e = -errno;
+		goto fail;
+	}
+	e = bind_socket(s);
+	if (e)
+		goto fail;
+	if ((e = vd_poller_add(s->poller, s->lfd, TOKEN(TK_LISTEN, 0, 0))) ||
+	    (e = vd_poller_add(s->poller, s->sfd, TOKEN(TK_SIGNAL, 0, 0))) ||
+	    (e = vd_poller_add(s->poller, s->evq.efd, TOKEN(TK_EVQ, 0, 0))))
+		goto fail;
+	logf_(s, VD_LOG_INFO, "listening on %s (%s loop, %s sink, spin %u us, max %u clients)", s->path,
+	      vd_poller_name(s->poller), s->sink->ops->name, s->o.spin_us, s->o.max_clients);
+	*out = s;
+	return 0;
+fail:
+	vd_server_free(s);
+	return e;
+}
+
+void vd_server_free(struct vd_server *s)
+{
+	if (!s)
+		return;
+	for (uint32_t i = 0; s->slots && i < s->n_slots; i++) {
+		struct vd_client *c = &s->slots[i];
+
+		if (c->state == VD_CLIENT_ACTIVE)
+			__atomic_or_fetch(c->d_flags, VS_DF_SHUTDOWN, __ATOMIC_RELEASE);
+		if (c->state != VD_CLIENT_FREE)
+			drop_client(s, c, "daemon shutting down");
+	}
+	if (s->sink)
+		s->sink->ops->free(s->sink);
+	if (s->lfd >= 0) {
+		close(s->lfd);
+		unlink(s->path);
+	}
+	if (s->sfd >= 0)
+		close(s->sfd);
+	vd_poller_free(s->poller);
+	if (s->evq_ok)
+		vd_evq_fini(&s->evq);
+	vd_evbuf_fini(&s->evbuf);
+	free(s->slots);
+	free(s->active);
+	free(s->path);
+	free(s);
+}
