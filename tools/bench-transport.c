@@ -483,8 +483,46 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* --socket: round trips through an already running vlmd (another process), next to the
+ * one-cache-line spin ping-pong floor measured in the same run. */
+static int probe_running(const char *sock, size_t n, int json)
+{
+	uint64_t *ns = calloc(n, sizeof(uint64_t)), *sp_ns = calloc(n, sizeof(uint64_t));
+	struct stats r, sp;
+	double bells = 0;
+	int e;
+
+	if (!ns || !sp_ns) {
+		free(ns);
+		free(sp_ns);
+		return 1;
+	}
+	e = ring_rtt(sock, 2000000, ns, n, n / 10, &bells, NULL);
+	if (e) {
+		fprintf(stderr, "vlm-bench: echo through %s failed: %s\n", sock, strerror(-e));
+		free(ns);
+		free(sp_ns);
+		return 1;
+	}
+	spin_rtt(sp_ns, n, n / 10);
+	r = summarize(ns, n);
+	sp = summarize(sp_ns, n);
+	if (!json)
+		printf("vlmd at %s: %zu ECHO round trips, every answer verified\n"
+		       "ring rtt               p50 %8.2f us  p99 %8.2f us  (doorbells/request %.4f)\n"
+		       "  spin ping-pong floor p50 %8.2f us  p99 %8.2f us  -> ring/floor %.1fx\n",
+		       sock, n, r.p50, r.p99, bells, sp.p50, sp.p99, r.p50 / sp.p50);
+	printf("{\"socket\": \"%s\", \"round_trips\": %zu, \"ring_rtt_p50_us\": %.3f, "
+	       "\"ring_rtt_p99_us\": %.3f, \"spin_rtt_p50_us\": %.3f, \"doorbells_per_request\": %.4f}\n",
+	       sock, n, r.p50, r.p99, sp.p50, bells);
+	free(ns);
+	free(sp_ns);
+	return 0;
+}
+
 int bench_transport_main(int argc, char **argv)
 {
+	const char *sock_path = NULL;
 	int json = 0, pin = 1;
 	size_t iters = 20000, sleep_iters, bi, si;
 	enum vd_backend backend = VD_BACKEND_AUTO;
@@ -502,18 +540,23 @@ int bench_transport_main(int argc, char **argv)
 			json = 1;
 		else if (!strcmp(argv[i], "--no-pin"))
 			pin = 0;
+		else if (!strcmp(argv[i], "--socket") && i + 1 < argc)
+			sock_path = argv[++i];
 		else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
 			iters = (size_t)strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
 			i++;
 			backend = !strcmp(argv[i], "epoll") ? VD_BACKEND_EPOLL : VD_BACKEND_URING;
 		} else {
-			printf("usage: vlm-bench transport [--json] [--iters N] [--backend uring|epoll] [--no-pin]\n");
+			printf("usage: vlm-bench transport [--json] [--iters N] [--backend uring|epoll] [--no-pin]\n"
+			       "       vlm-bench transport --socket PATH [--iters N] [--json]   (a running vlmd)\n");
 			return strcmp(argv[i], "--help") ? 2 : 0;
 		}
 	}
 	if (iters < 1000)
 		iters = 1000;
+	if (sock_path)
+		return probe_running(sock_path, iters, json);
 	if (pin)
 		pick_cpus();
 	iters = iters / ROUNDS * ROUNDS;
