@@ -12,6 +12,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/convert.h"
 #include "kernels/cpu/kern.h"
@@ -357,6 +358,127 @@ static void scale_mul(const float *x, float s, const float *w, float *out, int64
 	}
 }
 
+/* One (token, KV head) of attention, NV = head_dim / 16 vectors per row. Scores four positions
+ * at a time (one reduce4), one vector exp per 16 scores, the output accumulator in registers. */
+AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char *const *kblk,
+                    const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
+                    float scale, float *scratch, float *out, const int NV)
+{
+	const int hd = NV * 16;
+	float *kf = scratch;                      /* [bs][hd] K block as fp32 */
+	float *vf = kf + (size_t)bs * hd;         /* [bs][hd] V block as fp32 */
+	float *acc = vf + (size_t)bs * hd;        /* [G][hd] */
+	float *sc = acc + (size_t)G * hd;         /* [bsp] scores of one head */
+	float mx[64], l[64];
+
+	for (int g = 0; g < G; g++) {
+		mx[g] = -INFINITY;
+		l[g] = 0.0f;
+		for (int d = 0; d < hd; d++)
+			acc[g * hd + d] = 0.0f;
+	}
+	for (int p0 = 0, blk = 0; p0 < ctx; p0 += bs, blk++) {
+		const int np = ctx - p0 < bs ? ctx - p0 : bs;
+		const float *kr = kf, *vr = vf;
+		size_t kstride = (size_t)hd;
+		if (dt == VK_DTYPE_F32 && pos_stride == (size_t)hd * 4) {
+			kr = (const float *)kblk[blk];
+			vr = (const float *)vblk[blk];
+		} else {
+			for (int p = 0; p < np; p++) {
+				if (dt == VK_DTYPE_F32) {
+					memcpy(kf + (size_t)p * hd, kblk[blk] + p * pos_stride, (size_t)hd * 4);
+					memcpy(vf + (size_t)p * hd, vblk[blk] + p * pos_stride, (size_t)hd * 4);
+					continue;
+				}
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++) {
+					_mm512_storeu_ps(kf + (size_t)p * hd + d * 16, ld_wt(kblk[blk] + p * pos_stride, dt, d * 16));
+					_mm512_storeu_ps(vf + (size_t)p * hd + d * 16, ld_wt(vblk[blk] + p * pos_stride, dt, d * 16));
+				}
+			}
+		}
+		for (int g = 0; g < G; g++) {
+			__m512 qv[8];
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				qv[d] = _mm512_mul_ps(_mm512_loadu_ps(q + (size_t)g * hd + d * 16), _mm512_set1_ps(scale));
+			int p = 0;
+			for (; p + 4 <= np; p += 4) {
+				__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++) {
+					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + (p + 0) * kstride + d * 16), s0);
+					s1 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + (p + 1) * kstride + d * 16), s1);
+					s2 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + (p + 2) * kstride + d * 16), s2);
+					s3 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + (p + 3) * kstride + d * 16), s3);
+				}
+				_mm_storeu_ps(sc + p, reduce4(s0, s1, s2, s3));
+			}
+			for (; p < np; p++) {
+				__m512 s0 = _mm512_setzero_ps();
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++)
+					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + p * kstride + d * 16), s0);
+				sc[p] = _mm512_reduce_add_ps(s0);
+			}
+			/* online softmax over this block */
+			__m512 vmax = _mm512_set1_ps(-INFINITY);
+			for (int b = 0; b < np; b += 16) {
+				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
+				vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_loadu_ps(sc + b));
+			}
+			float bm = _mm512_reduce_max_ps(vmax);
+			float m_new = bm > mx[g] ? bm : mx[g];
+			float corr = expf(mx[g] - m_new);
+			__m512 vsum = _mm512_setzero_ps(), vm = _mm512_set1_ps(m_new);
+			for (int b = 0; b < np; b += 16) {
+				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
+				__m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + b), vm)));
+				_mm512_mask_storeu_ps(sc + b, m, e);
+				vsum = _mm512_add_ps(vsum, e);
+			}
+			l[g] = l[g] * corr + _mm512_reduce_add_ps(vsum);
+			mx[g] = m_new;
+			__m512 av[8];
+			float *ag = acc + (size_t)g * hd;
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				av[d] = _mm512_mul_ps(_mm512_loadu_ps(ag + d * 16), _mm512_set1_ps(corr));
+			for (int pp = 0; pp < np; pp++) {
+				__m512 e = _mm512_set1_ps(sc[pp]);
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++)
+					av[d] = _mm512_fmadd_ps(e, _mm512_loadu_ps(vr + pp * kstride + d * 16), av[d]);
+			}
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				_mm512_storeu_ps(ag + d * 16, av[d]);
+		}
+	}
+	for (int g = 0; g < G; g++) {
+		__m512 inv = _mm512_set1_ps(1.0f / l[g]);
+		for (int d = 0; d < NV; d++)
+			_mm512_storeu_ps(out + (size_t)g * hd + d * 16,
+			                 _mm512_mul_ps(_mm512_loadu_ps(acc + (size_t)g * hd + d * 16), inv));
+	}
+}
+
+static int attn_row(const float *q, int G, int hd, int ctx, int bs, const unsigned char *const *kblk,
+                    const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
+                    float scale, float *scratch, float *out)
+{
+	if (G > 64)
+		return -1;
+	switch (hd) {
+	case 16: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 1); return 0;
+	case 32: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 2); return 0;
+	case 64: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 4); return 0;
+	case 128: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 8); return 0;
+	}
+	return -1;
+}
+
 const struct vk_cpu_isa vk_cpu_isa_avx512 = {
 	.name = "avx512",
 	.mr = MR,
@@ -370,4 +492,5 @@ const struct vk_cpu_isa vk_cpu_isa_avx512 = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.attn_row = attn_row,
 };
