@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -967,9 +968,12 @@ int vk_cpu_backend_open(struct vk_backend **ret, char *err, size_t err_len)
 	struct cpu_ctx *c = NULL;
 	const char *env;
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
 	int r;
 
 	*ret = NULL;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		n = CPU_COUNT(&set);   /* the CPUs this process may run on (containers, taskset) */
 	if (n < 1)
 		n = 1;
 	env = getenv("VLM_THREADS");

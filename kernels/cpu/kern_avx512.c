@@ -339,13 +339,23 @@ static void swiglu(const float *g, const float *u, float *out, int64_t n)
 
 static float sumsq(const float *x, int64_t n)
 {
-	__m512 s = _mm512_setzero_ps();
-	for (int64_t k = 0; k < n; k += 16) {
+	/* four independent chains so a long row (and the bandwidth probe) is not latency-bound */
+	__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	int64_t k = 0;
+	for (; k + 64 <= n; k += 64) {
+		__m512 a = _mm512_loadu_ps(x + k), b = _mm512_loadu_ps(x + k + 16);
+		__m512 c = _mm512_loadu_ps(x + k + 32), d = _mm512_loadu_ps(x + k + 48);
+		s0 = _mm512_fmadd_ps(a, a, s0);
+		s1 = _mm512_fmadd_ps(b, b, s1);
+		s2 = _mm512_fmadd_ps(c, c, s2);
+		s3 = _mm512_fmadd_ps(d, d, s3);
+	}
+	for (; k < n; k += 16) {
 		__mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
 		__m512 v = _mm512_maskz_loadu_ps(m, x + k);
-		s = _mm512_fmadd_ps(v, v, s);
+		s0 = _mm512_fmadd_ps(v, v, s0);
 	}
-	return _mm512_reduce_add_ps(s);
+	return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
 static void scale_mul(const float *x, float s, const float *w, float *out, int64_t n)
