@@ -714,8 +714,11 @@ static int cpu_attention(struct vk_backend *be, struct vk_kv *kv, int32_t layer,
 		return vk_backend_set_error(be, -EINVAL,
 			"attention: %d heads not a multiple (<= 64x) of %d KV heads", n_heads, s->n_kv_heads);
 	int32_t G = n_heads / s->n_kv_heads;
-	size_t need = 2 * (size_t)s->block_size * (size_t)s->head_dim +
-	              (size_t)G * ((size_t)s->head_dim + (size_t)s->block_size + 16);
+	/* the larger of attn_row's and the portable loop's needs */
+	size_t need = 2 * (size_t)VK_ATTN_CHUNK * (size_t)s->head_dim +
+	              (size_t)G * (size_t)s->head_dim + VK_ATTN_CHUNK;
+	if ((size_t)G * ((size_t)s->head_dim + (size_t)s->block_size) > need)
+		need = (size_t)G * ((size_t)s->head_dim + (size_t)s->block_size);
 	size_t need_blk = 0;
 	for (int32_t i = 0; i < batch->n_seqs; i++) {
 		size_t nb = ((size_t)batch->seqs[i].past + (size_t)batch->seqs[i].n +

@@ -368,17 +368,20 @@ static void scale_mul(const float *x, float s, const float *w, float *out, int64
 	}
 }
 
-/* One (token, KV head) of attention, NV = head_dim / 16 vectors per row. Scores four positions
- * at a time (one reduce4), one vector exp per 16 scores, the output accumulator in registers. */
+/* One (token, KV head) of attention, NV = head_dim / 16 vectors per row. Works on chunks of up
+ * to VK_ATTN_CHUNK positions gathered across KV blocks (so the per-chunk softmax bookkeeping is
+ * amortised whatever the block size), scores four positions at a time (one reduce4), one vector
+ * exp per 16 scores, the output accumulator of a head in registers. */
 AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char *const *kblk,
                     const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
                     float scale, float *scratch, float *out, const int NV)
 {
 	const int hd = NV * 16;
-	float *kf = scratch;                      /* [bs][hd] K block as fp32 */
-	float *vf = kf + (size_t)bs * hd;         /* [bs][hd] V block as fp32 */
-	float *acc = vf + (size_t)bs * hd;        /* [G][hd] */
-	float *sc = acc + (size_t)G * hd;         /* [bsp] scores of one head */
+	float *kf = scratch;                              /* [CHUNK][hd] K rows as fp32 */
+	float *vf = kf + (size_t)VK_ATTN_CHUNK * hd;      /* [CHUNK][hd] V rows as fp32 */
+	float *acc = vf + (size_t)VK_ATTN_CHUNK * hd;     /* [G][hd] */
+	float *sc = acc + (size_t)G * hd;                 /* [CHUNK] scores of one head */
+	const float *kp[VK_ATTN_CHUNK], *vp[VK_ATTN_CHUNK];
 	float mx[64], l[64];
 
 	for (int g = 0; g < G; g++) {
@@ -387,26 +390,23 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 		for (int d = 0; d < hd; d++)
 			acc[g * hd + d] = 0.0f;
 	}
-	for (int p0 = 0, blk = 0; p0 < ctx; p0 += bs, blk++) {
-		const int np = ctx - p0 < bs ? ctx - p0 : bs;
-		const float *kr = kf, *vr = vf;
-		size_t kstride = (size_t)hd;
-		if (dt == VK_DTYPE_F32 && pos_stride == (size_t)hd * 4) {
-			kr = (const float *)kblk[blk];
-			vr = (const float *)vblk[blk];
-		} else {
-			for (int p = 0; p < np; p++) {
-				if (dt == VK_DTYPE_F32) {
-					memcpy(kf + (size_t)p * hd, kblk[blk] + p * pos_stride, (size_t)hd * 4);
-					memcpy(vf + (size_t)p * hd, vblk[blk] + p * pos_stride, (size_t)hd * 4);
-					continue;
-				}
-#pragma GCC unroll 8
-				for (int d = 0; d < NV; d++) {
-					_mm512_storeu_ps(kf + (size_t)p * hd + d * 16, ld_wt(kblk[blk] + p * pos_stride, dt, d * 16));
-					_mm512_storeu_ps(vf + (size_t)p * hd + d * 16, ld_wt(vblk[blk] + p * pos_stride, dt, d * 16));
-				}
+	for (int c0 = 0; c0 < ctx; c0 += VK_ATTN_CHUNK) {
+		const int np = ctx - c0 < VK_ATTN_CHUNK ? ctx - c0 : VK_ATTN_CHUNK;
+		for (int p = 0; p < np; p++) {
+			const unsigned char *kr = kblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
+			const unsigned char *vr = vblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
+			if (dt == VK_DTYPE_F32) {
+				kp[p] = (const float *)kr;
+				vp[p] = (const float *)vr;
+				continue;
 			}
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++) {
+				_mm512_storeu_ps(kf + (size_t)p * hd + d * 16, ld_wt(kr, dt, d * 16));
+				_mm512_storeu_ps(vf + (size_t)p * hd + d * 16, ld_wt(vr, dt, d * 16));
+			}
+			kp[p] = kf + (size_t)p * hd;
+			vp[p] = vf + (size_t)p * hd;
 		}
 		for (int g = 0; g < G; g++) {
 			__m512 qv[8];
@@ -418,10 +418,10 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 				__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
 #pragma GCC unroll 8
 				for (int d = 0; d < NV; d++) {
-					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + (p + 0) * kstride + d * 16), s0);
-					s1 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + (p + 1) * kstride + d * 16), s1);
-					s2 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + (p + 2) * kstride + d * 16), s2);
-					s3 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + (p + 3) * kstride + d * 16), s3);
+					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 0] + d * 16), s0);
+					s1 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 1] + d * 16), s1);
+					s2 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 2] + d * 16), s2);
+					s3 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 3] + d * 16), s3);
 				}
 				_mm_storeu_ps(sc + p, reduce4(s0, s1, s2, s3));
 			}
@@ -429,18 +429,18 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 				__m512 s0 = _mm512_setzero_ps();
 #pragma GCC unroll 8
 				for (int d = 0; d < NV; d++)
-					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kr + p * kstride + d * 16), s0);
+					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p] + d * 16), s0);
 				sc[p] = _mm512_reduce_add_ps(s0);
 			}
-			/* online softmax over this block */
+			/* online softmax over this chunk */
 			__m512 vmax = _mm512_set1_ps(-INFINITY);
 			for (int b = 0; b < np; b += 16) {
 				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
-				vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_loadu_ps(sc + b));
+				vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, sc + b));
 			}
 			float bm = _mm512_reduce_max_ps(vmax);
 			float m_new = bm > mx[g] ? bm : mx[g];
-			float corr = expf(mx[g] - m_new);
+			float corr = expf(mx[g] - m_new);   /* 0 on the first chunk (mx = -inf) */
 			__m512 vsum = _mm512_setzero_ps(), vm = _mm512_set1_ps(m_new);
 			for (int b = 0; b < np; b += 16) {
 				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
@@ -459,7 +459,7 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 				__m512 e = _mm512_set1_ps(sc[pp]);
 #pragma GCC unroll 8
 				for (int d = 0; d < NV; d++)
-					av[d] = _mm512_fmadd_ps(e, _mm512_loadu_ps(vr + pp * kstride + d * 16), av[d]);
+					av[d] = _mm512_fmadd_ps(e, _mm512_loadu_ps(vp[pp] + d * 16), av[d]);
 			}
 #pragma GCC unroll 8
 			for (int d = 0; d < NV; d++)
