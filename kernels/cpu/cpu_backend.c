@@ -11,8 +11,11 @@
  *    n > 32 (prefill): a blocked GEMM; each thread takes a block of weight rows, widens one
  *    [NC, KC] slice to fp32 into its own buffer (L2-sized), and runs the microkernel over every
  *    MR-row strip of activations (L1-sized) — compute-bound, so the goal is FMA rate.
- *  - Attention: one work item per (token, KV head); the group's query heads share each K/V row
- *    read; online softmax per KV block (one rescale per block, not per position).
+ *  - Attention: one work item per (token, KV head), taken from a shared counter; the group's
+ *    query heads share each K/V row read; online softmax per chunk of positions (the AVX-512
+ *    row kernel, 64 positions) or per KV block (the portable loop), not per position.
+ *  - Work items come from atomic counters where sizes vary (matvec chunks, GEMM blocks,
+ *    attention), so a thread the OS deschedules on a shared machine delays an op by one item.
  *  - A persistent spinning thread pool (threadpool.c); the calling thread is worker 0.
  *  - The instruction set is chosen once at open: AVX-512 > AVX2 > generic, VLM_CPU_ISA lowers it.
  */
