@@ -15,12 +15,21 @@
  *  - Ops are ordered on the backend's stream; results are visible to the host after ops->sync
  *    (or download, which synchronises).
  *  - Shapes are written [rows, cols], row-major; HF Linear weights are [out_features, in_features].
+ *  - ops->alloc returns memory aligned to at least 64 bytes. Buffers passed to one op must not
+ *    overlap unless the op says so ("out may equal x").
+ *  - Thread-safety: one backend instance is driven by one thread at a time (the backend may use
+ *    its own worker threads inside an op). Different instances are independent.
+ *  - Bad arguments (token id >= table rows, position beyond a sequence's blocks, block id out of
+ *    range, unsupported dtype) give -EINVAL / -ERANGE / -ENOTSUP and an error text, never a crash.
+ *  - Any op of a device backend may return VK_EDEVICE_LOST: the device hit a sticky error and the
+ *    backend is unusable; fail every in-flight request and exit non-zero (systemd restarts us).
  *
  * This header is compiled as C and as C++ (nvcc).
  */
 #ifndef VLM_KERNELS_BACKEND_H
 #define VLM_KERNELS_BACKEND_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,14 +39,14 @@ extern "C" {
 
 #define VK_BACKEND_ABI 1
 
+/* Returned by any op of a backend whose device is gone (see the conventions above). */
+#define VK_EDEVICE_LOST (-ENOTRECOVERABLE)
+
 enum vk_dtype {
 	VK_DTYPE_F32 = 0,
 	VK_DTYPE_F16 = 1,
 	VK_DTYPE_BF16 = 2,
 };
-
-size_t vk_dtype_size(enum vk_dtype dtype);
-const char *vk_dtype_name(enum vk_dtype dtype);
 
 /* A weight: a matrix [rows, cols] (a vector is rows = 1) in the backend's preferred layout.
  * data points at backend memory (CPU: may be the mmap'd file itself); priv is the backend's own
@@ -78,7 +87,8 @@ struct vk_batch {
 	int32_t n_tokens;
 	int32_t n_seqs;
 	const int32_t *tokens;                /* [n_tokens] token ids */
-	const int32_t *pos;                   /* [3][n_tokens]: M-RoPE t, h, w ids (equal for text) */
+	const int32_t *pos;                   /* [3][n_tokens]: M-RoPE t, h, w ids (equal for text);
+	                                       * [1][n_tokens] is enough for 1-D RoPE */
 	const struct vk_seq *seqs;            /* [n_seqs], rows in order, covering [0, n_tokens) */
 	int32_t n_subs;
 	const struct vk_row_source *subs;     /* [n_subs] embedding substitutions */
@@ -102,18 +112,39 @@ struct vk_probe {
 	int32_t threads;              /* CPU worker threads (0 for a device backend) */
 };
 
+/* Per-row sampling parameters of ops->sample. */
+struct vk_sample_params {
+	float temperature;          /* <= 0: greedy */
+	int32_t top_k;              /* <= 0: none */
+	float top_p;                /* >= 1: none */
+	float min_p;                /* <= 0: none */
+	float repetition_penalty;   /* 1 = none */
+	float presence_penalty;     /* 0 = none */
+	float frequency_penalty;    /* 0 = none */
+	uint64_t seed;
+	uint64_t step;              /* advances per generated token */
+	int32_t n_history;          /* pairs in history */
+	const int32_t *history;     /* host [n_history][2]: (token id, count), token ids distinct */
+};
+
 struct vk_kv;               /* backend-private */
 struct vk_backend;
 
+/* Rotary embedding. Frequency pair j (0 <= j < head_dim / 2, inv_freq = theta^(-2j / head_dim))
+ * rotates dims (j, j + head_dim / 2) by angle pos[axis][t] * inv_freq, where axis = 0 (t) for
+ * j < section[0], 1 (h) for j < section[0] + section[1], else 2 (w) — exactly HF's
+ * apply_multimodal_rotary_pos_emb with mrope_section. The sections must sum to head_dim / 2.
+ * 1-D RoPE (plain Qwen2) = {head_dim / 2, 0, 0}, which reads only pos[0]. */
 struct vk_rope {
 	float theta;            /* rope_theta */
-	int32_t section[3];     /* mrope_section in rotary pairs: t, h, w; 1-D RoPE = {head_dim / 2, 0, 0} */
+	int32_t section[3];     /* mrope_section in rotary pairs: t, h, w */
 };
 
 struct vk_backend_ops {
 	uint32_t abi;           /* VK_BACKEND_ABI */
 	const char *name;       /* "cpu", "cuda", "ref" */
 
+	/* Frees the private context and be itself (a backend's open function allocates both). */
 	void (*destroy)(struct vk_backend *be);
 
 	/* memory */
@@ -130,14 +161,16 @@ struct vk_backend_ops {
 	                   int64_t rows, int64_t cols, struct vk_weight *ret);
 	void (*weight_free)(struct vk_backend *be, struct vk_weight *w);
 
-	/* KV cache */
+	/* KV cache. -ENOTSUP if shape->dtype is not supported (every backend supports F32; CPU and
+	 * ref also BF16 and F16). Block contents start undefined. */
 	int (*kv_new)(struct vk_backend *be, const struct vk_kv_shape *shape, struct vk_kv **ret);
 	void (*kv_free)(struct vk_backend *be, struct vk_kv *kv);
 
 	/* ops */
 
 	/* x[t] = table[tokens[t]] for every row, then rows covered by batch->subs are overwritten
-	 * with the converted source rows. table [vocab, hidden]; x [n_tokens, hidden]. */
+	 * with the converted source rows. table [vocab, hidden]; x [n_tokens, hidden].
+	 * Token ids of substituted rows are not looked up (they may be any value). */
 	int (*embed)(struct vk_backend *be, const struct vk_weight *table, const struct vk_batch *batch,
 	             float *x);
 
@@ -145,12 +178,14 @@ struct vk_backend_ops {
 	int (*rmsnorm)(struct vk_backend *be, const float *x, const struct vk_weight *w, float eps,
 	               int32_t n, int32_t dim, float *out);
 
-	/* residual += delta; out = rmsnorm(residual) * w. residual, delta, out [n, dim]. */
+	/* residual += delta; out = rmsnorm(residual) * w. residual, delta, out [n, dim].
+	 * out may equal delta. */
 	int (*add_rmsnorm)(struct vk_backend *be, float *residual, const float *delta,
 	                   const struct vk_weight *w, float eps, int32_t n, int32_t dim, float *out);
 
 	/* out = x @ w^T (+ bias). x [n, w->cols]; w [out_dim = w->rows, w->cols]; bias [out_dim] or
-	 * NULL; out [n, out_dim]. */
+	 * NULL (a weight with rows = 1, cols = out_dim); out [n, out_dim], not overlapping x.
+	 * Decode (small n) streams each weight row once for all n rows. */
 	int (*matmul)(struct vk_backend *be, const float *x, const struct vk_weight *w,
 	              const struct vk_weight *bias, int32_t n, float *out);
 
@@ -173,13 +208,41 @@ struct vk_backend_ops {
 	int (*swiglu)(struct vk_backend *be, const float *gate, const float *up, int32_t n,
 	              int32_t dim, float *out);
 
-	/* out[i] = x[rows[i]]. x [*, dim]; rows host [n]; out [n, dim]. */
+	/* out[i] = x[rows[i]]. x [*, dim]; rows host [n]; out [n, dim]. The caller guarantees
+	 * 0 <= rows[i] < rows of x (a host backend checks rows[i] >= 0 only; on a device an
+	 * out-of-range row is an illegal address, i.e. VK_EDEVICE_LOST). */
 	int (*get_rows)(struct vk_backend *be, const float *x, const int32_t *rows, int32_t n,
 	                int32_t dim, float *out);
 
 	/* ret_ids (host) [n] = argmax of each row of logits [n, vocab] (first index wins ties). */
 	int (*argmax)(struct vk_backend *be, const float *logits, int32_t n, int32_t vocab,
 	              int32_t *ret_ids);
+
+	/* ---- added after the 05:15 interface freeze; all optional (NULL) ---- */
+
+	/* Sampling on the backend so only token ids cross to the host (NULL: the caller downloads
+	 * the logits and samples on the host). logits [n, vocab] are clobbered; params host [n];
+	 * ret_ids host [n]. Semantics per row r, with params[r]:
+	 *  1. penalties over the row's (token, count) history: repetition (HF: a positive logit is
+	 *     divided by the penalty, a negative one multiplied), presence (minus presence_penalty
+	 *     if count > 0), frequency (minus frequency_penalty * count);
+	 *  2. temperature <= 0: greedy (first index of the maximum);
+	 *  3. else p = softmax(logits / temperature) restricted to tokens with p >= the top_k-th
+	 *     largest (ties kept; top_k <= 0 or >= vocab: no top-k), p >= min_p * max p (min_p <= 0:
+	 *     none), then to the smallest threshold whose kept mass is >= top_p of the remaining
+	 *     mass (top_p >= 1: none);
+	 *  4. one token drawn from the renormalised remainder with the uniform number
+	 *     u = splitmix64(seed ^ (step * 0x9e3779b97f4a7c15)) / 2^64. */
+	int (*sample)(struct vk_backend *be, float *logits, int32_t n, int32_t vocab,
+	              const struct vk_sample_params *params, int32_t *ret_ids);
+
+	/* Step hooks (NULL: nothing to do), e.g. CUDA graph capture/replay of a decode step.
+	 * The forward calls step_begin before the step's first op and step_end after its last;
+	 * between them it issues the same op sequence on the same buffers every step and no
+	 * download / argmax / sample. step_begin < 0: run the step eagerly (call no step_end);
+	 * step_end == -ECANCELED: the step did not run, redo it eagerly. */
+	int (*step_begin)(struct vk_backend *be, const struct vk_batch *batch);
+	int (*step_end)(struct vk_backend *be);
 };
 
 /* A backend instance. The table plus the backend's private context. */
@@ -189,13 +252,30 @@ struct vk_backend {
 	char error[256];        /* last error text, set by the backend */
 };
 
-/* Registry. name: "auto" (CUDA if a device is usable, else CPU), "cpu", "cuda", "ref";
- * NULL means "auto" unless the VLM_BACKEND environment variable names one. Returns 0 and a new
+/* For backend implementations: format the error text into be->error and return err (a negative
+ * errno), so an op can `return vk_backend_set_error(be, -EINVAL, "...", ...);`. */
+int vk_backend_set_error(struct vk_backend *be, int err, const char *fmt, ...)
+#if defined(__GNUC__)
+	__attribute__((format(printf, 3, 4)))
+#endif
+	;
+
+/* Registry. name: "auto" (CUDA if a device is usable, else CPU), "cpu", "cuda", "ref".
+ * NULL or "auto" defer to the VLM_BACKEND environment variable when it is set and non-empty (an
+ * explicit name wins over the environment). "cuda" without a usable device, or in a build without
+ * CUDA, is -ENODEV; "auto" falls back to CPU on any CUDA failure. An unknown name is -ENOENT.
+ * The CPU backend uses all online CPUs unless VLM_THREADS sets a count. Returns 0 and a new
  * backend in *ret (free with vk_backend_free), or -ENODEV / -ENOENT / -ENOMEM with a message in
  * err. The CPU backend is always present and is the last resort of "auto". */
 int vk_backend_open(const char *name, struct vk_backend **ret, char *err, size_t err_len);
+/* Destroys the backend (ops->destroy) and everything it owns; NULL is a no-op. Weights and KV
+ * caches must be freed before. */
 void vk_backend_free(struct vk_backend *be);
+/* The last error text of be ("" if none); valid until the next op on be. */
 const char *vk_backend_error(const struct vk_backend *be);
+/* Bytes per element (0 for an unknown dtype) and a short name ("f32", "f16", "bf16", "?"). */
+size_t vk_dtype_size(enum vk_dtype dtype);
+const char *vk_dtype_name(enum vk_dtype dtype);
 
 #ifdef __cplusplus
 }
