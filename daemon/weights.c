@@ -138,9 +138,11 @@ static int load_index(const char *dir, const char *path, struct vd_weights *w, j
 	json_object_foreach(map, key, val) {
 		const char *f = json_string_value(val);
 		if (!f || !*f || strchr(f, '/') || !strcmp(f, ".") || !strcmp(f, "..")) {
+			/* format before the decref: key points into root */
+			int rc = fail(err, err_len, -EINVAL, "model.safetensors.index.json: tensor '%s' "
+			              "maps to an invalid shard file name", key);
 			json_decref(root);
-			return fail(err, err_len, -EINVAL, "model.safetensors.index.json: tensor '%s' "
-			            "maps to an invalid shard file name", key);
+			return rc;
 		}
 		int rc = add_shard(w, f);
 		if (rc < 0) {
