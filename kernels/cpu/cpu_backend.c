@@ -35,6 +35,7 @@
 #define MR_MAX 8
 #define NR_MAX 8
 #define MAX_HEAD_DIM 1024
+#define MV_L1_BYTES (32 << 10)   /* matvec: activation slice kept in L1 per weight pass */
 
 struct vk_kv {
 	struct vk_kv_shape shape;
@@ -367,24 +368,48 @@ struct mm_job {
 	const float *bias;
 	int32_t n;
 	float *out;
-	/* GEMM blocking */
-	int64_t nc, kc, n_blocks;
-	atomic_long next;
+	int64_t nc;             /* weight rows per work item */
+	int64_t kc;             /* GEMM: reduction depth per cache block */
+	int64_t n_blocks;       /* work items */
+	atomic_long next;       /* next work item */
 };
 
+/* Rows [lo, hi) of the matvec for all n activation rows. */
+static void matvec_rows(struct mm_job *j, int64_t lo, int64_t hi)
+{
+	const struct vk_weight *w = j->w;
+	const int64_t K = w->cols;
+	const size_t esz = vk_dtype_size(w->dtype);
+
+	for (int32_t i = 0; i < j->n; i += VK_MV_MAXN) {
+		int m = j->n - i < VK_MV_MAXN ? j->n - i : VK_MV_MAXN;
+		/* keep the activation rows' slice in L1: [m, kc] floats <= MV_L1_BYTES */
+		int64_t kc = K;
+		if ((int64_t)m * K * 4 > MV_L1_BYTES) {
+			int64_t chunks = ((int64_t)m * K * 4 + MV_L1_BYTES - 1) / MV_L1_BYTES;
+			kc = ((K + chunks - 1) / chunks + 15) & ~(int64_t)15;
+		}
+		for (int64_t k0 = 0; k0 < K; k0 += kc) {
+			int64_t len = K - k0 < kc ? K - k0 : kc;
+			j->c->isa->matvec(j->x + (size_t)i * (size_t)K + (size_t)k0, K, m,
+			                  (const char *)w->data + (size_t)k0 * esz, w->dtype, K, len, lo, hi,
+			                  k0 == 0 ? j->bias : NULL, j->out + (size_t)i * (size_t)w->rows,
+			                  w->rows, k0 > 0);
+		}
+	}
+}
+
+/* Threads take chunks of weight rows from a shared counter, so a thread the OS descheduled
+ * (the machine is shared) delays the op by at most one chunk. */
 static void matvec_fn(void *arg, int tid, int nt)
 {
 	struct mm_job *j = arg;
-	const struct vk_weight *w = j->w;
-	int64_t lo, hi;
+	long b;
 
-	split(w->rows, tid, nt, 16, &lo, &hi);
-	if (hi <= lo)
-		return;
-	for (int32_t i = 0; i < j->n; i += VK_MV_MAXN) {
-		int m = j->n - i < VK_MV_MAXN ? j->n - i : VK_MV_MAXN;
-		j->c->isa->matvec(j->x + (size_t)i * (size_t)w->cols, w->cols, m, w->data, w->dtype,
-		                  w->cols, lo, hi, j->bias, j->out + (size_t)i * (size_t)w->rows, w->rows);
+	while ((b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_blocks) {
+		int64_t lo = b * j->nc;
+		int64_t hi = lo + j->nc < j->w->rows ? lo + j->nc : j->w->rows;
+		matvec_rows(j, lo, hi);
 	}
 }
 
@@ -471,11 +496,18 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 			return r;
 	}
 	struct mm_job j = { .c = c, .x = x, .w = w, .bias = bf, .n = n, .out = out };
+	atomic_init(&j.next, 0);
 	if (n <= VK_MV_MAXN) {
-		if ((int64_t)n * w->rows * w->cols < 65536)
-			matvec_fn(&j, 0, 1);
-		else
-			vk_pool_run(c->pool, matvec_fn, &j);
+		if ((int64_t)n * w->rows * w->cols < 65536) {
+			matvec_rows(&j, 0, w->rows);
+			return 0;
+		}
+		/* ~8 chunks per thread, at least 64 rows each, a multiple of 16 rows */
+		int64_t nc = (w->rows + 8 * c->n_threads - 1) / (8 * c->n_threads);
+		nc = nc < 64 ? 64 : (nc + 15) & ~(int64_t)15;
+		j.nc = nc;
+		j.n_blocks = (w->rows + nc - 1) / nc;
+		vk_pool_run(c->pool, matvec_fn, &j);
 		return 0;
 	}
 	/* KC: the whole depth if it fits, else equal chunks of at most KC_MAX */
@@ -488,7 +520,6 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 	j.nc = (w->rows + nb - 1) / nb;
 	j.nc = (j.nc + c->isa->nr - 1) / c->isa->nr * c->isa->nr;
 	j.n_blocks = (w->rows + j.nc - 1) / j.nc;
-	atomic_init(&j.next, 0);
 	vk_pool_run(c->pool, gemm_fn, &j);
 	return 0;
 }

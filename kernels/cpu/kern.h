@@ -22,10 +22,12 @@ struct vk_cpu_isa {
 	int mr;         /* GEMM microkernel: activation rows per tile */
 	int nr;         /* GEMM microkernel: weight rows per tile */
 
-	/* out[i * ldo + r] = dot(x[i * ldx .. + K], w row r) (+ bias[r]) for i < n, r in [r0, r1).
-	 * 1 <= n <= VK_MV_MAXN. w [*, K] of dt, row-major; every weight row is read once. */
+	/* out[i * ldo + r] (+)= dot(x[i * ldx .. + K], w[r * ldw .. + K]) (+ bias[r]) for i < n,
+	 * r in [r0, r1); accumulate adds to out instead of overwriting it. 1 <= n <= VK_MV_MAXN.
+	 * w has elements of dt, rows ldw elements apart; every weight row is read once. */
 	void (*matvec)(const float *x, int64_t ldx, int n, const void *w, enum vk_dtype dt,
-	               int64_t K, int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
+	               int64_t ldw, int64_t K, int64_t r0, int64_t r1, const float *bias,
+	               float *out, int64_t ldo, int accumulate);
 
 	/* c[i * ldc + j] (+)= dot(x[i * ldx .. + kc], w[j * ldw .. + kc]) for i < mr, j < nr.
 	 * accumulate = 0 overwrites c. x rows and w rows are fp32; w rows are padded to ldw. */
