@@ -7,6 +7,8 @@
  * are written over the word embeddings inside the embedding op (batch->subs), and M-RoPE positions
  * come with the batch (batch->pos, from daemon/mrope.c). Logits are computed only for the rows the
  * caller selects (the last row of each sequence when serving; every row in the reference test).
+ * Thread-safety: a model is driven by one thread at a time (like its backend); the weights it
+ * borrows are read-only, so several models may share one vd_weights.
  */
 #ifndef VLM_DAEMON_MODEL_H
 #define VLM_DAEMON_MODEL_H

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "mm_spans.h"
+#include "model_config.h"
 
 /* Fill pos (caller-allocated [3][n]: row 0 temporal, 1 height, 2 width) for a prompt of n tokens
  * whose placeholder runs are spans[0, n_spans) (from vd_mm_spans_find) for items. mrope = 0 gives
@@ -27,6 +28,15 @@
 int vd_mrope_positions(int32_t n, const struct vd_mm_span *spans, int32_t n_spans,
                        const struct vd_mm_item *items, int32_t mrope, int32_t merge,
                        int32_t *pos, int32_t *ret_delta, char *err, size_t err_len);
+
+/* The temporal position step of an item (struct vd_mm_item.t_interval): Qwen2.5-VL spaces video
+ * frames by second_per_grid_t * tokens_per_second; Qwen2-VL (and every image) by 1. */
+static inline float vd_mrope_t_interval(const struct vd_model_config *cfg, float second_per_grid_t)
+{
+	if (cfg->arch == VD_ARCH_QWEN2_5_VL && second_per_grid_t > 0)
+		return second_per_grid_t * cfg->tokens_per_second;
+	return 1.0f;
+}
 
 /* The position id of a generated token at sequence index i (>= prompt length). */
 static inline int32_t vd_mrope_decode_pos(int32_t i, int32_t delta)

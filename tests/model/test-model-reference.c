@@ -269,7 +269,9 @@ static void check_checkpoint(json_t *ck, const char *refdir, const char *mkmodel
 {
 	const char *name = json_string_value(json_object_get(ck, "name"));
 	double tol = json_number_value(json_object_get(ck, "rel_tol"));
-	char tmpl[] = "/tmp/vlm-model-ref-XXXXXX";
+	char tmpl[200];
+	const char *tmp = getenv("TMPDIR");
+	snprintf(tmpl, sizeof(tmpl), "%.150s/vlm-model-ref-XXXXXX", tmp && *tmp ? tmp : "/tmp");
 	char dir[256], path[8192], err[512];
 	struct fixture f = { 0 };
 	struct vd_weights *w = NULL;

@@ -23,7 +23,7 @@
 #include "kernels/backend.h"
 #include "kernels/convert.h"
 
-static char root[64];
+static char root[200];
 
 static void rm_tree(const char *dir)
 {
@@ -47,7 +47,8 @@ static void rm_tree(const char *dir)
 
 static void setup(void)
 {
-	snprintf(root, sizeof(root), "/tmp/vlm-test-weights-XXXXXX");
+	const char *tmp = getenv("TMPDIR");
+	snprintf(root, sizeof(root), "%.150s/vlm-test-weights-XXXXXX", tmp && *tmp ? tmp : "/tmp");
 	ck_assert_ptr_nonnull(mkdtemp(root));
 }
 
@@ -60,7 +61,7 @@ static void teardown(void)
 static const char *mk(const char *name, const char *preset, const char *dtype, int shards,
                       int new_names)
 {
-	static char dir[256];
+	static char dir[300];
 	struct vd_mkmodel_spec s;
 	char err[256];
 	ck_assert_int_eq(vd_mkmodel_preset(preset, &s), 0);
@@ -162,7 +163,7 @@ START_TEST(truncated_and_corrupt)
 	close(fd);
 	EXPECT_OPEN(d, -EINVAL, "header JSON");
 
-	char empty[300];
+	char empty[320];
 	snprintf(empty, sizeof(empty), "%s/empty", root);
 	mkdir(empty, 0755);
 	EXPECT_OPEN(empty, -ENOENT, "neither model.safetensors nor");
@@ -173,7 +174,7 @@ END_TEST
 
 START_TEST(bad_index)
 {
-	char dir[300];
+	char dir[320];
 	snprintf(dir, sizeof(dir), "%s/idx", root);
 	mkdir(dir, 0755);
 	write_st(dir, "a.safetensors",
@@ -204,7 +205,7 @@ END_TEST
 
 START_TEST(dtype_and_alignment)
 {
-	char dir[300], err[512];
+	char dir[320], err[512];
 	snprintf(dir, sizeof(dir), "%s/dt", root);
 	mkdir(dir, 0755);
 	/* a BF16 tensor at an odd file offset is misaligned: pad the header to an even length so
