@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +49,10 @@ struct vk_kv {
 struct thread_scratch {
 	float *wbuf;            /* GEMM: [NC_MAX + NR_MAX][KC_MAX + 16] widened weight block */
 	float *xedge;           /* GEMM: [MR_MAX][KC_MAX + 16] zero-padded activation strip */
-	float *attn;            /* attention: [group][head_dim + block_size], grown on demand */
+	float *attn;            /* attention: see attn_scratch_floats(), grown on demand */
 	size_t attn_len;        /* floats in attn */
+	const unsigned char **blk;   /* attention: [2][max blocks of a sequence] K, V block bases */
+	size_t blk_len;         /* entries in blk */
 };
 
 struct cpu_ctx {
@@ -85,6 +88,7 @@ static void cpu_destroy(struct vk_backend *be)
 				free(c->scratch[i].wbuf);
 				free(c->scratch[i].xedge);
 				free(c->scratch[i].attn);
+				free(c->scratch[i].blk);
 			}
 		free(c->scratch);
 		free(c);
@@ -631,6 +635,21 @@ static void attn_item(struct attn_job *j, struct thread_scratch *ts, int32_t row
 	float *sc = ts->attn + (size_t)G * hd;    /* [G][bs] */
 	float mx[64], l[64];                      /* G <= 64 checked by the caller */
 
+	if (isa->attn_row) {
+		int32_t nb = (ctx + bs - 1) / bs;
+		size_t layer_base = (size_t)j->layer * kv->layer_elems * kv->esz;
+		for (int32_t b = 0; b < nb; b++) {
+			size_t off = layer_base + (size_t)sq->blocks[b] * (size_t)bs * pos_stride + head_off;
+			ts->blk[b] = kv->k + off;
+			ts->blk[nb + b] = kv->v + off;
+		}
+		float *o = j->out + ((size_t)row * j->n_heads + (size_t)kh * G) * hd;
+		const float *qg = j->q + ((size_t)row * j->n_heads + (size_t)kh * G) * hd;
+		if (isa->attn_row(qg, G, hd, ctx, bs, ts->blk, ts->blk + nb, pos_stride, s->dtype, scale,
+		                  ts->attn, o) == 0)
+			return;
+	}
+
 	for (int32_t g = 0; g < G; g++) {
 		mx[g] = -INFINITY;
 		l[g] = 0.0f;
@@ -695,15 +714,34 @@ static int cpu_attention(struct vk_backend *be, struct vk_kv *kv, int32_t layer,
 		return vk_backend_set_error(be, -EINVAL,
 			"attention: %d heads not a multiple (<= 64x) of %d KV heads", n_heads, s->n_kv_heads);
 	int32_t G = n_heads / s->n_kv_heads;
-	size_t need = (size_t)G * ((size_t)s->head_dim + (size_t)s->block_size);
+	/* the larger of attn_row's and the portable loop's needs */
+	size_t need = 2 * (size_t)VK_ATTN_CHUNK * (size_t)s->head_dim +
+	              (size_t)G * (size_t)s->head_dim + VK_ATTN_CHUNK;
+	if ((size_t)G * ((size_t)s->head_dim + (size_t)s->block_size) > need)
+		need = (size_t)G * ((size_t)s->head_dim + (size_t)s->block_size);
+	size_t need_blk = 0;
+	for (int32_t i = 0; i < batch->n_seqs; i++) {
+		size_t nb = ((size_t)batch->seqs[i].past + (size_t)batch->seqs[i].n +
+		             (size_t)s->block_size - 1) / (size_t)s->block_size;
+		if (2 * nb > need_blk)
+			need_blk = 2 * nb;
+	}
 	for (int t = 0; t < c->n_threads; t++) {
-		if (c->scratch[t].attn_len >= need)
-			continue;
-		float *p = realloc(c->scratch[t].attn, need * sizeof(float));
-		if (!p)
-			return vk_backend_set_error(be, -ENOMEM, "attention: out of memory");
-		c->scratch[t].attn = p;
-		c->scratch[t].attn_len = need;
+		struct thread_scratch *ts = &c->scratch[t];
+		if (ts->attn_len < need) {
+			float *p = realloc(ts->attn, need * sizeof(float));
+			if (!p)
+				return vk_backend_set_error(be, -ENOMEM, "attention: out of memory");
+			ts->attn = p;
+			ts->attn_len = need;
+		}
+		if (ts->blk_len < need_blk) {
+			const unsigned char **p = realloc(ts->blk, need_blk * sizeof(*p));
+			if (!p)
+				return vk_backend_set_error(be, -ENOMEM, "attention: out of memory");
+			ts->blk = p;
+			ts->blk_len = need_blk;
+		}
 	}
 	int32_t *row_seq = malloc(sizeof(int32_t) * (size_t)batch->n_tokens);
 	if (!row_seq)
@@ -933,9 +971,12 @@ int vk_cpu_backend_open(struct vk_backend **ret, char *err, size_t err_len)
 	struct cpu_ctx *c = NULL;
 	const char *env;
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
 	int r;
 
 	*ret = NULL;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		n = CPU_COUNT(&set);   /* the CPUs this process may run on (containers, taskset) */
 	if (n < 1)
 		n = 1;
 	env = getenv("VLM_THREADS");

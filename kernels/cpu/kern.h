@@ -16,6 +16,7 @@
 #include "kernels/backend.h"
 
 #define VK_MV_MAXN 8   /* matvec handles up to this many activation rows per weight pass */
+#define VK_ATTN_CHUNK 64   /* attn_row: positions per softmax update */
 
 struct vk_cpu_isa {
 	const char *name;
@@ -48,6 +49,15 @@ struct vk_cpu_isa {
 	float (*sumsq)(const float *x, int64_t n);
 	/* out[i] = x[i] * s * w[i] */
 	void (*scale_mul)(const float *x, float s, const float *w, float *out, int64_t n);
+
+	/* Optional (NULL: the backend's portable loop). Attention of G query heads q [G][hd] (one
+	 * token, one KV head) over positions [0, ctx): position p lives in block p / bs at
+	 * kblk[p / bs] + (p % bs) * pos_stride (bytes; same for vblk), elements of dt.
+	 * scratch: >= 2 * VK_ATTN_CHUNK * hd + G * hd + VK_ATTN_CHUNK floats. out [G][hd]. Returns 0, or -1 if
+	 * this hd is not handled (the caller then uses the portable loop). */
+	int (*attn_row)(const float *q, int G, int hd, int ctx, int bs,
+	                const unsigned char *const *kblk, const unsigned char *const *vblk,
+	                size_t pos_stride, enum vk_dtype dt, float scale, float *scratch, float *out);
 };
 
 extern const struct vk_cpu_isa vk_cpu_isa_avx512;

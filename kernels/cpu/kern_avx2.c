@@ -272,4 +272,5 @@ const struct vk_cpu_isa vk_cpu_isa_avx2 = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.attn_row = NULL,
 };

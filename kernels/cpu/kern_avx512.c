@@ -12,6 +12,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/convert.h"
 #include "kernels/cpu/kern.h"
@@ -338,13 +339,23 @@ static void swiglu(const float *g, const float *u, float *out, int64_t n)
 
 static float sumsq(const float *x, int64_t n)
 {
-	__m512 s = _mm512_setzero_ps();
-	for (int64_t k = 0; k < n; k += 16) {
+	/* four independent chains so a long row (and the bandwidth probe) is not latency-bound */
+	__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	int64_t k = 0;
+	for (; k + 64 <= n; k += 64) {
+		__m512 a = _mm512_loadu_ps(x + k), b = _mm512_loadu_ps(x + k + 16);
+		__m512 c = _mm512_loadu_ps(x + k + 32), d = _mm512_loadu_ps(x + k + 48);
+		s0 = _mm512_fmadd_ps(a, a, s0);
+		s1 = _mm512_fmadd_ps(b, b, s1);
+		s2 = _mm512_fmadd_ps(c, c, s2);
+		s3 = _mm512_fmadd_ps(d, d, s3);
+	}
+	for (; k < n; k += 16) {
 		__mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
 		__m512 v = _mm512_maskz_loadu_ps(m, x + k);
-		s = _mm512_fmadd_ps(v, v, s);
+		s0 = _mm512_fmadd_ps(v, v, s0);
 	}
-	return _mm512_reduce_add_ps(s);
+	return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
 static void scale_mul(const float *x, float s, const float *w, float *out, int64_t n)
@@ -355,6 +366,127 @@ static void scale_mul(const float *x, float s, const float *w, float *out, int64
 		__m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), vs);
 		_mm512_mask_storeu_ps(out + k, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + k), v));
 	}
+}
+
+/* One (token, KV head) of attention, NV = head_dim / 16 vectors per row. Works on chunks of up
+ * to VK_ATTN_CHUNK positions gathered across KV blocks (so the per-chunk softmax bookkeeping is
+ * amortised whatever the block size), scores four positions at a time (one reduce4), one vector
+ * exp per 16 scores, the output accumulator of a head in registers. */
+AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char *const *kblk,
+                    const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
+                    float scale, float *scratch, float *out, const int NV)
+{
+	const int hd = NV * 16;
+	float *kf = scratch;                              /* [CHUNK][hd] K rows as fp32 */
+	float *vf = kf + (size_t)VK_ATTN_CHUNK * hd;      /* [CHUNK][hd] V rows as fp32 */
+	float *acc = vf + (size_t)VK_ATTN_CHUNK * hd;     /* [G][hd] */
+	float *sc = acc + (size_t)G * hd;                 /* [CHUNK] scores of one head */
+	const float *kp[VK_ATTN_CHUNK], *vp[VK_ATTN_CHUNK];
+	float mx[64], l[64];
+
+	for (int g = 0; g < G; g++) {
+		mx[g] = -INFINITY;
+		l[g] = 0.0f;
+		for (int d = 0; d < hd; d++)
+			acc[g * hd + d] = 0.0f;
+	}
+	for (int c0 = 0; c0 < ctx; c0 += VK_ATTN_CHUNK) {
+		const int np = ctx - c0 < VK_ATTN_CHUNK ? ctx - c0 : VK_ATTN_CHUNK;
+		for (int p = 0; p < np; p++) {
+			const unsigned char *kr = kblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
+			const unsigned char *vr = vblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
+			if (dt == VK_DTYPE_F32) {
+				kp[p] = (const float *)kr;
+				vp[p] = (const float *)vr;
+				continue;
+			}
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++) {
+				_mm512_storeu_ps(kf + (size_t)p * hd + d * 16, ld_wt(kr, dt, d * 16));
+				_mm512_storeu_ps(vf + (size_t)p * hd + d * 16, ld_wt(vr, dt, d * 16));
+			}
+			kp[p] = kf + (size_t)p * hd;
+			vp[p] = vf + (size_t)p * hd;
+		}
+		for (int g = 0; g < G; g++) {
+			__m512 qv[8];
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				qv[d] = _mm512_mul_ps(_mm512_loadu_ps(q + (size_t)g * hd + d * 16), _mm512_set1_ps(scale));
+			int p = 0;
+			for (; p + 4 <= np; p += 4) {
+				__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++) {
+					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 0] + d * 16), s0);
+					s1 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 1] + d * 16), s1);
+					s2 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 2] + d * 16), s2);
+					s3 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 3] + d * 16), s3);
+				}
+				_mm_storeu_ps(sc + p, reduce4(s0, s1, s2, s3));
+			}
+			for (; p < np; p++) {
+				__m512 s0 = _mm512_setzero_ps();
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++)
+					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p] + d * 16), s0);
+				sc[p] = _mm512_reduce_add_ps(s0);
+			}
+			/* online softmax over this chunk */
+			__m512 vmax = _mm512_set1_ps(-INFINITY);
+			for (int b = 0; b < np; b += 16) {
+				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
+				vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, sc + b));
+			}
+			float bm = _mm512_reduce_max_ps(vmax);
+			float m_new = bm > mx[g] ? bm : mx[g];
+			float corr = expf(mx[g] - m_new);   /* 0 on the first chunk (mx = -inf) */
+			__m512 vsum = _mm512_setzero_ps(), vm = _mm512_set1_ps(m_new);
+			for (int b = 0; b < np; b += 16) {
+				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
+				__m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + b), vm)));
+				_mm512_mask_storeu_ps(sc + b, m, e);
+				vsum = _mm512_add_ps(vsum, e);
+			}
+			l[g] = l[g] * corr + _mm512_reduce_add_ps(vsum);
+			mx[g] = m_new;
+			__m512 av[8];
+			float *ag = acc + (size_t)g * hd;
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				av[d] = _mm512_mul_ps(_mm512_loadu_ps(ag + d * 16), _mm512_set1_ps(corr));
+			for (int pp = 0; pp < np; pp++) {
+				__m512 e = _mm512_set1_ps(sc[pp]);
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++)
+					av[d] = _mm512_fmadd_ps(e, _mm512_loadu_ps(vp[pp] + d * 16), av[d]);
+			}
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				_mm512_storeu_ps(ag + d * 16, av[d]);
+		}
+	}
+	for (int g = 0; g < G; g++) {
+		__m512 inv = _mm512_set1_ps(1.0f / l[g]);
+		for (int d = 0; d < NV; d++)
+			_mm512_storeu_ps(out + (size_t)g * hd + d * 16,
+			                 _mm512_mul_ps(_mm512_loadu_ps(acc + (size_t)g * hd + d * 16), inv));
+	}
+}
+
+static int attn_row(const float *q, int G, int hd, int ctx, int bs, const unsigned char *const *kblk,
+                    const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
+                    float scale, float *scratch, float *out)
+{
+	if (G > 64)
+		return -1;
+	switch (hd) {
+	case 16: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 1); return 0;
+	case 32: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 2); return 0;
+	case 64: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 4); return 0;
+	case 128: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 8); return 0;
+	}
+	return -1;
 }
 
 const struct vk_cpu_isa vk_cpu_isa_avx512 = {
@@ -370,4 +502,5 @@ const struct vk_cpu_isa vk_cpu_isa_avx512 = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.attn_row = attn_row,
 };

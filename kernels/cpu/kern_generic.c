@@ -105,4 +105,5 @@ const struct vk_cpu_isa vk_cpu_isa_generic = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.attn_row = NULL,
 };
