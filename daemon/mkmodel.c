@@ -212,7 +212,8 @@ static uint16_t f32_to_f16(float f)
 		if (a < 0x33000000u)
 			return (uint16_t)sign;
 		uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
-		uint32_t shift = 126 - e;   /* 14 + (113 - e) ... so that m >> shift is the half mantissa */
+		/* value = m * 2^(e - 150); a subnormal half is r * 2^-24, so r = m >> (126 - e) */
+		uint32_t shift = 126 - e;
 		uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
 		if (rem > halfway || (rem == halfway && (r & 1)))
 			r++;
