@@ -75,9 +75,10 @@ static int get_num(const struct ctx *c, json_t *v, const char *key, double def, 
 	if (!json_is_number(v))
 		return fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" is not a number", key);
 	double x = json_number_value(v);
-	if (!(x > 0) || x > 1e30)
-		return fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" = %g must be positive",
-		            key, x);
+	/* in [1e-30, 1e30]: positive and still positive and finite as a float */
+	if (!(x >= 1e-30) || x > 1e30)
+		return fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" = %g is out of range "
+		            "[1e-30, 1e30]", key, x);
 	*out = (float)x;
 	return 0;
 }

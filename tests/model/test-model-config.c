@@ -164,6 +164,9 @@ START_TEST(errors)
 	       "array of 3 integers");
 	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"]," BASE ",\"rms_norm_eps\":0}", -EINVAL,
 	       "rms_norm_eps");
+	/* found by the fuzzer: a positive double that is 0 as a float */
+	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"]," BASE ",\"rms_norm_eps\":1e-46}", -EINVAL,
+	       "rms_norm_eps\" = 1e-46 is out of range");
 	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"]," BASE ",\"head_dim\":7}", -EINVAL,
 	       "head_dim 7 is odd");
 	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"]," BASE ",\"text_config\":5}", -EINVAL,
