@@ -98,6 +98,9 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++) {
 			__m512 xv = _mm512_loadu_ps(x + i * ldx + k);
+			/* keep xv in a register: folding the load into each of the R FMAs would
+			 * issue R loads per activation vector and make the loop load-port-bound */
+			__asm__("" : "+v"(xv));
 #pragma GCC unroll 4
 			for (int j = 0; j < R; j++)
 				acc[j][i] = _mm512_fmadd_ps(wv[j], xv, acc[j][i]);
