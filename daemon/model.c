@@ -51,6 +51,10 @@ struct vd_model {
 	int32_t cap_logits;
 	float *sel;                       /* [cap_logits, hidden] selected rows */
 	float *logits;                    /* [cap_logits, vocab] */
+	uint32_t epoch;                   /* bumped whenever a work buffer moves */
+	int32_t hooks_epoch;              /* epoch of the first step run under step hooks, or -1 */
+	int32_t hooks_off;                /* buffers moved after hooked steps: hooks no longer used */
+	int32_t n_last_logits;            /* logit rows of the last forward (0 once sampled) */
 	char error[512];
 };
 
@@ -145,6 +149,7 @@ int vd_model_new(struct vk_backend *be, const struct vd_model_config *cfg,
 		return fail(err, err_len, -ENOMEM, "out of memory");
 	m->be = be;
 	m->cfg = *cfg;
+	m->hooks_epoch = -1;
 	m->rope.theta = cfg->rope_theta;
 	memcpy(m->rope.section, cfg->mrope_section, sizeof(m->rope.section));
 	m->layers = calloc((size_t)cfg->n_layers, sizeof(*m->layers));
@@ -275,6 +280,7 @@ static int ensure_buffers(struct vd_model *m, int32_t rows, int32_t n_logits)
 			            vk_backend_error(m->be));
 		}
 		m->cap_rows = cap;
+		m->epoch++;
 		if (n_logits < keep_logits)
 			n_logits = keep_logits;
 	}
@@ -291,8 +297,17 @@ static int ensure_buffers(struct vd_model *m, int32_t rows, int32_t n_logits)
 			return fail(m->error, sizeof(m->error), rc, "logit buffers for %d rows: %s", cap,
 			            vk_backend_error(m->be));
 		m->cap_logits = cap;
+		m->epoch++;
 	}
 	return 0;
+}
+
+int vd_model_reserve(struct vd_model *m, int32_t max_rows, int32_t max_logits)
+{
+	if (max_rows < 1 || max_logits < 0 || max_logits > max_rows)
+		return fail(m->error, sizeof(m->error), -EINVAL, "reserve: %d rows, %d logit rows",
+		            max_rows, max_logits);
+	return ensure_buffers(m, max_rows, max_logits);
 }
 
 static int check_batch(struct vd_model *m, const struct vk_batch *b, const int32_t *logit_rows,
@@ -347,9 +362,10 @@ static int check_batch(struct vd_model *m, const struct vk_batch *b, const int32
 			            vk_backend_error(be)); \
 	} while (0)
 
-int vd_model_forward(struct vd_model *m, struct vk_kv *kv, const struct vk_batch *batch,
-                     const int32_t *logit_rows, int32_t n_logits, float *ret_logits,
-                     int32_t *ret_argmax)
+/* The ops of one step from the embedding to the head's matmul: the part a backend may capture
+ * between step_begin and step_end (no host transfers in it). */
+static int run_step(struct vd_model *m, struct vk_kv *kv, const struct vk_batch *batch,
+                    const int32_t *logit_rows, int32_t n_logits)
 {
 	struct vk_backend *be = m->be;
 	const struct vk_backend_ops *o = be->ops;
@@ -358,13 +374,6 @@ int vd_model_forward(struct vd_model *m, struct vk_kv *kv, const struct vk_batch
 	const float eps = c->rms_eps;
 	int32_t l = -1;
 	int rc;
-
-	if (n_logits < 0 || (n_logits && !logit_rows))
-		return fail(m->error, sizeof(m->error), -EINVAL, "bad logit rows");
-	if ((rc = check_batch(m, batch, logit_rows, n_logits)) < 0)
-		return rc;
-	if ((rc = ensure_buffers(m, n, n_logits)) < 0)
-		return rc;
 
 	CALL(o->embed(be, &m->embed, batch, m->x), "embed");      /* x [n, H] */
 	for (l = 0; l < c->n_layers; l++) {
@@ -395,10 +404,67 @@ int vd_model_forward(struct vd_model *m, struct vk_kv *kv, const struct vk_batch
 	CALL(o->get_rows(be, m->g, logit_rows, n_logits, H, m->q), "get_rows");
 	CALL(o->add_rmsnorm(be, m->sel, m->q, &m->norm, eps, n_logits, H, m->h), "final norm");
 	CALL(o->matmul(be, m->h, &m->head, NULL, n_logits, m->logits), "lm_head");
-	if (ret_argmax)
+	return 0;
+}
+
+int vd_model_forward(struct vd_model *m, struct vk_kv *kv, const struct vk_batch *batch,
+                     const int32_t *logit_rows, int32_t n_logits, float *ret_logits,
+                     int32_t *ret_argmax)
+{
+	struct vk_backend *be = m->be;
+	const struct vk_backend_ops *o = be->ops;
+	const struct vd_model_config *c = &m->cfg;
+	int32_t l = -1;
+	int rc, ran = 0;
+
+	if (n_logits < 0 || (n_logits && !logit_rows))
+		return fail(m->error, sizeof(m->error), -EINVAL, "bad logit rows");
+	if ((rc = check_batch(m, batch, logit_rows, n_logits)) < 0)
+		return rc;
+	if ((rc = ensure_buffers(m, batch->n_tokens, n_logits)) < 0)
+		return rc;
+	m->n_last_logits = n_logits;
+
+	/* Step hooks (e.g. CUDA graphs) replay ops on the buffers they captured: once a buffer has
+	 * moved after a hooked step, the hooks are not used again (vd_model_reserve avoids that). */
+	if (o->step_begin && o->step_end && !m->hooks_off) {
+		if (m->hooks_epoch >= 0 && (uint32_t)m->hooks_epoch != m->epoch)
+			m->hooks_off = 1;
+		else if (o->step_begin(be, batch) == 0) {
+			m->hooks_epoch = (int32_t)m->epoch;
+			rc = run_step(m, kv, batch, logit_rows, n_logits);
+			int rc_end = o->step_end(be);
+			if (rc < 0)
+				return rc;
+			if (rc_end < 0 && rc_end != -ECANCELED)
+				return fail(m->error, sizeof(m->error), rc_end, "step_end: %s",
+				            vk_backend_error(be));
+			ran = rc_end == 0;
+		}
+	}
+	if (!ran && (rc = run_step(m, kv, batch, logit_rows, n_logits)) < 0)
+		return rc;
+	if (ret_argmax && n_logits)
 		CALL(o->argmax(be, m->logits, n_logits, c->vocab, ret_argmax), "argmax");
-	if (ret_logits)
+	if (ret_logits && n_logits)
 		CALL(o->download(be, ret_logits, m->logits,
 		                 (size_t)n_logits * (size_t)c->vocab * sizeof(float)), "download");
+	return 0;
+}
+
+int vd_model_sample(struct vd_model *m, const struct vk_sample_params *params,
+                    int32_t *ret_ids)
+{
+	struct vk_backend *be = m->be;
+	int32_t l = -1;
+	int rc;
+	if (!be->ops->sample)
+		return fail(m->error, sizeof(m->error), -ENOTSUP, "backend %s does not sample",
+		            be->ops->name);
+	if (!m->n_last_logits)
+		return fail(m->error, sizeof(m->error), -EINVAL, "no logits to sample from");
+	CALL(be->ops->sample(be, m->logits, m->n_last_logits, m->cfg.vocab, params, ret_ids),
+	     "sample");
+	m->n_last_logits = 0;   /* sampling clobbers the logits */
 	return 0;
 }

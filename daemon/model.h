@@ -5,7 +5,9 @@
  * each with its own paged KV blocks (struct vk_batch). All rows go through every matmul together,
  * so a decode step of 8 sequences reads the weights once, not 8 times. Embedding rows of images
  * are written over the word embeddings inside the embedding op (batch->subs), and M-RoPE positions
- * come with the batch (batch->pos, from daemon/mrope.c). Logits are computed only for the rows the
+ * come with the batch (batch->pos, from daemon/mrope.c). Backend step hooks (ops->step_begin /
+ * step_end, e.g. CUDA graph capture) wrap everything from the embedding to the head's matmul.
+ * Logits are computed only for the rows the
  * caller selects (the last row of each sequence when serving; every row in the reference test).
  * Thread-safety: a model is driven by one thread at a time (like its backend); the weights it
  * borrows are read-only, so several models may share one vd_weights.
@@ -51,6 +53,18 @@ void vd_model_kv_free(struct vd_model *m, struct vk_kv *kv);
 int vd_model_forward(struct vd_model *m, struct vk_kv *kv, const struct vk_batch *batch,
                      const int32_t *logit_rows, int32_t n_logits, float *ret_logits,
                      int32_t *ret_argmax);
+
+/* Allocate the work buffers for steps of up to max_rows rows and max_logits logit rows now, so no
+ * later step moves them (backends with step hooks, e.g. CUDA graphs, need stable buffers; a
+ * larger step still works but turns the hooks off). Returns 0, -EINVAL or the backend's error. */
+int vd_model_reserve(struct vd_model *m, int32_t max_rows, int32_t max_logits);
+
+/* Sample one token per logit row of the last vd_model_forward on the backend (ops->sample), with
+ * params host [n_logits of that forward]; ret_ids host [same]. Clobbers those logits. Returns 0,
+ * -ENOTSUP if the backend cannot sample (then ask vd_model_forward for ret_logits and sample on
+ * the host), -EINVAL if there are no logits, or the backend's error. */
+int vd_model_sample(struct vd_model *m, const struct vk_sample_params *params,
+                    int32_t *ret_ids);
 
 /* The last error text of vd_model_forward / vd_model_kv_new. */
 const char *vd_model_error(const struct vd_model *m);
