@@ -173,7 +173,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 	};
 	*o = (struct opts){ .preset = "qwen2-0.5b", .dtype = "bf16", .backend = "cpu",
 	                    .batch = { 1, 8, 32 }, .n_batch = 3, .steps = 8, .context = 0,
-	                    .tokens = 512, .reps = 2 };
+	                    .tokens = 512, .reps = 3 };
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -206,7 +206,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 		case O_HELP:
 			if (prefill)
 				printf("usage: vlm-bench prefill [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
-				       "       [--tokens 512] [--reps 2] [--backend NAME] [--json]\n");
+				       "       [--tokens 512] [--reps 3] [--backend NAME] [--json]\n");
 			else
 				printf("usage: vlm-bench decode [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
 				       "       [--batch 1,8,32] [--steps 8] [--context 0] [--backend NAME] [--json]\n");
