@@ -335,8 +335,13 @@ static int check_batch(struct vd_model *m, const struct vk_batch *b, const int32
 	}
 	if (row != b->n_tokens)
 		return fail(e, el, -EINVAL, "sequences cover %d of %d rows", row, b->n_tokens);
+	if (b->n_subs < 0 || (b->n_subs && !b->subs))
+		return fail(e, el, -EINVAL, "%d substitutions without descriptors", b->n_subs);
 	for (int32_t i = 0; i < b->n_subs; i++) {
 		const struct vk_row_source *s = &b->subs[i];
+		if (!vk_dtype_size(s->dtype))
+			return fail(e, el, -EINVAL, "substitution %d: unsupported dtype %d", i,
+			            (int)s->dtype);
 		if (s->row < 0 || s->n_rows < 1 || s->n_rows > b->n_tokens - s->row)
 			return fail(e, el, -EINVAL, "substitution %d: rows [%d, +%d) outside the step's "
 			            "%d rows", i, s->row, s->n_rows, b->n_tokens);
@@ -357,9 +362,13 @@ static int check_batch(struct vd_model *m, const struct vk_batch *b, const int32
 
 #define CALL(expr, what) do { \
 		rc = (expr); \
-		if (rc < 0) \
-			return fail(m->error, sizeof(m->error), rc, "%s (layer %d): %s", what, l, \
+		if (rc < 0) { \
+			if (l >= 0) \
+				return fail(m->error, sizeof(m->error), rc, "%s (layer %d): %s", what, l, \
+				            vk_backend_error(be)); \
+			return fail(m->error, sizeof(m->error), rc, "%s: %s", what, \
 			            vk_backend_error(be)); \
+		} \
 	} while (0)
 
 /* The ops of one step from the embedding to the head's matmul: the part a backend may capture

@@ -327,6 +327,10 @@ START_TEST(forward_errors)
 	ck_assert_int_eq(vd_model_forward(m, kv, &b, rows, 1, NULL, &id), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(vd_model_error(m), "row stride 100"));
 	sub.row_stride = sizeof(emb);
+	sub.dtype = (enum vk_dtype)7;
+	ck_assert_int_eq(vd_model_forward(m, kv, &b, rows, 1, NULL, &id), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(vd_model_error(m), "substitution 0: unsupported dtype 7"));
+	sub.dtype = VK_DTYPE_F32;
 	/* a position beyond the sequence's one block: the backend refuses it */
 	seq.past = 15;
 	ck_assert_int_lt(vd_model_forward(m, kv, &b, rows, 1, NULL, &id), 0);
