@@ -60,6 +60,7 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++) {
 			__m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+			__asm__("" : "+x"(xv));   /* one load per activation vector, see kern_avx512.c */
 #pragma GCC unroll 4
 			for (int j = 0; j < R; j++)
 				acc[j][i] = _mm256_fmadd_ps(wv[j], xv, acc[j][i]);
