@@ -38,6 +38,7 @@ struct opts {
 	int32_t context;
 	int32_t tokens;
 	int32_t reps;
+	enum vk_dtype kv_dtype;
 	int json;
 };
 
@@ -88,6 +89,25 @@ static void env_fini(struct env *e)
 	}
 }
 
+static int reprobe(struct env *e)
+{
+	struct vk_probe p;
+	int rc = -ENOTSUP;
+	if (!e->be->ops->probe || (rc = e->be->ops->probe(e->be, &p)) < 0) {
+		fprintf(stderr, "vlm-bench: backend %s cannot measure its floors (probe): %s\n",
+		        e->be->ops->name, vk_backend_error(e->be));
+		return rc;
+	}
+	if (p.read_bandwidth_gbps > e->probe.read_bandwidth_gbps)
+		e->probe.read_bandwidth_gbps = p.read_bandwidth_gbps;
+	if (p.peak_gflops > e->probe.peak_gflops)
+		e->probe.peak_gflops = p.peak_gflops;
+	if (p.copy_bandwidth_gbps > e->probe.copy_bandwidth_gbps)
+		e->probe.copy_bandwidth_gbps = p.copy_bandwidth_gbps;
+	e->probe.threads = p.threads;
+	return 0;
+}
+
 static int env_init(struct env *e, const struct opts *o)
 {
 	static char dirbuf[300];
@@ -133,23 +153,12 @@ static int env_init(struct env *e, const struct opts *o)
 		return rc;
 	}
 	e->load_s = now_s() - t0;
-	/* The floors are the machine's best: the probe runs twice and each figure keeps its maximum
-	 * (a busy neighbour during one probe would otherwise flatter every ratio). */
-	for (int i = 0; i < 2; i++) {
-		struct vk_probe p;
-		if (!e->be->ops->probe || (rc = e->be->ops->probe(e->be, &p)) < 0) {
-			fprintf(stderr, "vlm-bench: backend %s cannot measure its floors (probe): %s\n",
-			        e->be->ops->name, vk_backend_error(e->be));
-			return rc < 0 ? rc : -ENOTSUP;
-		}
-		if (p.read_bandwidth_gbps > e->probe.read_bandwidth_gbps)
-			e->probe.read_bandwidth_gbps = p.read_bandwidth_gbps;
-		if (p.peak_gflops > e->probe.peak_gflops)
-			e->probe.peak_gflops = p.peak_gflops;
-		if (p.copy_bandwidth_gbps > e->probe.copy_bandwidth_gbps)
-			e->probe.copy_bandwidth_gbps = p.copy_bandwidth_gbps;
-		e->probe.threads = p.threads;
-	}
+	/* The floors are the machine's best: the probe runs here twice and once more after the
+	 * measurements, and each figure keeps its maximum (a busy neighbour during one probe would
+	 * otherwise flatter every ratio). */
+	for (int i = 0; i < 2; i++)
+		if ((rc = reprobe(e)) < 0)
+			return rc;
 	fprintf(stderr, "model %s: %s, hidden %d, %d layers, vocab %d, %.2f GB of weights per step; "
 	        "backend %s (%d threads): read %.2f GB/s, peak %.1f GFLOP/s\n", e->dir,
 	        e->cfg.arch_name, e->cfg.hidden, e->cfg.n_layers, e->cfg.vocab,
@@ -161,19 +170,20 @@ static int env_init(struct env *e, const struct opts *o)
 static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 {
 	enum { O_MODEL = 1, O_PRESET, O_DTYPE, O_BACKEND, O_BATCH, O_STEPS, O_CONTEXT, O_TOKENS,
-	       O_REPS, O_JSON, O_HELP };
+	       O_REPS, O_KV, O_JSON, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL }, { "preset", required_argument, NULL, O_PRESET },
 		{ "dtype", required_argument, NULL, O_DTYPE }, { "backend", required_argument, NULL, O_BACKEND },
 		{ "batch", required_argument, NULL, O_BATCH }, { "steps", required_argument, NULL, O_STEPS },
 		{ "context", required_argument, NULL, O_CONTEXT },
 		{ "tokens", required_argument, NULL, O_TOKENS }, { "reps", required_argument, NULL, O_REPS },
+		{ "kv-dtype", required_argument, NULL, O_KV },
 		{ "json", no_argument, NULL, O_JSON }, { "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	*o = (struct opts){ .preset = "qwen2-0.5b", .dtype = "bf16", .backend = "cpu",
 	                    .batch = { 1, 8, 32 }, .n_batch = 3, .steps = 8, .context = 0,
-	                    .tokens = 512, .reps = 3 };
+	                    .tokens = 512, .reps = 3, .kv_dtype = VK_DTYPE_F32 };
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -202,14 +212,25 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 		case O_CONTEXT: o->context = atoi(optarg); if (o->context < 0) goto bad; break;
 		case O_TOKENS: o->tokens = atoi(optarg); if (o->tokens < 1) goto bad; break;
 		case O_REPS: o->reps = atoi(optarg); if (o->reps < 1) goto bad; break;
+		case O_KV:
+			if (!strcmp(optarg, "f32"))
+				o->kv_dtype = VK_DTYPE_F32;
+			else if (!strcmp(optarg, "f16"))
+				o->kv_dtype = VK_DTYPE_F16;
+			else if (!strcmp(optarg, "bf16"))
+				o->kv_dtype = VK_DTYPE_BF16;
+			else
+				goto bad;
+			break;
 		case O_JSON: o->json = 1; break;
 		case O_HELP:
 			if (prefill)
 				printf("usage: vlm-bench prefill [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
-				       "       [--tokens 512] [--reps 3] [--backend NAME] [--json]\n");
+				       "       [--tokens 512] [--reps 3] [--kv-dtype f32|f16|bf16] [--backend NAME] [--json]\n");
 			else
 				printf("usage: vlm-bench decode [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
-				       "       [--batch 1,8,32] [--steps 8] [--context 0] [--backend NAME] [--json]\n");
+				       "       [--batch 1,8,32] [--steps 8] [--context 0] [--kv-dtype f32|f16|bf16]\n"
+				       "       [--backend NAME] [--json]\n");
 			printf("presets: %s (default qwen2-0.5b, bf16)\n", vd_mkmodel_preset_names());
 			return 1;
 		default:
@@ -241,7 +262,7 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 	const int32_t bs = 16, warm = 2, total = o->context + warm + o->steps + 1;
 	const int32_t per_seq = (total + bs - 1) / bs;
 	struct vk_kv *kv = NULL;
-	int rc = vd_model_kv_new(e->m, per_seq * B, bs, VK_DTYPE_F32, &kv);
+	int rc = vd_model_kv_new(e->m, per_seq * B, bs, o->kv_dtype, &kv);
 	if (rc < 0) {
 		fprintf(stderr, "vlm-bench: %s\n", vd_model_error(e->m));
 		return rc;
@@ -275,7 +296,8 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 			goto out;
 	}
 	double t0 = 0, kv_bytes = 0, best = 1e30;
-	size_t kv_tok = (size_t)c->n_layers * 2 * c->n_kv_heads * c->head_dim * sizeof(float);
+	size_t kv_tok = (size_t)c->n_layers * 2 * c->n_kv_heads * c->head_dim *
+	                vk_dtype_size(o->kv_dtype);
 	for (int32_t step = 0; step < warm + o->steps; step++) {
 		if (step == warm)
 			t0 = now_s();
@@ -303,7 +325,6 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 	r->step_ms = best * 1e3;
 	r->mean_step_ms = dt / o->steps * 1e3;
 	r->tokens_per_s = (double)B / best;
-	r->floor_tokens_per_s = (double)B / (r->bytes_per_step / (e->probe.read_bandwidth_gbps * 1e9));
 out:
 	if (rc < 0)
 		fprintf(stderr, "vlm-bench: forward: %s\n", vd_model_error(e->m));
@@ -326,14 +347,18 @@ int bench_decode_main(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 	rc = env_init(&e, &o);
-	for (int i = 0; rc == 0 && i < o.n_batch; i++) {
+	for (int i = 0; rc == 0 && i < o.n_batch; i++)
 		rc = decode_one(&e, &o, o.batch[i], &r[i]);
-		if (rc == 0)
-			printf("decode batch %3d: %8.2f tokens/s (best %7.1f ms/step, mean %7.1f), floor "
-			       "%8.2f tokens/s (%.2f GB/step at %.2f GB/s): %5.1f%% of floor\n", o.batch[i],
-			       r[i].tokens_per_s, r[i].step_ms, r[i].mean_step_ms, r[i].floor_tokens_per_s,
-			       r[i].bytes_per_step / 1e9, e.probe.read_bandwidth_gbps,
-			       100 * r[i].tokens_per_s / r[i].floor_tokens_per_s);
+	if (rc == 0)
+		rc = reprobe(&e);
+	for (int i = 0; rc == 0 && i < o.n_batch; i++) {
+		r[i].floor_tokens_per_s = (double)o.batch[i] /
+		                          (r[i].bytes_per_step / (e.probe.read_bandwidth_gbps * 1e9));
+		printf("decode batch %3d: %8.2f tokens/s (best %7.1f ms/step, mean %7.1f), floor "
+		       "%8.2f tokens/s (%.2f GB/step at %.2f GB/s): %5.1f%% of floor\n", o.batch[i],
+		       r[i].tokens_per_s, r[i].step_ms, r[i].mean_step_ms, r[i].floor_tokens_per_s,
+		       r[i].bytes_per_step / 1e9, e.probe.read_bandwidth_gbps,
+		       100 * r[i].tokens_per_s / r[i].floor_tokens_per_s);
 	}
 	if (rc == 0) {
 		int b1 = -1;
@@ -348,10 +373,11 @@ int bench_decode_main(int argc, char **argv)
 	}
 	if (rc == 0 && o.json) {
 		printf("{\"bench\":\"decode\",\"model\":\"%s\",\"dtype\":\"%s\",\"backend\":\"%s\","
-		       "\"threads\":%d,\"context\":%d,\"steps\":%d,\"bandwidth_gbps\":%.3f,"
+		       "\"threads\":%d,\"kv_dtype\":\"%s\",\"context\":%d,\"steps\":%d,"
+		       "\"bandwidth_gbps\":%.3f,"
 		       "\"weight_bytes_per_step\":%llu,\"batch\":[", model_label(&o),
 		       o.model ? e.cfg.torch_dtype : o.dtype, e.be->ops->name, e.probe.threads,
-		       o.context, o.steps, e.probe.read_bandwidth_gbps,
+		       vk_dtype_name(o.kv_dtype), o.context, o.steps, e.probe.read_bandwidth_gbps,
 		       (unsigned long long)vd_model_step_weight_bytes(e.m));
 		for (int i = 0; i < o.n_batch; i++)
 			printf("%s%d", i ? "," : "", o.batch[i]);
@@ -409,7 +435,7 @@ int bench_prefill_main(int argc, char **argv)
 	}
 	for (int32_t i = 0; i < nb; i++)
 		blocks[i] = i;
-	rc = vd_model_kv_new(e.m, nb, bs, VK_DTYPE_F32, &kv);
+	rc = vd_model_kv_new(e.m, nb, bs, o.kv_dtype, &kv);
 	for (int rep = 0; rc == 0 && rep <= o.reps; rep++) {   /* rep 0 warms up */
 		struct vk_seq seq = { .first = 0, .n = T, .past = 0, .n_blocks = nb, .blocks = blocks };
 		struct vk_batch b = { .n_tokens = T, .n_seqs = 1, .tokens = tok, .pos = pos,
@@ -423,6 +449,8 @@ int bench_prefill_main(int argc, char **argv)
 	}
 	if (rc < 0)
 		fprintf(stderr, "vlm-bench: %s\n", vd_model_error(e.m));
+	else
+		rc = reprobe(&e);
 	if (rc == 0) {
 		/* FLOPs of the step: every layer matmul per token, causal attention (QK^T and PV over
 		 * T(T+1)/2 pairs per head), the head for the one logit row. */
