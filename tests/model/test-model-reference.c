@@ -9,7 +9,8 @@
  * manifest (drift in the generator would silently invalidate the fixtures), load it, and for each
  * backend run all the checkpoint's prompts as one batch of sequences with their own, interleaved
  * KV blocks, twice: whole prompts in one step, and 5-token prefill chunks (mixed with the other
- * sequences' decode rows once they finish). Checks, per prompt:
+ * sequences' decode rows once they finish); bf16 checkpoints also with a bf16 KV cache. Checks,
+ * per prompt:
  *  - placeholder spans and M-RoPE ids + rope delta equal the ids transformers' get_rope_index gave;
  *  - every prompt position: |logits - ref| / |ref| <= the checkpoint's tolerance;
  *  - the 32 greedy tokens equal the reference's.
@@ -148,11 +149,12 @@ static uint16_t to_bf16(float f)
 
 /* Run all sequences to completion with prefill chunks of at most chunk tokens. */
 static int run_batch(struct vd_model *m, const char *label, struct seq *s, int32_t ns,
-                     int32_t chunk, int32_t n_greedy, int32_t block_size, int32_t total_blocks)
+                     int32_t chunk, int32_t n_greedy, int32_t block_size, int32_t total_blocks,
+                     enum vk_dtype kv_dtype)
 {
 	const struct vd_model_config *cfg = vd_model_cfg(m);
 	struct vk_kv *kv = NULL;
-	int rc = vd_model_kv_new(m, total_blocks, block_size, VK_DTYPE_F32, &kv);
+	int rc = vd_model_kv_new(m, total_blocks, block_size, kv_dtype, &kv);
 	if (rc < 0) {
 		CHECK(0, "%s: kv_new: %s", label, vd_model_error(m));
 		return rc;
@@ -438,22 +440,27 @@ static void check_checkpoint(json_t *ck, const char *refdir, const char *mkmodel
 		rc = vd_model_new(be, &cfg, w, &m, err, sizeof(err));
 		CHECK(rc == 0, "%s on %s: %s", name, backends[bi], err);
 		if (rc == 0) {
-			const int32_t chunks[2] = { 1 << 20, 5 };
-			for (int c = 0; c < 2; c++) {
+			/* whole prompts, 5-token chunks; for bf16 checkpoints also a bf16 KV cache (what
+			 * serving uses): its logits within the bf16 tolerance */
+			const int32_t chunks[3] = { 1 << 20, 5, 1 << 20 };
+			const char *modes[3] = { "whole", "chunked", "kv-bf16" };
+			for (int c = 0; c < (tol >= 1e-2 ? 3 : 2); c++) {
 				char label[128];
-				snprintf(label, sizeof(label), "%s/%s/%s", name, backends[bi],
-				         c ? "chunked" : "whole");
-				if (run_batch(m, label, s, ns, chunks[c], n_greedy, block_size,
-				              total_blocks) < 0)
+				snprintf(label, sizeof(label), "%s/%s/%s", name, backends[bi], modes[c]);
+				if (run_batch(m, label, s, ns, chunks[c], n_greedy, block_size, total_blocks,
+				              c == 2 ? VK_DTYPE_BF16 : VK_DTYPE_F32) < 0)
 					continue;
 				for (int32_t i = 0; i < ns; i++) {
 					int same = s[i].n_gen == n_greedy &&
 					           !memcmp(s[i].gen, s[i].ref_greedy, sizeof(int32_t) * n_greedy);
 					printf("%-32s %-13s max rel err %.3g (tol %.0e)  greedy %s\n", label,
-					       s[i].name, s[i].max_err, tol, same ? "identical" : "DIFFERENT");
+					       s[i].name, s[i].max_err, tol,
+					       same ? "identical" : c < 2 ? "DIFFERENT" : "differs (not checked)");
 					CHECK(s[i].max_err <= tol, "%s/%s: logits rel err %.3g > %.0e", label,
 					      s[i].name, s[i].max_err, tol);
-					if (!same) {
+					/* bf16 K/V rounding (~4e-3 on the logits) flips near-tied greedy picks of
+					 * these random tiny models: that mode checks the logits only */
+					if (!same && c < 2) {
 						int32_t k = 0;
 						while (k < s[i].n_gen && s[i].gen[k] == s[i].ref_greedy[k])
 							k++;
