@@ -1,0 +1,482 @@
+/*
+ * tools/bench-model.c — `vlm-bench decode` and `vlm-bench prefill`: the model forward on a
+ * checkpoint of real shape, against floors measured in the same run by the backend's probe op.
+ *
+ *  decode:  floor tokens/s = batch / ((weight bytes read per step + KV bytes read) / read bandwidth)
+ *  prefill: floor tokens/s = peak GFLOP/s / FLOPs per token (matmuls + causal attention + head)
+ *
+ * Without --model a random checkpoint of the preset's shape (qwen2-0.5b, bf16 by default) is
+ * written to a temporary directory with the vlm-mkmodel code and removed afterwards.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "config.h"
+#include "daemon/mkmodel.h"
+#include "daemon/model.h"
+#include "daemon/model_config.h"
+#include "daemon/weights.h"
+#include "kernels/backend.h"
+
+#define MAX_BATCHES 16
+
+struct opts {
+	const char *model;
+	const char *preset;
+	const char *dtype;
+	const char *backend;
+	int32_t batch[MAX_BATCHES];
+	int n_batch;
+	int32_t steps;
+	int32_t context;
+	int32_t tokens;
+	int32_t reps;
+	enum vk_dtype kv_dtype;
+	int json;
+};
+
+struct env {
+	char tmpdir[256];      /* generated checkpoint, removed at the end ("" if --model) */
+	const char *dir;
+	struct vd_model_config cfg;
+	struct vd_weights *w;
+	struct vk_backend *be;
+	struct vd_model *m;
+	struct vk_probe probe;
+	double gen_s, load_s;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void rm_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	char p[4096];
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+			snprintf(p, sizeof(p), "%.2000s/%.1000s", dir, e->d_name);
+			unlink(p);
+		}
+	closedir(d);
+	rmdir(dir);
+}
+
+static void env_fini(struct env *e)
+{
+	vd_model_free(e->m);
+	vk_backend_free(e->be);
+	vd_weights_free(e->w);
+	if (e->tmpdir[0]) {
+		char sub[300];
+		snprintf(sub, sizeof(sub), "%s/model", e->tmpdir);
+		rm_tree(sub);
+		rmdir(e->tmpdir);
+	}
+}
+
+static int reprobe(struct env *e)
+{
+	struct vk_probe p;
+	int rc = -ENOTSUP;
+	if (!e->be->ops->probe || (rc = e->be->ops->probe(e->be, &p)) < 0) {
+		fprintf(stderr, "vlm-bench: backend %s cannot measure its floors (probe): %s\n",
+		        e->be->ops->name, vk_backend_error(e->be));
+		return rc;
+	}
+	if (p.read_bandwidth_gbps > e->probe.read_bandwidth_gbps)
+		e->probe.read_bandwidth_gbps = p.read_bandwidth_gbps;
+	if (p.peak_gflops > e->probe.peak_gflops)
+		e->probe.peak_gflops = p.peak_gflops;
+	if (p.copy_bandwidth_gbps > e->probe.copy_bandwidth_gbps)
+		e->probe.copy_bandwidth_gbps = p.copy_bandwidth_gbps;
+	e->probe.threads = p.threads;
+	return 0;
+}
+
+static int env_init(struct env *e, const struct opts *o)
+{
+	static char dirbuf[300];
+	char err[512];
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	if (o->model) {
+		e->dir = o->model;
+	} else {
+		struct vd_mkmodel_spec spec;
+		if (vd_mkmodel_preset(o->preset, &spec) < 0) {
+			fprintf(stderr, "vlm-bench: unknown preset '%s' (%s)\n", o->preset,
+			        vd_mkmodel_preset_names());
+			return -EINVAL;
+		}
+		spec.dtype = o->dtype;
+		const char *t = getenv("TMPDIR");
+		snprintf(e->tmpdir, sizeof(e->tmpdir), "%s/vlm-bench-XXXXXX", t && *t ? t : "/tmp");
+		if (!mkdtemp(e->tmpdir)) {
+			fprintf(stderr, "vlm-bench: mkdtemp: %s\n", strerror(errno));
+			e->tmpdir[0] = 0;
+			return -errno;
+		}
+		snprintf(dirbuf, sizeof(dirbuf), "%s/model", e->tmpdir);
+		e->dir = dirbuf;
+		fprintf(stderr, "generating %s (%s, %.0fM parameters) in %s ...\n", o->preset, o->dtype,
+		        (double)vd_mkmodel_params(&spec) / 1e6, e->dir);
+		double t0 = now_s();
+		rc = vd_mkmodel_write(&spec, e->dir, err, sizeof(err));
+		e->gen_s = now_s() - t0;
+		if (rc < 0) {
+			fprintf(stderr, "vlm-bench: %s\n", err);
+			return rc;
+		}
+	}
+	double t0 = now_s();
+	if ((rc = vd_model_config_load(e->dir, &e->cfg, err, sizeof(err))) < 0 ||
+	    (rc = vd_weights_open(e->dir, &e->w, err, sizeof(err))) < 0 ||
+	    (rc = vk_backend_open(o->backend, &e->be, err, sizeof(err))) < 0 ||
+	    (rc = vd_model_new(e->be, &e->cfg, e->w, &e->m, err, sizeof(err))) < 0) {
+		fprintf(stderr, "vlm-bench: %s\n", err);
+		return rc;
+	}
+	e->load_s = now_s() - t0;
+	/* The floors are the machine's best: the probe runs here twice and once more after the
+	 * measurements, and each figure keeps its maximum (a busy neighbour during one probe would
+	 * otherwise flatter every ratio). */
+	for (int i = 0; i < 2; i++)
+		if ((rc = reprobe(e)) < 0)
+			return rc;
+	fprintf(stderr, "model %s: %s, hidden %d, %d layers, vocab %d, %.2f GB of weights per step; "
+	        "backend %s (%d threads): read %.2f GB/s, peak %.1f GFLOP/s\n", e->dir,
+	        e->cfg.arch_name, e->cfg.hidden, e->cfg.n_layers, e->cfg.vocab,
+	        (double)vd_model_step_weight_bytes(e->m) / 1e9, e->be->ops->name, e->probe.threads,
+	        e->probe.read_bandwidth_gbps, e->probe.peak_gflops);
+	return 0;
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
+{
+	enum { O_MODEL = 1, O_PRESET, O_DTYPE, O_BACKEND, O_BATCH, O_STEPS, O_CONTEXT, O_TOKENS,
+	       O_REPS, O_KV, O_JSON, O_HELP };
+	static const struct option lo[] = {
+		{ "model", required_argument, NULL, O_MODEL }, { "preset", required_argument, NULL, O_PRESET },
+		{ "dtype", required_argument, NULL, O_DTYPE }, { "backend", required_argument, NULL, O_BACKEND },
+		{ "batch", required_argument, NULL, O_BATCH }, { "steps", required_argument, NULL, O_STEPS },
+		{ "context", required_argument, NULL, O_CONTEXT },
+		{ "tokens", required_argument, NULL, O_TOKENS }, { "reps", required_argument, NULL, O_REPS },
+		{ "kv-dtype", required_argument, NULL, O_KV },
+		{ "json", no_argument, NULL, O_JSON }, { "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	*o = (struct opts){ .preset = "qwen2-0.5b", .dtype = "bf16", .backend = "cpu",
+	                    .batch = { 1, 8, 32 }, .n_batch = 3, .steps = 8, .context = 0,
+	                    .tokens = 512, .reps = 3, .kv_dtype = VK_DTYPE_F32 };
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (c) {
+		case O_MODEL: o->model = optarg; break;
+		case O_PRESET: o->preset = optarg; break;
+		case O_DTYPE: o->dtype = optarg; break;
+		case O_BACKEND: o->backend = optarg; break;
+		case O_BATCH: {
+			o->n_batch = 0;
+			char *s = optarg, *end;
+			while (*s && o->n_batch < MAX_BATCHES) {
+				long v = strtol(s, &end, 10);
+				if (end == s || v < 1 || v > 4096)
+					goto bad;
+				o->batch[o->n_batch++] = (int32_t)v;
+				s = *end == ',' ? end + 1 : end;
+				if (*end && *end != ',')
+					goto bad;
+			}
+			if (!o->n_batch)
+				goto bad;
+			break;
+		}
+		case O_STEPS: o->steps = atoi(optarg); if (o->steps < 1) goto bad; break;
+		case O_CONTEXT: o->context = atoi(optarg); if (o->context < 0) goto bad; break;
+		case O_TOKENS: o->tokens = atoi(optarg); if (o->tokens < 1) goto bad; break;
+		case O_REPS: o->reps = atoi(optarg); if (o->reps < 1) goto bad; break;
+		case O_KV:
+			if (!strcmp(optarg, "f32"))
+				o->kv_dtype = VK_DTYPE_F32;
+			else if (!strcmp(optarg, "f16"))
+				o->kv_dtype = VK_DTYPE_F16;
+			else if (!strcmp(optarg, "bf16"))
+				o->kv_dtype = VK_DTYPE_BF16;
+			else
+				goto bad;
+			break;
+		case O_JSON: o->json = 1; break;
+		case O_HELP:
+			if (prefill)
+				printf("usage: vlm-bench prefill [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
+				       "       [--tokens 512] [--reps 3] [--kv-dtype f32|f16|bf16] [--backend NAME] [--json]\n");
+			else
+				printf("usage: vlm-bench decode [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
+				       "       [--batch 1,8,32] [--steps 8] [--context 0] [--kv-dtype f32|f16|bf16]\n"
+				       "       [--backend NAME] [--json]\n");
+			printf("presets: %s (default qwen2-0.5b, bf16)\n", vd_mkmodel_preset_names());
+			return 1;
+		default:
+			return -EINVAL;
+		}
+	}
+	if (strcmp(o->dtype, "f32") && strcmp(o->dtype, "f16") && strcmp(o->dtype, "bf16"))
+		goto bad;
+	return 0;
+bad:
+	fprintf(stderr, "vlm-bench: bad value '%s'\n", optarg ? optarg : "");
+	return -EINVAL;
+}
+
+static const char *model_label(const struct opts *o)
+{
+	return o->model ? o->model : o->preset;
+}
+
+/* ---------------------------------------------------------------- decode */
+
+struct decode_result {
+	double tokens_per_s, floor_tokens_per_s, step_ms, mean_step_ms, bytes_per_step;
+};
+
+static int decode_one(struct env *e, const struct opts *o, int32_t B, struct decode_result *r)
+{
+	const struct vd_model_config *c = &e->cfg;
+	const int32_t bs = 16, warm = 2, total = o->context + warm + o->steps + 1;
+	const int32_t per_seq = (total + bs - 1) / bs;
+	struct vk_kv *kv = NULL;
+	int rc = vd_model_kv_new(e->m, per_seq * B, bs, o->kv_dtype, &kv);
+	if (rc < 0) {
+		fprintf(stderr, "vlm-bench: %s\n", vd_model_error(e->m));
+		return rc;
+	}
+	int32_t *blocks = malloc(sizeof(int32_t) * (size_t)per_seq * B);
+	int32_t *tok = malloc(sizeof(int32_t) * (size_t)B * (o->context > 1 ? o->context : 1));
+	int32_t *pos = malloc(sizeof(int32_t) * 3 * (size_t)B * (o->context > 1 ? o->context : 1));
+	int32_t *rows = malloc(sizeof(int32_t) * B), *ids = malloc(sizeof(int32_t) * B);
+	struct vk_seq *seqs = calloc((size_t)B, sizeof(*seqs));
+	for (int32_t i = 0; i < per_seq * B; i++)
+		blocks[i] = i;
+	for (int32_t s = 0; s < B; s++)
+		ids[s] = (int32_t)((1000 + 7919 * s) % c->vocab);
+
+	/* optional context: one prefill step over all sequences */
+	if (o->context > 0) {
+		int32_t n = B * o->context;
+		for (int32_t s = 0; s < B; s++) {
+			for (int32_t i = 0; i < o->context; i++) {
+				int32_t q = s * o->context + i;
+				tok[q] = (int32_t)((s * 131 + i * 17) % c->vocab);
+				pos[q] = pos[n + q] = pos[2 * n + q] = i;
+			}
+			seqs[s] = (struct vk_seq){ .first = s * o->context, .n = o->context, .past = 0,
+			                           .n_blocks = per_seq, .blocks = blocks + s * per_seq };
+			rows[s] = s * o->context + o->context - 1;
+		}
+		struct vk_batch b = { .n_tokens = n, .n_seqs = B, .tokens = tok, .pos = pos,
+		                      .seqs = seqs };
+		if ((rc = vd_model_forward(e->m, kv, &b, rows, B, NULL, ids)) < 0)
+			goto out;
+	}
+	double t0 = 0, kv_bytes = 0, best = 1e30;
+	size_t kv_tok = (size_t)c->n_layers * 2 * c->n_kv_heads * c->head_dim *
+	                vk_dtype_size(o->kv_dtype);
+	for (int32_t step = 0; step < warm + o->steps; step++) {
+		if (step == warm)
+			t0 = now_s();
+		double ts = now_s();
+		int32_t past = o->context + step;
+		for (int32_t s = 0; s < B; s++) {
+			tok[s] = ids[s];
+			pos[s] = pos[B + s] = pos[2 * B + s] = past;
+			seqs[s] = (struct vk_seq){ .first = s, .n = 1, .past = past, .n_blocks = per_seq,
+			                           .blocks = blocks + s * per_seq };
+			rows[s] = s;
+		}
+		if (step >= warm)
+			kv_bytes += (double)B * (past + 1) * (double)kv_tok;
+		struct vk_batch b = { .n_tokens = B, .n_seqs = B, .tokens = tok, .pos = pos,
+		                      .seqs = seqs };
+		if ((rc = vd_model_forward(e->m, kv, &b, rows, B, NULL, ids)) < 0)
+			goto out;
+		if (step >= warm && now_s() - ts < best)
+			best = now_s() - ts;
+	}
+	double dt = now_s() - t0;
+	r->bytes_per_step = (double)vd_model_step_weight_bytes(e->m) + kv_bytes / o->steps;
+	/* the fastest step: on a shared machine the mean mostly measures the neighbours */
+	r->step_ms = best * 1e3;
+	r->mean_step_ms = dt / o->steps * 1e3;
+	r->tokens_per_s = (double)B / best;
+out:
+	if (rc < 0)
+		fprintf(stderr, "vlm-bench: forward: %s\n", vd_model_error(e->m));
+	vd_model_kv_free(e->m, kv);
+	free(blocks);
+	free(tok);
+	free(pos);
+	free(rows);
+	free(ids);
+	free(seqs);
+	return rc;
+}
+
+int bench_decode_main(int argc, char **argv)
+{
+	struct opts o;
+	struct env e;
+	struct decode_result r[MAX_BATCHES];
+	int rc = parse_opts(argc, argv, &o, 0);
+	if (rc)
+		return rc > 0 ? 0 : 2;
+	rc = env_init(&e, &o);
+	for (int i = 0; rc == 0 && i < o.n_batch; i++)
+		rc = decode_one(&e, &o, o.batch[i], &r[i]);
+	if (rc == 0)
+		rc = reprobe(&e);
+	for (int i = 0; rc == 0 && i < o.n_batch; i++) {
+		r[i].floor_tokens_per_s = (double)o.batch[i] /
+		                          (r[i].bytes_per_step / (e.probe.read_bandwidth_gbps * 1e9));
+		printf("decode batch %3d: %8.2f tokens/s (best %7.1f ms/step, mean %7.1f), floor "
+		       "%8.2f tokens/s (%.2f GB/step at %.2f GB/s): %5.1f%% of floor\n", o.batch[i],
+		       r[i].tokens_per_s, r[i].step_ms, r[i].mean_step_ms, r[i].floor_tokens_per_s,
+		       r[i].bytes_per_step / 1e9, e.probe.read_bandwidth_gbps,
+		       100 * r[i].tokens_per_s / r[i].floor_tokens_per_s);
+	}
+	if (rc == 0) {
+		int b1 = -1;
+		for (int i = 0; i < o.n_batch; i++)
+			if (o.batch[i] == 1)
+				b1 = i;
+		if (b1 >= 0)
+			for (int i = 0; i < o.n_batch; i++)
+				if (o.batch[i] > 1)
+					printf("batch %d aggregate = %.2fx batch 1\n", o.batch[i],
+					       r[i].tokens_per_s / r[b1].tokens_per_s);
+	}
+	if (rc == 0 && o.json) {
+		printf("{\"bench\":\"decode\",\"model\":\"%s\",\"dtype\":\"%s\",\"backend\":\"%s\","
+		       "\"threads\":%d,\"kv_dtype\":\"%s\",\"context\":%d,\"steps\":%d,"
+		       "\"bandwidth_gbps\":%.3f,"
+		       "\"weight_bytes_per_step\":%llu,\"batch\":[", model_label(&o),
+		       o.model ? e.cfg.torch_dtype : o.dtype, e.be->ops->name, e.probe.threads,
+		       vk_dtype_name(o.kv_dtype), o.context, o.steps, e.probe.read_bandwidth_gbps,
+		       (unsigned long long)vd_model_step_weight_bytes(e.m));
+		for (int i = 0; i < o.n_batch; i++)
+			printf("%s%d", i ? "," : "", o.batch[i]);
+		const char *keys[] = { "tokens_per_s", "floor_tokens_per_s", "fraction_of_floor",
+		                       "step_ms", "mean_step_ms" };
+		for (int k = 0; k < 5; k++) {
+			printf("],\"%s\":[", keys[k]);
+			for (int i = 0; i < o.n_batch; i++) {
+				double v = k == 0 ? r[i].tokens_per_s : k == 1 ? r[i].floor_tokens_per_s
+				         : k == 2 ? r[i].tokens_per_s / r[i].floor_tokens_per_s
+				         : k == 3 ? r[i].step_ms : r[i].mean_step_ms;
+				printf("%s%.4g", i ? "," : "", v);
+			}
+		}
+		printf("]");
+		for (int i = 0; i < o.n_batch; i++) {
+			if (o.batch[i] == 1)
+				printf(",\"batch1_tokens_per_s\":%.4g,\"batch1_floor_tokens_per_s\":%.4g,"
+				       "\"batch1_fraction_of_floor\":%.4g", r[i].tokens_per_s,
+				       r[i].floor_tokens_per_s, r[i].tokens_per_s / r[i].floor_tokens_per_s);
+		}
+		for (int i = 0; i < o.n_batch; i++)
+			for (int j = 0; j < o.n_batch; j++)
+				if (o.batch[j] == 1 && o.batch[i] == 8)
+					printf(",\"batch8_speedup\":%.4g", r[i].tokens_per_s / r[j].tokens_per_s);
+		printf("}\n");
+	}
+	env_fini(&e);
+	return rc ? 1 : 0;
+}
+
+/* ---------------------------------------------------------------- prefill */
+
+int bench_prefill_main(int argc, char **argv)
+{
+	struct opts o;
+	struct env e;
+	int rc = parse_opts(argc, argv, &o, 1);
+	if (rc)
+		return rc > 0 ? 0 : 2;
+	rc = env_init(&e, &o);
+	if (rc) {
+		env_fini(&e);
+		return 1;
+	}
+	const struct vd_model_config *c = &e.cfg;
+	const int32_t T = o.tokens, bs = 16, nb = (T + bs - 1) / bs;
+	struct vk_kv *kv = NULL;
+	int32_t *tok = malloc(sizeof(int32_t) * T), *pos = malloc(sizeof(int32_t) * 3 * T);
+	int32_t *blocks = malloc(sizeof(int32_t) * nb);
+	double best = 1e30;
+	for (int32_t i = 0; i < T; i++) {
+		tok[i] = (int32_t)((i * 7919 + 13) % c->vocab);
+		pos[i] = pos[T + i] = pos[2 * T + i] = i;
+	}
+	for (int32_t i = 0; i < nb; i++)
+		blocks[i] = i;
+	rc = vd_model_kv_new(e.m, nb, bs, o.kv_dtype, &kv);
+	for (int rep = 0; rc == 0 && rep <= o.reps; rep++) {   /* rep 0 warms up */
+		struct vk_seq seq = { .first = 0, .n = T, .past = 0, .n_blocks = nb, .blocks = blocks };
+		struct vk_batch b = { .n_tokens = T, .n_seqs = 1, .tokens = tok, .pos = pos,
+		                      .seqs = &seq };
+		int32_t last = T - 1, id;
+		double t0 = now_s();
+		rc = vd_model_forward(e.m, kv, &b, &last, 1, NULL, &id);
+		double dt = now_s() - t0;
+		if (rep && dt < best)
+			best = dt;
+	}
+	if (rc < 0)
+		fprintf(stderr, "vlm-bench: %s\n", vd_model_error(e.m));
+	else
+		rc = reprobe(&e);
+	if (rc == 0) {
+		/* FLOPs of the step: every layer matmul per token, causal attention (QK^T and PV over
+		 * T(T+1)/2 pairs per head), the head for the one logit row. */
+		double H = c->hidden, V = c->vocab;
+		double layer_params = (double)vd_model_matmul_params(e.m) - V * H;
+		double attn = 4.0 * c->n_layers * (double)c->n_heads * c->head_dim * (T * (T + 1.0) / 2);
+		double flops = 2.0 * layer_params * T + attn + 2.0 * V * H;
+		double tps = T / best, gflops = flops / best * 1e-9;
+		double floor_tps = e.probe.peak_gflops * 1e9 / (flops / T);
+		printf("prefill %d tokens: %.1f tokens/s (%.3f s), %.1f GFLOP/s = %.1f%% of peak %.1f "
+		       "GFLOP/s; floor %.1f tokens/s\n", T, tps, best, gflops,
+		       100 * gflops / e.probe.peak_gflops, e.probe.peak_gflops, floor_tps);
+		if (o.json)
+			printf("{\"bench\":\"prefill\",\"model\":\"%s\",\"dtype\":\"%s\",\"backend\":\"%s\","
+			       "\"threads\":%d,\"batch\":1,\"tokens\":%d,\"seconds\":%.4f,"
+			       "\"tokens_per_s\":%.4g,\"floor_tokens_per_s\":%.4g,\"gflops\":%.4g,"
+			       "\"peak_gflops\":%.4g,\"fraction_of_peak\":%.4g,\"bandwidth_gbps\":%.3f,"
+			       "\"flops_per_token\":%.4g}\n", model_label(&o),
+			       o.model ? c->torch_dtype : o.dtype, e.be->ops->name, e.probe.threads, T, best,
+			       tps, floor_tps, gflops, e.probe.peak_gflops, gflops / e.probe.peak_gflops,
+			       e.probe.read_bandwidth_gbps, flops / T);
+	}
+	vd_model_kv_free(e.m, kv);
+	free(tok);
+	free(pos);
+	free(blocks);
+	env_fini(&e);
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,145 @@
+/*
+ * vlm-mkmodel — write a random-weight checkpoint in the exact Hugging Face format (config.json,
+ * generation_config.json, model.safetensors or shards + index). Same seed, same bytes, on every
+ * machine: the tests regenerate their tiny models with it and compare against committed hashes.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "daemon/mkmodel.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: vlm-mkmodel [options] OUTDIR\n"
+	        "  --preset NAME      %s (default tiny)\n"
+	        "  --dtype T          f32 | f16 | bf16 (default bf16)\n"
+	        "  --seed N           random seed (default 0)\n"
+	        "  --shards N         write N shards + model.safetensors.index.json (default 1)\n"
+	        "  --new-names        model.language_model.* keys (transformers 5.x layout)\n"
+	        "  --nested-config    Qwen2-VL text parameters under \"text_config\"\n"
+	        "  --arch A           qwen2 | qwen2-vl | qwen2.5-vl (override the preset's)\n"
+	        "  --tie | --no-tie   tie_word_embeddings\n"
+	        "  --layers N --hidden N --heads N --kv-heads N --intermediate N --vocab N\n"
+	        "  --mrope-section T,H,W   rotary pairs per M-RoPE axis\n"
+	        "  --std X            std of the random matrices (default per preset)\n",
+	        vd_mkmodel_preset_names());
+}
+
+static int num(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || end == s || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_PRESET = 1, O_DTYPE, O_SEED, O_SHARDS, O_NEW, O_NESTED, O_ARCH, O_TIE, O_NOTIE,
+	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_HELP };
+	static const struct option opts[] = {
+		{ "preset", required_argument, NULL, O_PRESET }, { "dtype", required_argument, NULL, O_DTYPE },
+		{ "seed", required_argument, NULL, O_SEED }, { "shards", required_argument, NULL, O_SHARDS },
+		{ "new-names", no_argument, NULL, O_NEW }, { "nested-config", no_argument, NULL, O_NESTED },
+		{ "arch", required_argument, NULL, O_ARCH }, { "tie", no_argument, NULL, O_TIE },
+		{ "no-tie", no_argument, NULL, O_NOTIE }, { "layers", required_argument, NULL, O_LAYERS },
+		{ "hidden", required_argument, NULL, O_HIDDEN }, { "heads", required_argument, NULL, O_HEADS },
+		{ "kv-heads", required_argument, NULL, O_KV },
+		{ "intermediate", required_argument, NULL, O_INTER },
+		{ "vocab", required_argument, NULL, O_VOCAB }, { "std", required_argument, NULL, O_STD },
+		{ "mrope-section", required_argument, NULL, O_MROPE }, { "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	/* First pass: the preset, so the other options override it whatever their order. */
+	const char *preset = "tiny";
+	for (int i = 1; i < argc - 1; i++)
+		if (!strcmp(argv[i], "--preset"))
+			preset = argv[i + 1];
+	struct vd_mkmodel_spec s;
+	if (vd_mkmodel_preset(preset, &s) < 0) {
+		fprintf(stderr, "vlm-mkmodel: unknown preset '%s' (%s)\n", preset,
+		        vd_mkmodel_preset_names());
+		return 2;
+	}
+	int c;
+	long v;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		int bad = 0;
+		switch (c) {
+		case O_PRESET: break;
+		case O_DTYPE:
+			if (strcmp(optarg, "f32") && strcmp(optarg, "f16") && strcmp(optarg, "bf16"))
+				bad = 1;
+			s.dtype = optarg;
+			break;
+		case O_SEED: {
+			char *end;
+			errno = 0;
+			s.seed = strtoull(optarg, &end, 0);
+			bad = errno || *end || end == optarg;
+			break;
+		}
+		case O_SHARDS: bad = num(optarg, 1, 9999, &v); s.shards = (int32_t)v; break;
+		case O_NEW: s.new_names = 1; break;
+		case O_NESTED: s.nested_config = 1; break;
+		case O_ARCH:
+			if (!strcmp(optarg, "qwen2"))
+				s.arch = VD_ARCH_QWEN2;
+			else if (!strcmp(optarg, "qwen2-vl"))
+				s.arch = VD_ARCH_QWEN2_VL;
+			else if (!strcmp(optarg, "qwen2.5-vl"))
+				s.arch = VD_ARCH_QWEN2_5_VL;
+			else
+				bad = 1;
+			break;
+		case O_TIE: s.tie_embeddings = 1; break;
+		case O_NOTIE: s.tie_embeddings = 0; break;
+		case O_LAYERS: bad = num(optarg, 1, 4096, &v); s.n_layers = (int32_t)v; break;
+		case O_HIDDEN: bad = num(optarg, 2, 1 << 20, &v); s.hidden = (int32_t)v; break;
+		case O_HEADS: bad = num(optarg, 1, 4096, &v); s.n_heads = (int32_t)v; break;
+		case O_KV: bad = num(optarg, 1, 4096, &v); s.n_kv_heads = (int32_t)v; break;
+		case O_INTER: bad = num(optarg, 1, 1 << 22, &v); s.intermediate = (int32_t)v; break;
+		case O_VOCAB: bad = num(optarg, 1, 1 << 24, &v); s.vocab = (int32_t)v; break;
+		case O_STD: {
+			char *end;
+			s.init_std = strtof(optarg, &end);
+			bad = *end || end == optarg || !(s.init_std > 0);
+			break;
+		}
+		case O_MROPE:
+			bad = sscanf(optarg, "%d,%d,%d", &s.mrope_section[0], &s.mrope_section[1],
+			             &s.mrope_section[2]) != 3;
+			break;
+		case O_HELP:
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+		if (bad) {
+			fprintf(stderr, "vlm-mkmodel: bad value '%s'\n", optarg);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	char err[512];
+	int rc = vd_mkmodel_write(&s, argv[optind], err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "vlm-mkmodel: %s\n", err);
+		return 1;
+	}
+	return 0;
+}
