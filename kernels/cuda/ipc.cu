@@ -91,7 +91,7 @@ struct vk_ipc_cache {
 	struct driver drv;
 };
 
-extern "C" void *vk_ipc_driver_symbol(const char *name)
+extern "C" vk_ipc_fn vk_ipc_driver_symbol(const char *name)
 {
 	void *fn = NULL;
 	cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
@@ -100,7 +100,7 @@ extern "C" void *vk_ipc_driver_symbol(const char *name)
 		(void)cudaGetLastError();
 		return NULL;
 	}
-	return fn;
+	return reinterpret_cast<vk_ipc_fn>(fn);
 }
 
 extern "C" int vk_ipc_cache_new(struct vk_ipc_cache **ret, char *err, size_t err_len)

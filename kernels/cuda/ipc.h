@@ -75,8 +75,10 @@ int vk_ipc_event_wait(struct vk_ipc_event *ev, void *stream);
 int vk_ipc_event_sync(struct vk_ipc_event *ev);
 void vk_ipc_event_close(struct vk_ipc_event *ev);
 
-/* A driver API function by name (e.g. "cuMemCreate"), NULL if unavailable. */
-void *vk_ipc_driver_symbol(const char *name);
+/* A driver API function by name (e.g. "cuMemCreate"), NULL if unavailable; cast it to the
+ * function's PFN_ type (cudaTypedefs.h). */
+typedef void (*vk_ipc_fn)(void);
+vk_ipc_fn vk_ipc_driver_symbol(const char *name);
 
 #ifdef __cplusplus
 }
