@@ -15,6 +15,12 @@
  *  - Ops are ordered on the backend's stream; results are visible to the host after ops->sync
  *    (or download, which synchronises).
  *  - Shapes are written [rows, cols], row-major; HF Linear weights are [out_features, in_features].
+ *  - ops->alloc returns memory aligned to at least 64 bytes. Buffers passed to one op must not
+ *    overlap unless the op says so ("out may equal x").
+ *  - Thread-safety: one backend instance is driven by one thread at a time (the backend may use
+ *    its own worker threads inside an op). Different instances are independent.
+ *  - Bad arguments (token id >= table rows, position beyond a sequence's blocks, block id out of
+ *    range, unsupported dtype) give -EINVAL / -ERANGE / -ENOTSUP and an error text, never a crash.
  *
  * This header is compiled as C and as C++ (nvcc).
  */
@@ -35,9 +41,6 @@ enum vk_dtype {
 	VK_DTYPE_F16 = 1,
 	VK_DTYPE_BF16 = 2,
 };
-
-size_t vk_dtype_size(enum vk_dtype dtype);
-const char *vk_dtype_name(enum vk_dtype dtype);
 
 /* A weight: a matrix [rows, cols] (a vector is rows = 1) in the backend's preferred layout.
  * data points at backend memory (CPU: may be the mmap'd file itself); priv is the backend's own
@@ -78,7 +81,8 @@ struct vk_batch {
 	int32_t n_tokens;
 	int32_t n_seqs;
 	const int32_t *tokens;                /* [n_tokens] token ids */
-	const int32_t *pos;                   /* [3][n_tokens]: M-RoPE t, h, w ids (equal for text) */
+	const int32_t *pos;                   /* [3][n_tokens]: M-RoPE t, h, w ids (equal for text);
+	                                       * [1][n_tokens] is enough for 1-D RoPE */
 	const struct vk_seq *seqs;            /* [n_seqs], rows in order, covering [0, n_tokens) */
 	int32_t n_subs;
 	const struct vk_row_source *subs;     /* [n_subs] embedding substitutions */
@@ -105,15 +109,21 @@ struct vk_probe {
 struct vk_kv;               /* backend-private */
 struct vk_backend;
 
+/* Rotary embedding. Frequency pair j (0 <= j < head_dim / 2, inv_freq = theta^(-2j / head_dim))
+ * rotates dims (j, j + head_dim / 2) by angle pos[axis][t] * inv_freq, where axis = 0 (t) for
+ * j < section[0], 1 (h) for j < section[0] + section[1], else 2 (w) — exactly HF's
+ * apply_multimodal_rotary_pos_emb with mrope_section. The sections must sum to head_dim / 2.
+ * 1-D RoPE (plain Qwen2) = {head_dim / 2, 0, 0}, which reads only pos[0]. */
 struct vk_rope {
 	float theta;            /* rope_theta */
-	int32_t section[3];     /* mrope_section in rotary pairs: t, h, w; 1-D RoPE = {head_dim / 2, 0, 0} */
+	int32_t section[3];     /* mrope_section in rotary pairs: t, h, w */
 };
 
 struct vk_backend_ops {
 	uint32_t abi;           /* VK_BACKEND_ABI */
 	const char *name;       /* "cpu", "cuda", "ref" */
 
+	/* Frees the private context and be itself (a backend's open function allocates both). */
 	void (*destroy)(struct vk_backend *be);
 
 	/* memory */
@@ -130,14 +140,16 @@ struct vk_backend_ops {
 	                   int64_t rows, int64_t cols, struct vk_weight *ret);
 	void (*weight_free)(struct vk_backend *be, struct vk_weight *w);
 
-	/* KV cache */
+	/* KV cache. -ENOTSUP if shape->dtype is not supported (every backend supports F32; CPU and
+	 * ref also BF16 and F16). Block contents start undefined. */
 	int (*kv_new)(struct vk_backend *be, const struct vk_kv_shape *shape, struct vk_kv **ret);
 	void (*kv_free)(struct vk_backend *be, struct vk_kv *kv);
 
 	/* ops */
 
 	/* x[t] = table[tokens[t]] for every row, then rows covered by batch->subs are overwritten
-	 * with the converted source rows. table [vocab, hidden]; x [n_tokens, hidden]. */
+	 * with the converted source rows. table [vocab, hidden]; x [n_tokens, hidden].
+	 * Token ids of substituted rows are not looked up (they may be any value). */
 	int (*embed)(struct vk_backend *be, const struct vk_weight *table, const struct vk_batch *batch,
 	             float *x);
 
@@ -145,12 +157,14 @@ struct vk_backend_ops {
 	int (*rmsnorm)(struct vk_backend *be, const float *x, const struct vk_weight *w, float eps,
 	               int32_t n, int32_t dim, float *out);
 
-	/* residual += delta; out = rmsnorm(residual) * w. residual, delta, out [n, dim]. */
+	/* residual += delta; out = rmsnorm(residual) * w. residual, delta, out [n, dim].
+	 * out may equal delta. */
 	int (*add_rmsnorm)(struct vk_backend *be, float *residual, const float *delta,
 	                   const struct vk_weight *w, float eps, int32_t n, int32_t dim, float *out);
 
 	/* out = x @ w^T (+ bias). x [n, w->cols]; w [out_dim = w->rows, w->cols]; bias [out_dim] or
-	 * NULL; out [n, out_dim]. */
+	 * NULL (a weight with rows = 1, cols = out_dim); out [n, out_dim], not overlapping x.
+	 * Decode (small n) streams each weight row once for all n rows. */
 	int (*matmul)(struct vk_backend *be, const float *x, const struct vk_weight *w,
 	              const struct vk_weight *bias, int32_t n, float *out);
 
@@ -189,13 +203,30 @@ struct vk_backend {
 	char error[256];        /* last error text, set by the backend */
 };
 
-/* Registry. name: "auto" (CUDA if a device is usable, else CPU), "cpu", "cuda", "ref";
- * NULL means "auto" unless the VLM_BACKEND environment variable names one. Returns 0 and a new
+/* For backend implementations: format the error text into be->error and return err (a negative
+ * errno), so an op can `return vk_backend_set_error(be, -EINVAL, "...", ...);`. */
+int vk_backend_set_error(struct vk_backend *be, int err, const char *fmt, ...)
+#if defined(__GNUC__)
+	__attribute__((format(printf, 3, 4)))
+#endif
+	;
+
+/* Registry. name: "auto" (CUDA if a device is usable, else CPU), "cpu", "cuda", "ref".
+ * NULL or "auto" defer to the VLM_BACKEND environment variable when it is set and non-empty (an
+ * explicit name wins over the environment). "cuda" without a usable device, or in a build without
+ * CUDA, is -ENODEV; "auto" falls back to CPU on any CUDA failure. An unknown name is -ENOENT.
+ * The CPU backend uses all online CPUs unless VLM_THREADS sets a count. Returns 0 and a new
  * backend in *ret (free with vk_backend_free), or -ENODEV / -ENOENT / -ENOMEM with a message in
  * err. The CPU backend is always present and is the last resort of "auto". */
 int vk_backend_open(const char *name, struct vk_backend **ret, char *err, size_t err_len);
+/* Destroys the backend (ops->destroy) and everything it owns; NULL is a no-op. Weights and KV
+ * caches must be freed before. */
 void vk_backend_free(struct vk_backend *be);
+/* The last error text of be ("" if none); valid until the next op on be. */
 const char *vk_backend_error(const struct vk_backend *be);
+/* Bytes per element (0 for an unknown dtype) and a short name ("f32", "f16", "bf16", "?"). */
+size_t vk_dtype_size(enum vk_dtype dtype);
+const char *vk_dtype_name(enum vk_dtype dtype);
 
 #ifdef __cplusplus
 }

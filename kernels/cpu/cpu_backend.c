@@ -1,0 +1,959 @@
+/*
+ * kernels/cpu/cpu_backend.c — the CPU backend: ops, blocking and threading over kern_<isa>.c.
+ *
+ * Why it is built this way:
+ *  - Weights are used in place (the mmap'd checkpoint): bf16 and fp16 stay 16-bit in memory and
+ *    are widened in registers (decode) or per cache block (prefill). Only 1-row weights (norms,
+ *    biases: a few KB) get an fp32 copy at load.
+ *  - matmul has two paths. n <= 8 rows (decode): a matvec that streams every weight row once for
+ *    all rows, split by output rows across threads — memory-bound, so the goal is bandwidth.
+ *    n > 8 (prefill): a blocked GEMM; each thread takes a block of weight rows, widens one
+ *    [NC, KC] slice to fp32 into its own buffer (L2-sized), and runs the microkernel over every
+ *    MR-row strip of activations (L1-sized) — compute-bound, so the goal is FMA rate.
+ *  - Attention: one work item per (token, KV head); the group's query heads share each K/V row
+ *    read; online softmax per KV block (one rescale per block, not per position).
+ *  - A persistent spinning thread pool (threadpool.c); the calling thread is worker 0.
+ *  - The instruction set is chosen once at open: AVX-512 > AVX2 > generic, VLM_CPU_ISA lowers it.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels/convert.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/kern.h"
+#include "kernels/cpu/threadpool.h"
+#include "kernels/validate.h"
+
+#define NC_MAX 96          /* GEMM: weight rows per cache block (before rounding up to nr) */
+#define KC_MAX 1280        /* GEMM: reduction depth per cache block */
+#define MR_MAX 8
+#define NR_MAX 8
+#define MAX_HEAD_DIM 1024
+
+struct vk_kv {
+	struct vk_kv_shape shape;
+	size_t esz;             /* bytes per element */
+	size_t layer_elems;     /* n_blocks * block_size * n_kv_heads * head_dim */
+	unsigned char *k;       /* [n_layers][n_blocks, block_size, n_kv_heads, head_dim] */
+	unsigned char *v;       /* same */
+};
+
+struct thread_scratch {
+	float *wbuf;            /* GEMM: [NC_MAX + NR_MAX][KC_MAX + 16] widened weight block */
+	float *xedge;           /* GEMM: [MR_MAX][KC_MAX + 16] zero-padded activation strip */
+	float *attn;            /* attention: [group][head_dim + block_size], grown on demand */
+	size_t attn_len;        /* floats in attn */
+};
+
+struct cpu_ctx {
+	const struct vk_cpu_isa *isa;
+	struct vk_pool *pool;
+	int n_threads;
+	struct thread_scratch *scratch;   /* [n_threads] */
+};
+
+static struct cpu_ctx *CTX(struct vk_backend *be)
+{
+	return be->ctx;
+}
+
+/* Split [0, n) into parts: part t gets [*lo, *hi), boundaries multiples of align. */
+static void split(int64_t n, int t, int parts, int64_t align, int64_t *lo, int64_t *hi)
+{
+	int64_t units = (n + align - 1) / align;
+	int64_t a = units * t / parts, b = units * (t + 1) / parts;
+	*lo = a * align < n ? a * align : n;
+	*hi = b * align < n ? b * align : n;
+}
+
+/* ---------------------------------------------------------------- memory, weights */
+
+static void cpu_destroy(struct vk_backend *be)
+{
+	struct cpu_ctx *c = CTX(be);
+	if (c) {
+		vk_pool_free(c->pool);
+		if (c->scratch)
+			for (int i = 0; i < c->n_threads; i++) {
+				free(c->scratch[i].wbuf);
+				free(c->scratch[i].xedge);
+				free(c->scratch[i].attn);
+			}
+		free(c->scratch);
+		free(c);
+	}
+	free(be);
+}
+
+static int cpu_alloc(struct vk_backend *be, size_t bytes, void **ret_ptr)
+{
+	size_t sz = (bytes + 63) & ~(size_t)63;
+	void *p = aligned_alloc(64, sz ? sz : 64);
+	if (!p)
+		return vk_backend_set_error(be, -ENOMEM, "alloc: out of memory (%zu bytes)", bytes);
+	*ret_ptr = p;
+	return 0;
+}
+
+static void cpu_free(struct vk_backend *be, void *ptr)
+{
+	free(ptr);
+}
+
+static int cpu_copy(struct vk_backend *be, void *dst, const void *src, size_t bytes)
+{
+	if (bytes)
+		memcpy(dst, src, bytes);
+	return 0;
+}
+
+static int cpu_weight_load(struct vk_backend *be, const void *src, enum vk_dtype dtype,
+                           int64_t rows, int64_t cols, struct vk_weight *ret)
+{
+	if (!src || !ret || rows < 1 || cols < 1 || vk_dtype_size(dtype) == 0)
+		return vk_backend_set_error(be, -EINVAL, "weight_load: bad weight [%lld, %lld] %s",
+		                            (long long)rows, (long long)cols, vk_dtype_name(dtype));
+	memset(ret, 0, sizeof(*ret));
+	ret->dtype = dtype;
+	ret->rows = rows;
+	ret->cols = cols;
+	ret->data = (void *)src;
+	if (rows == 1) {        /* norms and biases: keep an fp32 copy, [cols] */
+		float *f = aligned_alloc(64, ((size_t)cols * 4 + 63) & ~(size_t)63);
+		if (!f)
+			return vk_backend_set_error(be, -ENOMEM, "weight_load: out of memory");
+		CTX(be)->isa->to_f32(src, dtype, f, cols);
+		ret->priv = f;
+	}
+	return 0;
+}
+
+static void cpu_weight_free(struct vk_backend *be, struct vk_weight *w)
+{
+	if (!w)
+		return;
+	free(w->priv);
+	memset(w, 0, sizeof(*w));
+}
+
+/* fp32 view of a 1-row weight: the copy made at load, or the data itself. */
+static const float *vec_f32(const struct vk_weight *w)
+{
+	if (w->priv)
+		return w->priv;
+	return w->dtype == VK_DTYPE_F32 ? w->data : NULL;
+}
+
+static int check_vec(struct vk_backend *be, const struct vk_weight *w, int64_t dim, const char *op,
+                     const float **ret)
+{
+	if (!w || w->rows * w->cols != dim || !(*ret = vec_f32(w)))
+		return vk_backend_set_error(be, -EINVAL, "%s: weight is not a loaded vector of %lld", op,
+		                            (long long)dim);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- KV cache */
+
+static int cpu_kv_new(struct vk_backend *be, const struct vk_kv_shape *shape, struct vk_kv **ret)
+{
+	size_t esz = vk_dtype_size(shape->dtype);
+	if (esz == 0)
+		return vk_backend_set_error(be, -ENOTSUP, "kv_new: unsupported dtype %d", (int)shape->dtype);
+	if (shape->n_layers < 1 || shape->n_blocks < 1 || shape->block_size < 1 ||
+	    shape->n_kv_heads < 1 || shape->head_dim < 1 || shape->head_dim > MAX_HEAD_DIM)
+		return vk_backend_set_error(be, -EINVAL, "kv_new: bad shape");
+	struct vk_kv *kv = calloc(1, sizeof(*kv));
+	if (!kv)
+		return vk_backend_set_error(be, -ENOMEM, "kv_new: out of memory");
+	kv->shape = *shape;
+	kv->esz = esz;
+	kv->layer_elems = (size_t)shape->n_blocks * (size_t)shape->block_size *
+	                  (size_t)shape->n_kv_heads * (size_t)shape->head_dim;
+	size_t bytes = (kv->layer_elems * esz * (size_t)shape->n_layers + 63) & ~(size_t)63;
+	kv->k = aligned_alloc(64, bytes);
+	kv->v = aligned_alloc(64, bytes);
+	if (!kv->k || !kv->v) {
+		free(kv->k);
+		free(kv->v);
+		free(kv);
+		return vk_backend_set_error(be, -ENOMEM, "kv_new: out of memory (%zu bytes)", 2 * bytes);
+	}
+	*ret = kv;
+	return 0;
+}
+
+static void cpu_kv_free(struct vk_backend *be, struct vk_kv *kv)
+{
+	if (!kv)
+		return;
+	free(kv->k);
+	free(kv->v);
+	free(kv);
+}
+
+/* [n_kv_heads, head_dim] slot of position p of sequence sq in pool (kv->k or kv->v). */
+static unsigned char *kv_slot(const struct vk_kv *kv, unsigned char *pool, int32_t layer,
+                              const struct vk_seq *sq, int32_t p)
+{
+	const struct vk_kv_shape *s = &kv->shape;
+	size_t slot = (size_t)sq->blocks[p / s->block_size] * (size_t)s->block_size +
+	              (size_t)(p % s->block_size);
+	return pool + ((size_t)layer * kv->layer_elems +
+	               slot * (size_t)s->n_kv_heads * (size_t)s->head_dim) * kv->esz;
+}
+
+/* ---------------------------------------------------------------- embed */
+
+struct embed_job {
+	const struct vk_cpu_isa *isa;
+	const struct vk_weight *table;
+	const struct vk_batch *batch;
+	float *x;
+};
+
+static void embed_fn(void *arg, int tid, int nt)
+{
+	struct embed_job *j = arg;
+	const struct vk_batch *b = j->batch;
+	int64_t hidden = j->table->cols, lo, hi;
+	size_t rowb = (size_t)hidden * vk_dtype_size(j->table->dtype);
+
+	split(b->n_tokens, tid, nt, 1, &lo, &hi);
+	for (int64_t t = lo; t < hi; t++) {
+		float *dst = j->x + (size_t)t * (size_t)hidden;
+		const struct vk_row_source *rs = NULL;
+		for (int32_t s = 0; s < b->n_subs; s++)
+			if (t >= b->subs[s].row && t < b->subs[s].row + b->subs[s].n_rows)
+				rs = &b->subs[s];
+		if (rs) {
+			const char *src = (const char *)rs->data + (size_t)(t - rs->row) * (size_t)rs->row_stride;
+			j->isa->to_f32(src, rs->dtype, dst, hidden);
+		} else {
+			j->isa->to_f32((const char *)j->table->data + (size_t)b->tokens[t] * rowb,
+			               j->table->dtype, dst, hidden);
+		}
+	}
+}
+
+static int cpu_embed(struct vk_backend *be, const struct vk_weight *table,
+                     const struct vk_batch *batch, float *x)
+{
+	int r = vk_validate_batch(be, batch);
+	if (r < 0)
+		return r;
+	r = vk_validate_subs(be, batch, (int32_t)table->cols, 0);
+	if (r < 0)
+		return r;
+	for (int32_t t = 0; t < batch->n_tokens; t++) {
+		int32_t id = batch->tokens[t];
+		if (id >= 0 && id < table->rows)
+			continue;
+		int covered = 0;
+		for (int32_t s = 0; s < batch->n_subs; s++)
+			if (t >= batch->subs[s].row && t < batch->subs[s].row + batch->subs[s].n_rows)
+				covered = 1;
+		if (!covered)
+			return vk_backend_set_error(be, -ERANGE, "embed: token %d at row %d outside vocab %lld",
+			                            id, t, (long long)table->rows);
+	}
+	struct embed_job j = { CTX(be)->isa, table, batch, x };
+	vk_pool_run(CTX(be)->pool, embed_fn, &j);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- norms, swiglu */
+
+struct norm_job {
+	const struct vk_cpu_isa *isa;
+	float *residual;
+	const float *delta;
+	const float *x;
+	const float *w;
+	float eps;
+	int32_t n, dim;
+	float *out;
+};
+
+static void norm_fn(void *arg, int tid, int nt)
+{
+	struct norm_job *j = arg;
+	int64_t lo, hi;
+
+	split(j->n, tid, nt, 1, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++) {
+		size_t off = (size_t)i * (size_t)j->dim;
+		const float *x = j->x ? j->x + off : j->residual + off;
+		if (j->residual) {
+			float *res = j->residual + off;
+			for (int32_t d = 0; d < j->dim; d++)
+				res[d] += j->delta[off + d];
+		}
+		float ss = j->isa->sumsq(x, j->dim);
+		float inv = 1.0f / sqrtf(ss / (float)j->dim + j->eps);
+		j->isa->scale_mul(x, inv, j->w, j->out + off, j->dim);
+	}
+}
+
+static void run_rows(struct vk_backend *be, vk_pool_fn fn, void *arg, int64_t work)
+{
+	/* Small ops are not worth waking the workers for. */
+	if (work < 16384)
+		fn(arg, 0, 1);
+	else
+		vk_pool_run(CTX(be)->pool, fn, arg);
+}
+
+static int cpu_rmsnorm(struct vk_backend *be, const float *x, const struct vk_weight *w, float eps,
+                       int32_t n, int32_t dim, float *out)
+{
+	const float *wf;
+	int r = check_vec(be, w, dim, "rmsnorm", &wf);
+	if (r < 0)
+		return r;
+	struct norm_job j = { CTX(be)->isa, NULL, NULL, x, wf, eps, n, dim, out };
+	run_rows(be, norm_fn, &j, (int64_t)n * dim);
+	return 0;
+}
+
+static int cpu_add_rmsnorm(struct vk_backend *be, float *residual, const float *delta,
+                           const struct vk_weight *w, float eps, int32_t n, int32_t dim, float *out)
+{
+	const float *wf;
+	int r = check_vec(be, w, dim, "add_rmsnorm", &wf);
+	if (r < 0)
+		return r;
+	struct norm_job j = { CTX(be)->isa, residual, delta, NULL, wf, eps, n, dim, out };
+	run_rows(be, norm_fn, &j, (int64_t)n * dim);
+	return 0;
+}
+
+struct swiglu_job {
+	const struct vk_cpu_isa *isa;
+	const float *gate, *up;
+	float *out;
+	int64_t total;
+};
+
+static void swiglu_fn(void *arg, int tid, int nt)
+{
+	struct swiglu_job *j = arg;
+	int64_t lo, hi;
+	split(j->total, tid, nt, 64, &lo, &hi);
+	if (hi > lo)
+		j->isa->swiglu(j->gate + lo, j->up + lo, j->out + lo, hi - lo);
+}
+
+static int cpu_swiglu(struct vk_backend *be, const float *gate, const float *up, int32_t n,
+                      int32_t dim, float *out)
+{
+	struct swiglu_job j = { CTX(be)->isa, gate, up, out, (int64_t)n * dim };
+	run_rows(be, swiglu_fn, &j, j.total);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+struct mm_job {
+	struct cpu_ctx *c;
+	const float *x;
+	const struct vk_weight *w;
+	const float *bias;
+	int32_t n;
+	float *out;
+	/* GEMM blocking */
+	int64_t nc, kc, n_blocks;
+	atomic_long next;
+};
+
+static void matvec_fn(void *arg, int tid, int nt)
+{
+	struct mm_job *j = arg;
+	const struct vk_weight *w = j->w;
+	int64_t lo, hi;
+
+	split(w->rows, tid, nt, 16, &lo, &hi);
+	if (hi <= lo)
+		return;
+	for (int32_t i = 0; i < j->n; i += VK_MV_MAXN) {
+		int m = j->n - i < VK_MV_MAXN ? j->n - i : VK_MV_MAXN;
+		j->c->isa->matvec(j->x + (size_t)i * (size_t)w->cols, w->cols, m, w->data, w->dtype,
+		                  w->cols, lo, hi, j->bias, j->out + (size_t)i * (size_t)w->rows, w->rows);
+	}
+}
+
+static void gemm_block(struct mm_job *j, struct thread_scratch *ts, int64_t n0, int64_t nc)
+{
+	const struct vk_cpu_isa *isa = j->c->isa;
+	const struct vk_weight *w = j->w;
+	const int64_t K = w->cols, N = w->rows, M = j->n;
+	const int mr = isa->mr, nr = isa->nr;
+	const int64_t ncp = (nc + nr - 1) / nr * nr;
+	const size_t wesz = vk_dtype_size(w->dtype);
+	float ctile[MR_MAX * NR_MAX];
+
+	for (int64_t k0 = 0; k0 < K; k0 += j->kc) {
+		int64_t kc = K - k0 < j->kc ? K - k0 : j->kc;
+		int64_t ldw = (kc + 15) & ~(int64_t)15;
+		/* widen the [nc, kc] weight slice; pad rows up to a multiple of nr with zeros */
+		for (int64_t r = 0; r < ncp; r++) {
+			float *dst = ts->wbuf + r * ldw;
+			if (r < nc)
+				isa->to_f32((const char *)w->data + ((size_t)(n0 + r) * (size_t)K + (size_t)k0) * wesz,
+				            w->dtype, dst, kc);
+			else
+				memset(dst, 0, sizeof(float) * (size_t)kc);
+		}
+		for (int64_t m = 0; m < M; m += mr) {
+			int64_t mrows = M - m < mr ? M - m : mr;
+			const float *xs = j->x + (size_t)m * (size_t)K + (size_t)k0;
+			int64_t ldx = K;
+			if (mrows < mr) {   /* last strip: copy into a zero-padded tile */
+				for (int i = 0; i < mr; i++) {
+					if (i < mrows)
+						memcpy(ts->xedge + i * ldw, xs + (size_t)i * (size_t)K, sizeof(float) * (size_t)kc);
+					else
+						memset(ts->xedge + i * ldw, 0, sizeof(float) * (size_t)kc);
+				}
+				xs = ts->xedge;
+				ldx = ldw;
+			}
+			for (int64_t jn = 0; jn < ncp; jn += nr) {
+				float *cdst = j->out + (size_t)m * (size_t)N + (size_t)(n0 + jn);
+				int64_t ncols = nc - jn < nr ? nc - jn : nr;
+				if (mrows == mr && ncols == nr) {
+					isa->gemm_tile(xs, ldx, ts->wbuf + jn * ldw, ldw, kc, cdst, N, k0 > 0);
+					continue;
+				}
+				isa->gemm_tile(xs, ldx, ts->wbuf + jn * ldw, ldw, kc, ctile, nr, 0);
+				for (int64_t i = 0; i < mrows; i++)
+					for (int64_t c = 0; c < ncols; c++)
+						cdst[i * N + c] = (k0 > 0 ? cdst[i * N + c] : 0.0f) + ctile[i * nr + c];
+			}
+		}
+	}
+	if (j->bias)
+		for (int64_t m = 0; m < M; m++)
+			for (int64_t r = 0; r < nc; r++)
+				j->out[(size_t)m * (size_t)N + (size_t)(n0 + r)] += j->bias[n0 + r];
+}
+
+static void gemm_fn(void *arg, int tid, int nt)
+{
+	struct mm_job *j = arg;
+	struct thread_scratch *ts = &j->c->scratch[tid];
+	long b;
+
+	while ((b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_blocks) {
+		int64_t n0 = b * j->nc;
+		int64_t nc = j->w->rows - n0 < j->nc ? j->w->rows - n0 : j->nc;
+		gemm_block(j, ts, n0, nc);
+	}
+}
+
+static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_weight *w,
+                      const struct vk_weight *bias, int32_t n, float *out)
+{
+	struct cpu_ctx *c = CTX(be);
+	const float *bf = NULL;
+
+	if (!w || !w->data || n < 1)
+		return vk_backend_set_error(be, -EINVAL, "matmul: no weight or n < 1");
+	if (bias) {
+		int r = check_vec(be, bias, w->rows, "matmul bias", &bf);
+		if (r < 0)
+			return r;
+	}
+	struct mm_job j = { .c = c, .x = x, .w = w, .bias = bf, .n = n, .out = out };
+	if (n <= VK_MV_MAXN) {
+		if ((int64_t)n * w->rows * w->cols < 65536)
+			matvec_fn(&j, 0, 1);
+		else
+			vk_pool_run(c->pool, matvec_fn, &j);
+		return 0;
+	}
+	/* KC: the whole depth if it fits, else equal chunks of at most KC_MAX */
+	int64_t kchunks = (w->cols + KC_MAX - 1) / KC_MAX;
+	j.kc = ((w->cols + kchunks - 1) / kchunks + 15) & ~(int64_t)15;
+	/* NC: at most NC_MAX rows, and at least 2 blocks per thread when the weight allows */
+	int64_t nb = (w->rows + NC_MAX - 1) / NC_MAX;
+	if (nb < 2 * c->n_threads)
+		nb = 2 * c->n_threads;
+	j.nc = (w->rows + nb - 1) / nb;
+	j.nc = (j.nc + c->isa->nr - 1) / c->isa->nr * c->isa->nr;
+	j.n_blocks = (w->rows + j.nc - 1) / j.nc;
+	atomic_init(&j.next, 0);
+	vk_pool_run(c->pool, gemm_fn, &j);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- rope */
+
+struct rope_job {
+	float *q, *k;
+	const struct vk_batch *batch;
+	int32_t n_heads, n_kv_heads, head_dim;
+	const struct vk_rope *rope;
+	const float *inv_freq;   /* [head_dim / 2] */
+};
+
+static void rope_vec(float *v, int32_t half, const float *cs, const float *sn)
+{
+	for (int32_t j = 0; j < half; j++) {
+		float a = v[j], b = v[j + half];
+		v[j] = a * cs[j] - b * sn[j];
+		v[j + half] = b * cs[j] + a * sn[j];
+	}
+}
+
+static void rope_fn(void *arg, int tid, int nt)
+{
+	struct rope_job *j = arg;
+	const struct vk_batch *b = j->batch;
+	int32_t half = j->head_dim / 2;
+	float cs[MAX_HEAD_DIM / 2], sn[MAX_HEAD_DIM / 2];
+	int64_t lo, hi;
+
+	split(b->n_tokens, tid, nt, 1, &lo, &hi);
+	for (int64_t t = lo; t < hi; t++) {
+		for (int32_t p = 0; p < half; p++) {
+			int axis = p < j->rope->section[0] ? 0 : p < j->rope->section[0] + j->rope->section[1] ? 1 : 2;
+			float ang = j->inv_freq[p] * (float)b->pos[(size_t)axis * (size_t)b->n_tokens + (size_t)t];
+			cs[p] = cosf(ang);
+			sn[p] = sinf(ang);
+		}
+		for (int32_t h = 0; h < j->n_heads; h++)
+			rope_vec(j->q + ((size_t)t * j->n_heads + h) * j->head_dim, half, cs, sn);
+		for (int32_t h = 0; h < j->n_kv_heads; h++)
+			rope_vec(j->k + ((size_t)t * j->n_kv_heads + h) * j->head_dim, half, cs, sn);
+	}
+}
+
+static int cpu_rope(struct vk_backend *be, float *q, float *k, const struct vk_batch *batch,
+                    int32_t n_heads, int32_t n_kv_heads, int32_t head_dim, const struct vk_rope *rope)
+{
+	float inv_freq[MAX_HEAD_DIM / 2];
+	int r = vk_validate_rope(be, head_dim, rope);
+	if (r < 0)
+		return r;
+	if (head_dim > MAX_HEAD_DIM || !batch || batch->n_tokens < 1 || !batch->pos)
+		return vk_backend_set_error(be, -EINVAL, "rope: head_dim %d > %d or empty batch", head_dim,
+		                            MAX_HEAD_DIM);
+	for (int32_t p = 0; p < head_dim / 2; p++)
+		inv_freq[p] = (float)(1.0 / pow((double)rope->theta, (double)(2 * p) / head_dim));
+	struct rope_job j = { q, k, batch, n_heads, n_kv_heads, head_dim, rope, inv_freq };
+	run_rows(be, rope_fn, &j, (int64_t)batch->n_tokens * (n_heads + n_kv_heads) * head_dim * 4);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- KV store, attention */
+
+static int cpu_kv_store(struct vk_backend *be, struct vk_kv *kv, int32_t layer, const float *k,
+                        const float *v, const struct vk_batch *batch)
+{
+	const struct vk_cpu_isa *isa = CTX(be)->isa;
+	int r = vk_validate_kv_batch(be, batch, &kv->shape, layer);
+	if (r < 0)
+		return r;
+	int32_t width = kv->shape.n_kv_heads * kv->shape.head_dim;
+	for (int32_t s = 0; s < batch->n_seqs; s++) {
+		const struct vk_seq *sq = &batch->seqs[s];
+		for (int32_t i = 0; i < sq->n; i++) {
+			size_t row = (size_t)(sq->first + i) * (size_t)width;
+			isa->from_f32(k + row, kv->shape.dtype, kv_slot(kv, kv->k, layer, sq, sq->past + i), width);
+			isa->from_f32(v + row, kv->shape.dtype, kv_slot(kv, kv->v, layer, sq, sq->past + i), width);
+		}
+	}
+	return 0;
+}
+
+struct attn_job {
+	struct cpu_ctx *c;
+	const struct vk_kv *kv;
+	int32_t layer;
+	const float *q;
+	const struct vk_batch *batch;
+	int32_t n_heads, group;
+	float *out;
+	int32_t *row_seq;        /* [n_tokens] sequence index of each row */
+	atomic_long next;
+};
+
+static void attn_item(struct attn_job *j, struct thread_scratch *ts, int32_t row, int32_t kh)
+{
+	const struct vk_kv *kv = j->kv;
+	const struct vk_kv_shape *s = &kv->shape;
+	const struct vk_cpu_isa *isa = j->c->isa;
+	const struct vk_seq *sq = &j->batch->seqs[j->row_seq[row]];
+	const int32_t hd = s->head_dim, bs = s->block_size, G = j->group;
+	const int32_t ctx = sq->past + (row - sq->first) + 1;
+	const float scale = 1.0f / sqrtf((float)hd);
+	const size_t head_off = (size_t)kh * (size_t)hd * kv->esz;
+	const size_t pos_stride = (size_t)s->n_kv_heads * (size_t)hd * kv->esz;
+	float *acc = ts->attn;                    /* [G][hd] */
+	float *sc = ts->attn + (size_t)G * hd;    /* [G][bs] */
+	float mx[64], l[64];                      /* G <= 64 checked by the caller */
+
+	for (int32_t g = 0; g < G; g++) {
+		mx[g] = -INFINITY;
+		l[g] = 0.0f;
+		memset(acc + (size_t)g * hd, 0, sizeof(float) * (size_t)hd);
+	}
+	for (int32_t p0 = 0; p0 < ctx; p0 += bs) {
+		int32_t np = ctx - p0 < bs ? ctx - p0 : bs;
+		size_t base = ((size_t)j->layer * kv->layer_elems) * kv->esz +
+		              (size_t)sq->blocks[p0 / bs] * (size_t)bs * pos_stride + head_off;
+		const unsigned char *kb = kv->k + base, *vb = kv->v + base;
+		for (int32_t g = 0; g < G; g++) {
+			const float *qv = j->q + ((size_t)row * j->n_heads + (size_t)kh * G + g) * hd;
+			float *sg = sc + (size_t)g * bs;
+			float bm = -INFINITY;
+			for (int32_t p = 0; p < np; p++) {
+				sg[p] = isa->dot(qv, kb + (size_t)p * pos_stride, s->dtype, hd) * scale;
+				if (sg[p] > bm)
+					bm = sg[p];
+			}
+			float m_new = bm > mx[g] ? bm : mx[g];
+			float corr = expf(mx[g] - m_new);   /* 0 on the first block (mx = -inf) */
+			float *ag = acc + (size_t)g * hd;
+			float sum = 0.0f;
+			for (int32_t p = 0; p < np; p++) {
+				float e = expf(sg[p] - m_new);
+				sum += e;
+				isa->scale_axpy(ag, p == 0 ? corr : 1.0f, e, vb + (size_t)p * pos_stride, s->dtype, hd);
+			}
+			l[g] = l[g] * corr + sum;
+			mx[g] = m_new;
+		}
+	}
+	for (int32_t g = 0; g < G; g++) {
+		float *o = j->out + ((size_t)row * j->n_heads + (size_t)kh * G + g) * hd;
+		float inv = 1.0f / l[g];
+		for (int32_t d = 0; d < hd; d++)
+			o[d] = acc[(size_t)g * hd + d] * inv;
+	}
+}
+
+static void attn_fn(void *arg, int tid, int nt)
+{
+	struct attn_job *j = arg;
+	struct thread_scratch *ts = &j->c->scratch[tid];
+	long n_items = (long)j->batch->n_tokens * j->kv->shape.n_kv_heads;
+	long it;
+
+	while ((it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < n_items)
+		attn_item(j, ts, (int32_t)(it / j->kv->shape.n_kv_heads),
+		          (int32_t)(it % j->kv->shape.n_kv_heads));
+}
+
+static int cpu_attention(struct vk_backend *be, struct vk_kv *kv, int32_t layer, const float *q,
+                         const struct vk_batch *batch, int32_t n_heads, float *out)
+{
+	struct cpu_ctx *c = CTX(be);
+	const struct vk_kv_shape *s = &kv->shape;
+	int r = vk_validate_kv_batch(be, batch, s, layer);
+	if (r < 0)
+		return r;
+	if (n_heads < 1 || n_heads % s->n_kv_heads || n_heads / s->n_kv_heads > 64)
+		return vk_backend_set_error(be, -EINVAL,
+			"attention: %d heads not a multiple (<= 64x) of %d KV heads", n_heads, s->n_kv_heads);
+	int32_t G = n_heads / s->n_kv_heads;
+	size_t need = (size_t)G * ((size_t)s->head_dim + (size_t)s->block_size);
+	for (int t = 0; t < c->n_threads; t++) {
+		if (c->scratch[t].attn_len >= need)
+			continue;
+		float *p = realloc(c->scratch[t].attn, need * sizeof(float));
+		if (!p)
+			return vk_backend_set_error(be, -ENOMEM, "attention: out of memory");
+		c->scratch[t].attn = p;
+		c->scratch[t].attn_len = need;
+	}
+	int32_t *row_seq = malloc(sizeof(int32_t) * (size_t)batch->n_tokens);
+	if (!row_seq)
+		return vk_backend_set_error(be, -ENOMEM, "attention: out of memory");
+	for (int32_t si = 0; si < batch->n_seqs; si++)
+		for (int32_t i = 0; i < batch->seqs[si].n; i++)
+			row_seq[batch->seqs[si].first + i] = si;
+	struct attn_job j = { .c = c, .kv = kv, .layer = layer, .q = q, .batch = batch,
+	                      .n_heads = n_heads, .group = G, .out = out, .row_seq = row_seq };
+	atomic_init(&j.next, 0);
+	vk_pool_run(c->pool, attn_fn, &j);
+	free(row_seq);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- get_rows, argmax */
+
+static int cpu_get_rows(struct vk_backend *be, const float *x, const int32_t *rows, int32_t n,
+                        int32_t dim, float *out)
+{
+	for (int32_t i = 0; i < n; i++) {
+		if (rows[i] < 0)
+			return vk_backend_set_error(be, -ERANGE, "get_rows: row %d is %d", i, rows[i]);
+		memcpy(out + (size_t)i * dim, x + (size_t)rows[i] * dim, sizeof(float) * (size_t)dim);
+	}
+	return 0;
+}
+
+static int cpu_argmax(struct vk_backend *be, const float *logits, int32_t n, int32_t vocab,
+                      int32_t *ret_ids)
+{
+	if (vocab < 1)
+		return vk_backend_set_error(be, -EINVAL, "argmax: vocab %d", vocab);
+	for (int32_t i = 0; i < n; i++) {
+		const float *l = logits + (size_t)i * vocab;
+		int32_t best = 0;
+		float bv = l[0];
+		for (int32_t k = 1; k < vocab; k++)
+			if (l[k] > bv) {
+				bv = l[k];
+				best = k;
+			}
+		ret_ids[i] = best;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- probe */
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+struct probe_job {
+	struct cpu_ctx *c;
+	float *a, *b;        /* [len] each */
+	size_t len;
+	int mode;            /* 0 read, 1 copy, 2 fma */
+	double sink[64];
+	float *tiles;        /* per thread [(MR_MAX + NR_MAX) * 512] + [MR_MAX * NR_MAX] */
+	long reps;
+};
+
+static void probe_fn(void *arg, int tid, int nt)
+{
+	struct probe_job *j = arg;
+	int64_t lo, hi;
+
+	if (j->mode == 2) {
+		const struct vk_cpu_isa *isa = j->c->isa;
+		float *t = j->tiles + (size_t)tid * ((MR_MAX + NR_MAX) * 512 + MR_MAX * NR_MAX + 16);
+		float *x = t, *w = t + MR_MAX * 512, *cc = w + NR_MAX * 512;
+		for (long r = 0; r < j->reps; r++)
+			isa->gemm_tile(x, 512, w, 512, 512, cc, isa->nr, 1);
+		j->sink[tid % 64] = cc[0];
+		return;
+	}
+	split((int64_t)j->len, tid, nt, 4096, &lo, &hi);
+	if (j->mode == 1) {
+		memcpy(j->b + lo, j->a + lo, sizeof(float) * (size_t)(hi - lo));
+		return;
+	}
+	float s = j->c->isa->sumsq(j->a + lo, hi - lo);
+	j->sink[tid % 64] = s;
+}
+
+static int cpu_probe(struct vk_backend *be, struct vk_probe *ret)
+{
+	struct cpu_ctx *c = CTX(be);
+	size_t len = (size_t)64 << 20;   /* 256 MiB of floats per buffer: far beyond the caches */
+	struct probe_job j = { .c = c, .len = len };
+	double best;
+
+	memset(ret, 0, sizeof(*ret));
+	j.a = aligned_alloc(64, len * sizeof(float));
+	j.b = aligned_alloc(64, len * sizeof(float));
+	j.tiles = aligned_alloc(64, sizeof(float) * (size_t)c->n_threads *
+	                                ((MR_MAX + NR_MAX) * 512 + MR_MAX * NR_MAX + 16));
+	if (!j.a || !j.b || !j.tiles) {
+		free(j.a);
+		free(j.b);
+		free(j.tiles);
+		return vk_backend_set_error(be, -ENOMEM, "probe: out of memory");
+	}
+	for (size_t i = 0; i < len; i++) {
+		j.a[i] = (float)(i & 1023) * 1e-3f;
+		j.b[i] = 0.0f;
+	}
+	for (size_t i = 0; i < (size_t)c->n_threads * ((MR_MAX + NR_MAX) * 512 + MR_MAX * NR_MAX + 16); i++)
+		j.tiles[i] = 1e-3f;
+
+	j.mode = 0;
+	best = 1e30;
+	for (int rep = 0; rep < 5; rep++) {
+		double t0 = now_s();
+		vk_pool_run(c->pool, probe_fn, &j);
+		double dt = now_s() - t0;
+		if (dt < best)
+			best = dt;
+	}
+	ret->read_bandwidth_gbps = (double)len * sizeof(float) / best * 1e-9;
+
+	j.mode = 1;
+	best = 1e30;
+	for (int rep = 0; rep < 5; rep++) {
+		double t0 = now_s();
+		vk_pool_run(c->pool, probe_fn, &j);
+		double dt = now_s() - t0;
+		if (dt < best)
+			best = dt;
+	}
+	ret->copy_bandwidth_gbps = 2.0 * (double)len * sizeof(float) / best * 1e-9;
+
+	j.mode = 2;
+	j.reps = 4000;
+	best = 1e30;
+	for (int rep = 0; rep < 5; rep++) {
+		double t0 = now_s();
+		vk_pool_run(c->pool, probe_fn, &j);
+		double dt = now_s() - t0;
+		if (dt < best)
+			best = dt;
+	}
+	ret->peak_gflops = 2.0 * c->isa->mr * c->isa->nr * 512.0 * (double)j.reps * c->n_threads /
+	                   best * 1e-9;
+	ret->threads = c->n_threads;
+	free(j.a);
+	free(j.b);
+	free(j.tiles);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- open */
+
+static const struct vk_backend_ops cpu_ops = {
+	.abi = VK_BACKEND_ABI,
+	.name = "cpu",
+	.destroy = cpu_destroy,
+	.alloc = cpu_alloc,
+	.free = cpu_free,
+	.upload = cpu_copy,
+	.download = cpu_copy,
+	.sync = NULL,
+	.probe = cpu_probe,
+	.weight_load = cpu_weight_load,
+	.weight_free = cpu_weight_free,
+	.kv_new = cpu_kv_new,
+	.kv_free = cpu_kv_free,
+	.embed = cpu_embed,
+	.rmsnorm = cpu_rmsnorm,
+	.add_rmsnorm = cpu_add_rmsnorm,
+	.matmul = cpu_matmul,
+	.rope = cpu_rope,
+	.kv_store = cpu_kv_store,
+	.attention = cpu_attention,
+	.swiglu = cpu_swiglu,
+	.get_rows = cpu_get_rows,
+	.argmax = cpu_argmax,
+};
+
+static const struct vk_cpu_isa *pick_isa(const char *want, char *err, size_t err_len)
+{
+#ifdef VK_CPU_X86
+	int has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+	             __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+	int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+	           __builtin_cpu_supports("f16c");
+#else
+	int has512 = 0, has2 = 0;
+#endif
+
+	if (!want || !want[0] || strcmp(want, "avx512") == 0) {
+#ifdef VK_CPU_X86
+		if (has512)
+			return &vk_cpu_isa_avx512;
+#endif
+		if (want && want[0] && err)
+			snprintf(err, err_len, "VLM_CPU_ISA=avx512 but the CPU lacks AVX-512");
+		if (want && want[0])
+			return NULL;
+	}
+	if (!want || !want[0] || strcmp(want, "avx2") == 0) {
+#ifdef VK_CPU_X86
+		if (has2)
+			return &vk_cpu_isa_avx2;
+#endif
+		if (want && want[0]) {
+			if (err)
+				snprintf(err, err_len, "VLM_CPU_ISA=avx2 but the CPU lacks AVX2/FMA/F16C");
+			return NULL;
+		}
+	}
+	if (!want || !want[0] || strcmp(want, "generic") == 0)
+		return &vk_cpu_isa_generic;
+	if (err)
+		snprintf(err, err_len, "VLM_CPU_ISA=%s: expected avx512, avx2 or generic", want);
+	return NULL;
+}
+
+int vk_cpu_backend_open(struct vk_backend **ret, char *err, size_t err_len)
+{
+	struct vk_backend *be = NULL;
+	struct cpu_ctx *c = NULL;
+	const char *env;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	int r;
+
+	*ret = NULL;
+	if (n < 1)
+		n = 1;
+	env = getenv("VLM_THREADS");
+	if (env && env[0]) {
+		char *end;
+		long v = strtol(env, &end, 10);
+		if (*end || v < 1 || v > 1024) {
+			if (err)
+				snprintf(err, err_len, "VLM_THREADS=%s: expected a count in [1, 1024]", env);
+			return -EINVAL;
+		}
+		n = v;
+	}
+	const struct vk_cpu_isa *isa = pick_isa(getenv("VLM_CPU_ISA"), err, err_len);
+	if (!isa)
+		return -EINVAL;
+
+	be = calloc(1, sizeof(*be));
+	c = calloc(1, sizeof(*c));
+	if (!be || !c)
+		goto nomem;
+	be->ops = &cpu_ops;
+	be->ctx = c;
+	c->isa = isa;
+	c->n_threads = (int)n;
+	c->scratch = calloc((size_t)n, sizeof(*c->scratch));
+	if (!c->scratch)
+		goto nomem;
+	for (long t = 0; t < n; t++) {
+		c->scratch[t].wbuf = aligned_alloc(64, sizeof(float) * (NC_MAX + NR_MAX) * (KC_MAX + 16));
+		c->scratch[t].xedge = aligned_alloc(64, sizeof(float) * MR_MAX * (KC_MAX + 16));
+		if (!c->scratch[t].wbuf || !c->scratch[t].xedge)
+			goto nomem;
+	}
+	r = vk_pool_new((int)n, &c->pool);
+	if (r < 0) {
+		if (err)
+			snprintf(err, err_len, "cpu backend: cannot start %ld threads: %s", n, strerror(-r));
+		cpu_destroy(be);
+		return r;
+	}
+	*ret = be;
+	return 0;
+nomem:
+	if (err)
+		snprintf(err, err_len, "cpu backend: out of memory");
+	if (be)
+		cpu_destroy(be);
+	else
+		free(c);
+	return -ENOMEM;
+}

@@ -1,0 +1,55 @@
+/*
+ * kernels/cpu/kern.h — the CPU backend's inner kernels, one table per instruction set.
+ *
+ * Why a table: the same backend binary must run on any x86-64 and use AVX-512 where the CPU has
+ * it. Each kern_<isa>.c is compiled for its instruction set (#pragma GCC target) and exports one
+ * table; cpu_backend.c picks a table once at open (__builtin_cpu_supports) and the op code above
+ * it (threading, blocking, validation) is shared. Only the innermost loops live here.
+ *
+ * Every function is single-threaded and works on the slice it is given.
+ */
+#ifndef VLM_KERNELS_CPU_KERN_H
+#define VLM_KERNELS_CPU_KERN_H
+
+#include <stdint.h>
+
+#include "kernels/backend.h"
+
+#define VK_MV_MAXN 8   /* matvec handles up to this many activation rows per weight pass */
+
+struct vk_cpu_isa {
+	const char *name;
+	int mr;         /* GEMM microkernel: activation rows per tile */
+	int nr;         /* GEMM microkernel: weight rows per tile */
+
+	/* out[i * ldo + r] = dot(x[i * ldx .. + K], w row r) (+ bias[r]) for i < n, r in [r0, r1).
+	 * 1 <= n <= VK_MV_MAXN. w [*, K] of dt, row-major; every weight row is read once. */
+	void (*matvec)(const float *x, int64_t ldx, int n, const void *w, enum vk_dtype dt,
+	               int64_t K, int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
+
+	/* c[i * ldc + j] (+)= dot(x[i * ldx .. + kc], w[j * ldw .. + kc]) for i < mr, j < nr.
+	 * accumulate = 0 overwrites c. x rows and w rows are fp32; w rows are padded to ldw. */
+	void (*gemm_tile)(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t kc,
+	                  float *c, int64_t ldc, int accumulate);
+
+	/* dst[0..n) = src[0..n) converted to fp32 / from fp32 (round to nearest even). */
+	void (*to_f32)(const void *src, enum vk_dtype dt, float *dst, int64_t n);
+	void (*from_f32)(const float *src, enum vk_dtype dt, void *dst, int64_t n);
+
+	/* sum a[i] * b[i], b of type bt. */
+	float (*dot)(const float *a, const void *b, enum vk_dtype bt, int64_t n);
+	/* y[i] = y[i] * s + a * x[i], x of type xt. */
+	void (*scale_axpy)(float *y, float s, float a, const void *x, enum vk_dtype xt, int64_t n);
+	/* out[i] = silu(g[i]) * u[i]. out may equal g. */
+	void (*swiglu)(const float *g, const float *u, float *out, int64_t n);
+	/* sum x[i]^2 */
+	float (*sumsq)(const float *x, int64_t n);
+	/* out[i] = x[i] * s * w[i] */
+	void (*scale_mul)(const float *x, float s, const float *w, float *out, int64_t n);
+};
+
+extern const struct vk_cpu_isa vk_cpu_isa_avx512;
+extern const struct vk_cpu_isa vk_cpu_isa_avx2;
+extern const struct vk_cpu_isa vk_cpu_isa_generic;
+
+#endif

@@ -1,0 +1,275 @@
+/*
+ * tests/kernels/test-kernels-ops.c — every CPU backend op against the scalar reference backend.
+ *
+ * Each instruction-set path of the CPU backend (AVX-512, AVX2, generic — those the CPU has) and
+ * several thread counts run every case of vkt_cases[] (op_parity.c) on fresh random inputs from
+ * several seeds. The reference backend itself is checked on inputs with answers known in closed
+ * form, and the shared fp16/bf16 conversions against IEEE bit patterns.
+ */
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+#include "kernels/convert.h"
+#include "op_parity.h"
+
+static const struct {
+	const char *isa;
+	const char *threads;
+} configs[] = {
+	{ "avx512", "2" },
+	{ "avx512", "3" },
+	{ "avx2", "2" },
+	{ "avx2", "1" },
+	{ "generic", "2" },
+};
+
+/* Opens the CPU backend with the given ISA and thread count; NULL if the CPU lacks the ISA. */
+static struct vk_backend *open_cpu(const char *isa, const char *threads)
+{
+	struct vk_backend *be = NULL;
+	char err[256];
+	setenv("VLM_CPU_ISA", isa, 1);
+	setenv("VLM_THREADS", threads, 1);
+	int r = vk_backend_open("cpu", &be, err, sizeof(err));
+	unsetenv("VLM_CPU_ISA");
+	unsetenv("VLM_THREADS");
+	if (r == -EINVAL && strstr(err, "lacks"))
+		return NULL;
+	ck_assert_msg(r == 0, "open cpu (%s, %s threads): %d %s", isa, threads, r, err);
+	return be;
+}
+
+static struct vk_backend *open_ref(void)
+{
+	struct vk_backend *be = NULL;
+	char err[256];
+	int r = vk_backend_open("ref", &be, err, sizeof(err));
+	ck_assert_msg(r == 0, "open ref: %d %s", r, err);
+	return be;
+}
+
+START_TEST(test_parity)
+{
+	struct vk_backend *cpu = open_cpu(configs[_i].isa, configs[_i].threads);
+	struct vk_backend *ref = open_ref();
+	char msg[512];
+	if (!cpu) {
+		fprintf(stderr, "cpu lacks %s: skipped\n", configs[_i].isa);
+		vk_backend_free(ref);
+		return;
+	}
+	for (size_t c = 0; c < vkt_n_cases; c++)
+		for (uint64_t seed = 1; seed <= 3; seed++) {
+			int r = vkt_run(cpu, ref, &vkt_cases[c], seed + 100 * (uint64_t)_i, msg, sizeof(msg));
+			ck_assert_msg(r == 0, "[%s x%s] case \"%s\" seed %llu: %s", configs[_i].isa,
+			              configs[_i].threads, vkt_cases[c].name, (unsigned long long)seed, msg);
+		}
+	vk_backend_free(cpu);
+	vk_backend_free(ref);
+}
+END_TEST
+
+/* The harness must notice a wrong backend: compare ref against a CPU backend whose matmul is
+ * sabotaged by a wrapper table. */
+static int (*real_matmul)(struct vk_backend *, const float *, const struct vk_weight *,
+                          const struct vk_weight *, int32_t, float *);
+static int bad_matmul(struct vk_backend *be, const float *x, const struct vk_weight *w,
+                      const struct vk_weight *bias, int32_t n, float *out)
+{
+	int r = real_matmul(be, x, w, bias, n, out);
+	if (r == 0 && n * w->rows > 2)
+		out[n * w->rows - 2] = NAN;   /* one element "forgotten" */
+	return r;
+}
+
+START_TEST(test_harness_catches_errors)
+{
+	struct vk_backend *cpu = open_cpu("generic", "1");
+	struct vk_backend *ref = open_ref();
+	struct vk_backend_ops ops = *cpu->ops;
+	const struct vk_backend_ops *saved = cpu->ops;
+	char msg[512];
+
+	real_matmul = ops.matmul;
+	ops.matmul = bad_matmul;
+	cpu->ops = &ops;
+	int r = vkt_run(cpu, ref, &vkt_cases[3], 1, msg, sizeof(msg));
+	ck_assert_int_eq(r, 1);
+	ck_assert_ptr_nonnull(strstr(msg, "matmul"));
+	cpu->ops = saved;
+	vk_backend_free(cpu);
+	vk_backend_free(ref);
+}
+END_TEST
+
+START_TEST(test_convert_bits)
+{
+	ck_assert_uint_eq(vk_f32_to_bf16(1.0f), 0x3f80);
+	ck_assert_uint_eq(vk_f32_to_bf16(-2.0f), 0xc000);
+	ck_assert_uint_eq(vk_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);          /* tie -> even */
+	ck_assert_uint_eq(vk_f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
+	ck_assert_uint_eq(vk_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);      /* tie -> even (up) */
+	ck_assert(isnan(vk_bf16_to_f32(vk_f32_to_bf16(NAN))));
+	ck_assert(vk_bf16_to_f32(0x4049) == 3.140625f);
+	ck_assert_uint_eq(vk_f32_to_f16(1.0f), 0x3c00);
+	ck_assert_uint_eq(vk_f32_to_f16(65504.0f), 0x7bff);
+	ck_assert_uint_eq(vk_f32_to_f16(65536.0f), 0x7c00);                 /* overflow -> inf */
+	ck_assert_uint_eq(vk_f32_to_f16(0x1p-24f), 0x0001);                 /* smallest subnormal */
+	ck_assert_uint_eq(vk_f32_to_f16(0x1p-14f), 0x0400);                 /* smallest normal */
+	ck_assert_uint_eq(vk_f32_to_f16(-0.5f), 0xb800);
+	ck_assert_uint_eq(vk_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);          /* tie -> even */
+	ck_assert(vk_f16_to_f32(0x0001) == 0x1p-24f);
+	ck_assert(vk_f16_to_f32(0x3555) == 0x1.554p-2f);
+	ck_assert(isinf(vk_f16_to_f32(0xfc00)) && vk_f16_to_f32(0xfc00) < 0);
+	for (uint32_t h = 0; h < 0x7c00; h++)                                /* round trip */
+		ck_assert_uint_eq(vk_f32_to_f16(vk_f16_to_f32((uint16_t)h)), h);
+}
+END_TEST
+
+/* The reference backend on inputs whose answers are known in closed form. */
+START_TEST(test_ref_closed_form)
+{
+	struct vk_backend *be = open_ref();
+	const struct vk_backend_ops *o = be->ops;
+	struct vk_weight w;
+
+	/* rmsnorm([3, 4]) with w = [1, 2]: rms = sqrt(12.5) */
+	float x[2] = { 3, 4 }, ones[2] = { 1, 2 }, out[4];
+	ck_assert_int_eq(o->weight_load(be, ones, VK_DTYPE_F32, 1, 2, &w), 0);
+	ck_assert_int_eq(o->rmsnorm(be, x, &w, 0.0f, 1, 2, out), 0);
+	ck_assert_float_eq_tol(out[0], 3 / sqrtf(12.5f), 1e-6);
+	ck_assert_float_eq_tol(out[1], 2 * 4 / sqrtf(12.5f), 1e-6);
+	o->weight_free(be, &w);
+
+	/* rope: pair 0 has inv_freq 1, position 1 rotates (1, 0) by 1 radian */
+	float q[4] = { 1, 0, 0, 0 }, k[4] = { 0, 0, 1, 0 };
+	int32_t pos[3] = { 1, 1, 1 };
+	struct vk_seq sq = { 0, 1, 0, 0, NULL };
+	struct vk_batch b = { 1, 1, NULL, pos, &sq, 0, NULL };
+	struct vk_rope rp = { 10000.0f, { 2, 0, 0 } };
+	ck_assert_int_eq(o->rope(be, q, k, &b, 1, 1, 4, &rp), 0);
+	ck_assert_float_eq_tol(q[0], cosf(1), 1e-6);
+	ck_assert_float_eq_tol(q[2], sinf(1), 1e-6);
+	ck_assert_float_eq_tol(k[0], -sinf(1), 1e-6);
+	ck_assert_float_eq_tol(k[2], cosf(1), 1e-6);
+	/* M-RoPE: pair 1 belongs to the h axis (section {1, 1, 0}); t = 0 leaves pair 0 alone */
+	float q2[4] = { 1, 1, 0, 0 }, k2[4] = { 0, 0, 0, 0 };
+	int32_t pos2[3] = { 0, 100, 7 };
+	struct vk_rope rp2 = { 10000.0f, { 1, 1, 0 } };
+	struct vk_batch b2 = { 1, 1, NULL, pos2, &sq, 0, NULL };
+	ck_assert_int_eq(o->rope(be, q2, k2, &b2, 1, 1, 4, &rp2), 0);
+	ck_assert_float_eq_tol(q2[0], 1.0f, 1e-6);
+	ck_assert_float_eq_tol(q2[1], cosf(100 * 0.01f), 1e-5);   /* inv_freq = 10000^(-2/4) */
+	ck_assert_float_eq_tol(q2[3], sinf(100 * 0.01f), 1e-5);
+
+	/* attention with equal keys = mean of the values; one position = that value */
+	struct vk_kv_shape shape = { 1, 4, 2, 1, 2, VK_DTYPE_F32 };
+	struct vk_kv *kv;
+	int32_t blocks[2] = { 3, 0 };
+	float kk[6] = { 1, 1, 1, 1, 1, 1 }, vv[6] = { 1, 2, 3, 4, 5, 6 }, qq[6] = { 1, 0, 1, 0, 1, 0 };
+	float ao[6];
+	struct vk_seq s3 = { 0, 3, 0, 2, blocks };
+	struct vk_batch b3 = { 3, 1, NULL, NULL, &s3, 0, NULL };
+	ck_assert_int_eq(o->kv_new(be, &shape, &kv), 0);
+	ck_assert_int_eq(o->kv_store(be, kv, 0, kk, vv, &b3), 0);
+	ck_assert_int_eq(o->attention(be, kv, 0, qq, &b3, 1, ao), 0);
+	ck_assert_float_eq_tol(ao[0], 1, 1e-6);       /* position 0 sees only itself */
+	ck_assert_float_eq_tol(ao[1], 2, 1e-6);
+	ck_assert_float_eq_tol(ao[2], 2, 1e-6);       /* mean of (1,2), (3,4) */
+	ck_assert_float_eq_tol(ao[3], 3, 1e-6);
+	ck_assert_float_eq_tol(ao[4], 3, 1e-6);       /* mean of three */
+	ck_assert_float_eq_tol(ao[5], 4, 1e-6);
+	o->kv_free(be, kv);
+
+	/* swiglu(0, u) = 0; swiglu(g, 1) = g * sigmoid(g) */
+	float g[2] = { 0, 2 }, u[2] = { 5, 1 }, so[2];
+	ck_assert_int_eq(o->swiglu(be, g, u, 1, 2, so), 0);
+	ck_assert_float_eq_tol(so[0], 0, 1e-7);
+	ck_assert_float_eq_tol(so[1], 2 / (1 + expf(-2)), 1e-6);
+	vk_backend_free(be);
+}
+END_TEST
+
+/* Bad arguments give errors with text, on both host backends. */
+START_TEST(test_errors)
+{
+	struct vk_backend *be = _i == 0 ? open_ref() : open_cpu("avx2", "2");
+	if (!be)
+		be = open_cpu("generic", "2");
+	const struct vk_backend_ops *o = be->ops;
+	uint16_t table[4 * 8] = { 0 };
+	float x[4 * 8], k[16], v[16];
+	struct vk_weight w;
+	int32_t tok[2] = { 1, 4 }, blocks[1] = { 9 };
+	struct vk_seq sq = { 0, 2, 0, 1, blocks };
+	struct vk_batch b = { 2, 1, tok, NULL, &sq, 0, NULL };
+
+	ck_assert_int_eq(o->weight_load(be, table, VK_DTYPE_BF16, 4, 8, &w), 0);
+	ck_assert_int_eq(o->embed(be, &w, &b, x), -ERANGE);          /* token 4 >= vocab 4 */
+	ck_assert_ptr_nonnull(strstr(vk_backend_error(be), "token"));
+	struct vk_row_source rs = { 1, 2, VK_DTYPE_F32, 0, 32, x };  /* rows [1, 3) of 2 */
+	struct vk_batch bs = { 2, 1, tok, NULL, &sq, 1, &rs };
+	ck_assert_int_eq(o->embed(be, &w, &bs, x), -EINVAL);
+	rs.n_rows = 1;                                               /* now covers the bad token */
+	ck_assert_int_eq(o->embed(be, &w, &bs, x), 0);
+	rs.row_stride = 16;                                          /* < 8 floats */
+	ck_assert_int_eq(o->embed(be, &w, &bs, x), -EINVAL);
+	struct vk_seq gap = { 1, 2, 0, 1, blocks };                  /* does not start at row 0 */
+	struct vk_batch bg = { 2, 1, tok, NULL, &gap, 0, NULL };
+	ck_assert_int_eq(o->embed(be, &w, &bg, x), -EINVAL);
+	struct vk_weight bias;
+	ck_assert_int_eq(o->weight_load(be, table, VK_DTYPE_BF16, 1, 3, &bias), 0);
+	ck_assert_int_eq(o->matmul(be, x, &w, &bias, 1, k), -EINVAL); /* bias of 3 for 4 rows */
+	o->weight_free(be, &bias);
+	o->weight_free(be, &w);
+
+	struct vk_kv_shape shape = { 2, 4, 2, 1, 8, VK_DTYPE_F32 };
+	struct vk_kv *kv;
+	ck_assert_int_eq(o->kv_new(be, &shape, &kv), 0);
+	ck_assert_int_eq(o->kv_store(be, kv, 0, k, v, &b), -ERANGE);  /* block id 9 of 4 */
+	blocks[0] = 2;
+	ck_assert_int_eq(o->kv_store(be, kv, 2, k, v, &b), -ERANGE);  /* layer 2 of 2 */
+	sq.past = 1;                                                  /* needs 2 blocks, has 1 */
+	ck_assert_int_eq(o->kv_store(be, kv, 0, k, v, &b), -ERANGE);
+	sq.past = 0;
+	ck_assert_int_eq(o->kv_store(be, kv, 0, k, v, &b), 0);
+	ck_assert_int_eq(o->attention(be, kv, 0, x, &b, 0, x + 16), -EINVAL);  /* no heads */
+	o->kv_free(be, kv);
+	shape.dtype = (enum vk_dtype)7;
+	ck_assert_int_eq(o->kv_new(be, &shape, &kv), -ENOTSUP);
+
+	int32_t pos[6] = { 0 };
+	struct vk_batch bp = { 2, 1, tok, pos, &sq, 0, NULL };
+	struct vk_rope rp = { 1e4f, { 2, 1, 0 } };                    /* sums to 3, not 4 */
+	ck_assert_int_eq(o->rope(be, x, k, &bp, 1, 1, 8, &rp), -EINVAL);
+	vk_backend_free(be);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("kernels-ops");
+	TCase *tc = tcase_create("ops");
+	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, test_convert_bits);
+	tcase_add_test(tc, test_ref_closed_form);
+	tcase_add_loop_test(tc, test_errors, 0, 2);
+	tcase_add_test(tc, test_harness_catches_errors);
+	tcase_add_loop_test(tc, test_parity, 0, (int)(sizeof(configs) / sizeof(configs[0])));
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
