@@ -23,6 +23,7 @@ constexpr int TK = 32;   /* keys per shared-memory tile (one per lane) */
 
 struct attn_args {
 	const float *q;
+	int32_t head_dim;
 	const void *kpool;
 	const void *vpool;
 	int kv_dtype;
@@ -66,11 +67,12 @@ __device__ __forceinline__ float warp_sum(float v)
 	return v;
 }
 
-template <int HD>
+/* NC = ceil(head_dim / 32): output dims per lane (lane + 32 c). */
+template <int NC>
 __global__ void attn_kernel(attn_args a)
 {
-	constexpr int NC = HD / 32;
 	extern __shared__ float smem[];
+	const int HD = a.head_dim;
 	const int nwarps = blockDim.x >> 5;
 	float *qs = smem;                         /* [nwarps][HD] scaled query of each warp */
 	float *ks = qs + nwarps * HD;             /* [TK][HD + 1] (padded: no bank conflicts) */
@@ -101,7 +103,7 @@ __global__ void attn_kernel(attn_args a)
 
 	if (active) {
 		const float scale = 1.0f / sqrtf((float)HD);
-		const float *qr = a.q + (row * a.n_heads + head) * HD;
+		const float *qr = a.q + (row * a.n_heads + head) * (int64_t)HD;
 		for (int d = lane; d < HD; d += 32)
 			qs[warp * HD + d] = qr[d] * scale;
 	}
@@ -158,7 +160,8 @@ __global__ void attn_kernel(attn_args a)
 			const float *vr = vs + j * (HD + 1);
 #pragma unroll
 			for (int c = 0; c < NC; c++)
-				acc[c] += w * vr[lane + 32 * c];
+				if (lane + 32 * c < HD)
+					acc[c] += w * vr[lane + 32 * c];
 		}
 		m = mn;
 	}
@@ -171,13 +174,15 @@ __global__ void attn_kernel(attn_args a)
 		const float inv = 1.0f / l;
 #pragma unroll
 		for (int c = 0; c < NC; c++)
-			o[lane + 32 * c] = acc[c] * inv;
+			if (lane + 32 * c < HD)
+				o[lane + 32 * c] = acc[c] * inv;
 	} else {
 		/* partial [n_tokens, n_heads, n_splits, HD + 2]: acc, m, l */
 		float *pp = a.partial + ((row * a.n_heads + head) * a.n_splits + split) * (HD + 2);
 #pragma unroll
 		for (int c = 0; c < NC; c++)
-			pp[lane + 32 * c] = acc[c];
+			if (lane + 32 * c < HD)
+				pp[lane + 32 * c] = acc[c];
 		if (lane == 0) {
 			pp[HD] = m;
 			pp[HD + 1] = l;
@@ -217,13 +222,13 @@ size_t smem_bytes(int hd, int nwarps)
 	return ((size_t)nwarps * hd + 2 * (size_t)TK * (hd + 1)) * sizeof(float);
 }
 
-template <int HD>
+template <int NC>
 cudaError_t launch(cudaStream_t s, const attn_args &a, int32_t n_seqs)
 {
 	const int nwarps = a.rows_per_tile * a.group;
 	const dim3 grid((unsigned)(n_seqs * a.max_tiles), (unsigned)a.n_kv_heads,
 	                (unsigned)a.n_splits);
-	attn_kernel<HD><<<grid, nwarps * 32, smem_bytes(HD, nwarps), s>>>(a);
+	attn_kernel<NC><<<grid, nwarps * 32, smem_bytes(a.head_dim, nwarps), s>>>(a);
 	return cudaGetLastError();
 }
 
@@ -270,22 +275,24 @@ int64_t vk_cuda_attn_scratch_floats(const struct vk_cuda_attn_plan *p, int32_t n
 
 int vk_cuda_attn_supported(int32_t head_dim, int32_t group)
 {
-	return (head_dim == 64 || head_dim == 128 || head_dim == 256) && group >= 1 && group <= 32;
+	return head_dim >= 1 && head_dim <= 256 && group >= 1 && group <= 32;
 }
 
 cudaError_t vk_cuda_attn_init(void)
 {
 	cudaError_t e;
-	e = cudaFuncSetAttribute(attn_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-	                         (int)smem_bytes(64, 32));
-	if (e != cudaSuccess)
-		return e;
-	e = cudaFuncSetAttribute(attn_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-	                         (int)smem_bytes(128, 32));
-	if (e != cudaSuccess)
-		return e;
-	return cudaFuncSetAttribute(attn_kernel<256>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-	                            (int)smem_bytes(256, 32));
+	e = cudaFuncSetAttribute(attn_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+	                         (int)smem_bytes(32, 32));
+	if (e == cudaSuccess)
+		e = cudaFuncSetAttribute(attn_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+		                         (int)smem_bytes(64, 32));
+	if (e == cudaSuccess)
+		e = cudaFuncSetAttribute(attn_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+		                         (int)smem_bytes(128, 32));
+	if (e == cudaSuccess)
+		e = cudaFuncSetAttribute(attn_kernel<8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+		                         (int)smem_bytes(256, 32));
+	return e;
 }
 
 cudaError_t vk_cuda_attention(cudaStream_t s, const struct vk_cuda_attn_plan *plan,
@@ -299,6 +306,7 @@ cudaError_t vk_cuda_attention(cudaStream_t s, const struct vk_cuda_attn_plan *pl
 		return cudaSuccess;
 	attn_args a;
 	a.q = q;
+	a.head_dim = head_dim;
 	a.kpool = kpool;
 	a.vpool = vpool;
 	a.kv_dtype = kv_dtype;
@@ -318,19 +326,16 @@ cudaError_t vk_cuda_attention(cudaStream_t s, const struct vk_cuda_attn_plan *pl
 	a.partial = partial;
 	a.out = out;
 	cudaError_t e;
-	switch (head_dim) {
-	case 64:
-		e = launch<64>(s, a, n_seqs);
-		break;
-	case 128:
-		e = launch<128>(s, a, n_seqs);
-		break;
-	case 256:
-		e = launch<256>(s, a, n_seqs);
-		break;
-	default:
+	if (head_dim <= 32)
+		e = launch<1>(s, a, n_seqs);
+	else if (head_dim <= 64)
+		e = launch<2>(s, a, n_seqs);
+	else if (head_dim <= 128)
+		e = launch<4>(s, a, n_seqs);
+	else if (head_dim <= 256)
+		e = launch<8>(s, a, n_seqs);
+	else
 		return cudaErrorInvalidValue;
-	}
 	if (e != cudaSuccess || plan->n_splits == 1)
 		return e;
 	attn_combine_kernel<<<dim3((unsigned)n_tokens, (unsigned)n_heads), 128, 0, s>>>(

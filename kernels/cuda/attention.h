@@ -25,7 +25,7 @@ void vk_cuda_attn_plan_make(struct vk_cuda_attn_plan *p, int32_t n_seqs, int32_t
 int64_t vk_cuda_attn_scratch_floats(const struct vk_cuda_attn_plan *p, int32_t n_tokens,
                                     int32_t n_heads, int32_t head_dim);
 
-/* 1 if (head_dim, group) is supported: head_dim in {64, 128, 256}, group <= 32. */
+/* 1 if (head_dim, group) is supported: 1 <= head_dim <= 256, 1 <= group <= 32. */
 int vk_cuda_attn_supported(int32_t head_dim, int32_t group);
 
 /* Make the large-shared-memory variants launchable (call once per device). */

@@ -16,9 +16,15 @@
  *  - Decode-step CUDA graphs: capture once per (batch size, block-table capacity); a replay only
  *    refreshes the staged host arguments in the graph's own pinned buffer (see cuda_backend.h).
  *  - Weights: matrices keep their checkpoint dtype on the device (bf16 stays bf16); vectors
- *    (norm weights, biases) are widened to fp32 once at load. GEMM inputs are converted from fp32
- *    to the weight's dtype (bf16: 8 mantissa bits, relative rounding error <= 2^-9 per element)
- *    so tensor cores run with fp32 accumulation; fp32 weights use a pure fp32 GEMM (no TF32).
+ *    (norm weights, biases) are widened to fp32 once at load. fp32 weights use a pure fp32 GEMM
+ *    (no TF32). For 16-bit weights the fp32 activations must become 16-bit for the tensor cores:
+ *      split (steps of <= 128 rows, i.e. decode and short chunks): x = hi + lo, both 16-bit, one
+ *        GEMM over [2n, k] (the weights are still read once), the halves summed in fp32: the
+ *        input keeps ~16 significant bits (error <= 2^-18 |x|), results match the CPU backend's
+ *        fp32 x bf16 products to fp32-accumulation accuracy. Free where decode is bandwidth-bound.
+ *      single (larger prefill chunks): x rounded once to bf16 (error <= 2^-9 |x| per element,
+ *        the precision HF / vLLM run bf16 models at), half the tensor-core work of split.
+ *    VLM_CUDA_GEMM=split|single forces one mode; VLM_CUDA_GEMM_SPLIT_MAX sets the row limit.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -54,7 +60,7 @@ struct dbuf {
 /* Device views of the current step's serialised descriptors. */
 struct meta_view {
 	const int32_t *tokens;     /* [n_tokens] */
-	const int32_t *pos;        /* [3][n_tokens] */
+	const int32_t *pos;        /* [n_tokens]: row 0 (t) of the positions */
 	const int32_t *row_seq;    /* [n_tokens] */
 	const int32_t *row_pos;    /* [n_tokens] */
 	const int32_t *row_sub;    /* [n_tokens], -1: no substitution */
@@ -106,7 +112,13 @@ struct ctx {
 	struct meta_view mv;
 	uint64_t meta_gen;
 
-	struct dbuf act16, partial, stage, small;
+	struct dbuf act16, partial, stage, small, gemm_out;
+	int32_t split_max;         /* matmuls of <= split_max rows use the split (hi + lo) input */
+
+	/* pos rows 1 and 2 for M-RoPE, cached like the descriptors */
+	int32_t *pos3_last;
+	size_t pos3_words;
+	const int32_t *pos3_dev;
 	void **retired;
 	int n_retired, cap_retired;
 
@@ -315,6 +327,7 @@ int stage(struct ctx *c, const void *host, size_t bytes, const void **ret_dev)
 		c->ring_cap = nc;
 		c->ring_off = 0;
 		c->meta_last_words = 0;
+		c->pos3_words = 0;
 	}
 	if (c->ring_off + al > c->ring_cap) {
 		/* wrap: the copies out of the ring's host side must have run */
@@ -323,6 +336,7 @@ int stage(struct ctx *c, const void *host, size_t bytes, const void **ret_dev)
 			return check(c, e, "staging ring wrap");
 		c->ring_off = 0;
 		c->meta_last_words = 0;   /* the cached descriptors lived in the ring */
+		c->pos3_words = 0;
 	}
 	memcpy(c->ring_host + c->ring_off, host, bytes);
 	cudaError_t e = cudaMemcpyAsync(c->ring_dev + c->ring_off, c->ring_host + c->ring_off, bytes,
@@ -340,15 +354,16 @@ int stage(struct ctx *c, const void *host, size_t bytes, const void **ret_dev)
  * n_tokens, n_seqs, max_blocks, max_n, max_ctx; then the arrays in meta_view order. */
 int meta_serialise(struct ctx *c, const struct vk_batch *b, int32_t max_blocks, size_t *ret_words)
 {
-	if (!b || b->n_tokens <= 0 || b->n_seqs <= 0 || !b->tokens || !b->pos || !b->seqs)
-		return fail(c, -EINVAL, "batch: empty or missing arrays");
+	if (!b || b->n_tokens < 0 || b->n_seqs < 0 ||
+	    (b->n_tokens > 0 && (!b->tokens || !b->pos)) || (b->n_seqs > 0 && !b->seqs))
+		return fail(c, -EINVAL, "batch: missing arrays");
 	if (b->n_subs < 0 || (b->n_subs > 0 && !b->subs))
 		return fail(c, -EINVAL, "batch: bad substitution list");
 	const int32_t nt = b->n_tokens, ns = b->n_seqs;
 	int32_t mb = 0, max_n = 0, max_ctx = 0, next = 0;
 	for (int32_t i = 0; i < ns; i++) {
 		const struct vk_seq *s = &b->seqs[i];
-		if (s->first != next || s->n <= 0 || s->past < 0 || s->n > nt - s->first ||
+		if (s->first != next || s->n < 0 || s->past < 0 || s->n > nt - s->first ||
 		    s->n_blocks < 0 || (s->n_blocks > 0 && !s->blocks) || s->past > INT32_MAX - s->n)
 			return fail(c, -EINVAL, "batch: sequence %d (first %d, n %d, past %d) malformed",
 			            i, s->first, s->n, s->past);
@@ -367,7 +382,7 @@ int meta_serialise(struct ctx *c, const struct vk_batch *b, int32_t max_blocks, 
 	else if (mb > max_blocks)
 		return fail(c, -EINVAL, "batch: %d blocks exceed the graph's %d", mb, max_blocks);
 
-	const size_t words = 5 + (size_t)nt * 7 + (size_t)ns * 3 + (size_t)ns * max_blocks;
+	const size_t words = 5 + (size_t)nt * 5 + (size_t)ns * 3 + (size_t)ns * max_blocks;
 	if (words > c->meta_build_cap) {
 		size_t nc = words * 2;
 		int32_t *nb = (int32_t *)realloc(c->meta_build, nc * sizeof(int32_t));
@@ -382,11 +397,14 @@ int meta_serialise(struct ctx *c, const struct vk_batch *b, int32_t max_blocks, 
 	w[2] = max_blocks;
 	w[3] = max_n;
 	w[4] = max_ctx;
-	int32_t *tokens = w + 5, *pos = tokens + nt, *row_seq = pos + 3 * nt, *row_pos = row_seq + nt;
+	/* pos: row 0 only (1-D RoPE callers may pass [1][n_tokens]); M-RoPE stages rows 1, 2 */
+	int32_t *tokens = w + 5, *pos = tokens + nt, *row_seq = pos + nt, *row_pos = row_seq + nt;
 	int32_t *row_sub = row_pos + nt, *sf = row_sub + nt, *sn = sf + ns, *sp = sn + ns;
 	int32_t *blocks = sp + ns;
-	memcpy(tokens, b->tokens, (size_t)nt * sizeof(int32_t));
-	memcpy(pos, b->pos, (size_t)nt * 3 * sizeof(int32_t));
+	if (nt > 0) {
+		memcpy(tokens, b->tokens, (size_t)nt * sizeof(int32_t));
+		memcpy(pos, b->pos, (size_t)nt * sizeof(int32_t));
+	}
 	for (int32_t i = 0; i < ns; i++) {
 		const struct vk_seq *s = &b->seqs[i];
 		sf[i] = s->first;
@@ -431,7 +449,7 @@ void meta_view_set(struct ctx *c, const int32_t *dev, const int32_t *host)
 	const int32_t nt = m->n_tokens, ns = m->n_seqs;
 	m->tokens = dev + 5;
 	m->pos = m->tokens + nt;
-	m->row_seq = m->pos + 3 * nt;
+	m->row_seq = m->pos + nt;
 	m->row_pos = m->row_seq + nt;
 	m->row_sub = m->row_pos + nt;
 	m->seq_first = m->row_sub + nt;
@@ -781,10 +799,13 @@ int be_kv_new(struct vk_backend *be, const struct vk_kv_shape *shape, struct vk_
 	if (rc < 0)
 		return rc;
 	if (shape->n_layers <= 0 || shape->n_blocks <= 0 || shape->block_size <= 0 ||
-	    shape->n_kv_heads <= 0 || !dtype_ok(shape->dtype) ||
-	    !vk_cuda_attn_supported(shape->head_dim, 1))
-		return fail(c, -EINVAL, "KV shape refused (head_dim %d must be 64, 128 or 256)",
+	    shape->n_kv_heads <= 0 || shape->head_dim <= 0)
+		return fail(c, -EINVAL, "KV shape refused (%d layers, %d blocks of %d, %d x %d)",
+		            shape->n_layers, shape->n_blocks, shape->block_size, shape->n_kv_heads,
 		            shape->head_dim);
+	if (!dtype_ok(shape->dtype) || !vk_cuda_attn_supported(shape->head_dim, 1))
+		return fail(c, -ENOTSUP, "KV dtype %d / head_dim %d not supported (head_dim <= 256)",
+		            (int)shape->dtype, shape->head_dim);
 	struct cuda_kv *kv = (struct cuda_kv *)calloc(1, sizeof(*kv));
 	if (!kv)
 		return fail(c, -ENOMEM, "KV cache: out of host memory");
@@ -828,8 +849,14 @@ int be_embed(struct vk_backend *be, const struct vk_weight *table, const struct 
 	if (rc < 0)
 		return rc;
 	const int32_t hidden = (int32_t)table->cols;
+	/* the host image of row_sub: substituted rows' token ids are never looked up */
+	const int32_t *himg = c->mode == MODE_EAGER ? c->meta_last : c->meta_build;
+	const int32_t *hsub = himg + 5 + 4 * (size_t)batch->n_tokens;
+	if (table->dtype != VK_DTYPE_F32 && table->dtype != VK_DTYPE_BF16 &&
+	    table->dtype != VK_DTYPE_F16)
+		return fail(c, -ENOTSUP, "embed: table dtype %d", (int)table->dtype);
 	for (int32_t t = 0; t < batch->n_tokens; t++)
-		if (batch->tokens[t] < 0 || batch->tokens[t] >= table->rows)
+		if (hsub[t] < 0 && (batch->tokens[t] < 0 || batch->tokens[t] >= table->rows))
 			return fail(c, -EINVAL, "token id %d at row %d outside the vocabulary of %lld",
 			            batch->tokens[t], t, (long long)table->rows);
 	/* substitution table; host sources go through the staging buffer on the copy stream */
@@ -947,35 +974,50 @@ int be_matmul(struct vk_backend *be, const float *x, const struct vk_weight *w,
 	const int32_t m = (int32_t)w->rows, k = (int32_t)w->cols;
 	if (n < 0 || (bias && (bias->dtype != VK_DTYPE_F32 || bias->rows * bias->cols != m)))
 		return fail(c, -EINVAL, "matmul: bias does not match [%d x %d]", m, k);
-	const uint64_t s[] = { (uint64_t)(uintptr_t)x, (uint64_t)(uintptr_t)w->data,
-	                       (uint64_t)(uintptr_t)(bias ? bias->data : NULL),
-	                       (uint64_t)(uintptr_t)out, (uint64_t)n };
+	if (!dtype_ok(w->dtype))
+		return fail(c, -ENOTSUP, "matmul: weight dtype %d", (int)w->dtype);
+	const bool split = w->dtype != VK_DTYPE_F32 && n <= c->split_max;
+	const float *bp = bias ? (const float *)bias->data : NULL;
 	const void *in = x;
 	if (w->dtype != VK_DTYPE_F32) {
-		rc = ensure(c, &c->act16, (size_t)n * k * 2, "GEMM input");
+		rc = ensure(c, &c->act16, (size_t)n * k * 2 * (split ? 2 : 1), "GEMM input");
+		if (rc == 0 && split)
+			rc = ensure(c, &c->gemm_out, (size_t)2 * n * m * sizeof(float), "GEMM output");
 		if (rc < 0)
 			return rc;
 		in = c->act16.p;
 	}
-	rc = graph_op(c, OP_MATMUL, s, 5);
+	const uint64_t s[] = { (uint64_t)(uintptr_t)x, (uint64_t)(uintptr_t)w->data,
+	                       (uint64_t)(uintptr_t)bp, (uint64_t)(uintptr_t)out, (uint64_t)n,
+	                       (uint64_t)split };
+	rc = graph_op(c, OP_MATMUL, s, 6);
 	if (rc < 0 || !launching(c) || n == 0)
 		return rc;
 	if (w->dtype != VK_DTYPE_F32) {
-		rc = check(c, vk_cuda_convert(c->stream, x, (int64_t)n * k, w->dtype, c->act16.p),
-		           "GEMM input conversion");
+		cudaError_t e = split ?
+			vk_cuda_convert_split(c->stream, x, (int64_t)n * k, w->dtype, c->act16.p) :
+			vk_cuda_convert(c->stream, x, (int64_t)n * k, w->dtype, c->act16.p);
+		rc = check(c, e, "GEMM input conversion");
 		if (rc < 0)
 			return rc;
 	}
-	rc = vk_cuda_gemm_run(&c->gemm, c->stream, in, w->data, w->dtype,
-	                      bias ? (const float *)bias->data : NULL, n, m, k, out, be->error,
-	                      sizeof(be->error));
+	if (split)   /* one GEMM over [hi; lo] (the weights are read once), then the halves summed */
+		rc = vk_cuda_gemm_run(&c->gemm, c->stream, in, w->data, w->dtype, NULL, 2 * n, m, k,
+		                      (float *)c->gemm_out.p, be->error, sizeof(be->error));
+	else
+		rc = vk_cuda_gemm_run(&c->gemm, c->stream, in, w->data, w->dtype, bp, n, m, k, out,
+		                      be->error, sizeof(be->error));
 	if (rc < 0) {
 		cudaError_t e = cudaPeekAtLastError();
 		if (sticky(e))
 			return check(c, e, "matmul");
 		if (c->mode != MODE_EAGER)
 			c->graph_failed = 1;
+		return rc;
 	}
+	if (split)
+		rc = check(c, vk_cuda_add_halves(c->stream, (const float *)c->gemm_out.p, bp, n, m, out),
+		           "matmul halves");
 	return rc;
 }
 
@@ -994,13 +1036,36 @@ int be_rope(struct vk_backend *be, float *q, float *k, const struct vk_batch *ba
 	rc = meta_get(c, batch);
 	if (rc < 0)
 		return rc;
+	const int32_t *pos = c->mv.pos;   /* 1-D: row 0 is all the kernel reads */
+	if (rope->section[1] + rope->section[2] > 0 && batch->n_tokens > 0) {
+		/* M-RoPE: all three rows, uploaded once per step (cached like the descriptors) */
+		const size_t words = (size_t)batch->n_tokens * 3;
+		if (c->mode != MODE_EAGER || c->pos3_words != words ||
+		    memcmp(c->pos3_last, batch->pos, words * sizeof(int32_t))) {
+			const void *dev;
+			c->pos3_words = 0;
+			rc = stage(c, batch->pos, words * sizeof(int32_t), &dev);
+			if (rc < 0)
+				return rc;
+			if (c->mode == MODE_EAGER) {
+				int32_t *nl = (int32_t *)realloc(c->pos3_last, words * sizeof(int32_t));
+				if (!nl)
+					return fail(c, -ENOMEM, "positions: out of host memory");
+				memcpy(nl, batch->pos, words * sizeof(int32_t));
+				c->pos3_last = nl;
+				c->pos3_words = words;
+			}
+			c->pos3_dev = (const int32_t *)dev;
+		}
+		pos = c->pos3_dev;
+	}
 	const uint64_t s[] = { (uint64_t)(uintptr_t)q, (uint64_t)(uintptr_t)k, (uint64_t)n_heads,
 	                       (uint64_t)n_kv_heads, (uint64_t)head_dim,
 	                       (uint64_t)rope->section[0], (uint64_t)rope->section[1] };
 	rc = graph_op(c, OP_ROPE, s, 7);
 	if (rc < 0 || !launching(c))
 		return rc;
-	return check(c, vk_cuda_rope(c->stream, q, k, c->mv.pos, batch->n_tokens, n_heads,
+	return check(c, vk_cuda_rope(c->stream, q, k, pos, batch->n_tokens, n_heads,
 	                             n_kv_heads, head_dim, rope->theta, rope->section[0],
 	                             rope->section[1]), "rope");
 }
@@ -1226,6 +1291,8 @@ void be_destroy(struct vk_backend *be)
 		cudaFree(c->partial.p);
 		cudaFree(c->stage.p);
 		cudaFree(c->small.p);
+		cudaFree(c->gemm_out.p);
+		free(c->pos3_last);
 		if (c->ids_host)
 			cudaFreeHost(c->ids_host);
 		if (c->ring_host)
@@ -1321,6 +1388,15 @@ extern "C" int vk_cuda_backend_open(struct vk_backend **ret, char *err, size_t e
 	c->sm_count = prop.multiProcessorCount;
 	env = getenv("VLM_CUDA_GRAPHS");
 	c->graphs_enabled = !(env && env[0] == '0');
+	c->split_max = 128;
+	env = getenv("VLM_CUDA_GEMM_SPLIT_MAX");
+	if (env && *env)
+		c->split_max = atoi(env);
+	env = getenv("VLM_CUDA_GEMM");
+	if (env && !strcmp(env, "split"))
+		c->split_max = INT32_MAX;
+	else if (env && !strcmp(env, "single"))
+		c->split_max = -1;
 	int rc = -EIO;
 	const char *what = "stream";
 	if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
@@ -1488,6 +1564,7 @@ extern "C" int vk_cuda_graph_end(struct vk_backend *be)
 	c->cur = NULL;
 	c->graph_batch = NULL;
 	c->meta_last_words = 0;   /* mv points into the graph's buffer now */
+	c->pos3_words = 0;
 	if (m == MODE_CAPTURE) {
 		cudaGraph_t graph = NULL;
 		cudaError_t e = cudaStreamEndCapture(c->stream, &graph);

@@ -247,6 +247,36 @@ __global__ void convert_kernel(const float *src, int64_t count, int dtype, void 
 		store_elem(dst, dtype, i, src[i]);
 }
 
+__device__ __forceinline__ float rounded(int dtype, float v)
+{
+	if (dtype == VK_DTYPE_BF16)
+		return __bfloat162float(__float2bfloat16_rn(v));
+	return __half2float(__float2half_rn(fminf(fmaxf(v, -65504.0f), 65504.0f)));
+}
+
+__global__ void convert_split_kernel(const float *src, int64_t count, int dtype, void *dst)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		const float v = src[i];
+		const float hi = rounded(dtype, v);
+		store_elem(dst, dtype, i, hi);
+		store_elem(dst, dtype, count + i, v - hi);   /* exact in fp32 */
+	}
+}
+
+__global__ void add_halves_kernel(const float *d2, const float *bias, int64_t count, int32_t m,
+                                  float *out)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		float v = d2[i] + d2[count + i];
+		if (bias)
+			v += bias[i % m];
+		out[i] = v;
+	}
+}
+
 __global__ void add_bias_kernel(float *out, const float *bias, int64_t count, int32_t m)
 {
 	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
@@ -362,6 +392,25 @@ cudaError_t vk_cuda_convert(cudaStream_t s, const float *src, int64_t count, int
 	if (count <= 0)
 		return cudaSuccess;
 	convert_kernel<<<grid_for(count, 256), 256, 0, s>>>(src, count, dtype, dst);
+	return cudaGetLastError();
+}
+
+cudaError_t vk_cuda_convert_split(cudaStream_t s, const float *src, int64_t count, int dtype,
+                                  void *dst)
+{
+	if (count <= 0)
+		return cudaSuccess;
+	convert_split_kernel<<<grid_for(count, 256), 256, 0, s>>>(src, count, dtype, dst);
+	return cudaGetLastError();
+}
+
+cudaError_t vk_cuda_add_halves(cudaStream_t s, const float *d2, const float *bias, int32_t n,
+                               int32_t m, float *out)
+{
+	const int64_t count = (int64_t)n * m;
+	if (count <= 0)
+		return cudaSuccess;
+	add_halves_kernel<<<grid_for(count, 256), 256, 0, s>>>(d2, bias, count, m, out);
 	return cudaGetLastError();
 }
 

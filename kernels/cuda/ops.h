@@ -53,6 +53,15 @@ cudaError_t vk_cuda_argmax(cudaStream_t s, const float *logits, int32_t n, int32
 /* dst (dtype, 16-bit) = src fp32, count elements (round to nearest even; fp16 saturates). */
 cudaError_t vk_cuda_convert(cudaStream_t s, const float *src, int64_t count, int dtype, void *dst);
 
+/* Split conversion for near-fp32 GEMMs: hi = round(src) and lo = round(src - hi) in dtype,
+ * dst [2][count] (hi first). hi + lo carries ~16 (bf16) / ~22 (fp16) significant bits. */
+cudaError_t vk_cuda_convert_split(cudaStream_t s, const float *src, int64_t count, int dtype,
+                                  void *dst);
+
+/* out [n, m] = d2[r] + d2[n + r] (+ bias [m]) for d2 [2n, m]: the two halves of a split GEMM. */
+cudaError_t vk_cuda_add_halves(cudaStream_t s, const float *d2, const float *bias, int32_t n,
+                               int32_t m, float *out);
+
 /* out [n, m] += bias [m] (fallback when the GEMM epilogue cannot add it). */
 cudaError_t vk_cuda_add_bias(cudaStream_t s, float *out, const float *bias, int32_t n, int32_t m);
 
