@@ -304,12 +304,14 @@ int stage(struct ctx *c, const void *host, size_t bytes, const void **ret_dev)
 		g->off += al;
 		return 0;
 	}
-	if (al > c->ring_cap) {
-		/* grow the ring: drain the stream first (the old ring may still be read) */
+	if (al > c->ring_cap / 4) {
+		/* grow the ring (to 8x this copy, so that the few stagings of one op never wrap onto
+		 * each other); drain the stream first. The old device ring is kept (retired list): the
+		 * op being staged may already hold a pointer into it. */
 		cudaError_t e = cudaStreamSynchronize(c->stream);
 		if (e != cudaSuccess)
 			return check(c, e, "ring resize");
-		size_t nc = al * 2;
+		size_t nc = al * 8;
 		char *h = NULL, *d = NULL;
 		if (cudaHostAlloc((void **)&h, nc, cudaHostAllocDefault) != cudaSuccess) {
 			(void)cudaGetLastError();
@@ -321,7 +323,16 @@ int stage(struct ctx *c, const void *host, size_t bytes, const void **ret_dev)
 			return fail(c, -ENOMEM, "device staging ring of %zu bytes", nc);
 		}
 		cudaFreeHost(c->ring_host);
-		retire(c, c->ring_dev);
+		if (c->n_retired == c->cap_retired) {
+			int ncap = c->cap_retired ? 2 * c->cap_retired : 16;
+			void **nr = (void **)realloc(c->retired, (size_t)ncap * sizeof(*nr));
+			if (nr) {
+				c->retired = nr;
+				c->cap_retired = ncap;
+			}
+		}
+		if (c->n_retired < c->cap_retired)
+			c->retired[c->n_retired++] = c->ring_dev;   /* else leaked, never freed early */
 		c->ring_host = h;
 		c->ring_dev = d;
 		c->ring_cap = nc;

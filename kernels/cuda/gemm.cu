@@ -70,8 +70,18 @@ void plan_build(struct vk_cuda_gemm *g, struct vk_cuda_gemm_plan *p)
 		return;
 	if (cublasLtMatmulPreferenceCreate(&pref))
 		return;
+	/* the heuristic assumes 256-byte aligned operands unless told otherwise */
+	const uint32_t al = (uint32_t)p->align;
 	if (!cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
 	                                          &g->workspace_bytes, sizeof(g->workspace_bytes)) &&
+	    !cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+	                                          &al, sizeof(al)) &&
+	    !cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+	                                          &al, sizeof(al)) &&
+	    !cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+	                                          &al, sizeof(al)) &&
+	    !cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+	                                          &al, sizeof(al)) &&
 	    !cublasLtMatmulAlgoGetHeuristic(g->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &res,
 	                                    &found) &&
 	    found > 0 && res.state == CUBLAS_STATUS_SUCCESS) {
@@ -82,12 +92,19 @@ void plan_build(struct vk_cuda_gemm *g, struct vk_cuda_gemm_plan *p)
 	cublasLtMatmulPreferenceDestroy(pref);
 }
 
+int align_of(const void *a, const void *b, const void *c)
+{
+	uintptr_t v = (uintptr_t)a | (uintptr_t)b | (uintptr_t)c | 256;
+	return (int)(v & (~v + 1));
+}
+
 struct vk_cuda_gemm_plan *plan_get(struct vk_cuda_gemm *g, int32_t m, int32_t n, int32_t k,
-                                   int dtype, int bias)
+                                   int dtype, int bias, int align)
 {
 	for (int i = 0; i < g->n_plans; i++) {
 		struct vk_cuda_gemm_plan *p = &g->plans[i];
-		if (p->m == m && p->n == n && p->k == k && p->dtype == dtype && p->bias == bias)
+		if (p->m == m && p->n == n && p->k == k && p->dtype == dtype && p->bias == bias &&
+		    p->align == align)
 			return p;
 	}
 	struct vk_cuda_gemm_plan *p;
@@ -104,6 +121,7 @@ struct vk_cuda_gemm_plan *plan_get(struct vk_cuda_gemm *g, int32_t m, int32_t n,
 	p->k = k;
 	p->dtype = dtype;
 	p->bias = bias;
+	p->align = align;
 	plan_build(g, p);
 	return p;
 }
@@ -171,7 +189,8 @@ int vk_cuda_gemm_run(struct vk_cuda_gemm *g, cudaStream_t stream, const void *x,
 	if (n <= 0)
 		return 0;
 	if (g->use_lt) {
-		struct vk_cuda_gemm_plan *p = plan_get(g, m, n, k, dtype, bias != NULL);
+		struct vk_cuda_gemm_plan *p = plan_get(g, m, n, k, dtype, bias != NULL,
+		                                       align_of(x, w, out));
 		if (p->ok) {
 			if (bias &&
 			    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,

@@ -9,12 +9,13 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#define VK_CUDA_GEMM_PLANS 64
+#define VK_CUDA_GEMM_PLANS 256
 
 struct vk_cuda_gemm_plan {
 	int32_t m, n, k;
 	int dtype;                 /* enum vk_dtype of A and B */
 	int bias;
+	int align;                 /* smallest alignment (bytes, <= 256) of x, w and out */
 	int ok;                    /* 1: Lt algo found; 0: use cublasGemmEx + bias kernel */
 	cublasLtMatmulDesc_t desc;
 	cublasLtMatrixLayout_t a, b, c;
