@@ -765,8 +765,8 @@ int be_weight_load(struct vk_backend *be, const void *src, enum vk_dtype dtype, 
 		void *d = NULL;
 		rc = be_alloc(be, count * sizeof(float), &d);
 		if (rc == 0)
-			rc = check(c, cudaMemcpy(d, tmp, count * sizeof(float), cudaMemcpyHostToDevice),
-			           "weight upload");
+			rc = check(c, cudaMemcpyAsync(d, tmp, count * sizeof(float),
+			                              cudaMemcpyHostToDevice, c->stream), "weight upload");
 		free(tmp);
 		if (rc < 0) {
 			be_free(be, d);
@@ -780,8 +780,10 @@ int be_weight_load(struct vk_backend *be, const void *src, enum vk_dtype dtype, 
 		if (rc < 0)
 			return fail(c, rc, "weight [%lld x %lld]: %s", (long long)rows, (long long)cols,
 			            be->error);
-		rc = check(c, cudaMemcpy(d, src, count * dsize(dtype), cudaMemcpyHostToDevice),
-		           "weight upload");
+		/* on the compute stream: a pageable cudaMemcpy may return before its DMA finished,
+		 * and the legacy stream does not order the non-blocking compute stream */
+		rc = check(c, cudaMemcpyAsync(d, src, count * dsize(dtype), cudaMemcpyHostToDevice,
+		                              c->stream), "weight upload");
 		if (rc < 0) {
 			be_free(be, d);
 			return rc;
@@ -1331,6 +1333,11 @@ void be_destroy(struct vk_backend *be)
 extern "C" int vk_cuda_backend_is(const struct vk_backend *be)
 {
 	return be && be->ops == &cuda_ops;
+}
+
+extern "C" void *vk_cuda_backend_stream(const struct vk_backend *be)
+{
+	return vk_cuda_backend_is(be) ? (void *)((const struct ctx *)be->ctx)->stream : NULL;
 }
 
 extern "C" int vk_cuda_backend_lost(const struct vk_backend *be)

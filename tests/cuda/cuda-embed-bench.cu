@@ -116,6 +116,7 @@ int main(void)
 			CK(cudaMemcpy(dtok, tok, ROWS * 4, cudaMemcpyHostToDevice));
 			CK(cudaMemcpy(drsub, rsub, ROWS * 4, cudaMemcpyHostToDevice));
 			CK(cudaMemcpy(dsub, &sub, sizeof(sub), cudaMemcpyHostToDevice));
+			CK(cudaDeviceSynchronize());   /* legacy-stream setup done before stream s runs */
 
 			const double t_src = time_us(s, [&] {
 				CK(cudaMemcpyAsync(dst, src, src_bytes, cudaMemcpyDeviceToDevice, s));

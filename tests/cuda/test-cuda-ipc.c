@@ -220,7 +220,7 @@ static int recv_msg(int sock, struct msg *m, int *fd)
 	return 0;
 }
 
-static void check_embed_from_ipc(const void *rows, int n_rows)
+static void check_embed_from_ipc(const void *rows, int n_rows, struct vk_ipc_event *ev)
 {
 	char err[256];
 	struct vk_backend *be = NULL;
@@ -233,6 +233,9 @@ static void check_embed_from_ipc(const void *rows, int n_rows)
 	struct vk_weight tw;
 	EXPECT(be->ops->weight_load(be, table, VK_DTYPE_BF16, vocab, HIDDEN, &tw) == 0, "%s",
 	       be->error);
+	/* the daemon's way: the step's stream waits for the client's event, the host does not */
+	if (ev)
+		EXPECT(vk_ipc_event_wait(ev, vk_cuda_backend_stream(be)) == 0, "event wait on stream");
 	int32_t *tokens = calloc((size_t)nt, 4), *pos = calloc((size_t)nt * 3, 4);
 	struct vk_row_source src = { 1, n_rows, VK_DTYPE_BF16, 1, HIDDEN * 2, rows };
 	struct vk_seq seq = { 0, nt, 0, 0, NULL };
@@ -321,7 +324,7 @@ static void importer(int sock)
 	}
 	free(all);
 	if (p1)
-		check_embed_from_ipc(p1, 8);
+		check_embed_from_ipc(p1, 8, ev);
 
 	vk_ipc_release(c, m1);
 	EXPECT(vk_ipc_cache_count(c) == 1, "released while referenced");
