@@ -14,8 +14,11 @@
 
 #include <barrier>
 #include <cmath>
+#include <atomic>
+#include <semaphore>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -128,13 +131,69 @@ inline auto max(A a, B b) -> decltype(a + b)
 #define cudaGetLastError() cudaSuccess
 #define cudaFuncSetAttribute(...) cudaSuccess
 
-/* Runs every block of the grid, one after another, each as block.x*y*z threads. */
+/* fake_cudart.cc: the list a capturing stream records into, NULL when it is not capturing */
+std::vector<std::function<void()>> *emu_capture_list(cudaStream_t s);
+
+/* A persistent pool of 1024 threads (creating a thread per GPU thread per block made the tests
+ * spend minutes in the kernel). run(n, job) runs job(0..n-1) on n of them and waits. */
+class emu_pool {
+public:
+	emu_pool()
+	{
+		for (unsigned i = 0; i < 1024; i++)
+			go_.push_back(std::make_unique<std::binary_semaphore>(0));
+		for (unsigned i = 0; i < 1024; i++)
+			th_.emplace_back([this, i] { loop(i); });
+	}
+	~emu_pool()
+	{
+		stop_ = true;
+		for (auto &g : go_)
+			g->release();
+		for (auto &t : th_)
+			t.join();
+	}
+	void run(unsigned n, const std::function<void(unsigned)> &job)
+	{
+		job_ = &job;
+		remaining_.store(n);
+		for (unsigned i = 0; i < n; i++)   /* wake exactly the n threads of this block */
+			go_[i]->release();
+		done_.acquire();
+		job_ = nullptr;
+	}
+
+private:
+	void loop(unsigned i)
+	{
+		for (;;) {
+			go_[i]->acquire();
+			if (stop_)
+				return;
+			(*job_)(i);
+			if (remaining_.fetch_sub(1) == 1)
+				done_.release();
+		}
+	}
+	std::vector<std::thread> th_;
+	std::vector<std::unique_ptr<std::binary_semaphore>> go_;
+	std::binary_semaphore done_{ 0 };
+	const std::function<void(unsigned)> *job_ = nullptr;
+	std::atomic<unsigned> remaining_{ 0 };
+	std::atomic<bool> stop_{ false };
+};
+
+inline emu_pool &emu_threads()
+{
+	static emu_pool pool;
+	return pool;
+}
+
+/* Runs every block of the grid, one after another, each as block.x*y*z pool threads. */
 template <typename F>
-cudaError_t emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, F f)
+void emu_run_grid(dim3 grid, dim3 block, size_t smem, const F &f)
 {
 	const unsigned nt = block.x * block.y * block.z;
-	if (nt == 0 || nt > 1024 || nt % 32)
-		return cudaErrorInvalidConfiguration;
 	for (unsigned bz = 0; bz < grid.z; bz++)
 		for (unsigned by = 0; by < grid.y; by++)
 			for (unsigned bx = 0; bx < grid.x; bx++) {
@@ -146,23 +205,32 @@ cudaError_t emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, F f)
 				b.slots.assign(nt, 0);
 				b.smem.assign(smem + 16, (char)0x7f);   /* garbage-ish, not zero */
 				emu_cur() = &b;
-				std::vector<std::thread> th;
-				th.reserve(nt);
-				for (unsigned t = 0; t < nt; t++)
-					th.emplace_back([&, t] {
-						emu_tidx = uint3{ t % block.x, (t / block.x) % block.y,
-						                  t / (block.x * block.y) };
-						emu_bidx = uint3{ bx, by, bz };
-						emu_bdim = block;
-						emu_gdim = grid;
-						f();
-						b.warps[t / 32]->arrive_and_drop();
-						b.block->arrive_and_drop();
-					});
-				for (auto &x : th)
-					x.join();
+				const std::function<void(unsigned)> job = [&](unsigned t) {
+					emu_tidx = uint3{ t % block.x, (t / block.x) % block.y,
+					                  t / (block.x * block.y) };
+					emu_bidx = uint3{ bx, by, bz };
+					emu_bdim = block;
+					emu_gdim = grid;
+					f();
+					b.warps[t / 32]->arrive_and_drop();
+					b.block->arrive_and_drop();
+				};
+				emu_threads().run(nt, job);
 				emu_cur() = nullptr;
 			}
+}
+
+/* A launch: runs now, or is recorded (by value) when the stream is capturing a graph. */
+template <typename F>
+cudaError_t emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, F f)
+{
+	const unsigned nt = block.x * block.y * block.z;
+	if (nt == 0 || nt > 1024 || nt % 32 || grid.x == 0 || grid.y == 0 || grid.z == 0)
+		return cudaErrorInvalidConfiguration;
+	if (auto *l = emu_capture_list(s))
+		l->push_back([=] { emu_run_grid(grid, block, smem, f); });
+	else
+		emu_run_grid(grid, block, smem, f);
 	return cudaSuccess;
 }
 

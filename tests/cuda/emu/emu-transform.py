@@ -2,7 +2,8 @@
 """tests/cuda/emu/emu-transform.py IN.cu OUT.cc — rewrite a .cu file for the CPU emulator.
 
 Kernel launches `k<<<grid, block, smem, stream>>>(args);` become
-`emu_launch(grid, block, smem, stream, [&] { k(args); });` and the dynamic shared-memory
+`emu_launch(grid, block, smem, stream, [=] { k(args); });` (by value: a captured graph
+replays it later) and the dynamic shared-memory
 declaration becomes a pointer into the emulator's per-block buffer. Nothing else changes, so the
 emulated code is the kernel code as written."""
 import re
@@ -56,7 +57,7 @@ def main():
                     break
             e += 1
         args = src[k + 1:e]
-        out += 'emu_launch(%s, %s, %s, %s, [&] { %s(%s); })' % (cfg[0], cfg[1], cfg[2], cfg[3],
+        out += 'emu_launch(%s, %s, %s, %s, [=] { %s(%s); })' % (cfg[0], cfg[1], cfg[2], cfg[3],
                                                                 m.group(1), args)
         i = e + 1
     open(sys.argv[2], 'w').write('#include "cuda_emu.h"\n' + out)
