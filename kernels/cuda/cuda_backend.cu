@@ -365,8 +365,8 @@ int stage(struct ctx *c, const void *host, size_t bytes, const void **ret_dev)
  * n_tokens, n_seqs, max_blocks, max_n, max_ctx; then the arrays in meta_view order. */
 int meta_serialise(struct ctx *c, const struct vk_batch *b, int32_t max_blocks, size_t *ret_words)
 {
-	if (!b || b->n_tokens < 0 || b->n_seqs < 0 ||
-	    (b->n_tokens > 0 && (!b->tokens || !b->pos)) || (b->n_seqs > 0 && !b->seqs))
+	/* tokens and pos may be NULL for ops that do not read them (embed / rope check) */
+	if (!b || b->n_tokens < 0 || b->n_seqs < 0 || (b->n_seqs > 0 && !b->seqs))
 		return fail(c, -EINVAL, "batch: missing arrays");
 	if (b->n_subs < 0 || (b->n_subs > 0 && !b->subs))
 		return fail(c, -EINVAL, "batch: bad substitution list");
@@ -412,10 +412,14 @@ int meta_serialise(struct ctx *c, const struct vk_batch *b, int32_t max_blocks, 
 	int32_t *tokens = w + 5, *pos = tokens + nt, *row_seq = pos + nt, *row_pos = row_seq + nt;
 	int32_t *row_sub = row_pos + nt, *sf = row_sub + nt, *sn = sf + ns, *sp = sn + ns;
 	int32_t *blocks = sp + ns;
-	if (nt > 0) {
+	if (nt > 0 && b->tokens)
 		memcpy(tokens, b->tokens, (size_t)nt * sizeof(int32_t));
+	else if (nt > 0)
+		memset(tokens, 0, (size_t)nt * sizeof(int32_t));
+	if (nt > 0 && b->pos)
 		memcpy(pos, b->pos, (size_t)nt * sizeof(int32_t));
-	}
+	else if (nt > 0)
+		memset(pos, 0, (size_t)nt * sizeof(int32_t));
 	for (int32_t i = 0; i < ns; i++) {
 		const struct vk_seq *s = &b->seqs[i];
 		sf[i] = s->first;
@@ -858,6 +862,8 @@ int be_embed(struct vk_backend *be, const struct vk_weight *table, const struct 
 		return rc;
 	if (c->mode != MODE_EAGER && batch && batch->n_subs > 0)
 		return fail(c, -EINVAL, "graph section: substitutions are not allowed");
+	if (!batch || (batch->n_tokens > 0 && !batch->tokens))
+		return fail(c, -EINVAL, "embed: no token ids");
 	rc = meta_get(c, batch);
 	if (rc < 0)
 		return rc;
@@ -1046,6 +1052,8 @@ int be_rope(struct vk_backend *be, float *q, float *k, const struct vk_batch *ba
 	    rope->section[0] + rope->section[1] + rope->section[2] != head_dim / 2)
 		return fail(c, -EINVAL, "rope: section %d/%d/%d does not add up to head_dim/2 = %d",
 		            rope->section[0], rope->section[1], rope->section[2], head_dim / 2);
+	if (!batch || (batch->n_tokens > 0 && !batch->pos))
+		return fail(c, -EINVAL, "rope: no positions");
 	rc = meta_get(c, batch);
 	if (rc < 0)
 		return rc;

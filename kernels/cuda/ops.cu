@@ -145,7 +145,7 @@ __global__ void rmsnorm_kernel(float *residual, const float *x, const float *w, 
 }
 
 /* One block per token; thread i owns rotary pair i (dims i and i + half) of every head, so the
- * angle is computed once per (token, pair). inv_freq mirrors HF: 1 / theta^(2i / dim) in fp32. */
+ * angle is computed once per (token, pair): fp32 product pos * inv_freq, as HF does. */
 __global__ void rope_kernel(float *q, float *k, const int32_t *pos, int32_t n_tokens,
                             int32_t n_heads, int32_t n_kv_heads, int32_t head_dim, float theta,
                             int32_t sec0, int32_t sec1)
@@ -155,8 +155,9 @@ __global__ void rope_kernel(float *q, float *k, const int32_t *pos, int32_t n_to
 	for (int32_t i = threadIdx.x; i < half; i += blockDim.x) {
 		const int axis = i < sec0 ? 0 : (i < sec0 + sec1 ? 1 : 2);
 		const float p = (float)pos[(int64_t)axis * n_tokens + t];
-		const float e = (float)(2 * i) / (float)head_dim;
-		const float inv = 1.0f / (float)pow((double)theta, (double)e);
+		/* the CPU backend's (and the reference backend's) rounding: one rounding of the
+		 * double-precision 1 / theta^(2i / d), so both backends rotate by identical angles */
+		const float inv = (float)(1.0 / pow((double)theta, (double)(2 * i) / head_dim));
 		float sn, cs;
 		sincosf(p * inv, &sn, &cs);
 		for (int32_t h = 0; h < n_heads; h++) {

@@ -214,7 +214,7 @@ static void test_rope()
 			for (int h = 0; h < heads; h++)
 				for (int i = 0; i < half; i++) {
 					int axis = i < s0 ? 0 : i < s0 + s1 ? 1 : 2;
-					float inv = 1.0f / (float)std::pow(1e6, (double)((float)(2 * i) / (float)hd));
+					float inv = (float)(1.0 / std::pow(1e6, (double)(2 * i) / hd));
 					float ang = (float)pos[axis * nt + t] * inv;
 					size_t b = ((size_t)t * heads + h) * hd;
 					double a = src[b + i], c = src[b + i + half];
