@@ -21,12 +21,15 @@
  *    its own worker threads inside an op). Different instances are independent.
  *  - Bad arguments (token id >= table rows, position beyond a sequence's blocks, block id out of
  *    range, unsupported dtype) give -EINVAL / -ERANGE / -ENOTSUP and an error text, never a crash.
+ *  - Any op of a device backend may return VK_EDEVICE_LOST: the device hit a sticky error and the
+ *    backend is unusable; fail every in-flight request and exit non-zero (systemd restarts us).
  *
  * This header is compiled as C and as C++ (nvcc).
  */
 #ifndef VLM_KERNELS_BACKEND_H
 #define VLM_KERNELS_BACKEND_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +38,9 @@ extern "C" {
 #endif
 
 #define VK_BACKEND_ABI 1
+
+/* Returned by any op of a backend whose device is gone (see the conventions above). */
+#define VK_EDEVICE_LOST (-ENOTRECOVERABLE)
 
 enum vk_dtype {
 	VK_DTYPE_F32 = 0,
@@ -104,6 +110,21 @@ struct vk_probe {
 	double copy_bandwidth_gbps;   /* device-to-device (or memory-to-memory) copy, bytes read+written */
 	double peak_gflops;           /* multiply-add rate of the matmul path at its best, GFLOP/s */
 	int32_t threads;              /* CPU worker threads (0 for a device backend) */
+};
+
+/* Per-row sampling parameters of ops->sample. */
+struct vk_sample_params {
+	float temperature;          /* <= 0: greedy */
+	int32_t top_k;              /* <= 0: none */
+	float top_p;                /* >= 1: none */
+	float min_p;                /* <= 0: none */
+	float repetition_penalty;   /* 1 = none */
+	float presence_penalty;     /* 0 = none */
+	float frequency_penalty;    /* 0 = none */
+	uint64_t seed;
+	uint64_t step;              /* advances per generated token */
+	int32_t n_history;          /* pairs in history */
+	const int32_t *history;     /* host [n_history][2]: (token id, count), token ids distinct */
 };
 
 struct vk_kv;               /* backend-private */
@@ -187,13 +208,41 @@ struct vk_backend_ops {
 	int (*swiglu)(struct vk_backend *be, const float *gate, const float *up, int32_t n,
 	              int32_t dim, float *out);
 
-	/* out[i] = x[rows[i]]. x [*, dim]; rows host [n]; out [n, dim]. */
+	/* out[i] = x[rows[i]]. x [*, dim]; rows host [n]; out [n, dim]. The caller guarantees
+	 * 0 <= rows[i] < rows of x (a host backend checks rows[i] >= 0 only; on a device an
+	 * out-of-range row is an illegal address, i.e. VK_EDEVICE_LOST). */
 	int (*get_rows)(struct vk_backend *be, const float *x, const int32_t *rows, int32_t n,
 	                int32_t dim, float *out);
 
 	/* ret_ids (host) [n] = argmax of each row of logits [n, vocab] (first index wins ties). */
 	int (*argmax)(struct vk_backend *be, const float *logits, int32_t n, int32_t vocab,
 	              int32_t *ret_ids);
+
+	/* ---- added after the 05:15 interface freeze; all optional (NULL) ---- */
+
+	/* Sampling on the backend so only token ids cross to the host (NULL: the caller downloads
+	 * the logits and samples on the host). logits [n, vocab] are clobbered; params host [n];
+	 * ret_ids host [n]. Semantics per row r, with params[r]:
+	 *  1. penalties over the row's (token, count) history: repetition (HF: a positive logit is
+	 *     divided by the penalty, a negative one multiplied), presence (minus presence_penalty
+	 *     if count > 0), frequency (minus frequency_penalty * count);
+	 *  2. temperature <= 0: greedy (first index of the maximum);
+	 *  3. else p = softmax(logits / temperature) restricted to tokens with p >= the top_k-th
+	 *     largest (ties kept; top_k <= 0 or >= vocab: no top-k), p >= min_p * max p (min_p <= 0:
+	 *     none), then to the smallest threshold whose kept mass is >= top_p of the remaining
+	 *     mass (top_p >= 1: none);
+	 *  4. one token drawn from the renormalised remainder with the uniform number
+	 *     u = splitmix64(seed ^ (step * 0x9e3779b97f4a7c15)) / 2^64. */
+	int (*sample)(struct vk_backend *be, float *logits, int32_t n, int32_t vocab,
+	              const struct vk_sample_params *params, int32_t *ret_ids);
+
+	/* Step hooks (NULL: nothing to do), e.g. CUDA graph capture/replay of a decode step.
+	 * The forward calls step_begin before the step's first op and step_end after its last;
+	 * between them it issues the same op sequence on the same buffers every step and no
+	 * download / argmax / sample. step_begin < 0: run the step eagerly (call no step_end);
+	 * step_end == -ECANCELED: the step did not run, redo it eagerly. */
+	int (*step_begin)(struct vk_backend *be, const struct vk_batch *batch);
+	int (*step_end)(struct vk_backend *be);
 };
 
 /* A backend instance. The table plus the backend's private context. */

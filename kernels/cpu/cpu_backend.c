@@ -5,9 +5,10 @@
  *  - Weights are used in place (the mmap'd checkpoint): bf16 and fp16 stay 16-bit in memory and
  *    are widened in registers (decode) or per cache block (prefill). Only 1-row weights (norms,
  *    biases: a few KB) get an fp32 copy at load.
- *  - matmul has two paths. n <= 8 rows (decode): a matvec that streams every weight row once for
- *    all rows, split by output rows across threads — memory-bound, so the goal is bandwidth.
- *    n > 8 (prefill): a blocked GEMM; each thread takes a block of weight rows, widens one
+ *  - matmul has two paths. n <= 32 rows (decode): a matvec that streams every weight row once
+ *    from memory for all rows (8 rows per register pass, further passes hit L2), split by output
+ *    rows across threads — memory-bound, so the goal is bandwidth.
+ *    n > 32 (prefill): a blocked GEMM; each thread takes a block of weight rows, widens one
  *    [NC, KC] slice to fp32 into its own buffer (L2-sized), and runs the microkernel over every
  *    MR-row strip of activations (L1-sized) — compute-bound, so the goal is FMA rate.
  *  - Attention: one work item per (token, KV head); the group's query heads share each K/V row
@@ -17,6 +18,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +37,10 @@
 #define MR_MAX 8
 #define NR_MAX 8
 #define MAX_HEAD_DIM 1024
+#define MV_L1_BYTES (32 << 10)   /* matvec: activation slice kept in L1 per weight pass */
+/* Up to this many rows the matvec (8 rows per pass, later passes reading the weight chunk from
+ * L2) beats widening weight blocks for the GEMM; measured on a 2-core Sapphire Rapids VM. */
+#define MV_MAX_ROWS 32
 
 struct vk_kv {
 	struct vk_kv_shape shape;
@@ -47,8 +53,10 @@ struct vk_kv {
 struct thread_scratch {
 	float *wbuf;            /* GEMM: [NC_MAX + NR_MAX][KC_MAX + 16] widened weight block */
 	float *xedge;           /* GEMM: [MR_MAX][KC_MAX + 16] zero-padded activation strip */
-	float *attn;            /* attention: [group][head_dim + block_size], grown on demand */
+	float *attn;            /* attention: see attn_scratch_floats(), grown on demand */
 	size_t attn_len;        /* floats in attn */
+	const unsigned char **blk;   /* attention: [2][max blocks of a sequence] K, V block bases */
+	size_t blk_len;         /* entries in blk */
 };
 
 struct cpu_ctx {
@@ -84,6 +92,7 @@ static void cpu_destroy(struct vk_backend *be)
 				free(c->scratch[i].wbuf);
 				free(c->scratch[i].xedge);
 				free(c->scratch[i].attn);
+				free(c->scratch[i].blk);
 			}
 		free(c->scratch);
 		free(c);
@@ -367,24 +376,48 @@ struct mm_job {
 	const float *bias;
 	int32_t n;
 	float *out;
-	/* GEMM blocking */
-	int64_t nc, kc, n_blocks;
-	atomic_long next;
+	int64_t nc;             /* weight rows per work item */
+	int64_t kc;             /* GEMM: reduction depth per cache block */
+	int64_t n_blocks;       /* work items */
+	atomic_long next;       /* next work item */
 };
 
+/* Rows [lo, hi) of the matvec for all n activation rows. */
+static void matvec_rows(struct mm_job *j, int64_t lo, int64_t hi)
+{
+	const struct vk_weight *w = j->w;
+	const int64_t K = w->cols;
+	const size_t esz = vk_dtype_size(w->dtype);
+
+	for (int32_t i = 0; i < j->n; i += VK_MV_MAXN) {
+		int m = j->n - i < VK_MV_MAXN ? j->n - i : VK_MV_MAXN;
+		/* keep the activation rows' slice in L1: [m, kc] floats <= MV_L1_BYTES */
+		int64_t kc = K;
+		if ((int64_t)m * K * 4 > MV_L1_BYTES) {
+			int64_t chunks = ((int64_t)m * K * 4 + MV_L1_BYTES - 1) / MV_L1_BYTES;
+			kc = ((K + chunks - 1) / chunks + 15) & ~(int64_t)15;
+		}
+		for (int64_t k0 = 0; k0 < K; k0 += kc) {
+			int64_t len = K - k0 < kc ? K - k0 : kc;
+			j->c->isa->matvec(j->x + (size_t)i * (size_t)K + (size_t)k0, K, m,
+			                  (const char *)w->data + (size_t)k0 * esz, w->dtype, K, len, lo, hi,
+			                  k0 == 0 ? j->bias : NULL, j->out + (size_t)i * (size_t)w->rows,
+			                  w->rows, k0 > 0);
+		}
+	}
+}
+
+/* Threads take chunks of weight rows from a shared counter, so a thread the OS descheduled
+ * (the machine is shared) delays the op by at most one chunk. */
 static void matvec_fn(void *arg, int tid, int nt)
 {
 	struct mm_job *j = arg;
-	const struct vk_weight *w = j->w;
-	int64_t lo, hi;
+	long b;
 
-	split(w->rows, tid, nt, 16, &lo, &hi);
-	if (hi <= lo)
-		return;
-	for (int32_t i = 0; i < j->n; i += VK_MV_MAXN) {
-		int m = j->n - i < VK_MV_MAXN ? j->n - i : VK_MV_MAXN;
-		j->c->isa->matvec(j->x + (size_t)i * (size_t)w->cols, w->cols, m, w->data, w->dtype,
-		                  w->cols, lo, hi, j->bias, j->out + (size_t)i * (size_t)w->rows, w->rows);
+	while ((b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_blocks) {
+		int64_t lo = b * j->nc;
+		int64_t hi = lo + j->nc < j->w->rows ? lo + j->nc : j->w->rows;
+		matvec_rows(j, lo, hi);
 	}
 }
 
@@ -471,11 +504,18 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 			return r;
 	}
 	struct mm_job j = { .c = c, .x = x, .w = w, .bias = bf, .n = n, .out = out };
-	if (n <= VK_MV_MAXN) {
-		if ((int64_t)n * w->rows * w->cols < 65536)
-			matvec_fn(&j, 0, 1);
-		else
-			vk_pool_run(c->pool, matvec_fn, &j);
+	atomic_init(&j.next, 0);
+	if (n <= MV_MAX_ROWS) {
+		if ((int64_t)n * w->rows * w->cols < 65536) {
+			matvec_rows(&j, 0, w->rows);
+			return 0;
+		}
+		/* ~8 chunks per thread, at least 64 rows each, a multiple of 16 rows */
+		int64_t nc = (w->rows + 8 * c->n_threads - 1) / (8 * c->n_threads);
+		nc = nc < 64 ? 64 : (nc + 15) & ~(int64_t)15;
+		j.nc = nc;
+		j.n_blocks = (w->rows + nc - 1) / nc;
+		vk_pool_run(c->pool, matvec_fn, &j);
 		return 0;
 	}
 	/* KC: the whole depth if it fits, else equal chunks of at most KC_MAX */
@@ -488,7 +528,6 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 	j.nc = (w->rows + nb - 1) / nb;
 	j.nc = (j.nc + c->isa->nr - 1) / c->isa->nr * c->isa->nr;
 	j.n_blocks = (w->rows + j.nc - 1) / j.nc;
-	atomic_init(&j.next, 0);
 	vk_pool_run(c->pool, gemm_fn, &j);
 	return 0;
 }
@@ -600,6 +639,21 @@ static void attn_item(struct attn_job *j, struct thread_scratch *ts, int32_t row
 	float *sc = ts->attn + (size_t)G * hd;    /* [G][bs] */
 	float mx[64], l[64];                      /* G <= 64 checked by the caller */
 
+	if (isa->attn_row) {
+		int32_t nb = (ctx + bs - 1) / bs;
+		size_t layer_base = (size_t)j->layer * kv->layer_elems * kv->esz;
+		for (int32_t b = 0; b < nb; b++) {
+			size_t off = layer_base + (size_t)sq->blocks[b] * (size_t)bs * pos_stride + head_off;
+			ts->blk[b] = kv->k + off;
+			ts->blk[nb + b] = kv->v + off;
+		}
+		float *o = j->out + ((size_t)row * j->n_heads + (size_t)kh * G) * hd;
+		const float *qg = j->q + ((size_t)row * j->n_heads + (size_t)kh * G) * hd;
+		if (isa->attn_row(qg, G, hd, ctx, bs, ts->blk, ts->blk + nb, pos_stride, s->dtype, scale,
+		                  ts->attn, o) == 0)
+			return;
+	}
+
 	for (int32_t g = 0; g < G; g++) {
 		mx[g] = -INFINITY;
 		l[g] = 0.0f;
@@ -664,15 +718,34 @@ static int cpu_attention(struct vk_backend *be, struct vk_kv *kv, int32_t layer,
 		return vk_backend_set_error(be, -EINVAL,
 			"attention: %d heads not a multiple (<= 64x) of %d KV heads", n_heads, s->n_kv_heads);
 	int32_t G = n_heads / s->n_kv_heads;
-	size_t need = (size_t)G * ((size_t)s->head_dim + (size_t)s->block_size);
+	/* the larger of attn_row's and the portable loop's needs */
+	size_t need = 2 * (size_t)VK_ATTN_CHUNK * (size_t)s->head_dim +
+	              (size_t)G * (size_t)s->head_dim + VK_ATTN_CHUNK;
+	if ((size_t)G * ((size_t)s->head_dim + (size_t)s->block_size) > need)
+		need = (size_t)G * ((size_t)s->head_dim + (size_t)s->block_size);
+	size_t need_blk = 0;
+	for (int32_t i = 0; i < batch->n_seqs; i++) {
+		size_t nb = ((size_t)batch->seqs[i].past + (size_t)batch->seqs[i].n +
+		             (size_t)s->block_size - 1) / (size_t)s->block_size;
+		if (2 * nb > need_blk)
+			need_blk = 2 * nb;
+	}
 	for (int t = 0; t < c->n_threads; t++) {
-		if (c->scratch[t].attn_len >= need)
-			continue;
-		float *p = realloc(c->scratch[t].attn, need * sizeof(float));
-		if (!p)
-			return vk_backend_set_error(be, -ENOMEM, "attention: out of memory");
-		c->scratch[t].attn = p;
-		c->scratch[t].attn_len = need;
+		struct thread_scratch *ts = &c->scratch[t];
+		if (ts->attn_len < need) {
+			float *p = realloc(ts->attn, need * sizeof(float));
+			if (!p)
+				return vk_backend_set_error(be, -ENOMEM, "attention: out of memory");
+			ts->attn = p;
+			ts->attn_len = need;
+		}
+		if (ts->blk_len < need_blk) {
+			const unsigned char **p = realloc(ts->blk, need_blk * sizeof(*p));
+			if (!p)
+				return vk_backend_set_error(be, -ENOMEM, "attention: out of memory");
+			ts->blk = p;
+			ts->blk_len = need_blk;
+		}
 	}
 	int32_t *row_seq = malloc(sizeof(int32_t) * (size_t)batch->n_tokens);
 	if (!row_seq)
@@ -902,9 +975,12 @@ int vk_cpu_backend_open(struct vk_backend **ret, char *err, size_t err_len)
 	struct cpu_ctx *c = NULL;
 	const char *env;
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
 	int r;
 
 	*ret = NULL;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		n = CPU_COUNT(&set);   /* the CPUs this process may run on (containers, taskset) */
 	if (n < 1)
 		n = 1;
 	env = getenv("VLM_THREADS");

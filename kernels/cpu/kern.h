@@ -16,16 +16,19 @@
 #include "kernels/backend.h"
 
 #define VK_MV_MAXN 8   /* matvec handles up to this many activation rows per weight pass */
+#define VK_ATTN_CHUNK 64   /* attn_row: positions per softmax update */
 
 struct vk_cpu_isa {
 	const char *name;
 	int mr;         /* GEMM microkernel: activation rows per tile */
 	int nr;         /* GEMM microkernel: weight rows per tile */
 
-	/* out[i * ldo + r] = dot(x[i * ldx .. + K], w row r) (+ bias[r]) for i < n, r in [r0, r1).
-	 * 1 <= n <= VK_MV_MAXN. w [*, K] of dt, row-major; every weight row is read once. */
+	/* out[i * ldo + r] (+)= dot(x[i * ldx .. + K], w[r * ldw .. + K]) (+ bias[r]) for i < n,
+	 * r in [r0, r1); accumulate adds to out instead of overwriting it. 1 <= n <= VK_MV_MAXN.
+	 * w has elements of dt, rows ldw elements apart; every weight row is read once. */
 	void (*matvec)(const float *x, int64_t ldx, int n, const void *w, enum vk_dtype dt,
-	               int64_t K, int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
+	               int64_t ldw, int64_t K, int64_t r0, int64_t r1, const float *bias,
+	               float *out, int64_t ldo, int accumulate);
 
 	/* c[i * ldc + j] (+)= dot(x[i * ldx .. + kc], w[j * ldw .. + kc]) for i < mr, j < nr.
 	 * accumulate = 0 overwrites c. x rows and w rows are fp32; w rows are padded to ldw. */
@@ -46,6 +49,15 @@ struct vk_cpu_isa {
 	float (*sumsq)(const float *x, int64_t n);
 	/* out[i] = x[i] * s * w[i] */
 	void (*scale_mul)(const float *x, float s, const float *w, float *out, int64_t n);
+
+	/* Optional (NULL: the backend's portable loop). Attention of G query heads q [G][hd] (one
+	 * token, one KV head) over positions [0, ctx): position p lives in block p / bs at
+	 * kblk[p / bs] + (p % bs) * pos_stride (bytes; same for vblk), elements of dt.
+	 * scratch: >= 2 * VK_ATTN_CHUNK * hd + G * hd + VK_ATTN_CHUNK floats. out [G][hd]. Returns 0, or -1 if
+	 * this hd is not handled (the caller then uses the portable loop). */
+	int (*attn_row)(const float *q, int G, int hd, int ctx, int bs,
+	                const unsigned char *const *kblk, const unsigned char *const *vblk,
+	                size_t pos_stride, enum vk_dtype dt, float scale, float *scratch, float *out);
 };
 
 extern const struct vk_cpu_isa vk_cpu_isa_avx512;

@@ -14,7 +14,7 @@
 
 #define AI static inline __attribute__((always_inline))
 
-AI __m256 ldw(const void *w, enum vk_dtype dt, int64_t k)
+AI __m256 ld_wt(const void *w, enum vk_dtype dt, int64_t k)
 {
 	if (dt == VK_DTYPE_F32)
 		return _mm256_loadu_ps((const float *)w + k);
@@ -37,15 +37,16 @@ AI const void *wrow(const void *w, enum vk_dtype dt, int64_t K, int64_t r)
 	return (const char *)w + (size_t)r * (size_t)K * (dt == VK_DTYPE_F32 ? 4 : 2);
 }
 
-AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t K,
-                 int64_t r, const float *bias, float *out, int64_t ldo, const int N, const int R)
+AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t ldw,
+                 int64_t K, int64_t r, const float *bias, float *out, int64_t ldo, int accumulate,
+                 const int N, const int R)
 {
 	__m256 acc[4][VK_MV_MAXN];
 	const void *wr[4];
 
 #pragma GCC unroll 4
 	for (int j = 0; j < R; j++) {
-		wr[j] = wrow(w, dt, K, r + j);
+		wr[j] = wrow(w, dt, ldw, r + j);
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++)
 			acc[j][i] = _mm256_setzero_ps();
@@ -55,10 +56,11 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 		__m256 wv[4];
 #pragma GCC unroll 4
 		for (int j = 0; j < R; j++)
-			wv[j] = ldw(wr[j], dt, k);
+			wv[j] = ld_wt(wr[j], dt, k);
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++) {
 			__m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+			__asm__("" : "+x"(xv));   /* one load per activation vector, see kern_avx512.c */
 #pragma GCC unroll 4
 			for (int j = 0; j < R; j++)
 				acc[j][i] = _mm256_fmadd_ps(wv[j], xv, acc[j][i]);
@@ -72,49 +74,51 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 			float s = hsum(acc[j][i]);
 			for (int64_t t = k; t < K; t++)
 				s += x[i * ldx + t] * vk_load_elem(wr[j], dt, t);
-			out[i * ldo + r + j] = s + b;
+			out[i * ldo + r + j] = accumulate ? out[i * ldo + r + j] + s + b : s + b;
 		}
 	}
 }
 
-AI void mv_rows(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t K,
-                int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo, const int N)
+AI void mv_rows(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t ldw,
+                int64_t K, int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo,
+                int accumulate, const int N)
 {
-	const int R = N <= 2 ? 4 : N <= 6 ? 2 : 1;
+	const int R = N <= 2 ? 4 : N <= 6 ? 2 : 1;   /* R * N accumulators <= 12 of 16 registers */
 	int64_t r = r0;
 	for (; r + R <= r1; r += R)
-		mv_block(x, ldx, w, dt, K, r, bias, out, ldo, N, R);
+		mv_block(x, ldx, w, dt, ldw, K, r, bias, out, ldo, accumulate, N, R);
 	for (; r < r1; r++)
-		mv_block(x, ldx, w, dt, K, r, bias, out, ldo, N, 1);
+		mv_block(x, ldx, w, dt, ldw, K, r, bias, out, ldo, accumulate, N, 1);
 }
 
 #define MV_DT(DT, SUFFIX)                                                                       \
-	static void mv_##SUFFIX(const float *x, int64_t ldx, int n, const void *w, int64_t K,   \
-	                        int64_t r0, int64_t r1, const float *bias, float *out,          \
-	                        int64_t ldo)                                                    \
+	static void mv_##SUFFIX(const float *x, int64_t ldx, int n, const void *w, int64_t ldw, \
+	                        int64_t K, int64_t r0, int64_t r1, const float *bias,           \
+	                        float *out, int64_t ldo, int acc)                               \
 	{                                                                                       \
 		switch (n) {                                                                    \
-		case 1: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 1); break;            \
-		case 2: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 2); break;            \
-		case 3: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 3); break;            \
-		case 4: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 4); break;            \
-		case 5: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 5); break;            \
-		case 6: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 6); break;            \
-		case 7: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 7); break;            \
-		default: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 8); break;           \
+		case 1: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 1); break;            \
+		case 2: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 2); break;            \
+		case 3: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 3); break;            \
+		case 4: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 4); break;            \
+		case 5: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 5); break;            \
+		case 6: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 6); break;            \
+		case 7: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 7); break;            \
+		default: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 8); break;           \
 		}                                                                               \
 	}
 MV_DT(VK_DTYPE_F32, f32)
 MV_DT(VK_DTYPE_F16, f16)
 MV_DT(VK_DTYPE_BF16, bf16)
 
-static void matvec(const float *x, int64_t ldx, int n, const void *w, enum vk_dtype dt, int64_t K,
-                   int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo)
+static void matvec(const float *x, int64_t ldx, int n, const void *w, enum vk_dtype dt,
+                   int64_t ldw, int64_t K, int64_t r0, int64_t r1, const float *bias, float *out,
+                   int64_t ldo, int acc)
 {
 	switch (dt) {
-	case VK_DTYPE_F32: mv_f32(x, ldx, n, w, K, r0, r1, bias, out, ldo); break;
-	case VK_DTYPE_F16: mv_f16(x, ldx, n, w, K, r0, r1, bias, out, ldo); break;
-	case VK_DTYPE_BF16: mv_bf16(x, ldx, n, w, K, r0, r1, bias, out, ldo); break;
+	case VK_DTYPE_F32: mv_f32(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
+	case VK_DTYPE_F16: mv_f16(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
+	case VK_DTYPE_BF16: mv_bf16(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
 	}
 }
 
@@ -158,7 +162,7 @@ static void to_f32(const void *src, enum vk_dtype dt, float *dst, int64_t n)
 {
 	int64_t k = 0;
 	for (; k + 8 <= n; k += 8)
-		_mm256_storeu_ps(dst + k, ldw(src, dt, k));
+		_mm256_storeu_ps(dst + k, ld_wt(src, dt, k));
 	for (; k < n; k++)
 		dst[k] = vk_load_elem(src, dt, k);
 }
@@ -179,11 +183,11 @@ static float dot(const float *a, const void *b, enum vk_dtype bt, int64_t n)
 	__m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
 	int64_t k = 0;
 	for (; k + 16 <= n; k += 16) {
-		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), ldw(b, bt, k), s0);
-		s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), ldw(b, bt, k + 8), s1);
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), ld_wt(b, bt, k), s0);
+		s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), ld_wt(b, bt, k + 8), s1);
 	}
 	for (; k + 8 <= n; k += 8)
-		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), ldw(b, bt, k), s0);
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), ld_wt(b, bt, k), s0);
 	float s = hsum(_mm256_add_ps(s0, s1));
 	for (; k < n; k++)
 		s += a[k] * vk_load_elem(b, bt, k);
@@ -195,7 +199,7 @@ static void scale_axpy(float *y, float s, float a, const void *x, enum vk_dtype 
 	__m256 vs = _mm256_set1_ps(s), va = _mm256_set1_ps(a);
 	int64_t k = 0;
 	for (; k + 8 <= n; k += 8)
-		_mm256_storeu_ps(y + k, _mm256_fmadd_ps(va, ldw(x, xt, k), _mm256_mul_ps(_mm256_loadu_ps(y + k), vs)));
+		_mm256_storeu_ps(y + k, _mm256_fmadd_ps(va, ld_wt(x, xt, k), _mm256_mul_ps(_mm256_loadu_ps(y + k), vs)));
 	for (; k < n; k++)
 		y[k] = y[k] * s + a * vk_load_elem(x, xt, k);
 }
@@ -269,4 +273,5 @@ const struct vk_cpu_isa vk_cpu_isa_avx2 = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.attn_row = NULL,
 };

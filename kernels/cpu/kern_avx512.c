@@ -12,133 +12,41 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/convert.h"
 #include "kernels/cpu/kern.h"
 
 #define AI static inline __attribute__((always_inline))
 
-AI __m512 ldw(const void *w, enum vk_dtype dt, int64_t k)
+/* bf16 -> fp32 in one p5 uop: vpermw puts word i into the high half of dword i and the zero
+ * mask clears the low halves (vs. vpmovzxwd + vpslld: two uops on the FMA ports). */
+AI __m512 bf16x16_to_f32(__m256i h)
+{
+	const __m512i idx = _mm512_set_epi16(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8,
+	                                     7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+	return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, idx,
+	                                                          _mm512_castsi256_si512(h)));
+}
+
+AI __m512 ld_wt(const void *w, enum vk_dtype dt, int64_t k)
 {
 	if (dt == VK_DTYPE_F32)
 		return _mm512_loadu_ps((const float *)w + k);
 	__m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k));
 	if (dt == VK_DTYPE_BF16)
-		return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+		return bf16x16_to_f32(h);
 	return _mm512_cvtph_ps(h);
 }
 
-AI __m512 ldw_mask(const void *w, enum vk_dtype dt, int64_t k, __mmask16 m)
+AI __m512 ld_wt_mask(const void *w, enum vk_dtype dt, int64_t k, __mmask16 m)
 {
 	if (dt == VK_DTYPE_F32)
 		return _mm512_maskz_loadu_ps(m, (const float *)w + k);
 	__m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + k);
 	if (dt == VK_DTYPE_BF16)
-		return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+		return bf16x16_to_f32(h);
 	return _mm512_cvtph_ps(h);
-}
-
-AI const void *wrow(const void *w, enum vk_dtype dt, int64_t K, int64_t r)
-{
-	return (const char *)w + (size_t)r * (size_t)K * (dt == VK_DTYPE_F32 ? 4 : 2);
-}
-
-/* R weight rows x N activation rows, accumulators in registers. */
-AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t K,
-                 int64_t r, const float *bias, float *out, int64_t ldo, const int N, const int R)
-{
-	__m512 acc[4][VK_MV_MAXN];
-	const void *wr[4];
-
-#pragma GCC unroll 4
-	for (int j = 0; j < R; j++) {
-		wr[j] = wrow(w, dt, K, r + j);
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++)
-			acc[j][i] = _mm512_setzero_ps();
-	}
-	int64_t k = 0;
-	for (; k + 16 <= K; k += 16) {
-		__m512 wv[4];
-#pragma GCC unroll 4
-		for (int j = 0; j < R; j++)
-			wv[j] = ldw(wr[j], dt, k);
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++) {
-			__m512 xv = _mm512_loadu_ps(x + i * ldx + k);
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++)
-				acc[j][i] = _mm512_fmadd_ps(wv[j], xv, acc[j][i]);
-		}
-	}
-	if (k < K) {
-		__mmask16 m = (__mmask16)((1u << (K - k)) - 1);
-		__m512 wv[4];
-#pragma GCC unroll 4
-		for (int j = 0; j < R; j++)
-			wv[j] = ldw_mask(wr[j], dt, k, m);
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++) {
-			__m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++)
-				acc[j][i] = _mm512_fmadd_ps(wv[j], xv, acc[j][i]);
-		}
-	}
-#pragma GCC unroll 4
-	for (int j = 0; j < R; j++) {
-		float b = bias ? bias[r + j] : 0.0f;
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++)
-			out[i * ldo + r + j] = _mm512_reduce_add_ps(acc[j][i]) + b;
-	}
-}
-
-AI void mv_rows(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t K,
-                int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo, const int N)
-{
-	const int R = N <= 2 ? 4 : N <= 4 ? 3 : 2;
-	int64_t r = r0;
-	for (; r + R <= r1; r += R) {
-		if (r + 4 * R < r1) {
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++)
-				_mm_prefetch((const char *)wrow(w, dt, K, r + 4 * R + j), _MM_HINT_T0);
-		}
-		mv_block(x, ldx, w, dt, K, r, bias, out, ldo, N, R);
-	}
-	for (; r < r1; r++)
-		mv_block(x, ldx, w, dt, K, r, bias, out, ldo, N, 1);
-}
-
-#define MV_DT(DT, SUFFIX)                                                                       \
-	static void mv_##SUFFIX(const float *x, int64_t ldx, int n, const void *w, int64_t K,   \
-	                        int64_t r0, int64_t r1, const float *bias, float *out,          \
-	                        int64_t ldo)                                                    \
-	{                                                                                       \
-		switch (n) {                                                                    \
-		case 1: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 1); break;            \
-		case 2: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 2); break;            \
-		case 3: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 3); break;            \
-		case 4: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 4); break;            \
-		case 5: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 5); break;            \
-		case 6: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 6); break;            \
-		case 7: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 7); break;            \
-		default: mv_rows(x, ldx, w, DT, K, r0, r1, bias, out, ldo, 8); break;           \
-		}                                                                               \
-	}
-MV_DT(VK_DTYPE_F32, f32)
-MV_DT(VK_DTYPE_F16, f16)
-MV_DT(VK_DTYPE_BF16, bf16)
-
-static void matvec(const float *x, int64_t ldx, int n, const void *w, enum vk_dtype dt, int64_t K,
-                   int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo)
-{
-	switch (dt) {
-	case VK_DTYPE_F32: mv_f32(x, ldx, n, w, K, r0, r1, bias, out, ldo); break;
-	case VK_DTYPE_F16: mv_f16(x, ldx, n, w, K, r0, r1, bias, out, ldo); break;
-	case VK_DTYPE_BF16: mv_bf16(x, ldx, n, w, K, r0, r1, bias, out, ldo); break;
-	}
 }
 
 /* [sum a, sum b, sum c, sum d] of four zmm vectors. */
@@ -150,6 +58,135 @@ AI __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d)
 	s = _mm512_add_ps(s, _mm512_permute_ps(s, 0x4E));
 	s = _mm512_add_ps(s, _mm512_permute_ps(s, 0xB1));
 	return _mm512_castps512_ps128(_mm512_maskz_compress_ps(0x1111, s));
+}
+
+AI const void *wrow(const void *w, enum vk_dtype dt, int64_t K, int64_t r)
+{
+	return (const char *)w + (size_t)r * (size_t)K * (dt == VK_DTYPE_F32 ? 4 : 2);
+}
+
+/* R weight rows x N activation rows, accumulators in registers. */
+AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t ldw,
+                 int64_t K, int64_t r, const float *bias, float *out, int64_t ldo, int accumulate,
+                 const int N, const int R)
+{
+	__m512 acc[4][VK_MV_MAXN];
+	const void *wr[4];
+
+#pragma GCC unroll 4
+	for (int j = 0; j < R; j++) {
+		wr[j] = wrow(w, dt, ldw, r + j);
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++)
+			acc[j][i] = _mm512_setzero_ps();
+	}
+	/* the next block of rows starts R rows further: fetch it while this one streams */
+	const int64_t esz = dt == VK_DTYPE_F32 ? 4 : 2;
+	const char *pf = (const char *)wrow(w, dt, ldw, r + 4 * R);
+	const int64_t pf_row = ldw * esz;
+	int64_t k = 0;
+	for (; k + 16 <= K; k += 16) {
+		__m512 wv[4];
+		if (((k * esz) & 63) == 0) {
+#pragma GCC unroll 4
+			for (int j = 0; j < R; j++)
+				_mm_prefetch(pf + j * pf_row + k * esz, _MM_HINT_T1);
+		}
+#pragma GCC unroll 4
+		for (int j = 0; j < R; j++)
+			wv[j] = ld_wt(wr[j], dt, k);
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			__m512 xv = _mm512_loadu_ps(x + i * ldx + k);
+			/* keep xv in a register: folding the load into each of the R FMAs would
+			 * issue R loads per activation vector and make the loop load-port-bound */
+			__asm__("" : "+v"(xv));
+#pragma GCC unroll 4
+			for (int j = 0; j < R; j++)
+				acc[j][i] = _mm512_fmadd_ps(wv[j], xv, acc[j][i]);
+		}
+	}
+	if (k < K) {
+		__mmask16 m = (__mmask16)((1u << (K - k)) - 1);
+		__m512 wv[4];
+#pragma GCC unroll 4
+		for (int j = 0; j < R; j++)
+			wv[j] = ld_wt_mask(wr[j], dt, k, m);
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			__m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
+#pragma GCC unroll 4
+			for (int j = 0; j < R; j++)
+				acc[j][i] = _mm512_fmadd_ps(wv[j], xv, acc[j][i]);
+		}
+	}
+	if (R >= 3) {   /* one 4-way reduction per activation row: out[i][r .. r + R) */
+		__m128 b = _mm_setzero_ps();
+		const __mmask8 m = (__mmask8)((1u << R) - 1);
+		if (bias)
+			b = _mm_maskz_loadu_ps(m, bias + r);
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			__m128 v = _mm_add_ps(reduce4(acc[0][i], acc[1][i], acc[2][i],
+			                              R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()), b);
+			if (accumulate)
+				v = _mm_add_ps(v, _mm_maskz_loadu_ps(m, out + i * ldo + r));
+			_mm_mask_storeu_ps(out + i * ldo + r, m, v);
+		}
+		return;
+	}
+#pragma GCC unroll 4
+	for (int j = 0; j < R; j++) {
+		float b = bias ? bias[r + j] : 0.0f;
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			float v = _mm512_reduce_add_ps(acc[j][i]) + b;
+			out[i * ldo + r + j] = accumulate ? out[i * ldo + r + j] + v : v;
+		}
+	}
+}
+
+AI void mv_rows(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t ldw,
+                int64_t K, int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo,
+                int accumulate, const int N)
+{
+	const int R = N <= 6 ? 4 : 3;   /* R * N accumulators + R weight registers + 1 <= 32 */
+	int64_t r = r0;
+	for (; r + R <= r1; r += R)
+		mv_block(x, ldx, w, dt, ldw, K, r, bias, out, ldo, accumulate, N, R);
+	for (; r < r1; r++)
+		mv_block(x, ldx, w, dt, ldw, K, r, bias, out, ldo, accumulate, N, 1);
+}
+
+#define MV_DT(DT, SUFFIX)                                                                       \
+	static void mv_##SUFFIX(const float *x, int64_t ldx, int n, const void *w, int64_t ldw, \
+	                        int64_t K, int64_t r0, int64_t r1, const float *bias,           \
+	                        float *out, int64_t ldo, int acc)                               \
+	{                                                                                       \
+		switch (n) {                                                                    \
+		case 1: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 1); break;            \
+		case 2: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 2); break;            \
+		case 3: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 3); break;            \
+		case 4: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 4); break;            \
+		case 5: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 5); break;            \
+		case 6: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 6); break;            \
+		case 7: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 7); break;            \
+		default: mv_rows(x, ldx, w, DT, ldw, K, r0, r1, bias, out, ldo, acc, 8); break;           \
+		}                                                                               \
+	}
+MV_DT(VK_DTYPE_F32, f32)
+MV_DT(VK_DTYPE_F16, f16)
+MV_DT(VK_DTYPE_BF16, bf16)
+
+static void matvec(const float *x, int64_t ldx, int n, const void *w, enum vk_dtype dt,
+                   int64_t ldw, int64_t K, int64_t r0, int64_t r1, const float *bias, float *out,
+                   int64_t ldo, int acc)
+{
+	switch (dt) {
+	case VK_DTYPE_F32: mv_f32(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
+	case VK_DTYPE_F16: mv_f16(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
+	case VK_DTYPE_BF16: mv_bf16(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
+	}
 }
 
 #define MR 6
@@ -206,10 +243,10 @@ static void to_f32(const void *src, enum vk_dtype dt, float *dst, int64_t n)
 {
 	int64_t k = 0;
 	for (; k + 16 <= n; k += 16)
-		_mm512_storeu_ps(dst + k, ldw(src, dt, k));
+		_mm512_storeu_ps(dst + k, ld_wt(src, dt, k));
 	if (k < n) {
 		__mmask16 m = (__mmask16)((1u << (n - k)) - 1);
-		_mm512_mask_storeu_ps(dst + k, m, ldw_mask(src, dt, k, m));
+		_mm512_mask_storeu_ps(dst + k, m, ld_wt_mask(src, dt, k, m));
 	}
 }
 
@@ -254,12 +291,12 @@ static float dot(const float *a, const void *b, enum vk_dtype bt, int64_t n)
 	__m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
 	int64_t k = 0;
 	for (; k + 32 <= n; k += 32) {
-		s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), ldw(b, bt, k), s0);
-		s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), ldw(b, bt, k + 16), s1);
+		s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), ld_wt(b, bt, k), s0);
+		s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), ld_wt(b, bt, k + 16), s1);
 	}
 	for (; k < n; k += 16) {
 		__mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
-		s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), ldw_mask(b, bt, k, m), s0);
+		s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), ld_wt_mask(b, bt, k, m), s0);
 	}
 	return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
@@ -270,7 +307,7 @@ static void scale_axpy(float *y, float s, float a, const void *x, enum vk_dtype 
 	for (int64_t k = 0; k < n; k += 16) {
 		__mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
 		__m512 yv = _mm512_maskz_loadu_ps(m, y + k);
-		yv = _mm512_fmadd_ps(va, ldw_mask(x, xt, k, m), _mm512_mul_ps(yv, vs));
+		yv = _mm512_fmadd_ps(va, ld_wt_mask(x, xt, k, m), _mm512_mul_ps(yv, vs));
 		_mm512_mask_storeu_ps(y + k, m, yv);
 	}
 }
@@ -305,13 +342,23 @@ static void swiglu(const float *g, const float *u, float *out, int64_t n)
 
 static float sumsq(const float *x, int64_t n)
 {
-	__m512 s = _mm512_setzero_ps();
-	for (int64_t k = 0; k < n; k += 16) {
+	/* four independent chains so a long row (and the bandwidth probe) is not latency-bound */
+	__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	int64_t k = 0;
+	for (; k + 64 <= n; k += 64) {
+		__m512 a = _mm512_loadu_ps(x + k), b = _mm512_loadu_ps(x + k + 16);
+		__m512 c = _mm512_loadu_ps(x + k + 32), d = _mm512_loadu_ps(x + k + 48);
+		s0 = _mm512_fmadd_ps(a, a, s0);
+		s1 = _mm512_fmadd_ps(b, b, s1);
+		s2 = _mm512_fmadd_ps(c, c, s2);
+		s3 = _mm512_fmadd_ps(d, d, s3);
+	}
+	for (; k < n; k += 16) {
 		__mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
 		__m512 v = _mm512_maskz_loadu_ps(m, x + k);
-		s = _mm512_fmadd_ps(v, v, s);
+		s0 = _mm512_fmadd_ps(v, v, s0);
 	}
-	return _mm512_reduce_add_ps(s);
+	return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
 static void scale_mul(const float *x, float s, const float *w, float *out, int64_t n)
@@ -322,6 +369,127 @@ static void scale_mul(const float *x, float s, const float *w, float *out, int64
 		__m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), vs);
 		_mm512_mask_storeu_ps(out + k, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + k), v));
 	}
+}
+
+/* One (token, KV head) of attention, NV = head_dim / 16 vectors per row. Works on chunks of up
+ * to VK_ATTN_CHUNK positions gathered across KV blocks (so the per-chunk softmax bookkeeping is
+ * amortised whatever the block size), scores four positions at a time (one reduce4), one vector
+ * exp per 16 scores, the output accumulator of a head in registers. */
+AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char *const *kblk,
+                    const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
+                    float scale, float *scratch, float *out, const int NV)
+{
+	const int hd = NV * 16;
+	float *kf = scratch;                              /* [CHUNK][hd] K rows as fp32 */
+	float *vf = kf + (size_t)VK_ATTN_CHUNK * hd;      /* [CHUNK][hd] V rows as fp32 */
+	float *acc = vf + (size_t)VK_ATTN_CHUNK * hd;     /* [G][hd] */
+	float *sc = acc + (size_t)G * hd;                 /* [CHUNK] scores of one head */
+	const float *kp[VK_ATTN_CHUNK], *vp[VK_ATTN_CHUNK];
+	float mx[64], l[64];
+
+	for (int g = 0; g < G; g++) {
+		mx[g] = -INFINITY;
+		l[g] = 0.0f;
+		for (int d = 0; d < hd; d++)
+			acc[g * hd + d] = 0.0f;
+	}
+	for (int c0 = 0; c0 < ctx; c0 += VK_ATTN_CHUNK) {
+		const int np = ctx - c0 < VK_ATTN_CHUNK ? ctx - c0 : VK_ATTN_CHUNK;
+		for (int p = 0; p < np; p++) {
+			const unsigned char *kr = kblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
+			const unsigned char *vr = vblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
+			if (dt == VK_DTYPE_F32) {
+				kp[p] = (const float *)kr;
+				vp[p] = (const float *)vr;
+				continue;
+			}
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++) {
+				_mm512_storeu_ps(kf + (size_t)p * hd + d * 16, ld_wt(kr, dt, d * 16));
+				_mm512_storeu_ps(vf + (size_t)p * hd + d * 16, ld_wt(vr, dt, d * 16));
+			}
+			kp[p] = kf + (size_t)p * hd;
+			vp[p] = vf + (size_t)p * hd;
+		}
+		for (int g = 0; g < G; g++) {
+			__m512 qv[8];
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				qv[d] = _mm512_mul_ps(_mm512_loadu_ps(q + (size_t)g * hd + d * 16), _mm512_set1_ps(scale));
+			int p = 0;
+			for (; p + 4 <= np; p += 4) {
+				__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++) {
+					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 0] + d * 16), s0);
+					s1 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 1] + d * 16), s1);
+					s2 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 2] + d * 16), s2);
+					s3 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 3] + d * 16), s3);
+				}
+				_mm_storeu_ps(sc + p, reduce4(s0, s1, s2, s3));
+			}
+			for (; p < np; p++) {
+				__m512 s0 = _mm512_setzero_ps();
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++)
+					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p] + d * 16), s0);
+				sc[p] = _mm512_reduce_add_ps(s0);
+			}
+			/* online softmax over this chunk */
+			__m512 vmax = _mm512_set1_ps(-INFINITY);
+			for (int b = 0; b < np; b += 16) {
+				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
+				vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, sc + b));
+			}
+			float bm = _mm512_reduce_max_ps(vmax);
+			float m_new = bm > mx[g] ? bm : mx[g];
+			float corr = expf(mx[g] - m_new);   /* 0 on the first chunk (mx = -inf) */
+			__m512 vsum = _mm512_setzero_ps(), vm = _mm512_set1_ps(m_new);
+			for (int b = 0; b < np; b += 16) {
+				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
+				__m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + b), vm)));
+				_mm512_mask_storeu_ps(sc + b, m, e);
+				vsum = _mm512_add_ps(vsum, e);
+			}
+			l[g] = l[g] * corr + _mm512_reduce_add_ps(vsum);
+			mx[g] = m_new;
+			__m512 av[8];
+			float *ag = acc + (size_t)g * hd;
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				av[d] = _mm512_mul_ps(_mm512_loadu_ps(ag + d * 16), _mm512_set1_ps(corr));
+			for (int pp = 0; pp < np; pp++) {
+				__m512 e = _mm512_set1_ps(sc[pp]);
+#pragma GCC unroll 8
+				for (int d = 0; d < NV; d++)
+					av[d] = _mm512_fmadd_ps(e, _mm512_loadu_ps(vp[pp] + d * 16), av[d]);
+			}
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				_mm512_storeu_ps(ag + d * 16, av[d]);
+		}
+	}
+	for (int g = 0; g < G; g++) {
+		__m512 inv = _mm512_set1_ps(1.0f / l[g]);
+		for (int d = 0; d < NV; d++)
+			_mm512_storeu_ps(out + (size_t)g * hd + d * 16,
+			                 _mm512_mul_ps(_mm512_loadu_ps(acc + (size_t)g * hd + d * 16), inv));
+	}
+}
+
+static int attn_row(const float *q, int G, int hd, int ctx, int bs, const unsigned char *const *kblk,
+                    const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
+                    float scale, float *scratch, float *out)
+{
+	if (G > 64)
+		return -1;
+	switch (hd) {
+	case 16: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 1); return 0;
+	case 32: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 2); return 0;
+	case 64: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 4); return 0;
+	case 128: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 8); return 0;
+	}
+	return -1;
 }
 
 const struct vk_cpu_isa vk_cpu_isa_avx512 = {
@@ -337,4 +505,5 @@ const struct vk_cpu_isa vk_cpu_isa_avx512 = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.attn_row = attn_row,
 };

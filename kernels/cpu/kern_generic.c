@@ -10,20 +10,23 @@
 #include "kernels/convert.h"
 #include "kernels/cpu/kern.h"
 
-static void matvec(const float *x, int64_t ldx, int n, const void *w, enum vk_dtype dt, int64_t K,
-                   int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo)
+static void matvec(const float *x, int64_t ldx, int n, const void *w, enum vk_dtype dt,
+                   int64_t ldw, int64_t K, int64_t r0, int64_t r1, const float *bias, float *out,
+                   int64_t ldo, int accumulate)
 {
 	size_t esz = vk_dtype_size(dt);
 	for (int64_t r = r0; r < r1; r++) {
-		const void *wr = (const char *)w + (size_t)r * (size_t)K * esz;
+		const void *wr = (const char *)w + (size_t)r * (size_t)ldw * esz;
 		float acc[VK_MV_MAXN] = { 0 };
 		for (int64_t k = 0; k < K; k++) {
 			float wv = vk_load_elem(wr, dt, k);
 			for (int i = 0; i < n; i++)
 				acc[i] += x[i * ldx + k] * wv;
 		}
-		for (int i = 0; i < n; i++)
-			out[i * ldo + r] = acc[i] + (bias ? bias[r] : 0.0f);
+		for (int i = 0; i < n; i++) {
+			float v = acc[i] + (bias ? bias[r] : 0.0f);
+			out[i * ldo + r] = accumulate ? out[i * ldo + r] + v : v;
+		}
 	}
 }
 
@@ -102,4 +105,5 @@ const struct vk_cpu_isa vk_cpu_isa_generic = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.attn_row = NULL,
 };

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -54,7 +55,8 @@ static void *worker_main(void *p)
 		while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen &&
 		       spins < SPIN_ITERS) {
 			cpu_relax();
-			spins++;
+			if ((++spins & 63) == 0)
+				sched_yield();   /* let a thread that shares this core run */
 		}
 		if (g == seen) {
 			pthread_mutex_lock(&pool->mu);
@@ -159,6 +161,11 @@ void vk_pool_run(struct vk_pool *pool, vk_pool_fn fn, void *arg)
 	atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
 	publish(pool);
 	fn(arg, 0, pool->n_threads);
-	while (atomic_load_explicit(&pool->done, memory_order_acquire) < pool->n_threads - 1)
+	/* wait for the others; yield now and then in case one of them shares our core */
+	for (unsigned spins = 1;
+	     atomic_load_explicit(&pool->done, memory_order_acquire) < pool->n_threads - 1; spins++) {
 		cpu_relax();
+		if ((spins & 255) == 0)
+			sched_yield();
+	}
 }

@@ -203,7 +203,7 @@ START_TEST(test_errors)
 		be = open_cpu("generic", "2");
 	const struct vk_backend_ops *o = be->ops;
 	uint16_t table[4 * 8] = { 0 };
-	float x[4 * 8], k[16], v[16];
+	float x[4 * 8], k[16], v[16], src[16] = { 0 };
 	struct vk_weight w;
 	int32_t tok[2] = { 1, 4 }, blocks[1] = { 9 };
 	struct vk_seq sq = { 0, 2, 0, 1, blocks };
@@ -212,7 +212,7 @@ START_TEST(test_errors)
 	ck_assert_int_eq(o->weight_load(be, table, VK_DTYPE_BF16, 4, 8, &w), 0);
 	ck_assert_int_eq(o->embed(be, &w, &b, x), -ERANGE);          /* token 4 >= vocab 4 */
 	ck_assert_ptr_nonnull(strstr(vk_backend_error(be), "token"));
-	struct vk_row_source rs = { 1, 2, VK_DTYPE_F32, 0, 32, x };  /* rows [1, 3) of 2 */
+	struct vk_row_source rs = { 1, 2, VK_DTYPE_F32, 0, 32, src };  /* rows [1, 3) of 2 */
 	struct vk_batch bs = { 2, 1, tok, NULL, &sq, 1, &rs };
 	ck_assert_int_eq(o->embed(be, &w, &bs, x), -EINVAL);
 	rs.n_rows = 1;                                               /* now covers the bad token */

@@ -82,6 +82,8 @@ START_TEST(test_auto_and_cuda)
 
 	unsetenv("VLM_BACKEND");
 	int rc = open_name("cuda", &be, err, sizeof(err));
+	if (rc == 0)
+		vk_backend_free(be);
 	ck_assert_int_eq(open_name("auto", &be, err, sizeof(err)), 0);
 	if (rc < 0) {
 		/* no usable GPU (or no CUDA in this build): cuda is -ENODEV with a reason, auto is CPU */
