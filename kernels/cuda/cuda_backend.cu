@@ -1268,6 +1268,11 @@ void graph_drop(struct graph *g)
 	memset(g, 0, sizeof(*g));
 }
 
+int be_sample(struct vk_backend *be, float *logits, int32_t n, int32_t vocab,
+              const struct vk_sample_params *params, int32_t *ret_ids);
+int be_step_begin(struct vk_backend *be, const struct vk_batch *batch);
+int be_step_end(struct vk_backend *be);
+
 const struct vk_backend_ops cuda_ops = {
 	VK_BACKEND_ABI,
 	"cuda",
@@ -1292,6 +1297,9 @@ const struct vk_backend_ops cuda_ops = {
 	be_swiglu,
 	be_get_rows,
 	be_argmax,
+	be_sample,
+	be_step_begin,
+	be_step_end,
 };
 
 void be_destroy(struct vk_backend *be)
@@ -1676,3 +1684,27 @@ extern "C" int vk_cuda_sample(struct vk_backend *be, float *logits, int32_t n, i
 		memcpy(ret_ids, c->ids_host, (size_t)n * sizeof(int32_t));
 	return rc;
 }
+
+namespace {
+
+int be_sample(struct vk_backend *be, float *logits, int32_t n, int32_t vocab,
+              const struct vk_sample_params *params, int32_t *ret_ids)
+{
+	return vk_cuda_sample(be, logits, n, vocab, params, ret_ids);
+}
+
+int be_step_begin(struct vk_backend *be, const struct vk_batch *batch)
+{
+	/* only decode steps are graphed; anything else runs eagerly without an error text */
+	if (!batch || batch->n_tokens != batch->n_seqs || batch->n_subs != 0 ||
+	    !C(be)->graphs_enabled)
+		return -ENOSYS;
+	return vk_cuda_graph_begin(be, batch);
+}
+
+int be_step_end(struct vk_backend *be)
+{
+	return vk_cuda_graph_end(be);
+}
+
+} /* namespace */

@@ -6,10 +6,9 @@
  * kernels, paged attention). The registry (kernels/registry) calls it for "cuda" and "auto"; when
  * no usable GPU exists it returns -ENODEV with a message, and the caller falls back to the CPU.
  *
- * Extensions the generic interface does not have yet live here, callable only on a backend that
- * vk_cuda_backend_open() returned (they check be->ops->name):
- *  - decode-step CUDA graphs (vk_cuda_graph_begin/_end), see the comment at those functions;
- *  - sampling on the GPU (vk_cuda_sample), a proposed optional op for kernels/backend.h.
+ * The optional ops of the table are all provided: sample (GPU sampling) and step_begin/step_end
+ * (decode-step CUDA graphs, = vk_cuda_graph_begin/_end below). The functions here are callable
+ * only on a backend that vk_cuda_backend_open() returned (they check be->ops).
  *
  * Sticky errors: after an illegal address / launch failure / ECC error the CUDA context is dead.
  * Every op then returns VK_CUDA_EDEVICE_LOST (a distinct code): the daemon must fail in-flight
@@ -31,7 +30,7 @@ extern "C" {
 #endif
 
 /* Returned by every op once the CUDA context hit a sticky (unrecoverable) error. */
-#define VK_CUDA_EDEVICE_LOST (-ENOTRECOVERABLE)
+#define VK_CUDA_EDEVICE_LOST VK_EDEVICE_LOST
 
 /*
  * Open the CUDA backend on device 0 (or the device named by VLM_CUDA_DEVICE).
@@ -66,7 +65,7 @@ int vk_cuda_reserve(struct vk_backend *be, int32_t max_tokens, int32_t max_dim, 
                     int32_t head_dim, int32_t max_context);
 
 /*
- * Decode-step CUDA graphs.
+ * Decode-step CUDA graphs (ops->step_begin / ops->step_end of the table).
  *
  * How the model forward uses them: a decode step (every sequence has n = 1, no substitutions)
  * is wrapped as
@@ -92,34 +91,12 @@ int vk_cuda_graph_begin(struct vk_backend *be, const struct vk_batch *batch);
 int vk_cuda_graph_end(struct vk_backend *be);
 
 /*
- * Proposed optional op: sampling on the GPU so that only token ids cross to the host.
- *
- * For each row r of logits [n, vocab] (modified in place), with params[r]:
- *  1. penalties over the (token, count) pairs of that row's history: repetition (HF: a positive
- *     logit is divided by the penalty, a negative one multiplied), presence (minus presence if
- *     count > 0), frequency (minus frequency * count);
- *  2. temperature <= 0: greedy (first index of the maximum);
- *  3. else probabilities softmax(logits / temperature), restricted to the tokens whose probability
- *     is >= the top_k-th largest (ties at the threshold are kept), >= min_p * max probability, then
- *     to the smallest probability threshold whose kept mass is >= top_p of the remaining mass;
- *  4. one token drawn from the renormalised remainder with the uniform number
- *     u = splitmix64(seed ^ (step * 0x9e3779b97f4a7c15)) / 2^64 (deterministic per seed and step).
- * ret_ids (host) [n]. top_k <= 0 or >= vocab: no top-k; top_p >= 1: none; min_p <= 0: none.
+ * Sampling on the GPU so that only token ids cross to the host: ops->sample of the table (struct
+ * vk_sample_params and the semantics are in kernels/backend.h). Implementation notes: one block
+ * per row, no sort (top-k / top-p thresholds by bisection on the probabilities' bit patterns, ties
+ * at a threshold kept), the draw walks the kept tokens in index order, so (seed, step) gives the
+ * same token every run; logits are clobbered (penalised, then unnormalised probabilities).
  */
-struct vk_sample_params {
-	float temperature;
-	int32_t top_k;
-	float top_p;
-	float min_p;
-	float repetition_penalty;   /* 1 = none */
-	float presence_penalty;     /* 0 = none */
-	float frequency_penalty;    /* 0 = none */
-	uint64_t seed;
-	uint64_t step;              /* advances per generated token */
-	int32_t n_history;          /* pairs in history */
-	const int32_t *history;     /* host [n_history][2]: (token id, count), token ids distinct */
-};
-
 int vk_cuda_sample(struct vk_backend *be, float *logits, int32_t n, int32_t vocab,
                    const struct vk_sample_params *params, int32_t *ret_ids);
 

@@ -836,7 +836,8 @@ START_TEST(test_sample)
 	/* same seed and step, fresh logits: same tokens */
 	ck_assert_int_eq(be->ops->upload(be, dl, lg, (size_t)n * vocab * 4), 0);
 	int32_t again[6];
-	ck_assert_int_eq(vk_cuda_sample(be, dl, n, vocab, p, again), 0);
+	ck_assert(be->ops->sample != NULL);   /* the same code through the ops table */
+	ck_assert_int_eq(be->ops->sample(be, dl, n, vocab, p, again), 0);
 	ck_assert_mem_eq(ids, again, sizeof(ids));
 	/* a history token outside the vocabulary */
 	hist[1][0] = vocab;
@@ -938,12 +939,12 @@ START_TEST(test_graphs)
 		down(eager, m.last, (size_t)B * qw * 4);
 
 		m.kv = kv_g;
-		rc = vk_cuda_graph_begin(be, &b);
+		rc = be->ops->step_begin(be, &b);   /* the hooks of backend.h = vk_cuda_graph_* */
 		ck_assert_msg(rc == 0 || rc == 1, "graph_begin: %d %s", rc, be->error);
 		replays += rc;
 		rc = mini_step(&m, &b);
 		ck_assert_msg(rc == 0, "graph step: %d %s", rc, be->error);
-		rc = vk_cuda_graph_end(be);
+		rc = be->ops->step_end(be);
 		ck_assert_msg(rc == 0, "graph_end: %d %s", rc, be->error);
 		down(graph, m.last, (size_t)B * qw * 4);
 		double *ref = malloc((size_t)B * qw * sizeof(double));
@@ -953,6 +954,12 @@ START_TEST(test_graphs)
 		free(ref);
 	}
 	ck_assert_int_eq(replays, steps - 1);
+	{   /* a step that is not a decode step is run eagerly: step_begin < 0 */
+		int32_t tokens[2] = { 1, 2 }, pos[6] = { 0 };
+		struct vk_seq seq = { 0, 2, 0, 1, blocks[0] };
+		struct vk_batch pb = { 2, 1, tokens, pos, &seq, 0, NULL };
+		ck_assert_int_lt(be->ops->step_begin(be, &pb), 0);
+	}
 
 	/* a replay whose op sequence differs is refused and the graph dropped */
 	{
