@@ -231,8 +231,17 @@ int graph_op(struct ctx *c, int op, const uint64_t *w, int n)
 		g->log[g->n_log++] = s;
 		return 0;
 	}
-	if (g->pos_log >= g->n_log || g->log[g->pos_log] != s)
-		return fail(c, -EINVAL, "graph replay: op %d differs from the captured step", op);
+	if (c->graph_failed)
+		return 0;   /* already abandoned: the caller redoes the step after step_end */
+	if (g->pos_log >= g->n_log || g->log[g->pos_log] != s) {
+		/* not an error of the op: the step differs from the capture (other buffers, another
+		 * KV cache). The rest of the step is skipped, step_end returns -ECANCELED, the graph
+		 * is dropped and the caller runs the step eagerly (backend.h's contract). */
+		snprintf(c->be->error, sizeof(c->be->error),
+		         "graph replay: op %d differs from the captured step (step abandoned)", op);
+		c->graph_failed = 1;
+		return 0;
+	}
 	g->pos_log++;
 	return 0;
 }
@@ -289,6 +298,10 @@ int ensure(struct ctx *c, struct dbuf *b, size_t bytes, const char *what)
 int stage(struct ctx *c, const void *host, size_t bytes, const void **ret_dev)
 {
 	const size_t al = (bytes + 255) & ~(size_t)255;
+	if (c->mode == MODE_REPLAY && c->graph_failed) {   /* abandoned replay: nothing runs */
+		*ret_dev = c->cur->dev;
+		return 0;
+	}
 	if (c->mode != MODE_EAGER) {
 		struct graph *g = c->cur;
 		if (g->off + al > g->cap)
@@ -1699,7 +1712,9 @@ int be_step_begin(struct vk_backend *be, const struct vk_batch *batch)
 	if (!batch || batch->n_tokens != batch->n_seqs || batch->n_subs != 0 ||
 	    !C(be)->graphs_enabled)
 		return -ENOSYS;
-	return vk_cuda_graph_begin(be, batch);
+	/* backend.h: >= 0 means "in the section"; callers test == 0, so replay (1) maps to 0 */
+	const int rc = vk_cuda_graph_begin(be, batch);
+	return rc > 0 ? 0 : rc;
 }
 
 int be_step_end(struct vk_backend *be)

@@ -80,9 +80,10 @@ int vk_cuda_reserve(struct vk_backend *be, int32_t max_tokens, int32_t max_dim, 
  * of a key captures (the ops are recorded, then the graph is launched), later steps replay: the ops
  * only copy their host arguments (token ids, positions, block tables, row lists) into the graph's
  * pinned staging buffer, and end launches the instantiated graph. Every op checks that it matches
- * the captured call (same op, same device pointers and sizes); a mismatch fails the op with
- * -EINVAL and drops that graph, and the caller must redo the step eagerly (after vk_cuda_graph_end
- * returned -ECANCELED). To keep the number of graphs small the model may pad a batch to a bucket
+ * the captured call (same op, same device pointers and sizes); on a mismatch (e.g. another KV
+ * cache) the rest of the step is skipped (ops return 0), vk_cuda_graph_end returns -ECANCELED and
+ * drops the graph, and the caller redoes the step eagerly. A real op error (bad argument) inside
+ * the section is returned by the op as usual; step_end then also returns -ECANCELED. To keep the number of graphs small the model may pad a batch to a bucket
  * size (1, 2, 4, 8, 16, 32, 64, 128…) with dummy sequences that write a reserved KV block.
  * Returns 0 (1 from begin means "replaying"), -EINVAL, -ENOSPC (graph table full: run eagerly),
  * -ENOMEM, or VK_CUDA_EDEVICE_LOST. Setting VLM_CUDA_GRAPHS=0 makes begin return -ENOSYS.
