@@ -25,6 +25,8 @@
  *      single (larger prefill chunks): x rounded once to bf16 (error <= 2^-9 |x| per element,
  *        the precision HF / vLLM run bf16 models at), half the tensor-core work of split.
  *    VLM_CUDA_GEMM=split|single forces one mode; VLM_CUDA_GEMM_SPLIT_MAX sets the row limit.
+ *    Steps of <= 8 rows (decode) skip all that: a GEMV kernel multiplies the fp32 rows with the
+ *    16-bit weights directly (exact products, fp32 sums, bias fused; VLM_CUDA_GEMV=0 disables).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -114,6 +116,7 @@ struct ctx {
 
 	struct dbuf act16, partial, stage, small, gemm_out;
 	int32_t split_max;         /* matmuls of <= split_max rows use the split (hi + lo) input */
+	int gemv;                  /* 1: matmuls of <= 8 rows use the fp32 x 16-bit GEMV kernel */
 
 	/* pos rows 1 and 2 for M-RoPE, cached like the descriptors */
 	int32_t *pos3_last;
@@ -1008,8 +1011,19 @@ int be_matmul(struct vk_backend *be, const float *x, const struct vk_weight *w,
 		return fail(c, -EINVAL, "matmul: bias does not match [%d x %d]", m, k);
 	if (!dtype_ok(w->dtype))
 		return fail(c, -ENOTSUP, "matmul: weight dtype %d", (int)w->dtype);
-	const bool split = w->dtype != VK_DTYPE_F32 && n <= c->split_max;
 	const float *bp = bias ? (const float *)bias->data : NULL;
+	if (c->gemv && vk_cuda_gemv_ok(n, k, w->dtype, x, w->data)) {
+		/* decode: fp32 x against the 16-bit weights directly, one pass, bias fused */
+		const uint64_t sg[] = { (uint64_t)(uintptr_t)x, (uint64_t)(uintptr_t)w->data,
+		                        (uint64_t)(uintptr_t)bp, (uint64_t)(uintptr_t)out, (uint64_t)n,
+		                        2 };
+		rc = graph_op(c, OP_MATMUL, sg, 6);
+		if (rc < 0 || !launching(c))
+			return rc;
+		return check(c, vk_cuda_gemv(c->stream, x, w->data, w->dtype, bp, n, m, k, out),
+		             "matmul (gemv)");
+	}
+	const bool split = w->dtype != VK_DTYPE_F32 && n <= c->split_max;
 	const void *in = x;
 	if (w->dtype != VK_DTYPE_F32) {
 		rc = ensure(c, &c->act16, (size_t)n * k * 2 * (split ? 2 : 1), "GEMM input");
@@ -1436,6 +1450,8 @@ extern "C" int vk_cuda_backend_open(struct vk_backend **ret, char *err, size_t e
 	env = getenv("VLM_CUDA_GRAPHS");
 	c->graphs_enabled = !(env && env[0] == '0');
 	c->split_max = 128;
+	env = getenv("VLM_CUDA_GEMV");
+	c->gemv = !(env && env[0] == '0');
 	env = getenv("VLM_CUDA_GEMM_SPLIT_MAX");
 	if (env && *env)
 		c->split_max = atoi(env);

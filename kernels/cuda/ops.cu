@@ -315,6 +315,68 @@ __global__ void read_probe_kernel(const float4 *src, int64_t n4, float *sink)
 		*sink = acc;
 }
 
+/* One warp per output row o: lanes stride over k in 8-element (16-byte) weight chunks, each
+ * chunk multiplied into all n activation rows; a warp reduction per row at the end. Several
+ * chunks per lane are loaded before use (unroll) to keep enough bytes in flight. */
+constexpr int GEMV_WARPS = 8;
+
+template <int NR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const float *x, const void *w,
+                                                               int dtype, const float *bias,
+                                                               int32_t n, int32_t m, int32_t k,
+                                                               float *out)
+{
+	const int lane = threadIdx.x & 31;
+	const int64_t o = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+	if (o >= m)
+		return;   /* warp-uniform; no block barrier in this kernel */
+	const uint4 *wr = (const uint4 *)((const uint16_t *)w + o * k);   /* [k / 8] chunks */
+	const int32_t chunks = k / 8;
+	float acc[NR];
+#pragma unroll
+	for (int r = 0; r < NR; r++)
+		acc[r] = 0.0f;
+#pragma unroll 4
+	for (int32_t c = lane; c < chunks; c += 32) {
+		const uint4 u = wr[c];
+		float wf[8];
+		if (dtype == VK_DTYPE_BF16) {
+			wf[0] = __uint_as_float(u.x << 16);
+			wf[1] = __uint_as_float(u.x & 0xffff0000u);
+			wf[2] = __uint_as_float(u.y << 16);
+			wf[3] = __uint_as_float(u.y & 0xffff0000u);
+			wf[4] = __uint_as_float(u.z << 16);
+			wf[5] = __uint_as_float(u.z & 0xffff0000u);
+			wf[6] = __uint_as_float(u.w << 16);
+			wf[7] = __uint_as_float(u.w & 0xffff0000u);
+		} else {
+			const __half *h = (const __half *)&u;
+#pragma unroll
+			for (int e = 0; e < 8; e++)
+				wf[e] = __half2float(h[e]);
+		}
+#pragma unroll
+		for (int r = 0; r < NR; r++) {
+			if (r >= n)
+				break;
+			const float4 *xr = (const float4 *)(x + (int64_t)r * k) + 2 * c;
+			const float4 a = xr[0], b = xr[1];
+			acc[r] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] +
+			          b.x * wf[4] + b.y * wf[5] + b.z * wf[6] + b.w * wf[7];
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < NR; r++) {
+		if (r >= n)
+			break;
+		float v = acc[r];
+		for (int off = 16; off > 0; off >>= 1)
+			v += __shfl_xor_sync(0xffffffffu, v, off);
+		if (lane == 0)
+			out[(int64_t)r * m + o] = v + (bias ? bias[o] : 0.0f);
+	}
+}
+
 unsigned grid_for(int64_t count, unsigned threads)
 {
 	int64_t g = (count + threads - 1) / threads;
@@ -412,6 +474,28 @@ cudaError_t vk_cuda_add_halves(cudaStream_t s, const float *d2, const float *bia
 	if (count <= 0)
 		return cudaSuccess;
 	add_halves_kernel<<<grid_for(count, 256), 256, 0, s>>>(d2, bias, count, m, out);
+	return cudaGetLastError();
+}
+
+int vk_cuda_gemv_ok(int32_t n, int32_t k, int dtype, const void *x, const void *w)
+{
+	return n >= 1 && n <= 8 && k > 0 && k % 8 == 0 &&
+	       (dtype == VK_DTYPE_BF16 || dtype == VK_DTYPE_F16) &&
+	       ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0;
+}
+
+cudaError_t vk_cuda_gemv(cudaStream_t s, const float *x, const void *w, int dtype,
+                         const float *bias, int32_t n, int32_t m, int32_t k, float *out)
+{
+	if (n <= 0 || m <= 0)
+		return cudaSuccess;
+	const unsigned grid = (unsigned)((m + GEMV_WARPS - 1) / GEMV_WARPS);
+	if (n <= 2)
+		gemv_kernel<2><<<grid, GEMV_WARPS * 32, 0, s>>>(x, w, dtype, bias, n, m, k, out);
+	else if (n <= 4)
+		gemv_kernel<4><<<grid, GEMV_WARPS * 32, 0, s>>>(x, w, dtype, bias, n, m, k, out);
+	else
+		gemv_kernel<8><<<grid, GEMV_WARPS * 32, 0, s>>>(x, w, dtype, bias, n, m, k, out);
 	return cudaGetLastError();
 }
 

@@ -62,6 +62,14 @@ cudaError_t vk_cuda_convert_split(cudaStream_t s, const float *src, int64_t coun
 cudaError_t vk_cuda_add_halves(cudaStream_t s, const float *d2, const float *bias, int32_t n,
                                int32_t m, float *out);
 
+/* Decode matmul without tensor cores: out [n, m] = x [n, k] @ w [m, k]^T (+ bias), n <= 8, w bf16
+ * or fp16, k % 8 == 0 and x, w 16-byte aligned (vk_cuda_gemv_ok). fp32 products of the exact
+ * weights, fp32 accumulation: the CPU backend's arithmetic, each weight read once for all n rows,
+ * bias fused, no conversion pass. */
+int vk_cuda_gemv_ok(int32_t n, int32_t k, int dtype, const void *x, const void *w);
+cudaError_t vk_cuda_gemv(cudaStream_t s, const float *x, const void *w, int dtype,
+                         const float *bias, int32_t n, int32_t m, int32_t k, float *out);
+
 /* out [n, m] += bias [m] (fallback when the GEMM epilogue cannot add it). */
 cudaError_t vk_cuda_add_bias(cudaStream_t s, float *out, const float *bias, int32_t n, int32_t m);
 
