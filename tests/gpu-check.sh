@@ -167,6 +167,10 @@ if [ $build_ok = 1 ]; then
 				--backend cuda --tokens 2048 --reps 2 --json; then
 				row "prefill $preset" ok "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); print("%.0f tok/s, %.0f%% of GEMM rate" % (j.get("tokens_per_s",0), 100*j.get("fraction_of_peak", j.get("gflops",0)/max(j.get("peak_gflops",1),1))))' "$(cat "$OUT/prefill-$preset.json")" 2>/dev/null)"
 			fi
+			if [ "$preset" = qwen2-vl-2b ] && VLM_CUDA_GEMM=single bench "prefill-$preset-single" 120 \
+				"$BUILD/tools/vlm-bench" prefill --model "$dir" --backend cuda --tokens 2048 --reps 2 --json; then
+				row "prefill $preset single" ok "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); print("VLM_CUDA_GEMM=single: %.0f tok/s, %.0f%% of GEMM rate" % (j.get("tokens_per_s",0), 100*j.get("fraction_of_peak",0)))' "$(cat "$OUT/prefill-$preset-single.json")" 2>/dev/null)"
+			fi
 			rm -rf "$dir"
 		done
 	else
