@@ -37,23 +37,33 @@ AI const void *wrow(const void *w, enum vk_dtype dt, int64_t K, int64_t r)
 	return (const char *)w + (size_t)r * (size_t)K * (dt == VK_DTYPE_F32 ? 4 : 2);
 }
 
+/* Rows r + j * rs (j < R) for N activation rows; rs > 1 keeps R separate memory streams in
+ * flight (see kern_avx512.c). */
 AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t ldw,
-                 int64_t K, int64_t r, const float *bias, float *out, int64_t ldo, int accumulate,
-                 const int N, const int R)
+                 int64_t K, int64_t r, int64_t rs, const float *bias, float *out, int64_t ldo,
+                 int accumulate, const int N, const int R)
 {
 	__m256 acc[4][VK_MV_MAXN];
 	const void *wr[4];
 
 #pragma GCC unroll 4
 	for (int j = 0; j < R; j++) {
-		wr[j] = wrow(w, dt, ldw, r + j);
+		wr[j] = wrow(w, dt, ldw, r + j * rs);
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++)
 			acc[j][i] = _mm256_setzero_ps();
 	}
+	const int64_t esz = dt == VK_DTYPE_F32 ? 4 : 2;
+	const char *pf = (const char *)wrow(w, dt, ldw, r + (rs == 1 ? 2 * R : 2));
+	const int64_t pf_row = ldw * esz * rs;
 	int64_t k = 0;
 	for (; k + 8 <= K; k += 8) {
 		__m256 wv[4];
+		if (((k * esz) & 63) == 0) {
+#pragma GCC unroll 4
+			for (int j = 0; j < R; j++)
+				_mm_prefetch(pf + j * pf_row + k * esz, _MM_HINT_T1);
+		}
 #pragma GCC unroll 4
 		for (int j = 0; j < R; j++)
 			wv[j] = ld_wt(wr[j], dt, k);
@@ -68,13 +78,14 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 	}
 #pragma GCC unroll 4
 	for (int j = 0; j < R; j++) {
-		float b = bias ? bias[r + j] : 0.0f;
+		float b = bias ? bias[r + j * rs] : 0.0f;
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++) {
 			float s = hsum(acc[j][i]);
 			for (int64_t t = k; t < K; t++)
 				s += x[i * ldx + t] * vk_load_elem(wr[j], dt, t);
-			out[i * ldo + r + j] = accumulate ? out[i * ldo + r + j] + s + b : s + b;
+			float *o = out + i * ldo + r + j * rs;
+			*o = accumulate ? *o + s + b : s + b;
 		}
 	}
 }
@@ -84,11 +95,11 @@ AI void mv_rows(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, in
                 int accumulate, const int N)
 {
 	const int R = N <= 2 ? 4 : N <= 6 ? 2 : 1;   /* R * N accumulators <= 12 of 16 registers */
-	int64_t r = r0;
-	for (; r + R <= r1; r += R)
-		mv_block(x, ldx, w, dt, ldw, K, r, bias, out, ldo, accumulate, N, R);
-	for (; r < r1; r++)
-		mv_block(x, ldx, w, dt, ldw, K, r, bias, out, ldo, accumulate, N, 1);
+	const int64_t S = (r1 - r0) / R;             /* R streams over R equal parts */
+	for (int64_t t = 0; t < S; t++)
+		mv_block(x, ldx, w, dt, ldw, K, r0 + t, S, bias, out, ldo, accumulate, N, R);
+	for (int64_t r = r0 + R * S; r < r1; r++)
+		mv_block(x, ldx, w, dt, ldw, K, r, 1, bias, out, ldo, accumulate, N, 1);
 }
 
 #define MV_DT(DT, SUFFIX)                                                                       \

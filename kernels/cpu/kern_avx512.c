@@ -66,24 +66,27 @@ AI const void *wrow(const void *w, enum vk_dtype dt, int64_t K, int64_t r)
 }
 
 /* R weight rows x N activation rows, accumulators in registers. */
+/* Rows r + j * rs (j < R) for N activation rows. rs = 1: adjacent rows; rs > 1: R rows from R
+ * separate regions of the weight, i.e. R concurrent memory streams (the DRAM read rate of one
+ * core grows with the number of independent streams it keeps in flight). */
 AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t ldw,
-                 int64_t K, int64_t r, const float *bias, float *out, int64_t ldo, int accumulate,
-                 const int N, const int R)
+                 int64_t K, int64_t r, int64_t rs, const float *bias, float *out, int64_t ldo,
+                 int accumulate, const int N, const int R)
 {
 	__m512 acc[4][VK_MV_MAXN];
 	const void *wr[4];
 
 #pragma GCC unroll 4
 	for (int j = 0; j < R; j++) {
-		wr[j] = wrow(w, dt, ldw, r + j);
+		wr[j] = wrow(w, dt, ldw, r + j * rs);
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++)
 			acc[j][i] = _mm512_setzero_ps();
 	}
-	/* the next block of rows starts R rows further: fetch it while this one streams */
+	/* prefetch the rows two steps ahead in each stream while these ones stream */
 	const int64_t esz = dt == VK_DTYPE_F32 ? 4 : 2;
-	const char *pf = (const char *)wrow(w, dt, ldw, r + 4 * R);
-	const int64_t pf_row = ldw * esz;
+	const char *pf = (const char *)wrow(w, dt, ldw, r + (rs == 1 ? 2 * R : 2));
+	const int64_t pf_row = ldw * esz * rs;
 	int64_t k = 0;
 	for (; k + 16 <= K; k += 16) {
 		__m512 wv[4];
@@ -120,7 +123,7 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 				acc[j][i] = _mm512_fmadd_ps(wv[j], xv, acc[j][i]);
 		}
 	}
-	if (R >= 3) {   /* one 4-way reduction per activation row: out[i][r .. r + R) */
+	if (R >= 3 && rs == 1) {   /* one 4-way reduction per activation row: out[i][r .. r + R) */
 		__m128 b = _mm_setzero_ps();
 		const __mmask8 m = (__mmask8)((1u << R) - 1);
 		if (bias)
@@ -135,13 +138,28 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 		}
 		return;
 	}
+	if (R == 4) {   /* strided rows: one 4-way reduction per activation row, then scatter */
+		float t[4];
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			_mm_storeu_ps(t, reduce4(acc[0][i], acc[1 % R][i], acc[2 % R][i], acc[3 % R][i]));
+#pragma GCC unroll 4
+			for (int j = 0; j < R; j++) {
+				float v = t[j] + (bias ? bias[r + j * rs] : 0.0f);
+				float *o = out + i * ldo + r + j * rs;
+				*o = accumulate ? *o + v : v;
+			}
+		}
+		return;
+	}
 #pragma GCC unroll 4
 	for (int j = 0; j < R; j++) {
-		float b = bias ? bias[r + j] : 0.0f;
+		float b = bias ? bias[r + j * rs] : 0.0f;
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++) {
 			float v = _mm512_reduce_add_ps(acc[j][i]) + b;
-			out[i * ldo + r + j] = accumulate ? out[i * ldo + r + j] + v : v;
+			float *o = out + i * ldo + r + j * rs;
+			*o = accumulate ? *o + v : v;
 		}
 	}
 }
@@ -151,11 +169,12 @@ AI void mv_rows(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, in
                 int accumulate, const int N)
 {
 	const int R = N <= 6 ? 4 : 3;   /* R * N accumulators + R weight registers + 1 <= 32 */
-	int64_t r = r0;
-	for (; r + R <= r1; r += R)
-		mv_block(x, ldx, w, dt, ldw, K, r, bias, out, ldo, accumulate, N, R);
-	for (; r < r1; r++)
-		mv_block(x, ldx, w, dt, ldw, K, r, bias, out, ldo, accumulate, N, 1);
+	/* R streams: the range is cut into R equal parts read side by side */
+	const int64_t S = (r1 - r0) / R;
+	for (int64_t t = 0; t < S; t++)
+		mv_block(x, ldx, w, dt, ldw, K, r0 + t, S, bias, out, ldo, accumulate, N, R);
+	for (int64_t r = r0 + R * S; r < r1; r++)
+		mv_block(x, ldx, w, dt, ldw, K, r, 1, bias, out, ldo, accumulate, N, 1);
 }
 
 #define MV_DT(DT, SUFFIX)                                                                       \
