@@ -1380,6 +1380,18 @@ extern "C" int vk_cuda_backend_is(const struct vk_backend *be)
 	return be && be->ops == &cuda_ops;
 }
 
+extern "C" int vk_cuda_backend_mem_info(struct vk_backend *be, size_t *ret_free,
+                                        size_t *ret_total)
+{
+	if (!vk_cuda_backend_is(be) || !ret_free || !ret_total)
+		return -EINVAL;
+	struct ctx *c = C(be);
+	int rc = enter(c);
+	if (rc < 0)
+		return rc;
+	return check(c, cudaMemGetInfo(ret_free, ret_total), "cudaMemGetInfo");
+}
+
 extern "C" void *vk_cuda_backend_stream(const struct vk_backend *be)
 {
 	return vk_cuda_backend_is(be) ? (void *)((const struct ctx *)be->ctx)->stream : NULL;

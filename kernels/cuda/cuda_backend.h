@@ -50,6 +50,10 @@ int vk_cuda_backend_is(const struct vk_backend *be);
 /* 1 once the backend has seen a sticky error (all further ops fail with VK_CUDA_EDEVICE_LOST). */
 int vk_cuda_backend_lost(const struct vk_backend *be);
 
+/* Free and total device memory in bytes (cudaMemGetInfo), for sizing the KV pool from a memory
+ * fraction after the weights are loaded. Returns 0, -EINVAL, or VK_CUDA_EDEVICE_LOST. */
+int vk_cuda_backend_mem_info(struct vk_backend *be, size_t *ret_free, size_t *ret_total);
+
 /* The backend's compute stream (a cudaStream_t) or NULL if be is not a CUDA backend. For
  * vk_ipc_event_wait(): make the step wait for a client's interprocess event before the embed op
  * reads its IPC-mapped rows, without blocking the host. */

@@ -1080,6 +1080,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vk_cuda_backend_open: %d %s\n", rc, err);
 		return 1;
 	}
+	size_t mem_free = 0, mem_total = 0;
+	if (vk_cuda_backend_mem_info(be, &mem_free, &mem_total) != 0 || mem_free > mem_total ||
+	    mem_total == 0) {
+		fprintf(stderr, "vk_cuda_backend_mem_info: %zu of %zu\n", mem_free, mem_total);
+		return 1;
+	}
 	if (!vk_cuda_backend_is(be)) {
 		fprintf(stderr, "vk_cuda_backend_is() is false for the CUDA backend\n");
 		return 1;
