@@ -89,6 +89,23 @@ int32_t vd_prefix_hash_blocks(const uint8_t *root, int32_t block_size, const int
 	return b > first_block ? b : first_block;
 }
 
+void vd_prefix_fingerprint(const void *data, int64_t rows, int64_t row_bytes, int64_t stride,
+                           uint32_t dtype, uint8_t out[32])
+{
+	struct vd_sha256 c;
+	vd_sha256_init(&c);
+	static const char domain[] = "vlmd-tensor-v1";
+	vd_sha256_update(&c, domain, sizeof(domain) - 1);
+	feed_u32(&c, dtype);
+	feed_u32(&c, (uint32_t)rows);
+	feed_u32(&c, (uint32_t)(rows >> 32));
+	feed_u32(&c, (uint32_t)row_bytes);
+	feed_u32(&c, (uint32_t)(row_bytes >> 32));
+	for (int64_t r = 0; r < rows; r++)
+		vd_sha256_update(&c, (const uint8_t *)data + r * stride, (size_t)row_bytes);
+	vd_sha256_final(&c, out);
+}
+
 static uint32_t slot_of(const struct vd_prefix *pc, const uint8_t *h)
 {
 	uint64_t v;

@@ -53,6 +53,12 @@ int32_t vd_prefix_hash_blocks(const uint8_t *root, int32_t block_size, const int
                               int32_t first_block, uint8_t (*hashes)[VD_PREFIX_HASH_BYTES],
                               int32_t max_blocks);
 
+/* vlmd's own fingerprint of a host tensor without a client fingerprint: SHA-256 over a header
+ * (dtype code, rows, row_bytes) and the rows' bytes (row_bytes per row, stride bytes apart; the
+ * padding between rows is not part of the identity). Writes 32 bytes to out. */
+void vd_prefix_fingerprint(const void *data, int64_t rows, int64_t row_bytes, int64_t stride,
+                           uint32_t dtype, uint8_t out[32]);
+
 struct vd_prefix;
 
 /* A cache over kv's blocks; registers itself as kv's evict callback (one cache per pool).

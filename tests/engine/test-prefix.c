@@ -397,6 +397,41 @@ START_TEST(test_mrope_prefix_positions)
 }
 END_TEST
 
+START_TEST(test_fingerprint)
+{
+	/* 3 rows of 8 bytes, packed and with a 16-byte stride of junk padding: same identity */
+	uint8_t packed[24], padded[48], a[32], b[32], c[32];
+	for (int i = 0; i < 24; i++)
+		packed[i] = (uint8_t)(i * 7 + 1);
+	for (int r = 0; r < 3; r++) {
+		memcpy(padded + 16 * r, packed + 8 * r, 8);
+		memset(padded + 16 * r + 8, 0x5a + r, 8);
+	}
+	vd_prefix_fingerprint(packed, 3, 8, 8, 2, a);
+	vd_prefix_fingerprint(padded, 3, 8, 16, 2, b);
+	ck_assert(memcmp(a, b, 32) == 0);
+	/* one bit of content, the dtype or the shape changes it */
+	packed[23] ^= 1;
+	vd_prefix_fingerprint(packed, 3, 8, 8, 2, c);
+	ck_assert(memcmp(a, c, 32) != 0);
+	packed[23] ^= 1;
+	vd_prefix_fingerprint(packed, 3, 8, 8, 1, c);
+	ck_assert(memcmp(a, c, 32) != 0);
+	vd_prefix_fingerprint(packed, 6, 4, 4, 2, c);
+	ck_assert(memcmp(a, c, 32) != 0);
+	/* it is SHA-256 of header + rows: check against the one-shot digest of the same bytes */
+	uint8_t buf[14 + 20 + 24];
+	memcpy(buf, "vlmd-tensor-v1", 14);
+	const uint32_t hdr[5] = { 2, 3, 0, 8, 0 };
+	for (int i = 0; i < 5; i++)
+		for (int k = 0; k < 4; k++)
+			buf[14 + 4 * i + k] = (uint8_t)(hdr[i] >> (8 * k));
+	memcpy(buf + 34, packed, 24);
+	vd_sha256(buf, sizeof(buf), c);
+	ck_assert(memcmp(a, c, 32) == 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("prefix");
@@ -409,6 +444,7 @@ int main(void)
 	tcase_add_test(tc, test_image_reuse_fail_closed);
 	tcase_add_test(tc, test_random_cache);
 	tcase_add_test(tc, test_mrope_prefix_positions);
+	tcase_add_test(tc, test_fingerprint);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
