@@ -275,6 +275,8 @@ int vd_sched_append(struct vd_sched *s, struct vd_sched_seq *seq)
 
 void vd_sched_remove(struct vd_sched *s, struct vd_sched_seq *seq)
 {
+	if (seq->state != VD_SEQ_RUNNING && seq->state != VD_SEQ_WAITING)
+		return;   /* never added, or already removed */
 	struct vd_sched_seq **q = seq->state == VD_SEQ_RUNNING ? s->running : s->waiting;
 	int32_t *n = seq->state == VD_SEQ_RUNNING ? &s->n_running : &s->n_waiting;
 	if (seq->state == VD_SEQ_RUNNING || seq->state == VD_SEQ_WAITING) {

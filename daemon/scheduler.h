@@ -103,7 +103,8 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret);
 void vd_sched_commit(struct vd_sched *s, const struct vd_sched_plan *plan);
 /* A token sampled for seq (after commit): it becomes the sequence's next token to compute. */
 int vd_sched_append(struct vd_sched *s, struct vd_sched_seq *seq);
-/* Finished, cancelled or failed: release its blocks and drop it from the queues. */
+/* Finished, cancelled or failed: release its blocks, drop it from the queues, state DONE.
+ * No-op for a sequence never added (state NEW, e.g. refused by vd_sched_add) or already removed. */
 void vd_sched_remove(struct vd_sched *s, struct vd_sched_seq *seq);
 
 int32_t vd_sched_n_running(const struct vd_sched *s);

@@ -44,6 +44,9 @@ START_TEST(test_add_refusals)
 	vd_sched_remove(s, &e);
 	ck_assert_int_eq(vd_sched_n_waiting(s), 0);
 	ck_assert_int_eq(e.state, VD_SEQ_DONE);
+	vd_sched_remove(s, &e);   /* twice: no-op */
+	vd_sched_remove(s, &a);   /* refused, never added: no-op */
+	ck_assert_int_eq(vd_kvblocks_n_free(kv), 10);
 	vd_sched_free(s);
 	vd_kvblocks_free(kv);
 }
@@ -182,6 +185,71 @@ START_TEST(test_preemption)
 	ck_assert_int_eq(a.n_preempted, 0);
 	ck_assert_int_eq(vd_kvblocks_n_free(kv), 6);
 	vd_sched_free(s);
+	vd_kvblocks_free(kv);
+}
+END_TEST
+
+/* Admission keeps watermark_blocks available and stops at the head of the queue (no
+ * overtaking by a smaller request behind it); no admission in a step that preempted. */
+START_TEST(test_watermark_and_head_of_line)
+{
+	struct vd_kvblocks *kv;
+	struct vd_sched *s;
+	struct vd_sched_plan plan;
+	ck_assert_int_eq(vd_kvblocks_new(10, 4, &kv), 0);
+	struct vd_sched_knobs k = { .max_running = 4, .max_batched_tokens = 64, .max_model_len = 40,
+		                    .watermark_blocks = 2 };
+	ck_assert_int_eq(vd_sched_new(&k, kv, NULL, NULL, &s), 0);
+	struct vd_sched_seq a = { .n_tokens = 20, .max_tokens = 4 };   /* 5 blocks */
+	struct vd_sched_seq b = { .n_tokens = 16, .max_tokens = 4 };   /* 4 blocks: 10 - 5 - 4 < 2 */
+	struct vd_sched_seq c = { .n_tokens = 2, .max_tokens = 2 };    /* would fit, but is behind b */
+	ck_assert_int_eq(vd_sched_add(s, &a), 0);
+	ck_assert_int_eq(vd_sched_add(s, &b), 0);
+	ck_assert_int_eq(vd_sched_add(s, &c), 0);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert_int_eq(plan.n_items, 1);
+	ck_assert(plan.items[0].seq == &a);
+	ck_assert_int_eq(vd_sched_n_waiting(s), 2);
+	ck_assert_int_eq(b.kv.n_blocks, 0);
+	vd_sched_commit(s, &plan);
+	vd_sched_remove(s, &a);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert_int_eq(plan.n_items, 2);   /* b then c */
+	ck_assert(plan.items[0].seq == &b && plan.items[1].seq == &c);
+	vd_sched_remove(s, &b);
+	vd_sched_remove(s, &c);
+	vd_sched_free(s);
+
+	/* preemption step admits nothing: x holds 4 of 5 blocks and y needs one more */
+	struct vd_kvblocks *kv2;
+	ck_assert_int_eq(vd_kvblocks_new(5, 4, &kv2), 0);
+	struct vd_sched_knobs k2 = { .max_running = 4, .max_batched_tokens = 64, .max_model_len = 20 };
+	ck_assert_int_eq(vd_sched_new(&k2, kv2, NULL, NULL, &s), 0);
+	struct vd_sched_seq x = { .n_tokens = 16, .max_tokens = 4 }, y = { .n_tokens = 4, .max_tokens = 1 };
+	ck_assert_int_eq(vd_sched_add(s, &x), 0);
+	ck_assert_int_eq(vd_sched_add(s, &y), 0);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);   /* x 4 blocks, y 1 block */
+	ck_assert_int_eq(plan.n_items, 2);
+	vd_sched_commit(s, &plan);
+	ck_assert_int_eq(vd_sched_append(s, &x), 0);   /* x needs a 5th block now */
+	ck_assert_int_eq(vd_sched_append(s, &y), 0);
+	struct vd_sched_seq z = { .n_tokens = 1, .max_tokens = 1 };
+	ck_assert_int_eq(vd_sched_add(s, &z), 0);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert_int_eq(plan.n_preempted, 1);
+	ck_assert(plan.preempted[0] == &y);
+	ck_assert_int_eq(plan.n_items, 1);
+	ck_assert(plan.items[0].seq == &x);
+	ck_assert_int_eq(z.state, VD_SEQ_WAITING);
+	/* y rejoined the queue ahead of z (earlier arrival) with its output as prompt */
+	ck_assert_int_eq(y.n_tokens, 5);
+	ck_assert_int_eq(y.n_generated, 1);
+	vd_sched_remove(s, &x);
+	vd_sched_remove(s, &y);
+	vd_sched_remove(s, &z);
+	ck_assert_int_eq(vd_kvblocks_n_free(kv2), 5);
+	vd_sched_free(s);
+	vd_kvblocks_free(kv2);
 	vd_kvblocks_free(kv);
 }
 END_TEST
@@ -483,6 +551,7 @@ int main(void)
 	tcase_add_test(tc, test_chunked_prefill);
 	tcase_add_test(tc, test_priority_and_fcfs);
 	tcase_add_test(tc, test_preemption);
+	tcase_add_test(tc, test_watermark_and_head_of_line);
 	tcase_add_test(tc, test_sim_roomy);
 	tcase_add_test(tc, test_sim_tight_preemption);
 	tcase_add_test(tc, test_sim_prefix_cache);
