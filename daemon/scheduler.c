@@ -199,6 +199,23 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 	s->step++;
 	int32_t budget = s->k.max_batched_tokens;
 
+	/* 0. priority: a waiting sequence of strictly higher priority than the worst running one
+	 * that cannot be admitted (no slot or no blocks) preempts it */
+	while (s->k.use_priority && s->n_waiting > 0 && s->n_running > 0) {
+		const struct vd_sched_seq *head = s->waiting[0];
+		if (head->priority <= s->running[s->n_running - 1]->priority)
+			break;
+		int32_t first = head->n_tokens < budget ? head->n_tokens : budget;
+		if (s->n_running < s->k.max_running &&
+		    vd_kvblocks_blocks_for(s->kv, first) <=
+		            vd_kvblocks_n_available(s->kv) - s->k.watermark_blocks)
+			break;
+		int rc = preempt(s, s->n_running - 1, plan);
+		if (rc < 0)
+			return rc;
+	}
+	const int32_t n_prio_preempted = plan->n_preempted;
+
 	/* 1. decodes, best first (a preemption removes entries: walk a snapshot by identity) */
 	for (int pass = 0; pass < 2; pass++) {
 		for (int32_t i = 0; i < s->n_running; i++) {
@@ -220,7 +237,7 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 	}
 
 	/* 3. admissions */
-	while (plan->n_preempted == 0 && s->n_waiting > 0 && s->n_running < s->k.max_running &&
+	while (plan->n_preempted == n_prio_preempted && s->n_waiting > 0 && s->n_running < s->k.max_running &&
 	       budget > 0) {
 		struct vd_sched_seq *seq = s->waiting[0];
 		int32_t cached = 0;

@@ -11,7 +11,9 @@
  *  3. admissions from the waiting queue in order (FCFS, or priority then FCFS): the prefix hook
  *     adopts cached blocks first, then the first chunk is planned if its blocks are available above
  *     the watermark; the head of the queue blocks the rest (no overtaking, so nothing starves).
- *     No admission in a step that preempted.
+ *     No admission in a step that preempted for lack of blocks (they would thrash).
+ * With priorities on, a step first lets the best waiting sequence preempt running sequences of
+ * strictly lower priority (worst first) while it has no slot or no blocks for its first chunk.
  * When a running sequence cannot get the KV blocks for its tokens, the worst running sequence not
  * yet planned in this step (lowest priority, then latest arrival; possibly itself) is preempted by
  * recompute: its blocks are released (prefix-cache entries survive on kvblocks' LRU, so recompute
@@ -81,7 +83,8 @@ struct vd_sched_plan {
 	struct vd_sched_item *items;      /* [n_items], decodes first */
 	int32_t n_items;
 	int32_t n_tokens;                 /* sum of items' n */
-	struct vd_sched_seq **preempted;  /* [n_preempted] sequences preempted in this step */
+	struct vd_sched_seq **preempted;  /* [n_preempted] sequences preempted in this step (now
+	                                   * waiting, n_computed = 0, blocks released) */
 	int32_t n_preempted;
 };
 

@@ -254,6 +254,57 @@ START_TEST(test_watermark_and_head_of_line)
 }
 END_TEST
 
+/* A high-priority arrival preempts the worst lower-priority running sequence when all slots
+ * are taken, and is admitted in the same step; equal priority never preempts. */
+START_TEST(test_priority_preemption)
+{
+	struct vd_kvblocks *kv;
+	struct vd_sched *s;
+	struct vd_sched_plan plan;
+	ck_assert_int_eq(vd_kvblocks_new(32, 4, &kv), 0);
+	struct vd_sched_knobs k = { .max_running = 2, .max_batched_tokens = 16, .max_model_len = 40,
+		                    .use_priority = true };
+	ck_assert_int_eq(vd_sched_new(&k, kv, NULL, NULL, &s), 0);
+	struct vd_sched_seq a = { .n_tokens = 4, .max_tokens = 10 }, b = { .n_tokens = 4, .max_tokens = 10 };
+	ck_assert_int_eq(vd_sched_add(s, &a), 0);
+	ck_assert_int_eq(vd_sched_add(s, &b), 0);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	vd_sched_commit(s, &plan);
+	vd_sched_append(s, &a);
+	vd_sched_append(s, &b);
+	/* equal priority: waits */
+	struct vd_sched_seq c = { .n_tokens = 4, .max_tokens = 2 };
+	ck_assert_int_eq(vd_sched_add(s, &c), 0);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert_int_eq(plan.n_preempted, 0);
+	ck_assert_int_eq(plan.n_items, 2);
+	ck_assert_int_eq(c.state, VD_SEQ_WAITING);
+	vd_sched_commit(s, &plan);
+	vd_sched_append(s, &a);
+	vd_sched_append(s, &b);
+	/* higher priority: b (latest arrival among the lowest) makes room, d runs this step */
+	struct vd_sched_seq d = { .n_tokens = 6, .max_tokens = 2, .priority = 5 };
+	ck_assert_int_eq(vd_sched_add(s, &d), 0);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert_int_eq(plan.n_preempted, 1);
+	ck_assert(plan.preempted[0] == &b);
+	ck_assert_int_eq(b.state, VD_SEQ_WAITING);
+	ck_assert_int_eq(b.n_computed, 0);
+	ck_assert_int_eq(b.n_tokens, 6);   /* 4 prompt + 2 outputs, to recompute */
+	ck_assert_int_eq(plan.n_items, 2);
+	ck_assert(plan.items[0].seq == &a && plan.items[0].n == 1);
+	ck_assert(plan.items[1].seq == &d && plan.items[1].admitted && plan.items[1].n == 6);
+	ck_assert_int_eq(c.state, VD_SEQ_WAITING);
+	vd_sched_remove(s, &a);
+	vd_sched_remove(s, &b);
+	vd_sched_remove(s, &c);
+	vd_sched_remove(s, &d);
+	ck_assert_int_eq(vd_kvblocks_n_free(kv), 32);
+	vd_sched_free(s);
+	vd_kvblocks_free(kv);
+}
+END_TEST
+
 /* ---- simulation ---- */
 
 enum { MAXTOK = 400, VOCAB = 5000 };
@@ -512,11 +563,17 @@ static void run_sim(int32_t n_blocks, const struct vd_sched_knobs *k, bool prefi
 
 START_TEST(test_sim_roomy)
 {
+	/* FCFS with room for everything: never a preemption */
 	struct vd_sched_knobs k = { .max_running = 8, .max_batched_tokens = 32, .max_model_len = 400,
-		                    .watermark_blocks = 1, .use_priority = true };
+		                    .watermark_blocks = 1 };
 	int64_t pre, cached;
 	run_sim(400, &k, false, 60, &pre, &cached);
 	ck_assert_int_eq(pre, 0);
+	/* the same with priorities: high-priority arrivals preempt, and everything still completes
+	 * with the same outputs */
+	k.use_priority = true;
+	run_sim(400, &k, false, 60, &pre, &cached);
+	ck_assert_int_gt(pre, 0);
 }
 END_TEST
 
@@ -552,6 +609,7 @@ int main(void)
 	tcase_add_test(tc, test_priority_and_fcfs);
 	tcase_add_test(tc, test_preemption);
 	tcase_add_test(tc, test_watermark_and_head_of_line);
+	tcase_add_test(tc, test_priority_preemption);
 	tcase_add_test(tc, test_sim_roomy);
 	tcase_add_test(tc, test_sim_tight_preemption);
 	tcase_add_test(tc, test_sim_prefix_cache);
