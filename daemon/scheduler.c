@@ -216,7 +216,7 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 	}
 	const int32_t n_prio_preempted = plan->n_preempted;
 
-	/* 1. decodes, best first (a preemption removes entries: walk a snapshot by identity) */
+	/* 1. decodes, then 2. prefills, best first */
 	for (int pass = 0; pass < 2; pass++) {
 		for (int32_t i = 0; i < s->n_running; i++) {
 			struct vd_sched_seq *seq = s->running[i];
@@ -224,6 +224,7 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 			if (seq->stamp == s->step || (pass == 0) != (pending == 1) || budget <= 0)
 				continue;
 			int32_t want = pending < budget ? pending : budget;
+			const int32_t n_pre = plan->n_preempted;
 			int rc = plan_running(s, plan, seq, want);
 			if (rc < 0)
 				return rc;
@@ -231,7 +232,7 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 				budget -= plan->items[plan->n_items - 1].n;
 			/* preemptions only remove entries after the current best-first position or the
 			 * current one: restart the scan, planned ones are skipped by their stamp */
-			if (rc == 0 || plan->n_preempted > 0)
+			if (plan->n_preempted > n_pre)
 				i = -1;
 		}
 	}
