@@ -5,7 +5,9 @@
  *     runs, STOPPING=1 on SIGTERM, exit 0; its stderr lines follow the log format;
  *   - socket activation: a listening socket passed as fd 3 (LISTEN_FDS=1, LISTEN_PID = the
  *     child's pid) is served instead of --socket, and its file is left alone at exit;
- *   - a passed fd that is not a listening socket: exit 1, no READY.
+ *   - a passed fd that is not a listening socket: exit 1, no READY;
+ *   - the run-time client limit (vd_server_set_max_clients, what `config set max-clients`
+ *     applies): lowered, it refuses the next client; raised, never beyond the start-up value.
  * Plain program (not Check): it forks daemons and owns fd 3 games; exit 0 = pass.
  */
 #include <errno.h>
@@ -25,7 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include "client/conn.h"
+#include "daemon/server.h"
 #include "tests/transport/harness.h"
 
 static const char *vlmd;
@@ -307,6 +312,73 @@ static void test_activation_bad_fd(void)
 	printf("ok activation with a bad fd: refused, no READY\n");
 }
 
+static struct vd_server *rt_srv;
+static int rt_caps[3];
+
+/* The loop thread: the server is created, adjusted and run on one thread (an io_uring poller
+ * belongs to the thread that set it up). */
+static void *run_loop(void *arg)
+{
+	struct vd_server_opts o;
+	struct vd_server *srv = NULL;
+	long e;
+
+	vd_server_opts_default(&o);
+	o.socket_path = arg;
+	o.max_clients = 4;
+	if (vd_server_new(&o, &srv)) {
+		__atomic_store_n(&rt_caps[0], -1, __ATOMIC_RELEASE);
+		return (void *)-1L;
+	}
+	rt_caps[1] = (int)vd_server_set_max_clients(srv, 100);
+	rt_caps[2] = (int)vd_server_set_max_clients(srv, 0);
+	rt_caps[0] = (int)vd_server_set_max_clients(srv, 1);
+	__atomic_store_n(&rt_srv, srv, __ATOMIC_RELEASE);
+	e = vd_server_run(srv);
+	return (void *)e;
+}
+
+static void test_runtime_max_clients(void)
+{
+	struct vc_conn *a = NULL, *b = NULL;
+	struct vd_server *srv;
+	char sock[128], err[256] = "";
+	pthread_t th;
+	sigset_t ss;
+	void *ret;
+	int e;
+
+	/* the server reads SIGINT/SIGTERM from a signalfd: blocked first, as vlmd does */
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGINT);
+	sigaddset(&ss, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &ss, NULL);
+	snprintf(sock, sizeof(sock), "%s/rt.sock", dir);
+	CHECK(pthread_create(&th, NULL, run_loop, sock) == 0, "thread");
+	for (int i = 0; i < 500 && !__atomic_load_n(&rt_srv, __ATOMIC_ACQUIRE) &&
+			__atomic_load_n(&rt_caps[0], __ATOMIC_ACQUIRE) >= 0; i++)
+		usleep(10000);
+	srv = __atomic_load_n(&rt_srv, __ATOMIC_ACQUIRE);
+	CHECK(srv, "server did not start");
+	CHECK(rt_caps[1] == 4, "raised beyond the start-up value: %d", rt_caps[1]);
+	CHECK(rt_caps[2] == 1, "0 clients: %d", rt_caps[2]);
+	CHECK(rt_caps[0] == 1, "set 1: %d", rt_caps[0]);
+	{
+		struct vc_conn_opts co = { .socket_path = sock, .name = "rt", .spin_ns = -1 };
+
+		e = vc_conn_connect(&co, &a, err, sizeof(err));
+		CHECK(e == 0, "first client: %s", err);
+		e = vc_conn_connect(&co, &b, err, sizeof(err));
+		CHECK(e == -EBUSY && strstr(err, "max 1"), "second client: %d %s", e, err);
+	}
+	vd_server_stop(srv);
+	pthread_join(th, &ret);
+	CHECK(ret == NULL, "loop returned %ld", (long)ret);
+	vc_conn_free(a);
+	vd_server_free(srv);
+	printf("ok run-time max-clients: lowered limit refuses, raise capped at start-up value\n");
+}
+
 int main(void)
 {
 	vlmd = getenv("VLMD");
@@ -320,6 +392,7 @@ int main(void)
 	test_notify();
 	test_activation();
 	test_activation_bad_fd();
+	test_runtime_max_clients();
 	rmdir(dir);
 	return 0;
 }
