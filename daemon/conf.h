@@ -9,6 +9,9 @@
  * command line (< run-time set). A repeatable (list) setting is replaced as a whole by a higher
  * source and appended to within one source.
  *
+ * Environment: only VLMD_<NAME> of a setting in the table is read (and VLMD_CONFIG, the file);
+ * other VLMD_* variables are ignored, since clients and tools share the prefix.
+ *
  * Config file: `key value` per line, '#' starts a comment (at the start of a line or after
  * whitespace), blank lines ignored, the value is the rest of the line with surrounding whitespace
  * removed. Every error names its origin: "FILE:LINE: ...", "environment VLMD_X: ...",

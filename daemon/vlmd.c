@@ -25,6 +25,11 @@
 #include "daemon/notify.h"
 #include "daemon/server.h"
 
+/* the server's levels are the log's (both syslog priorities) */
+_Static_assert((int)VD_LOG_ERR == (int)VD_LVL_ERROR && (int)VD_LOG_WARN == (int)VD_LVL_WARN &&
+	       (int)VD_LOG_INFO == (int)VD_LVL_INFO && (int)VD_LOG_DEBUG == (int)VD_LVL_DEBUG,
+	       "server and log levels differ");
+
 static const int level_of_choice[] = { VD_LVL_ERROR, VD_LVL_WARN, VD_LVL_INFO, VD_LVL_DEBUG };
 
 struct vlmd {
