@@ -43,12 +43,14 @@ struct vd_server {
 	struct vd_sink *sink;
 	struct vd_client *slots;     /* [n_slots] */
 	uint32_t n_slots;
+	uint32_t max_clients_cap;    /* start-up max_clients: the size of active[] */
 	struct vd_client **active;   /* [n_active] connected clients */
 	uint32_t n_active;
 	uint32_t n_pending;
 	uint32_t next_id;
 	uint32_t heartbeat;
 	int stop;
+	int keep_path;               /* the socket file is not ours (socket activation) */
 	uint64_t next_tick_ns;
 	uint64_t now;                /* clock at the end of the previous loop pass */
 	struct vd_evbuf evbuf;
@@ -88,6 +90,13 @@ void vd_server_opts_default(struct vd_server_opts *o)
 	o->arena_max = 1ull << 30;
 	vd_allow_default(&o->allow);
 	vd_limits_default(&o->limits);
+	o->listen_fd = -1;
+}
+
+uint32_t vd_server_set_max_clients(struct vd_server *s, uint32_t n)
+{
+	s->o.max_clients = n < 1 ? 1 : n > s->max_clients_cap ? s->max_clients_cap : n;
+	return s->o.max_clients;
 }
 
 const char *vd_server_backend(const struct vd_server *s)
@@ -495,6 +504,8 @@ static size_t service(struct vd_server *s)
 static void tick(struct vd_server *s, uint64_t now)
 {
 	s->heartbeat++;
+	if (s->o.on_tick)
+		s->o.on_tick(s->o.tick_ctx, now);
 	for (uint32_t i = 0; i < s->n_slots; i++) {
 		struct vd_client *c = &s->slots[i];
 
@@ -592,6 +603,7 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 	s->lfd = s->sfd = -1;
 	if (!s->o.max_clients)
 		s->o.max_clients = 1;
+	s->max_clients_cap = s->o.max_clients;
 	if (!s->o.tick_ms)
 		s->o.tick_ms = 100;
 	s->path = strdup(o->socket_path ? o->socket_path : "/run/vlmd/vlmd.sock");
@@ -627,9 +639,22 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 		e = -errno;
 		goto fail;
 	}
-	e = bind_socket(s);
-	if (e)
-		goto fail;
+	if (o->listen_fd >= 0) {
+		/* socket activation: serve the socket we were given (non-blocking: accept_all reads
+		 * until EAGAIN); the socket unit owns its file */
+		int fl = fcntl(o->listen_fd, F_GETFL);
+
+		if (fl < 0 || fcntl(o->listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+			e = -errno;
+			goto fail;
+		}
+		s->lfd = o->listen_fd;
+		s->keep_path = 1;
+	} else {
+		e = bind_socket(s);
+		if (e)
+			goto fail;
+	}
 	if ((e = vd_poller_add(s->poller, s->lfd, TOKEN(TK_LISTEN, 0, 0))) ||
 	    (e = vd_poller_add(s->poller, s->sfd, TOKEN(TK_SIGNAL, 0, 0))) ||
 	    (e = vd_poller_add(s->poller, s->evq.efd, TOKEN(TK_EVQ, 0, 0))))
@@ -659,7 +684,8 @@ void vd_server_free(struct vd_server *s)
 		s->sink->ops->free(s->sink);
 	if (s->lfd >= 0) {
 		close(s->lfd);
-		unlink(s->path);
+		if (!s->keep_path)
+			unlink(s->path);
 	}
 	if (s->sfd >= 0)
 		close(s->sfd);

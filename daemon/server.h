@@ -44,6 +44,14 @@ struct vd_server_opts {
 	struct vd_limits limits;
 	void (*log)(void *ctx, int level, const char *msg);
 	void *log_ctx;
+	/* A listening AF_UNIX stream socket to serve instead of binding socket_path (systemd socket
+	 * activation); -1 = bind. The server owns it once vd_server_new succeeds and never unlinks its
+	 * path (the socket unit owns the file). */
+	int listen_fd;
+	/* Called on the loop thread at every heartbeat tick with the loop clock (CLOCK_MONOTONIC
+	 * ns): the systemd watchdog pings from here, so a stuck loop stops them. NULL = none. */
+	void (*on_tick)(void *ctx, uint64_t now_ns);
+	void *tick_ctx;
 };
 
 /* Fill defaults (allow-list: vd_allow_default). */
@@ -61,6 +69,9 @@ int vd_server_run(struct vd_server *s);
 void vd_server_stop(struct vd_server *s);
 /* Disconnect everyone, remove the socket file, free. NULL is a no-op. */
 void vd_server_free(struct vd_server *s);
+/* Change the client limit while running (loop thread only): at most the start-up value, which
+ * sized the client table; connected clients beyond it stay. Returns the limit now in force. */
+uint32_t vd_server_set_max_clients(struct vd_server *s, uint32_t n);
 /* "io_uring" or "epoll". */
 const char *vd_server_backend(const struct vd_server *s);
 

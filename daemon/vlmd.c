@@ -1,181 +1,232 @@
 /*
- * daemon/vlmd.c — the vlmd executable: command line, signals, logging, then the I/O loop.
+ * daemon/vlmd.c — the vlmd executable: configuration, logging, systemd integration, then the
+ * I/O loop.
  *
- * SIGINT/SIGTERM are blocked before any thread starts and read from a signalfd by the loop, so a
- * signal never interrupts anything: shutdown is an ordinary event that disconnects every client,
- * frees every segment and removes the socket file.
+ * Start-up order is what systemd's Type=notify expects: read and check the configuration (a bad
+ * one fails before anything is touched), take the listening socket (passed by systemd, or bound
+ * here), load the model (the engine's hook below), and only then READY=1. While running, the I/O
+ * loop's heartbeat tick pings the watchdog, so a loop that hangs stops the pings and systemd
+ * restarts the daemon. SIGINT/SIGTERM are blocked before any thread starts and read from a
+ * signalfd by the loop, so a signal never interrupts anything: shutdown is an ordinary event
+ * (STOPPING=1, disconnect every client, free every segment, remove the socket file if it is ours).
  */
 #include <errno.h>
-#include <getopt.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "config.h"
+#include "daemon/conf.h"
+#include "daemon/log.h"
+#include "daemon/notify.h"
 #include "daemon/server.h"
 
-static int verbosity = VD_LOG_INFO;
+/* the server's levels are the log's (both syslog priorities) */
+_Static_assert((int)VD_LOG_ERR == (int)VD_LVL_ERROR && (int)VD_LOG_WARN == (int)VD_LVL_WARN &&
+	       (int)VD_LOG_INFO == (int)VD_LVL_INFO && (int)VD_LOG_DEBUG == (int)VD_LVL_DEBUG,
+	       "server and log levels differ");
 
-static void log_stderr(void *ctx, int level, const char *msg)
+static const int level_of_choice[] = { VD_LVL_ERROR, VD_LVL_WARN, VD_LVL_INFO, VD_LVL_DEBUG };
+
+struct vlmd {
+	struct vd_conf *conf;
+	struct vd_server *srv;
+	struct vd_notify notify;
+};
+
+/* The server's messages are prose: one event, the text as a quoted field. */
+static void log_server(void *ctx, int level, const char *msg)
 {
-	static const char *names[8] = { "", "", "", "error", "warning", "", "info", "debug" };
-	struct timespec ts;
+	char q[640];
 
 	(void)ctx;
-	if (level > verbosity)
-		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	fprintf(stderr, "vlmd[%ld.%03ld] %s: %s\n", (long)ts.tv_sec, ts.tv_nsec / 1000000L,
-		names[level & 7], msg);
+	VD_LOG(level, "server", "msg=%s", vd_log_quote(msg, q, sizeof(q)));
 }
 
-static void usage(FILE *f)
+static void on_tick(void *ctx, uint64_t now_ns)
 {
-	fprintf(f,
-		"usage: vlmd [options]\n"
-		"\n"
-		"The vlmd inference daemon. Until the engine lands it serves ECHO requests only.\n"
-		"\n"
-		"  --socket PATH          listening socket (default %s)\n"
-		"  --backend uring|epoll|auto   event loop backend (default auto: io_uring, else epoll)\n"
-		"  --spin-us N            busy-poll N microseconds after the last request (default 50)\n"
-		"  --max-clients N        refuse connections beyond N clients (default 64)\n"
-		"  --allow-uid UID        allow this uid (repeatable; replaces the default allow-list)\n"
-		"  --allow-gid GID        allow this gid (repeatable; replaces the default allow-list)\n"
-		"  --arena-max BYTES      largest arena a client may ask for (default 1 GiB)\n"
-		"  --client-timeout MS    drop a client whose completions stay unread this long\n"
-		"                         without heartbeat (default 30000)\n"
-		"  --tick-ms N            heartbeat period (default 100)\n"
-		"  --echo-thread          answer from a worker thread (the engine's path)\n"
-		"  --quiet, --verbose     less or more logging\n"
-		"  --help, --version\n"
-		"\n"
-		"Default allow-list: the daemon's uid, root, and group vlm if it exists.\n",
-		VLM_DEFAULT_SOCKET);
+	struct vlmd *d = ctx;
+
+	vd_notify_tick(&d->notify, now_ns);
 }
 
-static int parse_u64(const char *s, uint64_t *out)
+/* Run-time `config set` (the admin protocol calls vd_conf_set): apply the new value. */
+static int apply_setting(void *ctx, int id, char *err, size_t errlen)
 {
-	char *end;
-	unsigned long long v;
+	struct vlmd *d = ctx;
+	uint64_t v = vd_conf_uint(d->conf, id);
 
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s || *end || s[0] == '-')
+	switch (id) {
+	case VD_CFG_LOG_LEVEL:
+		vd_log_set_level(level_of_choice[v]);
+		break;
+	case VD_CFG_MAX_CLIENTS:
+		if (d->srv && vd_server_set_max_clients(d->srv, (uint32_t)v) != v) {
+			snprintf(err, errlen, "max-clients can go up to %u while vlmd runs (restart for more)",
+				 vd_server_set_max_clients(d->srv, UINT32_MAX));
+			vd_server_set_max_clients(d->srv, (uint32_t)vd_conf_uint(d->conf, id));
+			return -ERANGE;
+		}
+		break;
+	default:
+		snprintf(err, errlen, "%s cannot be changed while vlmd runs", vd_conf_name(id));
+		return -EPERM;
+	}
+	VD_LOG(VD_LVL_INFO, "config_set", "setting=%s value=%llu", vd_conf_name(id),
+	       (unsigned long long)v);
+	return 0;
+}
+
+/* Server options from the configuration. Returns 0 or -EINVAL with err. */
+static int build_opts(const struct vd_conf *c, struct vd_server_opts *o, char *err, size_t errlen)
+{
+	static const enum vd_backend loops[] = { VD_BACKEND_AUTO, VD_BACKEND_URING, VD_BACKEND_EPOLL,
+						 VD_BACKEND_URING };
+	const uint32_t *uids, *gids;
+	size_t nu, ng;
+
+	vd_server_opts_default(o);
+	o->socket_path = vd_conf_str(c, VD_CFG_SOCKET);
+	o->backend = loops[vd_conf_uint(c, VD_CFG_EVENT_LOOP)];
+	o->spin_us = (uint32_t)vd_conf_uint(c, VD_CFG_SPIN_US);
+	o->max_clients = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_CLIENTS);
+	o->arena_max = vd_conf_uint(c, VD_CFG_ARENA_MAX);
+	o->client_timeout_ms = (uint32_t)vd_conf_uint(c, VD_CFG_CLIENT_TIMEOUT);
+	o->tick_ms = (uint32_t)vd_conf_uint(c, VD_CFG_TICK_MS);
+	o->echo_threaded = (int)vd_conf_uint(c, VD_CFG_ECHO_THREAD);
+	uids = vd_conf_ids(c, VD_CFG_ALLOW_UID, &nu);
+	gids = vd_conf_ids(c, VD_CFG_ALLOW_GID, &ng);
+	if (nu || ng) {
+		/* an explicit allow-list replaces the default one */
+		memset(&o->allow, 0, sizeof(o->allow));
+		for (size_t i = 0; i < nu; i++)
+			if (vd_allow_add_uid(&o->allow, (uid_t)uids[i]) < 0)
+				goto full;
+		for (size_t i = 0; i < ng; i++)
+			if (vd_allow_add_gid(&o->allow, (gid_t)gids[i]) < 0)
+				goto full;
+	}
+	return 0;
+full:
+	snprintf(err, errlen, "allow-uid/allow-gid: too many entries");
+	return -EINVAL;
+}
+
+/* Socket activation: one listening AF_UNIX stream socket from systemd, or none (-1). */
+static int activated_socket(char *path, size_t len, char *err, size_t errlen)
+{
+	struct sockaddr_un sa;
+	socklen_t sl = sizeof(sa);
+	int n = vd_listen_fds(), r;
+
+	if (n == 0)
 		return -1;
-	*out = v;
+	if (n < 0) {
+		snprintf(err, errlen, "LISTEN_FDS/LISTEN_PID malformed");
+		return -2;
+	}
+	if (n != 1) {
+		snprintf(err, errlen, "systemd passed %d sockets; vlmd serves exactly one", n);
+		return -2;
+	}
+	r = vd_is_unix_listener(3);
+	if (r <= 0) {
+		snprintf(err, errlen, "the socket systemd passed (fd 3) is not a listening AF_UNIX stream socket");
+		return -2;
+	}
+	if (getsockname(3, (struct sockaddr *)&sa, &sl) == 0 && sl > sizeof(sa.sun_family) &&
+	    sa.sun_path[0])
+		snprintf(path, len, "%.*s", (int)(sizeof(sa.sun_path)), sa.sun_path);
+	else
+		snprintf(path, len, "(activated socket)");
+	return 3;
+}
+
+static int check_only(int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--check-config"))
+			return 1;
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	enum { O_SOCKET = 256, O_BACKEND, O_SPIN, O_MAXC, O_UID, O_GID, O_ARENA, O_CTO, O_TICK,
-	       O_ECHOT, O_QUIET, O_VERBOSE, O_HELP, O_VERSION };
-	static const struct option lo[] = {
-		{ "socket", required_argument, NULL, O_SOCKET },
-		{ "backend", required_argument, NULL, O_BACKEND },
-		{ "spin-us", required_argument, NULL, O_SPIN },
-		{ "max-clients", required_argument, NULL, O_MAXC },
-		{ "allow-uid", required_argument, NULL, O_UID },
-		{ "allow-gid", required_argument, NULL, O_GID },
-		{ "arena-max", required_argument, NULL, O_ARENA },
-		{ "client-timeout", required_argument, NULL, O_CTO },
-		{ "tick-ms", required_argument, NULL, O_TICK },
-		{ "echo-thread", no_argument, NULL, O_ECHOT },
-		{ "quiet", no_argument, NULL, O_QUIET },
-		{ "verbose", no_argument, NULL, O_VERBOSE },
-		{ "help", no_argument, NULL, O_HELP },
-		{ "version", no_argument, NULL, O_VERSION },
-		{ NULL, 0, NULL, 0 },
-	};
+	struct vlmd d = { 0 };
 	struct vd_server_opts o;
-	struct vd_server *srv = NULL;
-	int custom_allow = 0, c, e;
-	uint64_t v;
+	enum vd_cfg_action act;
+	char err[512], path[110], q[256];
+	int e, rc = 1, lfd;
 	sigset_t ss;
 
-	vd_server_opts_default(&o);
-	o.socket_path = VLM_DEFAULT_SOCKET;
-	o.log = log_stderr;
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-		switch (c) {
-		case O_SOCKET:
-			o.socket_path = optarg;
-			break;
-		case O_BACKEND:
-			if (!strcmp(optarg, "uring") || !strcmp(optarg, "io_uring"))
-				o.backend = VD_BACKEND_URING;
-			else if (!strcmp(optarg, "epoll"))
-				o.backend = VD_BACKEND_EPOLL;
-			else if (!strcmp(optarg, "auto"))
-				o.backend = VD_BACKEND_AUTO;
-			else
-				goto bad;
-			break;
-		case O_UID:
-		case O_GID:
-			if (parse_u64(optarg, &v) || v > UINT_MAX)
-				goto bad;
-			if (!custom_allow) {
-				memset(&o.allow, 0, sizeof(o.allow));
-				custom_allow = 1;
-			}
-			if ((c == O_UID ? vd_allow_add_uid(&o.allow, (uid_t)v)
-					: vd_allow_add_gid(&o.allow, (gid_t)v)) < 0)
-				goto bad;
-			break;
-		case O_SPIN:
-		case O_MAXC:
-		case O_CTO:
-		case O_TICK:
-			if (parse_u64(optarg, &v) || v > 100000000)
-				goto bad;
-			if (c == O_SPIN)
-				o.spin_us = (uint32_t)v;
-			else if (c == O_MAXC)
-				o.max_clients = (uint32_t)(v ? v : 1);
-			else if (c == O_CTO)
-				o.client_timeout_ms = (uint32_t)v;
-			else
-				o.tick_ms = (uint32_t)(v ? v : 1);
-			break;
-		case O_ARENA:
-			if (parse_u64(optarg, &v))
-				goto bad;
-			o.arena_max = v;
-			break;
-		case O_ECHOT:
-			o.echo_threaded = 1;
-			break;
-		case O_QUIET:
-			verbosity = VD_LOG_WARN;
-			break;
-		case O_VERBOSE:
-			verbosity = VD_LOG_DEBUG;
-			break;
-		case O_HELP:
-			usage(stdout);
-			return 0;
-		case O_VERSION:
-			printf("vlmd %s (wire protocol %u..%u)\n", VLM_VERSION_STRING, VS_PROTO_MIN, VS_PROTO_MAX);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-		continue;
-bad:
-		fprintf(stderr, "vlmd: invalid value for --%s: '%s'\n", lo[c - O_SOCKET].name, optarg);
-		return 2;
+	vd_log_init();
+	d.conf = vd_conf_new();
+	if (!d.conf) {
+		fprintf(stderr, "vlmd: out of memory\n");
+		return 1;
 	}
-	if (optind < argc) {
-		fprintf(stderr, "vlmd: unexpected argument '%s'\n", argv[optind]);
-		usage(stderr);
-		return 2;
+	e = vd_conf_load(d.conf, argc, argv, &act, err, sizeof(err));
+	if (!e)
+		e = build_opts(d.conf, &o, err, sizeof(err));
+	if (e) {
+		/* configuration errors go to stderr as plain text: the operator reads them */
+		fprintf(stderr, "vlmd: %s\n", err);
+		if (!check_only(argc, argv))
+			fprintf(stderr, "Try 'vlmd --help'.\n");
+		vd_conf_free(d.conf);
+		return check_only(argc, argv) ? 1 : 2;
 	}
+	switch (act) {
+	case VD_ACT_HELP: {
+		char *help = vd_conf_help("vlmd");
+
+		fputs(help ? help : "vlmd: out of memory\n", stdout);
+		free(help);
+		vd_conf_free(d.conf);
+		return help ? 0 : 1;
+	}
+	case VD_ACT_VERSION:
+		printf("vlmd %s (wire protocol %u..%u)\n", VLM_VERSION_STRING, VS_PROTO_MIN, VS_PROTO_MAX);
+		vd_conf_free(d.conf);
+		return 0;
+	case VD_ACT_CHECK: {
+		char *dump = vd_conf_dump(d.conf);
+
+		printf("# configuration file: %s\n%s", vd_conf_file(d.conf) ? vd_conf_file(d.conf) : "(none)",
+		       dump ? dump : "");
+		fprintf(stderr, "vlmd: configuration OK\n");
+		free(dump);
+		vd_conf_free(d.conf);
+		return dump ? 0 : 1;
+	}
+	case VD_ACT_RUN:
+		break;
+	}
+	vd_log_set_level(level_of_choice[vd_conf_uint(d.conf, VD_CFG_LOG_LEVEL)]);
+	o.log = log_server;
+	o.on_tick = on_tick;
+	o.tick_ctx = &d;
+
+	e = vd_notify_init(&d.notify);
+	if (e < 0)
+		VD_LOG(VD_LVL_WARN, "notify_unavailable", "error=%s", vd_log_quote(strerror(-e), q, sizeof(q)));
+	lfd = activated_socket(path, sizeof(path), err, sizeof(err));
+	if (lfd == -2) {
+		VD_LOG(VD_LVL_ERROR, "socket_activation_failed", "error=%s", vd_log_quote(err, q, sizeof(q)));
+		goto out;
+	}
+	if (lfd >= 0) {
+		o.listen_fd = lfd;
+		o.socket_path = path;
+	}
+	if (vd_notify_watchdog_ns(&d.notify) &&
+	    (uint64_t)o.tick_ms * 1000000ull > vd_notify_watchdog_ns(&d.notify) / 4)
+		VD_LOG(VD_LVL_WARN, "watchdog_too_short", "watchdog_ms=%llu tick_ms=%u",
+		       (unsigned long long)(vd_notify_watchdog_ns(&d.notify) / 1000000), o.tick_ms);
 
 	/* before any thread exists: the loop reads these from a signalfd */
 	sigemptyset(&ss);
@@ -184,17 +235,43 @@ bad:
 	sigprocmask(SIG_BLOCK, &ss, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	e = vd_server_new(&o, &srv);
+	vd_notify_status(&d.notify, "starting");
+	VD_LOG(VD_LVL_INFO, "starting", "version=%s config=%s", VLM_VERSION_STRING,
+	       vd_log_quote(vd_conf_file(d.conf) ? vd_conf_file(d.conf) : "", q, sizeof(q)));
+	/*
+	 * HOOK (engine): load the model here, before the server exists (its sink serves the model).
+	 * While loading large weights call vd_notify_extend_timeout(&d.notify, usec) every few
+	 * seconds with a little more than the time until the next call, and vd_notify_status()
+	 * with the progress ("loading weights 12/28 GiB"). A load failure exits 1 here (systemd's
+	 * Restart=on-failure retries). READY=1 below must stay after both the load and the socket.
+	 */
+	e = vd_server_new(&o, &d.srv);
 	if (e) {
-		fprintf(stderr, "vlmd: cannot start on %s: %s\n", o.socket_path, strerror(-e));
-		return 1;
+		VD_LOG(VD_LVL_ERROR, "start_failed", "socket=%s error=%s",
+		       vd_log_quote(o.socket_path, path, sizeof(path)), vd_log_quote(strerror(-e), q, sizeof(q)));
+		if (lfd >= 0)
+			close(lfd);
+		goto out;
 	}
-	e = vd_server_run(srv);
-	vd_server_free(srv);
+	vd_conf_set_apply(d.conf, apply_setting, &d);
+	/* the socket is listening (connections queue from here on) and the model is loaded */
+	vd_notify_ready(&d.notify, "serving");
+	VD_LOG(VD_LVL_INFO, "ready", "socket=%s activated=%s event_loop=%s max_clients=%u watchdog_ms=%llu",
+	       vd_log_quote(o.socket_path, q, sizeof(q)), lfd >= 0 ? "yes" : "no",
+	       vd_server_backend(d.srv), o.max_clients,
+	       (unsigned long long)(vd_notify_watchdog_ns(&d.notify) / 1000000));
+	e = vd_server_run(d.srv);
+	vd_notify_stopping(&d.notify);
+	VD_LOG(VD_LVL_INFO, "stopping", "reason=%s", e ? "loop_error" : "requested");
+	vd_server_free(d.srv);
 	if (e) {
-		fprintf(stderr, "vlmd: event loop failed: %s\n", strerror(-e));
-		return 1;
+		VD_LOG(VD_LVL_ERROR, "loop_failed", "error=%s", vd_log_quote(strerror(-e), q, sizeof(q)));
+		goto out;
 	}
-	log_stderr(NULL, VD_LOG_INFO, "stopped");
-	return 0;
+	VD_LOG(VD_LVL_INFO, "stopped", "status=clean");
+	rc = 0;
+out:
+	vd_notify_fini(&d.notify);
+	vd_conf_free(d.conf);
+	return rc;
 }
