@@ -1704,7 +1704,8 @@ extern "C" int vk_cuda_sample(struct vk_backend *be, float *logits, int32_t n, i
 	size_t off = 0;
 	for (int32_t r = 0; r < n; r++) {
 		vk_cuda_sample_row_fill(&rows[r], &params[r], (int32_t)off);
-		memcpy(hist + 2 * off, params[r].history, (size_t)params[r].n_history * 2 * sizeof(int32_t));
+		if (params[r].n_history > 0) /* history may be NULL when empty */
+			memcpy(hist + 2 * off, params[r].history, (size_t)params[r].n_history * 2 * sizeof(int32_t));
 		off += (size_t)params[r].n_history;
 	}
 	const void *dev;
