@@ -31,7 +31,7 @@ build/tools/vlm-bench transport --socket "$sock" --iters 20000
 
 if [ -x build/tools/vlm-mkmodel ] && build/tools/vlm-bench --help | grep -q decode; then
 	echo "== model runtime: a tiny Qwen2-VL checkpoint (vlm-mkmodel), decode on the CPU backend"
-	build/tools/vlm-mkmodel --preset tiny --out "$run_dir/tiny" >/dev/null
+	build/tools/vlm-mkmodel --preset tiny "$run_dir/tiny" >/dev/null
 	build/tools/vlm-bench decode --model "$run_dir/tiny" --batch 1,8
 fi
 echo "== done; vlmd stops now (SIGTERM)"
