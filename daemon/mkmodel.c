@@ -8,6 +8,7 @@
  * Files: tensors sorted by name, header JSON with sorted keys padded with spaces to 8 bytes (as the
  * safetensors library does), data in header order with no gaps.
  */
+#include "daemon/errmsg.h"
 #include "mkmodel.h"
 
 #include <errno.h>
@@ -20,19 +21,6 @@
 
 #include <jansson.h>
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-	if (err && err_len) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* ---- presets ---- */
 
@@ -266,7 +254,7 @@ static int write_json(json_t *j, const char *dir, const char *file, char *err, s
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/%s", dir, file);
 	if (json_dump_file(j, path, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) < 0)
-		return fail(err, err_len, -EIO, "%s: write failed", path);
+		return vd_fail(err, err_len, -EIO, "%s: write failed", path);
 	return 0;
 }
 
@@ -392,7 +380,7 @@ static int write_shard(const struct vd_mkmodel_spec *s, const char *dir, const c
 	json_object_set_new(h, "__metadata__", json_pack("{s:s}", "format", "pt"));
 	hdr = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!hdr) {
-		rc = fail(err, err_len, -ENOMEM, "out of memory");
+		rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
 		goto out;
 	}
 	size_t hl = strlen(hdr), padded = (hl + 7) & ~(size_t)7;
@@ -400,7 +388,7 @@ static int write_shard(const struct vd_mkmodel_spec *s, const char *dir, const c
 	f = fopen(path, "wb");
 	if (!f) {
 		int e = errno;
-		rc = fail(err, err_len, -e, "%s: %s", path, strerror(e));
+		rc = vd_fail(err, err_len, -e, "%s: %s", path, strerror(e));
 		goto out;
 	}
 	unsigned char len8[8];
@@ -409,11 +397,11 @@ static int write_shard(const struct vd_mkmodel_spec *s, const char *dir, const c
 	const size_t buf_elems = 1 << 18;
 	buf = malloc(buf_elems * 4);
 	if (!buf) {
-		rc = fail(err, err_len, -ENOMEM, "out of memory");
+		rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
 		goto out;
 	}
 	if (fwrite(len8, 1, 8, f) != 8 || fwrite(hdr, 1, hl, f) != hl) {
-		rc = fail(err, err_len, -EIO, "%s: write failed", path);
+		rc = vd_fail(err, err_len, -EIO, "%s: write failed", path);
 		goto out;
 	}
 	for (size_t i = hl; i < padded; i++)
@@ -422,13 +410,13 @@ static int write_shard(const struct vd_mkmodel_spec *s, const char *dir, const c
 		if (t[i].shard != shard)
 			continue;
 		if (write_tensor(f, s, &t[i], esize, buf, buf_elems) < 0) {
-			rc = fail(err, err_len, -EIO, "%s: write failed", path);
+			rc = vd_fail(err, err_len, -EIO, "%s: write failed", path);
 			goto out;
 		}
 	}
 	if (fclose(f) != 0) {
 		f = NULL;
-		rc = fail(err, err_len, -EIO, "%s: write failed", path);
+		rc = vd_fail(err, err_len, -EIO, "%s: write failed", path);
 		goto out;
 	}
 	f = NULL;
@@ -477,24 +465,24 @@ int vd_mkmodel_write(const struct vd_mkmodel_spec *s, const char *dir, char *err
 		esize = 2;
 		st_dtype = "BF16";
 	} else {
-		return fail(err, err_len, -EINVAL, "dtype '%s': use f32, f16 or bf16", s->dtype);
+		return vd_fail(err, err_len, -EINVAL, "dtype '%s': use f32, f16 or bf16", s->dtype);
 	}
 	if (s->hidden < 2 || s->n_heads < 1 || s->n_kv_heads < 1 || s->n_layers < 1 ||
 	    s->intermediate < 1 || s->vocab < 1 || s->hidden % s->n_heads ||
 	    s->n_heads % s->n_kv_heads || head_dim(s) % 2)
-		return fail(err, err_len, -EINVAL, "inconsistent shape (hidden %d, heads %d, kv heads "
+		return vd_fail(err, err_len, -EINVAL, "inconsistent shape (hidden %d, heads %d, kv heads "
 		            "%d)", s->hidden, s->n_heads, s->n_kv_heads);
 	if (s->arch != VD_ARCH_QWEN2 &&
 	    s->mrope_section[0] + s->mrope_section[1] + s->mrope_section[2] != head_dim(s) / 2)
-		return fail(err, err_len, -EINVAL, "mrope_section must sum to head_dim / 2 = %d",
+		return vd_fail(err, err_len, -EINVAL, "mrope_section must sum to head_dim / 2 = %d",
 		            head_dim(s) / 2);
 	int32_t shards = s->shards < 1 ? 1 : s->shards;
 	if (mkdir_p(dir) < 0)
-		return fail(err, err_len, -errno, "%s: %s", dir, strerror(errno));
+		return vd_fail(err, err_len, -errno, "%s: %s", dir, strerror(errno));
 
 	rc = build_list(s, &t, &n);
 	if (rc < 0)
-		return fail(err, err_len, rc, "out of memory");
+		return vd_fail(err, err_len, rc, "out of memory");
 	qsort(t, n, sizeof(*t), cmp_tdesc);
 	if ((size_t)shards > n)
 		shards = (int32_t)n;

@@ -1,25 +1,13 @@
 /*
  * daemon/mm_spans.c — placeholder runs ↔ multimodal items (see mm_spans.h).
  */
+#include "daemon/errmsg.h"
 #include "mm_spans.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-	if (err && err_len) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 static int is_placeholder(int32_t tok, const struct vd_mm_item *items, int32_t n_items,
                           const int32_t *extra, int32_t n_extra)
@@ -60,15 +48,15 @@ int vd_mm_spans_find(const int32_t *tokens, int32_t n, const struct vd_mm_item *
 				runs++;
 				q = e;
 			}
-			return fail(err, err_len, -EINVAL, "the prompt has %d placeholder runs but the "
+			return vd_fail(err, err_len, -EINVAL, "the prompt has %d placeholder runs but the "
 			            "request has %d embedding tensors", runs, n_items);
 		}
 		if (tokens[i] != items[k].placeholder)
-			return fail(err, err_len, -EINVAL, "placeholder run %d (tokens %d..%d) is of id %d, "
+			return vd_fail(err, err_len, -EINVAL, "placeholder run %d (tokens %d..%d) is of id %d, "
 			            "tensor %d is for id %d", k, i, j - 1, tokens[i], k,
 			            items[k].placeholder);
 		if (j - i != items[k].rows)
-			return fail(err, err_len, -EINVAL, "placeholder run %d (tokens %d..%d) has %d "
+			return vd_fail(err, err_len, -EINVAL, "placeholder run %d (tokens %d..%d) has %d "
 			            "tokens, tensor %d has %d rows", k, i, j - 1, j - i, k, items[k].rows);
 		ret_spans[k].start = i;
 		ret_spans[k].len = j - i;
@@ -77,7 +65,7 @@ int vd_mm_spans_find(const int32_t *tokens, int32_t n, const struct vd_mm_item *
 		i = j;
 	}
 	if (k != n_items)
-		return fail(err, err_len, -EINVAL, "the prompt has %d placeholder runs but the request "
+		return vd_fail(err, err_len, -EINVAL, "the prompt has %d placeholder runs but the request "
 		            "has %d embedding tensors", k, n_items);
 	return 0;
 }

@@ -8,6 +8,7 @@
  * sub-block. Work buffers live in backend memory, sized for the largest step seen so far and
  * reused: no allocation happens on a step that is not larger than an earlier one.
  */
+#include "daemon/errmsg.h"
 #include "model.h"
 
 #include <errno.h>
@@ -58,19 +59,6 @@ struct vd_model {
 	char error[512];
 };
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-	if (err && err_len) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 static enum vk_dtype to_vk(enum vd_st_dtype d)
 {
@@ -89,7 +77,7 @@ static int load(struct vd_model *m, const struct vd_weights *w, const char *rel,
 	rc = m->be->ops->weight_load(m->be, t.data, to_vk(t.dtype), cols ? rows : 1,
 	                             cols ? cols : rows, ret);
 	if (rc < 0)
-		return fail(err, err_len, rc, "tensor '%s': backend %s: %s", t.name, m->be->ops->name,
+		return vd_fail(err, err_len, rc, "tensor '%s': backend %s: %s", t.name, m->be->ops->name,
 		            vk_backend_error(m->be));
 	m->n_loaded++;
 	if (count_step)
@@ -142,11 +130,11 @@ int vd_model_new(struct vk_backend *be, const struct vd_model_config *cfg,
 	int rc;
 	*ret = NULL;
 	if (be->ops->abi != VK_BACKEND_ABI)
-		return fail(err, err_len, -ENOTSUP, "backend %s has ABI %u, vlmd needs %u",
+		return vd_fail(err, err_len, -ENOTSUP, "backend %s has ABI %u, vlmd needs %u",
 		            be->ops->name, be->ops->abi, VK_BACKEND_ABI);
 	struct vd_model *m = calloc(1, sizeof(*m));
 	if (!m)
-		return fail(err, err_len, -ENOMEM, "out of memory");
+		return vd_fail(err, err_len, -ENOMEM, "out of memory");
 	m->be = be;
 	m->cfg = *cfg;
 	m->hooks_epoch = -1;
@@ -154,7 +142,7 @@ int vd_model_new(struct vk_backend *be, const struct vd_model_config *cfg,
 	memcpy(m->rope.section, cfg->mrope_section, sizeof(m->rope.section));
 	m->layers = calloc((size_t)cfg->n_layers, sizeof(*m->layers));
 	if (!m->layers) {
-		rc = fail(err, err_len, -ENOMEM, "out of memory");
+		rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
 		goto out;
 	}
 	int64_t H = cfg->hidden, QD = (int64_t)cfg->n_heads * cfg->head_dim,
@@ -238,7 +226,7 @@ int vd_model_kv_new(struct vd_model *m, int32_t n_blocks, int32_t block_size, en
 	};
 	int rc = m->be->ops->kv_new(m->be, &s, ret);
 	if (rc < 0)
-		fail(m->error, sizeof(m->error), rc, "KV cache: %s", vk_backend_error(m->be));
+		vd_fail(m->error, sizeof(m->error), rc, "KV cache: %s", vk_backend_error(m->be));
 	return rc;
 }
 
@@ -276,7 +264,7 @@ static int ensure_buffers(struct vd_model *m, int32_t rows, int32_t n_logits)
 		    (rc = be_alloc(m, &m->att, cap * QD)) < 0 ||
 		    (rc = be_alloc(m, &m->g, cap * IB)) < 0 || (rc = be_alloc(m, &m->u, cap * I)) < 0) {
 			free_buffers(m);
-			return fail(m->error, sizeof(m->error), rc, "work buffers for %d rows: %s", cap,
+			return vd_fail(m->error, sizeof(m->error), rc, "work buffers for %d rows: %s", cap,
 			            vk_backend_error(m->be));
 		}
 		m->cap_rows = cap;
@@ -294,7 +282,7 @@ static int ensure_buffers(struct vd_model *m, int32_t rows, int32_t n_logits)
 		m->cap_logits = 0;
 		if ((rc = be_alloc(m, &m->sel, (size_t)cap * c->hidden)) < 0 ||
 		    (rc = be_alloc(m, &m->logits, (size_t)cap * c->vocab)) < 0)
-			return fail(m->error, sizeof(m->error), rc, "logit buffers for %d rows: %s", cap,
+			return vd_fail(m->error, sizeof(m->error), rc, "logit buffers for %d rows: %s", cap,
 			            vk_backend_error(m->be));
 		m->cap_logits = cap;
 		m->epoch++;
@@ -305,7 +293,7 @@ static int ensure_buffers(struct vd_model *m, int32_t rows, int32_t n_logits)
 int vd_model_reserve(struct vd_model *m, int32_t max_rows, int32_t max_logits)
 {
 	if (max_rows < 1 || max_logits < 0 || max_logits > max_rows)
-		return fail(m->error, sizeof(m->error), -EINVAL, "reserve: %d rows, %d logit rows",
+		return vd_fail(m->error, sizeof(m->error), -EINVAL, "reserve: %d rows, %d logit rows",
 		            max_rows, max_logits);
 	return ensure_buffers(m, max_rows, max_logits);
 }
@@ -316,46 +304,46 @@ static int check_batch(struct vd_model *m, const struct vk_batch *b, const int32
 	char *e = m->error;
 	size_t el = sizeof(m->error);
 	if (b->n_tokens < 1 || b->n_seqs < 1 || !b->tokens || !b->pos || !b->seqs)
-		return fail(e, el, -EINVAL, "empty batch (%d tokens, %d sequences)", b->n_tokens,
+		return vd_fail(e, el, -EINVAL, "empty batch (%d tokens, %d sequences)", b->n_tokens,
 		            b->n_seqs);
 	for (int32_t i = 0; i < b->n_tokens; i++)
 		if (b->tokens[i] < 0 || b->tokens[i] >= m->cfg.vocab)
-			return fail(e, el, -EINVAL, "row %d: token id %d is outside the vocabulary [0, %d)",
+			return vd_fail(e, el, -EINVAL, "row %d: token id %d is outside the vocabulary [0, %d)",
 			            i, b->tokens[i], m->cfg.vocab);
 	int32_t row = 0;
 	for (int32_t s = 0; s < b->n_seqs; s++) {
 		const struct vk_seq *q = &b->seqs[s];
 		if (q->first != row || q->n < 1 || q->n > b->n_tokens - row)
-			return fail(e, el, -EINVAL, "sequence %d: rows [%d, +%d) do not continue at row %d "
+			return vd_fail(e, el, -EINVAL, "sequence %d: rows [%d, +%d) do not continue at row %d "
 			            "within %d tokens", s, q->first, q->n, row, b->n_tokens);
 		if (q->past < 0 || !q->blocks || q->n_blocks < 1)
-			return fail(e, el, -EINVAL, "sequence %d: past %d, %d blocks", s, q->past,
+			return vd_fail(e, el, -EINVAL, "sequence %d: past %d, %d blocks", s, q->past,
 			            q->n_blocks);
 		row += q->n;
 	}
 	if (row != b->n_tokens)
-		return fail(e, el, -EINVAL, "sequences cover %d of %d rows", row, b->n_tokens);
+		return vd_fail(e, el, -EINVAL, "sequences cover %d of %d rows", row, b->n_tokens);
 	if (b->n_subs < 0 || (b->n_subs && !b->subs))
-		return fail(e, el, -EINVAL, "%d substitutions without descriptors", b->n_subs);
+		return vd_fail(e, el, -EINVAL, "%d substitutions without descriptors", b->n_subs);
 	for (int32_t i = 0; i < b->n_subs; i++) {
 		const struct vk_row_source *s = &b->subs[i];
 		if (!vk_dtype_size(s->dtype))
-			return fail(e, el, -EINVAL, "substitution %d: unsupported dtype %d", i,
+			return vd_fail(e, el, -EINVAL, "substitution %d: unsupported dtype %d", i,
 			            (int)s->dtype);
 		if (s->row < 0 || s->n_rows < 1 || s->n_rows > b->n_tokens - s->row)
-			return fail(e, el, -EINVAL, "substitution %d: rows [%d, +%d) outside the step's "
+			return vd_fail(e, el, -EINVAL, "substitution %d: rows [%d, +%d) outside the step's "
 			            "%d rows", i, s->row, s->n_rows, b->n_tokens);
 		if (!s->data || s->row_stride < (int64_t)m->cfg.hidden * (int64_t)vk_dtype_size(s->dtype))
-			return fail(e, el, -EINVAL, "substitution %d: row stride %lld is less than hidden "
+			return vd_fail(e, el, -EINVAL, "substitution %d: row stride %lld is less than hidden "
 			            "%d x %s", i, (long long)s->row_stride, m->cfg.hidden,
 			            vk_dtype_name(s->dtype));
 	}
 	if (n_logits > b->n_tokens)
-		return fail(e, el, -EINVAL, "%d logit rows for a step of %d rows", n_logits,
+		return vd_fail(e, el, -EINVAL, "%d logit rows for a step of %d rows", n_logits,
 		            b->n_tokens);
 	for (int32_t i = 0; i < n_logits; i++)
 		if (logit_rows[i] < 0 || logit_rows[i] >= b->n_tokens)
-			return fail(e, el, -EINVAL, "logit row %d is outside the step's %d rows",
+			return vd_fail(e, el, -EINVAL, "logit row %d is outside the step's %d rows",
 			            logit_rows[i], b->n_tokens);
 	return 0;
 }
@@ -364,9 +352,9 @@ static int check_batch(struct vd_model *m, const struct vk_batch *b, const int32
 		rc = (expr); \
 		if (rc < 0) { \
 			if (l >= 0) \
-				return fail(m->error, sizeof(m->error), rc, "%s (layer %d): %s", what, l, \
+				return vd_fail(m->error, sizeof(m->error), rc, "%s (layer %d): %s", what, l, \
 				            vk_backend_error(be)); \
-			return fail(m->error, sizeof(m->error), rc, "%s: %s", what, \
+			return vd_fail(m->error, sizeof(m->error), rc, "%s: %s", what, \
 			            vk_backend_error(be)); \
 		} \
 	} while (0)
@@ -427,7 +415,7 @@ int vd_model_forward(struct vd_model *m, struct vk_kv *kv, const struct vk_batch
 	int rc, ran = 0;
 
 	if (n_logits < 0 || (n_logits && !logit_rows))
-		return fail(m->error, sizeof(m->error), -EINVAL, "bad logit rows");
+		return vd_fail(m->error, sizeof(m->error), -EINVAL, "bad logit rows");
 	if ((rc = check_batch(m, batch, logit_rows, n_logits)) < 0)
 		return rc;
 	if ((rc = ensure_buffers(m, batch->n_tokens, n_logits)) < 0)
@@ -446,7 +434,7 @@ int vd_model_forward(struct vd_model *m, struct vk_kv *kv, const struct vk_batch
 			if (rc < 0)
 				return rc;
 			if (rc_end < 0 && rc_end != -ECANCELED)
-				return fail(m->error, sizeof(m->error), rc_end, "step_end: %s",
+				return vd_fail(m->error, sizeof(m->error), rc_end, "step_end: %s",
 				            vk_backend_error(be));
 			ran = rc_end == 0;
 		}
@@ -468,10 +456,10 @@ int vd_model_sample(struct vd_model *m, const struct vk_sample_params *params,
 	int32_t l = -1;
 	int rc;
 	if (!be->ops->sample)
-		return fail(m->error, sizeof(m->error), -ENOTSUP, "backend %s does not sample",
+		return vd_fail(m->error, sizeof(m->error), -ENOTSUP, "backend %s does not sample",
 		            be->ops->name);
 	if (!m->n_last_logits)
-		return fail(m->error, sizeof(m->error), -EINVAL, "no logits to sample from");
+		return vd_fail(m->error, sizeof(m->error), -EINVAL, "no logits to sample from");
 	CALL(be->ops->sample(be, m->logits, m->n_last_logits, m->cfg.vocab, params, ret_ids),
 	     "sample");
 	m->n_last_logits = 0;   /* sampling clobbers the logits */

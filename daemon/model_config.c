@@ -5,6 +5,7 @@
  * parameters may sit in "rope_scaling" (transformers 4.x) or "rope_parameters" (5.x), with the
  * section under "mrope_section" either way.
  */
+#include "daemon/errmsg.h"
 #include "model_config.h"
 
 #include <errno.h>
@@ -15,19 +16,6 @@
 
 #include <jansson.h>
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-	if (err && err_len) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 struct ctx {
 	json_t *root;
@@ -50,15 +38,15 @@ static int get_int(const struct ctx *c, const char *key, int64_t def, int64_t ma
 	json_t *v = get(c, key);
 	if (!v) {
 		if (def < 0)
-			return fail(c->err, c->err_len, -EINVAL, "config.json: missing \"%s\"", key);
+			return vd_fail(c->err, c->err_len, -EINVAL, "config.json: missing \"%s\"", key);
 		*out = (int32_t)def;
 		return 0;
 	}
 	if (!json_is_integer(v))
-		return fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" is not an integer", key);
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" is not an integer", key);
 	json_int_t x = json_integer_value(v);
 	if (x < 1 || x > max)
-		return fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" = %lld is out of range "
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" = %lld is out of range "
 		            "[1, %lld]", key, (long long)x, (long long)max);
 	*out = (int32_t)x;
 	return 0;
@@ -68,16 +56,16 @@ static int get_num(const struct ctx *c, json_t *v, const char *key, double def, 
 {
 	if (!v) {
 		if (def < 0)
-			return fail(c->err, c->err_len, -EINVAL, "config.json: missing \"%s\"", key);
+			return vd_fail(c->err, c->err_len, -EINVAL, "config.json: missing \"%s\"", key);
 		*out = (float)def;
 		return 0;
 	}
 	if (!json_is_number(v))
-		return fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" is not a number", key);
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" is not a number", key);
 	double x = json_number_value(v);
 	/* in [1e-30, 1e30]: positive and still positive and finite as a float */
 	if (!(x >= 1e-30) || x > 1e30)
-		return fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" = %g is out of range "
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" = %g is out of range "
 		            "[1e-30, 1e30]", key, x);
 	*out = (float)x;
 	return 0;
@@ -103,7 +91,7 @@ static int parse_arch(const struct ctx *c, struct vd_model_config *m)
 	};
 	json_t *a = json_object_get(c->root, "architectures");
 	if (!json_is_array(a) || json_array_size(a) < 1 || !json_is_string(json_array_get(a, 0)))
-		return fail(c->err, c->err_len, -EINVAL,
+		return vd_fail(c->err, c->err_len, -EINVAL,
 		            "config.json: \"architectures\" must be a non-empty array of strings");
 	const char *name = json_string_value(json_array_get(a, 0));
 	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
@@ -112,7 +100,7 @@ static int parse_arch(const struct ctx *c, struct vd_model_config *m)
 			snprintf(m->arch_name, sizeof(m->arch_name), "%s", name);
 			return 0;
 		}
-	return fail(c->err, c->err_len, -ENOTSUP, "config.json: architecture \"%.80s\" is not "
+	return vd_fail(c->err, c->err_len, -ENOTSUP, "config.json: architecture \"%.80s\" is not "
 	            "supported (Qwen2ForCausalLM, Qwen2VLForConditionalGeneration, "
 	            "Qwen2_5_VLForConditionalGeneration)", name);
 }
@@ -126,9 +114,9 @@ static int parse_rope(const struct ctx *c, struct vd_model_config *m)
 	int rc;
 
 	if (rs && !json_is_object(rs))
-		return fail(c->err, c->err_len, -EINVAL, "config.json: \"rope_scaling\" is not an object");
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"rope_scaling\" is not an object");
 	if (rp && !json_is_object(rp))
-		return fail(c->err, c->err_len, -EINVAL,
+		return vd_fail(c->err, c->err_len, -EINVAL,
 		            "config.json: \"rope_parameters\" is not an object");
 	json_t *objs[2] = { rs, rp };
 	for (int i = 0; i < 2; i++) {
@@ -140,7 +128,7 @@ static int parse_rope(const struct ctx *c, struct vd_model_config *m)
 			t = json_object_get(o, "type");
 		if (t && (!json_is_string(t) || (strcmp(json_string_value(t), "default") &&
 		                                 strcmp(json_string_value(t), "mrope"))))
-			return fail(c->err, c->err_len, -ENOTSUP,
+			return vd_fail(c->err, c->err_len, -ENOTSUP,
 			            "config.json: rope type \"%.40s\" is not supported (default, mrope)",
 			            json_is_string(t) ? json_string_value(t) : "?");
 		if (json_object_get(o, "mrope_section"))
@@ -160,22 +148,22 @@ static int parse_rope(const struct ctx *c, struct vd_model_config *m)
 		return 0;
 	}
 	if (!sec)
-		return fail(c->err, c->err_len, -EINVAL,
+		return vd_fail(c->err, c->err_len, -EINVAL,
 		            "config.json: %s needs rope_scaling.mrope_section", m->arch_name);
 	if (!json_is_array(sec) || json_array_size(sec) != 3)
-		return fail(c->err, c->err_len, -EINVAL,
+		return vd_fail(c->err, c->err_len, -EINVAL,
 		            "config.json: \"mrope_section\" must be an array of 3 integers");
 	int64_t sum = 0;
 	for (int i = 0; i < 3; i++) {
 		json_t *v = json_array_get(sec, (size_t)i);
 		if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > half)
-			return fail(c->err, c->err_len, -EINVAL,
+			return vd_fail(c->err, c->err_len, -EINVAL,
 			            "config.json: mrope_section[%d] is not an integer in [0, %d]", i, half);
 		m->mrope_section[i] = (int32_t)json_integer_value(v);
 		sum += m->mrope_section[i];
 	}
 	if (sum != half)
-		return fail(c->err, c->err_len, -EINVAL,
+		return vd_fail(c->err, c->err_len, -EINVAL,
 		            "config.json: mrope_section [%d, %d, %d] sums to %lld, head_dim / 2 is %d",
 		            m->mrope_section[0], m->mrope_section[1], m->mrope_section[2],
 		            (long long)sum, half);
@@ -193,15 +181,15 @@ int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *
 	memset(m, 0, sizeof(*m));
 	c.root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!c.root)
-		return fail(err, err_len, -EINVAL, "config.json: %s (line %d, column %d)", jerr.text,
+		return vd_fail(err, err_len, -EINVAL, "config.json: %s (line %d, column %d)", jerr.text,
 		            jerr.line, jerr.column);
 	if (!json_is_object(c.root)) {
-		rc = fail(err, err_len, -EINVAL, "config.json: not a JSON object");
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: not a JSON object");
 		goto out;
 	}
 	c.text = json_object_get(c.root, "text_config");
 	if (c.text && !json_is_object(c.text)) {
-		rc = fail(err, err_len, -EINVAL, "config.json: \"text_config\" is not an object");
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: \"text_config\" is not an object");
 		goto out;
 	}
 	if ((rc = parse_arch(&c, m)) < 0)
@@ -220,16 +208,16 @@ int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *
 	if ((rc = get_int(&c, "head_dim", hd_def, 4096, &m->head_dim)) < 0)
 		goto out;
 	if (!get(&c, "head_dim") && m->hidden % m->n_heads) {
-		rc = fail(err, err_len, -EINVAL, "config.json: hidden_size %d is not a multiple of "
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: hidden_size %d is not a multiple of "
 		          "num_attention_heads %d", m->hidden, m->n_heads);
 		goto out;
 	}
 	if (m->head_dim % 2) {
-		rc = fail(err, err_len, -EINVAL, "config.json: head_dim %d is odd", m->head_dim);
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: head_dim %d is odd", m->head_dim);
 		goto out;
 	}
 	if (m->n_heads % m->n_kv_heads) {
-		rc = fail(err, err_len, -EINVAL, "config.json: num_attention_heads %d is not a multiple "
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: num_attention_heads %d is not a multiple "
 		          "of num_key_value_heads %d", m->n_heads, m->n_kv_heads);
 		goto out;
 	}
@@ -240,14 +228,14 @@ int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *
 
 	json_t *sw = get(&c, "use_sliding_window");
 	if (sw && json_is_true(sw)) {
-		rc = fail(err, err_len, -ENOTSUP,
+		rc = vd_fail(err, err_len, -ENOTSUP,
 		          "config.json: sliding-window attention (use_sliding_window) is not supported");
 		goto out;
 	}
 	json_t *hidden_act = get(&c, "hidden_act");
 	if (hidden_act && (!json_is_string(hidden_act) ||
 	                   strcmp(json_string_value(hidden_act), "silu"))) {
-		rc = fail(err, err_len, -ENOTSUP, "config.json: hidden_act \"%.40s\" is not supported "
+		rc = vd_fail(err, err_len, -ENOTSUP, "config.json: hidden_act \"%.40s\" is not supported "
 		          "(silu)", json_is_string(hidden_act) ? json_string_value(hidden_act) : "?");
 		goto out;
 	}
@@ -256,7 +244,7 @@ int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *
 	json_t *tie = json_object_get(c.root, "tie_word_embeddings");
 	json_t *tie_text = c.text ? json_object_get(c.text, "tie_word_embeddings") : NULL;
 	if ((tie && !json_is_boolean(tie)) || (tie_text && !json_is_boolean(tie_text))) {
-		rc = fail(err, err_len, -EINVAL, "config.json: \"tie_word_embeddings\" is not a boolean");
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: \"tie_word_embeddings\" is not a boolean");
 		goto out;
 	}
 	m->tie_embeddings = json_is_true(tie) || json_is_true(tie_text);
@@ -274,7 +262,7 @@ int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *
 		if (sm) {
 			if (!json_is_integer(sm) || json_integer_value(sm) < 1 ||
 			    json_integer_value(sm) > 64) {
-				rc = fail(err, err_len, -EINVAL, "config.json: vision_config."
+				rc = vd_fail(err, err_len, -EINVAL, "config.json: vision_config."
 				          "spatial_merge_size must be an integer in [1, 64]");
 				goto out;
 			}
@@ -301,11 +289,11 @@ int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err
 {
 	char path[4096];
 	if (snprintf(path, sizeof(path), "%s/config.json", dir) >= (int)sizeof(path))
-		return fail(err, err_len, -ENAMETOOLONG, "model path too long");
+		return vd_fail(err, err_len, -ENAMETOOLONG, "model path too long");
 	FILE *f = fopen(path, "rb");
 	if (!f) {
 		int e = errno;
-		return fail(err, err_len, -e, "%s: %s", path, strerror(e));
+		return vd_fail(err, err_len, -e, "%s: %s", path, strerror(e));
 	}
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
@@ -313,13 +301,13 @@ int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err
 	for (;;) {
 		if (len == cap) {
 			if (cap >= (16u << 20)) {
-				rc = fail(err, err_len, -EFBIG, "%s: larger than 16 MiB", path);
+				rc = vd_fail(err, err_len, -EFBIG, "%s: larger than 16 MiB", path);
 				goto out;
 			}
 			cap = cap ? cap * 2 : 16384;
 			char *nb = realloc(buf, cap);
 			if (!nb) {
-				rc = fail(err, err_len, -ENOMEM, "out of memory");
+				rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
 				goto out;
 			}
 			buf = nb;
@@ -328,7 +316,7 @@ int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err
 		len += r;
 		if (r == 0) {
 			if (ferror(f)) {
-				rc = fail(err, err_len, -EIO, "%s: read error", path);
+				rc = vd_fail(err, err_len, -EIO, "%s: read error", path);
 				goto out;
 			}
 			break;

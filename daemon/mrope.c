@@ -1,25 +1,13 @@
 /*
  * daemon/mrope.c — M-RoPE position ids and rope delta (see mrope.h for the rule).
  */
+#include "daemon/errmsg.h"
 #include "mrope.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-	if (err && err_len) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 int vd_mrope_positions(int32_t n, const struct vd_mm_span *spans, int32_t n_spans,
                        const struct vd_mm_item *items, int32_t mrope, int32_t merge,
@@ -34,7 +22,7 @@ int vd_mrope_positions(int32_t n, const struct vd_mm_span *spans, int32_t n_span
 		return 0;
 	}
 	if (merge < 1)
-		return fail(err, err_len, -EINVAL, "spatial merge size %d", merge);
+		return vd_fail(err, err_len, -EINVAL, "spatial merge size %d", merge);
 
 	int64_t next = 0;   /* id of the next text token */
 	int32_t i = 0;
@@ -47,14 +35,14 @@ int vd_mrope_positions(int32_t n, const struct vd_mm_span *spans, int32_t n_span
 		const struct vd_mm_item *it = &items[spans[s].item];
 		int32_t t = it->grid[0], h = it->grid[1], w = it->grid[2];
 		if (t < 1 || h < 1 || w < 1)
-			return fail(err, err_len, -EINVAL, "item %d: M-RoPE needs its grid (t, h, w), got "
+			return vd_fail(err, err_len, -EINVAL, "item %d: M-RoPE needs its grid (t, h, w), got "
 			            "(%d, %d, %d)", spans[s].item, t, h, w);
 		if (h % merge || w % merge)
-			return fail(err, err_len, -EINVAL, "item %d: grid (%d, %d, %d) is not divisible by "
+			return vd_fail(err, err_len, -EINVAL, "item %d: grid (%d, %d, %d) is not divisible by "
 			            "the spatial merge size %d", spans[s].item, t, h, w, merge);
 		int32_t gh = h / merge, gw = w / merge;
 		if ((int64_t)t * gh * gw != spans[s].len)
-			return fail(err, err_len, -EINVAL, "item %d: grid (%d, %d, %d) / merge %d gives "
+			return vd_fail(err, err_len, -EINVAL, "item %d: grid (%d, %d, %d) / merge %d gives "
 			            "%lld positions, its placeholder run has %d tokens", spans[s].item, t, h,
 			            w, merge, (long long)t * gh * gw, spans[s].len);
 		float step = it->t_interval > 0 ? it->t_interval : 1.0f;
@@ -66,7 +54,7 @@ int vd_mrope_positions(int32_t n, const struct vd_mm_span *spans, int32_t n_span
 				for (int32_t c = 0; c < gw; c++, i++) {
 					int64_t hv = next + b, wv = next + c;
 					if (tv > INT32_MAX - 1 || hv > INT32_MAX - 1 || wv > INT32_MAX - 1)
-						return fail(err, err_len, -EOVERFLOW, "position ids overflow");
+						return vd_fail(err, err_len, -EOVERFLOW, "position ids overflow");
 					pt[i] = (int32_t)tv;
 					ph[i] = (int32_t)hv;
 					pw[i] = (int32_t)wv;
@@ -81,7 +69,7 @@ int vd_mrope_positions(int32_t n, const struct vd_mm_span *spans, int32_t n_span
 		next = top + 1;
 	}
 	if (next - n > INT32_MAX || next - n < INT32_MIN)
-		return fail(err, err_len, -EOVERFLOW, "rope delta overflows");
+		return vd_fail(err, err_len, -EOVERFLOW, "rope delta overflows");
 	*ret_delta = (int32_t)(next - n);
 	return 0;
 }

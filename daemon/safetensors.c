@@ -5,6 +5,7 @@
  * { name: {"dtype": str, "shape": [int...], "data_offsets": [begin, end]}, "__metadata__": {...} },
  * then the data area; offsets are relative to the data area.
  */
+#include "daemon/errmsg.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -15,19 +16,6 @@
 
 #include <jansson.h>
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-	if (err && err_len) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 static const struct {
 	const char *name;
@@ -87,16 +75,16 @@ static int parse_entry(const char *name, json_t *obj, uint64_t data_len, struct 
                        char *err, size_t err_len)
 {
 	if (!json_is_object(obj))
-		return fail(err, err_len, -EINVAL, "tensor '%s': entry is not an object", name);
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': entry is not an object", name);
 	json_t *jd = json_object_get(obj, "dtype");
 	json_t *js = json_object_get(obj, "shape");
 	json_t *jo = json_object_get(obj, "data_offsets");
 	if (!json_is_string(jd))
-		return fail(err, err_len, -EINVAL, "tensor '%s': missing or non-string \"dtype\"", name);
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': missing or non-string \"dtype\"", name);
 	if (!json_is_array(js))
-		return fail(err, err_len, -EINVAL, "tensor '%s': missing or non-array \"shape\"", name);
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': missing or non-array \"shape\"", name);
 	if (!json_is_array(jo) || json_array_size(jo) != 2)
-		return fail(err, err_len, -EINVAL, "tensor '%s': \"data_offsets\" must be [begin, end]",
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': \"data_offsets\" must be [begin, end]",
 		            name);
 
 	const char *dn = json_string_value(jd);
@@ -111,7 +99,7 @@ static int parse_entry(const char *name, json_t *obj, uint64_t data_len, struct 
 
 	size_t nd = json_array_size(js);
 	if (nd > VD_ST_MAX_DIMS)
-		return fail(err, err_len, -EINVAL, "tensor '%s': %zu dimensions (at most %d)", name, nd,
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': %zu dimensions (at most %d)", name, nd,
 		            VD_ST_MAX_DIMS);
 	t->ndim = (int32_t)nd;
 	uint64_t count = 1;
@@ -119,7 +107,7 @@ static int parse_entry(const char *name, json_t *obj, uint64_t data_len, struct 
 	for (size_t i = 0; i < nd; i++) {
 		int64_t d = json_uint(json_array_get(js, i), INT64_MAX);
 		if (d < 0)
-			return fail(err, err_len, -EINVAL,
+			return vd_fail(err, err_len, -EINVAL,
 			            "tensor '%s': shape[%zu] is not a non-negative integer", name, i);
 		t->shape[i] = d;
 		if (d && count > UINT64_MAX / (uint64_t)d)
@@ -130,13 +118,13 @@ static int parse_entry(const char *name, json_t *obj, uint64_t data_len, struct 
 	int64_t b = json_uint(json_array_get(jo, 0), INT64_MAX);
 	int64_t e = json_uint(json_array_get(jo, 1), INT64_MAX);
 	if (b < 0 || e < 0)
-		return fail(err, err_len, -EINVAL,
+		return vd_fail(err, err_len, -EINVAL,
 		            "tensor '%s': data_offsets are not non-negative integers", name);
 	if (b > e)
-		return fail(err, err_len, -EINVAL, "tensor '%s': data_offsets [%lld, %lld] are reversed",
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': data_offsets [%lld, %lld] are reversed",
 		            name, (long long)b, (long long)e);
 	if ((uint64_t)e > data_len)
-		return fail(err, err_len, -EINVAL,
+		return vd_fail(err, err_len, -EINVAL,
 		            "tensor '%s': data_offsets [%lld, %lld] run past the data area (%llu bytes; "
 		            "file truncated?)", name, (long long)b, (long long)e,
 		            (unsigned long long)data_len);
@@ -145,7 +133,7 @@ static int parse_entry(const char *name, json_t *obj, uint64_t data_len, struct 
 	if (esize) {
 		if (overflow || (count && count > UINT64_MAX / esize) ||
 		    count * esize != t->end - t->begin)
-			return fail(err, err_len, -EINVAL,
+			return vd_fail(err, err_len, -EINVAL,
 			            "tensor '%s': %llu bytes in data_offsets, shape x %s needs %s%llu", name,
 			            (unsigned long long)(t->end - t->begin), dn, overflow ? "more than " : "",
 			            overflow ? (unsigned long long)UINT64_MAX
@@ -164,36 +152,36 @@ int vd_st_parse(const void *buf, size_t len, struct vd_st **ret, char *err, size
 
 	*ret = NULL;
 	if (len < 8)
-		return fail(err, err_len, -EINVAL, "file is %zu bytes, shorter than the 8-byte header "
+		return vd_fail(err, err_len, -EINVAL, "file is %zu bytes, shorter than the 8-byte header "
 		            "length (truncated?)", len);
 	uint64_t hl = 0;
 	for (int i = 7; i >= 0; i--)
 		hl = hl << 8 | p[i];
 	if (hl > VD_ST_MAX_HEADER)
-		return fail(err, err_len, -E2BIG, "header length %llu exceeds the limit of %u bytes",
+		return vd_fail(err, err_len, -E2BIG, "header length %llu exceeds the limit of %u bytes",
 		            (unsigned long long)hl, VD_ST_MAX_HEADER);
 	if (hl > len - 8)
-		return fail(err, err_len, -EINVAL, "header length %llu runs past the end of the file "
+		return vd_fail(err, err_len, -EINVAL, "header length %llu runs past the end of the file "
 		            "(%zu bytes; truncated?)", (unsigned long long)hl, len);
 	if (hl < 2)
-		return fail(err, err_len, -EINVAL, "header length %llu is too short for a JSON object",
+		return vd_fail(err, err_len, -EINVAL, "header length %llu is too short for a JSON object",
 		            (unsigned long long)hl);
 
 	json_error_t jerr;
 	root = json_loadb((const char *)p + 8, (size_t)hl, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
-		rc = fail(err, err_len, -EINVAL, "header JSON: %s (at byte %d)", jerr.text,
+		rc = vd_fail(err, err_len, -EINVAL, "header JSON: %s (at byte %d)", jerr.text,
 		          jerr.position);
 		goto out;
 	}
 	if (!json_is_object(root)) {
-		rc = fail(err, err_len, -EINVAL, "header JSON is not an object");
+		rc = vd_fail(err, err_len, -EINVAL, "header JSON is not an object");
 		goto out;
 	}
 
 	st = calloc(1, sizeof(*st));
 	if (!st) {
-		rc = fail(err, err_len, -ENOMEM, "out of memory");
+		rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
 		goto out;
 	}
 	st->header_len = hl;
@@ -201,7 +189,7 @@ int vd_st_parse(const void *buf, size_t len, struct vd_st **ret, char *err, size
 	size_t cap = json_object_size(root);
 	st->t = calloc(cap ? cap : 1, sizeof(*st->t));
 	if (!st->t) {
-		rc = fail(err, err_len, -ENOMEM, "out of memory");
+		rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
 		goto out;
 	}
 	const char *key;
@@ -209,7 +197,7 @@ int vd_st_parse(const void *buf, size_t len, struct vd_st **ret, char *err, size
 	json_object_foreach(root, key, val) {
 		if (!strcmp(key, "__metadata__")) {
 			if (!json_is_object(val)) {
-				rc = fail(err, err_len, -EINVAL, "\"__metadata__\" is not an object");
+				rc = vd_fail(err, err_len, -EINVAL, "\"__metadata__\" is not an object");
 				goto out;
 			}
 			continue;
@@ -220,7 +208,7 @@ int vd_st_parse(const void *buf, size_t len, struct vd_st **ret, char *err, size
 			goto out;
 		t->name = strdup(key);
 		if (!t->name) {
-			rc = fail(err, err_len, -ENOMEM, "out of memory");
+			rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
 			goto out;
 		}
 		t->data = p + 8 + hl + t->begin;
@@ -230,7 +218,7 @@ int vd_st_parse(const void *buf, size_t len, struct vd_st **ret, char *err, size
 	/* No two tensors may share bytes (empty tensors share nothing). */
 	order = malloc((st->n ? st->n : 1) * sizeof(*order));
 	if (!order) {
-		rc = fail(err, err_len, -ENOMEM, "out of memory");
+		rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
 		goto out;
 	}
 	size_t m = 0;
@@ -240,7 +228,7 @@ int vd_st_parse(const void *buf, size_t len, struct vd_st **ret, char *err, size
 	qsort(order, m, sizeof(*order), cmp_begin);
 	for (size_t i = 1; i < m; i++)
 		if (order[i]->begin < order[i - 1]->end) {
-			rc = fail(err, err_len, -EINVAL,
+			rc = vd_fail(err, err_len, -EINVAL,
 			          "tensors '%s' [%llu, %llu) and '%s' [%llu, %llu) overlap",
 			          order[i - 1]->name, (unsigned long long)order[i - 1]->begin,
 			          (unsigned long long)order[i - 1]->end, order[i]->name,

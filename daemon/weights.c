@@ -5,6 +5,7 @@
  * of the weights; the header parser only ever sees the mapped buffer and its length, which is how
  * a truncated file is caught (offsets past the end) without ever faulting on a missing page.
  */
+#include "daemon/errmsg.h"
 #include "weights.h"
 
 #include <errno.h>
@@ -31,19 +32,6 @@ struct vd_weights {
 	struct vd_shard *shards;
 };
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-	if (err && err_len) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 void vd_weights_free(struct vd_weights *w)
 {
@@ -67,24 +55,24 @@ static int map_shard(const char *dir, struct vd_shard *s, char *err, size_t err_
 	int rc;
 
 	if (snprintf(path, sizeof(path), "%s/%s", dir, s->file) >= (int)sizeof(path))
-		return fail(err, err_len, -ENAMETOOLONG, "%s: path too long", s->file);
+		return vd_fail(err, err_len, -ENAMETOOLONG, "%s: path too long", s->file);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
-		return fail(err, err_len, -e, "%s: %s", path, strerror(e));
+		return vd_fail(err, err_len, -e, "%s: %s", path, strerror(e));
 	}
 	if (fstat(fd, &sb) < 0) {
 		rc = -errno;
-		fail(err, err_len, rc, "%s: %s", path, strerror(-rc));
+		vd_fail(err, err_len, rc, "%s: %s", path, strerror(-rc));
 		goto out;
 	}
 	if (!S_ISREG(sb.st_mode)) {
-		rc = fail(err, err_len, -EINVAL, "%s: not a regular file", path);
+		rc = vd_fail(err, err_len, -EINVAL, "%s: not a regular file", path);
 		goto out;
 	}
 	s->len = (size_t)sb.st_size;
 	if (s->len == 0) {
-		rc = fail(err, err_len, -EINVAL, "%s: empty file", path);
+		rc = vd_fail(err, err_len, -EINVAL, "%s: empty file", path);
 		goto out;
 	}
 	s->map = mmap(NULL, s->len, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -92,12 +80,12 @@ static int map_shard(const char *dir, struct vd_shard *s, char *err, size_t err_
 		rc = -errno;
 		s->map = NULL;
 		s->len = 0;
-		fail(err, err_len, rc, "%s: mmap: %s", path, strerror(-rc));
+		vd_fail(err, err_len, rc, "%s: mmap: %s", path, strerror(-rc));
 		goto out;
 	}
 	rc = vd_st_parse(s->map, s->len, &s->st, perr, sizeof(perr));
 	if (rc < 0)
-		fail(err, err_len, rc, "%s: %s", s->file, perr);
+		vd_fail(err, err_len, rc, "%s: %s", s->file, perr);
 out:
 	close(fd);
 	return rc;
@@ -125,12 +113,12 @@ static int load_index(const char *dir, const char *path, struct vd_weights *w, j
 	json_error_t jerr;
 	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return fail(err, err_len, -EINVAL, "model.safetensors.index.json: %s (line %d)",
+		return vd_fail(err, err_len, -EINVAL, "model.safetensors.index.json: %s (line %d)",
 		            jerr.text, jerr.line);
 	json_t *map = json_object_get(root, "weight_map");
 	if (!json_is_object(map) || json_object_size(map) == 0) {
 		json_decref(root);
-		return fail(err, err_len, -EINVAL,
+		return vd_fail(err, err_len, -EINVAL,
 		            "model.safetensors.index.json: \"weight_map\" missing or empty");
 	}
 	const char *key;
@@ -139,7 +127,7 @@ static int load_index(const char *dir, const char *path, struct vd_weights *w, j
 		const char *f = json_string_value(val);
 		if (!f || !*f || strchr(f, '/') || !strcmp(f, ".") || !strcmp(f, "..")) {
 			/* format before the decref: key points into root */
-			int rc = fail(err, err_len, -EINVAL, "model.safetensors.index.json: tensor '%s' "
+			int rc = vd_fail(err, err_len, -EINVAL, "model.safetensors.index.json: tensor '%s' "
 			              "maps to an invalid shard file name", key);
 			json_decref(root);
 			return rc;
@@ -147,7 +135,7 @@ static int load_index(const char *dir, const char *path, struct vd_weights *w, j
 		int rc = add_shard(w, f);
 		if (rc < 0) {
 			json_decref(root);
-			return fail(err, err_len, rc, "out of memory");
+			return vd_fail(err, err_len, rc, "out of memory");
 		}
 	}
 	(void)dir;
@@ -165,10 +153,10 @@ int vd_weights_open(const char *dir, struct vd_weights **ret, char *err, size_t 
 	*ret = NULL;
 	struct vd_weights *w = calloc(1, sizeof(*w));
 	if (!w)
-		return fail(err, err_len, -ENOMEM, "out of memory");
+		return vd_fail(err, err_len, -ENOMEM, "out of memory");
 	if (snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir) >=
 	    (int)sizeof(path)) {
-		rc = fail(err, err_len, -ENAMETOOLONG, "model path too long");
+		rc = vd_fail(err, err_len, -ENAMETOOLONG, "model path too long");
 		goto out;
 	}
 	if (access(path, F_OK) == 0) {
@@ -178,13 +166,13 @@ int vd_weights_open(const char *dir, struct vd_weights **ret, char *err, size_t 
 	} else {
 		snprintf(path, sizeof(path), "%s/model.safetensors", dir);
 		if (access(path, F_OK) != 0) {
-			rc = fail(err, err_len, -ENOENT, "%s: neither model.safetensors nor "
+			rc = vd_fail(err, err_len, -ENOENT, "%s: neither model.safetensors nor "
 			          "model.safetensors.index.json", dir);
 			goto out;
 		}
 		rc = add_shard(w, "model.safetensors");
 		if (rc < 0) {
-			rc = fail(err, err_len, rc, "out of memory");
+			rc = vd_fail(err, err_len, rc, "out of memory");
 			goto out;
 		}
 	}
@@ -201,7 +189,7 @@ int vd_weights_open(const char *dir, struct vd_weights **ret, char *err, size_t 
 			const char *f = json_string_value(val);
 			for (size_t i = 0; i < w->n_shards; i++)
 				if (!strcmp(w->shards[i].file, f) && !vd_st_find(w->shards[i].st, key)) {
-					rc = fail(err, err_len, -EINVAL, "tensor '%s': the index puts it in %s "
+					rc = vd_fail(err, err_len, -EINVAL, "tensor '%s': the index puts it in %s "
 					          "but that file does not have it", key, f);
 					goto out;
 				}
@@ -212,7 +200,7 @@ int vd_weights_open(const char *dir, struct vd_weights **ret, char *err, size_t 
 		for (size_t j = i + 1; j < w->n_shards; j++)
 			for (size_t k = 0; k < w->shards[i].st->n; k++)
 				if (vd_st_find(w->shards[j].st, w->shards[i].st->t[k].name)) {
-					rc = fail(err, err_len, -EINVAL, "tensor '%s' is in both %s and %s",
+					rc = vd_fail(err, err_len, -EINVAL, "tensor '%s' is in both %s and %s",
 					          w->shards[i].st->t[k].name, w->shards[i].file,
 					          w->shards[j].file);
 					goto out;
@@ -270,10 +258,10 @@ int vd_weights_get(const struct vd_weights *w, const char *rel_name, int32_t ndi
 {
 	const struct vd_st_tensor *t = find_any(w, rel_name);
 	if (!t)
-		return fail(err, err_len, -ENOENT, "missing tensor '%s' (tried model.%s, "
+		return vd_fail(err, err_len, -ENOENT, "missing tensor '%s' (tried model.%s, "
 		            "model.language_model.%s)", rel_name, rel_name, rel_name);
 	if (t->dtype != VD_ST_F32 && t->dtype != VD_ST_F16 && t->dtype != VD_ST_BF16)
-		return fail(err, err_len, -ENOTSUP, "tensor '%s': dtype %s is not supported (F32, F16, "
+		return vd_fail(err, err_len, -ENOTSUP, "tensor '%s': dtype %s is not supported (F32, F16, "
 		            "BF16)", t->name, t->dtype_name);
 	int same = t->ndim == ndim;
 	for (int32_t i = 0; same && i < ndim; i++)
@@ -282,12 +270,12 @@ int vd_weights_get(const struct vd_weights *w, const char *rel_name, int32_t ndi
 		char got[128], want[128];
 		fmt_shape(got, sizeof(got), t->ndim, t->shape);
 		fmt_shape(want, sizeof(want), ndim, shape);
-		return fail(err, err_len, -EINVAL, "tensor '%s': shape %s, expected %s", t->name, got,
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': shape %s, expected %s", t->name, got,
 		            want);
 	}
 	size_t es = vd_st_dtype_size(t->dtype);
 	if ((uintptr_t)t->data % es)
-		return fail(err, err_len, -EINVAL, "tensor '%s': data offset %llu is not aligned to its "
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': data offset %llu is not aligned to its "
 		            "%zu-byte elements", t->name, (unsigned long long)t->begin, es);
 	memset(ret, 0, sizeof(*ret));
 	ret->name = t->name;

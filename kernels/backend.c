@@ -109,3 +109,27 @@ int vk_backend_open(const char *name, struct vk_backend **ret, char *err, size_t
 	snprintf(err, err_len, "unknown backend \"%s\" (expected auto, cpu, cuda or ref)", name);
 	return -ENOENT;
 }
+
+int vk_host_alloc(struct vk_backend *be, size_t bytes, void **ret_ptr)
+{
+	size_t sz = (bytes + 63) & ~(size_t)63;
+	void *p = aligned_alloc(64, sz ? sz : 64);
+	if (!p)
+		return vk_backend_set_error(be, -ENOMEM, "alloc: out of memory (%zu bytes)", bytes);
+	*ret_ptr = p;
+	return 0;
+}
+
+void vk_host_free(struct vk_backend *be, void *ptr)
+{
+	(void)be;
+	free(ptr);
+}
+
+int vk_host_copy(struct vk_backend *be, void *dst, const void *src, size_t bytes)
+{
+	(void)be;
+	if (bytes)
+		memcpy(dst, src, bytes);
+	return 0;
+}

@@ -260,6 +260,12 @@ int vk_backend_set_error(struct vk_backend *be, int err, const char *fmt, ...)
 #endif
 	;
 
+/* For host-memory backends (cpu, ref): ops->alloc / free / upload / download over malloc'd
+ * 64-byte-aligned memory, so each backend's table can point at them. */
+int vk_host_alloc(struct vk_backend *be, size_t bytes, void **ret_ptr);
+void vk_host_free(struct vk_backend *be, void *ptr);
+int vk_host_copy(struct vk_backend *be, void *dst, const void *src, size_t bytes);
+
 /* Registry. name: "auto" (CUDA if a device is usable, else CPU), "cpu", "cuda", "ref".
  * NULL or "auto" defer to the VLM_BACKEND environment variable when it is set and non-empty (an
  * explicit name wins over the environment). "cuda" without a usable device, or in a build without

@@ -104,28 +104,6 @@ static void cpu_destroy(struct vk_backend *be)
 	free(be);
 }
 
-static int cpu_alloc(struct vk_backend *be, size_t bytes, void **ret_ptr)
-{
-	size_t sz = (bytes + 63) & ~(size_t)63;
-	void *p = aligned_alloc(64, sz ? sz : 64);
-	if (!p)
-		return vk_backend_set_error(be, -ENOMEM, "alloc: out of memory (%zu bytes)", bytes);
-	*ret_ptr = p;
-	return 0;
-}
-
-static void cpu_free(struct vk_backend *be, void *ptr)
-{
-	free(ptr);
-}
-
-static int cpu_copy(struct vk_backend *be, void *dst, const void *src, size_t bytes)
-{
-	if (bytes)
-		memcpy(dst, src, bytes);
-	return 0;
-}
-
 static int cpu_weight_load(struct vk_backend *be, const void *src, enum vk_dtype dtype,
                            int64_t rows, int64_t cols, struct vk_weight *ret)
 {
@@ -945,10 +923,10 @@ static const struct vk_backend_ops cpu_ops = {
 	.abi = VK_BACKEND_ABI,
 	.name = "cpu",
 	.destroy = cpu_destroy,
-	.alloc = cpu_alloc,
-	.free = cpu_free,
-	.upload = cpu_copy,
-	.download = cpu_copy,
+	.alloc = vk_host_alloc,
+	.free = vk_host_free,
+	.upload = vk_host_copy,
+	.download = vk_host_copy,
 	.sync = NULL,
 	.probe = cpu_probe,
 	.weight_load = cpu_weight_load,

@@ -29,28 +29,6 @@ static void ref_destroy(struct vk_backend *be)
 	free(be);
 }
 
-static int ref_alloc(struct vk_backend *be, size_t bytes, void **ret_ptr)
-{
-	size_t sz = (bytes + 63) & ~(size_t)63;
-	void *p = aligned_alloc(64, sz ? sz : 64);
-	if (!p)
-		return vk_backend_set_error(be, -ENOMEM, "alloc: out of memory (%zu bytes)", bytes);
-	*ret_ptr = p;
-	return 0;
-}
-
-static void ref_free(struct vk_backend *be, void *ptr)
-{
-	free(ptr);
-}
-
-static int ref_copy(struct vk_backend *be, void *dst, const void *src, size_t bytes)
-{
-	if (bytes)
-		memcpy(dst, src, bytes);
-	return 0;
-}
-
 static int ref_weight_load(struct vk_backend *be, const void *src, enum vk_dtype dtype,
                            int64_t rows, int64_t cols, struct vk_weight *ret)
 {
@@ -386,10 +364,10 @@ static const struct vk_backend_ops ref_ops = {
 	.abi = VK_BACKEND_ABI,
 	.name = "ref",
 	.destroy = ref_destroy,
-	.alloc = ref_alloc,
-	.free = ref_free,
-	.upload = ref_copy,
-	.download = ref_copy,
+	.alloc = vk_host_alloc,
+	.free = vk_host_free,
+	.upload = vk_host_copy,
+	.download = vk_host_copy,
 	.sync = NULL,
 	.probe = NULL,
 	.weight_load = ref_weight_load,
