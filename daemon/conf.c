@@ -15,7 +15,7 @@
 #include "daemon/conf.h"
 
 enum vd_cfg_type { T_STR, T_UINT, T_SIZE, T_BOOL, T_ENUM, T_UIDS, T_GIDS };
-enum { F_RUNTIME = 1 };
+enum { F_RUNTIME = 1, F_EMPTY_OK = 2 /* T_STR: "" means off */ };
 
 struct setting {
 	const char *name;            /* file key, --flag, VLMD_NAME */
@@ -31,6 +31,7 @@ struct setting {
 
 static const char *const loop_choices[] = { "auto", "uring", "epoll", "io_uring", NULL };
 static const char *const level_choices[] = { "error", "warn", "info", "debug", NULL };
+static const char *const backend_choices[] = { "auto", "cpu", "cuda", "ref", NULL };
 
 /* THE table. Only settings that something reads: add a row when its consumer lands. */
 static const struct setting table[VD_CFG__N] = {
@@ -56,6 +57,32 @@ static const struct setting table[VD_CFG__N] = {
 		"answer echo requests from a worker thread (the engine's path)" },
 	[VD_CFG_LOG_LEVEL] = { "log-level", T_ENUM, "info", 0, 0, level_choices, F_RUNTIME, NULL,
 		"LEVEL", "error, warn, info or debug (--quiet = warn, --verbose = debug)" },
+	[VD_CFG_MODEL] = { "model", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "DIR",
+		"model folder (config.json + *.safetensors) to serve; empty: no model, echo requests only" },
+	[VD_CFG_BACKEND] = { "backend", T_ENUM, "auto", 0, 0, backend_choices, 0, NULL, "NAME",
+		"compute backend: auto (cuda when a GPU is usable, else cpu), cpu, cuda, ref" },
+	[VD_CFG_THREADS] = { "threads", T_UINT, "0", 0, 4096, NULL, 0, NULL, "N",
+		"CPU backend worker threads (0: one per online CPU)" },
+	[VD_CFG_KV_MEMORY] = { "kv-memory", T_SIZE, "256M", 1, UINT64_MAX, NULL, 0, NULL, "BYTES",
+		"memory for the paged KV cache (suffixes K M G T)" },
+	[VD_CFG_BLOCK_SIZE] = { "block-size", T_UINT, "16", 1, 1024, NULL, 0, NULL, "N",
+		"tokens per KV block (also the prefix-cache granularity)" },
+	[VD_CFG_MAX_RUNNING] = { "max-running", T_UINT, "32", 1, 65536, NULL, F_RUNTIME, NULL, "N",
+		"most sequences in one engine step" },
+	[VD_CFG_MAX_BATCHED_TOKENS] = { "max-batched-tokens", T_UINT, "512", 1, 1048576, NULL, 0, NULL,
+		"N", "most tokens in one engine step (prefill chunk budget; at least max-running)" },
+	[VD_CFG_MAX_MODEL_LEN] = { "max-model-len", T_UINT, "0", 0, 16777216, NULL, 0, NULL, "N",
+		"longest prompt + output (0: the model's max_position_embeddings)" },
+	[VD_CFG_MAX_WAITING] = { "max-waiting", T_UINT, "1024", 1, 16777216, NULL, F_RUNTIME, NULL, "N",
+		"refuse new requests (-EBUSY) while this many wait for admission" },
+	[VD_CFG_PRIORITY] = { "priority", T_BOOL, "no", 0, 1, NULL, 0, NULL, NULL,
+		"schedule by request priority, then arrival (else arrival only)" },
+	[VD_CFG_PREFIX_CACHE] = { "prefix-cache", T_BOOL, "yes", 0, 1, NULL, 0, NULL, NULL,
+		"reuse the KV of common prompt prefixes (images by fingerprint)" },
+	[VD_CFG_ADMIN_GID] = { "admin-gid", T_GIDS, "", 0, 0, NULL, 0, NULL, "GID",
+		"members of this group may use the admin protocol (vlmctl), besides root (repeatable)" },
+	[VD_CFG_METRICS_LISTEN] = { "metrics-listen", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "ADDR:PORT",
+		"serve Prometheus metrics over HTTP at this address (empty: off; vlmctl metrics works always)" },
 };
 
 struct value {
@@ -234,7 +261,7 @@ static int parse_value(int id, const char *value, struct value *v, char *err, si
 	describe(t, what, sizeof(what));
 	switch (t->type) {
 	case T_STR:
-		if (!*value)
+		if (!*value && !(t->flags & F_EMPTY_OK))
 			return errf(err, errlen, -EINVAL, "%s: empty value", t->name);
 		v->s = strdup(value);
 		return v->s ? 0 : -ENOMEM;

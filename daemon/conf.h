@@ -44,11 +44,28 @@ enum vd_cfg_id {
 	VD_CFG_TICK_MS,
 	VD_CFG_ECHO_THREAD,
 	VD_CFG_LOG_LEVEL,
+	/* model and engine (read by daemon/engine.c through vlmd.c) */
+	VD_CFG_MODEL,
+	VD_CFG_BACKEND,
+	VD_CFG_THREADS,
+	VD_CFG_KV_MEMORY,
+	VD_CFG_BLOCK_SIZE,
+	VD_CFG_MAX_RUNNING,
+	VD_CFG_MAX_BATCHED_TOKENS,
+	VD_CFG_MAX_MODEL_LEN,
+	VD_CFG_MAX_WAITING,
+	VD_CFG_PRIORITY,
+	VD_CFG_PREFIX_CACHE,
+	/* operations (admin protocol, metrics endpoint) */
+	VD_CFG_ADMIN_GID,
+	VD_CFG_METRICS_LISTEN,
 	VD_CFG__N
 };
 
 /* Values of VD_CFG_EVENT_LOOP (index into its choices). */
 enum { VD_CFG_LOOP_AUTO, VD_CFG_LOOP_URING, VD_CFG_LOOP_EPOLL };
+/* Values of VD_CFG_BACKEND (index into its choices; names as kernels/backend.h's registry). */
+enum { VD_CFG_BACKEND_AUTO, VD_CFG_BACKEND_CPU, VD_CFG_BACKEND_CUDA, VD_CFG_BACKEND_REF };
 
 enum vd_cfg_src { VD_SRC_DEFAULT, VD_SRC_FILE, VD_SRC_ENV, VD_SRC_FLAG, VD_SRC_RUNTIME };
 

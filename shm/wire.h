@@ -34,11 +34,18 @@ struct vs_hello {
 	uint32_t sq_entries;     /* wanted submission ring size (0 = daemon default), rounded up to 2^k */
 	uint32_t cq_entries;     /* wanted completion ring size (0 = default) */
 	uint64_t arena_bytes;    /* wanted arena size in bytes (0 = default) */
-	uint32_t flags;          /* reserved, 0 */
+	uint32_t flags;          /* VS_HELLO_*; other bits 0 */
 	uint32_t pid;            /* informational only (SO_PEERCRED is what the daemon trusts) */
 	char name[32];           /* client name for vlmctl, NUL-padded, not necessarily terminated */
 };
 _Static_assert(sizeof(struct vs_hello) == 64, "vs_hello size");
+
+/* Hello flags. VS_HELLO_ADMIN: an admin connection (vlmctl). The daemon checks the peer's
+ * credentials (root, or a member of an admin-gid group) and answers with a welcome carrying no
+ * descriptors and no layout (status VS_OK, or VS_REFUSED_NOT_ALLOWED with a message). After an OK
+ * welcome the socket carries newline-terminated JSON: one request object per line from the
+ * client, one response object per line from the daemon, in order (docs/PROTOCOL.md, "Admin"). */
+#define VS_HELLO_ADMIN 1u
 _Static_assert(offsetof(struct vs_hello, arena_bytes) == 16, "vs_hello.arena_bytes");
 _Static_assert(offsetof(struct vs_hello, name) == 32, "vs_hello.name");
 
@@ -148,6 +155,9 @@ enum vs_opcode {
 /* Generation parameters; zero means "default" for every field. */
 #define VS_GEN_IGNORE_EOS 1u
 #define VS_GEN_HAS_SEED 2u
+#define VS_GEN_LOGPROBS 4u       /* report each sampled token's log-probability (LOGPROBS
+				  * completions), with params.logprobs top alternatives */
+#define VS_MAX_LOGPROBS 20u      /* most alternatives per token */
 struct vs_gen_params {
 	uint32_t max_tokens;
 	uint32_t min_tokens;
@@ -158,7 +168,7 @@ struct vs_gen_params {
 	float frequency_penalty;
 	float presence_penalty;
 	int32_t top_k;           /* 0 = off */
-	uint32_t logprobs;       /* top-N alternatives per token, 0 = none */
+	uint32_t logprobs;       /* with VS_GEN_LOGPROBS: top-N alternatives per token (<= 20) */
 	uint64_t seed;           /* used when VS_GEN_HAS_SEED */
 	int32_t priority;        /* higher runs first; 0 = FCFS */
 	uint32_t flags;          /* VS_GEN_* */
@@ -230,6 +240,8 @@ enum vs_cqe_type {
 	VS_CQE_FINISH = 2,       /* request done: u.finish; last completion of a request */
 	VS_CQE_ERROR = 3,        /* request failed with result (negative errno); last completion */
 	VS_CQE_TENSOR_RELEASED = 4, /* daemon no longer needs item tensor u.released.tensor_id */
+	VS_CQE_LOGPROBS = 5,     /* u.logprobs of one sampled token (VS_GEN_LOGPROBS requests);
+				  * sent before the TOKENS completion that carries the token */
 };
 enum vs_finish_reason {
 	VS_FINISH_STOP = 0,      /* EOS or stop token */
@@ -240,8 +252,23 @@ enum vs_finish_reason {
 
 /* Completion flags. */
 #define VS_CQEF_CANCEL 1u        /* reply to a CANCEL entry (user_data = the cancel's target) */
+#define VS_CQEF_MORE 2u          /* LOGPROBS: more alternatives of the same token follow */
 
 #define VS_CQE_MAX_TOKENS 12
+
+/* LOGPROBS: the sampled token's log-probability under the model's raw distribution (log_softmax
+ * of the logits, before penalties, masks and temperature) and `count` alternatives (<= 5, best
+ * first). A token with more alternatives continues in further LOGPROBS completions with
+ * VS_CQEF_MORE set on all but the last; continuations repeat token/index and carry the next five. */
+#define VS_CQE_MAX_ALTS 5
+struct vs_logprobs {
+	uint32_t token;          /* the sampled token */
+	float logprob;
+	uint32_t alt_ids[VS_CQE_MAX_ALTS];
+	float alt_logprobs[VS_CQE_MAX_ALTS];
+};
+_Static_assert(sizeof(struct vs_logprobs) == 48, "vs_logprobs size");
+
 struct vs_finish {
 	uint8_t reason;          /* enum vs_finish_reason */
 	uint8_t pad[3];
@@ -264,6 +291,7 @@ struct vs_cqe {
 		uint32_t tokens[VS_CQE_MAX_TOKENS];
 		struct vs_finish finish;
 		struct { uint64_t tensor_id; } released;
+		struct vs_logprobs logprobs;
 		uint8_t raw[48];
 	} u;
 };

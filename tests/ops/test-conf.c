@@ -361,7 +361,7 @@ START_TEST(runtime_set)
 	ck_assert_uint_eq(vd_conf_uint(c, VD_CFG_MAX_CLIENTS), 9);
 	for (int i = 0; i < vd_conf_count(); i++)
 		runtime += vd_conf_runtime(i);
-	ck_assert_int_eq(runtime, 2); /* log-level and max-clients */
+	ck_assert_int_eq(runtime, 4); /* log-level, max-clients, max-running, max-waiting */
 	vd_conf_free(c);
 }
 END_TEST
