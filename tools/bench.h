@@ -10,5 +10,7 @@ int bench_decode_main(int argc, char **argv);      /* tools/bench-model.c */
 int bench_prefill_main(int argc, char **argv);     /* tools/bench-model.c */
 
 int bench_tokenize_main(int argc, char **argv);     /* tools/bench-tokenizer.c */
+int bench_serve_main(int argc, char **argv);        /* tools/bench-serve.c */
+int bench_client_main(int argc, char **argv);       /* tools/bench-client.c */
 
 #endif

@@ -23,6 +23,12 @@ static const struct {
 #ifdef VLM_BENCH_TOKENIZER
 	{ "tokenize", bench_tokenize_main, "tokenizer encode throughput and load time" },
 #endif
+#ifdef VLM_BENCH_SERVE
+	{ "serve", bench_serve_main, "served QPS, tokens/s, TTFT/ITL, prefix reuse vs concurrency 1 / no reuse" },
+#endif
+#ifdef VLM_BENCH_CLIENT
+	{ "client", bench_client_main, "libvlmclient: embedding bytes copied per path, submit overhead vs raw ring" },
+#endif
 	{ "version", NULL, "print the version" },
 };
 
