@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "daemon/mkmodel.h"
+#include "vlm/tokenizer.h"
 
 static void usage(FILE *f)
 {
@@ -26,7 +27,9 @@ static void usage(FILE *f)
 	        "  --tie | --no-tie   tie_word_embeddings\n"
 	        "  --layers N --hidden N --heads N --kv-heads N --intermediate N --vocab N\n"
 	        "  --mrope-section T,H,W   rotary pairs per M-RoPE axis\n"
-	        "  --std X            std of the random matrices (default per preset)\n",
+	        "  --std X            std of the random matrices (default per preset)\n"
+	        "  --tokenizer FILE   fit the model to a Qwen2 tokenizer.json and copy it into OUTDIR:\n"
+	        "                     vocab = its size, image/video/vision/eos ids = its special tokens\n",
 	        vd_mkmodel_preset_names());
 }
 
@@ -41,10 +44,83 @@ static int num(const char *s, long lo, long hi, long *out)
 	return 0;
 }
 
+/* Special token id by name, -1 when the tokenizer lacks it. */
+static int32_t special(const struct vlm_tokenizer *t, const char *name)
+{
+	return vlm_tokenizer_token_to_id(t, name);
+}
+
+/* Fit the spec to a tokenizer: the vocab covers every id (rounded up to a multiple of 64, as real
+ * checkpoints pad it), and the model's special ids are the tokenizer's. */
+static int fit_tokenizer(struct vd_mkmodel_spec *s, const char *path, char *err, size_t errlen)
+{
+	struct vlm_tokenizer *t = NULL;
+	char terr[256] = "";
+	int e = vlm_tokenizer_load(path, &t, terr, sizeof(terr));
+
+	if (e < 0) {
+		snprintf(err, errlen, "%s: %s", path, terr[0] ? terr : strerror(-e));
+		return e;
+	}
+	s->vocab = (int32_t)((vlm_tokenizer_vocab_size(t) + 63) / 64 * 64);
+	s->eos_token_id = special(t, "<|im_end|>");
+	s->bos_token_id = special(t, "<|endoftext|>");
+	if (s->image_token_id >= 0) {
+		s->image_token_id = special(t, "<|image_pad|>");
+		s->video_token_id = special(t, "<|video_pad|>");
+		s->vision_start_token_id = special(t, "<|vision_start|>");
+		s->vision_end_token_id = special(t, "<|vision_end|>");
+	}
+	vlm_tokenizer_free(t);
+	if (s->eos_token_id < 0 || (s->image_token_id == -1 && s->vision_start_token_id != -1)) {
+		snprintf(err, errlen, "%s: lacks <|im_end|> or the vision tokens of a Qwen2-VL tokenizer",
+		         path);
+		return -EINVAL;
+	}
+	if (s->bos_token_id < 0)
+		s->bos_token_id = s->eos_token_id;
+	return 0;
+}
+
+/* Copy src to dir/name. */
+static int copy_file(const char *src, const char *dir, const char *name, char *err, size_t errlen)
+{
+	char dst[4096], buf[65536];
+	FILE *in = fopen(src, "rb"), *out = NULL;
+	size_t n;
+	int rc = 0;
+
+	snprintf(dst, sizeof(dst), "%s/%s", dir, name);
+	if (in)
+		out = fopen(dst, "wb");
+	if (!in || !out) {
+		rc = -errno;
+		snprintf(err, errlen, "%.400s: %s", in ? dst : src, strerror(errno));
+		goto out;
+	}
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		if (fwrite(buf, 1, n, out) != n) {
+			rc = -EIO;
+			break;
+		}
+	if (ferror(in) || rc) {
+		rc = -EIO;
+		snprintf(err, errlen, "copying %.200s to %.200s failed", src, dst);
+	}
+out:
+	if (in)
+		fclose(in);
+	if (out && fclose(out) && !rc) {
+		rc = -EIO;
+		snprintf(err, errlen, "writing %.400s failed", dst);
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	enum { O_PRESET = 1, O_DTYPE, O_SEED, O_SHARDS, O_NEW, O_NESTED, O_ARCH, O_TIE, O_NOTIE,
-	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_HELP };
+	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_TOKENIZER, O_HELP };
 	static const struct option opts[] = {
 		{ "preset", required_argument, NULL, O_PRESET }, { "dtype", required_argument, NULL, O_DTYPE },
 		{ "seed", required_argument, NULL, O_SEED }, { "shards", required_argument, NULL, O_SHARDS },
@@ -56,6 +132,7 @@ int main(int argc, char **argv)
 		{ "intermediate", required_argument, NULL, O_INTER },
 		{ "vocab", required_argument, NULL, O_VOCAB }, { "std", required_argument, NULL, O_STD },
 		{ "mrope-section", required_argument, NULL, O_MROPE }, { "help", no_argument, NULL, O_HELP },
+		{ "tokenizer", required_argument, NULL, O_TOKENIZER },
 		{ NULL, 0, NULL, 0 },
 	};
 	/* First pass: the preset, so the other options override it whatever their order. */
@@ -71,6 +148,7 @@ int main(int argc, char **argv)
 	}
 	int c;
 	long v;
+	const char *tokenizer = NULL;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		int bad = 0;
 		switch (c) {
@@ -107,6 +185,7 @@ int main(int argc, char **argv)
 		case O_HEADS: bad = num(optarg, 1, 4096, &v); s.n_heads = (int32_t)v; break;
 		case O_KV: bad = num(optarg, 1, 4096, &v); s.n_kv_heads = (int32_t)v; break;
 		case O_INTER: bad = num(optarg, 1, 1 << 22, &v); s.intermediate = (int32_t)v; break;
+		case O_TOKENIZER: tokenizer = optarg; break;
 		case O_VOCAB: bad = num(optarg, 1, 1 << 24, &v); s.vocab = (int32_t)v; break;
 		case O_STD: {
 			char *end;
@@ -136,8 +215,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	char err[512];
+	if (tokenizer && fit_tokenizer(&s, tokenizer, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vlm-mkmodel: %s\n", err);
+		return 1;
+	}
 	int rc = vd_mkmodel_write(&s, argv[optind], err, sizeof(err));
 	if (rc < 0) {
+		fprintf(stderr, "vlm-mkmodel: %s\n", err);
+		return 1;
+	}
+	if (tokenizer && copy_file(tokenizer, argv[optind], "tokenizer.json", err, sizeof(err)) < 0) {
 		fprintf(stderr, "vlm-mkmodel: %s\n", err);
 		return 1;
 	}
