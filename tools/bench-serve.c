@@ -44,6 +44,7 @@ struct opts {
 	uint32_t max_batched_tokens;
 	uint64_t kv_bytes;
 	double secs;                /* seconds per phase */
+	int prefill_per_decode;     /* engine stall bound (-1 automatic) */
 };
 
 /* ------------------------------------------------------------------ the daemon */
@@ -90,6 +91,7 @@ static int daemon_start(struct daemon *d, const struct opts *o, const char *mode
 	eo.max_running = (uint32_t)(o->conc > 32 ? o->conc : 32);
 	eo.max_batched_tokens = o->max_batched_tokens;
 	eo.prefix_cache = prefix;
+	eo.prefill_per_decode = o->prefill_per_decode;
 	e = vd_engine_new(&eo, &d->eng, err, sizeof(err));
 	if (e < 0) {
 		fprintf(stderr, "vlm-bench: %s\n", err);
@@ -283,6 +285,8 @@ static int one(struct vc_conn *c, struct client *cl, const int32_t *tok, int32_t
 
 			switch (q[i].type) {
 			case VS_CQE_TOKENS:
+				if (now < cl->end)
+					cl->s.out_tokens += q[i].count;
 				for (int j = 0; j < q[i].count; j++) {
 					if (out && got < (int32_t)max_tokens)
 						out[got] = (int32_t)q[i].u.tokens[j];
@@ -295,7 +299,6 @@ static int one(struct vc_conn *c, struct client *cl, const int32_t *tok, int32_t
 				last = now;
 				break;
 			case VS_CQE_FINISH:
-				cl->s.out_tokens += q[i].u.finish.completion_tokens;
 				cl->s.prompt_tokens += q[i].u.finish.prompt_tokens;
 				cl->s.cached_tokens += q[i].u.finish.cached_tokens;
 				rc = 0;
@@ -557,7 +560,7 @@ static void bench_spec(struct vd_mkmodel_spec *s)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
-	       O_MBT, O_KV, O_SECS, O_HELP };
+	       O_MBT, O_KV, O_SECS, O_PPD, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -570,13 +573,14 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "max-batched-tokens", required_argument, NULL, O_MBT },
 		{ "kv-memory-mb", required_argument, NULL, O_KV },
 		{ "seconds", required_argument, NULL, O_SECS },
+		{ "prefill-per-decode", required_argument, NULL, O_PPD },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
-	*o = (struct opts){ .workload = "all", .conc = 32, .max_batched_tokens = 64,
-	                    .kv_bytes = 256ull << 20, .secs = 8 };
+	*o = (struct opts){ .workload = "all", .conc = 32, .max_batched_tokens = 512,
+	                    .kv_bytes = 256ull << 20, .secs = 8, .prefill_per_decode = -1 };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
@@ -591,10 +595,12 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_MBT: o->max_batched_tokens = (uint32_t)atoi(optarg); break;
 		case O_KV: o->kv_bytes = (uint64_t)atoll(optarg) << 20; break;
 		case O_SECS: o->secs = atof(optarg); break;
+		case O_PPD: o->prefill_per_decode = atoi(optarg); break;
 		default:
 			printf("usage: vlm-bench serve [--model DIR | --preset NAME] [--socket PATH]\n"
 			       "         [--workload single|multiturn|itl|all] [--concurrency N] [--seconds S]\n"
-			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N] [--quick] [--json]\n"
+			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
+			       "         [--prefill-per-decode N] [--quick] [--json]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
 			       "  (--quick: the tiny preset, short phases). --socket: use a running vlmd\n"
 			       "  serving --model (the reuse-off phase then needs its own vlmd: skipped).\n");
@@ -670,8 +676,8 @@ int bench_serve_main(int argc, char **argv)
 	sh = (struct shape){ .vocab = cfg.vocab, .hidden = cfg.hidden, .image_id = cfg.image_token_id,
 	                     .video_id = cfg.video_token_id,
 	                     .vstart = cfg.vision_start_token_id, .vend = cfg.vision_end_token_id,
-	                     .prompt = 128, .out = 32, .sys = 32, .question = 24, .rows = 64,
-	                     .decode_out = 64, .prefill_prompt = 1024 };
+	                     .prompt = 32, .out = 96, .sys = 32, .question = 24, .rows = 64,
+	                     .decode_out = 256, .prefill_prompt = 1024 };
 	if (o.quick) {
 		sh.prompt = 64;
 		sh.out = 16;
