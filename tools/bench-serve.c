@@ -614,7 +614,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		return 2;
 	}
 	if (o->quick) {
-		o->secs = o->secs < 1.5 ? o->secs : 1.5;
+		o->secs = o->secs < 1.0 ? o->secs : 1.0;
 		if (!o->preset && !o->model)
 			o->preset = "tiny";
 		if (o->conc > 8)
