@@ -200,6 +200,7 @@ struct shape {
 	int32_t vocab, hidden, image_id, video_id, vstart, vend;
 	int32_t prompt, out;           /* single: prompt tokens, outputs */
 	int32_t sys, question, rows;   /* multiturn: system tokens, question tokens, rows per image */
+	int32_t answer;                /* multiturn: outputs per turn */
 	int32_t decode_out, prefill_prompt;
 };
 
@@ -421,16 +422,16 @@ static void *client_main(void *arg)
 			for (int turn = 0; turn < 3 && now_s() < cl->end; turn++) {
 				for (int32_t i = 0; i < sh->question; i++)
 					tok[n++] = text_tok(sh, &s);
-				if (one(c, cl, tok, n, it, 3, (uint32_t)sh->out, tok + n) < 0) {
+				if (one(c, cl, tok, n, it, 3, (uint32_t)sh->answer, tok + n) < 0) {
 					cl->failed = 1;
 					break;
 				}
 				/* the answer is part of the next turn's prompt (as text: a random model may
 				 * emit a placeholder id, which a real client's chat template never would) */
-				for (int32_t i = n; i < n + sh->out; i++)
+				for (int32_t i = n; i < n + sh->answer; i++)
 					if (tok[i] == sh->image_id || tok[i] == sh->video_id)
 						tok[i] = text_tok(sh, &s);
-				n += sh->out;
+				n += sh->answer;
 			}
 			for (k = 0; k < 3; k++)
 				vc_conn_arena_free(c, off[k], (uint64_t)sh->rows * (uint64_t)sh->hidden * 2);
@@ -677,11 +678,13 @@ int bench_serve_main(int argc, char **argv)
 	                     .video_id = cfg.video_token_id,
 	                     .vstart = cfg.vision_start_token_id, .vend = cfg.vision_end_token_id,
 	                     .prompt = 32, .out = 96, .sys = 32, .question = 24, .rows = 64,
+	                     .answer = 32,
 	                     .decode_out = 256, .prefill_prompt = 1024 };
 	if (o.quick) {
 		sh.prompt = 64;
 		sh.out = 16;
 		sh.rows = 16;
+		sh.answer = 16;
 		sh.prefill_prompt = 256;
 	}
 	if (sh.image_id < 0 || sh.vstart < 0 || sh.vend < 0) {
@@ -719,7 +722,7 @@ int bench_serve_main(int argc, char **argv)
 		failed |= idle.failed | busy.failed;
 	}
 	if (want_multi) {
-		mon = phase(sock, &sh, K_MULTI, o.conc, o.secs * 1.5, 0);
+		mon = phase(sock, &sh, K_MULTI, o.conc, o.secs * 2, 0);
 		show("multiturn reuse", &mon);
 		failed |= mon.failed;
 		if (!o.socket) {
@@ -728,7 +731,7 @@ int bench_serve_main(int argc, char **argv)
 				rc = 1;
 				goto out;
 			}
-			moff = phase(d.sock, &sh, K_MULTI, o.conc, o.secs * 1.5, 0);
+			moff = phase(d.sock, &sh, K_MULTI, o.conc, o.secs * 2, 0);
 			show("multiturn no reuse", &moff);
 			failed |= moff.failed;
 		}
