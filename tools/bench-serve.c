@@ -713,7 +713,7 @@ int bench_serve_main(int argc, char **argv)
 		failed |= s1.failed | sn.failed;
 	}
 	if (want_itl) {
-		int streams = o.conc < 8 ? o.conc : 8;
+		int streams = o.conc < 16 ? o.conc : 16;
 
 		idle = phase(sock, &sh, K_DECODE, streams, o.secs, 0);
 		show("decode alone", &idle);
