@@ -318,29 +318,46 @@ static void take_inbox(struct vd_engine *e)
 	}
 	e->n_inbox = 0;
 	if (e->pc) {
-		/* client_gone waits for this phase to end before the arenas go away */
+		/* Only requests not flagged yet: a client_gone that flagged one before this point did
+		 * not wait for us and its arena may be gone already; one that flags a request from now
+		 * on waits for this phase to end (reading). */
+		size_t k = 0;
+
+		for (size_t i = 0; i < n; i++)
+			if (!e->fresh[i]->cancel && e->fresh[i]->n_items)
+				e->fresh[k++] = e->fresh[i];
 		e->reading = 1;
 		pthread_mutex_unlock(&e->mu);
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < k; i++)
 			vd_ereq_fingerprints(e->fresh[i]);
 		pthread_mutex_lock(&e->mu);
 		e->reading = 0;
 		e->read_phase++;
 		pthread_cond_broadcast(&e->done_cv);
 	}
-	for (size_t i = 0; i < n; i++) {
-		struct vd_ereq *q = e->fresh[i];
-		int r;
+	/* queue the new ones oldest first: they are the n newest of the live list */
+	{
+		struct vd_ereq *q = e->live;
 
-		if (q->cancel)
-			continue;   /* reap_cancelled ends it */
-		r = vd_sched_add(e->sched, &q->seq);
-		if (r < 0) {
-			finish(e, q, VS_FINISH_ERROR, r, 0);
-			continue;
+		for (size_t i = 1; i < n && q; i++)
+			q = q->next;
+		for (size_t i = 0; i < n && q; i++) {
+			struct vd_ereq *prev = q->prev;
+			int r;
+
+			if (q->cancel || q->added) {
+				q = prev;
+				continue;   /* reap_cancelled ends it */
+			}
+			r = vd_sched_add(e->sched, &q->seq);
+			if (r < 0) {
+				finish(e, q, VS_FINISH_ERROR, r, 0);
+			} else {
+				q->added = true;
+				e->n_live_waiting--;
+			}
+			q = prev;
 		}
-		q->added = true;
-		e->n_live_waiting--;
 	}
 }
 
@@ -705,30 +722,32 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r)
 	return 0;
 }
 
-/* Flag every request of (slot, gen) [with user_data ud when match_ud]; returns how many. */
+/* Flag r if it belongs to (slot, gen) [and has user_data ud when match_ud]: to be cancelled and,
+ * with gone, ended without completions. Counts matches and new flags. */
+static void flag_one(struct vd_ereq *r, uint32_t slot, uint32_t gen, int match_ud, uint64_t ud,
+                     int gone, int *match, int *fresh)
+{
+	if (r->r->slot != slot || r->r->gen != gen || (match_ud && r->r->sqe.user_data != ud))
+		return;
+	(*match)++;
+	*fresh += !r->cancel;
+	r->cancel = true;
+	if (gone)
+		r->gone = true;   /* no completions for a dead client */
+}
+
+/* Flag the matching requests, waiting (inbox) or live. Returns how many were newly flagged, or
+ * with gone how many match at all (an already flagged one may be in the forward in flight). */
 static int flag(struct vd_engine *e, uint32_t slot, uint32_t gen, int match_ud, uint64_t ud,
                 int gone)
 {
-	int n = 0;
+	int fresh = 0, match = 0;
 
-	for (size_t i = 0; i < e->n_inbox; i++) {
-		struct vd_ereq *q = e->inbox[i];
-
-		if (q->r->slot == slot && q->r->gen == gen && (!match_ud || q->r->sqe.user_data == ud) &&
-		    !q->cancel) {
-			q->cancel = true;
-			q->gone = gone;   /* no completions for a dead client */
-			n++;
-		}
-	}
+	for (size_t i = 0; i < e->n_inbox; i++)
+		flag_one(e->inbox[i], slot, gen, match_ud, ud, gone, &match, &fresh);
 	for (struct vd_ereq *q = e->live; q; q = q->next)
-		if (q->r->slot == slot && q->r->gen == gen && (!match_ud || q->r->sqe.user_data == ud) &&
-		    !q->cancel) {
-			q->cancel = true;
-			q->gone = gone;
-			n++;
-		}
-	return n;
+		flag_one(q, slot, gen, match_ud, ud, gone, &match, &fresh);
+	return gone ? match : fresh;
 }
 
 static int eng_cancel(struct vd_sink *s, uint32_t slot, uint32_t gen, uint64_t ud)
