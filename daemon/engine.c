@@ -103,12 +103,6 @@ struct vd_engine {
 
 /* ---------------------------------------------------------------- helpers */
 
-static void set_err(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
-{
-	if (err && errlen)
-		snprintf(err, errlen, fmt, a, b);
-}
-
 void vd_engine_opts_default(struct vd_engine_opts *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -848,11 +842,11 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 
 	*ret = NULL;
 	if (!o->model_dir || !*o->model_dir) {
-		set_err(err, errlen, "%s%s", "no model folder given", "");
+		snprintf(err, errlen, "no model folder given");
 		return -EINVAL;
 	}
 	if (!o->block_size || !o->max_running || !o->max_waiting) {
-		set_err(err, errlen, "%s%s", "block-size, max-running and max-waiting must be >= 1", "");
+		snprintf(err, errlen, "block-size, max-running and max-waiting must be >= 1");
 		return -EINVAL;
 	}
 	e = calloc(1, sizeof(*e));
