@@ -15,7 +15,8 @@
  *    ends the request with FINISH(CANCELLED) and its TENSOR_RELEASED; a client killed with
  *    SIGKILL mid-prefill and mid-decode has its requests dropped;
  *  - after each of these, a request needing all 64 blocks (1000 + 24 tokens) completes: it can
- *    only fit if every block of the cancelled or orphaned requests came back.
+ *    only fit if every block of the cancelled or orphaned requests came back;
+ *  - SIGTERM with requests in flight: vlmd exits cleanly.
  */
 #include <errno.h>
 #include <signal.h>
@@ -256,6 +257,31 @@ static void death(struct th_daemon *d, int tokens)
 	}
 }
 
+/* SIGTERM while a request decodes and another waits: vlmd still exits cleanly (status 0; under
+ * ASan also without a leak). */
+static void stop_while_busy(struct th_daemon *d)
+{
+	struct vc_conn *c = NULL;
+	static int32_t t[100];
+	struct sv_res res[2];
+
+	fill(t, 100, 77);
+	if (th_connect(d, "busy-stop", &c) == 0) {
+		for (int i = 0; i < 2; i++) {
+			struct sv_req r = { .ud = 80 + (uint64_t)i, .tok = t, .n = 100,
+			                    .p = sv_greedy(800) };
+
+			CHECK(sv_submit(c, &r, &res[i]) == 0, "busy submit");
+		}
+		while (res[0].n_tok < 2 && !res[0].done) {
+			vc_conn_wait(c, SEC / 10);
+			sv_poll(c, res, 2);
+		}
+	}
+	CHECK(th_stop(d) == 0, "vlmd did not exit cleanly with requests in flight");
+	vc_conn_free(c);
+}
+
 int main(void)
 {
 	char dir[256];
@@ -300,7 +326,7 @@ int main(void)
 			CHECK(cancels(&d) == 0, "cancel: connect");
 			death(&d, 0);
 			death(&d, 2);
-			CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+			stop_while_busy(&d);
 		} else {
 			CHECK(0, "vlmd did not start");
 		}
