@@ -565,6 +565,18 @@ static int step(struct vd_engine *e)
 	vd_metrics_observe_ns(e->metrics, VD_H_STEP, vs_now_ns() - t0);
 	return 1;
 fail:
+	if (rc == VK_EDEVICE_LOST) {
+		/* the backend is unusable: fail everything, refuse everything, tell the owner */
+		e->dead = 1;
+		for (size_t i = 0; i < e->n_inbox; i++)
+			e->inbox[i]->cancel = true;
+		take_inbox(e);
+		while (e->live)
+			finish(e, e->live, VS_FINISH_ERROR, VK_EDEVICE_LOST, e->live->gone);
+		if (e->o.fatal)
+			e->o.fatal(e->o.fatal_ctx, rc);
+		return 1;
+	}
 	/* the step's requests fail; the others carry on */
 	for (int32_t i = 0; i < plan.n_items; i++) {
 		struct vd_ereq *q = plan.items[i].seq->user;
@@ -621,7 +633,9 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r)
 		return -EOPNOTSUPP;
 	}
 	pthread_mutex_lock(&e->mu);
-	if (e->draining)
+	if (e->dead)
+		rc = VK_EDEVICE_LOST;
+	else if (e->draining)
 		rc = -ESHUTDOWN;
 	else if (e->n_inbox + e->n_live_waiting + (size_t)vd_sched_n_waiting(e->sched) >=
 	         e->max_waiting)

@@ -46,6 +46,12 @@ struct vd_engine_opts {
 	 * weights, for systemd EXTEND_TIMEOUT_USEC and STATUS=. May be NULL. */
 	void (*progress)(void *ctx, uint64_t done, uint64_t total);
 	void *progress_ctx;
+	/* Called once, from the engine thread, when the backend reports VK_EDEVICE_LOST: every
+	 * request has been failed (ERROR -ENOTRECOVERABLE) and later submissions are refused with
+	 * that code; the process should exit non-zero (systemd restarts it). It runs with the
+	 * engine's lock held: it must not call vd_engine_* (vd_server_stop is fine). May be NULL. */
+	void (*fatal)(void *ctx, int err);
+	void *fatal_ctx;
 };
 
 /* Defaults matching vlmd's configuration table (daemon/conf.c). model_dir stays NULL. */

@@ -60,6 +60,7 @@ struct vd_engine {
 	uint64_t next_id;
 	uint64_t seed_state;
 	int draining;
+	int dead;                      /* the device is lost: refuse everything */
 	uint32_t max_waiting;
 	uint64_t steps;
 

@@ -38,6 +38,7 @@ struct vlmd {
 	struct vd_server *srv;
 	struct vd_notify notify;
 	struct vd_engine *engine;    /* NULL: no model (echo daemon) */
+	int engine_lost;             /* the engine's device was lost: exit 1 */
 };
 
 /* The server's messages are prose: one event, the text as a quoted field. */
@@ -126,6 +127,17 @@ full:
 	return -EINVAL;
 }
 
+/* Engine thread: the compute device is gone (VK_EDEVICE_LOST). Stop the loop; main exits 1 and
+ * systemd's Restart=on-failure starts a fresh vlmd. */
+static void engine_fatal(void *ctx, int err)
+{
+	struct vlmd *d = ctx;
+
+	(void)err;
+	__atomic_store_n(&d->engine_lost, 1, __ATOMIC_RELEASE);
+	vd_server_stop(d->srv);
+}
+
 /* The model: with a `model` setting, load it into a serving engine whose sink replaces the echo
  * sink (o->sink_new); without one vlmd stays the echo daemon. Returns 0 or -errno (logged). */
 static int load_engine(struct vlmd *d, struct vd_server_opts *o)
@@ -150,6 +162,8 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 	eo.max_waiting = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_WAITING);
 	eo.use_priority = (int)vd_conf_uint(c, VD_CFG_PRIORITY);
 	eo.prefix_cache = (int)vd_conf_uint(c, VD_CFG_PREFIX_CACHE);
+	eo.fatal = engine_fatal;
+	eo.fatal_ctx = d;
 	vd_notify_status(&d->notify, "loading model");
 	e = vd_engine_new(&eo, &d->engine, err, sizeof(err));
 	if (e < 0) {
@@ -326,6 +340,10 @@ int main(int argc, char **argv)
 	d.srv = NULL;
 	vd_engine_free(d.engine);
 	d.engine = NULL;
+	if (__atomic_load_n(&d.engine_lost, __ATOMIC_ACQUIRE)) {
+		VD_LOG(VD_LVL_ERROR, "device_lost", "msg=%s", vd_log_quote("the compute device failed; exiting", q, sizeof(q)));
+		goto out;
+	}
 	if (e) {
 		VD_LOG(VD_LVL_ERROR, "loop_failed", "error=%s", vd_log_quote(strerror(-e), q, sizeof(q)));
 		goto out;
