@@ -37,11 +37,21 @@ struct vd_engine_opts {
 	uint32_t max_waiting;         /* submissions beyond this many waiting: -EBUSY */
 	int use_priority;             /* order admission by priority, then arrival */
 	int prefix_cache;             /* reuse prefixes */
+	/* Prefill rows a step may add next to d decode rows: max(16, d * this); < 0: automatic
+	 * (1 on host backends, whose step time grows with the rows; off on CUDA); 0: off (only
+	 * max_batched_tokens bounds them). See daemon/scheduler.h. */
+	int32_t prefill_per_decode;
 	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
 	/* Called from vd_engine_new while it loads (any number of times): done / total bytes of
 	 * weights, for systemd EXTEND_TIMEOUT_USEC and STATUS=. May be NULL. */
 	void (*progress)(void *ctx, uint64_t done, uint64_t total);
 	void *progress_ctx;
+	/* Called once, from the engine thread, when the backend reports VK_EDEVICE_LOST: every
+	 * request has been failed (ERROR -ENOTRECOVERABLE) and later submissions are refused with
+	 * that code; the process should exit non-zero (systemd restarts it). It runs with the
+	 * engine's lock held: it must not call vd_engine_* (vd_server_stop is fine). May be NULL. */
+	void (*fatal)(void *ctx, int err);
+	void *fatal_ctx;
 };
 
 /* Defaults matching vlmd's configuration table (daemon/conf.c). model_dir stays NULL. */

@@ -1,0 +1,295 @@
+/*
+ * test-serve-admin — the engine's admin API (daemon/engine.h) and metrics, on a live engine.
+ *
+ * usage: test-serve-admin   ($VLM_MKMODEL from meson)
+ *
+ * The engine and the I/O loop run in this process (as in vlmd, the loop on its own thread), the
+ * requests come from a raw-protocol connection, so the KV block counts can be read directly:
+ *  - vd_engine_get_info: the model, the pool (kv_total = kv-memory / block bytes), all free at
+ *    the start; after any mix of finished, cancelled (CANCEL, vd_engine_cancel) and orphaned
+ *    requests (a client process killed with SIGKILL mid-decode) nothing is in use and free +
+ *    cached == total (every block came back); vd_engine_reset_prefix frees the cached ones;
+ *  - vd_engine_requests lists a running request with its counts; vd_engine_cancel ends it with
+ *    FINISH(CANCELLED), an unknown id is -ENOENT; vd_engine_idle;
+ *  - vd_engine_set_limits: max-waiting 1 refuses with -EBUSY, bad values -EINVAL;
+ *  - vd_engine_drain: later submissions fail with -ESHUTDOWN;
+ *  - metrics: finished / cancelled / refused counters, generated tokens, steps, TTFT samples,
+ *    KV gauges.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon/engine.h"
+#include "daemon/server.h"
+#include "sv.h"
+
+#define SEC 1000000000ll
+
+static const char *vl_args[] = { "--preset", "tiny", "--dtype", "f32", "--seed", "11", NULL };
+
+struct loop {
+	struct vd_server_opts so;
+	struct vd_server *srv;
+	pthread_t thr;
+	int state;
+};
+
+static void *loop_main(void *arg)
+{
+	struct loop *l = arg;
+	int e = vd_server_new(&l->so, &l->srv);
+
+	__atomic_store_n(&l->state, e < 0 ? e : 1, __ATOMIC_RELEASE);
+	if (e >= 0)
+		vd_server_run(l->srv);
+	return NULL;
+}
+
+/* A histogram's sample count (the engine thread updates it atomically). */
+static uint64_t hcount(struct vd_metrics *m, enum vd_hist h)
+{
+	return __atomic_load_n(&m->hist[h].count, __ATOMIC_RELAXED);
+}
+
+static void fill(int32_t *t, int32_t n, uint32_t seed)
+{
+	for (int32_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		t[i] = 3 + (int32_t)((seed >> 16) % 240);
+	}
+}
+
+/* Wait until the engine has no request (bounded). */
+static int wait_idle(struct vd_engine *e)
+{
+	for (int i = 0; i < 500; i++) {
+		if (vd_engine_idle(e))
+			return 1;
+		usleep(10000);
+	}
+	return 0;
+}
+
+static void check_reclaimed(struct vd_engine *e, const char *after)
+{
+	struct vd_engine_info in;
+
+	CHECK(wait_idle(e), "after %s: the engine is not idle", after);
+	vd_engine_get_info(e, &in);
+	CHECK(in.kv_used == 0 && in.kv_free + in.kv_cached == in.kv_total,
+	      "after %s: %d blocks used, %d free + %d cached of %d", after, in.kv_used, in.kv_free,
+	      in.kv_cached, in.kv_total);
+}
+
+/* The doomed client: waits for the socket path on fd, submits a long request, reports after two
+ * tokens, then waits to be killed. Forked before any thread exists. */
+static void doomed(int in_fd, int out_fd)
+{
+	char sock[108];
+	struct th_daemon d;
+	struct vc_conn *c = NULL;
+	static int32_t t[200];
+	struct sv_req r = { .ud = 1, .tok = t, .n = 200, .p = sv_greedy(700) };
+	struct sv_res res;
+	char b = 'k';
+
+	if (read(in_fd, sock, sizeof(sock)) != (ssize_t)sizeof(sock))
+		_exit(1);
+	memset(&d, 0, sizeof(d));
+	memcpy(d.sock, sock, sizeof(sock));
+	fill(t, 200, 3);
+	if (th_connect(&d, "doomed", &c) < 0 || sv_submit(c, &r, &res) < 0)
+		_exit(1);
+	while (res.n_tok < 2 && !res.done) {
+		vc_conn_wait(c, SEC / 10);
+		sv_poll(c, &res, 1);
+	}
+	if (res.done)
+		b = 'd';
+	if (write(out_fd, &b, 1) != 1)
+		_exit(1);
+	for (;;)
+		pause();
+}
+
+int main(void)
+{
+	char dir[256], err[512], tmpl[] = "/tmp/vlm-admin-XXXXXX", sock[108];
+	struct vd_engine_opts eo;
+	struct vd_engine *e = NULL;
+	struct vd_engine_info in;
+	struct vd_metrics m;
+	struct loop l;
+	struct th_daemon d;
+	struct vc_conn *c = NULL;
+	static int32_t t[300];
+	struct sv_res res[4];
+	int to_child[2], from_child[2];
+	pid_t kid;
+	char b = 0;
+
+	if (sv_make_model(vl_args, dir) < 0 || !mkdtemp(tmpl))
+		return 1;
+	memset(sock, 0, sizeof(sock));
+	snprintf(sock, sizeof(sock), "%s/s", tmpl);
+	if (pipe(to_child) < 0 || pipe(from_child) < 0)
+		return 1;
+	kid = fork();
+	if (kid == 0) {
+		close(to_child[1]);
+		close(from_child[0]);
+		doomed(to_child[0], from_child[1]);
+	}
+	close(to_child[0]);
+	close(from_child[1]);
+
+	vd_metrics_init(&m);
+	vd_engine_opts_default(&eo);
+	eo.model_dir = dir;
+	eo.threads = 1;
+	eo.kv_bytes = 1u << 20;        /* 64 blocks of 16 KiB */
+	eo.metrics = &m;
+	if (vd_engine_new(&eo, &e, err, sizeof(err)) < 0) {
+		fprintf(stderr, "engine: %s\n", err);
+		return 1;
+	}
+	vd_engine_get_info(e, &in);
+	CHECK(!strcmp(in.arch, "Qwen2VLForConditionalGeneration") || strstr(in.arch, "qwen2"),
+	      "arch %s", in.arch);
+	CHECK(in.hidden == 128 && in.n_layers == 2 && in.vocab == 256 && in.block_size == 16,
+	      "model shape %u %u %u %u", in.hidden, in.n_layers, in.vocab, in.block_size);
+	CHECK(in.kv_total == 64 && in.kv_free == 64 && in.kv_used == 0 && in.kv_cached == 0,
+	      "pool %d total %d free", in.kv_total, in.kv_free);
+	CHECK(vd_engine_idle(e), "not idle at the start");
+
+	memset(&l, 0, sizeof(l));
+	vd_server_opts_default(&l.so);
+	l.so.socket_path = sock;
+	l.so.sink_new = vd_engine_sink_new;
+	l.so.sink_ctx = e;
+	if (pthread_create(&l.thr, NULL, loop_main, &l))
+		return 1;
+	while (!__atomic_load_n(&l.state, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	if (l.state < 0)
+		return 1;
+	memset(&d, 0, sizeof(d));
+	memcpy(d.sock, sock, sizeof(d.sock));
+	if (th_connect(&d, "admin-test", &c) < 0)
+		return 1;
+
+	/* a finished request: blocks come back (cached), metrics count it */
+	{
+		struct sv_req r = { .ud = 1, .tok = t, .n = 100, .p = sv_greedy(20) };
+
+		fill(t, 300, 1);
+		CHECK(sv_run(c, &r, &res[0], 10 * SEC) == 0 && res[0].n_tok == 20, "request 1");
+		check_reclaimed(e, "a finished request");
+		vd_engine_get_info(e, &in);
+		CHECK(in.kv_cached == 7 && in.prefix_entries == 7,
+		      "100 + 19 computed tokens: 7 full blocks cached, got %d (%d entries)",
+		      in.kv_cached, in.prefix_entries);
+		CHECK(vd_metrics_counter(&m, VD_C_REQ_LENGTH) == 1 &&
+		      vd_metrics_counter(&m, VD_C_GENERATED_TOKENS) == 20 &&
+		      vd_metrics_counter(&m, VD_C_PROMPT_TOKENS) == 100 &&
+		      vd_metrics_counter(&m, VD_C_STEPS) >= 20 && hcount(&m, VD_H_TTFT) == 1 &&
+		      hcount(&m, VD_H_ITL) == 19 && hcount(&m, VD_H_E2E) == 1,
+		      "metrics after one request");
+		CHECK(vd_metrics_gauge(&m, VD_G_KV_BLOCKS_TOTAL) == 64 &&
+		      vd_metrics_gauge(&m, VD_G_KV_BLOCKS_CACHED) == 7 &&
+		      vd_metrics_gauge(&m, VD_G_RUNNING) == 0, "KV gauges");
+	}
+	/* vd_engine_requests + vd_engine_cancel */
+	{
+		struct sv_req r = { .ud = 2, .tok = t + 100, .n = 150, .p = sv_greedy(800) };
+		struct vd_engine_req_info ri[4];
+		int n = 0;
+
+		CHECK(sv_submit(c, &r, &res[1]) == 0, "submit 2");
+		while (res[1].n_tok < 2 && !res[1].done) {
+			vc_conn_wait(c, SEC / 10);
+			sv_poll(c, &res[1], 1);
+		}
+		n = vd_engine_requests(e, ri, 4);
+		CHECK(n == 1 && ri[0].user_data == 2 && ri[0].state == VD_REQ_RUNNING &&
+		      ri[0].prompt_tokens == 150 && ri[0].max_tokens == 800 &&
+		      ri[0].generated_tokens >= 1, "requests: %d listed", n);
+		CHECK(vd_engine_cancel(e, 987654) == -ENOENT, "cancel of an unknown id");
+		CHECK(n == 1 && vd_engine_cancel(e, ri[0].id) == 0, "vd_engine_cancel");
+		CHECK(sv_wait(c, &res[1], 1, 10 * SEC) == 0 &&
+		      res[1].fin.reason == VS_FINISH_CANCELLED, "cancelled by id: reason %u",
+		      res[1].fin.reason);
+		check_reclaimed(e, "vd_engine_cancel");
+		CHECK(vd_metrics_counter(&m, VD_C_REQ_CANCELLED) == 1, "cancelled counter");
+	}
+	/* a client killed mid-decode */
+	CHECK(write(to_child[1], sock, sizeof(sock)) == (ssize_t)sizeof(sock), "to child");
+	CHECK(read(from_child[0], &b, 1) == 1 && b == 'k', "child did not reach decode (%c)", b);
+	CHECK(vd_engine_requests(e, NULL, 0) == 1, "the doomed request is not listed");
+	kill(kid, SIGKILL);
+	waitpid(kid, NULL, 0);
+	check_reclaimed(e, "a client death mid-decode");
+	CHECK(vd_metrics_counter(&m, VD_C_REQ_CANCELLED) == 2, "client death not counted");
+
+	/* reset_prefix frees every cached block */
+	vd_engine_get_info(e, &in);
+	CHECK(in.kv_cached > 0, "nothing cached before reset");
+	CHECK(vd_engine_reset_prefix(e) == in.kv_cached, "reset_prefix count");
+	vd_engine_get_info(e, &in);
+	CHECK(in.kv_free == 64 && in.kv_cached == 0 && in.prefix_entries == 0,
+	      "after reset: %d free %d cached", in.kv_free, in.kv_cached);
+
+	/* limits */
+	CHECK(vd_engine_set_limits(e, 70000, 0) == -EINVAL, "max_running 70000 accepted");
+	CHECK(vd_engine_set_limits(e, 1, 1) == 0, "set_limits 1 1");
+	vd_engine_get_info(e, &in);
+	CHECK(in.max_running == 1 && in.max_waiting == 1, "limits %u %u", in.max_running,
+	      in.max_waiting);
+	{
+		int busy = 0;
+
+		for (int i = 0; i < 4; i++) {
+			struct sv_req r = { .ud = 10 + (uint64_t)i, .tok = t, .n = 200,
+			                    .p = sv_greedy(50) };
+
+			CHECK(sv_submit(c, &r, &res[i]) == 0, "submit %d", i);
+		}
+		CHECK(sv_wait(c, res, 4, 20 * SEC) == 0, "limits run");
+		for (int i = 0; i < 4; i++)
+			busy += res[i].error == -EBUSY;
+		CHECK(busy >= 2, "max-running 1 / max-waiting 1: %d of 4 refused", busy);
+		CHECK(vd_metrics_counter(&m, VD_C_REQ_REFUSED) == (uint64_t)busy, "refused counter");
+	}
+	CHECK(vd_engine_set_limits(e, 32, 64) == 0, "set_limits back");
+	check_reclaimed(e, "the limits run");
+
+	/* drain */
+	vd_engine_drain(e);
+	vd_engine_get_info(e, &in);
+	CHECK(in.draining, "not draining");
+	{
+		struct sv_req r = { .ud = 20, .tok = t, .n = 10, .p = sv_greedy(5) };
+
+		CHECK(sv_run(c, &r, &res[0], 10 * SEC) == 0 && res[0].error == -ESHUTDOWN,
+		      "a submission while draining: %d", res[0].error);
+	}
+	printf("admin API and metrics: %s\n", sv_failures ? "FAILED" : "ok");
+
+	vc_conn_free(c);
+	vd_server_stop(l.srv);
+	pthread_join(l.thr, NULL);
+	vd_server_free(l.srv);
+	vd_engine_free(e);
+	unlink(sock);
+	rmdir(tmpl);
+	sv_rm_model(dir);
+	if (sv_failures)
+		fprintf(stderr, "%d failures\n", sv_failures);
+	return sv_failures ? 1 : 0;
+}
