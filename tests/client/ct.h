@@ -13,14 +13,16 @@
 #include "../transport/harness.h"
 
 extern int ct_failures;
+#ifndef CHECK /* tests/serve/sv.h has its own (counting sv_failures) */
 #define CHECK(cond, ...) do { \
 		if (!(cond)) { \
-			ct_failures++; \
+			__atomic_fetch_add(&ct_failures, 1, __ATOMIC_SEQ_CST); \
 			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
 			fprintf(stderr, __VA_ARGS__); \
 			fputc('\n', stderr); \
 		} \
 	} while (0)
+#endif
 
 /* A DLManagedTensor over data (NULL: a fresh zeroed malloc of the layout's extent, freed by the
  * deleter) whose deleter atomically increments *counter. ndim <= 4; strides NULL = compact. */

@@ -568,6 +568,8 @@ static void t_daemon_killed(void)
 	}
 out:
 	th_stop(&d);
+	unlink(d.sock); /* after a kill th_stop leaves them */
+	rmdir(d.dir);
 }
 
 /* A request whose submit fails because vlmd was lost releases its tensor in vlm_submit. */
@@ -610,6 +612,8 @@ static void t_submit_after_loss(void)
 	CHECK(ct_count(&cnt) == 1, "deleter ran twice");
 out:
 	th_stop(&d);
+	unlink(d.sock); /* after a kill th_stop leaves them */
+	rmdir(d.dir);
 }
 
 /* The poll fd: armed, it becomes readable for completions; process routes them; next_ready names
