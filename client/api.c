@@ -533,6 +533,23 @@ void vc_api_stats(struct vlm_conn *c, struct vc_stats *out)
 	vc_unlock(c);
 }
 
+int vlm_conn_stats(struct vlm_conn *c, struct vlm_conn_stats *out)
+{
+	struct vc_stats s;
+
+	vc_err_clear();
+	if (!c || !out)
+		return vc_err(-EINVAL, "vlm_conn_stats: NULL argument");
+	vc_api_stats(c, &s);
+	memset(out, 0, sizeof(*out));
+	out->requests_submitted = s.requests_submitted;
+	out->tensors_copied = s.tensors_copied;
+	out->bytes_copied = s.bytes_copied;
+	out->tensors_in_place = s.tensors_in_place;
+	out->tensors_cuda = s.tensors_cuda;
+	return 0;
+}
+
 struct vc_conn *vc_api_transport(struct vlm_conn *c)
 {
 	return c->vc;

@@ -177,6 +177,22 @@ VLM_EXPORT int vlm_conn_alive(struct vlm_conn *conn);
  */
 VLM_EXPORT uint64_t vlm_conn_arena_bytes(struct vlm_conn *conn);
 
+/* What the connection's data path did so far (vlm_conn_stats). */
+struct vlm_conn_stats {
+	uint64_t requests_submitted;
+	uint64_t tensors_copied;     /* host tensors copied into the shared arena */
+	uint64_t bytes_copied;       /* ... and their bytes */
+	uint64_t tensors_in_place;   /* tensors vlmd read where they were (arena memory, CUDA) */
+	uint64_t tensors_cuda;       /* ... of which CUDA tensors */
+	uint64_t reserved[7];
+};
+
+/*
+ * Fills *out with the connection's counters (since vlm_connect). Returns 0 or -EINVAL.
+ * Thread-safe.
+ */
+VLM_EXPORT int vlm_conn_stats(struct vlm_conn *conn, struct vlm_conn_stats *out);
+
 /* ---- event-loop integration ----------------------------------------------------------------- */
 
 /*
