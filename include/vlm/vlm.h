@@ -345,8 +345,9 @@ VLM_EXPORT int vlm_request_set_kind(struct vlm_request *req, enum vlm_request_ki
 struct vlm_mm_info {
 	int32_t placeholder_id;      /* token id of the placeholder run this tensor fills: the k-th
 				      * tensor added with an id fills the k-th run of that id */
-	uint32_t grid_t, grid_h, grid_w; /* M-RoPE grid after merging; all 0: not given (vlmd then
-				      * treats the rows as a 1 x 1 x rows grid); else t*h*w == rows */
+	uint32_t grid_t, grid_h, grid_w; /* M-RoPE grid (t, h, w) after the spatial merge, so
+				      * t*h*w == rows; all 0: not given (vlmd then positions the rows
+				      * like text tokens) */
 	const uint8_t *fingerprint;  /* content identity for prefix-cache reuse (e.g. a hash of the
 				      * image), or NULL; copied */
 	size_t fingerprint_len;      /* 0, 16 or 32 bytes */
@@ -367,9 +368,11 @@ struct vlm_mm_info {
  *     loaded on first use. The producing stream must be synchronized before vlm_submit.
  * Everything else is refused before anything is sent, with a description in vlm_last_error().
  * Only before vlm_submit; at most 256 tensors per request.
- * Returns 0, -EINVAL (NULL, shape/grid/fingerprint wrong, already submitted), -ENOTSUP (dtype,
- * device, layout), -ENOSPC / -E2BIG (arena), -ENODEV (CUDA tensor, no usable driver),
- * -ENOTCONN / -ECONNRESET, -ENOMEM.
+ * Returns 0, -EINVAL (NULL, shape/grid/fingerprint wrong, already submitted, not a CUDA pointer),
+ * -ENOTSUP (dtype, device, layout, CUDA memory that can be shared neither by IPC nor as a POSIX
+ * fd), -ENOSPC / -E2BIG (arena), -ENODEV (CUDA tensor, no usable driver), -EBUSY (64 VMM tensors
+ * in flight on the connection), -EIO (a CUDA driver call failed), -ENOTCONN / -ECONNRESET,
+ * -ENOMEM.
  */
 VLM_EXPORT int vlm_request_add_tensor(struct vlm_request *req, const struct vlm_mm_info *info,
 				      DLManagedTensor *tensor);
@@ -390,8 +393,9 @@ VLM_EXPORT int vlm_request_add_tensor_versioned(struct vlm_request *req,
 /*
  * Submits the request to vlmd without blocking. The request must have tokens. A request is
  * submitted once.
- * Returns 0; -EAGAIN when the submission ring is full (nothing changed: read completions, then
- * retry); -EINVAL (no tokens, submitted before); -ECONNRESET / -ENOTCONN (the request then
+ * Returns 0; -EAGAIN when the submission ring is full, or -ENOSPC when the arena has no room for
+ * the item descriptors (192 bytes per tensor) — in both cases nothing changed: read completions,
+ * then retry; -EINVAL (no tokens, submitted before); -ECONNRESET / -ENOTCONN (the request then
  * failed: its tensors are released and reads return the error). Thread-safe with respect to the
  * connection.
  */
