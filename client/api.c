@@ -163,7 +163,7 @@ static void lost(struct vlm_conn *c)
 {
 	if (c->state != VC_ALIVE)
 		return;
-	c->state = VC_LOST;
+	__atomic_store_n(&c->state, VC_LOST, __ATOMIC_RELAXED); /* vlm_conn_alive reads it unlocked */
 	end_all_inflight(c, -ECONNRESET);
 }
 
@@ -215,7 +215,7 @@ void vlm_disconnect(struct vlm_conn *c)
 	}
 	while (c->ready_head)
 		vc_unready(c, c->ready_head);
-	c->state = VC_CLOSED;
+	__atomic_store_n(&c->state, VC_CLOSED, __ATOMIC_RELAXED);
 	vc_conn_free(c->vc);
 	c->vc = NULL;
 	c->arena = NULL;

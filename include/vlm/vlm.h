@@ -248,9 +248,9 @@ VLM_EXPORT struct vlm_request *vlm_conn_next_ready(struct vlm_conn *conn);
 VLM_EXPORT int vlm_host_alloc(struct vlm_conn *conn, size_t bytes, void **ret);
 
 /*
- * Frees a block from vlm_host_alloc. NULL is a no-op; so is a block of a connection that was
- * already closed. Returns 0 or -EINVAL (not a block of this connection, or freed twice).
- * Thread-safe.
+ * Frees a block from vlm_host_alloc. NULL is a no-op. Not after vlm_disconnect (the handle is
+ * gone; the blocks went with the arena). Returns 0 or -EINVAL (not a block of this connection,
+ * or freed twice). Thread-safe.
  */
 VLM_EXPORT int vlm_host_free(struct vlm_conn *conn, void *ptr);
 
