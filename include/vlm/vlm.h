@@ -160,15 +160,16 @@ VLM_EXPORT int vlm_connect(const struct vlm_connect_opts *opts, struct vlm_conn 
  * Closes a connection: cancels every request still in flight, waits up to close_timeout_ms for
  * vlmd to stop reading their tensors, runs every pending tensor deleter, then unmaps the shared
  * memory (memory from vlm_host_alloc becomes invalid) and closes the socket. Requests of the
- * connection stay valid objects that must still be freed with vlm_request_free (their reads
- * return -ENOTCONN). NULL is a no-op. No other thread may use the connection during or after
- * the call, except through its requests.
+ * connection stay valid objects that must still be freed with vlm_request_free (reads of
+ * requests that were in flight return -ENOTCONN, other calls on them fail). NULL is a no-op.
+ * No other thread may use the connection or its requests during the call; afterwards the
+ * connection handle is gone.
  */
 VLM_EXPORT void vlm_disconnect(struct vlm_conn *conn);
 
 /*
- * 1 while the connection works, 0 once vlmd was lost (or vlm_disconnect ran). vlmd's loss is
- * noticed while reading or submitting. Thread-safe.
+ * 1 while the connection works, 0 once vlmd was found gone. vlmd's loss is noticed while a
+ * thread waits for completions (within 100 ms) and in vlm_conn_process. Thread-safe.
  */
 VLM_EXPORT int vlm_conn_alive(struct vlm_conn *conn);
 
