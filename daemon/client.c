@@ -151,6 +151,38 @@ static void post_error(struct vd_client *c, uint64_t user_data, int err, uint8_t
 	vd_client_post(c, &cqe);
 }
 
+/* True when the request has an item whose memory is a registered descriptor (CUDA VMM). */
+static int has_vmm_item(const struct vd_request *req)
+{
+	for (uint32_t k = 0; k < req->sqe.n_items; k++)
+		if (req->items[k].device == VS_DEV_CUDA_VMM)
+			return 1;
+	return 0;
+}
+
+/* Before an entry naming a descriptor slot is checked, take the control messages already queued
+ * on the socket. The client sends a slot's FD_ADD (and a reused slot's FD_DEL) before it publishes
+ * the entry, so they are in the socket's queue by now; but the loop reads the socket only when
+ * the poller reports it, which may come after this drain (a spinning loop drains rings first).
+ * Without this the entry could see an empty slot (-EBADF) or, worse, the descriptor the slot held
+ * before. Returns 0, or -1 with drop_reason set. */
+static int control_catch_up(struct vd_client *c)
+{
+	for (int k = 0; k < 1024; k++) {
+		int r = vd_client_control(c);
+
+		if (r == 0)
+			return 0;
+		if (r < 0) {
+			c->drop_reason = r == -ECONNRESET ? "socket closed"
+				       : r == -EPROTO ? "malformed control message" : "socket error";
+			return -1;
+		}
+	}
+	c->drop_reason = "control message flood";
+	return -1;
+}
+
 int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_limits *lim,
 		    unsigned budget, uint64_t now_ns)
 {
@@ -174,6 +206,11 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 		memcpy(&e, vs_cons_peek(&c->sq, i), sizeof(e)); /* the only read of this slot */
 		r = vd_validate_sqe(&e, c->arena, c->lay.arena_bytes, lim, &req, &why);
 		c->n_requests++;
+		if (!r && has_vmm_item(req) && control_catch_up(c) < 0) {
+			vd_request_free(req);
+			i++;
+			break;
+		}
 		for (uint32_t k = 0; !r && k < req->sqe.n_items; k++) {
 			const struct vs_mm_item *it = &req->items[k];
 
