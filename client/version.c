@@ -34,3 +34,8 @@ bool vlm_check_version(int major, int minor, int patch)
 {
 	return VLM_CHECK_VERSION(major, minor, patch);
 }
+
+int vlm_version(void)
+{
+	return VLM_VERSION_MAJOR_BUILD * 10000 + VLM_VERSION_MINOR_BUILD * 100 + VLM_VERSION_PATCH_BUILD;
+}

@@ -1,0 +1,469 @@
+/*
+ * include/vlm/vlm.h — libvlmclient: talk to vlmd, the local vision-language model daemon.
+ *
+ * An application connects to vlmd (vlm_connect), builds a request from token ids, generation
+ * parameters and zero or more embedding tensors passed as DLPack tensors (vlm_request_*),
+ * submits it without blocking (vlm_submit) and reads the generated tokens as they stream in
+ * (vlm_stream_read), blocking with a timeout, non-blocking, or driven by its own poll/epoll loop
+ * (vlm_conn_fd). Requests and completions travel through lock-free rings in shared memory;
+ * host tensors travel through the connection's shared arena (copied once, or read in place when
+ * allocated there with vlm_host_alloc), GPU tensors travel zero-copy as CUDA IPC handles.
+ *
+ *     struct vlm_conn *conn;
+ *     struct vlm_request *req;
+ *     int32_t prompt[] = { 151644, 872, 198 }, out[64];
+ *     int n;
+ *
+ *     if (vlm_connect(NULL, &conn) < 0) ...                       (vlm_last_error() says why)
+ *     vlm_request_new(conn, &req);
+ *     vlm_request_set_tokens(req, prompt, 3);
+ *     vlm_submit(req);
+ *     while ((n = vlm_stream_read(req, out, 64, -1)) > 0)
+ *             ... out[0..n) are the next tokens ...
+ *     n == 0: finished, vlm_request_finish_info(req, &info); n < 0: failed (vlm_strerror(n))
+ *     vlm_request_free(req);
+ *     vlm_disconnect(conn);
+ *
+ * ---- Conventions ----------------------------------------------------------------------------
+ *
+ * Return values: functions returning int give >= 0 on success and a negative errno on failure.
+ * On failure a readable description of the latest failure of the calling thread is available from
+ * vlm_last_error() (thread-local). The errno values carry these meanings throughout:
+ *
+ *   -EINVAL        bad argument (NULL where an object is needed, value out of range, wrong call
+ *                  order); nothing was sent to vlmd
+ *   -ENOTSUP       a tensor the library cannot pass (dtype, device, layout); nothing was sent
+ *   -ENOENT, -ECONNREFUSED   no vlmd listening at the socket path
+ *   -EACCES        vlmd refused this user (allow-list)
+ *   -EPROTONOSUPPORT   vlmd speaks no protocol version this library speaks
+ *   -EBUSY         vlmd has its maximum number of clients
+ *   -ETIMEDOUT     a timeout given to the call passed
+ *   -EAGAIN        would block: submission ring full (retry after reading completions), or no
+ *                  tokens yet for a non-blocking read
+ *   -ENOSPC        the shared arena has no free extent large enough now (requests in flight hold
+ *                  it: retry after they finish, or connect with a larger arena_bytes)
+ *   -E2BIG         larger than the whole arena / more items, tokens or stop ids than vlmd allows
+ *   -ECONNRESET    vlmd went away (crashed, restarted, shut down): every request in flight on the
+ *                  connection fails with it; connect again (vlm_connect) to continue
+ *   -ENOTCONN      the connection was closed by vlm_disconnect
+ *   -EOPNOTSUPP    vlmd cannot serve this request (e.g. no model loaded)
+ *   -ENODEV        a CUDA tensor was given but no CUDA driver/device is usable in this process
+ *   -ENOMEM        out of memory
+ *   other          a failure reported by vlmd for one request (e.g. -E2BIG: prompt longer than
+ *                  the model's context), delivered by vlm_stream_read
+ *
+ * Thread-safety: a connection may be used from any number of threads at once. Internally one
+ * mutex guards the submission ring, the arena allocator and the completion demultiplexer, which
+ * routes every completion to its request's own queue; one thread at a time waits on the
+ * completion ring and wakes the others. A request object is used by one thread at a time
+ * (build, submit, read, free), except vlm_cancel(), which any thread may call at any time until
+ * vlm_request_free(). Different requests may be read by different threads concurrently.
+ *
+ * Ownership: objects returned through `ret` out-parameters are owned by the caller and released
+ * with the function named in their comment. Freeing NULL is always a no-op.
+ *
+ * Tensors (DLPack): passing a DLManagedTensor to vlm_request_add_tensor() hands it to the library
+ * whether the call succeeds or fails; the library calls its deleter exactly once:
+ *   - host tensors that were copied into the arena: as soon as the copy is made (inside the call);
+ *   - tensors read in place (arena memory from vlm_host_alloc, CUDA memory): when vlmd reports it
+ *     no longer reads the tensor, when the request ends, when vlmd is lost, when the unsubmitted
+ *     request is freed, or at the latest in vlm_disconnect();
+ *   - immediately, when the call fails.
+ * A deleter may run on any thread that calls into the library for the connection (the thread
+ * that happens to route vlmd's "released" completion), never with a library lock held, so it may
+ * call back into the library. It must not free the request or connection it belongs to.
+ *
+ * Device memory ordering: vlmd reads a CUDA tensor on its own stream, with no event from the
+ * client. The writes that produced the tensor must therefore be complete before vlm_submit():
+ * synchronize the producing stream (cudaStreamSynchronize) first. Host tensors are read at
+ * vlm_request_add_tensor() (copied) or by vlmd after vlm_submit() (in place): do not modify an
+ * in-place tensor until its deleter ran.
+ *
+ * Everything here exists since 0.2 unless noted.
+ */
+#ifndef VLM_VLM_H
+#define VLM_VLM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <dlpack/dlpack.h>
+
+#include "vlm/export.h"
+#include "vlm/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vlm_conn;
+struct vlm_request;
+
+/* DLPack >= 1.0 headers have DLManagedTensorVersioned; Debian 12's dlpack 0.6 does not. The
+ * library accepts both whichever header it was built with; the versioned entry point is declared
+ * only when the application's header has the type. */
+#if defined(DLPACK_MAJOR_VERSION) && DLPACK_MAJOR_VERSION >= 1
+#define VLM_HAVE_DLPACK_VERSIONED 1
+#else
+#define VLM_HAVE_DLPACK_VERSIONED 0
+#endif
+
+/* ---- errors --------------------------------------------------------------------------------- */
+
+/*
+ * Describes a negative (or positive) errno value as returned by this library: a constant string,
+ * worded for vlmd where the value has a vlmd-specific meaning (see the table above), else the C
+ * library's description. Never NULL. Thread-safe.
+ */
+VLM_EXPORT const char *vlm_strerror(int err);
+
+/*
+ * The message of the latest failure of a vlm_* call in the calling thread (e.g. "tensor dtype
+ * int8 not supported: need float16, bfloat16 or float32"), or "" when there was none. The string
+ * is thread-local, owned by the library, valid until the thread's next vlm_* call. Thread-safe.
+ */
+VLM_EXPORT const char *vlm_last_error(void);
+
+/* ---- connections ---------------------------------------------------------------------------- */
+
+/* Options of vlm_connect. Zero-initialize, then set what you need: zero means "default" in every
+ * field, and new fields will come out of the reserved space (which must stay zero). */
+struct vlm_connect_opts {
+	const char *socket_path;     /* NULL: $VLM_SOCKET if set, else the build's default
+				      * (/run/vlmd/vlmd.sock) */
+	const char *client_name;     /* shown by vlmctl (at most 31 bytes kept); NULL: the program's
+				      * name */
+	int connect_timeout_ms;      /* handshake; 0: 5000 */
+	int close_timeout_ms;        /* how long vlm_disconnect waits for vlmd to stop reading
+				      * tensors of cancelled requests; 0: 2000 */
+	uint64_t arena_bytes;        /* wanted size of the shared arena (rounded up to a power of
+				      * two, clamped by vlmd); 0: vlmd's default (16 MiB) */
+	uint32_t sq_entries;         /* submission ring size; 0: vlmd's default (256) */
+	uint32_t cq_entries;         /* completion ring size; 0: vlmd's default (1024) */
+	uint64_t reserved[8];
+};
+
+/*
+ * Connects to vlmd. opts may be NULL (all defaults). On success *ret is a new connection, owned
+ * by the caller (close with vlm_disconnect). On failure *ret is NULL and vlm_last_error() holds
+ * vlmd's refusal message or a description.
+ * Returns 0, -EINVAL, -ENOENT / -ECONNREFUSED (no vlmd), -EACCES, -EPROTONOSUPPORT, -EBUSY,
+ * -ETIMEDOUT, -ENAMETOOLONG (socket path), -EPROTO (not a vlmd socket), -ENOMEM.
+ * Thread-safe. After vlmd restarted, calling vlm_connect again gives a working connection in the
+ * same process.
+ */
+VLM_EXPORT int vlm_connect(const struct vlm_connect_opts *opts, struct vlm_conn **ret);
+
+/*
+ * Closes a connection: cancels every request still in flight, waits up to close_timeout_ms for
+ * vlmd to stop reading their tensors, runs every pending tensor deleter, then unmaps the shared
+ * memory (memory from vlm_host_alloc becomes invalid) and closes the socket. Requests of the
+ * connection stay valid objects that must still be freed with vlm_request_free (their reads
+ * return -ENOTCONN). NULL is a no-op. No other thread may use the connection during or after
+ * the call, except through its requests.
+ */
+VLM_EXPORT void vlm_disconnect(struct vlm_conn *conn);
+
+/*
+ * 1 while the connection works, 0 once vlmd was lost (or vlm_disconnect ran). vlmd's loss is
+ * noticed while reading or submitting. Thread-safe.
+ */
+VLM_EXPORT int vlm_conn_alive(struct vlm_conn *conn);
+
+/*
+ * Size of the connection's shared arena in bytes, as granted by vlmd. Thread-safe.
+ */
+VLM_EXPORT uint64_t vlm_conn_arena_bytes(struct vlm_conn *conn);
+
+/* ---- event-loop integration ----------------------------------------------------------------- */
+
+/*
+ * A file descriptor that becomes readable (POLLIN / EPOLLIN, level-triggered) when completions
+ * may be waiting, for applications with their own poll/epoll loop. It is owned by the connection
+ * (do not read or close it). Use it like this:
+ *
+ *     for (;;) {
+ *             if (vlm_conn_arm(conn) == 0)       (0: armed, nothing pending: sleep)
+ *                     poll({fd, POLLIN}) ...
+ *             vlm_conn_process(conn);            (route completions, clear the fd)
+ *             while ((req = vlm_conn_next_ready(conn)))
+ *                     vlm_stream_read(req, ..., 0) until -EAGAIN ...
+ *     }
+ *
+ * Returns the fd (>= 0), -EINVAL, -ENOTCONN. Thread-safe.
+ */
+VLM_EXPORT int vlm_conn_fd(struct vlm_conn *conn);
+
+/*
+ * Asks vlmd to make vlm_conn_fd() readable on its next completion. Returns 1 when completions or
+ * routed events are already waiting (do not sleep; call vlm_conn_process), 0 when armed,
+ * -EINVAL, -ECONNRESET / -ENOTCONN. Thread-safe.
+ */
+VLM_EXPORT int vlm_conn_arm(struct vlm_conn *conn);
+
+/*
+ * Without blocking: takes every completion from the ring, routes it to its request (tensor
+ * deleters may run here), and clears the fd. Returns the number of completions routed (>= 0),
+ * -ECONNRESET when vlmd was lost (every request then fails with -ECONNRESET), -ENOTCONN,
+ * -EINVAL. When another thread is already waiting on the ring, returns 0 at once: that thread
+ * routes. Thread-safe.
+ */
+VLM_EXPORT int vlm_conn_process(struct vlm_conn *conn);
+
+/*
+ * Next request that received events (tokens, finish, error) since it was last returned here, in
+ * the order they became ready, or NULL. The request stays owned by the caller. Thread-safe.
+ */
+VLM_EXPORT struct vlm_request *vlm_conn_next_ready(struct vlm_conn *conn);
+
+/* ---- shared-arena host memory (zero-copy host tensors) -------------------------------------- */
+
+/*
+ * Allocates bytes of host memory inside the connection's shared arena (64-byte aligned). A
+ * tensor whose data lies in such a block is read by vlmd in place: no copy is made when it is
+ * passed to vlm_request_add_tensor(). On success *ret points to the block, owned by the caller:
+ * free it with vlm_host_free() once no tensor over it is in flight (its deleter ran). Blocks
+ * become invalid at vlm_disconnect().
+ * Returns 0, -EINVAL (0 bytes), -ENOSPC (no free extent that large now), -E2BIG (larger than the
+ * arena), -ECONNRESET / -ENOTCONN. Thread-safe.
+ */
+VLM_EXPORT int vlm_host_alloc(struct vlm_conn *conn, size_t bytes, void **ret);
+
+/*
+ * Frees a block from vlm_host_alloc. NULL is a no-op; so is a block of a connection that was
+ * already closed. Returns 0 or -EINVAL (not a block of this connection, or freed twice).
+ * Thread-safe.
+ */
+VLM_EXPORT int vlm_host_free(struct vlm_conn *conn, void *ptr);
+
+/* Element types of embedding tensors. */
+enum vlm_dtype {
+	VLM_DTYPE_F32 = 0,
+	VLM_DTYPE_F16 = 1,
+	VLM_DTYPE_BF16 = 2,
+};
+
+/*
+ * Allocates a [rows, cols] tensor of dtype in the shared arena and wraps it as a DLPack tensor
+ * (kDLCPU, compact, row-major). Fill ret->dl_tensor.data, then pass it to
+ * vlm_request_add_tensor(): it is read in place. Its deleter frees the arena block and the
+ * wrapper; call it yourself (ret->deleter(ret)) if you do not pass the tensor on.
+ * Returns 0, -EINVAL, -ENOSPC, -E2BIG, -ECONNRESET / -ENOTCONN, -ENOMEM. Thread-safe.
+ */
+VLM_EXPORT int vlm_host_tensor_new(struct vlm_conn *conn, enum vlm_dtype dtype, uint32_t rows,
+				   uint32_t cols, DLManagedTensor **ret);
+
+/* ---- requests: building --------------------------------------------------------------------- */
+
+/*
+ * Creates an empty request on conn. On success *ret is owned by the caller (vlm_request_free).
+ * The request holds a reference on the connection's bookkeeping, so it may outlive
+ * vlm_disconnect (then every operation on it fails with -ENOTCONN).
+ * Returns 0, -EINVAL, -ENOTCONN, -ECONNRESET, -ENOMEM. Thread-safe with respect to conn.
+ */
+VLM_EXPORT int vlm_request_new(struct vlm_conn *conn, struct vlm_request **ret);
+
+/*
+ * Frees a request. If it is still in flight it is cancelled first; the library keeps what vlmd
+ * may still read (arena space, in-place tensors) until vlmd reports the request finished, and
+ * runs the remaining deleters then (or at vlm_disconnect). NULL is a no-op. No other thread may
+ * use the request during or after the call.
+ */
+VLM_EXPORT void vlm_request_free(struct vlm_request *req);
+
+/*
+ * Sets the prompt token ids (n >= 1, each >= 0; copied into the shared arena, so the caller keeps
+ * ids). Replaces earlier tokens. Only before vlm_submit.
+ * Returns 0, -EINVAL (NULL, n == 0, negative id, already submitted), -E2BIG (more than vlmd's
+ * limit of 1 Mi tokens), -ENOSPC, -ENOTCONN / -ECONNRESET, -ENOMEM.
+ */
+VLM_EXPORT int vlm_request_set_tokens(struct vlm_request *req, const int32_t *ids, size_t n);
+
+/* Generation parameters. Zero-initialize, then set what you need: zero means "default" in every
+ * field (vlmd's default for max_tokens, greedy sampling, no penalties), and new fields will come
+ * out of the reserved space (which must stay zero). */
+struct vlm_gen_params {
+	uint32_t max_tokens;         /* most tokens to generate; 0: vlmd's default */
+	uint32_t min_tokens;         /* EOS and stop ids are ignored before this many */
+	float temperature;           /* 0: greedy (argmax) */
+	int32_t top_k;               /* 0: off */
+	float top_p;                 /* 0 or 1: off */
+	float min_p;                 /* 0: off */
+	float repetition_penalty;    /* 0 or 1: off */
+	float frequency_penalty;     /* 0: off */
+	float presence_penalty;      /* 0: off */
+	int32_t priority;            /* higher runs first when vlmd schedules by priority; 0 = FCFS */
+	uint64_t seed;               /* sampling seed, used when has_seed */
+	bool has_seed;               /* false: vlmd seeds the request itself */
+	bool ignore_eos;             /* keep generating after EOS (benchmarks) */
+	bool logprobs;               /* report each token's log-probability (vlm_request_logprob) */
+	uint8_t top_logprobs;        /* with logprobs: alternatives per token, 0..20 */
+	const int32_t *stop_ids;     /* generation stops after any of these ids (copied) */
+	uint32_t n_stop_ids;         /* at most 64 */
+	uint32_t reserved32;
+	uint64_t reserved[6];
+};
+
+/*
+ * Sets the generation parameters (copied; params may be freed after the call). Without this
+ * call every parameter has its default. Only before vlm_submit.
+ * Returns 0, -EINVAL (NaN/infinite or negative values where not allowed, top_p or min_p outside
+ * [0, 1], top_logprobs > 20, stop ids NULL with n_stop_ids > 0 or negative, nonzero reserved
+ * fields, already submitted), -E2BIG (more than 64 stop ids), -ENOSPC, -ENOTCONN, -ENOMEM.
+ */
+VLM_EXPORT int vlm_request_set_params(struct vlm_request *req, const struct vlm_gen_params *params);
+
+/* What a request asks vlmd to do. */
+enum vlm_request_kind {
+	VLM_REQUEST_GENERATE = 0,    /* generate with the loaded model (the default) */
+	VLM_REQUEST_ECHO = 1,        /* diagnostics, no model needed: vlmd streams the prompt tokens
+				      * back, releases the tensors and finishes (reason STOP) */
+};
+
+/* Sets the request kind. Only before vlm_submit. Returns 0 or -EINVAL. */
+VLM_EXPORT int vlm_request_set_kind(struct vlm_request *req, enum vlm_request_kind kind);
+
+/* Description of one multimodal item (one image or video's embedding rows). */
+struct vlm_mm_info {
+	int32_t placeholder_id;      /* token id of the placeholder run this tensor fills: the k-th
+				      * tensor added with an id fills the k-th run of that id */
+	uint32_t grid_t, grid_h, grid_w; /* M-RoPE grid after merging; all 0: not given (vlmd then
+				      * treats the rows as a 1 x 1 x rows grid); else t*h*w == rows */
+	const uint8_t *fingerprint;  /* content identity for prefix-cache reuse (e.g. a hash of the
+				      * image), or NULL; copied */
+	size_t fingerprint_len;      /* 0, 16 or 32 bytes */
+	uint64_t reserved[4];
+};
+
+/*
+ * Adds an embedding tensor [rows, cols] (or [1, rows, cols]) that vlmd writes over the tokens of
+ * a placeholder run. The library takes ownership of tensor in every case, success or failure
+ * (see "Tensors" above): the caller must not touch it afterwards.
+ * Accepted: dtype float16, bfloat16 or float32 (one lane); row-major with contiguous rows (the
+ * innermost stride 1, any row stride >= cols); devices:
+ *   kDLCPU, kDLCUDAHost — copied into the shared arena now (row-strided rows are packed), and the
+ *     deleter runs before the call returns; or, when the data lies inside this connection's arena
+ *     (vlm_host_alloc / vlm_host_tensor_new), read in place by vlmd without any copy;
+ *   kDLCUDA — zero copy: passed to vlmd as a CUDA IPC handle of its allocation (or, for memory
+ *     from cuMemCreate with POSIX-fd export enabled, as a file descriptor); the CUDA driver is
+ *     loaded on first use. The producing stream must be synchronized before vlm_submit.
+ * Everything else is refused before anything is sent, with a description in vlm_last_error().
+ * Only before vlm_submit; at most 256 tensors per request.
+ * Returns 0, -EINVAL (NULL, shape/grid/fingerprint wrong, already submitted), -ENOTSUP (dtype,
+ * device, layout), -ENOSPC / -E2BIG (arena), -ENODEV (CUDA tensor, no usable driver),
+ * -ENOTCONN / -ECONNRESET, -ENOMEM.
+ */
+VLM_EXPORT int vlm_request_add_tensor(struct vlm_request *req, const struct vlm_mm_info *info,
+				      DLManagedTensor *tensor);
+
+#if VLM_HAVE_DLPACK_VERSIONED
+/*
+ * As vlm_request_add_tensor for a DLPack >= 1.0 versioned tensor (major version 1; the
+ * read-only flag is fine, vlmd only reads). A tensor of another major version is refused with
+ * -ENOTSUP (its deleter still runs).
+ */
+VLM_EXPORT int vlm_request_add_tensor_versioned(struct vlm_request *req,
+						const struct vlm_mm_info *info,
+						DLManagedTensorVersioned *tensor);
+#endif
+
+/* ---- requests: running ---------------------------------------------------------------------- */
+
+/*
+ * Submits the request to vlmd without blocking. The request must have tokens. A request is
+ * submitted once.
+ * Returns 0; -EAGAIN when the submission ring is full (nothing changed: read completions, then
+ * retry); -EINVAL (no tokens, submitted before); -ECONNRESET / -ENOTCONN (the request then
+ * failed: its tensors are released and reads return the error). Thread-safe with respect to the
+ * connection.
+ */
+VLM_EXPORT int vlm_submit(struct vlm_request *req);
+
+/*
+ * Reads the next generated token ids into ids[0..max) (max >= 1), in order, each token once.
+ * timeout_ms: -1 waits forever, 0 does not wait, > 0 waits at most that long.
+ * Returns the number of ids (> 0); 0 at the end of a request that finished (all its tokens were
+ * read; vlm_request_finish_info has the reason and usage; reading again returns 0 again);
+ * -EAGAIN (timeout 0) or -ETIMEDOUT when no token came in time; the request's error when it
+ * failed (after its tokens that came before the failure were read): vlmd's code (e.g.
+ * -EOPNOTSUPP: no model; -EINVAL: vlmd refused the request), -ECONNRESET (vlmd lost),
+ * -ENOTCONN (disconnected); -EINVAL for bad arguments or a request never submitted.
+ * One thread at a time per request; different requests may be read concurrently.
+ */
+VLM_EXPORT int vlm_stream_read(struct vlm_request *req, int32_t *ids, size_t max, int timeout_ms);
+
+/*
+ * Asks vlmd to stop the request. Non-blocking; the request then ends as usual (reads drain the
+ * tokens already produced and return 0, with finish reason VLM_FINISH_CANCELLED unless it had
+ * finished already). Calling it again, or on a finished request, does nothing.
+ * Returns 0, -EINVAL (never submitted), -EAGAIN (submission ring full: retry), -ECONNRESET /
+ * -ENOTCONN. Any thread may call it while another reads the request.
+ */
+VLM_EXPORT int vlm_cancel(struct vlm_request *req);
+
+/* Why a request ended. */
+enum vlm_finish_reason {
+	VLM_FINISH_STOP = 0,         /* EOS or a stop id */
+	VLM_FINISH_LENGTH = 1,       /* max_tokens reached */
+	VLM_FINISH_CANCELLED = 2,    /* vlm_cancel */
+	VLM_FINISH_ERROR = 3,        /* failed: see error */
+};
+
+/* How a request ended (vlm_request_finish_info). */
+struct vlm_finish_info {
+	enum vlm_finish_reason reason;
+	int error;                   /* 0, or the negative errno the request failed with */
+	uint32_t prompt_tokens;      /* tokens of the prompt */
+	uint32_t cached_tokens;      /* prompt tokens served from vlmd's prefix cache */
+	uint32_t completion_tokens;  /* tokens generated */
+	uint64_t queue_us;           /* vlmd saw the submission -> first scheduled */
+	uint64_t ttft_us;            /* vlmd saw the submission -> first token */
+	uint64_t total_us;           /* vlmd saw the submission -> finished */
+	uint64_t reserved[4];
+};
+
+/*
+ * Fills *info once the request ended (its finish or error arrived: vlm_stream_read returned 0 or
+ * a negative error other than -EAGAIN/-ETIMEDOUT). Returns 0, -EINPROGRESS (not ended yet),
+ * -EINVAL. Timings are vlmd's; usage fields are 0 for requests that failed before running.
+ */
+VLM_EXPORT int vlm_request_finish_info(struct vlm_request *req, struct vlm_finish_info *info);
+
+/* Log-probability of one generated token (requests with vlm_gen_params.logprobs). */
+#define VLM_MAX_TOP_LOGPROBS 20
+struct vlm_logprob {
+	int32_t token;               /* the sampled token */
+	float logprob;               /* its log-probability under the model's raw distribution
+				      * (log_softmax of the logits, before penalties and temperature) */
+	uint32_t n_top;              /* alternatives below, best first */
+	int32_t top_ids[VLM_MAX_TOP_LOGPROBS];
+	float top_logprobs[VLM_MAX_TOP_LOGPROBS];
+};
+
+/*
+ * Log-probability of the index-th generated token (0 = the first token vlm_stream_read
+ * returned), available once that token was read. Returns 0, -ENOENT (no logprobs for it: not
+ * requested, or not read yet), -EINVAL.
+ */
+VLM_EXPORT int vlm_request_logprob(struct vlm_request *req, size_t index, struct vlm_logprob *out);
+
+/*
+ * Number of events (token ids, finish or error) waiting to be read from the request without
+ * blocking; 0 when none. Never blocks; does not read the ring. -EINVAL.
+ */
+VLM_EXPORT int vlm_request_pending(struct vlm_request *req);
+
+/* The request's id (unique within its connection; shown by vlmctl), 0 for NULL. */
+VLM_EXPORT uint64_t vlm_request_id(struct vlm_request *req);
+
+/* A pointer the application attaches to a request (e.g. for vlm_conn_next_ready); NULL by
+ * default. The library never dereferences it. */
+VLM_EXPORT void vlm_request_set_user(struct vlm_request *req, void *user);
+VLM_EXPORT void *vlm_request_user(struct vlm_request *req);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VLM_VLM_H */
