@@ -5,6 +5,7 @@ Pure Python over libvlmclient (ctypes). See docs/PYTHON.md.
 
 from . import _lib
 from ._lib import LibraryNotFound, VlmError
+from .client import Client, FinishInfo, GenerationConfig, Logprob, MultiMediaInfo, Stream
 from .tokenizer import ChatItem, ChatPrompt, StreamDecoder, Tokenizer
 
 __version__ = "0.1.0"
@@ -20,5 +21,6 @@ def library_path():
     return _lib.path
 
 
-__all__ = ["VlmError", "LibraryNotFound", "Tokenizer", "StreamDecoder", "ChatPrompt", "ChatItem",
+__all__ = ["Client", "MultiMediaInfo", "GenerationConfig", "Stream", "FinishInfo", "Logprob",
+           "VlmError", "LibraryNotFound", "Tokenizer", "StreamDecoder", "ChatPrompt", "ChatItem",
            "library_version", "library_path"]

@@ -162,8 +162,162 @@ vlm_chat_encode = _fn("vlm_chat_encode", c_int, c_void_p, c_void_p, POINTER(Chat
                       POINTER(ChatResult))
 vlm_chat_result_fini = _fn("vlm_chat_result_fini", None, POINTER(ChatResult))
 
-# ---- the client API (include/vlm/vlm.h): declared in _capi.py ----
+# ---- the client API (include/vlm/vlm.h) ----
+c_uint8 = ctypes.c_uint8
+c_uint64 = ctypes.c_uint64
+c_int64 = ctypes.c_int64
+c_float = ctypes.c_float
+
+
+class ConnectOpts(ctypes.Structure):
+    _fields_ = [
+        ("socket_path", c_char_p),
+        ("client_name", c_char_p),
+        ("connect_timeout_ms", c_int),
+        ("close_timeout_ms", c_int),
+        ("arena_bytes", c_uint64),
+        ("sq_entries", c_uint32),
+        ("cq_entries", c_uint32),
+        ("reserved", c_uint64 * 8),
+    ]
+
+
+class GenParams(ctypes.Structure):
+    _fields_ = [
+        ("max_tokens", c_uint32),
+        ("min_tokens", c_uint32),
+        ("temperature", c_float),
+        ("top_k", c_int32),
+        ("top_p", c_float),
+        ("min_p", c_float),
+        ("repetition_penalty", c_float),
+        ("frequency_penalty", c_float),
+        ("presence_penalty", c_float),
+        ("priority", c_int32),
+        ("seed", c_uint64),
+        ("has_seed", c_bool),
+        ("ignore_eos", c_bool),
+        ("logprobs", c_bool),
+        ("top_logprobs", c_uint8),
+        ("stop_ids", POINTER(c_int32)),
+        ("n_stop_ids", c_uint32),
+        ("reserved32", c_uint32),
+        ("reserved", c_uint64 * 6),
+    ]
+
+
+class MmInfo(ctypes.Structure):
+    _fields_ = [
+        ("placeholder_id", c_int32),
+        ("grid_t", c_uint32),
+        ("grid_h", c_uint32),
+        ("grid_w", c_uint32),
+        ("fingerprint", POINTER(c_uint8)),
+        ("fingerprint_len", c_size_t),
+        ("reserved", c_uint64 * 4),
+    ]
+
+
+class FinishInfoC(ctypes.Structure):
+    _fields_ = [
+        ("reason", c_int),
+        ("error", c_int),
+        ("prompt_tokens", c_uint32),
+        ("cached_tokens", c_uint32),
+        ("completion_tokens", c_uint32),
+        ("queue_us", c_uint64),
+        ("ttft_us", c_uint64),
+        ("total_us", c_uint64),
+        ("reserved", c_uint64 * 4),
+    ]
+
+
+VLM_MAX_TOP_LOGPROBS = 20
+
+
+class LogprobC(ctypes.Structure):
+    _fields_ = [
+        ("token", c_int32),
+        ("logprob", c_float),
+        ("n_top", c_uint32),
+        ("top_ids", c_int32 * VLM_MAX_TOP_LOGPROBS),
+        ("top_logprobs", c_float * VLM_MAX_TOP_LOGPROBS),
+    ]
+
+
+# DLPack 0.6 (dlpack/dlpack.h)
+class DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", c_int), ("device_id", c_int)]
+
+
+class DLDataType(ctypes.Structure):
+    _fields_ = [("code", c_uint8), ("bits", c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class DLTensor(ctypes.Structure):
+    _fields_ = [
+        ("data", c_void_p),
+        ("device", DLDevice),
+        ("ndim", c_int),
+        ("dtype", DLDataType),
+        ("shape", POINTER(c_int64)),
+        ("strides", POINTER(c_int64)),
+        ("byte_offset", c_uint64),
+    ]
+
+
+class DLManagedTensor(ctypes.Structure):
+    pass
+
+
+DELETER = ctypes.CFUNCTYPE(None, POINTER(DLManagedTensor))
+DLManagedTensor._fields_ = [
+    ("dl_tensor", DLTensor),
+    ("manager_ctx", c_void_p),
+    ("deleter", c_void_p),
+]
+
+VLM_REQUEST_GENERATE = 0
+VLM_REQUEST_ECHO = 1
+VLM_FINISH_STOP, VLM_FINISH_LENGTH, VLM_FINISH_CANCELLED, VLM_FINISH_ERROR = 0, 1, 2, 3
+
 vlm_strerror = _fn("vlm_strerror", c_char_p, c_int, optional=True)
+vlm_last_error = _fn("vlm_last_error", c_char_p, optional=True)
+vlm_connect = _fn("vlm_connect", c_int, POINTER(ConnectOpts), POINTER(c_void_p), optional=True)
+vlm_disconnect = _fn("vlm_disconnect", None, c_void_p, optional=True)
+vlm_conn_alive = _fn("vlm_conn_alive", c_int, c_void_p, optional=True)
+vlm_conn_arena_bytes = _fn("vlm_conn_arena_bytes", c_uint64, c_void_p, optional=True)
+vlm_conn_fd = _fn("vlm_conn_fd", c_int, c_void_p, optional=True)
+vlm_request_new = _fn("vlm_request_new", c_int, c_void_p, POINTER(c_void_p), optional=True)
+vlm_request_free = _fn("vlm_request_free", None, c_void_p, optional=True)
+vlm_request_set_tokens = _fn("vlm_request_set_tokens", c_int, c_void_p, POINTER(c_int32), c_size_t,
+                             optional=True)
+vlm_request_set_params = _fn("vlm_request_set_params", c_int, c_void_p, POINTER(GenParams),
+                             optional=True)
+vlm_request_set_kind = _fn("vlm_request_set_kind", c_int, c_void_p, c_int, optional=True)
+vlm_request_add_tensor = _fn("vlm_request_add_tensor", c_int, c_void_p, POINTER(MmInfo),
+                             POINTER(DLManagedTensor), optional=True)
+vlm_submit = _fn("vlm_submit", c_int, c_void_p, optional=True)
+vlm_stream_read = _fn("vlm_stream_read", c_int, c_void_p, POINTER(c_int32), c_size_t, c_int,
+                      optional=True)
+vlm_cancel = _fn("vlm_cancel", c_int, c_void_p, optional=True)
+vlm_request_finish_info = _fn("vlm_request_finish_info", c_int, c_void_p, POINTER(FinishInfoC),
+                              optional=True)
+vlm_request_logprob = _fn("vlm_request_logprob", c_int, c_void_p, c_size_t, POINTER(LogprobC),
+                          optional=True)
+vlm_request_pending = _fn("vlm_request_pending", c_int, c_void_p, optional=True)
+vlm_request_id = _fn("vlm_request_id", c_uint64, c_void_p, optional=True)
+
+
+def have_client_api():
+    return vlm_connect is not None
+
+
+def last_error():
+    if vlm_last_error is None:
+        return ""
+    s = vlm_last_error()
+    return s.decode("utf-8", "replace") if s else ""
 
 
 def strerror(code):
@@ -176,10 +330,11 @@ def strerror(code):
     return os.strerror(code) if code else "success"
 
 
-def check(r, what=None):
-    """Raise VlmError for a negative return; pass anything else through."""
+def check(r, what=None, use_last=False):
+    """Raise VlmError for a negative return; pass anything else through. use_last: the call was
+    a vlm.h function, so vlm_last_error() of this thread describes the failure."""
     if r < 0:
-        msg = strerror(r)
+        msg = (use_last and last_error()) or strerror(r)
         raise VlmError(-r, "%s: %s" % (what, msg) if what else msg)
     return r
 
