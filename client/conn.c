@@ -232,14 +232,16 @@ void vc_conn_free(struct vc_conn *c)
 
 static void heartbeat(struct vc_conn *c)
 {
-	__atomic_store_n(c->c_heartbeat, *c->c_heartbeat + 1, __ATOMIC_RELAXED);
+	/* an atomic add: the public API calls this from a thread waiting on the completion ring and
+	 * from a submitting thread at once */
+	__atomic_fetch_add(c->c_heartbeat, 1, __ATOMIC_RELAXED);
 }
 
 static void ring_daemon(struct vc_conn *c)
 {
 	uint64_t one = 1;
 
-	c->n_bells++;
+	__atomic_fetch_add(&c->n_bells, 1, __ATOMIC_RELAXED);
 	if (write(c->sq_bell, &one, sizeof(one)) < 0) {
 		/* EAGAIN: counter saturated, the daemon will wake anyway */
 	}
@@ -263,7 +265,7 @@ int vc_conn_sq_flush(struct vc_conn *c)
 {
 	uint32_t n = vs_prod_pending(&c->sq);
 
-	if (c->dead)
+	if (vc_conn_is_dead(c))
 		return -ECONNRESET;
 	if (!n)
 		return 0;
@@ -278,7 +280,7 @@ int vc_conn_submit(struct vc_conn *c, const struct vs_sqe *e)
 {
 	struct vs_sqe *s;
 
-	if (c->dead)
+	if (vc_conn_is_dead(c))
 		return -ECONNRESET;
 	s = vs_prod_reserve(&c->sq);
 	if (!s)
@@ -312,15 +314,20 @@ static int daemon_gone(struct vc_conn *c)
 {
 	struct pollfd p = { .fd = c->sock, .events = POLLIN | POLLRDHUP };
 
-	if (c->dead)
+	if (vc_conn_is_dead(c))
 		return 1;
 	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))) {
 		char b;
 
 		if (recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
-			c->dead = 1;
+			__atomic_store_n(&c->dead, 1, __ATOMIC_RELAXED);
 	}
-	return c->dead;
+	return vc_conn_is_dead(c);
+}
+
+int vc_conn_check_alive(struct vc_conn *c)
+{
+	return daemon_gone(c) ? -ECONNRESET : 0;
 }
 
 int vc_conn_wait(struct vc_conn *c, int64_t timeout_ns)
@@ -339,7 +346,7 @@ int vc_conn_wait(struct vc_conn *c, int64_t timeout_ns)
 			return 0;
 		/* the socket is checked only after a slice passed without completions: the fast
 		 * path makes no system call */
-		if ((!first || c->dead) && daemon_gone(c))
+		if ((!first || vc_conn_is_dead(c)) && daemon_gone(c))
 			return -ECONNRESET;
 		if (timeout_ns >= 0) {
 			int64_t left = timeout_ns - (int64_t)(vs_now_ns() - start);
@@ -410,7 +417,7 @@ static int send_ctl(struct vc_conn *c, uint16_t type, unsigned slot, int fd)
 
 	if (slot >= VS_MAX_FD_SLOTS)
 		return -EINVAL;
-	if (c->dead)
+	if (vc_conn_is_dead(c))
 		return -ECONNRESET;
 	if (fd >= 0) {
 		struct cmsghdr *cm;

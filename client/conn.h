@@ -48,8 +48,8 @@ struct vc_conn {
 	unsigned char *arena;        /* [lay.arena_bytes] */
 	struct vs_alloc alloc;       /* arena allocator (private bookkeeping) */
 	int64_t spin_ns;
-	int dead;                    /* daemon gone */
-	uint64_t n_bells;            /* doorbell system calls made (statistics) */
+	int dead;                    /* daemon gone (atomic: vc_conn_is_dead) */
+	uint64_t n_bells;            /* doorbell system calls made (statistics; atomic) */
 };
 
 /* Connect and handshake. On success *out is a new connection (vc_conn_free). On failure returns
@@ -79,6 +79,16 @@ uint32_t vc_conn_ready(struct vc_conn *c);
  * or -ECONNRESET when the daemon closed the connection. */
 int vc_conn_wait(struct vc_conn *c, int64_t timeout_ns);
 
+/* Looks at the socket without blocking: returns -ECONNRESET when the daemon is gone (EOF), else
+ * 0. For callers that do not wait in vc_conn_wait (which checks by itself). */
+int vc_conn_check_alive(struct vc_conn *c);
+
+/* Control socket (readable at EOF when the daemon is gone; nothing else arrives on it). */
+static inline int vc_conn_sock(const struct vc_conn *c)
+{
+	return c->sock;
+}
+
 /* fd that becomes readable when completions arrive after vc_conn_arm_fd(). */
 int vc_conn_fd(const struct vc_conn *c);
 /* Ask the daemon to write the fd on the next completion. Returns 1 when completions are already
@@ -96,6 +106,12 @@ int vc_conn_arena_free(struct vc_conn *c, uint64_t off, uint64_t len);
 int vc_conn_fd_add(struct vc_conn *c, int fd, unsigned slot);
 /* Close slot in the daemon. Returns 0 or -errno. */
 int vc_conn_fd_del(struct vc_conn *c, unsigned slot);
+
+/* True once the daemon was seen gone (socket EOF). Safe to call from any thread. */
+static inline int vc_conn_is_dead(const struct vc_conn *c)
+{
+	return __atomic_load_n(&c->dead, __ATOMIC_RELAXED);
+}
 
 /* The daemon's heartbeat counter (advances every lay.tick_ms while it is alive). */
 static inline uint32_t vc_conn_daemon_heartbeat(const struct vc_conn *c)

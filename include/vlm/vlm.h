@@ -46,7 +46,8 @@
  *   -ECONNRESET    vlmd went away (crashed, restarted, shut down): every request in flight on the
  *                  connection fails with it; connect again (vlm_connect) to continue
  *   -ENOTCONN      the connection was closed by vlm_disconnect
- *   -EOPNOTSUPP    vlmd cannot serve this request (e.g. no model loaded)
+ *   -EOPNOTSUPP    (the same value as -ENOTSUP on Linux) from vlm_stream_read: vlmd cannot serve
+ *                  this request (e.g. no model loaded)
  *   -ENODEV        a CUDA tensor was given but no CUDA driver/device is usable in this process
  *   -ENOMEM        out of memory
  *   other          a failure reported by vlmd for one request (e.g. -E2BIG: prompt longer than

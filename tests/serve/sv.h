@@ -13,7 +13,7 @@
 #include "client/conn.h"
 #include "daemon/safetensors.h"
 
-#define SV_MAX_TOK 512
+#define SV_MAX_TOK 1024
 #define SV_MAX_ITEMS 8
 #define SV_MAX_LP 256
 
