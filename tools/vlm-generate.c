@@ -72,7 +72,8 @@ static void usage(FILE *f)
 "embeddings (repeatable; the k-th --embed of a placeholder fills its k-th run):\n"
 "  --embed FILE.npy | FILE.safetensors[:TENSOR]   an embedding [rows, hidden]\n"
 "  --placeholder ID          placeholder token id of the last --embed (later ones inherit it)\n"
-"  --grid T,H,W              its M-RoPE grid after the spatial merge (T*H*W = rows)\n"
+"  --grid T,H,W              its grid after the spatial merge (T*H*W = rows; M-RoPE models\n"
+"                            such as Qwen2-VL need it)\n"
 "  --fingerprint HEX         its content identity for prefix reuse (32 or 64 hex digits)\n"
 "generation:\n"
 "  --max-tokens N  --min-tokens N  --temperature X  --top-k N  --top-p X  --min-p X\n"
@@ -683,7 +684,7 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 	struct outbuf b = { 0 };
 	int32_t buf[64];
 	double t_first = 0;
-	int r, rc = 0, waited_ms = 0;
+	int r = 0, rc = 0, waited_ms = 0;
 	bool cancel_sent = false;
 	for (;;) {
 		if (interrupted && !cancel_sent) {
@@ -745,12 +746,18 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 
 	struct vlm_finish_info fi;
 	bool have_fi = rc == 0 && vlm_request_finish_info(req, &fi) == 0;
-	if (rc == 0 && r < 0)
-		rc = fail("request failed: %s", why(r));
+	if (rc == 0 && r < 0) {
+		/* vlmd sends an errno, no text; vlm_strerror's -EINVAL wording is about calls that
+		 * failed before sending, so say what it means here */
+		const char *m = vlm_last_error();
+		rc = fail("request failed: %s", m && m[0] ? m : r == -EINVAL ?
+			  "vlmd refused the request as invalid (-EINVAL: placeholder runs, item "
+			  "shapes or grids do not match the prompt or the model)" : vlm_strerror(r));
+	}
 	if (have_fi && !o->json) {
 		fprintf(stderr, "finish: %s", reason_name(fi.reason));
 		if (fi.error)
-			fprintf(stderr, " (%s)", vlm_strerror(fi.error));
+			fprintf(stderr, " (%s)", strerror(-fi.error));
 		fprintf(stderr, ", prompt %u tokens (%u cached), completion %u tokens, ttft %.2f ms "
 			"(client %.2f ms), queue %.2f ms, total %.2f ms\n", fi.prompt_tokens,
 			fi.cached_tokens, fi.completion_tokens, fi.ttft_us / 1e3,
@@ -821,9 +828,13 @@ int main(int argc, char **argv)
 	int r = vlm_connect(&co, &conn);
 	if (r < 0) {
 		const char *sock = o.socket ? o.socket : getenv("VLM_SOCKET");
-		rc = fail("cannot connect to vlmd at %s: %s%s", sock && sock[0] ? sock :
-			  VLM_DEFAULT_SOCKET, why(r), r == -ENOENT || r == -ECONNREFUSED ?
-			  " (is vlmd running? --socket PATH)" : "");
+		const char *m = vlm_last_error(), *hint = r == -ENOENT || r == -ECONNREFUSED ?
+			" (is vlmd running? --socket PATH)" : "";
+		if (m && strstr(m, "vlmd"))   /* the library's message names the socket already */
+			rc = fail("%s: %s%s", m, vlm_strerror(r), hint);
+		else
+			rc = fail("cannot connect to vlmd at %s: %s%s", sock && sock[0] ? sock :
+				  VLM_DEFAULT_SOCKET, vlm_strerror(r), hint);
 		goto out;
 	}
 	if ((r = vlm_request_new(conn, &req)) < 0 ||

@@ -269,6 +269,11 @@ class Stream:
             self._take_finish()
             if r == 0:
                 return None
+            if not msg and r == -22:
+                # vlmd sends an errno, no text; vlm_strerror's EINVAL wording is for calls
+                # that failed before sending
+                msg = ("vlmd refused the request as invalid (placeholder runs, item shapes or "
+                       "grids do not match the prompt or the model)")
             self._error = VlmError(-r, msg or _lib.strerror(r))
             raise self._error
 

@@ -34,6 +34,17 @@ REF_DIR = os.path.join(SRCDIR, "tests", "model", "reference")
 TOK_DIR = os.path.join(SRCDIR, "tests", "tokenizer", "data")
 
 
+def child_env(extra=None):
+    """Environment for the C programs a test starts (vlmd, vlm-mkmodel, vlm-generate): in a
+    sanitizer build their leak detection is back on (it is off for the Python interpreter)."""
+    e = dict(os.environ)
+    if "VLM_CHILD_ASAN_OPTIONS" in e:
+        e["ASAN_OPTIONS"] = e["VLM_CHILD_ASAN_OPTIONS"]
+    if extra:
+        e.update(extra)
+    return e
+
+
 def need_numpy():
     try:
         import numpy  # noqa: F401
@@ -138,7 +149,7 @@ class Daemon:
         if model:
             args = checkpoint(ckpt)["mkmodel_args"] if ckpt else []
             subprocess.run([env("VLM_MKMODEL"), *args, *extra_mkmodel, self.model], check=True,
-                           stdout=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, env=child_env())
             if patch_config:
                 cf = os.path.join(self.model, "config.json")
                 with open(cf) as f:
@@ -147,12 +158,12 @@ class Daemon:
                 with open(cf, "w") as f:
                     json.dump(c, f)
         self.log = open(os.path.join(self.dir, "vlmd.log"), "w+")
-        cmd = [env("VLMD"), "--socket", self.sock, "--backend", "cpu", "--threads", "1",
+        cmd = [env("VLMD"), "--socket", self.sock, "--threads", "1",
                "--kv-memory", "16M", "--log-level", "warn"]
         if model:
             cmd += ["--model", self.model]
         self.proc = subprocess.Popen(cmd + list(extra_args), stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=child_env())
         self._wait_ready()
 
     def _wait_ready(self, timeout=20.0):
