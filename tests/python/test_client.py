@@ -219,6 +219,23 @@ class ClientTest(unittest.TestCase):
             self.assertEqual("".join(s.text(tok)), text)
         self.assertEqual(s.tokens, ids)
 
+    def test_docs_example_runs(self):
+        # docs/PYTHON.md's first example, as written, against this daemon
+        import re
+        import subprocess
+        with open(os.path.join(harness.SRCDIR, "docs", "PYTHON.md")) as f:
+            code = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
+        self.assertIn('Client("/tmp/vlmd.sock")', code)
+        code = code.replace("/tmp/vlmd.sock", self.d.sock)
+        env = dict(os.environ, PYTHONPATH=harness.env("VLM_PYDIR"))
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        ids, finish = r.stdout.splitlines()
+        self.assertEqual(len(ids.split()), 16)
+        self.assertTrue(finish.startswith("FinishInfo(reason='length', error=0, prompt_tokens=18"),
+                        finish)
+
     def test_no_daemon(self):
         with self.assertRaises(VlmError) as cm:
             Client("/nonexistent/vlmd.sock")
