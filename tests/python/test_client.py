@@ -174,8 +174,8 @@ class ClientTest(unittest.TestCase):
         gc.collect()
         self.assertEqual(sys.getrefcount(e), base)
         # cancel from another thread while this one blocks in the read
-        s = self.c.generate(p.tokens, mm_for(p, [e]), greedy(3000))
-        threading.Timer(0.3, s.cancel).start()
+        s = self.c.generate(p.tokens, mm_for(p, [e]), greedy(4000))
+        threading.Timer(0.02, s.cancel).start()
         s.wait()
         self.assertEqual(s.finish.reason, "cancelled")
         s.close()

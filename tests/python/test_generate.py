@@ -140,6 +140,27 @@ class GenerateTest(unittest.TestCase):
             self.assertEqual(len(lp["top"]), 3)
             self.assertEqual(lp["top"][0][0], tok)       # greedy = the most likely token
 
+    def test_fingerprint_reaches_prefix_cache(self):
+        p = self.p["three_images"]
+        files = ["%s:%s.emb%d" % (FIXTURE, p.name, j) for j in range(len(p.items))]
+        args = self.embed_args(p, files)
+
+        def cached(fp):
+            a = list(args)
+            a[6:6] = ["--fingerprint", fp]        # on the first image
+            r = self.gen(*self.tokens_arg(p), *a, *self.greedy_args(4), "--json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            j = json.loads(r.stdout)
+            self.assertEqual(j["tokens"], p.greedy[:4])
+            return j["usage"]["cached_tokens"]
+
+        a, b = "5a" * 16, "a5" * 32
+        cached(a)
+        self.assertGreater(cached(a), 0)            # same image identity: prefix reused
+        self.assertEqual(cached(b), 0)              # another identity: nothing reused
+        r = self.gen(*self.tokens_arg(p), *args, "--fingerprint", "xyz")
+        self.assertEqual(r.returncode, 2)
+
     def test_stop_id(self):
         p = self.p["text"]
         stop = p.greedy[3]
@@ -148,6 +169,24 @@ class GenerateTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(ids_of(r.stdout), p.greedy[:first + 1])
         self.assertIn("finish: stop", r.stderr)
+
+    def test_ctrl_c_cancels(self):
+        import signal
+        p = self.p["text"]
+        proc = subprocess.Popen([GEN, "--socket", self.d.sock, *self.tokens_arg(p),
+                                 "--max-tokens", "3000", "--ignore-eos"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+                                env=harness.child_env())
+        first = os.read(proc.stdout.fileno(), 64)  # unbuffered: communicate() reads the rest
+        self.assertTrue(first)                     # the first token arrived
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        err = err.decode()
+        self.assertEqual(proc.returncode, 130, err)
+        self.assertIn("finish: cancelled", err)
+        got = ids_of((first + out).decode())
+        self.assertTrue(0 < len(got) < 3000)
+        self.assertEqual(got[:3], p.greedy[:len(got[:3])])   # as many as came before the stop
 
     # ---- errors ----
 
