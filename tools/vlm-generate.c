@@ -268,6 +268,14 @@ static const struct option long_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+static const char *opt_name(int val)
+{
+	for (const struct option *o = long_opts; o->name; o++)
+		if (o->val == val)
+			return o->name;
+	return "?";
+}
+
 /* Returns 0, 1 (error, printed), 2 (usage, printed), or -1 for --help/--version (exit 0). */
 static int parse_args(int argc, char **argv, struct opts *o)
 {
@@ -340,8 +348,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				     c == O_REP ? &o->gp.repetition_penalty :
 				     c == O_FREQ ? &o->gp.frequency_penalty : &o->gp.presence_penalty;
 			if (!parse_float(a, dst))
-				return fail("--%s: want a number, got '%s'", long_opts[c - O_SOCKET].name,
-					    a) + 1;
+				return fail("--%s: want a number, got '%s'", opt_name(c), a) + 1;
 			break;
 		}
 		case O_TOP_K:

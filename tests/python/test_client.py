@@ -312,9 +312,14 @@ class TorchTest(unittest.TestCase):
         self.assertEqual(self.c.generate(p.tokens, mm_for(p, legacy), greedy()).wait(),
                          p.greedy[:N])
         if torch.cuda.is_available():
+            # zero copy over CUDA IPC; a vlmd on a host backend refuses device tensors
+            # (ENOTSUP) — either way the tensors must come back exactly once
             cu = [t.cuda() for t in ts]
-            self.assertEqual(self.c.generate(p.tokens, mm_for(p, cu), greedy()).wait(),
-                             p.greedy[:N])
+            try:
+                toks = self.c.generate(p.tokens, mm_for(p, cu), greedy()).wait()
+                self.assertEqual(toks, p.greedy[:N])
+            except VlmError as ex:
+                self.assertEqual(ex.errno, ENOTSUP, str(ex))
         gc.collect()
         self.assertEqual(dlpack.live_count(), 0)
 
