@@ -277,6 +277,22 @@ DLManagedTensor._fields_ = [
     ("deleter", c_void_p),
 ]
 
+class DLPackVersion(ctypes.Structure):
+    _fields_ = [("major", c_uint32), ("minor", c_uint32)]
+
+
+class DLManagedTensorVersioned(ctypes.Structure):
+    _fields_ = [
+        ("version", DLPackVersion),
+        ("manager_ctx", c_void_p),
+        ("deleter", c_void_p),
+        ("flags", c_uint64),
+        ("dl_tensor", DLTensor),
+    ]
+
+
+DELETER_VERSIONED = ctypes.CFUNCTYPE(None, POINTER(DLManagedTensorVersioned))
+
 VLM_REQUEST_GENERATE = 0
 VLM_REQUEST_ECHO = 1
 VLM_FINISH_STOP, VLM_FINISH_LENGTH, VLM_FINISH_CANCELLED, VLM_FINISH_ERROR = 0, 1, 2, 3
@@ -297,6 +313,9 @@ vlm_request_set_params = _fn("vlm_request_set_params", c_int, c_void_p, POINTER(
 vlm_request_set_kind = _fn("vlm_request_set_kind", c_int, c_void_p, c_int, optional=True)
 vlm_request_add_tensor = _fn("vlm_request_add_tensor", c_int, c_void_p, POINTER(MmInfo),
                              POINTER(DLManagedTensor), optional=True)
+vlm_request_add_tensor_versioned = _fn("vlm_request_add_tensor_versioned", c_int, c_void_p,
+                                       POINTER(MmInfo), POINTER(DLManagedTensorVersioned),
+                                       optional=True)
 vlm_submit = _fn("vlm_submit", c_int, c_void_p, optional=True)
 vlm_stream_read = _fn("vlm_stream_read", c_int, c_void_p, POINTER(c_int32), c_size_t, c_int,
                       optional=True)

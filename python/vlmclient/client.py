@@ -439,7 +439,7 @@ class Client:
             fp = (ctypes.c_uint8 * len(it.fingerprint)).from_buffer_copy(it.fingerprint)
             mi.fingerprint = ctypes.cast(fp, ctypes.POINTER(ctypes.c_uint8))
             mi.fingerprint_len = len(it.fingerprint)
-        r = _lib.vlm_request_add_tensor(req, ctypes.byref(mi), taken.give())
+        r = taken.add_to(req, ctypes.byref(mi))
         if r < 0:
             _lib.check(r, "tensor %d (placeholder %d, shape %s)" % (k, it.placeholder_id,
                                                                    list(taken.shape)), True)

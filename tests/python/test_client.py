@@ -106,6 +106,14 @@ class ClientTest(unittest.TestCase):
         for x in (strided, e[None], ro, e.__dlpack__()):
             with self.c.generate(p.tokens, mm_for(p, [x]), greedy()) as s:
                 self.assertEqual(s.wait(), p.greedy[:N])
+        # DLPack 1.x: a versioned capsule, where the producer has it (NumPy >= 2.1)
+        try:
+            vcap = e.__dlpack__(max_version=(1, 0))
+        except TypeError:
+            vcap = None
+        if vcap is not None:
+            with self.c.generate(p.tokens, mm_for(p, [vcap]), greedy()) as s:
+                self.assertEqual(s.wait(), p.greedy[:N])
         # float16 rows: accepted; the tokens may differ from the f32 reference after rounding
         with self.c.generate(p.tokens, mm_for(p, [e.astype(np.float16)]), greedy(4)) as s:
             self.assertEqual(len(s.wait()), 4)
