@@ -5,7 +5,7 @@
     mm.add_multimedia_content(image_pad_id, [emb], grids=[(1, 16, 16)])
     stream = client.generate(token_ids, mm, GenerationConfig(max_tokens=64))
     for token in stream:                                # streams as vlmd produces them
-        ...
+        ...                                             # (or: async for token in stream)
     stream.finish                                       # reason, usage, timings
 
 The names follow the reference system's Python API (DashInfer-VLM: MultiMediaInfo keyed by the
@@ -294,6 +294,21 @@ class Stream:
     def __iter__(self):
         for ids in self.chunks():
             yield from ids
+
+    async def achunks(self):
+        """asyncio: yields the lists of ids as they arrive. Each wait runs in a worker thread
+        (asyncio.to_thread) with the GIL released, so the event loop keeps running."""
+        import asyncio
+        while True:
+            ids = await asyncio.to_thread(self._read)
+            if ids is None:
+                return
+            yield ids
+
+    async def __aiter__(self):
+        async for ids in self.achunks():
+            for i in ids:
+                yield i
 
     def text(self, tokenizer, *, skip_special_tokens=True):
         """Yields decoded text pieces (complete UTF-8 only) as tokens arrive."""

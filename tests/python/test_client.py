@@ -77,6 +77,22 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(list(s), [])       # the end stays the end
             s.close()
 
+    def test_asyncio(self):
+        import asyncio
+
+        async def one(name):
+            p = self.p[name]
+            s = self.c.generate(p.tokens, mm_for(p), greedy())
+            out = [t async for t in s]
+            s.close()
+            return out
+
+        async def main():
+            return await asyncio.gather(*(one(n) for n in ("text", "img_start", "video")))
+
+        got = asyncio.run(main())
+        self.assertEqual(got, [self.p[n].greedy[:N] for n in ("text", "img_start", "video")])
+
     def test_two_threads_one_client(self):
         out = {}
 
