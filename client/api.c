@@ -163,7 +163,7 @@ static void lost(struct vlm_conn *c)
 {
 	if (c->state != VC_ALIVE)
 		return;
-	c->state = VC_LOST;
+	__atomic_store_n(&c->state, VC_LOST, __ATOMIC_RELAXED); /* vlm_conn_alive reads it unlocked */
 	end_all_inflight(c, -ECONNRESET);
 }
 
@@ -215,7 +215,7 @@ void vlm_disconnect(struct vlm_conn *c)
 	}
 	while (c->ready_head)
 		vc_unready(c, c->ready_head);
-	c->state = VC_CLOSED;
+	__atomic_store_n(&c->state, VC_CLOSED, __ATOMIC_RELAXED);
 	vc_conn_free(c->vc);
 	c->vc = NULL;
 	c->arena = NULL;
@@ -531,6 +531,23 @@ void vc_api_stats(struct vlm_conn *c, struct vc_stats *out)
 	vc_lock(c);
 	*out = c->stats;
 	vc_unlock(c);
+}
+
+int vlm_conn_stats(struct vlm_conn *c, struct vlm_conn_stats *out)
+{
+	struct vc_stats s;
+
+	vc_err_clear();
+	if (!c || !out)
+		return vc_err(-EINVAL, "vlm_conn_stats: NULL argument");
+	vc_api_stats(c, &s);
+	memset(out, 0, sizeof(*out));
+	out->requests_submitted = s.requests_submitted;
+	out->tensors_copied = s.tensors_copied;
+	out->bytes_copied = s.bytes_copied;
+	out->tensors_in_place = s.tensors_in_place;
+	out->tensors_cuda = s.tensors_cuda;
+	return 0;
 }
 
 struct vc_conn *vc_api_transport(struct vlm_conn *c)

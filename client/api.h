@@ -41,7 +41,8 @@ struct vc_block {                    /* a vlm_host_alloc block */
 	uint64_t off, len;
 };
 
-struct vc_stats {                    /* for vlm-bench: what the data path cost */
+struct vc_stats {                    /* vlm_conn_stats: what the data path cost */
+	uint64_t requests_submitted;
 	uint64_t bytes_copied;       /* tensor bytes copied into the arena */
 	uint64_t tensors_copied;
 	uint64_t tensors_in_place;   /* read by vlmd where they were (arena or CUDA) */

@@ -461,6 +461,7 @@ int vlm_submit(struct vlm_request *r)
 	s->n_stop_ids = r->n_stop;
 	s->params = r->params;
 	r->state = VC_R_INFLIGHT;
+	c->stats.requests_submitted++;
 	vc_conn_sq_commit(c->vc);
 	if (vc_conn_sq_flush(c->vc) < 0) {
 		vc_conn_lost(c); /* ends r too */

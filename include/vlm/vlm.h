@@ -160,15 +160,16 @@ VLM_EXPORT int vlm_connect(const struct vlm_connect_opts *opts, struct vlm_conn 
  * Closes a connection: cancels every request still in flight, waits up to close_timeout_ms for
  * vlmd to stop reading their tensors, runs every pending tensor deleter, then unmaps the shared
  * memory (memory from vlm_host_alloc becomes invalid) and closes the socket. Requests of the
- * connection stay valid objects that must still be freed with vlm_request_free (their reads
- * return -ENOTCONN). NULL is a no-op. No other thread may use the connection during or after
- * the call, except through its requests.
+ * connection stay valid objects that must still be freed with vlm_request_free (reads of
+ * requests that were in flight return -ENOTCONN, other calls on them fail). NULL is a no-op.
+ * No other thread may use the connection or its requests during the call; afterwards the
+ * connection handle is gone.
  */
 VLM_EXPORT void vlm_disconnect(struct vlm_conn *conn);
 
 /*
- * 1 while the connection works, 0 once vlmd was lost (or vlm_disconnect ran). vlmd's loss is
- * noticed while reading or submitting. Thread-safe.
+ * 1 while the connection works, 0 once vlmd was found gone. vlmd's loss is noticed while a
+ * thread waits for completions (within 100 ms) and in vlm_conn_process. Thread-safe.
  */
 VLM_EXPORT int vlm_conn_alive(struct vlm_conn *conn);
 
@@ -176,6 +177,22 @@ VLM_EXPORT int vlm_conn_alive(struct vlm_conn *conn);
  * Size of the connection's shared arena in bytes, as granted by vlmd. Thread-safe.
  */
 VLM_EXPORT uint64_t vlm_conn_arena_bytes(struct vlm_conn *conn);
+
+/* What the connection's data path did so far (vlm_conn_stats). */
+struct vlm_conn_stats {
+	uint64_t requests_submitted;
+	uint64_t tensors_copied;     /* host tensors copied into the shared arena */
+	uint64_t bytes_copied;       /* ... and their bytes */
+	uint64_t tensors_in_place;   /* tensors vlmd read where they were (arena memory, CUDA) */
+	uint64_t tensors_cuda;       /* ... of which CUDA tensors */
+	uint64_t reserved[7];
+};
+
+/*
+ * Fills *out with the connection's counters (since vlm_connect). Returns 0 or -EINVAL.
+ * Thread-safe.
+ */
+VLM_EXPORT int vlm_conn_stats(struct vlm_conn *conn, struct vlm_conn_stats *out);
 
 /* ---- event-loop integration ----------------------------------------------------------------- */
 
@@ -232,9 +249,9 @@ VLM_EXPORT struct vlm_request *vlm_conn_next_ready(struct vlm_conn *conn);
 VLM_EXPORT int vlm_host_alloc(struct vlm_conn *conn, size_t bytes, void **ret);
 
 /*
- * Frees a block from vlm_host_alloc. NULL is a no-op; so is a block of a connection that was
- * already closed. Returns 0 or -EINVAL (not a block of this connection, or freed twice).
- * Thread-safe.
+ * Frees a block from vlm_host_alloc. NULL is a no-op. Not after vlm_disconnect (the handle is
+ * gone; the blocks went with the arena). Returns 0 or -EINVAL (not a block of this connection,
+ * or freed twice). Thread-safe.
  */
 VLM_EXPORT int vlm_host_free(struct vlm_conn *conn, void *ptr);
 
@@ -329,8 +346,9 @@ VLM_EXPORT int vlm_request_set_kind(struct vlm_request *req, enum vlm_request_ki
 struct vlm_mm_info {
 	int32_t placeholder_id;      /* token id of the placeholder run this tensor fills: the k-th
 				      * tensor added with an id fills the k-th run of that id */
-	uint32_t grid_t, grid_h, grid_w; /* M-RoPE grid after merging; all 0: not given (vlmd then
-				      * treats the rows as a 1 x 1 x rows grid); else t*h*w == rows */
+	uint32_t grid_t, grid_h, grid_w; /* M-RoPE grid (t, h, w) after the spatial merge, so
+				      * t*h*w == rows; all 0: not given (vlmd then positions the rows
+				      * like text tokens) */
 	const uint8_t *fingerprint;  /* content identity for prefix-cache reuse (e.g. a hash of the
 				      * image), or NULL; copied */
 	size_t fingerprint_len;      /* 0, 16 or 32 bytes */
@@ -351,9 +369,11 @@ struct vlm_mm_info {
  *     loaded on first use. The producing stream must be synchronized before vlm_submit.
  * Everything else is refused before anything is sent, with a description in vlm_last_error().
  * Only before vlm_submit; at most 256 tensors per request.
- * Returns 0, -EINVAL (NULL, shape/grid/fingerprint wrong, already submitted), -ENOTSUP (dtype,
- * device, layout), -ENOSPC / -E2BIG (arena), -ENODEV (CUDA tensor, no usable driver),
- * -ENOTCONN / -ECONNRESET, -ENOMEM.
+ * Returns 0, -EINVAL (NULL, shape/grid/fingerprint wrong, already submitted, not a CUDA pointer),
+ * -ENOTSUP (dtype, device, layout, CUDA memory that can be shared neither by IPC nor as a POSIX
+ * fd), -ENOSPC / -E2BIG (arena), -ENODEV (CUDA tensor, no usable driver), -EBUSY (64 VMM tensors
+ * in flight on the connection), -EIO (a CUDA driver call failed), -ENOTCONN / -ECONNRESET,
+ * -ENOMEM.
  */
 VLM_EXPORT int vlm_request_add_tensor(struct vlm_request *req, const struct vlm_mm_info *info,
 				      DLManagedTensor *tensor);
@@ -374,8 +394,9 @@ VLM_EXPORT int vlm_request_add_tensor_versioned(struct vlm_request *req,
 /*
  * Submits the request to vlmd without blocking. The request must have tokens. A request is
  * submitted once.
- * Returns 0; -EAGAIN when the submission ring is full (nothing changed: read completions, then
- * retry); -EINVAL (no tokens, submitted before); -ECONNRESET / -ENOTCONN (the request then
+ * Returns 0; -EAGAIN when the submission ring is full, or -ENOSPC when the arena has no room for
+ * the item descriptors (192 bytes per tensor) — in both cases nothing changed: read completions,
+ * then retry; -EINVAL (no tokens, submitted before); -ECONNRESET / -ENOTCONN (the request then
  * failed: its tensors are released and reads return the error). Thread-safe with respect to the
  * connection.
  */

@@ -289,6 +289,15 @@ static void t_echo_paths(const struct th_daemon *d)
 		vlm_request_free(r);
 		vc_api_stats(c, &st);
 		CHECK(st.tensors_in_place == 2 && st.bytes_copied == 4 * 8 * 4, "host tensor copied");
+		{
+			struct vlm_conn_stats ps;
+
+			CHECK(vlm_conn_stats(c, &ps) == 0 && ps.requests_submitted == 3 &&
+			      ps.tensors_copied == 1 && ps.bytes_copied == 4 * 8 * 4 &&
+			      ps.tensors_in_place == 2 && ps.tensors_cuda == 0,
+			      "public stats: %llu submitted", (unsigned long long)ps.requests_submitted);
+			CHECK(vlm_conn_stats(c, NULL) == -EINVAL, "stats NULL");
+		}
 	}
 	/* 3-D [1, rows, cols] fp16, and a versioned (DLPack 1.x layout) tensor */
 	{

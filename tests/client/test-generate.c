@@ -45,6 +45,17 @@ static uint16_t to_bf16(float f)
 static const struct vlm_mm_info IMG = { .placeholder_id = IMAGE_ID, .grid_t = 1, .grid_h = 2,
 					.grid_w = 2 };
 
+/* A counting f32 host tensor [ROWS, HIDDEN] holding emb (its deleter frees the copy). */
+static DLManagedTensor *emb_tensor(int *cnt)
+{
+	int64_t shape[2] = { ROWS, HIDDEN };
+	DLManagedTensor *t = ct_tensor(cnt, kDLCPU, (DLDataType){ kDLFloat, 32, 1 }, 2, shape, NULL,
+				       NULL);
+
+	memcpy(t->dl_tensor.data, emb, sizeof(emb));
+	return t;
+}
+
 static struct vlm_request *new_req(struct vlm_conn *c, const struct vlm_gen_params *p)
 {
 	struct vlm_request *r = NULL;
@@ -137,14 +148,9 @@ int main(int argc, char **argv)
 
 	/* 1. copied f32 tensor: tokens, usage and logprobs equal the raw run */
 	{
-		int64_t shape[2] = { ROWS, HIDDEN };
-		DLDataType f32 = { kDLFloat, 32, 1 };
-
 		r = new_req(c, &gp);
-		CHECK(vlm_request_add_tensor(r, &IMG, ct_tensor(&cnt, kDLCPU, f32, 2, shape, NULL,
-								memcpy(malloc(sizeof(emb)), emb,
-								       sizeof(emb)))) == 0,
-		      "add: %s", vlm_last_error());
+		CHECK(vlm_request_add_tensor(r, &IMG, emb_tensor(&cnt)) == 0, "add: %s",
+		      vlm_last_error());
 		CHECK(vlm_submit(r) == 0, "submit: %s", vlm_last_error());
 		e = drain(r, out, 64, &n);
 		CHECK(e == 0 && n == NTOK && !memcmp(out, want, sizeof(want)),
@@ -197,9 +203,7 @@ int main(int argc, char **argv)
 					     .n_stop_ids = 1 };
 
 		r = new_req(c, &sp);
-		vlm_request_add_tensor(r, &IMG, ct_tensor(&cnt, kDLCPU, (DLDataType){ kDLFloat, 32, 1 },
-							  2, (int64_t[2]){ ROWS, HIDDEN }, NULL,
-							  memcpy(malloc(sizeof(emb)), emb, sizeof(emb))));
+		vlm_request_add_tensor(r, &IMG, emb_tensor(&cnt));
 		CHECK(vlm_submit(r) == 0, "submit");
 		e = drain(r, out, 64, &n);
 		{

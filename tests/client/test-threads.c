@@ -26,6 +26,7 @@
 static struct vlm_conn *conn;
 static int deleted, made;
 static int stop_helpers;
+static int n_cancelled;      /* requests that ended CANCELLED (informational) */
 
 struct slot {
 	pthread_mutex_t mu;
@@ -102,9 +103,11 @@ static void *worker(void *arg)
 			if (fi.reason != VLM_FINISH_CANCELLED)
 				CHECK(got == n && !memcmp(out, tok, (size_t)n * 4),
 				      "worker %d request %d: %d of %d tokens", w, i, got, n);
-			else
+			else {
+				__atomic_fetch_add(&n_cancelled, 1, __ATOMIC_SEQ_CST);
 				CHECK(got <= n && !memcmp(out, tok, (size_t)got * 4),
 				      "cancelled request: wrong tokens");
+			}
 		}
 		pthread_mutex_lock(&slots[w].mu);
 		slots[w].r = NULL;
@@ -189,6 +192,7 @@ int main(int argc, char **argv)
 		      vlm_last_error());
 		vlm_host_free(conn, all);
 	}
+	printf("%d requests, %d ended cancelled\n", ct_count(&made), ct_count(&n_cancelled));
 	vlm_disconnect(conn);
 	CHECK(th_stop(&d) == 0, "vlmd exit");
 	if (ct_failures)
