@@ -44,6 +44,7 @@ struct opts {
 	uint32_t max_batched_tokens;
 	uint64_t kv_bytes;
 	double secs;                /* seconds per phase */
+	int prefill_per_decode;     /* engine stall bound (-1 automatic) */
 };
 
 /* ------------------------------------------------------------------ the daemon */
@@ -90,6 +91,7 @@ static int daemon_start(struct daemon *d, const struct opts *o, const char *mode
 	eo.max_running = (uint32_t)(o->conc > 32 ? o->conc : 32);
 	eo.max_batched_tokens = o->max_batched_tokens;
 	eo.prefix_cache = prefix;
+	eo.prefill_per_decode = o->prefill_per_decode;
 	e = vd_engine_new(&eo, &d->eng, err, sizeof(err));
 	if (e < 0) {
 		fprintf(stderr, "vlm-bench: %s\n", err);
@@ -198,6 +200,7 @@ struct shape {
 	int32_t vocab, hidden, image_id, video_id, vstart, vend;
 	int32_t prompt, out;           /* single: prompt tokens, outputs */
 	int32_t sys, question, rows;   /* multiturn: system tokens, question tokens, rows per image */
+	int32_t answer;                /* multiturn: outputs per turn */
 	int32_t decode_out, prefill_prompt;
 };
 
@@ -283,6 +286,8 @@ static int one(struct vc_conn *c, struct client *cl, const int32_t *tok, int32_t
 
 			switch (q[i].type) {
 			case VS_CQE_TOKENS:
+				if (now < cl->end)
+					cl->s.out_tokens += q[i].count;
 				for (int j = 0; j < q[i].count; j++) {
 					if (out && got < (int32_t)max_tokens)
 						out[got] = (int32_t)q[i].u.tokens[j];
@@ -295,7 +300,6 @@ static int one(struct vc_conn *c, struct client *cl, const int32_t *tok, int32_t
 				last = now;
 				break;
 			case VS_CQE_FINISH:
-				cl->s.out_tokens += q[i].u.finish.completion_tokens;
 				cl->s.prompt_tokens += q[i].u.finish.prompt_tokens;
 				cl->s.cached_tokens += q[i].u.finish.cached_tokens;
 				rc = 0;
@@ -418,16 +422,16 @@ static void *client_main(void *arg)
 			for (int turn = 0; turn < 3 && now_s() < cl->end; turn++) {
 				for (int32_t i = 0; i < sh->question; i++)
 					tok[n++] = text_tok(sh, &s);
-				if (one(c, cl, tok, n, it, 3, (uint32_t)sh->out, tok + n) < 0) {
+				if (one(c, cl, tok, n, it, 3, (uint32_t)sh->answer, tok + n) < 0) {
 					cl->failed = 1;
 					break;
 				}
 				/* the answer is part of the next turn's prompt (as text: a random model may
 				 * emit a placeholder id, which a real client's chat template never would) */
-				for (int32_t i = n; i < n + sh->out; i++)
+				for (int32_t i = n; i < n + sh->answer; i++)
 					if (tok[i] == sh->image_id || tok[i] == sh->video_id)
 						tok[i] = text_tok(sh, &s);
-				n += sh->out;
+				n += sh->answer;
 			}
 			for (k = 0; k < 3; k++)
 				vc_conn_arena_free(c, off[k], (uint64_t)sh->rows * (uint64_t)sh->hidden * 2);
@@ -557,7 +561,7 @@ static void bench_spec(struct vd_mkmodel_spec *s)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
-	       O_MBT, O_KV, O_SECS, O_HELP };
+	       O_MBT, O_KV, O_SECS, O_PPD, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -570,13 +574,14 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "max-batched-tokens", required_argument, NULL, O_MBT },
 		{ "kv-memory-mb", required_argument, NULL, O_KV },
 		{ "seconds", required_argument, NULL, O_SECS },
+		{ "prefill-per-decode", required_argument, NULL, O_PPD },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
-	*o = (struct opts){ .workload = "all", .conc = 32, .max_batched_tokens = 64,
-	                    .kv_bytes = 256ull << 20, .secs = 8 };
+	*o = (struct opts){ .workload = "all", .conc = 32, .max_batched_tokens = 512,
+	                    .kv_bytes = 256ull << 20, .secs = 8, .prefill_per_decode = -1 };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
@@ -591,10 +596,12 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_MBT: o->max_batched_tokens = (uint32_t)atoi(optarg); break;
 		case O_KV: o->kv_bytes = (uint64_t)atoll(optarg) << 20; break;
 		case O_SECS: o->secs = atof(optarg); break;
+		case O_PPD: o->prefill_per_decode = atoi(optarg); break;
 		default:
 			printf("usage: vlm-bench serve [--model DIR | --preset NAME] [--socket PATH]\n"
 			       "         [--workload single|multiturn|itl|all] [--concurrency N] [--seconds S]\n"
-			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N] [--quick] [--json]\n"
+			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
+			       "         [--prefill-per-decode N] [--quick] [--json]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
 			       "  (--quick: the tiny preset, short phases). --socket: use a running vlmd\n"
 			       "  serving --model (the reuse-off phase then needs its own vlmd: skipped).\n");
@@ -608,7 +615,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		return 2;
 	}
 	if (o->quick) {
-		o->secs = o->secs < 1.5 ? o->secs : 1.5;
+		o->secs = o->secs < 1.0 ? o->secs : 1.0;
 		if (!o->preset && !o->model)
 			o->preset = "tiny";
 		if (o->conc > 8)
@@ -670,12 +677,14 @@ int bench_serve_main(int argc, char **argv)
 	sh = (struct shape){ .vocab = cfg.vocab, .hidden = cfg.hidden, .image_id = cfg.image_token_id,
 	                     .video_id = cfg.video_token_id,
 	                     .vstart = cfg.vision_start_token_id, .vend = cfg.vision_end_token_id,
-	                     .prompt = 128, .out = 32, .sys = 32, .question = 24, .rows = 64,
-	                     .decode_out = 64, .prefill_prompt = 1024 };
+	                     .prompt = 32, .out = 96, .sys = 32, .question = 24, .rows = 64,
+	                     .answer = 32,
+	                     .decode_out = 256, .prefill_prompt = 1024 };
 	if (o.quick) {
 		sh.prompt = 64;
 		sh.out = 16;
 		sh.rows = 16;
+		sh.answer = 16;
 		sh.prefill_prompt = 256;
 	}
 	if (sh.image_id < 0 || sh.vstart < 0 || sh.vend < 0) {
@@ -713,7 +722,7 @@ int bench_serve_main(int argc, char **argv)
 		failed |= idle.failed | busy.failed;
 	}
 	if (want_multi) {
-		mon = phase(sock, &sh, K_MULTI, o.conc, o.secs * 1.5, 0);
+		mon = phase(sock, &sh, K_MULTI, o.conc, o.secs * 2, 0);
 		show("multiturn reuse", &mon);
 		failed |= mon.failed;
 		if (!o.socket) {
@@ -722,7 +731,7 @@ int bench_serve_main(int argc, char **argv)
 				rc = 1;
 				goto out;
 			}
-			moff = phase(d.sock, &sh, K_MULTI, o.conc, o.secs * 1.5, 0);
+			moff = phase(d.sock, &sh, K_MULTI, o.conc, o.secs * 2, 0);
 			show("multiturn no reuse", &moff);
 			failed |= moff.failed;
 		}
