@@ -45,6 +45,15 @@ class InstallTest(unittest.TestCase):
             self.assertRegex(version, r"^\d+\.\d+\.\d+$")
             self.assertEqual(text, "hello world")
 
+            # a folder works too: the library's own, or a build folder (client/ inside)
+            lib = harness.env("VLM_LIBRARY")
+            for folder in (os.path.dirname(lib), os.path.dirname(os.path.dirname(lib))):
+                envv["VLM_LIBRARY"] = folder
+                r = subprocess.run([py, "-c", "import vlmclient; print(vlmclient.library_path())"],
+                                   env=envv, cwd=tmp, capture_output=True, text=True)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertTrue(os.path.samefile(r.stdout.strip(), lib), r.stdout)
+
             envv["VLM_LIBRARY"] = os.path.join(tmp, "no-such-lib.so")
             r = subprocess.run([py, "-c", "import vlmclient"], env=envv, cwd=tmp,
                                capture_output=True, text=True)
