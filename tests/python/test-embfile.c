@@ -219,6 +219,47 @@ START_TEST(npy_parser_direct)
 }
 END_TEST
 
+START_TEST(npy_parser_mutations)
+{
+	/* A small deterministic fuzz: random byte changes in the header of a valid file never
+	 * crash (ASan), and whatever parses describes data inside the buffer. */
+	const char *p = write_npy("m.npy", 1, "{'descr': '<f4', 'fortran_order': False, "
+				  "'shape': (4, 6), }", fdata, sizeof(fdata));
+	FILE *f = fopen(p, "rb");
+	unsigned char buf[512], cp[512];
+	size_t n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	static const char alphabet[] = "{}()[],:' \"0123456789<>|=fFiV2L\n";
+	uint64_t x = 0x9e3779b97f4a7c15u;
+	int ok = 0;
+	for (int it = 0; it < 20000; it++) {
+		memcpy(cp, buf, n);
+		int k = 1 + (int)(x % 4);
+		for (int j = 0; j < k; j++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			size_t at = x % 128;
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			cp[at] = (x & 1) ? (unsigned char)(x >> 8) :
+				 (unsigned char)alphabet[(x >> 8) % (sizeof(alphabet) - 1)];
+		}
+		size_t len = n - (x >> 20) % 8;
+		struct npy_info info;
+		char err[128];
+		int r = npy_parse(cp, len, &info, err, sizeof(err));
+		ck_assert_msg(r == 0 || r == -EBADMSG, "r=%d", r);
+		if (r == 0) {
+			ok++;
+			ck_assert_uint_le(info.data_off, len);
+			ck_assert_uint_le(info.data_bytes, len - info.data_off);
+			ck_assert_uint_gt(npy_dtype_size(info.dtype), 0);
+		} else {
+			ck_assert_uint_gt(strlen(err), 0);
+		}
+	}
+	ck_assert_int_gt(ok, 0); /* some mutations (spaces, digits) stay valid */
+}
+END_TEST
+
 START_TEST(safetensors_files)
 {
 	/* one tensor: no name needed; data at an odd offset inside the data area */
@@ -264,6 +305,7 @@ int main(void)
 	tcase_add_test(tc, npy_f16_bf16_f64);
 	tcase_add_test(tc, npy_refusals);
 	tcase_add_test(tc, npy_parser_direct);
+	tcase_add_test(tc, npy_parser_mutations);
 	tcase_add_test(tc, safetensors_files);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
