@@ -18,6 +18,7 @@ cancel() may be called from any thread. Blocking reads release the GIL and wake 
 200 ms, so Ctrl-C (KeyboardInterrupt) works while waiting.
 """
 
+import asyncio
 import atexit
 import ctypes
 import weakref
@@ -295,15 +296,51 @@ class Stream:
         for ids in self.chunks():
             yield from ids
 
+    def _read_nowait(self):
+        """Ids ready now: a list (empty: nothing yet), or None at the end. Raises on failure."""
+        if self._error is not None:
+            raise self._error
+        if self.finish is not None:
+            return None
+        if not self._h:
+            raise ValueError("stream is closed")
+        r = _lib.vlm_stream_read(self._h, self._buf, len(self._buf), 0)
+        if r > 0:
+            ids = self._buf[:r]
+            self.tokens.extend(ids)
+            return ids
+        if r == -11:
+            return []
+        msg = _lib.last_error() if r < 0 else ""
+        self._take_finish()
+        if r == 0:
+            return None
+        if not msg and r == -22:
+            msg = ("vlmd refused the request as invalid (placeholder runs, item shapes or "
+                   "grids do not match the prompt or the model)")
+        self._error = VlmError(-r, msg or _lib.strerror(r))
+        raise self._error
+
     async def achunks(self):
-        """asyncio: yields the lists of ids as they arrive. Each wait runs in a worker thread
-        (asyncio.to_thread) with the GIL released, so the event loop keeps running."""
-        import asyncio
+        """asyncio: yields the lists of ids as they arrive. Nothing blocks the event loop: the
+        connection's fd is watched by the loop (vlm_conn_fd / vlm_conn_arm / vlm_conn_process),
+        so any number of streams wait without a thread each."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         while True:
-            ids = await asyncio.to_thread(self._read)
+            ids = self._read_nowait()
             if ids is None:
                 return
-            yield ids
+            if ids:
+                start = loop.time()
+                yield ids
+                continue
+            left = None
+            if self._timeout is not None:
+                left = self._timeout - (loop.time() - start)
+                if left <= 0:
+                    raise VlmError(110, "no token within %.3g s" % self._timeout)
+            await self._client._async_waker(loop).wait(left)
 
     async def __aiter__(self):
         async for ids in self.achunks():
@@ -366,6 +403,55 @@ class Stream:
         self.close()
 
 
+class _AsyncWaker:
+    """One per (client, event loop): the loop watches the connection's fd; a stream with nothing
+    to read arms it and waits; when it turns readable, completions are routed (vlm_conn_process)
+    and every waiting stream re-reads. A waiter also wakes after 100 ms whatever happens, so a
+    wake-up consumed by a thread reading the same connection cannot strand it."""
+
+    def __init__(self, client, loop):
+        self.h = client._h
+        self.loop = loop
+        self.fd = client.fileno()
+        self.waiters = []
+        loop.add_reader(self.fd, self._readable)
+
+    def _readable(self):
+        # route what came, drain the ready queue (each waiter re-reads its own stream; a
+        # non-empty queue would keep vlm_conn_arm saying "events waiting") and wake everyone
+        _lib.vlm_conn_process(self.h)
+        while _lib.vlm_conn_next_ready(self.h):
+            pass
+        self._wake()
+
+    def _wake(self):
+        ws, self.waiters = self.waiters, []
+        for f in ws:
+            if not f.done():
+                f.set_result(None)
+
+    async def wait(self, timeout=None):
+        r = _lib.vlm_conn_arm(self.h)
+        if r != 0:          # 1: events already waiting; < 0: the next read reports the error
+            self._readable()
+            await asyncio.sleep(0)
+            return
+        f = self.loop.create_future()
+        self.waiters.append(f)
+        t = 0.1 if timeout is None else max(0.0, min(0.1, timeout))
+        try:
+            await asyncio.wait_for(f, t)
+        except asyncio.TimeoutError:
+            pass
+
+    def close(self):
+        try:
+            self.loop.remove_reader(self.fd)
+        except Exception:  # the loop is closed already
+            pass
+        self._wake()
+
+
 class Client:
     """A connection to vlmd. socket: path of vlmd's socket (None: $VLM_SOCKET, else the build's
     default). Raises VlmError when vlmd is absent or refuses (errno ENOENT/ECONNREFUSED, EACCES,
@@ -383,7 +469,16 @@ class Client:
         r = _lib.vlm_connect(ctypes.byref(o), ctypes.byref(h))
         _lib.check(r, "cannot connect to vlmd%s" % (" at %s" % socket if socket else ""), True)
         self._h = h
+        self._wakers = {}
         _clients.add(self)
+
+    def _async_waker(self, loop):
+        w = self._wakers.get(loop)
+        if w is None:
+            for old in [lp for lp in self._wakers if lp.is_closed()]:
+                self._wakers.pop(old).close()
+            w = self._wakers[loop] = _AsyncWaker(self, loop)
+        return w
 
     @property
     def alive(self):
@@ -471,6 +566,9 @@ class Client:
     def close(self):
         """Closes the connection (cancels what still runs; streams then fail with ENOTCONN)."""
         if getattr(self, "_h", None):
+            for w in self._wakers.values():
+                w.close()
+            self._wakers = {}
             _lib.vlm_disconnect(self._h)
             self._h = None
 

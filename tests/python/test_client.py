@@ -93,6 +93,40 @@ class ClientTest(unittest.TestCase):
         got = asyncio.run(main())
         self.assertEqual(got, [self.p[n].greedy[:N] for n in ("text", "img_start", "video")])
 
+        # many more streams than a thread pool has threads, on one event loop
+        names = list(self.p) * 12
+
+        async def many():
+            return await asyncio.gather(*(one(n) for n in names))
+
+        got = asyncio.run(many())
+        self.assertEqual(got, [self.p[n].greedy[:N] for n in names])
+
+        # cancel and failure through async iteration
+        async def cancel_after_3():
+            p = self.p["text"]
+            s = self.c.generate(p.tokens, None, greedy(4000))
+            out = []
+            async for t in s:
+                out.append(t)
+                if len(out) == 3:
+                    s.cancel()
+            return s, out
+
+        s, out = asyncio.run(cancel_after_3())
+        self.assertEqual(out[:3], self.p["text"].greedy[:3])
+        self.assertEqual(s.finish.reason, "cancelled")
+        s.close()
+
+        async def refused():
+            p = self.p["img_start"]
+            s = self.c.generate(p.tokens, mm_for(p, [np.zeros((4, 64), np.float32)]), greedy(2))
+            return [t async for t in s]
+
+        with self.assertRaises(VlmError) as cm:
+            asyncio.run(refused())
+        self.assertEqual(cm.exception.errno, EINVAL)
+
     def test_two_threads_one_client(self):
         out = {}
 
