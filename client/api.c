@@ -17,6 +17,7 @@
 
 #define DEFAULT_CLOSE_TIMEOUT_MS 2000
 #define ROUTE_BATCH 32
+#define LIVENESS_NS 100000000ull /* non-blocking reads check vlmd's socket this often */
 
 /* ---------------------------------------------------------------- lock, references */
 
@@ -287,9 +288,19 @@ int vc_pump(struct vlm_conn *c, uint64_t deadline_ns)
 
 		if (route_all(c))
 			return 0;
-		if (!deadline_ns)
-			return -ETIMEDOUT;
 		now = vs_now_ns();
+		if (!deadline_ns) {
+			/* a caller that only ever polls must still learn that vlmd died: look at
+			 * the socket, at most every LIVENESS_NS */
+			if (now - c->alive_checked_ns >= LIVENESS_NS) {
+				c->alive_checked_ns = now;
+				if (vc_conn_check_alive(vc) < 0) {
+					lost(c);
+					return 0;
+				}
+			}
+			return -ETIMEDOUT;
+		}
 		if (deadline_ns != UINT64_MAX && now >= deadline_ns)
 			return -ETIMEDOUT;
 		c->reader = 1;

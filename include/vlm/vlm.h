@@ -168,8 +168,8 @@ VLM_EXPORT int vlm_connect(const struct vlm_connect_opts *opts, struct vlm_conn 
 VLM_EXPORT void vlm_disconnect(struct vlm_conn *conn);
 
 /*
- * 1 while the connection works, 0 once vlmd was found gone. vlmd's loss is noticed while a
- * thread waits for completions (within 100 ms) and in vlm_conn_process. Thread-safe.
+ * 1 while the connection works, 0 once vlmd was found gone. vlmd's loss is noticed by reads
+ * and vlm_conn_process (within 100 ms of waiting or polling). Thread-safe.
  */
 VLM_EXPORT int vlm_conn_alive(struct vlm_conn *conn);
 

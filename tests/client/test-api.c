@@ -101,6 +101,13 @@ static void t_misuse(const struct th_daemon *d)
 	if (!c)
 		return;
 	CHECK(vlm_connect(NULL, NULL) == -EINVAL, "connect ret NULL");
+	{
+		struct vlm_connect_opts none = { .socket_path = "/nonexistent-vlmd-dir/s" };
+
+		CHECK(vlm_connect(&none, &cn) == -ENOENT && !cn, "connect without vlmd");
+		CHECK(strstr(vlm_last_error(), "/nonexistent-vlmd-dir/s") != NULL,
+		      "message names the path: %s", vlm_last_error());
+	}
 	CHECK(vlm_connect(&bad, &cn) == -EINVAL && !cn, "connect reserved");
 	CHECK(strlen(vlm_last_error()) > 0, "no message after a failure");
 	CHECK(vlm_request_new(NULL, &r) == -EINVAL, "request_new conn NULL");
@@ -327,6 +334,17 @@ static void t_echo_paths(const struct th_daemon *d)
 		vlm_request_free(r);
 		CHECK(ct_count(&cnt) == 3, "deleters %d", ct_count(&cnt));
 	}
+	/* a request freed without being submitted releases its in-place tensor then */
+	{
+		CHECK(vlm_host_alloc(c, 64 * 4, &blk) == 0, "host_alloc");
+		vlm_request_new(c, &r);
+		vlm_request_add_tensor(r, &INFO, ct_tensor(&cnt, kDLCPU, F32, 2,
+							   (int64_t[2]){ 4, 16 }, NULL, blk));
+		CHECK(ct_count(&cnt) == 3, "in-place tensor released before the request was freed");
+		vlm_request_free(r);
+		CHECK(ct_count(&cnt) == 4, "unsubmitted request's tensor: %d", ct_count(&cnt));
+		vlm_host_free(c, blk);
+	}
 	/* GENERATE without a model: the request fails with vlmd's -EOPNOTSUPP, tensors released */
 	{
 		vlm_request_new(c, &r);
@@ -340,7 +358,7 @@ static void t_echo_paths(const struct th_daemon *d)
 		CHECK(strlen(vlm_last_error()) > 0, "no message for the failed request");
 		CHECK(vlm_request_finish_info(r, &fi) == 0 && fi.reason == VLM_FINISH_ERROR &&
 		      fi.error == -EOPNOTSUPP, "finish info of a failed request");
-		CHECK(ct_count(&cnt) == 4, "refused request's tensor released: %d", ct_count(&cnt));
+		CHECK(ct_count(&cnt) == 5, "refused request's tensor released: %d", ct_count(&cnt));
 		vlm_request_free(r);
 		vlm_host_free(c, blk);
 	}
@@ -359,7 +377,7 @@ static void t_echo_paths(const struct th_daemon *d)
 		CHECK(e == 0 && vlm_request_finish_info(r, &fi) == 0 &&
 		      (fi.reason == VLM_FINISH_STOP || fi.reason == VLM_FINISH_CANCELLED),
 		      "cancelled request ends: %d reason %d", e, fi.reason);
-		CHECK(ct_count(&cnt) == 5, "cancelled tensor deleter %d", ct_count(&cnt));
+		CHECK(ct_count(&cnt) == 6, "cancelled tensor deleter %d", ct_count(&cnt));
 		vlm_request_free(r);
 
 		vlm_request_new(c, &r);
@@ -369,11 +387,11 @@ static void t_echo_paths(const struct th_daemon *d)
 							   (int64_t[2]){ 4, 16 }, NULL, blk));
 		CHECK(vlm_submit(r) == 0, "submit");
 		vlm_request_free(r); /* in flight: the library keeps it until vlmd is done */
-		for (int i = 0; i < 200 && ct_count(&cnt) < 6; i++) {
+		for (int i = 0; i < 200 && ct_count(&cnt) < 7; i++) {
 			vlm_conn_process(c);
 			ct_sleep_ms(5);
 		}
-		CHECK(ct_count(&cnt) == 6, "orphan's tensor deleter %d", ct_count(&cnt));
+		CHECK(ct_count(&cnt) == 7, "orphan's tensor deleter %d", ct_count(&cnt));
 		vlm_host_free(c, blk);
 	}
 	CHECK(arena_free(c) == vlm_conn_arena_bytes(c), "arena leaked: %llu of %llu free",
@@ -610,7 +628,17 @@ static void t_submit_after_loss(void)
 	ct_stop(&d);
 	vlm_submit(probe);
 	ct_kill(&d);
-	CHECK(vlm_stream_read(probe, out, 4, 2000) == -ECONNRESET, "loss noticed");
+	{
+		/* a caller that only polls (timeout 0) learns of the loss too */
+		int e = -EAGAIN;
+
+		for (int i = 0; i < 300 && e == -EAGAIN; i++) {
+			e = vlm_stream_read(probe, out, 4, 0);
+			if (e == -EAGAIN)
+				ct_sleep_ms(10);
+		}
+		CHECK(e == -ECONNRESET, "loss noticed by non-blocking reads: %d", e);
+	}
 	CHECK(ct_count(&cnt) == 0, "unsubmitted tensor released by the loss");
 	CHECK(vlm_submit(r) == -ECONNRESET, "submit after the loss");
 	CHECK(ct_count(&cnt) == 1, "submit failure did not release the tensor");
