@@ -102,7 +102,7 @@ START_TEST(good_file)
 		   "arena-max 2M\n"
 		   "\tmax-clients\t7\t\n"
 		   "echo-thread yes\n"
-		   "backend epoll\n"
+		   "event-loop epoll\n"
 		   "allow-uid 5, 6\n"
 		   "allow-uid 7\n"
 		   "allow-gid root\n"
