@@ -230,6 +230,10 @@ static void drop_client(struct vd_server *s, struct vd_client *c, const char *wh
 		s->n_pending--;
 	}
 	vd_poller_del(s->poller, c->sock, TOKEN(TK_SOCK, slot, c->gen));
+	/* End the connection now: the peer must see EOF even while an io_uring poll request still
+	 * holds a reference to the socket file (its removal completes at a later wait). */
+	if (c->sock >= 0)
+		shutdown(c->sock, SHUT_RDWR);
 	vd_client_fini(c); /* closes the socket, eventfds, unmaps both segments */
 	c->gen++;
 	c->drop_reason = NULL;
@@ -325,6 +329,7 @@ static void admin_close(struct vd_server *s, struct admin_conn *a, const char *w
 	logf_(s, VD_LOG_DEBUG, "admin connection %u (pid %d uid %u) closed: %s", a->id, (int)a->peer.pid,
 	      (unsigned)a->peer.uid, why);
 	vd_poller_del(s->poller, a->fd, TOKEN(TK_ADMIN, a - s->admin, a->gen));
+	shutdown(a->fd, SHUT_RDWR); /* EOF now, as in drop_client */
 	close(a->fd);
 	a->fd = -1;
 	a->gen++;
