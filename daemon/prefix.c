@@ -285,6 +285,18 @@ int32_t vd_prefix_commit(struct vd_prefix *pc, const struct vd_kvseq *seq,
 	return added;
 }
 
+int32_t vd_prefix_reset(struct vd_prefix *pc)
+{
+	int32_t n = 0;
+	for (int32_t b = 0; b < pc->n_blocks; b++)
+		if (pc->has[b] && vd_kvblocks_refcount(pc->kv, b) == 0) {
+			remove_entry(pc, b);
+			vd_kvblocks_set_cached(pc->kv, b, false);
+			n++;
+		}
+	return n;
+}
+
 int32_t vd_prefix_n_entries(const struct vd_prefix *pc)
 {
 	return pc->n_entries;

@@ -88,6 +88,10 @@ int32_t vd_prefix_commit(struct vd_prefix *pc, const struct vd_kvseq *seq,
                          const uint8_t (*hashes)[VD_PREFIX_HASH_BYTES], const int32_t *tokens,
                          int32_t from, int32_t to);
 
+/* Drop every entry whose block no sequence references (those blocks become free); entries on
+ * blocks in use stay. Returns the number dropped. */
+int32_t vd_prefix_reset(struct vd_prefix *pc);
+
 int32_t vd_prefix_n_entries(const struct vd_prefix *pc);
 
 /* Copy positions [from, from + count) of a request's table pos [3][n] to out [3][count]. */

@@ -24,6 +24,8 @@ struct vd_sched {
 	int32_t n_waiting, cap_waiting;
 	struct vd_sched_item *items;      /* [max_running] */
 	struct vd_sched_seq **preempted;  /* [max_running] */
+	int32_t cap_running;              /* capacity of running / items / preempted (>= every
+	                                   * max_running set so far) */
 };
 
 /* true if a should run before b */
@@ -68,6 +70,7 @@ int vd_sched_new(const struct vd_sched_knobs *knobs, struct vd_kvblocks *kv,
 	s->prefix = prefix;
 	s->prefix_ctx = prefix_ctx;
 	size_t n = (size_t)knobs->max_running;
+	s->cap_running = knobs->max_running;
 	s->running = calloc(n, sizeof(*s->running));
 	s->items = calloc(n, sizeof(*s->items));
 	s->preempted = calloc(n, sizeof(*s->preempted));
@@ -76,6 +79,32 @@ int vd_sched_new(const struct vd_sched_knobs *knobs, struct vd_kvblocks *kv,
 		return -ENOMEM;
 	}
 	*ret = s;
+	return 0;
+}
+
+int vd_sched_set_max_running(struct vd_sched *s, int32_t max_running)
+{
+	if (max_running <= 0)
+		return -EINVAL;
+	if (max_running > s->cap_running) {
+		size_t n = (size_t)max_running;
+		void *r = realloc(s->running, n * sizeof(*s->running));
+		if (!r)
+			return -ENOMEM;
+		s->running = r;
+		r = realloc(s->items, n * sizeof(*s->items));
+		if (!r)
+			return -ENOMEM;
+		s->items = r;
+		r = realloc(s->preempted, n * sizeof(*s->preempted));
+		if (!r)
+			return -ENOMEM;
+		s->preempted = r;
+		s->cap_running = max_running;
+	}
+	s->k.max_running = max_running;
+	if (s->k.max_batched_tokens < max_running)
+		s->k.max_batched_tokens = max_running;
 	return 0;
 }
 

@@ -110,6 +110,11 @@ int vd_sched_append(struct vd_sched *s, struct vd_sched_seq *seq);
  * No-op for a sequence never added (state NEW, e.g. refused by vd_sched_add) or already removed. */
 void vd_sched_remove(struct vd_sched *s, struct vd_sched_seq *seq);
 
+/* Change max_running at run time (the token budget is raised to it if below). Running sequences
+ * beyond a lowered limit finish normally; no admission until they drop below it. Returns 0,
+ * -EINVAL or -ENOMEM. */
+int vd_sched_set_max_running(struct vd_sched *s, int32_t max_running);
+
 int32_t vd_sched_n_running(const struct vd_sched *s);
 int32_t vd_sched_n_waiting(const struct vd_sched *s);
 

@@ -804,13 +804,13 @@ static size_t service(struct vd_server *s)
 
 	for (uint32_t i = 0; i < s->n_active; i++) {
 		struct vd_client *c = s->active[i];
-		uint64_t errs = c->n_errors;
+		uint64_t bad = c->n_invalid;
 		int r = vd_client_drain(c, s->sink, &s->o.limits, DRAIN_BUDGET, s->now);
 
 		if (r > 0)
 			work += (size_t)r;
-		if (c->n_errors != errs) /* refused by validation or by the sink's submit */
-			vd_metrics_add(s->o.metrics, VD_C_REQ_REFUSED, c->n_errors - errs);
+		if (c->n_invalid != bad) /* refused by validation; the sink counts its own refusals */
+			vd_metrics_add(s->o.metrics, VD_C_REQ_REFUSED, c->n_invalid - bad);
 	}
 	work += dispatch_events(s);
 	for (uint32_t i = 0; i < s->n_active;) {

@@ -53,7 +53,7 @@ static int check_params(const struct vs_gen_params *p, const struct vd_limits *l
 		*why = "logprobs above 20";
 		return -EINVAL;
 	}
-	if (p->flags & ~(VS_GEN_IGNORE_EOS | VS_GEN_HAS_SEED)) {
+	if (p->flags & ~(VS_GEN_IGNORE_EOS | VS_GEN_HAS_SEED | VS_GEN_LOGPROBS)) {
 		*why = "unknown generation flags";
 		return -EINVAL;
 	}

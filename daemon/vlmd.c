@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "daemon/conf.h"
+#include "daemon/engine.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/metrics_http.h"
@@ -39,6 +40,7 @@ struct vlmd {
 	struct vd_conf *conf;
 	struct vd_server *srv;
 	struct vd_notify notify;
+	struct vd_engine *engine;    /* NULL: no model (echo daemon) */
 	struct vd_metrics metrics;   /* the daemon's one metric table: server, engine, admin, HTTP */
 	struct vd_metrics_http *http;
 	uint64_t load_next_ns;       /* next progress message while the model loads */
@@ -70,6 +72,14 @@ static int apply_setting(void *ctx, int id, char *err, size_t errlen)
 	case VD_CFG_LOG_LEVEL:
 		vd_log_set_level(level_of_choice[v]);
 		break;
+	case VD_CFG_MAX_RUNNING:
+	case VD_CFG_MAX_WAITING:
+		if (d->engine && vd_engine_set_limits(d->engine, id == VD_CFG_MAX_RUNNING ? (uint32_t)v : 0,
+						      id == VD_CFG_MAX_WAITING ? (uint32_t)v : 0) < 0) {
+			snprintf(err, errlen, "%s: cannot apply %llu", vd_conf_name(id), (unsigned long long)v);
+			return -EINVAL;
+		}
+		break;
 	case VD_CFG_MAX_CLIENTS:
 		if (d->srv && vd_server_set_max_clients(d->srv, (uint32_t)v) != v) {
 			snprintf(err, errlen, "max-clients can go up to %u while vlmd runs (restart for more)",
@@ -97,7 +107,6 @@ static int apply_setting(void *ctx, int id, char *err, size_t errlen)
  * time (EXTEND_TIMEOUT_USEC, a little more than the time to the next message; TimeoutStartSec
  * then only has to cover a stall, not the whole load) and say how far it got (STATUS=). */
 #define LOAD_PROGRESS_NS 2000000000ull
-__attribute__((unused)) /* until the engine's load (HOOK below) passes it */
 static void load_progress(void *ctx, uint64_t done, uint64_t total)
 {
 	struct vlmd *d = ctx;
@@ -112,6 +121,16 @@ static void load_progress(void *ctx, uint64_t done, uint64_t total)
 	VD_LOG(VD_LVL_DEBUG, "load_progress", "done_bytes=%llu total_bytes=%llu",
 	       (unsigned long long)done, (unsigned long long)total);
 }
+
+/* The engine calls the admin protocol makes (daemon/admin.h). */
+static const struct vd_admin_engine engine_admin = {
+	.get_info = vd_engine_get_info,
+	.requests = vd_engine_requests,
+	.cancel = vd_engine_cancel,
+	.reset_prefix = vd_engine_reset_prefix,
+	.drain = vd_engine_drain,
+	.idle = vd_engine_idle,
+};
 
 /* Operations wiring: metrics, admin groups, configuration for the admin protocol, and the
  * --metrics-listen endpoint. Returns 0 or -errno with err. */
@@ -175,6 +194,55 @@ static int build_opts(const struct vd_conf *c, struct vd_server_opts *o, char *e
 full:
 	snprintf(err, errlen, "allow-uid/allow-gid: too many entries");
 	return -EINVAL;
+}
+
+/* The model: with a `model` setting, load it into a serving engine whose sink replaces the echo
+ * sink (o->sink_new); without one vlmd stays the echo daemon. Returns 0 or -errno (logged). */
+static int load_engine(struct vlmd *d, struct vd_server_opts *o)
+{
+	static const char *const backends[] = { "auto", "cpu", "cuda", "ref" };
+	const struct vd_conf *c = d->conf;
+	struct vd_engine_opts eo;
+	char err[512], q[600], q2[300];
+	int e;
+
+	if (!*vd_conf_str(c, VD_CFG_MODEL))
+		return 0;
+	vd_engine_opts_default(&eo);
+	eo.model_dir = vd_conf_str(c, VD_CFG_MODEL);
+	eo.backend = backends[vd_conf_uint(c, VD_CFG_BACKEND)];
+	eo.threads = (uint32_t)vd_conf_uint(c, VD_CFG_THREADS);
+	eo.kv_bytes = vd_conf_uint(c, VD_CFG_KV_MEMORY);
+	eo.block_size = (uint32_t)vd_conf_uint(c, VD_CFG_BLOCK_SIZE);
+	eo.max_running = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_RUNNING);
+	eo.max_batched_tokens = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_BATCHED_TOKENS);
+	eo.max_model_len = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_MODEL_LEN);
+	eo.max_waiting = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_WAITING);
+	eo.use_priority = (int)vd_conf_uint(c, VD_CFG_PRIORITY);
+	eo.prefix_cache = (int)vd_conf_uint(c, VD_CFG_PREFIX_CACHE);
+	eo.metrics = &d->metrics;
+	eo.progress = load_progress;
+	eo.progress_ctx = d;
+	vd_notify_status(&d->notify, "loading model");
+	e = vd_engine_new(&eo, &d->engine, err, sizeof(err));
+	if (e < 0) {
+		VD_LOG(VD_LVL_ERROR, "model_load_failed", "model=%s error=%s",
+		       vd_log_quote(eo.model_dir, q2, sizeof(q2)), vd_log_quote(err, q, sizeof(q)));
+		return e;
+	}
+	{
+		struct vd_engine_info in;
+
+		vd_engine_get_info(d->engine, &in);
+		VD_LOG(VD_LVL_INFO, "model_loaded", "model=%s arch=%s backend=%s kv_blocks=%d block_size=%u",
+		       vd_log_quote(in.model, q2, sizeof(q2)), in.arch, in.backend, in.kv_total,
+		       in.block_size);
+	}
+	o->sink_new = vd_engine_sink_new;
+	o->sink_ctx = d->engine;
+	o->engine = d->engine;
+	o->eng = &engine_admin;
+	return 0;
 }
 
 /* Socket activation: one listening AF_UNIX stream socket from systemd, or none (-1). */
@@ -314,6 +382,11 @@ int main(int argc, char **argv)
 			close(lfd);
 		goto out;
 	}
+	if (load_engine(&d, &o) < 0) {
+		if (lfd >= 0)
+			close(lfd);
+		goto out;
+	}
 	e = vd_server_new(&o, &d.srv);
 	if (e) {
 		VD_LOG(VD_LVL_ERROR, "start_failed", "socket=%s error=%s",
@@ -334,6 +407,9 @@ int main(int argc, char **argv)
 	VD_LOG(VD_LVL_INFO, "stopping", "reason=%s",
 	       e ? "loop_error" : vd_server_drained(d.srv) ? "drained" : "requested");
 	vd_server_free(d.srv);
+	d.srv = NULL;
+	vd_engine_free(d.engine);
+	d.engine = NULL;
 	if (e) {
 		VD_LOG(VD_LVL_ERROR, "loop_failed", "error=%s", vd_log_quote(strerror(-e), q, sizeof(q)));
 		goto out;
@@ -341,6 +417,7 @@ int main(int argc, char **argv)
 	VD_LOG(VD_LVL_INFO, "stopped", "status=clean");
 	rc = 0;
 out:
+	vd_engine_free(d.engine);
 	vd_metrics_http_stop(d.http);
 	vd_notify_fini(&d.notify);
 	vd_conf_free(d.conf);

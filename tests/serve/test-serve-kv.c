@@ -1,0 +1,313 @@
+/*
+ * test-serve-kv — a small KV cache, refusals, cancellation and client death, end to end.
+ *
+ * usage: test-serve-kv   ($VLMD, $VLM_MKMODEL from meson)
+ *
+ * vlmd on the tiny Qwen2-VL checkpoint with --kv-memory 1M: 64 blocks of 16 tokens (f32 KV of
+ * 2 layers x 2 heads x 32 dims: 16 KiB a block). Checked:
+ *  - impossible requests fail at once with their codes (-ENOSPC: more KV than the pool; -E2BIG:
+ *    longer than max-model-len; -EINVAL: token outside the vocabulary, wrong tensor width,
+ *    placeholder count mismatch) while a normal request runs on unaffected (same tokens as alone);
+ *  - three requests of 25 blocks each cannot all hold their KV in 64 blocks: preemption by
+ *    recompute must happen, and each still gives exactly the tokens it gives alone;
+ *  - max-waiting: beyond 1 running + 2 waiting, submissions get -EBUSY;
+ *  - an explicit CANCEL mid-prefill (900-token prompt prefilled 16 tokens a step) and mid-decode
+ *    ends the request with FINISH(CANCELLED) and its TENSOR_RELEASED; a client killed with
+ *    SIGKILL mid-prefill and mid-decode has its requests dropped;
+ *  - after each of these, a request needing all 64 blocks (1000 + 24 tokens) completes: it can
+ *    only fit if every block of the cancelled or orphaned requests came back.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sv.h"
+
+#define SEC 1000000000ll
+#define TIMEOUT (30 * SEC)
+
+static const char *vl_args[] = { "--preset", "tiny", "--dtype", "f32", "--seed", "11", NULL };
+static int32_t big[1100];
+static float emb[16 * 128];
+
+static void fill(int32_t *t, int32_t n, uint32_t seed)
+{
+	for (int32_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		t[i] = 3 + (int32_t)((seed >> 16) % 240);
+	}
+}
+
+/* A 1000 + 24 token request: exactly the whole pool. */
+static void whole_pool(struct vc_conn *c, const char *after)
+{
+	static int32_t t[1000];
+	struct sv_req r = { .ud = 900, .tok = t, .n = 1000, .p = sv_greedy(24) };
+	struct sv_res res;
+
+	fill(t, 1000, 4242);
+	CHECK(sv_run(c, &r, &res, 20 * SEC) == 0 && !res.error && res.n_tok == 24,
+	      "after %s: the whole-pool request did not complete (error %d, %d tokens): KV blocks "
+	      "leaked", after, res.error, res.n_tok);
+}
+
+/* A request with a 16-row image at the start of a prompt of n tokens. */
+static struct sv_req with_image(int32_t n, uint32_t max_tokens, uint64_t ud, struct sv_item *it)
+{
+	fill(big, n, (uint32_t)ud);
+	for (int i = 0; i < 16; i++)
+		big[10 + i] = 250;
+	*it = (struct sv_item){ .emb = emb, .dtype = VS_DTYPE_F32, .rows = 16, .cols = 128,
+	                        .grid = { 1, 4, 4 }, .placeholder = 250, .tensor_id = 77 };
+	return (struct sv_req){ .ud = ud, .tok = big, .n = n, .items = it, .n_items = 1,
+	                        .p = sv_greedy(max_tokens) };
+}
+
+static int refusals(struct th_daemon *d)
+{
+	struct vc_conn *c = NULL;
+	static int32_t t[1200], ok_tok[100];
+	struct sv_res alone, run, bad[5];
+	struct sv_item it;
+	struct sv_req ok = { .ud = 1, .tok = ok_tok, .n = 100, .p = sv_greedy(60) }, r[5];
+	int32_t wide[8];
+	float wemb[16 * 64];
+
+	if (th_connect(d, "refusals", &c) < 0)
+		return -1;
+	fill(ok_tok, 100, 5);
+	fill(t, 1200, 6);
+	memset(wemb, 0, sizeof(wemb));
+	CHECK(sv_run(c, &ok, &alone, TIMEOUT) == 0 && alone.n_tok == 60, "normal request alone");
+	ok.ud = 2;
+	CHECK(sv_submit(c, &ok, &run) == 0, "normal submit");
+	r[0] = (struct sv_req){ .ud = 11, .tok = t, .n = 1100, .p = sv_greedy(10) };   /* 69 blocks */
+	r[1] = (struct sv_req){ .ud = 12, .tok = t, .n = 100, .p = sv_greedy(4000) }; /* > 4096 */
+	t[1150] = 300;                                                                  /* >= vocab */
+	r[2] = (struct sv_req){ .ud = 13, .tok = t + 1100, .n = 60, .p = sv_greedy(4) };
+	for (int i = 0; i < 8; i++)
+		wide[i] = 250;
+	it = (struct sv_item){ .emb = wemb, .dtype = VS_DTYPE_F32, .rows = 8, .cols = 64,
+	                       .placeholder = 250, .grid = { 1, 2, 4 } };           /* width 64 */
+	r[3] = (struct sv_req){ .ud = 14, .tok = wide, .n = 8, .items = &it, .n_items = 1,
+	                        .p = sv_greedy(4) };
+	r[4] = (struct sv_req){ .ud = 15, .tok = t, .n = 50, .items = &it, .n_items = 1,
+	                        .p = sv_greedy(4) };                                   /* no run */
+	for (int i = 0; i < 5; i++)
+		CHECK(sv_submit(c, &r[i], &bad[i]) == 0, "submit %d", i);
+	CHECK(sv_wait(c, bad, 5, TIMEOUT) == 0, "refusals timed out");
+	CHECK(bad[0].error == -ENOSPC, "more KV than the pool: %d", bad[0].error);
+	CHECK(bad[1].error == -E2BIG, "longer than max-model-len: %d", bad[1].error);
+	CHECK(bad[2].error == -EINVAL, "token outside the vocabulary: %d", bad[2].error);
+	CHECK(bad[3].error == -EINVAL, "tensor width 64: %d", bad[3].error);
+	CHECK(bad[4].error == -EINVAL, "placeholder mismatch: %d", bad[4].error);
+	CHECK(sv_wait(c, &run, 1, TIMEOUT) == 0 && !run.error && run.n_tok == 60 &&
+	      sv_first_diff(run.tok, alone.tok, 60) == 60, "the normal request was affected");
+	vc_conn_free(c);
+	return 0;
+}
+
+static int preemption(struct th_daemon *d)
+{
+	struct vc_conn *c = NULL;
+	static int32_t t[3][300];
+	struct sv_res alone[3], both[3];
+	struct sv_req r[3];
+
+	if (th_connect(d, "preempt", &c) < 0)
+		return -1;
+	for (int i = 0; i < 3; i++) {
+		fill(t[i], 300, 100 + (uint32_t)i);
+		r[i] = (struct sv_req){ .ud = 20 + (uint64_t)i, .tok = t[i], .n = 300,
+		                        .p = sv_greedy(100) };
+		CHECK(sv_run(c, &r[i], &alone[i], TIMEOUT) == 0 && alone[i].n_tok == 100, "alone %d", i);
+	}
+	for (int i = 0; i < 3; i++) {
+		r[i].ud += 10;
+		CHECK(sv_submit(c, &r[i], &both[i]) == 0, "submit %d", i);
+	}
+	CHECK(sv_wait(c, both, 3, TIMEOUT) == 0, "preemption run timed out");
+	for (int i = 0; i < 3; i++)
+		CHECK(!both[i].error && both[i].n_tok == 100 &&
+		      sv_first_diff(both[i].tok, alone[i].tok, 100) == 100,
+		      "request %d after preemption: error %d, %d tokens, differs at %d", i,
+		      both[i].error, both[i].n_tok, sv_first_diff(both[i].tok, alone[i].tok, 100));
+	whole_pool(c, "preemption");
+	vc_conn_free(c);
+	return 0;
+}
+
+static int busy_refusal(struct th_daemon *d)
+{
+	struct vc_conn *c = NULL;
+	static int32_t t[200];
+	struct sv_res res[5];
+	int busy = 0;
+
+	if (th_connect(d, "busy", &c) < 0)
+		return -1;
+	fill(t, 200, 9);
+	for (int i = 0; i < 5; i++) {
+		struct sv_req r = { .ud = 40 + (uint64_t)i, .tok = t, .n = 200, .p = sv_greedy(40) };
+
+		CHECK(sv_submit(c, &r, &res[i]) == 0, "submit %d", i);
+	}
+	CHECK(sv_wait(c, res, 5, TIMEOUT) == 0, "max-waiting run timed out");
+	for (int i = 0; i < 5; i++) {
+		busy += res[i].error == -EBUSY;
+		CHECK(res[i].error == -EBUSY || (!res[i].error && res[i].n_tok == 40),
+		      "request %d: error %d, %d tokens", i, res[i].error, res[i].n_tok);
+	}
+	CHECK(busy >= 2, "max-running 1, max-waiting 2: %d of 5 refused with -EBUSY", busy);
+	vc_conn_free(c);
+	return 0;
+}
+
+static int cancels(struct th_daemon *d)
+{
+	struct vc_conn *c = NULL;
+	struct sv_item it;
+	struct sv_req r;
+	struct sv_res res;
+
+	if (th_connect(d, "cancel", &c) < 0)
+		return -1;
+	/* mid-prefill */
+	r = with_image(900, 50, 60, &it);
+	CHECK(sv_submit(c, &r, &res) == 0 && sv_cancel(c, 60) == 0, "cancel submit");
+	CHECK(sv_wait(c, &res, 1, TIMEOUT) == 0, "cancel mid-prefill timed out");
+	CHECK(!res.error && res.fin.reason == VS_FINISH_CANCELLED && res.n_tok == 0 &&
+	      res.fin.completion_tokens == 0, "mid-prefill cancel: error %d reason %u, %d tokens",
+	      res.error, res.fin.reason, res.n_tok);
+	CHECK(res.n_released == 1 && res.released[0] == 77, "mid-prefill cancel: %d releases",
+	      res.n_released);
+	whole_pool(c, "a cancel mid-prefill");
+	/* mid-decode */
+	r = with_image(200, 500, 61, &it);
+	CHECK(sv_submit(c, &r, &res) == 0, "cancel submit 2");
+	while (res.n_tok < 2 && !res.done) {
+		vc_conn_wait(c, SEC / 10);
+		sv_poll(c, &res, 1);
+	}
+	CHECK(sv_cancel(c, 61) == 0, "cancel");
+	CHECK(sv_wait(c, &res, 1, TIMEOUT) == 0, "cancel mid-decode timed out");
+	CHECK(!res.error && res.fin.reason == VS_FINISH_CANCELLED && res.n_tok >= 2 &&
+	      res.n_tok < 500 && res.fin.completion_tokens == (uint32_t)res.n_tok,
+	      "mid-decode cancel: error %d reason %u, %d tokens (usage %u)", res.error,
+	      res.fin.reason, res.n_tok, res.fin.completion_tokens);
+	CHECK(res.n_released == 1, "mid-decode cancel: %d releases", res.n_released);
+	whole_pool(c, "a cancel mid-decode");
+	/* an unknown target */
+	{
+		struct vs_cqe q;
+
+		CHECK(sv_cancel(c, 12345) == 0, "cancel unknown");
+		CHECK(vc_conn_wait(c, 5 * SEC) == 0 && vc_conn_reap(c, &q, 1) == 1 &&
+		      q.type == VS_CQE_ERROR && q.result == -ENOENT && (q.flags & VS_CQEF_CANCEL),
+		      "cancel of an unknown request: not ERROR -ENOENT");
+	}
+	vc_conn_free(c);
+	return 0;
+}
+
+/* A client process that submits, waits for `tokens` tokens, reports, then waits to be killed. */
+static void death(struct th_daemon *d, int tokens)
+{
+	int fds[2];
+	pid_t pid;
+	char b = 0;
+	struct vc_conn *c = NULL;
+
+	if (pipe(fds) < 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		struct sv_item it;
+		struct sv_req r = with_image(tokens ? 200 : 900, 500, 70, &it);
+		struct sv_res res;
+
+		close(fds[0]);
+		if (th_connect(d, "doomed", &c) < 0 || sv_submit(c, &r, &res) < 0)
+			_exit(1);
+		while (res.n_tok < tokens && !res.done) {
+			vc_conn_wait(c, SEC / 10);
+			sv_poll(c, &res, 1);
+		}
+		b = (char)(res.done ? 'd' : 'k');
+		if (write(fds[1], &b, 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(fds[1]);
+	CHECK(read(fds[0], &b, 1) == 1 && b == 'k', "doomed client did not get to the point (%c)", b);
+	close(fds[0]);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	if (th_connect(d, "after-death", &c) == 0) {
+		whole_pool(c, tokens ? "a client death mid-decode" : "a client death mid-prefill");
+		vc_conn_free(c);
+	} else {
+		CHECK(0, "connect after a client death");
+	}
+}
+
+int main(void)
+{
+	char dir[256];
+	struct th_daemon d;
+
+	for (int i = 0; i < 16 * 128; i++)
+		emb[i] = (float)((i * 7) % 13) * 0.01f - 0.06f;
+	if (sv_make_model(vl_args, dir) < 0) {
+		fprintf(stderr, "vlm-mkmodel failed\n");
+		return 1;
+	}
+	{
+		static const char *const a[] = { "--kv-memory", "1M", "--max-batched-tokens", "64",
+		                                 NULL };
+
+		if (sv_start(&d, dir, a) < 0) {
+			fprintf(stderr, "vlmd did not start\n");
+			return 1;
+		}
+		CHECK(refusals(&d) == 0, "refusals: connect");
+		CHECK(preemption(&d) == 0, "preemption: connect");
+		CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+		printf("refusals and preemption: %s\n", sv_failures ? "FAILED" : "ok");
+	}
+	{
+		static const char *const a[] = { "--kv-memory", "1M", "--max-running", "1",
+		                                 "--max-waiting", "2", NULL };
+
+		if (sv_start(&d, dir, a) == 0) {
+			CHECK(busy_refusal(&d) == 0, "max-waiting: connect");
+			CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+		} else {
+			CHECK(0, "vlmd did not start");
+		}
+		printf("max-waiting: %s\n", sv_failures ? "FAILED" : "ok");
+	}
+	{
+		static const char *const a[] = { "--kv-memory", "1M", "--max-batched-tokens", "16",
+		                                 NULL };
+
+		if (sv_start(&d, dir, a) == 0) {
+			CHECK(cancels(&d) == 0, "cancel: connect");
+			death(&d, 0);
+			death(&d, 2);
+			CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+		} else {
+			CHECK(0, "vlmd did not start");
+		}
+		printf("cancel and client death: %s\n", sv_failures ? "FAILED" : "ok");
+	}
+	sv_rm_model(dir);
+	if (sv_failures)
+		fprintf(stderr, "%d failures\n", sv_failures);
+	return sv_failures ? 1 : 0;
+}
