@@ -299,6 +299,17 @@ static void test_notify_and_watchdog(const char *model)
 	c = connect_client("long-step");
 	REQUIRE(sv_submit(c, &r, &res) == 0, "submit");
 	end = now_ms() + 120000;
+	{
+		/* an admin query while the prefill step runs: the engine lock is free during the
+		 * forward pass, so it should not wait for the step (reported, not asserted) */
+		char out[1 << 16];
+		uint64_t t0;
+
+		sleep_ms(50);
+		t0 = now_ms();
+		REQUIRE(ctl(out, "info") == 0, "info during the step: %s", out);
+		printf("note: vlmctl info during the long step took %llu ms\n", (unsigned long long)(now_ms() - t0));
+	}
 	while (!res.done && now_ms() < end) {
 		if (next_msg(nfd, buf, sizeof(buf), 20) && !strcmp(buf, "WATCHDOG=1")) {
 			uint64_t t = now_ms();
