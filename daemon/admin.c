@@ -22,7 +22,7 @@ static char *finish(json_t *o)
 
 	if (!o)
 		return NULL;
-	s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+	s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(9));
 	json_decref(o);
 	if (!s)
 		return NULL;
@@ -174,7 +174,15 @@ static json_t *cmd_info(const struct vd_admin_ctx *x)
 
 /* ------------------------------------------------------------------ clients / requests */
 
-/* The engine's requests [*n] (malloc'd, caller frees) or NULL with *n = 0 (none / no engine). */
+static int by_id(const void *a, const void *b)
+{
+	uint64_t x = ((const struct vd_engine_req_info *)a)->id, y = ((const struct vd_engine_req_info *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The engine's requests [*n] sorted by id (malloc'd, caller frees) or NULL with *n = 0 (none /
+ * no engine). */
 static struct vd_engine_req_info *engine_requests(const struct vd_admin_ctx *x, int *n)
 {
 	struct vd_engine_req_info *r;
@@ -188,6 +196,7 @@ static struct vd_engine_req_info *engine_requests(const struct vd_admin_ctx *x, 
 		return NULL;
 	total = x->eng->requests(x->engine, r, VD_ADMIN_REQ_MAX);
 	*n = total < 0 ? 0 : total > VD_ADMIN_REQ_MAX ? VD_ADMIN_REQ_MAX : total;
+	qsort(r, (size_t)*n, sizeof(*r), by_id);
 	return r;
 }
 
