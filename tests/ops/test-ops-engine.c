@@ -4,14 +4,15 @@
  *   - start-up: STATUS= and EXTEND_TIMEOUT_USEC= while the model loads, READY=1 only after it
  *     (the log's model_loaded event precedes ready, and no READY comes before the load's
  *     progress messages);
- *   - the watchdog during a long engine step: a 1024-token prefill in one step on a wider
+ *   - the watchdog during a long engine step: a 1536-token prefill in one step on a wider
  *     checkpoint; WATCHDOG=1 pings keep their period while it runs (the loop is not blocked by
  *     the engine); the longest step is read from vlmd_engine_step_seconds and reported;
  *   - info / requests tables with a model, `top` frames with the KV bars;
  *   - cancel through vlmctl: the client receives FINISH(CANCELLED) for that request;
  *   - metrics: finished/cancelled counters and prompt/generation token counters equal what the
  *     client sent and received;
- *   - drain with requests in flight: they finish with all their tokens, a new request on the
+ *   - config set max-running reaches the engine (2 run, 1 waits);
+ *   - drain with requests in flight (running and waiting): they finish with all their tokens, a new request on the
  *     same connection fails with -ESHUTDOWN, a new connection is refused, vlmd exits 0
  *     (reason=drained).
  * Plain program; exit 0 = pass.
@@ -239,7 +240,7 @@ static struct vc_conn *connect_client(const char *name)
 	return c;
 }
 
-static int32_t prompt[1024];
+static int32_t prompt[1536];
 
 static struct sv_req req(uint64_t ud, int32_t n, uint32_t max_tokens)
 {
@@ -258,16 +259,16 @@ static struct sv_req req(uint64_t ud, int32_t n, uint32_t max_tokens)
 static void test_notify_and_watchdog(const char *model)
 {
 	char name[108], buf[512];
-	const char *args[] = { "--model", model, "--tick-ms", "10", "--max-batched-tokens", "1024",
+	const char *args[] = { "--model", model, "--tick-ms", "10", "--max-batched-tokens", "1536",
 			       "--kv-memory", "64M", NULL };
 	int nfd = notify_socket(name, sizeof(name)), saw_status = 0, saw_extend = 0, ready = 0;
 	uint64_t end = now_ms() + 60000, last = 0, max_gap = 0, busy_pings = 0;
 	struct vc_conn *c;
-	struct sv_req r = req(1, 1024, 2);
+	struct sv_req r = req(1, 1536, 2);
 	struct sv_res res;
 	const char *log, *loaded, *rdy;
 
-	spawn(args, name, "400000"); /* watchdog 400 ms: a ping every 200 ms */
+	spawn(args, name, "1000000"); /* watchdog 1 s: a ping every 500 ms */
 	while (!ready && now_ms() < end) {
 		if (!next_msg(nfd, buf, sizeof(buf), 100)) {
 			REQUIRE(waitpid(daemon_pid, NULL, WNOHANG) == 0, "vlmd died: %s", slurp(logp));
@@ -295,7 +296,7 @@ static void test_notify_and_watchdog(const char *model)
 	}
 	REQUIRE(loaded && rdy && loaded < rdy, "model_loaded must come before ready:\n%s", log);
 
-	/* the long step: a 1024-token prompt, one chunk (max-batched-tokens 1024) */
+	/* the long step: a 1536-token prompt, one chunk (max-batched-tokens 1536) */
 	c = connect_client("long-step");
 	REQUIRE(sv_submit(c, &r, &res) == 0, "submit");
 	end = now_ms() + 120000;
@@ -346,12 +347,12 @@ static void test_notify_and_watchdog(const char *model)
 		prom_free(&p);
 		printf("note: longest engine step > %g s; %llu watchdog pings meanwhile, largest gap %llu ms\n",
 		       longest, (unsigned long long)busy_pings, (unsigned long long)max_gap);
-		if (longest < 0.4)
+		if (longest < 1)
 			printf("note: this machine ran the step in under one watchdog period; the ping check "
 			       "below is weaker here\n");
 	}
 	CHECK(busy_pings >= 1, "no watchdog ping while the request ran");
-	CHECK(max_gap <= 400, "watchdog pings %llu ms apart while the engine ran (deadline 400 ms)",
+	CHECK(max_gap <= 1000, "watchdog pings %llu ms apart while the engine ran (deadline 1000 ms)",
 	      (unsigned long long)max_gap);
 	vc_conn_free(c);
 	stop();
@@ -385,7 +386,7 @@ static long long wait_running(uint64_t ud)
 static void test_cancel_metrics_drain(const char *model)
 {
 	char out[1 << 16], idbuf[32];
-	const char *args[] = { "--model", model, "--max-running", "8", NULL };
+	const char *args[] = { "--model", model, "--max-running", "8", "--kv-memory", "64M", NULL };
 	struct vc_conn *c, *d;
 	struct sv_req r;
 	struct sv_res res[4], cancelled;
@@ -473,12 +474,34 @@ static void test_cancel_metrics_drain(const char *model)
 		prom_free(&p);
 	}
 
-	/* drain with requests in flight */
+	/* a run-time admission limit reaches the engine: two run, the third waits */
+	rc = ctl(out, "config", "set", "max-running", "2");
+	REQUIRE(rc == 0, "config set max-running: %s", out);
+	{
+		json_t *o = ctl_json("info");
+
+		CHECK(json_integer_value(json_object_get(json_object_get(o, "requests"), "max_running")) == 2,
+		      "max_running after config set: %lld",
+		      (long long)json_integer_value(json_object_get(json_object_get(o, "requests"), "max_running")));
+		json_decref(o);
+	}
+
+	/* drain with requests in flight: two running, one still waiting for admission */
 	for (int i = 0; i < 3; i++) {
-		r = req(30 + (uint64_t)i, 6, 400);
+		r = req(30 + (uint64_t)i, 6, 100);
 		REQUIRE(sv_submit(c, &r, &res[i]) == 0, "submit");
 	}
 	wait_running(30);
+	{
+		json_t *o = ctl_json("info");
+
+		CHECK(json_integer_value(json_object_get(json_object_get(o, "requests"), "running")) == 2 &&
+			      json_integer_value(json_object_get(json_object_get(o, "requests"), "waiting")) == 1,
+		      "before the drain: running %lld waiting %lld (want 2 and 1)",
+		      (long long)json_integer_value(json_object_get(json_object_get(o, "requests"), "running")),
+		      (long long)json_integer_value(json_object_get(json_object_get(o, "requests"), "waiting")));
+		json_decref(o);
+	}
 	rc = ctl(out, "drain");
 	REQUIRE(rc == 0 && strstr(out, "draining"), "drain: %d %s", rc, out);
 	r = req(40, 6, 5);
@@ -495,7 +518,7 @@ static void test_cancel_metrics_drain(const char *model)
 	REQUIRE(sv_wait(c, res, 4, 60000000000ll) == 0, "the drained requests");
 	CHECK(res[3].error == -ESHUTDOWN, "a request after the drain: error %d (want -ESHUTDOWN)", res[3].error);
 	for (int i = 0; i < 3; i++)
-		CHECK(!res[i].error && res[i].fin.reason == VS_FINISH_LENGTH && res[i].n_tok == 400,
+		CHECK(!res[i].error && res[i].fin.reason == VS_FINISH_LENGTH && res[i].n_tok == 100,
 		      "in-flight request %d during the drain: error %d reason %u tokens %d", i, res[i].error,
 		      res[i].fin.reason, res[i].n_tok);
 	rc = reap(20000);
@@ -507,8 +530,7 @@ static void test_cancel_metrics_drain(const char *model)
 
 int main(void)
 {
-	char m_tiny[256], m_wide[256];
-	const char *tiny[] = { "--preset", "tiny", NULL };
+	char m_wide[256], path[256];
 	const char *wide[] = { "--preset", "tiny", "--hidden", "512", "--layers", "4", "--intermediate", "2048",
 			       "--heads", "4", "--kv-heads", "2", "--mrope-section", "16,24,24", NULL };
 
@@ -520,19 +542,19 @@ int main(void)
 	REQUIRE(mkdtemp(dir), "mkdtemp");
 	snprintf(sock, sizeof(sock), "%s/vlmd.sock", dir);
 	snprintf(logp, sizeof(logp), "%s/vlmd.log", dir);
-	for (int i = 0; i < 1024; i++)
+	for (int i = 0; i < 1536; i++)
 		prompt[i] = 3 + (i * 7) % 200; /* below the image/video placeholder ids */
-	REQUIRE(sv_make_model(tiny, m_tiny) == 0, "vlm-mkmodel tiny");
 	REQUIRE(sv_make_model(wide, m_wide) == 0, "vlm-mkmodel wide");
 
 	test_notify_and_watchdog(m_wide);
-	test_cancel_metrics_drain(m_tiny);
+	/* the wider checkpoint decodes slowly enough (milliseconds per token) that a request is
+	 * reliably still running when vlmctl acts on it */
+	test_cancel_metrics_drain(m_wide);
 
-	sv_rm_model(m_tiny);
 	sv_rm_model(m_wide);
 	unlink(logp);
-	snprintf(m_tiny, sizeof(m_tiny), "%s/ctl.out", dir);
-	unlink(m_tiny);
+	snprintf(path, sizeof(path), "%s/ctl.out", dir);
+	unlink(path);
 	rmdir(dir);
 	if (sv_failures)
 		fprintf(stderr, "%d checks failed\n", sv_failures);
