@@ -239,6 +239,27 @@ static void test_permissions(void)
 	/* a uid on neither list: refused at accept */
 	rc = ctl_as(4343, -1, out, sizeof(out), "info", (const char *)NULL);
 	CHECK(rc == 4 && strstr(out, "not allowed"), "uid 4343: exit %d: %s", rc, out);
+	/* an admin-group member who is not on the client allow-list: admin yes, client no */
+	rc = ctl_as(4343, 4242, out, sizeof(out), "info", (const char *)NULL);
+	CHECK(rc == 0, "uid 4343 + admin group: exit %d: %s", rc, out);
+	{
+		pid_t pid = fork();
+		int st;
+
+		CHECK(pid >= 0, "fork");
+		if (pid == 0) {
+			struct vc_conn_opts o = { .socket_path = sock, .name = "admin-not-client", .spin_ns = -1 };
+			struct vc_conn *x = NULL;
+			char err[256] = "";
+			gid_t g = 4242;
+
+			if (setgroups(1, &g) || setresgid(4343, 4343, 4343) || setresuid(4343, 4343, 4343))
+				_exit(3);
+			_exit(vc_conn_connect(&o, &x, err, sizeof(err)) == -EACCES && strstr(err, "allow-list") ? 0 : 1);
+		}
+		CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		      "an admin-group member not on the allow-list got a client connection (status %d)", st);
+	}
 	printf("ok permissions: non-admin uid refused (exit 4), admin gid and root accepted\n");
 }
 
