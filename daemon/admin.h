@@ -14,8 +14,9 @@
  * commands answer ENODEV with that text, the server and configuration commands work.
  *
  * Threads: vd_admin_handle runs on the loop thread (the configuration and the client table
- * belong to it). Engine queries take the engine's lock, which the engine thread holds only
- * between steps: a query waits at most one step (docs/OPERATIONS.md discusses the bound).
+ * belong to it). Engine queries take the engine's lock; the engine thread releases it for the
+ * model's forward pass, so a query waits for a step's bookkeeping at most, never for a forward
+ * pass (docs/PROTOCOL.md, "Admin"; tests/ops/test-ops-engine.c measures it).
  * Core module: no printing.
  */
 #ifndef VLM_DAEMON_ADMIN_H
