@@ -119,6 +119,7 @@ void vd_engine_opts_default(struct vd_engine_opts *o)
 	o->max_batched_tokens = 512;
 	o->max_waiting = 1024;
 	o->prefix_cache = 1;
+	o->prefill_per_decode = -1;
 }
 
 /* EOS ids of generation_config.json (int or list), else config.json's. */
@@ -910,6 +911,9 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 			.max_model_len = e->max_model_len,
 			.watermark_blocks = e->n_blocks / 100,
 			.use_priority = o->use_priority != 0,
+			.prefill_per_decode = o->prefill_per_decode >= 0 ? o->prefill_per_decode :
+			                      strcmp(e->be->ops->name, "cuda") ? 1 : 0,
+			.prefill_min = 16,
 		};
 
 		rc = vd_sched_new(&k, e->kv, e->pc ? prefix_hook : NULL, e, &e->sched);

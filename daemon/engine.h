@@ -37,6 +37,10 @@ struct vd_engine_opts {
 	uint32_t max_waiting;         /* submissions beyond this many waiting: -EBUSY */
 	int use_priority;             /* order admission by priority, then arrival */
 	int prefix_cache;             /* reuse prefixes */
+	/* Prefill rows a step may add next to d decode rows: max(16, d * this); < 0: automatic
+	 * (1 on host backends, whose step time grows with the rows; off on CUDA); 0: off (only
+	 * max_batched_tokens bounds them). See daemon/scheduler.h. */
+	int32_t prefill_per_decode;
 	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
 	/* Called from vd_engine_new while it loads (any number of times): done / total bytes of
 	 * weights, for systemd EXTEND_TIMEOUT_USEC and STATUS=. May be NULL. */

@@ -247,6 +247,14 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 
 	/* 1. decodes, then 2. prefills, best first */
 	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1 && s->k.prefill_per_decode > 0 && plan->n_tokens > 0) {
+			/* decodes are running: bound the prefill rows next to them */
+			int64_t cap = (int64_t)plan->n_tokens * s->k.prefill_per_decode;
+			if (cap < s->k.prefill_min)
+				cap = s->k.prefill_min;
+			if (budget > cap)
+				budget = (int32_t)cap;
+		}
 		for (int32_t i = 0; i < s->n_running; i++) {
 			struct vd_sched_seq *seq = s->running[i];
 			int32_t pending = seq->n_tokens - seq->n_computed;

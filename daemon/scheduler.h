@@ -7,7 +7,10 @@
  *  1. every running decode (1 token each; the budget is at least max_running, so decodes are never
  *     starved by prefill);
  *  2. running prefills, best first, each one chunk of at most the remaining token budget (chunked
- *     prefill: a long prompt delays decodes by at most one chunk's worth of compute);
+ *     prefill: a long prompt delays decodes by at most one chunk's worth of compute); with the
+ *     stall-bound knobs the prefill budget of a step that has d decodes is also at most
+ *     max(prefill_min, d * prefill_per_decode), so on a backend whose step time grows with its
+ *     rows a decode step is never more than about (1 + prefill_per_decode) times its cost alone;
  *  3. admissions from the waiting queue in order (FCFS, or priority then FCFS): the prefix hook
  *     adopts cached blocks first, then the first chunk is planned if its blocks are available above
  *     the watermark; the head of the queue blocks the rest (no overtaking, so nothing starves).
@@ -63,6 +66,11 @@ struct vd_sched_knobs {
 	int32_t max_model_len;       /* prompt + outputs */
 	int32_t watermark_blocks;    /* admissions leave this many blocks available */
 	bool use_priority;           /* order by priority, then arrival (else arrival only) */
+	/* Stall bound for compute-bound backends (step time ~ rows): when a step has d decode
+	 * tokens, its prefill tokens are at most max(prefill_min, d * prefill_per_decode).
+	 * 0 = only max_batched_tokens bounds them. */
+	int32_t prefill_per_decode;
+	int32_t prefill_min;
 };
 
 /* Prefix hook, called at admission with seq->kv empty: adopt cached blocks for a prefix of the

@@ -104,6 +104,51 @@ START_TEST(test_chunked_prefill)
 }
 END_TEST
 
+/* Stall bound: with d decodes in a step, prefill tokens <= max(prefill_min, d * per_decode);
+ * alone, a prefill gets the whole budget. Also max_running raised at run time. */
+START_TEST(test_stall_bound)
+{
+	struct vd_kvblocks *kv;
+	struct vd_sched *s;
+	struct vd_sched_plan plan;
+	ck_assert_int_eq(vd_kvblocks_new(256, 4, &kv), 0);
+	struct vd_sched_knobs k = { .max_running = 2, .max_batched_tokens = 64, .max_model_len = 500,
+	                            .prefill_per_decode = 2, .prefill_min = 3 };
+	ck_assert_int_eq(vd_sched_new(&k, kv, NULL, NULL, &s), 0);
+	struct vd_sched_seq d1 = { .n_tokens = 2, .max_tokens = 50 };
+	struct vd_sched_seq big = { .n_tokens = 100, .max_tokens = 5 };
+	struct vd_sched_seq solo = { .n_tokens = 100, .max_tokens = 5 };
+	ck_assert_int_eq(vd_sched_add(s, &solo), 0);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);   /* no decode: the whole budget */
+	ck_assert(plan.n_items == 1 && plan.items[0].n == 64);
+	vd_sched_commit(s, &plan);
+	vd_sched_remove(s, &solo);
+	ck_assert_int_eq(vd_sched_add(s, &d1), 0);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	vd_sched_commit(s, &plan);
+	ck_assert_int_eq(vd_sched_append(s, &d1), 0);
+	ck_assert_int_eq(vd_sched_add(s, &big), 0);
+	int32_t steps = 0;
+	while (big.n_computed < big.n_tokens) {
+		ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+		ck_assert(plan.n_items == 2 && plan.items[0].seq == &d1 && plan.items[0].n == 1);
+		/* max(3, 1 * 2) = 3 prefill tokens next to one decode */
+		ck_assert(plan.items[1].seq == &big && plan.items[1].n == (steps < 33 ? 3 : 1));
+		vd_sched_commit(s, &plan);
+		ck_assert_int_eq(vd_sched_append(s, &d1), 0);
+		steps++;
+	}
+	ck_assert_int_eq(steps, 34);
+	ck_assert_int_eq(vd_sched_set_max_running(s, 8), 0);   /* raised at run time */
+	ck_assert_int_eq(vd_sched_set_max_running(s, 0), -EINVAL);
+	vd_sched_remove(s, &d1);
+	vd_sched_remove(s, &big);
+	ck_assert_int_eq(vd_kvblocks_n_free(kv), 256);
+	vd_sched_free(s);
+	vd_kvblocks_free(kv);
+}
+END_TEST
+
 START_TEST(test_priority_and_fcfs)
 {
 	struct vd_kvblocks *kv;
@@ -606,6 +651,7 @@ int main(void)
 	tcase_set_timeout(tc, 110);
 	tcase_add_test(tc, test_add_refusals);
 	tcase_add_test(tc, test_chunked_prefill);
+	tcase_add_test(tc, test_stall_bound);
 	tcase_add_test(tc, test_priority_and_fcfs);
 	tcase_add_test(tc, test_preemption);
 	tcase_add_test(tc, test_watermark_and_head_of_line);

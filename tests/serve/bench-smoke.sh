@@ -1,0 +1,19 @@
+#!/bin/sh
+# tests/serve/bench-smoke.sh — `vlm-bench serve --quick --json` runs every workload end to end
+# without a failed request, and its last line is one JSON object with the fields the README and
+# CI rely on (no timing is asserted here: figures come from the benchmark itself).
+set -eu
+bench=$1
+out=$("$bench" serve --quick --json)
+printf '%s\n' "$out" | tail -n 1 | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+need = ["qps", "output_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
+        "prefix_hit_rate", "throughput_cN_over_c1", "multiturn_reuse_speedup",
+        "itl_p99_prefill_over_p50_idle"]
+missing = [k for k in need if k not in r]
+bad = [k for k in need if k in r and not (isinstance(r[k], (int, float)) and r[k] > 0)]
+if missing or bad or r.get("failed") is not False:
+    sys.exit("missing %s, not positive %s, failed %s" % (missing, bad, r.get("failed")))
+print("ok:", {k: r[k] for k in need})
+'

@@ -1,0 +1,774 @@
+/*
+ * tools/bench-serve.c — `vlm-bench serve`: the serving engine under load, end to end.
+ *
+ * A vlmd (in this process: the same engine and I/O loop code as the executable, on a thread;
+ * or a running one with --socket) serves a model; N client threads, each with its own
+ * connection (raw protocol, client/conn.h), run closed loops of requests and time every
+ * completion: TTFT = submission to the first TOKENS, ITL = between consecutive TOKENS of a
+ * request. Workloads:
+ *   single     text prompts, concurrency 1 and concurrency N: QPS, output tokens/s, TTFT, ITL;
+ *   multiturn  conversations of 3 turns whose prompts carry 3 images (bf16 arena tensors with
+ *              client fingerprints) and the previous turns — the reference system's headline
+ *              shape, scaled to the machine — with prefix reuse, then again on a vlmd started
+ *              with the prefix cache off;
+ *   itl        decode streams alone, then while other clients keep long prompts prefilling.
+ * Goal ratios, each measured in the same run: throughput at concurrency N / concurrency 1,
+ * multi-turn QPS with reuse / without, ITL p99 during prefills / ITL p50 without.
+ * Without --model a checkpoint is generated into a temporary folder (a small Qwen2-VL shape, bf16,
+ * big enough that the CPU work dominates the transport).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "client/conn.h"
+#include "daemon/engine.h"
+#include "daemon/mkmodel.h"
+#include "daemon/model_config.h"
+#include "daemon/server.h"
+#include "shm/doorbell.h"
+
+struct opts {
+	const char *model, *preset, *socket, *workload;
+	int quick, json;
+	int conc;                   /* concurrency of the loaded phases */
+	int threads;                /* engine CPU threads (0 = all) */
+	uint32_t max_batched_tokens;
+	uint64_t kv_bytes;
+	double secs;                /* seconds per phase */
+	int prefill_per_decode;     /* engine stall bound (-1 automatic) */
+};
+
+/* ------------------------------------------------------------------ the daemon */
+
+struct daemon {
+	struct vd_engine *eng;
+	struct vd_server *srv;
+	struct vd_server_opts so;
+	pthread_t thr;
+	int started;
+	int state;                 /* daemon thread: 1 serving, -errno failed */
+	char dir[64];
+	char sock[108];
+};
+
+/* The loop thread creates its server (the event queue belongs to the thread that creates it). */
+static void *daemon_main(void *arg)
+{
+	struct daemon *d = arg;
+	int e = vd_server_new(&d->so, &d->srv);
+
+	__atomic_store_n(&d->state, e < 0 ? e : 1, __ATOMIC_RELEASE);
+	if (e >= 0)
+		vd_server_run(d->srv);
+	return NULL;
+}
+
+static int daemon_start(struct daemon *d, const struct opts *o, const char *model, int prefix)
+{
+	struct vd_engine_opts eo;
+	char err[512];
+	int e;
+
+	memset(d, 0, sizeof(*d));
+	snprintf(d->dir, sizeof(d->dir), "/tmp/vlm-bench-serve-XXXXXX");
+	if (!mkdtemp(d->dir))
+		return -errno;
+	snprintf(d->sock, sizeof(d->sock), "%s/s", d->dir);
+	vd_engine_opts_default(&eo);
+	eo.model_dir = model;
+	eo.backend = "auto";
+	eo.threads = (uint32_t)o->threads;
+	eo.kv_bytes = o->kv_bytes;
+	eo.max_running = (uint32_t)(o->conc > 32 ? o->conc : 32);
+	eo.max_batched_tokens = o->max_batched_tokens;
+	eo.prefix_cache = prefix;
+	eo.prefill_per_decode = o->prefill_per_decode;
+	e = vd_engine_new(&eo, &d->eng, err, sizeof(err));
+	if (e < 0) {
+		fprintf(stderr, "vlm-bench: %s\n", err);
+		rmdir(d->dir);
+		return e;
+	}
+	vd_server_opts_default(&d->so);
+	d->so.socket_path = d->sock;
+	d->so.spin_us = 0;         /* the CPU is the engine's: no busy polling */
+	d->so.sink_new = vd_engine_sink_new;
+	d->so.sink_ctx = d->eng;
+	d->so.max_clients = 256;
+	d->so.arena_max = 256u << 20;
+	e = pthread_create(&d->thr, NULL, daemon_main, d) ? -EAGAIN : 0;
+	while (!e && !(e = __atomic_load_n(&d->state, __ATOMIC_ACQUIRE)))
+		usleep(1000);
+	if (e < 0) {
+		fprintf(stderr, "vlm-bench: daemon: %s\n", strerror(-e));
+		if (e != -EAGAIN)
+			pthread_join(d->thr, NULL);
+		vd_engine_free(d->eng);
+		rmdir(d->dir);
+		return -1;
+	}
+	d->started = 1;
+	return 0;
+}
+
+static void daemon_stop(struct daemon *d)
+{
+	if (!d->started)
+		return;
+	vd_server_stop(d->srv);
+	pthread_join(d->thr, NULL);
+	vd_server_free(d->srv);
+	vd_engine_free(d->eng);
+	rmdir(d->dir);
+	d->started = 0;
+}
+
+/* ------------------------------------------------------------------ samples */
+
+struct samples {
+	double *ttft, *itl;        /* ms */
+	size_t n_ttft, n_itl, cap_ttft, cap_itl;
+	uint64_t requests, errors, out_tokens, prompt_tokens, cached_tokens;
+};
+
+static void push(double **a, size_t *n, size_t *cap, double v)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 1024;
+		double *p = realloc(*a, c * sizeof(double));
+
+		if (!p)
+			return;
+		*a = p;
+		*cap = c;
+	}
+	(*a)[(*n)++] = v;
+}
+
+static void merge(struct samples *to, const struct samples *from)
+{
+	for (size_t i = 0; i < from->n_ttft; i++)
+		push(&to->ttft, &to->n_ttft, &to->cap_ttft, from->ttft[i]);
+	for (size_t i = 0; i < from->n_itl; i++)
+		push(&to->itl, &to->n_itl, &to->cap_itl, from->itl[i]);
+	to->requests += from->requests;
+	to->errors += from->errors;
+	to->out_tokens += from->out_tokens;
+	to->prompt_tokens += from->prompt_tokens;
+	to->cached_tokens += from->cached_tokens;
+}
+
+static void samples_free(struct samples *s)
+{
+	free(s->ttft);
+	free(s->itl);
+	memset(s, 0, sizeof(*s));
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double pct(double *a, size_t n, double q)
+{
+	size_t i;
+
+	if (!n)
+		return 0;
+	qsort(a, n, sizeof(double), cmp_d);
+	i = (size_t)ceil(q * (double)n) - 1;
+	return a[i < n ? i : n - 1];
+}
+
+/* ------------------------------------------------------------------ clients */
+
+enum kind { K_SINGLE, K_MULTI, K_DECODE, K_PREFILL };
+
+struct shape {
+	int32_t vocab, hidden, image_id, video_id, vstart, vend;
+	int32_t prompt, out;           /* single: prompt tokens, outputs */
+	int32_t sys, question, rows;   /* multiturn: system tokens, question tokens, rows per image */
+	int32_t answer;                /* multiturn: outputs per turn */
+	int32_t decode_out, prefill_prompt;
+};
+
+struct client {
+	pthread_t thr;
+	const char *sock;
+	const struct shape *sh;
+	enum kind kind;
+	int idx;
+	double end;                    /* monotonic seconds */
+	const int *stop;               /* stop when *stop != 0 (prefill helpers) */
+	struct samples s;
+	int failed;
+};
+
+static double now_s(void)
+{
+	return (double)vs_now_ns() * 1e-9;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s += 0x9e3779b97f4a7c15ull;
+	uint64_t z = *s;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static int32_t text_tok(const struct shape *sh, uint64_t *s)
+{
+	int32_t hi = sh->vocab > 4096 ? sh->vocab - 64 : (sh->vocab > 248 ? 240 : sh->vocab);
+
+	return 3 + (int32_t)(rnd(s) % (uint64_t)(hi - 3));
+}
+
+/* One request through c: wait for its completions, time them. Returns 0, or -1 on failure. */
+static int one(struct vc_conn *c, struct client *cl, const int32_t *tok, int32_t n,
+               const struct vs_mm_item *items, int32_t n_items, uint32_t max_tokens,
+               int32_t *out)
+{
+	struct vs_sqe e;
+	uint64_t toff, ioff = 0;
+	uint32_t *t = vc_conn_arena_alloc(c, (uint64_t)n * 4, &toff);
+	struct vs_mm_item *it = NULL;
+	double t0, last = 0;
+	int32_t got = 0;
+	int rc = -1;
+
+	if (!t)
+		return -1;
+	for (int32_t i = 0; i < n; i++)
+		t[i] = (uint32_t)tok[i];
+	if (n_items) {
+		it = vc_conn_arena_alloc(c, sizeof(*it) * (uint64_t)n_items, &ioff);
+		if (!it) {
+			vc_conn_arena_free(c, toff, (uint64_t)n * 4);
+			return -1;
+		}
+		memcpy(it, items, sizeof(*it) * (size_t)n_items);
+	}
+	memset(&e, 0, sizeof(e));
+	e.opcode = VS_OP_GENERATE;
+	e.user_data = ++cl->s.requests;
+	e.tokens_off = toff;
+	e.n_tokens = (uint32_t)n;
+	e.items_off = ioff;
+	e.n_items = (uint32_t)n_items;
+	e.params.max_tokens = max_tokens;
+	e.params.flags = VS_GEN_IGNORE_EOS;
+	t0 = now_s();
+	if (vc_conn_submit(c, &e) < 0)
+		goto out;
+	for (;;) {
+		struct vs_cqe q[32];
+		uint32_t k;
+
+		if (vc_conn_wait(c, 60ll * 1000000000ll) < 0)
+			goto out;
+		k = vc_conn_reap(c, q, 32);
+		for (uint32_t i = 0; i < k; i++) {
+			double now = now_s();
+
+			switch (q[i].type) {
+			case VS_CQE_TOKENS:
+				if (now < cl->end)
+					cl->s.out_tokens += q[i].count;
+				for (int j = 0; j < q[i].count; j++) {
+					if (out && got < (int32_t)max_tokens)
+						out[got] = (int32_t)q[i].u.tokens[j];
+					got++;
+				}
+				if (!last)
+					push(&cl->s.ttft, &cl->s.n_ttft, &cl->s.cap_ttft, (now - t0) * 1e3);
+				else
+					push(&cl->s.itl, &cl->s.n_itl, &cl->s.cap_itl, (now - last) * 1e3);
+				last = now;
+				break;
+			case VS_CQE_FINISH:
+				cl->s.prompt_tokens += q[i].u.finish.prompt_tokens;
+				cl->s.cached_tokens += q[i].u.finish.cached_tokens;
+				rc = 0;
+				goto out;
+			case VS_CQE_ERROR:
+				fprintf(stderr, "vlm-bench: request failed: %s\n", strerror(-q[i].result));
+				cl->s.errors++;
+				goto out;
+			default:
+				break;
+			}
+		}
+	}
+out:
+	vc_conn_arena_free(c, toff, (uint64_t)n * 4);
+	if (n_items)
+		vc_conn_arena_free(c, ioff, sizeof(*it) * (uint64_t)n_items);
+	return rc;
+}
+
+/* bf16 rows of one image, in the arena; fills its item descriptor. */
+static int image(struct vc_conn *c, const struct shape *sh, uint64_t *s, uint64_t id,
+                 struct vs_mm_item *it, uint64_t *off)
+{
+	uint64_t bytes = (uint64_t)sh->rows * (uint64_t)sh->hidden * 2;
+	uint16_t *p = vc_conn_arena_alloc(c, bytes, off);
+	int32_t side = 1;
+
+	if (!p)
+		return -1;
+	for (uint64_t i = 0; i < bytes / 2; i++)
+		p[i] = (uint16_t)(0x3c00 + (rnd(s) & 0x1ff) - 0x100);   /* bf16 around +-0.01..1 */
+	while ((side + 1) * (side + 1) <= sh->rows)
+		side++;
+	memset(it, 0, sizeof(*it));
+	it->placeholder_id = (uint32_t)sh->image_id;
+	it->dtype = VS_DTYPE_BF16;
+	it->device = VS_DEV_ARENA;
+	it->flags = VS_ITEM_HAS_FINGERPRINT | VS_ITEM_FP256;
+	it->rows = (uint32_t)sh->rows;
+	it->cols = (uint32_t)sh->hidden;
+	it->row_stride = (uint64_t)sh->hidden * 2;
+	if (side * side == sh->rows) {
+		it->grid_t = 1;
+		it->grid_h = it->grid_w = (uint32_t)side;
+	}
+	it->data_off = *off;
+	it->data_bytes = bytes;
+	it->tensor_id = id;
+	for (int k = 0; k < 4; k++) {
+		uint64_t v = rnd(s);
+
+		memcpy(it->fingerprint + 8 * k, &v, 8);
+	}
+	return 0;
+}
+
+static void *client_main(void *arg)
+{
+	struct client *cl = arg;
+	const struct shape *sh = cl->sh;
+	struct vc_conn_opts co = { .socket_path = cl->sock, .name = "bench", .spin_ns = 0,
+	                           .arena_bytes = 64u << 20 };
+	struct vc_conn *c = NULL;
+	uint64_t s = 0x1234567ull * (uint64_t)(cl->idx + 1) + (uint64_t)cl->kind;
+	int32_t *tok = malloc(sizeof(int32_t) * 16384);
+	char err[256];
+
+	for (int tries = 0; tok && tries < 200; tries++) {
+		int e = vc_conn_connect(&co, &c, err, sizeof(err));
+
+		if (e != -EBUSY)
+			break;   /* -EBUSY: too many handshakes in progress at once; retry */
+		usleep(5000);
+	}
+	if (!tok || !c) {
+		fprintf(stderr, "vlm-bench: connect: %s\n", err);
+		cl->failed = 1;
+		free(tok);
+		return NULL;
+	}
+	while (now_s() < cl->end && !(cl->stop && __atomic_load_n(cl->stop, __ATOMIC_ACQUIRE))) {
+		int32_t n = 0;
+
+		switch (cl->kind) {
+		case K_SINGLE:
+		case K_DECODE:
+		case K_PREFILL: {
+			int32_t len = cl->kind == K_SINGLE ? sh->prompt :
+			              cl->kind == K_DECODE ? 16 : sh->prefill_prompt;
+			uint32_t out = cl->kind == K_SINGLE ? (uint32_t)sh->out :
+			               cl->kind == K_DECODE ? (uint32_t)sh->decode_out : 1;
+
+			for (n = 0; n < len; n++)
+				tok[n] = text_tok(sh, &s);
+			if (one(c, cl, tok, n, NULL, 0, out, NULL) < 0)
+				cl->failed = 1;
+			break;
+		}
+		case K_MULTI: {
+			/* a conversation: system prompt, 3 images, then 3 question/answer turns */
+			struct vs_mm_item it[3];
+			uint64_t off[3];
+			int k, ok = 1;
+
+			for (k = 0; k < 3 && ok; k++)
+				ok = image(c, sh, &s, (uint64_t)k, &it[k], &off[k]) == 0;
+			if (!ok) {
+				cl->failed = 1;
+				break;
+			}
+			for (int32_t i = 0; i < sh->sys; i++)
+				tok[n++] = 3 + i % 50;   /* the same system prompt for everyone */
+			for (k = 0; k < 3; k++) {
+				tok[n++] = sh->vstart;
+				for (int32_t r = 0; r < sh->rows; r++)
+					tok[n++] = sh->image_id;
+				tok[n++] = sh->vend;
+			}
+			for (int turn = 0; turn < 3 && now_s() < cl->end; turn++) {
+				for (int32_t i = 0; i < sh->question; i++)
+					tok[n++] = text_tok(sh, &s);
+				if (one(c, cl, tok, n, it, 3, (uint32_t)sh->answer, tok + n) < 0) {
+					cl->failed = 1;
+					break;
+				}
+				/* the answer is part of the next turn's prompt (as text: a random model may
+				 * emit a placeholder id, which a real client's chat template never would) */
+				for (int32_t i = n; i < n + sh->answer; i++)
+					if (tok[i] == sh->image_id || tok[i] == sh->video_id)
+						tok[i] = text_tok(sh, &s);
+				n += sh->answer;
+			}
+			for (k = 0; k < 3; k++)
+				vc_conn_arena_free(c, off[k], (uint64_t)sh->rows * (uint64_t)sh->hidden * 2);
+			break;
+		}
+		}
+		if (cl->failed)
+			break;
+	}
+	vc_conn_free(c);
+	free(tok);
+	return NULL;
+}
+
+struct result {
+	double secs, qps, tok_s, ttft50, ttft99, itl50, itl99, hit;
+	uint64_t requests, out_tokens;
+	int failed;
+};
+
+/* Run n clients of kind for secs (plus `extra` prefill helpers of kind K_PREFILL whose
+ * samples are not counted). */
+static struct result phase(const char *sock, const struct shape *sh, enum kind kind, int n,
+                           double secs, int extra)
+{
+	struct client *cl = calloc((size_t)(n + extra), sizeof(*cl));
+	struct samples all = { 0 };
+	struct result r = { 0 };
+	double t0 = now_s(), t1;
+	int stop = 0;
+
+	if (!cl) {
+		r.failed = 1;
+		return r;
+	}
+	for (int i = 0; i < n + extra; i++) {
+		cl[i].sock = sock;
+		cl[i].sh = sh;
+		cl[i].kind = i < n ? kind : K_PREFILL;
+		cl[i].idx = i;
+		cl[i].end = t0 + secs;
+		cl[i].stop = i < n ? NULL : &stop;
+		if (pthread_create(&cl[i].thr, NULL, client_main, &cl[i])) {
+			cl[i].failed = 1;
+			cl[i].thr = 0;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		if (cl[i].thr)
+			pthread_join(cl[i].thr, NULL);
+	t1 = now_s();
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+	for (int i = n; i < n + extra; i++)
+		if (cl[i].thr)
+			pthread_join(cl[i].thr, NULL);
+	for (int i = 0; i < n; i++) {
+		merge(&all, &cl[i].s);
+		r.failed |= cl[i].failed;
+	}
+	for (int i = 0; i < n + extra; i++)
+		samples_free(&cl[i].s);
+	free(cl);
+	r.secs = t1 - t0;
+	r.requests = all.requests - all.errors;
+	r.out_tokens = all.out_tokens;
+	r.qps = (double)r.requests / r.secs;
+	r.tok_s = (double)all.out_tokens / r.secs;
+	r.ttft50 = pct(all.ttft, all.n_ttft, 0.50);
+	r.ttft99 = pct(all.ttft, all.n_ttft, 0.99);
+	r.itl50 = pct(all.itl, all.n_itl, 0.50);
+	r.itl99 = pct(all.itl, all.n_itl, 0.99);
+	r.hit = all.prompt_tokens ? (double)all.cached_tokens / (double)all.prompt_tokens : 0;
+	r.failed |= all.errors != 0;
+	samples_free(&all);
+	return r;
+}
+
+static void show(const char *name, const struct result *r)
+{
+	fprintf(stderr, "  %-22s %6llu req  %7.2f qps  %8.1f tok/s  ttft p50 %7.1f p99 %7.1f ms  "
+	        "itl p50 %6.2f p99 %6.2f ms  hit %.2f%s\n", name, (unsigned long long)r->requests,
+	        r->qps, r->tok_s, r->ttft50, r->ttft99, r->itl50, r->itl99, r->hit,
+	        r->failed ? "  (FAILURES)" : "");
+}
+
+/* ------------------------------------------------------------------ model */
+
+static void rm_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[600];
+
+	if (!d)
+		return;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+			snprintf(p, sizeof(p), "%.300s/%.255s", dir, e->d_name);
+			unlink(p);
+		}
+	closedir(d);
+	rmdir(dir);
+}
+
+/* The default benchmark shape: Qwen2-VL layout, 8 layers of hidden 512, vocab 8192 (27 M
+ * parameters, 54 MB in bf16): big enough that the forward dominates, small enough for 2 cores. */
+static void bench_spec(struct vd_mkmodel_spec *s)
+{
+	vd_mkmodel_preset("tiny", s);
+	s->hidden = 512;
+	s->n_layers = 8;
+	s->n_heads = 8;
+	s->n_kv_heads = 2;
+	s->intermediate = 1408;
+	s->vocab = 8192;
+	s->mrope_section[0] = 8;
+	s->mrope_section[1] = 12;
+	s->mrope_section[2] = 12;
+	s->image_token_id = 8190;
+	s->video_token_id = 8191;
+	s->vision_start_token_id = 8188;
+	s->vision_end_token_id = 8189;
+	s->init_std = 0.03f;
+	s->seed = 7;
+}
+
+static int parse(int argc, char **argv, struct opts *o)
+{
+	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
+	       O_MBT, O_KV, O_SECS, O_PPD, O_HELP };
+	static const struct option lo[] = {
+		{ "model", required_argument, NULL, O_MODEL },
+		{ "preset", required_argument, NULL, O_PRESET },
+		{ "socket", required_argument, NULL, O_SOCKET },
+		{ "workload", required_argument, NULL, O_WORKLOAD },
+		{ "quick", no_argument, NULL, O_QUICK },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "concurrency", required_argument, NULL, O_CONC },
+		{ "threads", required_argument, NULL, O_THREADS },
+		{ "max-batched-tokens", required_argument, NULL, O_MBT },
+		{ "kv-memory-mb", required_argument, NULL, O_KV },
+		{ "seconds", required_argument, NULL, O_SECS },
+		{ "prefill-per-decode", required_argument, NULL, O_PPD },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	*o = (struct opts){ .workload = "all", .conc = 32, .max_batched_tokens = 512,
+	                    .kv_bytes = 256ull << 20, .secs = 8, .prefill_per_decode = -1 };
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (c) {
+		case O_MODEL: o->model = optarg; break;
+		case O_PRESET: o->preset = optarg; break;
+		case O_SOCKET: o->socket = optarg; break;
+		case O_WORKLOAD: o->workload = optarg; break;
+		case O_QUICK: o->quick = 1; break;
+		case O_JSON: o->json = 1; break;
+		case O_CONC: o->conc = atoi(optarg); break;
+		case O_THREADS: o->threads = atoi(optarg); break;
+		case O_MBT: o->max_batched_tokens = (uint32_t)atoi(optarg); break;
+		case O_KV: o->kv_bytes = (uint64_t)atoll(optarg) << 20; break;
+		case O_SECS: o->secs = atof(optarg); break;
+		case O_PPD: o->prefill_per_decode = atoi(optarg); break;
+		default:
+			printf("usage: vlm-bench serve [--model DIR | --preset NAME] [--socket PATH]\n"
+			       "         [--workload single|multiturn|itl|all] [--concurrency N] [--seconds S]\n"
+			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
+			       "         [--prefill-per-decode N] [--quick] [--json]\n"
+			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
+			       "  (--quick: the tiny preset, short phases). --socket: use a running vlmd\n"
+			       "  serving --model (the reuse-off phase then needs its own vlmd: skipped).\n");
+			return c == O_HELP ? 0 : 2;
+		}
+	}
+	if (o->conc < 1 || o->conc > 256 || o->secs <= 0 ||
+	    (strcmp(o->workload, "all") && strcmp(o->workload, "single") &&
+	     strcmp(o->workload, "multiturn") && strcmp(o->workload, "itl"))) {
+		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds or --workload\n");
+		return 2;
+	}
+	if (o->quick) {
+		o->secs = o->secs < 1.0 ? o->secs : 1.0;
+		if (!o->preset && !o->model)
+			o->preset = "tiny";
+		if (o->conc > 8)
+			o->conc = 8;
+	}
+	return -1;
+}
+
+int bench_serve_main(int argc, char **argv)
+{
+	struct opts o;
+	struct vd_model_config cfg;
+	struct shape sh;
+	struct daemon d = { 0 };
+	char tmp[256] = "", model[300], err[512];
+	const char *sock;
+	int rc = parse(argc, argv, &o), want_single, want_multi, want_itl, failed = 0;
+	struct result s1 = { 0 }, sn = { 0 }, mon = { 0 }, moff = { 0 }, idle = { 0 }, busy = { 0 };
+	double t_start = now_s();
+
+	if (rc >= 0)
+		return rc;
+	want_single = !strcmp(o.workload, "all") || !strcmp(o.workload, "single");
+	want_multi = !strcmp(o.workload, "all") || !strcmp(o.workload, "multiturn");
+	want_itl = !strcmp(o.workload, "all") || !strcmp(o.workload, "itl");
+	if (o.model) {
+		snprintf(model, sizeof(model), "%s", o.model);
+	} else {
+		struct vd_mkmodel_spec spec;
+		const char *t = getenv("TMPDIR");
+
+		if (o.preset) {
+			if (vd_mkmodel_preset(o.preset, &spec) < 0) {
+				fprintf(stderr, "vlm-bench: unknown preset %s (%s)\n", o.preset,
+				        vd_mkmodel_preset_names());
+				return 2;
+			}
+		} else {
+			bench_spec(&spec);
+		}
+		snprintf(tmp, sizeof(tmp), "%.200s/vlm-bench-serve-XXXXXX", t && *t ? t : "/tmp");
+		if (!mkdtemp(tmp)) {
+			perror("vlm-bench: mkdtemp");
+			return 1;
+		}
+		snprintf(model, sizeof(model), "%s/model", tmp);
+		if (vd_mkmodel_write(&spec, model, err, sizeof(err)) < 0) {
+			fprintf(stderr, "vlm-bench: %s\n", err);
+			rm_tree(model);
+			rmdir(tmp);
+			return 1;
+		}
+	}
+	if (vd_model_config_load(model, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vlm-bench: %s\n", err);
+		rc = 1;
+		goto out;
+	}
+	sh = (struct shape){ .vocab = cfg.vocab, .hidden = cfg.hidden, .image_id = cfg.image_token_id,
+	                     .video_id = cfg.video_token_id,
+	                     .vstart = cfg.vision_start_token_id, .vend = cfg.vision_end_token_id,
+	                     .prompt = 32, .out = 96, .sys = 32, .question = 24, .rows = 64,
+	                     .answer = 32,
+	                     .decode_out = 256, .prefill_prompt = 1024 };
+	if (o.quick) {
+		sh.prompt = 64;
+		sh.out = 16;
+		sh.rows = 16;
+		sh.answer = 16;
+		sh.prefill_prompt = 256;
+	}
+	if (sh.image_id < 0 || sh.vstart < 0 || sh.vend < 0) {
+		if (want_multi)
+			fprintf(stderr, "vlm-bench: %s has no image tokens: multiturn skipped\n", model);
+		want_multi = 0;
+	}
+	fprintf(stderr, "vlm-bench serve: model %s (%s, hidden %d, %d layers, vocab %d), "
+	        "concurrency %d, %.1f s per phase, max-batched-tokens %u\n", model, cfg.arch_name,
+	        cfg.hidden, cfg.n_layers, cfg.vocab, o.conc, o.secs, o.max_batched_tokens);
+
+	if (o.socket) {
+		sock = o.socket;
+	} else {
+		if (daemon_start(&d, &o, model, 1) < 0) {
+			rc = 1;
+			goto out;
+		}
+		sock = d.sock;
+	}
+	if (want_single) {
+		s1 = phase(sock, &sh, K_SINGLE, 1, o.secs, 0);
+		show("single c1", &s1);
+		sn = phase(sock, &sh, K_SINGLE, o.conc, o.secs, 0);
+		show("single cN", &sn);
+		failed |= s1.failed | sn.failed;
+	}
+	if (want_itl) {
+		int streams = o.conc < 8 ? o.conc : 8;
+
+		idle = phase(sock, &sh, K_DECODE, streams, o.secs, 0);
+		show("decode alone", &idle);
+		busy = phase(sock, &sh, K_DECODE, streams, o.secs, 2);
+		show("decode + prefills", &busy);
+		failed |= idle.failed | busy.failed;
+	}
+	if (want_multi) {
+		mon = phase(sock, &sh, K_MULTI, o.conc, o.secs * 2, 0);
+		show("multiturn reuse", &mon);
+		failed |= mon.failed;
+		if (!o.socket) {
+			daemon_stop(&d);
+			if (daemon_start(&d, &o, model, 0) < 0) {
+				rc = 1;
+				goto out;
+			}
+			moff = phase(d.sock, &sh, K_MULTI, o.conc, o.secs * 2, 0);
+			show("multiturn no reuse", &moff);
+			failed |= moff.failed;
+		}
+	}
+	daemon_stop(&d);
+	{
+		/* headline: the multi-turn workload with reuse when it ran, else single-turn at N */
+		const struct result *h = want_multi ? &mon : want_single ? &sn : &busy;
+		double thr = s1.tok_s > 0 ? sn.tok_s / s1.tok_s : 0;
+		double reuse = moff.qps > 0 ? mon.qps / moff.qps : 0;
+		double itl = idle.itl50 > 0 ? busy.itl99 / idle.itl50 : 0;
+
+		fprintf(stderr, "goals: throughput c%d/c1 = %.2fx (>= 6), multiturn reuse on/off = "
+		        "%.2fx (>= 2), itl p99 with prefills / p50 without = %.2fx (<= 3); %.0f s\n",
+		        o.conc, thr, reuse, itl, now_s() - t_start);
+		if (o.json)
+			printf("{\"workload\": \"%s\", \"concurrency\": %d, \"qps\": %.4f, "
+			       "\"output_tokens_per_s\": %.2f, \"ttft_p50_ms\": %.3f, \"ttft_p99_ms\": %.3f, "
+			       "\"itl_p50_ms\": %.3f, \"itl_p99_ms\": %.3f, \"prefix_hit_rate\": %.4f, "
+			       "\"single_c1_tokens_per_s\": %.2f, \"single_cN_tokens_per_s\": %.2f, "
+			       "\"single_cN_qps\": %.4f, \"multiturn_qps_reuse\": %.4f, "
+			       "\"multiturn_qps_no_reuse\": %.4f, \"itl_p50_ms_no_prefill\": %.3f, "
+			       "\"itl_p99_ms_with_prefill\": %.3f, \"throughput_cN_over_c1\": %.3f, "
+			       "\"multiturn_reuse_speedup\": %.3f, \"itl_p99_prefill_over_p50_idle\": %.3f, "
+			       "\"max_batched_tokens\": %u, \"hidden\": %d, \"layers\": %d, \"failed\": %s}\n",
+			       want_multi ? "multiturn" : want_single ? "single" : "itl", o.conc, h->qps,
+			       h->tok_s, h->ttft50, h->ttft99, h->itl50, h->itl99, h->hit, s1.tok_s,
+			       sn.tok_s, sn.qps, mon.qps, moff.qps, idle.itl50, busy.itl99, thr, reuse,
+			       itl, o.max_batched_tokens, cfg.hidden, cfg.n_layers,
+			       failed ? "true" : "false");
+	}
+	rc = failed ? 1 : 0;
+out:
+	daemon_stop(&d);
+	if (tmp[0]) {
+		rm_tree(model);
+		rmdir(tmp);
+	}
+	return rc;
+}
