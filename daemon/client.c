@@ -222,6 +222,7 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 			}
 		}
 		if (r) {
+			c->n_invalid++;
 			post_error(c, e.user_data, r, 0);
 		} else if (req->sqe.opcode == VS_OP_CANCEL) {
 			r = sink->ops->cancel(sink, c->slot, c->gen, req->sqe.user_data);

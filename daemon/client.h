@@ -59,6 +59,7 @@ struct vd_client {
 	uint32_t last_hb;            /* last c_heartbeat seen */
 	uint64_t hb_change_ns;       /* when it last changed */
 	uint64_t n_requests, n_errors, n_completions;
+	uint64_t n_invalid;          /* entries refused by validation (never reached the sink) */
 	const char *drop_reason;     /* non-NULL: disconnect at the next opportunity */
 };
 

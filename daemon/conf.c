@@ -37,7 +37,7 @@ static const char *const backend_choices[] = { "auto", "cpu", "cuda", "ref", NUL
 static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_SOCKET] = { "socket", T_STR, VLM_DEFAULT_SOCKET, 0, 0, NULL, 0, NULL, "PATH",
 		"listening socket (ignored when systemd passes one: socket activation)" },
-	[VD_CFG_EVENT_LOOP] = { "event-loop", T_ENUM, "auto", 0, 0, loop_choices, 0, "backend",
+	[VD_CFG_EVENT_LOOP] = { "event-loop", T_ENUM, "auto", 0, 0, loop_choices, 0, NULL,
 		"MODE", "event loop: auto (io_uring, else epoll), uring, epoll" },
 	[VD_CFG_SPIN_US] = { "spin-us", T_UINT, "50", 0, 100000000, NULL, 0, NULL, "N",
 		"busy-poll N microseconds after the last request" },

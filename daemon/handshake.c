@@ -65,6 +65,35 @@ int vd_allow_check(const struct vd_allow *a, const struct vd_peer *p)
 	return 0;
 }
 
+/* Supplementary groups from /proc/PID/status ("Groups:\t1 2 3"), the first 64. The pid comes
+ * from SO_PEERCRED (the connecting process; it may have exited, then nothing is read). */
+static void peer_groups_proc(struct vd_peer *p)
+{
+	char path[64], line[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)p->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *q = line + 7, *end;
+
+		if (strncmp(line, "Groups:", 7))
+			continue;
+		while (p->n_groups < sizeof(p->groups) / sizeof(p->groups[0])) {
+			unsigned long g = strtoul(q, &end, 10);
+
+			if (end == q)
+				break;
+			p->groups[p->n_groups++] = (gid_t)g;
+			q = end;
+		}
+		break;
+	}
+	fclose(f);
+}
+
 int vd_peer_get(int fd, struct vd_peer *p)
 {
 	struct ucred uc;
@@ -79,7 +108,22 @@ int vd_peer_get(int fd, struct vd_peer *p)
 	len = sizeof(p->groups);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, p->groups, &len) == 0)
 		p->n_groups = len / sizeof(gid_t);
-	/* ERANGE (more than 64 groups) or an old kernel: primary gid only */
+	else
+		peer_groups_proc(p); /* ERANGE (more than 64 groups) or an old kernel */
+	return 0;
+}
+
+int vd_admin_check(const gid_t *gids, unsigned n, const struct vd_peer *p)
+{
+	if (p->uid == 0)
+		return 1;
+	for (unsigned i = 0; i < n; i++) {
+		if (gids[i] == p->gid)
+			return 1;
+		for (unsigned j = 0; j < p->n_groups; j++)
+			if (gids[i] == p->groups[j])
+				return 1;
+	}
 	return 0;
 }
 
@@ -90,7 +134,7 @@ int vd_hello_check(const void *buf, size_t len, struct vs_hello *out)
 	if (len != sizeof(*out))
 		return -EPROTO;
 	memcpy(out, buf, sizeof(*out));
-	if (out->magic != VS_MAGIC || out->proto_min > out->proto_max || out->flags)
+	if (out->magic != VS_MAGIC || out->proto_min > out->proto_max || (out->flags & ~VS_HELLO_ADMIN))
 		return -EPROTO;
 	lo = out->proto_min > VS_PROTO_MIN ? out->proto_min : VS_PROTO_MIN;
 	hi = out->proto_max < VS_PROTO_MAX ? out->proto_max : VS_PROTO_MAX;

@@ -40,10 +40,15 @@ int vd_allow_add_gid(struct vd_allow *a, gid_t gid);
 /* Is peer allowed (uid listed, or primary or any supplementary gid listed)? */
 int vd_allow_check(const struct vd_allow *a, const struct vd_peer *p);
 
-/* Read the peer's credentials from a connected AF_UNIX socket. Returns 0 or -errno. */
+/* May peer use the admin protocol: uid 0, or its primary or a supplementary gid among gids [n]? */
+int vd_admin_check(const gid_t *gids, unsigned n, const struct vd_peer *p);
+
+/* Read the peer's credentials from a connected AF_UNIX socket (supplementary groups from
+ * SO_PEERGROUPS, else /proc/PID/status). Returns 0 or -errno. */
 int vd_peer_get(int fd, struct vd_peer *p);
 
-/* Check a hello (len bytes received) and pick the protocol version.
+/* Check a hello (len bytes received) and pick the protocol version. Flags other than
+ * VS_HELLO_ADMIN are malformed.
  * Returns the version (> 0), -EPROTO for a malformed hello, -EPROTONOSUPPORT for no overlap. */
 int vd_hello_check(const void *buf, size_t len, struct vs_hello *out);
 

@@ -23,7 +23,7 @@
 #include "shm/doorbell.h"
 
 /* Poller tokens: kind (8 bits) | slot (24 bits) | generation (32 bits). */
-enum { TK_LISTEN = 1, TK_SIGNAL, TK_EVQ, TK_SOCK, TK_BELL };
+enum { TK_LISTEN = 1, TK_SIGNAL, TK_EVQ, TK_SOCK, TK_BELL, TK_ADMIN };
 #define TOKEN(kind, slot, gen) (((uint64_t)(kind) << 56) | ((uint64_t)(slot) << 32) | (gen))
 #define TK_KIND(t) ((unsigned)((t) >> 56))
 #define TK_SLOT(t) ((uint32_t)(((t) >> 32) & 0xffffff))
@@ -32,6 +32,21 @@ enum { TK_LISTEN = 1, TK_SIGNAL, TK_EVQ, TK_SOCK, TK_BELL };
 #define MAX_PENDING 16
 #define POLL_EVERY_NS 50000ull /* fd events while the loop spins: 50 us is plenty for accept/EOF */
 #define DRAIN_BUDGET 64
+#define MAX_ADMIN 16                 /* admin connections at once */
+#define ADMIN_LINES_PER_PASS 64      /* requests handled per connection per pass (then next tick) */
+#define DRAIN_FLUSH_TICKS 50         /* after a drain, wait this long at most for slow readers */
+
+/* One admin connection: a line buffer in, the unwritten rest of one answer out. */
+struct admin_conn {
+	int fd;                      /* -1 = free */
+	uint32_t gen, id;
+	struct vd_peer peer;
+	char *in;                    /* [VD_ADMIN_LINE_MAX] request bytes received, owned */
+	size_t in_n;
+	char *out;                   /* answer being written, owned */
+	size_t out_n, out_off;
+	int closing;                 /* close once out is written */
+};
 
 struct vd_server {
 	struct vd_server_opts o;
@@ -54,6 +69,15 @@ struct vd_server {
 	uint64_t next_tick_ns;
 	uint64_t now;                /* clock at the end of the previous loop pass */
 	struct vd_evbuf evbuf;
+	struct admin_conn admin[MAX_ADMIN];
+	uint32_t n_admin;
+	struct vd_admin_ctx actx;    /* what admin commands see */
+	uint64_t t_start_ns;
+	int draining, drained;
+	uint32_t drain_ticks;
+	/* throughput: counters sampled about once a second at a tick */
+	uint64_t tp_t, tp_prompt, tp_gen;
+	double prompt_tps, gen_tps;
 };
 
 static void logf_(struct vd_server *s, int level, const char *fmt, ...)
@@ -190,6 +214,7 @@ static void drop_client(struct vd_server *s, struct vd_client *c, const char *wh
 	uint32_t slot = c->slot;
 
 	if (c->state == VD_CLIENT_ACTIVE) {
+		vd_metrics_gauge_add(s->o.metrics, VD_G_CLIENTS, -1);
 		logf_(s, VD_LOG_INFO, "client %u (%s, pid %d uid %u) disconnected: %s (%llu requests, %llu errors)",
 		      c->id, c->name, (int)c->peer.pid, (unsigned)c->peer.uid, why,
 		      (unsigned long long)c->n_requests, (unsigned long long)c->n_errors);
@@ -205,10 +230,16 @@ static void drop_client(struct vd_server *s, struct vd_client *c, const char *wh
 		s->n_pending--;
 	}
 	vd_poller_del(s->poller, c->sock, TOKEN(TK_SOCK, slot, c->gen));
+	/* End the connection now: the peer must see EOF even while an io_uring poll request still
+	 * holds a reference to the socket file (its removal completes at a later wait). */
+	if (c->sock >= 0)
+		shutdown(c->sock, SHUT_RDWR);
 	vd_client_fini(c); /* closes the socket, eventfds, unmaps both segments */
 	c->gen++;
 	c->drop_reason = NULL;
 }
+
+static int is_admin(const struct vd_server *s, const struct vd_peer *p);
 
 static void accept_all(struct vd_server *s)
 {
@@ -227,9 +258,11 @@ static void accept_all(struct vd_server *s)
 		/* Credentials first: a peer that is not allowed is answered and closed at once, so it
 		 * can never occupy one of the few hello slots. (It may not have sent its hello yet;
 		 * AF_UNIX delivers our answer before reporting the reset.) */
-		if (vd_peer_get(fd, &peer) < 0 || !vd_allow_check(&s->o.allow, &peer)) {
+		if (vd_peer_get(fd, &peer) < 0 ||
+		    (!vd_allow_check(&s->o.allow, &peer) && !is_admin(s, &peer))) {
 			struct vs_welcome w;
 
+			vd_metrics_add(s->o.metrics, VD_C_CLIENTS_REFUSED, 1);
 			vd_refusal(&w, VS_REFUSED_NOT_ALLOWED, -EACCES,
 				   "not allowed: uid %u gid %u is not on vlmd's allow-list (by default the "
 				   "daemon's uid, root and group vlm)", (unsigned)peer.uid, (unsigned)peer.gid);
@@ -249,6 +282,7 @@ static void accept_all(struct vd_server *s)
 			struct vs_welcome w;
 
 			vd_refusal(&w, VS_REFUSED_FULL, -EBUSY, "daemon full: too many connections in progress");
+			vd_metrics_add(s->o.metrics, VD_C_CLIENTS_REFUSED, 1);
 			vd_welcome_send(fd, &w, NULL);
 			close(fd);
 			continue;
@@ -269,6 +303,7 @@ static void accept_all(struct vd_server *s)
 
 static void refuse(struct vd_server *s, struct vd_client *c, struct vs_welcome *w)
 {
+	vd_metrics_add(s->o.metrics, VD_C_CLIENTS_REFUSED, 1);
 	logf_(s, VD_LOG_INFO, "connection %u (pid %d uid %u) refused: %s", c->id, (int)c->peer.pid,
 	      (unsigned)c->peer.uid, w->message);
 	vd_welcome_send(c->sock, w, NULL);
@@ -280,6 +315,266 @@ static uint32_t clamp_entries(uint32_t want, uint32_t def, uint32_t max)
 	if (!want)
 		return def;
 	return want > max ? max : want;
+}
+
+/* ------------------------------------------------------------------ admin connections */
+
+static int is_admin(const struct vd_server *s, const struct vd_peer *p)
+{
+	return vd_admin_check(s->o.admin_gids, s->o.n_admin_gids, p);
+}
+
+static void admin_close(struct vd_server *s, struct admin_conn *a, const char *why)
+{
+	logf_(s, VD_LOG_DEBUG, "admin connection %u (pid %d uid %u) closed: %s", a->id, (int)a->peer.pid,
+	      (unsigned)a->peer.uid, why);
+	vd_poller_del(s->poller, a->fd, TOKEN(TK_ADMIN, a - s->admin, a->gen));
+	shutdown(a->fd, SHUT_RDWR); /* EOF now, as in drop_client */
+	close(a->fd);
+	a->fd = -1;
+	a->gen++;
+	free(a->in);
+	free(a->out);
+	a->in = a->out = NULL;
+	a->in_n = a->out_n = a->out_off = 0;
+	a->closing = 0;
+	s->n_admin--;
+}
+
+/* Write what is left of the answer. Returns 0 (all written or would block) or -errno. */
+static int admin_flush(struct admin_conn *a)
+{
+	while (a->out_off < a->out_n) {
+		ssize_t n = send(a->fd, a->out + a->out_off, a->out_n - a->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+		}
+		a->out_off += (size_t)n;
+	}
+	free(a->out);
+	a->out = NULL;
+	a->out_n = a->out_off = 0;
+	return 0;
+}
+
+/* Queue an answer line (owned: freed here); NULL (ENOMEM) closes the connection. */
+static void admin_answer(struct admin_conn *a, char *line)
+{
+	if (!line) {
+		a->closing = 1;
+		return;
+	}
+	a->out = line;
+	a->out_n = strlen(line);
+	a->out_off = 0;
+}
+
+/* Write, then read and answer requests until the socket would block, the answer does not fit
+ * into the socket, or the per-pass budget is spent (the next tick continues). */
+static void admin_service(struct vd_server *s, struct admin_conn *a)
+{
+	for (int k = 0; k < ADMIN_LINES_PER_PASS;) {
+		char *nl;
+		ssize_t n;
+
+		if (admin_flush(a) < 0) {
+			admin_close(s, a, "write error");
+			return;
+		}
+		if (a->out)
+			return; /* the socket is full: the rest at the next tick */
+		if (a->closing) {
+			admin_close(s, a, "closed by vlmd");
+			return;
+		}
+		nl = memchr(a->in, '\n', a->in_n);
+		if (nl) {
+			size_t len = (size_t)(nl - a->in);
+
+			admin_answer(a, vd_admin_handle(&s->actx, a->in, len));
+			memmove(a->in, nl + 1, a->in_n - len - 1);
+			a->in_n -= len + 1;
+			k++;
+			continue;
+		}
+		if (a->in_n == VD_ADMIN_LINE_MAX) {
+			admin_answer(a, vd_admin_error(EMSGSIZE, "request line too long"));
+			a->closing = 1;
+			continue;
+		}
+		n = recv(a->fd, a->in + a->in_n, VD_ADMIN_LINE_MAX - a->in_n, MSG_DONTWAIT);
+		if (n == 0) {
+			admin_close(s, a, "closed by the peer");
+			return;
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				admin_close(s, a, "read error");
+			return;
+		}
+		a->in_n += (size_t)n;
+	}
+}
+
+/* A pending connection said hello with VS_HELLO_ADMIN: check it is an admin, answer, and move
+ * its socket from the client table to the admin table. */
+static void admin_hello(struct vd_server *s, struct vd_client *c, const struct vs_hello *h, int v)
+{
+	struct admin_conn *a = NULL;
+	struct vs_welcome w;
+	int fd;
+
+	if (!is_admin(s, &c->peer)) {
+		vd_refusal(&w, VS_REFUSED_NOT_ALLOWED, -EACCES,
+			   "admin commands need root or a group in vlmd's admin-gid setting (uid %u gid %u "
+			   "has neither)", (unsigned)c->peer.uid, (unsigned)c->peer.gid);
+		refuse(s, c, &w);
+		return;
+	}
+	for (unsigned i = 0; i < MAX_ADMIN; i++) {
+		if (s->admin[i].fd < 0) {
+			a = &s->admin[i];
+			break;
+		}
+	}
+	if (!a) {
+		vd_refusal(&w, VS_REFUSED_FULL, -EBUSY, "too many admin connections (max %d)", MAX_ADMIN);
+		refuse(s, c, &w);
+		return;
+	}
+	a->in = malloc(VD_ADMIN_LINE_MAX);
+	if (!a->in) {
+		vd_refusal(&w, VS_REFUSED_NO_MEMORY, -ENOMEM, "vlmd is out of memory");
+		refuse(s, c, &w);
+		return;
+	}
+	memset(&w, 0, sizeof(w));
+	w.magic = VS_MAGIC;
+	w.status = VS_OK;
+	w.version = (uint16_t)v;
+	w.daemon_proto_min = VS_PROTO_MIN;
+	w.daemon_proto_max = VS_PROTO_MAX;
+	w.client_id = c->id;
+	snprintf(w.message, sizeof(w.message), "vlmd %s admin", VLM_VERSION_STRING);
+	if (vd_welcome_send(c->sock, &w, NULL)) {
+		free(a->in);
+		a->in = NULL;
+		drop_client(s, c, "welcome failed");
+		return;
+	}
+	/* take the socket over; the client slot goes back to the table */
+	vd_poller_del(s->poller, c->sock, TOKEN(TK_SOCK, c->slot, c->gen));
+	fd = c->sock;
+	c->sock = -1;
+	s->n_pending--;
+	vd_client_fini(c);
+	c->gen++;
+	a->fd = fd;
+	a->id = c->id;
+	a->peer = c->peer;
+	a->in_n = 0;
+	s->n_admin++;
+	logf_(s, VD_LOG_DEBUG, "admin connection %u (%.32s, pid %d uid %u)", a->id, h->name,
+	      (int)a->peer.pid, (unsigned)a->peer.uid);
+	if (vd_poller_add(s->poller, fd, TOKEN(TK_ADMIN, a - s->admin, a->gen)) < 0) {
+		admin_close(s, a, "poller full");
+		return;
+	}
+	admin_service(s, a); /* a request may already be waiting (the edge came with the hello) */
+}
+
+/* ---- what admin commands see of the server (daemon/admin.h callbacks) ---- */
+
+static void srv_info(void *ctx, struct vd_admin_server_info *out)
+{
+	struct vd_server *s = ctx;
+
+	out->socket = s->path;
+	out->event_loop = vd_poller_name(s->poller);
+	out->sink = s->sink->ops->name;
+	out->clients = s->n_active;
+	out->max_clients = s->o.max_clients;
+	out->admin_connections = s->n_admin;
+	out->draining = s->draining;
+	out->uptime_ns = vs_now_ns() - s->t_start_ns;
+	out->prompt_tps = s->prompt_tps;
+	out->gen_tps = s->gen_tps;
+}
+
+static int srv_clients(void *ctx, struct vd_admin_client *out, int max)
+{
+	struct vd_server *s = ctx;
+	uint64_t now = vs_now_ns();
+
+	for (uint32_t i = 0; i < s->n_active && (int)i < max; i++) {
+		const struct vd_client *c = s->active[i];
+		struct vd_admin_client *o = &out[i];
+
+		o->id = c->id;
+		o->slot = c->slot;
+		o->gen = c->gen;
+		o->pid = c->peer.pid;
+		o->uid = c->peer.uid;
+		snprintf(o->name, sizeof(o->name), "%s", c->name);
+		o->age_ns = now - c->t_accept_ns;
+		o->arena_bytes = c->lay.arena_bytes;
+		o->n_requests = c->n_requests;
+		o->n_errors = c->n_errors;
+	}
+	return (int)s->n_active;
+}
+
+static uint32_t srv_client_id(void *ctx, uint32_t slot, uint32_t gen)
+{
+	struct vd_server *s = ctx;
+
+	if (slot >= s->n_slots || s->slots[slot].gen != gen || s->slots[slot].state != VD_CLIENT_ACTIVE)
+		return 0;
+	return s->slots[slot].id;
+}
+
+static int srv_disconnect(void *ctx, uint32_t id)
+{
+	struct vd_server *s = ctx;
+
+	for (uint32_t i = 0; i < s->n_active; i++) {
+		if (s->active[i]->id == id) {
+			if (!s->active[i]->drop_reason)
+				s->active[i]->drop_reason = "disconnected by an admin";
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+static void srv_drain(void *ctx)
+{
+	vd_server_drain(ctx);
+}
+
+static void srv_shutdown(void *ctx)
+{
+	struct vd_server *s = ctx;
+
+	logf_(s, VD_LOG_INFO, "shutdown requested by an admin");
+	s->stop = 1;
+}
+
+void vd_server_drain(struct vd_server *s)
+{
+	if (!s->draining)
+		logf_(s, VD_LOG_INFO, "draining: no new clients or requests; exit when idle");
+	s->draining = 1;
+}
+
+int vd_server_drained(const struct vd_server *s)
+{
+	return s->drained;
 }
 
 static void handle_hello(struct vd_server *s, struct vd_client *c)
@@ -301,6 +596,24 @@ static void handle_hello(struct vd_server *s, struct vd_client *c)
 	}
 	if (v < 0) {
 		vd_refusal(&w, VS_REFUSED_BAD_HELLO, -EPROTO, "malformed hello");
+		refuse(s, c, &w);
+		return;
+	}
+	if (h.flags & VS_HELLO_ADMIN) {
+		admin_hello(s, c, &h, v);
+		return;
+	}
+	if (!vd_allow_check(&s->o.allow, &c->peer)) {
+		/* let in at accept as an admin; this is an ordinary client hello */
+		vd_refusal(&w, VS_REFUSED_NOT_ALLOWED, -EACCES,
+			   "not allowed: uid %u gid %u is not on vlmd's allow-list (by default the "
+			   "daemon's uid, root and group vlm)", (unsigned)c->peer.uid, (unsigned)c->peer.gid);
+		refuse(s, c, &w);
+		return;
+	}
+	if (s->draining) {
+		vd_refusal(&w, VS_REFUSED_SHUTDOWN, -ESHUTDOWN, "vlmd is draining: it finishes the "
+			   "requests in flight, then exits; no new clients");
 		refuse(s, c, &w);
 		return;
 	}
@@ -360,6 +673,8 @@ static void handle_hello(struct vd_server *s, struct vd_client *c)
 	}
 	c->state = VD_CLIENT_ACTIVE;
 	s->n_pending--;
+	vd_metrics_add(s->o.metrics, VD_C_CLIENTS_ACCEPTED, 1);
+	vd_metrics_gauge_add(s->o.metrics, VD_G_CLIENTS, 1);
 	s->active[s->n_active++] = c;
 	c->hb_change_ns = vs_now_ns();
 	logf_(s, VD_LOG_INFO, "client %u (%s, pid %d uid %u) connected: proto %d, sq %u cq %u arena %llu",
@@ -444,6 +759,13 @@ static int poll_fds(struct vd_server *s, int timeout_ms)
 			break;
 		case TK_BELL:
 			break; /* edge-triggered: nothing to read; service() looks at the rings */
+		case TK_ADMIN: {
+			uint32_t k = TK_SLOT(tok[i]);
+
+			if (k < MAX_ADMIN && s->admin[k].fd >= 0 && s->admin[k].gen == TK_GEN(tok[i]))
+				admin_service(s, &s->admin[k]);
+			break;
+		}
 		}
 	}
 	return n;
@@ -481,10 +803,14 @@ static size_t service(struct vd_server *s)
 	size_t work = 0;
 
 	for (uint32_t i = 0; i < s->n_active; i++) {
-		int r = vd_client_drain(s->active[i], s->sink, &s->o.limits, DRAIN_BUDGET, s->now);
+		struct vd_client *c = s->active[i];
+		uint64_t bad = c->n_invalid;
+		int r = vd_client_drain(c, s->sink, &s->o.limits, DRAIN_BUDGET, s->now);
 
 		if (r > 0)
 			work += (size_t)r;
+		if (c->n_invalid != bad) /* refused by validation; the sink counts its own refusals */
+			vd_metrics_add(s->o.metrics, VD_C_REQ_REFUSED, c->n_invalid - bad);
 	}
 	work += dispatch_events(s);
 	for (uint32_t i = 0; i < s->n_active;) {
@@ -501,11 +827,55 @@ static size_t service(struct vd_server *s)
 	return work;
 }
 
+/* Token rates over the last second or so, for `info` (vlmctl top computes its own). */
+static void sample_throughput(struct vd_server *s, uint64_t now)
+{
+	uint64_t p, g;
+	double dt;
+
+	if (!s->o.metrics || now - s->tp_t < 1000000000ull)
+		return;
+	p = vd_metrics_counter(s->o.metrics, VD_C_PROMPT_TOKENS);
+	g = vd_metrics_counter(s->o.metrics, VD_C_GENERATED_TOKENS);
+	dt = (double)(now - s->tp_t) * 1e-9;
+	if (s->tp_t) {
+		s->prompt_tps = (double)(p - s->tp_prompt) / dt;
+		s->gen_tps = (double)(g - s->tp_gen) / dt;
+	}
+	s->tp_t = now;
+	s->tp_prompt = p;
+	s->tp_gen = g;
+}
+
+/* A drain completes when the engine is idle and every client got its last completions (a
+ * client that does not read them gets DRAIN_FLUSH_TICKS). */
+static void drain_check(struct vd_server *s)
+{
+	int pending = 0;
+
+	if (s->o.engine && s->o.eng && !s->o.eng->idle(s->o.engine))
+		return;
+	service(s); /* route what the engine pushed last */
+	for (uint32_t i = 0; i < s->n_active; i++)
+		pending += s->active[i]->ovf_n != 0;
+	if (pending && ++s->drain_ticks < DRAIN_FLUSH_TICKS)
+		return;
+	logf_(s, VD_LOG_INFO, "drained: no request in flight; stopping");
+	s->drained = 1;
+	s->stop = 1;
+}
+
 static void tick(struct vd_server *s, uint64_t now)
 {
 	s->heartbeat++;
 	if (s->o.on_tick)
 		s->o.on_tick(s->o.tick_ctx, now);
+	sample_throughput(s, now);
+	for (unsigned i = 0; i < MAX_ADMIN; i++)
+		if (s->admin[i].fd >= 0)
+			admin_service(s, &s->admin[i]);
+	if (s->draining)
+		drain_check(s);
 	for (uint32_t i = 0; i < s->n_slots; i++) {
 		struct vd_client *c = &s->slots[i];
 
@@ -601,6 +971,8 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 		return -ENOMEM;
 	s->o = *o;
 	s->lfd = s->sfd = -1;
+	for (unsigned i = 0; i < MAX_ADMIN; i++)
+		s->admin[i].fd = -1;
 	if (!s->o.max_clients)
 		s->o.max_clients = 1;
 	s->max_clients_cap = s->o.max_clients;
@@ -614,6 +986,14 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 		e = -ENOMEM;
 		goto fail;
 	}
+	s->t_start_ns = vs_now_ns();
+	s->actx = (struct vd_admin_ctx){
+		.conf = o->conf, .metrics = o->metrics, .engine = o->engine, .eng = o->eng, .srv = s,
+		.server_info = srv_info, .clients = srv_clients, .client_id = srv_client_id,
+		.disconnect = srv_disconnect, .drain = srv_drain, .shutdown = srv_shutdown,
+	};
+	if (s->actx.engine && !s->actx.eng)
+		s->actx.engine = NULL;
 	for (uint32_t i = 0; i < s->n_slots; i++) {
 		s->slots[i].slot = i;
 		s->slots[i].gen = 1;
@@ -628,7 +1008,7 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 			  : vd_echo_new(&s->evq, s->o.echo_threaded, &s->sink);
 	if (e)
 		goto fail;
-	e = vd_poller_new(s->o.backend, 2 * s->n_slots + 16, &s->poller);
+	e = vd_poller_new(s->o.backend, 2 * s->n_slots + 16 + MAX_ADMIN, &s->poller);
 	if (e)
 		goto fail;
 	sigemptyset(&ss);
@@ -679,6 +1059,12 @@ void vd_server_free(struct vd_server *s)
 			__atomic_or_fetch(c->d_flags, VS_DF_SHUTDOWN, __ATOMIC_RELEASE);
 		if (c->state != VD_CLIENT_FREE)
 			drop_client(s, c, "daemon shutting down");
+	}
+	for (unsigned i = 0; i < MAX_ADMIN; i++) {
+		if (s->admin[i].fd >= 0) {
+			admin_flush(&s->admin[i]); /* e.g. the answer to `shutdown` */
+			admin_close(s, &s->admin[i], "daemon shutting down");
+		}
 	}
 	if (s->sink)
 		s->sink->ops->free(s->sink);

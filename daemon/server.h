@@ -9,6 +9,12 @@
  * re-checks all rings once (no lost wake-up, see docs/PROTOCOL.md) and blocks in the poller until
  * a doorbell eventfd, a socket, the sink's eventfd, a signal or the next heartbeat tick.
  *
+ * Admin connections (vlmctl) are handled by the same loop: after their hello they carry one JSON
+ * request per line, read without blocking into a bounded line buffer, answered by
+ * daemon/admin.c, and written without blocking; a connection whose answer did not fit into the
+ * socket reads no further request until the rest is written (retried on every tick), so one
+ * slow reader holds at most one answer in memory.
+ *
  * Core module: no printing; messages go to opts.log.
  */
 #ifndef VLM_DAEMON_SERVER_H
@@ -16,7 +22,9 @@
 
 #include <stdint.h>
 
+#include "daemon/admin.h"
 #include "daemon/handshake.h"
+#include "daemon/metrics.h"
 #include "daemon/poller.h"
 #include "daemon/sink.h"
 #include "daemon/validate.h"
@@ -52,6 +60,17 @@ struct vd_server_opts {
 	 * ns): the systemd watchdog pings from here, so a stuck loop stops them. NULL = none. */
 	void (*on_tick)(void *ctx, uint64_t now_ns);
 	void *tick_ctx;
+	/* Operations. metrics: the server keeps the client gauge and the accepted/refused counters
+	 * (and counts submissions the loop refuses); NULL = none; not owned. Admin connections
+	 * (VS_HELLO_ADMIN) are accepted from uid 0 and from members of admin_gids; their commands
+	 * see conf (config get/set; NULL = none, not owned), metrics, and the engine through eng
+	 * (engine NULL = no model loaded; not owned). */
+	struct vd_metrics *metrics;
+	gid_t admin_gids[VD_ALLOW_MAX];
+	unsigned n_admin_gids;
+	struct vd_conf *conf;
+	struct vd_engine *engine;
+	const struct vd_admin_engine *eng;
 };
 
 /* Fill defaults (allow-list: vd_allow_default). */
@@ -74,5 +93,11 @@ void vd_server_free(struct vd_server *s);
 uint32_t vd_server_set_max_clients(struct vd_server *s, uint32_t n);
 /* "io_uring" or "epoll". */
 const char *vd_server_backend(const struct vd_server *s);
+/* Stop admitting (what the admin `drain` does): new client connections are refused; the loop
+ * stops once the engine is idle (at once without an engine) and its last completions are
+ * delivered. Loop thread only. */
+void vd_server_drain(struct vd_server *s);
+/* 1 when the loop stopped because a drain completed. */
+int vd_server_drained(const struct vd_server *s);
 
 #endif /* VLM_DAEMON_SERVER_H */

@@ -23,8 +23,11 @@
 #include "daemon/conf.h"
 #include "daemon/engine.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
+#include "daemon/metrics_http.h"
 #include "daemon/notify.h"
 #include "daemon/server.h"
+#include "shm/doorbell.h"
 
 /* the server's levels are the log's (both syslog priorities) */
 _Static_assert((int)VD_LOG_ERR == (int)VD_LVL_ERROR && (int)VD_LOG_WARN == (int)VD_LVL_WARN &&
@@ -39,6 +42,9 @@ struct vlmd {
 	struct vd_notify notify;
 	struct vd_engine *engine;    /* NULL: no model (echo daemon) */
 	int engine_lost;             /* the engine's device was lost: exit 1 */
+	struct vd_metrics metrics;   /* the daemon's one metric table: server, engine, admin, HTTP */
+	struct vd_metrics_http *http;
+	uint64_t load_next_ns;       /* next progress message while the model loads */
 };
 
 /* The server's messages are prose: one event, the text as a quoted field. */
@@ -87,8 +93,72 @@ static int apply_setting(void *ctx, int id, char *err, size_t errlen)
 		snprintf(err, errlen, "%s cannot be changed while vlmd runs", vd_conf_name(id));
 		return -EPERM;
 	}
-	VD_LOG(VD_LVL_INFO, "config_set", "setting=%s value=%llu", vd_conf_name(id),
-	       (unsigned long long)v);
+	{
+		char val[256], q[300];
+
+		if (vd_conf_get(d->conf, vd_conf_name(id), val, sizeof(val)) < 0)
+			val[0] = 0;
+		VD_LOG(VD_LVL_INFO, "config_set", "setting=%s value=%s", vd_conf_name(id),
+		       vd_log_quote(val, q, sizeof(q)));
+	}
+	return 0;
+}
+
+/* vd_engine_opts.progress while the model loads: every few seconds, ask systemd for more start
+ * time (EXTEND_TIMEOUT_USEC, a little more than the time to the next message; TimeoutStartSec
+ * then only has to cover a stall, not the whole load) and say how far it got (STATUS=). */
+#define LOAD_PROGRESS_NS 2000000000ull
+static void load_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	struct vlmd *d = ctx;
+	uint64_t now = vs_now_ns();
+
+	if (now < d->load_next_ns && done < total)
+		return;
+	d->load_next_ns = now + LOAD_PROGRESS_NS;
+	vd_notify_extend_timeout(&d->notify, 3 * LOAD_PROGRESS_NS / 1000);
+	vd_notify_status(&d->notify, "loading weights %.1f/%.1f GiB", (double)done / (1 << 30),
+			 (double)total / (1 << 30));
+	VD_LOG(VD_LVL_DEBUG, "load_progress", "done_bytes=%llu total_bytes=%llu",
+	       (unsigned long long)done, (unsigned long long)total);
+}
+
+/* The engine calls the admin protocol makes (daemon/admin.h). */
+static const struct vd_admin_engine engine_admin = {
+	.get_info = vd_engine_get_info,
+	.requests = vd_engine_requests,
+	.cancel = vd_engine_cancel,
+	.reset_prefix = vd_engine_reset_prefix,
+	.drain = vd_engine_drain,
+	.idle = vd_engine_idle,
+};
+
+/* Operations wiring: metrics, admin groups, configuration for the admin protocol, and the
+ * --metrics-listen endpoint. Returns 0 or -errno with err. */
+static int setup_ops(struct vlmd *d, struct vd_server_opts *o, char *err, size_t errlen)
+{
+	const uint32_t *gids;
+	size_t n;
+	const char *listen = vd_conf_str(d->conf, VD_CFG_METRICS_LISTEN);
+	int e;
+
+	o->metrics = &d->metrics;
+	o->conf = d->conf;
+	gids = vd_conf_ids(d->conf, VD_CFG_ADMIN_GID, &n);
+	if (n > VD_ALLOW_MAX) {
+		snprintf(err, errlen, "admin-gid: at most %d groups", VD_ALLOW_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++)
+		o->admin_gids[i] = (gid_t)gids[i];
+	o->n_admin_gids = (unsigned)n;
+	if (listen && *listen) {
+		e = vd_metrics_http_start(listen, &d->metrics, &d->http, err, errlen);
+		if (e)
+			return e;
+		VD_LOG(VD_LVL_INFO, "metrics_listen", "address=%s port=%u", listen,
+		       (unsigned)vd_metrics_http_port(d->http));
+	}
 	return 0;
 }
 
@@ -164,6 +234,9 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 	eo.prefix_cache = (int)vd_conf_uint(c, VD_CFG_PREFIX_CACHE);
 	eo.fatal = engine_fatal;
 	eo.fatal_ctx = d;
+	eo.metrics = &d->metrics;
+	eo.progress = load_progress;
+	eo.progress_ctx = d;
 	vd_notify_status(&d->notify, "loading model");
 	e = vd_engine_new(&eo, &d->engine, err, sizeof(err));
 	if (e < 0) {
@@ -181,6 +254,8 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 	}
 	o->sink_new = vd_engine_sink_new;
 	o->sink_ctx = d->engine;
+	o->engine = d->engine;
+	o->eng = &engine_admin;
 	return 0;
 }
 
@@ -278,6 +353,7 @@ int main(int argc, char **argv)
 	o.log = log_server;
 	o.on_tick = on_tick;
 	o.tick_ctx = &d;
+	vd_metrics_init(&d.metrics);
 
 	e = vd_notify_init(&d.notify);
 	if (e < 0)
@@ -313,6 +389,13 @@ int main(int argc, char **argv)
 	 * with the progress ("loading weights 12/28 GiB"). A load failure exits 1 here (systemd's
 	 * Restart=on-failure retries). READY=1 below must stay after both the load and the socket.
 	 */
+	e = setup_ops(&d, &o, err, sizeof(err));
+	if (e) {
+		VD_LOG(VD_LVL_ERROR, "start_failed", "error=%s", vd_log_quote(err, q, sizeof(q)));
+		if (lfd >= 0)
+			close(lfd);
+		goto out;
+	}
 	if (load_engine(&d, &o) < 0) {
 		if (lfd >= 0)
 			close(lfd);
@@ -335,7 +418,8 @@ int main(int argc, char **argv)
 	       (unsigned long long)(vd_notify_watchdog_ns(&d.notify) / 1000000));
 	e = vd_server_run(d.srv);
 	vd_notify_stopping(&d.notify);
-	VD_LOG(VD_LVL_INFO, "stopping", "reason=%s", e ? "loop_error" : "requested");
+	VD_LOG(VD_LVL_INFO, "stopping", "reason=%s",
+	       e ? "loop_error" : vd_server_drained(d.srv) ? "drained" : "requested");
 	vd_server_free(d.srv);
 	d.srv = NULL;
 	vd_engine_free(d.engine);
@@ -352,6 +436,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	vd_engine_free(d.engine);
+	vd_metrics_http_stop(d.http);
 	vd_notify_fini(&d.notify);
 	vd_conf_free(d.conf);
 	return rc;

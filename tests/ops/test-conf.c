@@ -102,7 +102,7 @@ START_TEST(good_file)
 		   "arena-max 2M\n"
 		   "\tmax-clients\t7\t\n"
 		   "echo-thread yes\n"
-		   "backend epoll\n"
+		   "event-loop epoll\n"
 		   "allow-uid 5, 6\n"
 		   "allow-uid 7\n"
 		   "allow-gid root\n"
@@ -270,7 +270,7 @@ START_TEST(flags)
 
 	clear_env();
 	c = vd_conf_new();
-	ck_assert_int_eq(load(c, &act, err, sizeof(err), "--backend", "uring", "--echo-thread",
+	ck_assert_int_eq(load(c, &act, err, sizeof(err), "--event-loop", "uring", "--echo-thread",
 			      "--quiet", "--arena-max=4K", NULL), 0);
 	ck_assert_uint_eq(vd_conf_uint(c, VD_CFG_EVENT_LOOP), VD_CFG_LOOP_URING);
 	ck_assert_uint_eq(vd_conf_uint(c, VD_CFG_ECHO_THREAD), 1);
@@ -294,8 +294,8 @@ START_TEST(flags)
 	c = vd_conf_new();
 	ck_assert_int_eq(load(c, &act, err, sizeof(err), "--max-clients", "x", NULL), -EINVAL);
 	ck_assert_msg(strstr(err, "--max-clients: invalid value 'x'") == err, "%s", err);
-	ck_assert_int_eq(load(c, &act, err, sizeof(err), "--backend", "kqueue", NULL), -EINVAL);
-	ck_assert_msg(strstr(err, "--backend: invalid value 'kqueue'") == err, "%s", err);
+	ck_assert_int_eq(load(c, &act, err, sizeof(err), "--event-loop", "kqueue", NULL), -EINVAL);
+	ck_assert_msg(strstr(err, "--event-loop: invalid value 'kqueue'") == err, "%s", err);
 	ck_assert_int_eq(load(c, &act, err, sizeof(err), "--no-such-option", NULL), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(err, "--no-such-option"));
 	ck_assert_int_eq(load(c, &act, err, sizeof(err), "--socket", NULL), -EINVAL);
