@@ -2,6 +2,7 @@
  * daemon/client.c — per-client rings and segments of daemon/client.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +184,29 @@ static int control_catch_up(struct vd_client *c)
 	return -1;
 }
 
+/* Give the request its own duplicates of the descriptors its VMM items name: the client may
+ * replace or close a slot while the engine still maps the memory. Returns 0 or -errno. */
+static int dup_vmm_fds(struct vd_client *c, struct vd_request *req)
+{
+	uint32_t n = req->sqe.n_items;
+
+	req->vmm_fds = malloc(sizeof(int) * n);
+	if (!req->vmm_fds)
+		return -ENOMEM;
+	for (uint32_t k = 0; k < n; k++)
+		req->vmm_fds[k] = -1;
+	for (uint32_t k = 0; k < n; k++) {
+		const struct vs_mm_item *it = &req->items[k];
+
+		if (it->device != VS_DEV_CUDA_VMM)
+			continue;
+		req->vmm_fds[k] = fcntl(c->fds[it->vmm_fd_slot], F_DUPFD_CLOEXEC, 0);
+		if (req->vmm_fds[k] < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_limits *lim,
 		    unsigned budget, uint64_t now_ns)
 {
@@ -220,6 +244,10 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 				req = NULL;
 				r = -EBADF; /* no such registered descriptor */
 			}
+		}
+		if (!r && has_vmm_item(req) && (r = dup_vmm_fds(c, req)) < 0) {
+			vd_request_free(req);
+			req = NULL;
 		}
 		if (r) {
 			c->n_invalid++;

@@ -32,6 +32,7 @@
 #include <jansson.h>
 
 #include "daemon/echo.h"
+#include "daemon/mm_import.h"
 #include "daemon/engine.h"
 #include "daemon/engine_req.h"
 #include "daemon/model.h"
@@ -482,8 +483,10 @@ static int step(struct vd_engine *e)
 				goto fail;
 			}
 			for (int j = 0; j < k; j++)
-				embed_bytes += (uint64_t)e->b_subs[nsub + j].n_rows * (uint64_t)e->cfg.hidden *
-				               vk_dtype_size(e->b_subs[nsub + j].dtype);
+				if (!e->b_subs[nsub + j].is_device) /* GPU rows: counted at import */
+					embed_bytes += (uint64_t)e->b_subs[nsub + j].n_rows *
+					               (uint64_t)e->cfg.hidden *
+					               vk_dtype_size(e->b_subs[nsub + j].dtype);
 			nsub += k;
 		}
 		if (it->sample) {
@@ -906,6 +909,16 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	                               .block_size = e->block_size, .eos = e->eos,
 	                               .n_eos = e->n_eos,
 	                               .device_tensors = strcmp(e->be->ops->name, "cuda") == 0 };
+	if (e->env.device_tensors) {
+		/* GPU clients' tensors are mapped, never copied; without a usable driver they are
+		 * refused per request with the reason (the backend itself works, so vlmd serves) */
+		rc = vd_mm_import_new(&e->import, e->import_err, sizeof(e->import_err));
+		if (rc < 0)
+			e->import = NULL;
+		e->env.import = e->import;
+		e->env.import_err = e->import_err;
+		e->env.metrics = e->metrics;
+	}
 	vd_metrics_set(e->metrics, VD_G_KV_BLOCKS_TOTAL, e->n_blocks);
 	vd_metrics_set(e->metrics, VD_G_KV_BLOCKS_FREE, e->n_blocks);
 	*ret = e;
@@ -929,6 +942,7 @@ void vd_engine_free(struct vd_engine *e)
 	vd_kvblocks_free(e->kv);
 	if (e->kvc)
 		vd_model_kv_free(e->m, e->kvc);
+	vd_mm_import_free(e->import);   /* after the sink: no request holds a mapping now */
 	vd_model_free(e->m);
 	vk_backend_free(e->be);
 	vd_weights_free(e->w);

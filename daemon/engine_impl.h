@@ -40,6 +40,8 @@ struct vd_engine {
 	uint8_t root[32];              /* prefix-key namespace: the model's identity */
 	uint64_t t_start;
 	struct vd_metrics *metrics;
+	struct vd_mm_import *import;   /* CUDA tensor mappings (CUDA backend only), or NULL */
+	char import_err[160];          /* why import is NULL on a CUDA backend */
 
 	/* sink state, under mu */
 	struct vd_sink *echo;          /* ECHO / NOP are answered inline by an echo sink */

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "daemon/engine_req.h"
+#include "daemon/metrics.h"
+#include "daemon/mm_import.h"
 #include "daemon/mrope.h"
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -28,6 +30,14 @@ void vd_ereq_free(struct vd_ereq *q)
 {
 	if (!q)
 		return;
+	/* mappings first: the client may free its memory once it sees TENSOR_RELEASED, which is
+	 * sent after this */
+	for (int32_t k = 0; q->maps && k < q->n_items; k++)
+		if (q->maps[k]) {
+			vd_mm_import_release(q->import, q->maps[k]);
+			vd_metrics_set(q->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(q->import));
+		}
+	free(q->maps);
 	vd_request_free(q->r);
 	free(q->tok);
 	free(q->mm);
@@ -98,9 +108,12 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->spans = calloc((size_t)ni + 1, sizeof(*q->spans));
 	q->src = calloc((size_t)ni + 1, sizeof(*q->src));
 	q->img = calloc((size_t)ni + 1, sizeof(*q->img));
+	q->maps = calloc((size_t)ni + 1, sizeof(*q->maps));
+	q->import = env->import;
+	q->metrics = env->metrics;
 	q->stop_ids = malloc(sizeof(int32_t) * ((size_t)r->sqe.n_stop_ids + 1));
 	if (!q->tok || !q->pos || !q->hash || !q->mm || !q->spans || !q->src || !q->img ||
-	    !q->stop_ids) {
+	    !q->maps || !q->stop_ids) {
 		e = -ENOMEM;
 		goto out;
 	}
@@ -120,10 +133,15 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			         k, it->cols, cfg->hidden);
 			goto out;
 		}
-		if (it->device != VS_DEV_ARENA) {
+		if (it->device != VS_DEV_ARENA && !env->device_tensors) {
 			e = fail(err, errlen, -ENOTSUP, "item %d is a CUDA tensor: %s", k,
-			         env->device_tensors ? "CUDA tensors are not served yet"
-			                             : "this vlmd runs a host backend (send host tensors)");
+			         "this vlmd runs a host backend (send host tensors)");
+			goto out;
+		}
+		if (it->device != VS_DEV_ARENA && !env->import) {
+			e = fail(err, errlen, -ENOTSUP, "item %d is a CUDA tensor: %s", k,
+			         env->import_err && env->import_err[0] ? env->import_err
+			                                               : "CUDA import unavailable");
 			goto out;
 		}
 		q->mm[k] = (struct vd_mm_item){ .placeholder = (int32_t)it->placeholder_id,
@@ -137,6 +155,24 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		                                    .dtype = (enum vk_dtype)it->dtype, .is_device = 0,
 		                                    .row_stride = (int64_t)it->row_stride,
 		                                    .data = r->arena + it->data_off };
+		if (it->device != VS_DEV_ARENA) {
+			/* zero copy: the embed op reads the client's GPU rows through the mapping */
+			char why[160] = "";
+			const void *dev = NULL;
+
+			e = vd_mm_import_open(env->import, it, r->vmm_fds ? r->vmm_fds[k] : -1,
+			                      &q->maps[k], &dev, why, sizeof(why));
+			if (e < 0) {
+				e = fail(err, errlen, e, "item %d: CUDA tensor not mapped: %s", k, why);
+				goto out;
+			}
+			vd_metrics_set(env->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(env->import));
+			vd_metrics_add(env->metrics, it->device == VS_DEV_CUDA_IPC ?
+			               VD_C_EMBED_BYTES_CUDA_IPC : VD_C_EMBED_BYTES_CUDA_VMM,
+			               (uint64_t)it->rows * it->cols * dtype_size[it->dtype]);
+			q->src[k].is_device = 1;
+			q->src[k].data = dev;
+		}
 		q->embed_bytes += (uint64_t)it->rows * it->cols * dtype_size[it->dtype];
 	}
 	{

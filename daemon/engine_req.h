@@ -35,6 +35,9 @@ struct vd_ereq_env {
 	const int32_t *eos;          /* [n_eos] the model's end tokens */
 	int32_t n_eos;
 	int device_tensors;          /* 1: the backend reads CUDA tensors (else they are refused) */
+	struct vd_mm_import *import; /* maps CUDA tensors (device_tensors), or NULL */
+	const char *import_err;      /* why import is NULL */
+	struct vd_metrics *metrics;  /* IPC handle gauge; may be NULL */
 };
 
 struct vd_ereq {
@@ -49,7 +52,11 @@ struct vd_ereq {
 	int32_t n_items;
 	struct vd_mm_item *mm;       /* [n_items] (owned) */
 	struct vd_mm_span *spans;    /* [n_items] (owned) */
-	struct vk_row_source *src;   /* [n_items] whole tensors in the arena (owned array) */
+	struct vk_row_source *src;   /* [n_items] whole tensors: arena rows, or mapped CUDA memory
+				      * (owned array) */
+	void **maps;                 /* [n_items] CUDA mappings to release (NULL for arena items) */
+	struct vd_mm_import *import; /* where maps came from */
+	struct vd_metrics *metrics;
 	int32_t *pos;                /* [3][n_prompt] M-RoPE ids (owned) */
 	int32_t delta;               /* rope delta of generated tokens */
 	uint64_t embed_bytes;        /* bytes of all item rows (one pass) */

@@ -24,6 +24,9 @@ struct vd_request {
 	uint32_t *tokens;            /* [sqe.n_tokens], owned copy */
 	uint32_t *stop_ids;          /* [sqe.n_stop_ids], owned copy */
 	struct vs_mm_item *items;    /* [sqe.n_items], owned copies */
+	int *vmm_fds;                /* [sqe.n_items] or NULL: for VS_DEV_CUDA_VMM items a dup of the
+				      * client's registered descriptor (owned, closed by
+				      * vd_request_free), else -1 */
 	const unsigned char *arena;  /* client's arena (read-only view), [arena_bytes] */
 	uint64_t arena_bytes;
 	uint64_t t_submit_ns;        /* when the loop read it from the ring */

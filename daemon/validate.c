@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/validate.h"
 #include "shm/arena.h"
@@ -24,6 +25,11 @@ void vd_request_free(struct vd_request *r)
 		return;
 	free(r->tokens);
 	free(r->stop_ids);
+	if (r->vmm_fds)
+		for (uint32_t k = 0; k < r->sqe.n_items; k++)
+			if (r->vmm_fds[k] >= 0)
+				close(r->vmm_fds[k]);
+	free(r->vmm_fds);
 	free(r->items);
 	free(r);
 }

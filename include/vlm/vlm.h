@@ -347,8 +347,9 @@ struct vlm_mm_info {
 	int32_t placeholder_id;      /* token id of the placeholder run this tensor fills: the k-th
 				      * tensor added with an id fills the k-th run of that id */
 	uint32_t grid_t, grid_h, grid_w; /* M-RoPE grid (t, h, w) after the spatial merge, so
-				      * t*h*w == rows; all 0: not given (vlmd then positions the rows
-				      * like text tokens) */
+				      * t*h*w == rows; all 0: not given, which only models without
+				      * M-RoPE accept (rows positioned like text tokens); Qwen2-VL
+				      * models refuse the request (-EINVAL) */
 	const uint8_t *fingerprint;  /* content identity for prefix-cache reuse (e.g. a hash of the
 				      * image), or NULL; copied */
 	size_t fingerprint_len;      /* 0, 16 or 32 bytes */

@@ -7,7 +7,9 @@
  * base + the tensor's offset, checked against the allocation's size) and VMM (cuMemCreate memory
  * with POSIX-fd handles: the fd travels with SCM_RIGHTS), each with a row-strided tensor that
  * does not start at its allocation's base. Then the public API end to end with a real vlmd (echo
- * sink): a kDLCUDA tensor is accepted, submitted, released by vlmd, and its deleter runs once.
+ * sink): a kDLCUDA tensor is accepted, submitted, released by vlmd, and its deleter runs once;
+ * and generation on the CUDA backend, where vlmd maps the GPU tensor (daemon/mm_import) and the
+ * tokens must equal those of the same rows sent from host memory.
  * The driver constants client/cuda_export.h restates are checked against cuda.h here.
  * Exits 77 when no GPU is usable.
  */
@@ -345,6 +347,131 @@ static void api_route(void)
 	EXPECT(th_stop(&d) == 0, "vlmd exit");
 }
 
+/* ------------------------------------------------------------------ generation, zero copy */
+
+#define GEN_ROWS 4          /* grid 1 x 2 x 2 after the merge */
+#define GEN_HIDDEN 128      /* vlm-mkmodel --preset tiny */
+#define GEN_IMAGE 250       /* its image token */
+#define GEN_TOKENS 8
+
+static int g_gen_deleted;
+static void gen_del(DLManagedTensor *m)
+{
+	__atomic_fetch_add(&g_gen_deleted, 1, __ATOMIC_SEQ_CST);
+	if (m->dl_tensor.device.device_type == kDLCUDA)
+		cudaFree(m->dl_tensor.data);
+	else
+		free(m->dl_tensor.data);
+	free(m->dl_tensor.shape);
+	free(m);
+}
+
+/* A [GEN_ROWS, GEN_HIDDEN] bf16 tensor with the given rows, on the GPU or in host memory. */
+static DLManagedTensor *gen_tensor(const uint16_t *rows, int on_gpu)
+{
+	DLManagedTensor *t = calloc(1, sizeof(*t));
+	size_t bytes = sizeof(uint16_t) * GEN_ROWS * GEN_HIDDEN;
+	void *p = NULL;
+
+	if (on_gpu) {
+		if (cudaMalloc(&p, bytes) != cudaSuccess ||
+		    cudaMemcpy(p, rows, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+			return NULL;
+	} else {
+		p = malloc(bytes);
+		memcpy(p, rows, bytes);
+	}
+	t->dl_tensor.data = p;
+	t->dl_tensor.device.device_type = on_gpu ? kDLCUDA : kDLCPU;
+	t->dl_tensor.ndim = 2;
+	t->dl_tensor.dtype = (DLDataType){ kDLBfloat, 16, 1 };
+	t->dl_tensor.shape = calloc(2, sizeof(int64_t));
+	t->dl_tensor.shape[0] = GEN_ROWS;
+	t->dl_tensor.shape[1] = GEN_HIDDEN;
+	t->deleter = gen_del;
+	return t;
+}
+
+/* Greedy GEN_TOKENS tokens for a prompt with one image whose rows come from a host or GPU tensor.
+ * Returns the number of tokens, or a negative errno. */
+static int gen_once(struct vlm_conn *c, const uint16_t *rows, int on_gpu, int32_t *out)
+{
+	struct vlm_mm_info info = { .placeholder_id = GEN_IMAGE, .grid_t = 1, .grid_h = 2, .grid_w = 2 };
+	struct vlm_gen_params p = { .max_tokens = GEN_TOKENS };
+	int32_t tok[3 + GEN_ROWS] = { 5, 248, GEN_IMAGE, GEN_IMAGE, GEN_IMAGE, GEN_IMAGE, 249 };
+	struct vlm_request *r = NULL;
+	DLManagedTensor *t = gen_tensor(rows, on_gpu);
+	int n = 0, e;
+
+	if (!t)
+		return -ENOMEM;
+	if ((e = vlm_request_new(c, &r)) < 0)
+		return e;
+	vlm_request_set_tokens(r, tok, 3 + GEN_ROWS);
+	vlm_request_set_params(r, &p);
+	if ((e = vlm_request_add_tensor(r, &info, t)) < 0 || (e = vlm_submit(r)) < 0)
+		goto out;
+	while ((e = vlm_stream_read(r, out + n, (size_t)(GEN_TOKENS - n), 20000)) > 0)
+		n += e;
+	if (e == 0)
+		e = n;
+out:
+	vlm_request_free(r);
+	return e;
+}
+
+/* vlmd on the CUDA backend serves a tiny checkpoint; the same image rows sent from host memory
+ * (copied into the arena) and from GPU memory (legacy IPC, read in place by the embed kernel)
+ * must give the same greedy tokens, and each tensor's deleter runs once. */
+static void generate_route(void)
+{
+	const char *mk = getenv("VLM_MKMODEL");
+	char dir[64] = "/tmp/vlm-cuda-model-XXXXXX", cmd[512];
+	const char *extra[] = { "--model", dir, "--backend", "cuda", NULL };
+	struct vlm_connect_opts o = { .client_name = "test-client-cuda-gen" };
+	uint16_t rows[GEN_ROWS * GEN_HIDDEN];
+	int32_t host_out[GEN_TOKENS], gpu_out[GEN_TOKENS];
+	struct vlm_conn *c = NULL;
+	struct th_daemon d;
+	int nh, ng;
+
+	if (!mk || !getenv("VLMD")) {
+		printf("note: $VLM_MKMODEL or $VLMD not set: generation route not exercised\n");
+		return;
+	}
+	if (!mkdtemp(dir)) {
+		EXPECT(0, "mkdtemp");
+		return;
+	}
+	snprintf(cmd, sizeof(cmd), "%s --preset tiny --dtype bf16 --seed 5 %s >/dev/null", mk, dir);
+	if (system(cmd) != 0) {
+		EXPECT(0, "vlm-mkmodel failed");
+		return;
+	}
+	for (int i = 0; i < GEN_ROWS * GEN_HIDDEN; i++)   /* bf16 of small varied values */
+		rows[i] = (uint16_t)(0x3c00 + (uint16_t)((i * 37) % 512) - 256);
+	if (th_start(&d, extra)) {
+		EXPECT(0, "vlmd --backend cuda did not start");
+		return;
+	}
+	o.socket_path = d.sock;
+	EXPECT(vlm_connect(&o, &c) == 0, "connect: %s", vlm_last_error());
+	if (c) {
+		g_gen_deleted = 0;
+		nh = gen_once(c, rows, 0, host_out);
+		ng = gen_once(c, rows, 1, gpu_out);
+		EXPECT(nh == GEN_TOKENS, "host tensor: %d %s", nh, vlm_last_error());
+		EXPECT(ng == GEN_TOKENS, "GPU tensor (CUDA IPC): %d %s", ng, vlm_last_error());
+		EXPECT(nh == ng && !memcmp(host_out, gpu_out, sizeof(int32_t) * GEN_TOKENS),
+		       "tokens from GPU rows differ from tokens from the same host rows");
+		EXPECT(g_gen_deleted == 2, "deleters ran %d times for 2 tensors", g_gen_deleted);
+		vlm_disconnect(c);
+	}
+	EXPECT(th_stop(&d) == 0, "vlmd exit");
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	EXPECT(system(cmd) == 0, "cleanup");
+}
+
 int main(int argc, char **argv)
 {
 	char fdarg[16], *args[4];
@@ -382,6 +509,7 @@ int main(int argc, char **argv)
 	EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "importer exit status %d", st);
 	th_set_args(1, argv);
 	api_route();
+	generate_route();
 	printf("%s\n", failures ? "FAIL" : "PASS");
 	return failures ? 1 : 0;
 }
