@@ -791,6 +791,14 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 
 /* ---------------------------------------------------------------- load / free */
 
+/* vd_model_new_progress's callback: the caller's progress hook with the total. */
+static void load_progress(void *ctx, uint64_t loaded)
+{
+	struct vd_engine *e = ctx;
+
+	e->o.progress(e->o.progress_ctx, loaded, e->load_total);
+}
+
 int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *err, size_t errlen)
 {
 	struct vd_engine *e;
@@ -839,7 +847,9 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	rc = vk_backend_open(o->backend, &e->be, err, errlen);
 	if (rc < 0)
 		goto fail;
-	rc = vd_model_new(e->be, &e->cfg, e->w, &e->m, err, errlen);
+	e->load_total = total;
+	rc = vd_model_new_progress(e->be, &e->cfg, e->w, o->progress ? load_progress : NULL, e, &e->m,
+	                           err, errlen);
 	if (rc < 0)
 		goto fail;
 	if (o->progress)

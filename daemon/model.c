@@ -36,6 +36,9 @@ struct vd_model {
 	struct vk_weight head;            /* [vocab, hidden]: lm_head or the tied embedding */
 	struct vd_layer *layers;          /* [n_layers] */
 	int32_t n_loaded;                 /* weights loaded so far (for cleanup) */
+	uint64_t loaded_bytes;            /* bytes of those (load progress) */
+	vd_model_progress_fn progress;    /* called after each weight, or NULL */
+	void *progress_ctx;
 	uint64_t step_bytes;
 	uint64_t matmul_params;
 
@@ -80,6 +83,9 @@ static int load(struct vd_model *m, const struct vd_weights *w, const char *rel,
 		return vd_fail(err, err_len, rc, "tensor '%s': backend %s: %s", t.name, m->be->ops->name,
 		            vk_backend_error(m->be));
 	m->n_loaded++;
+	m->loaded_bytes += t.bytes;
+	if (m->progress)
+		m->progress(m->progress_ctx, m->loaded_bytes);
 	if (count_step)
 		m->step_bytes += t.bytes;
 	return 0;
@@ -127,6 +133,13 @@ void vd_model_free(struct vd_model *m)
 int vd_model_new(struct vk_backend *be, const struct vd_model_config *cfg,
                  const struct vd_weights *w, struct vd_model **ret, char *err, size_t err_len)
 {
+	return vd_model_new_progress(be, cfg, w, NULL, NULL, ret, err, err_len);
+}
+
+int vd_model_new_progress(struct vk_backend *be, const struct vd_model_config *cfg,
+                          const struct vd_weights *w, vd_model_progress_fn progress,
+                          void *progress_ctx, struct vd_model **ret, char *err, size_t err_len)
+{
 	int rc;
 	*ret = NULL;
 	if (be->ops->abi != VK_BACKEND_ABI)
@@ -138,6 +151,8 @@ int vd_model_new(struct vk_backend *be, const struct vd_model_config *cfg,
 	m->be = be;
 	m->cfg = *cfg;
 	m->hooks_epoch = -1;
+	m->progress = progress;
+	m->progress_ctx = progress_ctx;
 	m->rope.theta = cfg->rope_theta;
 	memcpy(m->rope.section, cfg->mrope_section, sizeof(m->rope.section));
 	m->layers = calloc((size_t)cfg->n_layers, sizeof(*m->layers));

@@ -31,6 +31,12 @@ struct vd_model;
 int vd_model_new(struct vk_backend *be, const struct vd_model_config *cfg,
                  const struct vd_weights *w, struct vd_model **ret, char *err, size_t err_len);
 
+/* The same, calling progress(ctx, bytes) after each weight reaches the backend with the bytes of
+ * weights loaded so far (vlmd turns it into systemd EXTEND_TIMEOUT_USEC / STATUS= lines). */
+typedef void (*vd_model_progress_fn)(void *ctx, uint64_t loaded_bytes);
+int vd_model_new_progress(struct vk_backend *be, const struct vd_model_config *cfg,
+                          const struct vd_weights *w, vd_model_progress_fn progress,
+                          void *progress_ctx, struct vd_model **ret, char *err, size_t err_len);
 /* Releases the model's weights and work buffers. NULL is a no-op. */
 void vd_model_free(struct vd_model *m);
 
