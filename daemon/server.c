@@ -293,6 +293,7 @@ static void accept_all(struct vd_server *s)
 		c->sq_bell = c->cq_bell = -1;
 		c->dseg.fd = c->cseg.fd = -1;
 		c->hlen = 0;
+		c->n_requests = c->n_errors = c->n_completions = c->n_invalid = 0; /* slot reuse */
 		c->id = ++s->next_id;
 		c->t_accept_ns = vs_now_ns();
 		s->n_pending++;
