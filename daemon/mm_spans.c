@@ -48,7 +48,7 @@ int vd_mm_spans_find(const int32_t *tokens, int32_t n, const struct vd_mm_item *
 				runs++;
 				q = e;
 			}
-			return vd_fail(err, err_len, -EINVAL, "%d placeholder runs but %d tensors", runs,
+			return vd_fail(err, err_len, -EINVAL, "%d placeholder run(s) but %d tensor(s)", runs,
 			               n_items);
 		}
 		if (tokens[i] != items[k].placeholder)
@@ -64,7 +64,7 @@ int vd_mm_spans_find(const int32_t *tokens, int32_t n, const struct vd_mm_item *
 		i = j;
 	}
 	if (k != n_items)
-		return vd_fail(err, err_len, -EINVAL, "%d placeholder runs but %d tensors", k, n_items);
+		return vd_fail(err, err_len, -EINVAL, "%d placeholder run(s) but %d tensor(s)", k, n_items);
 	return 0;
 }
 

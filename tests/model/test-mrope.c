@@ -121,15 +121,15 @@ START_TEST(span_errors)
 	struct vd_mm_span sp[2];
 	char err[256];
 	ck_assert_int_eq(vd_mm_spans_find(tok, 8, it, 2, extra, 1, sp, err, sizeof(err)), 0);
-	EXPECT_SPANS(tok, 8, it, 1, extra, 1, "2 placeholder runs but 1 tensors");
-	EXPECT_SPANS(tok, 4, it, 2, extra, 1, "1 placeholder runs but 2 tensors");
+	EXPECT_SPANS(tok, 8, it, 1, extra, 1, "2 placeholder run(s) but 1 tensor(s)");
+	EXPECT_SPANS(tok, 4, it, 2, extra, 1, "1 placeholder run(s) but 2 tensor(s)");
 	struct vd_mm_item bad_rows[2] = { it[0], { .placeholder = IM, .rows = 4 } };
 	EXPECT_SPANS(tok, 8, bad_rows, 2, extra, 1,
 	             "run 1 at 4: 3 tokens, tensor 4 rows");
 	struct vd_mm_item video_first[2] = { { .placeholder = VI, .rows = 2 }, it[1] };
 	EXPECT_SPANS(tok, 8, video_first, 2, extra, 1, "run 0 at 1 is id 250, tensor 0 wants 251");
 	/* an image token with no tensor at all: the model's id in extra catches it */
-	EXPECT_SPANS(tok, 8, NULL, 0, extra, 1, "2 placeholder runs but 0 tensors");
+	EXPECT_SPANS(tok, 8, NULL, 0, extra, 1, "2 placeholder run(s) but 0 tensor(s)");
 	/* without extra ids, a text-only request ignores the id entirely */
 	ck_assert_int_eq(vd_mm_spans_find(tok, 8, NULL, 0, NULL, 0, sp, err, sizeof(err)), 0);
 }

@@ -117,7 +117,7 @@ static int refusals(struct th_daemon *d)
 	CHECK(!strcmp(bad[2].msg, "token 300 at 50 >= vocab size 256"), "'%s'", bad[2].msg);
 	CHECK(!strcmp(bad[3].msg, "item 0: 64 columns, model hidden size 128"), "'%s'",
 	      bad[3].msg);
-	CHECK(!strcmp(bad[4].msg, "0 placeholder runs but 1 tensors"), "'%s'", bad[4].msg);
+	CHECK(!strcmp(bad[4].msg, "0 placeholder run(s) but 1 tensor(s)"), "'%s'", bad[4].msg);
 	for (int i = 0; i < 5; i++)
 		CHECK(!bad[i].bad, "request %d: completions out of order or malformed", i);
 	CHECK(sv_wait(c, &run, 1, TIMEOUT) == 0 && !run.error && run.n_tok == 60 &&
