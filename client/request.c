@@ -554,6 +554,20 @@ static void on_logprobs(struct vlm_request *r, const struct vs_cqe *e)
 	r->lp_more = (e->flags & VS_CQEF_MORE) != 0;
 }
 
+/* Keep vlmd's reason (wire [VS_CQE_MESSAGE_LEN], not trusted to be terminated): up to the first
+ * NUL, control characters shown as '?' so that printing it cannot drive a terminal. */
+static void take_message(struct vlm_request *r, const char *wire)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(r->message) - 1 && wire[i]; i++) {
+		unsigned char ch = (unsigned char)wire[i];
+
+		r->message[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+	}
+	r->message[i] = 0;
+}
+
 static enum vlm_finish_reason reason_of(uint8_t wire)
 {
 	switch (wire) {
@@ -595,6 +609,8 @@ void vc_req_on_cqe(struct vlm_conn *c, struct vlm_request *r, const struct vs_cq
 		vc_req_end(c, r, r->fin.reason == VLM_FINISH_ERROR ? -EIO : 0);
 		break;
 	case VS_CQE_ERROR:
+		if (e->flags & VS_CQEF_MESSAGE)
+			take_message(r, e->u.message);
 		vc_req_end(c, r, e->result < 0 ? e->result : -EPROTO);
 		break;
 	default:
@@ -645,8 +661,13 @@ int vlm_stream_read(struct vlm_request *r, int32_t *ids, size_t max, int timeout
 		}
 		if (r->state == VC_R_ENDED) {
 			e = r->error;
-			if (e)
+			if (e && r->message[0]) {
+				const char *name = strerrorname_np(-e);
+
+				vc_err(e, "vlmd: %s; error -%s", r->message, name ? name : "?");
+			} else if (e) {
 				vc_err(e, "request failed: %s", vlm_strerror(e));
+			}
 			break;
 		}
 		if (vc_pump(c, deadline) == -ETIMEDOUT) {
@@ -673,6 +694,19 @@ int vlm_request_finish_info(struct vlm_request *r, struct vlm_finish_info *info)
 		*info = r->fin;
 	vc_unlock(r->conn);
 	return e;
+}
+
+const char *vlm_request_error_message(struct vlm_request *r)
+{
+	const char *m = "";
+
+	if (!r)
+		return m; /* (no vc_err_clear: this cannot fail, and must not hide the read's error) */
+	vc_lock(r->conn);
+	if (r->state == VC_R_ENDED)
+		m = r->message; /* never written again once ended */
+	vc_unlock(r->conn);
+	return m;
 }
 
 int vlm_request_logprob(struct vlm_request *r, size_t index, struct vlm_logprob *out)

@@ -57,6 +57,8 @@ struct vlm_request {
 	size_t n_lp, cap_lp;
 	int lp_more;                 /* the last LOGPROBS completion said more alternatives follow */
 	int error;                   /* negative errno once failed */
+	char message[VS_CQE_MESSAGE_LEN]; /* vlmd's reason for the failure ("" if it gave none),
+				      * printable ASCII/UTF-8 only */
 	int lp_error;                /* logprobs dropped for lack of memory */
 	struct vlm_finish_info fin;
 	int cancel_sent;

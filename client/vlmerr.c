@@ -47,21 +47,26 @@ const char *vlm_strerror(int err)
 		err = -err;
 	switch (err) {
 	case 0: return "success";
-	case EINVAL: return "invalid argument (nothing was sent to vlmd)";
+	case EINVAL: return "invalid argument, or a request vlmd refused as invalid (see "
+			    "vlm_last_error)";
 	case ENOENT: return "no vlmd socket at this path (is vlmd running?)";
 	case ECONNREFUSED: return "vlmd is not accepting connections (is it running?)";
 	case EACCES: return "vlmd refused this user (not on its allow-list)";
 	case EPROTONOSUPPORT: return "vlmd speaks no protocol version this library speaks";
-	case EBUSY: return "vlmd has its maximum number of clients";
+	case EBUSY: return "vlmd is busy: maximum number of clients, or its request queue is full";
 	case ETIMEDOUT: return "timed out";
 	case EAGAIN: return "would block (submission ring full, or nothing to read yet)";
-	case ENOSPC: return "shared arena full (retry after requests finish, or use a larger arena)";
-	case E2BIG: return "too large for the arena or vlmd's limits";
+	case ENOSPC: return "no space: shared arena full (retry after requests finish, or use a "
+			    "larger arena), or the request needs more KV cache than vlmd has";
+	case E2BIG: return "too large for the arena or vlmd's limits (e.g. longer than "
+			   "max-model-len)";
 	case ECONNRESET: return "connection to vlmd lost (vlmd exited or restarted; connect again)";
 	case ENOTCONN: return "connection closed (vlm_disconnect)";
 	case EOPNOTSUPP: /* == ENOTSUP on Linux */
 		return "not supported (a tensor's dtype, device or layout; or vlmd cannot serve the "
 		       "request, e.g. no model loaded)";
+	case ESHUTDOWN: return "vlmd is draining or shutting down (no new requests)";
+	case ENOTRECOVERABLE: return "vlmd lost its compute device (it restarts)";
 	case ENODEV: return "no usable CUDA driver or device in this process";
 	case EINPROGRESS: return "request has not finished yet";
 	case ENOMEM: return "out of memory";

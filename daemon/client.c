@@ -139,7 +139,9 @@ int vd_client_post(struct vd_client *c, const struct vs_cqe *cqe)
 	return 0;
 }
 
-static void post_error(struct vd_client *c, uint64_t user_data, int err, uint8_t flags)
+/* ERROR completion for user_data: code err, reason msg (NULL or "": no message). */
+static void post_error(struct vd_client *c, uint64_t user_data, int err, uint8_t flags,
+		       const char *msg)
 {
 	struct vs_cqe cqe;
 
@@ -148,6 +150,7 @@ static void post_error(struct vd_client *c, uint64_t user_data, int err, uint8_t
 	cqe.type = VS_CQE_ERROR;
 	cqe.flags = flags;
 	cqe.result = err;
+	vs_cqe_set_message(&cqe, msg);
 	c->n_errors++;
 	vd_client_post(c, &cqe);
 }
@@ -224,11 +227,11 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 	for (i = 0; i < n; i++) {
 		struct vs_sqe e;
 		struct vd_request *req;
-		const char *why;
+		char why[VS_CQE_MESSAGE_LEN];
 		int r;
 
 		memcpy(&e, vs_cons_peek(&c->sq, i), sizeof(e)); /* the only read of this slot */
-		r = vd_validate_sqe(&e, c->arena, c->lay.arena_bytes, lim, &req, &why);
+		r = vd_validate_sqe(&e, c->arena, c->lay.arena_bytes, lim, &req, why, sizeof(why));
 		c->n_requests++;
 		if (!r && has_vmm_item(req) && control_catch_up(c) < 0) {
 			vd_request_free(req);
@@ -240,6 +243,8 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 
 			if (it->device == VS_DEV_CUDA_VMM &&
 			    (it->vmm_fd_slot >= VS_MAX_FD_SLOTS || c->fds[it->vmm_fd_slot] < 0)) {
+				snprintf(why, sizeof(why), "item %u: no descriptor in fd slot %u", k,
+					 it->vmm_fd_slot);
 				vd_request_free(req);
 				req = NULL;
 				r = -EBADF; /* no such registered descriptor */
@@ -251,19 +256,20 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 		}
 		if (r) {
 			c->n_invalid++;
-			post_error(c, e.user_data, r, 0);
+			post_error(c, e.user_data, r, 0, why);
 		} else if (req->sqe.opcode == VS_OP_CANCEL) {
 			r = sink->ops->cancel(sink, c->slot, c->gen, req->sqe.user_data);
 			vd_request_free(req);
 			if (r)
-				post_error(c, e.user_data, r, VS_CQEF_CANCEL);
+				post_error(c, e.user_data, r, VS_CQEF_CANCEL,
+					   r == -ENOENT ? "no such request in flight" : NULL);
 		} else {
 			req->slot = c->slot;
 			req->gen = c->gen;
 			req->t_submit_ns = now_ns;
-			r = sink->ops->submit(sink, req);
+			r = sink->ops->submit(sink, req, why, sizeof(why));
 			if (r)
-				post_error(c, e.user_data, r, 0);
+				post_error(c, e.user_data, r, 0, why);
 		}
 		if (c->ovf_n || c->drop_reason) {
 			i++;

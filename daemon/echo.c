@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,24 +142,34 @@ static int q_push(struct echo *s, struct vd_request *r)
 	return 0;
 }
 
-static int echo_submit(struct vd_sink *sink, struct vd_request *r)
+static int echo_submit(struct vd_sink *sink, struct vd_request *r, char *err, size_t errlen)
 {
 	struct echo *s = (struct echo *)sink;
 	int e;
 
 	if (r->sqe.opcode != VS_OP_ECHO && r->sqe.opcode != VS_OP_NOP) {
+		if (r->sqe.opcode == VS_OP_GENERATE)
+			snprintf(err, errlen, "no model loaded (vlmd runs without one)");
+		else
+			snprintf(err, errlen, "opcode %u not served here", r->sqe.opcode);
 		vd_request_free(r);
 		return -EOPNOTSUPP;
 	}
-	if (!s->threaded)
-		return answer(sink->evq, r, VS_FINISH_STOP, 0);
+	if (!s->threaded) {
+		e = answer(sink->evq, r, VS_FINISH_STOP, 0);
+		if (e)
+			snprintf(err, errlen, "vlmd out of memory");
+		return e;
+	}
 	pthread_mutex_lock(&s->mu);
 	e = q_push(s, r);
 	if (!e)
 		pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
-	if (e)
+	if (e) {
+		snprintf(err, errlen, "vlmd out of memory");
 		vd_request_free(r);
+	}
 	return e;
 }
 

@@ -176,9 +176,11 @@ static void unlink_live(struct vd_engine *e, struct vd_ereq *q)
 	q->prev = q->next = NULL;
 }
 
-/* End q: TENSOR_RELEASED for each tensor, then FINISH (reason) or ERROR (code < 0); nothing for a
- * dead client (gone). Removes it from the scheduler and the live list and frees it. */
-static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code, int gone)
+/* End q: TENSOR_RELEASED for each tensor, then FINISH (reason) or ERROR (code < 0, with msg as
+ * its message: why, for the client); nothing for a dead client (gone). Removes it from the
+ * scheduler and the live list and frees it. */
+static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code, const char *msg,
+                   int gone)
 {
 	uint64_t now = vs_now_ns();
 	struct vs_cqe *c;
@@ -191,8 +193,10 @@ static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code,
 		}
 		if (code < 0) {
 			c = ev_new(e, q, VS_CQE_ERROR);
-			if (c)
+			if (c) {
 				c->result = code;
+				vs_cqe_set_message(c, msg);
+			}
 		} else {
 			c = ev_new(e, q, VS_CQE_FINISH);
 			if (c) {
@@ -287,7 +291,13 @@ static void take_inbox(struct vd_engine *e)
 			}
 			r = vd_sched_add(e->sched, &q->seq);
 			if (r < 0) {
-				finish(e, q, VS_FINISH_ERROR, r, 0);
+				char m[VS_CQE_MESSAGE_LEN];
+
+				snprintf(m, sizeof(m), "scheduler refused: %s",
+				         r == VD_SCHED_ETOOLONG ? "too long" :
+				         r == VD_SCHED_ENOFIT ? "can never fit the KV cache" :
+				         r == -ENOMEM ? "out of memory" : "bad sizes");
+				finish(e, q, VS_FINISH_ERROR, r, m, 0);
 			} else {
 				q->added = true;
 				e->n_live_waiting--;
@@ -305,7 +315,7 @@ static void reap_cancelled(struct vd_engine *e)
 	for (; q; q = next) {
 		next = q->next;
 		if (q->cancel)
-			finish(e, q, VS_FINISH_CANCELLED, 0, q->gone);
+			finish(e, q, VS_FINISH_CANCELLED, 0, NULL, q->gone);
 	}
 }
 
@@ -436,6 +446,7 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 static int step(struct vd_engine *e)
 {
 	struct vd_sched_plan plan;
+	char msg[VS_CQE_MESSAGE_LEN] = "";
 	uint64_t t0 = vs_now_ns(), now;
 	int32_t n, row = 0, nsub = 0, nlog = 0, max_subs = 0;
 	int need_logits = 0, rc;
@@ -455,6 +466,7 @@ static int step(struct vd_engine *e)
 		max_subs += ((struct vd_ereq *)plan.items[i].seq->user)->n_items;
 	if (ensure_scratch(e, n, plan.n_items, max_subs + 1) < 0) {
 		rc = -ENOMEM;
+		snprintf(msg, sizeof(msg), "vlmd out of memory (step of %d tokens)", n);
 		goto fail;
 	}
 	for (int32_t i = 0; i < plan.n_items; i++) {
@@ -480,6 +492,7 @@ static int step(struct vd_engine *e)
 
 			if (k < 0) {
 				rc = k;
+				snprintf(msg, sizeof(msg), "image rows of the step: error %d", k);
 				goto fail;
 			}
 			for (int j = 0; j < k; j++)
@@ -509,8 +522,10 @@ static int step(struct vd_engine *e)
 	e->reading = 0;
 	e->read_phase++;
 	pthread_cond_broadcast(&e->done_cv);
-	if (rc < 0)
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "forward failed: %s", vd_model_error(e->m));
 		goto fail;
+	}
 	vd_metrics_add(e->metrics, VD_C_EMBED_BYTES_ARENA, embed_bytes);
 	vd_sched_commit(e->sched, &plan);
 	now = vs_now_ns();
@@ -557,7 +572,7 @@ static int step(struct vd_engine *e)
 		q->t_last = now;
 		if (why != VD_STOP_NONE) {
 			q->seq.n_generated++;
-			finish(e, q, why == VD_STOP_TOKEN ? VS_FINISH_STOP : VS_FINISH_LENGTH, 0, 0);
+			finish(e, q, why == VD_STOP_TOKEN ? VS_FINISH_STOP : VS_FINISH_LENGTH, 0, NULL, 0);
 		} else {
 			q->tok[q->seq.n_tokens] = t;
 			vd_sched_append(e->sched, &q->seq);
@@ -575,7 +590,8 @@ fail:
 			e->inbox[i]->cancel = true;
 		take_inbox(e);
 		while (e->live)
-			finish(e, e->live, VS_FINISH_ERROR, VK_EDEVICE_LOST, e->live->gone);
+			finish(e, e->live, VS_FINISH_ERROR, VK_EDEVICE_LOST,
+			       "compute device lost; vlmd restarts", e->live->gone);
 		if (e->o.fatal)
 			e->o.fatal(e->o.fatal_ctx, rc);
 		return 1;
@@ -585,7 +601,7 @@ fail:
 		struct vd_ereq *q = plan.items[i].seq->user;
 
 		if (!q->cancel)
-			finish(e, q, VS_FINISH_ERROR, rc, 0);
+			finish(e, q, VS_FINISH_ERROR, rc, msg, 0);
 	}
 	return 1;
 }
@@ -621,32 +637,38 @@ static void *engine_main(void *arg)
 
 /* ---------------------------------------------------------------- the sink (loop thread) */
 
-static int eng_submit(struct vd_sink *s, struct vd_request *r)
+static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t errlen)
 {
 	struct vd_engine *e = (struct vd_engine *)s;
 	struct vd_ereq *q;
-	char err[256];
 	uint64_t seed;
+	size_t waiting;
 	int rc = 0;
 
 	if (r->sqe.opcode == VS_OP_ECHO || r->sqe.opcode == VS_OP_NOP)
-		return e->echo->ops->submit(e->echo, r);
+		return e->echo->ops->submit(e->echo, r, err, errlen);
 	if (r->sqe.opcode != VS_OP_GENERATE) {
+		snprintf(err, errlen, "opcode %u not served here", r->sqe.opcode);
 		vd_request_free(r);
 		return -EOPNOTSUPP;
 	}
 	pthread_mutex_lock(&e->mu);
-	if (e->dead)
+	waiting = e->n_inbox + e->n_live_waiting + (size_t)vd_sched_n_waiting(e->sched);
+	if (e->dead) {
 		rc = VK_EDEVICE_LOST;
-	else if (e->draining)
+		snprintf(err, errlen, "compute device lost; vlmd restarts");
+	} else if (e->draining) {
 		rc = -ESHUTDOWN;
-	else if (e->n_inbox + e->n_live_waiting + (size_t)vd_sched_n_waiting(e->sched) >=
-	         e->max_waiting)
+		snprintf(err, errlen, "vlmd is draining: no new requests");
+	} else if (waiting >= e->max_waiting) {
 		rc = -EBUSY;
+		snprintf(err, errlen, "queue full: %zu waiting (max-waiting %u)", waiting,
+		         e->max_waiting);
+	}
 	seed = vd_splitmix64(e->seed_state++);
 	pthread_mutex_unlock(&e->mu);
 	if (!rc)
-		rc = vd_ereq_new(&e->env, r, seed, &q, err, sizeof(err));
+		rc = vd_ereq_new(&e->env, r, seed, &q, err, errlen);
 	if (rc < 0) {
 		vd_metrics_add(e->metrics, VD_C_REQ_REFUSED, 1);
 		vd_request_free(r);
@@ -659,6 +681,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r)
 
 		if (!p) {
 			pthread_mutex_unlock(&e->mu);
+			snprintf(err, errlen, "vlmd out of memory");
 			q->r = NULL;
 			vd_ereq_free(q);
 			vd_request_free(r);
@@ -749,7 +772,7 @@ static void eng_free(struct vd_sink *s)
 		vd_ereq_free(e->inbox[i]);
 	e->n_inbox = 0;
 	while (e->live)
-		finish(e, e->live, VS_FINISH_CANCELLED, 0, 1);
+		finish(e, e->live, VS_FINISH_CANCELLED, 0, NULL, 1);
 	e->n_ev = 0;
 	pthread_mutex_unlock(&e->mu);
 	e->echo->ops->free(e->echo);

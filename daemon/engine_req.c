@@ -66,11 +66,11 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	if (n < 1)
 		return fail(err, errlen, -EINVAL, "empty prompt");
 	if (n >= env->max_model_len)
-		return fail(err, errlen, -E2BIG, "prompt of %d tokens, max-model-len %d", n,
+		return fail(err, errlen, -E2BIG, "prompt %d tokens >= max-model-len %d", n,
 		            env->max_model_len);
 	for (int32_t i = 0; i < n; i++)
 		if (r->tokens[i] >= (uint32_t)cfg->vocab)
-			return fail(err, errlen, -EINVAL, "token id %u at %d outside the vocabulary (%d)",
+			return fail(err, errlen, -EINVAL, "token %u at %d >= vocab size %d",
 			            r->tokens[i], i, cfg->vocab);
 	max_tokens = p->max_tokens;
 	if (!max_tokens) {
@@ -79,16 +79,16 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		if (max_tokens > (int64_t)env->pool_tokens - n)
 			max_tokens = (int64_t)env->pool_tokens - n;
 		if (max_tokens < 1)
-			return fail(err, errlen, -ENOSPC, "prompt of %d tokens leaves no room in the KV "
-			            "cache (%d tokens)", n, env->pool_tokens);
+			return fail(err, errlen, -ENOSPC, "prompt %d tokens fills the KV cache (%d)", n,
+			            env->pool_tokens);
 	}
 	if (n + max_tokens > env->max_model_len)
-		return fail(err, errlen, -E2BIG, "prompt %d + max_tokens %lld > max-model-len %d", n,
+		return fail(err, errlen, -E2BIG, "prompt %d+max_tokens %lld > max-model-len %d", n,
 		            (long long)max_tokens, env->max_model_len);
 	if ((n + max_tokens + env->block_size - 1) / env->block_size >
 	    env->pool_tokens / env->block_size)
-		return fail(err, errlen, -ENOSPC, "prompt %d + max_tokens %lld needs more KV than the "
-		            "whole cache (%d tokens)", n, (long long)max_tokens, env->pool_tokens);
+		return fail(err, errlen, -ENOSPC, "prompt+max_tokens %lld > KV cache %d tokens",
+		            (long long)(n + max_tokens), env->pool_tokens);
 
 	q = calloc(1, sizeof(*q));
 	if (!q)
@@ -129,8 +129,8 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		int32_t m = cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1;
 
 		if (it->cols != (uint32_t)cfg->hidden) {
-			e = fail(err, errlen, -EINVAL, "item %d has %u columns, the model's hidden size is %d",
-			         k, it->cols, cfg->hidden);
+			e = fail(err, errlen, -EINVAL, "item %d: %u columns, model hidden size %d", k,
+			         it->cols, cfg->hidden);
 			goto out;
 		}
 		if (it->device != VS_DEV_ARENA && !env->device_tensors) {
@@ -230,7 +230,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	return 0;
 out:
 	if (e == -ENOMEM)
-		snprintf(err, errlen, "out of memory");
+		snprintf(err, errlen, "vlmd out of memory");
 	vd_ereq_free(q);
 	return e;
 }

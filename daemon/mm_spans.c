@@ -48,16 +48,15 @@ int vd_mm_spans_find(const int32_t *tokens, int32_t n, const struct vd_mm_item *
 				runs++;
 				q = e;
 			}
-			return vd_fail(err, err_len, -EINVAL, "the prompt has %d placeholder runs but the "
-			            "request has %d embedding tensors", runs, n_items);
+			return vd_fail(err, err_len, -EINVAL, "%d placeholder run(s) but %d tensor(s)", runs,
+			               n_items);
 		}
 		if (tokens[i] != items[k].placeholder)
-			return vd_fail(err, err_len, -EINVAL, "placeholder run %d (tokens %d..%d) is of id %d, "
-			            "tensor %d is for id %d", k, i, j - 1, tokens[i], k,
-			            items[k].placeholder);
+			return vd_fail(err, err_len, -EINVAL, "run %d at %d is id %d, tensor %d wants %d", k,
+			               i, tokens[i], k, items[k].placeholder);
 		if (j - i != items[k].rows)
-			return vd_fail(err, err_len, -EINVAL, "placeholder run %d (tokens %d..%d) has %d "
-			            "tokens, tensor %d has %d rows", k, i, j - 1, j - i, k, items[k].rows);
+			return vd_fail(err, err_len, -EINVAL, "run %d at %d: %d tokens, tensor %d rows", k, i,
+			               j - i, items[k].rows);
 		ret_spans[k].start = i;
 		ret_spans[k].len = j - i;
 		ret_spans[k].item = k;
@@ -65,8 +64,7 @@ int vd_mm_spans_find(const int32_t *tokens, int32_t n, const struct vd_mm_item *
 		i = j;
 	}
 	if (k != n_items)
-		return vd_fail(err, err_len, -EINVAL, "the prompt has %d placeholder runs but the request "
-		            "has %d embedding tensors", k, n_items);
+		return vd_fail(err, err_len, -EINVAL, "%d placeholder run(s) but %d tensor(s)", k, n_items);
 	return 0;
 }
 

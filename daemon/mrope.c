@@ -35,16 +35,15 @@ int vd_mrope_positions(int32_t n, const struct vd_mm_span *spans, int32_t n_span
 		const struct vd_mm_item *it = &items[spans[s].item];
 		int32_t t = it->grid[0], h = it->grid[1], w = it->grid[2];
 		if (t < 1 || h < 1 || w < 1)
-			return vd_fail(err, err_len, -EINVAL, "item %d: M-RoPE needs its grid (t, h, w), got "
-			            "(%d, %d, %d)", spans[s].item, t, h, w);
+			return vd_fail(err, err_len, -EINVAL, "item %d: no grid t,h,w (M-RoPE model)",
+			               spans[s].item);
 		if (h % merge || w % merge)
-			return vd_fail(err, err_len, -EINVAL, "item %d: grid (%d, %d, %d) is not divisible by "
-			            "the spatial merge size %d", spans[s].item, t, h, w, merge);
+			return vd_fail(err, err_len, -EINVAL, "item %d: grid %dx%dx%d not divisible by %d",
+			               spans[s].item, t, h, w, merge);
 		int32_t gh = h / merge, gw = w / merge;
 		if ((int64_t)t * gh * gw != spans[s].len)
-			return vd_fail(err, err_len, -EINVAL, "item %d: grid (%d, %d, %d) / merge %d gives "
-			            "%lld positions, its placeholder run has %d tokens", spans[s].item, t, h,
-			            w, merge, (long long)t * gh * gw, spans[s].len);
+			return vd_fail(err, err_len, -EINVAL, "item %d: grid gives %lld positions, run %d",
+			               spans[s].item, (long long)t * gh * gw, spans[s].len);
 		float step = it->t_interval > 0 ? it->t_interval : 1.0f;
 		int64_t top = next;
 		for (int32_t a = 0; a < t; a++) {

@@ -10,6 +10,7 @@
 #ifndef VLM_DAEMON_SINK_H
 #define VLM_DAEMON_SINK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "daemon/evq.h"
@@ -40,8 +41,12 @@ struct vd_sink;
 struct vd_sink_ops {
 	const char *name;
 	/* Take ownership of req (also on error). Returns 0, or -errno: the loop then posts an ERROR
-	 * completion with that code for req's user_data. Events may be pushed before returning. */
-	int (*submit)(struct vd_sink *s, struct vd_request *req);
+	 * completion with that code for req's user_data, and the text the sink wrote into
+	 * err [errlen] (NUL-terminated; "" on entry) as its message: a short reason for the client,
+	 * with the numbers involved, e.g. "prompt 90+max_tokens 40 > max-model-len 128". The wire
+	 * carries 47 bytes of it (VS_CQE_MESSAGE_LEN); errlen is at least that. Events may be pushed
+	 * before returning. */
+	int (*submit)(struct vd_sink *s, struct vd_request *req, char *err, size_t errlen);
 	/* Cancel request user_data of client (slot, gen): the sink emits its FINISH(CANCELLED) (or
 	 * nothing if it already finished). Returns 0 or -ENOENT when it does not know the request. */
 	int (*cancel)(struct vd_sink *s, uint32_t slot, uint32_t gen, uint64_t user_data);

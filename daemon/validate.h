@@ -28,9 +28,11 @@ void vd_limits_default(struct vd_limits *lim);
 
 /* Validate the private copy *sqe against the arena [arena_bytes] and the limits. On success
  * *out is a new request (owned by the caller; free with vd_request_free) whose tokens, stop ids and
- * items are private copies. On failure returns -EINVAL/-E2BIG/-EOPNOTSUPP/-ENOMEM and sets *why
- * to a static description. CANCEL entries are valid with no data. */
+ * items are private copies, and why [whylen] is "". On failure returns -EINVAL/-E2BIG/-ENOMEM and
+ * writes a short reason with the numbers involved into why (e.g. "item 1: grid 1x2x2 != 8 rows";
+ * sized for the ERROR completion's message, VS_CQE_MESSAGE_LEN). CANCEL entries are valid with no
+ * data. */
 int vd_validate_sqe(const struct vs_sqe *sqe, const unsigned char *arena, uint64_t arena_bytes,
-		    const struct vd_limits *lim, struct vd_request **out, const char **why);
+		    const struct vd_limits *lim, struct vd_request **out, char *why, size_t whylen);
 
 #endif /* VLM_DAEMON_VALIDATE_H */

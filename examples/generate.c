@@ -29,7 +29,7 @@ int main(int argc, char **argv)
 		printf("finish: reason %d, %u prompt + %u generated tokens, %llu us\n", fin.reason,
 		       fin.prompt_tokens, fin.completion_tokens, (unsigned long long)fin.total_us);
 	else
-		fprintf(stderr, "generate: %s\n", vlm_strerror(got));
+		fprintf(stderr, "generate: %s\n", vlm_last_error());   /* with vlmd's reason */
 	vlm_request_free(req);
 	vlm_disconnect(conn);
 	return got < 0;

@@ -238,7 +238,8 @@ _Static_assert(offsetof(struct vs_mm_item, fingerprint) == 128, "vs_mm_item.fing
 enum vs_cqe_type {
 	VS_CQE_TOKENS = 1,       /* count token ids in u.tokens (one step's worth, or a part) */
 	VS_CQE_FINISH = 2,       /* request done: u.finish; last completion of a request */
-	VS_CQE_ERROR = 3,        /* request failed with result (negative errno); last completion */
+	VS_CQE_ERROR = 3,        /* request failed with result (negative errno); last completion;
+				  * with VS_CQEF_MESSAGE, u.message says why */
 	VS_CQE_TENSOR_RELEASED = 4, /* daemon no longer needs item tensor u.released.tensor_id */
 	VS_CQE_LOGPROBS = 5,     /* u.logprobs of one sampled token (VS_GEN_LOGPROBS requests);
 				  * sent before the TOKENS completion that carries the token */
@@ -247,12 +248,19 @@ enum vs_finish_reason {
 	VS_FINISH_STOP = 0,      /* EOS or stop token */
 	VS_FINISH_LENGTH = 1,    /* max_tokens reached */
 	VS_FINISH_CANCELLED = 2,
-	VS_FINISH_ERROR = 3,
+	VS_FINISH_ERROR = 3,     /* reserved: vlmd ends a failed request with VS_CQE_ERROR instead
+				  * (u.finish leaves no room for a message) */
 };
 
 /* Completion flags. */
 #define VS_CQEF_CANCEL 1u        /* reply to a CANCEL entry (user_data = the cancel's target) */
 #define VS_CQEF_MORE 2u          /* LOGPROBS: more alternatives of the same token follow */
+#define VS_CQEF_MESSAGE 4u       /* ERROR: u.message holds a human-readable reason, NUL-terminated
+				  * within its VS_CQE_MESSAGE_LEN bytes. Additive: a daemon that
+				  * leaves it clear sends zeros there, and a reader that ignores it
+				  * loses only the text (docs/PROTOCOL.md, "Completion entry") */
+
+#define VS_CQE_MESSAGE_LEN 48    /* bytes of u.message: at most 47 characters and the NUL */
 
 #define VS_CQE_MAX_TOKENS 12
 
@@ -292,11 +300,13 @@ struct vs_cqe {
 		struct vs_finish finish;
 		struct { uint64_t tensor_id; } released;
 		struct vs_logprobs logprobs;
+		char message[VS_CQE_MESSAGE_LEN]; /* ERROR with VS_CQEF_MESSAGE */
 		uint8_t raw[48];
 	} u;
 };
 _Static_assert(sizeof(struct vs_cqe) == 64, "vs_cqe size");
 _Static_assert(offsetof(struct vs_cqe, u) == 16, "vs_cqe.u");
+_Static_assert(sizeof(((struct vs_cqe *)0)->u.message) == 48, "vs_cqe.u.message");
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -312,6 +322,25 @@ static inline int vs_array_ok(uint64_t off, uint64_t count, uint64_t elem, uint6
 	if (elem && count > UINT64_MAX / elem)
 		return 0;
 	return vs_range_ok(off, count * elem, size);
+}
+
+/* Put msg (may be NULL or "": nothing is set) into an ERROR completion: at most
+ * VS_CQE_MESSAGE_LEN - 1 bytes of it, NUL-terminated and zero-padded, and VS_CQEF_MESSAGE. A longer
+ * text is cut at a UTF-8 character boundary. */
+static inline void vs_cqe_set_message(struct vs_cqe *c, const char *msg)
+{
+	size_t n = 0;
+
+	if (!msg || !*msg)
+		return;
+	while (n < VS_CQE_MESSAGE_LEN - 1 && msg[n])
+		n++;
+	if (msg[n]) /* cut: do not end inside a multi-byte character */
+		while (n && ((unsigned char)msg[n] & 0xc0) == 0x80)
+			n--;
+	for (size_t i = 0; i < VS_CQE_MESSAGE_LEN; i++)
+		c->u.message[i] = i < n ? msg[i] : 0;
+	c->flags |= VS_CQEF_MESSAGE;
 }
 
 /* Compute the layout of a client's segments for the given sizes (each rounded up to a power of

@@ -693,6 +693,7 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 	double t_first = 0;
 	int r = 0, rc = 0, waited_ms = 0;
 	bool cancel_sent = false;
+	char read_err[320] = "";
 	for (;;) {
 		if (interrupted && !cancel_sent) {
 			int cr = vlm_cancel(req);
@@ -715,8 +716,11 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 			}
 			continue;
 		}
-		if (r <= 0)
+		if (r <= 0) {
+			if (r < 0) /* keep it: later library calls clear the last error */
+				snprintf(read_err, sizeof(read_err), "%s", why(r));
 			break;
+		}
 		waited_ms = 0;
 		if (!t_first)
 			t_first = now_s();
@@ -753,18 +757,14 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 
 	struct vlm_finish_info fi;
 	bool have_fi = rc == 0 && vlm_request_finish_info(req, &fi) == 0;
-	if (rc == 0 && r < 0) {
-		/* vlmd sends an errno, no text; vlm_strerror's -EINVAL wording is about calls that
-		 * failed before sending, so say what it means here */
-		const char *m = vlm_last_error();
-		rc = fail("request failed: %s", m && m[0] ? m : r == -EINVAL ?
-			  "vlmd refused the request as invalid (-EINVAL: placeholder runs, item "
-			  "shapes or grids do not match the prompt or the model)" : vlm_strerror(r));
-	}
+	/* vlmd's reason, when it refused or failed the request ("" otherwise) */
+	const char *vmsg = vlm_request_error_message(req);
+	if (rc == 0 && r < 0)
+		rc = fail("request failed: %s", read_err[0] ? read_err : vlm_strerror(r));
 	if (have_fi && !o->json) {
 		fprintf(stderr, "finish: %s", reason_name(fi.reason));
 		if (fi.error)
-			fprintf(stderr, " (%s)", strerror(-fi.error));
+			fprintf(stderr, " (%s)", vmsg[0] ? vmsg : strerror(-fi.error));
 		fprintf(stderr, ", prompt %u tokens (%u cached), completion %u tokens, ttft %.2f ms "
 			"(client %.2f ms), queue %.2f ms, total %.2f ms\n", fi.prompt_tokens,
 			fi.cached_tokens, fi.completion_tokens, fi.ttft_us / 1e3,
@@ -783,6 +783,10 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		printf(", \"finish_reason\": \"%s\"", reason_name(fi.reason));
 		if (fi.error)
 			printf(", \"error\": %d", fi.error);
+		if (vmsg[0]) {
+			printf(", \"error_message\": ");
+			json_str(stdout, vmsg, strlen(vmsg));
+		}
 		printf(", \"usage\": {\"prompt_tokens\": %u, \"cached_tokens\": %u, "
 		       "\"completion_tokens\": %u}, \"timing_us\": {\"queue\": %llu, \"ttft\": %llu, "
 		       "\"total\": %llu, \"client_ttft\": %.0f}", fi.prompt_tokens, fi.cached_tokens,

@@ -20,7 +20,8 @@
  *     vlm_submit(req);
  *     while ((n = vlm_stream_read(req, out, 64, -1)) > 0)
  *             ... out[0..n) are the next tokens ...
- *     n == 0: finished, vlm_request_finish_info(req, &info); n < 0: failed (vlm_strerror(n))
+ *     n == 0: finished, vlm_request_finish_info(req, &info); n < 0: failed (vlm_last_error()
+ *     says why, with vlmd's reason when vlmd refused it: vlm_request_error_message(req))
  *     vlm_request_free(req);
  *     vlm_disconnect(conn);
  *
@@ -30,19 +31,28 @@
  * On failure a readable description of the latest failure of the calling thread is available from
  * vlm_last_error() (thread-local). The errno values carry these meanings throughout:
  *
- *   -EINVAL        bad argument (NULL where an object is needed, value out of range, wrong call
- *                  order); nothing was sent to vlmd
- *   -ENOTSUP       a tensor the library cannot pass (dtype, device, layout); nothing was sent
+ *   -EINVAL        from a building or submitting call: bad argument (NULL where an object is
+ *                  needed, value out of range, wrong call order), nothing was sent to vlmd; from
+ *                  vlm_stream_read: vlmd refused the request as invalid (token id outside the
+ *                  vocabulary, placeholder runs, tensor widths or grids not matching the prompt
+ *                  or the model; vlm_request_error_message says which)
+ *   -ENOTSUP       a tensor the library cannot pass (dtype, device, layout): nothing was sent;
+ *                  from vlm_stream_read: vlmd cannot read that tensor or serve the request
  *   -ENOENT, -ECONNREFUSED   no vlmd listening at the socket path
  *   -EACCES        vlmd refused this user (allow-list)
  *   -EPROTONOSUPPORT   vlmd speaks no protocol version this library speaks
- *   -EBUSY         vlmd has its maximum number of clients
+ *   -EBUSY         vlm_connect: vlmd has its maximum number of clients; vlm_stream_read: vlmd's
+ *                  queue of waiting requests is full (max-waiting): retry later
+ *   -ESHUTDOWN     vlm_stream_read: vlmd is draining or shutting down and takes no new requests
  *   -ETIMEDOUT     a timeout given to the call passed
  *   -EAGAIN        would block: submission ring full (retry after reading completions), or no
  *                  tokens yet for a non-blocking read
  *   -ENOSPC        the shared arena has no free extent large enough now (requests in flight hold
- *                  it: retry after they finish, or connect with a larger arena_bytes)
- *   -E2BIG         larger than the whole arena / more items, tokens or stop ids than vlmd allows
+ *                  it: retry after they finish, or connect with a larger arena_bytes); from
+ *                  vlm_stream_read: the request needs more KV cache than vlmd has in all (it can
+ *                  never run: fewer tokens, or a vlmd with more kv-memory)
+ *   -E2BIG         larger than the whole arena / more items, tokens or stop ids than vlmd allows;
+ *                  from vlm_stream_read: prompt + max_tokens longer than vlmd's max-model-len
  *   -ECONNRESET    vlmd went away (crashed, restarted, shut down): every request in flight on the
  *                  connection fails with it; connect again (vlm_connect) to continue
  *   -ENOTCONN      the connection was closed by vlm_disconnect
@@ -50,8 +60,11 @@
  *                  this request (e.g. no model loaded)
  *   -ENODEV        a CUDA tensor was given but no CUDA driver/device is usable in this process
  *   -ENOMEM        out of memory
- *   other          a failure reported by vlmd for one request (e.g. -E2BIG: prompt longer than
- *                  the model's context), delivered by vlm_stream_read
+ *   other          a failure reported by vlmd for one request, delivered by vlm_stream_read
+ *
+ * When vlmd refuses or fails a request it says why in a short text, e.g. "prompt 90+max_tokens
+ * 40 > max-model-len 128": vlm_request_error_message() returns it, and vlm_last_error() after the
+ * failing vlm_stream_read includes it.
  *
  * Thread-safety: a connection may be used from any number of threads at once. Internally one
  * mutex guards the submission ring, the arena allocator and the completion demultiplexer, which
@@ -115,7 +128,9 @@ struct vlm_request;
 /*
  * Describes a negative (or positive) errno value as returned by this library: a constant string,
  * worded for vlmd where the value has a vlmd-specific meaning (see the table above), else the C
- * library's description. Never NULL. Thread-safe.
+ * library's description. Where a value can come from the library or from vlmd, the text names
+ * both; the specific reason of one failure is in vlm_last_error() and, for a request vlmd
+ * refused, vlm_request_error_message(). Never NULL. Thread-safe.
  */
 VLM_EXPORT const char *vlm_strerror(int err);
 
@@ -410,8 +425,10 @@ VLM_EXPORT int vlm_submit(struct vlm_request *req);
  * read; vlm_request_finish_info has the reason and usage; reading again returns 0 again);
  * -EAGAIN (timeout 0) or -ETIMEDOUT when no token came in time; the request's error when it
  * failed (after its tokens that came before the failure were read): vlmd's code (e.g.
- * -EOPNOTSUPP: no model; -EINVAL: vlmd refused the request), -ECONNRESET (vlmd lost),
- * -ENOTCONN (disconnected); -EINVAL for bad arguments or a request never submitted.
+ * -EOPNOTSUPP: no model; -EINVAL: vlmd refused the request; -E2BIG, -ENOSPC, -EBUSY,
+ * -ESHUTDOWN: see the table above), with vlmd's reason in vlm_last_error() ("vlmd: REASON;
+ * error -ECODE") and vlm_request_error_message(); -ECONNRESET (vlmd lost), -ENOTCONN
+ * (disconnected); -EINVAL for bad arguments or a request never submitted.
  * One thread at a time per request; different requests may be read concurrently.
  */
 VLM_EXPORT int vlm_stream_read(struct vlm_request *req, int32_t *ids, size_t max, int timeout_ms);
@@ -445,6 +462,17 @@ struct vlm_finish_info {
 	uint64_t total_us;           /* vlmd saw the submission -> finished */
 	uint64_t reserved[4];
 };
+
+/*
+ * vlmd's reason for failing the request, once it ended with an error that vlmd reported (a
+ * refusal such as "prompt 5000 tokens >= max-model-len 4096" or "queue full: 8 waiting
+ * (max-waiting 8)", or a failure while it ran): a short NUL-terminated text (at most 47 bytes,
+ * control characters replaced by '?'). "" when vlmd gave no reason (a vlmd older than this
+ * field, a failure of the library itself such as -ECONNRESET, success, a request not ended yet,
+ * NULL). Owned by the request: valid until vlm_request_free(req). Does not change
+ * vlm_last_error(). Since 0.2.
+ */
+VLM_EXPORT const char *vlm_request_error_message(struct vlm_request *req);
 
 /*
  * Fills *info once the request ended (its finish or error arrived: vlm_stream_read returned 0 or

@@ -29,13 +29,17 @@ SONAME = "libvlmclient.so.0"
 
 
 class VlmError(OSError):
-    """An error from libvlmclient or vlmd: errno (negative return of the C call), message."""
+    """An error from libvlmclient or vlmd: errno (negative return of the C call), message.
 
-    def __init__(self, code, message=None):
+    vlmd_message: when vlmd refused or failed the request, its reason as it sent it (e.g.
+    "prompt 90+max_tokens 40 > max-model-len 128"; also part of the message); "" otherwise."""
+
+    def __init__(self, code, message=None, vlmd_message=""):
         code = abs(int(code))
         if not message:
             message = strerror(code)
         super().__init__(code, message)
+        self.vlmd_message = vlmd_message or ""
 
 
 class LibraryNotFound(ImportError):
@@ -329,6 +333,7 @@ vlm_request_logprob = _fn("vlm_request_logprob", c_int, c_void_p, c_size_t, POIN
                           optional=True)
 vlm_request_pending = _fn("vlm_request_pending", c_int, c_void_p, optional=True)
 vlm_request_id = _fn("vlm_request_id", c_uint64, c_void_p, optional=True)
+vlm_request_error_message = _fn("vlm_request_error_message", c_char_p, c_void_p, optional=True)
 
 
 def have_client_api():
@@ -339,6 +344,14 @@ def last_error():
     if vlm_last_error is None:
         return ""
     s = vlm_last_error()
+    return s.decode("utf-8", "replace") if s else ""
+
+
+def request_error_message(h):
+    """vlmd's reason for failing request h ("" when it gave none, or an older library)."""
+    if vlm_request_error_message is None or not h:
+        return ""
+    s = vlm_request_error_message(h)
     return s.decode("utf-8", "replace") if s else ""
 
 

@@ -203,6 +203,7 @@ class FinishInfo:
     queue_us: int
     ttft_us: int
     total_us: int
+    message: str = ""       # vlmd's reason when it refused or failed the request, else ""
 
     @property
     def usage(self):
@@ -266,24 +267,26 @@ class Stream:
                 if self._timeout is not None and waited >= self._timeout * 1000:
                     raise VlmError(110, "no token within %.3g s" % self._timeout)
                 continue
-            msg = _lib.last_error() if r < 0 else ""
+            msg = _lib.last_error() if r < 0 else ""   # before finish_info clears it
             self._take_finish()
             if r == 0:
                 return None
-            if not msg and r == -22:
-                # vlmd sends an errno, no text; vlm_strerror's EINVAL wording is for calls
-                # that failed before sending
-                msg = ("vlmd refused the request as invalid (placeholder runs, item shapes or "
-                       "grids do not match the prompt or the model)")
-            self._error = VlmError(-r, msg or _lib.strerror(r))
-            raise self._error
+            self._fail(r, msg)
 
     def _take_finish(self):
         fi = _lib.FinishInfoC()
         if _lib.vlm_request_finish_info(self._h, ctypes.byref(fi)) == 0:
             self.finish = FinishInfo(_REASONS.get(fi.reason, "error"), fi.error,
                                      fi.prompt_tokens, fi.cached_tokens, fi.completion_tokens,
-                                     fi.queue_us, fi.ttft_us, fi.total_us)
+                                     fi.queue_us, fi.ttft_us, fi.total_us,
+                                     _lib.request_error_message(self._h))
+
+    def _fail(self, r, msg):
+        """The read failed with r: raise (and keep) the error, with vlmd's reason when it gave
+        one (msg is the library's vlm_last_error() of the read: "vlmd: REASON; error -ECODE")."""
+        vm = _lib.request_error_message(self._h)
+        self._error = VlmError(-r, msg or (vm and "vlmd: " + vm) or _lib.strerror(r), vm)
+        raise self._error
 
     def chunks(self):
         while True:
@@ -315,11 +318,7 @@ class Stream:
         self._take_finish()
         if r == 0:
             return None
-        if not msg and r == -22:
-            msg = ("vlmd refused the request as invalid (placeholder runs, item shapes or "
-                   "grids do not match the prompt or the model)")
-        self._error = VlmError(-r, msg or _lib.strerror(r))
-        raise self._error
+        self._fail(r, msg)
 
     async def achunks(self):
         """asyncio: yields the lists of ids as they arrive. Nothing blocks the event loop: the

@@ -3,7 +3,8 @@
 # (examples/generate.c, compiled by meson) against a real vlmd serving a tiny checkpoint and checks
 # what it prints: the token ids (16 at most), then the finish line, which must count exactly the
 # ids printed and give LENGTH (1) at 16 tokens or STOP (0, EOS) before.
-# Also: without vlmd it fails with a clear message and a nonzero exit.
+# Also: without vlmd it fails with a clear message and a nonzero exit; a request vlmd refuses
+# fails with vlmd's reason.
 set -u
 example=$1 vlmd=$2 mkmodel=$3
 dir=$(mktemp -d /tmp/vlm-example-XXXXXX)
@@ -29,4 +30,8 @@ grep -q "^finish: reason $reason, 5 prompt + $ntok generated tokens" "$dir/out" 
   fail "finish line does not match $ntok tokens: $(tail -1 "$dir/out")"
 # the ids are the vocabulary's (the tiny model has 256)
 awk '/^[0-9]+$/ && $1 >= 256 { bad = 1 } END { exit bad }' "$dir/out" || fail "token id out of the vocabulary"
+# a request vlmd refuses: the example prints vlmd's reason and fails
+VLM_SOCKET=$dir/s "$example" 1 300 >"$dir/out" 2>"$dir/err" && fail "token 300 was accepted"
+grep -q "^generate: vlmd: token 300 at 1 >= vocab size 256; error -EINVAL$" "$dir/err" ||
+  fail "no reason from vlmd: $(cat "$dir/err")"
 echo "example ok: $(grep -v finish "$dir/out" | tr '\n' ' ')"

@@ -121,17 +121,15 @@ START_TEST(span_errors)
 	struct vd_mm_span sp[2];
 	char err[256];
 	ck_assert_int_eq(vd_mm_spans_find(tok, 8, it, 2, extra, 1, sp, err, sizeof(err)), 0);
-	EXPECT_SPANS(tok, 8, it, 1, extra, 1, "the prompt has 2 placeholder runs but the request has 1");
-	EXPECT_SPANS(tok, 4, it, 2, extra, 1, "the prompt has 1 placeholder runs but the request has 2");
+	EXPECT_SPANS(tok, 8, it, 1, extra, 1, "2 placeholder run(s) but 1 tensor(s)");
+	EXPECT_SPANS(tok, 4, it, 2, extra, 1, "1 placeholder run(s) but 2 tensor(s)");
 	struct vd_mm_item bad_rows[2] = { it[0], { .placeholder = IM, .rows = 4 } };
 	EXPECT_SPANS(tok, 8, bad_rows, 2, extra, 1,
-	             "placeholder run 1 (tokens 4..6) has 3 tokens, tensor 1 has 4 rows");
+	             "run 1 at 4: 3 tokens, tensor 4 rows");
 	struct vd_mm_item video_first[2] = { { .placeholder = VI, .rows = 2 }, it[1] };
-	EXPECT_SPANS(tok, 8, video_first, 2, extra, 1, "placeholder run 0 (tokens 1..2) is of id 250, "
-	             "tensor 0 is for id 251");
+	EXPECT_SPANS(tok, 8, video_first, 2, extra, 1, "run 0 at 1 is id 250, tensor 0 wants 251");
 	/* an image token with no tensor at all: the model's id in extra catches it */
-	EXPECT_SPANS(tok, 8, NULL, 0, extra, 1, "the prompt has 2 placeholder runs but the request "
-	             "has 0");
+	EXPECT_SPANS(tok, 8, NULL, 0, extra, 1, "2 placeholder run(s) but 0 tensor(s)");
 	/* without extra ids, a text-only request ignores the id entirely */
 	ck_assert_int_eq(vd_mm_spans_find(tok, 8, NULL, 0, NULL, 0, sp, err, sizeof(err)), 0);
 }
@@ -149,15 +147,15 @@ START_TEST(position_errors)
 	it.grid[2] = 5;
 	ck_assert_int_eq(vd_mrope_positions(5, &sp, 1, &it, 1, 2, pos, &delta, err, sizeof(err)),
 	                 -EINVAL);
-	ck_assert_ptr_nonnull(strstr(err, "not divisible by the spatial merge size 2"));
+	ck_assert_ptr_nonnull(strstr(err, "grid 1x2x5 not divisible by 2"));
 	it.grid[2] = 4;
 	ck_assert_int_eq(vd_mrope_positions(5, &sp, 1, &it, 1, 2, pos, &delta, err, sizeof(err)),
 	                 -EINVAL);
-	ck_assert_ptr_nonnull(strstr(err, "gives 2 positions, its placeholder run has 3 tokens"));
+	ck_assert_ptr_nonnull(strstr(err, "item 0: grid gives 2 positions, run 3"));
 	it.grid[0] = it.grid[1] = it.grid[2] = 0;
 	ck_assert_int_eq(vd_mrope_positions(5, &sp, 1, &it, 1, 2, pos, &delta, err, sizeof(err)),
 	                 -EINVAL);
-	ck_assert_ptr_nonnull(strstr(err, "M-RoPE needs its grid"));
+	ck_assert_ptr_nonnull(strstr(err, "item 0: no grid t,h,w (M-RoPE model)"));
 }
 END_TEST
 

@@ -126,6 +126,10 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(VlmError) as cm:
             asyncio.run(refused())
         self.assertEqual(cm.exception.errno, EINVAL)
+        # vlmd's reason, not just the errno (the model's hidden size is 128)
+        self.assertEqual(cm.exception.vlmd_message, "item 0: 64 columns, model hidden size 128")
+        self.assertEqual(str(cm.exception), "[Errno 22] vlmd: item 0: 64 columns, model hidden "
+                         "size 128; error -EINVAL")
 
     def test_two_threads_one_client(self):
         out = {}
@@ -203,11 +207,14 @@ class ClientTest(unittest.TestCase):
                 s.wait()
         self.assertIsNotNone(s.finish)
         self.assertEqual(s.finish.reason, "error")
+        self.assertIn("vlmd: item 0: 64 columns, model hidden size 128", str(cm.exception))
+        self.assertEqual(s.finish.message, "item 0: 64 columns, model hidden size 128")
         gc.collect()
         self.assertEqual(sys.getrefcount(narrow), n0)
         # a placeholder run without a tensor
-        with self.assertRaises(VlmError):
+        with self.assertRaises(VlmError) as cm:
             self.c.generate(p.tokens, None, greedy(2)).wait()
+        self.assertEqual(cm.exception.vlmd_message, "1 placeholder run(s) but 0 tensor(s)")
         # a type without __dlpack__
         with self.assertRaises(TypeError):
             self.c.generate(p.tokens, MultiMediaInfo().add(250, [[1.0]]), greedy(2))

@@ -109,9 +109,10 @@ class GenerateTest(unittest.TestCase):
         for (ph, rows, t, h, w), f in zip(p.items[1:], files[1:]):
             args += ["--embed", f]                     # placeholder inherited, no grid
         r = self.gen(*args, *self.greedy_args())
-        # without grids an M-RoPE model cannot place the images: vlmd refuses
+        # without grids an M-RoPE model cannot place the images: vlmd refuses, and says why
         self.assertEqual(r.returncode, 1, r.stderr)
-        self.assertIn("vlmd refused the request", r.stderr)
+        self.assertIn("request failed: vlmd: item 0: no grid t,h,w (M-RoPE model); error -EINVAL",
+                      r.stderr)
         # with grids: exactly the reference
         r = self.gen("--tokens-file", tf, *self.embed_args(p, files), *self.greedy_args())
         self.check_greedy(r, p)
@@ -225,11 +226,18 @@ class GenerateTest(unittest.TestCase):
         r = self.gen(*self.tokens_arg(p), "--embed", f, "--placeholder", "250", "--embed", f,
                      *self.greedy_args(4))
         self.assertEqual(r.returncode, 1)
-        self.assertIn("request failed", r.stderr)
+        self.assertIn("request failed: vlmd: 1 placeholder run(s) but 2 tensor(s); error -EINVAL",
+                      r.stderr)
         # a token id outside the vocabulary
         r = self.gen("--tokens", "1,2,99999", *self.greedy_args(4))
         self.assertEqual(r.returncode, 1)
-        self.assertIn("vlm-generate:", r.stderr)
+        self.assertRegex(r.stderr, r"vlm-generate: request failed: vlmd: token 99999 at 2 >= "
+                         r"vocab size \d+; error -EINVAL")
+        # --json carries it too
+        r = self.gen("--tokens", "1,2,99999", "--json", *self.greedy_args(4))
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stdout, r'"error": -22, "error_message": "token 99999 at 2 >= vocab '
+                         r'size \d+"')
 
     def test_usage_errors(self):
         for args in (["--tokens", "1,2", "--bogus"],

@@ -231,6 +231,12 @@ static void handle(struct vc_conn *c, const struct vs_cqe *q, struct sv_res *res
 		break;
 	case VS_CQE_ERROR:
 		r->error = q->result;
+		if (q->flags & VS_CQEF_MESSAGE) {
+			memcpy(r->msg, q->u.message, sizeof(r->msg));
+			if (memchr(r->msg, 0, sizeof(r->msg)) == NULL)
+				r->bad++;   /* the message must be terminated within its 48 bytes */
+			r->msg[sizeof(r->msg) - 1] = 0;
+		}
 		r->done = 1;
 		free_arena(c, r);
 		break;

@@ -55,6 +55,7 @@ struct sv_res {
 	int32_t n_tok;
 	int done;                  /* FINISH or ERROR seen */
 	int error;                 /* ERROR result (negative errno), else 0 */
+	char msg[VS_CQE_MESSAGE_LEN]; /* ERROR's message (VS_CQEF_MESSAGE), else "" */
 	int bad;                   /* a completion after the last one, or out of order */
 	struct vs_finish fin;
 	int32_t n_released;

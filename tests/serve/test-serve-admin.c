@@ -261,8 +261,11 @@ int main(void)
 			CHECK(sv_submit(c, &r, &res[i]) == 0, "submit %d", i);
 		}
 		CHECK(sv_wait(c, res, 4, 20 * SEC) == 0, "limits run");
-		for (int i = 0; i < 4; i++)
+		for (int i = 0; i < 4; i++) {
 			busy += res[i].error == -EBUSY;
+			CHECK(res[i].error != -EBUSY || !strcmp(res[i].msg, "queue full: 1 waiting "
+			      "(max-waiting 1)"), "request %d: '%s'", i, res[i].msg);
+		}
 		CHECK(busy >= 2, "max-running 1 / max-waiting 1: %d of 4 refused", busy);
 		CHECK(vd_metrics_counter(&m, VD_C_REQ_REFUSED) == (uint64_t)busy, "refused counter");
 	}
@@ -278,6 +281,8 @@ int main(void)
 
 		CHECK(sv_run(c, &r, &res[0], 10 * SEC) == 0 && res[0].error == -ESHUTDOWN,
 		      "a submission while draining: %d", res[0].error);
+		CHECK(!strcmp(res[0].msg, "vlmd is draining: no new requests"), "draining: '%s'",
+		      res[0].msg);
 	}
 	printf("admin API and metrics: %s\n", sv_failures ? "FAILED" : "ok");
 

@@ -73,7 +73,7 @@ static int refusals(struct th_daemon *d)
 	struct vc_conn *c = NULL;
 	static int32_t t[1200], ok_tok[100];
 	struct sv_res alone, run, bad[5];
-	struct sv_item it;
+	struct sv_item it, it128;
 	struct sv_req ok = { .ud = 1, .tok = ok_tok, .n = 100, .p = sv_greedy(60) }, r[5];
 	int32_t wide[8];
 	float wemb[16 * 64];
@@ -96,7 +96,10 @@ static int refusals(struct th_daemon *d)
 	                       .placeholder = 250, .grid = { 1, 2, 4 } };           /* width 64 */
 	r[3] = (struct sv_req){ .ud = 14, .tok = wide, .n = 8, .items = &it, .n_items = 1,
 	                        .p = sv_greedy(4) };
-	r[4] = (struct sv_req){ .ud = 15, .tok = t, .n = 50, .items = &it, .n_items = 1,
+	it128 = it;
+	it128.emb = emb;
+	it128.cols = 128;                                                           /* right width */
+	r[4] = (struct sv_req){ .ud = 15, .tok = t, .n = 50, .items = &it128, .n_items = 1,
 	                        .p = sv_greedy(4) };                                   /* no run */
 	for (int i = 0; i < 5; i++)
 		CHECK(sv_submit(c, &r[i], &bad[i]) == 0, "submit %d", i);
@@ -106,6 +109,17 @@ static int refusals(struct th_daemon *d)
 	CHECK(bad[2].error == -EINVAL, "token outside the vocabulary: %d", bad[2].error);
 	CHECK(bad[3].error == -EINVAL, "tensor width 64: %d", bad[3].error);
 	CHECK(bad[4].error == -EINVAL, "placeholder mismatch: %d", bad[4].error);
+	/* each says why, with the numbers: 1110 tokens (70 blocks) vs 64 blocks of 16 */
+	CHECK(!strcmp(bad[0].msg, "prompt+max_tokens 1110 > KV cache 1024 tokens"), "'%s'",
+	      bad[0].msg);
+	CHECK(!strcmp(bad[1].msg, "prompt 100+max_tokens 4000 > max-model-len 4096"), "'%s'",
+	      bad[1].msg);
+	CHECK(!strcmp(bad[2].msg, "token 300 at 50 >= vocab size 256"), "'%s'", bad[2].msg);
+	CHECK(!strcmp(bad[3].msg, "item 0: 64 columns, model hidden size 128"), "'%s'",
+	      bad[3].msg);
+	CHECK(!strcmp(bad[4].msg, "0 placeholder run(s) but 1 tensor(s)"), "'%s'", bad[4].msg);
+	for (int i = 0; i < 5; i++)
+		CHECK(!bad[i].bad, "request %d: completions out of order or malformed", i);
 	CHECK(sv_wait(c, &run, 1, TIMEOUT) == 0 && !run.error && run.n_tok == 60 &&
 	      sv_first_diff(run.tok, alone.tok, 60) == 60, "the normal request was affected");
 	vc_conn_free(c);
@@ -162,6 +176,9 @@ static int busy_refusal(struct th_daemon *d)
 		busy += res[i].error == -EBUSY;
 		CHECK(res[i].error == -EBUSY || (!res[i].error && res[i].n_tok == 40),
 		      "request %d: error %d, %d tokens", i, res[i].error, res[i].n_tok);
+		CHECK(res[i].error != -EBUSY || !strcmp(res[i].msg, "queue full: 2 waiting "
+		      "(max-waiting 2)"), "request %d: '%s'", i, res[i].msg);
+		CHECK(res[i].error || !res[i].msg[0], "request %d: a message without an error", i);
 	}
 	CHECK(busy >= 2, "max-running 1, max-waiting 2: %d of 5 refused with -EBUSY", busy);
 	vc_conn_free(c);

@@ -33,6 +33,18 @@ static struct vd_request *mkreq(uint32_t slot, uint64_t ud, uint32_t n)
 	return r;
 }
 
+/* The sink's submit with a fresh message buffer; *msg (optional) gets the sink's reason. */
+static int submit(struct vd_sink *s, struct vd_request *r, char (*msg)[VS_CQE_MESSAGE_LEN])
+{
+	char err[VS_CQE_MESSAGE_LEN] = "";
+	int rc = s->ops->submit(s, r, err, sizeof(err));
+
+	ck_assert(rc == 0 ? err[0] == 0 : err[0] != 0); /* a refusal always says why */
+	if (msg)
+		memcpy(*msg, err, sizeof(err));
+	return rc;
+}
+
 START_TEST(threaded_echo)
 {
 	struct vd_evq q;
@@ -44,7 +56,7 @@ START_TEST(threaded_echo)
 	ck_assert_int_eq(vd_evq_init(&q), 0);
 	ck_assert_int_eq(vd_echo_new(&q, 1, &s), 0);
 	for (uint64_t ud = 0; ud < 64; ud++)
-		ck_assert_int_eq(s->ops->submit(s, mkreq(0, ud, (uint32_t)ud)), 0);
+		ck_assert_int_eq(submit(s, mkreq(0, ud, (uint32_t)ud), NULL), 0);
 	deadline = vs_now_ns() + 10000000000ull;
 	while (finished < 64 && vs_now_ns() < deadline) {
 		struct pollfd p = { .fd = q.efd, .events = POLLIN };
@@ -84,13 +96,22 @@ START_TEST(inline_local_path)
 
 	ck_assert_int_eq(vd_evq_init(&q), 0);
 	ck_assert_int_eq(vd_echo_new(&q, 0, &s), 0);
-	ck_assert_int_eq(s->ops->submit(s, mkreq(3, 7, 30)), 0);
+	ck_assert_int_eq(submit(s, mkreq(3, 7, 30), NULL), 0);
 	ck_assert(vd_evq_pending(&q));
 	/* the loop thread's own events never touch the eventfd */
 	ck_assert_int_lt(read(q.efd, &v, sizeof(v)), 0);
 	ck_assert_uint_eq(vd_evq_take(&q, &b), 4); /* 12 + 12 + 6 tokens, FINISH */
 	ck_assert_int_eq(b.ev[3].cqe.type, VS_CQE_FINISH);
 	ck_assert_int_eq(s->ops->cancel(s, 3, 1, 7), -ENOENT);
+	{
+		/* no model behind the echo sink: GENERATE is refused, and says so */
+		struct vd_request *r = mkreq(3, 8, 2);
+		char msg[VS_CQE_MESSAGE_LEN];
+
+		r->sqe.opcode = VS_OP_GENERATE;
+		ck_assert_int_eq(submit(s, r, &msg), -EOPNOTSUPP);
+		ck_assert_str_eq(msg, "no model loaded (vlmd runs without one)");
+	}
 	s->ops->free(s);
 	vd_evbuf_fini(&b);
 	vd_evq_fini(&q);
@@ -105,7 +126,7 @@ START_TEST(client_gone_and_free)
 	ck_assert_int_eq(vd_evq_init(&q), 0);
 	ck_assert_int_eq(vd_echo_new(&q, 1, &s), 0);
 	for (uint64_t ud = 0; ud < 200; ud++)
-		ck_assert_int_eq(s->ops->submit(s, mkreq((uint32_t)(ud % 2), ud, 50)), 0);
+		ck_assert_int_eq(submit(s, mkreq((uint32_t)(ud % 2), ud, 50), NULL), 0);
 	s->ops->cancel(s, 1, 1, 199);
 	s->ops->client_gone(s, 0, 1);
 	s->ops->free(s); /* joins the worker, frees what is still queued */

@@ -30,13 +30,15 @@ static struct vs_sqe echo_sqe(uint64_t off, uint32_t n)
 	return e;
 }
 
+static char why[VS_CQE_MESSAGE_LEN]; /* the reason of the last run() */
+
 static int run(const struct vs_sqe *e)
 {
 	struct vd_request *r = NULL;
-	const char *why;
-	int rc = vd_validate_sqe(e, arena, ARENA, &lim, &r, &why);
+	int rc = vd_validate_sqe(e, arena, ARENA, &lim, &r, why, sizeof(why));
 
 	ck_assert(rc == 0 ? r != NULL : r == NULL);
+	ck_assert(rc == 0 ? why[0] == 0 : why[0] != 0); /* a refusal always says why */
 	vd_request_free(r);
 	return rc;
 }
@@ -74,11 +76,11 @@ START_TEST(valid_copies)
 {
 	struct vs_sqe e = echo_sqe(64, 3);
 	struct vd_request *r;
-	const char *why;
 	uint32_t t[3] = { 5, 6, 7 };
 
 	memcpy(arena + 64, t, sizeof(t));
-	ck_assert_int_eq(vd_validate_sqe(&e, arena, ARENA, &lim, &r, &why), 0);
+	ck_assert_int_eq(vd_validate_sqe(&e, arena, ARENA, &lim, &r, why, sizeof(why)), 0);
+	ck_assert_str_eq(why, "");
 	memset(arena + 64, 0xff, sizeof(t)); /* the client changes its memory afterwards */
 	ck_assert_uint_eq(r->tokens[0], 5);
 	ck_assert_uint_eq(r->tokens[2], 7);
@@ -119,6 +121,7 @@ START_TEST(header_fields)
 
 	e.opcode = VS_OP__COUNT;
 	ck_assert_int_eq(run(&e), -EINVAL);
+	ck_assert_str_eq(why, "unknown opcode 4");
 	e = echo_sqe(0, 0);
 	e.reserved1[1] = 1;
 	ck_assert_int_eq(run(&e), -EINVAL);
@@ -131,10 +134,12 @@ START_TEST(header_fields)
 	e = echo_sqe(0, 0);
 	e.params.top_p = 1.5f;
 	ck_assert_int_eq(run(&e), -EINVAL);
+	ck_assert_str_eq(why, "top_p 1.5: need 0..1");
 	e = echo_sqe(0, 0);
 	e.params.max_tokens = 4;
 	e.params.min_tokens = 5;
 	ck_assert_int_eq(run(&e), -EINVAL);
+	ck_assert_str_eq(why, "min_tokens 5 > max_tokens 4");
 	e = echo_sqe(0, 0);
 	e.params.flags = 0x80;
 	ck_assert_int_eq(run(&e), -EINVAL);
@@ -147,8 +152,10 @@ START_TEST(header_fields)
 	e.n_items = 1;
 	e.items_off = ARENA - 100; /* item array past the end */
 	ck_assert_int_eq(run(&e), -EINVAL);
+	ck_assert_str_eq(why, "items outside the arena or misaligned");
 	e.n_items = 100000;
 	ck_assert_int_eq(run(&e), -E2BIG);
+	ck_assert_str_eq(why, "100000 items > limit 256");
 }
 END_TEST
 
@@ -160,6 +167,7 @@ START_TEST(items)
 	it = good_item();
 	it.dtype = 9;
 	ck_assert_int_eq(run_item(it), -EINVAL);
+	ck_assert_str_eq(why, "item 0: dtype 9 unknown");
 	it = good_item();
 	it.device = 9;
 	ck_assert_int_eq(run_item(it), -EINVAL);
@@ -169,12 +177,15 @@ START_TEST(items)
 	it = good_item();
 	it.row_stride = 15; /* smaller than a row of 8 fp16 */
 	ck_assert_int_eq(run_item(it), -EINVAL);
+	ck_assert_str_eq(why, "item 0: row stride 15 < row 16 B");
 	it = good_item();
 	it.data_bytes = 63; /* shape needs 64 */
 	ck_assert_int_eq(run_item(it), -EINVAL);
+	ck_assert_str_eq(why, "item 0: 63 data bytes < 64");
 	it = good_item();
 	it.grid_w = 3; /* 1*2*3 != 4 rows */
 	ck_assert_int_eq(run_item(it), -EINVAL);
+	ck_assert_str_eq(why, "item 0: grid 1x2x3 != 4 rows");
 	it = good_item();
 	it.grid_t = it.grid_h = it.grid_w = 0; /* no grid: allowed */
 	ck_assert_int_eq(run_item(it), 0);
@@ -219,7 +230,6 @@ START_TEST(random_entries)
 		struct vs_mm_item it = good_item();
 		unsigned char *b;
 		struct vd_request *r;
-		const char *why;
 		int nflip = 1 + rand_r(&seed) % 4, rc;
 
 		e.n_items = 1;
@@ -234,9 +244,10 @@ START_TEST(random_entries)
 			}
 		}
 		memcpy(arena + 2048, &it, sizeof(it));
-		rc = vd_validate_sqe(&e, arena, ARENA, &lim, &r, &why);
+		rc = vd_validate_sqe(&e, arena, ARENA, &lim, &r, why, sizeof(why));
 		if (rc) {
 			ck_assert_ptr_null(r);
+			ck_assert(why[0] && strlen(why) < sizeof(why));
 			rejected++;
 			continue;
 		}
