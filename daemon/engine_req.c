@@ -134,14 +134,13 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			goto out;
 		}
 		if (it->device != VS_DEV_ARENA && !env->device_tensors) {
-			e = fail(err, errlen, -ENOTSUP, "item %d is a CUDA tensor: %s", k,
-			         "this vlmd runs a host backend (send host tensors)");
+			/* the wire carries 47 bytes of text */
+			e = fail(err, errlen, -ENOTSUP, "item %d: CUDA tensor, host backend", k);
 			goto out;
 		}
 		if (it->device != VS_DEV_ARENA && !env->import) {
-			e = fail(err, errlen, -ENOTSUP, "item %d is a CUDA tensor: %s", k,
-			         env->import_err && env->import_err[0] ? env->import_err
-			                                               : "CUDA import unavailable");
+			e = fail(err, errlen, -ENOTSUP, "item %d: no CUDA import: %s", k,
+			         env->import_err && env->import_err[0] ? env->import_err : "unavailable");
 			goto out;
 		}
 		q->mm[k] = (struct vd_mm_item){ .placeholder = (int32_t)it->placeholder_id,
@@ -163,7 +162,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			e = vd_mm_import_open(env->import, it, r->vmm_fds ? r->vmm_fds[k] : -1,
 			                      &q->maps[k], &dev, why, sizeof(why));
 			if (e < 0) {
-				e = fail(err, errlen, e, "item %d: CUDA tensor not mapped: %s", k, why);
+				e = fail(err, errlen, e, "item %d: CUDA map: %s", k, why);
 				goto out;
 			}
 			vd_metrics_set(env->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(env->import));

@@ -56,7 +56,7 @@ int vd_mm_import_open(struct vd_mm_import *im, const struct vs_mm_item *it, int 
 		break;
 	case VS_DEV_CUDA_VMM:
 		if (vmm_fd < 0) {
-			snprintf(err, errlen, "CUDA VMM item without a registered descriptor");
+			snprintf(err, errlen, "VMM item without its descriptor");
 			return -EBADF;
 		}
 		e = vk_ipc_open_fd(im->cache, vmm_fd, it->alloc_bytes, it->data_off, it->data_bytes, &m,
@@ -89,7 +89,7 @@ int vd_mm_import_count(struct vd_mm_import *im)
 int vd_mm_import_new(struct vd_mm_import **ret, char *err, size_t errlen)
 {
 	*ret = NULL;
-	snprintf(err, errlen, "this vlmd was built without CUDA");
+	snprintf(err, errlen, "vlmd built without CUDA");
 	return -ENOTSUP;
 }
 
@@ -102,7 +102,7 @@ int vd_mm_import_open(struct vd_mm_import *im, const struct vs_mm_item *it, int 
 		      void **ret_ref, const void **ret_data, char *err, size_t errlen)
 {
 	(void)im, (void)it, (void)vmm_fd, (void)ret_ref, (void)ret_data;
-	snprintf(err, errlen, "this vlmd was built without CUDA");
+	snprintf(err, errlen, "vlmd built without CUDA");
 	return -ENOTSUP;
 }
 
