@@ -260,8 +260,9 @@ static struct sv_req req(uint64_t ud, int32_t n, uint32_t max_tokens)
 static void test_notify_and_watchdog(const char *model)
 {
 	char name[108], buf[512];
-	const char *args[] = { "--model", model, "--tick-ms", "10", "--max-batched-tokens", "1536",
-			       "--kv-memory", "64M", NULL };
+	/* the CPU backend: the step must outlast a watchdog period (a GPU would finish at once) */
+	const char *args[] = { "--model", model, "--backend", "cpu", "--tick-ms", "10",
+			       "--max-batched-tokens", "1536", "--kv-memory", "64M", NULL };
 	int nfd = notify_socket(name, sizeof(name)), saw_status = 0, saw_extend = 0, ready = 0;
 	uint64_t end = now_ms() + 60000, last = 0, max_gap = 0, busy_pings = 0;
 	struct vc_conn *c;
@@ -325,11 +326,11 @@ static void test_notify_and_watchdog(const char *model)
 	}
 	REQUIRE(res.done && !res.error && res.n_tok == 2, "long request: done %d error %d tokens %d", res.done,
 		res.error, res.n_tok);
+	double longest = 0;
 	{
 		char out[1 << 16];
 		struct prom p;
 		char err[256];
-		double longest = 0;
 		const double *b = NULL;
 		static const char *const le[] = { "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
 						  "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60" };
@@ -352,7 +353,8 @@ static void test_notify_and_watchdog(const char *model)
 			printf("note: this machine ran the step in under one watchdog period; the ping check "
 			       "below is weaker here\n");
 	}
-	CHECK(busy_pings >= 1, "no watchdog ping while the request ran");
+	if (longest >= 1)   /* a step shorter than a watchdog period proves nothing either way */
+		CHECK(busy_pings >= 1, "no watchdog ping while the request ran");
 	CHECK(max_gap <= 1000, "watchdog pings %llu ms apart while the engine ran (deadline 1000 ms)",
 	      (unsigned long long)max_gap);
 	vc_conn_free(c);
@@ -387,7 +389,9 @@ static long long wait_running(uint64_t ud)
 static void test_cancel_metrics_drain(const char *model)
 {
 	char out[1 << 16], idbuf[32];
-	const char *args[] = { "--model", model, "--max-running", "8", "--kv-memory", "64M", NULL };
+	/* the CPU backend: requests must still run when vlmctl acts (slow decode on purpose) */
+	const char *args[] = { "--model", model, "--backend", "cpu", "--max-running", "8",
+			       "--kv-memory", "64M", NULL };
 	struct vc_conn *c, *d;
 	struct sv_req r;
 	struct sv_res res[4], cancelled;

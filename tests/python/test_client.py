@@ -61,6 +61,7 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(dlpack.live_count(), 0, "a tensor's deleter did not run")
 
     def test_reference_prompts_concurrently(self):
+        self.assertTrue(self.p, "no reference prompts loaded")
         streams = {name: self.c.generate(p.tokens, mm_for(p), greedy())
                    for name, p in self.p.items()}
         for name, s in streams.items():
