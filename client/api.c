@@ -217,6 +217,11 @@ void vlm_disconnect(struct vlm_conn *c)
 	while (c->ready_head)
 		vc_unready(c, c->ready_head);
 	__atomic_store_n(&c->state, VC_CLOSED, __ATOMIC_RELAXED);
+	/* deleters first, outside the lock, while the arena is still mapped: a deleter of an
+	 * in-place tensor may still look at its rows (vlm.h: "runs every pending tensor deleter,
+	 * then unmaps") */
+	vc_unlock(c);
+	vc_lock(c);
 	vc_conn_free(c->vc);
 	c->vc = NULL;
 	c->arena = NULL;

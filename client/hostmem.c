@@ -117,6 +117,8 @@ int vlm_host_tensor_new(struct vlm_conn *c, enum vlm_dtype dtype, uint32_t rows,
 	*ret = NULL;
 	if (!c || !rows || !cols || (unsigned)dtype > VLM_DTYPE_BF16)
 		return vc_err(-EINVAL, "vlm_host_tensor_new: bad connection, shape or dtype");
+	if ((uint64_t)rows * cols > UINT64_MAX / 4)   /* rows, cols < 2^32: the product fits */
+		return vc_err(-E2BIG, "tensor too large");
 	bytes = (uint64_t)rows * cols * (dtype == VLM_DTYPE_F32 ? 4 : 2);
 	if (bytes > SIZE_MAX)
 		return vc_err(-E2BIG, "tensor too large");

@@ -420,16 +420,24 @@ int vlm_submit(struct vlm_request *r)
 	vc_err_clear();
 	if (!r)
 		return vc_err(-EINVAL, "vlm_submit: request is NULL");
-	if (r->state != VC_R_NEW)
-		return vc_err(-EINVAL, "vlm_submit: request already submitted");
 	if (!r->n_tokens)
 		return vc_err(-EINVAL, "vlm_submit: request has no tokens");
 	c = r->conn;
 	vc_lock(c);
+	if (r->state != VC_R_NEW) {   /* under mu: a routing thread writes it once in flight */
+		e = vc_err(-EINVAL, "vlm_submit: request already submitted");
+		goto out;
+	}
 	e = vc_usable(c);
 	if (e) {
 		vc_req_end(c, r, e); /* the request failed: its tensors go now */
 		goto out;
+	}
+	if (r->items_len && r->items_len != (uint64_t)r->n_items * sizeof(struct vs_mm_item)) {
+		/* an earlier submit wrote the descriptors, failed (ring full), and a tensor was
+		 * added since: write them again */
+		vc_arena_put(c, r->items_off, r->items_len);
+		r->items_len = 0;
 	}
 	if (r->n_items && !r->items_len) {
 		uint64_t len = (uint64_t)r->n_items * sizeof(struct vs_mm_item);

@@ -361,10 +361,12 @@ static int ensure_scratch(struct vd_engine *e, int32_t rows, int32_t items, int3
 		c = e->cap_items;
 		if (grow((void **)&e->b_argmax, &c, items, sizeof(int32_t)))
 			return -ENOMEM;
+		float *logits = malloc((size_t)items * v * sizeof(float));
+
+		if (!logits)
+			return -ENOMEM;   /* the old buffer and capacity stay consistent */
 		free(e->b_logits);
-		e->b_logits = malloc((size_t)items * v * sizeof(float));
-		if (!e->b_logits)
-			return -ENOMEM;
+		e->b_logits = logits;
 		e->cap_items = items;
 	}
 	if (subs > e->cap_subs) {
@@ -675,6 +677,16 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 		return rc;
 	}
 	pthread_mutex_lock(&e->mu);
+	if (e->dead || e->draining) {   /* changed while the request was converted */
+		pthread_mutex_unlock(&e->mu);
+		snprintf(err, errlen, "%s", e->dead ? "compute device lost; vlmd restarts"
+		                                    : "vlmd is draining: no new requests");
+		vd_metrics_add(e->metrics, VD_C_REQ_REFUSED, 1);
+		q->r = NULL;
+		vd_ereq_free(q);
+		vd_request_free(r);
+		return e->dead ? VK_EDEVICE_LOST : -ESHUTDOWN;
+	}
 	if (e->n_inbox == e->cap_inbox) {
 		size_t cap = e->cap_inbox ? 2 * e->cap_inbox : 64;
 		void *p = realloc(e->inbox, cap * sizeof(*e->inbox));

@@ -142,6 +142,10 @@ int vd_engine_set_limits(struct vd_engine *e, uint32_t max_running, uint32_t max
 	if (max_running > 65536 || max_waiting > (1u << 24))
 		return -EINVAL;
 	pthread_mutex_lock(&e->mu);
+	/* the engine thread uses the scheduler's plan arrays during the forward, with mu released:
+	 * resizing them now would pull them from under it */
+	while (e->reading)
+		pthread_cond_wait(&e->done_cv, &e->mu);
 	if (max_running) {
 		rc = vd_sched_set_max_running(e->sched, (int32_t)max_running);
 		if (!rc) {

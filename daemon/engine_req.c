@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/engine_req.h"
 #include "daemon/metrics.h"
@@ -164,6 +165,12 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			if (e < 0) {
 				e = fail(err, errlen, e, "item %d: CUDA map: %s", k, why);
 				goto out;
+			}
+			if (r->vmm_fds && r->vmm_fds[k] >= 0) {
+				/* the mapping keeps the memory: the descriptor is not needed any more,
+				 * and holding one per queued item would let a client exhaust vlmd's fds */
+				close(r->vmm_fds[k]);
+				r->vmm_fds[k] = -1;
 			}
 			vd_metrics_set(env->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(env->import));
 			vd_metrics_add(env->metrics, it->device == VS_DEV_CUDA_IPC ?

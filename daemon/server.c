@@ -563,7 +563,7 @@ static void srv_shutdown(void *ctx)
 	struct vd_server *s = ctx;
 
 	logf_(s, VD_LOG_INFO, "shutdown requested by an admin");
-	s->stop = 1;
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
 }
 
 void vd_server_drain(struct vd_server *s)
@@ -624,7 +624,7 @@ static void handle_hello(struct vd_server *s, struct vd_client *c)
 		refuse(s, c, &w);
 		return;
 	}
-	if (s->stop) {
+	if (__atomic_load_n(&s->stop, __ATOMIC_RELAXED)) {
 		vd_refusal(&w, VS_REFUSED_SHUTDOWN, -ESHUTDOWN, "vlmd is shutting down");
 		refuse(s, c, &w);
 		return;
@@ -727,7 +727,7 @@ static void handle_signal(struct vd_server *s)
 	while (read(s->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
 			logf_(s, VD_LOG_INFO, "signal %u: shutting down", si.ssi_signo);
-			s->stop = 1;
+			__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
 		}
 	}
 }
@@ -863,7 +863,7 @@ static void drain_check(struct vd_server *s)
 		return;
 	logf_(s, VD_LOG_INFO, "drained: no request in flight; stopping");
 	s->drained = 1;
-	s->stop = 1;
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
 }
 
 static void tick(struct vd_server *s, uint64_t now)
