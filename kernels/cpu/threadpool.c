@@ -1,11 +1,19 @@
 /*
  * kernels/cpu/threadpool.c — see threadpool.h.
  *
- * Protocol: the caller publishes (fn, arg) and bumps `gen` (seq_cst); a worker that saw the old
- * generation spins, then registers in `sleepers` (seq_cst) and re-checks `gen` under the mutex
- * before waiting. Both sides write their flag before reading the other's, so either the caller
- * sees a sleeper and broadcasts under the mutex, or the worker sees the new generation — no lost
- * wake-up. Completion is a counter the caller spins on (it is the last to finish its own share).
+ * Protocol: the caller publishes (fn, arg), resets the slot counter `next` (release) and bumps
+ * `gen` (seq_cst); a worker that saw the old generation spins, then registers in `sleepers`
+ * (seq_cst) and re-checks `gen` under the mutex before waiting. Both sides write their flag
+ * before reading the other's, so either the caller sees a sleeper and broadcasts under the mutex,
+ * or the worker sees the new generation — no lost wake-up.
+ *
+ * Slots, not threads: a job is n_threads slots; every participant (the caller included) claims
+ * slots from `next` until none is left, and `done` counts finished slots. So the caller never
+ * waits for a worker that has not started yet: on a shared, oversubscribed machine a worker may
+ * be descheduled for a whole time slice (milliseconds) when a job is published, and a decode
+ * step is hundreds of jobs; the caller then runs that slot itself. It only waits for slots that
+ * are running. A worker that wakes late claims from whatever job is current (it reads fn/arg
+ * after its claim, which synchronises with the reset of `next`) or finds nothing left.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -24,16 +32,23 @@ struct vk_pool {
 	pthread_cond_t cv;
 	atomic_uint gen;        /* bumped per job; workers run when it changes */
 	atomic_int sleepers;    /* workers blocked (or about to block) on cv */
-	atomic_int done;        /* workers finished with the current job */
+	atomic_int next;        /* next slot of the current job to claim */
+	atomic_int done;        /* slots of the current job finished */
 	atomic_int stop;
 	vk_pool_fn fn;          /* current job, published before gen */
 	void *arg;
 };
 
-struct worker_arg {
-	struct vk_pool *pool;
-	int tid;
-};
+/* Claims and runs slots of the current job until none is left. */
+static void run_slots(struct vk_pool *pool)
+{
+	int t;
+
+	while ((t = atomic_fetch_add_explicit(&pool->next, 1, memory_order_acq_rel)) < pool->n_threads) {
+		pool->fn(pool->arg, t, pool->n_threads);
+		atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+	}
+}
 
 static inline void cpu_relax(void)
 {
@@ -44,11 +59,9 @@ static inline void cpu_relax(void)
 
 static void *worker_main(void *p)
 {
-	struct worker_arg wa = *(struct worker_arg *)p;
-	struct vk_pool *pool = wa.pool;
+	struct vk_pool *pool = p;
 	unsigned seen = 0;
 
-	free(p);
 	for (;;) {
 		unsigned g;
 		int spins = 0;
@@ -69,8 +82,7 @@ static void *worker_main(void *p)
 		seen = g;
 		if (atomic_load_explicit(&pool->stop, memory_order_acquire))
 			break;
-		pool->fn(pool->arg, wa.tid, pool->n_threads);
-		atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+		run_slots(pool);
 	}
 	return NULL;
 }
@@ -105,22 +117,14 @@ int vk_pool_new(int n_threads, struct vk_pool **ret)
 	pthread_cond_init(&pool->cv, NULL);
 	atomic_init(&pool->gen, 0);
 	atomic_init(&pool->sleepers, 0);
+	atomic_init(&pool->next, 0);
 	atomic_init(&pool->done, 0);
 	atomic_init(&pool->stop, 0);
 	pool->n_threads = 1;       /* threads started so far, for cleanup on failure */
 	for (int i = 1; i < n_threads; i++) {
-		struct worker_arg *wa = malloc(sizeof(*wa));
-		if (!wa) {
-			r = -ENOMEM;
+		r = -pthread_create(&pool->threads[i], NULL, worker_main, pool);
+		if (r < 0)
 			goto fail;
-		}
-		wa->pool = pool;
-		wa->tid = i;
-		r = -pthread_create(&pool->threads[i], NULL, worker_main, wa);
-		if (r < 0) {
-			free(wa);
-			goto fail;
-		}
 		pool->n_threads = i + 1;
 	}
 	pool->n_threads = n_threads;
@@ -159,11 +163,12 @@ void vk_pool_run(struct vk_pool *pool, vk_pool_fn fn, void *arg)
 	pool->fn = fn;
 	pool->arg = arg;
 	atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+	atomic_store_explicit(&pool->next, 0, memory_order_release);
 	publish(pool);
-	fn(arg, 0, pool->n_threads);
-	/* wait for the others; yield now and then in case one of them shares our core */
+	run_slots(pool);
+	/* wait for slots other threads are running; yield now and then in case one shares our core */
 	for (unsigned spins = 1;
-	     atomic_load_explicit(&pool->done, memory_order_acquire) < pool->n_threads - 1; spins++) {
+	     atomic_load_explicit(&pool->done, memory_order_acquire) < pool->n_threads; spins++) {
 		cpu_relax();
 		if ((spins & 255) == 0)
 			sched_yield();
