@@ -364,21 +364,29 @@ struct mm_job {
 	atomic_long next;       /* next work item */
 };
 
-/* Rows [lo, hi) of the matvec for all n activation rows. */
+/* Depth of one matvec weight pass: the whole row if VK_MV_MAXN activation rows of it fit in L1,
+ * else equal multiples of 16. A function of K alone, never of the row count: every output is
+ * then summed in the same order (per-chunk lane sums, chunk by chunk) whether its activation row
+ * is computed alone or in a batch of 32, so a sequence's logits do not depend on its batch. */
+static int64_t mv_kc(int64_t K)
+{
+	int64_t chunks = ((int64_t)VK_MV_MAXN * K * 4 + MV_L1_BYTES - 1) / MV_L1_BYTES;
+	return ((K + chunks - 1) / chunks + 15) & ~(int64_t)15;
+}
+
+/* Rows [lo, hi) of the matvec for all n activation rows, in register passes of at most
+ * VK_MV_MAXN rows of equal size (n = 9 runs 5 + 4, not 8 + 1: a 1-row pass costs almost as much
+ * as an 8-row one, the weight widening and loads being the same). */
 static void matvec_rows(struct mm_job *j, int64_t lo, int64_t hi)
 {
 	const struct vk_weight *w = j->w;
 	const int64_t K = w->cols;
 	const size_t esz = vk_dtype_size(w->dtype);
+	const int64_t kc = mv_kc(K);
+	const int passes = (j->n + VK_MV_MAXN - 1) / VK_MV_MAXN;
 
-	for (int32_t i = 0; i < j->n; i += VK_MV_MAXN) {
-		int m = j->n - i < VK_MV_MAXN ? j->n - i : VK_MV_MAXN;
-		/* keep the activation rows' slice in L1: [m, kc] floats <= MV_L1_BYTES */
-		int64_t kc = K;
-		if ((int64_t)m * K * 4 > MV_L1_BYTES) {
-			int64_t chunks = ((int64_t)m * K * 4 + MV_L1_BYTES - 1) / MV_L1_BYTES;
-			kc = ((K + chunks - 1) / chunks + 15) & ~(int64_t)15;
-		}
+	for (int p = 0, i = 0; p < passes; p++) {
+		int m = (j->n - i) / (passes - p);   /* the rest split evenly over the passes left */
 		for (int64_t k0 = 0; k0 < K; k0 += kc) {
 			int64_t len = K - k0 < kc ? K - k0 : kc;
 			j->c->isa->matvec(j->x + (size_t)i * (size_t)K + (size_t)k0, K, m,
@@ -386,6 +394,7 @@ static void matvec_rows(struct mm_job *j, int64_t lo, int64_t hi)
 			                  k0 == 0 ? j->bias : NULL, j->out + (size_t)i * (size_t)w->rows,
 			                  w->rows, k0 > 0);
 		}
+		i += m;
 	}
 }
 
