@@ -36,7 +36,7 @@
 #include "kernels/validate.h"
 
 #define NC_MAX 96          /* GEMM: weight rows per cache block (before rounding up to nr) */
-#define KC_MAX 1280        /* GEMM: reduction depth per cache block */
+#define KC_MAX 1280        /* GEMM: buffer depth; the depth per cache block is mv_kc() <= 1024 */
 #define MR_MAX 8
 #define NR_MAX 8
 #define MAX_HEAD_DIM 1024
@@ -461,11 +461,12 @@ static void gemm_block(struct mm_job *j, struct thread_scratch *ts, int64_t n0, 
 						cdst[i * N + c] = (k0 > 0 ? cdst[i * N + c] : 0.0f) + ctile[i * nr + c];
 			}
 		}
+		/* the bias after the first depth chunk, where the matvec adds it: same sums, same bits */
+		if (k0 == 0 && j->bias)
+			for (int64_t m = 0; m < M; m++)
+				for (int64_t r = 0; r < nc; r++)
+					j->out[(size_t)m * (size_t)N + (size_t)(n0 + r)] += j->bias[n0 + r];
 	}
-	if (j->bias)
-		for (int64_t m = 0; m < M; m++)
-			for (int64_t r = 0; r < nc; r++)
-				j->out[(size_t)m * (size_t)N + (size_t)(n0 + r)] += j->bias[n0 + r];
 }
 
 static void gemm_fn(void *arg, int tid, int nt)
@@ -516,9 +517,9 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 		vk_pool_run(c->pool, matvec_fn, &j);
 		return 0;
 	}
-	/* KC: the whole depth if it fits, else equal chunks of at most KC_MAX */
-	int64_t kchunks = (w->cols + KC_MAX - 1) / KC_MAX;
-	j.kc = ((w->cols + kchunks - 1) / kchunks + 15) & ~(int64_t)15;
+	/* KC: the matvec's depth chunks (<= KC_MAX), so that a row gets the same bits from either
+	 * path: the microkernels sum each chunk in the matvec's lane order and reduction tree */
+	j.kc = mv_kc(w->cols);
 	/* NC: at most NC_MAX rows, and at least 2 blocks per thread when the weight allows */
 	int64_t nb = (w->rows + NC_MAX - 1) / NC_MAX;
 	if (nb < 2 * c->n_threads)

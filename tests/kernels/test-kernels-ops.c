@@ -5,7 +5,7 @@
  * several thread counts run every case of vkt_cases[] (op_parity.c) on fresh random inputs from
  * several seeds. The reference backend itself is checked on inputs with answers known in closed
  * form, and the shared fp16/bf16 conversions against IEEE bit patterns. matmul's rows are checked
- * for batch invariance (bit-identical alone and in batches of up to 32 rows).
+ * for batch invariance (bit-identical alone and in batches of 2 to 47 rows, both matmul paths).
  */
 #include <check.h>
 #include <errno.h>
@@ -253,10 +253,12 @@ START_TEST(test_errors)
 END_TEST
 
 /* Batch invariance of matmul: each activation row's outputs are bit-identical whether the row
- * is multiplied alone or with others, for every row count of the decode path (the serving engine
- * batches sequences and promises the same tokens alone and in a batch), on shapes of the
- * single-threaded path, the threaded path and the K-chunked path, with and without bias. */
-static const int inv_rows[] = { 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 23, 24, 25, 31, 32 };
+ * is multiplied alone or with others (the serving engine batches sequences and promises the same
+ * tokens alone and in a batch), for row counts of the matvec (<= 32) and of the GEMM (> 32: a
+ * step with a prefill chunk in it), on shapes of the single-threaded path, the threaded path
+ * and the K-chunked path, with and without bias. */
+static const int inv_rows[] = { 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 23, 24, 25, 31, 32,
+                                33, 40, 47 };
 
 START_TEST(test_batch_invariance)
 {
@@ -273,9 +275,9 @@ START_TEST(test_batch_invariance)
 			const size_t esz = vk_dtype_size(dts[d]);
 			unsigned char *wd = malloc((size_t)(R * K) * esz);
 			float *bd = malloc(sizeof(float) * (size_t)R);
-			float *x = malloc(sizeof(float) * (size_t)(32 * K));
-			float *one = malloc(sizeof(float) * (size_t)(32 * R));
-			float *all = malloc(sizeof(float) * (size_t)(32 * R));
+			float *x = malloc(sizeof(float) * (size_t)(48 * K));
+			float *one = malloc(sizeof(float) * (size_t)(48 * R));
+			float *all = malloc(sizeof(float) * (size_t)(48 * R));
 			struct vk_weight w, b;
 
 			ck_assert(wd && bd && x && one && all);
@@ -284,7 +286,7 @@ START_TEST(test_batch_invariance)
 				float v = (float)((int64_t)(seed >> 40) % 2001 - 1000) / 997.0f;
 				vk_store_elem(wd, dts[d], i, v);
 			}
-			for (int64_t i = 0; i < 32 * K; i++) {
+			for (int64_t i = 0; i < 48 * K; i++) {
 				seed = seed * 6364136223846793005ull + 1442695040888963407ull;
 				x[i] = (float)((int64_t)(seed >> 40) % 20001 - 10000) / 3331.0f;
 			}
@@ -293,7 +295,7 @@ START_TEST(test_batch_invariance)
 			ck_assert_int_eq(cpu->ops->weight_load(cpu, wd, dts[d], R, K, &w), 0);
 			ck_assert_int_eq(cpu->ops->weight_load(cpu, bd, VK_DTYPE_F32, 1, R, &b), 0);
 			for (int use_bias = 0; use_bias < 2; use_bias++) {
-				for (int i = 0; i < 32; i++)
+				for (int i = 0; i < 48; i++)
 					ck_assert_int_eq(cpu->ops->matmul(cpu, x + i * K, &w, use_bias ? &b : NULL,
 					                                  1, one + i * R), 0);
 				for (size_t t = 0; t < sizeof(inv_rows) / sizeof(inv_rows[0]); t++) {
