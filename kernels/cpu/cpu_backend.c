@@ -11,12 +11,16 @@
  *    n > 32 (prefill): a blocked GEMM; each thread takes a block of weight rows, widens one
  *    [NC, KC] slice to fp32 into its own buffer (L2-sized), and runs the microkernel over every
  *    MR-row strip of activations (L1-sized) — compute-bound, so the goal is FMA rate.
+ *  - Batch invariance: both matmul paths sum every output in the same order (depth chunks from
+ *    K alone, the same lane order and reduction tree, the bias after the first chunk), so a
+ *    row's result is bit-identical whether it is computed alone or with 31 or 500 other rows.
  *  - Attention: one work item per (token, KV head), taken from a shared counter; the group's
  *    query heads share each K/V row read; online softmax per chunk of positions (the AVX-512
  *    row kernel, 64 positions) or per KV block (the portable loop), not per position.
  *  - Work items come from atomic counters where sizes vary (matvec chunks, GEMM blocks,
  *    attention), so a thread the OS deschedules on a shared machine delays an op by one item.
- *  - A persistent spinning thread pool (threadpool.c); the calling thread is worker 0.
+ *  - A persistent spinning thread pool (threadpool.c); the calling thread takes part. A job is
+ *    n_threads slots that any thread may run, so scratch buffers are per slot, not per thread.
  *  - The instruction set is chosen once at open: AVX-512 > AVX2 > generic, VLM_CPU_ISA lowers it.
  */
 #include <errno.h>
