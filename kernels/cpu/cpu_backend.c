@@ -11,12 +11,16 @@
  *    n > 32 (prefill): a blocked GEMM; each thread takes a block of weight rows, widens one
  *    [NC, KC] slice to fp32 into its own buffer (L2-sized), and runs the microkernel over every
  *    MR-row strip of activations (L1-sized) — compute-bound, so the goal is FMA rate.
+ *  - Batch invariance: both matmul paths sum every output in the same order (depth chunks from
+ *    K alone, the same lane order and reduction tree, the bias after the first chunk), so a
+ *    row's result is bit-identical whether it is computed alone or with 31 or 500 other rows.
  *  - Attention: one work item per (token, KV head), taken from a shared counter; the group's
  *    query heads share each K/V row read; online softmax per chunk of positions (the AVX-512
  *    row kernel, 64 positions) or per KV block (the portable loop), not per position.
  *  - Work items come from atomic counters where sizes vary (matvec chunks, GEMM blocks,
  *    attention), so a thread the OS deschedules on a shared machine delays an op by one item.
- *  - A persistent spinning thread pool (threadpool.c); the calling thread is worker 0.
+ *  - A persistent spinning thread pool (threadpool.c); the calling thread takes part. A job is
+ *    n_threads slots that any thread may run, so scratch buffers are per slot, not per thread.
  *  - The instruction set is chosen once at open: AVX-512 > AVX2 > generic, VLM_CPU_ISA lowers it.
  */
 #include <errno.h>
@@ -36,7 +40,7 @@
 #include "kernels/validate.h"
 
 #define NC_MAX 96          /* GEMM: weight rows per cache block (before rounding up to nr) */
-#define KC_MAX 1280        /* GEMM: reduction depth per cache block */
+#define KC_MAX 1280        /* GEMM: buffer depth; the depth per cache block is mv_kc() <= 1024 */
 #define MR_MAX 8
 #define NR_MAX 8
 #define MAX_HEAD_DIM 1024
@@ -364,21 +368,29 @@ struct mm_job {
 	atomic_long next;       /* next work item */
 };
 
-/* Rows [lo, hi) of the matvec for all n activation rows. */
+/* Depth of one matvec weight pass: the whole row if VK_MV_MAXN activation rows of it fit in L1,
+ * else equal multiples of 16. A function of K alone, never of the row count: every output is
+ * then summed in the same order (per-chunk lane sums, chunk by chunk) whether its activation row
+ * is computed alone or in a batch of 32, so a sequence's logits do not depend on its batch. */
+static int64_t mv_kc(int64_t K)
+{
+	int64_t chunks = ((int64_t)VK_MV_MAXN * K * 4 + MV_L1_BYTES - 1) / MV_L1_BYTES;
+	return ((K + chunks - 1) / chunks + 15) & ~(int64_t)15;
+}
+
+/* Rows [lo, hi) of the matvec for all n activation rows, in register passes of at most
+ * VK_MV_MAXN rows of equal size (n = 9 runs 5 + 4, not 8 + 1: a 1-row pass costs almost as much
+ * as an 8-row one, the weight widening and loads being the same). */
 static void matvec_rows(struct mm_job *j, int64_t lo, int64_t hi)
 {
 	const struct vk_weight *w = j->w;
 	const int64_t K = w->cols;
 	const size_t esz = vk_dtype_size(w->dtype);
+	const int64_t kc = mv_kc(K);
+	const int passes = (j->n + VK_MV_MAXN - 1) / VK_MV_MAXN;
 
-	for (int32_t i = 0; i < j->n; i += VK_MV_MAXN) {
-		int m = j->n - i < VK_MV_MAXN ? j->n - i : VK_MV_MAXN;
-		/* keep the activation rows' slice in L1: [m, kc] floats <= MV_L1_BYTES */
-		int64_t kc = K;
-		if ((int64_t)m * K * 4 > MV_L1_BYTES) {
-			int64_t chunks = ((int64_t)m * K * 4 + MV_L1_BYTES - 1) / MV_L1_BYTES;
-			kc = ((K + chunks - 1) / chunks + 15) & ~(int64_t)15;
-		}
+	for (int p = 0, i = 0; p < passes; p++) {
+		int m = (j->n - i) / (passes - p);   /* the rest split evenly over the passes left */
 		for (int64_t k0 = 0; k0 < K; k0 += kc) {
 			int64_t len = K - k0 < kc ? K - k0 : kc;
 			j->c->isa->matvec(j->x + (size_t)i * (size_t)K + (size_t)k0, K, m,
@@ -386,6 +398,7 @@ static void matvec_rows(struct mm_job *j, int64_t lo, int64_t hi)
 			                  k0 == 0 ? j->bias : NULL, j->out + (size_t)i * (size_t)w->rows,
 			                  w->rows, k0 > 0);
 		}
+		i += m;
 	}
 }
 
@@ -452,11 +465,12 @@ static void gemm_block(struct mm_job *j, struct thread_scratch *ts, int64_t n0, 
 						cdst[i * N + c] = (k0 > 0 ? cdst[i * N + c] : 0.0f) + ctile[i * nr + c];
 			}
 		}
+		/* the bias after the first depth chunk, where the matvec adds it: same sums, same bits */
+		if (k0 == 0 && j->bias)
+			for (int64_t m = 0; m < M; m++)
+				for (int64_t r = 0; r < nc; r++)
+					j->out[(size_t)m * (size_t)N + (size_t)(n0 + r)] += j->bias[n0 + r];
 	}
-	if (j->bias)
-		for (int64_t m = 0; m < M; m++)
-			for (int64_t r = 0; r < nc; r++)
-				j->out[(size_t)m * (size_t)N + (size_t)(n0 + r)] += j->bias[n0 + r];
 }
 
 static void gemm_fn(void *arg, int tid, int nt)
@@ -507,9 +521,9 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 		vk_pool_run(c->pool, matvec_fn, &j);
 		return 0;
 	}
-	/* KC: the whole depth if it fits, else equal chunks of at most KC_MAX */
-	int64_t kchunks = (w->cols + KC_MAX - 1) / KC_MAX;
-	j.kc = ((w->cols + kchunks - 1) / kchunks + 15) & ~(int64_t)15;
+	/* KC: the matvec's depth chunks (<= KC_MAX), so that a row gets the same bits from either
+	 * path: the microkernels sum each chunk in the matvec's lane order and reduction tree */
+	j.kc = mv_kc(w->cols);
 	/* NC: at most NC_MAX rows, and at least 2 blocks per thread when the weight allows */
 	int64_t nb = (w->rows + NC_MAX - 1) / NC_MAX;
 	if (nb < 2 * c->n_threads)

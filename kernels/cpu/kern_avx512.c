@@ -138,11 +138,12 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 		}
 		return;
 	}
-	if (R == 4) {   /* strided rows: one 4-way reduction per activation row, then scatter */
+	if (R >= 3) {   /* strided rows: one 4-way reduction per activation row, then scatter */
 		float t[4];
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++) {
-			_mm_storeu_ps(t, reduce4(acc[0][i], acc[1 % R][i], acc[2 % R][i], acc[3 % R][i]));
+			_mm_storeu_ps(t, reduce4(acc[0][i], acc[1 % R][i], acc[2 % R][i],
+			                         R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()));
 #pragma GCC unroll 4
 			for (int j = 0; j < R; j++) {
 				float v = t[j] + (bias ? bias[r + j * rs] : 0.0f);
@@ -157,7 +158,7 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 		float b = bias ? bias[r + j * rs] : 0.0f;
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++) {
-			float v = _mm512_reduce_add_ps(acc[j][i]) + b;
+			float v = _mm_cvtss_f32(reduce4(acc[j][i], acc[j][i], acc[j][i], acc[j][i])) + b;
 			float *o = out + i * ldo + r + j * rs;
 			*o = accumulate ? *o + v : v;
 		}

@@ -14,7 +14,10 @@
 
 struct vk_pool;
 
-/* fn(arg, tid, n_threads) runs once per thread, tid in [0, n_threads); tid 0 is the caller. */
+/* fn(arg, slot, n_slots): a job is n_slots = n_threads slots, each run exactly once, by whichever
+ * thread claims it first (the caller included); different slots may run at the same time, one
+ * thread may run several in turn. Per-slot state (scratch indexed by slot) is therefore private
+ * to the running call; a slot never assumes which thread runs it. */
 typedef void (*vk_pool_fn)(void *arg, int tid, int n_threads);
 
 /* Creates a pool of n_threads (>= 1; n_threads - 1 workers). Returns 0 and the pool in *ret
@@ -23,7 +26,8 @@ int vk_pool_new(int n_threads, struct vk_pool **ret);
 /* Stops and joins the workers; NULL is a no-op. */
 void vk_pool_free(struct vk_pool *pool);
 int vk_pool_threads(const struct vk_pool *pool);
-/* Runs fn on every thread and returns when all have finished. One caller at a time. */
+/* Runs every slot of fn and returns when all have finished; never waits for a worker that has
+ * not claimed a slot. One caller at a time. */
 void vk_pool_run(struct vk_pool *pool, vk_pool_fn fn, void *arg);
 
 #endif

@@ -4,7 +4,8 @@
  * Each instruction-set path of the CPU backend (AVX-512, AVX2, generic — those the CPU has) and
  * several thread counts run every case of vkt_cases[] (op_parity.c) on fresh random inputs from
  * several seeds. The reference backend itself is checked on inputs with answers known in closed
- * form, and the shared fp16/bf16 conversions against IEEE bit patterns.
+ * form, and the shared fp16/bf16 conversions against IEEE bit patterns. matmul's rows are checked
+ * for batch invariance (bit-identical alone and in batches of 2 to 47 rows, both matmul paths).
  */
 #include <check.h>
 #include <errno.h>
@@ -251,6 +252,75 @@ START_TEST(test_errors)
 }
 END_TEST
 
+/* Batch invariance of matmul: each activation row's outputs are bit-identical whether the row
+ * is multiplied alone or with others (the serving engine batches sequences and promises the same
+ * tokens alone and in a batch), for row counts of the matvec (<= 32) and of the GEMM (> 32: a
+ * step with a prefill chunk in it), on shapes of the single-threaded path, the threaded path
+ * and the K-chunked path, with and without bias. */
+static const int inv_rows[] = { 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 23, 24, 25, 31, 32,
+                                33, 40, 47 };
+
+START_TEST(test_batch_invariance)
+{
+	static const struct { int64_t rows, cols; } shapes[] = { { 37, 40 }, { 333, 200 }, { 150, 2100 } };
+	static const enum vk_dtype dts[] = { VK_DTYPE_BF16, VK_DTYPE_F16, VK_DTYPE_F32 };
+	struct vk_backend *cpu = open_cpu(configs[_i].isa, configs[_i].threads);
+	uint64_t seed = 99;
+
+	if (!cpu)
+		return;
+	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+		for (size_t d = 0; d < sizeof(dts) / sizeof(dts[0]); d++) {
+			const int64_t R = shapes[s].rows, K = shapes[s].cols;
+			const size_t esz = vk_dtype_size(dts[d]);
+			unsigned char *wd = malloc((size_t)(R * K) * esz);
+			float *bd = malloc(sizeof(float) * (size_t)R);
+			float *x = malloc(sizeof(float) * (size_t)(48 * K));
+			float *one = malloc(sizeof(float) * (size_t)(48 * R));
+			float *all = malloc(sizeof(float) * (size_t)(48 * R));
+			struct vk_weight w, b;
+
+			ck_assert(wd && bd && x && one && all);
+			for (int64_t i = 0; i < R * K; i++) {
+				seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+				float v = (float)((int64_t)(seed >> 40) % 2001 - 1000) / 997.0f;
+				vk_store_elem(wd, dts[d], i, v);
+			}
+			for (int64_t i = 0; i < 48 * K; i++) {
+				seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+				x[i] = (float)((int64_t)(seed >> 40) % 20001 - 10000) / 3331.0f;
+			}
+			for (int64_t i = 0; i < R; i++)
+				bd[i] = (float)(i % 17) * 0.37f - 3.0f;
+			ck_assert_int_eq(cpu->ops->weight_load(cpu, wd, dts[d], R, K, &w), 0);
+			ck_assert_int_eq(cpu->ops->weight_load(cpu, bd, VK_DTYPE_F32, 1, R, &b), 0);
+			for (int use_bias = 0; use_bias < 2; use_bias++) {
+				for (int i = 0; i < 48; i++)
+					ck_assert_int_eq(cpu->ops->matmul(cpu, x + i * K, &w, use_bias ? &b : NULL,
+					                                  1, one + i * R), 0);
+				for (size_t t = 0; t < sizeof(inv_rows) / sizeof(inv_rows[0]); t++) {
+					int n = inv_rows[t];
+					ck_assert_int_eq(cpu->ops->matmul(cpu, x, &w, use_bias ? &b : NULL, n, all), 0);
+					for (int i = 0; i < n; i++)
+						ck_assert_msg(!memcmp(one + i * R, all + i * R, sizeof(float) * (size_t)R),
+						              "%s/%s threads: [%lld x %lld] %s bias %d: row %d of %d "
+						              "differs from the row alone", configs[_i].isa,
+						              configs[_i].threads, (long long)R, (long long)K,
+						              vk_dtype_name(dts[d]), use_bias, i, n);
+				}
+			}
+			cpu->ops->weight_free(cpu, &w);
+			cpu->ops->weight_free(cpu, &b);
+			free(wd);
+			free(bd);
+			free(x);
+			free(one);
+			free(all);
+		}
+	vk_backend_free(cpu);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("kernels-ops");
@@ -261,6 +331,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, test_errors, 0, 2);
 	tcase_add_test(tc, test_harness_catches_errors);
 	tcase_add_loop_test(tc, test_parity, 0, (int)(sizeof(configs) / sizeof(configs[0])));
+	tcase_add_loop_test(tc, test_batch_invariance, 0, (int)(sizeof(configs) / sizeof(configs[0])));
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,10 +1,12 @@
 /*
- * tests/kernels/test-kernels-pool.c — the CPU backend's thread pool: every job runs once on
- * every thread, results of one job are visible to the caller when run returns, back-to-back
- * jobs (the spinning path) and jobs after the workers fell asleep (the condvar path) both work,
- * and pools start and stop cleanly. Runs under TSan in CI (suite 'tsan').
+ * tests/kernels/test-kernels-pool.c — the CPU backend's thread pool: every slot of every job
+ * runs exactly once, results of one job are visible to the caller when run returns, back-to-back
+ * jobs (the spinning path), jobs after the workers fell asleep (the condvar path) and jobs after
+ * a worker stalled in a slot (the caller then runs jobs alone for a while) all work, and pools
+ * start and stop cleanly. Runs under TSan in CI (suite 'tsan').
  */
 #include <check.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +58,43 @@ START_TEST(test_runs_everywhere)
 }
 END_TEST
 
+/* Slots run by a worker thread sleep 2 ms: the caller sees a stalled slot and switches to
+ * running jobs alone; every slot must still run exactly once per job, before run returns. */
+static pthread_t stall_caller;
+
+static void stall_fn(void *arg, int tid, int nt)
+{
+	struct job *j = arg;
+	ck_assert_int_lt(tid, nt);
+	if (!pthread_equal(pthread_self(), stall_caller) && j->gen % 4 == 0)
+		usleep(2000);
+	job_fn(arg, tid, nt);
+}
+
+START_TEST(test_stalls)
+{
+	for (int nt = 2; nt <= 4; nt++) {
+		struct vk_pool *pool;
+		struct job *j = calloc(1, sizeof(*j));
+		ck_assert_int_eq(vk_pool_new(nt, &pool), 0);
+		stall_caller = pthread_self();
+		for (int g = 1; g <= 200; g++) {
+			j->gen = g;
+			vk_pool_run(pool, stall_fn, j);
+			ck_assert_int_eq(atomic_load(&j->total), g * nt);
+			for (int t = 0; t < nt; t++) {
+				ck_assert_int_eq(j->calls[t], g);
+				ck_assert_int_eq(j->data[t][0], (long)g * 1000 + t * 64);
+			}
+			if (g % 50 == 0)
+				usleep(30000);   /* past the solo period: back to the workers */
+		}
+		vk_pool_free(pool);
+		free(j);
+	}
+}
+END_TEST
+
 START_TEST(test_bad_size)
 {
 	struct vk_pool *pool;
@@ -79,6 +118,7 @@ int main(void)
 	TCase *tc = tcase_create("pool");
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_runs_everywhere);
+	tcase_add_test(tc, test_stalls);
 	tcase_add_test(tc, test_bad_size);
 	tcase_add_test(tc, test_start_stop);
 	suite_add_tcase(s, tc);
