@@ -426,6 +426,7 @@ static json_t *cmd_config_set(const struct vd_admin_ctx *x, json_t *req)
 
 char *vd_admin_handle(const struct vd_admin_ctx *x, const char *line, size_t len)
 {
+	char *line_out;
 	json_error_t je;
 	json_t *req, *resp;
 	const char *cmd;
@@ -480,5 +481,9 @@ char *vd_admin_handle(const struct vd_admin_ctx *x, const char *line, size_t len
 		resp = err_obj(EINVAL, msg);
 	}
 	json_decref(req);
-	return finish(resp);
+	line_out = finish(resp);
+	/* jansson refuses strings that are not UTF-8 (a name cut inside a character, a client's
+	 * raw hello name): answer with an error instead of a silent disconnect */
+	return line_out ? line_out
+		 : vd_admin_error(EILSEQ, "the answer holds text that is not valid UTF-8");
 }

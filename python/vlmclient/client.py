@@ -85,6 +85,15 @@ class GenerationConfig:
         return cls(**kw)
 
     def _to_c(self):
+        # ctypes would wrap out-of-range integers silently (-1 -> 4294967295): refuse them
+        for name, lo, hi in (("max_tokens", 0, 2**32 - 1), ("min_tokens", 0, 2**32 - 1),
+                             ("top_k", -2**31, 2**31 - 1), ("top_logprobs", 0, 20),
+                             ("priority", -2**31, 2**31 - 1)):
+            v = getattr(self, name)
+            if not lo <= int(v) <= hi:
+                raise ValueError("%s=%r: must be in %d..%d" % (name, v, lo, hi))
+        if self.seed is not None and not 0 <= int(self.seed) < 2**64:
+            raise ValueError("seed=%r: must be in 0..2**64-1" % (self.seed,))
         p = _lib.GenParams()
         p.max_tokens = self.max_tokens
         p.min_tokens = self.min_tokens
@@ -255,8 +264,8 @@ class Stream:
         while True:
             if self._timeout is None:
                 ms = _SLICE_MS
-            else:
-                ms = max(0, min(_SLICE_MS, int(self._timeout * 1000 - waited)))
+            else:   # at least 1 ms, so a sub-millisecond timeout still ends
+                ms = max(1, min(_SLICE_MS, int(self._timeout * 1000 - waited)))
             r = _lib.vlm_stream_read(self._h, self._buf, len(self._buf), ms)
             if r > 0:
                 ids = self._buf[:r]

@@ -276,6 +276,10 @@ class ClientTest(unittest.TestCase):
             GenerationConfig.from_dict({"max_tokens": 3, "beam_width": 4})
         self.assertEqual(GenerationConfig.from_dict({"stop_words_ids": [[5], [7]]}).stop_token_ids,
                          (5, 7))
+        # out-of-range integers are refused, not wrapped by ctypes
+        for bad in ({"max_tokens": -1}, {"top_logprobs": 300}, {"seed": -5}):
+            with self.assertRaises(ValueError):
+                self.c.generate(p.tokens, None, **bad)
 
     def test_echo_and_tokenizer_text(self):
         tok = vlmclient.Tokenizer(os.path.join(harness.TOK_DIR, "tokenizer.json"))
