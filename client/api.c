@@ -270,6 +270,19 @@ static uint32_t route_all(struct vlm_conn *c)
 			route_one(c, &buf[i]);
 		total += n;
 	}
+	if (total && c->cancels_owed) {
+		/* completions were consumed, so the submission ring may have room again */
+		c->cancels_owed = 0;
+		for (struct vlm_request *r = c->all; r; r = r->next) {
+			if (r->state != VC_R_INFLIGHT || r->cancel_sent || !(r->orphan || r->lost_err))
+				continue;
+			if (vc_submit_cancel(c, r->id)) {
+				c->cancels_owed = 1;
+				break;
+			}
+			r->cancel_sent = 1;
+		}
+	}
 	if (total)
 		pthread_cond_broadcast(&c->cv);
 	return total;

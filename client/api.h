@@ -58,6 +58,8 @@ struct vlm_conn {
 	int reader;                  /* a thread waits on the completion ring outside mu */
 	int armed;                   /* the application armed the poll fd */
 	int close_timeout_ms;
+	int cancels_owed;            /* a cancel that the library owes vlmd (freed in flight, lost
+				      * tokens) did not fit the ring: retried as completions free it */
 	uint64_t alive_checked_ns;   /* last socket check of a non-blocking read */
 	uint64_t next_id;            /* request ids: 1, 2, ... */
 	struct vc_reqmap inflight;   /* id -> request: submitted, not ended */

@@ -92,8 +92,12 @@ void vlm_request_free(struct vlm_request *r)
 	vc_lock(c);
 	if (r->state == VC_R_INFLIGHT) {
 		/* vlmd may still read its tensors: cancel, and free it when its end arrives */
-		if (!r->cancel_sent && vc_submit_cancel(c, r->id) == 0)
-			r->cancel_sent = 1;
+		if (!r->cancel_sent) {
+			if (vc_submit_cancel(c, r->id) == 0)
+				r->cancel_sent = 1;
+			else
+				c->cancels_owed = 1; /* retried by the routing (api.c) */
+		}
 		if (r->state == VC_R_INFLIGHT) { /* (a lost connection ends it right away) */
 			r->orphan = 1;
 			vc_unready(c, r);
@@ -592,9 +596,19 @@ void vc_req_on_cqe(struct vlm_conn *c, struct vlm_request *r, const struct vs_cq
 
 	switch (e->type) {
 	case VS_CQE_TOKENS:
+		if (r->lost_err)
+			break;   /* after a lost token the rest is dropped too */
 		if (q_push(r, e->u.tokens, e->count < VS_CQE_MAX_TOKENS ? e->count
 									 : VS_CQE_MAX_TOKENS)) {
-			vc_req_end(c, r, -ENOMEM); /* tokens lost: fail rather than skip */
+			/* tokens lost: the request must fail rather than skip them, but only at its
+			 * end, since vlmd may still read its tensors until then */
+			r->lost_err = -ENOMEM;
+			if (!r->cancel_sent) {
+				if (vc_submit_cancel(c, r->id) == 0)
+					r->cancel_sent = 1;
+				else
+					c->cancels_owed = 1;
+			}
 			return;
 		}
 		vc_mark_ready(c, r);
@@ -614,12 +628,13 @@ void vc_req_on_cqe(struct vlm_conn *c, struct vlm_request *r, const struct vs_cq
 		r->fin.queue_us = f->queue_us;
 		r->fin.ttft_us = f->ttft_us;
 		r->fin.total_us = f->total_us;
-		vc_req_end(c, r, r->fin.reason == VLM_FINISH_ERROR ? -EIO : 0);
+		vc_req_end(c, r, r->lost_err ? r->lost_err
+					      : r->fin.reason == VLM_FINISH_ERROR ? -EIO : 0);
 		break;
 	case VS_CQE_ERROR:
 		if (e->flags & VS_CQEF_MESSAGE)
 			take_message(r, e->u.message);
-		vc_req_end(c, r, e->result < 0 ? e->result : -EPROTO);
+		vc_req_end(c, r, r->lost_err ? r->lost_err : e->result < 0 ? e->result : -EPROTO);
 		break;
 	default:
 		break; /* a newer daemon's completion type: not ours to interpret */

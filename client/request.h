@@ -62,6 +62,9 @@ struct vlm_request {
 	int lp_error;                /* logprobs dropped for lack of memory */
 	struct vlm_finish_info fin;
 	int cancel_sent;
+	int lost_err;                /* tokens could not be queued (-ENOMEM): cancelled, and the
+				      * request fails with this at its end (vlmd may read its tensors
+				      * until then) */
 	int in_ready;
 	struct vlm_request *ready_next;
 };
