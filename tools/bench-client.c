@@ -33,6 +33,7 @@
 #include "client/conn.h"
 #include "daemon/server.h"
 #include "shm/doorbell.h"
+#include "tools/bench-daemon.h"
 #include "vlm/vlm.h"
 
 #define ROUNDS 10
@@ -43,87 +44,18 @@
  * both variants pay the same cross-CPU transfers; -1: not pinned (fewer than 2 CPUs allowed). */
 static int cpu_a = -1, cpu_b = -1;
 
-static void pin_self(int cpu)
+/* An in-process echo vlmd (tools/bench-daemon.h). */
+static int bdaemon_start(struct bench_daemon *d, const char *dir)
 {
-	cpu_set_t set;
-
-	if (cpu < 0)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
-static void pick_cpus(void)
-{
-	cpu_set_t set;
-
-	if (sched_getaffinity(0, sizeof(set), &set))
-		return;
-	for (int i = 0; i < CPU_SETSIZE; i++)
-		if (CPU_ISSET(i, &set)) {
-			if (cpu_a < 0)
-				cpu_a = i;
-			else if (cpu_b < 0)
-				cpu_b = i;
-		}
-	if (cpu_b < 0)
-		cpu_a = -1;
-}
-
-/* ------------------------------------------------------------------ in-process daemon */
-
-struct bdaemon {
-	struct vd_server_opts o;
-	struct vd_server *srv;
-	pthread_t thr;
-	int started, err;
-	char sock[108];
-};
-
-static void *bdaemon_main(void *arg)
-{
-	struct bdaemon *d = arg;
 	int e;
 
-	pin_self(cpu_b);
-	e = vd_server_new(&d->o, &d->srv);
-
-	if (e) {
-		d->err = e;
-		__atomic_store_n(&d->started, -1, __ATOMIC_RELEASE);
-		return NULL;
-	}
-	__atomic_store_n(&d->started, 1, __ATOMIC_RELEASE);
-	vd_server_run(d->srv);
-	return NULL;
-}
-
-static int bdaemon_start(struct bdaemon *d, const char *dir)
-{
-	memset(d, 0, sizeof(*d));
-	snprintf(d->sock, sizeof(d->sock), "%s/s", dir);
-	vd_server_opts_default(&d->o);
-	d->o.socket_path = d->sock;
+	bench_daemon_init(d, dir, "s", cpu_b);
 	d->o.spin_us = 2000;
 	d->o.arena_max = 1ull << 30;
-	if (pthread_create(&d->thr, NULL, bdaemon_main, d))
-		return -1;
-	while (!__atomic_load_n(&d->started, __ATOMIC_ACQUIRE))
-		usleep(1000);
-	if (d->started < 0) {
-		pthread_join(d->thr, NULL);
-		fprintf(stderr, "vlm-bench: daemon failed: %s\n", strerror(-d->err));
-		return -1;
-	}
-	return 0;
-}
-
-static void bdaemon_stop(struct bdaemon *d)
-{
-	vd_server_stop(d->srv);
-	pthread_join(d->thr, NULL);
-	vd_server_free(d->srv);
+	e = bench_daemon_start(d);
+	if (e < 0)
+		fprintf(stderr, "vlm-bench: daemon failed: %s\n", strerror(-e));
+	return e;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -354,7 +286,7 @@ int bench_client_main(int argc, char **argv)
 	char dir[] = "/tmp/vlm-bench-client-XXXXXX";
 	struct vlm_connect_opts o = { .client_name = "bench-client", .arena_bytes = 64u << 20 };
 	struct vlm_conn *c = NULL;
-	struct bdaemon d;
+	struct bench_daemon d;
 	sigset_t ss;
 	double raw50, raw99, lib50, lib99;
 	static const char *names[3] = { "host copy", "host in arena", "cuda ipc" };
@@ -395,10 +327,10 @@ int bench_client_main(int argc, char **argv)
 	sigaddset(&ss, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &ss, NULL);
 	if (pin)
-		pick_cpus();
+		bench_pick_cpus(&cpu_a, &cpu_b);
 	if (bdaemon_start(&d, dir))
 		return 1;
-	pin_self(cpu_a); /* after the daemon thread was created: it pins itself */
+	bench_pin_self(cpu_a); /* after the daemon thread was created: it pins itself */
 	o.socket_path = d.sock;
 	e = vlm_connect(&o, &c);
 	if (e) {
@@ -420,7 +352,7 @@ int bench_client_main(int argc, char **argv)
 			e = lib_first(c, lib_ns + (size_t)r * per, per);
 	}
 	vlm_disconnect(c);
-	bdaemon_stop(&d);
+	bench_daemon_stop(&d);
 	rmdir(dir);
 	if (e) {
 		fprintf(stderr, "vlm-bench client: failed: %s (%s)\n", vlm_strerror(e), vlm_last_error());

@@ -35,6 +35,7 @@
 #include "daemon/model_config.h"
 #include "daemon/server.h"
 #include "shm/doorbell.h"
+#include "tools/bench-daemon.h"
 
 struct opts {
 	const char *model, *preset, *socket, *workload;
@@ -51,26 +52,11 @@ struct opts {
 
 struct daemon {
 	struct vd_engine *eng;
-	struct vd_server *srv;
-	struct vd_server_opts so;
-	pthread_t thr;
+	struct bench_daemon bd;    /* the server and its loop thread (tools/bench-daemon.h) */
 	int started;
-	int state;                 /* daemon thread: 1 serving, -errno failed */
 	char dir[64];
-	char sock[108];
+	const char *sock;          /* bd.sock */
 };
-
-/* The loop thread creates its server (the event queue belongs to the thread that creates it). */
-static void *daemon_main(void *arg)
-{
-	struct daemon *d = arg;
-	int e = vd_server_new(&d->so, &d->srv);
-
-	__atomic_store_n(&d->state, e < 0 ? e : 1, __ATOMIC_RELEASE);
-	if (e >= 0)
-		vd_server_run(d->srv);
-	return NULL;
-}
 
 static int daemon_start(struct daemon *d, const struct opts *o, const char *model, int prefix)
 {
@@ -82,7 +68,6 @@ static int daemon_start(struct daemon *d, const struct opts *o, const char *mode
 	snprintf(d->dir, sizeof(d->dir), "/tmp/vlm-bench-serve-XXXXXX");
 	if (!mkdtemp(d->dir))
 		return -errno;
-	snprintf(d->sock, sizeof(d->sock), "%s/s", d->dir);
 	vd_engine_opts_default(&eo);
 	eo.model_dir = model;
 	eo.backend = "auto";
@@ -98,20 +83,16 @@ static int daemon_start(struct daemon *d, const struct opts *o, const char *mode
 		rmdir(d->dir);
 		return e;
 	}
-	vd_server_opts_default(&d->so);
-	d->so.socket_path = d->sock;
-	d->so.spin_us = 0;         /* the CPU is the engine's: no busy polling */
-	d->so.sink_new = vd_engine_sink_new;
-	d->so.sink_ctx = d->eng;
-	d->so.max_clients = 256;
-	d->so.arena_max = 256u << 20;
-	e = pthread_create(&d->thr, NULL, daemon_main, d) ? -EAGAIN : 0;
-	while (!e && !(e = __atomic_load_n(&d->state, __ATOMIC_ACQUIRE)))
-		usleep(1000);
+	bench_daemon_init(&d->bd, d->dir, "s", -1);
+	d->sock = d->bd.sock;
+	d->bd.o.spin_us = 0;       /* the CPU is the engine's: no busy polling */
+	d->bd.o.sink_new = vd_engine_sink_new;
+	d->bd.o.sink_ctx = d->eng;
+	d->bd.o.max_clients = 256;
+	d->bd.o.arena_max = 256u << 20;
+	e = bench_daemon_start(&d->bd);
 	if (e < 0) {
 		fprintf(stderr, "vlm-bench: daemon: %s\n", strerror(-e));
-		if (e != -EAGAIN)
-			pthread_join(d->thr, NULL);
 		vd_engine_free(d->eng);
 		rmdir(d->dir);
 		return -1;
@@ -124,9 +105,7 @@ static void daemon_stop(struct daemon *d)
 {
 	if (!d->started)
 		return;
-	vd_server_stop(d->srv);
-	pthread_join(d->thr, NULL);
-	vd_server_free(d->srv);
+	bench_daemon_stop(&d->bd);
 	vd_engine_free(d->eng);
 	rmdir(d->dir);
 	d->started = 0;

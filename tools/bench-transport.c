@@ -32,6 +32,7 @@
 #include "daemon/server.h"
 #include "shm/doorbell.h"
 #include "shm/ring.h"
+#include "tools/bench-daemon.h"
 
 struct stats {
 	double p50, p99;
@@ -60,91 +61,19 @@ static struct stats summarize(uint64_t *ns, size_t n)
  * every variant pays the same cross-CPU transfers and wake-ups (-1: no pinning). */
 static int cpu_a = -1, cpu_b = -1;
 
-static void pin_self(int cpu)
-{
-	cpu_set_t set;
-
-	if (cpu < 0)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
-static void pick_cpus(void)
-{
-	cpu_set_t set;
-	int n = 0;
-
-	if (sched_getaffinity(0, sizeof(set), &set))
-		return;
-	for (int i = 0; i < CPU_SETSIZE && n < 2; i++) {
-		if (CPU_ISSET(i, &set)) {
-			if (n++ == 0)
-				cpu_a = i;
-			else
-				cpu_b = i;
-		}
-	}
-	if (n < 2)
-		cpu_a = cpu_b = -1;
-}
-
-/* ------------------------------------------------------------------ in-process daemon */
-
-struct daemon_thr {
-	struct vd_server_opts o;
-	struct vd_server *srv;
-	pthread_t thr;
-	int started;                 /* 1 ok, -1 failed */
-	int err;
-	char sock[108];
-};
-
-static void *daemon_main(void *arg)
-{
-	struct daemon_thr *d = arg;
-	int e;
-
-	pin_self(cpu_b);
-	e = vd_server_new(&d->o, &d->srv);
-
-	if (e) {
-		d->err = e;
-		__atomic_store_n(&d->started, -1, __ATOMIC_RELEASE);
-		return NULL;
-	}
-	__atomic_store_n(&d->started, 1, __ATOMIC_RELEASE);
-	vd_server_run(d->srv);
-	return NULL;
-}
-
-static int daemon_start(struct daemon_thr *d, const char *dir, const char *name, uint32_t spin_us,
+/* An in-process vlmd (tools/bench-daemon.h) with this spin window and event loop. */
+static int daemon_start(struct bench_daemon *d, const char *dir, const char *name, uint32_t spin_us,
 			enum vd_backend backend)
 {
-	memset(d, 0, sizeof(*d));
-	snprintf(d->sock, sizeof(d->sock), "%s/%s", dir, name);
-	vd_server_opts_default(&d->o);
-	d->o.socket_path = d->sock;
+	int e;
+
+	bench_daemon_init(d, dir, name, cpu_b);
 	d->o.spin_us = spin_us;
 	d->o.backend = backend;
-	if (pthread_create(&d->thr, NULL, daemon_main, d))
-		return -1;
-	while (!__atomic_load_n(&d->started, __ATOMIC_ACQUIRE))
-		usleep(1000);
-	if (d->started < 0) {
-		pthread_join(d->thr, NULL);
-		fprintf(stderr, "vlm-bench: daemon failed: %s\n", strerror(-d->err));
-		return -1;
-	}
-	return 0;
-}
-
-static void daemon_stop(struct daemon_thr *d)
-{
-	vd_server_stop(d->srv);
-	pthread_join(d->thr, NULL);
-	vd_server_free(d->srv);
+	e = bench_daemon_start(d);
+	if (e < 0)
+		fprintf(stderr, "vlm-bench: daemon failed: %s\n", strerror(-e));
+	return e;
 }
 
 /* ------------------------------------------------------------------ ring round trips */
@@ -266,7 +195,7 @@ static void *tp_consumer(void *arg)
 {
 	struct vs_cons c;
 
-	pin_self(cpu_b);
+	bench_pin_self(cpu_b);
 	uint64_t expect = 0, sum_bad = 0;
 	unsigned idle = 0;
 
@@ -348,7 +277,7 @@ static volatile int fx_stop;
 static void *fx_peer(void *arg)
 {
 	(void)arg;
-	pin_self(cpu_b);
+	bench_pin_self(cpu_b);
 	for (;;) {
 		/* wait for our turn (odd), answer with even */
 		uint32_t v;
@@ -390,7 +319,7 @@ static uint32_t sp_word __attribute__((aligned(128)));
 static void *sp_peer(void *arg)
 {
 	(void)arg;
-	pin_self(cpu_b);
+	bench_pin_self(cpu_b);
 	for (;;) {
 		uint32_t v;
 
@@ -429,7 +358,7 @@ static void *uds_peer(void *arg)
 	int fd = *(int *)arg;
 	uint64_t buf[2];
 
-	pin_self(cpu_b);
+	bench_pin_self(cpu_b);
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 
@@ -527,7 +456,7 @@ int bench_transport_main(int argc, char **argv)
 	size_t iters = 20000, sleep_iters, bi, si;
 	enum vd_backend backend = VD_BACKEND_AUTO;
 	char dir[] = "/tmp/vlm-bench-XXXXXX";
-	struct daemon_thr busy, sleepy;
+	struct bench_daemon busy, sleepy;
 	uint64_t *rb_ns, *rs_ns, *fx_ns, *ud_ns, *sp_ns;
 	struct stats rb, rs, fx, ud, sp;
 	double bells = 0, bells_busy = 0, tps[5], tput, dtput;
@@ -558,7 +487,7 @@ int bench_transport_main(int argc, char **argv)
 	if (sock_path)
 		return probe_running(sock_path, iters, json);
 	if (pin)
-		pick_cpus();
+		bench_pick_cpus(&cpu_a, &cpu_b);
 	iters = iters / ROUNDS * ROUNDS;
 	sleep_iters = iters / 4 / ROUNDS * ROUNDS;
 	bi = iters / ROUNDS;
@@ -582,7 +511,7 @@ int bench_transport_main(int argc, char **argv)
 	    daemon_start(&sleepy, dir, "sleepy", 0, backend))
 		return 1;
 	be_name = vd_server_backend(busy.srv);
-	pin_self(cpu_a); /* after creating the daemon threads, which pin themselves */
+	bench_pin_self(cpu_a); /* after creating the daemon threads, which pin themselves */
 
 	/* Interleave the variants in ROUNDS blocks so that load from other processes on the
 	 * machine hits each of them alike; every figure is compared with one from the same run. */
@@ -609,11 +538,11 @@ int bench_transport_main(int argc, char **argv)
 	rs = summarize(rs_ns, sleep_iters);
 	fx = summarize(fx_ns, sleep_iters);
 	dtput = daemon_throughput(busy.sock, 0.5);
-	daemon_stop(&busy);
-	daemon_stop(&sleepy);
+	bench_daemon_stop(&busy);
+	bench_daemon_stop(&sleepy);
 	for (int i = 0; i < 5; i++)
 		tps[i] = ring_throughput(0.3);
-	pin_self(-1);
+	bench_pin_self(-1);
 	qsort(tps, 5, sizeof(double), cmp_double);
 	tput = tps[2]; /* median of 5: other processes on the machine preempt one side at times */
 
