@@ -94,51 +94,6 @@ void ct_sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-int ct_start_at(struct th_daemon *d, const char *const *extra)
-{
-	const char *bin = getenv("VLMD");
-	char *args[48];
-	int n = 0;
-
-	if (!bin)
-		bin = "daemon/vlmd";
-	args[n++] = (char *)bin;
-	args[n++] = "--socket";
-	args[n++] = d->sock;
-	args[n++] = "--quiet";
-	for (int i = 0; extra && extra[i] && n < 46; i++)
-		args[n++] = (char *)extra[i];
-	args[n] = NULL;
-	d->pid = fork();
-	if (d->pid < 0)
-		return -1;
-	if (d->pid == 0) {
-		execv(bin, args);
-		_exit(127);
-	}
-	for (int i = 0; i < 500; i++) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int status, fd, ok;
-
-		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-			d->pid = 0;
-			return -1;
-		}
-		strcpy(sa.sun_path, d->sock);
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		if (fd >= 0)
-			close(fd);
-		if (ok)
-			return 0;
-		ct_sleep_ms(10);
-	}
-	kill(d->pid, SIGKILL);
-	waitpid(d->pid, NULL, 0);
-	d->pid = 0;
-	return -1;
-}
-
 static char proc_state(pid_t pid)
 {
 	char path[64], buf[512], *p;

@@ -33,9 +33,6 @@ DLManagedTensor *ct_f32(int *counter, int64_t rows, int64_t cols);
 /* Atomic read of a counter. */
 int ct_count(const int *counter);
 
-/* Start vlmd at d->sock (which must be set; d->dir is kept) with the common arguments and extra.
- * Returns 0 or -1. th_stop() stops it. */
-int ct_start_at(struct th_daemon *d, const char *const *extra);
 /* SIGSTOP the daemon and wait (bounded) until it really is stopped: a signal takes effect
  * asynchronously, and a request submitted meanwhile would be answered. */
 void ct_stop(const struct th_daemon *d);

@@ -578,7 +578,7 @@ static void t_daemon_killed(void)
 	CHECK(ct_count(&cnt) == 4, "deleters ran again: %d", ct_count(&cnt));
 
 	/* vlmd restarted at the same path: a new connection from this process works */
-	CHECK(ct_start_at(&d, NULL) == 0, "vlmd restart");
+	CHECK(th_start_at(&d, NULL) == 0, "vlmd restart");
 	c = connect_to(&d, 0, 0);
 	if (c) {
 		struct vlm_request *q;

@@ -34,17 +34,28 @@ static void sleep_ms(int ms)
 
 int th_start(struct th_daemon *d, const char *const *extra)
 {
-	const char *bin = getenv("VLMD");
-	char *args[64];
-	int n = 0;
-
 	memset(d, 0, sizeof(*d));
-	if (!bin)
-		bin = "daemon/vlmd";
 	snprintf(d->dir, sizeof(d->dir), "/tmp/vlmd-test-XXXXXX");
 	if (!mkdtemp(d->dir))
 		return -1;
 	snprintf(d->sock, sizeof(d->sock), "%s/s", d->dir);
+	if (th_start_at(d, extra) < 0) {
+		unlink(d->sock);
+		rmdir(d->dir);
+		return -1;
+	}
+	return 0;
+}
+
+int th_start_at(struct th_daemon *d, const char *const *extra)
+{
+	const char *bin = getenv("VLMD");
+	char *args[64];
+	int n = 0;
+
+	if (!bin)
+		bin = "daemon/vlmd";
+	d->pid = 0;
 	args[n++] = (char *)bin;
 	args[n++] = "--socket";
 	args[n++] = d->sock;
@@ -79,7 +90,9 @@ int th_start(struct th_daemon *d, const char *const *extra)
 			return 0;
 		sleep_ms(10);
 	}
-	th_stop(d);
+	kill(d->pid, SIGKILL);
+	waitpid(d->pid, NULL, 0);
+	d->pid = 0;
 	return -1;
 }
 

@@ -24,6 +24,9 @@ void th_set_args(int argc, char **argv);
 /* Start vlmd with the common args plus extra (NULL-terminated), wait until it accepts
  * connections (bounded: 5 s). Returns 0 or -1. */
 int th_start(struct th_daemon *d, const char *const *extra);
+/* The same at d->sock, which must be set (d->dir is kept): a restart at the same path. On
+ * failure the daemon is killed and reaped, the folder stays. Returns 0 or -1. */
+int th_start_at(struct th_daemon *d, const char *const *extra);
 /* SIGTERM, wait (bounded: 5 s, then SIGKILL). Returns the exit status (0 = clean) or -1. */
 int th_stop(struct th_daemon *d);
 
