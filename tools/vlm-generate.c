@@ -30,6 +30,7 @@
 
 #include "config.h"
 #include "tools/embfile.h"
+#include "tools/idlist.h"
 #include "vlm/tokenizer.h"
 #include "vlm/vlm.h"
 
@@ -132,42 +133,6 @@ static bool parse_float(const char *s, float *out)
 		return false;
 	*out = (float)v;
 	return true;
-}
-
-/* Ids separated by spaces, commas, newlines, brackets. *ret (free) holds *n ids. */
-static int parse_ids(const char *s, int32_t **ret, size_t *n)
-{
-	size_t cap = 64, k = 0;
-	int32_t *ids = malloc(cap * sizeof(*ids));
-	if (!ids)
-		return -ENOMEM;
-	for (;;) {
-		while (*s && strchr(" ,\n\t\r[]", *s))
-			s++;
-		if (!*s)
-			break;
-		char *end;
-		errno = 0;
-		long v = strtol(s, &end, 10);
-		if (end == s || errno || v < 0 || v > INT32_MAX) {
-			free(ids);
-			return -EINVAL;
-		}
-		if (k == cap) {
-			int32_t *p = realloc(ids, 2 * cap * sizeof(*ids));
-			if (!p) {
-				free(ids);
-				return -ENOMEM;
-			}
-			ids = p;
-			cap *= 2;
-		}
-		ids[k++] = (int32_t)v;
-		s = end;
-	}
-	*ret = ids;
-	*n = k;
-	return 0;
 }
 
 static char *read_file(const char *path, size_t *len)
@@ -365,7 +330,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_STOP: {
 			int32_t *ids;
 			size_t n;
-			if (parse_ids(a, &ids, &n) < 0 || !n)
+			if (tool_parse_ids(a, 0, &ids, &n) < 0 || !n)
 				return fail("--stop-id: want token ids, got '%s'", a) + 1;
 			if (o->gp.n_stop_ids + n > MAX_STOP) {
 				free(ids);
@@ -488,7 +453,7 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 				return fail("%s: %s", o->tokens_file, strerror(errno));
 			s = buf;
 		}
-		r = parse_ids(s, &p->ids, &p->n);
+		r = tool_parse_ids(s, 0, &p->ids, &p->n);
 		free(buf);
 		if (r < 0)
 			return fail("%s: token ids must be non-negative integers separated by commas "

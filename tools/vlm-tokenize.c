@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "tools/idlist.h"
 #include "vlm/tokenizer.h"
 
 static void usage(FILE *f)
@@ -120,42 +121,6 @@ static int cmd_encode(struct vlm_tokenizer *tok, int argc, char **argv, bool tok
 	return 0;
 }
 
-static int parse_ids(const char *s, int32_t **ret, size_t *ret_n)
-{
-	size_t cap = 64, n = 0;
-	int32_t *ids = malloc(cap * sizeof(*ids));
-	if (!ids)
-		return -ENOMEM;
-	while (*s) {
-		while (*s == ' ' || *s == ',' || *s == '\n' || *s == '\t' || *s == '\r' || *s == '[' ||
-		       *s == ']')
-			s++;
-		if (!*s)
-			break;
-		char *end;
-		errno = 0;
-		long v = strtol(s, &end, 10);
-		if (end == s || errno || v < INT32_MIN || v > INT32_MAX) {
-			free(ids);
-			return -EINVAL;
-		}
-		if (n == cap) {
-			int32_t *p = realloc(ids, 2 * cap * sizeof(*ids));
-			if (!p) {
-				free(ids);
-				return -ENOMEM;
-			}
-			ids = p;
-			cap *= 2;
-		}
-		ids[n++] = (int32_t)v;
-		s = end;
-	}
-	*ret = ids;
-	*ret_n = n;
-	return 0;
-}
-
 static int cmd_decode(struct vlm_tokenizer *tok, int argc, char **argv)
 {
 	unsigned flags = 0;
@@ -188,7 +153,7 @@ static int cmd_decode(struct vlm_tokenizer *tok, int argc, char **argv)
 		return die("reading ids", -ENOMEM);
 	int32_t *ids;
 	size_t n;
-	int r = parse_ids(joined, &ids, &n);
+	int r = tool_parse_ids(joined, INT32_MIN, &ids, &n);
 	free(joined);
 	if (r < 0) {
 		fprintf(stderr, "vlm-tokenize: ids must be integers separated by spaces or commas\n");
