@@ -3,6 +3,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -387,4 +388,40 @@ int sv_first_diff(const int32_t *a, const int32_t *b, int n)
 	while (i < n && a[i] == b[i])
 		i++;
 	return i;
+}
+
+static void *loop_main(void *arg)
+{
+	struct sv_loop *l = arg;
+	int e = vd_server_new(&l->so, &l->srv);
+
+	__atomic_store_n(&l->state, e < 0 ? e : 1, __ATOMIC_RELEASE);
+	if (e >= 0)
+		vd_server_run(l->srv);
+	return NULL;
+}
+
+int sv_loop_start(struct sv_loop *l, const char *sock, struct vd_engine *e)
+{
+	memset(l, 0, sizeof(*l));
+	vd_server_opts_default(&l->so);
+	l->so.socket_path = sock;
+	l->so.sink_new = vd_engine_sink_new;
+	l->so.sink_ctx = e;
+	if (pthread_create(&l->thr, NULL, loop_main, l))
+		return -1;
+	while (!__atomic_load_n(&l->state, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	if (l->state < 0) {
+		pthread_join(l->thr, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+void sv_loop_stop(struct sv_loop *l)
+{
+	vd_server_stop(l->srv);
+	pthread_join(l->thr, NULL);
+	vd_server_free(l->srv);
 }

@@ -11,6 +11,8 @@
 
 #include "../transport/harness.h"
 #include "client/conn.h"
+#include "daemon/engine.h"
+#include "daemon/server.h"
 #include "daemon/safetensors.h"
 
 #define SV_MAX_TOK 1024
@@ -25,6 +27,18 @@ void sv_rm_model(const char *dir);
 /* Start vlmd on model with extra arguments (NULL-terminated, may be NULL): --model and --threads 1
  * are added (the compute backend is auto: CPU without a GPU). Returns 0 or -1. */
 int sv_start(struct th_daemon *d, const char *model, const char *const *extra);
+
+/* vlmd in this process: the engine e as the sink of a server at sock, whose I/O loop runs on its
+ * own thread (as in vlmd; the event queue belongs to the thread that creates the server). */
+struct sv_loop {
+	struct vd_server_opts so;
+	struct vd_server *srv;
+	pthread_t thr;
+	int state;               /* 0 starting, 1 serving, -errno failed (atomic) */
+};
+/* Returns 0 once the loop serves, or -1. */
+int sv_loop_start(struct sv_loop *l, const char *sock, struct vd_engine *e);
+void sv_loop_stop(struct sv_loop *l);
 
 /* One embedding tensor of a request. */
 struct sv_item {

@@ -33,24 +33,6 @@
 
 static const char *vl_args[] = { "--preset", "tiny", "--dtype", "f32", "--seed", "11", NULL };
 
-struct loop {
-	struct vd_server_opts so;
-	struct vd_server *srv;
-	pthread_t thr;
-	int state;
-};
-
-static void *loop_main(void *arg)
-{
-	struct loop *l = arg;
-	int e = vd_server_new(&l->so, &l->srv);
-
-	__atomic_store_n(&l->state, e < 0 ? e : 1, __ATOMIC_RELEASE);
-	if (e >= 0)
-		vd_server_run(l->srv);
-	return NULL;
-}
-
 /* A histogram's sample count (the engine thread updates it atomically). */
 static uint64_t hcount(struct vd_metrics *m, enum vd_hist h)
 {
@@ -125,7 +107,7 @@ int main(void)
 	struct vd_engine *e = NULL;
 	struct vd_engine_info in;
 	struct vd_metrics m;
-	struct loop l;
+	struct sv_loop l;
 	struct th_daemon d;
 	struct vc_conn *c = NULL;
 	static int32_t t[300];
@@ -168,16 +150,7 @@ int main(void)
 	      "pool %d total %d free", in.kv_total, in.kv_free);
 	CHECK(vd_engine_idle(e), "not idle at the start");
 
-	memset(&l, 0, sizeof(l));
-	vd_server_opts_default(&l.so);
-	l.so.socket_path = sock;
-	l.so.sink_new = vd_engine_sink_new;
-	l.so.sink_ctx = e;
-	if (pthread_create(&l.thr, NULL, loop_main, &l))
-		return 1;
-	while (!__atomic_load_n(&l.state, __ATOMIC_ACQUIRE))
-		usleep(1000);
-	if (l.state < 0)
+	if (sv_loop_start(&l, sock, e) < 0)
 		return 1;
 	memset(&d, 0, sizeof(d));
 	memcpy(d.sock, sock, sizeof(d.sock));
@@ -287,9 +260,7 @@ int main(void)
 	printf("admin API and metrics: %s\n", sv_failures ? "FAILED" : "ok");
 
 	vc_conn_free(c);
-	vd_server_stop(l.srv);
-	pthread_join(l.thr, NULL);
-	vd_server_free(l.srv);
+	sv_loop_stop(&l);
 	vd_engine_free(e);
 	unlink(sock);
 	rmdir(tmpl);

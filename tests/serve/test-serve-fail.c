@@ -29,24 +29,6 @@
 
 static const char *vl_args[] = { "--preset", "tiny", "--dtype", "f32", "--seed", "11", NULL };
 
-struct loop {
-	struct vd_server_opts so;
-	struct vd_server *srv;
-	pthread_t thr;
-	int state;
-};
-
-static void *loop_main(void *arg)
-{
-	struct loop *l = arg;
-	int e = vd_server_new(&l->so, &l->srv);
-
-	__atomic_store_n(&l->state, e < 0 ? e : 1, __ATOMIC_RELEASE);
-	if (e >= 0)
-		vd_server_run(l->srv);
-	return NULL;
-}
-
 /* The fault: 0 none, else the code the next embed returns (read by the engine thread). */
 static int fault;
 static int fatal_calls;
@@ -83,7 +65,7 @@ int main(void)
 	char dir[256], err[512], tmpl[] = "/tmp/vlm-fail-XXXXXX", sock[108];
 	struct vd_engine_opts eo;
 	struct vd_engine *e = NULL;
-	struct loop l;
+	struct sv_loop l;
 	struct th_daemon d;
 	struct vc_conn *c = NULL;
 	static int32_t t[100];
@@ -109,16 +91,7 @@ int main(void)
 	faulty_ops.embed = faulty_embed;
 	e->be->ops = &faulty_ops;
 
-	memset(&l, 0, sizeof(l));
-	vd_server_opts_default(&l.so);
-	l.so.socket_path = sock;
-	l.so.sink_new = vd_engine_sink_new;
-	l.so.sink_ctx = e;
-	if (pthread_create(&l.thr, NULL, loop_main, &l))
-		return 1;
-	while (!__atomic_load_n(&l.state, __ATOMIC_ACQUIRE))
-		usleep(1000);
-	if (l.state < 0)
+	if (sv_loop_start(&l, sock, e) < 0)
 		return 1;
 	memset(&d, 0, sizeof(d));
 	memcpy(d.sock, sock, sizeof(d.sock));
@@ -155,9 +128,7 @@ int main(void)
 	printf("asynchronous failures: %s\n", sv_failures ? "FAILED" : "ok");
 
 	vc_conn_free(c);
-	vd_server_stop(l.srv);
-	pthread_join(l.thr, NULL);
-	vd_server_free(l.srv);
+	sv_loop_stop(&l);
 	vd_engine_free(e);
 	unlink(sock);
 	rmdir(tmpl);
