@@ -208,6 +208,12 @@ enum vs_device {
 };
 #define VS_ITEM_HAS_FINGERPRINT 1u
 #define VS_ITEM_FP256 2u         /* fingerprint is 256 bits (else the first 128 bits count) */
+/* Pixel item: the rows are preprocessed pixel patches [grid_t*grid_h*grid_w, cols] (cols =
+ * 3 * temporal_patch * patch^2 = 1176 for Qwen2-VL) in 2x2 merge-block order, grid_t/h/w is the
+ * PATCH grid (HF image_grid_thw, before the spatial merge), and vlmd runs the vision tower on
+ * them; the placeholder run is t*h*w / merge^2 tokens long. reserved0 carries, for a video on a
+ * Qwen2.5-VL model, the seconds per temporal grid step in milliseconds (0 = 1000). */
+#define VS_ITEM_PIXELS 4u
 
 /* Multimodal item: one embedding tensor [rows, cols] substituted at the placeholder run. */
 struct vs_mm_item {

@@ -405,6 +405,105 @@ VLM_EXPORT int vlm_request_add_tensor_versioned(struct vlm_request *req,
 						DLManagedTensorVersioned *tensor);
 #endif
 
+/* ---- images and videos: preprocessing in the client, the vision tower in vlmd ------------- */
+
+/*
+ * Images are decoded, resized, normalized and cut into patches here, in the client process,
+ * exactly as transformers' Qwen2VLImageProcessor does by default (bit-identical pixel values);
+ * vlmd runs the vision tower on the patches. A struct vlm_image is one preprocessed image or
+ * video: pixel patches [t*h*w, 3*temporal_patch*patch^2] in 2x2 merge-block order plus its patch
+ * grid (t, h, w). Untrusted bytes are never decoded inside vlmd.
+ */
+struct vlm_image;
+
+/* The checkpoint's preprocessing constants (preprocessor_config.json). */
+struct vlm_vision_config {
+	uint32_t patch_size;          /* 14 */
+	uint32_t temporal_patch_size; /* 2 */
+	uint32_t merge_size;          /* 2 */
+	uint64_t min_pixels;          /* 3136 (56*56) */
+	uint64_t max_pixels;          /* 12845056 (16384*28*28) */
+	float image_mean[3];          /* OPENAI_CLIP_MEAN */
+	float image_std[3];           /* OPENAI_CLIP_STD */
+	uint64_t reserved[4];
+};
+
+/* Fills cfg with Qwen2-VL-2B-Instruct's values (above). Since 0.3. */
+VLM_EXPORT void vlm_vision_config_default(struct vlm_vision_config *cfg);
+/*
+ * Reads model_dir/preprocessor_config.json into cfg (fields it lacks keep the defaults above).
+ * Returns 0, -ENOENT (no such file), -EBADMSG (not valid JSON or a wrong value; vlm_last_error()
+ * says which), -EINVAL, -ENOMEM. Since 0.3.
+ */
+VLM_EXPORT int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg);
+
+/* Per-image options; zero-initialised = the defaults noted per field. */
+struct vlm_image_opts {
+	uint64_t min_pixels;          /* 0: cfg->min_pixels */
+	uint64_t max_pixels;          /* 0: cfg->max_pixels */
+	uint64_t max_source_pixels;   /* refuse a source image with more pixels than this before
+				       * decoding it (decompression bombs); 0: 178956970 (PIL's limit) */
+	enum vlm_dtype dtype;         /* pixel values VLM_DTYPE_F32 (default) or VLM_DTYPE_BF16 */
+	uint64_t reserved[4];
+};
+
+/*
+ * Decodes an image file (JPEG, PNG, WebP; the format is sniffed from the bytes), applies the EXIF
+ * orientation, converts to RGB (alpha composited on white), resizes with smart_resize and
+ * preprocesses it. cfg NULL = vlm_vision_config_default; opts NULL = defaults. On success *ret
+ * owns a new image (vlm_image_free). Returns 0, -EINVAL (bad arguments), -ENOENT / -EACCES (file),
+ * -ENOTSUP (not a supported format), -EBADMSG (corrupt or truncated data), -E2BIG (more source
+ * pixels than max_source_pixels), -ERANGE (aspect ratio over 200), -ENOMEM; vlm_last_error() says
+ * why. Thread-safe. Since 0.3.
+ */
+VLM_EXPORT int vlm_image_load_file(const char *path, const struct vlm_vision_config *cfg,
+				   const struct vlm_image_opts *opts, struct vlm_image **ret);
+/* As vlm_image_load_file for an encoded image in memory (len bytes, not kept). Since 0.3. */
+VLM_EXPORT int vlm_image_load_memory(const void *data, size_t len,
+				     const struct vlm_vision_config *cfg,
+				     const struct vlm_image_opts *opts, struct vlm_image **ret);
+/* As vlm_image_load_file for decoded 8-bit RGB pixels (height rows of row_stride bytes, 3 bytes
+ * per pixel, not kept). Since 0.3. */
+VLM_EXPORT int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t height,
+				  size_t row_stride, const struct vlm_vision_config *cfg,
+				  const struct vlm_image_opts *opts, struct vlm_image **ret);
+/*
+ * A video from n_frames decoded RGB frames (each width x height, row_stride bytes per row), as
+ * transformers' Qwen2VLVideoProcessor does with frames already sampled: every frame resized to
+ * the same smart_resize target, the frame count padded to a multiple of temporal_patch_size by
+ * repeating the last frame, grid_t = frames / temporal_patch_size. Returns as
+ * vlm_image_load_file. Since 0.3.
+ */
+VLM_EXPORT int vlm_video_from_rgb(const uint8_t *const *frames, size_t n_frames, uint32_t width,
+				  uint32_t height, size_t row_stride,
+				  const struct vlm_vision_config *cfg,
+				  const struct vlm_image_opts *opts, struct vlm_image **ret);
+/* As vlm_video_from_rgb with each frame decoded from an image file. Since 0.3. */
+VLM_EXPORT int vlm_video_load_files(const char *const *paths, size_t n_frames,
+				    const struct vlm_vision_config *cfg,
+				    const struct vlm_image_opts *opts, struct vlm_image **ret);
+/* Frees an image; NULL is a no-op. Since 0.3. */
+VLM_EXPORT void vlm_image_free(struct vlm_image *img);
+/* The patch grid (t, h, w): HF's image_grid_thw / video_grid_thw. Since 0.3. */
+VLM_EXPORT void vlm_image_grid(const struct vlm_image *img, uint32_t grid_thw[3]);
+/* The number of placeholder tokens the image needs: t*h*w / merge_size^2. Since 0.3. */
+VLM_EXPORT uint32_t vlm_image_tokens(const struct vlm_image *img);
+/* True for a video (vlm_video_*). Since 0.3. */
+VLM_EXPORT bool vlm_image_is_video(const struct vlm_image *img);
+/* The pixel patches, owned by img: *rows = t*h*w, *cols = 3*temporal_patch*patch^2, row-major in
+ * *dtype. Since 0.3. */
+VLM_EXPORT const void *vlm_image_pixels(const struct vlm_image *img, enum vlm_dtype *dtype,
+					size_t *rows, size_t *cols);
+/*
+ * Adds a preprocessed image or video to a request: its patches are copied into the connection's
+ * arena now (img stays the caller's) and vlmd runs the vision tower on them, filling the k-th
+ * run of placeholder_id (<|image_pad|> 151655 or <|video_pad|> 151656 for Qwen2-VL), which must
+ * be vlm_image_tokens(img) long. Only before vlm_submit. Returns 0, -EINVAL, -ENOSPC / -E2BIG
+ * (arena), -ENOTCONN, -ENOMEM. Since 0.3.
+ */
+VLM_EXPORT int vlm_request_add_image(struct vlm_request *req, int32_t placeholder_id,
+				     const struct vlm_image *img);
+
 /* ---- requests: running ---------------------------------------------------------------------- */
 
 /*
