@@ -28,7 +28,7 @@
 #include <jansson.h>
 
 #include "daemon/model/vision.h"
-#include "daemon/weights.h"
+#include "daemon/model/weights.h"
 #include "kernels/backend.h"
 #include "kernels/convert.h"
 
