@@ -29,6 +29,9 @@ static const struct {
 #ifdef VLM_BENCH_CLIENT
 	{ "client", bench_client_main, "libvlmclient: embedding bytes copied per path, submit overhead vs raw ring" },
 #endif
+#ifdef VLM_BENCH_VIT
+	{ "vision-tower", bench_vit_main, "ViT + merger FLOP/s vs the peak FMA rate, images/s per batch" },
+#endif
 	{ "version", NULL, "print the version" },
 };
 
