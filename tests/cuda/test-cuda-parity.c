@@ -106,8 +106,11 @@ int main(void)
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, test_common_cases);
 	tcase_add_test(tc, test_cuda_cases);
-	tcase_add_test(tc, test_vision_cases);
 	suite_add_tcase(s, tc);
+	TCase *tv = tcase_create("vision");   /* CK_RUN_CASE=vision runs it alone */
+	tcase_set_timeout(tv, 240);
+	tcase_add_test(tv, test_vision_cases);
+	suite_add_tcase(s, tv);
 	SRunner *sr = srunner_create(s);
 	srunner_set_fork_status(sr, CK_NOFORK);
 	srunner_run_all(sr, CK_NORMAL);
