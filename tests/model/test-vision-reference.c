@@ -10,9 +10,10 @@
  *  - the packed batch (two images and a two-frame-pair video, pixel rows given as fp16, the way
  *    they are stored) against transformers' merged rows: max |out - ref| / max |ref| <= the
  *    case's tolerance (1e-4 for fp32 checkpoints, 1e-2 for bf16);
- *  - the same pixels given as fp32 rows with a padded row stride give the same output;
- *  - each item run alone gives exactly its rows of the packed batch (batch composition must not
- *    change an image's embedding: the engine batches items across requests and caches them).
+ *  - fp32 checkpoints: the same pixels given as fp32 rows with a padded row stride give the same
+ *    output, and each item run alone gives exactly its rows of the packed batch (batch
+ *    composition must not change an image's embedding: the engine batches items across requests
+ *    and caches them).
  * Also: the forward refuses a grid that is not a multiple of the merge size.
  */
 #include <dirent.h>
@@ -252,8 +253,12 @@ static void run_case(const char *refdir, const char *mkmodel, json_t *man, json_
 		CHECK(rc == 0, "%s/%s: load: %s", name, backends[b], err);
 		if (rc == 0) {
 			int64_t rows = 0;
+			/* the layout checks (fp32 rows, items alone) on the fp32 cases: they cost two more
+			 * batches each, and the bf16 cases add nothing to them */
+			const int layout = strstr(name, "f32") != NULL;
 			float *o16 = forward(be, v, pix16, VK_DTYPE_F16, P * 2, items, n_items, &rows);
-			float *o32 = forward(be, v, pix32, VK_DTYPE_F32, stride32 * 4, items, n_items, &rows);
+			float *o32 = layout ? forward(be, v, pix32, VK_DTYPE_F32, stride32 * 4, items,
+			                              n_items, &rows) : NULL;
 			if (o16) {
 				double e = 0;
 				for (int64_t i = 0; i < out_rows * OUT; i++) {
@@ -270,7 +275,7 @@ static void run_case(const char *refdir, const char *mkmodel, json_t *man, json_
 				      "%s/%s: fp16 and fp32 pixel rows of the same values differ", name,
 				      backends[b]);
 			/* every item alone: exactly its rows of the packed batch */
-			for (int32_t i = 0; o16 && i < n_items; i++) {
+			for (int32_t i = 0; o16 && layout && i < n_items; i++) {
 				int64_t r1 = 0;
 				const unsigned char *p = (const unsigned char *)pix16 + first[i] * P * 2;
 				float *one = forward(be, v, p, VK_DTYPE_F16, P * 2, &items[i], 1, &r1);
