@@ -171,7 +171,9 @@ int vd_vision_new(struct vk_backend *be, const struct vd_vision_config *cfg,
 		return vd_fail(err, err_len, -ENOTSUP, "backend %s has no vision-tower ops", o->name);
 	if (cfg->head_dim * cfg->n_heads != cfg->embed_dim || cfg->head_dim % 4 ||
 	    cfg->patch_dim != cfg->in_chans * cfg->temporal_patch_size * cfg->patch_size *
-	                      cfg->patch_size || cfg->spatial_merge_size < 1)
+	                      cfg->patch_size || cfg->spatial_merge_size < 1 ||
+	    (cfg->kind == VD_VISION_QWEN2_5_VL &&
+	     cfg->window_size < cfg->spatial_merge_size * cfg->patch_size))
 		return vd_fail(err, err_len, -EINVAL, "vision config is inconsistent");
 	struct vd_vision *v = calloc(1, sizeof(*v));
 	if (!v)
