@@ -14,7 +14,8 @@
  *    output, and each item run alone gives exactly its rows of the packed batch (batch
  *    composition must not change an image's embedding: the engine batches items across requests
  *    and caches them).
- * Also: the forward refuses a grid that is not a multiple of the merge size.
+ * Also: the forward refuses a grid that is not a multiple of the merge size; a checkpoint without
+ * tower weights gives -ENOENT naming the missing tensor, a text-only architecture -ENOTSUP.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -307,6 +308,47 @@ out:
 	rmdir(tmpl);
 }
 
+/* A checkpoint without tower weights asked for its tower: a clear -ENOENT naming the tensor; a
+ * text-only architecture: -ENOTSUP from the config. */
+static void no_tower(const char *mkmodel)
+{
+	char tmpl[] = "/tmp/vlm-vision-none-XXXXXX", dir[200], err[512];
+	if (!mkdtemp(tmpl)) {
+		CHECK(0, "mkdtemp: %s", strerror(errno));
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s/m", tmpl);
+	json_t *args = json_pack("[ssss]", "--preset", "tiny", "--vision-layers", "0");
+	int rc = run_mkmodel(mkmodel, args, dir);
+	json_decref(args);
+	CHECK(rc == 0, "vlm-mkmodel --vision-layers 0 failed");
+	struct vd_vision_config cfg;
+	struct vd_weights *w = NULL;
+	struct vk_backend *be = NULL;
+	struct vd_vision *v = NULL;
+	if (rc == 0 && (rc = vd_vision_config_load(dir, &cfg, err, sizeof(err))) == 0 &&
+	    (rc = vd_weights_open(dir, &w, err, sizeof(err))) == 0 &&
+	    (rc = vk_backend_open("cpu", &be, err, sizeof(err))) == 0) {
+		rc = vd_vision_new(be, &cfg, w, &v, err, sizeof(err));
+		CHECK(rc == -ENOENT && strstr(err, "patch_embed.proj.weight") && !v,
+		      "no tower: %d %s", rc, err);
+	} else {
+		CHECK(0, "no tower: setup %d %s", rc, err);
+	}
+	vd_vision_free(v);
+	vk_backend_free(be);
+	vd_weights_free(w);
+	rm_dir(dir);
+	args = json_pack("[ss]", "--preset", "tiny-qwen2");
+	rc = run_mkmodel(mkmodel, args, dir);
+	json_decref(args);
+	CHECK(rc == 0, "vlm-mkmodel tiny-qwen2 failed");
+	rc = vd_vision_config_load(dir, &cfg, err, sizeof(err));
+	CHECK(rc == -ENOTSUP && strstr(err, "no vision tower"), "qwen2: %d %s", rc, err);
+	rm_dir(dir);
+	rmdir(tmpl);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
@@ -325,6 +367,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < json_array_size(cases); i++)
 		run_case(argv[1], argv[2], man, json_array_get(cases, i), argv + 3, argc - 3);
 	json_decref(man);
+	no_tower(argv[2]);
 	if (failures)
 		fprintf(stderr, "%d failure(s)\n", failures);
 	return failures ? 1 : 0;
