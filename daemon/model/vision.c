@@ -344,12 +344,14 @@ static int be_alloc(struct vd_vision *v, float **p, size_t elems)
 	return rc;
 }
 
-static int ensure(struct vd_vision *v, int64_t rows)
+/* Grow the work buffers to hold rows pixel rows: exactly that many when exact (reserve: what
+ * vd_vision_workspace_bytes promised), else doubling (a forward larger than any before). */
+static int ensure(struct vd_vision *v, int64_t rows, int exact)
 {
 	const struct vd_vision_config *c = &v->cfg;
 	if (rows <= v->cap_rows)
 		return 0;
-	int64_t cap = v->cap_rows ? v->cap_rows : 256;
+	int64_t cap = exact ? rows : v->cap_rows ? v->cap_rows : 256;
 	while (cap < rows)
 		cap *= 2;
 	free_buffers(v);
@@ -387,7 +389,7 @@ int vd_vision_reserve(struct vd_vision *v, int64_t n_rows)
 	if (n_rows < 1 || n_rows > INT32_MAX / 4)
 		return vd_fail(v->error, sizeof(v->error), -EINVAL, "reserve: %lld rows",
 		            (long long)n_rows);
-	return ensure(v, n_rows);
+	return ensure(v, n_rows, 1);
 }
 
 /* Host descriptors of a batch: for every position (the row order the tower runs in) the pixel
@@ -499,7 +501,7 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 	    pixel_stride % (int64_t)esz)
 		return vd_fail(v->error, sizeof(v->error), -EINVAL, "pixels: dtype %s, row stride %lld "
 		            "(rows of %d elements)", vk_dtype_name(dtype), (long long)pixel_stride, P);
-	if ((rc = ensure(v, N64)) < 0)
+	if ((rc = ensure(v, N64, 0)) < 0)
 		return rc;
 	const int32_t N = (int32_t)N64, NM = (int32_t)NM64;
 	describe(v, items, n_items, &n_full, &n_win);
