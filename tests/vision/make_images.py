@@ -118,7 +118,8 @@ def main():
         # a valid PNG header claiming 100000 x 100000 RGB and no data: must be refused before
         # any pixel buffer exists
         "bomb_100000x100000.png": b"\x89PNG\r\n\x1a\n" + png_chunk(
-            b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)) + png_chunk(b"IEND", b""),
+            b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+            + png_chunk(b"IDAT", zlib.compress(bytes(300001))) + png_chunk(b"IEND", b""),
     }
     for name, data in files.items():
         with open(os.path.join(bad, name), "wb") as f:
