@@ -86,12 +86,21 @@ def main():
         tag = f + ".min%s_max%s" % (mn or 0, mx or 0)
         cases.append(record(tag, out["pixel_values"], out["image_grid_thw"][0],
                             {"image": f, "min_pixels": mn or 0, "max_pixels": mx or 0}))
+    # one image as the RGB bytes PIL hands the processor (alpha composited on white by the
+    # processor's convert_to_rgb): the numpy-array input of the Python binding is checked with it
+    from transformers.image_transforms import convert_to_rgb
+    rgb = np.asarray(convert_to_rgb(load(os.path.join(IMAGES, "png_rgba_120x90.png")),
+                                    return_numpy=True), dtype=np.uint8)
+    with open(os.path.join(ARRAYS, "png_rgba_120x90.png.rgb"), "wb") as f:
+        f.write(np.ascontiguousarray(rgb).tobytes())
     # video: 3 frames (padded to 4 by repeating the last), explicit per-frame pixel bounds
     frames = [os.path.join(IMAGES, "video_f%d_64x48.png" % i) for i in range(3)]
     vmin, vmax = 12544, 50176
     vp = Qwen2VLVideoProcessor(min_pixels=vmin, max_pixels=vmax, temporal_patch_size=2,
                                patch_size=14, merge_size=2)
     video = np.stack([np.array(Image.open(p).convert("RGB")) for p in frames])   # [T, H, W, 3]
+    with open(os.path.join(ARRAYS, "video_frames_3x48x64.rgb"), "wb") as f:
+        f.write(np.ascontiguousarray(video).tobytes())
     out = vp(videos=[video], do_sample_frames=False, return_tensors="pt")
     video_case = record("video_64x48x3", out["pixel_values_videos"], out["video_grid_thw"][0],
                         {"frames": [os.path.basename(p) for p in frames], "min_pixels": vmin,
