@@ -174,5 +174,56 @@ class TestRequest(unittest.TestCase):
             d.stop()
 
 
+class TestGenerate(unittest.TestCase):
+    def run_gen(self, *args):
+        import subprocess
+        return subprocess.run([harness.env("VLM_GENERATE"), *args], capture_output=True,
+                              text=True, timeout=60, env=harness.child_env())
+
+    def test_image_flags(self):
+        """vlm-generate --image / chat parts with "path": the images are preprocessed and the
+        request reaches vlmd (it answers with tokens, or refuses pixel items if this vlmd has
+        no vision support: either way the failure is vlmd's, not the client's); bad files and
+        bad flag combinations fail on the client side with the library's reason."""
+        import tempfile
+        tok = os.path.join(harness.TOK_DIR, "tokenizer.json")
+        d = harness.Daemon(model=False)
+        try:
+            r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "Describe.",
+                             "--image", img_path("png_28x28.png"), "--image",
+                             img_path("webp_lossy_160x120.webp"), "--echo", "--ids",
+                             "--max-tokens", "2", "--timeout", "10000")
+            self.assertTrue(r.returncode == 0 or "vlmd:" in r.stderr, r.stderr)
+            with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+                json.dump([{"role": "user", "content": [
+                    {"type": "image", "path": img_path("jpeg_exif6_90x60.jpg")},
+                    {"type": "text", "text": "What is it?"}]}], f)
+                f.flush()
+                r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name,
+                                 "--echo", "--ids", "--max-tokens", "2", "--timeout", "10000")
+                self.assertTrue(r.returncode == 0 or "vlmd:" in r.stderr, r.stderr)
+                r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name,
+                                 "--image", img_path("png_28x28.png"))
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn("--image goes with --prompt", r.stderr)
+            with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+                json.dump([{"role": "user", "content": [
+                    {"type": "image", "path": img_path("bad/ratio201_1x201.png")}]}], f)
+                f.flush()
+                r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name)
+                self.assertEqual(r.returncode, 1)
+                self.assertIn("absolute aspect ratio must be smaller than 200, got 201.0",
+                              r.stderr)
+            r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
+                             "--image", img_path("bad/image.gif"))
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("image.gif: GIF images are not supported", r.stderr)
+            r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
+                             "--image", img_path("png_28x28.png"), "--max-pixels", "-3")
+            self.assertEqual(r.returncode, 2, r.stderr)
+        finally:
+            d.stop()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
