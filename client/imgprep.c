@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -152,6 +153,8 @@ struct vlm_image {
 	enum vlm_dtype dtype;        /* F32 or BF16 */
 	size_t rows, cols;           /* [t*h*w, 3*tp*ps*ps] */
 	void *data;                  /* [rows][cols] in dtype; owned */
+	size_t bytes;                /* of data */
+	bool mapped;                 /* data is an mmap (patches_alloc), else malloc */
 };
 
 static int check_cfg(const struct vlm_vision_config *cfg)
@@ -191,20 +194,26 @@ static inline uint16_t to_bf16(float f)
  * frames [nf] resized RGB images [h][w][3] -> img's patches. Frame f of temporal group t, slot tt
  * is frames[min(t*tp + tt, nf - 1)] (the last frame repeats, as HF pads).
  * Row r = (((t*bh_n + bh)*bw_n + bw)*m + ih)*m + iw, col = ((c*tp + tt)*ps + dy)*ps + dx.
+ * The three channels of a patch are written in one pass over its pixels; a slot showing the same
+ * frame as the slot before it (an image is its own frame twice) is a copy of that slot's block.
  */
 static void patchify(const uint8_t *const *frames, size_t nf, uint32_t h, uint32_t w,
 		     const struct vlm_vision_config *cfg, struct vlm_image *img)
 {
 	uint32_t ps = cfg->patch_size, tp = cfg->temporal_patch_size, m = cfg->merge_size;
 	uint32_t gh = h / ps, gw = w / ps, bh_n = gh / m, bw_n = gw / m;
-	size_t cols = img->cols, row = 0;
-	float lut[3][256];
+	size_t cols = img->cols, row = 0, pp = (size_t)ps * ps, cstride = (size_t)tp * pp;
+	float lut[256][3];
+	uint16_t lutb[256][3];
 
+	(void)h;
 	for (int c = 0; c < 3; c++) {
 		volatile float mc = cfg->image_mean[c] * 255.0f, sc = cfg->image_std[c] * 255.0f;
 
-		for (int u = 0; u < 256; u++)
-			lut[c][u] = ((float)u - mc) / sc;
+		for (int u = 0; u < 256; u++) {
+			lut[u][c] = ((float)u - mc) / sc;
+			lutb[u][c] = to_bf16(lut[u][c]);
+		}
 	}
 	for (uint32_t t = 0; t < img->grid[0]; t++)
 		for (uint32_t bh = 0; bh < bh_n; bh++)
@@ -214,26 +223,65 @@ static void patchify(const uint8_t *const *frames, size_t nf, uint32_t h, uint32
 		uint32_t py = bh * m + ih, px = bw * m + iw;
 		float *of = img->dtype == VLM_DTYPE_F32 ? (float *)img->data + row * cols : NULL;
 		uint16_t *ob = of ? NULL : (uint16_t *)img->data + row * cols;
-		size_t col = 0;
 
-		for (int c = 0; c < 3; c++)
-			for (uint32_t tt = 0; tt < tp; tt++) {
-				size_t fi = (size_t)t * tp + tt;
-				const uint8_t *fr = frames[fi < nf ? fi : nf - 1];
+		for (uint32_t tt = 0; tt < tp; tt++) {
+			size_t fi = (size_t)t * tp + tt, off = (size_t)tt * pp;
+			const uint8_t *fr = frames[fi < nf ? fi : nf - 1];
 
-				for (uint32_t dy = 0; dy < ps; dy++) {
-					const uint8_t *s = fr + (((size_t)py * ps + dy) * w +
-								 (size_t)px * ps) * 3 + c;
+			if (tt && fr == frames[fi - 1 < nf ? fi - 1 : nf - 1]) {
+				for (int c = 0; c < 3; c++) {
+					size_t o = c * cstride + off;
 
 					if (of)
-						for (uint32_t dx = 0; dx < ps; dx++)
-							of[col++] = lut[c][s[3 * dx]];
+						memcpy(of + o, of + o - pp, pp * sizeof(*of));
 					else
-						for (uint32_t dx = 0; dx < ps; dx++)
-							ob[col++] = to_bf16(lut[c][s[3 * dx]]);
+						memcpy(ob + o, ob + o - pp, pp * sizeof(*ob));
+				}
+				continue;
+			}
+			for (uint32_t dy = 0; dy < ps; dy++) {
+				const uint8_t *s = fr + (((size_t)py * ps + dy) * w +
+							 (size_t)px * ps) * 3;
+				size_t o = off + (size_t)dy * ps;
+
+				if (of) {
+					float *d0 = of + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
+
+					for (uint32_t dx = 0; dx < ps; dx++) {
+						d0[dx] = lut[s[3 * dx]][0];
+						d1[dx] = lut[s[3 * dx + 1]][1];
+						d2[dx] = lut[s[3 * dx + 2]][2];
+					}
+				} else {
+					uint16_t *d0 = ob + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
+
+					for (uint32_t dx = 0; dx < ps; dx++) {
+						d0[dx] = lutb[s[3 * dx]][0];
+						d1[dx] = lutb[s[3 * dx + 1]][1];
+						d2[dx] = lutb[s[3 * dx + 2]][2];
+					}
 				}
 			}
+		}
 	}
+}
+
+/* The patch buffer: large ones are mapped with transparent huge pages requested, which saves
+ * thousands of page faults per image (the buffer is written once, front to back). */
+static void *patches_alloc(size_t bytes, bool *mapped)
+{
+	*mapped = false;
+	if (bytes >= (4u << 20)) {
+		void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+			       0);
+
+		if (p != MAP_FAILED) {
+			(void)madvise(p, bytes, MADV_HUGEPAGE);
+			*mapped = true;
+			return p;
+		}
+	}
+	return malloc(bytes);
 }
 
 /* The shared core: nf RGB frames of one size -> *ret. */
@@ -308,7 +356,8 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 			goto fail;
 		}
 	}
-	img->data = malloc(img->rows * img->cols * (opts->dtype == VLM_DTYPE_F32 ? 4 : 2));
+	img->bytes = img->rows * img->cols * (opts->dtype == VLM_DTYPE_F32 ? 4 : 2);
+	img->data = patches_alloc(img->bytes, &img->mapped);
 	if (!img->data) {
 		e = vc_err(-ENOMEM, "out of memory (%zu x %zu pixel patches)", img->rows, img->cols);
 		goto fail;
@@ -506,7 +555,10 @@ void vlm_image_free(struct vlm_image *img)
 {
 	if (!img)
 		return;
-	free(img->data);
+	if (img->mapped)
+		munmap(img->data, img->bytes);
+	else
+		free(img->data);
 	free(img);
 }
 

@@ -16,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "client/imgresize.h"
 #include "client/vlmerr.h"
@@ -76,6 +79,7 @@ struct axis {
 	uint32_t *lo, *n;
 	int32_t *k;                  /* [out][ksize] */
 	uint32_t ksize;
+	uint32_t in;                 /* input size of the axis */
 	int prec;
 };
 
@@ -104,6 +108,7 @@ static int axis_init(struct axis *ax, uint32_t in, uint32_t out)
 	double wmax = 0, *w = NULL;
 
 	memset(ax, 0, sizeof(*ax));
+	ax->in = in;
 	ax->ksize = (uint32_t)ceil(support) * 2 + 1;
 	ax->lo = malloc(sizeof(*ax->lo) * out);
 	ax->n = malloc(sizeof(*ax->n) * out);
@@ -160,6 +165,129 @@ static inline uint8_t clip8(int32_t acc, int prec)
 	return acc < 0 ? 0 : acc > 255 ? 255 : (uint8_t)acc;
 }
 
+/* One output pixel of the horizontal pass, scalar: taps k[0..n) over pixels p[0..n). */
+static inline void h_pixel(const uint8_t *p, const int32_t *k, uint32_t n, int32_t half, int prec,
+			   uint8_t *d)
+{
+	int32_t r = half, g = half, b = half;
+
+	for (uint32_t j = 0; j < n; j++) {
+		r += p[3 * j] * k[j];
+		g += p[3 * j + 1] * k[j];
+		b += p[3 * j + 2] * k[j];
+	}
+	d[0] = clip8(r, prec);
+	d[1] = clip8(g, prec);
+	d[2] = clip8(b, prec);
+}
+
+#ifdef __SSE2__
+/* 4 bytes at p (a pixel and the next byte) as int16 lanes [r g b x 0 0 0 0] */
+static inline __m128i px16(const uint8_t *p)
+{
+	int32_t v;
+
+	memcpy(&v, p, 4);
+	return _mm_unpacklo_epi8(_mm_cvtsi32_si128(v), _mm_setzero_si128());
+}
+
+/* The horizontal pass with SSE2 multiply-adds: two taps per _mm_madd_epi16 (pixel j and j+1
+ * interleaved as int16 pairs against (k[j], k[j+1])). The sums are the scalar ones exactly
+ * (int16 x uint8 products, int32 accumulation). Reads one byte past each pixel, so the last
+ * pixels of the buffer (end) go through the scalar path. */
+static void pass_h(const uint8_t *src, size_t stride, uint32_t rows, const struct axis *ax,
+		   uint8_t *dst, uint32_t dw)
+{
+	int32_t half = 1 << (ax->prec - 1);
+	const uint8_t *end = src + (size_t)(rows - 1) * stride + (size_t)ax->in * 3;
+	__m128i vhalf = _mm_set1_epi32(half);
+	__m128i shift = _mm_cvtsi32_si128(ax->prec);
+
+	for (uint32_t y = 0; y < rows; y++) {
+		const uint8_t *s = src + (size_t)y * stride;
+		uint8_t *d = dst + (size_t)y * dw * 3;
+
+		for (uint32_t x = 0; x < dw; x++) {
+			const int32_t *k = ax->k + (size_t)x * ax->ksize;
+			const uint8_t *p = s + (size_t)ax->lo[x] * 3;
+			uint32_t n = ax->n[x], j = 0;
+			__m128i acc = vhalf;
+			uint8_t out[16];
+
+			if (p + 3 * (size_t)n + 1 > end) {
+				h_pixel(p, k, n, half, ax->prec, d + 3 * x);
+				continue;
+			}
+			for (; j + 2 <= n; j += 2) {
+				__m128i a = _mm_unpacklo_epi16(px16(p + 3 * j), px16(p + 3 * j + 3));
+				__m128i kk = _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)k[j] |
+								      (uint32_t)k[j + 1] << 16));
+
+				acc = _mm_add_epi32(acc, _mm_madd_epi16(a, kk));
+			}
+			if (j < n) {
+				__m128i a = _mm_unpacklo_epi16(px16(p + 3 * j), _mm_setzero_si128());
+				__m128i kk = _mm_set1_epi32((int32_t)(uint16_t)k[j]);
+
+				acc = _mm_add_epi32(acc, _mm_madd_epi16(a, kk));
+			}
+			acc = _mm_sra_epi32(acc, shift);
+			acc = _mm_packs_epi32(acc, acc);
+			acc = _mm_packus_epi16(acc, acc);
+			_mm_storeu_si128((__m128i *)out, acc);
+			memcpy(d + 3 * x, out, 3);
+		}
+	}
+}
+
+/* The vertical pass with SSE2: 8 bytes of a row at a time, two taps per multiply-add (rows j and
+ * j+1 interleaved as int16 pairs); the tail of a row is scalar. */
+static void pass_v(const uint8_t *src, size_t stride, size_t n, const struct axis *ax,
+		   uint8_t *dst, uint32_t dh, int32_t *acc)
+{
+	int32_t half = 1 << (ax->prec - 1);
+	__m128i vhalf = _mm_set1_epi32(half), z = _mm_setzero_si128();
+	__m128i shift = _mm_cvtsi32_si128(ax->prec);
+	size_t n8 = n & ~(size_t)7;
+
+	for (uint32_t y = 0; y < dh; y++) {
+		const int32_t *k = ax->k + (size_t)y * ax->ksize;
+		const uint8_t *s0 = src + (size_t)ax->lo[y] * stride;
+		uint32_t nt = ax->n[y];
+		uint8_t *d = dst + (size_t)y * n;
+
+		for (size_t x = 0; x < n8; x += 8) {
+			__m128i lo = vhalf, hi = vhalf;
+			uint32_t j = 0;
+
+			for (; j < nt; j += 2) {
+				const uint8_t *r0 = s0 + (size_t)j * stride + x;
+				const uint8_t *r1 = j + 1 < nt ? r0 + stride : r0;
+				int32_t k1 = j + 1 < nt ? k[j + 1] : 0;
+				__m128i a = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r0), z);
+				__m128i b = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r1), z);
+				__m128i kk = _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)k[j] |
+								      (uint32_t)k1 << 16));
+
+				lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(a, b), kk));
+				hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(a, b), kk));
+			}
+			lo = _mm_packs_epi32(_mm_sra_epi32(lo, shift), _mm_sra_epi32(hi, shift));
+			_mm_storel_epi64((__m128i *)(d + x), _mm_packus_epi16(lo, lo));
+		}
+		for (size_t x = n8; x < n; x++)
+			acc[x] = half;
+		for (uint32_t j = 0; j < nt; j++) {
+			const uint8_t *s = s0 + (size_t)j * stride;
+
+			for (size_t x = n8; x < n; x++)
+				acc[x] += s[x] * k[j];
+		}
+		for (size_t x = n8; x < n; x++)
+			d[x] = clip8(acc[x], ax->prec);
+	}
+}
+#else
 /* src [rows][sw][3] (stride) -> dst [rows][dw][3] packed */
 static void pass_h(const uint8_t *src, size_t stride, uint32_t rows, const struct axis *ax,
 		   uint8_t *dst, uint32_t dw)
@@ -170,20 +298,9 @@ static void pass_h(const uint8_t *src, size_t stride, uint32_t rows, const struc
 		const uint8_t *s = src + (size_t)y * stride;
 		uint8_t *d = dst + (size_t)y * dw * 3;
 
-		for (uint32_t x = 0; x < dw; x++) {
-			const int32_t *k = ax->k + (size_t)x * ax->ksize;
-			const uint8_t *p = s + (size_t)ax->lo[x] * 3;
-			int32_t r = half, g = half, b = half;
-
-			for (uint32_t j = 0; j < ax->n[x]; j++) {
-				r += p[3 * j] * k[j];
-				g += p[3 * j + 1] * k[j];
-				b += p[3 * j + 2] * k[j];
-			}
-			d[3 * x] = clip8(r, ax->prec);
-			d[3 * x + 1] = clip8(g, ax->prec);
-			d[3 * x + 2] = clip8(b, ax->prec);
-		}
+		for (uint32_t x = 0; x < dw; x++)
+			h_pixel(s + (size_t)ax->lo[x] * 3, ax->k + (size_t)x * ax->ksize, ax->n[x],
+				half, ax->prec, d + 3 * x);
 	}
 }
 
@@ -210,6 +327,7 @@ static void pass_v(const uint8_t *src, size_t stride, size_t n, const struct axi
 			d[x] = clip8(acc[x], ax->prec);
 	}
 }
+#endif
 
 int vc_resize_rgb(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint8_t *dst,
 		  uint32_t dw, uint32_t dh)
