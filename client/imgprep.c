@@ -190,45 +190,51 @@ static inline uint16_t to_bf16(float f)
 	return (uint16_t)(u >> 16);
 }
 
-/*
- * frames [nf] resized RGB images [h][w][3] -> img's patches. Frame f of temporal group t, slot tt
- * is frames[min(t*tp + tt, nf - 1)] (the last frame repeats, as HF pads).
- * Row r = (((t*bh_n + bh)*bw_n + bw)*m + ih)*m + iw, col = ((c*tp + tt)*ps + dy)*ps + dx.
- * The three channels of a patch are written in one pass over its pixels; a slot showing the same
- * frame as the slot before it (an image is its own frame twice) is a copy of that slot's block.
- */
-static void patchify(const uint8_t *const *frames, size_t nf, uint32_t h, uint32_t w,
-		     const struct vlm_vision_config *cfg, struct vlm_image *img)
-{
-	uint32_t ps = cfg->patch_size, tp = cfg->temporal_patch_size, m = cfg->merge_size;
-	uint32_t gh = h / ps, gw = w / ps, bh_n = gh / m, bw_n = gw / m;
-	size_t cols = img->cols, row = 0, pp = (size_t)ps * ps, cstride = (size_t)tp * pp;
-	float lut[256][3];
-	uint16_t lutb[256][3];
+/* fp32 normalisation table of the torchvision backend, and its bf16 rounding: [u8][channel] */
+struct normlut {
+	float f[256][3];
+	uint16_t b[256][3];
+};
 
-	(void)h;
+static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
+{
 	for (int c = 0; c < 3; c++) {
 		volatile float mc = cfg->image_mean[c] * 255.0f, sc = cfg->image_std[c] * 255.0f;
 
 		for (int u = 0; u < 256; u++) {
-			lut[u][c] = ((float)u - mc) / sc;
-			lutb[u][c] = to_bf16(lut[u][c]);
+			l->f[u][c] = ((float)u - mc) / sc;
+			l->b[u][c] = to_bf16(l->f[u][c]);
 		}
 	}
-	for (uint32_t t = 0; t < img->grid[0]; t++)
-		for (uint32_t bh = 0; bh < bh_n; bh++)
-			for (uint32_t bw = 0; bw < bw_n; bw++)
-				for (uint32_t ih = 0; ih < m; ih++)
-					for (uint32_t iw = 0; iw < m; iw++, row++) {
-		uint32_t py = bh * m + ih, px = bw * m + iw;
+}
+
+/*
+ * One block row (merge_size patch rows = m*ps pixel rows) of temporal group t: slot[tt] is the
+ * block row of the frame in temporal slot tt, [m*ps][w][3] (equal pointers: the same frame).
+ * Row r = (((t*bh_n + bh)*bw_n + bw)*m + ih)*m + iw, col = ((c*tp + tt)*ps + dy)*ps + dx.
+ * The three channels of a patch are written in one pass over its pixels; a slot showing the same
+ * frame as the slot before it (an image is its own frame twice) is a copy of that slot's block.
+ */
+static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, uint32_t bh,
+			   const struct vlm_vision_config *cfg, const struct normlut *lut,
+			   struct vlm_image *img)
+{
+	uint32_t ps = cfg->patch_size, tp = cfg->temporal_patch_size, m = cfg->merge_size;
+	uint32_t bh_n = img->grid[1] / m, bw_n = img->grid[2] / m;
+	size_t cols = img->cols, pp = (size_t)ps * ps, cstride = (size_t)tp * pp;
+	size_t row = ((size_t)t * bh_n + bh) * bw_n * m * m;
+
+	for (uint32_t bw = 0; bw < bw_n; bw++)
+		for (uint32_t ih = 0; ih < m; ih++)
+			for (uint32_t iw = 0; iw < m; iw++, row++) {
+		uint32_t px = bw * m + iw;
 		float *of = img->dtype == VLM_DTYPE_F32 ? (float *)img->data + row * cols : NULL;
 		uint16_t *ob = of ? NULL : (uint16_t *)img->data + row * cols;
 
 		for (uint32_t tt = 0; tt < tp; tt++) {
-			size_t fi = (size_t)t * tp + tt, off = (size_t)tt * pp;
-			const uint8_t *fr = frames[fi < nf ? fi : nf - 1];
+			size_t off = (size_t)tt * pp;
 
-			if (tt && fr == frames[fi - 1 < nf ? fi - 1 : nf - 1]) {
+			if (tt && slot[tt] == slot[tt - 1]) {
 				for (int c = 0; c < 3; c++) {
 					size_t o = c * cstride + off;
 
@@ -240,25 +246,25 @@ static void patchify(const uint8_t *const *frames, size_t nf, uint32_t h, uint32
 				continue;
 			}
 			for (uint32_t dy = 0; dy < ps; dy++) {
-				const uint8_t *s = fr + (((size_t)py * ps + dy) * w +
-							 (size_t)px * ps) * 3;
+				const uint8_t *s = slot[tt] + (((size_t)ih * ps + dy) * w +
+							       (size_t)px * ps) * 3;
 				size_t o = off + (size_t)dy * ps;
 
 				if (of) {
 					float *d0 = of + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
 
 					for (uint32_t dx = 0; dx < ps; dx++) {
-						d0[dx] = lut[s[3 * dx]][0];
-						d1[dx] = lut[s[3 * dx + 1]][1];
-						d2[dx] = lut[s[3 * dx + 2]][2];
+						d0[dx] = lut->f[s[3 * dx]][0];
+						d1[dx] = lut->f[s[3 * dx + 1]][1];
+						d2[dx] = lut->f[s[3 * dx + 2]][2];
 					}
 				} else {
 					uint16_t *d0 = ob + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
 
 					for (uint32_t dx = 0; dx < ps; dx++) {
-						d0[dx] = lutb[s[3 * dx]][0];
-						d1[dx] = lutb[s[3 * dx + 1]][1];
-						d2[dx] = lutb[s[3 * dx + 2]][2];
+						d0[dx] = lut->b[s[3 * dx]][0];
+						d1[dx] = lut->b[s[3 * dx + 1]][1];
+						d2[dx] = lut->b[s[3 * dx + 2]][2];
 					}
 				}
 			}
@@ -292,8 +298,10 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 	struct vlm_vision_config dcfg;
 	struct vlm_image_opts dopts = { 0 };
 	struct vlm_image *img = NULL;
-	uint8_t **rs = NULL;
-	uint32_t th, tw, factor, tp;
+	struct vc_resizer **rs = NULL;
+	uint8_t *blk = NULL, **slot = NULL;
+	struct normlut lut;
+	uint32_t th, tw, factor, tp, blk_rows;
 	size_t nrs = 0, ng;
 	uint64_t mn, mx;
 	int e;
@@ -344,17 +352,19 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 	img->dtype = opts->dtype;
 	img->rows = (size_t)img->grid[0] * img->grid[1] * img->grid[2];
 	img->cols = (size_t)3 * tp * cfg->patch_size * cfg->patch_size;
+	blk_rows = cfg->merge_size * cfg->patch_size;
+	/* one row streamer per frame; each block row of each temporal slot is resized into its own
+	 * buffer just before it is cut into patches (no resized image is kept) */
+	blk = malloc((size_t)tp * blk_rows * tw * 3);
+	slot = malloc(sizeof(*slot) * tp);
+	if (!blk || !slot) {
+		e = vc_err(-ENOMEM, "out of memory (resize buffers)");
+		goto fail;
+	}
 	for (nrs = 0; nrs < nf; nrs++) {
-		rs[nrs] = malloc((size_t)th * tw * 3);
-		if (!rs[nrs]) {
-			e = vc_err(-ENOMEM, "out of memory (resized %u x %u)", tw, th);
+		e = vc_resizer_new(src[nrs], sw, sh, stride, tw, th, &rs[nrs]);
+		if (e)
 			goto fail;
-		}
-		e = vc_resize_rgb(src[nrs], sw, sh, stride, rs[nrs], tw, th);
-		if (e) {
-			nrs++;
-			goto fail;
-		}
 	}
 	img->bytes = img->rows * img->cols * (opts->dtype == VLM_DTYPE_F32 ? 4 : 2);
 	img->data = patches_alloc(img->bytes, &img->mapped);
@@ -362,16 +372,37 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 		e = vc_err(-ENOMEM, "out of memory (%zu x %zu pixel patches)", img->rows, img->cols);
 		goto fail;
 	}
-	patchify((const uint8_t *const *)rs, nf, th, tw, cfg, img);
+	normlut_init(&lut, cfg);
+	for (uint32_t t = 0; t < img->grid[0]; t++)
+		for (uint32_t bh = 0; bh < img->grid[1] / cfg->merge_size; bh++) {
+			for (uint32_t tt = 0; tt < tp; tt++) {
+				size_t fi = (size_t)t * tp + tt, f = fi < nf ? fi : nf - 1;
+				size_t pf = fi ? (fi - 1 < nf ? fi - 1 : nf - 1) : SIZE_MAX;
+
+				if (tt && f == pf) {
+					slot[tt] = slot[tt - 1]; /* the same frame again */
+					continue;
+				}
+				slot[tt] = blk + (size_t)tt * blk_rows * tw * 3;
+				for (uint32_t y = 0; y < blk_rows; y++)
+					vc_resizer_row(rs[f], bh * blk_rows + y,
+						       slot[tt] + (size_t)y * tw * 3);
+			}
+			patchify_block((const uint8_t *const *)slot, tw, t, bh, cfg, &lut, img);
+		}
 	for (size_t i = 0; i < nf; i++)
-		free(rs[i]);
+		vc_resizer_free(rs[i]);
 	free(rs);
+	free(blk);
+	free(slot);
 	*ret = img;
 	return 0;
 fail:
 	for (size_t i = 0; i < nrs; i++)
-		free(rs[i]);
+		vc_resizer_free(rs[i]);
 	free(rs);
+	free(blk);
+	free(slot);
 	vlm_image_free(img);
 	return e;
 }
