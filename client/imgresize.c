@@ -386,6 +386,7 @@ int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stri
 	rs->src = src;
 	rs->stride = src_stride;
 #ifdef __SSE2__
+	__builtin_cpu_init(); /* idempotent; makes the check safe however the library was loaded */
 	rs->ssse3 = __builtin_cpu_supports("ssse3");
 #endif
 	rs->sw = sw;
