@@ -19,6 +19,7 @@
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
+#include <immintrin.h>
 #include <tmmintrin.h>
 #endif
 
@@ -287,6 +288,71 @@ static void h_row_ssse3(const uint8_t *s, const uint8_t *limit, const struct axi
 	}
 }
 
+/* h_row with AVX2: h_row_ssse3's steps for two output pixels at once, one per 128-bit lane
+ * (lane 1 runs pixel x+1 with its own taps; the shorter tap list is zero-padded). */
+__attribute__((target("avx2")))
+static void h_row_avx2(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		       uint32_t dw)
+{
+	int32_t half = 1 << (ax->prec - 1);
+	const __m256i m01 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
+					     0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+	const __m256i m23 = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1,
+					     -1, 6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1,
+					     -1, -1);
+	__m256i vhalf = _mm256_set1_epi32(half);
+	__m128i shift = _mm_cvtsi32_si128(ax->prec);
+	uint32_t x = 0;
+
+	for (; x + 2 < dw; x += 2) {
+		const int32_t *k0 = ax->kp + (size_t)x * ax->ksize, *k1 = k0 + ax->ksize;
+		const uint8_t *p0 = s + (size_t)ax->lo[x] * 3, *p1 = s + (size_t)ax->lo[x + 1] * 3;
+		uint32_t n = ax->n[x] > ax->n[x + 1] ? ax->n[x] : ax->n[x + 1];
+		size_t last = 12 * (size_t)((n + 3) / 4 - 1) + 16;
+		__m256i acc = vhalf;
+		__m128i lo, hi;
+		int32_t v;
+
+		if (p0 + last > limit || p1 + last > limit) {
+			h_pixel(p0, ax->k + (size_t)x * ax->ksize, ax->n[x], half, ax->prec,
+				d + 3 * x);
+			h_pixel(p1, ax->k + (size_t)(x + 1) * ax->ksize, ax->n[x + 1], half, ax->prec,
+				d + 3 * x + 3);
+			continue;
+		}
+		for (uint32_t j = 0; j < n; j += 4) {
+			__m256i b = _mm256_inserti128_si256(
+				_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p0 + 3 * j))),
+				_mm_loadu_si128((const __m128i *)(p1 + 3 * j)), 1);
+			__m256i kk = _mm256_setr_epi32(k0[j / 2], k0[j / 2], k0[j / 2], k0[j / 2],
+						       k1[j / 2], k1[j / 2], k1[j / 2], k1[j / 2]);
+
+			acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_shuffle_epi8(b, m01),
+								      kk));
+			if (j + 2 < n) {
+				kk = _mm256_setr_epi32(k0[j / 2 + 1], k0[j / 2 + 1], k0[j / 2 + 1],
+						       k0[j / 2 + 1], k1[j / 2 + 1], k1[j / 2 + 1],
+						       k1[j / 2 + 1], k1[j / 2 + 1]);
+				acc = _mm256_add_epi32(acc, _mm256_madd_epi16(
+							       _mm256_shuffle_epi8(b, m23), kk));
+			}
+		}
+		acc = _mm256_sra_epi32(acc, shift);
+		acc = _mm256_packs_epi32(acc, acc);
+		acc = _mm256_packus_epi16(acc, acc);
+		lo = _mm256_castsi256_si128(acc);
+		hi = _mm256_extracti128_si256(acc, 1);
+		/* 4 bytes each: the 4th lands on the next pixel, written after (x + 2 < dw) */
+		v = _mm_cvtsi128_si32(lo);
+		memcpy(d + 3 * x, &v, 4);
+		v = _mm_cvtsi128_si32(hi);
+		memcpy(d + 3 * x + 3, &v, 4);
+	}
+	for (; x < dw; x++)
+		h_pixel(s + (size_t)ax->lo[x] * 3, ax->k + (size_t)x * ax->ksize, ax->n[x], half,
+			ax->prec, d + 3 * x);
+}
+
 /* One row of the vertical pass: rows[0..nt) weighted by k, n bytes; 8 bytes at a time, two taps
  * per multiply-add (rows j and j+1 interleaved as int16 pairs); the tail is scalar. */
 static void v_row(const uint8_t *const *rows, const int32_t *k, const int32_t *kp, uint32_t nt,
@@ -359,7 +425,7 @@ struct vc_resizer {
 	int64_t *ring_src;           /* [ring_n]: which source row each slot holds (-1: none) */
 	uint32_t ring_n;
 	const uint8_t **taps;        /* [av.ksize] row pointers of the current output row */
-	bool ssse3;                  /* the CPU has SSSE3 (h_row_ssse3) */
+	bool ssse3, avx2;            /* what the CPU has (h_row_ssse3, h_row_avx2) */
 };
 
 void vc_resizer_free(struct vc_resizer *rs)
@@ -387,7 +453,14 @@ int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stri
 	rs->stride = src_stride;
 #ifdef __SSE2__
 	__builtin_cpu_init(); /* idempotent; makes the check safe however the library was loaded */
-	rs->ssse3 = __builtin_cpu_supports("ssse3");
+	{
+		/* VLM_RESIZE_ISA=sse2|ssse3 caps the kernels (tests run every path on one CPU) */
+		const char *cap = getenv("VLM_RESIZE_ISA");
+
+		rs->ssse3 = __builtin_cpu_supports("ssse3") && !(cap && !strcmp(cap, "sse2"));
+		rs->avx2 = rs->ssse3 && __builtin_cpu_supports("avx2") &&
+			   !(cap && !strcmp(cap, "ssse3"));
+	}
 #endif
 	rs->sw = sw;
 	rs->sh = sh;
@@ -435,7 +508,9 @@ static const uint8_t *hrow(struct vc_resizer *rs, uint32_t sy)
 		const uint8_t *limit = rs->src + (size_t)(rs->sh - 1) * rs->stride +
 				       (size_t)rs->sw * 3;
 #ifdef __SSE2__
-		if (rs->ssse3)
+		if (rs->avx2)
+			h_row_avx2(s, limit, &rs->ah, d, rs->dw);
+		else if (rs->ssse3)
 			h_row_ssse3(s, limit, &rs->ah, d, rs->dw);
 		else
 #endif
