@@ -204,7 +204,7 @@ struct normlut {
 	float f[256][3];
 	uint16_t b[256][3];
 	float m[3], s[3];            /* m_c, s_c */
-	bool avx2;                   /* float32 runs of 14 with norm_run14_avx2 */
+	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
 };
 
 static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
@@ -270,6 +270,44 @@ static void norm_run14_avx2(const uint8_t *s, float *d0, float *d1, float *d2,
 		_mm256_storeu_ps(d[c] + 8, _mm256_div_ps(_mm256_sub_ps(hi, m), sc));
 	}
 }
+
+/* float32 [8] bits -> bf16, round to nearest even (to_bf16), as 8 int32 lanes */
+__attribute__((target("avx2")))
+static inline __m256i bf16_lanes(__m256 f)
+{
+	__m256i u = _mm256_castps_si256(f);
+	__m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+
+	return _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+								      odd)), 16);
+}
+
+/* norm_run14_avx2 with bf16 output: 16 uint16 per channel written (2 extra, as there). */
+__attribute__((target("avx2")))
+static void norm_run14_bf16_avx2(const uint8_t *s, uint16_t *d0, uint16_t *d1, uint16_t *d2,
+				 const struct normlut *l)
+{
+	__m128i a = _mm_loadu_si128((const __m128i *)s);
+	__m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+	__m128i e = _mm_loadu_si128((const __m128i *)(s + 32));
+	uint16_t *d[3] = { d0, d1, d2 };
+
+	for (int c = 0; c < 3; c++) {
+		__m128i x = _mm_or_si128(
+			_mm_or_si128(_mm_shuffle_epi8(a, _mm_loadu_si128((const __m128i *)norm_mask[c][0])),
+				     _mm_shuffle_epi8(b, _mm_loadu_si128((const __m128i *)norm_mask[c][1]))),
+			_mm_shuffle_epi8(e, _mm_loadu_si128((const __m128i *)norm_mask[c][2])));
+		__m256 m = _mm256_set1_ps(l->m[c]), sc = _mm256_set1_ps(l->s[c]);
+		__m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+		__m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+		__m256i bl = bf16_lanes(_mm256_div_ps(_mm256_sub_ps(lo, m), sc));
+		__m256i bh = bf16_lanes(_mm256_div_ps(_mm256_sub_ps(hi, m), sc));
+		/* lane-wise pack: [bl0-3 bh0-3 | bl4-7 bh4-7] -> reorder the 64-bit quarters */
+		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(bl, bh), 0xd8);
+
+		_mm256_storeu_si256((__m256i *)d[c], p);
+	}
+}
 #endif
 
 /*
@@ -333,6 +371,12 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 				} else {
 					uint16_t *d0 = ob + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
 
+#ifdef __SSE2__
+					if (lut->avx2 && dy + 1 < ps) {
+						norm_run14_bf16_avx2(s, d0, d1, d2, lut);
+						continue;
+					}
+#endif
 					for (uint32_t dx = 0; dx < ps; dx++) {
 						d0[dx] = lut->b[s[3 * dx]][0];
 						d1[dx] = lut->b[s[3 * dx + 1]][1];
