@@ -56,6 +56,8 @@ void vd_engine_opts_default(struct vd_engine_opts *o)
 	o->max_waiting = 1024;
 	o->prefix_cache = 1;
 	o->prefill_per_decode = -1;
+	o->vision_cache_bytes = 512ull << 20;
+	o->vision_batch_patches = 8192;
 }
 
 /* EOS ids of generation_config.json (int or list), else config.json's. */
@@ -223,8 +225,35 @@ static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code,
 		vd_sched_remove(e->sched, &q->seq);
 	else if (e->n_live_waiting)
 		e->n_live_waiting--;
+	vd_ev_dequeue(e, q);
 	unlink_live(e, q);
 	vd_ereq_free(q);
+}
+
+void vd_engine_fail(struct vd_engine *e, struct vd_ereq *q, int code, const char *msg)
+{
+	finish(e, q, VS_FINISH_ERROR, code, msg, q->gone);
+}
+
+void vd_engine_admit(struct vd_engine *e, struct vd_ereq *q)
+{
+	int r;
+
+	if (q->cancel || q->added)
+		return;   /* reap_cancelled ends it */
+	r = vd_sched_add(e->sched, &q->seq);
+	if (r < 0) {
+		char m[VS_CQE_MESSAGE_LEN];
+
+		snprintf(m, sizeof(m), "scheduler refused: %s",
+		         r == VD_SCHED_ETOOLONG ? "too long" :
+		         r == VD_SCHED_ENOFIT ? "can never fit the KV cache" :
+		         r == -ENOMEM ? "out of memory" : "bad sizes");
+		finish(e, q, VS_FINISH_ERROR, r, m, 0);
+	} else {
+		q->added = true;
+		e->n_live_waiting--;
+	}
 }
 
 /* ---------------------------------------------------------------- the engine thread */
@@ -283,24 +312,13 @@ static void take_inbox(struct vd_engine *e)
 			q = q->next;
 		for (size_t i = 0; i < n && q; i++) {
 			struct vd_ereq *prev = q->prev;
-			int r;
 
-			if (q->cancel || q->added) {
-				q = prev;
-				continue;   /* reap_cancelled ends it */
-			}
-			r = vd_sched_add(e->sched, &q->seq);
-			if (r < 0) {
-				char m[VS_CQE_MESSAGE_LEN];
-
-				snprintf(m, sizeof(m), "scheduler refused: %s",
-				         r == VD_SCHED_ETOOLONG ? "too long" :
-				         r == VD_SCHED_ENOFIT ? "can never fit the KV cache" :
-				         r == -ENOMEM ? "out of memory" : "bad sizes");
-				finish(e, q, VS_FINISH_ERROR, r, m, 0);
+			if (q->n_pixel_todo > 0 && !q->cancel && !q->vision_queued) {
+				/* pixel items first go through the vision stage */
+				if (vd_ev_enqueue(e, q) < 0)
+					finish(e, q, VS_FINISH_ERROR, -ENOMEM, "vlmd out of memory", 0);
 			} else {
-				q->added = true;
-				e->n_live_waiting--;
+				vd_engine_admit(e, q);
 			}
 			q = prev;
 		}
@@ -582,20 +600,14 @@ static int step(struct vd_engine *e)
 	}
 	e->steps++;
 	vd_metrics_add(e->metrics, VD_C_STEPS, 1);
-	vd_metrics_observe_ns(e->metrics, VD_H_STEP, vs_now_ns() - t0);
+	now = vs_now_ns() - t0;
+	vd_metrics_observe_ns(e->metrics, VD_H_STEP, now);
+	/* the vision stage's time budget: a moving average of the step time */
+	e->step_ns = e->step_ns > 0 ? 0.8 * e->step_ns + 0.2 * (double)now : (double)now;
 	return 1;
 fail:
 	if (rc == VK_EDEVICE_LOST) {
-		/* the backend is unusable: fail everything, refuse everything, tell the owner */
-		e->dead = 1;
-		for (size_t i = 0; i < e->n_inbox; i++)
-			e->inbox[i]->cancel = true;
-		take_inbox(e);
-		while (e->live)
-			finish(e, e->live, VS_FINISH_ERROR, VK_EDEVICE_LOST,
-			       "compute device lost; vlmd restarts", e->live->gone);
-		if (e->o.fatal)
-			e->o.fatal(e->o.fatal_ctx, rc);
+		vd_engine_device_lost(e, rc);
 		return 1;
 	}
 	/* the step's requests fail; the others carry on */
@@ -606,6 +618,20 @@ fail:
 			finish(e, q, VS_FINISH_ERROR, rc, msg, 0);
 	}
 	return 1;
+}
+
+void vd_engine_device_lost(struct vd_engine *e, int rc)
+{
+	/* the backend is unusable: fail everything, refuse everything, tell the owner */
+	e->dead = 1;
+	for (size_t i = 0; i < e->n_inbox; i++)
+		e->inbox[i]->cancel = true;
+	take_inbox(e);
+	while (e->live)
+		finish(e, e->live, VS_FINISH_ERROR, VK_EDEVICE_LOST,
+		       "compute device lost; vlmd restarts", e->live->gone);
+	if (e->o.fatal)
+		e->o.fatal(e->o.fatal_ctx, rc);
 }
 
 static void *engine_main(void *arg)
@@ -620,7 +646,10 @@ static void *engine_main(void *arg)
 		reap_cancelled(e);
 		if (e->stop)
 			break;
-		ran = vd_sched_n_running(e->sched) || vd_sched_n_waiting(e->sched) ? step(e) : 0;
+		/* the vision stage between two LLM steps, within its budget */
+		ran = e->vis && e->n_vq ? vd_ev_run(e) : 0;
+		if (vd_sched_n_running(e->sched) || vd_sched_n_waiting(e->sched))
+			ran |= step(e);
 		update_gauges(e);
 		ev_flush(e);
 		if (!ran && !e->n_inbox && !e->stop) {
@@ -949,11 +978,18 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		goto nomem;
 	load_eos(e);
 	model_root(e);
+	rc = vd_ev_init(e, o->vision_cache_bytes, o->vision_batch_patches, err, errlen);
+	if (rc < 0)
+		goto fail;
 	e->env = (struct vd_ereq_env){ .cfg = &e->cfg, .max_model_len = e->max_model_len,
 	                               .pool_tokens = e->n_blocks * e->block_size,
 	                               .block_size = e->block_size, .eos = e->eos,
 	                               .n_eos = e->n_eos,
-	                               .device_tensors = strcmp(e->be->ops->name, "cuda") == 0 };
+	                               .device_tensors = strcmp(e->be->ops->name, "cuda") == 0,
+	                               .vision = e->vis ? &e->vcfg : NULL,
+	                               .max_item_patches = o->vision_max_item_patches ?
+	                                                   (int64_t)o->vision_max_item_patches :
+	                                                   (int64_t)1 << 18 };
 	if (e->env.device_tensors) {
 		/* GPU clients' tensors are mapped, never copied; without a usable driver they are
 		 * refused per request with the reason (the backend itself works, so vlmd serves) */
@@ -982,6 +1018,7 @@ void vd_engine_free(struct vd_engine *e)
 		return;
 	if (e->sink_live)
 		eng_free(&e->base);
+	vd_ev_fini(e);   /* after the sink: no request references a cache entry now */
 	vd_sched_free(e->sched);
 	vd_prefix_free(e->pc);
 	vd_kvblocks_free(e->kv);

@@ -16,6 +16,8 @@
 #include "daemon/model/model.h"
 #include "daemon/engine/prefix.h"
 #include "daemon/engine/scheduler.h"
+#include "daemon/engine/vcache.h"
+#include "daemon/model/vision.h"
 #include "daemon/model/weights.h"
 
 #define VD_ENGINE_MAX_EOS 8
@@ -43,6 +45,24 @@ struct vd_engine {
 	uint64_t load_total;           /* weight bytes, for load progress */
 	struct vd_mm_import *import;   /* CUDA tensor mappings (CUDA backend only), or NULL */
 	char import_err[160];          /* why import is NULL on a CUDA backend */
+
+	/* vision stage (daemon/engine/engine_vision.c); engine thread, under mu unless noted */
+	struct vd_vision *vis;         /* the tower, or NULL (pixel items refused) */
+	struct vd_vision_config vcfg;  /* valid when vis */
+	char vision_note[160];         /* why vis is NULL although config.json has a vision_config */
+	struct vd_vcache *vc;          /* encoded rows by key (NULL when vis is NULL) */
+	struct vd_ereq **vq;           /* [n_vq] requests with unresolved pixel items, FIFO */
+	size_t n_vq, cap_vq;
+	uint64_t v_held;               /* bytes of pixel copies held by queued requests */
+	uint64_t v_held_max;           /* copy ahead no further than this */
+	int64_t v_batch_patches;       /* pixel rows per tower forward (one bigger item runs alone) */
+	void *v_stage;                 /* [v_stage_bytes] host pixels of one batch */
+	size_t v_stage_bytes;
+	struct vd_vision_item *v_items;/* [cap_v_jobs] */
+	struct vd_ev_job *v_jobs;      /* [cap_v_jobs] */
+	int32_t cap_v_jobs;
+	double v_rate;                 /* tower FLOP per ns (moving average; 0 = not measured) */
+	double step_ns;                /* LLM step time, moving average */
 
 	/* sink state, under mu */
 	struct vd_sink *echo;          /* ECHO / NOP are answered inline by an echo sink */
@@ -82,5 +102,27 @@ struct vd_engine {
 	struct vd_event *ev;           /* [cap_ev] this step's completions */
 	size_t n_ev, cap_ev;
 };
+
+/* engine.c, for the vision stage: put a request whose rows are all known into the scheduler
+ * (a refusal ends it with ERROR); end a request with ERROR code and msg; the device is lost
+ * (fail everything; rc VK_EDEVICE_LOST). mu held. */
+void vd_engine_admit(struct vd_engine *e, struct vd_ereq *q);
+void vd_engine_fail(struct vd_engine *e, struct vd_ereq *q, int code, const char *msg);
+void vd_engine_device_lost(struct vd_engine *e, int rc);
+
+/* engine_vision.c: the vision stage (see the module comment there). */
+/* Load the tower when the checkpoint has one (no tower is not an error: e->vision_note says why
+ * when config.json names one). Returns 0 or -ENOMEM. Before the engine thread starts. */
+int vd_ev_init(struct vd_engine *e, uint64_t cache_bytes, int64_t batch_patches, char *err,
+               size_t errlen);
+void vd_ev_fini(struct vd_engine *e);
+/* A new request with pixel items joins the vision queue (it counts as live-waiting). */
+int vd_ev_enqueue(struct vd_engine *e, struct vd_ereq *q);
+/* q leaves the vision queue (it ends). */
+void vd_ev_dequeue(struct vd_engine *e, struct vd_ereq *q);
+/* Copy + key new pixel items, resolve cache hits, run at most one tower batch within the budget,
+ * admit the requests whose rows are all known. mu held (released around copies and the
+ * forward). Returns 1 if it did any work. */
+int vd_ev_run(struct vd_engine *e);
 
 #endif /* VLM_DAEMON_ENGINE_IMPL_H */
