@@ -61,6 +61,17 @@ START_TEST(test_common_cases)
 }
 END_TEST
 
+/* The vision-tower ops against the CPU backend. */
+START_TEST(test_vision_cases)
+{
+	char msg[512];
+	for (size_t c = 0; c < vkt_n_vision_cases; c++) {
+		int r = vkt_run(cuda, cpu, &vkt_vision_cases[c], 21, msg, sizeof(msg));
+		ck_assert_msg(r == 0, "case \"%s\": %d %s", vkt_vision_cases[c].name, r, msg);
+	}
+}
+END_TEST
+
 START_TEST(test_cuda_cases)
 {
 	char msg[512];
@@ -95,6 +106,7 @@ int main(void)
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, test_common_cases);
 	tcase_add_test(tc, test_cuda_cases);
+	tcase_add_test(tc, test_vision_cases);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_set_fork_status(sr, CK_NOFORK);
