@@ -16,9 +16,9 @@
  * Work buffers live in backend memory, sized for the largest batch so far and reused; the host
  * descriptors (positions, segments, permutation) are rebuilt per forward (O(N) integers).
  */
-#include "daemon/errmsg.h"
+#include "daemon/model/errmsg.h"
 #include "daemon/model/vision.h"
-#include "daemon/weights.h"
+#include "daemon/model/weights.h"
 #include "kernels/convert.h"
 
 #include <errno.h>

@@ -9,7 +9,7 @@
  * that a Qwen2-VL merger output falls back to the text model's hidden_size (what a checkpoint
  * needs to be usable at all) rather than the class default 3584.
  */
-#include "daemon/errmsg.h"
+#include "daemon/model/errmsg.h"
 #include "daemon/model/vision.h"
 
 #include <errno.h>
