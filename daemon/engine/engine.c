@@ -516,7 +516,12 @@ static int step(struct vd_engine *e)
 				goto fail;
 			}
 			for (int j = 0; j < k; j++)
-				if (!e->b_subs[nsub + j].is_device) /* GPU rows: counted at import */
+				/* arena rows only: GPU rows are counted at import, encoded pixel items'
+				 * rows are vlmd's own */
+				if (!e->b_subs[nsub + j].is_device &&
+				    (const unsigned char *)e->b_subs[nsub + j].data >= q->r->arena &&
+				    (const unsigned char *)e->b_subs[nsub + j].data <
+				    q->r->arena + q->r->arena_bytes)
 					embed_bytes += (uint64_t)e->b_subs[nsub + j].n_rows *
 					               (uint64_t)e->cfg.hidden *
 					               vk_dtype_size(e->b_subs[nsub + j].dtype);

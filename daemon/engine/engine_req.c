@@ -106,9 +106,10 @@ static int pixel_item(const struct vd_ereq_env *env, const struct vs_mm_item *it
 	                           .t_interval = video ? vd_mrope_t_interval(cfg, (it->reserved0 ?
 	                                           (float)it->reserved0 : 1000.0f) / 1000.0f) :
 	                                         1.0f };
+	/* the rows will be the tower's output: backend memory (host memory on host backends) */
 	*src = (struct vk_row_source){ .row = 0, .n_rows = mm->rows, .dtype = VK_DTYPE_F32,
-	                               .is_device = 1, .row_stride = (int64_t)cfg->hidden * 4,
-	                               .data = NULL };
+	                               .is_device = env->device_tensors,
+	                               .row_stride = (int64_t)cfg->hidden * 4, .data = NULL };
 	return 0;
 }
 
