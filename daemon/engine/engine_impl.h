@@ -62,6 +62,7 @@ struct vd_engine {
 	struct vd_ev_job *v_jobs;      /* [cap_v_jobs] */
 	int32_t cap_v_jobs;
 	double v_rate;                 /* tower FLOP per ns (moving average; 0 = not measured) */
+	double v_copy_rate;            /* pixel bytes copied + hashed per ns (moving average) */
 	double step_ns;                /* LLM step time, moving average */
 
 	/* sink state, under mu */

@@ -9,19 +9,22 @@
  *
  * Each turn of the engine thread (between two LLM steps):
  *  1. copy ahead: for queued requests not copied yet, in order, while the copies held stay under
- *     v_held_max, copy each pixel item's rows out of the client's arena into daemon memory and
- *     key the copy (vd_vkey_copy_pixels: model identity + dtype + grid + temporal step + bytes)
- *     in one pass, with the lock released inside an arena-reading phase (client_gone waits for
- *     it). The client may rewrite its arena at any time: the bytes hashed are the bytes encoded.
- *     The key is also the item's prefix-cache fingerprint. A cache hit resolves the item at once.
+ *     v_held_max (and, while decodes run, about half an LLM step's worth of bytes at the
+ *     measured copy + hash rate), copy each pixel item's rows out of the client's arena into
+ *     daemon memory and key the copy (vd_vkey_copy_pixels: model identity + dtype + grid +
+ *     temporal step + bytes) in one pass, with the lock released inside an arena-reading phase
+ *     (client_gone waits for it). The client may rewrite its arena at any time: the bytes hashed
+ *     are the bytes encoded. The key is also the item's prefix-cache fingerprint. A cache hit
+ *     resolves the item at once.
  *  2. one tower batch: unresolved items in queue order (across requests), same pixel dtype, until
  *     the patch budget (v_batch_patches) or, while decodes are running, the time budget: about
- *     one LLM step's worth of tower FLOPs (measured rates), so a running decode waits at most
- *     about one extra step per step for images (the first item always goes: progress). An item
- *     whose key is already in the batch, or became cached meanwhile, waits for the next turn
- *     and then hits. The forward runs with the lock released over the daemon's copies (no arena
- *     is read). Its output buffer (backend memory) is shared by the batch's cache entries and
- *     freed when the last of them leaves the cache (struct ev_slab).
+ *     half an LLM step's worth of tower FLOPs (measured rate). So with images arriving, a running
+ *     decode's token interval stays near 2 steps, unless one image alone costs more (the first
+ *     item of a batch always goes: progress). An item whose key is already in the batch, or
+ *     became cached meanwhile, waits for the next turn and then hits. The forward runs with the
+ *     lock released over the daemon's copies (no arena is read). Its output buffer (backend
+ *     memory) is shared by the batch's cache entries and freed when the last of them leaves the
+ *     cache (struct ev_slab).
  *  3. requests whose items are all resolved are admitted (vd_engine_admit).
  * A tower failure fails the batch's requests (ERROR with the tower's text); VK_EDEVICE_LOST is
  * handled like a failed LLM step.
@@ -201,10 +204,14 @@ static void update_cache_gauges(struct vd_engine *e)
 /* Step 1: copy + key the next requests (lock released while copying), then look them up. */
 static int copy_ahead(struct vd_engine *e)
 {
-	uint64_t held = e->v_held;
+	uint64_t held = e->v_held, budget = 0, taken = 0, t0, ns;
 	size_t end, n_now = 0;
 	int ok = 1, did = 0;
 
+	/* while decodes run, copy about half an LLM step's worth of bytes per turn (measured
+	 * copy + hash rate); the first request always goes */
+	if (vd_sched_n_running(e->sched) > 0 && e->v_copy_rate > 0 && e->step_ns > 0)
+		budget = (uint64_t)(0.5 * e->step_ns * e->v_copy_rate);
 	/* the requests to copy now, decided under the lock: uncancelled, in order, within the
 	 * copy-ahead memory. client_gone flags a request and then waits for this reading phase,
 	 * so the arenas of the chosen ones stay mapped until it ends. */
@@ -220,13 +227,17 @@ static int copy_ahead(struct vd_engine *e)
 				b += item_px_bytes(&q->r->items[k]);
 		if (held && held + b > e->v_held_max)
 			break;
+		if (budget && n_now && taken + b > budget)
+			break;
 		held += b;
+		taken += b;
 		q->copy_now = true;
 		n_now++;
 	}
 	if (!n_now)
 		return 0;
 	e->reading = 1;
+	t0 = vs_now_ns();
 	pthread_mutex_unlock(&e->mu);
 	for (size_t i = 0; i < end && ok; i++) {
 		struct vd_ereq *q = e->vq[i];
@@ -257,6 +268,10 @@ static int copy_ahead(struct vd_engine *e)
 	e->reading = 0;
 	e->read_phase++;
 	pthread_cond_broadcast(&e->done_cv);
+	ns = vs_now_ns() - t0;
+	if (ok && ns && taken)
+		e->v_copy_rate = e->v_copy_rate > 0 ? 0.7 * e->v_copy_rate + 0.3 * (double)taken / (double)ns
+		                                    : (double)taken / (double)ns;
 	/* account the copies, look the keys up */
 	for (size_t i = 0; i < end; i++) {
 		struct vd_ereq *q = e->vq[i];
@@ -342,9 +357,9 @@ static int encode_batch(struct vd_engine *e)
 	size_t row_bytes;
 	int rc;
 
-	/* time budget while decodes run: about one LLM step of tower work */
+	/* time budget while decodes run: about half an LLM step of tower work per turn */
 	if (vd_sched_n_running(e->sched) > 0 && e->v_rate > 0 && e->step_ns > 0)
-		flop_budget = (uint64_t)(e->step_ns * e->v_rate);
+		flop_budget = (uint64_t)(0.5 * e->step_ns * e->v_rate);
 	for (size_t i = 0; i < e->n_vq; i++) {
 		struct vd_ereq *q = e->vq[i];
 
