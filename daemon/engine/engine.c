@@ -332,7 +332,7 @@ static void reap_cancelled(struct vd_engine *e)
 
 	for (; q; q = next) {
 		next = q->next;
-		if (q->cancel)
+		if (q->cancel && !q->v_busy)   /* a busy one ends when its tower batch is back */
 			finish(e, q, VS_FINISH_CANCELLED, 0, NULL, q->gone);
 	}
 }
@@ -629,6 +629,7 @@ void vd_engine_device_lost(struct vd_engine *e, int rc)
 {
 	/* the backend is unusable: fail everything, refuse everything, tell the owner */
 	e->dead = 1;
+	vd_ev_quiesce(e);
 	for (size_t i = 0; i < e->n_inbox; i++)
 		e->inbox[i]->cancel = true;
 	take_inbox(e);
@@ -652,7 +653,7 @@ static void *engine_main(void *arg)
 		if (e->stop)
 			break;
 		/* the vision stage between two LLM steps, within its budget */
-		ran = e->vis && e->n_vq ? vd_ev_run(e) : 0;
+		ran = e->vis && (e->n_vq || e->v_state) ? vd_ev_run(e) : 0;
 		if (vd_sched_n_running(e->sched) || vd_sched_n_waiting(e->sched))
 			ran |= step(e);
 		update_gauges(e);
@@ -661,7 +662,7 @@ static void *engine_main(void *arg)
 			int cancels = 0;
 
 			for (struct vd_ereq *q = e->live; q; q = q->next)
-				cancels |= q->cancel;
+				cancels |= q->cancel && !q->v_busy;
 			if (!cancels)
 				pthread_cond_wait(&e->cv, &e->mu);
 		}
@@ -791,11 +792,12 @@ static void eng_client_gone(struct vd_sink *s, uint32_t slot, uint32_t gen)
 	e->echo->ops->client_gone(e->echo, slot, gen);
 	pthread_mutex_lock(&e->mu);
 	if (flag(e, slot, gen, 0, 0, 1)) {
-		uint64_t ph = e->read_phase;
+		uint64_t ph = e->read_phase, vph = e->v_read_phase;
 
 		pthread_cond_signal(&e->cv);
-		/* flagged requests are never read again after the current arena-reading phase */
-		while (e->reading && e->read_phase == ph)
+		/* flagged requests are never read again after the current arena-reading phases (the
+		 * engine thread's forward / fingerprints, the encoder thread's copies) */
+		while ((e->reading && e->read_phase == ph) || (e->v_reading && e->v_read_phase == vph))
 			pthread_cond_wait(&e->done_cv, &e->mu);
 	}
 	pthread_mutex_unlock(&e->mu);
@@ -812,6 +814,7 @@ static void eng_free(struct vd_sink *s)
 	pthread_cond_signal(&e->cv);
 	pthread_mutex_unlock(&e->mu);
 	pthread_join(e->thr, NULL);
+	vd_ev_stop(e);
 	pthread_mutex_lock(&e->mu);
 	e->sink_live = 0;
 	for (size_t i = 0; i < e->n_inbox; i++)
@@ -847,8 +850,16 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 	e->base.evq = evq;
 	e->stop = 0;
 	e->sink_live = 1;
+	rc = vd_ev_start(e);
+	if (rc < 0) {
+		e->sink_live = 0;
+		e->echo->ops->free(e->echo);
+		e->echo = NULL;
+		return rc;
+	}
 	rc = pthread_create(&e->thr, NULL, engine_main, e);
 	if (rc) {
+		vd_ev_stop(e);
 		e->sink_live = 0;
 		e->echo->ops->free(e->echo);
 		e->echo = NULL;

@@ -320,9 +320,8 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 		struct vd_prefix_image *im = &q->img[k];
 
 		if (it->flags & VS_ITEM_PIXELS) {
-			/* the vision key, written when the rows were copied (engine_vision.c) */
-			if (!q->pixels_copied)
-				im->fp_bytes = 0;
+			/* the vision key, written when the encoder copied the rows (engine_vision.c);
+			 * until then fp_bytes is 0 */
 		} else if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
 			im->fp_bytes = (it->flags & VS_ITEM_FP256) ? 32 : 16;
 			memcpy(im->fp, it->fingerprint, (size_t)im->fp_bytes);

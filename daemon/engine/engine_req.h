@@ -70,13 +70,12 @@ struct vd_ereq {
 	 * item is resolved its src[k].data is NULL and the request stays out of the scheduler. */
 	int32_t n_pixel;             /* pixel items */
 	int32_t n_pixel_todo;        /* not yet resolved (rows in the vision cache) */
-	bool pixels_copied;          /* pixel rows copied out of the arena and keyed */
-	void **vpix;                 /* [n_items] daemon copies of pixel rows awaiting the tower
+	void **vpix;                 /* [n_items] daemon copies of pixel rows in a tower batch
 				      * (owned; NULL once resolved or for other items) */
 	struct vd_vcache_entry **vent; /* [n_items] referenced cache entries (rows of pixel items) */
 	struct vd_vcache *vc;        /* where vent came from */
 	bool vision_queued;          /* on the engine's vision queue */
-	bool copy_now;               /* chosen for the copy phase in progress */
+	bool v_busy;                 /* in the tower batch in flight: not ended until it is back */
 	int vfail;                   /* the vision stage failed it (negative errno) */
 
 	/* prefix cache */

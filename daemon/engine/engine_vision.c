@@ -7,25 +7,30 @@
  * the entry: the embed op substitutes them exactly like a client's embedding). So a preempted
  * request recomputes its prefill from rows it still holds and never re-runs the tower.
  *
- * Each turn of the engine thread (between two LLM steps):
- *  1. copy ahead: for queued requests not copied yet, in order, while the copies held stay under
- *     v_held_max (and, while decodes run, about half an LLM step's worth of bytes at the
- *     measured copy + hash rate), copy each pixel item's rows out of the client's arena into
- *     daemon memory and key the copy (vd_vkey_copy_pixels: model identity + dtype + grid +
- *     temporal step + bytes) in one pass, with the lock released inside an arena-reading phase
- *     (client_gone waits for it). The client may rewrite its arena at any time: the bytes hashed
- *     are the bytes encoded. The key is also the item's prefix-cache fingerprint. A cache hit
- *     resolves the item at once.
- *  2. one tower batch: unresolved items in queue order (across requests), same pixel dtype, until
- *     the patch budget (v_batch_patches) or, while decodes are running, the time budget: about
- *     half an LLM step's worth of tower FLOPs (measured rate). So with images arriving, a running
- *     decode's token interval stays near 2 steps, unless one image alone costs more (the first
- *     item of a batch always goes: progress). An item whose key is already in the batch, or
- *     became cached meanwhile, waits for the next turn and then hits. The forward runs with the
- *     lock released over the daemon's copies (no arena is read). Its output buffer (backend
- *     memory) is shared by the batch's cache entries and freed when the last of them leaves the
- *     cache (struct ev_slab).
- *  3. requests whose items are all resolved are admitted (vd_engine_admit).
+ * Why a thread of its own: one image costs the tower tens of LLM decode steps, and an image is
+ * the smallest unit of tower work (attention spans it), so interleaving tower forwards with LLM
+ * steps on one thread would stall every running decode for a whole image. The tower therefore
+ * runs on the encoder thread, on its own backend instance (its own worker pool on the CPU, its
+ * own stream on CUDA), concurrently with the engine thread's LLM steps; the two only meet under
+ * the engine lock to hand a batch over and to take its result.
+ *
+ *  - Engine thread (vd_ev_run, between two LLM steps, lock held): takes a finished batch in
+ *    (cache entries, resolved items, failures), admits requests whose rows are all known, and,
+ *    when the encoder is idle, picks the next batch: the unresolved pixel items of queued
+ *    requests in order, across requests, up to vision-batch-patches rows (the first request
+ *    always goes). Requests of a batch in flight are marked v_busy and are not ended (a cancel
+ *    waits for the batch; the request's memory stays valid for the encoder).
+ *  - Encoder thread (ev_main): for a batch, (1) copies each item's rows out of the client's arena
+ *    into daemon memory and keys the copy (vd_vkey_copy_pixels: model identity + dtype + grid +
+ *    temporal step + bytes) in one pass, inside an arena-reading phase that client_gone waits
+ *    for (requests flagged before the phase starts are skipped). The client may rewrite its
+ *    arena at any time: the bytes hashed are the bytes encoded. The key is also the item's
+ *    prefix-cache fingerprint. (2) Under the lock: vision-cache hits resolve at once; a key seen
+ *    earlier in the batch waits for that item's entry. (3) Without the lock: the distinct misses
+ *    of one pixel dtype are packed into one vd_vision_forward (one [N, patch_dim] block; the
+ *    tower keeps attention inside each item), into one output buffer of the tower's backend
+ *    shared by the batch's entries (freed when the last of them leaves the cache: struct
+ *    ev_slab). Items of another dtype wait for the next batch.
  * A tower failure fails the batch's requests (ERROR with the tower's text); VK_EDEVICE_LOST is
  * handled like a failed LLM step.
  */
@@ -33,24 +38,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <jansson.h>
+#include <unistd.h>
 
 #include "daemon/engine/engine_impl.h"
-#include "daemon/model/errmsg.h"
 #include "shm/doorbell.h"
+
+enum { EV_IDLE = 0, EV_ASSIGNED = 1, EV_DONE = 2 };
 
 /* One item of a tower batch. */
 struct vd_ev_job {
 	struct vd_ereq *q;
 	int32_t k;               /* item index in q */
 	int64_t rows;            /* pixel rows */
-	int64_t out_row;         /* first merged row in the batch output */
+	int64_t out_row;         /* first merged row in the batch output (encoded jobs) */
+	bool skip;               /* request flagged before the copy: not read */
+	bool hit;                /* resolved from the cache by the encoder */
+	bool dup;                /* same key as an earlier job: resolved from its entry */
+	bool encode;             /* in the forward */
+	bool oom;                /* no memory for its copy */
 };
 
 /* A batch's output buffer, shared by the cache entries made from it. */
 struct ev_slab {
-	struct vd_engine *e;
+	struct vk_backend *be;
 	void *mem;
 	int32_t refs;
 };
@@ -62,7 +72,7 @@ static void slab_release(void *ctx, void *owner)
 	(void)ctx;
 	if (!s || --s->refs > 0)
 		return;
-	s->e->be->ops->free(s->e->be, s->mem);
+	s->be->ops->free(s->be, s->mem);
 	free(s);
 }
 
@@ -71,6 +81,27 @@ static const size_t px_size[3] = { 4, 2, 2 };   /* enum vs_dtype */
 static uint64_t item_px_bytes(const struct vs_mm_item *it)
 {
 	return (uint64_t)it->rows * it->cols * px_size[it->dtype];
+}
+
+/* The tower's backend: another instance of the engine's, with about half the CPU threads on a
+ * host backend (the LLM keeps its own pool). */
+static int open_tower_backend(struct vd_engine *e, char *why, size_t why_len)
+{
+	const char *old = getenv("VLM_THREADS");
+	char keep[32] = "", v[24];
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	int rc;
+
+	if (old)
+		snprintf(keep, sizeof(keep), "%s", old);
+	snprintf(v, sizeof(v), "%ld", n > 2 ? n / 2 : 1);
+	setenv("VLM_THREADS", v, 1);   /* read by the CPU backend when it opens (before any thread) */
+	rc = vk_backend_open(e->be->ops->name, &e->vbe, why, why_len);
+	if (keep[0])
+		setenv("VLM_THREADS", keep, 1);
+	else
+		unsetenv("VLM_THREADS");
+	return rc;
 }
 
 int vd_ev_init(struct vd_engine *e, uint64_t cache_bytes, int64_t batch_patches, char *err,
@@ -87,25 +118,32 @@ int vd_ev_init(struct vd_engine *e, uint64_t cache_bytes, int64_t batch_patches,
 		snprintf(e->vision_note, sizeof(e->vision_note), "vision_config: %s", why);
 		return 0;
 	}
-	rc = vd_vision_new(e->be, &e->vcfg, e->w, &e->vis, why, sizeof(why));
-	if (rc < 0) {
-		e->vis = NULL;
-		snprintf(e->vision_note, sizeof(e->vision_note), "%s", why);
-		return rc == -ENOMEM ? (snprintf(err, errlen, "vision tower: %s", why), rc) : 0;
-	}
 	if (e->vcfg.out_hidden != e->cfg.hidden) {
 		snprintf(e->vision_note, sizeof(e->vision_note), "vision tower output %d != LLM hidden "
 		         "%d", e->vcfg.out_hidden, e->cfg.hidden);
-		vd_vision_free(e->vis);
-		e->vis = NULL;
 		return 0;
 	}
 	if (e->cfg.spatial_merge_size != e->vcfg.spatial_merge_size) {
 		snprintf(e->vision_note, sizeof(e->vision_note), "merge size %d != the LLM's %d",
 		         e->vcfg.spatial_merge_size, e->cfg.spatial_merge_size);
-		vd_vision_free(e->vis);
-		e->vis = NULL;
 		return 0;
+	}
+	rc = open_tower_backend(e, why, sizeof(why));
+	if (rc < 0) {
+		snprintf(err, errlen, "vision tower backend: %s", why);
+		return rc;
+	}
+	rc = vd_vision_new(e->vbe, &e->vcfg, e->w, &e->vis, why, sizeof(why));
+	if (rc < 0) {
+		e->vis = NULL;
+		vk_backend_free(e->vbe);
+		e->vbe = NULL;
+		snprintf(e->vision_note, sizeof(e->vision_note), "%s", why);
+		if (rc == -ENOMEM) {
+			snprintf(err, errlen, "vision tower: %s", why);
+			return rc;
+		}
+		return 0;   /* e.g. no visual.* weights: text is still served */
 	}
 	e->v_batch_patches = batch_patches > 0 ? batch_patches : 8192;
 	rc = vd_vision_reserve(e->vis, e->v_batch_patches);
@@ -114,15 +152,14 @@ int vd_ev_init(struct vd_engine *e, uint64_t cache_bytes, int64_t batch_patches,
 		         (long long)e->v_batch_patches, vd_vision_error(e->vis));
 		return rc;
 	}
-	/* copy ahead: a few batches' worth of pixels, at least 256 MiB */
-	e->v_held_max = 4ull * (uint64_t)e->v_batch_patches * (uint64_t)e->vcfg.patch_dim * 4;
-	if (e->v_held_max < (256ull << 20))
-		e->v_held_max = 256ull << 20;
 	rc = vd_vcache_new(cache_bytes, slab_release, e, &e->vc);
 	if (rc < 0) {
 		snprintf(err, errlen, "out of memory");
 		return rc;
 	}
+	pthread_cond_init(&e->v_cv, NULL);
+	pthread_cond_init(&e->v_done_cv, NULL);
+	e->v_cv_init = 1;
 	return 0;
 }
 
@@ -132,10 +169,17 @@ void vd_ev_fini(struct vd_engine *e)
 	e->vc = NULL;
 	vd_vision_free(e->vis);
 	e->vis = NULL;
+	vk_backend_free(e->vbe);
+	e->vbe = NULL;
 	free(e->vq);
 	free(e->v_stage);
 	free(e->v_items);
 	free(e->v_jobs);
+	if (e->v_cv_init) {
+		pthread_cond_destroy(&e->v_cv);
+		pthread_cond_destroy(&e->v_done_cv);
+		e->v_cv_init = 0;
+	}
 }
 
 int vd_ev_enqueue(struct vd_engine *e, struct vd_ereq *q)
@@ -168,145 +212,332 @@ void vd_ev_dequeue(struct vd_engine *e, struct vd_ereq *q)
 		}
 	q->vision_queued = false;
 	vd_metrics_gauge_add(e->metrics, VD_G_VISION_PENDING, -(int64_t)q->n_pixel_todo);
-	for (int32_t k = 0; k < q->n_items; k++)
-		if (q->vpix[k]) {
-			e->v_held -= item_px_bytes(&q->r->items[k]);
-			free(q->vpix[k]);
-			q->vpix[k] = NULL;
-		}
+	for (int32_t k = 0; k < q->n_items; k++) {
+		free(q->vpix[k]);
+		q->vpix[k] = NULL;
+	}
 }
-
-static void fail_marked(struct vd_engine *e, const char *msg);
 
 /* Item k of q gets the entry's rows (reference already taken). */
 static void resolve(struct vd_engine *e, struct vd_ereq *q, int32_t k, struct vd_vcache_entry *en)
 {
 	q->vent[k] = en;
 	q->src[k].data = en->rows;
-	if (q->vpix[k]) {
-		e->v_held -= item_px_bytes(&q->r->items[k]);
-		free(q->vpix[k]);
-		q->vpix[k] = NULL;
-	}
+	free(q->vpix[k]);
+	q->vpix[k] = NULL;
 	q->n_pixel_todo--;
 	vd_metrics_gauge_add(e->metrics, VD_G_VISION_PENDING, -1);
 }
 
-static void update_cache_gauges(struct vd_engine *e)
+/* End every queued request marked vfail with ERROR (msg). */
+static void fail_marked(struct vd_engine *e, const char *msg)
 {
-	struct vd_vcache_stats st;
+	size_t i = 0;
 
-	vd_vcache_stats(e->vc, &st);
-	vd_metrics_set(e->metrics, VD_G_VISION_CACHE_BYTES, (int64_t)st.bytes);
-	vd_metrics_set(e->metrics, VD_G_VISION_CACHE_ENTRIES, st.entries);
+	while (i < e->n_vq) {
+		struct vd_ereq *q = e->vq[i];
+
+		if (!q->vfail || q->v_busy) {
+			i++;
+			continue;
+		}
+		vd_engine_fail(e, q, q->vfail, msg);   /* dequeues q: i names the next one */
+	}
 }
 
-/* Step 1: copy + key the next requests (lock released while copying), then look them up. */
-static int copy_ahead(struct vd_engine *e)
+/* ---------------------------------------------------------------- encoder thread */
+
+/* (1) copy + key every job's rows; lock held on entry and exit, released while reading. */
+static void ev_copy(struct vd_engine *e)
 {
-	uint64_t held = e->v_held, budget = 0, taken = 0, t0, ns;
-	size_t end, n_now = 0;
-	int ok = 1, did = 0;
+	int32_t n = e->v_njobs;
 
-	/* while decodes run, copy about half an LLM step's worth of bytes per turn (measured
-	 * copy + hash rate); the first request always goes */
-	if (vd_sched_n_running(e->sched) > 0 && e->v_copy_rate > 0 && e->step_ns > 0)
-		budget = (uint64_t)(0.5 * e->step_ns * e->v_copy_rate);
-	/* the requests to copy now, decided under the lock: uncancelled, in order, within the
-	 * copy-ahead memory. client_gone flags a request and then waits for this reading phase,
-	 * so the arenas of the chosen ones stay mapped until it ends. */
-	for (end = 0; end < e->n_vq; end++) {
-		struct vd_ereq *q = e->vq[end];
-		uint64_t b = 0;
-
-		q->copy_now = false;
-		if (q->pixels_copied || q->cancel)
-			continue;
-		for (int32_t k = 0; k < q->n_items; k++)
-			if (q->r->items[k].flags & VS_ITEM_PIXELS)
-				b += item_px_bytes(&q->r->items[k]);
-		if (held && held + b > e->v_held_max)
-			break;
-		if (budget && n_now && taken + b > budget)
-			break;
-		held += b;
-		taken += b;
-		q->copy_now = true;
-		n_now++;
-	}
-	if (!n_now)
-		return 0;
-	e->reading = 1;
-	t0 = vs_now_ns();
+	for (int32_t j = 0; j < n; j++)
+		e->v_jobs[j].skip = e->v_jobs[j].q->cancel;   /* flagged now: its arena may go */
+	e->v_reading = 1;
 	pthread_mutex_unlock(&e->mu);
-	for (size_t i = 0; i < end && ok; i++) {
-		struct vd_ereq *q = e->vq[i];
+	for (int32_t j = 0; j < n; j++) {
+		struct vd_ev_job *jb = &e->v_jobs[j];
+		struct vd_ereq *q = jb->q;
+		const struct vs_mm_item *it = &q->r->items[jb->k];
+		uint32_t grid[3] = { it->grid_t, it->grid_h, it->grid_w };
 
-		if (!q->copy_now)
+		if (jb->skip)
 			continue;
-		for (int32_t k = 0; k < q->n_items && ok; k++) {
-			const struct vs_mm_item *it = &q->r->items[k];
-			uint32_t grid[3] = { it->grid_t, it->grid_h, it->grid_w };
-			int64_t rb = (int64_t)it->cols * (int64_t)px_size[it->dtype];
-
-			if (!(it->flags & VS_ITEM_PIXELS))
-				continue;
-			q->vpix[k] = malloc(item_px_bytes(it));
-			if (!q->vpix[k]) {
-				ok = 0;
-				break;
-			}
-			vd_vkey_copy_pixels(e->root, it->dtype, grid, it->reserved0,
-			                    q->r->arena + it->data_off, (int64_t)it->row_stride,
-			                    q->vpix[k], it->rows, rb, q->img[k].fp);
-			q->img[k].fp_bytes = 32;
+		q->vpix[jb->k] = malloc(item_px_bytes(it));
+		if (!q->vpix[jb->k]) {
+			jb->skip = jb->oom = true;   /* q->vfail is set under the lock below */
+			continue;
 		}
-		if (ok)
-			q->pixels_copied = true;
+		vd_vkey_copy_pixels(e->root, it->dtype, grid, it->reserved0,
+		                    q->r->arena + it->data_off, (int64_t)it->row_stride, q->vpix[jb->k],
+		                    it->rows, (int64_t)it->cols * (int64_t)px_size[it->dtype],
+		                    q->img[jb->k].fp);
+		q->img[jb->k].fp_bytes = 32;
 	}
 	pthread_mutex_lock(&e->mu);
-	e->reading = 0;
-	e->read_phase++;
+	e->v_reading = 0;
+	e->v_read_phase++;
 	pthread_cond_broadcast(&e->done_cv);
-	ns = vs_now_ns() - t0;
-	if (ok && ns && taken)
-		e->v_copy_rate = e->v_copy_rate > 0 ? 0.7 * e->v_copy_rate + 0.3 * (double)taken / (double)ns
-		                                    : (double)taken / (double)ns;
-	/* account the copies, look the keys up */
-	for (size_t i = 0; i < end; i++) {
-		struct vd_ereq *q = e->vq[i];
+	for (int32_t j = 0; j < n; j++)
+		if (e->v_jobs[j].oom)
+			e->v_jobs[j].q->vfail = -ENOMEM;
+}
 
-		if (!q->copy_now)
+/* (2) lock held: cache hits, duplicates, and the jobs to encode (one dtype). Returns their
+ * pixel rows. */
+static int64_t ev_pick(struct vd_engine *e, int *ret_dtype)
+{
+	const int32_t m2 = e->vcfg.spatial_merge_size * e->vcfg.spatial_merge_size;
+	int64_t rows = 0;
+	int dtype = -1;
+
+	for (int32_t j = 0; j < e->v_njobs; j++) {
+		struct vd_ev_job *jb = &e->v_jobs[j];
+		const struct vs_mm_item *it = &jb->q->r->items[jb->k];
+		struct vd_vcache_entry *en;
+
+		jb->hit = jb->dup = jb->encode = false;
+		if (jb->skip || jb->q->cancel)
 			continue;
-		q->copy_now = false;
-		if (!q->pixels_copied) {   /* out of memory part-way: drop its copies */
-			for (int32_t k = 0; k < q->n_items; k++) {
-				free(q->vpix[k]);
-				q->vpix[k] = NULL;
-				q->img[k].fp_bytes = 0;
-			}
-			if (!did)
-				q->vfail = -ENOMEM;   /* not even the first fits: fail it, no spinning */
-			break;
+		en = vd_vcache_get(e->vc, jb->q->img[jb->k].fp);
+		if (en) {
+			vd_metrics_add(e->metrics, VD_C_VISION_HITS, 1);
+			resolve(e, jb->q, jb->k, en);
+			jb->hit = true;
+			continue;
 		}
-		for (int32_t k = 0; k < q->n_items; k++) {
-			struct vd_vcache_entry *en;
-
-			if (!q->vpix[k])
-				continue;
-			e->v_held += item_px_bytes(&q->r->items[k]);
-			en = vd_vcache_get(e->vc, q->img[k].fp);
-			if (en) {
-				vd_metrics_add(e->metrics, VD_C_VISION_HITS, 1);
-				resolve(e, q, k, en);
-			}
-		}
-		did = 1;
+		for (int32_t i = 0; i < j && !jb->dup; i++)
+			jb->dup = e->v_jobs[i].encode &&
+			          !memcmp(e->v_jobs[i].q->img[e->v_jobs[i].k].fp,
+			                  jb->q->img[jb->k].fp, VD_VKEY_BYTES);
+		if (jb->dup || (dtype >= 0 && it->dtype != dtype))
+			continue;   /* resolved from the earlier job's entry / the next batch */
+		dtype = it->dtype;
+		jb->encode = true;
+		jb->out_row = rows / m2;
+		rows += it->rows;
 	}
-	for (size_t i = 0; i < e->n_vq; i++)
-		e->vq[i]->copy_now = false;
-	fail_marked(e, "vlmd out of memory (pixels)");
-	return 1;
+	*ret_dtype = dtype;
+	return rows;
+}
+
+/* (3) lock not held: stage the copies, run the tower. Returns 0 or the error. */
+static int ev_forward(struct vd_engine *e, int64_t rows, int dtype, struct ev_slab **ret_slab,
+                      uint64_t *ret_flops)
+{
+	const int32_t m2 = e->vcfg.spatial_merge_size * e->vcfg.spatial_merge_size;
+	size_t row_bytes = (size_t)e->vcfg.patch_dim * px_size[dtype];
+	struct ev_slab *slab;
+	int32_t ni = 0;
+	uint64_t flops = 0;
+	int rc;
+
+	*ret_slab = NULL;
+	if ((size_t)rows * row_bytes > e->v_stage_bytes) {
+		void *p = malloc((size_t)rows * row_bytes);
+
+		if (!p)
+			return -ENOMEM;
+		free(e->v_stage);
+		e->v_stage = p;
+		e->v_stage_bytes = (size_t)rows * row_bytes;
+	}
+	for (int32_t j = 0; j < e->v_njobs; j++) {
+		const struct vd_ev_job *jb = &e->v_jobs[j];
+		const struct vs_mm_item *it = &jb->q->r->items[jb->k];
+
+		if (!jb->encode)
+			continue;
+		memcpy((char *)e->v_stage + (size_t)jb->out_row * (size_t)m2 * row_bytes,
+		       jb->q->vpix[jb->k], (size_t)jb->rows * row_bytes);
+		e->v_items[ni] = (struct vd_vision_item){ (int32_t)it->grid_t, (int32_t)it->grid_h,
+		                                          (int32_t)it->grid_w };
+		flops += vd_vision_item_flops(&e->vcfg, &e->v_items[ni]);
+		ni++;
+	}
+	slab = calloc(1, sizeof(*slab));
+	if (!slab)
+		return -ENOMEM;
+	slab->be = e->vbe;
+	slab->refs = 1;
+	rc = e->vbe->ops->alloc(e->vbe, (size_t)(rows / m2) * (size_t)e->cfg.hidden * sizeof(float),
+	                        &slab->mem);
+	if (rc < 0) {
+		free(slab);
+		snprintf(e->v_msg, sizeof(e->v_msg), "vision rows: %s", vk_backend_error(e->vbe));
+		return rc;
+	}
+	rc = vd_vision_forward(e->vis, e->v_stage, (enum vk_dtype)dtype, (int64_t)row_bytes,
+	                       e->v_items, ni, slab->mem);
+	if (rc >= 0 && e->vbe->ops->sync)
+		rc = e->vbe->ops->sync(e->vbe);
+	if (rc < 0) {
+		snprintf(e->v_msg, sizeof(e->v_msg), "vision tower: %s", vd_vision_error(e->vis));
+		slab_release(NULL, slab);
+		return rc;
+	}
+	*ret_slab = slab;
+	*ret_flops = flops;
+	return 0;
+}
+
+static void *ev_main(void *arg)
+{
+	struct vd_engine *e = arg;
+
+	pthread_mutex_lock(&e->mu);
+	for (;;) {
+		struct ev_slab *slab = NULL;
+		uint64_t t0, flops = 0;
+		int64_t rows;
+		int dtype, rc = 0;
+
+		while (!e->v_stop && e->v_state != EV_ASSIGNED)
+			pthread_cond_wait(&e->v_cv, &e->mu);
+		if (e->v_stop)
+			break;
+		ev_copy(e);
+		rows = ev_pick(e, &dtype);
+		if (rows > 0) {
+			t0 = vs_now_ns();
+			pthread_mutex_unlock(&e->mu);
+			rc = ev_forward(e, rows, dtype, &slab, &flops);
+			pthread_mutex_lock(&e->mu);
+			e->v_ns = vs_now_ns() - t0;
+			vd_metrics_observe_ns(e->metrics, VD_H_ENCODE, e->v_ns);
+		}
+		if (rc < 0 && !e->v_msg[0])
+			snprintf(e->v_msg, sizeof(e->v_msg), "vlmd out of memory (vision)");
+		e->v_rc = rc;
+		e->v_slab = slab;
+		e->v_rows = rows;
+		e->v_flops = flops;
+		e->v_state = EV_DONE;
+		pthread_cond_broadcast(&e->v_done_cv);
+		pthread_cond_signal(&e->cv);   /* the engine thread takes the result in */
+	}
+	pthread_mutex_unlock(&e->mu);
+	return NULL;
+}
+
+int vd_ev_start(struct vd_engine *e)
+{
+	int rc;
+
+	if (!e->vis)
+		return 0;
+	e->v_stop = 0;
+	e->v_state = EV_IDLE;
+	rc = pthread_create(&e->v_thr, NULL, ev_main, e);
+	if (rc)
+		return -rc;
+	e->v_thr_live = 1;
+	return 0;
+}
+
+/* The batch in flight (if any) is taken in by nobody: its requests are about to end. */
+static void drop_batch(struct vd_engine *e)
+{
+	if (e->v_state == EV_IDLE)
+		return;
+	slab_release(NULL, e->v_slab);
+	e->v_slab = NULL;
+	for (int32_t j = 0; j < e->v_njobs; j++)
+		e->v_jobs[j].q->v_busy = false;
+	e->v_njobs = 0;
+	e->v_state = EV_IDLE;
+}
+
+void vd_ev_stop(struct vd_engine *e)
+{
+	if (!e->v_thr_live)
+		return;
+	pthread_mutex_lock(&e->mu);
+	e->v_stop = 1;
+	pthread_cond_signal(&e->v_cv);
+	pthread_mutex_unlock(&e->mu);
+	pthread_join(e->v_thr, NULL);
+	e->v_thr_live = 0;
+	pthread_mutex_lock(&e->mu);
+	drop_batch(e);
+	pthread_mutex_unlock(&e->mu);
+}
+
+void vd_ev_quiesce(struct vd_engine *e)
+{
+	while (e->v_thr_live && e->v_state == EV_ASSIGNED)
+		pthread_cond_wait(&e->v_done_cv, &e->mu);
+	drop_batch(e);
+}
+
+/* ---------------------------------------------------------------- engine thread */
+
+/* Take a finished batch in: entries, resolutions, failures. */
+static void take_result(struct vd_engine *e)
+{
+	const int32_t m2 = e->vcfg.spatial_merge_size * e->vcfg.spatial_merge_size;
+	const int32_t hid = e->cfg.hidden;
+	struct ev_slab *slab = e->v_slab;
+	int rc = e->v_rc;
+	int32_t encoded = 0;
+
+	if (rc == VK_EDEVICE_LOST) {
+		drop_batch(e);
+		vd_engine_device_lost(e, rc);
+		return;
+	}
+	for (int32_t j = 0; j < e->v_njobs; j++) {
+		struct vd_ev_job *jb = &e->v_jobs[j];
+		struct vd_vcache_entry *en;
+
+		if (!jb->encode)
+			continue;
+		if (rc < 0) {
+			jb->q->vfail = rc;
+			continue;
+		}
+		slab->refs++;
+		en = vd_vcache_put(e->vc, jb->q->img[jb->k].fp,
+		                   (const char *)slab->mem + (size_t)jb->out_row * hid * sizeof(float),
+		                   (int32_t)(jb->rows / m2), hid,
+		                   (uint64_t)(jb->rows / m2) * (uint64_t)hid * sizeof(float), slab);
+		if (!en) {
+			jb->q->vfail = -ENOMEM;
+			continue;
+		}
+		resolve(e, jb->q, jb->k, en);   /* a cancelled request drops it when it ends */
+		encoded++;
+	}
+	/* duplicates: the entry of the earlier job */
+	for (int32_t j = 0; j < e->v_njobs; j++) {
+		struct vd_ev_job *jb = &e->v_jobs[j];
+		struct vd_vcache_entry *en;
+
+		if (!jb->dup || jb->q->vent[jb->k])
+			continue;
+		en = rc < 0 ? NULL : vd_vcache_get(e->vc, jb->q->img[jb->k].fp);
+		if (en) {
+			vd_metrics_add(e->metrics, VD_C_VISION_HITS, 1);
+			resolve(e, jb->q, jb->k, en);
+		}   /* else it goes into a later batch */
+	}
+	if (e->v_rows > 0) {
+		vd_metrics_add(e->metrics, VD_C_VISION_MISSES, (uint64_t)encoded);
+		if (rc >= 0) {
+			vd_metrics_add(e->metrics, VD_C_VISION_BATCHES, 1);
+			vd_metrics_add(e->metrics, VD_C_VISION_PATCHES, (uint64_t)e->v_rows);
+			vd_metrics_add(e->metrics, VD_C_IMAGES_ENCODED, (uint64_t)encoded);
+		}
+	}
+	slab_release(NULL, slab);
+	e->v_slab = NULL;
+	for (int32_t j = 0; j < e->v_njobs; j++)
+		e->v_jobs[j].q->v_busy = false;
+	e->v_njobs = 0;
+	e->v_state = EV_IDLE;
+	fail_marked(e, rc < 0 ? e->v_msg : "vlmd out of memory (vision)");
+	e->v_msg[0] = 0;
 }
 
 /* Room for n jobs. */
@@ -328,169 +559,49 @@ static int ensure_jobs(struct vd_engine *e, int32_t n)
 	return 0;
 }
 
-/* End every queued request marked vfail with ERROR (msg). */
-static void fail_marked(struct vd_engine *e, const char *msg)
+/* Hand the next batch to the encoder: unresolved items of queued requests, in order, whole
+ * requests, up to the patch budget (the first request always). Returns 1 if it did. */
+static int assign(struct vd_engine *e)
 {
-	size_t i = 0;
+	int64_t rows = 0;
+	int32_t n = 0;
 
-	while (i < e->n_vq) {
-		struct vd_ereq *q = e->vq[i];
-
-		if (!q->vfail) {
-			i++;
-			continue;
-		}
-		vd_engine_fail(e, q, q->vfail, msg);   /* dequeues q: i names the next one */
-	}
-}
-
-/* Step 2: one tower batch. Returns 1 if it did anything. */
-static int encode_batch(struct vd_engine *e)
-{
-	const int32_t m2 = e->vcfg.spatial_merge_size * e->vcfg.spatial_merge_size;
-	const int32_t hid = e->cfg.hidden;
-	int32_t nj = 0, dtype = -1, hits = 0;
-	int64_t rows = 0, out_rows;
-	uint64_t flops = 0, flop_budget = 0, t0, ns;
-	struct ev_slab *slab = NULL;
-	char msg[VS_CQE_MESSAGE_LEN];
-	size_t row_bytes;
-	int rc;
-
-	/* time budget while decodes run: about half an LLM step of tower work per turn */
-	if (vd_sched_n_running(e->sched) > 0 && e->v_rate > 0 && e->step_ns > 0)
-		flop_budget = (uint64_t)(0.5 * e->step_ns * e->v_rate);
 	for (size_t i = 0; i < e->n_vq; i++) {
 		struct vd_ereq *q = e->vq[i];
+		int64_t qr = 0;
+		int32_t qn = 0;
 
-		if (!q->pixels_copied || q->cancel)
+		if (q->cancel || q->vfail || !q->n_pixel_todo)
 			continue;
-		for (int32_t k = 0; k < q->n_items; k++) {
-			const struct vs_mm_item *it = &q->r->items[k];
-			struct vd_vision_item vi = { (int32_t)it->grid_t, (int32_t)it->grid_h,
-			                             (int32_t)it->grid_w };
-			struct vd_vcache_entry *en;
-			uint64_t fi;
-			int dup = 0;
-
-			if (!q->vpix[k] || q->vent[k] || (dtype >= 0 && it->dtype != dtype))
-				continue;
-			en = vd_vcache_get(e->vc, q->img[k].fp);
-			if (en) {   /* encoded by an earlier batch: a hit */
-				vd_metrics_add(e->metrics, VD_C_VISION_HITS, 1);
-				resolve(e, q, k, en);
-				hits++;
-				continue;
+		for (int32_t k = 0; k < q->n_items; k++)
+			if ((q->r->items[k].flags & VS_ITEM_PIXELS) && !q->vent[k]) {
+				qr += q->r->items[k].rows;
+				qn++;
 			}
-			for (int32_t j = 0; j < nj && !dup; j++)
-				dup = !memcmp(e->v_jobs[j].q->img[e->v_jobs[j].k].fp, q->img[k].fp,
-				              VD_VKEY_BYTES);
-			if (dup)
-				continue;   /* the next turn hits the entry this batch makes */
-			fi = vd_vision_item_flops(&e->vcfg, &vi);
-			if (nj && (rows + it->rows > e->v_batch_patches ||
-			           (flop_budget && flops + fi > flop_budget)))
-				goto picked;
-			if (ensure_jobs(e, nj + 1) < 0) {
-				if (!nj) {
-					q->vfail = -ENOMEM;
-					fail_marked(e, "vlmd out of memory (vision batch)");
-					return 1;
-				}
-				goto picked;
+		if (n && rows + qr > e->v_batch_patches)
+			break;
+		if (ensure_jobs(e, n + qn) < 0)
+			break;
+		for (int32_t k = 0; k < q->n_items; k++)
+			if ((q->r->items[k].flags & VS_ITEM_PIXELS) && !q->vent[k]) {
+				free(q->vpix[k]);   /* a copy left from an earlier batch: read again */
+				q->vpix[k] = NULL;
+				e->v_jobs[n++] = (struct vd_ev_job){ .q = q, .k = k,
+				                                     .rows = q->r->items[k].rows };
 			}
-			dtype = it->dtype;
-			e->v_jobs[nj] = (struct vd_ev_job){ .q = q, .k = k, .rows = it->rows,
-			                                    .out_row = rows / m2 };
-			e->v_items[nj] = vi;
-			nj++;
-			rows += it->rows;
-			flops += fi;
-		}
+		q->v_busy = true;
+		rows += qr;
 	}
-picked:
-	if (!nj)
-		return hits > 0;
-	/* stage the copies back to back (the tower takes one pixel block) */
-	row_bytes = (size_t)e->vcfg.patch_dim * px_size[dtype];
-	if ((size_t)rows * row_bytes > e->v_stage_bytes) {
-		void *p = malloc((size_t)rows * row_bytes);
-
-		if (!p)
-			goto nomem;
-		free(e->v_stage);
-		e->v_stage = p;
-		e->v_stage_bytes = (size_t)rows * row_bytes;
-	}
-	for (int32_t j = 0; j < nj; j++) {
-		const struct vd_ev_job *jb = &e->v_jobs[j];
-
-		memcpy((char *)e->v_stage + (size_t)jb->out_row * (size_t)m2 * row_bytes,
-		       jb->q->vpix[jb->k], (size_t)jb->rows * row_bytes);
-	}
-	out_rows = rows / m2;
-	slab = calloc(1, sizeof(*slab));
-	if (!slab)
-		goto nomem;
-	slab->e = e;
-	slab->refs = 1;
-	if (e->be->ops->alloc(e->be, (size_t)out_rows * (size_t)hid * sizeof(float), &slab->mem) < 0) {
-		free(slab);
-		goto nomem;
-	}
-	vd_metrics_add(e->metrics, VD_C_VISION_MISSES, (uint64_t)nj);
-	t0 = vs_now_ns();
-	pthread_mutex_unlock(&e->mu);
-	rc = vd_vision_forward(e->vis, e->v_stage, (enum vk_dtype)dtype, (int64_t)row_bytes,
-	                       e->v_items, nj, slab->mem);
-	if (rc >= 0 && e->be->ops->sync)
-		rc = e->be->ops->sync(e->be);
-	pthread_mutex_lock(&e->mu);
-	ns = vs_now_ns() - t0;
-	vd_metrics_observe_ns(e->metrics, VD_H_ENCODE, ns);
-	if (rc < 0) {
-		snprintf(msg, sizeof(msg), "vision tower: %s", vd_vision_error(e->vis));
-		slab_release(NULL, slab);
-		if (rc == VK_EDEVICE_LOST) {
-			vd_engine_device_lost(e, rc);
-			return 1;
-		}
-		for (int32_t j = 0; j < nj; j++)
-			e->v_jobs[j].q->vfail = rc;
-		fail_marked(e, msg);
-		return 1;
-	}
-	if (ns && flops)
-		e->v_rate = e->v_rate > 0 ? 0.7 * e->v_rate + 0.3 * ((double)flops / (double)ns) :
-		                            (double)flops / (double)ns;
-	vd_metrics_add(e->metrics, VD_C_VISION_BATCHES, 1);
-	vd_metrics_add(e->metrics, VD_C_VISION_PATCHES, (uint64_t)rows);
-	vd_metrics_add(e->metrics, VD_C_IMAGES_ENCODED, (uint64_t)nj);
-	for (int32_t j = 0; j < nj; j++) {
-		const struct vd_ev_job *jb = &e->v_jobs[j];
-		int32_t n = (int32_t)(jb->rows / m2);
-		struct vd_vcache_entry *en;
-
-		slab->refs++;
-		en = vd_vcache_put(e->vc, jb->q->img[jb->k].fp,
-		                   (const char *)slab->mem + (size_t)jb->out_row * hid * sizeof(float),
-		                   n, hid, (uint64_t)n * (uint64_t)hid * sizeof(float), slab);
-		if (!en)
-			jb->q->vfail = -ENOMEM;
-		else
-			resolve(e, jb->q, jb->k, en);   /* a cancelled request drops it when it ends */
-	}
-	slab_release(NULL, slab);
-	fail_marked(e, "vlmd out of memory (vision cache)");
-	return 1;
-nomem:
-	for (int32_t j = 0; j < nj; j++)
-		e->v_jobs[j].q->vfail = -ENOMEM;
-	fail_marked(e, "vlmd out of memory (vision rows)");
+	if (!n)
+		return 0;
+	e->v_njobs = n;
+	e->v_state = EV_ASSIGNED;
+	e->v_msg[0] = 0;
+	pthread_cond_signal(&e->v_cv);
 	return 1;
 }
 
-/* Step 3: admit every queued request whose rows are all known. */
+/* Admit every queued request whose rows are all known. */
 static void admit_ready(struct vd_engine *e)
 {
 	size_t i = 0;
@@ -498,7 +609,7 @@ static void admit_ready(struct vd_engine *e)
 	while (i < e->n_vq) {
 		struct vd_ereq *q = e->vq[i];
 
-		if (q->n_pixel_todo > 0 || q->cancel) {
+		if (q->n_pixel_todo > 0 || q->cancel || q->v_busy) {
 			i++;
 			continue;
 		}
@@ -509,14 +620,20 @@ static void admit_ready(struct vd_engine *e)
 
 int vd_ev_run(struct vd_engine *e)
 {
-	int did;
+	int did = 0;
+	struct vd_vcache_stats st;
 
-	if (!e->n_vq)
-		return 0;
-	did = copy_ahead(e);
+	if (e->v_state == EV_DONE) {
+		take_result(e);
+		did = 1;
+		if (e->dead)
+			return 1;
+	}
 	admit_ready(e);
-	did |= encode_batch(e);
-	admit_ready(e);
-	update_cache_gauges(e);
+	if (e->v_state == EV_IDLE && e->n_vq)
+		assign(e);
+	vd_vcache_stats(e->vc, &st);
+	vd_metrics_set(e->metrics, VD_G_VISION_CACHE_BYTES, (int64_t)st.bytes);
+	vd_metrics_set(e->metrics, VD_G_VISION_CACHE_ENTRIES, st.entries);
 	return did;
 }
