@@ -859,7 +859,7 @@ int bench_serve_main(int argc, char **argv)
 	daemon_stop(&d);
 	{
 		/* headline: the multi-turn workload with reuse when it ran, else single-turn at N */
-		const struct result *h = want_multi ? &mon : want_single ? &sn : &busy;
+		const struct result *h = want_multi ? &mon : want_single ? &sn : want_itl ? &busy : &ion;
 		double thr = s1.tok_s > 0 ? sn.tok_s / s1.tok_s : 0;
 		double reuse = moff.qps > 0 ? mon.qps / moff.qps : 0;
 		double itl = idle.itl50 > 0 ? busy.itl99 / idle.itl50 : 0;
@@ -890,7 +890,8 @@ int bench_serve_main(int argc, char **argv)
 			       "\"images_itl_p99_over_p50\": %.3f, \"image_grid_side\": %d, "
 			       "\"images_encoded\": %llu, \"vision_cache_hits\": %llu, "
 			       "\"max_batched_tokens\": %u, \"hidden\": %d, \"layers\": %d, \"failed\": %s}\n",
-			       want_multi ? "multiturn" : want_single ? "single" : "itl", o.conc, h->qps,
+			       want_multi ? "multiturn" : want_single ? "single" : want_itl ? "itl" :
+			       "images", o.conc, h->qps,
 			       h->tok_s, h->ttft50, h->ttft99, h->itl50, h->itl99, h->hit, s1.tok_s,
 			       sn.tok_s, sn.qps, mon.qps, moff.qps, idle.itl50, busy.itl99, thr, reuse,
 			       itl, ion.qps, ivoff.qps, ioff.qps, img, iidle.itl50, ibusy.itl99, img_itl,
