@@ -17,6 +17,10 @@
  * the engine thread is not inside a phase that reads arenas (forward, fingerprint hashing): after
  * it returns, no request of that client is ever read again, so the loop may unmap the arena.
  *
+ * Requests with pixel items first pass the vision stage (daemon/engine/engine_vision.c: an encoder
+ * thread runs the vision tower on its own backend instance, concurrently with the steps; the
+ * engine thread hands it batches and takes results in between steps, then admits the requests).
+ *
  * A step follows docs/ENGINE.md: plan → batch (positions from each request's full table, image
  * rows substituted from the arena) → vd_model_forward → commit → prefix commit → sample → events.
  * All of a step's completions go out in one vd_evq_push (one wake-up of the loop per step).
