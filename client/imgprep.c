@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -24,6 +25,14 @@
 #include "client/imgresize.h"
 #include "client/vlmerr.h"
 #include "vlm/vlm.h"
+
+#ifdef __SSE2__
+#include <immintrin.h>
+#endif
+
+#ifdef __SSE2__
+static pthread_once_t norm_once = PTHREAD_ONCE_INIT;
+#endif
 
 static const float clip_mean[3] = { 0.48145466f, 0.4578275f, 0.40821073f };
 static const float clip_std[3] = { 0.26862954f, 0.26130258f, 0.27577711f };
@@ -190,45 +199,144 @@ static inline uint16_t to_bf16(float f)
 	return (uint16_t)(u >> 16);
 }
 
+/* fp32 normalisation table of the torchvision backend, and its bf16 rounding: [u8][channel] */
+struct normlut {
+	float f[256][3];
+	uint16_t b[256][3];
+	float m[3], s[3];            /* m_c, s_c */
+	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
+};
+
+static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
+{
+	for (int c = 0; c < 3; c++) {
+		volatile float mc = cfg->image_mean[c] * 255.0f, sc = cfg->image_std[c] * 255.0f;
+
+		l->m[c] = mc;
+		l->s[c] = sc;
+		for (int u = 0; u < 256; u++) {
+			l->f[u][c] = ((float)u - mc) / sc;
+			l->b[u][c] = to_bf16(l->f[u][c]);
+		}
+	}
+	l->avx2 = false;
+#ifdef __SSE2__
+	{
+		const char *cap = getenv("VLM_RESIZE_ISA"); /* sse2 / ssse3: no AVX2 here either */
+
+		__builtin_cpu_init();
+		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && !cap;
+	}
+#endif
+}
+
+#ifdef __SSE2__
+/* Byte shuffles picking channel c of 14 RGB pixels (42 bytes) out of three 16-byte loads. */
+static int8_t norm_mask[3][3][16];
+
+static void norm_masks_init(void)
+{
+	for (int c = 0; c < 3; c++)
+		for (int v = 0; v < 3; v++)
+			for (int i = 0; i < 16; i++) {
+				int idx = 3 * i + c - 16 * v;
+
+				norm_mask[c][v][i] = (int8_t)(i < 14 && idx >= 0 && idx < 16 ? idx : -1);
+			}
+}
+
+/* One 14-pixel run of a patch row: s [14][3] bytes (48 readable) -> d[c][0..14) =
+ * (float(u8) - m_c) / s_c, the same IEEE operations as the table; writes 16 floats per channel:
+ * the 2 extra land on the next row of the same patch, written after this one. */
+__attribute__((target("avx2")))
+static void norm_run14_avx2(const uint8_t *s, float *d0, float *d1, float *d2,
+			    const struct normlut *l)
+{
+	__m128i a = _mm_loadu_si128((const __m128i *)s);
+	__m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+	__m128i e = _mm_loadu_si128((const __m128i *)(s + 32));
+	float *d[3] = { d0, d1, d2 };
+
+	for (int c = 0; c < 3; c++) {
+		__m128i x = _mm_or_si128(
+			_mm_or_si128(_mm_shuffle_epi8(a, _mm_loadu_si128((const __m128i *)norm_mask[c][0])),
+				     _mm_shuffle_epi8(b, _mm_loadu_si128((const __m128i *)norm_mask[c][1]))),
+			_mm_shuffle_epi8(e, _mm_loadu_si128((const __m128i *)norm_mask[c][2])));
+		__m256 m = _mm256_set1_ps(l->m[c]), sc = _mm256_set1_ps(l->s[c]);
+		__m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+		__m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+
+		_mm256_storeu_ps(d[c], _mm256_div_ps(_mm256_sub_ps(lo, m), sc));
+		_mm256_storeu_ps(d[c] + 8, _mm256_div_ps(_mm256_sub_ps(hi, m), sc));
+	}
+}
+
+/* float32 [8] bits -> bf16, round to nearest even (to_bf16), as 8 int32 lanes */
+__attribute__((target("avx2")))
+static inline __m256i bf16_lanes(__m256 f)
+{
+	__m256i u = _mm256_castps_si256(f);
+	__m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+
+	return _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+								      odd)), 16);
+}
+
+/* norm_run14_avx2 with bf16 output: 16 uint16 per channel written (2 extra, as there). */
+__attribute__((target("avx2")))
+static void norm_run14_bf16_avx2(const uint8_t *s, uint16_t *d0, uint16_t *d1, uint16_t *d2,
+				 const struct normlut *l)
+{
+	__m128i a = _mm_loadu_si128((const __m128i *)s);
+	__m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+	__m128i e = _mm_loadu_si128((const __m128i *)(s + 32));
+	uint16_t *d[3] = { d0, d1, d2 };
+
+	for (int c = 0; c < 3; c++) {
+		__m128i x = _mm_or_si128(
+			_mm_or_si128(_mm_shuffle_epi8(a, _mm_loadu_si128((const __m128i *)norm_mask[c][0])),
+				     _mm_shuffle_epi8(b, _mm_loadu_si128((const __m128i *)norm_mask[c][1]))),
+			_mm_shuffle_epi8(e, _mm_loadu_si128((const __m128i *)norm_mask[c][2])));
+		__m256 m = _mm256_set1_ps(l->m[c]), sc = _mm256_set1_ps(l->s[c]);
+		__m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+		__m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+		__m256i bl = bf16_lanes(_mm256_div_ps(_mm256_sub_ps(lo, m), sc));
+		__m256i bh = bf16_lanes(_mm256_div_ps(_mm256_sub_ps(hi, m), sc));
+		/* lane-wise pack: [bl0-3 bh0-3 | bl4-7 bh4-7] -> reorder the 64-bit quarters */
+		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(bl, bh), 0xd8);
+
+		_mm256_storeu_si256((__m256i *)d[c], p);
+	}
+}
+#endif
+
 /*
- * frames [nf] resized RGB images [h][w][3] -> img's patches. Frame f of temporal group t, slot tt
- * is frames[min(t*tp + tt, nf - 1)] (the last frame repeats, as HF pads).
+ * One block row (merge_size patch rows = m*ps pixel rows) of temporal group t: slot[tt] is the
+ * block row of the frame in temporal slot tt, [m*ps][w][3] (equal pointers: the same frame).
  * Row r = (((t*bh_n + bh)*bw_n + bw)*m + ih)*m + iw, col = ((c*tp + tt)*ps + dy)*ps + dx.
  * The three channels of a patch are written in one pass over its pixels; a slot showing the same
  * frame as the slot before it (an image is its own frame twice) is a copy of that slot's block.
  */
-static void patchify(const uint8_t *const *frames, size_t nf, uint32_t h, uint32_t w,
-		     const struct vlm_vision_config *cfg, struct vlm_image *img)
+static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, uint32_t bh,
+			   const struct vlm_vision_config *cfg, const struct normlut *lut,
+			   struct vlm_image *img)
 {
 	uint32_t ps = cfg->patch_size, tp = cfg->temporal_patch_size, m = cfg->merge_size;
-	uint32_t gh = h / ps, gw = w / ps, bh_n = gh / m, bw_n = gw / m;
-	size_t cols = img->cols, row = 0, pp = (size_t)ps * ps, cstride = (size_t)tp * pp;
-	float lut[256][3];
-	uint16_t lutb[256][3];
+	uint32_t bh_n = img->grid[1] / m, bw_n = img->grid[2] / m;
+	size_t cols = img->cols, pp = (size_t)ps * ps, cstride = (size_t)tp * pp;
+	size_t row = ((size_t)t * bh_n + bh) * bw_n * m * m;
 
-	(void)h;
-	for (int c = 0; c < 3; c++) {
-		volatile float mc = cfg->image_mean[c] * 255.0f, sc = cfg->image_std[c] * 255.0f;
-
-		for (int u = 0; u < 256; u++) {
-			lut[u][c] = ((float)u - mc) / sc;
-			lutb[u][c] = to_bf16(lut[u][c]);
-		}
-	}
-	for (uint32_t t = 0; t < img->grid[0]; t++)
-		for (uint32_t bh = 0; bh < bh_n; bh++)
-			for (uint32_t bw = 0; bw < bw_n; bw++)
-				for (uint32_t ih = 0; ih < m; ih++)
-					for (uint32_t iw = 0; iw < m; iw++, row++) {
-		uint32_t py = bh * m + ih, px = bw * m + iw;
+	for (uint32_t bw = 0; bw < bw_n; bw++)
+		for (uint32_t ih = 0; ih < m; ih++)
+			for (uint32_t iw = 0; iw < m; iw++, row++) {
+		uint32_t px = bw * m + iw;
 		float *of = img->dtype == VLM_DTYPE_F32 ? (float *)img->data + row * cols : NULL;
 		uint16_t *ob = of ? NULL : (uint16_t *)img->data + row * cols;
 
 		for (uint32_t tt = 0; tt < tp; tt++) {
-			size_t fi = (size_t)t * tp + tt, off = (size_t)tt * pp;
-			const uint8_t *fr = frames[fi < nf ? fi : nf - 1];
+			size_t off = (size_t)tt * pp;
 
-			if (tt && fr == frames[fi - 1 < nf ? fi - 1 : nf - 1]) {
+			if (tt && slot[tt] == slot[tt - 1]) {
 				for (int c = 0; c < 3; c++) {
 					size_t o = c * cstride + off;
 
@@ -240,25 +348,39 @@ static void patchify(const uint8_t *const *frames, size_t nf, uint32_t h, uint32
 				continue;
 			}
 			for (uint32_t dy = 0; dy < ps; dy++) {
-				const uint8_t *s = fr + (((size_t)py * ps + dy) * w +
-							 (size_t)px * ps) * 3;
+				const uint8_t *s = slot[tt] + (((size_t)ih * ps + dy) * w +
+							       (size_t)px * ps) * 3;
 				size_t o = off + (size_t)dy * ps;
 
 				if (of) {
 					float *d0 = of + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
 
+#ifdef __SSE2__
+					/* not the last row of a patch: its 2 extra floats
+					 * would land in a block already written */
+					if (lut->avx2 && dy + 1 < ps) {
+						norm_run14_avx2(s, d0, d1, d2, lut);
+						continue;
+					}
+#endif
 					for (uint32_t dx = 0; dx < ps; dx++) {
-						d0[dx] = lut[s[3 * dx]][0];
-						d1[dx] = lut[s[3 * dx + 1]][1];
-						d2[dx] = lut[s[3 * dx + 2]][2];
+						d0[dx] = lut->f[s[3 * dx]][0];
+						d1[dx] = lut->f[s[3 * dx + 1]][1];
+						d2[dx] = lut->f[s[3 * dx + 2]][2];
 					}
 				} else {
 					uint16_t *d0 = ob + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
 
+#ifdef __SSE2__
+					if (lut->avx2 && dy + 1 < ps) {
+						norm_run14_bf16_avx2(s, d0, d1, d2, lut);
+						continue;
+					}
+#endif
 					for (uint32_t dx = 0; dx < ps; dx++) {
-						d0[dx] = lutb[s[3 * dx]][0];
-						d1[dx] = lutb[s[3 * dx + 1]][1];
-						d2[dx] = lutb[s[3 * dx + 2]][2];
+						d0[dx] = lut->b[s[3 * dx]][0];
+						d1[dx] = lut->b[s[3 * dx + 1]][1];
+						d2[dx] = lut->b[s[3 * dx + 2]][2];
 					}
 				}
 			}
@@ -292,8 +414,10 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 	struct vlm_vision_config dcfg;
 	struct vlm_image_opts dopts = { 0 };
 	struct vlm_image *img = NULL;
-	uint8_t **rs = NULL;
-	uint32_t th, tw, factor, tp;
+	struct vc_resizer **rs = NULL;
+	uint8_t *blk = NULL, **slot = NULL;
+	struct normlut lut;
+	uint32_t th, tw, factor, tp, blk_rows;
 	size_t nrs = 0, ng;
 	uint64_t mn, mx;
 	int e;
@@ -344,34 +468,60 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 	img->dtype = opts->dtype;
 	img->rows = (size_t)img->grid[0] * img->grid[1] * img->grid[2];
 	img->cols = (size_t)3 * tp * cfg->patch_size * cfg->patch_size;
+	blk_rows = cfg->merge_size * cfg->patch_size;
+	/* one row streamer per frame; each block row of each temporal slot is resized into its own
+	 * buffer just before it is cut into patches (no resized image is kept) */
+	blk = malloc((size_t)tp * blk_rows * tw * 3 + 64); /* + slack for 16-byte loads */
+	slot = malloc(sizeof(*slot) * tp);
+	if (!blk || !slot) {
+		e = vc_err(-ENOMEM, "out of memory (resize buffers)");
+		goto fail;
+	}
 	for (nrs = 0; nrs < nf; nrs++) {
-		rs[nrs] = malloc((size_t)th * tw * 3);
-		if (!rs[nrs]) {
-			e = vc_err(-ENOMEM, "out of memory (resized %u x %u)", tw, th);
+		e = vc_resizer_new(src[nrs], sw, sh, stride, tw, th, &rs[nrs]);
+		if (e)
 			goto fail;
-		}
-		e = vc_resize_rgb(src[nrs], sw, sh, stride, rs[nrs], tw, th);
-		if (e) {
-			nrs++;
-			goto fail;
-		}
 	}
 	img->bytes = img->rows * img->cols * (opts->dtype == VLM_DTYPE_F32 ? 4 : 2);
-	img->data = patches_alloc(img->bytes, &img->mapped);
+	img->data = patches_alloc(img->bytes + 64, &img->mapped); /* + slack for 16-float stores */
 	if (!img->data) {
 		e = vc_err(-ENOMEM, "out of memory (%zu x %zu pixel patches)", img->rows, img->cols);
 		goto fail;
 	}
-	patchify((const uint8_t *const *)rs, nf, th, tw, cfg, img);
+	normlut_init(&lut, cfg);
+#ifdef __SSE2__
+	pthread_once(&norm_once, norm_masks_init);
+#endif
+	for (uint32_t t = 0; t < img->grid[0]; t++)
+		for (uint32_t bh = 0; bh < img->grid[1] / cfg->merge_size; bh++) {
+			for (uint32_t tt = 0; tt < tp; tt++) {
+				size_t fi = (size_t)t * tp + tt, f = fi < nf ? fi : nf - 1;
+				size_t pf = fi ? (fi - 1 < nf ? fi - 1 : nf - 1) : SIZE_MAX;
+
+				if (tt && f == pf) {
+					slot[tt] = slot[tt - 1]; /* the same frame again */
+					continue;
+				}
+				slot[tt] = blk + (size_t)tt * blk_rows * tw * 3;
+				for (uint32_t y = 0; y < blk_rows; y++)
+					vc_resizer_row(rs[f], bh * blk_rows + y,
+						       slot[tt] + (size_t)y * tw * 3);
+			}
+			patchify_block((const uint8_t *const *)slot, tw, t, bh, cfg, &lut, img);
+		}
 	for (size_t i = 0; i < nf; i++)
-		free(rs[i]);
+		vc_resizer_free(rs[i]);
 	free(rs);
+	free(blk);
+	free(slot);
 	*ret = img;
 	return 0;
 fail:
 	for (size_t i = 0; i < nrs; i++)
-		free(rs[i]);
+		vc_resizer_free(rs[i]);
 	free(rs);
+	free(blk);
+	free(slot);
 	vlm_image_free(img);
 	return e;
 }
@@ -556,7 +706,7 @@ void vlm_image_free(struct vlm_image *img)
 	if (!img)
 		return;
 	if (img->mapped)
-		munmap(img->data, img->bytes);
+		munmap(img->data, img->bytes + 64);
 	else
 		free(img->data);
 	free(img);

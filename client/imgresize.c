@@ -13,11 +13,14 @@
 #include <errno.h>
 #include <fenv.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
+#include <immintrin.h>
+#include <tmmintrin.h>
 #endif
 
 #include "client/imgresize.h"
@@ -78,6 +81,8 @@ int vc_smart_resize(uint32_t height, uint32_t width, uint32_t factor, uint64_t m
 struct axis {
 	uint32_t *lo, *n;
 	int32_t *k;                  /* [out][ksize] */
+	int32_t *kp;                 /* [out][ksize]: taps (2i, 2i+1) as one int32 of two int16
+				      * (low: 2i), for the multiply-add kernels; 0-padded */
 	uint32_t ksize;
 	uint32_t in;                 /* input size of the axis */
 	int prec;
@@ -100,6 +105,7 @@ static void axis_free(struct axis *ax)
 	free(ax->lo);
 	free(ax->n);
 	free(ax->k);
+	free(ax->kp);
 }
 
 static int axis_init(struct axis *ax, uint32_t in, uint32_t out)
@@ -113,8 +119,9 @@ static int axis_init(struct axis *ax, uint32_t in, uint32_t out)
 	ax->lo = malloc(sizeof(*ax->lo) * out);
 	ax->n = malloc(sizeof(*ax->n) * out);
 	ax->k = calloc((size_t)out * ax->ksize, sizeof(*ax->k));
+	ax->kp = calloc((size_t)out * ax->ksize, sizeof(*ax->kp));
 	w = malloc(sizeof(*w) * (size_t)out * ax->ksize);
-	if (!ax->lo || !ax->n || !ax->k || !w) {
+	if (!ax->lo || !ax->n || !ax->k || !ax->kp || !w) {
 		axis_free(ax);
 		free(w);
 		return vc_err(-ENOMEM, "out of memory (resize tables)");
@@ -155,6 +162,15 @@ static int axis_init(struct axis *ax, uint32_t in, uint32_t out)
 			ax->k[(size_t)i * ax->ksize + j] = (int32_t)(int16_t)(v < 0 ? (int)(v - 0.5)
 										: (int)(v + 0.5));
 		}
+	for (uint32_t i = 0; i < out; i++) {
+		const int32_t *k = ax->k + (size_t)i * ax->ksize;
+
+		for (uint32_t j = 0; j < ax->n[i]; j += 2) {
+			uint32_t lo = (uint16_t)k[j], hi = j + 1 < ax->n[i] ? (uint16_t)k[j + 1] : 0;
+
+			ax->kp[(size_t)i * ax->ksize + j / 2] = (int32_t)(lo | hi << 16);
+		}
+	}
 	free(w);
 	return 0;
 }
@@ -191,185 +207,393 @@ static inline __m128i px16(const uint8_t *p)
 	return _mm_unpacklo_epi8(_mm_cvtsi32_si128(v), _mm_setzero_si128());
 }
 
-/* The horizontal pass with SSE2 multiply-adds: two taps per _mm_madd_epi16 (pixel j and j+1
- * interleaved as int16 pairs against (k[j], k[j+1])). The sums are the scalar ones exactly
- * (int16 x uint8 products, int32 accumulation). Reads one byte past each pixel, so the last
- * pixels of the buffer (end) go through the scalar path. */
-static void pass_h(const uint8_t *src, size_t stride, uint32_t rows, const struct axis *ax,
-		   uint8_t *dst, uint32_t dw)
+/* One row of the horizontal pass with SSE2 multiply-adds: two taps per _mm_madd_epi16 (pixel j
+ * and j+1 interleaved as int16 pairs against (k[j], k[j+1])). The sums are the scalar ones
+ * exactly (int16 x uint8 products, int32 accumulation). It reads one byte past a pixel, so a
+ * pixel whose taps reach limit (the end of readable memory) takes the scalar path. */
+static void h_row(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		  uint32_t dw)
 {
 	int32_t half = 1 << (ax->prec - 1);
-	const uint8_t *end = src + (size_t)(rows - 1) * stride + (size_t)ax->in * 3;
-	__m128i vhalf = _mm_set1_epi32(half);
-	__m128i shift = _mm_cvtsi32_si128(ax->prec);
+	__m128i vhalf = _mm_set1_epi32(half), shift = _mm_cvtsi32_si128(ax->prec);
 
-	for (uint32_t y = 0; y < rows; y++) {
-		const uint8_t *s = src + (size_t)y * stride;
-		uint8_t *d = dst + (size_t)y * dw * 3;
+	for (uint32_t x = 0; x < dw; x++) {
+		const int32_t *kp = ax->kp + (size_t)x * ax->ksize;
+		const uint8_t *p = s + (size_t)ax->lo[x] * 3;
+		uint32_t n = ax->n[x], j = 0;
+		__m128i acc = vhalf;
+		int32_t v;
 
-		for (uint32_t x = 0; x < dw; x++) {
-			const int32_t *k = ax->k + (size_t)x * ax->ksize;
-			const uint8_t *p = s + (size_t)ax->lo[x] * 3;
-			uint32_t n = ax->n[x], j = 0;
-			__m128i acc = vhalf;
-			uint8_t out[16];
-
-			if (p + 3 * (size_t)n + 1 > end) {
-				h_pixel(p, k, n, half, ax->prec, d + 3 * x);
-				continue;
-			}
-			for (; j + 2 <= n; j += 2) {
-				__m128i a = _mm_unpacklo_epi16(px16(p + 3 * j), px16(p + 3 * j + 3));
-				__m128i kk = _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)k[j] |
-								      (uint32_t)k[j + 1] << 16));
-
-				acc = _mm_add_epi32(acc, _mm_madd_epi16(a, kk));
-			}
-			if (j < n) {
-				__m128i a = _mm_unpacklo_epi16(px16(p + 3 * j), _mm_setzero_si128());
-				__m128i kk = _mm_set1_epi32((int32_t)(uint16_t)k[j]);
-
-				acc = _mm_add_epi32(acc, _mm_madd_epi16(a, kk));
-			}
-			acc = _mm_sra_epi32(acc, shift);
-			acc = _mm_packs_epi32(acc, acc);
-			acc = _mm_packus_epi16(acc, acc);
-			_mm_storeu_si128((__m128i *)out, acc);
-			memcpy(d + 3 * x, out, 3);
+		if (p + 3 * (size_t)n + 1 > limit || x + 1 == dw) {
+			h_pixel(p, ax->k + (size_t)x * ax->ksize, n, half, ax->prec, d + 3 * x);
+			continue;
 		}
+		for (; j + 2 <= n; j += 2) {
+			__m128i a = _mm_unpacklo_epi16(px16(p + 3 * j), px16(p + 3 * j + 3));
+
+			acc = _mm_add_epi32(acc, _mm_madd_epi16(a, _mm_set1_epi32(kp[j / 2])));
+		}
+		if (j < n) {
+			__m128i a = _mm_unpacklo_epi16(px16(p + 3 * j), _mm_setzero_si128());
+
+			acc = _mm_add_epi32(acc, _mm_madd_epi16(a, _mm_set1_epi32(kp[j / 2])));
+		}
+		acc = _mm_sra_epi32(acc, shift);
+		acc = _mm_packs_epi32(acc, acc);
+		acc = _mm_packus_epi16(acc, acc);
+		/* 4 bytes: the 4th lands on the next pixel, written after this one */
+		v = _mm_cvtsi128_si32(acc);
+		memcpy(d + 3 * x, &v, 4);
 	}
 }
 
-/* The vertical pass with SSE2: 8 bytes of a row at a time, two taps per multiply-add (rows j and
- * j+1 interleaved as int16 pairs); the tail of a row is scalar. */
-static void pass_v(const uint8_t *src, size_t stride, size_t n, const struct axis *ax,
-		   uint8_t *dst, uint32_t dh, int32_t *acc)
+/* h_row with SSSE3: four taps per 16-byte load, byte shuffles straight into the int16 pairs
+ * (pixel 2i, 2i+1) of each channel, one multiply-add per tap pair; the same integer sums. */
+__attribute__((target("ssse3")))
+static void h_row_ssse3(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+			uint32_t dw)
 {
 	int32_t half = 1 << (ax->prec - 1);
-	__m128i vhalf = _mm_set1_epi32(half), z = _mm_setzero_si128();
+	const __m128i m01 = _mm_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+	const __m128i m23 = _mm_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1,
+					  -1);
+	__m128i vhalf = _mm_set1_epi32(half), shift = _mm_cvtsi32_si128(ax->prec);
+
+	for (uint32_t x = 0; x < dw; x++) {
+		const int32_t *kp = ax->kp + (size_t)x * ax->ksize;
+		const uint8_t *p = s + (size_t)ax->lo[x] * 3;
+		uint32_t n = ax->n[x];
+		__m128i acc = vhalf;
+		int32_t v;
+
+		/* the last 16-byte load starts at 12 * ((n - 1) / 4) */
+		if (p + 12 * (size_t)((n + 3) / 4 - 1) + 16 > limit || x + 1 == dw) {
+			h_pixel(p, ax->k + (size_t)x * ax->ksize, n, half, ax->prec, d + 3 * x);
+			continue;
+		}
+		for (uint32_t j = 0; j < n; j += 4) {
+			__m128i b = _mm_loadu_si128((const __m128i *)(p + 3 * j));
+
+			acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_shuffle_epi8(b, m01),
+								_mm_set1_epi32(kp[j / 2])));
+			if (j + 2 < n)
+				acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_shuffle_epi8(b, m23),
+									_mm_set1_epi32(kp[j / 2 + 1])));
+		}
+		acc = _mm_sra_epi32(acc, shift);
+		acc = _mm_packs_epi32(acc, acc);
+		acc = _mm_packus_epi16(acc, acc);
+		v = _mm_cvtsi128_si32(acc);
+		memcpy(d + 3 * x, &v, 4);
+	}
+}
+
+/* h_row with AVX2: h_row_ssse3's steps for two output pixels at once, one per 128-bit lane
+ * (lane 1 runs pixel x+1 with its own taps; the shorter tap list is zero-padded). */
+__attribute__((target("avx2")))
+static void h_row_avx2(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		       uint32_t dw)
+{
+	int32_t half = 1 << (ax->prec - 1);
+	const __m256i m01 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
+					     0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+	const __m256i m23 = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1,
+					     -1, 6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1,
+					     -1, -1);
+	__m256i vhalf = _mm256_set1_epi32(half);
 	__m128i shift = _mm_cvtsi32_si128(ax->prec);
+	uint32_t x = 0;
+
+	for (; x + 2 < dw; x += 2) {
+		const int32_t *k0 = ax->kp + (size_t)x * ax->ksize, *k1 = k0 + ax->ksize;
+		const uint8_t *p0 = s + (size_t)ax->lo[x] * 3, *p1 = s + (size_t)ax->lo[x + 1] * 3;
+		uint32_t n = ax->n[x] > ax->n[x + 1] ? ax->n[x] : ax->n[x + 1];
+		size_t last = 12 * (size_t)((n + 3) / 4 - 1) + 16;
+		__m256i acc = vhalf;
+		__m128i lo, hi;
+		int32_t v;
+
+		if (p0 + last > limit || p1 + last > limit) {
+			h_pixel(p0, ax->k + (size_t)x * ax->ksize, ax->n[x], half, ax->prec,
+				d + 3 * x);
+			h_pixel(p1, ax->k + (size_t)(x + 1) * ax->ksize, ax->n[x + 1], half, ax->prec,
+				d + 3 * x + 3);
+			continue;
+		}
+		for (uint32_t j = 0; j < n; j += 4) {
+			__m256i b = _mm256_inserti128_si256(
+				_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p0 + 3 * j))),
+				_mm_loadu_si128((const __m128i *)(p1 + 3 * j)), 1);
+			__m256i kk = _mm256_setr_epi32(k0[j / 2], k0[j / 2], k0[j / 2], k0[j / 2],
+						       k1[j / 2], k1[j / 2], k1[j / 2], k1[j / 2]);
+
+			acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_shuffle_epi8(b, m01),
+								      kk));
+			if (j + 2 < n) {
+				kk = _mm256_setr_epi32(k0[j / 2 + 1], k0[j / 2 + 1], k0[j / 2 + 1],
+						       k0[j / 2 + 1], k1[j / 2 + 1], k1[j / 2 + 1],
+						       k1[j / 2 + 1], k1[j / 2 + 1]);
+				acc = _mm256_add_epi32(acc, _mm256_madd_epi16(
+							       _mm256_shuffle_epi8(b, m23), kk));
+			}
+		}
+		acc = _mm256_sra_epi32(acc, shift);
+		acc = _mm256_packs_epi32(acc, acc);
+		acc = _mm256_packus_epi16(acc, acc);
+		lo = _mm256_castsi256_si128(acc);
+		hi = _mm256_extracti128_si256(acc, 1);
+		/* 4 bytes each: the 4th lands on the next pixel, written after (x + 2 < dw) */
+		v = _mm_cvtsi128_si32(lo);
+		memcpy(d + 3 * x, &v, 4);
+		v = _mm_cvtsi128_si32(hi);
+		memcpy(d + 3 * x + 3, &v, 4);
+	}
+	for (; x < dw; x++)
+		h_pixel(s + (size_t)ax->lo[x] * 3, ax->k + (size_t)x * ax->ksize, ax->n[x], half,
+			ax->prec, d + 3 * x);
+}
+
+/* One row of the vertical pass: rows[0..nt) weighted by k, n bytes; 8 bytes at a time, two taps
+ * per multiply-add (rows j and j+1 interleaved as int16 pairs); the tail is scalar. */
+static void v_row(const uint8_t *const *rows, const int32_t *k, const int32_t *kp, uint32_t nt,
+		  size_t n, int prec, uint8_t *d)
+{
+	int32_t half = 1 << (prec - 1);
+	__m128i vhalf = _mm_set1_epi32(half), z = _mm_setzero_si128();
+	__m128i shift = _mm_cvtsi32_si128(prec);
 	size_t n8 = n & ~(size_t)7;
 
-	for (uint32_t y = 0; y < dh; y++) {
-		const int32_t *k = ax->k + (size_t)y * ax->ksize;
-		const uint8_t *s0 = src + (size_t)ax->lo[y] * stride;
-		uint32_t nt = ax->n[y];
-		uint8_t *d = dst + (size_t)y * n;
+	for (size_t x = 0; x < n8; x += 8) {
+		__m128i lo = vhalf, hi = vhalf;
 
-		for (size_t x = 0; x < n8; x += 8) {
-			__m128i lo = vhalf, hi = vhalf;
-			uint32_t j = 0;
+		for (uint32_t j = 0; j < nt; j += 2) {
+			const uint8_t *r0 = rows[j] + x, *r1 = j + 1 < nt ? rows[j + 1] + x : r0;
+			__m128i a = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r0), z);
+			__m128i b = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r1), z);
+			__m128i kk = _mm_set1_epi32(kp[j / 2]);
 
-			for (; j < nt; j += 2) {
-				const uint8_t *r0 = s0 + (size_t)j * stride + x;
-				const uint8_t *r1 = j + 1 < nt ? r0 + stride : r0;
-				int32_t k1 = j + 1 < nt ? k[j + 1] : 0;
-				__m128i a = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r0), z);
-				__m128i b = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r1), z);
-				__m128i kk = _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)k[j] |
-								      (uint32_t)k1 << 16));
-
-				lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(a, b), kk));
-				hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(a, b), kk));
-			}
-			lo = _mm_packs_epi32(_mm_sra_epi32(lo, shift), _mm_sra_epi32(hi, shift));
-			_mm_storel_epi64((__m128i *)(d + x), _mm_packus_epi16(lo, lo));
+			lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(a, b), kk));
+			hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(a, b), kk));
 		}
-		for (size_t x = n8; x < n; x++)
-			acc[x] = half;
-		for (uint32_t j = 0; j < nt; j++) {
-			const uint8_t *s = s0 + (size_t)j * stride;
+		lo = _mm_packs_epi32(_mm_sra_epi32(lo, shift), _mm_sra_epi32(hi, shift));
+		_mm_storel_epi64((__m128i *)(d + x), _mm_packus_epi16(lo, lo));
+	}
+	for (size_t x = n8; x < n; x++) {
+		int32_t acc = half;
 
-			for (size_t x = n8; x < n; x++)
-				acc[x] += s[x] * k[j];
+		for (uint32_t j = 0; j < nt; j++)
+			acc += rows[j][x] * k[j];
+		d[x] = clip8(acc, prec);
+	}
+}
+
+/* v_row with AVX2: 16 bytes at a time (the int16 pairs interleave within each 128-bit lane, and
+ * the lane-wise packs restore the order); the tail is scalar. */
+__attribute__((target("avx2")))
+static void v_row_avx2(const uint8_t *const *rows, const int32_t *k, const int32_t *kp,
+		       uint32_t nt, size_t n, int prec, uint8_t *d)
+{
+	int32_t half = 1 << (prec - 1);
+	__m256i vhalf = _mm256_set1_epi32(half);
+	__m128i shift = _mm_cvtsi32_si128(prec);
+	size_t n16 = n & ~(size_t)15;
+
+	for (size_t x = 0; x < n16; x += 16) {
+		__m256i lo = vhalf, hi = vhalf, r;
+
+		for (uint32_t j = 0; j < nt; j += 2) {
+			const uint8_t *r0 = rows[j] + x, *r1 = j + 1 < nt ? rows[j + 1] + x : r0;
+			__m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)r0));
+			__m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)r1));
+			__m256i kk = _mm256_set1_epi32(kp[j / 2]);
+
+			lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), kk));
+			hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), kk));
 		}
-		for (size_t x = n8; x < n; x++)
-			d[x] = clip8(acc[x], ax->prec);
+		r = _mm256_packs_epi32(_mm256_sra_epi32(lo, shift), _mm256_sra_epi32(hi, shift));
+		r = _mm256_packus_epi16(r, r);
+		r = _mm256_permute4x64_epi64(r, 0x08); /* qwords 0 and 2: elements 0-7, 8-15 */
+		_mm_storeu_si128((__m128i *)(d + x), _mm256_castsi256_si128(r));
+	}
+	for (size_t x = n16; x < n; x++) {
+		int32_t acc = half;
+
+		for (uint32_t j = 0; j < nt; j++)
+			acc += rows[j][x] * k[j];
+		d[x] = clip8(acc, prec);
 	}
 }
 #else
-/* src [rows][sw][3] (stride) -> dst [rows][dw][3] packed */
-static void pass_h(const uint8_t *src, size_t stride, uint32_t rows, const struct axis *ax,
-		   uint8_t *dst, uint32_t dw)
+static void h_row(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		  uint32_t dw)
 {
 	int32_t half = 1 << (ax->prec - 1);
 
-	for (uint32_t y = 0; y < rows; y++) {
-		const uint8_t *s = src + (size_t)y * stride;
-		uint8_t *d = dst + (size_t)y * dw * 3;
-
-		for (uint32_t x = 0; x < dw; x++)
-			h_pixel(s + (size_t)ax->lo[x] * 3, ax->k + (size_t)x * ax->ksize, ax->n[x],
-				half, ax->prec, d + 3 * x);
-	}
+	(void)limit;
+	for (uint32_t x = 0; x < dw; x++)
+		h_pixel(s + (size_t)ax->lo[x] * 3, ax->k + (size_t)x * ax->ksize, ax->n[x], half,
+			ax->prec, d + 3 * x);
 }
 
-/* src [sh][n bytes] (stride) -> dst [dh][n bytes] packed; acc is [n] scratch */
-static void pass_v(const uint8_t *src, size_t stride, size_t n, const struct axis *ax,
-		   uint8_t *dst, uint32_t dh, int32_t *acc)
+static void v_row(const uint8_t *const *rows, const int32_t *k, const int32_t *kp, uint32_t nt,
+		  size_t n, int prec, uint8_t *d)
 {
-	int32_t half = 1 << (ax->prec - 1);
+	int32_t half = 1 << (prec - 1);
 
-	for (uint32_t y = 0; y < dh; y++) {
-		const int32_t *k = ax->k + (size_t)y * ax->ksize;
-		uint8_t *d = dst + (size_t)y * n;
+	(void)kp;
+	for (size_t x = 0; x < n; x++) {
+		int32_t acc = half;
 
-		for (size_t x = 0; x < n; x++)
-			acc[x] = half;
-		for (uint32_t j = 0; j < ax->n[y]; j++) {
-			const uint8_t *s = src + (size_t)(ax->lo[y] + j) * stride;
-			int32_t kj = k[j];
-
-			for (size_t x = 0; x < n; x++)
-				acc[x] += s[x] * kj;
-		}
-		for (size_t x = 0; x < n; x++)
-			d[x] = clip8(acc[x], ax->prec);
+		for (uint32_t j = 0; j < nt; j++)
+			acc += rows[j][x] * k[j];
+		d[x] = clip8(acc, prec);
 	}
 }
 #endif
 
+/* ---------------------------------------------------------------- the row streamer */
+
+struct vc_resizer {
+	const uint8_t *src;          /* [sh][sw][3], rows src_stride apart */
+	size_t stride;
+	uint32_t sw, sh, dw, dh;
+	struct axis ah, av;          /* unused when the axis keeps its size */
+	uint8_t *ring;               /* [ring_n][dw*3]: horizontally resized source rows */
+	int64_t *ring_src;           /* [ring_n]: which source row each slot holds (-1: none) */
+	uint32_t ring_n;
+	const uint8_t **taps;        /* [av.ksize] row pointers of the current output row */
+	bool ssse3, avx2;            /* what the CPU has (h_row_ssse3, h_row_avx2) */
+};
+
+void vc_resizer_free(struct vc_resizer *rs)
+{
+	if (!rs)
+		return;
+	axis_free(&rs->ah);
+	axis_free(&rs->av);
+	free(rs->ring);
+	free(rs->ring_src);
+	free(rs->taps);
+	free(rs);
+}
+
+int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint32_t dw,
+		   uint32_t dh, struct vc_resizer **ret)
+{
+	struct vc_resizer *rs = calloc(1, sizeof(*rs));
+	int e = 0;
+
+	*ret = NULL;
+	if (!rs)
+		return vc_err(-ENOMEM, "out of memory (resize)");
+	rs->src = src;
+	rs->stride = src_stride;
+#ifdef __SSE2__
+	__builtin_cpu_init(); /* idempotent; makes the check safe however the library was loaded */
+	{
+		/* VLM_RESIZE_ISA=sse2|ssse3 caps the kernels (tests run every path on one CPU) */
+		const char *cap = getenv("VLM_RESIZE_ISA");
+
+		rs->ssse3 = __builtin_cpu_supports("ssse3") && !(cap && !strcmp(cap, "sse2"));
+		rs->avx2 = rs->ssse3 && __builtin_cpu_supports("avx2") &&
+			   !(cap && !strcmp(cap, "ssse3"));
+	}
+#endif
+	rs->sw = sw;
+	rs->sh = sh;
+	rs->dw = dw;
+	rs->dh = dh;
+	if (sw != dw && (e = axis_init(&rs->ah, sw, dw)))
+		goto fail;
+	if (sh != dh && (e = axis_init(&rs->av, sh, dh)))
+		goto fail;
+	rs->ring_n = sh != dh ? rs->av.ksize + 1 : 1;
+	if (sw != dw) {
+		rs->ring = malloc((size_t)rs->ring_n * dw * 3);
+		rs->ring_src = malloc(sizeof(*rs->ring_src) * rs->ring_n);
+		if (!rs->ring || !rs->ring_src) {
+			e = vc_err(-ENOMEM, "out of memory (resize)");
+			goto fail;
+		}
+		for (uint32_t i = 0; i < rs->ring_n; i++)
+			rs->ring_src[i] = -1;
+	}
+	rs->taps = malloc(sizeof(*rs->taps) * (rs->av.ksize ? rs->av.ksize : 1));
+	if (!rs->taps) {
+		e = vc_err(-ENOMEM, "out of memory (resize)");
+		goto fail;
+	}
+	*ret = rs;
+	return 0;
+fail:
+	vc_resizer_free(rs);
+	return e;
+}
+
+/* Source row sy after the horizontal pass (computed once while it stays in the ring). */
+static const uint8_t *hrow(struct vc_resizer *rs, uint32_t sy)
+{
+	const uint8_t *s = rs->src + (size_t)sy * rs->stride;
+	uint32_t slot;
+	uint8_t *d;
+
+	if (rs->sw == rs->dw)
+		return s;
+	slot = sy % rs->ring_n;
+	d = rs->ring + (size_t)slot * rs->dw * 3;
+	if (rs->ring_src[slot] != (int64_t)sy) {
+		const uint8_t *limit = rs->src + (size_t)(rs->sh - 1) * rs->stride +
+				       (size_t)rs->sw * 3;
+#ifdef __SSE2__
+		if (rs->avx2)
+			h_row_avx2(s, limit, &rs->ah, d, rs->dw);
+		else if (rs->ssse3)
+			h_row_ssse3(s, limit, &rs->ah, d, rs->dw);
+		else
+#endif
+			h_row(s, limit, &rs->ah, d, rs->dw);
+		rs->ring_src[slot] = sy;
+	}
+	return d;
+}
+
+void vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst)
+{
+	const struct axis *av = &rs->av;
+	size_t n = (size_t)rs->dw * 3;
+
+	if (rs->sh == rs->dh) {
+		const uint8_t *r = hrow(rs, y);
+
+		if (r != dst)
+			memcpy(dst, r, n);
+		return;
+	}
+	/* a tap window spans at most ksize consecutive source rows, the ring holds ksize + 1:
+	 * rows still needed are never evicted while the window advances */
+	for (uint32_t j = 0; j < av->n[y]; j++)
+		rs->taps[j] = hrow(rs, av->lo[y] + j);
+#ifdef __SSE2__
+	if (rs->avx2) {
+		v_row_avx2(rs->taps, av->k + (size_t)y * av->ksize, av->kp + (size_t)y * av->ksize,
+			   av->n[y], n, av->prec, dst);
+		return;
+	}
+#endif
+	v_row(rs->taps, av->k + (size_t)y * av->ksize, av->kp + (size_t)y * av->ksize, av->n[y], n,
+	      av->prec, dst);
+}
+
 int vc_resize_rgb(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint8_t *dst,
 		  uint32_t dw, uint32_t dh)
 {
-	struct axis ah = { 0 }, av = { 0 };
-	uint8_t *tmp = NULL;
-	int32_t *acc = NULL;
-	int e = 0;
+	struct vc_resizer *rs;
+	int e = vc_resizer_new(src, sw, sh, src_stride, dw, dh, &rs);
 
-	if (sw == dw && sh == dh) {
-		for (uint32_t y = 0; y < sh; y++)
-			memcpy(dst + (size_t)y * dw * 3, src + (size_t)y * src_stride, (size_t)dw * 3);
-		return 0;
-	}
-	if (sw != dw && (e = axis_init(&ah, sw, dw)))
-		goto out;
-	if (sh != dh && (e = axis_init(&av, sh, dh)))
-		goto out;
-	if (sh == dh) {
-		pass_h(src, src_stride, sh, &ah, dst, dw);
-		goto out;
-	}
-	acc = malloc(sizeof(*acc) * (size_t)dw * 3);
-	if (!acc) {
-		e = vc_err(-ENOMEM, "out of memory (resize)");
-		goto out;
-	}
-	if (sw != dw) {
-		tmp = malloc((size_t)sh * dw * 3);
-		if (!tmp) {
-			e = vc_err(-ENOMEM, "out of memory (resize)");
-			goto out;
-		}
-		pass_h(src, src_stride, sh, &ah, tmp, dw);
-		pass_v(tmp, (size_t)dw * 3, (size_t)dw * 3, &av, dst, dh, acc);
-	} else {
-		pass_v(src, src_stride, (size_t)dw * 3, &av, dst, dh, acc);
-	}
-out:
-	free(tmp);
-	free(acc);
-	axis_free(&ah);
-	axis_free(&av);
-	return e;
+	if (e)
+		return e;
+	for (uint32_t y = 0; y < dh; y++)
+		vc_resizer_row(rs, y, dst + (size_t)y * dw * 3);
+	vc_resizer_free(rs);
+	return 0;
 }

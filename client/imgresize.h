@@ -27,4 +27,17 @@ int vc_smart_resize(uint32_t height, uint32_t width, uint32_t factor, uint64_t m
 int vc_resize_rgb(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint8_t *dst,
 		  uint32_t dw, uint32_t dh);
 
+/*
+ * The same resize one output row at a time, so a consumer (patchify) can take the rows as they
+ * come and no resized image (nor horizontally resized one) is ever materialised: only a ring of
+ * the source rows the vertical filter needs. src must stay valid while the resizer lives.
+ * Rows may be asked in any order; in increasing order each source row is filtered once.
+ */
+struct vc_resizer;
+int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint32_t dw,
+		   uint32_t dh, struct vc_resizer **ret);
+/* Output row y (0 <= y < dh) into dst [dw*3]. */
+void vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst);
+void vc_resizer_free(struct vc_resizer *rs);
+
 #endif /* VLM_CLIENT_IMGRESIZE_H */

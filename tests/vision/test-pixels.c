@@ -318,8 +318,7 @@ int main(int argc, char **argv)
 		}
 		if (!check(what, img, c))
 			n_ok++;
-		if (json_object_get(c, "array"))
-			check_bf16(path, &cfg, c, img);
+		check_bf16(path, &cfg, c, img);
 		if (!strcmp(name, "jpeg_baseline_720x477.jpg") || !strcmp(name, "png_rgba_120x90.png"))
 			check_other_entry_points(path, &cfg, c);
 		vlm_image_free(img);
