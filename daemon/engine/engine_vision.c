@@ -269,10 +269,14 @@ static void ev_copy(struct vd_engine *e)
 			jb->skip = jb->oom = true;   /* q->vfail is set under the lock below */
 			continue;
 		}
-		vd_vkey_copy_pixels(e->root, it->dtype, grid, it->reserved0,
-		                    q->r->arena + it->data_off, (int64_t)it->row_stride, q->vpix[jb->k],
-		                    it->rows, (int64_t)it->cols * (int64_t)px_size[it->dtype],
-		                    q->img[jb->k].fp);
+		if (vd_vkey_copy_pixels(e->root, it->dtype, grid, it->reserved0,
+		                        q->r->arena + it->data_off, (int64_t)it->row_stride,
+		                        q->vpix[jb->k], it->rows,
+		                        (int64_t)it->cols * (int64_t)px_size[it->dtype],
+		                        q->img[jb->k].fp) < 0) {
+			jb->skip = jb->oom = true;
+			continue;
+		}
 		q->img[jb->k].fp_bytes = 32;
 	}
 	pthread_mutex_lock(&e->mu);

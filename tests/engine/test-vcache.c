@@ -1,7 +1,7 @@
 /*
  * tests/engine/test-vcache.c — the vision cache (daemon/engine/vcache.h): the pixel key (the key of
- * the copy: every input field changes it, the row stride does not, the copy is packed and equal to
- * the source rows); hits take references; referenced entries are never evicted; unreferenced ones
+ * the copy = SHA-256 of the documented layout, checked with the project's own SHA-256: every input
+ * field changes it, the row stride does not, the copy is packed and equal to the source rows); hits take references; referenced entries are never evicted; unreferenced ones
  * leave in LRU order once the budget is exceeded, each released exactly once through the callback;
  * budget 0 keeps nothing unreferenced; a second put of a key returns the first entry and releases
  * the new rows; and a random sequence of get / put / unref / budget changes checked against a
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/engine/sha256.h"
 #include "daemon/engine/vcache.h"
 
 static int released[4096];
@@ -38,9 +39,22 @@ START_TEST(test_key)
 
 	for (int i = 0; i < 8 * 6; i++)
 		src[i] = (float)i * 0.5f;
-	vd_vkey_copy_pixels(root, 0, grid, 0, src, 24, dst, 8, 16, a);
+	ck_assert_int_eq(vd_vkey_copy_pixels(root, 0, grid, 0, src, 24, dst, 8, 16, a), 0);
 	for (int r = 0; r < 8; r++)
 		ck_assert(!memcmp(dst + 4 * r, src + 6 * r, 16));
+	/* the key is SHA-256 of the documented layout (daemon/engine/sha256.c as the independent
+	 * implementation): tag, root, 7 u64 header fields, the packed rows */
+	{
+		uint8_t buf[14 + 32 + 56 + 8 * 16], want[32];
+		uint64_t hdr[7] = { 0, 1, 2, 4, 0, 8, 16 };
+
+		memcpy(buf, "vlmd-pixels-v1", 14);
+		memcpy(buf + 14, root, 32);
+		memcpy(buf + 46, hdr, 56);
+		memcpy(buf + 102, dst, 8 * 16);
+		vd_sha256(buf, sizeof(buf), want);
+		ck_assert(!memcmp(a, want, 32));
+	}
 	/* same rows packed: same key (the stride is not part of the identity) */
 	float packed[32];
 	for (int r = 0; r < 8; r++)
