@@ -662,7 +662,9 @@ static void *engine_main(void *arg)
 			ran |= step(e);
 		update_gauges(e);
 		ev_flush(e);
-		if (!ran && !e->n_inbox && !e->stop) {
+		/* the encoder may have finished while the lock was dropped (forward, hashing): its
+		 * signal is then gone, so look at its state before sleeping */
+		if (!ran && !e->n_inbox && !e->stop && !vd_ev_ready(e)) {
 			int cancels = 0;
 
 			for (struct vd_ereq *q = e->live; q; q = q->next)

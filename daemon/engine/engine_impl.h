@@ -135,6 +135,8 @@ void vd_ev_quiesce(struct vd_engine *e);
 int vd_ev_enqueue(struct vd_engine *e, struct vd_ereq *q);
 /* q leaves the vision queue (it ends). */
 void vd_ev_dequeue(struct vd_engine *e, struct vd_ereq *q);
+/* True when vd_ev_run has work now (the engine thread must not sleep). mu held. */
+int vd_ev_ready(const struct vd_engine *e);
 /* Take a finished tower batch in, admit the requests whose rows are all known, hand the next
  * batch to the encoder thread. mu held. Returns 1 if it took a result in. */
 int vd_ev_run(struct vd_engine *e);

@@ -622,6 +622,12 @@ static void admit_ready(struct vd_engine *e)
 	}
 }
 
+int vd_ev_ready(const struct vd_engine *e)
+{
+	/* a finished batch to take in, or an idle encoder and requests to hand it */
+	return e->vis && (e->v_state == EV_DONE || (e->v_state == EV_IDLE && e->n_vq));
+}
+
 int vd_ev_run(struct vd_engine *e)
 {
 	int did = 0;
