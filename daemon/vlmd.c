@@ -232,6 +232,8 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 	eo.max_waiting = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_WAITING);
 	eo.use_priority = (int)vd_conf_uint(c, VD_CFG_PRIORITY);
 	eo.prefix_cache = (int)vd_conf_uint(c, VD_CFG_PREFIX_CACHE);
+	eo.vision_cache_bytes = vd_conf_uint(c, VD_CFG_VISION_CACHE_MEMORY);
+	eo.vision_batch_patches = (uint32_t)vd_conf_uint(c, VD_CFG_VISION_BATCH_PATCHES);
 	eo.fatal = engine_fatal;
 	eo.fatal_ctx = d;
 	eo.metrics = &d->metrics;

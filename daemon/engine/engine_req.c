@@ -12,6 +12,7 @@
 #include "daemon/ops/metrics.h"
 #include "daemon/engine/mm_import.h"
 #include "daemon/model/mrope.h"
+#include "daemon/model/vision.h"
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -39,6 +40,12 @@ void vd_ereq_free(struct vd_ereq *q)
 			vd_metrics_set(q->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(q->import));
 		}
 	free(q->maps);
+	for (int32_t k = 0; q->vent && k < q->n_items; k++)
+		vd_vcache_unref(q->vc, q->vent[k]);
+	for (int32_t k = 0; q->vpix && k < q->n_items; k++)
+		free(q->vpix[k]);
+	free(q->vent);
+	free(q->vpix);
 	vd_request_free(q->r);
 	free(q->tok);
 	free(q->mm);
@@ -51,6 +58,59 @@ void vd_ereq_free(struct vd_ereq *q)
 	vd_seqhist_fini(&q->hist);
 	vd_kvseq_fini(&q->seq.kv);
 	free(q);
+}
+
+/* A pixel item (VS_ITEM_PIXELS: patches [t*h*w, patch_dim], PATCH grid, vlmd runs the tower):
+ * checked against the tower; its placeholder run is t*h*w / merge^2 tokens and its rows come
+ * from the encoder (src->data stays NULL until then). Messages fit the 47-byte ERROR text with
+ * every number whole (item index < 256, other numbers bounded before they are printed). */
+static int pixel_item(const struct vd_ereq_env *env, const struct vs_mm_item *it, int32_t k,
+                      struct vd_mm_item *mm, struct vk_row_source *src, char *err, size_t errlen)
+{
+	const struct vd_model_config *cfg = env->cfg;
+	const struct vd_vision_config *vc = env->vision;
+	int64_t patches, m2;
+	int32_t m;
+	int video;
+
+	if (!vc)
+		return fail(err, errlen, -ENOTSUP, "item %d: model has no vision tower", k);
+	m = vc->spatial_merge_size;
+	m2 = (int64_t)m * m;
+	if (it->device != VS_DEV_ARENA)
+		return fail(err, errlen, -ENOTSUP, "item %d: pixels must be in the arena", k);
+	if (it->dtype != VS_DTYPE_F32 && it->dtype != VS_DTYPE_BF16)
+		return fail(err, errlen, -EINVAL, "item %d: pixels must be f32 or bf16", k);
+	if (it->cols != (uint32_t)vc->patch_dim)
+		return fail(err, errlen, -EINVAL, "item %d: %u columns, patch size %d", k,
+		            it->cols > 99999999u ? 99999999u : it->cols, vc->patch_dim);
+	if (!it->grid_t || !it->grid_h || !it->grid_w)
+		return fail(err, errlen, -EINVAL, "item %d: pixels without a grid", k);
+	patches = (int64_t)it->grid_t * it->grid_h * it->grid_w;
+	if (patches != (int64_t)it->rows)
+		return fail(err, errlen, -EINVAL, "item %d: grid t*h*w != rows", k);
+	if (patches > env->max_item_patches)
+		return fail(err, errlen, -E2BIG, "item %d: %lld patches > limit %lld", k,
+		            (long long)patches, (long long)env->max_item_patches);
+	if (it->grid_h % (uint32_t)m || it->grid_w % (uint32_t)m)
+		return fail(err, errlen, -EINVAL, "item %d: grid h,w %ux%u not /%d", k,
+		            it->grid_h, it->grid_w, m);
+	video = cfg->video_token_id >= 0 && it->placeholder_id == (uint32_t)cfg->video_token_id;
+	if (!video && (cfg->image_token_id < 0 || it->placeholder_id != (uint32_t)cfg->image_token_id))
+		return fail(err, errlen, -EINVAL, "item %d: pad id %u, need image/video", k,
+		            it->placeholder_id);
+	*mm = (struct vd_mm_item){ .placeholder = (int32_t)it->placeholder_id,
+	                           .rows = (int32_t)(patches / m2),
+	                           .grid = { (int32_t)it->grid_t, (int32_t)it->grid_h,
+	                                     (int32_t)it->grid_w },
+	                           .t_interval = video ? vd_mrope_t_interval(cfg, (it->reserved0 ?
+	                                           (float)it->reserved0 : 1000.0f) / 1000.0f) :
+	                                         1.0f };
+	/* the rows will be the tower's output: backend memory (host memory on host backends) */
+	*src = (struct vk_row_source){ .row = 0, .n_rows = mm->rows, .dtype = VK_DTYPE_F32,
+	                               .is_device = env->device_tensors,
+	                               .row_stride = (int64_t)cfg->hidden * 4, .data = NULL };
+	return 0;
 }
 
 int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t seed,
@@ -110,11 +170,13 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->src = calloc((size_t)ni + 1, sizeof(*q->src));
 	q->img = calloc((size_t)ni + 1, sizeof(*q->img));
 	q->maps = calloc((size_t)ni + 1, sizeof(*q->maps));
+	q->vpix = calloc((size_t)ni + 1, sizeof(*q->vpix));
+	q->vent = calloc((size_t)ni + 1, sizeof(*q->vent));
 	q->import = env->import;
 	q->metrics = env->metrics;
 	q->stop_ids = malloc(sizeof(int32_t) * ((size_t)r->sqe.n_stop_ids + 1));
 	if (!q->tok || !q->pos || !q->hash || !q->mm || !q->spans || !q->src || !q->img ||
-	    !q->maps || !q->stop_ids) {
+	    !q->maps || !q->vpix || !q->vent || !q->stop_ids) {
 		e = -ENOMEM;
 		goto out;
 	}
@@ -129,6 +191,13 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		const struct vs_mm_item *it = &r->items[k];
 		int32_t m = cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1;
 
+		if (it->flags & VS_ITEM_PIXELS) {
+			e = pixel_item(env, it, k, &q->mm[k], &q->src[k], err, errlen);
+			if (e < 0)
+				goto out;
+			q->n_pixel++;
+			continue;
+		}
 		if (it->cols != (uint32_t)cfg->hidden) {
 			e = fail(err, errlen, -EINVAL, "item %d: %u columns, model hidden size %d", k,
 			         it->cols, cfg->hidden);
@@ -226,6 +295,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		.ignore_eos = (p->flags & VS_GEN_IGNORE_EOS) != 0,
 	};
 
+	q->n_pixel_todo = q->n_pixel;
 	q->seq.n_tokens = n;
 	q->seq.max_tokens = q->max_tokens;
 	q->seq.priority = p->priority;
@@ -249,7 +319,10 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 		const struct vs_mm_item *it = &q->r->items[k];
 		struct vd_prefix_image *im = &q->img[k];
 
-		if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
+		if (it->flags & VS_ITEM_PIXELS) {
+			/* the vision key, written when the encoder copied the rows (engine_vision.c);
+			 * until then fp_bytes is 0 */
+		} else if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
 			im->fp_bytes = (it->flags & VS_ITEM_FP256) ? 32 : 16;
 			memcpy(im->fp, it->fingerprint, (size_t)im->fp_bytes);
 		} else if (it->device == VS_DEV_ARENA) {
