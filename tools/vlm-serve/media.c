@@ -20,53 +20,9 @@
 
 #include <curl/curl.h>
 
+#include "tools/vlm-serve/b64.h"
 #include "tools/vlm-serve/imgapi.h"
 #include "tools/vlm-serve/media.h"
-
-static int b64val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z') return c - 'A';
-	if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-	if (c >= '0' && c <= '9') return c - '0' + 52;
-	if (c == '+') return 62;
-	if (c == '/') return 63;
-	return -1;
-}
-
-long vsv_base64_decode(const char *in, size_t len, uint8_t *out)
-{
-	if (len % 4)
-		return -1;
-	size_t o = 0;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4];
-		bool last = i + 4 == len;
-		for (int k = 0; k < 4; k++) {
-			unsigned char ch = (unsigned char)in[i + k];
-			v[k] = ch == '=' && last && k >= 2 ? -2 : b64val(ch);
-			if (v[k] == -1)
-				return -1;
-		}
-		if (v[2] == -2 && v[3] != -2)
-			return -1;
-		if (v[0] < 0 || v[1] < 0)
-			return -1;
-		out[o++] = (uint8_t)(v[0] << 2 | v[1] >> 4);
-		if (v[2] == -2) {
-			if (v[1] & 0xf) /* non-canonical padding bits */
-				return -1;
-			break;
-		}
-		out[o++] = (uint8_t)((v[1] & 0xf) << 4 | v[2] >> 2);
-		if (v[3] == -2) {
-			if (v[2] & 0x3)
-				return -1;
-			break;
-		}
-		out[o++] = (uint8_t)((v[2] & 0x3) << 6 | v[3]);
-	}
-	return (long)o;
-}
 
 static int from_memory(struct vsv_server *s, const void *data, size_t len, uint64_t min_px,
 		       uint64_t max_px, const char *param, struct vlm_image **ret,

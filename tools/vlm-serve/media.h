@@ -16,8 +16,4 @@
 int vsv_media_load(struct vsv_server *s, const char *url, uint64_t min_px, uint64_t max_px,
 		   const char *param, struct vlm_image **ret, struct vsv_err *e);
 
-/* Strict RFC 4648 base64 (padding required, no whitespace). Returns the decoded length or -1;
- * out must hold len / 4 * 3 bytes. */
-long vsv_base64_decode(const char *in, size_t len, uint8_t *out);
-
 #endif
