@@ -197,20 +197,22 @@ static void usage(FILE *f)
 			fprintf(f, " [%s]", table[k].def);
 		fputc('\n', f);
 	}
-	fprintf(f, "  %-34s %s\n  %-34s %s\n  %-34s %s\n", "--config FILE",
-		"read settings (name = value lines) first", "--help", "this text", "--version",
-		"print the version");
+	fprintf(f, "  %-34s %s\n  %-34s %s\n  %-34s %s\n  %-34s %s\n", "--config FILE",
+		"read settings (name = value lines) first", "--check-config",
+		"print the settings and exit (the model is not read)", "--help", "this text",
+		"--version", "print the version");
 }
 
 int vsv_conf_parse(int argc, char **argv, struct vsv_conf **ret, char *err, size_t errlen)
 {
-	struct option opts[VSV_CFG__N + 4];
+	struct option opts[VSV_CFG__N + 5];
 	int no = 0;
 	for (int k = 0; k < VSV_CFG__N; k++)
 		opts[no++] = (struct option){ table[k].name, required_argument, NULL, k };
 	opts[no++] = (struct option){ "config", required_argument, NULL, 1000 };
 	opts[no++] = (struct option){ "help", no_argument, NULL, 1001 };
 	opts[no++] = (struct option){ "version", no_argument, NULL, 1002 };
+	opts[no++] = (struct option){ "check-config", no_argument, NULL, 1003 };
 	opts[no] = (struct option){ NULL, 0, NULL, 0 };
 
 	struct vsv_conf *c = calloc(1, sizeof(*c));
@@ -221,6 +223,7 @@ int vsv_conf_parse(int argc, char **argv, struct vsv_conf **ret, char *err, size
 		r = set(c, (enum vsv_cfg)k, table[k].def, "default", err, errlen);
 	/* pass 1: --config, --help, --version */
 	const char *file = NULL;
+	bool check_only = false;
 	int o;
 	opterr = 0;
 	optind = 1;
@@ -234,6 +237,8 @@ int vsv_conf_parse(int argc, char **argv, struct vsv_conf **ret, char *err, size
 			printf("vlm-serve %s (libvlmclient %s)\n", VLM_VERSION_STRING,
 			       vlm_version_string());
 			r = 1;
+		} else if (o == 1003) {
+			check_only = true;
 		} else if (o == '?' || o == ':') {
 			r = errf(err, errlen, "unknown flag or missing value: %s", argv[optind - 1]);
 		}
@@ -248,6 +253,12 @@ int vsv_conf_parse(int argc, char **argv, struct vsv_conf **ret, char *err, size
 			r = set(c, (enum vsv_cfg)o, optarg, "command line", err, errlen);
 	if (!r && !c->s[VSV_CFG_MODEL_DIR][0])
 		r = errf(err, errlen, "--model-dir DIR is required (the model folder vlmd serves)");
+	if (!r && check_only) {
+		for (int k = 0; k < VSV_CFG__N; k++)
+			printf("%s = %s\n", table[k].name, k == VSV_CFG_API_KEY && c->s[k][0] ?
+			       "(set)" : c->s[k]);
+		r = 1;
+	}
 	if (r) {
 		vsv_conf_free(c);
 		return r;
