@@ -96,6 +96,10 @@ def test_stop():
     chunks = list(chat(max_completion_tokens=32, stop=stop, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     check(text == want, "streamed stop: %r != %r" % (text, want))
+    # vlm-generate's --stop is the same matcher: the same text
+    g = generate(["--max-tokens", "32", "--stop", stop])
+    check(g["text"] == want and g["finish_reason"] == "stop" and g["stop_string"] == stop,
+          "vlm-generate --stop: %r" % g)
 
 
 def test_seed():
@@ -173,16 +177,21 @@ def test_async_32():
         check(texts[i] == r.choices[0].message.content, "concurrent stream %d differs" % i)
 
 
-def test_equals_vlm_generate():
+def generate(args):
+    """vlm-generate --json on MSGS (greedy)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(MSGS, f)
     try:
         out = subprocess.run([env("VLM_GENERATE"), "--socket", S.sock, "--model-dir", S.model,
-                              "--chat", f.name, "--max-tokens", "24", "--json"],
+                              "--chat", f.name, "--json"] + args,
                              capture_output=True, text=True, check=True, env=child_env()).stdout
     finally:
         os.unlink(f.name)
-    g = json.loads(out)
+    return json.loads(out)
+
+
+def test_equals_vlm_generate():
+    g = generate(["--max-tokens", "24"])
     r = chat()
     check(r.choices[0].message.content == g["text"], "vlm-serve %r != vlm-generate %r" %
           (r.choices[0].message.content, g["text"]))
