@@ -20,13 +20,13 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "daemon/conf.h"
-#include "daemon/engine.h"
-#include "daemon/log.h"
-#include "daemon/metrics.h"
-#include "daemon/metrics_http.h"
-#include "daemon/notify.h"
-#include "daemon/server.h"
+#include "daemon/ops/conf.h"
+#include "daemon/engine/engine.h"
+#include "daemon/ops/log.h"
+#include "daemon/ops/metrics.h"
+#include "daemon/ops/metrics_http.h"
+#include "daemon/ops/notify.h"
+#include "daemon/io/server.h"
 #include "shm/doorbell.h"
 
 /* the server's levels are the log's (both syslog priorities) */
@@ -123,7 +123,7 @@ static void load_progress(void *ctx, uint64_t done, uint64_t total)
 	       (unsigned long long)done, (unsigned long long)total);
 }
 
-/* The engine calls the admin protocol makes (daemon/admin.h). */
+/* The engine calls the admin protocol makes (daemon/ops/admin.h). */
 static const struct vd_admin_engine engine_admin = {
 	.get_info = vd_engine_get_info,
 	.requests = vd_engine_requests,

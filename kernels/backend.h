@@ -1,7 +1,7 @@
 /*
  * kernels/backend.h — the one interface every compute backend implements.
  *
- * Why this shape: the model forward (daemon/model.c) is written once against this table, and the
+ * Why this shape: the model forward (daemon/model/model.c) is written once against this table, and the
  * CPU backend (always present, the correctness baseline), the CUDA backend and the naive scalar
  * reference (tests only) plug in behind it, in the manner of ggml-backend: a versioned table of
  * function pointers plus a private context. A NULL entry means "optional, not provided".

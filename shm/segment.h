@@ -8,7 +8,7 @@
  *         read-write, so the client can map it read-only and nothing else: it cannot forge the
  *         completion tail, the submission head or completions.
  *   cseg  written by the client (submission tail, entries, arena). The daemon maps it read-only
- *         and treats every byte as hostile (see daemon/validate.c).
+ *         and treats every byte as hostile (see daemon/io/validate.c).
  * Both are finally sealed with F_SEAL_SEAL so the seals cannot change.
  */
 #ifndef VLM_SHM_SEGMENT_H

@@ -31,7 +31,7 @@
 
 #include "bench.h"
 #include "client/conn.h"
-#include "daemon/server.h"
+#include "daemon/io/server.h"
 #include "shm/doorbell.h"
 #include "tools/bench-daemon.h"
 #include "vlm/vlm.h"

@@ -12,7 +12,7 @@
 
 #include <pthread.h>
 
-#include "daemon/server.h"
+#include "daemon/io/server.h"
 
 /* The first two CPUs this process may run on, in *a and *b; both -1 when fewer than two. */
 void bench_pick_cpus(int *a, int *b);

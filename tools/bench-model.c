@@ -19,10 +19,10 @@
 
 #include "bench.h"
 #include "config.h"
-#include "daemon/mkmodel.h"
-#include "daemon/model.h"
-#include "daemon/model_config.h"
-#include "daemon/weights.h"
+#include "tools/mkmodel.h"
+#include "daemon/model/model.h"
+#include "daemon/model/model_config.h"
+#include "daemon/model/weights.h"
 #include "kernels/backend.h"
 
 #define MAX_BATCHES 16

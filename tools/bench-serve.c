@@ -30,10 +30,10 @@
 
 #include "bench.h"
 #include "client/conn.h"
-#include "daemon/engine.h"
-#include "daemon/mkmodel.h"
-#include "daemon/model_config.h"
-#include "daemon/server.h"
+#include "daemon/engine/engine.h"
+#include "tools/mkmodel.h"
+#include "daemon/model/model_config.h"
+#include "daemon/io/server.h"
 #include "shm/doorbell.h"
 #include "tools/bench-daemon.h"
 

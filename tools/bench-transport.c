@@ -29,7 +29,7 @@
 #include "bench.h"
 #include "client/conn.h"
 #include "config.h"
-#include "daemon/server.h"
+#include "daemon/io/server.h"
 #include "shm/doorbell.h"
 #include "shm/ring.h"
 #include "tools/bench-daemon.h"

@@ -1,7 +1,7 @@
 /*
  * tools/embfile.c — load an embedding tensor from a .npy or .safetensors file (see embfile.h).
  *
- * The file is mapped read-only, parsed by a pure parser (tools/npy.c, daemon/safetensors.c), and
+ * The file is mapped read-only, parsed by a pure parser (tools/npy.c, daemon/model/safetensors.c), and
  * the one tensor wanted is copied into a 64-byte aligned buffer that the DLPack tensor owns. The
  * copy keeps element alignment independent of the file's offsets and lets the mapping go at
  * once; for a command-line tool one copy of an image embedding (a few MiB) is nothing.
@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/safetensors.h"
+#include "daemon/model/safetensors.h"
 #include "tools/npy.h"
 
 struct emb_ctx {

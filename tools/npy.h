@@ -1,7 +1,7 @@
 /*
  * tools/npy.h — parser of NumPy's .npy header (format versions 1.0, 2.0 and 3.0).
  *
- * A pure function over a memory buffer, like daemon/safetensors.h: no I/O, so it can be tested with
+ * A pure function over a memory buffer, like daemon/model/safetensors.h: no I/O, so it can be tested with
  * hand-made buffers and fed hostile files. It understands exactly what np.save writes: the magic,
  * the version, the header length, and the Python dict literal with 'descr', 'fortran_order' and
  * 'shape'. It does not evaluate Python: it reads those three keys and rejects anything else, so a

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "daemon/mkmodel.h"
+#include "tools/mkmodel.h"
 #include "vlm/tokenizer.h"
 
 static void usage(FILE *f)

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/kvblocks.h"
+#include "daemon/engine/kvblocks.h"
 
 static void check_ok(const struct vd_kvblocks *kv)
 {

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/kvblocks.h"
-#include "daemon/prefix.h"
-#include "daemon/sha256.h"
+#include "daemon/engine/kvblocks.h"
+#include "daemon/engine/prefix.h"
+#include "daemon/engine/sha256.h"
 
 static void hex(const uint8_t *d, char *out)
 {

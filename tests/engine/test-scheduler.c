@@ -16,9 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/kvblocks.h"
-#include "daemon/prefix.h"
-#include "daemon/scheduler.h"
+#include "daemon/engine/kvblocks.h"
+#include "daemon/engine/prefix.h"
+#include "daemon/engine/scheduler.h"
 
 START_TEST(test_add_refusals)
 {

@@ -1,5 +1,5 @@
 /*
- * fuzz-model-config — libFuzzer target for the config.json parser (daemon/model_config.c).
+ * fuzz-model-config — libFuzzer target for the config.json parser (daemon/model/model_config.c).
  *
  * With clang -fsanitize=fuzzer (VLM_LIBFUZZER) a fuzzer; otherwise a replay program over the
  * committed corpus (tests/model/fuzz-corpus-config/), run by suite 'model' in every build.
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "daemon/model_config.h"
+#include "daemon/model/model_config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
 /*
- * fuzz-safetensors — libFuzzer target for the safetensors header parser (daemon/safetensors.c).
+ * fuzz-safetensors — libFuzzer target for the safetensors header parser (daemon/model/safetensors.c).
  *
  * Built with clang -fsanitize=fuzzer (VLM_LIBFUZZER) it is a fuzzer; built otherwise it is a
  * replay program over files and directories (the committed corpus in tests/model/fuzz-corpus/),
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "daemon/safetensors.h"
+#include "daemon/model/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

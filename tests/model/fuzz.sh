@@ -9,12 +9,12 @@ out=build-fuzz
 mkdir -p "$out/corpus"
 clang -std=c17 -D_GNU_SOURCE -DVLM_LIBFUZZER -g -O1 -I. -Iinclude \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  tests/model/fuzz-safetensors.c daemon/safetensors.c -ljansson -o "$out/fuzz-safetensors"
+  tests/model/fuzz-safetensors.c daemon/model/safetensors.c -ljansson -o "$out/fuzz-safetensors"
 "$out/fuzz-safetensors" -max_total_time="$secs" -max_len=4096 -dict=tests/model/safetensors.dict \
   "$out/corpus" tests/model/fuzz-corpus
 mkdir -p "$out/corpus-config"
 clang -std=c17 -D_GNU_SOURCE -DVLM_LIBFUZZER -g -O1 -I. -Iinclude \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  tests/model/fuzz-model-config.c daemon/model_config.c -ljansson -o "$out/fuzz-model-config"
+  tests/model/fuzz-model-config.c daemon/model/model_config.c -ljansson -o "$out/fuzz-model-config"
 "$out/fuzz-model-config" -max_total_time="$secs" -max_len=4096 "$out/corpus-config" \
   tests/model/fuzz-corpus-config

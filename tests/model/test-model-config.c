@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "daemon/model_config.h"
+#include "daemon/model/model_config.h"
 
 /* Qwen2-VL-2B-Instruct's config.json as published on the Hub (flat layout). */
 static const char *hub_2b =

@@ -30,12 +30,12 @@
 
 #include <jansson.h>
 
-#include "daemon/mm_spans.h"
-#include "daemon/model.h"
-#include "daemon/model_config.h"
-#include "daemon/mrope.h"
-#include "daemon/safetensors.h"
-#include "daemon/weights.h"
+#include "daemon/model/mm_spans.h"
+#include "daemon/model/model.h"
+#include "daemon/model/model_config.h"
+#include "daemon/model/mrope.h"
+#include "daemon/model/safetensors.h"
+#include "daemon/model/weights.h"
 #include "kernels/backend.h"
 
 extern char **environ;

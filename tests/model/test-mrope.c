@@ -8,8 +8,8 @@
 #include <errno.h>
 #include <string.h>
 
-#include "daemon/mm_spans.h"
-#include "daemon/mrope.h"
+#include "daemon/model/mm_spans.h"
+#include "daemon/model/mrope.h"
 
 enum { T = 10, VS = 248, VE = 249, IM = 250, VI = 251 };
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/safetensors.h"
+#include "daemon/model/safetensors.h"
 
 /* [u64 header length][header][data_len bytes of data] in a malloc'd buffer. */
 static unsigned char *mk(const char *header, size_t data_len, size_t *ret_len)

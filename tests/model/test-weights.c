@@ -16,10 +16,10 @@
 #include <unistd.h>
 #include <dirent.h>
 
-#include "daemon/mkmodel.h"
-#include "daemon/model.h"
-#include "daemon/model_config.h"
-#include "daemon/weights.h"
+#include "tools/mkmodel.h"
+#include "daemon/model/model.h"
+#include "daemon/model/model_config.h"
+#include "daemon/model/weights.h"
 #include "kernels/backend.h"
 #include "kernels/convert.h"
 

@@ -1,6 +1,6 @@
 /*
- * tests/ops/test-admin.c — the admin command dispatch (daemon/admin.c) against a stand-in
- * server and engine, and the admin credential / hello checks (daemon/handshake.c):
+ * tests/ops/test-admin.c — the admin command dispatch (daemon/ops/admin.c) against a stand-in
+ * server and engine, and the admin credential / hello checks (daemon/io/handshake.c):
  *   - every command's answer shape, errors as {"ok":false,"errno","error"};
  *   - the joins: a client's in-flight count from the engine's requests, a request's client id
  *     from the server's table;
@@ -16,9 +16,9 @@
 
 #include <jansson.h>
 
-#include "daemon/admin.h"
-#include "daemon/conf.h"
-#include "daemon/handshake.h"
+#include "daemon/ops/admin.h"
+#include "daemon/ops/conf.h"
+#include "daemon/io/handshake.h"
 
 /* ---- stand-in engine ---- */
 struct vd_engine {

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/conf.h"
-#include "daemon/server.h"
+#include "daemon/ops/conf.h"
+#include "daemon/io/server.h"
 
 static char path[64];
 

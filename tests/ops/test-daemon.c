@@ -30,7 +30,7 @@
 #include <pthread.h>
 
 #include "client/conn.h"
-#include "daemon/server.h"
+#include "daemon/io/server.h"
 #include "tests/transport/harness.h"
 
 static const char *vlmd;

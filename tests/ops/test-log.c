@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "daemon/ops/log.h"
 
 static char path[64];
 static int fd = -1;

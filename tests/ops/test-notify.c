@@ -14,7 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "daemon/notify.h"
+#include "daemon/ops/notify.h"
 
 /* A datagram socket bound at name ('@' = abstract); returns the fd. */
 static int listen_dgram(const char *name)

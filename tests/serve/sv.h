@@ -11,9 +11,9 @@
 
 #include "../transport/harness.h"
 #include "client/conn.h"
-#include "daemon/engine.h"
-#include "daemon/server.h"
-#include "daemon/safetensors.h"
+#include "daemon/engine/engine.h"
+#include "daemon/io/server.h"
+#include "daemon/model/safetensors.h"
 
 #define SV_MAX_TOK 1024
 #define SV_MAX_ITEMS 8

@@ -1,5 +1,5 @@
 /*
- * test-serve-admin — the engine's admin API (daemon/engine.h) and metrics, on a live engine.
+ * test-serve-admin — the engine's admin API (daemon/engine/engine.h) and metrics, on a live engine.
  *
  * usage: test-serve-admin   ($VLM_MKMODEL from meson)
  *
@@ -25,8 +25,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "daemon/engine.h"
-#include "daemon/server.h"
+#include "daemon/engine/engine.h"
+#include "daemon/io/server.h"
 #include "sv.h"
 
 #define SEC 1000000000ll

@@ -20,9 +20,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/engine.h"
-#include "daemon/engine_impl.h"
-#include "daemon/server.h"
+#include "daemon/engine/engine.h"
+#include "daemon/engine/engine_impl.h"
+#include "daemon/io/server.h"
 #include "sv.h"
 
 #define SEC 1000000000ll

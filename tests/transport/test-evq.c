@@ -12,9 +12,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/echo.h"
-#include "daemon/evq.h"
-#include "daemon/validate.h"
+#include "daemon/io/echo.h"
+#include "daemon/io/evq.h"
+#include "daemon/io/validate.h"
 #include "shm/doorbell.h"
 
 static struct vd_request *mkreq(uint32_t slot, uint64_t ud, uint32_t n)

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/validate.h"
+#include "daemon/io/validate.h"
 
 __extension__ typedef unsigned __int128 u128; /* independent overflow-free check */
 

@@ -1,0 +1,128 @@
+/*
+ * daemon/engine/engine.h — the serving engine: the model, its KV cache and the thread that runs steps.
+ *
+ * The engine is a request sink (daemon/io/sink.h): the I/O loop hands it validated requests, cancels
+ * and client deaths; the engine thread batches them continuously (daemon/engine/scheduler.h), runs
+ * vd_model_forward, samples (daemon/engine/sampler.h), reuses prefixes (daemon/engine/prefix.h), and sends
+ * TOKENS / LOGPROBS / FINISH / TENSOR_RELEASED completions back through the loop's event queue,
+ * one wake-up per step at most. docs/ENGINE.md describes a step.
+ *
+ * Lifetime: vd_engine_new loads the model and allocates the KV cache (before the socket is
+ * announced ready); vd_engine_sink_new is the vd_server_opts.sink_new hook (ctx = the engine) and
+ * starts the engine thread; the server frees the sink (stops the thread) in vd_server_free;
+ * vd_engine_free releases the model afterwards.
+ *
+ * Admin queries (vd_engine_info, _requests, _cancel, _reset_prefix, _set_limits, _drain) may be
+ * called from any thread (in practice the I/O loop's admin handler): they take the engine's lock,
+ * which the engine thread holds only between steps, so a query waits at most one step.
+ */
+#ifndef VLM_DAEMON_ENGINE_H
+#define VLM_DAEMON_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/ops/metrics.h"
+#include "daemon/io/sink.h"
+
+struct vd_engine_opts {
+	const char *model_dir;        /* config.json + *.safetensors */
+	const char *backend;          /* "auto", "cpu", "cuda", "ref" (kernels/backend.h registry) */
+	uint32_t threads;             /* CPU backend workers; 0 = default */
+	uint64_t kv_bytes;            /* KV cache memory: n_blocks = kv_bytes / bytes per block */
+	uint32_t block_size;          /* tokens per KV block */
+	uint32_t max_running;         /* sequences per step */
+	uint32_t max_batched_tokens;  /* tokens per step (raised to max_running if below) */
+	uint32_t max_model_len;       /* prompt + output; 0 = the model's max_position_embeddings */
+	uint32_t max_waiting;         /* submissions beyond this many waiting: -EBUSY */
+	int use_priority;             /* order admission by priority, then arrival */
+	int prefix_cache;             /* reuse prefixes */
+	/* Prefill rows a step may add next to d decode rows: max(16, d * this); < 0: automatic
+	 * (1 on host backends, whose step time grows with the rows; off on CUDA); 0: off (only
+	 * max_batched_tokens bounds them). See daemon/engine/scheduler.h. */
+	int32_t prefill_per_decode;
+	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
+	/* Called from vd_engine_new while it loads (any number of times): done / total bytes of
+	 * weights, for systemd EXTEND_TIMEOUT_USEC and STATUS=. May be NULL. */
+	void (*progress)(void *ctx, uint64_t done, uint64_t total);
+	void *progress_ctx;
+	/* Called once, from the engine thread, when the backend reports VK_EDEVICE_LOST: every
+	 * request has been failed (ERROR -ENOTRECOVERABLE) and later submissions are refused with
+	 * that code; the process should exit non-zero (systemd restarts it). It runs with the
+	 * engine's lock held: it must not call vd_engine_* (vd_server_stop is fine). May be NULL. */
+	void (*fatal)(void *ctx, int err);
+	void *fatal_ctx;
+};
+
+/* Defaults matching vlmd's configuration table (daemon/ops/conf.c). model_dir stays NULL. */
+void vd_engine_opts_default(struct vd_engine_opts *o);
+
+struct vd_engine;
+
+/* Load the model and allocate the KV cache. Returns 0 and *ret (vd_engine_free), or -errno with a
+ * message in err: -ENOENT (no such folder / tensor), -EINVAL (bad config or knobs), -ENOSPC (the
+ * KV memory holds fewer blocks than max_running sequences need for one block each), -ENOTSUP,
+ * -ENODEV (backend unavailable), -ENOMEM. A KV cache too small for one max_model_len sequence is
+ * fine: requests that cannot fit are refused one by one (VD_SCHED_ENOFIT). */
+int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *err, size_t errlen);
+
+/* vd_server_opts.sink_new: ctx is the struct vd_engine. Starts the engine thread. One sink per
+ * engine. Returns 0 or -errno. */
+int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out);
+
+/* Frees the model and the cache; the sink must have been freed first. NULL is a no-op. */
+void vd_engine_free(struct vd_engine *e);
+
+/* ---- admin queries (any thread) ---- */
+
+struct vd_engine_info {
+	char model[256];              /* model folder */
+	char arch[64];                /* "qwen2_vl", "qwen2", ... */
+	char backend[32];             /* backend name in use */
+	char device[128];             /* CPU model / GPU name, best effort */
+	uint64_t weight_bytes;
+	uint32_t n_layers, hidden, vocab, max_model_len;
+	uint32_t block_size;
+	int32_t kv_total, kv_used, kv_cached, kv_free;  /* blocks */
+	uint64_t kv_bytes;
+	int32_t prefix_entries;
+	uint32_t running, waiting;
+	uint32_t max_running, max_batched_tokens, max_waiting;
+	int draining;                 /* vd_engine_drain was called */
+	uint64_t steps;
+	uint64_t uptime_ns;
+};
+void vd_engine_get_info(struct vd_engine *e, struct vd_engine_info *out);
+
+enum vd_req_state { VD_REQ_WAITING = 0, VD_REQ_RUNNING = 1 };
+struct vd_engine_req_info {
+	uint64_t id;                  /* daemon-wide request number (vlmctl cancel ID) */
+	uint32_t slot, gen;           /* client (the server maps it to its client id) */
+	uint64_t user_data;           /* the client's request id */
+	enum vd_req_state state;
+	uint32_t prompt_tokens, cached_tokens, generated_tokens, max_tokens;
+	uint32_t n_items;
+	int32_t priority;
+	uint64_t age_ns;              /* since submission */
+};
+/* Copies up to max requests (waiting and running) into out [max]; returns how many exist in
+ * total (may exceed max). */
+int vd_engine_requests(struct vd_engine *e, struct vd_engine_req_info *out, int max);
+
+/* Cancel request id (vd_engine_req_info.id): its client gets FINISH(CANCELLED). Returns 0 or
+ * -ENOENT. */
+int vd_engine_cancel(struct vd_engine *e, uint64_t id);
+
+/* Drop every prefix-cache entry not in use by a running sequence. Returns the number dropped. */
+int vd_engine_reset_prefix(struct vd_engine *e);
+
+/* Admission limits at run time (0 = unchanged). Returns 0 or -EINVAL. */
+int vd_engine_set_limits(struct vd_engine *e, uint32_t max_running, uint32_t max_waiting);
+
+/* Stop admitting: from now on submissions fail with -ESHUTDOWN ("draining"); work in flight
+ * continues. Idempotent. */
+void vd_engine_drain(struct vd_engine *e);
+/* True when no request is waiting or running. */
+int vd_engine_idle(struct vd_engine *e);
+
+#endif /* VLM_DAEMON_ENGINE_H */

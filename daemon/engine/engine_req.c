@@ -1,0 +1,288 @@
+/*
+ * daemon/engine/engine_req.c — request conversion of daemon/engine/engine_req.h.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/engine/engine_req.h"
+#include "daemon/ops/metrics.h"
+#include "daemon/engine/mm_import.h"
+#include "daemon/model/mrope.h"
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+static const size_t dtype_size[3] = { 4, 2, 2 };   /* enum vs_dtype == enum vk_dtype */
+
+void vd_ereq_free(struct vd_ereq *q)
+{
+	if (!q)
+		return;
+	/* mappings first: the client may free its memory once it sees TENSOR_RELEASED, which is
+	 * sent after this */
+	for (int32_t k = 0; q->maps && k < q->n_items; k++)
+		if (q->maps[k]) {
+			vd_mm_import_release(q->import, q->maps[k]);
+			vd_metrics_set(q->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(q->import));
+		}
+	free(q->maps);
+	vd_request_free(q->r);
+	free(q->tok);
+	free(q->mm);
+	free(q->spans);
+	free(q->src);
+	free(q->pos);
+	free(q->img);
+	free(q->hash);
+	free(q->stop_ids);
+	vd_seqhist_fini(&q->hist);
+	vd_kvseq_fini(&q->seq.kv);
+	free(q);
+}
+
+int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t seed,
+                struct vd_ereq **ret, char *err, size_t errlen)
+{
+	const struct vd_model_config *cfg = env->cfg;
+	const struct vs_gen_params *p = &r->sqe.params;
+	int32_t n = (int32_t)r->sqe.n_tokens, ni = (int32_t)r->sqe.n_items;
+	struct vd_ereq *q;
+	int64_t max_tokens;
+	int e;
+
+	*ret = NULL;
+	if (n < 1)
+		return fail(err, errlen, -EINVAL, "empty prompt");
+	if (n >= env->max_model_len)
+		return fail(err, errlen, -E2BIG, "prompt %d tokens >= max-model-len %d", n,
+		            env->max_model_len);
+	for (int32_t i = 0; i < n; i++)
+		if (r->tokens[i] >= (uint32_t)cfg->vocab)
+			return fail(err, errlen, -EINVAL, "token %u at %d >= vocab size %d",
+			            r->tokens[i], i, cfg->vocab);
+	max_tokens = p->max_tokens;
+	if (!max_tokens) {
+		/* as many as fit: the context, and the whole KV pool */
+		max_tokens = env->max_model_len - n;
+		if (max_tokens > (int64_t)env->pool_tokens - n)
+			max_tokens = (int64_t)env->pool_tokens - n;
+		if (max_tokens < 1)
+			return fail(err, errlen, -ENOSPC, "prompt %d tokens fills the KV cache (%d)", n,
+			            env->pool_tokens);
+	}
+	if (n + max_tokens > env->max_model_len)
+		return fail(err, errlen, -E2BIG, "prompt %d+max_tokens %lld > max-model-len %d", n,
+		            (long long)max_tokens, env->max_model_len);
+	if ((n + max_tokens + env->block_size - 1) / env->block_size >
+	    env->pool_tokens / env->block_size)
+		return fail(err, errlen, -ENOSPC, "prompt+max_tokens %lld > KV cache %d tokens",
+		            (long long)(n + max_tokens), env->pool_tokens);
+
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	vd_seqhist_init(&q->hist);
+	vd_kvseq_init(&q->seq.kv);
+	q->n_prompt = n;
+	q->max_tokens = (int32_t)max_tokens;
+	q->n_items = ni;
+	q->cached_tokens = -1;
+	q->block_size = env->block_size;
+	q->tok = malloc(sizeof(int32_t) * (size_t)(n + max_tokens));
+	q->pos = malloc(sizeof(int32_t) * 3 * (size_t)n);
+	q->max_blocks = (int32_t)((n + max_tokens) / env->block_size) + 1;
+	q->hash = malloc((size_t)q->max_blocks * VD_PREFIX_HASH_BYTES);
+	q->mm = calloc((size_t)ni + 1, sizeof(*q->mm));
+	q->spans = calloc((size_t)ni + 1, sizeof(*q->spans));
+	q->src = calloc((size_t)ni + 1, sizeof(*q->src));
+	q->img = calloc((size_t)ni + 1, sizeof(*q->img));
+	q->maps = calloc((size_t)ni + 1, sizeof(*q->maps));
+	q->import = env->import;
+	q->metrics = env->metrics;
+	q->stop_ids = malloc(sizeof(int32_t) * ((size_t)r->sqe.n_stop_ids + 1));
+	if (!q->tok || !q->pos || !q->hash || !q->mm || !q->spans || !q->src || !q->img ||
+	    !q->maps || !q->stop_ids) {
+		e = -ENOMEM;
+		goto out;
+	}
+	for (int32_t i = 0; i < n; i++) {
+		q->tok[i] = (int32_t)r->tokens[i];
+		if ((e = vd_seqhist_add(&q->hist, q->tok[i], false)) < 0)
+			goto out;
+	}
+
+	/* multimodal items: shapes, devices, spans, positions */
+	for (int32_t k = 0; k < ni; k++) {
+		const struct vs_mm_item *it = &r->items[k];
+		int32_t m = cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1;
+
+		if (it->cols != (uint32_t)cfg->hidden) {
+			e = fail(err, errlen, -EINVAL, "item %d: %u columns, model hidden size %d", k,
+			         it->cols, cfg->hidden);
+			goto out;
+		}
+		if (it->device != VS_DEV_ARENA && !env->device_tensors) {
+			/* the wire carries 47 bytes of text */
+			e = fail(err, errlen, -ENOTSUP, "item %d: CUDA tensor, host backend", k);
+			goto out;
+		}
+		if (it->device != VS_DEV_ARENA && !env->import) {
+			e = fail(err, errlen, -ENOTSUP, "item %d: no CUDA import: %s", k,
+			         env->import_err && env->import_err[0] ? env->import_err : "unavailable");
+			goto out;
+		}
+		q->mm[k] = (struct vd_mm_item){ .placeholder = (int32_t)it->placeholder_id,
+		                                 .rows = (int32_t)it->rows, .t_interval = 1.0f };
+		if (it->grid_t) {   /* the wire's grid is after the merge, vd_mm_item's before */
+			q->mm[k].grid[0] = (int32_t)it->grid_t;
+			q->mm[k].grid[1] = (int32_t)it->grid_h * m;
+			q->mm[k].grid[2] = (int32_t)it->grid_w * m;
+		}
+		q->src[k] = (struct vk_row_source){ .row = 0, .n_rows = (int32_t)it->rows,
+		                                    .dtype = (enum vk_dtype)it->dtype, .is_device = 0,
+		                                    .row_stride = (int64_t)it->row_stride,
+		                                    .data = r->arena + it->data_off };
+		if (it->device != VS_DEV_ARENA) {
+			/* zero copy: the embed op reads the client's GPU rows through the mapping */
+			char why[160] = "";
+			const void *dev = NULL;
+
+			e = vd_mm_import_open(env->import, it, r->vmm_fds ? r->vmm_fds[k] : -1,
+			                      &q->maps[k], &dev, why, sizeof(why));
+			if (e < 0) {
+				e = fail(err, errlen, e, "item %d: CUDA map: %s", k, why);
+				goto out;
+			}
+			if (r->vmm_fds && r->vmm_fds[k] >= 0) {
+				/* the mapping keeps the memory: the descriptor is not needed any more,
+				 * and holding one per queued item would let a client exhaust vlmd's fds */
+				close(r->vmm_fds[k]);
+				r->vmm_fds[k] = -1;
+			}
+			vd_metrics_set(env->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(env->import));
+			vd_metrics_add(env->metrics, it->device == VS_DEV_CUDA_IPC ?
+			               VD_C_EMBED_BYTES_CUDA_IPC : VD_C_EMBED_BYTES_CUDA_VMM,
+			               (uint64_t)it->rows * it->cols * dtype_size[it->dtype]);
+			q->src[k].is_device = 1;
+			q->src[k].data = dev;
+		}
+		q->embed_bytes += (uint64_t)it->rows * it->cols * dtype_size[it->dtype];
+	}
+	{
+		int32_t extra[2] = { cfg->image_token_id, cfg->video_token_id };
+		int32_t n_extra = 0;
+
+		if (cfg->image_token_id >= 0)
+			extra[n_extra++] = cfg->image_token_id;
+		if (cfg->video_token_id >= 0)
+			extra[n_extra++] = cfg->video_token_id;
+		e = vd_mm_spans_find(q->tok, n, q->mm, ni, extra, n_extra, q->spans, err, errlen);
+		if (e < 0)
+			goto out;
+		e = vd_mrope_positions(n, q->spans, ni, q->mm, cfg->mrope, cfg->spatial_merge_size,
+		                       q->pos, &q->delta, err, errlen);
+		if (e < 0)
+			goto out;
+	}
+	for (int32_t k = 0; k < ni; k++) {
+		q->img[k].start = q->spans[k].start;
+		q->img[k].len = q->spans[k].len;
+	}
+
+	/* sampling: wire defaults become the samplers' "none" */
+	q->sp = (struct vd_sample_params){
+		.temperature = p->temperature,
+		.top_k = p->top_k,
+		.top_p = p->top_p > 0 ? p->top_p : 1.0f,
+		.min_p = p->min_p,
+		.repetition_penalty = p->repetition_penalty > 0 ? p->repetition_penalty : 1.0f,
+		.presence_penalty = p->presence_penalty,
+		.frequency_penalty = p->frequency_penalty,
+		.seed = (p->flags & VS_GEN_HAS_SEED) ? p->seed : seed,
+	};
+	q->logprobs = (p->flags & VS_GEN_LOGPROBS) != 0;
+	q->n_alts = q->logprobs ? (int32_t)p->logprobs : 0;
+	q->plain_greedy = q->sp.temperature <= 0 && q->sp.repetition_penalty == 1.0f &&
+	                  q->sp.presence_penalty == 0 && q->sp.frequency_penalty == 0 && !q->logprobs;
+	for (uint32_t i = 0; i < r->sqe.n_stop_ids; i++)
+		q->stop_ids[i] = (int32_t)r->stop_ids[i];
+	q->stop = (struct vd_stop_rules){
+		.eos_ids = env->eos, .n_eos = env->n_eos,
+		.stop_ids = q->stop_ids, .n_stop = (int32_t)r->sqe.n_stop_ids,
+		.min_tokens = (int32_t)p->min_tokens, .max_tokens = q->max_tokens,
+		.ignore_eos = (p->flags & VS_GEN_IGNORE_EOS) != 0,
+	};
+
+	q->seq.n_tokens = n;
+	q->seq.max_tokens = q->max_tokens;
+	q->seq.priority = p->priority;
+	q->seq.user = q;
+	q->t_submit = r->t_submit_ns;
+	q->r = r;
+	*ret = q;
+	return 0;
+out:
+	if (e == -ENOMEM)
+		snprintf(err, errlen, "vlmd out of memory");
+	vd_ereq_free(q);
+	return e;
+}
+
+void vd_ereq_fingerprints(struct vd_ereq *q)
+{
+	if (q->fp_done)
+		return;
+	for (int32_t k = 0; k < q->n_items; k++) {
+		const struct vs_mm_item *it = &q->r->items[k];
+		struct vd_prefix_image *im = &q->img[k];
+
+		if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
+			im->fp_bytes = (it->flags & VS_ITEM_FP256) ? 32 : 16;
+			memcpy(im->fp, it->fingerprint, (size_t)im->fp_bytes);
+		} else if (it->device == VS_DEV_ARENA) {
+			vd_prefix_fingerprint(q->r->arena + it->data_off, it->rows,
+			                      (int64_t)it->cols * (int64_t)dtype_size[it->dtype],
+			                      (int64_t)it->row_stride, it->dtype, im->fp);
+			im->fp_bytes = 32;
+		} else {
+			im->fp_bytes = 0;   /* never matches (fail closed) */
+		}
+	}
+	q->fp_done = true;
+}
+
+int32_t vd_ereq_hash(struct vd_ereq *q, const uint8_t *root, int32_t n)
+{
+	q->n_hashed = vd_prefix_hash_blocks(root, q->block_size, q->tok, n, q->img, q->n_items,
+	                                    q->n_hashed, q->hash, q->max_blocks);
+	return q->n_hashed;
+}
+
+void vd_ereq_positions(const struct vd_ereq *q, int32_t start, int32_t n, int32_t *pt,
+                       int32_t *ph, int32_t *pw)
+{
+	for (int32_t j = 0; j < n; j++) {
+		int32_t t = start + j;
+
+		if (t < q->n_prompt) {
+			pt[j] = q->pos[t];
+			ph[j] = q->pos[q->n_prompt + t];
+			pw[j] = q->pos[2 * q->n_prompt + t];
+		} else {
+			pt[j] = ph[j] = pw[j] = vd_mrope_decode_pos(t, q->delta);
+		}
+	}
+}

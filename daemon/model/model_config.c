@@ -1,0 +1,330 @@
+/*
+ * daemon/model/model_config.c — config.json → struct vd_model_config (see model_config.h).
+ *
+ * Lookup order for a text parameter: text_config.KEY, then KEY at the top level. The rotary
+ * parameters may sit in "rope_scaling" (transformers 4.x) or "rope_parameters" (5.x), with the
+ * section under "mrope_section" either way.
+ */
+#include "daemon/model/errmsg.h"
+#include "daemon/model/model_config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+
+struct ctx {
+	json_t *root;
+	json_t *text;   /* text_config or NULL */
+	char *err;
+	size_t err_len;
+};
+
+static json_t *get(const struct ctx *c, const char *key)
+{
+	json_t *v = c->text ? json_object_get(c->text, key) : NULL;
+	if (!v || json_is_null(v))
+		v = json_object_get(c->root, key);
+	return json_is_null(v) ? NULL : v;
+}
+
+/* Required (def < 0) or optional positive integer in [1, max]. */
+static int get_int(const struct ctx *c, const char *key, int64_t def, int64_t max, int32_t *out)
+{
+	json_t *v = get(c, key);
+	if (!v) {
+		if (def < 0)
+			return vd_fail(c->err, c->err_len, -EINVAL, "config.json: missing \"%s\"", key);
+		*out = (int32_t)def;
+		return 0;
+	}
+	if (!json_is_integer(v))
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" is not an integer", key);
+	json_int_t x = json_integer_value(v);
+	if (x < 1 || x > max)
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" = %lld is out of range "
+		            "[1, %lld]", key, (long long)x, (long long)max);
+	*out = (int32_t)x;
+	return 0;
+}
+
+static int get_num(const struct ctx *c, json_t *v, const char *key, double def, float *out)
+{
+	if (!v) {
+		if (def < 0)
+			return vd_fail(c->err, c->err_len, -EINVAL, "config.json: missing \"%s\"", key);
+		*out = (float)def;
+		return 0;
+	}
+	if (!json_is_number(v))
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" is not a number", key);
+	double x = json_number_value(v);
+	/* in [1e-30, 1e30]: positive and still positive and finite as a float */
+	if (!(x >= 1e-30) || x > 1e30)
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"%s\" = %g is out of range "
+		            "[1e-30, 1e30]", key, x);
+	*out = (float)x;
+	return 0;
+}
+
+static int32_t get_token_id(const struct ctx *c, const char *key)
+{
+	json_t *v = get(c, key);
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+		return -1;
+	return (int32_t)json_integer_value(v);
+}
+
+static int parse_arch(const struct ctx *c, struct vd_model_config *m)
+{
+	static const struct {
+		const char *name;
+		enum vd_arch arch;
+	} known[] = {
+		{ "Qwen2ForCausalLM", VD_ARCH_QWEN2 },
+		{ "Qwen2VLForConditionalGeneration", VD_ARCH_QWEN2_VL },
+		{ "Qwen2_5_VLForConditionalGeneration", VD_ARCH_QWEN2_5_VL },
+	};
+	json_t *a = json_object_get(c->root, "architectures");
+	if (!json_is_array(a) || json_array_size(a) < 1 || !json_is_string(json_array_get(a, 0)))
+		return vd_fail(c->err, c->err_len, -EINVAL,
+		            "config.json: \"architectures\" must be a non-empty array of strings");
+	const char *name = json_string_value(json_array_get(a, 0));
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (!strcmp(name, known[i].name)) {
+			m->arch = known[i].arch;
+			snprintf(m->arch_name, sizeof(m->arch_name), "%s", name);
+			return 0;
+		}
+	return vd_fail(c->err, c->err_len, -ENOTSUP, "config.json: architecture \"%.80s\" is not "
+	            "supported (Qwen2ForCausalLM, Qwen2VLForConditionalGeneration, "
+	            "Qwen2_5_VLForConditionalGeneration)", name);
+}
+
+static int parse_rope(const struct ctx *c, struct vd_model_config *m)
+{
+	json_t *rs = get(c, "rope_scaling");
+	json_t *rp = get(c, "rope_parameters");
+	json_t *theta = get(c, "rope_theta");
+	json_t *sec = NULL;
+	int rc;
+
+	if (rs && !json_is_object(rs))
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: \"rope_scaling\" is not an object");
+	if (rp && !json_is_object(rp))
+		return vd_fail(c->err, c->err_len, -EINVAL,
+		            "config.json: \"rope_parameters\" is not an object");
+	json_t *objs[2] = { rs, rp };
+	for (int i = 0; i < 2; i++) {
+		json_t *o = objs[i];
+		if (!o)
+			continue;
+		json_t *t = json_object_get(o, "rope_type");
+		if (!t)
+			t = json_object_get(o, "type");
+		if (t && (!json_is_string(t) || (strcmp(json_string_value(t), "default") &&
+		                                 strcmp(json_string_value(t), "mrope"))))
+			return vd_fail(c->err, c->err_len, -ENOTSUP,
+			            "config.json: rope type \"%.40s\" is not supported (default, mrope)",
+			            json_is_string(t) ? json_string_value(t) : "?");
+		if (json_object_get(o, "mrope_section"))
+			sec = json_object_get(o, "mrope_section");
+		if (!theta && json_object_get(o, "rope_theta"))
+			theta = json_object_get(o, "rope_theta");
+	}
+	rc = get_num(c, theta, "rope_theta", 10000.0, &m->rope_theta);
+	if (rc < 0)
+		return rc;
+
+	int32_t half = m->head_dim / 2;
+	if (m->arch == VD_ARCH_QWEN2) {
+		m->mrope = 0;
+		m->mrope_section[0] = half;
+		m->mrope_section[1] = m->mrope_section[2] = 0;
+		return 0;
+	}
+	if (!sec)
+		return vd_fail(c->err, c->err_len, -EINVAL,
+		            "config.json: %s needs rope_scaling.mrope_section", m->arch_name);
+	if (!json_is_array(sec) || json_array_size(sec) != 3)
+		return vd_fail(c->err, c->err_len, -EINVAL,
+		            "config.json: \"mrope_section\" must be an array of 3 integers");
+	int64_t sum = 0;
+	for (int i = 0; i < 3; i++) {
+		json_t *v = json_array_get(sec, (size_t)i);
+		if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > half)
+			return vd_fail(c->err, c->err_len, -EINVAL,
+			            "config.json: mrope_section[%d] is not an integer in [0, %d]", i, half);
+		m->mrope_section[i] = (int32_t)json_integer_value(v);
+		sum += m->mrope_section[i];
+	}
+	if (sum != half)
+		return vd_fail(c->err, c->err_len, -EINVAL,
+		            "config.json: mrope_section [%d, %d, %d] sums to %lld, head_dim / 2 is %d",
+		            m->mrope_section[0], m->mrope_section[1], m->mrope_section[2],
+		            (long long)sum, half);
+	m->mrope = 1;
+	return 0;
+}
+
+int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *m,
+                          char *err, size_t err_len)
+{
+	struct ctx c = { .err = err, .err_len = err_len };
+	json_error_t jerr;
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	c.root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!c.root)
+		return vd_fail(err, err_len, -EINVAL, "config.json: %s (line %d, column %d)", jerr.text,
+		            jerr.line, jerr.column);
+	if (!json_is_object(c.root)) {
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: not a JSON object");
+		goto out;
+	}
+	c.text = json_object_get(c.root, "text_config");
+	if (c.text && !json_is_object(c.text)) {
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: \"text_config\" is not an object");
+		goto out;
+	}
+	if ((rc = parse_arch(&c, m)) < 0)
+		goto out;
+
+	const int64_t big = 1 << 24;
+	if ((rc = get_int(&c, "hidden_size", -1, big, &m->hidden)) < 0 ||
+	    (rc = get_int(&c, "num_hidden_layers", -1, 4096, &m->n_layers)) < 0 ||
+	    (rc = get_int(&c, "num_attention_heads", -1, 4096, &m->n_heads)) < 0 ||
+	    (rc = get_int(&c, "num_key_value_heads", m->n_heads, 4096, &m->n_kv_heads)) < 0 ||
+	    (rc = get_int(&c, "intermediate_size", -1, big, &m->intermediate)) < 0 ||
+	    (rc = get_int(&c, "vocab_size", -1, big, &m->vocab)) < 0 ||
+	    (rc = get_int(&c, "max_position_embeddings", 32768, INT32_MAX, &m->max_positions)) < 0)
+		goto out;
+	int32_t hd_def = m->hidden / m->n_heads;
+	if ((rc = get_int(&c, "head_dim", hd_def, 4096, &m->head_dim)) < 0)
+		goto out;
+	if (!get(&c, "head_dim") && m->hidden % m->n_heads) {
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: hidden_size %d is not a multiple of "
+		          "num_attention_heads %d", m->hidden, m->n_heads);
+		goto out;
+	}
+	if (m->head_dim % 2) {
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: head_dim %d is odd", m->head_dim);
+		goto out;
+	}
+	if (m->n_heads % m->n_kv_heads) {
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: num_attention_heads %d is not a multiple "
+		          "of num_key_value_heads %d", m->n_heads, m->n_kv_heads);
+		goto out;
+	}
+	if ((rc = get_num(&c, get(&c, "rms_norm_eps"), "rms_norm_eps", 1e-6, &m->rms_eps)) < 0)
+		goto out;
+	if ((rc = parse_rope(&c, m)) < 0)
+		goto out;
+
+	json_t *sw = get(&c, "use_sliding_window");
+	if (sw && json_is_true(sw)) {
+		rc = vd_fail(err, err_len, -ENOTSUP,
+		          "config.json: sliding-window attention (use_sliding_window) is not supported");
+		goto out;
+	}
+	json_t *hidden_act = get(&c, "hidden_act");
+	if (hidden_act && (!json_is_string(hidden_act) ||
+	                   strcmp(json_string_value(hidden_act), "silu"))) {
+		rc = vd_fail(err, err_len, -ENOTSUP, "config.json: hidden_act \"%.40s\" is not supported "
+		          "(silu)", json_is_string(hidden_act) ? json_string_value(hidden_act) : "?");
+		goto out;
+	}
+	/* tie_word_embeddings: true if the top level or text_config says so (transformers 5.x forwards
+	 * a nested true to the outer config; the Qwen2 config classes default it to false). */
+	json_t *tie = json_object_get(c.root, "tie_word_embeddings");
+	json_t *tie_text = c.text ? json_object_get(c.text, "tie_word_embeddings") : NULL;
+	if ((tie && !json_is_boolean(tie)) || (tie_text && !json_is_boolean(tie_text))) {
+		rc = vd_fail(err, err_len, -EINVAL, "config.json: \"tie_word_embeddings\" is not a boolean");
+		goto out;
+	}
+	m->tie_embeddings = json_is_true(tie) || json_is_true(tie_text);
+	m->attn_bias = 1;
+
+	m->image_token_id = get_token_id(&c, "image_token_id");
+	m->video_token_id = get_token_id(&c, "video_token_id");
+	m->vision_start_token_id = get_token_id(&c, "vision_start_token_id");
+	m->vision_end_token_id = get_token_id(&c, "vision_end_token_id");
+	m->spatial_merge_size = 2;
+	m->tokens_per_second = 0;
+	json_t *vc = json_object_get(c.root, "vision_config");
+	if (vc && json_is_object(vc)) {
+		json_t *sm = json_object_get(vc, "spatial_merge_size");
+		if (sm) {
+			if (!json_is_integer(sm) || json_integer_value(sm) < 1 ||
+			    json_integer_value(sm) > 64) {
+				rc = vd_fail(err, err_len, -EINVAL, "config.json: vision_config."
+				          "spatial_merge_size must be an integer in [1, 64]");
+				goto out;
+			}
+			m->spatial_merge_size = (int32_t)json_integer_value(sm);
+		}
+		json_t *tps = json_object_get(vc, "tokens_per_second");
+		if (tps && json_is_number(tps) && json_number_value(tps) > 0)
+			m->tokens_per_second = (float)json_number_value(tps);
+	}
+	if (m->arch == VD_ARCH_QWEN2_5_VL && m->tokens_per_second == 0)
+		m->tokens_per_second = 2;   /* the Qwen2.5-VL vision config default */
+	json_t *dt = get(&c, "torch_dtype");
+	if (!dt)
+		dt = get(&c, "dtype");
+	if (json_is_string(dt))
+		snprintf(m->torch_dtype, sizeof(m->torch_dtype), "%s", json_string_value(dt));
+	rc = 0;
+out:
+	json_decref(c.root);
+	return rc;
+}
+
+int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err, size_t err_len)
+{
+	char path[4096];
+	if (snprintf(path, sizeof(path), "%s/config.json", dir) >= (int)sizeof(path))
+		return vd_fail(err, err_len, -ENAMETOOLONG, "model path too long");
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		int e = errno;
+		return vd_fail(err, err_len, -e, "%s: %s", path, strerror(e));
+	}
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	int rc = 0;
+	for (;;) {
+		if (len == cap) {
+			if (cap >= (16u << 20)) {
+				rc = vd_fail(err, err_len, -EFBIG, "%s: larger than 16 MiB", path);
+				goto out;
+			}
+			cap = cap ? cap * 2 : 16384;
+			char *nb = realloc(buf, cap);
+			if (!nb) {
+				rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
+				goto out;
+			}
+			buf = nb;
+		}
+		size_t r = fread(buf + len, 1, cap - len, f);
+		len += r;
+		if (r == 0) {
+			if (ferror(f)) {
+				rc = vd_fail(err, err_len, -EIO, "%s: read error", path);
+				goto out;
+			}
+			break;
+		}
+	}
+	rc = vd_model_config_parse(buf, len, ret, err, err_len);
+out:
+	free(buf);
+	fclose(f);
+	return rc;
+}

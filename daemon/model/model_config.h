@@ -1,0 +1,57 @@
+/*
+ * daemon/model/model_config.h — the language-model hyper-parameters of a Hugging Face config.json.
+ *
+ * Accepts Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration (its language model)
+ * and Qwen2ForCausalLM. Transformers has written the Qwen2-VL text parameters both at the top level
+ * (older checkpoints, e.g. the Hub's Qwen2-VL-2B-Instruct) and nested under "text_config" (newer
+ * releases); a nested value wins over a top-level one. Everything is validated here, once, so the
+ * forward can trust the numbers (head counts divide, mrope_section covers the rotary half, ...).
+ */
+#ifndef VLM_DAEMON_MODEL_CONFIG_H
+#define VLM_DAEMON_MODEL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum vd_arch {
+	VD_ARCH_QWEN2 = 1,        /* Qwen2ForCausalLM: 1-D RoPE */
+	VD_ARCH_QWEN2_VL = 2,     /* Qwen2VLForConditionalGeneration: M-RoPE */
+	VD_ARCH_QWEN2_5_VL = 3,   /* Qwen2_5_VLForConditionalGeneration: M-RoPE, timed video axis */
+};
+
+struct vd_model_config {
+	enum vd_arch arch;
+	char arch_name[64];
+	int32_t hidden;             /* hidden_size */
+	int32_t n_layers;           /* num_hidden_layers */
+	int32_t n_heads;            /* num_attention_heads */
+	int32_t n_kv_heads;         /* num_key_value_heads (default n_heads) */
+	int32_t head_dim;           /* head_dim (default hidden / n_heads) */
+	int32_t intermediate;       /* intermediate_size */
+	int32_t vocab;              /* vocab_size */
+	int32_t max_positions;      /* max_position_embeddings */
+	float rms_eps;              /* rms_norm_eps */
+	float rope_theta;           /* rope_theta */
+	int32_t mrope;              /* 1: M-RoPE (rope_scaling type "mrope" / mrope_section given) */
+	int32_t mrope_section[3];   /* rotary pairs of the t, h, w axes; {head_dim/2, 0, 0} if 1-D */
+	int32_t tie_embeddings;     /* tie_word_embeddings */
+	int32_t attn_bias;          /* q/k/v projections have biases (always for Qwen2) */
+	/* multimodal (Qwen2-VL family; -1 when absent) */
+	int32_t image_token_id;
+	int32_t video_token_id;
+	int32_t vision_start_token_id;
+	int32_t vision_end_token_id;
+	int32_t spatial_merge_size; /* vision_config.spatial_merge_size (default 2) */
+	float tokens_per_second;    /* Qwen2.5-VL vision_config.tokens_per_second (0 if absent) */
+	char torch_dtype[16];       /* "bfloat16", "float16", "float32" or "" */
+};
+
+/* Parse config.json text. Returns 0, -EINVAL (malformed / inconsistent), -ENOTSUP (architecture or
+ * feature not supported, e.g. sliding-window attention) with a message in err. */
+int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *ret,
+                          char *err, size_t err_len);
+
+/* Read and parse DIR/config.json; -errno of the read, or the errors of vd_model_config_parse. */
+int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err, size_t err_len);
+
+#endif /* VLM_DAEMON_MODEL_CONFIG_H */

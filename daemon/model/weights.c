@@ -1,0 +1,304 @@
+/*
+ * daemon/model/weights.c — mmap'd checkpoint files and name lookup (see weights.h).
+ *
+ * Each file is mapped whole (MAP_PRIVATE, PROT_READ) so the kernel's page cache is the only copy
+ * of the weights; the header parser only ever sees the mapped buffer and its length, which is how
+ * a truncated file is caught (offsets past the end) without ever faulting on a missing page.
+ */
+#include "daemon/model/errmsg.h"
+#include "daemon/model/weights.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+struct vd_shard {
+	char *file;          /* file name within the directory */
+	void *map;
+	size_t len;
+	struct vd_st *st;
+};
+
+struct vd_weights {
+	size_t n_shards;
+	struct vd_shard *shards;
+};
+
+
+void vd_weights_free(struct vd_weights *w)
+{
+	if (!w)
+		return;
+	for (size_t i = 0; i < w->n_shards; i++) {
+		vd_st_free(w->shards[i].st);
+		if (w->shards[i].map && w->shards[i].len)
+			munmap(w->shards[i].map, w->shards[i].len);
+		free(w->shards[i].file);
+	}
+	free(w->shards);
+	free(w);
+}
+
+static int map_shard(const char *dir, struct vd_shard *s, char *err, size_t err_len)
+{
+	char path[4096];
+	struct stat sb;
+	char perr[384];
+	int rc;
+
+	if (snprintf(path, sizeof(path), "%s/%s", dir, s->file) >= (int)sizeof(path))
+		return vd_fail(err, err_len, -ENAMETOOLONG, "%s: path too long", s->file);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		return vd_fail(err, err_len, -e, "%s: %s", path, strerror(e));
+	}
+	if (fstat(fd, &sb) < 0) {
+		rc = -errno;
+		vd_fail(err, err_len, rc, "%s: %s", path, strerror(-rc));
+		goto out;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		rc = vd_fail(err, err_len, -EINVAL, "%s: not a regular file", path);
+		goto out;
+	}
+	s->len = (size_t)sb.st_size;
+	if (s->len == 0) {
+		rc = vd_fail(err, err_len, -EINVAL, "%s: empty file", path);
+		goto out;
+	}
+	s->map = mmap(NULL, s->len, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (s->map == MAP_FAILED) {
+		rc = -errno;
+		s->map = NULL;
+		s->len = 0;
+		vd_fail(err, err_len, rc, "%s: mmap: %s", path, strerror(-rc));
+		goto out;
+	}
+	rc = vd_st_parse(s->map, s->len, &s->st, perr, sizeof(perr));
+	if (rc < 0)
+		vd_fail(err, err_len, rc, "%s: %s", s->file, perr);
+out:
+	close(fd);
+	return rc;
+}
+
+static int add_shard(struct vd_weights *w, const char *file)
+{
+	for (size_t i = 0; i < w->n_shards; i++)
+		if (!strcmp(w->shards[i].file, file))
+			return (int)i;
+	struct vd_shard *ns = realloc(w->shards, (w->n_shards + 1) * sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	w->shards = ns;
+	memset(&ns[w->n_shards], 0, sizeof(*ns));
+	ns[w->n_shards].file = strdup(file);
+	if (!ns[w->n_shards].file)
+		return -ENOMEM;
+	return (int)w->n_shards++;
+}
+
+static int load_index(const char *dir, const char *path, struct vd_weights *w, json_t **ret_map,
+                      char *err, size_t err_len)
+{
+	json_error_t jerr;
+	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return vd_fail(err, err_len, -EINVAL, "model.safetensors.index.json: %s (line %d)",
+		            jerr.text, jerr.line);
+	json_t *map = json_object_get(root, "weight_map");
+	if (!json_is_object(map) || json_object_size(map) == 0) {
+		json_decref(root);
+		return vd_fail(err, err_len, -EINVAL,
+		            "model.safetensors.index.json: \"weight_map\" missing or empty");
+	}
+	const char *key;
+	json_t *val;
+	json_object_foreach(map, key, val) {
+		const char *f = json_string_value(val);
+		if (!f || !*f || strchr(f, '/') || !strcmp(f, ".") || !strcmp(f, "..")) {
+			/* format before the decref: key points into root */
+			int rc = vd_fail(err, err_len, -EINVAL, "model.safetensors.index.json: tensor '%s' "
+			              "maps to an invalid shard file name", key);
+			json_decref(root);
+			return rc;
+		}
+		int rc = add_shard(w, f);
+		if (rc < 0) {
+			json_decref(root);
+			return vd_fail(err, err_len, rc, "out of memory");
+		}
+	}
+	(void)dir;
+	*ret_map = json_incref(map);
+	json_decref(root);
+	return 0;
+}
+
+int vd_weights_open(const char *dir, struct vd_weights **ret, char *err, size_t err_len)
+{
+	char path[4096];
+	json_t *map = NULL;
+	int rc;
+
+	*ret = NULL;
+	struct vd_weights *w = calloc(1, sizeof(*w));
+	if (!w)
+		return vd_fail(err, err_len, -ENOMEM, "out of memory");
+	if (snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir) >=
+	    (int)sizeof(path)) {
+		rc = vd_fail(err, err_len, -ENAMETOOLONG, "model path too long");
+		goto out;
+	}
+	if (access(path, F_OK) == 0) {
+		rc = load_index(dir, path, w, &map, err, err_len);
+		if (rc < 0)
+			goto out;
+	} else {
+		snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+		if (access(path, F_OK) != 0) {
+			rc = vd_fail(err, err_len, -ENOENT, "%s: neither model.safetensors nor "
+			          "model.safetensors.index.json", dir);
+			goto out;
+		}
+		rc = add_shard(w, "model.safetensors");
+		if (rc < 0) {
+			rc = vd_fail(err, err_len, rc, "out of memory");
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < w->n_shards; i++) {
+		rc = map_shard(dir, &w->shards[i], err, err_len);
+		if (rc < 0)
+			goto out;
+	}
+	if (map) {
+		/* Every tensor the index names must be in the shard it names. */
+		const char *key;
+		json_t *val;
+		json_object_foreach(map, key, val) {
+			const char *f = json_string_value(val);
+			for (size_t i = 0; i < w->n_shards; i++)
+				if (!strcmp(w->shards[i].file, f) && !vd_st_find(w->shards[i].st, key)) {
+					rc = vd_fail(err, err_len, -EINVAL, "tensor '%s': the index puts it in %s "
+					          "but that file does not have it", key, f);
+					goto out;
+				}
+		}
+	}
+	/* A name in two files would make lookups ambiguous. */
+	for (size_t i = 0; i < w->n_shards; i++)
+		for (size_t j = i + 1; j < w->n_shards; j++)
+			for (size_t k = 0; k < w->shards[i].st->n; k++)
+				if (vd_st_find(w->shards[j].st, w->shards[i].st->t[k].name)) {
+					rc = vd_fail(err, err_len, -EINVAL, "tensor '%s' is in both %s and %s",
+					          w->shards[i].st->t[k].name, w->shards[i].file,
+					          w->shards[j].file);
+					goto out;
+				}
+	*ret = w;
+	w = NULL;
+	rc = 0;
+out:
+	json_decref(map);
+	vd_weights_free(w);
+	return rc;
+}
+
+static const struct vd_st_tensor *find_any(const struct vd_weights *w, const char *rel)
+{
+	static const char *const prefixes[] = { "model.", "model.language_model.",
+	                                        "language_model.model." };
+	char key[512];
+	int is_head = !strcmp(rel, "lm_head.weight");
+	for (size_t p = 0; p < sizeof(prefixes) / sizeof(prefixes[0]); p++) {
+		if (is_head) {
+			static const char *const heads[] = { "lm_head.weight", "language_model.lm_head.weight" };
+			if (p >= 2)
+				break;
+			snprintf(key, sizeof(key), "%s", heads[p]);
+		} else if (snprintf(key, sizeof(key), "%s%s", prefixes[p], rel) >= (int)sizeof(key)) {
+			continue;
+		}
+		for (size_t i = 0; i < w->n_shards; i++) {
+			const struct vd_st_tensor *t = vd_st_find(w->shards[i].st, key);
+			if (t)
+				return t;
+		}
+	}
+	return NULL;
+}
+
+int vd_weights_has(const struct vd_weights *w, const char *rel_name)
+{
+	return find_any(w, rel_name) != NULL;
+}
+
+static void fmt_shape(char *buf, size_t len, int32_t ndim, const int64_t *shape)
+{
+	size_t o = 0;
+	o += (size_t)snprintf(buf + o, len - o, "[");
+	for (int32_t i = 0; i < ndim && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
+	if (o < len)
+		snprintf(buf + o, len - o, "]");
+}
+
+int vd_weights_get(const struct vd_weights *w, const char *rel_name, int32_t ndim,
+                   const int64_t *shape, struct vd_tensor *ret, char *err, size_t err_len)
+{
+	const struct vd_st_tensor *t = find_any(w, rel_name);
+	if (!t)
+		return vd_fail(err, err_len, -ENOENT, "missing tensor '%s' (tried model.%s, "
+		            "model.language_model.%s)", rel_name, rel_name, rel_name);
+	if (t->dtype != VD_ST_F32 && t->dtype != VD_ST_F16 && t->dtype != VD_ST_BF16)
+		return vd_fail(err, err_len, -ENOTSUP, "tensor '%s': dtype %s is not supported (F32, F16, "
+		            "BF16)", t->name, t->dtype_name);
+	int same = t->ndim == ndim;
+	for (int32_t i = 0; same && i < ndim; i++)
+		same = t->shape[i] == shape[i];
+	if (!same) {
+		char got[128], want[128];
+		fmt_shape(got, sizeof(got), t->ndim, t->shape);
+		fmt_shape(want, sizeof(want), ndim, shape);
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': shape %s, expected %s", t->name, got,
+		            want);
+	}
+	size_t es = vd_st_dtype_size(t->dtype);
+	if ((uintptr_t)t->data % es)
+		return vd_fail(err, err_len, -EINVAL, "tensor '%s': data offset %llu is not aligned to its "
+		            "%zu-byte elements", t->name, (unsigned long long)t->begin, es);
+	memset(ret, 0, sizeof(*ret));
+	ret->name = t->name;
+	ret->dtype = t->dtype;
+	ret->ndim = t->ndim;
+	memcpy(ret->shape, t->shape, sizeof(ret->shape));
+	ret->data = t->data;
+	ret->bytes = t->end - t->begin;
+	return 0;
+}
+
+size_t vd_weights_count(const struct vd_weights *w)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < w->n_shards; i++)
+		n += w->shards[i].st->n;
+	return n;
+}
+
+uint64_t vd_weights_bytes(const struct vd_weights *w)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; i < w->n_shards; i++)
+		n += w->shards[i].st->data_len;
+	return n;
+}
