@@ -269,11 +269,25 @@ def image_msg(url):
                                          {"type": "text", "text": "What is this?"}]}]
 
 
-def image_ok(st, r, what):
-    """An image the policy allows: answered, or refused only for a library without images."""
+STATES = set()
+
+
+def image_ok(st, r, what, n_images=1):
+    """An image the policy allows is answered; until libvlmclient has images (branch pre) it is
+    refused for that, until vlmd has the vision tower (branch vit) vlmd refuses its pixel items.
+    Which of the three happened is printed at the end of the test."""
     if st == 200:
+        check(r["usage"]["prompt_tokens"] > 20 * n_images, "%s: prompt tokens %r" % (what, r["usage"]))
+        STATES.add("answered")
         return True
-    check(st == 400 and "image support" in r["error"]["message"], "%s: %d %r" % (what, st, r))
+    msg = r["error"]["message"]
+    if st == 400 and "image support" in msg:
+        STATES.add("libvlmclient without image support: URLs fetched and checked, images not used")
+    elif st == 400 and msg.startswith("vlmd refused the request: item 0"):
+        STATES.add("vlmd refused the pixel items (no vision tower in this vlmd): images were "
+                   "preprocessed and sent, not answered")
+    else:
+        raise AssertionError("%s: %d %r" % (what, st, r))
     return False
 
 
@@ -332,9 +346,22 @@ def test_media_policy():
         b64 = base64.b64encode(png(56, 56)).decode()
         st, r = A.post("/v1/chat/completions", body(messages=image_msg("data:image/png;base64," + b64)))
         answered &= image_ok(st, r, "data image")
-        if not answered:
-            print("     (libvlmclient without image support: URLs were fetched and checked, "
-                  "images not answered)")
+        # three images in one message: data, file and http
+        three = [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64}},
+            {"type": "image_url", "image_url": {"url": "file://" + media + "/img.png"}},
+            {"type": "image_url", "image_url": {"url": "http://127.0.0.1:%d/img.png" % port}},
+            {"type": "text", "text": "Compare them."}]}]
+        st, r = A.post("/v1/chat/completions", body(messages=three, mm_processor_kwargs={"max_pixels": 56 * 56}))
+        answered &= image_ok(st, r, "three images", 3)
+        # bytes that are no image: the library's decoder refuses them, named by part
+        bad = base64.b64encode(b"\x89PNG\r\n\x1a\nnot really").decode()
+        st, r = A.post("/v1/chat/completions", body(messages=image_msg("data:image/png;base64," + bad)))
+        check(st == 400 and r["error"]["param"] == "messages[0].content[0]" and
+              ("could not be used" in r["error"]["message"] or "image support" in r["error"]["message"]),
+              "corrupt image: %d %r" % (st, r))
+        for s_ in sorted(STATES):
+            print("     (images: %s)" % s_)
     finally:
         srv.shutdown()
 
