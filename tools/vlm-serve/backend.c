@@ -26,17 +26,8 @@ struct vsv_backend {
 	char *socket;       /* NULL: the library's default */
 	uint64_t arena;
 	struct vsv_link *cur;
-	double last_try;    /* monotonic seconds of the last failed connect */
-	int last_err;
 	bool draining;
 };
-
-static double mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int vsv_backend_new(const char *socket, uint64_t arena, struct vsv_backend **ret)
 {
@@ -49,7 +40,6 @@ int vsv_backend_new(const char *socket, uint64_t arena, struct vsv_backend **ret
 		return -ENOMEM;
 	}
 	b->arena = arena;
-	b->last_try = -1e9;
 	*ret = b;
 	return 0;
 }
@@ -94,12 +84,11 @@ int vsv_backend_get(struct vsv_backend *b, struct vsv_link **ret)
 {
 	int r = 0;
 	pthread_mutex_lock(&b->mu);
+	if (b->cur) /* notices a vlmd that went away while nothing was in flight (no blocking) */
+		vlm_conn_process(b->cur->conn);
 	struct vlm_conn *old = check_dead(b);
 	if (!b->cur) {
-		double now = mono();
-		if (now - b->last_try < 0.2) {
-			r = b->last_err ? b->last_err : -ECONNREFUSED;
-		} else {
+		{
 			struct vlm_connect_opts o = { .socket_path = b->socket,
 						      .client_name = "vlm-serve",
 						      .connect_timeout_ms = 2000,
@@ -114,9 +103,6 @@ int vsv_backend_get(struct vsv_backend *b, struct vsv_link **ret)
 				b->cur->conn = c;
 				b->cur->refs = 1;
 				b->draining = false;
-			} else {
-				b->last_try = now;
-				b->last_err = r;
 			}
 		}
 	}

@@ -67,8 +67,8 @@ struct vsv_link;               /* a counted reference to one connection */
 
 int vsv_backend_new(const char *socket, uint64_t arena, struct vsv_backend **ret);
 void vsv_backend_free(struct vsv_backend *b);
-/* A live connection (reconnecting when the last one died, at most every 200 ms), or a
- * negative errno when vlmd is not there (vlm_last_error says why). */
+/* A live connection (reconnecting when the last one died), or a negative errno when vlmd is
+ * not there (vlm_last_error says why). */
 int vsv_backend_get(struct vsv_backend *b, struct vsv_link **ret);
 struct vlm_conn *vsv_link_conn(struct vsv_link *l);
 /* Drops the reference; dead says requests on it failed with the connection lost. */
