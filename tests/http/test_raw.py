@@ -399,6 +399,46 @@ def test_api_key_and_defaults():
         check(st == 400 and "without `--allowed-local-media-path`" in r["error"]["message"], "file: %r" % r)
 
 
+def test_completions_batch():
+    with Stack() as B:   # A's vlmd takes 2 requests at a time; this needs 4
+        completions_batch(B)
+
+
+def completions_batch(B):
+    b = {"model": "model", "prompt": ["The sea", "A cat"], "n": 2, "max_tokens": 5,
+         "temperature": 0, "ignore_eos": True}
+    st, r = B.post("/v1/completions", b)
+    check(st == 200 and [c["index"] for c in r["choices"]] == [0, 1, 2, 3], "batch %d %r" % (st, r))
+    for i, p in enumerate(["The sea", "A cat"]):
+        st, one = B.post("/v1/completions", dict(b, prompt=p, n=1))
+        check(r["choices"][2 * i]["text"] == one["choices"][0]["text"] ==
+              r["choices"][2 * i + 1]["text"], "prompt %d: %r vs %r" % (i, r["choices"], one))
+    check(r["usage"]["completion_tokens"] == 20, "usage %r" % r["usage"])
+
+
+def test_chat_template():
+    tmpl = os.path.join(A.dir, "template.jinja")
+    with open(tmpl, "w") as f:
+        f.write("{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+                "{{ '<|im_start|>system\\nYou are a pirate.<|im_end|>\\n' }}{% endif %}"
+                "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+                "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    with Stack(serve_args=["--chat-template", tmpl]) as T:
+        st, r = T.post("/v1/chat/completions", body())
+        explicit = [{"role": "system", "content": "You are a pirate."}] + MSGS
+        st2, r2 = T.post("/v1/chat/completions", body(messages=explicit))
+        check(st == st2 == 200 and r["usage"]["prompt_tokens"] == r2["usage"]["prompt_tokens"] and
+              r["choices"][0]["message"]["content"] == r2["choices"][0]["message"]["content"],
+              "template default system: %r vs %r" % (r, r2))
+        st3, r3 = A.post("/v1/chat/completions", body())
+        check(r3["usage"]["prompt_tokens"] != r["usage"]["prompt_tokens"], "template not applied")
+    with open(tmpl, "w") as f:
+        f.write("{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}")
+    p = subprocess.run([env("VLM_SERVE"), "--model-dir", A.model, "--chat-template", tmpl,
+                        "--port", "0"], capture_output=True, text=True, timeout=30, env=child_env())
+    check(p.returncode != 0 and "ChatML" in p.stderr, "a non-ChatML template: %d %s" % (p.returncode, p.stderr))
+
+
 if __name__ == "__main__":
     import tempfile
     media = tempfile.mkdtemp(prefix="vlm-media-")
@@ -413,4 +453,5 @@ if __name__ == "__main__":
         A.start_serve()
         run([test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,
              test_vlmd_busy_429, test_non_reading_client, test_vanishing_client, test_endpoints,
-             test_media_policy, test_api_key_and_defaults, test_vlmd_restart])
+             test_media_policy, test_completions_batch, test_chat_template,
+             test_api_key_and_defaults, test_vlmd_restart])
