@@ -125,7 +125,7 @@ static void sse_free(void *cls)
 	vsv_run_free(x->run);
 	vsv_job_fini(&x->job);
 	vsv_sbuf_fini(&x->out);
-	atomic_fetch_sub((_Atomic int *)&x->s->in_flight, 1);
+	atomic_fetch_sub(&x->s->in_flight, 1);
 	vsv_metrics_inflight(x->s->metrics, -1);
 	free(x);
 }
@@ -175,8 +175,8 @@ static enum MHD_Result completions(struct hreq *h, struct MHD_Connection *c, boo
 	struct vsv_server *s = h->s;
 	struct vsv_err e = { 0 };
 	int max = (int)vsv_conf_u64(s->conf, VSV_CFG_MAX_CONCURRENT);
-	if (atomic_fetch_add((_Atomic int *)&s->in_flight, 1) >= max) {
-		atomic_fetch_sub((_Atomic int *)&s->in_flight, 1);
+	if (atomic_fetch_add(&s->in_flight, 1) >= max) {
+		atomic_fetch_sub(&s->in_flight, 1);
 		vsv_fail(&e, 429, NULL, "more than --max-concurrent %d completions at once; retry "
 			 "later", max);
 		return send_err(h, c, &e);
@@ -231,7 +231,7 @@ fail:
 		x->done = true;
 		sse_free(x);
 	} else {
-		atomic_fetch_sub((_Atomic int *)&s->in_flight, 1);
+		atomic_fetch_sub(&s->in_flight, 1);
 		vsv_metrics_inflight(s->metrics, -1);
 	}
 	return ret;

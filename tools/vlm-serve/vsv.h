@@ -9,6 +9,7 @@
 #define VSV_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -103,7 +104,7 @@ struct vsv_server {
 	struct vsv_backend *be;
 	struct vsv_metrics *metrics;
 	int64_t started;            /* unix seconds */
-	int in_flight;              /* completions running (atomic) */
+	atomic_int in_flight;       /* completions running */
 	int log_level;              /* 0 error .. 3 debug */
 };
 
