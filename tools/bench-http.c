@@ -115,6 +115,15 @@ static void result_fini(struct result *r)
 
 /* ---- the conversation of request i ---- */
 
+/* Every request of the run, on either side, gets its own number: no side is served a prompt the
+ * other already left in vlmd's prefix cache (only the shared system prompt is reused, on both). */
+static unsigned request_counter;
+
+static unsigned next_request(void)
+{
+	return __atomic_fetch_add(&request_counter, 1, __ATOMIC_RELAXED);
+}
+
 static void user_text(char *buf, size_t len, unsigned i)
 {
 	snprintf(buf, len, "Request %u: describe the colours of a rainbow over a lake at sunset, "
@@ -128,7 +137,6 @@ struct direct {
 	struct vlm_conn *conn;
 	const struct vlm_tokenizer *tok;
 	double t_end;
-	unsigned next;              /* request counter (atomic) */
 	struct result *res;
 };
 
@@ -138,7 +146,7 @@ static void *direct_thread(void *arg)
 	char text[256];
 	int32_t buf[64];
 	while (now() < d->t_end) {
-		unsigned i = __atomic_fetch_add(&d->next, 1, __ATOMIC_RELAXED);
+		unsigned i = next_request();
 		user_text(text, sizeof(text), i);
 		double t0 = now();
 		struct vlm_chat *chat = NULL;
@@ -256,7 +264,6 @@ static int run_http(const struct opts *o, const char *url, const char *model, in
 	CURLM *m = curl_multi_init();
 	struct xfer *x = calloc((size_t)conc, sizeof(*x));
 	char full[256];
-	unsigned next = 0;
 	snprintf(full, sizeof(full), "%s/v1/chat/completions", url);
 	double t0 = now(), t_end = t0 + o->secs;
 	for (int i = 0; i < conc; i++) {
@@ -269,7 +276,7 @@ static int run_http(const struct opts *o, const char *url, const char *model, in
 		curl_easy_setopt(x[i].h, CURLOPT_WRITEDATA, &x[i]);
 		curl_easy_setopt(x[i].h, CURLOPT_PRIVATE, &x[i]);
 		curl_easy_setopt(x[i].h, CURLOPT_TCP_NODELAY, 1L);
-		xfer_start(&x[i], m, url, model, o->max_tokens, next++);
+		xfer_start(&x[i], m, url, model, o->max_tokens, next_request());
 	}
 	int running = conc;
 	while (running) {
@@ -289,7 +296,7 @@ static int run_http(const struct opts *o, const char *url, const char *model, in
 				res->failed++;
 			curl_multi_remove_handle(m, xx->h);
 			if (now() < t_end) {
-				xfer_start(xx, m, url, model, o->max_tokens, next++);
+				xfer_start(xx, m, url, model, o->max_tokens, next_request());
 				running++;
 			}
 		}
