@@ -72,6 +72,8 @@ class Stack:
         self.close()
 
     def start_vlmd(self, extra=()):
+        if os.path.exists(self.sock):   # left by a killed vlmd: wait for the new one's
+            os.unlink(self.sock)
         self.vlmd_log = open(os.path.join(self.dir, "vlmd.log"), "ab")
         self.vlmd = subprocess.Popen([env("VLMD"), "--socket", self.sock, "--model", self.model,
                                       "--kv-memory", "64M", "--threads", "1"] + self.vlmd_args +

@@ -259,6 +259,36 @@ def test_vlmd_restart():
     check(st == 200, "after a restart nobody saw: %d %r" % (st, r))
 
 
+def test_stream_error():
+    # vlmd dies mid-stream: the stream ends with an error event and [DONE] (after the 200)
+    with Stack() as E:
+        s = raw_http(E.port, http_req(E.port, "/v1/chat/completions",
+                                      body(n=16, max_tokens=3000, ignore_eos=True, stream=True)),
+                     read=False)
+        got = b""
+        while b"\"content\":\"" not in got.replace(b'"content":""', b""):
+            b = s.recv(65536)
+            check(b, "stream ended early: %r" % got[-200:])
+            got += b
+        E.vlmd.kill()
+        E.vlmd.wait()
+        E.vlmd = None
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            got += b
+        s.close()
+        st, hd, data = split_response(got)
+        events = data.split(b"\n\n")
+        check(events[-1] == b"" and events[-2] == b"data: [DONE]", "no [DONE] at the end: %r" % events[-3:])
+        err = json.loads(events[-3][6:])
+        check(err["error"]["code"] == 503 and "vlmd" in err["error"]["message"], "error event %r" % err)
+        E.start_vlmd()
+        st, r = E.post("/v1/chat/completions", body())
+        check(st == 200, "after vlmd came back: %d" % st)
+
+
 # ---- images: URL policy ----
 
 def png(w, h):
@@ -453,6 +483,6 @@ if __name__ == "__main__":
         A.start_serve()
         # A's vlmd admits 2 requests at a time: the tests that fill it come last
         run([test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,
-             test_non_reading_client, test_vanishing_client, test_endpoints,
+             test_non_reading_client, test_vanishing_client, test_stream_error, test_endpoints,
              test_media_policy, test_completions_batch, test_chat_template,
              test_api_key_and_defaults, test_vlmd_busy_429, test_vlmd_restart])
