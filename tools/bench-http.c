@@ -43,7 +43,7 @@
 
 struct opts {
 	const char *model, *tokenizer, *serve_bin;
-	int conc, max_tokens, json, threads;
+	int conc, max_tokens, json, threads, tiny;
 	double secs;
 };
 
@@ -329,7 +329,7 @@ static int sibling(const char *name, char *out, size_t len)
 	return access(out, X_OK);
 }
 
-static int run_child(char *const argv[])
+static int run_child(char *const *argv)
 {
 	pid_t p = fork();
 	if (p == 0) {
@@ -402,6 +402,7 @@ int bench_http_main(int argc, char **argv)
 		{ "serve-bin", required_argument, NULL, 'b' }, { "conc", required_argument, NULL, 'c' },
 		{ "max-tokens", required_argument, NULL, 'n' }, { "secs", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 'j' }, { "quick", no_argument, NULL, 'q' },
+		{ "tiny", no_argument, NULL, 'T' },
 		{ "json", no_argument, NULL, 'J' }, { "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 } };
 	int c;
@@ -415,11 +416,14 @@ int bench_http_main(int argc, char **argv)
 		case 's': o.secs = atof(optarg); break;
 		case 'j': o.threads = atoi(optarg); break;
 		case 'q': o.secs = 1; break;
+		case 'T': o.tiny = 1; break;
 		case 'J': o.json = 1; break;
 		default:
 			printf("usage: vlm-bench http (--model-dir DIR | --tokenizer tokenizer.json) "
 			       "[--serve-bin PATH] [--conc N] [--max-tokens N] [--secs S] [--threads N]"
-			       " [--quick] [--json]\n"
+			       " [--tiny] [--quick] [--json]\n"
+			       "  --tiny: the 2-layer tiny preset instead of the 28M-parameter shape, so that\n"
+			       "  the gateway's own cost is not hidden under the model's\n"
 			       "  QPS through vlm-serve / QPS through libvlmclient directly (same model,\n"
 			       "  workload and concurrency, 1 and N), TTFT/ITL p50/p99, first-token overhead.\n");
 			return c == 'h' ? 0 : 2;
@@ -454,11 +458,14 @@ int bench_http_main(int argc, char **argv)
 			fprintf(stderr, "vlm-bench http: no vlm-mkmodel next to vlm-bench\n");
 			goto out;
 		}
-		char *const av[] = { mk, "--preset", "tiny", "--tokenizer", (char *)o.tokenizer,
-				     "--layers", "8", "--hidden", "512", "--heads", "8", "--kv-heads",
-				     "2", "--intermediate", "1408", "--mrope-section", "8,12,12",
-				     "--std", "0.03", model, NULL };
-		if (run_child(av) < 0) {
+		char *const big[] = { mk, "--preset", "tiny", "--tokenizer", (char *)o.tokenizer,
+				      "--layers", "8", "--hidden", "512", "--heads", "8", "--kv-heads",
+				      "2", "--intermediate", "1408", "--mrope-section", "8,12,12",
+				      "--std", "0.03", model, NULL };
+		char *const tiny[] = { mk, "--preset", "tiny", "--tokenizer", (char *)o.tokenizer,
+				       model, NULL };
+		char *const *av = o.tiny ? tiny : big;
+		if (run_child((char *const *)av) < 0) {
 			fprintf(stderr, "vlm-bench http: vlm-mkmodel failed\n");
 			goto out;
 		}
@@ -525,8 +532,8 @@ int bench_http_main(int argc, char **argv)
 		fprintf(stderr, "first-token overhead (TTFT p50 http - direct, concurrency 1): %.3f ms\n",
 			overhead);
 	else {
-		printf("{\"bench\":\"http\",\"max_tokens\":%d,\"secs\":%.2f,\"levels\":[", o.max_tokens,
-		       o.secs);
+		printf("{\"bench\":\"http\",\"model\":\"%s\",\"max_tokens\":%d,\"secs\":%.2f,"
+		       "\"levels\":[", o.model ? "given" : o.tiny ? "tiny" : "28M", o.max_tokens, o.secs);
 		for (int k = 0; k < 2; k++) {
 			printf("{\"conc\":%d,", levels[k]);
 			print_side("direct", &dres[k], true, true);
