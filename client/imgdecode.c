@@ -288,6 +288,7 @@ static int decode_png(const uint8_t *data, size_t len, uint64_t max_pixels, stru
 	png_bytep *volatile rows = NULL;
 	png_uint_32 w, h;
 	int depth, ctype, ch, e, gray16;
+	volatile int trns16 = -1;
 	volatile int orient = 1;
 	png_bytep exif = NULL;
 	png_uint_32 exif_len = 0;
@@ -325,8 +326,15 @@ static int decode_png(const uint8_t *data, size_t len, uint64_t max_pixels, stru
 		png_set_palette_to_rgb(png);
 	if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8)
 		png_set_expand_gray_1_2_4_to_8(png);
-	if (png_get_valid(png, info, PNG_INFO_tRNS) && !gray16)
+	if (png_get_valid(png, info, PNG_INFO_tRNS) && !gray16) {
 		png_set_tRNS_to_alpha(png);
+	} else if (png_get_valid(png, info, PNG_INFO_tRNS)) {
+		png_color_16p tc = NULL;
+
+		/* I;16 with "transparency": that 16-bit value becomes alpha 0 (white) */
+		if (png_get_tRNS(png, info, NULL, NULL, &tc) && tc)
+			trns16 = tc->gray;
+	}
 	if (depth == 16 && !gray16)
 		png_set_strip_16(png); /* PIL keeps the high byte */
 	if (!gray16 && (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA))
@@ -358,7 +366,7 @@ static int decode_png(const uint8_t *data, size_t len, uint64_t max_pixels, stru
 		/* big-endian 16-bit grey, expanded back to front into RGB */
 		for (size_t i = (size_t)w * h; i-- > 0;) {
 			unsigned v = (unsigned)px[2 * i] << 8 | px[2 * i + 1];
-			uint8_t g = v > 255 ? 255 : (uint8_t)v;
+			uint8_t g = v > 255 || (int)v == trns16 ? 255 : (uint8_t)v;
 
 			px[3 * i] = px[3 * i + 1] = px[3 * i + 2] = g;
 		}

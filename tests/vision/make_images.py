@@ -61,6 +61,10 @@ def main():
     for o in range(2, 9):
         save(f"jpeg_exif{o}_90x60.jpg", Image.fromarray(photo(90, 60, 10 + o)), quality=90,
              exif=exif_orientation(o))
+    # EXIF orientation in PNG (eXIf chunk) and WebP (EXIF chunk), also applied by exif_transpose
+    save("png_exif6_45x30.png", Image.fromarray(photo(45, 30, 60)), exif=exif_orientation(6))
+    save("webp_exif8_48x32.webp", Image.fromarray(photo(48, 32, 61)), lossless=True,
+         exif=exif_orientation(8))
     # PNG
     rgba = np.concatenate([photo(120, 90, 20),
                            np.tile(np.linspace(0, 255, 120).astype(np.uint8), (90, 1))[..., None]], -1)
@@ -80,6 +84,26 @@ def main():
     with open(os.path.join(OUT, "png_rgb16_50x40.png"), "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 50, 40, 16, 2, 0, 0, 0))
                 + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+    def png16(name, w, h, ctype, arr, extra=b""):
+        raw = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
+        with open(os.path.join(OUT, name), "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0))
+                    + extra + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+    rgba16 = np.concatenate([photo(30, 20, 36).astype(np.uint16) * 257,
+                             np.tile(np.linspace(0, 65535, 30).astype(np.uint16), (20, 1))[..., None]], -1)
+    png16("png_rgba16_30x20.png", 30, 20, 6, rgba16)
+    la16 = np.stack([photo(30, 20, 37)[..., 1].astype(np.uint16) * 257,
+                     np.tile(np.linspace(65535, 0, 20).astype(np.uint16)[:, None], (1, 30))], -1)
+    png16("png_la16_30x20.png", 30, 20, 4, la16)
+    g16 = rng.integers(0, 400, (20, 30)).astype(np.uint16)
+    g16[::3, ::3] = 77
+    png16("png_gray16_trns_30x20.png", 30, 20, 0, g16, png_chunk(b"tRNS", struct.pack(">H", 77)))
+    rgb8 = photo(30, 20, 38)
+    rgb8[::4, ::4] = (10, 20, 30)
+    save("png_rgb_trns_30x20.png", Image.fromarray(rgb8), transparency=(10, 20, 30))
+    save("webp_lossy_alpha_64x48.webp", Image.fromarray(
+        np.concatenate([photo(64, 48, 39), np.tile(np.linspace(0, 255, 64).astype(np.uint8), (48, 1))[..., None]], -1),
+        "RGBA"), quality=80)
     gray16 = np.concatenate([rng.integers(0, 300, (20, 50)), rng.integers(0, 65536, (20, 50))]).astype(np.uint16)
     save("png_gray16_50x40.png", Image.fromarray(gray16))
     save("png_1x1.png", Image.fromarray(photo(1, 1, 27)))
