@@ -199,6 +199,45 @@ def test_equals_vlm_generate():
     check(r.usage.prompt_tokens == g["usage"]["prompt_tokens"], "prompt tokens differ")
 
 
+def png(w, h):
+    import struct
+    import zlib
+    raw = b"".join(b"\x00" + bytes([(x * 37 + y * 11) % 256 for x in range(w * 3)]) for y in range(h))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_images():
+    """1 and 3 images as data URLs through the openai client. Answered once vlmd has the vision
+    tower; until then vlmd must refuse exactly the pixel items it does not know (then the images
+    were fetched, preprocessed and sent), and the test says so."""
+    import base64
+    url = "data:image/png;base64," + base64.b64encode(png(56, 84)).decode()
+    for n in (1, 3):
+        parts = [{"type": "image_url", "image_url": {"url": url}} for _ in range(n)]
+        parts.append({"type": "text", "text": "What do you see?"})
+        try:
+            r = C.chat.completions.create(model=S_MODEL, temperature=0, max_completion_tokens=8,
+                                          messages=[{"role": "user", "content": parts}])
+            # 56 wide, 84 high: grid (1, 6, 4), 6 placeholder tokens each; the prompt as the
+            # chat template gives it for those grids (vlm-tokenize chat)
+            conv = [{"role": "user", "content": [{"type": "image", "grid_thw": [1, 6, 4]}] * n +
+                     [{"type": "text", "text": "What do you see?"}]}]
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump(conv, f)
+            want = json.loads(subprocess.run([env("VLM_TOKENIZE"), "-t", TOK, "chat", "--json", f.name],
+                                             capture_output=True, text=True, check=True).stdout)
+            os.unlink(f.name)
+            check(r.usage.prompt_tokens == len(want["ids"]),
+                  "%d images: prompt tokens %d, template says %d" % (n, r.usage.prompt_tokens, len(want["ids"])))
+        except openai.BadRequestError as ex:
+            check("unknown flags" in str(ex), "%d images refused: %s" % (n, ex))
+            print("     (%d image(s): vlmd without the vision tower refused the pixel items)" % n)
+
+
 def test_errors():
     try:
         C.chat.completions.create(model="no-such-model", messages=MSGS)
@@ -219,5 +258,5 @@ if __name__ == "__main__":
         C = OpenAI(base_url=S.url + "/v1", api_key="unused", max_retries=0)
         run([test_models, test_chat, test_stream, test_n, test_stop, test_seed, test_logprobs,
              test_max_completion_tokens, test_completions, test_async_32, test_equals_vlm_generate,
-             test_errors])
+             test_images, test_errors])
         C.close()

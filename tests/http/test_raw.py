@@ -319,7 +319,8 @@ def image_ok(st, r, what, n_images=1):
     msg = r["error"]["message"]
     if st == 400 and "image support" in msg:
         STATES.add("libvlmclient without image support: URLs fetched and checked, images not used")
-    elif st == 400 and msg.startswith("vlmd refused the request: item 0"):
+    elif st == 400 and msg.startswith("vlmd refused the request: item 0: unknown flags"):
+        # a vlmd before the vision tower does not know pixel items; any other refusal fails
         STATES.add("vlmd refused the pixel items (no vision tower in this vlmd): images were "
                    "preprocessed and sent, not answered")
     else:
