@@ -88,6 +88,8 @@ def test_validation():
     cases = [
         (body(stream_options={"include_usage": True}), "stream_options"),
         (body(mm_processor_kwargs={"max_pixels": "x"}), "mm_processor_kwargs.max_pixels"),
+        (body(mm_processor_kwargs={"max_pixels": 10 ** 12}), "mm_processor_kwargs.max_pixels"),
+        (body(mm_processor_kwargs={"min_pixels": 5000, "max_pixels": 4000}), "mm_processor_kwargs"),
         (body(messages=[{"role": "wizard", "content": "x"}]), "messages[0].role"),
         (body(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
         (body(messages=[{"role": "user"}]), "messages[0].content"),
@@ -383,6 +385,14 @@ def test_media_policy():
         b64 = base64.b64encode(png(56, 56)).decode()
         st, r = A.post("/v1/chat/completions", body(messages=image_msg("data:image/png;base64," + b64)))
         answered &= image_ok(st, r, "data image")
+        # more images than --max-images (4 here): refused before any is fetched
+        Files.log.clear()
+        many = [{"role": "user", "content": [{"type": "image_url", "image_url": {
+            "url": "http://127.0.0.1:%d/img.png" % port}}] * 5}]
+        st, r = A.post("/v1/chat/completions", body(messages=many))
+        check(st == 400 and "--max-images" in r["error"]["message"] and
+              r["error"]["param"] == "messages[0].content[4]", "too many images: %d %r" % (st, r))
+        check(len(Files.log) == 4, "fetched %r" % Files.log)
         # three images in one message: data, file and http
         three = [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64}},
@@ -480,7 +490,7 @@ if __name__ == "__main__":
         os.mkdir(os.path.join(A.dir, "media"))
         A.stop_serve()
         A.serve_args = ["--max-body", "1M", "--allowed-local-media-path", os.path.join(A.dir, "media"),
-                        "--allowed-media-domains", "127.0.0.1"]
+                        "--allowed-media-domains", "127.0.0.1", "--max-images", "4"]
         A.start_serve()
         # A's vlmd admits 2 requests at a time: the tests that fill it come last
         run([test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,

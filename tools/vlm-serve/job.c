@@ -244,7 +244,8 @@ static int max_tokens(struct vsv_server *s, json_t *o, struct vsv_job *j, uint32
 
 /* ---- chat ---- */
 
-static int pixels(json_t *o, uint64_t *min_px, uint64_t *max_px, struct vsv_err *e)
+static int pixels(json_t *o, uint64_t *min_px, uint64_t *max_px, uint64_t cap_px,
+		  struct vsv_err *e)
 {
 	json_t *mk = get(o, "mm_processor_kwargs");
 	long long k;
@@ -261,6 +262,11 @@ static int pixels(json_t *o, uint64_t *min_px, uint64_t *max_px, struct vsv_err 
 		goto bad;
 	if (r)
 		*max_px = (uint64_t)k;
+	/* a request may lower the server's bound, not raise it (memory per image) */
+	if (*max_px > cap_px)
+		return vsv_fail(e, 400, "mm_processor_kwargs.max_pixels", "max_pixels %llu is above "
+				"this server's limit %llu", (unsigned long long)*max_px,
+				(unsigned long long)cap_px);
 	if (*min_px && *max_px && *min_px > *max_px)
 		return vsv_fail(e, 400, "mm_processor_kwargs", "min_pixels %llu > max_pixels %llu",
 				(unsigned long long)*min_px, (unsigned long long)*max_px);
@@ -279,6 +285,9 @@ static int add_image(struct vsv_server *s, struct vsv_prompt *p, struct vlm_chat
 		     struct vsv_err *e)
 {
 	struct vlm_image *img;
+	if (p->n_images >= vsv_conf_u64(s->conf, VSV_CFG_MAX_IMAGES))
+		return vsv_fail(e, 400, param, "more than --max-images %llu images in one request",
+				(unsigned long long)vsv_conf_u64(s->conf, VSV_CFG_MAX_IMAGES));
 	if (vsv_media_load(s, url, min_px, max_px, param, &img, e) < 0)
 		return -1;
 	struct vlm_image **ni = realloc(p->images, (p->n_images + 1) * sizeof(*ni));
@@ -312,7 +321,9 @@ static int parse_messages(struct vsv_server *s, json_t *o, struct vsv_prompt *p,
 
 	if (!json_is_array(msgs) || !json_array_size(msgs))
 		return vsv_fail(e, 400, "messages", "'messages' must be a non-empty array");
-	if (pixels(o, &min_px, &max_px, e) < 0)
+	uint64_t cap_px = max_px ? max_px : s->model.vision.max_pixels ?
+			  s->model.vision.max_pixels : UINT64_MAX;
+	if (pixels(o, &min_px, &max_px, cap_px, e) < 0)
 		return -1;
 	if (vlm_chat_new(&chat) < 0)
 		return vsv_fail(e, 500, NULL, "out of memory");
