@@ -173,6 +173,16 @@ def inflight(stack):
     return stack.metrics().get("vlm_serve_requests_in_flight", -1)
 
 
+def vlmd_cancelled(stack):
+    """vlmd's count of cancelled requests (vlmctl info; admin only), or None."""
+    p = subprocess.run([env("VLMCTL"), "--socket", stack.sock, "--json", "info"],
+                       capture_output=True, text=True, env=child_env())
+    if p.returncode == 4:
+        return None
+    check(p.returncode == 0, "vlmctl: %s" % p.stderr)
+    return json.loads(p.stdout)["requests"]["cancelled"]
+
+
 def vlmd_requests(stack):
     """vlmd's requests through vlmctl (admin: root or admin-gid), or None when not allowed."""
     p = subprocess.run([env("VLMCTL"), "--socket", stack.sock, "--json", "requests"],
@@ -213,7 +223,9 @@ def test_vanishing_client():
         if reqs is None:
             print("     (vlmctl needs root or admin-gid: vlmd's own request list not checked)")
         else:
+            # cancelled in vlmd, not run to their 3000 tokens
             wait_for(lambda: vlmd_requests(D) == [], "vlmd to have no requests left")
+            check(vlmd_cancelled(D) == 16, "vlmd cancelled %r of 16" % vlmd_cancelled(D))
         st, r = D.post("/v1/chat/completions", body())
         check(st == 200, "after the vanished client: %d" % st)
 
@@ -263,6 +275,29 @@ def test_vlmd_restart():
     A.start_vlmd()
     st, r = A.post("/v1/chat/completions", body())
     check(st == 200, "after a restart nobody saw: %d %r" % (st, r))
+
+
+def test_stalled_reader_dropped():
+    # a client that stops reading a stream is dropped after --idle-timeout, and its requests
+    # are cancelled in vlmd
+    with Stack(serve_args=["--idle-timeout", "1"]) as I:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # little room to hide in
+        s.connect(("127.0.0.1", I.port))
+        s.sendall(http_req(I.port, "/v1/chat/completions", body(**BIG)))
+        got = s.recv(4096)
+        check(b" 200 " in got.split(b"\r\n")[0], "stream did not start: %r" % got[:100])
+        wait_for(lambda: inflight(I) == 0, "the stalled reader to be dropped", timeout=120)
+        check(I.metrics()["vlm_serve_cancelled_total"] >= 1, "its requests were not cancelled")
+        reqs = vlmd_requests(I)
+        if reqs is None:
+            print("     (vlmctl needs root or admin-gid: vlmd's own request list not checked)")
+        else:
+            wait_for(lambda: vlmd_requests(I) == [], "vlmd to have no requests left")
+            check(vlmd_cancelled(I) == 16, "vlmd cancelled %r of 16" % vlmd_cancelled(I))
+        s.close()
+        st, r = I.post("/v1/chat/completions", body())
+        check(st == 200, "after the dropped reader: %d" % st)
 
 
 def test_stream_error():
@@ -498,6 +533,7 @@ if __name__ == "__main__":
         A.start_serve()
         # A's vlmd admits 2 requests at a time: the tests that fill it come last
         run([test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,
-             test_non_reading_client, test_vanishing_client, test_stream_error, test_endpoints,
+             test_non_reading_client, test_vanishing_client, test_stalled_reader_dropped,
+             test_stream_error, test_endpoints,
              test_media_policy, test_completions_batch, test_chat_template,
              test_api_key_and_defaults, test_vlmd_busy_429, test_vlmd_restart])

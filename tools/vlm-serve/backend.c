@@ -27,7 +27,32 @@ struct vsv_backend {
 	uint64_t arena;
 	struct vsv_link *cur;
 	bool draining;
+	pthread_t router;
+	bool router_up;
+	bool stop;           /* under mu */
 };
+
+static void *router_main(void *arg)
+{
+	struct vsv_backend *b = arg;
+	struct timespec ts = { 0, 5 * 1000000 };
+	for (;;) {
+		pthread_mutex_lock(&b->mu);
+		bool stop = b->stop;
+		struct vsv_link *l = b->cur;
+		if (l)
+			l->refs++;
+		pthread_mutex_unlock(&b->mu);
+		if (stop)
+			break;
+		if (l) {
+			vlm_conn_process(l->conn); /* 0 at once when another thread routes */
+			vsv_backend_put(b, l, false);
+		}
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
 
 int vsv_backend_new(const char *socket, uint64_t arena, struct vsv_backend **ret)
 {
@@ -40,6 +65,11 @@ int vsv_backend_new(const char *socket, uint64_t arena, struct vsv_backend **ret
 		return -ENOMEM;
 	}
 	b->arena = arena;
+	if (pthread_create(&b->router, NULL, router_main, b) != 0) {
+		vsv_backend_free(b);
+		return -EAGAIN;
+	}
+	b->router_up = true;
 	*ret = b;
 	return 0;
 }
@@ -58,6 +88,12 @@ void vsv_backend_free(struct vsv_backend *b)
 {
 	if (!b)
 		return;
+	if (b->router_up) {
+		pthread_mutex_lock(&b->mu);
+		b->stop = true;
+		pthread_mutex_unlock(&b->mu);
+		pthread_join(b->router, NULL);
+	}
 	if (b->cur)
 		vlm_disconnect(unref(b->cur));
 	pthread_mutex_destroy(&b->mu);

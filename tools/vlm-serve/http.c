@@ -465,13 +465,13 @@ int main(int argc, char **argv)
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &srv,
+			     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &srv, /* first: covers the rest */
 			     MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, &srv,
 			     MHD_OPTION_CONNECTION_LIMIT,
 			     (unsigned)vsv_conf_u64(conf, VSV_CFG_MAX_CONNECTIONS),
 			     MHD_OPTION_CONNECTION_TIMEOUT,
 			     (unsigned)vsv_conf_u64(conf, VSV_CFG_IDLE_TIMEOUT),
-			     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &srv,
 			     MHD_OPTION_END);
 	if (!d) {
 		fprintf(stderr, "vlm-serve: cannot listen on %s:%s: %s\n", host, port,
