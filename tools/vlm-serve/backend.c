@@ -38,13 +38,14 @@ static void *router_main(void *arg)
 	struct timespec ts = { 0, 5 * 1000000 };
 	for (;;) {
 		pthread_mutex_lock(&b->mu);
-		bool stop = b->stop;
+		if (b->stop) {
+			pthread_mutex_unlock(&b->mu);
+			break;
+		}
 		struct vsv_link *l = b->cur;
 		if (l)
 			l->refs++;
 		pthread_mutex_unlock(&b->mu);
-		if (stop)
-			break;
 		if (l) {
 			vlm_conn_process(l->conn); /* 0 at once when another thread routes */
 			vsv_backend_put(b, l, false);
