@@ -115,8 +115,10 @@ static int set(struct vsv_conf *c, enum vsv_cfg k, const char *v, const char *wh
 	const struct setting *s = &table[k];
 	uint64_t u = 0;
 	if (s->type != T_STR) {
-		int r = s->type == T_SIZE ? parse_size(v, &u) : parse_size(v, &u);
-		if (r < 0 || (s->type == T_UINT && !isdigit((unsigned char)v[strlen(v) ? strlen(v) - 1 : 0])))
+		size_t n = strlen(v);
+		/* numbers are plain decimal; sizes may end in K M G T */
+		int r = parse_size(v, &u);
+		if (r < 0 || (s->type == T_UINT && (!n || !isdigit((unsigned char)v[n - 1]))))
 			return errf(err, errlen, "%s: %s: want %s, got '%s'", where, s->name,
 				    s->type == T_SIZE ? "a size (suffixes K M G T)" : "a number", v);
 		if (u < s->min || u > s->max)
