@@ -479,6 +479,17 @@ def test_api_key_and_defaults():
         check(st == 400 and "without `--allowed-local-media-path`" in r["error"]["message"], "file: %r" % r)
 
 
+def test_image_larger_than_arena():
+    # an image whose patches can never fit the shared arena (--arena 1M): 400, named by vlmd's
+    # limits, not a retry loop
+    with Stack(serve_args=["--arena", "1M"]) as Z:
+        b64 = base64.b64encode(png(448, 448)).decode()   # 1024 patches x 4704 bytes
+        st, r = Z.post("/v1/chat/completions", body(messages=image_msg("data:image/png;base64," + b64)))
+        check(st == 400 and "does not fit" in r["error"]["message"], "big image: %d %r" % (st, r))
+        st, r = Z.post("/v1/chat/completions", body())
+        check(st == 200, "text after the big image: %d" % st)
+
+
 def test_completions_batch():
     with Stack() as B:   # A's vlmd takes 2 requests at a time; this needs 4
         completions_batch(B)
@@ -535,5 +546,5 @@ if __name__ == "__main__":
         run([test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,
              test_non_reading_client, test_vanishing_client, test_stalled_reader_dropped,
              test_stream_error, test_endpoints,
-             test_media_policy, test_completions_batch, test_chat_template,
+             test_media_policy, test_image_larger_than_arena, test_completions_batch, test_chat_template,
              test_api_key_and_defaults, test_vlmd_busy_429, test_vlmd_restart])

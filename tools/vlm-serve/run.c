@@ -249,35 +249,58 @@ static int pump(struct vsv_run *r, struct vsv_choice *c, int timeout_ms, struct 
 	return 1;
 }
 
+/* Builds choice c's vlmd request: tokens, parameters, images (copied into the arena). */
+static int build(struct vsv_run *r, struct vsv_choice *c, const struct vlm_gen_params *gp)
+{
+	const struct vsv_prompt *p = &r->job->prompts[c->prompt];
+	int x;
+	if ((x = vlm_request_new(vsv_link_conn(r->link), &c->req)) < 0 ||
+	    (x = vlm_request_set_tokens(c->req, p->ids, p->n_ids)) < 0 ||
+	    (x = vlm_request_set_params(c->req, gp)) < 0)
+		return x;
+	for (size_t k = 0; k < p->n_images; k++)
+		if ((x = vlm_request_add_image(c->req, p->image_ph[k], p->images[k])) < 0)
+			return x;
+	return 0;
+}
+
+/*
+ * Builds and submits choice c. The shared arena is full now and then when many requests carry
+ * images (-ENOSPC): the request then gives back what it holds and is built again once others
+ * finished, rather than waiting with part of the arena held (requests waiting on each other's
+ * space would never move). The submission ring being full (-EAGAIN) is waited out.
+ */
 static int submit(struct vsv_run *r, struct vsv_choice *c, struct vsv_err *e)
 {
 	struct vsv_job *j = r->job;
-	const struct vsv_prompt *p = &j->prompts[c->prompt];
 	struct vlm_gen_params gp = j->gp;
 	int x;
 	if (j->has_seed) {
 		gp.has_seed = true;
 		gp.seed = (uint64_t)j->seed + c->index; /* n choices with one seed differ */
 	}
-	if ((x = vlm_request_new(vsv_link_conn(r->link), &c->req)) < 0 ||
-	    (x = vlm_request_set_tokens(c->req, p->ids, p->n_ids)) < 0 ||
-	    (x = vlm_request_set_params(c->req, &gp)) < 0)
-		goto fail;
-	for (size_t k = 0; k < p->n_images; k++)
-		if ((x = vlm_request_add_image(c->req, p->image_ph[k], p->images[k])) < 0)
-			goto fail;
 	double t0 = mono();
-	/* ring full or arena busy: both free up as requests finish */
-	while ((x = vlm_submit(c->req)) == -EAGAIN || x == -ENOSPC) {
+	for (;;) {
+		x = build(r, c, &gp);
+		while (x == 0 && (x = vlm_submit(c->req)) == -EAGAIN) {
+			if (mono() - t0 > 30)
+				return vsv_fail(e, 503, NULL, "vlmd's submission queue stayed full for "
+						"30 s");
+			sleep_ms(1);
+		}
+		if (x != -ENOSPC)
+			break;
+		char why[256];
+		snprintf(why, sizeof(why), "%s", vlm_last_error());
+		vlm_request_free(c->req);
+		c->req = NULL;
 		if (mono() - t0 > 30)
-			return vsv_fail(e, 503, NULL, "vlmd's submission queue stayed full for 30 s");
-		sleep_ms(1);
+			return vsv_fail(e, 503, NULL, "the shared arena stayed full for 30 s: %s", why);
+		sleep_ms(2);
 	}
-	if (x < 0)
-		goto fail;
-	return 0;
-fail:
-	if (x == -E2BIG || x == -ENOSPC)
+	if (x == 0)
+		return 0;
+	if (x == -E2BIG)
 		return vsv_fail(e, 400, NULL, "the request does not fit vlmd's limits: %s",
 				vlm_last_error());
 	return map_err(r, c, x, e);
