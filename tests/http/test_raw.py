@@ -73,7 +73,7 @@ BAD = [
     ("model", 5), ("messages", "hi"), ("messages", []), ("temperature", "hot"), ("temperature", -1),
     ("top_p", 0), ("top_p", 1.5), ("top_k", 1.5), ("min_p", 2), ("max_tokens", 0),
     ("max_completion_tokens", "5"), ("n", 0), ("n", 100), ("stop", 5), ("stop", [""]),
-    ("stop", ["a"] * 17), ("seed", 1.5), ("logprobs", "yes"), ("top_logprobs", 25),
+    ("stop", ["a"] * 17), ("stop", "x" * 257), ("stop", ["ok", "y" * 300]), ("seed", 1.5), ("logprobs", "yes"), ("top_logprobs", 25),
     ("stream", "yes"), ("presence_penalty", 3), ("frequency_penalty", -3),
     ("repetition_penalty", 0), ("stop_token_ids", [-1]), ("stop_token_ids", "x"),
     ("ignore_eos", 1), ("response_format", {"type": "json_object"}), ("tools", [{"type": "function"}]),

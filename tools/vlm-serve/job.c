@@ -74,8 +74,8 @@ static int get_stop(json_t *o, struct vsv_job *j, struct vsv_err *e)
 	if (!v)
 		return 0;
 	if (json_is_string(v)) {
-		if (!json_string_length(v))
-			return vsv_fail(e, 400, "stop", "'stop' must not be empty");
+		if (!json_string_length(v) || json_string_length(v) > VSV_MAX_STOP_LEN)
+			return vsv_fail(e, 400, "stop", "'stop' must be 1..%d bytes", VSV_MAX_STOP_LEN);
 		return (j->stops[j->n_stops++] = strdup(json_string_value(v))) ? 0 :
 		       vsv_fail(e, 500, NULL, "out of memory");
 	}
@@ -86,8 +86,10 @@ static int get_stop(json_t *o, struct vsv_job *j, struct vsv_err *e)
 	size_t i;
 	json_t *s;
 	json_array_foreach(v, i, s) {
-		if (!json_is_string(s) || !json_string_length(s))
-			return vsv_fail(e, 400, "stop", "'stop[%zu]' must be a non-empty string", i);
+		if (!json_is_string(s) || !json_string_length(s) ||
+		    json_string_length(s) > VSV_MAX_STOP_LEN)
+			return vsv_fail(e, 400, "stop", "'stop[%zu]' must be a string of 1..%d bytes", i,
+					VSV_MAX_STOP_LEN);
 		if (!(j->stops[j->n_stops++] = strdup(json_string_value(s))))
 			return vsv_fail(e, 500, NULL, "out of memory");
 	}

@@ -9,6 +9,7 @@
 #include "tools/vlm-serve/vsv.h"
 
 #define VSV_MAX_STOPS 16
+#define VSV_MAX_STOP_LEN 256       /* bytes per stop string (matching holds back this much) */
 #define VSV_MAX_N 16
 #define VSV_MAX_CHOICES 64
 
