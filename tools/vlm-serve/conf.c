@@ -196,9 +196,7 @@ static void usage(FILE *f)
 		char flag[64];
 		snprintf(flag, sizeof(flag), "--%s %s", table[k].name, table[k].arg);
 		fprintf(f, "  %-34s %s", flag, table[k].help);
-		if (table[k].def[0] && table[k].type != T_STR)
-			fprintf(f, " [%s]", table[k].def);
-		else if (table[k].def[0])
+		if (table[k].def[0])
 			fprintf(f, " [%s]", table[k].def);
 		fputc('\n', f);
 	}
