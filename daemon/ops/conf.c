@@ -14,7 +14,8 @@
 #include "config.h"
 #include "daemon/ops/conf.h"
 
-enum vd_cfg_type { T_STR, T_UINT, T_SIZE, T_BOOL, T_ENUM, T_UIDS, T_GIDS };
+enum vd_cfg_type { T_STR, T_UINT, T_SIZE, T_BOOL, T_ENUM, T_UIDS, T_GIDS, T_FRAC };
+#define FRAC_ONE 1000000u   /* T_FRAC values are stored in millionths */
 enum { F_RUNTIME = 1, F_EMPTY_OK = 2 /* T_STR: "" means off */ };
 
 struct setting {
@@ -58,13 +59,19 @@ static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_LOG_LEVEL] = { "log-level", T_ENUM, "info", 0, 0, level_choices, F_RUNTIME, NULL,
 		"LEVEL", "error, warn, info or debug (--quiet = warn, --verbose = debug)" },
 	[VD_CFG_MODEL] = { "model", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "DIR",
-		"model folder (config.json + *.safetensors) to serve; empty: no model, echo requests only" },
+		"model folder to serve (config.json, *.safetensors, tokenizer.json): required" },
+	[VD_CFG_ECHO] = { "echo", T_BOOL, "no", 0, 1, NULL, 0, NULL, NULL,
+		"serve without a model, echoing requests back (transport tests, benchmarks)" },
 	[VD_CFG_BACKEND] = { "backend", T_ENUM, "auto", 0, 0, backend_choices, 0, NULL, "NAME",
 		"compute backend: auto (cuda when a GPU is usable, else cpu), cpu, cuda, ref" },
 	[VD_CFG_THREADS] = { "threads", T_UINT, "0", 0, 4096, NULL, 0, NULL, "N",
 		"CPU backend worker threads (0: one per online CPU)" },
-	[VD_CFG_KV_MEMORY] = { "kv-memory", T_SIZE, "256M", 1, UINT64_MAX, NULL, 0, NULL, "BYTES",
-		"memory for the paged KV cache (suffixes K M G T)" },
+	[VD_CFG_KV_MEMORY] = { "kv-memory", T_SIZE, "0", 0, UINT64_MAX, NULL, 0, NULL, "BYTES",
+		"memory for the paged KV cache (suffixes K M G T); 0: sized by memory-fraction" },
+	[VD_CFG_MEMORY_FRACTION] = { "memory-fraction", T_FRAC, "0.5", 0, 0, NULL, 0, NULL, "F",
+		"with kv-memory 0: this fraction (0..1] of the memory still free after the weights load "
+		"(GPU memory on cuda, MemAvailable on cpu) goes to the KV cache, at most what "
+		"max-running sequences of max-model-len tokens use" },
 	[VD_CFG_BLOCK_SIZE] = { "block-size", T_UINT, "16", 1, 1024, NULL, 0, NULL, "N",
 		"tokens per KV block (also the prefix-cache granularity)" },
 	[VD_CFG_MAX_RUNNING] = { "max-running", T_UINT, "32", 1, 65536, NULL, F_RUNTIME, NULL, "N",
@@ -237,6 +244,9 @@ static void describe(const struct setting *t, char *buf, size_t len)
 	case T_BOOL:
 		snprintf(buf, len, "yes or no");
 		break;
+	case T_FRAC:
+		snprintf(buf, len, "a fraction above 0, at most 1 (e.g. 0.9)");
+		break;
 	case T_ENUM:
 		n = (size_t)snprintf(buf, len, "one of");
 		for (size_t i = 0; t->choices[i] && n < len; i++)
@@ -271,6 +281,20 @@ static int parse_value(int id, const char *value, struct value *v, char *err, si
 			return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
 				    value, what);
 		return 0;
+	case T_FRAC: {
+		char *end;
+		double f;
+
+		errno = 0;
+		f = strtod(value, &end);
+		if (errno || end == value || *end || !(f > 0 && f <= 1))
+			return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
+				    value, what);
+		v->u = (uint64_t)(f * FRAC_ONE + 0.5);
+		if (!v->u)
+			v->u = 1;
+		return 0;
+	}
 	case T_BOOL:
 		if (parse_bool(value, &v->u))
 			return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
@@ -396,6 +420,11 @@ uint64_t vd_conf_uint(const struct vd_conf *c, int id)
 	return c->v[id].u;
 }
 
+double vd_conf_frac(const struct vd_conf *c, int id)
+{
+	return (double)c->v[id].u / FRAC_ONE;
+}
+
 const char *vd_conf_str(const struct vd_conf *c, int id)
 {
 	return c->v[id].s;
@@ -433,6 +462,8 @@ static int render(const struct vd_conf *c, int id, char *buf, size_t len)
 		return snprintf(buf, len, "%llu", (unsigned long long)v->u);
 	case T_BOOL:
 		return snprintf(buf, len, "%s", v->u ? "yes" : "no");
+	case T_FRAC:
+		return snprintf(buf, len, "%g", (double)v->u / FRAC_ONE);
 	case T_ENUM:
 		return snprintf(buf, len, "%s", t->choices[v->u]);
 	case T_UIDS:
@@ -553,6 +584,12 @@ int vd_conf_load_env(struct vd_conf *c, char *err, size_t errlen)
 
 		env_name(table[i].name, name, sizeof(name));
 		val = getenv(name);
+		if (i == VD_CFG_SOCKET && getenv(VD_SOCKET_ENV)) {
+			/* one variable for the socket across vlmd, vlmctl, the library and Python;
+			 * VLMD_SOCKET is still read (deprecated, vlmd warns) when it is the only one */
+			snprintf(name, sizeof(name), "%s", VD_SOCKET_ENV);
+			val = getenv(name);
+		}
 		if (!val)
 			continue;
 		e = vd_conf_put(c, table[i].name, val, VD_SRC_ENV, msg, sizeof(msg));
@@ -718,13 +755,17 @@ char *vd_conf_help(const char *prog)
 	fprintf(f,
 		"usage: %s [options]\n"
 		"\n"
-		"The vlmd inference daemon. Until the engine lands it serves ECHO requests only.\n"
+		"vlmd serves a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen2) to local clients:\n"
+		"it loads the checkpoint named by 'model' (required), listens on a UNIX socket, and\n"
+		"runs requests (token ids + image embeddings or pixels) from libvlmclient, vlm-chat,\n"
+		"vlm-generate and the Python binding with continuous batching and a paged KV cache.\n"
 		"\n"
 		"Every setting is a flag, a line 'NAME VALUE' of the config file and an environment\n"
-		"variable VLMD_NAME ('-' as '_'); flags override the environment, which overrides the\n"
-		"file, which overrides the defaults. [runtime] settings can change while vlmd runs.\n"
+		"variable VLMD_NAME ('-' as '_'; the socket: %s, as for every client);\n"
+		"flags override the environment, which overrides the file, which overrides the\n"
+		"defaults. [runtime] settings can change while vlmd runs (vlmctl config set).\n"
 		"\n",
-		prog);
+		prog, VD_SOCKET_ENV);
 	for (int i = 0; i < VD_CFG__N; i++) {
 		const struct setting *t = &table[i];
 		char head[64];

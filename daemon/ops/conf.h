@@ -29,7 +29,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VD_CONF_DEFAULT_FILE "/etc/vlmd/vlmd.conf"
+#include "config.h"
+
+/* The build's sysconfdir (meson -Dsysconfdir; the units and `meson install` use the same path). */
+#define VD_CONF_DEFAULT_FILE VLM_DEFAULT_CONFIG
+/* The socket's environment variable, shared with the clients (vlm.h); the table's own name for
+ * it, VLMD_SOCKET, is still read when VLM_SOCKET is unset (deprecated). */
+#define VD_SOCKET_ENV "VLM_SOCKET"
 
 /* The settings (indexes into the table). */
 enum vd_cfg_id {
@@ -46,9 +52,11 @@ enum vd_cfg_id {
 	VD_CFG_LOG_LEVEL,
 	/* model and engine (read by daemon/engine/engine.c through vlmd.c) */
 	VD_CFG_MODEL,
+	VD_CFG_ECHO,
 	VD_CFG_BACKEND,
 	VD_CFG_THREADS,
 	VD_CFG_KV_MEMORY,
+	VD_CFG_MEMORY_FRACTION,
 	VD_CFG_BLOCK_SIZE,
 	VD_CFG_MAX_RUNNING,
 	VD_CFG_MAX_BATCHED_TOKENS,
@@ -112,6 +120,7 @@ int vd_conf_get(const struct vd_conf *c, const char *name, char *buf, size_t len
 
 /* Typed access by id. */
 uint64_t vd_conf_uint(const struct vd_conf *c, int id); /* uint, bool, enum index */
+double vd_conf_frac(const struct vd_conf *c, int id);   /* a fraction in (0, 1] */
 const char *vd_conf_str(const struct vd_conf *c, int id);
 /* A list setting's values [*n] (uids or gids); valid until the setting changes. */
 const uint32_t *vd_conf_ids(const struct vd_conf *c, int id, size_t *n);

@@ -103,6 +103,7 @@ static pid_t spawn(const char *const *args, const char *notify, const char *wd_u
 		if (log < 0 || dup2(log, 2) < 0)
 			_exit(127);
 		argv[n++] = vlmd;
+		argv[n++] = "--echo";     /* no model: vlmd would refuse to start */
 		for (; *args; args++)
 			argv[n++] = *args;
 		argv[n] = NULL;
