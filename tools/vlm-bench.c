@@ -51,11 +51,11 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(argv[1], "--version")) {
-		printf("vlm-bench %s\n", VLM_VERSION_STRING);
+		printf("vlm-bench %s %s\n", VLM_VERSION_STRING, VLM_BUILD_FEATURES);
 		return 0;
 	}
 	if (!strcmp(argv[1], "version")) {
-		printf("vlm-bench %s\n", VLM_VERSION_STRING);
+		printf("vlm-bench %s %s\n", VLM_VERSION_STRING, VLM_BUILD_FEATURES);
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

@@ -61,6 +61,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: " PROG " [--socket PATH] PROMPT [EMBEDDINGS]... [FLAGS]\n"
+"Sends one request to vlmd (socket: --socket, else $VLM_SOCKET, else " VLM_DEFAULT_SOCKET ")\n"
+"and streams the answer: text through the model's tokenizer and chat template, image\n"
+"embeddings from .npy/.safetensors files (--embed), token ids in and out.\n"
 "prompt (one of):\n"
 "  --tokens 1,2,3            token ids (commas or spaces)\n"
 "  --tokens-file FILE        token ids from a file (whitespace, commas, a JSON array)\n"
@@ -372,7 +375,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			usage(stdout);
 			return -1;
 		case O_VERSION:
-			printf(PROG " %s (libvlmclient %s)\n", VLM_VERSION_STRING, vlm_version_string());
+			printf(PROG " %s (libvlmclient %s) %s\n", VLM_VERSION_STRING, vlm_version_string(),
+			       VLM_BUILD_FEATURES);
 			return -1;
 		default:
 			usage(stderr);
@@ -529,6 +533,17 @@ static int resolve_embeds(struct opts *o, const struct prompt *p)
 					    "placeholder run)", e->spec);
 			e->placeholder = o->emb[i - 1].placeholder;
 		}
+	}
+	/* every file readable as an embedding before vlmd is contacted: a wrong file is the
+	 * user's first problem to hear about, not a missing daemon */
+	for (int i = 0; i < o->n_emb; i++) {
+		DLManagedTensor *t;
+		char err[512];
+
+		if (emb_load(o->emb[i].spec, &t, err, sizeof(err)) < 0)
+			return fail("--embed %s", err);
+		if (t->deleter)
+			t->deleter(t);
 	}
 	return 0;
 }
@@ -805,7 +820,9 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		const char *sock = o.socket ? o.socket : getenv("VLM_SOCKET");
 		const char *m = vlm_last_error(), *hint = r == -ENOENT || r == -ECONNREFUSED ?
-			" (is vlmd running? --socket PATH)" : "";
+			" (is vlmd running? --socket PATH or $VLM_SOCKET)" : "";
+		if ((m && strstr(m, "is vlmd running")) || strstr(vlm_strerror(r), "is vlmd running"))
+			hint = "";
 		if (m && strstr(m, "vlmd"))   /* the library's message names the socket already */
 			rc = fail("%s: %s%s", m, vlm_strerror(r), hint);
 		else

@@ -17,6 +17,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: vlm-mkmodel [options] OUTDIR\n"
+	        "Writes a Hugging Face checkpoint (config.json, *.safetensors) of any Qwen2 / Qwen2-VL\n"
+	        "shape with random weights (fixed seed), for tests and benchmarks; --tokenizer fits it\n"
+	        "to a real tokenizer.json so vlm-chat and vlm-generate --prompt work on it.\n"
 	        "  --preset NAME      %s (default tiny)\n"
 	        "  --dtype T          f32 | f16 | bf16 (default bf16)\n"
 	        "  --seed N           random seed (default 0)\n"
@@ -120,7 +123,7 @@ out:
 int main(int argc, char **argv)
 {
 	enum { O_PRESET = 1, O_DTYPE, O_SEED, O_SHARDS, O_NEW, O_NESTED, O_ARCH, O_TIE, O_NOTIE,
-	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_TOKENIZER, O_HELP };
+	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_TOKENIZER, O_HELP, O_VERSION };
 	static const struct option opts[] = {
 		{ "preset", required_argument, NULL, O_PRESET }, { "dtype", required_argument, NULL, O_DTYPE },
 		{ "seed", required_argument, NULL, O_SEED }, { "shards", required_argument, NULL, O_SHARDS },
@@ -133,6 +136,7 @@ int main(int argc, char **argv)
 		{ "vocab", required_argument, NULL, O_VOCAB }, { "std", required_argument, NULL, O_STD },
 		{ "mrope-section", required_argument, NULL, O_MROPE }, { "help", no_argument, NULL, O_HELP },
 		{ "tokenizer", required_argument, NULL, O_TOKENIZER },
+		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
 	/* First pass: the preset, so the other options override it whatever their order. */
@@ -149,13 +153,16 @@ int main(int argc, char **argv)
 	int c;
 	long v;
 	const char *tokenizer = NULL;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	int idx = 0;
+	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
 		int bad = 0;
+		const char *expect = NULL;   /* the values a bad one should have been */
 		switch (c) {
 		case O_PRESET: break;
 		case O_DTYPE:
 			if (strcmp(optarg, "f32") && strcmp(optarg, "f16") && strcmp(optarg, "bf16"))
 				bad = 1;
+			expect = "f32, f16 or bf16";
 			s.dtype = optarg;
 			break;
 		case O_SEED: {
@@ -177,6 +184,7 @@ int main(int argc, char **argv)
 				s.arch = VD_ARCH_QWEN2_5_VL;
 			else
 				bad = 1;
+			expect = "qwen2, qwen2-vl or qwen2.5-vl";
 			break;
 		case O_TIE: s.tie_embeddings = 1; break;
 		case O_NOTIE: s.tie_embeddings = 0; break;
@@ -201,12 +209,16 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case O_VERSION:
+			printf("vlm-mkmodel %s %s\n", VLM_VERSION_STRING, VLM_BUILD_FEATURES);
+			return 0;
 		default:
 			usage(stderr);
 			return 2;
 		}
 		if (bad) {
-			fprintf(stderr, "vlm-mkmodel: bad value '%s'\n", optarg);
+			fprintf(stderr, "vlm-mkmodel: --%s: bad value '%s'%s%s\n", opts[idx].name, optarg,
+			        expect ? ": expected " : "", expect ? expect : "");
 			return 2;
 		}
 	}
