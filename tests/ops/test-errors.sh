@@ -1,0 +1,103 @@
+#!/bin/sh
+# tests/ops/test-errors.sh SOURCE_DIR BUILD_DIR — errors a new user meets, each with the message
+# that says what to do (issue 16, "Errors that say what to do"):
+#  vlm-tokenize: a one-line reason + "Try --help" (not the whole usage), out-of-range ids fail;
+#  vlm-mkmodel: the flag and the allowed values; vlm-generate --embed on an image file says so
+#  (before it tries the socket); the README's pkg-config line from a build tree compiles and
+#  links; PYTHON.md gives the venv line for Debian 12; every relative link in the docs resolves
+#  inside the repository.
+set -u
+src=$(realpath "$1") build=$(realpath "$2")
+tok=$build/tools/vlm-tokenize mk=$build/tools/vlm-mkmodel gen=$build/tools/vlm-generate
+tj=$src/tests/tokenizer/data/tokenizer.json
+dir=$(mktemp -d /tmp/vlmd-errors-XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# expect RC NEEDLE CMD...: exit status RC and NEEDLE (fixed string) in stderr
+expect() {
+  want=$1 needle=$2
+  shift 2
+  "$@" >"$dir/out" 2>"$dir/err"
+  rc=$?
+  [ $rc -eq "$want" ] || fail "$*: exit $rc, want $want ($(cat "$dir/err"))"
+  grep -qF -- "$needle" "$dir/err" || fail "$*: stderr '$(cat "$dir/err")' lacks '$needle'"
+}
+unset VLM_SOCKET VLMD_SOCKET VLM_TOKENIZER
+
+# vlm-tokenize
+expect 2 "vlm-tokenize: no tokenizer: give -t TOKENIZER.json" "$tok" decode 1
+[ "$(wc -l <"$dir/err")" -eq 2 ] || fail "vlm-tokenize usage error is not two lines: $(cat "$dir/err")"
+grep -q "^usage:" "$dir/err" && fail "vlm-tokenize prints the whole usage on an error"
+grep -qF "Try 'vlm-tokenize --help'." "$dir/err" || fail "vlm-tokenize: no pointer to --help"
+expect 2 "vlm-tokenize: unknown command 'bogus': encode, tokens, decode or chat" "$tok" -t "$tj" bogus
+expect 2 "vlm-tokenize: unknown or incomplete option '--nope'" "$tok" -t "$tj" encode --nope
+expect 2 "vlm-tokenize: ids must be integers separated by spaces or commas" "$tok" -t "$tj" decode abc
+n=$("$tok" -t "$tj" --help >/dev/null; python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); print(max(list(t["model"]["vocab"].values()) + [a["id"] for a in t["added_tokens"]]))' "$tj")
+expect 1 "vlm-tokenize: id 999999999 is out of range: this tokenizer has ids 0..$n" "$tok" -t "$tj" decode 999999999
+[ -s "$dir/out" ] && fail "vlm-tokenize printed text for an out-of-range id"
+expect 1 "id -1 is out of range" "$tok" -t "$tj" decode 5 -1
+id=$("$tok" -t "$tj" encode Hello)
+"$tok" -t "$tj" decode $id >"$dir/out" 2>&1 || fail "vlm-tokenize decode $id: $(cat "$dir/out")"
+[ "$(cat "$dir/out")" = "Hello" ] || fail "vlm-tokenize decode $id: '$(cat "$dir/out")'"
+
+# vlm-mkmodel
+expect 2 "vlm-mkmodel: --dtype: bad value 'f8': expected f32, f16 or bf16" "$mk" --dtype f8 "$dir/m"
+expect 2 "vlm-mkmodel: --arch: bad value 'llama': expected qwen2, qwen2-vl or qwen2.5-vl" "$mk" --arch llama "$dir/m"
+expect 2 "vlm-mkmodel: --layers: bad value 'x'" "$mk" --layers x "$dir/m"
+[ -e "$dir/m" ] && fail "vlm-mkmodel wrote a model despite a bad value"
+
+# vlm-generate --embed on an image: said before any socket is tried
+printf '\377\330\377\340\000\020JFIF\000' >"$dir/cat.jpg"
+head -c 7000 /dev/zero >>"$dir/cat.jpg"
+expect 1 "--embed $dir/cat.jpg: not a .npy or .safetensors file (it is a JPEG image): --embed takes a vision encoder's output [rows, hidden]; to send an image file, use --image FILE" \
+  "$gen" --socket "$dir/none.sock" --tokens 1,2,3 --embed "$dir/cat.jpg" --placeholder 2 --grid 1,1,1
+grep -q "connect" "$dir/err" && fail "vlm-generate tried the socket before checking --embed"
+printf 'hello world, not an array' >"$dir/x.bin"
+expect 1 "not a .npy or .safetensors file:" "$gen" --socket "$dir/none.sock" --tokens 1,2 --embed "$dir/x.bin" --placeholder 2
+expect 1 "is vlmd running?" "$gen" --socket "$dir/none.sock" --tokens 1,2
+[ "$(grep -o "is vlmd running" "$dir/err" | wc -l)" -eq 1 ] || fail "vlm-generate repeats the hint: $(cat "$dir/err")"
+
+# README: pkg-config from a build tree (nothing installed)
+if command -v pkg-config >/dev/null && command -v cc >/dev/null; then
+  flags=$(PKG_CONFIG_PATH=$build/meson-uninstalled pkg-config --cflags --libs libvlmclient-uninstalled) \
+    || fail "pkg-config libvlmclient-uninstalled: not found in $build/meson-uninstalled"
+  cc "$src/examples/generate.c" $flags -Wl,-rpath,"$build/client" -o "$dir/generate" 2>"$dir/err" \
+    || fail "README's uninstalled pkg-config line does not build examples/generate.c: $(cat "$dir/err")"
+  VLM_SOCKET=$dir/none.sock "$dir/generate" 1 2 >/dev/null 2>"$dir/err" && fail "example ran without vlmd"
+  grep -q "generate: " "$dir/err" || fail "example: $(cat "$dir/err")"
+  grep -qF 'PKG_CONFIG_PATH=build/meson-uninstalled pkg-config --cflags --libs' "$src/README.md" \
+    || fail "README does not give the uninstalled pkg-config form"
+fi
+
+# PYTHON.md: Debian 12's externally managed Python
+grep -qF 'python3 -m venv' "$src/docs/PYTHON.md" || fail "PYTHON.md gives no venv line"
+grep -qF 'externally-managed-environment' "$src/docs/PYTHON.md" || fail "PYTHON.md does not name the pip error"
+
+# every relative link of the docs resolves inside the repository
+python3 - "$src" <<'PY' || fail "broken or outside links (above)"
+import os, re, sys
+root = os.path.realpath(sys.argv[1]); bad = 0
+for d, dirs, files in os.walk(root):
+    dirs[:] = [x for x in dirs if not x.startswith(("build", ".")) and x != "node_modules"]
+    for f in files:
+        if not f.endswith(".md"):
+            continue
+        p = os.path.join(d, f)
+        text = open(p, encoding="utf-8").read()
+        for m in re.finditer(r"\]\(([^)#\s]+)", text):
+            link = m.group(1)
+            if re.match(r"[a-z]+:", link):
+                continue
+            t = os.path.realpath(os.path.join(d, link))
+            if not t.startswith(root + os.sep) or not os.path.exists(t):
+                print("FAIL: %s: link %s" % (os.path.relpath(p, root), link)); bad += 1
+        for m in re.finditer(r"`(\.\./[^`\s]+\.md)`", text):
+            t = os.path.realpath(os.path.join(d, m.group(1)))
+            if not t.startswith(root + os.sep):
+                print("FAIL: %s: refers to %s, outside the repository" % (os.path.relpath(p, root), m.group(1))); bad += 1
+sys.exit(1 if bad else 0)
+PY
+
+[ $fails -eq 0 ] && echo "ok errors" && exit 0
+exit 1
