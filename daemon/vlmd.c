@@ -28,6 +28,7 @@
 #include "daemon/ops/metrics.h"
 #include "daemon/ops/metrics_http.h"
 #include "daemon/ops/notify.h"
+#include "daemon/io/client.h"
 #include "daemon/io/server.h"
 #include "daemon/model/model_config.h"
 #include "daemon/model/weights.h"
@@ -51,6 +52,8 @@ struct vlmd {
 	uint64_t load_next_ns;       /* next progress message while the model loads */
 	uint64_t load_start_ns;
 	int load_logged_end;         /* the 100% line is out (the engine reports the end twice) */
+	uint64_t stats_next_ns;      /* next periodic stats line (while busy) */
+	uint64_t stats_last_ns, stats_gen, stats_prompt, stats_done;
 };
 
 /* The server's messages are prose: one event, the text as a quoted field. */
@@ -62,11 +65,88 @@ static void log_server(void *ctx, int level, const char *msg)
 	VD_LOG(level, "server", "msg=%s", vd_log_quote(msg, q, sizeof(q)));
 }
 
+/* The request log: one line per request when it ends (its FINISH or ERROR completion, refusals
+ * at submission included), with the client it came from. */
+static void request_log(void *ctx, const struct vd_client *c, const struct vs_cqe *cqe)
+{
+	char nm[80], msg[VS_CQE_MESSAGE_LEN], q[160];
+
+	(void)ctx;
+	vd_log_quote(c->name, nm, sizeof(nm));
+	if (cqe->type == VS_CQE_FINISH) {
+		static const char *const reasons[] = { "stop", "length", "cancelled" };
+		const uint64_t ttft = cqe->u.finish.ttft_us, total = cqe->u.finish.total_us;
+		const uint32_t gen = cqe->u.finish.completion_tokens;
+
+		VD_LOG(VD_LVL_INFO, "request_done", "client=%u pid=%d uid=%u name=%s request=%llu reason=%s "
+		       "prompt=%u cached=%u generated=%u queue_ms=%.2f ttft_ms=%.2f total_ms=%.2f "
+		       "tokens_per_s=%.1f", c->id, (int)c->peer.pid, (unsigned)c->peer.uid, nm,
+		       (unsigned long long)cqe->user_data,
+		       cqe->u.finish.reason < 3 ? reasons[cqe->u.finish.reason] : "?",
+		       cqe->u.finish.prompt_tokens, cqe->u.finish.cached_tokens, gen,
+		       (double)cqe->u.finish.queue_us / 1000.0, (double)ttft / 1000.0,
+		       (double)total / 1000.0,
+		       gen > 1 && total > ttft ? (double)(gen - 1) * 1e6 / (double)(total - ttft) : 0.0);
+		return;
+	}
+	if (cqe->flags & VS_CQEF_CANCEL)
+		return;   /* a cancel that found nothing: the request itself is logged when it ends */
+	msg[0] = 0;
+	if (cqe->flags & VS_CQEF_MESSAGE) {
+		memcpy(msg, cqe->u.message, VS_CQE_MESSAGE_LEN);
+		msg[VS_CQE_MESSAGE_LEN - 1] = 0;
+	}
+	VD_LOG(VD_LVL_INFO, "request_refused", "client=%u pid=%d uid=%u name=%s request=%llu error=%s "
+	       "reason=%s", c->id, (int)c->peer.pid, (unsigned)c->peer.uid, nm,
+	       (unsigned long long)cqe->user_data,
+	       strerrorname_np(-cqe->result) ? strerrorname_np(-cqe->result) : "?",
+	       vd_log_quote(*msg ? msg : strerror(-cqe->result), q, sizeof(q)));
+}
+
+/* While the engine has work (or had some since the last line): one stats line every
+ * stats-interval seconds, like vLLM's periodic throughput line. */
+static void stats_tick(struct vlmd *d, uint64_t now)
+{
+	const uint64_t every = vd_conf_uint(d->conf, VD_CFG_STATS_INTERVAL) * 1000000000ull;
+	const struct vd_metrics *m = &d->metrics;
+	uint64_t gen = vd_metrics_counter(m, VD_C_GENERATED_TOKENS);
+	uint64_t prompt = vd_metrics_counter(m, VD_C_PROMPT_TOKENS);
+	uint64_t done = vd_metrics_counter(m, VD_C_REQ_STOP) + vd_metrics_counter(m, VD_C_REQ_LENGTH) +
+			vd_metrics_counter(m, VD_C_REQ_CANCELLED) + vd_metrics_counter(m, VD_C_REQ_ERROR);
+	int64_t running = vd_metrics_gauge(m, VD_G_RUNNING), waiting = vd_metrics_gauge(m, VD_G_WAITING);
+	int64_t total = vd_metrics_gauge(m, VD_G_KV_BLOCKS_TOTAL), used = vd_metrics_gauge(m, VD_G_KV_BLOCKS_USED);
+	double dt;
+
+	if (!every)
+		return;
+	if (!d->stats_next_ns) {
+		d->stats_next_ns = now + every;
+		d->stats_last_ns = now;
+		return;
+	}
+	if (now < d->stats_next_ns)
+		return;
+	dt = (double)(now - d->stats_last_ns) / 1e9;
+	if (running || waiting || gen != d->stats_gen || done != d->stats_done)
+		VD_LOG(VD_LVL_INFO, "stats", "running=%lld waiting=%lld kv_use_pct=%.1f generation_tokens_per_s=%.1f "
+		       "prompt_tokens_per_s=%.1f finished=%llu interval_s=%.1f", (long long)running,
+		       (long long)waiting, total > 0 ? 100.0 * (double)used / (double)total : 0.0,
+		       (double)(gen - d->stats_gen) / dt, (double)(prompt - d->stats_prompt) / dt,
+		       (unsigned long long)(done - d->stats_done), dt);
+	d->stats_gen = gen;
+	d->stats_prompt = prompt;
+	d->stats_done = done;
+	d->stats_last_ns = now;
+	d->stats_next_ns = now + every;
+}
+
 static void on_tick(void *ctx, uint64_t now_ns)
 {
 	struct vlmd *d = ctx;
 
 	vd_notify_tick(&d->notify, now_ns);
+	if (d->engine)
+		stats_tick(d, now_ns);
 }
 
 /* Run-time `config set` (the admin protocol calls vd_conf_set): apply the new value. */
@@ -370,6 +450,8 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 	}
 	o->sink_new = vd_engine_sink_new;
 	o->sink_ctx = d->engine;
+	o->req_log = request_log;
+	o->req_log_ctx = d;
 	o->engine = d->engine;
 	o->eng = &engine_admin;
 	return 0;

@@ -58,6 +58,8 @@ static const struct setting table[VD_CFG__N] = {
 		"answer echo requests from a worker thread (the engine's path)" },
 	[VD_CFG_LOG_LEVEL] = { "log-level", T_ENUM, "info", 0, 0, level_choices, F_RUNTIME, NULL,
 		"LEVEL", "error, warn, info or debug (--quiet = warn, --verbose = debug)" },
+	[VD_CFG_STATS_INTERVAL] = { "stats-interval", T_UINT, "10", 0, 86400, NULL, 0, NULL, "S",
+		"log a stats line (throughput, queue, KV use) every S seconds while busy; 0: never" },
 	[VD_CFG_MODEL] = { "model", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "DIR",
 		"model folder to serve (config.json, *.safetensors, tokenizer.json): required" },
 	[VD_CFG_ECHO] = { "echo", T_BOOL, "no", 0, 1, NULL, 0, NULL, NULL,

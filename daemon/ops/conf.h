@@ -50,6 +50,7 @@ enum vd_cfg_id {
 	VD_CFG_TICK_MS,
 	VD_CFG_ECHO_THREAD,
 	VD_CFG_LOG_LEVEL,
+	VD_CFG_STATS_INTERVAL,
 	/* model and engine (read by daemon/engine/engine.c through vlmd.c) */
 	VD_CFG_MODEL,
 	VD_CFG_ECHO,

@@ -107,7 +107,7 @@ def main():
         env["VLMD_CONFIG"] = ""
         log = open(tmp + "/vlmd.log", "w")
         daemon = subprocess.Popen([VLMD, "--model", model, "--socket", sock, "--threads", "1",
-                                   "--kv-memory", "64M"], env=env, stderr=log)
+                                   "--kv-memory", "64M", "--stats-interval", "1"], env=env, stderr=log)
         end = time.monotonic() + WAIT
         while not os.path.exists(sock):
             assert daemon.poll() is None, "vlmd exited: " + open(tmp + "/vlmd.log").read()
@@ -174,6 +174,14 @@ def main():
         assert s5["prompt"] == s4["prompt"], ("the cancelled turn stayed in the history", s4, s5)
         p.expect(rb">>> ", "the prompt after turn 5")
 
+        # a refused request: vlmd's reason, and the chat goes on
+        p.send(b"/set max-tokens 5000\r")
+        p.expect(rb">>> ", "the prompt after /set")
+        p.send(b"Hello, who are you?\r")
+        p.expect(rb"vlm-chat: vlmd: [^\r\n]*max-model-len", "vlmd's refusal")
+        p.expect(rb">>> ", "the prompt after the refusal")
+
+        chat_pid = p.pid
         p.send(b"/quit\r")
         rc = p.wait_exit()
         assert rc == 0, "exit status %d after /quit" % rc
@@ -191,6 +199,28 @@ def main():
         assert r.returncode == 1 and "cannot connect to vlmd at " + tmp + "/none.sock" in r.stderr \
             and "start vlmd" in r.stderr, (r.returncode, r.stderr)
         assert daemon.poll() is None, "vlmd died"
+
+        # vlmd's log: load progress and KV size at info, one line per request (with the
+        # client's pid), one per refusal with its reason, a stats line once work was done
+        end = time.monotonic() + WAIT
+        while "event=stats " not in open(tmp + "/vlmd.log").read():
+            assert time.monotonic() < end, "no stats line: " + open(tmp + "/vlmd.log").read()[-3000:]
+            time.sleep(0.1)
+        text = open(tmp + "/vlmd.log").read()
+        assert re.search(r"level=info event=load_progress done_bytes=(\d+) total_bytes=\1 percent=100 elapsed_s=", text), text
+        assert re.search(r"level=info event=kv_cache tokens=\d+ blocks=\d+ block_size=16 bytes=67108864 sized_by=kv-memory", text), text
+        done = re.findall(r"level=info event=request_done client=\d+ pid=(\d+) uid=\d+ name=vlm-chat request=\d+ "
+                          r"reason=(\w+) prompt=(\d+) cached=(\d+) generated=(\d+) queue_ms=[\d.]+ ttft_ms=[\d.]+ "
+                          r"total_ms=[\d.]+ tokens_per_s=[\d.]+", text)
+        assert [d[1] for d in done] == ["length"] * 4 + ["cancelled", "length"], done
+        assert all(int(d[0]) == chat_pid for d in done), (chat_pid, done)
+        assert [int(d[2]) for d in done[:4]] == [s1["prompt"], s2["prompt"], s3["prompt"], s4["prompt"]], done
+        assert int(done[1][3]) == s2["cached"], done
+        ref = re.findall(r"level=info event=request_refused client=\d+ pid=(\d+) uid=\d+ name=vlm-chat request=\d+ "
+                         r"error=E2BIG reason=\"([^\"]*)\"", text)
+        assert len(ref) == 1 and int(ref[0][0]) == chat_pid and "max-model-len" in ref[0][1], ref
+        assert re.search(r"level=info event=stats running=\d+ waiting=\d+ kv_use_pct=[\d.]+ "
+                         r"generation_tokens_per_s=[\d.]+ prompt_tokens_per_s=[\d.]+ finished=[1-9]", text), text
         print("ok chat: %d-token turns at %.0f tokens/s, turn 2 prompt %d (%d cached)" %
               (s1["tokens"], s1["tps"], s2["prompt"], s2["cached"]))
         return 0
