@@ -198,7 +198,7 @@ int emb_load(const char *spec, DLManagedTensor **ret, char *err, size_t err_len)
 			    !memcmp(b, "GIF8", 4) ? "a GIF image" : NULL;
 	if (image || (memcmp(b, "\x93NUMPY", 6) && (len < 9 || b[8] != '{'))) {
 		/* neither format's magic: say what it looks like and where such files go */
-		r = fail(err, err_len, -EINVAL,
+		r = fail(err, err_len, -EBADMSG,
 			 "%s: not a .npy or .safetensors file%s%s%s: --embed takes a vision encoder's "
 			 "output [rows, hidden]; to send an image file, use --image FILE (vlmd runs "
 			 "the vision tower) or vlm-chat's /image", path, image ? " (it is " : "",

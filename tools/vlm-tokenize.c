@@ -177,13 +177,13 @@ static int cmd_decode(struct vlm_tokenizer *tok, int argc, char **argv)
 			return bad_usage("ids must be integers separated by spaces or commas");
 		return die("reading ids", r);
 	}
+	/* An id the tokenizer does not know decodes to nothing, as in transformers (a model's
+	 * vocab is often padded past the tokenizer's: Qwen2-VL has 151936 rows, 151665 tokens);
+	 * say so instead of printing nothing without a word. */
 	for (size_t i = 0; i < n; i++)
-		if (ids[i] < 0 || (size_t)ids[i] >= vlm_tokenizer_vocab_size(tok)) {
-			fprintf(stderr, "vlm-tokenize: id %d is out of range: this tokenizer has ids 0..%zu\n",
-				ids[i], vlm_tokenizer_vocab_size(tok) - 1);
-			free(ids);
-			return 1;
-		}
+		if (ids[i] < 0 || (size_t)ids[i] >= vlm_tokenizer_vocab_size(tok))
+			fprintf(stderr, "vlm-tokenize: warning: id %d is not in this tokenizer (ids 0..%zu): "
+				"it decodes to nothing\n", ids[i], vlm_tokenizer_vocab_size(tok) - 1);
 	if (stream) {
 		/* One line per id: what the streaming decoder emits for it (complete UTF-8 only). */
 		struct vlm_detok *d;
