@@ -422,7 +422,7 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 {
 	int32_t ng = q->seq.n_generated, vocab = e->cfg.vocab, t;
 	float *row;
-	struct vd_sample_params sp;
+	struct vk_sample_params sp;
 
 	if (!have_logits || (q->plain_greedy && ng >= q->stop.min_tokens))
 		return e->b_argmax[l];
