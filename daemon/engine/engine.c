@@ -44,16 +44,9 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-void vd_engine_opts_default(struct vd_engine_opts *o)
+void vd_engine_opts_init(struct vd_engine_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->backend = "auto";
-	o->kv_bytes = 256ull << 20;
-	o->block_size = 16;
-	o->max_running = 32;
-	o->max_batched_tokens = 512;
-	o->max_waiting = 1024;
-	o->prefix_cache = 1;
 	o->prefill_per_decode = -1;
 }
 
