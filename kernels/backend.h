@@ -243,6 +243,11 @@ struct vk_backend_ops {
 	 * step_end == -ECANCELED: the step did not run, redo it eagerly. */
 	int (*step_begin)(struct vk_backend *be, const struct vk_batch *batch);
 	int (*step_end)(struct vk_backend *be);
+
+	/* Device memory free and in total, in bytes, now (for sizing the KV cache from a fraction
+	 * of what is left after the weights). NULL: the backend's memory is host memory (the
+	 * caller reads MemAvailable). Returns 0 or -errno. */
+	int (*mem_info)(struct vk_backend *be, uint64_t *ret_free, uint64_t *ret_total);
 };
 
 /* A backend instance. The table plus the backend's private context. */

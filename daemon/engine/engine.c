@@ -33,7 +33,6 @@
 
 #include "config.h"
 
-#include "daemon/io/echo.h"
 #include "daemon/engine/mm_import.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_req.h"
@@ -44,23 +43,12 @@
 #include "shm/doorbell.h"
 
 #include "daemon/engine/engine_impl.h"
-#if VLM_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
-#endif
 
 /* ---------------------------------------------------------------- helpers */
 
-void vd_engine_opts_default(struct vd_engine_opts *o)
+void vd_engine_opts_init(struct vd_engine_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->backend = "auto";
-	o->kv_bytes = 256ull << 20;
-	o->memory_fraction = 0.5;
-	o->block_size = 16;
-	o->max_running = 32;
-	o->max_batched_tokens = 512;
-	o->max_waiting = 1024;
-	o->prefix_cache = 1;
 	o->prefill_per_decode = -1;
 }
 
@@ -429,7 +417,7 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 {
 	int32_t ng = q->seq.n_generated, vocab = e->cfg.vocab, t;
 	float *row;
-	struct vd_sample_params sp;
+	struct vk_sample_params sp;
 
 	if (!have_logits || (q->plain_greedy && ng >= q->stop.min_tokens))
 		return e->b_argmax[l];
@@ -653,8 +641,6 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 	size_t waiting;
 	int rc = 0;
 
-	if (r->sqe.opcode == VS_OP_ECHO || r->sqe.opcode == VS_OP_NOP)
-		return e->echo->ops->submit(e->echo, r, err, errlen);
 	if (r->sqe.opcode != VS_OP_GENERATE) {
 		snprintf(err, errlen, "opcode %u not served here", r->sqe.opcode);
 		vd_request_free(r);
@@ -753,14 +739,13 @@ static int eng_cancel(struct vd_sink *s, uint32_t slot, uint32_t gen, uint64_t u
 	if (n)
 		pthread_cond_signal(&e->cv);
 	pthread_mutex_unlock(&e->mu);
-	return n ? 0 : e->echo->ops->cancel(e->echo, slot, gen, ud);
+	return n ? 0 : -ENOENT;
 }
 
 static void eng_client_gone(struct vd_sink *s, uint32_t slot, uint32_t gen)
 {
 	struct vd_engine *e = (struct vd_engine *)s;
 
-	e->echo->ops->client_gone(e->echo, slot, gen);
 	pthread_mutex_lock(&e->mu);
 	if (flag(e, slot, gen, 0, 0, 1)) {
 		uint64_t ph = e->read_phase;
@@ -793,8 +778,11 @@ static void eng_free(struct vd_sink *s)
 		finish(e, e->live, VS_FINISH_CANCELLED, 0, NULL, 1);
 	e->n_ev = 0;
 	pthread_mutex_unlock(&e->mu);
-	e->echo->ops->free(e->echo);
-	e->echo = NULL;
+}
+
+static int eng_idle(struct vd_sink *s)
+{
+	return vd_engine_idle((struct vd_engine *)s);
 }
 
 static const struct vd_sink_ops engine_ops = {
@@ -803,6 +791,7 @@ static const struct vd_sink_ops engine_ops = {
 	.cancel = eng_cancel,
 	.client_gone = eng_client_gone,
 	.free = eng_free,
+	.idle = eng_idle,
 };
 
 int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
@@ -812,9 +801,6 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 
 	if (e->sink_live)
 		return -EBUSY;
-	rc = vd_echo_new(evq, 0, &e->echo);
-	if (rc < 0)
-		return rc;
 	e->base.ops = &engine_ops;
 	e->base.evq = evq;
 	e->stop = 0;
@@ -822,8 +808,6 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 	rc = pthread_create(&e->thr, NULL, engine_main, e);
 	if (rc) {
 		e->sink_live = 0;
-		e->echo->ops->free(e->echo);
-		e->echo = NULL;
 		return -rc;
 	}
 	*out = &e->base;
@@ -841,15 +825,11 @@ static uint64_t free_memory(struct vk_backend *be)
 	uint64_t r = 0;
 	FILE *f;
 
-#if VLM_HAVE_CUDA
-	if (vk_cuda_backend_is(be)) {
-		size_t fr = 0, tot = 0;
+	if (be->ops->mem_info) {
+		uint64_t fr = 0, tot = 0;
 
-		return vk_cuda_backend_mem_info(be, &fr, &tot) == 0 ? (uint64_t)fr : 0;
+		return be->ops->mem_info(be, &fr, &tot) == 0 ? fr : 0;
 	}
-#else
-	(void)be;
-#endif
 	f = fopen("/proc/meminfo", "re");
 	if (!f)
 		return 0;

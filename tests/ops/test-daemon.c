@@ -30,6 +30,7 @@
 #include <pthread.h>
 
 #include "client/conn.h"
+#include "daemon/ops/conf.h"
 #include "daemon/io/server.h"
 #include "tests/transport/harness.h"
 
@@ -324,7 +325,7 @@ static void *run_loop(void *arg)
 	struct vd_server *srv = NULL;
 	long e;
 
-	vd_server_opts_default(&o);
+	vd_conf_server_defaults(&o);
 	o.socket_path = arg;
 	o.max_clients = 4;
 	if (vd_server_new(&o, &srv)) {
