@@ -76,6 +76,8 @@ static void usage(FILE *f)
 "  --model-dir DIR           the model folder (its tokenizer.json; the same checkpoint vlmd serves)\n"
 "  --tokenizer FILE          tokenizer.json (default: DIR/tokenizer.json, else $VLM_TOKENIZER)\n"
 "  --system TEXT             system prompt (default: the template's own)\n"
+"  --chat-template NAME|FILE render with this template (qwen2-vl, or a file holding one)\n"
+"                            instead of DIR's; a template vlm-chat cannot render is refused\n"
 "  --socket PATH             vlmd's socket (default: $VLM_SOCKET, else " VLM_DEFAULT_SOCKET ")\n"
 "  --max-tokens N            longest reply (default 512)\n"
 "  --temperature X --top-p X --top-k N --min-p X --repetition-penalty X --seed N\n"
@@ -448,7 +450,7 @@ static void set_param(struct session *s, char *arg)
 int main(int argc, char **argv)
 {
 	enum { O_MODEL = 1000, O_TOK, O_SYSTEM, O_SOCKET, O_MAX, O_TEMP, O_TOPP, O_TOPK, O_MINP, O_REP,
-	       O_SEED, O_NOSTATS, O_IGNORE_EOS, O_HELP, O_VERSION };
+	       O_SEED, O_NOSTATS, O_IGNORE_EOS, O_CHAT_TEMPLATE, O_HELP, O_VERSION };
 	static const struct option lo[] = {
 		{ "model-dir", required_argument, NULL, O_MODEL },
 		{ "tokenizer", required_argument, NULL, O_TOK },
@@ -463,12 +465,13 @@ int main(int argc, char **argv)
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "no-stats", no_argument, NULL, O_NOSTATS },
 		{ "ignore-eos", no_argument, NULL, O_IGNORE_EOS },
+		{ "chat-template", required_argument, NULL, O_CHAT_TEMPLATE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct session s = { .stats = 1 };
-	const char *model_dir = NULL, *tok_path = NULL;
+	const char *model_dir = NULL, *tok_path = NULL, *tmpl = NULL, *tmpl_name = NULL;
 	char path[4200], err[512];
 	struct sigaction sa = { .sa_handler = on_sigint };   /* no SA_RESTART: getline sees EINTR */
 	unsigned long long u;
@@ -504,6 +507,7 @@ int main(int argc, char **argv)
 			break;
 		case O_NOSTATS: s.stats = 0; break;
 		case O_IGNORE_EOS: s.gp.ignore_eos = true; break;
+		case O_CHAT_TEMPLATE: tmpl = optarg; break;
 		case O_HELP: case 'h': usage(stdout); return 0;
 		case O_VERSION:
 			printf(PROG " %s (libvlmclient %s) %s\n", VLM_VERSION_STRING, vlm_version_string(),
@@ -519,6 +523,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": unexpected argument '%s' (the chat is typed, not given as "
 			"arguments)\nTry '" PROG " --help'.\n", argv[optind]);
 		return 2;
+	}
+	if (!model_dir && !tmpl) {
+		fprintf(stderr, PROG ": which chat template? give --model-dir DIR (its template is used) or "
+			"--chat-template qwen2-vl\n");
+		return 2;
+	}
+	r = vlm_chat_template_find(model_dir, tmpl, &tmpl_name, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, PROG ": %s\n", *err ? err : vlm_strerror(r));
+		return 1;
 	}
 	if (!tok_path && model_dir) {
 		snprintf(path, sizeof(path), "%s/tokenizer.json", model_dir);
@@ -556,8 +570,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (s.tty)
-		printf("Chatting with vlmd (%s). /help for commands, /quit or Ctrl-D to leave.\n",
-		       model_dir ? model_dir : tok_path);
+		printf("Chatting with vlmd (%s, %s template). /help for commands, /quit or Ctrl-D to "
+		       "leave.\n", model_dir ? model_dir : tok_path, tmpl_name);
 	for (;;) {
 		char *msg = read_message(&s);
 

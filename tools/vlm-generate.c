@@ -48,6 +48,7 @@ struct embed {
 
 struct opts {
 	const char *socket, *tokens, *tokens_file, *prompt, *chat, *tokenizer, *model_dir;
+	const char *chat_template;   /* --chat-template NAME|FILE */
 	bool template_, json, ids_out, show_special, echo;
 	uint32_t merge_size;
 	struct embed emb[MAX_EMBEDS];
@@ -73,6 +74,8 @@ static void usage(FILE *f)
 "  --tokenizer FILE          tokenizer.json (default: $VLM_TOKENIZER, or DIR/tokenizer.json)\n"
 "  --model-dir DIR           the model folder holding tokenizer.json\n"
 "  --merge-size N            spatial merge of the chat template (default 2)\n"
+"  --chat-template NAME|FILE the template to render (qwen2-vl, or a file holding one) instead\n"
+"                            of DIR's own; an unknown template is refused\n"
 "embeddings (repeatable; the k-th --embed of a placeholder fills its k-th run):\n"
 "  --embed FILE.npy | FILE.safetensors[:TENSOR]   an embedding [rows, hidden]\n"
 "  --placeholder ID          placeholder token id of the last --embed (later ones inherit it)\n"
@@ -191,7 +194,7 @@ static bool parse_hex(const char *s, uint8_t *out, size_t *len)
 }
 
 enum {
-	O_SOCKET = 256, O_TOKENS, O_TOKENS_FILE, O_PROMPT, O_CHAT, O_TEMPLATE, O_TOKENIZER,
+	O_SOCKET = 256, O_TOKENS, O_TOKENS_FILE, O_PROMPT, O_CHAT, O_TEMPLATE, O_CHAT_TEMPLATE, O_TOKENIZER,
 	O_MODEL_DIR, O_MERGE, O_EMBED, O_PLACEHOLDER, O_GRID, O_FINGERPRINT, O_MAX_TOKENS,
 	O_MIN_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_REP, O_FREQ, O_PRES, O_SEED,
 	O_STOP, O_IGNORE_EOS, O_LOGPROBS, O_PRIORITY, O_JSON, O_IDS, O_SHOW_SPECIAL, O_TIMEOUT,
@@ -205,6 +208,7 @@ static const struct option long_opts[] = {
 	{ "prompt", required_argument, NULL, O_PROMPT },
 	{ "chat", required_argument, NULL, O_CHAT },
 	{ "template", no_argument, NULL, O_TEMPLATE },
+	{ "chat-template", required_argument, NULL, O_CHAT_TEMPLATE },
 	{ "tokenizer", required_argument, NULL, O_TOKENIZER },
 	{ "model-dir", required_argument, NULL, O_MODEL_DIR },
 	{ "merge-size", required_argument, NULL, O_MERGE },
@@ -260,6 +264,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_PROMPT: o->prompt = a; n_prompt++; break;
 		case O_CHAT: o->chat = a; n_prompt++; break;
 		case O_TEMPLATE: o->template_ = true; break;
+		case O_CHAT_TEMPLATE: o->chat_template = a; break;
 		case O_TOKENIZER: o->tokenizer = a; break;
 		case O_MODEL_DIR: o->model_dir = a; break;
 		case O_MERGE:
@@ -492,6 +497,17 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 		if (!p->n)
 			return fail("--prompt: the text encodes to no tokens");
 		return 0;
+	}
+	if (o->model_dir || o->chat_template) {
+		/* the checkpoint's template must be one vlm_chat_encode renders exactly */
+		const char *name;
+		char err[600];
+
+		r = vlm_chat_template_find(o->model_dir, o->chat_template, &name, err, sizeof(err));
+		if (r < 0) {
+			vlm_chat_free(chat);
+			return fail("%s", err[0] ? err : strerror(-r));
+		}
 	}
 	struct vlm_chat_options co = { .merge_size = o->merge_size, .add_generation_prompt = true };
 	r = vlm_chat_encode(tok, chat, &co, &p->chat);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "tools/mkmodel.h"
@@ -239,6 +240,20 @@ int main(int argc, char **argv)
 	if (tokenizer && copy_file(tokenizer, argv[optind], "tokenizer.json", err, sizeof(err)) < 0) {
 		fprintf(stderr, "vlm-mkmodel: %s\n", err);
 		return 1;
+	}
+	if (tokenizer) {
+		/* a chat template next to the tokenizer goes along, as in a real checkpoint */
+		char tdir[4096], tpath[4200];
+		snprintf(tdir, sizeof(tdir), "%s", tokenizer);
+		char *slash = strrchr(tdir, '/');
+		if (slash)
+			*slash = 0;
+		snprintf(tpath, sizeof(tpath), "%s/chat_template.json", slash ? tdir : ".");
+		if (access(tpath, R_OK) == 0 &&
+		    copy_file(tpath, argv[optind], "chat_template.json", err, sizeof(err)) < 0) {
+			fprintf(stderr, "vlm-mkmodel: %s\n", err);
+			return 1;
+		}
 	}
 	return 0;
 }

@@ -61,6 +61,46 @@ expect 1 "not a .npy or .safetensors file:" "$gen" --socket "$dir/none.sock" --t
 expect 1 "is vlmd running?" "$gen" --socket "$dir/none.sock" --tokens 1,2
 [ "$(grep -o "is vlmd running" "$dir/err" | wc -l)" -eq 1 ] || fail "vlm-generate repeats the hint: $(cat "$dir/err")"
 
+# chat templates: the checkpoint's own, recognised by its text; unknown or missing ones refused
+chat=$build/tools/vlm-chat
+ct=$src/tests/tokenizer/data/chat_template.json
+"$mk" --preset tiny --tokenizer "$tj" "$dir/cm" >/dev/null || fail "vlm-mkmodel --tokenizer"
+cmp -s "$dir/cm/chat_template.json" "$ct" || fail "vlm-mkmodel --tokenizer did not bring chat_template.json along"
+nosock=$dir/none.sock
+# accepted templates get as far as the socket
+expect 1 "cannot connect to vlmd at $nosock" "$chat" --model-dir "$dir/cm" --socket "$nosock"
+mk_variant() { # NAME: a copy of the model without chat_template.json
+  rm -rf "$dir/$1"; cp -r "$dir/cm" "$dir/$1"; rm -f "$dir/$1/chat_template.json"
+}
+mk_variant tc-string
+python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["chat_template"]; json.dump({"model_max_length": 32768, "chat_template": t}, open(sys.argv[2], "w"))' \
+  "$ct" "$dir/tc-string/tokenizer_config.json"
+expect 1 "cannot connect to vlmd" "$chat" --model-dir "$dir/tc-string" --socket "$nosock"
+mk_variant tc-list
+python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["chat_template"]; json.dump({"chat_template": [{"name": "tool_use", "template": "x"}, {"name": "default", "template": t}]}, open(sys.argv[2], "w"))' \
+  "$ct" "$dir/tc-list/tokenizer_config.json"
+expect 1 "cannot connect to vlmd" "$chat" --model-dir "$dir/tc-list" --socket "$nosock"
+mk_variant tc-jinja
+python3 -c 'import json,sys; open(sys.argv[2], "w").write(json.load(open(sys.argv[1]))["chat_template"])' "$ct" "$dir/tc-jinja/chat_template.jinja"
+expect 1 "cannot connect to vlmd" "$chat" --model-dir "$dir/tc-jinja" --socket "$nosock"
+# one character off: not the template vlm_chat_encode renders
+mk_variant tc-other
+python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["chat_template"]; json.dump({"chat_template": t.replace("helpful assistant", "helpful  assistant")}, open(sys.argv[2], "w"))' \
+  "$ct" "$dir/tc-other/chat_template.json"
+expect 1 "$dir/tc-other/chat_template.json: a chat template vlm-chat/vlm-generate cannot render (1018 bytes, not the Qwen2-VL / Qwen2.5-VL one): if it formats turns the same way, pass --chat-template qwen2-vl" \
+  "$chat" --model-dir "$dir/tc-other" --socket "$nosock"
+grep -q "connect" "$dir/err" && fail "vlm-chat connected despite an unknown template"
+expect 1 "cannot connect to vlmd" "$chat" --model-dir "$dir/tc-other" --chat-template qwen2-vl --socket "$nosock"
+expect 1 "cannot connect to vlmd" "$chat" --model-dir "$dir/tc-other" --chat-template "$ct" --socket "$nosock"
+expect 1 "chat template '$dir/nosuch': neither a known name (qwen2-vl) nor a file" \
+  "$chat" --model-dir "$dir/cm" --chat-template "$dir/nosuch" --socket "$nosock"
+expect 1 "cannot render" "$gen" --socket "$nosock" --model-dir "$dir/tc-other" --prompt hi --template
+grep -q "connect" "$dir/err" && fail "vlm-generate connected despite an unknown template"
+mk_variant tc-none
+expect 1 "$dir/tc-none has no chat template (chat_template.jinja, chat_template.json, or \"chat_template\" in tokenizer_config.json): a base model? pass --chat-template qwen2-vl" \
+  "$chat" --model-dir "$dir/tc-none" --socket "$nosock"
+expect 2 "which chat template? give --model-dir DIR" "$chat" --tokenizer "$tj" --socket "$nosock"
+
 # README: pkg-config from a build tree (nothing installed)
 if command -v pkg-config >/dev/null && command -v cc >/dev/null; then
   flags=$(PKG_CONFIG_PATH=$build/meson-uninstalled pkg-config --cflags --libs libvlmclient-uninstalled) \
