@@ -31,6 +31,10 @@ struct vd_mkmodel_spec {
 	int32_t shards;             /* 1: model.safetensors; n > 1: n shards + index */
 	int32_t new_names;          /* 1: model.language_model.* keys (transformers 5.x save) */
 	int32_t nested_config;      /* 1: text parameters under "text_config" */
+	/* Called after each chunk of weights is written with its size in bytes (a progress bar);
+	 * NULL: none. */
+	void (*progress)(void *ctx, uint64_t bytes);
+	void *progress_ctx;
 };
 
 /* Fill spec with a preset: "tiny" (Qwen2-VL, 2 layers, hidden 128), "tiny-qwen2" (Qwen2, tied),

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -33,7 +34,11 @@ static void usage(FILE *f)
 	        "  --mrope-section T,H,W   rotary pairs per M-RoPE axis\n"
 	        "  --std X            std of the random matrices (default per preset)\n"
 	        "  --tokenizer FILE   fit the model to a Qwen2 tokenizer.json and copy it into OUTDIR:\n"
-	        "                     vocab = its size, image/video/vision/eos ids = its special tokens\n",
+	        "                     vocab = its size, image/video/vision/eos ids = its special tokens\n"
+	        "                     (and a chat_template.json next to it comes along)\n"
+	        "  --progress, --no-progress   a progress bar on stderr while the weights are written\n"
+	        "                     (default: when stdout and stderr are a terminal and it takes > 1 s)\n"
+	        "  --help, --version\n",
 	        vd_mkmodel_preset_names());
 }
 
@@ -121,10 +126,53 @@ out:
 	return rc;
 }
 
+/* A progress bar on stderr while the weights are written, when both stdout and stderr are a
+ * terminal and the write has taken more than a second (small models print nothing). */
+struct bar {
+	uint64_t done, total;
+	double t0, last;
+	int shown;
+};
+
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void bar_draw(struct bar *b, int final)
+{
+	double now = mono_s(), frac = b->total ? (double)b->done / (double)b->total : 1;
+	int w = 30, k;
+
+	if (frac > 1)
+		frac = 1;
+	k = (int)(frac * w);
+	fprintf(stderr, "\rwriting weights [%.*s%*s] %3.0f%%  %.2f / %.2f GiB  %.0f s", k,
+		"##############################", w - k, "", frac * 100, (double)b->done / (1 << 30),
+		(double)b->total / (1 << 30), now - b->t0);
+	if (final)
+		fputc('\n', stderr);
+	b->last = now;
+	b->shown = 1;
+}
+
+static void bar_progress(void *ctx, uint64_t bytes)
+{
+	struct bar *b = ctx;
+	double now;
+
+	b->done += bytes;
+	now = mono_s();
+	if ((b->shown || now - b->t0 >= 1.0) && now - b->last >= 0.2)
+		bar_draw(b, 0);
+}
+
 int main(int argc, char **argv)
 {
 	enum { O_PRESET = 1, O_DTYPE, O_SEED, O_SHARDS, O_NEW, O_NESTED, O_ARCH, O_TIE, O_NOTIE,
-	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_TOKENIZER, O_HELP, O_VERSION };
+	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_TOKENIZER, O_HELP, O_VERSION, O_PROGRESS, O_NO_PROGRESS };
 	static const struct option opts[] = {
 		{ "preset", required_argument, NULL, O_PRESET }, { "dtype", required_argument, NULL, O_DTYPE },
 		{ "seed", required_argument, NULL, O_SEED }, { "shards", required_argument, NULL, O_SHARDS },
@@ -138,6 +186,8 @@ int main(int argc, char **argv)
 		{ "mrope-section", required_argument, NULL, O_MROPE }, { "help", no_argument, NULL, O_HELP },
 		{ "tokenizer", required_argument, NULL, O_TOKENIZER },
 		{ "version", no_argument, NULL, O_VERSION },
+		{ "progress", no_argument, NULL, O_PROGRESS },
+		{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
 		{ NULL, 0, NULL, 0 },
 	};
 	/* First pass: the preset, so the other options override it whatever their order. */
@@ -154,7 +204,7 @@ int main(int argc, char **argv)
 	int c;
 	long v;
 	const char *tokenizer = NULL;
-	int idx = 0;
+	int idx = 0, progress = -1;   /* -1: when stdout and stderr are a terminal */
 	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
 		int bad = 0;
 		const char *expect = NULL;   /* the values a bad one should have been */
@@ -210,6 +260,8 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case O_PROGRESS: progress = 1; break;
+		case O_NO_PROGRESS: progress = 0; break;
 		case O_VERSION:
 			printf("vlm-mkmodel %s %s\n", VLM_VERSION_STRING, VLM_BUILD_FEATURES);
 			return 0;
@@ -232,7 +284,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vlm-mkmodel: %s\n", err);
 		return 1;
 	}
+	struct bar bar = { 0 };
+	if (progress < 0)
+		progress = isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
+	if (progress) {
+		bar.total = vd_mkmodel_params(&s) * (strcmp(s.dtype, "f32") ? 2 : 4);
+		bar.t0 = bar.last = mono_s();
+		s.progress = bar_progress;
+		s.progress_ctx = &bar;
+	}
 	int rc = vd_mkmodel_write(&s, argv[optind], err, sizeof(err));
+	if (bar.shown || progress == 1) {
+		bar.total = bar.done > bar.total ? bar.done : bar.total;
+		bar_draw(&bar, 1);
+	}
 	if (rc < 0) {
 		fprintf(stderr, "vlm-mkmodel: %s\n", err);
 		return 1;

@@ -49,6 +49,11 @@ expect 2 "vlm-mkmodel: --dtype: bad value 'f8': expected f32, f16 or bf16" "$mk"
 expect 2 "vlm-mkmodel: --arch: bad value 'llama': expected qwen2, qwen2-vl or qwen2.5-vl" "$mk" --arch llama "$dir/m"
 expect 2 "vlm-mkmodel: --layers: bad value 'x'" "$mk" --layers x "$dir/m"
 [ -e "$dir/m" ] && fail "vlm-mkmodel wrote a model despite a bad value"
+# its progress bar: never into a pipe unless asked, the final line when asked
+"$mk" --preset tiny "$dir/pm" >/dev/null 2>"$dir/err" || fail "vlm-mkmodel tiny"
+grep -q "writing weights" "$dir/err" && fail "vlm-mkmodel drew a progress bar into a pipe"
+"$mk" --preset tiny --progress "$dir/pm2" >/dev/null 2>"$dir/err" || fail "vlm-mkmodel --progress"
+grep -q "writing weights \[#*\] 100%  0.00 / 0.00 GiB" "$dir/err" || fail "vlm-mkmodel --progress: $(cat "$dir/err")"
 
 # vlm-generate --embed on an image: said before any socket is tried
 printf '\377\330\377\340\000\020JFIF\000' >"$dir/cat.jpg"
