@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "config.h"
@@ -690,6 +691,10 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 	int r = 0, rc = 0, waited_ms = 0;
 	bool cancel_sent = false;
 	char read_err[320] = "";
+	/* --json prints nothing until the end: on a terminal, a progress line on stderr meanwhile
+	 * (tokens so far of max, rate), drawn after the first second and erased at the end */
+	bool bar = o->json && isatty(STDERR_FILENO);
+	double bar_last = 0;
 	for (;;) {
 		if (interrupted && !cancel_sent) {
 			int cr = vlm_cancel(req);
@@ -720,6 +725,14 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		waited_ms = 0;
 		if (!t_first)
 			t_first = now_s();
+		if (bar && now_s() - t_submit >= 1.0 && now_s() - bar_last >= 0.2) {
+			double el = now_s() - t_first;
+			fprintf(stderr, "\rgenerating: %zu tokens", b.n + (size_t)r);
+			if (o->gp.max_tokens)
+				fprintf(stderr, " of %u", o->gp.max_tokens);
+			fprintf(stderr, ", %.1f tokens/s   ", el > 0 ? (double)(b.n + (size_t)r) / el : 0.0);
+			bar_last = now_s();
+		}
 		if (out_ids(&b, buf, (size_t)r) < 0) {
 			rc = fail("out of memory");
 			break;
@@ -738,6 +751,8 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		}
 		fflush(stdout);
 	}
+	if (bar && bar_last)
+		fputs("\r\033[K", stderr);   /* erase the progress line before the finish line */
 	if (d) {
 		const char *s;
 		size_t n;
