@@ -11,14 +11,18 @@
  *
  * Ctrl-C while a reply streams cancels that turn (vlm_cancel; the turn is dropped from the
  * history) and returns to the prompt; Ctrl-C at the prompt only says how to leave. The handler
- * only sets a flag: the stream is read with a short timeout and the flag checked between reads.
+ * only sets a flag and writes a byte to a pipe: the stream is read with a short timeout and the
+ * flag checked between reads; input is read with poll(2) on stdin and the pipe (any thread of
+ * the process may take the signal, so a blocked read would not reliably see it).
  *
  * The reply goes to stdout; the status line (tokens, tokens/s, time to first token, cached
  * prompt tokens, finish reason) and errors go to stderr. Input is line by line (the terminal's
  * own editing); a line ending in '\' continues on the next.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,14 +40,84 @@
 
 static volatile sig_atomic_t interrupted;
 
+static int sig_pipe[2] = { -1, -1 };   /* the handler writes a byte: wakes the input poll */
+
 static void on_sigint(int sig)
 {
+	int e = errno;
+
 	(void)sig;
 	interrupted = 1;
+	if (sig_pipe[1] >= 0 && write(sig_pipe[1], "", 1) < 0) {
+		/* full pipe: a wake-up is pending anyway */
+	}
+	errno = e;
 }
+
+/* Input, line by line, read with read(2) and poll(2) next to the signal pipe: the signal may be
+ * delivered to any thread of the process (libvlmclient has its own), so a blocked read in the
+ * main thread is not reliably interrupted; the pipe always wakes the poll. */
+static char in_buf[8192];
+static size_t in_len;
+
+/* Hands out the first n bytes of in_buf as a line (skip more bytes: its newline). */
+static ssize_t take_line(char **line, size_t *cap, size_t n, size_t skip)
+{
+	if (n + 1 > *cap) {
+		char *p = realloc(*line, n + 1);
+
+		if (!p)
+			return -1;
+		*line = p;
+		*cap = n + 1;
+	}
+	memcpy(*line, in_buf, n);
+	(*line)[n] = 0;
+	memmove(in_buf, in_buf + n + skip, in_len - n - skip);
+	in_len -= n + skip;
+	return (ssize_t)n;
+}
+
+/* One line into *line (without its newline). Returns its length, -1 at end of input, -2 when
+ * Ctrl-C came. */
+static ssize_t read_line(char **line, size_t *cap)
+{
+	for (;;) {
+		char *nl = memchr(in_buf, '\n', in_len);
+		struct pollfd pf[2] = { { .fd = 0, .events = POLLIN }, { .fd = sig_pipe[0], .events = POLLIN } };
+		ssize_t k;
+
+		if (nl)
+			return take_line(line, cap, (size_t)(nl - in_buf), 1);
+		if (in_len == sizeof(in_buf))   /* a line longer than the buffer: in pieces */
+			return take_line(line, cap, in_len, 0);
+		if (poll(pf, 2, -1) < 0 && errno != EINTR)
+			return -1;
+		if (interrupted || (pf[1].revents & POLLIN)) {
+			char drain[16];
+
+			while (read(sig_pipe[0], drain, sizeof(drain)) > 0)
+				;
+			interrupted = 0;
+			return -2;
+		}
+		if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		k = read(0, in_buf + in_len, sizeof(in_buf) - in_len);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)   /* end of input: a last line without a newline, else the end */
+			return in_len ? take_line(line, cap, in_len, 0) : -1;
+		in_len += (size_t)k;
+	}
+}
+
+#define MAX_IMAGES 16   /* per message */
 
 struct turn {
 	char *user, *assistant;
+	struct vlm_image *img[MAX_IMAGES];   /* before the user's text, in order; owned */
+	int n_img;
 };
 
 struct session {
@@ -57,6 +131,10 @@ struct session {
 	int32_t stop[2];
 	int stats;                   /* print the status line */
 	int tty;                     /* stdin is a terminal: prompts */
+	struct vlm_vision_config vcfg;  /* the model's preprocessor_config.json, else Qwen2-VL's */
+	int32_t image_pad;           /* <|image_pad|> id, or -1 */
+	struct vlm_image *pending[MAX_IMAGES];   /* /image: go with the next message */
+	int n_pending;
 };
 
 static double now_s(void)
@@ -86,7 +164,8 @@ static void usage(FILE *f)
 "  --ignore-eos              write --max-tokens tokens every time (benchmarks, tests)\n"
 "  --help, --version\n"
 "In the chat: /reset forgets the conversation, /system TEXT sets the system prompt (and\n"
-"resets), /set NAME VALUE changes sampling, /quit or Ctrl-D leaves, /help lists these. Ctrl-C stops the reply being written.\n"
+"resets), /image PATH sends an image with the next message, /set NAME VALUE changes\n"
+"sampling, /quit or Ctrl-D leaves, /help lists these. Ctrl-C stops the reply being written.\n"
 "A line ending in '\\' continues on the next line.\n"
 "Exit status: 0 normal end, 1 error (cannot connect, no tokenizer), 2 usage.\n");
 }
@@ -102,13 +181,37 @@ static char *xstrdup(const char *s)
 	return p;
 }
 
+static void drop_images(struct vlm_image **img, int *n)
+{
+	for (int i = 0; i < *n; i++)
+		vlm_image_free(img[i]);
+	*n = 0;
+}
+
 static void reset_history(struct session *s)
 {
 	for (size_t i = 0; i < s->n_turns; i++) {
 		free(s->turns[i].user);
 		free(s->turns[i].assistant);
+		drop_images(s->turns[i].img, &s->turns[i].n_img);
 	}
 	s->n_turns = 0;
+}
+
+/* A user message: its images (grids before the merge) and its text. */
+static int add_user(struct vlm_chat *chat, struct vlm_image *const *img, int n_img, const char *text)
+{
+	int r = vlm_chat_add_message(chat, "user");
+
+	for (int i = 0; r == 0 && i < n_img; i++) {
+		uint32_t g[3];
+
+		vlm_image_grid(img[i], g);
+		r = vlm_chat_add_media(chat, VLM_CHAT_IMAGE, g[0], g[1], g[2]);
+	}
+	if (!r)
+		r = vlm_chat_add_text(chat, text, strlen(text));
+	return r;
 }
 
 /* The conversation so far plus the new user message, as token ids. Returns 0 or -errno. */
@@ -123,18 +226,14 @@ static int render(const struct session *s, const char *user, struct vlm_chat_res
 	if (s->system && (r = vlm_chat_add_message(chat, "system")) == 0)
 		r = vlm_chat_add_text(chat, s->system, strlen(s->system));
 	for (size_t i = 0; r == 0 && i < s->n_turns; i++) {
-		r = vlm_chat_add_message(chat, "user");
-		if (!r)
-			r = vlm_chat_add_text(chat, s->turns[i].user, strlen(s->turns[i].user));
+		r = add_user(chat, s->turns[i].img, s->turns[i].n_img, s->turns[i].user);
 		if (!r)
 			r = vlm_chat_add_message(chat, "assistant");
 		if (!r)
 			r = vlm_chat_add_text(chat, s->turns[i].assistant, strlen(s->turns[i].assistant));
 	}
 	if (!r)
-		r = vlm_chat_add_message(chat, "user");
-	if (!r)
-		r = vlm_chat_add_text(chat, user, strlen(user));
+		r = add_user(chat, s->pending, s->n_pending, user);
 	if (!r)
 		r = vlm_chat_encode(s->tok, chat, &co, res);
 	vlm_chat_free(chat);
@@ -173,7 +272,9 @@ static const char *reason_name(enum vlm_finish_reason r)
 /* (Re)connects when there is no live connection. Returns 0 or -errno (said on stderr). */
 static int ensure_conn(struct session *s)
 {
-	struct vlm_connect_opts co = { .socket_path = s->socket, .client_name = PROG };
+	/* room for a few images of the largest size (16384 patches x 1176 f32 = 77 MB each) */
+	struct vlm_connect_opts co = { .socket_path = s->socket, .client_name = PROG,
+				       .arena_bytes = 256ull << 20 };
 	int r;
 
 	if (s->conn && vlm_conn_alive(s->conn) > 0)
@@ -219,6 +320,19 @@ static int chat_turn(struct session *s, const char *user)
 	    (r = vlm_request_set_params(req, &s->gp)) < 0 ||
 	    (r = vlm_detok_new(s->tok, VLM_DECODE_SKIP_SPECIAL, &dt)) < 0) {
 		fprintf(stderr, PROG ": request: %s\n", vlm_strerror(r));
+		goto out;
+	}
+	/* every image of the conversation, in prompt order (vlmd's caches make the old ones cheap) */
+	for (size_t i = 0; i <= s->n_turns && r >= 0; i++) {
+		struct vlm_image *const *img = i < s->n_turns ? s->turns[i].img : s->pending;
+		int n = i < s->n_turns ? s->turns[i].n_img : s->n_pending;
+
+		for (int k = 0; k < n && r >= 0; k++)
+			r = vlm_request_add_image(req, s->image_pad, img[k]);
+	}
+	if (r < 0) {
+		fprintf(stderr, PROG ": image: %s\n", vlm_last_error() ? vlm_last_error() : vlm_strerror(r));
+		r = 0;
 		goto out;
 	}
 	t0 = now_s();
@@ -311,6 +425,9 @@ static int chat_turn(struct session *s, const char *user)
 			tn->user = xstrdup(user);
 			tn->assistant = reply ? reply : xstrdup("");
 			reply = NULL;
+			memcpy(tn->img, s->pending, sizeof(tn->img));
+			tn->n_img = s->n_pending;
+			s->n_pending = 0;   /* the turn owns them now */
 		}
 	}
 	r = 0;
@@ -336,12 +453,9 @@ static char *read_message(const struct session *s)
 			fputs(mlen ? "... " : ">>> ", stdout);
 			fflush(stdout);
 		}
-		interrupted = 0;
-		errno = 0;
-		n = getline(&line, &lcap, stdin);
+		n = read_line(&line, &lcap);
 		if (n < 0) {
-			if (errno == EINTR || interrupted) {
-				clearerr(stdin);
+			if (n == -2) {
 				if (s->tty)
 					fputs("\n(Ctrl-C stops a reply; /quit or Ctrl-D leaves)\n", stdout);
 				free(line);
@@ -410,6 +524,38 @@ static int parse_uint(const char *flag, const char *v, unsigned long long max, u
 	return 0;
 }
 
+/* "/image PATH": preprocess the image now (errors at once) and send it with the next message. */
+static void add_image(struct session *s, char *arg)
+{
+	struct vlm_image *img;
+	uint32_t g[3];
+	int r;
+
+	trim(arg);
+	if (!*arg) {
+		fprintf(stderr, "usage: /image PATH (a JPEG, PNG or WebP file; sent with your next message)\n");
+		return;
+	}
+	if (s->image_pad < 0) {
+		fprintf(stderr, "/image: this tokenizer has no <|image_pad|> token: not a vision model\n");
+		return;
+	}
+	if (s->n_pending == MAX_IMAGES) {
+		fprintf(stderr, "/image: at most %d images per message\n", MAX_IMAGES);
+		return;
+	}
+	r = vlm_image_load_file(arg, &s->vcfg, NULL, &img);
+	if (r < 0) {
+		fprintf(stderr, "/image %s: %s\n", arg, vlm_last_error() && *vlm_last_error() ?
+			vlm_last_error() : vlm_strerror(r));
+		return;
+	}
+	vlm_image_grid(img, g);
+	s->pending[s->n_pending++] = img;
+	fprintf(stderr, "[image %s: %ux%u patches, %u tokens; sent with your next message]\n", arg,
+		g[1], g[2], vlm_image_tokens(img));
+}
+
 /* "/set NAME VALUE": change a sampling setting for the following turns. */
 static void set_param(struct session *s, char *arg)
 {
@@ -473,7 +619,7 @@ int main(int argc, char **argv)
 	struct session s = { .stats = 1 };
 	const char *model_dir = NULL, *tok_path = NULL, *tmpl = NULL, *tmpl_name = NULL;
 	char path[4200], err[512];
-	struct sigaction sa = { .sa_handler = on_sigint };   /* no SA_RESTART: getline sees EINTR */
+	struct sigaction sa = { .sa_handler = on_sigint, .sa_flags = SA_RESTART };
 	unsigned long long u;
 	int c, r, rc = 0;
 
@@ -550,6 +696,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": %s\n", *err ? err : vlm_strerror(r));
 		return 1;
 	}
+	s.image_pad = vlm_tokenizer_token_to_id(s.tok, "<|image_pad|>");
+	vlm_vision_config_default(&s.vcfg);
+	if (model_dir)
+		vlm_vision_config_load(model_dir, &s.vcfg);   /* absent file: the defaults stay */
 	s.stop[0] = vlm_tokenizer_token_to_id(s.tok, "<|im_end|>");
 	s.stop[1] = vlm_tokenizer_token_to_id(s.tok, "<|endoftext|>");
 	if (s.gp.ignore_eos) {
@@ -562,6 +712,11 @@ int main(int argc, char **argv)
 		s.gp.n_stop_ids = 1;
 	}
 	s.tty = isatty(0);
+	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+		fprintf(stderr, PROG ": pipe: %s\n", strerror(errno));
+		rc = 1;
+		goto out;
+	}
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -588,6 +743,7 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(msg, "/reset") || !strcmp(msg, "/clear")) {
 			reset_history(&s);
+			drop_images(s.pending, &s.n_pending);
 			fprintf(stderr, "[conversation reset]\n");
 		} else if (!strncmp(msg, "/system", 7) && (!msg[7] || msg[7] == ' ')) {
 			char *t = msg + 7;
@@ -597,12 +753,15 @@ int main(int argc, char **argv)
 			s.system = *t ? xstrdup(t) : NULL;
 			reset_history(&s);
 			fprintf(stderr, "[system prompt %s; conversation reset]\n", *t ? "set" : "back to the default");
+		} else if (!strncmp(msg, "/image", 6) && (!msg[6] || msg[6] == ' ')) {
+			add_image(&s, msg + 6);
 		} else if (!strncmp(msg, "/set", 4) && (!msg[4] || msg[4] == ' ')) {
 			set_param(&s, msg + 4);
 		} else if (!strcmp(msg, "/help") || !strcmp(msg, "/?")) {
 			fprintf(stderr, "/reset            forget the conversation\n"
 				"/system TEXT      set the system prompt (and reset)\n"
 				"/set NAME VALUE   max-tokens, temperature, top-p, top-k or seed\n"
+				"/image PATH       send an image (JPEG, PNG, WebP) with your next message\n"
 				"/quit             leave (also Ctrl-D)\n"
 				"Ctrl-C stops the reply being written; a line ending in '\\' continues.\n");
 		} else if (msg[0] == '/' && msg[1] && msg[1] != '/' && !strchr(msg, ' ')) {
@@ -610,6 +769,11 @@ int main(int argc, char **argv)
 				"send a '/')\n", msg);
 		} else {
 			r = chat_turn(&s, msg[0] == '/' && msg[1] == '/' ? msg + 1 : msg);
+			if (s.n_pending) {   /* the turn failed or was cancelled: not kept, nor its images */
+				fprintf(stderr, "[%d image(s) of this turn dropped: /image them again]\n",
+					s.n_pending);
+				drop_images(s.pending, &s.n_pending);
+			}
 			if (r == -ENOMEM) {
 				fprintf(stderr, PROG ": out of memory\n");
 				free(msg);
@@ -623,6 +787,7 @@ int main(int argc, char **argv)
 		fputc('\n', stdout);
 out:
 	reset_history(&s);
+	drop_images(s.pending, &s.n_pending);
 	free(s.turns);
 	free(s.system);
 	vlm_disconnect(s.conn);

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-VLMD, CHAT, MKMODEL, TOKJSON = sys.argv[1:5]
+VLMD, CHAT, MKMODEL, TOKJSON, IMAGE = sys.argv[1:6]
 WAIT = 120.0   # seconds for any expected text: a bound for a hung program, not a timing check
 
 STATUS = re.compile(rb"\[(\d+) tokens, ([\d.]+) tokens/s, first token (\d+) ms, prompt (\d+) \((\d+) cached\), (\w+), [\d.]+ s\]")
@@ -174,6 +174,24 @@ def main():
         assert s5["prompt"] == s4["prompt"], ("the cancelled turn stayed in the history", s4, s5)
         p.expect(rb">>> ", "the prompt after turn 5")
 
+        # images by path: a missing file is said at once; a real one is preprocessed here
+        # (its patch grid and token count shown) and goes with the next message. Until the
+        # vision tower lands (issue 13), vlmd refuses pixel items: vlm-chat then shows vlmd's
+        # reason, drops the turn and its image, and goes on; with the tower, the turn is answered.
+        p.send(b"/set max-tokens 8\r")
+        p.expect(rb">>> ", "the prompt after /set")
+        p.send(b"/image " + tmp.encode() + b"/missing.jpg\r")
+        p.expect(rb"/image [^\r\n]*missing.jpg: [^\r\n]*No such file", "the missing-image message")
+        p.expect(rb">>> ", "the prompt after a missing image")
+        p.send(b"/image " + IMAGE.encode() + b"\r")
+        p.expect(rb"\[image [^\r\n]*: 32x32 patches, 256 tokens; sent with your next message\]", "the image note")
+        p.expect(rb">>> ", "the prompt after /image")
+        p.send(b"What is in this picture?\r")
+        m = p.expect(rb"(vlm-chat: vlmd: [^\r\n]+[\s\S]*?image\(s\) of this turn dropped)|" + STATUS.pattern,
+                     "the answer to the image turn (or vlmd's refusal)")
+        image_refused = m.group(1) is not None
+        p.expect(rb">>> ", "the prompt after the image turn")
+
         # a refused request: vlmd's reason, and the chat goes on
         p.send(b"/set max-tokens 5000\r")
         p.expect(rb">>> ", "the prompt after /set")
@@ -212,17 +230,19 @@ def main():
         done = re.findall(r"level=info event=request_done client=\d+ pid=(\d+) uid=\d+ name=vlm-chat request=\d+ "
                           r"reason=(\w+) prompt=(\d+) cached=(\d+) generated=(\d+) queue_ms=[\d.]+ ttft_ms=[\d.]+ "
                           r"total_ms=[\d.]+ tokens_per_s=[\d.]+", text)
-        assert [d[1] for d in done] == ["length"] * 4 + ["cancelled", "length"], done
+        want = ["length"] * 4 + ["cancelled", "length"] + ([] if image_refused else ["length"])
+        assert [d[1] for d in done] == want, done
         assert all(int(d[0]) == chat_pid for d in done), (chat_pid, done)
         assert [int(d[2]) for d in done[:4]] == [s1["prompt"], s2["prompt"], s3["prompt"], s4["prompt"]], done
         assert int(done[1][3]) == s2["cached"], done
         ref = re.findall(r"level=info event=request_refused client=\d+ pid=(\d+) uid=\d+ name=vlm-chat request=\d+ "
-                         r"error=E2BIG reason=\"([^\"]*)\"", text)
-        assert len(ref) == 1 and int(ref[0][0]) == chat_pid and "max-model-len" in ref[0][1], ref
+                         r"error=E[A-Z0-9]+ reason=\"([^\"]*)\"", text)
+        assert len(ref) == 1 + image_refused and int(ref[-1][0]) == chat_pid and "max-model-len" in ref[-1][1], ref
         assert re.search(r"level=info event=stats running=\d+ waiting=\d+ kv_use_pct=[\d.]+ "
                          r"generation_tokens_per_s=[\d.]+ prompt_tokens_per_s=[\d.]+ finished=[1-9]", text), text
-        print("ok chat: %d-token turns at %.0f tokens/s, turn 2 prompt %d (%d cached)" %
-              (s1["tokens"], s1["tps"], s2["prompt"], s2["cached"]))
+        print("ok chat: %d-token turns at %.0f tokens/s, turn 2 prompt %d (%d cached); image turn %s" %
+              (s1["tokens"], s1["tps"], s2["prompt"], s2["cached"],
+               "refused by vlmd (no vision tower yet)" if image_refused else "answered"))
         return 0
     finally:
         if daemon and daemon.poll() is None:
