@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -24,6 +25,14 @@
 #include "client/imgresize.h"
 #include "client/vlmerr.h"
 #include "vlm/vlm.h"
+
+#ifdef __SSE2__
+#include <immintrin.h>
+#endif
+
+#ifdef __SSE2__
+static pthread_once_t norm_once = PTHREAD_ONCE_INIT;
+#endif
 
 static const float clip_mean[3] = { 0.48145466f, 0.4578275f, 0.40821073f };
 static const float clip_std[3] = { 0.26862954f, 0.26130258f, 0.27577711f };
@@ -194,6 +203,8 @@ static inline uint16_t to_bf16(float f)
 struct normlut {
 	float f[256][3];
 	uint16_t b[256][3];
+	float m[3], s[3];            /* m_c, s_c */
+	bool avx2;                   /* float32 runs of 14 with norm_run14_avx2 */
 };
 
 static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
@@ -201,12 +212,65 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 	for (int c = 0; c < 3; c++) {
 		volatile float mc = cfg->image_mean[c] * 255.0f, sc = cfg->image_std[c] * 255.0f;
 
+		l->m[c] = mc;
+		l->s[c] = sc;
 		for (int u = 0; u < 256; u++) {
 			l->f[u][c] = ((float)u - mc) / sc;
 			l->b[u][c] = to_bf16(l->f[u][c]);
 		}
 	}
+	l->avx2 = false;
+#ifdef __SSE2__
+	{
+		const char *cap = getenv("VLM_RESIZE_ISA"); /* sse2 / ssse3: no AVX2 here either */
+
+		__builtin_cpu_init();
+		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && !cap;
+	}
+#endif
 }
+
+#ifdef __SSE2__
+/* Byte shuffles picking channel c of 14 RGB pixels (42 bytes) out of three 16-byte loads. */
+static int8_t norm_mask[3][3][16];
+
+static void norm_masks_init(void)
+{
+	for (int c = 0; c < 3; c++)
+		for (int v = 0; v < 3; v++)
+			for (int i = 0; i < 16; i++) {
+				int idx = 3 * i + c - 16 * v;
+
+				norm_mask[c][v][i] = (int8_t)(i < 14 && idx >= 0 && idx < 16 ? idx : -1);
+			}
+}
+
+/* One 14-pixel run of a patch row: s [14][3] bytes (48 readable) -> d[c][0..14) =
+ * (float(u8) - m_c) / s_c, the same IEEE operations as the table; writes 16 floats per channel:
+ * the 2 extra land on the next row of the same patch, written after this one. */
+__attribute__((target("avx2")))
+static void norm_run14_avx2(const uint8_t *s, float *d0, float *d1, float *d2,
+			    const struct normlut *l)
+{
+	__m128i a = _mm_loadu_si128((const __m128i *)s);
+	__m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+	__m128i e = _mm_loadu_si128((const __m128i *)(s + 32));
+	float *d[3] = { d0, d1, d2 };
+
+	for (int c = 0; c < 3; c++) {
+		__m128i x = _mm_or_si128(
+			_mm_or_si128(_mm_shuffle_epi8(a, _mm_loadu_si128((const __m128i *)norm_mask[c][0])),
+				     _mm_shuffle_epi8(b, _mm_loadu_si128((const __m128i *)norm_mask[c][1]))),
+			_mm_shuffle_epi8(e, _mm_loadu_si128((const __m128i *)norm_mask[c][2])));
+		__m256 m = _mm256_set1_ps(l->m[c]), sc = _mm256_set1_ps(l->s[c]);
+		__m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+		__m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+
+		_mm256_storeu_ps(d[c], _mm256_div_ps(_mm256_sub_ps(lo, m), sc));
+		_mm256_storeu_ps(d[c] + 8, _mm256_div_ps(_mm256_sub_ps(hi, m), sc));
+	}
+}
+#endif
 
 /*
  * One block row (merge_size patch rows = m*ps pixel rows) of temporal group t: slot[tt] is the
@@ -253,6 +317,14 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 				if (of) {
 					float *d0 = of + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
 
+#ifdef __SSE2__
+					/* not the last row of a patch: its 2 extra floats
+					 * would land in a block already written */
+					if (lut->avx2 && dy + 1 < ps) {
+						norm_run14_avx2(s, d0, d1, d2, lut);
+						continue;
+					}
+#endif
 					for (uint32_t dx = 0; dx < ps; dx++) {
 						d0[dx] = lut->f[s[3 * dx]][0];
 						d1[dx] = lut->f[s[3 * dx + 1]][1];
@@ -355,7 +427,7 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 	blk_rows = cfg->merge_size * cfg->patch_size;
 	/* one row streamer per frame; each block row of each temporal slot is resized into its own
 	 * buffer just before it is cut into patches (no resized image is kept) */
-	blk = malloc((size_t)tp * blk_rows * tw * 3);
+	blk = malloc((size_t)tp * blk_rows * tw * 3 + 64); /* + slack for 16-byte loads */
 	slot = malloc(sizeof(*slot) * tp);
 	if (!blk || !slot) {
 		e = vc_err(-ENOMEM, "out of memory (resize buffers)");
@@ -367,12 +439,15 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 			goto fail;
 	}
 	img->bytes = img->rows * img->cols * (opts->dtype == VLM_DTYPE_F32 ? 4 : 2);
-	img->data = patches_alloc(img->bytes, &img->mapped);
+	img->data = patches_alloc(img->bytes + 64, &img->mapped); /* + slack for 16-float stores */
 	if (!img->data) {
 		e = vc_err(-ENOMEM, "out of memory (%zu x %zu pixel patches)", img->rows, img->cols);
 		goto fail;
 	}
 	normlut_init(&lut, cfg);
+#ifdef __SSE2__
+	pthread_once(&norm_once, norm_masks_init);
+#endif
 	for (uint32_t t = 0; t < img->grid[0]; t++)
 		for (uint32_t bh = 0; bh < img->grid[1] / cfg->merge_size; bh++) {
 			for (uint32_t tt = 0; tt < tp; tt++) {
@@ -587,7 +662,7 @@ void vlm_image_free(struct vlm_image *img)
 	if (!img)
 		return;
 	if (img->mapped)
-		munmap(img->data, img->bytes);
+		munmap(img->data, img->bytes + 64);
 	else
 		free(img->data);
 	free(img);

@@ -32,6 +32,9 @@ static const struct {
 #ifdef VLM_BENCH_VISION
 	{ "vision", bench_vision_main, "image preprocessing ms per image vs the JPEG decode floor" },
 #endif
+#ifdef VLM_BENCH_HTTP
+	{ "http", bench_http_main, "QPS through vlm-serve vs libvlmclient directly, TTFT/ITL, first-token overhead" },
+#endif
 	{ "version", NULL, "print the version" },
 };
 

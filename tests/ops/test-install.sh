@@ -40,6 +40,11 @@ exe=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$unit")
 [ -f "$root$conf" ] || die "meson install did not create $conf (under the DESTDIR)"
 [ -f "$root$conf.example" ] || fail "no $conf.example installed"
 cmp -s "$root$conf" "$root$conf.example" || fail "the first install's $conf is not the example"
+sconf=$(dirname "$conf")/vlm-serve.conf
+if [ -f "$root$sconf.example" ]; then   # vlm-serve's settings: the same rule
+  cmp -s "$root$sconf" "$root$sconf.example" || fail "the first install's $sconf is not its example"
+  echo "# edited" >>"$root$sconf"
+fi
 
 # as installed: no model, so vlmd refuses to start and says where to put one
 "$vlmd" --config "$root$conf" --socket "$dir/s" >/dev/null 2>"$dir/err"
@@ -58,6 +63,7 @@ grep -q "^model $dir/model  # file$" "$dir/out" || fail "check-config: model not
 meson install -C "$build" --no-rebuild --destdir "$root" >"$dir/install2.log" 2>&1 || fail "second meson install"
 grep -q "^model $dir/model$" "$root$conf" || fail "the second install overwrote the edited $conf"
 grep -q "^model " "$root$conf.example" && fail "the example names a model"
+[ ! -f "$root$sconf.example" ] || grep -q "^# edited$" "$root$sconf" || fail "the second install overwrote $sconf"
 
 # the installed daemon on the installed config serves the installed client
 VLM_SOCKET=$dir/s "$vlmd" --config "$root$conf" --threads 1 --kv-memory 16M 2>"$dir/vlmd.log" &

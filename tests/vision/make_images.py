@@ -61,6 +61,10 @@ def main():
     for o in range(2, 9):
         save(f"jpeg_exif{o}_90x60.jpg", Image.fromarray(photo(90, 60, 10 + o)), quality=90,
              exif=exif_orientation(o))
+    # EXIF orientation in PNG (eXIf chunk) and WebP (EXIF chunk), also applied by exif_transpose
+    save("png_exif6_45x30.png", Image.fromarray(photo(45, 30, 60)), exif=exif_orientation(6))
+    save("webp_exif8_48x32.webp", Image.fromarray(photo(48, 32, 61)), lossless=True,
+         exif=exif_orientation(8))
     # PNG
     rgba = np.concatenate([photo(120, 90, 20),
                            np.tile(np.linspace(0, 255, 120).astype(np.uint8), (90, 1))[..., None]], -1)
