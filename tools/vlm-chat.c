@@ -135,6 +135,8 @@ struct session {
 	int32_t image_pad;           /* <|image_pad|> id, or -1 */
 	struct vlm_image *pending[MAX_IMAGES];   /* /image: go with the next message */
 	int n_pending;
+	const char *stop_str[16];    /* --stop: the reply ends before any of these */
+	size_t n_stop_str;
 };
 
 static double now_s(void)
@@ -162,6 +164,7 @@ static void usage(FILE *f)
 "                            sampling (default: vlmd's, i.e. greedy)\n"
 "  --no-stats                no status line after each reply\n"
 "  --ignore-eos              write --max-tokens tokens every time (benchmarks, tests)\n"
+"  --stop TEXT               end a reply before TEXT (repeatable, up to 16; across tokens)\n"
 "  --help, --version\n"
 "In the chat: /reset forgets the conversation, /system TEXT sets the system prompt (and\n"
 "resets), /image PATH sends an image with the next message, /set NAME VALUE changes\n"
@@ -303,10 +306,11 @@ static int chat_turn(struct session *s, const char *user)
 	struct vlm_finish_info fin;
 	char *reply = NULL;
 	size_t len = 0, cap = 0;
+	struct vlm_stop *stop = NULL;
 	int32_t ids[64];
 	double t0, t_first = 0;
 	unsigned n_gen = 0;
-	int r, cancelled = 0;
+	int r, cancelled = 0, stopped = 0;   /* stopped: a --stop string matched */
 
 	r = render(s, user, &res);
 	if (r < 0) {
@@ -318,7 +322,8 @@ static int chat_turn(struct session *s, const char *user)
 	if ((r = vlm_request_new(s->conn, &req)) < 0 ||
 	    (r = vlm_request_set_tokens(req, res.ids, res.n_ids)) < 0 ||
 	    (r = vlm_request_set_params(req, &s->gp)) < 0 ||
-	    (r = vlm_detok_new(s->tok, VLM_DECODE_SKIP_SPECIAL, &dt)) < 0) {
+	    (r = vlm_detok_new(s->tok, VLM_DECODE_SKIP_SPECIAL, &dt)) < 0 ||
+	    (r = vlm_stop_new(s->stop_str, s->n_stop_str, &stop)) < 0) {
 		fprintf(stderr, PROG ": request: %s\n", vlm_strerror(r));
 		goto out;
 	}
@@ -363,7 +368,14 @@ static int chat_turn(struct session *s, const char *user)
 			const char *t;
 			size_t k;
 
-			if (vlm_detok_feed(dt, ids[i], &t, &k) < 0 || !k)
+			if (vlm_detok_feed(dt, ids[i], &t, &k) < 0 || !k || stopped)
+				continue;
+			/* stop strings across token boundaries: text that may start one is held back */
+			if (vlm_stop_feed(stop, t, k, &t, &k) == 1 && !stopped) {
+				stopped = 1;
+				vlm_cancel(req);   /* the rest is not wanted; the turn still counts */
+			}
+			if (!k)
 				continue;
 			if (!cancelled) {
 				fwrite(t, 1, k, stdout);
@@ -379,9 +391,21 @@ static int chat_turn(struct session *s, const char *user)
 		const char *t;
 		size_t k;
 
-		if (vlm_detok_flush(dt, &t, &k) == 0 && k && !cancelled) {
-			fwrite(t, 1, k, stdout);
-			append(&reply, &len, &cap, t, k);
+		/* what the detokenizer and then the stop matcher still hold */
+		for (int pass = 0; pass < 2 && !stopped; pass++) {
+			k = 0;
+			if (pass == 0) {
+				if (vlm_detok_flush(dt, &t, &k) < 0 || !k)
+					continue;
+				if (vlm_stop_feed(stop, t, k, &t, &k) == 1)
+					stopped = 1;
+			} else if (vlm_stop_flush(stop, &t, &k) < 0) {
+				continue;
+			}
+			if (k && !cancelled) {
+				fwrite(t, 1, k, stdout);
+				append(&reply, &len, &cap, t, k);
+			}
 		}
 	}
 	fputc('\n', stdout);
@@ -400,6 +424,8 @@ static int chat_turn(struct session *s, const char *user)
 	if (vlm_request_finish_info(req, &fin) == 0) {
 		double dt_s = now_s() - t0, gen_s = n_gen > 1 && t_first ? now_s() - t_first : 0;
 
+		if (stopped && !cancelled)
+			fin.reason = VLM_FINISH_STOP;   /* our cancel after a stop string: a stop */
 		if (fin.reason == VLM_FINISH_CANCELLED || cancelled)
 			fprintf(stderr, "[cancelled after %u tokens; this turn is not kept]\n", n_gen);
 		else if (s->stats)
@@ -433,6 +459,7 @@ static int chat_turn(struct session *s, const char *user)
 	r = 0;
 out:
 	free(reply);
+	vlm_stop_free(stop);
 	vlm_detok_free(dt);
 	vlm_request_free(req);
 	vlm_chat_result_fini(&res);
@@ -596,7 +623,7 @@ static void set_param(struct session *s, char *arg)
 int main(int argc, char **argv)
 {
 	enum { O_MODEL = 1000, O_TOK, O_SYSTEM, O_SOCKET, O_MAX, O_TEMP, O_TOPP, O_TOPK, O_MINP, O_REP,
-	       O_SEED, O_NOSTATS, O_IGNORE_EOS, O_CHAT_TEMPLATE, O_HELP, O_VERSION };
+	       O_SEED, O_NOSTATS, O_IGNORE_EOS, O_CHAT_TEMPLATE, O_STOP, O_HELP, O_VERSION };
 	static const struct option lo[] = {
 		{ "model-dir", required_argument, NULL, O_MODEL },
 		{ "tokenizer", required_argument, NULL, O_TOK },
@@ -612,6 +639,7 @@ int main(int argc, char **argv)
 		{ "no-stats", no_argument, NULL, O_NOSTATS },
 		{ "ignore-eos", no_argument, NULL, O_IGNORE_EOS },
 		{ "chat-template", required_argument, NULL, O_CHAT_TEMPLATE },
+		{ "stop", required_argument, NULL, O_STOP },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -654,6 +682,13 @@ int main(int argc, char **argv)
 		case O_NOSTATS: s.stats = 0; break;
 		case O_IGNORE_EOS: s.gp.ignore_eos = true; break;
 		case O_CHAT_TEMPLATE: tmpl = optarg; break;
+		case O_STOP:
+			if (!*optarg || s.n_stop_str == 16) {
+				fprintf(stderr, PROG ": --stop: %s\n", *optarg ? "at most 16" : "empty string");
+				return 2;
+			}
+			s.stop_str[s.n_stop_str++] = optarg;
+			break;
 		case O_HELP: case 'h': usage(stdout); return 0;
 		case O_VERSION:
 			printf(PROG " %s (libvlmclient %s) %s\n", VLM_VERSION_STRING, vlm_version_string(),

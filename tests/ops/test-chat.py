@@ -211,6 +211,23 @@ def main():
         rc = p.wait_exit()
         assert rc == 0, "exit status %d after Ctrl-D" % rc
 
+        # --stop: the reply ends right before the stop string, even across tokens, and the
+        # turn counts as a stop (stdin a pipe: no prompts, the reply on stdout)
+        def piped(*extra):
+            r = subprocess.run([CHAT, "--model-dir", model, "--max-tokens", "24", "--ignore-eos", *extra],
+                               env=cenv, input="Hello, who are you?\n", capture_output=True, text=True,
+                               timeout=WAIT)
+            assert r.returncode == 0, (r.returncode, r.stderr)
+            return r
+        full = piped().stdout.rstrip("\n")
+        assert len(full) >= 8, repr(full)
+        cut = len(full) // 2
+        stop = full[cut:cut + 3]
+        first = full.find(stop)     # the reply ends before the first occurrence
+        r = piped("--stop", stop)
+        assert r.stdout.rstrip("\n") == full[:first], (full, stop, r.stdout)
+        assert re.search(r", stop, [\d.]+ s\]", r.stderr), r.stderr
+
         # no vlmd: a message that says what to do, exit 1
         r = subprocess.run([CHAT, "--model-dir", model, "--socket", tmp + "/none.sock"], env=env,
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=WAIT)
@@ -231,6 +248,8 @@ def main():
                           r"reason=(\w+) prompt=(\d+) cached=(\d+) generated=(\d+) queue_ms=[\d.]+ ttft_ms=[\d.]+ "
                           r"total_ms=[\d.]+ tokens_per_s=[\d.]+", text)
         want = ["length"] * 4 + ["cancelled", "length"] + ([] if image_refused else ["length"])
+        assert len(done) > len(want) and all(int(d[0]) != chat_pid for d in done[len(want):]), done
+        done = done[:len(want)]    # the pty session's; the --stop sessions came later
         assert [d[1] for d in done] == want, done
         assert all(int(d[0]) == chat_pid for d in done), (chat_pid, done)
         assert [int(d[2]) for d in done[:4]] == [s1["prompt"], s2["prompt"], s3["prompt"], s4["prompt"]], done
