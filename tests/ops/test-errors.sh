@@ -122,6 +122,15 @@ fi
 grep -qF 'python3 -m venv' "$src/docs/PYTHON.md" || fail "PYTHON.md gives no venv line"
 grep -qF 'externally-managed-environment' "$src/docs/PYTHON.md" || fail "PYTHON.md does not name the pip error"
 
+# --version of every program names the build's optional parts; --help says what it does
+for t in tools/vlm-generate tools/vlm-chat tools/vlm-mkmodel tools/vlm-tokenize tools/vlm-bench \
+         tools/vlmctl tools/vlm-serve daemon/vlmd; do
+  [ -x "$build/$t" ] || continue
+  "$build/$t" --version 2>&1 | grep -qE '[+-]CUDA [+-]io_uring [+-]HTTP \+systemd$' \
+    || fail "$t --version: $("$build/$t" --version 2>&1)"
+  [ "$("$build/$t" --help 2>&1 | wc -l)" -ge 3 ] || fail "$t --help is too short"
+done
+
 # every relative link of the docs resolves inside the repository
 python3 - "$src" <<'PY' || fail "broken or outside links (above)"
 import os, re, sys
