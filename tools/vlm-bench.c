@@ -40,7 +40,9 @@ static const struct {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: vlm-bench COMMAND [options] [--json]\n\ncommands:\n");
+	fprintf(f, "usage: vlm-bench COMMAND [options] [--json]\n"
+		   "Measures vlmd's parts on this machine, each figure next to a baseline or floor\n"
+		   "measured in the same run (docs: README.md, Benchmarks).\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\n'vlm-bench COMMAND --help' describes a command's options.\n");
