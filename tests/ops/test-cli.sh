@@ -142,6 +142,30 @@ grep -q "^vlmd: socket $dir/nodir/s.sock: folder $dir/nodir: No such file or dir
   || fail "bad socket folder: $(cat "$dir/err")"
 grep -q "event=load_progress\|event=model_loaded" "$dir/err" && fail "the weights loaded before the socket was checked"
 
+# --- KV sizing at start-up: how many tokens, from what; a warning when one request cannot fit ---
+start_log() { # LOGFILE ARGS...: run vlmd until it is ready (or exits), then stop it
+  log=$1; shift
+  "$vlmd" --model "$dir/m" --socket "$dir/kv.sock" --threads 1 "$@" 2>"$log" &
+  pid=$!
+  for _ in $(seq 600); do grep -q "event=ready" "$log" && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+}
+# the tiny model: 2 layers x 2 KV heads x 32 x bf16 x (K,V) = 512 B per token; the automatic size
+# is memory-fraction of MemAvailable, capped at max-running 32 x max_position_embeddings 4096
+start_log "$dir/kv1.log"
+grep -q "level=info event=kv_cache tokens=131072 blocks=8192 block_size=16 bytes=67108864 sized_by=memory-fraction memory_fraction=0.5 free_bytes=[1-9][0-9]* capped_by_need=yes max_model_len=4096 max_running=32" "$dir/kv1.log" \
+  || fail "automatic KV size: $(grep kv_cache "$dir/kv1.log")"
+grep -q "kv_cache_small" "$dir/kv1.log" && fail "kv_cache_small with a cache that fits"
+start_log "$dir/kv2.log" --kv-memory 1M --max-model-len 4000
+grep -q "level=info event=kv_cache tokens=2048 blocks=128 block_size=16 bytes=1048576 sized_by=kv-memory" "$dir/kv2.log" \
+  || fail "kv-memory 1M: $(grep kv_cache "$dir/kv2.log")"
+grep -q 'level=warn event=kv_cache_small tokens=2048 max_model_len=4000 msg="the KV cache holds 2048 tokens, fewer than one request of max-model-len 4000: longer requests are refused; raise kv-memory or memory-fraction, or lower max-model-len"' "$dir/kv2.log" \
+  || fail "no kv_cache_small warning: $(cat "$dir/kv2.log")"
+grep -q "event=ready" "$dir/kv2.log" || fail "vlmd did not serve with a small KV cache (it warns, not refuses)"
+start_log "$dir/kv3.log" --memory-fraction 0.000001 --max-running 64
+grep -q "memory-fraction 1e-06 of .* MiB free memory holds [0-9]* KV blocks of 8192 bytes, fewer than max-running (64): free memory, raise memory-fraction or give kv-memory" "$dir/kv3.log" \
+  || fail "tiny memory-fraction: $(cat "$dir/kv3.log")"
+
 # --- one socket variable: VLM_SOCKET; VLMD_SOCKET still read, deprecated ---
 VLM_SOCKET=$dir/a.sock "$vlmd" --check-config --echo 2>/dev/null | grep -q "^socket $dir/a.sock  # environment$" \
   || fail "VLM_SOCKET not read by vlmd"
