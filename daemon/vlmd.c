@@ -354,6 +354,7 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 	if (e < 0) {
 		VD_LOG(VD_LVL_ERROR, "model_load_failed", "model=%s error=%s",
 		       vd_log_quote(eo.model_dir, q2, sizeof(q2)), vd_log_quote(err, q, sizeof(q)));
+		vd_notify_status(&d->notify, "not started: model %s: %s", eo.model_dir, err);
 		return e;
 	}
 	{
