@@ -110,7 +110,9 @@ expect 2 "which chat template? give --model-dir DIR" "$chat" --tokenizer "$tj" -
 if command -v pkg-config >/dev/null && command -v cc >/dev/null; then
   flags=$(PKG_CONFIG_PATH=$build/meson-uninstalled pkg-config --cflags --libs libvlmclient-uninstalled) \
     || fail "pkg-config libvlmclient-uninstalled: not found in $build/meson-uninstalled"
-  cc "$src/examples/generate.c" $flags -Wl,-rpath,"$build/client" -o "$dir/generate" 2>"$dir/err" \
+  san=   # a sanitizer build's library needs the runtime in the program too
+  ldd "$build/client/libvlmclient.so" 2>/dev/null | grep -q libasan && san=-fsanitize=address,undefined
+  cc $san "$src/examples/generate.c" $flags -Wl,-rpath,"$build/client" -o "$dir/generate" 2>"$dir/err" \
     || fail "README's uninstalled pkg-config line does not build examples/generate.c: $(cat "$dir/err")"
   VLM_SOCKET=$dir/none.sock "$dir/generate" 1 2 >/dev/null 2>"$dir/err" && fail "example ran without vlmd"
   grep -q "generate: " "$dir/err" || fail "example: $(cat "$dir/err")"
