@@ -26,10 +26,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "config.h"
 #include "tools/embfile.h"
+#include "tools/imgchat.h"
 #include "tools/idlist.h"
 #include "vlm/tokenizer.h"
 #include "vlm/vlm.h"
@@ -37,6 +39,8 @@
 #define PROG "vlm-generate"
 #define MAX_EMBEDS 256
 #define MAX_STOP 64
+#define MAX_STOP_STR 16
+#define MAX_IMAGES 64
 
 struct embed {
 	const char *spec;        /* FILE[.npy|.safetensors[:TENSOR]] */
@@ -48,12 +52,19 @@ struct embed {
 
 struct opts {
 	const char *socket, *tokens, *tokens_file, *prompt, *chat, *tokenizer, *model_dir;
+	const char *chat_template;   /* --chat-template NAME|FILE */
 	bool template_, json, ids_out, show_special, echo;
 	uint32_t merge_size;
 	struct embed emb[MAX_EMBEDS];
 	int n_emb;
+	const char *image[MAX_IMAGES]; /* --image files, in order */
+	int n_image;
+	uint64_t min_pixels, max_pixels; /* 0: the checkpoint's (preprocessor_config.json) */
+	struct tool_images imgs;     /* preprocessed, in prompt order */
 	struct vlm_gen_params gp;
 	int32_t stop[MAX_STOP];
+	const char *stop_str[MAX_STOP_STR];
+	size_t n_stop_str;
 	int timeout_ms;
 };
 
@@ -61,15 +72,26 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: " PROG " [--socket PATH] PROMPT [EMBEDDINGS]... [FLAGS]\n"
+"Sends one request to vlmd (socket: --socket, else $VLM_SOCKET, else " VLM_DEFAULT_SOCKET ")\n"
+"and streams the answer: text through the model's tokenizer and chat template, image\n"
+"embeddings from .npy/.safetensors files (--embed), token ids in and out.\n"
 "prompt (one of):\n"
 "  --tokens 1,2,3            token ids (commas or spaces)\n"
 "  --tokens-file FILE        token ids from a file (whitespace, commas, a JSON array)\n"
 "  --prompt TEXT             text, encoded with the tokenizer (--template: as a chat turn)\n"
-"  --chat FILE.json          conversation (Hugging Face messages; images carry \"grid_thw\")\n"
+"  --chat FILE.json          conversation (Hugging Face messages; an image part is\n"
+"                            {\"type\": \"image\", \"path\": FILE} or carries \"grid_thw\")\n"
 "tokenizer (needed by --prompt/--chat; with it, output is text):\n"
 "  --tokenizer FILE          tokenizer.json (default: $VLM_TOKENIZER, or DIR/tokenizer.json)\n"
 "  --model-dir DIR           the model folder holding tokenizer.json\n"
 "  --merge-size N            spatial merge of the chat template (default 2)\n"
+"  --chat-template NAME|FILE the template to render (qwen2-vl, or a file holding one) instead\n"
+"                            of DIR's own; an unknown template is refused\n"
+"images (preprocessed here, vlmd runs the vision tower):\n"
+"  --image FILE              a JPEG/PNG/WebP before the --prompt text (repeatable; implies\n"
+"                            --template)\n"
+"  --min-pixels N  --max-pixels N   resize bounds (default: --model-dir's\n"
+"                            preprocessor_config.json, else Qwen2-VL-2B's 3136 / 12845056)\n"
 "embeddings (repeatable; the k-th --embed of a placeholder fills its k-th run):\n"
 "  --embed FILE.npy | FILE.safetensors[:TENSOR]   an embedding [rows, hidden]\n"
 "  --placeholder ID          placeholder token id of the last --embed (later ones inherit it)\n"
@@ -80,6 +102,7 @@ static void usage(FILE *f)
 "  --max-tokens N  --min-tokens N  --temperature X  --top-k N  --top-p X  --min-p X\n"
 "  --repetition-penalty X  --frequency-penalty X  --presence-penalty X  --seed N\n"
 "  --stop-id ID[,ID...]  --ignore-eos  --logprobs N  --priority N\n"
+"  --stop TEXT               end at this text (repeatable; not printed; needs a tokenizer)\n"
 "output:\n"
 "  --json                    one JSON object (tokens, text, finish, usage, logprobs) on stdout\n"
 "  --ids                     print token ids even when a tokenizer is known\n"
@@ -188,11 +211,11 @@ static bool parse_hex(const char *s, uint8_t *out, size_t *len)
 }
 
 enum {
-	O_SOCKET = 256, O_TOKENS, O_TOKENS_FILE, O_PROMPT, O_CHAT, O_TEMPLATE, O_TOKENIZER,
+	O_SOCKET = 256, O_TOKENS, O_TOKENS_FILE, O_PROMPT, O_CHAT, O_TEMPLATE, O_CHAT_TEMPLATE, O_TOKENIZER,
 	O_MODEL_DIR, O_MERGE, O_EMBED, O_PLACEHOLDER, O_GRID, O_FINGERPRINT, O_MAX_TOKENS,
 	O_MIN_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_REP, O_FREQ, O_PRES, O_SEED,
 	O_STOP, O_IGNORE_EOS, O_LOGPROBS, O_PRIORITY, O_JSON, O_IDS, O_SHOW_SPECIAL, O_TIMEOUT,
-	O_ECHO, O_HELP, O_VERSION,
+	O_ECHO, O_HELP, O_VERSION, O_IMAGE, O_MIN_PIXELS, O_MAX_PIXELS, O_STOP_STR,
 };
 
 static const struct option long_opts[] = {
@@ -202,6 +225,7 @@ static const struct option long_opts[] = {
 	{ "prompt", required_argument, NULL, O_PROMPT },
 	{ "chat", required_argument, NULL, O_CHAT },
 	{ "template", no_argument, NULL, O_TEMPLATE },
+	{ "chat-template", required_argument, NULL, O_CHAT_TEMPLATE },
 	{ "tokenizer", required_argument, NULL, O_TOKENIZER },
 	{ "model-dir", required_argument, NULL, O_MODEL_DIR },
 	{ "merge-size", required_argument, NULL, O_MERGE },
@@ -220,6 +244,7 @@ static const struct option long_opts[] = {
 	{ "presence-penalty", required_argument, NULL, O_PRES },
 	{ "seed", required_argument, NULL, O_SEED },
 	{ "stop-id", required_argument, NULL, O_STOP },
+	{ "stop", required_argument, NULL, O_STOP_STR },
 	{ "ignore-eos", no_argument, NULL, O_IGNORE_EOS },
 	{ "logprobs", required_argument, NULL, O_LOGPROBS },
 	{ "priority", required_argument, NULL, O_PRIORITY },
@@ -228,6 +253,9 @@ static const struct option long_opts[] = {
 	{ "show-special", no_argument, NULL, O_SHOW_SPECIAL },
 	{ "timeout", required_argument, NULL, O_TIMEOUT },
 	{ "echo", no_argument, NULL, O_ECHO },
+	{ "image", required_argument, NULL, O_IMAGE },
+	{ "min-pixels", required_argument, NULL, O_MIN_PIXELS },
+	{ "max-pixels", required_argument, NULL, O_MAX_PIXELS },
 	{ "help", no_argument, NULL, O_HELP },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 },
@@ -257,6 +285,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_PROMPT: o->prompt = a; n_prompt++; break;
 		case O_CHAT: o->chat = a; n_prompt++; break;
 		case O_TEMPLATE: o->template_ = true; break;
+		case O_CHAT_TEMPLATE: o->chat_template = a; break;
 		case O_TOKENIZER: o->tokenizer = a; break;
 		case O_MODEL_DIR: o->model_dir = a; break;
 		case O_MERGE:
@@ -341,6 +370,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			free(ids);
 			break;
 		}
+		case O_STOP_STR:
+			if (!a[0] || o->n_stop_str == MAX_STOP_STR)
+				return fail("--stop: want non-empty text, at most %d times", MAX_STOP_STR) + 1;
+			o->stop_str[o->n_stop_str++] = a;
+			break;
 		case O_IGNORE_EOS: o->gp.ignore_eos = true; break;
 		case O_LOGPROBS:
 			if (!parse_u64(a, VLM_MAX_TOP_LOGPROBS, &u))
@@ -367,12 +401,33 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->timeout_ms = (int)u;
 			break;
 		case O_ECHO: o->echo = true; break;
+		case O_IMAGE:
+			if (o->n_image == MAX_IMAGES)
+				return fail("at most %d --image", MAX_IMAGES) + 1;
+			o->image[o->n_image++] = a;
+			break;
+		case O_MIN_PIXELS:
+		case O_MAX_PIXELS: {
+			char *end;
+			unsigned long long v;
+
+			errno = 0;
+			v = strtoull(a, &end, 10);
+			if (errno || end == a || *end || !v || a[0] == '-')
+				return fail("--%s: a positive integer, got '%s'", opt_name(c), a) + 1;
+			if (c == O_MIN_PIXELS)
+				o->min_pixels = v;
+			else
+				o->max_pixels = v;
+			break;
+		}
 		case O_HELP:
 		case 'h':
 			usage(stdout);
 			return -1;
 		case O_VERSION:
-			printf(PROG " %s (libvlmclient %s)\n", VLM_VERSION_STRING, vlm_version_string());
+			printf(PROG " %s (libvlmclient %s) %s\n", VLM_VERSION_STRING, vlm_version_string(),
+			       VLM_BUILD_FEATURES);
 			return -1;
 		default:
 			usage(stderr);
@@ -392,6 +447,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (o->template_ && !o->prompt)
 		return fail("--template goes with --prompt") + 1;
+	if (o->n_stop_str && o->ids_out)
+		return fail("--stop matches text: not with --ids") + 1;
+	if (o->n_image && !o->prompt)
+		return fail("--image goes with --prompt (in --chat, use {\"type\": \"image\", "
+			    "\"path\": FILE})") + 1;
+	if (o->n_image)
+		o->template_ = true;
 	o->gp.stop_ids = o->gp.n_stop_ids ? o->stop : NULL;
 	return 0;
 }
@@ -440,9 +502,36 @@ static int load_tokenizer(struct opts *o, struct vlm_tokenizer **tok)
 	return 0;
 }
 
+/* The checkpoint's preprocessing constants (--model-dir's preprocessor_config.json when there
+ * is one) and the --min/--max-pixels overrides. */
+static int vision_setup(const struct opts *o, struct vlm_vision_config *cfg,
+			struct vlm_image_opts *io)
+{
+	int r = 0;
+
+	memset(io, 0, sizeof(*io));
+	vlm_vision_config_default(cfg);
+	if (o->model_dir) {
+		r = vlm_vision_config_load(o->model_dir, cfg);
+		if (r == -ENOENT)
+			r = 0; /* no preprocessor_config.json: Qwen2-VL-2B's values */
+		else if (r < 0)
+			return fail("%s", vlm_last_error());
+	}
+	io->min_pixels = o->min_pixels;
+	io->max_pixels = o->max_pixels;
+	return r;
+}
+
 static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct prompt *p)
 {
+	struct vlm_vision_config vcfg;
+	struct vlm_image_opts vopt;
+	char ierr[512];
 	int r;
+
+	if ((r = vision_setup(o, &vcfg, &vopt)))
+		return r;
 	if (o->tokens || o->tokens_file) {
 		char *buf = NULL;
 		const char *s = o->tokens;
@@ -468,14 +557,46 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 		char *buf = read_file(o->chat, &len);
 		if (!buf)
 			return fail("%s: %s", o->chat, strerror(errno));
-		char err[512];
-		r = vlm_chat_from_json(buf, len, &chat, err, sizeof(err));
+		char err[512], *json = NULL;
+		size_t n_other = 0;
+		/* image parts naming a file: preprocess them, the JSON gets their grids */
+		r = tool_chat_load_images(buf, len, &vcfg, &vopt, &json, &o->imgs, &n_other, ierr,
+					  sizeof(ierr));
 		free(buf);
+		if (r < 0)
+			return fail("%s: %s", o->chat, ierr);
+		if (o->imgs.n && (n_other || o->n_emb)) {
+			free(json);
+			return fail("%s: image files and embeddings (--embed, parts without \"path\") "
+				    "cannot be mixed in one conversation", o->chat);
+		}
+		r = vlm_chat_from_json(json, strlen(json), &chat, err, sizeof(err));
+		free(json);
 		if (r < 0)
 			return fail("%s: %s", o->chat, err[0] ? err : strerror(-r));
 	} else if (o->template_) {
-		if ((r = vlm_chat_new(&chat)) < 0 || (r = vlm_chat_add_message(chat, "user")) < 0 ||
-		    (r = vlm_chat_add_text(chat, o->prompt, strlen(o->prompt))) < 0) {
+		if (o->n_image && o->n_emb)
+			return fail("--image and --embed cannot be mixed in one run");
+		if ((r = vlm_chat_new(&chat)) < 0 || (r = vlm_chat_add_message(chat, "user")) < 0) {
+			vlm_chat_free(chat);
+			return fail("chat: %s", strerror(-r));
+		}
+		/* images first, then the text: the layout of HF's examples */
+		for (int i = 0; i < o->n_image; i++) {
+			uint32_t g[3];
+
+			r = tool_image_load(o->image[i], &vcfg, &vopt, &o->imgs, ierr, sizeof(ierr));
+			if (r < 0) {
+				vlm_chat_free(chat);
+				return fail("--image %s", ierr);
+			}
+			vlm_image_grid(o->imgs.img[o->imgs.n - 1], g);
+			if ((r = vlm_chat_add_media(chat, VLM_CHAT_IMAGE, g[0], g[1], g[2])) < 0) {
+				vlm_chat_free(chat);
+				return fail("chat: %s", strerror(-r));
+			}
+		}
+		if ((r = vlm_chat_add_text(chat, o->prompt, strlen(o->prompt))) < 0) {
 			vlm_chat_free(chat);
 			return fail("chat: %s", strerror(-r));
 		}
@@ -488,6 +609,17 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 		if (!p->n)
 			return fail("--prompt: the text encodes to no tokens");
 		return 0;
+	}
+	if (o->model_dir || o->chat_template) {
+		/* the checkpoint's template must be one vlm_chat_encode renders exactly */
+		const char *name;
+		char err[600];
+
+		r = vlm_chat_template_find(o->model_dir, o->chat_template, &name, err, sizeof(err));
+		if (r < 0) {
+			vlm_chat_free(chat);
+			return fail("%s", err[0] ? err : strerror(-r));
+		}
 	}
 	struct vlm_chat_options co = { .merge_size = o->merge_size, .add_generation_prompt = true };
 	r = vlm_chat_encode(tok, chat, &co, &p->chat);
@@ -507,6 +639,13 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 static int resolve_embeds(struct opts *o, const struct prompt *p)
 {
 	uint32_t ms = o->merge_size ? o->merge_size : 2;
+	if (o->imgs.n) {
+		/* every item is an image file: build_prompt refused mixes */
+		if (!p->have_chat || p->chat.n_items != o->imgs.n)
+			return fail("the prompt has %zu image/video item(s) but %zu image(s) were "
+				    "loaded", p->have_chat ? p->chat.n_items : 0, o->imgs.n);
+		return 0;
+	}
 	if (p->have_chat && p->chat.n_items != (size_t)o->n_emb)
 		return fail("the conversation has %zu image/video item(s) but %d --embed file(s) "
 			    "were given", p->chat.n_items, o->n_emb);
@@ -530,11 +669,27 @@ static int resolve_embeds(struct opts *o, const struct prompt *p)
 			e->placeholder = o->emb[i - 1].placeholder;
 		}
 	}
+	/* every file readable as an embedding before vlmd is contacted: a wrong file is the
+	 * user's first problem to hear about, not a missing daemon */
+	for (int i = 0; i < o->n_emb; i++) {
+		DLManagedTensor *t;
+		char err[512];
+
+		if (emb_load(o->emb[i].spec, &t, err, sizeof(err)) < 0)
+			return fail("--embed %s", err);
+		if (t->deleter)
+			t->deleter(t);
+	}
 	return 0;
 }
 
-static int add_embeds(struct opts *o, struct vlm_request *req)
+static int add_embeds(struct opts *o, struct vlm_request *req, const struct prompt *p)
 {
+	for (size_t i = 0; i < o->imgs.n; i++) {
+		int r = vlm_request_add_image(req, p->chat.items[i].placeholder_id, o->imgs.img[i]);
+		if (r < 0)
+			return fail("image %zu: %s", i, why(r));
+	}
 	for (int i = 0; i < o->n_emb; i++) {
 		struct embed *e = &o->emb[i];
 		DLManagedTensor *t;
@@ -650,15 +805,26 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		  double t_submit)
 {
 	struct vlm_detok *d = NULL;
-	bool text = tok && !o->ids_out;
+	struct vlm_stop *st = NULL;
+	bool text = tok && !o->ids_out, stopped = false;
+	if (o->n_stop_str && !tok)
+		return fail("--stop needs a tokenizer (--tokenizer FILE or --model-dir DIR)");
 	if (tok && vlm_detok_new(tok, o->show_special ? 0 : VLM_DECODE_SKIP_SPECIAL, &d) < 0)
 		return fail("out of memory");
+	if (vlm_stop_new(o->stop_str, o->n_stop_str, &st) < 0) {
+		vlm_detok_free(d);
+		return fail("out of memory");
+	}
 	struct outbuf b = { 0 };
 	int32_t buf[64];
 	double t_first = 0;
 	int r = 0, rc = 0, waited_ms = 0;
 	bool cancel_sent = false;
 	char read_err[320] = "";
+	/* --json prints nothing until the end: on a terminal, a progress line on stderr meanwhile
+	 * (tokens so far of max, rate), drawn after the first second and erased at the end */
+	bool bar = o->json && isatty(STDERR_FILENO);
+	double bar_last = 0;
 	for (;;) {
 		if (interrupted && !cancel_sent) {
 			int cr = vlm_cancel(req);
@@ -689,6 +855,14 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		waited_ms = 0;
 		if (!t_first)
 			t_first = now_s();
+		if (bar && now_s() - t_submit >= 1.0 && now_s() - bar_last >= 0.2) {
+			double el = now_s() - t_first;
+			fprintf(stderr, "\rgenerating: %zu tokens", b.n + (size_t)r);
+			if (o->gp.max_tokens)
+				fprintf(stderr, " of %u", o->gp.max_tokens);
+			fprintf(stderr, ", %.1f tokens/s   ", el > 0 ? (double)(b.n + (size_t)r) / el : 0.0);
+			bar_last = now_s();
+		}
 		if (out_ids(&b, buf, (size_t)r) < 0) {
 			rc = fail("out of memory");
 			break;
@@ -696,7 +870,14 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		for (int i = 0; i < r; i++) {
 			const char *s = NULL;
 			size_t n = 0;
-			if (d && vlm_detok_feed(d, buf[i], &s, &n) >= 0 && n)
+			if (stopped) /* after a stop string: drained, not shown */
+				continue;
+			if (d && vlm_detok_feed(d, buf[i], &s, &n) >= 0 &&
+			    vlm_stop_feed(st, s, n, &s, &n) == 1) {
+				stopped = true;
+				vlm_cancel(req);
+			}
+			if (n)
 				out_text(&b, s, n);
 			if (o->json)
 				continue;
@@ -707,13 +888,22 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		}
 		fflush(stdout);
 	}
+	if (bar && bar_last)
+		fputs("\r\033[K", stderr);   /* erase the progress line before the finish line */
 	if (d) {
 		const char *s;
 		size_t n;
-		if (vlm_detok_flush(d, &s, &n) >= 0 && n) {
-			out_text(&b, s, n);
-			if (text && !o->json)
-				fwrite(s, 1, n, stdout);
+		for (int k = 0; k < 2; k++) {
+			if (k == 0 && (stopped || vlm_detok_flush(d, &s, &n) < 0 ||
+				       vlm_stop_feed(st, s, n, &s, &n) < 0))
+				continue;
+			if (k == 1 && vlm_stop_flush(st, &s, &n) < 0)
+				continue;
+			if (n) {
+				out_text(&b, s, n);
+				if (text && !o->json)
+					fwrite(s, 1, n, stdout);
+			}
 		}
 	}
 	if (!o->json && (b.n || text))
@@ -727,7 +917,7 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 	if (rc == 0 && r < 0)
 		rc = fail("request failed: %s", read_err[0] ? read_err : vlm_strerror(r));
 	if (have_fi && !o->json) {
-		fprintf(stderr, "finish: %s", reason_name(fi.reason));
+		fprintf(stderr, "finish: %s", stopped ? "stop (stop string)" : reason_name(fi.reason));
 		if (fi.error)
 			fprintf(stderr, " (%s)", vmsg[0] ? vmsg : strerror(-fi.error));
 		fprintf(stderr, ", prompt %u tokens (%u cached), completion %u tokens, ttft %.2f ms "
@@ -745,7 +935,12 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 			printf(", \"text\": ");
 			json_str(stdout, b.text ? b.text : "", b.tlen);
 		}
-		printf(", \"finish_reason\": \"%s\"", reason_name(fi.reason));
+		printf(", \"finish_reason\": \"%s\"", stopped ? "stop" : reason_name(fi.reason));
+		if (stopped) {
+			const char *m = vlm_stop_string(st, vlm_stop_matched(st));
+			printf(", \"stop_string\": ");
+			json_str(stdout, m, strlen(m));
+		}
 		if (fi.error)
 			printf(", \"error\": %d", fi.error);
 		if (vmsg[0]) {
@@ -779,6 +974,7 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 	}
 	if (rc == 0 && have_fi && fi.reason == VLM_FINISH_CANCELLED && interrupted)
 		rc = 130;
+	vlm_stop_free(st);
 	vlm_detok_free(d);
 	free(b.ids);
 	free(b.text);
@@ -805,7 +1001,9 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		const char *sock = o.socket ? o.socket : getenv("VLM_SOCKET");
 		const char *m = vlm_last_error(), *hint = r == -ENOENT || r == -ECONNREFUSED ?
-			" (is vlmd running? --socket PATH)" : "";
+			" (is vlmd running? --socket PATH or $VLM_SOCKET)" : "";
+		if ((m && strstr(m, "is vlmd running")) || strstr(vlm_strerror(r), "is vlmd running"))
+			hint = "";
 		if (m && strstr(m, "vlmd"))   /* the library's message names the socket already */
 			rc = fail("%s: %s%s", m, vlm_strerror(r), hint);
 		else
@@ -820,7 +1018,7 @@ int main(int argc, char **argv)
 		rc = fail("request: %s", why(r));
 		goto out;
 	}
-	if ((rc = add_embeds(&o, req)))
+	if ((rc = add_embeds(&o, req, &p)))
 		goto out;
 
 	struct sigaction sa = { .sa_handler = on_sigint };
@@ -840,6 +1038,7 @@ out:
 	vlm_request_free(req);
 	vlm_disconnect(conn);
 	prompt_fini(&p);
+	tool_images_fini(&o.imgs);
 	vlm_tokenizer_free(tok);
 	return rc;
 }

@@ -17,6 +17,10 @@
  * the engine thread is not inside a phase that reads arenas (forward, fingerprint hashing): after
  * it returns, no request of that client is ever read again, so the loop may unmap the arena.
  *
+ * Requests with pixel items first pass the vision stage (daemon/engine/engine_vision.c: an encoder
+ * thread runs the vision tower on its own backend instance, concurrently with the steps; the
+ * engine thread hands it batches and takes results in between steps, then admits the requests).
+ *
  * A step follows docs/ENGINE.md: plan → batch (positions from each request's full table, image
  * rows substituted from the arena) → vd_model_forward → commit → prefix commit → sample → events.
  * All of a step's completions go out in one vd_evq_push (one wake-up of the loop per step).
@@ -31,7 +35,8 @@
 
 #include <jansson.h>
 
-#include "daemon/io/echo.h"
+#include "config.h"
+
 #include "daemon/engine/mm_import.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_req.h"
@@ -45,16 +50,9 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-void vd_engine_opts_default(struct vd_engine_opts *o)
+void vd_engine_opts_init(struct vd_engine_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->backend = "auto";
-	o->kv_bytes = 256ull << 20;
-	o->block_size = 16;
-	o->max_running = 32;
-	o->max_batched_tokens = 512;
-	o->max_waiting = 1024;
-	o->prefix_cache = 1;
 	o->prefill_per_decode = -1;
 }
 
@@ -223,8 +221,35 @@ static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code,
 		vd_sched_remove(e->sched, &q->seq);
 	else if (e->n_live_waiting)
 		e->n_live_waiting--;
+	vd_ev_dequeue(e, q);
 	unlink_live(e, q);
 	vd_ereq_free(q);
+}
+
+void vd_engine_fail(struct vd_engine *e, struct vd_ereq *q, int code, const char *msg)
+{
+	finish(e, q, VS_FINISH_ERROR, code, msg, q->gone);
+}
+
+void vd_engine_admit(struct vd_engine *e, struct vd_ereq *q)
+{
+	int r;
+
+	if (q->cancel || q->added)
+		return;   /* reap_cancelled ends it */
+	r = vd_sched_add(e->sched, &q->seq);
+	if (r < 0) {
+		char m[VS_CQE_MESSAGE_LEN];
+
+		snprintf(m, sizeof(m), "scheduler refused: %s",
+		         r == VD_SCHED_ETOOLONG ? "too long" :
+		         r == VD_SCHED_ENOFIT ? "can never fit the KV cache" :
+		         r == -ENOMEM ? "out of memory" : "bad sizes");
+		finish(e, q, VS_FINISH_ERROR, r, m, 0);
+	} else {
+		q->added = true;
+		e->n_live_waiting--;
+	}
 }
 
 /* ---------------------------------------------------------------- the engine thread */
@@ -283,24 +308,13 @@ static void take_inbox(struct vd_engine *e)
 			q = q->next;
 		for (size_t i = 0; i < n && q; i++) {
 			struct vd_ereq *prev = q->prev;
-			int r;
 
-			if (q->cancel || q->added) {
-				q = prev;
-				continue;   /* reap_cancelled ends it */
-			}
-			r = vd_sched_add(e->sched, &q->seq);
-			if (r < 0) {
-				char m[VS_CQE_MESSAGE_LEN];
-
-				snprintf(m, sizeof(m), "scheduler refused: %s",
-				         r == VD_SCHED_ETOOLONG ? "too long" :
-				         r == VD_SCHED_ENOFIT ? "can never fit the KV cache" :
-				         r == -ENOMEM ? "out of memory" : "bad sizes");
-				finish(e, q, VS_FINISH_ERROR, r, m, 0);
+			if (q->n_pixel_todo > 0 && !q->cancel && !q->vision_queued) {
+				/* pixel items first go through the vision stage */
+				if (vd_ev_enqueue(e, q) < 0)
+					finish(e, q, VS_FINISH_ERROR, -ENOMEM, "vlmd out of memory", 0);
 			} else {
-				q->added = true;
-				e->n_live_waiting--;
+				vd_engine_admit(e, q);
 			}
 			q = prev;
 		}
@@ -314,7 +328,7 @@ static void reap_cancelled(struct vd_engine *e)
 
 	for (; q; q = next) {
 		next = q->next;
-		if (q->cancel)
+		if (q->cancel && !q->v_busy)   /* a busy one ends when its tower batch is back */
 			finish(e, q, VS_FINISH_CANCELLED, 0, NULL, q->gone);
 	}
 }
@@ -423,7 +437,7 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 {
 	int32_t ng = q->seq.n_generated, vocab = e->cfg.vocab, t;
 	float *row;
-	struct vd_sample_params sp;
+	struct vk_sample_params sp;
 
 	if (!have_logits || (q->plain_greedy && ng >= q->stop.min_tokens))
 		return e->b_argmax[l];
@@ -498,7 +512,12 @@ static int step(struct vd_engine *e)
 				goto fail;
 			}
 			for (int j = 0; j < k; j++)
-				if (!e->b_subs[nsub + j].is_device) /* GPU rows: counted at import */
+				/* arena rows only: GPU rows are counted at import, encoded pixel items'
+				 * rows are vlmd's own */
+				if (!e->b_subs[nsub + j].is_device &&
+				    (const unsigned char *)e->b_subs[nsub + j].data >= q->r->arena &&
+				    (const unsigned char *)e->b_subs[nsub + j].data <
+				    q->r->arena + q->r->arena_bytes)
 					embed_bytes += (uint64_t)e->b_subs[nsub + j].n_rows *
 					               (uint64_t)e->cfg.hidden *
 					               vk_dtype_size(e->b_subs[nsub + j].dtype);
@@ -582,20 +601,14 @@ static int step(struct vd_engine *e)
 	}
 	e->steps++;
 	vd_metrics_add(e->metrics, VD_C_STEPS, 1);
-	vd_metrics_observe_ns(e->metrics, VD_H_STEP, vs_now_ns() - t0);
+	now = vs_now_ns() - t0;
+	vd_metrics_observe_ns(e->metrics, VD_H_STEP, now);
+	/* the vision stage's time budget: a moving average of the step time */
+	e->step_ns = e->step_ns > 0 ? 0.8 * e->step_ns + 0.2 * (double)now : (double)now;
 	return 1;
 fail:
 	if (rc == VK_EDEVICE_LOST) {
-		/* the backend is unusable: fail everything, refuse everything, tell the owner */
-		e->dead = 1;
-		for (size_t i = 0; i < e->n_inbox; i++)
-			e->inbox[i]->cancel = true;
-		take_inbox(e);
-		while (e->live)
-			finish(e, e->live, VS_FINISH_ERROR, VK_EDEVICE_LOST,
-			       "compute device lost; vlmd restarts", e->live->gone);
-		if (e->o.fatal)
-			e->o.fatal(e->o.fatal_ctx, rc);
+		vd_engine_device_lost(e, rc);
 		return 1;
 	}
 	/* the step's requests fail; the others carry on */
@@ -606,6 +619,21 @@ fail:
 			finish(e, q, VS_FINISH_ERROR, rc, msg, 0);
 	}
 	return 1;
+}
+
+void vd_engine_device_lost(struct vd_engine *e, int rc)
+{
+	/* the backend is unusable: fail everything, refuse everything, tell the owner */
+	e->dead = 1;
+	vd_ev_quiesce(e);
+	for (size_t i = 0; i < e->n_inbox; i++)
+		e->inbox[i]->cancel = true;
+	take_inbox(e);
+	while (e->live)
+		finish(e, e->live, VS_FINISH_ERROR, VK_EDEVICE_LOST,
+		       "compute device lost; vlmd restarts", e->live->gone);
+	if (e->o.fatal)
+		e->o.fatal(e->o.fatal_ctx, rc);
 }
 
 static void *engine_main(void *arg)
@@ -620,14 +648,19 @@ static void *engine_main(void *arg)
 		reap_cancelled(e);
 		if (e->stop)
 			break;
-		ran = vd_sched_n_running(e->sched) || vd_sched_n_waiting(e->sched) ? step(e) : 0;
+		/* the vision stage between two LLM steps, within its budget */
+		ran = e->vis && (e->n_vq || e->v_state) ? vd_ev_run(e) : 0;
+		if (vd_sched_n_running(e->sched) || vd_sched_n_waiting(e->sched))
+			ran |= step(e);
 		update_gauges(e);
 		ev_flush(e);
-		if (!ran && !e->n_inbox && !e->stop) {
+		/* the encoder may have finished while the lock was dropped (forward, hashing): its
+		 * signal is then gone, so look at its state before sleeping */
+		if (!ran && !e->n_inbox && !e->stop && !vd_ev_ready(e)) {
 			int cancels = 0;
 
 			for (struct vd_ereq *q = e->live; q; q = q->next)
-				cancels |= q->cancel;
+				cancels |= q->cancel && !q->v_busy;
 			if (!cancels)
 				pthread_cond_wait(&e->cv, &e->mu);
 		}
@@ -647,8 +680,6 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 	size_t waiting;
 	int rc = 0;
 
-	if (r->sqe.opcode == VS_OP_ECHO || r->sqe.opcode == VS_OP_NOP)
-		return e->echo->ops->submit(e->echo, r, err, errlen);
 	if (r->sqe.opcode != VS_OP_GENERATE) {
 		snprintf(err, errlen, "opcode %u not served here", r->sqe.opcode);
 		vd_request_free(r);
@@ -747,21 +778,21 @@ static int eng_cancel(struct vd_sink *s, uint32_t slot, uint32_t gen, uint64_t u
 	if (n)
 		pthread_cond_signal(&e->cv);
 	pthread_mutex_unlock(&e->mu);
-	return n ? 0 : e->echo->ops->cancel(e->echo, slot, gen, ud);
+	return n ? 0 : -ENOENT;
 }
 
 static void eng_client_gone(struct vd_sink *s, uint32_t slot, uint32_t gen)
 {
 	struct vd_engine *e = (struct vd_engine *)s;
 
-	e->echo->ops->client_gone(e->echo, slot, gen);
 	pthread_mutex_lock(&e->mu);
 	if (flag(e, slot, gen, 0, 0, 1)) {
-		uint64_t ph = e->read_phase;
+		uint64_t ph = e->read_phase, vph = e->v_read_phase;
 
 		pthread_cond_signal(&e->cv);
-		/* flagged requests are never read again after the current arena-reading phase */
-		while (e->reading && e->read_phase == ph)
+		/* flagged requests are never read again after the current arena-reading phases (the
+		 * engine thread's forward / fingerprints, the encoder thread's copies) */
+		while ((e->reading && e->read_phase == ph) || (e->v_reading && e->v_read_phase == vph))
 			pthread_cond_wait(&e->done_cv, &e->mu);
 	}
 	pthread_mutex_unlock(&e->mu);
@@ -778,6 +809,7 @@ static void eng_free(struct vd_sink *s)
 	pthread_cond_signal(&e->cv);
 	pthread_mutex_unlock(&e->mu);
 	pthread_join(e->thr, NULL);
+	vd_ev_stop(e);
 	pthread_mutex_lock(&e->mu);
 	e->sink_live = 0;
 	for (size_t i = 0; i < e->n_inbox; i++)
@@ -787,8 +819,11 @@ static void eng_free(struct vd_sink *s)
 		finish(e, e->live, VS_FINISH_CANCELLED, 0, NULL, 1);
 	e->n_ev = 0;
 	pthread_mutex_unlock(&e->mu);
-	e->echo->ops->free(e->echo);
-	e->echo = NULL;
+}
+
+static int eng_idle(struct vd_sink *s)
+{
+	return vd_engine_idle((struct vd_engine *)s);
 }
 
 static const struct vd_sink_ops engine_ops = {
@@ -797,6 +832,7 @@ static const struct vd_sink_ops engine_ops = {
 	.cancel = eng_cancel,
 	.client_gone = eng_client_gone,
 	.free = eng_free,
+	.idle = eng_idle,
 };
 
 int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
@@ -806,18 +842,19 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 
 	if (e->sink_live)
 		return -EBUSY;
-	rc = vd_echo_new(evq, 0, &e->echo);
-	if (rc < 0)
-		return rc;
 	e->base.ops = &engine_ops;
 	e->base.evq = evq;
 	e->stop = 0;
 	e->sink_live = 1;
+	rc = vd_ev_start(e);
+	if (rc < 0) {
+		e->sink_live = 0;
+		return rc;
+	}
 	rc = pthread_create(&e->thr, NULL, engine_main, e);
 	if (rc) {
+		vd_ev_stop(e);
 		e->sink_live = 0;
-		e->echo->ops->free(e->echo);
-		e->echo = NULL;
 		return -rc;
 	}
 	*out = &e->base;
@@ -825,6 +862,32 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 }
 
 /* ---------------------------------------------------------------- load / free */
+
+/* Memory the KV cache may come from, now: the device's free memory for CUDA, MemAvailable of
+ * /proc/meminfo for host backends. 0: unknown. */
+static uint64_t free_memory(struct vk_backend *be)
+{
+	char line[256];
+	unsigned long long kb;
+	uint64_t r = 0;
+	FILE *f;
+
+	if (be->ops->mem_info) {
+		uint64_t fr = 0, tot = 0;
+
+		return be->ops->mem_info(be, &fr, &tot) == 0 ? fr : 0;
+	}
+	f = fopen("/proc/meminfo", "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+			r = (uint64_t)kb << 10;
+			break;
+		}
+	fclose(f);
+	return r;
+}
 
 /* vd_model_new_progress's callback: the caller's progress hook with the total. */
 static void load_progress(void *ctx, uint64_t loaded)
@@ -838,7 +901,7 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 {
 	struct vd_engine *e;
 	size_t kvb;
-	uint64_t total;
+	uint64_t total, kv_bytes;
 	int rc;
 
 	*ret = NULL;
@@ -895,11 +958,41 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	e->block_size = (int32_t)o->block_size;
 	kvb = (size_t)e->cfg.n_layers * 2 * (size_t)e->block_size * (size_t)e->cfg.n_kv_heads *
 	      (size_t)e->cfg.head_dim * vk_dtype_size(e->kv_dtype);
-	e->n_blocks = o->kv_bytes / kvb > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)(o->kv_bytes / kvb);
+	e->max_model_len = o->max_model_len ? (int32_t)o->max_model_len : e->cfg.max_positions;
+	kv_bytes = o->kv_bytes;
+	if (!kv_bytes) {
+		/* the memory left now that the weights are in, times the fraction; no more than
+		 * max_running sequences of max_model_len tokens can ever use */
+		uint64_t per_seq = ((uint64_t)e->max_model_len + (uint64_t)e->block_size - 1) /
+		                   (uint64_t)e->block_size;
+		uint64_t cap = per_seq * o->max_running * kvb;
+
+		e->mem_free = free_memory(e->be);
+		if (!e->mem_free) {
+			snprintf(err, errlen, "kv-memory 0 (auto): cannot tell how much memory is free; "
+			         "give kv-memory as a size");
+			rc = -ENOMEM;
+			goto fail;
+		}
+		kv_bytes = (uint64_t)((double)e->mem_free * (o->memory_fraction > 0 && o->memory_fraction <= 1 ?
+		                                              o->memory_fraction : 0.5));
+		e->kv_auto = 1;
+		if (kv_bytes > cap) {
+			kv_bytes = cap;
+			e->kv_capped = 1;
+		}
+	}
+	e->n_blocks = kv_bytes / kvb > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)(kv_bytes / kvb);
 	if (e->n_blocks < (int32_t)o->max_running) {
-		snprintf(err, errlen, "kv-memory %llu bytes holds %d blocks of %zu bytes, fewer than "
-		         "max-running (%u)", (unsigned long long)o->kv_bytes, e->n_blocks, kvb,
-		         o->max_running);
+		if (e->kv_auto)
+			snprintf(err, errlen, "memory-fraction %.3g of %.1f MiB free memory holds %d KV blocks "
+			         "of %zu bytes, fewer than max-running (%u): free memory, raise "
+			         "memory-fraction or give kv-memory", o->memory_fraction,
+			         (double)e->mem_free / (1 << 20), e->n_blocks, kvb, o->max_running);
+		else
+			snprintf(err, errlen, "kv-memory %llu bytes holds %d blocks of %zu bytes, fewer than "
+			         "max-running (%u)", (unsigned long long)kv_bytes, e->n_blocks, kvb,
+			         o->max_running);
 		rc = -ENOSPC;
 		goto fail;
 	}
@@ -918,7 +1011,6 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		goto nomem;
 	if (o->prefix_cache && (rc = vd_prefix_new(e->kv, &e->pc)) < 0)
 		goto nomem;
-	e->max_model_len = o->max_model_len ? (int32_t)o->max_model_len : e->cfg.max_positions;
 	{
 		struct vd_sched_knobs k = {
 			.max_running = (int32_t)o->max_running,
@@ -949,11 +1041,18 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		goto nomem;
 	load_eos(e);
 	model_root(e);
+	rc = vd_ev_init(e, o->vision_cache_bytes, o->vision_batch_patches, err, errlen);
+	if (rc < 0)
+		goto fail;
 	e->env = (struct vd_ereq_env){ .cfg = &e->cfg, .max_model_len = e->max_model_len,
 	                               .pool_tokens = e->n_blocks * e->block_size,
 	                               .block_size = e->block_size, .eos = e->eos,
 	                               .n_eos = e->n_eos,
-	                               .device_tensors = strcmp(e->be->ops->name, "cuda") == 0 };
+	                               .device_tensors = strcmp(e->be->ops->name, "cuda") == 0,
+	                               .vision = e->vis ? &e->vcfg : NULL,
+	                               .max_item_patches = o->vision_max_item_patches ?
+	                                                   (int64_t)o->vision_max_item_patches :
+	                                                   (int64_t)1 << 18 };
 	if (e->env.device_tensors) {
 		/* GPU clients' tensors are mapped, never copied; without a usable driver they are
 		 * refused per request with the reason (the backend itself works, so vlmd serves) */
@@ -982,6 +1081,7 @@ void vd_engine_free(struct vd_engine *e)
 		return;
 	if (e->sink_live)
 		eng_free(&e->base);
+	vd_ev_fini(e);   /* after the sink: no request references a cache entry now */
 	vd_sched_free(e->sched);
 	vd_prefix_free(e->pc);
 	vd_kvblocks_free(e->kv);

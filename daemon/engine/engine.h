@@ -29,7 +29,11 @@ struct vd_engine_opts {
 	const char *model_dir;        /* config.json + *.safetensors */
 	const char *backend;          /* "auto", "cpu", "cuda", "ref" (kernels/backend.h registry) */
 	uint32_t threads;             /* CPU backend workers; 0 = default */
-	uint64_t kv_bytes;            /* KV cache memory: n_blocks = kv_bytes / bytes per block */
+	uint64_t kv_bytes;            /* KV cache memory: n_blocks = kv_bytes / bytes per block;
+	                               * 0: memory_fraction of the memory free after the load */
+	double memory_fraction;       /* with kv_bytes 0: (0, 1] of the device's free memory (CUDA)
+	                               * or MemAvailable (host backends), capped at what max_running
+	                               * sequences of max_model_len tokens can use */
 	uint32_t block_size;          /* tokens per KV block */
 	uint32_t max_running;         /* sequences per step */
 	uint32_t max_batched_tokens;  /* tokens per step (raised to max_running if below) */
@@ -41,6 +45,10 @@ struct vd_engine_opts {
 	 * (1 on host backends, whose step time grows with the rows; off on CUDA); 0: off (only
 	 * max_batched_tokens bounds them). See daemon/engine/scheduler.h. */
 	int32_t prefill_per_decode;
+	/* Vision stage (checkpoints with a vision tower; daemon/engine/engine_vision.c). */
+	uint64_t vision_cache_bytes;  /* encoded rows kept for reuse (LRU); 0 = no reuse */
+	uint32_t vision_batch_patches;/* pixel rows per tower forward (a larger item runs alone) */
+	uint32_t vision_max_item_patches; /* largest pixel item accepted; 0 = 262144 */
 	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
 	/* Called from vd_engine_new while it loads (any number of times): done / total bytes of
 	 * weights, for systemd EXTEND_TIMEOUT_USEC and STATUS=. May be NULL. */
@@ -54,8 +62,9 @@ struct vd_engine_opts {
 	void *fatal_ctx;
 };
 
-/* Defaults matching vlmd's configuration table (daemon/ops/conf.c). model_dir stays NULL. */
-void vd_engine_opts_default(struct vd_engine_opts *o);
+/* Zero o and fill what no vlmd setting covers (prefill_per_decode). The configurable fields have
+ * their defaults in vlmd's settings table: vd_settings_default (daemon/ops/conf.h). */
+void vd_engine_opts_init(struct vd_engine_opts *o);
 
 struct vd_engine;
 
@@ -85,7 +94,20 @@ struct vd_engine_info {
 	uint32_t block_size;
 	int32_t kv_total, kv_used, kv_cached, kv_free;  /* blocks */
 	uint64_t kv_bytes;
+	uint64_t kv_tokens;           /* kv_total * block_size: tokens the cache holds */
+	uint64_t mem_free_bytes;      /* free memory seen when the KV cache was sized (0: unknown) */
+	int kv_auto;                  /* sized from memory_fraction (kv_bytes 0 was given) */
+	int kv_capped;                /* auto size limited by max_running x max_model_len */
 	int32_t prefix_entries;
+	/* vision tower and cache (vision_kind 0: none; vision_note says why when config.json has
+	 * a vision_config) */
+	int32_t vision_kind;          /* enum vd_vision_kind */
+	int32_t vision_depth, vision_width, vision_out;
+	uint64_t vision_weight_bytes;
+	char vision_note[160];
+	uint64_t vcache_budget, vcache_bytes, vcache_pinned_bytes;
+	int32_t vcache_entries, vcache_pinned;
+	uint32_t vision_queue;        /* requests waiting for the tower */
 	uint32_t running, waiting;
 	uint32_t max_running, max_batched_tokens, max_waiting;
 	int draining;                 /* vd_engine_drain was called */

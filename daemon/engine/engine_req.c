@@ -12,6 +12,7 @@
 #include "daemon/ops/metrics.h"
 #include "daemon/engine/mm_import.h"
 #include "daemon/model/mrope.h"
+#include "daemon/model/vision.h"
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -25,7 +26,9 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
-static const size_t dtype_size[3] = { 4, 2, 2 };   /* enum vs_dtype == enum vk_dtype */
+/* A validated item's wire dtype is used as the backend's (vk_row_source.dtype). */
+_Static_assert(VS_DTYPE_F32 == (int)VK_DTYPE_F32 && VS_DTYPE_F16 == (int)VK_DTYPE_F16 &&
+               VS_DTYPE_BF16 == (int)VK_DTYPE_BF16, "enum vs_dtype != enum vk_dtype");
 
 void vd_ereq_free(struct vd_ereq *q)
 {
@@ -39,6 +42,12 @@ void vd_ereq_free(struct vd_ereq *q)
 			vd_metrics_set(q->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(q->import));
 		}
 	free(q->maps);
+	for (int32_t k = 0; q->vent && k < q->n_items; k++)
+		vd_vcache_unref(q->vc, q->vent[k]);
+	for (int32_t k = 0; q->vpix && k < q->n_items; k++)
+		free(q->vpix[k]);
+	free(q->vent);
+	free(q->vpix);
 	vd_request_free(q->r);
 	free(q->tok);
 	free(q->mm);
@@ -47,10 +56,62 @@ void vd_ereq_free(struct vd_ereq *q)
 	free(q->pos);
 	free(q->img);
 	free(q->hash);
-	free(q->stop_ids);
 	vd_seqhist_fini(&q->hist);
 	vd_kvseq_fini(&q->seq.kv);
 	free(q);
+}
+
+/* A pixel item (VS_ITEM_PIXELS: patches [t*h*w, patch_dim], PATCH grid, vlmd runs the tower):
+ * checked against the tower; its placeholder run is t*h*w / merge^2 tokens and its rows come
+ * from the encoder (src->data stays NULL until then). Messages fit the 47-byte ERROR text with
+ * every number whole (item index < 256, other numbers bounded before they are printed). */
+static int pixel_item(const struct vd_ereq_env *env, const struct vs_mm_item *it, int32_t k,
+                      struct vd_mm_item *mm, struct vk_row_source *src, char *err, size_t errlen)
+{
+	const struct vd_model_config *cfg = env->cfg;
+	const struct vd_vision_config *vc = env->vision;
+	int64_t patches, m2;
+	int32_t m;
+	int video;
+
+	if (!vc)
+		return fail(err, errlen, -ENOTSUP, "item %d: model has no vision tower", k);
+	m = vc->spatial_merge_size;
+	m2 = (int64_t)m * m;
+	if (it->device != VS_DEV_ARENA)
+		return fail(err, errlen, -ENOTSUP, "item %d: pixels must be in the arena", k);
+	if (it->dtype != VS_DTYPE_F32 && it->dtype != VS_DTYPE_BF16)
+		return fail(err, errlen, -EINVAL, "item %d: pixels must be f32 or bf16", k);
+	if (it->cols != (uint32_t)vc->patch_dim)
+		return fail(err, errlen, -EINVAL, "item %d: %u columns, patch size %d", k,
+		            it->cols > 99999999u ? 99999999u : it->cols, vc->patch_dim);
+	if (!it->grid_t || !it->grid_h || !it->grid_w)
+		return fail(err, errlen, -EINVAL, "item %d: pixels without a grid", k);
+	patches = (int64_t)it->grid_t * it->grid_h * it->grid_w;
+	if (patches != (int64_t)it->rows)
+		return fail(err, errlen, -EINVAL, "item %d: grid t*h*w != rows", k);
+	if (patches > env->max_item_patches)
+		return fail(err, errlen, -E2BIG, "item %d: %lld patches > limit %lld", k,
+		            (long long)patches, (long long)env->max_item_patches);
+	if (it->grid_h % (uint32_t)m || it->grid_w % (uint32_t)m)
+		return fail(err, errlen, -EINVAL, "item %d: grid h,w %ux%u not /%d", k,
+		            it->grid_h, it->grid_w, m);
+	video = cfg->video_token_id >= 0 && it->placeholder_id == (uint32_t)cfg->video_token_id;
+	if (!video && (cfg->image_token_id < 0 || it->placeholder_id != (uint32_t)cfg->image_token_id))
+		return fail(err, errlen, -EINVAL, "item %d: pad id %u, need image/video", k,
+		            it->placeholder_id);
+	*mm = (struct vd_mm_item){ .placeholder = (int32_t)it->placeholder_id,
+	                           .rows = (int32_t)(patches / m2),
+	                           .grid = { (int32_t)it->grid_t, (int32_t)it->grid_h,
+	                                     (int32_t)it->grid_w },
+	                           .t_interval = video ? vd_mrope_t_interval(cfg, (it->reserved0 ?
+	                                           (float)it->reserved0 : 1000.0f) / 1000.0f) :
+	                                         1.0f };
+	/* the rows will be the tower's output: backend memory (host memory on host backends) */
+	*src = (struct vk_row_source){ .row = 0, .n_rows = mm->rows, .dtype = VK_DTYPE_F32,
+	                               .is_device = env->device_tensors,
+	                               .row_stride = (int64_t)cfg->hidden * 4, .data = NULL };
+	return 0;
 }
 
 int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t seed,
@@ -101,7 +162,11 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->n_items = ni;
 	q->cached_tokens = -1;
 	q->block_size = env->block_size;
-	q->tok = malloc(sizeof(int32_t) * (size_t)(n + max_tokens));
+	/* adopt the validated token array, grown to hold the outputs (ids < vocab < 2^31: the
+	 * same bits as int32_t) */
+	q->tok = realloc(r->tokens, sizeof(int32_t) * (size_t)(n + max_tokens));
+	if (q->tok)
+		r->tokens = NULL;
 	q->pos = malloc(sizeof(int32_t) * 3 * (size_t)n);
 	q->max_blocks = (int32_t)((n + max_tokens) / env->block_size) + 1;
 	q->hash = malloc((size_t)q->max_blocks * VD_PREFIX_HASH_BYTES);
@@ -110,25 +175,31 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->src = calloc((size_t)ni + 1, sizeof(*q->src));
 	q->img = calloc((size_t)ni + 1, sizeof(*q->img));
 	q->maps = calloc((size_t)ni + 1, sizeof(*q->maps));
+	q->vpix = calloc((size_t)ni + 1, sizeof(*q->vpix));
+	q->vent = calloc((size_t)ni + 1, sizeof(*q->vent));
 	q->import = env->import;
 	q->metrics = env->metrics;
-	q->stop_ids = malloc(sizeof(int32_t) * ((size_t)r->sqe.n_stop_ids + 1));
 	if (!q->tok || !q->pos || !q->hash || !q->mm || !q->spans || !q->src || !q->img ||
-	    !q->maps || !q->stop_ids) {
+	    !q->maps || !q->vpix || !q->vent) {
 		e = -ENOMEM;
 		goto out;
 	}
-	for (int32_t i = 0; i < n; i++) {
-		q->tok[i] = (int32_t)r->tokens[i];
+	for (int32_t i = 0; i < n; i++)
 		if ((e = vd_seqhist_add(&q->hist, q->tok[i], false)) < 0)
 			goto out;
-	}
 
 	/* multimodal items: shapes, devices, spans, positions */
 	for (int32_t k = 0; k < ni; k++) {
 		const struct vs_mm_item *it = &r->items[k];
 		int32_t m = cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1;
 
+		if (it->flags & VS_ITEM_PIXELS) {
+			e = pixel_item(env, it, k, &q->mm[k], &q->src[k], err, errlen);
+			if (e < 0)
+				goto out;
+			q->n_pixel++;
+			continue;
+		}
 		if (it->cols != (uint32_t)cfg->hidden) {
 			e = fail(err, errlen, -EINVAL, "item %d: %u columns, model hidden size %d", k,
 			         it->cols, cfg->hidden);
@@ -175,11 +246,11 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			vd_metrics_set(env->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(env->import));
 			vd_metrics_add(env->metrics, it->device == VS_DEV_CUDA_IPC ?
 			               VD_C_EMBED_BYTES_CUDA_IPC : VD_C_EMBED_BYTES_CUDA_VMM,
-			               (uint64_t)it->rows * it->cols * dtype_size[it->dtype]);
+			               (uint64_t)it->rows * it->cols * vs_dtype_size(it->dtype));
 			q->src[k].is_device = 1;
 			q->src[k].data = dev;
 		}
-		q->embed_bytes += (uint64_t)it->rows * it->cols * dtype_size[it->dtype];
+		q->embed_bytes += (uint64_t)it->rows * it->cols * vs_dtype_size(it->dtype);
 	}
 	{
 		int32_t extra[2] = { cfg->image_token_id, cfg->video_token_id };
@@ -203,7 +274,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	}
 
 	/* sampling: wire defaults become the samplers' "none" */
-	q->sp = (struct vd_sample_params){
+	q->sp = (struct vk_sample_params){
 		.temperature = p->temperature,
 		.top_k = p->top_k,
 		.top_p = p->top_p > 0 ? p->top_p : 1.0f,
@@ -217,15 +288,14 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->n_alts = q->logprobs ? (int32_t)p->logprobs : 0;
 	q->plain_greedy = q->sp.temperature <= 0 && q->sp.repetition_penalty == 1.0f &&
 	                  q->sp.presence_penalty == 0 && q->sp.frequency_penalty == 0 && !q->logprobs;
-	for (uint32_t i = 0; i < r->sqe.n_stop_ids; i++)
-		q->stop_ids[i] = (int32_t)r->stop_ids[i];
 	q->stop = (struct vd_stop_rules){
 		.eos_ids = env->eos, .n_eos = env->n_eos,
-		.stop_ids = q->stop_ids, .n_stop = (int32_t)r->sqe.n_stop_ids,
+		.stop_ids = (const int32_t *)r->stop_ids, .n_stop = (int32_t)r->sqe.n_stop_ids,
 		.min_tokens = (int32_t)p->min_tokens, .max_tokens = q->max_tokens,
 		.ignore_eos = (p->flags & VS_GEN_IGNORE_EOS) != 0,
 	};
 
+	q->n_pixel_todo = q->n_pixel;
 	q->seq.n_tokens = n;
 	q->seq.max_tokens = q->max_tokens;
 	q->seq.priority = p->priority;
@@ -249,12 +319,15 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 		const struct vs_mm_item *it = &q->r->items[k];
 		struct vd_prefix_image *im = &q->img[k];
 
-		if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
+		if (it->flags & VS_ITEM_PIXELS) {
+			/* the vision key, written when the encoder copied the rows (engine_vision.c);
+			 * until then fp_bytes is 0 */
+		} else if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
 			im->fp_bytes = (it->flags & VS_ITEM_FP256) ? 32 : 16;
 			memcpy(im->fp, it->fingerprint, (size_t)im->fp_bytes);
 		} else if (it->device == VS_DEV_ARENA) {
 			vd_prefix_fingerprint(q->r->arena + it->data_off, it->rows,
-			                      (int64_t)it->cols * (int64_t)dtype_size[it->dtype],
+			                      (int64_t)it->cols * (int64_t)vs_dtype_size(it->dtype),
 			                      (int64_t)it->row_stride, it->dtype, im->fp);
 			im->fp_bytes = 32;
 		} else {

@@ -24,7 +24,10 @@
 #include "daemon/engine/prefix.h"
 #include "daemon/engine/sampler.h"
 #include "daemon/engine/scheduler.h"
+#include "daemon/engine/vcache.h"
 #include "daemon/io/sink.h"
+
+struct vd_vision_config;
 
 /* What conversion needs to know about the engine. */
 struct vd_ereq_env {
@@ -38,6 +41,8 @@ struct vd_ereq_env {
 	struct vd_mm_import *import; /* maps CUDA tensors (device_tensors), or NULL */
 	const char *import_err;      /* why import is NULL */
 	struct vd_metrics *metrics;  /* IPC handle gauge; may be NULL */
+	const struct vd_vision_config *vision; /* the tower's config, or NULL: pixel items refused */
+	int64_t max_item_patches;    /* largest pixel item (rows) */
 };
 
 struct vd_ereq {
@@ -61,6 +66,18 @@ struct vd_ereq {
 	int32_t delta;               /* rope delta of generated tokens */
 	uint64_t embed_bytes;        /* bytes of all item rows (one pass) */
 
+	/* pixel items (VS_ITEM_PIXELS): vlmd encodes them (daemon/engine/engine_vision.c). Until an
+	 * item is resolved its src[k].data is NULL and the request stays out of the scheduler. */
+	int32_t n_pixel;             /* pixel items */
+	int32_t n_pixel_todo;        /* not yet resolved (rows in the vision cache) */
+	void **vpix;                 /* [n_items] daemon copies of pixel rows in a tower batch
+				      * (owned; NULL once resolved or for other items) */
+	struct vd_vcache_entry **vent; /* [n_items] referenced cache entries (rows of pixel items) */
+	struct vd_vcache *vc;        /* where vent came from */
+	bool vision_queued;          /* on the engine's vision queue */
+	bool v_busy;                 /* in the tower batch in flight: not ended until it is back */
+	int vfail;                   /* the vision stage failed it (negative errno) */
+
 	/* prefix cache */
 	struct vd_prefix_image *img; /* [n_items] fingerprints (owned) */
 	bool fp_done;                /* vd_ereq_fingerprints ran */
@@ -70,9 +87,8 @@ struct vd_ereq {
 
 	/* sampling */
 	struct vd_seqhist hist;
-	struct vd_stop_rules stop;   /* eos borrowed from the env, stop ids owned */
-	int32_t *stop_ids;
-	struct vd_sample_params sp;  /* step / history filled per draw */
+	struct vd_stop_rules stop;   /* eos borrowed from the env, stop ids r's (validated) array */
+	struct vk_sample_params sp;  /* step / history filled per draw */
 	bool plain_greedy;           /* argmax is the whole story (no penalties, no logprobs) */
 	bool logprobs;
 	int32_t n_alts;              /* top alternatives per token */
@@ -86,17 +102,20 @@ struct vd_ereq {
 	struct vd_ereq *prev, *next; /* engine's list of live requests */
 };
 
-/* Convert r (not consumed on failure; owned by *ret on success). seed: the seed to use when the
+/* Convert r (owned by *ret on success; on failure the caller still frees it, and its token
+ * array may be gone: the conversion adopts it). seed: the seed to use when the
  * request brings none. Returns 0, or -EINVAL (token id out of range, item shape / placeholder /
  * grid mismatch), -E2BIG (prompt + max_tokens > max_model_len), -ENOSPC (more KV than the whole
  * pool), -ENOTSUP (CUDA tensor on a host backend), -ENOMEM; err gets a message. */
 int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t seed,
                 struct vd_ereq **ret, char *err, size_t errlen);
-/* Frees q and its request. The scheduler must no longer hold q->seq. NULL is a no-op. */
+/* Frees q and its request, dropping its vision-cache references. The scheduler must no longer
+ * hold q->seq. NULL is a no-op. */
 void vd_ereq_free(struct vd_ereq *q);
 
-/* Fill the image fingerprints: the client's, or vd_prefix_fingerprint of the arena rows. Reads
- * the arena: engine thread, while the client's mapping is alive. */
+/* Fill the image fingerprints: the client's, or vd_prefix_fingerprint of the arena rows (pixel
+ * items keep the vision key vd_vkey_copy_pixels wrote). Reads the arena: engine thread, while the
+ * client's mapping is alive. */
 void vd_ereq_fingerprints(struct vd_ereq *q);
 
 /* Extend the chained block keys to cover the first n tokens of q->tok (root: the model's
