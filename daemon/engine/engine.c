@@ -85,7 +85,8 @@ static void load_eos(struct vd_engine *e)
 	}
 }
 
-/* The prefix namespace: config.json's bytes, the weights' size and count, the folder. */
+/* The prefix namespace: config.json's bytes, the weights' size and count, the folder, the
+ * effective rope / norm settings and the KV type. */
 static void model_root(struct vd_engine *e)
 {
 	struct vd_sha256 c;
@@ -107,6 +108,18 @@ static void model_root(struct vd_engine *e)
 	}
 	vd_sha256_update(&c, v, sizeof(v));
 	vd_sha256_update(&c, e->model_dir, strlen(e->model_dir));
+	{
+		/* what changes the KV besides the tokens, the rows and their positions: the
+		 * effective rope and norm settings (a default may fill a field config.json lacks)
+		 * and the KV storage type */
+		int32_t r[8] = { e->cfg.mrope, e->cfg.mrope_section[0], e->cfg.mrope_section[1],
+		                 e->cfg.mrope_section[2], e->cfg.head_dim, (int32_t)e->kv_dtype,
+		                 e->block_size, e->cfg.spatial_merge_size };
+		float fl[2] = { e->cfg.rope_theta, e->cfg.rms_eps };
+
+		vd_sha256_update(&c, r, sizeof(r));
+		vd_sha256_update(&c, fl, sizeof(fl));
+	}
 	vd_sha256_final(&c, e->root);
 }
 

@@ -266,6 +266,8 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 		} else {
 			req->slot = c->slot;
 			req->gen = c->gen;
+			req->uid = (uint32_t)c->peer.uid;
+			req->pid = (uint32_t)c->peer.pid;
 			req->t_submit_ns = now_ns;
 			r = sink->ops->submit(sink, req, why, sizeof(why));
 			if (r)
