@@ -230,6 +230,7 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 	eo.max_batched_tokens = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_BATCHED_TOKENS);
 	eo.max_model_len = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_MODEL_LEN);
 	eo.max_waiting = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_WAITING);
+	eo.client_weights = vd_conf_str(c, VD_CFG_CLIENT_WEIGHTS);
 	eo.use_priority = (int)vd_conf_uint(c, VD_CFG_PRIORITY);
 	eo.prefix_cache = (int)vd_conf_uint(c, VD_CFG_PREFIX_CACHE);
 	eo.fatal = engine_fatal;

@@ -35,6 +35,7 @@
 #include "daemon/engine/mm_import.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_req.h"
+#include "daemon/engine/fair.h"
 #include "daemon/model/model.h"
 #include "daemon/model/model_config.h"
 #include "daemon/engine/sha256.h"
@@ -236,6 +237,7 @@ static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code,
 		vd_sched_remove(e->sched, &q->seq);
 	else if (e->n_live_waiting)
 		e->n_live_waiting--;
+	vd_fair_done(e->fair, q->r->slot, q->r->gen);
 	unlink_live(e, q);
 	vd_ereq_free(q);
 }
@@ -471,6 +473,9 @@ static int step(struct vd_engine *e)
 	rc = vd_sched_step(e->sched, &plan);
 	if (rc < 0)
 		return 0;
+	for (int32_t i = 0; i < plan.n_items; i++)
+		if (plan.items[i].admitted)
+			vd_fair_started(e->fair, plan.items[i].seq->fair);
 	vd_metrics_add(e->metrics, VD_C_PREEMPTIONS, (uint64_t)plan.n_preempted);
 	for (int32_t i = 0; i < plan.n_preempted; i++)
 		((struct vd_ereq *)plan.preempted[i]->user)->n_committed = 0;
@@ -656,7 +661,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 {
 	struct vd_engine *e = (struct vd_engine *)s;
 	struct vd_ereq *q;
-	uint64_t seed;
+	uint64_t seed, tag = 0;
 	size_t waiting;
 	int rc = 0;
 
@@ -675,22 +680,30 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 	} else if (e->draining) {
 		rc = -ESHUTDOWN;
 		snprintf(err, errlen, "vlmd is draining: no new requests");
-	} else if (waiting >= e->max_waiting) {
-		rc = -EBUSY;
-		snprintf(err, errlen, "queue full: %zu waiting (max-waiting %u)", waiting,
-		         e->max_waiting);
+	} else {
+		/* beyond max-waiting only clients below their fair share get in */
+		rc = vd_fair_admit(e->fair, r->slot, r->gen, r->uid, waiting, e->max_waiting,
+		                   (uint32_t)e->o.max_running, &tag, err, errlen);
 	}
 	seed = vd_splitmix64(e->seed_state++);
 	pthread_mutex_unlock(&e->mu);
-	if (!rc)
+	if (!rc) {
 		rc = vd_ereq_new(&e->env, r, seed, &q, err, errlen);
+		if (rc < 0) {
+			pthread_mutex_lock(&e->mu);
+			vd_fair_done(e->fair, r->slot, r->gen);
+			pthread_mutex_unlock(&e->mu);
+		}
+	}
 	if (rc < 0) {
 		vd_metrics_add(e->metrics, VD_C_REQ_REFUSED, 1);
 		vd_request_free(r);
 		return rc;
 	}
+	q->seq.fair = tag;
 	pthread_mutex_lock(&e->mu);
 	if (e->dead || e->draining) {   /* changed while the request was converted */
+		vd_fair_done(e->fair, r->slot, r->gen);
 		pthread_mutex_unlock(&e->mu);
 		snprintf(err, errlen, "%s", e->dead ? "compute device lost; vlmd restarts"
 		                                    : "vlmd is draining: no new requests");
@@ -705,6 +718,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 		void *p = realloc(e->inbox, cap * sizeof(*e->inbox));
 
 		if (!p) {
+			vd_fair_done(e->fair, r->slot, r->gen);
 			pthread_mutex_unlock(&e->mu);
 			snprintf(err, errlen, "vlmd out of memory");
 			q->r = NULL;
@@ -876,6 +890,12 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	e->t_start = vs_now_ns();
 	e->seed_state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)e << 16);
 	e->max_waiting = o->max_waiting;
+	rc = vd_fair_new(&e->fair);
+	if (rc < 0)
+		goto fail;
+	rc = vd_fair_set_weights(e->fair, o->client_weights, err, errlen);
+	if (rc < 0)
+		goto fail;
 
 	rc = vd_model_config_load(e->model_dir, &e->cfg, err, errlen);
 	if (rc < 0)
@@ -997,6 +1017,7 @@ void vd_engine_free(struct vd_engine *e)
 		eng_free(&e->base);
 	vd_sched_free(e->sched);
 	vd_prefix_free(e->pc);
+	vd_fair_free(e->fair);
 	vd_kvblocks_free(e->kv);
 	if (e->kvc)
 		vd_model_kv_free(e->m, e->kvc);

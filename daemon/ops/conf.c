@@ -79,6 +79,8 @@ static const struct setting table[VD_CFG__N] = {
 		"schedule by request priority, then arrival (else arrival only)" },
 	[VD_CFG_PREFIX_CACHE] = { "prefix-cache", T_BOOL, "yes", 0, 1, NULL, 0, NULL, NULL,
 		"reuse the KV of common prompt prefixes (images by fingerprint)" },
+	[VD_CFG_CLIENT_WEIGHTS] = { "client-weights", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL,
+		"UID:W,...", "fair-share weights of users' connections (1..1000; others weigh 1)" },
 	[VD_CFG_ADMIN_GID] = { "admin-gid", T_GIDS, "", 0, 0, NULL, 0, NULL, "GID",
 		"members of this group may use the admin protocol (vlmctl), besides root (repeatable)" },
 	[VD_CFG_METRICS_LISTEN] = { "metrics-listen", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "ADDR:PORT",

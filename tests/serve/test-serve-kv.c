@@ -179,8 +179,8 @@ static int busy_refusal(struct th_daemon *d)
 		busy += res[i].error == -EBUSY;
 		CHECK(res[i].error == -EBUSY || (!res[i].error && res[i].n_tok == 40),
 		      "request %d: error %d, %d tokens", i, res[i].error, res[i].n_tok);
-		CHECK(res[i].error != -EBUSY || !strcmp(res[i].msg, "queue full: 2 waiting "
-		      "(max-waiting 2)"), "request %d: '%s'", i, res[i].msg);
+		CHECK(res[i].error != -EBUSY || !strcmp(res[i].msg, "queue full: share 3 "
+		      "of 3"), "request %d: '%s'", i, res[i].msg);
 		CHECK(res[i].error || !res[i].msg[0], "request %d: a message without an error", i);
 	}
 	CHECK(busy >= 2, "max-running 1, max-waiting 2: %d of 5 refused with -EBUSY", busy);
