@@ -20,13 +20,14 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "daemon/ops/conf.h"
 #include "daemon/engine/engine.h"
+#include "daemon/io/server.h"
+#include "daemon/ops/admin.h"
+#include "daemon/ops/conf.h"
 #include "daemon/ops/log.h"
 #include "daemon/ops/metrics.h"
 #include "daemon/ops/metrics_http.h"
 #include "daemon/ops/notify.h"
-#include "daemon/io/server.h"
 #include "shm/doorbell.h"
 
 /* the server's levels are the log's (both syslog priorities) */
@@ -44,6 +45,7 @@ struct vlmd {
 	int engine_lost;             /* the engine's device was lost: exit 1 */
 	struct vd_metrics metrics;   /* the daemon's one metric table: server, engine, admin, HTTP */
 	struct vd_metrics_http *http;
+	struct vd_admin_wiring admin; /* what the admin commands see (opts.admin's context) */
 	uint64_t load_next_ns;       /* next progress message while the model loads */
 };
 
@@ -143,7 +145,9 @@ static int setup_ops(struct vlmd *d, struct vd_server_opts *o, char *err, size_t
 	int e;
 
 	o->metrics = &d->metrics;
-	o->conf = d->conf;
+	d->admin.conf = d->conf;
+	d->admin.metrics = &d->metrics;
+	vd_admin_hook(&o->admin, &d->admin);
 	gids = vd_conf_ids(d->conf, VD_CFG_ADMIN_GID, &n);
 	if (n > VD_ALLOW_MAX) {
 		snprintf(err, errlen, "admin-gid: at most %d groups", VD_ALLOW_MAX);
@@ -255,8 +259,8 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 	}
 	o->sink_new = vd_engine_sink_new;
 	o->sink_ctx = d->engine;
-	o->engine = d->engine;
-	o->eng = &engine_admin;
+	d->admin.engine = d->engine;
+	d->admin.eng = &engine_admin;
 	return 0;
 }
 

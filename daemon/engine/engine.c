@@ -31,7 +31,6 @@
 
 #include <jansson.h>
 
-#include "daemon/io/echo.h"
 #include "daemon/engine/mm_import.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_req.h"
@@ -438,7 +437,7 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 {
 	int32_t ng = q->seq.n_generated, vocab = e->cfg.vocab, t;
 	float *row;
-	struct vd_sample_params sp;
+	struct vk_sample_params sp;
 
 	if (!have_logits || (q->plain_greedy && ng >= q->stop.min_tokens))
 		return e->b_argmax[l];
@@ -665,8 +664,6 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 	size_t waiting;
 	int rc = 0;
 
-	if (r->sqe.opcode == VS_OP_ECHO || r->sqe.opcode == VS_OP_NOP)
-		return e->echo->ops->submit(e->echo, r, err, errlen);
 	if (r->sqe.opcode != VS_OP_GENERATE) {
 		snprintf(err, errlen, "opcode %u not served here", r->sqe.opcode);
 		vd_request_free(r);
@@ -774,14 +771,13 @@ static int eng_cancel(struct vd_sink *s, uint32_t slot, uint32_t gen, uint64_t u
 	if (n)
 		pthread_cond_signal(&e->cv);
 	pthread_mutex_unlock(&e->mu);
-	return n ? 0 : e->echo->ops->cancel(e->echo, slot, gen, ud);
+	return n ? 0 : -ENOENT;
 }
 
 static void eng_client_gone(struct vd_sink *s, uint32_t slot, uint32_t gen)
 {
 	struct vd_engine *e = (struct vd_engine *)s;
 
-	e->echo->ops->client_gone(e->echo, slot, gen);
 	pthread_mutex_lock(&e->mu);
 	if (flag(e, slot, gen, 0, 0, 1)) {
 		uint64_t ph = e->read_phase;
@@ -814,8 +810,11 @@ static void eng_free(struct vd_sink *s)
 		finish(e, e->live, VS_FINISH_CANCELLED, 0, NULL, 1);
 	e->n_ev = 0;
 	pthread_mutex_unlock(&e->mu);
-	e->echo->ops->free(e->echo);
-	e->echo = NULL;
+}
+
+static int eng_idle(struct vd_sink *s)
+{
+	return vd_engine_idle((struct vd_engine *)s);
 }
 
 static const struct vd_sink_ops engine_ops = {
@@ -824,6 +823,7 @@ static const struct vd_sink_ops engine_ops = {
 	.cancel = eng_cancel,
 	.client_gone = eng_client_gone,
 	.free = eng_free,
+	.idle = eng_idle,
 };
 
 int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
@@ -833,9 +833,6 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 
 	if (e->sink_live)
 		return -EBUSY;
-	rc = vd_echo_new(evq, 0, &e->echo);
-	if (rc < 0)
-		return rc;
 	e->base.ops = &engine_ops;
 	e->base.evq = evq;
 	e->stop = 0;
@@ -843,8 +840,6 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 	rc = pthread_create(&e->thr, NULL, engine_main, e);
 	if (rc) {
 		e->sink_live = 0;
-		e->echo->ops->free(e->echo);
-		e->echo = NULL;
 		return -rc;
 	}
 	*out = &e->base;

@@ -45,7 +45,6 @@ struct vd_engine {
 	char import_err[160];          /* why import is NULL on a CUDA backend */
 
 	/* sink state, under mu */
-	struct vd_sink *echo;          /* ECHO / NOP are answered inline by an echo sink */
 	int sink_live;
 	pthread_t thr;
 	pthread_mutex_t mu;
