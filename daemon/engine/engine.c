@@ -34,6 +34,7 @@
 #include "daemon/engine/mm_import.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_req.h"
+#include "daemon/engine/fair.h"
 #include "daemon/model/model.h"
 #include "daemon/model/model_config.h"
 #include "daemon/engine/sha256.h"
@@ -77,7 +78,8 @@ static void load_eos(struct vd_engine *e)
 	}
 }
 
-/* The prefix namespace: config.json's bytes, the weights' size and count, the folder. */
+/* The prefix namespace: config.json's bytes, the weights' size and count, the folder, the
+ * effective rope / norm settings and the KV type. */
 static void model_root(struct vd_engine *e)
 {
 	struct vd_sha256 c;
@@ -99,6 +101,18 @@ static void model_root(struct vd_engine *e)
 	}
 	vd_sha256_update(&c, v, sizeof(v));
 	vd_sha256_update(&c, e->model_dir, strlen(e->model_dir));
+	{
+		/* what changes the KV besides the tokens, the rows and their positions: the
+		 * effective rope and norm settings (a default may fill a field config.json lacks)
+		 * and the KV storage type */
+		int32_t r[8] = { e->cfg.mrope, e->cfg.mrope_section[0], e->cfg.mrope_section[1],
+		                 e->cfg.mrope_section[2], e->cfg.head_dim, (int32_t)e->kv_dtype,
+		                 e->block_size, e->cfg.spatial_merge_size };
+		float fl[2] = { e->cfg.rope_theta, e->cfg.rms_eps };
+
+		vd_sha256_update(&c, r, sizeof(r));
+		vd_sha256_update(&c, fl, sizeof(fl));
+	}
 	vd_sha256_final(&c, e->root);
 }
 
@@ -215,6 +229,7 @@ static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code,
 		vd_sched_remove(e->sched, &q->seq);
 	else if (e->n_live_waiting)
 		e->n_live_waiting--;
+	vd_fair_done(e->fair, q->r->slot, q->r->gen);
 	unlink_live(e, q);
 	vd_ereq_free(q);
 }
@@ -450,6 +465,9 @@ static int step(struct vd_engine *e)
 	rc = vd_sched_step(e->sched, &plan);
 	if (rc < 0)
 		return 0;
+	for (int32_t i = 0; i < plan.n_items; i++)
+		if (plan.items[i].admitted)
+			vd_fair_started(e->fair, plan.items[i].seq->fair);
 	vd_metrics_add(e->metrics, VD_C_PREEMPTIONS, (uint64_t)plan.n_preempted);
 	for (int32_t i = 0; i < plan.n_preempted; i++)
 		((struct vd_ereq *)plan.preempted[i]->user)->n_committed = 0;
@@ -635,7 +653,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 {
 	struct vd_engine *e = (struct vd_engine *)s;
 	struct vd_ereq *q;
-	uint64_t seed;
+	uint64_t seed, tag = 0;
 	size_t waiting;
 	int rc = 0;
 
@@ -652,22 +670,30 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 	} else if (e->draining) {
 		rc = -ESHUTDOWN;
 		snprintf(err, errlen, "vlmd is draining: no new requests");
-	} else if (waiting >= e->max_waiting) {
-		rc = -EBUSY;
-		snprintf(err, errlen, "queue full: %zu waiting (max-waiting %u)", waiting,
-		         e->max_waiting);
+	} else {
+		/* beyond max-waiting only clients below their fair share get in */
+		rc = vd_fair_admit(e->fair, r->slot, r->gen, r->uid, waiting, e->max_waiting,
+		                   (uint32_t)e->o.max_running, &tag, err, errlen);
 	}
 	seed = vd_splitmix64(e->seed_state++);
 	pthread_mutex_unlock(&e->mu);
-	if (!rc)
+	if (!rc) {
 		rc = vd_ereq_new(&e->env, r, seed, &q, err, errlen);
+		if (rc < 0) {
+			pthread_mutex_lock(&e->mu);
+			vd_fair_done(e->fair, r->slot, r->gen);
+			pthread_mutex_unlock(&e->mu);
+		}
+	}
 	if (rc < 0) {
 		vd_metrics_add(e->metrics, VD_C_REQ_REFUSED, 1);
 		vd_request_free(r);
 		return rc;
 	}
+	q->seq.fair = tag;
 	pthread_mutex_lock(&e->mu);
 	if (e->dead || e->draining) {   /* changed while the request was converted */
+		vd_fair_done(e->fair, r->slot, r->gen);
 		pthread_mutex_unlock(&e->mu);
 		snprintf(err, errlen, "%s", e->dead ? "compute device lost; vlmd restarts"
 		                                    : "vlmd is draining: no new requests");
@@ -682,6 +708,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 		void *p = realloc(e->inbox, cap * sizeof(*e->inbox));
 
 		if (!p) {
+			vd_fair_done(e->fair, r->slot, r->gen);
 			pthread_mutex_unlock(&e->mu);
 			snprintf(err, errlen, "vlmd out of memory");
 			q->r = NULL;
@@ -851,6 +878,12 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	e->t_start = vs_now_ns();
 	e->seed_state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)e << 16);
 	e->max_waiting = o->max_waiting;
+	rc = vd_fair_new(&e->fair);
+	if (rc < 0)
+		goto fail;
+	rc = vd_fair_set_weights(e->fair, o->client_weights, err, errlen);
+	if (rc < 0)
+		goto fail;
 
 	rc = vd_model_config_load(e->model_dir, &e->cfg, err, errlen);
 	if (rc < 0)
@@ -972,6 +1005,7 @@ void vd_engine_free(struct vd_engine *e)
 		eng_free(&e->base);
 	vd_sched_free(e->sched);
 	vd_prefix_free(e->pc);
+	vd_fair_free(e->fair);
 	vd_kvblocks_free(e->kv);
 	if (e->kvc)
 		vd_model_kv_free(e->m, e->kvc);

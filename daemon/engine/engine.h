@@ -34,7 +34,9 @@ struct vd_engine_opts {
 	uint32_t max_running;         /* sequences per step */
 	uint32_t max_batched_tokens;  /* tokens per step (raised to max_running if below) */
 	uint32_t max_model_len;       /* prompt + output; 0 = the model's max_position_embeddings */
-	uint32_t max_waiting;         /* submissions beyond this many waiting: -EBUSY */
+	uint32_t max_waiting;         /* submissions beyond this many waiting: -EBUSY, except for a
+	                               * client below its fair share (daemon/engine/fair.h) */
+	const char *client_weights;   /* "UID:W,..." fair-share weights (NULL/"" = all 1) */
 	int use_priority;             /* order admission by priority, then arrival */
 	int prefix_cache;             /* reuse prefixes */
 	/* Prefill rows a step may add next to d decode rows: max(16, d * this); < 0: automatic

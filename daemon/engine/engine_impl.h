@@ -64,6 +64,7 @@ struct vd_engine {
 	int draining;
 	int dead;                      /* the device is lost: refuse everything */
 	uint32_t max_waiting;
+	struct vd_fair *fair;          /* per-client shares and admission tags */
 	uint64_t steps;
 
 	/* engine-thread scratch */

@@ -11,6 +11,7 @@
 #include "daemon/engine/engine_req.h"
 #include "daemon/ops/metrics.h"
 #include "daemon/engine/mm_import.h"
+#include "daemon/engine/rowcopy.h"
 #include "daemon/model/mrope.h"
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -41,6 +42,9 @@ void vd_ereq_free(struct vd_ereq *q)
 			vd_metrics_set(q->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(q->import));
 		}
 	free(q->maps);
+	for (int32_t k = 0; q->rows && k < q->n_items; k++)
+		free(q->rows[k]);
+	free(q->rows);
 	vd_request_free(q->r);
 	free(q->tok);
 	free(q->mm);
@@ -115,10 +119,11 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->src = calloc((size_t)ni + 1, sizeof(*q->src));
 	q->img = calloc((size_t)ni + 1, sizeof(*q->img));
 	q->maps = calloc((size_t)ni + 1, sizeof(*q->maps));
+	q->rows = calloc((size_t)ni + 1, sizeof(*q->rows));
 	q->import = env->import;
 	q->metrics = env->metrics;
 	if (!q->tok || !q->pos || !q->hash || !q->mm || !q->spans || !q->src || !q->img ||
-	    !q->maps) {
+	    !q->maps || !q->rows) {
 		e = -ENOMEM;
 		goto out;
 	}
@@ -154,10 +159,26 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			q->mm[k].grid[2] = (int32_t)it->grid_w * m;
 		}
 		q->src[k] = (struct vk_row_source){ .row = 0, .n_rows = (int32_t)it->rows,
-		                                    .dtype = (enum vk_dtype)it->dtype, .is_device = 0,
-		                                    .row_stride = (int64_t)it->row_stride,
-		                                    .data = r->arena + it->data_off };
-		if (it->device != VS_DEV_ARENA) {
+		                                    .dtype = (enum vk_dtype)it->dtype, .is_device = 0 };
+		if (it->device == VS_DEV_ARENA) {
+			/* the one read of the client's rows: key, check and KV all come from the copy */
+			int64_t row_bytes = (int64_t)it->cols * (int64_t)vs_dtype_size(it->dtype);
+			struct vd_rows_bad bad;
+
+			q->rows[k] = malloc((size_t)(row_bytes * (int64_t)it->rows) + 1);
+			if (!q->rows[k]) {
+				e = -ENOMEM;
+				goto out;
+			}
+			if (vd_rows_copy(q->rows[k], r->arena + it->data_off, it->rows, row_bytes,
+			                 (int64_t)it->row_stride, it->dtype, &bad) < 0) {
+				e = fail(err, errlen, -EINVAL, "item %d row %lld: %s in embedding", k,
+				         (long long)bad.row, bad.inf ? "Inf" : "NaN");
+				goto out;
+			}
+			q->src[k].row_stride = row_bytes;
+			q->src[k].data = q->rows[k];
+		} else {
 			/* zero copy: the embed op reads the client's GPU rows through the mapping */
 			char why[160] = "";
 			const void *dev = NULL;
@@ -202,6 +223,9 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	for (int32_t k = 0; k < ni; k++) {
 		q->img[k].start = q->spans[k].start;
 		q->img[k].len = q->spans[k].len;
+		q->img[k].grid[0] = (int32_t)r->items[k].grid_t;
+		q->img[k].grid[1] = (int32_t)r->items[k].grid_h;
+		q->img[k].grid[2] = (int32_t)r->items[k].grid_w;
 	}
 
 	/* sampling: wire defaults become the samplers' "none" */
@@ -250,12 +274,15 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 		struct vd_prefix_image *im = &q->img[k];
 
 		if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
-			im->fp_bytes = (it->flags & VS_ITEM_FP256) ? 32 : 16;
-			memcpy(im->fp, it->fingerprint, (size_t)im->fp_bytes);
-		} else if (it->device == VS_DEV_ARENA) {
-			vd_prefix_fingerprint(q->r->arena + it->data_off, it->rows,
-			                      (int64_t)it->cols * (int64_t)vs_dtype_size(it->dtype),
-			                      (int64_t)it->row_stride, it->dtype, im->fp);
+			/* the client's word: it may only ever match its own principal's entries */
+			vd_prefix_client_fp(it->fingerprint, (it->flags & VS_ITEM_FP256) ? 32 : 16,
+			                    q->r->uid, q->r->pid, im->fp);
+			im->fp_bytes = 32;
+		} else if (q->rows[k]) {
+			int64_t row_bytes = (int64_t)it->cols * (int64_t)vs_dtype_size(it->dtype);
+
+			vd_prefix_fingerprint(q->rows[k], it->rows, row_bytes, row_bytes, it->dtype,
+			                      im->fp);
 			im->fp_bytes = 32;
 		} else {
 			im->fp_bytes = 0;   /* never matches (fail closed) */
@@ -266,8 +293,10 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 
 int32_t vd_ereq_hash(struct vd_ereq *q, const uint8_t *root, int32_t n)
 {
-	q->n_hashed = vd_prefix_hash_blocks(root, q->block_size, q->tok, n, q->img, q->n_items,
-	                                    q->n_hashed, q->hash, q->max_blocks);
+	struct vd_prefix_pos pos = { .table = q->pos, .n_prompt = q->n_prompt, .delta = q->delta };
+
+	q->n_hashed = vd_prefix_hash_blocks_at(root, q->block_size, q->tok, n, &pos, q->img,
+	                                       q->n_items, q->n_hashed, q->hash, q->max_blocks);
 	return q->n_hashed;
 }
 

@@ -266,6 +266,8 @@ int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct
 		} else {
 			req->slot = c->slot;
 			req->gen = c->gen;
+			req->uid = (uint32_t)c->peer.uid;
+			req->pid = (uint32_t)c->peer.pid;
 			req->t_submit_ns = now_ns;
 			r = vd_route_submit(rt, req, why, sizeof(why));
 			if (r)

@@ -59,6 +59,7 @@ enum vd_cfg_id {
 	VD_CFG_MAX_WAITING,
 	VD_CFG_PRIORITY,
 	VD_CFG_PREFIX_CACHE,
+	VD_CFG_CLIENT_WEIGHTS,
 	/* operations (admin protocol, metrics endpoint) */
 	VD_CFG_ADMIN_GID,
 	VD_CFG_METRICS_LISTEN,
