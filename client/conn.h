@@ -2,7 +2,7 @@
  * client/conn.h — the client side of the vlmd transport: connect, handshake, map the segments,
  * submit entries, reap completions, wait.
  *
- * This is the layer libvlmclient's public API (include/vlm/vlm.h, a later milestone) is built on;
+ * This is the layer libvlmclient's public API (include/vlm/vlm.h) is built on;
  * tests and vlm-bench use it directly. It speaks only in wire structs (shm/wire.h).
  *
  * Thread-safety: a vc_conn is not thread-safe; one thread at a time (the public API adds its own
