@@ -511,7 +511,10 @@ VLM_EXPORT int vlm_request_add_image(struct vlm_request *req, int32_t placeholde
  * submitted once.
  * Returns 0; -EAGAIN when the submission ring is full, or -ENOSPC when the arena has no room for
  * the item descriptors (192 bytes per tensor) — in both cases nothing changed: read completions,
- * then retry; -EINVAL (no tokens, submitted before); -ECONNRESET / -ENOTCONN (the request then
+ * then retry. Reading is required, not only waiting: vlmd takes no new submissions from a
+ * connection while completions it sent wait unread (backpressure), so a caller that retries
+ * without vlm_stream_read / vlm_conn_process (which routes every waiting completion to its
+ * request and never blocks) can wait forever; -EINVAL (no tokens, submitted before); -ECONNRESET / -ENOTCONN (the request then
  * failed: its tensors are released and reads return the error). Thread-safe with respect to the
  * connection.
  */
