@@ -253,9 +253,13 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 		struct vd_engine_info in;
 
 		vd_engine_get_info(d->engine, &in);
-		VD_LOG(VD_LVL_INFO, "model_loaded", "model=%s arch=%s backend=%s kv_blocks=%d block_size=%u",
-		       vd_log_quote(in.model, q2, sizeof(q2)), in.arch, in.backend, in.kv_total,
-		       in.block_size);
+		for (int32_t i = 0; i < in.n_defaults; i++)
+			VD_LOG(VD_LVL_INFO, "config_default", "key=%s value=%s source=%s",
+			       in.defaults[i].key, in.defaults[i].value,
+			       strcmp(in.defaults[i].key, "torch_dtype") ? "transformers" : "weights");
+		VD_LOG(VD_LVL_INFO, "model_loaded", "model=%s arch=%s backend=%s kv_blocks=%d block_size=%u "
+		       "kv_dtype=%s", vd_log_quote(in.model, q2, sizeof(q2)), in.arch, in.backend,
+		       in.kv_total, in.block_size, in.kv_dtype);
 	}
 	o->sink_new = vd_engine_sink_new;
 	o->sink_ctx = d->engine;

@@ -39,6 +39,12 @@ struct vd_request {
 /* Free a request and everything it owns. NULL is a no-op. */
 void vd_request_free(struct vd_request *r);
 
+/* Size of the reason buffers given to sinks and used for ERROR texts: larger than the wire's 47
+ * bytes, so that vs_cqe_set_message, which cuts a long text at a word boundary and marks the cut
+ * with "...", decides the cut, and snprintf never cuts a number short into a wrong statement
+ * ("max-model-len 409" for 4096). */
+#define VD_WHY_LEN 160
+
 struct vd_sink;
 
 struct vd_sink_ops {
