@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "daemon/engine/engine.h"
+#include "daemon/engine/fair.h"
 #include "daemon/io/server.h"
 #include "daemon/ops/admin.h"
 #include "daemon/ops/conf.h"
@@ -346,7 +347,16 @@ int main(int argc, char **argv)
 		vd_conf_free(d.conf);
 		return 0;
 	case VD_ACT_CHECK: {
-		char *dump = vd_conf_dump(d.conf);
+		char *dump;
+
+		/* the checks start-up makes on values the table cannot bound */
+		if (vd_fair_set_weights(NULL, vd_conf_str(d.conf, VD_CFG_CLIENT_WEIGHTS), err,
+		                        sizeof(err)) < 0) {
+			fprintf(stderr, "vlmd: client-weights: %s\n", err);
+			vd_conf_free(d.conf);
+			return 1;
+		}
+		dump = vd_conf_dump(d.conf);
 
 		printf("# configuration file: %s\n%s", vd_conf_file(d.conf) ? vd_conf_file(d.conf) : "(none)",
 		       dump ? dump : "");
