@@ -22,8 +22,9 @@
  * loop keeps the client's mapping alive until client_gone() returns). */
 struct vd_request {
 	uint32_t slot, gen;          /* client */
-	uint32_t uid, pid;           /* the client's principal (SO_PEERCRED at connect): scopes the
-				      * fingerprints it asserts (docs/ENGINE.md "Trust") */
+	uint32_t uid, pid;           /* the client's credentials (SO_PEERCRED at connect); the uid
+				      * is the principal that scopes the fingerprints it asserts and
+				      * its fair-share weight (docs/ENGINE.md "Trust") */
 	struct vs_sqe sqe;           /* the copied, validated entry */
 	uint32_t *tokens;            /* [sqe.n_tokens], owned copy */
 	uint32_t *stop_ids;          /* [sqe.n_stop_ids], owned copy */
