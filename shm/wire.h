@@ -150,7 +150,11 @@ enum vs_opcode {
 /* Daemon flags (dseg d_flags). */
 #define VS_DF_CQ_OVERFLOW 1u     /* daemon holds completions the CQ had no room for: after
 				  * advancing cq_head the client must ring the doorbell */
-#define VS_DF_SHUTDOWN 2u        /* daemon is shutting down; expect EOF */
+#define VS_DF_SHUTDOWN 2u        /* daemon is shutting down cleanly; expect EOF */
+/* Why vlmd closed this connection, set before it does (EOF without any of these: vlmd died) */
+#define VS_DF_DROPPED_HUNG 4u    /* completions went unread (client-timeout without heartbeat,
+				  * or the backlog limit): the client looked hung */
+#define VS_DF_DROPPED 8u         /* vlmctl disconnect, or the client broke the protocol */
 
 /* Wire limits: the most one request may carry. vlmd refuses more (its defaults for
  * daemon/io/validate.h's limits) and libvlmclient checks the same numbers before it writes. */

@@ -712,6 +712,8 @@ static void handle_sock(struct vd_server *s, struct vd_client *c)
 			return;
 		}
 	}
+	if (c->state == VD_CLIENT_ACTIVE)
+		__atomic_or_fetch(c->d_flags, VS_DF_DROPPED, __ATOMIC_RELEASE);
 	drop_client(s, c, "control message flood");
 }
 
@@ -825,6 +827,9 @@ static size_t service(struct vd_server *s)
 		if (c->ovf_n || vs_prod_pending(&c->cq))
 			work += (size_t)(vd_client_flush(c) > 0);
 		if (c->drop_reason) {
+			/* tell the client why before it sees EOF (its library maps it to an error) */
+			__atomic_or_fetch(c->d_flags, strstr(c->drop_reason, "backlog") ?
+			                  VS_DF_DROPPED_HUNG : VS_DF_DROPPED, __ATOMIC_RELEASE);
 			drop_client(s, c, c->drop_reason); /* swaps the last active into i */
 			continue;
 		}
@@ -900,6 +905,7 @@ static void tick(struct vd_server *s, uint64_t now)
 				c->hb_change_ns = now;
 			} else if (c->ovf_n &&
 				   now - c->hb_change_ns > (uint64_t)s->o.client_timeout_ms * 1000000ull) {
+				__atomic_or_fetch(c->d_flags, VS_DF_DROPPED_HUNG, __ATOMIC_RELEASE);
 				drop_client(s, c, "hung: completions undelivered and no heartbeat");
 			}
 		}

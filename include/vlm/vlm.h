@@ -53,8 +53,14 @@
  *                  never run: fewer tokens, or a vlmd with more kv-memory)
  *   -E2BIG         larger than the whole arena / more items, tokens or stop ids than vlmd allows;
  *                  from vlm_stream_read: prompt + max_tokens longer than vlmd's max-model-len
- *   -ECONNRESET    vlmd went away (crashed, restarted, shut down): every request in flight on the
- *                  connection fails with it; connect again (vlm_connect) to continue
+ *   -ECONNRESET    vlmd went away without a word (crashed, killed): every request in flight on
+ *                  the connection fails with it; connect again (vlm_connect) to continue.
+ *                  Where this table says -ECONNRESET for a lost vlmd, a vlmd that said why it
+ *                  closed the connection gives instead:
+ *   -ESHUTDOWN     ... it shut down cleanly (SIGTERM, vlmctl shutdown); also: vlmd is draining
+ *   -ECONNABORTED  ... it dropped this connection: its completions went unread (the client looked
+ *                  hung: client-timeout without a heartbeat), vlmctl disconnect, or a protocol
+ *                  error; vlm_request_error_message says which
  *   -ENOTCONN      the connection was closed by vlm_disconnect
  *   -EOPNOTSUPP    (the same value as -ENOTSUP on Linux) from vlm_stream_read: vlmd cannot serve
  *                  this request (e.g. no model loaded)
