@@ -298,7 +298,7 @@ static void take_inbox(struct vd_engine *e)
 			}
 			r = vd_sched_add(e->sched, &q->seq);
 			if (r < 0) {
-				char m[VS_CQE_MESSAGE_LEN];
+				char m[VD_WHY_LEN];
 
 				snprintf(m, sizeof(m), "scheduler refused: %s",
 				         r == VD_SCHED_ETOOLONG ? "too long" :
@@ -480,7 +480,7 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 static int step(struct vd_engine *e)
 {
 	struct vd_sched_plan plan;
-	char msg[VS_CQE_MESSAGE_LEN] = "";
+	char msg[VD_WHY_LEN] = "";
 	uint64_t t0 = vs_now_ns(), now;
 	int32_t n, row = 0, nsub = 0, nlog = 0, max_subs = 0;
 	int need_logits = 0, host_rows = 0, dev = 0, rc;
@@ -944,6 +944,15 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		o->progress(o->progress_ctx, total, total);
 
 	/* KV: the model's dtype for f32 checkpoints, else bf16 (half the memory) */
+	if (!e->cfg.torch_dtype[0]) {
+		/* no torch_dtype: the weights' dtype decides (an f32 checkpoint keeps an f32 KV) */
+		struct vd_tensor t;
+		int64_t shape[2] = { e->cfg.vocab, e->cfg.hidden };
+		char terr[160];
+
+		if (vd_weights_get(e->w, "embed_tokens.weight", 2, shape, &t, terr, sizeof(terr)) == 0)
+			vd_model_config_default_dtype(&e->cfg, t.dtype);
+	}
 	e->kv_dtype = strcmp(e->cfg.torch_dtype, "float32") ? VK_DTYPE_BF16 : VK_DTYPE_F32;
 	e->block_size = (int32_t)o->block_size;
 	kvb = (size_t)e->cfg.n_layers * 2 * (size_t)e->block_size * (size_t)e->cfg.n_kv_heads *

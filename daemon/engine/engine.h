@@ -24,6 +24,7 @@
 
 #include "daemon/ops/metrics.h"
 #include "daemon/io/sink.h"
+#include "daemon/model/model_config.h"
 
 struct vd_engine_opts {
 	const char *model_dir;        /* config.json + *.safetensors */
@@ -94,6 +95,10 @@ struct vd_engine_info {
 	int draining;                 /* vd_engine_drain was called */
 	uint64_t steps;
 	uint64_t uptime_ns;
+	const char *kv_dtype;         /* "f32" or "bf16" */
+	/* config.json fields the model's transformers defaults filled in (vlmd logs each) */
+	struct vd_cfg_default defaults[VD_CFG_MAX_DEFAULTS];
+	int32_t n_defaults;
 };
 void vd_engine_get_info(struct vd_engine *e, struct vd_engine_info *out);
 

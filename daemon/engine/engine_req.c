@@ -265,7 +265,7 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 		if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
 			/* the client's word: it may only ever match its own principal's entries */
 			vd_prefix_client_fp(it->fingerprint, (it->flags & VS_ITEM_FP256) ? 32 : 16,
-			                    q->r->uid, q->r->pid, im->fp);
+			                    q->r->uid, im->fp);
 			im->fp_bytes = 32;
 		} else if (q->rows[k]) {
 			int64_t row_bytes = (int64_t)it->cols * (int64_t)vs_dtype_size(it->dtype);

@@ -99,7 +99,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 /* Frees q and its request. The scheduler must no longer hold q->seq. NULL is a no-op. */
 void vd_ereq_free(struct vd_ereq *q);
 
-/* Fill the image fingerprints: the client's scoped to its principal (vd_prefix_client_fp), or
+/* Fill the image fingerprints: the client's scoped to its user (vd_prefix_client_fp), or
  * vd_prefix_fingerprint of vlmd's copy of the rows (the long part: run it without locks). */
 void vd_ereq_fingerprints(struct vd_ereq *q);
 

@@ -140,8 +140,7 @@ void vd_prefix_fingerprint(const void *data, int64_t rows, int64_t row_bytes, in
 	vd_sha256_final(&c, out);
 }
 
-void vd_prefix_client_fp(const uint8_t *fp, int32_t fp_bytes, uint32_t uid, uint32_t pid,
-                         uint8_t out[32])
+void vd_prefix_client_fp(const uint8_t *fp, int32_t fp_bytes, uint32_t uid, uint8_t out[32])
 {
 	struct vd_sha256 c;
 	static const char domain[] = "vlmd-client-fp-v1";
@@ -149,7 +148,6 @@ void vd_prefix_client_fp(const uint8_t *fp, int32_t fp_bytes, uint32_t uid, uint
 	vd_sha256_init(&c);
 	vd_sha256_update(&c, domain, sizeof(domain) - 1);
 	feed_u32(&c, uid);
-	feed_u32(&c, pid);
 	feed_u32(&c, (uint32_t)fp_bytes);
 	vd_sha256_update(&c, fp, (size_t)fp_bytes);
 	vd_sha256_final(&c, out);

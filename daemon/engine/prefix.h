@@ -80,11 +80,10 @@ int32_t vd_prefix_hash_blocks_at(const uint8_t *root, int32_t block_size, const 
 void vd_prefix_fingerprint(const void *data, int64_t rows, int64_t row_bytes, int64_t stride,
                            uint32_t dtype, uint8_t out[32]);
 
-/* A fingerprint asserted by a client, scoped to its principal (uid and pid from SO_PEERCRED):
- * SHA-256 over a domain tag, uid, pid and the fp_bytes (16 or 32) asserted bytes. Never equal
- * to a vd_prefix_fingerprint (another domain tag) nor to another principal's. Writes 32 bytes. */
-void vd_prefix_client_fp(const uint8_t *fp, int32_t fp_bytes, uint32_t uid, uint32_t pid,
-                         uint8_t out[32]);
+/* A fingerprint asserted by a client, scoped to its principal (its uid from SO_PEERCRED):
+ * SHA-256 over a domain tag, the uid and the fp_bytes (16 or 32) asserted bytes. Never equal
+ * to a vd_prefix_fingerprint (another domain tag) nor to another user's. Writes 32 bytes. */
+void vd_prefix_client_fp(const uint8_t *fp, int32_t fp_bytes, uint32_t uid, uint8_t out[32]);
 
 /* The content key of a multimodal item for caches that hold what vlmd derived from it (the
  * vision cache): SHA-256 over a domain tag, the model root [32], the grid (t, h, w) and fp [32]

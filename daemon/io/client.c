@@ -227,7 +227,7 @@ int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct
 	for (i = 0; i < n; i++) {
 		struct vs_sqe e;
 		struct vd_request *req;
-		char why[VS_CQE_MESSAGE_LEN];
+		char why[VD_WHY_LEN];
 		int r;
 
 		memcpy(&e, vs_cons_peek(&c->sq, i), sizeof(e)); /* the only read of this slot */
