@@ -3,6 +3,7 @@
  * completion demultiplexer behind every read: client/api.h explains the thread model.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -69,7 +70,12 @@ int vc_usable(struct vlm_conn *c)
 	if (c->state == VC_CLOSED || !c->vc)
 		return vc_err(-ENOTCONN, "connection closed (vlm_disconnect)");
 	if (c->state == VC_LOST)
-		return vc_err(-ECONNRESET, "connection to vlmd lost; connect again");
+		return c->lost_code == -ESHUTDOWN ?
+		       vc_err(-ESHUTDOWN, "vlmd shut down cleanly; connect again when it is back") :
+		       c->lost_code == -ECONNABORTED ?
+		       vc_err(-ECONNABORTED, "vlmd closed this connection (it looked hung, or an "
+		              "admin disconnected it); connect again") :
+		       vc_err(-ECONNRESET, "connection to vlmd lost; connect again");
 	return 0;
 }
 
@@ -160,12 +166,40 @@ static void end_all_inflight(struct vlm_conn *c, int err)
 	pthread_cond_broadcast(&c->cv);
 }
 
+/* Why vlmd closed the connection, from the flags it sets in dseg before it does: a clean shutdown
+ * and a drop are told apart from a crash (no flag). */
+static int lost_code(struct vlm_conn *c, const char **why)
+{
+	uint32_t f = c->vc ? __atomic_load_n(c->vc->d_flags, __ATOMIC_ACQUIRE) : 0;
+
+	if (f & VS_DF_SHUTDOWN) {
+		*why = "vlmd shut down cleanly (SIGTERM or shutdown)";
+		return -ESHUTDOWN;
+	}
+	if (f & VS_DF_DROPPED_HUNG) {
+		*why = "dropped as hung: completions went unread";
+		return -ECONNABORTED;
+	}
+	if (f & VS_DF_DROPPED) {
+		*why = "vlmd closed this connection (admin, protocol)";
+		return -ECONNABORTED;
+	}
+	*why = "";
+	return -ECONNRESET;
+}
+
 static void lost(struct vlm_conn *c)
 {
+	const char *why;
+
 	if (c->state != VC_ALIVE)
 		return;
+	c->lost_code = lost_code(c, &why);
 	__atomic_store_n(&c->state, VC_LOST, __ATOMIC_RELAXED); /* vlm_conn_alive reads it unlocked */
-	end_all_inflight(c, -ECONNRESET);
+	for (struct vlm_request *r = c->all; r; r = r->next)
+		if (r->state == VC_R_INFLIGHT)
+			snprintf(r->message, sizeof(r->message), "%s", why);
+	end_all_inflight(c, c->lost_code);
 }
 
 /* With mu held: a CANCEL for every request in flight not cancelled yet (as many as fit). */

@@ -55,6 +55,9 @@ struct vlm_conn {
 	int refs;                    /* atomic */
 	struct vc_conn *vc;          /* transport; NULL once closed */
 	int state;                   /* enum vc_state (atomic reads outside mu) */
+	int lost_code;               /* once lost: -ECONNRESET (vlmd died), -ESHUTDOWN (it shut down
+	                              * cleanly) or -ECONNABORTED (it dropped us: hung, vlmctl
+	                              * disconnect, protocol error), from its dseg flags */
 	int reader;                  /* a thread waits on the completion ring outside mu */
 	int armed;                   /* the application armed the poll fd */
 	int close_timeout_ms;

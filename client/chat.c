@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm/wire.h"
 #include "vlm/tokenizer.h"
 
 #include "tokenizer_impl.h"
@@ -318,8 +319,10 @@ int vlm_chat_encode(const struct vlm_tokenizer *tok, const struct vlm_chat *chat
 				goto fail;
 			}
 			uint64_t len = cells / merge2;
-			if (len > INT32_MAX || R.ids.len + len > INT32_MAX) {
-				r = -EOVERFLOW;
+			/* checked before anything is allocated: a grid like [1, 65536, 65536] would
+			 * otherwise reserve 4 GiB of ids for a prompt vlmd refuses anyway */
+			if (len > VS_MAX_PROMPT_TOKENS || R.ids.len + len > VS_MAX_PROMPT_TOKENS) {
+				r = -E2BIG;
 				goto fail;
 			}
 			if ((r = special(&R, vs)) < 0 || (r = vt_ids_reserve(&R.ids, len)) < 0)

@@ -62,10 +62,13 @@ const char *vlm_strerror(int err)
 			   "max-model-len)";
 	case ECONNRESET: return "connection to vlmd lost (vlmd exited or restarted; connect again)";
 	case ENOTCONN: return "connection closed (vlm_disconnect)";
+	case ECONNABORTED: return "vlmd closed this connection (completions went unread: the client "
+				  "looked hung; or an admin disconnected it; connect again)";
 	case EOPNOTSUPP: /* == ENOTSUP on Linux */
 		return "not supported (a tensor's dtype, device or layout; or vlmd cannot serve the "
 		       "request, e.g. no model loaded)";
-	case ESHUTDOWN: return "vlmd is draining or shutting down (no new requests)";
+	case ESHUTDOWN: return "vlmd is draining or shut down cleanly (no new requests; connect "
+				"again when it is back)";
 	case ENOTRECOVERABLE: return "vlmd lost its compute device (it restarts)";
 	case ENODEV: return "no usable CUDA driver or device in this process";
 	case EINPROGRESS: return "request has not finished yet";

@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "daemon/engine/engine.h"
+#include "daemon/engine/fair.h"
 #include "daemon/io/server.h"
 #include "daemon/ops/admin.h"
 #include "daemon/ops/conf.h"
@@ -361,9 +362,13 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 		struct vd_engine_info in;
 
 		vd_engine_get_info(d->engine, &in);
-		VD_LOG(VD_LVL_INFO, "model_loaded", "model=%s arch=%s backend=%s kv_blocks=%d block_size=%u",
-		       vd_log_quote(in.model, q2, sizeof(q2)), in.arch, in.backend, in.kv_total,
-		       in.block_size);
+		for (int32_t i = 0; i < in.n_defaults; i++)
+			VD_LOG(VD_LVL_INFO, "config_default", "key=%s value=%s source=%s",
+			       in.defaults[i].key, in.defaults[i].value,
+			       strcmp(in.defaults[i].key, "torch_dtype") ? "transformers" : "weights");
+		VD_LOG(VD_LVL_INFO, "model_loaded", "model=%s arch=%s backend=%s kv_blocks=%d block_size=%u "
+		       "kv_dtype=%s", vd_log_quote(in.model, q2, sizeof(q2)), in.arch, in.backend,
+		       in.kv_total, in.block_size, in.kv_dtype);
 		log_kv_sizing(d->conf, &in);
 	}
 	o->sink_new = vd_engine_sink_new;
@@ -461,8 +466,17 @@ int main(int argc, char **argv)
 		vd_conf_free(d.conf);
 		return 0;
 	case VD_ACT_CHECK: {
-		char *dump = vd_conf_dump(d.conf);
+		char *dump;
 		const char *model = vd_conf_str(d.conf, VD_CFG_MODEL);
+
+		/* the checks start-up makes on values the table cannot bound */
+		if (vd_fair_set_weights(NULL, vd_conf_str(d.conf, VD_CFG_CLIENT_WEIGHTS), err,
+		                        sizeof(err)) < 0) {
+			fprintf(stderr, "vlmd: client-weights: %s\n", err);
+			vd_conf_free(d.conf);
+			return 1;
+		}
+		dump = vd_conf_dump(d.conf);
 
 		printf("# configuration file: %s\n%s", vd_conf_file(d.conf) ? vd_conf_file(d.conf) : "(none)",
 		       dump ? dump : "");

@@ -150,7 +150,11 @@ enum vs_opcode {
 /* Daemon flags (dseg d_flags). */
 #define VS_DF_CQ_OVERFLOW 1u     /* daemon holds completions the CQ had no room for: after
 				  * advancing cq_head the client must ring the doorbell */
-#define VS_DF_SHUTDOWN 2u        /* daemon is shutting down; expect EOF */
+#define VS_DF_SHUTDOWN 2u        /* daemon is shutting down cleanly; expect EOF */
+/* Why vlmd closed this connection, set before it does (EOF without any of these: vlmd died) */
+#define VS_DF_DROPPED_HUNG 4u    /* completions went unread (client-timeout without heartbeat,
+				  * or the backlog limit): the client looked hung */
+#define VS_DF_DROPPED 8u         /* vlmctl disconnect, or the client broke the protocol */
 
 /* Wire limits: the most one request may carry. vlmd refuses more (its defaults for
  * daemon/io/validate.h's limits) and libvlmclient checks the same numbers before it writes. */
@@ -357,20 +361,36 @@ int vs_gen_params_check(const struct vs_gen_params *p, uint32_t max_new_tokens, 
 
 /* Put msg (may be NULL or "": nothing is set) into an ERROR completion: at most
  * VS_CQE_MESSAGE_LEN - 1 bytes of it, NUL-terminated and zero-padded, and VS_CQEF_MESSAGE. A longer
- * text is cut at a UTF-8 character boundary. */
+ * text is cut after its last whole word that leaves room for "...", which marks the cut (never
+ * inside a word, so never inside a number: a cut "max-model-len 4096" must not read 409). */
 static inline void vs_cqe_set_message(struct vs_cqe *c, const char *msg)
 {
-	size_t n = 0;
+	size_t n = 0, keep;
+	int cut;
 
 	if (!msg || !*msg)
 		return;
 	while (n < VS_CQE_MESSAGE_LEN - 1 && msg[n])
 		n++;
-	if (msg[n]) /* cut: do not end inside a multi-byte character */
-		while (n && ((unsigned char)msg[n] & 0xc0) == 0x80)
-			n--;
+	cut = msg[n] != 0;
+	keep = n;
+	if (cut) {
+		keep = VS_CQE_MESSAGE_LEN - 4;   /* room for "..." */
+		while (keep && msg[keep] != ' ')
+			keep--;
+		while (keep && msg[keep - 1] == ' ')
+			keep--;
+		if (!keep) {   /* one long word: cut at a UTF-8 character boundary */
+			keep = VS_CQE_MESSAGE_LEN - 4;
+			while (keep && ((unsigned char)msg[keep] & 0xc0) == 0x80)
+				keep--;
+		}
+	}
 	for (size_t i = 0; i < VS_CQE_MESSAGE_LEN; i++)
-		c->u.message[i] = i < n ? msg[i] : 0;
+		c->u.message[i] = i < keep ? msg[i] : 0;
+	if (cut)
+		for (size_t i = 0; i < 3; i++)
+			c->u.message[keep + i] = '.';
 	c->flags |= VS_CQEF_MESSAGE;
 }
 
@@ -383,7 +403,5 @@ int vs_layout_compute(struct vs_layout *lay, uint32_t version, uint32_t sq_entri
  * bounds, sizes powers of two, entry sizes matching this build. Returns 0 or -EPROTO. */
 int vs_layout_check(const struct vs_layout *lay, uint64_t dseg_bytes, uint64_t cseg_bytes);
 
-/* Render a welcome status as a constant string. */
-const char *vs_status_str(unsigned status);
 
 #endif /* VLM_SHM_WIRE_H */

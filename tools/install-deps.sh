@@ -8,6 +8,7 @@ pkgs=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libssl-dev
   systemd util-linux
   spin
+  clang libclang-rt-14-dev
   python3-numpy python3-venv python3-pip python3-setuptools
 )
 missing=()

@@ -626,7 +626,9 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 	vlm_chat_free(chat);
 	if (r < 0)
 		return fail("chat template: %s", r == -ENOENT ?
-			    "the tokenizer lacks a ChatML or vision special token" : strerror(-r));
+			    "the tokenizer lacks a ChatML or vision special token" : r == -E2BIG ?
+			    "the prompt would be longer than vlmd's 1048576 tokens (check the "
+			    "grids)" : strerror(-r));
 	p->have_chat = true;
 	p->ids = p->chat.ids;
 	p->n = p->chat.n_ids;

@@ -40,6 +40,7 @@
 #include "daemon/engine/mm_import.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_req.h"
+#include "daemon/engine/fair.h"
 #include "daemon/model/model.h"
 #include "daemon/model/model_config.h"
 #include "daemon/engine/sha256.h"
@@ -83,7 +84,8 @@ static void load_eos(struct vd_engine *e)
 	}
 }
 
-/* The prefix namespace: config.json's bytes, the weights' size and count, the folder. */
+/* The prefix namespace: config.json's bytes, the weights' size and count, the folder, the
+ * effective rope / norm settings and the KV type. */
 static void model_root(struct vd_engine *e)
 {
 	struct vd_sha256 c;
@@ -105,6 +107,18 @@ static void model_root(struct vd_engine *e)
 	}
 	vd_sha256_update(&c, v, sizeof(v));
 	vd_sha256_update(&c, e->model_dir, strlen(e->model_dir));
+	{
+		/* what changes the KV besides the tokens, the rows and their positions: the
+		 * effective rope and norm settings (a default may fill a field config.json lacks)
+		 * and the KV storage type */
+		int32_t r[8] = { e->cfg.mrope, e->cfg.mrope_section[0], e->cfg.mrope_section[1],
+		                 e->cfg.mrope_section[2], e->cfg.head_dim, (int32_t)e->kv_dtype,
+		                 e->block_size, e->cfg.spatial_merge_size };
+		float fl[2] = { e->cfg.rope_theta, e->cfg.rms_eps };
+
+		vd_sha256_update(&c, r, sizeof(r));
+		vd_sha256_update(&c, fl, sizeof(fl));
+	}
 	vd_sha256_final(&c, e->root);
 }
 
@@ -222,6 +236,7 @@ static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code,
 	else if (e->n_live_waiting)
 		e->n_live_waiting--;
 	vd_ev_dequeue(e, q);
+	vd_fair_done(e->fair, q->r->slot, q->r->gen);
 	unlink_live(e, q);
 	vd_ereq_free(q);
 }
@@ -375,6 +390,12 @@ static int ensure_scratch(struct vd_engine *e, int32_t rows, int32_t items, int3
 		c = e->cap_items;
 		if (grow((void **)&e->b_argmax, &c, items, sizeof(int32_t)))
 			return -ENOMEM;
+		c = e->cap_items;
+		if (grow((void **)&e->b_ids, &c, items, sizeof(int32_t)))
+			return -ENOMEM;
+		c = e->cap_items;
+		if (grow((void **)&e->b_sp, &c, items, sizeof(struct vk_sample_params)))
+			return -ENOMEM;
 		float *logits = malloc((size_t)items * v * sizeof(float));
 
 		if (!logits)
@@ -432,23 +453,42 @@ static void emit_logprobs(struct vd_engine *e, const struct vd_ereq *q, const fl
 	} while (done < n);
 }
 
-/* Draw q's next token from logit row l of the forward. */
-static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_logits)
+/* q's sampling parameters for its next draw (history: its pairs as they are now). */
+static struct vk_sample_params draw_params(const struct vd_ereq *q)
+{
+	struct vk_sample_params sp = q->sp;
+
+	sp.step = (uint64_t)q->seq.n_generated;
+	sp.n_history = q->hist.n;
+	sp.history = q->hist.pairs;
+	return sp;
+}
+
+/* Can q's next draw run on the backend (ops->sample)? Not when the host must see the row: its
+ * logprobs, or EOS / stop ids masked before min_tokens. */
+static int dev_drawable(const struct vd_ereq *q)
+{
+	return !q->logprobs && q->seq.n_generated >= q->stop.min_tokens;
+}
+
+/* Draw q's next token from logit row l of the forward: the backend's draw (dev_ids), the greedy
+ * id, or the host sampler over the downloaded row. */
+static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_logits,
+                    const int32_t *dev_ids)
 {
 	int32_t ng = q->seq.n_generated, vocab = e->cfg.vocab, t;
 	float *row;
 	struct vk_sample_params sp;
 
+	if (dev_ids)
+		return dev_ids[l];
 	if (!have_logits || (q->plain_greedy && ng >= q->stop.min_tokens))
 		return e->b_argmax[l];
 	row = e->b_logits + (size_t)l * (size_t)vocab;
 	if (q->logprobs)
 		memcpy(e->raw, row, sizeof(float) * (size_t)vocab);
 	vd_sampler_mask(row, vocab, &q->stop, ng);
-	sp = q->sp;
-	sp.step = (uint64_t)ng;
-	sp.n_history = q->hist.n;
-	sp.history = q->hist.pairs;
+	sp = draw_params(q);
 	t = vd_sample(row, vocab, &sp, e->scratch);
 	if (t < 0)
 		t = e->b_argmax[l];
@@ -462,16 +502,19 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 static int step(struct vd_engine *e)
 {
 	struct vd_sched_plan plan;
-	char msg[VS_CQE_MESSAGE_LEN] = "";
+	char msg[VD_WHY_LEN] = "";
 	uint64_t t0 = vs_now_ns(), now;
 	int32_t n, row = 0, nsub = 0, nlog = 0, max_subs = 0;
-	int need_logits = 0, rc;
+	int need_logits = 0, host_rows = 0, dev = 0, rc;
 	uint64_t embed_bytes = 0;
 	struct vk_batch b;
 
 	rc = vd_sched_step(e->sched, &plan);
 	if (rc < 0)
 		return 0;
+	for (int32_t i = 0; i < plan.n_items; i++)
+		if (plan.items[i].admitted)
+			vd_fair_started(e->fair, plan.items[i].seq->fair);
 	vd_metrics_add(e->metrics, VD_C_PREEMPTIONS, (uint64_t)plan.n_preempted);
 	for (int32_t i = 0; i < plan.n_preempted; i++)
 		((struct vd_ereq *)plan.preempted[i]->user)->n_committed = 0;
@@ -529,16 +572,23 @@ static int step(struct vd_engine *e)
 			nlog++;
 			if (!q->plain_greedy || q->seq.n_generated < q->stop.min_tokens)
 				need_logits = 1;
+			host_rows += !dev_drawable(q);
+			e->b_sp[nlog - 1] = draw_params(q);
 		}
 		row += it->n;
 	}
+	/* A step whose draws the backend can all make downloads ids, not [rows, vocab] logits; a
+	 * greedy row's parameters make the backend's draw its argmax. */
+	dev = need_logits && !host_rows && e->dev_sample;
 	b = (struct vk_batch){ .n_tokens = n, .n_seqs = plan.n_items, .tokens = e->b_tok,
 	                       .pos = e->b_pos, .seqs = e->b_seqs, .n_subs = nsub,
 	                       .subs = e->b_subs };
 	e->reading = 1;
 	pthread_mutex_unlock(&e->mu);
-	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog, need_logits ? e->b_logits : NULL,
-	                      e->b_argmax);
+	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog,
+	                      need_logits && !dev ? e->b_logits : NULL, e->b_argmax);
+	if (rc >= 0 && dev)
+		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
 	pthread_mutex_lock(&e->mu);
 	e->reading = 0;
 	e->read_phase++;
@@ -575,7 +625,7 @@ static int step(struct vd_engine *e)
 
 		if (q->cancel)
 			continue;   /* finished between steps */
-		t = draw(e, q, l, need_logits);
+		t = draw(e, q, l, need_logits, dev ? e->b_ids : NULL);
 		vd_seqhist_add(&q->hist, t, true);
 		why = vd_sampler_stop(&q->stop, t, q->seq.n_generated + 1);
 		c = ev_new(e, q, VS_CQE_TOKENS);
@@ -676,7 +726,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 {
 	struct vd_engine *e = (struct vd_engine *)s;
 	struct vd_ereq *q;
-	uint64_t seed;
+	uint64_t seed, tag = 0;
 	size_t waiting;
 	int rc = 0;
 
@@ -693,22 +743,30 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 	} else if (e->draining) {
 		rc = -ESHUTDOWN;
 		snprintf(err, errlen, "vlmd is draining: no new requests");
-	} else if (waiting >= e->max_waiting) {
-		rc = -EBUSY;
-		snprintf(err, errlen, "queue full: %zu waiting (max-waiting %u)", waiting,
-		         e->max_waiting);
+	} else {
+		/* beyond max-waiting only clients below their fair share get in */
+		rc = vd_fair_admit(e->fair, r->slot, r->gen, r->uid, waiting, e->max_waiting,
+		                   (uint32_t)e->o.max_running, &tag, err, errlen);
 	}
 	seed = vd_splitmix64(e->seed_state++);
 	pthread_mutex_unlock(&e->mu);
-	if (!rc)
+	if (!rc) {
 		rc = vd_ereq_new(&e->env, r, seed, &q, err, errlen);
+		if (rc < 0) {
+			pthread_mutex_lock(&e->mu);
+			vd_fair_done(e->fair, r->slot, r->gen);
+			pthread_mutex_unlock(&e->mu);
+		}
+	}
 	if (rc < 0) {
 		vd_metrics_add(e->metrics, VD_C_REQ_REFUSED, 1);
 		vd_request_free(r);
 		return rc;
 	}
+	q->seq.fair = tag;
 	pthread_mutex_lock(&e->mu);
 	if (e->dead || e->draining) {   /* changed while the request was converted */
+		vd_fair_done(e->fair, r->slot, r->gen);
 		pthread_mutex_unlock(&e->mu);
 		snprintf(err, errlen, "%s", e->dead ? "compute device lost; vlmd restarts"
 		                                    : "vlmd is draining: no new requests");
@@ -723,6 +781,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 		void *p = realloc(e->inbox, cap * sizeof(*e->inbox));
 
 		if (!p) {
+			vd_fair_done(e->fair, r->slot, r->gen);
 			pthread_mutex_unlock(&e->mu);
 			snprintf(err, errlen, "vlmd out of memory");
 			q->r = NULL;
@@ -926,6 +985,12 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	e->t_start = vs_now_ns();
 	e->seed_state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)e << 16);
 	e->max_waiting = o->max_waiting;
+	rc = vd_fair_new(&e->fair);
+	if (rc < 0)
+		goto fail;
+	rc = vd_fair_set_weights(e->fair, o->client_weights, err, errlen);
+	if (rc < 0)
+		goto fail;
 
 	rc = vd_model_config_load(e->model_dir, &e->cfg, err, errlen);
 	if (rc < 0)
@@ -954,6 +1019,15 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		o->progress(o->progress_ctx, total, total);
 
 	/* KV: the model's dtype for f32 checkpoints, else bf16 (half the memory) */
+	if (!e->cfg.torch_dtype[0]) {
+		/* no torch_dtype: the weights' dtype decides (an f32 checkpoint keeps an f32 KV) */
+		struct vd_tensor t;
+		int64_t shape[2] = { e->cfg.vocab, e->cfg.hidden };
+		char terr[160];
+
+		if (vd_weights_get(e->w, "embed_tokens.weight", 2, shape, &t, terr, sizeof(terr)) == 0)
+			vd_model_config_default_dtype(&e->cfg, t.dtype);
+	}
 	e->kv_dtype = strcmp(e->cfg.torch_dtype, "float32") ? VK_DTYPE_BF16 : VK_DTYPE_F32;
 	e->block_size = (int32_t)o->block_size;
 	kvb = (size_t)e->cfg.n_layers * 2 * (size_t)e->block_size * (size_t)e->cfg.n_kv_heads *
@@ -1048,15 +1122,16 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	                               .pool_tokens = e->n_blocks * e->block_size,
 	                               .block_size = e->block_size, .eos = e->eos,
 	                               .n_eos = e->n_eos,
-	                               .device_tensors = strcmp(e->be->ops->name, "cuda") == 0,
+	                               .device_tensors = e->be->ops->import_tensor != NULL,
 	                               .vision = e->vis ? &e->vcfg : NULL,
 	                               .max_item_patches = o->vision_max_item_patches ?
 	                                                   (int64_t)o->vision_max_item_patches :
 	                                                   (int64_t)1 << 18 };
+	e->dev_sample = e->be->ops->sample != NULL;
 	if (e->env.device_tensors) {
-		/* GPU clients' tensors are mapped, never copied; without a usable driver they are
-		 * refused per request with the reason (the backend itself works, so vlmd serves) */
-		rc = vd_mm_import_new(&e->import, e->import_err, sizeof(e->import_err));
+		/* GPU clients' tensors are mapped by the backend, never copied; without a usable
+		 * driver they are refused per request with the reason (the backend itself works) */
+		rc = vd_mm_import_new(e->be, &e->import, e->import_err, sizeof(e->import_err));
 		if (rc < 0)
 			e->import = NULL;
 		e->env.import = e->import;
@@ -1084,6 +1159,7 @@ void vd_engine_free(struct vd_engine *e)
 	vd_ev_fini(e);   /* after the sink: no request references a cache entry now */
 	vd_sched_free(e->sched);
 	vd_prefix_free(e->pc);
+	vd_fair_free(e->fair);
 	vd_kvblocks_free(e->kv);
 	if (e->kvc)
 		vd_model_kv_free(e->m, e->kvc);
@@ -1100,6 +1176,8 @@ void vd_engine_free(struct vd_engine *e)
 	free(e->b_lrows);
 	free(e->b_litem);
 	free(e->b_argmax);
+	free(e->b_ids);
+	free(e->b_sp);
 	free(e->b_logits);
 	free(e->raw);
 	free(e->scratch);

@@ -24,6 +24,7 @@
 
 #include "daemon/ops/metrics.h"
 #include "daemon/io/sink.h"
+#include "daemon/model/model_config.h"
 
 struct vd_engine_opts {
 	const char *model_dir;        /* config.json + *.safetensors */
@@ -38,7 +39,9 @@ struct vd_engine_opts {
 	uint32_t max_running;         /* sequences per step */
 	uint32_t max_batched_tokens;  /* tokens per step (raised to max_running if below) */
 	uint32_t max_model_len;       /* prompt + output; 0 = the model's max_position_embeddings */
-	uint32_t max_waiting;         /* submissions beyond this many waiting: -EBUSY */
+	uint32_t max_waiting;         /* submissions beyond this many waiting: -EBUSY, except for a
+	                               * client below its fair share (daemon/engine/fair.h) */
+	const char *client_weights;   /* "UID:W,..." fair-share weights (NULL/"" = all 1) */
 	int use_priority;             /* order admission by priority, then arrival */
 	int prefix_cache;             /* reuse prefixes */
 	/* Prefill rows a step may add next to d decode rows: max(16, d * this); < 0: automatic
@@ -113,6 +116,10 @@ struct vd_engine_info {
 	int draining;                 /* vd_engine_drain was called */
 	uint64_t steps;
 	uint64_t uptime_ns;
+	const char *kv_dtype;         /* "f32" or "bf16" */
+	/* config.json fields the model's transformers defaults filled in (vlmd logs each) */
+	struct vd_cfg_default defaults[VD_CFG_MAX_DEFAULTS];
+	int32_t n_defaults;
 };
 void vd_engine_get_info(struct vd_engine *e, struct vd_engine_info *out);
 

@@ -92,6 +92,9 @@ void vd_engine_get_info(struct vd_engine *e, struct vd_engine_info *out)
 	out->draining = e->draining;
 	out->steps = e->steps;
 	out->uptime_ns = vs_now_ns() - e->t_start;
+	out->kv_dtype = e->kv_dtype == VK_DTYPE_F32 ? "f32" : "bf16";
+	out->n_defaults = e->cfg.n_defaults;
+	memcpy(out->defaults, e->cfg.defaults, sizeof(out->defaults));
 	pthread_mutex_unlock(&e->mu);
 }
 

@@ -11,20 +11,10 @@
 #include "daemon/engine/engine_req.h"
 #include "daemon/ops/metrics.h"
 #include "daemon/engine/mm_import.h"
+#include "daemon/model/errmsg.h"
+#include "daemon/engine/rowcopy.h"
 #include "daemon/model/mrope.h"
 #include "daemon/model/vision.h"
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return code;
-}
 
 /* A validated item's wire dtype is used as the backend's (vk_row_source.dtype). */
 _Static_assert(VS_DTYPE_F32 == (int)VK_DTYPE_F32 && VS_DTYPE_F16 == (int)VK_DTYPE_F16 &&
@@ -48,6 +38,9 @@ void vd_ereq_free(struct vd_ereq *q)
 		free(q->vpix[k]);
 	free(q->vent);
 	free(q->vpix);
+	for (int32_t k = 0; q->rows && k < q->n_items; k++)
+		free(q->rows[k]);
+	free(q->rows);
 	vd_request_free(q->r);
 	free(q->tok);
 	free(q->mm);
@@ -75,30 +68,30 @@ static int pixel_item(const struct vd_ereq_env *env, const struct vs_mm_item *it
 	int video;
 
 	if (!vc)
-		return fail(err, errlen, -ENOTSUP, "item %d: model has no vision tower", k);
+		return vd_fail(err, errlen, -ENOTSUP, "item %d: model has no vision tower", k);
 	m = vc->spatial_merge_size;
 	m2 = (int64_t)m * m;
 	if (it->device != VS_DEV_ARENA)
-		return fail(err, errlen, -ENOTSUP, "item %d: pixels must be in the arena", k);
+		return vd_fail(err, errlen, -ENOTSUP, "item %d: pixels must be in the arena", k);
 	if (it->dtype != VS_DTYPE_F32 && it->dtype != VS_DTYPE_BF16)
-		return fail(err, errlen, -EINVAL, "item %d: pixels must be f32 or bf16", k);
+		return vd_fail(err, errlen, -EINVAL, "item %d: pixels must be f32 or bf16", k);
 	if (it->cols != (uint32_t)vc->patch_dim)
-		return fail(err, errlen, -EINVAL, "item %d: %u columns, patch size %d", k,
+		return vd_fail(err, errlen, -EINVAL, "item %d: %u columns, patch size %d", k,
 		            it->cols > 99999999u ? 99999999u : it->cols, vc->patch_dim);
 	if (!it->grid_t || !it->grid_h || !it->grid_w)
-		return fail(err, errlen, -EINVAL, "item %d: pixels without a grid", k);
+		return vd_fail(err, errlen, -EINVAL, "item %d: pixels without a grid", k);
 	patches = (int64_t)it->grid_t * it->grid_h * it->grid_w;
 	if (patches != (int64_t)it->rows)
-		return fail(err, errlen, -EINVAL, "item %d: grid t*h*w != rows", k);
+		return vd_fail(err, errlen, -EINVAL, "item %d: grid t*h*w != rows", k);
 	if (patches > env->max_item_patches)
-		return fail(err, errlen, -E2BIG, "item %d: %lld patches > limit %lld", k,
+		return vd_fail(err, errlen, -E2BIG, "item %d: %lld patches > limit %lld", k,
 		            (long long)patches, (long long)env->max_item_patches);
 	if (it->grid_h % (uint32_t)m || it->grid_w % (uint32_t)m)
-		return fail(err, errlen, -EINVAL, "item %d: grid h,w %ux%u not /%d", k,
+		return vd_fail(err, errlen, -EINVAL, "item %d: grid h,w %ux%u not /%d", k,
 		            it->grid_h, it->grid_w, m);
 	video = cfg->video_token_id >= 0 && it->placeholder_id == (uint32_t)cfg->video_token_id;
 	if (!video && (cfg->image_token_id < 0 || it->placeholder_id != (uint32_t)cfg->image_token_id))
-		return fail(err, errlen, -EINVAL, "item %d: pad id %u, need image/video", k,
+		return vd_fail(err, errlen, -EINVAL, "item %d: pad id %u, need image/video", k,
 		            it->placeholder_id);
 	*mm = (struct vd_mm_item){ .placeholder = (int32_t)it->placeholder_id,
 	                           .rows = (int32_t)(patches / m2),
@@ -126,13 +119,13 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 
 	*ret = NULL;
 	if (n < 1)
-		return fail(err, errlen, -EINVAL, "empty prompt");
+		return vd_fail(err, errlen, -EINVAL, "empty prompt");
 	if (n >= env->max_model_len)
-		return fail(err, errlen, -E2BIG, "prompt %d tokens >= max-model-len %d", n,
+		return vd_fail(err, errlen, -E2BIG, "prompt %d tokens >= max-model-len %d", n,
 		            env->max_model_len);
 	for (int32_t i = 0; i < n; i++)
 		if (r->tokens[i] >= (uint32_t)cfg->vocab)
-			return fail(err, errlen, -EINVAL, "token %u at %d >= vocab size %d",
+			return vd_fail(err, errlen, -EINVAL, "token %u at %d >= vocab size %d",
 			            r->tokens[i], i, cfg->vocab);
 	max_tokens = p->max_tokens;
 	if (!max_tokens) {
@@ -141,15 +134,15 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		if (max_tokens > (int64_t)env->pool_tokens - n)
 			max_tokens = (int64_t)env->pool_tokens - n;
 		if (max_tokens < 1)
-			return fail(err, errlen, -ENOSPC, "prompt %d tokens fills the KV cache (%d)", n,
+			return vd_fail(err, errlen, -ENOSPC, "prompt %d tokens fills the KV cache (%d)", n,
 			            env->pool_tokens);
 	}
 	if (n + max_tokens > env->max_model_len)
-		return fail(err, errlen, -E2BIG, "prompt %d+max_tokens %lld > max-model-len %d", n,
+		return vd_fail(err, errlen, -E2BIG, "prompt %d+max_tokens %lld > max-model-len %d", n,
 		            (long long)max_tokens, env->max_model_len);
 	if ((n + max_tokens + env->block_size - 1) / env->block_size >
 	    env->pool_tokens / env->block_size)
-		return fail(err, errlen, -ENOSPC, "prompt+max_tokens %lld > KV cache %d tokens",
+		return vd_fail(err, errlen, -ENOSPC, "prompt+max_tokens %lld > KV cache %d tokens",
 		            (long long)(n + max_tokens), env->pool_tokens);
 
 	q = calloc(1, sizeof(*q));
@@ -177,10 +170,11 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->maps = calloc((size_t)ni + 1, sizeof(*q->maps));
 	q->vpix = calloc((size_t)ni + 1, sizeof(*q->vpix));
 	q->vent = calloc((size_t)ni + 1, sizeof(*q->vent));
+	q->rows = calloc((size_t)ni + 1, sizeof(*q->rows));
 	q->import = env->import;
 	q->metrics = env->metrics;
 	if (!q->tok || !q->pos || !q->hash || !q->mm || !q->spans || !q->src || !q->img ||
-	    !q->maps || !q->vpix || !q->vent) {
+	    !q->maps || !q->vpix || !q->vent || !q->rows) {
 		e = -ENOMEM;
 		goto out;
 	}
@@ -201,17 +195,17 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			continue;
 		}
 		if (it->cols != (uint32_t)cfg->hidden) {
-			e = fail(err, errlen, -EINVAL, "item %d: %u columns, model hidden size %d", k,
+			e = vd_fail(err, errlen, -EINVAL, "item %d: %u columns, model hidden size %d", k,
 			         it->cols, cfg->hidden);
 			goto out;
 		}
 		if (it->device != VS_DEV_ARENA && !env->device_tensors) {
 			/* the wire carries 47 bytes of text */
-			e = fail(err, errlen, -ENOTSUP, "item %d: CUDA tensor, host backend", k);
+			e = vd_fail(err, errlen, -ENOTSUP, "item %d: CUDA tensor, host backend", k);
 			goto out;
 		}
 		if (it->device != VS_DEV_ARENA && !env->import) {
-			e = fail(err, errlen, -ENOTSUP, "item %d: no CUDA import: %s", k,
+			e = vd_fail(err, errlen, -ENOTSUP, "item %d: no CUDA import: %s", k,
 			         env->import_err && env->import_err[0] ? env->import_err : "unavailable");
 			goto out;
 		}
@@ -223,10 +217,26 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			q->mm[k].grid[2] = (int32_t)it->grid_w * m;
 		}
 		q->src[k] = (struct vk_row_source){ .row = 0, .n_rows = (int32_t)it->rows,
-		                                    .dtype = (enum vk_dtype)it->dtype, .is_device = 0,
-		                                    .row_stride = (int64_t)it->row_stride,
-		                                    .data = r->arena + it->data_off };
-		if (it->device != VS_DEV_ARENA) {
+		                                    .dtype = (enum vk_dtype)it->dtype, .is_device = 0 };
+		if (it->device == VS_DEV_ARENA) {
+			/* the one read of the client's rows: key, check and KV all come from the copy */
+			int64_t row_bytes = (int64_t)it->cols * (int64_t)vs_dtype_size(it->dtype);
+			struct vd_rows_bad bad;
+
+			q->rows[k] = malloc((size_t)(row_bytes * (int64_t)it->rows) + 1);
+			if (!q->rows[k]) {
+				e = -ENOMEM;
+				goto out;
+			}
+			if (vd_rows_copy(q->rows[k], r->arena + it->data_off, it->rows, row_bytes,
+			                 (int64_t)it->row_stride, it->dtype, &bad) < 0) {
+				e = vd_fail(err, errlen, -EINVAL, "item %d row %lld: %s in embedding", k,
+				         (long long)bad.row, bad.inf ? "Inf" : "NaN");
+				goto out;
+			}
+			q->src[k].row_stride = row_bytes;
+			q->src[k].data = q->rows[k];
+		} else {
 			/* zero copy: the embed op reads the client's GPU rows through the mapping */
 			char why[160] = "";
 			const void *dev = NULL;
@@ -234,7 +244,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			e = vd_mm_import_open(env->import, it, r->vmm_fds ? r->vmm_fds[k] : -1,
 			                      &q->maps[k], &dev, why, sizeof(why));
 			if (e < 0) {
-				e = fail(err, errlen, e, "item %d: CUDA map: %s", k, why);
+				e = vd_fail(err, errlen, e, "item %d: CUDA map: %s", k, why);
 				goto out;
 			}
 			if (r->vmm_fds && r->vmm_fds[k] >= 0) {
@@ -271,6 +281,9 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	for (int32_t k = 0; k < ni; k++) {
 		q->img[k].start = q->spans[k].start;
 		q->img[k].len = q->spans[k].len;
+		q->img[k].grid[0] = (int32_t)r->items[k].grid_t;
+		q->img[k].grid[1] = (int32_t)r->items[k].grid_h;
+		q->img[k].grid[2] = (int32_t)r->items[k].grid_w;
 	}
 
 	/* sampling: wire defaults become the samplers' "none" */
@@ -323,12 +336,15 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 			/* the vision key, written when the encoder copied the rows (engine_vision.c);
 			 * until then fp_bytes is 0 */
 		} else if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
-			im->fp_bytes = (it->flags & VS_ITEM_FP256) ? 32 : 16;
-			memcpy(im->fp, it->fingerprint, (size_t)im->fp_bytes);
-		} else if (it->device == VS_DEV_ARENA) {
-			vd_prefix_fingerprint(q->r->arena + it->data_off, it->rows,
-			                      (int64_t)it->cols * (int64_t)vs_dtype_size(it->dtype),
-			                      (int64_t)it->row_stride, it->dtype, im->fp);
+			/* the client's word: it may only ever match its own principal's entries */
+			vd_prefix_client_fp(it->fingerprint, (it->flags & VS_ITEM_FP256) ? 32 : 16,
+			                    q->r->uid, im->fp);
+			im->fp_bytes = 32;
+		} else if (q->rows[k]) {
+			int64_t row_bytes = (int64_t)it->cols * (int64_t)vs_dtype_size(it->dtype);
+
+			vd_prefix_fingerprint(q->rows[k], it->rows, row_bytes, row_bytes, it->dtype,
+			                      im->fp);
 			im->fp_bytes = 32;
 		} else {
 			im->fp_bytes = 0;   /* never matches (fail closed) */
@@ -339,8 +355,10 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 
 int32_t vd_ereq_hash(struct vd_ereq *q, const uint8_t *root, int32_t n)
 {
-	q->n_hashed = vd_prefix_hash_blocks(root, q->block_size, q->tok, n, q->img, q->n_items,
-	                                    q->n_hashed, q->hash, q->max_blocks);
+	struct vd_prefix_pos pos = { .table = q->pos, .n_prompt = q->n_prompt, .delta = q->delta };
+
+	q->n_hashed = vd_prefix_hash_blocks_at(root, q->block_size, q->tok, n, &pos, q->img,
+	                                       q->n_items, q->n_hashed, q->hash, q->max_blocks);
 	return q->n_hashed;
 }
 

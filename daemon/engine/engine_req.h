@@ -5,12 +5,14 @@
  * into everything the engine thread needs per step: the token buffer (prompt, then outputs), the
  * placeholder spans and the full M-RoPE table (computed once: a chunk or a cached prefix may end
  * inside an image, and only the full table gives the rest of the image its 2-D ids), one row
- * source per tensor (pointing into the client's arena: rows are read where they lie), the
+ * source per tensor (arena rows are copied into vlmd's memory here, once, and checked for
+ * NaN/Inf: the client can rewrite its arena at any time, so the key, the check and the KV must
+ * all come from one read — daemon/engine/rowcopy.h), the
  * prefix-cache key inputs, the sampling parameters with the wire defaults turned into the
  * samplers' "none" values, and the stop rules. Every check that can refuse a request happens
  * here, so a refusal is a synchronous error code and the engine thread never meets a request
  * that cannot run (docs/ENGINE.md). Pure: no threads, no I/O; the arena is read only by
- * vd_ereq_fingerprints (engine thread).
+ * vd_ereq_new (the copy).
  */
 #ifndef VLM_DAEMON_ENGINE_REQ_H
 #define VLM_DAEMON_ENGINE_REQ_H
@@ -57,8 +59,10 @@ struct vd_ereq {
 	int32_t n_items;
 	struct vd_mm_item *mm;       /* [n_items] (owned) */
 	struct vd_mm_span *spans;    /* [n_items] (owned) */
-	struct vk_row_source *src;   /* [n_items] whole tensors: arena rows, or mapped CUDA memory
-				      * (owned array) */
+	struct vk_row_source *src;   /* [n_items] whole tensors: vlmd's copy of arena rows, or
+				      * mapped CUDA memory (owned array) */
+	void **rows;                 /* [n_items] vlmd's copies of arena rows, packed (owned; NULL
+				      * for CUDA items) */
 	void **maps;                 /* [n_items] CUDA mappings to release (NULL for arena items) */
 	struct vd_mm_import *import; /* where maps came from */
 	struct vd_metrics *metrics;
@@ -113,13 +117,13 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
  * hold q->seq. NULL is a no-op. */
 void vd_ereq_free(struct vd_ereq *q);
 
-/* Fill the image fingerprints: the client's, or vd_prefix_fingerprint of the arena rows (pixel
- * items keep the vision key vd_vkey_copy_pixels wrote). Reads the arena: engine thread, while the
- * client's mapping is alive. */
+/* Fill the image fingerprints: the client's scoped to its user (vd_prefix_client_fp), or
+ * vd_prefix_fingerprint of vlmd's copy of the rows (the long part: run it without locks); pixel
+ * items keep the vision key vd_vkey_copy_pixels wrote (also computed from vlmd's copy). */
 void vd_ereq_fingerprints(struct vd_ereq *q);
 
-/* Extend the chained block keys to cover the first n tokens of q->tok (root: the model's
- * namespace). Returns q->n_hashed. */
+/* Extend the chained block keys to cover the first n tokens of q->tok with their positions
+ * (root: the model's namespace). Returns q->n_hashed. */
 int32_t vd_ereq_hash(struct vd_ereq *q, const uint8_t *root, int32_t n);
 
 /* Positions of tokens [start, start + n) of the sequence into pt/ph/pw [n] (prompt tokens from

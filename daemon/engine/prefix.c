@@ -12,6 +12,7 @@
 
 #include "daemon/engine/prefix.h"
 #include "daemon/engine/sha256.h"
+#include "daemon/model/mrope.h"
 
 struct vd_prefix {
 	struct vd_kvblocks *kv;
@@ -45,6 +46,34 @@ int32_t vd_prefix_hash_blocks(const uint8_t *root, int32_t block_size, const int
                               int32_t first_block, uint8_t (*hashes)[VD_PREFIX_HASH_BYTES],
                               int32_t max_blocks)
 {
+	return vd_prefix_hash_blocks_at(root, block_size, tokens, n, NULL, images, n_images,
+	                                first_block, hashes, max_blocks);
+}
+
+static void feed_pos(struct vd_sha256 *c, const struct vd_prefix_pos *pos, int32_t t)
+{
+	if (!pos) {
+		feed_u32(c, (uint32_t)t);
+		feed_u32(c, (uint32_t)t);
+		feed_u32(c, (uint32_t)t);
+	} else if (t < pos->n_prompt) {
+		for (int a = 0; a < 3; a++)
+			feed_u32(c, (uint32_t)pos->table[(size_t)a * (size_t)pos->n_prompt + (size_t)t]);
+	} else {
+		uint32_t p = (uint32_t)vd_mrope_decode_pos(t, pos->delta);
+
+		feed_u32(c, p);
+		feed_u32(c, p);
+		feed_u32(c, p);
+	}
+}
+
+int32_t vd_prefix_hash_blocks_at(const uint8_t *root, int32_t block_size, const int32_t *tokens,
+                                 int32_t n, const struct vd_prefix_pos *pos,
+                                 const struct vd_prefix_image *images, int32_t n_images,
+                                 int32_t first_block, uint8_t (*hashes)[VD_PREFIX_HASH_BYTES],
+                                 int32_t max_blocks)
+{
 	static const uint8_t zero[VD_PREFIX_HASH_BYTES];
 	int32_t full = n / block_size;
 	if (full > max_blocks)
@@ -64,13 +93,16 @@ int32_t vd_prefix_hash_blocks(const uint8_t *root, int32_t block_size, const int
 			break;
 		struct vd_sha256 c;
 		vd_sha256_init(&c);
-		static const char domain[] = "vlmd-kv-block-v1";
+		static const char domain[] = "vlmd-kv-block-v2";
 		vd_sha256_update(&c, domain, sizeof(domain) - 1);
 		vd_sha256_update(&c, b == 0 ? (root ? root : zero) : hashes[b - 1],
 		                 VD_PREFIX_HASH_BYTES);
 		feed_u32(&c, (uint32_t)block_size);
 		for (int32_t i = lo; i < hi; i++)
 			feed_u32(&c, (uint32_t)tokens[i]);
+		/* the rotary positions the block's KV was computed at */
+		for (int32_t i = lo; i < hi; i++)
+			feed_pos(&c, pos, i);
 		for (int32_t k = 0; k < n_images; k++) {
 			const struct vd_prefix_image *im = &images[k];
 			if (!(im->start < hi && im->start + im->len > lo))
@@ -83,6 +115,8 @@ int32_t vd_prefix_hash_blocks(const uint8_t *root, int32_t block_size, const int
 			feed_u32(&c, (uint32_t)(s - im->start));   /* offset into the image */
 			feed_u32(&c, (uint32_t)(s - lo));          /* where in the block */
 			feed_u32(&c, (uint32_t)(e - s));
+			for (int a = 0; a < 3; a++)
+				feed_u32(&c, (uint32_t)im->grid[a]);
 		}
 		vd_sha256_final(&c, hashes[b]);
 	}
@@ -103,6 +137,35 @@ void vd_prefix_fingerprint(const void *data, int64_t rows, int64_t row_bytes, in
 	feed_u32(&c, (uint32_t)(row_bytes >> 32));
 	for (int64_t r = 0; r < rows; r++)
 		vd_sha256_update(&c, (const uint8_t *)data + r * stride, (size_t)row_bytes);
+	vd_sha256_final(&c, out);
+}
+
+void vd_prefix_client_fp(const uint8_t *fp, int32_t fp_bytes, uint32_t uid, uint8_t out[32])
+{
+	struct vd_sha256 c;
+	static const char domain[] = "vlmd-client-fp-v1";
+
+	vd_sha256_init(&c);
+	vd_sha256_update(&c, domain, sizeof(domain) - 1);
+	feed_u32(&c, uid);
+	feed_u32(&c, (uint32_t)fp_bytes);
+	vd_sha256_update(&c, fp, (size_t)fp_bytes);
+	vd_sha256_final(&c, out);
+}
+
+void vd_prefix_content_key(const uint8_t *root, const int32_t grid[3], const uint8_t fp[32],
+                           uint8_t out[32])
+{
+	static const uint8_t zero[VD_PREFIX_HASH_BYTES];
+	static const char domain[] = "vlmd-content-v1";
+	struct vd_sha256 c;
+
+	vd_sha256_init(&c);
+	vd_sha256_update(&c, domain, sizeof(domain) - 1);
+	vd_sha256_update(&c, root ? root : zero, VD_PREFIX_HASH_BYTES);
+	for (int a = 0; a < 3; a++)
+		feed_u32(&c, (uint32_t)grid[a]);
+	vd_sha256_update(&c, fp, 32);
 	vd_sha256_final(&c, out);
 }
 

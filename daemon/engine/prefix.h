@@ -14,10 +14,16 @@
  * the entry when the block is reused. So eviction is exactly kvblocks' LRU and happens only when
  * free blocks run out.
  *
- * M-RoPE: a block's KV was computed with the rotary positions of its tokens. Positions of a prompt
- * prefix depend only on that prefix (text ids count up, an image's ids depend on the text before
- * it and its own grid; everything after only depends on what came before), and the key covers the
- * whole prefix, so a reused block always has the positions the new request would compute. The
+ * M-RoPE: a block's KV was computed with the rotary positions of its tokens, so the key covers
+ * them: every token's three position ids are hashed into its block (and every image's grid into
+ * each block it overlaps). Token ids and image bytes alone are not enough: the same rows under
+ * another grid get other positions (issue 15). The rope parameters and the model are in the root
+ * (the engine's digest of the model identity and the effective rope settings).
+ *
+ * Trust (docs/ENGINE.md "Trust"): a fingerprint the client asserts is scoped to that client
+ * (vd_prefix_client_fp mixes the principal in), so it can only ever hit entries made by the same
+ * principal; fingerprints other clients can hit are vd_prefix_fingerprint of rows vlmd copied
+ * into its own memory, from which it also computes the KV. The
  * engine computes the request's full position table once and feeds the forward the slice
  * [cached, n) for the un-cached suffix (vd_prefix_pos_slice) — also when the cached length ends
  * inside an image: the rest of the image keeps the ids it has in the full table.
@@ -40,6 +46,15 @@ struct vd_prefix_image {
 	int32_t len;
 	int32_t fp_bytes;
 	uint8_t fp[32];
+	int32_t grid[3];         /* t, h, w as on the wire (0s = none) */
+};
+
+/* Where the tokens of a sequence sit: prompt token t at table[a * n_prompt + t] on axis a
+ * (table [3][n_prompt]), generated token t at vd_mrope_decode_pos(t, delta) on all axes. */
+struct vd_prefix_pos {
+	const int32_t *table;
+	int32_t n_prompt;
+	int32_t delta;
 };
 
 /* Hash the full blocks [first_block, n / block_size) of a sequence of tokens[0, n), writing
@@ -52,12 +67,30 @@ int32_t vd_prefix_hash_blocks(const uint8_t *root, int32_t block_size, const int
                               int32_t n, const struct vd_prefix_image *images, int32_t n_images,
                               int32_t first_block, uint8_t (*hashes)[VD_PREFIX_HASH_BYTES],
                               int32_t max_blocks);
+/* The same with the tokens' positions (NULL: token t at t on every axis, as above). */
+int32_t vd_prefix_hash_blocks_at(const uint8_t *root, int32_t block_size, const int32_t *tokens,
+                                 int32_t n, const struct vd_prefix_pos *pos,
+                                 const struct vd_prefix_image *images, int32_t n_images,
+                                 int32_t first_block, uint8_t (*hashes)[VD_PREFIX_HASH_BYTES],
+                                 int32_t max_blocks);
 
 /* vlmd's own fingerprint of a host tensor without a client fingerprint: SHA-256 over a header
  * (dtype code, rows, row_bytes) and the rows' bytes (row_bytes per row, stride bytes apart; the
  * padding between rows is not part of the identity). Writes 32 bytes to out. */
 void vd_prefix_fingerprint(const void *data, int64_t rows, int64_t row_bytes, int64_t stride,
                            uint32_t dtype, uint8_t out[32]);
+
+/* A fingerprint asserted by a client, scoped to its principal (its uid from SO_PEERCRED):
+ * SHA-256 over a domain tag, the uid and the fp_bytes (16 or 32) asserted bytes. Never equal
+ * to a vd_prefix_fingerprint (another domain tag) nor to another user's. Writes 32 bytes. */
+void vd_prefix_client_fp(const uint8_t *fp, int32_t fp_bytes, uint32_t uid, uint8_t out[32]);
+
+/* The content key of a multimodal item for caches that hold what vlmd derived from it (the
+ * vision cache): SHA-256 over a domain tag, the model root [32], the grid (t, h, w) and fp [32]
+ * (vd_prefix_fingerprint of bytes vlmd owns, or vd_prefix_client_fp for asserted ones, which
+ * keeps such keys private to their principal). Writes 32 bytes. */
+void vd_prefix_content_key(const uint8_t *root, const int32_t grid[3], const uint8_t fp[32],
+                           uint8_t out[32]);
 
 struct vd_prefix;
 

@@ -34,6 +34,8 @@ static bool before(const struct vd_sched *s, const struct vd_sched_seq *a,
 {
 	if (s->k.use_priority && a->priority != b->priority)
 		return a->priority > b->priority;
+	if (a->fair != b->fair)
+		return a->fair < b->fair;
 	return a->arrival < b->arrival;
 }
 

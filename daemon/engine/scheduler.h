@@ -11,7 +11,8 @@
  *     stall-bound knobs the prefill budget of a step that has d decodes is also at most
  *     max(prefill_min, d * prefill_per_decode), so on a backend whose step time grows with its
  *     rows a decode step is never more than about (1 + prefill_per_decode) times its cost alone;
- *  3. admissions from the waiting queue in order (FCFS, or priority then FCFS): the prefix hook
+ *  3. admissions from the waiting queue in order (FCFS, or priority then FCFS; the caller's fair
+ *     tag comes before arrival, which makes the order round robin across clients): the prefix hook
  *     adopts cached blocks first, then the first chunk is planned if its blocks are available above
  *     the watermark; the head of the queue blocks the rest (no overtaking, so nothing starves).
  *     No admission in a step that preempted for lack of blocks (they would thrash).
@@ -47,6 +48,8 @@ struct vd_sched_seq {
 	int32_t n_tokens;       /* prompt length at add; grows with vd_sched_append */
 	int32_t max_tokens;     /* outputs allowed (>= 1) */
 	int32_t priority;       /* higher runs first when the knob enables priorities */
+	uint64_t fair;          /* admission order among equal priorities, lowest first (the
+	                         * engine's fair-share tag, daemon/engine/fair.h; 0s = arrival) */
 	void *user;             /* the engine's request */
 
 	uint64_t arrival;       /* add order */

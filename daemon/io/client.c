@@ -229,7 +229,7 @@ int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct
 	for (i = 0; i < n; i++) {
 		struct vs_sqe e;
 		struct vd_request *req;
-		char why[VS_CQE_MESSAGE_LEN];
+		char why[VD_WHY_LEN];
 		int r;
 
 		memcpy(&e, vs_cons_peek(&c->sq, i), sizeof(e)); /* the only read of this slot */
@@ -268,6 +268,8 @@ int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct
 		} else {
 			req->slot = c->slot;
 			req->gen = c->gen;
+			req->uid = (uint32_t)c->peer.uid;
+			req->pid = (uint32_t)c->peer.pid;
 			req->t_submit_ns = now_ns;
 			r = vd_route_submit(rt, req, why, sizeof(why));
 			if (r)

@@ -29,7 +29,17 @@ enum { TK_LISTEN = 1, TK_SIGNAL, TK_EVQ, TK_SOCK, TK_BELL, TK_ADMIN };
 #define TK_SLOT(t) ((uint32_t)(((t) >> 32) & 0xffffff))
 #define TK_GEN(t) ((uint32_t)(t))
 
-#define MAX_PENDING 16
+/* Hellos in progress (accepted, no hello yet): a peer that never speaks holds a slot until
+ * hello_timeout_ms. Bounded per peer so one process or one user cannot hold them all, plus a few
+ * only admin peers may use, so vlmctl always gets in (issue 15). */
+#define MAX_PENDING 16               /* ordinary peers, all together */
+#define MAX_PENDING_PID 4            /* one process */
+#define MAX_PENDING_UID 8            /* one user (admin peers are exempt) */
+#define ADMIN_PENDING 2              /* reserved for admin peers, beyond MAX_PENDING */
+/* Refusal logging: at most REFUSAL_LOG_BURST lines per second, then one line with the count
+ * of the ones not written (a refused peer can reconnect as fast as it likes). */
+#define REFUSAL_LOG_BURST 10
+#define REFUSAL_LOG_NS 1000000000ull
 #define POLL_EVERY_NS 50000ull /* fd events while the loop spins: 50 us is plenty for accept/EOF */
 #define DRAIN_BUDGET 64
 #define DRAIN_FLUSH_TICKS 50         /* after a drain, wait this long at most for slow readers */
@@ -51,6 +61,9 @@ struct vd_server {
 	struct vd_client **active;   /* [n_active] connected clients */
 	uint32_t n_active;
 	uint32_t n_pending;
+	uint64_t rl_start_ns;        /* refusal log window */
+	uint32_t rl_lines;           /* refusal lines written in it */
+	uint64_t rl_suppressed;      /* and not written */
 	uint32_t next_id;
 	uint32_t heartbeat;
 	int stop;
@@ -87,6 +100,42 @@ static void logf_(struct vd_server *s, int level, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	s->o.log(s->o.log_ctx, level, buf);
+}
+
+/* Close the refusal log window when it is over, writing how many lines it suppressed. */
+static void refusal_log_window(struct vd_server *s, uint64_t now)
+{
+	if (now - s->rl_start_ns < REFUSAL_LOG_NS)
+		return;
+	if (s->rl_suppressed)
+		logf_(s, VD_LOG_WARN, "%llu more connection refusals not logged in %.1f s (at most %d "
+		      "lines per second)", (unsigned long long)s->rl_suppressed,
+		      (double)(now - s->rl_start_ns) / 1e9, REFUSAL_LOG_BURST);
+	s->rl_start_ns = now;
+	s->rl_lines = 0;
+	s->rl_suppressed = 0;
+}
+
+static void log_refusal(struct vd_server *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void log_refusal(struct vd_server *s, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	refusal_log_window(s, vs_now_ns());
+	if (s->rl_lines >= REFUSAL_LOG_BURST) {
+		s->rl_suppressed++;
+		return;
+	}
+	s->rl_lines++;
+	if (!s->o.log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	s->o.log(s->o.log_ctx, VD_LOG_INFO, buf);
 }
 
 void vd_server_opts_init(struct vd_server_opts *o)
@@ -169,13 +218,21 @@ static int bind_socket(struct vd_server *s)
 			mkdir(dir, 0755);
 		}
 	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
-		e = -errno;
-		close(fd);
-		return e;
+	{
+		/* Created 0660 (docs/OPERATIONS.md), never wider even for an instant: the umask is
+		 * process-wide, and no other thread of ours creates files.
+		 * Who may connect is still decided by SO_PEERCRED against the allow-list; the mode
+		 * keeps other users from even reaching the refusal path. */
+		mode_t old_mask = umask(0117);
+		int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+
+		umask(old_mask);
+		if (rc < 0 || listen(fd, 128) < 0 || chmod(s->path, 0660) < 0) {
+			e = -errno;
+			close(fd);
+			return e;
+		}
 	}
-	/* Who may connect is decided by SO_PEERCRED against the allow-list, not by file mode. */
-	chmod(s->path, 0666);
 	s->lfd = fd;
 	return 0;
 }
@@ -252,26 +309,43 @@ static void accept_all(struct vd_server *s)
 			vd_refusal(&w, VS_REFUSED_NOT_ALLOWED, -EACCES,
 				   "not allowed: uid %u gid %u is not on vlmd's allow-list (by default the "
 				   "daemon's uid, root and group vlm)", (unsigned)peer.uid, (unsigned)peer.gid);
-			logf_(s, VD_LOG_INFO, "connection from pid %d uid %u refused: not allowed",
-			      (int)peer.pid, (unsigned)peer.uid);
+			log_refusal(s, "connection from pid %d uid %u refused: not allowed",
+			            (int)peer.pid, (unsigned)peer.uid);
 			vd_welcome_send(fd, &w, NULL);
 			close(fd);
 			continue;
 		}
-		for (uint32_t i = 0; i < s->n_slots; i++) {
-			if (s->slots[i].state == VD_CLIENT_FREE) {
-				c = &s->slots[i];
-				break;
-			}
-		}
-		if (!c || s->n_pending >= MAX_PENDING) {
+		{
+			int admin = is_admin(s, &peer);
+			uint32_t same_pid = 0, same_uid = 0;
+			const char *why = NULL;
 			struct vs_welcome w;
 
-			vd_refusal(&w, VS_REFUSED_FULL, -EBUSY, "daemon full: too many connections in progress");
-			vd_metrics_add(s->o.metrics, VD_C_CLIENTS_REFUSED, 1);
-			vd_welcome_send(fd, &w, NULL);
-			close(fd);
-			continue;
+			for (uint32_t i = 0; i < s->n_slots; i++) {
+				const struct vd_client *o = &s->slots[i];
+
+				if (o->state == VD_CLIENT_FREE && !c)
+					c = &s->slots[i];
+				else if (o->state == VD_CLIENT_PENDING) {
+					same_pid += o->peer.pid == peer.pid;
+					same_uid += o->peer.uid == peer.uid;
+				}
+			}
+			if (!c || s->n_pending >= MAX_PENDING + (admin ? ADMIN_PENDING : 0))
+				why = "daemon full: too many connections in progress";
+			else if (same_pid >= MAX_PENDING_PID)
+				why = "too many connections in progress from this process";
+			else if (!admin && same_uid >= MAX_PENDING_UID)
+				why = "too many connections in progress from this user";
+			if (why) {
+				vd_refusal(&w, VS_REFUSED_FULL, -EBUSY, "%s", why);
+				vd_metrics_add(s->o.metrics, VD_C_CLIENTS_REFUSED, 1);
+				log_refusal(s, "connection from pid %d uid %u refused: %s", (int)peer.pid,
+				            (unsigned)peer.uid, why);
+				vd_welcome_send(fd, &w, NULL);
+				close(fd);
+				continue;
+			}
 		}
 		c->state = VD_CLIENT_PENDING;
 		c->peer = peer;
@@ -291,8 +365,8 @@ static void accept_all(struct vd_server *s)
 static void refuse(struct vd_server *s, struct vd_client *c, struct vs_welcome *w)
 {
 	vd_metrics_add(s->o.metrics, VD_C_CLIENTS_REFUSED, 1);
-	logf_(s, VD_LOG_INFO, "connection %u (pid %d uid %u) refused: %s", c->id, (int)c->peer.pid,
-	      (unsigned)c->peer.uid, w->message);
+	log_refusal(s, "connection %u (pid %d uid %u) refused: %s", c->id, (int)c->peer.pid,
+	            (unsigned)c->peer.uid, w->message);
 	vd_welcome_send(c->sock, w, NULL);
 	drop_client(s, c, "refused");
 }
@@ -633,6 +707,8 @@ static void handle_sock(struct vd_server *s, struct vd_client *c)
 			return;
 		}
 	}
+	if (c->state == VD_CLIENT_ACTIVE)
+		__atomic_or_fetch(c->d_flags, VS_DF_DROPPED, __ATOMIC_RELEASE);
 	drop_client(s, c, "control message flood");
 }
 
@@ -746,6 +822,9 @@ static size_t service(struct vd_server *s)
 		if (c->ovf_n || vs_prod_pending(&c->cq))
 			work += (size_t)(vd_client_flush(c) > 0);
 		if (c->drop_reason) {
+			/* tell the client why before it sees EOF (its library maps it to an error) */
+			__atomic_or_fetch(c->d_flags, strstr(c->drop_reason, "backlog") ?
+			                  VS_DF_DROPPED_HUNG : VS_DF_DROPPED, __ATOMIC_RELEASE);
 			drop_client(s, c, c->drop_reason); /* swaps the last active into i */
 			continue;
 		}
@@ -795,6 +874,7 @@ static void drain_check(struct vd_server *s)
 static void tick(struct vd_server *s, uint64_t now)
 {
 	s->heartbeat++;
+	refusal_log_window(s, now);
 	if (s->o.on_tick)
 		s->o.on_tick(s->o.tick_ctx, now);
 	sample_throughput(s, now);
@@ -820,6 +900,7 @@ static void tick(struct vd_server *s, uint64_t now)
 				c->hb_change_ns = now;
 			} else if (c->ovf_n &&
 				   now - c->hb_change_ns > (uint64_t)s->o.client_timeout_ms * 1000000ull) {
+				__atomic_or_fetch(c->d_flags, VS_DF_DROPPED_HUNG, __ATOMIC_RELEASE);
 				drop_client(s, c, "hung: completions undelivered and no heartbeat");
 			}
 		}
@@ -904,7 +985,7 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 	if (!s->o.tick_ms)
 		s->o.tick_ms = 100;
 	s->path = strdup(o->socket_path ? o->socket_path : "/run/vlmd/vlmd.sock");
-	s->n_slots = s->o.max_clients + MAX_PENDING;
+	s->n_slots = s->o.max_clients + MAX_PENDING + ADMIN_PENDING;
 	s->slots = calloc(s->n_slots, sizeof(*s->slots));
 	s->active = calloc(s->o.max_clients, sizeof(*s->active));
 	if (!s->path || !s->slots || !s->active) {

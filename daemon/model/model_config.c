@@ -22,7 +22,32 @@ struct ctx {
 	json_t *text;   /* text_config or NULL */
 	char *err;
 	size_t err_len;
+	struct vd_model_config *m;   /* where defaults are noted */
 };
+
+void vd_model_config_note_default(struct vd_model_config *m, const char *key, const char *value)
+{
+	if (m->n_defaults >= VD_CFG_MAX_DEFAULTS)
+		return;
+	snprintf(m->defaults[m->n_defaults].key, sizeof(m->defaults[0].key), "%s", key);
+	snprintf(m->defaults[m->n_defaults].value, sizeof(m->defaults[0].value), "%s", value);
+	m->n_defaults++;
+}
+
+/* transformers' defaults per architecture (see model_config.h) */
+struct arch_defaults {
+	int32_t n_kv_heads;
+	double rms_eps, rope_theta;
+	int32_t max_positions;
+};
+
+static const struct arch_defaults *defaults_of(enum vd_arch a)
+{
+	static const struct arch_defaults qwen2 = { 32, 1e-6, 10000.0, 32768 };
+	static const struct arch_defaults qwen2_vl = { 8, 1e-5, 1000000.0, 32768 };
+
+	return a == VD_ARCH_QWEN2 ? &qwen2 : &qwen2_vl;
+}
 
 static json_t *get(const struct ctx *c, const char *key)
 {
@@ -37,9 +62,13 @@ static int get_int(const struct ctx *c, const char *key, int64_t def, int64_t ma
 {
 	json_t *v = get(c, key);
 	if (!v) {
+		char b[24];
+
 		if (def < 0)
 			return vd_fail(c->err, c->err_len, -EINVAL, "config.json: missing \"%s\"", key);
 		*out = (int32_t)def;
+		snprintf(b, sizeof(b), "%lld", (long long)def);
+		vd_model_config_note_default(c->m, key, b);
 		return 0;
 	}
 	if (!json_is_integer(v))
@@ -55,9 +84,13 @@ static int get_int(const struct ctx *c, const char *key, int64_t def, int64_t ma
 static int get_num(const struct ctx *c, json_t *v, const char *key, double def, float *out)
 {
 	if (!v) {
+		char b[24];
+
 		if (def < 0)
 			return vd_fail(c->err, c->err_len, -EINVAL, "config.json: missing \"%s\"", key);
 		*out = (float)def;
+		snprintf(b, sizeof(b), "%g", def);
+		vd_model_config_note_default(c->m, key, b);
 		return 0;
 	}
 	if (!json_is_number(v))
@@ -83,26 +116,36 @@ static int parse_arch(const struct ctx *c, struct vd_model_config *m)
 {
 	static const struct {
 		const char *name;
+		const char *type;    /* its model_type */
 		enum vd_arch arch;
 	} known[] = {
-		{ "Qwen2ForCausalLM", VD_ARCH_QWEN2 },
-		{ "Qwen2VLForConditionalGeneration", VD_ARCH_QWEN2_VL },
-		{ "Qwen2_5_VLForConditionalGeneration", VD_ARCH_QWEN2_5_VL },
+		{ "Qwen2ForCausalLM", "qwen2", VD_ARCH_QWEN2 },
+		{ "Qwen2VLForConditionalGeneration", "qwen2_vl", VD_ARCH_QWEN2_VL },
+		{ "Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl", VD_ARCH_QWEN2_5_VL },
 	};
+	static const char supported[] = "Qwen2ForCausalLM/qwen2, Qwen2VLForConditionalGeneration/"
+	                                "qwen2_vl, Qwen2_5_VLForConditionalGeneration/qwen2_5_vl";
 	json_t *a = json_object_get(c->root, "architectures");
 	if (!json_is_array(a) || json_array_size(a) < 1 || !json_is_string(json_array_get(a, 0)))
 		return vd_fail(c->err, c->err_len, -EINVAL,
 		            "config.json: \"architectures\" must be a non-empty array of strings");
 	const char *name = json_string_value(json_array_get(a, 0));
+	json_t *mt = json_object_get(c->root, "model_type");
 	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 		if (!strcmp(name, known[i].name)) {
+			/* model_type is what transformers' AutoConfig dispatches on: a config whose
+			 * model_type names another (or an unknown) model is not this architecture */
+			if (mt && (!json_is_string(mt) || strcmp(json_string_value(mt), known[i].type)))
+				return vd_fail(c->err, c->err_len, -ENOTSUP, "config.json: model_type "
+				            "\"%.60s\" does not match architecture %s (supported: %s)",
+				            json_is_string(mt) ? json_string_value(mt) : "?", name,
+				            supported);
 			m->arch = known[i].arch;
 			snprintf(m->arch_name, sizeof(m->arch_name), "%s", name);
 			return 0;
 		}
 	return vd_fail(c->err, c->err_len, -ENOTSUP, "config.json: architecture \"%.80s\" is not "
-	            "supported (Qwen2ForCausalLM, Qwen2VLForConditionalGeneration, "
-	            "Qwen2_5_VLForConditionalGeneration)", name);
+	            "supported (supported: %s)", name, supported);
 }
 
 static int parse_rope(const struct ctx *c, struct vd_model_config *m)
@@ -136,7 +179,7 @@ static int parse_rope(const struct ctx *c, struct vd_model_config *m)
 		if (!theta && json_object_get(o, "rope_theta"))
 			theta = json_object_get(o, "rope_theta");
 	}
-	rc = get_num(c, theta, "rope_theta", 10000.0, &m->rope_theta);
+	rc = get_num(c, theta, "rope_theta", defaults_of(m->arch)->rope_theta, &m->rope_theta);
 	if (rc < 0)
 		return rc;
 
@@ -174,7 +217,7 @@ static int parse_rope(const struct ctx *c, struct vd_model_config *m)
 int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *m,
                           char *err, size_t err_len)
 {
-	struct ctx c = { .err = err, .err_len = err_len };
+	struct ctx c = { .err = err, .err_len = err_len, .m = m };
 	json_error_t jerr;
 	int rc;
 
@@ -199,14 +242,18 @@ int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *
 	if ((rc = get_int(&c, "hidden_size", -1, big, &m->hidden)) < 0 ||
 	    (rc = get_int(&c, "num_hidden_layers", -1, 4096, &m->n_layers)) < 0 ||
 	    (rc = get_int(&c, "num_attention_heads", -1, 4096, &m->n_heads)) < 0 ||
-	    (rc = get_int(&c, "num_key_value_heads", m->n_heads, 4096, &m->n_kv_heads)) < 0 ||
+	    (rc = get_int(&c, "num_key_value_heads", defaults_of(m->arch)->n_kv_heads, 4096,
+	                  &m->n_kv_heads)) < 0 ||
 	    (rc = get_int(&c, "intermediate_size", -1, big, &m->intermediate)) < 0 ||
 	    (rc = get_int(&c, "vocab_size", -1, big, &m->vocab)) < 0 ||
-	    (rc = get_int(&c, "max_position_embeddings", 32768, INT32_MAX, &m->max_positions)) < 0)
+	    (rc = get_int(&c, "max_position_embeddings", defaults_of(m->arch)->max_positions,
+	                  INT32_MAX, &m->max_positions)) < 0)
 		goto out;
 	int32_t hd_def = m->hidden / m->n_heads;
+	int32_t nd = m->n_defaults;
 	if ((rc = get_int(&c, "head_dim", hd_def, 4096, &m->head_dim)) < 0)
 		goto out;
+	m->n_defaults = nd;   /* derived from the shape, not a default worth a log line */
 	if (!get(&c, "head_dim") && m->hidden % m->n_heads) {
 		rc = vd_fail(err, err_len, -EINVAL, "config.json: hidden_size %d is not a multiple of "
 		          "num_attention_heads %d", m->hidden, m->n_heads);
@@ -221,7 +268,8 @@ int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *
 		          "of num_key_value_heads %d", m->n_heads, m->n_kv_heads);
 		goto out;
 	}
-	if ((rc = get_num(&c, get(&c, "rms_norm_eps"), "rms_norm_eps", 1e-6, &m->rms_eps)) < 0)
+	if ((rc = get_num(&c, get(&c, "rms_norm_eps"), "rms_norm_eps", defaults_of(m->arch)->rms_eps,
+	                  &m->rms_eps)) < 0)
 		goto out;
 	if ((rc = parse_rope(&c, m)) < 0)
 		goto out;
@@ -283,6 +331,17 @@ int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *
 out:
 	json_decref(c.root);
 	return rc;
+}
+
+void vd_model_config_default_dtype(struct vd_model_config *m, enum vd_st_dtype weights)
+{
+	const char *t = weights == VD_ST_F32 ? "float32" : weights == VD_ST_F16 ? "float16" :
+	                "bfloat16";
+
+	if (m->torch_dtype[0])
+		return;
+	snprintf(m->torch_dtype, sizeof(m->torch_dtype), "%s", t);
+	vd_model_config_note_default(m, "torch_dtype", t);
 }
 
 int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err, size_t err_len)

@@ -13,10 +13,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/model/safetensors.h"
+
 enum vd_arch {
 	VD_ARCH_QWEN2 = 1,        /* Qwen2ForCausalLM: 1-D RoPE */
 	VD_ARCH_QWEN2_VL = 2,     /* Qwen2VLForConditionalGeneration: M-RoPE */
 	VD_ARCH_QWEN2_5_VL = 3,   /* Qwen2_5_VLForConditionalGeneration: M-RoPE, timed video axis */
+};
+
+/* A field config.json lacks, and the value used instead: the default of transformers' config class
+ * for the architecture (Qwen2Config, Qwen2VLTextConfig, Qwen2_5_VLTextConfig of transformers
+ * 5.25 and 4.x alike). The library does not log: the caller logs each one. */
+#define VD_CFG_MAX_DEFAULTS 12
+struct vd_cfg_default {
+	char key[40];
+	char value[24];
 };
 
 struct vd_model_config {
@@ -25,7 +36,7 @@ struct vd_model_config {
 	int32_t hidden;             /* hidden_size */
 	int32_t n_layers;           /* num_hidden_layers */
 	int32_t n_heads;            /* num_attention_heads */
-	int32_t n_kv_heads;         /* num_key_value_heads (default n_heads) */
+	int32_t n_kv_heads;         /* num_key_value_heads (default 32 Qwen2, 8 Qwen2-VL/2.5-VL) */
 	int32_t head_dim;           /* head_dim (default hidden / n_heads) */
 	int32_t intermediate;       /* intermediate_size */
 	int32_t vocab;              /* vocab_size */
@@ -43,15 +54,27 @@ struct vd_model_config {
 	int32_t vision_end_token_id;
 	int32_t spatial_merge_size; /* vision_config.spatial_merge_size (default 2) */
 	float tokens_per_second;    /* Qwen2.5-VL vision_config.tokens_per_second (0 if absent) */
-	char torch_dtype[16];       /* "bfloat16", "float16", "float32" or "" */
+	char torch_dtype[16];       /* "bfloat16", "float16", "float32" or "" (the caller then
+	                             * takes the weights' dtype, and notes it as a default) */
+	struct vd_cfg_default defaults[VD_CFG_MAX_DEFAULTS]; /* [n_defaults] fields filled in */
+	int32_t n_defaults;
 };
 
-/* Parse config.json text. Returns 0, -EINVAL (malformed / inconsistent), -ENOTSUP (architecture or
- * feature not supported, e.g. sliding-window attention) with a message in err. */
+/* Parse config.json text. Returns 0, -EINVAL (malformed / inconsistent), -ENOTSUP (architecture,
+ * model_type or feature not supported, e.g. sliding-window attention; the message lists what
+ * is supported) with a message in err. Missing optional fields get their transformers default
+ * and are listed in ret->defaults. */
 int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *ret,
                           char *err, size_t err_len);
 
 /* Read and parse DIR/config.json; -errno of the read, or the errors of vd_model_config_parse. */
 int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err, size_t err_len);
+
+/* config.json named no torch_dtype: take the weights' (embed_tokens) dtype, as transformers
+ * loads them in it, and note the default. No-op when torch_dtype is set. */
+void vd_model_config_default_dtype(struct vd_model_config *m, enum vd_st_dtype weights);
+
+/* Append a default to m->defaults (dropped silently beyond VD_CFG_MAX_DEFAULTS). */
+void vd_model_config_note_default(struct vd_model_config *m, const char *key, const char *value);
 
 #endif /* VLM_DAEMON_MODEL_CONFIG_H */

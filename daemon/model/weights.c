@@ -1,9 +1,17 @@
 /*
  * daemon/model/weights.c — mmap'd checkpoint files and name lookup (see weights.h).
  *
- * Each file is mapped whole (MAP_PRIVATE, PROT_READ) so the kernel's page cache is the only copy
- * of the weights; the header parser only ever sees the mapped buffer and its length, which is how
- * a truncated file is caught (offsets past the end) without ever faulting on a missing page.
+ * Each file is read whole into anonymous memory of its own (read-only once loaded), not mmap'd:
+ * a file mapping follows the file, so replacing a checkpoint in place (cp over it, a truncating
+ * download) would kill vlmd with SIGBUS on the next page it touches past the new end, or change
+ * the weights it serves under its feet (issue 15). With a private copy the files can change or
+ * vanish at any time after the load; a file that changes *during* the load (size, inode or
+ * modification time differ after reading, or a read comes up short) is refused, so vlmd never
+ * serves a torn or truncated checkpoint. Cost: one read of the files at load (about what the
+ * page faults of the mapping cost anyway, since every weight is read by the first forward or by
+ * the device upload) and anonymous instead of page-cache memory (no sharing of the weights'
+ * pages between processes). The header parser only ever sees the buffer and its length, which is
+ * how a truncated file is caught (offsets past the end).
  */
 #include "daemon/model/errmsg.h"
 #include "daemon/model/weights.h"
@@ -75,14 +83,40 @@ static int map_shard(const char *dir, struct vd_shard *s, char *err, size_t err_
 		rc = vd_fail(err, err_len, -EINVAL, "%s: empty file", path);
 		goto out;
 	}
-	s->map = mmap(NULL, s->len, PROT_READ, MAP_PRIVATE, fd, 0);
+	s->map = mmap(NULL, s->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (s->map == MAP_FAILED) {
 		rc = -errno;
 		s->map = NULL;
 		s->len = 0;
-		vd_fail(err, err_len, rc, "%s: mmap: %s", path, strerror(-rc));
+		vd_fail(err, err_len, rc, "%s: %zu bytes of memory: %s", path, (size_t)sb.st_size,
+		        strerror(-rc));
 		goto out;
 	}
+	for (size_t got = 0; got < s->len;) {
+		ssize_t n = pread(fd, (char *)s->map + got, s->len - got > (1u << 30) ? (1u << 30) :
+		                  s->len - got, (off_t)got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EAGAIN;
+			vd_fail(err, err_len, rc, "%s: %s at byte %zu of %zu", path,
+			        n < 0 ? strerror(errno) : "file shrank while loading", got, s->len);
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	{
+		struct stat after;
+
+		if (fstat(fd, &after) < 0 || after.st_size != sb.st_size || after.st_ino != sb.st_ino ||
+		    after.st_mtim.tv_sec != sb.st_mtim.tv_sec ||
+		    after.st_mtim.tv_nsec != sb.st_mtim.tv_nsec) {
+			rc = vd_fail(err, err_len, -EAGAIN, "%s: file changed while loading", path);
+			goto out;
+		}
+	}
+	mprotect(s->map, s->len, PROT_READ);
 	rc = vd_st_parse(s->map, s->len, &s->st, perr, sizeof(perr));
 	if (rc < 0)
 		vd_fail(err, err_len, rc, "%s: %s", s->file, perr);

@@ -1,9 +1,11 @@
 /*
- * daemon/model/weights.h — a checkpoint's tensors, mmap'd, found by name.
+ * daemon/model/weights.h — a checkpoint's tensors, read into vlmd's memory, found by name.
  *
- * Opens DIR/model.safetensors, or every shard named by DIR/model.safetensors.index.json, maps each
- * file read-only once and parses its header with vd_st_parse. Tensors are then views into the
- * mappings (no copy: bf16 stays bf16, the backend decides whether to repack). Lookups accept the
+ * Opens DIR/model.safetensors, or every shard named by DIR/model.safetensors.index.json, reads each
+ * file once into private memory (read-only after the load: the files may then be replaced or
+ * removed without effect; weights.c says why not mmap) and parses its header with vd_st_parse.
+ * Tensors are then views into that memory (bf16 stays bf16, the backend decides whether to
+ * repack). Lookups accept the
  * classic key names ("model.layers.N...", "model.embed_tokens", "lm_head") and the newer ones
  * ("model.language_model.layers.N..."), so callers ask for the language-model-relative name.
  */
@@ -30,7 +32,7 @@ struct vd_tensor {
 /* Open the checkpoint in dir. Returns 0 and a new object in *ret (free with vd_weights_free), or a
  * negative errno with a message in err: -ENOENT (no model.safetensors nor index), -EINVAL
  * (malformed index or shard header, a tensor the index names missing from its shard, a tensor in
- * two shards, a shard name with a path separator), or the errno of open/mmap. */
+ * two shards, a shard name with a path separator), -EAGAIN (a file changed or shrank while it was read), or the errno of open/read/mmap. */
 int vd_weights_open(const char *dir, struct vd_weights **ret, char *err, size_t err_len);
 
 /* Unmaps everything; views obtained from w become invalid. NULL is a no-op. */

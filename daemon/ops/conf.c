@@ -87,7 +87,9 @@ static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_SPIN_US] = { "spin-us", T_UINT, "50", 0, 100000000, NULL, 0, NULL, "N",
 		"busy-poll N microseconds after the last request",
 		S(server.spin_us), B_U32, NULL, NULL, NULL },
-	[VD_CFG_MAX_CLIENTS] = { "max-clients", T_UINT, "64", 1, 100000000, NULL, F_RUNTIME, NULL,
+	/* bounds = what start-up can honour, so --check-config refuses what start would: a client
+	 * table of 1e8 slots cannot be allocated; the CPU backend runs at most 1024 threads */
+	[VD_CFG_MAX_CLIENTS] = { "max-clients", T_UINT, "64", 1, 65536, NULL, F_RUNTIME, NULL,
 		"N", "refuse connections beyond N clients (at run time: at most the start-up value)",
 		S(server.max_clients), B_U32, NULL, NULL, apply_max_clients },
 	[VD_CFG_ALLOW_UID] = { "allow-uid", T_UIDS, "", 0, 0, NULL, 0, NULL, "UID",
@@ -123,7 +125,7 @@ static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_BACKEND] = { "backend", T_ENUM, "auto", 0, 0, backend_choices, 0, NULL, "NAME",
 		"compute backend: auto (cuda when a GPU is usable, else cpu), cpu, cuda, ref",
 		S(engine.backend), B_ENUM_NAME, NULL, NULL, NULL },
-	[VD_CFG_THREADS] = { "threads", T_UINT, "0", 0, 4096, NULL, 0, NULL, "N",
+	[VD_CFG_THREADS] = { "threads", T_UINT, "0", 0, 1024, NULL, 0, NULL, "N",
 		"CPU backend worker threads (0: one per online CPU)",
 		S(engine.threads), B_U32, NULL, NULL, NULL },
 	[VD_CFG_KV_MEMORY] = { "kv-memory", T_SIZE, "0", 0, UINT64_MAX, NULL, 0, NULL, "BYTES",
@@ -161,6 +163,9 @@ static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_VISION_BATCH_PATCHES] = { "vision-batch-patches", T_UINT, "8192", 64, 16777216, NULL,
 		0, NULL, "N", "pixel patches per vision tower forward (batched across requests)",
 		S(engine.vision_batch_patches), B_U32, NULL, NULL, NULL },
+	[VD_CFG_CLIENT_WEIGHTS] = { "client-weights", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL,
+		"UID:W,...", "fair-share weights of users' connections (1..1000; others weigh 1)",
+		S(engine.client_weights), B_STR, NULL, NULL, NULL },
 	[VD_CFG_ADMIN_GID] = { "admin-gid", T_GIDS, "", 0, 0, NULL, 0, NULL, "GID",
 		"members of this group may use the admin protocol (vlmctl), besides root (repeatable)",
 		S(server.admin_gids), B_CUSTOM, NULL, store_admin, NULL },
@@ -715,24 +720,49 @@ int vd_conf_load_file(struct vd_conf *c, const char *path, int missing_ok, char 
 			size_t errlen)
 {
 	FILE *f = fopen(path, "re");
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
+	/* bounded: a config file is small; /dev/zero or a huge file must not grow memory */
+	enum { LINE_MAX_ = 4096, FILE_MAX_ = 1 << 20 };
+	char *line = malloc(LINE_MAX_ + 1);
+	size_t len, total = 0;
 	unsigned lineno = 0;
-	int e = 0;
+	int e = 0, ch = 0;
 
 	if (!f) {
+		free(line);
 		if (errno == ENOENT && missing_ok)
 			return 0;
 		e = -errno;
 		return errf(err, errlen, e, "%s: cannot read: %s", path, strerror(-e));
 	}
-	while ((len = getline(&line, &cap, f)) >= 0) {
+	if (!line) {
+		fclose(f);
+		return errf(err, errlen, -ENOMEM, "%s: out of memory", path);
+	}
+	while (ch != EOF) {
 		char *key, *val, *p;
 		char msg[256];
+		int nul = 0;
 
+		for (len = 0; (ch = getc(f)) != EOF && ch != '\n';) {
+			if (len == LINE_MAX_ || ++total > FILE_MAX_)
+				break;
+			nul |= ch == 0;
+			line[len++] = (char)ch;
+		}
+		line[len] = 0;
+		if (total > FILE_MAX_) {
+			e = errf(err, errlen, -EFBIG, "%s: larger than %d bytes", path, FILE_MAX_);
+			break;
+		}
 		lineno++;
-		if ((size_t)len != strlen(line)) {
+		if (len == LINE_MAX_ && ch != EOF && ch != '\n') {
+			e = errf(err, errlen, -EINVAL, "%s:%u: line longer than %d bytes", path, lineno,
+			         LINE_MAX_);
+			break;
+		}
+		if (ch == EOF && !len)
+			break;
+		if (nul) {
 			e = errf(err, errlen, -EINVAL, "%s:%u: NUL byte in line", path, lineno);
 			break;
 		}

@@ -153,15 +153,23 @@ int vd_metrics_http_start(const char *listen, const struct vd_metrics *m, struct
 		    "metrics-listen: this vlmd was built without libmicrohttpd (install libmicrohttpd-dev "
 		    "and rebuild); `vlmctl metrics` works without it");
 #else
+	enum { METRICS_MAX_CONN = 256, METRICS_IDLE_S = 3 };
+
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return errf(err, errlen, -ENOMEM, "out of memory");
 	h->m = m;
-	h->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+	/* Slow or silent connections must not hold the endpoint down (issue 15): an idle connection
+	 * is closed after METRICS_IDLE_S, the total is bounded (epoll, so well above select's
+	 * limit), and one address may hold at most half of it, so a local client stalling
+	 * connections leaves room for scrapers from elsewhere — and, below that share, for local
+	 * ones. */
+	h->mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD |
 				  (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 				  0, NULL, NULL, answer, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-				  MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-				  MHD_OPTION_END);
+				  MHD_OPTION_CONNECTION_LIMIT, METRICS_MAX_CONN,
+				  MHD_OPTION_PER_IP_CONNECTION_LIMIT, METRICS_MAX_CONN / 2,
+				  MHD_OPTION_CONNECTION_TIMEOUT, METRICS_IDLE_S, MHD_OPTION_END);
 	(void)len;
 	if (!h->mhd) {
 		int e = errno ? -errno : -EADDRINUSE;

@@ -211,8 +211,8 @@ struct vlm_chat_result {
  * transformers' apply_chat_template followed by Qwen2VLProcessor's pad expansion.
  * opts may be NULL (defaults). On success *out holds new arrays owned by the caller.
  * Returns the number of ids (clamped to INT_MAX), -EINVAL (bad arguments, a grid not divisible
- * by merge_size^2), -ENOENT (the tokenizer lacks a ChatML/vision special token), -EOVERFLOW,
- * -ENOMEM.
+ * by merge_size^2), -ENOENT (the tokenizer lacks a ChatML/vision special token), -E2BIG (the
+ * prompt would exceed vlmd's 2^20 prompt tokens: refused before allocating), -ENOMEM.
  * Since 0.1.
  */
 VLM_EXPORT int vlm_chat_encode(const struct vlm_tokenizer *tok, const struct vlm_chat *chat,

@@ -53,8 +53,14 @@
  *                  never run: fewer tokens, or a vlmd with more kv-memory)
  *   -E2BIG         larger than the whole arena / more items, tokens or stop ids than vlmd allows;
  *                  from vlm_stream_read: prompt + max_tokens longer than vlmd's max-model-len
- *   -ECONNRESET    vlmd went away (crashed, restarted, shut down): every request in flight on the
- *                  connection fails with it; connect again (vlm_connect) to continue
+ *   -ECONNRESET    vlmd went away without a word (crashed, killed): every request in flight on
+ *                  the connection fails with it; connect again (vlm_connect) to continue.
+ *                  Where this table says -ECONNRESET for a lost vlmd, a vlmd that said why it
+ *                  closed the connection gives instead:
+ *   -ESHUTDOWN     ... it shut down cleanly (SIGTERM, vlmctl shutdown); also: vlmd is draining
+ *   -ECONNABORTED  ... it dropped this connection: its completions went unread (the client looked
+ *                  hung: client-timeout without a heartbeat), vlmctl disconnect, or a protocol
+ *                  error; vlm_request_error_message says which
  *   -ENOTCONN      the connection was closed by vlm_disconnect
  *   -EOPNOTSUPP    (the same value as -ENOTSUP on Linux) from vlm_stream_read: vlmd cannot serve
  *                  this request (e.g. no model loaded)
@@ -513,7 +519,10 @@ VLM_EXPORT int vlm_request_add_image(struct vlm_request *req, int32_t placeholde
  * submitted once.
  * Returns 0; -EAGAIN when the submission ring is full, or -ENOSPC when the arena has no room for
  * the item descriptors (192 bytes per tensor) — in both cases nothing changed: read completions,
- * then retry; -EINVAL (no tokens, submitted before); -ECONNRESET / -ENOTCONN (the request then
+ * then retry. Reading is required, not only waiting: vlmd takes no new submissions from a
+ * connection while completions it sent wait unread (backpressure), so a caller that retries
+ * without vlm_stream_read / vlm_conn_process (which routes every waiting completion to its
+ * request and never blocks) can wait forever; -EINVAL (no tokens, submitted before); -ECONNRESET / -ENOTCONN (the request then
  * failed: its tensors are released and reads return the error). Thread-safe with respect to the
  * connection.
  */

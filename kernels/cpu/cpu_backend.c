@@ -2,7 +2,7 @@
  * kernels/cpu/cpu_backend.c — the CPU backend: ops, blocking and threading over kern_<isa>.c.
  *
  * Why it is built this way:
- *  - Weights are used in place (the mmap'd checkpoint): bf16 and fp16 stay 16-bit in memory and
+ *  - Weights are used in place (the loader's copy of the checkpoint): bf16 and fp16 stay 16-bit in memory and
  *    are widened in registers (decode) or per cache block (prefill). Only 1-row weights (norms,
  *    biases: a few KB) get an fp32 copy at load.
  *  - matmul has two paths. n <= 32 rows (decode): a matvec that streams every weight row once

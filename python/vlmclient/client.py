@@ -29,6 +29,7 @@ from . import _lib, dlpack
 from ._lib import VlmError
 
 _SLICE_MS = 200
+_SUBMIT_WAIT_S = 30   # longest wait for room in the submission ring
 _clients = weakref.WeakSet()
 
 
@@ -549,6 +550,10 @@ class Client:
 
         ids = [int(x) for x in (token_ids.tolist() if hasattr(token_ids, "tolist")
                                 else token_ids)]
+        for i, x in enumerate(ids):
+            if not 0 <= x < 1 << 31:    # ctypes would wrap it silently (2**32 + 5 -> 5)
+                raise ValueError("token id %d at index %d is out of range (0 <= id < 2**31)"
+                                 % (x, i))
         req = ctypes.c_void_p()
         _lib.check(_lib.vlm_request_new(self._h, ctypes.byref(req)), "request", True)
         stream = Stream(self, req, timeout)
@@ -561,7 +566,7 @@ class Client:
                 _lib.check(_lib.vlm_request_set_kind(req, _lib.VLM_REQUEST_ECHO), "echo", True)
             for k, it in enumerate(mm_info._items if mm_info is not None else []):
                 self._add_tensor(req, k, it)
-            _lib.check(self._submit(req), "submit", True)
+            _lib.check(self._submit(req, self._h), "submit", True)
         except BaseException:
             stream.close()
             raise
@@ -595,13 +600,26 @@ class Client:
                                                                    list(taken.shape)), True)
 
     @staticmethod
-    def _submit(req):
+    def _submit(req, conn):
+        """vlm_submit, retried while the submission ring is full. vlmd stops taking a client's
+        submissions while completions it sent are unread (backpressure), so waiting alone could
+        wait forever when the caller has not read its streams yet: each retry first routes the
+        waiting completions to their streams (vlm_conn_process), which frees the completion ring.
+        Gives up with EAGAIN after _SUBMIT_WAIT_S seconds without room."""
         import time
+        deadline = time.monotonic() + _SUBMIT_WAIT_S
         while True:
             r = _lib.vlm_submit(req)
-            if r != -11:    # EAGAIN: submission ring full, completions will free it
+            if r != -11:    # EAGAIN: submission ring full
                 return r
-            time.sleep(0.001)
+            p = _lib.vlm_conn_process(conn)
+            if p < 0:
+                return p
+            if time.monotonic() > deadline:
+                raise VlmError(11, "submission ring full for %d s: vlmd is not taking requests "
+                               "from this connection" % _SUBMIT_WAIT_S)
+            if p == 0:
+                time.sleep(0.001)
 
     def close(self):
         """Closes the connection (cancels what still runs; streams then fail with ENOTCONN)."""

@@ -4,6 +4,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "daemon/model/model_config.h"
@@ -126,6 +127,9 @@ END_TEST
 	} while (0)
 
 #define BASE "\"hidden_size\":64,\"num_hidden_layers\":1,\"num_attention_heads\":4," \
+	"\"num_key_value_heads\":4,\"intermediate_size\":128,\"vocab_size\":100"
+/* BASE without num_key_value_heads */
+#define BASE_NOKV "\"hidden_size\":64,\"num_hidden_layers\":1,\"num_attention_heads\":4," \
 	"\"intermediate_size\":128,\"vocab_size\":100"
 
 START_TEST(errors)
@@ -138,7 +142,7 @@ START_TEST(errors)
 	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"],\"num_hidden_layers\":1,"
 	       "\"num_attention_heads\":4,\"intermediate_size\":128,\"vocab_size\":100}",
 	       -EINVAL, "missing \"hidden_size\"");
-	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"]," BASE ",\"num_key_value_heads\":3}",
+	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"]," BASE_NOKV ",\"num_key_value_heads\":3}",
 	       -EINVAL, "not a multiple of num_key_value_heads 3");
 	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"],\"hidden_size\":66,\"num_hidden_layers\":1,"
 	       "\"num_attention_heads\":4,\"intermediate_size\":128,\"vocab_size\":100}", -EINVAL,
@@ -171,6 +175,76 @@ START_TEST(errors)
 	       "head_dim 7 is odd");
 	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"]," BASE ",\"text_config\":5}", -EINVAL,
 	       "\"text_config\" is not an object");
+	/* issue 15: an unknown or mismatched model_type is refused, naming what is supported */
+	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"],\"model_type\":\"llama\"," BASE "}",
+	       -ENOTSUP, "model_type \"llama\" does not match architecture Qwen2ForCausalLM "
+	       "(supported: Qwen2ForCausalLM/qwen2, Qwen2VLForConditionalGeneration/qwen2_vl, "
+	       "Qwen2_5_VLForConditionalGeneration/qwen2_5_vl)");
+	EXPECT("{\"architectures\":[\"Qwen2VLForConditionalGeneration\"],\"model_type\":\"qwen2\","
+	       BASE ",\"rope_scaling\":{\"type\":\"mrope\",\"mrope_section\":[2,3,3]}}", -ENOTSUP,
+	       "model_type \"qwen2\" does not match architecture Qwen2VLForConditionalGeneration");
+	EXPECT("{\"architectures\":[\"Qwen2ForCausalLM\"],\"model_type\":7," BASE "}", -ENOTSUP,
+	       "model_type \"?\"");
+	EXPECT("{\"architectures\":[\"MistralForCausalLM\"]," BASE "}", -ENOTSUP,
+	       "(supported: Qwen2ForCausalLM/qwen2");
+}
+END_TEST
+
+static const char *find_default(const struct vd_model_config *c, const char *key)
+{
+	for (int32_t i = 0; i < c->n_defaults; i++)
+		if (!strcmp(c->defaults[i].key, key))
+			return c->defaults[i].value;
+	return NULL;
+}
+
+/* issue 15: a missing field gets the default of transformers' config class for the architecture
+ * (transformers 5.25, /root/venv-ref: Qwen2Config rms_norm_eps 1e-6, rope_theta 1e4,
+ * num_key_value_heads 32; Qwen2VLTextConfig and Qwen2_5_VLTextConfig 1e-5, 1e6, 8; all
+ * max_position_embeddings 32768), and each default used is listed for the caller to log. */
+START_TEST(transformers_defaults)
+{
+	struct vd_model_config c;
+	char err[256];
+	static const char *vl[2] = { "Qwen2VLForConditionalGeneration",
+	                             "Qwen2_5_VLForConditionalGeneration" };
+
+	ck_assert_msg(parse("{\"architectures\":[\"Qwen2ForCausalLM\"],\"hidden_size\":64,"
+	                    "\"num_hidden_layers\":1,\"num_attention_heads\":32,"
+	                    "\"intermediate_size\":128,\"vocab_size\":100}", &c, err) == 0, "%s", err);
+	ck_assert_float_eq(c.rms_eps, 1e-6f);
+	ck_assert_float_eq(c.rope_theta, 1e4f);
+	ck_assert_int_eq(c.n_kv_heads, 32);
+	ck_assert_int_eq(c.max_positions, 32768);
+	ck_assert_str_eq(find_default(&c, "rms_norm_eps"), "1e-06");
+	ck_assert_str_eq(find_default(&c, "rope_theta"), "10000");
+	ck_assert_str_eq(find_default(&c, "num_key_value_heads"), "32");
+	ck_assert_str_eq(find_default(&c, "max_position_embeddings"), "32768");
+	ck_assert_ptr_null(find_default(&c, "head_dim"));
+	ck_assert_str_eq(c.torch_dtype, "");
+	vd_model_config_default_dtype(&c, VD_ST_F32);
+	ck_assert_str_eq(c.torch_dtype, "float32");
+	ck_assert_str_eq(find_default(&c, "torch_dtype"), "float32");
+
+	for (int i = 0; i < 2; i++) {
+		char j[512];
+
+		snprintf(j, sizeof(j), "{\"architectures\":[\"%s\"],\"hidden_size\":64,"
+		         "\"num_hidden_layers\":1,\"num_attention_heads\":8,\"intermediate_size\":128,"
+		         "\"vocab_size\":100,\"rope_scaling\":{\"type\":\"mrope\","
+		         "\"mrope_section\":[1,1,2]}}", vl[i]);
+		ck_assert_msg(parse(j, &c, err) == 0, "%s: %s", vl[i], err);
+		ck_assert_float_eq(c.rms_eps, 1e-5f);
+		ck_assert_float_eq(c.rope_theta, 1e6f);
+		ck_assert_int_eq(c.n_kv_heads, 8);
+		ck_assert_str_eq(find_default(&c, "rms_norm_eps"), "1e-05");
+		ck_assert_str_eq(find_default(&c, "rope_theta"), "1e+06");
+	}
+	/* present fields are not defaults; a present torch_dtype wins over the weights */
+	ck_assert_int_eq(parse(hub_2b, &c, err), 0);
+	ck_assert_int_eq(c.n_defaults, 0);
+	vd_model_config_default_dtype(&c, VD_ST_F32);
+	ck_assert_str_eq(c.torch_dtype, "bfloat16");
 }
 END_TEST
 
@@ -191,6 +265,7 @@ int main(void)
 	tcase_add_test(tc, nested_text_config);
 	tcase_add_test(tc, qwen2_and_25);
 	tcase_add_test(tc, errors);
+	tcase_add_test(tc, transformers_defaults);
 	tcase_add_test(tc, load_missing_file);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);

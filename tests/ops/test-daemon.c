@@ -93,37 +93,19 @@ static int next_msg(int fd, char *buf, size_t len, int timeout_ms)
 static pid_t spawn(const char *const *args, const char *notify, const char *wd_usec, int lfd,
 		   const char *logpath)
 {
-	pid_t pid = fork();
+	const char *argv[32];
+	int n = 0;
+	pid_t pid;
+
+	argv[n++] = "--echo";     /* no model: vlmd would refuse to start */
+	for (; *args && n < 31; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	pid = th_spawn(&(struct th_spawn){ .bin = vlmd, .args = argv, .log = logpath,
+					   .notify = notify, .watchdog_usec = wd_usec,
+					   .listen_fd = lfd });
 
 	CHECK(pid >= 0, "fork");
-	if (pid == 0) {
-		const char *argv[32];
-		char spid[32];
-		int n = 0, log = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		if (log < 0 || dup2(log, 2) < 0)
-			_exit(127);
-		argv[n++] = vlmd;
-		argv[n++] = "--echo";     /* no model: vlmd would refuse to start */
-		for (; *args; args++)
-			argv[n++] = *args;
-		argv[n] = NULL;
-		if (lfd >= 0) {
-			if (lfd != 3 && dup2(lfd, 3) < 0)
-				_exit(127);
-			snprintf(spid, sizeof(spid), "%d", (int)getpid());
-			setenv("LISTEN_FDS", "1", 1);
-			setenv("LISTEN_PID", spid, 1);
-		}
-		setenv("NOTIFY_SOCKET", notify, 1);
-		if (wd_usec)
-			setenv("WATCHDOG_USEC", wd_usec, 1);
-		unsetenv("WATCHDOG_PID");
-		unsetenv("JOURNAL_STREAM");
-		setenv("VLMD_CONFIG", "", 1); /* not this machine's /etc/vlmd/vlmd.conf */
-		execv(vlmd, (char **)argv);
-		_exit(127);
-	}
 	child = pid;
 	return pid;
 }

@@ -289,6 +289,37 @@ class ClientTest(unittest.TestCase):
             self.assertEqual("".join(s.text(tok)), text)
         self.assertEqual(s.tokens, ids)
 
+    def test_unread_streams_do_not_livelock(self):
+        # issue 15: 1500 echo requests submitted without reading any stream fill the completion
+        # ring; vlmd then stops taking submissions (backpressure) and generate() used to retry
+        # EAGAIN forever. Now it routes completions while it waits: all 1500 go through. In a
+        # child process, so a livelock shows as a timeout instead of hanging the suite.
+        import subprocess
+        code = (
+            "import sys; sys.path.insert(0, %r)\n"
+            "from vlmclient import Client\n"
+            "c = Client(%r, name='unread')\n"
+            "ss = [c.generate([7 + i %% 50] * 8, None, echo=True) for i in range(1500)]\n"
+            "bad = [i for i, s in enumerate(ss) if list(s) != [7 + i %% 50] * 8]\n"
+            "print('ok' if not bad else 'bad %%s' %% bad[:5])\n"
+            "c.close()\n" % (harness.env("VLM_PYDIR"), self.d.sock))
+        try:
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=90, env=harness.child_env())
+        except subprocess.TimeoutExpired:
+            self.fail("1500 unread echo requests: generate() did not return within 90 s "
+                      "(livelock on a full submission ring)")
+        self.assertEqual(r.stdout.strip(), "ok", r.stderr[-2000:])
+
+    def test_token_id_range(self):
+        # issue 15: ids that do not fit vlmd's 32-bit (signed) token ids are refused, not wrapped
+        for bad in (2 ** 32 + 5, 2 ** 31, -1):
+            with self.assertRaises(ValueError) as cm:
+                self.c.generate([1, 2, bad], None, echo=True)
+            self.assertIn(str(bad), str(cm.exception))
+        with self.c.generate([1, 2, 2 ** 31 - 1], None, echo=True) as s:
+            self.assertEqual(list(s), [1, 2, 2 ** 31 - 1])
+
     def test_docs_example_runs(self):
         # docs/PYTHON.md's first example, as written, against this daemon
         import re

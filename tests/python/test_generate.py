@@ -356,6 +356,18 @@ class TextGenerateTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("--placeholder 7", r.stderr)
 
+    def test_chat_huge_grid(self):
+        # issue 15: a grid of 1 x 65536 x 65536 (2^30 placeholders) is refused before anything
+        # is allocated for it (it used to take 17 s and 4.2 GB before failing)
+        conv = [{"role": "user", "content": [{"type": "image", "grid_thw": [1, 65536, 65536]},
+                                             {"type": "text", "text": "What?"}]}]
+        cf = os.path.join(self.tmp, "huge.json")
+        with open(cf, "w") as f:
+            json.dump(conv, f)
+        r = self.gen("--chat", cf, "--tokenizer", TOK, timeout=20)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("longer than vlmd's 1048576 tokens", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=1)

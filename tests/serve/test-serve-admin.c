@@ -237,8 +237,8 @@ int main(void)
 		CHECK(sv_wait(c, res, 4, 20 * SEC) == 0, "limits run");
 		for (int i = 0; i < 4; i++) {
 			busy += res[i].error == -EBUSY;
-			CHECK(res[i].error != -EBUSY || !strcmp(res[i].msg, "queue full: 1 waiting "
-			      "(max-waiting 1)"), "request %d: '%s'", i, res[i].msg);
+			CHECK(res[i].error != -EBUSY || !strcmp(res[i].msg, "queue full: share 2 "
+			      "of 2"), "request %d: '%s'", i, res[i].msg);
 		}
 		CHECK(busy >= 2, "max-running 1 / max-waiting 1: %d of 4 refused", busy);
 		CHECK(vd_metrics_counter(&m, VD_C_REQ_REFUSED) == (uint64_t)busy, "refused counter");

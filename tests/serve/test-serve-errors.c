@@ -357,9 +357,9 @@ static int api_tests(struct th_daemon *d)
 			if (rc == -EBUSY) {
 				busy++;
 				CHECK(!strcmp(vlm_request_error_message(q[i]),
-				              "queue full: 1 waiting (max-waiting 1)") &&
-				      !strcmp(vlm_last_error(), "vlmd: queue full: 1 waiting "
-				              "(max-waiting 1); error -EBUSY"),
+				              "queue full: share 2 of 2") &&
+				      !strcmp(vlm_last_error(), "vlmd: queue full: share 2 "
+				              "of 2; error -EBUSY"),
 				      "queue full: '%s' / '%s'", vlm_request_error_message(q[i]),
 				      vlm_last_error());
 			} else {

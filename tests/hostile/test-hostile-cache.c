@@ -1,0 +1,280 @@
+/*
+ * test-hostile-cache — one client must not change another client's output through the prefix
+ * cache (issue 15, items 1, 2 and 8).
+ *
+ * usage: test-hostile-cache   ($VLMD, $VLM_MKMODEL from meson)
+ *
+ * Expected outputs come from a second vlmd started with --prefix-cache no. Prompt P = 40 text
+ * tokens, a 16-row image A, 30 text tokens. The victim (this process) always sends A's rows
+ * without a fingerprint, so the only key other clients could reach is the one vlmd computes.
+ *  - forged fingerprint: an attacker of another user (uid 65534: needs root, reported as
+ *    skipped otherwise) sends zero rows under the fingerprint vlmd computes for A
+ *    (vd_prefix_fingerprint of A's bytes) and lets its request finish; the victim's A must still
+ *    give the uncached tokens. The attacker's own repeat still reuses its KV (same principal:
+ *    80 cached tokens).
+ *  - rows rewritten after submission: an attacker (vlmd at --max-running 1) keeps a long request
+ *    running, queues A without a fingerprint behind it, waits while that request produces tokens
+ *    (vlmd takes the queued one into its inbox meanwhile), then overwrites the queued request's
+ *    arena rows with zeros and cancels the long one. Whatever vlmd computed for that request,
+ *    the victim's A afterwards must give the uncached tokens. (Before vlmd copied rows at
+ *    submission, it hashed A and prefilled the zeros.)
+ *  - the grid is part of the key: 12 rows of the same bytes under grids (1,3,4), (3,2,2),
+ *    (12,1,1), (1,1,12) after one another each give their uncached tokens.
+ *  - NaN / Inf rows (f32, bf16, f16) are refused with -EINVAL and a message saying so.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../serve/sv.h"
+#include "daemon/engine/prefix.h"
+#include "shm/doorbell.h"
+
+#define SEC 1000000000ll
+
+static const char *vl_args[] = { "--preset", "tiny", "--dtype", "f32", "--seed", "11", NULL };
+static float emb_a[16 * 128], zeros[16 * 128];
+static int32_t prompt[86], prompt12[60], longp[20];
+
+static struct sv_item image(const float *emb, int32_t rows, int32_t gt, int32_t gh, int32_t gw)
+{
+	struct sv_item it = { .emb = emb, .dtype = VS_DTYPE_F32, .rows = rows, .cols = 128,
+	                      .grid = { gt, gh, gw }, .placeholder = 250, .tensor_id = 5 };
+	return it;
+}
+
+static int run(struct vc_conn *c, const int32_t *tok, int32_t n, const struct sv_item *it,
+               uint64_t ud, struct sv_res *res)
+{
+	struct sv_req r = { .ud = ud, .tok = tok, .n = n, .items = it, .n_items = it ? 1 : 0,
+	                    .p = sv_greedy(32) };
+	int rc = sv_run(c, &r, res, 30 * SEC);
+
+	CHECK(rc == 0 && !res->error && res->n_tok == 32, "request %llu: rc %d error %d (%s), "
+	      "%d tokens", (unsigned long long)ud, rc, res->error, res->msg, res->n_tok);
+	return rc;
+}
+
+static void same(const char *what, const struct sv_res *a, const struct sv_res *b)
+{
+	CHECK(a->n_tok == b->n_tok && sv_first_diff(a->tok, b->tok, a->n_tok) == a->n_tok,
+	      "%s: tokens differ from the uncached run at %d (served %u tokens from cache)", what,
+	      sv_first_diff(a->tok, b->tok, a->n_tok), a->fin.cached_tokens);
+}
+
+/* The forging attacker: another user (the principal an asserted fingerprint is scoped to), its
+ * own process and connection. Exit 0 when its requests ran. */
+static int forger(struct th_daemon *d)
+{
+	struct vc_conn *c;
+	struct sv_res r;
+	struct sv_item z = image(zeros, 16, 1, 4, 4);
+
+	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+		return 3;
+
+	z.flags = VS_ITEM_HAS_FINGERPRINT | VS_ITEM_FP256;
+	vd_prefix_fingerprint(emb_a, 16, 128 * 4, 128 * 4, VS_DTYPE_F32, z.fp);
+	if (th_connect(d, "forger", &c) < 0)
+		return 2;
+	run(c, prompt, 86, &z, 100, &r);
+	run(c, prompt, 86, &z, 101, &r);
+	/* the attacker's own fingerprint serves the attacker */
+	CHECK(r.fin.cached_tokens == 80, "forger's own repeat: cached %u, want 80",
+	      r.fin.cached_tokens);
+	vc_conn_free(c);
+	return sv_failures ? 1 : 0;
+}
+
+/* The swapping attacker: rows rewritten while the request waits in vlmd's queue. */
+static int swapper(struct th_daemon *d)
+{
+	struct vc_conn *c;
+	struct sv_res res[2];
+	struct sv_item a = image(emb_a, 16, 1, 4, 4);
+	struct sv_req hold = { .ud = 200, .tok = longp, .n = 20, .p = sv_greedy(400) };
+	struct sv_req victim = { .ud = 201, .tok = prompt, .n = 86, .items = &a, .n_items = 1,
+	                         .p = sv_greedy(4) };
+	uint64_t end = vs_now_ns() + (uint64_t)(60 * SEC);
+	int32_t seen;
+
+	if (th_connect(d, "swapper", &c) < 0)
+		return 2;
+	if (sv_submit(c, &hold, &res[0]) < 0)
+		return 3;
+	while (res[0].n_tok < 2 && !res[0].done && vs_now_ns() < end) {
+		sv_poll(c, res, 1);
+		vc_conn_wait(c, 100 * 1000000ll);
+	}
+	if (sv_submit(c, &victim, &res[1]) < 0)
+		return 4;
+	seen = res[0].n_tok;
+	while (res[0].n_tok < seen + 16 && !res[0].done && vs_now_ns() < end) {
+		sv_poll(c, res, 2);
+		vc_conn_wait(c, 100 * 1000000ll);
+	}
+	CHECK(!res[0].done && !res[1].done, "the long request ended early or the queued one ran: "
+	      "the test did not exercise the queue (done %d %d)", res[0].done, res[1].done);
+	/* the queued request's rows: the last arena block sv_submit wrote */
+	memset(c->arena + res[1].off[res[1].n_off - 1], 0, sizeof(zeros));
+	sv_cancel(c, 200);
+	CHECK(sv_wait(c, res, 2, 60 * SEC) == 0, "swapper: requests did not end");
+	vc_conn_free(c);
+	return sv_failures ? 1 : 0;
+}
+
+static int child(int (*fn)(struct th_daemon *), struct th_daemon *d)
+{
+	pid_t pid = fork();
+	int st;
+
+	if (pid == 0) {
+		sv_failures = 0;
+		_exit(fn(d));
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void nan_case(struct vc_conn *c, uint8_t dtype, int bad_row, int inf, uint64_t ud)
+{
+	static unsigned char buf[16 * 128 * 4];
+	struct sv_item it = image(NULL, 16, 1, 4, 4);
+	struct sv_req r = { .ud = ud, .tok = prompt, .n = 86, .items = &it, .n_items = 1,
+	                    .p = sv_greedy(4) };
+	struct sv_res res;
+	size_t esz = dtype == VS_DTYPE_F32 ? 4 : 2;
+	size_t at = ((size_t)bad_row * 128 + 77) * esz;
+
+	memset(buf, 0, sizeof(buf));
+	if (dtype == VS_DTYPE_F32) {
+		float v = inf ? -INFINITY : NAN;
+		memcpy(buf + at, &v, 4);
+	} else if (dtype == VS_DTYPE_BF16) {
+		uint16_t v = inf ? 0x7f80 : 0x7fc1;
+		memcpy(buf + at, &v, 2);
+	} else {
+		uint16_t v = inf ? 0xfc00 : 0x7e01;
+		memcpy(buf + at, &v, 2);
+	}
+	it.emb = buf;
+	it.dtype = dtype;
+	CHECK(sv_run(c, &r, &res, 30 * SEC) == 0, "non-finite rows: no answer");
+	CHECK(res.error == -EINVAL && strstr(res.msg, inf ? "Inf" : "NaN") &&
+	      strstr(res.msg, "row"), "dtype %u row %d %s: error %d '%s', %d tokens: want -EINVAL "
+	      "naming the non-finite value and its row", dtype, bad_row, inf ? "Inf" : "NaN",
+	      res.error, res.msg, res.n_tok);
+	printf("  refused: %s\n", res.msg);
+}
+
+int main(void)
+{
+	char dir[256];
+	struct th_daemon ref, d;
+	struct vc_conn *rc = NULL, *c = NULL;
+	struct sv_res ref_a, r, ref_g[4];
+	struct sv_item a = image(emb_a, 16, 1, 4, 4);
+	static const int32_t grids[4][3] = { { 1, 3, 4 }, { 3, 2, 2 }, { 12, 1, 1 }, { 1, 1, 12 } };
+	static const char *const nocache[] = { "--prefix-cache=no", NULL };
+	static const char *const one[] = { "--max-running", "1", NULL };
+	static const char *const one_users[] = { "--max-running", "1", "--allow-uid", "0",
+	                                          "--allow-uid", "65534", NULL };
+	int root = geteuid() == 0;
+	int st;
+
+	for (int i = 0; i < 16 * 128; i++)
+		emb_a[i] = (float)((i * 7) % 13) * 0.02f - 0.12f;
+	for (int i = 0; i < 86; i++)
+		prompt[i] = i >= 40 && i < 56 ? 250 : 3 + (i * 29) % 240;
+	for (int i = 0; i < 60; i++)
+		prompt12[i] = i >= 34 && i < 46 ? 250 : 5 + (i * 31) % 240;
+	for (int i = 0; i < 20; i++)
+		longp[i] = 3 + i;
+	if (sv_make_model(vl_args, dir) < 0)
+		return 1;
+	if (sv_start(&ref, dir, nocache) < 0 || th_connect(&ref, "ref", &rc) < 0 ||
+	    sv_start(&d, dir, root ? one_users : one) < 0 || th_connect(&d, "victim", &c) < 0) {
+		fprintf(stderr, "setup failed\n");
+		return 1;
+	}
+	run(rc, prompt, 86, &a, 1, &ref_a);
+
+	/* 1a: a forged fingerprint from another user */
+	if (root) {
+		/* the socket and its folder, for uid 65534 */
+		chmod(d.dir, 0755);
+		chmod(d.sock, 0666);
+		st = child(forger, &d);
+		CHECK(st == 0, "forger exited %d", st);
+		run(c, prompt, 86, &a, 10, &r);
+		same("victim after a forged fingerprint", &r, &ref_a);
+		run(c, prompt, 86, &a, 11, &r);
+		same("victim again", &r, &ref_a);
+		CHECK(r.fin.cached_tokens == 80, "victim's own repeat: cached %u, want 80",
+		      r.fin.cached_tokens);
+		printf("forged fingerprint: %s\n", sv_failures ? "FAILED" : "ok");
+	} else {
+		printf("forged fingerprint from another user: SKIPPED (needs root to run as uid "
+		       "65534; not counted)\n");
+	}
+
+	/* 1b: rows rewritten after submission (fresh vlmd: nothing cached) */
+	vc_conn_free(c);
+	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+	if (sv_start(&d, dir, one) < 0 || th_connect(&d, "victim", &c) < 0) {
+		fprintf(stderr, "restart failed\n");
+		return 1;
+	}
+	st = child(swapper, &d);
+	CHECK(st == 0, "swapper exited %d", st);
+	run(c, prompt, 86, &a, 20, &r);
+	same("victim after rows rewritten in the queue", &r, &ref_a);
+	printf("rows rewritten after submission: %s\n", sv_failures ? "FAILED" : "ok");
+
+	/* 2: the same rows under other grids */
+	for (int g = 0; g < 4; g++) {
+		struct sv_item it = image(emb_a, 12, grids[g][0], grids[g][1], grids[g][2]);
+
+		run(rc, prompt12, 60, &it, 30 + (uint64_t)g, &ref_g[g]);
+	}
+	for (int g = 1; g < 4; g++)
+		CHECK(sv_first_diff(ref_g[g - 1].tok, ref_g[g].tok, 32) < 32,
+		      "grids %d and %d give the same tokens: the test cannot tell them apart", g - 1,
+		      g);
+	for (int g = 0; g < 4; g++) {
+		struct sv_item it = image(emb_a, 12, grids[g][0], grids[g][1], grids[g][2]);
+		char what[64];
+
+		run(c, prompt12, 60, &it, 40 + (uint64_t)g, &r);
+		snprintf(what, sizeof(what), "grid %d,%d,%d", grids[g][0], grids[g][1], grids[g][2]);
+		same(what, &r, &ref_g[g]);
+	}
+	printf("grid in the key: %s\n", sv_failures ? "FAILED" : "ok");
+
+	/* 8: non-finite rows */
+	nan_case(c, VS_DTYPE_F32, 3, 0, 50);
+	nan_case(c, VS_DTYPE_F32, 15, 1, 51);
+	nan_case(c, VS_DTYPE_BF16, 0, 0, 52);
+	nan_case(c, VS_DTYPE_BF16, 9, 1, 53);
+	nan_case(c, VS_DTYPE_F16, 7, 0, 54);
+	nan_case(c, VS_DTYPE_F16, 12, 1, 55);
+	run(c, prompt, 86, &a, 56, &r);
+	same("after the refusals", &r, &ref_a);
+	printf("non-finite rows: %s\n", sv_failures ? "FAILED" : "ok");
+
+	vc_conn_free(c);
+	vc_conn_free(rc);
+	CHECK(th_stop(&d) == 0 && th_stop(&ref) == 0, "vlmd did not exit cleanly");
+	sv_rm_model(dir);
+	if (sv_failures)
+		fprintf(stderr, "%d failures\n", sv_failures);
+	return sv_failures ? 1 : 0;
+}
