@@ -68,6 +68,7 @@ static int start(const char *const *args)
 	argv[n++] = sock;
 	argv[n++] = "--log-level";
 	argv[n++] = "info";
+	argv[n++] = "--echo";     /* no model needed: the connection limits are the loop's */
 	for (; *args; args++)
 		argv[n++] = *args;
 	argv[n] = NULL;
