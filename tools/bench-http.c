@@ -252,12 +252,24 @@ static void *direct_thread(void *arg)
 			ok = vlm_chat_add_text(chat, LAST_Q, strlen(LAST_Q)) == 0;
 		struct vlm_chat_options co = { .merge_size = vcfg.merge_size,
 					       .add_generation_prompt = true };
-		ok = ok && vlm_chat_encode(d->tok, chat, &co, &cr) > 0 &&
-		     vlm_request_new(d->conn, &req) == 0 &&
-		     vlm_request_set_tokens(req, cr.ids, cr.n_ids) == 0 &&
-		     vlm_request_set_params(req, &gp) == 0 && cr.n_items == (size_t)ni;
-		for (int k = 0; ok && k < ni; k++)
-			ok = vlm_request_add_image(req, cr.items[k].placeholder_id, img[k]) == 0;
+		ok = ok && vlm_chat_encode(d->tok, chat, &co, &cr) > 0 && cr.n_items == (size_t)ni;
+		/* a full arena (-ENOSPC, many requests with images): give back what the request
+		 * holds and build it again shortly, as vlm-serve does */
+		for (int tries = 0; ok; tries++) {
+			int x = 0;
+			ok = vlm_request_new(d->conn, &req) == 0 &&
+			     vlm_request_set_tokens(req, cr.ids, cr.n_ids) == 0 &&
+			     vlm_request_set_params(req, &gp) == 0;
+			for (int k = 0; ok && !x && k < ni; k++)
+				x = vlm_request_add_image(req, cr.items[k].placeholder_id, img[k]);
+			if (x != -ENOSPC || tries == 15000) {
+				ok = ok && !x;
+				break;
+			}
+			vlm_request_free(req);
+			req = NULL;
+			usleep(2000);
+		}
 		int r = -1;
 		while (ok && (r = vlm_submit(req)) == -EAGAIN)
 			sched_yield();
@@ -275,8 +287,9 @@ static void *direct_thread(void *arg)
 		struct vlm_finish_info fi;
 		if (ok && vlm_request_finish_info(req, &fi) == 0 && !fi.error)
 			__atomic_fetch_add(&d->res->requests, 1, __ATOMIC_RELAXED);
-		else
-			__atomic_fetch_add(&d->res->failed, 1, __ATOMIC_RELAXED);
+		else if (!__atomic_fetch_add(&d->res->failed, 1, __ATOMIC_RELAXED))
+			fprintf(stderr, "vlm-bench http: a direct request failed: %s\n",
+				vlm_last_error());
 		vlm_request_free(req);
 		for (int k = 0; k < ni; k++)
 			vlm_image_free(img[k]);
@@ -289,7 +302,9 @@ static void *direct_thread(void *arg)
 static int run_direct(const struct opts *o, const char *sock, const struct vlm_tokenizer *tok,
 		      int conc, struct result *res)
 {
-	struct vlm_connect_opts co = { .socket_path = sock, .client_name = "vlm-bench-http" };
+	/* the arena vlm-serve asks for (its --arena default), images travel through it */
+	struct vlm_connect_opts co = { .socket_path = sock, .client_name = "vlm-bench-http",
+				       .arena_bytes = 256u << 20 };
 	struct direct d = { .o = o, .tok = tok, .res = res };
 	int r = vlm_connect(&co, &d.conn);
 	if (r < 0) {
@@ -421,10 +436,14 @@ static int run_http(const struct opts *o, const char *url, const char *model, in
 			long code = 0;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&xx);
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
-			if (msg->data.result == CURLE_OK && code == 200 && xx->got_content)
+			if (msg->data.result == CURLE_OK && code == 200 && xx->got_content) {
 				res->requests++;
-			else
+			} else {
+				if (!res->failed)
+					fprintf(stderr, "vlm-bench http: a request failed: %s, HTTP %ld\n",
+						curl_easy_strerror(msg->data.result), code);
 				res->failed++;
+			}
 			curl_multi_remove_handle(m, xx->h);
 			if (now() < t_end) {
 				xfer_start(xx, m, url, model, o->max_tokens, next_request(),
