@@ -18,11 +18,6 @@ _Static_assert(offsetof(struct vc_dl_versioned, dl_tensor) ==
 	       offsetof(DLManagedTensorVersioned, dl_tensor), "vc_dl_versioned.dl_tensor");
 #endif
 
-unsigned vc_dtype_bytes(uint8_t dtype)
-{
-	return dtype == VS_DTYPE_F32 ? 4 : 2;
-}
-
 static const char *device_name(int type)
 {
 	switch (type) {
@@ -95,7 +90,7 @@ static int describe(const DLTensor *dl, struct vc_tensor *t)
 	else
 		return vc_err(-ENOTSUP, "tensor dtype %s%u not supported: need float16, bfloat16 or "
 			      "float32", code_name(dl->dtype.code), dl->dtype.bits);
-	esz = vc_dtype_bytes(t->dtype);
+	esz = vs_dtype_size(t->dtype);
 	switch (dl->device.device_type) {
 	case kDLCPU:
 	case kDLCUDAHost:

@@ -47,9 +47,6 @@ struct vc_tensor {
 	const unsigned char *data;   /* first element (data + byte_offset) */
 };
 
-/* Bytes per element of a vs_dtype. */
-unsigned vc_dtype_bytes(uint8_t dtype);
-
 /*
  * Takes ownership of a DLManagedTensor (versioned = 0) or a struct vc_dl_versioned
  * (versioned = 1) and describes it. On success *ret is a new vc_tensor owning the tensor (free

@@ -18,7 +18,7 @@ static int in_arena(const struct vlm_conn *c, const unsigned char *p, uint64_t l
 int vc_item_place(struct vlm_conn *c, struct vc_item *it, struct vc_tensor *t, int vmm_fd,
 		  int *copy)
 {
-	unsigned esz = vc_dtype_bytes(t->dtype);
+	unsigned esz = vs_dtype_size(t->dtype);
 	int e = vc_usable(c);
 
 	*copy = 0;
@@ -80,7 +80,7 @@ int vc_item_place(struct vlm_conn *c, struct vc_item *it, struct vc_tensor *t, i
 void vc_item_copy(struct vlm_conn *c, const struct vc_item *it, const struct vc_tensor *t)
 {
 	unsigned char *dst = c->arena + it->copy_off; /* [rows, cols] packed */
-	uint64_t row = (uint64_t)t->cols * vc_dtype_bytes(t->dtype);
+	uint64_t row = (uint64_t)t->cols * vs_dtype_size(t->dtype);
 
 	if (t->row_stride == row) {
 		memcpy(dst, t->data, row * t->rows);

@@ -171,8 +171,8 @@ int vlm_request_set_tokens(struct vlm_request *r, const int32_t *ids, size_t n)
 		return e;
 	if (!ids || !n)
 		return vc_err(-EINVAL, "vlm_request_set_tokens: no token ids");
-	if (n > VC_MAX_TOKENS)
-		return vc_err(-E2BIG, "%zu token ids: vlmd takes at most %u", n, VC_MAX_TOKENS);
+	if (n > VS_MAX_PROMPT_TOKENS)
+		return vc_err(-E2BIG, "%zu token ids: vlmd takes at most %u", n, VS_MAX_PROMPT_TOKENS);
 	for (size_t i = 0; i < n; i++)
 		if (ids[i] < 0)
 			return vc_err(-EINVAL, "token id %d at %zu is negative", ids[i], i);
@@ -184,16 +184,13 @@ int vlm_request_set_tokens(struct vlm_request *r, const int32_t *ids, size_t n)
 	return e;
 }
 
-static int finite_nonneg(float v)
-{
-	return isfinite(v) && v >= 0.0f;
-}
-
 int vlm_request_set_params(struct vlm_request *r, const struct vlm_gen_params *p)
 {
 	struct vs_gen_params w = { 0 };
+	char why[VS_CQE_MESSAGE_LEN];
 	int e;
 
+	_Static_assert(VLM_MAX_TOP_LOGPROBS == VS_MAX_LOGPROBS, "top_logprobs limit differs");
 	vc_err_clear();
 	e = check_building(r, "vlm_request_set_params");
 	if (e)
@@ -205,35 +202,8 @@ int vlm_request_set_params(struct vlm_request *r, const struct vlm_gen_params *p
 			return vc_err(-EINVAL, "generation parameters: reserved fields must be zero");
 	if (p->reserved32)
 		return vc_err(-EINVAL, "generation parameters: reserved fields must be zero");
-	if (!finite_nonneg(p->temperature))
-		return vc_err(-EINVAL, "temperature %g: need a finite value >= 0", p->temperature);
-	if (!finite_nonneg(p->top_p) || p->top_p > 1.0f)
-		return vc_err(-EINVAL, "top_p %g: need 0..1", p->top_p);
-	if (!finite_nonneg(p->min_p) || p->min_p > 1.0f)
-		return vc_err(-EINVAL, "min_p %g: need 0..1", p->min_p);
-	if (p->top_k < 0)
-		return vc_err(-EINVAL, "top_k %d: need >= 0 (0 = off)", p->top_k);
-	if (!finite_nonneg(p->repetition_penalty))
-		return vc_err(-EINVAL, "repetition_penalty %g: need a finite value >= 0",
-			      p->repetition_penalty);
-	if (!isfinite(p->frequency_penalty) || !isfinite(p->presence_penalty))
-		return vc_err(-EINVAL, "frequency/presence penalty must be finite");
-	if (p->top_logprobs > VLM_MAX_TOP_LOGPROBS)
-		return vc_err(-EINVAL, "top_logprobs %u: at most %d", p->top_logprobs,
-			      VLM_MAX_TOP_LOGPROBS);
 	if (p->top_logprobs && !p->logprobs)
 		return vc_err(-EINVAL, "top_logprobs without logprobs");
-	if (p->min_tokens && p->max_tokens && p->min_tokens > p->max_tokens)
-		return vc_err(-EINVAL, "min_tokens %u > max_tokens %u", p->min_tokens,
-			      p->max_tokens);
-	if (p->n_stop_ids && !p->stop_ids)
-		return vc_err(-EINVAL, "n_stop_ids %u with stop_ids NULL", p->n_stop_ids);
-	if (p->n_stop_ids > VC_MAX_STOP_IDS)
-		return vc_err(-E2BIG, "%u stop ids: vlmd takes at most %d", p->n_stop_ids,
-			      VC_MAX_STOP_IDS);
-	for (uint32_t i = 0; i < p->n_stop_ids; i++)
-		if (p->stop_ids[i] < 0)
-			return vc_err(-EINVAL, "stop id %d is negative", p->stop_ids[i]);
 	w.max_tokens = p->max_tokens;
 	w.min_tokens = p->min_tokens;
 	w.temperature = p->temperature;
@@ -249,10 +219,21 @@ int vlm_request_set_params(struct vlm_request *r, const struct vlm_gen_params *p
 		w.flags |= VS_GEN_HAS_SEED;
 	if (p->ignore_eos)
 		w.flags |= VS_GEN_IGNORE_EOS;
-	if (p->logprobs) {
+	if (p->logprobs)
 		w.flags |= VS_GEN_LOGPROBS;
-		w.logprobs = p->top_logprobs;
-	}
+	w.logprobs = p->top_logprobs; /* checked here, sent only with logprobs (checked above) */
+	/* the same check vlmd runs on what it reads (shm/wire.h) */
+	e = vs_gen_params_check(&w, VS_MAX_NEW_TOKENS, why, sizeof(why));
+	if (e)
+		return vc_err(e, "%s", why);
+	if (p->n_stop_ids && !p->stop_ids)
+		return vc_err(-EINVAL, "n_stop_ids %u with stop_ids NULL", p->n_stop_ids);
+	if (p->n_stop_ids > VS_MAX_STOP_IDS)
+		return vc_err(-E2BIG, "%u stop ids: vlmd takes at most %u", p->n_stop_ids,
+			      VS_MAX_STOP_IDS);
+	for (uint32_t i = 0; i < p->n_stop_ids; i++)
+		if (p->stop_ids[i] < 0)
+			return vc_err(-EINVAL, "stop id %d is negative", p->stop_ids[i]);
 	vc_lock(r->conn);
 	e = put_ids(r->conn, p->stop_ids, p->n_stop_ids, &r->stop_off, &r->stop_len);
 	if (!e) {
@@ -331,8 +312,8 @@ static int add_tensor(struct vlm_request *r, const struct vlm_mm_info *info, voi
 	e = check_info(info, t);
 	if (e)
 		goto fail;
-	if (r->n_items >= VC_MAX_ITEMS) {
-		e = vc_err(-E2BIG, "more than %d tensors in one request", VC_MAX_ITEMS);
+	if (r->n_items >= VS_MAX_ITEMS) {
+		e = vc_err(-E2BIG, "more than %u tensors in one request", VS_MAX_ITEMS);
 		goto fail;
 	}
 	if (t->mem == VC_MEM_CUDA) {

@@ -19,9 +19,6 @@
 
 enum vc_rstate { VC_R_NEW = 0, VC_R_INFLIGHT = 1, VC_R_ENDED = 2 };
 
-#define VC_MAX_ITEMS 256             /* vlmd's limit (docs/PROTOCOL.md) */
-#define VC_MAX_TOKENS (1u << 20)
-#define VC_MAX_STOP_IDS 64
 
 struct vc_item {
 	struct vs_mm_item wire;      /* the descriptor written into the arena at submit */

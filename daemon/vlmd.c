@@ -15,26 +15,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libgen.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
-#include "daemon/ops/conf.h"
 #include "daemon/engine/engine.h"
+#include "daemon/io/server.h"
+#include "daemon/ops/admin.h"
+#include "daemon/ops/conf.h"
 #include "daemon/ops/log.h"
 #include "daemon/ops/metrics.h"
 #include "daemon/ops/metrics_http.h"
 #include "daemon/ops/notify.h"
-#include "daemon/io/server.h"
+#include "daemon/io/client.h"
+#include "daemon/model/model_config.h"
+#include "daemon/model/weights.h"
 #include "shm/doorbell.h"
 
 /* the server's levels are the log's (both syslog priorities) */
 _Static_assert((int)VD_LOG_ERR == (int)VD_LVL_ERROR && (int)VD_LOG_WARN == (int)VD_LVL_WARN &&
 	       (int)VD_LOG_INFO == (int)VD_LVL_INFO && (int)VD_LOG_DEBUG == (int)VD_LVL_DEBUG,
 	       "server and log levels differ");
-
-static const int level_of_choice[] = { VD_LVL_ERROR, VD_LVL_WARN, VD_LVL_INFO, VD_LVL_DEBUG };
 
 struct vlmd {
 	struct vd_conf *conf;
@@ -44,7 +48,12 @@ struct vlmd {
 	int engine_lost;             /* the engine's device was lost: exit 1 */
 	struct vd_metrics metrics;   /* the daemon's one metric table: server, engine, admin, HTTP */
 	struct vd_metrics_http *http;
+	struct vd_admin_wiring admin; /* what the admin commands see (opts.admin's context) */
 	uint64_t load_next_ns;       /* next progress message while the model loads */
+	uint64_t load_start_ns;
+	int load_logged_end;         /* the 100% line is out (the engine reports the end twice) */
+	uint64_t stats_next_ns;      /* next periodic stats line (while busy) */
+	uint64_t stats_last_ns, stats_gen, stats_prompt, stats_done;
 };
 
 /* The server's messages are prose: one event, the text as a quoted field. */
@@ -56,51 +65,103 @@ static void log_server(void *ctx, int level, const char *msg)
 	VD_LOG(level, "server", "msg=%s", vd_log_quote(msg, q, sizeof(q)));
 }
 
+/* The request log: one line per request when it ends (its FINISH or ERROR completion, refusals
+ * at submission included), with the client it came from. */
+static void request_log(void *ctx, const struct vd_client *c, const struct vs_cqe *cqe)
+{
+	char nm[80], msg[VS_CQE_MESSAGE_LEN], q[160];
+
+	(void)ctx;
+	vd_log_quote(c->name, nm, sizeof(nm));
+	if (cqe->type == VS_CQE_FINISH) {
+		static const char *const reasons[] = { "stop", "length", "cancelled" };
+		const uint64_t ttft = cqe->u.finish.ttft_us, total = cqe->u.finish.total_us;
+		const uint32_t gen = cqe->u.finish.completion_tokens;
+
+		VD_LOG(VD_LVL_INFO, "request_done", "client=%u pid=%d uid=%u name=%s request=%llu reason=%s "
+		       "prompt=%u cached=%u generated=%u queue_ms=%.2f ttft_ms=%.2f total_ms=%.2f "
+		       "tokens_per_s=%.1f", c->id, (int)c->peer.pid, (unsigned)c->peer.uid, nm,
+		       (unsigned long long)cqe->user_data,
+		       cqe->u.finish.reason < 3 ? reasons[cqe->u.finish.reason] : "?",
+		       cqe->u.finish.prompt_tokens, cqe->u.finish.cached_tokens, gen,
+		       (double)cqe->u.finish.queue_us / 1000.0, (double)ttft / 1000.0,
+		       (double)total / 1000.0,
+		       gen > 1 && total > ttft ? (double)(gen - 1) * 1e6 / (double)(total - ttft) : 0.0);
+		return;
+	}
+	if (cqe->flags & VS_CQEF_CANCEL)
+		return;   /* a cancel that found nothing: the request itself is logged when it ends */
+	msg[0] = 0;
+	if (cqe->flags & VS_CQEF_MESSAGE) {
+		memcpy(msg, cqe->u.message, VS_CQE_MESSAGE_LEN);
+		msg[VS_CQE_MESSAGE_LEN - 1] = 0;
+	}
+	VD_LOG(VD_LVL_INFO, "request_refused", "client=%u pid=%d uid=%u name=%s request=%llu error=%s "
+	       "reason=%s", c->id, (int)c->peer.pid, (unsigned)c->peer.uid, nm,
+	       (unsigned long long)cqe->user_data,
+	       strerrorname_np(-cqe->result) ? strerrorname_np(-cqe->result) : "?",
+	       vd_log_quote(*msg ? msg : strerror(-cqe->result), q, sizeof(q)));
+}
+
+/* While the engine has work (or had some since the last line): one stats line every
+ * stats-interval seconds, like vLLM's periodic throughput line. */
+static void stats_tick(struct vlmd *d, uint64_t now)
+{
+	const uint64_t every = vd_conf_uint(d->conf, VD_CFG_STATS_INTERVAL) * 1000000000ull;
+	const struct vd_metrics *m = &d->metrics;
+	uint64_t gen = vd_metrics_counter(m, VD_C_GENERATED_TOKENS);
+	uint64_t prompt = vd_metrics_counter(m, VD_C_PROMPT_TOKENS);
+	uint64_t done = vd_metrics_counter(m, VD_C_REQ_STOP) + vd_metrics_counter(m, VD_C_REQ_LENGTH) +
+			vd_metrics_counter(m, VD_C_REQ_CANCELLED) + vd_metrics_counter(m, VD_C_REQ_ERROR);
+	int64_t running = vd_metrics_gauge(m, VD_G_RUNNING), waiting = vd_metrics_gauge(m, VD_G_WAITING);
+	int64_t total = vd_metrics_gauge(m, VD_G_KV_BLOCKS_TOTAL), used = vd_metrics_gauge(m, VD_G_KV_BLOCKS_USED);
+	double dt;
+
+	if (!every)
+		return;
+	if (!d->stats_next_ns) {
+		d->stats_next_ns = now + every;
+		d->stats_last_ns = now;
+		return;
+	}
+	if (now < d->stats_next_ns)
+		return;
+	dt = (double)(now - d->stats_last_ns) / 1e9;
+	if (running || waiting || gen != d->stats_gen || done != d->stats_done)
+		VD_LOG(VD_LVL_INFO, "stats", "running=%lld waiting=%lld kv_use_pct=%.1f generation_tokens_per_s=%.1f "
+		       "prompt_tokens_per_s=%.1f finished=%llu interval_s=%.1f", (long long)running,
+		       (long long)waiting, total > 0 ? 100.0 * (double)used / (double)total : 0.0,
+		       (double)(gen - d->stats_gen) / dt, (double)(prompt - d->stats_prompt) / dt,
+		       (unsigned long long)(done - d->stats_done), dt);
+	d->stats_gen = gen;
+	d->stats_prompt = prompt;
+	d->stats_done = done;
+	d->stats_last_ns = now;
+	d->stats_next_ns = now + every;
+}
+
 static void on_tick(void *ctx, uint64_t now_ns)
 {
 	struct vlmd *d = ctx;
 
 	vd_notify_tick(&d->notify, now_ns);
+	if (d->engine)
+		stats_tick(d, now_ns);
 }
 
-/* Run-time `config set` (the admin protocol calls vd_conf_set): apply the new value. */
-static int apply_setting(void *ctx, int id, char *err, size_t errlen)
+/* Run-time `config set` (the admin protocol calls vd_conf_set): the table row already applied
+ * the value to the loop or the engine (daemon/ops/conf.c); say so in the log. */
+static int log_setting(void *ctx, int id, char *err, size_t errlen)
 {
 	struct vlmd *d = ctx;
-	uint64_t v = vd_conf_uint(d->conf, id);
+	char val[256], q[300];
 
-	switch (id) {
-	case VD_CFG_LOG_LEVEL:
-		vd_log_set_level(level_of_choice[v]);
-		break;
-	case VD_CFG_MAX_RUNNING:
-	case VD_CFG_MAX_WAITING:
-		if (d->engine && vd_engine_set_limits(d->engine, id == VD_CFG_MAX_RUNNING ? (uint32_t)v : 0,
-						      id == VD_CFG_MAX_WAITING ? (uint32_t)v : 0) < 0) {
-			snprintf(err, errlen, "%s: cannot apply %llu", vd_conf_name(id), (unsigned long long)v);
-			return -EINVAL;
-		}
-		break;
-	case VD_CFG_MAX_CLIENTS:
-		if (d->srv && vd_server_set_max_clients(d->srv, (uint32_t)v) != v) {
-			snprintf(err, errlen, "max-clients can go up to %u while vlmd runs (restart for more)",
-				 vd_server_set_max_clients(d->srv, UINT32_MAX));
-			vd_server_set_max_clients(d->srv, (uint32_t)vd_conf_uint(d->conf, id));
-			return -ERANGE;
-		}
-		break;
-	default:
-		snprintf(err, errlen, "%s cannot be changed while vlmd runs", vd_conf_name(id));
-		return -EPERM;
-	}
-	{
-		char val[256], q[300];
-
-		if (vd_conf_get(d->conf, vd_conf_name(id), val, sizeof(val)) < 0)
-			val[0] = 0;
-		VD_LOG(VD_LVL_INFO, "config_set", "setting=%s value=%s", vd_conf_name(id),
-		       vd_log_quote(val, q, sizeof(q)));
-	}
+	(void)err;
+	(void)errlen;
+	if (vd_conf_get(d->conf, vd_conf_name(id), val, sizeof(val)) < 0)
+		val[0] = 0;
+	VD_LOG(VD_LVL_INFO, "config_set", "setting=%s value=%s", vd_conf_name(id),
+	       vd_log_quote(val, q, sizeof(q)));
 	return 0;
 }
 
@@ -113,14 +174,18 @@ static void load_progress(void *ctx, uint64_t done, uint64_t total)
 	struct vlmd *d = ctx;
 	uint64_t now = vs_now_ns();
 
-	if (now < d->load_next_ns && done < total)
+	if ((now < d->load_next_ns && done < total) || (done == total && d->load_logged_end))
 		return;
+	d->load_logged_end = done == total;
+	if (!d->load_start_ns)
+		d->load_start_ns = now;
 	d->load_next_ns = now + LOAD_PROGRESS_NS;
 	vd_notify_extend_timeout(&d->notify, 3 * LOAD_PROGRESS_NS / 1000);
 	vd_notify_status(&d->notify, "loading weights %.1f/%.1f GiB", (double)done / (1 << 30),
 			 (double)total / (1 << 30));
-	VD_LOG(VD_LVL_DEBUG, "load_progress", "done_bytes=%llu total_bytes=%llu",
-	       (unsigned long long)done, (unsigned long long)total);
+	VD_LOG(VD_LVL_INFO, "load_progress", "done_bytes=%llu total_bytes=%llu percent=%.0f elapsed_s=%.1f",
+	       (unsigned long long)done, (unsigned long long)total,
+	       total ? 100.0 * (double)done / (double)total : 100.0, (double)(now - d->load_start_ns) / 1e9);
 }
 
 /* The engine calls the admin protocol makes (daemon/ops/admin.h). */
@@ -133,26 +198,18 @@ static const struct vd_admin_engine engine_admin = {
 	.idle = vd_engine_idle,
 };
 
-/* Operations wiring: metrics, admin groups, configuration for the admin protocol, and the
- * --metrics-listen endpoint. Returns 0 or -errno with err. */
+/* Operations wiring: metrics, the admin protocol, and the --metrics-listen endpoint. Returns 0
+ * or -errno with err. */
 static int setup_ops(struct vlmd *d, struct vd_server_opts *o, char *err, size_t errlen)
 {
-	const uint32_t *gids;
-	size_t n;
-	const char *listen = vd_conf_str(d->conf, VD_CFG_METRICS_LISTEN);
+	const char *listen = vd_conf_settings(d->conf)->metrics_listen;
 	int e;
 
 	o->metrics = &d->metrics;
-	o->conf = d->conf;
-	gids = vd_conf_ids(d->conf, VD_CFG_ADMIN_GID, &n);
-	if (n > VD_ALLOW_MAX) {
-		snprintf(err, errlen, "admin-gid: at most %d groups", VD_ALLOW_MAX);
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < n; i++)
-		o->admin_gids[i] = (gid_t)gids[i];
-	o->n_admin_gids = (unsigned)n;
-	if (listen && *listen) {
+	d->admin.conf = d->conf;
+	d->admin.metrics = &d->metrics;
+	vd_admin_hook(&o->admin, &d->admin);
+	if (*listen) {
 		e = vd_metrics_http_start(listen, &d->metrics, &d->http, err, errlen);
 		if (e)
 			return e;
@@ -160,41 +217,6 @@ static int setup_ops(struct vlmd *d, struct vd_server_opts *o, char *err, size_t
 		       (unsigned)vd_metrics_http_port(d->http));
 	}
 	return 0;
-}
-
-/* Server options from the configuration. Returns 0 or -EINVAL with err. */
-static int build_opts(const struct vd_conf *c, struct vd_server_opts *o, char *err, size_t errlen)
-{
-	static const enum vd_backend loops[] = { VD_BACKEND_AUTO, VD_BACKEND_URING, VD_BACKEND_EPOLL,
-						 VD_BACKEND_URING };
-	const uint32_t *uids, *gids;
-	size_t nu, ng;
-
-	vd_server_opts_default(o);
-	o->socket_path = vd_conf_str(c, VD_CFG_SOCKET);
-	o->backend = loops[vd_conf_uint(c, VD_CFG_EVENT_LOOP)];
-	o->spin_us = (uint32_t)vd_conf_uint(c, VD_CFG_SPIN_US);
-	o->max_clients = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_CLIENTS);
-	o->arena_max = vd_conf_uint(c, VD_CFG_ARENA_MAX);
-	o->client_timeout_ms = (uint32_t)vd_conf_uint(c, VD_CFG_CLIENT_TIMEOUT);
-	o->tick_ms = (uint32_t)vd_conf_uint(c, VD_CFG_TICK_MS);
-	o->echo_threaded = (int)vd_conf_uint(c, VD_CFG_ECHO_THREAD);
-	uids = vd_conf_ids(c, VD_CFG_ALLOW_UID, &nu);
-	gids = vd_conf_ids(c, VD_CFG_ALLOW_GID, &ng);
-	if (nu || ng) {
-		/* an explicit allow-list replaces the default one */
-		memset(&o->allow, 0, sizeof(o->allow));
-		for (size_t i = 0; i < nu; i++)
-			if (vd_allow_add_uid(&o->allow, (uid_t)uids[i]) < 0)
-				goto full;
-		for (size_t i = 0; i < ng; i++)
-			if (vd_allow_add_gid(&o->allow, (gid_t)gids[i]) < 0)
-				goto full;
-	}
-	return 0;
-full:
-	snprintf(err, errlen, "allow-uid/allow-gid: too many entries");
-	return -EINVAL;
 }
 
 /* Engine thread: the compute device is gone (VK_EDEVICE_LOST). Stop the loop; main exits 1 and
@@ -208,32 +230,120 @@ static void engine_fatal(void *ctx, int err)
 	vd_server_stop(d->srv);
 }
 
+/* How many tokens the KV cache holds and why; a warning when one request of max-model-len tokens
+ * cannot fit. vlmd still serves then (shorter requests fit; a longer one is refused with its
+ * reason, -ENOSPC "needs more KV blocks than the whole cache"): the operator chose the sizes. */
+static void log_kv_sizing(const struct vd_conf *c, const struct vd_engine_info *in)
+{
+	char msg[400], q[480];
+
+	VD_LOG(VD_LVL_INFO, "kv_cache", "tokens=%llu blocks=%d block_size=%u bytes=%llu sized_by=%s "
+	       "memory_fraction=%g free_bytes=%llu capped_by_need=%s max_model_len=%u max_running=%u",
+	       (unsigned long long)in->kv_tokens, in->kv_total, in->block_size,
+	       (unsigned long long)in->kv_bytes, in->kv_auto ? "memory-fraction" : "kv-memory",
+	       in->kv_auto ? vd_conf_frac(c, VD_CFG_MEMORY_FRACTION) : 0.0,
+	       (unsigned long long)in->mem_free_bytes, in->kv_capped ? "yes" : "no",
+	       in->max_model_len, in->max_running);
+	if (in->kv_tokens < in->max_model_len) {
+		snprintf(msg, sizeof(msg), "the KV cache holds %llu tokens, fewer than one request of "
+			 "max-model-len %u: longer requests are refused; raise kv-memory or "
+			 "memory-fraction, or lower max-model-len",
+			 (unsigned long long)in->kv_tokens, in->max_model_len);
+		VD_LOG(VD_LVL_WARN, "kv_cache_small", "tokens=%llu max_model_len=%u msg=%s",
+		       (unsigned long long)in->kv_tokens, in->max_model_len, vd_log_quote(msg, q, sizeof(q)));
+	}
+}
+
+/* --check-config: the model folder is servable — config.json parses and names a supported
+ * architecture, the weights (one file or an index and its shards) open, and tokenizer.json is
+ * there (only clients need it: its absence is a warning). Prints what it found to stdout.
+ * Returns 0, or -errno with err. */
+static int check_model(const char *dir, char *err, size_t errlen)
+{
+	struct vd_model_config cfg;
+	struct vd_weights *w = NULL;
+	char path[4200], e2[400];
+	struct stat st;
+	int e;
+
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "model %s: %s", dir, errno ? strerror(errno) : "not a folder");
+		if (!errno || S_ISREG(st.st_mode))
+			snprintf(err, errlen, "model %s: not a folder", dir);
+		return -ENOENT;
+	}
+	e = vd_model_config_load(dir, &cfg, e2, sizeof(e2));
+	if (e < 0) {
+		snprintf(err, errlen, "model %s: %s", dir, e2);
+		return e;
+	}
+	e = vd_weights_open(dir, &w, e2, sizeof(e2));
+	if (e < 0) {
+		snprintf(err, errlen, "model %s: weights: %s", dir, e2);
+		return e;
+	}
+	printf("# model %s: %s (%s), %d layers, hidden %d, vocab %d, %zu tensors, %.2f GiB of weights\n",
+	       dir, cfg.arch_name, *cfg.torch_dtype ? cfg.torch_dtype : "dtype unset", cfg.n_layers,
+	       cfg.hidden, cfg.vocab, vd_weights_count(w), (double)vd_weights_bytes(w) / (1 << 30));
+	vd_weights_free(w);
+	snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+	if (access(path, R_OK) < 0)
+		fprintf(stderr, "vlmd: warning: %s: %s (vlmd serves token ids without it; vlm-chat and "
+			"vlm-generate --prompt need it)\n", path, strerror(errno));
+	return 0;
+}
+
+/* The socket, checked before the weights load (minutes for a large model) so a wrong path fails
+ * at once: its folder exists and is writable, the path fits sun_path, and no vlmd answers on it.
+ * A stale socket file is fine (the server replaces it). Returns 0 or -errno with err. */
+static int check_socket(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dirbuf[sizeof(sa.sun_path)];
+	struct stat st;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "socket %s: path longer than %zu bytes", path, sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	snprintf(dirbuf, sizeof(dirbuf), "%s", path);
+	if (access(dirname(dirbuf), W_OK | X_OK) < 0) {
+		r = -errno;
+		snprintf(dirbuf, sizeof(dirbuf), "%s", path);
+		snprintf(err, errlen, "socket %s: folder %s: %s", path, dirname(dirbuf), strerror(-r));
+		return r;
+	}
+	if (lstat(path, &st) < 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "socket %s: exists and is not a socket", path);
+		return -EEXIST;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	if (r == 0) {
+		snprintf(err, errlen, "socket %s: another vlmd is serving on it (stop it or use another "
+			 "--socket)", path);
+		return -EADDRINUSE;
+	}
+	return 0;
+}
+
 /* The model: with a `model` setting, load it into a serving engine whose sink replaces the echo
  * sink (o->sink_new); without one vlmd stays the echo daemon. Returns 0 or -errno (logged). */
 static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 {
-	static const char *const backends[] = { "auto", "cpu", "cuda", "ref" };
-	const struct vd_conf *c = d->conf;
-	struct vd_engine_opts eo;
+	struct vd_engine_opts eo = vd_conf_settings(d->conf)->engine;
 	char err[512], q[600], q2[300];
 	int e;
 
-	if (!*vd_conf_str(c, VD_CFG_MODEL))
+	if (!*eo.model_dir)
 		return 0;
-	vd_engine_opts_default(&eo);
-	eo.model_dir = vd_conf_str(c, VD_CFG_MODEL);
-	eo.backend = backends[vd_conf_uint(c, VD_CFG_BACKEND)];
-	eo.threads = (uint32_t)vd_conf_uint(c, VD_CFG_THREADS);
-	eo.kv_bytes = vd_conf_uint(c, VD_CFG_KV_MEMORY);
-	eo.block_size = (uint32_t)vd_conf_uint(c, VD_CFG_BLOCK_SIZE);
-	eo.max_running = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_RUNNING);
-	eo.max_batched_tokens = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_BATCHED_TOKENS);
-	eo.max_model_len = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_MODEL_LEN);
-	eo.max_waiting = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_WAITING);
-	eo.use_priority = (int)vd_conf_uint(c, VD_CFG_PRIORITY);
-	eo.prefix_cache = (int)vd_conf_uint(c, VD_CFG_PREFIX_CACHE);
-	eo.vision_cache_bytes = vd_conf_uint(c, VD_CFG_VISION_CACHE_MEMORY);
-	eo.vision_batch_patches = (uint32_t)vd_conf_uint(c, VD_CFG_VISION_BATCH_PATCHES);
 	eo.fatal = engine_fatal;
 	eo.fatal_ctx = d;
 	eo.metrics = &d->metrics;
@@ -244,6 +354,7 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 	if (e < 0) {
 		VD_LOG(VD_LVL_ERROR, "model_load_failed", "model=%s error=%s",
 		       vd_log_quote(eo.model_dir, q2, sizeof(q2)), vd_log_quote(err, q, sizeof(q)));
+		vd_notify_status(&d->notify, "not started: model %s: %s", eo.model_dir, err);
 		return e;
 	}
 	{
@@ -253,11 +364,14 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 		VD_LOG(VD_LVL_INFO, "model_loaded", "model=%s arch=%s backend=%s kv_blocks=%d block_size=%u",
 		       vd_log_quote(in.model, q2, sizeof(q2)), in.arch, in.backend, in.kv_total,
 		       in.block_size);
+		log_kv_sizing(d->conf, &in);
 	}
 	o->sink_new = vd_engine_sink_new;
 	o->sink_ctx = d->engine;
-	o->engine = d->engine;
-	o->eng = &engine_admin;
+	o->req_log = request_log;
+	o->req_log_ctx = d;
+	d->admin.engine = d->engine;
+	d->admin.eng = &engine_admin;
 	return 0;
 }
 
@@ -291,6 +405,15 @@ static int activated_socket(char *path, size_t len, char *err, size_t errlen)
 	return 3;
 }
 
+/* What to do when no model is set (vlmd refuses to start; --check-config fails). */
+static int no_model_message(const struct vd_conf *c, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "no model to serve: add a line 'model /path/to/checkpoint' to %s "
+		 "(or start vlmd --model DIR); the folder holds config.json and *.safetensors",
+		 vd_conf_file(c) ? vd_conf_file(c) : VD_CONF_DEFAULT_FILE);
+	return -EINVAL;
+}
+
 static int check_only(int argc, char **argv)
 {
 	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
@@ -315,8 +438,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	e = vd_conf_load(d.conf, argc, argv, &act, err, sizeof(err));
-	if (!e)
-		e = build_opts(d.conf, &o, err, sizeof(err));
 	if (e) {
 		/* configuration errors go to stderr as plain text: the operator reads them */
 		fprintf(stderr, "vlmd: %s\n", err);
@@ -335,23 +456,34 @@ int main(int argc, char **argv)
 		return help ? 0 : 1;
 	}
 	case VD_ACT_VERSION:
-		printf("vlmd %s (wire protocol %u..%u)\n", VLM_VERSION_STRING, VS_PROTO_MIN, VS_PROTO_MAX);
+		printf("vlmd %s (wire protocol %u..%u) %s\n", VLM_VERSION_STRING, VS_PROTO_MIN, VS_PROTO_MAX,
+		       VLM_BUILD_FEATURES);
 		vd_conf_free(d.conf);
 		return 0;
 	case VD_ACT_CHECK: {
 		char *dump = vd_conf_dump(d.conf);
+		const char *model = vd_conf_str(d.conf, VD_CFG_MODEL);
 
 		printf("# configuration file: %s\n%s", vd_conf_file(d.conf) ? vd_conf_file(d.conf) : "(none)",
 		       dump ? dump : "");
-		fprintf(stderr, "vlmd: configuration OK\n");
 		free(dump);
+		e = 0;
+		if (*model)
+			e = check_model(model, err, sizeof(err));
+		else if (!vd_conf_uint(d.conf, VD_CFG_ECHO))
+			e = no_model_message(d.conf, err, sizeof(err));
+		if (e)
+			fprintf(stderr, "vlmd: %s\n", err);
+		else
+			fprintf(stderr, "vlmd: configuration OK\n");
 		vd_conf_free(d.conf);
-		return dump ? 0 : 1;
+		return dump && !e ? 0 : 1;
 	}
 	case VD_ACT_RUN:
 		break;
 	}
-	vd_log_set_level(level_of_choice[vd_conf_uint(d.conf, VD_CFG_LOG_LEVEL)]);
+	o = vd_conf_settings(d.conf)->server;
+	vd_log_set_level(vd_conf_settings(d.conf)->log_level);
 	o.log = log_server;
 	o.on_tick = on_tick;
 	o.tick_ctx = &d;
@@ -360,6 +492,19 @@ int main(int argc, char **argv)
 	e = vd_notify_init(&d.notify);
 	if (e < 0)
 		VD_LOG(VD_LVL_WARN, "notify_unavailable", "error=%s", vd_log_quote(strerror(-e), q, sizeof(q)));
+	if (getenv("VLMD_SOCKET") && !getenv(VD_SOCKET_ENV))
+		VD_LOG(VD_LVL_WARN, "deprecated", "msg=%s",
+		       vd_log_quote("VLMD_SOCKET is deprecated: set VLM_SOCKET (read by vlmd and every client)",
+				    q, sizeof(q)));
+	if (!*vd_conf_str(d.conf, VD_CFG_MODEL) && !vd_conf_uint(d.conf, VD_CFG_ECHO)) {
+		no_model_message(d.conf, err, sizeof(err));
+		fprintf(stderr, "vlmd: %s\n", err);
+		vd_notify_status(&d.notify, "not started: no model (set 'model' in %s)",
+				 vd_conf_file(d.conf) ? vd_conf_file(d.conf) : VD_CONF_DEFAULT_FILE);
+		vd_notify_fini(&d.notify);
+		vd_conf_free(d.conf);
+		return 2;
+	}
 	lfd = activated_socket(path, sizeof(path), err, sizeof(err));
 	if (lfd == -2) {
 		VD_LOG(VD_LVL_ERROR, "socket_activation_failed", "error=%s", vd_log_quote(err, q, sizeof(q)));
@@ -398,6 +543,13 @@ int main(int argc, char **argv)
 			close(lfd);
 		goto out;
 	}
+	if (lfd < 0 && check_socket(o.socket_path, err, sizeof(err)) < 0) {
+		/* before the weights load: a wrong socket should not cost the load time */
+		VD_LOG(VD_LVL_ERROR, "start_failed", "error=%s", vd_log_quote(err, q, sizeof(q)));
+		vd_notify_status(&d.notify, "not started: %s", err);
+		fprintf(stderr, "vlmd: %s\n", err);
+		goto out;
+	}
 	if (load_engine(&d, &o) < 0) {
 		if (lfd >= 0)
 			close(lfd);
@@ -411,7 +563,8 @@ int main(int argc, char **argv)
 			close(lfd);
 		goto out;
 	}
-	vd_conf_set_apply(d.conf, apply_setting, &d);
+	vd_conf_bind(d.conf, d.srv, d.engine);
+	vd_conf_set_apply(d.conf, log_setting, &d);
 	/* the socket is listening (connections queue from here on) and the model is loaded */
 	vd_notify_ready(&d.notify, "serving");
 	VD_LOG(VD_LVL_INFO, "ready", "socket=%s activated=%s event_loop=%s max_clients=%u watchdog_ms=%llu",

@@ -284,6 +284,10 @@ struct vk_backend_ops {
 	int (*seg_attention)(struct vk_backend *be, const float *q, const float *k, const float *v,
 	                     int64_t ld, int32_t n, int32_t n_heads, int32_t head_dim,
 	                     const int32_t *seg, int32_t n_seg, float *out);
+	/* Device memory free and in total, in bytes, now (for sizing the KV cache from a fraction
+	 * of what is left after the weights). NULL: the backend's memory is host memory (the
+	 * caller reads MemAvailable). Returns 0 or -errno. */
+	int (*mem_info)(struct vk_backend *be, uint64_t *ret_free, uint64_t *ret_total);
 };
 
 /* A backend instance. The table plus the backend's private context. */

@@ -1,11 +1,16 @@
 /*
- * shm/wire.c — computing and checking the segment layout described by struct vs_layout.
+ * shm/wire.c — computing and checking the segment layout described by struct vs_layout, and the
+ * one check of generation parameters both sides run.
  *
  * The daemon computes the layout once per client; the client checks what it received against the
  * real sizes of the memfds it was given before it touches anything, so a confused or foreign
  * daemon yields -EPROTO instead of a wild pointer.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "shm/wire.h"
@@ -120,4 +125,49 @@ const char *vs_status_str(unsigned status)
 	case VS_REFUSED_SHUTDOWN: return "daemon shutting down";
 	}
 	return "unknown status";
+}
+
+static int say(char *why, size_t whylen, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int say(char *why, size_t whylen, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (whylen) {
+		va_start(ap, fmt);
+		vsnprintf(why, whylen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+int vs_gen_params_check(const struct vs_gen_params *p, uint32_t max_new_tokens, char *why,
+			size_t whylen)
+{
+	if (p->max_tokens > max_new_tokens)
+		return say(why, whylen, -E2BIG, "max_tokens %" PRIu32 " > limit %" PRIu32,
+			   p->max_tokens, max_new_tokens);
+	if (p->min_tokens > p->max_tokens && p->max_tokens)
+		return say(why, whylen, -EINVAL, "min_tokens %" PRIu32 " > max_tokens %" PRIu32,
+			   p->min_tokens, p->max_tokens);
+	if (!isfinite(p->temperature) || p->temperature < 0)
+		return say(why, whylen, -EINVAL, "temperature %g: need finite >= 0",
+			   (double)p->temperature);
+	if (!isfinite(p->top_p) || p->top_p < 0 || p->top_p > 1)
+		return say(why, whylen, -EINVAL, "top_p %g: need 0..1", (double)p->top_p);
+	if (!isfinite(p->min_p) || p->min_p < 0 || p->min_p > 1)
+		return say(why, whylen, -EINVAL, "min_p %g: need 0..1", (double)p->min_p);
+	if (!isfinite(p->repetition_penalty) || p->repetition_penalty < 0)
+		return say(why, whylen, -EINVAL, "repetition_penalty %g: need finite >= 0",
+			   (double)p->repetition_penalty);
+	if (!isfinite(p->frequency_penalty) || !isfinite(p->presence_penalty))
+		return say(why, whylen, -EINVAL, "frequency/presence penalty not finite");
+	if (p->top_k < 0)
+		return say(why, whylen, -EINVAL, "top_k %" PRId32 ": need >= 0", p->top_k);
+	if (p->logprobs > VS_MAX_LOGPROBS)
+		return say(why, whylen, -EINVAL, "logprobs %" PRIu32 " > %u", p->logprobs,
+			   VS_MAX_LOGPROBS);
+	if (p->flags & ~(VS_GEN_IGNORE_EOS | VS_GEN_HAS_SEED | VS_GEN_LOGPROBS))
+		return say(why, whylen, -EINVAL, "unknown generation flags 0x%" PRIx32, p->flags);
+	return 0;
 }

@@ -152,6 +152,14 @@ enum vs_opcode {
 				  * advancing cq_head the client must ring the doorbell */
 #define VS_DF_SHUTDOWN 2u        /* daemon is shutting down; expect EOF */
 
+/* Wire limits: the most one request may carry. vlmd refuses more (its defaults for
+ * daemon/io/validate.h's limits) and libvlmclient checks the same numbers before it writes. */
+#define VS_MAX_PROMPT_TOKENS (1u << 20) /* token ids of a prompt */
+#define VS_MAX_ITEMS 256u        /* multimodal items */
+#define VS_MAX_STOP_IDS 64u      /* stop token ids */
+#define VS_MAX_COLS 65536u       /* columns of an item tensor (hidden size) */
+#define VS_MAX_NEW_TOKENS (1u << 20) /* params.max_tokens */
+
 /* Generation parameters; zero means "default" for every field. */
 #define VS_GEN_IGNORE_EOS 1u
 #define VS_GEN_HAS_SEED 2u
@@ -199,6 +207,8 @@ _Static_assert(offsetof(struct vs_sqe, tokens_off) == 16, "vs_sqe.tokens_off");
 _Static_assert(offsetof(struct vs_sqe, items_off) == 32, "vs_sqe.items_off");
 _Static_assert(offsetof(struct vs_sqe, params) == 48, "vs_sqe.params");
 
+/* Same numbering as kernels/backend.h's enum vk_dtype (asserted where the two meet,
+ * daemon/engine/engine_req.c), so a validated item's dtype is the backend's. */
 enum vs_dtype { VS_DTYPE_F32 = 0, VS_DTYPE_F16 = 1, VS_DTYPE_BF16 = 2, VS_DTYPE__COUNT };
 enum vs_device {
 	VS_DEV_ARENA = 0,        /* host rows in the client's arena at data_off */
@@ -329,6 +339,21 @@ static inline int vs_array_ok(uint64_t off, uint64_t count, uint64_t elem, uint6
 		return 0;
 	return vs_range_ok(off, count * elem, size);
 }
+
+/* Bytes of one element of wire dtype dtype; 0 for an unknown dtype. The one table of it for the
+ * wire (the client's DLPack check, vlmd's validation and request conversion use it). */
+static inline unsigned vs_dtype_size(unsigned dtype)
+{
+	return dtype == VS_DTYPE_F32 ? 4u : dtype == VS_DTYPE_F16 || dtype == VS_DTYPE_BF16 ? 2u : 0u;
+}
+
+/* The one check of generation parameters, run by libvlmclient before it writes them and by vlmd
+ * on its private copy: every float finite and in range, top_k >= 0, min_tokens <= max_tokens,
+ * max_tokens <= max_new_tokens, logprobs <= VS_MAX_LOGPROBS, no unknown flag. Returns 0, or
+ * -EINVAL / -E2BIG with a short reason with the numbers in why [whylen] (sized for an ERROR
+ * completion's message, e.g. "top_p 1.5: need 0..1"). */
+int vs_gen_params_check(const struct vs_gen_params *p, uint32_t max_new_tokens, char *why,
+			size_t whylen);
 
 /* Put msg (may be NULL or "": nothing is set) into an ERROR completion: at most
  * VS_CQE_MESSAGE_LEN - 1 bytes of it, NUL-terminated and zero-padded, and VS_CQEF_MESSAGE. A longer

@@ -43,6 +43,7 @@
 
 #include "bench.h"
 #include "daemon/engine/engine.h"
+#include "daemon/ops/conf.h"
 #include "tools/bench-daemon.h"
 #include "vlm/tokenizer.h"
 #include "vlm/vlm.h"
@@ -646,7 +647,7 @@ int bench_http_main(int argc, char **argv)
 		}
 	}
 	struct vd_engine_opts eo;
-	vd_engine_opts_default(&eo);
+	vd_conf_engine_defaults(&eo);   /* the settings table's defaults (struct) */
 	eo.model_dir = model;
 	eo.backend = "auto";
 	eo.threads = (uint32_t)o.threads;

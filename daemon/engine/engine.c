@@ -35,7 +35,8 @@
 
 #include <jansson.h>
 
-#include "daemon/io/echo.h"
+#include "config.h"
+
 #include "daemon/engine/mm_import.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_req.h"
@@ -49,19 +50,10 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-void vd_engine_opts_default(struct vd_engine_opts *o)
+void vd_engine_opts_init(struct vd_engine_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->backend = "auto";
-	o->kv_bytes = 256ull << 20;
-	o->block_size = 16;
-	o->max_running = 32;
-	o->max_batched_tokens = 512;
-	o->max_waiting = 1024;
-	o->prefix_cache = 1;
 	o->prefill_per_decode = -1;
-	o->vision_cache_bytes = 512ull << 20;
-	o->vision_batch_patches = 8192;
 }
 
 /* EOS ids of generation_config.json (int or list), else config.json's. */
@@ -445,7 +437,7 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 {
 	int32_t ng = q->seq.n_generated, vocab = e->cfg.vocab, t;
 	float *row;
-	struct vd_sample_params sp;
+	struct vk_sample_params sp;
 
 	if (!have_logits || (q->plain_greedy && ng >= q->stop.min_tokens))
 		return e->b_argmax[l];
@@ -688,8 +680,6 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 	size_t waiting;
 	int rc = 0;
 
-	if (r->sqe.opcode == VS_OP_ECHO || r->sqe.opcode == VS_OP_NOP)
-		return e->echo->ops->submit(e->echo, r, err, errlen);
 	if (r->sqe.opcode != VS_OP_GENERATE) {
 		snprintf(err, errlen, "opcode %u not served here", r->sqe.opcode);
 		vd_request_free(r);
@@ -788,14 +778,13 @@ static int eng_cancel(struct vd_sink *s, uint32_t slot, uint32_t gen, uint64_t u
 	if (n)
 		pthread_cond_signal(&e->cv);
 	pthread_mutex_unlock(&e->mu);
-	return n ? 0 : e->echo->ops->cancel(e->echo, slot, gen, ud);
+	return n ? 0 : -ENOENT;
 }
 
 static void eng_client_gone(struct vd_sink *s, uint32_t slot, uint32_t gen)
 {
 	struct vd_engine *e = (struct vd_engine *)s;
 
-	e->echo->ops->client_gone(e->echo, slot, gen);
 	pthread_mutex_lock(&e->mu);
 	if (flag(e, slot, gen, 0, 0, 1)) {
 		uint64_t ph = e->read_phase, vph = e->v_read_phase;
@@ -830,8 +819,11 @@ static void eng_free(struct vd_sink *s)
 		finish(e, e->live, VS_FINISH_CANCELLED, 0, NULL, 1);
 	e->n_ev = 0;
 	pthread_mutex_unlock(&e->mu);
-	e->echo->ops->free(e->echo);
-	e->echo = NULL;
+}
+
+static int eng_idle(struct vd_sink *s)
+{
+	return vd_engine_idle((struct vd_engine *)s);
 }
 
 static const struct vd_sink_ops engine_ops = {
@@ -840,6 +832,7 @@ static const struct vd_sink_ops engine_ops = {
 	.cancel = eng_cancel,
 	.client_gone = eng_client_gone,
 	.free = eng_free,
+	.idle = eng_idle,
 };
 
 int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
@@ -849,9 +842,6 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 
 	if (e->sink_live)
 		return -EBUSY;
-	rc = vd_echo_new(evq, 0, &e->echo);
-	if (rc < 0)
-		return rc;
 	e->base.ops = &engine_ops;
 	e->base.evq = evq;
 	e->stop = 0;
@@ -859,16 +849,12 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 	rc = vd_ev_start(e);
 	if (rc < 0) {
 		e->sink_live = 0;
-		e->echo->ops->free(e->echo);
-		e->echo = NULL;
 		return rc;
 	}
 	rc = pthread_create(&e->thr, NULL, engine_main, e);
 	if (rc) {
 		vd_ev_stop(e);
 		e->sink_live = 0;
-		e->echo->ops->free(e->echo);
-		e->echo = NULL;
 		return -rc;
 	}
 	*out = &e->base;
@@ -876,6 +862,32 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 }
 
 /* ---------------------------------------------------------------- load / free */
+
+/* Memory the KV cache may come from, now: the device's free memory for CUDA, MemAvailable of
+ * /proc/meminfo for host backends. 0: unknown. */
+static uint64_t free_memory(struct vk_backend *be)
+{
+	char line[256];
+	unsigned long long kb;
+	uint64_t r = 0;
+	FILE *f;
+
+	if (be->ops->mem_info) {
+		uint64_t fr = 0, tot = 0;
+
+		return be->ops->mem_info(be, &fr, &tot) == 0 ? fr : 0;
+	}
+	f = fopen("/proc/meminfo", "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+			r = (uint64_t)kb << 10;
+			break;
+		}
+	fclose(f);
+	return r;
+}
 
 /* vd_model_new_progress's callback: the caller's progress hook with the total. */
 static void load_progress(void *ctx, uint64_t loaded)
@@ -889,7 +901,7 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 {
 	struct vd_engine *e;
 	size_t kvb;
-	uint64_t total;
+	uint64_t total, kv_bytes;
 	int rc;
 
 	*ret = NULL;
@@ -946,11 +958,41 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	e->block_size = (int32_t)o->block_size;
 	kvb = (size_t)e->cfg.n_layers * 2 * (size_t)e->block_size * (size_t)e->cfg.n_kv_heads *
 	      (size_t)e->cfg.head_dim * vk_dtype_size(e->kv_dtype);
-	e->n_blocks = o->kv_bytes / kvb > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)(o->kv_bytes / kvb);
+	e->max_model_len = o->max_model_len ? (int32_t)o->max_model_len : e->cfg.max_positions;
+	kv_bytes = o->kv_bytes;
+	if (!kv_bytes) {
+		/* the memory left now that the weights are in, times the fraction; no more than
+		 * max_running sequences of max_model_len tokens can ever use */
+		uint64_t per_seq = ((uint64_t)e->max_model_len + (uint64_t)e->block_size - 1) /
+		                   (uint64_t)e->block_size;
+		uint64_t cap = per_seq * o->max_running * kvb;
+
+		e->mem_free = free_memory(e->be);
+		if (!e->mem_free) {
+			snprintf(err, errlen, "kv-memory 0 (auto): cannot tell how much memory is free; "
+			         "give kv-memory as a size");
+			rc = -ENOMEM;
+			goto fail;
+		}
+		kv_bytes = (uint64_t)((double)e->mem_free * (o->memory_fraction > 0 && o->memory_fraction <= 1 ?
+		                                              o->memory_fraction : 0.5));
+		e->kv_auto = 1;
+		if (kv_bytes > cap) {
+			kv_bytes = cap;
+			e->kv_capped = 1;
+		}
+	}
+	e->n_blocks = kv_bytes / kvb > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)(kv_bytes / kvb);
 	if (e->n_blocks < (int32_t)o->max_running) {
-		snprintf(err, errlen, "kv-memory %llu bytes holds %d blocks of %zu bytes, fewer than "
-		         "max-running (%u)", (unsigned long long)o->kv_bytes, e->n_blocks, kvb,
-		         o->max_running);
+		if (e->kv_auto)
+			snprintf(err, errlen, "memory-fraction %.3g of %.1f MiB free memory holds %d KV blocks "
+			         "of %zu bytes, fewer than max-running (%u): free memory, raise "
+			         "memory-fraction or give kv-memory", o->memory_fraction,
+			         (double)e->mem_free / (1 << 20), e->n_blocks, kvb, o->max_running);
+		else
+			snprintf(err, errlen, "kv-memory %llu bytes holds %d blocks of %zu bytes, fewer than "
+			         "max-running (%u)", (unsigned long long)kv_bytes, e->n_blocks, kvb,
+			         o->max_running);
 		rc = -ENOSPC;
 		goto fail;
 	}
@@ -969,7 +1011,6 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		goto nomem;
 	if (o->prefix_cache && (rc = vd_prefix_new(e->kv, &e->pc)) < 0)
 		goto nomem;
-	e->max_model_len = o->max_model_len ? (int32_t)o->max_model_len : e->cfg.max_positions;
 	{
 		struct vd_sched_knobs k = {
 			.max_running = (int32_t)o->max_running,

@@ -29,7 +29,11 @@ struct vd_engine_opts {
 	const char *model_dir;        /* config.json + *.safetensors */
 	const char *backend;          /* "auto", "cpu", "cuda", "ref" (kernels/backend.h registry) */
 	uint32_t threads;             /* CPU backend workers; 0 = default */
-	uint64_t kv_bytes;            /* KV cache memory: n_blocks = kv_bytes / bytes per block */
+	uint64_t kv_bytes;            /* KV cache memory: n_blocks = kv_bytes / bytes per block;
+	                               * 0: memory_fraction of the memory free after the load */
+	double memory_fraction;       /* with kv_bytes 0: (0, 1] of the device's free memory (CUDA)
+	                               * or MemAvailable (host backends), capped at what max_running
+	                               * sequences of max_model_len tokens can use */
 	uint32_t block_size;          /* tokens per KV block */
 	uint32_t max_running;         /* sequences per step */
 	uint32_t max_batched_tokens;  /* tokens per step (raised to max_running if below) */
@@ -58,8 +62,9 @@ struct vd_engine_opts {
 	void *fatal_ctx;
 };
 
-/* Defaults matching vlmd's configuration table (daemon/ops/conf.c). model_dir stays NULL. */
-void vd_engine_opts_default(struct vd_engine_opts *o);
+/* Zero o and fill what no vlmd setting covers (prefill_per_decode). The configurable fields have
+ * their defaults in vlmd's settings table: vd_settings_default (daemon/ops/conf.h). */
+void vd_engine_opts_init(struct vd_engine_opts *o);
 
 struct vd_engine;
 
@@ -89,6 +94,10 @@ struct vd_engine_info {
 	uint32_t block_size;
 	int32_t kv_total, kv_used, kv_cached, kv_free;  /* blocks */
 	uint64_t kv_bytes;
+	uint64_t kv_tokens;           /* kv_total * block_size: tokens the cache holds */
+	uint64_t mem_free_bytes;      /* free memory seen when the KV cache was sized (0: unknown) */
+	int kv_auto;                  /* sized from memory_fraction (kv_bytes 0 was given) */
+	int kv_capped;                /* auto size limited by max_running x max_model_len */
 	int32_t prefix_entries;
 	/* vision tower and cache (vision_kind 0: none; vision_note says why when config.json has
 	 * a vision_config) */

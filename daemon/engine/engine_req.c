@@ -26,7 +26,9 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
-static const size_t dtype_size[3] = { 4, 2, 2 };   /* enum vs_dtype == enum vk_dtype */
+/* A validated item's wire dtype is used as the backend's (vk_row_source.dtype). */
+_Static_assert(VS_DTYPE_F32 == (int)VK_DTYPE_F32 && VS_DTYPE_F16 == (int)VK_DTYPE_F16 &&
+               VS_DTYPE_BF16 == (int)VK_DTYPE_BF16, "enum vs_dtype != enum vk_dtype");
 
 void vd_ereq_free(struct vd_ereq *q)
 {
@@ -54,7 +56,6 @@ void vd_ereq_free(struct vd_ereq *q)
 	free(q->pos);
 	free(q->img);
 	free(q->hash);
-	free(q->stop_ids);
 	vd_seqhist_fini(&q->hist);
 	vd_kvseq_fini(&q->seq.kv);
 	free(q);
@@ -161,7 +162,11 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->n_items = ni;
 	q->cached_tokens = -1;
 	q->block_size = env->block_size;
-	q->tok = malloc(sizeof(int32_t) * (size_t)(n + max_tokens));
+	/* adopt the validated token array, grown to hold the outputs (ids < vocab < 2^31: the
+	 * same bits as int32_t) */
+	q->tok = realloc(r->tokens, sizeof(int32_t) * (size_t)(n + max_tokens));
+	if (q->tok)
+		r->tokens = NULL;
 	q->pos = malloc(sizeof(int32_t) * 3 * (size_t)n);
 	q->max_blocks = (int32_t)((n + max_tokens) / env->block_size) + 1;
 	q->hash = malloc((size_t)q->max_blocks * VD_PREFIX_HASH_BYTES);
@@ -174,17 +179,14 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->vent = calloc((size_t)ni + 1, sizeof(*q->vent));
 	q->import = env->import;
 	q->metrics = env->metrics;
-	q->stop_ids = malloc(sizeof(int32_t) * ((size_t)r->sqe.n_stop_ids + 1));
 	if (!q->tok || !q->pos || !q->hash || !q->mm || !q->spans || !q->src || !q->img ||
-	    !q->maps || !q->vpix || !q->vent || !q->stop_ids) {
+	    !q->maps || !q->vpix || !q->vent) {
 		e = -ENOMEM;
 		goto out;
 	}
-	for (int32_t i = 0; i < n; i++) {
-		q->tok[i] = (int32_t)r->tokens[i];
+	for (int32_t i = 0; i < n; i++)
 		if ((e = vd_seqhist_add(&q->hist, q->tok[i], false)) < 0)
 			goto out;
-	}
 
 	/* multimodal items: shapes, devices, spans, positions */
 	for (int32_t k = 0; k < ni; k++) {
@@ -244,11 +246,11 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			vd_metrics_set(env->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(env->import));
 			vd_metrics_add(env->metrics, it->device == VS_DEV_CUDA_IPC ?
 			               VD_C_EMBED_BYTES_CUDA_IPC : VD_C_EMBED_BYTES_CUDA_VMM,
-			               (uint64_t)it->rows * it->cols * dtype_size[it->dtype]);
+			               (uint64_t)it->rows * it->cols * vs_dtype_size(it->dtype));
 			q->src[k].is_device = 1;
 			q->src[k].data = dev;
 		}
-		q->embed_bytes += (uint64_t)it->rows * it->cols * dtype_size[it->dtype];
+		q->embed_bytes += (uint64_t)it->rows * it->cols * vs_dtype_size(it->dtype);
 	}
 	{
 		int32_t extra[2] = { cfg->image_token_id, cfg->video_token_id };
@@ -272,7 +274,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	}
 
 	/* sampling: wire defaults become the samplers' "none" */
-	q->sp = (struct vd_sample_params){
+	q->sp = (struct vk_sample_params){
 		.temperature = p->temperature,
 		.top_k = p->top_k,
 		.top_p = p->top_p > 0 ? p->top_p : 1.0f,
@@ -286,11 +288,9 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->n_alts = q->logprobs ? (int32_t)p->logprobs : 0;
 	q->plain_greedy = q->sp.temperature <= 0 && q->sp.repetition_penalty == 1.0f &&
 	                  q->sp.presence_penalty == 0 && q->sp.frequency_penalty == 0 && !q->logprobs;
-	for (uint32_t i = 0; i < r->sqe.n_stop_ids; i++)
-		q->stop_ids[i] = (int32_t)r->stop_ids[i];
 	q->stop = (struct vd_stop_rules){
 		.eos_ids = env->eos, .n_eos = env->n_eos,
-		.stop_ids = q->stop_ids, .n_stop = (int32_t)r->sqe.n_stop_ids,
+		.stop_ids = (const int32_t *)r->stop_ids, .n_stop = (int32_t)r->sqe.n_stop_ids,
 		.min_tokens = (int32_t)p->min_tokens, .max_tokens = q->max_tokens,
 		.ignore_eos = (p->flags & VS_GEN_IGNORE_EOS) != 0,
 	};
@@ -327,7 +327,7 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 			memcpy(im->fp, it->fingerprint, (size_t)im->fp_bytes);
 		} else if (it->device == VS_DEV_ARENA) {
 			vd_prefix_fingerprint(q->r->arena + it->data_off, it->rows,
-			                      (int64_t)it->cols * (int64_t)dtype_size[it->dtype],
+			                      (int64_t)it->cols * (int64_t)vs_dtype_size(it->dtype),
 			                      (int64_t)it->row_stride, it->dtype, im->fp);
 			im->fp_bytes = 32;
 		} else {

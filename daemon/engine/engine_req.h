@@ -87,9 +87,8 @@ struct vd_ereq {
 
 	/* sampling */
 	struct vd_seqhist hist;
-	struct vd_stop_rules stop;   /* eos borrowed from the env, stop ids owned */
-	int32_t *stop_ids;
-	struct vd_sample_params sp;  /* step / history filled per draw */
+	struct vd_stop_rules stop;   /* eos borrowed from the env, stop ids r's (validated) array */
+	struct vk_sample_params sp;  /* step / history filled per draw */
 	bool plain_greedy;           /* argmax is the whole story (no penalties, no logprobs) */
 	bool logprobs;
 	int32_t n_alts;              /* top alternatives per token */
@@ -103,7 +102,8 @@ struct vd_ereq {
 	struct vd_ereq *prev, *next; /* engine's list of live requests */
 };
 
-/* Convert r (not consumed on failure; owned by *ret on success). seed: the seed to use when the
+/* Convert r (owned by *ret on success; on failure the caller still frees it, and its token
+ * array may be gone: the conversion adopts it). seed: the seed to use when the
  * request brings none. Returns 0, or -EINVAL (token id out of range, item shape / placeholder /
  * grid mismatch), -E2BIG (prompt + max_tokens > max_model_len), -ENOSPC (more KV than the whole
  * pool), -ENOTSUP (CUDA tensor on a host backend), -ENOMEM; err gets a message. */

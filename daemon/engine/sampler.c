@@ -60,7 +60,7 @@ static int cmp_desc(const void *x, const void *y)
 	return (a < b) - (a > b);
 }
 
-int32_t vd_sample(float *l, int32_t vocab, const struct vd_sample_params *p, float *scratch)
+int32_t vd_sample(float *l, int32_t vocab, const struct vk_sample_params *p, float *scratch)
 {
 	if (vocab <= 0 || !l || !p)
 		return -EINVAL;

@@ -31,20 +31,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Mirrors struct vk_sample_params field for field so the engine can fill either. */
-struct vd_sample_params {
-	float temperature;          /* <= 0: greedy */
-	int32_t top_k;              /* <= 0: none */
-	float top_p;                /* >= 1: none */
-	float min_p;                /* <= 0: none */
-	float repetition_penalty;   /* 1 (or <= 0) = none */
-	float presence_penalty;     /* 0 = none */
-	float frequency_penalty;    /* 0 = none */
-	uint64_t seed;
-	uint64_t step;              /* index of the token being generated (0 = first) */
-	int32_t n_history;
-	const int32_t *history;     /* [n_history][2]: (token id, count), token ids distinct */
-};
+#include "kernels/backend.h"
+
+/* The sampling parameters are struct vk_sample_params (kernels/backend.h): one struct for the
+ * CPU draw here and the backends' ops->sample (a repetition_penalty <= 0 counts as 1 here). */
 
 uint64_t vd_splitmix64(uint64_t x);
 /* The uniform number in [0, 1) of draw (seed, step). */
@@ -52,7 +42,7 @@ double vd_sample_uniform(uint64_t seed, uint64_t step);
 
 /* Sample one token from logits [vocab] (clobbered: penalised, then unnormalised probabilities).
  * scratch: [vocab] floats (caller-owned). Returns the token id, or -EINVAL. */
-int32_t vd_sample(float *logits, int32_t vocab, const struct vd_sample_params *p, float *scratch);
+int32_t vd_sample(float *logits, int32_t vocab, const struct vk_sample_params *p, float *scratch);
 
 /* ---- per-sequence state ---- */
 

@@ -117,6 +117,8 @@ static int ovf_push(struct vd_client *c, const struct vs_cqe *cqe)
 
 int vd_client_post(struct vd_client *c, const struct vs_cqe *cqe)
 {
+	if (c->req_log && (cqe->type == VS_CQE_FINISH || cqe->type == VS_CQE_ERROR))
+		c->req_log(c->req_log_ctx, c, cqe);
 	if (!c->ovf_n) {
 		int64_t space = vs_prod_space_checked(&c->cq, 1);
 
@@ -210,7 +212,7 @@ static int dup_vmm_fds(struct vd_client *c, struct vd_request *req)
 	return 0;
 }
 
-int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_limits *lim,
+int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct vd_limits *lim,
 		    unsigned budget, uint64_t now_ns)
 {
 	int64_t avail;
@@ -264,7 +266,7 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 			c->n_invalid++;
 			post_error(c, e.user_data, r, 0, why);
 		} else if (req->sqe.opcode == VS_OP_CANCEL) {
-			r = sink->ops->cancel(sink, c->slot, c->gen, req->sqe.user_data);
+			r = vd_route_cancel(rt, c->slot, c->gen, req->sqe.user_data);
 			vd_request_free(req);
 			if (r)
 				post_error(c, e.user_data, r, VS_CQEF_CANCEL,
@@ -273,7 +275,7 @@ int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_l
 			req->slot = c->slot;
 			req->gen = c->gen;
 			req->t_submit_ns = now_ns;
-			r = sink->ops->submit(sink, req, why, sizeof(why));
+			r = vd_route_submit(rt, req, why, sizeof(why));
 			if (r)
 				post_error(c, e.user_data, r, 0, why);
 		}

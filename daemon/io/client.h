@@ -61,6 +61,10 @@ struct vd_client {
 	uint64_t n_requests, n_errors, n_completions;
 	uint64_t n_invalid;          /* entries refused by validation (never reached the sink) */
 	const char *drop_reason;     /* non-NULL: disconnect at the next opportunity */
+	/* Called for every FINISH and ERROR completion posted to this client (the request log);
+	 * NULL: none. Loop thread. */
+	void (*req_log)(void *ctx, const struct vd_client *c, const struct vs_cqe *cqe);
+	void *req_log_ctx;
 };
 
 /* Create segments and eventfds for lay (ownership stays in c; vd_client_fini releases them).
@@ -70,12 +74,13 @@ int vd_client_setup(struct vd_client *c, const struct vs_layout *lay);
 /* Release everything the client holds (socket included). The struct is left FREE, gen kept. */
 void vd_client_fini(struct vd_client *c);
 
-/* Take up to budget submissions: copy, validate, hand to sink (or post the error). now_ns is the
+/* Take up to budget submissions: copy, validate, hand to the sink rt routes the opcode to (or
+ * post the error). now_ns is the
  * loop's clock (stamped on the requests; no clock read on the hot path, it costs a serialising
  * instruction right where the entry's cache misses are being resolved).
  * Returns the number consumed (>= 0), or -EPROTO when the client corrupted its indices
  * (c->drop_reason is set). */
-int vd_client_drain(struct vd_client *c, struct vd_sink *sink, const struct vd_limits *lim,
+int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct vd_limits *lim,
 		    unsigned budget, uint64_t now_ns);
 
 /* Queue one completion (into the CQ if there is room and nothing is waiting, else overflow).

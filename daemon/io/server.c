@@ -32,21 +32,8 @@ enum { TK_LISTEN = 1, TK_SIGNAL, TK_EVQ, TK_SOCK, TK_BELL, TK_ADMIN };
 #define MAX_PENDING 16
 #define POLL_EVERY_NS 50000ull /* fd events while the loop spins: 50 us is plenty for accept/EOF */
 #define DRAIN_BUDGET 64
-#define MAX_ADMIN 16                 /* admin connections at once */
-#define ADMIN_LINES_PER_PASS 64      /* requests handled per connection per pass (then next tick) */
 #define DRAIN_FLUSH_TICKS 50         /* after a drain, wait this long at most for slow readers */
-
-/* One admin connection: a line buffer in, the unwritten rest of one answer out. */
-struct admin_conn {
-	int fd;                      /* -1 = free */
-	uint32_t gen, id;
-	struct vd_peer peer;
-	char *in;                    /* [VD_ADMIN_LINE_MAX] request bytes received, owned */
-	size_t in_n;
-	char *out;                   /* answer being written, owned */
-	size_t out_n, out_off;
-	int closing;                 /* close once out is written */
-};
+#define FRONT_SLOT0 0x80000000u      /* event slots from here on address fronts */
 
 struct vd_server {
 	struct vd_server_opts o;
@@ -55,7 +42,9 @@ struct vd_server {
 	struct vd_poller *poller;
 	struct vd_evq evq;
 	int evq_ok;
-	struct vd_sink *sink;
+	struct vd_sink *echo;        /* ECHO, NOP (and GENERATE without a model) */
+	struct vd_sink *gen_sink;    /* GENERATE (opts.sink_new), or NULL */
+	struct vd_route route;
 	struct vd_client *slots;     /* [n_slots] */
 	uint32_t n_slots;
 	uint32_t max_clients_cap;    /* start-up max_clients: the size of active[] */
@@ -69,9 +58,13 @@ struct vd_server {
 	uint64_t next_tick_ns;
 	uint64_t now;                /* clock at the end of the previous loop pass */
 	struct vd_evbuf evbuf;
-	struct admin_conn admin[MAX_ADMIN];
-	uint32_t n_admin;
-	struct vd_admin_ctx actx;    /* what admin commands see */
+	struct vd_lines lines;       /* admin connections */
+	int lines_ok;
+	struct {
+		struct vd_front f;
+		uint32_t gen;
+		int used;
+	} fronts[VD_FRONTS_MAX];
 	uint64_t t_start_ns;
 	int draining, drained;
 	uint32_t drain_ticks;
@@ -96,22 +89,15 @@ static void logf_(struct vd_server *s, int level, const char *fmt, ...)
 	s->o.log(s->o.log_ctx, level, buf);
 }
 
-void vd_server_opts_default(struct vd_server_opts *o)
+void vd_server_opts_init(struct vd_server_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->socket_path = NULL;
-	o->backend = VD_BACKEND_AUTO;
-	o->spin_us = 50;
-	o->max_clients = 64;
-	o->tick_ms = 100;
 	o->hello_timeout_ms = 2000;
-	o->client_timeout_ms = 30000;
 	o->sq_entries = 256;
 	o->cq_entries = 1024;
 	o->sq_max = 4096;
 	o->cq_max = 16384;
 	o->arena_bytes = 16u << 20;
-	o->arena_max = 1ull << 30;
 	vd_allow_default(&o->allow);
 	vd_limits_default(&o->limits);
 	o->listen_fd = -1;
@@ -219,7 +205,7 @@ static void drop_client(struct vd_server *s, struct vd_client *c, const char *wh
 		      c->id, c->name, (int)c->peer.pid, (unsigned)c->peer.uid, why,
 		      (unsigned long long)c->n_requests, (unsigned long long)c->n_errors);
 		vd_poller_del(s->poller, c->sq_bell, TOKEN(TK_BELL, slot, c->gen));
-		s->sink->ops->client_gone(s->sink, slot, c->gen);
+		vd_route_client_gone(&s->route, slot, c->gen);
 		for (uint32_t i = 0; i < s->n_active; i++) {
 			if (s->active[i] == c) {
 				s->active[i] = s->active[--s->n_active];
@@ -325,109 +311,19 @@ static int is_admin(const struct vd_server *s, const struct vd_peer *p)
 	return vd_admin_check(s->o.admin_gids, s->o.n_admin_gids, p);
 }
 
-static void admin_close(struct vd_server *s, struct admin_conn *a, const char *why)
+static void admin_closed(void *ctx, const struct vd_line_conn *a, const char *why)
 {
-	logf_(s, VD_LOG_DEBUG, "admin connection %u (pid %d uid %u) closed: %s", a->id, (int)a->peer.pid,
-	      (unsigned)a->peer.uid, why);
-	vd_poller_del(s->poller, a->fd, TOKEN(TK_ADMIN, a - s->admin, a->gen));
-	shutdown(a->fd, SHUT_RDWR); /* EOF now, as in drop_client */
-	close(a->fd);
-	a->fd = -1;
-	a->gen++;
-	free(a->in);
-	free(a->out);
-	a->in = a->out = NULL;
-	a->in_n = a->out_n = a->out_off = 0;
-	a->closing = 0;
-	s->n_admin--;
-}
-
-/* Write what is left of the answer. Returns 0 (all written or would block) or -errno. */
-static int admin_flush(struct admin_conn *a)
-{
-	while (a->out_off < a->out_n) {
-		ssize_t n = send(a->fd, a->out + a->out_off, a->out_n - a->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-		}
-		a->out_off += (size_t)n;
-	}
-	free(a->out);
-	a->out = NULL;
-	a->out_n = a->out_off = 0;
-	return 0;
-}
-
-/* Queue an answer line (owned: freed here); NULL (ENOMEM) closes the connection. */
-static void admin_answer(struct admin_conn *a, char *line)
-{
-	if (!line) {
-		a->closing = 1;
-		return;
-	}
-	a->out = line;
-	a->out_n = strlen(line);
-	a->out_off = 0;
-}
-
-/* Write, then read and answer requests until the socket would block, the answer does not fit
- * into the socket, or the per-pass budget is spent (the next tick continues). */
-static void admin_service(struct vd_server *s, struct admin_conn *a)
-{
-	for (int k = 0; k < ADMIN_LINES_PER_PASS;) {
-		char *nl;
-		ssize_t n;
-
-		if (admin_flush(a) < 0) {
-			admin_close(s, a, "write error");
-			return;
-		}
-		if (a->out)
-			return; /* the socket is full: the rest at the next tick */
-		if (a->closing) {
-			admin_close(s, a, "closed by vlmd");
-			return;
-		}
-		nl = memchr(a->in, '\n', a->in_n);
-		if (nl) {
-			size_t len = (size_t)(nl - a->in);
-
-			admin_answer(a, vd_admin_handle(&s->actx, a->in, len));
-			memmove(a->in, nl + 1, a->in_n - len - 1);
-			a->in_n -= len + 1;
-			k++;
-			continue;
-		}
-		if (a->in_n == VD_ADMIN_LINE_MAX) {
-			admin_answer(a, vd_admin_error(EMSGSIZE, "request line too long"));
-			a->closing = 1;
-			continue;
-		}
-		n = recv(a->fd, a->in + a->in_n, VD_ADMIN_LINE_MAX - a->in_n, MSG_DONTWAIT);
-		if (n == 0) {
-			admin_close(s, a, "closed by the peer");
-			return;
-		}
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				admin_close(s, a, "read error");
-			return;
-		}
-		a->in_n += (size_t)n;
-	}
+	logf_(ctx, VD_LOG_DEBUG, "admin connection %u (pid %d uid %u) closed: %s", a->id,
+	      (int)a->peer.pid, (unsigned)a->peer.uid, why);
 }
 
 /* A pending connection said hello with VS_HELLO_ADMIN: check it is an admin, answer, and move
- * its socket from the client table to the admin table. */
+ * its socket from the client table to the line connections. */
 static void admin_hello(struct vd_server *s, struct vd_client *c, const struct vs_hello *h, int v)
 {
-	struct admin_conn *a = NULL;
 	struct vs_welcome w;
+	struct vd_peer peer = c->peer;
+	uint32_t id = c->id;
 	int fd;
 
 	if (!is_admin(s, &c->peer)) {
@@ -437,20 +333,13 @@ static void admin_hello(struct vd_server *s, struct vd_client *c, const struct v
 		refuse(s, c, &w);
 		return;
 	}
-	for (unsigned i = 0; i < MAX_ADMIN; i++) {
-		if (s->admin[i].fd < 0) {
-			a = &s->admin[i];
-			break;
-		}
-	}
-	if (!a) {
-		vd_refusal(&w, VS_REFUSED_FULL, -EBUSY, "too many admin connections (max %d)", MAX_ADMIN);
+	if (!s->o.admin.handle) {
+		vd_refusal(&w, VS_REFUSED_NOT_ALLOWED, -EACCES, "this vlmd serves no admin commands");
 		refuse(s, c, &w);
 		return;
 	}
-	a->in = malloc(VD_ADMIN_LINE_MAX);
-	if (!a->in) {
-		vd_refusal(&w, VS_REFUSED_NO_MEMORY, -ENOMEM, "vlmd is out of memory");
+	if (!vd_lines_room(&s->lines)) {
+		vd_refusal(&w, VS_REFUSED_FULL, -EBUSY, "too many admin connections (max %d)", VD_LINES_MAX);
 		refuse(s, c, &w);
 		return;
 	}
@@ -463,8 +352,6 @@ static void admin_hello(struct vd_server *s, struct vd_client *c, const struct v
 	w.client_id = c->id;
 	snprintf(w.message, sizeof(w.message), "vlmd %s admin", VLM_VERSION_STRING);
 	if (vd_welcome_send(c->sock, &w, NULL)) {
-		free(a->in);
-		a->in = NULL;
 		drop_client(s, c, "welcome failed");
 		return;
 	}
@@ -475,46 +362,37 @@ static void admin_hello(struct vd_server *s, struct vd_client *c, const struct v
 	s->n_pending--;
 	vd_client_fini(c);
 	c->gen++;
-	a->fd = fd;
-	a->id = c->id;
-	a->peer = c->peer;
-	a->in_n = 0;
-	s->n_admin++;
-	logf_(s, VD_LOG_DEBUG, "admin connection %u (%.32s, pid %d uid %u)", a->id, h->name,
-	      (int)a->peer.pid, (unsigned)a->peer.uid);
-	if (vd_poller_add(s->poller, fd, TOKEN(TK_ADMIN, a - s->admin, a->gen)) < 0) {
-		admin_close(s, a, "poller full");
-		return;
+	logf_(s, VD_LOG_DEBUG, "admin connection %u (%.32s, pid %d uid %u)", id, h->name,
+	      (int)peer.pid, (unsigned)peer.uid);
+	if (vd_lines_open(&s->lines, fd, id, &peer) < 0) {
+		shutdown(fd, SHUT_RDWR);
+		close(fd);
 	}
-	admin_service(s, a); /* a request may already be waiting (the edge came with the hello) */
 }
 
-/* ---- what admin commands see of the server (daemon/ops/admin.h callbacks) ---- */
+/* ---- what a line hook may ask of the loop (daemon/io/server.h) ---- */
 
-static void srv_info(void *ctx, struct vd_admin_server_info *out)
+void vd_server_info(struct vd_server *s, struct vd_server_info *out)
 {
-	struct vd_server *s = ctx;
-
 	out->socket = s->path;
 	out->event_loop = vd_poller_name(s->poller);
-	out->sink = s->sink->ops->name;
+	out->sink = s->route.by_op[VS_OP_GENERATE]->ops->name;
 	out->clients = s->n_active;
 	out->max_clients = s->o.max_clients;
-	out->admin_connections = s->n_admin;
+	out->admin_connections = s->lines.n;
 	out->draining = s->draining;
 	out->uptime_ns = vs_now_ns() - s->t_start_ns;
 	out->prompt_tps = s->prompt_tps;
 	out->gen_tps = s->gen_tps;
 }
 
-static int srv_clients(void *ctx, struct vd_admin_client *out, int max)
+int vd_server_clients(struct vd_server *s, struct vd_server_client *out, int max)
 {
-	struct vd_server *s = ctx;
 	uint64_t now = vs_now_ns();
 
 	for (uint32_t i = 0; i < s->n_active && (int)i < max; i++) {
 		const struct vd_client *c = s->active[i];
-		struct vd_admin_client *o = &out[i];
+		struct vd_server_client *o = &out[i];
 
 		o->id = c->id;
 		o->slot = c->slot;
@@ -530,19 +408,15 @@ static int srv_clients(void *ctx, struct vd_admin_client *out, int max)
 	return (int)s->n_active;
 }
 
-static uint32_t srv_client_id(void *ctx, uint32_t slot, uint32_t gen)
+uint32_t vd_server_client_id(struct vd_server *s, uint32_t slot, uint32_t gen)
 {
-	struct vd_server *s = ctx;
-
 	if (slot >= s->n_slots || s->slots[slot].gen != gen || s->slots[slot].state != VD_CLIENT_ACTIVE)
 		return 0;
 	return s->slots[slot].id;
 }
 
-static int srv_disconnect(void *ctx, uint32_t id)
+int vd_server_disconnect(struct vd_server *s, uint32_t id)
 {
-	struct vd_server *s = ctx;
-
 	for (uint32_t i = 0; i < s->n_active; i++) {
 		if (s->active[i]->id == id) {
 			if (!s->active[i]->drop_reason)
@@ -553,17 +427,59 @@ static int srv_disconnect(void *ctx, uint32_t id)
 	return -ENOENT;
 }
 
-static void srv_drain(void *ctx)
+void vd_server_shutdown(struct vd_server *s, const char *who)
 {
-	vd_server_drain(ctx);
+	logf_(s, VD_LOG_INFO, "shutdown requested by %s", who);
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
 }
 
-static void srv_shutdown(void *ctx)
-{
-	struct vd_server *s = ctx;
+/* ---- fronts ---- */
 
-	logf_(s, VD_LOG_INFO, "shutdown requested by an admin");
-	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
+int vd_server_front_attach(struct vd_server *s, const struct vd_front *f)
+{
+	for (int i = 0; i < VD_FRONTS_MAX; i++) {
+		if (!s->fronts[i].used) {
+			s->fronts[i].used = 1;
+			s->fronts[i].f = *f;
+			return i;
+		}
+	}
+	return -EBUSY;
+}
+
+static int front_ok(const struct vd_server *s, int id)
+{
+	return id >= 0 && id < VD_FRONTS_MAX && s->fronts[id].used;
+}
+
+int vd_server_front_submit(struct vd_server *s, int id, struct vd_request *req, char *err,
+			   size_t errlen)
+{
+	if (!front_ok(s, id)) {
+		snprintf(err, errlen, "no such front");
+		vd_request_free(req);
+		return -ENOENT;
+	}
+	req->slot = FRONT_SLOT0 + (uint32_t)id;
+	req->gen = s->fronts[id].gen;
+	req->t_submit_ns = vs_now_ns();
+	return vd_route_submit(&s->route, req, err, errlen);
+}
+
+int vd_server_front_cancel(struct vd_server *s, int id, uint64_t user_data)
+{
+	if (!front_ok(s, id))
+		return -ENOENT;
+	return vd_route_cancel(&s->route, FRONT_SLOT0 + (uint32_t)id, s->fronts[id].gen, user_data);
+}
+
+void vd_server_front_detach(struct vd_server *s, int id)
+{
+	if (!front_ok(s, id))
+		return;
+	vd_route_client_gone(&s->route, FRONT_SLOT0 + (uint32_t)id, s->fronts[id].gen);
+	s->fronts[id].used = 0;
+	s->fronts[id].gen++; /* events still queued for it are dropped */
 }
 
 void vd_server_drain(struct vd_server *s)
@@ -673,6 +589,8 @@ static void handle_hello(struct vd_server *s, struct vd_client *c)
 		return;
 	}
 	c->state = VD_CLIENT_ACTIVE;
+	c->req_log = s->o.req_log;
+	c->req_log_ctx = s->o.req_log_ctx;
 	s->n_pending--;
 	vd_metrics_add(s->o.metrics, VD_C_CLIENTS_ACCEPTED, 1);
 	vd_metrics_gauge_add(s->o.metrics, VD_G_CLIENTS, 1);
@@ -760,19 +678,36 @@ static int poll_fds(struct vd_server *s, int timeout_ms)
 			break;
 		case TK_BELL:
 			break; /* edge-triggered: nothing to read; service() looks at the rings */
-		case TK_ADMIN: {
-			uint32_t k = TK_SLOT(tok[i]);
-
-			if (k < MAX_ADMIN && s->admin[k].fd >= 0 && s->admin[k].gen == TK_GEN(tok[i]))
-				admin_service(s, &s->admin[k]);
+		case TK_ADMIN:
+			vd_lines_event(&s->lines, tok[i]);
 			break;
-		}
 		}
 	}
 	return n;
 }
 
-/* Route sink events to their clients' CQs. Returns the number routed. */
+/* Deliver one event to its address: an shm client's CQ or a front's hook. Events for an address
+ * that went away in the meantime are dropped (generation check). */
+static void deliver(struct vd_server *s, const struct vd_event *ev)
+{
+	struct vd_client *c;
+
+	if (ev->slot >= FRONT_SLOT0) {
+		uint32_t k = ev->slot - FRONT_SLOT0;
+
+		if (k < VD_FRONTS_MAX && s->fronts[k].used && s->fronts[k].gen == ev->gen)
+			s->fronts[k].f.deliver(s->fronts[k].f.ctx, &ev->cqe);
+		return;
+	}
+	if (ev->slot >= s->n_slots)
+		return;
+	c = &s->slots[ev->slot];
+	if (c->state != VD_CLIENT_ACTIVE || c->gen != ev->gen || c->drop_reason)
+		return; /* the client left: drop */
+	vd_client_post(c, &ev->cqe);
+}
+
+/* Route sink events to their addresses. Returns the number routed. */
 static size_t dispatch_events(struct vd_server *s)
 {
 	size_t n = 0;
@@ -782,17 +717,8 @@ static size_t dispatch_events(struct vd_server *s)
 
 		s->evbuf.n = 0;
 		k = vd_evq_take(&s->evq, &s->evbuf);
-		for (size_t i = 0; i < k; i++) {
-			struct vd_event *ev = &s->evbuf.ev[i];
-			struct vd_client *c;
-
-			if (ev->slot >= s->n_slots)
-				continue;
-			c = &s->slots[ev->slot];
-			if (c->state != VD_CLIENT_ACTIVE || c->gen != ev->gen || c->drop_reason)
-				continue; /* the client left: drop */
-			vd_client_post(c, &ev->cqe);
-		}
+		for (size_t i = 0; i < k; i++)
+			deliver(s, &s->evbuf.ev[i]);
 		n += k;
 	}
 	return n;
@@ -806,7 +732,7 @@ static size_t service(struct vd_server *s)
 	for (uint32_t i = 0; i < s->n_active; i++) {
 		struct vd_client *c = s->active[i];
 		uint64_t bad = c->n_invalid;
-		int r = vd_client_drain(c, s->sink, &s->o.limits, DRAIN_BUDGET, s->now);
+		int r = vd_client_drain(c, &s->route, &s->o.limits, DRAIN_BUDGET, s->now);
 
 		if (r > 0)
 			work += (size_t)r;
@@ -854,7 +780,7 @@ static void drain_check(struct vd_server *s)
 {
 	int pending = 0;
 
-	if (s->o.engine && s->o.eng && !s->o.eng->idle(s->o.engine))
+	if (!vd_route_idle(&s->route))
 		return;
 	service(s); /* route what the engine pushed last */
 	for (uint32_t i = 0; i < s->n_active; i++)
@@ -872,9 +798,7 @@ static void tick(struct vd_server *s, uint64_t now)
 	if (s->o.on_tick)
 		s->o.on_tick(s->o.tick_ctx, now);
 	sample_throughput(s, now);
-	for (unsigned i = 0; i < MAX_ADMIN; i++)
-		if (s->admin[i].fd >= 0)
-			admin_service(s, &s->admin[i]);
+	vd_lines_tick(&s->lines);
 	if (s->draining)
 		drain_check(s);
 	for (uint32_t i = 0; i < s->n_slots; i++) {
@@ -972,8 +896,8 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 		return -ENOMEM;
 	s->o = *o;
 	s->lfd = s->sfd = -1;
-	for (unsigned i = 0; i < MAX_ADMIN; i++)
-		s->admin[i].fd = -1;
+	for (unsigned i = 0; i < VD_FRONTS_MAX; i++)
+		s->fronts[i].gen = 1;
 	if (!s->o.max_clients)
 		s->o.max_clients = 1;
 	s->max_clients_cap = s->o.max_clients;
@@ -988,13 +912,6 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 		goto fail;
 	}
 	s->t_start_ns = vs_now_ns();
-	s->actx = (struct vd_admin_ctx){
-		.conf = o->conf, .metrics = o->metrics, .engine = o->engine, .eng = o->eng, .srv = s,
-		.server_info = srv_info, .clients = srv_clients, .client_id = srv_client_id,
-		.disconnect = srv_disconnect, .drain = srv_drain, .shutdown = srv_shutdown,
-	};
-	if (s->actx.engine && !s->actx.eng)
-		s->actx.engine = NULL;
 	for (uint32_t i = 0; i < s->n_slots; i++) {
 		s->slots[i].slot = i;
 		s->slots[i].gen = 1;
@@ -1005,13 +922,24 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 	if (e)
 		goto fail;
 	s->evq_ok = 1;
-	e = s->o.sink_new ? s->o.sink_new(&s->evq, s->o.sink_ctx, &s->sink)
-			  : vd_echo_new(&s->evq, s->o.echo_threaded, &s->sink);
+	e = vd_echo_new(&s->evq, s->o.echo_threaded, &s->echo);
 	if (e)
 		goto fail;
-	e = vd_poller_new(s->o.backend, 2 * s->n_slots + 16 + MAX_ADMIN, &s->poller);
+	if (s->o.sink_new) {
+		e = s->o.sink_new(&s->evq, s->o.sink_ctx, &s->gen_sink);
+		if (e)
+			goto fail;
+	}
+	vd_route_set(&s->route, VS_OP_NOP, s->echo);
+	vd_route_set(&s->route, VS_OP_ECHO, s->echo);
+	vd_route_set(&s->route, VS_OP_GENERATE, s->gen_sink ? s->gen_sink : s->echo);
+	e = vd_poller_new(s->o.backend, 2 * s->n_slots + 16 + VD_LINES_MAX, &s->poller);
 	if (e)
 		goto fail;
+	vd_lines_init(&s->lines, &s->o.admin, s, s->poller, TOKEN(TK_ADMIN, 0, 0));
+	s->lines.on_close = admin_closed;
+	s->lines.close_ctx = s;
+	s->lines_ok = 1;
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGINT);
 	sigaddset(&ss, SIGTERM);
@@ -1041,7 +969,7 @@ int vd_server_new(const struct vd_server_opts *o, struct vd_server **out)
 	    (e = vd_poller_add(s->poller, s->evq.efd, TOKEN(TK_EVQ, 0, 0))))
 		goto fail;
 	logf_(s, VD_LOG_INFO, "listening on %s (%s loop, %s sink, spin %u us, max %u clients)", s->path,
-	      vd_poller_name(s->poller), s->sink->ops->name, s->o.spin_us, s->o.max_clients);
+	      vd_poller_name(s->poller), s->route.by_op[VS_OP_GENERATE]->ops->name, s->o.spin_us, s->o.max_clients);
 	*out = s;
 	return 0;
 fail:
@@ -1061,14 +989,12 @@ void vd_server_free(struct vd_server *s)
 		if (c->state != VD_CLIENT_FREE)
 			drop_client(s, c, "daemon shutting down");
 	}
-	for (unsigned i = 0; i < MAX_ADMIN; i++) {
-		if (s->admin[i].fd >= 0) {
-			admin_flush(&s->admin[i]); /* e.g. the answer to `shutdown` */
-			admin_close(s, &s->admin[i], "daemon shutting down");
-		}
-	}
-	if (s->sink)
-		s->sink->ops->free(s->sink);
+	if (s->lines_ok)
+		vd_lines_fini(&s->lines);
+	if (s->gen_sink)
+		s->gen_sink->ops->free(s->gen_sink);
+	if (s->echo)
+		s->echo->ops->free(s->echo);
 	if (s->lfd >= 0) {
 		close(s->lfd);
 		if (!s->keep_path)

@@ -2,10 +2,11 @@
  * daemon/io/sink.h — the request sink interface: where validated requests go.
  *
  * The I/O loop owns clients, rings and validation; a sink owns what happens to a request after
- * that. Today the only sink is the echo handler (daemon/io/echo.c); the serving engine of the next
- * milestone is another sink behind the same table, running on its own thread and sending
- * completion events back through the loop's vd_evq (woken by its eventfd). All calls below are
- * made on the loop thread; a sink must not block in them.
+ * that. Two sinks exist: the echo handler (daemon/io/echo.c, ECHO and NOP) and the serving engine
+ * (daemon/engine/engine.c, GENERATE), which runs on its own thread and sends completion events
+ * back through the loop's vd_evq (woken by its eventfd). The loop picks the sink by opcode
+ * (struct vd_route below), so no sink has to know another. All calls below are made on the loop
+ * thread; a sink must not block in them.
  */
 #ifndef VLM_DAEMON_SINK_H
 #define VLM_DAEMON_SINK_H
@@ -54,11 +55,32 @@ struct vd_sink_ops {
 	void (*client_gone)(struct vd_sink *s, uint32_t slot, uint32_t gen);
 	/* Stop threads and free the sink. */
 	void (*free)(struct vd_sink *s);
+	/* Optional (NULL = always idle): 1 when no request is queued or running, for a drain. */
+	int (*idle)(struct vd_sink *s);
 };
 
 struct vd_sink {
 	const struct vd_sink_ops *ops;
 	struct vd_evq *evq;          /* where completion events go (not owned) */
 };
+
+/* The loop's routing table: which sink serves each opcode (CANCEL is not routed: a cancel goes to
+ * every distinct sink until one knows the request). Filled by the loop; entries not owned. */
+struct vd_route {
+	struct vd_sink *by_op[VS_OP__COUNT];
+	struct vd_sink *sinks[VS_OP__COUNT];   /* the distinct sinks of by_op [n_sinks] */
+	unsigned n_sinks;
+};
+
+/* Route opcode op to sink (NULL: refused with -EOPNOTSUPP). */
+void vd_route_set(struct vd_route *rt, unsigned op, struct vd_sink *sink);
+/* The sink's submit for req's opcode (ownership of req as in vd_sink_ops.submit). */
+int vd_route_submit(const struct vd_route *rt, struct vd_request *req, char *err, size_t errlen);
+/* Cancel in the first sink that knows the request: 0 or -ENOENT. */
+int vd_route_cancel(const struct vd_route *rt, uint32_t slot, uint32_t gen, uint64_t user_data);
+/* Tell every sink the client is gone. */
+void vd_route_client_gone(const struct vd_route *rt, uint32_t slot, uint32_t gen);
+/* 1 when every sink is idle. */
+int vd_route_idle(const struct vd_route *rt);
 
 #endif /* VLM_DAEMON_SINK_H */

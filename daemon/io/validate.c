@@ -3,7 +3,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +14,11 @@
 
 void vd_limits_default(struct vd_limits *lim)
 {
-	lim->max_tokens = 1u << 20;
-	lim->max_items = 256;
-	lim->max_stop_ids = 64;
-	lim->max_cols = 65536;
-	lim->max_new_tokens = 1u << 20;
+	lim->max_tokens = VS_MAX_PROMPT_TOKENS;
+	lim->max_items = VS_MAX_ITEMS;
+	lim->max_stop_ids = VS_MAX_STOP_IDS;
+	lim->max_cols = VS_MAX_COLS;
+	lim->max_new_tokens = VS_MAX_NEW_TOKENS;
 }
 
 void vd_request_free(struct vd_request *r)
@@ -37,8 +36,6 @@ void vd_request_free(struct vd_request *r)
 	free(r);
 }
 
-static const unsigned dtype_bytes[VS_DTYPE__COUNT] = { 4, 2, 2 };
-
 /* Write the reason into why [whylen] and return code. */
 static int say(char *why, size_t whylen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -53,37 +50,6 @@ static int say(char *why, size_t whylen, int code, const char *fmt, ...)
 }
 
 #define FAIL(code, ...) do { e = say(why, whylen, (code), __VA_ARGS__); goto fail; } while (0)
-
-static int check_params(const struct vs_gen_params *p, const struct vd_limits *lim, char *why,
-			size_t whylen)
-{
-	if (p->max_tokens > lim->max_new_tokens)
-		return say(why, whylen, -E2BIG, "max_tokens %" PRIu32 " > limit %" PRIu32,
-			   p->max_tokens, lim->max_new_tokens);
-	if (p->min_tokens > p->max_tokens && p->max_tokens)
-		return say(why, whylen, -EINVAL, "min_tokens %" PRIu32 " > max_tokens %" PRIu32,
-			   p->min_tokens, p->max_tokens);
-	if (!isfinite(p->temperature) || p->temperature < 0)
-		return say(why, whylen, -EINVAL, "temperature %g: need finite >= 0",
-			   (double)p->temperature);
-	if (!isfinite(p->top_p) || p->top_p < 0 || p->top_p > 1)
-		return say(why, whylen, -EINVAL, "top_p %g: need 0..1", (double)p->top_p);
-	if (!isfinite(p->min_p) || p->min_p < 0 || p->min_p > 1)
-		return say(why, whylen, -EINVAL, "min_p %g: need 0..1", (double)p->min_p);
-	if (!isfinite(p->repetition_penalty) || p->repetition_penalty < 0)
-		return say(why, whylen, -EINVAL, "repetition_penalty %g: need finite >= 0",
-			   (double)p->repetition_penalty);
-	if (!isfinite(p->frequency_penalty) || !isfinite(p->presence_penalty))
-		return say(why, whylen, -EINVAL, "frequency/presence penalty not finite");
-	if (p->top_k < 0)
-		return say(why, whylen, -EINVAL, "top_k %" PRId32 ": need >= 0", p->top_k);
-	if (p->logprobs > VS_MAX_LOGPROBS)
-		return say(why, whylen, -EINVAL, "logprobs %" PRIu32 " > %u", p->logprobs,
-			   VS_MAX_LOGPROBS);
-	if (p->flags & ~(VS_GEN_IGNORE_EOS | VS_GEN_HAS_SEED | VS_GEN_LOGPROBS))
-		return say(why, whylen, -EINVAL, "unknown generation flags 0x%" PRIx32, p->flags);
-	return 0;
-}
 
 /* Item k's descriptor (a private copy). */
 static int check_item(const struct vs_mm_item *it, uint32_t k, uint64_t arena_bytes,
@@ -110,7 +76,7 @@ static int check_item(const struct vs_mm_item *it, uint32_t k, uint64_t arena_by
 	if (!it->rows || !it->cols || it->cols > lim->max_cols)
 		return say(why, whylen, -EINVAL, "item %" PRIu32 ": shape %" PRIu32 "x%" PRIu32
 			   " out of range", k, it->rows, it->cols);
-	row_bytes = (uint64_t)it->cols * dtype_bytes[it->dtype];
+	row_bytes = (uint64_t)it->cols * vs_dtype_size(it->dtype);
 	if (it->row_stride < row_bytes)
 		return say(why, whylen, -EINVAL, "item %" PRIu32 ": row stride %" PRIu64 " < row %"
 			   PRIu64 " B", k, it->row_stride, row_bytes);
@@ -133,8 +99,8 @@ static int check_item(const struct vs_mm_item *it, uint32_t k, uint64_t arena_by
 	switch (it->device) {
 	case VS_DEV_ARENA:
 		if (!vs_arena_view((const void *)1, arena_bytes, it->data_off, it->data_bytes,
-				   dtype_bytes[it->dtype]) ||
-		    it->row_stride % dtype_bytes[it->dtype])
+				   vs_dtype_size(it->dtype)) ||
+		    it->row_stride % vs_dtype_size(it->dtype))
 			return say(why, whylen, -EINVAL, "item %" PRIu32 ": data outside the arena or "
 				   "misaligned", k);
 		break;
@@ -183,7 +149,7 @@ int vd_validate_sqe(const struct vs_sqe *sqe, const unsigned char *arena, uint64
 	if (sqe->n_stop_ids > lim->max_stop_ids)
 		FAIL(-E2BIG, "%" PRIu32 " stop ids > limit %" PRIu32, sqe->n_stop_ids,
 		     lim->max_stop_ids);
-	e = check_params(&sqe->params, lim, why, whylen);
+	e = vs_gen_params_check(&sqe->params, lim->max_new_tokens, why, whylen);
 	if (e)
 		goto fail;
 

@@ -23,7 +23,7 @@ struct vd_limits {
 	uint32_t max_new_tokens;     /* bound on params.max_tokens */
 };
 
-/* Defaults: 1 Mi tokens, 256 items, 64 stop ids, 65536 cols, 1 Mi new tokens. */
+/* Defaults: the wire limits of shm/wire.h (VS_MAX_PROMPT_TOKENS, ...). */
 void vd_limits_default(struct vd_limits *lim);
 
 /* Validate the private copy *sqe against the arena [arena_bytes] and the limits. On success

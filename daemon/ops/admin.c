@@ -69,7 +69,7 @@ static json_t *latency(const struct vd_metrics *m, enum vd_hist h)
 
 static json_t *cmd_info(const struct vd_admin_ctx *x)
 {
-	struct vd_admin_server_info si;
+	struct vd_server_info si;
 	struct vd_engine_info ei;
 	const struct vd_metrics *m = x->metrics;
 	json_t *o = ok_obj(), *srv;
@@ -235,7 +235,7 @@ static struct vd_engine_req_info *engine_requests(const struct vd_admin_ctx *x, 
 
 static json_t *cmd_clients(const struct vd_admin_ctx *x)
 {
-	struct vd_admin_client *cl;
+	struct vd_server_client *cl;
 	struct vd_engine_req_info *rq;
 	int n, nr;
 	json_t *o, *arr;
@@ -519,4 +519,61 @@ char *vd_admin_handle(const struct vd_admin_ctx *x, const char *line, size_t len
 	 * raw hello name): answer with an error instead of a silent disconnect */
 	return line_out ? line_out
 		 : vd_admin_error(EILSEQ, "the answer holds text that is not valid UTF-8");
+}
+
+/* ---------------------------------------------------------------- the loop's line hook */
+
+static void hk_info(void *srv, struct vd_server_info *out)
+{
+	vd_server_info(srv, out);
+}
+
+static int hk_clients(void *srv, struct vd_server_client *out, int max)
+{
+	return vd_server_clients(srv, out, max);
+}
+
+static uint32_t hk_client_id(void *srv, uint32_t slot, uint32_t gen)
+{
+	return vd_server_client_id(srv, slot, gen);
+}
+
+static int hk_disconnect(void *srv, uint32_t id)
+{
+	return vd_server_disconnect(srv, id);
+}
+
+static void hk_drain(void *srv)
+{
+	vd_server_drain(srv);
+}
+
+static void hk_shutdown(void *srv)
+{
+	vd_server_shutdown(srv, "an admin");
+}
+
+static char *hk_line(void *ctx, struct vd_server *srv, const char *line, size_t len)
+{
+	const struct vd_admin_wiring *w = ctx;
+	struct vd_admin_ctx x = {
+		.conf = w->conf, .metrics = w->metrics, .engine = w->eng ? w->engine : NULL,
+		.eng = w->eng, .srv = srv, .server_info = hk_info, .clients = hk_clients,
+		.client_id = hk_client_id, .disconnect = hk_disconnect, .drain = hk_drain,
+		.shutdown = hk_shutdown,
+	};
+
+	return vd_admin_handle(&x, line, len);
+}
+
+static char *hk_too_long(void *ctx)
+{
+	(void)ctx;
+	return vd_admin_error(EMSGSIZE, "request line too long");
+}
+
+void vd_admin_hook(struct vd_line_hook *hook, const struct vd_admin_wiring *w)
+{
+	*hook = (struct vd_line_hook){ .handle = hk_line, .too_long = hk_too_long, .ctx = (void *)w,
+				       .line_max = VD_ADMIN_LINE_MAX };
 }

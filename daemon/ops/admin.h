@@ -5,8 +5,9 @@
  * the engine's request list with the server's client table) is the part with many cases, and it
  * is tested here without sockets, threads or a model, against a context of plain callbacks. The
  * connection handling (hello, credentials, line buffering, non-blocking writes) lives in the I/O
- * loop (daemon/io/server.c), which fills the context with its own callbacks; vlmd.c adds the
- * configuration and the engine. docs/PROTOCOL.md ("Admin") lists the commands.
+ * loop (daemon/io/lines.c); vd_admin_hook makes the line hook the loop calls, which fills the
+ * context with the loop's queries (daemon/io/server.h) and what vlmd.c wires in (configuration,
+ * metrics, engine). docs/PROTOCOL.md ("Admin") lists the commands.
  *
  * Engine calls go through a table of function pointers (struct vd_admin_engine, normally the
  * vd_engine_* functions of daemon/engine/engine.h), so this module links without the engine and a test
@@ -25,35 +26,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/ops/conf.h"
 #include "daemon/engine/engine.h"
+#include "daemon/io/server.h"
+#include "daemon/ops/conf.h"
 #include "daemon/ops/metrics.h"
 
 #define VD_ADMIN_LINE_MAX (64u * 1024)       /* longest request line */
 #define VD_ADMIN_REQ_MAX 4096                /* most requests listed by `requests` */
-
-/* One connected client as `clients` shows it. */
-struct vd_admin_client {
-	uint32_t id;                 /* connection number (vlmctl disconnect ID) */
-	uint32_t slot, gen;          /* the engine's view of the client */
-	int32_t pid;
-	uint32_t uid;
-	char name[33];
-	uint64_t age_ns;             /* since accept */
-	uint64_t arena_bytes;
-	uint64_t n_requests, n_errors; /* submissions read / refused by the loop */
-};
-
-/* What the server reports in the `server` section. */
-struct vd_admin_server_info {
-	const char *socket;
-	const char *event_loop;      /* "io_uring" / "epoll" */
-	const char *sink;            /* "echo" / "engine" */
-	uint32_t clients, max_clients, admin_connections;
-	int draining;
-	uint64_t uptime_ns;
-	double prompt_tps, gen_tps;  /* tokens/s over the last second or so */
-};
 
 /* The engine calls used (signatures of daemon/engine/engine.h). */
 struct vd_admin_engine {
@@ -72,9 +51,9 @@ struct vd_admin_ctx {
 	const struct vd_admin_engine *eng;    /* required when engine != NULL */
 	/* server side (all required) */
 	void *srv;
-	void (*server_info)(void *srv, struct vd_admin_server_info *out);
+	void (*server_info)(void *srv, struct vd_server_info *out);
 	/* Copies up to max clients into out; returns how many are connected. */
-	int (*clients)(void *srv, struct vd_admin_client *out, int max);
+	int (*clients)(void *srv, struct vd_server_client *out, int max);
 	/* Client id of engine client (slot, gen), 0 when gone. */
 	uint32_t (*client_id)(void *srv, uint32_t slot, uint32_t gen);
 	/* Disconnect client id: 0 or -ENOENT. */
@@ -92,5 +71,17 @@ char *vd_admin_handle(const struct vd_admin_ctx *ctx, const char *line, size_t l
 /* An error response line as vd_admin_handle makes it (for the loop's own errors, e.g. a line
  * over VD_ADMIN_LINE_MAX). err is a positive errno. malloc'd, caller frees; NULL on ENOMEM. */
 char *vd_admin_error(int err, const char *msg);
+
+/* What the admin commands see besides the loop; wired by vlmd.c, not owned. */
+struct vd_admin_wiring {
+	struct vd_conf *conf;                 /* NULL: config commands ENODEV */
+	const struct vd_metrics *metrics;     /* NULL: metrics ENODEV */
+	struct vd_engine *engine;             /* NULL: no model loaded */
+	const struct vd_admin_engine *eng;    /* the engine calls (engine is ignored without) */
+};
+
+/* Fill hook (the loop's opts.admin) so that each admin line is answered by vd_admin_handle with
+ * w (which must outlive the server) and the loop's own queries (vd_server_info, ...). */
+void vd_admin_hook(struct vd_line_hook *hook, const struct vd_admin_wiring *w);
 
 #endif /* VLM_DAEMON_ADMIN_H */

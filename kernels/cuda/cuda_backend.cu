@@ -1403,6 +1403,22 @@ int be_sample(struct vk_backend *be, float *logits, int32_t n, int32_t vocab,
 int be_step_begin(struct vk_backend *be, const struct vk_batch *batch);
 int be_step_end(struct vk_backend *be);
 
+int be_mem_info(struct vk_backend *be, uint64_t *ret_free, uint64_t *ret_total)
+{
+	struct ctx *c = C(be);
+	size_t fr = 0, tot = 0;
+	int rc = enter(c);
+
+	if (rc < 0)
+		return rc;
+	rc = check(c, cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+	if (rc < 0)
+		return rc;
+	*ret_free = (uint64_t)fr;
+	*ret_total = (uint64_t)tot;
+	return 0;
+}
+
 const struct vk_backend_ops cuda_ops = {
 	VK_BACKEND_ABI,
 	"cuda",
@@ -1434,6 +1450,7 @@ const struct vk_backend_ops cuda_ops = {
 	be_activate,
 	be_rope_2d,
 	be_seg_attention,
+	be_mem_info,
 };
 
 void be_destroy(struct vk_backend *be)

@@ -47,7 +47,7 @@ START_TEST(test_greedy_and_penalties)
 	for (int i = 0; i < V; i++)
 		orig[i] = frand() * 8 - 4;
 	orig[10] = orig[30] = 9;   /* tie: first index wins */
-	struct vd_sample_params p = { .temperature = 0 };
+	struct vk_sample_params p = { .temperature = 0 };
 	memcpy(l, orig, sizeof(l));
 	ck_assert_int_eq(vd_sample(l, V, &p, scratch), 10);
 	/* penalties: history (token, output count) */
@@ -169,7 +169,7 @@ START_TEST(test_filters_match_reference)
 			for (unsigned b = 0; b < 7; b++)
 				for (unsigned c = 0; c < 5; c++)
 					for (unsigned d = 0; d < 3; d++) {
-						struct vd_sample_params p = {
+						struct vk_sample_params p = {
 							.temperature = temps[a], .top_k = ks[b], .top_p = ps[c],
 							.min_p = mps[d], .seed = 1000 + (uint64_t)trial,
 							.step = a * 100 + b * 10 + c + d * 1000
@@ -198,7 +198,7 @@ END_TEST
 
 /* Sampled frequencies match the (filtered, renormalised) softmax: chi-square over fixed seeds,
  * with a generous bound (the result is deterministic; the bound only guards against bias). */
-static double chi2(const float *orig, int V, struct vd_sample_params p, int N, const double *prob)
+static double chi2(const float *orig, int V, struct vk_sample_params p, int N, const double *prob)
 {
 	float *l = malloc(sizeof(float) * (size_t)V), *scratch = malloc(sizeof(float) * (size_t)V);
 	int *cnt = calloc((size_t)V, sizeof(int));
@@ -235,7 +235,7 @@ START_TEST(test_distribution)
 			z += exp(orig[i] / T);
 		for (int i = 0; i < V; i++)
 			prob[i] = exp(orig[i] / T) / z;
-		struct vd_sample_params p = { .temperature = T, .top_p = 1, .seed = 77 };
+		struct vk_sample_params p = { .temperature = T, .top_p = 1, .seed = 77 };
 		/* 7 degrees of freedom: P(chi2 > 30) < 1e-4 */
 		ck_assert(chi2(orig, V, p, N, prob) < 30.0);
 	}
@@ -246,7 +246,7 @@ START_TEST(test_distribution)
 	prob[2] = exp(2.0) / z;
 	prob[5] = exp(1.5) / z;
 	prob[0] = exp(1.0) / z;
-	struct vd_sample_params p = { .temperature = 1, .top_k = 3, .top_p = 1, .seed = 5 };
+	struct vk_sample_params p = { .temperature = 1, .top_k = 3, .top_p = 1, .seed = 5 };
 	ck_assert(chi2(orig, V, p, N, prob) < 25.0);
 	/* min_p = 0.5: keep p >= 0.5 * p_max, i.e. logit >= 2 - ln 2 = 1.307: tokens 2, 5 */
 	z = exp(2.0) + exp(1.5);
@@ -254,7 +254,7 @@ START_TEST(test_distribution)
 		prob[i] = 0;
 	prob[2] = exp(2.0) / z;
 	prob[5] = exp(1.5) / z;
-	struct vd_sample_params q = { .temperature = 1, .min_p = 0.5f, .top_p = 1, .seed = 9 };
+	struct vk_sample_params q = { .temperature = 1, .min_p = 0.5f, .top_p = 1, .seed = 9 };
 	ck_assert(chi2(orig, V, q, N, prob) < 20.0);
 	/* top_p = 0.65: sorted probabilities 0.379 (2), 0.230 (5), 0.139 (0)...: the smallest prefix
 	 * with mass >= 0.65 is {2, 5, 0} */
@@ -262,7 +262,7 @@ START_TEST(test_distribution)
 	for (int i = 0; i < V; i++)
 		z += exp(orig[i]);
 	ck_assert(exp(2.0) / z + exp(1.5) / z < 0.65 && (exp(2.0) + exp(1.5) + exp(1.0)) / z >= 0.65);
-	struct vd_sample_params r = { .temperature = 1, .top_p = 0.65f, .seed = 11 };
+	struct vk_sample_params r = { .temperature = 1, .top_p = 0.65f, .seed = 11 };
 	z = exp(2.0) + exp(1.5) + exp(1.0);
 	for (int i = 0; i < V; i++)
 		prob[i] = 0;
@@ -282,7 +282,7 @@ START_TEST(test_seed_determinism)
 	for (int i = 0; i < V; i++)
 		base[i] = frand() * 6;
 	int32_t alone[STEPS], mixed[STEPS];
-	struct vd_sample_params p = { .temperature = 0.9f, .top_k = 50, .top_p = 0.9f, .seed = 123 };
+	struct vk_sample_params p = { .temperature = 0.9f, .top_k = 50, .top_p = 0.9f, .seed = 123 };
 	for (int s = 0; s < STEPS; s++) {
 		memcpy(l, base, sizeof(l));
 		p.step = (uint64_t)s;
@@ -291,7 +291,7 @@ START_TEST(test_seed_determinism)
 	for (int s = 0; s < STEPS; s++) {
 		/* other sequences sample in between with other seeds and their own steps */
 		for (int o = 0; o < 3; o++) {
-			struct vd_sample_params q = { .temperature = 1.2f, .top_p = 1,
+			struct vk_sample_params q = { .temperature = 1.2f, .top_p = 1,
 				                      .seed = 999 + (uint64_t)o, .step = (uint64_t)(s * 7 + o) };
 			memcpy(l, base, sizeof(l));
 			vd_sample(l, V, &q, scratch);
@@ -374,7 +374,7 @@ START_TEST(test_stop_rules)
 			l[i] = (float)i * 0.1f;
 		l[2] = 50;
 		vd_sampler_mask(l, 10, &r, 0);
-		struct vd_sample_params p = { .temperature = 1, .top_p = 1, .seed = 3,
+		struct vk_sample_params p = { .temperature = 1, .top_p = 1, .seed = 3,
 			                      .step = (uint64_t)s };
 		int32_t t = vd_sample(l, 10, &p, scratch);
 		ck_assert(t != 2 && t != 7 && t != 9);

@@ -86,7 +86,7 @@ static const struct vd_admin_engine fake_eng = { f_info, f_requests, f_cancel, f
 static int srv_drains, srv_shutdowns;
 static uint32_t srv_disconnected;
 
-static void s_info(void *srv, struct vd_admin_server_info *o)
+static void s_info(void *srv, struct vd_server_info *o)
 {
 	o->socket = "/tmp/x.sock";
 	o->event_loop = "epoll";
@@ -95,9 +95,9 @@ static void s_info(void *srv, struct vd_admin_server_info *o)
 	o->max_clients = 64;
 }
 
-static int s_clients(void *srv, struct vd_admin_client *out, int max)
+static int s_clients(void *srv, struct vd_server_client *out, int max)
 {
-	static const struct vd_admin_client c[2] = {
+	static const struct vd_server_client c[2] = {
 		{ .id = 11, .slot = 1, .gen = 3, .pid = 100, .uid = 1000, .name = "alpha", .arena_bytes = 1 << 20 },
 		{ .id = 12, .slot = 2, .gen = 1, .pid = 200, .uid = 1001, .name = "beta", .arena_bytes = 2 << 20 },
 	};
