@@ -27,6 +27,7 @@
 #include "../serve/sv.h"
 #include "ct.h"
 #include "daemon/engine/engine.h"
+#include "daemon/ops/conf.h"
 #include "daemon/ops/metrics.h"
 #include "shm/wire.h"
 #include "vlm/vlm.h"
@@ -67,7 +68,7 @@ int main(void)
 		return 1;
 	snprintf(sock, sizeof(sock), "%s/s", tmpl);
 	vd_metrics_init(&m);
-	vd_engine_opts_default(&eo);
+	vd_conf_engine_defaults(&eo);
 	eo.model_dir = model;
 	eo.threads = 1;
 	eo.kv_bytes = 64u << 20;
