@@ -417,6 +417,8 @@ static int run_http(const struct opts *o, const char *url, const char *model, in
 		x[i].h = curl_easy_init();
 		x[i].res = res;
 		x[i].hdr = curl_slist_append(NULL, "Content-Type: application/json");
+		/* no "Expect: 100-continue" round trip for image bodies (the openai SDKs send none) */
+		x[i].hdr = curl_slist_append(x[i].hdr, "Expect:");
 		curl_easy_setopt(x[i].h, CURLOPT_URL, full);
 		curl_easy_setopt(x[i].h, CURLOPT_HTTPHEADER, x[i].hdr);
 		curl_easy_setopt(x[i].h, CURLOPT_WRITEFUNCTION, on_write);
