@@ -11,6 +11,13 @@
  *           loops of threads on one connection submitting ids and reading tokens;
  *   http    libcurl multi: closed loops of streaming POST /v1/chat/completions (SSE), the text
  *           parsed as it comes.
+ * With --image FILE (up to 8 times) every request is instead a multi-turn conversation with those
+ * images — the seed's workload: system prompt; a user turn with the request's own text and all
+ * images but the last; a fixed assistant answer; a last user turn with the last image and a
+ * question. The images travel as they would from a user: the encoded file bytes, decoded and
+ * preprocessed per request on both sides (direct: vlm_image_load_memory; http: a base64 data:
+ * URL that vlm-serve decodes with the same call). vlmd's vision cache serves repeated images to
+ * both sides alike.
  * Reported per side: QPS, TTFT and ITL p50/p99 (TTFT: request start to the first token / the
  * first content event; ITL: between consecutive token batches / content events). Headline
  * figures: http_over_direct = QPS(http) / QPS(direct) per concurrency (goal >= 0.9 at 32), and
@@ -27,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,11 +50,77 @@
 
 #define SYSTEM "You are a concise assistant. Answer in one short paragraph."
 
+#define MAX_IMAGES 8
+#define ASSISTANT "They show shapes and colours."
+#define LAST_Q "And this one, in one sentence?"
+
 struct opts {
 	const char *model, *tokenizer, *serve_bin;
 	int conc, max_tokens, json, threads, tiny;
 	double secs;
+	const char *image[MAX_IMAGES];
+	int n_images;
 };
+
+/* The --image files: their bytes (direct side) and data: URLs (http side). */
+static struct bench_image {
+	unsigned char *data;
+	size_t len;
+	char *url;
+} images[MAX_IMAGES];
+static struct vlm_vision_config vcfg;
+
+static char *data_url(const char *path, const unsigned char *p, size_t n)
+{
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const char *ext = strrchr(path, '.');
+	const char *mime = ext && (!strcasecmp(ext, ".jpg") || !strcasecmp(ext, ".jpeg")) ? "jpeg" :
+			   ext && !strcasecmp(ext, ".webp") ? "webp" : "png";
+	size_t cap = 32 + 4 * ((n + 2) / 3) + 1;
+	char *out = malloc(cap), *q;
+	if (!out)
+		return NULL;
+	q = out + snprintf(out, cap, "data:image/%s;base64,", mime);
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+			     (i + 2 < n ? p[i + 2] : 0);
+		*q++ = tab[v >> 18 & 63];
+		*q++ = tab[v >> 12 & 63];
+		*q++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
+		*q++ = i + 2 < n ? tab[v & 63] : '=';
+	}
+	*q = '\0';
+	return out;
+}
+
+static int load_images(const struct opts *o)
+{
+	for (int k = 0; k < o->n_images; k++) {
+		FILE *f = fopen(o->image[k], "rb");
+		long n;
+		if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) <= 0 || fseek(f, 0, SEEK_SET)) {
+			if (f)
+				fclose(f);
+			fprintf(stderr, "vlm-bench http: %s: cannot read\n", o->image[k]);
+			return -1;
+		}
+		images[k].len = (size_t)n;
+		images[k].data = malloc(images[k].len);
+		bool ok = images[k].data && fread(images[k].data, 1, images[k].len, f) == images[k].len;
+		fclose(f);
+		if (!ok || !(images[k].url = data_url(o->image[k], images[k].data, images[k].len)))
+			return -1;
+	}
+	return 0;
+}
+
+static void free_images(void)
+{
+	for (int k = 0; k < MAX_IMAGES; k++) {
+		free(images[k].data);
+		free(images[k].url);
+	}
+}
 
 static double now(void)
 {
@@ -153,17 +227,50 @@ static void *direct_thread(void *arg)
 		struct vlm_chat *chat = NULL;
 		struct vlm_chat_result cr = { 0 };
 		struct vlm_request *req = NULL;
+		struct vlm_image *img[MAX_IMAGES] = { 0 };
+		int ni = d->o->n_images;
 		struct vlm_gen_params gp = { .max_tokens = (uint32_t)d->o->max_tokens,
 					     .ignore_eos = true };
 		bool ok = vlm_chat_new(&chat) == 0 && vlm_chat_add_message(chat, "system") == 0 &&
 			  vlm_chat_add_text(chat, SYSTEM, strlen(SYSTEM)) == 0 &&
 			  vlm_chat_add_message(chat, "user") == 0 &&
 			  vlm_chat_add_text(chat, text, strlen(text)) == 0;
-		struct vlm_chat_options co = { .add_generation_prompt = true };
-		ok = ok && vlm_chat_encode(d->tok, chat, &co, &cr) > 0 &&
-		     vlm_request_new(d->conn, &req) == 0 &&
-		     vlm_request_set_tokens(req, cr.ids, cr.n_ids) == 0 &&
-		     vlm_request_set_params(req, &gp) == 0;
+		/* the seed's workload: the images decoded and preprocessed per request, as
+		 * vlm-serve does with a data: URL; all but the last in the first user turn */
+		for (int k = 0; ok && k < ni; k++) {
+			uint32_t g[3];
+			ok = vlm_image_load_memory(images[k].data, images[k].len, &vcfg, NULL,
+						   &img[k]) == 0;
+			if (ok && k == ni - 1)
+				ok = vlm_chat_add_message(chat, "assistant") == 0 &&
+				     vlm_chat_add_text(chat, ASSISTANT, strlen(ASSISTANT)) == 0 &&
+				     vlm_chat_add_message(chat, "user") == 0;
+			if (ok)
+				vlm_image_grid(img[k], g);
+			ok = ok && vlm_chat_add_media(chat, VLM_CHAT_IMAGE, g[0], g[1], g[2]) == 0;
+		}
+		if (ok && ni)
+			ok = vlm_chat_add_text(chat, LAST_Q, strlen(LAST_Q)) == 0;
+		struct vlm_chat_options co = { .merge_size = vcfg.merge_size,
+					       .add_generation_prompt = true };
+		ok = ok && vlm_chat_encode(d->tok, chat, &co, &cr) > 0 && cr.n_items == (size_t)ni;
+		/* a full arena (-ENOSPC, many requests with images): give back what the request
+		 * holds and build it again shortly, as vlm-serve does */
+		for (int tries = 0; ok; tries++) {
+			int x = 0;
+			ok = vlm_request_new(d->conn, &req) == 0 &&
+			     vlm_request_set_tokens(req, cr.ids, cr.n_ids) == 0 &&
+			     vlm_request_set_params(req, &gp) == 0;
+			for (int k = 0; ok && !x && k < ni; k++)
+				x = vlm_request_add_image(req, cr.items[k].placeholder_id, img[k]);
+			if (x != -ENOSPC || tries == 15000) {
+				ok = ok && !x;
+				break;
+			}
+			vlm_request_free(req);
+			req = NULL;
+			usleep(2000);
+		}
 		int r = -1;
 		while (ok && (r = vlm_submit(req)) == -EAGAIN)
 			sched_yield();
@@ -181,9 +288,12 @@ static void *direct_thread(void *arg)
 		struct vlm_finish_info fi;
 		if (ok && vlm_request_finish_info(req, &fi) == 0 && !fi.error)
 			__atomic_fetch_add(&d->res->requests, 1, __ATOMIC_RELAXED);
-		else
-			__atomic_fetch_add(&d->res->failed, 1, __ATOMIC_RELAXED);
+		else if (!__atomic_fetch_add(&d->res->failed, 1, __ATOMIC_RELAXED))
+			fprintf(stderr, "vlm-bench http: a direct request failed: %s\n",
+				vlm_last_error());
 		vlm_request_free(req);
+		for (int k = 0; k < ni; k++)
+			vlm_image_free(img[k]);
 		vlm_chat_result_fini(&cr);
 		vlm_chat_free(chat);
 	}
@@ -193,7 +303,9 @@ static void *direct_thread(void *arg)
 static int run_direct(const struct opts *o, const char *sock, const struct vlm_tokenizer *tok,
 		      int conc, struct result *res)
 {
-	struct vlm_connect_opts co = { .socket_path = sock, .client_name = "vlm-bench-http" };
+	/* the arena vlm-serve asks for (its --arena default), images travel through it */
+	struct vlm_connect_opts co = { .socket_path = sock, .client_name = "vlm-bench-http",
+				       .arena_bytes = 256u << 20 };
 	struct direct d = { .o = o, .tok = tok, .res = res };
 	int r = vlm_connect(&co, &d.conn);
 	if (r < 0) {
@@ -217,7 +329,7 @@ static int run_direct(const struct opts *o, const char *sock, const struct vlm_t
 struct xfer {
 	CURL *h;
 	struct curl_slist *hdr;
-	char body[1024];
+	char *body;
 	double t0, last;
 	bool got_content;
 	struct result *res;
@@ -243,15 +355,49 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 	return len;
 }
 
+/* The request's messages as JSON (the same conversation as direct_thread's). */
+static char *messages_json(const char *text, int ni)
+{
+	size_t cap = 1024;
+	for (int k = 0; k < ni; k++)
+		cap += strlen(images[k].url) + 64;
+	char *b = malloc(cap);
+	if (!b)
+		return NULL;
+	size_t n = (size_t)snprintf(b, cap, "[{\"role\":\"system\",\"content\":\"%s\"},"
+				    "{\"role\":\"user\",\"content\":", SYSTEM);
+	if (!ni) {
+		snprintf(b + n, cap - n, "\"%s\"}]", text);
+		return b;
+	}
+	n += (size_t)snprintf(b + n, cap - n, "[{\"type\":\"text\",\"text\":\"%s\"}", text);
+	for (int k = 0; k < ni; k++) {
+		if (k == ni - 1)
+			n += (size_t)snprintf(b + n, cap - n, "]},{\"role\":\"assistant\",\"content\":"
+					      "\"%s\"},{\"role\":\"user\",\"content\":[", ASSISTANT);
+		else
+			b[n++] = ',';
+		n += (size_t)snprintf(b + n, cap - n, "{\"type\":\"image_url\",\"image_url\":"
+				      "{\"url\":\"%s\"}}", images[k].url);
+	}
+	snprintf(b + n, cap - n, ",{\"type\":\"text\",\"text\":\"%s\"}]}]", LAST_Q);
+	return b;
+}
+
 static void xfer_start(struct xfer *x, CURLM *m, const char *url, const char *model, int max_tokens,
-		       unsigned i)
+		       unsigned i, int ni)
 {
 	char text[256];
 	user_text(text, sizeof(text), i);
-	snprintf(x->body, sizeof(x->body), "{\"model\":\"%s\",\"messages\":[{\"role\":\"system\","
-		 "\"content\":\"%s\"},{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":%d,"
-		 "\"temperature\":0,\"ignore_eos\":true,\"stream\":true}", model, SYSTEM, text,
-		 max_tokens);
+	char *msgs = messages_json(text, ni);
+	size_t cap = (msgs ? strlen(msgs) : 0) + 512;
+	free(x->body);
+	x->body = malloc(cap);
+	if (x->body)
+		snprintf(x->body, cap, "{\"model\":\"%s\",\"messages\":%s,\"max_tokens\":%d,"
+			 "\"temperature\":0,\"ignore_eos\":true,\"stream\":true}", model,
+			 msgs ? msgs : "[]", max_tokens);
+	free(msgs);
 	curl_easy_setopt(x->h, CURLOPT_POSTFIELDS, x->body);
 	x->got_content = false;
 	x->t0 = now();
@@ -271,13 +417,15 @@ static int run_http(const struct opts *o, const char *url, const char *model, in
 		x[i].h = curl_easy_init();
 		x[i].res = res;
 		x[i].hdr = curl_slist_append(NULL, "Content-Type: application/json");
+		/* no "Expect: 100-continue" round trip for image bodies (the openai SDKs send none) */
+		x[i].hdr = curl_slist_append(x[i].hdr, "Expect:");
 		curl_easy_setopt(x[i].h, CURLOPT_URL, full);
 		curl_easy_setopt(x[i].h, CURLOPT_HTTPHEADER, x[i].hdr);
 		curl_easy_setopt(x[i].h, CURLOPT_WRITEFUNCTION, on_write);
 		curl_easy_setopt(x[i].h, CURLOPT_WRITEDATA, &x[i]);
 		curl_easy_setopt(x[i].h, CURLOPT_PRIVATE, &x[i]);
 		curl_easy_setopt(x[i].h, CURLOPT_TCP_NODELAY, 1L);
-		xfer_start(&x[i], m, url, model, o->max_tokens, next_request());
+		xfer_start(&x[i], m, url, model, o->max_tokens, next_request(), o->n_images);
 	}
 	int running = conc;
 	while (running) {
@@ -291,13 +439,18 @@ static int run_http(const struct opts *o, const char *url, const char *model, in
 			long code = 0;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&xx);
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
-			if (msg->data.result == CURLE_OK && code == 200 && xx->got_content)
+			if (msg->data.result == CURLE_OK && code == 200 && xx->got_content) {
 				res->requests++;
-			else
+			} else {
+				if (!res->failed)
+					fprintf(stderr, "vlm-bench http: a request failed: %s, HTTP %ld\n",
+						curl_easy_strerror(msg->data.result), code);
 				res->failed++;
+			}
 			curl_multi_remove_handle(m, xx->h);
 			if (now() < t_end) {
-				xfer_start(xx, m, url, model, o->max_tokens, next_request());
+				xfer_start(xx, m, url, model, o->max_tokens, next_request(),
+					   o->n_images);
 				running++;
 			}
 		}
@@ -308,6 +461,7 @@ static int run_http(const struct opts *o, const char *url, const char *model, in
 	for (int i = 0; i < conc; i++) {
 		curl_easy_cleanup(x[i].h);
 		curl_slist_free_all(x[i].hdr);
+		free(x[i].body);
 	}
 	free(x);
 	curl_multi_cleanup(m);
@@ -403,7 +557,7 @@ int bench_http_main(int argc, char **argv)
 		{ "serve-bin", required_argument, NULL, 'b' }, { "conc", required_argument, NULL, 'c' },
 		{ "max-tokens", required_argument, NULL, 'n' }, { "secs", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 'j' }, { "quick", no_argument, NULL, 'q' },
-		{ "tiny", no_argument, NULL, 'T' },
+		{ "tiny", no_argument, NULL, 'T' }, { "image", required_argument, NULL, 'i' },
 		{ "json", no_argument, NULL, 'J' }, { "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 } };
 	int c;
@@ -418,11 +572,20 @@ int bench_http_main(int argc, char **argv)
 		case 'j': o.threads = atoi(optarg); break;
 		case 'q': o.secs = 1; break;
 		case 'T': o.tiny = 1; break;
+		case 'i':
+			if (o.n_images == MAX_IMAGES) {
+				fprintf(stderr, "vlm-bench http: at most %d --image\n", MAX_IMAGES);
+				return 2;
+			}
+			o.image[o.n_images++] = optarg;
+			break;
 		case 'J': o.json = 1; break;
 		default:
 			printf("usage: vlm-bench http (--model-dir DIR | --tokenizer tokenizer.json) "
 			       "[--serve-bin PATH] [--conc N] [--max-tokens N] [--secs S] [--threads N]"
-			       " [--tiny] [--quick] [--json]\n"
+			       " [--tiny] [--quick] [--json] [--image FILE]...\n"
+			       "  --image FILE (up to 8): multi-turn conversations with these images in\n"
+			       "  every request (the seed's workload: three small images)\n"
 			       "  --tiny: the 2-layer tiny preset instead of the 28M-parameter shape, so that\n"
 			       "  the gateway's own cost is not hidden under the model's\n"
 			       "  QPS through vlm-serve / QPS through libvlmclient directly (same model,\n"
@@ -477,6 +640,14 @@ int bench_http_main(int argc, char **argv)
 		fprintf(stderr, "vlm-bench http: %s: %s\n", tpath, err);
 		goto out;
 	}
+	vlm_vision_config_default(&vcfg);
+	if (o.n_images) {
+		int vr = vlm_vision_config_load(model, &vcfg);
+		if ((vr < 0 && vr != -ENOENT) || load_images(&o) < 0) {
+			fprintf(stderr, "vlm-bench http: images: %s\n", vlm_last_error());
+			goto out;
+		}
+	}
 	struct vd_engine_opts eo;
 	vd_conf_engine_defaults(&eo);   /* the settings table's defaults (struct) */
 	eo.model_dir = model;
@@ -520,8 +691,8 @@ int bench_http_main(int argc, char **argv)
 		run_direct(&o, bd.sock, tok, levels[k], &dres[k]);
 		run_http(&o, url, "bench", levels[k], &hres[k]);
 		if (!o.json) {
-			fprintf(stderr, "concurrency %d, %d output tokens per request, %.1f s per side:\n",
-				levels[k], o.max_tokens, o.secs);
+			fprintf(stderr, "concurrency %d, %d output tokens per request, %d images, "
+				"%.1f s per side:\n", levels[k], o.max_tokens, o.n_images, o.secs);
 			print_side("direct", &dres[k], false, false);
 			print_side("http", &hres[k], false, false);
 			fprintf(stderr, "  http_over_direct %.3f\n", dres[k].qps > 0 ?
@@ -533,8 +704,9 @@ int bench_http_main(int argc, char **argv)
 		fprintf(stderr, "first-token overhead (TTFT p50 http - direct, concurrency 1): %.3f ms\n",
 			overhead);
 	else {
-		printf("{\"bench\":\"http\",\"model\":\"%s\",\"max_tokens\":%d,\"secs\":%.2f,"
-		       "\"levels\":[", o.model ? "given" : o.tiny ? "tiny" : "28M", o.max_tokens, o.secs);
+		printf("{\"bench\":\"http\",\"model\":\"%s\",\"max_tokens\":%d,\"images\":%d,"
+		       "\"secs\":%.2f,\"levels\":[", o.model ? "given" : o.tiny ? "tiny" : "28M",
+		       o.max_tokens, o.n_images, o.secs);
 		for (int k = 0; k < 2; k++) {
 			printf("{\"conc\":%d,", levels[k]);
 			print_side("direct", &dres[k], true, true);
@@ -563,6 +735,7 @@ out:
 		bench_daemon_stop(&bd);
 	vd_engine_free(eng);
 	vlm_tokenizer_free(tok);
+	free_images();
 	if (!o.model) {
 		char cmd[PATH_MAX + 16];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);

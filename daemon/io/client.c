@@ -218,8 +218,8 @@ int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct
 	int64_t avail;
 	uint32_t n, i;
 
-	if (c->ovf_n || c->drop_reason)
-		return 0; /* backpressure: completions first */
+	if (c->drop_reason)
+		return 0;
 	avail = vs_cons_avail_checked(&c->sq);
 	if (avail < 0) {
 		c->drop_reason = "submission tail corrupted";
@@ -233,6 +233,12 @@ int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct
 		int r;
 
 		memcpy(&e, vs_cons_peek(&c->sq, i), sizeof(e)); /* the only read of this slot */
+		/* Backpressure: while completions are held back, take no new work, but CANCEL
+		 * entries at the head still: they shrink what is owed, and a client that stopped
+		 * reading (a freed request, a vanished HTTP client) must not have its requests run
+		 * to max_tokens. (A slot left here is read again next time, and only then used.) */
+		if (c->ovf_n && e.opcode != VS_OP_CANCEL)
+			break;
 		r = vd_validate_sqe(&e, c->arena, c->lay.arena_bytes, lim, &req, why, sizeof(why));
 		c->n_requests++;
 		if (!r && has_vmm_item(req) && control_catch_up(c) < 0) {
@@ -275,7 +281,7 @@ int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct
 			if (r)
 				post_error(c, e.user_data, r, 0, why);
 		}
-		if (c->ovf_n || c->drop_reason) {
+		if (c->drop_reason) {
 			i++;
 			break;
 		}
@@ -402,7 +408,17 @@ int vd_client_has_work(struct vd_client *c)
 {
 	if (c->drop_reason)
 		return 1;
-	if (c->ovf_n)
-		return vs_prod_space_checked(&c->cq, c->cq.mask + 1) != 0;
+	if (c->ovf_n) {
+		const struct vs_sqe *head;
+
+		if (vs_prod_space_checked(&c->cq, c->cq.mask + 1) != 0)
+			return 1;
+		/* a CANCEL at the head is taken even under backpressure (vd_client_drain); the
+		 * opcode read here is only a hint, the drain copies the entry before using it */
+		if (vs_load_acquire(c->sq.tail) == c->sq.local_head)
+			return 0;
+		head = vs_cons_peek(&c->sq, 0);
+		return __atomic_load_n(&head->opcode, __ATOMIC_RELAXED) == VS_OP_CANCEL;
+	}
 	return vs_load_acquire(c->sq.tail) != c->sq.local_head;
 }

@@ -306,8 +306,11 @@ VLM_EXPORT int vlm_request_new(struct vlm_conn *conn, struct vlm_request **ret);
 /*
  * Frees a request. If it is still in flight it is cancelled first; the library keeps what vlmd
  * may still read (arena space, in-place tensors) until vlmd reports the request finished, and
- * runs the remaining deleters then (or at vlm_disconnect). NULL is a no-op. No other thread may
- * use the request during or after the call.
+ * runs the remaining deleters then (or at vlm_disconnect). The cancel reaches vlmd even if the
+ * connection is not read afterwards (a full completion ring does not hold it back); only when
+ * the submission ring itself is full is it owed, and sent by the next read that routes
+ * completions (so a connection whose requests are all freed is best read until they end, or
+ * closed). NULL is a no-op. No other thread may use the request during or after the call.
  */
 VLM_EXPORT void vlm_request_free(struct vlm_request *req);
 
@@ -546,7 +549,10 @@ VLM_EXPORT int vlm_stream_read(struct vlm_request *req, int32_t *ids, size_t max
 /*
  * Asks vlmd to stop the request. Non-blocking; the request then ends as usual (reads drain the
  * tokens already produced and return 0, with finish reason VLM_FINISH_CANCELLED unless it had
- * finished already). Calling it again, or on a finished request, does nothing.
+ * finished already). Calling it again, or on a finished request, does nothing. The cancel takes
+ * effect in vlmd even while nobody reads the connection and its completion ring is full (vlmd
+ * takes cancels under backpressure); the request's remaining completions are still queued for
+ * the reader. With -EAGAIN nothing was sent: call it again after a read has routed completions.
  * Returns 0, -EINVAL (never submitted), -EAGAIN (submission ring full: retry), -ECONNRESET /
  * -ENOTCONN. Any thread may call it while another reads the request.
  */

@@ -1,7 +1,9 @@
 """The official openai Python package against a real vlm-serve + vlmd (tiny checkpoint, real
 Qwen2 tokenizer): chat with and without streaming, usage in streams, n, stop strings, seeds,
-logprobs, max_completion_tokens, the completions endpoint, 32 concurrent async streams, and
-greedy text equal to vlm-generate's for the same conversation."""
+logprobs, max_completion_tokens, the completions endpoint, 32 concurrent async streams,
+greedy text equal to vlm-generate's for the same conversation, with 0, 1 and 3 images as data
+URLs and as file:// paths (tests/vision/images), streaming and not, and cached prompt tokens on
+the second identical request."""
 
 import asyncio
 import json
@@ -235,6 +237,111 @@ def test_images():
               "%d images: %r" % (n, r.usage))
 
 
+# ---- images: data URLs and file paths, 0/1/3 images, multi-turn, against vlm-generate ----
+
+IMAGES = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images")
+# small committed images of different kinds and shapes (each a few dozen patches at most)
+FILES = ["png_70x70.png", "jpeg_exif2_90x60.jpg", "webp_lossy_160x120.webp"]
+
+
+def conversation(n, form):
+    """A multi-turn conversation with n images (0, 1 or 3), as OpenAI messages (form "data" or
+    "file") and as vlm-generate's chat JSON (image parts with a path), the same files."""
+    import base64
+
+    def part(f):
+        path = os.path.join(IMAGES, f)
+        if form == "file":
+            url = "file://" + path
+        else:
+            with open(path, "rb") as fh:
+                mime = {"png": "png", "jpg": "jpeg", "webp": "webp"}[f.rsplit(".", 1)[1]]
+                url = "data:image/%s;base64,%s" % (mime, base64.b64encode(fh.read()).decode())
+        return ({"type": "image_url", "image_url": {"url": url}}, {"type": "image", "path": path})
+
+    imgs = [part(f) for f in FILES[:n]]
+    first, later = imgs[:2], imgs[2:]   # 3 images: 2 in the first user turn, 1 in the last
+    turns = [("user", first, "What is in these pictures?"),
+             ("assistant", [], "Shapes and colours."),
+             ("user", later, "And now, in one word?")]
+    oai = [{"role": "system", "content": "You are terse."}]
+    gen = [{"role": "system", "content": "You are terse."}]
+    for role, ims, text in turns:
+        if not ims:
+            oai.append({"role": role, "content": text})
+            gen.append({"role": role, "content": text})
+            continue
+        oai.append({"role": role, "content": [i[0] for i in ims] + [{"type": "text", "text": text}]})
+        gen.append({"role": role, "content": [i[1] for i in ims] + [{"type": "text", "text": text}]})
+    return oai, gen
+
+
+def generate_chat(conv, max_tokens):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(conv, f)
+    try:
+        out = subprocess.run([env("VLM_GENERATE"), "--socket", S.sock, "--model-dir", S.model,
+                              "--chat", f.name, "--json", "--max-tokens", str(max_tokens)],
+                             capture_output=True, text=True, env=child_env())
+    finally:
+        os.unlink(f.name)
+    check(out.returncode == 0, "vlm-generate: %s" % out.stderr)
+    return json.loads(out.stdout)
+
+
+def test_image_conversations():
+    """0, 1 and 3 images, as data URLs and as file:// paths, streaming and not: the greedy text
+    equals vlm-generate --chat's for the same conversation and files, both forms give the same
+    text and prompt, the stream the same text as the plain answer, and the second identical
+    request reports cached prompt tokens with the same text."""
+    seen = {}
+    for n in (0, 1, 3):
+        for form in ("data", "file"):
+            oai, gen = conversation(n, form)
+            args = dict(model=S_MODEL, messages=oai, temperature=0, max_completion_tokens=12)
+            r = C.chat.completions.create(**args)
+            text = r.choices[0].message.content
+            what = "%d images as %s" % (n, form)
+            g = generate_chat(gen, 12)
+            check(text == g["text"], "%s: vlm-serve %r != vlm-generate %r" % (what, text, g["text"]))
+            check(r.usage.prompt_tokens == g["usage"]["prompt_tokens"],
+                  "%s: prompt tokens %d != vlm-generate's %d" % (what, r.usage.prompt_tokens,
+                                                                 g["usage"]["prompt_tokens"]))
+            check(r.usage.completion_tokens == len(g["tokens"]), "%s: token counts" % what)
+            if n:   # each image adds its placeholder tokens
+                check(r.usage.prompt_tokens > seen[0][1] + 4 * n, "%s: prompt %d vs text-only %d" %
+                      (what, r.usage.prompt_tokens, seen[0][1]))
+            if n in seen:
+                check(seen[n] == (text, r.usage.prompt_tokens), "%s differs from the other form: %r vs %r"
+                      % (what, (text, r.usage.prompt_tokens), seen[n]))
+            seen[n] = (text, r.usage.prompt_tokens)
+            # the same request again: the same text, and the prompt comes from the prefix cache
+            r2 = C.chat.completions.create(**args)
+            check(r2.choices[0].message.content == text, "%s: second answer differs" % what)
+            check(r2.usage.prompt_tokens_details.cached_tokens > 0,
+                  "%s: no cached tokens the second time: %r" % (what, r2.usage))
+            # streaming: the same text, one finish reason, usage last
+            chunks = list(C.chat.completions.create(stream=True, stream_options={"include_usage": True},
+                                                    **args))
+            st = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            check(st == text, "%s streamed: %r != %r" % (what, st, text))
+            check(chunks[-1].usage.prompt_tokens == r.usage.prompt_tokens and
+                  chunks[-1].usage.prompt_tokens_details.cached_tokens > 0,
+                  "%s streamed usage %r" % (what, chunks[-1].usage))
+
+
+def test_file_outside_allowed_path():
+    """file:// outside --allowed-local-media-path is refused through the openai client too."""
+    msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "file://" + os.path.join(env("VLM_SRCDIR"), "README.md")}}]}]
+    try:
+        C.chat.completions.create(model=S_MODEL, messages=msgs, max_completion_tokens=4)
+        raise AssertionError("a file outside the allowed path was accepted")
+    except openai.BadRequestError as ex:
+        check("subpath" in str(ex) and ex.body.get("param") == "messages[0].content[0]",
+              "message %s" % ex)
+
+
 def test_errors():
     try:
         C.chat.completions.create(model="no-such-model", messages=MSGS)
@@ -250,10 +357,10 @@ def test_errors():
 
 if __name__ == "__main__":
     TOK = os.path.join(env("VLM_SRCDIR"), "tests", "tokenizer", "data", "tokenizer.json")
-    with Stack() as S:
+    with Stack(serve_args=["--allowed-local-media-path", IMAGES]) as S:
         S_MODEL = "model"
         C = OpenAI(base_url=S.url + "/v1", api_key="unused", max_retries=0)
         run([test_models, test_chat, test_stream, test_n, test_stop, test_seed, test_logprobs,
              test_max_completion_tokens, test_completions, test_async_32, test_equals_vlm_generate,
-             test_images, test_errors])
+             test_images, test_image_conversations, test_file_outside_allowed_path, test_errors])
         C.close()

@@ -407,11 +407,14 @@ def test_media_policy():
         st, r = A.post("/v1/chat/completions", body(messages=image_msg("http://127.0.0.1:%d/img.png" % port)))
         check("/img.png" in Files.log, "the allowed host was not contacted")
         answered = image_ok(st, r, "http image")
-        st, r = A.post("/v1/chat/completions", body(messages=image_msg("file://" + media + "/img.png")))
-        answered &= image_ok(st, r, "file image")
+        st, rf = A.post("/v1/chat/completions", body(messages=image_msg("file://" + media + "/img.png")))
+        answered &= image_ok(st, rf, "file image")
         b64 = base64.b64encode(png(56, 56)).decode()
-        st, r = A.post("/v1/chat/completions", body(messages=image_msg("data:image/png;base64," + b64)))
-        answered &= image_ok(st, r, "data image")
+        st, rd = A.post("/v1/chat/completions", body(messages=image_msg("data:image/png;base64," + b64)))
+        answered &= image_ok(st, rd, "data image")
+        # the same bytes by the three routes: the same prompt and greedy answer
+        got = [(x["usage"]["prompt_tokens"], x["choices"][0]["message"]["content"]) for x in (r, rf, rd)]
+        check(got[0] == got[1] == got[2], "http / file / data answers differ: %r" % got)
         # more images than --max-images (4 here): refused before any is fetched
         Files.log.clear()
         many = [{"role": "user", "content": [{"type": "image_url", "image_url": {

@@ -187,7 +187,7 @@ static int feed(struct vsv_run *r, struct vsv_choice *c, const int32_t *ids, int
 			add_logprobs(r, c, before);
 		if (m == 1) {
 			/* a stop string: cancel in vlmd, drain the rest for the usage */
-			vlm_cancel(c->req);
+			c->cancel_owed = vlm_cancel(c->req) == -EAGAIN;
 			c->state = VSV_DRAINING;
 			finish(r, c, "stop", json_string(vlm_stop_string(c->stop, vlm_stop_matched(c->stop))));
 		}
@@ -231,6 +231,9 @@ uint32_t vsv_choice_tokens(const struct vsv_choice *c)
 static int pump(struct vsv_run *r, struct vsv_choice *c, int timeout_ms, struct vsv_err *e)
 {
 	int32_t ids[64];
+	/* a cancel that did not fit the submission ring: again, now that reads route (vlm.h) */
+	if (c->cancel_owed)
+		c->cancel_owed = vlm_cancel(c->req) == -EAGAIN;
 	int n = vlm_stream_read(c->req, ids, 64, timeout_ms);
 	if (n == -EAGAIN || n == -ETIMEDOUT)
 		return 0;

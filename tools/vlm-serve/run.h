@@ -28,6 +28,7 @@ struct vsv_choice {
 	int32_t first[64];           /* tokens read while waiting for the first event */
 	int n_first;
 	bool end_seen;               /* vlm_stream_read returned 0 */
+	bool cancel_owed;            /* vlm_cancel found the submission ring full: retried */
 	struct vlm_finish_info fi;
 	bool have_fi;
 	char *text;                  /* all text so far (non-streaming) */
