@@ -15,7 +15,7 @@ static bool printable(unsigned b)
 	return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
-uint32_t vt_bytelevel_char(uint8_t b)
+static uint32_t vt_bytelevel_char(uint8_t b)
 {
 	if (printable(b))
 		return b;
@@ -23,19 +23,6 @@ uint32_t vt_bytelevel_char(uint8_t b)
 	for (unsigned i = 0; i < b; i++)
 		n += !printable(i);
 	return 0x100 + n;
-}
-
-int vt_bytelevel_byte(uint32_t cp)
-{
-	if (cp < 0x100)
-		return printable(cp) ? (int)cp : -1;
-	if (cp >= 0x100 + 68)
-		return -1;
-	unsigned n = cp - 0x100;
-	for (unsigned b = 0; b < 256; b++)
-		if (!printable(b) && n-- == 0)
-			return (int)b;
-	return -1;
 }
 
 static int16_t g_rev[0x100 + 68]; /* code point -> byte + 1, 0 = none; filled on first use */

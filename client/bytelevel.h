@@ -11,12 +11,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Code point standing for byte b. */
-uint32_t vt_bytelevel_char(uint8_t b);
-
-/* Byte that code point cp stands for, or -1 when cp is not in the table. */
-int vt_bytelevel_byte(uint32_t cp);
-
 /*
  * Converts a byte-level string (UTF-8, n bytes) into the bytes it stands for, written to out
  * (capacity >= n). Returns the byte count, or -1 when a character is not in the table.

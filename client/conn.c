@@ -290,11 +290,6 @@ int vc_conn_submit(struct vc_conn *c, const struct vs_sqe *e)
 	return vc_conn_sq_flush(c) < 0 ? -ECONNRESET : 0;
 }
 
-uint32_t vc_conn_ready(struct vc_conn *c)
-{
-	return vs_cons_avail(&c->cq);
-}
-
 uint32_t vc_conn_reap(struct vc_conn *c, struct vs_cqe *out, uint32_t max)
 {
 	uint32_t n = vs_cons_pop_batch(&c->cq, out, max);

@@ -2,7 +2,7 @@
  * client/conn.h — the client side of the vlmd transport: connect, handshake, map the segments,
  * submit entries, reap completions, wait.
  *
- * This is the layer libvlmclient's public API (include/vlm/vlm.h, a later milestone) is built on;
+ * This is the layer libvlmclient's public API (include/vlm/vlm.h) is built on;
  * tests and vlm-bench use it directly. It speaks only in wire structs (shm/wire.h).
  *
  * Thread-safety: a vc_conn is not thread-safe; one thread at a time (the public API adds its own
@@ -73,8 +73,6 @@ int vc_conn_submit(struct vc_conn *c, const struct vs_sqe *e);
 
 /* Copy up to max completions out and give their slots back. Returns the number copied. */
 uint32_t vc_conn_reap(struct vc_conn *c, struct vs_cqe *out, uint32_t max);
-/* Completions ready now (no system call). */
-uint32_t vc_conn_ready(struct vc_conn *c);
 /* Wait until at least one completion is ready. timeout_ns < 0: forever. Returns 0, -ETIMEDOUT,
  * or -ECONNRESET when the daemon closed the connection. */
 int vc_conn_wait(struct vc_conn *c, int64_t timeout_ns);

@@ -36,8 +36,6 @@ _Static_assert((int)VD_LOG_ERR == (int)VD_LVL_ERROR && (int)VD_LOG_WARN == (int)
 	       (int)VD_LOG_INFO == (int)VD_LVL_INFO && (int)VD_LOG_DEBUG == (int)VD_LVL_DEBUG,
 	       "server and log levels differ");
 
-static const int level_of_choice[] = { VD_LVL_ERROR, VD_LVL_WARN, VD_LVL_INFO, VD_LVL_DEBUG };
-
 struct vlmd {
 	struct vd_conf *conf;
 	struct vd_server *srv;
@@ -66,44 +64,19 @@ static void on_tick(void *ctx, uint64_t now_ns)
 	vd_notify_tick(&d->notify, now_ns);
 }
 
-/* Run-time `config set` (the admin protocol calls vd_conf_set): apply the new value. */
-static int apply_setting(void *ctx, int id, char *err, size_t errlen)
+/* Run-time `config set` (the admin protocol calls vd_conf_set): the table row already applied
+ * the value to the loop or the engine (daemon/ops/conf.c); say so in the log. */
+static int log_setting(void *ctx, int id, char *err, size_t errlen)
 {
 	struct vlmd *d = ctx;
-	uint64_t v = vd_conf_uint(d->conf, id);
+	char val[256], q[300];
 
-	switch (id) {
-	case VD_CFG_LOG_LEVEL:
-		vd_log_set_level(level_of_choice[v]);
-		break;
-	case VD_CFG_MAX_RUNNING:
-	case VD_CFG_MAX_WAITING:
-		if (d->engine && vd_engine_set_limits(d->engine, id == VD_CFG_MAX_RUNNING ? (uint32_t)v : 0,
-						      id == VD_CFG_MAX_WAITING ? (uint32_t)v : 0) < 0) {
-			snprintf(err, errlen, "%s: cannot apply %llu", vd_conf_name(id), (unsigned long long)v);
-			return -EINVAL;
-		}
-		break;
-	case VD_CFG_MAX_CLIENTS:
-		if (d->srv && vd_server_set_max_clients(d->srv, (uint32_t)v) != v) {
-			snprintf(err, errlen, "max-clients can go up to %u while vlmd runs (restart for more)",
-				 vd_server_set_max_clients(d->srv, UINT32_MAX));
-			vd_server_set_max_clients(d->srv, (uint32_t)vd_conf_uint(d->conf, id));
-			return -ERANGE;
-		}
-		break;
-	default:
-		snprintf(err, errlen, "%s cannot be changed while vlmd runs", vd_conf_name(id));
-		return -EPERM;
-	}
-	{
-		char val[256], q[300];
-
-		if (vd_conf_get(d->conf, vd_conf_name(id), val, sizeof(val)) < 0)
-			val[0] = 0;
-		VD_LOG(VD_LVL_INFO, "config_set", "setting=%s value=%s", vd_conf_name(id),
-		       vd_log_quote(val, q, sizeof(q)));
-	}
+	(void)err;
+	(void)errlen;
+	if (vd_conf_get(d->conf, vd_conf_name(id), val, sizeof(val)) < 0)
+		val[0] = 0;
+	VD_LOG(VD_LVL_INFO, "config_set", "setting=%s value=%s", vd_conf_name(id),
+	       vd_log_quote(val, q, sizeof(q)));
 	return 0;
 }
 
@@ -136,28 +109,18 @@ static const struct vd_admin_engine engine_admin = {
 	.idle = vd_engine_idle,
 };
 
-/* Operations wiring: metrics, admin groups, configuration for the admin protocol, and the
- * --metrics-listen endpoint. Returns 0 or -errno with err. */
+/* Operations wiring: metrics, the admin protocol, and the --metrics-listen endpoint. Returns 0
+ * or -errno with err. */
 static int setup_ops(struct vlmd *d, struct vd_server_opts *o, char *err, size_t errlen)
 {
-	const uint32_t *gids;
-	size_t n;
-	const char *listen = vd_conf_str(d->conf, VD_CFG_METRICS_LISTEN);
+	const char *listen = vd_conf_settings(d->conf)->metrics_listen;
 	int e;
 
 	o->metrics = &d->metrics;
 	d->admin.conf = d->conf;
 	d->admin.metrics = &d->metrics;
 	vd_admin_hook(&o->admin, &d->admin);
-	gids = vd_conf_ids(d->conf, VD_CFG_ADMIN_GID, &n);
-	if (n > VD_ALLOW_MAX) {
-		snprintf(err, errlen, "admin-gid: at most %d groups", VD_ALLOW_MAX);
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < n; i++)
-		o->admin_gids[i] = (gid_t)gids[i];
-	o->n_admin_gids = (unsigned)n;
-	if (listen && *listen) {
+	if (*listen) {
 		e = vd_metrics_http_start(listen, &d->metrics, &d->http, err, errlen);
 		if (e)
 			return e;
@@ -165,41 +128,6 @@ static int setup_ops(struct vlmd *d, struct vd_server_opts *o, char *err, size_t
 		       (unsigned)vd_metrics_http_port(d->http));
 	}
 	return 0;
-}
-
-/* Server options from the configuration. Returns 0 or -EINVAL with err. */
-static int build_opts(const struct vd_conf *c, struct vd_server_opts *o, char *err, size_t errlen)
-{
-	static const enum vd_backend loops[] = { VD_BACKEND_AUTO, VD_BACKEND_URING, VD_BACKEND_EPOLL,
-						 VD_BACKEND_URING };
-	const uint32_t *uids, *gids;
-	size_t nu, ng;
-
-	vd_server_opts_default(o);
-	o->socket_path = vd_conf_str(c, VD_CFG_SOCKET);
-	o->backend = loops[vd_conf_uint(c, VD_CFG_EVENT_LOOP)];
-	o->spin_us = (uint32_t)vd_conf_uint(c, VD_CFG_SPIN_US);
-	o->max_clients = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_CLIENTS);
-	o->arena_max = vd_conf_uint(c, VD_CFG_ARENA_MAX);
-	o->client_timeout_ms = (uint32_t)vd_conf_uint(c, VD_CFG_CLIENT_TIMEOUT);
-	o->tick_ms = (uint32_t)vd_conf_uint(c, VD_CFG_TICK_MS);
-	o->echo_threaded = (int)vd_conf_uint(c, VD_CFG_ECHO_THREAD);
-	uids = vd_conf_ids(c, VD_CFG_ALLOW_UID, &nu);
-	gids = vd_conf_ids(c, VD_CFG_ALLOW_GID, &ng);
-	if (nu || ng) {
-		/* an explicit allow-list replaces the default one */
-		memset(&o->allow, 0, sizeof(o->allow));
-		for (size_t i = 0; i < nu; i++)
-			if (vd_allow_add_uid(&o->allow, (uid_t)uids[i]) < 0)
-				goto full;
-		for (size_t i = 0; i < ng; i++)
-			if (vd_allow_add_gid(&o->allow, (gid_t)gids[i]) < 0)
-				goto full;
-	}
-	return 0;
-full:
-	snprintf(err, errlen, "allow-uid/allow-gid: too many entries");
-	return -EINVAL;
 }
 
 /* Engine thread: the compute device is gone (VK_EDEVICE_LOST). Stop the loop; main exits 1 and
@@ -217,27 +145,12 @@ static void engine_fatal(void *ctx, int err)
  * sink (o->sink_new); without one vlmd stays the echo daemon. Returns 0 or -errno (logged). */
 static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 {
-	static const char *const backends[] = { "auto", "cpu", "cuda", "ref" };
-	const struct vd_conf *c = d->conf;
-	struct vd_engine_opts eo;
+	struct vd_engine_opts eo = vd_conf_settings(d->conf)->engine;
 	char err[512], q[600], q2[300];
 	int e;
 
-	if (!*vd_conf_str(c, VD_CFG_MODEL))
+	if (!*eo.model_dir)
 		return 0;
-	vd_engine_opts_default(&eo);
-	eo.model_dir = vd_conf_str(c, VD_CFG_MODEL);
-	eo.backend = backends[vd_conf_uint(c, VD_CFG_BACKEND)];
-	eo.threads = (uint32_t)vd_conf_uint(c, VD_CFG_THREADS);
-	eo.kv_bytes = vd_conf_uint(c, VD_CFG_KV_MEMORY);
-	eo.block_size = (uint32_t)vd_conf_uint(c, VD_CFG_BLOCK_SIZE);
-	eo.max_running = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_RUNNING);
-	eo.max_batched_tokens = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_BATCHED_TOKENS);
-	eo.max_model_len = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_MODEL_LEN);
-	eo.max_waiting = (uint32_t)vd_conf_uint(c, VD_CFG_MAX_WAITING);
-	eo.client_weights = vd_conf_str(c, VD_CFG_CLIENT_WEIGHTS);
-	eo.use_priority = (int)vd_conf_uint(c, VD_CFG_PRIORITY);
-	eo.prefix_cache = (int)vd_conf_uint(c, VD_CFG_PREFIX_CACHE);
 	eo.fatal = engine_fatal;
 	eo.fatal_ctx = d;
 	eo.metrics = &d->metrics;
@@ -323,8 +236,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	e = vd_conf_load(d.conf, argc, argv, &act, err, sizeof(err));
-	if (!e)
-		e = build_opts(d.conf, &o, err, sizeof(err));
 	if (e) {
 		/* configuration errors go to stderr as plain text: the operator reads them */
 		fprintf(stderr, "vlmd: %s\n", err);
@@ -368,7 +279,8 @@ int main(int argc, char **argv)
 	case VD_ACT_RUN:
 		break;
 	}
-	vd_log_set_level(level_of_choice[vd_conf_uint(d.conf, VD_CFG_LOG_LEVEL)]);
+	o = vd_conf_settings(d.conf)->server;
+	vd_log_set_level(vd_conf_settings(d.conf)->log_level);
 	o.log = log_server;
 	o.on_tick = on_tick;
 	o.tick_ctx = &d;
@@ -428,7 +340,8 @@ int main(int argc, char **argv)
 			close(lfd);
 		goto out;
 	}
-	vd_conf_set_apply(d.conf, apply_setting, &d);
+	vd_conf_bind(d.conf, d.srv, d.engine);
+	vd_conf_set_apply(d.conf, log_setting, &d);
 	/* the socket is listening (connections queue from here on) and the model is loaded */
 	vd_notify_ready(&d.notify, "serving");
 	VD_LOG(VD_LVL_INFO, "ready", "socket=%s activated=%s event_loop=%s max_clients=%u watchdog_ms=%llu",

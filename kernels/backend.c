@@ -74,6 +74,19 @@ static int open_cuda(struct vk_backend **ret, char *err, size_t err_len)
 #endif
 }
 
+int vk_backend_check_abi(const struct vk_backend *be, char *err, size_t err_len)
+{
+	if (be && be->ops && be->ops->abi == VK_BACKEND_ABI)
+		return 0;
+	if (err && err_len)
+		snprintf(err, err_len, "backend \"%s\": table ABI %u, this build expects %u",
+			 be && be->ops && be->ops->name ? be->ops->name : "?",
+			 be && be->ops ? be->ops->abi : 0u, (unsigned)VK_BACKEND_ABI);
+	return -EPROTO;
+}
+
+static int open_named(const char *name, struct vk_backend **ret, char *err, size_t err_len);
+
 int vk_backend_open(const char *name, struct vk_backend **ret, char *err, size_t err_len)
 {
 	char scratch[8];
@@ -83,6 +96,19 @@ int vk_backend_open(const char *name, struct vk_backend **ret, char *err, size_t
 		err = scratch;
 		err_len = sizeof(scratch);
 	}
+	r = open_named(name, ret, err, err_len);
+	if (r >= 0 && vk_backend_check_abi(*ret, err, err_len) < 0) {
+		vk_backend_free(*ret);
+		*ret = NULL;
+		return -EPROTO;
+	}
+	return r;
+}
+
+static int open_named(const char *name, struct vk_backend **ret, char *err, size_t err_len)
+{
+	int r;
+
 	err[0] = '\0';
 	if (!ret)
 		return -EINVAL;

@@ -37,7 +37,10 @@
 extern "C" {
 #endif
 
-#define VK_BACKEND_ABI 1
+/* Version of struct vk_backend_ops: vk_backend_open refuses a backend whose table says another
+ * (a backend built against an older header would be read past its end). 2: import_tensor,
+ * release_tensor, import_count. */
+#define VK_BACKEND_ABI 2
 
 /* Returned by any op of a backend whose device is gone (see the conventions above). */
 #define VK_EDEVICE_LOST (-ENOTRECOVERABLE)
@@ -125,6 +128,20 @@ struct vk_sample_params {
 	uint64_t step;              /* advances per generated token */
 	int32_t n_history;          /* pairs in history */
 	const int32_t *history;     /* host [n_history][2]: (token id, count), token ids distinct */
+};
+
+/* Another process's device memory, for ops->import_tensor (the client's GPU embedding rows). */
+#define VK_IMPORT_HANDLE_BYTES 64   /* sizeof(cudaIpcMemHandle_t) */
+enum vk_import_kind {
+	VK_IMPORT_CUDA_IPC = 1,     /* legacy IPC handle of the allocation's base */
+	VK_IMPORT_CUDA_VMM = 2,     /* cuMemCreate allocation exported as a POSIX fd */
+};
+struct vk_import {
+	enum vk_import_kind kind;
+	const void *handle;         /* CUDA_IPC: [VK_IMPORT_HANDLE_BYTES] */
+	int fd;                     /* CUDA_VMM: the descriptor (borrowed: the caller closes it) */
+	uint64_t alloc_bytes;       /* CUDA_VMM: size of the exported allocation */
+	uint64_t offset, bytes;     /* the tensor's range inside the allocation */
 };
 
 struct vk_kv;               /* backend-private */
@@ -243,6 +260,18 @@ struct vk_backend_ops {
 	 * step_end == -ECANCELED: the step did not run, redo it eagerly. */
 	int (*step_begin)(struct vk_backend *be, const struct vk_batch *batch);
 	int (*step_end)(struct vk_backend *be);
+
+	/* Device memory of other processes (optional, all three or none; NULL: the backend reads
+	 * no foreign device memory and such tensors are refused). import_tensor maps im, checking
+	 * its range against the real allocation: *ret_ptr is the device address of byte offset,
+	 * usable as a device vk_row_source until release_tensor(*ret_ref). Any thread. Returns 0,
+	 * -EINVAL (handle refused), -ERANGE (range outside the allocation), -EBADF, -ENOTSUP,
+	 * -ENODEV (no usable driver), -ENOMEM, with err. import_count: distinct allocations
+	 * mapped now (metrics). */
+	int (*import_tensor)(struct vk_backend *be, const struct vk_import *im, void **ret_ref,
+	                     const void **ret_ptr, char *err, size_t err_len);
+	void (*release_tensor)(struct vk_backend *be, void *ref);
+	int (*import_count)(struct vk_backend *be);
 };
 
 /* A backend instance. The table plus the backend's private context. */
@@ -274,6 +303,9 @@ int vk_host_copy(struct vk_backend *be, void *dst, const void *src, size_t bytes
  * backend in *ret (free with vk_backend_free), or -ENODEV / -ENOENT / -ENOMEM with a message in
  * err. The CPU backend is always present and is the last resort of "auto". */
 int vk_backend_open(const char *name, struct vk_backend **ret, char *err, size_t err_len);
+/* 0 when be's table is of this build's VK_BACKEND_ABI, else -EPROTO with err (vk_backend_open
+ * runs it on every backend it opens). */
+int vk_backend_check_abi(const struct vk_backend *be, char *err, size_t err_len);
 /* Destroys the backend (ops->destroy) and everything it owns; NULL is a no-op. Weights and KV
  * caches must be freed before. */
 void vk_backend_free(struct vk_backend *be);

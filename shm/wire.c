@@ -113,20 +113,6 @@ int vs_layout_check(const struct vs_layout *lay, uint64_t dseg_bytes, uint64_t c
 	return 0;
 }
 
-const char *vs_status_str(unsigned status)
-{
-	switch (status) {
-	case VS_OK: return "ok";
-	case VS_REFUSED_VERSION: return "protocol version mismatch";
-	case VS_REFUSED_NOT_ALLOWED: return "not allowed";
-	case VS_REFUSED_FULL: return "daemon full";
-	case VS_REFUSED_BAD_HELLO: return "malformed hello";
-	case VS_REFUSED_NO_MEMORY: return "daemon out of memory";
-	case VS_REFUSED_SHUTDOWN: return "daemon shutting down";
-	}
-	return "unknown status";
-}
-
 static int say(char *why, size_t whylen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 static int say(char *why, size_t whylen, int code, const char *fmt, ...)

@@ -403,7 +403,5 @@ int vs_layout_compute(struct vs_layout *lay, uint32_t version, uint32_t sq_entri
  * bounds, sizes powers of two, entry sizes matching this build. Returns 0 or -EPROTO. */
 int vs_layout_check(const struct vs_layout *lay, uint64_t dseg_bytes, uint64_t cseg_bytes);
 
-/* Render a welcome status as a constant string. */
-const char *vs_status_str(unsigned status);
 
 #endif /* VLM_SHM_WIRE_H */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "daemon/ops/conf.h"
 #include "tools/bench-daemon.h"
 
 void bench_pin_self(int cpu)
@@ -57,7 +58,7 @@ void bench_daemon_init(struct bench_daemon *d, const char *dir, const char *name
 {
 	memset(d, 0, sizeof(*d));
 	snprintf(d->sock, sizeof(d->sock), "%s/%s", dir, name);
-	vd_server_opts_default(&d->o);
+	vd_conf_server_defaults(&d->o);
 	d->o.socket_path = d->sock;
 	d->cpu = cpu;
 }

@@ -30,6 +30,7 @@
 
 #include "bench.h"
 #include "client/conn.h"
+#include "daemon/ops/conf.h"
 #include "daemon/engine/engine.h"
 #include "tools/mkmodel.h"
 #include "daemon/model/model_config.h"
@@ -68,7 +69,7 @@ static int daemon_start(struct daemon *d, const struct opts *o, const char *mode
 	snprintf(d->dir, sizeof(d->dir), "/tmp/vlm-bench-serve-XXXXXX");
 	if (!mkdtemp(d->dir))
 		return -errno;
-	vd_engine_opts_default(&eo);
+	vd_conf_engine_defaults(&eo);
 	eo.model_dir = model;
 	eo.backend = "auto";
 	eo.threads = (uint32_t)o->threads;

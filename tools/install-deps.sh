@@ -7,6 +7,7 @@ pkgs=(
   libsystemd-dev libmicrohttpd-dev
   systemd util-linux
   spin
+  clang libclang-rt-14-dev
   python3-numpy python3-venv python3-pip python3-setuptools
 )
 missing=()

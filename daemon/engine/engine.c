@@ -45,16 +45,9 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-void vd_engine_opts_default(struct vd_engine_opts *o)
+void vd_engine_opts_init(struct vd_engine_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->backend = "auto";
-	o->kv_bytes = 256ull << 20;
-	o->block_size = 16;
-	o->max_running = 32;
-	o->max_batched_tokens = 512;
-	o->max_waiting = 1024;
-	o->prefix_cache = 1;
 	o->prefill_per_decode = -1;
 }
 
@@ -375,6 +368,12 @@ static int ensure_scratch(struct vd_engine *e, int32_t rows, int32_t items, int3
 		c = e->cap_items;
 		if (grow((void **)&e->b_argmax, &c, items, sizeof(int32_t)))
 			return -ENOMEM;
+		c = e->cap_items;
+		if (grow((void **)&e->b_ids, &c, items, sizeof(int32_t)))
+			return -ENOMEM;
+		c = e->cap_items;
+		if (grow((void **)&e->b_sp, &c, items, sizeof(struct vk_sample_params)))
+			return -ENOMEM;
 		float *logits = malloc((size_t)items * v * sizeof(float));
 
 		if (!logits)
@@ -432,23 +431,42 @@ static void emit_logprobs(struct vd_engine *e, const struct vd_ereq *q, const fl
 	} while (done < n);
 }
 
-/* Draw q's next token from logit row l of the forward. */
-static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_logits)
+/* q's sampling parameters for its next draw (history: its pairs as they are now). */
+static struct vk_sample_params draw_params(const struct vd_ereq *q)
+{
+	struct vk_sample_params sp = q->sp;
+
+	sp.step = (uint64_t)q->seq.n_generated;
+	sp.n_history = q->hist.n;
+	sp.history = q->hist.pairs;
+	return sp;
+}
+
+/* Can q's next draw run on the backend (ops->sample)? Not when the host must see the row: its
+ * logprobs, or EOS / stop ids masked before min_tokens. */
+static int dev_drawable(const struct vd_ereq *q)
+{
+	return !q->logprobs && q->seq.n_generated >= q->stop.min_tokens;
+}
+
+/* Draw q's next token from logit row l of the forward: the backend's draw (dev_ids), the greedy
+ * id, or the host sampler over the downloaded row. */
+static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_logits,
+                    const int32_t *dev_ids)
 {
 	int32_t ng = q->seq.n_generated, vocab = e->cfg.vocab, t;
 	float *row;
 	struct vk_sample_params sp;
 
+	if (dev_ids)
+		return dev_ids[l];
 	if (!have_logits || (q->plain_greedy && ng >= q->stop.min_tokens))
 		return e->b_argmax[l];
 	row = e->b_logits + (size_t)l * (size_t)vocab;
 	if (q->logprobs)
 		memcpy(e->raw, row, sizeof(float) * (size_t)vocab);
 	vd_sampler_mask(row, vocab, &q->stop, ng);
-	sp = q->sp;
-	sp.step = (uint64_t)ng;
-	sp.n_history = q->hist.n;
-	sp.history = q->hist.pairs;
+	sp = draw_params(q);
 	t = vd_sample(row, vocab, &sp, e->scratch);
 	if (t < 0)
 		t = e->b_argmax[l];
@@ -465,7 +483,7 @@ static int step(struct vd_engine *e)
 	char msg[VD_WHY_LEN] = "";
 	uint64_t t0 = vs_now_ns(), now;
 	int32_t n, row = 0, nsub = 0, nlog = 0, max_subs = 0;
-	int need_logits = 0, rc;
+	int need_logits = 0, host_rows = 0, dev = 0, rc;
 	uint64_t embed_bytes = 0;
 	struct vk_batch b;
 
@@ -527,16 +545,23 @@ static int step(struct vd_engine *e)
 			nlog++;
 			if (!q->plain_greedy || q->seq.n_generated < q->stop.min_tokens)
 				need_logits = 1;
+			host_rows += !dev_drawable(q);
+			e->b_sp[nlog - 1] = draw_params(q);
 		}
 		row += it->n;
 	}
+	/* A step whose draws the backend can all make downloads ids, not [rows, vocab] logits; a
+	 * greedy row's parameters make the backend's draw its argmax. */
+	dev = need_logits && !host_rows && e->dev_sample;
 	b = (struct vk_batch){ .n_tokens = n, .n_seqs = plan.n_items, .tokens = e->b_tok,
 	                       .pos = e->b_pos, .seqs = e->b_seqs, .n_subs = nsub,
 	                       .subs = e->b_subs };
 	e->reading = 1;
 	pthread_mutex_unlock(&e->mu);
-	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog, need_logits ? e->b_logits : NULL,
-	                      e->b_argmax);
+	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog,
+	                      need_logits && !dev ? e->b_logits : NULL, e->b_argmax);
+	if (rc >= 0 && dev)
+		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
 	pthread_mutex_lock(&e->mu);
 	e->reading = 0;
 	e->read_phase++;
@@ -573,7 +598,7 @@ static int step(struct vd_engine *e)
 
 		if (q->cancel)
 			continue;   /* finished between steps */
-		t = draw(e, q, l, need_logits);
+		t = draw(e, q, l, need_logits, dev ? e->b_ids : NULL);
 		vd_seqhist_add(&q->hist, t, true);
 		why = vd_sampler_stop(&q->stop, t, q->seq.n_generated + 1);
 		c = ev_new(e, q, VS_CQE_TOKENS);
@@ -990,11 +1015,12 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	                               .pool_tokens = e->n_blocks * e->block_size,
 	                               .block_size = e->block_size, .eos = e->eos,
 	                               .n_eos = e->n_eos,
-	                               .device_tensors = strcmp(e->be->ops->name, "cuda") == 0 };
+	                               .device_tensors = e->be->ops->import_tensor != NULL };
+	e->dev_sample = e->be->ops->sample != NULL;
 	if (e->env.device_tensors) {
-		/* GPU clients' tensors are mapped, never copied; without a usable driver they are
-		 * refused per request with the reason (the backend itself works, so vlmd serves) */
-		rc = vd_mm_import_new(&e->import, e->import_err, sizeof(e->import_err));
+		/* GPU clients' tensors are mapped by the backend, never copied; without a usable
+		 * driver they are refused per request with the reason (the backend itself works) */
+		rc = vd_mm_import_new(e->be, &e->import, e->import_err, sizeof(e->import_err));
 		if (rc < 0)
 			e->import = NULL;
 		e->env.import = e->import;
@@ -1038,6 +1064,8 @@ void vd_engine_free(struct vd_engine *e)
 	free(e->b_lrows);
 	free(e->b_litem);
 	free(e->b_argmax);
+	free(e->b_ids);
+	free(e->b_sp);
 	free(e->b_logits);
 	free(e->raw);
 	free(e->scratch);

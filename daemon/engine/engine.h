@@ -57,8 +57,9 @@ struct vd_engine_opts {
 	void *fatal_ctx;
 };
 
-/* Defaults matching vlmd's configuration table (daemon/ops/conf.c). model_dir stays NULL. */
-void vd_engine_opts_default(struct vd_engine_opts *o);
+/* Zero o and fill what no vlmd setting covers (prefill_per_decode). The configurable fields have
+ * their defaults in vlmd's settings table: vd_settings_default (daemon/ops/conf.h). */
+void vd_engine_opts_init(struct vd_engine_opts *o);
 
 struct vd_engine;
 

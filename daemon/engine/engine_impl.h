@@ -76,6 +76,9 @@ struct vd_engine {
 	int32_t *b_lrows;              /* [cap_items] logit rows */
 	int32_t *b_litem;              /* [cap_items] plan item of each logit row */
 	int32_t *b_argmax;             /* [cap_items] */
+	struct vk_sample_params *b_sp; /* [cap_items] ops->sample parameters of each logit row */
+	int32_t *b_ids;                /* [cap_items] tokens ops->sample drew */
+	int dev_sample;                /* the backend samples (ops->sample): only ids cross */
 	float *b_logits;               /* [cap_items, vocab] */
 	float *raw;                    /* [vocab] raw row for logprobs */
 	float *scratch;                /* [vocab] sampler scratch */

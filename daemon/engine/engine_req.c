@@ -11,20 +11,9 @@
 #include "daemon/engine/engine_req.h"
 #include "daemon/ops/metrics.h"
 #include "daemon/engine/mm_import.h"
+#include "daemon/model/errmsg.h"
 #include "daemon/engine/rowcopy.h"
 #include "daemon/model/mrope.h"
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return code;
-}
 
 /* A validated item's wire dtype is used as the backend's (vk_row_source.dtype). */
 _Static_assert(VS_DTYPE_F32 == (int)VK_DTYPE_F32 && VS_DTYPE_F16 == (int)VK_DTYPE_F16 &&
@@ -70,13 +59,13 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 
 	*ret = NULL;
 	if (n < 1)
-		return fail(err, errlen, -EINVAL, "empty prompt");
+		return vd_fail(err, errlen, -EINVAL, "empty prompt");
 	if (n >= env->max_model_len)
-		return fail(err, errlen, -E2BIG, "prompt %d tokens >= max-model-len %d", n,
+		return vd_fail(err, errlen, -E2BIG, "prompt %d tokens >= max-model-len %d", n,
 		            env->max_model_len);
 	for (int32_t i = 0; i < n; i++)
 		if (r->tokens[i] >= (uint32_t)cfg->vocab)
-			return fail(err, errlen, -EINVAL, "token %u at %d >= vocab size %d",
+			return vd_fail(err, errlen, -EINVAL, "token %u at %d >= vocab size %d",
 			            r->tokens[i], i, cfg->vocab);
 	max_tokens = p->max_tokens;
 	if (!max_tokens) {
@@ -85,15 +74,15 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		if (max_tokens > (int64_t)env->pool_tokens - n)
 			max_tokens = (int64_t)env->pool_tokens - n;
 		if (max_tokens < 1)
-			return fail(err, errlen, -ENOSPC, "prompt %d tokens fills the KV cache (%d)", n,
+			return vd_fail(err, errlen, -ENOSPC, "prompt %d tokens fills the KV cache (%d)", n,
 			            env->pool_tokens);
 	}
 	if (n + max_tokens > env->max_model_len)
-		return fail(err, errlen, -E2BIG, "prompt %d+max_tokens %lld > max-model-len %d", n,
+		return vd_fail(err, errlen, -E2BIG, "prompt %d+max_tokens %lld > max-model-len %d", n,
 		            (long long)max_tokens, env->max_model_len);
 	if ((n + max_tokens + env->block_size - 1) / env->block_size >
 	    env->pool_tokens / env->block_size)
-		return fail(err, errlen, -ENOSPC, "prompt+max_tokens %lld > KV cache %d tokens",
+		return vd_fail(err, errlen, -ENOSPC, "prompt+max_tokens %lld > KV cache %d tokens",
 		            (long long)(n + max_tokens), env->pool_tokens);
 
 	q = calloc(1, sizeof(*q));
@@ -137,17 +126,17 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		int32_t m = cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1;
 
 		if (it->cols != (uint32_t)cfg->hidden) {
-			e = fail(err, errlen, -EINVAL, "item %d: %u columns, model hidden size %d", k,
+			e = vd_fail(err, errlen, -EINVAL, "item %d: %u columns, model hidden size %d", k,
 			         it->cols, cfg->hidden);
 			goto out;
 		}
 		if (it->device != VS_DEV_ARENA && !env->device_tensors) {
 			/* the wire carries 47 bytes of text */
-			e = fail(err, errlen, -ENOTSUP, "item %d: CUDA tensor, host backend", k);
+			e = vd_fail(err, errlen, -ENOTSUP, "item %d: CUDA tensor, host backend", k);
 			goto out;
 		}
 		if (it->device != VS_DEV_ARENA && !env->import) {
-			e = fail(err, errlen, -ENOTSUP, "item %d: no CUDA import: %s", k,
+			e = vd_fail(err, errlen, -ENOTSUP, "item %d: no CUDA import: %s", k,
 			         env->import_err && env->import_err[0] ? env->import_err : "unavailable");
 			goto out;
 		}
@@ -172,7 +161,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			}
 			if (vd_rows_copy(q->rows[k], r->arena + it->data_off, it->rows, row_bytes,
 			                 (int64_t)it->row_stride, it->dtype, &bad) < 0) {
-				e = fail(err, errlen, -EINVAL, "item %d row %lld: %s in embedding", k,
+				e = vd_fail(err, errlen, -EINVAL, "item %d row %lld: %s in embedding", k,
 				         (long long)bad.row, bad.inf ? "Inf" : "NaN");
 				goto out;
 			}
@@ -186,7 +175,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			e = vd_mm_import_open(env->import, it, r->vmm_fds ? r->vmm_fds[k] : -1,
 			                      &q->maps[k], &dev, why, sizeof(why));
 			if (e < 0) {
-				e = fail(err, errlen, e, "item %d: CUDA map: %s", k, why);
+				e = vd_fail(err, errlen, e, "item %d: CUDA map: %s", k, why);
 				goto out;
 			}
 			if (r->vmm_fds && r->vmm_fds[k] >= 0) {

@@ -1,12 +1,13 @@
 /*
  * daemon/io/echo.h — the echo request sink: answers ECHO (and NOP) requests without a model, so the
- * transport can be tested and measured end to end before the engine exists.
+ * transport can be tested and measured end to end with no model (and ECHO stays a diagnostic
+ * next to the engine: the loop routes ECHO and NOP here).
  *
  * ECHO: the request's token ids come back as TOKENS completions (up to VS_CQE_MAX_TOKENS per
  * entry), then one TENSOR_RELEASED per multimodal item, then FINISH (reason STOP, usage counts).
- * GENERATE is refused with -EOPNOTSUPP (no engine yet).
+ * GENERATE is refused with -EOPNOTSUPP (the loop routes it here only when no model is loaded).
  * Inline mode answers inside submit() on the loop thread (lowest latency); threaded mode answers
- * from a worker thread through the event queue's eventfd — the path the serving engine will use.
+ * from a worker thread through the event queue's eventfd — the path the serving engine uses.
  */
 #ifndef VLM_DAEMON_ECHO_H
 #define VLM_DAEMON_ECHO_H

@@ -1,7 +1,7 @@
 /*
  * daemon/io/evq.h — completion events from request sinks to the I/O loop.
  *
- * A request sink (the echo handler today, the serving engine later) produces completion events
+ * A request sink (the echo handler, the serving engine) produces completion events
  * addressed to (client slot, generation). It may produce them on its own thread — then events go
  * into a mutex-protected queue and the loop is woken through an eventfd, written only when the
  * queue goes from empty to non-empty, so a busy engine costs one write per step at most — or on

@@ -138,22 +138,15 @@ static void log_refusal(struct vd_server *s, const char *fmt, ...)
 	s->o.log(s->o.log_ctx, VD_LOG_INFO, buf);
 }
 
-void vd_server_opts_default(struct vd_server_opts *o)
+void vd_server_opts_init(struct vd_server_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->socket_path = NULL;
-	o->backend = VD_BACKEND_AUTO;
-	o->spin_us = 50;
-	o->max_clients = 64;
-	o->tick_ms = 100;
 	o->hello_timeout_ms = 2000;
-	o->client_timeout_ms = 30000;
 	o->sq_entries = 256;
 	o->cq_entries = 1024;
 	o->sq_max = 4096;
 	o->cq_max = 16384;
 	o->arena_bytes = 16u << 20;
-	o->arena_max = 1ull << 30;
 	vd_allow_default(&o->allow);
 	vd_limits_default(&o->limits);
 	o->listen_fd = -1;

@@ -75,8 +75,11 @@ struct vd_server_opts {
 	struct vd_line_hook admin;
 };
 
-/* Fill defaults (allow-list: vd_allow_default). */
-void vd_server_opts_default(struct vd_server_opts *o);
+/* Zero o and fill the fields no vlmd setting covers (ring and arena sizes, hello timeout,
+ * limits, allow-list vd_allow_default, listen_fd -1). The configurable ones (spin_us,
+ * max_clients, tick_ms, ...) have their defaults in one place, vlmd's settings table:
+ * vd_settings_default (daemon/ops/conf.h) gives the whole struct. */
+void vd_server_opts_init(struct vd_server_opts *o);
 
 struct vd_server;
 

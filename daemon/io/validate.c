@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "daemon/io/validate.h"
+#include "daemon/model/errmsg.h"
 #include "shm/arena.h"
 
 void vd_limits_default(struct vd_limits *lim)
@@ -36,20 +37,7 @@ void vd_request_free(struct vd_request *r)
 	free(r);
 }
 
-/* Write the reason into why [whylen] and return code. */
-static int say(char *why, size_t whylen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int say(char *why, size_t whylen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-	return code;
-}
-
-#define FAIL(code, ...) do { e = say(why, whylen, (code), __VA_ARGS__); goto fail; } while (0)
+#define FAIL(code, ...) do { e = vd_fail(why, whylen, (code), __VA_ARGS__); goto fail; } while (0)
 
 /* Item k's descriptor (a private copy). */
 static int check_item(const struct vs_mm_item *it, uint32_t k, uint64_t arena_bytes,
@@ -58,31 +46,31 @@ static int check_item(const struct vs_mm_item *it, uint32_t k, uint64_t arena_by
 	uint64_t row_bytes, need;
 
 	if (it->dtype >= VS_DTYPE__COUNT)
-		return say(why, whylen, -EINVAL, "item %" PRIu32 ": dtype %u unknown", k, it->dtype);
+		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": dtype %u unknown", k, it->dtype);
 	if (it->device >= VS_DEV__COUNT)
-		return say(why, whylen, -EINVAL, "item %" PRIu32 ": device %u unknown", k, it->device);
+		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": device %u unknown", k, it->device);
 	if (it->flags & ~(VS_ITEM_HAS_FINGERPRINT | VS_ITEM_FP256))
-		return say(why, whylen, -EINVAL, "item %" PRIu32 ": unknown flags 0x%x", k, it->flags);
+		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": unknown flags 0x%x", k, it->flags);
 	if (!it->rows || !it->cols || it->cols > lim->max_cols)
-		return say(why, whylen, -EINVAL, "item %" PRIu32 ": shape %" PRIu32 "x%" PRIu32
+		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": shape %" PRIu32 "x%" PRIu32
 			   " out of range", k, it->rows, it->cols);
 	row_bytes = (uint64_t)it->cols * vs_dtype_size(it->dtype);
 	if (it->row_stride < row_bytes)
-		return say(why, whylen, -EINVAL, "item %" PRIu32 ": row stride %" PRIu64 " < row %"
+		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": row stride %" PRIu64 " < row %"
 			   PRIu64 " B", k, it->row_stride, row_bytes);
 	/* (rows - 1) * stride + row_bytes, overflow-safe */
 	if ((uint64_t)(it->rows - 1) > (UINT64_MAX - row_bytes) / it->row_stride)
-		return say(why, whylen, -EINVAL, "item %" PRIu32 ": size overflows", k);
+		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": size overflows", k);
 	need = (uint64_t)(it->rows - 1) * it->row_stride + row_bytes;
 	if (need > it->data_bytes)
-		return say(why, whylen, -EINVAL, "item %" PRIu32 ": %" PRIu64 " data bytes < %" PRIu64,
+		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": %" PRIu64 " data bytes < %" PRIu64,
 			   k, it->data_bytes, need);
 	if (it->grid_t || it->grid_h || it->grid_w) {
 		uint64_t g = (uint64_t)it->grid_t * it->grid_h;
 
 		if (!it->grid_t || !it->grid_h || !it->grid_w || g > UINT32_MAX ||
 		    g * it->grid_w != it->rows)
-			return say(why, whylen, -EINVAL, "item %" PRIu32 ": grid %" PRIu32 "x%" PRIu32
+			return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": grid %" PRIu32 "x%" PRIu32
 				   "x%" PRIu32 " != %" PRIu32 " rows", k, it->grid_t, it->grid_h,
 				   it->grid_w, it->rows);
 	}
@@ -91,14 +79,14 @@ static int check_item(const struct vs_mm_item *it, uint32_t k, uint64_t arena_by
 		if (!vs_arena_view((const void *)1, arena_bytes, it->data_off, it->data_bytes,
 				   vs_dtype_size(it->dtype)) ||
 		    it->row_stride % vs_dtype_size(it->dtype))
-			return say(why, whylen, -EINVAL, "item %" PRIu32 ": data outside the arena or "
+			return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": data outside the arena or "
 				   "misaligned", k);
 		break;
 	case VS_DEV_CUDA_IPC:
 	case VS_DEV_CUDA_VMM:
 		if (!it->alloc_bytes || !vs_range_ok(it->data_off, it->data_bytes, it->alloc_bytes) ||
 		    it->device_index < 0)
-			return say(why, whylen, -EINVAL, "item %" PRIu32 ": range outside its CUDA "
+			return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": range outside its CUDA "
 				   "allocation", k);
 		break;
 	}
@@ -116,13 +104,13 @@ int vd_validate_sqe(const struct vs_sqe *sqe, const unsigned char *arena, uint64
 	if (whylen)
 		why[0] = 0;
 	if (sqe->opcode >= VS_OP__COUNT)
-		return say(why, whylen, -EINVAL, "unknown opcode %u", sqe->opcode);
+		return vd_fail(why, whylen, -EINVAL, "unknown opcode %u", sqe->opcode);
 	if (sqe->flags || sqe->reserved0 || sqe->reserved1[0] || sqe->reserved1[1] ||
 	    sqe->params.reserved)
-		return say(why, whylen, -EINVAL, "reserved fields must be zero");
+		return vd_fail(why, whylen, -EINVAL, "reserved fields must be zero");
 	r = calloc(1, sizeof(*r));
 	if (!r)
-		return say(why, whylen, -ENOMEM, "vlmd out of memory");
+		return vd_fail(why, whylen, -ENOMEM, "vlmd out of memory");
 	r->sqe = *sqe;
 	r->arena = arena;
 	r->arena_bytes = arena_bytes;

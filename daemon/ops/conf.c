@@ -7,105 +7,43 @@
 #include <grp.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "daemon/ops/conf.h"
+#include "daemon/ops/log.h"
 
 enum vd_cfg_type { T_STR, T_UINT, T_SIZE, T_BOOL, T_ENUM, T_UIDS, T_GIDS };
 enum { F_RUNTIME = 1, F_EMPTY_OK = 2 /* T_STR: "" means off */ };
+/* How a value lands in struct vd_settings at its offset. */
+enum bind { B_U32, B_U64, B_INT, B_STR, B_ENUM_VAL /* vals[index] as int */,
+	    B_ENUM_NAME /* the choice's name as const char * */, B_CUSTOM /* store() */ };
+
+struct vd_conf;
 
 struct setting {
 	const char *name;            /* file key, --flag, VLMD_NAME */
 	enum vd_cfg_type type;
-	const char *def;             /* default, as text (parsed like any other source) */
+	const char *def;             /* THE default, as text (parsed like any other source) */
 	uint64_t min, max;           /* T_UINT / T_SIZE bounds */
 	const char *const *choices;  /* T_ENUM: NULL-terminated */
 	unsigned flags;
 	const char *alias;           /* an older flag name, or NULL */
 	const char *arg;             /* metavariable in --help */
 	const char *help;
+	/* the consumer: where the value goes, and how it reaches a running daemon */
+	size_t off;                  /* field in struct vd_settings */
+	enum bind bind;
+	const int *vals;             /* B_ENUM_VAL: value of each choice */
+	/* B_CUSTOM: store the value (c->v) into c->set. 0 or -EINVAL with err. */
+	int (*store)(struct vd_conf *c, int id, char *err, size_t errlen);
+	/* F_RUNTIME: apply the stored value to the running daemon (vd_conf_bind's targets; either
+	 * may be NULL). 0, or -errno with err (the old value is then restored and re-applied). */
+	int (*apply)(struct vd_conf *c, int id, char *err, size_t errlen);
 };
-
-static const char *const loop_choices[] = { "auto", "uring", "epoll", "io_uring", NULL };
-static const char *const level_choices[] = { "error", "warn", "info", "debug", NULL };
-static const char *const backend_choices[] = { "auto", "cpu", "cuda", "ref", NULL };
-
-/* THE table. Only settings that something reads: add a row when its consumer lands. */
-static const struct setting table[VD_CFG__N] = {
-	[VD_CFG_SOCKET] = { "socket", T_STR, VLM_DEFAULT_SOCKET, 0, 0, NULL, 0, NULL, "PATH",
-		"listening socket (ignored when systemd passes one: socket activation)" },
-	[VD_CFG_EVENT_LOOP] = { "event-loop", T_ENUM, "auto", 0, 0, loop_choices, 0, NULL,
-		"MODE", "event loop: auto (io_uring, else epoll), uring, epoll" },
-	[VD_CFG_SPIN_US] = { "spin-us", T_UINT, "50", 0, 100000000, NULL, 0, NULL, "N",
-		"busy-poll N microseconds after the last request" },
-	/* bounds = what start-up can honour, so --check-config refuses what start would: a client
-	 * table of 1e8 slots cannot be allocated; the CPU backend runs at most 1024 threads */
-	[VD_CFG_MAX_CLIENTS] = { "max-clients", T_UINT, "64", 1, 65536, NULL, F_RUNTIME, NULL,
-		"N", "refuse connections beyond N clients (at run time: at most the start-up value)" },
-	[VD_CFG_ALLOW_UID] = { "allow-uid", T_UIDS, "", 0, 0, NULL, 0, NULL, "UID",
-		"allow this user (number or name; repeatable; see allow-list below)" },
-	[VD_CFG_ALLOW_GID] = { "allow-gid", T_GIDS, "", 0, 0, NULL, 0, NULL, "GID",
-		"allow this group (number or name; repeatable)" },
-	[VD_CFG_ARENA_MAX] = { "arena-max", T_SIZE, "1G", 1, UINT64_MAX, NULL, 0, NULL, "BYTES",
-		"largest arena a client may ask for (suffixes K M G T)" },
-	[VD_CFG_CLIENT_TIMEOUT] = { "client-timeout", T_UINT, "30000", 0, 100000000, NULL, 0, NULL,
-		"MS", "drop a client whose completions stay unread this long without heartbeat" },
-	[VD_CFG_TICK_MS] = { "tick-ms", T_UINT, "100", 1, 100000000, NULL, 0, NULL, "N",
-		"heartbeat period of the I/O loop (also paces the systemd watchdog)" },
-	[VD_CFG_ECHO_THREAD] = { "echo-thread", T_BOOL, "no", 0, 1, NULL, 0, NULL, NULL,
-		"answer echo requests from a worker thread (the engine's path)" },
-	[VD_CFG_LOG_LEVEL] = { "log-level", T_ENUM, "info", 0, 0, level_choices, F_RUNTIME, NULL,
-		"LEVEL", "error, warn, info or debug (--quiet = warn, --verbose = debug)" },
-	[VD_CFG_MODEL] = { "model", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "DIR",
-		"model folder (config.json + *.safetensors) to serve; empty: no model, echo requests only" },
-	[VD_CFG_BACKEND] = { "backend", T_ENUM, "auto", 0, 0, backend_choices, 0, NULL, "NAME",
-		"compute backend: auto (cuda when a GPU is usable, else cpu), cpu, cuda, ref" },
-	[VD_CFG_THREADS] = { "threads", T_UINT, "0", 0, 1024, NULL, 0, NULL, "N",
-		"CPU backend worker threads (0: one per online CPU)" },
-	[VD_CFG_KV_MEMORY] = { "kv-memory", T_SIZE, "256M", 1, UINT64_MAX, NULL, 0, NULL, "BYTES",
-		"memory for the paged KV cache (suffixes K M G T)" },
-	[VD_CFG_BLOCK_SIZE] = { "block-size", T_UINT, "16", 1, 1024, NULL, 0, NULL, "N",
-		"tokens per KV block (also the prefix-cache granularity)" },
-	[VD_CFG_MAX_RUNNING] = { "max-running", T_UINT, "32", 1, 65536, NULL, F_RUNTIME, NULL, "N",
-		"most sequences in one engine step" },
-	[VD_CFG_MAX_BATCHED_TOKENS] = { "max-batched-tokens", T_UINT, "512", 1, 1048576, NULL, 0, NULL,
-		"N", "most tokens in one engine step (prefill chunk budget; at least max-running)" },
-	[VD_CFG_MAX_MODEL_LEN] = { "max-model-len", T_UINT, "0", 0, 16777216, NULL, 0, NULL, "N",
-		"longest prompt + output (0: the model's max_position_embeddings)" },
-	[VD_CFG_MAX_WAITING] = { "max-waiting", T_UINT, "1024", 1, 16777216, NULL, F_RUNTIME, NULL, "N",
-		"refuse new requests (-EBUSY) while this many wait for admission" },
-	[VD_CFG_PRIORITY] = { "priority", T_BOOL, "no", 0, 1, NULL, 0, NULL, NULL,
-		"schedule by request priority, then arrival (else arrival only)" },
-	[VD_CFG_PREFIX_CACHE] = { "prefix-cache", T_BOOL, "yes", 0, 1, NULL, 0, NULL, NULL,
-		"reuse the KV of common prompt prefixes (images by fingerprint)" },
-	[VD_CFG_CLIENT_WEIGHTS] = { "client-weights", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL,
-		"UID:W,...", "fair-share weights of users' connections (1..1000; others weigh 1)" },
-	[VD_CFG_ADMIN_GID] = { "admin-gid", T_GIDS, "", 0, 0, NULL, 0, NULL, "GID",
-		"members of this group may use the admin protocol (vlmctl), besides root (repeatable)" },
-	[VD_CFG_METRICS_LISTEN] = { "metrics-listen", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "ADDR:PORT",
-		"serve Prometheus metrics over HTTP at this address (empty: off; vlmctl metrics works always)" },
-};
-
-struct value {
-	uint64_t u;
-	char *s;
-	uint32_t *ids;
-	size_t n_ids;
-	enum vd_cfg_src src;
-};
-
-struct vd_conf {
-	struct value v[VD_CFG__N];
-	char *file;
-	vd_conf_apply_fn apply;
-	void *apply_ctx;
-};
-
-static const char *const src_names[] = { "default", "file", "environment", "command line",
-					 "run time" };
 
 static int errf(char *err, size_t errlen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -121,6 +59,221 @@ static int errf(char *err, size_t errlen, int code, const char *fmt, ...)
 	}
 	return code;
 }
+
+static const char *const loop_choices[] = { "auto", "uring", "epoll", "io_uring", NULL };
+static const int loop_vals[] = { VD_BACKEND_AUTO, VD_BACKEND_URING, VD_BACKEND_EPOLL, VD_BACKEND_URING };
+static const char *const level_choices[] = { "error", "warn", "info", "debug", NULL };
+static const int level_vals[] = { VD_LVL_ERROR, VD_LVL_WARN, VD_LVL_INFO, VD_LVL_DEBUG };
+static const char *const backend_choices[] = { "auto", "cpu", "cuda", "ref", NULL };
+
+static int store_allow(struct vd_conf *c, int id, char *err, size_t errlen);
+static int store_admin(struct vd_conf *c, int id, char *err, size_t errlen);
+static int apply_log_level(struct vd_conf *c, int id, char *err, size_t errlen);
+static int apply_max_clients(struct vd_conf *c, int id, char *err, size_t errlen);
+static int apply_engine_limits(struct vd_conf *c, int id, char *err, size_t errlen);
+
+#define S(field) offsetof(struct vd_settings, field)
+
+/* THE table. Only settings that something reads: add a row when its consumer lands, pointing at
+ * the consumer's field (docs/ARCHITECTURE.md, "Adding a config setting"). */
+static const struct setting table[VD_CFG__N] = {
+	[VD_CFG_SOCKET] = { "socket", T_STR, VLM_DEFAULT_SOCKET, 0, 0, NULL, 0, NULL, "PATH",
+		"listening socket (ignored when systemd passes one: socket activation)",
+		S(server.socket_path), B_STR, NULL, NULL, NULL },
+	[VD_CFG_EVENT_LOOP] = { "event-loop", T_ENUM, "auto", 0, 0, loop_choices, 0, NULL,
+		"MODE", "event loop: auto (io_uring, else epoll), uring, epoll",
+		S(server.backend), B_ENUM_VAL, loop_vals, NULL, NULL },
+	[VD_CFG_SPIN_US] = { "spin-us", T_UINT, "50", 0, 100000000, NULL, 0, NULL, "N",
+		"busy-poll N microseconds after the last request",
+		S(server.spin_us), B_U32, NULL, NULL, NULL },
+	/* bounds = what start-up can honour, so --check-config refuses what start would: a client
+	 * table of 1e8 slots cannot be allocated; the CPU backend runs at most 1024 threads */
+	[VD_CFG_MAX_CLIENTS] = { "max-clients", T_UINT, "64", 1, 65536, NULL, F_RUNTIME, NULL,
+		"N", "refuse connections beyond N clients (at run time: at most the start-up value)",
+		S(server.max_clients), B_U32, NULL, NULL, apply_max_clients },
+	[VD_CFG_ALLOW_UID] = { "allow-uid", T_UIDS, "", 0, 0, NULL, 0, NULL, "UID",
+		"allow this user (number or name; repeatable; see allow-list below)",
+		S(server.allow), B_CUSTOM, NULL, store_allow, NULL },
+	[VD_CFG_ALLOW_GID] = { "allow-gid", T_GIDS, "", 0, 0, NULL, 0, NULL, "GID",
+		"allow this group (number or name; repeatable)",
+		S(server.allow), B_CUSTOM, NULL, store_allow, NULL },
+	[VD_CFG_ARENA_MAX] = { "arena-max", T_SIZE, "1G", 1, UINT64_MAX, NULL, 0, NULL, "BYTES",
+		"largest arena a client may ask for (suffixes K M G T)",
+		S(server.arena_max), B_U64, NULL, NULL, NULL },
+	[VD_CFG_CLIENT_TIMEOUT] = { "client-timeout", T_UINT, "30000", 0, 100000000, NULL, 0, NULL,
+		"MS", "drop a client whose completions stay unread this long without heartbeat",
+		S(server.client_timeout_ms), B_U32, NULL, NULL, NULL },
+	[VD_CFG_TICK_MS] = { "tick-ms", T_UINT, "100", 1, 100000000, NULL, 0, NULL, "N",
+		"heartbeat period of the I/O loop (also paces the systemd watchdog)",
+		S(server.tick_ms), B_U32, NULL, NULL, NULL },
+	[VD_CFG_ECHO_THREAD] = { "echo-thread", T_BOOL, "no", 0, 1, NULL, 0, NULL, NULL,
+		"answer echo requests from a worker thread (the engine's path)",
+		S(server.echo_threaded), B_INT, NULL, NULL, NULL },
+	[VD_CFG_LOG_LEVEL] = { "log-level", T_ENUM, "info", 0, 0, level_choices, F_RUNTIME, NULL,
+		"LEVEL", "error, warn, info or debug (--quiet = warn, --verbose = debug)",
+		S(log_level), B_ENUM_VAL, level_vals, NULL, apply_log_level },
+	[VD_CFG_MODEL] = { "model", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "DIR",
+		"model folder (config.json + *.safetensors) to serve; empty: no model, echo requests only",
+		S(engine.model_dir), B_STR, NULL, NULL, NULL },
+	[VD_CFG_BACKEND] = { "backend", T_ENUM, "auto", 0, 0, backend_choices, 0, NULL, "NAME",
+		"compute backend: auto (cuda when a GPU is usable, else cpu), cpu, cuda, ref",
+		S(engine.backend), B_ENUM_NAME, NULL, NULL, NULL },
+	[VD_CFG_THREADS] = { "threads", T_UINT, "0", 0, 1024, NULL, 0, NULL, "N",
+		"CPU backend worker threads (0: one per online CPU)",
+		S(engine.threads), B_U32, NULL, NULL, NULL },
+	[VD_CFG_KV_MEMORY] = { "kv-memory", T_SIZE, "256M", 1, UINT64_MAX, NULL, 0, NULL, "BYTES",
+		"memory for the paged KV cache (suffixes K M G T)",
+		S(engine.kv_bytes), B_U64, NULL, NULL, NULL },
+	[VD_CFG_BLOCK_SIZE] = { "block-size", T_UINT, "16", 1, 1024, NULL, 0, NULL, "N",
+		"tokens per KV block (also the prefix-cache granularity)",
+		S(engine.block_size), B_U32, NULL, NULL, NULL },
+	[VD_CFG_MAX_RUNNING] = { "max-running", T_UINT, "32", 1, 65536, NULL, F_RUNTIME, NULL, "N",
+		"most sequences in one engine step",
+		S(engine.max_running), B_U32, NULL, NULL, apply_engine_limits },
+	[VD_CFG_MAX_BATCHED_TOKENS] = { "max-batched-tokens", T_UINT, "512", 1, 1048576, NULL, 0, NULL,
+		"N", "most tokens in one engine step (prefill chunk budget; at least max-running)",
+		S(engine.max_batched_tokens), B_U32, NULL, NULL, NULL },
+	[VD_CFG_MAX_MODEL_LEN] = { "max-model-len", T_UINT, "0", 0, 16777216, NULL, 0, NULL, "N",
+		"longest prompt + output (0: the model's max_position_embeddings)",
+		S(engine.max_model_len), B_U32, NULL, NULL, NULL },
+	[VD_CFG_MAX_WAITING] = { "max-waiting", T_UINT, "1024", 1, 16777216, NULL, F_RUNTIME, NULL, "N",
+		"refuse new requests (-EBUSY) while this many wait for admission",
+		S(engine.max_waiting), B_U32, NULL, NULL, apply_engine_limits },
+	[VD_CFG_PRIORITY] = { "priority", T_BOOL, "no", 0, 1, NULL, 0, NULL, NULL,
+		"schedule by request priority, then arrival (else arrival only)",
+		S(engine.use_priority), B_INT, NULL, NULL, NULL },
+	[VD_CFG_PREFIX_CACHE] = { "prefix-cache", T_BOOL, "yes", 0, 1, NULL, 0, NULL, NULL,
+		"reuse the KV of common prompt prefixes (images by fingerprint)",
+		S(engine.prefix_cache), B_INT, NULL, NULL, NULL },
+	[VD_CFG_CLIENT_WEIGHTS] = { "client-weights", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL,
+		"UID:W,...", "fair-share weights of users' connections (1..1000; others weigh 1)",
+		S(engine.client_weights), B_STR, NULL, NULL, NULL },
+	[VD_CFG_ADMIN_GID] = { "admin-gid", T_GIDS, "", 0, 0, NULL, 0, NULL, "GID",
+		"members of this group may use the admin protocol (vlmctl), besides root (repeatable)",
+		S(server.admin_gids), B_CUSTOM, NULL, store_admin, NULL },
+	[VD_CFG_METRICS_LISTEN] = { "metrics-listen", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "ADDR:PORT",
+		"serve Prometheus metrics over HTTP at this address (empty: off; vlmctl metrics works always)",
+		S(metrics_listen), B_STR, NULL, NULL, NULL },
+};
+
+struct value {
+	uint64_t u;
+	char *s;
+	uint32_t *ids;
+	size_t n_ids;
+	enum vd_cfg_src src;
+};
+
+struct vd_conf {
+	struct value v[VD_CFG__N];
+	struct vd_settings set;      /* every value at its consumer's field */
+	char *file;
+	vd_conf_apply_fn apply;
+	void *apply_ctx;
+	struct vd_server *srv;       /* run-time targets (vd_conf_bind); NULL = none */
+	struct vd_engine *engine;
+};
+
+/* ------------------------------------------------------------------ binding to consumers */
+
+#define AT(c, id, type) ((type *)((char *)&(c)->set + table[id].off))
+
+/* Put setting id's value at its field of c->set. */
+static int bind_value(struct vd_conf *c, int id, char *err, size_t errlen)
+{
+	const struct setting *t = &table[id];
+	const struct value *v = &c->v[id];
+
+	switch (t->bind) {
+	case B_U32:
+		*AT(c, id, uint32_t) = (uint32_t)v->u;
+		return 0;
+	case B_U64:
+		*AT(c, id, uint64_t) = v->u;
+		return 0;
+	case B_INT:
+		*AT(c, id, int) = (int)v->u;
+		return 0;
+	case B_STR:
+		/* the default is the table's literal: a settings copy outlives the conf */
+		*AT(c, id, const char *) = v->src == VD_SRC_DEFAULT ? t->def : v->s;
+		return 0;
+	case B_ENUM_VAL:
+		*AT(c, id, int) = t->vals[v->u];
+		return 0;
+	case B_ENUM_NAME:
+		*AT(c, id, const char *) = t->choices[v->u];
+		return 0;
+	case B_CUSTOM:
+		return t->store(c, id, err, errlen);
+	}
+	return -EINVAL;
+}
+
+/* allow-uid / allow-gid: an explicit allow-list (either one) replaces the default one. */
+static int store_allow(struct vd_conf *c, int id, char *err, size_t errlen)
+{
+	const struct value *u = &c->v[VD_CFG_ALLOW_UID], *g = &c->v[VD_CFG_ALLOW_GID];
+	struct vd_allow *a = &c->set.server.allow;
+
+	(void)id;
+	if (!u->n_ids && !g->n_ids) {
+		vd_allow_default(a);
+		return 0;
+	}
+	memset(a, 0, sizeof(*a));
+	for (size_t i = 0; i < u->n_ids; i++)
+		if (vd_allow_add_uid(a, (uid_t)u->ids[i]) < 0)
+			return errf(err, errlen, -EINVAL, "allow-uid/allow-gid: too many entries");
+	for (size_t i = 0; i < g->n_ids; i++)
+		if (vd_allow_add_gid(a, (gid_t)g->ids[i]) < 0)
+			return errf(err, errlen, -EINVAL, "allow-uid/allow-gid: too many entries");
+	return 0;
+}
+
+static int store_admin(struct vd_conf *c, int id, char *err, size_t errlen)
+{
+	const struct value *v = &c->v[id];
+
+	if (v->n_ids > VD_ALLOW_MAX)
+		return errf(err, errlen, -EINVAL, "admin-gid: at most %d groups", VD_ALLOW_MAX);
+	for (size_t i = 0; i < v->n_ids; i++)
+		c->set.server.admin_gids[i] = (gid_t)v->ids[i];
+	c->set.server.n_admin_gids = (unsigned)v->n_ids;
+	return 0;
+}
+
+static int apply_log_level(struct vd_conf *c, int id, char *err, size_t errlen)
+{
+	(void)id;
+	(void)err;
+	(void)errlen;
+	vd_log_set_level(c->set.log_level);
+	return 0;
+}
+
+static int apply_max_clients(struct vd_conf *c, int id, char *err, size_t errlen)
+{
+	uint32_t want = c->set.server.max_clients;
+
+	(void)id;
+	if (c->srv && vd_server_set_max_clients(c->srv, want) != want)
+		return errf(err, errlen, -ERANGE, "max-clients can go up to %u while vlmd runs (restart "
+			    "for more)", vd_server_set_max_clients(c->srv, UINT32_MAX));
+	return 0;
+}
+
+static int apply_engine_limits(struct vd_conf *c, int id, char *err, size_t errlen)
+{
+	if (c->engine && vd_engine_set_limits(c->engine, c->set.engine.max_running,
+					      c->set.engine.max_waiting) < 0)
+		return errf(err, errlen, -EINVAL, "%s: cannot apply %llu", table[id].name,
+			    (unsigned long long)c->v[id].u);
+	return 0;
+}
+
+static const char *const src_names[] = { "default", "file", "environment", "command line",
+					 "run time" };
 
 static int find(const char *name)
 {
@@ -359,11 +512,11 @@ int vd_conf_put(struct vd_conf *c, const char *name, const char *value, enum vd_
 		c->v[id].ids = ids;
 		c->v[id].n_ids += nv.n_ids;
 		value_fini(&nv);
-		return 0;
+		return bind_value(c, id, err, errlen);
 	}
 	value_fini(&c->v[id]);
 	c->v[id] = nv;
-	return 0;
+	return bind_value(c, id, err, errlen);
 }
 
 /* ------------------------------------------------------------------ lifetime, access */
@@ -374,6 +527,9 @@ struct vd_conf *vd_conf_new(void)
 
 	if (!c)
 		return NULL;
+	/* what no setting covers: the loop's and the engine's fixed defaults */
+	vd_server_opts_init(&c->set.server);
+	vd_engine_opts_init(&c->set.engine);
 	for (int i = 0; i < VD_CFG__N; i++) {
 		if (parse_value(i, table[i].def, &c->v[i], NULL, 0)) {
 			/* only ENOMEM can get here: the defaults are tested */
@@ -381,8 +537,51 @@ struct vd_conf *vd_conf_new(void)
 			return NULL;
 		}
 		c->v[i].src = VD_SRC_DEFAULT;
+		bind_value(c, i, NULL, 0); /* defaults always bind (tested) */
 	}
 	return c;
+}
+
+const struct vd_settings *vd_conf_settings(const struct vd_conf *c)
+{
+	return &c->set;
+}
+
+int vd_settings_default(struct vd_settings *s)
+{
+	struct vd_conf *c = vd_conf_new();
+
+	if (!c) {
+		memset(s, 0, sizeof(*s));
+		vd_server_opts_init(&s->server);
+		vd_engine_opts_init(&s->engine);
+		return -ENOMEM;
+	}
+	*s = c->set; /* strings of defaults are the table's literals: valid after the free */
+	vd_conf_free(c);
+	return 0;
+}
+
+void vd_conf_server_defaults(struct vd_server_opts *o)
+{
+	struct vd_settings s;
+
+	vd_settings_default(&s);
+	*o = s.server;
+}
+
+void vd_conf_engine_defaults(struct vd_engine_opts *o)
+{
+	struct vd_settings s;
+
+	vd_settings_default(&s);
+	*o = s.engine;
+}
+
+void vd_conf_bind(struct vd_conf *c, struct vd_server *srv, struct vd_engine *engine)
+{
+	c->srv = srv;
+	c->engine = engine;
 }
 
 void vd_conf_free(struct vd_conf *c)
@@ -609,13 +808,21 @@ int vd_conf_set(struct vd_conf *c, const char *name, const char *value, char *er
 	nv.src = VD_SRC_RUNTIME;
 	old = c->v[id];
 	c->v[id] = nv;
-	if (c->apply) {
+	e = bind_value(c, id, err, errlen);
+	if (!e && table[id].apply)
+		e = table[id].apply(c, id, err, errlen);
+	if (!e && c->apply)
 		e = c->apply(c->apply_ctx, id, err, errlen);
-		if (e) {
-			value_fini(&c->v[id]);
-			c->v[id] = old;
-			return e;
-		}
+	if (e) {
+		/* refused: the old value comes back, also in the running daemon */
+		char ignored[8];
+
+		value_fini(&c->v[id]);
+		c->v[id] = old;
+		bind_value(c, id, ignored, sizeof(ignored));
+		if (table[id].apply)
+			table[id].apply(c, id, ignored, sizeof(ignored));
+		return e;
 	}
 	value_fini(&old);
 	return 0;

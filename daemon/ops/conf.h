@@ -29,6 +29,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "daemon/engine/engine.h"
+#include "daemon/io/server.h"
+
 #define VD_CONF_DEFAULT_FILE "/etc/vlmd/vlmd.conf"
 
 /* The settings (indexes into the table). */
@@ -73,10 +76,33 @@ enum vd_cfg_src { VD_SRC_DEFAULT, VD_SRC_FILE, VD_SRC_ENV, VD_SRC_FLAG, VD_SRC_R
 /* What the command line asks for. */
 enum vd_cfg_action { VD_ACT_RUN, VD_ACT_HELP, VD_ACT_VERSION, VD_ACT_CHECK };
 
+/* Every setting at its consumer's field: a table row carries its offset here (conf.c), so the
+ * loop's and the engine's options come out of the configuration without a copy per field. The
+ * fields no setting covers keep vd_server_opts_init / vd_engine_opts_init values; the callbacks
+ * (log, on_tick, sink_new, metrics, progress, fatal, admin) are the caller's to fill. */
+struct vd_settings {
+	struct vd_server_opts server;
+	struct vd_engine_opts engine;  /* engine.model_dir "" = no model */
+	int log_level;                 /* VD_LVL_* (daemon/ops/log.h) */
+	const char *metrics_listen;    /* "" = off */
+};
+
 struct vd_conf;
 
-/* Run-time change hook (vd_conf_set): apply setting id, whose new value is already stored.
- * Return 0, or -errno with a message in err to reject the change (the old value comes back). */
+/* The settings as loaded (valid while c lives and the values do not change). */
+const struct vd_settings *vd_conf_settings(const struct vd_conf *c);
+/* The table's defaults, for programs without a configuration (tests, benchmarks). Returns 0 or
+ * -ENOMEM (then *s holds the fixed defaults of vd_server_opts_init / vd_engine_opts_init). */
+int vd_settings_default(struct vd_settings *s);
+/* The same for the loop's or the engine's options alone. */
+void vd_conf_server_defaults(struct vd_server_opts *o);
+void vd_conf_engine_defaults(struct vd_engine_opts *o);
+/* The running loop and engine that run-time changes apply to (either may be NULL). */
+void vd_conf_bind(struct vd_conf *c, struct vd_server *srv, struct vd_engine *engine);
+
+/* Run-time change hook (vd_conf_set), after the row's own apply to the bound loop / engine: a
+ * notification (vlmd logs the change) that may still refuse it. Return 0, or -errno with a
+ * message in err to reject the change (the old value comes back). */
 typedef int (*vd_conf_apply_fn)(void *ctx, int id, char *err, size_t errlen);
 
 /* A configuration holding the defaults. Returns NULL on ENOMEM; owned by the caller. */

@@ -103,11 +103,6 @@ int64_t vd_metrics_gauge(const struct vd_metrics *m, enum vd_gauge g)
 	return (unsigned)g < VD_G__N ? __atomic_load_n(&m->gauge[g], __ATOMIC_RELAXED) : 0;
 }
 
-const double *vd_metrics_bounds(void)
-{
-	return bounds;
-}
-
 double vd_metrics_quantile(const struct vd_metrics *m, enum vd_hist h, double q)
 {
 	uint64_t cnt[VD_HIST_BUCKETS + 1], total = 0, acc = 0;

@@ -84,8 +84,6 @@ int64_t vd_metrics_gauge(const struct vd_metrics *m, enum vd_gauge g);
 /* A histogram's quantile q in [0, 1], in seconds, interpolated inside its bucket (what PromQL's
  * histogram_quantile does); 0 when empty. */
 double vd_metrics_quantile(const struct vd_metrics *m, enum vd_hist h, double q);
-/* Histogram bucket upper bounds in seconds [VD_HIST_BUCKETS]. */
-const double *vd_metrics_bounds(void);
 
 /* Prometheus text exposition format 0.0.4 of every metric (prefix vlmd_), with HELP and TYPE
  * lines. Returns malloc'd text (NUL-terminated, caller frees) or NULL on ENOMEM. */

@@ -41,6 +41,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/ipc.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/sample.h"
 
@@ -98,6 +99,8 @@ struct cuda_kv {
 struct ctx {
 	struct vk_backend *be;
 	int device;
+	struct vk_ipc_cache *ipc;  /* clients' tensors (ops->import_tensor); NULL: ipc_err says why */
+	char ipc_err[160];
 	int sm_count;
 	cudaStream_t stream;
 	cudaStream_t copy_stream;
@@ -1301,6 +1304,10 @@ int be_sample(struct vk_backend *be, float *logits, int32_t n, int32_t vocab,
               const struct vk_sample_params *params, int32_t *ret_ids);
 int be_step_begin(struct vk_backend *be, const struct vk_batch *batch);
 int be_step_end(struct vk_backend *be);
+int be_import_tensor(struct vk_backend *be, const struct vk_import *im, void **ret_ref,
+                     const void **ret_ptr, char *err, size_t err_len);
+void be_release_tensor(struct vk_backend *be, void *ref);
+int be_import_count(struct vk_backend *be);
 
 const struct vk_backend_ops cuda_ops = {
 	VK_BACKEND_ABI,
@@ -1329,7 +1336,63 @@ const struct vk_backend_ops cuda_ops = {
 	be_sample,
 	be_step_begin,
 	be_step_end,
+	be_import_tensor,
+	be_release_tensor,
+	be_import_count,
 };
+
+/* ---- clients' tensors: kernels/cuda/ipc.h's cache behind the table ---- */
+
+int be_import_tensor(struct vk_backend *be, const struct vk_import *im, void **ret_ref,
+                     const void **ret_ptr, char *err, size_t err_len)
+{
+	struct ctx *c = C(be);
+	struct vk_ipc_map *m = NULL;
+	void *p = NULL;
+	int e;
+
+	static_assert(VK_IMPORT_HANDLE_BYTES == VK_IPC_HANDLE_BYTES, "IPC handle size");
+	if (!c->ipc) {
+		snprintf(err, err_len, "no CUDA import: %s", c->ipc_err);
+		return -ENOTSUP;
+	}
+	switch (im->kind) {
+	case VK_IMPORT_CUDA_IPC:
+		e = vk_ipc_open_legacy(c->ipc, im->handle, im->offset, im->bytes, &m, &p, err, err_len);
+		break;
+	case VK_IMPORT_CUDA_VMM:
+		if (im->fd < 0) {
+			snprintf(err, err_len, "VMM item without its descriptor");
+			return -EBADF;
+		}
+		e = vk_ipc_open_fd(c->ipc, im->fd, im->alloc_bytes, im->offset, im->bytes, &m, &p, err,
+		                   err_len);
+		break;
+	default:
+		snprintf(err, err_len, "import kind %d unknown", (int)im->kind);
+		return -ENOTSUP;
+	}
+	if (e < 0)
+		return e;
+	*ret_ref = m;
+	*ret_ptr = p;
+	return 0;
+}
+
+void be_release_tensor(struct vk_backend *be, void *ref)
+{
+	struct ctx *c = C(be);
+
+	if (c->ipc && ref)
+		vk_ipc_release(c->ipc, (struct vk_ipc_map *)ref);
+}
+
+int be_import_count(struct vk_backend *be)
+{
+	struct ctx *c = C(be);
+
+	return c->ipc ? vk_ipc_cache_count(c->ipc) : 0;
+}
 
 void be_destroy(struct vk_backend *be)
 {
@@ -1339,6 +1402,7 @@ void be_destroy(struct vk_backend *be)
 	if (c) {
 		if (c->stream)
 			cudaStreamSynchronize(c->stream);
+		vk_ipc_cache_free(c->ipc);   /* the engine released every import before */
 		for (int i = 0; i < MAX_GRAPHS; i++)
 			graph_drop(&c->graphs[i]);
 		vk_cuda_gemm_fini(&c->gemm);
@@ -1390,11 +1454,6 @@ extern "C" int vk_cuda_backend_mem_info(struct vk_backend *be, size_t *ret_free,
 	if (rc < 0)
 		return rc;
 	return check(c, cudaMemGetInfo(ret_free, ret_total), "cudaMemGetInfo");
-}
-
-extern "C" void *vk_cuda_backend_stream(const struct vk_backend *be)
-{
-	return vk_cuda_backend_is(be) ? (void *)((const struct ctx *)be->ctx)->stream : NULL;
 }
 
 extern "C" int vk_cuda_backend_lost(const struct vk_backend *be)
@@ -1494,6 +1553,10 @@ extern "C" int vk_cuda_backend_open(struct vk_backend **ret, char *err, size_t e
 	rc = vk_cuda_gemm_init(&c->gemm, c->stream, err, err_len);
 	if (rc < 0)
 		goto fail;
+	/* clients' GPU tensors are mapped, never copied; without the driver entry points they are
+	 * refused per request with the reason (the backend itself works, so vlmd serves) */
+	if (vk_ipc_cache_new(&c->ipc, c->ipc_err, sizeof(c->ipc_err)) < 0)
+		c->ipc = NULL;
 	*ret = be;
 	return 0;
 

@@ -54,11 +54,6 @@ int vk_cuda_backend_lost(const struct vk_backend *be);
  * fraction after the weights are loaded. Returns 0, -EINVAL, or VK_CUDA_EDEVICE_LOST. */
 int vk_cuda_backend_mem_info(struct vk_backend *be, size_t *ret_free, size_t *ret_total);
 
-/* The backend's compute stream (a cudaStream_t) or NULL if be is not a CUDA backend. For
- * vk_ipc_event_wait(): make the step wait for a client's interprocess event before the embed op
- * reads its IPC-mapped rows, without blocking the host. */
-void *vk_cuda_backend_stream(const struct vk_backend *be);
-
 /*
  * Reserve scratch for steps of up to max_tokens rows whose widest activation is max_dim floats
  * (the GEMM input conversion buffer, attention partials, substitution staging). Call once after

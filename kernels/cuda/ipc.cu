@@ -23,10 +23,6 @@ struct vk_ipc_map {
 	int refs;
 };
 
-struct vk_ipc_event {
-	cudaEvent_t ev;
-};
-
 namespace {
 
 struct driver {
@@ -343,44 +339,4 @@ extern "C" void vk_ipc_release(struct vk_ipc_cache *c, struct vk_ipc_map *m)
 		}
 	pthread_mutex_unlock(&c->lock);
 	map_close(c, m);
-}
-
-extern "C" int vk_ipc_event_open(const void *handle, struct vk_ipc_event **ret, char *err,
-                                 size_t err_len)
-{
-	struct vk_ipc_event *ev = (struct vk_ipc_event *)calloc(1, sizeof(*ev));
-	if (!ev) {
-		say(err, err_len, "out of memory");
-		return -ENOMEM;
-	}
-	cudaIpcEventHandle_t h;
-	memcpy(&h, handle, sizeof(h));
-	cudaError_t e = cudaIpcOpenEventHandle(&ev->ev, h);
-	if (e != cudaSuccess) {
-		say(err, err_len, "cudaIpcOpenEventHandle: %s", cudaGetErrorString(e));
-		free(ev);
-		return cuda_rc(e);
-	}
-	*ret = ev;
-	return 0;
-}
-
-extern "C" int vk_ipc_event_wait(struct vk_ipc_event *ev, void *stream)
-{
-	cudaError_t e = cudaStreamWaitEvent((cudaStream_t)stream, ev->ev, 0);
-	return e == cudaSuccess ? 0 : cuda_rc(e);
-}
-
-extern "C" int vk_ipc_event_sync(struct vk_ipc_event *ev)
-{
-	cudaError_t e = cudaEventSynchronize(ev->ev);
-	return e == cudaSuccess ? 0 : cuda_rc(e);
-}
-
-extern "C" void vk_ipc_event_close(struct vk_ipc_event *ev)
-{
-	if (!ev)
-		return;
-	cudaEventDestroy(ev->ev);
-	free(ev);
 }

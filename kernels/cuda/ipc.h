@@ -11,8 +11,9 @@
  *    cuMemExportToShareableHandle and passed with SCM_RIGHTS): a real capability; vlmd's mapping
  *    keeps the memory alive even if the client dies. Each open maps anew (no dedup: an fd does not
  *    identify its allocation), mapped read-write on vlmd's device.
- * Ordering: the client records an interprocess event (cudaEventInterprocess) after its writes and
- * sends its handle; vlmd makes its stream wait on it (vk_ipc_event_wait) before reading.
+ * Ordering: the client's writes are complete before it submits (docs/CLIENT.md, "Ordering"); vlmd
+ * takes no event from it. The daemon reaches this module only through the backend table
+ * (ops->import_tensor / release_tensor / import_count of the CUDA backend).
  *
  * The driver API is reached through cudaGetDriverEntryPointByVersion, so vlmd does not link
  * libcuda.so and still starts on machines without a GPU driver.
@@ -28,11 +29,10 @@
 extern "C" {
 #endif
 
-#define VK_IPC_HANDLE_BYTES 64   /* sizeof(cudaIpcMemHandle_t) == sizeof(cudaIpcEventHandle_t) */
+#define VK_IPC_HANDLE_BYTES 64   /* sizeof(cudaIpcMemHandle_t) */
 
 struct vk_ipc_cache;
 struct vk_ipc_map;
-struct vk_ipc_event;
 
 /* New empty cache for the calling thread's current CUDA device. Returns 0, -ENOMEM, or -ENODEV
  * (no driver entry points: no usable CUDA driver) with a message in err. */
@@ -66,14 +66,6 @@ int vk_ipc_open_fd(struct vk_ipc_cache *c, int fd, uint64_t alloc_size, uint64_t
 
 /* Drops one reference taken by an open; the last one unmaps. NULL map is a no-op. */
 void vk_ipc_release(struct vk_ipc_cache *c, struct vk_ipc_map *m);
-
-/* Interprocess event from a cudaIpcEventHandle_t (VK_IPC_HANDLE_BYTES). Returns 0, -EINVAL. */
-int vk_ipc_event_open(const void *handle, struct vk_ipc_event **ret, char *err, size_t err_len);
-/* Makes stream (a cudaStream_t; NULL = legacy default stream) wait for the event's last record. */
-int vk_ipc_event_wait(struct vk_ipc_event *ev, void *stream);
-/* Blocks the calling thread until the event's last record completed. */
-int vk_ipc_event_sync(struct vk_ipc_event *ev);
-void vk_ipc_event_close(struct vk_ipc_event *ev);
 
 /* A driver API function by name (e.g. "cuMemCreate"), NULL if unavailable; cast it to the
  * function's PFN_ type (cudaTypedefs.h). */

@@ -123,6 +123,29 @@ START_TEST(test_threads_env)
 }
 END_TEST
 
+/* The table's abi means something: a backend whose table is of another version is refused. */
+START_TEST(test_abi)
+{
+	struct vk_backend *be = NULL, fake;
+	struct vk_backend_ops ops;
+	char err[256] = "";
+
+	ck_assert_int_eq(vk_backend_open("cpu", &be, err, sizeof(err)), 0);
+	ck_assert_int_eq(vk_backend_check_abi(be, err, sizeof(err)), 0);
+	ops = *be->ops;
+	ops.abi = VK_BACKEND_ABI - 1;   /* built against the previous header */
+	fake = *be;
+	fake.ops = &ops;
+	ck_assert_int_eq(vk_backend_check_abi(&fake, err, sizeof(err)), -EPROTO);
+	ck_assert_msg(strstr(err, "cpu") && strstr(err, "ABI"), "message: %s", err);
+	ck_assert_int_eq(vk_backend_check_abi(NULL, err, sizeof(err)), -EPROTO);
+	/* host backends read no client GPU memory: the optional import ops are absent together */
+	ck_assert(be->ops->import_tensor == NULL && be->ops->release_tensor == NULL &&
+		  be->ops->import_count == NULL);
+	vk_backend_free(be);
+}
+END_TEST
+
 START_TEST(test_dtype)
 {
 	ck_assert_uint_eq(vk_dtype_size(VK_DTYPE_F32), 4);
@@ -146,6 +169,7 @@ int main(void)
 	tcase_add_test(tc, test_auto_and_cuda);
 	tcase_add_test(tc, test_threads_env);
 	tcase_add_test(tc, test_dtype);
+	tcase_add_test(tc, test_abi);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -71,7 +71,7 @@ START_TEST(defaults_match_server)
 	size_t n;
 
 	ck_assert_ptr_nonnull(c);
-	vd_server_opts_default(&o);
+	vd_conf_server_defaults(&o);
 	/* the table's defaults are the server's defaults: moving the options changed nothing */
 	ck_assert_uint_eq(vd_conf_uint(c, VD_CFG_SPIN_US), o.spin_us);
 	ck_assert_uint_eq(vd_conf_uint(c, VD_CFG_MAX_CLIENTS), o.max_clients);

@@ -30,6 +30,7 @@
 #include <pthread.h>
 
 #include "client/conn.h"
+#include "daemon/ops/conf.h"
 #include "daemon/io/server.h"
 #include "tests/transport/harness.h"
 
@@ -92,36 +93,11 @@ static int next_msg(int fd, char *buf, size_t len, int timeout_ms)
 static pid_t spawn(const char *const *args, const char *notify, const char *wd_usec, int lfd,
 		   const char *logpath)
 {
-	pid_t pid = fork();
+	pid_t pid = th_spawn(&(struct th_spawn){ .bin = vlmd, .args = args, .log = logpath,
+						 .notify = notify, .watchdog_usec = wd_usec,
+						 .listen_fd = lfd });
 
 	CHECK(pid >= 0, "fork");
-	if (pid == 0) {
-		const char *argv[32];
-		char spid[32];
-		int n = 0, log = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		if (log < 0 || dup2(log, 2) < 0)
-			_exit(127);
-		argv[n++] = vlmd;
-		for (; *args; args++)
-			argv[n++] = *args;
-		argv[n] = NULL;
-		if (lfd >= 0) {
-			if (lfd != 3 && dup2(lfd, 3) < 0)
-				_exit(127);
-			snprintf(spid, sizeof(spid), "%d", (int)getpid());
-			setenv("LISTEN_FDS", "1", 1);
-			setenv("LISTEN_PID", spid, 1);
-		}
-		setenv("NOTIFY_SOCKET", notify, 1);
-		if (wd_usec)
-			setenv("WATCHDOG_USEC", wd_usec, 1);
-		unsetenv("WATCHDOG_PID");
-		unsetenv("JOURNAL_STREAM");
-		setenv("VLMD_CONFIG", "", 1); /* not this machine's /etc/vlmd/vlmd.conf */
-		execv(vlmd, (char **)argv);
-		_exit(127);
-	}
 	child = pid;
 	return pid;
 }
@@ -323,7 +299,7 @@ static void *run_loop(void *arg)
 	struct vd_server *srv = NULL;
 	long e;
 
-	vd_server_opts_default(&o);
+	vd_conf_server_defaults(&o);
 	o.socket_path = arg;
 	o.max_clients = 4;
 	if (vd_server_new(&o, &srv)) {

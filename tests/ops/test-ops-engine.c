@@ -125,57 +125,25 @@ static void spawn(const char *const *args, const char *notify, const char *wd_us
 	for (; *args; args++)
 		argv[n++] = *args;
 	argv[n] = NULL;
-	daemon_pid = fork();
+	daemon_pid = th_spawn(&(struct th_spawn){ .bin = vlmd, .args = argv + 1, .log = logp,
+						  .notify = notify, .watchdog_usec = wd_usec,
+						  .listen_fd = -1 });
 	REQUIRE(daemon_pid >= 0, "fork");
-	if (daemon_pid == 0) {
-		int log = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		if (log < 0 || dup2(log, 2) < 0)
-			_exit(127);
-		setenv("VLMD_CONFIG", "", 1);
-		if (notify)
-			setenv("NOTIFY_SOCKET", notify, 1);
-		else
-			unsetenv("NOTIFY_SOCKET");
-		if (wd_usec)
-			setenv("WATCHDOG_USEC", wd_usec, 1);
-		unsetenv("WATCHDOG_PID");
-		unsetenv("JOURNAL_STREAM");
-		execv(vlmd, (char **)argv);
-		_exit(127);
-	}
 }
 
 static void wait_listening(void)
 {
-	for (int i = 0; i < 1000; i++) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
-
-		strcpy(sa.sun_path, sock);
-		ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		close(fd);
-		if (ok)
-			return;
-		REQUIRE(waitpid(daemon_pid, NULL, WNOHANG) == 0, "vlmd died: %s", slurp(logp));
-		sleep_ms(10);
-	}
-	REQUIRE(0, "vlmd did not start: %s", slurp(logp));
+	REQUIRE(th_wait_listening(sock, daemon_pid, 10000) == 0, "vlmd did not start: %s",
+		slurp(logp));
 }
 
 static int reap(int ms)
 {
-	int st;
+	int st = th_reap(daemon_pid, ms);
 
-	for (int i = 0; i < ms / 10; i++) {
-		if (waitpid(daemon_pid, &st, WNOHANG) == daemon_pid) {
-			daemon_pid = -1;
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		}
-		sleep_ms(10);
-	}
-	REQUIRE(0, "vlmd did not exit");
-	return -1;
+	REQUIRE(st >= 0, "vlmd did not exit");
+	daemon_pid = -1;
+	return st;
 }
 
 static void stop(void)

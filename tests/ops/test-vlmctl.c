@@ -93,47 +93,21 @@ static void start(const char *const *args)
 	for (; *args; args++)
 		argv[n++] = *args;
 	argv[n] = NULL;
-	daemon_pid = fork();
+	daemon_pid = th_spawn(&(struct th_spawn){ .bin = vlmd, .args = argv + 1, .log = logp,
+						  .listen_fd = -1 });
 	CHECK(daemon_pid >= 0, "fork");
-	if (daemon_pid == 0) {
-		int log = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		if (log < 0 || dup2(log, 2) < 0)
-			_exit(127);
-		setenv("VLMD_CONFIG", "", 1);
-		unsetenv("NOTIFY_SOCKET");
-		execv(vlmd, (char **)argv);
-		_exit(127);
-	}
-	for (int i = 0; i < 500; i++) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
-
-		strcpy(sa.sun_path, sock);
-		ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		close(fd);
-		if (ok)
-			return;
-		CHECK(waitpid(daemon_pid, NULL, WNOHANG) == 0, "vlmd died: %s", slurp(logp));
-		sleep_ms(10);
-	}
-	CHECK(0, "vlmd did not start: %s", slurp(logp));
+	CHECK(th_wait_listening(sock, daemon_pid, 5000) == 0, "vlmd did not start: %s", slurp(logp));
 }
 
 /* Wait for vlmd to exit (bounded); returns its exit status. */
 static int reap(int ms)
 {
-	int st;
+	int st = th_reap(daemon_pid, ms);
 
-	for (int i = 0; i < ms / 10; i++) {
-		if (waitpid(daemon_pid, &st, WNOHANG) == daemon_pid) {
-			daemon_pid = -1;
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		}
-		sleep_ms(10);
-	}
-	CHECK(0, "vlmd did not exit");
-	return -1;
+	CHECK(st >= 0, "vlmd did not exit");
+	if (st >= 0)
+		daemon_pid = -1;
+	return st;
 }
 
 /* Run vlmctl --socket sock ARGS... (NULL-terminated) as uid (-1 = ours) with supplementary

@@ -404,7 +404,7 @@ static void *loop_main(void *arg)
 int sv_loop_start(struct sv_loop *l, const char *sock, struct vd_engine *e)
 {
 	memset(l, 0, sizeof(*l));
-	vd_server_opts_default(&l->so);
+	vd_conf_server_defaults(&l->so);
 	l->so.socket_path = sock;
 	l->so.sink_new = vd_engine_sink_new;
 	l->so.sink_ctx = e;

@@ -13,6 +13,7 @@
 #include "client/conn.h"
 #include "daemon/engine/engine.h"
 #include "daemon/io/server.h"
+#include "daemon/ops/conf.h"
 #include "daemon/model/safetensors.h"
 
 #define SV_MAX_TOK 1024

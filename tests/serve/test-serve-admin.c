@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemon/ops/conf.h"
 #include "daemon/engine/engine.h"
 #include "daemon/io/server.h"
 #include "sv.h"
@@ -132,7 +133,7 @@ int main(void)
 	close(from_child[1]);
 
 	vd_metrics_init(&m);
-	vd_engine_opts_default(&eo);
+	vd_conf_engine_defaults(&eo);
 	eo.model_dir = dir;
 	eo.threads = 1;
 	eo.kv_bytes = 1u << 20;        /* 64 blocks of 16 KiB */

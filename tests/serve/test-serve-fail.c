@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "daemon/ops/conf.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_impl.h"
 #include "daemon/io/server.h"
@@ -76,7 +77,7 @@ int main(void)
 		return 1;
 	memset(sock, 0, sizeof(sock));
 	snprintf(sock, sizeof(sock), "%s/s", tmpl);
-	vd_engine_opts_default(&eo);
+	vd_conf_engine_defaults(&eo);
 	eo.model_dir = dir;
 	eo.threads = 1;
 	eo.kv_bytes = 1u << 20;

@@ -3,6 +3,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,41 +48,61 @@ int th_start(struct th_daemon *d, const char *const *extra)
 	return 0;
 }
 
-int th_start_at(struct th_daemon *d, const char *const *extra)
+pid_t th_spawn(const struct th_spawn *s)
 {
-	const char *bin = getenv("VLMD");
-	char *args[64];
+	const char *bin = s->bin ? s->bin : getenv("VLMD");
+	const char *argv[64];
 	int n = 0;
+	pid_t pid;
 
 	if (!bin)
 		bin = "daemon/vlmd";
-	d->pid = 0;
-	args[n++] = (char *)bin;
-	args[n++] = "--socket";
-	args[n++] = d->sock;
-	args[n++] = "--quiet";
-	for (int i = 1; i < g_argc && n < 40; i++)
-		args[n++] = g_argv[i];
-	for (int i = 0; extra && extra[i] && n < 62; i++)
-		args[n++] = (char *)extra[i];
-	args[n] = NULL;
-	d->pid = fork();
-	if (d->pid < 0)
-		return -1;
-	if (d->pid == 0) {
-		execv(bin, args);
-		_exit(127);
+	argv[n++] = bin;
+	for (int i = 0; s->args && s->args[i] && n < 63; i++)
+		argv[n++] = s->args[i];
+	argv[n] = NULL;
+	pid = fork();
+	if (pid != 0)
+		return pid < 0 ? -1 : pid;
+	if (s->log) {
+		int log = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		if (log < 0 || dup2(log, 2) < 0)
+			_exit(127);
 	}
-	for (int i = 0; i < 500; i++) {
+	if (s->listen_fd >= 0) {
+		char spid[32];
+
+		if (s->listen_fd != 3 && dup2(s->listen_fd, 3) < 0)
+			_exit(127);
+		snprintf(spid, sizeof(spid), "%d", (int)getpid());
+		setenv("LISTEN_FDS", "1", 1);
+		setenv("LISTEN_PID", spid, 1);
+	}
+	if (s->notify)
+		setenv("NOTIFY_SOCKET", s->notify, 1);
+	else
+		unsetenv("NOTIFY_SOCKET");
+	if (s->watchdog_usec)
+		setenv("WATCHDOG_USEC", s->watchdog_usec, 1);
+	else
+		unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	unsetenv("JOURNAL_STREAM");
+	setenv("VLMD_CONFIG", "", 1);
+	execv(bin, (char **)argv);
+	_exit(127);
+}
+
+int th_wait_listening(const char *sock, pid_t pid, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };
 		int status, fd, ok;
 
-		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-			d->pid = 0;
+		if (waitpid(pid, &status, WNOHANG) == pid)
 			return -1;
-		}
-		/* listening = ready; a plain connect (no hello) so allow-lists do not matter */
-		strcpy(sa.sun_path, d->sock);
+		strcpy(sa.sun_path, sock);
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
 		if (fd >= 0)
@@ -90,8 +111,46 @@ int th_start_at(struct th_daemon *d, const char *const *extra)
 			return 0;
 		sleep_ms(10);
 	}
-	kill(d->pid, SIGKILL);
-	waitpid(d->pid, NULL, 0);
+	return -1;
+}
+
+int th_reap(pid_t pid, int ms)
+{
+	int st;
+
+	for (int i = 0; i < ms / 10; i++) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		sleep_ms(10);
+	}
+	return -1;
+}
+
+int th_start_at(struct th_daemon *d, const char *const *extra)
+{
+	const char *args[64];
+	struct th_spawn s = { .args = args, .listen_fd = -1 };
+	int n = 0;
+
+	args[n++] = "--socket";
+	args[n++] = d->sock;
+	args[n++] = "--quiet";
+	for (int i = 1; i < g_argc && n < 40; i++)
+		args[n++] = g_argv[i];
+	for (int i = 0; extra && extra[i] && n < 62; i++)
+		args[n++] = extra[i];
+	args[n] = NULL;
+	d->pid = th_spawn(&s);
+	if (d->pid < 0) {
+		d->pid = 0;
+		return -1;
+	}
+	if (th_wait_listening(d->sock, d->pid, 5000) == 0)
+		return 0;
+	if (waitpid(d->pid, NULL, WNOHANG) == 0) { /* still running (not reaped by the wait) */
+		kill(d->pid, SIGKILL);
+		waitpid(d->pid, NULL, 0);
+	}
 	d->pid = 0;
 	return -1;
 }

@@ -18,6 +18,28 @@ struct th_daemon {
 	char dir[64];
 };
 
+/* How to start a daemon process (th_spawn): what th_start does, open to the tests that need more
+ * (the ops suite: logs, systemd's notify socket, watchdog, socket activation). */
+struct th_spawn {
+	const char *bin;             /* NULL: $VLMD (else daemon/vlmd) */
+	const char *const *args;     /* after argv[0], NULL-terminated (NULL: none) */
+	const char *log;             /* stderr into this file (truncated); NULL: inherited */
+	const char *notify;          /* NOTIFY_SOCKET; NULL: unset */
+	const char *watchdog_usec;   /* WATCHDOG_USEC; NULL: unset */
+	int listen_fd;               /* >= 0: passed as fd 3 with LISTEN_FDS=1 and LISTEN_PID */
+};
+
+/* fork + exec s->bin in a clean environment: VLMD_CONFIG="" (not this machine's
+ * /etc/vlmd/vlmd.conf), no WATCHDOG_PID or JOURNAL_STREAM, NOTIFY_SOCKET / WATCHDOG_USEC /
+ * LISTEN_* as s says. Returns the pid or -1. */
+pid_t th_spawn(const struct th_spawn *s);
+/* Wait until sock accepts a plain connect (no hello, so allow-lists do not matter), at most ms.
+ * Returns 0, or -1 when pid exited (reaped) or the time ran out. */
+int th_wait_listening(const char *sock, pid_t pid, int ms);
+/* Wait for pid to exit, at most ms. Returns its exit status (128 + signal when killed), or -1 when
+ * it still runs. */
+int th_reap(pid_t pid, int ms);
+
 /* Extra daemon arguments for every th_start (argv of the test program after argv[0]). */
 void th_set_args(int argc, char **argv);
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "daemon/io/server.h"
+#include "daemon/ops/conf.h"
 
 #define MAXEV 64
 
@@ -122,7 +123,7 @@ static void run(int threaded)
 	int e, ntok = 0, fin = 0, nop_fin = 0;
 
 	snprintf(sock, sizeof(sock), "/tmp/vlm-front-%d-%d.sock", (int)getpid(), threaded);
-	vd_server_opts_default(&o);
+	vd_conf_server_defaults(&o);
 	o.socket_path = sock;
 	o.echo_threaded = threaded;
 	o.tick_ms = 5;
