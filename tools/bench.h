@@ -12,5 +12,6 @@ int bench_prefill_main(int argc, char **argv);     /* tools/bench-model.c */
 int bench_tokenize_main(int argc, char **argv);     /* tools/bench-tokenizer.c */
 int bench_serve_main(int argc, char **argv);        /* tools/bench-serve.c */
 int bench_client_main(int argc, char **argv);       /* tools/bench-client.c */
+int bench_vision_main(int argc, char **argv);       /* tools/bench-vision.c */
 
 #endif

@@ -5,6 +5,7 @@ pkgs=(
   build-essential pkg-config meson ninja-build python3
   check liburing-dev libdlpack-dev libjansson-dev libpcre2-dev libutf8proc-dev
   libsystemd-dev libmicrohttpd-dev
+  libjpeg62-turbo-dev libpng-dev libwebp-dev libssl-dev
   systemd util-linux
   spin
   clang libclang-rt-14-dev

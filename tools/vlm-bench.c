@@ -29,6 +29,9 @@ static const struct {
 #ifdef VLM_BENCH_CLIENT
 	{ "client", bench_client_main, "libvlmclient: embedding bytes copied per path, submit overhead vs raw ring" },
 #endif
+#ifdef VLM_BENCH_VISION
+	{ "vision", bench_vision_main, "image preprocessing ms per image vs the JPEG decode floor" },
+#endif
 	{ "version", NULL, "print the version" },
 };
 

@@ -30,6 +30,7 @@
 
 #include "config.h"
 #include "tools/embfile.h"
+#include "tools/imgchat.h"
 #include "tools/idlist.h"
 #include "vlm/tokenizer.h"
 #include "vlm/vlm.h"
@@ -37,6 +38,7 @@
 #define PROG "vlm-generate"
 #define MAX_EMBEDS 256
 #define MAX_STOP 64
+#define MAX_IMAGES 64
 
 struct embed {
 	const char *spec;        /* FILE[.npy|.safetensors[:TENSOR]] */
@@ -52,6 +54,10 @@ struct opts {
 	uint32_t merge_size;
 	struct embed emb[MAX_EMBEDS];
 	int n_emb;
+	const char *image[MAX_IMAGES]; /* --image files, in order */
+	int n_image;
+	uint64_t min_pixels, max_pixels; /* 0: the checkpoint's (preprocessor_config.json) */
+	struct tool_images imgs;     /* preprocessed, in prompt order */
 	struct vlm_gen_params gp;
 	int32_t stop[MAX_STOP];
 	int timeout_ms;
@@ -65,11 +71,17 @@ static void usage(FILE *f)
 "  --tokens 1,2,3            token ids (commas or spaces)\n"
 "  --tokens-file FILE        token ids from a file (whitespace, commas, a JSON array)\n"
 "  --prompt TEXT             text, encoded with the tokenizer (--template: as a chat turn)\n"
-"  --chat FILE.json          conversation (Hugging Face messages; images carry \"grid_thw\")\n"
+"  --chat FILE.json          conversation (Hugging Face messages; an image part is\n"
+"                            {\"type\": \"image\", \"path\": FILE} or carries \"grid_thw\")\n"
 "tokenizer (needed by --prompt/--chat; with it, output is text):\n"
 "  --tokenizer FILE          tokenizer.json (default: $VLM_TOKENIZER, or DIR/tokenizer.json)\n"
 "  --model-dir DIR           the model folder holding tokenizer.json\n"
 "  --merge-size N            spatial merge of the chat template (default 2)\n"
+"images (preprocessed here, vlmd runs the vision tower):\n"
+"  --image FILE              a JPEG/PNG/WebP before the --prompt text (repeatable; implies\n"
+"                            --template)\n"
+"  --min-pixels N  --max-pixels N   resize bounds (default: --model-dir's\n"
+"                            preprocessor_config.json, else Qwen2-VL-2B's 3136 / 12845056)\n"
 "embeddings (repeatable; the k-th --embed of a placeholder fills its k-th run):\n"
 "  --embed FILE.npy | FILE.safetensors[:TENSOR]   an embedding [rows, hidden]\n"
 "  --placeholder ID          placeholder token id of the last --embed (later ones inherit it)\n"
@@ -192,7 +204,7 @@ enum {
 	O_MODEL_DIR, O_MERGE, O_EMBED, O_PLACEHOLDER, O_GRID, O_FINGERPRINT, O_MAX_TOKENS,
 	O_MIN_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_REP, O_FREQ, O_PRES, O_SEED,
 	O_STOP, O_IGNORE_EOS, O_LOGPROBS, O_PRIORITY, O_JSON, O_IDS, O_SHOW_SPECIAL, O_TIMEOUT,
-	O_ECHO, O_HELP, O_VERSION,
+	O_ECHO, O_HELP, O_VERSION, O_IMAGE, O_MIN_PIXELS, O_MAX_PIXELS,
 };
 
 static const struct option long_opts[] = {
@@ -228,6 +240,9 @@ static const struct option long_opts[] = {
 	{ "show-special", no_argument, NULL, O_SHOW_SPECIAL },
 	{ "timeout", required_argument, NULL, O_TIMEOUT },
 	{ "echo", no_argument, NULL, O_ECHO },
+	{ "image", required_argument, NULL, O_IMAGE },
+	{ "min-pixels", required_argument, NULL, O_MIN_PIXELS },
+	{ "max-pixels", required_argument, NULL, O_MAX_PIXELS },
 	{ "help", no_argument, NULL, O_HELP },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 },
@@ -367,6 +382,26 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->timeout_ms = (int)u;
 			break;
 		case O_ECHO: o->echo = true; break;
+		case O_IMAGE:
+			if (o->n_image == MAX_IMAGES)
+				return fail("at most %d --image", MAX_IMAGES) + 1;
+			o->image[o->n_image++] = a;
+			break;
+		case O_MIN_PIXELS:
+		case O_MAX_PIXELS: {
+			char *end;
+			unsigned long long v;
+
+			errno = 0;
+			v = strtoull(a, &end, 10);
+			if (errno || end == a || *end || !v || a[0] == '-')
+				return fail("--%s: a positive integer, got '%s'", opt_name(c), a) + 1;
+			if (c == O_MIN_PIXELS)
+				o->min_pixels = v;
+			else
+				o->max_pixels = v;
+			break;
+		}
 		case O_HELP:
 		case 'h':
 			usage(stdout);
@@ -392,6 +427,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (o->template_ && !o->prompt)
 		return fail("--template goes with --prompt") + 1;
+	if (o->n_image && !o->prompt)
+		return fail("--image goes with --prompt (in --chat, use {\"type\": \"image\", "
+			    "\"path\": FILE})") + 1;
+	if (o->n_image)
+		o->template_ = true;
 	o->gp.stop_ids = o->gp.n_stop_ids ? o->stop : NULL;
 	return 0;
 }
@@ -440,9 +480,36 @@ static int load_tokenizer(struct opts *o, struct vlm_tokenizer **tok)
 	return 0;
 }
 
+/* The checkpoint's preprocessing constants (--model-dir's preprocessor_config.json when there
+ * is one) and the --min/--max-pixels overrides. */
+static int vision_setup(const struct opts *o, struct vlm_vision_config *cfg,
+			struct vlm_image_opts *io)
+{
+	int r = 0;
+
+	memset(io, 0, sizeof(*io));
+	vlm_vision_config_default(cfg);
+	if (o->model_dir) {
+		r = vlm_vision_config_load(o->model_dir, cfg);
+		if (r == -ENOENT)
+			r = 0; /* no preprocessor_config.json: Qwen2-VL-2B's values */
+		else if (r < 0)
+			return fail("%s", vlm_last_error());
+	}
+	io->min_pixels = o->min_pixels;
+	io->max_pixels = o->max_pixels;
+	return r;
+}
+
 static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct prompt *p)
 {
+	struct vlm_vision_config vcfg;
+	struct vlm_image_opts vopt;
+	char ierr[512];
 	int r;
+
+	if ((r = vision_setup(o, &vcfg, &vopt)))
+		return r;
 	if (o->tokens || o->tokens_file) {
 		char *buf = NULL;
 		const char *s = o->tokens;
@@ -468,14 +535,46 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 		char *buf = read_file(o->chat, &len);
 		if (!buf)
 			return fail("%s: %s", o->chat, strerror(errno));
-		char err[512];
-		r = vlm_chat_from_json(buf, len, &chat, err, sizeof(err));
+		char err[512], *json = NULL;
+		size_t n_other = 0;
+		/* image parts naming a file: preprocess them, the JSON gets their grids */
+		r = tool_chat_load_images(buf, len, &vcfg, &vopt, &json, &o->imgs, &n_other, ierr,
+					  sizeof(ierr));
 		free(buf);
+		if (r < 0)
+			return fail("%s: %s", o->chat, ierr);
+		if (o->imgs.n && (n_other || o->n_emb)) {
+			free(json);
+			return fail("%s: image files and embeddings (--embed, parts without \"path\") "
+				    "cannot be mixed in one conversation", o->chat);
+		}
+		r = vlm_chat_from_json(json, strlen(json), &chat, err, sizeof(err));
+		free(json);
 		if (r < 0)
 			return fail("%s: %s", o->chat, err[0] ? err : strerror(-r));
 	} else if (o->template_) {
-		if ((r = vlm_chat_new(&chat)) < 0 || (r = vlm_chat_add_message(chat, "user")) < 0 ||
-		    (r = vlm_chat_add_text(chat, o->prompt, strlen(o->prompt))) < 0) {
+		if (o->n_image && o->n_emb)
+			return fail("--image and --embed cannot be mixed in one run");
+		if ((r = vlm_chat_new(&chat)) < 0 || (r = vlm_chat_add_message(chat, "user")) < 0) {
+			vlm_chat_free(chat);
+			return fail("chat: %s", strerror(-r));
+		}
+		/* images first, then the text: the layout of HF's examples */
+		for (int i = 0; i < o->n_image; i++) {
+			uint32_t g[3];
+
+			r = tool_image_load(o->image[i], &vcfg, &vopt, &o->imgs, ierr, sizeof(ierr));
+			if (r < 0) {
+				vlm_chat_free(chat);
+				return fail("--image %s", ierr);
+			}
+			vlm_image_grid(o->imgs.img[o->imgs.n - 1], g);
+			if ((r = vlm_chat_add_media(chat, VLM_CHAT_IMAGE, g[0], g[1], g[2])) < 0) {
+				vlm_chat_free(chat);
+				return fail("chat: %s", strerror(-r));
+			}
+		}
+		if ((r = vlm_chat_add_text(chat, o->prompt, strlen(o->prompt))) < 0) {
 			vlm_chat_free(chat);
 			return fail("chat: %s", strerror(-r));
 		}
@@ -509,6 +608,13 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 static int resolve_embeds(struct opts *o, const struct prompt *p)
 {
 	uint32_t ms = o->merge_size ? o->merge_size : 2;
+	if (o->imgs.n) {
+		/* every item is an image file: build_prompt refused mixes */
+		if (!p->have_chat || p->chat.n_items != o->imgs.n)
+			return fail("the prompt has %zu image/video item(s) but %zu image(s) were "
+				    "loaded", p->have_chat ? p->chat.n_items : 0, o->imgs.n);
+		return 0;
+	}
 	if (p->have_chat && p->chat.n_items != (size_t)o->n_emb)
 		return fail("the conversation has %zu image/video item(s) but %d --embed file(s) "
 			    "were given", p->chat.n_items, o->n_emb);
@@ -535,8 +641,13 @@ static int resolve_embeds(struct opts *o, const struct prompt *p)
 	return 0;
 }
 
-static int add_embeds(struct opts *o, struct vlm_request *req)
+static int add_embeds(struct opts *o, struct vlm_request *req, const struct prompt *p)
 {
+	for (size_t i = 0; i < o->imgs.n; i++) {
+		int r = vlm_request_add_image(req, p->chat.items[i].placeholder_id, o->imgs.img[i]);
+		if (r < 0)
+			return fail("image %zu: %s", i, why(r));
+	}
 	for (int i = 0; i < o->n_emb; i++) {
 		struct embed *e = &o->emb[i];
 		DLManagedTensor *t;
@@ -822,7 +933,7 @@ int main(int argc, char **argv)
 		rc = fail("request: %s", why(r));
 		goto out;
 	}
-	if ((rc = add_embeds(&o, req)))
+	if ((rc = add_embeds(&o, req, &p)))
 		goto out;
 
 	struct sigaction sa = { .sa_handler = on_sigint };
@@ -842,6 +953,7 @@ out:
 	vlm_request_free(req);
 	vlm_disconnect(conn);
 	prompt_fini(&p);
+	tool_images_fini(&o.imgs);
 	vlm_tokenizer_free(tok);
 	return rc;
 }

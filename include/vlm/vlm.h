@@ -477,7 +477,9 @@ VLM_EXPORT int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t h
  * A video from n_frames decoded RGB frames (each width x height, row_stride bytes per row), as
  * transformers' Qwen2VLVideoProcessor does with frames already sampled: every frame resized to
  * the same smart_resize target, the frame count padded to a multiple of temporal_patch_size by
- * repeating the last frame, grid_t = frames / temporal_patch_size. Returns as
+ * repeating the last frame, grid_t = frames / temporal_patch_size. The pixel bounds are the
+ * image ones (opts, else cfg): pass the video processor's per-frame bounds in opts when wanted
+ * (transformers' Qwen2VLVideoProcessor defaults to 128*28*28 .. 768*28*28). Returns as
  * vlm_image_load_file. Since 0.3.
  */
 VLM_EXPORT int vlm_video_from_rgb(const uint8_t *const *frames, size_t n_frames, uint32_t width,

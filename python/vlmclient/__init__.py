@@ -7,6 +7,7 @@ from . import _lib
 from ._lib import LibraryNotFound, VlmError
 from .client import Client, FinishInfo, GenerationConfig, Logprob, MultiMediaInfo, Stream
 from .tokenizer import ChatItem, ChatPrompt, StreamDecoder, Tokenizer
+from .vision import Image, VisionConfig, preprocess_image
 
 __version__ = "0.1.0"
 
@@ -23,4 +24,4 @@ def library_path():
 
 __all__ = ["Client", "MultiMediaInfo", "GenerationConfig", "Stream", "FinishInfo", "Logprob",
            "VlmError", "LibraryNotFound", "Tokenizer", "StreamDecoder", "ChatPrompt", "ChatItem",
-           "library_version", "library_path"]
+           "library_version", "library_path", "Image", "VisionConfig", "preprocess_image"]

@@ -336,6 +336,56 @@ vlm_request_id = _fn("vlm_request_id", c_uint64, c_void_p, optional=True)
 vlm_request_error_message = _fn("vlm_request_error_message", c_char_p, c_void_p, optional=True)
 
 
+# ---- images and videos (vlm.h, since 0.3) ----
+class VisionConfig(ctypes.Structure):
+    _fields_ = [
+        ("patch_size", c_uint32),
+        ("temporal_patch_size", c_uint32),
+        ("merge_size", c_uint32),
+        ("min_pixels", c_uint64),
+        ("max_pixels", c_uint64),
+        ("image_mean", c_float * 3),
+        ("image_std", c_float * 3),
+        ("reserved", c_uint64 * 4),
+    ]
+
+
+class ImageOpts(ctypes.Structure):
+    _fields_ = [
+        ("min_pixels", c_uint64),
+        ("max_pixels", c_uint64),
+        ("max_source_pixels", c_uint64),
+        ("dtype", c_int),
+        ("reserved", c_uint64 * 4),
+    ]
+
+
+VLM_DTYPE_F32, VLM_DTYPE_F16, VLM_DTYPE_BF16 = 0, 1, 2
+vlm_vision_config_default = _fn("vlm_vision_config_default", None, POINTER(VisionConfig),
+                                optional=True)
+vlm_vision_config_load = _fn("vlm_vision_config_load", c_int, c_char_p, POINTER(VisionConfig),
+                             optional=True)
+vlm_image_load_file = _fn("vlm_image_load_file", c_int, c_char_p, POINTER(VisionConfig),
+                          POINTER(ImageOpts), POINTER(c_void_p), optional=True)
+vlm_image_load_memory = _fn("vlm_image_load_memory", c_int, c_char_p, c_size_t,
+                            POINTER(VisionConfig), POINTER(ImageOpts), POINTER(c_void_p),
+                            optional=True)
+vlm_image_from_rgb = _fn("vlm_image_from_rgb", c_int, c_void_p, c_uint32, c_uint32, c_size_t,
+                         POINTER(VisionConfig), POINTER(ImageOpts), POINTER(c_void_p),
+                         optional=True)
+vlm_video_from_rgb = _fn("vlm_video_from_rgb", c_int, POINTER(c_void_p), c_size_t, c_uint32,
+                         c_uint32, c_size_t, POINTER(VisionConfig), POINTER(ImageOpts),
+                         POINTER(c_void_p), optional=True)
+vlm_image_free = _fn("vlm_image_free", None, c_void_p, optional=True)
+vlm_image_grid = _fn("vlm_image_grid", None, c_void_p, POINTER(c_uint32), optional=True)
+vlm_image_tokens = _fn("vlm_image_tokens", c_uint32, c_void_p, optional=True)
+vlm_image_is_video = _fn("vlm_image_is_video", c_bool, c_void_p, optional=True)
+vlm_image_pixels = _fn("vlm_image_pixels", c_void_p, c_void_p, POINTER(c_int), POINTER(c_size_t),
+                       POINTER(c_size_t), optional=True)
+vlm_request_add_image = _fn("vlm_request_add_image", c_int, c_void_p, c_int32, c_void_p,
+                            optional=True)
+
+
 def have_client_api():
     return vlm_connect is not None
 

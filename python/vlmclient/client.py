@@ -176,6 +176,23 @@ class MultiMediaInfo:
             self._items.append(_Item(pid, t, _grid(g), _fingerprint(f)))
         return self
 
+    def add_image(self, placeholder_id, image, min_pixels=None, max_pixels=None, **kw):
+        """Adds an image (or video) for placeholder_id (<|image_pad|> 151655, <|video_pad|>
+        151656): a vlmclient.Image, or anything Image() takes (a file path, encoded bytes, a
+        NumPy uint8 [h, w, 3] array, a PIL image; then min_pixels, max_pixels and the keywords
+        of Image() apply). Its pixel patches go to vlmd, which runs the vision tower; the
+        placeholder run must be image.tokens long. Returns self."""
+        from .vision import Image
+        pid = int(placeholder_id)
+        if pid < 0:
+            raise ValueError("placeholder_id must be a token id")
+        if not isinstance(image, Image):
+            image = Image(image, min_pixels, max_pixels, **kw)
+        elif min_pixels is not None or max_pixels is not None or kw:
+            raise ValueError("min/max pixels apply when the image is loaded, not to an Image")
+        self._items.append(_Item(pid, image, image.grid, None))
+        return self
+
     def add(self, placeholder_id, tensor, grid=None, fingerprint=None):
         """One tensor: add_multimedia_content(placeholder_id, [tensor], [grid], [fingerprint])."""
         return self.add_multimedia_content(placeholder_id, [tensor], [grid], [fingerprint])
@@ -183,7 +200,10 @@ class MultiMediaInfo:
     @classmethod
     def from_chat(cls, prompt, tensors, fingerprints=None):
         """For a ChatPrompt from Tokenizer.apply_chat_template: one tensor per image/video item,
-        in prompt order; placeholder ids and grids come from the prompt."""
+        in prompt order; placeholder ids and grids come from the prompt. An item may instead be
+        a vlmclient.Image (its patch grid must be the prompt item's grid_thw): vlmd then runs
+        the vision tower on it."""
+        from .vision import Image
         tensors = list(tensors)
         if len(tensors) != len(prompt.items):
             raise ValueError("the prompt has %d image/video items, %d tensors were given"
@@ -193,6 +213,12 @@ class MultiMediaInfo:
         ms = prompt.merge_size
         for it, t, f in zip(prompt.items, tensors, fps):
             g = it.grid_thw
+            if isinstance(t, Image):
+                if tuple(t.grid) != tuple(g):
+                    raise ValueError("image grid %s != the prompt item's grid_thw %s"
+                                     % (t.grid, tuple(g)))
+                mm.add_image(it.placeholder_id, t)
+                continue
             mm.add(it.placeholder_id, t, (g[0], g[1] // ms, g[2] // ms), f)
         return mm
 
@@ -548,6 +574,12 @@ class Client:
 
     @staticmethod
     def _add_tensor(req, k, it):
+        from .vision import Image
+        if isinstance(it.tensor, Image):
+            _lib.check(_lib.vlm_request_add_image(req, it.placeholder_id, it.tensor.handle),
+                       "image %d (placeholder %d, grid %s)" % (k, it.placeholder_id,
+                                                               it.tensor.grid), True)
+            return
         taken = dlpack.Taken(it.tensor)
         try:
             dlpack.synchronize(it.tensor, taken.device)

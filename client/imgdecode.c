@@ -1,0 +1,458 @@
+/*
+ * client/imgdecode.c — JPEG (libjpeg-turbo), PNG (libpng), WebP (libwebp) to packed RGB
+ * (client/imgdecode.h).
+ *
+ * Why these choices: the goal is the bytes PIL hands transformers' processor, so every decoder
+ * runs with the defaults PIL uses (libjpeg ISLOW IDCT + fancy upsampling, no colour management,
+ * no PNG gamma), and every mode conversion is PIL's: 16-bit PNG channels keep the high byte, but
+ * 16-bit grey (PIL mode I;16) is clipped to 255; CMYK JPEGs are read with Adobe's inverted
+ * convention and converted with PIL's cmyk2rgb; palette/grey tRNS becomes alpha; alpha is
+ * composited on white with PIL's alpha_composite rounding. Image size is read from the header and
+ * checked against the limit before a pixel buffer exists (decompression bombs). The untrusted
+ * bytes are only ever parsed here, in the client process.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jerror.h>
+#include <jpeglib.h>
+#include <png.h>
+#include <webp/decode.h>
+
+#include "client/imgdecode.h"
+#include "client/vlmerr.h"
+
+/* ---------------------------------------------------------------- shared helpers */
+
+static int check_size(const char *fmt, uint64_t w, uint64_t h, uint64_t max_pixels)
+{
+	if (!w || !h)
+		return vc_err(-EBADMSG, "%s image is %llu x %llu pixels: empty", fmt,
+			      (unsigned long long)w, (unsigned long long)h);
+	if (w * h > max_pixels)
+		return vc_err(-E2BIG, "%s image is %llu x %llu = %llu pixels, over the limit of %llu "
+			      "source pixels (max_source_pixels; a decompression bomb?)", fmt,
+			      (unsigned long long)w, (unsigned long long)h,
+			      (unsigned long long)(w * h), (unsigned long long)max_pixels);
+	return 0;
+}
+
+/* PIL alpha_composite over opaque white: floor((c*a + 255*(255-a)) / 255 + 0.5). */
+static inline uint8_t over_white(unsigned c, unsigned a)
+{
+	unsigned x = c * a + 255u * (255u - a);
+
+	return (uint8_t)((2u * x + 255u) / 510u);
+}
+
+/* RGBA [n] -> RGB [n] in place (dst may alias src: it trails it). */
+static void rgba_to_rgb(uint8_t *px, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *s = px + 4 * i;
+		uint8_t *d = px + 3 * i;
+		unsigned a = s[3];
+		uint8_t r = over_white(s[0], a), g = over_white(s[1], a), b = over_white(s[2], a);
+
+		d[0] = r;
+		d[1] = g;
+		d[2] = b;
+	}
+}
+
+static uint32_t rd16(const uint8_t *p, int le)
+{
+	return le ? (uint32_t)p[0] | (uint32_t)p[1] << 8 : (uint32_t)p[0] << 8 | p[1];
+}
+
+static uint32_t rd32(const uint8_t *p, int le)
+{
+	return le ? rd16(p, 1) | rd16(p + 2, 1) << 16 : rd16(p, 0) << 16 | rd16(p + 2, 0);
+}
+
+int vc_img_exif_orientation(const uint8_t *p, size_t len)
+{
+	uint32_t ifd, n;
+	int le;
+
+	if (len >= 6 && !memcmp(p, "Exif\0\0", 6)) {
+		p += 6;
+		len -= 6;
+	}
+	if (len < 8)
+		return 1;
+	if (!memcmp(p, "II*\0", 4))
+		le = 1;
+	else if (!memcmp(p, "MM\0*", 4))
+		le = 0;
+	else
+		return 1;
+	ifd = rd32(p + 4, le);
+	if (ifd > len || len - ifd < 2)
+		return 1;
+	n = rd16(p + ifd, le);
+	for (uint32_t i = 0; i < n; i++) {
+		size_t e = (size_t)ifd + 2 + 12 * (size_t)i;
+		uint32_t v;
+
+		if (e + 12 > len)
+			return 1;
+		if (rd16(p + e, le) != 0x0112)
+			continue;
+		if (rd16(p + e + 2, le) != 3 || rd32(p + e + 4, le) < 1) /* SHORT, count >= 1 */
+			return 1;
+		v = rd16(p + e + 8, le);
+		return v >= 1 && v <= 8 ? (int)v : 1;
+	}
+	return 1;
+}
+
+int vc_img_orient(struct vc_rgb *img, int o)
+{
+	uint32_t W = img->w, H = img->h, ow, oh;
+	uint8_t *dst;
+
+	if (o < 2 || o > 8)
+		return 0;
+	ow = o >= 5 ? H : W;
+	oh = o >= 5 ? W : H;
+	dst = malloc((size_t)ow * oh * 3);
+	if (!dst)
+		return vc_err(-ENOMEM, "out of memory (orienting a %u x %u image)", W, H);
+	for (uint32_t y = 0; y < oh; y++)
+		for (uint32_t x = 0; x < ow; x++) {
+			uint32_t sx, sy;
+
+			switch (o) {
+			case 2: sx = W - 1 - x; sy = y; break;             /* FLIP_LEFT_RIGHT */
+			case 3: sx = W - 1 - x; sy = H - 1 - y; break;     /* ROTATE_180 */
+			case 4: sx = x; sy = H - 1 - y; break;             /* FLIP_TOP_BOTTOM */
+			case 5: sx = y; sy = x; break;                     /* TRANSPOSE */
+			case 6: sx = y; sy = H - 1 - x; break;             /* ROTATE_270 */
+			case 7: sx = W - 1 - y; sy = H - 1 - x; break;     /* TRANSVERSE */
+			default: sx = W - 1 - y; sy = x; break;            /* 8: ROTATE_90 */
+			}
+			memcpy(dst + ((size_t)y * ow + x) * 3, img->px + ((size_t)sy * W + sx) * 3, 3);
+		}
+	free(img->px);
+	img->px = dst;
+	img->w = ow;
+	img->h = oh;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- JPEG */
+
+struct jerr {
+	struct jpeg_error_mgr pub;
+	jmp_buf jb;
+	int truncated;               /* libjpeg warned of a premature end (PIL: "truncated") */
+	char msg[JMSG_LENGTH_MAX];
+};
+
+static void jpeg_fail(j_common_ptr ci)
+{
+	struct jerr *e = (struct jerr *)ci->err;
+
+	e->pub.format_message(ci, e->msg);
+	longjmp(e->jb, 1);
+}
+
+static void jpeg_note(j_common_ptr ci, int level)
+{
+	struct jerr *e = (struct jerr *)ci->err;
+
+	if (level < 0 && e->pub.msg_code == JWRN_JPEG_EOF)
+		e->truncated = 1;
+}
+
+static int decode_jpeg(const uint8_t *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
+{
+	struct jpeg_decompress_struct ci;
+	struct jerr je;
+	uint8_t *volatile px = NULL;
+	volatile int orient = 1;
+	int e, cmyk;
+	uint32_t w, h;
+
+	memset(&je, 0, sizeof(je));
+	ci.err = jpeg_std_error(&je.pub);
+	je.pub.error_exit = jpeg_fail;
+	je.pub.emit_message = jpeg_note;
+	if (setjmp(je.jb)) {
+		jpeg_destroy_decompress(&ci);
+		free(px);
+		return vc_err(-EBADMSG, "corrupt JPEG: %s", je.msg);
+	}
+	jpeg_create_decompress(&ci);
+	jpeg_mem_src(&ci, data, (unsigned long)len);
+	jpeg_save_markers(&ci, JPEG_APP0 + 1, 0xffff);
+	jpeg_read_header(&ci, TRUE);
+	e = check_size("JPEG", ci.image_width, ci.image_height, max_pixels);
+	if (e) {
+		jpeg_destroy_decompress(&ci);
+		return e;
+	}
+	for (jpeg_saved_marker_ptr m = ci.marker_list; m; m = m->next)
+		if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 &&
+		    !memcmp(m->data, "Exif\0\0", 6)) {
+			orient = vc_img_exif_orientation(m->data, m->data_length);
+			break; /* PIL keeps the first Exif segment */
+		}
+	cmyk = ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK;
+	ci.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+	jpeg_start_decompress(&ci);
+	w = ci.output_width;
+	h = ci.output_height;
+	px = malloc((size_t)w * h * (cmyk ? 4 : 3));
+	if (!px) {
+		jpeg_destroy_decompress(&ci);
+		return vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", w, h);
+	}
+	while (ci.output_scanline < h && !je.truncated) {
+		JSAMPROW row = px + (size_t)ci.output_scanline * w * (cmyk ? 4 : 3);
+
+		jpeg_read_scanlines(&ci, &row, 1);
+	}
+	if (je.truncated) {
+		jpeg_destroy_decompress(&ci);
+		free(px);
+		return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
+	}
+	jpeg_finish_decompress(&ci);
+	jpeg_destroy_decompress(&ci);
+	if (je.truncated) {
+		free(px);
+		return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
+	}
+	if (cmyk) {
+		/* PIL reads CMYK JPEGs as Adobe-inverted ("CMYK;I") and converts with cmyk2rgb:
+		 * out = (255-k) - MULDIV255(c, 255-k) */
+		uint8_t *p = px;
+
+		for (size_t i = 0; i < (size_t)w * h; i++) {
+			unsigned nk = p[4 * i + 3]; /* stored inverted: raw k byte = 255 - K */
+
+			for (int c = 0; c < 3; c++) {
+				unsigned cv = 255u - p[4 * i + c], t = cv * nk + 128u;
+
+				p[3 * i + c] = (uint8_t)(nk - (((t >> 8) + t) >> 8));
+			}
+		}
+	}
+	out->px = px;
+	out->w = w;
+	out->h = h;
+	return vc_img_orient(out, orient) ? (free(out->px), out->px = NULL, -ENOMEM) : 0;
+}
+
+/* ---------------------------------------------------------------- PNG */
+
+struct pngsrc {
+	const uint8_t *p;
+	size_t len, off;
+	char msg[128];
+};
+
+static void png_fail(png_structp png, png_const_charp msg)
+{
+	struct pngsrc *s = png_get_error_ptr(png);
+
+	snprintf(s->msg, sizeof(s->msg), "%s", msg);
+	png_longjmp(png, 1);
+}
+
+static void png_quiet(png_structp png, png_const_charp msg)
+{
+}
+
+static void png_readmem(png_structp png, png_bytep dst, size_t n)
+{
+	struct pngsrc *s = png_get_io_ptr(png);
+
+	if (n > s->len - s->off)
+		png_error(png, "truncated (premature end of data)");
+	memcpy(dst, s->p + s->off, n);
+	s->off += n;
+}
+
+static int decode_png(const uint8_t *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
+{
+	struct pngsrc src = { .p = data, .len = len };
+	png_structp png;
+	png_infop info = NULL;
+	uint8_t *volatile px = NULL;
+	png_bytep *volatile rows = NULL;
+	png_uint_32 w, h;
+	int depth, ctype, ch, e, gray16;
+	volatile int trns16 = -1;
+	volatile int orient = 1;
+	png_bytep exif = NULL;
+	png_uint_32 exif_len = 0;
+
+	png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_fail, png_quiet);
+	if (!png)
+		return vc_err(-ENOMEM, "out of memory (PNG)");
+	info = png_create_info_struct(png);
+	if (!info) {
+		png_destroy_read_struct(&png, NULL, NULL);
+		return vc_err(-ENOMEM, "out of memory (PNG)");
+	}
+	if (setjmp(png_jmpbuf(png))) {
+		png_destroy_read_struct(&png, &info, NULL);
+		free(px);
+		free(rows);
+		return vc_err(-EBADMSG, "corrupt PNG: %s", src.msg);
+	}
+	png_set_read_fn(png, &src, png_readmem);
+	/* our own limit is checked below; lift libpng's 1e6 x 1e6 default so ours speaks */
+	png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+	png_read_info(png, info);
+	w = png_get_image_width(png, info);
+	h = png_get_image_height(png, info);
+	e = check_size("PNG", w, h, max_pixels);
+	if (e) {
+		png_destroy_read_struct(&png, &info, NULL);
+		return e;
+	}
+	depth = png_get_bit_depth(png, info);
+	ctype = png_get_color_type(png, info);
+	/* PIL opens 16-bit grey as mode I;16 and converts it to RGB by clipping at 255 */
+	gray16 = depth == 16 && ctype == PNG_COLOR_TYPE_GRAY;
+	if (ctype == PNG_COLOR_TYPE_PALETTE)
+		png_set_palette_to_rgb(png);
+	if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8)
+		png_set_expand_gray_1_2_4_to_8(png);
+	if (png_get_valid(png, info, PNG_INFO_tRNS) && !gray16) {
+		png_set_tRNS_to_alpha(png);
+	} else if (png_get_valid(png, info, PNG_INFO_tRNS)) {
+		png_color_16p tc = NULL;
+
+		/* I;16 with "transparency": that 16-bit value becomes alpha 0 (white) */
+		if (png_get_tRNS(png, info, NULL, NULL, &tc) && tc)
+			trns16 = tc->gray;
+	}
+	if (depth == 16 && !gray16)
+		png_set_strip_16(png); /* PIL keeps the high byte */
+	if (!gray16 && (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA))
+		png_set_gray_to_rgb(png);
+	png_set_interlace_handling(png);
+	png_read_update_info(png, info);
+	ch = png_get_channels(png, info);
+	if (gray16 ? ch != 1 : ch != 3 && ch != 4) {
+		png_destroy_read_struct(&png, &info, NULL);
+		return vc_err(-EBADMSG, "PNG: unexpected %d channels after conversion", ch);
+	}
+	px = malloc((size_t)w * h * (gray16 ? 6 : ch == 4 ? 4 : 3));
+	rows = malloc(sizeof(*rows) * h);
+	if (!px || !rows) {
+		png_destroy_read_struct(&png, &info, NULL);
+		free(px);
+		free(rows);
+		return vc_err(-ENOMEM, "out of memory (PNG %u x %u)", w, h);
+	}
+	for (png_uint_32 y = 0; y < h; y++)
+		rows[y] = px + (size_t)y * w * (gray16 ? 2 : (size_t)ch);
+	png_read_image(png, rows);
+	png_read_end(png, info);
+	if (png_get_eXIf_1(png, info, &exif_len, &exif) && exif)
+		orient = vc_img_exif_orientation(exif, exif_len);
+	png_destroy_read_struct(&png, &info, NULL);
+	free(rows);
+	if (gray16) {
+		/* big-endian 16-bit grey, expanded back to front into RGB */
+		for (size_t i = (size_t)w * h; i-- > 0;) {
+			unsigned v = (unsigned)px[2 * i] << 8 | px[2 * i + 1];
+			uint8_t g = v > 255 || (int)v == trns16 ? 255 : (uint8_t)v;
+
+			px[3 * i] = px[3 * i + 1] = px[3 * i + 2] = g;
+		}
+	} else if (ch == 4) {
+		rgba_to_rgb(px, (size_t)w * h);
+	}
+	out->px = px;
+	out->w = w;
+	out->h = h;
+	return vc_img_orient(out, orient) ? (free(out->px), out->px = NULL, -ENOMEM) : 0;
+}
+
+/* ---------------------------------------------------------------- WebP */
+
+/* The orientation from a WebP's EXIF chunk (RIFF walk; 1 when none). */
+static int webp_orientation(const uint8_t *p, size_t len)
+{
+	size_t off = 12;
+
+	while (len >= 8 && off <= len - 8) {
+		uint32_t n = rd32(p + off + 4, 1);
+
+		if (n > len - off - 8)
+			return 1;
+		if (!memcmp(p + off, "EXIF", 4))
+			return vc_img_exif_orientation(p + off + 8, n);
+		off += 8 + (size_t)n + (n & 1);
+	}
+	return 1;
+}
+
+static int decode_webp(const uint8_t *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
+{
+	WebPBitstreamFeatures f;
+	uint8_t *px, *r;
+	size_t n;
+	int e;
+
+	if (WebPGetFeatures(data, len, &f) != VP8_STATUS_OK)
+		return vc_err(-EBADMSG, "corrupt WebP header");
+	e = check_size("WebP", (uint64_t)f.width, (uint64_t)f.height, max_pixels);
+	if (e)
+		return e;
+	if (f.has_animation)
+		return vc_err(-ENOTSUP, "animated WebP is not supported");
+	n = (size_t)f.width * f.height;
+	px = malloc(n * (f.has_alpha ? 4 : 3));
+	if (!px)
+		return vc_err(-ENOMEM, "out of memory (WebP %d x %d)", f.width, f.height);
+	r = f.has_alpha ? WebPDecodeRGBAInto(data, len, px, n * 4, f.width * 4)
+			: WebPDecodeRGBInto(data, len, px, n * 3, f.width * 3);
+	if (!r) {
+		free(px);
+		return vc_err(-EBADMSG, "corrupt or truncated WebP data");
+	}
+	if (f.has_alpha)
+		rgba_to_rgb(px, n);
+	out->px = px;
+	out->w = (uint32_t)f.width;
+	out->h = (uint32_t)f.height;
+	return vc_img_orient(out, webp_orientation(data, len)) ? (free(out->px), out->px = NULL,
+								   -ENOMEM) : 0;
+}
+
+/* ---------------------------------------------------------------- entry point */
+
+int vc_img_decode(const void *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
+{
+	const uint8_t *p = data;
+
+	out->px = NULL;
+	out->w = out->h = 0;
+	if (!len)
+		return vc_err(-EBADMSG, "empty image (0 bytes)");
+	if (len >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff)
+		return decode_jpeg(p, len, max_pixels, out);
+	if (len >= 8 && !memcmp(p, "\x89PNG\r\n\x1a\n", 8))
+		return decode_png(p, len, max_pixels, out);
+	if (len >= 12 && !memcmp(p, "RIFF", 4) && !memcmp(p + 8, "WEBP", 4))
+		return decode_webp(p, len, max_pixels, out);
+	if (len >= 4 && !memcmp(p, "GIF8", 4))
+		return vc_err(-ENOTSUP, "GIF images are not supported (JPEG, PNG, WebP are)");
+	if (len >= 2 && !memcmp(p, "BM", 2))
+		return vc_err(-ENOTSUP, "BMP images are not supported (JPEG, PNG, WebP are)");
+	if (len < 12)
+		return vc_err(-EBADMSG, "image data too short (%zu bytes) to be JPEG, PNG or WebP",
+			      len);
+	return vc_err(-ENOTSUP, "unknown image format (JPEG, PNG, WebP are supported)");
+}

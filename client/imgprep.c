@@ -1,0 +1,745 @@
+/*
+ * client/imgprep.c — the vlm_image_* / vlm_video_* / vlm_vision_config_* API of vlm.h: decoded RGB
+ * to Qwen2-VL pixel patches, as transformers' Qwen2VLImageProcessor / Qwen2VLVideoProcessor do
+ * with their default (torchvision) backend.
+ *
+ * Pipeline: decode (client/imgdecode.c) -> smart_resize target -> uint8 resize
+ * (client/imgresize.c) -> fused rescale+normalize in fp32 -> patchify in 2x2 merge-block order.
+ * Why the normalisation is a table: the torchvision backend computes (float(u8) - m_c) / s_c in
+ * fp32 with m_c = fp32(fp32(mean_c) * 255), s_c likewise; the result depends only on (c, u8), so
+ * 3 x 256 floats computed the same way give the same bits, and patchify becomes a gather from the
+ * resized image (no float image is ever materialised).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "client/imgdecode.h"
+#include "client/imgprep.h"
+#include "client/imgresize.h"
+#include "client/vlmerr.h"
+#include "vlm/vlm.h"
+
+#ifdef __SSE2__
+#include <immintrin.h>
+#endif
+
+#ifdef __SSE2__
+static pthread_once_t norm_once = PTHREAD_ONCE_INIT;
+#endif
+
+static const float clip_mean[3] = { 0.48145466f, 0.4578275f, 0.40821073f };
+static const float clip_std[3] = { 0.26862954f, 0.26130258f, 0.27577711f };
+
+void vlm_vision_config_default(struct vlm_vision_config *cfg)
+{
+	if (!cfg)
+		return;
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->patch_size = 14;
+	cfg->temporal_patch_size = 2;
+	cfg->merge_size = 2;
+	cfg->min_pixels = 56 * 56;
+	cfg->max_pixels = 16384ull * 28 * 28;
+	memcpy(cfg->image_mean, clip_mean, sizeof(clip_mean));
+	memcpy(cfg->image_std, clip_std, sizeof(clip_std));
+}
+
+/* ---------------------------------------------------------------- preprocessor_config.json */
+
+static int get_uint(json_t *o, const char *key, uint64_t lo, uint64_t hi, uint64_t *v)
+{
+	json_t *j = json_object_get(o, key);
+
+	if (!j || json_is_null(j))
+		return 0;
+	if (!json_is_integer(j) || json_integer_value(j) < 0 ||
+	    (uint64_t)json_integer_value(j) < lo || (uint64_t)json_integer_value(j) > hi)
+		return vc_err(-EBADMSG, "preprocessor_config.json: \"%s\" must be an integer in "
+			      "%llu..%llu", key, (unsigned long long)lo, (unsigned long long)hi);
+	*v = (uint64_t)json_integer_value(j);
+	return 0;
+}
+
+static int get_triple(json_t *o, const char *key, int positive, float v[3])
+{
+	json_t *j = json_object_get(o, key);
+	float t[3];
+
+	if (!j || json_is_null(j))
+		return 0;
+	if (!json_is_array(j) || json_array_size(j) != 3)
+		return vc_err(-EBADMSG, "preprocessor_config.json: \"%s\" must be 3 numbers", key);
+	for (int i = 0; i < 3; i++) {
+		json_t *x = json_array_get(j, (size_t)i);
+
+		if (!json_is_number(x))
+			return vc_err(-EBADMSG, "preprocessor_config.json: \"%s\" must be 3 numbers",
+				      key);
+		/* Python float -> torch float32: one rounding from the JSON's double */
+		t[i] = (float)json_number_value(x);
+		if (positive && !(t[i] > 0))
+			return vc_err(-EBADMSG, "preprocessor_config.json: \"%s\" must be positive",
+				      key);
+	}
+	memcpy(v, t, sizeof(t));
+	return 0;
+}
+
+int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
+{
+	char path[4096];
+	json_error_t jerr;
+	json_t *root, *size;
+	uint64_t ps, tps, ms, mn, mx;
+	int e;
+
+	vc_err_clear();
+	if (!model_dir || !cfg)
+		return vc_err(-EINVAL, "vlm_vision_config_load: NULL argument");
+	vlm_vision_config_default(cfg);
+	if ((size_t)snprintf(path, sizeof(path), "%s/preprocessor_config.json", model_dir) >=
+	    sizeof(path))
+		return vc_err(-EINVAL, "model directory path too long");
+	if (access(path, F_OK))
+		return vc_err(errno == ENOENT ? -ENOENT : -errno, "%s: %s", path, strerror(errno));
+	root = json_load_file(path, 0, &jerr);
+	if (!root)
+		return vc_err(json_error_code(&jerr) == json_error_cannot_open_file ? -EACCES
+										  : -EBADMSG,
+			      "%s: line %d: %s", path, jerr.line, jerr.text);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return vc_err(-EBADMSG, "%s: not a JSON object", path);
+	}
+	ps = cfg->patch_size;
+	tps = cfg->temporal_patch_size;
+	ms = cfg->merge_size;
+	mn = cfg->min_pixels;
+	mx = cfg->max_pixels;
+	size = json_object_get(root, "size");
+	e = get_uint(root, "patch_size", 1, 1024, &ps);
+	if (!e)
+		e = get_uint(root, "temporal_patch_size", 1, 16, &tps);
+	if (!e)
+		e = get_uint(root, "merge_size", 1, 16, &ms);
+	if (!e && json_is_object(size))
+		e = get_uint(size, "shortest_edge", 0, 1ull << 40, &mn);
+	if (!e && json_is_object(size))
+		e = get_uint(size, "longest_edge", 1, 1ull << 40, &mx);
+	/* transformers maps min_pixels / max_pixels onto size.shortest_edge / longest_edge */
+	if (!e)
+		e = get_uint(root, "min_pixels", 0, 1ull << 40, &mn);
+	if (!e)
+		e = get_uint(root, "max_pixels", 1, 1ull << 40, &mx);
+	if (!e)
+		e = get_triple(root, "image_mean", 0, cfg->image_mean);
+	if (!e)
+		e = get_triple(root, "image_std", 1, cfg->image_std);
+	json_decref(root);
+	if (e)
+		return e;
+	cfg->patch_size = (uint32_t)ps;
+	cfg->temporal_patch_size = (uint32_t)tps;
+	cfg->merge_size = (uint32_t)ms;
+	cfg->min_pixels = mn;
+	cfg->max_pixels = mx;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the image object */
+
+struct vlm_image {
+	uint32_t grid[3];            /* (t, h, w) patch grid */
+	uint32_t merge;              /* merge_size */
+	bool video;
+	enum vlm_dtype dtype;        /* F32 or BF16 */
+	size_t rows, cols;           /* [t*h*w, 3*tp*ps*ps] */
+	void *data;                  /* [rows][cols] in dtype; owned */
+	size_t bytes;                /* of data */
+	bool mapped;                 /* data is an mmap (patches_alloc), else malloc */
+};
+
+static int check_cfg(const struct vlm_vision_config *cfg)
+{
+	if (!cfg->patch_size || cfg->patch_size > 1024 || !cfg->temporal_patch_size ||
+	    cfg->temporal_patch_size > 16 || !cfg->merge_size || cfg->merge_size > 16)
+		return vc_err(-EINVAL, "vision config: patch %u, temporal patch %u, merge %u out of "
+			      "range", cfg->patch_size, cfg->temporal_patch_size, cfg->merge_size);
+	for (int c = 0; c < 3; c++)
+		if (!(cfg->image_std[c] > 0))
+			return vc_err(-EINVAL, "vision config: image_std[%d] must be positive", c);
+	return 0;
+}
+
+static int check_opts(const struct vlm_image_opts *o)
+{
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i])
+			return vc_err(-EINVAL, "image options: reserved fields must be zero");
+	if (o->dtype != VLM_DTYPE_F32 && o->dtype != VLM_DTYPE_BF16)
+		return vc_err(-EINVAL, "image options: dtype must be VLM_DTYPE_F32 or "
+			      "VLM_DTYPE_BF16");
+	return 0;
+}
+
+/* fp32 -> bf16, round to nearest even (torch's .to(bfloat16)); inputs are finite */
+static inline uint16_t to_bf16(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, 4);
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (uint16_t)(u >> 16);
+}
+
+/* fp32 normalisation table of the torchvision backend, and its bf16 rounding: [u8][channel] */
+struct normlut {
+	float f[256][3];
+	uint16_t b[256][3];
+	float m[3], s[3];            /* m_c, s_c */
+	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
+};
+
+static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
+{
+	for (int c = 0; c < 3; c++) {
+		volatile float mc = cfg->image_mean[c] * 255.0f, sc = cfg->image_std[c] * 255.0f;
+
+		l->m[c] = mc;
+		l->s[c] = sc;
+		for (int u = 0; u < 256; u++) {
+			l->f[u][c] = ((float)u - mc) / sc;
+			l->b[u][c] = to_bf16(l->f[u][c]);
+		}
+	}
+	l->avx2 = false;
+#ifdef __SSE2__
+	{
+		const char *cap = getenv("VLM_RESIZE_ISA"); /* sse2 / ssse3: no AVX2 here either */
+
+		__builtin_cpu_init();
+		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && !cap;
+	}
+#endif
+}
+
+#ifdef __SSE2__
+/* Byte shuffles picking channel c of 14 RGB pixels (42 bytes) out of three 16-byte loads. */
+static int8_t norm_mask[3][3][16];
+
+static void norm_masks_init(void)
+{
+	for (int c = 0; c < 3; c++)
+		for (int v = 0; v < 3; v++)
+			for (int i = 0; i < 16; i++) {
+				int idx = 3 * i + c - 16 * v;
+
+				norm_mask[c][v][i] = (int8_t)(i < 14 && idx >= 0 && idx < 16 ? idx : -1);
+			}
+}
+
+/* One 14-pixel run of a patch row: s [14][3] bytes (48 readable) -> d[c][0..14) =
+ * (float(u8) - m_c) / s_c, the same IEEE operations as the table; writes 16 floats per channel:
+ * the 2 extra land on the next row of the same patch, written after this one. */
+__attribute__((target("avx2")))
+static void norm_run14_avx2(const uint8_t *s, float *d0, float *d1, float *d2,
+			    const struct normlut *l)
+{
+	__m128i a = _mm_loadu_si128((const __m128i *)s);
+	__m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+	__m128i e = _mm_loadu_si128((const __m128i *)(s + 32));
+	float *d[3] = { d0, d1, d2 };
+
+	for (int c = 0; c < 3; c++) {
+		__m128i x = _mm_or_si128(
+			_mm_or_si128(_mm_shuffle_epi8(a, _mm_loadu_si128((const __m128i *)norm_mask[c][0])),
+				     _mm_shuffle_epi8(b, _mm_loadu_si128((const __m128i *)norm_mask[c][1]))),
+			_mm_shuffle_epi8(e, _mm_loadu_si128((const __m128i *)norm_mask[c][2])));
+		__m256 m = _mm256_set1_ps(l->m[c]), sc = _mm256_set1_ps(l->s[c]);
+		__m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+		__m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+
+		_mm256_storeu_ps(d[c], _mm256_div_ps(_mm256_sub_ps(lo, m), sc));
+		_mm256_storeu_ps(d[c] + 8, _mm256_div_ps(_mm256_sub_ps(hi, m), sc));
+	}
+}
+
+/* float32 [8] bits -> bf16, round to nearest even (to_bf16), as 8 int32 lanes */
+__attribute__((target("avx2")))
+static inline __m256i bf16_lanes(__m256 f)
+{
+	__m256i u = _mm256_castps_si256(f);
+	__m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+
+	return _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+								      odd)), 16);
+}
+
+/* norm_run14_avx2 with bf16 output: 16 uint16 per channel written (2 extra, as there). */
+__attribute__((target("avx2")))
+static void norm_run14_bf16_avx2(const uint8_t *s, uint16_t *d0, uint16_t *d1, uint16_t *d2,
+				 const struct normlut *l)
+{
+	__m128i a = _mm_loadu_si128((const __m128i *)s);
+	__m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+	__m128i e = _mm_loadu_si128((const __m128i *)(s + 32));
+	uint16_t *d[3] = { d0, d1, d2 };
+
+	for (int c = 0; c < 3; c++) {
+		__m128i x = _mm_or_si128(
+			_mm_or_si128(_mm_shuffle_epi8(a, _mm_loadu_si128((const __m128i *)norm_mask[c][0])),
+				     _mm_shuffle_epi8(b, _mm_loadu_si128((const __m128i *)norm_mask[c][1]))),
+			_mm_shuffle_epi8(e, _mm_loadu_si128((const __m128i *)norm_mask[c][2])));
+		__m256 m = _mm256_set1_ps(l->m[c]), sc = _mm256_set1_ps(l->s[c]);
+		__m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+		__m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+		__m256i bl = bf16_lanes(_mm256_div_ps(_mm256_sub_ps(lo, m), sc));
+		__m256i bh = bf16_lanes(_mm256_div_ps(_mm256_sub_ps(hi, m), sc));
+		/* lane-wise pack: [bl0-3 bh0-3 | bl4-7 bh4-7] -> reorder the 64-bit quarters */
+		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(bl, bh), 0xd8);
+
+		_mm256_storeu_si256((__m256i *)d[c], p);
+	}
+}
+#endif
+
+/*
+ * One block row (merge_size patch rows = m*ps pixel rows) of temporal group t: slot[tt] is the
+ * block row of the frame in temporal slot tt, [m*ps][w][3] (equal pointers: the same frame).
+ * Row r = (((t*bh_n + bh)*bw_n + bw)*m + ih)*m + iw, col = ((c*tp + tt)*ps + dy)*ps + dx.
+ * The three channels of a patch are written in one pass over its pixels; a slot showing the same
+ * frame as the slot before it (an image is its own frame twice) is a copy of that slot's block.
+ */
+static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, uint32_t bh,
+			   const struct vlm_vision_config *cfg, const struct normlut *lut,
+			   struct vlm_image *img)
+{
+	uint32_t ps = cfg->patch_size, tp = cfg->temporal_patch_size, m = cfg->merge_size;
+	uint32_t bh_n = img->grid[1] / m, bw_n = img->grid[2] / m;
+	size_t cols = img->cols, pp = (size_t)ps * ps, cstride = (size_t)tp * pp;
+	size_t row = ((size_t)t * bh_n + bh) * bw_n * m * m;
+
+	for (uint32_t bw = 0; bw < bw_n; bw++)
+		for (uint32_t ih = 0; ih < m; ih++)
+			for (uint32_t iw = 0; iw < m; iw++, row++) {
+		uint32_t px = bw * m + iw;
+		float *of = img->dtype == VLM_DTYPE_F32 ? (float *)img->data + row * cols : NULL;
+		uint16_t *ob = of ? NULL : (uint16_t *)img->data + row * cols;
+
+		for (uint32_t tt = 0; tt < tp; tt++) {
+			size_t off = (size_t)tt * pp;
+
+			if (tt && slot[tt] == slot[tt - 1]) {
+				for (int c = 0; c < 3; c++) {
+					size_t o = c * cstride + off;
+
+					if (of)
+						memcpy(of + o, of + o - pp, pp * sizeof(*of));
+					else
+						memcpy(ob + o, ob + o - pp, pp * sizeof(*ob));
+				}
+				continue;
+			}
+			for (uint32_t dy = 0; dy < ps; dy++) {
+				const uint8_t *s = slot[tt] + (((size_t)ih * ps + dy) * w +
+							       (size_t)px * ps) * 3;
+				size_t o = off + (size_t)dy * ps;
+
+				if (of) {
+					float *d0 = of + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
+
+#ifdef __SSE2__
+					/* not the last row of a patch: its 2 extra floats
+					 * would land in a block already written */
+					if (lut->avx2 && dy + 1 < ps) {
+						norm_run14_avx2(s, d0, d1, d2, lut);
+						continue;
+					}
+#endif
+					for (uint32_t dx = 0; dx < ps; dx++) {
+						d0[dx] = lut->f[s[3 * dx]][0];
+						d1[dx] = lut->f[s[3 * dx + 1]][1];
+						d2[dx] = lut->f[s[3 * dx + 2]][2];
+					}
+				} else {
+					uint16_t *d0 = ob + o, *d1 = d0 + cstride, *d2 = d1 + cstride;
+
+#ifdef __SSE2__
+					if (lut->avx2 && dy + 1 < ps) {
+						norm_run14_bf16_avx2(s, d0, d1, d2, lut);
+						continue;
+					}
+#endif
+					for (uint32_t dx = 0; dx < ps; dx++) {
+						d0[dx] = lut->b[s[3 * dx]][0];
+						d1[dx] = lut->b[s[3 * dx + 1]][1];
+						d2[dx] = lut->b[s[3 * dx + 2]][2];
+					}
+				}
+			}
+		}
+	}
+}
+
+/* The patch buffer: large ones are mapped with transparent huge pages requested, which saves
+ * thousands of page faults per image (the buffer is written once, front to back). */
+static void *patches_alloc(size_t bytes, bool *mapped)
+{
+	*mapped = false;
+	if (bytes >= (4u << 20)) {
+		void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+			       0);
+
+		if (p != MAP_FAILED) {
+			(void)madvise(p, bytes, MADV_HUGEPAGE);
+			*mapped = true;
+			return p;
+		}
+	}
+	return malloc(bytes);
+}
+
+/* The shared core: nf RGB frames of one size -> *ret. */
+static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32_t sh,
+		       size_t stride, const struct vlm_vision_config *cfg,
+		       const struct vlm_image_opts *opts, bool video, struct vlm_image **ret)
+{
+	struct vlm_vision_config dcfg;
+	struct vlm_image_opts dopts = { 0 };
+	struct vlm_image *img = NULL;
+	struct vc_resizer **rs = NULL;
+	uint8_t *blk = NULL, **slot = NULL;
+	struct normlut lut;
+	uint32_t th, tw, factor, tp, blk_rows;
+	size_t nrs = 0, ng;
+	uint64_t mn, mx;
+	int e;
+
+	if (!ret)
+		return vc_err(-EINVAL, "image: ret is NULL");
+	*ret = NULL;
+	if (!cfg) {
+		vlm_vision_config_default(&dcfg);
+		cfg = &dcfg;
+	}
+	if (!opts)
+		opts = &dopts;
+	e = check_cfg(cfg);
+	if (!e)
+		e = check_opts(opts);
+	if (e)
+		return e;
+	if (!sw || !sh)
+		return vc_err(-EINVAL, "image of %u x %u pixels", sw, sh);
+	if (stride < (size_t)sw * 3)
+		return vc_err(-EINVAL, "row stride %zu < 3 x width %u", stride, sw);
+	mn = opts->min_pixels ? opts->min_pixels : cfg->min_pixels;
+	mx = opts->max_pixels ? opts->max_pixels : cfg->max_pixels;
+	if (mn > mx)
+		return vc_err(-EINVAL, "min_pixels %llu > max_pixels %llu", (unsigned long long)mn,
+			      (unsigned long long)mx);
+	factor = cfg->patch_size * cfg->merge_size;
+	tp = cfg->temporal_patch_size;
+	e = vc_smart_resize(sh, sw, factor, mn, mx, &th, &tw);
+	if (e)
+		return e;
+	ng = (nf + tp - 1) / tp;
+	if ((uint64_t)(th / cfg->patch_size) * (tw / cfg->patch_size) * ng > UINT32_MAX ||
+	    (uint64_t)th * tw * nf > (1ull << 36))
+		return vc_err(-E2BIG, "image: %u x %u x %zu frames is too large", tw, th, nf);
+	img = calloc(1, sizeof(*img));
+	rs = calloc(nf, sizeof(*rs));
+	if (!img || !rs) {
+		e = vc_err(-ENOMEM, "out of memory");
+		goto fail;
+	}
+	img->grid[0] = (uint32_t)ng;
+	img->grid[1] = th / cfg->patch_size;
+	img->grid[2] = tw / cfg->patch_size;
+	img->merge = cfg->merge_size;
+	img->video = video;
+	img->dtype = opts->dtype;
+	img->rows = (size_t)img->grid[0] * img->grid[1] * img->grid[2];
+	img->cols = (size_t)3 * tp * cfg->patch_size * cfg->patch_size;
+	blk_rows = cfg->merge_size * cfg->patch_size;
+	/* one row streamer per frame; each block row of each temporal slot is resized into its own
+	 * buffer just before it is cut into patches (no resized image is kept) */
+	blk = malloc((size_t)tp * blk_rows * tw * 3 + 64); /* + slack for 16-byte loads */
+	slot = malloc(sizeof(*slot) * tp);
+	if (!blk || !slot) {
+		e = vc_err(-ENOMEM, "out of memory (resize buffers)");
+		goto fail;
+	}
+	for (nrs = 0; nrs < nf; nrs++) {
+		e = vc_resizer_new(src[nrs], sw, sh, stride, tw, th, &rs[nrs]);
+		if (e)
+			goto fail;
+	}
+	img->bytes = img->rows * img->cols * (opts->dtype == VLM_DTYPE_F32 ? 4 : 2);
+	img->data = patches_alloc(img->bytes + 64, &img->mapped); /* + slack for 16-float stores */
+	if (!img->data) {
+		e = vc_err(-ENOMEM, "out of memory (%zu x %zu pixel patches)", img->rows, img->cols);
+		goto fail;
+	}
+	normlut_init(&lut, cfg);
+#ifdef __SSE2__
+	pthread_once(&norm_once, norm_masks_init);
+#endif
+	for (uint32_t t = 0; t < img->grid[0]; t++)
+		for (uint32_t bh = 0; bh < img->grid[1] / cfg->merge_size; bh++) {
+			for (uint32_t tt = 0; tt < tp; tt++) {
+				size_t fi = (size_t)t * tp + tt, f = fi < nf ? fi : nf - 1;
+				size_t pf = fi ? (fi - 1 < nf ? fi - 1 : nf - 1) : SIZE_MAX;
+
+				if (tt && f == pf) {
+					slot[tt] = slot[tt - 1]; /* the same frame again */
+					continue;
+				}
+				slot[tt] = blk + (size_t)tt * blk_rows * tw * 3;
+				for (uint32_t y = 0; y < blk_rows; y++)
+					vc_resizer_row(rs[f], bh * blk_rows + y,
+						       slot[tt] + (size_t)y * tw * 3);
+			}
+			patchify_block((const uint8_t *const *)slot, tw, t, bh, cfg, &lut, img);
+		}
+	for (size_t i = 0; i < nf; i++)
+		vc_resizer_free(rs[i]);
+	free(rs);
+	free(blk);
+	free(slot);
+	*ret = img;
+	return 0;
+fail:
+	for (size_t i = 0; i < nrs; i++)
+		vc_resizer_free(rs[i]);
+	free(rs);
+	free(blk);
+	free(slot);
+	vlm_image_free(img);
+	return e;
+}
+
+int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t height, size_t row_stride,
+		       const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+		       struct vlm_image **ret)
+{
+	vc_err_clear();
+	if (ret)
+		*ret = NULL;
+	if (!rgb)
+		return vc_err(-EINVAL, "vlm_image_from_rgb: rgb is NULL");
+	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, ret);
+}
+
+int vlm_video_from_rgb(const uint8_t *const *frames, size_t n_frames, uint32_t width,
+		       uint32_t height, size_t row_stride, const struct vlm_vision_config *cfg,
+		       const struct vlm_image_opts *opts, struct vlm_image **ret)
+{
+	vc_err_clear();
+	if (ret)
+		*ret = NULL;
+	if (!frames || !n_frames)
+		return vc_err(-EINVAL, "vlm_video_from_rgb: no frames");
+	for (size_t i = 0; i < n_frames; i++)
+		if (!frames[i])
+			return vc_err(-EINVAL, "vlm_video_from_rgb: frame %zu is NULL", i);
+	return prep_frames(frames, n_frames, width, height, row_stride, cfg, opts, true, ret);
+}
+
+static uint64_t source_limit(const struct vlm_image_opts *opts)
+{
+	return opts && opts->max_source_pixels ? opts->max_source_pixels
+					       : VC_IMG_MAX_SOURCE_PIXELS;
+}
+
+int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out)
+{
+	struct stat st;
+	uint8_t *buf;
+	size_t got = 0;
+	int fd, e;
+
+	out->px = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vc_err(-errno, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return vc_err(-EINVAL, "%s: not a regular file", path);
+	}
+	if ((uint64_t)st.st_size > (1ull << 31)) {
+		close(fd);
+		return vc_err(-E2BIG, "%s: %lld bytes is too large for an image file", path,
+			      (long long)st.st_size);
+	}
+	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!buf) {
+		close(fd);
+		return vc_err(-ENOMEM, "out of memory (reading %s)", path);
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			e = n < 0 ? -errno : -EIO;
+			close(fd);
+			free(buf);
+			return vc_err(e, "%s: read failed", path);
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	e = vc_img_decode(buf, got, max_pixels, out);
+	free(buf);
+	if (e) {
+		char msg[VC_ERR_LEN];
+
+		vc_err_save(msg);
+		vc_err(e, "%s: %s", path, msg);
+	}
+	return e;
+}
+
+int vlm_image_load_memory(const void *data, size_t len, const struct vlm_vision_config *cfg,
+			  const struct vlm_image_opts *opts, struct vlm_image **ret)
+{
+	struct vc_rgb rgb;
+	int e;
+
+	vc_err_clear();
+	if (ret)
+		*ret = NULL;
+	if (!ret || (!data && len))
+		return vc_err(-EINVAL, "vlm_image_load_memory: NULL argument");
+	if (opts && (e = check_opts(opts)))
+		return e;
+	e = vc_img_decode(data, len, source_limit(opts), &rgb);
+	if (e)
+		return e;
+	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
+			opts, false, ret);
+	free(rgb.px);
+	return e;
+}
+
+int vlm_image_load_file(const char *path, const struct vlm_vision_config *cfg,
+			const struct vlm_image_opts *opts, struct vlm_image **ret)
+{
+	struct vc_rgb rgb;
+	int e;
+
+	vc_err_clear();
+	if (ret)
+		*ret = NULL;
+	if (!path || !ret)
+		return vc_err(-EINVAL, "vlm_image_load_file: NULL argument");
+	if (opts && (e = check_opts(opts)))
+		return e;
+	e = vc_img_decode_file(path, source_limit(opts), &rgb);
+	if (e)
+		return e;
+	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
+			opts, false, ret);
+	free(rgb.px);
+	return e;
+}
+
+int vlm_video_load_files(const char *const *paths, size_t n_frames,
+			 const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+			 struct vlm_image **ret)
+{
+	struct vc_rgb *fr;
+	uint8_t **px;
+	size_t i, n = 0;
+	int e = 0;
+
+	vc_err_clear();
+	if (ret)
+		*ret = NULL;
+	if (!paths || !n_frames || !ret)
+		return vc_err(-EINVAL, "vlm_video_load_files: no frames");
+	if (opts && (e = check_opts(opts)))
+		return e;
+	fr = calloc(n_frames, sizeof(*fr));
+	px = calloc(n_frames, sizeof(*px));
+	if (!fr || !px) {
+		e = vc_err(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (n = 0; n < n_frames; n++) {
+		if (!paths[n]) {
+			e = vc_err(-EINVAL, "vlm_video_load_files: path %zu is NULL", n);
+			goto out;
+		}
+		e = vc_img_decode_file(paths[n], source_limit(opts), &fr[n]);
+		if (e)
+			goto out;
+		px[n] = fr[n].px;
+		if (fr[n].w != fr[0].w || fr[n].h != fr[0].h) {
+			n++;
+			e = vc_err(-EINVAL, "%s: frame is %u x %u, frame 0 is %u x %u", paths[n - 1],
+				   fr[n - 1].w, fr[n - 1].h, fr[0].w, fr[0].h);
+			goto out;
+		}
+	}
+	e = prep_frames((const uint8_t *const *)px, n_frames, fr[0].w, fr[0].h,
+			(size_t)fr[0].w * 3, cfg, opts, true, ret);
+out:
+	for (i = 0; fr && i < n; i++)
+		free(fr[i].px);
+	free(fr);
+	free(px);
+	return e;
+}
+
+void vlm_image_free(struct vlm_image *img)
+{
+	if (!img)
+		return;
+	if (img->mapped)
+		munmap(img->data, img->bytes + 64);
+	else
+		free(img->data);
+	free(img);
+}
+
+void vlm_image_grid(const struct vlm_image *img, uint32_t grid_thw[3])
+{
+	if (!grid_thw)
+		return;
+	for (int i = 0; i < 3; i++)
+		grid_thw[i] = img ? img->grid[i] : 0;
+}
+
+uint32_t vlm_image_tokens(const struct vlm_image *img)
+{
+	if (!img)
+		return 0;
+	return (uint32_t)(img->rows / ((size_t)img->merge * img->merge));
+}
+
+bool vlm_image_is_video(const struct vlm_image *img)
+{
+	return img && img->video;
+}
+
+const void *vlm_image_pixels(const struct vlm_image *img, enum vlm_dtype *dtype, size_t *rows,
+			     size_t *cols)
+{
+	if (dtype)
+		*dtype = img ? img->dtype : VLM_DTYPE_F32;
+	if (rows)
+		*rows = img ? img->rows : 0;
+	if (cols)
+		*cols = img ? img->cols : 0;
+	return img ? img->data : NULL;
+}

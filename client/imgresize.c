@@ -1,0 +1,599 @@
+/*
+ * client/imgresize.c — smart_resize and the uint8 antialiased bicubic resampler
+ * (client/imgresize.h).
+ *
+ * Why an own resampler: transformers' default (torchvision) backend resizes uint8 images with
+ * torch's integer separable filter (Pillow-SIMD's algorithm: normalised bicubic weights quantised
+ * to int16 with a per-pass precision, each pass rounded and clamped to uint8). libvips, stb and
+ * OpenCV use other kernels or rounding, and a float resize differs by up to 24 LSB on noisy
+ * content, so none gives HF's bytes. The weight table is built once per axis; the inner loops are
+ * integer multiply-adds over 3 interleaved channels (the vertical pass runs along whole rows so
+ * the compiler vectorises it).
+ */
+#include <errno.h>
+#include <fenv.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#include <immintrin.h>
+#include <tmmintrin.h>
+#endif
+
+#include "client/imgresize.h"
+#include "client/vlmerr.h"
+
+/* Python's repr() of a double that is a ratio of two 32-bit ints: shortest round-trip digits,
+ * ".0" when integral. */
+static void py_repr(double v, char *buf, size_t len)
+{
+	for (int p = 1; p <= 17; p++) {
+		snprintf(buf, len, "%.*g", p, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	if (!strpbrk(buf, ".en"))
+		strncat(buf, ".0", len - strlen(buf) - 1);
+}
+
+int vc_smart_resize(uint32_t height, uint32_t width, uint32_t factor, uint64_t min_pixels,
+		    uint64_t max_pixels, uint32_t *out_h, uint32_t *out_w)
+{
+	double H = height, W = width, f = factor, ratio, hb, wb;
+
+	if (!height || !width || !factor)
+		return vc_err(-EINVAL, "smart_resize: zero size %u x %u or factor %u", width, height,
+			      factor);
+	ratio = (H > W ? H : W) / (H < W ? H : W);
+	if (ratio > 200) {
+		char r[40];
+
+		py_repr(ratio, r, sizeof(r));
+		return vc_err(-ERANGE, "absolute aspect ratio must be smaller than 200, got %s", r);
+	}
+	/* rint: round half to even in the default rounding mode, like Python's round() */
+	hb = rint(H / f) * f;
+	wb = rint(W / f) * f;
+	if (hb * wb > (double)max_pixels) {
+		double beta = sqrt(H * W / (double)max_pixels);
+
+		hb = fmax(f, floor(H / beta / f) * f);
+		wb = fmax(f, floor(W / beta / f) * f);
+	} else if (hb * wb < (double)min_pixels) {
+		double beta = sqrt((double)min_pixels / (H * W));
+
+		hb = ceil(H * beta / f) * f;
+		wb = ceil(W * beta / f) * f;
+	}
+	if (hb < 1 || wb < 1 || hb > 1e6 || wb > 1e6)
+		return vc_err(-EINVAL, "smart_resize: %u x %u gives an unusable target %.0f x %.0f "
+			      "(min_pixels %llu, max_pixels %llu)", width, height, wb, hb,
+			      (unsigned long long)min_pixels, (unsigned long long)max_pixels);
+	*out_h = (uint32_t)hb;
+	*out_w = (uint32_t)wb;
+	return 0;
+}
+
+/* One axis's filter: for output i, taps k[i*ksize .. + n[i]) over inputs lo[i] ..; P bits. */
+struct axis {
+	uint32_t *lo, *n;
+	int32_t *k;                  /* [out][ksize] */
+	int32_t *kp;                 /* [out][ksize]: taps (2i, 2i+1) as one int32 of two int16
+				      * (low: 2i), for the multiply-add kernels; 0-padded */
+	uint32_t ksize;
+	uint32_t in;                 /* input size of the axis */
+	int prec;
+};
+
+static double cubic(double x)
+{
+	const double a = -0.5;
+
+	x = fabs(x);
+	if (x < 1.0)
+		return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+	if (x < 2.0)
+		return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+	return 0.0;
+}
+
+static void axis_free(struct axis *ax)
+{
+	free(ax->lo);
+	free(ax->n);
+	free(ax->k);
+	free(ax->kp);
+}
+
+static int axis_init(struct axis *ax, uint32_t in, uint32_t out)
+{
+	double scale = (double)in / out, fs = scale > 1.0 ? scale : 1.0, support = 2.0 * fs;
+	double wmax = 0, *w = NULL;
+
+	memset(ax, 0, sizeof(*ax));
+	ax->in = in;
+	ax->ksize = (uint32_t)ceil(support) * 2 + 1;
+	ax->lo = malloc(sizeof(*ax->lo) * out);
+	ax->n = malloc(sizeof(*ax->n) * out);
+	ax->k = calloc((size_t)out * ax->ksize, sizeof(*ax->k));
+	ax->kp = calloc((size_t)out * ax->ksize, sizeof(*ax->kp));
+	w = malloc(sizeof(*w) * (size_t)out * ax->ksize);
+	if (!ax->lo || !ax->n || !ax->k || !ax->kp || !w) {
+		axis_free(ax);
+		free(w);
+		return vc_err(-ENOMEM, "out of memory (resize tables)");
+	}
+	for (uint32_t i = 0; i < out; i++) {
+		double center = (i + 0.5) * scale, sum = 0, *wi = w + (size_t)i * ax->ksize;
+		long lo = (long)(center - support + 0.5), hi = (long)(center + support + 0.5);
+		uint32_t n;
+
+		if (lo < 0)
+			lo = 0;
+		if (hi > (long)in)
+			hi = in;
+		n = (uint32_t)(hi - lo);
+		if (n > ax->ksize)
+			n = ax->ksize;
+		for (uint32_t j = 0; j < n; j++) {
+			wi[j] = cubic((lo + (long)j - center + 0.5) / fs);
+			sum += wi[j];
+		}
+		if (sum != 0.0)
+			for (uint32_t j = 0; j < n; j++) {
+				wi[j] /= sum;
+				if (wi[j] > wmax)
+					wmax = wi[j];
+			}
+		ax->lo[i] = (uint32_t)lo;
+		ax->n[i] = n;
+	}
+	/* torch: the largest precision whose biggest weight still fits int16 */
+	ax->prec = 0;
+	while (ax->prec < 22 && (int)(0.5 + wmax * (double)(1 << (ax->prec + 1))) < (1 << 15))
+		ax->prec++;
+	for (uint32_t i = 0; i < out; i++)
+		for (uint32_t j = 0; j < ax->n[i]; j++) {
+			double v = w[(size_t)i * ax->ksize + j] * (double)(1 << ax->prec);
+
+			ax->k[(size_t)i * ax->ksize + j] = (int32_t)(int16_t)(v < 0 ? (int)(v - 0.5)
+										: (int)(v + 0.5));
+		}
+	for (uint32_t i = 0; i < out; i++) {
+		const int32_t *k = ax->k + (size_t)i * ax->ksize;
+
+		for (uint32_t j = 0; j < ax->n[i]; j += 2) {
+			uint32_t lo = (uint16_t)k[j], hi = j + 1 < ax->n[i] ? (uint16_t)k[j + 1] : 0;
+
+			ax->kp[(size_t)i * ax->ksize + j / 2] = (int32_t)(lo | hi << 16);
+		}
+	}
+	free(w);
+	return 0;
+}
+
+static inline uint8_t clip8(int32_t acc, int prec)
+{
+	acc >>= prec;
+	return acc < 0 ? 0 : acc > 255 ? 255 : (uint8_t)acc;
+}
+
+/* One output pixel of the horizontal pass, scalar: taps k[0..n) over pixels p[0..n). */
+static inline void h_pixel(const uint8_t *p, const int32_t *k, uint32_t n, int32_t half, int prec,
+			   uint8_t *d)
+{
+	int32_t r = half, g = half, b = half;
+
+	for (uint32_t j = 0; j < n; j++) {
+		r += p[3 * j] * k[j];
+		g += p[3 * j + 1] * k[j];
+		b += p[3 * j + 2] * k[j];
+	}
+	d[0] = clip8(r, prec);
+	d[1] = clip8(g, prec);
+	d[2] = clip8(b, prec);
+}
+
+#ifdef __SSE2__
+/* 4 bytes at p (a pixel and the next byte) as int16 lanes [r g b x 0 0 0 0] */
+static inline __m128i px16(const uint8_t *p)
+{
+	int32_t v;
+
+	memcpy(&v, p, 4);
+	return _mm_unpacklo_epi8(_mm_cvtsi32_si128(v), _mm_setzero_si128());
+}
+
+/* One row of the horizontal pass with SSE2 multiply-adds: two taps per _mm_madd_epi16 (pixel j
+ * and j+1 interleaved as int16 pairs against (k[j], k[j+1])). The sums are the scalar ones
+ * exactly (int16 x uint8 products, int32 accumulation). It reads one byte past a pixel, so a
+ * pixel whose taps reach limit (the end of readable memory) takes the scalar path. */
+static void h_row(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		  uint32_t dw)
+{
+	int32_t half = 1 << (ax->prec - 1);
+	__m128i vhalf = _mm_set1_epi32(half), shift = _mm_cvtsi32_si128(ax->prec);
+
+	for (uint32_t x = 0; x < dw; x++) {
+		const int32_t *kp = ax->kp + (size_t)x * ax->ksize;
+		const uint8_t *p = s + (size_t)ax->lo[x] * 3;
+		uint32_t n = ax->n[x], j = 0;
+		__m128i acc = vhalf;
+		int32_t v;
+
+		if (p + 3 * (size_t)n + 1 > limit || x + 1 == dw) {
+			h_pixel(p, ax->k + (size_t)x * ax->ksize, n, half, ax->prec, d + 3 * x);
+			continue;
+		}
+		for (; j + 2 <= n; j += 2) {
+			__m128i a = _mm_unpacklo_epi16(px16(p + 3 * j), px16(p + 3 * j + 3));
+
+			acc = _mm_add_epi32(acc, _mm_madd_epi16(a, _mm_set1_epi32(kp[j / 2])));
+		}
+		if (j < n) {
+			__m128i a = _mm_unpacklo_epi16(px16(p + 3 * j), _mm_setzero_si128());
+
+			acc = _mm_add_epi32(acc, _mm_madd_epi16(a, _mm_set1_epi32(kp[j / 2])));
+		}
+		acc = _mm_sra_epi32(acc, shift);
+		acc = _mm_packs_epi32(acc, acc);
+		acc = _mm_packus_epi16(acc, acc);
+		/* 4 bytes: the 4th lands on the next pixel, written after this one */
+		v = _mm_cvtsi128_si32(acc);
+		memcpy(d + 3 * x, &v, 4);
+	}
+}
+
+/* h_row with SSSE3: four taps per 16-byte load, byte shuffles straight into the int16 pairs
+ * (pixel 2i, 2i+1) of each channel, one multiply-add per tap pair; the same integer sums. */
+__attribute__((target("ssse3")))
+static void h_row_ssse3(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+			uint32_t dw)
+{
+	int32_t half = 1 << (ax->prec - 1);
+	const __m128i m01 = _mm_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+	const __m128i m23 = _mm_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1,
+					  -1);
+	__m128i vhalf = _mm_set1_epi32(half), shift = _mm_cvtsi32_si128(ax->prec);
+
+	for (uint32_t x = 0; x < dw; x++) {
+		const int32_t *kp = ax->kp + (size_t)x * ax->ksize;
+		const uint8_t *p = s + (size_t)ax->lo[x] * 3;
+		uint32_t n = ax->n[x];
+		__m128i acc = vhalf;
+		int32_t v;
+
+		/* the last 16-byte load starts at 12 * ((n - 1) / 4) */
+		if (p + 12 * (size_t)((n + 3) / 4 - 1) + 16 > limit || x + 1 == dw) {
+			h_pixel(p, ax->k + (size_t)x * ax->ksize, n, half, ax->prec, d + 3 * x);
+			continue;
+		}
+		for (uint32_t j = 0; j < n; j += 4) {
+			__m128i b = _mm_loadu_si128((const __m128i *)(p + 3 * j));
+
+			acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_shuffle_epi8(b, m01),
+								_mm_set1_epi32(kp[j / 2])));
+			if (j + 2 < n)
+				acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_shuffle_epi8(b, m23),
+									_mm_set1_epi32(kp[j / 2 + 1])));
+		}
+		acc = _mm_sra_epi32(acc, shift);
+		acc = _mm_packs_epi32(acc, acc);
+		acc = _mm_packus_epi16(acc, acc);
+		v = _mm_cvtsi128_si32(acc);
+		memcpy(d + 3 * x, &v, 4);
+	}
+}
+
+/* h_row with AVX2: h_row_ssse3's steps for two output pixels at once, one per 128-bit lane
+ * (lane 1 runs pixel x+1 with its own taps; the shorter tap list is zero-padded). */
+__attribute__((target("avx2")))
+static void h_row_avx2(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		       uint32_t dw)
+{
+	int32_t half = 1 << (ax->prec - 1);
+	const __m256i m01 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
+					     0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+	const __m256i m23 = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1,
+					     -1, 6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1,
+					     -1, -1);
+	__m256i vhalf = _mm256_set1_epi32(half);
+	__m128i shift = _mm_cvtsi32_si128(ax->prec);
+	uint32_t x = 0;
+
+	for (; x + 2 < dw; x += 2) {
+		const int32_t *k0 = ax->kp + (size_t)x * ax->ksize, *k1 = k0 + ax->ksize;
+		const uint8_t *p0 = s + (size_t)ax->lo[x] * 3, *p1 = s + (size_t)ax->lo[x + 1] * 3;
+		uint32_t n = ax->n[x] > ax->n[x + 1] ? ax->n[x] : ax->n[x + 1];
+		size_t last = 12 * (size_t)((n + 3) / 4 - 1) + 16;
+		__m256i acc = vhalf;
+		__m128i lo, hi;
+		int32_t v;
+
+		if (p0 + last > limit || p1 + last > limit) {
+			h_pixel(p0, ax->k + (size_t)x * ax->ksize, ax->n[x], half, ax->prec,
+				d + 3 * x);
+			h_pixel(p1, ax->k + (size_t)(x + 1) * ax->ksize, ax->n[x + 1], half, ax->prec,
+				d + 3 * x + 3);
+			continue;
+		}
+		for (uint32_t j = 0; j < n; j += 4) {
+			__m256i b = _mm256_inserti128_si256(
+				_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p0 + 3 * j))),
+				_mm_loadu_si128((const __m128i *)(p1 + 3 * j)), 1);
+			__m256i kk = _mm256_setr_epi32(k0[j / 2], k0[j / 2], k0[j / 2], k0[j / 2],
+						       k1[j / 2], k1[j / 2], k1[j / 2], k1[j / 2]);
+
+			acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_shuffle_epi8(b, m01),
+								      kk));
+			if (j + 2 < n) {
+				kk = _mm256_setr_epi32(k0[j / 2 + 1], k0[j / 2 + 1], k0[j / 2 + 1],
+						       k0[j / 2 + 1], k1[j / 2 + 1], k1[j / 2 + 1],
+						       k1[j / 2 + 1], k1[j / 2 + 1]);
+				acc = _mm256_add_epi32(acc, _mm256_madd_epi16(
+							       _mm256_shuffle_epi8(b, m23), kk));
+			}
+		}
+		acc = _mm256_sra_epi32(acc, shift);
+		acc = _mm256_packs_epi32(acc, acc);
+		acc = _mm256_packus_epi16(acc, acc);
+		lo = _mm256_castsi256_si128(acc);
+		hi = _mm256_extracti128_si256(acc, 1);
+		/* 4 bytes each: the 4th lands on the next pixel, written after (x + 2 < dw) */
+		v = _mm_cvtsi128_si32(lo);
+		memcpy(d + 3 * x, &v, 4);
+		v = _mm_cvtsi128_si32(hi);
+		memcpy(d + 3 * x + 3, &v, 4);
+	}
+	for (; x < dw; x++)
+		h_pixel(s + (size_t)ax->lo[x] * 3, ax->k + (size_t)x * ax->ksize, ax->n[x], half,
+			ax->prec, d + 3 * x);
+}
+
+/* One row of the vertical pass: rows[0..nt) weighted by k, n bytes; 8 bytes at a time, two taps
+ * per multiply-add (rows j and j+1 interleaved as int16 pairs); the tail is scalar. */
+static void v_row(const uint8_t *const *rows, const int32_t *k, const int32_t *kp, uint32_t nt,
+		  size_t n, int prec, uint8_t *d)
+{
+	int32_t half = 1 << (prec - 1);
+	__m128i vhalf = _mm_set1_epi32(half), z = _mm_setzero_si128();
+	__m128i shift = _mm_cvtsi32_si128(prec);
+	size_t n8 = n & ~(size_t)7;
+
+	for (size_t x = 0; x < n8; x += 8) {
+		__m128i lo = vhalf, hi = vhalf;
+
+		for (uint32_t j = 0; j < nt; j += 2) {
+			const uint8_t *r0 = rows[j] + x, *r1 = j + 1 < nt ? rows[j + 1] + x : r0;
+			__m128i a = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r0), z);
+			__m128i b = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)r1), z);
+			__m128i kk = _mm_set1_epi32(kp[j / 2]);
+
+			lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(a, b), kk));
+			hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(a, b), kk));
+		}
+		lo = _mm_packs_epi32(_mm_sra_epi32(lo, shift), _mm_sra_epi32(hi, shift));
+		_mm_storel_epi64((__m128i *)(d + x), _mm_packus_epi16(lo, lo));
+	}
+	for (size_t x = n8; x < n; x++) {
+		int32_t acc = half;
+
+		for (uint32_t j = 0; j < nt; j++)
+			acc += rows[j][x] * k[j];
+		d[x] = clip8(acc, prec);
+	}
+}
+
+/* v_row with AVX2: 16 bytes at a time (the int16 pairs interleave within each 128-bit lane, and
+ * the lane-wise packs restore the order); the tail is scalar. */
+__attribute__((target("avx2")))
+static void v_row_avx2(const uint8_t *const *rows, const int32_t *k, const int32_t *kp,
+		       uint32_t nt, size_t n, int prec, uint8_t *d)
+{
+	int32_t half = 1 << (prec - 1);
+	__m256i vhalf = _mm256_set1_epi32(half);
+	__m128i shift = _mm_cvtsi32_si128(prec);
+	size_t n16 = n & ~(size_t)15;
+
+	for (size_t x = 0; x < n16; x += 16) {
+		__m256i lo = vhalf, hi = vhalf, r;
+
+		for (uint32_t j = 0; j < nt; j += 2) {
+			const uint8_t *r0 = rows[j] + x, *r1 = j + 1 < nt ? rows[j + 1] + x : r0;
+			__m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)r0));
+			__m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)r1));
+			__m256i kk = _mm256_set1_epi32(kp[j / 2]);
+
+			lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), kk));
+			hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), kk));
+		}
+		r = _mm256_packs_epi32(_mm256_sra_epi32(lo, shift), _mm256_sra_epi32(hi, shift));
+		r = _mm256_packus_epi16(r, r);
+		r = _mm256_permute4x64_epi64(r, 0x08); /* qwords 0 and 2: elements 0-7, 8-15 */
+		_mm_storeu_si128((__m128i *)(d + x), _mm256_castsi256_si128(r));
+	}
+	for (size_t x = n16; x < n; x++) {
+		int32_t acc = half;
+
+		for (uint32_t j = 0; j < nt; j++)
+			acc += rows[j][x] * k[j];
+		d[x] = clip8(acc, prec);
+	}
+}
+#else
+static void h_row(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		  uint32_t dw)
+{
+	int32_t half = 1 << (ax->prec - 1);
+
+	(void)limit;
+	for (uint32_t x = 0; x < dw; x++)
+		h_pixel(s + (size_t)ax->lo[x] * 3, ax->k + (size_t)x * ax->ksize, ax->n[x], half,
+			ax->prec, d + 3 * x);
+}
+
+static void v_row(const uint8_t *const *rows, const int32_t *k, const int32_t *kp, uint32_t nt,
+		  size_t n, int prec, uint8_t *d)
+{
+	int32_t half = 1 << (prec - 1);
+
+	(void)kp;
+	for (size_t x = 0; x < n; x++) {
+		int32_t acc = half;
+
+		for (uint32_t j = 0; j < nt; j++)
+			acc += rows[j][x] * k[j];
+		d[x] = clip8(acc, prec);
+	}
+}
+#endif
+
+/* ---------------------------------------------------------------- the row streamer */
+
+struct vc_resizer {
+	const uint8_t *src;          /* [sh][sw][3], rows src_stride apart */
+	size_t stride;
+	uint32_t sw, sh, dw, dh;
+	struct axis ah, av;          /* unused when the axis keeps its size */
+	uint8_t *ring;               /* [ring_n][dw*3]: horizontally resized source rows */
+	int64_t *ring_src;           /* [ring_n]: which source row each slot holds (-1: none) */
+	uint32_t ring_n;
+	const uint8_t **taps;        /* [av.ksize] row pointers of the current output row */
+	bool ssse3, avx2;            /* what the CPU has (h_row_ssse3, h_row_avx2) */
+};
+
+void vc_resizer_free(struct vc_resizer *rs)
+{
+	if (!rs)
+		return;
+	axis_free(&rs->ah);
+	axis_free(&rs->av);
+	free(rs->ring);
+	free(rs->ring_src);
+	free(rs->taps);
+	free(rs);
+}
+
+int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint32_t dw,
+		   uint32_t dh, struct vc_resizer **ret)
+{
+	struct vc_resizer *rs = calloc(1, sizeof(*rs));
+	int e = 0;
+
+	*ret = NULL;
+	if (!rs)
+		return vc_err(-ENOMEM, "out of memory (resize)");
+	rs->src = src;
+	rs->stride = src_stride;
+#ifdef __SSE2__
+	__builtin_cpu_init(); /* idempotent; makes the check safe however the library was loaded */
+	{
+		/* VLM_RESIZE_ISA=sse2|ssse3 caps the kernels (tests run every path on one CPU) */
+		const char *cap = getenv("VLM_RESIZE_ISA");
+
+		rs->ssse3 = __builtin_cpu_supports("ssse3") && !(cap && !strcmp(cap, "sse2"));
+		rs->avx2 = rs->ssse3 && __builtin_cpu_supports("avx2") &&
+			   !(cap && !strcmp(cap, "ssse3"));
+	}
+#endif
+	rs->sw = sw;
+	rs->sh = sh;
+	rs->dw = dw;
+	rs->dh = dh;
+	if (sw != dw && (e = axis_init(&rs->ah, sw, dw)))
+		goto fail;
+	if (sh != dh && (e = axis_init(&rs->av, sh, dh)))
+		goto fail;
+	rs->ring_n = sh != dh ? rs->av.ksize + 1 : 1;
+	if (sw != dw) {
+		rs->ring = malloc((size_t)rs->ring_n * dw * 3);
+		rs->ring_src = malloc(sizeof(*rs->ring_src) * rs->ring_n);
+		if (!rs->ring || !rs->ring_src) {
+			e = vc_err(-ENOMEM, "out of memory (resize)");
+			goto fail;
+		}
+		for (uint32_t i = 0; i < rs->ring_n; i++)
+			rs->ring_src[i] = -1;
+	}
+	rs->taps = malloc(sizeof(*rs->taps) * (rs->av.ksize ? rs->av.ksize : 1));
+	if (!rs->taps) {
+		e = vc_err(-ENOMEM, "out of memory (resize)");
+		goto fail;
+	}
+	*ret = rs;
+	return 0;
+fail:
+	vc_resizer_free(rs);
+	return e;
+}
+
+/* Source row sy after the horizontal pass (computed once while it stays in the ring). */
+static const uint8_t *hrow(struct vc_resizer *rs, uint32_t sy)
+{
+	const uint8_t *s = rs->src + (size_t)sy * rs->stride;
+	uint32_t slot;
+	uint8_t *d;
+
+	if (rs->sw == rs->dw)
+		return s;
+	slot = sy % rs->ring_n;
+	d = rs->ring + (size_t)slot * rs->dw * 3;
+	if (rs->ring_src[slot] != (int64_t)sy) {
+		const uint8_t *limit = rs->src + (size_t)(rs->sh - 1) * rs->stride +
+				       (size_t)rs->sw * 3;
+#ifdef __SSE2__
+		if (rs->avx2)
+			h_row_avx2(s, limit, &rs->ah, d, rs->dw);
+		else if (rs->ssse3)
+			h_row_ssse3(s, limit, &rs->ah, d, rs->dw);
+		else
+#endif
+			h_row(s, limit, &rs->ah, d, rs->dw);
+		rs->ring_src[slot] = sy;
+	}
+	return d;
+}
+
+void vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst)
+{
+	const struct axis *av = &rs->av;
+	size_t n = (size_t)rs->dw * 3;
+
+	if (rs->sh == rs->dh) {
+		const uint8_t *r = hrow(rs, y);
+
+		if (r != dst)
+			memcpy(dst, r, n);
+		return;
+	}
+	/* a tap window spans at most ksize consecutive source rows, the ring holds ksize + 1:
+	 * rows still needed are never evicted while the window advances */
+	for (uint32_t j = 0; j < av->n[y]; j++)
+		rs->taps[j] = hrow(rs, av->lo[y] + j);
+#ifdef __SSE2__
+	if (rs->avx2) {
+		v_row_avx2(rs->taps, av->k + (size_t)y * av->ksize, av->kp + (size_t)y * av->ksize,
+			   av->n[y], n, av->prec, dst);
+		return;
+	}
+#endif
+	v_row(rs->taps, av->k + (size_t)y * av->ksize, av->kp + (size_t)y * av->ksize, av->n[y], n,
+	      av->prec, dst);
+}
+
+int vc_resize_rgb(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint8_t *dst,
+		  uint32_t dw, uint32_t dh)
+{
+	struct vc_resizer *rs;
+	int e = vc_resizer_new(src, sw, sh, src_stride, dw, dh, &rs);
+
+	if (e)
+		return e;
+	for (uint32_t y = 0; y < dh; y++)
+		vc_resizer_row(rs, y, dst + (size_t)y * dw * 3);
+	vc_resizer_free(rs);
+	return 0;
+}

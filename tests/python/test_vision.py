@@ -1,0 +1,229 @@
+"""vlmclient image preprocessing against transformers' fixtures (tests/vision/fixtures.json, made
+by tests/vision/gen_pixels.py): vlmclient.preprocess_image on file paths, bytes and NumPy RGB
+arrays (the bytes PIL handed the processor) gives the SHA-256 of transformers' float32
+pixel_values and its grid for every committed case; PIL inputs too where PIL is importable (the
+test says when it is not); a video from frames matches Qwen2VLVideoProcessor; bfloat16 images
+are the float32 values rounded to nearest even; errors carry the C library's errno and reason;
+MultiMediaInfo.add_image / from_chat put a pixel item into a request sent to a real vlmd.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import unittest
+
+import harness
+
+harness.need_numpy()
+import numpy as np  # noqa: E402
+
+import vlmclient  # noqa: E402
+from vlmclient import Client, Image, MultiMediaInfo, VlmError, preprocess_image  # noqa: E402
+
+VDIR = os.path.join(harness.SRCDIR, "tests", "vision")
+with open(os.path.join(VDIR, "fixtures.json")) as _f:
+    FX = json.load(_f)
+
+
+def img_path(name):
+    return os.path.join(VDIR, "images", name)
+
+
+def sha(a):
+    return hashlib.sha256(np.ascontiguousarray(a, dtype="<f4").tobytes()).hexdigest()
+
+
+def case(name, mn=0, mx=0):
+    for c in FX["images"]:
+        if c["image"] == name and c.get("min_pixels", 0) == mn and c.get("max_pixels", 0) == mx:
+            return c
+    raise KeyError(name)
+
+
+def lim(c):
+    return (c.get("min_pixels") or None, c.get("max_pixels") or None)
+
+
+class TestPixels(unittest.TestCase):
+    def test_files_match_transformers(self):
+        self.assertGreaterEqual(len(FX["images"]), 30)
+        for c in FX["images"]:
+            with self.subTest(image=c["image"], limits=lim(c)):
+                pv, grid = preprocess_image(img_path(c["image"]), *lim(c))
+                self.assertEqual(pv.dtype, np.float32)
+                self.assertEqual(pv.shape, (c["rows"], c["cols"]))
+                self.assertEqual(list(grid), c["grid"])
+                self.assertEqual(sha(pv), c["sha256"])
+
+    def test_bytes_and_arrays(self):
+        c = case("png_rgba_120x90.png")
+        with open(img_path(c["image"]), "rb") as f:
+            data = f.read()
+        for src in (data, bytearray(data), memoryview(data)):
+            pv, grid = preprocess_image(src)
+            self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]))
+        rgb = np.fromfile(os.path.join(VDIR, "arrays", "png_rgba_120x90.png.rgb"),
+                          dtype=np.uint8).reshape(90, 120, 3)
+        pv, grid = preprocess_image(rgb)
+        self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]))
+        # a row-strided view (a crop of a wider array) is made contiguous
+        wide = np.zeros((90, 130, 3), np.uint8)
+        wide[:, :120] = rgb
+        pv, _ = preprocess_image(wide[:, :120])
+        self.assertEqual(sha(pv), c["sha256"])
+        # small committed arrays compare value by value
+        c = case("png_1x1.png")
+        ref = np.fromfile(os.path.join(VDIR, c["array"]), dtype="<f4").reshape(c["rows"], -1)
+        pv, _ = preprocess_image(img_path("png_1x1.png"))
+        np.testing.assert_array_equal(pv, ref)
+
+    def test_pil(self):
+        try:
+            from PIL import Image as PILImage, ImageOps
+        except ImportError:
+            print("test_pil: PIL is not importable here: PIL inputs NOT checked")
+            return
+        for name in ("png_rgba_120x90.png", "png_palette_trns_80x60.png", "jpeg_exif6_90x60.jpg",
+                     "png_la_40x30.png"):
+            c = case(name)
+            im = ImageOps.exif_transpose(PILImage.open(img_path(name)))
+            pv, grid = preprocess_image(im)
+            self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]), name)
+
+    def test_video(self):
+        v = FX["video"]
+        frames = np.fromfile(os.path.join(VDIR, "arrays", "video_frames_3x48x64.rgb"),
+                             dtype=np.uint8).reshape(3, 48, 64, 3)
+        with Image.video(frames, v["min_pixels"], v["max_pixels"]) as img:
+            self.assertTrue(img.is_video)
+            self.assertEqual(list(img.grid), v["grid"])
+            self.assertEqual(img.tokens, v["rows"] // 4)
+            self.assertEqual(sha(img.pixel_values()), v["sha256"])
+
+    def test_bf16_and_config(self):
+        cfg = vlmclient.VisionConfig(VDIR)
+        self.assertEqual((cfg.min_pixels, cfg.max_pixels, cfg.patch_size), (3136, 12845056, 14))
+        with Image(img_path("png_28x28.png"), config=cfg) as f32, \
+                Image(img_path("png_28x28.png"), config=cfg, dtype="bfloat16") as b16:
+            u = f32.pixel_values().view(np.uint32).astype(np.uint64)
+            want = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+            np.testing.assert_array_equal(b16.pixel_values(), want)
+            self.assertEqual(f32.tokens, 4)
+            self.assertIn("grid=(1, 4, 4)", repr(f32))
+
+    def test_errors(self):
+        for name, code, text in (
+                ("bad/image.gif", errno.ENOTSUP, "GIF images are not supported"),
+                ("bad/truncated.jpg", errno.EBADMSG, "truncated JPEG"),
+                ("bad/bomb_100000x100000.png", errno.E2BIG, "over the limit"),
+                ("bad/ratio201_1x201.png", errno.ERANGE,
+                 "absolute aspect ratio must be smaller than 200, got 201.0"),
+                ("no-such.png", errno.ENOENT, "No such file")):
+            with self.subTest(name=name):
+                with self.assertRaises(VlmError) as cm:
+                    preprocess_image(img_path(name))
+                self.assertEqual(cm.exception.errno, code)
+                self.assertIn(text, str(cm.exception))
+        with self.assertRaises(ValueError):
+            preprocess_image(np.zeros((4, 4, 3), np.float32))
+        with self.assertRaises(ValueError):
+            preprocess_image(np.zeros((4, 4), np.uint8))
+        with self.assertRaises(ValueError):
+            preprocess_image(img_path("png_28x28.png"), max_pixels=-5)
+        with self.assertRaises(VlmError) as cm:
+            preprocess_image(img_path("png_28x28.png"), min_pixels=10000, max_pixels=5000)
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+
+
+class TestRequest(unittest.TestCase):
+    def test_add_image_reaches_vlmd(self):
+        """An image item goes through the binding into a request vlmd receives: the request
+        ends (with tokens or with vlmd's refusal of pixel items, whichever this vlmd does) and
+        nothing is left behind; misuse is refused before anything is sent."""
+        d = harness.Daemon(model=False)
+        try:
+            with Client(d.sock) as cl:
+                img = Image(img_path("png_28x28.png"))
+                mm = MultiMediaInfo().add_image(151655, img)
+                mm.add_image(151655, img_path("png_rgba_120x90.png"), max_pixels=3136)
+                self.assertEqual(len(mm), 2)
+                with self.assertRaises(ValueError):
+                    MultiMediaInfo().add_image(151655, img, max_pixels=3136)
+                ids = [1, 2] + [151655] * img.tokens + [3] + [151655] * 4 + [4]
+                try:
+                    stream = cl.generate(ids, mm, max_tokens=2, echo=True, timeout=10)
+                    list(stream)
+                except VlmError as e:
+                    self.assertNotEqual(e.errno, errno.ETIMEDOUT, str(e))
+                # from_chat with an Image whose grid disagrees with the prompt item
+                tok = vlmclient.Tokenizer(os.path.join(harness.TOK_DIR, "tokenizer.json"))
+                prompt = tok.apply_chat_template([{"role": "user", "content": [
+                    {"type": "image", "grid_thw": [1, 4, 6]}, {"type": "text", "text": "hi"}]}])
+                with self.assertRaises(ValueError):
+                    MultiMediaInfo.from_chat(prompt, [img])
+                prompt = tok.apply_chat_template([{"role": "user", "content": [
+                    {"type": "image", "grid_thw": list(img.grid)},
+                    {"type": "text", "text": "hi"}]}])
+                mm = MultiMediaInfo.from_chat(prompt, [img])
+                pid = prompt.items[0].placeholder_id
+                self.assertEqual(prompt.ids.count(pid), img.tokens)
+                self.assertEqual(mm.items()[0][0], pid)
+                img.close()
+        finally:
+            d.stop()
+
+
+class TestGenerate(unittest.TestCase):
+    def run_gen(self, *args):
+        import subprocess
+        return subprocess.run([harness.env("VLM_GENERATE"), *args], capture_output=True,
+                              text=True, timeout=60, env=harness.child_env())
+
+    def test_image_flags(self):
+        """vlm-generate --image / chat parts with "path": the images are preprocessed and the
+        request reaches vlmd (it answers with tokens, or refuses pixel items if this vlmd has
+        no vision support: either way the failure is vlmd's, not the client's); bad files and
+        bad flag combinations fail on the client side with the library's reason."""
+        import tempfile
+        tok = os.path.join(harness.TOK_DIR, "tokenizer.json")
+        d = harness.Daemon(model=False)
+        try:
+            r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "Describe.",
+                             "--image", img_path("png_28x28.png"), "--image",
+                             img_path("webp_lossy_160x120.webp"), "--echo", "--ids",
+                             "--max-tokens", "2", "--timeout", "10000")
+            self.assertTrue(r.returncode == 0 or "vlmd:" in r.stderr, r.stderr)
+            with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+                json.dump([{"role": "user", "content": [
+                    {"type": "image", "path": img_path("jpeg_exif6_90x60.jpg")},
+                    {"type": "text", "text": "What is it?"}]}], f)
+                f.flush()
+                r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name,
+                                 "--echo", "--ids", "--max-tokens", "2", "--timeout", "10000")
+                self.assertTrue(r.returncode == 0 or "vlmd:" in r.stderr, r.stderr)
+                r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name,
+                                 "--image", img_path("png_28x28.png"))
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn("--image goes with --prompt", r.stderr)
+            with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+                json.dump([{"role": "user", "content": [
+                    {"type": "image", "path": img_path("bad/ratio201_1x201.png")}]}], f)
+                f.flush()
+                r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name)
+                self.assertEqual(r.returncode, 1)
+                self.assertIn("absolute aspect ratio must be smaller than 200, got 201.0",
+                              r.stderr)
+            r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
+                             "--image", img_path("bad/image.gif"))
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("image.gif: GIF images are not supported", r.stderr)
+            r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
+                             "--image", img_path("png_28x28.png"), "--max-pixels", "-3")
+            self.assertEqual(r.returncode, 2, r.stderr)
+        finally:
+            d.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""transformers' Qwen2-VL image preprocessing timed on one image, one thread, next to
+`vlm-bench vision` on the same file in the same run (the ratio is the figure to report).
+
+    /root/venv-ref/bin/python tests/vision/bench_hf_preprocess.py BUILD/tools/vlm-bench \
+        [tests/vision/images/jpeg_1280x720.jpg] [--iters 20]
+
+transformers: AutoImageProcessor from tests/vision/preprocessor_config.json (Qwen2-VL-2B-Instruct's
+values; default backend torchvision), torch.set_num_threads(1). Times are the thread's CPU time
+(time.thread_time: what holds on a shared, oversubscribed machine; the work is single-threaded on
+both sides), wall times beside them. Two figures, median of warm runs:
+hf_total_ms = PIL.Image.open + exif_transpose + load (the decode) + processor(images=...,
+return_tensors="pt"), the same work preprocess_ms does from encoded bytes; hf_processor_ms = the
+processor alone on the decoded PIL image. The pixel values of both sides are compared too (SHA-256),
+so the figure is for identical output.
+"""
+import argparse
+import hashlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import time
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from transformers import AutoImageProcessor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("vlm_bench")
+    ap.add_argument("image", nargs="?", default=os.path.join(HERE, "images", "jpeg_1280x720.jpg"))
+    ap.add_argument("--iters", type=int, default=20)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    proc = AutoImageProcessor.from_pretrained(HERE)
+    data = open(a.image, "rb").read()
+
+    def decode():
+        im = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+        im.load()
+        return im
+
+    total, only, wall = [], [], []
+    pv = None
+    for i in range(a.iters + 1):
+        w0 = time.perf_counter()
+        t0 = time.thread_time()
+        im = decode()
+        t1 = time.thread_time()
+        out = proc(images=im, return_tensors="pt")
+        t2 = time.thread_time()
+        w2 = time.perf_counter()
+        if i:
+            total.append((t2 - t0) * 1e3)
+            only.append((t2 - t1) * 1e3)
+            wall.append((w2 - w0) * 1e3)
+        pv = out["pixel_values"]
+    hf_sha = hashlib.sha256(np.ascontiguousarray(pv.numpy(), dtype="<f4").tobytes()).hexdigest()
+    r = subprocess.run([a.vlm_bench, "vision", "--image", a.image, "--iters", str(a.iters),
+                        "--json"], check=True, capture_output=True, text=True)
+    ours = json.loads(r.stdout.strip().splitlines()[-1])
+    # our pixels' hash through the Python binding when it is importable
+    our_sha = None
+    try:
+        import vlmclient
+        our_pv, _ = vlmclient.preprocess_image(a.image)
+        our_sha = hashlib.sha256(np.ascontiguousarray(our_pv, dtype="<f4").tobytes()).hexdigest()
+    except Exception as e:  # noqa: BLE001 - the binding is optional here
+        our_sha = "not checked (%s)" % e.__class__.__name__
+    res = {
+        "image": os.path.basename(a.image),
+        "processor": type(proc).__name__,
+        "backend": "torchvision",
+        "threads": 1,
+        "clock": "thread CPU time",
+        "hf_total_ms": round(statistics.median(total), 3),
+        "hf_processor_ms": round(statistics.median(only), 3),
+        "preprocess_ms": ours["preprocess_ms"],
+        "decode_ms": ours["decode_ms"],
+        "hf_total_wall_ms": round(statistics.median(wall), 3),
+        "preprocess_wall_ms": ours["preprocess_wall_ms"],
+        "speedup_vs_hf_total": round(statistics.median(total) / ours["preprocess_ms"], 2),
+        "speedup_vs_hf_processor": round(statistics.median(only) / ours["preprocess_ms"], 2),
+        "pixels_identical": our_sha == hf_sha if not str(our_sha).startswith("not") else our_sha,
+        "grid": ours["grid"],
+    }
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+/*
+ * tests/vision/test-add-image.c — vlm_request_add_image against a real vlmd (the echo sink):
+ * the item descriptor is a VS_ITEM_PIXELS item with the PATCH grid, [t*h*w, 1176] rows in f32 or
+ * bf16, and the arena holds a packed copy of the pixel patches that stays intact after the image
+ * is freed (it is the caller's); bad calls fail with -EINVAL and leave the request usable; every
+ * arena byte comes back once the request is gone (also after a submission, whatever vlmd answers
+ * to pixel items: this test does not depend on vlmd's vision support).
+ *
+ * White box: links the static libraries to read the request's descriptors and the arena.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../client/ct.h"
+#include "client/api.h"
+#include "client/conn.h"
+#include "client/request.h"
+#include "vlm/vlm.h"
+
+
+static uint64_t arena_free(struct vlm_conn *c)
+{
+	return vc_api_transport(c)->alloc.bytes_free;
+}
+
+static struct vlm_image *load(const char *dir, const char *name, enum vlm_dtype dt)
+{
+	struct vlm_image_opts o = { .dtype = dt };
+	struct vlm_image *img = NULL;
+	char path[4096];
+	int e;
+
+	snprintf(path, sizeof(path), "%s/images/%s", dir, name);
+	e = vlm_image_load_file(path, NULL, &o, &img);
+	CHECK(e == 0, "load %s: %s", name, vlm_last_error());
+	return img;
+}
+
+/* item k of r describes img and the arena holds copy[] (img's pixels saved before the free) */
+static void check_item(struct vlm_conn *c, struct vlm_request *r, uint32_t k, int32_t ph,
+		       const uint32_t grid[3], enum vlm_dtype dt, size_t rows, const void *copy)
+{
+	const struct vs_mm_item *w = &r->items[k].wire;
+	size_t esz = dt == VLM_DTYPE_F32 ? 4 : 2;
+
+	CHECK(r->n_items > k, "item %u missing", k);
+	if (r->n_items <= k)
+		return;
+	CHECK(w->flags == VS_ITEM_PIXELS, "flags 0x%x", w->flags);
+	CHECK(w->placeholder_id == (uint32_t)ph, "placeholder %u", w->placeholder_id);
+	CHECK(w->dtype == (dt == VLM_DTYPE_F32 ? VS_DTYPE_F32 : VS_DTYPE_BF16), "dtype %u",
+	      w->dtype);
+	CHECK(w->device == VS_DEV_ARENA, "device %u", w->device);
+	CHECK(w->rows == rows && w->cols == 1176, "shape %u x %u", w->rows, w->cols);
+	CHECK(w->grid_t == grid[0] && w->grid_h == grid[1] && w->grid_w == grid[2],
+	      "grid %u %u %u", w->grid_t, w->grid_h, w->grid_w);
+	CHECK(w->row_stride == 1176 * esz && w->data_bytes == rows * 1176 * esz,
+	      "stride %llu bytes %llu", (unsigned long long)w->row_stride,
+	      (unsigned long long)w->data_bytes);
+	CHECK(w->tensor_id == k, "tensor id %llu", (unsigned long long)w->tensor_id);
+	CHECK(!(w->flags & VS_ITEM_HAS_FINGERPRINT), "fingerprint set");
+	CHECK(w->data_off + w->data_bytes <= c->arena_bytes &&
+	      !memcmp(c->arena + w->data_off, copy, w->data_bytes), "arena bytes differ");
+}
+
+int main(int argc, char **argv)
+{
+	const char *dir = getenv("VISION_DIR");
+	struct th_daemon d = { 0 };
+	struct vlm_conn *c = NULL;
+	struct vlm_request *r = NULL;
+	struct vlm_image *a, *b;
+	uint32_t ga[3], gb[3];
+	size_t ra, rb, cols;
+	void *ca = NULL, *cb = NULL;
+	uint64_t total;
+	int32_t toks[40];
+	int e;
+
+	th_set_args(argc, argv);
+	if (!dir) {
+		fprintf(stderr, "VISION_DIR not set\n");
+		return 2;
+	}
+	a = load(dir, "png_28x28.png", VLM_DTYPE_F32);      /* grid (1, 4, 4): 16 rows, 4 tokens */
+	b = load(dir, "png_rgba_120x90.png", VLM_DTYPE_BF16); /* grid (1, 6, 8): 48 rows */
+	if (!a || !b)
+		return 1;
+	vlm_image_grid(a, ga);
+	vlm_image_grid(b, gb);
+	ca = malloc(16 * 1176 * 4);
+	cb = malloc(48 * 1176 * 2);
+	memcpy(ca, vlm_image_pixels(a, NULL, &ra, &cols), 16 * 1176 * 4);
+	memcpy(cb, vlm_image_pixels(b, NULL, &rb, &cols), 48 * 1176 * 2);
+	CHECK(ra == 16 && rb == 48, "rows %zu %zu", ra, rb);
+	if (th_start(&d, NULL)) {
+		CHECK(0, "vlmd did not start");
+		return 1;
+	}
+	{
+		struct vlm_connect_opts o = { .socket_path = d.sock, .client_name = "test-add-image",
+					      .close_timeout_ms = 300 };
+
+		e = vlm_connect(&o, &c);
+		CHECK(e == 0, "vlm_connect: %s", vlm_last_error());
+	}
+	if (!c)
+		goto out;
+	total = vlm_conn_arena_bytes(c);
+	CHECK(arena_free(c) == total, "arena not free at start");
+	CHECK(vlm_request_new(c, &r) == 0, "request_new");
+	for (int i = 0; i < 40; i++)
+		toks[i] = i < 2 ? 100 + i : i < 6 ? 151655 : i < 18 ? 151655 : 200 + i;
+	CHECK(vlm_request_set_tokens(r, toks, 40) == 0, "tokens");
+	/* misuse first: the request stays usable */
+	CHECK(vlm_request_add_image(NULL, 151655, a) == -EINVAL, "NULL request");
+	CHECK(vlm_request_add_image(r, 151655, NULL) == -EINVAL, "NULL image");
+	CHECK(vlm_request_add_image(r, -1, a) == -EINVAL &&
+	      strstr(vlm_last_error(), "negative"), "negative id: %s", vlm_last_error());
+	CHECK(r->n_items == 0, "an item after misuse");
+	e = vlm_request_add_image(r, 151655, a);
+	CHECK(e == 0, "add a: %s", vlm_last_error());
+	e = vlm_request_add_image(r, 151655, b);
+	CHECK(e == 0, "add b: %s", vlm_last_error());
+	/* the images are the caller's: freeing them leaves the arena copies intact */
+	vlm_image_free(a);
+	vlm_image_free(b);
+	check_item(c, r, 0, 151655, ga, VLM_DTYPE_F32, 16, ca);
+	check_item(c, r, 1, 151655, gb, VLM_DTYPE_BF16, 48, cb);
+	CHECK(total - arena_free(c) >= 16 * 1176 * 4 + 48 * 1176 * 2, "arena use %llu",
+	      (unsigned long long)(total - arena_free(c)));
+	/* a request freed unsubmitted gives its arena back */
+	vlm_request_free(r);
+	r = NULL;
+	CHECK(arena_free(c) == total, "arena leaked: %llu of %llu free",
+	      (unsigned long long)arena_free(c), (unsigned long long)total);
+	/* submitted: vlmd answers something (tokens or a refusal) and the arena comes back */
+	a = load(dir, "png_28x28.png", VLM_DTYPE_F32);
+	CHECK(vlm_request_new(c, &r) == 0, "request_new 2");
+	CHECK(vlm_request_set_tokens(r, toks, 6) == 0, "tokens 2");
+	CHECK(vlm_request_add_image(r, 151655, a) == 0, "add 2: %s", vlm_last_error());
+	vlm_image_free(a);
+	e = vlm_submit(r);
+	CHECK(e == 0, "submit: %s", vlm_last_error());
+	if (!e) {
+		int32_t out[64];
+		int got;
+
+		while ((got = vlm_stream_read(r, out, 64, 10000)) > 0)
+			;
+		CHECK(got != -ETIMEDOUT, "no answer from vlmd in 10 s");
+		CHECK(vlm_request_add_image(r, 151655, a = load(dir, "png_28x28.png",
+								 VLM_DTYPE_F32)) == -EINVAL,
+		      "add after submit");
+		vlm_image_free(a);
+	}
+	vlm_request_free(r);
+	r = NULL;
+	for (int i = 0; i < 100 && arena_free(c) != total; i++) {
+		vlm_request_new(c, &r);  /* a call that runs the demultiplexer's releases */
+		vlm_request_free(r);
+		r = NULL;
+		usleep(10000);
+	}
+	CHECK(arena_free(c) == total, "arena leaked after submit: %llu of %llu free",
+	      (unsigned long long)arena_free(c), (unsigned long long)total);
+out:
+	vlm_disconnect(c);
+	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+	free(ca);
+	free(cb);
+	printf("%s\n", ct_failures ? "FAILED" : "ok");
+	return ct_failures ? 1 : 0;
+}

@@ -1,0 +1,266 @@
+/*
+ * tools/bench-vision.c — `vlm-bench vision`: image preprocessing in libvlmclient, one thread.
+ *
+ * preprocess_ms: encoded JPEG bytes in memory -> pixel patches (vlm_image_load_memory: decode,
+ * EXIF, smart_resize, uint8 bicubic-AA resize, normalize, patchify) for a 1280x720 JPEG by
+ * default. Its floor, measured in the same run on the same bytes: decode_ms, libjpeg-turbo
+ * decoding to RGB with the same settings and nothing else (no preprocessing can be faster than
+ * getting the pixels). The peer (transformers' Qwen2VLImageProcessor, default torchvision
+ * backend, one thread) is timed on the same file by tests/vision/bench_hf_preprocess.py, which
+ * runs this with --json and prints the ratio. Timings: median of --iters warm runs (first run
+ * reported separately), as the thread's CPU time (the *_ms figures: robust on a loaded machine,
+ * and the work is single-threaded) and as wall time (*_wall_ms).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jpeglib.h>
+
+#include "bench.h"
+#include "vlm/vlm.h"
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* This thread's CPU time: the figure that holds on a shared, oversubscribed machine (wall time
+ * there includes the time the thread waited for a CPU). */
+static double cpu_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static unsigned char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char *buf = NULL;
+	long n;
+
+	if (!f)
+		return NULL;
+	if (!fseek(f, 0, SEEK_END) && (n = ftell(f)) > 0 && !fseek(f, 0, SEEK_SET)) {
+		buf = malloc((size_t)n);
+		if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+			free(buf);
+			buf = NULL;
+		}
+		*len = (size_t)n;
+	}
+	fclose(f);
+	return buf;
+}
+
+/* A synthetic w x h photo-like JPEG (gradients, edges, noise) at quality 85, in memory. */
+static unsigned char *make_jpeg(uint32_t w, uint32_t h, size_t *len)
+{
+	struct jpeg_compress_struct ci;
+	struct jpeg_error_mgr jerr;
+	unsigned char *out = NULL, *row = malloc((size_t)w * 3);
+	unsigned long n = 0;
+	uint32_t seed = 12345;
+
+	if (!row)
+		return NULL;
+	ci.err = jpeg_std_error(&jerr);
+	jpeg_create_compress(&ci);
+	jpeg_mem_dest(&ci, &out, &n);
+	ci.image_width = w;
+	ci.image_height = h;
+	ci.input_components = 3;
+	ci.in_color_space = JCS_RGB;
+	jpeg_set_defaults(&ci);
+	jpeg_set_quality(&ci, 85, TRUE);
+	jpeg_start_compress(&ci, TRUE);
+	for (uint32_t y = 0; y < h; y++) {
+		for (uint32_t x = 0; x < w; x++)
+			for (int c = 0; c < 3; c++) {
+				int v = (int)((x * (c + 1) * 255) / w + (y * (3 - c) * 255) / h) / 2;
+
+				seed = seed * 1103515245u + 12345u;
+				v += (((x / 16 + y / 16) & 1) ? 30 : -30) + (int)((seed >> 16) % 17) - 8;
+				row[3 * x + c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+			}
+		jpeg_write_scanlines(&ci, &row, 1);
+	}
+	jpeg_finish_compress(&ci);
+	jpeg_destroy_compress(&ci);
+	free(row);
+	*len = n;
+	return out;
+}
+
+/* The floor: libjpeg-turbo decode to RGB with the settings client/imgdecode.c uses. */
+static int decode_only(const unsigned char *data, size_t len, unsigned char *px)
+{
+	struct jpeg_decompress_struct ci;
+	struct jpeg_error_mgr jerr;
+
+	ci.err = jpeg_std_error(&jerr);
+	jpeg_create_decompress(&ci);
+	jpeg_mem_src(&ci, data, (unsigned long)len);
+	jpeg_read_header(&ci, TRUE);
+	ci.out_color_space = JCS_RGB;
+	jpeg_start_decompress(&ci);
+	while (ci.output_scanline < ci.output_height) {
+		JSAMPROW row = px + (size_t)ci.output_scanline * ci.output_width * 3;
+
+		jpeg_read_scanlines(&ci, &row, 1);
+	}
+	jpeg_finish_decompress(&ci);
+	jpeg_destroy_decompress(&ci);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: vlm-bench vision [--image FILE.jpg] [--iters N] [--max-pixels N] "
+		   "[--bf16] [--json]\n"
+		   "  Image preprocessing time per image (one thread) vs the JPEG decode floor.\n"
+		   "  Default image: a synthetic 1280x720 JPEG (quality 85). Compare with\n"
+		   "  transformers: tests/vision/bench_hf_preprocess.py.\n");
+}
+
+int bench_vision_main(int argc, char **argv)
+{
+	const char *path = NULL;
+	int iters = 20, json = 0, rc = 1;
+	struct vlm_image_opts o = { 0 };
+	unsigned char *data = NULL, *px = NULL;
+	double *tp = NULL, *td = NULL, *tpw = NULL, *tdw = NULL, first_ms = 0;
+	size_t len = 0;
+	uint32_t grid[3] = { 0 }, w = 0, h = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--image") && i + 1 < argc) {
+			path = argv[++i];
+		} else if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
+			iters = atoi(argv[++i]);
+		} else if (!strcmp(argv[i], "--max-pixels") && i + 1 < argc) {
+			o.max_pixels = strtoull(argv[++i], NULL, 10);
+		} else if (!strcmp(argv[i], "--bf16")) {
+			o.dtype = VLM_DTYPE_BF16;
+		} else if (!strcmp(argv[i], "--json")) {
+			json = 1;
+		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (iters < 1) {
+		usage(stderr);
+		return 2;
+	}
+	data = path ? read_file(path, &len) : make_jpeg(1280, 720, &len);
+	if (!data) {
+		fprintf(stderr, "vlm-bench vision: %s: %s\n", path ? path : "synthetic JPEG",
+			strerror(errno ? errno : EINVAL));
+		return 1;
+	}
+	tp = calloc((size_t)iters, sizeof(*tp));
+	td = calloc((size_t)iters, sizeof(*td));
+	tpw = calloc((size_t)iters, sizeof(*tpw));
+	tdw = calloc((size_t)iters, sizeof(*tdw));
+	if (!tp || !td || !tpw || !tdw)
+		goto out;
+	for (int i = 0; i <= iters; i++) {
+		struct vlm_image *img = NULL;
+		double w0 = now(), t0 = cpu_now();
+		int e = vlm_image_load_memory(data, len, NULL, &o, &img);
+		double t1 = cpu_now(), w1 = now();
+
+		if (e) {
+			fprintf(stderr, "vlm-bench vision: %s\n", vlm_last_error());
+			goto out;
+		}
+		vlm_image_grid(img, grid);
+		vlm_image_free(img);
+		if (i == 0) {
+			first_ms = (t1 - t0) * 1e3;
+		} else {
+			tp[i - 1] = (t1 - t0) * 1e3;
+			tpw[i - 1] = (w1 - w0) * 1e3;
+		}
+	}
+	{
+		struct jpeg_decompress_struct ci;
+		struct jpeg_error_mgr jerr;
+
+		ci.err = jpeg_std_error(&jerr);
+		jpeg_create_decompress(&ci);
+		jpeg_mem_src(&ci, data, (unsigned long)len);
+		jpeg_read_header(&ci, TRUE);
+		w = ci.image_width;
+		h = ci.image_height;
+		jpeg_destroy_decompress(&ci);
+	}
+	px = malloc((size_t)w * h * 3);
+	if (!px)
+		goto out;
+	for (int i = 0; i <= iters; i++) {
+		double w0 = now(), t0 = cpu_now();
+
+		decode_only(data, len, px);
+		if (i) {
+			td[i - 1] = (cpu_now() - t0) * 1e3;
+			tdw[i - 1] = (now() - w0) * 1e3;
+		}
+	}
+	{
+		double p = median(tp, iters), d = median(td, iters);
+		double pw = median(tpw, iters), dw = median(tdw, iters);
+
+		if (json)
+			printf("{\"bench\": \"vision\", \"image\": \"%s\", \"width\": %u, \"height\": %u, "
+			       "\"bytes\": %zu, \"grid\": [%u, %u, %u], \"dtype\": \"%s\", "
+			       "\"iters\": %d, \"threads\": 1, \"preprocess_ms\": %.3f, "
+			       "\"preprocess_first_ms\": %.3f, \"decode_ms\": %.3f, "
+			       "\"preprocess_over_decode\": %.2f, \"preprocess_wall_ms\": %.3f, "
+			       "\"decode_wall_ms\": %.3f, \"clock\": \"thread CPU time\"}\n",
+			       path ? path : "synthetic-1280x720.jpg", w, h, len, grid[0], grid[1],
+			       grid[2], o.dtype == VLM_DTYPE_BF16 ? "bf16" : "f32", iters, p, first_ms, d,
+			       p / d, pw, dw);
+		else
+			printf("image %s %ux%u (%zu bytes) -> grid %u x %u x %u\n"
+			       "preprocess_ms %.3f (thread CPU time, median of %d, first %.3f; wall %.3f)\n"
+			       "decode_ms     %.3f (libjpeg-turbo to RGB: the floor; wall %.3f)\n"
+			       "preprocess / decode = %.2fx\n",
+			       path ? path : "synthetic", w, h, len, grid[0], grid[1], grid[2], p, iters,
+			       first_ms, pw, d, dw, p / d);
+	}
+	rc = 0;
+out:
+	free(tp);
+	free(td);
+	free(tpw);
+	free(tdw);
+	free(px);
+	free(data);
+	return rc;
+}

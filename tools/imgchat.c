@@ -1,0 +1,114 @@
+/*
+ * tools/imgchat.c — image files in a conversation for the command-line tools (tools/imgchat.h).
+ *
+ * Why the JSON is rewritten rather than the chat built by hand: vlm_chat_from_json already owns
+ * the messages format (roles, text parts, system turns); the only thing a file adds is its grid,
+ * known once the image is preprocessed, so the part gets "grid_thw" and the JSON goes on to the
+ * library unchanged otherwise.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/imgchat.h"
+
+int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
+		    const struct vlm_image_opts *opts, struct tool_images *imgs, char *err,
+		    size_t errlen)
+{
+	struct vlm_image *img = NULL, **n;
+	int r = vlm_image_load_file(path, cfg, opts, &img);
+
+	if (r < 0) {
+		snprintf(err, errlen, "%s", vlm_last_error()[0] ? vlm_last_error() : vlm_strerror(r));
+		return r;
+	}
+	n = realloc(imgs->img, (imgs->n + 1) * sizeof(*n));
+	if (!n) {
+		vlm_image_free(img);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	imgs->img = n;
+	imgs->img[imgs->n++] = img;
+	return 0;
+}
+
+static int is_media(json_t *part, int *image)
+{
+	const char *ty = json_string_value(json_object_get(part, "type"));
+
+	*image = ty && (!strcmp(ty, "image") || !strcmp(ty, "image_url"));
+	return *image || (ty && (!strcmp(ty, "video") || !strcmp(ty, "video_url"))) ||
+	       json_object_get(part, "image") || json_object_get(part, "image_url");
+}
+
+int tool_chat_load_images(const char *json, size_t len, const struct vlm_vision_config *cfg,
+			  const struct vlm_image_opts *opts, char **out, struct tool_images *imgs,
+			  size_t *n_other, char *err, size_t errlen)
+{
+	json_error_t je;
+	json_t *root = json_loadb(json, len, 0, &je), *msgs, *m;
+	size_t i, j;
+	int r = 0;
+
+	*out = NULL;
+	*n_other = 0;
+	if (!root) {
+		snprintf(err, errlen, "line %d: %s", je.line, je.text);
+		return -EINVAL;
+	}
+	msgs = json_is_object(root) ? json_object_get(root, "messages") : root;
+	json_array_foreach(msgs, i, m) {
+		json_t *content = json_object_get(m, "content"), *part;
+
+		json_array_foreach(content, j, part) {
+			json_t *path = json_object_get(part, "path"), *g;
+			uint32_t grid[3];
+			int image;
+
+			if (!json_is_object(part) || !is_media(part, &image))
+				continue;
+			if (!path) {
+				(*n_other)++;
+				continue;
+			}
+			if (!image || !json_is_string(path)) {
+				snprintf(err, errlen, "message %zu part %zu: \"path\" must be a string on "
+					 "an image part", i, j);
+				r = -EINVAL;
+				goto out;
+			}
+			r = tool_image_load(json_string_value(path), cfg, opts, imgs, err, errlen);
+			if (r < 0)
+				goto out;
+			vlm_image_grid(imgs->img[imgs->n - 1], grid);
+			g = json_pack("[III]", (json_int_t)grid[0], (json_int_t)grid[1],
+				      (json_int_t)grid[2]);
+			if (!g || json_object_set_new(part, "grid_thw", g)) {
+				snprintf(err, errlen, "out of memory");
+				r = -ENOMEM;
+				goto out;
+			}
+		}
+	}
+	*out = json_dumps(root, JSON_COMPACT);
+	if (!*out) {
+		snprintf(err, errlen, "out of memory");
+		r = -ENOMEM;
+	}
+out:
+	json_decref(root);
+	return r;
+}
+
+void tool_images_fini(struct tool_images *imgs)
+{
+	for (size_t i = 0; i < imgs->n; i++)
+		vlm_image_free(imgs->img[i]);
+	free(imgs->img);
+	imgs->img = NULL;
+	imgs->n = 0;
+}
