@@ -39,13 +39,13 @@ int vlm_request_add_image(struct vlm_request *r, int32_t placeholder_id,
 	vlm_image_grid(img, grid);
 	if (!px || !rows || rows > UINT32_MAX || !cols || cols > UINT32_MAX)
 		return vc_err(-EINVAL, "vlm_request_add_image: empty image");
-	if (r->n_items >= VC_MAX_ITEMS)
-		return vc_err(-E2BIG, "more than %d tensors in one request", VC_MAX_ITEMS);
+	if (r->n_items >= VS_MAX_ITEMS)
+		return vc_err(-E2BIG, "more than %u tensors in one request", VS_MAX_ITEMS);
 	t.mem = VC_MEM_HOST;
 	t.dtype = dt == VLM_DTYPE_BF16 ? VS_DTYPE_BF16 : VS_DTYPE_F32;
 	t.rows = (uint32_t)rows;
 	t.cols = (uint32_t)cols;
-	t.row_stride = (uint64_t)cols * vc_dtype_bytes(t.dtype);
+	t.row_stride = (uint64_t)cols * vs_dtype_size(t.dtype);
 	t.data_bytes = t.row_stride * rows;
 	t.data = px;
 	if (r->n_items == r->cap_items) {
