@@ -47,6 +47,17 @@ void vd_ereq_free(struct vd_ereq *q)
 	free(q);
 }
 
+uint64_t vd_ereq_copy_bytes(const struct vd_request *r)
+{
+	uint64_t n = 0;
+
+	for (uint32_t k = 0; k < r->sqe.n_items; k++)
+		if (r->items[k].device == VS_DEV_ARENA)
+			n += (uint64_t)r->items[k].rows * r->items[k].cols *
+			     vs_dtype_size(r->items[k].dtype);
+	return n;
+}
+
 int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t seed,
                 struct vd_ereq **ret, char *err, size_t errlen)
 {
@@ -167,6 +178,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			}
 			q->src[k].row_stride = row_bytes;
 			q->src[k].data = q->rows[k];
+			q->copy_bytes += (uint64_t)row_bytes * it->rows;
 		} else {
 			/* zero copy: the embed op reads the client's GPU rows through the mapping */
 			char why[160] = "";

@@ -64,6 +64,7 @@ struct vd_ereq {
 	int32_t *pos;                /* [3][n_prompt] M-RoPE ids (owned) */
 	int32_t delta;               /* rope delta of generated tokens */
 	uint64_t embed_bytes;        /* bytes of all item rows (one pass) */
+	uint64_t copy_bytes;         /* of which copied from the arena (vd_ereq_copy_bytes) */
 
 	/* prefix cache */
 	struct vd_prefix_image *img; /* [n_items] fingerprints (owned) */
@@ -96,6 +97,9 @@ struct vd_ereq {
  * pool), -ENOTSUP (CUDA tensor on a host backend), -ENOMEM; err gets a message. */
 int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t seed,
                 struct vd_ereq **ret, char *err, size_t errlen);
+/* Bytes of arena rows conversion will copy for r (packed rows of its VS_DEV_ARENA items). */
+uint64_t vd_ereq_copy_bytes(const struct vd_request *r);
+
 /* Frees q and its request. The scheduler must no longer hold q->seq. NULL is a no-op. */
 void vd_ereq_free(struct vd_ereq *q);
 
