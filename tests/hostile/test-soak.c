@@ -20,7 +20,8 @@
  *  - every second `vlmctl info` must succeed (admin slot).
  * At the end (hog and lock-out stopped, workers done): no mismatch, every worker that was not
  * killed exits 0, vlmd's fds back to the baseline, no KV block in use, RSS printed next to the
- * baseline (and bounded: at most 64 MiB more), vlmd exits 0.
+ * baseline (and bounded: at most 64 MiB more; not checked in an ASan build, whose quarantine keeps
+ * freed memory), vlmd exits 0.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -369,7 +370,12 @@ int main(int argc, char **argv)
 	CHECK(ctl_fail == 0, "vlmctl info failed %d times", ctl_fail);
 	CHECK(fds1 == fds0, "vlmd fds %d, baseline %d", fds1, fds0);
 	CHECK(kv1 == 0, "KV blocks still in use: %d", kv1);
+#if defined(__SANITIZE_ADDRESS__)
+	/* ASan holds freed memory in its quarantine (256 MiB by default): RSS says nothing here */
+	printf("RSS bound not checked: AddressSanitizer build (its quarantine keeps freed memory)\n");
+#else
 	CHECK(rss1 >= 0 && rss1 <= rss0 + 64 * 1024, "RSS %ld kB, baseline %ld kB", rss1, rss0);
+#endif
 	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
 	sv_rm_model(dir);
 	printf("soak: %s\n", sv_failures ? "FAILED" : "ok");
