@@ -144,6 +144,13 @@ struct vk_import {
 	uint64_t offset, bytes;     /* the tensor's range inside the allocation */
 };
 
+/* Elementwise activations of ops->activate. */
+enum vk_act {
+	VK_ACT_GELU_ERF = 0,    /* x * 0.5 * (1 + erf(x / sqrt(2))) (HF "gelu", nn.GELU()) */
+	VK_ACT_QUICK_GELU = 1,  /* x * sigmoid(1.702 x) (HF "quick_gelu") */
+	VK_ACT_SILU = 2,        /* x * sigmoid(x) */
+};
+
 struct vk_kv;               /* backend-private */
 struct vk_backend;
 
@@ -272,6 +279,40 @@ struct vk_backend_ops {
 	                     const void **ret_ptr, char *err, size_t err_len);
 	void (*release_tensor)(struct vk_backend *be, void *ref);
 	int (*import_count)(struct vk_backend *be);
+
+	/* ---- vision tower ops (daemon/model/vision.c); optional: NULL = no vision tower ---- */
+
+	/* LayerNorm per row, HF nn.LayerNorm: if delta is not NULL, x += delta first (x is the
+	 * residual stream and is updated); then out = (x - mean) / sqrt(var + eps) * w (+ b), with
+	 * the biased variance. x, delta, out [n, dim]; w [dim]; b [dim] or NULL. out may equal delta,
+	 * not x. */
+	int (*layernorm)(struct vk_backend *be, float *x, const float *delta,
+	                 const struct vk_weight *w, const struct vk_weight *b, float eps, int32_t n,
+	                 int32_t dim, float *out);
+
+	/* out[i] = act(x[i]) for i < n (enum vk_act). out may equal x. */
+	int (*activate)(struct vk_backend *be, enum vk_act act, const float *x, int64_t n,
+	                float *out);
+
+	/* 2-D rotary embedding of the vision tower (HF VisionRotaryEmbedding + rotate-half), in
+	 * place. Rows r < n of x are ld floats apart; heads h < n_heads of head_dim floats each start
+	 * at x + r * ld + h * head_dim. With q = head_dim / 4 and inv[k] = theta^(-k / q)
+	 * (= theta^(-2k / (head_dim / 2))), pair j < head_dim / 2 rotates dims (j, j + head_dim / 2)
+	 * by angle pos[0][r] * inv[j] for j < q (row id), pos[1][r] * inv[j - q] otherwise (column
+	 * id). pos is host [2][n]. head_dim must be a multiple of 4. Angles in fp32 like HF
+	 * (inv in fp32, product in fp32). Rotating q and k of a fused qkv row = n_heads * 2. */
+	int (*rope_2d)(struct vk_backend *be, float *x, int64_t ld, int32_t n, int32_t n_heads,
+	               int32_t head_dim, const int32_t *pos, float theta);
+
+	/* Non-causal multi-head attention inside segments: rows [seg[s], seg[s + 1]) attend to each
+	 * other and to nothing else (block-diagonal, cu_seqlens style). q, k, v: rows ld floats
+	 * apart, head h at column h * head_dim (they may be views of one fused qkv buffer); out
+	 * [n, n_heads * head_dim] contiguous, not overlapping them. seg host [n_seg + 1]: seg[0] = 0,
+	 * strictly increasing, seg[n_seg] = n. Scale 1 / sqrt(head_dim). Never materialises more
+	 * than a tile of scores: a segment may have thousands of rows. */
+	int (*seg_attention)(struct vk_backend *be, const float *q, const float *k, const float *v,
+	                     int64_t ld, int32_t n, int32_t n_heads, int32_t head_dim,
+	                     const int32_t *seg, int32_t n_seg, float *out);
 };
 
 /* A backend instance. The table plus the backend's private context. */

@@ -11,11 +11,16 @@
  *              client fingerprints) and the previous turns — the reference system's headline
  *              shape, scaled to the machine — with prefix reuse, then again on a vlmd started
  *              with the prefix cache off;
- *   itl        decode streams alone, then while other clients keep long prompts prefilling.
+ *   itl        decode streams alone, then while other clients keep long prompts prefilling;
+ *   images     (checkpoints with a vision tower) the multi-turn conversations with 3 real pixel
+ *              items each (bf16 patches, vlmd runs the tower), with the vision and prefix caches
+ *              on, with the vision cache off, and with both off; then decode streams while other
+ *              clients keep sending fresh images (the tower runs between decode steps).
  * Goal ratios, each measured in the same run: throughput at concurrency N / concurrency 1,
- * multi-turn QPS with reuse / without, ITL p99 during prefills / ITL p50 without.
- * Without --model a checkpoint is generated into a temporary folder (a small Qwen2-VL shape, bf16,
- * big enough that the CPU work dominates the transport).
+ * multi-turn QPS with reuse / without, ITL p99 during prefills / ITL p50 without, image
+ * multi-turn QPS with caches on / off, ITL p99 while images encode / ITL p50 without.
+ * Without --model a checkpoint is generated into a temporary folder (a small Qwen2-VL shape with a
+ * vision tower, bf16, big enough that the CPU work dominates the transport).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -34,6 +39,7 @@
 #include "daemon/engine/engine.h"
 #include "tools/mkmodel.h"
 #include "daemon/model/model_config.h"
+#include "daemon/model/vision.h"
 #include "daemon/io/server.h"
 #include "shm/doorbell.h"
 #include "tools/bench-daemon.h"
@@ -47,6 +53,7 @@ struct opts {
 	uint64_t kv_bytes;
 	double secs;                /* seconds per phase */
 	int prefill_per_decode;     /* engine stall bound (-1 automatic) */
+	int img_side;               /* images workload: patch grid side (side x side patches) */
 };
 
 /* ------------------------------------------------------------------ the daemon */
@@ -57,9 +64,11 @@ struct daemon {
 	int started;
 	char dir[64];
 	const char *sock;          /* bd.sock */
+	struct vd_metrics m;       /* the engine's metrics */
 };
 
-static int daemon_start(struct daemon *d, const struct opts *o, const char *model, int prefix)
+static int daemon_start(struct daemon *d, const struct opts *o, const char *model, int prefix,
+                        int vcache)
 {
 	struct vd_engine_opts eo;
 	char err[512];
@@ -77,6 +86,10 @@ static int daemon_start(struct daemon *d, const struct opts *o, const char *mode
 	eo.max_running = (uint32_t)(o->conc > 32 ? o->conc : 32);
 	eo.max_batched_tokens = o->max_batched_tokens;
 	eo.prefix_cache = prefix;
+	vd_metrics_init(&d->m);
+	eo.metrics = &d->m;
+	if (!vcache)
+		eo.vision_cache_bytes = 0;
 	eo.prefill_per_decode = o->prefill_per_decode;
 	e = vd_engine_new(&eo, &d->eng, err, sizeof(err));
 	if (e < 0) {
@@ -174,7 +187,7 @@ static double pct(double *a, size_t n, double q)
 
 /* ------------------------------------------------------------------ clients */
 
-enum kind { K_SINGLE, K_MULTI, K_DECODE, K_PREFILL };
+enum kind { K_SINGLE, K_MULTI, K_DECODE, K_PREFILL, K_IMAGES, K_IMGLOAD };
 
 struct shape {
 	int32_t vocab, hidden, image_id, video_id, vstart, vend;
@@ -182,6 +195,7 @@ struct shape {
 	int32_t sys, question, rows;   /* multiturn: system tokens, question tokens, rows per image */
 	int32_t answer;                /* multiturn: outputs per turn */
 	int32_t decode_out, prefill_prompt;
+	int32_t patch_dim, side, merge; /* images: patch row width, grid side in patches, merge */
 };
 
 struct client {
@@ -337,6 +351,35 @@ static int image(struct vc_conn *c, const struct shape *sh, uint64_t *s, uint64_
 	return 0;
 }
 
+/* One image's pixel patches (bf16, values like normalized pixels) in the arena: a pixel item of
+ * grid 1 x side x side that vlmd encodes with its tower. */
+static int pixels(struct vc_conn *c, const struct shape *sh, uint64_t *s, uint64_t id,
+                  struct vs_mm_item *it, uint64_t *off)
+{
+	uint64_t rows = (uint64_t)sh->side * (uint64_t)sh->side;
+	uint64_t bytes = rows * (uint64_t)sh->patch_dim * 2;
+	uint16_t *p = vc_conn_arena_alloc(c, bytes, off);
+
+	if (!p)
+		return -1;
+	for (uint64_t i = 0; i < bytes / 2; i++)
+		p[i] = (uint16_t)(0x3f80 + (rnd(s) & 0xff) - 0x80);   /* bf16 around 0.5..2 */
+	memset(it, 0, sizeof(*it));
+	it->placeholder_id = (uint32_t)sh->image_id;
+	it->dtype = VS_DTYPE_BF16;
+	it->device = VS_DEV_ARENA;
+	it->flags = VS_ITEM_PIXELS;
+	it->rows = (uint32_t)rows;
+	it->cols = (uint32_t)sh->patch_dim;
+	it->row_stride = (uint64_t)sh->patch_dim * 2;
+	it->grid_t = 1;
+	it->grid_h = it->grid_w = (uint32_t)sh->side;
+	it->data_off = *off;
+	it->data_bytes = bytes;
+	it->tensor_id = id;
+	return 0;
+}
+
 static void *client_main(void *arg)
 {
 	struct client *cl = arg;
@@ -379,14 +422,24 @@ static void *client_main(void *arg)
 				cl->failed = 1;
 			break;
 		}
-		case K_MULTI: {
-			/* a conversation: system prompt, 3 images, then 3 question/answer turns */
+		case K_MULTI:
+		case K_IMAGES:
+		case K_IMGLOAD: {
+			/* a conversation: system prompt, 3 images, then 3 question/answer turns (image
+			 * load: one turn of 1 token, fresh images every time) */
 			struct vs_mm_item it[3];
 			uint64_t off[3];
-			int k, ok = 1;
+			int k, ok = 1, px = cl->kind != K_MULTI;
+			int32_t run = px ? sh->side * sh->side / (sh->merge * sh->merge) : sh->rows;
+			int turns = cl->kind == K_IMGLOAD ? 1 : 3;
+			uint32_t answer = cl->kind == K_IMGLOAD ? 1 : (uint32_t)sh->answer;
+			uint64_t bytes = px ? (uint64_t)sh->side * (uint64_t)sh->side *
+			                      (uint64_t)sh->patch_dim * 2 :
+			                      (uint64_t)sh->rows * (uint64_t)sh->hidden * 2;
 
 			for (k = 0; k < 3 && ok; k++)
-				ok = image(c, sh, &s, (uint64_t)k, &it[k], &off[k]) == 0;
+				ok = (px ? pixels(c, sh, &s, (uint64_t)k, &it[k], &off[k]) :
+				           image(c, sh, &s, (uint64_t)k, &it[k], &off[k])) == 0;
 			if (!ok) {
 				cl->failed = 1;
 				break;
@@ -395,14 +448,15 @@ static void *client_main(void *arg)
 				tok[n++] = 3 + i % 50;   /* the same system prompt for everyone */
 			for (k = 0; k < 3; k++) {
 				tok[n++] = sh->vstart;
-				for (int32_t r = 0; r < sh->rows; r++)
+				for (int32_t r = 0; r < run; r++)
 					tok[n++] = sh->image_id;
 				tok[n++] = sh->vend;
 			}
-			for (int turn = 0; turn < 3 && now_s() < cl->end; turn++) {
+			for (int turn = 0; turn < turns && now_s() < cl->end &&
+			     !(cl->stop && __atomic_load_n(cl->stop, __ATOMIC_ACQUIRE)); turn++) {
 				for (int32_t i = 0; i < sh->question; i++)
 					tok[n++] = text_tok(sh, &s);
-				if (one(c, cl, tok, n, it, 3, (uint32_t)sh->answer, tok + n) < 0) {
+				if (one(c, cl, tok, n, it, 3, answer, tok + n) < 0) {
 					cl->failed = 1;
 					break;
 				}
@@ -411,10 +465,10 @@ static void *client_main(void *arg)
 				for (int32_t i = n; i < n + sh->answer; i++)
 					if (tok[i] == sh->image_id || tok[i] == sh->video_id)
 						tok[i] = text_tok(sh, &s);
-				n += sh->answer;
+				n += (int32_t)answer;
 			}
 			for (k = 0; k < 3; k++)
-				vc_conn_arena_free(c, off[k], (uint64_t)sh->rows * (uint64_t)sh->hidden * 2);
+				vc_conn_arena_free(c, off[k], bytes);
 			break;
 		}
 		}
@@ -435,7 +489,7 @@ struct result {
 /* Run n clients of kind for secs (plus `extra` prefill helpers of kind K_PREFILL whose
  * samples are not counted). */
 static struct result phase(const char *sock, const struct shape *sh, enum kind kind, int n,
-                           double secs, int extra)
+                           double secs, int extra, enum kind extra_kind)
 {
 	struct client *cl = calloc((size_t)(n + extra), sizeof(*cl));
 	struct samples all = { 0 };
@@ -450,7 +504,7 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 	for (int i = 0; i < n + extra; i++) {
 		cl[i].sock = sock;
 		cl[i].sh = sh;
-		cl[i].kind = i < n ? kind : K_PREFILL;
+		cl[i].kind = i < n ? kind : extra_kind;
 		cl[i].idx = i;
 		cl[i].end = t0 + secs;
 		cl[i].stop = i < n ? NULL : &stop;
@@ -536,12 +590,19 @@ static void bench_spec(struct vd_mkmodel_spec *s)
 	s->vision_end_token_id = 8189;
 	s->init_std = 0.03f;
 	s->seed = 7;
+	/* a vision tower of the same scale (3.2 M parameters: a 256-patch image costs about as
+	 * much as a 30-token prefill of the 27 M language model) */
+	s->vision.depth = 4;
+	s->vision.embed_dim = 256;
+	s->vision.n_heads = 4;
+	s->vision.intermediate = 1024;
+	s->vision.init_std = 0.03f;
 }
 
 static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
-	       O_MBT, O_KV, O_SECS, O_PPD, O_HELP };
+	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -555,13 +616,15 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "kv-memory-mb", required_argument, NULL, O_KV },
 		{ "seconds", required_argument, NULL, O_SECS },
 		{ "prefill-per-decode", required_argument, NULL, O_PPD },
+		{ "image-side", required_argument, NULL, O_SIDE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
 	*o = (struct opts){ .workload = "all", .conc = 32, .max_batched_tokens = 512,
-	                    .kv_bytes = 256ull << 20, .secs = 8, .prefill_per_decode = -1 };
+	                    .kv_bytes = 256ull << 20, .secs = 8, .prefill_per_decode = -1,
+	                    .img_side = 16 };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
@@ -577,9 +640,11 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_KV: o->kv_bytes = (uint64_t)atoll(optarg) << 20; break;
 		case O_SECS: o->secs = atof(optarg); break;
 		case O_PPD: o->prefill_per_decode = atoi(optarg); break;
+		case O_SIDE: o->img_side = atoi(optarg); break;
 		default:
 			printf("usage: vlm-bench serve [--model DIR | --preset NAME] [--socket PATH]\n"
-			       "         [--workload single|multiturn|itl|all] [--concurrency N] [--seconds S]\n"
+			       "         [--workload single|multiturn|itl|images|all] [--concurrency N]\n"
+			       "         [--seconds S] [--image-side PATCHES]\n"
 			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
 			       "         [--prefill-per-decode N] [--quick] [--json]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
@@ -590,8 +655,10 @@ static int parse(int argc, char **argv, struct opts *o)
 	}
 	if (o->conc < 1 || o->conc > 256 || o->secs <= 0 ||
 	    (strcmp(o->workload, "all") && strcmp(o->workload, "single") &&
-	     strcmp(o->workload, "multiturn") && strcmp(o->workload, "itl"))) {
-		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds or --workload\n");
+	     strcmp(o->workload, "multiturn") && strcmp(o->workload, "itl") &&
+	     strcmp(o->workload, "images")) || o->img_side < 2 || o->img_side % 2 || o->img_side > 256) {
+		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds, --workload or --image-side "
+		        "(even, 2..256)\n");
 		return 2;
 	}
 	if (o->quick) {
@@ -600,6 +667,8 @@ static int parse(int argc, char **argv, struct opts *o)
 			o->preset = "tiny";
 		if (o->conc > 8)
 			o->conc = 8;
+		if (o->img_side > 8)
+			o->img_side = 8;
 	}
 	return -1;
 }
@@ -612,8 +681,11 @@ int bench_serve_main(int argc, char **argv)
 	struct daemon d = { 0 };
 	char tmp[256] = "", model[300], err[512];
 	const char *sock;
-	int rc = parse(argc, argv, &o), want_single, want_multi, want_itl, failed = 0;
+	int rc = parse(argc, argv, &o), want_single, want_multi, want_itl, want_img, failed = 0;
 	struct result s1 = { 0 }, sn = { 0 }, mon = { 0 }, moff = { 0 }, idle = { 0 }, busy = { 0 };
+	struct result ion = { 0 }, ivoff = { 0 }, ioff = { 0 }, iidle = { 0 }, ibusy = { 0 };
+	struct vd_vision_config vcfg;
+	uint64_t enc_images = 0, enc_hits = 0;
 	double t_start = now_s();
 
 	if (rc >= 0)
@@ -621,6 +693,7 @@ int bench_serve_main(int argc, char **argv)
 	want_single = !strcmp(o.workload, "all") || !strcmp(o.workload, "single");
 	want_multi = !strcmp(o.workload, "all") || !strcmp(o.workload, "multiturn");
 	want_itl = !strcmp(o.workload, "all") || !strcmp(o.workload, "itl");
+	want_img = !strcmp(o.workload, "all") || !strcmp(o.workload, "images");
 	if (o.model) {
 		snprintf(model, sizeof(model), "%s", o.model);
 	} else {
@@ -668,9 +741,20 @@ int bench_serve_main(int argc, char **argv)
 		sh.prefill_prompt = 256;
 	}
 	if (sh.image_id < 0 || sh.vstart < 0 || sh.vend < 0) {
-		if (want_multi)
+		if (want_multi || want_img)
 			fprintf(stderr, "vlm-bench: %s has no image tokens: multiturn skipped\n", model);
-		want_multi = 0;
+		want_multi = want_img = 0;
+	}
+	if (want_img && vd_vision_config_load(model, &vcfg, err, sizeof(err)) < 0) {
+		if (strcmp(o.workload, "all"))
+			fprintf(stderr, "vlm-bench: %s: no vision tower (%s): images skipped\n", model,
+			        err);
+		want_img = 0;
+	}
+	if (want_img) {
+		sh.patch_dim = vcfg.patch_dim;
+		sh.merge = vcfg.spatial_merge_size;
+		sh.side = o.img_side;
 	}
 	fprintf(stderr, "vlm-bench serve: model %s (%s, hidden %d, %d layers, vocab %d), "
 	        "concurrency %d, %.1f s per phase, max-batched-tokens %u\n", model, cfg.arch_name,
@@ -679,54 +763,119 @@ int bench_serve_main(int argc, char **argv)
 	if (o.socket) {
 		sock = o.socket;
 	} else {
-		if (daemon_start(&d, &o, model, 1) < 0) {
+		if (daemon_start(&d, &o, model, 1, 1) < 0) {
 			rc = 1;
 			goto out;
 		}
 		sock = d.sock;
+		if (want_img) {
+			struct vd_engine_info in;
+
+			vd_engine_get_info(d.eng, &in);
+			if (!in.vision_kind) {
+				if (strcmp(o.workload, "all"))
+					fprintf(stderr, "vlm-bench: no vision tower loaded (%s): images "
+					        "skipped\n", in.vision_note);
+				want_img = 0;
+			}
+		}
 	}
 	if (want_single) {
-		s1 = phase(sock, &sh, K_SINGLE, 1, o.secs, 0);
+		s1 = phase(sock, &sh, K_SINGLE, 1, o.secs, 0, K_PREFILL);
 		show("single c1", &s1);
-		sn = phase(sock, &sh, K_SINGLE, o.conc, o.secs, 0);
+		sn = phase(sock, &sh, K_SINGLE, o.conc, o.secs, 0, K_PREFILL);
 		show("single cN", &sn);
 		failed |= s1.failed | sn.failed;
 	}
 	if (want_itl) {
 		int streams = o.conc < 16 ? o.conc : 16;
 
-		idle = phase(sock, &sh, K_DECODE, streams, o.secs, 0);
+		idle = phase(sock, &sh, K_DECODE, streams, o.secs, 0, K_PREFILL);
 		show("decode alone", &idle);
-		busy = phase(sock, &sh, K_DECODE, streams, o.secs, 2);
+		busy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_PREFILL);
 		show("decode + prefills", &busy);
 		failed |= idle.failed | busy.failed;
 	}
 	if (want_multi) {
-		mon = phase(sock, &sh, K_MULTI, o.conc, o.secs * 2, 0);
+		mon = phase(sock, &sh, K_MULTI, o.conc, o.secs * 2, 0, K_PREFILL);
 		show("multiturn reuse", &mon);
 		failed |= mon.failed;
 		if (!o.socket) {
 			daemon_stop(&d);
-			if (daemon_start(&d, &o, model, 0) < 0) {
+			if (daemon_start(&d, &o, model, 0, 1) < 0) {
 				rc = 1;
 				goto out;
 			}
-			moff = phase(d.sock, &sh, K_MULTI, o.conc, o.secs * 2, 0);
+			moff = phase(d.sock, &sh, K_MULTI, o.conc, o.secs * 2, 0, K_PREFILL);
 			show("multiturn no reuse", &moff);
 			failed |= moff.failed;
+		}
+	}
+	if (want_img) {
+		int streams = o.conc < 16 ? o.conc : 16;
+
+		if (!o.socket && (want_multi || !d.started)) {
+			daemon_stop(&d);
+			if (daemon_start(&d, &o, model, 1, 1) < 0) {
+				rc = 1;
+				goto out;
+			}
+			sock = d.sock;
+		}
+		ion = phase(sock, &sh, K_IMAGES, o.conc, o.secs * 2, 0, K_PREFILL);
+		show("images caches on", &ion);
+		/* decode streams alone, then while 2 clients keep sending 3 fresh images each */
+		iidle = phase(sock, &sh, K_DECODE, streams, o.secs, 0, K_PREFILL);
+		show("decode alone", &iidle);
+		ibusy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_IMGLOAD);
+		show("decode + images", &ibusy);
+		failed |= ion.failed | iidle.failed | ibusy.failed;
+		if (d.started) {
+			enc_images = vd_metrics_counter(&d.m, VD_C_IMAGES_ENCODED);
+			enc_hits = vd_metrics_counter(&d.m, VD_C_VISION_HITS);
+			fprintf(stderr, "  (caches on: %llu images encoded, %llu vision cache hits, "
+			        "%llu tower batches, encode p50 %.1f ms)\n",
+			        (unsigned long long)enc_images, (unsigned long long)enc_hits,
+			        (unsigned long long)vd_metrics_counter(&d.m, VD_C_VISION_BATCHES),
+			        vd_metrics_quantile(&d.m, VD_H_ENCODE, 0.5) * 1e3);
+		}
+		if (!o.socket) {
+			daemon_stop(&d);
+			if (daemon_start(&d, &o, model, 1, 0) < 0) {
+				rc = 1;
+				goto out;
+			}
+			ivoff = phase(d.sock, &sh, K_IMAGES, o.conc, o.secs * 2, 0, K_PREFILL);
+			show("images vision cache off", &ivoff);
+			daemon_stop(&d);
+			if (daemon_start(&d, &o, model, 0, 0) < 0) {
+				rc = 1;
+				goto out;
+			}
+			ioff = phase(d.sock, &sh, K_IMAGES, o.conc, o.secs * 2, 0, K_PREFILL);
+			show("images caches off", &ioff);
+			failed |= ivoff.failed | ioff.failed;
 		}
 	}
 	daemon_stop(&d);
 	{
 		/* headline: the multi-turn workload with reuse when it ran, else single-turn at N */
-		const struct result *h = want_multi ? &mon : want_single ? &sn : &busy;
+		const struct result *h = want_multi ? &mon : want_single ? &sn : want_itl ? &busy : &ion;
 		double thr = s1.tok_s > 0 ? sn.tok_s / s1.tok_s : 0;
 		double reuse = moff.qps > 0 ? mon.qps / moff.qps : 0;
 		double itl = idle.itl50 > 0 ? busy.itl99 / idle.itl50 : 0;
 
+		double img = ioff.qps > 0 ? ion.qps / ioff.qps : 0;
+		double img_v = ivoff.qps > 0 ? ion.qps / ivoff.qps : 0;
+		double img_itl = iidle.itl50 > 0 ? ibusy.itl99 / iidle.itl50 : 0;
+
 		fprintf(stderr, "goals: throughput c%d/c1 = %.2fx (>= 6), multiturn reuse on/off = "
 		        "%.2fx (>= 2), itl p99 with prefills / p50 without = %.2fx (<= 3); %.0f s\n",
 		        o.conc, thr, reuse, itl, now_s() - t_start);
+		if (want_img)
+			fprintf(stderr, "images (3 per request, grid 1x%dx%d patches): caches on/off = "
+			        "%.2fx (>= 3), vision cache on/off = %.2fx, itl p99 while images encode / "
+			        "p50 without = %.2fx (<= 3)\n", sh.side, sh.side, img, img_v, img_itl);
 		if (o.json)
 			printf("{\"workload\": \"%s\", \"concurrency\": %d, \"qps\": %.4f, "
 			       "\"output_tokens_per_s\": %.2f, \"ttft_p50_ms\": %.3f, \"ttft_p99_ms\": %.3f, "
@@ -736,11 +885,19 @@ int bench_serve_main(int argc, char **argv)
 			       "\"multiturn_qps_no_reuse\": %.4f, \"itl_p50_ms_no_prefill\": %.3f, "
 			       "\"itl_p99_ms_with_prefill\": %.3f, \"throughput_cN_over_c1\": %.3f, "
 			       "\"multiturn_reuse_speedup\": %.3f, \"itl_p99_prefill_over_p50_idle\": %.3f, "
+			       "\"images_qps_caches_on\": %.4f, \"images_qps_vision_cache_off\": %.4f, "
+			       "\"images_qps_caches_off\": %.4f, \"images_cache_speedup\": %.3f, "
+			       "\"images_itl_p50_ms_alone\": %.3f, \"images_itl_p99_ms_encoding\": %.3f, "
+			       "\"images_itl_p99_over_p50\": %.3f, \"image_grid_side\": %d, "
+			       "\"images_encoded\": %llu, \"vision_cache_hits\": %llu, "
 			       "\"max_batched_tokens\": %u, \"hidden\": %d, \"layers\": %d, \"failed\": %s}\n",
-			       want_multi ? "multiturn" : want_single ? "single" : "itl", o.conc, h->qps,
+			       want_multi ? "multiturn" : want_single ? "single" : want_itl ? "itl" :
+			       "images", o.conc, h->qps,
 			       h->tok_s, h->ttft50, h->ttft99, h->itl50, h->itl99, h->hit, s1.tok_s,
 			       sn.tok_s, sn.qps, mon.qps, moff.qps, idle.itl50, busy.itl99, thr, reuse,
-			       itl, o.max_batched_tokens, cfg.hidden, cfg.n_layers,
+			       itl, ion.qps, ivoff.qps, ioff.qps, img, iidle.itl50, ibusy.itl99, img_itl,
+			       want_img ? sh.side : 0, (unsigned long long)enc_images,
+			       (unsigned long long)enc_hits, o.max_batched_tokens, cfg.hidden, cfg.n_layers,
 			       failed ? "true" : "false");
 	}
 	rc = failed ? 1 : 0;

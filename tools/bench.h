@@ -13,5 +13,7 @@ int bench_tokenize_main(int argc, char **argv);     /* tools/bench-tokenizer.c *
 int bench_serve_main(int argc, char **argv);        /* tools/bench-serve.c */
 int bench_client_main(int argc, char **argv);       /* tools/bench-client.c */
 int bench_vision_main(int argc, char **argv);       /* tools/bench-vision.c */
+int bench_vit_main(int argc, char **argv);          /* tools/bench-vit.c */
+int bench_http_main(int argc, char **argv);         /* tools/bench-http.c */
 
 #endif

@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(
   build-essential pkg-config meson ninja-build python3
   check liburing-dev libdlpack-dev libjansson-dev libpcre2-dev libutf8proc-dev
-  libsystemd-dev libmicrohttpd-dev
+  libsystemd-dev libmicrohttpd-dev libcurl4-openssl-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libssl-dev
   systemd util-linux
   spin

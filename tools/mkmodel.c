@@ -33,7 +33,10 @@ static const struct {
 	            .rope_theta = 10000, .rms_eps = 1e-6, .tie_embeddings = 0, .max_positions = 4096,
 	            .image_token_id = 250, .video_token_id = 251, .vision_start_token_id = 248,
 	            .vision_end_token_id = 249, .bos_token_id = 1, .eos_token_id = 2,
-	            .init_std = 0.08f } },
+	            .init_std = 0.08f,
+	            .vision = { .depth = 2, .embed_dim = 64, .n_heads = 4, .intermediate = 128,
+	                        .window_size = 112, .n_fullatt = 1, .fullatt = { 1 },
+	                        .init_std = 0.05f } } },
 	{ "tiny-qwen2", { .arch = VD_ARCH_QWEN2, .hidden = 128, .n_layers = 2, .n_heads = 4,
 	                  .n_kv_heads = 2, .intermediate = 256, .vocab = 256,
 	                  .rope_theta = 10000, .rms_eps = 1e-6, .tie_embeddings = 1,
@@ -52,7 +55,19 @@ static const struct {
 	                   .tie_embeddings = 1, .max_positions = 32768, .image_token_id = 151655,
 	                   .video_token_id = 151656, .vision_start_token_id = 151652,
 	                   .vision_end_token_id = 151653, .bos_token_id = 151643,
-	                   .eos_token_id = 151645, .init_std = 0.02f } },
+	                   .eos_token_id = 151645, .init_std = 0.02f,
+	                   .vision = { .depth = 32, .embed_dim = 1280, .n_heads = 16,
+	                               .intermediate = 5120, .init_std = 0.02f } } },
+	{ "qwen2.5-vl-3b", { .arch = VD_ARCH_QWEN2_5_VL, .hidden = 2048, .n_layers = 36,
+	                     .n_heads = 16, .n_kv_heads = 2, .intermediate = 11008, .vocab = 151936,
+	                     .mrope_section = { 16, 24, 24 }, .rope_theta = 1000000, .rms_eps = 1e-6,
+	                     .tie_embeddings = 1, .max_positions = 128000, .image_token_id = 151655,
+	                     .video_token_id = 151656, .vision_start_token_id = 151652,
+	                     .vision_end_token_id = 151653, .bos_token_id = 151643,
+	                     .eos_token_id = 151645, .init_std = 0.02f,
+	                     .vision = { .depth = 32, .embed_dim = 1280, .n_heads = 16,
+	                                 .intermediate = 3420, .window_size = 112, .n_fullatt = 4,
+	                                 .fullatt = { 7, 15, 23, 31 }, .init_std = 0.02f } } },
 	{ "qwen2-vl-7b", { .arch = VD_ARCH_QWEN2_VL, .hidden = 3584, .n_layers = 28, .n_heads = 28,
 	                   .n_kv_heads = 4, .intermediate = 18944, .vocab = 152064,
 	                   .mrope_section = { 16, 24, 24 }, .rope_theta = 1000000, .rms_eps = 1e-6,
@@ -67,6 +82,11 @@ int vd_mkmodel_preset(const char *name, struct vd_mkmodel_spec *ret)
 	for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++)
 		if (!strcmp(name, presets[i].name)) {
 			*ret = presets[i].s;
+			if (!ret->vision.embed_dim)   /* no tower weights: the real shape if asked for */
+				ret->vision = (struct vd_mkmodel_vision){
+					.embed_dim = 1280, .n_heads = 16,
+					.intermediate = ret->arch == VD_ARCH_QWEN2_5_VL ? 3420 : 5120,
+					.window_size = 112, .init_std = 0.02f };
 			ret->dtype = "bf16";
 			ret->seed = 0;
 			ret->shards = 1;
@@ -77,7 +97,7 @@ int vd_mkmodel_preset(const char *name, struct vd_mkmodel_spec *ret)
 
 const char *vd_mkmodel_preset_names(void)
 {
-	return "tiny, tiny-qwen2, qwen2-0.5b, qwen2-vl-2b, qwen2-vl-7b";
+	return "tiny, tiny-qwen2, qwen2-0.5b, qwen2-vl-2b, qwen2-vl-7b, qwen2.5-vl-3b";
 }
 
 /* ---- tensors ---- */
@@ -88,6 +108,8 @@ struct tdesc {
 	char name[160];
 	int64_t rows, cols;     /* cols = 0: a vector [rows] */
 	enum kind kind;
+	int32_t ndim;           /* > 0: the header shape is dims[0..ndim) (same element count) */
+	int64_t dims[5];
 	uint64_t offset;        /* in the data area of its shard */
 	int32_t shard;
 };
@@ -95,6 +117,24 @@ struct tdesc {
 static int32_t head_dim(const struct vd_mkmodel_spec *s)
 {
 	return s->hidden / s->n_heads;
+}
+
+static int has_tower(const struct vd_mkmodel_spec *s)
+{
+	return s->arch != VD_ARCH_QWEN2 && s->vision.depth > 0;
+}
+
+uint64_t vd_mkmodel_vision_params(const struct vd_mkmodel_spec *s)
+{
+	if (!has_tower(s))
+		return 0;
+	const struct vd_mkmodel_vision *v = &s->vision;
+	const int q25 = s->arch == VD_ARCH_QWEN2_5_VL;
+	uint64_t D = (uint64_t)v->embed_dim, I = (uint64_t)v->intermediate, MD = 4 * D;
+	uint64_t block = (q25 ? 2 * D : 4 * D) + 3 * D * D + 3 * D + D * D + D +
+	                 (q25 ? 3 * I * D + 2 * I + D : 2 * I * D + I + D);
+	return D * 1176 + block * (uint64_t)v->depth + (q25 ? D : 2 * D) + MD * MD + MD +
+	       (uint64_t)s->hidden * MD + (uint64_t)s->hidden;
 }
 
 uint64_t vd_mkmodel_params(const struct vd_mkmodel_spec *s)
@@ -109,7 +149,8 @@ uint64_t vd_mkmodel_params(const struct vd_mkmodel_spec *s)
 
 static int build_list(const struct vd_mkmodel_spec *s, struct tdesc **ret, size_t *ret_n)
 {
-	size_t cap = 3 + 12 * (size_t)s->n_layers, n = 0;
+	size_t cap = 3 + 12 * (size_t)s->n_layers + (has_tower(s) ? 8 + 18 * (size_t)s->vision.depth
+	                                                                    : 0), n = 0;
 	struct tdesc *t = calloc(cap, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -134,6 +175,51 @@ static int build_list(const struct vd_mkmodel_spec *s, struct tdesc **ret, size_
 		ADD(K_MATRIX, in, h, "layers.%d.mlp.gate_proj.weight", l);
 		ADD(K_MATRIX, in, h, "layers.%d.mlp.up_proj.weight", l);
 		ADD(K_MATRIX, h, in, "layers.%d.mlp.down_proj.weight", l);
+	}
+	if (has_tower(s)) {
+		const struct vd_mkmodel_vision *v = &s->vision;
+		const int q25 = s->arch == VD_ARCH_QWEN2_5_VL;
+		int64_t D = v->embed_dim, I = v->intermediate, MD = 4 * D;
+		pre = s->new_names ? "model.visual." : "visual.";
+		ADD(K_MATRIX, D, 1176, "%s", "patch_embed.proj.weight");
+		t[n - 1].ndim = 5;
+		t[n - 1].dims[0] = D;
+		t[n - 1].dims[1] = 3;
+		t[n - 1].dims[2] = 2;
+		t[n - 1].dims[3] = 14;
+		t[n - 1].dims[4] = 14;
+		for (int32_t l = 0; l < v->depth; l++) {
+			ADD(K_NORM, D, 0, "blocks.%d.norm1.weight", l);
+			ADD(K_NORM, D, 0, "blocks.%d.norm2.weight", l);
+			if (!q25) {
+				ADD(K_BIAS, D, 0, "blocks.%d.norm1.bias", l);
+				ADD(K_BIAS, D, 0, "blocks.%d.norm2.bias", l);
+			}
+			ADD(K_MATRIX, 3 * D, D, "blocks.%d.attn.qkv.weight", l);
+			ADD(K_BIAS, 3 * D, 0, "blocks.%d.attn.qkv.bias", l);
+			ADD(K_MATRIX, D, D, "blocks.%d.attn.proj.weight", l);
+			ADD(K_BIAS, D, 0, "blocks.%d.attn.proj.bias", l);
+			if (!q25) {
+				ADD(K_MATRIX, I, D, "blocks.%d.mlp.fc1.weight", l);
+				ADD(K_BIAS, I, 0, "blocks.%d.mlp.fc1.bias", l);
+				ADD(K_MATRIX, D, I, "blocks.%d.mlp.fc2.weight", l);
+				ADD(K_BIAS, D, 0, "blocks.%d.mlp.fc2.bias", l);
+			} else {
+				ADD(K_MATRIX, I, D, "blocks.%d.mlp.gate_proj.weight", l);
+				ADD(K_BIAS, I, 0, "blocks.%d.mlp.gate_proj.bias", l);
+				ADD(K_MATRIX, I, D, "blocks.%d.mlp.up_proj.weight", l);
+				ADD(K_BIAS, I, 0, "blocks.%d.mlp.up_proj.bias", l);
+				ADD(K_MATRIX, D, I, "blocks.%d.mlp.down_proj.weight", l);
+				ADD(K_BIAS, D, 0, "blocks.%d.mlp.down_proj.bias", l);
+			}
+		}
+		ADD(K_NORM, D, 0, "%s", "merger.ln_q.weight");
+		if (!q25)
+			ADD(K_BIAS, D, 0, "%s", "merger.ln_q.bias");
+		ADD(K_MATRIX, MD, MD, "%s", "merger.mlp.0.weight");
+		ADD(K_BIAS, MD, 0, "%s", "merger.mlp.0.bias");
+		ADD(K_MATRIX, s->hidden, MD, "%s", "merger.mlp.2.weight");
+		ADD(K_BIAS, s->hidden, 0, "%s", "merger.mlp.2.bias");
 	}
 #undef ADD
 	if (!s->tie_embeddings) {
@@ -226,7 +312,9 @@ static int write_tensor(FILE *f, const struct vd_mkmodel_spec *s, const struct t
                         int esize, void *buf, size_t buf_elems)
 {
 	uint64_t st = s->seed * 0x9E3779B97F4A7C15ull ^ fnv1a(t->name);
-	float scale = s->init_std * 1.7320508f;   /* uniform [-a, a) with std a / sqrt(3) */
+	int vis = !strncmp(t->name, "visual.", 7) || !strncmp(t->name, "model.visual.", 13);
+	float scale = (vis ? s->vision.init_std : s->init_std) * 1.7320508f;   /* uniform [-a, a)
+	                                                                         * with std a / sqrt(3) */
 	uint64_t n = elems(t);
 	while (n) {
 		size_t m = n < buf_elems ? (size_t)n : buf_elems;
@@ -290,6 +378,64 @@ static json_t *text_params(const struct vd_mkmodel_spec *s)
 	return t;
 }
 
+/* vision_config: the tower written (has_tower), else a small description with no weights (the
+ * real tower's for real shapes), which transformers builds and vlmd then reports as missing. */
+static json_t *vision_params(const struct vd_mkmodel_spec *s)
+{
+	struct vd_mkmodel_vision v = s->vision;
+	if (!has_tower(s)) {
+		v = (struct vd_mkmodel_vision){ .depth = 1, .embed_dim = 32, .n_heads = 2,
+		                                .intermediate = 64, .window_size = 112 };
+		if (s->hidden >= 1024)
+			v = (struct vd_mkmodel_vision){ .depth = 32, .embed_dim = 1280, .n_heads = 16,
+			                                .intermediate = 5120, .window_size = 112 };
+	}
+	json_t *vc;
+	if (s->arch == VD_ARCH_QWEN2_5_VL) {
+		json_t *fa = json_array();
+		for (int32_t i = 0; i < v.n_fullatt; i++)
+			json_array_append_new(fa, json_integer(v.fullatt[i]));
+		vc = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:o, s:s}",
+		               "depth", v.depth, "hidden_size", v.embed_dim, "intermediate_size",
+		               v.intermediate, "num_heads", v.n_heads, "in_chans", 3, "out_hidden_size",
+		               s->hidden, "patch_size", 14, "spatial_merge_size", 2,
+		               "temporal_patch_size", 2, "window_size", v.window_size ? v.window_size : 112,
+		               "tokens_per_second", 2, "fullatt_block_indexes", fa, "hidden_act", "silu");
+	} else {
+		vc = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s}",
+		               "depth", v.depth, "embed_dim", v.embed_dim, "mlp_ratio",
+		               v.intermediate / (v.embed_dim ? v.embed_dim : 1), "num_heads", v.n_heads,
+		               "in_chans", 3, "hidden_size", s->hidden, "patch_size", 14,
+		               "spatial_merge_size", 2, "temporal_patch_size", 2, "hidden_act",
+		               "quick_gelu");
+	}
+	return vc;
+}
+
+/* Qwen2-VL-2B-Instruct's preprocessor_config.json (VISION.md A.1). */
+static int write_preprocessor(const char *dir, char *err, size_t err_len)
+{
+	json_t *p = json_pack("{s:i, s:i, s:i, s:i, s:i, s:[fff], s:[fff], s:s, s:s, s:b, s:b, s:b,"
+	                      " s:f, s:i}",
+	                      "min_pixels", 3136, "max_pixels", 12845056, "patch_size", 14,
+	                      "temporal_patch_size", 2, "merge_size", 2,
+	                      "image_mean", 0.48145466, 0.4578275, 0.40821073,
+	                      "image_std", 0.26862954, 0.26130258, 0.27577711,
+	                      "image_processor_type", "Qwen2VLImageProcessor",
+	                      "processor_class", "Qwen2VLProcessor", "do_resize", 1, "do_rescale", 1,
+	                      "do_normalize", 1, "rescale_factor", 1.0 / 255.0, "resample", 3);
+	if (!p)
+		return vd_fail(err, err_len, -ENOMEM, "out of memory");
+	json_object_set_new(p, "do_convert_rgb", json_true());
+	/* 17 digits: every double (1 / 255, the CLIP constants) reads back exactly */
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/preprocessor_config.json", dir);
+	int rc = json_dump_file(p, path, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17))
+	         < 0 ? vd_fail(err, err_len, -EIO, "%s: write failed", path) : 0;
+	json_decref(p);
+	return rc;
+}
+
 static const char *torch_dtype(const char *d)
 {
 	return !strcmp(d, "f32") ? "float32" : !strcmp(d, "f16") ? "float16" : "bfloat16";
@@ -321,19 +467,7 @@ static int write_configs(const struct vd_mkmodel_spec *s, const char *dir, char 
 		json_object_set_new(c, "video_token_id", json_integer(s->video_token_id));
 		json_object_set_new(c, "vision_start_token_id", json_integer(s->vision_start_token_id));
 		json_object_set_new(c, "vision_end_token_id", json_integer(s->vision_end_token_id));
-		/* a small vision tower description: vlmd never runs it (embeddings come from clients),
-		 * but transformers builds it from this */
-		json_t *vc = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}",
-		                       "depth", 1, "embed_dim", 32, "mlp_ratio", 2, "num_heads", 2,
-		                       "in_chans", 3, "hidden_size", s->hidden, "patch_size", 14,
-		                       "spatial_merge_size", 2, "temporal_patch_size", 2);
-		if (s->hidden >= 1024) {   /* real shapes: the real tower */
-			json_object_set_new(vc, "depth", json_integer(32));
-			json_object_set_new(vc, "embed_dim", json_integer(1280));
-			json_object_set_new(vc, "mlp_ratio", json_integer(4));
-			json_object_set_new(vc, "num_heads", json_integer(16));
-		}
-		json_object_set_new(c, "vision_config", vc);
+		json_object_set_new(c, "vision_config", vision_params(s));
 	}
 	json_object_set_new(c, "tie_word_embeddings", json_boolean(s->tie_embeddings));
 	json_object_set_new(c, "torch_dtype", json_string(torch_dtype(s->dtype)));
@@ -342,6 +476,8 @@ static int write_configs(const struct vd_mkmodel_spec *s, const char *dir, char 
 	json_decref(c);
 	json_decref(tp);
 	if (rc < 0)
+		return rc;
+	if (s->arch != VD_ARCH_QWEN2 && (rc = write_preprocessor(dir, err, err_len)) < 0)
 		return rc;
 	json_t *g = json_pack("{s:i, s:i, s:b, s:s}", "bos_token_id", s->bos_token_id,
 	                      "eos_token_id", s->eos_token_id, "do_sample", 0,
@@ -370,6 +506,11 @@ static int write_shard(const struct vd_mkmodel_spec *s, const char *dir, const c
 		json_t *shape = t[i].cols ? json_pack("[II]", (json_int_t)t[i].rows,
 		                                      (json_int_t)t[i].cols)
 		                          : json_pack("[I]", (json_int_t)t[i].rows);
+		if (t[i].ndim > 0) {
+			json_array_clear(shape);
+			for (int32_t d = 0; d < t[i].ndim; d++)
+				json_array_append_new(shape, json_integer(t[i].dims[d]));
+		}
 		json_object_set_new(h, t[i].name, json_pack("{s:s, s:o, s:[II]}", "dtype", st_dtype,
 		                                             "shape", shape, "data_offsets",
 		                                             (json_int_t)off,
@@ -476,6 +617,21 @@ int vd_mkmodel_write(const struct vd_mkmodel_spec *s, const char *dir, char *err
 	    s->mrope_section[0] + s->mrope_section[1] + s->mrope_section[2] != head_dim(s) / 2)
 		return vd_fail(err, err_len, -EINVAL, "mrope_section must sum to head_dim / 2 = %d",
 		            head_dim(s) / 2);
+	if (has_tower(s)) {
+		const struct vd_mkmodel_vision *v = &s->vision;
+		if (v->embed_dim < 4 || v->n_heads < 1 || v->embed_dim % v->n_heads ||
+		    (v->embed_dim / v->n_heads) % 4 || v->intermediate < 1 ||
+		    (s->arch == VD_ARCH_QWEN2_VL && v->intermediate % v->embed_dim) ||
+		    v->n_fullatt < 0 || v->n_fullatt > 8 || !(v->init_std > 0))
+			return vd_fail(err, err_len, -EINVAL, "inconsistent vision tower (width %d, heads "
+			            "%d, intermediate %d): head_dim must be a multiple of 4 and, for "
+			            "Qwen2-VL, intermediate a multiple of the width", v->embed_dim,
+			            v->n_heads, v->intermediate);
+		for (int32_t i = 0; i < v->n_fullatt; i++)
+			if (v->fullatt[i] < 0 || v->fullatt[i] >= v->depth)
+				return vd_fail(err, err_len, -EINVAL, "fullatt block %d is not below depth %d",
+				            v->fullatt[i], v->depth);
+	}
 	int32_t shards = s->shards < 1 ? 1 : s->shards;
 	if (mkdir_p(dir) < 0)
 		return vd_fail(err, err_len, -errno, "%s: %s", dir, strerror(errno));

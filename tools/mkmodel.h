@@ -14,6 +14,18 @@
 
 #include "daemon/model/model_config.h"
 
+/* The vision tower of a Qwen2-VL / Qwen2.5-VL checkpoint (keys visual.* or, with new_names,
+ * model.visual.*). depth 0: no tower weights (config.json still describes a small tower). Its
+ * output width is the language model's hidden size. */
+struct vd_mkmodel_vision {
+	int32_t depth;
+	int32_t embed_dim, n_heads, intermediate;   /* intermediate: a multiple of embed_dim for
+	                                             * Qwen2-VL (mlp_ratio) */
+	int32_t window_size;                        /* Qwen2.5-VL */
+	int32_t n_fullatt, fullatt[8];              /* Qwen2.5-VL fullatt_block_indexes */
+	float init_std;                             /* std of its matrices and biases */
+};
+
 struct vd_mkmodel_spec {
 	enum vd_arch arch;
 	int32_t hidden, n_layers, n_heads, n_kv_heads, intermediate, vocab;
@@ -31,22 +43,27 @@ struct vd_mkmodel_spec {
 	int32_t shards;             /* 1: model.safetensors; n > 1: n shards + index */
 	int32_t new_names;          /* 1: model.language_model.* keys (transformers 5.x save) */
 	int32_t nested_config;      /* 1: text parameters under "text_config" */
+	struct vd_mkmodel_vision vision;
 };
 
-/* Fill spec with a preset: "tiny" (Qwen2-VL, 2 layers, hidden 128), "tiny-qwen2" (Qwen2, tied),
- * "qwen2-0.5b", "qwen2-vl-2b", "qwen2-vl-7b". Defaults: bf16, seed 0, one file, classic names,
- * flat config. Returns 0 or -ENOENT. */
+/* Fill spec with a preset: "tiny" (Qwen2-VL, 2 layers, hidden 128, a 2-block 64-wide tower),
+ * "tiny-qwen2" (Qwen2, tied), "qwen2-0.5b", "qwen2-vl-2b" (with the real 32-block tower),
+ * "qwen2-vl-7b" (no tower weights), "qwen2.5-vl-3b" (with its real tower). Defaults: bf16,
+ * seed 0, one file, classic names, flat config. Returns 0 or -ENOENT. */
 int vd_mkmodel_preset(const char *name, struct vd_mkmodel_spec *ret);
 
 /* Comma-separated preset names, for usage texts. */
 const char *vd_mkmodel_preset_names(void);
 
-/* Write config.json, generation_config.json and the safetensors file(s) into dir (created if
+/* Write config.json, generation_config.json, preprocessor_config.json (Qwen2-VL family: the
+ * Qwen2-VL-2B-Instruct processor values) and the safetensors file(s) into dir (created if
  * missing). Returns 0 or a negative errno with a message in err. */
 int vd_mkmodel_write(const struct vd_mkmodel_spec *spec, const char *dir, char *err,
                      size_t err_len);
 
 /* Parameters of the language model described by spec (embeddings counted once when tied). */
 uint64_t vd_mkmodel_params(const struct vd_mkmodel_spec *spec);
+/* Parameters of its vision tower (0 without one). */
+uint64_t vd_mkmodel_vision_params(const struct vd_mkmodel_spec *spec);
 
 #endif /* VLM_DAEMON_MKMODEL_H */

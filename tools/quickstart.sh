@@ -3,6 +3,9 @@
 # make a small Qwen2-VL-shaped checkpoint fitted to a real Qwen2 tokenizer (random weights: the
 # text it writes is gibberish, but every step is the real one), start vlmd on it as its own
 # process, and serve real requests from separate client processes:
+#   0. vlm-generate --image: a real JPEG from tests/vision is decoded and preprocessed in the client
+#      (libvlmclient), vlmd's vision tower encodes the patches, the chat turn streams back; the
+#      same turn again hits the vision cache and the prefix cache;
 #   1. vlm-generate: a chat turn with an image (text -> chat template -> token ids + an image
 #      embedding from a .npy file -> vlmd -> streamed text), then the same turn again, which the
 #      prefix cache serves (cached tokens in the finish line);
@@ -29,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== a Qwen2-VL-shaped checkpoint (random weights) fitted to a Qwen2 tokenizer.json"
+echo "== a Qwen2-VL-shaped checkpoint with a vision tower (random weights) fitted to a Qwen2 tokenizer.json"
 build/tools/vlm-mkmodel --preset tiny --tokenizer tests/tokenizer/data/tokenizer.json "$model"
 ls -l "$model"
 
@@ -38,6 +41,19 @@ build/daemon/vlmd --socket "$sock" --model "$model" --kv-memory 64M &
 vlmd_pid=$!
 for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
 [ -S "$sock" ] || { echo "vlmd did not start" >&2; exit 1; }
+
+echo "== vlm-generate --image: a real image in (client preprocessing, vlmd's vision tower)"
+for turn in first again; do
+	build/tools/vlm-generate --socket "$sock" --model-dir "$model" \
+		--image tests/vision/images/jpeg_448x448.jpg --prompt "What is in this picture?" \
+		--max-tokens 24 --seed 1 --temperature 0.8
+	echo
+	if [ "$turn" = first ]; then
+		echo "   (first request: the tower encoded the image)"
+	else
+		echo "   (again: the vision cache and the prefix cache serve the image)"
+	fi
+done
 
 # one image of grid 1 x 2 x 2 after the merge = 4 embedding rows of the model's hidden size (128),
 # as a vision encoder would produce them
@@ -77,5 +93,5 @@ PY
 
 echo "== vlmctl: what the daemon is doing"
 build/tools/vlmctl --socket "$sock" info
-build/tools/vlmctl --socket "$sock" metrics | grep -E '^vlmd_(requests_finished|generation_tokens|prompt_tokens)'
+build/tools/vlmctl --socket "$sock" metrics | grep -E '^vlmd_(requests_finished|generation_tokens|prompt_tokens|images_encoded|vision_cache_(hits|misses))'
 echo "== done; vlmd stops now (SIGTERM)"

@@ -32,6 +32,12 @@ static const struct {
 #ifdef VLM_BENCH_VISION
 	{ "vision", bench_vision_main, "image preprocessing ms per image vs the JPEG decode floor" },
 #endif
+#ifdef VLM_BENCH_VIT
+	{ "vision-tower", bench_vit_main, "ViT + merger FLOP/s vs the peak FMA rate, images/s per batch" },
+#endif
+#ifdef VLM_BENCH_HTTP
+	{ "http", bench_http_main, "QPS through vlm-serve vs libvlmclient directly, TTFT/ITL, first-token overhead" },
+#endif
 	{ "version", NULL, "print the version" },
 };
 

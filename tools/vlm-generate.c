@@ -38,6 +38,7 @@
 #define PROG "vlm-generate"
 #define MAX_EMBEDS 256
 #define MAX_STOP 64
+#define MAX_STOP_STR 16
 #define MAX_IMAGES 64
 
 struct embed {
@@ -60,6 +61,8 @@ struct opts {
 	struct tool_images imgs;     /* preprocessed, in prompt order */
 	struct vlm_gen_params gp;
 	int32_t stop[MAX_STOP];
+	const char *stop_str[MAX_STOP_STR];
+	size_t n_stop_str;
 	int timeout_ms;
 };
 
@@ -92,6 +95,7 @@ static void usage(FILE *f)
 "  --max-tokens N  --min-tokens N  --temperature X  --top-k N  --top-p X  --min-p X\n"
 "  --repetition-penalty X  --frequency-penalty X  --presence-penalty X  --seed N\n"
 "  --stop-id ID[,ID...]  --ignore-eos  --logprobs N  --priority N\n"
+"  --stop TEXT               end at this text (repeatable; not printed; needs a tokenizer)\n"
 "output:\n"
 "  --json                    one JSON object (tokens, text, finish, usage, logprobs) on stdout\n"
 "  --ids                     print token ids even when a tokenizer is known\n"
@@ -204,7 +208,7 @@ enum {
 	O_MODEL_DIR, O_MERGE, O_EMBED, O_PLACEHOLDER, O_GRID, O_FINGERPRINT, O_MAX_TOKENS,
 	O_MIN_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_REP, O_FREQ, O_PRES, O_SEED,
 	O_STOP, O_IGNORE_EOS, O_LOGPROBS, O_PRIORITY, O_JSON, O_IDS, O_SHOW_SPECIAL, O_TIMEOUT,
-	O_ECHO, O_HELP, O_VERSION, O_IMAGE, O_MIN_PIXELS, O_MAX_PIXELS,
+	O_ECHO, O_HELP, O_VERSION, O_IMAGE, O_MIN_PIXELS, O_MAX_PIXELS, O_STOP_STR,
 };
 
 static const struct option long_opts[] = {
@@ -232,6 +236,7 @@ static const struct option long_opts[] = {
 	{ "presence-penalty", required_argument, NULL, O_PRES },
 	{ "seed", required_argument, NULL, O_SEED },
 	{ "stop-id", required_argument, NULL, O_STOP },
+	{ "stop", required_argument, NULL, O_STOP_STR },
 	{ "ignore-eos", no_argument, NULL, O_IGNORE_EOS },
 	{ "logprobs", required_argument, NULL, O_LOGPROBS },
 	{ "priority", required_argument, NULL, O_PRIORITY },
@@ -356,6 +361,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			free(ids);
 			break;
 		}
+		case O_STOP_STR:
+			if (!a[0] || o->n_stop_str == MAX_STOP_STR)
+				return fail("--stop: want non-empty text, at most %d times", MAX_STOP_STR) + 1;
+			o->stop_str[o->n_stop_str++] = a;
+			break;
 		case O_IGNORE_EOS: o->gp.ignore_eos = true; break;
 		case O_LOGPROBS:
 			if (!parse_u64(a, VLM_MAX_TOP_LOGPROBS, &u))
@@ -427,6 +437,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (o->template_ && !o->prompt)
 		return fail("--template goes with --prompt") + 1;
+	if (o->n_stop_str && o->ids_out)
+		return fail("--stop matches text: not with --ids") + 1;
 	if (o->n_image && !o->prompt)
 		return fail("--image goes with --prompt (in --chat, use {\"type\": \"image\", "
 			    "\"path\": FILE})") + 1;
@@ -763,9 +775,16 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		  double t_submit)
 {
 	struct vlm_detok *d = NULL;
-	bool text = tok && !o->ids_out;
+	struct vlm_stop *st = NULL;
+	bool text = tok && !o->ids_out, stopped = false;
+	if (o->n_stop_str && !tok)
+		return fail("--stop needs a tokenizer (--tokenizer FILE or --model-dir DIR)");
 	if (tok && vlm_detok_new(tok, o->show_special ? 0 : VLM_DECODE_SKIP_SPECIAL, &d) < 0)
 		return fail("out of memory");
+	if (vlm_stop_new(o->stop_str, o->n_stop_str, &st) < 0) {
+		vlm_detok_free(d);
+		return fail("out of memory");
+	}
 	struct outbuf b = { 0 };
 	int32_t buf[64];
 	double t_first = 0;
@@ -809,7 +828,14 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		for (int i = 0; i < r; i++) {
 			const char *s = NULL;
 			size_t n = 0;
-			if (d && vlm_detok_feed(d, buf[i], &s, &n) >= 0 && n)
+			if (stopped) /* after a stop string: drained, not shown */
+				continue;
+			if (d && vlm_detok_feed(d, buf[i], &s, &n) >= 0 &&
+			    vlm_stop_feed(st, s, n, &s, &n) == 1) {
+				stopped = true;
+				vlm_cancel(req);
+			}
+			if (n)
 				out_text(&b, s, n);
 			if (o->json)
 				continue;
@@ -823,10 +849,17 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 	if (d) {
 		const char *s;
 		size_t n;
-		if (vlm_detok_flush(d, &s, &n) >= 0 && n) {
-			out_text(&b, s, n);
-			if (text && !o->json)
-				fwrite(s, 1, n, stdout);
+		for (int k = 0; k < 2; k++) {
+			if (k == 0 && (stopped || vlm_detok_flush(d, &s, &n) < 0 ||
+				       vlm_stop_feed(st, s, n, &s, &n) < 0))
+				continue;
+			if (k == 1 && vlm_stop_flush(st, &s, &n) < 0)
+				continue;
+			if (n) {
+				out_text(&b, s, n);
+				if (text && !o->json)
+					fwrite(s, 1, n, stdout);
+			}
 		}
 	}
 	if (!o->json && (b.n || text))
@@ -840,7 +873,7 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 	if (rc == 0 && r < 0)
 		rc = fail("request failed: %s", read_err[0] ? read_err : vlm_strerror(r));
 	if (have_fi && !o->json) {
-		fprintf(stderr, "finish: %s", reason_name(fi.reason));
+		fprintf(stderr, "finish: %s", stopped ? "stop (stop string)" : reason_name(fi.reason));
 		if (fi.error)
 			fprintf(stderr, " (%s)", vmsg[0] ? vmsg : strerror(-fi.error));
 		fprintf(stderr, ", prompt %u tokens (%u cached), completion %u tokens, ttft %.2f ms "
@@ -858,7 +891,12 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 			printf(", \"text\": ");
 			json_str(stdout, b.text ? b.text : "", b.tlen);
 		}
-		printf(", \"finish_reason\": \"%s\"", reason_name(fi.reason));
+		printf(", \"finish_reason\": \"%s\"", stopped ? "stop" : reason_name(fi.reason));
+		if (stopped) {
+			const char *m = vlm_stop_string(st, vlm_stop_matched(st));
+			printf(", \"stop_string\": ");
+			json_str(stdout, m, strlen(m));
+		}
 		if (fi.error)
 			printf(", \"error\": %d", fi.error);
 		if (vmsg[0]) {
@@ -892,6 +930,7 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 	}
 	if (rc == 0 && have_fi && fi.reason == VLM_FINISH_CANCELLED && interrupted)
 		rc = 130;
+	vlm_stop_free(st);
 	vlm_detok_free(d);
 	free(b.ids);
 	free(b.text);

@@ -28,6 +28,10 @@ static void usage(FILE *f)
 	        "  --layers N --hidden N --heads N --kv-heads N --intermediate N --vocab N\n"
 	        "  --mrope-section T,H,W   rotary pairs per M-RoPE axis\n"
 	        "  --std X            std of the random matrices (default per preset)\n"
+	        "  --vision-layers N  vision tower blocks (0: no tower weights)\n"
+	        "  --vision-hidden N --vision-heads N --vision-intermediate N   tower shape\n"
+	        "  --vision-fullatt A,B,...   Qwen2.5-VL full-attention blocks (others: windows)\n"
+	        "  --vision-std X     std of the tower's random matrices\n"
 	        "  --tokenizer FILE   fit the model to a Qwen2 tokenizer.json and copy it into OUTDIR:\n"
 	        "                     vocab = its size, image/video/vision/eos ids = its special tokens\n",
 	        vd_mkmodel_preset_names());
@@ -120,7 +124,8 @@ out:
 int main(int argc, char **argv)
 {
 	enum { O_PRESET = 1, O_DTYPE, O_SEED, O_SHARDS, O_NEW, O_NESTED, O_ARCH, O_TIE, O_NOTIE,
-	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_TOKENIZER, O_HELP };
+	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_TOKENIZER, O_HELP,
+	       O_VLAYERS, O_VHIDDEN, O_VHEADS, O_VINTER, O_VFULL, O_VSTD };
 	static const struct option opts[] = {
 		{ "preset", required_argument, NULL, O_PRESET }, { "dtype", required_argument, NULL, O_DTYPE },
 		{ "seed", required_argument, NULL, O_SEED }, { "shards", required_argument, NULL, O_SHARDS },
@@ -133,6 +138,12 @@ int main(int argc, char **argv)
 		{ "vocab", required_argument, NULL, O_VOCAB }, { "std", required_argument, NULL, O_STD },
 		{ "mrope-section", required_argument, NULL, O_MROPE }, { "help", no_argument, NULL, O_HELP },
 		{ "tokenizer", required_argument, NULL, O_TOKENIZER },
+		{ "vision-layers", required_argument, NULL, O_VLAYERS },
+		{ "vision-hidden", required_argument, NULL, O_VHIDDEN },
+		{ "vision-heads", required_argument, NULL, O_VHEADS },
+		{ "vision-intermediate", required_argument, NULL, O_VINTER },
+		{ "vision-fullatt", required_argument, NULL, O_VFULL },
+		{ "vision-std", required_argument, NULL, O_VSTD },
 		{ NULL, 0, NULL, 0 },
 	};
 	/* First pass: the preset, so the other options override it whatever their order. */
@@ -191,6 +202,29 @@ int main(int argc, char **argv)
 			char *end;
 			s.init_std = strtof(optarg, &end);
 			bad = *end || end == optarg || !(s.init_std > 0);
+			break;
+		}
+		case O_VLAYERS: bad = num(optarg, 0, 1024, &v); s.vision.depth = (int32_t)v; break;
+		case O_VHIDDEN: bad = num(optarg, 4, 1 << 16, &v); s.vision.embed_dim = (int32_t)v; break;
+		case O_VHEADS: bad = num(optarg, 1, 1024, &v); s.vision.n_heads = (int32_t)v; break;
+		case O_VINTER: bad = num(optarg, 1, 1 << 20, &v); s.vision.intermediate = (int32_t)v; break;
+		case O_VFULL: {
+			char *p = optarg, *end;
+			s.vision.n_fullatt = 0;
+			while (*p && !bad) {
+				long b = strtol(p, &end, 10);
+				bad = end == p || b < 0 || b > 1023 || s.vision.n_fullatt == 8 ||
+				      (*end && *end != ',');
+				if (!bad)
+					s.vision.fullatt[s.vision.n_fullatt++] = (int32_t)b;
+				p = *end ? end + 1 : end;
+			}
+			break;
+		}
+		case O_VSTD: {
+			char *end;
+			s.vision.init_std = strtof(optarg, &end);
+			bad = *end || end == optarg || !(s.vision.init_std > 0);
 			break;
 		}
 		case O_MROPE:

@@ -345,6 +345,7 @@ static void table_print(struct table *t, FILE *f)
 /* ------------------------------------------------------------------ commands */
 
 static const char *const info_order[] = { "server", "model", "backend", "memory", "prefix_cache",
+					  "vision",
 					  "clients", "requests", "throughput", "latency", "errors", NULL };
 
 static void print_info(json_t *ans)

@@ -17,6 +17,10 @@
  * the engine thread is not inside a phase that reads arenas (forward, fingerprint hashing): after
  * it returns, no request of that client is ever read again, so the loop may unmap the arena.
  *
+ * Requests with pixel items first pass the vision stage (daemon/engine/engine_vision.c: an encoder
+ * thread runs the vision tower on its own backend instance, concurrently with the steps; the
+ * engine thread hands it batches and takes results in between steps, then admits the requests).
+ *
  * A step follows docs/ENGINE.md: plan → batch (positions from each request's full table, image
  * rows substituted from the arena) → vd_model_forward → commit → prefix commit → sample → events.
  * All of a step's completions go out in one vd_evq_push (one wake-up of the loop per step).
@@ -49,6 +53,8 @@ void vd_engine_opts_init(struct vd_engine_opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->prefill_per_decode = -1;
+	o->vision_cache_bytes = 512ull << 20;
+	o->vision_batch_patches = 8192;
 }
 
 /* EOS ids of generation_config.json (int or list), else config.json's. */
@@ -230,8 +236,35 @@ static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code,
 	else if (e->n_live_waiting)
 		e->n_live_waiting--;
 	vd_fair_done(e->fair, q->r->slot, q->r->gen, q->copy_bytes);
+	vd_ev_dequeue(e, q);
 	unlink_live(e, q);
 	vd_ereq_free(q);
+}
+
+void vd_engine_fail(struct vd_engine *e, struct vd_ereq *q, int code, const char *msg)
+{
+	finish(e, q, VS_FINISH_ERROR, code, msg, q->gone);
+}
+
+void vd_engine_admit(struct vd_engine *e, struct vd_ereq *q)
+{
+	int r;
+
+	if (q->cancel || q->added)
+		return;   /* reap_cancelled ends it */
+	r = vd_sched_add(e->sched, &q->seq);
+	if (r < 0) {
+		char m[VD_WHY_LEN];
+
+		snprintf(m, sizeof(m), "scheduler refused: %s",
+		         r == VD_SCHED_ETOOLONG ? "too long" :
+		         r == VD_SCHED_ENOFIT ? "can never fit the KV cache" :
+		         r == -ENOMEM ? "out of memory" : "bad sizes");
+		finish(e, q, VS_FINISH_ERROR, r, m, 0);
+	} else {
+		q->added = true;
+		e->n_live_waiting--;
+	}
 }
 
 /* ---------------------------------------------------------------- the engine thread */
@@ -290,24 +323,13 @@ static void take_inbox(struct vd_engine *e)
 			q = q->next;
 		for (size_t i = 0; i < n && q; i++) {
 			struct vd_ereq *prev = q->prev;
-			int r;
 
-			if (q->cancel || q->added) {
-				q = prev;
-				continue;   /* reap_cancelled ends it */
-			}
-			r = vd_sched_add(e->sched, &q->seq);
-			if (r < 0) {
-				char m[VD_WHY_LEN];
-
-				snprintf(m, sizeof(m), "scheduler refused: %s",
-				         r == VD_SCHED_ETOOLONG ? "too long" :
-				         r == VD_SCHED_ENOFIT ? "can never fit the KV cache" :
-				         r == -ENOMEM ? "out of memory" : "bad sizes");
-				finish(e, q, VS_FINISH_ERROR, r, m, 0);
+			if (q->n_pixel_todo > 0 && !q->cancel && !q->vision_queued) {
+				/* pixel items first go through the vision stage */
+				if (vd_ev_enqueue(e, q) < 0)
+					finish(e, q, VS_FINISH_ERROR, -ENOMEM, "vlmd out of memory", 0);
 			} else {
-				q->added = true;
-				e->n_live_waiting--;
+				vd_engine_admit(e, q);
 			}
 			q = prev;
 		}
@@ -321,7 +343,7 @@ static void reap_cancelled(struct vd_engine *e)
 
 	for (; q; q = next) {
 		next = q->next;
-		if (q->cancel)
+		if (q->cancel && !q->v_busy)   /* a busy one ends when its tower batch is back */
 			finish(e, q, VS_FINISH_CANCELLED, 0, NULL, q->gone);
 	}
 }
@@ -533,7 +555,12 @@ static int step(struct vd_engine *e)
 				goto fail;
 			}
 			for (int j = 0; j < k; j++)
-				if (!e->b_subs[nsub + j].is_device) /* GPU rows: counted at import */
+				/* arena rows only: GPU rows are counted at import, encoded pixel items'
+				 * rows are vlmd's own */
+				if (!e->b_subs[nsub + j].is_device &&
+				    (const unsigned char *)e->b_subs[nsub + j].data >= q->r->arena &&
+				    (const unsigned char *)e->b_subs[nsub + j].data <
+				    q->r->arena + q->r->arena_bytes)
 					embed_bytes += (uint64_t)e->b_subs[nsub + j].n_rows *
 					               (uint64_t)e->cfg.hidden *
 					               vk_dtype_size(e->b_subs[nsub + j].dtype);
@@ -624,20 +651,14 @@ static int step(struct vd_engine *e)
 	}
 	e->steps++;
 	vd_metrics_add(e->metrics, VD_C_STEPS, 1);
-	vd_metrics_observe_ns(e->metrics, VD_H_STEP, vs_now_ns() - t0);
+	now = vs_now_ns() - t0;
+	vd_metrics_observe_ns(e->metrics, VD_H_STEP, now);
+	/* the vision stage's time budget: a moving average of the step time */
+	e->step_ns = e->step_ns > 0 ? 0.8 * e->step_ns + 0.2 * (double)now : (double)now;
 	return 1;
 fail:
 	if (rc == VK_EDEVICE_LOST) {
-		/* the backend is unusable: fail everything, refuse everything, tell the owner */
-		e->dead = 1;
-		for (size_t i = 0; i < e->n_inbox; i++)
-			e->inbox[i]->cancel = true;
-		take_inbox(e);
-		while (e->live)
-			finish(e, e->live, VS_FINISH_ERROR, VK_EDEVICE_LOST,
-			       "compute device lost; vlmd restarts", e->live->gone);
-		if (e->o.fatal)
-			e->o.fatal(e->o.fatal_ctx, rc);
+		vd_engine_device_lost(e, rc);
 		return 1;
 	}
 	/* the step's requests fail; the others carry on */
@@ -648,6 +669,21 @@ fail:
 			finish(e, q, VS_FINISH_ERROR, rc, msg, 0);
 	}
 	return 1;
+}
+
+void vd_engine_device_lost(struct vd_engine *e, int rc)
+{
+	/* the backend is unusable: fail everything, refuse everything, tell the owner */
+	e->dead = 1;
+	vd_ev_quiesce(e);
+	for (size_t i = 0; i < e->n_inbox; i++)
+		e->inbox[i]->cancel = true;
+	take_inbox(e);
+	while (e->live)
+		finish(e, e->live, VS_FINISH_ERROR, VK_EDEVICE_LOST,
+		       "compute device lost; vlmd restarts", e->live->gone);
+	if (e->o.fatal)
+		e->o.fatal(e->o.fatal_ctx, rc);
 }
 
 static void *engine_main(void *arg)
@@ -662,14 +698,19 @@ static void *engine_main(void *arg)
 		reap_cancelled(e);
 		if (e->stop)
 			break;
-		ran = vd_sched_n_running(e->sched) || vd_sched_n_waiting(e->sched) ? step(e) : 0;
+		/* the vision stage between two LLM steps, within its budget */
+		ran = e->vis && (e->n_vq || e->v_state) ? vd_ev_run(e) : 0;
+		if (vd_sched_n_running(e->sched) || vd_sched_n_waiting(e->sched))
+			ran |= step(e);
 		update_gauges(e);
 		ev_flush(e);
-		if (!ran && !e->n_inbox && !e->stop) {
+		/* the encoder may have finished while the lock was dropped (forward, hashing): its
+		 * signal is then gone, so look at its state before sleeping */
+		if (!ran && !e->n_inbox && !e->stop && !vd_ev_ready(e)) {
 			int cancels = 0;
 
 			for (struct vd_ereq *q = e->live; q; q = q->next)
-				cancels |= q->cancel;
+				cancels |= q->cancel && !q->v_busy;
 			if (!cancels)
 				pthread_cond_wait(&e->cv, &e->mu);
 		}
@@ -806,11 +847,12 @@ static void eng_client_gone(struct vd_sink *s, uint32_t slot, uint32_t gen)
 
 	pthread_mutex_lock(&e->mu);
 	if (flag(e, slot, gen, 0, 0, 1)) {
-		uint64_t ph = e->read_phase;
+		uint64_t ph = e->read_phase, vph = e->v_read_phase;
 
 		pthread_cond_signal(&e->cv);
-		/* flagged requests are never read again after the current arena-reading phase */
-		while (e->reading && e->read_phase == ph)
+		/* flagged requests are never read again after the current arena-reading phases (the
+		 * engine thread's forward / fingerprints, the encoder thread's copies) */
+		while ((e->reading && e->read_phase == ph) || (e->v_reading && e->v_read_phase == vph))
 			pthread_cond_wait(&e->done_cv, &e->mu);
 	}
 	pthread_mutex_unlock(&e->mu);
@@ -827,6 +869,7 @@ static void eng_free(struct vd_sink *s)
 	pthread_cond_signal(&e->cv);
 	pthread_mutex_unlock(&e->mu);
 	pthread_join(e->thr, NULL);
+	vd_ev_stop(e);
 	pthread_mutex_lock(&e->mu);
 	e->sink_live = 0;
 	for (size_t i = 0; i < e->n_inbox; i++)
@@ -863,8 +906,14 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 	e->base.evq = evq;
 	e->stop = 0;
 	e->sink_live = 1;
+	rc = vd_ev_start(e);
+	if (rc < 0) {
+		e->sink_live = 0;
+		return rc;
+	}
 	rc = pthread_create(&e->thr, NULL, engine_main, e);
 	if (rc) {
+		vd_ev_stop(e);
 		e->sink_live = 0;
 		return -rc;
 	}
@@ -1012,11 +1061,18 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		goto nomem;
 	load_eos(e);
 	model_root(e);
+	rc = vd_ev_init(e, o->vision_cache_bytes, o->vision_batch_patches, err, errlen);
+	if (rc < 0)
+		goto fail;
 	e->env = (struct vd_ereq_env){ .cfg = &e->cfg, .max_model_len = e->max_model_len,
 	                               .pool_tokens = e->n_blocks * e->block_size,
 	                               .block_size = e->block_size, .eos = e->eos,
 	                               .n_eos = e->n_eos,
-	                               .device_tensors = e->be->ops->import_tensor != NULL };
+	                               .device_tensors = e->be->ops->import_tensor != NULL,
+	                               .vision = e->vis ? &e->vcfg : NULL,
+	                               .max_item_patches = o->vision_max_item_patches ?
+	                                                   (int64_t)o->vision_max_item_patches :
+	                                                   (int64_t)1 << 18 };
 	e->dev_sample = e->be->ops->sample != NULL;
 	if (e->env.device_tensors) {
 		/* GPU clients' tensors are mapped by the backend, never copied; without a usable
@@ -1046,6 +1102,7 @@ void vd_engine_free(struct vd_engine *e)
 		return;
 	if (e->sink_live)
 		eng_free(&e->base);
+	vd_ev_fini(e);   /* after the sink: no request references a cache entry now */
 	vd_sched_free(e->sched);
 	vd_prefix_free(e->pc);
 	vd_fair_free(e->fair);

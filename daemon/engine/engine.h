@@ -44,6 +44,10 @@ struct vd_engine_opts {
 	 * (1 on host backends, whose step time grows with the rows; off on CUDA); 0: off (only
 	 * max_batched_tokens bounds them). See daemon/engine/scheduler.h. */
 	int32_t prefill_per_decode;
+	/* Vision stage (checkpoints with a vision tower; daemon/engine/engine_vision.c). */
+	uint64_t vision_cache_bytes;  /* encoded rows kept for reuse (LRU); 0 = no reuse */
+	uint32_t vision_batch_patches;/* pixel rows per tower forward (a larger item runs alone) */
+	uint32_t vision_max_item_patches; /* largest pixel item accepted; 0 = 262144 */
 	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
 	/* Called from vd_engine_new while it loads (any number of times): done / total bytes of
 	 * weights, for systemd EXTEND_TIMEOUT_USEC and STATUS=. May be NULL. */
@@ -90,6 +94,15 @@ struct vd_engine_info {
 	int32_t kv_total, kv_used, kv_cached, kv_free;  /* blocks */
 	uint64_t kv_bytes;
 	int32_t prefix_entries;
+	/* vision tower and cache (vision_kind 0: none; vision_note says why when config.json has
+	 * a vision_config) */
+	int32_t vision_kind;          /* enum vd_vision_kind */
+	int32_t vision_depth, vision_width, vision_out;
+	uint64_t vision_weight_bytes;
+	char vision_note[160];
+	uint64_t vcache_budget, vcache_bytes, vcache_pinned_bytes;
+	int32_t vcache_entries, vcache_pinned;
+	uint32_t vision_queue;        /* requests waiting for the tower */
 	uint32_t running, waiting;
 	uint32_t max_running, max_batched_tokens, max_waiting;
 	int draining;                 /* vd_engine_drain was called */

@@ -61,6 +61,23 @@ void vd_engine_get_info(struct vd_engine *e, struct vd_engine_info *out)
 	                (uint64_t)e->cfg.n_layers * (uint64_t)e->cfg.n_kv_heads *
 	                (uint64_t)e->cfg.head_dim * vk_dtype_size(e->kv_dtype);
 	out->prefix_entries = e->pc ? vd_prefix_n_entries(e->pc) : 0;
+	snprintf(out->vision_note, sizeof(out->vision_note), "%s", e->vision_note);
+	if (e->vis) {
+		struct vd_vcache_stats st;
+
+		out->vision_kind = e->vcfg.kind;
+		out->vision_depth = e->vcfg.depth;
+		out->vision_width = e->vcfg.embed_dim;
+		out->vision_out = e->vcfg.out_hidden;
+		out->vision_weight_bytes = vd_vision_weight_bytes(e->vis);
+		vd_vcache_stats(e->vc, &st);
+		out->vcache_budget = st.budget;
+		out->vcache_bytes = st.bytes;
+		out->vcache_pinned_bytes = st.pinned_bytes;
+		out->vcache_entries = st.entries;
+		out->vcache_pinned = st.pinned;
+		out->vision_queue = (uint32_t)e->n_vq;
+	}
 	out->running = (uint32_t)vd_sched_n_running(e->sched);
 	out->waiting = (uint32_t)vd_sched_n_waiting(e->sched) + (uint32_t)e->n_inbox +
 	               e->n_live_waiting;

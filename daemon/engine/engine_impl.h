@@ -16,6 +16,8 @@
 #include "daemon/model/model.h"
 #include "daemon/engine/prefix.h"
 #include "daemon/engine/scheduler.h"
+#include "daemon/engine/vcache.h"
+#include "daemon/model/vision.h"
 #include "daemon/model/weights.h"
 
 #define VD_ENGINE_MAX_EOS 8
@@ -43,6 +45,34 @@ struct vd_engine {
 	uint64_t load_total;           /* weight bytes, for load progress */
 	struct vd_mm_import *import;   /* CUDA tensor mappings (CUDA backend only), or NULL */
 	char import_err[160];          /* why import is NULL on a CUDA backend */
+
+	/* vision stage (daemon/engine/engine_vision.c); under mu unless noted */
+	struct vd_vision *vis;         /* the tower, or NULL (pixel items refused) */
+	struct vk_backend *vbe;        /* the tower's backend instance (the encoder thread's) */
+	struct vd_vision_config vcfg;  /* valid when vis */
+	char vision_note[160];         /* why vis is NULL although config.json has a vision_config */
+	struct vd_vcache *vc;          /* encoded rows by key (NULL when vis is NULL) */
+	struct vd_ereq **vq;           /* [n_vq] requests with unresolved pixel items, FIFO */
+	size_t n_vq, cap_vq;
+	int64_t v_batch_patches;       /* pixel rows per tower forward (one bigger request runs alone) */
+	pthread_t v_thr;               /* the encoder thread */
+	int v_thr_live, v_stop, v_cv_init;
+	pthread_cond_t v_cv;           /* wakes the encoder thread */
+	pthread_cond_t v_done_cv;      /* the encoder finished a batch */
+	int v_state;                   /* idle, assigned (the encoder owns the batch), done */
+	struct vd_ev_job *v_jobs;      /* [v_njobs] the batch */
+	int32_t v_njobs, cap_v_jobs;
+	struct vd_vision_item *v_items;/* [cap_v_jobs] encoder thread */
+	void *v_stage;                 /* [v_stage_bytes] host pixels of one batch (encoder thread) */
+	size_t v_stage_bytes;
+	int v_reading;                 /* the encoder reads arenas (client_gone waits) */
+	uint64_t v_read_phase;
+	void *v_slab;                  /* done: the output buffer (struct ev_slab) */
+	int v_rc;                      /* done: 0 or the tower's error */
+	int64_t v_rows;                /* done: pixel rows encoded */
+	uint64_t v_flops, v_ns;        /* done: work and time of the forward */
+	char v_msg[48];                /* done: why it failed */
+	double step_ns;                /* LLM step time, moving average */
 
 	/* sink state, under mu */
 	int sink_live;
@@ -85,5 +115,33 @@ struct vd_engine {
 	struct vd_event *ev;           /* [cap_ev] this step's completions */
 	size_t n_ev, cap_ev;
 };
+
+/* engine.c, for the vision stage: put a request whose rows are all known into the scheduler
+ * (a refusal ends it with ERROR); end a request with ERROR code and msg; the device is lost
+ * (fail everything; rc VK_EDEVICE_LOST). mu held. */
+void vd_engine_admit(struct vd_engine *e, struct vd_ereq *q);
+void vd_engine_fail(struct vd_engine *e, struct vd_ereq *q, int code, const char *msg);
+void vd_engine_device_lost(struct vd_engine *e, int rc);
+
+/* engine_vision.c: the vision stage (see the module comment there). */
+/* Load the tower when the checkpoint has one (no tower is not an error: e->vision_note says why
+ * when config.json names one). Returns 0 or -ENOMEM. Before the engine thread starts. */
+int vd_ev_init(struct vd_engine *e, uint64_t cache_bytes, int64_t batch_patches, char *err,
+               size_t errlen);
+void vd_ev_fini(struct vd_engine *e);
+/* Start / stop the encoder thread (no-op without a tower); stop drops a batch in flight. */
+int vd_ev_start(struct vd_engine *e);
+void vd_ev_stop(struct vd_engine *e);
+/* mu held: wait for the batch in flight, then drop it (its requests are about to end). */
+void vd_ev_quiesce(struct vd_engine *e);
+/* A new request with pixel items joins the vision queue (it counts as live-waiting). */
+int vd_ev_enqueue(struct vd_engine *e, struct vd_ereq *q);
+/* q leaves the vision queue (it ends). */
+void vd_ev_dequeue(struct vd_engine *e, struct vd_ereq *q);
+/* True when vd_ev_run has work now (the engine thread must not sleep). mu held. */
+int vd_ev_ready(const struct vd_engine *e);
+/* Take a finished tower batch in, admit the requests whose rows are all known, hand the next
+ * batch to the encoder thread. mu held. Returns 1 if it took a result in. */
+int vd_ev_run(struct vd_engine *e);
 
 #endif /* VLM_DAEMON_ENGINE_IMPL_H */

@@ -14,6 +14,7 @@
 #include "daemon/model/errmsg.h"
 #include "daemon/engine/rowcopy.h"
 #include "daemon/model/mrope.h"
+#include "daemon/model/vision.h"
 
 /* A validated item's wire dtype is used as the backend's (vk_row_source.dtype). */
 _Static_assert(VS_DTYPE_F32 == (int)VK_DTYPE_F32 && VS_DTYPE_F16 == (int)VK_DTYPE_F16 &&
@@ -34,6 +35,12 @@ void vd_ereq_free(struct vd_ereq *q)
 	for (int32_t k = 0; q->rows && k < q->n_items; k++)
 		free(q->rows[k]);
 	free(q->rows);
+	for (int32_t k = 0; q->vent && k < q->n_items; k++)
+		vd_vcache_unref(q->vc, q->vent[k]);
+	for (int32_t k = 0; q->vpix && k < q->n_items; k++)
+		free(q->vpix[k]);
+	free(q->vent);
+	free(q->vpix);
 	vd_request_free(q->r);
 	free(q->tok);
 	free(q->mm);
@@ -51,8 +58,9 @@ uint64_t vd_ereq_copy_bytes(const struct vd_request *r)
 {
 	uint64_t n = 0;
 
+	/* pixel items are copied by the vision stage and released once encoded: not held here */
 	for (uint32_t k = 0; k < r->sqe.n_items; k++)
-		if (r->items[k].device == VS_DEV_ARENA)
+		if (r->items[k].device == VS_DEV_ARENA && !(r->items[k].flags & VS_ITEM_PIXELS))
 			n += (uint64_t)r->items[k].rows * r->items[k].cols *
 			     vs_dtype_size(r->items[k].dtype);
 	return n;
@@ -79,6 +87,59 @@ static int fail_fit(char *err, size_t errlen, int code, const char *short_fmt,
 	va_end(ap2);
 	va_end(ap);
 	return code;
+}
+
+/* A pixel item (VS_ITEM_PIXELS: patches [t*h*w, patch_dim], PATCH grid, vlmd runs the tower):
+ * checked against the tower; its placeholder run is t*h*w / merge^2 tokens and its rows come
+ * from the encoder (src->data stays NULL until then). Messages fit the 47-byte ERROR text with
+ * every number whole (item index < 256, other numbers bounded before they are printed). */
+static int pixel_item(const struct vd_ereq_env *env, const struct vs_mm_item *it, int32_t k,
+                      struct vd_mm_item *mm, struct vk_row_source *src, char *err, size_t errlen)
+{
+	const struct vd_model_config *cfg = env->cfg;
+	const struct vd_vision_config *vc = env->vision;
+	int64_t patches, m2;
+	int32_t m;
+	int video;
+
+	if (!vc)
+		return vd_fail(err, errlen, -ENOTSUP, "item %d: model has no vision tower", k);
+	m = vc->spatial_merge_size;
+	m2 = (int64_t)m * m;
+	if (it->device != VS_DEV_ARENA)
+		return vd_fail(err, errlen, -ENOTSUP, "item %d: pixels must be in the arena", k);
+	if (it->dtype != VS_DTYPE_F32 && it->dtype != VS_DTYPE_BF16)
+		return vd_fail(err, errlen, -EINVAL, "item %d: pixels must be f32 or bf16", k);
+	if (it->cols != (uint32_t)vc->patch_dim)
+		return vd_fail(err, errlen, -EINVAL, "item %d: %u columns, patch size %d", k,
+		            it->cols > 99999999u ? 99999999u : it->cols, vc->patch_dim);
+	if (!it->grid_t || !it->grid_h || !it->grid_w)
+		return vd_fail(err, errlen, -EINVAL, "item %d: pixels without a grid", k);
+	patches = (int64_t)it->grid_t * it->grid_h * it->grid_w;
+	if (patches != (int64_t)it->rows)
+		return vd_fail(err, errlen, -EINVAL, "item %d: grid t*h*w != rows", k);
+	if (patches > env->max_item_patches)
+		return vd_fail(err, errlen, -E2BIG, "item %d: %lld patches > limit %lld", k,
+		            (long long)patches, (long long)env->max_item_patches);
+	if (it->grid_h % (uint32_t)m || it->grid_w % (uint32_t)m)
+		return vd_fail(err, errlen, -EINVAL, "item %d: grid h,w %ux%u not /%d", k,
+		            it->grid_h, it->grid_w, m);
+	video = cfg->video_token_id >= 0 && it->placeholder_id == (uint32_t)cfg->video_token_id;
+	if (!video && (cfg->image_token_id < 0 || it->placeholder_id != (uint32_t)cfg->image_token_id))
+		return vd_fail(err, errlen, -EINVAL, "item %d: pad id %u, need image/video", k,
+		            it->placeholder_id);
+	*mm = (struct vd_mm_item){ .placeholder = (int32_t)it->placeholder_id,
+	                           .rows = (int32_t)(patches / m2),
+	                           .grid = { (int32_t)it->grid_t, (int32_t)it->grid_h,
+	                                     (int32_t)it->grid_w },
+	                           .t_interval = video ? vd_mrope_t_interval(cfg, (it->reserved0 ?
+	                                           (float)it->reserved0 : 1000.0f) / 1000.0f) :
+	                                         1.0f };
+	/* the rows will be the tower's output: backend memory (host memory on host backends) */
+	*src = (struct vk_row_source){ .row = 0, .n_rows = mm->rows, .dtype = VK_DTYPE_F32,
+	                               .is_device = env->device_tensors,
+	                               .row_stride = (int64_t)cfg->hidden * 4, .data = NULL };
+	return 0;
 }
 
 int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t seed,
@@ -147,10 +208,12 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->img = calloc((size_t)ni + 1, sizeof(*q->img));
 	q->maps = calloc((size_t)ni + 1, sizeof(*q->maps));
 	q->rows = calloc((size_t)ni + 1, sizeof(*q->rows));
+	q->vpix = calloc((size_t)ni + 1, sizeof(*q->vpix));
+	q->vent = calloc((size_t)ni + 1, sizeof(*q->vent));
 	q->import = env->import;
 	q->metrics = env->metrics;
 	if (!q->tok || !q->pos || !q->hash || !q->mm || !q->spans || !q->src || !q->img ||
-	    !q->maps || !q->rows) {
+	    !q->maps || !q->rows || !q->vpix || !q->vent) {
 		e = -ENOMEM;
 		goto out;
 	}
@@ -163,6 +226,13 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		const struct vs_mm_item *it = &r->items[k];
 		int32_t m = cfg->spatial_merge_size > 0 ? cfg->spatial_merge_size : 1;
 
+		if (it->flags & VS_ITEM_PIXELS) {
+			e = pixel_item(env, it, k, &q->mm[k], &q->src[k], err, errlen);
+			if (e < 0)
+				goto out;
+			q->n_pixel++;
+			continue;
+		}
 		if (it->cols != (uint32_t)cfg->hidden) {
 			e = fail_fit(err, errlen, -EINVAL, "item %d: %u columns, hidden size %d",
 			             "item %d: %u columns, model hidden size %d", k, it->cols,
@@ -279,6 +349,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		.ignore_eos = (p->flags & VS_GEN_IGNORE_EOS) != 0,
 	};
 
+	q->n_pixel_todo = q->n_pixel;
 	q->seq.n_tokens = n;
 	q->seq.max_tokens = q->max_tokens;
 	q->seq.priority = p->priority;
@@ -302,7 +373,10 @@ void vd_ereq_fingerprints(struct vd_ereq *q)
 		const struct vs_mm_item *it = &q->r->items[k];
 		struct vd_prefix_image *im = &q->img[k];
 
-		if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
+		if (it->flags & VS_ITEM_PIXELS) {
+			/* the vision key, written when the encoder copied the rows (engine_vision.c);
+			 * until then fp_bytes is 0 */
+		} else if (it->flags & VS_ITEM_HAS_FINGERPRINT) {
 			/* the client's word: it may only ever match its own principal's entries */
 			vd_prefix_client_fp(it->fingerprint, (it->flags & VS_ITEM_FP256) ? 32 : 16,
 			                    q->r->uid, im->fp);

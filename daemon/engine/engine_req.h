@@ -26,7 +26,10 @@
 #include "daemon/engine/prefix.h"
 #include "daemon/engine/sampler.h"
 #include "daemon/engine/scheduler.h"
+#include "daemon/engine/vcache.h"
 #include "daemon/io/sink.h"
+
+struct vd_vision_config;
 
 /* What conversion needs to know about the engine. */
 struct vd_ereq_env {
@@ -40,6 +43,8 @@ struct vd_ereq_env {
 	struct vd_mm_import *import; /* maps CUDA tensors (device_tensors), or NULL */
 	const char *import_err;      /* why import is NULL */
 	struct vd_metrics *metrics;  /* IPC handle gauge; may be NULL */
+	const struct vd_vision_config *vision; /* the tower's config, or NULL: pixel items refused */
+	int64_t max_item_patches;    /* largest pixel item (rows) */
 };
 
 struct vd_ereq {
@@ -65,6 +70,18 @@ struct vd_ereq {
 	int32_t delta;               /* rope delta of generated tokens */
 	uint64_t embed_bytes;        /* bytes of all item rows (one pass) */
 	uint64_t copy_bytes;         /* of which copied from the arena (vd_ereq_copy_bytes) */
+
+	/* pixel items (VS_ITEM_PIXELS): vlmd encodes them (daemon/engine/engine_vision.c). Until an
+	 * item is resolved its src[k].data is NULL and the request stays out of the scheduler. */
+	int32_t n_pixel;             /* pixel items */
+	int32_t n_pixel_todo;        /* not yet resolved (rows in the vision cache) */
+	void **vpix;                 /* [n_items] daemon copies of pixel rows in a tower batch
+				      * (owned; NULL once resolved or for other items) */
+	struct vd_vcache_entry **vent; /* [n_items] referenced cache entries (rows of pixel items) */
+	struct vd_vcache *vc;        /* where vent came from */
+	bool vision_queued;          /* on the engine's vision queue */
+	bool v_busy;                 /* in the tower batch in flight: not ended until it is back */
+	int vfail;                   /* the vision stage failed it (negative errno) */
 
 	/* prefix cache */
 	struct vd_prefix_image *img; /* [n_items] fingerprints (owned) */
@@ -97,14 +114,17 @@ struct vd_ereq {
  * pool), -ENOTSUP (CUDA tensor on a host backend), -ENOMEM; err gets a message. */
 int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t seed,
                 struct vd_ereq **ret, char *err, size_t errlen);
-/* Bytes of arena rows conversion will copy for r (packed rows of its VS_DEV_ARENA items). */
+/* Bytes of arena rows conversion will copy and hold until the request ends (packed rows of its
+ * VS_DEV_ARENA embedding items; pixel items are the vision stage's). */
 uint64_t vd_ereq_copy_bytes(const struct vd_request *r);
 
-/* Frees q and its request. The scheduler must no longer hold q->seq. NULL is a no-op. */
+/* Frees q and its request, dropping its vision-cache references. The scheduler must no longer
+ * hold q->seq. NULL is a no-op. */
 void vd_ereq_free(struct vd_ereq *q);
 
 /* Fill the image fingerprints: the client's scoped to its user (vd_prefix_client_fp), or
- * vd_prefix_fingerprint of vlmd's copy of the rows (the long part: run it without locks). */
+ * vd_prefix_fingerprint of vlmd's copy of the rows (pixel items keep the vision key
+ * vd_vkey_copy_pixels wrote). The long part: run it without locks. */
 void vd_ereq_fingerprints(struct vd_ereq *q);
 
 /* Extend the chained block keys to cover the first n tokens of q->tok with their positions

@@ -49,8 +49,18 @@ static int check_item(const struct vs_mm_item *it, uint32_t k, uint64_t arena_by
 		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": dtype %u unknown", k, it->dtype);
 	if (it->device >= VS_DEV__COUNT)
 		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": device %u unknown", k, it->device);
-	if (it->flags & ~(VS_ITEM_HAS_FINGERPRINT | VS_ITEM_FP256))
+	if (it->flags & ~(VS_ITEM_HAS_FINGERPRINT | VS_ITEM_FP256 | VS_ITEM_PIXELS))
 		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": unknown flags 0x%x", k, it->flags);
+	if (it->flags & VS_ITEM_PIXELS) {
+		/* pixel patches [t*h*w, patch_dim], PATCH grid: vlmd reads and encodes them itself,
+		 * so they must lie in the arena; the model-dependent checks (a tower at all, the
+		 * patch size, the merge size, the placeholder id) are the engine's */
+		if (it->device != VS_DEV_ARENA)
+			return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": pixels must be in the arena",
+				   k);
+		if (!it->grid_t || !it->grid_h || !it->grid_w)
+			return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": pixels without a grid", k);
+	}
 	if (!it->rows || !it->cols || it->cols > lim->max_cols)
 		return vd_fail(why, whylen, -EINVAL, "item %" PRIu32 ": shape %" PRIu32 "x%" PRIu32
 			   " out of range", k, it->rows, it->cols);

@@ -287,6 +287,9 @@ static void fmt_shape(char *buf, size_t len, int32_t ndim, const int64_t *shape)
 		snprintf(buf + o, len - o, "]");
 }
 
+static int check_tensor(const struct vd_st_tensor *t, int32_t ndim, const int64_t *shape,
+                        struct vd_tensor *ret, char *err, size_t err_len);
+
 int vd_weights_get(const struct vd_weights *w, const char *rel_name, int32_t ndim,
                    const int64_t *shape, struct vd_tensor *ret, char *err, size_t err_len)
 {
@@ -294,6 +297,23 @@ int vd_weights_get(const struct vd_weights *w, const char *rel_name, int32_t ndi
 	if (!t)
 		return vd_fail(err, err_len, -ENOENT, "missing tensor '%s' (tried model.%s, "
 		            "model.language_model.%s)", rel_name, rel_name, rel_name);
+	return check_tensor(t, ndim, shape, ret, err, err_len);
+}
+
+int vd_weights_get_key(const struct vd_weights *w, const char *key, int32_t ndim,
+                       const int64_t *shape, struct vd_tensor *ret, char *err, size_t err_len)
+{
+	const struct vd_st_tensor *t = NULL;
+	for (size_t i = 0; i < w->n_shards && !t; i++)
+		t = vd_st_find(w->shards[i].st, key);
+	if (!t)
+		return vd_fail(err, err_len, -ENOENT, "missing tensor '%s'", key);
+	return check_tensor(t, ndim, shape, ret, err, err_len);
+}
+
+static int check_tensor(const struct vd_st_tensor *t, int32_t ndim, const int64_t *shape,
+                        struct vd_tensor *ret, char *err, size_t err_len)
+{
 	if (t->dtype != VD_ST_F32 && t->dtype != VD_ST_F16 && t->dtype != VD_ST_BF16)
 		return vd_fail(err, err_len, -ENOTSUP, "tensor '%s': dtype %s is not supported (F32, F16, "
 		            "BF16)", t->name, t->dtype_name);

@@ -46,6 +46,11 @@ void vd_weights_free(struct vd_weights *w);
 int vd_weights_get(const struct vd_weights *w, const char *rel_name, int32_t ndim,
                    const int64_t *shape, struct vd_tensor *ret, char *err, size_t err_len);
 
+/* The same checks for one exact key ("visual.blocks.0.attn.qkv.weight"): for tensors outside the
+ * language model, whose callers try their own spellings. -ENOENT names the key. */
+int vd_weights_get_key(const struct vd_weights *w, const char *key, int32_t ndim,
+                       const int64_t *shape, struct vd_tensor *ret, char *err, size_t err_len);
+
 /* 1 if any of the key spellings of rel_name exists. */
 int vd_weights_has(const struct vd_weights *w, const char *rel_name);
 

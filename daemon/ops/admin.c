@@ -115,6 +115,39 @@ static json_t *cmd_info(const struct vd_admin_ctx *x)
 			}
 			json_object_set_new(o, "prefix_cache", pc);
 		}
+		{
+			static const char *const kinds[] = { "none", "qwen2_vl", "qwen2_5_vl" };
+			json_t *vs;
+
+			if (ei.vision_kind > 0 && ei.vision_kind < 3) {
+				vs = json_pack("{s:s, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:i, s:i, s:i}",
+					       "tower", kinds[ei.vision_kind], "depth", ei.vision_depth,
+					       "width", ei.vision_width, "out_hidden", ei.vision_out,
+					       "weight_bytes", (json_int_t)ei.vision_weight_bytes,
+					       "cache_budget_bytes", (json_int_t)ei.vcache_budget,
+					       "cache_bytes", (json_int_t)ei.vcache_bytes,
+					       "cache_pinned_bytes", (json_int_t)ei.vcache_pinned_bytes,
+					       "cache_entries", ei.vcache_entries, "cache_pinned",
+					       ei.vcache_pinned, "queue", (int)ei.vision_queue);
+				if (m) {
+					uint64_t h = vd_metrics_counter(m, VD_C_VISION_HITS);
+					uint64_t mi = vd_metrics_counter(m, VD_C_VISION_MISSES);
+
+					json_object_set_new(vs, "cache_hits", u64(h));
+					json_object_set_new(vs, "cache_misses", u64(mi));
+					json_object_set_new(vs, "hit_rate", json_real(h + mi ? (double)h /
+										      (double)(h + mi) : 0));
+					json_object_set_new(vs, "images_encoded",
+							    u64(vd_metrics_counter(m, VD_C_IMAGES_ENCODED)));
+					json_object_set_new(vs, "encode", latency(m, VD_H_ENCODE));
+				}
+			} else {
+				vs = json_pack("{s:s, s:s}", "tower", "none", "note",
+					       ei.vision_note[0] ? ei.vision_note :
+					       "the checkpoint has no vision_config");
+			}
+			json_object_set_new(o, "vision", vs);
+		}
 		json_object_set_new(srv, "engine_steps", u64(ei.steps));
 	} else {
 		json_object_set_new(o, "model", json_pack("{s:b, s:s}", "loaded", 0, "note", NO_MODEL));

@@ -60,6 +60,8 @@ enum vd_cfg_id {
 	VD_CFG_PRIORITY,
 	VD_CFG_PREFIX_CACHE,
 	VD_CFG_CLIENT_WEIGHTS,
+	VD_CFG_VISION_CACHE_MEMORY,
+	VD_CFG_VISION_BATCH_PATCHES,
 	/* operations (admin protocol, metrics endpoint) */
 	VD_CFG_ADMIN_GID,
 	VD_CFG_METRICS_LISTEN,

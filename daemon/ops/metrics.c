@@ -29,6 +29,11 @@ static const struct desc counters[VD_C__N] = {
 	[VD_C_EMBED_BYTES_CUDA_VMM] = { "embedding_bytes_cuda_vmm", "Embedding bytes read through CUDA VMM descriptors" },
 	[VD_C_CLIENTS_ACCEPTED] = { "clients_accepted", "Client connections accepted" },
 	[VD_C_CLIENTS_REFUSED] = { "clients_refused", "Client connections refused" },
+	[VD_C_VISION_HITS] = { "vision_cache_hits", "Pixel items whose encoded rows came from the vision cache" },
+	[VD_C_VISION_MISSES] = { "vision_cache_misses", "Pixel items the vision tower had to encode" },
+	[VD_C_IMAGES_ENCODED] = { "images_encoded", "Images and videos encoded by the vision tower" },
+	[VD_C_VISION_PATCHES] = { "vision_patches", "Pixel patches through the vision tower" },
+	[VD_C_VISION_BATCHES] = { "vision_batches", "Vision tower forwards (packed batches of items)" },
 };
 
 static const struct desc gauges[VD_G__N] = {
@@ -40,6 +45,9 @@ static const struct desc gauges[VD_G__N] = {
 	[VD_G_KV_BLOCKS_CACHED] = { "kv_blocks_cached", "KV blocks holding unreferenced prefix-cache entries" },
 	[VD_G_KV_BLOCKS_FREE] = { "kv_blocks_free", "KV blocks free" },
 	[VD_G_IPC_HANDLES] = { "ipc_handles_open", "CUDA IPC / VMM mappings open" },
+	[VD_G_VISION_CACHE_BYTES] = { "vision_cache_bytes", "Bytes of encoded image rows in the vision cache" },
+	[VD_G_VISION_CACHE_ENTRIES] = { "vision_cache_entries", "Entries of the vision cache" },
+	[VD_G_VISION_PENDING] = { "vision_pending_items", "Pixel items waiting for the vision tower" },
 };
 
 static const struct desc hists[VD_H__N] = {
@@ -48,6 +56,7 @@ static const struct desc hists[VD_H__N] = {
 	[VD_H_QUEUE] = { "queue_time_seconds", "Submission to first scheduled step" },
 	[VD_H_E2E] = { "request_duration_seconds", "Submission to finish" },
 	[VD_H_STEP] = { "engine_step_seconds", "Duration of one engine step" },
+	[VD_H_ENCODE] = { "vision_encode_seconds", "Duration of one vision tower batch" },
 };
 
 static const double bounds[VD_HIST_BUCKETS] = {

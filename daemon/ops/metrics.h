@@ -32,6 +32,11 @@ enum vd_counter {
 	VD_C_EMBED_BYTES_CUDA_VMM,/* embedding bytes read through CUDA VMM fds */
 	VD_C_CLIENTS_ACCEPTED,    /* client connections accepted */
 	VD_C_CLIENTS_REFUSED,     /* connections refused (credentials, full, bad hello) */
+	VD_C_VISION_HITS,         /* pixel items whose rows came from the vision cache */
+	VD_C_VISION_MISSES,       /* pixel items the vision tower encoded */
+	VD_C_IMAGES_ENCODED,      /* = VD_C_VISION_MISSES that succeeded (images and videos) */
+	VD_C_VISION_PATCHES,      /* pixel patches through the vision tower */
+	VD_C_VISION_BATCHES,      /* vision tower forwards (packed batches) */
 	VD_C__N
 };
 
@@ -45,6 +50,9 @@ enum vd_gauge {
 	VD_G_KV_BLOCKS_CACHED,    /* prefix-cache entries nobody references (LRU, evictable) */
 	VD_G_KV_BLOCKS_FREE,
 	VD_G_IPC_HANDLES,         /* CUDA IPC / VMM mappings open */
+	VD_G_VISION_CACHE_BYTES,  /* encoded rows held by the vision cache (referenced or not) */
+	VD_G_VISION_CACHE_ENTRIES,
+	VD_G_VISION_PENDING,      /* pixel items waiting for the vision tower */
 	VD_G__N
 };
 
@@ -55,6 +63,7 @@ enum vd_hist {
 	VD_H_QUEUE,               /* submission seen -> first scheduled */
 	VD_H_E2E,                 /* submission seen -> finish */
 	VD_H_STEP,                /* one engine step */
+	VD_H_ENCODE,              /* one vision tower batch (copy in, forward, cache insert) */
 	VD_H__N
 };
 

@@ -220,6 +220,47 @@ VLM_EXPORT int vlm_chat_encode(const struct vlm_tokenizer *tok, const struct vlm
 /* Frees the arrays of a result and zeroes it; a zeroed result is a no-op. Since 0.1. */
 VLM_EXPORT void vlm_chat_result_fini(struct vlm_chat_result *res);
 
+
+/* ---- stop strings ------------------------------------------------------------------------- */
+
+/*
+ * Stop strings over streamed text, as OpenAI's `stop`: generation output is fed piece by piece
+ * (e.g. each vlm_detok_feed result); text that can no longer be part of a stop string is released
+ * at once, text that may be the start of one is held back until later pieces settle it, so a stop
+ * string that spans several tokens is found and never shown. The released text excludes the stop
+ * string and everything after it. When several stop strings occur, the one starting earliest wins
+ * (ties: the first listed). Matching is bytewise; with whole-UTF-8 input (the detokenizer's) the
+ * released text is whole UTF-8 too. One thread at a time per object.
+ */
+struct vlm_stop;
+
+/*
+ * Creates a matcher for n stop strings (NUL-terminated, non-empty, copied; n may be 0: nothing
+ * ever matches, text passes through). *ret owns it (vlm_stop_free).
+ * Returns 0, -EINVAL (NULL ret, NULL or empty string), -ENOMEM. Since 0.3.
+ */
+VLM_EXPORT int vlm_stop_new(const char *const *stops, size_t n, struct vlm_stop **ret);
+/* Frees a matcher; NULL is a no-op. Since 0.3. */
+VLM_EXPORT void vlm_stop_free(struct vlm_stop *s);
+/*
+ * Feeds len bytes of generated text. *ret_text / *ret_len: the text released by this call
+ * (possibly empty, NUL-terminated, owned by s and valid until its next call).
+ * Returns 0 (no stop string yet), 1 (a stop string matched: the released text ends right before
+ * it; generation should stop; later feeds release nothing and return 1), -EINVAL, -ENOMEM.
+ * Since 0.3.
+ */
+VLM_EXPORT int vlm_stop_feed(struct vlm_stop *s, const char *text, size_t len,
+			     const char **ret_text, size_t *ret_len);
+/*
+ * At the end of generation: releases the text still held back (nothing after a match). Same
+ * ownership as vlm_stop_feed. Returns 0, -EINVAL, -ENOMEM. Since 0.3.
+ */
+VLM_EXPORT int vlm_stop_flush(struct vlm_stop *s, const char **ret_text, size_t *ret_len);
+/* Index of the stop string that matched, or -1 (none yet, or NULL). Since 0.3. */
+VLM_EXPORT int vlm_stop_matched(const struct vlm_stop *s);
+/* The index-th stop string (owned by s), or NULL when out of range. Since 0.3. */
+VLM_EXPORT const char *vlm_stop_string(const struct vlm_stop *s, int index);
+
 #ifdef __cplusplus
 }
 #endif

@@ -35,6 +35,7 @@
 
 #include "kernels/convert.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_priv.h"
 #include "kernels/cpu/kern.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/validate.h"
@@ -58,36 +59,6 @@ struct vk_kv {
 	unsigned char *v;       /* same */
 };
 
-struct thread_scratch {
-	float *wbuf;            /* GEMM: [NC_MAX + NR_MAX][KC_MAX + 16] widened weight block */
-	float *xedge;           /* GEMM: [MR_MAX][KC_MAX + 16] zero-padded activation strip */
-	float *attn;            /* attention: see attn_scratch_floats(), grown on demand */
-	size_t attn_len;        /* floats in attn */
-	const unsigned char **blk;   /* attention: [2][max blocks of a sequence] K, V block bases */
-	size_t blk_len;         /* entries in blk */
-};
-
-struct cpu_ctx {
-	const struct vk_cpu_isa *isa;
-	struct vk_pool *pool;
-	int n_threads;
-	struct thread_scratch *scratch;   /* [n_threads] */
-};
-
-static struct cpu_ctx *CTX(struct vk_backend *be)
-{
-	return be->ctx;
-}
-
-/* Split [0, n) into parts: part t gets [*lo, *hi), boundaries multiples of align. */
-static void split(int64_t n, int t, int parts, int64_t align, int64_t *lo, int64_t *hi)
-{
-	int64_t units = (n + align - 1) / align;
-	int64_t a = units * t / parts, b = units * (t + 1) / parts;
-	*lo = a * align < n ? a * align : n;
-	*hi = b * align < n ? b * align : n;
-}
-
 /* ---------------------------------------------------------------- memory, weights */
 
 static void cpu_destroy(struct vk_backend *be)
@@ -101,6 +72,7 @@ static void cpu_destroy(struct vk_backend *be)
 				free(c->scratch[i].xedge);
 				free(c->scratch[i].attn);
 				free(c->scratch[i].blk);
+				free(c->scratch[i].vis);
 			}
 		free(c->scratch);
 		free(c);
@@ -145,8 +117,8 @@ static const float *vec_f32(const struct vk_weight *w)
 	return w->dtype == VK_DTYPE_F32 ? w->data : NULL;
 }
 
-static int check_vec(struct vk_backend *be, const struct vk_weight *w, int64_t dim, const char *op,
-                     const float **ret)
+int vk_cpu_vec(struct vk_backend *be, const struct vk_weight *w, int64_t dim, const char *op,
+               const float **ret)
 {
 	if (!w || w->rows * w->cols != dim || !(*ret = vec_f32(w)))
 		return vk_backend_set_error(be, -EINVAL, "%s: weight is not a loaded vector of %lld", op,
@@ -296,20 +268,11 @@ static void norm_fn(void *arg, int tid, int nt)
 	}
 }
 
-static void run_rows(struct vk_backend *be, vk_pool_fn fn, void *arg, int64_t work)
-{
-	/* Small ops are not worth waking the workers for. */
-	if (work < 16384)
-		fn(arg, 0, 1);
-	else
-		vk_pool_run(CTX(be)->pool, fn, arg);
-}
-
 static int cpu_rmsnorm(struct vk_backend *be, const float *x, const struct vk_weight *w, float eps,
                        int32_t n, int32_t dim, float *out)
 {
 	const float *wf;
-	int r = check_vec(be, w, dim, "rmsnorm", &wf);
+	int r = vk_cpu_vec(be, w, dim, "rmsnorm", &wf);
 	if (r < 0)
 		return r;
 	struct norm_job j = { CTX(be)->isa, NULL, NULL, x, wf, eps, n, dim, out };
@@ -321,7 +284,7 @@ static int cpu_add_rmsnorm(struct vk_backend *be, float *residual, const float *
                            const struct vk_weight *w, float eps, int32_t n, int32_t dim, float *out)
 {
 	const float *wf;
-	int r = check_vec(be, w, dim, "add_rmsnorm", &wf);
+	int r = vk_cpu_vec(be, w, dim, "add_rmsnorm", &wf);
 	if (r < 0)
 		return r;
 	struct norm_job j = { CTX(be)->isa, residual, delta, NULL, wf, eps, n, dim, out };
@@ -495,7 +458,7 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 	if (!w || !w->data || n < 1)
 		return vk_backend_set_error(be, -EINVAL, "matmul: no weight or n < 1");
 	if (bias) {
-		int r = check_vec(be, bias, w->rows, "matmul bias", &bf);
+		int r = vk_cpu_vec(be, bias, w->rows, "matmul bias", &bf);
 		if (r < 0)
 			return r;
 	}
@@ -957,6 +920,10 @@ static const struct vk_backend_ops cpu_ops = {
 	.swiglu = cpu_swiglu,
 	.get_rows = cpu_get_rows,
 	.argmax = cpu_argmax,
+	.layernorm = vk_cpu_layernorm,
+	.activate = vk_cpu_activate,
+	.rope_2d = vk_cpu_rope_2d,
+	.seg_attention = vk_cpu_seg_attention,
 };
 
 static const struct vk_cpu_isa *pick_isa(const char *want, char *err, size_t err_len)

@@ -50,6 +50,11 @@ struct vk_cpu_isa {
 	/* out[i] = x[i] * s * w[i] */
 	void (*scale_mul)(const float *x, float s, const float *w, float *out, int64_t n);
 
+	/* out[i] = x[i] * sigmoid(a * x[i]) (quick_gelu: a = 1.702; silu: a = 1). out may equal x. */
+	void (*sigmoid_mul)(const float *x, float a, float *out, int64_t n);
+	/* x[i] = exp(x[i] - m) in place; returns the sum of the results. */
+	float (*exp_sum)(float *x, int64_t n, float m);
+
 	/* Optional (NULL: the backend's portable loop). Attention of G query heads q [G][hd] (one
 	 * token, one KV head) over positions [0, ctx): position p lives in block p / bs at
 	 * kblk[p / bs] + (p % bs) * pos_stride (bytes; same for vblk), elements of dt.

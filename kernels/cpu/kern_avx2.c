@@ -271,6 +271,36 @@ static void scale_mul(const float *x, float s, const float *w, float *out, int64
 		out[k] = w[k] * (x[k] * s);
 }
 
+static void sigmoid_mul(const float *x, float a, float *out, int64_t n)
+{
+	__m256 va = _mm256_set1_ps(-a);
+	int64_t k = 0;
+	for (; k + 8 <= n; k += 8) {
+		__m256 xv = _mm256_loadu_ps(x + k);
+		__m256 e = exp256(_mm256_mul_ps(va, xv));
+		_mm256_storeu_ps(out + k, _mm256_div_ps(xv, _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+	}
+	for (; k < n; k++)
+		out[k] = x[k] / (1.0f + expf(-a * x[k]));
+}
+
+static float exp_sum(float *x, int64_t n, float m)
+{
+	__m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
+	int64_t k = 0;
+	for (; k + 8 <= n; k += 8) {
+		__m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + k), vm));
+		_mm256_storeu_ps(x + k, e);
+		acc = _mm256_add_ps(acc, e);
+	}
+	float s = hsum(acc);
+	for (; k < n; k++) {
+		x[k] = expf(x[k] - m);
+		s += x[k];
+	}
+	return s;
+}
+
 const struct vk_cpu_isa vk_cpu_isa_avx2 = {
 	.name = "avx2",
 	.mr = MR,
@@ -284,5 +314,7 @@ const struct vk_cpu_isa vk_cpu_isa_avx2 = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.sigmoid_mul = sigmoid_mul,
+	.exp_sum = exp_sum,
 	.attn_row = NULL,
 };

@@ -360,6 +360,29 @@ static void swiglu(const float *g, const float *u, float *out, int64_t n)
 	}
 }
 
+static void sigmoid_mul(const float *x, float a, float *out, int64_t n)
+{
+	__m512 va = _mm512_set1_ps(-a);
+	for (int64_t k = 0; k < n; k += 16) {
+		__mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
+		__m512 xv = _mm512_maskz_loadu_ps(m, x + k);
+		__m512 e = exp512(_mm512_mul_ps(va, xv));
+		_mm512_mask_storeu_ps(out + k, m, _mm512_div_ps(xv, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+	}
+}
+
+static float exp_sum(float *x, int64_t n, float mx)
+{
+	__m512 vm = _mm512_set1_ps(mx), acc = _mm512_setzero_ps();
+	for (int64_t k = 0; k < n; k += 16) {
+		__mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
+		__m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + k), vm)));
+		_mm512_mask_storeu_ps(x + k, m, e);
+		acc = _mm512_add_ps(acc, e);
+	}
+	return _mm512_reduce_add_ps(acc);
+}
+
 static float sumsq(const float *x, int64_t n)
 {
 	/* four independent chains so a long row (and the bandwidth probe) is not latency-bound */
@@ -525,5 +548,7 @@ const struct vk_cpu_isa vk_cpu_isa_avx512 = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.sigmoid_mul = sigmoid_mul,
+	.exp_sum = exp_sum,
 	.attn_row = attn_row,
 };

@@ -92,6 +92,22 @@ static void scale_mul(const float *x, float s, const float *w, float *out, int64
 		out[k] = w[k] * (x[k] * s);
 }
 
+static void sigmoid_mul(const float *x, float a, float *out, int64_t n)
+{
+	for (int64_t k = 0; k < n; k++)
+		out[k] = x[k] / (1.0f + expf(-a * x[k]));
+}
+
+static float exp_sum(float *x, int64_t n, float m)
+{
+	float s = 0.0f;
+	for (int64_t k = 0; k < n; k++) {
+		x[k] = expf(x[k] - m);
+		s += x[k];
+	}
+	return s;
+}
+
 const struct vk_cpu_isa vk_cpu_isa_generic = {
 	.name = "generic",
 	.mr = MR,
@@ -105,5 +121,7 @@ const struct vk_cpu_isa vk_cpu_isa_generic = {
 	.swiglu = swiglu,
 	.sumsq = sumsq,
 	.scale_mul = scale_mul,
+	.sigmoid_mul = sigmoid_mul,
+	.exp_sum = exp_sum,
 	.attn_row = NULL,
 };

@@ -43,6 +43,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ipc.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/vision.h"
 #include "kernels/cuda/sample.h"
 
 namespace {
@@ -1300,6 +1301,106 @@ void graph_drop(struct graph *g)
 	memset(g, 0, sizeof(*g));
 }
 
+/* ---- vision tower ops (eager only: the tower never runs inside a graph section) ----------- */
+
+int vision_enter(struct ctx *c, const char *op)
+{
+	int rc = enter(c);
+	if (rc < 0)
+		return rc;
+	if (c->mode != MODE_EAGER)
+		return fail(c, -EINVAL, "%s: not supported inside a step graph section", op);
+	return 0;
+}
+
+int vec_ok(const struct vk_weight *w, int64_t dim)
+{
+	return w && w->dtype == VK_DTYPE_F32 && w->rows * w->cols == dim && w->data;
+}
+
+int be_layernorm(struct vk_backend *be, float *x, const float *delta, const struct vk_weight *w,
+                 const struct vk_weight *b, float eps, int32_t n, int32_t dim, float *out)
+{
+	struct ctx *c = C(be);
+	int rc = vision_enter(c, "layernorm");
+	if (rc < 0)
+		return rc;
+	if (!x || !out || out == x || n < 1 || dim < 1 || !vec_ok(w, dim) || (b && !vec_ok(b, dim)))
+		return fail(c, -EINVAL, "layernorm: bad arguments (n %d, dim %d)", n, dim);
+	return check(c, vk_cuda_layernorm(c->stream, x, delta, (const float *)w->data,
+	                                  b ? (const float *)b->data : NULL, eps, n, dim, out),
+	             "layernorm");
+}
+
+int be_activate(struct vk_backend *be, enum vk_act act, const float *x, int64_t n, float *out)
+{
+	struct ctx *c = C(be);
+	int rc = vision_enter(c, "activate");
+	if (rc < 0)
+		return rc;
+	if (!x || !out || n < 1)
+		return fail(c, -EINVAL, "activate: bad arguments");
+	if (act != VK_ACT_GELU_ERF && act != VK_ACT_QUICK_GELU && act != VK_ACT_SILU)
+		return fail(c, -ENOTSUP, "activate: unknown activation %d", (int)act);
+	return check(c, vk_cuda_activate(c->stream, (int)act, x, n, out), "activate");
+}
+
+int be_rope_2d(struct vk_backend *be, float *x, int64_t ld, int32_t n, int32_t n_heads,
+               int32_t head_dim, const int32_t *pos, float theta)
+{
+	struct ctx *c = C(be);
+	int rc = vision_enter(c, "rope_2d");
+	if (rc < 0)
+		return rc;
+	if (!x || !pos || n < 1 || n_heads < 1 || head_dim < 4 || head_dim % 4 ||
+	    ld < (int64_t)n_heads * head_dim || !(theta > 0))
+		return fail(c, -EINVAL, "rope_2d: bad arguments (n %d, heads %d, head_dim %d)", n,
+		            n_heads, head_dim);
+	const void *dpos = NULL;
+	if ((rc = stage(c, pos, (size_t)2 * (size_t)n * sizeof(int32_t), &dpos)) < 0)
+		return rc;
+	return check(c, vk_cuda_rope_2d(c->stream, x, ld, n, n_heads, head_dim,
+	                                (const int32_t *)dpos, theta), "rope_2d");
+}
+
+int be_seg_attention(struct vk_backend *be, const float *q, const float *k, const float *v,
+                     int64_t ld, int32_t n, int32_t n_heads, int32_t head_dim, const int32_t *seg,
+                     int32_t n_seg, float *out)
+{
+	struct ctx *c = C(be);
+	int rc = vision_enter(c, "seg_attention");
+	if (rc < 0)
+		return rc;
+	if (!q || !k || !v || !out || !seg || n < 1 || n_heads < 1 || head_dim < 1 ||
+	    head_dim > 256 || n_seg < 1 || ld < (int64_t)n_heads * head_dim || seg[0] != 0 ||
+	    seg[n_seg] != n)
+		return fail(c, -EINVAL, "seg_attention: bad arguments (n %d, heads %d, head_dim %d, "
+		            "%d segments)", n, n_heads, head_dim, n_seg);
+	/* host: [n_seg + 1] bounds then [n] segment of each row, staged in one copy */
+	int32_t *h = (int32_t *)malloc(sizeof(int32_t) * ((size_t)n_seg + 1 + (size_t)n));
+	if (!h)
+		return fail(c, -ENOMEM, "seg_attention: out of host memory");
+	for (int32_t i = 0; i <= n_seg; i++)
+		h[i] = seg[i];
+	for (int32_t i = 0; i < n_seg; i++) {
+		if (seg[i + 1] <= seg[i]) {
+			free(h);
+			return fail(c, -EINVAL, "seg_attention: segment %d is [%d, %d)", i, seg[i],
+			            seg[i + 1]);
+		}
+		for (int32_t r = seg[i]; r < seg[i + 1]; r++)
+			h[n_seg + 1 + r] = i;
+	}
+	const void *d = NULL;
+	rc = stage(c, h, sizeof(int32_t) * ((size_t)n_seg + 1 + (size_t)n), &d);
+	free(h);
+	if (rc < 0)
+		return rc;
+	const int32_t *dseg = (const int32_t *)d;
+	return check(c, vk_cuda_seg_attention(c->stream, q, k, v, ld, n, n_heads, head_dim, dseg,
+	                                      dseg + n_seg + 1, out), "seg_attention");
+}
+
 int be_sample(struct vk_backend *be, float *logits, int32_t n, int32_t vocab,
               const struct vk_sample_params *params, int32_t *ret_ids);
 int be_step_begin(struct vk_backend *be, const struct vk_batch *batch);
@@ -1339,6 +1440,10 @@ const struct vk_backend_ops cuda_ops = {
 	be_import_tensor,
 	be_release_tensor,
 	be_import_count,
+	be_layernorm,
+	be_activate,
+	be_rope_2d,
+	be_seg_attention,
 };
 
 /* ---- clients' tensors: kernels/cuda/ipc.h's cache behind the table ---- */

@@ -360,6 +360,128 @@ static int ref_argmax(struct vk_backend *be, const float *logits, int32_t n, int
 	return 0;
 }
 
+/* ---- vision tower ops: the formulas of backend.h, in double ---- */
+
+static int ref_layernorm(struct vk_backend *be, float *x, const float *delta,
+                         const struct vk_weight *w, const struct vk_weight *b, float eps, int32_t n,
+                         int32_t dim, float *out)
+{
+	if (!x || !out || out == x || n < 1 || dim < 1 || !w || w->rows * w->cols != dim ||
+	    (b && b->rows * b->cols != dim))
+		return vk_backend_set_error(be, -EINVAL, "layernorm: bad arguments (n %d, dim %d)", n,
+		                            dim);
+	for (int32_t i = 0; i < n; i++) {
+		float *xr = x + (size_t)i * dim;
+		double mean = 0, var = 0;
+		if (delta)
+			for (int32_t d = 0; d < dim; d++)
+				xr[d] += delta[(size_t)i * dim + d];
+		for (int32_t d = 0; d < dim; d++)
+			mean += xr[d];
+		mean /= dim;
+		for (int32_t d = 0; d < dim; d++)
+			var += (xr[d] - mean) * (xr[d] - mean);
+		var /= dim;
+		double inv = 1.0 / sqrt(var + (double)eps);
+		for (int32_t d = 0; d < dim; d++)
+			out[(size_t)i * dim + d] = (float)((xr[d] - mean) * inv * wel(w, 0, d) +
+			                                   (b ? wel(b, 0, d) : 0.0));
+	}
+	return 0;
+}
+
+static int ref_activate(struct vk_backend *be, enum vk_act act, const float *x, int64_t n,
+                        float *out)
+{
+	if (!x || !out || n < 1)
+		return vk_backend_set_error(be, -EINVAL, "activate: bad arguments");
+	for (int64_t i = 0; i < n; i++) {
+		double v = x[i];
+		switch (act) {
+		case VK_ACT_GELU_ERF: out[i] = (float)(0.5 * v * (1.0 + erf(v / sqrt(2.0)))); break;
+		case VK_ACT_QUICK_GELU: out[i] = (float)(v / (1.0 + exp(-1.702 * v))); break;
+		case VK_ACT_SILU: out[i] = (float)(v / (1.0 + exp(-v))); break;
+		default:
+			return vk_backend_set_error(be, -ENOTSUP, "activate: unknown activation %d",
+			                            (int)act);
+		}
+	}
+	return 0;
+}
+
+static int ref_rope_2d(struct vk_backend *be, float *x, int64_t ld, int32_t n, int32_t n_heads,
+                       int32_t head_dim, const int32_t *pos, float theta)
+{
+	if (!x || !pos || n < 1 || n_heads < 1 || head_dim < 4 || head_dim % 4 ||
+	    ld < (int64_t)n_heads * head_dim || !(theta > 0))
+		return vk_backend_set_error(be, -EINVAL, "rope_2d: bad arguments");
+	const int32_t half = head_dim / 2, q = head_dim / 4;
+	for (int32_t r = 0; r < n; r++)
+		for (int32_t p = 0; p < half; p++) {
+			/* the angle in fp32, as HF computes it (inv_freq and the outer product in fp32) */
+			int32_t k = p < q ? p : p - q;
+			float inv = 1.0f / powf(theta, (float)(2 * k) / (float)half);
+			float ang = (float)pos[(p < q ? 0 : (size_t)n) + (size_t)r] * inv;
+			double cs = cos((double)ang), sn = sin((double)ang);
+			for (int32_t h = 0; h < n_heads; h++) {
+				float *v = x + (size_t)r * ld + (size_t)h * head_dim;
+				double a = v[p], b = v[p + half];
+				v[p] = (float)(a * cs - b * sn);
+				v[p + half] = (float)(b * cs + a * sn);
+			}
+		}
+	return 0;
+}
+
+static int ref_seg_attention(struct vk_backend *be, const float *q, const float *k,
+                             const float *v, int64_t ld, int32_t n, int32_t n_heads,
+                             int32_t head_dim, const int32_t *seg, int32_t n_seg, float *out)
+{
+	if (!q || !k || !v || !out || !seg || n < 1 || n_heads < 1 || head_dim < 1 || n_seg < 1 ||
+	    ld < (int64_t)n_heads * head_dim || seg[0] != 0 || seg[n_seg] != n)
+		return vk_backend_set_error(be, -EINVAL, "seg_attention: bad arguments");
+	for (int32_t s = 0; s < n_seg; s++)
+		if (seg[s + 1] <= seg[s])
+			return vk_backend_set_error(be, -EINVAL, "seg_attention: segment %d is empty", s);
+	double *sc = malloc(sizeof(double) * (size_t)n);
+	double *acc = malloc(sizeof(double) * (size_t)head_dim);
+	if (!sc || !acc) {
+		free(sc);
+		free(acc);
+		return vk_backend_set_error(be, -ENOMEM, "seg_attention: out of memory");
+	}
+	double scale = 1.0 / sqrt((double)head_dim);
+	for (int32_t s = 0; s < n_seg; s++)
+		for (int32_t i = seg[s]; i < seg[s + 1]; i++)
+			for (int32_t h = 0; h < n_heads; h++) {
+				const float *qi = q + (size_t)i * ld + (size_t)h * head_dim;
+				double mx = -INFINITY, sum = 0;
+				for (int32_t t = seg[s]; t < seg[s + 1]; t++) {
+					const float *kt = k + (size_t)t * ld + (size_t)h * head_dim;
+					double d = 0;
+					for (int32_t e = 0; e < head_dim; e++)
+						d += (double)qi[e] * kt[e];
+					sc[t] = d * scale;
+					mx = sc[t] > mx ? sc[t] : mx;
+				}
+				for (int32_t e = 0; e < head_dim; e++)
+					acc[e] = 0;
+				for (int32_t t = seg[s]; t < seg[s + 1]; t++) {
+					double p = exp(sc[t] - mx);
+					const float *vt = v + (size_t)t * ld + (size_t)h * head_dim;
+					sum += p;
+					for (int32_t e = 0; e < head_dim; e++)
+						acc[e] += p * vt[e];
+				}
+				float *o = out + ((size_t)i * n_heads + h) * head_dim;
+				for (int32_t e = 0; e < head_dim; e++)
+					o[e] = (float)(acc[e] / sum);
+			}
+	free(sc);
+	free(acc);
+	return 0;
+}
+
 static const struct vk_backend_ops ref_ops = {
 	.abi = VK_BACKEND_ABI,
 	.name = "ref",
@@ -384,6 +506,10 @@ static const struct vk_backend_ops ref_ops = {
 	.swiglu = ref_swiglu,
 	.get_rows = ref_get_rows,
 	.argmax = ref_argmax,
+	.layernorm = ref_layernorm,
+	.activate = ref_activate,
+	.rope_2d = ref_rope_2d,
+	.seg_attention = ref_seg_attention,
 };
 
 int vk_ref_backend_open(struct vk_backend **ret, char *err, size_t err_len)

@@ -61,6 +61,36 @@ START_TEST(test_common_cases)
 }
 END_TEST
 
+/* The vision-tower ops against the CPU backend: the shared cases on a GPU; small ones under the
+ * emulator (each emulated block is blockDim real threads: the shared cases take tens of minutes
+ * on the 2-core CI machine). */
+#ifdef VK_CUDA_EMU
+static const struct vkt_case vision_emu_cases[] = {
+	{ .name = "layernorm f32 residual", .op = VKT_LAYERNORM, .wdtype = F32, .n = 3, .k = 300, .m = 1, .bias = 1 },
+	{ .name = "layernorm bf16 no bias", .op = VKT_LAYERNORM, .wdtype = BF16, .n = 2, .k = 33 },
+	{ .name = "gelu erf", .op = VKT_ACTIVATE, .wdtype = F32, .n = 1, .k = 300, .m = VK_ACT_GELU_ERF },
+	{ .name = "quick_gelu", .op = VKT_ACTIVATE, .wdtype = F32, .n = 1, .k = 257, .m = VK_ACT_QUICK_GELU },
+	{ .name = "silu", .op = VKT_ACTIVATE, .wdtype = F32, .n = 1, .k = 100, .m = VK_ACT_SILU },
+	{ .name = "rope_2d", .op = VKT_ROPE_2D, .wdtype = F32, .n = 5, .m = 3 * 2 * 16, .n_heads = 4, .head_dim = 16 },
+	{ .name = "seg_attention", .op = VKT_SEG_ATTENTION, .wdtype = F32, .n = 11, .n_heads = 2, .head_dim = 40, .n_seqs = 3, .seq_n = { 6, 1, 4 } },
+};
+#define VISION_CASES vision_emu_cases
+#define N_VISION_CASES (sizeof(vision_emu_cases) / sizeof(vision_emu_cases[0]))
+#else
+#define VISION_CASES vkt_vision_cases
+#define N_VISION_CASES vkt_n_vision_cases
+#endif
+
+START_TEST(test_vision_cases)
+{
+	char msg[512];
+	for (size_t c = 0; c < N_VISION_CASES; c++) {
+		int r = vkt_run(cuda, cpu, &VISION_CASES[c], 21, msg, sizeof(msg));
+		ck_assert_msg(r == 0, "case \"%s\": %d %s", VISION_CASES[c].name, r, msg);
+	}
+}
+END_TEST
+
 START_TEST(test_cuda_cases)
 {
 	char msg[512];
@@ -96,6 +126,10 @@ int main(void)
 	tcase_add_test(tc, test_common_cases);
 	tcase_add_test(tc, test_cuda_cases);
 	suite_add_tcase(s, tc);
+	TCase *tv = tcase_create("vision");   /* CK_RUN_CASE=vision runs it alone */
+	tcase_set_timeout(tv, 240);
+	tcase_add_test(tv, test_vision_cases);
+	suite_add_tcase(s, tv);
 	SRunner *sr = srunner_create(s);
 	srunner_set_fork_status(sr, CK_NOFORK);
 	srunner_run_all(sr, CK_NORMAL);

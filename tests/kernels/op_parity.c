@@ -82,6 +82,27 @@ const struct vkt_case vkt_cases[] = {
 };
 const size_t vkt_n_cases = sizeof(vkt_cases) / sizeof(vkt_cases[0]);
 
+const struct vkt_case vkt_vision_cases[] = {
+	{ .name = "layernorm f32 odd", .op = VKT_LAYERNORM, .wdtype = F32, .n = 5, .k = 17, .bias = 1 },
+	{ .name = "layernorm bf16 1280 residual", .op = VKT_LAYERNORM, .wdtype = BF16, .n = 33, .k = 1280, .m = 1, .bias = 1 },
+	{ .name = "layernorm f16 no bias", .op = VKT_LAYERNORM, .wdtype = F16, .n = 3, .k = 64, .m = 1, .bias = 0 },
+	{ .name = "layernorm f32 dim1", .op = VKT_LAYERNORM, .wdtype = F32, .n = 2, .k = 1, .bias = 1 },
+	{ .name = "gelu erf", .op = VKT_ACTIVATE, .wdtype = F32, .n = 7, .k = 1001, .m = VK_ACT_GELU_ERF },
+	{ .name = "quick_gelu", .op = VKT_ACTIVATE, .wdtype = F32, .n = 9, .k = 5120, .m = VK_ACT_QUICK_GELU },
+	{ .name = "quick_gelu odd", .op = VKT_ACTIVATE, .wdtype = F32, .n = 1, .k = 13, .m = VK_ACT_QUICK_GELU },
+	{ .name = "silu", .op = VKT_ACTIVATE, .wdtype = F32, .n = 3, .k = 333, .m = VK_ACT_SILU },
+	{ .name = "rope_2d qkv hd80", .op = VKT_ROPE_2D, .wdtype = F32, .n = 37, .m = 3 * 16 * 80, .n_heads = 32, .head_dim = 80 },
+	{ .name = "rope_2d hd4 padded rows", .op = VKT_ROPE_2D, .wdtype = F32, .n = 5, .m = 11, .n_heads = 2, .head_dim = 4 },
+	{ .name = "rope_2d hd64", .op = VKT_ROPE_2D, .wdtype = F32, .n = 9, .m = 3 * 64, .n_heads = 3, .head_dim = 64 },
+	{ .name = "seg_attention one long segment", .op = VKT_SEG_ATTENTION, .wdtype = F32, .n = 300, .n_heads = 2, .head_dim = 80, .n_seqs = 1, .seq_n = { 300 } },
+	{ .name = "seg_attention windows", .op = VKT_SEG_ATTENTION, .wdtype = F32, .n = 64 + 37 + 130 + 1, .n_heads = 4, .head_dim = 80, .n_seqs = 4, .seq_n = { 64, 37, 130, 1 } },
+	{ .name = "seg_attention odd hd", .op = VKT_SEG_ATTENTION, .wdtype = F32, .n = 70, .n_heads = 3, .head_dim = 13, .n_seqs = 2, .seq_n = { 49, 21 } },
+	{ .name = "seg_attention hd1 tiny", .op = VKT_SEG_ATTENTION, .wdtype = F32, .n = 3, .n_heads = 1, .head_dim = 1, .n_seqs = 3, .seq_n = { 1, 1, 1 } },
+	{ .name = "seg_attention hd64 many heads", .op = VKT_SEG_ATTENTION, .wdtype = F32, .n = 200, .n_heads = 16, .head_dim = 64, .n_seqs = 2, .seq_n = { 96, 104 } },
+};
+
+const size_t vkt_n_vision_cases = sizeof(vkt_vision_cases) / sizeof(vkt_vision_cases[0]);
+
 /* ---------------------------------------------------------------- random inputs */
 
 static uint64_t rnd_next(uint64_t *s)
@@ -312,6 +333,47 @@ static int make_inputs(const struct vkt_case *c, uint64_t seed, struct inputs *i
 			row[a] = row[b] = 10.0f;
 		}
 		return 0;
+	case VKT_LAYERNORM:
+		in->nx = in->nx2 = (size_t)c->n * c->k;
+		in->x = rnd_floats(&s, in->nx, 3.0f);
+		in->x2 = rnd_floats(&s, in->nx2, 1.0f);
+		for (size_t i = 0; in->x && i < in->nx; i += 3)
+			in->x[i] += 2.0f;   /* a mean away from 0 */
+		in->w = rnd_typed(&s, (size_t)c->k, c->wdtype);
+		in->bias = rnd_typed(&s, (size_t)c->k, c->wdtype);
+		in->out_n = in->nx;
+		return in->x && in->x2 && in->w && in->bias ? 0 : -ENOMEM;
+	case VKT_ACTIVATE:
+		in->nx = (size_t)c->n * c->k;
+		in->x = rnd_floats(&s, in->nx, 8.0f);
+		in->out_n = in->nx;
+		return in->x ? 0 : -ENOMEM;
+	case VKT_ROPE_2D:
+		in->nx = (size_t)c->n * c->m;
+		in->x = rnd_floats(&s, in->nx, 1.0f);
+		in->nints = (size_t)2 * c->n;
+		in->ints = malloc(sizeof(int32_t) * in->nints);
+		if (!in->x || !in->ints)
+			return -ENOMEM;
+		for (size_t i = 0; i < in->nints; i++)
+			in->ints[i] = rnd_i(&s, 200);
+		in->out_n = in->nx;
+		return 0;
+	case VKT_SEG_ATTENTION: {
+		in->nx = (size_t)c->n * 3 * c->n_heads * c->head_dim;
+		in->x = rnd_floats(&s, in->nx, 2.0f);
+		in->nints = (size_t)c->n_seqs + 1;
+		in->ints = malloc(sizeof(int32_t) * in->nints);
+		if (!in->x || !in->ints)
+			return -ENOMEM;
+		in->ints[0] = 0;
+		for (int32_t i = 0; i < c->n_seqs; i++)
+			in->ints[i + 1] = in->ints[i] + c->seq_n[i];
+		if (in->ints[c->n_seqs] != c->n)
+			return -EINVAL;
+		in->out_n = (size_t)c->n * c->n_heads * c->head_dim;
+		return 0;
+	}
 	case VKT_EMBED: {
 		in->wrows = c->m;
 		in->wcols = c->k;
@@ -407,7 +469,7 @@ static int run_side(struct side *sd, const struct vkt_case *c, struct inputs *in
 		return r;
 	if (in->nx3 && (r = up(sd, in->x3, sizeof(float) * in->nx3, (void **)&dx3, msg, len)) < 0)
 		return r;
-	if (in->out_n && c->op != VKT_ROPE && c->op != VKT_ADD_RMSNORM &&
+	if (in->out_n && c->op != VKT_ROPE && c->op != VKT_ADD_RMSNORM && c->op != VKT_ROPE_2D &&
 	    (r = up_poison(sd, in->out_n, &dout, msg, len)) < 0)
 		return r;
 
@@ -475,6 +537,39 @@ static int run_side(struct side *sd, const struct vkt_case *c, struct inputs *in
 			return r;
 		if ((r = o->embed(be, w, &b, dout)) < 0)
 			return fail_be(sd, r, "embed", msg, len);
+		return down(sd, out, dout, in->out_n, msg, len);
+	}
+	case VKT_LAYERNORM:
+		if (!o->layernorm)
+			return fail_be(sd, -ENOTSUP, "layernorm (not provided)", msg, len);
+		if ((r = wload(sd, in->w, c->wdtype, 1, c->k, &w, msg, len)) < 0)
+			return r;
+		if (c->bias && (r = wload(sd, in->bias, c->wdtype, 1, c->k, &bias, msg, len)) < 0)
+			return r;
+		if ((r = o->layernorm(be, dx, c->m ? dx2 : NULL, w, bias, 1e-6f, c->n, c->k, dout)) < 0)
+			return fail_be(sd, r, "layernorm", msg, len);
+		if ((r = down(sd, out, dout, in->out_n, msg, len)) < 0)
+			return r;
+		return down(sd, out2, dx, in->nx, msg, len);
+	case VKT_ACTIVATE:
+		if (!o->activate)
+			return fail_be(sd, -ENOTSUP, "activate (not provided)", msg, len);
+		if ((r = o->activate(be, (enum vk_act)c->m, dx, (int64_t)in->nx, dout)) < 0)
+			return fail_be(sd, r, "activate", msg, len);
+		return down(sd, out, dout, in->out_n, msg, len);
+	case VKT_ROPE_2D:
+		if (!o->rope_2d)
+			return fail_be(sd, -ENOTSUP, "rope_2d (not provided)", msg, len);
+		if ((r = o->rope_2d(be, dx, c->m, c->n, c->n_heads, c->head_dim, in->ints, 10000.0f)) < 0)
+			return fail_be(sd, r, "rope_2d", msg, len);
+		return down(sd, out, dx, in->nx, msg, len);
+	case VKT_SEG_ATTENTION: {
+		if (!o->seg_attention)
+			return fail_be(sd, -ENOTSUP, "seg_attention (not provided)", msg, len);
+		int64_t hw = (int64_t)c->n_heads * c->head_dim;
+		if ((r = o->seg_attention(be, dx, dx + hw, dx + 2 * hw, 3 * hw, c->n, c->n_heads,
+		                          c->head_dim, in->ints, c->n_seqs, dout)) < 0)
+			return fail_be(sd, r, "seg_attention", msg, len);
 		return down(sd, out, dout, in->out_n, msg, len);
 	}
 	case VKT_ATTENTION: {
@@ -599,6 +694,20 @@ int vkt_run(struct vk_backend *test, struct vk_backend *ref, const struct vkt_ca
 		break;
 	case VKT_ATTENTION:
 		r = compare("attention out", to, ro, NULL, in.out_n, 1e-5, 256.0, msg, msg_len);
+		break;
+	case VKT_LAYERNORM:
+		r = compare("layernorm out", to, ro, NULL, in.out_n, 2e-6, 128.0, msg, msg_len);
+		if (r == 0)
+			r = compare("layernorm residual", to2, ro2, NULL, in.nx, 0.0, 1.0, msg, msg_len);
+		break;
+	case VKT_ACTIVATE:
+		r = compare("activate out", to, ro, NULL, in.out_n, 1e-6, 64.0, msg, msg_len);
+		break;
+	case VKT_ROPE_2D:
+		r = compare("rope_2d out", to, ro, NULL, in.out_n, 1e-5, 64.0, msg, msg_len);
+		break;
+	case VKT_SEG_ATTENTION:
+		r = compare("seg_attention out", to, ro, NULL, in.out_n, 1e-5, 256.0, msg, msg_len);
 		break;
 	case VKT_EMBED:
 		r = compare("embed out", to, ro, NULL, in.out_n, 0.0, 0.0, msg, msg_len);

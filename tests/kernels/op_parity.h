@@ -41,6 +41,11 @@ enum vkt_op {
 	VKT_SWIGLU,       /* gate, up [n, k] */
 	VKT_GET_ROWS,     /* x [m, k], n row indices */
 	VKT_ARGMAX,       /* logits [n, m] with planted ties */
+	/* vision tower ops (vkt_vision_cases) */
+	VKT_LAYERNORM,    /* x, delta [n, k], w, b [k] of wdtype; bias: with b; m: with delta */
+	VKT_ACTIVATE,     /* x [n, k]; m = enum vk_act */
+	VKT_ROPE_2D,      /* x [n, m floats per row] with n_heads heads of head_dim; (h, w) ids */
+	VKT_SEG_ATTENTION,/* fused qkv [n, 3 * n_heads * head_dim]; segments seq_n[0..n_seqs) */
 };
 
 #define VKT_MAX_SEQS 4
@@ -63,6 +68,9 @@ struct vkt_case {
 
 extern const struct vkt_case vkt_cases[];
 extern const size_t vkt_n_cases;
+/* Cases of the vision-tower ops (optional table entries: run them where the backend has them). */
+extern const struct vkt_case vkt_vision_cases[];
+extern const size_t vkt_n_vision_cases;
 
 /* Runs case c with inputs from seed on backend test and backend ref (the trusted one).
  * Returns 0 when all outputs match, 1 on a mismatch, a negative errno when an op or an

@@ -75,6 +75,95 @@ START_TEST(test_parity)
 }
 END_TEST
 
+/* The vision-tower ops: every CPU path against ref, like test_parity. */
+START_TEST(test_vision_parity)
+{
+	struct vk_backend *cpu = open_cpu(configs[_i].isa, configs[_i].threads);
+	struct vk_backend *ref = open_ref();
+	char msg[512];
+	if (!cpu) {
+		fprintf(stderr, "cpu lacks %s: skipped\n", configs[_i].isa);
+		vk_backend_free(ref);
+		return;
+	}
+	for (size_t c = 0; c < vkt_n_vision_cases; c++)
+		for (uint64_t seed = 1; seed <= 2; seed++) {
+			int r = vkt_run(cpu, ref, &vkt_vision_cases[c], seed + 100 * (uint64_t)_i, msg,
+			                sizeof(msg));
+			ck_assert_msg(r == 0, "[%s x%s] case \"%s\" seed %llu: %s", configs[_i].isa,
+			              configs[_i].threads, vkt_vision_cases[c].name,
+			              (unsigned long long)seed, msg);
+		}
+	vk_backend_free(cpu);
+	vk_backend_free(ref);
+}
+END_TEST
+
+/* Closed-form answers of the vision ops on both host backends: q = 0 makes the softmax uniform,
+ * so each row's output is the mean of V over its own segment (and only its segment); LayerNorm
+ * of [1, 2, 3, 4] is (x - 2.5) / sqrt(1.25 + eps) * w + b; rope_2d at position (0, 0) is the
+ * identity and at (1, 0) rotates pair 0 by 1 radian. */
+START_TEST(test_vision_closed_form)
+{
+	struct vk_backend *bes[2] = { open_cpu("", "2"), open_ref() };
+	for (int bi = 0; bi < 2; bi++) {
+		struct vk_backend *be = bes[bi];
+		const int n = 150, H = 2, hd = 8, ld = 3 * H * hd;
+		float *qkv, *out;
+		ck_assert_int_eq(be->ops->alloc(be, sizeof(float) * n * ld, (void **)&qkv), 0);
+		ck_assert_int_eq(be->ops->alloc(be, sizeof(float) * n * H * hd, (void **)&out), 0);
+		for (int r = 0; r < n; r++)
+			for (int c = 0; c < ld; c++)
+				qkv[r * ld + c] = c < H * hd ? 0.0f : (float)((r * 7 + c * 3) % 11) - 5.0f;
+		int32_t seg[4] = { 0, 70, 71, n };
+		ck_assert_int_eq(be->ops->seg_attention(be, qkv, qkv + H * hd, qkv + 2 * H * hd, ld, n, H,
+		                                        hd, seg, 3, out), 0);
+		for (int s = 0; s < 3; s++)
+			for (int h = 0; h < H; h++)
+				for (int d = 0; d < hd; d++) {
+					double mean = 0;
+					for (int r = seg[s]; r < seg[s + 1]; r++)
+						mean += qkv[r * ld + 2 * H * hd + h * hd + d];
+					mean /= seg[s + 1] - seg[s];
+					for (int r = seg[s]; r < seg[s + 1]; r++)
+						ck_assert_msg(fabs(out[(r * H + h) * hd + d] - mean) < 1e-5,
+						              "%s seg_attention row %d: %g, mean %g", be->ops->name, r,
+						              (double)out[(r * H + h) * hd + d], mean);
+				}
+		be->ops->free(be, qkv);
+		be->ops->free(be, out);
+
+		float x[4] = { 1, 2, 3, 4 }, o[4], wv[4] = { 1, 2, 1, 1 }, bv[4] = { 0, 0, 0, 0.5f };
+		struct vk_weight w, b;
+		ck_assert_int_eq(be->ops->weight_load(be, wv, VK_DTYPE_F32, 1, 4, &w), 0);
+		ck_assert_int_eq(be->ops->weight_load(be, bv, VK_DTYPE_F32, 1, 4, &b), 0);
+		ck_assert_int_eq(be->ops->layernorm(be, x, NULL, &w, &b, 1e-6f, 1, 4, o), 0);
+		for (int d = 0; d < 4; d++) {
+			double want = (x[d] - 2.5) / sqrt(1.25 + 1e-6) * wv[d] + bv[d];
+			ck_assert_msg(fabs(o[d] - want) < 1e-6, "%s layernorm[%d] %g want %g",
+			              be->ops->name, d, (double)o[d], want);
+		}
+		be->ops->weight_free(be, &w);
+		be->ops->weight_free(be, &b);
+
+		float v[2][8], v0[8];
+		int32_t pos[4] = { 0, 1, 0, 0 };   /* rows (h, w): (0, 0), (1, 0) */
+		for (int d = 0; d < 8; d++)
+			v0[d] = v[0][d] = v[1][d] = (float)(d + 1);
+		ck_assert_int_eq(be->ops->rope_2d(be, &v[0][0], 8, 2, 1, 8, pos, 10000.0f), 0);
+		for (int d = 0; d < 8; d++)
+			ck_assert_msg(v[0][d] == v0[d], "%s rope_2d at (0, 0) changed dim %d", be->ops->name,
+			              d);
+		/* pair 0 = dims (0, 4), angle 1 * inv[0] = 1 */
+		ck_assert(fabs(v[1][0] - (1 * cos(1.0) - 5 * sin(1.0))) < 1e-5);
+		ck_assert(fabs(v[1][4] - (5 * cos(1.0) + 1 * sin(1.0))) < 1e-5);
+		/* pair 2 (dims 2, 6) is a column pair: column id 0, unchanged */
+		ck_assert(v[1][2] == 3.0f && v[1][6] == 7.0f);
+		vk_backend_free(be);
+	}
+}
+END_TEST
+
 /* The harness must notice a wrong backend: compare ref against a CPU backend whose matmul is
  * sabotaged by a wrapper table. */
 static int (*real_matmul)(struct vk_backend *, const float *, const struct vk_weight *,
@@ -331,6 +420,8 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, test_errors, 0, 2);
 	tcase_add_test(tc, test_harness_catches_errors);
 	tcase_add_loop_test(tc, test_parity, 0, (int)(sizeof(configs) / sizeof(configs[0])));
+	tcase_add_loop_test(tc, test_vision_parity, 0, (int)(sizeof(configs) / sizeof(configs[0])));
+	tcase_add_test(tc, test_vision_closed_form);
 	tcase_add_loop_test(tc, test_batch_invariance, 0, (int)(sizeof(configs) / sizeof(configs[0])));
 	suite_add_tcase(s, tc);
 	return s;

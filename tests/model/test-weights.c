@@ -127,7 +127,15 @@ START_TEST(single_and_sharded)
 	                                sizeof(err)), -ENOENT);
 	ck_assert_ptr_nonnull(strstr(err, "missing tensor 'layers.7.mlp.up_proj.weight'"));
 	ck_assert_int_eq(vd_weights_has(w, "norm.weight"), 1);
-	ck_assert_uint_eq(vd_weights_count(w), 2 + 2 * 12 + 1);
+	/* the language model (embeddings, final norm, 2 layers of 12, lm_head) and the tiny vision
+	 * tower (patch embedding, 2 blocks of 12, merger ln_q + 2 linears with biases) */
+	ck_assert_uint_eq(vd_weights_count(w), 2 + 2 * 12 + 1 + 1 + 2 * 12 + 6);
+	int64_t qkv[2] = { 3 * 64, 64 };
+	ck_assert_int_eq(vd_weights_get_key(w, "visual.blocks.1.attn.qkv.weight", 2, qkv, &t, err,
+	                                    sizeof(err)), 0);
+	ck_assert_int_eq(vd_weights_get_key(w, "model.visual.blocks.1.attn.qkv.weight", 2, qkv, &t,
+	                                    err, sizeof(err)), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(err, "missing tensor 'model.visual.blocks.1.attn.qkv.weight'"));
 	vd_weights_free(w);
 	vd_weights_free(NULL);
 
@@ -138,7 +146,7 @@ START_TEST(single_and_sharded)
 	ck_assert_int_eq(t.dtype, VD_ST_BF16);
 	ck_assert_int_eq(vd_weights_get(w, "layers.1.mlp.down_proj.weight", 2, wrong, &t, err,
 	                                sizeof(err)), 0);
-	ck_assert_uint_eq(vd_weights_count(w), 2 + 2 * 12 + 1);
+	ck_assert_uint_eq(vd_weights_count(w), 2 + 2 * 12 + 1 + 1 + 2 * 12 + 6);
 	vd_weights_free(w);
 }
 END_TEST

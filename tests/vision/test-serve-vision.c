@@ -1,0 +1,550 @@
+/*
+ * tests/vision/test-serve-vision.c — the engine's vision stage in a real vlmd, from real client
+ * requests carrying pixel items (VS_ITEM_PIXELS) on the raw protocol (tests/serve/sv.h).
+ *
+ * usage: test-serve-vision   ($VLMD, $VLM_MKMODEL, $VLMCTL, $VLM_GENERATE, $VISION_DIR from meson)
+ *
+ * Checkpoint without a vision tower (preset tiny with --vision-layers 0: a vision_config, no
+ * visual.* weights):
+ *  - a pixel item is refused at submission with -ENOTSUP "item 0: model has no vision tower",
+ *    the second item of a request with its index; a text request right after still runs
+ *    (nothing else breaks); vlmctl info shows "tower none" with the reason.
+ * End to end against transformers (e2e.json, written by gen_e2e_reference.py on the same
+ * vlm-mkmodel checkpoints), Qwen2-VL and Qwen2.5-VL, each case = committed image files
+ * preprocessed by libvlmclient (vlm_image_load_file) + the chat prompt ids of the fixture:
+ *  - cold: every case alone gives the 32 reference tokens; the tower encoded each image once
+ *    (vlmd_images_encoded_total = images sent, no vision-cache hit);
+ *  - warm: the same cases again give the same tokens, every image is a vision-cache hit
+ *    (images_encoded unchanged) and the prefix cache serves the image blocks (cached tokens > 0);
+ *  - the whole client path: `vlm-generate --image FILE --prompt TEXT` (chat template, client
+ *    preprocessing, vlm_request_add_image) prints the reference tokens;
+ *  - batched: on a fresh vlmd, all cases and two text requests submitted together (their images
+ *    are encoded in shared tower batches when they arrive together) give the same tokens as alone;
+ *  - bad items on the tower checkpoint, each with its exact text (<= 47 bytes): a wrong pad count,
+ *    a grid not divisible by the merge size, t*h*w != rows, columns != patch size, f16 pixels,
+ *    a pixel item on a text token id; then a good request still gives the reference tokens.
+ * Preemption: a KV cache that holds only one of two long image requests (each needs every
+ * block), vision cache 0 (nothing is kept for reuse): vlmd preempts (counter > 0) and recomputes,
+ * the tokens still match the reference, and the tower ran exactly once per image (the preempted
+ * request keeps its encoded rows).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "../serve/sv.h"
+#include "vlm/vlm.h"
+
+#define SEC 1000000000ll
+#define TIMEOUT (60 * SEC)
+
+static const char *vlmctl, *vision_dir, *generate;
+static json_t *fx;   /* e2e.json */
+
+/* Run vlmctl --socket SOCK ARGS... and put its output in out [len]. Returns its exit status. */
+static int ctl(const struct th_daemon *d, char *out, size_t len, const char *args)
+{
+	char cmd[1024];
+	FILE *p;
+	size_t n = 0;
+
+	snprintf(cmd, sizeof(cmd), "%s --socket %s %s 2>&1", vlmctl, d->sock, args);
+	p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	while (n + 1 < len) {
+		size_t k = fread(out + n, 1, len - 1 - n, p);
+
+		if (!k)
+			break;
+		n += k;
+	}
+	out[n] = 0;
+	return pclose(p);
+}
+
+/* The value of metric NAME (a Prometheus line "vlmd_NAME VALUE") in vlmctl metrics, or -1. */
+static double metric(const struct th_daemon *d, const char *name)
+{
+	static char buf[1 << 16];
+	char key[128];
+	const char *p;
+
+	if (ctl(d, buf, sizeof(buf), "metrics") != 0)
+		return -1;
+	snprintf(key, sizeof(key), "\nvlmd_%s ", name);
+	p = strstr(buf, key);
+	return p ? atof(p + strlen(key)) : -1;
+}
+
+/* A request of n tokens: text ids, then for each item a run of its pad tokens. */
+static void refused(struct vc_conn *c, const struct sv_req *r, int code, const char *want,
+                    const char *what)
+{
+	struct sv_res res;
+
+	CHECK(sv_run(c, r, &res, TIMEOUT) == 0, "%s: no answer", what);
+	CHECK(res.error == code, "%s: error %d, want %d (%s)", what, res.error, code, res.msg);
+	CHECK(!strcmp(res.msg, want), "%s: message '%s', want '%s'", what, res.msg, want);
+	CHECK(strlen(res.msg) <= 47, "%s: message over 47 bytes", what);
+	CHECK(!res.bad && res.n_tok == 0, "%s: bad completions", what);
+}
+
+/* ---------------------------------------------------------------- no tower */
+
+static void no_tower(void)
+{
+	static const char *args[] = { "--preset", "tiny", "--vision-layers", "0", "--dtype", "f32",
+	                              "--seed", "11", NULL };
+	static float px[16 * 1176];
+	char dir[256], out[8192];
+	struct th_daemon d;
+	struct vc_conn *c;
+	int32_t tok[24];
+
+	if (sv_make_model(args, dir) < 0) {
+		CHECK(0, "vlm-mkmodel tiny");
+		return;
+	}
+	if (sv_start(&d, dir, NULL) < 0) {
+		CHECK(0, "vlmd on tiny");
+		sv_rm_model(dir);
+		return;
+	}
+	CHECK(th_connect(&d, "no-tower", &c) == 0, "connect");
+	for (int i = 0; i < 24; i++)
+		tok[i] = 3 + i;
+	for (int i = 4; i < 8; i++)
+		tok[i] = 250;   /* image pad of the tiny preset: 16 patches / 4 */
+	for (int i = 0; i < 16 * 1176; i++)
+		px[i] = (float)(i % 7) * 0.1f;
+	{
+		struct sv_item it = { .emb = px, .dtype = VS_DTYPE_F32, .rows = 16, .cols = 1176,
+		                      .grid = { 1, 4, 4 }, .placeholder = 250, .flags = VS_ITEM_PIXELS,
+		                      .tensor_id = 1 };
+		struct sv_item two[2] = { { .emb = px, .dtype = VS_DTYPE_F32, .rows = 4, .cols = 128,
+		                            .grid = { 1, 2, 2 }, .placeholder = 250, .tensor_id = 1 },
+		                          it };
+		struct sv_req r = { .ud = 1, .tok = tok, .n = 24, .items = &it, .n_items = 1,
+		                    .p = sv_greedy(4) };
+		struct sv_res res;
+
+		refused(c, &r, -ENOTSUP, "item 0: model has no vision tower", "no tower");
+		for (int i = 12; i < 16; i++)
+			tok[i] = 250;   /* a second run for the second item */
+		r.items = two;
+		r.n_items = 2;
+		r.ud = 2;
+		refused(c, &r, -ENOTSUP, "item 1: model has no vision tower", "no tower, item 1");
+		/* text only: still served */
+		for (int i = 0; i < 24; i++)
+			tok[i] = 3 + i;
+		r = (struct sv_req){ .ud = 3, .tok = tok, .n = 24, .p = sv_greedy(4) };
+		CHECK(sv_run(c, &r, &res, TIMEOUT) == 0 && !res.error && res.n_tok == 4,
+		      "text request after the refusals: error %d, %d tokens", res.error, res.n_tok);
+	}
+	CHECK(ctl(&d, out, sizeof(out), "info") == 0, "vlmctl info: %s", out);
+	CHECK(strstr(out, "vision:") && strstr(out, "tower") && strstr(out, "none") &&
+	      strstr(out, "note"), "vlmctl info has no vision section with the reason:\n%s", out);
+	CHECK(metric(&d, "requests_refused_total") == 2, "refused counter %g",
+	      metric(&d, "requests_refused_total"));
+	vc_conn_free(c);
+	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+	sv_rm_model(dir);
+	printf("ok no tower: pixel items refused with the reason, text still served\n");
+}
+
+/* ---------------------------------------------------------------- with a tower */
+
+#define MAX_CASES 8
+#define MAX_IMG 4
+
+/* One fixture case, ready to send. */
+struct tcase {
+	const char *name, *prompt;
+	const char *files[MAX_IMG];
+	struct vlm_image *img[MAX_IMG];
+	struct sv_item it[MAX_IMG];
+	int32_t n_img;
+	int32_t *ids, n_ids;
+	int32_t tokens[64], n_tokens;
+};
+
+static int32_t *json_ints(json_t *a, int32_t *n)
+{
+	int32_t *v = calloc(json_array_size(a) + 1, sizeof(int32_t));
+
+	*n = (int32_t)json_array_size(a);
+	for (int32_t i = 0; v && i < *n; i++)
+		v[i] = (int32_t)json_integer_value(json_array_get(a, (size_t)i));
+	return v;
+}
+
+/* The cases of model name; images preprocessed with the checkpoint's preprocessor_config.json. */
+static int load_cases(const char *name, const char *model, struct tcase *tc, int32_t image_id)
+{
+	struct vlm_vision_config vc;
+	json_t *cases = json_object_get(fx, "cases"), *c;
+	size_t i;
+	int n = 0;
+
+	vlm_vision_config_default(&vc);
+	CHECK(vlm_vision_config_load(model, &vc) == 0, "preprocessor_config.json: %s", vlm_last_error());
+	json_array_foreach(cases, i, c) {
+		struct tcase *t = &tc[n];
+		json_t *f;
+		size_t j;
+
+		if (strcmp(json_string_value(json_object_get(c, "model")), name) || n == MAX_CASES)
+			continue;
+		memset(t, 0, sizeof(*t));
+		t->name = json_string_value(json_object_get(c, "name"));
+		t->prompt = json_string_value(json_object_get(c, "prompt"));
+		t->ids = json_ints(json_object_get(c, "input_ids"), &t->n_ids);
+		{
+			int32_t *tk = json_ints(json_object_get(c, "tokens"), &t->n_tokens);
+
+			memcpy(t->tokens, tk, sizeof(int32_t) * (size_t)t->n_tokens);
+			free(tk);
+		}
+		json_array_foreach(json_object_get(c, "images"), j, f) {
+			char path[1024];
+			enum vlm_dtype dt;
+			size_t rows, cols;
+			uint32_t g[3];
+			const void *px;
+			json_t *gj = json_array_get(json_object_get(c, "grids"), j);
+
+			snprintf(path, sizeof(path), "%s/images/%s", vision_dir, json_string_value(f));
+			t->files[j] = json_string_value(f);
+			if (vlm_image_load_file(path, &vc, NULL, &t->img[j]) < 0) {
+				CHECK(0, "%s: %s", path, vlm_last_error());
+				return -1;
+			}
+			px = vlm_image_pixels(t->img[j], &dt, &rows, &cols);
+			vlm_image_grid(t->img[j], g);
+			for (int a = 0; a < 3; a++)
+				CHECK(g[a] == (uint32_t)json_integer_value(json_array_get(gj, (size_t)a)),
+				      "%s: grid differs from transformers'", path);
+			t->it[j] = (struct sv_item){ .emb = px, .dtype = VS_DTYPE_F32,
+			                             .rows = (int32_t)rows, .cols = (int32_t)cols,
+			                             .grid = { (int32_t)g[0], (int32_t)g[1], (int32_t)g[2] },
+			                             .placeholder = (uint32_t)image_id, .flags = VS_ITEM_PIXELS,
+			                             .tensor_id = j };
+			t->n_img++;
+		}
+		n++;
+	}
+	return n;
+}
+
+static void free_cases(struct tcase *tc, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(tc[i].ids);
+		for (int j = 0; j < tc[i].n_img; j++)
+			vlm_image_free(tc[i].img[j]);
+	}
+}
+
+static struct sv_req case_req(const struct tcase *t, uint64_t ud, uint32_t max_tokens)
+{
+	return (struct sv_req){ .ud = ud, .tok = t->ids, .n = t->n_ids, .items = t->it,
+	                        .n_items = t->n_img, .p = sv_greedy(max_tokens) };
+}
+
+static void same_tokens(const char *what, const struct tcase *t, const struct sv_res *res)
+{
+	int n = t->n_tokens < res->n_tok ? t->n_tokens : res->n_tok;
+	int d = sv_first_diff(t->tokens, res->tok, n);
+
+	CHECK(!res->error && res->n_tok >= t->n_tokens && d == n,
+	      "%s %s: error %d (%s), %d tokens, first difference from transformers at %d",
+	      what, t->name, res->error, res->msg, res->n_tok, d);
+}
+
+/* vlm-generate --image F... --prompt TEXT: its --ids output must be the reference tokens. */
+static void via_generate(const struct th_daemon *d, const char *model, const struct tcase *t)
+{
+	char cmd[4096], out[8192];
+	size_t n = 0;
+	int32_t got[64], ng = 0;
+	FILE *p;
+	char *s, *end;
+
+	n = (size_t)snprintf(cmd, sizeof(cmd), "%s --socket %s --model-dir %s", generate, d->sock,
+	                     model);
+	for (int j = 0; j < t->n_img; j++)
+		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --image %s/images/%s", vision_dir,
+		                      t->files[j]);
+	snprintf(cmd + n, sizeof(cmd) - n, " --prompt '%s' --max-tokens %d --ignore-eos --ids "
+	         "2>/dev/null", t->prompt, t->n_tokens);
+	p = popen(cmd, "r");
+	if (!p) {
+		CHECK(0, "popen vlm-generate");
+		return;
+	}
+	n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = 0;
+	CHECK(pclose(p) == 0, "vlm-generate %s failed", t->name);
+	for (s = out; ng < 64; s = end) {
+		long v = strtol(s, &end, 10);
+
+		if (end == s)
+			break;
+		got[ng++] = (int32_t)v;
+	}
+	CHECK(ng == t->n_tokens && sv_first_diff(got, t->tokens, ng) == ng,
+	      "vlm-generate %s: %d tokens, first difference from transformers at %d", t->name, ng,
+	      sv_first_diff(got, t->tokens, ng < t->n_tokens ? ng : t->n_tokens));
+}
+
+static int make_tower_model(const char *name, char *dir)
+{
+	json_t *a = json_object_get(json_object_get(json_object_get(fx, "models"), name),
+	                            "mkmodel_args");
+	const char *args[32];
+	char tok[1024];
+	size_t i, n = 0;
+	json_t *v;
+
+	snprintf(tok, sizeof(tok), "%s/../tokenizer/data/tokenizer.json", vision_dir);
+	json_array_foreach(a, i, v)
+		if (n < 28)
+			args[n++] = json_string_value(v);
+	args[n++] = "--tokenizer";
+	args[n++] = tok;
+	args[n] = NULL;
+	return sv_make_model(args, dir);
+}
+
+static void e2e(const char *name, int32_t image_id)
+{
+	struct tcase tc[MAX_CASES];
+	char dir[256];
+	struct th_daemon d;
+	struct vc_conn *c;
+	struct sv_res res[MAX_CASES + 2];
+	int n, n_img = 0;
+
+	if (make_tower_model(name, dir) < 0) {
+		CHECK(0, "vlm-mkmodel %s", name);
+		return;
+	}
+	n = load_cases(name, dir, tc, image_id);
+	CHECK(n >= 2, "%s: %d cases in e2e.json", name, n);
+	for (int i = 0; i < n; i++)
+		n_img += tc[i].n_img;
+	if (sv_start(&d, dir, NULL) < 0) {
+		CHECK(0, "vlmd on %s", name);
+		goto out;
+	}
+	CHECK(th_connect(&d, "e2e", &c) == 0, "connect");
+	/* cold, one at a time */
+	for (int i = 0; i < n; i++) {
+		struct sv_req r = case_req(&tc[i], 10 + (uint64_t)i, (uint32_t)tc[i].n_tokens);
+
+		CHECK(sv_run(c, &r, &res[i], TIMEOUT) == 0, "%s %s: no answer", name, tc[i].name);
+		same_tokens("cold", &tc[i], &res[i]);
+	}
+	CHECK(metric(&d, "images_encoded_total") == n_img && metric(&d, "vision_cache_hits_total") == 0,
+	      "%s cold: %g images encoded, %g hits; want %d and 0", name,
+	      metric(&d, "images_encoded_total"), metric(&d, "vision_cache_hits_total"), n_img);
+	/* warm: the vision cache and the prefix cache serve them */
+	for (int i = 0; i < n; i++) {
+		struct sv_req r = case_req(&tc[i], 20 + (uint64_t)i, (uint32_t)tc[i].n_tokens);
+
+		CHECK(sv_run(c, &r, &res[i], TIMEOUT) == 0, "%s %s: no answer", name, tc[i].name);
+		same_tokens("warm", &tc[i], &res[i]);
+		CHECK(res[i].fin.cached_tokens > 0, "%s %s warm: no prefix reuse", name, tc[i].name);
+	}
+	CHECK(metric(&d, "images_encoded_total") == n_img && metric(&d, "vision_cache_hits_total") == n_img,
+	      "%s warm: %g images encoded, %g hits; want %d and %d", name,
+	      metric(&d, "images_encoded_total"), metric(&d, "vision_cache_hits_total"), n_img, n_img);
+	/* the whole client path */
+	via_generate(&d, dir, &tc[0]);
+	vc_conn_free(c);
+	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+
+	/* batched, cold: all cases + two text requests at once */
+	if (sv_start(&d, dir, NULL) < 0) {
+		CHECK(0, "vlmd on %s", name);
+		goto out;
+	}
+	CHECK(th_connect(&d, "e2e-batch", &c) == 0, "connect");
+	{
+		int32_t text[2][40];
+		struct sv_res solo[2];
+		struct sv_req r;
+
+		for (int k = 0; k < 2; k++) {
+			for (int i = 0; i < 40; i++)
+				text[k][i] = 3 + (i * 37 + k * 11) % 1000;
+			r = (struct sv_req){ .ud = 90 + (uint64_t)k, .tok = text[k], .n = 40,
+			                     .p = sv_greedy(24) };
+			CHECK(sv_run(c, &r, &solo[k], TIMEOUT) == 0 && !solo[k].error, "text alone");
+		}
+		for (int i = 0; i < n; i++) {
+			r = case_req(&tc[i], 30 + (uint64_t)i, (uint32_t)tc[i].n_tokens);
+			CHECK(sv_submit(c, &r, &res[i]) == 0, "submit %s", tc[i].name);
+		}
+		for (int k = 0; k < 2; k++) {
+			r = (struct sv_req){ .ud = 40 + (uint64_t)k, .tok = text[k], .n = 40,
+			                     .p = sv_greedy(24) };
+			CHECK(sv_submit(c, &r, &res[n + k]) == 0, "submit text");
+		}
+		CHECK(sv_wait(c, res, n + 2, TIMEOUT) == 0, "batched: not all answered");
+		for (int i = 0; i < n; i++)
+			same_tokens("batched", &tc[i], &res[i]);
+		for (int k = 0; k < 2; k++)
+			CHECK(!res[n + k].error && res[n + k].n_tok == 24 &&
+			      sv_first_diff(res[n + k].tok, solo[k].tok, 24) == 24,
+			      "text request %d batched with images differs from alone", k);
+		printf("ok %s batched: %d images in %g tower batches\n", name, n_img,
+		       metric(&d, "vision_batches_total"));
+	}
+	/* bad items on a tower checkpoint */
+	{
+		const struct tcase *t = &tc[0];
+		struct sv_item it = t->it[0];
+		int32_t ids[512];
+		struct sv_req r = case_req(t, 50, 4);
+		int32_t first = -1, run = 0;
+		char want[64];
+
+		memcpy(ids, t->ids, sizeof(int32_t) * (size_t)t->n_ids);
+		for (int32_t i = 0; i < t->n_ids; i++)
+			if (ids[i] == image_id) {
+				if (first < 0)
+					first = i;
+				run++;
+			}
+		r.tok = ids;
+		r.items = &it;
+		r.n_items = 1;
+		/* one pad short: the run no longer matches the image */
+		memmove(ids + first, ids + first + 1, sizeof(int32_t) * (size_t)(t->n_ids - first - 1));
+		r.n = t->n_ids - 1;
+		snprintf(want, sizeof(want), "run 0 at %d: %d tokens, tensor %d rows", first, run - 1,
+		         run);
+		refused(c, &r, -EINVAL, want, "wrong pad count");
+		memcpy(ids, t->ids, sizeof(int32_t) * (size_t)t->n_ids);
+		r.n = t->n_ids;
+		/* a grid whose h is not a multiple of the merge size (rows still t*h*w) */
+		it.grid[1] = it.rows / it.grid[2];
+		if (it.grid[1] % 2 == 0) {
+			it.grid[1] = it.grid[1] / 2;
+			it.grid[2] = it.grid[2] * 2;
+		}
+		snprintf(want, sizeof(want), "item 0: grid h,w %dx%d not /2", it.grid[1], it.grid[2]);
+		refused(c, &r, it.grid[1] % 2 ? -EINVAL : 0, want, "bad grid");
+		it = t->it[0];
+		/* t*h*w != rows (caught by the wire validation) */
+		it.grid[2] += 2;
+		snprintf(want, sizeof(want), "item 0: grid %dx%dx%d != %d rows", it.grid[0], it.grid[1],
+		         it.grid[2], it.rows);
+		refused(c, &r, -EINVAL, want, "grid != rows");
+		it = t->it[0];
+		/* columns that are not a patch */
+		it.cols = 1000;
+		refused(c, &r, -EINVAL, "item 0: 1000 columns, patch size 1176", "bad columns");
+		it = t->it[0];
+		/* f16 pixels */
+		it.dtype = VS_DTYPE_F16;
+		refused(c, &r, -EINVAL, "item 0: pixels must be f32 or bf16", "f16 pixels");
+		it = t->it[0];
+		/* a pixel item on a text token */
+		for (int32_t i = 0; i < t->n_ids; i++)
+			if (ids[i] == image_id)
+				ids[i] = 100;
+		it.placeholder = 100;
+		refused(c, &r, -EINVAL, "item 0: pad id 100, need image/video", "text token as pad");
+		/* nothing broke */
+		r = case_req(t, 60, (uint32_t)t->n_tokens);
+		CHECK(sv_run(c, &r, &res[0], TIMEOUT) == 0, "good request after the refusals");
+		same_tokens("after refusals", t, &res[0]);
+	}
+	vc_conn_free(c);
+	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+	printf("ok %s: %d cases = transformers cold, warm (vision cache hits), via vlm-generate, "
+	       "batched; bad items refused\n", name, n);
+out:
+	free_cases(tc, n > 0 ? n : 0);
+	sv_rm_model(dir);
+}
+
+/* Two long image requests that cannot both fit the KV cache; the vision cache keeps nothing. */
+static void preemption(int32_t image_id)
+{
+	static const char *extra[] = { "--kv-memory", "320K", "--max-running", "4",
+	                               "--vision-cache-memory", "0", NULL };
+	struct tcase tc[MAX_CASES];
+	struct sv_res res[2];
+	struct th_daemon d;
+	struct vc_conn *c;
+	char dir[256];
+	int n, pick[2] = { -1, -1 }, k = 0;
+
+	if (make_tower_model("qwen2-vl", dir) < 0) {
+		CHECK(0, "vlm-mkmodel");
+		return;
+	}
+	n = load_cases("qwen2-vl", dir, tc, image_id);
+	for (int i = 0; i < n && k < 2; i++)
+		if (tc[i].n_img == 1 && tc[i].n_ids < 100)
+			pick[k++] = i;
+	CHECK(k == 2, "two short one-image cases");
+	if (k == 2 && sv_start(&d, dir, extra) == 0) {
+		CHECK(th_connect(&d, "preempt", &c) == 0, "connect");
+		/* 20 blocks of 16 tokens; each request needs prompt + 250 outputs (about 20 blocks) */
+		for (int j = 0; j < 2; j++) {
+			struct sv_req r = case_req(&tc[pick[j]], 70 + (uint64_t)j,
+			                           (uint32_t)(316 - tc[pick[j]].n_ids));
+
+			CHECK(sv_submit(c, &r, &res[j]) == 0, "submit");
+		}
+		CHECK(sv_wait(c, res, 2, TIMEOUT) == 0, "preemption: not all answered");
+		for (int j = 0; j < 2; j++)
+			same_tokens("preempted", &tc[pick[j]], &res[j]);
+		CHECK(metric(&d, "preemptions_total") >= 1, "no preemption: the test set-up is wrong");
+		CHECK(metric(&d, "images_encoded_total") == 2, "the tower ran %g times for 2 images",
+		      metric(&d, "images_encoded_total"));
+		printf("ok preemption: %g preemptions, 2 images encoded once each\n",
+		       metric(&d, "preemptions_total"));
+		vc_conn_free(c);
+		CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+	} else if (k == 2) {
+		CHECK(0, "vlmd for preemption");
+	}
+	free_cases(tc, n > 0 ? n : 0);
+	sv_rm_model(dir);
+}
+
+int main(void)
+{
+	char path[1024];
+	json_error_t je;
+
+	vlmctl = getenv("VLMCTL");
+	vision_dir = getenv("VISION_DIR");
+	generate = getenv("VLM_GENERATE");
+	if (!vlmctl || !vision_dir || !generate) {
+		fprintf(stderr, "VLMCTL, VISION_DIR or VLM_GENERATE not set\n");
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/e2e.json", vision_dir);
+	fx = json_load_file(path, 0, &je);
+	if (!fx) {
+		fprintf(stderr, "%s: %s\n", path, je.text);
+		return 1;
+	}
+	no_tower();
+	e2e("qwen2-vl", 1773);
+	e2e("qwen2.5-vl", 1773);
+	preemption(1773);
+	json_decref(fx);
+	return sv_failures ? 1 : 0;
+}
