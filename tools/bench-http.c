@@ -35,6 +35,7 @@
 
 #include "bench.h"
 #include "daemon/engine/engine.h"
+#include "daemon/ops/conf.h"
 #include "tools/bench-daemon.h"
 #include "vlm/tokenizer.h"
 #include "vlm/vlm.h"
@@ -477,7 +478,7 @@ int bench_http_main(int argc, char **argv)
 		goto out;
 	}
 	struct vd_engine_opts eo;
-	vd_engine_opts_init(&eo);
+	vd_conf_engine_defaults(&eo);   /* the daemon's defaults, as bench-serve */
 	eo.model_dir = model;
 	eo.backend = "auto";
 	eo.threads = (uint32_t)o.threads;

@@ -26,7 +26,7 @@ mkdir -p "$out/obj"
 cflags=(-std=c17 -D_GNU_SOURCE -g -O1 -I"$build" -I"$src" -I"$src/include"
   -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
   -Wno-unused-command-line-argument)
-libs=(-ljansson -lm -lpthread)
+libs=(-ljansson -lm -lpthread -lcrypto)   # libcrypto: the vision key (daemon/engine/vcache.c)
 grep -q 'VLM_HAVE_LIBURING 1' "$build/config.h" && libs+=(-luring)
 grep -q 'VLM_HAVE_MICROHTTPD 1' "$build/config.h" && libs+=(-lmicrohttpd)
 
@@ -34,7 +34,7 @@ grep -q 'VLM_HAVE_MICROHTTPD 1' "$build/config.h" && libs+=(-lmicrohttpd)
 # per-function targets are GCC pragmas)
 deps=$(cd "$src" && ls shm/*.c daemon/model/*.c daemon/io/*.c daemon/engine/*.c daemon/ops/*.c \
   kernels/backend.c kernels/validate.c kernels/ref/ref_backend.c kernels/cpu/cpu_backend.c \
-  kernels/cpu/threadpool.c kernels/cpu/kern_generic.c)
+  kernels/cpu/threadpool.c kernels/cpu/kern_generic.c kernels/cpu/cpu_vision.c)
 objs=()
 for f in $deps; do
   o=$out/obj/${f//\//_}.o
