@@ -130,6 +130,13 @@ struct vk_sample_params {
 	const int32_t *history;     /* host [n_history][2]: (token id, count), token ids distinct */
 };
 
+/* Elementwise activations of ops->activate. */
+enum vk_act {
+	VK_ACT_GELU_ERF = 0,    /* x * 0.5 * (1 + erf(x / sqrt(2))) (HF "gelu", nn.GELU()) */
+	VK_ACT_QUICK_GELU = 1,  /* x * sigmoid(1.702 x) (HF "quick_gelu") */
+	VK_ACT_SILU = 2,        /* x * sigmoid(x) */
+};
+
 /* Another process's device memory, for ops->import_tensor (the client's GPU embedding rows). */
 #define VK_IMPORT_HANDLE_BYTES 64   /* sizeof(cudaIpcMemHandle_t) */
 enum vk_import_kind {
@@ -142,13 +149,6 @@ struct vk_import {
 	int fd;                     /* CUDA_VMM: the descriptor (borrowed: the caller closes it) */
 	uint64_t alloc_bytes;       /* CUDA_VMM: size of the exported allocation */
 	uint64_t offset, bytes;     /* the tensor's range inside the allocation */
-};
-
-/* Elementwise activations of ops->activate. */
-enum vk_act {
-	VK_ACT_GELU_ERF = 0,    /* x * 0.5 * (1 + erf(x / sqrt(2))) (HF "gelu", nn.GELU()) */
-	VK_ACT_QUICK_GELU = 1,  /* x * sigmoid(1.702 x) (HF "quick_gelu") */
-	VK_ACT_SILU = 2,        /* x * sigmoid(x) */
 };
 
 struct vk_kv;               /* backend-private */
@@ -268,18 +268,6 @@ struct vk_backend_ops {
 	int (*step_begin)(struct vk_backend *be, const struct vk_batch *batch);
 	int (*step_end)(struct vk_backend *be);
 
-	/* Device memory of other processes (optional, all three or none; NULL: the backend reads
-	 * no foreign device memory and such tensors are refused). import_tensor maps im, checking
-	 * its range against the real allocation: *ret_ptr is the device address of byte offset,
-	 * usable as a device vk_row_source until release_tensor(*ret_ref). Any thread. Returns 0,
-	 * -EINVAL (handle refused), -ERANGE (range outside the allocation), -EBADF, -ENOTSUP,
-	 * -ENODEV (no usable driver), -ENOMEM, with err. import_count: distinct allocations
-	 * mapped now (metrics). */
-	int (*import_tensor)(struct vk_backend *be, const struct vk_import *im, void **ret_ref,
-	                     const void **ret_ptr, char *err, size_t err_len);
-	void (*release_tensor)(struct vk_backend *be, void *ref);
-	int (*import_count)(struct vk_backend *be);
-
 	/* ---- vision tower ops (daemon/model/vision.c); optional: NULL = no vision tower ---- */
 
 	/* LayerNorm per row, HF nn.LayerNorm: if delta is not NULL, x += delta first (x is the
@@ -313,6 +301,21 @@ struct vk_backend_ops {
 	int (*seg_attention)(struct vk_backend *be, const float *q, const float *k, const float *v,
 	                     int64_t ld, int32_t n, int32_t n_heads, int32_t head_dim,
 	                     const int32_t *seg, int32_t n_seg, float *out);
+	/* Device memory free and in total, in bytes, now (for sizing the KV cache from a fraction
+	 * of what is left after the weights). NULL: the backend's memory is host memory (the
+	 * caller reads MemAvailable). Returns 0 or -errno. */
+	int (*mem_info)(struct vk_backend *be, uint64_t *ret_free, uint64_t *ret_total);
+	/* Device memory of other processes (optional, all three or none; NULL: the backend reads
+	 * no foreign device memory and such tensors are refused). import_tensor maps im, checking
+	 * its range against the real allocation: *ret_ptr is the device address of byte offset,
+	 * usable as a device vk_row_source until release_tensor(*ret_ref). Any thread. Returns 0,
+	 * -EINVAL (handle refused), -ERANGE (range outside the allocation), -EBADF, -ENOTSUP,
+	 * -ENODEV (no usable driver), -ENOMEM, with err. import_count: distinct allocations
+	 * mapped now (metrics). */
+	int (*import_tensor)(struct vk_backend *be, const struct vk_import *im, void **ret_ref,
+	                     const void **ret_ptr, char *err, size_t err_len);
+	void (*release_tensor)(struct vk_backend *be, void *ref);
+	int (*import_count)(struct vk_backend *be);
 };
 
 /* A backend instance. The table plus the backend's private context. */

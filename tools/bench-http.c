@@ -478,7 +478,7 @@ int bench_http_main(int argc, char **argv)
 		goto out;
 	}
 	struct vd_engine_opts eo;
-	vd_conf_engine_defaults(&eo);   /* the daemon's defaults, as bench-serve */
+	vd_conf_engine_defaults(&eo);   /* the settings table's defaults (struct) */
 	eo.model_dir = model;
 	eo.backend = "auto";
 	eo.threads = (uint32_t)o.threads;

@@ -3,7 +3,8 @@
  * backend's probed peak FMA rate (encoder_fraction_of_peak), and images/s at several batch sizes.
  *
  * Without --model a random checkpoint with the Qwen2-VL-2B vision tower's shape (1280 wide, 16
- * heads, MLP 5120, merger to 1536) is generated, with --layers of its 32 blocks (default 4: the
+ * heads, MLP 5120, merger to 1536; --preset qwen2.5-vl-3b: MLP 3420, windows, every 4th block
+ * full attention, merger to 2048) is generated, with --layers of its 32 blocks (default 4: the
  * full depth takes seconds per image on a 2-core machine; every block costs the same, so the
  * fraction of peak does not depend on the depth). Each batch size is timed --reps times after one
  * warm-up forward; the best time counts (a shared machine only ever makes a run slower). The
@@ -69,20 +70,22 @@ static int probe(struct vk_backend *be, double *peak)
 
 int bench_vit_main(int argc, char **argv)
 {
-	enum { O_MODEL = 1, O_LAYERS, O_DTYPE, O_BACKEND, O_SIZE, O_BATCH, O_REPS, O_JSON, O_HELP };
+	enum { O_MODEL = 1, O_PRESET, O_LAYERS, O_DTYPE, O_BACKEND, O_SIZE, O_BATCH, O_REPS, O_JSON, O_HELP };
 	static const struct option lo[] = {
-		{ "model", required_argument, NULL, O_MODEL }, { "layers", required_argument, NULL, O_LAYERS },
+		{ "model", required_argument, NULL, O_MODEL }, { "preset", required_argument, NULL, O_PRESET },
+		{ "layers", required_argument, NULL, O_LAYERS },
 		{ "dtype", required_argument, NULL, O_DTYPE }, { "backend", required_argument, NULL, O_BACKEND },
 		{ "size", required_argument, NULL, O_SIZE }, { "batch", required_argument, NULL, O_BATCH },
 		{ "reps", required_argument, NULL, O_REPS }, { "json", no_argument, NULL, O_JSON },
 		{ "help", no_argument, NULL, O_HELP }, { NULL, 0, NULL, 0 },
 	};
-	const char *model = NULL, *dtype = "bf16", *backend = "cpu", *batch_list = "1,8";
+	const char *model = NULL, *preset = "qwen2-vl-2b", *dtype = "bf16", *backend = "cpu", *batch_list = "1,8";
 	int layers = 4, size = 448, reps = 2, json = 0, c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
 		case O_MODEL: model = optarg; break;
+		case O_PRESET: preset = optarg; break;
 		case O_LAYERS: layers = atoi(optarg); break;
 		case O_DTYPE: dtype = optarg; break;
 		case O_BACKEND: backend = optarg; break;
@@ -91,8 +94,8 @@ int bench_vit_main(int argc, char **argv)
 		case O_REPS: reps = atoi(optarg); break;
 		case O_JSON: json = 1; break;
 		default:
-			printf("usage: vlm-bench vision-tower [--model DIR | --layers N (default 4 of the "
-			       "qwen2-vl-2b tower's 32)]\n"
+			printf("usage: vlm-bench vision-tower [--model DIR | [--preset qwen2-vl-2b|"
+			       "qwen2.5-vl-3b] --layers N (default 4 of the tower's 32)]\n"
 			       "       [--dtype f32|f16|bf16] [--backend cpu] [--size PX (default 448: a "
 			       "square image of PX x PX, a multiple of 28)]\n"
 			       "       [--batch 1,8] [--reps N] [--json]\n");
@@ -125,7 +128,11 @@ int bench_vit_main(int argc, char **argv)
 	float *pix = NULL, *out = NULL;
 	if (!dir) {
 		struct vd_mkmodel_spec spec;
-		vd_mkmodel_preset("qwen2-vl-2b", &spec);
+		if (vd_mkmodel_preset(preset, &spec) < 0 || spec.vision.depth < 1) {
+			fprintf(stderr, "vlm-bench: preset '%s' has no vision tower (qwen2-vl-2b, "
+			            "qwen2.5-vl-3b)\n", preset);
+			return 2;
+		}
 		spec.dtype = dtype;
 		spec.n_layers = 1;      /* the language model is not used: keep it small */
 		spec.vocab = 1024;
@@ -138,8 +145,13 @@ int bench_vit_main(int argc, char **argv)
 		}
 		snprintf(dirbuf, sizeof(dirbuf), "%s/model", tmp);
 		dir = dirbuf;
-		fprintf(stderr, "generating the qwen2-vl-2b vision tower, %d of 32 blocks (%s, %.0fM "
-		        "parameters) in %s ...\n", layers, dtype,
+		if (spec.arch == VD_ARCH_QWEN2_5_VL) {   /* keep full-attention blocks in the mix */
+			spec.vision.n_fullatt = 0;
+			for (int i = 3; i < layers; i += 4)
+				spec.vision.fullatt[spec.vision.n_fullatt++] = i;
+		}
+		fprintf(stderr, "generating the %s vision tower, %d of 32 blocks (%s, %.0fM "
+		        "parameters) in %s ...\n", preset, layers, dtype,
 		        (double)vd_mkmodel_vision_params(&spec) / 1e6, dir);
 		if (vd_mkmodel_write(&spec, dir, err, sizeof(err)) < 0) {
 			fprintf(stderr, "vlm-bench: %s\n", err);

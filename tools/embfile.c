@@ -191,6 +191,20 @@ int emb_load(const char *spec, DLManagedTensor **ret, char *err, size_t err_len)
 	}
 
 	struct src s = { 0 };
+	const unsigned char *b = map;
+	const char *image = !memcmp(b, "\xff\xd8\xff", 3) ? "a JPEG image" :
+			    !memcmp(b, "\x89PNG", 4) ? "a PNG image" :
+			    !memcmp(b, "RIFF", 4) && len >= 12 && !memcmp(b + 8, "WEBP", 4) ? "a WebP image" :
+			    !memcmp(b, "GIF8", 4) ? "a GIF image" : NULL;
+	if (image || (memcmp(b, "\x93NUMPY", 6) && (len < 9 || b[8] != '{'))) {
+		/* neither format's magic: say what it looks like and where such files go */
+		r = fail(err, err_len, -EBADMSG,
+			 "%s: not a .npy or .safetensors file%s%s%s: --embed takes a vision encoder's "
+			 "output [rows, hidden]; to send an image file, use --image FILE (vlmd runs "
+			 "the vision tower) or vlm-chat's /image", path, image ? " (it is " : "",
+			 image ? image : "", image ? ")" : "");
+		goto out;
+	}
 	if (!memcmp(map, "\x93NUMPY", 6)) {
 		if (name) {
 			r = fail(err, err_len, -EINVAL, "%s: a .npy file holds one array; drop ':%s'",

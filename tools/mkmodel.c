@@ -330,6 +330,8 @@ static int write_tensor(FILE *f, const struct vd_mkmodel_spec *s, const struct t
 		}
 		if (fwrite(buf, (size_t)esize, m, f) != m)
 			return -EIO;
+		if (s->progress)
+			s->progress(s->progress_ctx, (uint64_t)m * (uint64_t)esize);
 		n -= m;
 	}
 	return 0;

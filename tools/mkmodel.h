@@ -44,6 +44,10 @@ struct vd_mkmodel_spec {
 	int32_t new_names;          /* 1: model.language_model.* keys (transformers 5.x save) */
 	int32_t nested_config;      /* 1: text parameters under "text_config" */
 	struct vd_mkmodel_vision vision;
+	/* Called after each chunk of weights is written with its size in bytes (a progress bar);
+	 * NULL: none. */
+	void (*progress)(void *ctx, uint64_t bytes);
+	void *progress_ctx;
 };
 
 /* Fill spec with a preset: "tiny" (Qwen2-VL, 2 layers, hidden 128, a 2-block 64-wide tower),

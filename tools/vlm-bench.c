@@ -43,7 +43,9 @@ static const struct {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: vlm-bench COMMAND [options] [--json]\n\ncommands:\n");
+	fprintf(f, "usage: vlm-bench COMMAND [options] [--json]\n"
+		   "Measures vlmd's parts on this machine, each figure next to a baseline or floor\n"
+		   "measured in the same run (docs: README.md, Benchmarks).\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\n'vlm-bench COMMAND --help' describes a command's options.\n");
@@ -60,11 +62,11 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(argv[1], "--version")) {
-		printf("vlm-bench %s\n", VLM_VERSION_STRING);
+		printf("vlm-bench %s %s\n", VLM_VERSION_STRING, VLM_BUILD_FEATURES);
 		return 0;
 	}
 	if (!strcmp(argv[1], "version")) {
-		printf("vlm-bench %s\n", VLM_VERSION_STRING);
+		printf("vlm-bench %s %s\n", VLM_VERSION_STRING, VLM_BUILD_FEATURES);
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "config.h"
@@ -51,6 +52,7 @@ struct embed {
 
 struct opts {
 	const char *socket, *tokens, *tokens_file, *prompt, *chat, *tokenizer, *model_dir;
+	const char *chat_template;   /* --chat-template NAME|FILE */
 	bool template_, json, ids_out, show_special, echo;
 	uint32_t merge_size;
 	struct embed emb[MAX_EMBEDS];
@@ -70,6 +72,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: " PROG " [--socket PATH] PROMPT [EMBEDDINGS]... [FLAGS]\n"
+"Sends one request to vlmd (socket: --socket, else $VLM_SOCKET, else " VLM_DEFAULT_SOCKET ")\n"
+"and streams the answer: text through the model's tokenizer and chat template, image\n"
+"embeddings from .npy/.safetensors files (--embed), token ids in and out.\n"
 "prompt (one of):\n"
 "  --tokens 1,2,3            token ids (commas or spaces)\n"
 "  --tokens-file FILE        token ids from a file (whitespace, commas, a JSON array)\n"
@@ -80,6 +85,8 @@ static void usage(FILE *f)
 "  --tokenizer FILE          tokenizer.json (default: $VLM_TOKENIZER, or DIR/tokenizer.json)\n"
 "  --model-dir DIR           the model folder holding tokenizer.json\n"
 "  --merge-size N            spatial merge of the chat template (default 2)\n"
+"  --chat-template NAME|FILE the template to render (qwen2-vl, or a file holding one) instead\n"
+"                            of DIR's own; an unknown template is refused\n"
 "images (preprocessed here, vlmd runs the vision tower):\n"
 "  --image FILE              a JPEG/PNG/WebP before the --prompt text (repeatable; implies\n"
 "                            --template)\n"
@@ -204,7 +211,7 @@ static bool parse_hex(const char *s, uint8_t *out, size_t *len)
 }
 
 enum {
-	O_SOCKET = 256, O_TOKENS, O_TOKENS_FILE, O_PROMPT, O_CHAT, O_TEMPLATE, O_TOKENIZER,
+	O_SOCKET = 256, O_TOKENS, O_TOKENS_FILE, O_PROMPT, O_CHAT, O_TEMPLATE, O_CHAT_TEMPLATE, O_TOKENIZER,
 	O_MODEL_DIR, O_MERGE, O_EMBED, O_PLACEHOLDER, O_GRID, O_FINGERPRINT, O_MAX_TOKENS,
 	O_MIN_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_REP, O_FREQ, O_PRES, O_SEED,
 	O_STOP, O_IGNORE_EOS, O_LOGPROBS, O_PRIORITY, O_JSON, O_IDS, O_SHOW_SPECIAL, O_TIMEOUT,
@@ -218,6 +225,7 @@ static const struct option long_opts[] = {
 	{ "prompt", required_argument, NULL, O_PROMPT },
 	{ "chat", required_argument, NULL, O_CHAT },
 	{ "template", no_argument, NULL, O_TEMPLATE },
+	{ "chat-template", required_argument, NULL, O_CHAT_TEMPLATE },
 	{ "tokenizer", required_argument, NULL, O_TOKENIZER },
 	{ "model-dir", required_argument, NULL, O_MODEL_DIR },
 	{ "merge-size", required_argument, NULL, O_MERGE },
@@ -277,6 +285,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_PROMPT: o->prompt = a; n_prompt++; break;
 		case O_CHAT: o->chat = a; n_prompt++; break;
 		case O_TEMPLATE: o->template_ = true; break;
+		case O_CHAT_TEMPLATE: o->chat_template = a; break;
 		case O_TOKENIZER: o->tokenizer = a; break;
 		case O_MODEL_DIR: o->model_dir = a; break;
 		case O_MERGE:
@@ -417,7 +426,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			usage(stdout);
 			return -1;
 		case O_VERSION:
-			printf(PROG " %s (libvlmclient %s)\n", VLM_VERSION_STRING, vlm_version_string());
+			printf(PROG " %s (libvlmclient %s) %s\n", VLM_VERSION_STRING, vlm_version_string(),
+			       VLM_BUILD_FEATURES);
 			return -1;
 		default:
 			usage(stderr);
@@ -600,6 +610,17 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 			return fail("--prompt: the text encodes to no tokens");
 		return 0;
 	}
+	if (o->model_dir || o->chat_template) {
+		/* the checkpoint's template must be one vlm_chat_encode renders exactly */
+		const char *name;
+		char err[600];
+
+		r = vlm_chat_template_find(o->model_dir, o->chat_template, &name, err, sizeof(err));
+		if (r < 0) {
+			vlm_chat_free(chat);
+			return fail("%s", err[0] ? err : strerror(-r));
+		}
+	}
 	struct vlm_chat_options co = { .merge_size = o->merge_size, .add_generation_prompt = true };
 	r = vlm_chat_encode(tok, chat, &co, &p->chat);
 	vlm_chat_free(chat);
@@ -649,6 +670,17 @@ static int resolve_embeds(struct opts *o, const struct prompt *p)
 					    "placeholder run)", e->spec);
 			e->placeholder = o->emb[i - 1].placeholder;
 		}
+	}
+	/* every file readable as an embedding before vlmd is contacted: a wrong file is the
+	 * user's first problem to hear about, not a missing daemon */
+	for (int i = 0; i < o->n_emb; i++) {
+		DLManagedTensor *t;
+		char err[512];
+
+		if (emb_load(o->emb[i].spec, &t, err, sizeof(err)) < 0)
+			return fail("--embed %s", err);
+		if (t->deleter)
+			t->deleter(t);
 	}
 	return 0;
 }
@@ -791,6 +823,10 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 	int r = 0, rc = 0, waited_ms = 0;
 	bool cancel_sent = false;
 	char read_err[320] = "";
+	/* --json prints nothing until the end: on a terminal, a progress line on stderr meanwhile
+	 * (tokens so far of max, rate), drawn after the first second and erased at the end */
+	bool bar = o->json && isatty(STDERR_FILENO);
+	double bar_last = 0;
 	for (;;) {
 		if (interrupted && !cancel_sent) {
 			int cr = vlm_cancel(req);
@@ -821,6 +857,14 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		waited_ms = 0;
 		if (!t_first)
 			t_first = now_s();
+		if (bar && now_s() - t_submit >= 1.0 && now_s() - bar_last >= 0.2) {
+			double el = now_s() - t_first;
+			fprintf(stderr, "\rgenerating: %zu tokens", b.n + (size_t)r);
+			if (o->gp.max_tokens)
+				fprintf(stderr, " of %u", o->gp.max_tokens);
+			fprintf(stderr, ", %.1f tokens/s   ", el > 0 ? (double)(b.n + (size_t)r) / el : 0.0);
+			bar_last = now_s();
+		}
 		if (out_ids(&b, buf, (size_t)r) < 0) {
 			rc = fail("out of memory");
 			break;
@@ -846,6 +890,8 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		}
 		fflush(stdout);
 	}
+	if (bar && bar_last)
+		fputs("\r\033[K", stderr);   /* erase the progress line before the finish line */
 	if (d) {
 		const char *s;
 		size_t n;
@@ -957,7 +1003,9 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		const char *sock = o.socket ? o.socket : getenv("VLM_SOCKET");
 		const char *m = vlm_last_error(), *hint = r == -ENOENT || r == -ECONNREFUSED ?
-			" (is vlmd running? --socket PATH)" : "";
+			" (is vlmd running? --socket PATH or $VLM_SOCKET)" : "";
+		if ((m && strstr(m, "is vlmd running")) || strstr(vlm_strerror(r), "is vlmd running"))
+			hint = "";
 		if (m && strstr(m, "vlmd"))   /* the library's message names the socket already */
 			rc = fail("%s: %s%s", m, vlm_strerror(r), hint);
 		else

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "tools/mkmodel.h"
@@ -17,6 +19,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: vlm-mkmodel [options] OUTDIR\n"
+	        "Writes a Hugging Face checkpoint (config.json, *.safetensors) of any Qwen2 / Qwen2-VL\n"
+	        "shape with random weights (fixed seed), for tests and benchmarks; --tokenizer fits it\n"
+	        "to a real tokenizer.json so vlm-chat and vlm-generate --prompt work on it.\n"
 	        "  --preset NAME      %s (default tiny)\n"
 	        "  --dtype T          f32 | f16 | bf16 (default bf16)\n"
 	        "  --seed N           random seed (default 0)\n"
@@ -33,7 +38,11 @@ static void usage(FILE *f)
 	        "  --vision-fullatt A,B,...   Qwen2.5-VL full-attention blocks (others: windows)\n"
 	        "  --vision-std X     std of the tower's random matrices\n"
 	        "  --tokenizer FILE   fit the model to a Qwen2 tokenizer.json and copy it into OUTDIR:\n"
-	        "                     vocab = its size, image/video/vision/eos ids = its special tokens\n",
+	        "                     vocab = its size, image/video/vision/eos ids = its special tokens\n"
+	        "                     (and a chat_template.json next to it comes along)\n"
+	        "  --progress, --no-progress   a progress bar on stderr while the weights are written\n"
+	        "                     (default: when stdout and stderr are a terminal and it takes > 1 s)\n"
+	        "  --help, --version\n",
 	        vd_mkmodel_preset_names());
 }
 
@@ -121,11 +130,55 @@ out:
 	return rc;
 }
 
+/* A progress bar on stderr while the weights are written, when both stdout and stderr are a
+ * terminal and the write has taken more than a second (small models print nothing). */
+struct bar {
+	uint64_t done, total;
+	double t0, last;
+	int shown;
+};
+
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void bar_draw(struct bar *b, int final)
+{
+	double now = mono_s(), frac = b->total ? (double)b->done / (double)b->total : 1;
+	int w = 30, k;
+
+	if (frac > 1)
+		frac = 1;
+	k = (int)(frac * w);
+	fprintf(stderr, "\rwriting weights [%.*s%*s] %3.0f%%  %.2f / %.2f GiB  %.0f s", k,
+		"##############################", w - k, "", frac * 100, (double)b->done / (1 << 30),
+		(double)b->total / (1 << 30), now - b->t0);
+	if (final)
+		fputc('\n', stderr);
+	b->last = now;
+	b->shown = 1;
+}
+
+static void bar_progress(void *ctx, uint64_t bytes)
+{
+	struct bar *b = ctx;
+	double now;
+
+	b->done += bytes;
+	now = mono_s();
+	if ((b->shown || now - b->t0 >= 1.0) && now - b->last >= 0.2)
+		bar_draw(b, 0);
+}
+
 int main(int argc, char **argv)
 {
 	enum { O_PRESET = 1, O_DTYPE, O_SEED, O_SHARDS, O_NEW, O_NESTED, O_ARCH, O_TIE, O_NOTIE,
 	       O_LAYERS, O_HIDDEN, O_HEADS, O_KV, O_INTER, O_VOCAB, O_STD, O_MROPE, O_TOKENIZER, O_HELP,
-	       O_VLAYERS, O_VHIDDEN, O_VHEADS, O_VINTER, O_VFULL, O_VSTD };
+	       O_VERSION, O_PROGRESS, O_NO_PROGRESS, O_VLAYERS, O_VHIDDEN, O_VHEADS, O_VINTER, O_VFULL,
+	       O_VSTD };
 	static const struct option opts[] = {
 		{ "preset", required_argument, NULL, O_PRESET }, { "dtype", required_argument, NULL, O_DTYPE },
 		{ "seed", required_argument, NULL, O_SEED }, { "shards", required_argument, NULL, O_SHARDS },
@@ -144,6 +197,9 @@ int main(int argc, char **argv)
 		{ "vision-intermediate", required_argument, NULL, O_VINTER },
 		{ "vision-fullatt", required_argument, NULL, O_VFULL },
 		{ "vision-std", required_argument, NULL, O_VSTD },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ "progress", no_argument, NULL, O_PROGRESS },
+		{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
 		{ NULL, 0, NULL, 0 },
 	};
 	/* First pass: the preset, so the other options override it whatever their order. */
@@ -160,13 +216,16 @@ int main(int argc, char **argv)
 	int c;
 	long v;
 	const char *tokenizer = NULL;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	int idx = 0, progress = -1;   /* -1: when stdout and stderr are a terminal */
+	while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
 		int bad = 0;
+		const char *expect = NULL;   /* the values a bad one should have been */
 		switch (c) {
 		case O_PRESET: break;
 		case O_DTYPE:
 			if (strcmp(optarg, "f32") && strcmp(optarg, "f16") && strcmp(optarg, "bf16"))
 				bad = 1;
+			expect = "f32, f16 or bf16";
 			s.dtype = optarg;
 			break;
 		case O_SEED: {
@@ -188,6 +247,7 @@ int main(int argc, char **argv)
 				s.arch = VD_ARCH_QWEN2_5_VL;
 			else
 				bad = 1;
+			expect = "qwen2, qwen2-vl or qwen2.5-vl";
 			break;
 		case O_TIE: s.tie_embeddings = 1; break;
 		case O_NOTIE: s.tie_embeddings = 0; break;
@@ -235,12 +295,18 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case O_PROGRESS: progress = 1; break;
+		case O_NO_PROGRESS: progress = 0; break;
+		case O_VERSION:
+			printf("vlm-mkmodel %s %s\n", VLM_VERSION_STRING, VLM_BUILD_FEATURES);
+			return 0;
 		default:
 			usage(stderr);
 			return 2;
 		}
 		if (bad) {
-			fprintf(stderr, "vlm-mkmodel: bad value '%s'\n", optarg);
+			fprintf(stderr, "vlm-mkmodel: --%s: bad value '%s'%s%s\n", opts[idx].name, optarg,
+			        expect ? ": expected " : "", expect ? expect : "");
 			return 2;
 		}
 	}
@@ -253,7 +319,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vlm-mkmodel: %s\n", err);
 		return 1;
 	}
+	struct bar bar = { 0 };
+	if (progress < 0)
+		progress = isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
+	if (progress) {
+		bar.total = vd_mkmodel_params(&s) * (strcmp(s.dtype, "f32") ? 2 : 4);
+		bar.t0 = bar.last = mono_s();
+		s.progress = bar_progress;
+		s.progress_ctx = &bar;
+	}
 	int rc = vd_mkmodel_write(&s, argv[optind], err, sizeof(err));
+	if (bar.shown || progress == 1) {
+		bar.total = bar.done > bar.total ? bar.done : bar.total;
+		bar_draw(&bar, 1);
+	}
 	if (rc < 0) {
 		fprintf(stderr, "vlm-mkmodel: %s\n", err);
 		return 1;
@@ -261,6 +340,20 @@ int main(int argc, char **argv)
 	if (tokenizer && copy_file(tokenizer, argv[optind], "tokenizer.json", err, sizeof(err)) < 0) {
 		fprintf(stderr, "vlm-mkmodel: %s\n", err);
 		return 1;
+	}
+	if (tokenizer) {
+		/* a chat template next to the tokenizer goes along, as in a real checkpoint */
+		char tdir[4096], tpath[4200];
+		snprintf(tdir, sizeof(tdir), "%s", tokenizer);
+		char *slash = strrchr(tdir, '/');
+		if (slash)
+			*slash = 0;
+		snprintf(tpath, sizeof(tpath), "%s/chat_template.json", slash ? tdir : ".");
+		if (access(tpath, R_OK) == 0 &&
+		    copy_file(tpath, argv[optind], "chat_template.json", err, sizeof(err)) < 0) {
+			fprintf(stderr, "vlm-mkmodel: %s\n", err);
+			return 1;
+		}
 	}
 	return 0;
 }

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vlm-tokenize -t TOKENIZER.json COMMAND [options] [ARGS]\n"
+		"Encodes text to token ids and decodes ids to text with a Hugging Face tokenizer.json\n"
+		"(byte-level BPE, the ids transformers gives), and renders chat conversations.\n"
 		"commands:\n"
 		"  encode [--special-as-text] [--json] [TEXT | -f FILE]   text -> ids\n"
 		"  tokens [--special-as-text] [TEXT | -f FILE]           text -> id<TAB>token lines\n"
@@ -32,6 +35,20 @@ static void usage(FILE *f)
 		"       [--special-as-text] [--json] FILE.json            conversation -> ids + items\n"
 		"Text and ids are read from stdin when not given. --special-as-text encodes special\n"
 		"tokens such as <|im_end|> in the text as plain text.\n");
+}
+
+/* A usage error: what is wrong, in one line, and where the usage is (not the whole usage text). */
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("vlm-tokenize: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nTry 'vlm-tokenize --help'.\n", stderr);
+	return 2;
 }
 
 static char *read_stream(FILE *f, size_t *len)
@@ -88,7 +105,7 @@ static int cmd_encode(struct vlm_tokenizer *tok, int argc, char **argv, bool tok
 		else if (!text && argv[i][0] != '-')
 			text = argv[i];
 		else
-			return usage(stderr), 2;
+			return bad_usage("unknown or incomplete option '%s'", argv[i]);
 	}
 	size_t len = 0;
 	char *buf = NULL;
@@ -156,9 +173,17 @@ static int cmd_decode(struct vlm_tokenizer *tok, int argc, char **argv)
 	int r = tool_parse_ids(joined, INT32_MIN, &ids, &n);
 	free(joined);
 	if (r < 0) {
-		fprintf(stderr, "vlm-tokenize: ids must be integers separated by spaces or commas\n");
-		return r == -EINVAL ? 2 : 1;
+		if (r == -EINVAL)
+			return bad_usage("ids must be integers separated by spaces or commas");
+		return die("reading ids", r);
 	}
+	/* An id the tokenizer does not know decodes to nothing, as in transformers (a model's
+	 * vocab is often padded past the tokenizer's: Qwen2-VL has 151936 rows, 151665 tokens);
+	 * say so instead of printing nothing without a word. */
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] < 0 || (size_t)ids[i] >= vlm_tokenizer_vocab_size(tok))
+			fprintf(stderr, "vlm-tokenize: warning: id %d is not in this tokenizer (ids 0..%zu): "
+				"it decodes to nothing\n", ids[i], vlm_tokenizer_vocab_size(tok) - 1);
 	if (stream) {
 		/* One line per id: what the streaming decoder emits for it (complete UTF-8 only). */
 		struct vlm_detok *d;
@@ -210,7 +235,7 @@ static int cmd_chat(struct vlm_tokenizer *tok, int argc, char **argv)
 		else if (!file && argv[i][0] != '-')
 			file = argv[i];
 		else
-			return usage(stderr), 2;
+			return bad_usage("unknown or incomplete option '%s'", argv[i]);
 	}
 	size_t len;
 	char *buf = file ? read_path(file, &len) : read_stream(stdin, &len);
@@ -270,22 +295,23 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		} else if (!strcmp(argv[i], "--version")) {
-			printf("vlm-tokenize %s\n", VLM_VERSION_STRING);
+			printf("vlm-tokenize %s %s\n", VLM_VERSION_STRING, VLM_BUILD_FEATURES);
 			return 0;
 		} else {
 			break;
 		}
 	}
 	if (!path || i >= argc) {
-		usage(stderr);
-		return 2;
+		if (i < argc && argv[i][0] == '-')
+			return bad_usage("unknown or incomplete option '%s'", argv[i]);
+		if (!path)
+			return bad_usage("no tokenizer: give -t TOKENIZER.json (the model folder's tokenizer.json)");
+		return bad_usage("no command: encode, tokens, decode or chat");
 	}
 	const char *cmd = argv[i++];
 	if (strcmp(cmd, "encode") && strcmp(cmd, "tokens") && strcmp(cmd, "decode") &&
-	    strcmp(cmd, "chat")) {
-		usage(stderr);
-		return 2;
-	}
+	    strcmp(cmd, "chat"))
+		return bad_usage("unknown command '%s': encode, tokens, decode or chat", cmd);
 	struct vlm_tokenizer *tok;
 	char err[512];
 	int r = vlm_tokenizer_load(path, &tok, err, sizeof(err));

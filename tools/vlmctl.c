@@ -34,6 +34,9 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: vlmctl [--socket PATH] [--json] COMMAND\n"
 		"\n"
+		"Administers a running vlmd over its socket: state, clients, requests, settings,\n"
+		"metrics; cancel, disconnect, drain, shutdown (root or an admin-gid group member).\n"
+		"\n"
 		"Commands:\n"
 		"  info                      server, model, memory/KV, clients, requests, throughput, latency\n"
 		"  clients                   connected clients\n"
@@ -50,7 +53,7 @@ static void usage(FILE *f)
 		"  top [--interval S] [--count N]   live view (N frames, then exit)\n"
 		"\n"
 		"Options:\n"
-		"  --socket PATH   vlmd's socket (default $VLMD_SOCKET, else %s)\n"
+		"  --socket PATH   vlmd's socket (default $VLM_SOCKET, else %s)\n"
 		"  --json          print the daemon's JSON answer\n"
 		"  --help, --version\n"
 		"\n"
@@ -594,12 +597,15 @@ static int done(int rc)
 
 int main(int argc, char **argv)
 {
-	const char *sock = getenv("VLMD_SOCKET");
+	const char *sock = getenv("VLM_SOCKET");
 	json_t *ans = NULL;
 	char *raw = NULL;
 	const char *cmd;
 	int i = 1, rc;
 
+	if ((!sock || !*sock) && (sock = getenv("VLMD_SOCKET")) && *sock)
+		fprintf(stderr, "vlmctl: VLMD_SOCKET is deprecated: set VLM_SOCKET (read by vlmd and every "
+			"client)\n");
 	if (!sock || !*sock)
 		sock = VLM_DEFAULT_SOCKET;
 	for (; i < argc && argv[i][0] == '-'; i++) {
@@ -613,7 +619,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return EX_OK;
 		} else if (!strcmp(argv[i], "--version")) {
-			printf("vlmctl %s\n", VLM_VERSION_STRING);
+			printf("vlmctl %s %s\n", VLM_VERSION_STRING, VLM_BUILD_FEATURES);
 			return EX_OK;
 		} else {
 			fprintf(stderr, "vlmctl: unknown option %s\n", argv[i]);

@@ -35,6 +35,8 @@
 
 #include <jansson.h>
 
+#include "config.h"
+
 #include "daemon/engine/mm_import.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_req.h"
@@ -53,8 +55,6 @@ void vd_engine_opts_init(struct vd_engine_opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->prefill_per_decode = -1;
-	o->vision_cache_bytes = 512ull << 20;
-	o->vision_batch_patches = 8192;
 }
 
 /* EOS ids of generation_config.json (int or list), else config.json's. */
@@ -235,8 +235,8 @@ static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code,
 		vd_sched_remove(e->sched, &q->seq);
 	else if (e->n_live_waiting)
 		e->n_live_waiting--;
-	vd_fair_done(e->fair, q->r->slot, q->r->gen, q->copy_bytes);
 	vd_ev_dequeue(e, q);
+	vd_fair_done(e->fair, q->r->slot, q->r->gen, q->copy_bytes);
 	unlink_live(e, q);
 	vd_ereq_free(q);
 }
@@ -923,6 +923,32 @@ int vd_engine_sink_new(struct vd_evq *evq, void *ctx, struct vd_sink **out)
 
 /* ---------------------------------------------------------------- load / free */
 
+/* Memory the KV cache may come from, now: the device's free memory for CUDA, MemAvailable of
+ * /proc/meminfo for host backends. 0: unknown. */
+static uint64_t free_memory(struct vk_backend *be)
+{
+	char line[256];
+	unsigned long long kb;
+	uint64_t r = 0;
+	FILE *f;
+
+	if (be->ops->mem_info) {
+		uint64_t fr = 0, tot = 0;
+
+		return be->ops->mem_info(be, &fr, &tot) == 0 ? fr : 0;
+	}
+	f = fopen("/proc/meminfo", "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+			r = (uint64_t)kb << 10;
+			break;
+		}
+	fclose(f);
+	return r;
+}
+
 /* vd_model_new_progress's callback: the caller's progress hook with the total. */
 static void load_progress(void *ctx, uint64_t loaded)
 {
@@ -935,7 +961,7 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 {
 	struct vd_engine *e;
 	size_t kvb;
-	uint64_t total;
+	uint64_t total, kv_bytes;
 	int rc;
 
 	*ret = NULL;
@@ -1007,11 +1033,41 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	e->block_size = (int32_t)o->block_size;
 	kvb = (size_t)e->cfg.n_layers * 2 * (size_t)e->block_size * (size_t)e->cfg.n_kv_heads *
 	      (size_t)e->cfg.head_dim * vk_dtype_size(e->kv_dtype);
-	e->n_blocks = o->kv_bytes / kvb > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)(o->kv_bytes / kvb);
+	e->max_model_len = o->max_model_len ? (int32_t)o->max_model_len : e->cfg.max_positions;
+	kv_bytes = o->kv_bytes;
+	if (!kv_bytes) {
+		/* the memory left now that the weights are in, times the fraction; no more than
+		 * max_running sequences of max_model_len tokens can ever use */
+		uint64_t per_seq = ((uint64_t)e->max_model_len + (uint64_t)e->block_size - 1) /
+		                   (uint64_t)e->block_size;
+		uint64_t cap = per_seq * o->max_running * kvb;
+
+		e->mem_free = free_memory(e->be);
+		if (!e->mem_free) {
+			snprintf(err, errlen, "kv-memory 0 (auto): cannot tell how much memory is free; "
+			         "give kv-memory as a size");
+			rc = -ENOMEM;
+			goto fail;
+		}
+		kv_bytes = (uint64_t)((double)e->mem_free * (o->memory_fraction > 0 && o->memory_fraction <= 1 ?
+		                                              o->memory_fraction : 0.5));
+		e->kv_auto = 1;
+		if (kv_bytes > cap) {
+			kv_bytes = cap;
+			e->kv_capped = 1;
+		}
+	}
+	e->n_blocks = kv_bytes / kvb > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)(kv_bytes / kvb);
 	if (e->n_blocks < (int32_t)o->max_running) {
-		snprintf(err, errlen, "kv-memory %llu bytes holds %d blocks of %zu bytes, fewer than "
-		         "max-running (%u)", (unsigned long long)o->kv_bytes, e->n_blocks, kvb,
-		         o->max_running);
+		if (e->kv_auto)
+			snprintf(err, errlen, "memory-fraction %.3g of %.1f MiB free memory holds %d KV blocks "
+			         "of %zu bytes, fewer than max-running (%u): free memory, raise "
+			         "memory-fraction or give kv-memory", o->memory_fraction,
+			         (double)e->mem_free / (1 << 20), e->n_blocks, kvb, o->max_running);
+		else
+			snprintf(err, errlen, "kv-memory %llu bytes holds %d blocks of %zu bytes, fewer than "
+			         "max-running (%u)", (unsigned long long)kv_bytes, e->n_blocks, kvb,
+			         o->max_running);
 		rc = -ENOSPC;
 		goto fail;
 	}
@@ -1030,7 +1086,6 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		goto nomem;
 	if (o->prefix_cache && (rc = vd_prefix_new(e->kv, &e->pc)) < 0)
 		goto nomem;
-	e->max_model_len = o->max_model_len ? (int32_t)o->max_model_len : e->cfg.max_positions;
 	{
 		struct vd_sched_knobs k = {
 			.max_running = (int32_t)o->max_running,

@@ -30,7 +30,11 @@ struct vd_engine_opts {
 	const char *model_dir;        /* config.json + *.safetensors */
 	const char *backend;          /* "auto", "cpu", "cuda", "ref" (kernels/backend.h registry) */
 	uint32_t threads;             /* CPU backend workers; 0 = default */
-	uint64_t kv_bytes;            /* KV cache memory: n_blocks = kv_bytes / bytes per block */
+	uint64_t kv_bytes;            /* KV cache memory: n_blocks = kv_bytes / bytes per block;
+	                               * 0: memory_fraction of the memory free after the load */
+	double memory_fraction;       /* with kv_bytes 0: (0, 1] of the device's free memory (CUDA)
+	                               * or MemAvailable (host backends), capped at what max_running
+	                               * sequences of max_model_len tokens can use */
 	uint32_t block_size;          /* tokens per KV block */
 	uint32_t max_running;         /* sequences per step */
 	uint32_t max_batched_tokens;  /* tokens per step (raised to max_running if below) */
@@ -93,6 +97,10 @@ struct vd_engine_info {
 	uint32_t block_size;
 	int32_t kv_total, kv_used, kv_cached, kv_free;  /* blocks */
 	uint64_t kv_bytes;
+	uint64_t kv_tokens;           /* kv_total * block_size: tokens the cache holds */
+	uint64_t mem_free_bytes;      /* free memory seen when the KV cache was sized (0: unknown) */
+	int kv_auto;                  /* sized from memory_fraction (kv_bytes 0 was given) */
+	int kv_capped;                /* auto size limited by max_running x max_model_len */
 	int32_t prefix_entries;
 	/* vision tower and cache (vision_kind 0: none; vision_note says why when config.json has
 	 * a vision_config) */

@@ -60,6 +60,10 @@ void vd_engine_get_info(struct vd_engine *e, struct vd_engine_info *out)
 	out->kv_bytes = (uint64_t)e->n_blocks * (uint64_t)e->block_size * 2 *
 	                (uint64_t)e->cfg.n_layers * (uint64_t)e->cfg.n_kv_heads *
 	                (uint64_t)e->cfg.head_dim * vk_dtype_size(e->kv_dtype);
+	out->kv_tokens = (uint64_t)out->kv_total * (uint64_t)e->block_size;
+	out->mem_free_bytes = e->mem_free;
+	out->kv_auto = e->kv_auto;
+	out->kv_capped = e->kv_capped;
 	out->prefix_entries = e->pc ? vd_prefix_n_entries(e->pc) : 0;
 	snprintf(out->vision_note, sizeof(out->vision_note), "%s", e->vision_note);
 	if (e->vis) {

@@ -38,6 +38,8 @@ struct vd_engine {
 	int32_t eos[VD_ENGINE_MAX_EOS];
 	int32_t n_eos;
 	int32_t block_size, n_blocks, max_model_len;
+	uint64_t mem_free;             /* free memory when the KV cache was sized (auto) */
+	int kv_auto, kv_capped;        /* KV sized from memory_fraction; capped by the need */
 	enum vk_dtype kv_dtype;
 	uint8_t root[32];              /* prefix-key namespace: the model's identity */
 	uint64_t t_start;

@@ -32,15 +32,15 @@ void vd_ereq_free(struct vd_ereq *q)
 			vd_metrics_set(q->metrics, VD_G_IPC_HANDLES, vd_mm_import_count(q->import));
 		}
 	free(q->maps);
-	for (int32_t k = 0; q->rows && k < q->n_items; k++)
-		free(q->rows[k]);
-	free(q->rows);
 	for (int32_t k = 0; q->vent && k < q->n_items; k++)
 		vd_vcache_unref(q->vc, q->vent[k]);
 	for (int32_t k = 0; q->vpix && k < q->n_items; k++)
 		free(q->vpix[k]);
 	free(q->vent);
 	free(q->vpix);
+	for (int32_t k = 0; q->rows && k < q->n_items; k++)
+		free(q->rows[k]);
+	free(q->rows);
 	vd_request_free(q->r);
 	free(q->tok);
 	free(q->mm);
@@ -207,13 +207,13 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 	q->src = calloc((size_t)ni + 1, sizeof(*q->src));
 	q->img = calloc((size_t)ni + 1, sizeof(*q->img));
 	q->maps = calloc((size_t)ni + 1, sizeof(*q->maps));
-	q->rows = calloc((size_t)ni + 1, sizeof(*q->rows));
 	q->vpix = calloc((size_t)ni + 1, sizeof(*q->vpix));
 	q->vent = calloc((size_t)ni + 1, sizeof(*q->vent));
+	q->rows = calloc((size_t)ni + 1, sizeof(*q->rows));
 	q->import = env->import;
 	q->metrics = env->metrics;
 	if (!q->tok || !q->pos || !q->hash || !q->mm || !q->spans || !q->src || !q->img ||
-	    !q->maps || !q->rows || !q->vpix || !q->vent) {
+	    !q->maps || !q->vpix || !q->vent || !q->rows) {
 		e = -ENOMEM;
 		goto out;
 	}

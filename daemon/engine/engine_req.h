@@ -123,8 +123,8 @@ uint64_t vd_ereq_copy_bytes(const struct vd_request *r);
 void vd_ereq_free(struct vd_ereq *q);
 
 /* Fill the image fingerprints: the client's scoped to its user (vd_prefix_client_fp), or
- * vd_prefix_fingerprint of vlmd's copy of the rows (pixel items keep the vision key
- * vd_vkey_copy_pixels wrote). The long part: run it without locks. */
+ * vd_prefix_fingerprint of vlmd's copy of the rows (the long part: run it without locks); pixel
+ * items keep the vision key vd_vkey_copy_pixels wrote (also computed from vlmd's copy). */
 void vd_ereq_fingerprints(struct vd_ereq *q);
 
 /* Extend the chained block keys to cover the first n tokens of q->tok with their positions

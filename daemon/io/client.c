@@ -117,6 +117,8 @@ static int ovf_push(struct vd_client *c, const struct vs_cqe *cqe)
 
 int vd_client_post(struct vd_client *c, const struct vs_cqe *cqe)
 {
+	if (c->req_log && (cqe->type == VS_CQE_FINISH || cqe->type == VS_CQE_ERROR))
+		c->req_log(c->req_log_ctx, c, cqe);
 	if (!c->ovf_n) {
 		int64_t space = vs_prod_space_checked(&c->cq, 1);
 

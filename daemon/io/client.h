@@ -61,6 +61,10 @@ struct vd_client {
 	uint64_t n_requests, n_errors, n_completions;
 	uint64_t n_invalid;          /* entries refused by validation (never reached the sink) */
 	const char *drop_reason;     /* non-NULL: disconnect at the next opportunity */
+	/* Called for every FINISH and ERROR completion posted to this client (the request log);
+	 * NULL: none. Loop thread. */
+	void (*req_log)(void *ctx, const struct vd_client *c, const struct vs_cqe *cqe);
+	void *req_log_ctx;
 };
 
 /* Create segments and eventfds for lay (ownership stays in c; vd_client_fini releases them).

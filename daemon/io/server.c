@@ -663,6 +663,8 @@ static void handle_hello(struct vd_server *s, struct vd_client *c)
 		return;
 	}
 	c->state = VD_CLIENT_ACTIVE;
+	c->req_log = s->o.req_log;
+	c->req_log_ctx = s->o.req_log_ctx;
 	s->n_pending--;
 	vd_metrics_add(s->o.metrics, VD_C_CLIENTS_ACCEPTED, 1);
 	vd_metrics_gauge_add(s->o.metrics, VD_G_CLIENTS, 1);

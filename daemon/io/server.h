@@ -34,6 +34,8 @@
 #include "daemon/io/validate.h"
 #include "daemon/ops/metrics.h"
 
+struct vd_client;
+
 enum { VD_LOG_ERR = 3, VD_LOG_WARN = 4, VD_LOG_INFO = 6, VD_LOG_DEBUG = 7 };
 
 struct vd_server_opts {
@@ -55,6 +57,10 @@ struct vd_server_opts {
 	void *sink_ctx;
 	struct vd_allow allow;
 	struct vd_limits limits;
+	/* One call per request at its end (FINISH or ERROR completion, refusals included) with the
+	 * client it belongs to: vlmd's request log. NULL: none. Loop thread. */
+	void (*req_log)(void *ctx, const struct vd_client *c, const struct vs_cqe *cqe);
+	void *req_log_ctx;
 	void (*log)(void *ctx, int level, const char *msg);
 	void *log_ctx;
 	/* A listening AF_UNIX stream socket to serve instead of binding socket_path (systemd socket

@@ -171,7 +171,9 @@ int vd_vision_new(struct vk_backend *be, const struct vd_vision_config *cfg,
 		return vd_fail(err, err_len, -ENOTSUP, "backend %s has no vision-tower ops", o->name);
 	if (cfg->head_dim * cfg->n_heads != cfg->embed_dim || cfg->head_dim % 4 ||
 	    cfg->patch_dim != cfg->in_chans * cfg->temporal_patch_size * cfg->patch_size *
-	                      cfg->patch_size || cfg->spatial_merge_size < 1)
+	                      cfg->patch_size || cfg->spatial_merge_size < 1 ||
+	    (cfg->kind == VD_VISION_QWEN2_5_VL &&
+	     cfg->window_size < cfg->spatial_merge_size * cfg->patch_size))
 		return vd_fail(err, err_len, -EINVAL, "vision config is inconsistent");
 	struct vd_vision *v = calloc(1, sizeof(*v));
 	if (!v)
@@ -342,12 +344,14 @@ static int be_alloc(struct vd_vision *v, float **p, size_t elems)
 	return rc;
 }
 
-static int ensure(struct vd_vision *v, int64_t rows)
+/* Grow the work buffers to hold rows pixel rows: exactly that many when exact (reserve: what
+ * vd_vision_workspace_bytes promised), else doubling (a forward larger than any before). */
+static int ensure(struct vd_vision *v, int64_t rows, int exact)
 {
 	const struct vd_vision_config *c = &v->cfg;
 	if (rows <= v->cap_rows)
 		return 0;
-	int64_t cap = v->cap_rows ? v->cap_rows : 256;
+	int64_t cap = exact ? rows : v->cap_rows ? v->cap_rows : 256;
 	while (cap < rows)
 		cap *= 2;
 	free_buffers(v);
@@ -385,7 +389,7 @@ int vd_vision_reserve(struct vd_vision *v, int64_t n_rows)
 	if (n_rows < 1 || n_rows > INT32_MAX / 4)
 		return vd_fail(v->error, sizeof(v->error), -EINVAL, "reserve: %lld rows",
 		            (long long)n_rows);
-	return ensure(v, n_rows);
+	return ensure(v, n_rows, 1);
 }
 
 /* Host descriptors of a batch: for every position (the row order the tower runs in) the pixel
@@ -444,6 +448,26 @@ static void describe(struct vd_vision *v, const struct vd_vision_item *items, in
 	*ret_n_win = n_win;
 }
 
+/* out = x w^T (+ b), on a host backend in panels of 1024 rows: a panel's activations stay in
+ * the caches while every weight block streams past them (one pass over an 8192-row batch re-read
+ * 40+ MB of activations from memory per weight block). Rows are independent and the CPU
+ * backend's matmul is batch-invariant, so the panels change no bit of the result. A device
+ * backend gets the whole batch (larger GEMMs fill a GPU better). */
+static int matmul_panels(struct vk_backend *be, const float *x, const struct vk_weight *w,
+                         const struct vk_weight *b, int32_t n, float *out)
+{
+	const int32_t panel = strcmp(be->ops->name, "cpu") && strcmp(be->ops->name, "ref")
+	                      ? INT32_MAX : 1024;
+	for (int32_t r = 0; r < n; r += panel) {
+		int32_t k = n - r < panel ? n - r : panel;
+		int rc = be->ops->matmul(be, x + (size_t)r * (size_t)w->cols, w, b, k,
+		                         out + (size_t)r * (size_t)w->rows);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 #define CALL(expr, what) do { \
 		rc = (expr); \
 		if (rc < 0 && l >= 0) \
@@ -477,7 +501,7 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 	    pixel_stride % (int64_t)esz)
 		return vd_fail(v->error, sizeof(v->error), -EINVAL, "pixels: dtype %s, row stride %lld "
 		            "(rows of %d elements)", vk_dtype_name(dtype), (long long)pixel_stride, P);
-	if ((rc = ensure(v, N64)) < 0)
+	if ((rc = ensure(v, N64, 0)) < 0)
 		return rc;
 	const int32_t N = (int32_t)N64, NM = (int32_t)NM64;
 	describe(v, items, n_items, &n_full, &n_win);
@@ -495,7 +519,7 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 	}
 	CALL(o->upload(be, v->pix, v->stage, sizeof(float) * (size_t)N * P), "upload pixels");
 
-	CALL(o->matmul(be, v->pix, &v->patch, NULL, N, v->x), "patch embed");   /* x [N, D] */
+	CALL(matmul_panels(be, v->pix, &v->patch, NULL, N, v->x), "patch embed");   /* x [N, D] */
 	for (l = 0; l < c->depth; l++) {
 		const struct vd_vblock *B = &v->blocks[l];
 		const float *delta = l ? v->t : NULL;   /* previous block's MLP output */
@@ -507,27 +531,27 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 		} else {
 			CALL(o->layernorm(be, v->x, delta, &B->n1w, &B->n1b, eps, N, D, v->h), "norm1");
 		}
-		CALL(o->matmul(be, v->h, &B->qkv, &B->qkv_b, N, v->qkv), "qkv");   /* [N, 3D] */
+		CALL(matmul_panels(be, v->h, &B->qkv, &B->qkv_b, N, v->qkv), "qkv");   /* [N, 3D] */
 		/* q heads then k heads: 2H heads of the fused row */
 		CALL(o->rope_2d(be, v->qkv, 3 * D, N, 2 * H, hd, v->pos, c->rope_theta), "rope_2d");
 		const int win = q25 && !B->full;
 		CALL(o->seg_attention(be, v->qkv, v->qkv + D, v->qkv + 2 * D, 3 * D, N, H, hd,
 		                      win ? v->seg_win : v->seg_full, win ? n_win : n_full, v->att),
 		     "attention");
-		CALL(o->matmul(be, v->att, &B->proj, &B->proj_b, N, v->t), "proj");   /* [N, D] */
+		CALL(matmul_panels(be, v->att, &B->proj, &B->proj_b, N, v->t), "proj");   /* [N, D] */
 		if (q25)
 			CALL(o->add_rmsnorm(be, v->x, v->t, &B->n2w, eps, N, D, v->h), "norm2");
 		else
 			CALL(o->layernorm(be, v->x, v->t, &B->n2w, &B->n2b, eps, N, D, v->h), "norm2");
-		CALL(o->matmul(be, v->h, &B->fc1, &B->fc1_b, N, v->mlp), "fc1");   /* [N, I] */
+		CALL(matmul_panels(be, v->h, &B->fc1, &B->fc1_b, N, v->mlp), "fc1");   /* [N, I] */
 		if (q25) {
-			CALL(o->matmul(be, v->h, &B->up, &B->up_b, N, v->mlp2), "up_proj");
+			CALL(matmul_panels(be, v->h, &B->up, &B->up_b, N, v->mlp2), "up_proj");
 			CALL(o->swiglu(be, v->mlp, v->mlp2, N, I, v->mlp), "swiglu");
 		} else {
 			CALL(o->activate(be, VK_ACT_QUICK_GELU, v->mlp, (int64_t)N * I, v->mlp),
 			     "quick_gelu");
 		}
-		CALL(o->matmul(be, v->mlp, &B->fc2, &B->fc2_b, N, v->t), "fc2");   /* [N, D] */
+		CALL(matmul_panels(be, v->mlp, &B->fc2, &B->fc2_b, N, v->t), "fc2");   /* [N, D] */
 	}
 	l = -1;
 	/* merger: h [N, D] = [NM, mm D] */
@@ -535,13 +559,13 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 		CALL(o->add_rmsnorm(be, v->x, v->t, &v->lnq_w, eps, N, D, v->h), "merger ln_q");
 	else
 		CALL(o->layernorm(be, v->x, v->t, &v->lnq_w, &v->lnq_b, eps, N, D, v->h), "merger ln_q");
-	CALL(o->matmul(be, v->h, &v->m0, &v->m0_b, NM, v->qkv), "merger mlp.0");   /* [NM, mm D] */
+	CALL(matmul_panels(be, v->h, &v->m0, &v->m0_b, NM, v->qkv), "merger mlp.0");   /* [NM, mm D] */
 	CALL(o->activate(be, VK_ACT_GELU_ERF, v->qkv, (int64_t)NM * mm * D, v->qkv), "merger gelu");
 	if (!q25) {
-		CALL(o->matmul(be, v->qkv, &v->m2, &v->m2_b, NM, out), "merger mlp.2");
+		CALL(matmul_panels(be, v->qkv, &v->m2, &v->m2_b, NM, out), "merger mlp.2");
 		return 0;
 	}
-	CALL(o->matmul(be, v->qkv, &v->m2, &v->m2_b, NM, v->perm_out), "merger mlp.2");
+	CALL(matmul_panels(be, v->qkv, &v->m2, &v->m2_b, NM, v->perm_out), "merger mlp.2");
 	CALL(o->get_rows(be, v->perm_out, v->unperm, NM, c->out_hidden, out), "window unpermute");
 	return 0;
 }

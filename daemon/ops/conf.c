@@ -16,10 +16,11 @@
 #include "daemon/ops/conf.h"
 #include "daemon/ops/log.h"
 
-enum vd_cfg_type { T_STR, T_UINT, T_SIZE, T_BOOL, T_ENUM, T_UIDS, T_GIDS };
+enum vd_cfg_type { T_STR, T_UINT, T_SIZE, T_BOOL, T_ENUM, T_UIDS, T_GIDS, T_FRAC };
+#define FRAC_ONE 1000000u   /* T_FRAC values are stored in millionths */
 enum { F_RUNTIME = 1, F_EMPTY_OK = 2 /* T_STR: "" means off */ };
 /* How a value lands in struct vd_settings at its offset. */
-enum bind { B_U32, B_U64, B_INT, B_STR, B_ENUM_VAL /* vals[index] as int */,
+enum bind { B_U32, B_U64, B_INT, B_STR, B_FRAC /* double */, B_ENUM_VAL /* vals[index] as int */,
 	    B_ENUM_NAME /* the choice's name as const char * */, B_CUSTOM /* store() */ };
 
 struct vd_conf;
@@ -112,18 +113,29 @@ static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_LOG_LEVEL] = { "log-level", T_ENUM, "info", 0, 0, level_choices, F_RUNTIME, NULL,
 		"LEVEL", "error, warn, info or debug (--quiet = warn, --verbose = debug)",
 		S(log_level), B_ENUM_VAL, level_vals, NULL, apply_log_level },
+	[VD_CFG_STATS_INTERVAL] = { "stats-interval", T_UINT, "10", 0, 86400, NULL, 0, NULL, "S",
+		"log a stats line (throughput, queue, KV use) every S seconds while busy; 0: never",
+		S(stats_interval), B_U32, NULL, NULL, NULL },
 	[VD_CFG_MODEL] = { "model", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL, "DIR",
-		"model folder (config.json + *.safetensors) to serve; empty: no model, echo requests only",
+		"model folder to serve (config.json, *.safetensors, tokenizer.json): required",
 		S(engine.model_dir), B_STR, NULL, NULL, NULL },
+	[VD_CFG_ECHO] = { "echo", T_BOOL, "no", 0, 1, NULL, 0, NULL, NULL,
+		"serve without a model, echoing requests back (transport tests, benchmarks)",
+		S(echo), B_INT, NULL, NULL, NULL },
 	[VD_CFG_BACKEND] = { "backend", T_ENUM, "auto", 0, 0, backend_choices, 0, NULL, "NAME",
 		"compute backend: auto (cuda when a GPU is usable, else cpu), cpu, cuda, ref",
 		S(engine.backend), B_ENUM_NAME, NULL, NULL, NULL },
 	[VD_CFG_THREADS] = { "threads", T_UINT, "0", 0, 1024, NULL, 0, NULL, "N",
 		"CPU backend worker threads (0: one per online CPU)",
 		S(engine.threads), B_U32, NULL, NULL, NULL },
-	[VD_CFG_KV_MEMORY] = { "kv-memory", T_SIZE, "256M", 1, UINT64_MAX, NULL, 0, NULL, "BYTES",
-		"memory for the paged KV cache (suffixes K M G T)",
+	[VD_CFG_KV_MEMORY] = { "kv-memory", T_SIZE, "0", 0, UINT64_MAX, NULL, 0, NULL, "BYTES",
+		"memory for the paged KV cache (suffixes K M G T); 0: sized by memory-fraction",
 		S(engine.kv_bytes), B_U64, NULL, NULL, NULL },
+	[VD_CFG_MEMORY_FRACTION] = { "memory-fraction", T_FRAC, "0.5", 0, 0, NULL, 0, NULL, "F",
+		"with kv-memory 0: this fraction (0..1] of the memory still free after the weights load "
+		"(GPU memory on cuda, MemAvailable on cpu) goes to the KV cache, at most what "
+		"max-running sequences of max-model-len tokens use",
+		S(engine.memory_fraction), B_FRAC, NULL, NULL, NULL },
 	[VD_CFG_BLOCK_SIZE] = { "block-size", T_UINT, "16", 1, 1024, NULL, 0, NULL, "N",
 		"tokens per KV block (also the prefix-cache granularity)",
 		S(engine.block_size), B_U32, NULL, NULL, NULL },
@@ -145,15 +157,15 @@ static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_PREFIX_CACHE] = { "prefix-cache", T_BOOL, "yes", 0, 1, NULL, 0, NULL, NULL,
 		"reuse the KV of common prompt prefixes (images by fingerprint)",
 		S(engine.prefix_cache), B_INT, NULL, NULL, NULL },
-	[VD_CFG_CLIENT_WEIGHTS] = { "client-weights", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL,
-		"UID:W,...", "fair-share weights of users' connections (1..1000; others weigh 1)",
-		S(engine.client_weights), B_STR, NULL, NULL, NULL },
 	[VD_CFG_VISION_CACHE_MEMORY] = { "vision-cache-memory", T_SIZE, "512M", 0, UINT64_MAX, NULL, 0,
 		NULL, "BYTES", "encoded image rows kept for reuse, LRU (0: no reuse; suffixes K M G T)",
 		S(engine.vision_cache_bytes), B_U64, NULL, NULL, NULL },
 	[VD_CFG_VISION_BATCH_PATCHES] = { "vision-batch-patches", T_UINT, "8192", 64, 16777216, NULL,
 		0, NULL, "N", "pixel patches per vision tower forward (batched across requests)",
 		S(engine.vision_batch_patches), B_U32, NULL, NULL, NULL },
+	[VD_CFG_CLIENT_WEIGHTS] = { "client-weights", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL,
+		"UID:W,...", "fair-share weights of users' connections (1..1000; others weigh 1)",
+		S(engine.client_weights), B_STR, NULL, NULL, NULL },
 	[VD_CFG_ADMIN_GID] = { "admin-gid", T_GIDS, "", 0, 0, NULL, 0, NULL, "GID",
 		"members of this group may use the admin protocol (vlmctl), besides root (repeatable)",
 		S(server.admin_gids), B_CUSTOM, NULL, store_admin, NULL },
@@ -199,6 +211,9 @@ static int bind_value(struct vd_conf *c, int id, char *err, size_t errlen)
 		return 0;
 	case B_INT:
 		*AT(c, id, int) = (int)v->u;
+		return 0;
+	case B_FRAC:
+		*AT(c, id, double) = (double)v->u / FRAC_ONE;
 		return 0;
 	case B_STR:
 		/* the default is the table's literal: a settings copy outlives the conf */
@@ -400,6 +415,9 @@ static void describe(const struct setting *t, char *buf, size_t len)
 	case T_BOOL:
 		snprintf(buf, len, "yes or no");
 		break;
+	case T_FRAC:
+		snprintf(buf, len, "a fraction above 0, at most 1 (e.g. 0.9)");
+		break;
 	case T_ENUM:
 		n = (size_t)snprintf(buf, len, "one of");
 		for (size_t i = 0; t->choices[i] && n < len; i++)
@@ -434,6 +452,20 @@ static int parse_value(int id, const char *value, struct value *v, char *err, si
 			return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
 				    value, what);
 		return 0;
+	case T_FRAC: {
+		char *end;
+		double f;
+
+		errno = 0;
+		f = strtod(value, &end);
+		if (errno || end == value || *end || !(f > 0 && f <= 1))
+			return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
+				    value, what);
+		v->u = (uint64_t)(f * FRAC_ONE + 0.5);
+		if (!v->u)
+			v->u = 1;
+		return 0;
+	}
 	case T_BOOL:
 		if (parse_bool(value, &v->u))
 			return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
@@ -605,6 +637,11 @@ uint64_t vd_conf_uint(const struct vd_conf *c, int id)
 	return c->v[id].u;
 }
 
+double vd_conf_frac(const struct vd_conf *c, int id)
+{
+	return (double)c->v[id].u / FRAC_ONE;
+}
+
 const char *vd_conf_str(const struct vd_conf *c, int id)
 {
 	return c->v[id].s;
@@ -642,6 +679,8 @@ static int render(const struct vd_conf *c, int id, char *buf, size_t len)
 		return snprintf(buf, len, "%llu", (unsigned long long)v->u);
 	case T_BOOL:
 		return snprintf(buf, len, "%s", v->u ? "yes" : "no");
+	case T_FRAC:
+		return snprintf(buf, len, "%g", (double)v->u / FRAC_ONE);
 	case T_ENUM:
 		return snprintf(buf, len, "%s", t->choices[v->u]);
 	case T_UIDS:
@@ -787,6 +826,12 @@ int vd_conf_load_env(struct vd_conf *c, char *err, size_t errlen)
 
 		env_name(table[i].name, name, sizeof(name));
 		val = getenv(name);
+		if (i == VD_CFG_SOCKET && getenv(VD_SOCKET_ENV)) {
+			/* one variable for the socket across vlmd, vlmctl, the library and Python;
+			 * VLMD_SOCKET is still read (deprecated, vlmd warns) when it is the only one */
+			snprintf(name, sizeof(name), "%s", VD_SOCKET_ENV);
+			val = getenv(name);
+		}
 		if (!val)
 			continue;
 		e = vd_conf_put(c, table[i].name, val, VD_SRC_ENV, msg, sizeof(msg));
@@ -960,13 +1005,17 @@ char *vd_conf_help(const char *prog)
 	fprintf(f,
 		"usage: %s [options]\n"
 		"\n"
-		"The vlmd inference daemon. Until the engine lands it serves ECHO requests only.\n"
+		"vlmd serves a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen2) to local clients:\n"
+		"it loads the checkpoint named by 'model' (required), listens on a UNIX socket, and\n"
+		"runs requests (token ids + image embeddings or pixels) from libvlmclient, vlm-chat,\n"
+		"vlm-generate and the Python binding with continuous batching and a paged KV cache.\n"
 		"\n"
 		"Every setting is a flag, a line 'NAME VALUE' of the config file and an environment\n"
-		"variable VLMD_NAME ('-' as '_'); flags override the environment, which overrides the\n"
-		"file, which overrides the defaults. [runtime] settings can change while vlmd runs.\n"
+		"variable VLMD_NAME ('-' as '_'; the socket: %s, as for every client);\n"
+		"flags override the environment, which overrides the file, which overrides the\n"
+		"defaults. [runtime] settings can change while vlmd runs (vlmctl config set).\n"
 		"\n",
-		prog);
+		prog, VD_SOCKET_ENV);
 	for (int i = 0; i < VD_CFG__N; i++) {
 		const struct setting *t = &table[i];
 		char head[64];

@@ -29,10 +29,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "daemon/engine/engine.h"
 #include "daemon/io/server.h"
 
-#define VD_CONF_DEFAULT_FILE "/etc/vlmd/vlmd.conf"
+/* The build's sysconfdir (meson -Dsysconfdir; the units and `meson install` use the same path). */
+#define VD_CONF_DEFAULT_FILE VLM_DEFAULT_CONFIG
+/* The socket's environment variable, shared with the clients (vlm.h); the table's own name for
+ * it, VLMD_SOCKET, is still read when VLM_SOCKET is unset (deprecated). */
+#define VD_SOCKET_ENV "VLM_SOCKET"
 
 /* The settings (indexes into the table). */
 enum vd_cfg_id {
@@ -47,11 +52,14 @@ enum vd_cfg_id {
 	VD_CFG_TICK_MS,
 	VD_CFG_ECHO_THREAD,
 	VD_CFG_LOG_LEVEL,
+	VD_CFG_STATS_INTERVAL,
 	/* model and engine (read by daemon/engine/engine.c through vlmd.c) */
 	VD_CFG_MODEL,
+	VD_CFG_ECHO,
 	VD_CFG_BACKEND,
 	VD_CFG_THREADS,
 	VD_CFG_KV_MEMORY,
+	VD_CFG_MEMORY_FRACTION,
 	VD_CFG_BLOCK_SIZE,
 	VD_CFG_MAX_RUNNING,
 	VD_CFG_MAX_BATCHED_TOKENS,
@@ -59,9 +67,9 @@ enum vd_cfg_id {
 	VD_CFG_MAX_WAITING,
 	VD_CFG_PRIORITY,
 	VD_CFG_PREFIX_CACHE,
-	VD_CFG_CLIENT_WEIGHTS,
 	VD_CFG_VISION_CACHE_MEMORY,
 	VD_CFG_VISION_BATCH_PATCHES,
+	VD_CFG_CLIENT_WEIGHTS,
 	/* operations (admin protocol, metrics endpoint) */
 	VD_CFG_ADMIN_GID,
 	VD_CFG_METRICS_LISTEN,
@@ -86,6 +94,8 @@ struct vd_settings {
 	struct vd_server_opts server;
 	struct vd_engine_opts engine;  /* engine.model_dir "" = no model */
 	int log_level;                 /* VD_LVL_* (daemon/ops/log.h) */
+	int echo;                      /* serve without a model (echo sink) */
+	uint32_t stats_interval;       /* seconds between stats lines while busy; 0 = none */
 	const char *metrics_listen;    /* "" = off */
 };
 
@@ -141,6 +151,7 @@ int vd_conf_get(const struct vd_conf *c, const char *name, char *buf, size_t len
 
 /* Typed access by id. */
 uint64_t vd_conf_uint(const struct vd_conf *c, int id); /* uint, bool, enum index */
+double vd_conf_frac(const struct vd_conf *c, int id);   /* a fraction in (0, 1] */
 const char *vd_conf_str(const struct vd_conf *c, int id);
 /* A list setting's values [*n] (uids or gids); valid until the setting changes. */
 const uint32_t *vd_conf_ids(const struct vd_conf *c, int id, size_t *n);

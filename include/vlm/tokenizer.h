@@ -220,6 +220,19 @@ VLM_EXPORT int vlm_chat_encode(const struct vlm_tokenizer *tok, const struct vlm
 /* Frees the arrays of a result and zeroes it; a zeroed result is a no-op. Since 0.1. */
 VLM_EXPORT void vlm_chat_result_fini(struct vlm_chat_result *res);
 
+/*
+ * Which chat template to render for a checkpoint. vlm_chat_encode renders one template family
+ * exactly (written as code, not evaluated as Jinja); this checks that a checkpoint asks for it.
+ * override NULL: model_dir's template (chat_template.jinja, chat_template.json, or
+ * "chat_template" of tokenizer_config.json, a string or the "default" of a list), recognised by
+ * its exact text. override: a known name ("qwen2-vl": Qwen2-VL / Qwen2.5-VL Instruct) or a file
+ * holding a template (text, or JSON with "chat_template"), checked the same way.
+ * Returns 0 with *ret_name (static); -ENOENT (no template in the folder, no such file),
+ * -ENOTSUP (a template vlm_chat_encode cannot render), -EINVAL (bad arguments, unreadable
+ * JSON); err [errlen] (may be NULL) says which file and what to do. Since 0.3.
+ */
+VLM_EXPORT int vlm_chat_template_find(const char *model_dir, const char *override,
+				      const char **ret_name, char *err, size_t errlen);
 
 /* ---- stop strings ------------------------------------------------------------------------- */
 

@@ -1410,6 +1410,22 @@ int be_import_tensor(struct vk_backend *be, const struct vk_import *im, void **r
 void be_release_tensor(struct vk_backend *be, void *ref);
 int be_import_count(struct vk_backend *be);
 
+int be_mem_info(struct vk_backend *be, uint64_t *ret_free, uint64_t *ret_total)
+{
+	struct ctx *c = C(be);
+	size_t fr = 0, tot = 0;
+	int rc = enter(c);
+
+	if (rc < 0)
+		return rc;
+	rc = check(c, cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+	if (rc < 0)
+		return rc;
+	*ret_free = (uint64_t)fr;
+	*ret_total = (uint64_t)tot;
+	return 0;
+}
+
 const struct vk_backend_ops cuda_ops = {
 	VK_BACKEND_ABI,
 	"cuda",
@@ -1437,13 +1453,14 @@ const struct vk_backend_ops cuda_ops = {
 	be_sample,
 	be_step_begin,
 	be_step_end,
-	be_import_tensor,
-	be_release_tensor,
-	be_import_count,
 	be_layernorm,
 	be_activate,
 	be_rope_2d,
 	be_seg_attention,
+	be_mem_info,
+	be_import_tensor,
+	be_release_tensor,
+	be_import_count,
 };
 
 /* ---- clients' tensors: kernels/cuda/ipc.h's cache behind the table ---- */

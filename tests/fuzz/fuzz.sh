@@ -22,6 +22,12 @@ echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n){(void)
 "$CLANG" -fsanitize=fuzzer "$build/fuzz-probe.c" -o "$build/fuzz-probe" 2>/dev/null ||
   { echo "clang without libFuzzer: skipped"; exit 77; }
 mkdir -p "$out/obj"
+# objects are reused between runs; a header newer than the last build invalidates them all
+# (struct layouts must agree between the target and the code it calls)
+if [ -f "$out/obj/.stamp" ] && [ -n "$(cd "$src" && find include shm client daemon kernels \
+     tests/fuzz -name '*.h' -newer "$out/obj/.stamp" -print -quit)" ]; then
+  rm -f "$out"/obj/*.o
+fi
 
 cflags=(-std=c17 -D_GNU_SOURCE -g -O1 -I"$build" -I"$src" -I"$src/include"
   -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
@@ -45,6 +51,7 @@ for f in $deps; do
 done
 rm -f "$out/libfuzzdeps.a"
 ar rcs "$out/libfuzzdeps.a" "${objs[@]}"
+touch "$out/obj/.stamp"
 
 targets=(validate ereq admin handshake)
 for t in "${targets[@]}"; do
@@ -58,7 +65,7 @@ case "$mode" in
     for t in "${targets[@]}"; do
       scratch=$(mktemp -d)
       echo "== fuzz-$t: $secs s"
-      "$out/fuzz-$t" -max_total_time="$secs" -max_len=8192 "$scratch" \
+      "$out/fuzz-$t" -max_total_time="$secs" -max_len=8192 -artifact_prefix="$out/" "$scratch" \
         "$src/tests/fuzz/corpus-$t" 2>&1 | tail -n 3
       rc=${PIPESTATUS[0]}
       rm -rf "$scratch"
@@ -68,6 +75,6 @@ case "$mode" in
     t=$1
     shift
     mkdir -p "$out/corpus-$t"
-    exec "$out/fuzz-$t" "$@" "$out/corpus-$t" "$src/tests/fuzz/corpus-$t" ;;
+    exec "$out/fuzz-$t" -artifact_prefix="$out/" "$@" "$out/corpus-$t" "$src/tests/fuzz/corpus-$t" ;;
   *) echo "usage: fuzz.sh BUILDDIR smoke SECONDS | run TARGET ARGS..." >&2; exit 2 ;;
 esac

@@ -72,6 +72,7 @@ static int start(const char *const *args)
 	argv[n++] = sock;
 	argv[n++] = "--log-level";
 	argv[n++] = "info";
+	argv[n++] = "--echo";   /* no model: the echo sink */
 	for (; *args; args++)
 		argv[n++] = *args;
 	argv[n] = NULL;

@@ -42,8 +42,14 @@ for k in '^SocketMode=0660$' '^SocketGroup=vlm$' '^ListenStream=/'; do
   grep -q "$k" "$dir/vlmd.socket" || fail "vlmd.socket lacks $k"
 done
 
-# the example config is a valid config
-VLMD_CONFIG= "$vlmd" --check-config --config "$src/vlmd.conf.example" >/dev/null 2>&1 \
+# the example config is a valid config, except that it names no model: --check-config says so
+# (vlmd refuses to start without one) and passes with one (--echo stands in for it here)
+VLMD_CONFIG= "$vlmd" --check-config --config "$src/vlmd.conf.example" >/dev/null 2>"$dir/err" \
+  && fail "vlmd.conf.example without a model passes --check-config"
+grep -q "no model to serve: add a line 'model /path/to/checkpoint' to $src/vlmd.conf.example" "$dir/err" \
+  || fail "example config without a model: $(cat "$dir/err")"
+grep -q '^#model /' "$src/vlmd.conf.example" || fail "vlmd.conf.example shows no model line"
+VLMD_CONFIG= "$vlmd" --check-config --config "$src/vlmd.conf.example" --echo >/dev/null 2>&1 \
   || fail "vlmd.conf.example does not pass --check-config"
 
 if [ "$(id -u)" = 0 ] && command -v systemd-sysusers >/dev/null && command -v systemd-tmpfiles >/dev/null; then

@@ -88,6 +88,7 @@ static void start(const char *const *args)
 	int n = 0;
 
 	argv[n++] = vlmd;
+	argv[n++] = "--echo";     /* no model: vlmd would refuse to start */
 	argv[n++] = "--socket";
 	argv[n++] = sock;
 	for (; *args; args++)
@@ -594,7 +595,7 @@ int main(void)
 #else
 	/* built without libmicrohttpd: --metrics-listen fails at start-up and says why */
 	{
-		const char *argv[] = { vlmd, "--socket", sock, "--metrics-listen", "127.0.0.1:0", NULL };
+		const char *argv[] = { vlmd, "--echo", "--socket", sock, "--metrics-listen", "127.0.0.1:0", NULL };
 		pid_t pid = fork();
 		int st;
 
@@ -623,7 +624,7 @@ int main(void)
 
 	/* --metrics-listen with a bad address fails at start-up, naming the setting */
 	{
-		const char *argv[] = { vlmd, "--socket", sock, "--metrics-listen", "localhost:x", NULL };
+		const char *argv[] = { vlmd, "--echo", "--socket", sock, "--metrics-listen", "localhost:x", NULL };
 		pid_t pid = fork();
 		int st;
 

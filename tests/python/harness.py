@@ -162,6 +162,8 @@ class Daemon:
                "--kv-memory", "16M", "--log-level", "warn"]
         if model:
             cmd += ["--model", self.model]
+        else:
+            cmd += ["--echo"]   # no model: vlmd refuses to start without --echo
         self.proc = subprocess.Popen(cmd + list(extra_args), stdout=self.log,
                                      stderr=subprocess.STDOUT, env=child_env())
         self._wait_ready()

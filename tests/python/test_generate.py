@@ -290,6 +290,9 @@ class TextGenerateTest(unittest.TestCase):
             "vision_start_token_id": special["<|vision_start|>"],
             "vision_end_token_id": special["<|vision_end|>"],
             "eos_token_id": special["<|im_end|>"]})
+        # a real checkpoint carries its chat template, which vlm-generate checks (--model-dir)
+        import shutil
+        shutil.copy(os.path.join(harness.TOK_DIR, "chat_template.json"), cls.d.model)
         cls.tmp = tempfile.mkdtemp(prefix="vlm-gent-")
 
     @classmethod

@@ -139,8 +139,7 @@ class TestPixels(unittest.TestCase):
 class TestRequest(unittest.TestCase):
     def test_add_image_reaches_vlmd(self):
         """An image item goes through the binding into a request vlmd receives: the request
-        ends (with tokens or with vlmd's refusal of pixel items, whichever this vlmd does) and
-        nothing is left behind; misuse is refused before anything is sent."""
+        ends with tokens and nothing is left behind; misuse is refused before anything is sent."""
         d = harness.Daemon(model=False)
         try:
             with Client(d.sock) as cl:
@@ -151,11 +150,8 @@ class TestRequest(unittest.TestCase):
                 with self.assertRaises(ValueError):
                     MultiMediaInfo().add_image(151655, img, max_pixels=3136)
                 ids = [1, 2] + [151655] * img.tokens + [3] + [151655] * 4 + [4]
-                try:
-                    stream = cl.generate(ids, mm, max_tokens=2, echo=True, timeout=10)
-                    list(stream)
-                except VlmError as e:
-                    self.assertNotEqual(e.errno, errno.ETIMEDOUT, str(e))
+                stream = cl.generate(ids, mm, max_tokens=2, echo=True, timeout=10)
+                self.assertGreater(len(list(stream)), 0)
                 # from_chat with an Image whose grid disagrees with the prompt item
                 tok = vlmclient.Tokenizer(os.path.join(harness.TOK_DIR, "tokenizer.json"))
                 prompt = tok.apply_chat_template([{"role": "user", "content": [
@@ -182,8 +178,7 @@ class TestGenerate(unittest.TestCase):
 
     def test_image_flags(self):
         """vlm-generate --image / chat parts with "path": the images are preprocessed and the
-        request reaches vlmd (it answers with tokens, or refuses pixel items if this vlmd has
-        no vision support: either way the failure is vlmd's, not the client's); bad files and
+        request reaches vlmd and is answered; bad files and
         bad flag combinations fail on the client side with the library's reason."""
         import tempfile
         tok = os.path.join(harness.TOK_DIR, "tokenizer.json")
@@ -193,7 +188,7 @@ class TestGenerate(unittest.TestCase):
                              "--image", img_path("png_28x28.png"), "--image",
                              img_path("webp_lossy_160x120.webp"), "--echo", "--ids",
                              "--max-tokens", "2", "--timeout", "10000")
-            self.assertTrue(r.returncode == 0 or "vlmd:" in r.stderr, r.stderr)
+            self.assertEqual(r.returncode, 0, r.stderr)
             with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
                 json.dump([{"role": "user", "content": [
                     {"type": "image", "path": img_path("jpeg_exif6_90x60.jpg")},
@@ -201,7 +196,7 @@ class TestGenerate(unittest.TestCase):
                 f.flush()
                 r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name,
                                  "--echo", "--ids", "--max-tokens", "2", "--timeout", "10000")
-                self.assertTrue(r.returncode == 0 or "vlmd:" in r.stderr, r.stderr)
+                self.assertEqual(r.returncode, 0, r.stderr)
                 r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name,
                                  "--image", img_path("png_28x28.png"))
                 self.assertEqual(r.returncode, 2, r.stderr)

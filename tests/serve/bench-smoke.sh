@@ -12,7 +12,12 @@ need = ["qps", "output_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms"
         "prefix_hit_rate", "throughput_cN_over_c1", "multiturn_reuse_speedup",
         "itl_p99_prefill_over_p50_idle"]
 missing = [k for k in need if k not in r]
-bad = [k for k in need if k in r and not (isinstance(r[k], (int, float)) and r[k] > 0)]
+# inter-token latencies (and the ratio built on them) may be 0: on a loaded machine a client
+# often reads several tokens in one wake-up, so their gaps round to 0 ms; only a number >= 0 is
+# required of them (asserting > 0 failed intermittently on the 2-core CI box)
+zero_ok = {"itl_p50_ms", "itl_p99_ms", "itl_p99_prefill_over_p50_idle"}
+bad = [k for k in need if k in r and not (isinstance(r[k], (int, float)) and
+       (r[k] >= 0 if k in zero_ok else r[k] > 0))]
 if missing or bad or r.get("failed") is not False:
     sys.exit("missing %s, not positive %s, failed %s" % (missing, bad, r.get("failed")))
 print("ok:", {k: r[k] for k in need})

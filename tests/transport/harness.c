@@ -135,6 +135,7 @@ int th_start_at(struct th_daemon *d, const char *const *extra)
 	args[n++] = "--socket";
 	args[n++] = d->sock;
 	args[n++] = "--quiet";
+	args[n++] = "--echo";      /* no model: the echo sink (a --model in the arguments wins) */
 	for (int i = 1; i < g_argc && n < 40; i++)
 		args[n++] = g_argv[i];
 	for (int i = 0; extra && extra[i] && n < 62; i++)

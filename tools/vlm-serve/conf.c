@@ -237,8 +237,8 @@ int vsv_conf_parse(int argc, char **argv, struct vsv_conf **ret, char *err, size
 			usage(stdout);
 			r = 1;
 		} else if (o == 1002) {
-			printf("vlm-serve %s (libvlmclient %s)\n", VLM_VERSION_STRING,
-			       vlm_version_string());
+			printf("vlm-serve %s (libvlmclient %s) %s\n", VLM_VERSION_STRING,
+			       vlm_version_string(), VLM_BUILD_FEATURES);
 			r = 1;
 		} else if (o == 1003) {
 			check_only = true;
