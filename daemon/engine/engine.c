@@ -236,7 +236,7 @@ static void finish(struct vd_engine *e, struct vd_ereq *q, int reason, int code,
 	else if (e->n_live_waiting)
 		e->n_live_waiting--;
 	vd_ev_dequeue(e, q);
-	vd_fair_done(e->fair, q->r->slot, q->r->gen);
+	vd_fair_done(e->fair, q->r->slot, q->r->gen, q->copy_bytes);
 	unlink_live(e, q);
 	vd_ereq_free(q);
 }
@@ -254,7 +254,7 @@ void vd_engine_admit(struct vd_engine *e, struct vd_ereq *q)
 		return;   /* reap_cancelled ends it */
 	r = vd_sched_add(e->sched, &q->seq);
 	if (r < 0) {
-		char m[VS_CQE_MESSAGE_LEN];
+		char m[VD_WHY_LEN];
 
 		snprintf(m, sizeof(m), "scheduler refused: %s",
 		         r == VD_SCHED_ETOOLONG ? "too long" :
@@ -726,7 +726,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 {
 	struct vd_engine *e = (struct vd_engine *)s;
 	struct vd_ereq *q;
-	uint64_t seed, tag = 0;
+	uint64_t seed, tag = 0, copy = vd_ereq_copy_bytes(r);
 	size_t waiting;
 	int rc = 0;
 
@@ -746,7 +746,8 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 	} else {
 		/* beyond max-waiting only clients below their fair share get in */
 		rc = vd_fair_admit(e->fair, r->slot, r->gen, r->uid, waiting, e->max_waiting,
-		                   (uint32_t)e->o.max_running, &tag, err, errlen);
+		                   (uint32_t)e->o.max_running, copy, r->arena_bytes, &tag, err,
+		                   errlen);
 	}
 	seed = vd_splitmix64(e->seed_state++);
 	pthread_mutex_unlock(&e->mu);
@@ -754,7 +755,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 		rc = vd_ereq_new(&e->env, r, seed, &q, err, errlen);
 		if (rc < 0) {
 			pthread_mutex_lock(&e->mu);
-			vd_fair_done(e->fair, r->slot, r->gen);
+			vd_fair_done(e->fair, r->slot, r->gen, copy);
 			pthread_mutex_unlock(&e->mu);
 		}
 	}
@@ -766,7 +767,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 	q->seq.fair = tag;
 	pthread_mutex_lock(&e->mu);
 	if (e->dead || e->draining) {   /* changed while the request was converted */
-		vd_fair_done(e->fair, r->slot, r->gen);
+		vd_fair_done(e->fair, r->slot, r->gen, copy);
 		pthread_mutex_unlock(&e->mu);
 		snprintf(err, errlen, "%s", e->dead ? "compute device lost; vlmd restarts"
 		                                    : "vlmd is draining: no new requests");
@@ -781,7 +782,7 @@ static int eng_submit(struct vd_sink *s, struct vd_request *r, char *err, size_t
 		void *p = realloc(e->inbox, cap * sizeof(*e->inbox));
 
 		if (!p) {
-			vd_fair_done(e->fair, r->slot, r->gen);
+			vd_fair_done(e->fair, r->slot, r->gen, copy);
 			pthread_mutex_unlock(&e->mu);
 			snprintf(err, errlen, "vlmd out of memory");
 			q->r = NULL;

@@ -54,6 +54,41 @@ void vd_ereq_free(struct vd_ereq *q)
 	free(q);
 }
 
+uint64_t vd_ereq_copy_bytes(const struct vd_request *r)
+{
+	uint64_t n = 0;
+
+	/* pixel items are copied by the vision stage and released once encoded: not held here */
+	for (uint32_t k = 0; k < r->sqe.n_items; k++)
+		if (r->items[k].device == VS_DEV_ARENA && !(r->items[k].flags & VS_ITEM_PIXELS))
+			n += (uint64_t)r->items[k].rows * r->items[k].cols *
+			     vs_dtype_size(r->items[k].dtype);
+	return n;
+}
+
+/* The ERROR completion carries 47 bytes: write the long text when it fits, else the short one
+ * (same arguments, fewer words), so no number is ever cut (docs/PROTOCOL.md "Error messages"). */
+static int fail_fit(char *err, size_t errlen, int code, const char *short_fmt,
+                    const char *long_fmt, ...) __attribute__((format(printf, 5, 6)));
+static int fail_fit(char *err, size_t errlen, int code, const char *short_fmt,
+                    const char *long_fmt, ...)
+{
+	char buf[VD_WHY_LEN];
+	va_list ap, ap2;
+	int n;
+
+	va_start(ap, long_fmt);
+	va_copy(ap2, ap);
+	n = vsnprintf(buf, sizeof(buf), long_fmt, ap);
+	if (n >= 0 && n < VS_CQE_MESSAGE_LEN)
+		snprintf(err, errlen, "%s", buf);
+	else
+		vsnprintf(err, errlen, short_fmt, ap2);   /* same arguments by construction */
+	va_end(ap2);
+	va_end(ap);
+	return code;
+}
+
 /* A pixel item (VS_ITEM_PIXELS: patches [t*h*w, patch_dim], PATCH grid, vlmd runs the tower):
  * checked against the tower; its placeholder run is t*h*w / merge^2 tokens and its rows come
  * from the encoder (src->data stays NULL until then). Messages fit the 47-byte ERROR text with
@@ -125,8 +160,9 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		            env->max_model_len);
 	for (int32_t i = 0; i < n; i++)
 		if (r->tokens[i] >= (uint32_t)cfg->vocab)
-			return vd_fail(err, errlen, -EINVAL, "token %u at %d >= vocab size %d",
-			            r->tokens[i], i, cfg->vocab);
+			return fail_fit(err, errlen, -EINVAL, "token %u at %d >= vocab %d",
+			                "token %u at %d >= vocab size %d", r->tokens[i], i,
+			                cfg->vocab);
 	max_tokens = p->max_tokens;
 	if (!max_tokens) {
 		/* as many as fit: the context, and the whole KV pool */
@@ -134,16 +170,19 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 		if (max_tokens > (int64_t)env->pool_tokens - n)
 			max_tokens = (int64_t)env->pool_tokens - n;
 		if (max_tokens < 1)
-			return vd_fail(err, errlen, -ENOSPC, "prompt %d tokens fills the KV cache (%d)", n,
-			            env->pool_tokens);
+			return fail_fit(err, errlen, -ENOSPC, "prompt %d tokens >= KV cache %d",
+			                "prompt %d tokens fills the KV cache (%d)", n,
+			                env->pool_tokens);
 	}
 	if (n + max_tokens > env->max_model_len)
-		return vd_fail(err, errlen, -E2BIG, "prompt %d+max_tokens %lld > max-model-len %d", n,
-		            (long long)max_tokens, env->max_model_len);
+		return fail_fit(err, errlen, -E2BIG, "%d+%lld > max-model-len %d",
+		                "prompt %d+max_tokens %lld > max-model-len %d", n,
+		                (long long)max_tokens, env->max_model_len);
 	if ((n + max_tokens + env->block_size - 1) / env->block_size >
 	    env->pool_tokens / env->block_size)
-		return vd_fail(err, errlen, -ENOSPC, "prompt+max_tokens %lld > KV cache %d tokens",
-		            (long long)(n + max_tokens), env->pool_tokens);
+		return fail_fit(err, errlen, -ENOSPC, "%lld tokens > KV cache %d",
+		                "prompt+max_tokens %lld > KV cache %d tokens",
+		                (long long)(n + max_tokens), env->pool_tokens);
 
 	q = calloc(1, sizeof(*q));
 	if (!q)
@@ -195,8 +234,9 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			continue;
 		}
 		if (it->cols != (uint32_t)cfg->hidden) {
-			e = vd_fail(err, errlen, -EINVAL, "item %d: %u columns, model hidden size %d", k,
-			         it->cols, cfg->hidden);
+			e = fail_fit(err, errlen, -EINVAL, "item %d: %u columns, hidden size %d",
+			             "item %d: %u columns, model hidden size %d", k, it->cols,
+			             cfg->hidden);
 			goto out;
 		}
 		if (it->device != VS_DEV_ARENA && !env->device_tensors) {
@@ -236,6 +276,7 @@ int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t se
 			}
 			q->src[k].row_stride = row_bytes;
 			q->src[k].data = q->rows[k];
+			q->copy_bytes += (uint64_t)row_bytes * it->rows;
 		} else {
 			/* zero copy: the embed op reads the client's GPU rows through the mapping */
 			char why[160] = "";

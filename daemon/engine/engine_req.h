@@ -69,6 +69,7 @@ struct vd_ereq {
 	int32_t *pos;                /* [3][n_prompt] M-RoPE ids (owned) */
 	int32_t delta;               /* rope delta of generated tokens */
 	uint64_t embed_bytes;        /* bytes of all item rows (one pass) */
+	uint64_t copy_bytes;         /* of which copied from the arena (vd_ereq_copy_bytes) */
 
 	/* pixel items (VS_ITEM_PIXELS): vlmd encodes them (daemon/engine/engine_vision.c). Until an
 	 * item is resolved its src[k].data is NULL and the request stays out of the scheduler. */
@@ -113,6 +114,10 @@ struct vd_ereq {
  * pool), -ENOTSUP (CUDA tensor on a host backend), -ENOMEM; err gets a message. */
 int vd_ereq_new(const struct vd_ereq_env *env, struct vd_request *r, uint64_t seed,
                 struct vd_ereq **ret, char *err, size_t errlen);
+/* Bytes of arena rows conversion will copy and hold until the request ends (packed rows of its
+ * VS_DEV_ARENA embedding items; pixel items are the vision stage's). */
+uint64_t vd_ereq_copy_bytes(const struct vd_request *r);
+
 /* Frees q and its request, dropping its vision-cache references. The scheduler must no longer
  * hold q->seq. NULL is a no-op. */
 void vd_ereq_free(struct vd_ereq *q);

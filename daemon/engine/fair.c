@@ -15,6 +15,7 @@
 struct fclient {
 	uint32_t gen;
 	uint32_t n_out;          /* outstanding requests */
+	uint64_t bytes;          /* arena rows they copied */
 	uint32_t weight;
 	uint64_t last;           /* tag of its latest request */
 };
@@ -129,14 +130,20 @@ static struct fclient *get(struct vd_fair *f, uint32_t slot, uint32_t gen, uint3
 }
 
 int vd_fair_admit(struct vd_fair *f, uint32_t slot, uint32_t gen, uint32_t uid, size_t waiting,
-                  uint32_t max_waiting, uint32_t max_running, uint64_t *tag, char *err,
-                  size_t errlen)
+                  uint32_t max_waiting, uint32_t max_running, uint64_t bytes,
+                  uint64_t arena_bytes, uint64_t *tag, char *err, size_t errlen)
 {
 	struct fclient *c = get(f, slot, gen, uid);
 	uint64_t start;
 
 	if (!c)
 		return -ENOMEM;
+	if (bytes && c->bytes + bytes > arena_bytes) {
+		snprintf(err, errlen, "queued rows %llu+%llu KiB > arena %llu KiB",
+		         (unsigned long long)(c->bytes >> 10), (unsigned long long)(bytes >> 10),
+		         (unsigned long long)(arena_bytes >> 10));
+		return -EBUSY;
+	}
 	if (waiting >= max_waiting) {
 		uint64_t sum = f->sum_w + (c->n_out ? 0 : c->weight);
 		uint64_t total = (uint64_t)max_running + max_waiting;
@@ -151,19 +158,21 @@ int vd_fair_admit(struct vd_fair *f, uint32_t slot, uint32_t gen, uint32_t uid, 
 	}
 	if (!c->n_out++)
 		f->sum_w += c->weight;
+	c->bytes += bytes;
 	start = c->last > f->vnow ? c->last : f->vnow;
 	c->last = start + VD_FAIR_UNIT / c->weight;
 	*tag = c->last;
 	return 0;
 }
 
-void vd_fair_done(struct vd_fair *f, uint32_t slot, uint32_t gen)
+void vd_fair_done(struct vd_fair *f, uint32_t slot, uint32_t gen, uint64_t bytes)
 {
 	struct fclient *c;
 
 	if (slot >= f->cap || f->c[slot].gen != gen || !f->c[slot].n_out)
 		return;
 	c = &f->c[slot];
+	c->bytes -= bytes < c->bytes ? bytes : c->bytes;
 	if (!--c->n_out)
 		f->sum_w -= c->weight;
 }

@@ -16,6 +16,10 @@
  *    waiting requests by tag (after priority, before arrival). Virtual now is the largest tag
  *    admitted so far. A client with many queued requests has tags far ahead; a newcomer's tag is
  *    near now, so it goes next: round robin across clients, weighted.
+ * It also bounds what a client makes vlmd copy: the arena rows of its outstanding requests
+ * (vlmd reads them once, into its own memory, daemon/engine/rowcopy.h) may total at most its
+ * arena's size, so a client cannot multiply its arena by queueing many requests over the same
+ * rows; vlmd's copies stay within the sum of the arenas it granted.
  * Pure bookkeeping: no locks (the engine calls it under its mutex), no logging.
  */
 #ifndef VLM_DAEMON_FAIR_H
@@ -39,14 +43,15 @@ void vd_fair_free(struct vd_fair *f);
  * or -EINVAL with a message in err. f may be NULL: check only (--check-config). */
 int vd_fair_set_weights(struct vd_fair *f, const char *spec, char *err, size_t errlen);
 
-/* May client (slot, gen) of user uid queue one more request? waiting: requests waiting now (all
- * clients). Returns 0 and the request's tag in *tag (the client's count is taken), or -EBUSY with
- * a message in err (nothing taken), or -ENOMEM. */
+/* May client (slot, gen) of user uid queue one more request, which copies bytes of arena rows
+ * (its arena holds arena_bytes)? waiting: requests waiting now (all clients). Returns 0 and the
+ * request's tag in *tag (the client's count and bytes are taken), or -EBUSY with a message in
+ * err (nothing taken), or -ENOMEM. */
 int vd_fair_admit(struct vd_fair *f, uint32_t slot, uint32_t gen, uint32_t uid, size_t waiting,
-                  uint32_t max_waiting, uint32_t max_running, uint64_t *tag, char *err,
-                  size_t errlen);
-/* A request of (slot, gen) taken by vd_fair_admit ended. */
-void vd_fair_done(struct vd_fair *f, uint32_t slot, uint32_t gen);
+                  uint32_t max_waiting, uint32_t max_running, uint64_t bytes,
+                  uint64_t arena_bytes, uint64_t *tag, char *err, size_t errlen);
+/* A request of (slot, gen) taken by vd_fair_admit with bytes ended. */
+void vd_fair_done(struct vd_fair *f, uint32_t slot, uint32_t gen, uint64_t bytes);
 /* A request with this tag was admitted to the engine: virtual now advances to it. */
 void vd_fair_started(struct vd_fair *f, uint64_t tag);
 

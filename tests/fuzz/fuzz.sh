@@ -32,7 +32,7 @@ fi
 cflags=(-std=c17 -D_GNU_SOURCE -g -O1 -I"$build" -I"$src" -I"$src/include"
   -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
   -Wno-unused-command-line-argument)
-libs=(-ljansson -lcrypto -lm -lpthread)
+libs=(-ljansson -lm -lpthread -lcrypto)   # libcrypto: the vision key (daemon/engine/vcache.c)
 grep -q 'VLM_HAVE_LIBURING 1' "$build/config.h" && libs+=(-luring)
 grep -q 'VLM_HAVE_MICROHTTPD 1' "$build/config.h" && libs+=(-lmicrohttpd)
 

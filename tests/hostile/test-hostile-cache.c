@@ -21,6 +21,10 @@
  *  - the grid is part of the key: 12 rows of the same bytes under grids (1,3,4), (3,2,2),
  *    (12,1,1), (1,1,12) after one another each give their uncached tokens.
  *  - NaN / Inf rows (f32, bf16, f16) are refused with -EINVAL and a message saying so.
+ *  - copies are bounded: a client with a 1 MiB arena submits five requests that all point at the
+ *    same 500 KiB of rows (one descriptor, one copy of the data in its arena); vlmd copies rows
+ *    per request, so it accepts two and refuses the rest with -EBUSY ("queued rows ... > arena")
+ *    instead of multiplying the client's arena.
  */
 #include <errno.h>
 #include <grp.h>
@@ -175,6 +179,74 @@ static void nan_case(struct vc_conn *c, uint8_t dtype, int bad_row, int inf, uin
 	printf("  refused: %s\n", res.msg);
 }
 
+/* Five requests over one item descriptor and one copy of 1000 rows in a 1 MiB arena. */
+static void copy_bound(struct th_daemon *d)
+{
+	struct vc_conn_opts o = { .socket_path = d->sock, .name = "amplifier", .spin_ns = -1,
+	                          .arena_bytes = 1 << 20 };
+	struct vc_conn *c = NULL;
+	uint64_t toff, ioff, doff;
+	uint32_t *t;
+	struct vs_mm_item *it;
+	float *rows;
+	struct sv_res res[5];
+	int busy = 0, ok = 0;
+
+	if (vc_conn_connect(&o, &c, NULL, 0) < 0) {
+		CHECK(0, "copy bound: connect");
+		return;
+	}
+	t = vc_conn_arena_alloc(c, 1010 * 4, &toff);
+	it = vc_conn_arena_alloc(c, sizeof(*it), &ioff);
+	rows = vc_conn_arena_alloc(c, 1000 * 128 * 4, &doff);
+	if (!t || !it || !rows) {
+		CHECK(0, "copy bound: arena of %llu bytes too small",
+		      (unsigned long long)c->lay.arena_bytes);
+		vc_conn_free(c);
+		return;
+	}
+	for (int i = 0; i < 1010; i++)
+		t[i] = i >= 5 && i < 1005 ? 250 : 3 + (uint32_t)i % 200;
+	for (int i = 0; i < 1000 * 128; i++)
+		rows[i] = (float)(i % 17) * 0.01f;
+	memset(it, 0, sizeof(*it));
+	it->placeholder_id = 250;
+	it->dtype = VS_DTYPE_F32;
+	it->device = VS_DEV_ARENA;
+	it->rows = 1000;
+	it->cols = 128;
+	it->row_stride = 128 * 4;
+	it->grid_t = 1;
+	it->grid_h = 25;
+	it->grid_w = 40;
+	it->data_off = doff;
+	it->data_bytes = 1000 * 128 * 4;
+	for (int i = 0; i < 5; i++) {
+		struct vs_sqe e;
+
+		memset(&e, 0, sizeof(e));
+		memset(&res[i], 0, sizeof(res[i]));
+		res[i].ud = 700 + (uint64_t)i;
+		e.opcode = VS_OP_GENERATE;
+		e.user_data = res[i].ud;
+		e.params = sv_greedy(400);   /* long: none ends while the five are submitted */
+		e.tokens_off = toff;
+		e.n_tokens = 1010;
+		e.items_off = ioff;
+		e.n_items = 1;
+		CHECK(vc_conn_submit(c, &e) == 0, "copy bound: submit %d", i);
+	}
+	CHECK(sv_wait(c, res, 5, 120 * SEC) == 0, "copy bound: requests did not end");
+	for (int i = 0; i < 5; i++) {
+		busy += res[i].error == -EBUSY && strstr(res[i].msg, "> arena");
+		ok += !res[i].error && res[i].n_tok == 400;
+	}
+	CHECK(busy >= 3 && ok >= 1 && busy + ok == 5, "copy bound: %d refused (queued rows > arena), "
+	      "%d ran, of 5 requests over the same 500 KiB in a 1 MiB arena", busy, ok);
+	printf("  copy bound: %d of 5 refused: %s\n", busy, res[4].msg);
+	vc_conn_free(c);
+}
+
 int main(void)
 {
 	char dir[256];
@@ -269,6 +341,8 @@ int main(void)
 	run(c, prompt, 86, &a, 56, &r);
 	same("after the refusals", &r, &ref_a);
 	printf("non-finite rows: %s\n", sv_failures ? "FAILED" : "ok");
+	copy_bound(&d);
+	printf("copy bound: %s\n", sv_failures ? "FAILED" : "ok");
 
 	vc_conn_free(c);
 	vc_conn_free(rc);

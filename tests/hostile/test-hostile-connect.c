@@ -10,6 +10,9 @@
  *    process);
  *  - lock-out by four processes holding 6 silent sockets each (16 hellos in progress):
  *    `vlmctl info` still succeeds (slots reserved for admin peers);
+ *  - (root only, else reported skipped) three processes of uid 65534 holding 4 silent sockets
+ *    each: a fourth process of that user is refused "from this user" (8 hellos per user), while
+ *    a client of another user still connects;
  *  - the socket vlmd creates has mode 0660;
  *  - log flood: a peer that is not allowed (uid 65534 when we are root, else us against
  *    --allow-uid 4242) connects 400 times; vlmd's log holds at most 10 refusal lines per
@@ -20,6 +23,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -68,7 +72,7 @@ static int start(const char *const *args)
 	argv[n++] = sock;
 	argv[n++] = "--log-level";
 	argv[n++] = "info";
-	argv[n++] = "--echo";     /* no model needed: the connection limits are the loop's */
+	argv[n++] = "--echo";   /* no model: the echo sink */
 	for (; *args; args++)
 		argv[n++] = *args;
 	argv[n] = NULL;
@@ -280,6 +284,75 @@ static void lockout(void)
 	CHECK(stop() == 0, "vlmd did not exit cleanly: %s", slurp(logp));
 }
 
+/* A silent peer of uid 65534 (root only). */
+static pid_t spawn_silent_nobody(int n)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+		    setresuid(65534, 65534, 65534))
+			_exit(3);
+		silent(n);
+		_exit(0);
+	}
+	return pid;
+}
+
+static void per_user(void)
+{
+	const char *args[] = { "--allow-uid", "0", "--allow-uid", "65534", NULL };
+	char why[200];
+	pid_t att[3];
+	int rc, p[2], st;
+	pid_t pid;
+
+	if (geteuid() != 0) {
+		printf("per-user hello bound: SKIPPED (needs root to run as uid 65534; not counted)\n");
+		return;
+	}
+	if (start(args) < 0) {
+		CHECK(0, "vlmd did not start: %s", slurp(logp));
+		return;
+	}
+	chmod(dir, 0755);
+	chmod(sock, 0666);
+	for (int i = 0; i < 3; i++)
+		att[i] = spawn_silent_nobody(4);
+	msleep(500);
+	/* a fourth process of uid 65534 */
+	if (pipe(p) < 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		struct vc_conn_opts o = { .socket_path = sock, .name = "nobody4" };
+		struct vc_conn *c = NULL;
+		char err[200] = "";
+
+		if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+		    setresuid(65534, 65534, 65534))
+			_exit(3);
+		rc = vc_conn_connect(&o, &c, err, sizeof(err));
+		if (write(p[1], err, strlen(err) + 1) < 0)
+			_exit(4);
+		vc_conn_free(c);
+		_exit(rc == -EBUSY ? 0 : 1);
+	}
+	close(p[1]);
+	rc = (int)read(p[0], why, sizeof(why) - 1);
+	why[rc > 0 ? rc : 0] = 0;
+	close(p[0]);
+	waitpid(pid, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(why, "from this user"),
+	      "a fourth process of a user holding 12 silent sockets: status %d '%s'", st, why);
+	rc = client_connects(why, sizeof(why));
+	CHECK(rc == 0, "another user's client was refused: %s", why);
+	for (int i = 0; i < 3; i++)
+		end(att[i]);
+	CHECK(stop() == 0, "vlmd did not exit cleanly");
+	printf("per-user hello bound: %s\n", failures ? "FAILED" : "ok");
+}
+
 static void flood(void)
 {
 	const char *args[] = { "--allow-uid", "4242", NULL };
@@ -411,6 +484,7 @@ int main(void)
 	snprintf(sock, sizeof(sock), "%s/vlmd.sock", dir);
 	snprintf(logp, sizeof(logp), "%s/vlmd.log", dir);
 	lockout();
+	per_user();
 	flood();
 #if HAVE_MHD
 	metrics();

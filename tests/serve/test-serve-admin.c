@@ -229,8 +229,10 @@ int main(void)
 		int busy = 0;
 
 		for (int i = 0; i < 4; i++) {
+			/* 200 outputs: none ends while the four are submitted (a finished one
+			 * would make room for another) */
 			struct sv_req r = { .ud = 10 + (uint64_t)i, .tok = t, .n = 200,
-			                    .p = sv_greedy(50) };
+			                    .p = sv_greedy(200) };
 
 			CHECK(sv_submit(c, &r, &res[i]) == 0, "submit %d", i);
 		}
