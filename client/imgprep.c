@@ -245,29 +245,42 @@ static void norm_masks_init(void)
 			}
 }
 
-/* One 14-pixel run of a patch row: s [14][3] bytes (48 readable) -> d[c][0..14) =
- * (float(u8) - m_c) / s_c, the same IEEE operations as the table; writes 16 floats per channel:
- * the 2 extra land on the next row of the same patch, written after this one. */
+/* Channel c of one 14-pixel run: s [14][3] bytes (48 readable) -> *lo, *hi = pixels 0..7,
+ * 8..15 of (float(u8) - m_c) / s_c, the same IEEE operations as the table (pixels 14, 15 are
+ * garbage the callers' extra writes absorb). */
 __attribute__((target("avx2")))
-static void norm_run14_avx2(const uint8_t *s, float *d0, float *d1, float *d2,
-			    const struct normlut *l)
+static inline void norm16_avx2(const uint8_t *s, int c, const struct normlut *l, __m256 *lo,
+			       __m256 *hi)
 {
 	__m128i a = _mm_loadu_si128((const __m128i *)s);
 	__m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
 	__m128i e = _mm_loadu_si128((const __m128i *)(s + 32));
+	__m128i x = _mm_or_si128(
+		_mm_or_si128(_mm_shuffle_epi8(a, _mm_loadu_si128((const __m128i *)norm_mask[c][0])),
+			     _mm_shuffle_epi8(b, _mm_loadu_si128((const __m128i *)norm_mask[c][1]))),
+		_mm_shuffle_epi8(e, _mm_loadu_si128((const __m128i *)norm_mask[c][2])));
+	__m256 m = _mm256_set1_ps(l->m[c]), sc = _mm256_set1_ps(l->s[c]);
+
+	*lo = _mm256_div_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x)), m), sc);
+	*hi = _mm256_div_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+		_mm_srli_si128(x, 8))), m), sc);
+}
+
+/* One 14-pixel run of a patch row: d[c][0..14) = channel c normalised (norm16_avx2); writes 16
+ * floats per channel: the 2 extra land on the next row of the same patch, written after this
+ * one. */
+__attribute__((target("avx2")))
+static void norm_run14_avx2(const uint8_t *s, float *d0, float *d1, float *d2,
+			    const struct normlut *l)
+{
 	float *d[3] = { d0, d1, d2 };
 
 	for (int c = 0; c < 3; c++) {
-		__m128i x = _mm_or_si128(
-			_mm_or_si128(_mm_shuffle_epi8(a, _mm_loadu_si128((const __m128i *)norm_mask[c][0])),
-				     _mm_shuffle_epi8(b, _mm_loadu_si128((const __m128i *)norm_mask[c][1]))),
-			_mm_shuffle_epi8(e, _mm_loadu_si128((const __m128i *)norm_mask[c][2])));
-		__m256 m = _mm256_set1_ps(l->m[c]), sc = _mm256_set1_ps(l->s[c]);
-		__m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
-		__m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+		__m256 lo, hi;
 
-		_mm256_storeu_ps(d[c], _mm256_div_ps(_mm256_sub_ps(lo, m), sc));
-		_mm256_storeu_ps(d[c] + 8, _mm256_div_ps(_mm256_sub_ps(hi, m), sc));
+		norm16_avx2(s, c, l, &lo, &hi);
+		_mm256_storeu_ps(d[c], lo);
+		_mm256_storeu_ps(d[c] + 8, hi);
 	}
 }
 
@@ -287,25 +300,15 @@ __attribute__((target("avx2")))
 static void norm_run14_bf16_avx2(const uint8_t *s, uint16_t *d0, uint16_t *d1, uint16_t *d2,
 				 const struct normlut *l)
 {
-	__m128i a = _mm_loadu_si128((const __m128i *)s);
-	__m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
-	__m128i e = _mm_loadu_si128((const __m128i *)(s + 32));
 	uint16_t *d[3] = { d0, d1, d2 };
 
 	for (int c = 0; c < 3; c++) {
-		__m128i x = _mm_or_si128(
-			_mm_or_si128(_mm_shuffle_epi8(a, _mm_loadu_si128((const __m128i *)norm_mask[c][0])),
-				     _mm_shuffle_epi8(b, _mm_loadu_si128((const __m128i *)norm_mask[c][1]))),
-			_mm_shuffle_epi8(e, _mm_loadu_si128((const __m128i *)norm_mask[c][2])));
-		__m256 m = _mm256_set1_ps(l->m[c]), sc = _mm256_set1_ps(l->s[c]);
-		__m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
-		__m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
-		__m256i bl = bf16_lanes(_mm256_div_ps(_mm256_sub_ps(lo, m), sc));
-		__m256i bh = bf16_lanes(_mm256_div_ps(_mm256_sub_ps(hi, m), sc));
-		/* lane-wise pack: [bl0-3 bh0-3 | bl4-7 bh4-7] -> reorder the 64-bit quarters */
-		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(bl, bh), 0xd8);
+		__m256 lo, hi;
 
-		_mm256_storeu_si256((__m256i *)d[c], p);
+		norm16_avx2(s, c, l, &lo, &hi);
+		/* lane-wise pack: [bl0-3 bh0-3 | bl4-7 bh4-7] -> reorder the 64-bit quarters */
+		_mm256_storeu_si256((__m256i *)d[c], _mm256_permute4x64_epi64(
+			_mm256_packus_epi32(bf16_lanes(lo), bf16_lanes(hi)), 0xd8));
 	}
 }
 #endif
