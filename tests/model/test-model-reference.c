@@ -18,15 +18,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include <jansson.h>
 
@@ -37,8 +34,7 @@
 #include "daemon/model/safetensors.h"
 #include "daemon/model/weights.h"
 #include "kernels/backend.h"
-
-extern char **environ;
+#include "tests/model/refckpt.h"
 
 static int failures;
 static int ran_any;   /* a backend was available */
@@ -51,57 +47,6 @@ static int ran_any;   /* a backend was available */
 			fputc('\n', stderr); \
 		} \
 	} while (0)
-
-static uint64_t fnv1a_file(const char *path, int *ok)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	FILE *f = fopen(path, "rb");
-	*ok = f != NULL;
-	if (!f)
-		return 0;
-	unsigned char buf[65536];
-	size_t n;
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		for (size_t i = 0; i < n; i++)
-			h = (h ^ buf[i]) * 0x100000001b3ull;
-	fclose(f);
-	return h;
-}
-
-static int run_mkmodel(const char *exe, json_t *args, const char *dir)
-{
-	size_t n = json_array_size(args);
-	char **argv = calloc(n + 3, sizeof(*argv));
-	argv[0] = (char *)exe;
-	for (size_t i = 0; i < n; i++)
-		argv[i + 1] = (char *)json_string_value(json_array_get(args, i));
-	argv[n + 1] = (char *)dir;
-	pid_t pid;
-	int rc = posix_spawn(&pid, exe, NULL, NULL, argv, environ);
-	free(argv);
-	if (rc)
-		return -rc;
-	int st;
-	if (waitpid(pid, &st, 0) < 0)
-		return -errno;
-	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
-}
-
-static void rm_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	char p[8192];
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-			unlink(p);
-		}
-	closedir(d);
-	rmdir(dir);
-}
 
 struct fixture {
 	void *map;
@@ -287,33 +232,14 @@ static void check_checkpoint(json_t *ck, const char *refdir, const char *mkmodel
 		return;
 	}
 	snprintf(dir, sizeof(dir), "%s/%s", tmpl, name);
-	int rc = run_mkmodel(mkmodel, json_object_get(ck, "mkmodel_args"), dir);
+	int rc = rc_mkmodel(mkmodel, json_object_get(ck, "mkmodel_args"), dir);
 	CHECK(rc == 0, "%s: vlm-mkmodel failed (%d)", name, rc);
 	if (rc)
 		goto out;
 
 	/* generator drift: every file's hash, and no extra files */
-	json_t *files = json_object_get(ck, "files");
-	const char *fname;
-	json_t *fh;
-	json_object_foreach(files, fname, fh) {
-		snprintf(path, sizeof(path), "%s/%s", dir, fname);
-		int ok;
-		char got[17];
-		snprintf(got, sizeof(got), "%016llx", (unsigned long long)fnv1a_file(path, &ok));
-		CHECK(ok, "%s: vlm-mkmodel did not write %s", name, fname);
-		CHECK(!ok || !strcmp(got, json_string_value(fh)),
-		      "%s/%s: FNV-1a %s, manifest says %s: vlm-mkmodel's output drifted; regenerate "
-		      "the fixtures with tests/model/gen_reference.py", name, fname, got,
-		      json_string_value(fh));
-	}
-	DIR *d = opendir(dir);
-	for (struct dirent *e; d && (e = readdir(d));)
-		if (e->d_name[0] != '.')
-			CHECK(json_object_get(files, e->d_name), "%s: unexpected file %s", name,
-			      e->d_name);
-	if (d)
-		closedir(d);
+	failures += rc_check_files(dir, json_object_get(ck, "files"), name,
+				   "tests/model/gen_reference.py", true);
 
 	struct vd_model_config cfg;
 	rc = vd_model_config_load(dir, &cfg, err, sizeof(err));
@@ -489,7 +415,7 @@ out:
 	if (f.map)
 		munmap(f.map, f.len);
 	vd_weights_free(w);
-	rm_dir(dir);
+	rc_rm_dir(dir);
 	rmdir(tmpl);
 }
 

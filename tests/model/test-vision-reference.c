@@ -17,14 +17,11 @@
  * Also: the forward refuses a grid that is not a multiple of the merge size; a checkpoint without
  * tower weights gives -ENOENT naming the missing tensor, a text-only architecture -ENOTSUP.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -32,9 +29,8 @@
 #include "daemon/model/vision.h"
 #include "daemon/model/weights.h"
 #include "kernels/backend.h"
+#include "tests/model/refckpt.h"
 #include "kernels/convert.h"
-
-extern char **environ;
 
 static int failures;
 
@@ -46,59 +42,6 @@ static int failures;
 			fputc('\n', stderr); \
 		} \
 	} while (0)
-
-static uint64_t fnv1a_file(const char *path, int *ok)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	FILE *f = fopen(path, "rb");
-	*ok = f != NULL;
-	if (!f)
-		return 0;
-	unsigned char buf[65536];
-	size_t n;
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		for (size_t i = 0; i < n; i++)
-			h = (h ^ buf[i]) * 0x100000001b3ull;
-	fclose(f);
-	return h;
-}
-
-static int run_mkmodel(const char *exe, json_t *args, const char *dir)
-{
-	size_t n = json_array_size(args);
-	char **argv = calloc(n + 3, sizeof(*argv));
-	if (!argv)
-		return -ENOMEM;
-	argv[0] = (char *)exe;
-	for (size_t i = 0; i < n; i++)
-		argv[i + 1] = (char *)json_string_value(json_array_get(args, i));
-	argv[n + 1] = (char *)dir;
-	pid_t pid;
-	int rc = posix_spawn(&pid, exe, NULL, NULL, argv, environ);
-	free(argv);
-	if (rc)
-		return -rc;
-	int st;
-	if (waitpid(pid, &st, 0) < 0)
-		return -errno;
-	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
-}
-
-static void rm_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	char p[8192];
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-			unlink(p);
-		}
-	closedir(d);
-	rmdir(dir);
-}
 
 static void *read_file(const char *path, size_t want)
 {
@@ -166,23 +109,12 @@ static void run_case(const char *refdir, const char *mkmodel, json_t *man, json_
 		return;
 	}
 	snprintf(dir, sizeof(dir), "%s/m", tmpl);
-	int rc = run_mkmodel(mkmodel, json_object_get(cs, "mkmodel"), dir);
+	int rc = rc_mkmodel(mkmodel, json_object_get(cs, "mkmodel"), dir);
 	CHECK(rc == 0, "%s: vlm-mkmodel failed (%d)", name, rc);
 	if (rc)
 		goto out;
-	json_t *files = json_object_get(cs, "files");
-	const char *fname;
-	json_t *fh;
-	json_object_foreach(files, fname, fh) {
-		snprintf(path, sizeof(path), "%s/%s", dir, fname);
-		int ok;
-		char got[17];
-		snprintf(got, sizeof(got), "%016llx", (unsigned long long)fnv1a_file(path, &ok));
-		CHECK(ok && !strcmp(got, json_string_value(fh)),
-		      "%s/%s: FNV-1a %s, manifest says %s: vlm-mkmodel's output drifted; regenerate "
-		      "the fixtures with tests/model/gen_vision_reference.py", name, fname, got,
-		      json_string_value(fh));
-	}
+	failures += rc_check_files(dir, json_object_get(cs, "files"), name,
+				   "tests/model/gen_vision_reference.py", false);
 
 	struct vd_vision_config cfg;
 	rc = vd_vision_config_load(dir, &cfg, err, sizeof(err));
@@ -304,7 +236,7 @@ out:
 	free(pix32);
 	free(ref);
 	vd_weights_free(w);
-	rm_dir(dir);
+	rc_rm_dir(dir);
 	rmdir(tmpl);
 }
 
@@ -319,7 +251,7 @@ static void no_tower(const char *mkmodel)
 	}
 	snprintf(dir, sizeof(dir), "%s/m", tmpl);
 	json_t *args = json_pack("[ssss]", "--preset", "tiny", "--vision-layers", "0");
-	int rc = run_mkmodel(mkmodel, args, dir);
+	int rc = rc_mkmodel(mkmodel, args, dir);
 	json_decref(args);
 	CHECK(rc == 0, "vlm-mkmodel --vision-layers 0 failed");
 	struct vd_vision_config cfg;
@@ -338,14 +270,14 @@ static void no_tower(const char *mkmodel)
 	vd_vision_free(v);
 	vk_backend_free(be);
 	vd_weights_free(w);
-	rm_dir(dir);
+	rc_rm_dir(dir);
 	args = json_pack("[ss]", "--preset", "tiny-qwen2");
-	rc = run_mkmodel(mkmodel, args, dir);
+	rc = rc_mkmodel(mkmodel, args, dir);
 	json_decref(args);
 	CHECK(rc == 0, "vlm-mkmodel tiny-qwen2 failed");
 	rc = vd_vision_config_load(dir, &cfg, err, sizeof(err));
 	CHECK(rc == -ENOTSUP && strstr(err, "no vision tower"), "qwen2: %d %s", rc, err);
-	rm_dir(dir);
+	rc_rm_dir(dir);
 	rmdir(tmpl);
 }
 
