@@ -1,16 +1,14 @@
 /*
  * fuzz-model-config — libFuzzer target for the config.json parser (daemon/model/model_config.c).
  *
- * With clang -fsanitize=fuzzer (VLM_LIBFUZZER) a fuzzer; otherwise a replay program over the
+ * With clang -fsanitize=fuzzer a fuzzer; linked with tests/fuzz/replay.c a replay program over the
  * committed corpus (tests/model/fuzz-corpus-config/), run by suite 'model' in every build.
  * An accepted config must satisfy the invariants the forward relies on.
  */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "daemon/model/model_config.h"
 
@@ -37,34 +35,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(buf);
 	return 0;
 }
-
-#ifndef VLM_LIBFUZZER
-int main(int argc, char **argv)
-{
-	int n = 0;
-	for (int i = 1; i < argc; i++) {
-		DIR *d = opendir(argv[i]);
-		struct dirent *e;
-		char p[4096];
-		while (d && (e = readdir(d))) {
-			if (e->d_name[0] == '.')
-				continue;
-			snprintf(p, sizeof(p), "%.2000s/%.1000s", argv[i], e->d_name);
-			FILE *f = fopen(p, "rb");
-			if (!f) {
-				perror(p);
-				return 1;
-			}
-			static uint8_t b[1 << 20];
-			size_t len = fread(b, 1, sizeof(b), f);
-			fclose(f);
-			LLVMFuzzerTestOneInput(b, len);
-			n++;
-		}
-		if (d)
-			closedir(d);
-	}
-	printf("replayed %d inputs\n", n);
-	return n ? 0 : 1;
-}
-#endif

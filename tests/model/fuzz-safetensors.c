@@ -1,18 +1,16 @@
 /*
  * fuzz-safetensors — libFuzzer target for the safetensors header parser (daemon/model/safetensors.c).
  *
- * Built with clang -fsanitize=fuzzer (VLM_LIBFUZZER) it is a fuzzer; built otherwise it is a
+ * Built with clang -fsanitize=fuzzer it is a fuzzer; linked with tests/fuzz/replay.c it is a
  * replay program over files and directories (the committed corpus in tests/model/fuzz-corpus/),
  * which the 'model' suite runs under every build, including ASan+UBSan.
  * On a successful parse every tensor's first and last byte is read, so a range the parser
  * wrongly accepted shows up as an out-of-bounds read under ASan.
  */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "daemon/model/safetensors.h"
 
@@ -46,63 +44,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(buf);
 	return 0;
 }
-
-#ifndef VLM_LIBFUZZER
-static int run_file(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		perror(path);
-		return -1;
-	}
-	uint8_t *b = NULL;
-	size_t len = 0, cap = 0, r;
-	do {
-		if (len == cap) {
-			cap = cap ? cap * 2 : 4096;
-			b = realloc(b, cap);
-			if (!b)
-				abort();
-		}
-		r = fread(b + len, 1, cap - len, f);
-		len += r;
-	} while (r);
-	fclose(f);
-	LLVMFuzzerTestOneInput(b, len);
-	free(b);
-	return 0;
-}
-
-int main(int argc, char **argv)
-{
-	int n = 0;
-	for (int i = 1; i < argc; i++) {
-		struct stat sb;
-		if (stat(argv[i], &sb) < 0) {
-			perror(argv[i]);
-			return 1;
-		}
-		if (!S_ISDIR(sb.st_mode)) {
-			if (run_file(argv[i]) < 0)
-				return 1;
-			n++;
-			continue;
-		}
-		DIR *d = opendir(argv[i]);
-		struct dirent *e;
-		char p[4096];
-		while (d && (e = readdir(d))) {
-			if (e->d_name[0] == '.')
-				continue;
-			snprintf(p, sizeof(p), "%.2000s/%.1000s", argv[i], e->d_name);
-			if (run_file(p) < 0)
-				return 1;
-			n++;
-		}
-		if (d)
-			closedir(d);
-	}
-	printf("replayed %d inputs\n", n);
-	return n ? 0 : 1;
-}
-#endif
