@@ -344,7 +344,8 @@ void vd_model_config_default_dtype(struct vd_model_config *m, enum vd_st_dtype w
 	vd_model_config_note_default(m, "torch_dtype", t);
 }
 
-int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err, size_t err_len)
+int vd_config_json_read(const char *dir, char **ret_buf, size_t *ret_len, char *err,
+                        size_t err_len)
 {
 	char path[4096];
 	if (snprintf(path, sizeof(path), "%s/config.json", dir) >= (int)sizeof(path))
@@ -381,9 +382,26 @@ int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err
 			break;
 		}
 	}
-	rc = vd_model_config_parse(buf, len, ret, err, err_len);
 out:
-	free(buf);
 	fclose(f);
+	if (rc < 0) {
+		free(buf);
+		return rc;
+	}
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
+int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err, size_t err_len)
+{
+	char *buf;
+	size_t len;
+	int rc = vd_config_json_read(dir, &buf, &len, err, err_len);
+
+	if (rc < 0)
+		return rc;
+	rc = vd_model_config_parse(buf, len, ret, err, err_len);
+	free(buf);
 	return rc;
 }

@@ -67,6 +67,11 @@ struct vd_model_config {
 int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *ret,
                           char *err, size_t err_len);
 
+/* Read DIR/config.json (at most 16 MiB) into *ret_buf (malloc'd, *ret_len bytes, not
+ * NUL-terminated; the caller frees it). 0, or -errno with a message naming the file. Shared by
+ * the language and vision config loaders. */
+int vd_config_json_read(const char *dir, char **ret_buf, size_t *ret_len, char *err,
+                        size_t err_len);
 /* Read and parse DIR/config.json; -errno of the read, or the errors of vd_model_config_parse. */
 int vd_model_config_load(const char *dir, struct vd_model_config *ret, char *err, size_t err_len);
 

@@ -10,6 +10,7 @@
  * needs to be usable at all) rather than the class default 3584.
  */
 #include "daemon/model/errmsg.h"
+#include "daemon/model/model_config.h"
 #include "daemon/model/vision.h"
 
 #include <errno.h>
@@ -211,41 +212,13 @@ int vd_vision_config_parse(const char *json, size_t len, struct vd_vision_config
 int vd_vision_config_load(const char *dir, struct vd_vision_config *ret, char *err,
                           size_t err_len)
 {
-	char path[4096];
-	if (snprintf(path, sizeof(path), "%s/config.json", dir) >= (int)sizeof(path))
-		return vd_fail(err, err_len, -ENAMETOOLONG, "model path too long");
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		int e = errno;
-		return vd_fail(err, err_len, -e, "%s: %s", path, strerror(e));
-	}
-	char *buf = NULL;
-	size_t len = 0;
-	int rc = 0;
-	if (fseek(f, 0, SEEK_END) == 0) {
-		long sz = ftell(f);
-		if (sz < 0 || sz > (16l << 20)) {
-			rc = vd_fail(err, err_len, -EFBIG, "%s: unreadable or larger than 16 MiB", path);
-			goto out;
-		}
-		rewind(f);
-		buf = malloc((size_t)sz + 1);
-		if (!buf) {
-			rc = vd_fail(err, err_len, -ENOMEM, "out of memory");
-			goto out;
-		}
-		len = fread(buf, 1, (size_t)sz, f);
-		if (len != (size_t)sz) {
-			rc = vd_fail(err, err_len, -EIO, "%s: read error", path);
-			goto out;
-		}
-	} else {
-		rc = vd_fail(err, err_len, -EIO, "%s: cannot seek", path);
-		goto out;
-	}
+	char *buf;
+	size_t len;
+	int rc = vd_config_json_read(dir, &buf, &len, err, err_len);
+
+	if (rc < 0)
+		return rc;
 	rc = vd_vision_config_parse(buf, len, ret, err, err_len);
-out:
 	free(buf);
-	fclose(f);
 	return rc;
 }
