@@ -6,13 +6,13 @@
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
+#include "daemon/model/errmsg.h"
 #include "daemon/ops/conf.h"
 #include "daemon/ops/log.h"
 
@@ -45,21 +45,6 @@ struct setting {
 	 * may be NULL). 0, or -errno with err (the old value is then restored and re-applied). */
 	int (*apply)(struct vd_conf *c, int id, char *err, size_t errlen);
 };
-
-static int errf(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int errf(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 static const char *const loop_choices[] = { "auto", "uring", "epoll", "io_uring", NULL };
 static const int loop_vals[] = { VD_BACKEND_AUTO, VD_BACKEND_URING, VD_BACKEND_EPOLL, VD_BACKEND_URING };
@@ -245,10 +230,10 @@ static int store_allow(struct vd_conf *c, int id, char *err, size_t errlen)
 	memset(a, 0, sizeof(*a));
 	for (size_t i = 0; i < u->n_ids; i++)
 		if (vd_allow_add_uid(a, (uid_t)u->ids[i]) < 0)
-			return errf(err, errlen, -EINVAL, "allow-uid/allow-gid: too many entries");
+			return vd_fail(err, errlen, -EINVAL, "allow-uid/allow-gid: too many entries");
 	for (size_t i = 0; i < g->n_ids; i++)
 		if (vd_allow_add_gid(a, (gid_t)g->ids[i]) < 0)
-			return errf(err, errlen, -EINVAL, "allow-uid/allow-gid: too many entries");
+			return vd_fail(err, errlen, -EINVAL, "allow-uid/allow-gid: too many entries");
 	return 0;
 }
 
@@ -257,7 +242,7 @@ static int store_admin(struct vd_conf *c, int id, char *err, size_t errlen)
 	const struct value *v = &c->v[id];
 
 	if (v->n_ids > VD_ALLOW_MAX)
-		return errf(err, errlen, -EINVAL, "admin-gid: at most %d groups", VD_ALLOW_MAX);
+		return vd_fail(err, errlen, -EINVAL, "admin-gid: at most %d groups", VD_ALLOW_MAX);
 	for (size_t i = 0; i < v->n_ids; i++)
 		c->set.server.admin_gids[i] = (gid_t)v->ids[i];
 	c->set.server.n_admin_gids = (unsigned)v->n_ids;
@@ -279,7 +264,7 @@ static int apply_max_clients(struct vd_conf *c, int id, char *err, size_t errlen
 
 	(void)id;
 	if (c->srv && vd_server_set_max_clients(c->srv, want) != want)
-		return errf(err, errlen, -ERANGE, "max-clients can go up to %u while vlmd runs (restart "
+		return vd_fail(err, errlen, -ERANGE, "max-clients can go up to %u while vlmd runs (restart "
 			    "for more)", vd_server_set_max_clients(c->srv, UINT32_MAX));
 	return 0;
 }
@@ -288,7 +273,7 @@ static int apply_engine_limits(struct vd_conf *c, int id, char *err, size_t errl
 {
 	if (c->engine && vd_engine_set_limits(c->engine, c->set.engine.max_running,
 					      c->set.engine.max_waiting) < 0)
-		return errf(err, errlen, -EINVAL, "%s: cannot apply %llu", table[id].name,
+		return vd_fail(err, errlen, -EINVAL, "%s: cannot apply %llu", table[id].name,
 			    (unsigned long long)c->v[id].u);
 	return 0;
 }
@@ -443,13 +428,13 @@ static int parse_value(int id, const char *value, struct value *v, char *err, si
 	switch (t->type) {
 	case T_STR:
 		if (!*value && !(t->flags & F_EMPTY_OK))
-			return errf(err, errlen, -EINVAL, "%s: empty value", t->name);
+			return vd_fail(err, errlen, -EINVAL, "%s: empty value", t->name);
 		v->s = strdup(value);
 		return v->s ? 0 : -ENOMEM;
 	case T_UINT:
 	case T_SIZE:
 		if (parse_uint(value, t->type == T_SIZE, &v->u) || v->u < t->min || v->u > t->max)
-			return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
+			return vd_fail(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
 				    value, what);
 		return 0;
 	case T_FRAC: {
@@ -459,7 +444,7 @@ static int parse_value(int id, const char *value, struct value *v, char *err, si
 		errno = 0;
 		f = strtod(value, &end);
 		if (errno || end == value || *end || !(f > 0 && f <= 1))
-			return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
+			return vd_fail(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
 				    value, what);
 		v->u = (uint64_t)(f * FRAC_ONE + 0.5);
 		if (!v->u)
@@ -468,7 +453,7 @@ static int parse_value(int id, const char *value, struct value *v, char *err, si
 	}
 	case T_BOOL:
 		if (parse_bool(value, &v->u))
-			return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
+			return vd_fail(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
 				    value, what);
 		return 0;
 	case T_ENUM:
@@ -478,7 +463,7 @@ static int parse_value(int id, const char *value, struct value *v, char *err, si
 				return 0;
 			}
 		}
-		return errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name, value,
+		return vd_fail(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name, value,
 			    what);
 	case T_UIDS:
 	case T_GIDS: {
@@ -491,7 +476,7 @@ static int parse_value(int id, const char *value, struct value *v, char *err, si
 			uint32_t idv, *ids;
 
 			if (parse_id(tok, t->type == T_GIDS, &idv)) {
-				e = errf(err, errlen, -EINVAL, "%s: invalid value '%s': no such %s",
+				e = vd_fail(err, errlen, -EINVAL, "%s: invalid value '%s': no such %s",
 					 t->name, tok, t->type == T_GIDS ? "group" : "user");
 				break;
 			}
@@ -505,7 +490,7 @@ static int parse_value(int id, const char *value, struct value *v, char *err, si
 		}
 		free(copy);
 		if (!e && !v->n_ids && *value)
-			e = errf(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
+			e = vd_fail(err, errlen, -EINVAL, "%s: invalid value '%s': expected %s", t->name,
 				 value, what);
 		if (e) {
 			free(v->ids);
@@ -533,7 +518,7 @@ int vd_conf_put(struct vd_conf *c, const char *name, const char *value, enum vd_
 	int e;
 
 	if (id < 0)
-		return errf(err, errlen, -ENOENT, "unknown setting '%s'", name);
+		return vd_fail(err, errlen, -ENOENT, "unknown setting '%s'", name);
 	e = parse_value(id, value, &nv, err, errlen);
 	if (e)
 		return e;
@@ -732,11 +717,11 @@ int vd_conf_load_file(struct vd_conf *c, const char *path, int missing_ok, char 
 		if (errno == ENOENT && missing_ok)
 			return 0;
 		e = -errno;
-		return errf(err, errlen, e, "%s: cannot read: %s", path, strerror(-e));
+		return vd_fail(err, errlen, e, "%s: cannot read: %s", path, strerror(-e));
 	}
 	if (!line) {
 		fclose(f);
-		return errf(err, errlen, -ENOMEM, "%s: out of memory", path);
+		return vd_fail(err, errlen, -ENOMEM, "%s: out of memory", path);
 	}
 	while (ch != EOF) {
 		char *key, *val, *p;
@@ -751,19 +736,19 @@ int vd_conf_load_file(struct vd_conf *c, const char *path, int missing_ok, char 
 		}
 		line[len] = 0;
 		if (total > FILE_MAX_) {
-			e = errf(err, errlen, -EFBIG, "%s: larger than %d bytes", path, FILE_MAX_);
+			e = vd_fail(err, errlen, -EFBIG, "%s: larger than %d bytes", path, FILE_MAX_);
 			break;
 		}
 		lineno++;
 		if (len == LINE_MAX_ && ch != EOF && ch != '\n') {
-			e = errf(err, errlen, -EINVAL, "%s:%u: line longer than %d bytes", path, lineno,
+			e = vd_fail(err, errlen, -EINVAL, "%s:%u: line longer than %d bytes", path, lineno,
 			         LINE_MAX_);
 			break;
 		}
 		if (ch == EOF && !len)
 			break;
 		if (nul) {
-			e = errf(err, errlen, -EINVAL, "%s:%u: NUL byte in line", path, lineno);
+			e = vd_fail(err, errlen, -EINVAL, "%s:%u: NUL byte in line", path, lineno);
 			break;
 		}
 		/* comments: '#' at the start or after whitespace (a value may hold '#') */
@@ -782,21 +767,21 @@ int vd_conf_load_file(struct vd_conf *c, const char *path, int missing_ok, char 
 			*val++ = 0;
 		val = trim(val);
 		if (find(key) < 0) {
-			e = errf(err, errlen, -EINVAL, "%s:%u: unknown setting '%s'", path, lineno, key);
+			e = vd_fail(err, errlen, -EINVAL, "%s:%u: unknown setting '%s'", path, lineno, key);
 			break;
 		}
 		if (!*val) {
-			e = errf(err, errlen, -EINVAL, "%s:%u: %s: missing value", path, lineno, key);
+			e = vd_fail(err, errlen, -EINVAL, "%s:%u: %s: missing value", path, lineno, key);
 			break;
 		}
 		e = vd_conf_put(c, key, val, VD_SRC_FILE, msg, sizeof(msg));
 		if (e) {
-			errf(err, errlen, e, "%s:%u: %s", path, lineno, msg);
+			vd_fail(err, errlen, e, "%s:%u: %s", path, lineno, msg);
 			break;
 		}
 	}
 	if (!e && ferror(f))
-		e = errf(err, errlen, -EIO, "%s: read error", path);
+		e = vd_fail(err, errlen, -EIO, "%s: read error", path);
 	free(line);
 	fclose(f);
 	if (!e) {
@@ -836,7 +821,7 @@ int vd_conf_load_env(struct vd_conf *c, char *err, size_t errlen)
 			continue;
 		e = vd_conf_put(c, table[i].name, val, VD_SRC_ENV, msg, sizeof(msg));
 		if (e)
-			return errf(err, errlen, e, "environment %s: %s", name, msg);
+			return vd_fail(err, errlen, e, "environment %s: %s", name, msg);
 	}
 	return 0;
 }
@@ -849,9 +834,9 @@ int vd_conf_set(struct vd_conf *c, const char *name, const char *value, char *er
 	int e;
 
 	if (id < 0)
-		return errf(err, errlen, -ENOENT, "unknown setting '%s'", name);
+		return vd_fail(err, errlen, -ENOENT, "unknown setting '%s'", name);
 	if (!(table[id].flags & F_RUNTIME))
-		return errf(err, errlen, -EPERM, "%s cannot be changed while vlmd runs (restart it)",
+		return vd_fail(err, errlen, -EPERM, "%s cannot be changed while vlmd runs (restart it)",
 			    table[id].name);
 	e = parse_value(id, value, &nv, err, errlen);
 	if (e)
@@ -946,10 +931,10 @@ int vd_conf_load(struct vd_conf *c, int argc, char **argv, enum vd_cfg_action *a
 						       opt == O_QUIET ? "--quiet" : "--verbose" };
 			break;
 		case ':':
-			e = errf(err, errlen, -EINVAL, "%s: missing value", argv[optind - 1]);
+			e = vd_fail(err, errlen, -EINVAL, "%s: missing value", argv[optind - 1]);
 			goto out;
 		case '?':
-			e = errf(err, errlen, -EINVAL, "unknown option '%s'", argv[optind - 1]);
+			e = vd_fail(err, errlen, -EINVAL, "unknown option '%s'", argv[optind - 1]);
 			goto out;
 		default:
 			fv[nfv++] = (struct flag_val){ opt, optarg ? optarg : "yes", lo[idx].name };
@@ -957,7 +942,7 @@ int vd_conf_load(struct vd_conf *c, int argc, char **argv, enum vd_cfg_action *a
 		}
 	}
 	if (optind < argc) {
-		e = errf(err, errlen, -EINVAL, "unexpected argument '%s'", argv[optind]);
+		e = vd_fail(err, errlen, -EINVAL, "unexpected argument '%s'", argv[optind]);
 		goto out;
 	}
 	if (*action == VD_ACT_HELP || *action == VD_ACT_VERSION)
@@ -982,7 +967,7 @@ int vd_conf_load(struct vd_conf *c, int argc, char **argv, enum vd_cfg_action *a
 			/* msg starts with the setting's name; say which flag it came from */
 			const char *rest = strchr(msg, ':');
 
-			errf(err, errlen, e, "--%s%s", fv[i].flag[0] == '-' ? fv[i].flag + 2 : fv[i].flag,
+			vd_fail(err, errlen, e, "--%s%s", fv[i].flag[0] == '-' ? fv[i].flag + 2 : fv[i].flag,
 			     rest ? rest : msg);
 			goto out;
 		}

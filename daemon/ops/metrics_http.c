@@ -4,13 +4,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "config.h"
+#include "daemon/model/errmsg.h"
 #include "daemon/ops/metrics_http.h"
 
 #if VLM_HAVE_MICROHTTPD
@@ -24,21 +24,6 @@ struct vd_metrics_http {
 #endif
 	uint16_t port;
 };
-
-static int errf(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int errf(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* "1.2.3.4:P" or "[::1]:P" into ss. Returns 0 or -EINVAL. */
 static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
@@ -142,14 +127,14 @@ int vd_metrics_http_start(const char *listen, const struct vd_metrics *m, struct
 	struct vd_metrics_http *h;
 
 	if (!listen || parse_addr(listen, &ss, &len))
-		return errf(err, errlen, -EINVAL,
+		return vd_fail(err, errlen, -EINVAL,
 			    "metrics-listen '%s': expected ADDR:PORT with a numeric address, e.g. "
 			    "127.0.0.1:9464 or [::1]:9464", listen ? listen : "");
 #if !VLM_HAVE_MICROHTTPD
 	(void)m;
 	(void)out;
 	(void)h;
-	return errf(err, errlen, -ENOTSUP,
+	return vd_fail(err, errlen, -ENOTSUP,
 		    "metrics-listen: this vlmd was built without libmicrohttpd (install libmicrohttpd-dev "
 		    "and rebuild); `vlmctl metrics` works without it");
 #else
@@ -157,7 +142,7 @@ int vd_metrics_http_start(const char *listen, const struct vd_metrics *m, struct
 
 	h = calloc(1, sizeof(*h));
 	if (!h)
-		return errf(err, errlen, -ENOMEM, "out of memory");
+		return vd_fail(err, errlen, -ENOMEM, "out of memory");
 	h->m = m;
 	/* Slow or silent connections must not hold the endpoint down (issue 15): an idle connection
 	 * is closed after METRICS_IDLE_S, the total is bounded (epoll, so well above select's
@@ -175,7 +160,7 @@ int vd_metrics_http_start(const char *listen, const struct vd_metrics *m, struct
 		int e = errno ? -errno : -EADDRINUSE;
 
 		free(h);
-		return errf(err, errlen, e, "metrics-listen %s: cannot listen: %s", listen, strerror(-e));
+		return vd_fail(err, errlen, e, "metrics-listen %s: cannot listen: %s", listen, strerror(-e));
 	}
 	{
 		const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
