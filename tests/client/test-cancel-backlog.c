@@ -78,7 +78,11 @@ int main(void)
 		fprintf(stderr, "engine: %s\n", err);
 		return 1;
 	}
-	if (sv_loop_start(&l, sock, e) < 0)
+	/* This client never reads, on purpose, for as long as the requests take to get going: on a
+	 * loaded machine that is longer than the default client-timeout (30 s), after which vlmd
+	 * rightly drops it as hung (suite hostile, 'goodbye', tests that). Here the subject is the
+	 * cancels, so the loop waits 10 minutes, longer than the test's own bounded waits. */
+	if (sv_loop_start_timeout(&l, sock, e, 600000) < 0)
 		return 1;
 	struct vlm_connect_opts co = { .socket_path = sock, .client_name = "cancel-backlog",
 				       .cq_entries = CQ };

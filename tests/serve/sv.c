@@ -403,8 +403,16 @@ static void *loop_main(void *arg)
 
 int sv_loop_start(struct sv_loop *l, const char *sock, struct vd_engine *e)
 {
+	return sv_loop_start_timeout(l, sock, e, 0);
+}
+
+int sv_loop_start_timeout(struct sv_loop *l, const char *sock, struct vd_engine *e,
+			  uint32_t client_timeout_ms)
+{
 	memset(l, 0, sizeof(*l));
 	vd_conf_server_defaults(&l->so);
+	if (client_timeout_ms)
+		l->so.client_timeout_ms = client_timeout_ms;
 	l->so.socket_path = sock;
 	l->so.sink_new = vd_engine_sink_new;
 	l->so.sink_ctx = e;

@@ -39,6 +39,9 @@ struct sv_loop {
 };
 /* Returns 0 once the loop serves, or -1. */
 int sv_loop_start(struct sv_loop *l, const char *sock, struct vd_engine *e);
+/* The same with the loop's client-timeout (ms; 0 = the table's default). */
+int sv_loop_start_timeout(struct sv_loop *l, const char *sock, struct vd_engine *e,
+			  uint32_t client_timeout_ms);
 void sv_loop_stop(struct sv_loop *l);
 
 /* One embedding tensor of a request. */
