@@ -26,6 +26,8 @@ size_t vk_dtype_size(enum vk_dtype dtype)
 	case VK_DTYPE_F32: return 4;
 	case VK_DTYPE_F16: return 2;
 	case VK_DTYPE_BF16: return 2;
+	case VK_DTYPE_Q8:
+	case VK_DTYPE_Q4: return 0;   /* no per-element size: see struct vk_quant_src */
 	}
 	return 0;
 }
@@ -36,6 +38,8 @@ const char *vk_dtype_name(enum vk_dtype dtype)
 	case VK_DTYPE_F32: return "f32";
 	case VK_DTYPE_F16: return "f16";
 	case VK_DTYPE_BF16: return "bf16";
+	case VK_DTYPE_Q8: return "q8";
+	case VK_DTYPE_Q4: return "q4";
 	}
 	return "?";
 }

@@ -39,8 +39,9 @@ extern "C" {
 
 /* Version of struct vk_backend_ops: vk_backend_open refuses a backend whose table says another
  * (a backend built against an older header would be read past its end). 2: import_tensor,
- * release_tensor, import_count. */
-#define VK_BACKEND_ABI 2
+ * release_tensor, import_count. 3: quantized weights (VK_DTYPE_Q8 / Q4, weight_load_quant),
+ * per-instruction peaks in struct vk_probe. */
+#define VK_BACKEND_ABI 3
 
 /* Returned by any op of a backend whose device is gone (see the conventions above). */
 #define VK_EDEVICE_LOST (-ENOTRECOVERABLE)
@@ -49,6 +50,33 @@ enum vk_dtype {
 	VK_DTYPE_F32 = 0,
 	VK_DTYPE_F16 = 1,
 	VK_DTYPE_BF16 = 2,
+	/* Quantized weights (struct vk_weight only, never activations, KV or row sources; made by
+	 * ops->weight_load_quant from a struct vk_quant_src; vk_dtype_size() is 0 for them). */
+	VK_DTYPE_Q8 = 3,        /* 8-bit values, group-wise scale and zero point */
+	VK_DTYPE_Q4 = 4,        /* 4-bit values, group-wise scale and zero point */
+};
+
+/* A quantized matrix as the model loader hands it to ops->weight_load_quant: the logical weight
+ * is [rows, cols] (HF Linear: [out_features, in_features]) with
+ *     W[r][perm ? perm[c] : c] = (q[r * cols + c] - zero[r][g]) * scale[r][g],  g = c / group_size
+ * i.e. values are unpacked, one per byte, in the range [0, 2^bits); groups run along cols (the
+ * input dimension) in storage order; perm (NULL: identity) is the input-column order of storage
+ * (GPTQ act-order: storage column c holds input column perm[c]; the backend permutes x, or its
+ * own repacked weight, accordingly). Formats map onto it as follows (the loader does the
+ * unpacking, the backend repacks to whatever its kernels want and may drop the source):
+ *   --quantize int8  bits 8, group_size = cols, zero 128 (symmetric per output channel)
+ *   GPTQ Int4/Int8   bits 4/8, group_size from quantization_config (-1: cols), zeros from qzeros
+ *                    (+1 for checkpoints in the GPTQ v1 zero format), perm from g_idx when desc_act
+ *   AWQ (GEMM)       bits 4, group_size from quantization_config, zeros from qzeros */
+struct vk_quant_src {
+	enum vk_dtype dtype;    /* VK_DTYPE_Q8 (bits 8) or VK_DTYPE_Q4 (bits 4) */
+	int64_t rows;
+	int64_t cols;
+	int32_t group_size;     /* columns per group; cols % group_size == 0 */
+	const uint8_t *q;       /* host [rows, cols] unsigned values < 2^bits, one per byte */
+	const float *scale;     /* host [rows, cols / group_size] */
+	const float *zero;      /* host [rows, cols / group_size], in units of q (may be fractional) */
+	const int32_t *perm;    /* host [cols], a permutation of [0, cols), or NULL */
 };
 
 /* A weight: a matrix [rows, cols] (a vector is rows = 1) in the backend's preferred layout.
@@ -112,6 +140,13 @@ struct vk_probe {
 	double read_bandwidth_gbps;   /* streaming read of a buffer much larger than the caches */
 	double copy_bandwidth_gbps;   /* device-to-device (or memory-to-memory) copy, bytes read+written */
 	double peak_gflops;           /* multiply-add rate of the matmul path at its best, GFLOP/s */
+	/* Peaks per instruction family, 2 ops per multiply-add, 0 where the machine (or the probe)
+	 * has none: fp32 FMA; bf16 dot product (vdpbf16ps; tensor cores on a GPU); int8 dot product
+	 * (VNNI vpdpbusd; int8 tensor cores), in GOP/s. Benchmarks report each kernel against the
+	 * peak of the instructions it can use. */
+	double peak_f32_gflops;
+	double peak_bf16_gflops;
+	double peak_int8_gops;
 	int32_t threads;              /* CPU worker threads (0 for a device backend) */
 };
 
@@ -316,6 +351,15 @@ struct vk_backend_ops {
 	                     const void **ret_ptr, char *err, size_t err_len);
 	void (*release_tensor)(struct vk_backend *be, void *ref);
 	int (*import_count)(struct vk_backend *be);
+
+	/* ---- ABI 3 ---- */
+
+	/* Quantized weight from src (see struct vk_quant_src; host memory, only read during the
+	 * call). ret->dtype = src->dtype, ret->rows / cols the logical shape. -EINVAL for a
+	 * malformed src (value out of range, group_size not dividing cols, perm not a permutation),
+	 * -ENOTSUP for a format this backend does not run. NULL: no quantized weights here. */
+	int (*weight_load_quant)(struct vk_backend *be, const struct vk_quant_src *src,
+	                         struct vk_weight *ret);
 };
 
 /* A backend instance. The table plus the backend's private context. */

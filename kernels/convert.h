@@ -97,6 +97,8 @@ static inline float vk_load_elem(const void *row, enum vk_dtype dtype, int64_t i
 	case VK_DTYPE_F32: return ((const float *)row)[i];
 	case VK_DTYPE_F16: return vk_f16_to_f32(((const uint16_t *)row)[i]);
 	case VK_DTYPE_BF16: return vk_bf16_to_f32(((const uint16_t *)row)[i]);
+	case VK_DTYPE_Q8:
+	case VK_DTYPE_Q4: break;   /* not element-addressable (struct vk_quant_src) */
 	}
 	return 0.0f;
 }
@@ -107,6 +109,8 @@ static inline void vk_store_elem(void *row, enum vk_dtype dtype, int64_t i, floa
 	case VK_DTYPE_F32: ((float *)row)[i] = v; break;
 	case VK_DTYPE_F16: ((uint16_t *)row)[i] = vk_f32_to_f16(v); break;
 	case VK_DTYPE_BF16: ((uint16_t *)row)[i] = vk_f32_to_bf16(v); break;
+	case VK_DTYPE_Q8:
+	case VK_DTYPE_Q4: break;   /* not element-addressable */
 	}
 }
 

@@ -130,6 +130,8 @@ static void matvec(const float *x, int64_t ldx, int n, const void *w, enum vk_dt
 	case VK_DTYPE_F32: mv_f32(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
 	case VK_DTYPE_F16: mv_f16(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
 	case VK_DTYPE_BF16: mv_bf16(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
+	case VK_DTYPE_Q8:
+	case VK_DTYPE_Q4: break;   /* quantized weights have their own kernels */
 	}
 }
 

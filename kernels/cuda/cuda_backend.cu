@@ -1461,6 +1461,7 @@ const struct vk_backend_ops cuda_ops = {
 	be_import_tensor,
 	be_release_tensor,
 	be_import_count,
+	NULL,   /* weight_load_quant: not yet on CUDA */
 };
 
 /* ---- clients' tensors: kernels/cuda/ipc.h's cache behind the table ---- */
