@@ -1,0 +1,135 @@
+/*
+ * kernels/cpu/kern_q_avx512.c — the AVX-512 kernel of quantized matmuls (contract and layout in
+ * cpu_quant.h).
+ *
+ * Why so: decode is memory-bound, so a weight row is read once per pass of up to 8 activation
+ * rows and dequantized in registers: Q8 is vpmovzxbd + vcvtdq2ps + one FMA (q * scale +
+ * (-scale * zero)) per 16 values; Q4 reads 16 bytes per 32 values and splits the nibbles with an
+ * and and a shift. The dequantized fp32 weight is then used by the 1-8 activation rows' FMAs
+ * (fp32 activations, fp32 accumulation: no rounding of activations). R weight rows per tile come
+ * from R separate stretches of the chunk (several DRAM streams in flight). The per-output
+ * summation order depends on nothing but K and the group size: batch-invariant results.
+ */
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+#include <immintrin.h>
+
+#include "kernels/cpu/cpu_quant.h"
+
+#define AI static inline __attribute__((always_inline))
+
+AI __m512 deq16(__m128i b, __m512 s, __m512 z)
+{
+	return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)), s, z);
+}
+
+/* R weight rows rr[] x M activation rows, all of K. */
+AI void tile(const float *x, int64_t ldx, const struct vk_cpu_qw *w, const int64_t *rr,
+             const int R, const int M, const float *bias, float *out, int64_t ldo)
+{
+	const uint8_t *q[4];
+	const float *sc[4], *nz[4];
+	__m512 acc[4][8];
+	const int64_t gs = w->group_size, ng = w->n_groups;
+	const int q4 = w->bits == 4;
+
+	for (int r = 0; r < R; r++) {
+		q[r] = w->q + (size_t)rr[r] * w->row_bytes;
+		sc[r] = w->scale + (size_t)rr[r] * (size_t)ng;
+		nz[r] = w->nsz + (size_t)rr[r] * (size_t)ng;
+		for (int i = 0; i < M; i++)
+			acc[r][i] = _mm512_setzero_ps();
+	}
+	for (int64_t g = 0; g < ng; g++) {
+		__m512 s[4], z[4];
+		for (int r = 0; r < R; r++) {
+			s[r] = _mm512_set1_ps(sc[r][g]);
+			z[r] = _mm512_set1_ps(nz[r][g]);
+		}
+		const int64_t k1 = (g + 1) * gs;
+		if (!q4) {
+			for (int64_t k = g * gs; k < k1; k += 16) {
+				__m512 wv[4];
+				for (int r = 0; r < R; r++) {
+					_mm_prefetch((const char *)(q[r] + k) + 512, _MM_HINT_T0);
+					wv[r] = deq16(_mm_loadu_si128((const __m128i *)(q[r] + k)), s[r], z[r]);
+				}
+				for (int i = 0; i < M; i++) {
+					__m512 xv = _mm512_loadu_ps(x + (size_t)i * (size_t)ldx + (size_t)k);
+					for (int r = 0; r < R; r++)
+						acc[r][i] = _mm512_fmadd_ps(wv[r], xv, acc[r][i]);
+				}
+			}
+		} else {
+			const __m512i m15 = _mm512_set1_epi32(15);
+			for (int64_t k = g * gs; k < k1; k += 32) {
+				__m512 wl[4], wh[4];
+				for (int r = 0; r < R; r++) {
+					_mm_prefetch((const char *)(q[r] + k / 2) + 512, _MM_HINT_T0);
+					__m512i v = _mm512_cvtepu8_epi32(
+						_mm_loadu_si128((const __m128i *)(q[r] + k / 2)));
+					wl[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, m15)), s[r],
+					                        z[r]);
+					wh[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), s[r],
+					                        z[r]);
+				}
+				for (int i = 0; i < M; i++) {
+					const float *xi = x + (size_t)i * (size_t)ldx + (size_t)k;
+					__m512 xl = _mm512_loadu_ps(xi), xh = _mm512_loadu_ps(xi + 16);
+					for (int r = 0; r < R; r++) {
+						acc[r][i] = _mm512_fmadd_ps(wl[r], xl, acc[r][i]);
+						acc[r][i] = _mm512_fmadd_ps(wh[r], xh, acc[r][i]);
+					}
+				}
+			}
+		}
+	}
+	for (int r = 0; r < R; r++)
+		for (int i = 0; i < M; i++)
+			out[(size_t)i * (size_t)ldo + (size_t)rr[r]] =
+				_mm512_reduce_add_ps(acc[r][i]) + (bias ? bias[rr[r]] : 0.0f);
+}
+
+/* Rows [r0, r1) with R rows per tile taken from R equal stretches, the rest one at a time. */
+AI void rows(const float *x, int64_t ldx, const struct vk_cpu_qw *w, int64_t r0, int64_t r1,
+             const int R, const int M, const float *bias, float *out, int64_t ldo)
+{
+	const int64_t q = (r1 - r0) / R;
+	int64_t rr[4];
+	for (int64_t j = 0; j < q; j++) {
+		for (int r = 0; r < R; r++)
+			rr[r] = r0 + j + r * q;
+		tile(x, ldx, w, rr, R, M, bias, out, ldo);
+	}
+	for (int64_t r = r0 + R * q; r < r1; r++) {
+		rr[0] = r;
+		tile(x, ldx, w, rr, 1, M, bias, out, ldo);
+	}
+}
+
+/* Register budget (32 zmm): R * M accumulators + R (Q4: 2R) weights + 2R scale/zero. */
+#define CASE_M(M)                                                                       \
+	case M:                                                                             \
+		if (w->bits == 8 && M <= 4)                                                     \
+			rows(x, ldx, w, r0, r1, 4, M, bias, out, ldo);                              \
+		else if (w->bits == 4 && M <= 2)                                                \
+			rows(x, ldx, w, r0, r1, 4, M, bias, out, ldo);                              \
+		else                                                                            \
+			rows(x, ldx, w, r0, r1, 2, M, bias, out, ldo);                              \
+		break;
+
+void vk_cpu_qmv_avx512(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
+                       int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo)
+{
+	switch (n) {
+	CASE_M(1)
+	CASE_M(2)
+	CASE_M(3)
+	CASE_M(4)
+	CASE_M(5)
+	CASE_M(6)
+	CASE_M(7)
+	CASE_M(8)
+	default:
+		break;
+	}
+}
