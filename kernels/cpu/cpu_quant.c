@@ -21,6 +21,7 @@
 
 #define QMV_MAXN 8                /* activation rows per kernel pass */
 #define QMV_L2_BYTES (1 << 20)    /* weight chunk kept in L2 when several passes read it */
+#define QMM_F32_MAXN 6            /* prefill path: activation rows per fp32 tile pass */
 
 /* ---------------------------------------------------------------- load, free */
 
@@ -174,6 +175,7 @@ struct qmm_job {
 	float *out;              /* [n, rows] */
 	int64_t nc;              /* weight rows per work item */
 	long n_blocks;
+	float *wbuf;             /* prefill path: per slot [nc][cols] dequantized rows, or NULL */
 	atomic_long next;
 };
 
@@ -190,15 +192,38 @@ static void qmm_rows(struct qmm_job *j, int64_t lo, int64_t hi)
 	}
 }
 
+#ifdef VK_CPU_X86
+/* Many rows: the chunk dequantized once into buf, then passes of up to 6 activation rows over
+ * it (the fp32 tiles reuse each loaded weight vector 6 times and do no dequantizing). */
+static void qmm_rows_f32(struct qmm_job *j, float *buf, int64_t lo, int64_t hi)
+{
+	const int64_t K = j->w->cols, N = j->w->rows;
+	const int passes = (j->n + QMM_F32_MAXN - 1) / QMM_F32_MAXN;
+	vk_cpu_qdeq_avx512(j->w, lo, hi, buf);
+	for (int p = 0, i = 0; p < passes; p++) {
+		int m = (j->n - i) / (passes - p);
+		vk_cpu_qmm_f32_avx512(j->x + (size_t)i * (size_t)K, K, m, buf, hi - lo, K,
+		                      j->bias ? j->bias + lo : NULL,
+		                      j->out + (size_t)i * (size_t)N + (size_t)lo, N);
+		i += m;
+	}
+}
+#endif
+
 static void qmm_fn(void *arg, int tid, int nt)
 {
 	struct qmm_job *j = arg;
 	long b;
-	(void)tid;
 	(void)nt;
 	while ((b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_blocks) {
 		int64_t lo = b * j->nc;
 		int64_t hi = lo + j->nc < j->w->rows ? lo + j->nc : j->w->rows;
+#ifdef VK_CPU_X86
+		if (j->wbuf) {
+			qmm_rows_f32(j, j->wbuf + (size_t)tid * (size_t)j->nc * (size_t)j->w->cols, lo, hi);
+			continue;
+		}
+#endif
 		qmm_rows(j, lo, hi);
 	}
 }
@@ -238,12 +263,27 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 		if (nc > fit)
 			nc = fit;
 	}
+#ifdef VK_CPU_X86
+	if (n > QMV_MAXN && j.fn == vk_cpu_qmv_avx512) {
+		/* prefill: dequantized chunks of at most QMV_L2_BYTES, a multiple of 4 rows */
+		int64_t fit = (int64_t)(QMV_L2_BYTES / ((size_t)K * sizeof(float))) & ~(int64_t)3;
+		fit = fit < 4 ? 4 : fit;
+		nc = nc < fit ? nc : fit;
+		j.wbuf = aligned_alloc(64, ((size_t)c->n_threads * (size_t)nc * (size_t)K *
+		                            sizeof(float) + 63) & ~(size_t)63);
+		if (!j.wbuf) {
+			free(xp);
+			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
+		}
+	}
+#endif
 	j.nc = nc;
 	j.n_blocks = (long)((qw->rows + nc - 1) / nc);
-	if ((int64_t)n * qw->rows * K < 65536 || j.n_blocks == 1)
+	if (!j.wbuf && ((int64_t)n * qw->rows * K < 65536 || j.n_blocks == 1))
 		qmm_rows(&j, 0, qw->rows);
 	else
 		vk_pool_run(c->pool, qmm_fn, &j);
+	free(j.wbuf);
 	free(xp);
 	return 0;
 }

@@ -44,6 +44,12 @@ void vk_cpu_qmv_generic(const float *x, int64_t ldx, int n, const struct vk_cpu_
 #ifdef VK_CPU_X86
 void vk_cpu_qmv_avx512(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
                        int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
+/* Many rows (prefill): rows [r0, r1) of w dequantized to fp32 into dst [r1 - r0][cols] (the
+ * exact weights tile() uses), then out[i * ldo + r] = dot(x row i, dst row r) (+ bias[r]) for
+ * i < n (1 <= n <= 6), r < nr, summed in the same order as vk_cpu_qmv_avx512 (same bits). */
+void vk_cpu_qdeq_avx512(const struct vk_cpu_qw *w, int64_t r0, int64_t r1, float *dst);
+void vk_cpu_qmm_f32_avx512(const float *x, int64_t ldx, int n, const float *wf, int64_t nr,
+                           int64_t K, const float *bias, float *out, int64_t ldo);
 #endif
 
 /* ops entry points (semantics in kernels/backend.h) */

@@ -60,17 +60,21 @@ AI void tile(const float *x, int64_t ldx, const struct vk_cpu_qw *w, const int64
 				}
 			}
 		} else {
-			const __m512i m15 = _mm512_set1_epi32(15);
+			/* the group's 16 possible weights of each row, fma(j, scale, nsz) for j < 16:
+			 * vpermps picks them by the low 4 bits of each dword (the same bits as the
+			 * fma of the Q8 path, for one table fma per row and group) */
+			__m512 lut[4];
+			const __m512 iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+			for (int r = 0; r < R; r++)
+				lut[r] = _mm512_fmadd_ps(iota, s[r], z[r]);
 			for (int64_t k = g * gs; k < k1; k += 32) {
 				__m512 wl[4], wh[4];
 				for (int r = 0; r < R; r++) {
 					_mm_prefetch((const char *)(q[r] + k / 2) + 512, _MM_HINT_T0);
 					__m512i v = _mm512_cvtepu8_epi32(
 						_mm_loadu_si128((const __m128i *)(q[r] + k / 2)));
-					wl[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, m15)), s[r],
-					                        z[r]);
-					wh[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)), s[r],
-					                        z[r]);
+					wl[r] = _mm512_permutexvar_ps(v, lut[r]);
+					wh[r] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut[r]);
 				}
 				for (int i = 0; i < M; i++) {
 					const float *xi = x + (size_t)i * (size_t)ldx + (size_t)k;
@@ -131,5 +135,81 @@ void vk_cpu_qmv_avx512(const float *x, int64_t ldx, int n, const struct vk_cpu_q
 	CASE_M(8)
 	default:
 		break;
+	}
+}
+
+/* ---------------------------------------------------------------- many rows (prefill) */
+
+void vk_cpu_qdeq_avx512(const struct vk_cpu_qw *w, int64_t r0, int64_t r1, float *dst)
+{
+	const int64_t K = w->cols, gs = w->group_size, ng = w->n_groups;
+	const __m512 iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+	for (int64_t r = r0; r < r1; r++) {
+		const uint8_t *q = w->q + (size_t)r * w->row_bytes;
+		const float *sc = w->scale + (size_t)r * (size_t)ng, *nz = w->nsz + (size_t)r * (size_t)ng;
+		float *d = dst + (size_t)(r - r0) * (size_t)K;
+		for (int64_t g = 0; g < ng; g++) {
+			const __m512 s = _mm512_set1_ps(sc[g]), z = _mm512_set1_ps(nz[g]);
+			if (w->bits == 8) {
+				for (int64_t k = g * gs; k < (g + 1) * gs; k += 16)
+					_mm512_storeu_ps(d + k, deq16(_mm_loadu_si128((const __m128i *)(q + k)), s, z));
+				continue;
+			}
+			const __m512 lut = _mm512_fmadd_ps(iota, s, z);
+			for (int64_t k = g * gs; k < (g + 1) * gs; k += 32) {
+				__m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + k / 2)));
+				_mm512_storeu_ps(d + k, _mm512_permutexvar_ps(v, lut));
+				_mm512_storeu_ps(d + k + 16, _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut));
+			}
+		}
+	}
+}
+
+/* R dequantized rows (ldw apart) x M activation rows over all of K: the same per-lane FMA
+ * chains (k = lane mod 16, increasing k), reduction and bias as tile() above. */
+AI void ftile(const float *x, int64_t ldx, const float *wf, int64_t ldw, int64_t K, const int R,
+              const int M, const float *bias, float *out, int64_t ldo)
+{
+	__m512 acc[4][6];
+	for (int r = 0; r < R; r++)
+		for (int i = 0; i < M; i++)
+			acc[r][i] = _mm512_setzero_ps();
+	for (int64_t k = 0; k < K; k += 16) {
+		__m512 wv[4];
+		for (int r = 0; r < R; r++)
+			wv[r] = _mm512_loadu_ps(wf + (size_t)r * (size_t)ldw + (size_t)k);
+		for (int i = 0; i < M; i++) {
+			__m512 xv = _mm512_loadu_ps(x + (size_t)i * (size_t)ldx + (size_t)k);
+			for (int r = 0; r < R; r++)
+				acc[r][i] = _mm512_fmadd_ps(wv[r], xv, acc[r][i]);
+		}
+	}
+	for (int r = 0; r < R; r++)
+		for (int i = 0; i < M; i++)
+			out[(size_t)i * (size_t)ldo + (size_t)r] =
+				_mm512_reduce_add_ps(acc[r][i]) + (bias ? bias[r] : 0.0f);
+}
+
+AI void frows(const float *x, int64_t ldx, const float *wf, int64_t nr, int64_t K, const int M,
+              const float *bias, float *out, int64_t ldo)
+{
+	int64_t r = 0;
+	for (; r + 4 <= nr; r += 4)
+		ftile(x, ldx, wf + (size_t)r * (size_t)K, K, K, 4, M, bias ? bias + r : NULL, out + r, ldo);
+	for (; r < nr; r++)
+		ftile(x, ldx, wf + (size_t)r * (size_t)K, K, K, 1, M, bias ? bias + r : NULL, out + r, ldo);
+}
+
+void vk_cpu_qmm_f32_avx512(const float *x, int64_t ldx, int n, const float *wf, int64_t nr,
+                           int64_t K, const float *bias, float *out, int64_t ldo)
+{
+	switch (n) {
+	case 1: frows(x, ldx, wf, nr, K, 1, bias, out, ldo); break;
+	case 2: frows(x, ldx, wf, nr, K, 2, bias, out, ldo); break;
+	case 3: frows(x, ldx, wf, nr, K, 3, bias, out, ldo); break;
+	case 4: frows(x, ldx, wf, nr, K, 4, bias, out, ldo); break;
+	case 5: frows(x, ldx, wf, nr, K, 5, bias, out, ldo); break;
+	case 6: frows(x, ldx, wf, nr, K, 6, bias, out, ldo); break;
+	default: break;
 	}
 }
