@@ -53,9 +53,11 @@ struct vd_engine_opts {
 	uint32_t vision_batch_patches;/* pixel rows per tower forward (a larger item runs alone) */
 	uint32_t vision_max_item_patches; /* largest pixel item accepted; 0 = 262144 */
 	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
-	/* Called from vd_engine_new while it loads (any number of times): done / total bytes of
-	 * weights, for systemd EXTEND_TIMEOUT_USEC and STATUS=. May be NULL. */
-	void (*progress)(void *ctx, uint64_t done, uint64_t total);
+	/* Called from vd_engine_new while it loads (any number of times): done / total bytes and
+	 * tensors of the weights, for the load_progress log and systemd EXTEND_TIMEOUT_USEC and
+	 * STATUS=. May be NULL. */
+	void (*progress)(void *ctx, uint64_t done_bytes, uint64_t total_bytes, uint64_t done_tensors,
+	                 uint64_t total_tensors);
 	void *progress_ctx;
 	/* Called once, from the engine thread, when the backend reports VK_EDEVICE_LOST: every
 	 * request has been failed (ERROR -ENOTRECOVERABLE) and later submissions are refused with
