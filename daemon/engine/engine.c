@@ -1128,7 +1128,7 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	                               .vision = e->vis ? &e->vcfg : NULL,
 	                               .max_item_patches = o->vision_max_item_patches ?
 	                                                   (int64_t)o->vision_max_item_patches :
-	                                                   (int64_t)1 << 18 };
+	                                                   (int64_t)VD_VISION_MAX_ITEM_PATCHES };
 	e->dev_sample = e->be->ops->sample != NULL;
 	if (e->env.device_tensors) {
 		/* GPU clients' tensors are mapped by the backend, never copied; without a usable
