@@ -163,16 +163,20 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) qgemv_kernel(const float *x,
 #pragma unroll
 	for (int r = 0; r < NR; r++)
 		acc[r] = 0.0f;
+	/* a word's values share one group when the group size is a multiple of per */
+	const bool word_group = w.group_size % per == 0;
 #pragma unroll 2
 	for (int32_t wd = lane; wd < words; wd += 32) {
 		const uint32_t u = row[wd];
+		const int32_t gw = wd * per / w.group_size;
+		const float sw = sc[gw], zw = nz[gw];
 		for (int e = 0; e < per; e++) {
 			const int32_t c = wd * per + e;
 			if (c >= k)
 				break;
 			const unsigned v = per == 4 ? (u >> (8 * e)) & 255u : (u >> (4 * e)) & 15u;
-			const int32_t g = c / w.group_size;
-			const float wf = fmaf((float)v, sc[g], nz[g]);
+			const int32_t g = word_group ? gw : c / w.group_size;
+			const float wf = word_group ? fmaf((float)v, sw, zw) : fmaf((float)v, sc[g], nz[g]);
 			const int32_t xc = w.perm ? w.perm[c] : c;
 #pragma unroll
 			for (int r = 0; r < NR; r++)
