@@ -37,6 +37,28 @@ typedef void (*vd_model_progress_fn)(void *ctx, uint64_t loaded_bytes);
 int vd_model_new_progress(struct vk_backend *be, const struct vd_model_config *cfg,
                           const struct vd_weights *w, vd_model_progress_fn progress,
                           void *progress_ctx, struct vd_model **ret, char *err, size_t err_len);
+/* Load options. quantize VD_QUANTIZE_INT8 (`--quantize int8`): every float Linear weight of the
+ * language model, the output head included (the tied embedding's head copy too; the embedding
+ * lookup table stays as stored), is quantized at load to int8 per output channel (symmetric,
+ * docs/QUANTIZATION.md). GPTQ / AWQ checkpoints load their quantized layers as published either
+ * way; int8 then applies to the layers they left in float (e.g. lm_head). Both need a backend
+ * with ops->weight_load_quant (-ENOTSUP otherwise). */
+enum vd_quantize {
+	VD_QUANTIZE_NONE = 0,
+	VD_QUANTIZE_INT8 = 1,
+};
+struct vd_model_opts {
+	int32_t quantize;                 /* enum vd_quantize */
+	vd_model_progress_fn progress;    /* or NULL */
+	void *progress_ctx;
+};
+int vd_model_new_opts(struct vk_backend *be, const struct vd_model_config *cfg,
+                      const struct vd_weights *w, const struct vd_model_opts *opts,
+                      struct vd_model **ret, char *err, size_t err_len);
+
+/* Weights loaded quantized (GPTQ / AWQ layers and --quantize int8 ones). */
+int32_t vd_model_quantized_weights(const struct vd_model *m);
+
 /* Releases the model's weights and work buffers. NULL is a no-op. */
 void vd_model_free(struct vd_model *m);
 
