@@ -98,7 +98,9 @@ int vd_model_sample(struct vd_model *m, const struct vk_sample_params *params,
 const char *vd_model_error(const struct vd_model *m);
 
 /* Bytes of weights one decode step reads (every matrix, norm and bias plus the output head; the
- * embedding table is counted only if it is the output head), for bandwidth floors. */
+ * embedding table is counted only if it is the output head), for bandwidth floors. A quantized
+ * matrix counts bits / 8 bytes per value plus an fp32 scale and zero per (row, group), what the
+ * CPU backend's repacked layout streams (vd_quant_step_bytes). */
 uint64_t vd_model_step_weight_bytes(const struct vd_model *m);
 
 /* Parameters that take part in a token's matmuls (2 x this = FLOPs per token, without attention). */

@@ -59,6 +59,11 @@ CHECKPOINTS = [
     ("int8-qwen2", ["--preset", "tiny-qwen2", "--dtype", "f32", "--seed", "25"], None, 1e-4),
 ]
 VL_PROMPTS = ("text", "img_middle")
+# The int8 drift bound the test asserts, and why (docs/QUANTIZATION.md).
+INT8_DRIFT_BOUND = 0.05
+INT8_DRIFT_REASON = ("per-channel int8 moves a weight by <= max|w|/254; on these models that "
+                     "moves a top-1 logprob by <= 0.034 nats in transformers itself; vlmd must "
+                     "match that reference within its 1e-4 logits tolerance")
 
 
 # ---- dequantization from the format definitions ----
@@ -297,6 +302,9 @@ def main():
                     entry["awq_crosschecked_layers"] = checked
             else:
                 entry["quantize"] = "int8"
+                entry["drift_bound"] = INT8_DRIFT_BOUND
+                entry["drift_bound_reason"] = INT8_DRIFT_REASON
+                assert alld.max() < INT8_DRIFT_BOUND, alld.max()
             manifest["checkpoints"].append(entry)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
