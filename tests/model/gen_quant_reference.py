@@ -15,7 +15,8 @@ and convert_gptq_v1_to_v2_format_module (v1 stores zero - 1): docs/QUANTIZATION.
 For every prompt the fixture holds the reference logits at every prompt position (P.logits, the
 dequantized model), the same for the unquantized fp32 model (P.logits_fp32: the quantization
 drift), and 32 greedy tokens of the dequantized model (P.greedy). The manifest records the drift
-(|logprob of the fp32 model's top-1 token| differences) per checkpoint.
+(|logprob of the fp32 model's top-1 token| differences) per checkpoint, and for scale the drift of
+the same checkpoint with every weight rounded to bf16.
 
 usage: gen_quant_reference.py --mkmodel BUILD/tools/vlm-mkmodel [--python /usr/bin/python3]
 Needs: torch, transformers, numpy, safetensors (the reference venv). quantwrite.py runs under
@@ -252,19 +253,26 @@ def main():
                 checked = 0
                 model, vl = int8_model(src)
             fmodel, _ = load_model(src)
+            bmodel, _ = load_model(src)   # every weight rounded to bf16: the drift yardstick
+            with torch.no_grad():
+                for prm in bmodel.parameters():
+                    prm.copy_(prm.to(torch.bfloat16).float())
             files = {f: gr.fnv1a64(os.path.join(d, f)) for f in sorted(os.listdir(d))}
             hidden = model.get_input_embeddings().weight.shape[1]
             rng = np.random.default_rng(zlib.crc32(name.encode()))
             prompts = gr.vl_prompts(rng) if vl else gr.qwen2_prompts(rng)
             if vl:
                 prompts = [p for p in prompts if p[0] in VL_PROMPTS]
-            tensors, names, drifts = {}, [], []
+            tensors, names, drifts, bdrifts = {}, [], [], []
             greedy_same = 0
             for pname, tokens, items in prompts:
                 embs = [rng.standard_normal((gr.rows_of(it), hidden)).astype(np.float32)
                         for it in items]
                 pos, delta, logits, greedy, margin = gr.run_prompt(model, vl, tokens, items, embs)
                 _, _, flogits, fgreedy, _ = gr.run_prompt(fmodel, vl, tokens, items, embs)
+                with torch.no_grad():
+                    _, _, blogits, _, _ = gr.run_prompt(bmodel, vl, tokens, items, embs)
+                bdrifts.append(drift(blogits, flogits))
                 if margin < 1e-3:
                     print(f"warning: {name}/{pname}: greedy top-2 margin {margin:.2e}",
                           file=sys.stderr)
@@ -289,12 +297,16 @@ def main():
             save_file(tensors, os.path.join(args.out, fixture),
                       metadata={"prompts": ",".join(names), "checkpoint": name})
             alld = np.concatenate(drifts)
+            bd = np.concatenate(bdrifts)
             entry = {
                 "name": name, "mkmodel_args": mkargs, "files": files, "fixture": fixture,
                 "rel_tol": tol, "prompts": names,
                 "drift_vs_fp32": {"max_abs_logprob_top1": round(float(alld.max()), 5),
                                   "mean_abs_logprob_top1": round(float(alld.mean()), 5),
                                   "greedy_32_same_as_fp32": f"{greedy_same}/{len(names)}"},
+                # the same checkpoint with every weight rounded to bf16, for scale
+                "bf16_drift_vs_fp32": {"max_abs_logprob_top1": round(float(bd.max()), 5),
+                                       "mean_abs_logprob_top1": round(float(bd.mean()), 5)},
             }
             if qargs:
                 entry["quantwrite_args"] = qargs
