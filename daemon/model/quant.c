@@ -82,15 +82,15 @@ static int alloc_src(struct vd_qsrc *r, enum vk_dtype dt, int64_t rows, int64_t 
 int vd_quant_int8(const struct vd_tensor *t, int64_t rows, int64_t cols, struct vd_qsrc *ret,
                   char *err, size_t err_len)
 {
-	int rc = alloc_src(ret, VK_DTYPE_Q8, rows, cols, (int32_t)cols, err, err_len);
+	int rc;
 
-	if (rc < 0)
-		return rc;
-	if (t->dtype != VD_ST_F32 && t->dtype != VD_ST_F16 && t->dtype != VD_ST_BF16) {
-		vd_qsrc_free(ret);
+	memset(ret, 0, sizeof(*ret));
+	if (t->dtype != VD_ST_F32 && t->dtype != VD_ST_F16 && t->dtype != VD_ST_BF16)
 		return vd_fail(err, err_len, -ENOTSUP, "tensor '%s': cannot quantize dtype %d", t->name,
 		            (int)t->dtype);
-	}
+	if ((rc = alloc_src(ret, VK_DTYPE_Q8, rows, cols, (int32_t)cols, err, err_len)) < 0)
+		return rc;
+	/* q [rows, cols], scale / zero [rows] (one group per row) */
 	for (int64_t r = 0; r < rows; r++) {
 		size_t base = (size_t)r * (size_t)cols;
 		float amax = 0;
