@@ -161,9 +161,10 @@ struct vlm_image {
 	bool video;
 	enum vlm_dtype dtype;        /* F32 or BF16 */
 	size_t rows, cols;           /* [t*h*w, 3*tp*ps*ps] */
-	void *data;                  /* [rows][cols] in dtype; owned */
+	void *data;                  /* [rows][cols] in dtype; owned unless external */
 	size_t bytes;                /* of data */
 	bool mapped;                 /* data is an mmap (patches_alloc), else malloc */
+	bool external;               /* data is the caller's (struct vc_img_dst) */
 };
 
 static int check_cfg(const struct vlm_vision_config *cfg)
@@ -205,6 +206,7 @@ struct normlut {
 	uint16_t b[256][3];
 	float m[3], s[3];            /* m_c, s_c */
 	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
+	bool avx512;                 /* whole patches with patch_avx512 */
 };
 
 static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
@@ -219,13 +221,18 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 			l->b[u][c] = to_bf16(l->f[u][c]);
 		}
 	}
-	l->avx2 = false;
+	l->avx2 = l->avx512 = false;
 #ifdef __SSE2__
 	{
-		const char *cap = getenv("VLM_RESIZE_ISA"); /* sse2 / ssse3: no AVX2 here either */
+		/* VLM_RESIZE_ISA caps the kernels: sse2 / ssse3 (scalar here), avx2 (no AVX-512) */
+		const char *cap = getenv("VLM_RESIZE_ISA");
+		bool avx2_ok = !cap || !strcmp(cap, "avx2");
 
 		__builtin_cpu_init();
-		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && !cap;
+		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && avx2_ok;
+		l->avx512 = l->avx2 && !cap && cfg->temporal_patch_size <= 4 &&
+			    __builtin_cpu_supports("avx512f") &&
+			    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 	}
 #endif
 }
@@ -311,6 +318,75 @@ static void norm_run14_bf16_avx2(const uint8_t *s, uint16_t *d0, uint16_t *d1, u
 			_mm256_packus_epi32(bf16_lanes(lo), bf16_lanes(hi)), 0xd8));
 	}
 }
+
+/*
+ * One whole patch (14 x 14 pixels, 3 channels, every temporal slot) with AVX-512: slot[tt] is
+ * the patch's top-left pixel in temporal slot tt's block row (rows sstride bytes apart, 48
+ * readable bytes from each 14-pixel run), out its output row [c][tt][dy][dx] of floats (f32) or
+ * uint16 (bf16), tp <= 4. The same IEEE operations as the table. The row is assembled in a
+ * staging buffer in L1 (16-value stores whose 2 extra values land on the next run, written after
+ * it), a slot showing the same frame as the slot before it is a copy of that slot's block, and
+ * the row then goes out as whole-vector stores of exactly its size: nothing outside the row is
+ * written (the output may be the caller's exact-size buffer), and no store is a narrow or masked
+ * one (those are slow on some CPUs).
+ */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp,
+			 const struct normlut *l, void *out, bool bf16)
+{
+	float stage[4 * 3 * 196 + 16] __attribute__((aligned(64)));
+	uint16_t stage16[4 * 3 * 196 + 32] __attribute__((aligned(64)));
+	size_t n = (size_t)3 * tp * 196;
+
+	for (int c = 0; c < 3; c++) {
+		__m128i sh0 = _mm_loadu_si128((const __m128i *)norm_mask[c][0]);
+		__m128i sh1 = _mm_loadu_si128((const __m128i *)norm_mask[c][1]);
+		__m128i sh2 = _mm_loadu_si128((const __m128i *)norm_mask[c][2]);
+		__m512 mc = _mm512_set1_ps(l->m[c]), sc = _mm512_set1_ps(l->s[c]);
+
+		for (uint32_t tt = 0; tt < tp; tt++) {
+			size_t o = ((size_t)c * tp + tt) * 196;
+
+			if (tt && slot[tt] == slot[tt - 1]) {
+				if (bf16)
+					memcpy(stage16 + o, stage16 + o - 196, 196 * 2);
+				else
+					memcpy(stage + o, stage + o - 196, 196 * 4);
+				continue;
+			}
+			for (uint32_t dy = 0; dy < 14; dy++) {
+				const uint8_t *s = slot[tt] + dy * sstride;
+				__m128i x = _mm_or_si128(
+					_mm_or_si128(_mm_shuffle_epi8(_mm_loadu_si128(
+							     (const __m128i *)s), sh0),
+						     _mm_shuffle_epi8(_mm_loadu_si128(
+							     (const __m128i *)(s + 16)), sh1)),
+					_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(s + 32)),
+							 sh2));
+				__m512 f = _mm512_div_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(
+					_mm512_cvtepu8_epi32(x)), mc), sc);
+
+				if (!bf16) {
+					_mm512_storeu_ps(stage + o + dy * 14, f);
+				} else {
+					__m512i u = _mm512_castps_si512(f);
+					__m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16),
+								       _mm512_set1_epi32(1));
+
+					_mm256_storeu_si256((__m256i *)(stage16 + o + dy * 14),
+							    _mm512_cvtepi32_epi16(_mm512_srli_epi32(
+								    _mm512_add_epi32(u, _mm512_add_epi32(
+									    _mm512_set1_epi32(0x7fff),
+									    odd)), 16)));
+				}
+			}
+		}
+	}
+	if (bf16)
+		memcpy(out, stage16, n * 2);
+	else
+		memcpy(out, stage, n * 4);
+}
 #endif
 
 /*
@@ -335,6 +411,17 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 		uint32_t px = bw * m + iw;
 		float *of = img->dtype == VLM_DTYPE_F32 ? (float *)img->data + row * cols : NULL;
 		uint16_t *ob = of ? NULL : (uint16_t *)img->data + row * cols;
+
+#ifdef __SSE2__
+		if (lut->avx512) {
+			const uint8_t *ps0[4];
+
+			for (uint32_t tt = 0; tt < tp; tt++)
+				ps0[tt] = slot[tt] + ((size_t)ih * ps * w + (size_t)px * ps) * 3;
+			patch_avx512(ps0, (size_t)w * 3, tp, lut, of ? (void *)of : (void *)ob, !of);
+			continue;
+		}
+#endif
 
 		for (uint32_t tt = 0; tt < tp; tt++) {
 			size_t off = (size_t)tt * pp;
@@ -412,7 +499,8 @@ static void *patches_alloc(size_t bytes, bool *mapped)
 /* The shared core: nf RGB frames of one size -> *ret. */
 static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32_t sh,
 		       size_t stride, const struct vlm_vision_config *cfg,
-		       const struct vlm_image_opts *opts, bool video, struct vlm_image **ret)
+		       const struct vlm_image_opts *opts, bool video, const struct vc_img_dst *dst,
+		       struct vlm_image **ret)
 {
 	struct vlm_vision_config dcfg;
 	struct vlm_image_opts dopts = { 0 };
@@ -486,7 +574,15 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 			goto fail;
 	}
 	img->bytes = img->rows * img->cols * (opts->dtype == VLM_DTYPE_F32 ? 4 : 2);
-	img->data = patches_alloc(img->bytes + 64, &img->mapped); /* + slack for 16-float stores */
+	if (dst) {
+		/* the caller's memory, exactly img->bytes: every kernel stays inside its row */
+		e = dst->get(dst->ctx, img->bytes, &img->data);
+		if (e)
+			goto fail;
+		img->external = true;
+	} else {
+		img->data = patches_alloc(img->bytes + 64, &img->mapped); /* + slack, as ever */
+	}
 	if (!img->data) {
 		e = vc_err(-ENOMEM, "out of memory (%zu x %zu pixel patches)", img->rows, img->cols);
 		goto fail;
@@ -538,7 +634,7 @@ int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t height, size
 		*ret = NULL;
 	if (!rgb)
 		return vc_err(-EINVAL, "vlm_image_from_rgb: rgb is NULL");
-	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, ret);
+	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, NULL, ret);
 }
 
 int vlm_video_from_rgb(const uint8_t *const *frames, size_t n_frames, uint32_t width,
@@ -553,7 +649,8 @@ int vlm_video_from_rgb(const uint8_t *const *frames, size_t n_frames, uint32_t w
 	for (size_t i = 0; i < n_frames; i++)
 		if (!frames[i])
 			return vc_err(-EINVAL, "vlm_video_from_rgb: frame %zu is NULL", i);
-	return prep_frames(frames, n_frames, width, height, row_stride, cfg, opts, true, ret);
+	return prep_frames(frames, n_frames, width, height, row_stride, cfg, opts, true, NULL,
+			   ret);
 }
 
 static uint64_t source_limit(const struct vlm_image_opts *opts)
@@ -612,8 +709,9 @@ int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out
 	return e;
 }
 
-int vlm_image_load_memory(const void *data, size_t len, const struct vlm_vision_config *cfg,
-			  const struct vlm_image_opts *opts, struct vlm_image **ret)
+int vc_image_load_memory_to(const void *data, size_t len, const struct vlm_vision_config *cfg,
+			    const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
+			    struct vlm_image **ret)
 {
 	struct vc_rgb rgb;
 	int e;
@@ -629,13 +727,20 @@ int vlm_image_load_memory(const void *data, size_t len, const struct vlm_vision_
 	if (e)
 		return e;
 	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
-			opts, false, ret);
+			opts, false, dst, ret);
 	free(rgb.px);
 	return e;
 }
 
-int vlm_image_load_file(const char *path, const struct vlm_vision_config *cfg,
-			const struct vlm_image_opts *opts, struct vlm_image **ret)
+int vlm_image_load_memory(const void *data, size_t len, const struct vlm_vision_config *cfg,
+			  const struct vlm_image_opts *opts, struct vlm_image **ret)
+{
+	return vc_image_load_memory_to(data, len, cfg, opts, NULL, ret);
+}
+
+int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
+			  const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
+			  struct vlm_image **ret)
 {
 	struct vc_rgb rgb;
 	int e;
@@ -651,9 +756,15 @@ int vlm_image_load_file(const char *path, const struct vlm_vision_config *cfg,
 	if (e)
 		return e;
 	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
-			opts, false, ret);
+			opts, false, dst, ret);
 	free(rgb.px);
 	return e;
+}
+
+int vlm_image_load_file(const char *path, const struct vlm_vision_config *cfg,
+			const struct vlm_image_opts *opts, struct vlm_image **ret)
+{
+	return vc_image_load_file_to(path, cfg, opts, NULL, ret);
 }
 
 int vlm_video_load_files(const char *const *paths, size_t n_frames,
@@ -695,7 +806,7 @@ int vlm_video_load_files(const char *const *paths, size_t n_frames,
 		}
 	}
 	e = prep_frames((const uint8_t *const *)px, n_frames, fr[0].w, fr[0].h,
-			(size_t)fr[0].w * 3, cfg, opts, true, ret);
+			(size_t)fr[0].w * 3, cfg, opts, true, NULL, ret);
 out:
 	for (i = 0; fr && i < n; i++)
 		free(fr[i].px);
@@ -708,7 +819,9 @@ void vlm_image_free(struct vlm_image *img)
 {
 	if (!img)
 		return;
-	if (img->mapped)
+	if (img->external)
+		; /* the caller's memory (vc_img_dst) */
+	else if (img->mapped)
 		munmap(img->data, img->bytes + 64);
 	else
 		free(img->data);
