@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,10 @@ struct normlut {
 	float m[3], s[3];            /* m_c, s_c */
 	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
 	bool avx512;                 /* whole patches with patch_avx512 */
+	bool fma_div;                /* (u - m_c) / s_c == fma(fma(-y, s_c, u - m_c), r_c, y) with
+				      * y = (u - m_c) * r_c, r_c = 1 / s_c, for every u and c: checked
+				      * exhaustively, so patch_avx512 may skip the division */
+	float r[3];                  /* r_c */
 };
 
 static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
@@ -219,6 +224,18 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 		for (int u = 0; u < 256; u++) {
 			l->f[u][c] = ((float)u - mc) / sc;
 			l->b[u][c] = to_bf16(l->f[u][c]);
+		}
+	}
+	/* the reciprocal route (Markstein's correction step), checked on all 3 x 256 inputs */
+	l->fma_div = true;
+	for (int c = 0; c < 3; c++) {
+		l->r[c] = 1.0f / l->s[c];
+		for (int u = 0; u < 256; u++) {
+			float x = (float)u - l->m[c], y = x * l->r[c];
+			float q = fmaf(fmaf(-y, l->s[c], x), l->r[c], y);
+
+			if (memcmp(&q, &l->f[u][c], 4))
+				l->fma_div = false;
 		}
 	}
 	l->avx2 = l->avx512 = false;
@@ -320,40 +337,36 @@ static void norm_run14_bf16_avx2(const uint8_t *s, uint16_t *d0, uint16_t *d1, u
 }
 
 /*
- * One whole patch (14 x 14 pixels, 3 channels, every temporal slot) with AVX-512: slot[tt] is
- * the patch's top-left pixel in temporal slot tt's block row (rows sstride bytes apart, 48
- * readable bytes from each 14-pixel run), out its output row [c][tt][dy][dx] of floats (f32) or
- * uint16 (bf16), tp <= 4. The same IEEE operations as the table. The row is assembled in a
- * staging buffer in L1 (16-value stores whose 2 extra values land on the next run, written after
- * it), a slot showing the same frame as the slot before it is a copy of that slot's block, and
- * the row then goes out as whole-vector stores of exactly its size: nothing outside the row is
- * written (the output may be the caller's exact-size buffer), and no store is a narrow or masked
- * one (those are slow on some CPUs).
+ * One whole patch (14 x 14 pixels, 3 channels, every temporal slot) with AVX-512 into stage,
+ * its output row [c][tt][dy][dx] of floats (f32) or uint16 (bf16), tp <= 4: slot[tt] is the
+ * patch's top-left pixel in temporal slot tt's block row (rows sstride bytes apart, 48 readable
+ * bytes from each 14-pixel run). The same IEEE operations as the table. Runs are 16-value
+ * stores whose 2 extra values land on the next run, written after it (the last run of each
+ * block is a masked store), and a slot showing the same frame as the slot before it is stored
+ * from the same registers. The caller copies stage out one patch later (stage_out), when these
+ * overlapping stores have left the store buffer: reading them back at once stalls the load on
+ * store forwarding (measured: half of this function's time).
  */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2")))
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp,
-			 const struct normlut *l, void *out, bool bf16)
+			 const struct normlut *l, void *stage, bool bf16)
 {
-	float stage[4 * 3 * 196 + 16] __attribute__((aligned(64)));
-	uint16_t stage16[4 * 3 * 196 + 32] __attribute__((aligned(64)));
-	size_t n = (size_t)3 * tp * 196;
+	const __mmask16 m14 = 0x3fff;
 
 	for (int c = 0; c < 3; c++) {
 		__m128i sh0 = _mm_loadu_si128((const __m128i *)norm_mask[c][0]);
 		__m128i sh1 = _mm_loadu_si128((const __m128i *)norm_mask[c][1]);
 		__m128i sh2 = _mm_loadu_si128((const __m128i *)norm_mask[c][2]);
 		__m512 mc = _mm512_set1_ps(l->m[c]), sc = _mm512_set1_ps(l->s[c]);
+		__m512 rc = _mm512_set1_ps(l->r[c]);
 
 		for (uint32_t tt = 0; tt < tp; tt++) {
-			size_t o = ((size_t)c * tp + tt) * 196;
+			uint32_t n = 1;
 
-			if (tt && slot[tt] == slot[tt - 1]) {
-				if (bf16)
-					memcpy(stage16 + o, stage16 + o - 196, 196 * 2);
-				else
-					memcpy(stage + o, stage + o - 196, 196 * 4);
+			if (tt && slot[tt] == slot[tt - 1])
 				continue;
-			}
+			while (tt + n < tp && slot[tt + n] == slot[tt])
+				n++;
 			for (uint32_t dy = 0; dy < 14; dy++) {
 				const uint8_t *s = slot[tt] + dy * sstride;
 				__m128i x = _mm_or_si128(
@@ -363,29 +376,62 @@ static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp
 							     (const __m128i *)(s + 16)), sh1)),
 					_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(s + 32)),
 							 sh2));
-				__m512 f = _mm512_div_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(
-					_mm512_cvtepu8_epi32(x)), mc), sc);
+				__m512 v = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x)),
+							 mc), f;
+				__m256i h = _mm256_setzero_si256();
 
-				if (!bf16) {
-					_mm512_storeu_ps(stage + o + dy * 14, f);
+				if (l->fma_div) {
+					f = _mm512_mul_ps(v, rc);
+					f = _mm512_fmadd_ps(_mm512_fnmadd_ps(f, sc, v), rc, f);
 				} else {
+					f = _mm512_div_ps(v, sc);
+				}
+				if (bf16) {
 					__m512i u = _mm512_castps_si512(f);
 					__m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16),
 								       _mm512_set1_epi32(1));
 
-					_mm256_storeu_si256((__m256i *)(stage16 + o + dy * 14),
-							    _mm512_cvtepi32_epi16(_mm512_srli_epi32(
-								    _mm512_add_epi32(u, _mm512_add_epi32(
-									    _mm512_set1_epi32(0x7fff),
-									    odd)), 16)));
+					h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(
+						u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16));
+				}
+				for (uint32_t k = 0; k < n; k++) {
+					size_t o = ((size_t)c * tp + tt + k) * 196 + dy * 14;
+
+					if (!bf16 && dy < 13)
+						_mm512_storeu_ps((float *)stage + o, f);
+					else if (!bf16)
+						_mm512_mask_storeu_ps((float *)stage + o, m14, f);
+					else if (dy < 13)
+						_mm256_storeu_si256((__m256i *)((uint16_t *)stage + o), h);
+					else
+						_mm256_mask_storeu_epi16((uint16_t *)stage + o, m14, h);
 				}
 			}
 		}
 	}
-	if (bf16)
-		memcpy(out, stage16, n * 2);
-	else
-		memcpy(out, stage, n * 4);
+}
+
+/* A staged patch row of bytes out to its place: whole-vector stores of exactly its size, so
+ * nothing outside the row is written (the output may be the caller's exact-size buffer). They
+ * are non-temporal when aligned: the patches are written once and read by another process
+ * later, 22.5 MB for a 720p image, so the store bandwidth is the limit and skipping the reads
+ * for ownership helps (prep_frames fences once at the end). */
+__attribute__((target("avx2")))
+static void stage_out(void *out, const void *stage, size_t bytes)
+{
+	uint8_t *d = out;
+	const uint8_t *s = stage;
+
+	if ((uintptr_t)d % 32 == 0 && bytes % 32 == 0) {
+		for (size_t i = 0; i < bytes; i += 32)
+			_mm256_stream_si256((__m256i *)(d + i), _mm256_load_si256(
+				(const __m256i *)(s + i)));
+	} else if ((uintptr_t)d % 16 == 0 && bytes % 16 == 0) {
+		for (size_t i = 0; i < bytes; i += 16)
+			_mm_stream_si128((__m128i *)(d + i), _mm_load_si128((const __m128i *)(s + i)));
+	} else {
+		memcpy(out, stage, bytes);
+	}
 }
 #endif
 
@@ -404,6 +450,13 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 	uint32_t bh_n = img->grid[1] / m, bw_n = img->grid[2] / m;
 	size_t cols = img->cols, pp = (size_t)ps * ps, cstride = (size_t)tp * pp;
 	size_t row = ((size_t)t * bh_n + bh) * bw_n * m * m;
+#ifdef __SSE2__
+	/* patch_avx512's two staging rows: one being written, the other copied out */
+	float stage[2][4 * 3 * 196 + 16] __attribute__((aligned(64)));
+	void *pend = NULL;
+	int cur = 0;
+	size_t rbytes = cols * (img->dtype == VLM_DTYPE_F32 ? 4 : 2);
+#endif
 
 	for (uint32_t bw = 0; bw < bw_n; bw++)
 		for (uint32_t ih = 0; ih < m; ih++)
@@ -418,7 +471,11 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 
 			for (uint32_t tt = 0; tt < tp; tt++)
 				ps0[tt] = slot[tt] + ((size_t)ih * ps * w + (size_t)px * ps) * 3;
-			patch_avx512(ps0, (size_t)w * 3, tp, lut, of ? (void *)of : (void *)ob, !of);
+			patch_avx512(ps0, (size_t)w * 3, tp, lut, stage[cur], !of);
+			if (pend)
+				stage_out(pend, stage[cur ^ 1], rbytes);
+			pend = of ? (void *)of : (void *)ob;
+			cur ^= 1;
 			continue;
 		}
 #endif
@@ -476,6 +533,10 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 			}
 		}
 	}
+#ifdef __SSE2__
+	if (pend)
+		stage_out(pend, stage[cur ^ 1], rbytes);
+#endif
 }
 
 /* The patch buffer: large ones are mapped with transparent huge pages requested, which saves
@@ -608,6 +669,9 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 			}
 			patchify_block((const uint8_t *const *)slot, tw, t, bh, cfg, &lut, img);
 		}
+#ifdef __SSE2__
+	_mm_sfence(); /* stage_out's non-temporal stores are visible before the image is used */
+#endif
 	for (size_t i = 0; i < nf; i++)
 		vc_resizer_free(rs[i]);
 	free(rs);
