@@ -33,6 +33,16 @@
  *    ev_slab). Items of another dtype wait for the next batch.
  * A tower failure fails the batch's requests (ERROR with the tower's text); VK_EDEVICE_LOST is
  * handled like a failed LLM step.
+ *
+ * Turns (host backends): the tower's pool and the LLM's share the same cores, so a tower forward
+ * running beside decode steps slows every one of them (measured on 2 cores: ITL p99 17-25x the
+ * p50 without images). So on a CPU the two take turns: the tower calls ev_yield between ops
+ * (vd_vision_set_yield); an LLM forward starts only when no tower slice runs, and once a forward
+ * has ended the encoder may run one slice before the next forward starts. A slice lasts until
+ * the engine thread waits for the CPU and the slice has had its budget (the LLM forward's moving
+ * average time): a decode then waits at most about one forward's time plus one op, and the
+ * tower still gets about half the time while decodes run, all of it when none do. A device
+ * backend (own stream) keeps no turns.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -77,6 +87,8 @@ static void slab_release(void *ctx, void *owner)
 }
 
 static const size_t px_size[3] = { 4, 2, 2 };   /* enum vs_dtype */
+
+static void ev_yield(void *ctx);
 
 static uint64_t item_px_bytes(const struct vs_mm_item *it)
 {
@@ -160,6 +172,13 @@ int vd_ev_init(struct vd_engine *e, uint64_t cache_bytes, int64_t batch_patches,
 	pthread_cond_init(&e->v_cv, NULL);
 	pthread_cond_init(&e->v_done_cv, NULL);
 	e->v_cv_init = 1;
+	/* turns on host backends, where the tower's threads and the LLM's share the cores */
+	if (!strcmp(e->vbe->ops->name, "cpu") || !strcmp(e->vbe->ops->name, "ref")) {
+		pthread_mutex_init(&e->g_mu, NULL);
+		pthread_cond_init(&e->g_cv, NULL);
+		e->g_on = 1;
+		vd_vision_set_yield(e->vis, ev_yield, e);
+	}
 	return 0;
 }
 
@@ -179,6 +198,11 @@ void vd_ev_fini(struct vd_engine *e)
 		pthread_cond_destroy(&e->v_cv);
 		pthread_cond_destroy(&e->v_done_cv);
 		e->v_cv_init = 0;
+	}
+	if (e->g_on) {
+		pthread_mutex_destroy(&e->g_mu);
+		pthread_cond_destroy(&e->g_cv);
+		e->g_on = 0;
 	}
 }
 
@@ -243,6 +267,77 @@ static void fail_marked(struct vd_engine *e, const char *msg)
 		}
 		vd_engine_fail(e, q, q->vfail, msg);   /* dequeues q: i names the next one */
 	}
+}
+
+/* ---------------------------------------------------------------- turns */
+
+/* The tower's hook between two ops (encoder thread, mu not held). */
+static void ev_yield(void *ctx)
+{
+	struct vd_engine *e = ctx;
+	uint64_t now = vs_now_ns();
+
+	pthread_mutex_lock(&e->g_mu);
+	if (e->g_slice && (!e->g_eng_wait || (double)(now - e->g_slice_t0) < e->g_step_ns)) {
+		pthread_mutex_unlock(&e->g_mu);   /* the slice goes on */
+		return;
+	}
+	if (e->g_slice) {
+		e->g_slice = 0;
+		e->g_turn = 0;
+		pthread_cond_broadcast(&e->g_cv);
+	}
+	/* never beside a forward; after one, before the next (g_turn) */
+	e->g_enc_wait = 1;
+	while (e->g_step || (e->g_eng_wait && !e->g_turn))
+		pthread_cond_wait(&e->g_cv, &e->g_mu);
+	e->g_enc_wait = 0;
+	e->g_turn = 0;
+	e->g_slice = 1;
+	e->g_slice_t0 = vs_now_ns();
+	pthread_mutex_unlock(&e->g_mu);
+}
+
+/* The tower forward ended: its slice too. */
+static void ev_slice_end(struct vd_engine *e)
+{
+	if (!e->g_on)
+		return;
+	pthread_mutex_lock(&e->g_mu);
+	e->g_slice = 0;
+	pthread_cond_broadcast(&e->g_cv);
+	pthread_mutex_unlock(&e->g_mu);
+}
+
+void vd_ev_forward_begin(struct vd_engine *e)
+{
+	if (!e->g_on)
+		return;
+	pthread_mutex_lock(&e->g_mu);
+	e->g_eng_wait = 1;
+	/* a slice in progress ends at its next op boundary once it had its budget; an encoder
+	 * waiting for its turn after the last forward gets it first */
+	while (e->g_slice || (e->g_enc_wait && e->g_turn))
+		pthread_cond_wait(&e->g_cv, &e->g_mu);
+	e->g_eng_wait = 0;
+	e->g_step = 1;
+	e->g_step_t0 = vs_now_ns();
+	pthread_mutex_unlock(&e->g_mu);
+}
+
+void vd_ev_forward_end(struct vd_engine *e)
+{
+	double t;
+
+	if (!e->g_on)
+		return;
+	pthread_mutex_lock(&e->g_mu);
+	t = (double)(vs_now_ns() - e->g_step_t0);
+	e->g_step_ns = e->g_step_ns > 0 ? 0.8 * e->g_step_ns + 0.2 * t : t;
+	e->g_step = 0;
+	e->g_turn = 1;
+	pthread_cond_broadcast(&e->g_cv);
+	pthread_mutex_unlock(&e->g_mu);
 }
 
 /* ---------------------------------------------------------------- encoder thread */
@@ -376,6 +471,7 @@ static int ev_forward(struct vd_engine *e, int64_t rows, int dtype, struct ev_sl
 	                       e->v_items, ni, slab->mem);
 	if (rc >= 0 && e->vbe->ops->sync)
 		rc = e->vbe->ops->sync(e->vbe);
+	ev_slice_end(e);
 	if (rc < 0) {
 		snprintf(e->v_msg, sizeof(e->v_msg), "vision tower: %s", vd_vision_error(e->vis));
 		slab_release(NULL, slab);

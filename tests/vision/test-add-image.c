@@ -66,6 +66,78 @@ static void check_item(struct vlm_conn *c, struct vlm_request *r, uint32_t k, in
 	      !memcmp(c->arena + w->data_off, copy, w->data_bytes), "arena bytes differ");
 }
 
+/* vlm_request_add_image_file / _memory: the patches are preprocessed straight into the arena
+ * (no copy counted), the descriptor and the bytes are those of vlm_request_add_image (ca, cb:
+ * the same images through vlm_image_load_file), grid and token count come back; a bad file or
+ * option adds nothing and leaves the arena as it was; the arena comes back with the request. */
+static void arena_path(struct vlm_conn *c, const char *dir, const void *ca, const void *cb,
+		       uint64_t total)
+{
+	struct vlm_image_opts of = { 0 }, ob = { .dtype = VLM_DTYPE_BF16 }, bad = { .dtype = 7 };
+	struct vlm_request *r = NULL;
+	struct vlm_conn_stats st0, st1;
+	uint32_t g[3] = { 0 }, tok = 0, gexp_a[3] = { 1, 4, 4 }, gexp_b[3] = { 1, 6, 8 };
+	char path[4096], *data = NULL;
+	size_t len = 0;
+	FILE *f;
+	int e;
+
+	snprintf(path, sizeof(path), "%s/images/png_rgba_120x90.png", dir);
+	f = fopen(path, "rb");
+	CHECK(f != NULL, "open %s", path);
+	if (f) {
+		data = malloc(1 << 20);
+		len = data ? fread(data, 1, 1 << 20, f) : 0;
+		fclose(f);
+	}
+	CHECK(vlm_request_new(c, &r) == 0, "request_new (arena path)");
+	if (!r) {
+		free(data);
+		return;
+	}
+	vlm_conn_stats(c, &st0);
+	snprintf(path, sizeof(path), "%s/images/png_28x28.png", dir);
+	e = vlm_request_add_image_file(r, 151655, path, NULL, &of, g, &tok);
+	CHECK(e == 0, "add_image_file: %s", vlm_last_error());
+	CHECK(!memcmp(g, gexp_a, sizeof(g)) && tok == 4, "grid %u %u %u, %u tokens", g[0], g[1],
+	      g[2], tok);
+	e = vlm_request_add_image_memory(r, 151656, data, len, NULL, &ob, g, NULL);
+	CHECK(e == 0, "add_image_memory: %s", vlm_last_error());
+	CHECK(!memcmp(g, gexp_b, sizeof(g)), "grid %u %u %u", g[0], g[1], g[2]);
+	vlm_conn_stats(c, &st1);
+	CHECK(st1.tensors_copied == st0.tensors_copied && st1.bytes_copied == st0.bytes_copied &&
+	      st1.tensors_in_place == st0.tensors_in_place + 2, "copied %llu -> %llu, in place "
+	      "%llu -> %llu", (unsigned long long)st0.tensors_copied,
+	      (unsigned long long)st1.tensors_copied, (unsigned long long)st0.tensors_in_place,
+	      (unsigned long long)st1.tensors_in_place);
+	check_item(c, r, 0, 151655, gexp_a, VLM_DTYPE_F32, 16, ca);
+	check_item(c, r, 1, 151656, gexp_b, VLM_DTYPE_BF16, 48, cb);
+	{
+		uint64_t used = total - arena_free(c);
+
+		/* failures add nothing and take no arena */
+		snprintf(path, sizeof(path), "%s/images/no-such-file.png", dir);
+		CHECK(vlm_request_add_image_file(r, 151655, path, NULL, NULL, NULL, NULL) ==
+		      -ENOENT, "missing file: %s", vlm_last_error());
+		CHECK(vlm_request_add_image_memory(r, 151655, data, len / 2, NULL, NULL, NULL,
+						   NULL) == -EBADMSG, "truncated: %s",
+		      vlm_last_error());
+		CHECK(vlm_request_add_image_memory(r, 151655, data, len, NULL, &bad, NULL, NULL) ==
+		      -EINVAL, "bad dtype: %s", vlm_last_error());
+		CHECK(vlm_request_add_image_file(r, 151655, NULL, NULL, NULL, NULL, NULL) == -EINVAL,
+		      "NULL path");
+		CHECK(vlm_request_add_image_file(r, -2, path, NULL, NULL, NULL, NULL) == -EINVAL,
+		      "negative id");
+		CHECK(r->n_items == 2, "%u items after the failures", r->n_items);
+		CHECK(total - arena_free(c) == used, "arena use %llu after the failures, %llu before",
+		      (unsigned long long)(total - arena_free(c)), (unsigned long long)used);
+	}
+	vlm_request_free(r);
+	CHECK(arena_free(c) == total, "arena leaked (arena path): %llu of %llu free",
+	      (unsigned long long)arena_free(c), (unsigned long long)total);
+	free(data);
+}
+
 int main(int argc, char **argv)
 {
 	const char *dir = getenv("VISION_DIR");
@@ -167,6 +239,7 @@ int main(int argc, char **argv)
 	}
 	vlm_request_free(r);
 	r = NULL;
+	arena_path(c, dir, ca, cb, total);
 	for (int i = 0; i < 100 && arena_free(c) != total; i++) {
 		vlm_request_new(c, &r);  /* a call that runs the demultiplexer's releases */
 		vlm_request_free(r);
