@@ -81,12 +81,10 @@ struct vd_engine {
 	pthread_cond_t g_cv;
 	int g_on;                      /* turns are kept (host backend with a tower) */
 	int g_step;                    /* an LLM forward runs */
-	int g_slice;                   /* the encoder runs a slice of the tower */
-	int g_eng_wait;                /* the engine thread waits to start a forward */
-	int g_enc_wait;                /* the encoder waits to start a slice */
-	int g_turn;                    /* a forward ended since the encoder's last slice began */
-	uint64_t g_slice_t0, g_step_t0;
-	double g_step_ns;              /* LLM forward time, moving average: the slice budget */
+	int g_enc_wait;                /* the encoder waits for it to end */
+	uint64_t g_steps;              /* LLM forwards ended */
+	uint64_t g_step_t0;
+	double g_step_ns;              /* LLM forward time, moving average: the longest wait */
 
 	/* sink state, under mu */
 	int sink_live;
@@ -157,8 +155,8 @@ int vd_ev_ready(const struct vd_engine *e);
 /* Take a finished tower batch in, admit the requests whose rows are all known, hand the next
  * batch to the encoder thread. mu held. Returns 1 if it took a result in. */
 int vd_ev_run(struct vd_engine *e);
-/* Around an LLM forward (mu not held): begin waits for a tower slice in progress to reach its
- * budget (the next op boundary after it), end gives the encoder its turn. No-ops without turns. */
+/* Around an LLM forward (mu not held; never waits): the tower gives way between its ops while a
+ * forward runs. No-ops without turns. */
 void vd_ev_forward_begin(struct vd_engine *e);
 void vd_ev_forward_end(struct vd_engine *e);
 

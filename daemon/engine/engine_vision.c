@@ -35,19 +35,21 @@
  * handled like a failed LLM step.
  *
  * Turns (host backends): the tower's pool and the LLM's share the same cores, so a tower forward
- * running beside decode steps slows every one of them (measured on 2 cores: ITL p99 17-25x the
- * p50 without images). So on a CPU the two take turns: the tower calls ev_yield between ops
- * (vd_vision_set_yield); an LLM forward starts only when no tower slice runs, and once a forward
- * has ended the encoder may run one slice before the next forward starts. A slice lasts until
- * the engine thread waits for the CPU and the slice has had its budget (the LLM forward's moving
- * average time): a decode then waits at most about one forward's time plus one op, and the
- * tower still gets about half the time while decodes run, all of it when none do. A device
- * backend (own stream) keeps no turns.
+ * running beside decode steps slows every one of them. So on a CPU the tower gives way: it calls
+ * ev_yield between ops (vd_vision_set_yield; matmuls then go in panels of ~64 MFLOP), which,
+ * while an LLM forward runs, waits for that forward to end (at most about one forward's moving
+ * average time, so the tower is never starved): the tower then overlaps a forward by at most
+ * about one op, and runs freely while no forward runs. The engine thread never waits for the
+ * encoder: on a loaded machine a thread's wake-up can take a scheduler time slice, and a
+ * hand-over protocol where the forward waits for the encoder to take its turn put that latency
+ * into every step (measured: ITL p99 worse than without turns). A device backend (own stream)
+ * keeps no turns.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/engine/engine_impl.h"
@@ -172,10 +174,17 @@ int vd_ev_init(struct vd_engine *e, uint64_t cache_bytes, int64_t batch_patches,
 	pthread_cond_init(&e->v_cv, NULL);
 	pthread_cond_init(&e->v_done_cv, NULL);
 	e->v_cv_init = 1;
-	/* turns on host backends, where the tower's threads and the LLM's share the cores */
-	if (!strcmp(e->vbe->ops->name, "cpu") || !strcmp(e->vbe->ops->name, "ref")) {
+	/* turns on host backends, where the tower's threads and the LLM's share the cores
+	 * (VLM_VISION_TURNS=0 turns them off: for A/B measurements) */
+	if ((!strcmp(e->vbe->ops->name, "cpu") || !strcmp(e->vbe->ops->name, "ref")) &&
+	    !(getenv("VLM_VISION_TURNS") && !strcmp(getenv("VLM_VISION_TURNS"), "0"))) {
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* vs_now_ns's clock */
 		pthread_mutex_init(&e->g_mu, NULL);
-		pthread_cond_init(&e->g_cv, NULL);
+		pthread_cond_init(&e->g_cv, &ca);
+		pthread_condattr_destroy(&ca);
 		e->g_on = 1;
 		vd_vision_set_yield(e->vis, ev_yield, e);
 	}
@@ -271,41 +280,31 @@ static void fail_marked(struct vd_engine *e, const char *msg)
 
 /* ---------------------------------------------------------------- turns */
 
-/* The tower's hook between two ops (encoder thread, mu not held). */
+/* The tower's hook between two ops (encoder thread, mu not held): while an LLM forward runs,
+ * wait for it to end, at most about one forward's time. */
 static void ev_yield(void *ctx)
 {
 	struct vd_engine *e = ctx;
-	uint64_t now = vs_now_ns();
+	double budget;
+	uint64_t seen, deadline;
+	struct timespec ts;
 
 	pthread_mutex_lock(&e->g_mu);
-	if (e->g_slice && (!e->g_eng_wait || (double)(now - e->g_slice_t0) < e->g_step_ns)) {
-		pthread_mutex_unlock(&e->g_mu);   /* the slice goes on */
+	if (!e->g_step) {
+		pthread_mutex_unlock(&e->g_mu);
 		return;
 	}
-	if (e->g_slice) {
-		e->g_slice = 0;
-		e->g_turn = 0;
-		pthread_cond_broadcast(&e->g_cv);
-	}
-	/* never beside a forward; after one, before the next (g_turn) */
+	budget = e->g_step_ns > 0 ? e->g_step_ns : 5e6;
+	budget = budget < 1e6 ? 1e6 : budget > 50e6 ? 50e6 : budget;
+	seen = e->g_steps;
+	deadline = vs_now_ns() + (uint64_t)budget;
+	ts.tv_sec = (time_t)(deadline / 1000000000u);
+	ts.tv_nsec = (long)(deadline % 1000000000u);
 	e->g_enc_wait = 1;
-	while (e->g_step || (e->g_eng_wait && !e->g_turn))
-		pthread_cond_wait(&e->g_cv, &e->g_mu);
+	while (e->g_step && e->g_steps == seen && vs_now_ns() < deadline)
+		if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
+			break;
 	e->g_enc_wait = 0;
-	e->g_turn = 0;
-	e->g_slice = 1;
-	e->g_slice_t0 = vs_now_ns();
-	pthread_mutex_unlock(&e->g_mu);
-}
-
-/* The tower forward ended: its slice too. */
-static void ev_slice_end(struct vd_engine *e)
-{
-	if (!e->g_on)
-		return;
-	pthread_mutex_lock(&e->g_mu);
-	e->g_slice = 0;
-	pthread_cond_broadcast(&e->g_cv);
 	pthread_mutex_unlock(&e->g_mu);
 }
 
@@ -314,12 +313,6 @@ void vd_ev_forward_begin(struct vd_engine *e)
 	if (!e->g_on)
 		return;
 	pthread_mutex_lock(&e->g_mu);
-	e->g_eng_wait = 1;
-	/* a slice in progress ends at its next op boundary once it had its budget; an encoder
-	 * waiting for its turn after the last forward gets it first */
-	while (e->g_slice || (e->g_enc_wait && e->g_turn))
-		pthread_cond_wait(&e->g_cv, &e->g_mu);
-	e->g_eng_wait = 0;
 	e->g_step = 1;
 	e->g_step_t0 = vs_now_ns();
 	pthread_mutex_unlock(&e->g_mu);
@@ -335,8 +328,9 @@ void vd_ev_forward_end(struct vd_engine *e)
 	t = (double)(vs_now_ns() - e->g_step_t0);
 	e->g_step_ns = e->g_step_ns > 0 ? 0.8 * e->g_step_ns + 0.2 * t : t;
 	e->g_step = 0;
-	e->g_turn = 1;
-	pthread_cond_broadcast(&e->g_cv);
+	e->g_steps++;
+	if (e->g_enc_wait)
+		pthread_cond_signal(&e->g_cv);
 	pthread_mutex_unlock(&e->g_mu);
 }
 
@@ -471,7 +465,6 @@ static int ev_forward(struct vd_engine *e, int64_t rows, int dtype, struct ev_sl
 	                       e->v_items, ni, slab->mem);
 	if (rc >= 0 && e->vbe->ops->sync)
 		rc = e->vbe->ops->sync(e->vbe);
-	ev_slice_end(e);
 	if (rc < 0) {
 		snprintf(e->v_msg, sizeof(e->v_msg), "vision tower: %s", vd_vision_error(e->vis));
 		slab_release(NULL, slab);
