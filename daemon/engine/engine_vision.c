@@ -35,15 +35,15 @@
  * handled like a failed LLM step.
  *
  * Turns (host backends): the tower's pool and the LLM's share the same cores, so a tower forward
- * running beside decode steps slows every one of them. So on a CPU the tower gives way: it calls
- * ev_yield between ops (vd_vision_set_yield; matmuls then go in panels of ~64 MFLOP), which,
- * while an LLM forward runs, waits for that forward to end (at most about one forward's moving
- * average time, so the tower is never starved): the tower then overlaps a forward by at most
- * about one op, and runs freely while no forward runs. The engine thread never waits for the
- * encoder: on a loaded machine a thread's wake-up can take a scheduler time slice, and a
- * hand-over protocol where the forward waits for the encoder to take its turn put that latency
- * into every step (measured: ITL p99 worse than without turns). A device backend (own stream)
- * keeps no turns.
+ * running beside decode steps slows every one of them. So on a CPU the two alternate by op: the
+ * tower calls ev_yield between ops (vd_vision_set_yield; matmuls then go in panels of ~64 MFLOP,
+ * about a millisecond), which starts the next op only while no LLM forward runs, or once the
+ * tower has waited about one forward's moving-average time (never starved: that op overlaps);
+ * an LLM forward waits for a tower op in progress to end. The engine thread waits only for an op
+ * that is running, never for the encoder thread to wake up and take a turn: on a loaded machine
+ * a wake-up can take a scheduler time slice, and a first version that handed turns over put that
+ * latency into every step (measured: ITL tail worse than without turns). A device backend (own
+ * stream) keeps no turns.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -280,31 +280,48 @@ static void fail_marked(struct vd_engine *e, const char *msg)
 
 /* ---------------------------------------------------------------- turns */
 
-/* The tower's hook between two ops (encoder thread, mu not held): while an LLM forward runs,
- * wait for it to end, at most about one forward's time. */
+/* The tower's hook between two ops (encoder thread, mu not held): the op before it is over;
+ * the next one starts when no LLM forward runs, or when one has run for about a forward's
+ * moving-average time since the tower began waiting (the tower is never starved: that op then
+ * overlaps the forward). */
 static void ev_yield(void *ctx)
 {
 	struct vd_engine *e = ctx;
 	double budget;
-	uint64_t seen, deadline;
+	uint64_t deadline;
 	struct timespec ts;
 
 	pthread_mutex_lock(&e->g_mu);
-	if (!e->g_step) {
-		pthread_mutex_unlock(&e->g_mu);
-		return;
+	if (e->g_in_op) {
+		e->g_in_op = 0;
+		if (e->g_eng_wait)
+			pthread_cond_broadcast(&e->g_cv);
 	}
-	budget = e->g_step_ns > 0 ? e->g_step_ns : 5e6;
-	budget = budget < 1e6 ? 1e6 : budget > 50e6 ? 50e6 : budget;
-	seen = e->g_steps;
-	deadline = vs_now_ns() + (uint64_t)budget;
-	ts.tv_sec = (time_t)(deadline / 1000000000u);
-	ts.tv_nsec = (long)(deadline % 1000000000u);
-	e->g_enc_wait = 1;
-	while (e->g_step && e->g_steps == seen && vs_now_ns() < deadline)
-		if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
-			break;
-	e->g_enc_wait = 0;
+	if (e->g_step) {
+		budget = e->g_step_ns > 0 ? e->g_step_ns : 5e6;
+		budget = budget < 1e6 ? 1e6 : budget > 50e6 ? 50e6 : budget;
+		deadline = vs_now_ns() + (uint64_t)budget;
+		ts.tv_sec = (time_t)(deadline / 1000000000u);
+		ts.tv_nsec = (long)(deadline % 1000000000u);
+		e->g_enc_wait = 1;
+		while (e->g_step && vs_now_ns() < deadline)
+			if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
+				break;
+		e->g_enc_wait = 0;
+	}
+	e->g_in_op = 1;
+	pthread_mutex_unlock(&e->g_mu);
+}
+
+/* The tower forward ended: no op runs. */
+static void ev_ops_end(struct vd_engine *e)
+{
+	if (!e->g_on)
+		return;
+	pthread_mutex_lock(&e->g_mu);
+	e->g_in_op = 0;
+	if (e->g_eng_wait)
+		pthread_cond_broadcast(&e->g_cv);
 	pthread_mutex_unlock(&e->g_mu);
 }
 
@@ -313,6 +330,11 @@ void vd_ev_forward_begin(struct vd_engine *e)
 	if (!e->g_on)
 		return;
 	pthread_mutex_lock(&e->g_mu);
+	/* a tower op in progress (the encoder is running it: no wake-up to wait for) ends first */
+	e->g_eng_wait = 1;
+	while (e->g_in_op)
+		pthread_cond_wait(&e->g_cv, &e->g_mu);
+	e->g_eng_wait = 0;
 	e->g_step = 1;
 	e->g_step_t0 = vs_now_ns();
 	pthread_mutex_unlock(&e->g_mu);
@@ -330,7 +352,7 @@ void vd_ev_forward_end(struct vd_engine *e)
 	e->g_step = 0;
 	e->g_steps++;
 	if (e->g_enc_wait)
-		pthread_cond_signal(&e->g_cv);
+		pthread_cond_broadcast(&e->g_cv);
 	pthread_mutex_unlock(&e->g_mu);
 }
 
@@ -465,6 +487,7 @@ static int ev_forward(struct vd_engine *e, int64_t rows, int dtype, struct ev_sl
 	                       e->v_items, ni, slab->mem);
 	if (rc >= 0 && e->vbe->ops->sync)
 		rc = e->vbe->ops->sync(e->vbe);
+	ev_ops_end(e);
 	if (rc < 0) {
 		snprintf(e->v_msg, sizeof(e->v_msg), "vision tower: %s", vd_vision_error(e->vis));
 		slab_release(NULL, slab);
