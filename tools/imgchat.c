@@ -6,26 +6,36 @@
  * known once the image is preprocessed, so the part gets "grid_thw" and the JSON goes on to the
  * library unchanged otherwise.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tools/imgchat.h"
+
+static int push(struct tool_images *imgs, struct vlm_image *img, char *err, size_t errlen);
 
 int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, struct tool_images *imgs, char *err,
 		    size_t errlen)
 {
-	struct vlm_image *img = NULL, **n;
+	struct vlm_image *img = NULL;
 	int r = vlm_image_load_file(path, cfg, opts, &img);
 
 	if (r < 0) {
 		snprintf(err, errlen, "%s", vlm_last_error()[0] ? vlm_last_error() : vlm_strerror(r));
 		return r;
 	}
-	n = realloc(imgs->img, (imgs->n + 1) * sizeof(*n));
+	return push(imgs, img, err, errlen);
+}
+
+static int push(struct tool_images *imgs, struct vlm_image *img, char *err, size_t errlen)
+{
+	struct vlm_image **n = realloc(imgs->img, (imgs->n + 1) * sizeof(*n));
+
 	if (!n) {
 		vlm_image_free(img);
 		snprintf(err, errlen, "out of memory");
@@ -34,6 +44,102 @@ int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 	imgs->img = n;
 	imgs->img[imgs->n++] = img;
 	return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The frame files of spec: a folder's files (not starting with '.') sorted by name, or the
+ * comma-separated list. *paths (malloc'd, and each entry) freed by the caller. */
+static int frame_list(const char *spec, char ***paths, size_t *n, char *err, size_t errlen)
+{
+	struct stat st;
+	size_t cap = 0;
+
+	*paths = NULL;
+	*n = 0;
+	if (!stat(spec, &st) && S_ISDIR(st.st_mode)) {
+		DIR *d = opendir(spec);
+		struct dirent *de;
+
+		if (!d) {
+			snprintf(err, errlen, "%s: %s", spec, strerror(errno));
+			return -errno;
+		}
+		while ((de = readdir(d))) {
+			char *p;
+
+			if (de->d_name[0] == '.')
+				continue;
+			if (*n == cap) {
+				char **g = realloc(*paths, (cap = cap ? 2 * cap : 64) * sizeof(*g));
+
+				if (!g)
+					break;
+				*paths = g;
+			}
+			if (asprintf(&p, "%s/%s", spec, de->d_name) < 0)
+				break;
+			(*paths)[(*n)++] = p;
+		}
+		closedir(d);
+		if (de) {
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+		if (*n)
+			qsort(*paths, *n, sizeof(**paths), by_name);
+	} else {
+		const char *s = spec;
+
+		while (*s) {
+			size_t len = strcspn(s, ",");
+
+			if (*n == cap) {
+				char **g = realloc(*paths, (cap = cap ? 2 * cap : 64) * sizeof(*g));
+
+				if (!g) {
+					snprintf(err, errlen, "out of memory");
+					return -ENOMEM;
+				}
+				*paths = g;
+			}
+			if (!((*paths)[*n] = strndup(s, len))) {
+				snprintf(err, errlen, "out of memory");
+				return -ENOMEM;
+			}
+			(*n)++;
+			s += len + (s[len] == ',');
+		}
+	}
+	if (!*n) {
+		snprintf(err, errlen, "%s: no frames", spec);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int tool_video_load(const char *spec, const struct vlm_vision_config *cfg,
+		    const struct vlm_image_opts *opts, const struct vlm_video_opts *vo,
+		    struct tool_images *imgs, char *err, size_t errlen)
+{
+	struct vlm_image *img = NULL;
+	char **paths;
+	size_t n;
+	int r = frame_list(spec, &paths, &n, err, errlen);
+
+	if (!r) {
+		r = vlm_video_load_frames((const char *const *)paths, n, cfg, opts, vo, &img);
+		if (r < 0)
+			snprintf(err, errlen, "%s", vlm_last_error()[0] ? vlm_last_error() :
+				 vlm_strerror(r));
+	}
+	for (size_t i = 0; paths && i < n; i++)
+		free(paths[i]);
+	free(paths);
+	return r < 0 ? r : push(imgs, img, err, errlen);
 }
 
 static int is_media(json_t *part, int *image)

@@ -2,7 +2,8 @@
  * tools/imgchat.h — image files for the command-line tools: a conversation's image parts that
  * name a file ({"type": "image", "path": "cat.jpg"}) are loaded and preprocessed with
  * libvlmclient, and their real patch grid is written into the part ("grid_thw"), so the chat
- * template expands the right number of <|image_pad|> tokens.
+ * template expands the right number of <|image_pad|> tokens. Videos from frame files
+ * (tool_video_load) for --video.
  */
 #ifndef VLM_TOOLS_IMGCHAT_H
 #define VLM_TOOLS_IMGCHAT_H
@@ -32,6 +33,13 @@ int tool_chat_load_images(const char *json, size_t len, const struct vlm_vision_
 int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, struct tool_images *imgs, char *err,
 		    size_t errlen);
+
+/* Loads one video and appends it to *imgs: spec is a folder of frame images (its files sorted by
+ * name) or a comma-separated list of frame files; vo: the video's rate and sampling (NULL: every
+ * frame, rate unknown). Returns 0 or a negative errno (message in err). */
+int tool_video_load(const char *spec, const struct vlm_vision_config *cfg,
+		    const struct vlm_image_opts *opts, const struct vlm_video_opts *vo,
+		    struct tool_images *imgs, char *err, size_t errlen);
 
 void tool_images_fini(struct tool_images *imgs);
 

@@ -29,6 +29,7 @@
  * request keeps its encoded rows).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,13 +163,13 @@ static void no_tower(void)
 #define MAX_CASES 8
 #define MAX_IMG 4
 
-/* One fixture case, ready to send. */
+/* One fixture case, ready to send: its media (images and videos) in prompt order. */
 struct tcase {
 	const char *name, *prompt;
-	const char *files[MAX_IMG];
+	json_t *media[MAX_IMG];      /* the fixture's media entries */
 	struct vlm_image *img[MAX_IMG];
 	struct sv_item it[MAX_IMG];
-	int32_t n_img;
+	int32_t n_img;               /* media (images + videos) */
 	int32_t *ids, n_ids;
 	int32_t tokens[64], n_tokens;
 };
@@ -183,8 +184,44 @@ static int32_t *json_ints(json_t *a, int32_t *n)
 	return v;
 }
 
-/* The cases of model name; images preprocessed with the checkpoint's preprocessor_config.json. */
-static int load_cases(const char *name, const char *model, struct tcase *tc, int32_t image_id)
+/* A video medium of the fixture: its PNG frames through vlm_video_load_frames with the
+ * checkpoint's video settings and the medium's metadata and sampling. */
+static int load_video(json_t *v, const char *model, struct vlm_image **img)
+{
+	struct vlm_vision_config vc;
+	struct vlm_video_opts vo = {
+		.source_fps = json_number_value(json_object_get(v, "source_fps")),
+		.fps = json_number_value(json_object_get(v, "fps")),
+		.num_frames = (uint32_t)json_integer_value(json_object_get(v, "num_frames")) };
+	char paths[32][1024];
+	const char *p[32];
+	json_t *f;
+	size_t i, n = 0;
+
+	CHECK(vlm_video_config_load(model, &vc, NULL) == 0, "video config: %s", vlm_last_error());
+	json_array_foreach(json_object_get(v, "frames"), i, f)
+		if (n < 32) {
+			snprintf(paths[n], sizeof(paths[n]), "%s/%s", vision_dir, json_string_value(f));
+			p[n] = paths[n];
+			n++;
+		}
+	if (vlm_video_load_frames(p, n, &vc, NULL, &vo, img) < 0) {
+		CHECK(0, "video %s: %s", paths[0], vlm_last_error());
+		return -1;
+	}
+	if (json_object_get(v, "second_per_grid"))
+		CHECK((float)vlm_video_second_per_grid(*img) ==
+		      (float)json_number_value(json_object_get(v, "second_per_grid")),
+		      "video %s: second_per_grid %g differs from transformers' %g", paths[0],
+		      vlm_video_second_per_grid(*img),
+		      json_number_value(json_object_get(v, "second_per_grid")));
+	return 0;
+}
+
+/* The cases of model name; images preprocessed with the checkpoint's preprocessor_config.json,
+ * videos with its video settings. */
+static int load_cases(const char *name, const char *model, struct tcase *tc, int32_t image_id,
+                      int32_t video_id)
 {
 	struct vlm_vision_config vc;
 	json_t *cases = json_object_get(fx, "cases"), *c;
@@ -195,7 +232,7 @@ static int load_cases(const char *name, const char *model, struct tcase *tc, int
 	CHECK(vlm_vision_config_load(model, &vc) == 0, "preprocessor_config.json: %s", vlm_last_error());
 	json_array_foreach(cases, i, c) {
 		struct tcase *t = &tc[n];
-		json_t *f;
+		json_t *m;
 		size_t j;
 
 		if (strcmp(json_string_value(json_object_get(c, "model")), name) || n == MAX_CASES)
@@ -210,19 +247,30 @@ static int load_cases(const char *name, const char *model, struct tcase *tc, int
 			memcpy(t->tokens, tk, sizeof(int32_t) * (size_t)t->n_tokens);
 			free(tk);
 		}
-		json_array_foreach(json_object_get(c, "images"), j, f) {
+		json_array_foreach(json_object_get(c, "media"), j, m) {
 			char path[1024];
 			enum vlm_dtype dt;
 			size_t rows, cols;
 			uint32_t g[3];
 			const void *px;
-			json_t *gj = json_array_get(json_object_get(c, "grids"), j);
+			json_t *v = json_object_get(m, "video");
+			json_t *gj = json_object_get(v ? v : m, "grid");
+			float spg;
 
-			snprintf(path, sizeof(path), "%s/images/%s", vision_dir, json_string_value(f));
-			t->files[j] = json_string_value(f);
-			if (vlm_image_load_file(path, &vc, NULL, &t->img[j]) < 0) {
-				CHECK(0, "%s: %s", path, vlm_last_error());
-				return -1;
+			if (j == MAX_IMG)
+				break;
+			t->media[j] = m;
+			if (v) {
+				snprintf(path, sizeof(path), "video %zu of %s", j, t->name);
+				if (load_video(v, model, &t->img[j]) < 0)
+					return -1;
+			} else {
+				snprintf(path, sizeof(path), "%s/images/%s", vision_dir,
+				         json_string_value(json_object_get(m, "image")));
+				if (vlm_image_load_file(path, &vc, NULL, &t->img[j]) < 0) {
+					CHECK(0, "%s: %s", path, vlm_last_error());
+					return -1;
+				}
 			}
 			px = vlm_image_pixels(t->img[j], &dt, &rows, &cols);
 			vlm_image_grid(t->img[j], g);
@@ -232,8 +280,12 @@ static int load_cases(const char *name, const char *model, struct tcase *tc, int
 			t->it[j] = (struct sv_item){ .emb = px, .dtype = VS_DTYPE_F32,
 			                             .rows = (int32_t)rows, .cols = (int32_t)cols,
 			                             .grid = { (int32_t)g[0], (int32_t)g[1], (int32_t)g[2] },
-			                             .placeholder = (uint32_t)image_id, .flags = VS_ITEM_PIXELS,
-			                             .tensor_id = j };
+			                             .placeholder = (uint32_t)(v ? video_id : image_id),
+			                             .flags = VS_ITEM_PIXELS, .tensor_id = j };
+			/* what vlm_request_add_image sends with a video */
+			spg = (float)vlm_video_second_per_grid(t->img[j]);
+			if (v)
+				memcpy(&t->it[j].reserved0, &spg, sizeof(spg));
 			t->n_img++;
 		}
 		n++;
@@ -277,9 +329,30 @@ static void via_generate(const struct th_daemon *d, const char *model, const str
 
 	n = (size_t)snprintf(cmd, sizeof(cmd), "%s --socket %s --model-dir %s", generate, d->sock,
 	                     model);
-	for (int j = 0; j < t->n_img; j++)
-		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --image %s/images/%s", vision_dir,
-		                      t->files[j]);
+	for (int j = 0; j < t->n_img; j++) {
+		json_t *v = json_object_get(t->media[j], "video");
+		char fr[2048];
+
+		if (!v) {
+			n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --image %s/images/%s",
+			                      vision_dir,
+			                      json_string_value(json_object_get(t->media[j], "image")));
+			continue;
+		}
+		/* the clip's folder of frames, its rate and the case's sampling */
+		snprintf(fr, sizeof(fr), "%s", json_string_value(json_array_get(
+		         json_object_get(v, "frames"), 0)));
+		if (strrchr(fr, '/'))
+			*strrchr(fr, '/') = 0;
+		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --video %s/%s --video-fps %g",
+		                      vision_dir, fr, json_number_value(json_object_get(v, "source_fps")));
+		if (json_object_get(v, "fps"))
+			n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --sample-fps %g",
+			                      json_number_value(json_object_get(v, "fps")));
+		if (json_object_get(v, "num_frames"))
+			n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --num-frames %lld",
+			                      json_integer_value(json_object_get(v, "num_frames")));
+	}
 	snprintf(cmd + n, sizeof(cmd) - n, " --prompt '%s' --max-tokens %d --ignore-eos --ids "
 	         "2>/dev/null", t->prompt, t->n_tokens);
 	p = popen(cmd, "r");
@@ -321,7 +394,7 @@ static int make_tower_model(const char *name, char *dir)
 	return sv_make_model(args, dir);
 }
 
-static void e2e(const char *name, int32_t image_id)
+static void e2e(const char *name, int32_t image_id, int32_t video_id)
 {
 	struct tcase tc[MAX_CASES];
 	char dir[256];
@@ -334,7 +407,7 @@ static void e2e(const char *name, int32_t image_id)
 		CHECK(0, "vlm-mkmodel %s", name);
 		return;
 	}
-	n = load_cases(name, dir, tc, image_id);
+	n = load_cases(name, dir, tc, image_id, video_id);
 	CHECK(n >= 2, "%s: %d cases in e2e.json", name, n);
 	for (int i = 0; i < n; i++)
 		n_img += tc[i].n_img;
@@ -364,8 +437,15 @@ static void e2e(const char *name, int32_t image_id)
 	CHECK(metric(&d, "images_encoded_total") == n_img && metric(&d, "vision_cache_hits_total") == n_img,
 	      "%s warm: %g images encoded, %g hits; want %d and %d", name,
 	      metric(&d, "images_encoded_total"), metric(&d, "vision_cache_hits_total"), n_img, n_img);
-	/* the whole client path */
-	via_generate(&d, dir, &tc[0]);
+	/* the whole client path: the first case and every case with a video */
+	for (int i = 0; i < n; i++) {
+		bool video = false;
+
+		for (int j = 0; j < tc[i].n_img; j++)
+			video = video || json_object_get(tc[i].media[j], "video");
+		if (!i || video)
+			via_generate(&d, dir, &tc[i]);
+	}
 	vc_conn_free(c);
 	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
 
@@ -492,7 +572,7 @@ static void preemption(int32_t image_id)
 		CHECK(0, "vlm-mkmodel");
 		return;
 	}
-	n = load_cases("qwen2-vl", dir, tc, image_id);
+	n = load_cases("qwen2-vl", dir, tc, image_id, 1774);
 	for (int i = 0; i < n && k < 2; i++)
 		if (tc[i].n_img == 1 && tc[i].n_ids < 100)
 			pick[k++] = i;
@@ -542,8 +622,8 @@ int main(void)
 		return 1;
 	}
 	no_tower();
-	e2e("qwen2-vl", 1773);
-	e2e("qwen2.5-vl", 1773);
+	e2e("qwen2-vl", 1773, 1774);
+	e2e("qwen2.5-vl", 1773, 1774);
 	preemption(1773);
 	json_decref(fx);
 	return sv_failures ? 1 : 0;
