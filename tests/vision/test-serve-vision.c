@@ -17,12 +17,18 @@
  *  - warm: the same cases again give the same tokens, every image is a vision-cache hit
  *    (images_encoded unchanged) and the prefix cache serves the image blocks (cached tokens > 0);
  *  - the whole client path: `vlm-generate --image FILE --prompt TEXT` (chat template, client
- *    preprocessing, vlm_request_add_image) prints the reference tokens;
+ *    preprocessing, vlm_request_add_image) prints the reference tokens, for the first case and
+ *    every video case (`--video CLIP_DIR --video-fps X --sample-fps X | --num-frames N`);
+ * Cases: images, a video (4 frames sampled at 2 fps from 12 at 6 fps), a video (6 of 9 frames at
+ *    10 fps: Qwen2.5-VL's time step 0.3 s, temporal ids truncated from 0.6 steps) after an image;
+ *    each video is one item (sent with its second_per_grid_ts as vlm_request_add_image does).
  *  - batched: on a fresh vlmd, all cases and two text requests submitted together (their images
  *    are encoded in shared tower batches when they arrive together) give the same tokens as alone;
  *  - bad items on the tower checkpoint, each with its exact text (<= 47 bytes): a wrong pad count,
  *    a grid not divisible by the merge size, t*h*w != rows, columns != patch size, f16 pixels,
- *    a pixel item on a text token id; then a good request still gives the reference tokens.
+ *    a pixel item on a text token id, a time step on an image, a video's negative time step;
+ *    a NaN and an Inf pixel value (refused with their row while a good request submitted with
+ *    them gets its reference tokens); then a good request still gives the reference tokens.
  * Preemption: a KV cache that holds only one of two long image requests (each needs every
  * block), vision cache 0 (nothing is kept for reuse): vlmd preempts (counter > 0) and recomputes,
  * the tokens still match the reference, and the tower ran exactly once per image (the preempted
@@ -542,6 +548,57 @@ static void e2e(const char *name, int32_t image_id, int32_t video_id)
 				ids[i] = 100;
 		it.placeholder = 100;
 		refused(c, &r, -EINVAL, "item 0: pad id 100, need image/video", "text token as pad");
+		memcpy(ids, t->ids, sizeof(int32_t) * (size_t)t->n_ids);
+		it = t->it[0];
+		/* a time step on an image */
+		it.reserved0 = 0x3f800000u;   /* 1.0f */
+		refused(c, &r, -EINVAL, "item 0: a time step on an image", "time step on an image");
+		it = t->it[0];
+		/* NaN and Inf pixel values (vlmd checks its copy), while a good request runs beside:
+		 * the sender gets the row, the other request its reference tokens */
+		for (int k = 0; k < 2; k++) {
+			size_t bytes = (size_t)it.rows * (size_t)it.cols * 4;
+			float *px = malloc(bytes), bad = k ? 1.0f / 0.0f : 0.0f / 0.0f;
+			struct sv_req good = case_req(t, 70 + (uint64_t)k, (uint32_t)t->n_tokens);
+			struct sv_res two[2];
+			int32_t row = k ? it.rows - 1 : 5;
+
+			if (!px)
+				break;
+			memcpy(px, t->it[0].emb, bytes);
+			px[(size_t)row * (size_t)it.cols + 7 * (size_t)k] = bad;
+			it.emb = px;
+			snprintf(want, sizeof(want), "item 0: NaN or Inf in pixel row %d", row);
+			r.ud = 80 + (uint64_t)k;
+			CHECK(sv_submit(c, &r, &two[0]) == 0 && sv_submit(c, &good, &two[1]) == 0,
+			      "submit NaN/Inf + good");
+			CHECK(sv_wait(c, two, 2, TIMEOUT) == 0, "NaN/Inf + good: not both answered");
+			CHECK(two[0].error == -EINVAL && !strcmp(two[0].msg, want) && two[0].n_tok == 0,
+			      "%s pixels: error %d '%s', want '%s'", k ? "Inf" : "NaN", two[0].error,
+			      two[0].msg, want);
+			same_tokens(k ? "beside Inf pixels" : "beside NaN pixels", t, &two[1]);
+			free(px);
+			it = t->it[0];
+			r.ud = 50;
+		}
+		/* a video's time step out of range */
+		for (int i = 0; i < n; i++) {
+			struct sv_item vit[MAX_IMG];
+			struct sv_req vr = case_req(&tc[i], 90, 4);
+			int k = -1;
+
+			for (int j = 0; j < tc[i].n_img; j++)
+				if (json_object_get(tc[i].media[j], "video"))
+					k = j;
+			if (k < 0)
+				continue;
+			memcpy(vit, tc[i].it, sizeof(vit));
+			vit[k].reserved0 = 0xbf800000u;   /* -1.0f */
+			vr.items = vit;
+			snprintf(want, sizeof(want), "item %d: bad seconds per frame pair", k);
+			refused(c, &vr, -EINVAL, want, "negative time step");
+			break;
+		}
 		/* nothing broke */
 		r = case_req(t, 60, (uint32_t)t->n_tokens);
 		CHECK(sv_run(c, &r, &res[0], TIMEOUT) == 0, "good request after the refusals");
