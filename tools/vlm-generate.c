@@ -487,8 +487,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (o->n_stop_str && o->ids_out)
 		return fail("--stop matches text: not with --ids") + 1;
 	if (o->n_image && !o->prompt)
-		return fail("--image / --video go with --prompt (in --chat, use {\"type\": \"image\", "
-			    "\"path\": FILE})") + 1;
+		return fail("--%s goes with --prompt (in --chat, use {\"type\": \"image\", "
+			    "\"path\": FILE})", o->media[0].video ? "video" : "image") + 1;
 	if (o->n_image)
 		o->template_ = true;
 	o->gp.stop_ids = o->gp.n_stop_ids ? o->stop : NULL;
