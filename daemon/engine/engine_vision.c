@@ -56,7 +56,7 @@ struct vd_ev_job {
 	bool dup;                /* same key as an earlier job: resolved from its entry */
 	bool encode;             /* in the forward */
 	bool oom;                /* no memory for its copy */
-	int64_t bad_row;         /* first row holding a NaN or Inf (refused), else -1 */
+	struct vd_rows_bad bad;  /* first row holding a NaN or Inf (refused), else row -1 */
 };
 
 /* A batch's output buffer, shared by the cache entries made from it. */
@@ -256,7 +256,7 @@ static void ev_copy(struct vd_engine *e)
 
 	for (int32_t j = 0; j < n; j++) {
 		e->v_jobs[j].skip = e->v_jobs[j].q->cancel;   /* flagged now: its arena may go */
-		e->v_jobs[j].bad_row = -1;
+		e->v_jobs[j].bad.row = -1;
 	}
 	e->v_reading = 1;
 	pthread_mutex_unlock(&e->mu);
@@ -277,7 +277,7 @@ static void ev_copy(struct vd_engine *e)
 		                         q->r->arena + it->data_off, (int64_t)it->row_stride,
 		                         q->vpix[jb->k], it->rows,
 		                         (int64_t)it->cols * (int64_t)px_size[it->dtype],
-		                         q->img[jb->k].fp, &jb->bad_row);
+		                         q->img[jb->k].fp, &jb->bad);
 		if (rc < 0) {
 			jb->skip = true;
 			jb->oom = rc != -EDOM;
@@ -294,12 +294,12 @@ static void ev_copy(struct vd_engine *e)
 
 		if (jb->oom) {
 			jb->q->vfail = -ENOMEM;
-		} else if (jb->bad_row >= 0 && !jb->q->vfail) {
-			/* the sender's own mistake, named in its error (<= 47 bytes: k < 256 items,
-			 * rows <= the item patch limit) */
+		} else if (jb->bad.row >= 0 && !jb->q->vfail) {
+			/* the sender's own mistake, named in its error as for embedding rows (<= 47
+			 * bytes: k < 256 items, rows <= the item patch limit) */
 			jb->q->vfail = -EINVAL;
-			snprintf(jb->q->vmsg, sizeof(jb->q->vmsg), "item %d: NaN or Inf in pixel row %lld",
-			         jb->k, (long long)jb->bad_row);
+			snprintf(jb->q->vmsg, sizeof(jb->q->vmsg), "item %d row %lld: %s in pixels",
+			         jb->k, (long long)jb->bad.row, jb->bad.inf ? "Inf" : "NaN");
 		}
 	}
 }

@@ -4,39 +4,18 @@
  * linked LRU list of the unreferenced entries (head = most recently released).
  */
 #include <errno.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
 
+#include "daemon/engine/rowcopy.h"
 #include "daemon/engine/vcache.h"
-
-/* True when one of the n values of a row of dtype (0 f32, 1 f16, 2 bf16) is a NaN or an
- * infinity: its exponent bits are all ones. */
-static bool row_nonfinite(uint32_t dtype, const void *row, int64_t row_bytes)
-{
-	uint32_t bad = 0;
-
-	if (dtype == 0) {
-		const uint32_t *u = row;
-
-		for (int64_t i = 0; i < row_bytes / 4; i++)
-			bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
-	} else {
-		const uint16_t *u = row;
-		uint16_t m = dtype == 1 ? 0x7c00u : 0x7f80u;
-
-		for (int64_t i = 0; i < row_bytes / 2; i++)
-			bad |= (u[i] & m) == m;
-	}
-	return bad != 0;
-}
 
 int vd_vkey_copy_pixels(const uint8_t *root, uint32_t dtype, const uint32_t grid[3],
                         uint32_t t_step, const void *src, int64_t stride, void *dst,
                         int64_t n_rows, int64_t row_bytes, uint8_t out[VD_VKEY_BYTES],
-                        int64_t *bad_row)
+                        struct vd_rows_bad *bad)
 {
 	static const uint8_t zeros[32];
 	uint64_t hdr[7] = { dtype, grid[0], grid[1], grid[2], t_step, (uint64_t)n_rows,
@@ -46,7 +25,8 @@ int vd_vkey_copy_pixels(const uint8_t *root, uint32_t dtype, const uint32_t grid
 	EVP_MD_CTX *c;
 	int ok;
 
-	*bad_row = -1;
+	bad->row = -1;
+	bad->inf = 0;
 	/* OpenSSL's SHA-256 (the function of daemon/engine/sha256.c, an order of magnitude faster
 	 * with SHA-NI / AVX2: an image is megabytes) */
 	c = EVP_MD_CTX_new();
@@ -57,10 +37,10 @@ int vd_vkey_copy_pixels(const uint8_t *root, uint32_t dtype, const uint32_t grid
 	     EVP_DigestUpdate(c, root ? root : zeros, 32) &&
 	     EVP_DigestUpdate(c, hdr, sizeof(hdr));
 	for (int64_t r = 0; ok && r < n_rows; r++) {
-		/* check and hash what landed in dst, never src: src may change between two reads */
-		memcpy(d, s, (size_t)row_bytes);
-		if (row_nonfinite(dtype, d, row_bytes)) {
-			*bad_row = r;
+		/* check and hash what landed in dst, never src: src may change between two reads
+		 * (the embedding rows' copy-and-check, one row at a time so it stays in cache) */
+		if (vd_rows_copy(d, s, 1, row_bytes, stride, dtype, bad) < 0) {
+			bad->row = r;
 			EVP_MD_CTX_free(c);
 			return -EDOM;
 		}

@@ -38,7 +38,7 @@ START_TEST(test_key)
 	uint8_t root[32] = { 1 }, a[32], b[32];
 	uint32_t grid[3] = { 1, 2, 4 };
 	float src[8 * 6], dst[8 * 4];   /* 8 rows of 4 floats, stride 6 floats */
-	int64_t bad = 0;
+	struct vd_rows_bad bad;
 
 	for (int i = 0; i < 8 * 6; i++)
 		src[i] = (float)i * 0.5f;
@@ -77,7 +77,7 @@ START_TEST(test_key)
 	packed[31] += 1.0f;
 	vd_vkey_copy_pixels(root, 0, grid, 0, packed, 16, dst, 8, 16, b, &bad);
 	ck_assert(memcmp(a, b, 32));
-	ck_assert_int_eq(bad, -1);
+	ck_assert_int_eq(bad.row, -1);
 }
 END_TEST
 
@@ -87,7 +87,7 @@ START_TEST(test_nonfinite)
 {
 	uint32_t grid[3] = { 1, 2, 2 };
 	uint8_t k[32];
-	int64_t bad = 0;
+	struct vd_rows_bad bad;
 	float f[4 * 3], fd[4 * 3];
 	uint16_t h[4 * 3], hd[4 * 3];
 	const uint32_t fbad[3] = { 0x7fc00000u, 0x7f800000u, 0xff800001u }; /* NaN, +Inf, -NaN */
@@ -101,7 +101,7 @@ START_TEST(test_nonfinite)
 		h[i] = i % 2 ? 0x7f7fu : 0x7bffu;   /* bf16 max / f16 max */
 	}
 	ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 0, grid, 0, f, 12, fd, 4, 12, k, &bad), 0);
-	ck_assert_int_eq(bad, -1);
+	ck_assert_int_eq(bad.row, -1);
 	ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 2, grid, 0, h, 6, hd, 4, 6, k, &bad), 0);
 	for (int c = 0; c < 3; c++) {
 		float g[12];
@@ -110,7 +110,8 @@ START_TEST(test_nonfinite)
 		memcpy(&g[5 + c], &fbad[c], 4);   /* row 1 (c < 1) or row 2 */
 		ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 0, grid, 0, g, 12, fd, 4, 12, k, &bad),
 		                 -EDOM);
-		ck_assert_int_eq(bad, (5 + c) / 3);
+		ck_assert_int_eq(bad.row, (5 + c) / 3);
+		ck_assert_int_eq(bad.inf, c == 1);
 	}
 	for (int c = 0; c < 2; c++) {
 		uint16_t g[12];
@@ -119,14 +120,16 @@ START_TEST(test_nonfinite)
 		g[11] = bbad[c];
 		ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 2, grid, 0, g, 6, hd, 4, 6, k, &bad),
 		                 -EDOM);
-		ck_assert_int_eq(bad, 3);
+		ck_assert_int_eq(bad.row, 3);
+		ck_assert_int_eq(bad.inf, c == 1);
 		memcpy(g, h, sizeof(g));
 		for (int i = 0; i < 12; i++)
 			g[i] = 0x3c00u;   /* f16 1.0 */
 		g[0] = hbad[c];
 		ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 1, grid, 0, g, 6, hd, 4, 6, k, &bad),
 		                 -EDOM);
-		ck_assert_int_eq(bad, 0);
+		ck_assert_int_eq(bad.row, 0);
+		ck_assert_int_eq(bad.inf, c == 1);
 	}
 }
 END_TEST

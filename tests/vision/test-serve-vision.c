@@ -568,7 +568,8 @@ static void e2e(const char *name, int32_t image_id, int32_t video_id)
 			memcpy(px, t->it[0].emb, bytes);
 			px[(size_t)row * (size_t)it.cols + 7 * (size_t)k] = bad;
 			it.emb = px;
-			snprintf(want, sizeof(want), "item 0: NaN or Inf in pixel row %d", row);
+			snprintf(want, sizeof(want), "item 0 row %d: %s in pixels", row,
+			         k ? "Inf" : "NaN");
 			r.ud = 80 + (uint64_t)k;
 			CHECK(sv_submit(c, &r, &two[0]) == 0 && sv_submit(c, &good, &two[1]) == 0,
 			      "submit NaN/Inf + good");
