@@ -20,14 +20,17 @@ struct tool_images {
 
 /*
  * Parses the chat JSON json[0..len) (Hugging Face messages), loads every image part carrying
- * "path" (relative paths: to the working directory) with cfg/opts, sets its "grid_thw", and
- * returns the rewritten JSON in *out (malloc'd) with the images appended to *imgs in order.
- * *n_other counts image/video parts without a path (they need embeddings). Returns 0 or a
- * negative errno with a message in err.
+ * "path" (relative paths: to the working directory) with cfg/opts and every video part carrying
+ * "path" (a frames folder, a comma list or an array of frame files; optional "source_fps",
+ * "fps", "num_frames") with vidcfg/opts, sets its "grid_thw", and returns the rewritten JSON in
+ * *out (malloc'd) with the images and videos appended to *imgs in order. *n_other counts
+ * image/video parts without a path (they need embeddings). Returns 0 or a negative errno with a
+ * message in err.
  */
 int tool_chat_load_images(const char *json, size_t len, const struct vlm_vision_config *cfg,
-			  const struct vlm_image_opts *opts, char **out, struct tool_images *imgs,
-			  size_t *n_other, char *err, size_t errlen);
+			  const struct vlm_vision_config *vidcfg, const struct vlm_image_opts *opts,
+			  char **out, struct tool_images *imgs, size_t *n_other, char *err,
+			  size_t errlen);
 
 /* Loads one file and appends it to *imgs. Returns 0 or a negative errno (message in err). */
 int tool_image_load(const char *path, const struct vlm_vision_config *cfg,

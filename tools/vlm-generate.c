@@ -6,7 +6,9 @@
  * The prompt is token ids (--tokens 1,2,3 or --tokens-file F), raw text (--prompt TEXT, encoded
  * with the tokenizer; --template wraps it as one user turn of the chat template) or a
  * conversation (--chat FILE.json, Hugging Face messages; its images/videos take their grids from
- * the JSON and their embeddings from the --embed files, in order). Embeddings come from .npy or
+ * the JSON and their embeddings from the --embed files, in order; or, for parts naming files, from
+ * the files). Images (--image FILE) and videos (--video FRAMES_DIR, with the frames' rate and
+ * sampling) are preprocessed here and encoded by vlmd. Embeddings come from .npy or
  * .safetensors files and go through the public intake path (vlm_request_add_tensor) exactly as an
  * application's DLPack tensors do. Tokens stream to stdout as ids, or as text through the
  * streaming detokenizer when a tokenizer is known; a finish line (reason, usage, ttft) goes to
@@ -84,7 +86,8 @@ static void usage(FILE *f)
 "  --tokens-file FILE        token ids from a file (whitespace, commas, a JSON array)\n"
 "  --prompt TEXT             text, encoded with the tokenizer (--template: as a chat turn)\n"
 "  --chat FILE.json          conversation (Hugging Face messages; an image part is\n"
-"                            {\"type\": \"image\", \"path\": FILE} or carries \"grid_thw\")\n"
+"                            {\"type\": \"image\", \"path\": FILE} or carries \"grid_thw\"; a\n"
+"                            video part {\"type\": \"video\", \"path\": DIR or [FRAMES]})\n"
 "tokenizer (needed by --prompt/--chat; with it, output is text):\n"
 "  --tokenizer FILE          tokenizer.json (default: $VLM_TOKENIZER, or DIR/tokenizer.json)\n"
 "  --model-dir DIR           the model folder holding tokenizer.json\n"
@@ -604,8 +607,8 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 		char err[512], *json = NULL;
 		size_t n_other = 0;
 		/* image parts naming a file: preprocess them, the JSON gets their grids */
-		r = tool_chat_load_images(buf, len, &vcfg, &vopt, &json, &o->imgs, &n_other, ierr,
-					  sizeof(ierr));
+		r = tool_chat_load_images(buf, len, &vcfg, &vidcfg, &vopt, &json, &o->imgs, &n_other,
+					  ierr, sizeof(ierr));
 		free(buf);
 		if (r < 0)
 			return fail("%s: %s", o->chat, ierr);

@@ -18,7 +18,8 @@
  *    (images_encoded unchanged) and the prefix cache serves the image blocks (cached tokens > 0);
  *  - the whole client path: `vlm-generate --image FILE --prompt TEXT` (chat template, client
  *    preprocessing, vlm_request_add_image) prints the reference tokens, for the first case and
- *    every video case (`--video CLIP_DIR --video-fps X --sample-fps X | --num-frames N`);
+ *    every video case (`--video CLIP_DIR --video-fps X --sample-fps X | --num-frames N`), and the
+ *    video cases again as --chat conversations with {"type": "video", "path": [frames], ...};
  * Cases: images, a video (4 frames sampled at 2 fps from 12 at 6 fps), a video (6 of 9 frames at
  *    10 fps: Qwen2.5-VL's time step 0.3 s, temporal ids truncated from 0.6 steps) after an image;
  *    each video is one item (sent with its second_per_grid_ts as vlm_request_add_image does).
@@ -39,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -381,6 +383,72 @@ static void via_generate(const struct th_daemon *d, const char *model, const str
 	      sv_first_diff(got, t->tokens, ng < t->n_tokens ? ng : t->n_tokens));
 }
 
+/* The same case as a --chat conversation: image parts {"type": "image", "path": F}, video parts
+ * {"type": "video", "path": [frame files], "source_fps", "fps" | "num_frames"}, then the text. */
+static void via_chat(const struct th_daemon *d, const char *model, const struct tcase *t)
+{
+	char path[] = "/tmp/vlm-video-chat-XXXXXX", cmd[4096], out[8192];
+	json_t *content = json_array(), *msgs;
+	int32_t got[64], ng = 0;
+	size_t n;
+	FILE *p;
+	char *s, *end;
+	int fd;
+
+	for (int j = 0; j < t->n_img; j++) {
+		json_t *v = json_object_get(t->media[j], "video"), *part, *files, *f;
+		char fp[1024];
+		size_t i;
+
+		if (!v) {
+			snprintf(fp, sizeof(fp), "%s/images/%s", vision_dir,
+			         json_string_value(json_object_get(t->media[j], "image")));
+			json_array_append_new(content, json_pack("{s:s,s:s}", "type", "image", "path",
+			                                         fp));
+			continue;
+		}
+		files = json_array();
+		json_array_foreach(json_object_get(v, "frames"), i, f) {
+			snprintf(fp, sizeof(fp), "%s/%s", vision_dir, json_string_value(f));
+			json_array_append_new(files, json_string(fp));
+		}
+		part = json_pack("{s:s,s:o,s:O}", "type", "video", "path", files, "source_fps",
+		                 json_object_get(v, "source_fps"));
+		if (json_object_get(v, "fps"))
+			json_object_set(part, "fps", json_object_get(v, "fps"));
+		if (json_object_get(v, "num_frames"))
+			json_object_set(part, "num_frames", json_object_get(v, "num_frames"));
+		json_array_append_new(content, part);
+	}
+	json_array_append_new(content, json_pack("{s:s,s:s}", "type", "text", "text", t->prompt));
+	msgs = json_pack("[{s:s,s:o}]", "role", "user", "content", content);
+	fd = mkstemp(path);
+	if (fd < 0 || json_dumpfd(msgs, fd, 0) < 0) {
+		CHECK(0, "chat file");
+		json_decref(msgs);
+		return;
+	}
+	close(fd);
+	json_decref(msgs);
+	snprintf(cmd, sizeof(cmd), "%s --socket %s --model-dir %s --chat %s --max-tokens %d "
+	         "--ignore-eos --ids 2>&1", generate, d->sock, model, path, t->n_tokens);
+	p = popen(cmd, "r");
+	n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+	out[n] = 0;
+	CHECK(p && pclose(p) == 0, "vlm-generate --chat %s failed: %s", t->name, out);
+	unlink(path);
+	for (s = out; ng < 64; s = end) {
+		long v = strtol(s, &end, 10);
+
+		if (end == s)
+			break;
+		got[ng++] = (int32_t)v;
+	}
+	CHECK(ng == t->n_tokens && sv_first_diff(got, t->tokens, ng) == ng,
+	      "vlm-generate --chat %s: %d tokens, first difference from transformers at %d",
+	      t->name, ng, sv_first_diff(got, t->tokens, ng < t->n_tokens ? ng : t->n_tokens));
+}
+
 static int make_tower_model(const char *name, char *dir)
 {
 	json_t *a = json_object_get(json_object_get(json_object_get(fx, "models"), name),
@@ -451,6 +519,8 @@ static void e2e(const char *name, int32_t image_id, int32_t video_id)
 			video = video || json_object_get(tc[i].media[j], "video");
 		if (!i || video)
 			via_generate(&d, dir, &tc[i]);
+		if (video)
+			via_chat(&d, dir, &tc[i]);
 	}
 	vc_conn_free(c);
 	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
