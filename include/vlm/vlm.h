@@ -586,6 +586,24 @@ VLM_EXPORT const void *vlm_image_pixels(const struct vlm_image *img, enum vlm_dt
  */
 VLM_EXPORT int vlm_request_add_image(struct vlm_request *req, int32_t placeholder_id,
 				     const struct vlm_image *img);
+/*
+ * Decodes and preprocesses an image file (as vlm_image_load_file) straight into the connection's
+ * arena and adds it to the request like vlm_request_add_image: no intermediate buffer and no
+ * copy (the cheaper way when the image goes to vlmd anyway). grid_thw (may be NULL) receives the
+ * patch grid and *tokens (may be NULL) the placeholder run length it needs; the prompt may be
+ * set before or after. Returns what vlm_image_load_file and vlm_request_add_image return; on an
+ * error nothing is added and the request stays usable. Since 0.3.
+ */
+VLM_EXPORT int vlm_request_add_image_file(struct vlm_request *req, int32_t placeholder_id,
+					  const char *path, const struct vlm_vision_config *cfg,
+					  const struct vlm_image_opts *opts, uint32_t grid_thw[3],
+					  uint32_t *tokens);
+/* As vlm_request_add_image_file for an encoded image in memory (len bytes, not kept). */
+VLM_EXPORT int vlm_request_add_image_memory(struct vlm_request *req, int32_t placeholder_id,
+					    const void *data, size_t len,
+					    const struct vlm_vision_config *cfg,
+					    const struct vlm_image_opts *opts, uint32_t grid_thw[3],
+					    uint32_t *tokens);
 
 /* ---- requests: running ---------------------------------------------------------------------- */
 
