@@ -43,7 +43,7 @@ void vlm_video_config_default(struct vlm_vision_config *cfg)
 static int check_vopts(const struct vlm_video_opts *v)
 {
 	for (size_t i = 0; i < sizeof(v->reserved) / sizeof(v->reserved[0]); i++)
-		if (v->reserved[i] || v->reserved0)
+		if (v->reserved[i])
 			return vc_err(-EINVAL, "video options: reserved fields must be zero");
 	if (!(v->source_fps >= 0 && v->source_fps <= 1e6) || !(v->fps >= 0 && v->fps <= 1e6))
 		return vc_err(-EINVAL, "video options: a frame rate is negative, too large or NaN");
@@ -137,7 +137,8 @@ static int parse_video(json_t *root, const char *path, struct vlm_vision_config 
 		       struct vlm_video_opts *v)
 {
 	json_t *ds = json_object_get(root, "do_sample_frames");
-	double fps = 0, nf = 0, mnf = 0, mxf = 0;
+	json_t *cap = json_object_get(root, "cap_pixels_per_frame");
+	double fps = 0, nf = 0, mnf = 0, mxf = 0, mvt = 128000;
 	int e = vc_vision_config_parse(root, path, cfg);
 
 	if (!e)
@@ -148,8 +149,16 @@ static int parse_video(json_t *root, const char *path, struct vlm_vision_config 
 		e = get_num(root, "min_frames", 0, MAX_FRAMES, &mnf);
 	if (!e)
 		e = get_num(root, "max_frames", 0, MAX_FRAMES, &mxf);
+	if (!e)
+		e = get_num(root, "max_video_tokens", 1, UINT32_MAX, &mvt);
 	if (e)
 		return e;
+	if (cap && !json_is_boolean(cap) && !json_is_null(cap))
+		return vc_err(-EBADMSG, "%s: \"cap_pixels_per_frame\" must be true or false", path);
+	if (mvt != floor(mvt))
+		return vc_err(-EBADMSG, "%s: \"max_video_tokens\" must be an integer", path);
+	if (json_is_true(cap))
+		v->max_video_tokens = (uint32_t)mvt;
 	if (ds && !json_is_boolean(ds) && !json_is_null(ds))
 		return vc_err(-EBADMSG, "%s: \"do_sample_frames\" must be true or false", path);
 	if (nf != floor(nf) || mnf != floor(mnf) || mxf != floor(mxf))
@@ -218,6 +227,30 @@ int vlm_video_config_load(const char *model_dir, struct vlm_vision_config *cfg,
 
 /* ---------------------------------------------------------------- videos */
 
+/* The per-frame pixel bounds of n kept frames: opts' (else cfg's), with transformers'
+ * cap_pixels_per_frame when vopts asks for it (Qwen2VLVideoProcessor.resize). */
+static void frame_bounds(const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+			 const struct vlm_video_opts *vopts, size_t n, struct vlm_image_opts *out)
+{
+	uint64_t mn, mx, factor, total, share, floor_px;
+
+	memset(out, 0, sizeof(*out));
+	if (opts)
+		*out = *opts;
+	if (!vopts || !vopts->max_video_tokens || !n)
+		return;
+	mn = out->min_pixels ? out->min_pixels : cfg->min_pixels;
+	mx = out->max_pixels ? out->max_pixels : cfg->max_pixels;
+	factor = (uint64_t)cfg->patch_size * cfg->merge_size;
+	/* int(max_video_tokens * factor * factor * 0.9), then total * temporal_factor // frames */
+	total = (uint64_t)((double)vopts->max_video_tokens * (double)(factor * factor) * 0.9);
+	share = total * cfg->temporal_patch_size / n;
+	floor_px = (uint64_t)((double)mn * 1.05);   /* int(size.shortest_edge * 1.05) */
+	mx = mx < share ? mx : share;
+	out->max_pixels = mx > floor_px ? mx : floor_px;
+	out->min_pixels = mn;
+}
+
 /* The kept frames' indices (owned by the caller) and the seconds per temporal grid step. */
 static int pick(size_t n_frames, const struct vlm_vision_config *cfg,
 		const struct vlm_video_opts *vopts, uint32_t **idx, size_t *n, double *spg)
@@ -244,6 +277,7 @@ int vlm_video_from_frames(const uint8_t *const *frames, size_t n_frames, uint32_
 			  struct vlm_image **ret)
 {
 	struct vlm_vision_config dcfg;
+	struct vlm_image_opts fo;
 	const uint8_t **kept = NULL;
 	uint32_t *idx = NULL;
 	size_t n = 0;
@@ -272,7 +306,8 @@ int vlm_video_from_frames(const uint8_t *const *frames, size_t n_frames, uint32_
 	}
 	for (size_t i = 0; i < n; i++)
 		kept[i] = frames[idx[i]];
-	e = vc_video_prep(kept, n, width, height, row_stride, cfg, opts, spg, ret);
+	frame_bounds(cfg, opts, vopts, n, &fo);
+	e = vc_video_prep(kept, n, width, height, row_stride, cfg, &fo, spg, ret);
 	free(kept);
 	free(idx);
 	return e;
@@ -283,6 +318,7 @@ int vlm_video_load_frames(const char *const *paths, size_t n_frames,
 			  const struct vlm_video_opts *vopts, struct vlm_image **ret)
 {
 	struct vlm_vision_config dcfg;
+	struct vlm_image_opts fo;
 	struct vc_rgb *fr = NULL;
 	uint8_t **px = NULL;
 	uint32_t *idx = NULL;
@@ -328,8 +364,9 @@ int vlm_video_load_frames(const char *const *paths, size_t n_frames,
 			goto out;
 		}
 	}
+	frame_bounds(cfg, opts, vopts, n, &fo);
 	e = vc_video_prep((const uint8_t *const *)px, n, fr[0].w, fr[0].h, (size_t)fr[0].w * 3,
-			  cfg, opts, spg, ret);
+			  cfg, &fo, spg, ret);
 out:
 	for (size_t i = 0; fr && i < got; i++)
 		free(fr[i].px);

@@ -509,7 +509,10 @@ struct vlm_video_opts {
 				* temporal_patch_size); 0: off; not together with fps */
 	uint32_t min_frames;   /* fps sampling bounds: 0 = 4 / 768 (the class defaults) */
 	uint32_t max_frames;
-	uint32_t reserved0;
+	uint32_t max_video_tokens; /* transformers' cap_pixels_per_frame=True with this
+				* max_video_tokens (its default: 128000): each kept frame's max_pixels
+				* becomes max(min(max_pixels, int(T * factor^2 * 0.9) * temporal_patch /
+				* frames), int(1.05 * min_pixels)); 0: no total cap (5.25's default) */
 	uint64_t reserved[4];
 };
 
@@ -520,8 +523,9 @@ VLM_EXPORT void vlm_video_config_default(struct vlm_vision_config *cfg);
  * The checkpoint's video processor settings, from the first of model_dir/processor_config.json
  * (its "video_processor" object), video_preprocessor_config.json, preprocessor_config.json (so a
  * checkpoint with only the image file gets the image's pixel bounds for frames, as in
- * transformers), over vlm_video_config_default. vopts (may be NULL) gets min/max_frames and,
- * when the file says "do_sample_frames": true, its fps / num_frames. Returns as
+ * transformers), over vlm_video_config_default. vopts (may be NULL) gets min/max_frames, with
+ * "cap_pixels_per_frame": true its max_video_tokens (default 128000) and, when the file says
+ * "do_sample_frames": true, its fps / num_frames. Returns as
  * vlm_vision_config_load (-ENOENT: none of the three files). Since 0.3.
  */
 VLM_EXPORT int vlm_video_config_load(const char *model_dir, struct vlm_vision_config *cfg,

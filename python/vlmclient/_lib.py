@@ -368,7 +368,7 @@ class VideoOpts(ctypes.Structure):
         ("num_frames", c_uint32),
         ("min_frames", c_uint32),
         ("max_frames", c_uint32),
-        ("reserved0", c_uint32),
+        ("max_video_tokens", c_uint32),
         ("reserved", c_uint64 * 4),
     ]
 

@@ -49,7 +49,8 @@ class VisionConfig:
                                                       ctypes.byref(self._c), ctypes.byref(vo)),
                            "video config", True)
             self.video_sampling = {k: getattr(vo, k) for k in ("fps", "num_frames", "min_frames",
-                                                               "max_frames") if getattr(vo, k)}
+                                                               "max_frames", "max_video_tokens")
+                                   if getattr(vo, k)}
         elif model_dir is None:
             _lib.vlm_vision_config_default(ctypes.byref(self._c))
         else:
@@ -142,7 +143,8 @@ class Image:
 
     @classmethod
     def video(cls, frames, min_pixels=None, max_pixels=None, *, config=None, dtype="float32",
-              source_fps=None, fps=None, num_frames=None, min_frames=None, max_frames=None):
+              source_fps=None, fps=None, num_frames=None, min_frames=None, max_frames=None,
+              max_video_tokens=None):
         """A video from its frames, as transformers' Qwen2VLVideoProcessor with the video's
         metadata (VideoMetadata(total_num_frames, fps=source_fps)): frames is a uint8 array
         [n, h, w, 3], a list of [h, w, 3] arrays of one size, or a list of frame image files
@@ -151,7 +153,8 @@ class Image:
         the config's). config: a VisionConfig (None: the video processor's class defaults; a
         checkpoint's: VisionConfig(model_dir, video=True)). The grid's t = ceil(kept / 2);
         second_per_grid is temporal_patch_size / sampled fps (24 when source_fps is unknown),
-        transformers' second_per_grid_ts, which goes to vlmd with the video."""
+        transformers' second_per_grid_ts, which goes to vlmd with the video. max_video_tokens:
+        transformers' cap_pixels_per_frame=True with that budget (None: no total cap)."""
         _need_vision()
         if _lib.vlm_video_from_frames is None:
             raise VlmError(95, "this libvlmclient (%s) has no video sampling" % _lib.path)
@@ -162,7 +165,7 @@ class Image:
                     raise ValueError("%s must be positive" % name)
                 setattr(vo, name, float(v))
         for name, v in (("num_frames", num_frames), ("min_frames", min_frames),
-                        ("max_frames", max_frames)):
+                        ("max_frames", max_frames), ("max_video_tokens", max_video_tokens)):
             if v is not None:
                 if int(v) <= 0:
                     raise ValueError("%s must be positive" % name)
@@ -278,7 +281,7 @@ def sample_frames(total_frames, *, source_fps=None, fps=None, num_frames=None, m
 def preprocess_video(frames, min_pixels=None, max_pixels=None, **sampling):
     """(pixel_values float32 [n, 1176], grid (t, h, w), second_per_grid) for a video (frames as
     Image.video takes them; sampling: source_fps, fps, num_frames, min_frames, max_frames,
-    config), as transformers' Qwen2VLVideoProcessor (pixel_values_videos, video_grid_thw) and
+    max_video_tokens, config), as transformers' Qwen2VLVideoProcessor (pixel_values_videos, video_grid_thw) and
     Qwen2_5_VLProcessor (second_per_grid_ts) compute them, bit for bit. Default per-frame bounds:
     the video processor's class defaults (128*28*28 .. 768*28*28)."""
     with Image.video(frames, min_pixels, max_pixels, **sampling) as v:

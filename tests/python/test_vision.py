@@ -123,7 +123,8 @@ class TestPixels(unittest.TestCase):
         for c in vx["videos"]:
             clip = np.fromfile(os.path.join(VDIR, c["frames"]), dtype=np.uint8).reshape(
                 c["n_frames"], c["height"], c["width"], 3)
-            kw = {k: c[k] or None for k in ("source_fps", "fps", "num_frames")}
+            kw = {k: c[k] or None for k in ("source_fps", "fps", "num_frames",
+                                            "max_video_tokens")}
             pv, grid, spg = vlmclient.preprocess_video(clip, c["min_pixels"], c["max_pixels"],
                                                        **kw)
             self.assertEqual((sha(pv), list(grid), spg),

@@ -13,7 +13,8 @@ Writes tests/vision/video.json and arrays/video_frames_*.rgb:
     their metadata (do_sample_frames=True; fps or num_frames), per-frame pixel bounds of the case:
     video_grid_thw, the SHA-256 of pixel_values_videos (float32 little endian) and
     second_per_grid_ts as Qwen2_5_VLProcessor computes it (temporal_patch_size / sampled_fps);
-    one clip also from the PNG frame files video_f*.png;
+    one clip also from the PNG frame files video_f*.png; one with cap_pixels_per_frame=True and a
+    small max_video_tokens, so the total budget sets the frame size;
   - "config": the video processor transformers loads from tests/vision (only
     preprocessor_config.json there, so the image file's pixel bounds apply to frames).
 """
@@ -52,12 +53,15 @@ SAMPLING = [
     (50, 5.0, 6.0, None, None, None),       # more than the source rate: every frame, even
 ]
 
-# (name, frames, height, width, source fps, fps, num_frames, min_pixels, max_pixels)
+# (name, frames, height, width, source fps, fps, num_frames, min_pixels, max_pixels,
+#  max_video_tokens: cap_pixels_per_frame=True with it, None: no cap)
 VIDEOS = [
-    ("fps2", 12, 36, 48, 6.0, 2.0, None, 3136, 12544),
-    ("fps6", 9, 30, 40, 10.0, 6.0, None, 3136, 6272),
-    ("num5", 7, 50, 30, 30.0, None, 5, 3136, 12544),
-    ("all_unknown_rate", 3, 36, 48, None, None, None, 3136, 12544),
+    ("fps2", 12, 36, 48, 6.0, 2.0, None, 3136, 12544, None),
+    ("fps6", 9, 30, 40, 10.0, 6.0, None, 3136, 6272, None),
+    ("num5", 7, 50, 30, 30.0, None, 5, 3136, 12544, None),
+    ("all_unknown_rate", 3, 36, 48, None, None, None, 3136, 12544, None),
+    # the total cap binds: int(20 * 784 * 0.9) * 2 // 6 frames = 4704 px per frame
+    ("capped", 6, 120, 160, 30.0, None, None, 3136, 50176, 20),
 ]
 
 
@@ -106,7 +110,7 @@ def main():
         sampling.append(case)
 
     videos = []
-    for i, (name, n, h, w, src, fps, num, mn, mx) in enumerate(VIDEOS):
+    for i, (name, n, h, w, src, fps, num, mn, mx, mvt) in enumerate(VIDEOS):
         clip = frames_of(n, h, w, 100 + i)
         fn = "arrays/video_frames_%s_%dx%dx%d.rgb" % (name, n, h, w)
         with open(os.path.join(HERE, fn), "wb") as f:
@@ -119,6 +123,9 @@ def main():
             kw["fps"] = fps
         if num is not None:
             kw["num_frames"] = num
+        kw["cap_pixels_per_frame"] = mvt is not None
+        if mvt is not None:
+            kw["max_video_tokens"] = mvt
         meta = {"total_num_frames": n, "fps": src} if src else None
         out = p(videos=[clip], video_metadata=[meta] if meta else None, return_metadata=True,
                 return_tensors="pt", **kw)
@@ -127,8 +134,9 @@ def main():
         videos.append({
             "name": name, "frames": fn, "n_frames": n, "height": h, "width": w,
             "source_fps": src or 0, "fps": fps or 0, "num_frames": num or 0,
-            "min_pixels": mn, "max_pixels": mx,
-            "indices": [int(v) for v in md.frames_indices],
+            "min_pixels": mn, "max_pixels": mx, "max_video_tokens": mvt or 0,
+            "indices": [int(v) for v in (md.frames_indices if md.frames_indices is not None
+                                         else range(n))],
             "grid": [int(v) for v in out["video_grid_thw"][0]],
             "rows": int(out["pixel_values_videos"].shape[0]),
             "sha256": sha(out["pixel_values_videos"]),

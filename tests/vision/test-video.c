@@ -6,7 +6,8 @@
  *   (sample_frames with VideoMetadata; fps with min/max frames, num_frames rounded half-to-even)
  *   and sampled frame rate (bit-equal doubles), or refuses (-EINVAL) where transformers raises;
  * - videos: the committed synthetic clips through vlm_video_from_frames (video options = the
- *   case's metadata and sampling, per-frame pixel bounds of the case) give transformers' grid,
+ *   case's metadata and sampling, per-frame pixel bounds of the case, one with
+ *   cap_pixels_per_frame's total budget binding) give transformers' grid,
  *   row count, the SHA-256 of pixel_values_videos and second_per_grid_ts (double, and its float32
  *   rounding: what vlmd receives); the PNG frame files through vlm_video_load_frames likewise;
  * - config: vlm_video_config_load on tests/vision (only preprocessor_config.json) gives the pixel
@@ -156,7 +157,8 @@ static void videos(json_t *cases)
 		struct vlm_image_opts o = { .min_pixels = (uint64_t)num(c, "min_pixels"),
 					    .max_pixels = (uint64_t)num(c, "max_pixels") };
 		struct vlm_video_opts v = { .source_fps = num(c, "source_fps"), .fps = num(c, "fps"),
-					    .num_frames = (uint32_t)num(c, "num_frames") };
+					    .num_frames = (uint32_t)num(c, "num_frames"),
+					    .max_video_tokens = (uint32_t)num(c, "max_video_tokens") };
 		struct vlm_image *img = NULL;
 		int e;
 
@@ -184,7 +186,8 @@ static void videos(json_t *cases)
 			e = vlm_video_sample(n, 2, &v, idx, &k, &sfps);
 			for (size_t j = 0; !e && j < k; j++)
 				kept[j] = fr[idx[j]];
-			v = (struct vlm_video_opts){ .source_fps = num(c, "source_fps") ? sfps : 0 };
+			v = (struct vlm_video_opts){ .source_fps = num(c, "source_fps") ? sfps : 0,
+						     .max_video_tokens = v.max_video_tokens };
 			img = NULL;
 			if (!e)
 				e = vlm_video_from_frames(kept, k, w, h, (size_t)w * 3, &cfg, &o, &v,
@@ -295,6 +298,14 @@ static void config(json_t *c)
 		FAIL("video_preprocessor_config.json first: %d %llu %llu %g %u", e,
 		     (unsigned long long)cfg.min_pixels, (unsigned long long)cfg.max_pixels, v.fps,
 		     v.max_frames);
+	write_file(tmp, "video_preprocessor_config.json", "{\"cap_pixels_per_frame\": true}");
+	e = vlm_video_config_load(tmp, &cfg, &v);
+	if (e || v.max_video_tokens != 128000)
+		FAIL("cap_pixels_per_frame: %d, max_video_tokens %u", e, v.max_video_tokens);
+	write_file(tmp, "video_preprocessor_config.json",
+		   "{\"size\": {\"shortest_edge\": 6272, \"longest_edge\": 50176}, "
+		   "\"do_sample_frames\": true, \"fps\": 2.0, \"max_frames\": 64, "
+		   "\"max_video_tokens\": 500}");
 	write_file(tmp, "processor_config.json", "{\"tokenizer\": {}}");   /* no video_processor */
 	e = vlm_video_config_load(tmp, &cfg, &v);
 	if (e || cfg.min_pixels != 6272)
