@@ -492,6 +492,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (o->n_image && !o->prompt)
 		return fail("--%s goes with --prompt (in --chat, use {\"type\": \"image\", "
 			    "\"path\": FILE})", o->media[0].video ? "video" : "image") + 1;
+	for (int i = 0; i < o->n_image; i++) {
+		if (o->media[i].vo.fps > 0 && !(o->media[i].vo.source_fps > 0))
+			return fail("--video %s: --sample-fps needs --video-fps (the frames' own rate)",
+				    o->media[i].path) + 1;
+		if (o->media[i].vo.fps > 0 && o->media[i].vo.num_frames)
+			return fail("--video %s: --sample-fps or --num-frames, not both",
+				    o->media[i].path) + 1;
+	}
 	if (o->n_image)
 		o->template_ = true;
 	o->gp.stop_ids = o->gp.n_stop_ids ? o->stop : NULL;
