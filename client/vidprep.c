@@ -63,6 +63,7 @@ int vlm_video_sample(size_t total, uint32_t temporal_patch, const struct vlm_vid
 	size_t len;
 	int e;
 
+	vc_err_clear();
 	if (n_out)
 		*n_out = 0;
 	if (!indices || !n_out)
