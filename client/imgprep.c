@@ -1,7 +1,7 @@
 /*
- * client/imgprep.c — the vlm_image_* / vlm_video_* / vlm_vision_config_* API of vlm.h: decoded RGB
- * to Qwen2-VL pixel patches, as transformers' Qwen2VLImageProcessor / Qwen2VLVideoProcessor do
- * with their default (torchvision) backend.
+ * client/imgprep.c — the vlm_image_* / vlm_vision_config_* API of vlm.h: decoded RGB to Qwen2-VL
+ * pixel patches, as transformers' Qwen2VLImageProcessor / Qwen2VLVideoProcessor do with their
+ * default (torchvision) backend (which frames of a video: client/vidprep.c).
  *
  * Pipeline: decode (client/imgdecode.c) -> smart_resize target -> uint8 resize
  * (client/imgresize.c) -> fused rescale+normalize in fp32 -> patchify in 2x2 merge-block order.
@@ -93,32 +93,14 @@ static int get_triple(json_t *o, const char *key, int positive, float v[3])
 	return 0;
 }
 
-int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
+int vc_vision_config_parse(json_t *root, const char *path, struct vlm_vision_config *cfg)
 {
-	char path[4096];
-	json_error_t jerr;
-	json_t *root, *size;
+	json_t *size;
 	uint64_t ps, tps, ms, mn, mx;
 	int e;
 
-	vc_err_clear();
-	if (!model_dir || !cfg)
-		return vc_err(-EINVAL, "vlm_vision_config_load: NULL argument");
-	vlm_vision_config_default(cfg);
-	if ((size_t)snprintf(path, sizeof(path), "%s/preprocessor_config.json", model_dir) >=
-	    sizeof(path))
-		return vc_err(-EINVAL, "model directory path too long");
-	if (access(path, F_OK))
-		return vc_err(errno == ENOENT ? -ENOENT : -errno, "%s: %s", path, strerror(errno));
-	root = json_load_file(path, 0, &jerr);
-	if (!root)
-		return vc_err(json_error_code(&jerr) == json_error_cannot_open_file ? -EACCES
-										  : -EBADMSG,
-			      "%s: line %d: %s", path, jerr.line, jerr.text);
-	if (!json_is_object(root)) {
-		json_decref(root);
+	if (!json_is_object(root))
 		return vc_err(-EBADMSG, "%s: not a JSON object", path);
-	}
 	ps = cfg->patch_size;
 	tps = cfg->temporal_patch_size;
 	ms = cfg->merge_size;
@@ -143,7 +125,6 @@ int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
 		e = get_triple(root, "image_mean", 0, cfg->image_mean);
 	if (!e)
 		e = get_triple(root, "image_std", 1, cfg->image_std);
-	json_decref(root);
 	if (e)
 		return e;
 	cfg->patch_size = (uint32_t)ps;
@@ -154,12 +135,51 @@ int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
 	return 0;
 }
 
+int vc_json_load(const char *path, json_t **root)
+{
+	json_error_t jerr;
+
+	*root = NULL;
+	if (access(path, F_OK))
+		return vc_err(errno == ENOENT ? -ENOENT : -errno, "%s: %s", path, strerror(errno));
+	*root = json_load_file(path, 0, &jerr);
+	if (!*root)
+		return vc_err(json_error_code(&jerr) == json_error_cannot_open_file ? -EACCES
+										   : -EBADMSG,
+			      "%s: line %d: %s", path, jerr.line, jerr.text);
+	return 0;
+}
+
+int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
+{
+	char path[4096];
+	json_t *root;
+	int e;
+
+	vc_err_clear();
+	if (!model_dir || !cfg)
+		return vc_err(-EINVAL, "vlm_vision_config_load: NULL argument");
+	vlm_vision_config_default(cfg);
+	if ((size_t)snprintf(path, sizeof(path), "%s/preprocessor_config.json", model_dir) >=
+	    sizeof(path))
+		return vc_err(-EINVAL, "model directory path too long");
+	e = vc_json_load(path, &root);
+	if (e)
+		return e;
+	e = vc_vision_config_parse(root, path, cfg);
+	json_decref(root);
+	if (e)
+		vlm_vision_config_default(cfg);
+	return e;
+}
+
 /* ---------------------------------------------------------------- the image object */
 
 struct vlm_image {
 	uint32_t grid[3];            /* (t, h, w) patch grid */
 	uint32_t merge;              /* merge_size */
 	bool video;
+	double second_per_grid;      /* video: temporal_patch / sampled fps (seconds per grid step) */
 	enum vlm_dtype dtype;        /* F32 or BF16 */
 	size_t rows, cols;           /* [t*h*w, 3*tp*ps*ps] */
 	void *data;                  /* [rows][cols] in dtype; owned unless external */
@@ -180,7 +200,7 @@ static int check_cfg(const struct vlm_vision_config *cfg)
 	return 0;
 }
 
-static int check_opts(const struct vlm_image_opts *o)
+int vc_check_opts(const struct vlm_image_opts *o)
 {
 	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
 		if (o->reserved[i])
@@ -585,7 +605,7 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 		opts = &dopts;
 	e = check_cfg(cfg);
 	if (!e)
-		e = check_opts(opts);
+		e = vc_check_opts(opts);
 	if (e)
 		return e;
 	if (!sw || !sh)
@@ -701,23 +721,7 @@ int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t height, size
 	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, NULL, ret);
 }
 
-int vlm_video_from_rgb(const uint8_t *const *frames, size_t n_frames, uint32_t width,
-		       uint32_t height, size_t row_stride, const struct vlm_vision_config *cfg,
-		       const struct vlm_image_opts *opts, struct vlm_image **ret)
-{
-	vc_err_clear();
-	if (ret)
-		*ret = NULL;
-	if (!frames || !n_frames)
-		return vc_err(-EINVAL, "vlm_video_from_rgb: no frames");
-	for (size_t i = 0; i < n_frames; i++)
-		if (!frames[i])
-			return vc_err(-EINVAL, "vlm_video_from_rgb: frame %zu is NULL", i);
-	return prep_frames(frames, n_frames, width, height, row_stride, cfg, opts, true, NULL,
-			   ret);
-}
-
-static uint64_t source_limit(const struct vlm_image_opts *opts)
+uint64_t vc_source_limit(const struct vlm_image_opts *opts)
 {
 	return opts && opts->max_source_pixels ? opts->max_source_pixels
 					       : VC_IMG_MAX_SOURCE_PIXELS;
@@ -785,9 +789,9 @@ int vc_image_load_memory_to(const void *data, size_t len, const struct vlm_visio
 		*ret = NULL;
 	if (!ret || (!data && len))
 		return vc_err(-EINVAL, "vlm_image_load_memory: NULL argument");
-	if (opts && (e = check_opts(opts)))
+	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = vc_img_decode(data, len, source_limit(opts), &rgb);
+	e = vc_img_decode(data, len, vc_source_limit(opts), &rgb);
 	if (e)
 		return e;
 	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
@@ -814,9 +818,9 @@ int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
 		*ret = NULL;
 	if (!path || !ret)
 		return vc_err(-EINVAL, "vlm_image_load_file: NULL argument");
-	if (opts && (e = check_opts(opts)))
+	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = vc_img_decode_file(path, source_limit(opts), &rgb);
+	e = vc_img_decode_file(path, vc_source_limit(opts), &rgb);
 	if (e)
 		return e;
 	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
@@ -829,54 +833,6 @@ int vlm_image_load_file(const char *path, const struct vlm_vision_config *cfg,
 			const struct vlm_image_opts *opts, struct vlm_image **ret)
 {
 	return vc_image_load_file_to(path, cfg, opts, NULL, ret);
-}
-
-int vlm_video_load_files(const char *const *paths, size_t n_frames,
-			 const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
-			 struct vlm_image **ret)
-{
-	struct vc_rgb *fr;
-	uint8_t **px;
-	size_t i, n = 0;
-	int e = 0;
-
-	vc_err_clear();
-	if (ret)
-		*ret = NULL;
-	if (!paths || !n_frames || !ret)
-		return vc_err(-EINVAL, "vlm_video_load_files: no frames");
-	if (opts && (e = check_opts(opts)))
-		return e;
-	fr = calloc(n_frames, sizeof(*fr));
-	px = calloc(n_frames, sizeof(*px));
-	if (!fr || !px) {
-		e = vc_err(-ENOMEM, "out of memory");
-		goto out;
-	}
-	for (n = 0; n < n_frames; n++) {
-		if (!paths[n]) {
-			e = vc_err(-EINVAL, "vlm_video_load_files: path %zu is NULL", n);
-			goto out;
-		}
-		e = vc_img_decode_file(paths[n], source_limit(opts), &fr[n]);
-		if (e)
-			goto out;
-		px[n] = fr[n].px;
-		if (fr[n].w != fr[0].w || fr[n].h != fr[0].h) {
-			n++;
-			e = vc_err(-EINVAL, "%s: frame is %u x %u, frame 0 is %u x %u", paths[n - 1],
-				   fr[n - 1].w, fr[n - 1].h, fr[0].w, fr[0].h);
-			goto out;
-		}
-	}
-	e = prep_frames((const uint8_t *const *)px, n_frames, fr[0].w, fr[0].h,
-			(size_t)fr[0].w * 3, cfg, opts, true, NULL, ret);
-out:
-	for (i = 0; fr && i < n; i++)
-		free(fr[i].px);
-	free(fr);
-	free(px);
-	return e;
 }
 
 void vlm_image_free(struct vlm_image *img)
@@ -910,6 +866,22 @@ uint32_t vlm_image_tokens(const struct vlm_image *img)
 bool vlm_image_is_video(const struct vlm_image *img)
 {
 	return img && img->video;
+}
+
+double vlm_video_second_per_grid(const struct vlm_image *img)
+{
+	return img && img->video ? img->second_per_grid : 0;
+}
+
+int vc_video_prep(const uint8_t *const *frames, size_t n, uint32_t width, uint32_t height,
+		  size_t stride, const struct vlm_vision_config *cfg,
+		  const struct vlm_image_opts *opts, double second_per_grid, struct vlm_image **ret)
+{
+	int e = prep_frames(frames, n, width, height, stride, cfg, opts, true, NULL, ret);
+
+	if (!e)
+		(*ret)->second_per_grid = second_per_grid;
+	return e;
 }
 
 const void *vlm_image_pixels(const struct vlm_image *img, enum vlm_dtype *dtype, size_t *rows,

@@ -10,7 +10,8 @@
  * a fresh buffer costs its page faults (zeroing) and then a copy. Preprocessing into an arena
  * extent writes each patch once, into shared memory whose pages earlier requests already
  * faulted in. The descriptor carries the PATCH grid (t, h, w); vlmd runs the vision tower and
- * fills the placeholder run of t*h*w/merge^2 tokens.
+ * fills the placeholder run of t*h*w/merge^2 tokens. A video also carries its seconds per
+ * temporal grid step (float32 bits in reserved0).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -22,6 +23,29 @@
 #include "client/request.h"
 #include "client/vlmerr.h"
 #include "vlm/vlm.h"
+
+/* The first row of px [rows, cols] (f32 or bf16) holding a NaN or an infinity, or -1. */
+static int64_t nonfinite_row(const void *px, enum vlm_dtype dt, size_t rows, size_t cols)
+{
+	for (size_t r = 0; r < rows; r++) {
+		uint32_t bad = 0;
+
+		if (dt == VLM_DTYPE_F32) {
+			const uint32_t *u = (const uint32_t *)px + r * cols;
+
+			for (size_t i = 0; i < cols; i++)
+				bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+		} else {
+			const uint16_t *u = (const uint16_t *)px + r * cols;
+
+			for (size_t i = 0; i < cols; i++)
+				bad |= (u[i] & 0x7f80u) == 0x7f80u;
+		}
+		if (bad)
+			return (int64_t)r;
+	}
+	return -1;
+}
 
 /* Room for one more item in r. Returns 0, -E2BIG or -ENOMEM. */
 static int item_slot(struct vlm_request *r)
@@ -64,6 +88,9 @@ static struct vc_item *item_init(struct vlm_request *r, int32_t placeholder_id, 
 int vlm_request_add_image(struct vlm_request *r, int32_t placeholder_id,
 			  const struct vlm_image *img)
 {
+	double spg;
+	float spg32;
+	int64_t bad;
 	struct vc_tensor t = { 0 };
 	struct vc_item *it;
 	enum vlm_dtype dt;
@@ -83,6 +110,16 @@ int vlm_request_add_image(struct vlm_request *r, int32_t placeholder_id,
 	vlm_image_grid(img, grid);
 	if (!px || !rows || rows > UINT32_MAX || !cols || cols > UINT32_MAX)
 		return vc_err(-EINVAL, "vlm_request_add_image: empty image");
+	/* the pixels of a vlm_image are finite by construction; memory written through the
+	 * pointer vlm_image_pixels returns may not be, and vlmd would refuse them anyway */
+	bad = nonfinite_row(px, dt, rows, cols);
+	if (bad >= 0)
+		return vc_err(-EINVAL, "vlm_request_add_image: pixel row %lld holds a NaN or an "
+			      "infinity", (long long)bad);
+	spg = vlm_video_second_per_grid(img);
+	spg32 = (float)spg;
+	if (vlm_image_is_video(img) && !(spg32 > 0 && spg32 <= 86400.0f))
+		return vc_err(-EINVAL, "vlm_request_add_image: %g seconds per frame pair", spg);
 	e = item_slot(r);
 	if (e)
 		return e;
@@ -94,6 +131,8 @@ int vlm_request_add_image(struct vlm_request *r, int32_t placeholder_id,
 	t.data_bytes = t.row_stride * rows;
 	t.data = px;
 	it = item_init(r, placeholder_id, t.dtype, t.rows, t.cols, grid);
+	if (vlm_image_is_video(img)) /* second_per_grid_ts, a float32 in transformers too */
+		memcpy(&it->wire.reserved0, &spg32, sizeof(spg32));
 	vc_lock(r->conn);
 	/* the image's heap memory never lies in the arena, so this takes the copy path (copy = 1)
 	 * and keeps no pointer to t */

@@ -68,6 +68,7 @@ struct vd_ev_job {
 	bool dup;                /* same key as an earlier job: resolved from its entry */
 	bool encode;             /* in the forward */
 	bool oom;                /* no memory for its copy */
+	struct vd_rows_bad bad;  /* first row holding a NaN or Inf (refused), else row -1 */
 };
 
 /* A batch's output buffer, shared by the cache entries made from it. */
@@ -274,7 +275,7 @@ static void fail_marked(struct vd_engine *e, const char *msg)
 			i++;
 			continue;
 		}
-		vd_engine_fail(e, q, q->vfail, msg);   /* dequeues q: i names the next one */
+		vd_engine_fail(e, q, q->vfail, q->vmsg[0] ? q->vmsg : msg); /* dequeues q */
 	}
 }
 
@@ -362,9 +363,12 @@ void vd_ev_forward_end(struct vd_engine *e)
 static void ev_copy(struct vd_engine *e)
 {
 	int32_t n = e->v_njobs;
+	int rc;
 
-	for (int32_t j = 0; j < n; j++)
+	for (int32_t j = 0; j < n; j++) {
 		e->v_jobs[j].skip = e->v_jobs[j].q->cancel;   /* flagged now: its arena may go */
+		e->v_jobs[j].bad.row = -1;
+	}
 	e->v_reading = 1;
 	pthread_mutex_unlock(&e->mu);
 	for (int32_t j = 0; j < n; j++) {
@@ -380,12 +384,14 @@ static void ev_copy(struct vd_engine *e)
 			jb->skip = jb->oom = true;   /* q->vfail is set under the lock below */
 			continue;
 		}
-		if (vd_vkey_copy_pixels(e->root, it->dtype, grid, it->reserved0,
-		                        q->r->arena + it->data_off, (int64_t)it->row_stride,
-		                        q->vpix[jb->k], it->rows,
-		                        (int64_t)it->cols * (int64_t)px_size[it->dtype],
-		                        q->img[jb->k].fp) < 0) {
-			jb->skip = jb->oom = true;
+		rc = vd_vkey_copy_pixels(e->root, it->dtype, grid, it->reserved0,
+		                         q->r->arena + it->data_off, (int64_t)it->row_stride,
+		                         q->vpix[jb->k], it->rows,
+		                         (int64_t)it->cols * (int64_t)px_size[it->dtype],
+		                         q->img[jb->k].fp, &jb->bad);
+		if (rc < 0) {
+			jb->skip = true;
+			jb->oom = rc != -EDOM;
 			continue;
 		}
 		q->img[jb->k].fp_bytes = 32;
@@ -394,9 +400,19 @@ static void ev_copy(struct vd_engine *e)
 	e->v_reading = 0;
 	e->v_read_phase++;
 	pthread_cond_broadcast(&e->done_cv);
-	for (int32_t j = 0; j < n; j++)
-		if (e->v_jobs[j].oom)
-			e->v_jobs[j].q->vfail = -ENOMEM;
+	for (int32_t j = 0; j < n; j++) {
+		struct vd_ev_job *jb = &e->v_jobs[j];
+
+		if (jb->oom) {
+			jb->q->vfail = -ENOMEM;
+		} else if (jb->bad.row >= 0 && !jb->q->vfail) {
+			/* the sender's own mistake, named in its error as for embedding rows (<= 47
+			 * bytes: k < 256 items, rows <= the item patch limit) */
+			jb->q->vfail = -EINVAL;
+			snprintf(jb->q->vmsg, sizeof(jb->q->vmsg), "item %d row %lld: %s in pixels",
+			         jb->k, (long long)jb->bad.row, jb->bad.inf ? "Inf" : "NaN");
+		}
+	}
 }
 
 /* (2) lock held: cache hits, duplicates, and the jobs to encode (one dtype). Returns their

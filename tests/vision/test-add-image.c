@@ -2,7 +2,9 @@
  * tests/vision/test-add-image.c — vlm_request_add_image against a real vlmd (the echo sink):
  * the item descriptor is a VS_ITEM_PIXELS item with the PATCH grid, [t*h*w, 1176] rows in f32 or
  * bf16, and the arena holds a packed copy of the pixel patches that stays intact after the image
- * is freed (it is the caller's); bad calls fail with -EINVAL and leave the request usable; every
+ * is freed (it is the caller's); bad calls fail with -EINVAL and leave the request usable (also
+ * pixels made NaN or Inf through the pointer vlm_image_pixels returns: refused, nothing placed);
+ * a video's item carries its seconds per temporal step as float32 bits, an image's 0; every
  * arena byte comes back once the request is gone (also after a submission, whatever vlmd answers
  * to pixel items: this test does not depend on vlmd's vision support).
  *
@@ -62,6 +64,7 @@ static void check_item(struct vlm_conn *c, struct vlm_request *r, uint32_t k, in
 	      (unsigned long long)w->data_bytes);
 	CHECK(w->tensor_id == k, "tensor id %llu", (unsigned long long)w->tensor_id);
 	CHECK(!(w->flags & VS_ITEM_HAS_FINGERPRINT), "fingerprint set");
+	CHECK(w->reserved0 == 0, "an image with a time step");
 	CHECK(w->data_off + w->data_bytes <= c->arena_bytes &&
 	      !memcmp(c->arena + w->data_off, copy, w->data_bytes), "arena bytes differ");
 }
@@ -193,6 +196,47 @@ int main(int argc, char **argv)
 	CHECK(vlm_request_add_image(r, -1, a) == -EINVAL &&
 	      strstr(vlm_last_error(), "negative"), "negative id: %s", vlm_last_error());
 	CHECK(r->n_items == 0, "an item after misuse");
+	/* pixel memory made non-finite behind the API's back (through the pointer
+	 * vlm_image_pixels returns) is refused before anything is placed */
+	{
+		struct vlm_image *bad = load(dir, "png_28x28.png", VLM_DTYPE_F32);
+		float *px = bad ? (float *)vlm_image_pixels(bad, NULL, NULL, NULL) : NULL;
+		uint64_t before = arena_free(c);
+
+		if (px) {
+			px[3 * 1176 + 10] = 1.0f / 0.0f;
+			CHECK(vlm_request_add_image(r, 151655, bad) == -EINVAL &&
+			      strstr(vlm_last_error(), "pixel row 3 holds a NaN or an infinity"),
+			      "Inf pixel: %s", vlm_last_error());
+			px[3 * 1176 + 10] = 0.0f / 0.0f;
+			CHECK(vlm_request_add_image(r, 151655, bad) == -EINVAL, "NaN pixel");
+			CHECK(r->n_items == 0 && arena_free(c) == before, "a refused image took room");
+		}
+		vlm_image_free(bad);
+	}
+	/* a video carries its seconds per temporal step (float32 bits); an image carries 0 */
+	{
+		uint8_t fr[56 * 56 * 3] = { 0 };
+		const uint8_t *frames[3] = { fr, fr, fr };
+		struct vlm_video_opts vo = { .source_fps = 12.0, .num_frames = 2 };
+		struct vlm_image *v = NULL;
+		struct vlm_request *rv = NULL;
+		float want = 2.0f / 8.0f, got;   /* 2 of 3 frames kept at 12 fps: 8 fps sampled */
+
+		CHECK(vlm_video_from_frames(frames, 3, 56, 56, 56 * 3, NULL, NULL, &vo, &v) == 0,
+		      "video: %s", vlm_last_error());
+		CHECK(vlm_request_new(c, &rv) == 0 && vlm_request_set_tokens(rv, toks, 6) == 0,
+		      "video request");
+		if (v && rv) {
+			CHECK(vlm_request_add_image(rv, 151656, v) == 0, "add video: %s",
+			      vlm_last_error());
+			memcpy(&got, &rv->items[0].wire.reserved0, 4);
+			CHECK(rv->n_items == 1 && got == want, "video time step %g, want %g", got,
+			      want);
+		}
+		vlm_request_free(rv);
+		vlm_image_free(v);
+	}
 	e = vlm_request_add_image(r, 151655, a);
 	CHECK(e == 0, "add a: %s", vlm_last_error());
 	e = vlm_request_add_image(r, 151655, b);
