@@ -525,6 +525,43 @@ START_TEST(test_bf16dot_matmul)
 }
 END_TEST
 
+/* The probe's per-instruction peaks: fp32 FMA always; bf16 dot exactly when the AVX-512 path has
+ * AVX512_BF16 and it is not switched off (VLM_CPU_BF16DOT=0); int8 dot exactly when the CPU has
+ * AVX512_VNNI; peak_gflops is the best of the matmul's paths. (Rates are not judged.) */
+START_TEST(test_probe_peaks)
+{
+	for (int off = 0; off < 2; off++) {
+		struct vk_backend *cpu;
+		struct vk_probe p;
+		char err[256];
+		if (off)
+			setenv("VLM_CPU_BF16DOT", "0", 1);
+		setenv("VLM_THREADS", "2", 1);
+		ck_assert_int_eq(vk_backend_open("cpu", &cpu, err, sizeof(err)), 0);
+		unsetenv("VLM_CPU_BF16DOT");
+		unsetenv("VLM_THREADS");
+		ck_assert_int_eq(cpu->ops->probe(cpu, &p), 0);
+		int bf16 = 0, vnni = 0;
+#if defined(__x86_64__) || defined(__i386__)
+		int has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+		             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+		             __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+		bf16 = has512 && __builtin_cpu_supports("avx512bf16") && !off;
+		vnni = has512 && __builtin_cpu_supports("avx512vnni");
+#endif
+		ck_assert(p.peak_f32_gflops > 0);
+		ck_assert_msg((p.peak_bf16_gflops > 0) == bf16, "bf16 peak %g, CPU path has it: %d",
+		              p.peak_bf16_gflops, bf16);
+		ck_assert_msg((p.peak_int8_gops > 0) == vnni, "int8 peak %g, CPU has VNNI: %d",
+		              p.peak_int8_gops, vnni);
+		ck_assert(p.peak_gflops == (p.peak_bf16_gflops > p.peak_f32_gflops ? p.peak_bf16_gflops
+		                                                                    : p.peak_f32_gflops));
+		ck_assert(p.read_bandwidth_gbps > 0 && p.threads == 2);
+		vk_backend_free(cpu);
+	}
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("kernels-ops");
@@ -539,6 +576,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_vision_closed_form);
 	tcase_add_loop_test(tc, test_batch_invariance, 0, (int)(sizeof(configs) / sizeof(configs[0])));
 	tcase_add_test(tc, test_bf16dot_matmul);
+	tcase_add_test(tc, test_probe_peaks);
 	suite_add_tcase(s, tc);
 	return s;
 }
