@@ -11,6 +11,10 @@
  *    n > 32 (prefill): a blocked GEMM; each thread takes a block of weight rows, widens one
  *    [NC, KC] slice to fp32 into its own buffer (L2-sized), and runs the microkernel over every
  *    MR-row strip of activations (L1-sized) — compute-bound, so the goal is FMA rate.
+ *  - bf16 weights on a CPU with AVX512_BF16 take the bf16 dot product (vdpbf16ps, twice the
+ *    multiply-adds per instruction) on both paths: the activations are rounded to bf16 once per
+ *    matmul (round_x_bf16), the GEMM copies bf16 weight slices instead of widening them. fp32 /
+ *    fp16 weights never round their activations; VLM_CPU_BF16DOT=0 keeps bf16 on fp32 too.
  *  - Batch invariance: both matmul paths sum every output in the same order (depth chunks from
  *    K alone, the same lane order and reduction tree, the bias after the first chunk), so a
  *    row's result is bit-identical whether it is computed alone or with 31 or 500 other rows.
