@@ -39,11 +39,11 @@
  * tower calls ev_yield between ops (vd_vision_set_yield; matmuls then go in panels of ~64 MFLOP,
  * about a millisecond), which starts the next op only while no LLM forward runs, or once the
  * tower has waited about one forward's moving-average time (never starved: that op overlaps);
- * an LLM forward waits for a tower op in progress to end. The engine thread waits only for an op
- * that is running, never for the encoder thread to wake up and take a turn: on a loaded machine
- * a wake-up can take a scheduler time slice, and a first version that handed turns over put that
- * latency into every step (measured: ITL tail worse than without turns). A device backend (own
- * stream) keeps no turns.
+ * an LLM forward waits for a tower op in progress to end (at most half a forward's time). The
+ * engine thread waits only for an op that is running, never for the encoder thread to wake up
+ * and take a turn: on a loaded machine a wake-up can take a scheduler time slice, and a first
+ * version that handed turns over put that latency into every step (measured: ITL tail worse
+ * than without turns). A device backend (own stream) keeps no turns.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -331,11 +331,20 @@ void vd_ev_forward_begin(struct vd_engine *e)
 	if (!e->g_on)
 		return;
 	pthread_mutex_lock(&e->g_mu);
-	/* a tower op in progress (the encoder is running it: no wake-up to wait for) ends first */
-	e->g_eng_wait = 1;
-	while (e->g_in_op)
-		pthread_cond_wait(&e->g_cv, &e->g_mu);
-	e->g_eng_wait = 0;
+	/* a tower op in progress (the encoder is running it: no wake-up to wait for) ends first,
+	 * within half a forward's time: an encoder the OS descheduled mid-op is not waited for */
+	if (e->g_in_op) {
+		double w = e->g_step_ns > 0 ? 0.5 * e->g_step_ns : 2e6;
+		uint64_t deadline = vs_now_ns() + (uint64_t)(w < 5e5 ? 5e5 : w > 10e6 ? 10e6 : w);
+		struct timespec ts = { (time_t)(deadline / 1000000000u),
+		                       (long)(deadline % 1000000000u) };
+
+		e->g_eng_wait = 1;
+		while (e->g_in_op && vs_now_ns() < deadline)
+			if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
+				break;
+		e->g_eng_wait = 0;
+	}
 	e->g_step = 1;
 	e->g_step_t0 = vs_now_ns();
 	pthread_mutex_unlock(&e->g_mu);
