@@ -585,10 +585,12 @@ static int step(struct vd_engine *e)
 	                       .subs = e->b_subs };
 	e->reading = 1;
 	pthread_mutex_unlock(&e->mu);
+	vd_ev_forward_begin(e);
 	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog,
 	                      need_logits && !dev ? e->b_logits : NULL, e->b_argmax);
 	if (rc >= 0 && dev)
 		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
+	vd_ev_forward_end(e);
 	pthread_mutex_lock(&e->mu);
 	e->reading = 0;
 	e->read_phase++;

@@ -22,6 +22,10 @@
  *  - placeholder spans and M-RoPE ids + rope delta equal the ids transformers' get_rope_index gave;
  *  - every prompt position: |logits - ref| / |ref| <= the checkpoint's tolerance;
  *  - the 32 greedy tokens equal the reference's.
+ * The backend "cpu-fp32" is the CPU backend with VLM_CPU_BF16DOT=0; on "cpu" the bf16 checkpoints
+ * run on the bf16 dot-product path where the CPU has it (activations rounded to bf16): there the
+ * logits are checked within 1.5x the tolerance and greedy is reported, not checked (see below).
+ * Each line also prints the largest log-probability difference (the drift the rounding adds).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -92,7 +96,11 @@ struct seq {
 	int32_t n_gen;
 	int32_t gen[64];
 	float max_err;
+<<<<<<< HEAD
 	double max_drift;              /* |logprob of fp32's top-1| vs fp32_logits, max over rows */
+=======
+	float max_dlp;                 /* largest |log-softmax(logits) - log-softmax(ref)| */
+>>>>>>> video
 };
 
 /* log_softmax(x)[i] */
@@ -140,7 +148,11 @@ static int run_batch(struct vd_model *m, const char *label, struct seq *s, int32
 		cap += s[i].n + 1;
 		s[i].done = s[i].n_gen = 0;
 		s[i].max_err = 0;
+<<<<<<< HEAD
 		s[i].max_drift = 0;
+=======
+		s[i].max_dlp = 0;
+>>>>>>> video
 	}
 	int32_t *tok = malloc(sizeof(int32_t) * cap), *pos = malloc(sizeof(int32_t) * 3 * cap);
 	int32_t *rows = malloc(sizeof(int32_t) * cap), *ids = malloc(sizeof(int32_t) * cap);
@@ -220,11 +232,28 @@ static int run_batch(struct vd_model *m, const char *label, struct seq *s, int32
 				float e = (float)sqrt(d / nr);
 				if (!(e <= q->max_err))
 					q->max_err = e;
+<<<<<<< HEAD
 				if (q->fp32_logits) {
 					double dr = top1_drift(got, q->fp32_logits +
 					                       (size_t)kind[r] * cfg->vocab, cfg->vocab);
 					if (!(dr <= q->max_drift))
 						q->max_drift = dr;
+=======
+				double mg = got[0], mr = ref[0], sg = 0, sr = 0;
+				for (int32_t v = 1; v < cfg->vocab; v++) {
+					mg = got[v] > mg ? got[v] : mg;
+					mr = ref[v] > mr ? ref[v] : mr;
+				}
+				for (int32_t v = 0; v < cfg->vocab; v++) {
+					sg += exp((double)got[v] - mg);
+					sr += exp((double)ref[v] - mr);
+				}
+				double lg = mg + log(sg), lr = mr + log(sr);
+				for (int32_t v = 0; v < cfg->vocab; v++) {
+					float dl = (float)fabs(((double)got[v] - lg) - ((double)ref[v] - lr));
+					if (!(dl <= q->max_dlp))
+						q->max_dlp = dl;
+>>>>>>> video
 				}
 				if (kind[r] == q->n - 1)
 					q->gen[q->n_gen++] = ids[r];
@@ -416,7 +445,27 @@ static void check_checkpoint(json_t *man_root, json_t *ck, const char *refdir,
 	for (int bi = 0; bi < n_backends; bi++) {
 		struct vk_backend *be = NULL;
 		struct vd_model *m = NULL;
-		rc = vk_backend_open(backends[bi], &be, err, sizeof(err));
+		/* "cpu-fp32": the CPU backend with bf16 weights kept on the fp32 path */
+		int fp32 = strcmp(backends[bi], "cpu-fp32") == 0;
+		if (fp32)
+			setenv("VLM_CPU_BF16DOT", "0", 1);
+		rc = vk_backend_open(fp32 ? "cpu" : backends[bi], &be, err, sizeof(err));
+		if (fp32)
+			unsetenv("VLM_CPU_BF16DOT");
+		/* The CPU backend rounds the activations of bf16 weights to bf16 where it has the
+		 * dot-product instruction (transformers' own bf16 run rounds them too, and lands 1.1 to
+		 * 2.3e-2 from these fp32 references: tests/model/bf16_drift.py). Near-tied greedy
+		 * picks of these random tiny models then flip: greedy is checked on "cpu-fp32" and
+		 * "ref"; the logits everywhere, within 1.5x the checkpoint's tolerance (still below
+		 * transformers' own bf16 drift on every one of these prompts but one). */
+		const char *dot_env = getenv("VLM_CPU_BF16DOT");
+		int rounds = tol >= 1e-2 && strcmp(backends[bi], "cpu") == 0 &&
+		             !(dot_env && strcmp(dot_env, "0") == 0);
+#if defined(__x86_64__) || defined(__i386__)
+		rounds = rounds && __builtin_cpu_supports("avx512bf16");
+#else
+		rounds = 0;
+#endif
 		if (rc == -ENODEV) {   /* e.g. "cuda" on a machine without a GPU */
 			printf("%s: backend %s unavailable (%s), skipped\n", name, backends[bi], err);
 			continue;
@@ -446,9 +495,12 @@ static void check_checkpoint(json_t *man_root, json_t *ck, const char *refdir,
 				if (run_batch(m, label, s, ns, chunks[c], n_greedy, block_size, total_blocks,
 				              c == 2 ? VK_DTYPE_BF16 : VK_DTYPE_F32) < 0)
 					continue;
+				const int check_greedy = c < 2 && !rounds;
+				const double t = rounds ? 1.5 * tol : tol;
 				for (int32_t i = 0; i < ns; i++) {
 					int same = s[i].n_gen == n_greedy &&
 					           !memcmp(s[i].gen, s[i].ref_greedy, sizeof(int32_t) * n_greedy);
+<<<<<<< HEAD
 					printf("%-32s %-13s max rel err %.3g (tol %.0e)  greedy %s\n", label,
 					       s[i].name, s[i].max_err, tol,
 					       same ? "identical" : c < 2 ? "DIFFERENT" : "differs (not checked)");
@@ -466,9 +518,16 @@ static void check_checkpoint(json_t *man_root, json_t *ck, const char *refdir,
 						      s[i].max_drift, json_number_value(b), json_string_value(
 						      json_object_get(ck, "drift_bound_reason")));
 					}
+=======
+					printf("%-32s %-13s max rel err %.3g (tol %.1e)  max |dlogprob| %.3g  "
+					       "greedy %s\n", label, s[i].name, s[i].max_err, t, s[i].max_dlp,
+					       same ? "identical" : check_greedy ? "DIFFERENT" : "differs (not checked)");
+					CHECK(s[i].max_err <= t, "%s/%s: logits rel err %.3g > %.1e", label,
+					      s[i].name, s[i].max_err, t);
+>>>>>>> video
 					/* bf16 K/V rounding (~4e-3 on the logits) flips near-tied greedy picks of
 					 * these random tiny models: that mode checks the logits only */
-					if (!same && c < 2) {
+					if (!same && check_greedy) {
 						int32_t k = 0;
 						while (k < s[i].n_gen && s[i].gen[k] == s[i].ref_greedy[k])
 							k++;
