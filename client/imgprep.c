@@ -1,7 +1,7 @@
 /*
- * client/imgprep.c — the vlm_image_* / vlm_video_* / vlm_vision_config_* API of vlm.h: decoded RGB
- * to Qwen2-VL pixel patches, as transformers' Qwen2VLImageProcessor / Qwen2VLVideoProcessor do
- * with their default (torchvision) backend.
+ * client/imgprep.c — the vlm_image_* / vlm_vision_config_* API of vlm.h: decoded RGB to Qwen2-VL
+ * pixel patches, as transformers' Qwen2VLImageProcessor / Qwen2VLVideoProcessor do with their
+ * default (torchvision) backend (which frames of a video: client/vidprep.c).
  *
  * Pipeline: decode (client/imgdecode.c) -> smart_resize target -> uint8 resize
  * (client/imgresize.c) -> fused rescale+normalize in fp32 -> patchify in 2x2 merge-block order.
@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,32 +93,14 @@ static int get_triple(json_t *o, const char *key, int positive, float v[3])
 	return 0;
 }
 
-int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
+int vc_vision_config_parse(json_t *root, const char *path, struct vlm_vision_config *cfg)
 {
-	char path[4096];
-	json_error_t jerr;
-	json_t *root, *size;
+	json_t *size;
 	uint64_t ps, tps, ms, mn, mx;
 	int e;
 
-	vc_err_clear();
-	if (!model_dir || !cfg)
-		return vc_err(-EINVAL, "vlm_vision_config_load: NULL argument");
-	vlm_vision_config_default(cfg);
-	if ((size_t)snprintf(path, sizeof(path), "%s/preprocessor_config.json", model_dir) >=
-	    sizeof(path))
-		return vc_err(-EINVAL, "model directory path too long");
-	if (access(path, F_OK))
-		return vc_err(errno == ENOENT ? -ENOENT : -errno, "%s: %s", path, strerror(errno));
-	root = json_load_file(path, 0, &jerr);
-	if (!root)
-		return vc_err(json_error_code(&jerr) == json_error_cannot_open_file ? -EACCES
-										  : -EBADMSG,
-			      "%s: line %d: %s", path, jerr.line, jerr.text);
-	if (!json_is_object(root)) {
-		json_decref(root);
+	if (!json_is_object(root))
 		return vc_err(-EBADMSG, "%s: not a JSON object", path);
-	}
 	ps = cfg->patch_size;
 	tps = cfg->temporal_patch_size;
 	ms = cfg->merge_size;
@@ -142,7 +125,6 @@ int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
 		e = get_triple(root, "image_mean", 0, cfg->image_mean);
 	if (!e)
 		e = get_triple(root, "image_std", 1, cfg->image_std);
-	json_decref(root);
 	if (e)
 		return e;
 	cfg->patch_size = (uint32_t)ps;
@@ -153,17 +135,57 @@ int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
 	return 0;
 }
 
+int vc_json_load(const char *path, json_t **root)
+{
+	json_error_t jerr;
+
+	*root = NULL;
+	if (access(path, F_OK))
+		return vc_err(errno == ENOENT ? -ENOENT : -errno, "%s: %s", path, strerror(errno));
+	*root = json_load_file(path, 0, &jerr);
+	if (!*root)
+		return vc_err(json_error_code(&jerr) == json_error_cannot_open_file ? -EACCES
+										   : -EBADMSG,
+			      "%s: line %d: %s", path, jerr.line, jerr.text);
+	return 0;
+}
+
+int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
+{
+	char path[4096];
+	json_t *root;
+	int e;
+
+	vc_err_clear();
+	if (!model_dir || !cfg)
+		return vc_err(-EINVAL, "vlm_vision_config_load: NULL argument");
+	vlm_vision_config_default(cfg);
+	if ((size_t)snprintf(path, sizeof(path), "%s/preprocessor_config.json", model_dir) >=
+	    sizeof(path))
+		return vc_err(-EINVAL, "model directory path too long");
+	e = vc_json_load(path, &root);
+	if (e)
+		return e;
+	e = vc_vision_config_parse(root, path, cfg);
+	json_decref(root);
+	if (e)
+		vlm_vision_config_default(cfg);
+	return e;
+}
+
 /* ---------------------------------------------------------------- the image object */
 
 struct vlm_image {
 	uint32_t grid[3];            /* (t, h, w) patch grid */
 	uint32_t merge;              /* merge_size */
 	bool video;
+	double second_per_grid;      /* video: temporal_patch / sampled fps (seconds per grid step) */
 	enum vlm_dtype dtype;        /* F32 or BF16 */
 	size_t rows, cols;           /* [t*h*w, 3*tp*ps*ps] */
-	void *data;                  /* [rows][cols] in dtype; owned */
+	void *data;                  /* [rows][cols] in dtype; owned unless external */
 	size_t bytes;                /* of data */
 	bool mapped;                 /* data is an mmap (patches_alloc), else malloc */
+	bool external;               /* data is the caller's (struct vc_img_dst) */
 };
 
 static int check_cfg(const struct vlm_vision_config *cfg)
@@ -178,7 +200,7 @@ static int check_cfg(const struct vlm_vision_config *cfg)
 	return 0;
 }
 
-static int check_opts(const struct vlm_image_opts *o)
+int vc_check_opts(const struct vlm_image_opts *o)
 {
 	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
 		if (o->reserved[i])
@@ -205,6 +227,11 @@ struct normlut {
 	uint16_t b[256][3];
 	float m[3], s[3];            /* m_c, s_c */
 	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
+	bool avx512;                 /* whole patches with patch_avx512 */
+	bool fma_div;                /* (u - m_c) / s_c == fma(fma(-y, s_c, u - m_c), r_c, y) with
+				      * y = (u - m_c) * r_c, r_c = 1 / s_c, for every u and c: checked
+				      * exhaustively, so patch_avx512 may skip the division */
+	float r[3];                  /* r_c */
 };
 
 static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
@@ -219,13 +246,30 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 			l->b[u][c] = to_bf16(l->f[u][c]);
 		}
 	}
-	l->avx2 = false;
+	/* the reciprocal route (Markstein's correction step), checked on all 3 x 256 inputs */
+	l->fma_div = true;
+	for (int c = 0; c < 3; c++) {
+		l->r[c] = 1.0f / l->s[c];
+		for (int u = 0; u < 256; u++) {
+			float x = (float)u - l->m[c], y = x * l->r[c];
+			float q = fmaf(fmaf(-y, l->s[c], x), l->r[c], y);
+
+			if (memcmp(&q, &l->f[u][c], 4))
+				l->fma_div = false;
+		}
+	}
+	l->avx2 = l->avx512 = false;
 #ifdef __SSE2__
 	{
-		const char *cap = getenv("VLM_RESIZE_ISA"); /* sse2 / ssse3: no AVX2 here either */
+		/* VLM_RESIZE_ISA caps the kernels: sse2 / ssse3 (scalar here), avx2 (no AVX-512) */
+		const char *cap = getenv("VLM_RESIZE_ISA");
+		bool avx2_ok = !cap || !strcmp(cap, "avx2");
 
 		__builtin_cpu_init();
-		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && !cap;
+		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && avx2_ok;
+		l->avx512 = l->avx2 && !cap && cfg->temporal_patch_size <= 4 &&
+			    __builtin_cpu_supports("avx512f") &&
+			    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 	}
 #endif
 }
@@ -311,6 +355,104 @@ static void norm_run14_bf16_avx2(const uint8_t *s, uint16_t *d0, uint16_t *d1, u
 			_mm256_packus_epi32(bf16_lanes(lo), bf16_lanes(hi)), 0xd8));
 	}
 }
+
+/*
+ * One whole patch (14 x 14 pixels, 3 channels, every temporal slot) with AVX-512 into stage,
+ * its output row [c][tt][dy][dx] of floats (f32) or uint16 (bf16), tp <= 4: slot[tt] is the
+ * patch's top-left pixel in temporal slot tt's block row (rows sstride bytes apart, 48 readable
+ * bytes from each 14-pixel run). The same IEEE operations as the table. Runs are 16-value
+ * stores whose 2 extra values land on the next run, written after it (the last run of each
+ * block is a masked store), and a slot showing the same frame as the slot before it is stored
+ * from the same registers. The caller copies stage out one patch later (stage_out), when these
+ * overlapping stores have left the store buffer: reading them back at once stalls the load on
+ * store forwarding (measured: half of this function's time).
+ */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp,
+			 const struct normlut *l, void *stage, bool bf16)
+{
+	const __mmask16 m14 = 0x3fff;
+
+	for (int c = 0; c < 3; c++) {
+		__m128i sh0 = _mm_loadu_si128((const __m128i *)norm_mask[c][0]);
+		__m128i sh1 = _mm_loadu_si128((const __m128i *)norm_mask[c][1]);
+		__m128i sh2 = _mm_loadu_si128((const __m128i *)norm_mask[c][2]);
+		__m512 mc = _mm512_set1_ps(l->m[c]), sc = _mm512_set1_ps(l->s[c]);
+		__m512 rc = _mm512_set1_ps(l->r[c]);
+
+		for (uint32_t tt = 0; tt < tp; tt++) {
+			uint32_t n = 1;
+
+			if (tt && slot[tt] == slot[tt - 1])
+				continue;
+			while (tt + n < tp && slot[tt + n] == slot[tt])
+				n++;
+			for (uint32_t dy = 0; dy < 14; dy++) {
+				const uint8_t *s = slot[tt] + dy * sstride;
+				__m128i x = _mm_or_si128(
+					_mm_or_si128(_mm_shuffle_epi8(_mm_loadu_si128(
+							     (const __m128i *)s), sh0),
+						     _mm_shuffle_epi8(_mm_loadu_si128(
+							     (const __m128i *)(s + 16)), sh1)),
+					_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(s + 32)),
+							 sh2));
+				__m512 v = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x)),
+							 mc), f;
+				__m256i h = _mm256_setzero_si256();
+
+				if (l->fma_div) {
+					f = _mm512_mul_ps(v, rc);
+					f = _mm512_fmadd_ps(_mm512_fnmadd_ps(f, sc, v), rc, f);
+				} else {
+					f = _mm512_div_ps(v, sc);
+				}
+				if (bf16) {
+					__m512i u = _mm512_castps_si512(f);
+					__m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16),
+								       _mm512_set1_epi32(1));
+
+					h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(
+						u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16));
+				}
+				for (uint32_t k = 0; k < n; k++) {
+					size_t o = ((size_t)c * tp + tt + k) * 196 + dy * 14;
+
+					if (!bf16 && dy < 13)
+						_mm512_storeu_ps((float *)stage + o, f);
+					else if (!bf16)
+						_mm512_mask_storeu_ps((float *)stage + o, m14, f);
+					else if (dy < 13)
+						_mm256_storeu_si256((__m256i *)((uint16_t *)stage + o), h);
+					else
+						_mm256_mask_storeu_epi16((uint16_t *)stage + o, m14, h);
+				}
+			}
+		}
+	}
+}
+
+/* A staged patch row of bytes out to its place: whole-vector stores of exactly its size, so
+ * nothing outside the row is written (the output may be the caller's exact-size buffer). They
+ * are non-temporal when aligned: the patches are written once and read by another process
+ * later, 22.5 MB for a 720p image, so the store bandwidth is the limit and skipping the reads
+ * for ownership helps (prep_frames fences once at the end). */
+__attribute__((target("avx2")))
+static void stage_out(void *out, const void *stage, size_t bytes)
+{
+	uint8_t *d = out;
+	const uint8_t *s = stage;
+
+	if ((uintptr_t)d % 32 == 0 && bytes % 32 == 0) {
+		for (size_t i = 0; i < bytes; i += 32)
+			_mm256_stream_si256((__m256i *)(d + i), _mm256_load_si256(
+				(const __m256i *)(s + i)));
+	} else if ((uintptr_t)d % 16 == 0 && bytes % 16 == 0) {
+		for (size_t i = 0; i < bytes; i += 16)
+			_mm_stream_si128((__m128i *)(d + i), _mm_load_si128((const __m128i *)(s + i)));
+	} else {
+		memcpy(out, stage, bytes);
+	}
+}
 #endif
 
 /*
@@ -328,6 +470,13 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 	uint32_t bh_n = img->grid[1] / m, bw_n = img->grid[2] / m;
 	size_t cols = img->cols, pp = (size_t)ps * ps, cstride = (size_t)tp * pp;
 	size_t row = ((size_t)t * bh_n + bh) * bw_n * m * m;
+#ifdef __SSE2__
+	/* patch_avx512's two staging rows: one being written, the other copied out */
+	float stage[2][4 * 3 * 196 + 16] __attribute__((aligned(64)));
+	void *pend = NULL;
+	int cur = 0;
+	size_t rbytes = cols * (img->dtype == VLM_DTYPE_F32 ? 4 : 2);
+#endif
 
 	for (uint32_t bw = 0; bw < bw_n; bw++)
 		for (uint32_t ih = 0; ih < m; ih++)
@@ -335,6 +484,21 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 		uint32_t px = bw * m + iw;
 		float *of = img->dtype == VLM_DTYPE_F32 ? (float *)img->data + row * cols : NULL;
 		uint16_t *ob = of ? NULL : (uint16_t *)img->data + row * cols;
+
+#ifdef __SSE2__
+		if (lut->avx512) {
+			const uint8_t *ps0[4];
+
+			for (uint32_t tt = 0; tt < tp; tt++)
+				ps0[tt] = slot[tt] + ((size_t)ih * ps * w + (size_t)px * ps) * 3;
+			patch_avx512(ps0, (size_t)w * 3, tp, lut, stage[cur], !of);
+			if (pend)
+				stage_out(pend, stage[cur ^ 1], rbytes);
+			pend = of ? (void *)of : (void *)ob;
+			cur ^= 1;
+			continue;
+		}
+#endif
 
 		for (uint32_t tt = 0; tt < tp; tt++) {
 			size_t off = (size_t)tt * pp;
@@ -389,6 +553,10 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 			}
 		}
 	}
+#ifdef __SSE2__
+	if (pend)
+		stage_out(pend, stage[cur ^ 1], rbytes);
+#endif
 }
 
 /* The patch buffer: large ones are mapped with transparent huge pages requested, which saves
@@ -412,7 +580,8 @@ static void *patches_alloc(size_t bytes, bool *mapped)
 /* The shared core: nf RGB frames of one size -> *ret. */
 static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32_t sh,
 		       size_t stride, const struct vlm_vision_config *cfg,
-		       const struct vlm_image_opts *opts, bool video, struct vlm_image **ret)
+		       const struct vlm_image_opts *opts, bool video, const struct vc_img_dst *dst,
+		       struct vlm_image **ret)
 {
 	struct vlm_vision_config dcfg;
 	struct vlm_image_opts dopts = { 0 };
@@ -436,7 +605,7 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 		opts = &dopts;
 	e = check_cfg(cfg);
 	if (!e)
-		e = check_opts(opts);
+		e = vc_check_opts(opts);
 	if (e)
 		return e;
 	if (!sw || !sh)
@@ -486,7 +655,15 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 			goto fail;
 	}
 	img->bytes = img->rows * img->cols * (opts->dtype == VLM_DTYPE_F32 ? 4 : 2);
-	img->data = patches_alloc(img->bytes + 64, &img->mapped); /* + slack for 16-float stores */
+	if (dst) {
+		/* the caller's memory, exactly img->bytes: every kernel stays inside its row */
+		e = dst->get(dst->ctx, img->bytes, &img->data);
+		if (e)
+			goto fail;
+		img->external = true;
+	} else {
+		img->data = patches_alloc(img->bytes + 64, &img->mapped); /* + slack, as ever */
+	}
 	if (!img->data) {
 		e = vc_err(-ENOMEM, "out of memory (%zu x %zu pixel patches)", img->rows, img->cols);
 		goto fail;
@@ -512,6 +689,9 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 			}
 			patchify_block((const uint8_t *const *)slot, tw, t, bh, cfg, &lut, img);
 		}
+#ifdef __SSE2__
+	_mm_sfence(); /* stage_out's non-temporal stores are visible before the image is used */
+#endif
 	for (size_t i = 0; i < nf; i++)
 		vc_resizer_free(rs[i]);
 	free(rs);
@@ -538,25 +718,10 @@ int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t height, size
 		*ret = NULL;
 	if (!rgb)
 		return vc_err(-EINVAL, "vlm_image_from_rgb: rgb is NULL");
-	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, ret);
+	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, NULL, ret);
 }
 
-int vlm_video_from_rgb(const uint8_t *const *frames, size_t n_frames, uint32_t width,
-		       uint32_t height, size_t row_stride, const struct vlm_vision_config *cfg,
-		       const struct vlm_image_opts *opts, struct vlm_image **ret)
-{
-	vc_err_clear();
-	if (ret)
-		*ret = NULL;
-	if (!frames || !n_frames)
-		return vc_err(-EINVAL, "vlm_video_from_rgb: no frames");
-	for (size_t i = 0; i < n_frames; i++)
-		if (!frames[i])
-			return vc_err(-EINVAL, "vlm_video_from_rgb: frame %zu is NULL", i);
-	return prep_frames(frames, n_frames, width, height, row_stride, cfg, opts, true, ret);
-}
-
-static uint64_t source_limit(const struct vlm_image_opts *opts)
+uint64_t vc_source_limit(const struct vlm_image_opts *opts)
 {
 	return opts && opts->max_source_pixels ? opts->max_source_pixels
 					       : VC_IMG_MAX_SOURCE_PIXELS;
@@ -612,8 +777,9 @@ int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out
 	return e;
 }
 
-int vlm_image_load_memory(const void *data, size_t len, const struct vlm_vision_config *cfg,
-			  const struct vlm_image_opts *opts, struct vlm_image **ret)
+int vc_image_load_memory_to(const void *data, size_t len, const struct vlm_vision_config *cfg,
+			    const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
+			    struct vlm_image **ret)
 {
 	struct vc_rgb rgb;
 	int e;
@@ -623,19 +789,26 @@ int vlm_image_load_memory(const void *data, size_t len, const struct vlm_vision_
 		*ret = NULL;
 	if (!ret || (!data && len))
 		return vc_err(-EINVAL, "vlm_image_load_memory: NULL argument");
-	if (opts && (e = check_opts(opts)))
+	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = vc_img_decode(data, len, source_limit(opts), &rgb);
+	e = vc_img_decode(data, len, vc_source_limit(opts), &rgb);
 	if (e)
 		return e;
 	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
-			opts, false, ret);
+			opts, false, dst, ret);
 	free(rgb.px);
 	return e;
 }
 
-int vlm_image_load_file(const char *path, const struct vlm_vision_config *cfg,
-			const struct vlm_image_opts *opts, struct vlm_image **ret)
+int vlm_image_load_memory(const void *data, size_t len, const struct vlm_vision_config *cfg,
+			  const struct vlm_image_opts *opts, struct vlm_image **ret)
+{
+	return vc_image_load_memory_to(data, len, cfg, opts, NULL, ret);
+}
+
+int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
+			  const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
+			  struct vlm_image **ret)
 {
 	struct vc_rgb rgb;
 	int e;
@@ -645,70 +818,30 @@ int vlm_image_load_file(const char *path, const struct vlm_vision_config *cfg,
 		*ret = NULL;
 	if (!path || !ret)
 		return vc_err(-EINVAL, "vlm_image_load_file: NULL argument");
-	if (opts && (e = check_opts(opts)))
+	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = vc_img_decode_file(path, source_limit(opts), &rgb);
+	e = vc_img_decode_file(path, vc_source_limit(opts), &rgb);
 	if (e)
 		return e;
 	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
-			opts, false, ret);
+			opts, false, dst, ret);
 	free(rgb.px);
 	return e;
 }
 
-int vlm_video_load_files(const char *const *paths, size_t n_frames,
-			 const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
-			 struct vlm_image **ret)
+int vlm_image_load_file(const char *path, const struct vlm_vision_config *cfg,
+			const struct vlm_image_opts *opts, struct vlm_image **ret)
 {
-	struct vc_rgb *fr;
-	uint8_t **px;
-	size_t i, n = 0;
-	int e = 0;
-
-	vc_err_clear();
-	if (ret)
-		*ret = NULL;
-	if (!paths || !n_frames || !ret)
-		return vc_err(-EINVAL, "vlm_video_load_files: no frames");
-	if (opts && (e = check_opts(opts)))
-		return e;
-	fr = calloc(n_frames, sizeof(*fr));
-	px = calloc(n_frames, sizeof(*px));
-	if (!fr || !px) {
-		e = vc_err(-ENOMEM, "out of memory");
-		goto out;
-	}
-	for (n = 0; n < n_frames; n++) {
-		if (!paths[n]) {
-			e = vc_err(-EINVAL, "vlm_video_load_files: path %zu is NULL", n);
-			goto out;
-		}
-		e = vc_img_decode_file(paths[n], source_limit(opts), &fr[n]);
-		if (e)
-			goto out;
-		px[n] = fr[n].px;
-		if (fr[n].w != fr[0].w || fr[n].h != fr[0].h) {
-			n++;
-			e = vc_err(-EINVAL, "%s: frame is %u x %u, frame 0 is %u x %u", paths[n - 1],
-				   fr[n - 1].w, fr[n - 1].h, fr[0].w, fr[0].h);
-			goto out;
-		}
-	}
-	e = prep_frames((const uint8_t *const *)px, n_frames, fr[0].w, fr[0].h,
-			(size_t)fr[0].w * 3, cfg, opts, true, ret);
-out:
-	for (i = 0; fr && i < n; i++)
-		free(fr[i].px);
-	free(fr);
-	free(px);
-	return e;
+	return vc_image_load_file_to(path, cfg, opts, NULL, ret);
 }
 
 void vlm_image_free(struct vlm_image *img)
 {
 	if (!img)
 		return;
-	if (img->mapped)
+	if (img->external)
+		; /* the caller's memory (vc_img_dst) */
+	else if (img->mapped)
 		munmap(img->data, img->bytes + 64);
 	else
 		free(img->data);
@@ -733,6 +866,22 @@ uint32_t vlm_image_tokens(const struct vlm_image *img)
 bool vlm_image_is_video(const struct vlm_image *img)
 {
 	return img && img->video;
+}
+
+double vlm_video_second_per_grid(const struct vlm_image *img)
+{
+	return img && img->video ? img->second_per_grid : 0;
+}
+
+int vc_video_prep(const uint8_t *const *frames, size_t n, uint32_t width, uint32_t height,
+		  size_t stride, const struct vlm_vision_config *cfg,
+		  const struct vlm_image_opts *opts, double second_per_grid, struct vlm_image **ret)
+{
+	int e = prep_frames(frames, n, width, height, stride, cfg, opts, true, NULL, ret);
+
+	if (!e)
+		(*ret)->second_per_grid = second_per_grid;
+	return e;
 }
 
 const void *vlm_image_pixels(const struct vlm_image *img, enum vlm_dtype *dtype, size_t *rows,

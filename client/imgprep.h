@@ -4,11 +4,56 @@
 #ifndef VLM_CLIENT_IMGPREP_H
 #define VLM_CLIENT_IMGPREP_H
 
+#include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "client/imgdecode.h"
+#include "vlm/vlm.h"
 
 /* Reads and decodes an image file (vc_img_decode); the message names the path. */
 int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out);
+
+/* The source-pixel limit of opts (NULL: the default). */
+uint64_t vc_source_limit(const struct vlm_image_opts *opts);
+/* 0, or -EINVAL with the reason: reserved fields, dtype. */
+int vc_check_opts(const struct vlm_image_opts *o);
+
+/* Reads a JSON file: 0 and *root, -ENOENT, -EACCES or -EBADMSG (message names path). */
+int vc_json_load(const char *path, json_t **root);
+/* The preprocessing fields of a processor dict (patch, temporal patch, merge, size / min / max
+ * pixels, mean, std) over the values already in cfg. 0 or -EBADMSG (cfg then undefined). */
+int vc_vision_config_parse(json_t *root, const char *path, struct vlm_vision_config *cfg);
+
+/* A video image from n frames of one size (cfg, opts: as vlm_video_from_rgb's; NULL cfg =
+ * the image defaults), carrying second_per_grid (vlm_video_second_per_grid). */
+int vc_video_prep(const uint8_t *const *frames, size_t n, uint32_t width, uint32_t height,
+		  size_t stride, const struct vlm_vision_config *cfg,
+		  const struct vlm_image_opts *opts, double second_per_grid, struct vlm_image **ret);
+
+struct vlm_image;
+struct vlm_image_opts;
+struct vlm_vision_config;
+
+/*
+ * Where the patches of an image go instead of a buffer of its own: get(ctx, bytes, &mem) is
+ * called once, when the grid is known and before any patch is written; mem must hold bytes
+ * (exactly: no kernel writes past the last patch). Returns 0 or a negative errno (with the
+ * message set), which the load returns. The image's pixels then point into mem, which
+ * vlm_image_free leaves alone.
+ */
+struct vc_img_dst {
+	int (*get)(void *ctx, size_t bytes, void **mem);
+	void *ctx;
+};
+
+/* vlm_image_load_memory / vlm_image_load_file with the patches written into dst's memory (no
+ * copy); dst NULL: the image's own buffer, as the public calls. */
+int vc_image_load_memory_to(const void *data, size_t len, const struct vlm_vision_config *cfg,
+			    const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
+			    struct vlm_image **ret);
+int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
+			  const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
+			  struct vlm_image **ret);
 
 #endif /* VLM_CLIENT_IMGPREP_H */

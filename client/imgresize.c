@@ -86,6 +86,14 @@ struct axis {
 	uint32_t ksize;
 	uint32_t in;                 /* input size of the axis */
 	int prec;
+	/* h_row_vbmi's table (horizontal axis, NULL when unused): output bytes in groups of 16,
+	 * group g reads the 64 source bytes from gbase[g]; per tap pair p, gidx [g][p][64] picks
+	 * (tap 2p, tap 2p+1) source bytes into the int16 pairs of each output byte's int32 lane and
+	 * gw [g][p][16] holds the lane's (k[2p], k[2p+1]) as kp does */
+	uint32_t *gbase;
+	uint8_t *gidx;
+	int32_t *gw;
+	uint32_t ngroups, npairs;
 };
 
 static double cubic(double x)
@@ -106,6 +114,9 @@ static void axis_free(struct axis *ax)
 	free(ax->n);
 	free(ax->k);
 	free(ax->kp);
+	free(ax->gbase);
+	free(ax->gidx);
+	free(ax->gw);
 }
 
 static int axis_init(struct axis *ax, uint32_t in, uint32_t out)
@@ -172,6 +183,55 @@ static int axis_init(struct axis *ax, uint32_t in, uint32_t out)
 		}
 	}
 	free(w);
+	return 0;
+}
+
+/* h_row_vbmi's table for a horizontal axis of dw outputs (3 channels). Returns 0, -ENOMEM, or
+ * 1 when some group's taps span more than 64 source bytes (large downscales: no table). */
+static int axis_groups(struct axis *ax, uint32_t dw)
+{
+	uint32_t nb = dw * 3, ng = (nb + 15) / 16, np = 0;
+
+	for (uint32_t x = 0; x < dw; x++)
+		if ((ax->n[x] + 1) / 2 > np)
+			np = (ax->n[x] + 1) / 2;
+	for (uint32_t g = 0; g < ng; g++) {
+		uint32_t base = ax->lo[16 * g / 3];
+
+		for (uint32_t i = 0; i < 16 && 16 * g + i < nb; i++) {
+			uint32_t x = (16 * g + i) / 3;
+
+			if (ax->n[x] && ((ax->lo[x] - base + ax->n[x] - 1) * 3 + 2) >= 64)
+				return 1;
+		}
+	}
+	ax->gbase = malloc(sizeof(*ax->gbase) * ng);
+	ax->gidx = calloc((size_t)ng * np, 64);
+	ax->gw = calloc((size_t)ng * np * 16, sizeof(*ax->gw));
+	if (!ax->gbase || !ax->gidx || !ax->gw)
+		return vc_err(-ENOMEM, "out of memory (resize tables)");
+	for (uint32_t g = 0; g < ng; g++) {
+		uint32_t base = ax->lo[16 * g / 3];
+
+		ax->gbase[g] = base * 3;
+		for (uint32_t i = 0; i < 16 && 16 * g + i < nb; i++) {
+			uint32_t x = (16 * g + i) / 3, c = (16 * g + i) % 3;
+			const int32_t *k = ax->k + (size_t)x * ax->ksize;
+
+			for (uint32_t p = 0; p < np; p++) {
+				uint8_t *id = ax->gidx + ((size_t)g * np + p) * 64 + 4 * i;
+				uint32_t j0 = 2 * p, j1 = 2 * p + 1;
+				uint32_t w0 = j0 < ax->n[x] ? (uint16_t)k[j0] : 0;
+				uint32_t w1 = j1 < ax->n[x] ? (uint16_t)k[j1] : 0;
+
+				id[0] = (uint8_t)(j0 < ax->n[x] ? (ax->lo[x] + j0 - base) * 3 + c : 0);
+				id[2] = (uint8_t)(j1 < ax->n[x] ? (ax->lo[x] + j1 - base) * 3 + c : 0);
+				ax->gw[((size_t)g * np + p) * 16 + i] = (int32_t)(w0 | w1 << 16);
+			}
+		}
+	}
+	ax->ngroups = ng;
+	ax->npairs = np;
 	return 0;
 }
 
@@ -353,6 +413,45 @@ static void h_row_avx2(const uint8_t *s, const uint8_t *limit, const struct axis
 			ax->prec, d + 3 * x);
 }
 
+/* h_row with AVX-512 VBMI: 16 output bytes (channels interleaved) per step; per tap pair one
+ * byte permutation of the group's 64 source bytes into (tap 2p, tap 2p+1) int16 pairs and one
+ * multiply-add against the lanes' weights (axis_groups); the same integer sums. Loads past limit
+ * are masked off, and the last group's store is masked to the row. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl")))
+static void h_row_vbmi(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		       uint32_t dw)
+{
+	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1)), z = _mm512_setzero_si512();
+	const __m128i shift = _mm_cvtsi32_si128(ax->prec);
+	const __mmask64 even = 0x5555555555555555ull;
+	uint32_t nb = dw * 3, np = ax->npairs;
+
+	for (uint32_t g = 0; g < ax->ngroups; g++) {
+		const uint8_t *p = s + ax->gbase[g];
+		const uint8_t *id = ax->gidx + (size_t)g * np * 64;
+		const int32_t *w = ax->gw + (size_t)g * np * 16;
+		__m512i src, acc = vhalf;
+		__m128i out;
+
+		_mm_prefetch((const char *)p + 1024, _MM_HINT_T0);
+		if (p + 64 <= limit)
+			src = _mm512_loadu_si512((const void *)p);
+		else
+			src = _mm512_maskz_loadu_epi8(limit - p >= 64 ? ~0ull :
+						      (1ull << (limit - p)) - 1, p);
+		for (uint32_t q = 0; q < np; q++)
+			acc = _mm512_add_epi32(acc, _mm512_madd_epi16(
+				_mm512_maskz_permutexvar_epi8(even, _mm512_loadu_si512(
+					(const void *)(id + 64 * q)), src),
+				_mm512_loadu_si512((const void *)(w + 16 * q))));
+		out = _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_sra_epi32(acc, shift), z));
+		if (16 * g + 16 <= nb)
+			_mm_storeu_si128((__m128i *)(d + 16 * g), out);
+		else
+			_mm_mask_storeu_epi8(d + 16 * g, (__mmask16)((1u << (nb - 16 * g)) - 1), out);
+	}
+}
+
 /* One row of the vertical pass: rows[0..nt) weighted by k, n bytes; 8 bytes at a time, two taps
  * per multiply-add (rows j and j+1 interleaved as int16 pairs); the tail is scalar. */
 static void v_row(const uint8_t *const *rows, const int32_t *k, const int32_t *kp, uint32_t nt,
@@ -423,6 +522,43 @@ static void v_row_avx2(const uint8_t *const *rows, const int32_t *k, const int32
 		d[x] = clip8(acc, prec);
 	}
 }
+
+/* v_row with AVX-512 (BW): 32 bytes at a time, as v_row_avx2 per 256-bit half; the tail goes to
+ * v_row_avx2. */
+__attribute__((target("avx512f,avx512bw,avx2")))
+static void v_row_avx512(const uint8_t *const *rows, const int32_t *k, const int32_t *kp,
+			 uint32_t nt, size_t n, int prec, uint8_t *d)
+{
+	const __m512i vhalf = _mm512_set1_epi32(1 << (prec - 1));
+	const __m128i shift = _mm_cvtsi32_si128(prec);
+	const __m512i perm = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+	size_t n32 = n & ~(size_t)31;
+	const uint8_t *tail[64];
+
+	for (size_t x = 0; x < n32; x += 32) {
+		__m512i lo = vhalf, hi = vhalf, r;
+
+		for (uint32_t j = 0; j < nt; j += 2) {
+			const uint8_t *r0 = rows[j] + x, *r1 = j + 1 < nt ? rows[j + 1] + x : r0;
+			__m512i a = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)r0));
+			__m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)r1));
+			__m512i kk = _mm512_set1_epi32(kp[j / 2]);
+
+			lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), kk));
+			hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), kk));
+		}
+		r = _mm512_packs_epi32(_mm512_sra_epi32(lo, shift), _mm512_sra_epi32(hi, shift));
+		r = _mm512_packus_epi16(r, r);
+		/* lane-wise packs: qword 2i of each 128-bit lane holds elements 8i..8i+7 */
+		r = _mm512_permutexvar_epi64(perm, r);
+		_mm256_storeu_si256((__m256i *)(d + x), _mm512_castsi512_si256(r));
+	}
+	if (n32 < n) {
+		for (uint32_t j = 0; j < nt; j++)
+			tail[j] = rows[j] + n32;
+		v_row_avx2(tail, k, kp, nt, n - n32, prec, d + n32);
+	}
+}
 #else
 static void h_row(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
 		  uint32_t dw)
@@ -463,6 +599,8 @@ struct vc_resizer {
 	uint32_t ring_n;
 	const uint8_t **taps;        /* [av.ksize] row pointers of the current output row */
 	bool ssse3, avx2;            /* what the CPU has (h_row_ssse3, h_row_avx2) */
+	bool vbmi;                   /* h_row_vbmi (the axis has its table) */
+	bool avx512;                 /* v_row_avx512 */
 };
 
 void vc_resizer_free(struct vc_resizer *rs)
@@ -497,6 +635,10 @@ int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stri
 		rs->ssse3 = __builtin_cpu_supports("ssse3") && !(cap && !strcmp(cap, "sse2"));
 		rs->avx2 = rs->ssse3 && __builtin_cpu_supports("avx2") &&
 			   !(cap && !strcmp(cap, "ssse3"));
+		rs->avx512 = rs->avx2 && !cap && __builtin_cpu_supports("avx512f") &&
+			     __builtin_cpu_supports("avx512bw");
+		rs->vbmi = rs->avx512 && __builtin_cpu_supports("avx512vl") &&
+			   __builtin_cpu_supports("avx512vbmi");
 	}
 #endif
 	rs->sw = sw;
@@ -505,6 +647,13 @@ int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stri
 	rs->dh = dh;
 	if (sw != dw && (e = axis_init(&rs->ah, sw, dw)))
 		goto fail;
+	if (sw != dw && rs->vbmi) {
+		e = axis_groups(&rs->ah, dw);
+		if (e < 0)
+			goto fail;
+		rs->vbmi = e == 0;
+		e = 0;
+	}
 	if (sh != dh && (e = axis_init(&rs->av, sh, dh)))
 		goto fail;
 	rs->ring_n = sh != dh ? rs->av.ksize + 1 : 1;
@@ -545,7 +694,9 @@ static const uint8_t *hrow(struct vc_resizer *rs, uint32_t sy)
 		const uint8_t *limit = rs->src + (size_t)(rs->sh - 1) * rs->stride +
 				       (size_t)rs->sw * 3;
 #ifdef __SSE2__
-		if (rs->avx2)
+		if (rs->vbmi)
+			h_row_vbmi(s, limit, &rs->ah, d, rs->dw);
+		else if (rs->avx2)
 			h_row_avx2(s, limit, &rs->ah, d, rs->dw);
 		else if (rs->ssse3)
 			h_row_ssse3(s, limit, &rs->ah, d, rs->dw);
@@ -574,6 +725,11 @@ void vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst)
 	for (uint32_t j = 0; j < av->n[y]; j++)
 		rs->taps[j] = hrow(rs, av->lo[y] + j);
 #ifdef __SSE2__
+	if (rs->avx512 && av->n[y] <= 64) {
+		v_row_avx512(rs->taps, av->k + (size_t)y * av->ksize,
+			     av->kp + (size_t)y * av->ksize, av->n[y], n, av->prec, dst);
+		return;
+	}
 	if (rs->avx2) {
 		v_row_avx2(rs->taps, av->k + (size_t)y * av->ksize, av->kp + (size_t)y * av->ksize,
 			   av->n[y], n, av->prec, dst);

@@ -225,8 +225,11 @@ enum vs_device {
 /* Pixel item: the rows are preprocessed pixel patches [grid_t*grid_h*grid_w, cols] (cols =
  * 3 * temporal_patch * patch^2 = 1176 for Qwen2-VL) in 2x2 merge-block order, grid_t/h/w is the
  * PATCH grid (HF image_grid_thw, before the spatial merge), and vlmd runs the vision tower on
- * them; the placeholder run is t*h*w / merge^2 tokens long. reserved0 carries, for a video on a
- * Qwen2.5-VL model, the seconds per temporal grid step in milliseconds (0 = 1000). */
+ * them; the placeholder run is t*h*w / merge^2 tokens long. reserved0 carries, for a video (its
+ * placeholder is the video pad), the seconds per temporal grid step (transformers'
+ * second_per_grid_ts = temporal_patch / sampled fps) as the bits of a float32 in (0, 86400],
+ * 0 = 1.0; Qwen2.5-VL spaces the video's temporal position ids by it; it must be 0 on images.
+ * vlmd refuses pixel values that are NaN or infinite. */
 #define VS_ITEM_PIXELS 4u
 
 /* Multimodal item: one embedding tensor [rows, cols] substituted at the placeholder run. */

@@ -2,8 +2,15 @@
  * tools/bench-model.c — `vlm-bench decode` and `vlm-bench prefill`: the model forward on a
  * checkpoint of real shape, against floors measured in the same run by the backend's probe op.
  *
- *  decode:  floor tokens/s = batch / ((weight bytes read per step + KV bytes read) / read bandwidth)
+ *  decode:  floor tokens/s = min(bandwidth floor, compute floor):
+ *           bandwidth floor = batch / ((weight bytes read per step + KV bytes read) / read bandwidth),
+ *           compute floor = peak GFLOP/s / FLOPs per token (every matmul + attention over the context);
+ *           measured tokens/s = tokens / wall time over the timed steps (the mean, not the fastest step)
  *  prefill: floor tokens/s = peak GFLOP/s / FLOPs per token (matmuls + causal attention + head)
+ *
+ * "peak" is the probe's rate of the instructions the matmul can use for the checkpoint's weights:
+ * the bf16 dot product (vdpbf16ps / tensor cores) for bf16 weights where the backend has it,
+ * else the fp32 FMA rate (peak_kind in the JSON says which).
  *
  * Without --model a random checkpoint of the preset's shape (qwen2-0.5b, bf16 by default) is
  * written to a temporary directory with the vlm-mkmodel code and removed afterwards.
@@ -40,6 +47,7 @@ struct opts {
 	int32_t reps;
 	enum vk_dtype kv_dtype;
 	int json;
+	int quantize;          /* --quantize: enum vd_quantize */
 };
 
 struct env {
@@ -102,10 +110,34 @@ static int reprobe(struct env *e)
 		e->probe.read_bandwidth_gbps = p.read_bandwidth_gbps;
 	if (p.peak_gflops > e->probe.peak_gflops)
 		e->probe.peak_gflops = p.peak_gflops;
+	if (p.peak_f32_gflops > e->probe.peak_f32_gflops)
+		e->probe.peak_f32_gflops = p.peak_f32_gflops;
+	if (p.peak_bf16_gflops > e->probe.peak_bf16_gflops)
+		e->probe.peak_bf16_gflops = p.peak_bf16_gflops;
+	if (p.peak_int8_gops > e->probe.peak_int8_gops)
+		e->probe.peak_int8_gops = p.peak_int8_gops;
 	if (p.copy_bandwidth_gbps > e->probe.copy_bandwidth_gbps)
 		e->probe.copy_bandwidth_gbps = p.copy_bandwidth_gbps;
 	e->probe.threads = p.threads;
 	return 0;
+}
+
+/* The peak of the instructions the matmul can use for this checkpoint's weights; *kind names it.
+ * A backend that fills only peak_gflops (older probes) gets that. */
+static double matmul_peak(const struct env *e, const struct opts *o, const char **kind)
+{
+	const char *dt = o->model ? e->cfg.torch_dtype : o->dtype;
+	int bf16 = dt && (strstr(dt, "bf16") || strstr(dt, "bfloat16"));
+	if (bf16 && e->probe.peak_bf16_gflops > 0) {
+		*kind = "bf16";
+		return e->probe.peak_bf16_gflops;
+	}
+	if (e->probe.peak_f32_gflops > 0) {
+		*kind = "f32";
+		return e->probe.peak_f32_gflops;
+	}
+	*kind = "matmul";
+	return e->probe.peak_gflops;
 }
 
 static int env_init(struct env *e, const struct opts *o)
@@ -148,7 +180,9 @@ static int env_init(struct env *e, const struct opts *o)
 	if ((rc = vd_model_config_load(e->dir, &e->cfg, err, sizeof(err))) < 0 ||
 	    (rc = vd_weights_open(e->dir, &e->w, err, sizeof(err))) < 0 ||
 	    (rc = vk_backend_open(o->backend, &e->be, err, sizeof(err))) < 0 ||
-	    (rc = vd_model_new(e->be, &e->cfg, e->w, &e->m, err, sizeof(err))) < 0) {
+	    (rc = vd_model_new_opts(e->be, &e->cfg, e->w,
+	                            &(struct vd_model_opts){ .quantize = o->quantize }, &e->m, err,
+	                            sizeof(err))) < 0) {
 		fprintf(stderr, "vlm-bench: %s\n", err);
 		return rc;
 	}
@@ -160,17 +194,19 @@ static int env_init(struct env *e, const struct opts *o)
 		if ((rc = reprobe(e)) < 0)
 			return rc;
 	fprintf(stderr, "model %s: %s, hidden %d, %d layers, vocab %d, %.2f GB of weights per step; "
-	        "backend %s (%d threads): read %.2f GB/s, peak %.1f GFLOP/s\n", e->dir,
+	        "backend %s (%d threads): read %.2f GB/s, peak %.1f GFLOP/s (fp32 FMA %.1f, bf16 dot "
+	        "%.1f, int8 dot %.1f GOP/s)\n", e->dir,
 	        e->cfg.arch_name, e->cfg.hidden, e->cfg.n_layers, e->cfg.vocab,
 	        (double)vd_model_step_weight_bytes(e->m) / 1e9, e->be->ops->name, e->probe.threads,
-	        e->probe.read_bandwidth_gbps, e->probe.peak_gflops);
+	        e->probe.read_bandwidth_gbps, e->probe.peak_gflops, e->probe.peak_f32_gflops,
+	        e->probe.peak_bf16_gflops, e->probe.peak_int8_gops);
 	return 0;
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 {
 	enum { O_MODEL = 1, O_PRESET, O_DTYPE, O_BACKEND, O_BATCH, O_STEPS, O_CONTEXT, O_TOKENS,
-	       O_REPS, O_KV, O_JSON, O_HELP };
+	       O_REPS, O_KV, O_JSON, O_HELP, O_QUANTIZE };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL }, { "preset", required_argument, NULL, O_PRESET },
 		{ "dtype", required_argument, NULL, O_DTYPE }, { "backend", required_argument, NULL, O_BACKEND },
@@ -179,6 +215,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 		{ "tokens", required_argument, NULL, O_TOKENS }, { "reps", required_argument, NULL, O_REPS },
 		{ "kv-dtype", required_argument, NULL, O_KV },
 		{ "json", no_argument, NULL, O_JSON }, { "help", no_argument, NULL, O_HELP },
+		{ "quantize", required_argument, NULL, O_QUANTIZE },
 		{ NULL, 0, NULL, 0 },
 	};
 	*o = (struct opts){ .preset = "qwen2-0.5b", .dtype = "bf16", .backend = "cpu",
@@ -223,6 +260,14 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 				goto bad;
 			break;
 		case O_JSON: o->json = 1; break;
+		case O_QUANTIZE:   /* like vlmd's quantize setting */
+			if (!strcmp(optarg, "none"))
+				o->quantize = VD_QUANTIZE_NONE;
+			else if (!strcmp(optarg, "int8"))
+				o->quantize = VD_QUANTIZE_INT8;
+			else
+				goto bad;
+			break;
 		case O_HELP:
 			if (prefill)
 				printf("usage: vlm-bench prefill [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
@@ -231,6 +276,8 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 				printf("usage: vlm-bench decode [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
 				       "       [--batch 1,8,32] [--steps 8] [--context 0] [--kv-dtype f32|f16|bf16]\n"
 				       "       [--backend NAME] [--json]\n");
+			printf("--quantize none|int8: vlmd's quantize setting (the floors count the bytes "
+			       "the quantized weights stream)\n");
 			printf("presets: %s (default qwen2-0.5b, bf16)\n", vd_mkmodel_preset_names());
 			return 1;
 		default:
@@ -253,7 +300,11 @@ static const char *model_label(const struct opts *o)
 /* ---------------------------------------------------------------- decode */
 
 struct decode_result {
-	double tokens_per_s, floor_tokens_per_s, step_ms, mean_step_ms, bytes_per_step;
+	double tokens_per_s;          /* tokens / wall time of the timed steps */
+	double fastest_tokens_per_s;  /* batch / the fastest step */
+	double floor_tokens_per_s;    /* min(bandwidth, compute) */
+	double bw_floor_tokens_per_s, compute_floor_tokens_per_s;
+	double step_ms, mean_step_ms, bytes_per_step, flops_per_step;
 };
 
 static int decode_one(struct env *e, const struct opts *o, int32_t B, struct decode_result *r)
@@ -295,7 +346,7 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 		if ((rc = vd_model_forward(e->m, kv, &b, rows, B, NULL, ids)) < 0)
 			goto out;
 	}
-	double t0 = 0, kv_bytes = 0, best = 1e30;
+	double t0 = 0, kv_bytes = 0, attn_flops = 0, best = 1e30;
 	size_t kv_tok = (size_t)c->n_layers * 2 * c->n_kv_heads * c->head_dim *
 	                vk_dtype_size(o->kv_dtype);
 	for (int32_t step = 0; step < warm + o->steps; step++) {
@@ -310,8 +361,10 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 			                           .blocks = blocks + s * per_seq };
 			rows[s] = s;
 		}
-		if (step >= warm)
+		if (step >= warm) {
 			kv_bytes += (double)B * (past + 1) * (double)kv_tok;
+			attn_flops += 4.0 * B * c->n_layers * (double)c->n_heads * c->head_dim * (past + 1);
+		}
 		struct vk_batch b = { .n_tokens = B, .n_seqs = B, .tokens = tok, .pos = pos,
 		                      .seqs = seqs };
 		if ((rc = vd_model_forward(e->m, kv, &b, rows, B, NULL, ids)) < 0)
@@ -321,10 +374,11 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 	}
 	double dt = now_s() - t0;
 	r->bytes_per_step = (double)vd_model_step_weight_bytes(e->m) + kv_bytes / o->steps;
-	/* the fastest step: on a shared machine the mean mostly measures the neighbours */
+	r->flops_per_step = 2.0 * (double)vd_model_matmul_params(e->m) * B + attn_flops / o->steps;
 	r->step_ms = best * 1e3;
 	r->mean_step_ms = dt / o->steps * 1e3;
-	r->tokens_per_s = (double)B / best;
+	r->tokens_per_s = (double)B * o->steps / dt;   /* what a client sees: tokens / wall time */
+	r->fastest_tokens_per_s = (double)B / best;
 out:
 	if (rc < 0)
 		fprintf(stderr, "vlm-bench: forward: %s\n", vd_model_error(e->m));
@@ -351,13 +405,22 @@ int bench_decode_main(int argc, char **argv)
 		rc = decode_one(&e, &o, o.batch[i], &r[i]);
 	if (rc == 0)
 		rc = reprobe(&e);
+	const char *kind = "";
+	double peak = rc == 0 ? matmul_peak(&e, &o, &kind) : 0;
 	for (int i = 0; rc == 0 && i < o.n_batch; i++) {
-		r[i].floor_tokens_per_s = (double)o.batch[i] /
-		                          (r[i].bytes_per_step / (e.probe.read_bandwidth_gbps * 1e9));
-		printf("decode batch %3d: %8.2f tokens/s (best %7.1f ms/step, mean %7.1f), floor "
-		       "%8.2f tokens/s (%.2f GB/step at %.2f GB/s): %5.1f%% of floor\n", o.batch[i],
-		       r[i].tokens_per_s, r[i].step_ms, r[i].mean_step_ms, r[i].floor_tokens_per_s,
-		       r[i].bytes_per_step / 1e9, e.probe.read_bandwidth_gbps,
+		r[i].bw_floor_tokens_per_s = (double)o.batch[i] /
+		                             (r[i].bytes_per_step / (e.probe.read_bandwidth_gbps * 1e9));
+		r[i].compute_floor_tokens_per_s = (double)o.batch[i] / (r[i].flops_per_step / (peak * 1e9));
+		r[i].floor_tokens_per_s = r[i].bw_floor_tokens_per_s < r[i].compute_floor_tokens_per_s
+		                          ? r[i].bw_floor_tokens_per_s : r[i].compute_floor_tokens_per_s;
+		printf("decode batch %3d: %8.2f tokens/s (mean %7.1f ms/step, fastest %7.1f: %8.2f "
+		       "tokens/s), floor %8.2f tokens/s (%s; bandwidth %.2f GB/step at %.2f GB/s: %.2f, "
+		       "compute %.2f GFLOP/step at %s %.1f GFLOP/s: %.2f): %5.1f%% of floor\n", o.batch[i],
+		       r[i].tokens_per_s, r[i].mean_step_ms, r[i].step_ms, r[i].fastest_tokens_per_s,
+		       r[i].floor_tokens_per_s,
+		       r[i].bw_floor_tokens_per_s <= r[i].compute_floor_tokens_per_s ? "bandwidth" : "compute",
+		       r[i].bytes_per_step / 1e9, e.probe.read_bandwidth_gbps, r[i].bw_floor_tokens_per_s,
+		       r[i].flops_per_step / 1e9, kind, peak, r[i].compute_floor_tokens_per_s,
 		       100 * r[i].tokens_per_s / r[i].floor_tokens_per_s);
 	}
 	if (rc == 0) {
@@ -374,21 +437,28 @@ int bench_decode_main(int argc, char **argv)
 	if (rc == 0 && o.json) {
 		printf("{\"bench\":\"decode\",\"model\":\"%s\",\"dtype\":\"%s\",\"backend\":\"%s\","
 		       "\"threads\":%d,\"kv_dtype\":\"%s\",\"context\":%d,\"steps\":%d,"
-		       "\"bandwidth_gbps\":%.3f,"
+		       "\"bandwidth_gbps\":%.3f,\"peak_gflops\":%.4g,\"peak_kind\":\"%s\","
+		       "\"peak_f32_gflops\":%.4g,\"peak_bf16_gflops\":%.4g,\"peak_int8_gops\":%.4g,"
 		       "\"weight_bytes_per_step\":%llu,\"batch\":[", model_label(&o),
 		       o.model ? e.cfg.torch_dtype : o.dtype, e.be->ops->name, e.probe.threads,
-		       vk_dtype_name(o.kv_dtype), o.context, o.steps, e.probe.read_bandwidth_gbps,
+		       vk_dtype_name(o.kv_dtype), o.context, o.steps, e.probe.read_bandwidth_gbps, peak,
+		       kind, e.probe.peak_f32_gflops, e.probe.peak_bf16_gflops, e.probe.peak_int8_gops,
 		       (unsigned long long)vd_model_step_weight_bytes(e.m));
 		for (int i = 0; i < o.n_batch; i++)
 			printf("%s%d", i ? "," : "", o.batch[i]);
 		const char *keys[] = { "tokens_per_s", "floor_tokens_per_s", "fraction_of_floor",
-		                       "step_ms", "mean_step_ms" };
-		for (int k = 0; k < 5; k++) {
+		                       "step_ms", "mean_step_ms", "fastest_tokens_per_s",
+		                       "bandwidth_floor_tokens_per_s", "compute_floor_tokens_per_s",
+		                       "gflop_per_step" };
+		for (int k = 0; k < 9; k++) {
 			printf("],\"%s\":[", keys[k]);
 			for (int i = 0; i < o.n_batch; i++) {
 				double v = k == 0 ? r[i].tokens_per_s : k == 1 ? r[i].floor_tokens_per_s
 				         : k == 2 ? r[i].tokens_per_s / r[i].floor_tokens_per_s
-				         : k == 3 ? r[i].step_ms : r[i].mean_step_ms;
+				         : k == 3 ? r[i].step_ms : k == 4 ? r[i].mean_step_ms
+				         : k == 5 ? r[i].fastest_tokens_per_s
+				         : k == 6 ? r[i].bw_floor_tokens_per_s
+				         : k == 7 ? r[i].compute_floor_tokens_per_s : r[i].flops_per_step / 1e9;
 				printf("%s%.4g", i ? "," : "", v);
 			}
 		}
@@ -403,7 +473,8 @@ int bench_decode_main(int argc, char **argv)
 			for (int j = 0; j < o.n_batch; j++)
 				if (o.batch[j] == 1 && o.batch[i] == 8)
 					printf(",\"batch8_speedup\":%.4g", r[i].tokens_per_s / r[j].tokens_per_s);
-		printf("}\n");
+		printf(",\"quantize\":\"%s\",\"quantized_weights\":%d}\n",
+		       o.quantize == VD_QUANTIZE_INT8 ? "int8" : "none", vd_model_quantized_weights(e.m));
 	}
 	env_fini(&e);
 	return rc ? 1 : 0;
@@ -459,19 +530,23 @@ int bench_prefill_main(int argc, char **argv)
 		double attn = 4.0 * c->n_layers * (double)c->n_heads * c->head_dim * (T * (T + 1.0) / 2);
 		double flops = 2.0 * layer_params * T + attn + 2.0 * V * H;
 		double tps = T / best, gflops = flops / best * 1e-9;
-		double floor_tps = e.probe.peak_gflops * 1e9 / (flops / T);
-		printf("prefill %d tokens: %.1f tokens/s (%.3f s), %.1f GFLOP/s = %.1f%% of peak %.1f "
-		       "GFLOP/s; floor %.1f tokens/s\n", T, tps, best, gflops,
-		       100 * gflops / e.probe.peak_gflops, e.probe.peak_gflops, floor_tps);
+		const char *kind;
+		double peak = matmul_peak(&e, &o, &kind);
+		double floor_tps = peak * 1e9 / (flops / T);
+		printf("prefill %d tokens: %.1f tokens/s (%.3f s), %.1f GFLOP/s = %.1f%% of the %s peak "
+		       "%.1f GFLOP/s; floor %.1f tokens/s\n", T, tps, best, gflops, 100 * gflops / peak,
+		       kind, peak, floor_tps);
 		if (o.json)
 			printf("{\"bench\":\"prefill\",\"model\":\"%s\",\"dtype\":\"%s\",\"backend\":\"%s\","
 			       "\"threads\":%d,\"batch\":1,\"tokens\":%d,\"seconds\":%.4f,"
 			       "\"tokens_per_s\":%.4g,\"floor_tokens_per_s\":%.4g,\"gflops\":%.4g,"
-			       "\"peak_gflops\":%.4g,\"fraction_of_peak\":%.4g,\"bandwidth_gbps\":%.3f,"
-			       "\"flops_per_token\":%.4g}\n", model_label(&o),
+			       "\"peak_gflops\":%.4g,\"peak_kind\":\"%s\",\"fraction_of_peak\":%.4g,"
+			       "\"peak_f32_gflops\":%.4g,\"peak_bf16_gflops\":%.4g,\"peak_int8_gops\":%.4g,"
+			       "\"bandwidth_gbps\":%.3f,\"flops_per_token\":%.4g}\n", model_label(&o),
 			       o.model ? c->torch_dtype : o.dtype, e.be->ops->name, e.probe.threads, T, best,
-			       tps, floor_tps, gflops, e.probe.peak_gflops, gflops / e.probe.peak_gflops,
-			       e.probe.read_bandwidth_gbps, flops / T);
+			       tps, floor_tps, gflops, peak, kind, gflops / peak, e.probe.peak_f32_gflops,
+			       e.probe.peak_bf16_gflops, e.probe.peak_int8_gops, e.probe.read_bandwidth_gbps,
+			       flops / T);
 	}
 	vd_model_kv_free(e.m, kv);
 	free(tok);

@@ -1,6 +1,8 @@
 /*
  * tools/bench-vit.c — vlm-bench vision-tower: the ViT + PatchMerger's FLOP rate against the
- * backend's probed peak FMA rate (encoder_fraction_of_peak), and images/s at several batch sizes.
+ * backend's probed peak rate of the instructions its matmuls can use (bf16 weights: the bf16 dot
+ * product where the backend has it, else fp32 FMA; peak_kind) — encoder_fraction_of_peak — and
+ * images/s at several batch sizes.
  *
  * Without --model a random checkpoint with the Qwen2-VL-2B vision tower's shape (1280 wide, 16
  * heads, MLP 5120, merger to 1536; --preset qwen2.5-vl-3b: MLP 3420, windows, every 4th block
@@ -58,13 +60,27 @@ static void rm_tree(const char *dir)
 	rmdir(dir);
 }
 
-static int probe(struct vk_backend *be, double *peak)
+/* *peak: the best rate of the instructions the tower's matmuls can use: the bf16 dot product for
+ * bf16 weights (bf16 = 1) where the backend has it, else fp32 FMA; bf16 < 0 (a checkpoint of
+ * unknown dtype) or an older probe: peak_gflops, the matmul's best. */
+static int probe(struct vk_backend *be, int bf16, double *peak, const char **kind)
 {
 	struct vk_probe p;
 	if (!be->ops->probe || be->ops->probe(be, &p) < 0)
 		return -ENOTSUP;
-	if (p.peak_gflops > *peak)
-		*peak = p.peak_gflops;
+	double v = p.peak_gflops;
+	*kind = "matmul";
+	if (bf16 < 0) {
+		/* the matmul path at its best */
+	} else if (bf16 && p.peak_bf16_gflops > 0) {
+		v = p.peak_bf16_gflops;
+		*kind = "bf16";
+	} else if (p.peak_f32_gflops > 0) {
+		v = p.peak_f32_gflops;
+		*kind = "f32";
+	}
+	if (v > *peak)
+		*peak = v;
 	return p.threads;
 }
 
@@ -167,8 +183,10 @@ int bench_vit_main(int argc, char **argv)
 		goto out;
 	}
 	double peak = 0;
-	int threads = probe(be, &peak);
-	probe(be, &peak);
+	const char *kind = "matmul";
+	const int bf16 = model ? -1 : strcmp(dtype, "bf16") == 0;
+	int threads = probe(be, bf16, &peak, &kind);
+	probe(be, bf16, &peak, &kind);
 	if (threads < 0) {
 		fprintf(stderr, "vlm-bench: backend %s has no probe (peak FMA rate)\n", backend);
 		goto out;
@@ -192,9 +210,9 @@ int bench_vit_main(int argc, char **argv)
 		items[i] = (struct vd_vision_item){ 1, g, g };
 	const uint64_t flops1 = vd_vision_item_flops(&cfg, &items[0]);
 	fprintf(stderr, "tower: %s, %d blocks, width %d, %d heads; %dx%d image = grid (1, %d, %d), "
-	        "%.1f GFLOP; backend %s (%d threads), probed peak %.1f GFLOP/s\n",
+	        "%.1f GFLOP; backend %s (%d threads), probed %s peak %.1f GFLOP/s\n",
 	        cfg.kind == VD_VISION_QWEN2_VL ? "Qwen2-VL" : "Qwen2.5-VL", cfg.depth, cfg.embed_dim,
-	        cfg.n_heads, size, size, g, g, (double)flops1 / 1e9, be->ops->name, threads, peak);
+	        cfg.n_heads, size, size, g, g, (double)flops1 / 1e9, be->ops->name, threads, kind, peak);
 	if (vd_vision_reserve(v, rows1 * max_batch) < 0) {
 		fprintf(stderr, "vlm-bench: %s\n", vd_vision_error(v));
 		free(items);
@@ -223,15 +241,16 @@ int bench_vit_main(int argc, char **argv)
 		        "(per CPU-second of the %d threads: %.1f%%)\n", batches[b], best[b] * 1e3,
 		        batches[b] / best[b], gf, 100 * gf / peak, threads, 100 * gfc / peak);
 	}
-	probe(be, &peak);   /* the peak is the best of three probes */
+	probe(be, bf16, &peak, &kind);   /* the peak is the best of three probes */
 	free(items);
 	if (json) {
 		printf("{\"bench\":\"vision-tower\",\"backend\":\"%s\",\"threads\":%d,\"dtype\":\"%s\","
 		       "\"tower\":\"%s\",\"blocks\":%d,\"width\":%d,\"heads\":%d,\"image_px\":%d,"
-		       "\"grid\":[1,%d,%d],\"gflop_per_image\":%.3f,\"peak_gflops\":%.1f,\"batches\":[",
+		       "\"grid\":[1,%d,%d],\"gflop_per_image\":%.3f,\"peak_gflops\":%.1f,"
+		       "\"peak_kind\":\"%s\",\"batches\":[",
 		       be->ops->name, threads, model ? "checkpoint" : dtype,
 		       cfg.kind == VD_VISION_QWEN2_VL ? "qwen2-vl" : "qwen2.5-vl", cfg.depth,
-		       cfg.embed_dim, cfg.n_heads, size, g, g, (double)flops1 / 1e9, peak);
+		       cfg.embed_dim, cfg.n_heads, size, g, g, (double)flops1 / 1e9, peak, kind);
 		for (int b = 0; b < n_batches; b++) {
 			double gf = (double)flops1 * batches[b] / best[b] / 1e9;
 			double gfc = (double)flops1 * batches[b] / (best_cpu[b] / threads) / 1e9;

@@ -6,26 +6,36 @@
  * known once the image is preprocessed, so the part gets "grid_thw" and the JSON goes on to the
  * library unchanged otherwise.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tools/imgchat.h"
+
+static int push(struct tool_images *imgs, struct vlm_image *img, char *err, size_t errlen);
 
 int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, struct tool_images *imgs, char *err,
 		    size_t errlen)
 {
-	struct vlm_image *img = NULL, **n;
+	struct vlm_image *img = NULL;
 	int r = vlm_image_load_file(path, cfg, opts, &img);
 
 	if (r < 0) {
 		snprintf(err, errlen, "%s", vlm_last_error()[0] ? vlm_last_error() : vlm_strerror(r));
 		return r;
 	}
-	n = realloc(imgs->img, (imgs->n + 1) * sizeof(*n));
+	return push(imgs, img, err, errlen);
+}
+
+static int push(struct tool_images *imgs, struct vlm_image *img, char *err, size_t errlen)
+{
+	struct vlm_image **n = realloc(imgs->img, (imgs->n + 1) * sizeof(*n));
+
 	if (!n) {
 		vlm_image_free(img);
 		snprintf(err, errlen, "out of memory");
@@ -34,6 +44,168 @@ int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 	imgs->img = n;
 	imgs->img[imgs->n++] = img;
 	return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The frame files of spec: a folder's files (not starting with '.') sorted by name, or the
+ * comma-separated list. *paths (malloc'd, and each entry) freed by the caller. */
+static int frame_list(const char *spec, char ***paths, size_t *n, char *err, size_t errlen)
+{
+	struct stat st;
+	size_t cap = 0;
+
+	*paths = NULL;
+	*n = 0;
+	if (!stat(spec, &st) && S_ISDIR(st.st_mode)) {
+		DIR *d = opendir(spec);
+		struct dirent *de;
+
+		if (!d) {
+			snprintf(err, errlen, "%s: %s", spec, strerror(errno));
+			return -errno;
+		}
+		while ((de = readdir(d))) {
+			char *p;
+
+			if (de->d_name[0] == '.')
+				continue;
+			if (*n == cap) {
+				char **g = realloc(*paths, (cap = cap ? 2 * cap : 64) * sizeof(*g));
+
+				if (!g)
+					break;
+				*paths = g;
+			}
+			if (asprintf(&p, "%s/%s", spec, de->d_name) < 0)
+				break;
+			(*paths)[(*n)++] = p;
+		}
+		closedir(d);
+		if (de) {
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+		if (*n)
+			qsort(*paths, *n, sizeof(**paths), by_name);
+	} else {
+		const char *s = spec;
+
+		while (*s) {
+			size_t len = strcspn(s, ",");
+
+			if (*n == cap) {
+				char **g = realloc(*paths, (cap = cap ? 2 * cap : 64) * sizeof(*g));
+
+				if (!g) {
+					snprintf(err, errlen, "out of memory");
+					return -ENOMEM;
+				}
+				*paths = g;
+			}
+			if (!((*paths)[*n] = strndup(s, len))) {
+				snprintf(err, errlen, "out of memory");
+				return -ENOMEM;
+			}
+			(*n)++;
+			s += len + (s[len] == ',');
+		}
+	}
+	if (!*n) {
+		snprintf(err, errlen, "%s: no frames", spec);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int video_of(const char *const *paths, size_t n, const struct vlm_vision_config *cfg,
+		    const struct vlm_image_opts *opts, const struct vlm_video_opts *vo,
+		    struct tool_images *imgs, char *err, size_t errlen)
+{
+	struct vlm_image *img = NULL;
+	int r = vlm_video_load_frames(paths, n, cfg, opts, vo, &img);
+
+	if (r < 0) {
+		snprintf(err, errlen, "%s", vlm_last_error()[0] ? vlm_last_error() : vlm_strerror(r));
+		return r;
+	}
+	return push(imgs, img, err, errlen);
+}
+
+int tool_video_load(const char *spec, const struct vlm_vision_config *cfg,
+		    const struct vlm_image_opts *opts, const struct vlm_video_opts *vo,
+		    struct tool_images *imgs, char *err, size_t errlen)
+{
+	char **paths;
+	size_t n;
+	int r = frame_list(spec, &paths, &n, err, errlen);
+
+	if (!r)
+		r = video_of((const char *const *)paths, n, cfg, opts, vo, imgs, err, errlen);
+	for (size_t i = 0; paths && i < n; i++)
+		free(paths[i]);
+	free(paths);
+	return r;
+}
+
+/* A video part's "path": a folder or comma list (string) or an array of frame files; its
+ * "source_fps", "fps", "num_frames" are the video's rate and sampling. */
+static int chat_video(json_t *part, json_t *path, const struct vlm_vision_config *cfg,
+		      const struct vlm_image_opts *opts, struct tool_images *imgs, char *err,
+		      size_t errlen)
+{
+	struct vlm_video_opts vo = { 0 };
+	static const char *const keys[] = { "source_fps", "fps", "num_frames" };
+	const char **list;
+	json_t *f;
+	size_t i;
+	int r;
+
+	for (i = 0; i < 3; i++) {
+		json_t *v = json_object_get(part, keys[i]);
+		double x;
+
+		if (!v)
+			continue;
+		x = json_number_value(v);
+		if (!json_is_number(v) || !(x > 0 && x <= 1e6) || (i == 2 && x != (uint32_t)x)) {
+			snprintf(err, errlen, "\"%s\" must be a positive %s", keys[i],
+				 i == 2 ? "integer" : "number");
+			return -EINVAL;
+		}
+		if (i == 0)
+			vo.source_fps = x;
+		else if (i == 1)
+			vo.fps = x;
+		else
+			vo.num_frames = (uint32_t)x;
+	}
+	if (json_is_string(path))
+		return tool_video_load(json_string_value(path), cfg, opts, &vo, imgs, err, errlen);
+	if (!json_is_array(path) || !json_array_size(path)) {
+		snprintf(err, errlen, "\"path\" of a video is a folder, a comma list or an array of "
+			 "frame files");
+		return -EINVAL;
+	}
+	list = calloc(json_array_size(path), sizeof(*list));
+	if (!list) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	json_array_foreach(path, i, f) {
+		if (!json_is_string(f)) {
+			free(list);
+			snprintf(err, errlen, "\"path\" array entries must be strings");
+			return -EINVAL;
+		}
+		list[i] = json_string_value(f);
+	}
+	r = video_of(list, json_array_size(path), cfg, opts, &vo, imgs, err, errlen);
+	free(list);
+	return r;
 }
 
 static int is_media(json_t *part, int *image)
@@ -46,8 +218,9 @@ static int is_media(json_t *part, int *image)
 }
 
 int tool_chat_load_images(const char *json, size_t len, const struct vlm_vision_config *cfg,
-			  const struct vlm_image_opts *opts, char **out, struct tool_images *imgs,
-			  size_t *n_other, char *err, size_t errlen)
+			  const struct vlm_vision_config *vidcfg, const struct vlm_image_opts *opts,
+			  char **out, struct tool_images *imgs, size_t *n_other, char *err,
+			  size_t errlen)
 {
 	json_error_t je;
 	json_t *root = json_loadb(json, len, 0, &je), *msgs, *m;
@@ -75,13 +248,21 @@ int tool_chat_load_images(const char *json, size_t len, const struct vlm_vision_
 				(*n_other)++;
 				continue;
 			}
-			if (!image || !json_is_string(path)) {
+			if (image && !json_is_string(path)) {
 				snprintf(err, errlen, "message %zu part %zu: \"path\" must be a string on "
 					 "an image part", i, j);
 				r = -EINVAL;
 				goto out;
 			}
-			r = tool_image_load(json_string_value(path), cfg, opts, imgs, err, errlen);
+			if (image) {
+				r = tool_image_load(json_string_value(path), cfg, opts, imgs, err, errlen);
+			} else {
+				char why[400];
+
+				r = chat_video(part, path, vidcfg, opts, imgs, why, sizeof(why));
+				if (r < 0)
+					snprintf(err, errlen, "message %zu part %zu: %s", i, j, why);
+			}
 			if (r < 0)
 				goto out;
 			vlm_image_grid(imgs->img[imgs->n - 1], grid);

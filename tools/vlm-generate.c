@@ -6,7 +6,9 @@
  * The prompt is token ids (--tokens 1,2,3 or --tokens-file F), raw text (--prompt TEXT, encoded
  * with the tokenizer; --template wraps it as one user turn of the chat template) or a
  * conversation (--chat FILE.json, Hugging Face messages; its images/videos take their grids from
- * the JSON and their embeddings from the --embed files, in order). Embeddings come from .npy or
+ * the JSON and their embeddings from the --embed files, in order; or, for parts naming files, from
+ * the files). Images (--image FILE) and videos (--video FRAMES_DIR, with the frames' rate and
+ * sampling) are preprocessed here and encoded by vlmd. Embeddings come from .npy or
  * .safetensors files and go through the public intake path (vlm_request_add_tensor) exactly as an
  * application's DLPack tensors do. Tokens stream to stdout as ids, or as text through the
  * streaming detokenizer when a tokenizer is known; a finish line (reason, usage, ttft) goes to
@@ -57,7 +59,11 @@ struct opts {
 	uint32_t merge_size;
 	struct embed emb[MAX_EMBEDS];
 	int n_emb;
-	const char *image[MAX_IMAGES]; /* --image files, in order */
+	struct medium {
+		const char *path;        /* --image FILE, or --video FOLDER|F1,F2,... */
+		bool video;
+		struct vlm_video_opts vo; /* --video-fps, --sample-fps, --num-frames after it */
+	} media[MAX_IMAGES];         /* in order */
 	int n_image;
 	uint64_t min_pixels, max_pixels; /* 0: the checkpoint's (preprocessor_config.json) */
 	struct tool_images imgs;     /* preprocessed, in prompt order */
@@ -80,7 +86,8 @@ static void usage(FILE *f)
 "  --tokens-file FILE        token ids from a file (whitespace, commas, a JSON array)\n"
 "  --prompt TEXT             text, encoded with the tokenizer (--template: as a chat turn)\n"
 "  --chat FILE.json          conversation (Hugging Face messages; an image part is\n"
-"                            {\"type\": \"image\", \"path\": FILE} or carries \"grid_thw\")\n"
+"                            {\"type\": \"image\", \"path\": FILE} or carries \"grid_thw\"; a\n"
+"                            video part {\"type\": \"video\", \"path\": DIR or [FRAMES]})\n"
 "tokenizer (needed by --prompt/--chat; with it, output is text):\n"
 "  --tokenizer FILE          tokenizer.json (default: $VLM_TOKENIZER, or DIR/tokenizer.json)\n"
 "  --model-dir DIR           the model folder holding tokenizer.json\n"
@@ -90,7 +97,11 @@ static void usage(FILE *f)
 "images (preprocessed here, vlmd runs the vision tower):\n"
 "  --image FILE              a JPEG/PNG/WebP before the --prompt text (repeatable; implies\n"
 "                            --template)\n"
-"  --min-pixels N  --max-pixels N   resize bounds (default: --model-dir's\n"
+"  --video DIR|F1,F2,...     a video from frame images (a folder's files in name order, or\n"
+"                            a list), as --image; after it, for that video:\n"
+"    --video-fps X           the frames' own rate (default: unknown, counted as 24)\n"
+"    --sample-fps X | --num-frames N   keep X frames per second / N frames (default: all)\n"
+"  --min-pixels N  --max-pixels N   resize bounds, per frame for videos (default: --model-dir's\n"
 "                            preprocessor_config.json, else Qwen2-VL-2B's 3136 / 12845056)\n"
 "embeddings (repeatable; the k-th --embed of a placeholder fills its k-th run):\n"
 "  --embed FILE.npy | FILE.safetensors[:TENSOR]   an embedding [rows, hidden]\n"
@@ -215,7 +226,8 @@ enum {
 	O_MODEL_DIR, O_MERGE, O_EMBED, O_PLACEHOLDER, O_GRID, O_FINGERPRINT, O_MAX_TOKENS,
 	O_MIN_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_REP, O_FREQ, O_PRES, O_SEED,
 	O_STOP, O_IGNORE_EOS, O_LOGPROBS, O_PRIORITY, O_JSON, O_IDS, O_SHOW_SPECIAL, O_TIMEOUT,
-	O_ECHO, O_HELP, O_VERSION, O_IMAGE, O_MIN_PIXELS, O_MAX_PIXELS, O_STOP_STR,
+	O_ECHO, O_HELP, O_VERSION, O_IMAGE, O_MIN_PIXELS, O_MAX_PIXELS, O_STOP_STR, O_VIDEO,
+	O_VIDEO_FPS, O_SAMPLE_FPS, O_NUM_FRAMES,
 };
 
 static const struct option long_opts[] = {
@@ -254,6 +266,10 @@ static const struct option long_opts[] = {
 	{ "timeout", required_argument, NULL, O_TIMEOUT },
 	{ "echo", no_argument, NULL, O_ECHO },
 	{ "image", required_argument, NULL, O_IMAGE },
+	{ "video", required_argument, NULL, O_VIDEO },
+	{ "video-fps", required_argument, NULL, O_VIDEO_FPS },
+	{ "sample-fps", required_argument, NULL, O_SAMPLE_FPS },
+	{ "num-frames", required_argument, NULL, O_NUM_FRAMES },
 	{ "min-pixels", required_argument, NULL, O_MIN_PIXELS },
 	{ "max-pixels", required_argument, NULL, O_MAX_PIXELS },
 	{ "help", no_argument, NULL, O_HELP },
@@ -402,10 +418,34 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case O_ECHO: o->echo = true; break;
 		case O_IMAGE:
+		case O_VIDEO:
 			if (o->n_image == MAX_IMAGES)
-				return fail("at most %d --image", MAX_IMAGES) + 1;
-			o->image[o->n_image++] = a;
+				return fail("at most %d --image / --video", MAX_IMAGES) + 1;
+			o->media[o->n_image++] = (struct medium){ .path = a, .video = c == O_VIDEO };
 			break;
+		case O_VIDEO_FPS:
+		case O_SAMPLE_FPS:
+		case O_NUM_FRAMES: {
+			struct medium *m = o->n_image ? &o->media[o->n_image - 1] : NULL;
+			char *end;
+			double v;
+
+			if (!m || !m->video)
+				return fail("--%s applies to the --video before it", opt_name(c)) + 1;
+			errno = 0;
+			v = strtod(a, &end);
+			if (errno || end == a || *end || !(v > 0 && v <= 1e6) ||
+			    (c == O_NUM_FRAMES && v != (double)(uint32_t)v))
+				return fail("--%s: want a positive %s, got '%s'", opt_name(c),
+					    c == O_NUM_FRAMES ? "count" : "number", a) + 1;
+			if (c == O_VIDEO_FPS)
+				m->vo.source_fps = v;
+			else if (c == O_SAMPLE_FPS)
+				m->vo.fps = v;
+			else
+				m->vo.num_frames = (uint32_t)v;
+			break;
+		}
 		case O_MIN_PIXELS:
 		case O_MAX_PIXELS: {
 			char *end;
@@ -450,8 +490,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (o->n_stop_str && o->ids_out)
 		return fail("--stop matches text: not with --ids") + 1;
 	if (o->n_image && !o->prompt)
-		return fail("--image goes with --prompt (in --chat, use {\"type\": \"image\", "
-			    "\"path\": FILE})") + 1;
+		return fail("--%s goes with --prompt (in --chat, use {\"type\": \"image\", "
+			    "\"path\": FILE})", o->media[0].video ? "video" : "image") + 1;
+	for (int i = 0; i < o->n_image; i++) {
+		if (o->media[i].vo.fps > 0 && !(o->media[i].vo.source_fps > 0))
+			return fail("--video %s: --sample-fps needs --video-fps (the frames' own rate)",
+				    o->media[i].path) + 1;
+		if (o->media[i].vo.fps > 0 && o->media[i].vo.num_frames)
+			return fail("--video %s: --sample-fps or --num-frames, not both",
+				    o->media[i].path) + 1;
+	}
 	if (o->n_image)
 		o->template_ = true;
 	o->gp.stop_ids = o->gp.n_stop_ids ? o->stop : NULL;
@@ -505,16 +553,23 @@ static int load_tokenizer(struct opts *o, struct vlm_tokenizer **tok)
 /* The checkpoint's preprocessing constants (--model-dir's preprocessor_config.json when there
  * is one) and the --min/--max-pixels overrides. */
 static int vision_setup(const struct opts *o, struct vlm_vision_config *cfg,
-			struct vlm_image_opts *io)
+			struct vlm_vision_config *vidcfg, struct vlm_image_opts *io)
 {
 	int r = 0;
 
 	memset(io, 0, sizeof(*io));
 	vlm_vision_config_default(cfg);
+	vlm_video_config_default(vidcfg);
 	if (o->model_dir) {
 		r = vlm_vision_config_load(o->model_dir, cfg);
 		if (r == -ENOENT)
 			r = 0; /* no preprocessor_config.json: Qwen2-VL-2B's values */
+		else if (r < 0)
+			return fail("%s", vlm_last_error());
+		/* the video processor's settings (its sampling options are the command line's) */
+		r = vlm_video_config_load(o->model_dir, vidcfg, NULL);
+		if (r == -ENOENT)
+			r = 0;
 		else if (r < 0)
 			return fail("%s", vlm_last_error());
 	}
@@ -525,12 +580,12 @@ static int vision_setup(const struct opts *o, struct vlm_vision_config *cfg,
 
 static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct prompt *p)
 {
-	struct vlm_vision_config vcfg;
+	struct vlm_vision_config vcfg, vidcfg;
 	struct vlm_image_opts vopt;
 	char ierr[512];
 	int r;
 
-	if ((r = vision_setup(o, &vcfg, &vopt)))
+	if ((r = vision_setup(o, &vcfg, &vidcfg, &vopt)))
 		return r;
 	if (o->tokens || o->tokens_file) {
 		char *buf = NULL;
@@ -560,8 +615,8 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 		char err[512], *json = NULL;
 		size_t n_other = 0;
 		/* image parts naming a file: preprocess them, the JSON gets their grids */
-		r = tool_chat_load_images(buf, len, &vcfg, &vopt, &json, &o->imgs, &n_other, ierr,
-					  sizeof(ierr));
+		r = tool_chat_load_images(buf, len, &vcfg, &vidcfg, &vopt, &json, &o->imgs, &n_other,
+					  ierr, sizeof(ierr));
 		free(buf);
 		if (r < 0)
 			return fail("%s: %s", o->chat, ierr);
@@ -581,17 +636,24 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 			vlm_chat_free(chat);
 			return fail("chat: %s", strerror(-r));
 		}
-		/* images first, then the text: the layout of HF's examples */
+		/* images and videos first (in the order given), then the text: the layout of HF's
+		 * examples */
 		for (int i = 0; i < o->n_image; i++) {
+			const struct medium *m = &o->media[i];
 			uint32_t g[3];
 
-			r = tool_image_load(o->image[i], &vcfg, &vopt, &o->imgs, ierr, sizeof(ierr));
+			if (m->video)
+				r = tool_video_load(m->path, &vidcfg, &vopt, &m->vo, &o->imgs, ierr,
+						    sizeof(ierr));
+			else
+				r = tool_image_load(m->path, &vcfg, &vopt, &o->imgs, ierr, sizeof(ierr));
 			if (r < 0) {
 				vlm_chat_free(chat);
-				return fail("--image %s", ierr);
+				return fail("--%s %s", m->video ? "video" : "image", ierr);
 			}
 			vlm_image_grid(o->imgs.img[o->imgs.n - 1], g);
-			if ((r = vlm_chat_add_media(chat, VLM_CHAT_IMAGE, g[0], g[1], g[2])) < 0) {
+			if ((r = vlm_chat_add_media(chat, m->video ? VLM_CHAT_VIDEO : VLM_CHAT_IMAGE, g[0],
+						    g[1], g[2])) < 0) {
 				vlm_chat_free(chat);
 				return fail("chat: %s", strerror(-r));
 			}

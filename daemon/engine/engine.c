@@ -585,10 +585,12 @@ static int step(struct vd_engine *e)
 	                       .subs = e->b_subs };
 	e->reading = 1;
 	pthread_mutex_unlock(&e->mu);
+	vd_ev_forward_begin(e);
 	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog,
 	                      need_logits && !dev ? e->b_logits : NULL, e->b_argmax);
 	if (rc >= 0 && dev)
 		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
+	vd_ev_forward_end(e);
 	pthread_mutex_lock(&e->mu);
 	e->reading = 0;
 	e->read_phase++;
@@ -1013,8 +1015,9 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	if (rc < 0)
 		goto fail;
 	e->load_total = total;
-	rc = vd_model_new_progress(e->be, &e->cfg, e->w, o->progress ? load_progress : NULL, e, &e->m,
-	                           err, errlen);
+	struct vd_model_opts mo = { .quantize = o->quantize,
+	                            .progress = o->progress ? load_progress : NULL, .progress_ctx = e };
+	rc = vd_model_new_opts(e->be, &e->cfg, e->w, &mo, &e->m, err, errlen);
 	if (rc < 0)
 		goto fail;
 	if (o->progress)   /* the vision tower's tensors load later, without progress calls */

@@ -76,6 +76,18 @@ struct vd_engine {
 	uint64_t v_flops, v_ns;        /* done: work and time of the forward */
 	char v_msg[48];                /* done: why it failed */
 	double step_ns;                /* LLM step time, moving average */
+	/* CPU turns between LLM forwards and tower slices on a host backend (engine_vision.c,
+	 * "Turns"); all under g_mu, g_on fixed at init */
+	pthread_mutex_t g_mu;
+	pthread_cond_t g_cv;
+	int g_on;                      /* turns are kept (host backend with a tower) */
+	int g_step;                    /* an LLM forward runs */
+	int g_in_op;                   /* a tower op runs */
+	int g_enc_wait;                /* the encoder waits for the forward to end */
+	int g_eng_wait;                /* the engine thread waits for the op to end */
+	uint64_t g_steps;              /* LLM forwards ended */
+	uint64_t g_step_t0;
+	double g_step_ns;              /* LLM forward time, moving average: the longest wait */
 
 	/* sink state, under mu */
 	int sink_live;
@@ -146,5 +158,9 @@ int vd_ev_ready(const struct vd_engine *e);
 /* Take a finished tower batch in, admit the requests whose rows are all known, hand the next
  * batch to the encoder thread. mu held. Returns 1 if it took a result in. */
 int vd_ev_run(struct vd_engine *e);
+/* Around an LLM forward (mu not held): begin waits for a tower op in progress; the tower starts
+ * no op while a forward runs (up to a budget). No-ops without turns. */
+void vd_ev_forward_begin(struct vd_engine *e);
+void vd_ev_forward_end(struct vd_engine *e);
 
 #endif /* VLM_DAEMON_ENGINE_IMPL_H */

@@ -99,6 +99,7 @@ static int pixel_item(const struct vd_ereq_env *env, const struct vs_mm_item *it
 	const struct vd_model_config *cfg = env->cfg;
 	const struct vd_vision_config *vc = env->vision;
 	int64_t patches, m2;
+	float spg = 1.0f;
 	int32_t m;
 	int video;
 
@@ -128,13 +129,19 @@ static int pixel_item(const struct vd_ereq_env *env, const struct vs_mm_item *it
 	if (!video && (cfg->image_token_id < 0 || it->placeholder_id != (uint32_t)cfg->image_token_id))
 		return vd_fail(err, errlen, -EINVAL, "item %d: pad id %u, need image/video", k,
 		            it->placeholder_id);
+	/* a video's seconds per temporal grid step: float32 bits (transformers' second_per_grid_ts
+	 * is a float32 tensor), 0 = 1 s */
+	if (it->reserved0 && !video)
+		return vd_fail(err, errlen, -EINVAL, "item %d: a time step on an image", k);
+	if (it->reserved0)
+		memcpy(&spg, &it->reserved0, sizeof(spg));
+	if (!(spg > 0 && spg <= 86400.0f))
+		return vd_fail(err, errlen, -EINVAL, "item %d: bad seconds per frame pair", k);
 	*mm = (struct vd_mm_item){ .placeholder = (int32_t)it->placeholder_id,
 	                           .rows = (int32_t)(patches / m2),
 	                           .grid = { (int32_t)it->grid_t, (int32_t)it->grid_h,
 	                                     (int32_t)it->grid_w },
-	                           .t_interval = video ? vd_mrope_t_interval(cfg, (it->reserved0 ?
-	                                           (float)it->reserved0 : 1000.0f) / 1000.0f) :
-	                                         1.0f };
+	                           .t_interval = video ? vd_mrope_t_interval(cfg, spg) : 1.0f };
 	/* the rows will be the tower's output: backend memory (host memory on host backends) */
 	*src = (struct vk_row_source){ .row = 0, .n_rows = mm->rows, .dtype = VK_DTYPE_F32,
 	                               .is_device = env->device_tensors,

@@ -82,6 +82,7 @@ struct vd_ereq {
 	bool vision_queued;          /* on the engine's vision queue */
 	bool v_busy;                 /* in the tower batch in flight: not ended until it is back */
 	int vfail;                   /* the vision stage failed it (negative errno) */
+	char vmsg[48];               /* its own reason for vfail ("": the batch's) */
 
 	/* prefix cache */
 	struct vd_prefix_image *img; /* [n_items] fingerprints (owned) */

@@ -33,11 +33,23 @@
  *    ev_slab). Items of another dtype wait for the next batch.
  * A tower failure fails the batch's requests (ERROR with the tower's text); VK_EDEVICE_LOST is
  * handled like a failed LLM step.
+ *
+ * Turns (host backends): the tower's pool and the LLM's share the same cores, so a tower forward
+ * running beside decode steps slows every one of them. So on a CPU the two alternate by op: the
+ * tower calls ev_yield between ops (vd_vision_set_yield; matmuls then go in panels of ~64 MFLOP,
+ * about a millisecond), which starts the next op only while no LLM forward runs, or once the
+ * tower has waited about one forward's moving-average time (never starved: that op overlaps);
+ * an LLM forward waits for a tower op in progress to end (at most half a forward's time). The
+ * engine thread waits only for an op that is running, never for the encoder thread to wake up
+ * and take a turn: on a loaded machine a wake-up can take a scheduler time slice, and a first
+ * version that handed turns over put that latency into every step (measured: ITL tail worse
+ * than without turns). A device backend (own stream) keeps no turns.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/engine/engine_impl.h"
@@ -56,6 +68,7 @@ struct vd_ev_job {
 	bool dup;                /* same key as an earlier job: resolved from its entry */
 	bool encode;             /* in the forward */
 	bool oom;                /* no memory for its copy */
+	struct vd_rows_bad bad;  /* first row holding a NaN or Inf (refused), else row -1 */
 };
 
 /* A batch's output buffer, shared by the cache entries made from it. */
@@ -77,6 +90,8 @@ static void slab_release(void *ctx, void *owner)
 }
 
 static const size_t px_size[3] = { 4, 2, 2 };   /* enum vs_dtype */
+
+static void ev_yield(void *ctx);
 
 static uint64_t item_px_bytes(const struct vs_mm_item *it)
 {
@@ -160,6 +175,20 @@ int vd_ev_init(struct vd_engine *e, uint64_t cache_bytes, int64_t batch_patches,
 	pthread_cond_init(&e->v_cv, NULL);
 	pthread_cond_init(&e->v_done_cv, NULL);
 	e->v_cv_init = 1;
+	/* turns on host backends, where the tower's threads and the LLM's share the cores
+	 * (VLM_VISION_TURNS=0 turns them off: for A/B measurements) */
+	if ((!strcmp(e->vbe->ops->name, "cpu") || !strcmp(e->vbe->ops->name, "ref")) &&
+	    !(getenv("VLM_VISION_TURNS") && !strcmp(getenv("VLM_VISION_TURNS"), "0"))) {
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* vs_now_ns's clock */
+		pthread_mutex_init(&e->g_mu, NULL);
+		pthread_cond_init(&e->g_cv, &ca);
+		pthread_condattr_destroy(&ca);
+		e->g_on = 1;
+		vd_vision_set_yield(e->vis, ev_yield, e);
+	}
 	return 0;
 }
 
@@ -179,6 +208,11 @@ void vd_ev_fini(struct vd_engine *e)
 		pthread_cond_destroy(&e->v_cv);
 		pthread_cond_destroy(&e->v_done_cv);
 		e->v_cv_init = 0;
+	}
+	if (e->g_on) {
+		pthread_mutex_destroy(&e->g_mu);
+		pthread_cond_destroy(&e->g_cv);
+		e->g_on = 0;
 	}
 }
 
@@ -241,8 +275,95 @@ static void fail_marked(struct vd_engine *e, const char *msg)
 			i++;
 			continue;
 		}
-		vd_engine_fail(e, q, q->vfail, msg);   /* dequeues q: i names the next one */
+		vd_engine_fail(e, q, q->vfail, q->vmsg[0] ? q->vmsg : msg); /* dequeues q */
 	}
+}
+
+/* ---------------------------------------------------------------- turns */
+
+/* The tower's hook between two ops (encoder thread, mu not held): the op before it is over;
+ * the next one starts when no LLM forward runs, or when one has run for about a forward's
+ * moving-average time since the tower began waiting (the tower is never starved: that op then
+ * overlaps the forward). */
+static void ev_yield(void *ctx)
+{
+	struct vd_engine *e = ctx;
+	double budget;
+	uint64_t deadline;
+	struct timespec ts;
+
+	pthread_mutex_lock(&e->g_mu);
+	if (e->g_in_op) {
+		e->g_in_op = 0;
+		if (e->g_eng_wait)
+			pthread_cond_broadcast(&e->g_cv);
+	}
+	if (e->g_step) {
+		budget = e->g_step_ns > 0 ? e->g_step_ns : 5e6;
+		budget = budget < 1e6 ? 1e6 : budget > 50e6 ? 50e6 : budget;
+		deadline = vs_now_ns() + (uint64_t)budget;
+		ts.tv_sec = (time_t)(deadline / 1000000000u);
+		ts.tv_nsec = (long)(deadline % 1000000000u);
+		e->g_enc_wait = 1;
+		while (e->g_step && vs_now_ns() < deadline)
+			if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
+				break;
+		e->g_enc_wait = 0;
+	}
+	e->g_in_op = 1;
+	pthread_mutex_unlock(&e->g_mu);
+}
+
+/* The tower forward ended: no op runs. */
+static void ev_ops_end(struct vd_engine *e)
+{
+	if (!e->g_on)
+		return;
+	pthread_mutex_lock(&e->g_mu);
+	e->g_in_op = 0;
+	if (e->g_eng_wait)
+		pthread_cond_broadcast(&e->g_cv);
+	pthread_mutex_unlock(&e->g_mu);
+}
+
+void vd_ev_forward_begin(struct vd_engine *e)
+{
+	if (!e->g_on)
+		return;
+	pthread_mutex_lock(&e->g_mu);
+	/* a tower op in progress (the encoder is running it: no wake-up to wait for) ends first,
+	 * within half a forward's time: an encoder the OS descheduled mid-op is not waited for */
+	if (e->g_in_op) {
+		double w = e->g_step_ns > 0 ? 0.5 * e->g_step_ns : 2e6;
+		uint64_t deadline = vs_now_ns() + (uint64_t)(w < 5e5 ? 5e5 : w > 10e6 ? 10e6 : w);
+		struct timespec ts = { (time_t)(deadline / 1000000000u),
+		                       (long)(deadline % 1000000000u) };
+
+		e->g_eng_wait = 1;
+		while (e->g_in_op && vs_now_ns() < deadline)
+			if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
+				break;
+		e->g_eng_wait = 0;
+	}
+	e->g_step = 1;
+	e->g_step_t0 = vs_now_ns();
+	pthread_mutex_unlock(&e->g_mu);
+}
+
+void vd_ev_forward_end(struct vd_engine *e)
+{
+	double t;
+
+	if (!e->g_on)
+		return;
+	pthread_mutex_lock(&e->g_mu);
+	t = (double)(vs_now_ns() - e->g_step_t0);
+	e->g_step_ns = e->g_step_ns > 0 ? 0.8 * e->g_step_ns + 0.2 * t : t;
+	e->g_step = 0;
+	e->g_steps++;
+	if (e->g_enc_wait)
+		pthread_cond_broadcast(&e->g_cv);
+	pthread_mutex_unlock(&e->g_mu);
 }
 
 /* ---------------------------------------------------------------- encoder thread */
@@ -251,9 +372,12 @@ static void fail_marked(struct vd_engine *e, const char *msg)
 static void ev_copy(struct vd_engine *e)
 {
 	int32_t n = e->v_njobs;
+	int rc;
 
-	for (int32_t j = 0; j < n; j++)
+	for (int32_t j = 0; j < n; j++) {
 		e->v_jobs[j].skip = e->v_jobs[j].q->cancel;   /* flagged now: its arena may go */
+		e->v_jobs[j].bad.row = -1;
+	}
 	e->v_reading = 1;
 	pthread_mutex_unlock(&e->mu);
 	for (int32_t j = 0; j < n; j++) {
@@ -269,12 +393,14 @@ static void ev_copy(struct vd_engine *e)
 			jb->skip = jb->oom = true;   /* q->vfail is set under the lock below */
 			continue;
 		}
-		if (vd_vkey_copy_pixels(e->root, it->dtype, grid, it->reserved0,
-		                        q->r->arena + it->data_off, (int64_t)it->row_stride,
-		                        q->vpix[jb->k], it->rows,
-		                        (int64_t)it->cols * (int64_t)px_size[it->dtype],
-		                        q->img[jb->k].fp) < 0) {
-			jb->skip = jb->oom = true;
+		rc = vd_vkey_copy_pixels(e->root, it->dtype, grid, it->reserved0,
+		                         q->r->arena + it->data_off, (int64_t)it->row_stride,
+		                         q->vpix[jb->k], it->rows,
+		                         (int64_t)it->cols * (int64_t)px_size[it->dtype],
+		                         q->img[jb->k].fp, &jb->bad);
+		if (rc < 0) {
+			jb->skip = true;
+			jb->oom = rc != -EDOM;
 			continue;
 		}
 		q->img[jb->k].fp_bytes = 32;
@@ -283,9 +409,19 @@ static void ev_copy(struct vd_engine *e)
 	e->v_reading = 0;
 	e->v_read_phase++;
 	pthread_cond_broadcast(&e->done_cv);
-	for (int32_t j = 0; j < n; j++)
-		if (e->v_jobs[j].oom)
-			e->v_jobs[j].q->vfail = -ENOMEM;
+	for (int32_t j = 0; j < n; j++) {
+		struct vd_ev_job *jb = &e->v_jobs[j];
+
+		if (jb->oom) {
+			jb->q->vfail = -ENOMEM;
+		} else if (jb->bad.row >= 0 && !jb->q->vfail) {
+			/* the sender's own mistake, named in its error as for embedding rows (<= 47
+			 * bytes: k < 256 items, rows <= the item patch limit) */
+			jb->q->vfail = -EINVAL;
+			snprintf(jb->q->vmsg, sizeof(jb->q->vmsg), "item %d row %lld: %s in pixels",
+			         jb->k, (long long)jb->bad.row, jb->bad.inf ? "Inf" : "NaN");
+		}
+	}
 }
 
 /* (2) lock held: cache hits, duplicates, and the jobs to encode (one dtype). Returns their
@@ -376,6 +512,7 @@ static int ev_forward(struct vd_engine *e, int64_t rows, int dtype, struct ev_sl
 	                       e->v_items, ni, slab->mem);
 	if (rc >= 0 && e->vbe->ops->sync)
 		rc = e->vbe->ops->sync(e->vbe);
+	ev_ops_end(e);
 	if (rc < 0) {
 		snprintf(e->v_msg, sizeof(e->v_msg), "vision tower: %s", vd_vision_error(e->vis));
 		slab_release(NULL, slab);

@@ -7,13 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/engine/rowcopy.h"
 #include "daemon/engine/sha256.h"
-
 #include "daemon/engine/vcache.h"
 
 int vd_vkey_copy_pixels(const uint8_t *root, uint32_t dtype, const uint32_t grid[3],
                         uint32_t t_step, const void *src, int64_t stride, void *dst,
-                        int64_t n_rows, int64_t row_bytes, uint8_t out[VD_VKEY_BYTES])
+                        int64_t n_rows, int64_t row_bytes, uint8_t out[VD_VKEY_BYTES],
+                        struct vd_rows_bad *bad)
 {
 	static const uint8_t zeros[32];
 	uint64_t hdr[7] = { dtype, grid[0], grid[1], grid[2], t_step, (uint64_t)n_rows,
@@ -22,13 +23,19 @@ int vd_vkey_copy_pixels(const uint8_t *root, uint32_t dtype, const uint32_t grid
 	uint8_t *d = dst;
 	struct vd_sha256 c;
 
+	bad->row = -1;
+	bad->inf = 0;
 	vd_sha256_init(&c);
 	vd_sha256_update(&c, "vlmd-pixels-v1", 14);
 	vd_sha256_update(&c, root ? root : zeros, 32);
 	vd_sha256_update(&c, hdr, sizeof(hdr));
 	for (int64_t r = 0; r < n_rows; r++) {
-		/* hash what landed in dst, never src: src may change between two reads */
-		memcpy(d, s, (size_t)row_bytes);
+		/* check and hash what landed in dst, never src: src may change between two reads
+		 * (the embedding rows' copy-and-check, one row at a time so it stays in cache) */
+		if (vd_rows_copy(d, s, 1, row_bytes, stride, dtype, bad) < 0) {
+			bad->row = r;
+			return -EDOM;
+		}
 		vd_sha256_update(&c, d, (size_t)row_bytes);
 		s += stride;
 		d += row_bytes;

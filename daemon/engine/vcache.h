@@ -23,15 +23,22 @@
 
 #include <stdint.h>
 
+#include "daemon/engine/rowcopy.h"
+
 #define VD_VKEY_BYTES 32
 
 /* Copy n_rows rows of row_bytes from src (stride bytes apart) to dst (packed) and write to out
  * the key of the COPY: SHA-256("vlmd-pixels-v1", root [32] (model identity; NULL = zeros),
- * dtype, grid t/h/w, t_step (Qwen2.5-VL ms per temporal step; 0 otherwise), n_rows, row_bytes,
- * the copied bytes) (daemon/engine/sha256.h). Returns 0. */
+ * dtype, grid t/h/w, t_step (a video's seconds per temporal step as float32 bits; 0 otherwise),
+ * n_rows, row_bytes, the copied bytes) (daemon/engine/sha256.h). The copy is also checked as
+ * vd_rows_copy checks embedding rows (dtype 0 = f32, 1 = f16, 2 = bf16): a NaN or an infinity
+ * stops it with -EDOM and *bad = its row and kind (pixel values are normalised bytes: a
+ * non-finite one is a broken client, and it would poison every row of the tower's attention
+ * segment). Returns 0 or -EDOM (no key). */
 int vd_vkey_copy_pixels(const uint8_t *root, uint32_t dtype, const uint32_t grid[3],
                         uint32_t t_step, const void *src, int64_t stride, void *dst,
-                        int64_t n_rows, int64_t row_bytes, uint8_t out[VD_VKEY_BYTES]);
+                        int64_t n_rows, int64_t row_bytes, uint8_t out[VD_VKEY_BYTES],
+                        struct vd_rows_bad *bad);
 
 struct vd_vcache_entry {
 	uint8_t key[VD_VKEY_BYTES];

@@ -64,6 +64,8 @@ struct vd_vision {
 	int32_t *seg_win;                      /* [cap + 1] window bounds */
 	int32_t *src_row;                      /* [cap] pixel row each position takes (window order) */
 	int32_t *unperm;                       /* [cap / m^2] merged raster row -> window-order row */
+	void (*yield)(void *ctx);              /* vd_vision_set_yield, or NULL */
+	void *yield_ctx;
 	char error[512];
 };
 
@@ -453,23 +455,44 @@ static void describe(struct vd_vision *v, const struct vd_vision_item *items, in
  * 40+ MB of activations from memory per weight block). Rows are independent and the CPU
  * backend's matmul is batch-invariant, so the panels change no bit of the result. A device
  * backend gets the whole batch (larger GEMMs fill a GPU better). */
-static int matmul_panels(struct vk_backend *be, const float *x, const struct vk_weight *w,
+static int matmul_panels(struct vd_vision *v, const float *x, const struct vk_weight *w,
                          const struct vk_weight *b, int32_t n, float *out)
 {
-	const int32_t panel = strcmp(be->ops->name, "cpu") && strcmp(be->ops->name, "ref")
-	                      ? INT32_MAX : 1024;
+	struct vk_backend *be = v->be;
+	int32_t panel = strcmp(be->ops->name, "cpu") && strcmp(be->ops->name, "ref")
+	                ? INT32_MAX : 1024;
+	/* with a yield hook on a host backend, panels of about 64 MFLOP (at least 64 rows): the
+	 * hook then runs every millisecond or so, not once per 1024-row GEMM (tens of ms) */
+	if (v->yield && panel == 1024) {
+		int64_t per_row = 2 * (int64_t)w->rows * (int64_t)w->cols;
+		int64_t p = per_row > 0 ? (64ll << 20) / per_row : 1024;
+
+		panel = p < 64 ? 64 : p > 1024 ? 1024 : (int32_t)p;
+	}
 	for (int32_t r = 0; r < n; r += panel) {
 		int32_t k = n - r < panel ? n - r : panel;
-		int rc = be->ops->matmul(be, x + (size_t)r * (size_t)w->cols, w, b, k,
-		                         out + (size_t)r * (size_t)w->rows);
+		int rc;
+
+		if (r && v->yield)
+			v->yield(v->yield_ctx);
+		rc = be->ops->matmul(be, x + (size_t)r * (size_t)w->cols, w, b, k,
+		                     out + (size_t)r * (size_t)w->rows);
 		if (rc < 0)
 			return rc;
 	}
 	return 0;
 }
 
+void vd_vision_set_yield(struct vd_vision *v, void (*fn)(void *ctx), void *ctx)
+{
+	v->yield = fn;
+	v->yield_ctx = ctx;
+}
+
 #define CALL(expr, what) do { \
 		rc = (expr); \
+		if (rc >= 0 && v->yield) \
+			v->yield(v->yield_ctx); \
 		if (rc < 0 && l >= 0) \
 			return vd_fail(v->error, sizeof(v->error), rc, "%s (block %d): %s", what, l, \
 			            vk_backend_error(be)); \
@@ -505,6 +528,8 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 		return rc;
 	const int32_t N = (int32_t)N64, NM = (int32_t)NM64;
 	describe(v, items, n_items, &n_full, &n_win);
+	if (v->yield)
+		v->yield(v->yield_ctx);
 
 	/* pixel rows → fp32, in the order the tower runs them */
 	for (int32_t r = 0; r < N; r++) {
@@ -519,7 +544,7 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 	}
 	CALL(o->upload(be, v->pix, v->stage, sizeof(float) * (size_t)N * P), "upload pixels");
 
-	CALL(matmul_panels(be, v->pix, &v->patch, NULL, N, v->x), "patch embed");   /* x [N, D] */
+	CALL(matmul_panels(v, v->pix, &v->patch, NULL, N, v->x), "patch embed");   /* x [N, D] */
 	for (l = 0; l < c->depth; l++) {
 		const struct vd_vblock *B = &v->blocks[l];
 		const float *delta = l ? v->t : NULL;   /* previous block's MLP output */
@@ -531,27 +556,27 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 		} else {
 			CALL(o->layernorm(be, v->x, delta, &B->n1w, &B->n1b, eps, N, D, v->h), "norm1");
 		}
-		CALL(matmul_panels(be, v->h, &B->qkv, &B->qkv_b, N, v->qkv), "qkv");   /* [N, 3D] */
+		CALL(matmul_panels(v, v->h, &B->qkv, &B->qkv_b, N, v->qkv), "qkv");   /* [N, 3D] */
 		/* q heads then k heads: 2H heads of the fused row */
 		CALL(o->rope_2d(be, v->qkv, 3 * D, N, 2 * H, hd, v->pos, c->rope_theta), "rope_2d");
 		const int win = q25 && !B->full;
 		CALL(o->seg_attention(be, v->qkv, v->qkv + D, v->qkv + 2 * D, 3 * D, N, H, hd,
 		                      win ? v->seg_win : v->seg_full, win ? n_win : n_full, v->att),
 		     "attention");
-		CALL(matmul_panels(be, v->att, &B->proj, &B->proj_b, N, v->t), "proj");   /* [N, D] */
+		CALL(matmul_panels(v, v->att, &B->proj, &B->proj_b, N, v->t), "proj");   /* [N, D] */
 		if (q25)
 			CALL(o->add_rmsnorm(be, v->x, v->t, &B->n2w, eps, N, D, v->h), "norm2");
 		else
 			CALL(o->layernorm(be, v->x, v->t, &B->n2w, &B->n2b, eps, N, D, v->h), "norm2");
-		CALL(matmul_panels(be, v->h, &B->fc1, &B->fc1_b, N, v->mlp), "fc1");   /* [N, I] */
+		CALL(matmul_panels(v, v->h, &B->fc1, &B->fc1_b, N, v->mlp), "fc1");   /* [N, I] */
 		if (q25) {
-			CALL(matmul_panels(be, v->h, &B->up, &B->up_b, N, v->mlp2), "up_proj");
+			CALL(matmul_panels(v, v->h, &B->up, &B->up_b, N, v->mlp2), "up_proj");
 			CALL(o->swiglu(be, v->mlp, v->mlp2, N, I, v->mlp), "swiglu");
 		} else {
 			CALL(o->activate(be, VK_ACT_QUICK_GELU, v->mlp, (int64_t)N * I, v->mlp),
 			     "quick_gelu");
 		}
-		CALL(matmul_panels(be, v->mlp, &B->fc2, &B->fc2_b, N, v->t), "fc2");   /* [N, D] */
+		CALL(matmul_panels(v, v->mlp, &B->fc2, &B->fc2_b, N, v->t), "fc2");   /* [N, D] */
 	}
 	l = -1;
 	/* merger: h [N, D] = [NM, mm D] */
@@ -559,13 +584,13 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 		CALL(o->add_rmsnorm(be, v->x, v->t, &v->lnq_w, eps, N, D, v->h), "merger ln_q");
 	else
 		CALL(o->layernorm(be, v->x, v->t, &v->lnq_w, &v->lnq_b, eps, N, D, v->h), "merger ln_q");
-	CALL(matmul_panels(be, v->h, &v->m0, &v->m0_b, NM, v->qkv), "merger mlp.0");   /* [NM, mm D] */
+	CALL(matmul_panels(v, v->h, &v->m0, &v->m0_b, NM, v->qkv), "merger mlp.0");   /* [NM, mm D] */
 	CALL(o->activate(be, VK_ACT_GELU_ERF, v->qkv, (int64_t)NM * mm * D, v->qkv), "merger gelu");
 	if (!q25) {
-		CALL(matmul_panels(be, v->qkv, &v->m2, &v->m2_b, NM, out), "merger mlp.2");
+		CALL(matmul_panels(v, v->qkv, &v->m2, &v->m2_b, NM, out), "merger mlp.2");
 		return 0;
 	}
-	CALL(matmul_panels(be, v->qkv, &v->m2, &v->m2_b, NM, v->perm_out), "merger mlp.2");
+	CALL(matmul_panels(v, v->qkv, &v->m2, &v->m2_b, NM, v->perm_out), "merger mlp.2");
 	CALL(o->get_rows(be, v->perm_out, v->unperm, NM, c->out_hidden, out), "window unpermute");
 	return 0;
 }

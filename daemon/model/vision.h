@@ -113,6 +113,11 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
                       int64_t pixel_stride, const struct vd_vision_item *items, int32_t n_items,
                       float *out);
 
+/* A hook vd_vision_forward calls before its first op and after each op (and each matmul panel):
+ * where its caller may pause the tower to let other work use the CPU (the engine gives running
+ * decodes their turns there). NULL: none. The hook must not call into v. */
+void vd_vision_set_yield(struct vd_vision *v, void (*fn)(void *ctx), void *ctx);
+
 /* The last error text of vd_vision_forward / vd_vision_reserve. */
 const char *vd_vision_error(const struct vd_vision *v);
 

@@ -481,8 +481,8 @@ VLM_EXPORT int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t h
  * transformers' Qwen2VLVideoProcessor does with frames already sampled: every frame resized to
  * the same smart_resize target, the frame count padded to a multiple of temporal_patch_size by
  * repeating the last frame, grid_t = frames / temporal_patch_size. The pixel bounds are the
- * image ones (opts, else cfg): pass the video processor's per-frame bounds in opts when wanted
- * (transformers' Qwen2VLVideoProcessor defaults to 128*28*28 .. 768*28*28). Returns as
+ * image ones (opts, else cfg, NULL = the image defaults); the frame rate counts as unknown (24).
+ * vlm_video_from_frames below also samples and knows the video's rate. Returns as
  * vlm_image_load_file. Since 0.3.
  */
 VLM_EXPORT int vlm_video_from_rgb(const uint8_t *const *frames, size_t n_frames, uint32_t width,
@@ -493,6 +493,80 @@ VLM_EXPORT int vlm_video_from_rgb(const uint8_t *const *frames, size_t n_frames,
 VLM_EXPORT int vlm_video_load_files(const char *const *paths, size_t n_frames,
 				    const struct vlm_vision_config *cfg,
 				    const struct vlm_image_opts *opts, struct vlm_image **ret);
+
+/*
+ * Videos with frame sampling, as transformers' Qwen2VLVideoProcessor with the video's metadata
+ * (do_sample_frames=True, VideoMetadata(total_num_frames, fps)) and Qwen2_5_VLProcessor's
+ * second_per_grid_ts. Zero-initialised = keep every frame given, frame rate unknown.
+ */
+struct vlm_video_opts {
+	double source_fps;     /* frame rate of the frames passed (VideoMetadata.fps); 0: unknown,
+				* then the sampled rate counts as 24 (transformers' fallback) */
+	double fps;            /* keep this many frames per second of video (needs source_fps):
+				* n = clamp(frames / source_fps * fps, min_frames, max_frames),
+				* floored to a multiple of temporal_patch_size; 0: off */
+	uint32_t num_frames;   /* keep this many frames (rounded half-to-even to a multiple of
+				* temporal_patch_size); 0: off; not together with fps */
+	uint32_t min_frames;   /* fps sampling bounds: 0 = 4 / 768 (the class defaults) */
+	uint32_t max_frames;
+	uint32_t max_video_tokens; /* transformers' cap_pixels_per_frame=True with this
+				* max_video_tokens (its default: 128000): each kept frame's max_pixels
+				* becomes max(min(max_pixels, int(T * factor^2 * 0.9) * temporal_patch /
+				* frames), int(1.05 * min_pixels)); 0: no total cap (5.25's default) */
+	uint64_t reserved[4];
+};
+
+/* Fills cfg with Qwen2VLVideoProcessor's class defaults: the image ones (vlm_vision_config_
+ * default) except 128*28*28 .. 768*28*28 pixels per frame. Since 0.3. */
+VLM_EXPORT void vlm_video_config_default(struct vlm_vision_config *cfg);
+/*
+ * The checkpoint's video processor settings, from the first of model_dir/processor_config.json
+ * (its "video_processor" object), video_preprocessor_config.json, preprocessor_config.json (so a
+ * checkpoint with only the image file gets the image's pixel bounds for frames, as in
+ * transformers), over vlm_video_config_default. vopts (may be NULL) gets min/max_frames, with
+ * "cap_pixels_per_frame": true its max_video_tokens (default 128000) and, when the file says
+ * "do_sample_frames": true, its fps / num_frames. Returns as
+ * vlm_vision_config_load (-ENOENT: none of the three files). Since 0.3.
+ */
+VLM_EXPORT int vlm_video_config_load(const char *model_dir, struct vlm_vision_config *cfg,
+				     struct vlm_video_opts *vopts);
+/*
+ * The frames a video of total_frames keeps (transformers' sample_frames: indices =
+ * torch.arange(0, total, total / n).int()), written to indices [room for total_frames], their
+ * count to *n, and the sampled frame rate (kept / total * source_fps, or 24 when source_fps is
+ * 0) to *sampled_fps (may be NULL). For a caller that decodes a video itself: decode only these
+ * frames, then pass them to vlm_video_from_frames with source_fps = *sampled_fps and no
+ * sampling. Returns 0, -EINVAL (bad options: both fps and num_frames, fps without source_fps;
+ * more frames asked than there are; nothing to keep), -E2BIG (over 2^20 frames). Since 0.3.
+ */
+VLM_EXPORT int vlm_video_sample(size_t total_frames, uint32_t temporal_patch_size,
+				const struct vlm_video_opts *vopts, uint32_t *indices, size_t *n,
+				double *sampled_fps);
+/*
+ * A video from n_frames decoded RGB frames of one size: the frames vopts keeps
+ * (vlm_video_sample; NULL = all), each resized to the same smart_resize target with the per-frame
+ * pixel bounds of opts, else cfg (NULL = vlm_video_config_default), padded to a multiple of
+ * temporal_patch_size by repeating the last, grid_t = frames / temporal_patch_size; the image
+ * records temporal_patch_size / sampled fps (vlm_video_second_per_grid). pixel_values and grid
+ * are bit-identical to Qwen2VLVideoProcessor's pixel_values_videos / video_grid_thw. Returns as
+ * vlm_image_load_file, and as vlm_video_sample. Since 0.3.
+ */
+VLM_EXPORT int vlm_video_from_frames(const uint8_t *const *frames, size_t n_frames,
+				     uint32_t width, uint32_t height, size_t row_stride,
+				     const struct vlm_vision_config *cfg,
+				     const struct vlm_image_opts *opts,
+				     const struct vlm_video_opts *vopts, struct vlm_image **ret);
+/* As vlm_video_from_frames with frame k decoded from the image file paths[k]; only the kept
+ * frames are read. Since 0.3. */
+VLM_EXPORT int vlm_video_load_frames(const char *const *paths, size_t n_frames,
+				     const struct vlm_vision_config *cfg,
+				     const struct vlm_image_opts *opts,
+				     const struct vlm_video_opts *vopts, struct vlm_image **ret);
+/* A video's seconds per temporal grid step, temporal_patch_size / sampled fps (transformers'
+ * second_per_grid_ts; Qwen2.5-VL spaces the video's temporal positions by it times
+ * tokens_per_second); vlm_request_add_image sends it with the video. 0 for an image. Since 0.3. */
+VLM_EXPORT double vlm_video_second_per_grid(const struct vlm_image *img);
+
 /* Frees an image; NULL is a no-op. Since 0.3. */
 VLM_EXPORT void vlm_image_free(struct vlm_image *img);
 /* The patch grid (t, h, w): HF's image_grid_thw / video_grid_thw. Since 0.3. */
@@ -509,11 +583,31 @@ VLM_EXPORT const void *vlm_image_pixels(const struct vlm_image *img, enum vlm_dt
  * Adds a preprocessed image or video to a request: its patches are copied into the connection's
  * arena now (img stays the caller's) and vlmd runs the vision tower on them, filling the k-th
  * run of placeholder_id (<|image_pad|> 151655 or <|video_pad|> 151656 for Qwen2-VL), which must
- * be vlm_image_tokens(img) long. Only before vlm_submit. Returns 0, -EINVAL, -ENOSPC / -E2BIG
- * (arena), -ENOTCONN, -ENOMEM. Since 0.3.
+ * be vlm_image_tokens(img) long; a video also carries vlm_video_second_per_grid(img) (Qwen2.5-VL
+ * positions), so give a video the video pad. Pixel values that are NaN or infinite are refused
+ * (-EINVAL, nothing sent; vlmd checks again). Only before vlm_submit. Returns 0, -EINVAL,
+ * -ENOSPC / -E2BIG (arena), -ENOTCONN, -ENOMEM. Since 0.3.
  */
 VLM_EXPORT int vlm_request_add_image(struct vlm_request *req, int32_t placeholder_id,
 				     const struct vlm_image *img);
+/*
+ * Decodes and preprocesses an image file (as vlm_image_load_file) straight into the connection's
+ * arena and adds it to the request like vlm_request_add_image: no intermediate buffer and no
+ * copy (the cheaper way when the image goes to vlmd anyway). grid_thw (may be NULL) receives the
+ * patch grid and *tokens (may be NULL) the placeholder run length it needs; the prompt may be
+ * set before or after. Returns what vlm_image_load_file and vlm_request_add_image return; on an
+ * error nothing is added and the request stays usable. Since 0.3.
+ */
+VLM_EXPORT int vlm_request_add_image_file(struct vlm_request *req, int32_t placeholder_id,
+					  const char *path, const struct vlm_vision_config *cfg,
+					  const struct vlm_image_opts *opts, uint32_t grid_thw[3],
+					  uint32_t *tokens);
+/* As vlm_request_add_image_file for an encoded image in memory (len bytes, not kept). */
+VLM_EXPORT int vlm_request_add_image_memory(struct vlm_request *req, int32_t placeholder_id,
+					    const void *data, size_t len,
+					    const struct vlm_vision_config *cfg,
+					    const struct vlm_image_opts *opts, uint32_t grid_thw[3],
+					    uint32_t *tokens);
 
 /* ---- requests: running ---------------------------------------------------------------------- */
 

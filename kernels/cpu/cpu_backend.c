@@ -11,6 +11,10 @@
  *    n > 32 (prefill): a blocked GEMM; each thread takes a block of weight rows, widens one
  *    [NC, KC] slice to fp32 into its own buffer (L2-sized), and runs the microkernel over every
  *    MR-row strip of activations (L1-sized) — compute-bound, so the goal is FMA rate.
+ *  - bf16 weights on a CPU with AVX512_BF16 take the bf16 dot product (vdpbf16ps, twice the
+ *    multiply-adds per instruction) on both paths: the activations are rounded to bf16 once per
+ *    matmul (round_x_bf16), the GEMM copies bf16 weight slices instead of widening them. fp32 /
+ *    fp16 weights never round their activations; VLM_CPU_BF16DOT=0 keeps bf16 on fp32 too.
  *  - Batch invariance: both matmul paths sum every output in the same order (depth chunks from
  *    K alone, the same lane order and reduction tree, the bias after the first chunk), so a
  *    row's result is bit-identical whether it is computed alone or with 31 or 500 other rows.
@@ -76,6 +80,7 @@ static void cpu_destroy(struct vk_backend *be)
 				free(c->scratch[i].vis);
 			}
 		free(c->scratch);
+		free(c->xb);
 		free(c);
 	}
 	free(be);
@@ -336,6 +341,8 @@ struct mm_job {
 	int64_t kc;             /* GEMM: reduction depth per cache block */
 	int64_t n_blocks;       /* work items */
 	atomic_long next;       /* next work item */
+	const uint16_t *xb;     /* bf16 dot-product path: x rounded to bf16, [rows][ldxb]; else NULL */
+	int64_t ldxb;           /* K rounded up to a multiple of 32 */
 };
 
 /* Depth of one matvec weight pass: the whole row if VK_MV_MAXN activation rows of it fit in L1,
@@ -348,6 +355,15 @@ static int64_t mv_kc(int64_t K)
 	return ((K + chunks - 1) / chunks + 15) & ~(int64_t)15;
 }
 
+/* The bf16 dot-product path's depth chunk: at most 1024 (8 activation rows of it are 16 KB of
+ * L1 for the matvec, a 6-row GEMM strip 12 KB), a multiple of 32 so that a chunk never splits
+ * the instruction's 32-element vector, and a function of K alone like mv_kc (batch invariance). */
+static int64_t mvb_kc(int64_t K)
+{
+	int64_t chunks = (K + 1023) / 1024;
+	return ((K + chunks - 1) / chunks + 31) & ~(int64_t)31;
+}
+
 /* Rows [lo, hi) of the matvec for all n activation rows, in register passes of at most
  * VK_MV_MAXN rows of equal size (n = 9 runs 5 + 4, not 8 + 1: a 1-row pass costs almost as much
  * as an 8-row one, the weight widening and loads being the same). */
@@ -356,12 +372,19 @@ static void matvec_rows(struct mm_job *j, int64_t lo, int64_t hi)
 	const struct vk_weight *w = j->w;
 	const int64_t K = w->cols;
 	const size_t esz = vk_dtype_size(w->dtype);
-	const int64_t kc = mv_kc(K);
+	const int64_t kc = j->xb ? mvb_kc(K) : mv_kc(K);
 	const int passes = (j->n + VK_MV_MAXN - 1) / VK_MV_MAXN;
 
 	for (int p = 0, i = 0; p < passes; p++) {
 		int m = (j->n - i) / (passes - p);   /* the rest split evenly over the passes left */
-		for (int64_t k0 = 0; k0 < K; k0 += kc) {
+		for (int64_t k0 = 0; k0 < K && j->xb; k0 += kc) {
+			int64_t len = K - k0 < kc ? K - k0 : kc;
+			j->c->isa->matvec_bf16(j->xb + (size_t)i * (size_t)j->ldxb + (size_t)k0, j->ldxb, m,
+			                       (const uint16_t *)w->data + k0, K, len, lo, hi,
+			                       k0 == 0 ? j->bias : NULL, j->out + (size_t)i * (size_t)w->rows,
+			                       w->rows, k0 > 0);
+		}
+		for (int64_t k0 = 0; k0 < K && !j->xb; k0 += kc) {
 			int64_t len = K - k0 < kc ? K - k0 : kc;
 			j->c->isa->matvec(j->x + (size_t)i * (size_t)K + (size_t)k0, K, m,
 			                  (const char *)w->data + (size_t)k0 * esz, w->dtype, K, len, lo, hi,
@@ -443,6 +466,53 @@ static void gemm_block(struct mm_job *j, struct thread_scratch *ts, int64_t n0, 
 	}
 }
 
+/* gemm_block on the bf16 dot-product path: the [nc, kc] slice of bf16 weight rows is copied (not
+ * widened) into the thread's buffer, rows and depth zero-padded to the tile; the activations
+ * were rounded to bf16 once for the whole matmul, their rows padded to a multiple of mr_bf16. */
+static void gemm_block_bf16(struct mm_job *j, struct thread_scratch *ts, int64_t n0, int64_t nc)
+{
+	const struct vk_cpu_isa *isa = j->c->isa;
+	const struct vk_weight *w = j->w;
+	const int64_t K = w->cols, N = w->rows, M = j->n;
+	const int mr = isa->mr_bf16, nr = isa->nr_bf16;
+	const int64_t ncp = (nc + nr - 1) / nr * nr;
+	uint16_t *wb = (uint16_t *)ts->wbuf;   /* [ncp][kcp] */
+	float ctile[MR_MAX * NR_MAX];
+
+	for (int64_t k0 = 0; k0 < K; k0 += j->kc) {
+		int64_t kc = K - k0 < j->kc ? K - k0 : j->kc;
+		int64_t kcp = (kc + 31) & ~(int64_t)31;
+		for (int64_t r = 0; r < ncp; r++) {
+			uint16_t *dst = wb + r * kcp;
+			int64_t have = r < nc ? kc : 0;
+			if (have)
+				memcpy(dst, (const uint16_t *)w->data + (size_t)(n0 + r) * (size_t)K + (size_t)k0,
+				       2 * (size_t)kc);
+			memset(dst + have, 0, 2 * (size_t)(kcp - have));
+		}
+		for (int64_t m = 0; m < M; m += mr) {
+			int64_t mrows = M - m < mr ? M - m : mr;
+			const uint16_t *xs = j->xb + (size_t)m * (size_t)j->ldxb + (size_t)k0;
+			for (int64_t jn = 0; jn < ncp; jn += nr) {
+				float *cdst = j->out + (size_t)m * (size_t)N + (size_t)(n0 + jn);
+				int64_t ncols = nc - jn < nr ? nc - jn : nr;
+				if (mrows == mr && ncols == nr) {
+					isa->gemm_tile_bf16(xs, j->ldxb, wb + jn * kcp, kcp, kcp, cdst, N, k0 > 0);
+					continue;
+				}
+				isa->gemm_tile_bf16(xs, j->ldxb, wb + jn * kcp, kcp, kcp, ctile, nr, 0);
+				for (int64_t i = 0; i < mrows; i++)
+					for (int64_t c = 0; c < ncols; c++)
+						cdst[i * N + c] = (k0 > 0 ? cdst[i * N + c] : 0.0f) + ctile[i * nr + c];
+			}
+		}
+		if (k0 == 0 && j->bias)
+			for (int64_t m = 0; m < M; m++)
+				for (int64_t r = 0; r < nc; r++)
+					j->out[(size_t)m * (size_t)N + (size_t)(n0 + r)] += j->bias[n0 + r];
+	}
+}
+
 static void gemm_fn(void *arg, int tid, int nt)
 {
 	struct mm_job *j = arg;
@@ -452,8 +522,57 @@ static void gemm_fn(void *arg, int tid, int nt)
 	while ((b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_blocks) {
 		int64_t n0 = b * j->nc;
 		int64_t nc = j->w->rows - n0 < j->nc ? j->w->rows - n0 : j->nc;
-		gemm_block(j, ts, n0, nc);
+		if (j->xb)
+			gemm_block_bf16(j, ts, n0, nc);
+		else
+			gemm_block(j, ts, n0, nc);
 	}
+}
+
+/* Activation rows rounded to bf16 for the dot-product path: row r of xb = x[r] then zeros up to
+ * ld; rows from n up to rows (the GEMM's last strip) all zeros. */
+struct xb_job {
+	const struct vk_cpu_isa *isa;
+	const float *x;
+	uint16_t *xb;
+	int64_t n, rows, K, ld;
+};
+
+static void xb_fn(void *arg, int tid, int nt)
+{
+	struct xb_job *j = arg;
+	int64_t lo, hi;
+	split(j->rows, tid, nt, 1, &lo, &hi);
+	for (int64_t r = lo; r < hi; r++) {
+		uint16_t *dst = j->xb + (size_t)r * (size_t)j->ld;
+		int64_t have = r < j->n ? j->K : 0;
+		if (have)
+			j->isa->from_f32(j->x + (size_t)r * (size_t)j->K, VK_DTYPE_BF16, dst, j->K);
+		memset(dst + have, 0, 2 * (size_t)(j->ld - have));
+	}
+}
+
+static int round_x_bf16(struct vk_backend *be, const float *x, int32_t n, int64_t K,
+                        struct mm_job *j)
+{
+	struct cpu_ctx *c = CTX(be);
+	int64_t rows = n <= MV_MAX_ROWS ? n : (n + c->isa->mr_bf16 - 1) / c->isa->mr_bf16 * c->isa->mr_bf16;
+	int64_t ld = (K + 31) & ~(int64_t)31;
+	size_t need = (size_t)rows * (size_t)ld;
+	if (need > c->xb_len) {
+		free(c->xb);
+		c->xb_len = 0;
+		c->xb = aligned_alloc(64, (need * 2 + 63) & ~(size_t)63);
+		if (!c->xb)
+			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory (%zu bf16 activations)",
+			                            need);
+		c->xb_len = need;
+	}
+	struct xb_job xj = { c->isa, x, c->xb, n, rows, K, ld };
+	run_rows(be, xb_fn, &xj, rows * ld);
+	j->xb = c->xb;
+	j->ldxb = ld;
+	return 0;
 }
 
 static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_weight *w,
@@ -473,6 +592,11 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 		return vk_cpu_matmul_quant(be, x, w, bf, n, out);
 	struct mm_job j = { .c = c, .x = x, .w = w, .bias = bf, .n = n, .out = out };
 	atomic_init(&j.next, 0);
+	if (w->dtype == VK_DTYPE_BF16 && c->bf16dot) {
+		int r = round_x_bf16(be, x, n, w->cols, &j);
+		if (r < 0)
+			return r;
+	}
 	if (n <= MV_MAX_ROWS) {
 		if ((int64_t)n * w->rows * w->cols < 65536) {
 			matvec_rows(&j, 0, w->rows);
@@ -495,13 +619,14 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 	}
 	/* KC: the matvec's depth chunks (<= KC_MAX), so that a row gets the same bits from either
 	 * path: the microkernels sum each chunk in the matvec's lane order and reduction tree */
-	j.kc = mv_kc(w->cols);
+	j.kc = j.xb ? mvb_kc(w->cols) : mv_kc(w->cols);
 	/* NC: at most NC_MAX rows, and at least 2 blocks per thread when the weight allows */
 	int64_t nb = (w->rows + NC_MAX - 1) / NC_MAX;
 	if (nb < 2 * c->n_threads)
 		nb = 2 * c->n_threads;
 	j.nc = (w->rows + nb - 1) / nb;
-	j.nc = (j.nc + c->isa->nr - 1) / c->isa->nr * c->isa->nr;
+	int nr = j.xb ? c->isa->nr_bf16 : c->isa->nr;
+	j.nc = (j.nc + nr - 1) / nr * nr;
 	j.n_blocks = (w->rows + j.nc - 1) / j.nc;
 	vk_pool_run(c->pool, gemm_fn, &j);
 	return 0;
@@ -781,7 +906,8 @@ struct probe_job {
 	struct cpu_ctx *c;
 	float *a, *b;        /* [len] each */
 	size_t len;
-	int mode;            /* 0 read (one stream), 1 copy, 2 fma, 3 read (four streams) */
+	int mode;            /* 0 read (one stream), 1 copy, 2 fma, 3 read (four streams), 4 bf16 dot,
+	                      * 5 int8 dot */
 	double sink[64];
 	float *tiles;        /* per thread [(MR_MAX + NR_MAX) * 512] + [MR_MAX * NR_MAX] */
 	long reps;
@@ -799,6 +925,28 @@ static void probe_fn(void *arg, int tid, int nt)
 		for (long r = 0; r < j->reps; r++)
 			isa->gemm_tile(x, 512, w, 512, 512, cc, isa->nr, 1);
 		j->sink[tid % 64] = cc[0];
+		return;
+	}
+	if (j->mode == 4 || j->mode == 5) {   /* same tile memory, 16-bit / 8-bit elements */
+		const struct vk_cpu_isa *isa = j->c->isa;
+		float *t = j->tiles + (size_t)tid * ((MR_MAX + NR_MAX) * 512 + MR_MAX * NR_MAX + 16);
+		float *cc = t + (MR_MAX + NR_MAX) * 512;
+		if (j->mode == 4) {
+			const uint16_t *x = (const uint16_t *)t, *w = x + MR_MAX * 512;
+			for (long r = 0; r < j->reps; r++)
+				isa->gemm_tile_bf16(x, 512, w, 512, 512, cc, isa->nr_bf16, 1);
+			j->sink[tid % 64] = cc[0];
+		} else {
+			const uint8_t *x = (const uint8_t *)t;
+			const int8_t *w = (const int8_t *)(x + MR_MAX * 512);
+			int32_t ci[MR_MAX * NR_MAX];
+			long s = 0;
+			for (long r = 0; r < j->reps; r++) {
+				isa->probe_tile_i8(x, 512, w, 512, 512, ci);
+				s += ci[0];
+			}
+			j->sink[tid % 64] = (double)s;
+		}
 		return;
 	}
 	split((int64_t)j->len, tid, nt, 4096, &lo, &hi);
@@ -894,8 +1042,38 @@ static int cpu_probe(struct vk_backend *be, struct vk_probe *ret)
 		if (dt < best)
 			best = dt;
 	}
-	ret->peak_gflops = 2.0 * c->isa->mr * c->isa->nr * 512.0 * (double)j.reps * c->n_threads /
-	                   best * 1e-9;
+	ret->peak_f32_gflops = 2.0 * c->isa->mr * c->isa->nr * 512.0 * (double)j.reps * c->n_threads /
+	                       best * 1e-9;
+
+	if (c->bf16dot) {   /* the bf16 GEMM tile (vdpbf16ps) on L1-resident rows */
+		j.mode = 4;
+		best = 1e30;
+		for (int rep = 0; rep < 5; rep++) {
+			double t0 = now_s();
+			vk_pool_run(c->pool, probe_fn, &j);
+			double dt = now_s() - t0;
+			if (dt < best)
+				best = dt;
+		}
+		ret->peak_bf16_gflops = 2.0 * c->isa->mr_bf16 * c->isa->nr_bf16 * 512.0 * (double)j.reps *
+		                        c->n_threads / best * 1e-9;
+	}
+	if (c->i8dot) {     /* a 6x4 tile of vpdpbusd on L1-resident rows */
+		j.mode = 5;
+		best = 1e30;
+		for (int rep = 0; rep < 5; rep++) {
+			double t0 = now_s();
+			vk_pool_run(c->pool, probe_fn, &j);
+			double dt = now_s() - t0;
+			if (dt < best)
+				best = dt;
+		}
+		ret->peak_int8_gops = 2.0 * c->isa->mr_bf16 * c->isa->nr_bf16 * 512.0 * (double)j.reps *
+		                      c->n_threads / best * 1e-9;
+	}
+	/* the matmul path at its best: bf16 weights take the dot product where the CPU has it */
+	ret->peak_gflops = ret->peak_bf16_gflops > ret->peak_f32_gflops ? ret->peak_bf16_gflops
+	                                                                : ret->peak_f32_gflops;
 	ret->threads = c->n_threads;
 	free(j.a);
 	free(j.b);
@@ -1013,6 +1191,13 @@ int vk_cpu_backend_open(struct vk_backend **ret, char *err, size_t err_len)
 	be->ctx = c;
 	c->isa = isa;
 	c->n_threads = (int)n;
+#ifdef VK_CPU_X86
+	/* VLM_CPU_BF16DOT=0 keeps bf16 weights on the fp32 path (activations not rounded) */
+	env = getenv("VLM_CPU_BF16DOT");
+	c->bf16dot = isa->gemm_tile_bf16 && __builtin_cpu_supports("avx512bf16") &&
+	             !(env && strcmp(env, "0") == 0);
+	c->i8dot = isa->probe_tile_i8 && __builtin_cpu_supports("avx512vnni");
+#endif
 	c->scratch = calloc((size_t)n, sizeof(*c->scratch));
 	if (!c->scratch)
 		goto nomem;

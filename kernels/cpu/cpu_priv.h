@@ -29,6 +29,10 @@ struct cpu_ctx {
 	struct vk_pool *pool;
 	int n_threads;
 	struct thread_scratch *scratch;   /* [n_threads] */
+	int bf16dot;            /* bf16 weights use isa->matvec_bf16 / gemm_tile_bf16 (CPU has AVX512_BF16) */
+	int i8dot;              /* the CPU has AVX512_VNNI (isa->probe_tile_i8) */
+	uint16_t *xb;           /* matmul: [rows][roundup(K, 32)] activations rounded to bf16 */
+	size_t xb_len;          /* elements in xb */
 };
 
 static inline struct cpu_ctx *CTX(struct vk_backend *be)

@@ -4,12 +4,13 @@
  *
  * Why it is built this way: the tower's matmuls go through the backend's GEMM (cpu_backend.c);
  * what is left must not undo its speed. Elementwise work uses the ISA table's vector exp
- * (sigmoid_mul), and attention is flash-style: a work item is one (head, block of BQ query rows
- * of one segment); it walks the segment's keys in blocks of BK, computes the BQ x BK scores with
- * the GEMM microkernel (Q K^T is a dot-product GEMM over head_dim), keeps an online softmax per
- * row, and accumulates P V with the same microkernel against a transposed V block. Scratch per
- * pool slot is O(BQ * BK + (BQ + BK) * head_dim) whatever the segment's length: a 720p image is
- * one 4784-row segment, whose full score matrix would be 1.4 GB per layer. Work items are taken
+ * (sigmoid_mul), and attention is flash-style: a work item is one head's QG blocks of BQ query
+ * rows of one segment; it walks the segment's keys in blocks of BK (each packed once for the
+ * item's query blocks), computes the BQ x BK scores with the GEMM microkernel (Q K^T is a
+ * dot-product GEMM over head_dim), keeps an online softmax per row, and accumulates P V with the
+ * same microkernel against a transposed V block. Scratch per pool slot is
+ * O(BQ * BK + (QG * BQ + BK) * head_dim) whatever the segment's length: a 720p image is one
+ * 4784-row segment, whose full score matrix would be 1.4 GB per layer. Work items are taken
  * from an atomic counter, heads outermost, so consecutive items reuse a head's K/V in cache.
  */
 #include <errno.h>
@@ -22,6 +23,7 @@
 
 #define BQ 48              /* query rows per item: a multiple of every ISA's mr (6, 2, 4) */
 #define BK 64              /* keys per block: a multiple of every ISA's nr (4) */
+#define QG 4               /* query blocks per work item: they share each packed key block */
 #define MAX_HD 256         /* head_dim limit of seg_attention / rope_2d */
 
 /* ---------------------------------------------------------------- layernorm */
@@ -189,7 +191,7 @@ struct sa_job {
 	int32_t n_heads, hd, hdp;
 	const int32_t *seg;
 	int32_t n_seg;
-	const int64_t *qb;       /* [n_seg + 1] prefix sums of query blocks per segment */
+	const int64_t *qg;       /* [n_seg + 1] prefix sums of query-block groups per segment */
 	float *out;
 	float scale;
 	atomic_long next;
@@ -197,41 +199,51 @@ struct sa_job {
 
 static size_t sa_scratch_floats(int32_t hdp)
 {
-	/* Q [BQ][hdp], K [BK][hdp], S [BQ][BK], Vt [hdp][BK], O [BQ][hdp], m, l [BQ] */
-	return (size_t)BQ * hdp * 2 + (size_t)BK * hdp * 2 + (size_t)BQ * BK + 2 * BQ;
+	/* Q [QG*BQ][hdp], K [BK][hdp], S [BQ][BK], Vt [hdp][BK], O [QG*BQ][hdp], m, l [QG*BQ] */
+	return (size_t)QG * BQ * hdp * 2 + (size_t)BK * hdp * 2 + (size_t)BQ * BK + 2 * QG * BQ;
 }
 
-static void sa_item(struct sa_job *j, float *sc, int32_t h, int64_t qbi)
+/* Work item it: query blocks [g*QG, g*QG + QG) of one head's segment (fewer at its end). Each
+ * key block is packed (K rows, V transposed) once for all of them: packing costs about a tenth
+ * of the score and P V work of one query block. */
+static void sa_item(struct sa_job *j, float *sc, int32_t h, int64_t gi)
 {
 	const struct vk_cpu_isa *isa = j->isa;
 	const int32_t hd = j->hd, hdp = j->hdp, mr = isa->mr, nr = isa->nr;
-	/* the segment holding query block qbi */
+	/* the segment holding query-block group gi */
 	int32_t lo = 0, hi = j->n_seg;
 	while (hi - lo > 1) {
 		int32_t mid = (lo + hi) / 2;
-		if (j->qb[mid] <= qbi)
+		if (j->qg[mid] <= gi)
 			lo = mid;
 		else
 			hi = mid;
 	}
 	const int32_t s0 = j->seg[lo], s1 = j->seg[lo + 1];
-	const int32_t q0 = s0 + (int32_t)(qbi - j->qb[lo]) * BQ;
-	const int32_t nq = s1 - q0 < BQ ? s1 - q0 : BQ;
-	const int32_t nq_t = (nq + mr - 1) / mr * mr, hd_t = (hd + nr - 1) / nr * nr;
-	float *Q = sc, *K = Q + (size_t)BQ * hdp, *S = K + (size_t)BK * hdp;
-	float *Vt = S + (size_t)BQ * BK, *O = Vt + (size_t)hdp * BK, *m = O + (size_t)BQ * hdp;
-	float *l = m + BQ;
+	const int32_t q0 = s0 + (int32_t)(gi - j->qg[lo]) * QG * BQ;
+	const int32_t nqa = s1 - q0 < QG * BQ ? s1 - q0 : QG * BQ;   /* rows of the group */
+	const int32_t hd_t = (hd + nr - 1) / nr * nr;
+	float *Q = sc, *K = Q + (size_t)QG * BQ * hdp, *S = K + (size_t)BK * hdp;
+	float *Vt = S + (size_t)BQ * BK, *O = Vt + (size_t)hdp * BK;
+	float *m = O + (size_t)QG * BQ * hdp, *l = m + QG * BQ;
 	const size_t hoff = (size_t)h * (size_t)hd;
+	const int32_t nb = (nqa + BQ - 1) / BQ;
 
-	for (int32_t i = 0; i < nq_t; i++) {
-		if (i < nq)
-			memcpy(Q + (size_t)i * hdp, j->q + (size_t)(q0 + i) * j->ld + hoff,
-			       sizeof(float) * (size_t)hd);
-		else
-			memset(Q + (size_t)i * hdp, 0, sizeof(float) * (size_t)hd);
-		memset(O + (size_t)i * hdp, 0, sizeof(float) * (size_t)hd_t);
-		m[i] = -INFINITY;
-		l[i] = 0.0f;
+	for (int32_t b = 0; b < nb; b++) {
+		const int32_t nq = nqa - b * BQ < BQ ? nqa - b * BQ : BQ;
+		const int32_t nq_t = (nq + mr - 1) / mr * mr;
+
+		for (int32_t i = 0; i < nq_t; i++) {
+			float *qi = Q + ((size_t)b * BQ + i) * hdp;
+			if (i < nq)
+				memcpy(qi, j->q + (size_t)(q0 + b * BQ + i) * j->ld + hoff,
+				       sizeof(float) * (size_t)hd);
+			else
+				memset(qi, 0, sizeof(float) * (size_t)hd);
+			memset(O + ((size_t)b * BQ + i) * hdp, 0, sizeof(float) * (size_t)hd_t);
+			m[b * BQ + i] = -INFINITY;
+			l[b * BQ + i] = 0.0f;
+		}
 	}
 	for (int32_t k0 = s0; k0 < s1; k0 += BK) {
 		const int32_t nk = s1 - k0 < BK ? s1 - k0 : BK;
@@ -252,43 +264,50 @@ static void sa_item(struct sa_job *j, float *sc, int32_t h, int64_t qbi)
 		}
 		for (int32_t d = hd; d < hd_t; d++)
 			memset(Vt + (size_t)d * BK, 0, sizeof(float) * (size_t)nk_t);
-		/* S = Q K^T */
-		for (int32_t i0 = 0; i0 < nq_t; i0 += mr)
-			for (int32_t t0 = 0; t0 < nk_t; t0 += nr)
-				isa->gemm_tile(Q + (size_t)i0 * hdp, hdp, K + (size_t)t0 * hdp, hdp, hd,
-				               S + (size_t)i0 * BK + t0, BK, 0);
-		/* online softmax: S becomes P = exp(S * scale - m_new); O, l rescaled */
-		for (int32_t i = 0; i < nq_t; i++) {
-			float *row = S + (size_t)i * BK;
-			if (i >= nq) {      /* padding rows: finite zeros for the P V tile */
-				memset(row, 0, sizeof(float) * (size_t)nk_t);
-				continue;
+		for (int32_t b = 0; b < nb; b++) {
+			const int32_t nq = nqa - b * BQ < BQ ? nqa - b * BQ : BQ;
+			const int32_t nq_t = (nq + mr - 1) / mr * mr;
+			const float *Qb = Q + (size_t)b * BQ * hdp;
+			float *Ob = O + (size_t)b * BQ * hdp, *mb = m + b * BQ, *lb = l + b * BQ;
+
+			/* S = Q K^T */
+			for (int32_t i0 = 0; i0 < nq_t; i0 += mr)
+				for (int32_t t0 = 0; t0 < nk_t; t0 += nr)
+					isa->gemm_tile(Qb + (size_t)i0 * hdp, hdp, K + (size_t)t0 * hdp,
+					               hdp, hd, S + (size_t)i0 * BK + t0, BK, 0);
+			/* online softmax: S becomes P = exp(S * scale - m_new); O, l rescaled */
+			for (int32_t i = 0; i < nq_t; i++) {
+				float *row = S + (size_t)i * BK;
+				if (i >= nq) {      /* padding rows: finite zeros for the P V tile */
+					memset(row, 0, sizeof(float) * (size_t)nk_t);
+					continue;
+				}
+				float mx = -INFINITY;
+				for (int32_t t = 0; t < nk; t++) {
+					row[t] *= j->scale;
+					mx = row[t] > mx ? row[t] : mx;
+				}
+				float m_new = mx > mb[i] ? mx : mb[i];
+				float alpha = mb[i] == -INFINITY ? 0.0f : expf(mb[i] - m_new);
+				float sum = isa->exp_sum(row, nk, m_new);
+				for (int32_t t = nk; t < nk_t; t++)
+					row[t] = 0.0f;
+				lb[i] = lb[i] * alpha + sum;
+				mb[i] = m_new;
+				if (alpha != 1.0f) {
+					float *o = Ob + (size_t)i * hdp;
+					for (int32_t d = 0; d < hd_t; d++)
+						o[d] *= alpha;
+				}
 			}
-			float mx = -INFINITY;
-			for (int32_t t = 0; t < nk; t++) {
-				row[t] *= j->scale;
-				mx = row[t] > mx ? row[t] : mx;
-			}
-			float m_new = mx > m[i] ? mx : m[i];
-			float alpha = m[i] == -INFINITY ? 0.0f : expf(m[i] - m_new);
-			float sum = isa->exp_sum(row, nk, m_new);
-			for (int32_t t = nk; t < nk_t; t++)
-				row[t] = 0.0f;
-			l[i] = l[i] * alpha + sum;
-			m[i] = m_new;
-			if (alpha != 1.0f) {
-				float *o = O + (size_t)i * hdp;
-				for (int32_t d = 0; d < hd_t; d++)
-					o[d] *= alpha;
-			}
+			/* O += P V */
+			for (int32_t i0 = 0; i0 < nq_t; i0 += mr)
+				for (int32_t d0 = 0; d0 < hd_t; d0 += nr)
+					isa->gemm_tile(S + (size_t)i0 * BK, BK, Vt + (size_t)d0 * BK, BK,
+					               nk_t, Ob + (size_t)i0 * hdp + d0, hdp, 1);
 		}
-		/* O += P V */
-		for (int32_t i0 = 0; i0 < nq_t; i0 += mr)
-			for (int32_t d0 = 0; d0 < hd_t; d0 += nr)
-				isa->gemm_tile(S + (size_t)i0 * BK, BK, Vt + (size_t)d0 * BK, BK, nk_t,
-				               O + (size_t)i0 * hdp + d0, hdp, 1);
 	}
-	for (int32_t i = 0; i < nq; i++) {
+	for (int32_t i = 0; i < nqa; i++) {
 		float *o = j->out + (size_t)(q0 + i) * (size_t)j->n_heads * (size_t)hd + hoff;
 		float inv = 1.0f / l[i];
 		for (int32_t d = 0; d < hd; d++)
@@ -299,7 +318,7 @@ static void sa_item(struct sa_job *j, float *sc, int32_t h, int64_t qbi)
 static void sa_fn(void *arg, int tid, int nt)
 {
 	struct sa_job *j = arg;
-	const int64_t per_head = j->qb[j->n_seg];
+	const int64_t per_head = j->qg[j->n_seg];
 	const long n_items = (long)(per_head * j->n_heads);
 	float *sc = j->scratch[tid].vis;
 	long it;
@@ -332,7 +351,7 @@ int vk_cpu_seg_attention(struct vk_backend *be, const float *q, const float *k, 
 			return vk_backend_set_error(be, -EINVAL, "seg_attention: segment %d is [%d, %d)", s,
 			                            seg[s], seg[s + 1]);
 		}
-		qb[s + 1] = qb[s] + (seg[s + 1] - seg[s] + BQ - 1) / BQ;
+		qb[s + 1] = qb[s] + (seg[s + 1] - seg[s] + QG * BQ - 1) / (QG * BQ);
 	}
 	const int32_t hdp = (head_dim + 15) & ~15;
 	const size_t need = sa_scratch_floats(hdp);
@@ -350,7 +369,7 @@ int vk_cpu_seg_attention(struct vk_backend *be, const float *q, const float *k, 
 	}
 	struct sa_job j = {
 		.isa = c->isa, .scratch = c->scratch, .q = q, .k = k, .v = v, .ld = ld,
-		.n_heads = n_heads, .hd = head_dim, .hdp = hdp, .seg = seg, .n_seg = n_seg, .qb = qb,
+		.n_heads = n_heads, .hd = head_dim, .hdp = hdp, .seg = seg, .n_seg = n_seg, .qg = qb,
 		.out = out, .scale = 1.0f / sqrtf((float)head_dim),
 	};
 	atomic_init(&j.next, 0);

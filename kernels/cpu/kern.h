@@ -63,6 +63,26 @@ struct vk_cpu_isa {
 	int (*attn_row)(const float *q, int G, int hd, int ctx, int bs,
 	                const unsigned char *const *kblk, const unsigned char *const *vblk,
 	                size_t pos_stride, enum vk_dtype dt, float scale, float *scratch, float *out);
+
+	/* Optional (NULL: not in this table), and usable only when the backend found the CPU's
+	 * AVX512_BF16 (cpu_ctx.bf16dot): bf16 weights times bf16 activations on the dot-product
+	 * instruction (vdpbf16ps), fp32 sums. The activations were rounded to bf16 by the caller;
+	 * their rows hold ldx elements, zero-padded from K to a multiple of 32.
+	 * matvec_bf16: as matvec (w of bf16, rows ldw apart, may end mid-vector).
+	 * gemm_tile_bf16: as gemm_tile on an mr_bf16 x nr_bf16 tile; kc a multiple of 32, x and w
+	 * rows zero-padded up to it. Both sum each output in the same lane order and reduction tree
+	 * (batch invariance across the two matmul paths). */
+	int mr_bf16, nr_bf16;
+	void (*matvec_bf16)(const uint16_t *x, int64_t ldx, int n, const uint16_t *w, int64_t ldw,
+	                    int64_t K, int64_t r0, int64_t r1, const float *bias, float *out,
+	                    int64_t ldo, int accumulate);
+	void (*gemm_tile_bf16)(const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw,
+	                       int64_t kc, float *c, int64_t ldc, int accumulate);
+	/* Optional, only when the CPU has AVX512_VNNI (checked by the backend): the int8 dot
+	 * product's rate for probe: c[i * nr + j] = sum_k x[i * ldx + k] * w[j * ldw + k] (u8 x s8)
+	 * over an mr x nr tile, kc a multiple of 64. */
+	void (*probe_tile_i8)(const uint8_t *x, int64_t ldx, const int8_t *w, int64_t ldw,
+	                      int64_t kc, int32_t *c);
 };
 
 extern const struct vk_cpu_isa vk_cpu_isa_avx512;

@@ -6,8 +6,15 @@
  * to fp32 in registers (a shift / vcvtph2ps, free next to the memory traffic) and keeping up to
  * 8 activation rows x 2-4 weight rows of accumulators in zmm registers. Prefill is compute-bound:
  * its 6x4 dot-product microkernel reads fp32 panels the driver widened once per cache block and
- * does 24 FMAs per 10 loads. bf16 dot products (vdpbf16ps) are not used: they would round the
- * activations to bf16 and lose the fp32 accuracy the reference check relies on.
+ * does 24 FMAs per 10 loads.
+ *
+ * bf16 weights on a CPU with AVX512_BF16 take the dot-product instruction instead (vdpbf16ps: 32
+ * multiply-adds per instruction, twice vfmadd231ps): the caller rounds the activations to bf16 once
+ * per matmul (as transformers' own bf16 run does), the weights are used as stored (a bf16 row is
+ * already the instruction's pair layout), and the matvec and the 6x4 GEMM tile accumulate every
+ * output in the same lane order and reduction tree, so the batch-invariance promise holds on this
+ * path too. Those functions carry target("avx512bf16") and are only called after the backend
+ * checked the CPU (__builtin_cpu_supports); the VNNI tile (vpdpbusd) is the int8 peak probe's.
  */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 #include <immintrin.h>
@@ -259,6 +266,207 @@ static void gemm_tile(const float *x, int64_t ldx, const float *w, int64_t ldw, 
 			s = _mm_add_ps(s, _mm_loadu_ps(c + i * ldc));
 		_mm_storeu_ps(c + i * ldc, s);
 	}
+}
+
+/* ---------------------------------------------------------------- bf16 dot product */
+
+#define BF16_ATTR __attribute__((target("avx512bf16")))
+
+AI __m512bh ld_bh(const uint16_t *p)
+{
+	return (__m512bh)_mm512_loadu_si512((const void *)p);
+}
+
+AI __m512bh ld_bh_mask(const uint16_t *p, __mmask32 m)
+{
+	return (__m512bh)_mm512_maskz_loadu_epi16(m, (const void *)p);
+}
+
+/* Like mv_block, with bf16 activations (rows zero-padded to a multiple of 32) and vdpbf16ps: the
+ * weight rows may end mid-vector (masked loads), the activation rows may not. */
+BF16_ATTR AI void mvb_block(const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw,
+                            int64_t K, int64_t r, int64_t rs, const float *bias, float *out,
+                            int64_t ldo, int accumulate, const int N, const int R)
+{
+	__m512 acc[4][VK_MV_MAXN];
+	const uint16_t *wr[4];
+
+#pragma GCC unroll 4
+	for (int j = 0; j < R; j++) {
+		wr[j] = w + (size_t)(r + j * rs) * (size_t)ldw;
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++)
+			acc[j][i] = _mm512_setzero_ps();
+	}
+	const char *pf = (const char *)(w + (size_t)(r + (rs == 1 ? 2 * R : 2)) * (size_t)ldw);
+	const int64_t pf_row = ldw * 2 * rs;
+	int64_t k = 0;
+	for (; k + 32 <= K; k += 32) {
+		__m512bh wv[4];
+#pragma GCC unroll 4
+		for (int j = 0; j < R; j++)
+			_mm_prefetch(pf + j * pf_row + k * 2, _MM_HINT_T1);
+#pragma GCC unroll 4
+		for (int j = 0; j < R; j++)
+			wv[j] = ld_bh(wr[j] + k);
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			__m512bh xv = ld_bh(x + i * ldx + k);
+			__asm__("" : "+v"(xv));   /* one load per activation vector, see mv_block */
+#pragma GCC unroll 4
+			for (int j = 0; j < R; j++)
+				acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
+		}
+	}
+	if (k < K) {
+		__mmask32 m = (__mmask32)((1ull << (K - k)) - 1);
+		__m512bh wv[4];
+#pragma GCC unroll 4
+		for (int j = 0; j < R; j++)
+			wv[j] = ld_bh_mask(wr[j] + k, m);
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			__m512bh xv = ld_bh(x + i * ldx + k);
+#pragma GCC unroll 4
+			for (int j = 0; j < R; j++)
+				acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
+		}
+	}
+	if (R >= 3 && rs == 1) {
+		__m128 b = _mm_setzero_ps();
+		const __mmask8 m = (__mmask8)((1u << R) - 1);
+		if (bias)
+			b = _mm_maskz_loadu_ps(m, bias + r);
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			__m128 v = _mm_add_ps(reduce4(acc[0][i], acc[1][i], acc[2][i],
+			                              R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()), b);
+			if (accumulate)
+				v = _mm_add_ps(v, _mm_maskz_loadu_ps(m, out + i * ldo + r));
+			_mm_mask_storeu_ps(out + i * ldo + r, m, v);
+		}
+		return;
+	}
+	if (R >= 3) {
+		float t[4];
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			_mm_storeu_ps(t, reduce4(acc[0][i], acc[1 % R][i], acc[2 % R][i],
+			                         R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()));
+#pragma GCC unroll 4
+			for (int j = 0; j < R; j++) {
+				float v = t[j] + (bias ? bias[r + j * rs] : 0.0f);
+				float *o = out + i * ldo + r + j * rs;
+				*o = accumulate ? *o + v : v;
+			}
+		}
+		return;
+	}
+#pragma GCC unroll 4
+	for (int j = 0; j < R; j++) {
+		float b = bias ? bias[r + j * rs] : 0.0f;
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			float v = _mm_cvtss_f32(reduce4(acc[j][i], acc[j][i], acc[j][i], acc[j][i])) + b;
+			float *o = out + i * ldo + r + j * rs;
+			*o = accumulate ? *o + v : v;
+		}
+	}
+}
+
+BF16_ATTR AI void mvb_rows(const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw,
+                           int64_t K, int64_t r0, int64_t r1, const float *bias, float *out,
+                           int64_t ldo, int accumulate, const int N)
+{
+	const int R = N <= 6 ? 4 : 3;
+	const int64_t S = (r1 - r0) / R;
+	for (int64_t t = 0; t < S; t++)
+		mvb_block(x, ldx, w, ldw, K, r0 + t, S, bias, out, ldo, accumulate, N, R);
+	for (int64_t r = r0 + R * S; r < r1; r++)
+		mvb_block(x, ldx, w, ldw, K, r, 1, bias, out, ldo, accumulate, N, 1);
+}
+
+BF16_ATTR static void matvec_bf16(const uint16_t *x, int64_t ldx, int n, const uint16_t *w,
+                                  int64_t ldw, int64_t K, int64_t r0, int64_t r1,
+                                  const float *bias, float *out, int64_t ldo, int acc)
+{
+	switch (n) {
+	case 1: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 1); break;
+	case 2: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 2); break;
+	case 3: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 3); break;
+	case 4: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 4); break;
+	case 5: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 5); break;
+	case 6: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 6); break;
+	case 7: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 7); break;
+	default: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 8); break;
+	}
+}
+
+/* MR x NR outputs, kc a multiple of 32 (both operands zero-padded), 24 vdpbf16ps per 10 loads. */
+BF16_ATTR static void gemm_tile_bf16(const uint16_t *x, int64_t ldx, const uint16_t *w,
+                                     int64_t ldw, int64_t kc, float *c, int64_t ldc,
+                                     int accumulate)
+{
+	__m512 acc[MR][NR];
+
+#pragma GCC unroll 6
+	for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+		for (int j = 0; j < NR; j++)
+			acc[i][j] = _mm512_setzero_ps();
+	for (int64_t k = 0; k < kc; k += 32) {
+		__m512bh wv[NR];
+#pragma GCC unroll 4
+		for (int j = 0; j < NR; j++)
+			wv[j] = ld_bh(w + j * ldw + k);
+#pragma GCC unroll 6
+		for (int i = 0; i < MR; i++) {
+			__m512bh xv = ld_bh(x + i * ldx + k);
+#pragma GCC unroll 4
+			for (int j = 0; j < NR; j++)
+				acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+		}
+	}
+#pragma GCC unroll 6
+	for (int i = 0; i < MR; i++) {
+		__m128 s = reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+		if (accumulate)
+			s = _mm_add_ps(s, _mm_loadu_ps(c + i * ldc));
+		_mm_storeu_ps(c + i * ldc, s);
+	}
+}
+
+/* The int8 dot product's rate (VNNI vpdpbusd, 64 multiply-adds per instruction) on a 6x4 tile of
+ * L1-resident rows, kc a multiple of 64: the probe's measure, not a matmul. */
+__attribute__((target("avx512vnni")))
+static void probe_tile_i8(const uint8_t *x, int64_t ldx, const int8_t *w, int64_t ldw, int64_t kc,
+                          int32_t *c)
+{
+	__m512i acc[MR][NR];
+
+#pragma GCC unroll 6
+	for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+		for (int j = 0; j < NR; j++)
+			acc[i][j] = _mm512_setzero_si512();
+	for (int64_t k = 0; k < kc; k += 64) {
+		__m512i wv[NR];
+#pragma GCC unroll 4
+		for (int j = 0; j < NR; j++)
+			wv[j] = _mm512_loadu_si512((const void *)(w + j * ldw + k));
+#pragma GCC unroll 6
+		for (int i = 0; i < MR; i++) {
+			__m512i xv = _mm512_loadu_si512((const void *)(x + i * ldx + k));
+#pragma GCC unroll 4
+			for (int j = 0; j < NR; j++)
+				acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], xv, wv[j]);
+		}
+	}
+#pragma GCC unroll 6
+	for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+		for (int j = 0; j < NR; j++)
+			c[i * NR + j] = _mm512_reduce_add_epi32(acc[i][j]);
 }
 
 static void to_f32(const void *src, enum vk_dtype dt, float *dst, int64_t n)
@@ -555,4 +763,9 @@ const struct vk_cpu_isa vk_cpu_isa_avx512 = {
 	.sigmoid_mul = sigmoid_mul,
 	.exp_sum = exp_sum,
 	.attn_row = attn_row,
+	.mr_bf16 = MR,
+	.nr_bf16 = NR,
+	.matvec_bf16 = matvec_bf16,
+	.gemm_tile_bf16 = gemm_tile_bf16,
+	.probe_tile_i8 = probe_tile_i8,
 };

@@ -754,6 +754,29 @@ int be_probe(struct vk_backend *be, struct vk_probe *ret)
 			goto out;
 		ret->peak_gflops = 2.0 * n * (double)n * n * reps / (ms * 1e-3) / 1e9;
 	}
+	ret->peak_bf16_gflops = ret->peak_gflops;   /* bf16 weights: tensor cores via cuBLAS(Lt) */
+	/* fp32 weights: the same GEMM on fp32 operands (the matmul's fp32 configuration) */
+	rc = check(c, cudaMemsetAsync(b, 0, (size_t)n * n * 4, c->stream), "probe");
+	if (rc < 0)
+		goto out;
+	for (int it = 0; it < 2; it++) {
+		const int reps = it ? 3 : 1;
+		cudaEventRecord(e0, c->stream);
+		for (int r = 0; r < reps; r++) {
+			rc = vk_cuda_gemm_run(&c->gemm, c->stream, a, b, VK_DTYPE_F32, NULL, n, n, n,
+			                      (float *)g, be->error, sizeof(be->error));
+			if (rc < 0)
+				goto out;
+		}
+		cudaEventRecord(e1, c->stream);
+		rc = timed_ms(c, e0, e1, &ms);
+		if (rc < 0)
+			goto out;
+		ret->peak_f32_gflops = 2.0 * n * (double)n * n * reps / (ms * 1e-3) / 1e9;
+	}
+	if (ret->peak_f32_gflops > ret->peak_gflops)
+		ret->peak_gflops = ret->peak_f32_gflops;
+	/* peak_int8_gops stays 0: the matmul has no int8 path on this backend (yet) */
 	ret->threads = 0;
 out:
 	if (e0)

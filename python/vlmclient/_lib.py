@@ -171,6 +171,7 @@ c_uint8 = ctypes.c_uint8
 c_uint64 = ctypes.c_uint64
 c_int64 = ctypes.c_int64
 c_float = ctypes.c_float
+c_double = ctypes.c_double
 
 
 class ConnectOpts(ctypes.Structure):
@@ -360,6 +361,18 @@ class ImageOpts(ctypes.Structure):
     ]
 
 
+class VideoOpts(ctypes.Structure):
+    _fields_ = [
+        ("source_fps", c_double),
+        ("fps", c_double),
+        ("num_frames", c_uint32),
+        ("min_frames", c_uint32),
+        ("max_frames", c_uint32),
+        ("max_video_tokens", c_uint32),
+        ("reserved", c_uint64 * 4),
+    ]
+
+
 VLM_DTYPE_F32, VLM_DTYPE_F16, VLM_DTYPE_BF16 = 0, 1, 2
 vlm_vision_config_default = _fn("vlm_vision_config_default", None, POINTER(VisionConfig),
                                 optional=True)
@@ -376,6 +389,19 @@ vlm_image_from_rgb = _fn("vlm_image_from_rgb", c_int, c_void_p, c_uint32, c_uint
 vlm_video_from_rgb = _fn("vlm_video_from_rgb", c_int, POINTER(c_void_p), c_size_t, c_uint32,
                          c_uint32, c_size_t, POINTER(VisionConfig), POINTER(ImageOpts),
                          POINTER(c_void_p), optional=True)
+vlm_video_config_default = _fn("vlm_video_config_default", None, POINTER(VisionConfig),
+                               optional=True)
+vlm_video_config_load = _fn("vlm_video_config_load", c_int, c_char_p, POINTER(VisionConfig),
+                            POINTER(VideoOpts), optional=True)
+vlm_video_sample = _fn("vlm_video_sample", c_int, c_size_t, c_uint32, POINTER(VideoOpts),
+                       POINTER(c_uint32), POINTER(c_size_t), POINTER(c_double), optional=True)
+vlm_video_from_frames = _fn("vlm_video_from_frames", c_int, POINTER(c_void_p), c_size_t, c_uint32,
+                            c_uint32, c_size_t, POINTER(VisionConfig), POINTER(ImageOpts),
+                            POINTER(VideoOpts), POINTER(c_void_p), optional=True)
+vlm_video_load_frames = _fn("vlm_video_load_frames", c_int, POINTER(c_char_p), c_size_t,
+                            POINTER(VisionConfig), POINTER(ImageOpts), POINTER(VideoOpts),
+                            POINTER(c_void_p), optional=True)
+vlm_video_second_per_grid = _fn("vlm_video_second_per_grid", c_double, c_void_p, optional=True)
 vlm_image_free = _fn("vlm_image_free", None, c_void_p, optional=True)
 vlm_image_grid = _fn("vlm_image_grid", None, c_void_p, POINTER(c_uint32), optional=True)
 vlm_image_tokens = _fn("vlm_image_tokens", c_uint32, c_void_p, optional=True)

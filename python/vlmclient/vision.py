@@ -30,12 +30,28 @@ def _need_vision():
 class VisionConfig:
     """The checkpoint's preprocessing constants (preprocessor_config.json)."""
 
-    def __init__(self, model_dir=None):
+    def __init__(self, model_dir=None, *, video=False):
         """model_dir: a checkpoint folder whose preprocessor_config.json is read; None:
-        Qwen2-VL-2B-Instruct's values."""
+        Qwen2-VL-2B-Instruct's values. video=True: the video processor's settings instead
+        (processor_config.json's video_processor, video_preprocessor_config.json, then
+        preprocessor_config.json, as transformers; None: Qwen2VLVideoProcessor's defaults);
+        sampling options the file names (do_sample_frames with fps / num_frames) are in
+        .video_sampling, a dict for Image.video."""
         _need_vision()
         self._c = _lib.VisionConfig()
-        if model_dir is None:
+        self.video_sampling = {}
+        if video:
+            vo = _lib.VideoOpts()
+            if model_dir is None:
+                _lib.vlm_video_config_default(ctypes.byref(self._c))
+            else:
+                _lib.check(_lib.vlm_video_config_load(os.fsencode(model_dir),
+                                                      ctypes.byref(self._c), ctypes.byref(vo)),
+                           "video config", True)
+            self.video_sampling = {k: getattr(vo, k) for k in ("fps", "num_frames", "min_frames",
+                                                               "max_frames", "max_video_tokens")
+                                   if getattr(vo, k)}
+        elif model_dir is None:
             _lib.vlm_vision_config_default(ctypes.byref(self._c))
         else:
             _lib.check(_lib.vlm_vision_config_load(os.fsencode(model_dir), ctypes.byref(self._c)),
@@ -126,28 +142,66 @@ class Image:
         return o
 
     @classmethod
-    def video(cls, frames, min_pixels=None, max_pixels=None, *, config=None, dtype="float32"):
-        """A video from decoded frames already sampled: a uint8 array [n, h, w, 3] or a list of
-        [h, w, 3] arrays of one size (transformers' Qwen2VLVideoProcessor with
-        do_sample_frames=False); grid t = ceil(n / temporal_patch_size)."""
+    def video(cls, frames, min_pixels=None, max_pixels=None, *, config=None, dtype="float32",
+              source_fps=None, fps=None, num_frames=None, min_frames=None, max_frames=None,
+              max_video_tokens=None):
+        """A video from its frames, as transformers' Qwen2VLVideoProcessor with the video's
+        metadata (VideoMetadata(total_num_frames, fps=source_fps)): frames is a uint8 array
+        [n, h, w, 3], a list of [h, w, 3] arrays of one size, or a list of frame image files
+        (only the kept ones are read). fps / num_frames sample the frames (do_sample_frames=True;
+        fps needs source_fps); neither keeps them all. min_pixels / max_pixels: per frame (None:
+        the config's). config: a VisionConfig (None: the video processor's class defaults; a
+        checkpoint's: VisionConfig(model_dir, video=True)). The grid's t = ceil(kept / 2);
+        second_per_grid is temporal_patch_size / sampled fps (24 when source_fps is unknown),
+        transformers' second_per_grid_ts, which goes to vlmd with the video. max_video_tokens:
+        transformers' cap_pixels_per_frame=True with that budget (None: no total cap)."""
         _need_vision()
-        np = _np()
-        frames = [np.ascontiguousarray(np.asarray(f)) for f in frames]
-        if not frames:
-            raise ValueError("a video needs at least one frame")
-        h, w = frames[0].shape[:2]
-        for f in frames:
-            if f.dtype != np.uint8 or f.shape != (h, w, 3):
-                raise ValueError("video frames are uint8 [h, w, 3] of one size")
+        if _lib.vlm_video_from_frames is None:
+            raise VlmError(95, "this libvlmclient (%s) has no video sampling" % _lib.path)
+        vo = _lib.VideoOpts()
+        for name, v in (("source_fps", source_fps), ("fps", fps)):
+            if v is not None:
+                if not v > 0:
+                    raise ValueError("%s must be positive" % name)
+                setattr(vo, name, float(v))
+        for name, v in (("num_frames", num_frames), ("min_frames", min_frames),
+                        ("max_frames", max_frames), ("max_video_tokens", max_video_tokens)):
+            if v is not None:
+                if int(v) <= 0:
+                    raise ValueError("%s must be positive" % name)
+                setattr(vo, name, int(v))
         self = cls.__new__(cls)
         self._h = ctypes.c_void_p()
-        ptrs = (ctypes.c_void_p * len(frames))(*[f.ctypes.data for f in frames])
         opts = cls._opts(min_pixels, max_pixels, dtype, None)
         cfg = ctypes.byref(config._c) if config is not None else None
-        _lib.check(_lib.vlm_video_from_rgb(ptrs, len(frames), w, h, w * 3, cfg,
-                                           ctypes.byref(opts), ctypes.byref(self._h)),
-                   "video", True)
+        frames = list(frames) if not hasattr(frames, "ndim") else frames
+        if len(frames) == 0:
+            raise ValueError("a video needs at least one frame")
+        if isinstance(frames, list) and isinstance(frames[0], (str, os.PathLike)):
+            paths = (ctypes.c_char_p * len(frames))(*[os.fsencode(f) for f in frames])
+            r = _lib.vlm_video_load_frames(paths, len(frames), cfg, ctypes.byref(opts),
+                                           ctypes.byref(vo), ctypes.byref(self._h))
+        else:
+            np = _np()
+            frames = [np.ascontiguousarray(np.asarray(f)) for f in frames]
+            h, w = frames[0].shape[:2]
+            for f in frames:
+                if f.dtype != np.uint8 or f.shape != (h, w, 3):
+                    raise ValueError("video frames are uint8 [h, w, 3] of one size")
+            ptrs = (ctypes.c_void_p * len(frames))(*[f.ctypes.data for f in frames])
+            r = _lib.vlm_video_from_frames(ptrs, len(frames), w, h, w * 3, cfg,
+                                           ctypes.byref(opts), ctypes.byref(vo),
+                                           ctypes.byref(self._h))
+        _lib.check(r, "video", True)
         return self
+
+    @property
+    def second_per_grid(self):
+        """A video's seconds per temporal grid step (transformers' second_per_grid_ts); 0.0 for
+        an image."""
+        if _lib.vlm_video_second_per_grid is None:
+            return 0.0
+        return _lib.vlm_video_second_per_grid(self.handle)
 
     @property
     def handle(self):
@@ -202,6 +256,36 @@ class Image:
             return "<vlmclient.Image closed>"
         return "<vlmclient.Image grid=%s tokens=%d%s>" % (self.grid, self.tokens,
                                                           " video" if self.is_video else "")
+
+
+def sample_frames(total_frames, *, source_fps=None, fps=None, num_frames=None, min_frames=None,
+                  max_frames=None, temporal_patch_size=2):
+    """(indices, sampled_fps): the frames transformers' Qwen2VLVideoProcessor.sample_frames keeps
+    of a video of total_frames (decode only these), and the rate they represent."""
+    _need_vision()
+    vo = _lib.VideoOpts()
+    for name, v in (("source_fps", source_fps), ("fps", fps)):
+        if v is not None:
+            setattr(vo, name, float(v))
+    for name, v in (("num_frames", num_frames), ("min_frames", min_frames),
+                    ("max_frames", max_frames)):
+        if v is not None:
+            setattr(vo, name, int(v))
+    idx = (ctypes.c_uint32 * max(int(total_frames), 1))()
+    n, sfps = ctypes.c_size_t(), ctypes.c_double()
+    _lib.check(_lib.vlm_video_sample(int(total_frames), temporal_patch_size, ctypes.byref(vo), idx,
+                                     ctypes.byref(n), ctypes.byref(sfps)), "video sampling", True)
+    return list(idx[:n.value]), sfps.value
+
+
+def preprocess_video(frames, min_pixels=None, max_pixels=None, **sampling):
+    """(pixel_values float32 [n, 1176], grid (t, h, w), second_per_grid) for a video (frames as
+    Image.video takes them; sampling: source_fps, fps, num_frames, min_frames, max_frames,
+    max_video_tokens, config), as transformers' Qwen2VLVideoProcessor (pixel_values_videos, video_grid_thw) and
+    Qwen2_5_VLProcessor (second_per_grid_ts) compute them, bit for bit. Default per-frame bounds:
+    the video processor's class defaults (128*28*28 .. 768*28*28)."""
+    with Image.video(frames, min_pixels, max_pixels, **sampling) as v:
+        return v.pixel_values(), v.grid, v.second_per_grid
 
 
 def preprocess_image(src, min_pixels=None, max_pixels=None):

@@ -1058,6 +1058,10 @@ START_TEST(test_probe)
 	ck_assert(p.copy_bandwidth_gbps > 1.0);
 	ck_assert(p.read_bandwidth_gbps > 1.0);
 	ck_assert(p.peak_gflops > 100.0);
+	/* per instruction family: bf16 (tensor cores) is the matmul's bf16 path, fp32 its fp32 one */
+	ck_assert(p.peak_bf16_gflops > 100.0);
+	ck_assert(p.peak_f32_gflops > 1.0);
+	ck_assert(p.peak_gflops >= p.peak_bf16_gflops && p.peak_gflops >= p.peak_f32_gflops);
 	ck_assert_int_eq(p.threads, 0);
 }
 END_TEST

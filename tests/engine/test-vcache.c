@@ -5,9 +5,11 @@
  * leave in LRU order once the budget is exceeded, each released exactly once through the callback;
  * budget 0 keeps nothing unreferenced; a second put of a key returns the first entry and releases
  * the new rows; and a random sequence of get / put / unref / budget changes checked against a
- * shadow model (invariants after every operation).
+ * shadow model (invariants after every operation). A NaN or infinity in the copied pixels (f32,
+ * bf16, f16) is refused with its row; the largest finite values are not.
  */
 #include <check.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,10 +38,11 @@ START_TEST(test_key)
 	uint8_t root[32] = { 1 }, a[32], b[32];
 	uint32_t grid[3] = { 1, 2, 4 };
 	float src[8 * 6], dst[8 * 4];   /* 8 rows of 4 floats, stride 6 floats */
+	struct vd_rows_bad bad;
 
 	for (int i = 0; i < 8 * 6; i++)
 		src[i] = (float)i * 0.5f;
-	ck_assert_int_eq(vd_vkey_copy_pixels(root, 0, grid, 0, src, 24, dst, 8, 16, a), 0);
+	ck_assert_int_eq(vd_vkey_copy_pixels(root, 0, grid, 0, src, 24, dst, 8, 16, a, &bad), 0);
 	for (int r = 0; r < 8; r++)
 		ck_assert(!memcmp(dst + 4 * r, src + 6 * r, 16));
 	/* the key is SHA-256 of the documented layout (daemon/engine/sha256.c as the independent
@@ -59,21 +62,75 @@ START_TEST(test_key)
 	float packed[32];
 	for (int r = 0; r < 8; r++)
 		memcpy(packed + 4 * r, src + 6 * r, 16);
-	vd_vkey_copy_pixels(root, 0, grid, 0, packed, 16, dst, 8, 16, b);
+	vd_vkey_copy_pixels(root, 0, grid, 0, packed, 16, dst, 8, 16, b, &bad);
 	ck_assert(!memcmp(a, b, 32));
 	/* every field matters */
 	uint32_t g2[3] = { 1, 4, 2 };
-	vd_vkey_copy_pixels(root, 0, g2, 0, packed, 16, dst, 8, 16, b);
+	vd_vkey_copy_pixels(root, 0, g2, 0, packed, 16, dst, 8, 16, b, &bad);
 	ck_assert(memcmp(a, b, 32));
-	vd_vkey_copy_pixels(root, 2, grid, 0, packed, 16, dst, 8, 16, b);
+	vd_vkey_copy_pixels(root, 2, grid, 0, packed, 16, dst, 8, 16, b, &bad);
 	ck_assert(memcmp(a, b, 32));
-	vd_vkey_copy_pixels(root, 0, grid, 500, packed, 16, dst, 8, 16, b);
+	vd_vkey_copy_pixels(root, 0, grid, 500, packed, 16, dst, 8, 16, b, &bad);
 	ck_assert(memcmp(a, b, 32));
-	vd_vkey_copy_pixels(NULL, 0, grid, 0, packed, 16, dst, 8, 16, b);
+	vd_vkey_copy_pixels(NULL, 0, grid, 0, packed, 16, dst, 8, 16, b, &bad);
 	ck_assert(memcmp(a, b, 32));
 	packed[31] += 1.0f;
-	vd_vkey_copy_pixels(root, 0, grid, 0, packed, 16, dst, 8, 16, b);
+	vd_vkey_copy_pixels(root, 0, grid, 0, packed, 16, dst, 8, 16, b, &bad);
 	ck_assert(memcmp(a, b, 32));
+	ck_assert_int_eq(bad.row, -1);
+}
+END_TEST
+
+/* A NaN or an infinity in the copy is refused (-EDOM) with its row, in f32, bf16 and f16; the
+ * largest finite values and negative zero are fine. */
+START_TEST(test_nonfinite)
+{
+	uint32_t grid[3] = { 1, 2, 2 };
+	uint8_t k[32];
+	struct vd_rows_bad bad;
+	float f[4 * 3], fd[4 * 3];
+	uint16_t h[4 * 3], hd[4 * 3];
+	const uint32_t fbad[3] = { 0x7fc00000u, 0x7f800000u, 0xff800001u }; /* NaN, +Inf, -NaN */
+	const uint16_t bbad[2] = { 0x7fc0u, 0xff80u };                        /* bf16 NaN, -Inf */
+	const uint16_t hbad[2] = { 0x7e00u, 0x7c00u };                        /* f16 NaN, +Inf */
+
+	for (int i = 0; i < 12; i++) {
+		uint32_t big = i % 2 ? 0x7f7fffffu : 0x80000000u;   /* FLT_MAX, -0.0 */
+
+		memcpy(&f[i], &big, 4);
+		h[i] = i % 2 ? 0x7f7fu : 0x7bffu;   /* bf16 max / f16 max */
+	}
+	ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 0, grid, 0, f, 12, fd, 4, 12, k, &bad), 0);
+	ck_assert_int_eq(bad.row, -1);
+	ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 2, grid, 0, h, 6, hd, 4, 6, k, &bad), 0);
+	for (int c = 0; c < 3; c++) {
+		float g[12];
+
+		memcpy(g, f, sizeof(g));
+		memcpy(&g[5 + c], &fbad[c], 4);   /* row 1 (c < 1) or row 2 */
+		ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 0, grid, 0, g, 12, fd, 4, 12, k, &bad),
+		                 -EDOM);
+		ck_assert_int_eq(bad.row, (5 + c) / 3);
+		ck_assert_int_eq(bad.inf, c == 1);
+	}
+	for (int c = 0; c < 2; c++) {
+		uint16_t g[12];
+
+		memcpy(g, h, sizeof(g));
+		g[11] = bbad[c];
+		ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 2, grid, 0, g, 6, hd, 4, 6, k, &bad),
+		                 -EDOM);
+		ck_assert_int_eq(bad.row, 3);
+		ck_assert_int_eq(bad.inf, c == 1);
+		memcpy(g, h, sizeof(g));
+		for (int i = 0; i < 12; i++)
+			g[i] = 0x3c00u;   /* f16 1.0 */
+		g[0] = hbad[c];
+		ck_assert_int_eq(vd_vkey_copy_pixels(NULL, 1, grid, 0, g, 6, hd, 4, 6, k, &bad),
+		                 -EDOM);
+		ck_assert_int_eq(bad.row, 0);
+		ck_assert_int_eq(bad.inf, c == 1);
+	}
 }
 END_TEST
 
@@ -231,6 +288,7 @@ int main(void)
 	int failed;
 
 	tcase_add_test(tc, test_key);
+	tcase_add_test(tc, test_nonfinite);
 	tcase_add_test(tc, test_lru_refs);
 	tcase_add_test(tc, test_random);
 	suite_add_tcase(s, tc);

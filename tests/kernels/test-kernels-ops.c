@@ -6,9 +6,12 @@
  * several seeds. The reference backend itself is checked on inputs with answers known in closed
  * form, and the shared fp16/bf16 conversions against IEEE bit patterns. matmul's rows are checked
  * for batch invariance (bit-identical alone and in batches of 2 to 47 rows, both matmul paths).
+ * The bf16 dot-product matmul (AVX512_BF16) is checked on edge shapes against the reference run
+ * on bf16-rounded activations.
  */
 #include <check.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -410,6 +413,155 @@ START_TEST(test_batch_invariance)
 }
 END_TEST
 
+/* The bf16 dot-product matmul (AVX512_BF16, bf16 weights): against the reference backend run on
+ * the same activations rounded to bf16, on shapes that hit every edge of both paths (K tails not
+ * a multiple of 32, K split into depth chunks, rows not a multiple of the tile, the matvec's row
+ * counts and the GEMM's), with and without bias; and proof that the path is the one running: its
+ * outputs differ from the fp32 path's (VLM_CPU_BF16DOT=0), which must match the unrounded
+ * reference as tightly. Skipped (with a message) on a CPU without AVX512_BF16. */
+static double rel_err_max(const float *t, const float *ref, const float *x, const uint16_t *w,
+                          const float *bias, int n, int64_t R, int64_t K)
+{
+	double worst = 0.0;
+	for (int i = 0; i < n; i++)
+		for (int64_t r = 0; r < R; r++) {
+			double sc = bias ? fabs((double)bias[r]) : 0.0;
+			for (int64_t k = 0; k < K; k++)
+				sc += fabs((double)x[i * K + k] * vk_bf16_to_f32(w[r * K + k]));
+			double e = fabs((double)t[i * R + r] - (double)ref[i * R + r]) / (sc + 1e-30);
+			if (!(e <= worst))
+				worst = isnan(e) ? INFINITY : e;
+		}
+	return worst;
+}
+
+START_TEST(test_bf16dot_matmul)
+{
+	static const struct { int n; int64_t rows, cols; } shapes[] = {
+		{ 1, 5, 17 }, { 1, 130, 896 }, { 3, 37, 31 }, { 7, 70, 33 }, { 8, 64, 64 }, { 9, 29, 65 },
+		{ 17, 21, 2100 }, { 32, 50, 1025 }, { 33, 29, 33 }, { 37, 97, 100 }, { 41, 3, 7 },
+		{ 50, 301, 896 }, { 64, 200, 256 }, { 100, 45, 1030 }, { 7, 1, 40 }, { 35, 1, 1 },
+	};
+	struct vk_backend *cpu = NULL, *f32p = NULL, *ref = open_ref();
+	char err[256];
+	uint64_t seed = 7;
+
+#if defined(__x86_64__) || defined(__i386__)
+	if (!__builtin_cpu_supports("avx512bf16")) {
+		fprintf(stderr, "cpu lacks avx512_bf16: bf16 dot-product test skipped\n");
+		vk_backend_free(ref);
+		return;
+	}
+#else
+	vk_backend_free(ref);
+	return;
+#endif
+	setenv("VLM_THREADS", "2", 1);
+	ck_assert_int_eq(vk_backend_open("cpu", &cpu, err, sizeof(err)), 0);
+	setenv("VLM_CPU_BF16DOT", "0", 1);
+	ck_assert_int_eq(vk_backend_open("cpu", &f32p, err, sizeof(err)), 0);
+	unsetenv("VLM_CPU_BF16DOT");
+	unsetenv("VLM_THREADS");
+	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+		const int n = shapes[s].n;
+		const int64_t R = shapes[s].rows, K = shapes[s].cols;
+		uint16_t *w = malloc(sizeof(uint16_t) * (size_t)(R * K));
+		float *bias = malloc(sizeof(float) * (size_t)R);
+		float *x = malloc(sizeof(float) * (size_t)(n * K)), *xr = malloc(sizeof(float) * (size_t)(n * K));
+		float *o_dot = malloc(sizeof(float) * (size_t)(n * R)), *o_f32 = malloc(sizeof(float) * (size_t)(n * R));
+		float *o_ref = malloc(sizeof(float) * (size_t)(n * R)), *o_refr = malloc(sizeof(float) * (size_t)(n * R));
+		ck_assert(w && bias && x && xr && o_dot && o_f32 && o_ref && o_refr);
+		for (int64_t i = 0; i < R * K; i++) {
+			seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+			w[i] = vk_f32_to_bf16((float)((int64_t)(seed >> 40) % 2001 - 1000) / 997.0f);
+		}
+		for (int64_t i = 0; i < n * K; i++) {
+			seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+			x[i] = (float)((int64_t)(seed >> 40) % 20001 - 10000) / 3331.0f;
+			xr[i] = vk_bf16_to_f32(vk_f32_to_bf16(x[i]));
+		}
+		for (int64_t i = 0; i < R; i++)
+			bias[i] = (float)(i % 13) * 0.41f - 2.0f;
+		for (int use_bias = 0; use_bias < 2; use_bias++) {
+			struct vk_backend *bes[3] = { cpu, f32p, ref };
+			struct vk_weight wt[3], bt[3];
+			for (int b = 0; b < 3; b++) {
+				ck_assert_int_eq(bes[b]->ops->weight_load(bes[b], w, VK_DTYPE_BF16, R, K, &wt[b]), 0);
+				ck_assert_int_eq(bes[b]->ops->weight_load(bes[b], bias, VK_DTYPE_F32, 1, R, &bt[b]), 0);
+			}
+			ck_assert_int_eq(cpu->ops->matmul(cpu, x, &wt[0], use_bias ? &bt[0] : NULL, n, o_dot), 0);
+			ck_assert_int_eq(f32p->ops->matmul(f32p, x, &wt[1], use_bias ? &bt[1] : NULL, n, o_f32), 0);
+			ck_assert_int_eq(ref->ops->matmul(ref, x, &wt[2], use_bias ? &bt[2] : NULL, n, o_ref), 0);
+			ck_assert_int_eq(ref->ops->matmul(ref, xr, &wt[2], use_bias ? &bt[2] : NULL, n, o_refr), 0);
+			const float *bb = use_bias ? bias : NULL;
+			double e_dot = rel_err_max(o_dot, o_refr, xr, w, bb, n, R, K);
+			double e_f32 = rel_err_max(o_f32, o_ref, x, w, bb, n, R, K);
+			ck_assert_msg(e_dot <= 32 * FLT_EPSILON, "bf16 dot [%d x %lld] x [%lld x %lld]^T bias %d: "
+			              "rel err %.3g vs the reference on rounded activations", n, (long long)K,
+			              (long long)R, (long long)K, use_bias, e_dot);
+			ck_assert_msg(e_f32 <= 32 * FLT_EPSILON, "fp32 path [%d x %lld] x [%lld x %lld]^T: rel err %.3g",
+			              n, (long long)K, (long long)R, (long long)K, e_f32);
+			ck_assert_msg(memcmp(o_dot, o_f32, sizeof(float) * (size_t)(n * R)) != 0,
+			              "[%d x %lld] x [%lld x %lld]^T: the bf16 dot-product path gave the fp32 "
+			              "path's bits (activations not rounded: is the path in use?)", n,
+			              (long long)K, (long long)R, (long long)K);
+			for (int b = 0; b < 3; b++) {
+				bes[b]->ops->weight_free(bes[b], &wt[b]);
+				bes[b]->ops->weight_free(bes[b], &bt[b]);
+			}
+		}
+		free(w);
+		free(bias);
+		free(x);
+		free(xr);
+		free(o_dot);
+		free(o_f32);
+		free(o_ref);
+		free(o_refr);
+	}
+	vk_backend_free(cpu);
+	vk_backend_free(f32p);
+	vk_backend_free(ref);
+}
+END_TEST
+
+/* The probe's per-instruction peaks: fp32 FMA always; bf16 dot exactly when the AVX-512 path has
+ * AVX512_BF16 and it is not switched off (VLM_CPU_BF16DOT=0); int8 dot exactly when the CPU has
+ * AVX512_VNNI; peak_gflops is the best of the matmul's paths. (Rates are not judged.) */
+START_TEST(test_probe_peaks)
+{
+	for (int off = 0; off < 2; off++) {
+		struct vk_backend *cpu;
+		struct vk_probe p;
+		char err[256];
+		if (off)
+			setenv("VLM_CPU_BF16DOT", "0", 1);
+		setenv("VLM_THREADS", "2", 1);
+		ck_assert_int_eq(vk_backend_open("cpu", &cpu, err, sizeof(err)), 0);
+		unsetenv("VLM_CPU_BF16DOT");
+		unsetenv("VLM_THREADS");
+		ck_assert_int_eq(cpu->ops->probe(cpu, &p), 0);
+		int bf16 = 0, vnni = 0;
+#if defined(__x86_64__) || defined(__i386__)
+		int has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+		             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+		             __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+		bf16 = has512 && __builtin_cpu_supports("avx512bf16") && !off;
+		vnni = has512 && __builtin_cpu_supports("avx512vnni");
+#endif
+		ck_assert(p.peak_f32_gflops > 0);
+		ck_assert_msg((p.peak_bf16_gflops > 0) == bf16, "bf16 peak %g, CPU path has it: %d",
+		              p.peak_bf16_gflops, bf16);
+		ck_assert_msg((p.peak_int8_gops > 0) == vnni, "int8 peak %g, CPU has VNNI: %d",
+		              p.peak_int8_gops, vnni);
+		ck_assert(p.peak_gflops == (p.peak_bf16_gflops > p.peak_f32_gflops ? p.peak_bf16_gflops
+		                                                                    : p.peak_f32_gflops));
+		ck_assert(p.read_bandwidth_gbps > 0 && p.threads == 2);
+		vk_backend_free(cpu);
+	}
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("kernels-ops");
@@ -423,6 +575,8 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, test_vision_parity, 0, (int)(sizeof(configs) / sizeof(configs[0])));
 	tcase_add_test(tc, test_vision_closed_form);
 	tcase_add_loop_test(tc, test_batch_invariance, 0, (int)(sizeof(configs) / sizeof(configs[0])));
+	tcase_add_test(tc, test_bf16dot_matmul);
+	tcase_add_test(tc, test_probe_peaks);
 	suite_add_tcase(s, tc);
 	return s;
 }

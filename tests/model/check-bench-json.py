@@ -9,9 +9,13 @@ import sys
 bench = sys.argv[1]
 need = {
     "decode": ["tokens_per_s", "floor_tokens_per_s", "bandwidth_gbps", "batch",
-               "batch1_tokens_per_s", "batch1_floor_tokens_per_s", "batch8_speedup"],
+               "batch1_tokens_per_s", "batch1_floor_tokens_per_s", "batch8_speedup",
+               "fastest_tokens_per_s", "bandwidth_floor_tokens_per_s",
+               "compute_floor_tokens_per_s", "peak_gflops", "peak_kind", "peak_f32_gflops",
+               "peak_bf16_gflops", "peak_int8_gops"],
     "prefill": ["tokens_per_s", "floor_tokens_per_s", "bandwidth_gbps", "batch", "peak_gflops",
-                "fraction_of_peak"],
+                "fraction_of_peak", "peak_kind", "peak_f32_gflops", "peak_bf16_gflops",
+                "peak_int8_gops"],
 }
 args = {
     "decode": ["--preset", "tiny", "--batch", "1,8,3", "--steps", "2", "--context", "5"],
@@ -31,8 +35,40 @@ for cmd in ("decode", "prefill"):
         if obj["batch"] != [1, 8, 3] or len(obj["tokens_per_s"]) != 3:
             sys.exit(f"decode: per-batch arrays wrong: {last}")
         vals = obj["tokens_per_s"] + obj["floor_tokens_per_s"] + [obj["bandwidth_gbps"]]
+        # the floor is the lower of the bandwidth and compute floors
+        for f, b, c in zip(obj["floor_tokens_per_s"], obj["bandwidth_floor_tokens_per_s"],
+                           obj["compute_floor_tokens_per_s"]):
+            if abs(f - min(b, c)) > 1e-3 * f:
+                sys.exit(f"decode: floor {f} is not min(bandwidth {b}, compute {c}): {last}")
     else:
-        vals = [obj["tokens_per_s"], obj["floor_tokens_per_s"], obj["peak_gflops"]]
+        vals = [obj["tokens_per_s"], obj["floor_tokens_per_s"], obj["peak_gflops"],
+                obj["peak_f32_gflops"]]
     if not all(isinstance(v, (int, float)) and v > 0 for v in vals):
         sys.exit(f"vlm-bench {cmd}: non-positive figures: {last}")
+    # the peak a benchmark reports against is the probe's figure for the weights' instructions
+    want = {"bf16": "peak_bf16_gflops", "f32": "peak_f32_gflops"}.get(obj["peak_kind"])
+    if want is None or abs(obj["peak_gflops"] - obj[want]) > 1e-3 * obj["peak_gflops"]:
+        sys.exit(f"vlm-bench {cmd}: peak_gflops {obj['peak_gflops']} is not {want}: {last}")
+    if obj["dtype"] == "f32" and obj["peak_kind"] != "f32":
+        sys.exit(f"vlm-bench {cmd}: f32 weights reported against the {obj['peak_kind']} peak")
     print(f"{cmd}: {last}")
+
+# --quantize int8: every Linear weight and the head quantized (tiny: 2 layers x 7 + lm_head), and
+# the floor counts the int8 bytes (1 per value + an fp32 scale and zero per row) instead of bf16's
+# 2 per value: the bytes per step must shrink. Counted, not timed.
+base = ["decode", "--json", "--preset", "tiny", "--batch", "1", "--steps", "1"]
+objs = []
+for q in ("none", "int8"):
+    out = subprocess.run([bench] + base + ["--quantize", q], capture_output=True, text=True,
+                         timeout=300)
+    if out.returncode != 0:
+        sys.exit(f"vlm-bench decode --quantize {q} failed ({out.returncode}): {out.stderr}")
+    objs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+if objs[1].get("quantize") != "int8" or objs[1].get("quantized_weights") != 15:
+    sys.exit(f"decode --quantize int8: {objs[1]}")
+if objs[0].get("quantized_weights") != 0:
+    sys.exit(f"decode --quantize none: {objs[0]}")
+wb = [o["weight_bytes_per_step"] for o in objs]
+if not wb[1] < 0.6 * wb[0]:
+    sys.exit(f"int8 weight bytes per step {wb[1]} not below 0.6 x bf16's {wb[0]}")
+print(f"decode --quantize int8: {wb[1]} weight bytes per step (bf16: {wb[0]})")

@@ -18,9 +18,12 @@ for preset, inter, out_w, mlp_mats in (("qwen2-vl-2b", 5120, 1536, 2),
         sys.exit(f"vlm-bench vision-tower {preset} failed ({out.returncode}): {out.stderr}")
     last = out.stdout.strip().splitlines()[-1]
     obj = json.loads(last)
-    for k in ("encoder_fraction_of_peak", "peak_gflops", "gflop_per_image", "batches", "grid"):
+    for k in ("encoder_fraction_of_peak", "peak_gflops", "peak_kind", "gflop_per_image", "batches",
+              "grid"):
         if k not in obj:
             sys.exit(f"{preset}: --json lacks {k}: {last}")
+    if obj["peak_kind"] not in ("bf16", "f32"):
+        sys.exit(f"{preset}: peak_kind {obj['peak_kind']}: {last}")
     if obj["grid"] != [1, 4, 4] or [b["batch"] for b in obj["batches"]] != [1, 2]:
         sys.exit(f"{preset}: grid / batches wrong: {last}")
     # one block: qkv, proj, MLP; attention over the one 16-row segment (Qwen2.5-VL: a 2x2-block

@@ -2,7 +2,9 @@
 by tests/vision/gen_pixels.py): vlmclient.preprocess_image on file paths, bytes and NumPy RGB
 arrays (the bytes PIL handed the processor) gives the SHA-256 of transformers' float32
 pixel_values and its grid for every committed case; PIL inputs too where PIL is importable (the
-test says when it is not); a video from frames matches Qwen2VLVideoProcessor; bfloat16 images
+test says when it is not); a video from frames matches Qwen2VLVideoProcessor, also with frame
+sampling from the video's rate (tests/vision/video.json: indices, pixels, second_per_grid_ts);
+bfloat16 images
 are the float32 values rounded to nearest even; errors carry the C library's errno and reason;
 MultiMediaInfo.add_image / from_chat put a pixel item into a request sent to a real vlmd.
 """
@@ -100,6 +102,47 @@ class TestPixels(unittest.TestCase):
             self.assertEqual(list(img.grid), v["grid"])
             self.assertEqual(img.tokens, v["rows"] // 4)
             self.assertEqual(sha(img.pixel_values()), v["sha256"])
+
+    def test_video_sampling(self):
+        """tests/vision/video.json (gen_video.py): transformers' frame indices and sampled rate
+        for every sampling case (its errors: VlmError EINVAL), and the sampled clips' pixel
+        values, grid and second_per_grid_ts through preprocess_video / Image.video (arrays and
+        frame files)."""
+        with open(os.path.join(VDIR, "video.json")) as f:
+            vx = json.load(f)
+        for c in vx["sampling"]:
+            kw = {k: c[k] or None for k in ("source_fps", "fps", "num_frames", "min_frames",
+                                            "max_frames")}
+            if "indices" in c:
+                idx, sfps = vlmclient.sample_frames(c["total"], **kw)
+                self.assertEqual((idx, sfps), (c["indices"], c["sampled_fps"]), c)
+            else:
+                with self.assertRaises(VlmError) as cm:
+                    vlmclient.sample_frames(c["total"], **kw)
+                self.assertEqual(cm.exception.errno, errno.EINVAL, c)
+        for c in vx["videos"]:
+            clip = np.fromfile(os.path.join(VDIR, c["frames"]), dtype=np.uint8).reshape(
+                c["n_frames"], c["height"], c["width"], 3)
+            kw = {k: c[k] or None for k in ("source_fps", "fps", "num_frames",
+                                            "max_video_tokens")}
+            pv, grid, spg = vlmclient.preprocess_video(clip, c["min_pixels"], c["max_pixels"],
+                                                       **kw)
+            self.assertEqual((sha(pv), list(grid), spg),
+                             (c["sha256"], c["grid"], c["second_per_grid"]), c["name"])
+        c = vx["files"]
+        with Image.video([img_path(f) for f in c["files"]], c["min_pixels"], c["max_pixels"],
+                         source_fps=c["source_fps"], num_frames=c["num_frames"]) as v:
+            self.assertTrue(v.is_video)
+            self.assertEqual((sha(v.pixel_values()), list(v.grid), v.second_per_grid),
+                             (c["sha256"], c["grid"], c["second_per_grid"]))
+        cfg = vlmclient.VisionConfig(VDIR, video=True)
+        self.assertEqual((cfg.min_pixels, cfg.max_pixels),
+                         (vx["config"]["min_pixels"], vx["config"]["max_pixels"]))
+        with Image("%s" % img_path("png_28x28.png")) as im:
+            self.assertEqual(im.second_per_grid, 0.0)
+        with self.assertRaises(VlmError) as cm:
+            Image.video(clip, fps=2.0)            # fps without the video's own rate
+        self.assertIn("source_fps", str(cm.exception))
 
     def test_bf16_and_config(self):
         cfg = vlmclient.VisionConfig(VDIR)

@@ -174,6 +174,7 @@ int sv_submit(struct vc_conn *c, const struct sv_req *r, struct sv_res *res)
 			it[k].data_bytes = bytes;
 			it[k].tensor_id = s->tensor_id;
 			memcpy(it[k].fingerprint, s->fp, 32);
+			it[k].reserved0 = s->reserved0;
 		}
 	}
 	rc = vc_conn_submit(c, &e);

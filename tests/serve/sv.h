@@ -54,6 +54,7 @@ struct sv_item {
 	uint16_t flags;            /* VS_ITEM_HAS_FINGERPRINT | VS_ITEM_FP256 */
 	uint8_t fp[32];
 	uint64_t tensor_id;
+	uint32_t reserved0;        /* pixel items: a video's seconds per grid step (f32 bits) */
 };
 
 struct sv_req {

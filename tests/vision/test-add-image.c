@@ -2,7 +2,9 @@
  * tests/vision/test-add-image.c — vlm_request_add_image against a real vlmd (the echo sink):
  * the item descriptor is a VS_ITEM_PIXELS item with the PATCH grid, [t*h*w, 1176] rows in f32 or
  * bf16, and the arena holds a packed copy of the pixel patches that stays intact after the image
- * is freed (it is the caller's); bad calls fail with -EINVAL and leave the request usable; every
+ * is freed (it is the caller's); bad calls fail with -EINVAL and leave the request usable (also
+ * pixels made NaN or Inf through the pointer vlm_image_pixels returns: refused, nothing placed);
+ * a video's item carries its seconds per temporal step as float32 bits, an image's 0; every
  * arena byte comes back once the request is gone (also after a submission, whatever vlmd answers
  * to pixel items: this test does not depend on vlmd's vision support).
  *
@@ -62,8 +64,81 @@ static void check_item(struct vlm_conn *c, struct vlm_request *r, uint32_t k, in
 	      (unsigned long long)w->data_bytes);
 	CHECK(w->tensor_id == k, "tensor id %llu", (unsigned long long)w->tensor_id);
 	CHECK(!(w->flags & VS_ITEM_HAS_FINGERPRINT), "fingerprint set");
+	CHECK(w->reserved0 == 0, "an image with a time step");
 	CHECK(w->data_off + w->data_bytes <= c->arena_bytes &&
 	      !memcmp(c->arena + w->data_off, copy, w->data_bytes), "arena bytes differ");
+}
+
+/* vlm_request_add_image_file / _memory: the patches are preprocessed straight into the arena
+ * (no copy counted), the descriptor and the bytes are those of vlm_request_add_image (ca, cb:
+ * the same images through vlm_image_load_file), grid and token count come back; a bad file or
+ * option adds nothing and leaves the arena as it was; the arena comes back with the request. */
+static void arena_path(struct vlm_conn *c, const char *dir, const void *ca, const void *cb,
+		       uint64_t total)
+{
+	struct vlm_image_opts of = { 0 }, ob = { .dtype = VLM_DTYPE_BF16 }, bad = { .dtype = 7 };
+	struct vlm_request *r = NULL;
+	struct vlm_conn_stats st0, st1;
+	uint32_t g[3] = { 0 }, tok = 0, gexp_a[3] = { 1, 4, 4 }, gexp_b[3] = { 1, 6, 8 };
+	char path[4096], *data = NULL;
+	size_t len = 0;
+	FILE *f;
+	int e;
+
+	snprintf(path, sizeof(path), "%s/images/png_rgba_120x90.png", dir);
+	f = fopen(path, "rb");
+	CHECK(f != NULL, "open %s", path);
+	if (f) {
+		data = malloc(1 << 20);
+		len = data ? fread(data, 1, 1 << 20, f) : 0;
+		fclose(f);
+	}
+	CHECK(vlm_request_new(c, &r) == 0, "request_new (arena path)");
+	if (!r) {
+		free(data);
+		return;
+	}
+	vlm_conn_stats(c, &st0);
+	snprintf(path, sizeof(path), "%s/images/png_28x28.png", dir);
+	e = vlm_request_add_image_file(r, 151655, path, NULL, &of, g, &tok);
+	CHECK(e == 0, "add_image_file: %s", vlm_last_error());
+	CHECK(!memcmp(g, gexp_a, sizeof(g)) && tok == 4, "grid %u %u %u, %u tokens", g[0], g[1],
+	      g[2], tok);
+	e = vlm_request_add_image_memory(r, 151656, data, len, NULL, &ob, g, NULL);
+	CHECK(e == 0, "add_image_memory: %s", vlm_last_error());
+	CHECK(!memcmp(g, gexp_b, sizeof(g)), "grid %u %u %u", g[0], g[1], g[2]);
+	vlm_conn_stats(c, &st1);
+	CHECK(st1.tensors_copied == st0.tensors_copied && st1.bytes_copied == st0.bytes_copied &&
+	      st1.tensors_in_place == st0.tensors_in_place + 2, "copied %llu -> %llu, in place "
+	      "%llu -> %llu", (unsigned long long)st0.tensors_copied,
+	      (unsigned long long)st1.tensors_copied, (unsigned long long)st0.tensors_in_place,
+	      (unsigned long long)st1.tensors_in_place);
+	check_item(c, r, 0, 151655, gexp_a, VLM_DTYPE_F32, 16, ca);
+	check_item(c, r, 1, 151656, gexp_b, VLM_DTYPE_BF16, 48, cb);
+	{
+		uint64_t used = total - arena_free(c);
+
+		/* failures add nothing and take no arena */
+		snprintf(path, sizeof(path), "%s/images/no-such-file.png", dir);
+		CHECK(vlm_request_add_image_file(r, 151655, path, NULL, NULL, NULL, NULL) ==
+		      -ENOENT, "missing file: %s", vlm_last_error());
+		CHECK(vlm_request_add_image_memory(r, 151655, data, len / 2, NULL, NULL, NULL,
+						   NULL) == -EBADMSG, "truncated: %s",
+		      vlm_last_error());
+		CHECK(vlm_request_add_image_memory(r, 151655, data, len, NULL, &bad, NULL, NULL) ==
+		      -EINVAL, "bad dtype: %s", vlm_last_error());
+		CHECK(vlm_request_add_image_file(r, 151655, NULL, NULL, NULL, NULL, NULL) == -EINVAL,
+		      "NULL path");
+		CHECK(vlm_request_add_image_file(r, -2, path, NULL, NULL, NULL, NULL) == -EINVAL,
+		      "negative id");
+		CHECK(r->n_items == 2, "%u items after the failures", r->n_items);
+		CHECK(total - arena_free(c) == used, "arena use %llu after the failures, %llu before",
+		      (unsigned long long)(total - arena_free(c)), (unsigned long long)used);
+	}
+	vlm_request_free(r);
+	CHECK(arena_free(c) == total, "arena leaked (arena path): %llu of %llu free",
+	      (unsigned long long)arena_free(c), (unsigned long long)total);
+	free(data);
 }
 
 int main(int argc, char **argv)
@@ -121,6 +196,47 @@ int main(int argc, char **argv)
 	CHECK(vlm_request_add_image(r, -1, a) == -EINVAL &&
 	      strstr(vlm_last_error(), "negative"), "negative id: %s", vlm_last_error());
 	CHECK(r->n_items == 0, "an item after misuse");
+	/* pixel memory made non-finite behind the API's back (through the pointer
+	 * vlm_image_pixels returns) is refused before anything is placed */
+	{
+		struct vlm_image *bad = load(dir, "png_28x28.png", VLM_DTYPE_F32);
+		float *px = bad ? (float *)vlm_image_pixels(bad, NULL, NULL, NULL) : NULL;
+		uint64_t before = arena_free(c);
+
+		if (px) {
+			px[3 * 1176 + 10] = 1.0f / 0.0f;
+			CHECK(vlm_request_add_image(r, 151655, bad) == -EINVAL &&
+			      strstr(vlm_last_error(), "pixel row 3 holds a NaN or an infinity"),
+			      "Inf pixel: %s", vlm_last_error());
+			px[3 * 1176 + 10] = 0.0f / 0.0f;
+			CHECK(vlm_request_add_image(r, 151655, bad) == -EINVAL, "NaN pixel");
+			CHECK(r->n_items == 0 && arena_free(c) == before, "a refused image took room");
+		}
+		vlm_image_free(bad);
+	}
+	/* a video carries its seconds per temporal step (float32 bits); an image carries 0 */
+	{
+		uint8_t fr[56 * 56 * 3] = { 0 };
+		const uint8_t *frames[3] = { fr, fr, fr };
+		struct vlm_video_opts vo = { .source_fps = 12.0, .num_frames = 2 };
+		struct vlm_image *v = NULL;
+		struct vlm_request *rv = NULL;
+		float want = 2.0f / 8.0f, got;   /* 2 of 3 frames kept at 12 fps: 8 fps sampled */
+
+		CHECK(vlm_video_from_frames(frames, 3, 56, 56, 56 * 3, NULL, NULL, &vo, &v) == 0,
+		      "video: %s", vlm_last_error());
+		CHECK(vlm_request_new(c, &rv) == 0 && vlm_request_set_tokens(rv, toks, 6) == 0,
+		      "video request");
+		if (v && rv) {
+			CHECK(vlm_request_add_image(rv, 151656, v) == 0, "add video: %s",
+			      vlm_last_error());
+			memcpy(&got, &rv->items[0].wire.reserved0, 4);
+			CHECK(rv->n_items == 1 && got == want, "video time step %g, want %g", got,
+			      want);
+		}
+		vlm_request_free(rv);
+		vlm_image_free(v);
+	}
 	e = vlm_request_add_image(r, 151655, a);
 	CHECK(e == 0, "add a: %s", vlm_last_error());
 	e = vlm_request_add_image(r, 151655, b);
@@ -167,6 +283,7 @@ int main(int argc, char **argv)
 	}
 	vlm_request_free(r);
 	r = NULL;
+	arena_path(c, dir, ca, cb, total);
 	for (int i = 0; i < 100 && arena_free(c) != total; i++) {
 		vlm_request_new(c, &r);  /* a call that runs the demultiplexer's releases */
 		vlm_request_free(r);

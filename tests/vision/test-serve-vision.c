@@ -17,21 +17,30 @@
  *  - warm: the same cases again give the same tokens, every image is a vision-cache hit
  *    (images_encoded unchanged) and the prefix cache serves the image blocks (cached tokens > 0);
  *  - the whole client path: `vlm-generate --image FILE --prompt TEXT` (chat template, client
- *    preprocessing, vlm_request_add_image) prints the reference tokens;
+ *    preprocessing, vlm_request_add_image) prints the reference tokens, for the first case and
+ *    every video case (`--video CLIP_DIR --video-fps X --sample-fps X | --num-frames N`), and the
+ *    video cases again as --chat conversations with {"type": "video", "path": [frames], ...};
+ * Cases: images, a video (4 frames sampled at 2 fps from 12 at 6 fps), a video (6 of 9 frames at
+ *    10 fps: Qwen2.5-VL's time step 0.3 s, temporal ids truncated from 0.6 steps) after an image;
+ *    each video is one item (sent with its second_per_grid_ts as vlm_request_add_image does).
  *  - batched: on a fresh vlmd, all cases and two text requests submitted together (their images
  *    are encoded in shared tower batches when they arrive together) give the same tokens as alone;
  *  - bad items on the tower checkpoint, each with its exact text (<= 47 bytes): a wrong pad count,
  *    a grid not divisible by the merge size, t*h*w != rows, columns != patch size, f16 pixels,
- *    a pixel item on a text token id; then a good request still gives the reference tokens.
+ *    a pixel item on a text token id, a time step on an image, a video's negative time step;
+ *    a NaN and an Inf pixel value (refused with their row while a good request submitted with
+ *    them gets its reference tokens); then a good request still gives the reference tokens.
  * Preemption: a KV cache that holds only one of two long image requests (each needs every
  * block), vision cache 0 (nothing is kept for reuse): vlmd preempts (counter > 0) and recomputes,
  * the tokens still match the reference, and the tower ran exactly once per image (the preempted
  * request keeps its encoded rows).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -162,13 +171,13 @@ static void no_tower(void)
 #define MAX_CASES 8
 #define MAX_IMG 4
 
-/* One fixture case, ready to send. */
+/* One fixture case, ready to send: its media (images and videos) in prompt order. */
 struct tcase {
 	const char *name, *prompt;
-	const char *files[MAX_IMG];
+	json_t *media[MAX_IMG];      /* the fixture's media entries */
 	struct vlm_image *img[MAX_IMG];
 	struct sv_item it[MAX_IMG];
-	int32_t n_img;
+	int32_t n_img;               /* media (images + videos) */
 	int32_t *ids, n_ids;
 	int32_t tokens[64], n_tokens;
 };
@@ -183,8 +192,44 @@ static int32_t *json_ints(json_t *a, int32_t *n)
 	return v;
 }
 
-/* The cases of model name; images preprocessed with the checkpoint's preprocessor_config.json. */
-static int load_cases(const char *name, const char *model, struct tcase *tc, int32_t image_id)
+/* A video medium of the fixture: its PNG frames through vlm_video_load_frames with the
+ * checkpoint's video settings and the medium's metadata and sampling. */
+static int load_video(json_t *v, const char *model, struct vlm_image **img)
+{
+	struct vlm_vision_config vc;
+	struct vlm_video_opts vo = {
+		.source_fps = json_number_value(json_object_get(v, "source_fps")),
+		.fps = json_number_value(json_object_get(v, "fps")),
+		.num_frames = (uint32_t)json_integer_value(json_object_get(v, "num_frames")) };
+	char paths[32][1024];
+	const char *p[32];
+	json_t *f;
+	size_t i, n = 0;
+
+	CHECK(vlm_video_config_load(model, &vc, NULL) == 0, "video config: %s", vlm_last_error());
+	json_array_foreach(json_object_get(v, "frames"), i, f)
+		if (n < 32) {
+			snprintf(paths[n], sizeof(paths[n]), "%s/%s", vision_dir, json_string_value(f));
+			p[n] = paths[n];
+			n++;
+		}
+	if (vlm_video_load_frames(p, n, &vc, NULL, &vo, img) < 0) {
+		CHECK(0, "video %s: %s", paths[0], vlm_last_error());
+		return -1;
+	}
+	if (json_object_get(v, "second_per_grid"))
+		CHECK((float)vlm_video_second_per_grid(*img) ==
+		      (float)json_number_value(json_object_get(v, "second_per_grid")),
+		      "video %s: second_per_grid %g differs from transformers' %g", paths[0],
+		      vlm_video_second_per_grid(*img),
+		      json_number_value(json_object_get(v, "second_per_grid")));
+	return 0;
+}
+
+/* The cases of model name; images preprocessed with the checkpoint's preprocessor_config.json,
+ * videos with its video settings. */
+static int load_cases(const char *name, const char *model, struct tcase *tc, int32_t image_id,
+                      int32_t video_id)
 {
 	struct vlm_vision_config vc;
 	json_t *cases = json_object_get(fx, "cases"), *c;
@@ -195,7 +240,7 @@ static int load_cases(const char *name, const char *model, struct tcase *tc, int
 	CHECK(vlm_vision_config_load(model, &vc) == 0, "preprocessor_config.json: %s", vlm_last_error());
 	json_array_foreach(cases, i, c) {
 		struct tcase *t = &tc[n];
-		json_t *f;
+		json_t *m;
 		size_t j;
 
 		if (strcmp(json_string_value(json_object_get(c, "model")), name) || n == MAX_CASES)
@@ -210,19 +255,30 @@ static int load_cases(const char *name, const char *model, struct tcase *tc, int
 			memcpy(t->tokens, tk, sizeof(int32_t) * (size_t)t->n_tokens);
 			free(tk);
 		}
-		json_array_foreach(json_object_get(c, "images"), j, f) {
+		json_array_foreach(json_object_get(c, "media"), j, m) {
 			char path[1024];
 			enum vlm_dtype dt;
 			size_t rows, cols;
 			uint32_t g[3];
 			const void *px;
-			json_t *gj = json_array_get(json_object_get(c, "grids"), j);
+			json_t *v = json_object_get(m, "video");
+			json_t *gj = json_object_get(v ? v : m, "grid");
+			float spg;
 
-			snprintf(path, sizeof(path), "%s/images/%s", vision_dir, json_string_value(f));
-			t->files[j] = json_string_value(f);
-			if (vlm_image_load_file(path, &vc, NULL, &t->img[j]) < 0) {
-				CHECK(0, "%s: %s", path, vlm_last_error());
-				return -1;
+			if (j == MAX_IMG)
+				break;
+			t->media[j] = m;
+			if (v) {
+				snprintf(path, sizeof(path), "video %zu of %s", j, t->name);
+				if (load_video(v, model, &t->img[j]) < 0)
+					return -1;
+			} else {
+				snprintf(path, sizeof(path), "%s/images/%s", vision_dir,
+				         json_string_value(json_object_get(m, "image")));
+				if (vlm_image_load_file(path, &vc, NULL, &t->img[j]) < 0) {
+					CHECK(0, "%s: %s", path, vlm_last_error());
+					return -1;
+				}
 			}
 			px = vlm_image_pixels(t->img[j], &dt, &rows, &cols);
 			vlm_image_grid(t->img[j], g);
@@ -232,8 +288,12 @@ static int load_cases(const char *name, const char *model, struct tcase *tc, int
 			t->it[j] = (struct sv_item){ .emb = px, .dtype = VS_DTYPE_F32,
 			                             .rows = (int32_t)rows, .cols = (int32_t)cols,
 			                             .grid = { (int32_t)g[0], (int32_t)g[1], (int32_t)g[2] },
-			                             .placeholder = (uint32_t)image_id, .flags = VS_ITEM_PIXELS,
-			                             .tensor_id = j };
+			                             .placeholder = (uint32_t)(v ? video_id : image_id),
+			                             .flags = VS_ITEM_PIXELS, .tensor_id = j };
+			/* what vlm_request_add_image sends with a video */
+			spg = (float)vlm_video_second_per_grid(t->img[j]);
+			if (v)
+				memcpy(&t->it[j].reserved0, &spg, sizeof(spg));
 			t->n_img++;
 		}
 		n++;
@@ -277,9 +337,30 @@ static void via_generate(const struct th_daemon *d, const char *model, const str
 
 	n = (size_t)snprintf(cmd, sizeof(cmd), "%s --socket %s --model-dir %s", generate, d->sock,
 	                     model);
-	for (int j = 0; j < t->n_img; j++)
-		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --image %s/images/%s", vision_dir,
-		                      t->files[j]);
+	for (int j = 0; j < t->n_img; j++) {
+		json_t *v = json_object_get(t->media[j], "video");
+		char fr[2048];
+
+		if (!v) {
+			n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --image %s/images/%s",
+			                      vision_dir,
+			                      json_string_value(json_object_get(t->media[j], "image")));
+			continue;
+		}
+		/* the clip's folder of frames, its rate and the case's sampling */
+		snprintf(fr, sizeof(fr), "%s", json_string_value(json_array_get(
+		         json_object_get(v, "frames"), 0)));
+		if (strrchr(fr, '/'))
+			*strrchr(fr, '/') = 0;
+		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --video %s/%s --video-fps %g",
+		                      vision_dir, fr, json_number_value(json_object_get(v, "source_fps")));
+		if (json_object_get(v, "fps"))
+			n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --sample-fps %g",
+			                      json_number_value(json_object_get(v, "fps")));
+		if (json_object_get(v, "num_frames"))
+			n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --num-frames %lld",
+			                      json_integer_value(json_object_get(v, "num_frames")));
+	}
 	snprintf(cmd + n, sizeof(cmd) - n, " --prompt '%s' --max-tokens %d --ignore-eos --ids "
 	         "2>/dev/null", t->prompt, t->n_tokens);
 	p = popen(cmd, "r");
@@ -302,6 +383,72 @@ static void via_generate(const struct th_daemon *d, const char *model, const str
 	      sv_first_diff(got, t->tokens, ng < t->n_tokens ? ng : t->n_tokens));
 }
 
+/* The same case as a --chat conversation: image parts {"type": "image", "path": F}, video parts
+ * {"type": "video", "path": [frame files], "source_fps", "fps" | "num_frames"}, then the text. */
+static void via_chat(const struct th_daemon *d, const char *model, const struct tcase *t)
+{
+	char path[] = "/tmp/vlm-video-chat-XXXXXX", cmd[4096], out[8192];
+	json_t *content = json_array(), *msgs;
+	int32_t got[64], ng = 0;
+	size_t n;
+	FILE *p;
+	char *s, *end;
+	int fd;
+
+	for (int j = 0; j < t->n_img; j++) {
+		json_t *v = json_object_get(t->media[j], "video"), *part, *files, *f;
+		char fp[1024];
+		size_t i;
+
+		if (!v) {
+			snprintf(fp, sizeof(fp), "%s/images/%s", vision_dir,
+			         json_string_value(json_object_get(t->media[j], "image")));
+			json_array_append_new(content, json_pack("{s:s,s:s}", "type", "image", "path",
+			                                         fp));
+			continue;
+		}
+		files = json_array();
+		json_array_foreach(json_object_get(v, "frames"), i, f) {
+			snprintf(fp, sizeof(fp), "%s/%s", vision_dir, json_string_value(f));
+			json_array_append_new(files, json_string(fp));
+		}
+		part = json_pack("{s:s,s:o,s:O}", "type", "video", "path", files, "source_fps",
+		                 json_object_get(v, "source_fps"));
+		if (json_object_get(v, "fps"))
+			json_object_set(part, "fps", json_object_get(v, "fps"));
+		if (json_object_get(v, "num_frames"))
+			json_object_set(part, "num_frames", json_object_get(v, "num_frames"));
+		json_array_append_new(content, part);
+	}
+	json_array_append_new(content, json_pack("{s:s,s:s}", "type", "text", "text", t->prompt));
+	msgs = json_pack("[{s:s,s:o}]", "role", "user", "content", content);
+	fd = mkstemp(path);
+	if (fd < 0 || json_dumpfd(msgs, fd, 0) < 0) {
+		CHECK(0, "chat file");
+		json_decref(msgs);
+		return;
+	}
+	close(fd);
+	json_decref(msgs);
+	snprintf(cmd, sizeof(cmd), "%s --socket %s --model-dir %s --chat %s --max-tokens %d "
+	         "--ignore-eos --ids 2>&1", generate, d->sock, model, path, t->n_tokens);
+	p = popen(cmd, "r");
+	n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+	out[n] = 0;
+	CHECK(p && pclose(p) == 0, "vlm-generate --chat %s failed: %s", t->name, out);
+	unlink(path);
+	for (s = out; ng < 64; s = end) {
+		long v = strtol(s, &end, 10);
+
+		if (end == s)
+			break;
+		got[ng++] = (int32_t)v;
+	}
+	CHECK(ng == t->n_tokens && sv_first_diff(got, t->tokens, ng) == ng,
+	      "vlm-generate --chat %s: %d tokens, first difference from transformers at %d",
+	      t->name, ng, sv_first_diff(got, t->tokens, ng < t->n_tokens ? ng : t->n_tokens));
+}
+
 static int make_tower_model(const char *name, char *dir)
 {
 	json_t *a = json_object_get(json_object_get(json_object_get(fx, "models"), name),
@@ -321,7 +468,7 @@ static int make_tower_model(const char *name, char *dir)
 	return sv_make_model(args, dir);
 }
 
-static void e2e(const char *name, int32_t image_id)
+static void e2e(const char *name, int32_t image_id, int32_t video_id)
 {
 	struct tcase tc[MAX_CASES];
 	char dir[256];
@@ -334,7 +481,7 @@ static void e2e(const char *name, int32_t image_id)
 		CHECK(0, "vlm-mkmodel %s", name);
 		return;
 	}
-	n = load_cases(name, dir, tc, image_id);
+	n = load_cases(name, dir, tc, image_id, video_id);
 	CHECK(n >= 2, "%s: %d cases in e2e.json", name, n);
 	for (int i = 0; i < n; i++)
 		n_img += tc[i].n_img;
@@ -364,8 +511,17 @@ static void e2e(const char *name, int32_t image_id)
 	CHECK(metric(&d, "images_encoded_total") == n_img && metric(&d, "vision_cache_hits_total") == n_img,
 	      "%s warm: %g images encoded, %g hits; want %d and %d", name,
 	      metric(&d, "images_encoded_total"), metric(&d, "vision_cache_hits_total"), n_img, n_img);
-	/* the whole client path */
-	via_generate(&d, dir, &tc[0]);
+	/* the whole client path: the first case and every case with a video */
+	for (int i = 0; i < n; i++) {
+		bool video = false;
+
+		for (int j = 0; j < tc[i].n_img; j++)
+			video = video || json_object_get(tc[i].media[j], "video");
+		if (!i || video)
+			via_generate(&d, dir, &tc[i]);
+		if (video)
+			via_chat(&d, dir, &tc[i]);
+	}
 	vc_conn_free(c);
 	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
 
@@ -462,6 +618,58 @@ static void e2e(const char *name, int32_t image_id)
 				ids[i] = 100;
 		it.placeholder = 100;
 		refused(c, &r, -EINVAL, "item 0: pad id 100, need image/video", "text token as pad");
+		memcpy(ids, t->ids, sizeof(int32_t) * (size_t)t->n_ids);
+		it = t->it[0];
+		/* a time step on an image */
+		it.reserved0 = 0x3f800000u;   /* 1.0f */
+		refused(c, &r, -EINVAL, "item 0: a time step on an image", "time step on an image");
+		it = t->it[0];
+		/* NaN and Inf pixel values (vlmd checks its copy), while a good request runs beside:
+		 * the sender gets the row, the other request its reference tokens */
+		for (int k = 0; k < 2; k++) {
+			size_t bytes = (size_t)it.rows * (size_t)it.cols * 4;
+			float *px = malloc(bytes), bad = k ? 1.0f / 0.0f : 0.0f / 0.0f;
+			struct sv_req good = case_req(t, 70 + (uint64_t)k, (uint32_t)t->n_tokens);
+			struct sv_res two[2];
+			int32_t row = k ? it.rows - 1 : 5;
+
+			if (!px)
+				break;
+			memcpy(px, t->it[0].emb, bytes);
+			px[(size_t)row * (size_t)it.cols + 7 * (size_t)k] = bad;
+			it.emb = px;
+			snprintf(want, sizeof(want), "item 0 row %d: %s in pixels", row,
+			         k ? "Inf" : "NaN");
+			r.ud = 80 + (uint64_t)k;
+			CHECK(sv_submit(c, &r, &two[0]) == 0 && sv_submit(c, &good, &two[1]) == 0,
+			      "submit NaN/Inf + good");
+			CHECK(sv_wait(c, two, 2, TIMEOUT) == 0, "NaN/Inf + good: not both answered");
+			CHECK(two[0].error == -EINVAL && !strcmp(two[0].msg, want) && two[0].n_tok == 0,
+			      "%s pixels: error %d '%s', want '%s'", k ? "Inf" : "NaN", two[0].error,
+			      two[0].msg, want);
+			same_tokens(k ? "beside Inf pixels" : "beside NaN pixels", t, &two[1]);
+			free(px);
+			it = t->it[0];
+			r.ud = 50;
+		}
+		/* a video's time step out of range */
+		for (int i = 0; i < n; i++) {
+			struct sv_item vit[MAX_IMG];
+			struct sv_req vr = case_req(&tc[i], 90, 4);
+			int k = -1;
+
+			for (int j = 0; j < tc[i].n_img; j++)
+				if (json_object_get(tc[i].media[j], "video"))
+					k = j;
+			if (k < 0)
+				continue;
+			memcpy(vit, tc[i].it, sizeof(vit));
+			vit[k].reserved0 = 0xbf800000u;   /* -1.0f */
+			vr.items = vit;
+			snprintf(want, sizeof(want), "item %d: bad seconds per frame pair", k);
+			refused(c, &vr, -EINVAL, want, "negative time step");
+			break;
+		}
 		/* nothing broke */
 		r = case_req(t, 60, (uint32_t)t->n_tokens);
 		CHECK(sv_run(c, &r, &res[0], TIMEOUT) == 0, "good request after the refusals");
@@ -492,7 +700,7 @@ static void preemption(int32_t image_id)
 		CHECK(0, "vlm-mkmodel");
 		return;
 	}
-	n = load_cases("qwen2-vl", dir, tc, image_id);
+	n = load_cases("qwen2-vl", dir, tc, image_id, 1774);
 	for (int i = 0; i < n && k < 2; i++)
 		if (tc[i].n_img == 1 && tc[i].n_ids < 100)
 			pick[k++] = i;
@@ -542,8 +750,8 @@ int main(void)
 		return 1;
 	}
 	no_tower();
-	e2e("qwen2-vl", 1773);
-	e2e("qwen2.5-vl", 1773);
+	e2e("qwen2-vl", 1773, 1774);
+	e2e("qwen2.5-vl", 1773, 1774);
 	preemption(1773);
 	json_decref(fx);
 	return sv_failures ? 1 : 0;
