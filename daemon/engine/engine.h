@@ -26,6 +26,10 @@
 #include "daemon/io/sink.h"
 #include "daemon/model/model_config.h"
 
+/* Defaults of the vision stage's sizes (vlmd's config table names the first as its default). */
+#define VD_VISION_BATCH_PATCHES 8192
+#define VD_VISION_MAX_ITEM_PATCHES 262144
+
 struct vd_engine_opts {
 	const char *model_dir;        /* config.json + *.safetensors */
 	const char *backend;          /* "auto", "cpu", "cuda", "ref" (kernels/backend.h registry) */
@@ -50,12 +54,15 @@ struct vd_engine_opts {
 	int32_t prefill_per_decode;
 	/* Vision stage (checkpoints with a vision tower; daemon/engine/engine_vision.c). */
 	uint64_t vision_cache_bytes;  /* encoded rows kept for reuse (LRU); 0 = no reuse */
-	uint32_t vision_batch_patches;/* pixel rows per tower forward (a larger item runs alone) */
-	uint32_t vision_max_item_patches; /* largest pixel item accepted; 0 = 262144 */
+	uint32_t vision_batch_patches;/* pixel rows per tower forward (a larger item runs alone);
+	                               * 0 = VD_VISION_BATCH_PATCHES */
+	uint32_t vision_max_item_patches; /* largest pixel item accepted; 0 = VD_VISION_MAX_ITEM_PATCHES */
 	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
-	/* Called from vd_engine_new while it loads (any number of times): done / total bytes of
-	 * weights, for systemd EXTEND_TIMEOUT_USEC and STATUS=. May be NULL. */
-	void (*progress)(void *ctx, uint64_t done, uint64_t total);
+	/* Called from vd_engine_new while it loads (any number of times): done / total bytes and
+	 * tensors of the weights, for the load_progress log and systemd EXTEND_TIMEOUT_USEC and
+	 * STATUS=. May be NULL. */
+	void (*progress)(void *ctx, uint64_t done_bytes, uint64_t total_bytes, uint64_t done_tensors,
+	                 uint64_t total_tensors);
 	void *progress_ctx;
 	/* Called once, from the engine thread, when the backend reports VK_EDEVICE_LOST: every
 	 * request has been failed (ERROR -ENOTRECOVERABLE) and later submissions are refused with

@@ -85,7 +85,7 @@ static int load(struct vd_model *m, const struct vd_weights *w, const char *rel,
 	m->n_loaded++;
 	m->loaded_bytes += t.bytes;
 	if (m->progress)
-		m->progress(m->progress_ctx, m->loaded_bytes);
+		m->progress(m->progress_ctx, m->loaded_bytes, m->n_loaded);
 	if (count_step)
 		m->step_bytes += t.bytes;
 	return 0;

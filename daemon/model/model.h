@@ -31,9 +31,10 @@ struct vd_model;
 int vd_model_new(struct vk_backend *be, const struct vd_model_config *cfg,
                  const struct vd_weights *w, struct vd_model **ret, char *err, size_t err_len);
 
-/* The same, calling progress(ctx, bytes) after each weight reaches the backend with the bytes of
- * weights loaded so far (vlmd turns it into systemd EXTEND_TIMEOUT_USEC / STATUS= lines). */
-typedef void (*vd_model_progress_fn)(void *ctx, uint64_t loaded_bytes);
+/* The same, calling progress(ctx, bytes, tensors) after each weight reaches the backend with the
+ * bytes and the number of tensors loaded so far (vlmd turns it into its load_progress log line and
+ * systemd EXTEND_TIMEOUT_USEC / STATUS= lines). */
+typedef void (*vd_model_progress_fn)(void *ctx, uint64_t loaded_bytes, uint64_t loaded_tensors);
 int vd_model_new_progress(struct vk_backend *be, const struct vd_model_config *cfg,
                           const struct vd_weights *w, vd_model_progress_fn progress,
                           void *progress_ctx, struct vd_model **ret, char *err, size_t err_len);

@@ -17,6 +17,9 @@
 #include "daemon/ops/log.h"
 
 enum vd_cfg_type { T_STR, T_UINT, T_SIZE, T_BOOL, T_ENUM, T_UIDS, T_GIDS, T_FRAC };
+/* A numeric constant as its default text (one definition of a default shared with the engine) */
+#define NUM_STR_(x) #x
+#define NUM_STR(x) NUM_STR_(x)
 #define FRAC_ONE 1000000u   /* T_FRAC values are stored in millionths */
 enum { F_RUNTIME = 1, F_EMPTY_OK = 2 /* T_STR: "" means off */ };
 /* How a value lands in struct vd_settings at its offset. */
@@ -145,7 +148,8 @@ static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_VISION_CACHE_MEMORY] = { "vision-cache-memory", T_SIZE, "512M", 0, UINT64_MAX, NULL, 0,
 		NULL, "BYTES", "encoded image rows kept for reuse, LRU (0: no reuse; suffixes K M G T)",
 		S(engine.vision_cache_bytes), B_U64, NULL, NULL, NULL },
-	[VD_CFG_VISION_BATCH_PATCHES] = { "vision-batch-patches", T_UINT, "8192", 64, 16777216, NULL,
+	[VD_CFG_VISION_BATCH_PATCHES] = { "vision-batch-patches", T_UINT, NUM_STR(VD_VISION_BATCH_PATCHES),
+		64, 16777216, NULL,
 		0, NULL, "N", "pixel patches per vision tower forward (batched across requests)",
 		S(engine.vision_batch_patches), B_U32, NULL, NULL, NULL },
 	[VD_CFG_CLIENT_WEIGHTS] = { "client-weights", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL,
