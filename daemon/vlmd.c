@@ -371,8 +371,9 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 			       in.defaults[i].key, in.defaults[i].value,
 			       strcmp(in.defaults[i].key, "torch_dtype") ? "transformers" : "weights");
 		VD_LOG(VD_LVL_INFO, "model_loaded", "model=%s arch=%s backend=%s kv_blocks=%d block_size=%u "
-		       "kv_dtype=%s", vd_log_quote(in.model, q2, sizeof(q2)), in.arch, in.backend,
-		       in.kv_total, in.block_size, in.kv_dtype);
+		       "kv_dtype=%s quant=%s quantized_weights=%d", vd_log_quote(in.model, q2, sizeof(q2)),
+		       in.arch, in.backend, in.kv_total, in.block_size, in.kv_dtype, in.quant,
+		       in.quantized_weights);
 		log_kv_sizing(d->conf, &in);
 	}
 	o->sink_new = vd_engine_sink_new;

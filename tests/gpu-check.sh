@@ -123,6 +123,23 @@ PY
 		row "model reference (cuda)" skipped "test-model-reference not in this tree"
 		result model_reference_cuda skipped
 	fi
+	# quantized checkpoints (GPTQ / AWQ / --quantize int8, docs/QUANTIZATION.md): quantwrite.py
+	# needs a python3 with numpy
+	if [ -x "$ref" ] && [ -d tests/model/quant-reference ] &&
+	   "$PY" -c 'import numpy' 2>/dev/null; then
+		if timeout 180 "$ref" --python "$PY" --quantwrite tools/quantwrite.py \
+			tests/model/quant-reference "$BUILD/tools/vlm-mkmodel" cuda \
+			>"$LOGS/model-quant-reference-cuda.log" 2>&1; then
+			row "quantized model reference (cuda)" ok "GPTQ/AWQ/int8 vs HF on dequantized weights"
+			result model_quant_reference_cuda ok
+		else
+			row "quantized model reference (cuda)" FAIL "see logs/model-quant-reference-cuda.log"
+			result model_quant_reference_cuda FAIL
+		fi
+	else
+		row "quantized model reference (cuda)" skipped "no test, fixtures or python3 numpy"
+		result model_quant_reference_cuda skipped
+	fi
 fi
 
 # ---- 4. benchmarks ---------------------------------------------------------------------------

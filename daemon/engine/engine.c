@@ -1015,8 +1015,9 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	if (rc < 0)
 		goto fail;
 	e->load_total = total;
-	rc = vd_model_new_progress(e->be, &e->cfg, e->w, o->progress ? load_progress : NULL, e, &e->m,
-	                           err, errlen);
+	struct vd_model_opts mo = { .quantize = o->quantize,
+	                            .progress = o->progress ? load_progress : NULL, .progress_ctx = e };
+	rc = vd_model_new_opts(e->be, &e->cfg, e->w, &mo, &e->m, err, errlen);
 	if (rc < 0)
 		goto fail;
 	if (o->progress)   /* the vision tower's tensors load later, without progress calls */

@@ -34,6 +34,7 @@ struct vd_engine_opts {
 	const char *model_dir;        /* config.json + *.safetensors */
 	const char *backend;          /* "auto", "cpu", "cuda", "ref" (kernels/backend.h registry) */
 	uint32_t threads;             /* CPU backend workers; 0 = default */
+	int quantize;                 /* enum vd_quantize (daemon/model/model.h): int8 at load */
 	uint64_t kv_bytes;            /* KV cache memory: n_blocks = kv_bytes / bytes per block;
 	                               * 0: memory_fraction of the memory free after the load */
 	double memory_fraction;       /* with kv_bytes 0: (0, 1] of the device's free memory (CUDA)
@@ -100,6 +101,8 @@ struct vd_engine_info {
 	char backend[32];             /* backend name in use */
 	char device[128];             /* CPU model / GPU name, best effort */
 	uint64_t weight_bytes;
+	char quant[16];               /* "none", "int8" (--quantize), "gptq-int4", "awq-int4", ... */
+	int32_t quantized_weights;    /* matrices loaded quantized */
 	uint32_t n_layers, hidden, vocab, max_model_len;
 	uint32_t block_size;
 	int32_t kv_total, kv_used, kv_cached, kv_free;  /* blocks */

@@ -149,8 +149,8 @@ def main():
                     alt["second_per_grid_ts"] = inp["second_per_grid_ts"] * 4
                     with torch.no_grad():
                         g2 = model.generate(**alt, max_new_tokens=N_TOKENS, do_sample=False)
-                    print("  4x the time step changes the tokens:",
-                          g2[0].tolist() != gen[0].tolist())
+                    # else the C test could not see wrong temporal positions
+                    assert g2[0].tolist() != gen[0].tolist(), (name, case, "time step unseen")
                 ids = inp["input_ids"][0].tolist()
                 c = {"model": name, "name": case, "media": [], "prompt": prompt,
                      "input_ids": ids, "tokens": gen[0][len(ids):].tolist()}
