@@ -626,10 +626,109 @@ static void scale_mul(const float *x, float s, const float *w, float *out, int64
 	}
 }
 
+/* Online softmax over one chunk's scores sc[0, np) of a head: exponentiates them in place and
+ * returns the factor the head's accumulator is rescaled by (0 on the first chunk). */
+AI float chunk_softmax(float *sc, int np, float *mx, float *l)
+{
+	__m512 vmax = _mm512_set1_ps(-INFINITY);
+	for (int b = 0; b < np; b += 16) {
+		__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
+		vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, sc + b));
+	}
+	float bm = _mm512_reduce_max_ps(vmax);
+	float m_new = bm > *mx ? bm : *mx;
+	float corr = expf(*mx - m_new);   /* 0 on the first chunk (mx = -inf) */
+	__m512 vsum = _mm512_setzero_ps(), vm = _mm512_set1_ps(m_new);
+	for (int b = 0; b < np; b += 16) {
+		__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
+		__m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + b), vm)));
+		_mm512_mask_storeu_ps(sc + b, m, e);
+		vsum = _mm512_add_ps(vsum, e);
+	}
+	*l = *l * corr + _mm512_reduce_add_ps(vsum);
+	*mx = m_new;
+	return corr;
+}
+
+/* H (1 or 2) query heads g .. g + H - 1 over one chunk of np positions: every K and V vector
+ * loaded once for the H heads (attention is load-bound: one load per FMA with one head). Each
+ * head's sums are the one-head kernel's, in the same order. sc: [2][VK_ATTN_CHUNK]. */
+AI void attn_heads(const float *q, int g, int hd, int np, const float *const *kp,
+                   const float *const *vp, float scale, float *acc, float *sc, float *mx,
+                   float *l, const int NV, const int H)
+{
+	__m512 qv[2][8];
+#pragma GCC unroll 2
+	for (int h = 0; h < H; h++)
+#pragma GCC unroll 8
+		for (int d = 0; d < NV; d++)
+			qv[h][d] = _mm512_mul_ps(_mm512_loadu_ps(q + (size_t)(g + h) * hd + d * 16),
+			                         _mm512_set1_ps(scale));
+	int p = 0;
+	for (; p + 4 <= np; p += 4) {
+		__m512 s[2][4];
+#pragma GCC unroll 2
+		for (int h = 0; h < H; h++)
+#pragma GCC unroll 4
+			for (int i = 0; i < 4; i++)
+				s[h][i] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+		for (int d = 0; d < NV; d++)
+#pragma GCC unroll 4
+			for (int i = 0; i < 4; i++) {
+				__m512 kv = _mm512_loadu_ps(kp[p + i] + d * 16);
+#pragma GCC unroll 2
+				for (int h = 0; h < H; h++)
+					s[h][i] = _mm512_fmadd_ps(qv[h][d], kv, s[h][i]);
+			}
+#pragma GCC unroll 2
+		for (int h = 0; h < H; h++)
+			_mm_storeu_ps(sc + h * VK_ATTN_CHUNK + p, reduce4(s[h][0], s[h][1], s[h][2], s[h][3]));
+	}
+	for (; p < np; p++) {
+#pragma GCC unroll 2
+		for (int h = 0; h < H; h++) {
+			__m512 s0 = _mm512_setzero_ps();
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++)
+				s0 = _mm512_fmadd_ps(qv[h][d], _mm512_loadu_ps(kp[p] + d * 16), s0);
+			sc[h * VK_ATTN_CHUNK + p] = _mm512_reduce_add_ps(s0);
+		}
+	}
+	__m512 av[2][8];
+#pragma GCC unroll 2
+	for (int h = 0; h < H; h++) {
+		float corr = chunk_softmax(sc + h * VK_ATTN_CHUNK, np, &mx[g + h], &l[g + h]);
+		float *ag = acc + (size_t)(g + h) * hd;
+#pragma GCC unroll 8
+		for (int d = 0; d < NV; d++)
+			av[h][d] = _mm512_mul_ps(_mm512_loadu_ps(ag + d * 16), _mm512_set1_ps(corr));
+	}
+	for (int pp = 0; pp < np; pp++) {
+		__m512 e[2];
+#pragma GCC unroll 2
+		for (int h = 0; h < H; h++)
+			e[h] = _mm512_set1_ps(sc[h * VK_ATTN_CHUNK + pp]);
+#pragma GCC unroll 8
+		for (int d = 0; d < NV; d++) {
+			__m512 v = _mm512_loadu_ps(vp[pp] + d * 16);
+#pragma GCC unroll 2
+			for (int h = 0; h < H; h++)
+				av[h][d] = _mm512_fmadd_ps(e[h], v, av[h][d]);
+		}
+	}
+#pragma GCC unroll 2
+	for (int h = 0; h < H; h++)
+#pragma GCC unroll 8
+		for (int d = 0; d < NV; d++)
+			_mm512_storeu_ps(acc + (size_t)(g + h) * hd + d * 16, av[h][d]);
+}
+
 /* One (token, KV head) of attention, NV = head_dim / 16 vectors per row. Works on chunks of up
  * to VK_ATTN_CHUNK positions gathered across KV blocks (so the per-chunk softmax bookkeeping is
- * amortised whatever the block size), scores four positions at a time (one reduce4), one vector
- * exp per 16 scores, the output accumulator of a head in registers. */
+ * amortised whatever the block size), two query heads of the group per pass over the chunk
+ * (attn_heads), scores four positions at a time (one reduce4), one vector exp per 16 scores,
+ * the output accumulators in registers. */
 AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char *const *kblk,
                     const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
                     float scale, float *scratch, float *out, const int NV)
@@ -638,7 +737,7 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 	float *kf = scratch;                              /* [CHUNK][hd] K rows as fp32 */
 	float *vf = kf + (size_t)VK_ATTN_CHUNK * hd;      /* [CHUNK][hd] V rows as fp32 */
 	float *acc = vf + (size_t)VK_ATTN_CHUNK * hd;     /* [G][hd] */
-	float *sc = acc + (size_t)G * hd;                 /* [CHUNK] scores of one head */
+	float sc[2 * VK_ATTN_CHUNK];                      /* scores of two heads */
 	const float *kp[VK_ATTN_CHUNK], *vp[VK_ATTN_CHUNK];
 	float mx[64], l[64];
 
@@ -666,62 +765,11 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 			kp[p] = kf + (size_t)p * hd;
 			vp[p] = vf + (size_t)p * hd;
 		}
-		for (int g = 0; g < G; g++) {
-			__m512 qv[8];
-#pragma GCC unroll 8
-			for (int d = 0; d < NV; d++)
-				qv[d] = _mm512_mul_ps(_mm512_loadu_ps(q + (size_t)g * hd + d * 16), _mm512_set1_ps(scale));
-			int p = 0;
-			for (; p + 4 <= np; p += 4) {
-				__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-#pragma GCC unroll 8
-				for (int d = 0; d < NV; d++) {
-					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 0] + d * 16), s0);
-					s1 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 1] + d * 16), s1);
-					s2 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 2] + d * 16), s2);
-					s3 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p + 3] + d * 16), s3);
-				}
-				_mm_storeu_ps(sc + p, reduce4(s0, s1, s2, s3));
-			}
-			for (; p < np; p++) {
-				__m512 s0 = _mm512_setzero_ps();
-#pragma GCC unroll 8
-				for (int d = 0; d < NV; d++)
-					s0 = _mm512_fmadd_ps(qv[d], _mm512_loadu_ps(kp[p] + d * 16), s0);
-				sc[p] = _mm512_reduce_add_ps(s0);
-			}
-			/* online softmax over this chunk */
-			__m512 vmax = _mm512_set1_ps(-INFINITY);
-			for (int b = 0; b < np; b += 16) {
-				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
-				vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, sc + b));
-			}
-			float bm = _mm512_reduce_max_ps(vmax);
-			float m_new = bm > mx[g] ? bm : mx[g];
-			float corr = expf(mx[g] - m_new);   /* 0 on the first chunk (mx = -inf) */
-			__m512 vsum = _mm512_setzero_ps(), vm = _mm512_set1_ps(m_new);
-			for (int b = 0; b < np; b += 16) {
-				__mmask16 m = np - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (np - b)) - 1);
-				__m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + b), vm)));
-				_mm512_mask_storeu_ps(sc + b, m, e);
-				vsum = _mm512_add_ps(vsum, e);
-			}
-			l[g] = l[g] * corr + _mm512_reduce_add_ps(vsum);
-			mx[g] = m_new;
-			__m512 av[8];
-			float *ag = acc + (size_t)g * hd;
-#pragma GCC unroll 8
-			for (int d = 0; d < NV; d++)
-				av[d] = _mm512_mul_ps(_mm512_loadu_ps(ag + d * 16), _mm512_set1_ps(corr));
-			for (int pp = 0; pp < np; pp++) {
-				__m512 e = _mm512_set1_ps(sc[pp]);
-#pragma GCC unroll 8
-				for (int d = 0; d < NV; d++)
-					av[d] = _mm512_fmadd_ps(e, _mm512_loadu_ps(vp[pp] + d * 16), av[d]);
-			}
-#pragma GCC unroll 8
-			for (int d = 0; d < NV; d++)
-				_mm512_storeu_ps(ag + d * 16, av[d]);
+		for (int g = 0; g < G; g += 2) {
+			if (g + 1 < G)
+				attn_heads(q, g, hd, np, kp, vp, scale, acc, sc, mx, l, NV, 2);
+			else
+				attn_heads(q, g, hd, np, kp, vp, scale, acc, sc, mx, l, NV, 1);
 		}
 	}
 	for (int g = 0; g < G; g++) {
