@@ -12,7 +12,8 @@ both sides), wall times beside them. Two figures, median of warm runs:
 hf_total_ms = PIL.Image.open + exif_transpose + load (the decode) + processor(images=...,
 return_tensors="pt"), the same work preprocess_ms does from encoded bytes; hf_processor_ms = the
 processor alone on the decoded PIL image. preprocess_ms is vlmclient's path into reused (arena)
-memory, preprocess_heap_ms the one into a fresh buffer per image (vlm_image_load_memory). The pixel values of both sides are compared too (SHA-256),
+memory, preprocess_heap_ms the one into a fresh buffer per image (vlm_image_load_memory). The
+pixel values of both sides are compared too (SHA-256),
 so the figure is for identical output.
 """
 import argparse
