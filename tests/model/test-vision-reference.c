@@ -13,7 +13,8 @@
  *  - fp32 checkpoints: the same pixels given as fp32 rows with a padded row stride give the same
  *    output, and each item run alone gives exactly its rows of the packed batch (batch
  *    composition must not change an image's embedding: the engine batches items across requests
- *    and caches them).
+ *    and caches them), and with a yield hook set (the engine's turns: the hook runs between ops,
+ *    matmuls go in small panels) the output keeps every bit.
  * Also: the forward refuses a grid that is not a multiple of the merge size; a checkpoint without
  * tower weights gives -ENOENT naming the missing tensor, a text-only architecture -ENOTSUP.
  */
@@ -33,6 +34,12 @@
 #include "kernels/convert.h"
 
 static int failures;
+static int yields;
+
+static void count_yield(void *ctx)
+{
+	++*(int *)ctx;
+}
 
 #define CHECK(cond, ...) do { \
 		if (!(cond)) { \
@@ -218,6 +225,23 @@ static void run_case(const char *refdir, const char *mkmodel, json_t *man, json_
 					      "%s/%s: item %d alone differs from its rows in the batch", name,
 					      backends[b], i);
 				free(one);
+			}
+			/* with a yield hook (the engine's turns): the hook runs between ops and the
+			 * matmuls go in small panels, and not a bit of the output changes */
+			if (o16 && layout) {
+				int64_t r2 = 0;
+				float *oy;
+
+				yields = 0;
+				vd_vision_set_yield(v, count_yield, &yields);
+				oy = forward(be, v, pix16, VK_DTYPE_F16, P * 2, items, n_items, &r2);
+				vd_vision_set_yield(v, NULL, NULL);
+				if (oy)
+					CHECK(!memcmp(oy, o16, sizeof(float) * (size_t)(out_rows * OUT)),
+					      "%s/%s: output differs with a yield hook", name, backends[b]);
+				CHECK(yields > 9 * cfg.depth, "%s/%s: the hook ran %d times for %d blocks",
+				      name, backends[b], yields, cfg.depth);
+				free(oy);
 			}
 			/* a grid that is not a multiple of the merge size is refused */
 			struct vd_vision_item bad = { 1, 3, 4 };

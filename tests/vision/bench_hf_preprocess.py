@@ -11,7 +11,9 @@ values; default backend torchvision), torch.set_num_threads(1). Times are the th
 both sides), wall times beside them. Two figures, median of warm runs:
 hf_total_ms = PIL.Image.open + exif_transpose + load (the decode) + processor(images=...,
 return_tensors="pt"), the same work preprocess_ms does from encoded bytes; hf_processor_ms = the
-processor alone on the decoded PIL image. The pixel values of both sides are compared too (SHA-256),
+processor alone on the decoded PIL image. preprocess_ms is vlmclient's path into reused (arena)
+memory, preprocess_heap_ms the one into a fresh buffer per image (vlm_image_load_memory). The
+pixel values of both sides are compared too (SHA-256),
 so the figure is for identical output.
 """
 import argparse
@@ -82,6 +84,7 @@ def main():
         "hf_total_ms": round(statistics.median(total), 3),
         "hf_processor_ms": round(statistics.median(only), 3),
         "preprocess_ms": ours["preprocess_ms"],
+        "preprocess_heap_ms": ours.get("preprocess_heap_ms"),
         "decode_ms": ours["decode_ms"],
         "hf_total_wall_ms": round(statistics.median(wall), 3),
         "preprocess_wall_ms": ours["preprocess_wall_ms"],

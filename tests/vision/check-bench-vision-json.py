@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Smoke test of `vlm-bench vision --json` (the committed 1280x720 JPEG and the synthetic one, f32
+and bf16, 2 timed runs): the command succeeds and its last output line is one JSON object with the
+fields the reports rely on (preprocess_ms: the arena path, preprocess_heap_ms: a fresh buffer per
+image, decode_ms: the floor), the grid smart_resize gives a 1280x720 image (1 x 52 x 92 patches),
+and positive, finite figures (no timing is judged here)."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+bench, vision_dir = sys.argv[1], sys.argv[2]
+image = os.path.join(vision_dir, "images", "jpeg_1280x720.jpg")
+for extra in ([], ["--bf16"], ["--image", image], ["--image", image, "--bf16"]):
+    out = subprocess.run([bench, "vision", "--json", "--iters", "2"] + extra,
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        sys.exit(f"vlm-bench vision {extra} failed ({out.returncode}): {out.stderr}")
+    last = out.stdout.strip().splitlines()[-1]
+    obj = json.loads(last)
+    for k in ("preprocess_ms", "preprocess_heap_ms", "decode_ms", "preprocess_wall_ms",
+              "preprocess_heap_wall_ms", "decode_wall_ms", "preprocess_over_decode", "grid",
+              "dtype", "threads", "iters", "width", "height"):
+        if k not in obj:
+            sys.exit(f"{extra}: --json lacks {k}: {last}")
+    if obj["grid"] != [1, 52, 92] or (obj["width"], obj["height"]) != (1280, 720):
+        sys.exit(f"{extra}: grid / size wrong: {last}")
+    if obj["dtype"] != ("bf16" if "--bf16" in extra else "f32") or obj["threads"] != 1 or \
+            obj["iters"] != 2:
+        sys.exit(f"{extra}: dtype / threads / iters wrong: {last}")
+    for k in ("preprocess_ms", "preprocess_heap_ms", "decode_ms"):
+        if not (obj[k] > 0 and math.isfinite(obj[k])):
+            sys.exit(f"{extra}: {k} = {obj[k]}: {last}")
+print("ok")
