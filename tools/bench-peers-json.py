@@ -88,6 +88,11 @@ def vlmd_prefill(path):
     raise ValueError(f"{os.path.basename(path)}: no vlm-bench prefill JSON line")
 
 
+def vlmd_prefill_figures(path):
+    t, v = vlmd_prefill(path)
+    return {f"prefill_{t}": v}
+
+
 def llama_bench(path):
     """(pp tokens, best pp tokens/s, tg tokens/s from wall time) from llama-bench -o jsonl."""
     pp = tg = None
@@ -101,6 +106,16 @@ def llama_bench(path):
         elif n_g > 0 and n_p == 0:
             tg = n_g * len(ns) * 1e9 / sum(ns)
     return pp, tg
+
+
+def llama_bench_figures(path):
+    pp, tg = llama_bench(path)
+    got = {}
+    if pp:
+        got[f"prefill_{pp[0]}"] = pp[1]
+    if tg:
+        got["decode_b1"] = tg
+    return got
 
 
 def llama_batched(path):
@@ -127,37 +142,30 @@ def figures(rundir, engine, fmt, rounds):
         return {m: "n/a: " + na for m in METRICS}
     per = {m: [] for m in METRICS}
     missing = {}
+    if engine == "vlmd":
+        parsers = (("decode1.out", lambda p: {f"decode_b{b}": v for b, v in vlmd_decode(p).items()}),
+                   ("decodeB.out", lambda p: {f"decode_b{b}": v for b, v in vlmd_decode(p).items()}),
+                   ("prefill.out", vlmd_prefill_figures))
+    else:
+        parsers = (("bench.out", llama_bench_figures),
+                   ("batched.out", lambda p: {f"decode_b{b}": v for b, v in llama_batched(p).items()
+                                              if b != 1}))
     for r in range(1, rounds + 1):
-        got = {}
+        got, errs = {}, []
         base = os.path.join(rundir, f"r{r}.{engine}.{fmt}.")
-        try:
-            if engine == "vlmd":
-                if os.path.exists(base + "decode1.out"):
-                    got.update({f"decode_b{b}": v for b, v in vlmd_decode(base + "decode1.out").items()})
-                if os.path.exists(base + "decodeB.out"):
-                    got.update({f"decode_b{b}": v for b, v in vlmd_decode(base + "decodeB.out").items()})
-                if os.path.exists(base + "prefill.out"):
-                    t, v = vlmd_prefill(base + "prefill.out")
-                    got[f"prefill_{t}"] = v
-            else:
-                if os.path.exists(base + "bench.out"):
-                    pp, tg = llama_bench(base + "bench.out")
-                    if pp:
-                        got[f"prefill_{pp[0]}"] = pp[1]
-                    if tg:
-                        got["decode_b1"] = tg
-                if os.path.exists(base + "batched.out"):
-                    got.update({f"decode_b{b}": v for b, v in llama_batched(base + "batched.out").items()
-                                if b != 1})
-        except (ValueError, KeyError, TypeError) as e:
-            for m in METRICS:
-                missing.setdefault(m, f"round {r}: {e}")
-            continue
+        for suffix, parse in parsers:
+            if not os.path.exists(base + suffix):
+                continue
+            try:
+                got.update(parse(base + suffix))
+            except (ValueError, KeyError, TypeError) as e:
+                errs.append(str(e))
         for m in METRICS:
             if m in got:
                 per[m].append(got[m])
             else:
-                missing.setdefault(m, f"round {r}: no measurement (see {os.path.basename(base)}*)")
+                why = "; ".join(errs) if errs else f"no measurement (see {os.path.basename(base)}*)"
+                missing.setdefault(m, f"round {r}: {why}")
     return {m: ("n/a: " + missing[m]) if m in missing else per[m] for m in METRICS}
 
 

@@ -192,6 +192,9 @@ prepare_models() {
 		cp "$GGUF/bf16.check" "$GGUF/bf16.ok"
 	fi
 	log "$(cat "$GGUF/bf16.ok")"
+}
+
+quantize_models() {
 	local q
 	for q in q8_0 q4_0; do
 		if [ ! -f "$GGUF/$q.gguf" ]; then
@@ -281,9 +284,10 @@ pair() {   # round vlmd-format llama-format: run both, order alternating by roun
 }
 
 fetch_llama
-build_llama
 make_venv
 prepare_models
+build_llama
+quantize_models
 detect_vlmd_quant
 if [ "$PREPARE_ONLY" = 1 ]; then
 	log "prepared: $LLAMA_BUILD/bin, $MODEL, $GGUF"
