@@ -170,7 +170,8 @@ static int log_setting(void *ctx, int id, char *err, size_t errlen)
  * time (EXTEND_TIMEOUT_USEC, a little more than the time to the next message; TimeoutStartSec
  * then only has to cover a stall, not the whole load) and say how far it got (STATUS=). */
 #define LOAD_PROGRESS_NS 2000000000ull
-static void load_progress(void *ctx, uint64_t done, uint64_t total)
+static void load_progress(void *ctx, uint64_t done, uint64_t total, uint64_t done_tensors,
+                          uint64_t total_tensors)
 {
 	struct vlmd *d = ctx;
 	uint64_t now = vs_now_ns();
@@ -182,9 +183,12 @@ static void load_progress(void *ctx, uint64_t done, uint64_t total)
 		d->load_start_ns = now;
 	d->load_next_ns = now + LOAD_PROGRESS_NS;
 	vd_notify_extend_timeout(&d->notify, 3 * LOAD_PROGRESS_NS / 1000);
-	vd_notify_status(&d->notify, "loading weights %.1f/%.1f GiB", (double)done / (1 << 30),
-			 (double)total / (1 << 30));
-	VD_LOG(VD_LVL_INFO, "load_progress", "done_bytes=%llu total_bytes=%llu percent=%.0f elapsed_s=%.1f",
+	vd_notify_status(&d->notify, "loading weights %.1f/%.1f GiB, tensor %llu of %llu",
+			 (double)done / (1 << 30), (double)total / (1 << 30),
+			 (unsigned long long)done_tensors, (unsigned long long)total_tensors);
+	VD_LOG(VD_LVL_INFO, "load_progress",
+	       "tensor=%llu tensors=%llu done_bytes=%llu total_bytes=%llu percent=%.0f elapsed_s=%.1f",
+	       (unsigned long long)done_tensors, (unsigned long long)total_tensors,
 	       (unsigned long long)done, (unsigned long long)total,
 	       total ? 100.0 * (double)done / (double)total : 100.0, (double)(now - d->load_start_ns) / 1e9);
 }
@@ -367,8 +371,9 @@ static int load_engine(struct vlmd *d, struct vd_server_opts *o)
 			       in.defaults[i].key, in.defaults[i].value,
 			       strcmp(in.defaults[i].key, "torch_dtype") ? "transformers" : "weights");
 		VD_LOG(VD_LVL_INFO, "model_loaded", "model=%s arch=%s backend=%s kv_blocks=%d block_size=%u "
-		       "kv_dtype=%s", vd_log_quote(in.model, q2, sizeof(q2)), in.arch, in.backend,
-		       in.kv_total, in.block_size, in.kv_dtype);
+		       "kv_dtype=%s quant=%s quantized_weights=%d", vd_log_quote(in.model, q2, sizeof(q2)),
+		       in.arch, in.backend, in.kv_total, in.block_size, in.kv_dtype, in.quant,
+		       in.quantized_weights);
 		log_kv_sizing(d->conf, &in);
 	}
 	o->sink_new = vd_engine_sink_new;

@@ -2,6 +2,8 @@
  * kernels/validate.c — see validate.h.
  */
 #include <errno.h>
+#include <math.h>
+#include <stdlib.h>
 
 #include "kernels/validate.h"
 
@@ -88,5 +90,53 @@ int vk_validate_rope(struct vk_backend *be, int32_t head_dim, const struct vk_ro
 		return vk_backend_set_error(be, -EINVAL,
 			"rope: sections %d+%d+%d must sum to head_dim/2 = %d", rope->section[0],
 			rope->section[1], rope->section[2], head_dim / 2);
+	return 0;
+}
+
+int vk_validate_quant_src(struct vk_backend *be, const struct vk_quant_src *s, const char *op,
+                          int *ret_bits)
+{
+	if (!s)
+		return vk_backend_set_error(be, -EINVAL, "%s: no source", op);
+	if (s->dtype != VK_DTYPE_Q8 && s->dtype != VK_DTYPE_Q4)
+		return vk_backend_set_error(be, -EINVAL, "%s: dtype %s is not q8 or q4", op,
+		                            vk_dtype_name(s->dtype));
+	int bits = s->dtype == VK_DTYPE_Q8 ? 8 : 4;
+	if (s->rows < 1 || s->cols < 1 || s->rows > INT32_MAX || s->cols > INT32_MAX)
+		return vk_backend_set_error(be, -EINVAL, "%s: bad shape [%lld, %lld]", op,
+		                            (long long)s->rows, (long long)s->cols);
+	if (s->group_size < 1 || s->cols % s->group_size)
+		return vk_backend_set_error(be, -EINVAL, "%s: group_size %d does not divide %lld columns",
+		                            op, s->group_size, (long long)s->cols);
+	if (!s->q || !s->scale || !s->zero)
+		return vk_backend_set_error(be, -EINVAL, "%s: missing values, scales or zeros", op);
+	const size_t n = (size_t)s->rows * (size_t)s->cols;
+	const size_t ng = (size_t)s->rows * (size_t)(s->cols / s->group_size);
+	for (size_t i = 0; i < n; i++)
+		if (s->q[i] >> bits)
+			return vk_backend_set_error(be, -EINVAL,
+				"%s: value %u at [%zu, %zu] is not below 2^%d", op, s->q[i],
+				i / (size_t)s->cols, i % (size_t)s->cols, bits);
+	for (size_t i = 0; i < ng; i++)
+		if (!isfinite(s->scale[i]) || !isfinite(s->zero[i]))
+			return vk_backend_set_error(be, -EINVAL, "%s: scale or zero %zu is not finite", op,
+			                            i);
+	if (s->perm) {
+		unsigned char *seen = calloc((size_t)s->cols, 1);
+		if (!seen)
+			return vk_backend_set_error(be, -ENOMEM, "%s: out of memory", op);
+		for (int64_t c = 0; c < s->cols; c++) {
+			int32_t p = s->perm[c];
+			if (p < 0 || p >= s->cols || seen[p]) {
+				free(seen);
+				return vk_backend_set_error(be, -EINVAL,
+					"%s: perm[%lld] = %d: not a permutation of [0, %lld)", op,
+					(long long)c, p, (long long)s->cols);
+			}
+			seen[p] = 1;
+		}
+		free(seen);
+	}
+	*ret_bits = bits;
 	return 0;
 }

@@ -27,4 +27,11 @@ int vk_validate_subs(struct vk_backend *be, const struct vk_batch *batch, int32_
 /* rope arguments: head_dim even, sections >= 0 summing to head_dim / 2. */
 int vk_validate_rope(struct vk_backend *be, int32_t head_dim, const struct vk_rope *rope);
 
+/* A quantized source (struct vk_quant_src): dtype Q8 or Q4, rows and cols >= 1, group_size >= 1
+ * dividing cols, every pointer but perm set, every value < 2^bits, scales and zeros finite, perm
+ * (when set) a permutation of [0, cols). op names the caller in the error text. Returns 0 and the
+ * bit width in *ret_bits, or -EINVAL with be->error set. */
+int vk_validate_quant_src(struct vk_backend *be, const struct vk_quant_src *src, const char *op,
+                          int *ret_bits);
+
 #endif

@@ -40,6 +40,7 @@ struct opts {
 	int32_t reps;
 	enum vk_dtype kv_dtype;
 	int json;
+	int quantize;          /* --quantize: enum vd_quantize */
 };
 
 struct env {
@@ -148,7 +149,9 @@ static int env_init(struct env *e, const struct opts *o)
 	if ((rc = vd_model_config_load(e->dir, &e->cfg, err, sizeof(err))) < 0 ||
 	    (rc = vd_weights_open(e->dir, &e->w, err, sizeof(err))) < 0 ||
 	    (rc = vk_backend_open(o->backend, &e->be, err, sizeof(err))) < 0 ||
-	    (rc = vd_model_new(e->be, &e->cfg, e->w, &e->m, err, sizeof(err))) < 0) {
+	    (rc = vd_model_new_opts(e->be, &e->cfg, e->w,
+	                            &(struct vd_model_opts){ .quantize = o->quantize }, &e->m, err,
+	                            sizeof(err))) < 0) {
 		fprintf(stderr, "vlm-bench: %s\n", err);
 		return rc;
 	}
@@ -170,7 +173,7 @@ static int env_init(struct env *e, const struct opts *o)
 static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 {
 	enum { O_MODEL = 1, O_PRESET, O_DTYPE, O_BACKEND, O_BATCH, O_STEPS, O_CONTEXT, O_TOKENS,
-	       O_REPS, O_KV, O_JSON, O_HELP };
+	       O_REPS, O_KV, O_JSON, O_HELP, O_QUANTIZE };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL }, { "preset", required_argument, NULL, O_PRESET },
 		{ "dtype", required_argument, NULL, O_DTYPE }, { "backend", required_argument, NULL, O_BACKEND },
@@ -179,6 +182,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 		{ "tokens", required_argument, NULL, O_TOKENS }, { "reps", required_argument, NULL, O_REPS },
 		{ "kv-dtype", required_argument, NULL, O_KV },
 		{ "json", no_argument, NULL, O_JSON }, { "help", no_argument, NULL, O_HELP },
+		{ "quantize", required_argument, NULL, O_QUANTIZE },
 		{ NULL, 0, NULL, 0 },
 	};
 	*o = (struct opts){ .preset = "qwen2-0.5b", .dtype = "bf16", .backend = "cpu",
@@ -223,6 +227,14 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 				goto bad;
 			break;
 		case O_JSON: o->json = 1; break;
+		case O_QUANTIZE:   /* like vlmd's quantize setting */
+			if (!strcmp(optarg, "none"))
+				o->quantize = VD_QUANTIZE_NONE;
+			else if (!strcmp(optarg, "int8"))
+				o->quantize = VD_QUANTIZE_INT8;
+			else
+				goto bad;
+			break;
 		case O_HELP:
 			if (prefill)
 				printf("usage: vlm-bench prefill [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
@@ -231,6 +243,8 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 				printf("usage: vlm-bench decode [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
 				       "       [--batch 1,8,32] [--steps 8] [--context 0] [--kv-dtype f32|f16|bf16]\n"
 				       "       [--backend NAME] [--json]\n");
+			printf("--quantize none|int8: vlmd's quantize setting (the floors count the bytes "
+			       "the quantized weights stream)\n");
 			printf("presets: %s (default qwen2-0.5b, bf16)\n", vd_mkmodel_preset_names());
 			return 1;
 		default:
@@ -403,7 +417,8 @@ int bench_decode_main(int argc, char **argv)
 			for (int j = 0; j < o.n_batch; j++)
 				if (o.batch[j] == 1 && o.batch[i] == 8)
 					printf(",\"batch8_speedup\":%.4g", r[i].tokens_per_s / r[j].tokens_per_s);
-		printf("}\n");
+		printf(",\"quantize\":\"%s\",\"quantized_weights\":%d}\n",
+		       o.quantize == VD_QUANTIZE_INT8 ? "int8" : "none", vd_model_quantized_weights(e.m));
 	}
 	env_fini(&e);
 	return rc ? 1 : 0;

@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "shm/wire.h"
+#include "tools/adminconn.h"
 
 enum { EX_OK = 0, EX_FAILED = 1, EX_USAGE = 2, EX_CONNECT = 3, EX_DENIED = 4 };
 
@@ -87,55 +88,28 @@ struct conn {
 
 static void conn_open(struct conn *c, const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = 30 };
-	struct vs_hello h;
-	struct vs_welcome w;
-	ssize_t n;
-	size_t got = 0;
+	char msg[256];
+	int r;
 
 	memset(c, 0, sizeof(*c));
-	if (strlen(path) >= sizeof(sa.sun_path))
+	r = vt_admin_connect(path, "vlmctl", 30000, &c->fd, msg, sizeof(msg));
+	if (r == -ENAMETOOLONG)
 		die(EX_USAGE, "socket path too long: %s", path);
-	strcpy(sa.sun_path, path);
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0)
-		die(EX_CONNECT, "socket: %s", strerror(errno));
-	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-
-		if (e == EACCES || e == EPERM)
-			die(EX_DENIED, "cannot connect to %s: %s (vlmctl needs root or an admin-gid group)",
-			    path, strerror(e));
-		die(EX_CONNECT, "cannot connect to %s: %s (is vlmd running? --socket PATH)", path, strerror(e));
-	}
-	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	memset(&h, 0, sizeof(h));
-	h.magic = VS_MAGIC;
-	h.proto_min = VS_PROTO_MIN;
-	h.proto_max = VS_PROTO_MAX;
-	h.flags = VS_HELLO_ADMIN;
-	h.pid = (uint32_t)getpid();
-	snprintf(h.name, sizeof(h.name), "vlmctl");
-	/* A peer vlmd refuses at accept gets its refusal and the close before the hello is even
-	 * sent: the send may fail, the refusal is still there to read. */
-	if (send(c->fd, &h, sizeof(h), MSG_NOSIGNAL) != (ssize_t)sizeof(h) && errno != EPIPE &&
-	    errno != ECONNRESET)
-		die(EX_CONNECT, "%s: sending the hello failed: %s", path, strerror(errno));
-	while (got < sizeof(w)) {
-		n = recv(c->fd, (char *)&w + got, sizeof(w) - got, 0);
-		if (n <= 0)
-			die(EX_CONNECT, "%s: no answer to the hello: %s", path, n ? strerror(errno) : "connection closed");
-		got += (size_t)n;
-	}
-	if (w.magic != VS_MAGIC)
+	if (r == -EACCES && msg[0])
+		die(EX_DENIED, "permission denied: %s", msg);
+	if (r == -EACCES)
+		die(EX_DENIED, "cannot connect to %s: %s (vlmctl needs root or an admin-gid group)",
+		    path, strerror(-r));
+	if (r == -ECONNREFUSED && msg[0])
+		die(EX_CONNECT, "vlmd refused the connection: %s", msg);
+	if (r == -EPROTO)
 		die(EX_CONNECT, "%s: not a vlmd socket (bad magic)", path);
-	w.message[sizeof(w.message) - 1] = 0;
-	if (w.status == VS_REFUSED_NOT_ALLOWED)
-		die(EX_DENIED, "permission denied: %s", w.message);
-	if (w.status != VS_OK)
-		die(EX_CONNECT, "vlmd refused the connection: %s", w.message);
+	if (r == -ECONNRESET || r == -EAGAIN)
+		die(EX_CONNECT, "%s: no answer to the hello: %s", path,
+		    r == -ECONNRESET ? "connection closed" : strerror(-r));
+	if (r < 0)
+		die(EX_CONNECT, "cannot connect to %s: %s (is vlmd running? --socket PATH)", path,
+		    strerror(-r));
 }
 
 /* The next answer line (NUL-terminated, owned by c until the next call), or NULL at EOF. */

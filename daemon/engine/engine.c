@@ -950,11 +950,11 @@ static uint64_t free_memory(struct vk_backend *be)
 }
 
 /* vd_model_new_progress's callback: the caller's progress hook with the total. */
-static void load_progress(void *ctx, uint64_t loaded)
+static void load_progress(void *ctx, uint64_t loaded, uint64_t tensors)
 {
 	struct vd_engine *e = ctx;
 
-	e->o.progress(e->o.progress_ctx, loaded, e->load_total);
+	e->o.progress(e->o.progress_ctx, loaded, e->load_total, tensors, e->load_tensors);
 }
 
 int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *err, size_t errlen)
@@ -1000,8 +1000,9 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	if (rc < 0)
 		goto fail;
 	total = vd_weights_bytes(e->w);
+	e->load_tensors = vd_weights_count(e->w);
 	if (o->progress)
-		o->progress(o->progress_ctx, 0, total);
+		o->progress(o->progress_ctx, 0, total, 0, e->load_tensors);
 	if (o->threads) {
 		char v[16];
 
@@ -1012,12 +1013,13 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	if (rc < 0)
 		goto fail;
 	e->load_total = total;
-	rc = vd_model_new_progress(e->be, &e->cfg, e->w, o->progress ? load_progress : NULL, e, &e->m,
-	                           err, errlen);
+	struct vd_model_opts mo = { .quantize = o->quantize,
+	                            .progress = o->progress ? load_progress : NULL, .progress_ctx = e };
+	rc = vd_model_new_opts(e->be, &e->cfg, e->w, &mo, &e->m, err, errlen);
 	if (rc < 0)
 		goto fail;
-	if (o->progress)
-		o->progress(o->progress_ctx, total, total);
+	if (o->progress)   /* the vision tower's tensors load later, without progress calls */
+		o->progress(o->progress_ctx, total, total, e->load_tensors, e->load_tensors);
 
 	/* KV: the model's dtype for f32 checkpoints, else bf16 (half the memory) */
 	if (!e->cfg.torch_dtype[0]) {
@@ -1127,7 +1129,7 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	                               .vision = e->vis ? &e->vcfg : NULL,
 	                               .max_item_patches = o->vision_max_item_patches ?
 	                                                   (int64_t)o->vision_max_item_patches :
-	                                                   (int64_t)1 << 18 };
+	                                                   (int64_t)VD_VISION_MAX_ITEM_PATCHES };
 	e->dev_sample = e->be->ops->sample != NULL;
 	if (e->env.device_tensors) {
 		/* GPU clients' tensors are mapped by the backend, never copied; without a usable

@@ -26,10 +26,15 @@
 #include "daemon/io/sink.h"
 #include "daemon/model/model_config.h"
 
+/* Defaults of the vision stage's sizes (vlmd's config table names the first as its default). */
+#define VD_VISION_BATCH_PATCHES 8192
+#define VD_VISION_MAX_ITEM_PATCHES 262144
+
 struct vd_engine_opts {
 	const char *model_dir;        /* config.json + *.safetensors */
 	const char *backend;          /* "auto", "cpu", "cuda", "ref" (kernels/backend.h registry) */
 	uint32_t threads;             /* CPU backend workers; 0 = default */
+	int quantize;                 /* enum vd_quantize (daemon/model/model.h): int8 at load */
 	uint64_t kv_bytes;            /* KV cache memory: n_blocks = kv_bytes / bytes per block;
 	                               * 0: memory_fraction of the memory free after the load */
 	double memory_fraction;       /* with kv_bytes 0: (0, 1] of the device's free memory (CUDA)
@@ -50,12 +55,15 @@ struct vd_engine_opts {
 	int32_t prefill_per_decode;
 	/* Vision stage (checkpoints with a vision tower; daemon/engine/engine_vision.c). */
 	uint64_t vision_cache_bytes;  /* encoded rows kept for reuse (LRU); 0 = no reuse */
-	uint32_t vision_batch_patches;/* pixel rows per tower forward (a larger item runs alone) */
-	uint32_t vision_max_item_patches; /* largest pixel item accepted; 0 = 262144 */
+	uint32_t vision_batch_patches;/* pixel rows per tower forward (a larger item runs alone);
+	                               * 0 = VD_VISION_BATCH_PATCHES */
+	uint32_t vision_max_item_patches; /* largest pixel item accepted; 0 = VD_VISION_MAX_ITEM_PATCHES */
 	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
-	/* Called from vd_engine_new while it loads (any number of times): done / total bytes of
-	 * weights, for systemd EXTEND_TIMEOUT_USEC and STATUS=. May be NULL. */
-	void (*progress)(void *ctx, uint64_t done, uint64_t total);
+	/* Called from vd_engine_new while it loads (any number of times): done / total bytes and
+	 * tensors of the weights, for the load_progress log and systemd EXTEND_TIMEOUT_USEC and
+	 * STATUS=. May be NULL. */
+	void (*progress)(void *ctx, uint64_t done_bytes, uint64_t total_bytes, uint64_t done_tensors,
+	                 uint64_t total_tensors);
 	void *progress_ctx;
 	/* Called once, from the engine thread, when the backend reports VK_EDEVICE_LOST: every
 	 * request has been failed (ERROR -ENOTRECOVERABLE) and later submissions are refused with
@@ -93,6 +101,8 @@ struct vd_engine_info {
 	char backend[32];             /* backend name in use */
 	char device[128];             /* CPU model / GPU name, best effort */
 	uint64_t weight_bytes;
+	char quant[16];               /* "none", "int8" (--quantize), "gptq-int4", "awq-int4", ... */
+	int32_t quantized_weights;    /* matrices loaded quantized */
 	uint32_t n_layers, hidden, vocab, max_model_len;
 	uint32_t block_size;
 	int32_t kv_total, kv_used, kv_cached, kv_free;  /* blocks */

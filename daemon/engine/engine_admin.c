@@ -48,6 +48,14 @@ void vd_engine_get_info(struct vd_engine *e, struct vd_engine_info *out)
 	else
 		cpu_name(out->device, sizeof(out->device));
 	out->weight_bytes = vd_weights_bytes(e->w);
+	out->quantized_weights = vd_model_quantized_weights(e->m);
+	if (e->cfg.quant.method != VD_QUANT_NONE)
+		snprintf(out->quant, sizeof(out->quant), "%s-int%d%s",
+		         e->cfg.quant.method == VD_QUANT_GPTQ ? "gptq" : "awq", e->cfg.quant.bits,
+		         e->o.quantize == VD_QUANTIZE_INT8 ? "+int8" : "");
+	else
+		snprintf(out->quant, sizeof(out->quant), "%s",
+		         e->o.quantize == VD_QUANTIZE_INT8 ? "int8" : "none");
 	out->n_layers = (uint32_t)e->cfg.n_layers;
 	out->hidden = (uint32_t)e->cfg.hidden;
 	out->vocab = (uint32_t)e->cfg.vocab;

@@ -45,6 +45,7 @@ struct vd_engine {
 	uint64_t t_start;
 	struct vd_metrics *metrics;
 	uint64_t load_total;           /* weight bytes, for load progress */
+	uint64_t load_tensors;         /* tensors in the checkpoint, for load progress */
 	struct vd_mm_import *import;   /* CUDA tensor mappings (CUDA backend only), or NULL */
 	char import_err[160];          /* why import is NULL on a CUDA backend */
 

@@ -145,7 +145,7 @@ int vd_ev_init(struct vd_engine *e, uint64_t cache_bytes, int64_t batch_patches,
 		}
 		return 0;   /* e.g. no visual.* weights: text is still served */
 	}
-	e->v_batch_patches = batch_patches > 0 ? batch_patches : 8192;
+	e->v_batch_patches = batch_patches > 0 ? batch_patches : VD_VISION_BATCH_PATCHES;
 	rc = vd_vision_reserve(e->vis, e->v_batch_patches);
 	if (rc < 0) {
 		snprintf(err, errlen, "vision work buffers (%lld patches): %s",

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 
 #include "daemon/engine/prefix.h"
 #include "daemon/engine/sha256.h"
@@ -128,35 +127,21 @@ int32_t vd_prefix_hash_blocks_at(const uint8_t *root, int32_t block_size, const 
 void vd_prefix_fingerprint(const void *data, int64_t rows, int64_t row_bytes, int64_t stride,
                            uint32_t dtype, uint8_t out[32])
 {
-	/* OpenSSL's SHA-256 (the same digest as daemon/engine/sha256.c, an order of magnitude faster
-	 * with SHA-NI / AVX2: an image is megabytes, and this runs on the engine thread) */
 	static const char domain[] = "vlmd-tensor-v1";
 	uint8_t hdr[20];
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-	int ok;
+	struct vd_sha256 h;
 
 	put_le32(hdr, dtype);
 	put_le32(hdr + 4, (uint32_t)rows);
 	put_le32(hdr + 8, (uint32_t)(rows >> 32));
 	put_le32(hdr + 12, (uint32_t)row_bytes);
 	put_le32(hdr + 16, (uint32_t)(row_bytes >> 32));
-	ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) &&
-	     EVP_DigestUpdate(c, domain, sizeof(domain) - 1) && EVP_DigestUpdate(c, hdr, sizeof(hdr));
-	for (int64_t r = 0; ok && r < rows; r++)
-		ok = EVP_DigestUpdate(c, (const uint8_t *)data + r * stride, (size_t)row_bytes);
-	ok = ok && EVP_DigestFinal_ex(c, out, NULL);
-	EVP_MD_CTX_free(c);
-	if (!ok) {
-		/* no memory for a digest context: the portable implementation, same digest */
-		struct vd_sha256 h;
-
-		vd_sha256_init(&h);
-		vd_sha256_update(&h, domain, sizeof(domain) - 1);
-		vd_sha256_update(&h, hdr, sizeof(hdr));
-		for (int64_t r = 0; r < rows; r++)
-			vd_sha256_update(&h, (const uint8_t *)data + r * stride, (size_t)row_bytes);
-		vd_sha256_final(&h, out);
-	}
+	vd_sha256_init(&h);
+	vd_sha256_update(&h, domain, sizeof(domain) - 1);
+	vd_sha256_update(&h, hdr, sizeof(hdr));
+	for (int64_t r = 0; r < rows; r++)
+		vd_sha256_update(&h, (const uint8_t *)data + r * stride, (size_t)row_bytes);
+	vd_sha256_final(&h, out);
 }
 
 void vd_prefix_client_fp(const uint8_t *fp, int32_t fp_bytes, uint32_t uid, uint8_t out[32])

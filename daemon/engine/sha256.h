@@ -1,10 +1,12 @@
 /*
- * daemon/engine/sha256.h — SHA-256 (FIPS 180-4), written from the specification.
+ * daemon/engine/sha256.h — SHA-256 for the cache keys, over OpenSSL's libcrypto.
  *
- * Why: the prefix cache keys KV blocks by a chained hash and vlmd fingerprints image tensors it
- * was given without a client fingerprint; a wrong match reuses the wrong image, so the key must be
- * a well-specified cryptographic hash (256 bits), not a fast non-cryptographic one. Streaming
- * interface so a key can be fed field by field without building a buffer.
+ * Why: the prefix cache keys KV blocks by a chained hash and the vision cache keys encoded rows by
+ * a hash of the pixels; a wrong match reuses the wrong image, so the key must be a well-specified
+ * cryptographic hash (256 bits), not a fast non-cryptographic one. One implementation for every
+ * key, OpenSSL's (SHA-NI / AVX2: an image is megabytes and is hashed on the engine thread), behind
+ * a streaming interface that cannot fail, so a key can be fed field by field without a buffer and
+ * without an error path.
  */
 #ifndef VLM_DAEMON_SHA256_H
 #define VLM_DAEMON_SHA256_H
@@ -12,11 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* OpenSSL's SHA256_CTX, by value: no allocation, so no failure (EVP_MD_CTX_new can fail). The
+ * SHA256_* functions are deprecated in OpenSSL 3 in favour of EVP, but remain part of its API
+ * and run the same code; sha256.c is the only file that calls them. */
 struct vd_sha256 {
-	uint32_t h[8];
-	uint64_t len;           /* bytes fed so far */
-	uint8_t buf[64];        /* partial block */
-	uint32_t n_buf;
+	_Alignas(16) unsigned char ctx[128];   /* >= sizeof(SHA256_CTX) (112 on LP64), checked in sha256.c */
 };
 
 void vd_sha256_init(struct vd_sha256 *c);

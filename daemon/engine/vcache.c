@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
+#include "daemon/engine/sha256.h"
 
 #include "daemon/engine/vcache.h"
 
@@ -20,27 +20,21 @@ int vd_vkey_copy_pixels(const uint8_t *root, uint32_t dtype, const uint32_t grid
 	                    (uint64_t)row_bytes };
 	const uint8_t *s = src;
 	uint8_t *d = dst;
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-	int ok;
+	struct vd_sha256 c;
 
-	/* OpenSSL's SHA-256 (the function of daemon/engine/sha256.c, an order of magnitude faster
-	 * with SHA-NI / AVX2: an image is megabytes) */
-	if (!c)
-		return -ENOMEM;
-	ok = EVP_DigestInit_ex(c, EVP_sha256(), NULL) &&
-	     EVP_DigestUpdate(c, "vlmd-pixels-v1", 14) &&
-	     EVP_DigestUpdate(c, root ? root : zeros, 32) &&
-	     EVP_DigestUpdate(c, hdr, sizeof(hdr));
-	for (int64_t r = 0; ok && r < n_rows; r++) {
+	vd_sha256_init(&c);
+	vd_sha256_update(&c, "vlmd-pixels-v1", 14);
+	vd_sha256_update(&c, root ? root : zeros, 32);
+	vd_sha256_update(&c, hdr, sizeof(hdr));
+	for (int64_t r = 0; r < n_rows; r++) {
 		/* hash what landed in dst, never src: src may change between two reads */
 		memcpy(d, s, (size_t)row_bytes);
-		ok = EVP_DigestUpdate(c, d, (size_t)row_bytes);
+		vd_sha256_update(&c, d, (size_t)row_bytes);
 		s += stride;
 		d += row_bytes;
 	}
-	ok = ok && EVP_DigestFinal_ex(c, out, NULL);
-	EVP_MD_CTX_free(c);
-	return ok ? 0 : -ENOMEM;
+	vd_sha256_final(&c, out);
+	return 0;
 }
 
 struct vd_vcache {

@@ -28,7 +28,7 @@
 /* Copy n_rows rows of row_bytes from src (stride bytes apart) to dst (packed) and write to out
  * the key of the COPY: SHA-256("vlmd-pixels-v1", root [32] (model identity; NULL = zeros),
  * dtype, grid t/h/w, t_step (Qwen2.5-VL ms per temporal step; 0 otherwise), n_rows, row_bytes,
- * the copied bytes), computed with OpenSSL. Returns 0, or -ENOMEM (OpenSSL failed: no key). */
+ * the copied bytes) (daemon/engine/sha256.h). Returns 0. */
 int vd_vkey_copy_pixels(const uint8_t *root, uint32_t dtype, const uint32_t grid[3],
                         uint32_t t_step, const void *src, int64_t stride, void *dst,
                         int64_t n_rows, int64_t row_bytes, uint8_t out[VD_VKEY_BYTES]);

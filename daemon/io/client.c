@@ -212,6 +212,67 @@ static int dup_vmm_fds(struct vd_client *c, struct vd_request *req)
 	return 0;
 }
 
+/* A CANCEL entry e (already copied out of the ring): validate and route it, or post its error. */
+static void take_cancel(struct vd_client *c, const struct vd_route *rt, const struct vd_limits *lim,
+			const struct vs_sqe *e)
+{
+	struct vd_request *req;
+	char why[VD_WHY_LEN];
+	int r = vd_validate_sqe(e, c->arena, c->lay.arena_bytes, lim, &req, why, sizeof(why));
+
+	c->n_requests++;
+	if (r) {
+		c->n_invalid++;
+		post_error(c, e->user_data, r, 0, why);
+		return;
+	}
+	r = vd_route_cancel(rt, c->slot, c->gen, req->sqe.user_data);
+	vd_request_free(req);
+	if (r)
+		post_error(c, e->user_data, r, VS_CQEF_CANCEL,
+			   r == -ENOENT ? "no such request in flight" : NULL);
+}
+
+/* Backpressure holds new work at the head of the SQ, but a CANCEL queued behind it must still act
+ * (a client that stopped reading must not have its requests run to max_tokens): look at the
+ * entries after the head not looked at before, apply each CANCEL now, and remember how far we
+ * looked so the drain consumes those CANCELs silently when the head reaches them. A CANCEL of a
+ * request still waiting in the window must act after that request is taken, so the look stops
+ * there (and past LOOKAHEAD_HELD waiting requests, which bounds the work per drain). Each position
+ * is looked at once; a client that rewrites a slot in between only changes its own cancels. */
+#define LOOKAHEAD_HELD 64
+static void cancel_lookahead(struct vd_client *c, const struct vd_route *rt,
+			     const struct vd_limits *lim, uint32_t avail)
+{
+	uint32_t head = c->sq.local_head, end = head + avail, s;
+	uint32_t from = (int32_t)(c->cancel_seen - head) > 0 ? c->cancel_seen : head;
+	uint64_t held[LOOKAHEAD_HELD];
+	unsigned n_held = 0;
+
+	for (s = head; s != end && !c->drop_reason; s++) {
+		struct vs_sqe e;
+		unsigned k = 0;
+
+		memcpy(&e, vs_cons_peek(&c->sq, s - head), sizeof(e));
+		if (e.opcode != VS_OP_CANCEL) {
+			if (n_held == LOOKAHEAD_HELD)
+				break;
+			held[n_held++] = e.user_data;
+			continue;
+		}
+		if ((int32_t)(s - from) < 0)
+			continue;   /* applied by an earlier look */
+		while (k < n_held && held[k] != e.user_data)
+			k++;
+		if (k < n_held)
+			break;      /* cancels a request not taken yet: in order, later */
+		take_cancel(c, rt, lim, &e);
+	}
+	if ((int32_t)(s - from) > 0)
+		c->cancel_seen = s;
+	c->cancel_tail = end;
+}
+
 int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct vd_limits *lim,
 		    unsigned budget, uint64_t now_ns)
 {
@@ -232,13 +293,25 @@ int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct
 		char why[VD_WHY_LEN];
 		int r;
 
-		memcpy(&e, vs_cons_peek(&c->sq, i), sizeof(e)); /* the only read of this slot */
-		/* Backpressure: while completions are held back, take no new work, but CANCEL
-		 * entries at the head still: they shrink what is owed, and a client that stopped
-		 * reading (a freed request, a vanished HTTP client) must not have its requests run
-		 * to max_tokens. (A slot left here is read again next time, and only then used.) */
-		if (c->ovf_n && e.opcode != VS_OP_CANCEL)
+		memcpy(&e, vs_cons_peek(&c->sq, i), sizeof(e)); /* the only read used for this slot */
+		if (e.opcode == VS_OP_CANCEL) {
+			/* applied already by cancel_lookahead when its position was looked at */
+			if ((int32_t)(c->cancel_seen - (c->sq.local_head + i)) <= 0)
+				take_cancel(c, rt, lim, &e);
+			if (c->drop_reason) {
+				i++;
+				break;
+			}
+			continue;
+		}
+		/* Backpressure: while completions are held back, take no new work; CANCELs behind
+		 * it still act (they shrink what is owed, and a client that stopped reading — a freed
+		 * request, a vanished HTTP client — must not have its requests run to max_tokens).
+		 * (A slot left here is read again next time, and only then used.) */
+		if (c->ovf_n) {
+			cancel_lookahead(c, rt, lim, (uint32_t)avail);
 			break;
+		}
 		r = vd_validate_sqe(&e, c->arena, c->lay.arena_bytes, lim, &req, why, sizeof(why));
 		c->n_requests++;
 		if (!r && has_vmm_item(req) && control_catch_up(c) < 0) {
@@ -266,11 +339,9 @@ int vd_client_drain(struct vd_client *c, const struct vd_route *rt, const struct
 			c->n_invalid++;
 			post_error(c, e.user_data, r, 0, why);
 		} else if (req->sqe.opcode == VS_OP_CANCEL) {
-			r = vd_route_cancel(rt, c->slot, c->gen, req->sqe.user_data);
+			/* the copy validated is a CANCEL only if the slot changed under us: the first
+			 * read decides, the client only hurts itself */
 			vd_request_free(req);
-			if (r)
-				post_error(c, e.user_data, r, VS_CQEF_CANCEL,
-					   r == -ENOENT ? "no such request in flight" : NULL);
 		} else {
 			req->slot = c->slot;
 			req->gen = c->gen;
@@ -413,10 +484,15 @@ int vd_client_has_work(struct vd_client *c)
 
 		if (vs_prod_space_checked(&c->cq, c->cq.mask + 1) != 0)
 			return 1;
-		/* a CANCEL at the head is taken even under backpressure (vd_client_drain); the
-		 * opcode read here is only a hint, the drain copies the entry before using it */
-		if (vs_load_acquire(c->sq.tail) == c->sq.local_head)
+		/* CANCELs are taken even under backpressure (vd_client_drain): there is work when
+		 * the head is one, or entries arrived that the look-ahead has not seen; the opcode
+		 * read here is only a hint, the drain copies the entry before using it */
+		uint32_t tail = vs_load_acquire(c->sq.tail);
+
+		if (tail == c->sq.local_head)
 			return 0;
+		if (tail != c->cancel_tail)
+			return 1;   /* entries the look-ahead has not had a chance at */
 		head = vs_cons_peek(&c->sq, 0);
 		return __atomic_load_n(&head->opcode, __ATOMIC_RELAXED) == VS_OP_CANCEL;
 	}

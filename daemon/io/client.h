@@ -52,6 +52,11 @@ struct vd_client {
 
 	struct vs_cqe *ovf;          /* FIFO [ovf_cap] of completions waiting for CQ space, owned */
 	uint32_t ovf_head, ovf_n, ovf_cap;
+	/* Under backpressure the drain looks past the entries it may not take for CANCELs and
+	 * applies them at once (vd_client_drain): SQ positions before cancel_seen have been looked
+	 * at, and a CANCEL among them is consumed without acting again when the head reaches it. */
+	uint32_t cancel_seen;
+	uint32_t cancel_tail;        /* the SQ tail when it last looked (vd_client_has_work) */
 
 	int fds[VS_MAX_FD_SLOTS];    /* descriptors the client registered (VS_CTL_FD_ADD), -1 = free */
 	uint32_t n_fds;

@@ -10,6 +10,7 @@
  */
 #include "daemon/model/errmsg.h"
 #include "daemon/model/model.h"
+#include "daemon/model/quant.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -37,6 +38,8 @@ struct vd_model {
 	struct vd_layer *layers;          /* [n_layers] */
 	int32_t n_loaded;                 /* weights loaded so far (for cleanup) */
 	uint64_t loaded_bytes;            /* bytes of those (load progress) */
+	int32_t quantize;                 /* enum vd_quantize */
+	int32_t n_quant;                  /* weights loaded quantized */
 	vd_model_progress_fn progress;    /* called after each weight, or NULL */
 	void *progress_ctx;
 	uint64_t step_bytes;
@@ -68,15 +71,67 @@ static enum vk_dtype to_vk(enum vd_st_dtype d)
 	return d == VD_ST_F32 ? VK_DTYPE_F32 : d == VD_ST_F16 ? VK_DTYPE_F16 : VK_DTYPE_BF16;
 }
 
-/* Look up rel (checked against shape [rows, cols], or [rows] when cols == 0) and load it. */
+/* Hand a quantized source to the backend. */
+static int load_quant(struct vd_model *m, const char *name, struct vd_qsrc *q, int count_step,
+                      struct vk_weight *ret, char *err, size_t err_len)
+{
+	int rc;
+
+	if (!m->be->ops->weight_load_quant)
+		rc = vd_fail(err, err_len, -ENOTSUP, "tensor '%s': backend %s has no quantized weights "
+		          "(weight_load_quant): use another backend, or no --quantize", name,
+		          m->be->ops->name);
+	else if ((rc = m->be->ops->weight_load_quant(m->be, &q->src, ret)) < 0)
+		vd_fail(err, err_len, rc, "tensor '%s': backend %s: %s", name, m->be->ops->name,
+		        vk_backend_error(m->be));
+	if (rc == 0) {
+		m->n_loaded++;
+		m->n_quant++;
+		m->loaded_bytes += q->file_bytes;
+		if (m->progress)
+			m->progress(m->progress_ctx, m->loaded_bytes);
+		if (count_step)
+			m->step_bytes += vd_quant_step_bytes(&q->src);
+	}
+	vd_qsrc_free(q);
+	return rc;
+}
+
+/* Look up rel (checked against shape [rows, cols], or [rows] when cols == 0) and load it.
+ * linear: a matmul weight "PREFIX.weight", which a GPTQ / AWQ checkpoint may hold as
+ * PREFIX.qweight & co. and --quantize int8 quantizes. */
 static int load(struct vd_model *m, const struct vd_weights *w, const char *rel, int64_t rows,
-                int64_t cols, int count_step, struct vk_weight *ret, char *err, size_t err_len)
+                int64_t cols, int count_step, int linear, struct vk_weight *ret, char *err,
+                size_t err_len)
 {
 	struct vd_tensor t;
+	struct vd_qsrc q;
 	int64_t shape[2] = { rows, cols };
-	int rc = vd_weights_get(w, rel, cols ? 2 : 1, shape, &t, err, err_len);
+	int rc;
+
+	if (linear && m->cfg.quant.method != VD_QUANT_NONE) {
+		char prefix[200];
+		size_t len = strlen(rel);
+		if (len > 7 && !strcmp(rel + len - 7, ".weight") && len - 7 < sizeof(prefix)) {
+			memcpy(prefix, rel, len - 7);
+			prefix[len - 7] = 0;
+			if (vd_quant_present(w, prefix)) {
+				rc = vd_quant_unpack(w, &m->cfg.quant, prefix, rows, cols, &q, err, err_len);
+				if (rc < 0)
+					return rc;
+				return load_quant(m, prefix, &q, count_step, ret, err, err_len);
+			}
+		}
+	}
+	rc = vd_weights_get(w, rel, cols ? 2 : 1, shape, &t, err, err_len);
 	if (rc < 0)
 		return rc;
+	if (linear && m->quantize == VD_QUANTIZE_INT8) {
+		rc = vd_quant_int8(&t, rows, cols, &q, err, err_len);
+		if (rc < 0)
+			return rc;
+		return load_quant(m, t.name, &q, count_step, ret, err, err_len);
+	}
 	rc = m->be->ops->weight_load(m->be, t.data, to_vk(t.dtype), cols ? rows : 1,
 	                             cols ? cols : rows, ret);
 	if (rc < 0)
@@ -85,7 +140,7 @@ static int load(struct vd_model *m, const struct vd_weights *w, const char *rel,
 	m->n_loaded++;
 	m->loaded_bytes += t.bytes;
 	if (m->progress)
-		m->progress(m->progress_ctx, m->loaded_bytes);
+		m->progress(m->progress_ctx, m->loaded_bytes, m->n_loaded);
 	if (count_step)
 		m->step_bytes += t.bytes;
 	return 0;
@@ -140,6 +195,20 @@ int vd_model_new_progress(struct vk_backend *be, const struct vd_model_config *c
                           const struct vd_weights *w, vd_model_progress_fn progress,
                           void *progress_ctx, struct vd_model **ret, char *err, size_t err_len)
 {
+	struct vd_model_opts o = { .progress = progress, .progress_ctx = progress_ctx };
+
+	return vd_model_new_opts(be, cfg, w, &o, ret, err, err_len);
+}
+
+int32_t vd_model_quantized_weights(const struct vd_model *m)
+{
+	return m->n_quant;
+}
+
+int vd_model_new_opts(struct vk_backend *be, const struct vd_model_config *cfg,
+                      const struct vd_weights *w, const struct vd_model_opts *opts,
+                      struct vd_model **ret, char *err, size_t err_len)
+{
 	int rc;
 	*ret = NULL;
 	if (be->ops->abi != VK_BACKEND_ABI)
@@ -151,8 +220,13 @@ int vd_model_new_progress(struct vk_backend *be, const struct vd_model_config *c
 	m->be = be;
 	m->cfg = *cfg;
 	m->hooks_epoch = -1;
-	m->progress = progress;
-	m->progress_ctx = progress_ctx;
+	m->progress = opts->progress;
+	m->progress_ctx = opts->progress_ctx;
+	if (opts->quantize != VD_QUANTIZE_NONE && opts->quantize != VD_QUANTIZE_INT8) {
+		rc = vd_fail(err, err_len, -EINVAL, "quantize: unknown mode %d", (int)opts->quantize);
+		goto out;
+	}
+	m->quantize = opts->quantize;
 	m->rope.theta = cfg->rope_theta;
 	memcpy(m->rope.section, cfg->mrope_section, sizeof(m->rope.section));
 	m->layers = calloc((size_t)cfg->n_layers, sizeof(*m->layers));
@@ -163,14 +237,17 @@ int vd_model_new_progress(struct vk_backend *be, const struct vd_model_config *c
 	int64_t H = cfg->hidden, QD = (int64_t)cfg->n_heads * cfg->head_dim,
 	        KD = (int64_t)cfg->n_kv_heads * cfg->head_dim, I = cfg->intermediate,
 	        V = cfg->vocab;
-	if ((rc = load(m, w, "embed_tokens.weight", V, H, cfg->tie_embeddings, &m->embed, err,
+	/* the lookup table is read a row per token: it counts in a step only as the (unquantized)
+	 * tied head */
+	int tied_raw = cfg->tie_embeddings && m->quantize == VD_QUANTIZE_NONE;
+	if ((rc = load(m, w, "embed_tokens.weight", V, H, tied_raw, 0, &m->embed, err,
 	               err_len)) < 0 ||
-	    (rc = load(m, w, "norm.weight", H, 0, 1, &m->norm, err, err_len)) < 0)
+	    (rc = load(m, w, "norm.weight", H, 0, 1, 0, &m->norm, err, err_len)) < 0)
 		goto out;
 	if (cfg->tie_embeddings)
-		rc = load(m, w, "embed_tokens.weight", V, H, 0, &m->head, err, err_len);
+		rc = load(m, w, "embed_tokens.weight", V, H, !tied_raw, 1, &m->head, err, err_len);
 	else
-		rc = load(m, w, "lm_head.weight", V, H, 1, &m->head, err, err_len);
+		rc = load(m, w, "lm_head.weight", V, H, 1, 1, &m->head, err, err_len);
 	if (rc < 0)
 		goto out;
 	for (int32_t l = 0; l < cfg->n_layers; l++) {
@@ -193,10 +270,12 @@ int vd_model_new_progress(struct vk_backend *be, const struct vd_model_config *c
 			{ "mlp.up_proj.weight", I, H, &L->wu },
 			{ "mlp.down_proj.weight", H, I, &L->wd },
 		};
+		/* the matrices (cols != 0) are the Linear weights */
 		for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 			char rel[128];
 			snprintf(rel, sizeof(rel), "layers.%d.%s", l, t[i].name);
-			rc = load(m, w, rel, t[i].rows, t[i].cols, 1, t[i].dst, err, err_len);
+			rc = load(m, w, rel, t[i].rows, t[i].cols, 1, t[i].cols != 0, t[i].dst, err,
+			          err_len);
 			if (rc < 0)
 				goto out;
 		}

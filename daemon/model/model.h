@@ -31,12 +31,35 @@ struct vd_model;
 int vd_model_new(struct vk_backend *be, const struct vd_model_config *cfg,
                  const struct vd_weights *w, struct vd_model **ret, char *err, size_t err_len);
 
-/* The same, calling progress(ctx, bytes) after each weight reaches the backend with the bytes of
- * weights loaded so far (vlmd turns it into systemd EXTEND_TIMEOUT_USEC / STATUS= lines). */
-typedef void (*vd_model_progress_fn)(void *ctx, uint64_t loaded_bytes);
+/* The same, calling progress(ctx, bytes, tensors) after each weight reaches the backend with the
+ * bytes and the number of tensors loaded so far (vlmd turns it into its load_progress log line and
+ * systemd EXTEND_TIMEOUT_USEC / STATUS= lines). */
+typedef void (*vd_model_progress_fn)(void *ctx, uint64_t loaded_bytes, uint64_t loaded_tensors);
 int vd_model_new_progress(struct vk_backend *be, const struct vd_model_config *cfg,
                           const struct vd_weights *w, vd_model_progress_fn progress,
                           void *progress_ctx, struct vd_model **ret, char *err, size_t err_len);
+/* Load options. quantize VD_QUANTIZE_INT8 (`--quantize int8`): every float Linear weight of the
+ * language model, the output head included (the tied embedding's head copy too; the embedding
+ * lookup table stays as stored), is quantized at load to int8 per output channel (symmetric,
+ * docs/QUANTIZATION.md). GPTQ / AWQ checkpoints load their quantized layers as published either
+ * way; int8 then applies to the layers they left in float (e.g. lm_head). Both need a backend
+ * with ops->weight_load_quant (-ENOTSUP otherwise). */
+enum vd_quantize {
+	VD_QUANTIZE_NONE = 0,
+	VD_QUANTIZE_INT8 = 1,
+};
+struct vd_model_opts {
+	int32_t quantize;                 /* enum vd_quantize */
+	vd_model_progress_fn progress;    /* or NULL */
+	void *progress_ctx;
+};
+int vd_model_new_opts(struct vk_backend *be, const struct vd_model_config *cfg,
+                      const struct vd_weights *w, const struct vd_model_opts *opts,
+                      struct vd_model **ret, char *err, size_t err_len);
+
+/* Weights loaded quantized (GPTQ / AWQ layers and --quantize int8 ones). */
+int32_t vd_model_quantized_weights(const struct vd_model *m);
+
 /* Releases the model's weights and work buffers. NULL is a no-op. */
 void vd_model_free(struct vd_model *m);
 
@@ -76,7 +99,9 @@ int vd_model_sample(struct vd_model *m, const struct vk_sample_params *params,
 const char *vd_model_error(const struct vd_model *m);
 
 /* Bytes of weights one decode step reads (every matrix, norm and bias plus the output head; the
- * embedding table is counted only if it is the output head), for bandwidth floors. */
+ * embedding table is counted only if it is the output head), for bandwidth floors. A quantized
+ * matrix counts bits / 8 bytes per value plus an fp32 scale and zero per (row, group), what the
+ * CPU backend's repacked layout streams (vd_quant_step_bytes). */
 uint64_t vd_model_step_weight_bytes(const struct vd_model *m);
 
 /* Parameters that take part in a token's matmuls (2 x this = FLOPs per token, without attention). */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -214,6 +215,100 @@ static int parse_rope(const struct ctx *c, struct vd_model_config *m)
 	return 0;
 }
 
+static int qc_bool(const struct ctx *c, json_t *qc, const char *key, int def, int32_t *out)
+{
+	json_t *v = json_object_get(qc, key);
+	if (!v || json_is_null(v)) {
+		*out = def;
+		return 0;
+	}
+	if (!json_is_boolean(v))
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: quantization_config.%s is not "
+		            "a boolean", key);
+	*out = json_is_true(v);
+	return 0;
+}
+
+/* quantization_config (transformers' GPTQConfig / AwqConfig as saved in config.json). */
+static int parse_quant(const struct ctx *c, struct vd_model_config *m)
+{
+	static const char supported[] = "gptq (bits 4 or 8, checkpoint_format gptq or gptq_v2), "
+	                                "awq (bits 4, version gemm, zero_point true)";
+	struct vd_quant_config *q = &m->quant;
+	json_t *qc = get(c, "quantization_config");
+	int rc;
+
+	memset(q, 0, sizeof(*q));
+	if (!qc)
+		return 0;
+	if (!json_is_object(qc))
+		return vd_fail(c->err, c->err_len, -EINVAL,
+		            "config.json: \"quantization_config\" is not an object");
+	json_t *meth = json_object_get(qc, "quant_method");
+	const char *mn = json_is_string(meth) ? json_string_value(meth) : NULL;
+	if (!mn)
+		return vd_fail(c->err, c->err_len, -EINVAL,
+		            "config.json: quantization_config.quant_method missing or not a string");
+	if (!strcasecmp(mn, "gptq"))
+		q->method = VD_QUANT_GPTQ;
+	else if (!strcasecmp(mn, "awq"))
+		q->method = VD_QUANT_AWQ;
+	else
+		return vd_fail(c->err, c->err_len, -ENOTSUP, "config.json: quant_method \"%.40s\" is "
+		            "not supported (supported: %s)", mn, supported);
+	json_t *b = json_object_get(qc, "bits");
+	if (!b)
+		b = json_object_get(qc, "w_bit");
+	if (!json_is_integer(b))
+		return vd_fail(c->err, c->err_len, -EINVAL,
+		            "config.json: quantization_config.bits missing or not an integer");
+	json_int_t bits = json_integer_value(b);
+	if (!(bits == 4 || (bits == 8 && q->method == VD_QUANT_GPTQ)))
+		return vd_fail(c->err, c->err_len, -ENOTSUP, "config.json: %s with %lld bits is not "
+		            "supported (supported: %s)", mn, (long long)bits, supported);
+	q->bits = (int32_t)bits;
+	json_t *g = json_object_get(qc, "group_size");
+	if (!g)
+		g = json_object_get(qc, "q_group_size");
+	if (!json_is_integer(g) || (json_integer_value(g) != -1 && json_integer_value(g) < 1) ||
+	    json_integer_value(g) > (1 << 24))
+		return vd_fail(c->err, c->err_len, -EINVAL, "config.json: quantization_config."
+		            "group_size missing or not -1 or a positive integer");
+	q->group_size = (int32_t)json_integer_value(g);
+	if (q->method == VD_QUANT_GPTQ) {
+		if ((rc = qc_bool(c, qc, "desc_act", 0, &q->desc_act)) < 0 ||
+		    (rc = qc_bool(c, qc, "sym", 1, &q->sym)) < 0)
+			return rc;
+		json_t *f = json_object_get(qc, "checkpoint_format");
+		const char *fn = json_is_string(f) ? json_string_value(f) : NULL;
+		if (f && !json_is_null(f) && !fn)
+			return vd_fail(c->err, c->err_len, -EINVAL, "config.json: quantization_config."
+			            "checkpoint_format is not a string");
+		if (!fn || !strcmp(fn, "gptq"))
+			q->zero_offset = 1;   /* v1: AutoGPTQ stores zero - 1 */
+		else if (!strcmp(fn, "gptq_v2"))
+			q->zero_offset = 0;
+		else
+			return vd_fail(c->err, c->err_len, -ENOTSUP, "config.json: GPTQ checkpoint_format "
+			            "\"%.40s\" is not supported (gptq, gptq_v2)", fn);
+	} else {
+		json_t *v = json_object_get(qc, "version");
+		const char *vn = json_is_string(v) ? json_string_value(v) : "gemm";
+		if (strcasecmp(vn, "gemm"))
+			return vd_fail(c->err, c->err_len, -ENOTSUP, "config.json: AWQ version \"%.40s\" "
+			            "is not supported (gemm)", vn);
+		int32_t zp;
+		if ((rc = qc_bool(c, qc, "zero_point", 1, &zp)) < 0)
+			return rc;
+		if (!zp)
+			return vd_fail(c->err, c->err_len, -ENOTSUP,
+			            "config.json: AWQ without zero_point is not supported");
+		q->sym = 0;
+		q->zero_offset = 0;
+	}
+	return 0;
+}
+
 int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *m,
                           char *err, size_t err_len)
 {
@@ -322,6 +417,8 @@ int vd_model_config_parse(const char *json, size_t len, struct vd_model_config *
 	}
 	if (m->arch == VD_ARCH_QWEN2_5_VL && m->tokens_per_second == 0)
 		m->tokens_per_second = 2;   /* the Qwen2.5-VL vision config default */
+	if ((rc = parse_quant(&c, m)) < 0)
+		goto out;
 	json_t *dt = get(&c, "torch_dtype");
 	if (!dt)
 		dt = get(&c, "dtype");

@@ -30,6 +30,23 @@ struct vd_cfg_default {
 	char value[24];
 };
 
+/* quantization_config of a quantized checkpoint (docs/QUANTIZATION.md): which Linear weights are
+ * quantized is told by the tensors themselves (NAME.qweight instead of NAME.weight). */
+enum vd_quant_method {
+	VD_QUANT_NONE = 0,
+	VD_QUANT_GPTQ = 1,      /* quant_method "gptq": qweight / qzeros / scales / g_idx */
+	VD_QUANT_AWQ = 2,       /* quant_method "awq", version "gemm" */
+};
+struct vd_quant_config {
+	enum vd_quant_method method;
+	int32_t bits;           /* 4 or 8 (AWQ: 4) */
+	int32_t group_size;     /* input columns per group; -1: the whole row */
+	int32_t desc_act;       /* GPTQ act-order (g_idx a permutation of the groups) */
+	int32_t sym;            /* GPTQ symmetric (informational: the zeros are stored either way) */
+	int32_t zero_offset;    /* added to every stored zero: 1 in the GPTQ v1 format
+	                         * (checkpoint_format "gptq" or absent), 0 for gptq_v2 and AWQ */
+};
+
 struct vd_model_config {
 	enum vd_arch arch;
 	char arch_name[64];
@@ -54,6 +71,7 @@ struct vd_model_config {
 	int32_t vision_end_token_id;
 	int32_t spatial_merge_size; /* vision_config.spatial_merge_size (default 2) */
 	float tokens_per_second;    /* Qwen2.5-VL vision_config.tokens_per_second (0 if absent) */
+	struct vd_quant_config quant;   /* method VD_QUANT_NONE: not a quantized checkpoint */
 	char torch_dtype[16];       /* "bfloat16", "float16", "float32" or "" (the caller then
 	                             * takes the weights' dtype, and notes it as a default) */
 	struct vd_cfg_default defaults[VD_CFG_MAX_DEFAULTS]; /* [n_defaults] fields filled in */

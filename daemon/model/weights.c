@@ -253,13 +253,13 @@ static const struct vd_st_tensor *find_any(const struct vd_weights *w, const cha
 	static const char *const prefixes[] = { "model.", "model.language_model.",
 	                                        "language_model.model." };
 	char key[512];
-	int is_head = !strcmp(rel, "lm_head.weight");
+	int is_head = !strncmp(rel, "lm_head.", 8);   /* lm_head.weight, lm_head.qweight, ... */
 	for (size_t p = 0; p < sizeof(prefixes) / sizeof(prefixes[0]); p++) {
 		if (is_head) {
-			static const char *const heads[] = { "lm_head.weight", "language_model.lm_head.weight" };
+			static const char *const heads[] = { "", "language_model." };
 			if (p >= 2)
 				break;
-			snprintf(key, sizeof(key), "%s", heads[p]);
+			snprintf(key, sizeof(key), "%s%s", heads[p], rel);
 		} else if (snprintf(key, sizeof(key), "%s%s", prefixes[p], rel) >= (int)sizeof(key)) {
 			continue;
 		}
@@ -287,17 +287,24 @@ static void fmt_shape(char *buf, size_t len, int32_t ndim, const int64_t *shape)
 		snprintf(buf + o, len - o, "]");
 }
 
-static int check_tensor(const struct vd_st_tensor *t, int32_t ndim, const int64_t *shape,
-                        struct vd_tensor *ret, char *err, size_t err_len);
+static int check_tensor(const struct vd_st_tensor *t, enum vd_st_dtype want, int32_t ndim,
+                        const int64_t *shape, struct vd_tensor *ret, char *err, size_t err_len);
 
 int vd_weights_get(const struct vd_weights *w, const char *rel_name, int32_t ndim,
                    const int64_t *shape, struct vd_tensor *ret, char *err, size_t err_len)
+{
+	return vd_weights_get_typed(w, rel_name, VD_ST_UNKNOWN, ndim, shape, ret, err, err_len);
+}
+
+int vd_weights_get_typed(const struct vd_weights *w, const char *rel_name, enum vd_st_dtype dtype,
+                         int32_t ndim, const int64_t *shape, struct vd_tensor *ret, char *err,
+                         size_t err_len)
 {
 	const struct vd_st_tensor *t = find_any(w, rel_name);
 	if (!t)
 		return vd_fail(err, err_len, -ENOENT, "missing tensor '%s' (tried model.%s, "
 		            "model.language_model.%s)", rel_name, rel_name, rel_name);
-	return check_tensor(t, ndim, shape, ret, err, err_len);
+	return check_tensor(t, dtype, ndim, shape, ret, err, err_len);
 }
 
 int vd_weights_get_key(const struct vd_weights *w, const char *key, int32_t ndim,
@@ -308,24 +315,28 @@ int vd_weights_get_key(const struct vd_weights *w, const char *key, int32_t ndim
 		t = vd_st_find(w->shards[i].st, key);
 	if (!t)
 		return vd_fail(err, err_len, -ENOENT, "missing tensor '%s'", key);
-	return check_tensor(t, ndim, shape, ret, err, err_len);
+	return check_tensor(t, VD_ST_UNKNOWN, ndim, shape, ret, err, err_len);
 }
 
-static int check_tensor(const struct vd_st_tensor *t, int32_t ndim, const int64_t *shape,
-                        struct vd_tensor *ret, char *err, size_t err_len)
+static int check_tensor(const struct vd_st_tensor *t, enum vd_st_dtype want, int32_t ndim,
+                        const int64_t *shape, struct vd_tensor *ret, char *err, size_t err_len)
 {
-	if (t->dtype != VD_ST_F32 && t->dtype != VD_ST_F16 && t->dtype != VD_ST_BF16)
+	if (want == VD_ST_UNKNOWN && t->dtype != VD_ST_F32 && t->dtype != VD_ST_F16 &&
+	    t->dtype != VD_ST_BF16)
 		return vd_fail(err, err_len, -ENOTSUP, "tensor '%s': dtype %s is not supported (F32, F16, "
 		            "BF16)", t->name, t->dtype_name);
+	if (want != VD_ST_UNKNOWN && t->dtype != want)
+		return vd_fail(err, err_len, -ENOTSUP, "tensor '%s': dtype %s, expected %s", t->name,
+		            t->dtype_name, want == VD_ST_I32 ? "I32" : "another");
 	int same = t->ndim == ndim;
 	for (int32_t i = 0; same && i < ndim; i++)
 		same = t->shape[i] == shape[i];
 	if (!same) {
-		char got[128], want[128];
+		char got[128], exp[128];
 		fmt_shape(got, sizeof(got), t->ndim, t->shape);
-		fmt_shape(want, sizeof(want), ndim, shape);
+		fmt_shape(exp, sizeof(exp), ndim, shape);
 		return vd_fail(err, err_len, -EINVAL, "tensor '%s': shape %s, expected %s", t->name, got,
-		            want);
+		            exp);
 	}
 	size_t es = vd_st_dtype_size(t->dtype);
 	if ((uintptr_t)t->data % es)

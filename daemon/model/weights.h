@@ -46,6 +46,12 @@ void vd_weights_free(struct vd_weights *w);
 int vd_weights_get(const struct vd_weights *w, const char *rel_name, int32_t ndim,
                    const int64_t *shape, struct vd_tensor *ret, char *err, size_t err_len);
 
+/* The same with an exact dtype (e.g. VD_ST_I32 for GPTQ/AWQ qweight, qzeros, g_idx);
+ * VD_ST_UNKNOWN: any of F32, F16, BF16 (what vd_weights_get accepts). Also finds "lm_head.X". */
+int vd_weights_get_typed(const struct vd_weights *w, const char *rel_name, enum vd_st_dtype dtype,
+                         int32_t ndim, const int64_t *shape, struct vd_tensor *ret, char *err,
+                         size_t err_len);
+
 /* The same checks for one exact key ("visual.blocks.0.attn.qkv.weight"): for tensors outside the
  * language model, whose callers try their own spellings. -ENOENT names the key. */
 int vd_weights_get_key(const struct vd_weights *w, const char *key, int32_t ndim,

@@ -13,10 +13,14 @@
 
 #include "config.h"
 #include "daemon/model/errmsg.h"
+#include "daemon/model/model.h"
 #include "daemon/ops/conf.h"
 #include "daemon/ops/log.h"
 
 enum vd_cfg_type { T_STR, T_UINT, T_SIZE, T_BOOL, T_ENUM, T_UIDS, T_GIDS, T_FRAC };
+/* A numeric constant as its default text (one definition of a default shared with the engine) */
+#define NUM_STR_(x) #x
+#define NUM_STR(x) NUM_STR_(x)
 #define FRAC_ONE 1000000u   /* T_FRAC values are stored in millionths */
 enum { F_RUNTIME = 1, F_EMPTY_OK = 2 /* T_STR: "" means off */ };
 /* How a value lands in struct vd_settings at its offset. */
@@ -51,6 +55,8 @@ static const int loop_vals[] = { VD_BACKEND_AUTO, VD_BACKEND_URING, VD_BACKEND_E
 static const char *const level_choices[] = { "error", "warn", "info", "debug", NULL };
 static const int level_vals[] = { VD_LVL_ERROR, VD_LVL_WARN, VD_LVL_INFO, VD_LVL_DEBUG };
 static const char *const backend_choices[] = { "auto", "cpu", "cuda", "ref", NULL };
+static const char *const quantize_choices[] = { "none", "int8", NULL };
+static const int quantize_vals[] = { VD_QUANTIZE_NONE, VD_QUANTIZE_INT8 };
 
 static int store_allow(struct vd_conf *c, int id, char *err, size_t errlen);
 static int store_admin(struct vd_conf *c, int id, char *err, size_t errlen);
@@ -113,6 +119,10 @@ static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_THREADS] = { "threads", T_UINT, "0", 0, 1024, NULL, 0, NULL, "N",
 		"CPU backend worker threads (0: one per online CPU)",
 		S(engine.threads), B_U32, NULL, NULL, NULL },
+	[VD_CFG_QUANTIZE] = { "quantize", T_ENUM, "none", 0, 0, quantize_choices, 0, NULL, "MODE",
+		"quantize the float Linear weights at load: none, or int8 (per output channel, the "
+		"output head too; GPTQ / AWQ checkpoints load as published either way)",
+		S(engine.quantize), B_ENUM_VAL, quantize_vals, NULL, NULL },
 	[VD_CFG_KV_MEMORY] = { "kv-memory", T_SIZE, "0", 0, UINT64_MAX, NULL, 0, NULL, "BYTES",
 		"memory for the paged KV cache (suffixes K M G T); 0: sized by memory-fraction",
 		S(engine.kv_bytes), B_U64, NULL, NULL, NULL },
@@ -145,7 +155,8 @@ static const struct setting table[VD_CFG__N] = {
 	[VD_CFG_VISION_CACHE_MEMORY] = { "vision-cache-memory", T_SIZE, "512M", 0, UINT64_MAX, NULL, 0,
 		NULL, "BYTES", "encoded image rows kept for reuse, LRU (0: no reuse; suffixes K M G T)",
 		S(engine.vision_cache_bytes), B_U64, NULL, NULL, NULL },
-	[VD_CFG_VISION_BATCH_PATCHES] = { "vision-batch-patches", T_UINT, "8192", 64, 16777216, NULL,
+	[VD_CFG_VISION_BATCH_PATCHES] = { "vision-batch-patches", T_UINT, NUM_STR(VD_VISION_BATCH_PATCHES),
+		64, 16777216, NULL,
 		0, NULL, "N", "pixel patches per vision tower forward (batched across requests)",
 		S(engine.vision_batch_patches), B_U32, NULL, NULL, NULL },
 	[VD_CFG_CLIENT_WEIGHTS] = { "client-weights", T_STR, "", 0, 0, NULL, F_EMPTY_OK, NULL,

@@ -36,6 +36,7 @@
 #include "kernels/convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_priv.h"
+#include "kernels/cpu/cpu_quant.h"
 #include "kernels/cpu/kern.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/validate.h"
@@ -105,6 +106,10 @@ static void cpu_weight_free(struct vk_backend *be, struct vk_weight *w)
 {
 	if (!w)
 		return;
+	if (vk_is_quant(w->dtype)) {
+		vk_cpu_weight_free_quant(w);
+		return;
+	}
 	free(w->priv);
 	memset(w, 0, sizeof(*w));
 }
@@ -120,7 +125,7 @@ static const float *vec_f32(const struct vk_weight *w)
 int vk_cpu_vec(struct vk_backend *be, const struct vk_weight *w, int64_t dim, const char *op,
                const float **ret)
 {
-	if (!w || w->rows * w->cols != dim || !(*ret = vec_f32(w)))
+	if (!w || vk_is_quant(w->dtype) || w->rows * w->cols != dim || !(*ret = vec_f32(w)))
 		return vk_backend_set_error(be, -EINVAL, "%s: weight is not a loaded vector of %lld", op,
 		                            (long long)dim);
 	return 0;
@@ -202,6 +207,8 @@ static void embed_fn(void *arg, int tid, int nt)
 		if (rs) {
 			const char *src = (const char *)rs->data + (size_t)(t - rs->row) * (size_t)rs->row_stride;
 			j->isa->to_f32(src, rs->dtype, dst, hidden);
+		} else if (vk_is_quant(j->table->dtype)) {
+			vk_cpu_quant_row(j->table, b->tokens[t], dst);
 		} else {
 			j->isa->to_f32((const char *)j->table->data + (size_t)b->tokens[t] * rowb,
 			               j->table->dtype, dst, hidden);
@@ -462,6 +469,8 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 		if (r < 0)
 			return r;
 	}
+	if (vk_is_quant(w->dtype))
+		return vk_cpu_matmul_quant(be, x, w, bf, n, out);
 	struct mm_job j = { .c = c, .x = x, .w = w, .bias = bf, .n = n, .out = out };
 	atomic_init(&j.next, 0);
 	if (n <= MV_MAX_ROWS) {
@@ -924,6 +933,7 @@ static const struct vk_backend_ops cpu_ops = {
 	.activate = vk_cpu_activate,
 	.rope_2d = vk_cpu_rope_2d,
 	.seg_attention = vk_cpu_seg_attention,
+	.weight_load_quant = vk_cpu_weight_load_quant,
 };
 
 static const struct vk_cpu_isa *pick_isa(const char *want, char *err, size_t err_len)

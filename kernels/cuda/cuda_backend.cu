@@ -43,6 +43,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ipc.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/quant.h"
 #include "kernels/cuda/vision.h"
 #include "kernels/cuda/sample.h"
 
@@ -823,10 +824,63 @@ int be_weight_load(struct vk_backend *be, const void *src, enum vk_dtype dtype, 
 	return 0;
 }
 
+static bool is_quant(int dtype)
+{
+	return dtype == VK_DTYPE_Q8 || dtype == VK_DTYPE_Q4;
+}
+
+/* Quantized weights (quant.h): the source is checked, packed on the host into the device layout
+ * and uploaded as one allocation; priv holds the layout with device pointers. */
+int be_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *src,
+                         struct vk_weight *ret)
+{
+	struct ctx *c = C(be);
+	int rc = enter(c);
+	if (rc < 0)
+		return rc;
+	char err[200];
+	rc = vk_cuda_quant_check(src, err, sizeof(err));
+	if (rc < 0)
+		return fail(c, rc, "%s", err);
+	if (!ret)
+		return fail(c, -EINVAL, "weight_load_quant: no result");
+	struct vk_cuda_qw *qw = (struct vk_cuda_qw *)calloc(1, sizeof(*qw));
+	void *img = NULL, *d = NULL;
+	size_t bytes = 0;
+	if (!qw || vk_cuda_quant_pack(src, &img, &bytes, qw) < 0) {
+		free(qw);
+		return fail(c, -ENOMEM, "weight_load_quant: out of host memory");
+	}
+	rc = be_alloc(be, bytes, &d);
+	if (rc == 0)
+		rc = check(c, cudaMemcpyAsync(d, img, bytes, cudaMemcpyHostToDevice, c->stream),
+		           "quantized weight upload");
+	if (rc == 0)   /* img is freed next: the copy must be done with it */
+		rc = check(c, cudaStreamSynchronize(c->stream), "quantized weight upload");
+	free(img);
+	if (rc < 0) {
+		be_free(be, d);
+		free(qw);
+		return rc;
+	}
+	vk_cuda_quant_rebase(qw, d);
+	memset(ret, 0, sizeof(*ret));
+	ret->dtype = src->dtype;
+	ret->rows = src->rows;
+	ret->cols = src->cols;
+	ret->data = d;
+	ret->priv = qw;
+	return 0;
+}
+
 void be_weight_free(struct vk_backend *be, struct vk_weight *w)
 {
 	if (!w)
 		return;
+	if (is_quant(w->dtype)) {
+		free(w->priv);
+		w->priv = NULL;
+	}
 	be_free(be, w->data);
 	w->data = NULL;
 }
@@ -894,7 +948,7 @@ int be_embed(struct vk_backend *be, const struct vk_weight *table, const struct 
 	const int32_t *himg = c->mode == MODE_EAGER ? c->meta_last : c->meta_build;
 	const int32_t *hsub = himg + 5 + 4 * (size_t)batch->n_tokens;
 	if (table->dtype != VK_DTYPE_F32 && table->dtype != VK_DTYPE_BF16 &&
-	    table->dtype != VK_DTYPE_F16)
+	    table->dtype != VK_DTYPE_F16 && !(is_quant(table->dtype) && table->priv))
 		return fail(c, -ENOTSUP, "embed: table dtype %d", (int)table->dtype);
 	for (int32_t t = 0; t < batch->n_tokens; t++)
 		if (hsub[t] < 0 && (batch->tokens[t] < 0 || batch->tokens[t] >= table->rows))
@@ -968,6 +1022,11 @@ int be_embed(struct vk_backend *be, const struct vk_weight *table, const struct 
 	rc = graph_op(c, OP_EMBED, w, 4);
 	if (rc < 0 || !launching(c))
 		return rc;
+	if (is_quant(table->dtype))
+		return check(c, vk_cuda_qembed(c->stream, (const struct vk_cuda_qw *)table->priv,
+		                               c->mv.tokens, c->mv.row_sub,
+		                               (const struct vk_cuda_sub *)dsubs, batch->n_tokens, x),
+		             "embed (quantized table)");
 	return check(c, vk_cuda_embed(c->stream, table->data, table->dtype, hidden, c->mv.tokens,
 	                              c->mv.row_sub, (const struct vk_cuda_sub *)dsubs,
 	                              batch->n_tokens, x), "embed");
@@ -1015,9 +1074,19 @@ int be_matmul(struct vk_backend *be, const float *x, const struct vk_weight *w,
 	const int32_t m = (int32_t)w->rows, k = (int32_t)w->cols;
 	if (n < 0 || (bias && (bias->dtype != VK_DTYPE_F32 || bias->rows * bias->cols != m)))
 		return fail(c, -EINVAL, "matmul: bias does not match [%d x %d]", m, k);
-	if (!dtype_ok(w->dtype))
+	if (!dtype_ok(w->dtype) && !(is_quant(w->dtype) && w->priv))
 		return fail(c, -ENOTSUP, "matmul: weight dtype %d", (int)w->dtype);
 	const float *bp = bias ? (const float *)bias->data : NULL;
+	if (is_quant(w->dtype) && w->priv) {
+		const uint64_t sq[] = { (uint64_t)(uintptr_t)x, (uint64_t)(uintptr_t)w->data,
+		                        (uint64_t)(uintptr_t)bp, (uint64_t)(uintptr_t)out, (uint64_t)n,
+		                        3 };
+		rc = graph_op(c, OP_MATMUL, sq, 6);
+		if (rc < 0 || !launching(c))
+			return rc;
+		return check(c, vk_cuda_qmatmul(c->stream, x, (const struct vk_cuda_qw *)w->priv, bp, n,
+		                                out), "matmul (quantized)");
+	}
 	if (c->gemv && vk_cuda_gemv_ok(n, k, w->dtype, x, w->data)) {
 		/* decode: fp32 x against the 16-bit weights directly, one pass, bias fused */
 		const uint64_t sg[] = { (uint64_t)(uintptr_t)x, (uint64_t)(uintptr_t)w->data,
@@ -1461,7 +1530,7 @@ const struct vk_backend_ops cuda_ops = {
 	be_import_tensor,
 	be_release_tensor,
 	be_import_count,
-	NULL,   /* weight_load_quant: not yet on CUDA */
+	be_weight_load_quant,
 };
 
 /* ---- clients' tensors: kernels/cuda/ipc.h's cache behind the table ---- */

@@ -43,15 +43,92 @@ static int ref_weight_load(struct vk_backend *be, const void *src, enum vk_dtype
 	return 0;
 }
 
+/* A quantized weight, kept as the source says (copies, so src may go): element (r, perm[c]) is
+ * (q[r][c] - zero[r][g]) * scale[r][g] with g = c / group_size, evaluated in double on every
+ * read. inv is the inverse of perm (logical column -> storage column), NULL for identity. */
+struct ref_quant {
+	int64_t cols;
+	int32_t group_size;
+	uint8_t *q;             /* [rows, cols] */
+	float *scale, *zero;    /* [rows, cols / group_size] */
+	int32_t *inv;           /* [cols] or NULL */
+};
+
+static int ref_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *src,
+                                 struct vk_weight *ret)
+{
+	int bits;
+	int r = vk_validate_quant_src(be, src, "weight_load_quant", &bits);
+	if (r < 0)
+		return r;
+	size_t n = (size_t)src->rows * (size_t)src->cols;
+	size_t ng = (size_t)src->rows * (size_t)(src->cols / src->group_size);
+	struct ref_quant *rq = calloc(1, sizeof(*rq));
+	if (!rq)
+		return vk_backend_set_error(be, -ENOMEM, "weight_load_quant: out of memory");
+	rq->cols = src->cols;
+	rq->group_size = src->group_size;
+	rq->q = malloc(n);
+	rq->scale = malloc(ng * sizeof(float));
+	rq->zero = malloc(ng * sizeof(float));
+	rq->inv = src->perm ? malloc((size_t)src->cols * sizeof(int32_t)) : NULL;
+	if (!rq->q || !rq->scale || !rq->zero || (src->perm && !rq->inv)) {
+		free(rq->q);
+		free(rq->scale);
+		free(rq->zero);
+		free(rq->inv);
+		free(rq);
+		return vk_backend_set_error(be, -ENOMEM, "weight_load_quant: out of memory");
+	}
+	memcpy(rq->q, src->q, n);
+	memcpy(rq->scale, src->scale, ng * sizeof(float));
+	memcpy(rq->zero, src->zero, ng * sizeof(float));
+	if (src->perm)
+		for (int64_t c = 0; c < src->cols; c++)
+			rq->inv[src->perm[c]] = (int32_t)c;
+	ret->dtype = src->dtype;
+	ret->rows = src->rows;
+	ret->cols = src->cols;
+	ret->data = rq->q;
+	ret->priv = rq;
+	return 0;
+}
+
 static void ref_weight_free(struct vk_backend *be, struct vk_weight *w)
 {
-	if (w)
-		memset(w, 0, sizeof(*w));
+	if (!w)
+		return;
+	struct ref_quant *rq = w->priv;
+	if (rq) {
+		free(rq->q);
+		free(rq->scale);
+		free(rq->zero);
+		free(rq->inv);
+		free(rq);
+	}
+	memset(w, 0, sizeof(*w));
+}
+
+static int is_quant(const struct vk_weight *w)
+{
+	return w->dtype == VK_DTYPE_Q8 || w->dtype == VK_DTYPE_Q4;
+}
+
+/* Element (i, j) of a quantized weight: the contract's formula, in double. */
+static double qel(const struct vk_weight *w, int64_t i, int64_t j)
+{
+	const struct ref_quant *rq = w->priv;
+	int64_t c = rq->inv ? rq->inv[j] : j;
+	size_t g = (size_t)i * (size_t)(rq->cols / rq->group_size) + (size_t)(c / rq->group_size);
+	return ((double)rq->q[(size_t)i * (size_t)rq->cols + (size_t)c] - (double)rq->zero[g]) *
+	       (double)rq->scale[g];
 }
 
 /* Element j of row i of weight w as fp32. */
 static float wel(const struct vk_weight *w, int64_t i, int64_t j)
 {
+	if (is_quant(w))
+		return (float)qel(w, i, j);
 	const unsigned char *row = (const unsigned char *)w->data +
 	                           (size_t)i * (size_t)w->cols * vk_dtype_size(w->dtype);
 	return vk_load_elem(row, w->dtype, j);
@@ -190,6 +267,8 @@ static int ref_add_rmsnorm(struct vk_backend *be, float *residual, const float *
 static int ref_matmul(struct vk_backend *be, const float *x, const struct vk_weight *w,
                       const struct vk_weight *bias, int32_t n, float *out)
 {
+	if (!w || !w->data || n < 1)
+		return vk_backend_set_error(be, -EINVAL, "matmul: no weight or n < 1");
 	if (bias && bias->rows * bias->cols != w->rows)
 		return vk_backend_set_error(be, -EINVAL, "matmul: bias has %lld elements, expected %lld",
 		                            (long long)(bias->rows * bias->cols), (long long)w->rows);
@@ -197,7 +276,8 @@ static int ref_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 		for (int64_t o = 0; o < w->rows; o++) {
 			double acc = bias ? (double)wel(bias, 0, o) : 0.0;
 			for (int64_t j = 0; j < w->cols; j++)
-				acc += (double)x[(size_t)i * (size_t)w->cols + (size_t)j] * (double)wel(w, o, j);
+				acc += (double)x[(size_t)i * (size_t)w->cols + (size_t)j] *
+				       (is_quant(w) ? qel(w, o, j) : (double)wel(w, o, j));
 			out[(size_t)i * (size_t)w->rows + (size_t)o] = (float)acc;
 		}
 	}
@@ -510,6 +590,7 @@ static const struct vk_backend_ops ref_ops = {
 	.activate = ref_activate,
 	.rope_2d = ref_rope_2d,
 	.seg_attention = ref_seg_attention,
+	.weight_load_quant = ref_weight_load_quant,
 };
 
 int vk_ref_backend_open(struct vk_backend **ret, char *err, size_t err_len)

@@ -7,17 +7,22 @@
  * vlm_cancel() or vlm_request_free() of a request in flight writes a CANCEL entry to the
  * submission ring; if vlmd took nothing from that ring until the client read again, an
  * application that frees its requests and stops reading (a server whose HTTP client went away)
- * would have them run to max_tokens. vlmd therefore takes the CANCEL entries at the head of the
- * ring even under backpressure (docs/PROTOCOL.md, "CQ full").
+ * would have them run to max_tokens. vlmd therefore takes CANCEL entries even under backpressure:
+ * at the head of the ring, and behind new work it holds back (docs/PROTOCOL.md, "CQ full").
  *
  * vlmd here is the engine + I/O loop in this process (tests/serve's sv_loop) on a tiny
  * checkpoint, so that the test can see, without reading the connection, when every request has
  * ended (vd_engine_idle) and how (the engine's metrics). One connection with a 64-entry
  * completion ring submits 16 greedy requests of 2000 tokens (ignore_eos) and never reads; once
- * each request has produced far more completions than the ring holds, 8 are cancelled
- * (vlm_cancel) and 8 freed (vlm_request_free). Asserted once vlmd is idle, still without a read:
- * all 16 ended CANCELLED (none LENGTH), fewer tokens were generated than 16 x 2000; then the 8
- * cancelled requests read to their end with VLM_FINISH_CANCELLED and fewer than 2000 tokens.
+ * the requests vlmd took have produced far more completions than the ring holds, one more
+ * request is submitted (vlmd holds it back at the head of the ring: new work under
+ * backpressure), then 8 of the 16 are cancelled (vlm_cancel) and 8 freed (vlm_request_free):
+ * their CANCELs queue behind the held request. Asserted once vlmd is idle, still without a
+ * read: every request that was running ended CANCELLED (none LENGTH), fewer tokens were
+ * generated than 16 x 2000. (On a loaded machine vlmd may have taken fewer than 16 before the
+ * ring filled; those are held like the late one and are not counted here.) Then the 8 cancelled
+ * requests read to their end with VLM_FINISH_CANCELLED and fewer than 2000 tokens, reading lets
+ * vlmd take the held ones, and the late one, cancelled, ends CANCELLED too: 17 in all.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -38,19 +43,18 @@
 
 static const char *tiny_args[] = { "--preset", "tiny", "--dtype", "f32", "--seed", "3", NULL };
 
-/* The fewest tokens any request in the engine has generated (0 when none is in it). */
-static uint32_t min_generated(struct vd_engine *e)
+/* Completions the requests in the engine have produced at least (each TOKENS completion holds
+ * at most VS_CQE_MAX_TOKENS tokens), and how many requests are in it. */
+static uint32_t owed_completions(struct vd_engine *e, int *ret_n)
 {
-	struct vd_engine_req_info in[NREQ];
-	int n = vd_engine_requests(e, in, NREQ);
-	uint32_t m = UINT32_MAX;
+	struct vd_engine_req_info in[NREQ + 1];
+	int n = vd_engine_requests(e, in, NREQ + 1);
+	uint32_t c = 0;
 
-	if (n < NREQ)
-		return 0;
 	for (int i = 0; i < n; i++)
-		if (in[i].generated_tokens < m)
-			m = in[i].generated_tokens;
-	return m;
+		c += in[i].generated_tokens / VS_CQE_MAX_TOKENS;
+	*ret_n = n < 0 ? 0 : n;
+	return c;
 }
 
 int main(void)
@@ -61,7 +65,8 @@ int main(void)
 	struct vd_metrics m;
 	struct sv_loop l;
 	struct vlm_conn *c = NULL;
-	struct vlm_request *req[NREQ] = { 0 };
+	struct vlm_request *req[NREQ] = { 0 }, *late = NULL;
+	int n_in = 0;
 	int32_t prompt[] = { 1, 5, 17, 33, 71, 9, 12 };
 
 	if (sv_make_model(tiny_args, model) || !mkdtemp(tmpl))
@@ -100,13 +105,20 @@ int main(void)
 		CHECK(vlm_request_set_params(req[i], &gp) == 0, "params");
 		CHECK(vlm_submit(req[i]) == 0, "submit %d: %s", i, vlm_last_error());
 	}
-	/* Never read. Each TOKENS completion holds at most VS_CQE_MAX_TOKENS tokens: once every
-	 * request has generated 8 x that, there are >= 8 x 16 = 128 completions for a ring of 64,
-	 * so vlmd holds completions back (backpressure) from here on. */
-	for (int k = 0; k < 60000 && min_generated(e) < 8 * VS_CQE_MAX_TOKENS; k++)
+	/* Never read. Once the running requests owe >= 2 x 64 completions for a ring of 64, vlmd
+	 * holds completions back (backpressure) from here on. (2000 tokens each are far more.) */
+	for (int k = 0; k < 120000 && owed_completions(e, &n_in) < 2 * CQ; k++)
 		ct_sleep_ms(2);
-	CHECK(min_generated(e) >= 8 * VS_CQE_MAX_TOKENS && min_generated(e) < MAXTOK,
-	      "requests did not get going: %u tokens", min_generated(e));
+	CHECK(owed_completions(e, &n_in) >= 2 * CQ && n_in > 0,
+	      "requests did not get going: %d running", n_in);
+	/* new work now waits at the head of the ring, and the cancels below queue behind it */
+	CHECK(vlm_request_new(c, &late) == 0 && late, "request_new: %s", vlm_last_error());
+	if (!late)
+		abort();
+	CHECK(vlm_request_set_tokens(late, prompt, 7) == 0, "tokens");
+	CHECK(vlm_request_set_params(late, &gp) == 0, "params");
+	CHECK(vlm_submit(late) == 0, "submit late: %s", vlm_last_error());
+	owed_completions(e, &n_in);
 	for (int i = 0; i < NREQ / 2; i++)
 		CHECK(vlm_cancel(req[i]) == 0, "cancel %d: %s", i, vlm_last_error());
 	for (int i = NREQ / 2; i < NREQ; i++) {
@@ -121,9 +133,9 @@ int main(void)
 	uint64_t cancelled = vd_metrics_counter(&m, VD_C_REQ_CANCELLED);
 	uint64_t length = vd_metrics_counter(&m, VD_C_REQ_LENGTH);
 	uint64_t gen = vd_metrics_counter(&m, VD_C_GENERATED_TOKENS);
-	CHECK(cancelled == NREQ && length == 0,
-	      "cancels under a full completion ring: %llu cancelled, %llu ran to max_tokens",
-	      (unsigned long long)cancelled, (unsigned long long)length);
+	CHECK(cancelled == (uint64_t)n_in && length == 0,
+	      "cancels under a full completion ring behind held work: %llu of %d cancelled, %llu "
+	      "ran to max_tokens", (unsigned long long)cancelled, n_in, (unsigned long long)length);
 	CHECK(gen < (uint64_t)NREQ * MAXTOK, "%llu tokens generated", (unsigned long long)gen);
 	/* the cancelled ones read to their end: CANCELLED, a prefix of their tokens */
 	for (int i = 0; i < NREQ / 2; i++) {
@@ -141,8 +153,28 @@ int main(void)
 		      fi.completion_tokens);
 		vlm_request_free(req[i]);
 	}
-	fprintf(stderr, "%llu cancelled, %llu tokens generated in all\n",
-		(unsigned long long)cancelled, (unsigned long long)gen);
+	/* reading let vlmd take what it held: the late request runs until cancelled */
+	CHECK(vlm_cancel(late) == 0, "cancel late: %s", vlm_last_error());
+	{
+		int32_t buf[256];
+		int n;
+		struct vlm_finish_info fi = { 0 };
+
+		while ((n = vlm_stream_read(late, buf, 256, 20000)) > 0)
+			;
+		CHECK(n == 0 && vlm_request_finish_info(late, &fi) == 0 &&
+		      fi.reason == VLM_FINISH_CANCELLED, "late request: %d, reason %d", n,
+		      (int)fi.reason);
+		vlm_request_free(late);
+	}
+	for (int k = 0; k < 120000 && !vd_engine_idle(e); k++)
+		ct_sleep_ms(1);
+	CHECK(vd_metrics_counter(&m, VD_C_REQ_CANCELLED) == NREQ + 1 &&
+	      vd_metrics_counter(&m, VD_C_REQ_LENGTH) == 0, "in all: %llu cancelled, %llu length",
+	      (unsigned long long)vd_metrics_counter(&m, VD_C_REQ_CANCELLED),
+	      (unsigned long long)vd_metrics_counter(&m, VD_C_REQ_LENGTH));
+	fprintf(stderr, "%d running when cancelled, %llu cancelled, %llu tokens generated in all\n",
+		n_in, (unsigned long long)cancelled, (unsigned long long)gen);
 	vlm_disconnect(c);
 	sv_loop_stop(&l);
 	vd_engine_free(e);

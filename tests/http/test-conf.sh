@@ -51,5 +51,26 @@ check_bad "stray argument" "unexpected argument 'extra'" --model-dir /m extra
 mkdir "$dir/empty"
 out=$("$serve" --model-dir "$dir/empty" --port 0 2>&1)
 [ $? -eq 1 ] && echo "$out" | grep -q 'tokenizer.json' || fail "no tokenizer: $out"
+# the checkpoint's chat template must be one libvlmclient renders exactly (as vlm-chat checks):
+# an unknown one, or none, is refused at start with what to do; --chat-template qwen2-vl overrides
+mkdir "$dir/tmpl"
+cp "$(dirname "$0")/../tokenizer/data/tokenizer.json" "$dir/tmpl/"
+printf '{"chat_template": "{{ messages }}"}' >"$dir/tmpl/tokenizer_config.json"
+out=$("$serve" --model-dir "$dir/tmpl" --port 0 --socket "$dir/none.sock" 2>&1)
+[ $? -eq 1 ] && echo "$out" | grep -q 'tokenizer_config.json: a chat template .* cannot render' &&
+  echo "$out" | grep -q -- '--chat-template qwen2-vl' || fail "unknown template: $out"
+rm "$dir/tmpl/tokenizer_config.json"
+out=$("$serve" --model-dir "$dir/tmpl" --port 0 --socket "$dir/none.sock" 2>&1)
+[ $? -eq 1 ] && echo "$out" | grep -q 'has no chat template' || fail "no template: $out"
+"$serve" --model-dir "$dir/tmpl" --port 0 --socket "$dir/none.sock" --chat-template qwen2-vl \
+  2>"$dir/serve.err" &
+pid=$!
+i=0
+while [ $i -lt 600 ] && ! grep -q 'serving' "$dir/serve.err" && kill -0 $pid 2>/dev/null; do
+  sleep 0.1; i=$((i + 1))
+done
+grep -q "serving tmpl on http" "$dir/serve.err" || fail "--chat-template qwen2-vl: $(cat "$dir/serve.err")"
+kill $pid 2>/dev/null
+wait $pid
 [ $fails -eq 0 ] && echo "vlm-serve settings ok"
 [ $fails -eq 0 ]

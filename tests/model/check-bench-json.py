@@ -36,3 +36,23 @@ for cmd in ("decode", "prefill"):
     if not all(isinstance(v, (int, float)) and v > 0 for v in vals):
         sys.exit(f"vlm-bench {cmd}: non-positive figures: {last}")
     print(f"{cmd}: {last}")
+
+# --quantize int8: every Linear weight and the head quantized (tiny: 2 layers x 7 + lm_head), and
+# the floor counts the int8 bytes (1 per value + an fp32 scale and zero per row) instead of bf16's
+# 2 per value: the bytes per step must shrink. Counted, not timed.
+base = ["decode", "--json", "--preset", "tiny", "--batch", "1", "--steps", "1"]
+objs = []
+for q in ("none", "int8"):
+    out = subprocess.run([bench] + base + ["--quantize", q], capture_output=True, text=True,
+                         timeout=300)
+    if out.returncode != 0:
+        sys.exit(f"vlm-bench decode --quantize {q} failed ({out.returncode}): {out.stderr}")
+    objs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+if objs[1].get("quantize") != "int8" or objs[1].get("quantized_weights") != 15:
+    sys.exit(f"decode --quantize int8: {objs[1]}")
+if objs[0].get("quantized_weights") != 0:
+    sys.exit(f"decode --quantize none: {objs[0]}")
+wb = [o["weight_bytes_per_step"] for o in objs]
+if not wb[1] < 0.6 * wb[0]:
+    sys.exit(f"int8 weight bytes per step {wb[1]} not below 0.6 x bf16's {wb[0]}")
+print(f"decode --quantize int8: {wb[1]} weight bytes per step (bf16: {wb[0]})")

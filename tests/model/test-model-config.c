@@ -248,6 +248,91 @@ START_TEST(transformers_defaults)
 }
 END_TEST
 
+/* hub_2b with "quantization_config": QC added (QC NULL: as published). */
+static int parse_q(const char *qc, struct vd_model_config *c, char *err)
+{
+	static char buf[4096];
+	size_t n = strlen(hub_2b);
+	snprintf(buf, sizeof(buf), "%.*s, \"quantization_config\": %s}", (int)(n - 1), hub_2b, qc);
+	return parse(buf, c, err);
+}
+
+START_TEST(quantization_config)
+{
+	struct vd_model_config c;
+	char err[256];
+	/* Qwen2-VL-2B-Instruct-GPTQ-Int4's, as published (AutoGPTQ v1 format: no
+	 * checkpoint_format, zeros stored minus one) */
+	ck_assert_msg(parse_q("{\"bits\": 4, \"damp_percent\": 0.01, \"desc_act\": false, "
+	                      "\"group_size\": 128, \"modules_in_block_to_quantize\": null, "
+	                      "\"quant_method\": \"gptq\", \"sym\": true, \"true_sequential\": true}",
+	                      &c, err) == 0, "%s", err);
+	ck_assert_int_eq(c.quant.method, VD_QUANT_GPTQ);
+	ck_assert_int_eq(c.quant.bits, 4);
+	ck_assert_int_eq(c.quant.group_size, 128);
+	ck_assert_int_eq(c.quant.desc_act, 0);
+	ck_assert_int_eq(c.quant.sym, 1);
+	ck_assert_int_eq(c.quant.zero_offset, 1);
+	ck_assert_int_eq(c.hidden, 1536);
+	/* gptq_v2 (GPTQModel): zeros as is; act-order; whole-row groups; 8 bits */
+	ck_assert_msg(parse_q("{\"quant_method\": \"gptq\", \"bits\": 8, \"group_size\": -1, "
+	                      "\"desc_act\": true, \"sym\": false, \"checkpoint_format\": "
+	                      "\"gptq_v2\"}", &c, err) == 0, "%s", err);
+	ck_assert_int_eq(c.quant.bits, 8);
+	ck_assert_int_eq(c.quant.group_size, -1);
+	ck_assert_int_eq(c.quant.desc_act, 1);
+	ck_assert_int_eq(c.quant.sym, 0);
+	ck_assert_int_eq(c.quant.zero_offset, 0);
+	ck_assert_msg(parse_q("{\"quant_method\": \"gptq\", \"bits\": 4, \"group_size\": 32, "
+	                      "\"checkpoint_format\": \"gptq\"}", &c, err) == 0, "%s", err);
+	ck_assert_int_eq(c.quant.zero_offset, 1);
+	/* Qwen2-VL-2B-Instruct-AWQ's */
+	ck_assert_msg(parse_q("{\"bits\": 4, \"group_size\": 128, \"modules_to_not_convert\": "
+	                      "[\"visual\"], \"quant_method\": \"awq\", \"version\": \"gemm\", "
+	                      "\"zero_point\": true}", &c, err) == 0, "%s", err);
+	ck_assert_int_eq(c.quant.method, VD_QUANT_AWQ);
+	ck_assert_int_eq(c.quant.bits, 4);
+	ck_assert_int_eq(c.quant.group_size, 128);
+	ck_assert_int_eq(c.quant.zero_offset, 0);
+	ck_assert_int_eq(parse(hub_2b, &c, err), 0);
+	ck_assert_int_eq(c.quant.method, VD_QUANT_NONE);
+
+	const struct {
+		const char *qc;
+		int rc;
+		const char *msg;
+	} bad[] = {
+		{ "{\"quant_method\": \"bitsandbytes\", \"load_in_4bit\": true}", -ENOTSUP,
+		  "quant_method \"bitsandbytes\" is not supported (supported: gptq" },
+		{ "{\"quant_method\": \"gptq\", \"bits\": 3, \"group_size\": 128}", -ENOTSUP,
+		  "gptq with 3 bits is not supported" },
+		{ "{\"quant_method\": \"awq\", \"bits\": 8, \"group_size\": 128}", -ENOTSUP,
+		  "awq with 8 bits is not supported" },
+		{ "{\"quant_method\": \"awq\", \"bits\": 4, \"group_size\": 128, \"version\": \"gemv\"}",
+		  -ENOTSUP, "AWQ version \"gemv\" is not supported (gemm)" },
+		{ "{\"quant_method\": \"awq\", \"bits\": 4, \"group_size\": 128, \"zero_point\": false}",
+		  -ENOTSUP, "AWQ without zero_point" },
+		{ "{\"quant_method\": \"gptq\", \"bits\": 4, \"group_size\": 128, "
+		  "\"checkpoint_format\": \"marlin\"}", -ENOTSUP,
+		  "GPTQ checkpoint_format \"marlin\" is not supported" },
+		{ "{\"quant_method\": \"gptq\", \"bits\": 4, \"group_size\": 0}", -EINVAL,
+		  "group_size missing or not -1 or a positive integer" },
+		{ "{\"quant_method\": \"gptq\", \"group_size\": 128}", -EINVAL,
+		  "quantization_config.bits missing" },
+		{ "{\"bits\": 4, \"group_size\": 128}", -EINVAL, "quant_method missing" },
+		{ "{\"quant_method\": \"gptq\", \"bits\": 4, \"group_size\": 128, \"desc_act\": 1}",
+		  -EINVAL, "quantization_config.desc_act is not a boolean" },
+		{ "[4]", -EINVAL, "\"quantization_config\" is not an object" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int rc = parse_q(bad[i].qc, &c, err);
+		ck_assert_msg(rc == bad[i].rc, "%s: rc %d, want %d (%s)", bad[i].qc, rc, bad[i].rc, err);
+		ck_assert_msg(strstr(err, bad[i].msg), "%s: message '%s' lacks '%s'", bad[i].qc, err,
+		              bad[i].msg);
+	}
+}
+END_TEST
+
 START_TEST(load_missing_file)
 {
 	struct vd_model_config c;
@@ -267,6 +352,7 @@ int main(void)
 	tcase_add_test(tc, errors);
 	tcase_add_test(tc, transformers_defaults);
 	tcase_add_test(tc, load_missing_file);
+	tcase_add_test(tc, quantization_config);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

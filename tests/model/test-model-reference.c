@@ -1,8 +1,16 @@
 /*
  * test-model-reference — the forward against Hugging Face transformers.
  *
- * usage: test-model-reference REFERENCE_DIR VLM_MKMODEL BACKEND...
+ * usage: test-model-reference [--python PY --quantwrite QUANTWRITE_PY] REFERENCE_DIR VLM_MKMODEL
+ *        BACKEND...
  * (a backend that reports -ENODEV, e.g. "cuda" without a GPU, is skipped; exit 77 if none ran)
+ *
+ * Quantized checkpoints (REFERENCE_DIR written by gen_quant_reference.py): an entry with
+ * "quantwrite_args" is vlm-mkmodel's checkpoint rewritten by `PY QUANTWRITE_PY ARGS SRC DST`
+ * (GPTQ / AWQ layouts; the hashes are checked on DST), one with "quantize": "int8" is loaded
+ * with --quantize int8. Their references are transformers on the dequantized weights; with
+ * P.logits_fp32 in the fixture the logprob drift against the unquantized model is printed, and
+ * held to the entry's "drift_bound" when it has one.
  *
  * For every checkpoint in REFERENCE_DIR/manifest.json (written by gen_reference.py): regenerate it
  * with vlm-mkmodel from the recorded arguments and check every file's FNV-1a 64 against the
@@ -38,6 +46,7 @@
 
 static int failures;
 static int ran_any;   /* a backend was available */
+static const char *python, *quantwrite;   /* --python, --quantwrite */
 
 #define CHECK(cond, ...) do { \
 		if (!(cond)) { \
@@ -74,6 +83,7 @@ struct seq {
 	int32_t *pos;                  /* [3][n] */
 	int32_t delta;
 	const float *ref_logits;       /* [n, vocab] */
+	const float *fp32_logits;      /* [n, vocab] unquantized model's, or NULL */
 	const int32_t *ref_greedy;     /* [32] */
 	int32_t *blocks;
 	int32_t n_blocks;
@@ -82,7 +92,28 @@ struct seq {
 	int32_t n_gen;
 	int32_t gen[64];
 	float max_err;
+	double max_drift;              /* |logprob of fp32's top-1| vs fp32_logits, max over rows */
 };
+
+/* log_softmax(x)[i] */
+static double logprob(const float *x, int32_t n, int32_t i)
+{
+	double mx = x[0], s = 0;
+	for (int32_t v = 1; v < n; v++)
+		mx = x[v] > mx ? x[v] : mx;
+	for (int32_t v = 0; v < n; v++)
+		s += exp((double)x[v] - mx);
+	return (double)x[i] - mx - log(s);
+}
+
+/* |logprob_got - logprob_ref| of ref's top-1 token (first index of the maximum). */
+static double top1_drift(const float *got, const float *ref, int32_t n)
+{
+	int32_t top = 0;
+	for (int32_t v = 1; v < n; v++)
+		top = ref[v] > ref[top] ? v : top;
+	return fabs(logprob(got, n, top) - logprob(ref, n, top));
+}
 
 static uint16_t to_bf16(float f)
 {
@@ -109,6 +140,7 @@ static int run_batch(struct vd_model *m, const char *label, struct seq *s, int32
 		cap += s[i].n + 1;
 		s[i].done = s[i].n_gen = 0;
 		s[i].max_err = 0;
+		s[i].max_drift = 0;
 	}
 	int32_t *tok = malloc(sizeof(int32_t) * cap), *pos = malloc(sizeof(int32_t) * 3 * cap);
 	int32_t *rows = malloc(sizeof(int32_t) * cap), *ids = malloc(sizeof(int32_t) * cap);
@@ -188,6 +220,12 @@ static int run_batch(struct vd_model *m, const char *label, struct seq *s, int32
 				float e = (float)sqrt(d / nr);
 				if (!(e <= q->max_err))
 					q->max_err = e;
+				if (q->fp32_logits) {
+					double dr = top1_drift(got, q->fp32_logits +
+					                       (size_t)kind[r] * cfg->vocab, cfg->vocab);
+					if (!(dr <= q->max_drift))
+						q->max_drift = dr;
+				}
 				if (kind[r] == q->n - 1)
 					q->gen[q->n_gen++] = ids[r];
 			} else {
@@ -213,15 +251,15 @@ out:
 	return rc;
 }
 
-static void check_checkpoint(json_t *ck, const char *refdir, const char *mkmodel,
-                             char **backends, int n_backends)
+static void check_checkpoint(json_t *man_root, json_t *ck, const char *refdir,
+                             const char *mkmodel, char **backends, int n_backends)
 {
 	const char *name = json_string_value(json_object_get(ck, "name"));
 	double tol = json_number_value(json_object_get(ck, "rel_tol"));
 	char tmpl[200];
 	const char *tmp = getenv("TMPDIR");
 	snprintf(tmpl, sizeof(tmpl), "%.150s/vlm-model-ref-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	char dir[256], path[8192], err[512];
+	char dir[256], src[300] = "", path[8192], err[512];
 	struct fixture f = { 0 };
 	struct vd_weights *w = NULL;
 	struct seq *s = NULL;
@@ -231,15 +269,36 @@ static void check_checkpoint(json_t *ck, const char *refdir, const char *mkmodel
 		CHECK(0, "mkdtemp: %s", strerror(errno));
 		return;
 	}
+	json_t *qargs = json_object_get(ck, "quantwrite_args");
+	const char *quantize = json_string_value(json_object_get(ck, "quantize"));
+	const char *gen = json_string_value(json_object_get(man_root, "generator"));
 	snprintf(dir, sizeof(dir), "%s/%s", tmpl, name);
-	int rc = rc_mkmodel(mkmodel, json_object_get(ck, "mkmodel_args"), dir);
+	snprintf(src, sizeof(src), "%s/%s-src", tmpl, name);
+	src[0] = qargs ? src[0] : 0;
+	if (qargs && !(python && quantwrite)) {
+		CHECK(0, "%s: needs --python and --quantwrite", name);
+		goto out;
+	}
+	int rc = rc_mkmodel(mkmodel, json_object_get(ck, "mkmodel_args"), qargs ? src : dir);
 	CHECK(rc == 0, "%s: vlm-mkmodel failed (%d)", name, rc);
 	if (rc)
 		goto out;
+	if (qargs) {   /* python quantwrite.py ARGS SRC DST */
+		json_t *a = json_array();
+		json_array_append_new(a, json_string(quantwrite));
+		for (size_t i = 0; i < json_array_size(qargs); i++)
+			json_array_append(a, json_array_get(qargs, i));
+		json_array_append_new(a, json_string(src));
+		rc = rc_mkmodel(python, a, dir);
+		json_decref(a);
+		CHECK(rc == 0, "%s: quantwrite.py failed (%d)", name, rc);
+		if (rc)
+			goto out;
+	}
 
 	/* generator drift: every file's hash, and no extra files */
 	failures += rc_check_files(dir, json_object_get(ck, "files"), name,
-				   "tests/model/gen_reference.py", true);
+				   gen ? gen : "tests/model/gen_reference.py", true);
 
 	struct vd_model_config cfg;
 	rc = vd_model_config_load(dir, &cfg, err, sizeof(err));
@@ -289,6 +348,9 @@ static void check_checkpoint(json_t *ck, const char *refdir, const char *mkmodel
 		q->tokens = tt->data;
 		q->ref_logits = lt->data;
 		q->ref_greedy = gt->data;
+		const struct vd_st_tensor *ft = fx(&f, q->name, "logits_fp32");
+		q->fp32_logits = ft && ft->shape[0] == q->n && ft->shape[1] == cfg.vocab ? ft->data :
+		                 NULL;
 		n_greedy = (int32_t)gt->shape[0];
 		CHECK(lt->shape[0] == q->n && lt->shape[1] == cfg.vocab, "%s/%s: logits shape", name,
 		      q->name);
@@ -363,8 +425,16 @@ static void check_checkpoint(json_t *ck, const char *refdir, const char *mkmodel
 		if (rc)
 			continue;
 		ran_any = 1;
-		rc = vd_model_new(be, &cfg, w, &m, err, sizeof(err));
+		struct vd_model_opts mo = { .quantize = quantize && !strcmp(quantize, "int8") ?
+		                                        VD_QUANTIZE_INT8 : VD_QUANTIZE_NONE };
+		CHECK(!quantize || mo.quantize, "%s: unknown quantize \"%s\"", name, quantize);
+		rc = vd_model_new_opts(be, &cfg, w, &mo, &m, err, sizeof(err));
 		CHECK(rc == 0, "%s on %s: %s", name, backends[bi], err);
+		/* a quantized entry must load quantized weights: 7 per layer (+ the head for int8) */
+		if (rc == 0 && (qargs || quantize))
+			CHECK(vd_model_quantized_weights(m) == 7 * cfg.n_layers + (quantize ? 1 : 0),
+			      "%s on %s: %d weights quantized, expected %d", name, backends[bi],
+			      vd_model_quantized_weights(m), 7 * cfg.n_layers + (quantize ? 1 : 0));
 		if (rc == 0) {
 			/* whole prompts, 5-token chunks; for bf16 checkpoints also a bf16 KV cache (what
 			 * serving uses): its logits within the bf16 tolerance */
@@ -384,6 +454,18 @@ static void check_checkpoint(json_t *ck, const char *refdir, const char *mkmodel
 					       same ? "identical" : c < 2 ? "DIFFERENT" : "differs (not checked)");
 					CHECK(s[i].max_err <= tol, "%s/%s: logits rel err %.3g > %.0e", label,
 					      s[i].name, s[i].max_err, tol);
+					if (s[i].fp32_logits) {
+						json_t *b = json_object_get(ck, "drift_bound");
+						printf("%-32s %-13s logprob drift vs the fp32 model %.4f "
+						       "(transformers: %.4f max over the checkpoint)\n", label,
+						       s[i].name, s[i].max_drift, json_number_value(json_object_get(
+						       json_object_get(ck, "drift_vs_fp32"),
+						       "max_abs_logprob_top1")));
+						CHECK(!b || s[i].max_drift <= json_number_value(b),
+						      "%s/%s: logprob drift %.4f > bound %.3f (%s)", label, s[i].name,
+						      s[i].max_drift, json_number_value(b), json_string_value(
+						      json_object_get(ck, "drift_bound_reason")));
+					}
 					/* bf16 K/V rounding (~4e-3 on the logits) flips near-tied greedy picks of
 					 * these random tiny models: that mode checks the logits only */
 					if (!same && c < 2) {
@@ -416,13 +498,24 @@ out:
 		munmap(f.map, f.len);
 	vd_weights_free(w);
 	rc_rm_dir(dir);
+	if (src[0])
+		rc_rm_dir(src);
 	rmdir(tmpl);
 }
 
 int main(int argc, char **argv)
 {
+	while (argc > 2 && (!strcmp(argv[1], "--python") || !strcmp(argv[1], "--quantwrite"))) {
+		if (!strcmp(argv[1], "--python"))
+			python = argv[2];
+		else
+			quantwrite = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc < 4) {
-		fprintf(stderr, "usage: %s REFERENCE_DIR VLM_MKMODEL BACKEND...\n", argv[0]);
+		fprintf(stderr, "usage: %s [--python PY --quantwrite QUANTWRITE_PY] REFERENCE_DIR "
+		        "VLM_MKMODEL BACKEND...\n", argv[0]);
 		return 2;
 	}
 	char path[4096];
@@ -439,7 +532,7 @@ int main(int argc, char **argv)
 	json_t *cks = json_object_get(man, "checkpoints");
 	CHECK(json_array_size(cks) > 0, "no checkpoints in the manifest");
 	for (size_t i = 0; i < json_array_size(cks); i++)
-		check_checkpoint(json_array_get(cks, i), argv[1], argv[2], argv + 3, argc - 3);
+		check_checkpoint(man, json_array_get(cks, i), argv[1], argv[2], argv + 3, argc - 3);
 	json_decref(man);
 	if (!failures && !ran_any) {
 		printf("no requested backend is available: skipped\n");

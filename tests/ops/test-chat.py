@@ -240,7 +240,7 @@ def main():
             assert time.monotonic() < end, "no stats line: " + open(tmp + "/vlmd.log").read()[-3000:]
             time.sleep(0.1)
         text = open(tmp + "/vlmd.log").read()
-        assert re.search(r"level=info event=load_progress done_bytes=(\d+) total_bytes=\1 percent=100 elapsed_s=", text), text
+        assert re.search(r"level=info event=load_progress tensor=(\d+) tensors=\1 done_bytes=(\d+) total_bytes=\2 percent=100 elapsed_s=", text), text
         assert re.search(r"level=info event=kv_cache tokens=\d+ blocks=\d+ block_size=16 bytes=67108864 sized_by=kv-memory", text), text
         done = re.findall(r"level=info event=request_done client=\d+ pid=(\d+) uid=\d+ name=vlm-chat request=\d+ "
                           r"reason=(\w+) prompt=(\d+) cached=(\d+) generated=(\d+) queue_ms=[\d.]+ ttft_ms=[\d.]+ "

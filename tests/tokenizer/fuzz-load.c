@@ -3,12 +3,11 @@
  * loads, one encode/decode round through it).
  *
  * Built two ways: with libFuzzer (tests/tokenizer/run_fuzz.sh, clang -fsanitize=fuzzer) and,
- * in the normal build, as a replay program that runs every file given on the command line
- * through the same entry point — the 'tokenizer' suite replays the committed seed corpus.
+ * in the normal build with tests/fuzz/replay.c as its main, which runs every file given on the
+ * command line through the same entry point — the 'tokenizer' suite replays the committed seeds.
  */
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,31 +40,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vlm_tokenizer_free(t);
 	return 0;
 }
-
-#ifndef VLM_LIBFUZZER
-int main(int argc, char **argv)
-{
-	int n = 0;
-	for (int i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		if (!f) {
-			perror(argv[i]);
-			return 1;
-		}
-		fseek(f, 0, SEEK_END);
-		long len = ftell(f);
-		rewind(f);
-		uint8_t *buf = malloc(len > 0 ? (size_t)len : 1);
-		if (!buf || fread(buf, 1, (size_t)len, f) != (size_t)len) {
-			fclose(f);
-			return 1;
-		}
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, (size_t)len);
-		free(buf);
-		n++;
-	}
-	printf("replayed %d inputs\n", n);
-	return 0;
-}
-#endif

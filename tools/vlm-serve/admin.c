@@ -10,13 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "config.h"
 #include "shm/wire.h"
+#include "tools/adminconn.h"
 #include "tools/vlm-serve/vsv.h"
 
 static int io_all(int fd, void *buf, size_t n, bool wr)
@@ -42,35 +42,12 @@ char *vsv_admin_metrics(const char *socket_path, int *err)
 	const char *path = socket_path && socket_path[0] ? socket_path : getenv("VLM_SOCKET");
 	if (!path || !path[0])
 		path = VLM_DEFAULT_SOCKET;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char *text = NULL, *line = NULL;
 	size_t n = 0, cap = 0;
 	int fd = -1, r;
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		*err = -ENAMETOOLONG;
-		return NULL;
-	}
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = -errno;
+
+	if ((r = vt_admin_connect(path, "vlm-serve", 2000, &fd, NULL, 0)) < 0)
 		goto out;
-	}
-	struct vs_hello h = { .magic = VS_MAGIC, .proto_min = VS_PROTO_MIN, .proto_max = VS_PROTO_MAX,
-			      .flags = VS_HELLO_ADMIN, .pid = (uint32_t)getpid() };
-	snprintf(h.name, sizeof(h.name), "vlm-serve");
-	struct vs_welcome w;
-	io_all(fd, &h, sizeof(h), true); /* a refusal is still there to read */
-	if ((r = io_all(fd, &w, sizeof(w), false)) < 0)
-		goto out;
-	if (w.magic != VS_MAGIC) {
-		r = -EPROTO;
-		goto out;
-	}
-	if (w.status != VS_OK) {
-		r = w.status == VS_REFUSED_NOT_ALLOWED ? -EACCES : -ECONNREFUSED;
-		goto out;
-	}
 	static const char req[] = "{\"cmd\":\"metrics\"}\n";
 	if ((r = io_all(fd, (void *)req, sizeof(req) - 1, true)) < 0)
 		goto out;

@@ -48,8 +48,9 @@ static const struct setting table[VSV_CFG__N] = {
 		"completions in progress at once; more are answered 429", T_UINT, 1, 1000000 },
 	[VSV_CFG_MAX_CONNECTIONS] = { "max-connections", "1024", "N",
 		"open HTTP connections (each has a thread)", T_UINT, 1, 1000000 },
-	[VSV_CFG_CHAT_TEMPLATE] = { "chat-template", "", "FILE",
-		"a ChatML (Qwen2-VL family) Jinja template to take the default system prompt from",
+	[VSV_CFG_CHAT_TEMPLATE] = { "chat-template", "", "NAME|FILE",
+		"qwen2-vl, or a ChatML (Qwen2-VL family) Jinja template to take the default system "
+		"prompt from; unset: the checkpoint's template, which must be a known one",
 		T_STR, 0, 0 },
 	[VSV_CFG_ALLOWED_LOCAL_MEDIA_PATH] = { "allowed-local-media-path", "", "DIR",
 		"allow file:// image URLs below DIR (symlinks resolved; default: none)", T_STR, 0, 0 },

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -188,9 +189,25 @@ int vsv_model_load(struct vsv_model *m, const struct vsv_conf *c, char *err, siz
 		}
 		m->merge_size = m->vision.merge_size ? m->vision.merge_size : 2;
 	}
-	const char *tmpl = vsv_conf_str(c, VSV_CFG_CHAT_TEMPLATE);
-	if (tmpl[0] && (r = template_system(m, tmpl, err, errlen)) < 0)
+	/* The template: a ChatML file given with --chat-template (its default system prompt is
+	 * used), else a known name, else the checkpoint's own, which must be one vlm_chat_encode
+	 * renders exactly (the check vlm-chat and vlm-generate make): an unknown template is refused
+	 * at start-up rather than rendered "close enough" for every request. */
+	const char *tmpl = vsv_conf_str(c, VSV_CFG_CHAT_TEMPLATE), *tname = NULL;
+	char terr2[1024] = "";
+	if (tmpl[0] && strchr(tmpl, '/') == NULL && access(tmpl, F_OK) != 0) {
+		r = vlm_chat_template_find(NULL, tmpl, &tname, terr2, sizeof(terr2));
+	} else if (tmpl[0]) {
+		r = template_system(m, tmpl, err, errlen);
+		if (r < 0)
+			return r;
+	} else {
+		r = vlm_chat_template_find(dir, NULL, &tname, terr2, sizeof(terr2));
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "%s", terr2[0] ? terr2 : vlm_strerror(r));
 		return r;
+	}
 	return 0;
 }
 

@@ -1,0 +1,289 @@
+/*
+ * kernels/cpu/cpu_quant.c — quantized weights on the CPU backend: repacking at load, the matmul
+ * driver (threads, activation permutation, register passes) and the portable kernel. The layout
+ * and the kernel contract are in cpu_quant.h; kern_q_avx512.c holds the AVX-512 kernel.
+ *
+ * Why one kernel shape for every row count: a quantized matmul streams each weight row once per
+ * pass of up to 8 activation rows and dequantizes it in registers (fma(q, scale, -scale * zero)),
+ * so decode (n <= 8) is one pass over memory and prefill is many passes over an L2-resident chunk
+ * of weight rows. Each output is summed in the same order whatever the number of rows, so a
+ * sequence's logits do not depend on its batch (the promise of the bf16 path, kept here too).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_priv.h"
+#include "kernels/cpu/cpu_quant.h"
+#include "kernels/validate.h"
+
+#define QMV_MAXN 8                /* activation rows per kernel pass */
+#define QMV_L2_BYTES (1 << 20)    /* weight chunk kept in L2 when several passes read it */
+#define QMM_F32_MAXN 6            /* prefill path: activation rows per fp32 tile pass */
+
+/* ---------------------------------------------------------------- load, free */
+
+static size_t q_row_bytes(int bits, int64_t cols)
+{
+	if (bits == 8)
+		return ((size_t)cols + 63) & ~(size_t)63;
+	return ((size_t)(cols + 31) / 32) * 16;
+}
+
+/* Value c of row q (packed). */
+static inline unsigned q_get(const struct vk_cpu_qw *w, const uint8_t *row, int64_t c)
+{
+	if (w->bits == 8)
+		return row[c];
+	int64_t j = c & 31;
+	return (row[(c >> 5) * 16 + (j & 15)] >> ((j >> 4) * 4)) & 15u;
+}
+
+void vk_cpu_weight_free_quant(struct vk_weight *w)
+{
+	struct vk_cpu_qw *qw = w->priv;
+	if (qw) {
+		free(qw->q);
+		free(qw->scale);
+		free(qw->nsz);
+		free(qw->perm);
+		free(qw);
+	}
+	memset(w, 0, sizeof(*w));
+}
+
+int vk_cpu_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *src,
+                             struct vk_weight *ret)
+{
+	int bits;
+	int r = vk_validate_quant_src(be, src, "weight_load_quant", &bits);
+	if (r < 0)
+		return r;
+	if (!ret)
+		return vk_backend_set_error(be, -EINVAL, "weight_load_quant: no result");
+	struct vk_cpu_qw *qw = calloc(1, sizeof(*qw));
+	if (!qw)
+		return vk_backend_set_error(be, -ENOMEM, "weight_load_quant: out of memory");
+	const int64_t R = src->rows, K = src->cols;
+	const size_t ng = (size_t)(K / src->group_size);
+	qw->bits = bits;
+	qw->simd = src->group_size % (bits == 8 ? 16 : 32) == 0;
+	qw->rows = R;
+	qw->cols = K;
+	qw->group_size = src->group_size;
+	qw->n_groups = (int32_t)ng;
+	qw->row_bytes = q_row_bytes(bits, K);
+	size_t qbytes = (qw->row_bytes * (size_t)R + 63) & ~(size_t)63;
+	size_t sbytes = (sizeof(float) * ng * (size_t)R + 63) & ~(size_t)63;
+	qw->q = aligned_alloc(64, qbytes);
+	qw->scale = aligned_alloc(64, sbytes);
+	qw->nsz = aligned_alloc(64, sbytes);
+	if (src->perm)
+		qw->perm = malloc(sizeof(int32_t) * (size_t)K);
+	if (!qw->q || !qw->scale || !qw->nsz || (src->perm && !qw->perm)) {
+		struct vk_weight tmp = { .priv = qw };
+		vk_cpu_weight_free_quant(&tmp);
+		return vk_backend_set_error(be, -ENOMEM, "weight_load_quant: out of memory (%zu bytes)",
+		                            qbytes + 2 * sbytes);
+	}
+	memset(qw->q, 0, qbytes);
+	for (int64_t i = 0; i < R; i++) {
+		const uint8_t *s = src->q + (size_t)i * (size_t)K;
+		uint8_t *d = qw->q + (size_t)i * qw->row_bytes;
+		if (bits == 8) {
+			memcpy(d, s, (size_t)K);
+			continue;
+		}
+		for (int64_t c = 0; c < K; c++) {
+			int64_t j = c & 31;
+			d[(c >> 5) * 16 + (j & 15)] |= (uint8_t)(s[c] << ((j >> 4) * 4));
+		}
+	}
+	for (size_t g = 0; g < ng * (size_t)R; g++) {
+		qw->scale[g] = src->scale[g];
+		qw->nsz[g] = -(src->scale[g] * src->zero[g]);
+	}
+	if (src->perm)
+		memcpy(qw->perm, src->perm, sizeof(int32_t) * (size_t)K);
+	memset(ret, 0, sizeof(*ret));
+	ret->dtype = src->dtype;
+	ret->rows = R;
+	ret->cols = K;
+	ret->data = qw->q;
+	ret->priv = qw;
+	return 0;
+}
+
+void vk_cpu_quant_row(const struct vk_weight *w, int64_t r, float *dst)
+{
+	const struct vk_cpu_qw *qw = w->priv;
+	const uint8_t *row = qw->q + (size_t)r * qw->row_bytes;
+	const float *sc = qw->scale + (size_t)r * (size_t)qw->n_groups;
+	const float *nz = qw->nsz + (size_t)r * (size_t)qw->n_groups;
+	for (int64_t c = 0; c < qw->cols; c++) {
+		int64_t g = c / qw->group_size;
+		float v = fmaf((float)q_get(qw, row, c), sc[g], nz[g]);
+		dst[qw->perm ? qw->perm[c] : c] = v;
+	}
+}
+
+/* ---------------------------------------------------------------- portable kernel */
+
+void vk_cpu_qmv_generic(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
+                        int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo)
+{
+	enum { CH = 256 };
+	float wv[CH];
+	const int64_t K = w->cols, gs = w->group_size;
+
+	for (int64_t r = r0; r < r1; r++) {
+		const uint8_t *row = w->q + (size_t)r * w->row_bytes;
+		const float *sc = w->scale + (size_t)r * (size_t)w->n_groups;
+		const float *nz = w->nsz + (size_t)r * (size_t)w->n_groups;
+		float acc[QMV_MAXN][8];
+		memset(acc, 0, sizeof(acc));
+		for (int64_t k0 = 0; k0 < K; k0 += CH) {
+			int64_t len = K - k0 < CH ? K - k0 : CH;
+			for (int64_t c = 0; c < len; c++) {
+				int64_t g = (k0 + c) / gs;
+				wv[c] = (float)q_get(w, row, k0 + c) * sc[g] + nz[g];
+			}
+			for (int i = 0; i < n; i++) {
+				const float *xi = x + (size_t)i * (size_t)ldx + (size_t)k0;
+				for (int64_t c = 0; c < len; c++)
+					acc[i][c & 7] += xi[c] * wv[c];
+			}
+		}
+		for (int i = 0; i < n; i++) {
+			float s = ((acc[i][0] + acc[i][4]) + (acc[i][2] + acc[i][6])) +
+			          ((acc[i][1] + acc[i][5]) + (acc[i][3] + acc[i][7]));
+			out[(size_t)i * (size_t)ldo + (size_t)r] = s + (bias ? bias[r] : 0.0f);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- matmul driver */
+
+struct qmm_job {
+	vk_cpu_qmv_fn fn;
+	const float *x;          /* [n, cols] in storage order */
+	const struct vk_cpu_qw *w;
+	const float *bias;
+	int32_t n;
+	float *out;              /* [n, rows] */
+	int64_t nc;              /* weight rows per work item */
+	long n_blocks;
+	float *wbuf;             /* prefill path: per slot [nc][cols] dequantized rows, or NULL */
+	atomic_long next;
+};
+
+/* Rows [lo, hi) for all n activation rows, in passes of at most QMV_MAXN rows of equal size. */
+static void qmm_rows(struct qmm_job *j, int64_t lo, int64_t hi)
+{
+	const int64_t K = j->w->cols, N = j->w->rows;
+	const int passes = (j->n + QMV_MAXN - 1) / QMV_MAXN;
+	for (int p = 0, i = 0; p < passes; p++) {
+		int m = (j->n - i) / (passes - p);
+		j->fn(j->x + (size_t)i * (size_t)K, K, m, j->w, lo, hi, j->bias,
+		      j->out + (size_t)i * (size_t)N, N);
+		i += m;
+	}
+}
+
+#ifdef VK_CPU_X86
+/* Many rows: the chunk dequantized once into buf, then passes of up to 6 activation rows over
+ * it (the fp32 tiles reuse each loaded weight vector 6 times and do no dequantizing). */
+static void qmm_rows_f32(struct qmm_job *j, float *buf, int64_t lo, int64_t hi)
+{
+	const int64_t K = j->w->cols, N = j->w->rows;
+	const int passes = (j->n + QMM_F32_MAXN - 1) / QMM_F32_MAXN;
+	vk_cpu_qdeq_avx512(j->w, lo, hi, buf);
+	for (int p = 0, i = 0; p < passes; p++) {
+		int m = (j->n - i) / (passes - p);
+		vk_cpu_qmm_f32_avx512(j->x + (size_t)i * (size_t)K, K, m, buf, hi - lo, K,
+		                      j->bias ? j->bias + lo : NULL,
+		                      j->out + (size_t)i * (size_t)N + (size_t)lo, N);
+		i += m;
+	}
+}
+#endif
+
+static void qmm_fn(void *arg, int tid, int nt)
+{
+	struct qmm_job *j = arg;
+	long b;
+	(void)nt;
+	while ((b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_blocks) {
+		int64_t lo = b * j->nc;
+		int64_t hi = lo + j->nc < j->w->rows ? lo + j->nc : j->w->rows;
+#ifdef VK_CPU_X86
+		if (j->wbuf) {
+			qmm_rows_f32(j, j->wbuf + (size_t)tid * (size_t)j->nc * (size_t)j->w->cols, lo, hi);
+			continue;
+		}
+#endif
+		qmm_rows(j, lo, hi);
+	}
+}
+
+int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_weight *w,
+                        const float *bias, int32_t n, float *out)
+{
+	struct cpu_ctx *c = CTX(be);
+	const struct vk_cpu_qw *qw = w->priv;
+	float *xp = NULL;
+
+	if (!qw || !x || !out)
+		return vk_backend_set_error(be, -EINVAL, "matmul: quantized weight not loaded");
+	const int64_t K = qw->cols;
+	if (qw->perm) {          /* act-order: gather x into storage column order */
+		xp = aligned_alloc(64, ((size_t)n * (size_t)K * sizeof(float) + 63) & ~(size_t)63);
+		if (!xp)
+			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
+		for (int32_t i = 0; i < n; i++)
+			for (int64_t k = 0; k < K; k++)
+				xp[(size_t)i * (size_t)K + (size_t)k] = x[(size_t)i * (size_t)K + (size_t)qw->perm[k]];
+	}
+	struct qmm_job j = { .fn = vk_cpu_qmv_generic, .x = xp ? xp : x, .w = qw, .bias = bias,
+	                     .n = n, .out = out };
+#ifdef VK_CPU_X86
+	if (c->isa == &vk_cpu_isa_avx512 && qw->simd)
+		j.fn = vk_cpu_qmv_avx512;
+#endif
+	atomic_init(&j.next, 0);
+	/* ~8 chunks per thread of at least 32 rows (a multiple of 16); several passes (n > 8)
+	 * re-read a chunk, which must then stay in L2 */
+	int64_t nc = (qw->rows + 8 * c->n_threads - 1) / (8 * c->n_threads);
+	nc = nc < 32 ? 32 : (nc + 15) & ~(int64_t)15;
+	if (n > QMV_MAXN) {
+		int64_t fit = (int64_t)(QMV_L2_BYTES / qw->row_bytes);
+		fit = fit < 16 ? 16 : fit & ~(int64_t)15;
+		if (nc > fit)
+			nc = fit;
+	}
+#ifdef VK_CPU_X86
+	if (n > QMV_MAXN && j.fn == vk_cpu_qmv_avx512) {
+		/* prefill: dequantized chunks of at most QMV_L2_BYTES, a multiple of 4 rows */
+		int64_t fit = (int64_t)(QMV_L2_BYTES / ((size_t)K * sizeof(float))) & ~(int64_t)3;
+		fit = fit < 4 ? 4 : fit;
+		nc = nc < fit ? nc : fit;
+		j.wbuf = aligned_alloc(64, ((size_t)c->n_threads * (size_t)nc * (size_t)K *
+		                            sizeof(float) + 63) & ~(size_t)63);
+		if (!j.wbuf) {
+			free(xp);
+			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
+		}
+	}
+#endif
+	j.nc = nc;
+	j.n_blocks = (long)((qw->rows + nc - 1) / nc);
+	if (!j.wbuf && ((int64_t)n * qw->rows * K < 65536 || j.n_blocks == 1))
+		qmm_rows(&j, 0, qw->rows);
+	else
+		vk_pool_run(c->pool, qmm_fn, &j);
+	free(j.wbuf);
+	free(xp);
+	return 0;
+}

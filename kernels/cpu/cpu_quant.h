@@ -1,0 +1,69 @@
+/*
+ * kernels/cpu/cpu_quant.h — quantized weights (VK_DTYPE_Q8 / Q4) on the CPU backend.
+ *
+ * Why a module of its own: the quantized path has its own weight layout (repacked at load), its
+ * own matmul driver and its own inner kernels (kern_q_<isa>.c); cpu_backend.c only branches to it
+ * on w->dtype. The layout is chosen for the decode kernels, which stream each weight row once and
+ * dequantize in registers:
+ *   - Q8: one byte per value, rows row_bytes apart, in storage (perm) order;
+ *   - Q4: two values per byte, in blocks of 32 values = 16 bytes: byte j of a block holds value j
+ *     in its low nibble and value j + 16 in its high nibble (one vpmovzxbd, then an and and a
+ *     shift give two vectors of 16 values); a partial last block is zero-padded;
+ *   - per row and group: scale and nsz = -scale * zero, so a weight is fma(q, scale, nsz).
+ * GPTQ act-order (perm) is applied to the activations (gathered once per matmul), not the weight.
+ */
+#ifndef VLM_KERNELS_CPU_QUANT_H
+#define VLM_KERNELS_CPU_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+
+/* The CPU backend's packing of a quantized weight (struct vk_weight's priv; data = q). */
+struct vk_cpu_qw {
+	int bits;               /* 8 or 4 */
+	int simd;               /* groups fit the SIMD kernels (Q8: group % 16 == 0, Q4: % 32) */
+	int64_t rows, cols;
+	int32_t group_size, n_groups;
+	size_t row_bytes;       /* bytes between rows of q */
+	uint8_t *q;             /* [rows][row_bytes] values as described above */
+	float *scale;           /* [rows][n_groups] */
+	float *nsz;             /* [rows][n_groups] -scale * zero */
+	int32_t *perm;          /* [cols] storage column -> input column, or NULL */
+};
+
+/* Rows [r0, r1) of out[i * ldo + r] = sum_k x[i * ldx + k] * W[r][k] (+ bias[r]) for i < n
+ * (1 <= n <= 8), x already in storage (perm) order. Every output is summed in the same order
+ * whatever n and [r0, r1) are (batch invariance). */
+typedef void (*vk_cpu_qmv_fn)(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
+                              int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
+
+void vk_cpu_qmv_generic(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
+                        int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
+#ifdef VK_CPU_X86
+void vk_cpu_qmv_avx512(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
+                       int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
+/* Many rows (prefill): rows [r0, r1) of w dequantized to fp32 into dst [r1 - r0][cols] (the
+ * exact weights tile() uses), then out[i * ldo + r] = dot(x row i, dst row r) (+ bias[r]) for
+ * i < n (1 <= n <= 6), r < nr, summed in the same order as vk_cpu_qmv_avx512 (same bits). */
+void vk_cpu_qdeq_avx512(const struct vk_cpu_qw *w, int64_t r0, int64_t r1, float *dst);
+void vk_cpu_qmm_f32_avx512(const float *x, int64_t ldx, int n, const float *wf, int64_t nr,
+                           int64_t K, const float *bias, float *out, int64_t ldo);
+#endif
+
+/* ops entry points (semantics in kernels/backend.h) */
+int vk_cpu_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *src,
+                             struct vk_weight *ret);
+void vk_cpu_weight_free_quant(struct vk_weight *w);
+int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_weight *w,
+                        const float *bias, int32_t n, float *out);
+/* dst [cols] = row r of quantized w, in input-column order (embedding lookup). */
+void vk_cpu_quant_row(const struct vk_weight *w, int64_t r, float *dst);
+
+static inline int vk_is_quant(enum vk_dtype dt)
+{
+	return dt == VK_DTYPE_Q8 || dt == VK_DTYPE_Q4;
+}
+
+#endif
