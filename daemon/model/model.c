@@ -36,7 +36,8 @@ struct vd_model {
 	struct vk_weight norm;            /* [1, hidden] */
 	struct vk_weight head;            /* [vocab, hidden]: lm_head or the tied embedding */
 	struct vd_layer *layers;          /* [n_layers] */
-	int32_t n_loaded;                 /* weights loaded so far (for cleanup) */
+	int32_t n_loaded;                 /* checkpoint tensors loaded so far (load progress; a
+	                                   * GPTQ / AWQ weight counts its 3-4 tensors) */
 	uint64_t loaded_bytes;            /* bytes of those (load progress) */
 	int32_t quantize;                 /* enum vd_quantize */
 	int32_t n_quant;                  /* weights loaded quantized */
@@ -85,11 +86,11 @@ static int load_quant(struct vd_model *m, const char *name, struct vd_qsrc *q, i
 		vd_fail(err, err_len, rc, "tensor '%s': backend %s: %s", name, m->be->ops->name,
 		        vk_backend_error(m->be));
 	if (rc == 0) {
-		m->n_loaded++;
+		m->n_loaded += q->n_tensors;
 		m->n_quant++;
 		m->loaded_bytes += q->file_bytes;
 		if (m->progress)
-			m->progress(m->progress_ctx, m->loaded_bytes);
+			m->progress(m->progress_ctx, m->loaded_bytes, (uint64_t)m->n_loaded);
 		if (count_step)
 			m->step_bytes += vd_quant_step_bytes(&q->src);
 	}

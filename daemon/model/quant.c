@@ -110,6 +110,7 @@ int vd_quant_int8(const struct vd_tensor *t, int64_t rows, int64_t cols, struct 
 		ret->zero[r] = 128;
 	}
 	ret->file_bytes = t->bytes;
+	ret->n_tensors = 1;
 	return 0;
 }
 
@@ -166,6 +167,7 @@ int vd_quant_unpack(const struct vd_weights *w, const struct vd_quant_config *qc
 	if (rc < 0)
 		return rc;
 	ret->file_bytes = tq.bytes + tz.bytes + ts.bytes + tg.bytes;
+	ret->n_tensors = tg.data ? 4 : 3;
 
 	/* storage order of the input columns: sorted by group when g_idx is not k / gs */
 	const int32_t *gidx = tg.data;

@@ -27,6 +27,7 @@ struct vd_qsrc {
 	float *zero;            /* [rows, groups] */
 	int32_t *perm;          /* [cols] or NULL */
 	uint64_t file_bytes;    /* bytes of the checkpoint tensors it came from */
+	int32_t n_tensors;      /* how many (1 for int8, 3-4 for GPTQ / AWQ) */
 };
 
 /* 1 if the checkpoint holds PREFIX.qweight (prefix: "layers.3.self_attn.q_proj", "lm_head"). */
