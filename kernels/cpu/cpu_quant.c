@@ -19,9 +19,10 @@
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/validate.h"
 
-#define QMV_MAXN 8                /* activation rows per kernel pass */
+#define QMV_MAXN 4                /* activation rows per kernel pass (measured: 4 rows x 4 weight
+                                   * rows of accumulators beat 8 x 2 and the dequantize-then-fp32
+                                   * GEMM for every n on Zen 4, see kernels/README.md) */
 #define QMV_L2_BYTES (1 << 20)    /* weight chunk kept in L2 when several passes read it */
-#define QMM_F32_MAXN 6            /* prefill path: activation rows per fp32 tile pass */
 
 /* ---------------------------------------------------------------- load, free */
 
@@ -32,13 +33,15 @@ static size_t q_row_bytes(int bits, int64_t cols)
 	return ((size_t)(cols + 31) / 32) * 16;
 }
 
-/* Value c of row q (packed). */
-static inline unsigned q_get(const struct vk_cpu_qw *w, const uint8_t *row, int64_t c)
+/* Value c of row q (packed) as stored: weight = value * scale + nsz. */
+static inline float q_get(const struct vk_cpu_qw *w, const uint8_t *row, int64_t c)
 {
+	if (w->signed8)
+		return (float)(int8_t)row[c];
 	if (w->bits == 8)
 		return row[c];
 	int64_t j = c & 31;
-	return (row[(c >> 5) * 16 + (j & 15)] >> ((j >> 4) * 4)) & 15u;
+	return (float)((row[(c >> 5) * 16 + (j & 15)] >> ((j >> 4) * 4)) & 15u);
 }
 
 void vk_cpu_weight_free_quant(struct vk_weight *w)
@@ -70,6 +73,7 @@ int vk_cpu_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *s
 	const size_t ng = (size_t)(K / src->group_size);
 	qw->bits = bits;
 	qw->simd = src->group_size % (bits == 8 ? 16 : 32) == 0;
+	qw->signed8 = bits == 8 && qw->simd && ng == 1;
 	qw->rows = R;
 	qw->cols = K;
 	qw->group_size = src->group_size;
@@ -93,7 +97,8 @@ int vk_cpu_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *s
 		const uint8_t *s = src->q + (size_t)i * (size_t)K;
 		uint8_t *d = qw->q + (size_t)i * qw->row_bytes;
 		if (bits == 8) {
-			memcpy(d, s, (size_t)K);
+			for (int64_t c = 0; c < K; c++)
+				d[c] = qw->signed8 ? (uint8_t)(s[c] ^ 0x80u) : s[c];   /* int8 q - 128 */
 			continue;
 		}
 		for (int64_t c = 0; c < K; c++) {
@@ -103,7 +108,7 @@ int vk_cpu_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *s
 	}
 	for (size_t g = 0; g < ng * (size_t)R; g++) {
 		qw->scale[g] = src->scale[g];
-		qw->nsz[g] = -(src->scale[g] * src->zero[g]);
+		qw->nsz[g] = -(src->scale[g] * (qw->signed8 ? src->zero[g] - 128.0f : src->zero[g]));
 	}
 	if (src->perm)
 		memcpy(qw->perm, src->perm, sizeof(int32_t) * (size_t)K);
@@ -124,7 +129,7 @@ void vk_cpu_quant_row(const struct vk_weight *w, int64_t r, float *dst)
 	const float *nz = qw->nsz + (size_t)r * (size_t)qw->n_groups;
 	for (int64_t c = 0; c < qw->cols; c++) {
 		int64_t g = c / qw->group_size;
-		float v = fmaf((float)q_get(qw, row, c), sc[g], nz[g]);
+		float v = fmaf(q_get(qw, row, c), sc[g], nz[g]);
 		dst[qw->perm ? qw->perm[c] : c] = v;
 	}
 }
@@ -132,8 +137,10 @@ void vk_cpu_quant_row(const struct vk_weight *w, int64_t r, float *dst)
 /* ---------------------------------------------------------------- portable kernel */
 
 void vk_cpu_qmv_generic(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
-                        int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo)
+                        int64_t r0, int64_t r1, const float *bias, const float *xsum,
+                        float *out, int64_t ldo)
 {
+	(void)xsum;   /* the portable loop dequantizes every weight */
 	enum { CH = 256 };
 	float wv[CH];
 	const int64_t K = w->cols, gs = w->group_size;
@@ -148,7 +155,7 @@ void vk_cpu_qmv_generic(const float *x, int64_t ldx, int n, const struct vk_cpu_
 			int64_t len = K - k0 < CH ? K - k0 : CH;
 			for (int64_t c = 0; c < len; c++) {
 				int64_t g = (k0 + c) / gs;
-				wv[c] = (float)q_get(w, row, k0 + c) * sc[g] + nz[g];
+				wv[c] = q_get(w, row, k0 + c) * sc[g] + nz[g];
 			}
 			for (int i = 0; i < n; i++) {
 				const float *xi = x + (size_t)i * (size_t)ldx + (size_t)k0;
@@ -169,13 +176,13 @@ void vk_cpu_qmv_generic(const float *x, int64_t ldx, int n, const struct vk_cpu_
 struct qmm_job {
 	vk_cpu_qmv_fn fn;
 	const float *x;          /* [n, cols] in storage order */
+	const float *xsum;       /* [n] sums of the rows of x (signed8 weights), or NULL */
 	const struct vk_cpu_qw *w;
 	const float *bias;
 	int32_t n;
 	float *out;              /* [n, rows] */
 	int64_t nc;              /* weight rows per work item */
 	long n_blocks;
-	float *wbuf;             /* prefill path: per slot [nc][cols] dequantized rows, or NULL */
 	atomic_long next;
 };
 
@@ -187,43 +194,20 @@ static void qmm_rows(struct qmm_job *j, int64_t lo, int64_t hi)
 	for (int p = 0, i = 0; p < passes; p++) {
 		int m = (j->n - i) / (passes - p);
 		j->fn(j->x + (size_t)i * (size_t)K, K, m, j->w, lo, hi, j->bias,
-		      j->out + (size_t)i * (size_t)N, N);
+		      j->xsum ? j->xsum + i : NULL, j->out + (size_t)i * (size_t)N, N);
 		i += m;
 	}
 }
-
-#ifdef VK_CPU_X86
-/* Many rows: the chunk dequantized once into buf, then passes of up to 6 activation rows over
- * it (the fp32 tiles reuse each loaded weight vector 6 times and do no dequantizing). */
-static void qmm_rows_f32(struct qmm_job *j, float *buf, int64_t lo, int64_t hi)
-{
-	const int64_t K = j->w->cols, N = j->w->rows;
-	const int passes = (j->n + QMM_F32_MAXN - 1) / QMM_F32_MAXN;
-	vk_cpu_qdeq_avx512(j->w, lo, hi, buf);
-	for (int p = 0, i = 0; p < passes; p++) {
-		int m = (j->n - i) / (passes - p);
-		vk_cpu_qmm_f32_avx512(j->x + (size_t)i * (size_t)K, K, m, buf, hi - lo, K,
-		                      j->bias ? j->bias + lo : NULL,
-		                      j->out + (size_t)i * (size_t)N + (size_t)lo, N);
-		i += m;
-	}
-}
-#endif
 
 static void qmm_fn(void *arg, int tid, int nt)
 {
 	struct qmm_job *j = arg;
 	long b;
+	(void)tid;
 	(void)nt;
 	while ((b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_blocks) {
 		int64_t lo = b * j->nc;
 		int64_t hi = lo + j->nc < j->w->rows ? lo + j->nc : j->w->rows;
-#ifdef VK_CPU_X86
-		if (j->wbuf) {
-			qmm_rows_f32(j, j->wbuf + (size_t)tid * (size_t)j->nc * (size_t)j->w->cols, lo, hi);
-			continue;
-		}
-#endif
 		qmm_rows(j, lo, hi);
 	}
 }
@@ -246,8 +230,23 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 			for (int64_t k = 0; k < K; k++)
 				xp[(size_t)i * (size_t)K + (size_t)k] = x[(size_t)i * (size_t)K + (size_t)qw->perm[k]];
 	}
-	struct qmm_job j = { .fn = vk_cpu_qmv_generic, .x = xp ? xp : x, .w = qw, .bias = bias,
-	                     .n = n, .out = out };
+	float *xsum = NULL;
+	if (qw->signed8) {       /* per activation row, in one fixed order (batch invariance) */
+		xsum = malloc(sizeof(float) * (size_t)n);
+		if (!xsum) {
+			free(xp);
+			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
+		}
+		for (int32_t i = 0; i < n; i++) {
+			const float *xi = x + (size_t)i * (size_t)K;
+			float s = 0.0f;
+			for (int64_t k = 0; k < K; k++)
+				s += xi[k];
+			xsum[i] = s;
+		}
+	}
+	struct qmm_job j = { .fn = vk_cpu_qmv_generic, .x = xp ? xp : x, .xsum = xsum, .w = qw,
+	                     .bias = bias, .n = n, .out = out };
 #ifdef VK_CPU_X86
 	if (c->isa == &vk_cpu_isa_avx512 && qw->simd)
 		j.fn = vk_cpu_qmv_avx512;
@@ -263,27 +262,13 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 		if (nc > fit)
 			nc = fit;
 	}
-#ifdef VK_CPU_X86
-	if (n > QMV_MAXN && j.fn == vk_cpu_qmv_avx512) {
-		/* prefill: dequantized chunks of at most QMV_L2_BYTES, a multiple of 4 rows */
-		int64_t fit = (int64_t)(QMV_L2_BYTES / ((size_t)K * sizeof(float))) & ~(int64_t)3;
-		fit = fit < 4 ? 4 : fit;
-		nc = nc < fit ? nc : fit;
-		j.wbuf = aligned_alloc(64, ((size_t)c->n_threads * (size_t)nc * (size_t)K *
-		                            sizeof(float) + 63) & ~(size_t)63);
-		if (!j.wbuf) {
-			free(xp);
-			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
-		}
-	}
-#endif
 	j.nc = nc;
 	j.n_blocks = (long)((qw->rows + nc - 1) / nc);
-	if (!j.wbuf && ((int64_t)n * qw->rows * K < 65536 || j.n_blocks == 1))
+	if ((int64_t)n * qw->rows * K < 65536 || j.n_blocks == 1)
 		qmm_rows(&j, 0, qw->rows);
 	else
 		vk_pool_run(c->pool, qmm_fn, &j);
-	free(j.wbuf);
+	free(xsum);
 	free(xp);
 	return 0;
 }

@@ -9,7 +9,12 @@
  *   - Q4: two values per byte, in blocks of 32 values = 16 bytes: byte j of a block holds value j
  *     in its low nibble and value j + 16 in its high nibble (one vpmovzxbd, then an and and a
  *     shift give two vectors of 16 values); a partial last block is zero-padded;
- *   - per row and group: scale and nsz = -scale * zero, so a weight is fma(q, scale, nsz).
+ *   - per row and group: scale and nsz = -scale * zero, so a weight is fma(q, scale, nsz);
+ *   - except Q8 with one group per row (--quantize int8, GPTQ group -1: "per channel"): values
+ *     stored as the signed q - 128 and nsz = -scale * (zero - 128), and the kernels sum x * (q -
+ *     128) unscaled and finish with fma(scale, sum, nsz * sum(x)): one operation less per weight
+ *     in the decode loop (the weight is not dequantized at all), no rounding in the weights, and
+ *     nsz = 0 for the symmetric zero 128 of --quantize int8.
  * GPTQ act-order (perm) is applied to the activations (gathered once per matmul), not the weight.
  */
 #ifndef VLM_KERNELS_CPU_QUANT_H
@@ -24,6 +29,7 @@
 struct vk_cpu_qw {
 	int bits;               /* 8 or 4 */
 	int simd;               /* groups fit the SIMD kernels (Q8: group % 16 == 0, Q4: % 32) */
+	int signed8;            /* per-channel Q8: values q - 128 as int8, nsz = -scale (zero - 128) */
 	int64_t rows, cols;
 	int32_t group_size, n_groups;
 	size_t row_bytes;       /* bytes between rows of q */
@@ -34,22 +40,20 @@ struct vk_cpu_qw {
 };
 
 /* Rows [r0, r1) of out[i * ldo + r] = sum_k x[i * ldx + k] * W[r][k] (+ bias[r]) for i < n
- * (1 <= n <= 8), x already in storage (perm) order. Every output is summed in the same order
- * whatever n and [r0, r1) are (batch invariance). */
+ * (1 <= n <= 4), x already in storage (perm) order; xsum[i] = sum_k x[i * ldx + k] (read for
+ * signed8 weights only). Every output is summed in the same order whatever n and [r0, r1) are
+ * (batch invariance). */
 typedef void (*vk_cpu_qmv_fn)(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
-                              int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
+                              int64_t r0, int64_t r1, const float *bias, const float *xsum,
+                              float *out, int64_t ldo);
 
 void vk_cpu_qmv_generic(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
-                        int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
+                        int64_t r0, int64_t r1, const float *bias, const float *xsum,
+                        float *out, int64_t ldo);
 #ifdef VK_CPU_X86
 void vk_cpu_qmv_avx512(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
-                       int64_t r0, int64_t r1, const float *bias, float *out, int64_t ldo);
-/* Many rows (prefill): rows [r0, r1) of w dequantized to fp32 into dst [r1 - r0][cols] (the
- * exact weights tile() uses), then out[i * ldo + r] = dot(x row i, dst row r) (+ bias[r]) for
- * i < n (1 <= n <= 6), r < nr, summed in the same order as vk_cpu_qmv_avx512 (same bits). */
-void vk_cpu_qdeq_avx512(const struct vk_cpu_qw *w, int64_t r0, int64_t r1, float *dst);
-void vk_cpu_qmm_f32_avx512(const float *x, int64_t ldx, int n, const float *wf, int64_t nr,
-                           int64_t K, const float *bias, float *out, int64_t ldo);
+                       int64_t r0, int64_t r1, const float *bias, const float *xsum,
+                       float *out, int64_t ldo);
 #endif
 
 /* ops entry points (semantics in kernels/backend.h) */

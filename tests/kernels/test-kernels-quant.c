@@ -110,15 +110,17 @@ static void qsrc_free(struct qsrc *m)
 }
 
 /* Error bound of out[i][r]: both results are sums of x * w with w = q * s - s * z formed in fp32
- * (two roundings of size |w| and |s z|) and summed over per-lane chains of at most K / 8 terms
- * plus a reduction tree, so |cpu - ref| <= (K / 8 + 32) * eps * sum_j |x_j| (|w_j| + |s z|_j). */
+ * (two roundings of size |w| and |s z|) — or, per-channel Q8, s * sum x (q - 128) - s (z - 128)
+ * sum x (terms of size <= 128 |s| |x|) — summed over per-lane chains of at most K / 8 terms plus a
+ * reduction tree, so |cpu - ref| <= (K / 8 + 32) eps sum_j |x_j| (|w_j| + |s z|_j + 128 |s|_j). */
 static double bound(const struct qsrc *m, const float *x, int64_t r, const float *bias)
 {
 	const struct vk_quant_src *s = &m->s;
 	double acc = bias ? fabs(bias[r]) : 0.0;
 	for (int64_t c = 0; c < s->cols; c++) {
 		size_t g = (size_t)r * (size_t)(s->cols / s->group_size) + (size_t)(c / s->group_size);
-		double sz = fabs((double)s->scale[g] * s->zero[g]);
+		/* the zero term as either backend may hold it: scale * zero or scale * (zero - 128) */
+		double sz = fabs((double)s->scale[g] * s->zero[g]) + 128.0 * fabs((double)s->scale[g]);
 		double w = fabs(((double)s->q[(size_t)(r * s->cols + c)] - s->zero[g]) * s->scale[g]);
 		acc += fabs((double)x[s->perm ? s->perm[c] : c]) * (w + sz);
 	}
@@ -290,7 +292,8 @@ START_TEST(test_parity)
 						size_t g = (size_t)tok[t] * (size_t)(K / m.s.group_size) +
 						           (size_t)(cc / m.s.group_size);
 						tol = 2.0 * FLT_EPSILON * (fabs((double)orf[i]) +
-						                           fabs((double)m.scale[g] * m.zero[g]));
+						                           fabs((double)m.scale[g] * m.zero[g]) +
+						                           128.0 * fabs((double)m.scale[g]));
 					}
 				ck_assert_msg(fabs((double)oc[i] - orf[i]) <= tol,
 				              "%s embed row %lld col %lld: %.9g, ref %.9g", what,
