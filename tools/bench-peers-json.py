@@ -61,12 +61,18 @@ def num_list(v):
     return [float(v)]
 
 
-def vlmd_decode(path):
-    """{batch: tokens/s from the mean step} from a vlm-bench decode --json output."""
+def vlmd_decode(path, fmt="bf16"):
+    """{batch: tokens/s from the mean step} from a vlm-bench decode --json output. For a quantized
+    format the run must say it quantized weights when vlm-bench reports that (quantized_weights):
+    a silent fallback to bf16 must not pass for an int8 or 4-bit figure."""
     res = {}
     for j in json_lines(path):
         if j.get("bench") != "decode":
             continue
+        if fmt != "bf16" and "quantized_weights" in j and int(j["quantized_weights"]) <= 0:
+            raise ValueError(f"{os.path.basename(path)}: vlm-bench ran with no quantized weights")
+        if fmt == "int8" and "quantize" in j and j["quantize"] != "int8":
+            raise ValueError(f"{os.path.basename(path)}: vlm-bench ran with quantize={j['quantize']}")
         batches = num_list(j["batch"])
         if "mean_step_ms" not in j:
             raise ValueError(f"{os.path.basename(path)}: vlm-bench decode JSON has no mean_step_ms")
@@ -143,8 +149,9 @@ def figures(rundir, engine, fmt, rounds):
     per = {m: [] for m in METRICS}
     missing = {}
     if engine == "vlmd":
-        parsers = (("decode1.out", lambda p: {f"decode_b{b}": v for b, v in vlmd_decode(p).items()}),
-                   ("decodeB.out", lambda p: {f"decode_b{b}": v for b, v in vlmd_decode(p).items()}),
+        def dec(p):
+            return {f"decode_b{b}": v for b, v in vlmd_decode(p, fmt).items()}
+        parsers = (("decode1.out", dec), ("decodeB.out", dec),
                    ("prefill.out", vlmd_prefill_figures))
     else:
         parsers = (("bench.out", llama_bench_figures),
@@ -202,7 +209,7 @@ def assemble(rundir):
     out = {"bench": "peers", "peer": "llama.cpp", "what": "vlmd / llama.cpp, tokens/s, median of rounds"}
     out["ratio"] = ratio
     out["tok_s"] = tok
-    for k in ("rounds", "threads", "flash_attn", "kv", "peer_version", "model", "load_avg_start",
+    for k in ("rounds", "threads", "flash_attn", "llama_poll", "kv", "peer_version", "model", "load_avg_start",
               "load_avg_end", "gguf_types", "date"):
         if k in meta:
             out[k] = meta[k]

@@ -36,9 +36,13 @@
 # uses for a bf16 checkpoint) | llama.cpp f16 (its default): both 2 bytes per element. Flash
 # attention: llama.cpp's default (-fa auto, which turns it on for the CPU backend) is used because
 # that is what its users run and its faster CPU path; --fa off|on overrides, and is recorded.
+# Thread waiting: llama.cpp's worker threads spin (--poll 50 by default) between operations, which
+# is fastest on idle cores and collapses when the cores are oversubscribed (a shared machine): its
+# figures then fall far more than vlmd's and the ratios flatter vlmd. The default is llama.cpp's
+# own; --poll 0 (recorded as llama_poll) shows how much of a loaded run's gap is that.
 #
-# usage: tools/bench-peers.sh [--rounds N] [--threads N] [--fa auto|on|off] [--formats LIST]
-#                             [--build DIR] [--fresh] [--prepare-only]
+# usage: tools/bench-peers.sh [--rounds N] [--threads N] [--fa auto|on|off] [--poll N]
+#                             [--formats LIST] [--build DIR] [--fresh] [--prepare-only]
 #   --formats   comma list of bf16,int8,q4 (default all three; a vlmd format the build lacks is
 #               reported "n/a" with the reason, never estimated)
 #   --build     meson build dir with tools/vlm-bench and tools/vlm-mkmodel (default build/)
@@ -55,6 +59,7 @@ PY=${PEERS_PYTHON:-python3}
 ROUNDS=3
 THREADS=2
 FA=auto
+POLL=""    # llama.cpp --poll; empty: its default
 FORMATS=bf16,int8,q4
 BUILD=$SRCDIR/build
 FRESH=0
@@ -74,6 +79,7 @@ while [ $# -gt 0 ]; do
 	--rounds) ROUNDS=${2:?}; shift 2 ;;
 	--threads) THREADS=${2:?}; shift 2 ;;
 	--fa) FA=${2:?}; shift 2 ;;
+	--poll) POLL=${2:?}; shift 2 ;;
 	--formats) FORMATS=${2:?}; shift 2 ;;
 	--build) BUILD=$(cd "${2:?}" && pwd); shift 2 ;;
 	--fresh) FRESH=1; shift ;;
@@ -85,6 +91,9 @@ done
 case $ROUNDS in '' | *[!0-9]* | 0) die "--rounds: a positive count" ;; esac
 case $THREADS in '' | *[!0-9]* | 0) die "--threads: a positive count" ;; esac
 case $FA in auto | on | off) ;; *) die "--fa: auto, on or off" ;; esac
+case $POLL in '' | [0-9] | [0-9][0-9] | 100) ;; *) die "--poll: 0 to 100" ;; esac
+POLL_ARGS=()
+[ -z "$POLL" ] || POLL_ARGS=(--poll "$POLL")
 has_format() { case ",$FORMATS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 VLM_BENCH=$BUILD/tools/vlm-bench
@@ -259,9 +268,9 @@ run_llama() {   # round format
 	local r=$1 f=$2 out=$RUN/r$1.llama.$2 ctx
 	ctx=$(( (NPP + NTG) * ${BATCHES##*,} ))
 	"$LLAMA_BUILD/bin/llama-bench" -m "$GGUF/$f.gguf" -t "$THREADS" -p "$PP" -n "$TG" -r 3 -fa "$FA" \
-		-o jsonl >"$out.bench.out" 2>"$out.bench.err" || log "round $r llama.cpp $f llama-bench failed (see $out.bench.err)"
+		"${POLL_ARGS[@]}" -o jsonl >"$out.bench.out" 2>"$out.bench.err" || log "round $r llama.cpp $f llama-bench failed (see $out.bench.err)"
 	"$LLAMA_BUILD/bin/llama-batched-bench" -m "$GGUF/$f.gguf" -t "$THREADS" -tb "$THREADS" -c "$ctx" \
-		-npp "$NPP" -ntg "$NTG" -npl "$BATCHES" -fa "$FA" --output-format jsonl \
+		-npp "$NPP" -ntg "$NTG" -npl "$BATCHES" -fa "$FA" "${POLL_ARGS[@]}" --output-format jsonl \
 		>"$out.batched.out" 2>"$out.batched.err" || log "round $r llama.cpp $f llama-batched-bench failed (see $out.batched.err)"
 }
 
@@ -324,7 +333,7 @@ LOAD_END=$(loadavg)
 q8_types=$(cat "$GGUF/q8_0.types")
 q4_types=$(cat "$GGUF/q4_0.types")
 cat >"$RUN/meta.json" <<EOF
-{"rounds": $ROUNDS, "threads": $THREADS, "flash_attn": "$FA",
+{"rounds": $ROUNDS, "threads": $THREADS, "flash_attn": "$FA", "llama_poll": "${POLL:-default (50)}",
  "kv": "vlmd bf16, llama.cpp f16",
  "peer_version": "llama-cpp-python $LLAMA_VERSION sdist (vendor/llama.cpp)",
  "model": "vlm-mkmodel --preset qwen2-0.5b --dtype bf16 --seed 0",
