@@ -141,11 +141,16 @@ def read_na(rundir, engine, fmt):
     return None
 
 
-def figures(rundir, engine, fmt, rounds):
+def figures(rundir, engine, fmt, rounds, batches=None):
     """{metric: [value per round]} or {metric: "n/a: ..."}."""
     na = read_na(rundir, engine, fmt)
     if na is not None:
         return {m: "n/a: " + na for m in METRICS}
+    skipped = {}
+    if batches is not None:
+        for m in METRICS:
+            if m.startswith("decode_b") and m != "decode_b1" and int(m[8:]) not in batches:
+                skipped[m] = "n/a: not run (--batches %s)" % ",".join(str(b) for b in batches)
     per = {m: [] for m in METRICS}
     missing = {}
     if engine == "vlmd":
@@ -173,7 +178,8 @@ def figures(rundir, engine, fmt, rounds):
             else:
                 why = "; ".join(errs) if errs else f"no measurement (see {os.path.basename(base)}*)"
                 missing.setdefault(m, f"round {r}: {why}")
-    return {m: ("n/a: " + missing[m]) if m in missing else per[m] for m in METRICS}
+    return {m: skipped[m] if m in skipped else ("n/a: " + missing[m]) if m in missing else per[m]
+            for m in METRICS}
 
 
 def median(v):
@@ -191,13 +197,16 @@ def assemble(rundir):
     tok = {"vlmd": {}, "llama": {}}
     ratio = {}
     for vf, lf, key in PAIRS:
-        v = {m: median(x) for m, x in figures(rundir, "vlmd", vf, rounds).items()}
-        ll = {m: median(x) for m, x in figures(rundir, "llama", lf, rounds).items()}
+        batches = meta.get("batches")
+        v = {m: median(x) for m, x in figures(rundir, "vlmd", vf, rounds, batches).items()}
+        ll = {m: median(x) for m, x in figures(rundir, "llama", lf, rounds, batches).items()}
         tok["vlmd"][vf] = {m: r4(x) for m, x in v.items()}
         tok["llama"][lf] = {m: r4(x) for m, x in ll.items()}
         rr = {}
         for m in METRICS:
-            if isinstance(v[m], str):
+            if isinstance(v[m], str) and v[m] == ll[m]:
+                rr[m] = v[m]
+            elif isinstance(v[m], str):
                 rr[m] = "n/a (vlmd " + vf + "): " + v[m][5:]
             elif isinstance(ll[m], str):
                 rr[m] = "n/a (llama.cpp " + lf + "): " + ll[m][5:]
@@ -209,7 +218,7 @@ def assemble(rundir):
     out = {"bench": "peers", "peer": "llama.cpp", "what": "vlmd / llama.cpp, tokens/s, median of rounds"}
     out["ratio"] = ratio
     out["tok_s"] = tok
-    for k in ("rounds", "threads", "flash_attn", "llama_poll", "kv", "peer_version", "model", "load_avg_start",
+    for k in ("rounds", "threads", "pp", "tg", "npp", "ntg", "batches", "flash_attn", "llama_poll", "kv", "peer_version", "model", "load_avg_start",
               "load_avg_end", "gguf_types", "date"):
         if k in meta:
             out[k] = meta[k]

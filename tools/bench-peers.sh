@@ -43,10 +43,13 @@
 #
 # usage: tools/bench-peers.sh [--rounds N] [--threads N] [--fa auto|on|off] [--poll N]
 #                             [--formats LIST] [--build DIR] [--fresh] [--prepare-only]
+#                             [--tg N] [--ntg N] [--batches LIST]
 #   --formats   comma list of bf16,int8,q4 (default all three; a vlmd format the build lacks is
 #               reported "n/a" with the reason, never estimated)
 #   --build     meson build dir with tools/vlm-bench and tools/vlm-mkmodel (default build/)
 #   --fresh     regenerate the checkpoint and GGUF files (the llama.cpp build stays cached)
+#   --tg, --ntg, --batches   batch-1 decode steps (64), batched decode steps (32), batches (8,32):
+#               shorter runs for a slow machine; recorded in the JSON, and a batch not run is n/a
 # Environment: PEERS_CACHE, PEERS_JOBS (2), PEERS_PYTHON (python3: makes the venv),
 #              PEERS_TORCH_FROM (see 3.), PEERS_SDIST (a llama-cpp-python sdist file to use
 #              instead of downloading one).
@@ -81,6 +84,9 @@ while [ $# -gt 0 ]; do
 	--fa) FA=${2:?}; shift 2 ;;
 	--poll) POLL=${2:?}; shift 2 ;;
 	--formats) FORMATS=${2:?}; shift 2 ;;
+	--tg) TG=${2:?}; shift 2 ;;
+	--ntg) NTG=${2:?}; shift 2 ;;
+	--batches) BATCHES=${2:?}; shift 2 ;;
 	--build) BUILD=$(cd "${2:?}" && pwd); shift 2 ;;
 	--fresh) FRESH=1; shift ;;
 	--prepare-only) PREPARE_ONLY=1; shift ;;
@@ -90,6 +96,9 @@ while [ $# -gt 0 ]; do
 done
 case $ROUNDS in '' | *[!0-9]* | 0) die "--rounds: a positive count" ;; esac
 case $THREADS in '' | *[!0-9]* | 0) die "--threads: a positive count" ;; esac
+case $TG in '' | *[!0-9]* | 0) die "--tg: a positive count" ;; esac
+case $NTG in '' | *[!0-9]* | 0) die "--ntg: a positive count" ;; esac
+case $BATCHES in '' | *[!0-9,]* | ,* | *, | *,,*) die "--batches: a comma list of counts" ;; esac
 case $FA in auto | on | off) ;; *) die "--fa: auto, on or off" ;; esac
 case $POLL in '' | [0-9] | [0-9][0-9] | 100) ;; *) die "--poll: 0 to 100" ;; esac
 POLL_ARGS=()
@@ -266,7 +275,10 @@ run_vlmd() {   # round format extra-args...
 
 run_llama() {   # round format
 	local r=$1 f=$2 out=$RUN/r$1.llama.$2 ctx
-	ctx=$(( (NPP + NTG) * ${BATCHES##*,} ))
+	# the context holds every sequence's prompt and steps
+	local b max=1
+	for b in ${BATCHES//,/ }; do [ "$b" -le "$max" ] || max=$b; done
+	ctx=$(( (NPP + NTG) * max ))
 	"$LLAMA_BUILD/bin/llama-bench" -m "$GGUF/$f.gguf" -t "$THREADS" -p "$PP" -n "$TG" -r 3 -fa "$FA" \
 		"${POLL_ARGS[@]}" -o jsonl >"$out.bench.out" 2>"$out.bench.err" || log "round $r llama.cpp $f llama-bench failed (see $out.bench.err)"
 	"$LLAMA_BUILD/bin/llama-batched-bench" -m "$GGUF/$f.gguf" -t "$THREADS" -tb "$THREADS" -c "$ctx" \
@@ -333,7 +345,8 @@ LOAD_END=$(loadavg)
 q8_types=$(cat "$GGUF/q8_0.types")
 q4_types=$(cat "$GGUF/q4_0.types")
 cat >"$RUN/meta.json" <<EOF
-{"rounds": $ROUNDS, "threads": $THREADS, "flash_attn": "$FA", "llama_poll": "${POLL:-default (50)}",
+{"rounds": $ROUNDS, "threads": $THREADS, "pp": $PP, "tg": $TG, "npp": $NPP, "ntg": $NTG,
+ "batches": [$BATCHES], "flash_attn": "$FA", "llama_poll": "${POLL:-default (50)}",
  "kv": "vlmd bf16, llama.cpp f16",
  "peer_version": "llama-cpp-python $LLAMA_VERSION sdist (vendor/llama.cpp)",
  "model": "vlm-mkmodel --preset qwen2-0.5b --dtype bf16 --seed 0",

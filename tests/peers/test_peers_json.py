@@ -41,8 +41,8 @@ def close(a, b):
     return isinstance(a, (int, float)) and abs(a - b) <= 1e-3 * abs(b)
 
 
-def rounds():
-    return json.load(open(os.path.join(RUN, "meta.json")))["rounds"]
+def meta():
+    return json.load(open(os.path.join(RUN, "meta.json")))
 
 
 def read(name):
@@ -58,7 +58,8 @@ def vlmd_means(name, key="mean_step_ms"):
 
 
 def main():
-    R = rounds()
+    R = meta()["rounds"]
+    B = meta().get("batches", [8, 32])
     check(R >= 3, "the recorded run has at least 3 rounds")
     out = assemble(RUN)
 
@@ -71,7 +72,7 @@ def main():
     check(not close(got, fast), f"vlmd decode_b1 is not the fastest-step rate ({fast:.4g})")
 
     # vlmd batched: B / mean step
-    for b in (8, 32):
+    for b in B:
         exp = statistics.median(vlmd_means(f"r{r}.vlmd.bf16.decodeB.out")[b] for r in range(1, R + 1))
         got = out["tok_s"]["vlmd"]["bf16"][f"decode_b{b}"]
         check(close(got, exp), f"vlmd decode_b{b} = median of {b}*1000/mean_step_ms ({got} vs {exp:.4g})")
@@ -106,7 +107,7 @@ def main():
           f"llama prefill_512 = best repetition ({got['prefill_512']})")
 
     # llama-batched-bench: speed_tg = pl * tg / t_tg
-    for b in (8, 32):
+    for b in B:
         v = []
         for r in range(1, R + 1):
             for line in read(f"r{r}.llama.bf16.batched.out").splitlines():
@@ -117,10 +118,22 @@ def main():
               f"llama decode_b{b} = pl*tg/t_tg ({got[f'decode_b{b}']})")
 
     # ratios are the quotient of the medians
-    for m in ("decode_b1", "decode_b8", "decode_b32", "prefill_512"):
+    for m in ["decode_b1", "prefill_512"] + [f"decode_b{b}" for b in B]:
         rr = out["ratio"]["bf16"][m]
         check(close(rr, out["tok_s"]["vlmd"]["bf16"][m] / out["tok_s"]["llama"]["bf16"][m]),
               f"ratio bf16 {m} = vlmd / llama ({rr})")
+
+    for b in (8, 32):
+        if b not in B:
+            v = out["ratio"]["bf16"][f"decode_b{b}"]
+            check(isinstance(v, str) and v.startswith("n/a") and "not run" in v,
+                  f"batch {b}, not in the run's --batches, is n/a 'not run' ({v!r})")
+
+    # every pair the run measured is a number per metric, and the numbers are positive
+    for key, pair in out["ratio"].items():
+        if isinstance(pair, dict):
+            for m, x in pair.items():
+                check(isinstance(x, str) or x > 0, f"ratio {key} {m} is positive or n/a ({x!r})")
 
     with tempfile.TemporaryDirectory() as tmp:
         d = os.path.join(tmp, "run")
@@ -157,6 +170,20 @@ def main():
         v = o3["ratio"]["bf16"]["decode_b1"]
         check(isinstance(v, str) and "mean_step_ms" in v,
               f"without mean_step_ms decode_b1 is n/a, not the fastest step ({v!r})")
+
+    # a quantized run that quantized nothing must not pass for an int8 figure
+    if isinstance(out["ratio"].get("int8_vs_q8_0"), dict):
+        with tempfile.TemporaryDirectory() as tmp:
+            d = os.path.join(tmp, "run")
+            shutil.copytree(RUN, d)
+            p = os.path.join(d, "r1.vlmd.int8.decode1.out")
+            t = re.sub(r'"quantized_weights":\d+', '"quantized_weights":0', open(p).read())
+            open(p, "w").write(t)
+            v = assemble(d)["ratio"]["int8_vs_q8_0"]["decode_b1"]
+            check(isinstance(v, str) and "no quantized weights" in v,
+                  f"an int8 run with quantized_weights 0 is n/a ({v!r})")
+    else:
+        check(False, "the recorded run has an int8 pair to test the quantized-weights guard")
 
     if FAILS:
         print(f"{len(FAILS)} check(s) failed")
