@@ -35,11 +35,13 @@
 # Settings held equal or stated: VLM_THREADS=2 | -t 2 (-tb 2); KV cache: vlmd bf16 (what the daemon
 # uses for a bf16 checkpoint) | llama.cpp f16 (its default): both 2 bytes per element. Flash
 # attention: llama.cpp's default (-fa auto, which turns it on for the CPU backend) is used because
-# that is what its users run and its faster CPU path; --fa off|on overrides, and is recorded.
-# Thread waiting: llama.cpp's worker threads spin (--poll 50 by default) between operations, which
-# is fastest on idle cores and collapses when the cores are oversubscribed (a shared machine): its
-# figures then fall far more than vlmd's and the ratios flatter vlmd. The default is llama.cpp's
-# own; --poll 0 (recorded as llama_poll) shows how much of a loaded run's gap is that.
+# that is what its users run; --fa off|on overrides, and is recorded (not measured here which llama.cpp setting is faster on this CPU).
+# Oversubscribed cores: llama.cpp synchronises its threads at every graph operation (spinning,
+# --poll 50 by default); when other processes hold the cores its decode figures collapse far more
+# than vlmd's (likely: each barrier waits for a descheduled thread) (measured on the shared 2-core box
+# at load 10-85: tg 0.5-2 tokens/s against vlmd's 8-12, with --poll 50 and with --poll 0 alike).
+# A loaded run's ratios therefore flatter vlmd; only an idle machine's figures judge the goals.
+# --poll N passes llama.cpp's polling level (recorded as llama_poll; default: its own).
 #
 # usage: tools/bench-peers.sh [--rounds N] [--threads N] [--fa auto|on|off] [--poll N]
 #                             [--formats LIST] [--build DIR] [--fresh] [--prepare-only]
