@@ -35,11 +35,12 @@
 # Settings held equal or stated: VLM_THREADS=2 | -t 2 (-tb 2); KV cache: vlmd bf16 (what the daemon
 # uses for a bf16 checkpoint) | llama.cpp f16 (its default): both 2 bytes per element. Flash
 # attention: llama.cpp's default (-fa auto, which turns it on for the CPU backend) is used because
-# that is what its users run; --fa off|on overrides, and is recorded (not measured here which llama.cpp setting is faster on this CPU).
+# that is what its users run; --fa off|on overrides, and is recorded (which llama.cpp setting is
+# faster on this CPU was not measured).
 # Oversubscribed cores: llama.cpp synchronises its threads at every graph operation (spinning,
-# --poll 50 by default); when other processes hold the cores its decode figures collapse far more
-# than vlmd's (likely: each barrier waits for a descheduled thread) (measured on the shared 2-core box
-# at load 10-85: tg 0.5-2 tokens/s against vlmd's 8-12, with --poll 50 and with --poll 0 alike).
+# --poll 50 by default). When other processes hold the cores its decode figures collapse far more
+# than vlmd's (likely: each barrier waits for a descheduled thread); measured on the shared 2-core
+# box at load 10-85: tg 0.5-2 tokens/s against vlmd's 8-12, with --poll 50 and --poll 0 alike.
 # A loaded run's ratios therefore flatter vlmd; only an idle machine's figures judge the goals.
 # --poll N passes llama.cpp's polling level (recorded as llama_poll; default: its own).
 #
