@@ -128,6 +128,9 @@ static double matmul_peak(const struct env *e, const struct opts *o, const char 
 {
 	const char *dt = o->model ? e->cfg.torch_dtype : o->dtype;
 	int bf16 = dt && (strstr(dt, "bf16") || strstr(dt, "bfloat16"));
+	/* quantized weights run on fp32 FMA (kernels/cpu/cpu_quant.c): their peak is fp32's */
+	if (e->m && vd_model_quantized_weights(e->m) > 0)
+		bf16 = 0;
 	if (bf16 && e->probe.peak_bf16_gflops > 0) {
 		*kind = "bf16";
 		return e->probe.peak_bf16_gflops;
@@ -542,11 +545,13 @@ int bench_prefill_main(int argc, char **argv)
 			       "\"tokens_per_s\":%.4g,\"floor_tokens_per_s\":%.4g,\"gflops\":%.4g,"
 			       "\"peak_gflops\":%.4g,\"peak_kind\":\"%s\",\"fraction_of_peak\":%.4g,"
 			       "\"peak_f32_gflops\":%.4g,\"peak_bf16_gflops\":%.4g,\"peak_int8_gops\":%.4g,"
-			       "\"bandwidth_gbps\":%.3f,\"flops_per_token\":%.4g}\n", model_label(&o),
+			       "\"bandwidth_gbps\":%.3f,\"flops_per_token\":%.4g,\"quantize\":\"%s\","
+			       "\"quantized_weights\":%d}\n", model_label(&o),
 			       o.model ? c->torch_dtype : o.dtype, e.be->ops->name, e.probe.threads, T, best,
 			       tps, floor_tps, gflops, peak, kind, gflops / peak, e.probe.peak_f32_gflops,
 			       e.probe.peak_bf16_gflops, e.probe.peak_int8_gops, e.probe.read_bandwidth_gbps,
-			       flops / T);
+			       flops / T, o.quantize == VD_QUANTIZE_INT8 ? "int8" : "none",
+			       vd_model_quantized_weights(e.m));
 	}
 	vd_model_kv_free(e.m, kv);
 	free(tok);

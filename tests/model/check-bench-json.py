@@ -15,7 +15,7 @@ need = {
                "peak_bf16_gflops", "peak_int8_gops"],
     "prefill": ["tokens_per_s", "floor_tokens_per_s", "bandwidth_gbps", "batch", "peak_gflops",
                 "fraction_of_peak", "peak_kind", "peak_f32_gflops", "peak_bf16_gflops",
-                "peak_int8_gops"],
+                "peak_int8_gops", "quantize", "quantized_weights"],
 }
 args = {
     "decode": ["--preset", "tiny", "--batch", "1,8,3", "--steps", "2", "--context", "5"],
@@ -72,3 +72,17 @@ wb = [o["weight_bytes_per_step"] for o in objs]
 if not wb[1] < 0.6 * wb[0]:
     sys.exit(f"int8 weight bytes per step {wb[1]} not below 0.6 x bf16's {wb[0]}")
 print(f"decode --quantize int8: {wb[1]} weight bytes per step (bf16: {wb[0]})")
+
+# prefill --quantize int8 reports the quantized weights it ran and the fp32 peak their kernels use
+out = subprocess.run([bench, "prefill", "--json", "--preset", "tiny", "--dtype", "bf16", "--tokens",
+                      "20", "--reps", "1", "--quantize", "int8"], capture_output=True, text=True,
+                     timeout=300)
+if out.returncode != 0:
+    sys.exit(f"vlm-bench prefill --quantize int8 failed ({out.returncode}): {out.stderr}")
+obj = json.loads(out.stdout.strip().splitlines()[-1])
+if obj.get("quantize") != "int8" or obj.get("quantized_weights") != 15:
+    sys.exit(f"prefill --quantize int8: {obj}")
+if obj["peak_f32_gflops"] > 0 and obj["peak_kind"] != "f32":
+    sys.exit(f"prefill --quantize int8 reported against the {obj['peak_kind']} peak: {obj}")
+print(f"prefill --quantize int8: {obj['quantized_weights']} quantized weights, "
+      f"{obj['peak_kind']} peak")
