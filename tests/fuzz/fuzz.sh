@@ -40,7 +40,7 @@ grep -q 'VLM_HAVE_MICROHTTPD 1' "$build/config.h" && libs+=(-lmicrohttpd)
 # per-function targets are GCC pragmas)
 deps=$(cd "$src" && ls shm/*.c daemon/model/*.c daemon/io/*.c daemon/engine/*.c daemon/ops/*.c \
   kernels/backend.c kernels/validate.c kernels/ref/ref_backend.c kernels/cpu/cpu_backend.c \
-  kernels/cpu/threadpool.c kernels/cpu/kern_generic.c kernels/cpu/cpu_vision.c)
+  kernels/cpu/threadpool.c kernels/cpu/kern_generic.c kernels/cpu/cpu_vision.c kernels/cpu/cpu_quant.c)
 objs=()
 for f in $deps; do
   o=$out/obj/${f//\//_}.o
