@@ -19,7 +19,8 @@
 #     (a .pth file) instead of installing torch from PyPI.
 #  4. R rounds (default 3), each: vlmd then llama.cpp (reversed on even rounds) for every format
 #     present: bf16 vs bf16, vlmd int8 (vlm-bench --quantize int8) vs Q8_0, vlmd 4-bit (a GPTQ
-#     copy written by tools/quantwrite.py, 4 bits, group 128) vs Q4_0. Raw outputs are kept in
+#     copy written by tools/quantwrite.py, 4 bits, group 128, its head int8 by --quantize int8 as
+#     Q4_0 keeps token_embd in Q8_0) vs Q4_0. Raw outputs are kept in
 #     $PEERS_CACHE/runs/DATE/; tools/bench-peers-json.py turns them into ONE JSON line on stdout.
 #
 # The measured quantities are the same on both sides (tokens / s from wall time, 2 threads):
@@ -295,7 +296,9 @@ pair() {   # round vlmd-format llama-format: run both, order alternating by roun
 	case $vf in
 	bf16) vargs=("$MODEL") ;;
 	int8) vargs=("$MODEL" --quantize int8) ;;
-	q4) vargs=("$VLMD_Q4_MODEL") ;;
+	# the GPTQ copy's tied embedding / head is bf16 (GPTQ quantizes the Linear layers only);
+	# --quantize int8 puts it in int8 per row, as llama.cpp's Q4_0 keeps token_embd in Q8_0
+	q4) vargs=("$VLMD_Q4_MODEL" --quantize int8) ;;
 	esac
 	local vna=$RUN/na.vlmd.$vf
 	if [ $((r % 2)) = 1 ]; then
