@@ -21,78 +21,9 @@
 
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "qsrc.h"
 
 static struct vk_backend *cuda, *cpu;
-
-static uint64_t rng_next(uint64_t *s)
-{
-	*s = *s * 6364136223846793005ull + 1442695040888963407ull;
-	return *s >> 33;
-}
-
-static float rng_unit(uint64_t *s)
-{
-	return (float)((double)rng_next(s) / 2147483648.0 * 2.0 - 1.0);
-}
-
-struct qsrc {
-	struct vk_quant_src s;
-	uint8_t *q;
-	float *scale, *zero;
-	int32_t *perm;
-};
-
-static void qsrc_make(struct qsrc *m, enum vk_dtype dt, int64_t rows, int64_t cols, int32_t gs,
-                      int with_perm, int frac, uint64_t *seed)
-{
-	const int bits = dt == VK_DTYPE_Q8 ? 8 : 4;
-	const int64_t ng = rows * (cols / gs);
-	m->q = malloc((size_t)(rows * cols));
-	m->scale = malloc(sizeof(float) * (size_t)ng);
-	m->zero = malloc(sizeof(float) * (size_t)ng);
-	m->perm = with_perm ? malloc(sizeof(int32_t) * (size_t)cols) : NULL;
-	ck_assert(m->q && m->scale && m->zero && (!with_perm || m->perm));
-	for (int64_t i = 0; i < rows * cols; i++)
-		m->q[i] = (uint8_t)(rng_next(seed) & ((1u << bits) - 1));
-	for (int64_t g = 0; g < ng; g++) {
-		m->scale[g] = (0.2f + 0.8f * (rng_unit(seed) + 1.0f)) / (float)(1 << bits);
-		m->zero[g] = (float)(rng_next(seed) % (1u << bits)) +
-		             (frac ? (rng_unit(seed) + 1.0f) * 0.5f : 0.0f);
-	}
-	if (with_perm) {
-		for (int64_t c = 0; c < cols; c++)
-			m->perm[c] = (int32_t)c;
-		for (int64_t c = cols - 1; c > 0; c--) {
-			int64_t o = (int64_t)(rng_next(seed) % (uint64_t)(c + 1));
-			int32_t t = m->perm[c];
-			m->perm[c] = m->perm[o];
-			m->perm[o] = t;
-		}
-	}
-	m->s = (struct vk_quant_src){ dt, rows, cols, gs, m->q, m->scale, m->zero, m->perm };
-}
-
-static void qsrc_free(struct qsrc *m)
-{
-	free(m->q);
-	free(m->scale);
-	free(m->zero);
-	free(m->perm);
-}
-
-static double bound(const struct qsrc *m, const float *x, int64_t r, const float *bias)
-{
-	const struct vk_quant_src *s = &m->s;
-	double acc = bias ? fabs(bias[r]) : 0.0;
-	for (int64_t c = 0; c < s->cols; c++) {
-		size_t g = (size_t)r * (size_t)(s->cols / s->group_size) + (size_t)(c / s->group_size);
-		/* the zero term as either backend may hold it: scale * zero or scale * (zero - 128) */
-		double sz = fabs((double)s->scale[g] * s->zero[g]) + 128.0 * fabs((double)s->scale[g]);
-		double w = fabs(((double)s->q[(size_t)(r * s->cols + c)] - s->zero[g]) * s->scale[g]);
-		acc += fabs((double)x[s->perm ? s->perm[c] : c]) * (w + sz);
-	}
-	return ((double)s->cols / 8.0 + 32.0) * FLT_EPSILON * acc + 1e-30;
-}
 
 /* Device buffer of n floats holding host data (or NaN when src is NULL). */
 static float *dev_floats(const float *src, size_t n)
@@ -132,8 +63,8 @@ START_TEST(test_matmul_embed)
 			snprintf(what, sizeof(what), "%s [%lld, %lld] group %d perm %d frac %d",
 			         vk_dtype_name(cases[ci].dt), (long long)R, (long long)K,
 			         cases[ci].gs ? cases[ci].gs : (int)K, with_perm, frac);
-			qsrc_make(&m, cases[ci].dt, R, K, cases[ci].gs ? cases[ci].gs : (int32_t)K,
-			          with_perm, frac, &seed);
+			ck_assert(qsrc_make(&m, cases[ci].dt, R, K, cases[ci].gs ? cases[ci].gs : (int32_t)K,
+			          with_perm, frac, &seed) == 0);
 			ck_assert_msg(cuda->ops->weight_load_quant(cuda, &m.s, &wg) == 0, "%s: %s", what,
 			              vk_backend_error(cuda));
 			ck_assert_int_eq(cpu->ops->weight_load_quant(cpu, &m.s, &wc), 0);
@@ -145,9 +76,9 @@ START_TEST(test_matmul_embed)
 			float *og = malloc(sizeof(float) * olen), *oc = malloc(sizeof(float) * olen);
 			ck_assert(x && bias && og && oc);
 			for (int64_t i = 0; i < nmax * K; i++)
-				x[i] = rng_unit(&seed) * 2.0f;
+				x[i] = qs_rng_unit(&seed) * 2.0f;
 			for (int64_t i = 0; i < R; i++)
-				bias[i] = rng_unit(&seed);
+				bias[i] = qs_rng_unit(&seed);
 			ck_assert_int_eq(cuda->ops->weight_load(cuda, bias, VK_DTYPE_F32, 1, R, &bg), 0);
 			ck_assert_int_eq(cpu->ops->weight_load(cpu, bias, VK_DTYPE_F32, 1, R, &bc), 0);
 			float *dx = dev_floats(x, (size_t)(nmax * K));
@@ -165,7 +96,7 @@ START_TEST(test_matmul_embed)
 					for (int i = 0; i < n; i++)
 						for (int64_t r = 0; r < R; r++) {
 							double got = og[i * R + r], want = oc[i * R + r];
-							double tol = 2.0 * bound(&m, x + i * K, r, ub ? bias : NULL);
+							double tol = 2.0 * qsrc_bound(&m, x + i * K, r, ub ? bias : NULL);
 							ck_assert_msg(fabs(got - want) <= tol,
 							              "%s n %d bias %d: out[%d][%lld] = %.9g, cpu %.9g "
 							              "(tolerance %.3g)", what, n, ub, i, (long long)r,
@@ -178,7 +109,7 @@ START_TEST(test_matmul_embed)
 			float *sub = malloc(sizeof(float) * (size_t)K);
 			ck_assert(sub);
 			for (int64_t i = 0; i < K; i++)
-				sub[i] = rng_unit(&seed);
+				sub[i] = qs_rng_unit(&seed);
 			struct vk_row_source rs = { 1, 1, VK_DTYPE_F32, 0, (int64_t)(K * 4), sub };
 			struct vk_batch b = { 4, 1, tok, NULL, &sq, 1, &rs };
 			float *pe = dev_floats(NULL, (size_t)(4 * K));
@@ -226,7 +157,7 @@ START_TEST(test_malformed)
 	struct qsrc m;
 	struct vk_weight w;
 	struct vk_quant_src s;
-	qsrc_make(&m, VK_DTYPE_Q4, 4, 64, 32, 1, 0, &seed);
+	ck_assert(qsrc_make(&m, VK_DTYPE_Q4, 4, 64, 32, 1, 0, &seed) == 0);
 	m.q[9] = 16;
 	ck_assert_int_eq(cuda->ops->weight_load_quant(cuda, &m.s, &w), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(vk_backend_error(cuda), "2^4"));

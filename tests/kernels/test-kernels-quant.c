@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "qsrc.h"
 
 static const struct {
 	const char *isa;
@@ -48,83 +49,6 @@ static struct vk_backend *open_be(const char *name, const char *isa, const char 
 	ck_assert_msg(r == 0, "open %s (%s, %s threads): %d %s", name, isa ? isa : "-",
 	              threads ? threads : "-", r, err);
 	return be;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-	*s = *s * 6364136223846793005ull + 1442695040888963407ull;
-	return *s >> 33;
-}
-
-static float rng_unit(uint64_t *s)   /* [-1, 1) */
-{
-	return (float)((double)rng_next(s) / 2147483648.0 * 2.0 - 1.0);
-}
-
-/* A random quantized source and the storage it points at. */
-struct qsrc {
-	struct vk_quant_src s;
-	uint8_t *q;
-	float *scale, *zero;
-	int32_t *perm;
-};
-
-static void qsrc_make(struct qsrc *m, enum vk_dtype dt, int64_t rows, int64_t cols, int32_t gs,
-                      int with_perm, int frac_zero, uint64_t *seed)
-{
-	const int bits = dt == VK_DTYPE_Q8 ? 8 : 4;
-	const int64_t ng = rows * (cols / gs);
-	m->q = malloc((size_t)(rows * cols));
-	m->scale = malloc(sizeof(float) * (size_t)ng);
-	m->zero = malloc(sizeof(float) * (size_t)ng);
-	m->perm = with_perm ? malloc(sizeof(int32_t) * (size_t)cols) : NULL;
-	ck_assert(m->q && m->scale && m->zero && (!with_perm || m->perm));
-	for (int64_t i = 0; i < rows * cols; i++)
-		m->q[i] = (uint8_t)(rng_next(seed) & ((1u << bits) - 1));
-	for (int64_t g = 0; g < ng; g++) {
-		m->scale[g] = (0.2f + 0.8f * (rng_unit(seed) + 1.0f)) / (float)(1 << bits);
-		float z = (float)(rng_next(seed) % (1u << bits));
-		if (frac_zero)
-			z += (rng_unit(seed) + 1.0f) * 0.5f;
-		m->zero[g] = z;
-	}
-	if (with_perm) {
-		for (int64_t c = 0; c < cols; c++)
-			m->perm[c] = (int32_t)c;
-		for (int64_t c = cols - 1; c > 0; c--) {
-			int64_t o = (int64_t)(rng_next(seed) % (uint64_t)(c + 1));
-			int32_t t = m->perm[c];
-			m->perm[c] = m->perm[o];
-			m->perm[o] = t;
-		}
-	}
-	m->s = (struct vk_quant_src){ dt, rows, cols, gs, m->q, m->scale, m->zero, m->perm };
-}
-
-static void qsrc_free(struct qsrc *m)
-{
-	free(m->q);
-	free(m->scale);
-	free(m->zero);
-	free(m->perm);
-}
-
-/* Error bound of out[i][r]: both results are sums of x * w with w = q * s - s * z formed in fp32
- * (two roundings of size |w| and |s z|) — or, per-channel Q8, s * sum x (q - 128) - s (z - 128)
- * sum x (terms of size <= 128 |s| |x|) — summed over per-lane chains of at most K / 8 terms plus a
- * reduction tree, so |cpu - ref| <= (K / 8 + 32) eps sum_j |x_j| (|w_j| + |s z|_j + 128 |s|_j). */
-static double bound(const struct qsrc *m, const float *x, int64_t r, const float *bias)
-{
-	const struct vk_quant_src *s = &m->s;
-	double acc = bias ? fabs(bias[r]) : 0.0;
-	for (int64_t c = 0; c < s->cols; c++) {
-		size_t g = (size_t)r * (size_t)(s->cols / s->group_size) + (size_t)(c / s->group_size);
-		/* the zero term as either backend may hold it: scale * zero or scale * (zero - 128) */
-		double sz = fabs((double)s->scale[g] * s->zero[g]) + 128.0 * fabs((double)s->scale[g]);
-		double w = fabs(((double)s->q[(size_t)(r * s->cols + c)] - s->zero[g]) * s->scale[g]);
-		acc += fabs((double)x[s->perm ? s->perm[c] : c]) * (w + sz);
-	}
-	return ((double)s->cols / 8.0 + 32.0) * FLT_EPSILON * acc + 1e-30;
 }
 
 /* The reference against a matrix worked out by hand: rows [2, 4], groups of 2, perm (1 3 0 2). */
@@ -231,7 +155,8 @@ START_TEST(test_parity)
 			snprintf(what, sizeof(what), "[%s x%s] %s [%lld, %lld] group %d perm %d frac %d",
 			         configs[_i].isa, configs[_i].threads, vk_dtype_name(qc->dt), (long long)R,
 			         (long long)K, qc->gs ? qc->gs : (int)K, with_perm, frac);
-			qsrc_make(&m, qc->dt, R, K, qc->gs ? qc->gs : (int32_t)K, with_perm, frac, &seed);
+			ck_assert(qsrc_make(&m, qc->dt, R, K, qc->gs ? qc->gs : (int32_t)K, with_perm,
+			                    frac, &seed) == 0);
 			qsrc_dup(&m, &d);
 			ck_assert_int_eq(cpu->ops->weight_load_quant(cpu, &d.s, &wc), 0);
 			ck_assert_int_eq(ref->ops->weight_load_quant(ref, &d.s, &wr), 0);
@@ -246,9 +171,9 @@ START_TEST(test_parity)
 			float *bias = malloc(sizeof(float) * (size_t)R);
 			ck_assert(x && oc && orf && bias);
 			for (int64_t i = 0; i < 40 * K; i++)
-				x[i] = rng_unit(&seed) * 3.0f;
+				x[i] = qs_rng_unit(&seed) * 3.0f;
 			for (int64_t i = 0; i < R; i++)
-				bias[i] = rng_unit(&seed);
+				bias[i] = qs_rng_unit(&seed);
 			ck_assert_int_eq(cpu->ops->weight_load(cpu, bias, VK_DTYPE_F32, 1, R, &bc), 0);
 			ck_assert_int_eq(ref->ops->weight_load(ref, bias, VK_DTYPE_F32, 1, R, &br), 0);
 			for (size_t t = 0; t < sizeof(ns) / sizeof(ns[0]); t++)
@@ -261,7 +186,7 @@ START_TEST(test_parity)
 					for (int i = 0; i < n; i++)
 						for (int64_t r = 0; r < R; r++) {
 							double got = oc[i * R + r], want = orf[i * R + r];
-							double tol = bound(&m, x + i * K, r, ub ? bias : NULL);
+							double tol = qsrc_bound(&m, x + i * K, r, ub ? bias : NULL);
 							ck_assert_msg(fabs(got - want) <= tol,
 							              "%s n %d bias %d: out[%d][%lld] = %.9g, ref %.9g "
 							              "(tolerance %.3g)", what, n, ub, i, (long long)r,
@@ -273,7 +198,7 @@ START_TEST(test_parity)
 			struct vk_seq sq = { 0, 5, 0, 0, NULL };
 			float sub[2 * 1024];
 			for (int64_t i = 0; i < 2 * K; i++)
-				sub[i] = rng_unit(&seed);
+				sub[i] = qs_rng_unit(&seed);
 			struct vk_row_source rs = { 2, 1, VK_DTYPE_F32, 0, (int64_t)(K * 4), sub };
 			struct vk_batch b = { 5, 1, tok, NULL, &sq, 1, &rs };
 			tok[2] = -7;   /* substituted: never looked up */
@@ -331,14 +256,15 @@ START_TEST(test_batch_invariance)
 		const int64_t R = shapes[s].rows, K = shapes[s].cols;
 		struct qsrc m;
 		struct vk_weight w;
-		qsrc_make(&m, shapes[s].dt, R, K, shapes[s].gs ? shapes[s].gs : (int32_t)K, 1, 1, &seed);
+		ck_assert(qsrc_make(&m, shapes[s].dt, R, K, shapes[s].gs ? shapes[s].gs : (int32_t)K, 1,
+		                    1, &seed) == 0);
 		ck_assert_int_eq(cpu->ops->weight_load_quant(cpu, &m.s, &w), 0);
 		float *x = malloc(sizeof(float) * (size_t)(40 * K));
 		float *one = malloc(sizeof(float) * (size_t)(40 * R));
 		float *all = malloc(sizeof(float) * (size_t)(40 * R));
 		ck_assert(x && one && all);
 		for (int64_t i = 0; i < 40 * K; i++)
-			x[i] = rng_unit(&seed);
+			x[i] = qs_rng_unit(&seed);
 		for (int i = 0; i < 40; i++)
 			ck_assert_int_eq(cpu->ops->matmul(cpu, x + i * K, &w, NULL, 1, one + i * R), 0);
 		for (size_t t = 0; t < sizeof(rows) / sizeof(rows[0]); t++) {
@@ -369,7 +295,7 @@ START_TEST(test_malformed)
 	struct vk_weight w;
 	struct vk_quant_src s;
 
-	qsrc_make(&m, VK_DTYPE_Q4, 4, 64, 32, 1, 0, &seed);
+	ck_assert(qsrc_make(&m, VK_DTYPE_Q4, 4, 64, 32, 1, 0, &seed) == 0);
 	ck_assert_int_eq(be->ops->weight_load_quant(be, &m.s, &w), 0);   /* the good one loads */
 	be->ops->weight_free(be, &w);
 
@@ -412,7 +338,7 @@ START_TEST(test_malformed)
 
 	/* Q8 accepts 255 where Q4 refuses 16 */
 	qsrc_free(&m);
-	qsrc_make(&m, VK_DTYPE_Q8, 3, 32, 32, 0, 0, &seed);
+	ck_assert(qsrc_make(&m, VK_DTYPE_Q8, 3, 32, 32, 0, 0, &seed) == 0);
 	m.q[10] = 255;
 	ck_assert_int_eq(be->ops->weight_load_quant(be, &m.s, &w), 0);
 	/* a quantized weight is no norm vector on the cpu backend */
@@ -420,7 +346,7 @@ START_TEST(test_malformed)
 		float xin[32] = { 1 }, out[32];
 		struct vk_weight w1;
 		qsrc_free(&m);
-		qsrc_make(&m, VK_DTYPE_Q8, 1, 32, 32, 0, 0, &seed);
+		ck_assert(qsrc_make(&m, VK_DTYPE_Q8, 1, 32, 32, 0, 0, &seed) == 0);
 		ck_assert_int_eq(be->ops->weight_load_quant(be, &m.s, &w1), 0);
 		ck_assert_int_eq(be->ops->rmsnorm(be, xin, &w1, 1e-6f, 1, 32, out), -EINVAL);
 		be->ops->weight_free(be, &w1);
