@@ -977,6 +977,22 @@ static void probe_fn(void *arg, int tid, int nt)
 	j->sink[tid % 64] = s;
 }
 
+/* Seconds of the fastest of 5 runs of probe_fn in mode (the probe's figures are best cases). */
+static double probe_best(struct cpu_ctx *c, struct probe_job *j, int mode)
+{
+	double best = 1e30;
+
+	j->mode = mode;
+	for (int rep = 0; rep < 5; rep++) {
+		double t0 = now_s();
+		vk_pool_run(c->pool, probe_fn, j);
+		double dt = now_s() - t0;
+		if (dt < best)
+			best = dt;
+	}
+	return best;
+}
+
 static int cpu_probe(struct vk_backend *be, struct vk_probe *ret)
 {
 	struct cpu_ctx *c = CTX(be);
@@ -1002,75 +1018,21 @@ static int cpu_probe(struct vk_backend *be, struct vk_probe *ret)
 	for (size_t i = 0; i < (size_t)c->n_threads * ((MR_MAX + NR_MAX) * 512 + MR_MAX * NR_MAX + 16); i++)
 		j.tiles[i] = 1e-3f;
 
-	j.mode = 0;
-	best = 1e30;
-	for (int rep = 0; rep < 5; rep++) {
-		double t0 = now_s();
-		vk_pool_run(c->pool, probe_fn, &j);
-		double dt = now_s() - t0;
-		if (dt < best)
-			best = dt;
-	}
-	j.mode = 3;          /* the floor is the better of the two access patterns */
-	for (int rep = 0; rep < 5; rep++) {
-		double t0 = now_s();
-		vk_pool_run(c->pool, probe_fn, &j);
-		double dt = now_s() - t0;
-		if (dt < best)
-			best = dt;
-	}
-	ret->read_bandwidth_gbps = (double)len * sizeof(float) / best * 1e-9;
+	/* the read floor is the better of the two access patterns (modes 0 and 3) */
+	best = probe_best(c, &j, 0);
+	double b3 = probe_best(c, &j, 3);
+	ret->read_bandwidth_gbps = (double)len * sizeof(float) / (b3 < best ? b3 : best) * 1e-9;
+	ret->copy_bandwidth_gbps = 2.0 * (double)len * sizeof(float) / probe_best(c, &j, 1) * 1e-9;
 
-	j.mode = 1;
-	best = 1e30;
-	for (int rep = 0; rep < 5; rep++) {
-		double t0 = now_s();
-		vk_pool_run(c->pool, probe_fn, &j);
-		double dt = now_s() - t0;
-		if (dt < best)
-			best = dt;
-	}
-	ret->copy_bandwidth_gbps = 2.0 * (double)len * sizeof(float) / best * 1e-9;
-
-	j.mode = 2;
 	j.reps = 4000;
-	best = 1e30;
-	for (int rep = 0; rep < 5; rep++) {
-		double t0 = now_s();
-		vk_pool_run(c->pool, probe_fn, &j);
-		double dt = now_s() - t0;
-		if (dt < best)
-			best = dt;
-	}
 	ret->peak_f32_gflops = 2.0 * c->isa->mr * c->isa->nr * 512.0 * (double)j.reps * c->n_threads /
-	                       best * 1e-9;
-
-	if (c->bf16dot) {   /* the bf16 GEMM tile (vdpbf16ps) on L1-resident rows */
-		j.mode = 4;
-		best = 1e30;
-		for (int rep = 0; rep < 5; rep++) {
-			double t0 = now_s();
-			vk_pool_run(c->pool, probe_fn, &j);
-			double dt = now_s() - t0;
-			if (dt < best)
-				best = dt;
-		}
-		ret->peak_bf16_gflops = 2.0 * c->isa->mr_bf16 * c->isa->nr_bf16 * 512.0 * (double)j.reps *
-		                        c->n_threads / best * 1e-9;
-	}
-	if (c->i8dot) {     /* a 6x4 tile of vpdpbusd on L1-resident rows */
-		j.mode = 5;
-		best = 1e30;
-		for (int rep = 0; rep < 5; rep++) {
-			double t0 = now_s();
-			vk_pool_run(c->pool, probe_fn, &j);
-			double dt = now_s() - t0;
-			if (dt < best)
-				best = dt;
-		}
+	                       probe_best(c, &j, 2) * 1e-9;
+	if (c->bf16dot)     /* the bf16 GEMM tile (vdpbf16ps) on L1-resident rows */
+		ret->peak_bf16_gflops = 2.0 * c->isa->mr_bf16 * c->isa->nr_bf16 * 512.0 *
+		                        (double)j.reps * c->n_threads / probe_best(c, &j, 4) * 1e-9;
+	if (c->i8dot)       /* a 6x4 tile of vpdpbusd on L1-resident rows */
 		ret->peak_int8_gops = 2.0 * c->isa->mr_bf16 * c->isa->nr_bf16 * 512.0 * (double)j.reps *
-		                      c->n_threads / best * 1e-9;
-	}
+		                      c->n_threads / probe_best(c, &j, 5) * 1e-9;
 	/* the matmul path at its best: bf16 weights take the dot product where the CPU has it */
 	ret->peak_gflops = ret->peak_bf16_gflops > ret->peak_f32_gflops ? ret->peak_bf16_gflops
 	                                                                : ret->peak_f32_gflops;
