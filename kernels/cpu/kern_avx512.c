@@ -72,8 +72,56 @@ AI const void *wrow(const void *w, enum vk_dtype dt, int64_t K, int64_t r)
 	return (const char *)w + (size_t)r * (size_t)K * (dt == VK_DTYPE_F32 ? 4 : 2);
 }
 
-/* R weight rows x N activation rows, accumulators in registers. */
-/* Rows r + j * rs (j < R) for N activation rows. rs = 1: adjacent rows; rs > 1: R rows from R
+/* The matvec epilogue: acc[j][i] (16 lanes each) summed into out[i * ldo + r + j * rs] (+ bias,
+ * + out when accumulate) for j < R, i < N, with the same reduction tree on every path (batch
+ * invariance: the fp32 and the bf16-dot matvecs end the same way). */
+AI void mv_store(__m512 acc[4][VK_MV_MAXN], const int N, const int R, int64_t r, int64_t rs,
+                 const float *bias, float *out, int64_t ldo, int accumulate)
+{
+	if (R >= 3 && rs == 1) {   /* one 4-way reduction per activation row: out[i][r .. r + R) */
+		__m128 b = _mm_setzero_ps();
+		const __mmask8 m = (__mmask8)((1u << R) - 1);
+		if (bias)
+			b = _mm_maskz_loadu_ps(m, bias + r);
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			__m128 v = _mm_add_ps(reduce4(acc[0][i], acc[1][i], acc[2][i],
+			                              R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()), b);
+			if (accumulate)
+				v = _mm_add_ps(v, _mm_maskz_loadu_ps(m, out + i * ldo + r));
+			_mm_mask_storeu_ps(out + i * ldo + r, m, v);
+		}
+		return;
+	}
+	if (R >= 3) {   /* strided rows: one 4-way reduction per activation row, then scatter */
+		float t[4];
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			_mm_storeu_ps(t, reduce4(acc[0][i], acc[1 % R][i], acc[2 % R][i],
+			                         R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()));
+#pragma GCC unroll 4
+			for (int j = 0; j < R; j++) {
+				float v = t[j] + (bias ? bias[r + j * rs] : 0.0f);
+				float *o = out + i * ldo + r + j * rs;
+				*o = accumulate ? *o + v : v;
+			}
+		}
+		return;
+	}
+#pragma GCC unroll 4
+	for (int j = 0; j < R; j++) {
+		float b = bias ? bias[r + j * rs] : 0.0f;
+#pragma GCC unroll 8
+		for (int i = 0; i < N; i++) {
+			float v = _mm_cvtss_f32(reduce4(acc[j][i], acc[j][i], acc[j][i], acc[j][i])) + b;
+			float *o = out + i * ldo + r + j * rs;
+			*o = accumulate ? *o + v : v;
+		}
+	}
+}
+
+/* R weight rows x N activation rows, accumulators in registers.
+ * Rows r + j * rs (j < R) for N activation rows. rs = 1: adjacent rows; rs > 1: R rows from R
  * separate regions of the weight, i.e. R concurrent memory streams (the DRAM read rate of one
  * core grows with the number of independent streams it keeps in flight). */
 AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t ldw,
@@ -130,46 +178,7 @@ AI void mv_block(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, i
 				acc[j][i] = _mm512_fmadd_ps(wv[j], xv, acc[j][i]);
 		}
 	}
-	if (R >= 3 && rs == 1) {   /* one 4-way reduction per activation row: out[i][r .. r + R) */
-		__m128 b = _mm_setzero_ps();
-		const __mmask8 m = (__mmask8)((1u << R) - 1);
-		if (bias)
-			b = _mm_maskz_loadu_ps(m, bias + r);
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++) {
-			__m128 v = _mm_add_ps(reduce4(acc[0][i], acc[1][i], acc[2][i],
-			                              R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()), b);
-			if (accumulate)
-				v = _mm_add_ps(v, _mm_maskz_loadu_ps(m, out + i * ldo + r));
-			_mm_mask_storeu_ps(out + i * ldo + r, m, v);
-		}
-		return;
-	}
-	if (R >= 3) {   /* strided rows: one 4-way reduction per activation row, then scatter */
-		float t[4];
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++) {
-			_mm_storeu_ps(t, reduce4(acc[0][i], acc[1 % R][i], acc[2 % R][i],
-			                         R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()));
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++) {
-				float v = t[j] + (bias ? bias[r + j * rs] : 0.0f);
-				float *o = out + i * ldo + r + j * rs;
-				*o = accumulate ? *o + v : v;
-			}
-		}
-		return;
-	}
-#pragma GCC unroll 4
-	for (int j = 0; j < R; j++) {
-		float b = bias ? bias[r + j * rs] : 0.0f;
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++) {
-			float v = _mm_cvtss_f32(reduce4(acc[j][i], acc[j][i], acc[j][i], acc[j][i])) + b;
-			float *o = out + i * ldo + r + j * rs;
-			*o = accumulate ? *o + v : v;
-		}
-	}
+	mv_store(acc, N, R, r, rs, bias, out, ldo, accumulate);
 }
 
 AI void mv_rows(const float *x, int64_t ldx, const void *w, enum vk_dtype dt, int64_t ldw,
@@ -332,46 +341,7 @@ BF16_ATTR AI void mvb_block(const uint16_t *x, int64_t ldx, const uint16_t *w, i
 				acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
 		}
 	}
-	if (R >= 3 && rs == 1) {
-		__m128 b = _mm_setzero_ps();
-		const __mmask8 m = (__mmask8)((1u << R) - 1);
-		if (bias)
-			b = _mm_maskz_loadu_ps(m, bias + r);
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++) {
-			__m128 v = _mm_add_ps(reduce4(acc[0][i], acc[1][i], acc[2][i],
-			                              R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()), b);
-			if (accumulate)
-				v = _mm_add_ps(v, _mm_maskz_loadu_ps(m, out + i * ldo + r));
-			_mm_mask_storeu_ps(out + i * ldo + r, m, v);
-		}
-		return;
-	}
-	if (R >= 3) {
-		float t[4];
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++) {
-			_mm_storeu_ps(t, reduce4(acc[0][i], acc[1 % R][i], acc[2 % R][i],
-			                         R == 4 ? acc[3 % R][i] : _mm512_setzero_ps()));
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++) {
-				float v = t[j] + (bias ? bias[r + j * rs] : 0.0f);
-				float *o = out + i * ldo + r + j * rs;
-				*o = accumulate ? *o + v : v;
-			}
-		}
-		return;
-	}
-#pragma GCC unroll 4
-	for (int j = 0; j < R; j++) {
-		float b = bias ? bias[r + j * rs] : 0.0f;
-#pragma GCC unroll 8
-		for (int i = 0; i < N; i++) {
-			float v = _mm_cvtss_f32(reduce4(acc[j][i], acc[j][i], acc[j][i], acc[j][i])) + b;
-			float *o = out + i * ldo + r + j * rs;
-			*o = accumulate ? *o + v : v;
-		}
-	}
+	mv_store(acc, N, R, r, rs, bias, out, ldo, accumulate);
 }
 
 BF16_ATTR AI void mvb_rows(const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw,
