@@ -27,6 +27,7 @@
 
 #include "client/conn.h"
 #include "client/dlpack.h"
+#include "client/pixmemo.h"
 #include "client/reqmap.h"
 
 struct vlm_request;
@@ -47,6 +48,8 @@ struct vc_stats {                    /* vlm_conn_stats: what the data path cost 
 	uint64_t tensors_copied;
 	uint64_t tensors_in_place;   /* read by vlmd where they were (arena or CUDA) */
 	uint64_t tensors_cuda;
+	uint64_t images_preprocessed; /* preprocessed straight into the arena (client/imgreq.c) */
+	uint64_t images_reused;      /* found in the connection's memo (client/pixmemo.h) */
 };
 
 struct vlm_conn {
@@ -76,6 +79,7 @@ struct vlm_conn {
 	unsigned char *arena;        /* [arena_bytes], valid while vc is open */
 	uint64_t arena_bytes;
 	struct vc_stats stats;
+	struct vc_pixmemo memo;      /* preprocessed images kept in the arena */
 };
 
 /* mu helpers. vc_unlock() drops mu, then calls the deleters of the tensors queued on dead. */

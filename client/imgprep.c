@@ -709,16 +709,23 @@ fail:
 	return e;
 }
 
-int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t height, size_t row_stride,
-		       const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
-		       struct vlm_image **ret)
+int vc_image_from_rgb_to(const uint8_t *rgb, uint32_t width, uint32_t height, size_t row_stride,
+			 const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+			 const struct vc_img_dst *dst, struct vlm_image **ret)
 {
 	vc_err_clear();
 	if (ret)
 		*ret = NULL;
 	if (!rgb)
 		return vc_err(-EINVAL, "vlm_image_from_rgb: rgb is NULL");
-	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, NULL, ret);
+	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, dst, ret);
+}
+
+int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t height, size_t row_stride,
+		       const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+		       struct vlm_image **ret)
+{
+	return vc_image_from_rgb_to(rgb, width, height, row_stride, cfg, opts, NULL, ret);
 }
 
 uint64_t vc_source_limit(const struct vlm_image_opts *opts)
