@@ -272,6 +272,28 @@ static enum MHD_Result version(struct hreq *h, struct MHD_Connection *c)
 static enum MHD_Result metrics(struct hreq *h, struct MHD_Connection *c)
 {
 	char *own = vsv_metrics_text(h->s->metrics);
+	struct vlm_conn_stats st;
+	if (own && vsv_backend_stats(h->s->be, &st) == 0) {
+		/* how images reached vlmd on the current connection: preprocessed into the shared
+		 * arena, found there again, or copied (never, for image parts) */
+		char *x = NULL;
+		if (asprintf(&x, "%s# HELP vlm_serve_link_images_preprocessed Images preprocessed "
+			     "straight into vlmd's shared arena (current connection).\n# TYPE "
+			     "vlm_serve_link_images_preprocessed counter\n"
+			     "vlm_serve_link_images_preprocessed %llu\n# HELP "
+			     "vlm_serve_link_images_reused Images found preprocessed in the arena "
+			     "(current connection).\n# TYPE vlm_serve_link_images_reused counter\n"
+			     "vlm_serve_link_images_reused %llu\n# HELP "
+			     "vlm_serve_link_tensors_copied Tensors copied into the arena (current "
+			     "connection).\n# TYPE vlm_serve_link_tensors_copied counter\n"
+			     "vlm_serve_link_tensors_copied %llu\n", own,
+			     (unsigned long long)st.images_preprocessed,
+			     (unsigned long long)st.images_reused,
+			     (unsigned long long)st.tensors_copied) >= 0) {
+			free(own);
+			own = x;
+		}
+	}
 	int err;
 	char *vlmd = vsv_admin_metrics(vsv_backend_socket(h->s->be), &err);
 	if (!vlmd)
