@@ -1051,6 +1051,14 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		       fi.completion_tokens, (unsigned long long)fi.queue_us,
 		       (unsigned long long)fi.ttft_us, (unsigned long long)fi.total_us,
 		       t_first ? (t_first - t_submit) * 1e6 : 0.0);
+		struct vlm_conn_stats cs;
+		if (vlm_conn_stats(o->conn, &cs) == 0) /* how the images and tensors reached vlmd */
+			printf(", \"transport\": {\"images_preprocessed\": %llu, \"images_reused\": %llu, "
+			       "\"tensors_copied\": %llu, \"bytes_copied\": %llu}",
+			       (unsigned long long)cs.images_preprocessed,
+			       (unsigned long long)cs.images_reused,
+			       (unsigned long long)cs.tensors_copied,
+			       (unsigned long long)cs.bytes_copied);
 		if (o->gp.logprobs) {
 			printf(", \"logprobs\": [");
 			for (size_t i = 0; i < b.n; i++) {

@@ -295,6 +295,17 @@ class TestGenerate(unittest.TestCase):
                              img_path("webp_lossy_160x120.webp"), "--echo", "--ids",
                              "--max-tokens", "2", "--timeout", "10000")
             self.assertEqual(r.returncode, 0, r.stderr)
+            # the arena path: each file preprocessed once into the arena (for its grid), found
+            # there by the request (the same file twice: once), nothing copied
+            r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "Describe.",
+                             "--image", img_path("png_28x28.png"), "--image",
+                             img_path("webp_lossy_160x120.webp"), "--image",
+                             img_path("png_28x28.png"), "--echo", "--json",
+                             "--max-tokens", "2", "--timeout", "10000")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)["transport"],
+                             {"images_preprocessed": 2, "images_reused": 4,
+                              "tensors_copied": 0, "bytes_copied": 0})
             with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
                 json.dump([{"role": "user", "content": [
                     {"type": "image", "path": img_path("jpeg_exif6_90x60.jpg")},
