@@ -313,8 +313,9 @@ static int chat_turn(struct session *s, const char *user)
 	struct vlm_stop *stop = NULL;
 	int32_t ids[64];
 	double t0, t_first = 0;
-	unsigned n_gen = 0;
+	unsigned n_gen = 0, n_img = 0, n_reused = 0;
 	int r, cancelled = 0, stopped = 0;   /* stopped: a --stop string matched */
+	struct vlm_conn_stats st0, st1;
 
 	r = render(s, user, &res);
 	if (r < 0) {
@@ -333,6 +334,8 @@ static int chat_turn(struct session *s, const char *user)
 	}
 	/* every image of the conversation, in prompt order (vlmd's caches make the old ones cheap;
 	 * libvlmclient finds their patches in the arena still: no preprocessing, no copy) */
+	if (vlm_conn_stats(s->conn, &st0) < 0)
+		memset(&st0, 0, sizeof(st0));
 	for (size_t i = 0; i <= s->n_turns && r >= 0; i++) {
 		const struct chat_img *img = i < s->n_turns ? s->turns[i].img : s->pending;
 		int n = i < s->n_turns ? s->turns[i].n_img : s->n_pending;
@@ -342,6 +345,7 @@ static int chat_turn(struct session *s, const char *user)
 
 			r = vlm_request_add_image_file(req, s->image_pad, img[k].path, &s->vcfg, NULL,
 						       g, NULL);
+			n_img += r >= 0;
 			if (r >= 0 && memcmp(g, img[k].grid, sizeof(g))) {
 				fprintf(stderr, PROG ": image %s changed since /image (grid %ux%u, was "
 					"%ux%u): /reset and send it again\n", img[k].path, g[1], g[2],
@@ -356,6 +360,8 @@ static int chat_turn(struct session *s, const char *user)
 		r = 0;
 		goto out;
 	}
+	if (n_img && vlm_conn_stats(s->conn, &st1) == 0)
+		n_reused = (unsigned)(st1.images_reused - st0.images_reused);
 	t0 = now_s();
 	interrupted = 0;
 	while ((r = vlm_submit(req)) == -EAGAIN) {
@@ -444,11 +450,16 @@ static int chat_turn(struct session *s, const char *user)
 			fin.reason = VLM_FINISH_STOP;   /* our cancel after a stop string: a stop */
 		if (fin.reason == VLM_FINISH_CANCELLED || cancelled)
 			fprintf(stderr, "[cancelled after %u tokens; this turn is not kept]\n", n_gen);
-		else if (s->stats)
-			fprintf(stderr, "[%u tokens, %.1f tokens/s, first token %.0f ms, prompt %u (%u cached), "
+		else if (s->stats) {
+			char imgs[64] = "";   /* images found preprocessed in the arena (not redone) */
+
+			if (n_img)
+				snprintf(imgs, sizeof(imgs), ", images %u (%u reused)", n_img, n_reused);
+			fprintf(stderr, "[%u tokens, %.1f tokens/s, first token %.0f ms, prompt %u (%u cached)%s, "
 				"%s, %.2f s]\n", fin.completion_tokens,
 				gen_s > 0 ? (double)(n_gen - 1) / gen_s : 0.0, (double)fin.ttft_us / 1000.0,
-				fin.prompt_tokens, fin.cached_tokens, reason_name(fin.reason), dt_s);
+				fin.prompt_tokens, fin.cached_tokens, imgs, reason_name(fin.reason), dt_s);
+		}
 		if (fin.reason == VLM_FINISH_STOP || fin.reason == VLM_FINISH_LENGTH) {
 			struct turn *tn;
 
