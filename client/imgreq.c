@@ -12,9 +12,9 @@
  * faulted in. The extent is then kept in the connection's memo (client/pixmemo.h), keyed by the
  * SHA-256 of the source and the settings, so the same image in a later request (the next turn
  * of a conversation, the n-th choice, a tool that needed the grid before the prompt) costs a
- * hash: no decode, no resize, no copy. The descriptor carries the PATCH grid (t, h, w); vlmd runs the vision tower and
- * fills the placeholder run of t*h*w/merge^2 tokens. A video also carries its seconds per
- * temporal grid step (float32 bits in reserved0).
+ * hash: no decode, no resize, no copy. The descriptor carries the PATCH grid (t, h, w); vlmd
+ * runs the vision tower and fills the placeholder run of t*h*w/merge^2 tokens. A video also
+ * carries its seconds per temporal grid step (float32 bits in reserved0).
  */
 #include <errno.h>
 #include <fcntl.h>
