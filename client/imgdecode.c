@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,84 +170,160 @@ static void jpeg_note(j_common_ptr ci, int level)
 		e->truncated = 1;
 }
 
-static int decode_jpeg(const uint8_t *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
-{
+/* A JPEG being decoded, one row per jdec_row: the whole decode and the streamed rows share it.
+ * Every call into libjpeg sits behind a setjmp in the function making it (jpeg_fail jumps
+ * there); after an error the decompressor is destroyed and only jdec_free may follow. */
+struct jdec {
 	struct jpeg_decompress_struct ci;
 	struct jerr je;
-	uint8_t *volatile px = NULL;
-	volatile int orient = 1;
-	int e, cmyk;
+	bool live;                   /* ci exists (created, not yet destroyed) */
+	bool cmyk;                   /* read as CMYK, converted per row */
+	int orient;                  /* EXIF orientation, 1..8 */
 	uint32_t w, h;
+	uint8_t *tmp;                /* CMYK: one row [w][4] */
+};
 
-	memset(&je, 0, sizeof(je));
-	ci.err = jpeg_std_error(&je.pub);
-	je.pub.error_exit = jpeg_fail;
-	je.pub.emit_message = jpeg_note;
-	if (setjmp(je.jb)) {
-		jpeg_destroy_decompress(&ci);
-		free(px);
-		return vc_err(-EBADMSG, "corrupt JPEG: %s", je.msg);
-	}
-	jpeg_create_decompress(&ci);
-	jpeg_mem_src(&ci, data, (unsigned long)len);
-	jpeg_save_markers(&ci, JPEG_APP0 + 1, 0xffff);
-	jpeg_read_header(&ci, TRUE);
-	e = check_size("JPEG", ci.image_width, ci.image_height, max_pixels);
+static void jdec_free(struct jdec *d)
+{
+	if (d->live)
+		jpeg_destroy_decompress(&d->ci);
+	d->live = false;
+	free(d->tmp);
+	d->tmp = NULL;
+}
+
+static int jdec_corrupt(struct jdec *d)
+{
+	jdec_free(d);
+	return vc_err(-EBADMSG, "corrupt JPEG: %s", d->je.msg);
+}
+
+static int jdec_truncated(struct jdec *d)
+{
+	jdec_free(d);
+	return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
+}
+
+/* Header, size limit, EXIF orientation, decompression started (a progressive JPEG is read
+ * whole here, as libjpeg does). 0 or an error (d then released). */
+static int jdec_open(struct jdec *d, const uint8_t *data, size_t len, uint64_t max_pixels)
+{
+	int e;
+
+	memset(d, 0, sizeof(*d));
+	d->orient = 1;
+	d->ci.err = jpeg_std_error(&d->je.pub);
+	d->je.pub.error_exit = jpeg_fail;
+	d->je.pub.emit_message = jpeg_note;
+	if (setjmp(d->je.jb))
+		return jdec_corrupt(d);
+	jpeg_create_decompress(&d->ci);
+	d->live = true;
+	jpeg_mem_src(&d->ci, data, (unsigned long)len);
+	jpeg_save_markers(&d->ci, JPEG_APP0 + 1, 0xffff);
+	jpeg_read_header(&d->ci, TRUE);
+	e = check_size("JPEG", d->ci.image_width, d->ci.image_height, max_pixels);
 	if (e) {
-		jpeg_destroy_decompress(&ci);
+		jdec_free(d);
 		return e;
 	}
-	for (jpeg_saved_marker_ptr m = ci.marker_list; m; m = m->next)
+	for (jpeg_saved_marker_ptr m = d->ci.marker_list; m; m = m->next)
 		if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 &&
 		    !memcmp(m->data, "Exif\0\0", 6)) {
-			orient = vc_img_exif_orientation(m->data, m->data_length);
+			d->orient = vc_img_exif_orientation(m->data, m->data_length);
 			break; /* PIL keeps the first Exif segment */
 		}
-	cmyk = ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK;
-	ci.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
-	jpeg_start_decompress(&ci);
-	w = ci.output_width;
-	h = ci.output_height;
-	px = malloc((size_t)w * h * (cmyk ? 4 : 3));
-	if (!px) {
-		jpeg_destroy_decompress(&ci);
-		return vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", w, h);
+	d->cmyk = d->ci.jpeg_color_space == JCS_CMYK || d->ci.jpeg_color_space == JCS_YCCK;
+	d->ci.out_color_space = d->cmyk ? JCS_CMYK : JCS_RGB;
+	jpeg_start_decompress(&d->ci);
+	if (d->je.truncated)
+		return jdec_truncated(d);
+	d->w = d->ci.output_width;
+	d->h = d->ci.output_height;
+	if (d->cmyk && !(d->tmp = malloc((size_t)d->w * 4))) {
+		jdec_free(d);
+		return vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", d->w, d->h);
 	}
-	while (ci.output_scanline < h && !je.truncated) {
-		JSAMPROW row = px + (size_t)ci.output_scanline * w * (cmyk ? 4 : 3);
+	return 0;
+}
 
-		jpeg_read_scanlines(&ci, &row, 1);
-	}
-	if (je.truncated) {
-		jpeg_destroy_decompress(&ci);
-		free(px);
-		return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
-	}
-	jpeg_finish_decompress(&ci);
-	jpeg_destroy_decompress(&ci);
-	if (je.truncated) {
-		free(px);
-		return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
-	}
-	if (cmyk) {
+/* The next row, RGB, into dst [w][3]. 0 or -EBADMSG (d then released). */
+static int jdec_row(struct jdec *d, uint8_t *dst)
+{
+	JSAMPROW row = d->cmyk ? d->tmp : dst;
+
+	if (setjmp(d->je.jb))
+		return jdec_corrupt(d);
+	jpeg_read_scanlines(&d->ci, &row, 1);
+	if (d->je.truncated)
+		return jdec_truncated(d);
+	if (d->cmyk) {
 		/* PIL reads CMYK JPEGs as Adobe-inverted ("CMYK;I") and converts with cmyk2rgb:
 		 * out = (255-k) - MULDIV255(c, 255-k) */
-		uint8_t *p = px;
+		const uint8_t *p = d->tmp;
 
-		for (size_t i = 0; i < (size_t)w * h; i++) {
+		for (size_t i = 0; i < d->w; i++) {
 			unsigned nk = p[4 * i + 3]; /* stored inverted: raw k byte = 255 - K */
 
 			for (int c = 0; c < 3; c++) {
 				unsigned cv = 255u - p[4 * i + c], t = cv * nk + 128u;
 
-				p[3 * i + c] = (uint8_t)(nk - (((t >> 8) + t) >> 8));
+				dst[3 * i + c] = (uint8_t)(nk - (((t >> 8) + t) >> 8));
 			}
 		}
 	}
+	return 0;
+}
+
+/* After the last row: the rest of the stream (a truncation after the pixels is refused too), d
+ * released. 0 or -EBADMSG. */
+static int jdec_finish(struct jdec *d)
+{
+	if (setjmp(d->je.jb))
+		return jdec_corrupt(d);
+	if (d->ci.output_scanline < d->h && !d->tmp && !(d->tmp = malloc((size_t)d->w * 3))) {
+		jdec_free(d);
+		return vc_err(-ENOMEM, "out of memory (JPEG row)");
+	}
+	while (d->ci.output_scanline < d->h) { /* rows nobody asked for: read them anyway */
+		JSAMPROW row = d->tmp;
+
+		jpeg_read_scanlines(&d->ci, &row, 1);
+		if (d->je.truncated)
+			return jdec_truncated(d);
+	}
+	jpeg_finish_decompress(&d->ci);
+	if (d->je.truncated)
+		return jdec_truncated(d);
+	jdec_free(d);
+	return 0;
+}
+
+static int decode_jpeg(const uint8_t *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
+{
+	struct jdec d;
+	uint8_t *px;
+	int e = jdec_open(&d, data, len, max_pixels);
+
+	if (e)
+		return e;
+	px = malloc((size_t)d.w * d.h * 3);
+	if (!px) {
+		jdec_free(&d);
+		return vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", d.w, d.h);
+	}
+	for (uint32_t y = 0; y < d.h && !e; y++)
+		e = jdec_row(&d, px + (size_t)y * d.w * 3);
+	if (!e)
+		e = jdec_finish(&d);
+	if (e) {
+		free(px);
+		return e;
+	}
 	out->px = px;
-	out->w = w;
-	out->h = h;
-	return vc_img_orient(out, orient) ? (free(out->px), out->px = NULL, -ENOMEM) : 0;
+	out->w = d.w;
+	out->h = d.h;
+	return vc_img_orient(out, d.orient) ? (free(out->px), out->px = NULL, -ENOMEM) : 0;
 }
 
 /* ---------------------------------------------------------------- PNG */
@@ -455,4 +532,125 @@ int vc_img_decode(const void *data, size_t len, uint64_t max_pixels, struct vc_r
 		return vc_err(-EBADMSG, "image data too short (%zu bytes) to be JPEG, PNG or WebP",
 			      len);
 	return vc_err(-ENOTSUP, "unknown image format (JPEG, PNG, WebP are supported)");
+}
+
+/* ---------------------------------------------------------------- rows on demand */
+
+struct vc_img_rows {
+	uint32_t w, h, next;         /* size; the row vc_img_rows_next hands out next */
+	struct vc_rgb whole;         /* px: decoded whole (not a plain JPEG) */
+	struct jdec jd;              /* a JPEG decoded as rows are asked (jd.live) */
+	uint8_t *row;                /* [w*3]: the row handed out */
+	int err;                     /* the first error handed out (0: none) */
+};
+
+/* A source over the image decoded whole (vc_img_decode). */
+static int rows_open_whole(const void *data, size_t len, uint64_t max_pixels,
+			   struct vc_img_rows **ret)
+{
+	struct vc_img_rows *s = calloc(1, sizeof(*s));
+	int e;
+
+	if (!s)
+		return vc_err(-ENOMEM, "out of memory (image)");
+	e = vc_img_decode(data, len, max_pixels, &s->whole);
+	if (e) {
+		free(s);
+		return e;
+	}
+	s->w = s->whole.w;
+	s->h = s->whole.h;
+	*ret = s;
+	return 0;
+}
+
+int vc_img_rows_open(const void *data, size_t len, uint64_t max_pixels,
+		     struct vc_img_rows **ret)
+{
+	const uint8_t *p = data;
+	struct vc_img_rows *s;
+	int e;
+
+	*ret = NULL;
+	if (len < 3 || p[0] != 0xff || p[1] != 0xd8 || p[2] != 0xff)
+		return rows_open_whole(data, len, max_pixels, ret);
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return vc_err(-ENOMEM, "out of memory (JPEG)");
+	e = jdec_open(&s->jd, p, len, max_pixels);
+	if (e) {
+		free(s);
+		return e;
+	}
+	if (s->jd.orient != 1) {
+		/* PIL's exif_transpose needs the whole image: decode it whole */
+		vc_img_rows_free(s);
+		return rows_open_whole(data, len, max_pixels, ret);
+	}
+	s->w = s->jd.w;
+	s->h = s->jd.h;
+	s->row = malloc((size_t)s->w * 3);
+	if (!s->row) {
+		e = vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", s->w, s->h);
+		vc_img_rows_free(s);
+		return e;
+	}
+	*ret = s;
+	return 0;
+}
+
+void vc_img_rows_size(const struct vc_img_rows *s, uint32_t *w, uint32_t *h)
+{
+	*w = s->w;
+	*h = s->h;
+}
+
+const uint8_t *vc_img_rows_whole(const struct vc_img_rows *s)
+{
+	return s->whole.px;
+}
+
+int vc_img_rows_next(struct vc_img_rows *s, const uint8_t **row)
+{
+	int e;
+
+	*row = NULL;
+	if (s->err)
+		return s->err;
+	if (s->next >= s->h)
+		return s->err = vc_err(-EINVAL, "image rows: row %u of %u asked", s->next, s->h);
+	if (s->whole.px) {
+		*row = s->whole.px + (size_t)s->next++ * s->w * 3;
+		return 0;
+	}
+	e = jdec_row(&s->jd, s->row);
+	if (e)
+		return s->err = e;
+	s->next++;
+	*row = s->row;
+	return 0;
+}
+
+int vc_img_rows_finish(struct vc_img_rows *s)
+{
+	if (s->err)
+		return s->err;
+	if (s->whole.px || !s->jd.live)
+		return 0;
+	return s->err = jdec_finish(&s->jd);
+}
+
+int vc_img_rows_error(const struct vc_img_rows *s)
+{
+	return s->err;
+}
+
+void vc_img_rows_free(struct vc_img_rows *s)
+{
+	if (!s)
+		return;
+	jdec_free(&s->jd);
+	free(s->whole.px);
+	free(s->row);
+	free(s);
 }

@@ -577,11 +577,17 @@ static void *patches_alloc(size_t bytes, bool *mapped)
 	return malloc(bytes);
 }
 
-/* The shared core: nf RGB frames of one size -> *ret. */
+static int rows_pull(void *ctx, const uint8_t **row)
+{
+	return vc_img_rows_next(ctx, row);
+}
+
+/* The shared core: nf RGB frames of one size -> *ret; or (rows non-NULL, nf 1, src unused) one
+ * image whose rows are decoded as the resizer takes them. */
 static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32_t sh,
-		       size_t stride, const struct vlm_vision_config *cfg,
-		       const struct vlm_image_opts *opts, bool video, const struct vc_img_dst *dst,
-		       struct vlm_image **ret)
+		       size_t stride, struct vc_img_rows *rows,
+		       const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+		       bool video, const struct vc_img_dst *dst, struct vlm_image **ret)
 {
 	struct vlm_vision_config dcfg;
 	struct vlm_image_opts dopts = { 0 };
@@ -650,7 +656,8 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 		goto fail;
 	}
 	for (nrs = 0; nrs < nf; nrs++) {
-		e = vc_resizer_new(src[nrs], sw, sh, stride, tw, th, &rs[nrs]);
+		e = rows ? vc_resizer_new_pull(rows_pull, rows, sw, sh, tw, th, &rs[nrs])
+			 : vc_resizer_new(src[nrs], sw, sh, stride, tw, th, &rs[nrs]);
 		if (e)
 			goto fail;
 	}
@@ -683,9 +690,11 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 					continue;
 				}
 				slot[tt] = blk + (size_t)tt * blk_rows * tw * 3;
-				for (uint32_t y = 0; y < blk_rows; y++)
-					vc_resizer_row(rs[f], bh * blk_rows + y,
-						       slot[tt] + (size_t)y * tw * 3);
+				for (uint32_t y = 0; y < blk_rows && !e; y++)
+					e = vc_resizer_row(rs[f], bh * blk_rows + y,
+							   slot[tt] + (size_t)y * tw * 3);
+				if (e)
+					goto fail;
 			}
 			patchify_block((const uint8_t *const *)slot, tw, t, bh, cfg, &lut, img);
 		}
@@ -718,7 +727,7 @@ int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t height, size
 		*ret = NULL;
 	if (!rgb)
 		return vc_err(-EINVAL, "vlm_image_from_rgb: rgb is NULL");
-	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, NULL, ret);
+	return prep_frames(&rgb, 1, width, height, row_stride, NULL, cfg, opts, false, NULL, ret);
 }
 
 uint64_t vc_source_limit(const struct vlm_image_opts *opts)
@@ -727,14 +736,14 @@ uint64_t vc_source_limit(const struct vlm_image_opts *opts)
 					       : VC_IMG_MAX_SOURCE_PIXELS;
 }
 
-int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out)
+/* The bytes of the regular file path into *buf (malloc'd, *len); the message names path. */
+static int read_image_file(const char *path, uint8_t **buf, size_t *len)
 {
 	struct stat st;
-	uint8_t *buf;
 	size_t got = 0;
 	int fd, e;
 
-	out->px = NULL;
+	*buf = NULL;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return vc_err(-errno, "%s: %s", path, strerror(errno));
@@ -747,33 +756,81 @@ int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out
 		return vc_err(-E2BIG, "%s: %lld bytes is too large for an image file", path,
 			      (long long)st.st_size);
 	}
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf) {
+	*buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!*buf) {
 		close(fd);
 		return vc_err(-ENOMEM, "out of memory (reading %s)", path);
 	}
 	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+		ssize_t n = read(fd, *buf + got, (size_t)st.st_size - got);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			e = n < 0 ? -errno : -EIO;
 			close(fd);
-			free(buf);
+			free(*buf);
+			*buf = NULL;
 			return vc_err(e, "%s: read failed", path);
 		}
 		got += (size_t)n;
 	}
 	close(fd);
+	*len = got;
+	return 0;
+}
+
+/* The decoder's message, prefixed with the file's path. */
+static int name_path(const char *path, int e)
+{
+	char msg[VC_ERR_LEN];
+
+	vc_err_save(msg);
+	return vc_err(e, "%s: %s", path, msg);
+}
+
+int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out)
+{
+	uint8_t *buf;
+	size_t got = 0;
+	int e;
+
+	out->px = NULL;
+	e = read_image_file(path, &buf, &got);
+	if (e)
+		return e;
 	e = vc_img_decode(buf, got, max_pixels, out);
 	free(buf);
-	if (e) {
-		char msg[VC_ERR_LEN];
+	return e ? name_path(path, e) : 0;
+}
 
-		vc_err_save(msg);
-		vc_err(e, "%s: %s", path, msg);
+/* Encoded bytes -> *ret: a plain JPEG is decoded row by row into the resizer, anything else
+ * whole first (vc_img_rows). path: the file's name for the decoder's messages, or NULL. */
+static int load_encoded(const void *data, size_t len, const char *path,
+			const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+			const struct vc_img_dst *dst, struct vlm_image **ret)
+{
+	struct vc_img_rows *rows;
+	const uint8_t *whole;
+	uint32_t w, h;
+	int e;
+
+	if (opts && (e = vc_check_opts(opts)))
+		return e;
+	e = vc_img_rows_open(data, len, vc_source_limit(opts), &rows);
+	if (e)
+		return path ? name_path(path, e) : e;
+	vc_img_rows_size(rows, &w, &h);
+	whole = vc_img_rows_whole(rows);
+	e = prep_frames(&whole, 1, w, h, (size_t)w * 3, whole ? NULL : rows, cfg, opts, false, dst,
+			ret);
+	if (!e && (e = vc_img_rows_finish(rows))) {
+		vlm_image_free(*ret);
+		*ret = NULL;
 	}
+	if (e && path && vc_img_rows_error(rows) == e)
+		e = name_path(path, e);
+	vc_img_rows_free(rows);
 	return e;
 }
 
@@ -781,23 +838,12 @@ int vc_image_load_memory_to(const void *data, size_t len, const struct vlm_visio
 			    const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
 			    struct vlm_image **ret)
 {
-	struct vc_rgb rgb;
-	int e;
-
 	vc_err_clear();
 	if (ret)
 		*ret = NULL;
 	if (!ret || (!data && len))
 		return vc_err(-EINVAL, "vlm_image_load_memory: NULL argument");
-	if (opts && (e = vc_check_opts(opts)))
-		return e;
-	e = vc_img_decode(data, len, vc_source_limit(opts), &rgb);
-	if (e)
-		return e;
-	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
-			opts, false, dst, ret);
-	free(rgb.px);
-	return e;
+	return load_encoded(data, len, NULL, cfg, opts, dst, ret);
 }
 
 int vlm_image_load_memory(const void *data, size_t len, const struct vlm_vision_config *cfg,
@@ -810,7 +856,8 @@ int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
 			  const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
 			  struct vlm_image **ret)
 {
-	struct vc_rgb rgb;
+	uint8_t *buf;
+	size_t len;
 	int e;
 
 	vc_err_clear();
@@ -820,12 +867,11 @@ int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
 		return vc_err(-EINVAL, "vlm_image_load_file: NULL argument");
 	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = vc_img_decode_file(path, vc_source_limit(opts), &rgb);
+	e = read_image_file(path, &buf, &len);
 	if (e)
 		return e;
-	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
-			opts, false, dst, ret);
-	free(rgb.px);
+	e = load_encoded(buf, len, path, cfg, opts, dst, ret);
+	free(buf);
 	return e;
 }
 
@@ -877,7 +923,7 @@ int vc_video_prep(const uint8_t *const *frames, size_t n, uint32_t width, uint32
 		  size_t stride, const struct vlm_vision_config *cfg,
 		  const struct vlm_image_opts *opts, double second_per_grid, struct vlm_image **ret)
 {
-	int e = prep_frames(frames, n, width, height, stride, cfg, opts, true, NULL, ret);
+	int e = prep_frames(frames, n, width, height, stride, NULL, cfg, opts, true, NULL, ret);
 
 	if (!e)
 		(*ret)->second_per_grid = second_per_grid;

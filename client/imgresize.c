@@ -590,8 +590,11 @@ static void v_row(const uint8_t *const *rows, const int32_t *k, const int32_t *k
 /* ---------------------------------------------------------------- the row streamer */
 
 struct vc_resizer {
-	const uint8_t *src;          /* [sh][sw][3], rows src_stride apart */
+	const uint8_t *src;          /* [sh][sw][3], rows src_stride apart (NULL: pulled) */
 	size_t stride;
+	vc_row_pull pull;            /* the source rows, in order, when src is NULL */
+	void *pull_ctx;
+	uint32_t pulled;             /* rows pulled so far */
 	uint32_t sw, sh, dw, dh;
 	struct axis ah, av;          /* unused when the axis keeps its size */
 	uint8_t *ring;               /* [ring_n][dw*3]: horizontally resized source rows */
@@ -615,8 +618,8 @@ void vc_resizer_free(struct vc_resizer *rs)
 	free(rs);
 }
 
-int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint32_t dw,
-		   uint32_t dh, struct vc_resizer **ret)
+static int resizer_new(const uint8_t *src, size_t src_stride, vc_row_pull pull, void *ctx,
+		       uint32_t sw, uint32_t sh, uint32_t dw, uint32_t dh, struct vc_resizer **ret)
 {
 	struct vc_resizer *rs = calloc(1, sizeof(*rs));
 	int e = 0;
@@ -626,6 +629,8 @@ int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stri
 		return vc_err(-ENOMEM, "out of memory (resize)");
 	rs->src = src;
 	rs->stride = src_stride;
+	rs->pull = pull;
+	rs->pull_ctx = ctx;
 #ifdef __SSE2__
 	__builtin_cpu_init(); /* idempotent; makes the check safe however the library was loaded */
 	{
@@ -657,7 +662,7 @@ int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stri
 	if (sh != dh && (e = axis_init(&rs->av, sh, dh)))
 		goto fail;
 	rs->ring_n = sh != dh ? rs->av.ksize + 1 : 1;
-	if (sw != dw) {
+	if (sw != dw || !src) { /* pulled rows live in the ring even at the same width */
 		rs->ring = malloc((size_t)rs->ring_n * dw * 3);
 		rs->ring_src = malloc(sizeof(*rs->ring_src) * rs->ring_n);
 		if (!rs->ring || !rs->ring_src) {
@@ -679,65 +684,115 @@ fail:
 	return e;
 }
 
-/* Source row sy after the horizontal pass (computed once while it stays in the ring). */
-static const uint8_t *hrow(struct vc_resizer *rs, uint32_t sy)
+int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint32_t dw,
+		   uint32_t dh, struct vc_resizer **ret)
 {
-	const uint8_t *s = rs->src + (size_t)sy * rs->stride;
+	return resizer_new(src, src_stride, NULL, NULL, sw, sh, dw, dh, ret);
+}
+
+int vc_resizer_new_pull(vc_row_pull pull, void *ctx, uint32_t sw, uint32_t sh, uint32_t dw,
+			uint32_t dh, struct vc_resizer **ret)
+{
+	return resizer_new(NULL, 0, pull, ctx, sw, sh, dw, dh, ret);
+}
+
+/* The horizontal pass of source row s into d (one row of the ring); limit: the end of the
+ * memory s may be read from. */
+static void hpass(const struct vc_resizer *rs, const uint8_t *s, const uint8_t *limit, uint8_t *d)
+{
+#ifdef __SSE2__
+	if (rs->vbmi)
+		h_row_vbmi(s, limit, &rs->ah, d, rs->dw);
+	else if (rs->avx2)
+		h_row_avx2(s, limit, &rs->ah, d, rs->dw);
+	else if (rs->ssse3)
+		h_row_ssse3(s, limit, &rs->ah, d, rs->dw);
+	else
+#endif
+		h_row(s, limit, &rs->ah, d, rs->dw);
+}
+
+/* Source row sy after the horizontal pass (computed once while it stays in the ring) into *out.
+ * Pulled rows are filtered the moment they arrive, while the decoder's row is still in cache;
+ * rows the filter never reaches are pulled and dropped. 0 or the source's error. */
+static int hrow(struct vc_resizer *rs, uint32_t sy, const uint8_t **out)
+{
 	uint32_t slot;
 	uint8_t *d;
 
-	if (rs->sw == rs->dw)
-		return s;
+	if (rs->src && rs->sw == rs->dw) {
+		*out = rs->src + (size_t)sy * rs->stride;
+		return 0;
+	}
 	slot = sy % rs->ring_n;
 	d = rs->ring + (size_t)slot * rs->dw * 3;
-	if (rs->ring_src[slot] != (int64_t)sy) {
+	*out = d;
+	if (rs->ring_src[slot] == (int64_t)sy)
+		return 0;
+	if (rs->src) {
 		const uint8_t *limit = rs->src + (size_t)(rs->sh - 1) * rs->stride +
 				       (size_t)rs->sw * 3;
-#ifdef __SSE2__
-		if (rs->vbmi)
-			h_row_vbmi(s, limit, &rs->ah, d, rs->dw);
-		else if (rs->avx2)
-			h_row_avx2(s, limit, &rs->ah, d, rs->dw);
-		else if (rs->ssse3)
-			h_row_ssse3(s, limit, &rs->ah, d, rs->dw);
-		else
-#endif
-			h_row(s, limit, &rs->ah, d, rs->dw);
+
+		hpass(rs, rs->src + (size_t)sy * rs->stride, limit, d);
 		rs->ring_src[slot] = sy;
+		return 0;
 	}
-	return d;
+	if (sy < rs->pulled) /* gone from the ring: rows were asked out of order */
+		return vc_err(-EINVAL, "resize: source row %u asked after row %u", sy,
+			      rs->pulled - 1);
+	while (rs->pulled <= sy) {
+		const uint8_t *s;
+		int e = rs->pull(rs->pull_ctx, &s);
+
+		if (e)
+			return e;
+		if (rs->pulled++ < sy)
+			continue;
+		if (rs->sw == rs->dw)
+			memcpy(d, s, (size_t)rs->sw * 3);
+		else
+			hpass(rs, s, s + (size_t)rs->sw * 3, d);
+	}
+	rs->ring_src[slot] = sy;
+	return 0;
 }
 
-void vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst)
+int vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst)
 {
 	const struct axis *av = &rs->av;
 	size_t n = (size_t)rs->dw * 3;
+	int e;
 
 	if (rs->sh == rs->dh) {
-		const uint8_t *r = hrow(rs, y);
+		const uint8_t *r;
 
-		if (r != dst)
+		e = hrow(rs, y, &r);
+		if (!e && r != dst)
 			memcpy(dst, r, n);
-		return;
+		return e;
 	}
 	/* a tap window spans at most ksize consecutive source rows, the ring holds ksize + 1:
 	 * rows still needed are never evicted while the window advances */
-	for (uint32_t j = 0; j < av->n[y]; j++)
-		rs->taps[j] = hrow(rs, av->lo[y] + j);
+	for (uint32_t j = 0; j < av->n[y]; j++) {
+		e = hrow(rs, av->lo[y] + j, &rs->taps[j]);
+		if (e)
+			return e;
+	}
 #ifdef __SSE2__
 	if (rs->avx512 && av->n[y] <= 64) {
 		v_row_avx512(rs->taps, av->k + (size_t)y * av->ksize,
 			     av->kp + (size_t)y * av->ksize, av->n[y], n, av->prec, dst);
-		return;
+		return 0;
 	}
 	if (rs->avx2) {
 		v_row_avx2(rs->taps, av->k + (size_t)y * av->ksize, av->kp + (size_t)y * av->ksize,
 			   av->n[y], n, av->prec, dst);
-		return;
+		return 0;
 	}
 #endif
 	v_row(rs->taps, av->k + (size_t)y * av->ksize, av->kp + (size_t)y * av->ksize, av->n[y], n,
 	      av->prec, dst);
+	return 0;
 }
 
 int vc_resize_rgb(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint8_t *dst,
@@ -748,8 +803,8 @@ int vc_resize_rgb(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_strid
 
 	if (e)
 		return e;
-	for (uint32_t y = 0; y < dh; y++)
-		vc_resizer_row(rs, y, dst + (size_t)y * dw * 3);
+	for (uint32_t y = 0; y < dh && !e; y++)
+		e = vc_resizer_row(rs, y, dst + (size_t)y * dw * 3);
 	vc_resizer_free(rs);
-	return 0;
+	return e;
 }
