@@ -86,13 +86,18 @@ struct axis {
 	uint32_t ksize;
 	uint32_t in;                 /* input size of the axis */
 	int prec;
-	/* h_row_vbmi's table (horizontal axis, NULL when unused): output bytes in groups of 16,
-	 * group g reads the 64 source bytes from gbase[g]; per tap pair p, gidx [g][p][64] picks
-	 * (tap 2p, tap 2p+1) source bytes into the int16 pairs of each output byte's int32 lane and
-	 * gw [g][p][16] holds the lane's (k[2p], k[2p+1]) as kp does */
+	/* h_row_vbmi's tables (horizontal axis, NULL when unused): output bytes in groups of 16,
+	 * group g reads the 64 source bytes from gbase[g]; gidx [g][64] picks (tap 0, tap 1) source
+	 * bytes into the int16 pairs of each output byte's int32 lane (bytes 4i, 4i+2), and tap
+	 * pair p is the same + 6p (taps are consecutive pixels; a wrapped index past the taps
+	 * meets a zero weight); gw [p][gw_stride] holds output pixel x's (k[2p], k[2p+1]) as kp
+	 * does, spread to the lanes by a per-phase (g % 3) map. Both fit L1 together for a 1288
+	 * wide row (31 KB), where one entry per lane and pair did not (93 KB, read from L2 for
+	 * every source row). */
 	uint32_t *gbase;
 	uint8_t *gidx;
 	int32_t *gw;
+	size_t gw_stride;
 	uint32_t ngroups, npairs;
 };
 
@@ -205,9 +210,10 @@ static int axis_groups(struct axis *ax, uint32_t dw)
 				return 1;
 		}
 	}
+	ax->gw_stride = (size_t)dw + 16; /* the 16-entry loads from the group's first pixel */
 	ax->gbase = malloc(sizeof(*ax->gbase) * ng);
-	ax->gidx = calloc((size_t)ng * np, 64);
-	ax->gw = calloc((size_t)ng * np * 16, sizeof(*ax->gw));
+	ax->gidx = calloc(ng, 64);
+	ax->gw = calloc((size_t)np * ax->gw_stride, sizeof(*ax->gw));
 	if (!ax->gbase || !ax->gidx || !ax->gw)
 		return vc_err(-ENOMEM, "out of memory (resize tables)");
 	for (uint32_t g = 0; g < ng; g++) {
@@ -216,20 +222,15 @@ static int axis_groups(struct axis *ax, uint32_t dw)
 		ax->gbase[g] = base * 3;
 		for (uint32_t i = 0; i < 16 && 16 * g + i < nb; i++) {
 			uint32_t x = (16 * g + i) / 3, c = (16 * g + i) % 3;
-			const int32_t *k = ax->k + (size_t)x * ax->ksize;
+			uint8_t *id = ax->gidx + (size_t)g * 64 + 4 * i;
 
-			for (uint32_t p = 0; p < np; p++) {
-				uint8_t *id = ax->gidx + ((size_t)g * np + p) * 64 + 4 * i;
-				uint32_t j0 = 2 * p, j1 = 2 * p + 1;
-				uint32_t w0 = j0 < ax->n[x] ? (uint16_t)k[j0] : 0;
-				uint32_t w1 = j1 < ax->n[x] ? (uint16_t)k[j1] : 0;
-
-				id[0] = (uint8_t)(j0 < ax->n[x] ? (ax->lo[x] + j0 - base) * 3 + c : 0);
-				id[2] = (uint8_t)(j1 < ax->n[x] ? (ax->lo[x] + j1 - base) * 3 + c : 0);
-				ax->gw[((size_t)g * np + p) * 16 + i] = (int32_t)(w0 | w1 << 16);
-			}
+			id[0] = (uint8_t)((ax->lo[x] - base) * 3 + c);
+			id[2] = (uint8_t)(id[0] + 3);
 		}
 	}
+	for (uint32_t p = 0; p < np; p++)
+		for (uint32_t x = 0; x < dw; x++)
+			ax->gw[p * ax->gw_stride + x] = ax->kp[(size_t)x * ax->ksize + p];
 	ax->ngroups = ng;
 	ax->npairs = np;
 	return 0;
@@ -413,42 +414,72 @@ static void h_row_avx2(const uint8_t *s, const uint8_t *limit, const struct axis
 			ax->prec, d + 3 * x);
 }
 
-/* h_row with AVX-512 VBMI: 16 output bytes (channels interleaved) per step; per tap pair one
- * byte permutation of the group's 64 source bytes into (tap 2p, tap 2p+1) int16 pairs and one
- * multiply-add against the lanes' weights (axis_groups); the same integer sums. Loads past limit
- * are masked off, and the last group's store is masked to the row. */
-__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl")))
-static void h_row_vbmi(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
-		       uint32_t dw)
+/* Lane i of group g (phase g % 3) is output pixel 16g/3 + vbmi_map[g % 3][i]. */
+static const int32_t vbmi_map[3][16] = {
+	{ 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5 },
+	{ 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5 },
+	{ 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5 },
+};
+
+/* h_row with AVX-512 VBMI + VNNI: 16 output bytes (channels interleaved) per step; per tap pair
+ * one byte permutation of the group's 64 source bytes into (tap 2p, tap 2p+1) int16 pairs and
+ * one dot-product accumulate (vpdpwssd: the multiply-add and the add in one, the same int32
+ * sums) against the lanes' weights (axis_groups); np is a constant where inlined, so the pair
+ * loop unrolls. Loads past limit are masked off, and the last group's store is masked to the
+ * row. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline void h_row_vbmi_np(const uint8_t *s, const uint8_t *limit, const struct axis *ax,
+				 uint8_t *d, uint32_t dw, const uint32_t np)
 {
 	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1)), z = _mm512_setzero_si512();
 	const __m128i shift = _mm_cvtsi32_si128(ax->prec);
 	const __mmask64 even = 0x5555555555555555ull;
-	uint32_t nb = dw * 3, np = ax->npairs;
+	const __m512i map[3] = { _mm512_loadu_si512((const void *)vbmi_map[0]),
+				 _mm512_loadu_si512((const void *)vbmi_map[1]),
+				 _mm512_loadu_si512((const void *)vbmi_map[2]) };
+	uint32_t nb = dw * 3;
 
-	for (uint32_t g = 0; g < ax->ngroups; g++) {
+	for (uint32_t g = 0, ph = 0, x0 = 0; g < ax->ngroups; g++) {
 		const uint8_t *p = s + ax->gbase[g];
-		const uint8_t *id = ax->gidx + (size_t)g * np * 64;
-		const int32_t *w = ax->gw + (size_t)g * np * 16;
+		const int32_t *w = ax->gw + x0;
 		__m512i src, acc = vhalf;
+		__m512i id = _mm512_loadu_si512((const void *)(ax->gidx + (size_t)g * 64));
 		__m128i out;
 
-		_mm_prefetch((const char *)p + 1024, _MM_HINT_T0);
 		if (p + 64 <= limit)
 			src = _mm512_loadu_si512((const void *)p);
 		else
 			src = _mm512_maskz_loadu_epi8(limit - p >= 64 ? ~0ull :
 						      (1ull << (limit - p)) - 1, p);
-		for (uint32_t q = 0; q < np; q++)
-			acc = _mm512_add_epi32(acc, _mm512_madd_epi16(
-				_mm512_maskz_permutexvar_epi8(even, _mm512_loadu_si512(
-					(const void *)(id + 64 * q)), src),
-				_mm512_loadu_si512((const void *)(w + 16 * q))));
+		for (uint32_t q = 0; q < np; q++) {
+			__m512i a = _mm512_maskz_permutexvar_epi8(
+				even, _mm512_add_epi8(id, _mm512_set1_epi8((char)(6 * q))), src);
+			__m512i k = _mm512_permutexvar_epi32(map[ph], _mm512_loadu_si512(
+				(const void *)(w + q * ax->gw_stride)));
+
+			acc = _mm512_dpwssd_epi32(acc, a, k);
+		}
 		out = _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_sra_epi32(acc, shift), z));
 		if (16 * g + 16 <= nb)
 			_mm_storeu_si128((__m128i *)(d + 16 * g), out);
 		else
 			_mm_mask_storeu_epi8(d + 16 * g, (__mmask16)((1u << (nb - 16 * g)) - 1), out);
+		/* the next group's first pixel: 16 bytes = 5 pixels + 1 byte */
+		x0 += ph == 2 ? 6 : 5;
+		ph = ph == 2 ? 0 : ph + 1;
+	}
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni")))
+static void h_row_vbmi(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		       uint32_t dw)
+{
+	switch (ax->npairs) {
+	case 1: h_row_vbmi_np(s, limit, ax, d, dw, 1); break;
+	case 2: h_row_vbmi_np(s, limit, ax, d, dw, 2); break;
+	case 3: h_row_vbmi_np(s, limit, ax, d, dw, 3); break;
+	case 4: h_row_vbmi_np(s, limit, ax, d, dw, 4); break;
+	default: h_row_vbmi_np(s, limit, ax, d, dw, ax->npairs); break;
 	}
 }
 
@@ -643,7 +674,8 @@ static int resizer_new(const uint8_t *src, size_t src_stride, vc_row_pull pull, 
 		rs->avx512 = rs->avx2 && !cap && __builtin_cpu_supports("avx512f") &&
 			     __builtin_cpu_supports("avx512bw");
 		rs->vbmi = rs->avx512 && __builtin_cpu_supports("avx512vl") &&
-			   __builtin_cpu_supports("avx512vbmi");
+			   __builtin_cpu_supports("avx512vbmi") &&
+			   __builtin_cpu_supports("avx512vnni");
 	}
 #endif
 	rs->sw = sw;

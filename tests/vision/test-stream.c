@@ -7,7 +7,10 @@
  * CMYK, grey, 4:4:4, EXIF orientations 2..8, which fall back to the whole decode) and for JPEGs
  * made here (odd sizes from 1x1 up, 4:2:0 / 4:2:2 / 4:4:4, grey, progressive, restart markers,
  * sizes where one axis or neither is resampled, downscales of many rows per output row), the
- * pixel values of the two paths must be identical bytes, f32 and bf16. Also: which path a file
+ * pixel values of the two paths must be identical bytes, f32 and bf16. Unless VLM_RESIZE_ISA is set
+ * (the suite also runs with it capped), the whole-image path runs with the kernels capped at
+ * SSE2 (scalar normalisation), so the CPU's best resampler and patch kernels are checked against
+ * the plain ones on every size here too. Also: which path a file
  * takes (plain JPEGs stream, rotated ones and other formats do not), and a JPEG cut or damaged
  * after its header fails mid-stream with vc_img_decode's error, no image, and the path named by
  * vlm_image_load_file.
@@ -26,6 +29,7 @@
 #include "vlm/vlm.h"
 
 static int failures, checked;
+static int isa_set;              /* VLM_RESIZE_ISA came from the environment */
 
 #define FAIL(...) do { fprintf(stderr, "FAIL: " __VA_ARGS__); fputc('\n', stderr); \
 		       failures++; } while (0)
@@ -133,7 +137,11 @@ static void compare(const char *name, const void *data, size_t len, uint64_t mx)
 			FAIL("%s: streamed load: %d %s", name, e, vlm_last_error());
 			continue;
 		}
+		if (!isa_set)
+			setenv("VLM_RESIZE_ISA", "sse2", 1);
 		e = vlm_image_from_rgb(rgb.px, rgb.w, rgb.h, (size_t)rgb.w * 3, NULL, &o, &b);
+		if (!isa_set)
+			unsetenv("VLM_RESIZE_ISA");
 		if (e) {
 			FAIL("%s: whole load: %d %s", name, e, vlm_last_error());
 			vlm_image_free(a);
@@ -192,6 +200,8 @@ static const struct made made[] = {
 	{ 301, 448, 3, 2, 2, 0, 0, 0 },      /* height kept, width resampled */
 	{ 1001, 1999, 3, 2, 2, 0, 0, 100000 }, /* downscale: many source rows per output row */
 	{ 1999, 57, 3, 2, 2, 0, 0, 20000 },  /* a wide strip, downscaled */
+	{ 901, 503, 3, 2, 2, 0, 0, 120000 }, /* downscale by ~2: 5 tap pairs per output */
+	{ 641, 359, 3, 2, 2, 0, 0, 160000 }, /* by ~1.2: 3 tap pairs */
 	{ 30, 3000, 3, 2, 2, 0, 0, 0 },      /* tall: ratio 100 */
 };
 
@@ -269,6 +279,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s TESTS_VISION_DIR\n", argv[0]);
 		return 2;
 	}
+	isa_set = getenv("VLM_RESIZE_ISA") != NULL;
 	for (size_t i = 0; i < sizeof(committed) / sizeof(committed[0]); i++) {
 		size_t len = 0;
 		void *d;
