@@ -210,7 +210,7 @@ static int axis_groups(struct axis *ax, uint32_t dw)
 				return 1;
 		}
 	}
-	ax->gw_stride = (size_t)dw + 16; /* the 16-entry loads from the group's first pixel */
+	ax->gw_stride = (size_t)dw + 16; /* the 16-entry loads of a group triple's pixels */
 	ax->gbase = malloc(sizeof(*ax->gbase) * ng);
 	ax->gidx = calloc(ng, 64);
 	ax->gw = calloc((size_t)np * ax->gw_stride, sizeof(*ax->gw));
@@ -414,36 +414,70 @@ static void h_row_avx2(const uint8_t *s, const uint8_t *limit, const struct axis
 			ax->prec, d + 3 * x);
 }
 
-/* Lane i of group g (phase g % 3) is output pixel 16g/3 + vbmi_map[g % 3][i]. */
+/* Lane i of group g is output pixel 16 (g / 3) + vbmi_map[g % 3][i]: three groups (48 bytes)
+ * are 16 whole pixels, whose weights one 16-entry load holds. */
 static const int32_t vbmi_map[3][16] = {
 	{ 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5 },
-	{ 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5 },
-	{ 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5 },
+	{ 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10 },
+	{ 10, 11, 11, 11, 12, 12, 12, 13, 13, 13, 14, 14, 14, 15, 15, 15 },
 };
 
-/* h_row with AVX-512 VBMI + VNNI: 16 output bytes (channels interleaved) per step; per tap pair
- * one byte permutation of the group's 64 source bytes into (tap 2p, tap 2p+1) int16 pairs and
- * one dot-product accumulate (vpdpwssd: the multiply-add and the add in one, the same int32
- * sums) against the lanes' weights (axis_groups); np is a constant where inlined, so the pair
- * loop unrolls. Loads past limit are masked off, and the last group's store is masked to the
- * row. */
+/* One group's 16 output bytes from its source bytes src and index vector id: per tap pair q one
+ * byte permutation into (tap 2q, tap 2q+1) int16 pairs and one dot-product accumulate
+ * (vpdpwssd: the multiply-add and the add in one, the same int32 sums) against the lanes'
+ * weights, picked by map from the 16 pixels' weights at w. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline __m128i vbmi_group(__m512i src, __m512i id, __m512i map, const int32_t *w,
+				 size_t wstride, const uint32_t np, __m512i vhalf, __m128i shift)
+{
+	const __mmask64 even = 0x5555555555555555ull;
+	__m512i acc = vhalf;
+
+	for (uint32_t q = 0; q < np; q++) {
+		__m512i a = _mm512_maskz_permutexvar_epi8(
+			even, _mm512_add_epi8(id, _mm512_set1_epi8((char)(6 * q))), src);
+		__m512i k = _mm512_permutexvar_epi32(map, _mm512_loadu_si512(
+			(const void *)(w + q * wstride)));
+
+		acc = _mm512_dpwssd_epi32(acc, a, k);
+	}
+	return _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_sra_epi32(acc, shift),
+						       _mm512_setzero_si512()));
+}
+
+/* h_row with AVX-512 VBMI + VNNI: 16 output bytes (channels interleaved) per group (axis_groups),
+ * three groups (16 pixels) per step for independent chains; np is a constant where inlined, so
+ * the pair loop unrolls. The last groups go one by one: loads past limit are masked off, and
+ * the last store is masked to the row. */
 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
 static inline void h_row_vbmi_np(const uint8_t *s, const uint8_t *limit, const struct axis *ax,
 				 uint8_t *d, uint32_t dw, const uint32_t np)
 {
-	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1)), z = _mm512_setzero_si512();
+	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1));
 	const __m128i shift = _mm_cvtsi32_si128(ax->prec);
-	const __mmask64 even = 0x5555555555555555ull;
-	const __m512i map[3] = { _mm512_loadu_si512((const void *)vbmi_map[0]),
-				 _mm512_loadu_si512((const void *)vbmi_map[1]),
-				 _mm512_loadu_si512((const void *)vbmi_map[2]) };
-	uint32_t nb = dw * 3;
+	const __m512i m0 = _mm512_loadu_si512((const void *)vbmi_map[0]);
+	const __m512i m1 = _mm512_loadu_si512((const void *)vbmi_map[1]);
+	const __m512i m2 = _mm512_loadu_si512((const void *)vbmi_map[2]);
+	const size_t ws = ax->gw_stride;
+	uint32_t nb = dw * 3, g = 0;
 
-	for (uint32_t g = 0, ph = 0, x0 = 0; g < ax->ngroups; g++) {
+	for (; 16 * (g + 3) <= nb && s + ax->gbase[g + 2] + 64 <= limit; g += 3) {
+		const int32_t *w = ax->gw + 16 * (g / 3);
+		const uint8_t *id = ax->gidx + (size_t)g * 64;
+
+		_mm_storeu_si128((__m128i *)(d + 16 * g), vbmi_group(
+			_mm512_loadu_si512((const void *)(s + ax->gbase[g])),
+			_mm512_loadu_si512((const void *)id), m0, w, ws, np, vhalf, shift));
+		_mm_storeu_si128((__m128i *)(d + 16 * g + 16), vbmi_group(
+			_mm512_loadu_si512((const void *)(s + ax->gbase[g + 1])),
+			_mm512_loadu_si512((const void *)(id + 64)), m1, w, ws, np, vhalf, shift));
+		_mm_storeu_si128((__m128i *)(d + 16 * g + 32), vbmi_group(
+			_mm512_loadu_si512((const void *)(s + ax->gbase[g + 2])),
+			_mm512_loadu_si512((const void *)(id + 128)), m2, w, ws, np, vhalf, shift));
+	}
+	for (; g < ax->ngroups; g++) {
 		const uint8_t *p = s + ax->gbase[g];
-		const int32_t *w = ax->gw + x0;
-		__m512i src, acc = vhalf;
-		__m512i id = _mm512_loadu_si512((const void *)(ax->gidx + (size_t)g * 64));
+		__m512i src;
 		__m128i out;
 
 		if (p + 64 <= limit)
@@ -451,22 +485,13 @@ static inline void h_row_vbmi_np(const uint8_t *s, const uint8_t *limit, const s
 		else
 			src = _mm512_maskz_loadu_epi8(limit - p >= 64 ? ~0ull :
 						      (1ull << (limit - p)) - 1, p);
-		for (uint32_t q = 0; q < np; q++) {
-			__m512i a = _mm512_maskz_permutexvar_epi8(
-				even, _mm512_add_epi8(id, _mm512_set1_epi8((char)(6 * q))), src);
-			__m512i k = _mm512_permutexvar_epi32(map[ph], _mm512_loadu_si512(
-				(const void *)(w + q * ax->gw_stride)));
-
-			acc = _mm512_dpwssd_epi32(acc, a, k);
-		}
-		out = _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_sra_epi32(acc, shift), z));
+		out = vbmi_group(src, _mm512_loadu_si512((const void *)(ax->gidx + (size_t)g * 64)),
+				 g % 3 == 0 ? m0 : g % 3 == 1 ? m1 : m2, ax->gw + 16 * (g / 3), ws,
+				 np, vhalf, shift);
 		if (16 * g + 16 <= nb)
 			_mm_storeu_si128((__m128i *)(d + 16 * g), out);
 		else
 			_mm_mask_storeu_epi8(d + 16 * g, (__mmask16)((1u << (nb - 16 * g)) - 1), out);
-		/* the next group's first pixel: 16 bytes = 5 pixels + 1 byte */
-		x0 += ph == 2 ? 6 : 5;
-		ph = ph == 2 ? 0 : ph + 1;
 	}
 }
 
