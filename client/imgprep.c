@@ -227,7 +227,7 @@ struct normlut {
 	uint16_t b[256][3];
 	float m[3], s[3];            /* m_c, s_c */
 	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
-	bool avx512;                 /* whole patches with patch_avx512 */
+	bool avx512;                 /* whole patches with patch_avx512 (AVX-512 VBMI) */
 	bool fma_div;                /* (u - m_c) / s_c == fma(fma(-y, s_c, u - m_c), r_c, y) with
 				      * y = (u - m_c) * r_c, r_c = 1 / s_c, for every u and c: checked
 				      * exhaustively, so patch_avx512 may skip the division */
@@ -269,7 +269,8 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && avx2_ok;
 		l->avx512 = l->avx2 && !cap && cfg->temporal_patch_size <= 4 &&
 			    __builtin_cpu_supports("avx512f") &&
-			    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+			    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+			    __builtin_cpu_supports("avx512vbmi");
 	}
 #endif
 }
@@ -356,79 +357,109 @@ static void norm_run14_bf16_avx2(const uint8_t *s, uint16_t *d0, uint16_t *d1, u
 	}
 }
 
-/*
- * One whole patch (14 x 14 pixels, 3 channels, every temporal slot) with AVX-512 into stage,
- * its output row [c][tt][dy][dx] of floats (f32) or uint16 (bf16), tp <= 4: slot[tt] is the
- * patch's top-left pixel in temporal slot tt's block row (rows sstride bytes apart, 48 readable
- * bytes from each 14-pixel run). The same IEEE operations as the table. Runs are 16-value
- * stores whose 2 extra values land on the next run, written after it (the last run of each
- * block is a masked store), and a slot showing the same frame as the slot before it is stored
- * from the same registers. The caller copies stage out one patch later (stage_out), when these
- * overlapping stores have left the store buffer: reading them back at once stalls the load on
- * store forwarding (measured: half of this function's time).
- */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp,
-			 const struct normlut *l, void *stage, bool bf16)
+/* vpermb indices putting byte 3i + c (channel c of pixel i) into byte 4i: with the other bytes
+ * zeroed, channel c of 16 pixels as int32 lanes in one step */
+static const uint8_t norm_pick[3][64] = {
+#define NP(c) { 0 + c, 0, 0, 0, 3 + c, 0, 0, 0, 6 + c, 0, 0, 0, 9 + c, 0, 0, 0, 12 + c, 0, 0, 0, \
+		15 + c, 0, 0, 0, 18 + c, 0, 0, 0, 21 + c, 0, 0, 0, 24 + c, 0, 0, 0, 27 + c, 0, 0, 0, \
+		30 + c, 0, 0, 0, 33 + c, 0, 0, 0, 36 + c, 0, 0, 0, 39 + c, 0, 0, 0, 42 + c, 0, 0, 0, \
+		45 + c, 0, 0, 0 }
+	NP(0), NP(1), NP(2)
+#undef NP
+};
+
+/* Run dy of channel c (pick, mc, sc, rc) of the slot at src, normalised into the n stage runs
+ * at o0, o0 + 196, ...; dy 13, the last, is a masked store. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma"), always_inline))
+static inline void patch_run(const uint8_t *src, __m512i pick, __m512 mc, __m512 sc, __m512 rc,
+			     void *stage, size_t o0, uint32_t n, const bool last, const bool bf16,
+			     const bool fma_div)
 {
 	const __mmask16 m14 = 0x3fff;
+	__m512i x = _mm512_maskz_loadu_epi8((1ull << 42) - 1, src);
+	__m512 v = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(
+		0x1111111111111111ull, pick, x)), mc), f;
+	__m256i h = _mm256_setzero_si256();
 
+	if (fma_div) {
+		f = _mm512_mul_ps(v, rc);
+		f = _mm512_fmadd_ps(_mm512_fnmadd_ps(f, sc, v), rc, f);
+	} else {
+		f = _mm512_div_ps(v, sc);
+	}
+	if (bf16) {
+		__m512i u = _mm512_castps_si512(f);
+		__m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+
+		h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(
+			u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16));
+	}
+	for (uint32_t k = 0; k < n; k++) {
+		size_t o = o0 + (size_t)k * 196;
+
+		if (!bf16 && !last)
+			_mm512_storeu_ps((float *)stage + o, f);
+		else if (!bf16)
+			_mm512_mask_storeu_ps((float *)stage + o, m14, f);
+		else if (!last)
+			_mm256_storeu_si256((__m256i *)((uint16_t *)stage + o), h);
+		else
+			_mm256_mask_storeu_epi16((uint16_t *)stage + o, m14, h);
+	}
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma"), always_inline))
+static inline void patch_body(const uint8_t *const *slot, size_t sstride, uint32_t tp,
+			      const struct normlut *l, void *stage, const bool bf16,
+			      const bool fma_div)
+{
 	for (int c = 0; c < 3; c++) {
-		__m128i sh0 = _mm_loadu_si128((const __m128i *)norm_mask[c][0]);
-		__m128i sh1 = _mm_loadu_si128((const __m128i *)norm_mask[c][1]);
-		__m128i sh2 = _mm_loadu_si128((const __m128i *)norm_mask[c][2]);
-		__m512 mc = _mm512_set1_ps(l->m[c]), sc = _mm512_set1_ps(l->s[c]);
-		__m512 rc = _mm512_set1_ps(l->r[c]);
+		const __m512i pick = _mm512_loadu_si512((const void *)norm_pick[c]);
+		const __m512 mc = _mm512_set1_ps(l->m[c]), sc = _mm512_set1_ps(l->s[c]);
+		const __m512 rc = _mm512_set1_ps(l->r[c]);
 
 		for (uint32_t tt = 0; tt < tp; tt++) {
-			uint32_t n = 1;
+			size_t o0 = ((size_t)c * tp + tt) * 196;
+			uint32_t n = 1, dy;
 
 			if (tt && slot[tt] == slot[tt - 1])
 				continue;
 			while (tt + n < tp && slot[tt + n] == slot[tt])
 				n++;
-			for (uint32_t dy = 0; dy < 14; dy++) {
-				const uint8_t *s = slot[tt] + dy * sstride;
-				__m128i x = _mm_or_si128(
-					_mm_or_si128(_mm_shuffle_epi8(_mm_loadu_si128(
-							     (const __m128i *)s), sh0),
-						     _mm_shuffle_epi8(_mm_loadu_si128(
-							     (const __m128i *)(s + 16)), sh1)),
-					_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(s + 32)),
-							 sh2));
-				__m512 v = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x)),
-							 mc), f;
-				__m256i h = _mm256_setzero_si256();
-
-				if (l->fma_div) {
-					f = _mm512_mul_ps(v, rc);
-					f = _mm512_fmadd_ps(_mm512_fnmadd_ps(f, sc, v), rc, f);
-				} else {
-					f = _mm512_div_ps(v, sc);
-				}
-				if (bf16) {
-					__m512i u = _mm512_castps_si512(f);
-					__m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16),
-								       _mm512_set1_epi32(1));
-
-					h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(
-						u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16));
-				}
-				for (uint32_t k = 0; k < n; k++) {
-					size_t o = ((size_t)c * tp + tt + k) * 196 + dy * 14;
-
-					if (!bf16 && dy < 13)
-						_mm512_storeu_ps((float *)stage + o, f);
-					else if (!bf16)
-						_mm512_mask_storeu_ps((float *)stage + o, m14, f);
-					else if (dy < 13)
-						_mm256_storeu_si256((__m256i *)((uint16_t *)stage + o), h);
-					else
-						_mm256_mask_storeu_epi16((uint16_t *)stage + o, m14, h);
-				}
-			}
+			for (dy = 0; dy < 13; dy++)
+				patch_run(slot[tt] + dy * sstride, pick, mc, sc, rc, stage, o0 + dy * 14,
+					  n, false, bf16, fma_div);
+			patch_run(slot[tt] + dy * sstride, pick, mc, sc, rc, stage, o0 + dy * 14, n,
+				  true, bf16, fma_div);
 		}
 	}
+}
+
+/*
+ * One whole patch (14 x 14 pixels, 3 channels, every temporal slot) with AVX-512 VBMI into
+ * stage, its output row [c][tt][dy][dx] of floats (f32) or uint16 (bf16), tp <= 4: slot[tt] is
+ * the patch's top-left pixel in temporal slot tt's block row (rows sstride bytes apart). Each
+ * 14-pixel run's channel is picked out of one masked 42-byte load as int32 lanes by one byte
+ * permutation (norm_pick); then the same IEEE operations as the table; the output kind and the
+ * division route are constants in each of the four copies. Runs are 16-value stores whose 2
+ * extra values land on the next run, written after it (the last run of each block is a masked
+ * store), and a slot showing the same frame as the slot before it is stored from the same
+ * registers. The caller copies stage out one patch later (stage_out), when these overlapping
+ * stores have left the store buffer: reading them back at once stalls the load on store
+ * forwarding (measured: half of this function's time).
+ */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma")))
+static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp,
+			 const struct normlut *l, void *stage, bool bf16)
+{
+	if (bf16 && l->fma_div)
+		patch_body(slot, sstride, tp, l, stage, true, true);
+	else if (bf16)
+		patch_body(slot, sstride, tp, l, stage, true, false);
+	else if (l->fma_div)
+		patch_body(slot, sstride, tp, l, stage, false, true);
+	else
+		patch_body(slot, sstride, tp, l, stage, false, false);
 }
 
 /* A staged patch row of bytes out to its place: whole-vector stores of exactly its size, so
