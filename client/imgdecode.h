@@ -38,11 +38,11 @@ int vc_img_orient(struct vc_rgb *img, int o);
 /*
  * Decoded rows on demand, top to bottom: what preprocessing reads, so that a JPEG is decoded a
  * row at a time while the resizer takes it (the rows are hot in cache and no decoded image is
- * ever held). A JPEG with no EXIF rotation streams; anything else (PNG, WebP, a rotated JPEG:
- * exif_transpose needs the whole image) is decoded whole by vc_img_rows_open, and
- * vc_img_rows_whole then gives the packed image. The bytes, checks and errors are
- * vc_img_decode's; a streamed JPEG's corruption or truncation may show at any row or at
- * vc_img_rows_finish. data must stay valid while the source lives.
+ * ever held). A JPEG with no EXIF rotation and a non-interlaced PNG with no eXIf chunk stream;
+ * anything else (WebP, a rotated JPEG: exif_transpose needs the whole image; an interlaced PNG)
+ * is decoded whole by vc_img_rows_open, and vc_img_rows_whole then gives the packed image. The
+ * bytes, checks and errors are vc_img_decode's; a streamed file's corruption or truncation may
+ * show at any row or at vc_img_rows_finish. data must stay valid while the source lives.
  */
 struct vc_img_rows;
 int vc_img_rows_open(const void *data, size_t len, uint64_t max_pixels,

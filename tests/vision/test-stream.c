@@ -1,19 +1,21 @@
 /*
- * tests/vision/test-stream.c — the streamed JPEG path equals the whole-image path.
+ * tests/vision/test-stream.c — the streamed decode paths equal the whole-image path.
  *
- * vlm_image_load_memory / _file decode a plain JPEG a row at a time straight into the resizer
- * (client/imgdecode.c vc_img_rows); the whole-image path is vc_img_decode (every row first, EXIF
- * orientation applied) then vlm_image_from_rgb. For every committed JPEG (baseline, progressive,
- * CMYK, grey, 4:4:4, EXIF orientations 2..8, which fall back to the whole decode) and for JPEGs
- * made here (odd sizes from 1x1 up, 4:2:0 / 4:2:2 / 4:4:4, grey, progressive, restart markers,
- * sizes where one axis or neither is resampled, downscales of many rows per output row), the
+ * vlm_image_load_memory / _file decode a plain JPEG or PNG a row at a time straight into the
+ * resizer (client/imgdecode.c vc_img_rows); the whole-image path is vc_img_decode (every row
+ * first, EXIF orientation applied) then vlm_image_from_rgb. For every committed JPEG (baseline,
+ * progressive, CMYK, grey, 4:4:4, EXIF orientations 2..8, which fall back to the whole decode)
+ * and PNG (every colour type and depth; the eXIf one falls back), for JPEGs made here (odd sizes
+ * from 1x1 up, 4:2:0 / 4:2:2 / 4:4:4, grey, progressive, restart markers, sizes where one axis
+ * or neither is resampled, downscales of many rows per output row) and PNGs made here (odd
+ * sizes, RGB / RGBA / grey 16-bit, interlaced: the whole-decode fallback), the
  * pixel values of the two paths must be identical bytes, f32 and bf16. Unless VLM_RESIZE_ISA is set
  * (the suite also runs with it capped), the whole-image path runs with the kernels capped at
  * SSE2 (scalar normalisation), so the CPU's best resampler and patch kernels are checked against
  * the plain ones on every size here too. Also: which path a file
- * takes (plain JPEGs stream, rotated ones and other formats do not), and a JPEG cut or damaged
- * after its header fails mid-stream with vc_img_decode's error, no image, and the path named by
- * vlm_image_load_file.
+ * takes (plain JPEGs and PNGs stream; rotated ones, interlaced PNGs and WebP do not), and a JPEG
+ * or PNG cut or damaged after its header fails mid-stream with vc_img_decode's error, no image,
+ * and (JPEG) the path named by vlm_image_load_file.
  *
  * usage: test-stream TESTS_VISION_DIR
  */
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include <jpeglib.h>
+#include <png.h>
 
 #include "client/imgdecode.h"
 #include "vlm/vlm.h"
@@ -99,6 +102,81 @@ static unsigned char *make_jpeg(uint32_t w, uint32_t h, int comps, int hs, int v
 	free(row);
 	*len = n;
 	return out;
+}
+
+/* PNG write target in memory */
+struct pngbuf {
+	unsigned char *p;
+	size_t len, cap;
+};
+
+static void pngbuf_write(png_structp png, png_bytep d, size_t n)
+{
+	struct pngbuf *b = png_get_io_ptr(png);
+
+	if (b->len + n > b->cap) {
+		size_t cap = (b->len + n) * 2;
+		unsigned char *q = realloc(b->p, cap);
+
+		if (!q)
+			png_error(png, "out of memory");
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, d, n);
+	b->len += n;
+}
+
+static void pngbuf_flush(png_structp png)
+{
+}
+
+/* A w x h PNG of colour type ct (PNG_COLOR_TYPE_*), depth 8 or 16, interlaced or not: noise over
+ * gradients, alpha (where there is one) sweeping 0..255. NULL on failure. */
+static unsigned char *make_png(uint32_t w, uint32_t h, int ct, int depth, int interlace,
+			       size_t *len)
+{
+	struct pngbuf b = { 0 };
+	png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+	png_infop info = png ? png_create_info_struct(png) : NULL;
+	int ch = ct == PNG_COLOR_TYPE_RGB ? 3 : ct == PNG_COLOR_TYPE_RGBA ? 4 :
+		 ct == PNG_COLOR_TYPE_GRAY_ALPHA ? 2 : 1;
+	size_t rb = (size_t)w * ch * (depth / 8);
+	unsigned char *volatile row = malloc(rb);
+	uint32_t seed = w * 31u + h;
+
+	if (!png || !info || !row || setjmp(png_jmpbuf(png))) {
+		png_destroy_write_struct(&png, &info);
+		free(row);
+		free(b.p);
+		return NULL;
+	}
+	png_set_write_fn(png, &b, pngbuf_write, pngbuf_flush);
+	png_set_IHDR(png, info, w, h, depth, ct, interlace ? PNG_INTERLACE_ADAM7 :
+		     PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+	png_write_info(png, info);
+	if (interlace)
+		png_set_interlace_handling(png);
+	for (int pass = 0; pass < (interlace ? 7 : 1); pass++)
+		for (uint32_t y = 0; y < h; y++) {
+			for (size_t i = 0; i < rb; i++) {
+				size_t px = i / ((size_t)ch * (depth / 8));
+				int c = (int)(i / (depth / 8) % (size_t)ch), v;
+
+				seed = seed * 1103515245u + 12345u;
+				v = (int)((px * 255) / w + (y * 255) / h) / 2 + (int)((seed >> 16) % 41) -
+				    20;
+				if ((ch == 4 && c == 3) || (ch == 2 && c == 1))
+					v = (int)((px * 7 + y * 3) % 256);
+				row[i] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+			}
+			png_write_row(png, row);
+		}
+	png_write_end(png, NULL);
+	png_destroy_write_struct(&png, &info);
+	free(row);
+	*len = b.len;
+	return b.p;
 }
 
 /* Which path vc_img_rows takes for data: 1 streamed, 0 whole, -1 error. */
@@ -177,6 +255,31 @@ static const char *const committed[] = {
 	"jpeg_progressive_640x360.jpg", "jpeg_exif2_90x60.jpg", "jpeg_exif3_90x60.jpg",
 	"jpeg_exif4_90x60.jpg", "jpeg_exif5_90x60.jpg", "jpeg_exif6_90x60.jpg",
 	"jpeg_exif7_90x60.jpg", "jpeg_exif8_90x60.jpg",
+};
+
+static const char *const committed_png[] = {
+	"png_1bit_33x21.png", "png_1x1.png", "png_28x28.png", "png_42x98.png", "png_70x70.png",
+	"png_exif6_45x30.png", "png_gray16_50x40.png", "png_gray16_trns_30x20.png",
+	"png_gray_64x48.png", "png_la16_30x20.png", "png_la_40x30.png", "png_palette_80x60.png",
+	"png_palette_trns_80x60.png", "png_pano_2000x40.png", "png_ratio200_3x600.png",
+	"png_rgb16_50x40.png", "png_rgb_trns_30x20.png", "png_rgba16_30x20.png",
+	"png_rgba_120x90.png", "png_upscale_30x20.png", "webp_lossy_160x120.webp",
+};
+
+struct made_png {
+	uint32_t w, h;
+	int ct, depth, interlace;
+};
+
+static const struct made_png made_png[] = {
+	{ 333, 201, PNG_COLOR_TYPE_RGB, 8, 0 },
+	{ 333, 201, PNG_COLOR_TYPE_RGB, 8, 1 },   /* interlaced: decoded whole */
+	{ 257, 129, PNG_COLOR_TYPE_RGBA, 8, 0 },
+	{ 129, 257, PNG_COLOR_TYPE_RGBA, 16, 0 },
+	{ 101, 77, PNG_COLOR_TYPE_GRAY, 16, 0 },
+	{ 99, 301, PNG_COLOR_TYPE_GRAY_ALPHA, 8, 0 },
+	{ 448, 448, PNG_COLOR_TYPE_RGB, 8, 0 },   /* no resampling */
+	{ 1201, 37, PNG_COLOR_TYPE_RGB, 8, 0 },
 };
 
 struct made {
@@ -271,6 +374,35 @@ static void broken(const char *dir, const unsigned char *data, size_t len)
 	free(bad);
 }
 
+/* A PNG damaged in its image data (its chunk list whole, so it streams): the streamed path
+ * fails as the whole decode does, with no image. (A PNG cut short is decoded whole: its chunk
+ * list cannot show that no eXIf follows.) */
+static void broken_png(const unsigned char *data, size_t len)
+{
+	unsigned char *bad = malloc(len);
+	struct vlm_image *img = (struct vlm_image *)&img;
+	struct vc_rgb rgb;
+	int e, ew;
+
+	if (!bad) {
+		FAIL("out of memory");
+		return;
+	}
+	memcpy(bad, data, len);
+	for (size_t i = len / 2; i < len / 2 + 16; i++)
+		bad[i] ^= 0x5a;
+	if (streams(bad, len) != 1)
+		FAIL("a PNG damaged in its image data does not stream");
+	ew = vc_img_decode(bad, len, 1u << 30, &rgb);
+	e = vlm_image_load_memory(bad, len, NULL, NULL, &img);
+	if (ew != -EBADMSG || e != ew || img || !strstr(vlm_last_error(), "corrupt PNG"))
+		FAIL("damaged PNG: streamed %d (%s), whole %d, image %p", e, vlm_last_error(), ew,
+		     (void *)img);
+	else
+		checked++;
+	free(bad);
+}
+
 int main(int argc, char **argv)
 {
 	char path[4096];
@@ -296,14 +428,39 @@ int main(int argc, char **argv)
 		compare(committed[i], d, len, 0);
 		free(d);
 	}
-	{
+	for (size_t i = 0; i < sizeof(committed_png) / sizeof(committed_png[0]); i++) {
 		size_t len = 0;
 		void *d;
+		int want = !strstr(committed_png[i], "exif") && !strstr(committed_png[i], "webp");
 
-		snprintf(path, sizeof(path), "%s/images/png_28x28.png", argv[1]);
+		snprintf(path, sizeof(path), "%s/images/%s", argv[1], committed_png[i]);
 		d = read_all(path, &len);
-		if (!d || streams(d, len) != 0)
-			FAIL("a PNG must be decoded whole");
+		if (!d) {
+			FAIL("%s: cannot read", path);
+			continue;
+		}
+		if (streams(d, len) != want)
+			FAIL("%s: streams %d, expected %d", committed_png[i], streams(d, len), want);
+		compare(committed_png[i], d, len, 0);
+		free(d);
+	}
+	for (size_t i = 0; i < sizeof(made_png) / sizeof(made_png[0]); i++) {
+		const struct made_png *m = &made_png[i];
+		char name[96];
+		size_t len = 0;
+		unsigned char *d = make_png(m->w, m->h, m->ct, m->depth, m->interlace, &len);
+
+		snprintf(name, sizeof(name), "made PNG %ux%u type %d depth %d%s", m->w, m->h, m->ct,
+			 m->depth, m->interlace ? " interlaced" : "");
+		if (!d) {
+			FAIL("%s: cannot make", name);
+			continue;
+		}
+		if (streams(d, len) != !m->interlace)
+			FAIL("%s: streams %d", name, streams(d, len));
+		compare(name, d, len, 0);
+		if (i == 0)
+			broken_png(d, len);
 		free(d);
 	}
 	for (size_t i = 0; i < sizeof(made) / sizeof(made[0]); i++) {
