@@ -420,6 +420,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	srv.conf = conf;
+	/*
+	 * Before any thread exists (curl's resolver, the backend's router, MHD's threads): every thread
+	 * inherits the mask, so SIGTERM/SIGINT reach only the sigwait below. A thread created earlier
+	 * with them unblocked could take a SIGTERM and kill the process with the default action.
+	 */
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	const char *lvl = vsv_conf_str(conf, VSV_CFG_LOG_LEVEL);
 	for (int i = 0; i < 4; i++)
 		if (!strcmp(lvl, level_names[i]))
@@ -454,12 +465,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vlm-serve: --host %s: %s\n", host, gai_strerror(r));
 		goto out;
 	}
-	signal(SIGPIPE, SIG_IGN);
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL); /* MHD's threads inherit the mask */
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 			 MHD_USE_POLL | MHD_USE_ERROR_LOG;
 	if (ai->ai_family == AF_INET6)
