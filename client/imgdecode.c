@@ -10,6 +10,12 @@
  * composited on white with PIL's alpha_composite rounding. Image size is read from the header and
  * checked against the limit before a pixel buffer exists (decompression bombs). The untrusted
  * bytes are only ever parsed here, in the client process.
+ *
+ * Why rows on demand (vc_img_rows): preprocessing resizes every image, so a decoded image is only
+ * ever read once, row by row; handing each JPEG / PNG row to the resizer as it is decoded keeps it
+ * in L1 for the horizontal pass and never writes (or faults in) the whole image. The whole decode
+ * and the streamed one share each format's setup and row code (jdec_*, pdec_*), so their bytes and
+ * errors cannot drift apart; what needs the whole image (EXIF rotation, interlacing) decodes whole.
  */
 #include <errno.h>
 #include <setjmp.h>

@@ -8,7 +8,8 @@
  * OpenCV use other kernels or rounding, and a float resize differs by up to 24 LSB on noisy
  * content, so none gives HF's bytes. The weight table is built once per axis; the inner loops are
  * integer multiply-adds over 3 interleaved channels (the vertical pass runs along whole rows so
- * the compiler vectorises it).
+ * the compiler vectorises it). Source rows come from memory or are pulled from a decoder one at a
+ * time (vc_resizer_new_pull), filtered horizontally the moment they arrive, while still in cache.
  */
 #include <errno.h>
 #include <fenv.h>
