@@ -521,7 +521,17 @@ static void stage_out(void *out, const void *stage, size_t bytes)
 			_mm256_stream_si256((__m256i *)(d + i), _mm256_load_si256(
 				(const __m256i *)(s + i)));
 	} else if ((uintptr_t)d % 16 == 0 && bytes % 16 == 0) {
-		for (size_t i = 0; i < bytes; i += 16)
+		/* a bf16 row (2352 bytes): 32-byte stores between a 16-byte head and/or tail */
+		size_t i = 0;
+
+		if ((uintptr_t)d % 32) {
+			_mm_stream_si128((__m128i *)d, _mm_load_si128((const __m128i *)s));
+			i = 16;
+		}
+		for (; i + 32 <= bytes; i += 32)
+			_mm256_stream_si256((__m256i *)(d + i), _mm256_loadu_si256(
+				(const __m256i *)(s + i)));
+		if (i < bytes)
 			_mm_stream_si128((__m128i *)(d + i), _mm_load_si128((const __m128i *)(s + i)));
 	} else {
 		memcpy(out, stage, bytes);
