@@ -173,6 +173,49 @@ int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
 	return e;
 }
 
+/* config.json's torch_dtype (or "dtype"), text_config's first: is it bfloat16? */
+static bool config_bf16(json_t *root)
+{
+	static const char *const keys[] = { "torch_dtype", "dtype" };
+	json_t *objs[2] = { json_object_get(root, "text_config"), root };
+
+	for (int o = 0; o < 2; o++) {
+		if (!json_is_object(objs[o]))
+			continue;
+		for (int k = 0; k < 2; k++) {
+			json_t *v = json_object_get(objs[o], keys[k]);
+
+			if (json_is_string(v))
+				return !strcmp(json_string_value(v), "bfloat16") ||
+				       !strcmp(json_string_value(v), "bf16");
+		}
+	}
+	return false;
+}
+
+int vlm_vision_pixel_dtype(const char *model_dir, enum vlm_dtype *dtype)
+{
+	char path[4096];
+	json_t *root;
+	int e;
+
+	vc_err_clear();
+	if (!model_dir || !dtype)
+		return vc_err(-EINVAL, "vlm_vision_pixel_dtype: NULL argument");
+	*dtype = VLM_DTYPE_F32;
+	if ((size_t)snprintf(path, sizeof(path), "%s/config.json", model_dir) >= sizeof(path))
+		return vc_err(-EINVAL, "model directory path too long");
+	e = vc_json_load(path, &root);
+	if (e)
+		return e;
+	if (!json_is_object(root))
+		e = vc_err(-EBADMSG, "%s: not a JSON object", path);
+	else if (config_bf16(root))
+		*dtype = VLM_DTYPE_BF16;
+	json_decref(root);
+	return e;
+}
+
 /* ---------------------------------------------------------------- the image object */
 
 struct vlm_image {
