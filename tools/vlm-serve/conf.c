@@ -129,6 +129,9 @@ static int set(struct vsv_conf *c, enum vsv_cfg k, const char *v, const char *wh
 			return errf(err, errlen, "%s: %s: %s is outside %llu..%llu", where, s->name, v,
 				    (unsigned long long)s->min, (unsigned long long)s->max);
 	}
+	if (!strcmp(s->name, "pixel-dtype") && strcmp(v, "auto") && strcmp(v, "f32") &&
+	    strcmp(v, "bf16"))
+		return errf(err, errlen, "%s: pixel-dtype: want auto, f32 or bf16", where);
 	if (!strcmp(s->name, "log-level") && strcmp(v, "error") && strcmp(v, "warn") &&
 	    strcmp(v, "info") && strcmp(v, "debug"))
 		return errf(err, errlen, "%s: log-level: want error, warn, info or debug", where);
