@@ -531,7 +531,15 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 	if (v->yield)
 		v->yield(v->yield_ctx);
 
-	/* pixel rows → fp32, in the order the tower runs them */
+	/*
+	 * pixel rows → fp32, in the order the tower runs them. transformers casts pixel_values to the
+	 * tower's dtype before the patch embedding (pixel_values.type(visual.dtype), then again to
+	 * proj.weight.dtype), so fp32 pixels for a bf16 / f16 tower are rounded to it here, on every
+	 * backend: f32 and bf16 pixels of one image then give the same rows (a kernel that rounds
+	 * its activations anyway rounds the same values again, which changes nothing).
+	 */
+	const enum vk_dtype wdt = v->patch.dtype;
+	const int round_to = dtype == VK_DTYPE_F32 && (wdt == VK_DTYPE_BF16 || wdt == VK_DTYPE_F16);
 	for (int32_t r = 0; r < N; r++) {
 		const unsigned char *src = (const unsigned char *)pixels +
 		                           (size_t)v->src_row[r] * (size_t)pixel_stride;
@@ -541,6 +549,10 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 		else
 			for (int32_t j = 0; j < P; j++)
 				dst[j] = vk_load_elem(src, dtype, j);
+		if (round_to)
+			for (int32_t j = 0; j < P; j++)
+				dst[j] = wdt == VK_DTYPE_BF16 ? vk_bf16_to_f32(vk_f32_to_bf16(dst[j]))
+				                              : vk_f16_to_f32(vk_f32_to_f16(dst[j]));
 	}
 	CALL(o->upload(be, v->pix, v->stage, sizeof(float) * (size_t)N * P), "upload pixels");
 
