@@ -1115,7 +1115,7 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		}
 	}
 	e->raw = malloc(sizeof(float) * (size_t)e->cfg.vocab);
-	e->scratch = malloc(sizeof(float) * (size_t)e->cfg.vocab);
+	e->scratch = malloc(sizeof(float) * 2 * (size_t)e->cfg.vocab);
 	if (!e->raw || !e->scratch)
 		goto nomem;
 	load_eos(e);

@@ -1,8 +1,19 @@
 /*
  * daemon/engine/sampler.c — CPU sampler (semantics in sampler.h).
  *
- * top_k uses a quickselect for the k-th largest probability (O(vocab)); top_p sorts only the
- * tokens still kept after top_k / min_p (all of the vocabulary in the worst case).
+ * top_k uses a quickselect for the k-th largest probability (O(vocab)). top_p needs the kept
+ * probabilities in descending order up to where their running sum reaches top_p of the total;
+ * that sum is taken in sorted order (in double), so the threshold depends on the exact sorted
+ * sequence. A comparison sort of the whole kept set (qsort: 8192 tokens, ~0.6 ms a row, 20 ms a
+ * step of 32 rows — ten times the forward of the benchmark model) is replaced by
+ * vd_sample_nucleus: one pass buckets the kept probabilities by their top bits (exponent and 3
+ * mantissa bits) with per-bucket sums, which tell (with a margin far above their rounding) how
+ * many of the top buckets the running sum can need; only those are gathered and radix-sorted
+ * (non-negative floats order like their bit patterns), and the sum runs over them exactly as
+ * before. The sorted prefix is the same sequence a full sort starts with (equal values are equal
+ * bits), so the threshold is bit-identical; if the margin ever fell short, the whole set is
+ * sorted. A peaked distribution (a trained model) sorts a few tokens; a flat one (a random
+ * model) sorts most of them, in linear time.
  */
 #include <errno.h>
 #include <math.h>
@@ -54,10 +65,109 @@ static float kth_largest(float *a, int32_t n, int32_t k)
 	return a[want];
 }
 
-static int cmp_desc(const void *x, const void *y)
+/* Bits of a non-negative float (no NaN): they order like the values. */
+static inline uint32_t key_of(float v)
 {
-	float a = *(const float *)x, b = *(const float *)y;
-	return (a < b) - (a > b);
+	uint32_t k;
+
+	memcpy(&k, &v, sizeof(k));
+	return k;
+}
+
+/* Sorts a[0, n) descending: non-negative floats, no NaN. tmp: [n]. LSD radix sort on the bits,
+ * 11-bit digits (3 passes cover 33 bits), a pass skipped when every key has the same digit. */
+static void sort_desc(float *a, float *tmp, int32_t n)
+{
+	enum { BITS = 11, R = 1 << BITS };
+	uint32_t cnt[R];
+	float *src = a, *dst = tmp;
+
+	if (n < 48) {   /* insertion sort */
+		for (int32_t i = 1; i < n; i++) {
+			float v = a[i];
+			int32_t j = i;
+
+			for (; j > 0 && a[j - 1] < v; j--)
+				a[j] = a[j - 1];
+			a[j] = v;
+		}
+		return;
+	}
+	for (int shift = 0; shift < 32; shift += BITS) {
+		uint32_t sum = 0;
+		int skip = 0;
+		float *t;
+
+		memset(cnt, 0, sizeof(cnt));
+		for (int32_t i = 0; i < n; i++)   /* digits reversed: descending order */
+			cnt[R - 1 - ((key_of(src[i]) >> shift) & (R - 1))]++;
+		for (int d = 0; d < R && !skip; d++)
+			skip = cnt[d] == (uint32_t)n;
+		if (skip)
+			continue;
+		for (int d = 0; d < R; d++) {
+			uint32_t c = cnt[d];
+
+			cnt[d] = sum;
+			sum += c;
+		}
+		for (int32_t i = 0; i < n; i++)
+			dst[cnt[R - 1 - ((key_of(src[i]) >> shift) & (R - 1))]++] = src[i];
+		t = src;
+		src = dst;
+		dst = t;
+	}
+	if (src != a)
+		memcpy(a, src, sizeof(float) * (size_t)n);
+}
+
+float vd_sample_nucleus(const float *p, int32_t vocab, float thr, float top_p, float *scratch)
+{
+	enum { NB = 2048 };   /* key >> 20: sign, exponent, 3 mantissa bits (sign always 0) */
+	uint32_t cnt[NB];
+	double bsum[NB], kept = 0.0, target, acc = 0.0;
+	int32_t lo = 0;
+
+	memset(cnt, 0, sizeof(cnt));
+	memset(bsum, 0, sizeof(bsum));
+	for (int32_t i = 0; i < vocab; i++)
+		if (p[i] >= thr) {
+			uint32_t b = key_of(p[i]) >> 20;
+
+			cnt[b]++;
+			bsum[b] += p[i];
+			kept += p[i];
+		}
+	target = (double)fmaxf(top_p, 0.0f) * kept;
+	/* the lowest bucket the running sum can need: the bucket sums, added from the top, pass
+	 * the target with a margin (1e-9 of the total) far above any rounding of either sum */
+	for (int32_t b = NB - 1; b >= 0; b--) {
+		acc += bsum[b];
+		if (cnt[b] && acc >= target + 1e-9 * kept) {
+			lo = b;
+			break;
+		}
+	}
+	for (;;) {
+		int32_t n = 0;
+		double cum = 0.0;
+
+		for (int32_t i = 0; i < vocab; i++)
+			if (p[i] >= thr && (int32_t)(key_of(p[i]) >> 20) >= lo)
+				scratch[n++] = p[i];
+		sort_desc(scratch, scratch + vocab, n);
+		/* a value's equals all lie in its bucket: the prefix never ends inside a tie */
+		for (int32_t j = 0; j < n; j++) {
+			cum += scratch[j];
+			if (j + 1 < n && scratch[j + 1] == scratch[j])
+				continue;   /* ties at a threshold are all kept */
+			if (cum >= target)
+				return scratch[j];
+		}
+		if (!lo)
+			return thr;   /* never reached: everything kept stays */
+		lo = 0;           /* the margin fell short: sort them all */
+	}
 }
 
 int32_t vd_sample(float *l, int32_t vocab, const struct vk_sample_params *p, float *scratch)
@@ -95,27 +205,8 @@ int32_t vd_sample(float *l, int32_t vocab, const struct vk_sample_params *p, flo
 		memcpy(scratch, l, (size_t)vocab * sizeof(float));
 		thr = fmaxf(thr, kth_largest(scratch, vocab, p->top_k));
 	}
-	if (p->top_p < 1.0f) {
-		int32_t n = 0;
-		double kept = 0.0;
-		for (int32_t i = 0; i < vocab; i++)
-			if (l[i] >= thr) {
-				scratch[n++] = l[i];
-				kept += l[i];
-			}
-		qsort(scratch, (size_t)n, sizeof(float), cmp_desc);
-		const double target = (double)fmaxf(p->top_p, 0.0f) * kept;
-		double cum = 0.0;
-		for (int32_t j = 0; j < n; j++) {
-			cum += scratch[j];
-			if (j + 1 < n && scratch[j + 1] == scratch[j])
-				continue;   /* ties at a threshold are all kept */
-			if (cum >= target) {
-				thr = scratch[j];
-				break;
-			}
-		}
-	}
+	if (p->top_p < 1.0f)
+		thr = vd_sample_nucleus(l, vocab, thr, p->top_p, scratch);
 	/* 4. draw in index order */
 	double total = 0.0;
 	for (int32_t i = 0; i < vocab; i++)
