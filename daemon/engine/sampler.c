@@ -9,8 +9,8 @@
  * vd_sample_nucleus: one pass buckets the kept probabilities by their top bits (exponent and 3
  * mantissa bits) with per-bucket sums, which tell (with a margin far above their rounding) how
  * many of the top buckets the running sum can need; only those are gathered and radix-sorted
- * (non-negative floats order like their bit patterns), and the sum runs over them exactly as
- * before. The sorted prefix is the same sequence a full sort starts with (equal values are equal
+ * (non-negative floats order like their bit patterns: two 10-bit digits counted while gathering,
+ * then the bucket, whose counts are known), and the sum runs over them exactly as before. The sorted prefix is the same sequence a full sort starts with (equal values are equal
  * bits), so the threshold is bit-identical; if the margin ever fell short, the whole set is
  * sorted. A peaked distribution (a trained model) sorts a few tokens; a flat one (a random
  * model) sorts most of them, in linear time.
@@ -74,58 +74,30 @@ static inline uint32_t key_of(float v)
 	return k;
 }
 
-/* Sorts a[0, n) descending: non-negative floats, no NaN. tmp: [n]. LSD radix sort on the bits,
- * 11-bit digits (3 passes cover 33 bits), a pass skipped when every key has the same digit. */
-static void sort_desc(float *a, float *tmp, int32_t n)
+/* One stable counting-sort pass of src[0, n) into dst by a digit, descending: cnt[d] holds how
+ * many keys have digit d (d in [0, r)); it is turned into offsets here. */
+static void radix_pass(const float *src, float *dst, int32_t n, uint32_t *cnt, int32_t r,
+                       int shift, uint32_t mask)
 {
-	enum { BITS = 11, R = 1 << BITS };
-	uint32_t cnt[R];
-	float *src = a, *dst = tmp;
+	uint32_t sum = 0;
 
-	if (n < 48) {   /* insertion sort */
-		for (int32_t i = 1; i < n; i++) {
-			float v = a[i];
-			int32_t j = i;
+	for (int32_t d = r - 1; d >= 0; d--) {   /* the largest digit first */
+		uint32_t c = cnt[d];
 
-			for (; j > 0 && a[j - 1] < v; j--)
-				a[j] = a[j - 1];
-			a[j] = v;
-		}
-		return;
+		cnt[d] = sum;
+		sum += c;
 	}
-	for (int shift = 0; shift < 32; shift += BITS) {
-		uint32_t sum = 0;
-		int skip = 0;
-		float *t;
-
-		memset(cnt, 0, sizeof(cnt));
-		for (int32_t i = 0; i < n; i++)   /* digits reversed: descending order */
-			cnt[R - 1 - ((key_of(src[i]) >> shift) & (R - 1))]++;
-		for (int d = 0; d < R && !skip; d++)
-			skip = cnt[d] == (uint32_t)n;
-		if (skip)
-			continue;
-		for (int d = 0; d < R; d++) {
-			uint32_t c = cnt[d];
-
-			cnt[d] = sum;
-			sum += c;
-		}
-		for (int32_t i = 0; i < n; i++)
-			dst[cnt[R - 1 - ((key_of(src[i]) >> shift) & (R - 1))]++] = src[i];
-		t = src;
-		src = dst;
-		dst = t;
-	}
-	if (src != a)
-		memcpy(a, src, sizeof(float) * (size_t)n);
+	for (int32_t i = 0; i < n; i++)
+		dst[cnt[(key_of(src[i]) >> shift) & mask]++] = src[i];
 }
 
 float vd_sample_nucleus(const float *p, int32_t vocab, float thr, float top_p, float *scratch)
 {
-	enum { NB = 2048 };   /* key >> 20: sign, exponent, 3 mantissa bits (sign always 0) */
-	uint32_t cnt[NB];
+	enum { NB = 2048, LO_BITS = 10, LR = 1 << LO_BITS };   /* bucket: key >> 20 (sign,
+		* exponent, 3 mantissa bits; the sign is always 0); the low 20 bits: 2 x 10 */
+	uint32_t cnt[NB], cb[NB], h0[LR], h1[LR];
 	double bsum[NB], kept = 0.0, target, acc = 0.0;
+	float *tmp = scratch + vocab;
 	int32_t lo = 0;
 
 	memset(cnt, 0, sizeof(cnt));
@@ -149,20 +121,47 @@ float vd_sample_nucleus(const float *p, int32_t vocab, float thr, float top_p, f
 		}
 	}
 	for (;;) {
+		const float *sorted = scratch;
 		int32_t n = 0;
 		double cum = 0.0;
 
-		for (int32_t i = 0; i < vocab; i++)
-			if (p[i] >= thr && (int32_t)(key_of(p[i]) >> 20) >= lo)
-				scratch[n++] = p[i];
-		sort_desc(scratch, scratch + vocab, n);
+		/* gather buckets >= lo (branch-free), counting both low digits on the way */
+		memset(h0, 0, sizeof(h0));
+		memset(h1, 0, sizeof(h1));
+		for (int32_t i = 0; i < vocab; i++) {
+			uint32_t k = key_of(p[i]);
+			uint32_t take = (p[i] >= thr) & ((int32_t)(k >> 20) >= lo);
+
+			scratch[n] = p[i];
+			n += (int32_t)take;
+			h0[k & (LR - 1)] += take;
+			h1[(k >> LO_BITS) & (LR - 1)] += take;
+		}
+		if (n < 48) {   /* insertion sort, descending */
+			for (int32_t i = 1; i < n; i++) {
+				float v = scratch[i];
+				int32_t j = i;
+
+				for (; j > 0 && scratch[j - 1] < v; j--)
+					scratch[j] = scratch[j - 1];
+				scratch[j] = v;
+			}
+		} else {
+			/* LSD radix sort, descending (non-negative floats order like their bits): the
+			 * two low digits, then the bucket, whose counts are cnt[] already */
+			radix_pass(scratch, tmp, n, h0, LR, 0, LR - 1);
+			radix_pass(tmp, scratch, n, h1, LR, LO_BITS, LR - 1);
+			memcpy(cb, cnt, sizeof(cb));   /* (buckets below lo only shift unused offsets) */
+			radix_pass(scratch, tmp, n, cb, NB, 20, NB - 1);
+			sorted = tmp;
+		}
 		/* a value's equals all lie in its bucket: the prefix never ends inside a tie */
 		for (int32_t j = 0; j < n; j++) {
-			cum += scratch[j];
-			if (j + 1 < n && scratch[j + 1] == scratch[j])
+			cum += sorted[j];
+			if (j + 1 < n && sorted[j + 1] == sorted[j])
 				continue;   /* ties at a threshold are all kept */
 			if (cum >= target)
-				return scratch[j];
+				return sorted[j];
 		}
 		if (!lo)
 			return thr;   /* never reached: everything kept stays */
