@@ -59,6 +59,7 @@ void vc_unref(struct vlm_conn *c)
 	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	vc_reqmap_fini(&c->inflight);
+	vc_pixmemo_fini(c);
 	free(c->blocks);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
@@ -281,6 +282,8 @@ void vlm_disconnect(struct vlm_conn *c)
 		for (uint32_t i = 0; i < r->n_items; i++) {
 			vc_defer_release(c, r->items[i].t);
 			r->items[i].t = NULL;
+			vc_pixmemo_unref(c, r->items[i].pix);
+			r->items[i].pix = NULL;
 			r->items[i].released = 1;
 		}
 		r->tok_len = r->stop_len = r->items_len = 0;
@@ -665,6 +668,8 @@ void *vc_arena_get(struct vlm_conn *c, uint64_t len, uint64_t *off, int *err)
 		return NULL;
 	}
 	p = vc_conn_arena_alloc(c->vc, len, off);
+	if (!p && vc_pixmemo_evict(c)) /* kept images give way to what is asked now */
+		p = vc_conn_arena_alloc(c->vc, len, off);
 	if (!p)
 		*err = vc_err(-ENOSPC, "arena full: %llu bytes wanted, %llu of %llu free (requests "
 			      "in flight hold the rest)", (unsigned long long)len,
@@ -700,6 +705,8 @@ int vlm_conn_stats(struct vlm_conn *c, struct vlm_conn_stats *out)
 	out->bytes_copied = s.bytes_copied;
 	out->tensors_in_place = s.tensors_in_place;
 	out->tensors_cuda = s.tensors_cuda;
+	out->images_preprocessed = s.images_preprocessed;
+	out->images_reused = s.images_reused;
 	return 0;
 }
 

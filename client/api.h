@@ -32,6 +32,7 @@
 
 #include "client/conn.h"
 #include "client/dlpack.h"
+#include "client/pixmemo.h"
 #include "client/reqmap.h"
 
 struct vlm_request;
@@ -55,6 +56,8 @@ struct vc_stats {                    /* vlm_conn_stats: what the data path cost 
 	uint64_t wakes_data;         /* waiters woken whose request had tokens or its end */
 	uint64_t wakes_other;        /* waiters woken for the reader role, any-event waits, the
 				      * connection's end, or a timeout */
+	uint64_t images_preprocessed; /* preprocessed straight into the arena (client/imgreq.c) */
+	uint64_t images_reused;      /* found in the connection's memo (client/pixmemo.h) */
 };
 
 /* A thread blocked in vc_pump while another thread is the reader (on its stack, in the
@@ -94,6 +97,7 @@ struct vlm_conn {
 	unsigned char *arena;        /* [arena_bytes], valid while vc is open */
 	uint64_t arena_bytes;
 	struct vc_stats stats;
+	struct vc_pixmemo memo;      /* preprocessed images kept in the arena */
 };
 
 /* mu helpers. vc_unlock() drops mu, then calls the deleters of the tensors queued on dead. */

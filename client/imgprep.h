@@ -52,6 +52,9 @@ struct vc_img_dst {
 int vc_image_load_memory_to(const void *data, size_t len, const struct vlm_vision_config *cfg,
 			    const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
 			    struct vlm_image **ret);
+int vc_image_from_rgb_to(const uint8_t *rgb, uint32_t width, uint32_t height, size_t row_stride,
+			 const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+			 const struct vc_img_dst *dst, struct vlm_image **ret);
 int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
 			  const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
 			  struct vlm_image **ret);

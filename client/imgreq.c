@@ -6,20 +6,29 @@
  * Why a copy in vlm_request_add_image: the patches live in the image object (client heap), which
  * vlmd cannot read; they are copied once into a fresh arena extent (client/item.c's copy path),
  * so the image stays the caller's and may be freed or reused at once.
- * Why the _file / _memory calls exist: a 720p image is 22.5 MB of f32 patches; writing them into
- * a fresh buffer costs its page faults (zeroing) and then a copy. Preprocessing into an arena
- * extent writes each patch once, into shared memory whose pages earlier requests already
- * faulted in. The descriptor carries the PATCH grid (t, h, w); vlmd runs the vision tower and
- * fills the placeholder run of t*h*w/merge^2 tokens. A video also carries its seconds per
- * temporal grid step (float32 bits in reserved0).
+ * Why the _file / _memory / _rgb calls exist: a 720p image is 22.5 MB of f32 patches; writing
+ * them into a fresh buffer costs its page faults (zeroing) and then a copy. Preprocessing into an
+ * arena extent writes each patch once, into shared memory whose pages earlier requests already
+ * faulted in. The extent is then kept in the connection's memo (client/pixmemo.h), keyed by the
+ * SHA-256 of the source and the settings, so the same image in a later request (the next turn
+ * of a conversation, the n-th choice, a tool that needed the grid before the prompt) costs a
+ * hash: no decode, no resize, no copy. The descriptor carries the PATCH grid (t, h, w); vlmd
+ * runs the vision tower and fills the placeholder run of t*h*w/merge^2 tokens. A video also
+ * carries its seconds per temporal grid step (float32 bits in reserved0).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "client/api.h"
 #include "client/imgprep.h"
 #include "client/item.h"
+#include "client/pixmemo.h"
 #include "client/request.h"
 #include "client/vlmerr.h"
 #include "vlm/vlm.h"
@@ -167,59 +176,224 @@ static int arena_get(void *ctx, size_t bytes, void **mem)
 	return 0;
 }
 
-static int add_image_src(struct vlm_request *r, int32_t placeholder_id, const char *path,
-			 const void *data, size_t len, const struct vlm_vision_config *cfg,
-			 const struct vlm_image_opts *opts, uint32_t grid_thw[3], uint32_t *tokens)
+/* Where an image comes from. */
+struct img_src {
+	const char *path;            /* a file (read into data here), or NULL */
+	const void *data;            /* encoded bytes [len] */
+	size_t len;
+	const uint8_t *rgb;          /* or RGB rows (kind 2) */
+	uint32_t width, height;
+	size_t stride;
+};
+
+/* Reads path whole into *buf (malloc'd), with vc_img_decode_file's messages. */
+static int read_whole(const char *path, uint8_t **buf, size_t *len)
+{
+	struct stat st;
+	size_t got = 0;
+	int fd, e;
+
+	*buf = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vc_err(-errno, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return vc_err(-EINVAL, "%s: not a regular file", path);
+	}
+	if ((uint64_t)st.st_size > (1ull << 31)) {
+		close(fd);
+		return vc_err(-E2BIG, "%s: %lld bytes is too large for an image file", path,
+			      (long long)st.st_size);
+	}
+	*buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!*buf) {
+		close(fd);
+		return vc_err(-ENOMEM, "out of memory (reading %s)", path);
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, *buf + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			e = n < 0 ? -errno : -EIO;
+			close(fd);
+			free(*buf);
+			*buf = NULL;
+			return vc_err(e, "%s: read failed", path);
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	*len = got;
+	return 0;
+}
+
+/* The memo key of src under cfg and opts (both checked already). false when no key could be
+ * made (the hash failed, or the RGB arguments are bad: the preprocessing says why). */
+static bool make_key(const struct img_src *src, const struct vlm_vision_config *cfg,
+		     const struct vlm_image_opts *opts, struct vc_pixkey *k)
+{
+	EVP_MD_CTX *h;
+	bool ok;
+
+	memset(k, 0, sizeof(*k));
+	k->patch = cfg->patch_size;
+	k->temporal_patch = cfg->temporal_patch_size;
+	k->merge = cfg->merge_size;
+	k->dtype = opts->dtype;
+	k->min_pixels = opts->min_pixels ? opts->min_pixels : cfg->min_pixels;
+	k->max_pixels = opts->max_pixels ? opts->max_pixels : cfg->max_pixels;
+	k->max_source_pixels = vc_source_limit(opts);
+	memcpy(k->mean, cfg->image_mean, sizeof(k->mean));
+	memcpy(k->std, cfg->image_std, sizeof(k->std));
+	if (!src->rgb) {
+		k->kind = 1;
+		return EVP_Digest(src->data, src->len, k->digest, NULL, EVP_sha256(), NULL) == 1;
+	}
+	if (!src->width || !src->height || src->stride < (size_t)src->width * 3)
+		return false;
+	k->kind = 2;
+	k->width = src->width;
+	k->height = src->height;
+	h = EVP_MD_CTX_new();
+	ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
+	for (uint32_t y = 0; ok && y < src->height; y++)
+		ok = EVP_DigestUpdate(h, src->rgb + (size_t)y * src->stride,
+				      (size_t)src->width * 3) == 1;
+	ok = ok && EVP_DigestFinal_ex(h, k->digest, NULL) == 1;
+	EVP_MD_CTX_free(h);
+	return ok;
+}
+
+/* Preprocesses src into a fresh arena extent (a). */
+static int prep_into(const struct img_src *src, const struct vlm_vision_config *cfg,
+		     const struct vlm_image_opts *opts, struct arena_dst *a, struct vlm_image **img)
+{
+	struct vc_img_dst dst = { arena_get, a };
+	char msg[VC_ERR_LEN];
+	int e;
+
+	if (src->rgb)
+		return vc_image_from_rgb_to(src->rgb, src->width, src->height, src->stride, cfg,
+					    opts, &dst, img);
+	e = vc_image_load_memory_to(src->data, src->len, cfg, opts, &dst, img);
+	if (e && src->path) { /* every failure of a file names it */
+		vc_err_save(msg);
+		vc_err(e, "%s: %s", src->path, msg);
+	}
+	return e;
+}
+
+/* The item over arena bytes [off, off + len) holding an image of b's shape. */
+static void add_item(struct vlm_request *r, int32_t placeholder_id, const struct vc_pixblock *b,
+		     uint64_t off, uint64_t len)
+{
+	struct vc_item *it = item_init(r, placeholder_id, b->dtype, b->rows, b->cols, b->grid);
+
+	it->wire.device = VS_DEV_ARENA;
+	it->wire.data_off = off;
+	it->wire.data_bytes = len;
+}
+
+static int add_image_src(struct vlm_request *r, int32_t placeholder_id, const struct img_src *src,
+			 const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+			 uint32_t grid_thw[3], uint32_t *tokens)
 {
 	struct arena_dst a = { 0 };
-	struct vc_img_dst dst = { arena_get, &a };
+	struct vlm_vision_config dcfg;
+	struct vlm_image_opts dopts = { 0 };
 	struct vlm_image *img = NULL;
-	struct vc_item *it;
+	struct vc_pixblock shape = { 0 }, *b = NULL;
+	struct vc_pixkey key;
+	struct img_src s = *src;
+	uint8_t *buf = NULL;
 	enum vlm_dtype dt;
 	size_t rows, cols;
-	uint32_t grid[3];
+	bool keyed;
 	int e;
 
 	vc_err_clear();
-	if (!r || (path ? 0 : !data && len))
+	if (!r || (s.path || s.rgb ? 0 : !s.data && s.len))
 		return vc_err(-EINVAL, "vlm_request_add_image: NULL argument");
 	if (r->state != VC_R_NEW)
 		return vc_err(-EINVAL, "vlm_request_add_image: request already submitted");
 	if (placeholder_id < 0)
 		return vc_err(-EINVAL, "placeholder id %d is negative", placeholder_id);
-	e = item_slot(r);
-	if (e)
+	if ((e = item_slot(r)))
 		return e;
+	if (!cfg) {
+		vlm_vision_config_default(&dcfg);
+		cfg = &dcfg;
+	}
+	if (!opts)
+		opts = &dopts;
+	if ((e = vc_check_opts(opts)))
+		return e;
+	if (s.path) {
+		if ((e = read_whole(s.path, &buf, &s.len)))
+			return e;
+		s.data = buf;
+	}
+	keyed = make_key(&s, cfg, opts, &key);
+	vc_lock(r->conn);
+	e = vc_usable(r->conn);
+	if (!e && keyed && (b = vc_pixmemo_find(r->conn, &key))) {
+		add_item(r, placeholder_id, b, b->off, b->len);
+		r->items[r->n_items].pix = b;
+		r->n_items++;
+		r->conn->stats.tensors_in_place++;
+		r->conn->stats.images_reused++;
+	}
+	vc_unlock(r->conn);
+	if (e || b)
+		goto out;
 	a.conn = r->conn;
-	e = path ? vc_image_load_file_to(path, cfg, opts, &dst, &img)
-		 : vc_image_load_memory_to(data, len, cfg, opts, &dst, &img);
+	e = prep_into(&s, cfg, opts, &a, &img);
 	if (e) {
 		if (a.len) {
 			vc_lock(r->conn);
 			vc_arena_put(r->conn, a.off, a.len);
 			vc_unlock(r->conn);
 		}
-		return e;
+		goto out;
 	}
 	(void)vlm_image_pixels(img, &dt, &rows, &cols);
-	vlm_image_grid(img, grid);
-	if (tokens)
-		*tokens = vlm_image_tokens(img);
+	vlm_image_grid(img, shape.grid);
+	shape.tokens = vlm_image_tokens(img);
+	shape.rows = (uint32_t)rows;
+	shape.cols = (uint32_t)cols;
+	shape.dtype = dt == VLM_DTYPE_BF16 ? VS_DTYPE_BF16 : VS_DTYPE_F32;
 	vlm_image_free(img); /* leaves the arena extent */
-	if (grid_thw)
-		memcpy(grid_thw, grid, sizeof(grid));
-	it = item_init(r, placeholder_id, dt == VLM_DTYPE_BF16 ? VS_DTYPE_BF16 : VS_DTYPE_F32,
-		       (uint32_t)rows, (uint32_t)cols, grid);
-	it->wire.device = VS_DEV_ARENA;
-	it->wire.data_off = a.off;
-	it->wire.data_bytes = a.len;
-	it->copy_off = a.off; /* released with the request, like a copy */
-	it->copy_len = a.len;
 	vc_lock(r->conn);
-	r->conn->stats.tensors_in_place++;
+	b = keyed ? vc_pixmemo_add(r->conn, &key, a.off, a.len) : NULL;
+	add_item(r, placeholder_id, &shape, a.off, a.len);
+	if (b) {
+		memcpy(b->grid, shape.grid, sizeof(b->grid));
+		b->tokens = shape.tokens;
+		b->rows = shape.rows;
+		b->cols = shape.cols;
+		b->dtype = shape.dtype;
+		r->items[r->n_items].pix = b;
+	} else { /* not kept: released with the request, like a copy */
+		r->items[r->n_items].copy_off = a.off;
+		r->items[r->n_items].copy_len = a.len;
+		b = &shape;
+	}
 	r->n_items++;
+	r->conn->stats.tensors_in_place++;
+	r->conn->stats.images_preprocessed++;
 	vc_unlock(r->conn);
-	return 0;
+out:
+	if (!e) {
+		if (grid_thw)
+			memcpy(grid_thw, b->grid, sizeof(b->grid));
+		if (tokens)
+			*tokens = b->tokens;
+	}
+	free(buf);
+	return e;
 }
 
 int vlm_request_add_image_file(struct vlm_request *r, int32_t placeholder_id, const char *path,
@@ -227,11 +401,13 @@ int vlm_request_add_image_file(struct vlm_request *r, int32_t placeholder_id, co
 			       const struct vlm_image_opts *opts, uint32_t grid_thw[3],
 			       uint32_t *tokens)
 {
+	struct img_src s = { .path = path };
+
 	if (!path) {
 		vc_err_clear();
 		return vc_err(-EINVAL, "vlm_request_add_image_file: NULL argument");
 	}
-	return add_image_src(r, placeholder_id, path, NULL, 0, cfg, opts, grid_thw, tokens);
+	return add_image_src(r, placeholder_id, &s, cfg, opts, grid_thw, tokens);
 }
 
 int vlm_request_add_image_memory(struct vlm_request *r, int32_t placeholder_id, const void *data,
@@ -239,5 +415,22 @@ int vlm_request_add_image_memory(struct vlm_request *r, int32_t placeholder_id, 
 				 const struct vlm_image_opts *opts, uint32_t grid_thw[3],
 				 uint32_t *tokens)
 {
-	return add_image_src(r, placeholder_id, NULL, data, len, cfg, opts, grid_thw, tokens);
+	struct img_src s = { .data = data, .len = len };
+
+	return add_image_src(r, placeholder_id, &s, cfg, opts, grid_thw, tokens);
+}
+
+int vlm_request_add_image_rgb(struct vlm_request *r, int32_t placeholder_id, const uint8_t *rgb,
+			      uint32_t width, uint32_t height, size_t row_stride,
+			      const struct vlm_vision_config *cfg,
+			      const struct vlm_image_opts *opts, uint32_t grid_thw[3],
+			      uint32_t *tokens)
+{
+	struct img_src s = { .rgb = rgb, .width = width, .height = height, .stride = row_stride };
+
+	if (!rgb) {
+		vc_err_clear();
+		return vc_err(-EINVAL, "vlm_request_add_image_rgb: rgb is NULL");
+	}
+	return add_image_src(r, placeholder_id, &s, cfg, opts, grid_thw, tokens);
 }

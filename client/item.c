@@ -99,6 +99,8 @@ void vc_item_release(struct vlm_conn *c, struct vc_item *it)
 	it->t = NULL;
 	vc_arena_put(c, it->copy_off, it->copy_len);
 	it->copy_len = 0;
+	vc_pixmemo_unref(c, it->pix);
+	it->pix = NULL;
 	if (it->vmm_slot >= 0) {
 		if (c->vc && c->state == VC_ALIVE)
 			vc_conn_fd_del(c->vc, (unsigned)it->vmm_slot);

@@ -25,6 +25,7 @@ struct vc_item {
 	struct vc_tensor *t;         /* tensor vlmd reads in place (arena or CUDA); NULL when it
 				      * was copied, or once released */
 	uint64_t copy_off, copy_len; /* arena copy of a host tensor (len 0: none) */
+	struct vc_pixblock *pix;     /* preprocessed image block (client/pixmemo.h), reference held */
 	int vmm_slot;                /* descriptor slot (CUDA VMM), -1: none */
 	int released;
 };

@@ -14,10 +14,11 @@
  * With --image FILE (up to 8 times) every request is instead a multi-turn conversation with those
  * images — the seed's workload: system prompt; a user turn with the request's own text and all
  * images but the last; a fixed assistant answer; a last user turn with the last image and a
- * question. The images travel as they would from a user: the encoded file bytes, decoded and
- * preprocessed per request on both sides (direct: vlm_image_load_memory; http: a base64 data:
- * URL that vlm-serve decodes with the same call). vlmd's vision cache serves repeated images to
- * both sides alike.
+ * question. The images travel as they would from a user: the encoded file bytes, taken per
+ * request on both sides the same way (direct: vlm_request_add_image_memory on a scratch request
+ * for the grid, then on the request; http: a base64 data: URL that vlm-serve handles with the
+ * same calls), so both sides find a repeated image preprocessed in their connection's arena
+ * (libvlmclient's image memo) and vlmd's vision cache serves it to both alike.
  * Reported per side: QPS, TTFT and ITL p50/p99 (TTFT: request start to the first token / the
  * first content event; ITL: between consecutive token batches / content events). Headline
  * figures: http_over_direct = QPS(http) / QPS(direct) per concurrency (goal >= 0.9 at 32), and
@@ -227,7 +228,6 @@ static void *direct_thread(void *arg)
 		struct vlm_chat *chat = NULL;
 		struct vlm_chat_result cr = { 0 };
 		struct vlm_request *req = NULL;
-		struct vlm_image *img[MAX_IMAGES] = { 0 };
 		int ni = d->o->n_images;
 		struct vlm_gen_params gp = { .max_tokens = (uint32_t)d->o->max_tokens,
 					     .ignore_eos = true };
@@ -235,18 +235,21 @@ static void *direct_thread(void *arg)
 			  vlm_chat_add_text(chat, SYSTEM, strlen(SYSTEM)) == 0 &&
 			  vlm_chat_add_message(chat, "user") == 0 &&
 			  vlm_chat_add_text(chat, text, strlen(text)) == 0;
-		/* the seed's workload: the images decoded and preprocessed per request, as
-		 * vlm-serve does with a data: URL; all but the last in the first user turn */
+		/* the seed's workload: the images taken per request from their encoded bytes, as
+		 * vlm-serve does with a data: URL (a scratch request gives the grid; the patches go
+		 * into the arena, where the real request finds them: libvlmclient's image memo);
+		 * all but the last in the first user turn */
 		for (int k = 0; ok && k < ni; k++) {
 			uint32_t g[3];
-			ok = vlm_image_load_memory(images[k].data, images[k].len, &vcfg, NULL,
-						   &img[k]) == 0;
+			struct vlm_request *scratch = NULL;
+			ok = vlm_request_new(d->conn, &scratch) == 0 &&
+			     vlm_request_add_image_memory(scratch, 0, images[k].data, images[k].len,
+							  &vcfg, NULL, g, NULL) == 0;
+			vlm_request_free(scratch);
 			if (ok && k == ni - 1)
 				ok = vlm_chat_add_message(chat, "assistant") == 0 &&
 				     vlm_chat_add_text(chat, ASSISTANT, strlen(ASSISTANT)) == 0 &&
 				     vlm_chat_add_message(chat, "user") == 0;
-			if (ok)
-				vlm_image_grid(img[k], g);
 			ok = ok && vlm_chat_add_media(chat, VLM_CHAT_IMAGE, g[0], g[1], g[2]) == 0;
 		}
 		if (ok && ni)
@@ -262,7 +265,9 @@ static void *direct_thread(void *arg)
 			     vlm_request_set_tokens(req, cr.ids, cr.n_ids) == 0 &&
 			     vlm_request_set_params(req, &gp) == 0;
 			for (int k = 0; ok && !x && k < ni; k++)
-				x = vlm_request_add_image(req, cr.items[k].placeholder_id, img[k]);
+				x = vlm_request_add_image_memory(req, cr.items[k].placeholder_id,
+								 images[k].data, images[k].len, &vcfg,
+								 NULL, NULL, NULL);
 			if (x != -ENOSPC || tries == 15000) {
 				ok = ok && !x;
 				break;
@@ -292,8 +297,6 @@ static void *direct_thread(void *arg)
 			fprintf(stderr, "vlm-bench http: a direct request failed: %s\n",
 				vlm_last_error());
 		vlm_request_free(req);
-		for (int k = 0; k < ni; k++)
-			vlm_image_free(img[k]);
 		vlm_chat_result_fini(&cr);
 		vlm_chat_free(chat);
 	}

@@ -5,6 +5,10 @@
  * the messages format (roles, text parts, system turns); the only thing a file adds is its grid,
  * known once the image is preprocessed, so the part gets "grid_thw" and the JSON goes on to the
  * library unchanged otherwise.
+ * Why image files go through a scratch request: the grid is needed before the prompt (and so the
+ * real request) exists; vlm_request_add_image_file preprocesses into the connection's arena and
+ * the library keeps the patches there (its image memo), so the real request's add finds them:
+ * one preprocessing, no copy, where a vlm_image would cost a buffer and a copy into the arena.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -16,33 +20,82 @@
 
 #include "tools/imgchat.h"
 
-static int push(struct tool_images *imgs, struct vlm_image *img, char *err, size_t errlen);
+static int push(struct tool_images *imgs, struct vlm_image *video, const char *path,
+		const uint32_t grid[3], char *err, size_t errlen);
+
+static void lib_err(int r, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "%s", vlm_last_error()[0] ? vlm_last_error() : vlm_strerror(r));
+}
 
 int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, struct tool_images *imgs, char *err,
 		    size_t errlen)
 {
-	struct vlm_image *img = NULL;
-	int r = vlm_image_load_file(path, cfg, opts, &img);
+	struct vlm_conn *conn = imgs->conn ? imgs->conn(imgs->ctx, err, errlen) : NULL;
+	struct vlm_request *scratch = NULL;
+	uint32_t grid[3];
+	int r;
 
-	if (r < 0) {
-		snprintf(err, errlen, "%s", vlm_last_error()[0] ? vlm_last_error() : vlm_strerror(r));
-		return r;
+	if (!conn) {
+		if (!imgs->conn)
+			snprintf(err, errlen, "no connection to preprocess images into");
+		return -ENOTCONN;
 	}
-	return push(imgs, img, err, errlen);
+	/* a scratch request: the image is preprocessed into the arena and kept there for the
+	 * request that carries it (tool_images_add); its grid is what the prompt needs now */
+	r = vlm_request_new(conn, &scratch);
+	if (r >= 0)
+		r = vlm_request_add_image_file(scratch, 0, path, cfg, opts, grid, NULL);
+	if (r < 0)
+		lib_err(r, err, errlen);
+	vlm_request_free(scratch);
+	return r < 0 ? r : push(imgs, NULL, path, grid, err, errlen);
 }
 
-static int push(struct tool_images *imgs, struct vlm_image *img, char *err, size_t errlen)
+static int push(struct tool_images *imgs, struct vlm_image *video, const char *path,
+		const uint32_t grid[3], char *err, size_t errlen)
 {
-	struct vlm_image **n = realloc(imgs->img, (imgs->n + 1) * sizeof(*n));
+	struct tool_medium *n = realloc(imgs->m, (imgs->n + 1) * sizeof(*n));
+	char *p = path ? strdup(path) : NULL;
 
-	if (!n) {
-		vlm_image_free(img);
+	if (!n || (path && !p)) {
+		if (n)
+			imgs->m = n;
+		free(p);
+		vlm_image_free(video);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	imgs->img = n;
-	imgs->img[imgs->n++] = img;
+	imgs->m = n;
+	n[imgs->n].path = p;
+	n[imgs->n].video = video;
+	memcpy(n[imgs->n].grid, grid, sizeof(n[imgs->n].grid));
+	imgs->n++;
+	return 0;
+}
+
+int tool_images_add(struct vlm_request *req, int32_t placeholder_id, const struct tool_images *imgs,
+		    size_t i, char *err, size_t errlen)
+{
+	const struct tool_medium *m = &imgs->m[i];
+	uint32_t g[3];
+	int r;
+
+	if (m->video)
+		r = vlm_request_add_image(req, placeholder_id, m->video);
+	else
+		r = vlm_request_add_image_file(req, placeholder_id, m->path, &imgs->cfg, &imgs->opts,
+					       g, NULL);
+	if (r < 0) {
+		lib_err(r, err, errlen);
+		return r;
+	}
+	if (!m->video && memcmp(g, m->grid, sizeof(g))) {
+		snprintf(err, errlen, "%s changed while in use (grid %ux%ux%u, was %ux%ux%u)",
+			 m->path, g[0], g[1], g[2], m->grid[0], m->grid[1], m->grid[2]);
+		return -EAGAIN;
+	}
 	return 0;
 }
 
@@ -126,13 +179,15 @@ static int video_of(const char *const *paths, size_t n, const struct vlm_vision_
 		    struct tool_images *imgs, char *err, size_t errlen)
 {
 	struct vlm_image *img = NULL;
+	uint32_t grid[3];
 	int r = vlm_video_load_frames(paths, n, cfg, opts, vo, &img);
 
 	if (r < 0) {
-		snprintf(err, errlen, "%s", vlm_last_error()[0] ? vlm_last_error() : vlm_strerror(r));
+		lib_err(r, err, errlen);
 		return r;
 	}
-	return push(imgs, img, err, errlen);
+	vlm_image_grid(img, grid);
+	return push(imgs, img, NULL, grid, err, errlen);
 }
 
 int tool_video_load(const char *spec, const struct vlm_vision_config *cfg,
@@ -265,7 +320,7 @@ int tool_chat_load_images(const char *json, size_t len, const struct vlm_vision_
 			}
 			if (r < 0)
 				goto out;
-			vlm_image_grid(imgs->img[imgs->n - 1], grid);
+			memcpy(grid, imgs->m[imgs->n - 1].grid, sizeof(grid));
 			g = json_pack("[III]", (json_int_t)grid[0], (json_int_t)grid[1],
 				      (json_int_t)grid[2]);
 			if (!g || json_object_set_new(part, "grid_thw", g)) {
@@ -287,9 +342,11 @@ out:
 
 void tool_images_fini(struct tool_images *imgs)
 {
-	for (size_t i = 0; i < imgs->n; i++)
-		vlm_image_free(imgs->img[i]);
-	free(imgs->img);
-	imgs->img = NULL;
+	for (size_t i = 0; i < imgs->n; i++) {
+		vlm_image_free(imgs->m[i].video);
+		free(imgs->m[i].path);
+	}
+	free(imgs->m);
+	imgs->m = NULL;
 	imgs->n = 0;
 }

@@ -1,9 +1,10 @@
 /*
  * tools/imgchat.h — image files for the command-line tools: a conversation's image parts that
- * name a file ({"type": "image", "path": "cat.jpg"}) are loaded and preprocessed with
- * libvlmclient, and their real patch grid is written into the part ("grid_thw"), so the chat
- * template expands the right number of <|image_pad|> tokens. Videos from frame files
- * (tool_video_load) for --video.
+ * name a file ({"type": "image", "path": "cat.jpg"}) are preprocessed by libvlmclient straight
+ * into the connection's shared arena, and their real patch grid is written into the part
+ * ("grid_thw"), so the chat template expands the right number of <|image_pad|> tokens; the
+ * request built afterwards finds the patches there (no second preprocessing, no copy). Videos
+ * from frame files (tool_video_load) for --video.
  */
 #ifndef VLM_TOOLS_IMGCHAT_H
 #define VLM_TOOLS_IMGCHAT_H
@@ -12,10 +13,24 @@
 
 #include "vlm/vlm.h"
 
-/* Preprocessed images in prompt order; owned. */
+/* One image or video of the prompt. */
+struct tool_medium {
+	char *path;                  /* an image file: preprocessed into the connection's arena
+				      * (its memo) when loaded, found there again by tool_images_add */
+	struct vlm_image *video;     /* or a video, preprocessed here (owned) */
+	uint32_t grid[3];            /* its patch grid */
+};
+
+/* The prompt's media in prompt order; owned. Image files need a connection (the arena they are
+ * preprocessed into): conn(ctx, err, errlen) gives it (connecting on first use) or NULL with a
+ * message in err. cfg and opts: the image files' settings, kept for tool_images_add. */
 struct tool_images {
-	struct vlm_image **img;      /* [n] */
+	struct tool_medium *m;       /* [n] */
 	size_t n;
+	struct vlm_conn *(*conn)(void *ctx, char *err, size_t errlen);
+	void *ctx;
+	struct vlm_vision_config cfg;
+	struct vlm_image_opts opts;
 };
 
 /*
@@ -32,7 +47,9 @@ int tool_chat_load_images(const char *json, size_t len, const struct vlm_vision_
 			  char **out, struct tool_images *imgs, size_t *n_other, char *err,
 			  size_t errlen);
 
-/* Loads one file and appends it to *imgs. Returns 0 or a negative errno (message in err). */
+/* Preprocesses one image file into the connection's arena and appends it to *imgs (cfg/opts
+ * must be imgs->cfg/opts' values for later adds to find it). Returns 0 or a negative errno
+ * (message in err). */
 int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, struct tool_images *imgs, char *err,
 		    size_t errlen);
@@ -43,6 +60,13 @@ int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 int tool_video_load(const char *spec, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, const struct vlm_video_opts *vo,
 		    struct tool_images *imgs, char *err, size_t errlen);
+
+/* Adds medium i of imgs to req for placeholder_id: an image file through
+ * vlm_request_add_image_file (found in the arena, not preprocessed again; its grid must not have
+ * changed), a video through vlm_request_add_image. Returns 0 or a negative errno (message in
+ * err). */
+int tool_images_add(struct vlm_request *req, int32_t placeholder_id, const struct tool_images *imgs,
+		    size_t i, char *err, size_t errlen);
 
 void tool_images_fini(struct tool_images *imgs);
 

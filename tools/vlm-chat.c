@@ -114,9 +114,16 @@ static ssize_t read_line(char **line, size_t *cap)
 
 #define MAX_IMAGES 16   /* per message */
 
+/* An image of the conversation: its file, preprocessed into the connection's arena by /image
+ * and found there again by every later turn (libvlmclient keeps it: no decode, no copy). */
+struct chat_img {
+	char *path;
+	uint32_t grid[3];
+};
+
 struct turn {
 	char *user, *assistant;
-	struct vlm_image *img[MAX_IMAGES];   /* before the user's text, in order; owned */
+	struct chat_img img[MAX_IMAGES];   /* before the user's text, in order; owned */
 	int n_img;
 };
 
@@ -133,7 +140,7 @@ struct session {
 	int tty;                     /* stdin is a terminal: prompts */
 	struct vlm_vision_config vcfg;  /* the model's preprocessor_config.json, else Qwen2-VL's */
 	int32_t image_pad;           /* <|image_pad|> id, or -1 */
-	struct vlm_image *pending[MAX_IMAGES];   /* /image: go with the next message */
+	struct chat_img pending[MAX_IMAGES];   /* /image: go with the next message */
 	int n_pending;
 	const char *stop_str[16];    /* --stop: the reply ends before any of these */
 	size_t n_stop_str;
@@ -184,10 +191,10 @@ static char *xstrdup(const char *s)
 	return p;
 }
 
-static void drop_images(struct vlm_image **img, int *n)
+static void drop_images(struct chat_img *img, int *n)
 {
 	for (int i = 0; i < *n; i++)
-		vlm_image_free(img[i]);
+		free(img[i].path);
 	*n = 0;
 }
 
@@ -202,16 +209,13 @@ static void reset_history(struct session *s)
 }
 
 /* A user message: its images (grids before the merge) and its text. */
-static int add_user(struct vlm_chat *chat, struct vlm_image *const *img, int n_img, const char *text)
+static int add_user(struct vlm_chat *chat, const struct chat_img *img, int n_img, const char *text)
 {
 	int r = vlm_chat_add_message(chat, "user");
 
-	for (int i = 0; r == 0 && i < n_img; i++) {
-		uint32_t g[3];
-
-		vlm_image_grid(img[i], g);
-		r = vlm_chat_add_media(chat, VLM_CHAT_IMAGE, g[0], g[1], g[2]);
-	}
+	for (int i = 0; r == 0 && i < n_img; i++)
+		r = vlm_chat_add_media(chat, VLM_CHAT_IMAGE, img[i].grid[0], img[i].grid[1],
+				       img[i].grid[2]);
 	if (!r)
 		r = vlm_chat_add_text(chat, text, strlen(text));
 	return r;
@@ -309,8 +313,9 @@ static int chat_turn(struct session *s, const char *user)
 	struct vlm_stop *stop = NULL;
 	int32_t ids[64];
 	double t0, t_first = 0;
-	unsigned n_gen = 0;
+	unsigned n_gen = 0, n_img = 0, n_reused = 0;
 	int r, cancelled = 0, stopped = 0;   /* stopped: a --stop string matched */
+	struct vlm_conn_stats st0, st1;
 
 	r = render(s, user, &res);
 	if (r < 0) {
@@ -327,19 +332,36 @@ static int chat_turn(struct session *s, const char *user)
 		fprintf(stderr, PROG ": request: %s\n", vlm_strerror(r));
 		goto out;
 	}
-	/* every image of the conversation, in prompt order (vlmd's caches make the old ones cheap) */
+	/* every image of the conversation, in prompt order (vlmd's caches make the old ones cheap;
+	 * libvlmclient finds their patches in the arena still: no preprocessing, no copy) */
+	if (vlm_conn_stats(s->conn, &st0) < 0)
+		memset(&st0, 0, sizeof(st0));
 	for (size_t i = 0; i <= s->n_turns && r >= 0; i++) {
-		struct vlm_image *const *img = i < s->n_turns ? s->turns[i].img : s->pending;
+		const struct chat_img *img = i < s->n_turns ? s->turns[i].img : s->pending;
 		int n = i < s->n_turns ? s->turns[i].n_img : s->n_pending;
 
-		for (int k = 0; k < n && r >= 0; k++)
-			r = vlm_request_add_image(req, s->image_pad, img[k]);
+		for (int k = 0; k < n && r >= 0; k++) {
+			uint32_t g[3];
+
+			r = vlm_request_add_image_file(req, s->image_pad, img[k].path, &s->vcfg, NULL,
+						       g, NULL);
+			n_img += r >= 0;
+			if (r >= 0 && memcmp(g, img[k].grid, sizeof(g))) {
+				fprintf(stderr, PROG ": image %s changed since /image (grid %ux%u, was "
+					"%ux%u): /reset and send it again\n", img[k].path, g[1], g[2],
+					img[k].grid[1], img[k].grid[2]);
+				r = 0;
+				goto out;
+			}
+		}
 	}
 	if (r < 0) {
 		fprintf(stderr, PROG ": image: %s\n", vlm_last_error() ? vlm_last_error() : vlm_strerror(r));
 		r = 0;
 		goto out;
 	}
+	if (n_img && vlm_conn_stats(s->conn, &st1) == 0)
+		n_reused = (unsigned)(st1.images_reused - st0.images_reused);
 	t0 = now_s();
 	interrupted = 0;
 	while ((r = vlm_submit(req)) == -EAGAIN) {
@@ -428,11 +450,16 @@ static int chat_turn(struct session *s, const char *user)
 			fin.reason = VLM_FINISH_STOP;   /* our cancel after a stop string: a stop */
 		if (fin.reason == VLM_FINISH_CANCELLED || cancelled)
 			fprintf(stderr, "[cancelled after %u tokens; this turn is not kept]\n", n_gen);
-		else if (s->stats)
-			fprintf(stderr, "[%u tokens, %.1f tokens/s, first token %.0f ms, prompt %u (%u cached), "
+		else if (s->stats) {
+			char imgs[64] = "";   /* images found preprocessed in the arena (not redone) */
+
+			if (n_img)
+				snprintf(imgs, sizeof(imgs), ", images %u (%u reused)", n_img, n_reused);
+			fprintf(stderr, "[%u tokens, %.1f tokens/s, first token %.0f ms, prompt %u (%u cached)%s, "
 				"%s, %.2f s]\n", fin.completion_tokens,
 				gen_s > 0 ? (double)(n_gen - 1) / gen_s : 0.0, (double)fin.ttft_us / 1000.0,
-				fin.prompt_tokens, fin.cached_tokens, reason_name(fin.reason), dt_s);
+				fin.prompt_tokens, fin.cached_tokens, imgs, reason_name(fin.reason), dt_s);
+		}
 		if (fin.reason == VLM_FINISH_STOP || fin.reason == VLM_FINISH_LENGTH) {
 			struct turn *tn;
 
@@ -551,11 +578,13 @@ static int parse_uint(const char *flag, const char *v, unsigned long long max, u
 	return 0;
 }
 
-/* "/image PATH": preprocess the image now (errors at once) and send it with the next message. */
+/* "/image PATH": preprocess the image now (errors at once; into the connection's arena, where
+ * the turns that send it find it) and send it with the next message. */
 static void add_image(struct session *s, char *arg)
 {
-	struct vlm_image *img;
-	uint32_t g[3];
+	struct vlm_request *scratch = NULL;
+	uint32_t g[3], tokens = 0;
+	char *path;
 	int r;
 
 	trim(arg);
@@ -571,16 +600,25 @@ static void add_image(struct session *s, char *arg)
 		fprintf(stderr, "/image: at most %d images per message\n", MAX_IMAGES);
 		return;
 	}
-	r = vlm_image_load_file(arg, &s->vcfg, NULL, &img);
-	if (r < 0) {
+	if (ensure_conn(s) < 0)
+		return;
+	r = vlm_request_new(s->conn, &scratch);
+	if (r >= 0)
+		r = vlm_request_add_image_file(scratch, s->image_pad, arg, &s->vcfg, NULL, g, &tokens);
+	if (r < 0)
 		fprintf(stderr, "/image %s: %s\n", arg, vlm_last_error() && *vlm_last_error() ?
 			vlm_last_error() : vlm_strerror(r));
+	vlm_request_free(scratch);
+	if (r < 0)
+		return;
+	if (!(path = strdup(arg))) {
+		fprintf(stderr, "/image: out of memory\n");
 		return;
 	}
-	vlm_image_grid(img, g);
-	s->pending[s->n_pending++] = img;
+	s->pending[s->n_pending].path = path;
+	memcpy(s->pending[s->n_pending++].grid, g, sizeof(g));
 	fprintf(stderr, "[image %s: %ux%u patches, %u tokens; sent with your next message]\n", arg,
-		g[1], g[2], vlm_image_tokens(img));
+		g[1], g[2], tokens);
 }
 
 /* "/set NAME VALUE": change a sampling setting for the following turns. */

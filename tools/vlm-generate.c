@@ -67,6 +67,7 @@ struct opts {
 	int n_image;
 	uint64_t min_pixels, max_pixels; /* 0: the checkpoint's (preprocessor_config.json) */
 	struct tool_images imgs;     /* preprocessed, in prompt order */
+	struct vlm_conn *conn;       /* connected at the first image file, else in main */
 	struct vlm_gen_params gp;
 	int32_t stop[MAX_STOP];
 	const char *stop_str[MAX_STOP_STR];
@@ -578,6 +579,32 @@ static int vision_setup(const struct opts *o, struct vlm_vision_config *cfg,
 	return r;
 }
 
+/* Connects o->conn (once). Returns it, or NULL with the reason in err. */
+static struct vlm_conn *conn_get(void *ctx, char *err, size_t errlen)
+{
+	struct opts *o = ctx;
+	struct vlm_connect_opts co = { .socket_path = o->socket, .client_name = PROG };
+	int r;
+
+	if (o->conn)
+		return o->conn;
+	r = vlm_connect(&co, &o->conn);
+	if (r < 0) {
+		const char *sock = o->socket ? o->socket : getenv("VLM_SOCKET");
+		const char *m = vlm_last_error(), *hint = r == -ENOENT || r == -ECONNREFUSED ?
+			" (is vlmd running? --socket PATH or $VLM_SOCKET)" : "";
+		if ((m && strstr(m, "is vlmd running")) || strstr(vlm_strerror(r), "is vlmd running"))
+			hint = "";
+		if (m && strstr(m, "vlmd"))   /* the library's message names the socket already */
+			snprintf(err, errlen, "%s: %s%s", m, vlm_strerror(r), hint);
+		else
+			snprintf(err, errlen, "cannot connect to vlmd at %s: %s%s", sock && sock[0] ?
+				 sock : VLM_DEFAULT_SOCKET, vlm_strerror(r), hint);
+		o->conn = NULL;
+	}
+	return o->conn;
+}
+
 static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct prompt *p)
 {
 	struct vlm_vision_config vcfg, vidcfg;
@@ -587,6 +614,11 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 
 	if ((r = vision_setup(o, &vcfg, &vidcfg, &vopt)))
 		return r;
+	/* image files are preprocessed into the connection's arena as they are met */
+	o->imgs.conn = conn_get;
+	o->imgs.ctx = o;
+	o->imgs.cfg = vcfg;
+	o->imgs.opts = vopt;
 	if (o->tokens || o->tokens_file) {
 		char *buf = NULL;
 		const char *s = o->tokens;
@@ -651,7 +683,7 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 				vlm_chat_free(chat);
 				return fail("--%s %s", m->video ? "video" : "image", ierr);
 			}
-			vlm_image_grid(o->imgs.img[o->imgs.n - 1], g);
+			memcpy(g, o->imgs.m[o->imgs.n - 1].grid, sizeof(g));
 			if ((r = vlm_chat_add_media(chat, m->video ? VLM_CHAT_VIDEO : VLM_CHAT_IMAGE, g[0],
 						    g[1], g[2])) < 0) {
 				vlm_chat_free(chat);
@@ -750,9 +782,11 @@ static int resolve_embeds(struct opts *o, const struct prompt *p)
 static int add_embeds(struct opts *o, struct vlm_request *req, const struct prompt *p)
 {
 	for (size_t i = 0; i < o->imgs.n; i++) {
-		int r = vlm_request_add_image(req, p->chat.items[i].placeholder_id, o->imgs.img[i]);
+		char err[512];
+		int r = tool_images_add(req, p->chat.items[i].placeholder_id, &o->imgs, i, err,
+					sizeof(err));
 		if (r < 0)
-			return fail("image %zu: %s", i, why(r));
+			return fail("image %zu: %s", i, err);
 	}
 	for (int i = 0; i < o->n_emb; i++) {
 		struct embed *e = &o->emb[i];
@@ -1017,6 +1051,14 @@ static int stream(struct opts *o, struct vlm_request *req, const struct vlm_toke
 		       fi.completion_tokens, (unsigned long long)fi.queue_us,
 		       (unsigned long long)fi.ttft_us, (unsigned long long)fi.total_us,
 		       t_first ? (t_first - t_submit) * 1e6 : 0.0);
+		struct vlm_conn_stats cs;
+		if (vlm_conn_stats(o->conn, &cs) == 0) /* how the images and tensors reached vlmd */
+			printf(", \"transport\": {\"images_preprocessed\": %llu, \"images_reused\": %llu, "
+			       "\"tensors_copied\": %llu, \"bytes_copied\": %llu}",
+			       (unsigned long long)cs.images_preprocessed,
+			       (unsigned long long)cs.images_reused,
+			       (unsigned long long)cs.tensors_copied,
+			       (unsigned long long)cs.bytes_copied);
 		if (o->gp.logprobs) {
 			printf(", \"logprobs\": [");
 			for (size_t i = 0; i < b.n; i++) {
@@ -1054,28 +1096,18 @@ int main(int argc, char **argv)
 
 	struct vlm_tokenizer *tok = NULL;
 	struct prompt p = { 0 };
-	struct vlm_conn *conn = NULL;
 	struct vlm_request *req = NULL;
+	char cerr[600];
 	if ((rc = load_tokenizer(&o, &tok)) || (rc = build_prompt(&o, tok, &p)) ||
 	    (rc = resolve_embeds(&o, &p)))
 		goto out;
 
-	struct vlm_connect_opts co = { .socket_path = o.socket, .client_name = PROG };
-	int r = vlm_connect(&co, &conn);
-	if (r < 0) {
-		const char *sock = o.socket ? o.socket : getenv("VLM_SOCKET");
-		const char *m = vlm_last_error(), *hint = r == -ENOENT || r == -ECONNREFUSED ?
-			" (is vlmd running? --socket PATH or $VLM_SOCKET)" : "";
-		if ((m && strstr(m, "is vlmd running")) || strstr(vlm_strerror(r), "is vlmd running"))
-			hint = "";
-		if (m && strstr(m, "vlmd"))   /* the library's message names the socket already */
-			rc = fail("%s: %s%s", m, vlm_strerror(r), hint);
-		else
-			rc = fail("cannot connect to vlmd at %s: %s%s", sock && sock[0] ? sock :
-				  VLM_DEFAULT_SOCKET, vlm_strerror(r), hint);
+	int r;
+	if (!conn_get(&o, cerr, sizeof(cerr))) {
+		rc = fail("%s", cerr);
 		goto out;
 	}
-	if ((r = vlm_request_new(conn, &req)) < 0 ||
+	if ((r = vlm_request_new(o.conn, &req)) < 0 ||
 	    (r = vlm_request_set_tokens(req, p.ids, p.n)) < 0 ||
 	    (r = vlm_request_set_params(req, &o.gp)) < 0 ||
 	    (o.echo && (r = vlm_request_set_kind(req, VLM_REQUEST_ECHO)) < 0)) {
@@ -1100,7 +1132,7 @@ int main(int argc, char **argv)
 	rc = stream(&o, req, tok, t0);
 out:
 	vlm_request_free(req);
-	vlm_disconnect(conn);
+	vlm_disconnect(o.conn);
 	prompt_fini(&p);
 	tool_images_fini(&o.imgs);
 	vlm_tokenizer_free(tok);

@@ -206,7 +206,11 @@ struct vlm_conn_stats {
 	uint64_t bytes_copied;       /* ... and their bytes */
 	uint64_t tensors_in_place;   /* tensors vlmd read where they were (arena memory, CUDA) */
 	uint64_t tensors_cuda;       /* ... of which CUDA tensors */
-	uint64_t reserved[7];
+	uint64_t images_preprocessed; /* vlm_request_add_image_file / _memory / _rgb preprocessed
+				      * an image straight into the arena (since 0.3) */
+	uint64_t images_reused;      /* ... found it preprocessed already (the connection keeps
+				      * recent images in its arena; since 0.3) */
+	uint64_t reserved[5];
 };
 
 /*
@@ -595,8 +599,15 @@ VLM_EXPORT int vlm_request_add_image(struct vlm_request *req, int32_t placeholde
  * arena and adds it to the request like vlm_request_add_image: no intermediate buffer and no
  * copy (the cheaper way when the image goes to vlmd anyway). grid_thw (may be NULL) receives the
  * patch grid and *tokens (may be NULL) the placeholder run length it needs; the prompt may be
- * set before or after. Returns what vlm_image_load_file and vlm_request_add_image return; on an
- * error nothing is added and the request stays usable. Since 0.3.
+ * set before or after. The connection keeps recently preprocessed images in its arena (a quarter
+ * of it at most, and never at the expense of a request: they give way when the arena is full),
+ * keyed by the SHA-256 of the source bytes (the file's content, not its name) and every setting
+ * that shapes the patches: adding the same image again (the next turn of a conversation) reuses
+ * them without decoding or copying (vlm_conn_stats: images_preprocessed / images_reused). So a
+ * tool that needs the grid before it can build the prompt may add the image to a scratch request
+ * first and to the real one after: the second add costs a hash. Returns what vlm_image_load_file
+ * and vlm_request_add_image return; on an error nothing is added and the request stays usable.
+ * Since 0.3.
  */
 VLM_EXPORT int vlm_request_add_image_file(struct vlm_request *req, int32_t placeholder_id,
 					  const char *path, const struct vlm_vision_config *cfg,
@@ -608,6 +619,13 @@ VLM_EXPORT int vlm_request_add_image_memory(struct vlm_request *req, int32_t pla
 					    const struct vlm_vision_config *cfg,
 					    const struct vlm_image_opts *opts, uint32_t grid_thw[3],
 					    uint32_t *tokens);
+/* As vlm_request_add_image_file for decoded 8-bit RGB pixels (as vlm_image_from_rgb: height rows
+ * of row_stride bytes, 3 bytes per pixel, not kept). Since 0.3. */
+VLM_EXPORT int vlm_request_add_image_rgb(struct vlm_request *req, int32_t placeholder_id,
+					 const uint8_t *rgb, uint32_t width, uint32_t height,
+					 size_t row_stride, const struct vlm_vision_config *cfg,
+					 const struct vlm_image_opts *opts, uint32_t grid_thw[3],
+					 uint32_t *tokens);
 
 /* ---- requests: running ---------------------------------------------------------------------- */
 

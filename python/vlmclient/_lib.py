@@ -410,6 +410,26 @@ vlm_image_pixels = _fn("vlm_image_pixels", c_void_p, c_void_p, POINTER(c_int), P
                        POINTER(c_size_t), optional=True)
 vlm_request_add_image = _fn("vlm_request_add_image", c_int, c_void_p, c_int32, c_void_p,
                             optional=True)
+vlm_request_add_image_file = _fn("vlm_request_add_image_file", c_int, c_void_p, c_int32, c_char_p,
+                                 POINTER(VisionConfig), POINTER(ImageOpts), POINTER(c_uint32),
+                                 POINTER(c_uint32), optional=True)
+vlm_request_add_image_memory = _fn("vlm_request_add_image_memory", c_int, c_void_p, c_int32,
+                                   c_char_p, c_size_t, POINTER(VisionConfig), POINTER(ImageOpts),
+                                   POINTER(c_uint32), POINTER(c_uint32), optional=True)
+vlm_request_add_image_rgb = _fn("vlm_request_add_image_rgb", c_int, c_void_p, c_int32, c_void_p,
+                                c_uint32, c_uint32, c_size_t, POINTER(VisionConfig),
+                                POINTER(ImageOpts), POINTER(c_uint32), POINTER(c_uint32),
+                                optional=True)
+
+
+class ConnStats(ctypes.Structure):
+    _fields_ = [("requests_submitted", c_uint64), ("tensors_copied", c_uint64),
+                ("bytes_copied", c_uint64), ("tensors_in_place", c_uint64),
+                ("tensors_cuda", c_uint64), ("images_preprocessed", c_uint64),
+                ("images_reused", c_uint64), ("reserved", c_uint64 * 5)]
+
+
+vlm_conn_stats = _fn("vlm_conn_stats", c_int, c_void_p, POINTER(ConnStats), optional=True)
 
 
 def have_client_api():

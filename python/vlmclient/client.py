@@ -523,6 +523,23 @@ class Client:
     def arena_bytes(self):
         return _lib.vlm_conn_arena_bytes(self._h) if self._h else 0
 
+    def stats(self):
+        """The connection's data-path counters (vlm_conn_stats) as a dict: requests_submitted,
+        tensors_copied, bytes_copied, tensors_in_place, tensors_cuda, images_preprocessed
+        (straight into the shared arena), images_reused (found there again)."""
+        if not self._h:
+            raise ValueError("client is closed")
+        s = _lib.ConnStats()
+        _lib.check(_lib.vlm_conn_stats(self._h, ctypes.byref(s)), "stats", True)
+        return {k: getattr(s, k) for k, _ in s._fields_ if k != "reserved"}
+
+    def image(self, src, min_pixels=None, max_pixels=None, **kw):
+        """vlmclient.Image(src, min_pixels, max_pixels, client=self, **kw): the image
+        preprocessed straight into this connection's shared arena, where the requests that carry
+        it find it (no copy, no second preprocessing)."""
+        from .vision import Image
+        return Image(src, min_pixels, max_pixels, client=self, **kw)
+
     def fileno(self):
         """The connection's poll fd (see vlm_conn_fd in vlm.h)."""
         return _lib.check(_lib.vlm_conn_fd(self._h), "fd", True)
@@ -576,9 +593,12 @@ class Client:
     def _add_tensor(req, k, it):
         from .vision import Image
         if isinstance(it.tensor, Image):
+            what = "image %d (placeholder %d, grid %s)" % (k, it.placeholder_id, it.tensor.grid)
+            if it.tensor.bound:     # in this connection's arena already (or put there now)
+                it.tensor._add_to(req, it.placeholder_id, what)
+                return
             _lib.check(_lib.vlm_request_add_image(req, it.placeholder_id, it.tensor.handle),
-                       "image %d (placeholder %d, grid %s)" % (k, it.placeholder_id,
-                                                               it.tensor.grid), True)
+                       what, True)
             return
         taken = dlpack.Taken(it.tensor)
         try:

@@ -1,11 +1,16 @@
 """Images in: libvlmclient's preprocessing (vlm_image_* in include/vlm/vlm.h) from Python.
 
     pixels, grid = vlmclient.preprocess_image("photo.jpg")     # float32 [n, 1176], (t, h, w)
-    img = vlmclient.Image("photo.jpg", max_pixels=1003520)     # or bytes, numpy HWC uint8, PIL
+    img = client.image("photo.jpg", max_pixels=1003520)        # or bytes, numpy HWC uint8, PIL
     prompt = tok.apply_chat_template([{"role": "user", "content": [
         {"type": "image", "grid_thw": list(img.grid)}, {"type": "text", "text": "Describe."}]}])
     mm = vlmclient.MultiMediaInfo.from_chat(prompt, [img])    # vlmd runs the vision tower
     client.generate(prompt.ids, mm)
+
+client.image(src) (Image(src, client=client)) preprocesses straight into the connection's shared
+arena, where every request that carries the image finds it again: no copy, and no second
+preprocessing on the next turn of a conversation. Image(src) without a client preprocesses into
+a buffer of its own, which each request copies into the arena.
 
 The pixel values are bit-identical to transformers' Qwen2VLImageProcessor (default torchvision
 backend) for the same decoded RGB: the same C code vlm-generate and vlm-serve use, so anyone can
@@ -92,36 +97,99 @@ class Image:
     """One preprocessed image or video: pixel patches [t*h*w, 1176] and the patch grid."""
 
     def __init__(self, src, min_pixels=None, max_pixels=None, *, config=None, dtype="float32",
-                 max_source_pixels=None):
+                 max_source_pixels=None, client=None):
         """src: a file path (str / os.PathLike), encoded bytes (bytes, bytearray, memoryview),
         a NumPy uint8 array [h, w, 3] (RGB), or a PIL image. min_pixels / max_pixels: None =
         the config's. config: a VisionConfig (None: Qwen2-VL-2B's). dtype: "float32" or
         "bfloat16" (what vlmd receives). max_source_pixels: refuse larger sources before
-        decoding (None: 178956970, PIL's limit). Raises VlmError (errno + reason)."""
+        decoding (None: 178956970, PIL's limit). client: a vlmclient.Client whose shared arena
+        the image is preprocessed into (the zero-copy path; see the module's text); None: a
+        buffer of its own. Raises VlmError (errno + reason)."""
         _need_vision()
         self._h = ctypes.c_void_p()
+        self._bound = None
         opts = self._opts(min_pixels, max_pixels, dtype, max_source_pixels)
         cfg = ctypes.byref(config._c) if config is not None else None
+        if client is not None:
+            self._bind(client, src, opts, config,
+                       dict(min_pixels=min_pixels, max_pixels=max_pixels, config=config,
+                            dtype=dtype, max_source_pixels=max_source_pixels))
+            return
         out = ctypes.byref(self._h)
-        if isinstance(src, (str, os.PathLike)):
-            r = _lib.vlm_image_load_file(os.fsencode(src), cfg, ctypes.byref(opts), out)
-            what = "image %s" % os.fspath(src)
-        elif isinstance(src, (bytes, bytearray, memoryview)):
-            data = bytes(src)
-            r = _lib.vlm_image_load_memory(data, len(data), cfg, ctypes.byref(opts), out)
-            what = "image (%d bytes)" % len(data)
+        kind, obj, what = self._source(src)
+        if kind == "file":
+            r = _lib.vlm_image_load_file(obj, cfg, ctypes.byref(opts), out)
+        elif kind == "memory":
+            r = _lib.vlm_image_load_memory(obj, len(obj), cfg, ctypes.byref(opts), out)
         else:
-            arr = _pil_to_rgb(src) if _is_pil(src) else src
-            np = _np()
-            arr = np.asarray(arr)
-            if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-                raise ValueError("an image array is uint8 [height, width, 3] (RGB), got %s %s"
-                                 % (arr.dtype, arr.shape))
-            arr = np.ascontiguousarray(arr)
-            r = _lib.vlm_image_from_rgb(arr.ctypes.data, arr.shape[1], arr.shape[0],
-                                        arr.strides[0], cfg, ctypes.byref(opts), out)
-            what = "image array %dx%d" % (arr.shape[1], arr.shape[0])
+            r = _lib.vlm_image_from_rgb(obj.ctypes.data, obj.shape[1], obj.shape[0],
+                                        obj.strides[0], cfg, ctypes.byref(opts), out)
         _lib.check(r, what, True)
+
+    @staticmethod
+    def _source(src):
+        """src as (kind, object, description): "file" (bytes path), "memory" (bytes) or "rgb"
+        (a C-contiguous uint8 [h, w, 3] array)."""
+        if isinstance(src, (str, os.PathLike)):
+            return "file", os.fsencode(src), "image %s" % os.fspath(src)
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            data = bytes(src)
+            return "memory", data, "image (%d bytes)" % len(data)
+        arr = _pil_to_rgb(src) if _is_pil(src) else src
+        np = _np()
+        arr = np.asarray(arr)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError("an image array is uint8 [height, width, 3] (RGB), got %s %s"
+                             % (arr.dtype, arr.shape))
+        arr = np.ascontiguousarray(arr)
+        return "rgb", arr, "image array %dx%d" % (arr.shape[1], arr.shape[0])
+
+    def _bind(self, client, src, opts, config, args):
+        if _lib.vlm_request_add_image_rgb is None:
+            raise VlmError(95, "this libvlmclient (%s) cannot preprocess into the arena"
+                           % _lib.path)
+        if not client._h:
+            raise ValueError("client is closed")
+        kind, obj, what = self._source(src)
+        self._bound = dict(client=client, kind=kind, obj=obj, opts=opts, config=config,
+                           args=args, grid=(0, 0, 0), tokens=0)
+        # a scratch request: the patches go into the arena now (errors now, the grid now) and
+        # the connection keeps them for the requests that carry the image
+        req = ctypes.c_void_p()
+        _lib.check(_lib.vlm_request_new(client._h, ctypes.byref(req)), "request", True)
+        try:
+            self._bound["grid"], self._bound["tokens"] = self._add_to(req, 0, what)
+        finally:
+            _lib.vlm_request_free(req)
+
+    def _add_to(self, req, placeholder_id, what):
+        """Adds a client-bound image to request req (found in the arena, or preprocessed into
+        it again); returns (grid, tokens)."""
+        b = self._bound
+        g, tok = (ctypes.c_uint32 * 3)(), ctypes.c_uint32()
+        cfg = ctypes.byref(b["config"]._c) if b["config"] is not None else None
+        opts = ctypes.byref(b["opts"])
+        if b["kind"] == "file":
+            r = _lib.vlm_request_add_image_file(req, placeholder_id, b["obj"], cfg, opts, g,
+                                                ctypes.byref(tok))
+        elif b["kind"] == "memory":
+            r = _lib.vlm_request_add_image_memory(req, placeholder_id, b["obj"], len(b["obj"]),
+                                                  cfg, opts, g, ctypes.byref(tok))
+        else:
+            a = b["obj"]
+            r = _lib.vlm_request_add_image_rgb(req, placeholder_id, a.ctypes.data, a.shape[1],
+                                               a.shape[0], a.strides[0], cfg, opts, g,
+                                               ctypes.byref(tok))
+        _lib.check(r, what, True)
+        grid = (g[0], g[1], g[2])
+        if b["tokens"] and grid != b["grid"]:
+            raise VlmError(5, "%s: the file changed (grid %s, was %s)" % (what, grid, b["grid"]))
+        return grid, tok.value
+
+    @property
+    def bound(self):
+        """True for an image preprocessed into a client's arena (Image(src, client=...))."""
+        return self._bound is not None
 
     @staticmethod
     def _opts(min_pixels, max_pixels, dtype, max_source_pixels):
@@ -172,6 +240,7 @@ class Image:
                 setattr(vo, name, int(v))
         self = cls.__new__(cls)
         self._h = ctypes.c_void_p()
+        self._bound = None
         opts = cls._opts(min_pixels, max_pixels, dtype, None)
         cfg = ctypes.byref(config._c) if config is not None else None
         frames = list(frames) if not hasattr(frames, "ndim") else frames
@@ -199,19 +268,22 @@ class Image:
     def second_per_grid(self):
         """A video's seconds per temporal grid step (transformers' second_per_grid_ts); 0.0 for
         an image."""
-        if _lib.vlm_video_second_per_grid is None:
+        if _lib.vlm_video_second_per_grid is None or self._bound is not None:
             return 0.0
         return _lib.vlm_video_second_per_grid(self.handle)
 
     @property
     def handle(self):
         if not self._h:
-            raise ValueError("image is closed")
+            raise ValueError("image is in a client's arena" if self._bound is not None else
+                             "image is closed")
         return self._h
 
     @property
     def grid(self):
         """The patch grid (t, h, w): transformers' image_grid_thw / video_grid_thw."""
+        if self._bound is not None:
+            return self._bound["grid"]
         g = (ctypes.c_uint32 * 3)()
         _lib.vlm_image_grid(self.handle, g)
         return (g[0], g[1], g[2])
@@ -219,15 +291,24 @@ class Image:
     @property
     def tokens(self):
         """Placeholder tokens the image needs in the prompt: t*h*w / merge_size**2."""
+        if self._bound is not None:
+            return self._bound["tokens"]
         return _lib.vlm_image_tokens(self.handle)
 
     @property
     def is_video(self):
+        if self._bound is not None:
+            return False
         return bool(_lib.vlm_image_is_video(self.handle))
 
     def pixel_values(self):
         """A NumPy copy of the patches: float32 [rows, cols] (bfloat16 images: uint16 bit
-        patterns [rows, cols])."""
+        patterns [rows, cols]). A client-bound image preprocesses its source again for them."""
+        if self._bound is not None:
+            b = self._bound
+            src = os.fsdecode(b["obj"]) if b["kind"] == "file" else b["obj"]
+            with Image(src, **b["args"]) as im:
+                return im.pixel_values()
         np = _np()
         dt, rows, cols = ctypes.c_int(), ctypes.c_size_t(), ctypes.c_size_t()
         p = _lib.vlm_image_pixels(self.handle, ctypes.byref(dt), ctypes.byref(rows),
@@ -238,6 +319,7 @@ class Image:
         return np.array(buf, copy=True).reshape(rows.value, cols.value)
 
     def close(self):
+        self._bound = None
         if getattr(self, "_h", None):
             _lib.vlm_image_free(self._h)
             self._h = ctypes.c_void_p()
@@ -252,6 +334,8 @@ class Image:
         self.close()
 
     def __repr__(self):
+        if getattr(self, "_bound", None) is not None:
+            return "<vlmclient.Image grid=%s tokens=%d in the arena>" % (self.grid, self.tokens)
         if not getattr(self, "_h", None):
             return "<vlmclient.Image closed>"
         return "<vlmclient.Image grid=%s tokens=%d%s>" % (self.grid, self.tokens,

@@ -289,12 +289,29 @@ def generate_chat(conv, max_tokens):
     return json.loads(out.stdout)
 
 
+def link_stats():
+    """vlm-serve's counters of how images reached vlmd (its /metrics, current connection)."""
+    import urllib.request
+    with urllib.request.urlopen(S.url + "/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out = {}
+    for k in ("images_preprocessed", "images_reused", "tensors_copied"):
+        line = [x for x in text.splitlines() if x.startswith("vlm_serve_link_%s " % k)]
+        check(len(line) == 1, "/metrics has no vlm_serve_link_%s line" % k)
+        out[k] = int(line[0].split()[1])
+    return out
+
+
 def test_image_conversations():
     """0, 1 and 3 images, as data URLs and as file:// paths, streaming and not: the greedy text
     equals vlm-generate --chat's for the same conversation and files, both forms give the same
     text and prompt, the stream the same text as the plain answer, and the second identical
-    request reports cached prompt tokens with the same text."""
+    request reports cached prompt tokens with the same text. Every image goes into vlmd's arena
+    without a copy: preprocessed there once when the request is read (for its grid) and found
+    there again when the request is built, and again by the repeated requests (/metrics)."""
     seen = {}
+    st0 = link_stats()
+    sent = 0
     for n in (0, 1, 3):
         for form in ("data", "file"):
             oai, gen = conversation(n, form)
@@ -328,6 +345,13 @@ def test_image_conversations():
             check(chunks[-1].usage.prompt_tokens == r.usage.prompt_tokens and
                   chunks[-1].usage.prompt_tokens_details.cached_tokens > 0,
                   "%s streamed usage %r" % (what, chunks[-1].usage))
+            sent += 3 * n
+    st1 = link_stats()
+    d = {k: st1[k] - st0[k] for k in st0}
+    check(d["tensors_copied"] == 0, "images were copied into the arena: %r" % d)
+    # each request's build finds what reading it preprocessed; the repeats find it too
+    check(d["images_preprocessed"] >= 1 and d["images_reused"] >= sent and
+          d["images_preprocessed"] < sent, "%d images sent: %r" % (sent, d))
 
 
 def test_file_outside_allowed_path():

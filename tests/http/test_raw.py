@@ -8,6 +8,7 @@ import http.server
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -443,6 +444,21 @@ def test_media_policy():
         srv.shutdown()
 
 
+def test_signals_blocked_in_every_thread():
+    # SIGTERM must reach vlm-serve's sigwait, never a thread that would die of it: every thread
+    # but the main one (the kernel unblocks the waited set while it sits in sigwait) -- the
+    # backend's router, MHD's -- blocks SIGINT and SIGTERM
+    pid = A.serve.pid
+    tasks = [t for t in os.listdir("/proc/%d/task" % pid) if t != str(pid)]
+    check(len(tasks) >= 2, "vlm-serve threads: %r" % tasks)
+    for t in tasks:
+        with open("/proc/%d/task/%s/status" % (pid, t)) as f:
+            blk = [int(l.split()[1], 16) for l in f if l.startswith("SigBlk:")][0]
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            check(blk & (1 << (sig - 1)), "thread %s of vlm-serve does not block %s (SigBlk %x)" %
+                  (t, sig.name, blk))
+
+
 def test_api_key_and_defaults():
     # checkpoint defaults: generation_config.json says top_k 1 (greedy), the request says nothing
     with Stack(serve_args=["--api-key", "s3cret"], gen_config={"top_k": 1}) as B:
@@ -534,7 +550,7 @@ if __name__ == "__main__":
                         "--allowed-media-domains", "127.0.0.1", "--max-images", "4"]
         A.start_serve()
         # A's vlmd admits 2 requests at a time: the tests that fill it come last
-        run([test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,
+        run([test_signals_blocked_in_every_thread, test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,
              test_non_reading_client, test_vanishing_client, test_stalled_reader_dropped,
              test_stream_error, test_endpoints,
              test_media_policy, test_image_larger_than_arena, test_completions_batch, test_chat_template,

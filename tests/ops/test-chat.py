@@ -30,7 +30,8 @@ import time
 VLMD, CHAT, MKMODEL, TOKJSON, IMAGE = sys.argv[1:6]
 WAIT = 120.0   # seconds for any expected text: a bound for a hung program, not a timing check
 
-STATUS = re.compile(rb"\[(\d+) tokens, ([\d.]+) tokens/s, first token (\d+) ms, prompt (\d+) \((\d+) cached\), (\w+), [\d.]+ s\]")
+STATUS = re.compile(rb"\[(\d+) tokens, ([\d.]+) tokens/s, first token (\d+) ms, prompt (\d+) \((\d+) cached\)"
+                    rb"(?:, images (\d+) \((\d+) reused\))?, (\w+), [\d.]+ s\]")
 
 
 class Pty:
@@ -91,7 +92,8 @@ class Pty:
 def status(p, what):
     m = p.expect(STATUS, what)
     return {"tokens": int(m.group(1)), "tps": float(m.group(2)), "prompt": int(m.group(4)),
-            "cached": int(m.group(5)), "reason": m.group(6).decode()}
+            "cached": int(m.group(5)), "reason": m.group(8).decode(),
+            "images": int(m.group(6) or 0), "reused": int(m.group(7) or 0)}
 
 
 def main():
@@ -188,7 +190,14 @@ def main():
         p.send(b"What is in this picture?\r")
         m = p.expect(STATUS.pattern, "the answer to the image turn")
         assert int(m.group(4)) > 256, "the image turn's prompt holds its 256 pad tokens: %r" % m.group(0)
+        # /image preprocessed it into the connection's arena; the turn found it there
+        assert m.group(6) == b"1" and m.group(7) == b"1", "the image turn's images: %r" % m.group(0)
         p.expect(rb">>> ", "the prompt after the image turn")
+        # the next turn resends the conversation's image: found in the arena again, not redone
+        p.send(b"And the colours?\r")
+        s6 = status(p, "the turn after the image turn")
+        assert s6["images"] == 1 and s6["reused"] == 1, ("the image was preprocessed again", s6)
+        p.expect(rb">>> ", "the prompt after the turn after the image turn")
 
         # a refused request: vlmd's reason, and the chat goes on
         p.send(b"/set max-tokens 5000\r")
@@ -245,7 +254,7 @@ def main():
         done = re.findall(r"level=info event=request_done client=\d+ pid=(\d+) uid=\d+ name=vlm-chat request=\d+ "
                           r"reason=(\w+) prompt=(\d+) cached=(\d+) generated=(\d+) queue_ms=[\d.]+ ttft_ms=[\d.]+ "
                           r"total_ms=[\d.]+ tokens_per_s=[\d.]+", text)
-        want = ["length"] * 4 + ["cancelled", "length", "length"]
+        want = ["length"] * 4 + ["cancelled", "length", "length", "length"]
         assert len(done) > len(want) and all(int(d[0]) != chat_pid for d in done[len(want):]), done
         done = done[:len(want)]    # the pty session's; the --stop sessions came later
         assert [d[1] for d in done] == want, done
@@ -257,7 +266,7 @@ def main():
         assert len(ref) == 1 and int(ref[-1][0]) == chat_pid and "max-model-len" in ref[-1][1], ref
         assert re.search(r"level=info event=stats running=\d+ waiting=\d+ kv_use_pct=[\d.]+ "
                          r"generation_tokens_per_s=[\d.]+ prompt_tokens_per_s=[\d.]+ finished=[1-9]", text), text
-        print("ok chat: %d-token turns at %.0f tokens/s, turn 2 prompt %d (%d cached); image turn answered" %
+        print("ok chat: %d-token turns at %.0f tokens/s, turn 2 prompt %d (%d cached); image turn answered, its image found in the arena on the next turn" %
               (s1["tokens"], s1["tps"], s2["prompt"], s2["cached"]))
         return 0
     finally:

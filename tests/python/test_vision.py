@@ -213,6 +213,69 @@ class TestRequest(unittest.TestCase):
             d.stop()
 
 
+    def test_arena_path(self):
+        """client.image(src) (a file, bytes, a NumPy array, a PIL image) preprocesses straight
+        into the connection's arena: the same grid and pixel values as Image(src), no tensor
+        copied when requests carry them (vlm_conn_stats), each later request finds them there
+        (images_reused) instead of preprocessing again; an Image without a client is copied
+        (the counter sees copies); min/max pixels apply; bad files fail with the library's
+        reason and leave the connection usable."""
+        d = harness.Daemon(model=False)
+        try:
+            with Client(d.sock) as cl:
+                png = img_path("png_rgba_120x90.png")
+                with open(png, "rb") as f:
+                    data = f.read()
+                ref = Image(png)
+                s0 = cl.stats()
+                srcs = [png, data, np.frombuffer(b"".join(bytes([(i * 7 + j) % 256 for j in
+                                                                 range(3)]) for i in range(40 * 56)),
+                                                 dtype=np.uint8).reshape(40, 56, 3)]
+                bound = [cl.image(x) for x in srcs]
+                self.assertTrue(all(b.bound for b in bound))
+                self.assertEqual(bound[0].grid, ref.grid)
+                self.assertEqual(bound[1].grid, ref.grid)
+                self.assertEqual(bound[0].tokens, ref.tokens)
+                self.assertTrue(np.array_equal(bound[0].pixel_values(), ref.pixel_values()))
+                with Image(srcs[2]) as r2:
+                    self.assertEqual(bound[2].grid, r2.grid)
+                    self.assertTrue(np.array_equal(bound[2].pixel_values(), r2.pixel_values()))
+                s1 = cl.stats()
+                # the file and the same bytes share one preprocessing; the array is another
+                self.assertEqual(s1["images_preprocessed"] - s0["images_preprocessed"], 2)
+                self.assertEqual(s1["images_reused"] - s0["images_reused"], 1)
+                small = cl.image(png, max_pixels=3136)
+                self.assertLess(small.tokens, ref.tokens)
+                for turn in range(3):   # a conversation: the same images every turn
+                    ids, mm = [1], MultiMediaInfo()
+                    for b in bound + [small]:
+                        mm.add_image(151655, b)
+                        ids += [151655] * b.tokens + [2]
+                    st = cl.generate(ids, mm, max_tokens=2, echo=True, timeout=10)
+                    self.assertGreater(len(list(st)), 0)
+                s2 = cl.stats()
+                self.assertEqual(s2["tensors_copied"], s0["tensors_copied"])
+                self.assertEqual(s2["images_preprocessed"] - s1["images_preprocessed"], 1)
+                self.assertEqual(s2["images_reused"] - s1["images_reused"], 3 * 4)
+                # without a client: a buffer of its own, copied into the arena per request
+                mm = MultiMediaInfo().add_image(151655, ref)
+                st = cl.generate([1] + [151655] * ref.tokens, mm, max_tokens=2, echo=True,
+                                 timeout=10)
+                self.assertGreater(len(list(st)), 0)
+                self.assertEqual(cl.stats()["tensors_copied"], s0["tensors_copied"] + 1)
+                with self.assertRaises(VlmError) as cm:
+                    cl.image(img_path("bad/image.gif"))
+                self.assertIn("GIF images are not supported", str(cm.exception))
+                self.assertEqual(cm.exception.errno, errno.ENOTSUP)
+                with self.assertRaises(VlmError) as cm:
+                    cl.image(img_path("bad/ratio201_1x201.png"))
+                self.assertIn("absolute aspect ratio must be smaller than 200", str(cm.exception))
+                self.assertTrue(cl.alive)
+                ref.close()
+        finally:
+            d.stop()
+
+
 class TestGenerate(unittest.TestCase):
     def run_gen(self, *args):
         import subprocess
@@ -232,6 +295,17 @@ class TestGenerate(unittest.TestCase):
                              img_path("webp_lossy_160x120.webp"), "--echo", "--ids",
                              "--max-tokens", "2", "--timeout", "10000")
             self.assertEqual(r.returncode, 0, r.stderr)
+            # the arena path: each file preprocessed once into the arena (for its grid), found
+            # there by the request (the same file twice: once), nothing copied
+            r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "Describe.",
+                             "--image", img_path("png_28x28.png"), "--image",
+                             img_path("webp_lossy_160x120.webp"), "--image",
+                             img_path("png_28x28.png"), "--echo", "--json",
+                             "--max-tokens", "2", "--timeout", "10000")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)["transport"],
+                             {"images_preprocessed": 2, "images_reused": 4,
+                              "tensors_copied": 0, "bytes_copied": 0})
             with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
                 json.dump([{"role": "user", "content": [
                     {"type": "image", "path": img_path("jpeg_exif6_90x60.jpg")},

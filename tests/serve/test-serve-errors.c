@@ -14,7 +14,9 @@
  *    dtype), non-zero reserved fields, a CUDA tensor sent to a host backend (-ENOTSUP), a CANCEL
  *    of an unknown request (-ENOENT with VS_CQEF_CANCEL): each ERROR carries VS_CQEF_MESSAGE and a
  *    NUL-terminated text; a successful request's completions carry none;
- *  - libvlmclient (vlm.h): the same refusals, a full queue (-EBUSY) and a vlmd without a model
+ *  - libvlmclient (vlm.h): the same refusals, a full queue (-EBUSY, on a second vlmd with a
+ *    4096-token context so the request holding the queue lasts until it is cancelled) and a
+ *    vlmd without a model
  *    (-EOPNOTSUPP): vlm_stream_read returns the code, vlm_request_error_message() the text,
  *    vlm_last_error() "vlmd: TEXT; error -ECODE", vlm_request_finish_info() reason ERROR; a
  *    successful request's message is "";
@@ -339,38 +341,66 @@ static int api_tests(struct th_daemon *d)
 	      "a good request: '%s'", r ? vlm_request_error_message(r) : "(none)");
 	vlm_request_free(r);
 	CHECK(!strcmp(vlm_request_error_message(NULL), ""), "NULL request");
-	/* a full queue: max-running 1, max-waiting 1, four requests of 20 + 200 tokens at once */
-	{
-		struct vlm_request *q[4];
-		int busy = 0;
-
-		for (int i = 0; i < 4; i++)
-			q[i] = api_submit(c, t + i, 20, 200, 0, 0);
-		for (int i = 0; i < 4; i++) {
-			int rc;
-
-			if (!q[i]) {
-				CHECK(0, "queue: request %d not submitted", i);
-				continue;
-			}
-			rc = api_drain(q[i]);
-			if (rc == -EBUSY) {
-				busy++;
-				CHECK(!strcmp(vlm_request_error_message(q[i]),
-				              "queue full: share 2 of 2") &&
-				      !strcmp(vlm_last_error(), "vlmd: queue full: share 2 "
-				              "of 2; error -EBUSY"),
-				      "queue full: '%s' / '%s'", vlm_request_error_message(q[i]),
-				      vlm_last_error());
-			} else {
-				CHECK(rc == 0, "queue: request %d: %d (%s)", i, rc, vlm_last_error());
-			}
-			vlm_request_free(q[i]);
-		}
-		CHECK(busy >= 2, "max-running 1, max-waiting 1: %d of 4 refused with -EBUSY", busy);
-	}
 	vlm_disconnect(c);
 	return 0;
+}
+
+/*
+ * A full queue, without a race against the clock: max-running 1, max-waiting 1 give one client a
+ * share of 2. q0 asks for 4000 tokens (it stays in flight until cancelled: it is cancelled after
+ * the check and must end CANCELLED, which proves it was still running when q2 and q3 arrived),
+ * q1 waits behind it, q2 and q3 are refused with -EBUSY: exactly two. Its own vlmd, because the
+ * main one's 256-token cache cannot hold a long q0.
+ */
+static int api_full_queue(const char *model)
+{
+	static const char *const a[] = { "--max-model-len", "4096", "--max-running", "1",
+	                                 "--max-waiting", "1", NULL };
+	static int32_t t[32];
+	struct vlm_request *q[4] = { NULL };
+	struct vlm_finish_info fi;
+	struct th_daemon d;
+	struct vlm_conn *c;
+	int rc;
+
+	if (sv_start(&d, model, a) < 0)
+		return -1;
+	c = api_connect(&d);
+	if (!c)
+		goto out;
+	fill(t, 32, 4);
+	q[0] = api_submit(c, t, 20, 4000, 0, 0);
+	for (int i = 1; i < 4; i++)
+		q[i] = api_submit(c, t + i, 20, 8, 0, 0);
+	for (int i = 0; i < 4; i++)
+		CHECK(q[i], "queue: request %d not submitted", i);
+	for (int i = 2; i < 4 && q[i]; i++) {
+		rc = api_drain(q[i]);
+		CHECK(rc == -EBUSY, "queue: request %d: %d, want -EBUSY (%s)", i, rc, vlm_last_error());
+		CHECK(!strcmp(vlm_request_error_message(q[i]), "queue full: share 2 of 2") &&
+		      !strcmp(vlm_last_error(), "vlmd: queue full: share 2 of 2; error -EBUSY"),
+		      "queue full: '%s' / '%s'", vlm_request_error_message(q[i]), vlm_last_error());
+	}
+	if (q[0]) {
+		CHECK(vlm_cancel(q[0]) == 0, "queue: cancel q0: %s", vlm_last_error());
+		rc = api_drain(q[0]);
+		CHECK(rc == 0 && vlm_request_finish_info(q[0], &fi) == 0 &&
+		      fi.reason == VLM_FINISH_CANCELLED,
+		      "queue: q0 ended %d reason %d, want CANCELLED (it must stay in flight while the "
+		      "queue is checked)", rc, rc == 0 ? (int)fi.reason : -1);
+	}
+	if (q[1]) {
+		rc = api_drain(q[1]);
+		CHECK(rc == 0 && vlm_request_finish_info(q[1], &fi) == 0 &&
+		      fi.reason == VLM_FINISH_LENGTH, "queue: q1 (waiting behind q0): %d (%s)", rc,
+		      vlm_last_error());
+	}
+	for (int i = 0; i < 4; i++)
+		vlm_request_free(q[i]);
+	vlm_disconnect(c);
+out:
+	CHECK(th_stop(&d) == 0, "full-queue vlmd did not exit cleanly");
+	return c ? 0 : -1;
 }
 
 /* A vlmd without a model refuses GENERATE and says why. */
@@ -475,6 +505,8 @@ int main(void)
 		printf("vlm-generate: %s\n", sv_failures ? "FAILED" : "ok");
 		CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
 	}
+	CHECK(api_full_queue(dir) == 0, "full-queue vlmd: connect");
+	printf("full queue: %s\n", sv_failures ? "FAILED" : "ok");
 	CHECK(api_no_model() == 0, "no-model vlmd");
 	printf("no model: %s\n", sv_failures ? "FAILED" : "ok");
 	sv_rm_model(dir);

@@ -69,6 +69,89 @@ static void check_item(struct vlm_conn *c, struct vlm_request *r, uint32_t k, in
 	      !memcmp(c->arena + w->data_off, copy, w->data_bytes), "arena bytes differ");
 }
 
+/* The memo of preprocessed images (client/pixmemo.h), after arena_path added png_28x28.png (f32)
+ * and png_rgba_120x90.png (bf16, from memory) to r: the same sources again (a file and the same
+ * bytes from memory share one key) are found, not preprocessed, and their items point at the
+ * same extent; other settings, other bytes and RGB input are new images; RGB pixels match
+ * vlm_image_from_rgb's; freeing the requests keeps the memo's blocks, and an allocation that
+ * needs their room gets it (the memo gives way), after which the whole arena is free again. */
+static void memo(struct vlm_conn *c, const char *dir, struct vlm_request *r, const char *data,
+		 size_t len, uint64_t total)
+{
+	struct vlm_image_opts of = { 0 }, ob = { .dtype = VLM_DTYPE_BF16 };
+	struct vlm_image_opts small = { .max_pixels = 56 * 56 };
+	struct vlm_request *r2 = NULL;
+	struct vlm_conn_stats s0, s1;
+	struct vlm_image *ref = NULL;
+	uint32_t g[3], tok = 0;
+	uint8_t rgb[30 * 40 * 3 + 7];
+	char path[4096];
+	uint64_t used;
+	void *big = NULL;
+
+	CHECK(vlm_request_new(c, &r2) == 0, "request_new (memo)");
+	if (!r2)
+		return;
+	vlm_conn_stats(c, &s0);
+	used = total - arena_free(c);
+	snprintf(path, sizeof(path), "%s/images/png_28x28.png", dir);
+	CHECK(vlm_request_add_image_file(r2, 151655, path, NULL, &of, g, &tok) == 0 && tok == 4 &&
+	      g[1] == 4, "memo file: %s", vlm_last_error());
+	CHECK(vlm_request_add_image_memory(r2, 151655, data, len, NULL, &ob, g, NULL) == 0 &&
+	      g[1] == 6 && g[2] == 8, "memo memory: %s", vlm_last_error());
+	vlm_conn_stats(c, &s1);
+	CHECK(s1.images_reused == s0.images_reused + 2 &&
+	      s1.images_preprocessed == s0.images_preprocessed && s1.tensors_copied == s0.tensors_copied,
+	      "reused %llu -> %llu, preprocessed %llu -> %llu",
+	      (unsigned long long)s0.images_reused, (unsigned long long)s1.images_reused,
+	      (unsigned long long)s0.images_preprocessed,
+	      (unsigned long long)s1.images_preprocessed);
+	CHECK(total - arena_free(c) == used, "a memo hit took arena room");
+	CHECK(r2->n_items == 2 && r2->items[0].wire.data_off == r->items[0].wire.data_off &&
+	      r2->items[1].wire.data_off == r->items[1].wire.data_off &&
+	      r2->items[1].wire.dtype == VS_DTYPE_BF16, "memo hits point elsewhere");
+	/* other settings: preprocessed anew */
+	CHECK(vlm_request_add_image_memory(r2, 151655, data, len, NULL, &small, g, NULL) == 0 &&
+	      g[1] * g[2] <= 16, "small: %s", vlm_last_error());
+	CHECK(r2->items[2].wire.data_off != r->items[1].wire.data_off, "small shares an extent");
+	/* RGB rows (padded stride) vs vlm_image_from_rgb */
+	for (size_t i = 0; i < sizeof(rgb); i++)
+		rgb[i] = (uint8_t)(i * 7 + (i >> 5));
+	CHECK(vlm_image_from_rgb(rgb, 30, 40, 30 * 3, NULL, NULL, &ref) == 0, "ref rgb");
+	CHECK(vlm_request_add_image_rgb(r2, 151655, rgb, 30, 40, 30 * 3, NULL, NULL, g, &tok) ==
+	      0, "add rgb: %s", vlm_last_error());
+	if (ref && r2->n_items == 4) {
+		size_t rows, cols;
+		const void *px = vlm_image_pixels(ref, NULL, &rows, &cols);
+		const struct vs_mm_item *w = &r2->items[3].wire;
+
+		CHECK(w->data_bytes == rows * cols * 4 &&
+		      !memcmp(c->arena + w->data_off, px, w->data_bytes) &&
+		      tok == vlm_image_tokens(ref), "RGB patches differ from vlm_image_from_rgb's");
+	}
+	vlm_image_free(ref);
+	rgb[5]++; /* other pixels: another image */
+	CHECK(vlm_request_add_image_rgb(r2, 151655, rgb, 30, 40, 30 * 3, NULL, NULL, g, NULL) ==
+	      0 && r2->items[4].wire.data_off != r2->items[3].wire.data_off, "changed RGB reused");
+	CHECK(vlm_request_add_image_rgb(r2, 151655, NULL, 30, 40, 90, NULL, NULL, g, NULL) ==
+	      -EINVAL, "NULL rgb");
+	CHECK(vlm_request_add_image_rgb(r2, 151655, rgb, 30, 40, 20, NULL, NULL, g, NULL) ==
+	      -EINVAL && strstr(vlm_last_error(), "stride"), "short stride: %s", vlm_last_error());
+	vlm_conn_stats(c, &s1);
+	CHECK(s1.images_preprocessed == s0.images_preprocessed + 3 && s1.tensors_copied == s0.tensors_copied,
+	      "preprocessed %llu -> %llu", (unsigned long long)s0.images_preprocessed,
+	      (unsigned long long)s1.images_preprocessed);
+	vlm_request_free(r);
+	vlm_request_free(r2);
+	/* the memo keeps its blocks, and gives them up for a block that needs the room */
+	CHECK(arena_free(c) < total, "the memo kept nothing");
+	CHECK(vlm_host_alloc(c, total, &big) == 0, "the memo did not give way: %s",
+	      vlm_last_error());
+	vlm_host_free(c, big);
+	CHECK(arena_free(c) == total, "arena leaked (arena path): %llu of %llu free",
+	      (unsigned long long)arena_free(c), (unsigned long long)total);
+}
+
 /* vlm_request_add_image_file / _memory: the patches are preprocessed straight into the arena
  * (no copy counted), the descriptor and the bytes are those of vlm_request_add_image (ca, cb:
  * the same images through vlm_image_load_file), grid and token count come back; a bad file or
@@ -135,9 +218,7 @@ static void arena_path(struct vlm_conn *c, const char *dir, const void *ca, cons
 		CHECK(total - arena_free(c) == used, "arena use %llu after the failures, %llu before",
 		      (unsigned long long)(total - arena_free(c)), (unsigned long long)used);
 	}
-	vlm_request_free(r);
-	CHECK(arena_free(c) == total, "arena leaked (arena path): %llu of %llu free",
-	      (unsigned long long)arena_free(c), (unsigned long long)total);
+	memo(c, dir, r, data, len, total);
 	free(data);
 }
 

@@ -153,6 +153,16 @@ int vsv_backend_get(struct vsv_backend *b, struct vsv_link **ret)
 	return r;
 }
 
+int vsv_backend_stats(struct vsv_backend *b, struct vlm_conn_stats *out)
+{
+	int r = -ENOTCONN;
+	pthread_mutex_lock(&b->mu);
+	if (b->cur)
+		r = vlm_conn_stats(b->cur->conn, out);
+	pthread_mutex_unlock(&b->mu);
+	return r;
+}
+
 struct vlm_conn *vsv_link_conn(struct vsv_link *l)
 {
 	return l->conn;

@@ -272,6 +272,28 @@ static enum MHD_Result version(struct hreq *h, struct MHD_Connection *c)
 static enum MHD_Result metrics(struct hreq *h, struct MHD_Connection *c)
 {
 	char *own = vsv_metrics_text(h->s->metrics);
+	struct vlm_conn_stats st;
+	if (own && vsv_backend_stats(h->s->be, &st) == 0) {
+		/* how images reached vlmd on the current connection: preprocessed into the shared
+		 * arena, found there again, or copied (never, for image parts) */
+		char *x = NULL;
+		if (asprintf(&x, "%s# HELP vlm_serve_link_images_preprocessed Images preprocessed "
+			     "straight into vlmd's shared arena (current connection).\n# TYPE "
+			     "vlm_serve_link_images_preprocessed counter\n"
+			     "vlm_serve_link_images_preprocessed %llu\n# HELP "
+			     "vlm_serve_link_images_reused Images found preprocessed in the arena "
+			     "(current connection).\n# TYPE vlm_serve_link_images_reused counter\n"
+			     "vlm_serve_link_images_reused %llu\n# HELP "
+			     "vlm_serve_link_tensors_copied Tensors copied into the arena (current "
+			     "connection).\n# TYPE vlm_serve_link_tensors_copied counter\n"
+			     "vlm_serve_link_tensors_copied %llu\n", own,
+			     (unsigned long long)st.images_preprocessed,
+			     (unsigned long long)st.images_reused,
+			     (unsigned long long)st.tensors_copied) >= 0) {
+			free(own);
+			own = x;
+		}
+	}
 	int err;
 	char *vlmd = vsv_admin_metrics(vsv_backend_socket(h->s->be), &err);
 	if (!vlmd)
@@ -420,6 +442,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	srv.conf = conf;
+	/*
+	 * Before any thread exists (curl's resolver, the backend's router, MHD's threads): every thread
+	 * inherits the mask, so SIGTERM/SIGINT reach only the sigwait below. A thread created earlier
+	 * with them unblocked could take a SIGTERM and kill the process with the default action.
+	 */
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	const char *lvl = vsv_conf_str(conf, VSV_CFG_LOG_LEVEL);
 	for (int i = 0; i < 4; i++)
 		if (!strcmp(lvl, level_names[i]))
@@ -454,12 +487,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vlm-serve: --host %s: %s\n", host, gai_strerror(r));
 		goto out;
 	}
-	signal(SIGPIPE, SIG_IGN);
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL); /* MHD's threads inherit the mask */
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 			 MHD_USE_POLL | MHD_USE_ERROR_LOG;
 	if (ai->ai_family == AF_INET6)

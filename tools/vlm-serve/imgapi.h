@@ -18,11 +18,13 @@
 #pragma weak vlm_image_grid
 #pragma weak vlm_image_tokens
 #pragma weak vlm_request_add_image
+#pragma weak vlm_request_add_image_memory
 
 static inline bool vsv_have_images(void)
 {
 	return vlm_image_load_memory && vlm_image_load_file && vlm_image_free && vlm_image_grid &&
-	       vlm_request_add_image && vlm_vision_config_load && vlm_vision_config_default;
+	       vlm_request_add_image && vlm_request_add_image_memory && vlm_vision_config_load &&
+	       vlm_vision_config_default;
 }
 
 #endif

@@ -286,25 +286,24 @@ static int add_image(struct vsv_server *s, struct vsv_prompt *p, struct vlm_chat
 		     const char *url, uint64_t min_px, uint64_t max_px, const char *param,
 		     struct vsv_err *e)
 {
-	struct vlm_image *img;
+	struct vsv_media img;
 	if (p->n_images >= vsv_conf_u64(s->conf, VSV_CFG_MAX_IMAGES))
 		return vsv_fail(e, 400, param, "more than --max-images %llu images in one request",
 				(unsigned long long)vsv_conf_u64(s->conf, VSV_CFG_MAX_IMAGES));
 	if (vsv_media_load(s, url, min_px, max_px, param, &img, e) < 0)
 		return -1;
-	struct vlm_image **ni = realloc(p->images, (p->n_images + 1) * sizeof(*ni));
+	struct vsv_media *ni = realloc(p->images, (p->n_images + 1) * sizeof(*ni));
 	int32_t *np = ni ? realloc(p->image_ph, (p->n_images + 1) * sizeof(*np)) : NULL;
 	if (ni)
 		p->images = ni;
 	if (np)
 		p->image_ph = np;
 	if (!ni || !np) {
-		vlm_image_free(img);
+		vsv_media_fini(&img);
 		return vsv_fail(e, 500, NULL, "out of memory");
 	}
 	p->images[p->n_images++] = img;
-	uint32_t grid[3];
-	vlm_image_grid(img, grid);
+	const uint32_t *grid = img.grid;
 	if (vlm_chat_add_media(chat, VLM_CHAT_IMAGE, grid[0], grid[1], grid[2]) < 0)
 		return vsv_fail(e, 400, param, "image grid %ux%ux%u does not fit the chat template",
 				grid[0], grid[1], grid[2]);
@@ -611,7 +610,7 @@ void vsv_job_fini(struct vsv_job *j)
 		struct vsv_prompt *p = &j->prompts[i];
 		free(p->ids);
 		for (size_t k = 0; k < p->n_images; k++)
-			vlm_image_free(p->images[k]);
+			vsv_media_fini(&p->images[k]);
 		free(p->images);
 		free(p->image_ph);
 	}

@@ -16,7 +16,7 @@
 struct vsv_prompt {
 	int32_t *ids;                 /* [n_ids], malloc'd */
 	size_t n_ids;
-	struct vlm_image **images;    /* [n_images], in prompt order */
+	struct vsv_media *images;     /* [n_images], in prompt order (tools/vlm-serve/media.h) */
 	int32_t *image_ph;            /* [n_images] placeholder id of each */
 	size_t n_images;
 };

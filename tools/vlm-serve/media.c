@@ -1,5 +1,12 @@
 /*
- * tools/vlm-serve/media.c — image_url parts to preprocessed images (media.h).
+ * tools/vlm-serve/media.c — image_url parts to images for vlmd (media.h).
+ *
+ * Why the bytes are kept and preprocessed into the arena at once: the prompt needs the image's
+ * grid before the request exists, and n choices (or a rebuild after a full arena) add the image
+ * several times. libvlmclient keeps an image preprocessed into a connection's arena (its memo,
+ * keyed by the bytes' SHA-256 and the settings), so loading adds it to a scratch request on the
+ * shared connection and every real add finds it there: one preprocessing per image, no buffer
+ * and no copy, where a vlm_image cost a 22 MB buffer (720p) and a copy per choice.
  *
  * Untrusted URLs: `data:` is always allowed (decoded strictly: the media type is not trusted,
  * the library sniffs the bytes); `file://` only below --allowed-local-media-path, checked on the
@@ -24,23 +31,77 @@
 #include "tools/vlm-serve/imgapi.h"
 #include "tools/vlm-serve/media.h"
 
-static int from_memory(struct vsv_server *s, const void *data, size_t len, uint64_t min_px,
-		       uint64_t max_px, const char *param, struct vlm_image **ret,
+/* Failures of the arena or the link, not of the image. */
+static bool not_the_image(int r)
+{
+	return r == -ENOSPC || r == -E2BIG || r == -ECONNRESET || r == -ENOTCONN ||
+	       r == -ESHUTDOWN || r == -ECONNABORTED || r == -ENOMEM;
+}
+
+/* Checks the image data[0, len) (malloc'd: *ret takes it, also on failure it is freed) and
+ * learns its grid, preprocessing it into the shared connection's arena. */
+static int from_memory(struct vsv_server *s, uint8_t *data, size_t len, uint64_t min_px,
+		       uint64_t max_px, const char *param, struct vsv_media *ret,
 		       struct vsv_err *e)
 {
 	struct vlm_image_opts o = { .min_pixels = min_px, .max_pixels = max_px };
-	if (!vsv_have_images())
+	struct vsv_link *l = NULL;
+	int r = -ENOTCONN;
+	if (!vsv_have_images()) {
+		free(data);
 		return vsv_fail(e, 400, param, "this vlm-serve runs with a libvlmclient without "
 				"image support (0.3 adds it)");
-	int r = vlm_image_load_memory(data, len, &s->model.vision, &o, ret);
-	if (r < 0)
+	}
+	if (vsv_backend_get(s->be, &l) == 0) {
+		struct vlm_request *scratch = NULL;
+		r = vlm_request_new(vsv_link_conn(l), &scratch);
+		if (r == 0)
+			r = vlm_request_add_image_memory(scratch, 0, data, len, &s->model.vision, &o,
+							 ret->grid, NULL);
+		vlm_request_free(scratch);
+		vsv_backend_put(s->be, l, false);
+	}
+	if (r < 0 && not_the_image(r)) {
+		/* vlmd away or its arena full now: check the image in a buffer of its own (the
+		 * request preprocesses it into the arena when it is built) */
+		struct vlm_image *img = NULL;
+		r = vlm_image_load_memory(data, len, &s->model.vision, &o, &img);
+		vlm_image_grid(img, ret->grid);
+		vlm_image_free(img);
+	}
+	if (r < 0) {
+		free(data);
 		return vsv_fail(e, 400, param, "the image could not be used: %s", vlm_last_error()[0] ?
 				vlm_last_error() : vlm_strerror(r));
+	}
+	ret->data = data;
+	ret->len = len;
+	ret->min_px = min_px;
+	ret->max_px = max_px;
 	return 0;
 }
 
+int vsv_media_add(struct vsv_server *s, struct vlm_request *req, int32_t placeholder_id,
+		  const struct vsv_media *m)
+{
+	struct vlm_image_opts o = { .min_pixels = m->min_px, .max_pixels = m->max_px };
+	uint32_t g[3];
+	int r = vlm_request_add_image_memory(req, placeholder_id, m->data, m->len, &s->model.vision,
+					     &o, g, NULL);
+	/* the same bytes and settings give the same grid: a difference would be a library bug */
+	if (r == 0 && memcmp(g, m->grid, sizeof(g)))
+		r = -EPROTO;
+	return r;
+}
+
+void vsv_media_fini(struct vsv_media *m)
+{
+	free(m->data);
+	memset(m, 0, sizeof(*m));
+}
+
 static int data_url(struct vsv_server *s, const char *url, uint64_t min_px, uint64_t max_px,
-		    const char *param, struct vlm_image **ret, struct vsv_err *e)
+		    const char *param, struct vsv_media *ret, struct vsv_err *e)
 {
 	const char *comma = strchr(url, ',');
 	if (!comma)
@@ -58,10 +119,11 @@ static int data_url(struct vsv_server *s, const char *url, uint64_t min_px, uint
 	if (!bytes)
 		return vsv_fail(e, 500, NULL, "out of memory");
 	long n = vsv_base64_decode(b64, len, bytes);
-	int r = n < 0 ? vsv_fail(e, 400, param, "the data: URL is not valid base64") :
-		from_memory(s, bytes, (size_t)n, min_px, max_px, param, ret, e);
-	free(bytes);
-	return r;
+	if (n < 0) {
+		free(bytes);
+		return vsv_fail(e, 400, param, "the data: URL is not valid base64");
+	}
+	return from_memory(s, bytes, (size_t)n, min_px, max_px, param, ret, e);
 }
 
 static int unhex(char c)
@@ -71,7 +133,7 @@ static int unhex(char c)
 }
 
 static int file_url(struct vsv_server *s, const char *url, uint64_t min_px, uint64_t max_px,
-		    const char *param, struct vlm_image **ret, struct vsv_err *e)
+		    const char *param, struct vsv_media *ret, struct vsv_err *e)
 {
 	const char *allowed = vsv_conf_str(s->conf, VSV_CFG_ALLOWED_LOCAL_MEDIA_PATH);
 	if (!allowed[0])
@@ -122,10 +184,13 @@ static int file_url(struct vsv_server *s, const char *url, uint64_t min_px, uint
 		while (buf && got < (size_t)st.st_size &&
 		       (n = read(fd, buf + got, (size_t)st.st_size - got)) > 0)
 			got += (size_t)n;
-		r = !buf ? vsv_fail(e, 500, NULL, "out of memory") :
-		    n < 0 ? vsv_fail(e, 400, param, "reading %s: %s", path, strerror(errno)) :
-		    from_memory(s, buf, got, min_px, max_px, param, ret, e);
-		free(buf);
+		if (!buf || n < 0) {
+			r = !buf ? vsv_fail(e, 500, NULL, "out of memory") :
+			    vsv_fail(e, 400, param, "reading %s: %s", path, strerror(errno));
+			free(buf);
+		} else {
+			r = from_memory(s, buf, got, min_px, max_px, param, ret, e);
+		}
 	}
 	close(fd);
 	return r;
@@ -194,7 +259,7 @@ static bool host_allowed(struct vsv_server *s, const char *url, char *host_out, 
 }
 
 static int http_url(struct vsv_server *s, const char *url, uint64_t min_px, uint64_t max_px,
-		    const char *param, struct vlm_image **ret, struct vsv_err *e)
+		    const char *param, struct vsv_media *ret, struct vsv_err *e)
 {
 	char host[256], *cur = strdup(url);
 	struct dl d = { .max = vsv_conf_u64(s->conf, VSV_CFG_MEDIA_MAX_BYTES) };
@@ -258,6 +323,7 @@ static int http_url(struct vsv_server *s, const char *url, uint64_t min_px, uint
 		break;
 	}
 	r = from_memory(s, d.p, d.len, min_px, max_px, param, ret, e);
+	d.p = NULL; /* from_memory took it */
 out:
 	curl_easy_cleanup(c);
 	free(cur);
@@ -266,9 +332,9 @@ out:
 }
 
 int vsv_media_load(struct vsv_server *s, const char *url, uint64_t min_px, uint64_t max_px,
-		   const char *param, struct vlm_image **ret, struct vsv_err *e)
+		   const char *param, struct vsv_media *ret, struct vsv_err *e)
 {
-	*ret = NULL;
+	memset(ret, 0, sizeof(*ret));
 	if (!strncmp(url, "data:", 5))
 		return data_url(s, url, min_px, max_px, param, ret, e);
 	if (!strncmp(url, "file://", 7))

@@ -1,19 +1,36 @@
 /*
- * tools/vlm-serve/media.h — an image_url part to a preprocessed image (media.c).
+ * tools/vlm-serve/media.h — an image_url part to an image for vlmd (media.c).
  */
 #ifndef VSV_MEDIA_H
 #define VSV_MEDIA_H
 
 #include "tools/vlm-serve/vsv.h"
 
+/* A fetched image: its encoded bytes (kept, not the pixels: a request's
+ * vlm_request_add_image_memory finds the patches in the connection's arena, where loading put
+ * them) and its grid. */
+struct vsv_media {
+	uint8_t *data;                /* [len], malloc'd */
+	size_t len;
+	uint64_t min_px, max_px;      /* the request's pixel limits (0: the checkpoint's) */
+	uint32_t grid[3];             /* patch grid (t, h, w) */
+};
+
 /*
  * Loads the image an image_url names: `data:` base64 URLs (strictly decoded), `file://` paths
  * below --allowed-local-media-path (symlinks resolved first), `http(s)://` from the hosts of
  * --allowed-media-domains (size and time limits, the host checked on every redirect).
  * min_px/max_px: the request's pixel limits (0: the server's). param names the part in errors.
- * Returns 0 with *ret an image (vlm_image_free), or -1 with e filled.
+ * The image is preprocessed once, into vlmd's shared arena (libvlmclient keeps it there for the
+ * request's add), or, with vlmd away, into a buffer only to check it and learn its grid.
+ * Returns 0 with *ret filled (vsv_media_fini), or -1 with e filled.
  */
 int vsv_media_load(struct vsv_server *s, const char *url, uint64_t min_px, uint64_t max_px,
-		   const char *param, struct vlm_image **ret, struct vsv_err *e);
+		   const char *param, struct vsv_media *ret, struct vsv_err *e);
+/* Adds m to req for placeholder_id (found in the arena, or preprocessed again there). Returns 0
+ * or a negative errno (vlm_last_error() says why). */
+int vsv_media_add(struct vsv_server *s, struct vlm_request *req, int32_t placeholder_id,
+		  const struct vsv_media *m);
+void vsv_media_fini(struct vsv_media *m);
 
 #endif

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "tools/vlm-serve/imgapi.h"
+#include "tools/vlm-serve/media.h"
 #include "tools/vlm-serve/run.h"
 
 static double mono(void)
@@ -252,7 +253,8 @@ static int pump(struct vsv_run *r, struct vsv_choice *c, int timeout_ms, struct 
 	return 1;
 }
 
-/* Builds choice c's vlmd request: tokens, parameters, images (copied into the arena). */
+/* Builds choice c's vlmd request: tokens, parameters, images (preprocessed into the arena when
+ * the job was parsed: found there, no copy). */
 static int build(struct vsv_run *r, struct vsv_choice *c, const struct vlm_gen_params *gp)
 {
 	const struct vsv_prompt *p = &r->job->prompts[c->prompt];
@@ -262,7 +264,7 @@ static int build(struct vsv_run *r, struct vsv_choice *c, const struct vlm_gen_p
 	    (x = vlm_request_set_params(c->req, gp)) < 0)
 		return x;
 	for (size_t k = 0; k < p->n_images; k++)
-		if ((x = vlm_request_add_image(c->req, p->image_ph[k], p->images[k])) < 0)
+		if ((x = vsv_media_add(r->s, c->req, p->image_ph[k], &p->images[k])) < 0)
 			return x;
 	return 0;
 }

@@ -79,6 +79,8 @@ int vsv_backend_healthy(struct vsv_backend *b);
 /* vlmd refused a request because it drains: /health says 503 until a reconnect. */
 void vsv_backend_set_draining(struct vsv_backend *b);
 const char *vsv_backend_socket(const struct vsv_backend *b);
+/* The data-path counters of the current connection (since it connected), or -ENOTCONN. */
+int vsv_backend_stats(struct vsv_backend *b, struct vlm_conn_stats *out);
 
 /* ---- metrics ---- */
 struct vsv_metrics;
