@@ -54,6 +54,8 @@ struct opts {
 	double secs;                /* seconds per phase */
 	int prefill_per_decode;     /* engine stall bound (-1 automatic) */
 	int img_side;               /* images workload: patch grid side (side x side patches) */
+	float temperature, top_p;   /* sampling of every request (0: greedy, the default) */
+	int top_k;
 };
 
 /* ------------------------------------------------------------------ the daemon */
@@ -196,6 +198,8 @@ struct shape {
 	int32_t answer;                /* multiturn: outputs per turn */
 	int32_t decode_out, prefill_prompt;
 	int32_t patch_dim, side, merge; /* images: patch row width, grid side in patches, merge */
+	float temperature, top_p;      /* sampling (0: greedy) */
+	int32_t top_k;
 };
 
 struct client {
@@ -265,6 +269,13 @@ static int one(struct vc_conn *c, struct client *cl, const int32_t *tok, int32_t
 	e.n_items = (uint32_t)n_items;
 	e.params.max_tokens = max_tokens;
 	e.params.flags = VS_GEN_IGNORE_EOS;
+	e.params.temperature = cl->sh->temperature;
+	e.params.top_p = cl->sh->top_p;
+	e.params.top_k = cl->sh->top_k;
+	if (cl->sh->temperature > 0) {   /* seeded: a run draws the same tokens every time */
+		e.params.flags |= VS_GEN_HAS_SEED;
+		e.params.seed = e.user_data * 1000003u + (uint64_t)cl->idx;
+	}
 	t0 = now_s();
 	if (vc_conn_submit(c, &e) < 0)
 		goto out;
@@ -608,7 +619,7 @@ static void bench_spec(struct vd_mkmodel_spec *s)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
-	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_HELP };
+	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_TEMP, O_TOPP, O_TOPK, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -623,6 +634,9 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "seconds", required_argument, NULL, O_SECS },
 		{ "prefill-per-decode", required_argument, NULL, O_PPD },
 		{ "image-side", required_argument, NULL, O_SIDE },
+		{ "temperature", required_argument, NULL, O_TEMP },
+		{ "top-p", required_argument, NULL, O_TOPP },
+		{ "top-k", required_argument, NULL, O_TOPK },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -647,24 +661,32 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_SECS: o->secs = atof(optarg); break;
 		case O_PPD: o->prefill_per_decode = atoi(optarg); break;
 		case O_SIDE: o->img_side = atoi(optarg); break;
+		case O_TEMP: o->temperature = (float)atof(optarg); break;
+		case O_TOPP: o->top_p = (float)atof(optarg); break;
+		case O_TOPK: o->top_k = atoi(optarg); break;
 		default:
 			printf("usage: vlm-bench serve [--model DIR | --preset NAME] [--socket PATH]\n"
 			       "         [--workload single|multiturn|itl|images|all] [--concurrency N]\n"
 			       "         [--seconds S] [--image-side PATCHES]\n"
 			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
 			       "         [--prefill-per-decode N] [--quick] [--json]\n"
+			       "         [--temperature T] [--top-p P] [--top-k K]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
 			       "  (--quick: the tiny preset, short phases). --socket: use a running vlmd\n"
-			       "  serving --model (the reuse-off phase then needs its own vlmd: skipped).\n");
+			       "  serving --model (the reuse-off phase then needs its own vlmd: skipped).\n"
+			       "  --temperature/--top-p/--top-k: every request samples (seeded) instead of\n"
+			       "  greedy decoding, so the host sampler is part of the measurement.\n");
 			return c == O_HELP ? 0 : 2;
 		}
 	}
 	if (o->conc < 1 || o->conc > 256 || o->secs <= 0 ||
 	    (strcmp(o->workload, "all") && strcmp(o->workload, "single") &&
 	     strcmp(o->workload, "multiturn") && strcmp(o->workload, "itl") &&
-	     strcmp(o->workload, "images")) || o->img_side < 2 || o->img_side % 2 || o->img_side > 256) {
-		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds, --workload or --image-side "
-		        "(even, 2..256)\n");
+	     strcmp(o->workload, "images")) || o->img_side < 2 || o->img_side % 2 || o->img_side > 256 ||
+	    !(o->temperature >= 0 && o->temperature <= 100) || !(o->top_p >= 0 && o->top_p <= 1) ||
+	    o->top_k < 0) {
+		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds, --workload, --image-side "
+		        "(even, 2..256), --temperature (0..100), --top-p (0..1) or --top-k (>= 0)\n");
 		return 2;
 	}
 	if (o->quick) {
@@ -738,7 +760,8 @@ int bench_serve_main(int argc, char **argv)
 	                     .vstart = cfg.vision_start_token_id, .vend = cfg.vision_end_token_id,
 	                     .prompt = 32, .out = 96, .sys = 32, .question = 24, .rows = 64,
 	                     .answer = 32,
-	                     .decode_out = 256, .prefill_prompt = 1024 };
+	                     .decode_out = 256, .prefill_prompt = 1024,
+	                     .temperature = o.temperature, .top_p = o.top_p, .top_k = o.top_k };
 	if (o.quick) {
 		sh.prompt = 64;
 		sh.out = 16;
@@ -763,8 +786,9 @@ int bench_serve_main(int argc, char **argv)
 		sh.side = o.img_side;
 	}
 	fprintf(stderr, "vlm-bench serve: model %s (%s, hidden %d, %d layers, vocab %d), "
-	        "concurrency %d, %.1f s per phase, max-batched-tokens %u\n", model, cfg.arch_name,
-	        cfg.hidden, cfg.n_layers, cfg.vocab, o.conc, o.secs, o.max_batched_tokens);
+	        "concurrency %d, %.1f s per phase, max-batched-tokens %u, %s\n", model, cfg.arch_name,
+	        cfg.hidden, cfg.n_layers, cfg.vocab, o.conc, o.secs, o.max_batched_tokens,
+	        o.temperature > 0 ? "sampling" : "greedy");
 
 	if (o.socket) {
 		sock = o.socket;
@@ -897,7 +921,8 @@ int bench_serve_main(int argc, char **argv)
 			       "\"images_itl_p50_ms_encoding\": %.3f, \"images_itl_p99_ms_encoding\": %.3f, "
 			       "\"images_itl_p99_over_p50\": %.3f, \"image_grid_side\": %d, "
 			       "\"images_encoded\": %llu, \"vision_cache_hits\": %llu, "
-			       "\"max_batched_tokens\": %u, \"hidden\": %d, \"layers\": %d, \"failed\": %s}\n",
+			       "\"max_batched_tokens\": %u, \"hidden\": %d, \"layers\": %d, "
+			       "\"temperature\": %g, \"top_p\": %g, \"top_k\": %d, \"failed\": %s}\n",
 			       want_multi ? "multiturn" : want_single ? "single" : want_itl ? "itl" :
 			       "images", o.conc, h->qps,
 			       h->tok_s, h->ttft50, h->ttft99, h->itl50, h->itl99, h->hit, s1.tok_s,
@@ -906,7 +931,7 @@ int bench_serve_main(int argc, char **argv)
 			       ibusy.itl99, img_itl,
 			       want_img ? sh.side : 0, (unsigned long long)enc_images,
 			       (unsigned long long)enc_hits, o.max_batched_tokens, cfg.hidden, cfg.n_layers,
-			       failed ? "true" : "false");
+			       (double)o.temperature, (double)o.top_p, o.top_k, failed ? "true" : "false");
 	}
 	rc = failed ? 1 : 0;
 out:

@@ -126,7 +126,7 @@ struct vd_engine {
 	int dev_sample;                /* the backend samples (ops->sample): only ids cross */
 	float *b_logits;               /* [cap_items, vocab] */
 	float *raw;                    /* [vocab] raw row for logprobs */
-	float *scratch;                /* [vocab] sampler scratch */
+	float *scratch;                /* [2 * vocab] sampler scratch */
 	struct vd_event *ev;           /* [cap_ev] this step's completions */
 	size_t n_ev, cap_ev;
 };

@@ -1,6 +1,6 @@
 #!/bin/sh
 # tests/serve/bench-smoke.sh — `vlm-bench serve --quick --json` runs every workload end to end
-# without a failed request, and its last line is one JSON object with the fields the README and
+# (and the single workload once more with sampling) without a failed request, and its last line is one JSON object with the fields the README and
 # CI rely on (no timing is asserted here: figures come from the benchmark itself).
 set -eu
 bench=$1
@@ -21,4 +21,15 @@ bad = [k for k in need if k in r and not (isinstance(r[k], (int, float)) and
 if missing or bad or r.get("failed") is not False:
     sys.exit("missing %s, not positive %s, failed %s" % (missing, bad, r.get("failed")))
 print("ok:", {k: r[k] for k in need})
+'
+# the sampled variant (every request top_p-sampled on the host sampler) runs without a failure
+# and says how it sampled
+out=$("$bench" serve --quick --workload single --temperature 0.8 --top-p 0.9 --top-k 50 --json)
+printf '%s\n' "$out" | tail -n 1 | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+if r.get("failed") is not False or r.get("temperature") != 0.8 or r.get("top_p") != 0.9 or \
+   r.get("top_k") != 50 or not r.get("single_cN_tokens_per_s", 0) > 0:
+    sys.exit("sampled run: %r" % r)
+print("ok: sampled", r["single_c1_tokens_per_s"], r["single_cN_tokens_per_s"])
 '
