@@ -874,7 +874,7 @@ uint64_t vc_source_limit(const struct vlm_image_opts *opts)
 }
 
 /* The bytes of the regular file path into *buf (malloc'd, *len); the message names path. */
-static int read_image_file(const char *path, uint8_t **buf, size_t *len)
+int vc_read_image_file(const char *path, uint8_t **buf, size_t *len)
 {
 	struct stat st;
 	size_t got = 0;
@@ -933,7 +933,7 @@ int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out
 	int e;
 
 	out->px = NULL;
-	e = read_image_file(path, &buf, &got);
+	e = vc_read_image_file(path, &buf, &got);
 	if (e)
 		return e;
 	e = vc_img_decode(buf, got, max_pixels, out);
@@ -1004,7 +1004,7 @@ int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
 		return vc_err(-EINVAL, "vlm_image_load_file: NULL argument");
 	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = read_image_file(path, &buf, &len);
+	e = vc_read_image_file(path, &buf, &len);
 	if (e)
 		return e;
 	e = load_encoded(buf, len, path, cfg, opts, dst, ret);
