@@ -91,7 +91,7 @@ static void slab_release(void *ctx, void *owner)
 
 static const size_t px_size[3] = { 4, 2, 2 };   /* enum vs_dtype */
 
-static void ev_yield(void *ctx);
+static uint64_t ev_yield(void *ctx);
 
 static uint64_t item_px_bytes(const struct vs_mm_item *it)
 {
@@ -281,14 +281,17 @@ static void fail_marked(struct vd_engine *e, const char *msg)
 
 /* ---------------------------------------------------------------- turns */
 
-/* The tower's hook between two ops (encoder thread, mu not held): the op before it is over;
- * the next one starts when no LLM forward runs, or when one has run for about a forward's
- * moving-average time since the tower began waiting (the tower is never starved: that op then
- * overlaps the forward). */
-static void ev_yield(void *ctx)
+/* The tower's hook between two slices (encoder thread, mu not held): the slice before it is
+ * over; the next one starts when no LLM forward runs, or when one has run for about a forward's
+ * moving-average time since the tower began waiting (the tower is never starved: that slice
+ * then overlaps the forward). Returns the next slice's time target: 0.4 of a forward's
+ * moving-average time (within 0.25..10 ms), so that an LLM forward waiting for the slice in
+ * progress (vd_ev_forward_begin: up to half a forward) mostly waits for all of it and never
+ * runs beside it, and a decode step's extra latency stays under about half a step. */
+static uint64_t ev_yield(void *ctx)
 {
 	struct vd_engine *e = ctx;
-	double budget;
+	double budget, target;
 	uint64_t deadline;
 	struct timespec ts;
 
@@ -311,7 +314,9 @@ static void ev_yield(void *ctx)
 		e->g_enc_wait = 0;
 	}
 	e->g_in_op = 1;
+	target = e->g_step_ns > 0 ? 0.4 * e->g_step_ns : 2e6;
 	pthread_mutex_unlock(&e->g_mu);
+	return (uint64_t)(target < 2.5e5 ? 2.5e5 : target > 1e7 ? 1e7 : target);
 }
 
 /* The tower forward ended: no op runs. */
@@ -388,6 +393,8 @@ static void ev_copy(struct vd_engine *e)
 
 		if (jb->skip)
 			continue;
+		if (e->g_on)
+			ev_yield(e);   /* one item's copy and hash is a slice of the tower's turn */
 		q->vpix[jb->k] = malloc(item_px_bytes(it));
 		if (!q->vpix[jb->k]) {
 			jb->skip = jb->oom = true;   /* q->vfail is set under the lock below */
@@ -405,6 +412,7 @@ static void ev_copy(struct vd_engine *e)
 		}
 		q->img[jb->k].fp_bytes = 32;
 	}
+	ev_ops_end(e);
 	pthread_mutex_lock(&e->mu);
 	e->v_reading = 0;
 	e->v_read_phase++;
