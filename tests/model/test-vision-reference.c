@@ -233,9 +233,10 @@ static void run_case(const char *refdir, const char *mkmodel, json_t *man, json_
 				free(one);
 			}
 			/* with a yield hook (the engine's turns) asking for the finest slices, for
-			 * slices of 20 us (groups of segments, panels of some rows) and for the default
-			 * (1 ms): the hook runs between them, and not a bit of the output changes */
-			static const uint64_t targets[3] = { 1, 20000, 0 };
+			 * slices of 20 us (panels of some rows, one segment or some heads) and of 50 ms
+			 * (groups of segments): the hook runs between them, and not a bit of the output
+			 * changes */
+			static const uint64_t targets[3] = { 1, 20000, 50000000 };
 			for (int t = 0; o16 && layout && t < 3; t++) {
 				int64_t r2 = 0;
 				float *oy;
