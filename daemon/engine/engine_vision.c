@@ -284,10 +284,12 @@ static void fail_marked(struct vd_engine *e, const char *msg)
 /* The tower's hook between two slices (encoder thread, mu not held): the slice before it is
  * over; the next one starts when no LLM forward runs, or when one has run for about a forward's
  * moving-average time since the tower began waiting (the tower is never starved: that slice
- * then overlaps the forward). Returns the next slice's time target: 0.4 of a forward's
- * moving-average time (within 0.25..10 ms), so that an LLM forward waiting for the slice in
- * progress (vd_ev_forward_begin: up to half a forward) mostly waits for all of it and never
- * runs beside it, and a decode step's extra latency stays under about half a step. */
+ * then overlaps the forward). Returns the next slice's time target: 0.4 of a fast forward's
+ * time (g_fast_ns, near the fastest recent forward; within 0.25..10 ms), so that an LLM forward
+ * waiting for the slice in progress (vd_ev_forward_begin: up to half a forward) mostly waits
+ * for all of it and never runs beside it, and a decode step's extra latency stays under about
+ * half a step. Not the moving average: on a loaded machine forwards slow down, and slices
+ * sized from them would grow in wall time with the load twice over. */
 static uint64_t ev_yield(void *ctx)
 {
 	struct vd_engine *e = ctx;
@@ -314,7 +316,7 @@ static uint64_t ev_yield(void *ctx)
 		e->g_enc_wait = 0;
 	}
 	e->g_in_op = 1;
-	target = e->g_step_ns > 0 ? 0.4 * e->g_step_ns : 2e6;
+	target = e->g_fast_ns > 0 ? 0.4 * e->g_fast_ns : 2e6;
 	pthread_mutex_unlock(&e->g_mu);
 	return (uint64_t)(target < 2.5e5 ? 2.5e5 : target > 1e7 ? 1e7 : target);
 }
@@ -364,6 +366,9 @@ void vd_ev_forward_end(struct vd_engine *e)
 	pthread_mutex_lock(&e->g_mu);
 	t = (double)(vs_now_ns() - e->g_step_t0);
 	e->g_step_ns = e->g_step_ns > 0 ? 0.8 * e->g_step_ns + 0.2 * t : t;
+	/* near the fastest recent forward: follows a faster one at once, a slower one slowly */
+	e->g_fast_ns = e->g_fast_ns <= 0 ? t : t < e->g_fast_ns ? 0.5 * (e->g_fast_ns + t) :
+	               0.98 * e->g_fast_ns + 0.02 * t;
 	e->g_step = 0;
 	e->g_steps++;
 	if (e->g_enc_wait)

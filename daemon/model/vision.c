@@ -499,7 +499,11 @@ static void yield_now(struct vd_vision *v)
 	v->t_slice = mono_ns();
 }
 
-/* A slice of `units` of work of kind k ended: learn its cost, then the hook. */
+/* A slice of `units` of work of kind k ended: learn its cost, then the hook. The cost kept is
+ * near the fastest seen (it follows a faster slice at once, a slower one slowly): a slice the
+ * OS paused or a loaded machine slowed down says nothing about what the work costs, and sizing
+ * slices from slowed-down figures would make them ever longer in wall time exactly when the
+ * decode steps beside them are slow too. */
 static void slice_end(struct vd_vision *v, enum slice_kind k, double units)
 {
 	if (!v->yield)
@@ -507,10 +511,8 @@ static void slice_end(struct vd_vision *v, enum slice_kind k, double units)
 	if (v->slicing && units > 0) {
 		double r = (double)(mono_ns() - v->t_slice) / units, old = v->ns_per_unit[k];
 
-		/* one slice the OS paused moves the average by at most 4x its value */
-		if (old > 0)
-			r = r > 4 * old ? 4 * old : r;
-		v->ns_per_unit[k] = old > 0 ? 0.8 * old + 0.2 * r : r;
+		v->ns_per_unit[k] = old <= 0 ? r : r < old ? 0.5 * old + 0.5 * r :
+		                    0.98 * old + 0.02 * (r > 4 * old ? 4 * old : r);
 	}
 	yield_now(v);
 }
