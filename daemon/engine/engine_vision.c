@@ -35,15 +35,17 @@
  * handled like a failed LLM step.
  *
  * Turns (host backends): the tower's pool and the LLM's share the same cores, so a tower forward
- * running beside decode steps slows every one of them. So on a CPU the two alternate by op: the
- * tower calls ev_yield between ops (vd_vision_set_yield; matmuls then go in panels of ~64 MFLOP,
- * about a millisecond), which starts the next op only while no LLM forward runs, or once the
- * tower has waited about one forward's moving-average time (never starved: that op overlaps);
- * an LLM forward waits for a tower op in progress to end (at most half a forward's time). The
- * engine thread waits only for an op that is running, never for the encoder thread to wake up
- * and take a turn: on a loaded machine a wake-up can take a scheduler time slice, and a first
- * version that handed turns over put that latency into every step (measured: ITL tail worse
- * than without turns). A device backend (own stream) keeps no turns.
+ * running beside decode steps slows every one of them. So on a CPU the two alternate by slice:
+ * the tower calls ev_yield between slices of its work (vd_vision_set_yield: matmul panels,
+ * attention by segments / heads, row-wise ops by rows, each of about the time target ev_yield
+ * returns: 0.4 of a fast forward), which starts the next slice only while no LLM forward runs,
+ * or once the tower has waited about one forward's moving-average time (never starved: that
+ * slice overlaps); an LLM forward waits for a slice in progress to end (at most half a
+ * forward's time), so a decode step waits for at most about one slice. The engine thread waits
+ * only for a slice that is running, never for the encoder thread to wake up and take a turn:
+ * on a loaded machine a wake-up can take a scheduler time slice, and a first version that
+ * handed turns over put that latency into every step (measured: ITL tail worse than without
+ * turns). A device backend (own stream) keeps no turns.
  */
 #include <errno.h>
 #include <stdio.h>
