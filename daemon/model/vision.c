@@ -70,7 +70,7 @@ struct vd_vision {
 	uint64_t (*yield)(void *ctx);          /* vd_vision_set_yield, or NULL */
 	void *yield_ctx;
 	/* slices (a hook on a host backend): the hook's time target for the next slice, the
-	 * measured cost of a work unit per kind of op (moving averages), the slice's start */
+	 * measured cost of a work unit per kind of op (near the fastest seen), the slice's start */
 	int slicing;
 	double slice_ns;
 	double ns_per_unit[3];                 /* enum slice_kind */
@@ -470,8 +470,8 @@ static void describe(struct vd_vision *v, const struct vd_vision_item *items, in
  * target each (like chunked prefill for the LLM: the engine's decode steps run between them,
  * so none waits for more than about one slice): matmuls by row panels, attention by segments
  * (one segment by groups of heads), row-wise ops by rows. The module measures what a unit of
- * work costs per kind of op (moving averages of ns per FLOP / element, so the target holds
- * whatever the core's speed or load) and sizes the next slice from it. Rows, segments and heads
+ * work costs per kind of op (ns per FLOP / element, kept near the fastest seen, so the target
+ * holds whatever the core's speed) and sizes the next slice from it. Rows, segments and heads
  * are independent and the CPU matmul is batch-invariant, so slicing changes no bit of the
  * output (tests/model/test-vision-reference.c checks that at the finest cut). A device backend
  * gets whole ops (larger kernels fill a GPU better; it runs on its own stream). */
@@ -500,7 +500,7 @@ static void yield_now(struct vd_vision *v)
 }
 
 /* A slice of `units` of work of kind k ended: learn its cost, then the hook. The cost kept is
- * near the fastest seen (it follows a faster slice at once, a slower one slowly): a slice the
+ * near the fastest seen (it moves halfway to a faster slice at once, 2% to a slower one): a slice the
  * OS paused or a loaded machine slowed down says nothing about what the work costs, and sizing
  * slices from slowed-down figures would make them ever longer in wall time exactly when the
  * decode steps beside them are slow too. */
