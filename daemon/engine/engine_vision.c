@@ -400,8 +400,6 @@ static void ev_copy(struct vd_engine *e)
 
 		if (jb->skip)
 			continue;
-		if (e->g_on)
-			ev_yield(e);   /* one item's copy and hash is a slice of the tower's turn */
 		q->vpix[jb->k] = malloc(item_px_bytes(it));
 		if (!q->vpix[jb->k]) {
 			jb->skip = jb->oom = true;   /* q->vfail is set under the lock below */
@@ -419,7 +417,6 @@ static void ev_copy(struct vd_engine *e)
 		}
 		q->img[jb->k].fp_bytes = 32;
 	}
-	ev_ops_end(e);
 	pthread_mutex_lock(&e->mu);
 	e->v_reading = 0;
 	e->v_read_phase++;
