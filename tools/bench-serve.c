@@ -11,14 +11,17 @@
  *              client fingerprints) and the previous turns — the reference system's headline
  *              shape, scaled to the machine — with prefix reuse, then again on a vlmd started
  *              with the prefix cache off;
- *   itl        decode streams alone, then while other clients keep long prompts prefilling;
+ *   itl        decode streams alone, then while other clients keep long prompts prefilling,
+ *              and (checkpoints with a vision tower) 2 clients sending 3 fresh images per
+ *              request alone (the tower's images/s), then beside the decode streams;
  *   images     (checkpoints with a vision tower) the multi-turn conversations with 3 real pixel
  *              items each (bf16 patches, vlmd runs the tower), with the vision and prefix caches
  *              on, with the vision cache off, and with both off; then decode streams while other
  *              clients keep sending fresh images (the tower runs between decode steps).
  * Goal ratios, each measured in the same run: throughput at concurrency N / concurrency 1,
  * multi-turn QPS with reuse / without, ITL p99 during prefills / ITL p50 without, image
- * multi-turn QPS with caches on / off, ITL p99 while images encode / ITL p50 without.
+ * multi-turn QPS with caches on / off, ITL p99 while images encode / ITL p50 without
+ * (itl_p99_while_encoding_over_idle_p50: from the itl workload when it ran, else from images).
  * Without --model a checkpoint is generated into a temporary folder (a small Qwen2-VL shape with a
  * vision tower, bf16, big enough that the CPU work dominates the transport).
  */
@@ -500,6 +503,7 @@ static void *client_main(void *arg)
 struct result {
 	double secs, qps, tok_s, ttft50, ttft99, itl50, itl99, hit;
 	uint64_t requests, out_tokens;
+	uint64_t extra_requests;       /* requests the extra clients completed */
 	int failed;
 };
 
@@ -542,6 +546,8 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 		merge(&all, &cl[i].s);
 		r.failed |= cl[i].failed;
 	}
+	for (int i = n; i < n + extra; i++)
+		r.extra_requests += cl[i].s.requests - cl[i].s.errors;
 	for (int i = 0; i < n + extra; i++)
 		samples_free(&cl[i].s);
 	free(cl);
@@ -710,8 +716,10 @@ int bench_serve_main(int argc, char **argv)
 	char tmp[256] = "", model[300], err[512];
 	const char *sock;
 	int rc = parse(argc, argv, &o), want_single, want_multi, want_itl, want_img, failed = 0;
+	int want_enc;   /* the itl workload's image phases (a vision tower is loaded) */
 	struct result s1 = { 0 }, sn = { 0 }, mon = { 0 }, moff = { 0 }, idle = { 0 }, busy = { 0 };
 	struct result ion = { 0 }, ivoff = { 0 }, ioff = { 0 }, iidle = { 0 }, ibusy = { 0 };
+	struct result ealone = { 0 }, ebusy = { 0 };
 	struct vd_vision_config vcfg;
 	uint64_t enc_images = 0, enc_hits = 0;
 	double t_start = now_s();
@@ -722,6 +730,7 @@ int bench_serve_main(int argc, char **argv)
 	want_multi = !strcmp(o.workload, "all") || !strcmp(o.workload, "multiturn");
 	want_itl = !strcmp(o.workload, "all") || !strcmp(o.workload, "itl");
 	want_img = !strcmp(o.workload, "all") || !strcmp(o.workload, "images");
+	want_enc = want_itl;
 	if (o.model) {
 		snprintf(model, sizeof(model), "%s", o.model);
 	} else {
@@ -772,15 +781,15 @@ int bench_serve_main(int argc, char **argv)
 	if (sh.image_id < 0 || sh.vstart < 0 || sh.vend < 0) {
 		if (want_multi || want_img)
 			fprintf(stderr, "vlm-bench: %s has no image tokens: multiturn skipped\n", model);
-		want_multi = want_img = 0;
+		want_multi = want_img = want_enc = 0;
 	}
-	if (want_img && vd_vision_config_load(model, &vcfg, err, sizeof(err)) < 0) {
+	if ((want_img || want_enc) && vd_vision_config_load(model, &vcfg, err, sizeof(err)) < 0) {
 		if (strcmp(o.workload, "all"))
 			fprintf(stderr, "vlm-bench: %s: no vision tower (%s): images skipped\n", model,
 			        err);
-		want_img = 0;
+		want_img = want_enc = 0;
 	}
-	if (want_img) {
+	if (want_img || want_enc) {
 		sh.patch_dim = vcfg.patch_dim;
 		sh.merge = vcfg.spatial_merge_size;
 		sh.side = o.img_side;
@@ -798,7 +807,7 @@ int bench_serve_main(int argc, char **argv)
 			goto out;
 		}
 		sock = d.sock;
-		if (want_img) {
+		if (want_img || want_enc) {
 			struct vd_engine_info in;
 
 			vd_engine_get_info(d.eng, &in);
@@ -806,7 +815,7 @@ int bench_serve_main(int argc, char **argv)
 				if (strcmp(o.workload, "all"))
 					fprintf(stderr, "vlm-bench: no vision tower loaded (%s): images "
 					        "skipped\n", in.vision_note);
-				want_img = 0;
+				want_img = want_enc = 0;
 			}
 		}
 	}
@@ -825,6 +834,18 @@ int bench_serve_main(int argc, char **argv)
 		busy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_PREFILL);
 		show("decode + prefills", &busy);
 		failed |= idle.failed | busy.failed;
+		if (want_enc) {
+			/* the tower alone (2 clients, 3 fresh images per 1-token request), then beside
+			 * the decode streams */
+			ealone = phase(sock, &sh, K_IMGLOAD, 2, o.secs, 0, K_PREFILL);
+			show("images alone", &ealone);
+			ebusy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_IMGLOAD);
+			show("decode + images", &ebusy);
+			fprintf(stderr, "  (images/s: %.2f alone, %.2f beside the decode streams)\n",
+			        3.0 * (double)ealone.requests / ealone.secs,
+			        3.0 * (double)ebusy.extra_requests / ebusy.secs);
+			failed |= ealone.failed | ebusy.failed;
+		}
 	}
 	if (want_multi) {
 		mon = phase(sock, &sh, K_MULTI, o.conc, o.secs * 2, 0, K_PREFILL);
@@ -898,10 +919,18 @@ int bench_serve_main(int argc, char **argv)
 		double img = ioff.qps > 0 ? ion.qps / ioff.qps : 0;
 		double img_v = ivoff.qps > 0 ? ion.qps / ivoff.qps : 0;
 		double img_itl = iidle.itl50 > 0 ? ibusy.itl99 / iidle.itl50 : 0;
+		/* decode ITL p99 while the tower encodes / p50 of decode alone, same run */
+		const struct result *ei = want_enc ? &idle : &iidle, *eb = want_enc ? &ebusy : &ibusy;
+		double enc_itl = ei->itl50 > 0 && eb->requests ? eb->itl99 / ei->itl50 : 0;
+		double img_alone = ealone.secs > 0 ? 3.0 * (double)ealone.requests / ealone.secs : 0;
+		double img_busy = ebusy.secs > 0 ? 3.0 * (double)ebusy.extra_requests / ebusy.secs : 0;
 
 		fprintf(stderr, "goals: throughput c%d/c1 = %.2fx (>= 6), multiturn reuse on/off = "
 		        "%.2fx (>= 2), itl p99 with prefills / p50 without = %.2fx (<= 3); %.0f s\n",
 		        o.conc, thr, reuse, itl, now_s() - t_start);
+		if (want_enc)
+			fprintf(stderr, "itl p99 while images encode / p50 without = %.2fx (<= 3); images/s "
+			        "alone %.2f, beside decodes %.2f\n", enc_itl, img_alone, img_busy);
 		if (want_img)
 			fprintf(stderr, "images (3 per request, grid 1x%dx%d patches): caches on/off = "
 			        "%.2fx (>= 3), vision cache on/off = %.2fx, itl p99 while images encode / "
@@ -921,6 +950,9 @@ int bench_serve_main(int argc, char **argv)
 			       "\"images_itl_p50_ms_encoding\": %.3f, \"images_itl_p99_ms_encoding\": %.3f, "
 			       "\"images_itl_p99_over_p50\": %.3f, \"image_grid_side\": %d, "
 			       "\"images_encoded\": %llu, \"vision_cache_hits\": %llu, "
+			       "\"itl_p50_ms_while_encoding\": %.3f, \"itl_p99_ms_while_encoding\": %.3f, "
+			       "\"itl_p99_while_encoding_over_idle_p50\": %.3f, "
+			       "\"images_per_s_alone\": %.3f, \"images_per_s_while_decoding\": %.3f, "
 			       "\"max_batched_tokens\": %u, \"hidden\": %d, \"layers\": %d, "
 			       "\"temperature\": %g, \"top_p\": %g, \"top_k\": %d, \"failed\": %s}\n",
 			       want_multi ? "multiturn" : want_single ? "single" : want_itl ? "itl" :
@@ -930,7 +962,8 @@ int bench_serve_main(int argc, char **argv)
 			       itl, ion.qps, ivoff.qps, ioff.qps, img, iidle.itl50, iidle.itl99, ibusy.itl50,
 			       ibusy.itl99, img_itl,
 			       want_img ? sh.side : 0, (unsigned long long)enc_images,
-			       (unsigned long long)enc_hits, o.max_batched_tokens, cfg.hidden, cfg.n_layers,
+			       (unsigned long long)enc_hits, eb->itl50, eb->itl99, enc_itl, img_alone,
+			       img_busy, o.max_batched_tokens, cfg.hidden, cfg.n_layers,
 			       (double)o.temperature, (double)o.top_p, o.top_k, failed ? "true" : "false");
 	}
 	rc = failed ? 1 : 0;
