@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_priv.h"
+#include "kernels/convert.h"
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/validate.h"
 
@@ -52,6 +53,7 @@ void vk_cpu_weight_free_quant(struct vk_weight *w)
 		free(qw->scale);
 		free(qw->nsz);
 		free(qw->perm);
+		free(qw->zero);
 		free(qw);
 	}
 	memset(w, 0, sizeof(*w));
@@ -112,6 +114,19 @@ int vk_cpu_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *s
 	}
 	if (src->perm)
 		memcpy(qw->perm, src->perm, sizeof(int32_t) * (size_t)K);
+	/* the bf16 dot path: q - zero exact in bf16 (integer zeros in [0, 256]) and no group
+	 * boundary inside a 32-column step */
+	qw->dot = src->group_size % 32 == 0 || ng == 1;
+	for (size_t g = 0; g < ng * (size_t)R && qw->dot; g++)
+		qw->dot = src->zero[g] >= 0.0f && src->zero[g] <= 256.0f &&
+		          src->zero[g] == floorf(src->zero[g]);
+	if (qw->dot && !qw->signed8) {
+		qw->zero = malloc(sizeof(float) * ng * (size_t)R);
+		if (!qw->zero)
+			qw->dot = 0;   /* the fp32 path needs no zeros: slower, not wrong */
+		else
+			memcpy(qw->zero, src->zero, sizeof(float) * ng * (size_t)R);
+	}
 	memset(ret, 0, sizeof(*ret));
 	ret->dtype = src->dtype;
 	ret->rows = R;
@@ -184,32 +199,68 @@ struct qmm_job {
 	int64_t nc;              /* weight rows per work item */
 	long n_blocks;
 	atomic_long next;
+	/* the bf16 dot path (fn NULL) */
+	const uint16_t *xb;      /* [n][ldx] activations rounded to bf16, storage order */
+	int64_t ldx;             /* cols rounded up to 32 */
+	int maxm;                /* activation rows per kernel pass */
+	uint16_t *wp;            /* [threads][nc][ldx] converted weight chunks, or NULL (one pass) */
 };
 
-/* Rows [lo, hi) for all n activation rows, in passes of at most QMV_MAXN rows of equal size. */
-static void qmm_rows(struct qmm_job *j, int64_t lo, int64_t hi)
+/* Rows [lo, hi) for all n activation rows, in passes of at most maxm rows of equal size; on
+ * the dot path with more than one pass, the chunk is converted to bf16 once first. */
+static void qmm_rows(struct qmm_job *j, int64_t lo, int64_t hi, int tid)
 {
 	const int64_t K = j->w->cols, N = j->w->rows;
-	const int passes = (j->n + QMV_MAXN - 1) / QMV_MAXN;
+	const int passes = (j->n + j->maxm - 1) / j->maxm;
+	const uint16_t *wp = NULL;
+#ifdef VK_CPU_X86
+	if (!j->fn && j->wp) {
+		uint16_t *d = j->wp + (size_t)tid * (size_t)j->nc * (size_t)j->ldx;
+		vk_cpu_qdot_pack_avx512(j->w, lo, hi, d, j->ldx);
+		wp = d;
+	}
+#else
+	(void)tid;
+#endif
 	for (int p = 0, i = 0; p < passes; p++) {
 		int m = (j->n - i) / (passes - p);
-		j->fn(j->x + (size_t)i * (size_t)K, K, m, j->w, lo, hi, j->bias,
-		      j->xsum ? j->xsum + i : NULL, j->out + (size_t)i * (size_t)N, N);
+		const float *xs = j->xsum ? j->xsum + i : NULL;
+		float *o = j->out + (size_t)i * (size_t)N;
+		if (j->fn)
+			j->fn(j->x + (size_t)i * (size_t)K, K, m, j->w, lo, hi, j->bias, xs, o, N);
+#ifdef VK_CPU_X86
+		else
+			vk_cpu_qdot_avx512(j->xb + (size_t)i * (size_t)j->ldx, j->ldx, m, j->w, lo, hi, wp,
+			                   j->bias, xs, o, N);
+#endif
 		i += m;
 	}
+	(void)wp;
 }
 
 static void qmm_fn(void *arg, int tid, int nt)
 {
 	struct qmm_job *j = arg;
 	long b;
-	(void)tid;
 	(void)nt;
 	while ((b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_blocks) {
 		int64_t lo = b * j->nc;
 		int64_t hi = lo + j->nc < j->w->rows ? lo + j->nc : j->w->rows;
-		qmm_rows(j, lo, hi);
+		qmm_rows(j, lo, hi, tid);
 	}
+}
+
+/* The dot path is taken for weights it can represent (vk_cpu_qw.dot) on a CPU with
+ * AVX512_BF16 unless VLM_CPU_BF16DOT=0 (cpu_ctx.bf16dot), as for bf16 weights. */
+static int use_dot(const struct cpu_ctx *c, const struct vk_cpu_qw *qw)
+{
+#ifdef VK_CPU_X86
+	return c->bf16dot && qw->dot && c->isa == &vk_cpu_isa_avx512;
+#else
+	(void)c;
+	(void)qw;
+	return 0;
+#endif
 }
 
 int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_weight *w,
@@ -217,58 +268,92 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 {
 	struct cpu_ctx *c = CTX(be);
 	const struct vk_cpu_qw *qw = w->priv;
-	float *xp = NULL;
+	float *xp = NULL, *xsum = NULL;
+	uint16_t *xb = NULL, *wp = NULL;
+	int r = 0;
 
 	if (!qw || !x || !out)
 		return vk_backend_set_error(be, -EINVAL, "matmul: quantized weight not loaded");
 	const int64_t K = qw->cols;
+	const int dot = use_dot(c, qw);
+	const int64_t ldx = (K + 31) & ~(int64_t)31;
 	if (qw->perm) {          /* act-order: gather x into storage column order */
 		xp = aligned_alloc(64, ((size_t)n * (size_t)K * sizeof(float) + 63) & ~(size_t)63);
 		if (!xp)
-			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
+			goto nomem;
 		for (int32_t i = 0; i < n; i++)
 			for (int64_t k = 0; k < K; k++)
 				xp[(size_t)i * (size_t)K + (size_t)k] = x[(size_t)i * (size_t)K + (size_t)qw->perm[k]];
 	}
-	float *xsum = NULL;
+	const float *xs = xp ? xp : x;
+	if (dot) {               /* activations rounded to bf16 once, zero-padded to ldx */
+		xb = aligned_alloc(64, ((size_t)n * (size_t)ldx * 2 + 63) & ~(size_t)63);
+		if (!xb)
+			goto nomem;
+		for (int32_t i = 0; i < n; i++) {
+			uint16_t *d = xb + (size_t)i * (size_t)ldx;
+			c->isa->from_f32(xs + (size_t)i * (size_t)K, VK_DTYPE_BF16, d, K);
+			memset(d + K, 0, 2 * (size_t)(ldx - K));
+		}
+	}
 	if (qw->signed8) {       /* per activation row, in one fixed order (batch invariance) */
 		xsum = malloc(sizeof(float) * (size_t)n);
-		if (!xsum) {
-			free(xp);
-			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
-		}
+		if (!xsum)
+			goto nomem;
 		for (int32_t i = 0; i < n; i++) {
-			const float *xi = x + (size_t)i * (size_t)K;
 			float s = 0.0f;
-			for (int64_t k = 0; k < K; k++)
-				s += xi[k];
+			for (int64_t k = 0; k < K; k++)   /* the dot path sums what it multiplies */
+				s += dot ? vk_bf16_to_f32(xb[(size_t)i * (size_t)ldx + (size_t)k])
+				         : xs[(size_t)i * (size_t)K + (size_t)k];
 			xsum[i] = s;
 		}
 	}
-	struct qmm_job j = { .fn = vk_cpu_qmv_generic, .x = xp ? xp : x, .xsum = xsum, .w = qw,
-	                     .bias = bias, .n = n, .out = out };
+	struct qmm_job j = { .fn = vk_cpu_qmv_generic, .x = xs, .xsum = xsum, .w = qw,
+	                     .bias = bias, .n = n, .out = out, .maxm = QMV_MAXN };
 #ifdef VK_CPU_X86
 	if (c->isa == &vk_cpu_isa_avx512 && qw->simd)
 		j.fn = vk_cpu_qmv_avx512;
 #endif
+	if (dot) {
+		j.fn = NULL;
+		j.xb = xb;
+		j.ldx = ldx;
+		j.maxm = qw->signed8 ? 6 : 3;
+	}
 	atomic_init(&j.next, 0);
-	/* ~8 chunks per thread of at least 32 rows (a multiple of 16); several passes (n > 8)
-	 * re-read a chunk, which must then stay in L2 */
+	/* ~8 chunks per thread of at least 32 rows (a multiple of 16); several passes (n > maxm)
+	 * re-read a chunk, which must then stay in L2 (on the dot path: its bf16 copy) */
 	int64_t nc = (qw->rows + 8 * c->n_threads - 1) / (8 * c->n_threads);
 	nc = nc < 32 ? 32 : (nc + 15) & ~(int64_t)15;
-	if (n > QMV_MAXN) {
-		int64_t fit = (int64_t)(QMV_L2_BYTES / qw->row_bytes);
+	if (n > j.maxm) {
+		size_t rb = dot ? 2 * (size_t)ldx : qw->row_bytes;
+		int64_t fit = (int64_t)((dot ? QMV_L2_BYTES / 2 : QMV_L2_BYTES) / rb);
 		fit = fit < 16 ? 16 : fit & ~(int64_t)15;
 		if (nc > fit)
 			nc = fit;
 	}
+	if (nc > qw->rows)
+		nc = qw->rows;
 	j.nc = nc;
 	j.n_blocks = (long)((qw->rows + nc - 1) / nc);
+	if (dot && n > j.maxm) {
+		wp = aligned_alloc(64, ((size_t)c->n_threads * (size_t)nc * (size_t)ldx * 2 + 63) &
+		                       ~(size_t)63);
+		if (!wp)
+			goto nomem;
+		j.wp = wp;
+	}
 	if ((int64_t)n * qw->rows * K < 65536 || j.n_blocks == 1)
-		qmm_rows(&j, 0, qw->rows);
+		qmm_fn(&j, 0, 1);    /* every chunk on this thread */
 	else
 		vk_pool_run(c->pool, qmm_fn, &j);
+	goto out;
+nomem:
+	r = vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
+out:
+	free(wp);
 	free(xsum);
+	free(xb);
 	free(xp);
-	return 0;
+	return r;
 }

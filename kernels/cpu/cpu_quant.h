@@ -16,6 +16,14 @@
  *     in the decode loop (the weight is not dequantized at all), no rounding in the weights, and
  *     nsz = 0 for the symmetric zero 128 of --quantize int8.
  * GPTQ act-order (perm) is applied to the activations (gathered once per matmul), not the weight.
+ *
+ * The bf16 dot-product path (CPUs with AVX512_BF16, VLM_CPU_BF16DOT not 0; weights with integer
+ * zeros in [0, 256] and groups of a multiple of 32 or one group): every weight becomes q - zero,
+ * an integer of at most 256 in magnitude, exact in bf16; the activations are rounded to bf16
+ * once per matmul (the bf16 checkpoints' numerics); vdpbf16ps sums a group into fp32 lanes, which
+ * are scaled by the group's scale in fp32 (signed8: by the row's scale at the end, as above).
+ * Few activation rows convert q in registers; more convert a chunk of weight rows to bf16 once
+ * (vk_cpu_qdot_pack) and run every activation row over it. Both sum in the same order.
  */
 #ifndef VLM_KERNELS_CPU_QUANT_H
 #define VLM_KERNELS_CPU_QUANT_H
@@ -37,7 +45,18 @@ struct vk_cpu_qw {
 	float *scale;           /* [rows][n_groups] */
 	float *nsz;             /* [rows][n_groups] -scale * zero */
 	int32_t *perm;          /* [cols] storage column -> input column, or NULL */
+	int dot;                /* the bf16 dot-product path can take it (see above) */
+	float *zero;            /* dot && !signed8: [rows][n_groups] integer zeros; else NULL */
 };
+
+/* The dot path's kernel: rows [r0, r1) of out[i * ldo + r] as vk_cpu_qmv_fn, from bf16
+ * activation rows xb[i * ldx ..] (ldx = cols rounded up to 32, zero-padded, storage order) and
+ * either w's packed values (wp == NULL) or wp, rows [r0, r1) of them converted by
+ * vk_cpu_qdot_pack_avx512 ([r1 - r0][ldx]); 1 <= n <= 4. xsum: sums of the rounded rows
+ * (signed8). The sum of an output is the same whatever n, [r0, r1) and wp are. */
+typedef void (*vk_cpu_qdot_fn)(const uint16_t *xb, int64_t ldx, int n, const struct vk_cpu_qw *w,
+                               int64_t r0, int64_t r1, const uint16_t *wp, const float *bias,
+                               const float *xsum, float *out, int64_t ldo);
 
 /* Rows [r0, r1) of out[i * ldo + r] = sum_k x[i * ldx + k] * W[r][k] (+ bias[r]) for i < n
  * (1 <= n <= 4), x already in storage (perm) order; xsum[i] = sum_k x[i * ldx + k] (read for
@@ -54,6 +73,12 @@ void vk_cpu_qmv_generic(const float *x, int64_t ldx, int n, const struct vk_cpu_
 void vk_cpu_qmv_avx512(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
                        int64_t r0, int64_t r1, const float *bias, const float *xsum,
                        float *out, int64_t ldo);
+void vk_cpu_qdot_avx512(const uint16_t *xb, int64_t ldx, int n, const struct vk_cpu_qw *w,
+                        int64_t r0, int64_t r1, const uint16_t *wp, const float *bias,
+                        const float *xsum, float *out, int64_t ldo);
+/* dst[(r - r0) * ldx + k] = bf16(q(r, k) - zero(r, group of k)) for r in [r0, r1), k < ldx. */
+void vk_cpu_qdot_pack_avx512(const struct vk_cpu_qw *w, int64_t r0, int64_t r1, uint16_t *dst,
+                             int64_t ldx);
 #endif
 
 /* ops entry points (semantics in kernels/backend.h) */

@@ -13,8 +13,17 @@
  * measured ~1.9x faster at 8 rows than 8 x 2 (more x loads than FMA slots) and as fast as
  * dequantizing to an fp32 buffer for a GEMM tile at 128 rows, so one kernel serves every n.
  * The per-output summation order depends on nothing but K: batch-invariant results.
+ *
+ * The bf16 dot-product path (vk_cpu_qdot_avx512, CPUs with AVX512_BF16): each weight becomes
+ * bf16(q - zero), exact, and vdpbf16ps multiplies 32 of them by 32 bf16 activations into 16 fp32
+ * lanes; a group's lanes are scaled by its fp32 scale into the output's lanes. Q4 values come
+ * from a per-group 32-entry table by vpermw (no fp32 detour), Q8 through fp32. The conversion is
+ * done in registers for up to a few activation rows (decode), or once per chunk of weight rows
+ * into a bf16 buffer that every activation row then reads (prefill: the conversion is paid
+ * once, not once per 3 rows). Those functions carry target("avx512bf16") and run only on CPUs
+ * that have it (cpu_ctx.bf16dot).
  */
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 #include <immintrin.h>
 #include <math.h>
 
@@ -160,5 +169,178 @@ void vk_cpu_qmv_avx512(const float *x, int64_t ldx, int n, const struct vk_cpu_q
 	CASE_M(4)
 	default:
 		break;
+	}
+}
+
+/* ---------------------------------------------------------------- bf16 dot-product path */
+
+#define BF16_ATTR __attribute__((target("avx512bf16")))
+
+/* The group's Q4 table: word j (and j + 16) = bf16(j - zero), exact (|j - zero| <= 256). */
+BF16_ATTR AI __m512i q4_table(float z)
+{
+	const __m512 iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+	__m256i t = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(iota, _mm512_set1_ps(z)));
+	return _mm512_inserti64x4(_mm512_castsi256_si512(t), t, 1);
+}
+
+/* 32 values of a row from column k as bf16(q - zero): Q4 by the table (word i < 16 indexes by
+ * the whole byte i, whose low 5 bits pick entry lo or 16 + lo, the same; word 16 + i by byte i
+ * >> 4), Q8 by fp32 (zf = zero; signed8 values are q - 128 already). */
+BF16_ATTR AI __m512i cvt32(const uint8_t *q, int64_t k, const int q4, const int s8, __m512i tab,
+                           __m512 zf)
+{
+	if (q4) {
+		const __m512i sh = _mm512_set_epi32(0x40004, 0x40004, 0x40004, 0x40004, 0x40004, 0x40004,
+		                                    0x40004, 0x40004, 0, 0, 0, 0, 0, 0, 0, 0);
+		__m512i v = _mm512_cvtepu8_epi16(
+			_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(q + k / 2))));
+		return _mm512_permutexvar_epi16(_mm512_srlv_epi16(v, sh), tab);
+	}
+	__m128i b0 = _mm_loadu_si128((const __m128i *)(q + k));
+	__m128i b1 = _mm_loadu_si128((const __m128i *)(q + k + 16));
+	__m512 a = _mm512_cvtepi32_ps(s8 ? _mm512_cvtepi8_epi32(b0) : _mm512_cvtepu8_epi32(b0));
+	__m512 b = _mm512_cvtepi32_ps(s8 ? _mm512_cvtepi8_epi32(b1) : _mm512_cvtepu8_epi32(b1));
+	if (!s8) {
+		a = _mm512_sub_ps(a, zf);
+		b = _mm512_sub_ps(b, zf);
+	}
+	return (__m512i)_mm512_cvtne2ps_pbh(b, a);
+}
+
+/* R weight rows rr[] x M activation rows. wr[r]: row rr[r] converted (packed), or NULL. Per
+ * output: for each group, its 32-column steps into zeroed lanes, then lanes * scale into the
+ * output's lanes (signed8: straight into the output's lanes); lanes reduced at the end. */
+BF16_ATTR AI void dtile(const uint16_t *xb, int64_t ldx, const struct vk_cpu_qw *w,
+                        const int64_t *rr, const uint16_t *const *wr, const int R, const int M,
+                        const int PK, const float *bias, const float *xsum, float *out,
+                        int64_t ldo)
+{
+	const uint8_t *q[4];
+	const float *sc[4], *nz[4], *zz[4];
+	__m512 acc[4][6], ag[4][6];
+	const int64_t gs = w->group_size, ng = w->n_groups;
+	const int q4 = w->bits == 4, s8 = w->signed8;
+
+	for (int r = 0; r < R; r++) {
+		q[r] = w->q + (size_t)rr[r] * w->row_bytes;
+		sc[r] = w->scale + (size_t)rr[r] * (size_t)ng;
+		nz[r] = w->nsz + (size_t)rr[r] * (size_t)ng;
+		zz[r] = s8 ? NULL : w->zero + (size_t)rr[r] * (size_t)ng;
+		for (int i = 0; i < M; i++)
+			acc[r][i] = _mm512_setzero_ps();
+	}
+	for (int64_t g = 0; g < ng; g++) {
+		const int64_t k0 = g * gs, k1 = g == ng - 1 ? ldx : k0 + gs;
+		__m512i tab[4];
+		__m512 zf[4];
+		for (int r = 0; r < R; r++) {
+			tab[r] = _mm512_setzero_si512();
+			zf[r] = _mm512_setzero_ps();
+			if (!PK && !s8 && q4)
+				tab[r] = q4_table(zz[r][g]);
+			else if (!PK && !s8)
+				zf[r] = _mm512_set1_ps(zz[r][g]);
+			for (int i = 0; i < M; i++)
+				ag[r][i] = s8 ? acc[r][i] : _mm512_setzero_ps();
+		}
+		for (int64_t k = k0; k < k1; k += 32) {
+			__m512i wv[4];
+			for (int r = 0; r < R; r++) {
+				if (PK) {
+					wv[r] = _mm512_loadu_si512((const void *)(wr[r] + k));
+				} else {
+					_mm_prefetch((const char *)(q[r] + (q4 ? k / 2 : k)) + 512, _MM_HINT_T0);
+					wv[r] = cvt32(q[r], k, q4, s8, tab[r], zf[r]);
+				}
+			}
+			for (int i = 0; i < M; i++) {
+				__m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + (size_t)i * (size_t)ldx +
+				                                                         (size_t)k));
+				for (int r = 0; r < R; r++)
+					ag[r][i] = _mm512_dpbf16_ps(ag[r][i], xv, (__m512bh)wv[r]);
+			}
+		}
+		for (int r = 0; r < R; r++) {
+			__m512 s = _mm512_set1_ps(sc[r][g]);
+			for (int i = 0; i < M; i++)
+				acc[r][i] = s8 ? ag[r][i] : _mm512_fmadd_ps(ag[r][i], s, acc[r][i]);
+		}
+	}
+	for (int r = 0; r < R; r++)
+		for (int i = 0; i < M; i++)
+			out[(size_t)i * (size_t)ldo + (size_t)rr[r]] =
+				finish(acc[r][i], s8 ? sc[r] : NULL, nz[r], xsum, i, bias ? bias + rr[r] : NULL);
+}
+
+BF16_ATTR AI void drows(const uint16_t *xb, int64_t ldx, const struct vk_cpu_qw *w, int64_t r0,
+                        int64_t r1, const uint16_t *wp, const int M, const float *bias,
+                        const float *xsum, float *out, int64_t ldo)
+{
+	const int64_t qn = (r1 - r0) / 4;
+	int64_t rr[4];
+	const uint16_t *wr[4] = { NULL, NULL, NULL, NULL };
+	for (int64_t j = 0; j < qn; j++) {
+		for (int r = 0; r < 4; r++) {
+			rr[r] = r0 + j + r * qn;
+			if (wp)
+				wr[r] = wp + (size_t)(rr[r] - r0) * (size_t)ldx;
+		}
+		if (wp)
+			dtile(xb, ldx, w, rr, wr, 4, M, 1, bias, xsum, out, ldo);
+		else
+			dtile(xb, ldx, w, rr, wr, 4, M, 0, bias, xsum, out, ldo);
+	}
+	for (int64_t r = r0 + 4 * qn; r < r1; r++) {
+		rr[0] = r;
+		if (wp) {
+			wr[0] = wp + (size_t)(r - r0) * (size_t)ldx;
+			dtile(xb, ldx, w, rr, wr, 1, M, 1, bias, xsum, out, ldo);
+		} else {
+			dtile(xb, ldx, w, rr, wr, 1, M, 0, bias, xsum, out, ldo);
+		}
+	}
+}
+
+/* Register budget (32 zmm): grouped weights hold 2 x 4 x M accumulators, so M <= 3 there;
+ * signed8 4 x M, M <= 6 (vk_cpu_qdot_maxn). */
+#define DCASE(M)                                                                        \
+	case M:                                                                             \
+		drows(xb, ldx, w, r0, r1, wp, M, bias, xsum, out, ldo);                         \
+		break;
+
+BF16_ATTR void vk_cpu_qdot_avx512(const uint16_t *xb, int64_t ldx, int n,
+                                  const struct vk_cpu_qw *w, int64_t r0, int64_t r1,
+                                  const uint16_t *wp, const float *bias, const float *xsum,
+                                  float *out, int64_t ldo)
+{
+	switch (n) {
+	DCASE(1)
+	DCASE(2)
+	DCASE(3)
+	DCASE(4)
+	DCASE(5)
+	DCASE(6)
+	default:
+		break;
+	}
+}
+
+BF16_ATTR void vk_cpu_qdot_pack_avx512(const struct vk_cpu_qw *w, int64_t r0, int64_t r1,
+                                       uint16_t *dst, int64_t ldx)
+{
+	const int64_t gs = w->group_size, ng = w->n_groups;
+	const int q4 = w->bits == 4, s8 = w->signed8;
+	for (int64_t r = r0; r < r1; r++) {
+		const uint8_t *q = w->q + (size_t)r * w->row_bytes;
+		const float *zz = s8 ? NULL : w->zero + (size_t)r * (size_t)ng;
+		uint16_t *d = dst + (size_t)(r - r0) * (size_t)ldx;
+		for (int64_t g = 0; g < ng; g++) {
+			const int64_t k0 = g * gs, k1 = g == ng - 1 ? ldx : k0 + gs;
+			__m512i tab = q4 && !s8 ? q4_table(zz[g]) : _mm512_setzero_si512();
+			__m512 zf = s8 ? _mm512_setzero_ps() : _mm512_set1_ps(zz[g]);
+			for (int64_t k = k0; k < k1; k += 32)
+				_mm512_storeu_si512((void *)(d + k), cvt32(q, k, q4, s8, tab, zf));
+		}
 	}
 }
