@@ -270,26 +270,58 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 	const struct vk_cpu_qw *qw = w->priv;
 	float *xp = NULL, *xsum = NULL;
 	uint16_t *xb = NULL, *wp = NULL;
-	int r = 0;
 
 	if (!qw || !x || !out)
 		return vk_backend_set_error(be, -EINVAL, "matmul: quantized weight not loaded");
 	const int64_t K = qw->cols;
 	const int dot = use_dot(c, qw);
 	const int64_t ldx = (K + 31) & ~(int64_t)31;
+	const int maxm = QMV_MAXN;   /* the dot path's tile too (measured: 4 beat 3 and 6) */
+	/* ~8 chunks per thread of at least 32 rows (a multiple of 16); several passes (n > maxm)
+	 * re-read a chunk, which must then stay in L2 (on the dot path: its bf16 copy) */
+	int64_t nc = (qw->rows + 8 * c->n_threads - 1) / (8 * c->n_threads);
+	nc = nc < 32 ? 32 : (nc + 15) & ~(int64_t)15;
+	if (n > maxm) {
+		size_t rb = dot ? 2 * (size_t)ldx : qw->row_bytes;
+		int64_t fit = (int64_t)((dot ? QMV_L2_BYTES / 2 : QMV_L2_BYTES) / rb);
+		fit = fit < 16 ? 16 : fit & ~(int64_t)15;
+		if (nc > fit)
+			nc = fit;
+	}
+	if (nc > qw->rows)
+		nc = qw->rows;
+	/* scratch, kept between calls (a prefill's activations are megabytes: fresh pages each
+	 * call cost more than the matmul): [xp: n x K fp32] [xsum: n] [xb: n x ldx bf16]
+	 * [wp: threads x nc x ldx bf16], each 64-byte aligned */
+	const size_t a64 = 63;
+	size_t o_xsum = qw->perm ? ((size_t)n * (size_t)K * 4 + a64) & ~a64 : 0;
+	size_t o_xb = o_xsum + (qw->signed8 ? ((size_t)n * 4 + a64) & ~a64 : 0);
+	size_t o_wp = o_xb + (dot ? ((size_t)n * (size_t)ldx * 2 + a64) & ~a64 : 0);
+	size_t need = o_wp + (dot && n > maxm ? (size_t)c->n_threads * (size_t)nc * (size_t)ldx * 2 : 0);
+	if (need > c->qbuf_len) {
+		free(c->qbuf);
+		c->qbuf_len = 0;
+		c->qbuf = aligned_alloc(64, (need + a64) & ~a64);
+		if (!c->qbuf)
+			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory (%zu bytes)", need);
+		c->qbuf_len = need;
+	}
+	char *base = c->qbuf;
+	if (qw->perm)
+		xp = (float *)base;
+	if (qw->signed8)
+		xsum = (float *)(base + o_xsum);
+	if (dot)
+		xb = (uint16_t *)(base + o_xb);
+	if (dot && n > maxm)
+		wp = (uint16_t *)(base + o_wp);
 	if (qw->perm) {          /* act-order: gather x into storage column order */
-		xp = aligned_alloc(64, ((size_t)n * (size_t)K * sizeof(float) + 63) & ~(size_t)63);
-		if (!xp)
-			goto nomem;
 		for (int32_t i = 0; i < n; i++)
 			for (int64_t k = 0; k < K; k++)
 				xp[(size_t)i * (size_t)K + (size_t)k] = x[(size_t)i * (size_t)K + (size_t)qw->perm[k]];
 	}
 	const float *xs = xp ? xp : x;
 	if (dot) {               /* activations rounded to bf16 once, zero-padded to ldx */
-		xb = aligned_alloc(64, ((size_t)n * (size_t)ldx * 2 + 63) & ~(size_t)63);
-		if (!xb)
-			goto nomem;
 		for (int32_t i = 0; i < n; i++) {
 			uint16_t *d = xb + (size_t)i * (size_t)ldx;
 			c->isa->from_f32(xs + (size_t)i * (size_t)K, VK_DTYPE_BF16, d, K);
@@ -297,9 +329,6 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 		}
 	}
 	if (qw->signed8) {       /* per activation row, in one fixed order (batch invariance) */
-		xsum = malloc(sizeof(float) * (size_t)n);
-		if (!xsum)
-			goto nomem;
 		for (int32_t i = 0; i < n; i++) {
 			float s = 0.0f;
 			for (int64_t k = 0; k < K; k++)   /* the dot path sums what it multiplies */
@@ -309,7 +338,7 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 		}
 	}
 	struct qmm_job j = { .fn = vk_cpu_qmv_generic, .x = xs, .xsum = xsum, .w = qw,
-	                     .bias = bias, .n = n, .out = out, .maxm = QMV_MAXN };
+	                     .bias = bias, .n = n, .out = out, .maxm = maxm, .nc = nc, .wp = wp };
 #ifdef VK_CPU_X86
 	if (c->isa == &vk_cpu_isa_avx512 && qw->simd)
 		j.fn = vk_cpu_qmv_avx512;
@@ -318,42 +347,12 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 		j.fn = NULL;
 		j.xb = xb;
 		j.ldx = ldx;
-		j.maxm = qw->signed8 ? 6 : 3;
 	}
 	atomic_init(&j.next, 0);
-	/* ~8 chunks per thread of at least 32 rows (a multiple of 16); several passes (n > maxm)
-	 * re-read a chunk, which must then stay in L2 (on the dot path: its bf16 copy) */
-	int64_t nc = (qw->rows + 8 * c->n_threads - 1) / (8 * c->n_threads);
-	nc = nc < 32 ? 32 : (nc + 15) & ~(int64_t)15;
-	if (n > j.maxm) {
-		size_t rb = dot ? 2 * (size_t)ldx : qw->row_bytes;
-		int64_t fit = (int64_t)((dot ? QMV_L2_BYTES / 2 : QMV_L2_BYTES) / rb);
-		fit = fit < 16 ? 16 : fit & ~(int64_t)15;
-		if (nc > fit)
-			nc = fit;
-	}
-	if (nc > qw->rows)
-		nc = qw->rows;
-	j.nc = nc;
 	j.n_blocks = (long)((qw->rows + nc - 1) / nc);
-	if (dot && n > j.maxm) {
-		wp = aligned_alloc(64, ((size_t)c->n_threads * (size_t)nc * (size_t)ldx * 2 + 63) &
-		                       ~(size_t)63);
-		if (!wp)
-			goto nomem;
-		j.wp = wp;
-	}
 	if ((int64_t)n * qw->rows * K < 65536 || j.n_blocks == 1)
 		qmm_fn(&j, 0, 1);    /* every chunk on this thread */
 	else
 		vk_pool_run(c->pool, qmm_fn, &j);
-	goto out;
-nomem:
-	r = vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
-out:
-	free(wp);
-	free(xsum);
-	free(xb);
-	free(xp);
-	return r;
+	return 0;
 }

@@ -52,7 +52,7 @@ struct vk_cpu_qw {
 /* The dot path's kernel: rows [r0, r1) of out[i * ldo + r] as vk_cpu_qmv_fn, from bf16
  * activation rows xb[i * ldx ..] (ldx = cols rounded up to 32, zero-padded, storage order) and
  * either w's packed values (wp == NULL) or wp, rows [r0, r1) of them converted by
- * vk_cpu_qdot_pack_avx512 ([r1 - r0][ldx]); 1 <= n <= 4. xsum: sums of the rounded rows
+ * vk_cpu_qdot_pack_avx512 ([r1 - r0][ldx]); 1 <= n <= 4 (as vk_cpu_qmv_fn). xsum: sums of the rounded rows
  * (signed8). The sum of an output is the same whatever n, [r0, r1) and wp are. */
 typedef void (*vk_cpu_qdot_fn)(const uint16_t *xb, int64_t ldx, int n, const struct vk_cpu_qw *w,
                                int64_t r0, int64_t r1, const uint16_t *wp, const float *bias,

@@ -208,6 +208,57 @@ BF16_ATTR AI __m512i cvt32(const uint8_t *q, int64_t k, const int q4, const int 
 	return (__m512i)_mm512_cvtne2ps_pbh(b, a);
 }
 
+/* The lanes of an output summed by one fixed tree, the same for one output (red1) and four at
+ * once (red4, their sums in lanes 0-3): l + (l + 8), then + 4, then + 2, then + 1, where
+ * _mm512_reduce_add_ps's last steps pair differently. Outputs are summed identically whether
+ * they come out of a 4-row tile or a 1-row tail (batch invariance). */
+AI float red1(__m512 a)
+{
+	__m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+	__m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+	q = _mm_add_ps(q, _mm_permute_ps(q, _MM_SHUFFLE(1, 0, 3, 2)));
+	q = _mm_add_ps(q, _mm_permute_ps(q, _MM_SHUFFLE(2, 3, 0, 1)));
+	return _mm_cvtss_f32(q);
+}
+
+AI __m128 red4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+	/* 128-bit lanes: ab = [a0 + a2, a1 + a3, b0 + b2, b1 + b3] (element l: x[l] + x[l + 8]) */
+	__m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+	__m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
+	/* lane j: output j's s[l] + s[l + 4] */
+	__m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+	t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+	t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));
+	return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0,
+	                                                                     0, 0, 0, 0, 12, 8, 4, 0), t));
+}
+
+/* Columns [k0, k1) of R weight rows x M activation rows into a[][]. */
+BF16_ATTR AI void dsteps(const uint16_t *xb, int64_t ldx, const uint8_t *const *q,
+                         const uint16_t *const *wr, int64_t k0, int64_t k1, const __m512i *tab,
+                         const __m512 *zf, __m512 a[4][4], const int R, const int M, const int PK,
+                         const int q4, const int s8)
+{
+	for (int64_t k = k0; k < k1; k += 32) {
+		__m512i wv[4];
+		for (int r = 0; r < R; r++) {
+			if (PK) {
+				wv[r] = _mm512_loadu_si512((const void *)(wr[r] + k));
+			} else {
+				_mm_prefetch((const char *)(q[r] + (q4 ? k / 2 : k)) + 512, _MM_HINT_T0);
+				wv[r] = cvt32(q[r], k, q4, s8, tab[r], zf[r]);
+			}
+		}
+		for (int i = 0; i < M; i++) {
+			__m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + (size_t)i * (size_t)ldx +
+			                                                         (size_t)k));
+			for (int r = 0; r < R; r++)
+				a[r][i] = _mm512_dpbf16_ps(a[r][i], xv, (__m512bh)wv[r]);
+		}
+	}
+}
+
 /* R weight rows rr[] x M activation rows. wr[r]: row rr[r] converted (packed), or NULL. Per
  * output: for each group, its 32-column steps into zeroed lanes, then lanes * scale into the
  * output's lanes (signed8: straight into the output's lanes); lanes reduced at the end. */
@@ -218,7 +269,7 @@ BF16_ATTR AI void dtile(const uint16_t *xb, int64_t ldx, const struct vk_cpu_qw 
 {
 	const uint8_t *q[4];
 	const float *sc[4], *nz[4], *zz[4];
-	__m512 acc[4][6], ag[4][6];
+	__m512 acc[4][4], ag[4][4];
 	const int64_t gs = w->group_size, ng = w->n_groups;
 	const int q4 = w->bits == 4, s8 = w->signed8;
 
@@ -241,36 +292,44 @@ BF16_ATTR AI void dtile(const uint16_t *xb, int64_t ldx, const struct vk_cpu_qw 
 				tab[r] = q4_table(zz[r][g]);
 			else if (!PK && !s8)
 				zf[r] = _mm512_set1_ps(zz[r][g]);
+		}
+		if (s8) {
+			dsteps(xb, ldx, q, wr, k0, k1, tab, zf, acc, R, M, PK, q4, 1);
+			continue;
+		}
+		for (int r = 0; r < R; r++)
 			for (int i = 0; i < M; i++)
-				ag[r][i] = s8 ? acc[r][i] : _mm512_setzero_ps();
-		}
-		for (int64_t k = k0; k < k1; k += 32) {
-			__m512i wv[4];
-			for (int r = 0; r < R; r++) {
-				if (PK) {
-					wv[r] = _mm512_loadu_si512((const void *)(wr[r] + k));
-				} else {
-					_mm_prefetch((const char *)(q[r] + (q4 ? k / 2 : k)) + 512, _MM_HINT_T0);
-					wv[r] = cvt32(q[r], k, q4, s8, tab[r], zf[r]);
-				}
-			}
-			for (int i = 0; i < M; i++) {
-				__m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + (size_t)i * (size_t)ldx +
-				                                                         (size_t)k));
-				for (int r = 0; r < R; r++)
-					ag[r][i] = _mm512_dpbf16_ps(ag[r][i], xv, (__m512bh)wv[r]);
-			}
-		}
+				ag[r][i] = _mm512_setzero_ps();
+		dsteps(xb, ldx, q, wr, k0, k1, tab, zf, ag, R, M, PK, q4, 0);
 		for (int r = 0; r < R; r++) {
-			__m512 s = _mm512_set1_ps(sc[r][g]);
+			__m512 sv = _mm512_set1_ps(sc[r][g]);
 			for (int i = 0; i < M; i++)
-				acc[r][i] = s8 ? ag[r][i] : _mm512_fmadd_ps(ag[r][i], s, acc[r][i]);
+				acc[r][i] = _mm512_fmadd_ps(ag[r][i], sv, acc[r][i]);
 		}
 	}
-	for (int r = 0; r < R; r++)
-		for (int i = 0; i < M; i++)
-			out[(size_t)i * (size_t)ldo + (size_t)rr[r]] =
-				finish(acc[r][i], s8 ? sc[r] : NULL, nz[r], xsum, i, bias ? bias + rr[r] : NULL);
+	/* as finish(): signed8 fmaf(scale, v, nsz * xsum), then + bias, in fp32 per lane */
+	for (int i = 0; i < M; i++) {
+		if (R == 4) {
+			float v[4];
+			__m128 t = red4(acc[0][i], acc[1][i], acc[2][i], acc[3][i]);
+			if (s8)
+				t = _mm_fmadd_ps(_mm_setr_ps(*sc[0], *sc[1], *sc[2], *sc[3]), t,
+				                 _mm_mul_ps(_mm_setr_ps(*nz[0], *nz[1], *nz[2], *nz[3]),
+				                            _mm_set1_ps(xsum[i])));
+			if (bias)
+				t = _mm_add_ps(t, _mm_setr_ps(bias[rr[0]], bias[rr[1]], bias[rr[2]], bias[rr[3]]));
+			_mm_storeu_ps(v, t);
+			for (int r = 0; r < 4; r++)
+				out[(size_t)i * (size_t)ldo + (size_t)rr[r]] = v[r];
+			continue;
+		}
+		for (int r = 0; r < R; r++) {
+			float v = red1(acc[r][i]);
+			if (s8)
+				v = fmaf(*sc[r], v, *nz[r] * xsum[i]);
+			out[(size_t)i * (size_t)ldo + (size_t)rr[r]] = v + (bias ? bias[rr[r]] : 0.0f);
+		}
+	}
 }
 
 BF16_ATTR AI void drows(const uint16_t *xb, int64_t ldx, const struct vk_cpu_qw *w, int64_t r0,
@@ -302,8 +361,8 @@ BF16_ATTR AI void drows(const uint16_t *xb, int64_t ldx, const struct vk_cpu_qw 
 	}
 }
 
-/* Register budget (32 zmm): grouped weights hold 2 x 4 x M accumulators, so M <= 3 there;
- * signed8 4 x M, M <= 6 (vk_cpu_qdot_maxn). */
+/* 4 weight rows x M <= 4 activation rows (measured on Zen 4 at 512 rows: M = 4 beat 3 and 6;
+ * grouped weights keep 2 x 16 accumulators, the outer 16 spilled once per group at most). */
 #define DCASE(M)                                                                        \
 	case M:                                                                             \
 		drows(xb, ldx, w, r0, r1, wp, M, bias, xsum, out, ldo);                         \
@@ -319,8 +378,6 @@ BF16_ATTR void vk_cpu_qdot_avx512(const uint16_t *xb, int64_t ldx, int n,
 	DCASE(2)
 	DCASE(3)
 	DCASE(4)
-	DCASE(5)
-	DCASE(6)
 	default:
 		break;
 	}
