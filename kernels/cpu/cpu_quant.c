@@ -1,7 +1,8 @@
 /*
  * kernels/cpu/cpu_quant.c — quantized weights on the CPU backend: repacking at load, the matmul
  * driver (threads, activation permutation, register passes) and the portable kernel. The layout
- * and the kernel contract are in cpu_quant.h; kern_q_avx512.c holds the AVX-512 kernel.
+ * and the kernel contract are in cpu_quant.h; kern_q_avx512.c holds the AVX-512 kernels (fp32
+ * and bf16 dot product), kern_q_avx2.c the AVX2 one.
  *
  * Why one kernel shape for every row count: a quantized matmul streams each weight row once per
  * pass of up to 8 activation rows and dequantizes it in registers (fma(q, scale, -scale * zero)),
@@ -342,6 +343,8 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 #ifdef VK_CPU_X86
 	if (c->isa == &vk_cpu_isa_avx512 && qw->simd)
 		j.fn = vk_cpu_qmv_avx512;
+	else if (c->isa == &vk_cpu_isa_avx2 && qw->simd)
+		j.fn = vk_cpu_qmv_avx2;
 #endif
 	if (dot) {
 		j.fn = NULL;

@@ -70,6 +70,8 @@ void vk_cpu_qmv_generic(const float *x, int64_t ldx, int n, const struct vk_cpu_
                         int64_t r0, int64_t r1, const float *bias, const float *xsum,
                         float *out, int64_t ldo);
 #ifdef VK_CPU_X86
+void vk_cpu_qmv_avx2(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w, int64_t r0,
+                     int64_t r1, const float *bias, const float *xsum, float *out, int64_t ldo);
 void vk_cpu_qmv_avx512(const float *x, int64_t ldx, int n, const struct vk_cpu_qw *w,
                        int64_t r0, int64_t r1, const float *bias, const float *xsum,
                        float *out, int64_t ldo);

@@ -17,7 +17,10 @@
  * activations to bf16, so there the reference runs on the same rounded activations (same fp32
  * bound), and the case must show the rounding (some output off the unrounded reference by more
  * than the bound: proof the path ran). "avx512-fp32" is the same ISA with VLM_CPU_BF16DOT=0,
- * checked against the unrounded reference.
+ * checked against the unrounded reference. "avx2" runs kern_q_avx2.c where the groups fit it
+ * (group % 16 for Q8, % 32 for Q4): besides the reference bound, its outputs are compared with the
+ * portable path's (generic backend, same inputs) within twice the bound, and must differ from
+ * them in the last bits somewhere (proof it is not the portable loop itself).
  */
 #include <check.h>
 #include <errno.h>
@@ -180,6 +183,9 @@ START_TEST(test_parity)
 	struct vk_backend *ref = open_be("ref", NULL, NULL);
 	uint64_t seed = 1234 + (uint64_t)_i;
 	long rounded = 0, dot_cases = 0;   /* dot path: outputs off the unrounded reference */
+	long simd2 = 0, differs2 = 0;      /* avx2: kernel cases, outputs != the portable path's */
+	struct vk_backend *gen = strcmp(configs[_i].isa, "avx2") == 0 && cpu ?
+	                         open_be("cpu", "generic", "1") : NULL;
 	if (!cpu) {
 		fprintf(stderr, "cpu lacks %s: skipped\n", configs[_i].isa);
 		vk_backend_free(ref);
@@ -199,8 +205,13 @@ START_TEST(test_parity)
 			ck_assert(qsrc_make(&m, qc->dt, R, K, qc->gs ? qc->gs : (int32_t)K, with_perm,
 			                    frac, &seed) == 0);
 			qsrc_dup(&m, &d);
+			struct vk_weight wg;
 			ck_assert_int_eq(cpu->ops->weight_load_quant(cpu, &d.s, &wc), 0);
 			ck_assert_int_eq(ref->ops->weight_load_quant(ref, &d.s, &wr), 0);
+			if (gen)
+				ck_assert_int_eq(gen->ops->weight_load_quant(gen, &d.s, &wg), 0);
+			const int simd = m.s.group_size % (qc->dt == VK_DTYPE_Q8 ? 16 : 32) == 0;
+			simd2 += gen && simd;
 			qsrc_clobber_free(&d);
 			ck_assert_int_eq(wc.dtype, qc->dt);
 			ck_assert(wc.rows == R && wc.cols == K);
@@ -209,11 +220,12 @@ START_TEST(test_parity)
 			float *x = malloc(sizeof(float) * (size_t)(40 * K));
 			float *xr = malloc(sizeof(float) * (size_t)(40 * K));
 			float *ou = malloc(sizeof(float) * (size_t)(40 * R));
+			float *og = malloc(sizeof(float) * (size_t)(40 * R));
 			const size_t olen = (size_t)(40 * R > 5 * K ? 40 * R : 5 * K);   /* matmul, embed */
 			float *oc = malloc(sizeof(float) * olen);
 			float *orf = malloc(sizeof(float) * olen);
 			float *bias = malloc(sizeof(float) * (size_t)R);
-			ck_assert(x && xr && ou && oc && orf && bias);
+			ck_assert(x && xr && ou && og && oc && orf && bias);
 			for (int64_t i = 0; i < 40 * K; i++)
 				x[i] = qs_rng_unit(&seed) * 3.0f;
 			if (dot)
@@ -233,11 +245,19 @@ START_TEST(test_parity)
 					ck_assert_int_eq(ref->ops->matmul(ref, xr, &wr, ub ? &br : NULL, n, orf), 0);
 					if (dot)
 						ck_assert_int_eq(ref->ops->matmul(ref, x, &wr, ub ? &br : NULL, n, ou), 0);
+					if (gen)   /* the bias as fp32 is the same vector the cpu backend got */
+						ck_assert_int_eq(gen->ops->matmul(gen, x, &wg, NULL, n, og), 0);
 					for (int i = 0; i < n; i++)
 						for (int64_t r = 0; r < R; r++) {
 							double got = oc[i * R + r], want = orf[i * R + r];
 							double tol = qsrc_bound(&m, xr + i * K, r, ub ? bias : NULL);
 							rounded += dot && fabs(got - ou[i * R + r]) > tol;
+							if (gen) {
+								double g2 = og[i * R + r] + (ub ? bias[r] : 0.0f);
+								ck_assert_msg(fabs(got - g2) <= 2.0 * tol, "%s n %d: avx2 %.9g, "
+								              "portable %.9g", what, n, got, g2);
+								differs2 += simd && !ub && oc[i * R + r] != og[i * R + r];
+							}
 							ck_assert_msg(fabs(got - want) <= tol,
 							              "%s n %d bias %d: out[%d][%lld] = %.9g, ref %.9g "
 							              "(tolerance %.3g)", what, n, ub, i, (long long)r,
@@ -280,6 +300,9 @@ START_TEST(test_parity)
 			free(x);
 			free(xr);
 			free(ou);
+			free(og);
+			if (gen)
+				gen->ops->weight_free(gen, &wg);
 			free(oc);
 			free(orf);
 			free(bias);
@@ -290,6 +313,10 @@ START_TEST(test_parity)
 		}
 	ck_assert_msg(!dot_cases || rounded > 0, "[%s x%s]: the bf16 dot path did not run (no output "
 	              "differs from the unrounded reference)", configs[_i].isa, configs[_i].threads);
+	ck_assert_msg(!simd2 || differs2 > 0, "avx2: %ld cases, no output differs from the portable "
+	              "path's (the AVX2 kernel did not run)", simd2);
+	if (gen)
+		vk_backend_free(gen);
 	if (dot_cases)
 		fprintf(stderr, "[%s x%s]: %ld cases on the bf16 dot path, %ld outputs off the unrounded "
 		        "reference\n", configs[_i].isa, configs[_i].threads, dot_cases, rounded);
