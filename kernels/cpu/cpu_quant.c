@@ -24,6 +24,11 @@
 #define QMV_MAXN 4                /* activation rows per kernel pass (measured: 4 rows x 4 weight
                                    * rows of accumulators beat 8 x 2 and the dequantize-then-fp32
                                    * GEMM for every n on Zen 4, see kernels/README.md) */
+#define QDOT_PACK_MIN 16           /* dot path: more activation rows than this convert each chunk
+                                   * to bf16 once (measured, 1 thread, qwen2-0.5b shapes: at 8
+                                   * and 16 rows converting in registers per 4-row pass is faster,
+                                   * 1.5x / 1.1x; at 32 equal for Q8, 1.15x slower for Q4; at 512
+                                   * the copy is what makes the path ~2x the fp32 kernel) */
 #define QMV_L2_BYTES (1 << 20)    /* weight chunk kept in L2 when several passes read it */
 
 /* ---------------------------------------------------------------- load, free */
@@ -278,13 +283,14 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 	const int dot = use_dot(c, qw);
 	const int64_t ldx = (K + 31) & ~(int64_t)31;
 	const int maxm = QMV_MAXN;   /* the dot path's tile too (measured: 4 beat 3 and 6) */
+	const int pack = dot && n > QDOT_PACK_MIN;
 	/* ~8 chunks per thread of at least 32 rows (a multiple of 16); several passes (n > maxm)
-	 * re-read a chunk, which must then stay in L2 (on the dot path: its bf16 copy) */
+	 * re-read a chunk, which must then stay in L2 (packed: its bf16 copy, in half of L2) */
 	int64_t nc = (qw->rows + 8 * c->n_threads - 1) / (8 * c->n_threads);
 	nc = nc < 32 ? 32 : (nc + 15) & ~(int64_t)15;
 	if (n > maxm) {
-		size_t rb = dot ? 2 * (size_t)ldx : qw->row_bytes;
-		int64_t fit = (int64_t)((dot ? QMV_L2_BYTES / 2 : QMV_L2_BYTES) / rb);
+		size_t rb = pack ? 2 * (size_t)ldx : qw->row_bytes;
+		int64_t fit = (int64_t)((pack ? QMV_L2_BYTES / 2 : QMV_L2_BYTES) / rb);
 		fit = fit < 16 ? 16 : fit & ~(int64_t)15;
 		if (nc > fit)
 			nc = fit;
@@ -298,7 +304,7 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 	size_t o_xsum = qw->perm ? ((size_t)n * (size_t)K * 4 + a64) & ~a64 : 0;
 	size_t o_xb = o_xsum + (qw->signed8 ? ((size_t)n * 4 + a64) & ~a64 : 0);
 	size_t o_wp = o_xb + (dot ? ((size_t)n * (size_t)ldx * 2 + a64) & ~a64 : 0);
-	size_t need = o_wp + (dot && n > maxm ? (size_t)c->n_threads * (size_t)nc * (size_t)ldx * 2 : 0);
+	size_t need = o_wp + (pack ? (size_t)c->n_threads * (size_t)nc * (size_t)ldx * 2 : 0);
 	if (need > c->qbuf_len) {
 		free(c->qbuf);
 		c->qbuf_len = 0;
@@ -314,7 +320,7 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 		xsum = (float *)(base + o_xsum);
 	if (dot)
 		xb = (uint16_t *)(base + o_xb);
-	if (dot && n > maxm)
+	if (pack)
 		wp = (uint16_t *)(base + o_wp);
 	if (qw->perm) {          /* act-order: gather x into storage column order */
 		for (int32_t i = 0; i < n; i++)
