@@ -37,7 +37,7 @@ static size_t q_row_bytes(int bits, int64_t cols)
 {
 	if (bits == 8)
 		return ((size_t)cols + 63) & ~(size_t)63;
-	return ((size_t)(cols + 31) / 32) * 16;
+	return ((size_t)(cols + 63) / 64) * 32;   /* whole pairs of blocks (the wide dot order) */
 }
 
 /* Value c of row q (packed) as stored: weight = value * scale + nsz. */
@@ -126,6 +126,7 @@ int vk_cpu_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *s
 	for (size_t g = 0; g < ng * (size_t)R && qw->dot; g++)
 		qw->dot = src->zero[g] >= 0.0f && src->zero[g] <= 256.0f &&
 		          src->zero[g] == floorf(src->zero[g]);
+	qw->wide = qw->dot && bits == 4 && (ng == 1 || src->group_size % 64 == 0);
 	if (qw->dot && !qw->signed8) {
 		qw->zero = malloc(sizeof(float) * ng * (size_t)R);
 		if (!qw->zero)
@@ -281,7 +282,7 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 		return vk_backend_set_error(be, -EINVAL, "matmul: quantized weight not loaded");
 	const int64_t K = qw->cols;
 	const int dot = use_dot(c, qw);
-	const int64_t ldx = (K + 31) & ~(int64_t)31;
+	const int64_t ldx = dot && qw->wide ? (K + 63) & ~(int64_t)63 : (K + 31) & ~(int64_t)31;
 	const int maxm = QMV_MAXN;   /* the dot path's tile too (measured: 4 beat 3 and 6) */
 	const int pack = dot && n > QDOT_PACK_MIN;
 	/* ~8 chunks per thread of at least 32 rows (a multiple of 16); several passes (n > maxm)
@@ -333,6 +334,12 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 			uint16_t *d = xb + (size_t)i * (size_t)ldx;
 			c->isa->from_f32(xs + (size_t)i * (size_t)K, VK_DTYPE_BF16, d, K);
 			memset(d + K, 0, 2 * (size_t)(ldx - K));
+			for (int64_t k = 0; k < ldx && qw->wide; k += 64) {   /* swap [16, 32), [32, 48) */
+				uint16_t t[16];
+				memcpy(t, d + k + 16, sizeof(t));
+				memcpy(d + k + 16, d + k + 32, sizeof(t));
+				memcpy(d + k + 32, t, sizeof(t));
+			}
 		}
 	}
 	if (qw->signed8) {       /* per activation row, in one fixed order (batch invariance) */

@@ -8,7 +8,7 @@
  *   - Q8: one byte per value, rows row_bytes apart, in storage (perm) order;
  *   - Q4: two values per byte, in blocks of 32 values = 16 bytes: byte j of a block holds value j
  *     in its low nibble and value j + 16 in its high nibble (one vpmovzxbd, then an and and a
- *     shift give two vectors of 16 values); a partial last block is zero-padded;
+ *     shift give two vectors of 16 values); rows padded with zeros to a multiple of 64 values;
  *   - per row and group: scale and nsz = -scale * zero, so a weight is fma(q, scale, nsz);
  *   - except Q8 with one group per row (--quantize int8, GPTQ group -1: "per channel"): values
  *     stored as the signed q - 128 and nsz = -scale * (zero - 128), and the kernels sum x * (q -
@@ -46,11 +46,17 @@ struct vk_cpu_qw {
 	float *nsz;             /* [rows][n_groups] -scale * zero */
 	int32_t *perm;          /* [cols] storage column -> input column, or NULL */
 	int dot;                /* the bf16 dot-product path can take it (see above) */
+	int wide;               /* dot Q4 with groups of a multiple of 64 (or one): the dot path
+	                         * converts two blocks (32 bytes) at once, values [0, 16) and
+	                         * [32, 48) of the 64 with one vpermw, [16, 32) and [48, 64) with
+	                         * another, and the activations are permuted to match: positions
+	                         * [16, 32) and [32, 48) of each 64 swapped */
 	float *zero;            /* dot && !signed8: [rows][n_groups] integer zeros; else NULL */
 };
 
 /* The dot path's kernel: rows [r0, r1) of out[i * ldo + r] as vk_cpu_qmv_fn, from bf16
- * activation rows xb[i * ldx ..] (ldx = cols rounded up to 32, zero-padded, storage order) and
+ * activation rows xb[i * ldx ..] (ldx = cols rounded up to 32, or 64 for wide Q4, zero-padded, storage order; wide Q4:
+ * permuted within each 64 as described above) and
  * either w's packed values (wp == NULL) or wp, rows [r0, r1) of them converted by
  * vk_cpu_qdot_pack_avx512 ([r1 - r0][ldx]); 1 <= n <= 4 (as vk_cpu_qmv_fn). xsum: sums of the rounded rows
  * (signed8). The sum of an output is the same whatever n, [r0, r1) and wp are. */
