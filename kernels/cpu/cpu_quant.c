@@ -257,6 +257,56 @@ static void qmm_fn(void *arg, int tid, int nt)
 	}
 }
 
+/* The activations as the kernels read them, rows split over the threads: gathered into storage
+ * order (act-order), rounded to bf16 and zero-padded (dot path; wide Q4: [16, 32) and [32, 48)
+ * of each 64 swapped), summed (signed8: what the kernel multiplies, in one fixed order). */
+struct xprep_job {
+	const struct vk_cpu_isa *isa;
+	const float *x;
+	const struct vk_cpu_qw *w;
+	float *xp;               /* [n][cols] or NULL */
+	uint16_t *xb;            /* [n][ldx] or NULL */
+	float *xsum;             /* [n] or NULL */
+	int32_t n;
+	int64_t ldx;
+	int dot;
+};
+
+static void xprep_fn(void *arg, int tid, int nt)
+{
+	struct xprep_job *j = arg;
+	const int64_t K = j->w->cols;
+	int64_t lo, hi;
+	split(j->n, tid, nt, 1, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++) {
+		const float *xi = j->x + (size_t)i * (size_t)K;
+		if (j->xp) {
+			float *d = j->xp + (size_t)i * (size_t)K;
+			for (int64_t k = 0; k < K; k++)
+				d[k] = xi[j->w->perm[k]];
+			xi = d;
+		}
+		if (j->dot) {
+			uint16_t *d = j->xb + (size_t)i * (size_t)j->ldx;
+			j->isa->from_f32(xi, VK_DTYPE_BF16, d, K);
+			memset(d + K, 0, 2 * (size_t)(j->ldx - K));
+			for (int64_t k = 0; k < j->ldx && j->w->wide; k += 64) {
+				uint16_t t[16];
+				memcpy(t, d + k + 16, sizeof(t));
+				memcpy(d + k + 16, d + k + 32, sizeof(t));
+				memcpy(d + k + 32, t, sizeof(t));
+			}
+		}
+		if (j->xsum) {   /* signed8 is Q8: never in the wide (permuted) order */
+			const uint16_t *b = j->dot ? j->xb + (size_t)i * (size_t)j->ldx : NULL;
+			float s = 0.0f;
+			for (int64_t k = 0; k < K; k++)
+				s += b ? vk_bf16_to_f32(b[k]) : xi[k];
+			j->xsum[i] = s;
+		}
+	}
+}
+
 /* The dot path is taken for weights it can represent (vk_cpu_qw.dot) on a CPU with
  * AVX512_BF16 unless VLM_CPU_BF16DOT=0 (cpu_ctx.bf16dot), as for bf16 weights. */
 static int use_dot(const struct cpu_ctx *c, const struct vk_cpu_qw *qw)
@@ -323,34 +373,9 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 		xb = (uint16_t *)(base + o_xb);
 	if (pack)
 		wp = (uint16_t *)(base + o_wp);
-	if (qw->perm) {          /* act-order: gather x into storage column order */
-		for (int32_t i = 0; i < n; i++)
-			for (int64_t k = 0; k < K; k++)
-				xp[(size_t)i * (size_t)K + (size_t)k] = x[(size_t)i * (size_t)K + (size_t)qw->perm[k]];
-	}
+	struct xprep_job xj = { c->isa, x, qw, xp, xb, xsum, n, ldx, dot };
+	run_rows(be, xprep_fn, &xj, (int64_t)n * K);
 	const float *xs = xp ? xp : x;
-	if (dot) {               /* activations rounded to bf16 once, zero-padded to ldx */
-		for (int32_t i = 0; i < n; i++) {
-			uint16_t *d = xb + (size_t)i * (size_t)ldx;
-			c->isa->from_f32(xs + (size_t)i * (size_t)K, VK_DTYPE_BF16, d, K);
-			memset(d + K, 0, 2 * (size_t)(ldx - K));
-			for (int64_t k = 0; k < ldx && qw->wide; k += 64) {   /* swap [16, 32), [32, 48) */
-				uint16_t t[16];
-				memcpy(t, d + k + 16, sizeof(t));
-				memcpy(d + k + 16, d + k + 32, sizeof(t));
-				memcpy(d + k + 32, t, sizeof(t));
-			}
-		}
-	}
-	if (qw->signed8) {       /* per activation row, in one fixed order (batch invariance) */
-		for (int32_t i = 0; i < n; i++) {
-			float s = 0.0f;
-			for (int64_t k = 0; k < K; k++)   /* the dot path sums what it multiplies */
-				s += dot ? vk_bf16_to_f32(xb[(size_t)i * (size_t)ldx + (size_t)k])
-				         : xs[(size_t)i * (size_t)K + (size_t)k];
-			xsum[i] = s;
-		}
-	}
 	struct qmm_job j = { .fn = vk_cpu_qmv_generic, .x = xs, .xsum = xsum, .w = qw,
 	                     .bias = bias, .n = n, .out = out, .maxm = maxm, .nc = nc, .wp = wp };
 #ifdef VK_CPU_X86
