@@ -128,9 +128,11 @@ static double matmul_peak(const struct env *e, const struct opts *o, const char 
 {
 	const char *dt = o->model ? e->cfg.torch_dtype : o->dtype;
 	int bf16 = dt && (strstr(dt, "bf16") || strstr(dt, "bfloat16"));
-	/* quantized weights run on fp32 FMA (kernels/cpu/cpu_quant.c): their peak is fp32's */
+	/* quantized weights: the CPU backend runs them on the bf16 dot product where its probe has
+	 * that peak (kernels/cpu/cpu_quant.h; none with VLM_CPU_BF16DOT=0), whatever the
+	 * checkpoint's dtype; other backends' quantized kernels use fp32 FMA */
 	if (e->m && vd_model_quantized_weights(e->m) > 0)
-		bf16 = 0;
+		bf16 = strcmp(e->be->ops->name, "cpu") == 0;
 	if (bf16 && e->probe.peak_bf16_gflops > 0) {
 		*kind = "bf16";
 		return e->probe.peak_bf16_gflops;

@@ -81,6 +81,7 @@ static void cpu_destroy(struct vk_backend *be)
 			}
 		free(c->scratch);
 		free(c->xb);
+		free(c->qbuf);
 		free(c);
 	}
 	free(be);

@@ -33,6 +33,8 @@ struct cpu_ctx {
 	int i8dot;              /* the CPU has AVX512_VNNI (isa->probe_tile_i8) */
 	uint16_t *xb;           /* matmul: [rows][roundup(K, 32)] activations rounded to bf16 */
 	size_t xb_len;          /* elements in xb */
+	void *qbuf;             /* quantized matmul scratch (cpu_quant.c), grown on demand */
+	size_t qbuf_len;        /* bytes in qbuf */
 };
 
 static inline struct cpu_ctx *CTX(struct vk_backend *be)

@@ -1,7 +1,8 @@
 /*
  * kernels/cpu/cpu_quant.c — quantized weights on the CPU backend: repacking at load, the matmul
  * driver (threads, activation permutation, register passes) and the portable kernel. The layout
- * and the kernel contract are in cpu_quant.h; kern_q_avx512.c holds the AVX-512 kernel.
+ * and the kernel contract are in cpu_quant.h; kern_q_avx512.c holds the AVX-512 kernels (fp32
+ * and bf16 dot product), kern_q_avx2.c the AVX2 one.
  *
  * Why one kernel shape for every row count: a quantized matmul streams each weight row once per
  * pass of up to 8 activation rows and dequantizes it in registers (fma(q, scale, -scale * zero)),
@@ -16,12 +17,18 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_priv.h"
+#include "kernels/convert.h"
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/validate.h"
 
 #define QMV_MAXN 4                /* activation rows per kernel pass (measured: 4 rows x 4 weight
                                    * rows of accumulators beat 8 x 2 and the dequantize-then-fp32
                                    * GEMM for every n on Zen 4, see kernels/README.md) */
+#define QDOT_PACK_MIN 16           /* dot path: more activation rows than this convert each chunk
+                                   * to bf16 once (measured, 1 thread, qwen2-0.5b shapes: at 8
+                                   * and 16 rows converting in registers per 4-row pass is faster,
+                                   * 1.5x / 1.1x; at 32 equal for Q8, 1.15x slower for Q4; at 512
+                                   * the copy is what makes the path ~2x the fp32 kernel) */
 #define QMV_L2_BYTES (1 << 20)    /* weight chunk kept in L2 when several passes read it */
 
 /* ---------------------------------------------------------------- load, free */
@@ -30,7 +37,7 @@ static size_t q_row_bytes(int bits, int64_t cols)
 {
 	if (bits == 8)
 		return ((size_t)cols + 63) & ~(size_t)63;
-	return ((size_t)(cols + 31) / 32) * 16;
+	return ((size_t)(cols + 63) / 64) * 32;   /* whole pairs of blocks (the wide dot order) */
 }
 
 /* Value c of row q (packed) as stored: weight = value * scale + nsz. */
@@ -52,6 +59,7 @@ void vk_cpu_weight_free_quant(struct vk_weight *w)
 		free(qw->scale);
 		free(qw->nsz);
 		free(qw->perm);
+		free(qw->zero);
 		free(qw);
 	}
 	memset(w, 0, sizeof(*w));
@@ -112,6 +120,20 @@ int vk_cpu_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *s
 	}
 	if (src->perm)
 		memcpy(qw->perm, src->perm, sizeof(int32_t) * (size_t)K);
+	/* the bf16 dot path: q - zero exact in bf16 (integer zeros in [0, 256]) and no group
+	 * boundary inside a 32-column step */
+	qw->dot = src->group_size % 32 == 0 || ng == 1;
+	for (size_t g = 0; g < ng * (size_t)R && qw->dot; g++)
+		qw->dot = src->zero[g] >= 0.0f && src->zero[g] <= 256.0f &&
+		          src->zero[g] == floorf(src->zero[g]);
+	qw->wide = qw->dot && bits == 4 && (ng == 1 || src->group_size % 64 == 0);
+	if (qw->dot && !qw->signed8) {
+		qw->zero = malloc(sizeof(float) * ng * (size_t)R);
+		if (!qw->zero)
+			qw->dot = 0;   /* the fp32 path needs no zeros: slower, not wrong */
+		else
+			memcpy(qw->zero, src->zero, sizeof(float) * ng * (size_t)R);
+	}
 	memset(ret, 0, sizeof(*ret));
 	ret->dtype = src->dtype;
 	ret->rows = R;
@@ -184,32 +206,118 @@ struct qmm_job {
 	int64_t nc;              /* weight rows per work item */
 	long n_blocks;
 	atomic_long next;
+	/* the bf16 dot path (fn NULL) */
+	const uint16_t *xb;      /* [n][ldx] activations rounded to bf16, storage order */
+	int64_t ldx;             /* cols rounded up to 32 */
+	int maxm;                /* activation rows per kernel pass */
+	uint16_t *wp;            /* [threads][nc][ldx] converted weight chunks, or NULL (one pass) */
 };
 
-/* Rows [lo, hi) for all n activation rows, in passes of at most QMV_MAXN rows of equal size. */
-static void qmm_rows(struct qmm_job *j, int64_t lo, int64_t hi)
+/* Rows [lo, hi) for all n activation rows, in passes of at most maxm rows of equal size; on
+ * the dot path with more than one pass, the chunk is converted to bf16 once first. */
+static void qmm_rows(struct qmm_job *j, int64_t lo, int64_t hi, int tid)
 {
 	const int64_t K = j->w->cols, N = j->w->rows;
-	const int passes = (j->n + QMV_MAXN - 1) / QMV_MAXN;
+	const int passes = (j->n + j->maxm - 1) / j->maxm;
+	const uint16_t *wp = NULL;
+#ifdef VK_CPU_X86
+	if (!j->fn && j->wp) {
+		uint16_t *d = j->wp + (size_t)tid * (size_t)j->nc * (size_t)j->ldx;
+		vk_cpu_qdot_pack_avx512(j->w, lo, hi, d, j->ldx);
+		wp = d;
+	}
+#else
+	(void)tid;
+#endif
 	for (int p = 0, i = 0; p < passes; p++) {
 		int m = (j->n - i) / (passes - p);
-		j->fn(j->x + (size_t)i * (size_t)K, K, m, j->w, lo, hi, j->bias,
-		      j->xsum ? j->xsum + i : NULL, j->out + (size_t)i * (size_t)N, N);
+		const float *xs = j->xsum ? j->xsum + i : NULL;
+		float *o = j->out + (size_t)i * (size_t)N;
+		if (j->fn)
+			j->fn(j->x + (size_t)i * (size_t)K, K, m, j->w, lo, hi, j->bias, xs, o, N);
+#ifdef VK_CPU_X86
+		else
+			vk_cpu_qdot_avx512(j->xb + (size_t)i * (size_t)j->ldx, j->ldx, m, j->w, lo, hi, wp,
+			                   j->bias, xs, o, N);
+#endif
 		i += m;
 	}
+	(void)wp;
 }
 
 static void qmm_fn(void *arg, int tid, int nt)
 {
 	struct qmm_job *j = arg;
 	long b;
-	(void)tid;
 	(void)nt;
 	while ((b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_blocks) {
 		int64_t lo = b * j->nc;
 		int64_t hi = lo + j->nc < j->w->rows ? lo + j->nc : j->w->rows;
-		qmm_rows(j, lo, hi);
+		qmm_rows(j, lo, hi, tid);
 	}
+}
+
+/* The activations as the kernels read them, rows split over the threads: gathered into storage
+ * order (act-order), rounded to bf16 and zero-padded (dot path; wide Q4: [16, 32) and [32, 48)
+ * of each 64 swapped), summed (signed8: what the kernel multiplies, in one fixed order). */
+struct xprep_job {
+	const struct vk_cpu_isa *isa;
+	const float *x;
+	const struct vk_cpu_qw *w;
+	float *xp;               /* [n][cols] or NULL */
+	uint16_t *xb;            /* [n][ldx] or NULL */
+	float *xsum;             /* [n] or NULL */
+	int32_t n;
+	int64_t ldx;
+	int dot;
+};
+
+static void xprep_fn(void *arg, int tid, int nt)
+{
+	struct xprep_job *j = arg;
+	const int64_t K = j->w->cols;
+	int64_t lo, hi;
+	split(j->n, tid, nt, 1, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++) {
+		const float *xi = j->x + (size_t)i * (size_t)K;
+		if (j->xp) {
+			float *d = j->xp + (size_t)i * (size_t)K;
+			for (int64_t k = 0; k < K; k++)
+				d[k] = xi[j->w->perm[k]];
+			xi = d;
+		}
+		if (j->dot) {
+			uint16_t *d = j->xb + (size_t)i * (size_t)j->ldx;
+			j->isa->from_f32(xi, VK_DTYPE_BF16, d, K);
+			memset(d + K, 0, 2 * (size_t)(j->ldx - K));
+			for (int64_t k = 0; k < j->ldx && j->w->wide; k += 64) {
+				uint16_t t[16];
+				memcpy(t, d + k + 16, sizeof(t));
+				memcpy(d + k + 16, d + k + 32, sizeof(t));
+				memcpy(d + k + 32, t, sizeof(t));
+			}
+		}
+		if (j->xsum) {   /* signed8 is Q8: never in the wide (permuted) order */
+			const uint16_t *b = j->dot ? j->xb + (size_t)i * (size_t)j->ldx : NULL;
+			float s = 0.0f;
+			for (int64_t k = 0; k < K; k++)
+				s += b ? vk_bf16_to_f32(b[k]) : xi[k];
+			j->xsum[i] = s;
+		}
+	}
+}
+
+/* The dot path is taken for weights it can represent (vk_cpu_qw.dot) on a CPU with
+ * AVX512_BF16 unless VLM_CPU_BF16DOT=0 (cpu_ctx.bf16dot), as for bf16 weights. */
+static int use_dot(const struct cpu_ctx *c, const struct vk_cpu_qw *qw)
+{
+#ifdef VK_CPU_X86
+	return c->bf16dot && qw->dot && c->isa == &vk_cpu_isa_avx512;
+#else
+	(void)c;
+	(void)qw;
+	return 0;
+#endif
 }
 
 int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_weight *w,
@@ -217,58 +325,75 @@ int vk_cpu_matmul_quant(struct vk_backend *be, const float *x, const struct vk_w
 {
 	struct cpu_ctx *c = CTX(be);
 	const struct vk_cpu_qw *qw = w->priv;
-	float *xp = NULL;
+	float *xp = NULL, *xsum = NULL;
+	uint16_t *xb = NULL, *wp = NULL;
 
 	if (!qw || !x || !out)
 		return vk_backend_set_error(be, -EINVAL, "matmul: quantized weight not loaded");
 	const int64_t K = qw->cols;
-	if (qw->perm) {          /* act-order: gather x into storage column order */
-		xp = aligned_alloc(64, ((size_t)n * (size_t)K * sizeof(float) + 63) & ~(size_t)63);
-		if (!xp)
-			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
-		for (int32_t i = 0; i < n; i++)
-			for (int64_t k = 0; k < K; k++)
-				xp[(size_t)i * (size_t)K + (size_t)k] = x[(size_t)i * (size_t)K + (size_t)qw->perm[k]];
-	}
-	float *xsum = NULL;
-	if (qw->signed8) {       /* per activation row, in one fixed order (batch invariance) */
-		xsum = malloc(sizeof(float) * (size_t)n);
-		if (!xsum) {
-			free(xp);
-			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory");
-		}
-		for (int32_t i = 0; i < n; i++) {
-			const float *xi = x + (size_t)i * (size_t)K;
-			float s = 0.0f;
-			for (int64_t k = 0; k < K; k++)
-				s += xi[k];
-			xsum[i] = s;
-		}
-	}
-	struct qmm_job j = { .fn = vk_cpu_qmv_generic, .x = xp ? xp : x, .xsum = xsum, .w = qw,
-	                     .bias = bias, .n = n, .out = out };
-#ifdef VK_CPU_X86
-	if (c->isa == &vk_cpu_isa_avx512 && qw->simd)
-		j.fn = vk_cpu_qmv_avx512;
-#endif
-	atomic_init(&j.next, 0);
-	/* ~8 chunks per thread of at least 32 rows (a multiple of 16); several passes (n > 8)
-	 * re-read a chunk, which must then stay in L2 */
+	const int dot = use_dot(c, qw);
+	const int64_t ldx = dot && qw->wide ? (K + 63) & ~(int64_t)63 : (K + 31) & ~(int64_t)31;
+	const int maxm = QMV_MAXN;   /* the dot path's tile too (measured: 4 beat 3 and 6) */
+	const int pack = dot && n > QDOT_PACK_MIN;
+	/* ~8 chunks per thread of at least 32 rows (a multiple of 16); several passes (n > maxm)
+	 * re-read a chunk, which must then stay in L2 (packed: its bf16 copy, in half of L2) */
 	int64_t nc = (qw->rows + 8 * c->n_threads - 1) / (8 * c->n_threads);
 	nc = nc < 32 ? 32 : (nc + 15) & ~(int64_t)15;
-	if (n > QMV_MAXN) {
-		int64_t fit = (int64_t)(QMV_L2_BYTES / qw->row_bytes);
+	if (n > maxm) {
+		size_t rb = pack ? 2 * (size_t)ldx : qw->row_bytes;
+		int64_t fit = (int64_t)((pack ? QMV_L2_BYTES / 2 : QMV_L2_BYTES) / rb);
 		fit = fit < 16 ? 16 : fit & ~(int64_t)15;
 		if (nc > fit)
 			nc = fit;
 	}
-	j.nc = nc;
+	if (nc > qw->rows)
+		nc = qw->rows;
+	/* scratch, kept between calls (a prefill's activations are megabytes: fresh pages each
+	 * call cost more than the matmul): [xp: n x K fp32] [xsum: n] [xb: n x ldx bf16]
+	 * [wp: threads x nc x ldx bf16], each 64-byte aligned */
+	const size_t a64 = 63;
+	size_t o_xsum = qw->perm ? ((size_t)n * (size_t)K * 4 + a64) & ~a64 : 0;
+	size_t o_xb = o_xsum + (qw->signed8 ? ((size_t)n * 4 + a64) & ~a64 : 0);
+	size_t o_wp = o_xb + (dot ? ((size_t)n * (size_t)ldx * 2 + a64) & ~a64 : 0);
+	size_t need = o_wp + (pack ? (size_t)c->n_threads * (size_t)nc * (size_t)ldx * 2 : 0);
+	if (need > c->qbuf_len) {
+		free(c->qbuf);
+		c->qbuf_len = 0;
+		c->qbuf = aligned_alloc(64, (need + a64) & ~a64);
+		if (!c->qbuf)
+			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory (%zu bytes)", need);
+		c->qbuf_len = need;
+	}
+	char *base = c->qbuf;
+	if (qw->perm)
+		xp = (float *)base;
+	if (qw->signed8)
+		xsum = (float *)(base + o_xsum);
+	if (dot)
+		xb = (uint16_t *)(base + o_xb);
+	if (pack)
+		wp = (uint16_t *)(base + o_wp);
+	struct xprep_job xj = { c->isa, x, qw, xp, xb, xsum, n, ldx, dot };
+	run_rows(be, xprep_fn, &xj, (int64_t)n * K);
+	const float *xs = xp ? xp : x;
+	struct qmm_job j = { .fn = vk_cpu_qmv_generic, .x = xs, .xsum = xsum, .w = qw,
+	                     .bias = bias, .n = n, .out = out, .maxm = maxm, .nc = nc, .wp = wp };
+#ifdef VK_CPU_X86
+	if (c->isa == &vk_cpu_isa_avx512 && qw->simd)
+		j.fn = vk_cpu_qmv_avx512;
+	else if (c->isa == &vk_cpu_isa_avx2 && qw->simd)
+		j.fn = vk_cpu_qmv_avx2;
+#endif
+	if (dot) {
+		j.fn = NULL;
+		j.xb = xb;
+		j.ldx = ldx;
+	}
+	atomic_init(&j.next, 0);
 	j.n_blocks = (long)((qw->rows + nc - 1) / nc);
 	if ((int64_t)n * qw->rows * K < 65536 || j.n_blocks == 1)
-		qmm_rows(&j, 0, qw->rows);
+		qmm_fn(&j, 0, 1);    /* every chunk on this thread */
 	else
 		vk_pool_run(c->pool, qmm_fn, &j);
-	free(xsum);
-	free(xp);
 	return 0;
 }

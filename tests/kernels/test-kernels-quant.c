@@ -11,6 +11,16 @@
  * counts. The CPU results must be within fp32 rounding of the reference, bound derived below;
  * matmul rows must be bit-identical alone and in a batch; malformed sources must be refused with
  * -EINVAL and a message by both backends.
+ *
+ * On a CPU with AVX512_BF16 the AVX-512 configurations run the bf16 dot-product path for the
+ * weights it takes (integer zeros, groups of a multiple of 32 or one group): it rounds the
+ * activations to bf16, so there the reference runs on the same rounded activations (same fp32
+ * bound), and the case must show the rounding (some output off the unrounded reference by more
+ * than the bound: proof the path ran). "avx512-fp32" is the same ISA with VLM_CPU_BF16DOT=0,
+ * checked against the unrounded reference. "avx2" runs kern_q_avx2.c where the groups fit it
+ * (group % 16 for Q8, % 32 for Q4): besides the reference bound, its outputs are compared with the
+ * portable path's (generic backend, same inputs) within twice the bound, and must differ from
+ * them in the last bits somewhere (proof it is not the portable loop itself).
  */
 #include <check.h>
 #include <errno.h>
@@ -26,17 +36,23 @@
 static const struct {
 	const char *isa;
 	const char *threads;
+	int dot;            /* may take the bf16 dot-product path (AVX512_BF16) */
 } configs[] = {
-	{ "avx512", "2" },
-	{ "avx512", "3" },
-	{ "avx2", "2" },
-	{ "generic", "1" },
+	{ "avx512", "2", 1 },
+	{ "avx512", "3", 1 },
+	{ "avx512-fp32", "2", 0 },
+	{ "avx2", "2", 0 },
+	{ "generic", "1", 0 },
 };
 
 static struct vk_backend *open_be(const char *name, const char *isa, const char *threads)
 {
 	struct vk_backend *be = NULL;
 	char err[256];
+	if (isa && strcmp(isa, "avx512-fp32") == 0) {
+		setenv("VLM_CPU_BF16DOT", "0", 1);
+		isa = "avx512";
+	}
 	if (isa)
 		setenv("VLM_CPU_ISA", isa, 1);
 	if (threads)
@@ -44,6 +60,7 @@ static struct vk_backend *open_be(const char *name, const char *isa, const char 
 	int r = vk_backend_open(name, &be, err, sizeof(err));
 	unsetenv("VLM_CPU_ISA");
 	unsetenv("VLM_THREADS");
+	unsetenv("VLM_CPU_BF16DOT");
 	if (r == -EINVAL && strstr(err, "lacks"))
 		return NULL;
 	ck_assert_msg(r == 0, "open %s (%s, %s threads): %d %s", name, isa ? isa : "-",
@@ -100,6 +117,32 @@ static const struct qcase qcases[] = {
 };
 static const int ns[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 40 };
 
+/* Whether configuration ci runs weight m on the bf16 dot-product path (cpu_quant.h). */
+static int dot_path(int ci, const struct qsrc *m)
+{
+	int has = 0;
+#if defined(__x86_64__) || defined(__i386__)
+	has = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+	      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#endif
+	const struct vk_quant_src *s = &m->s;
+	int ok = configs[ci].dot && has && (s->group_size % 32 == 0 || s->group_size == s->cols);
+	for (int64_t g = 0; ok && g < s->rows * (s->cols / s->group_size); g++)
+		ok = m->zero[g] == floorf(m->zero[g]) && m->zero[g] >= 0.0f && m->zero[g] <= 256.0f;
+	return ok;
+}
+
+/* x rounded to bf16 (round to nearest even), as the dot path rounds its activations. */
+static void round_bf16(const float *x, float *xr, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, &x[i], 4);
+		u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+		memcpy(&xr[i], &u, 4);
+	}
+}
+
 /* A copy of m's storage as a new source (loaded, then clobbered: backends must not keep it). */
 static void qsrc_dup(const struct qsrc *m, struct qsrc *d)
 {
@@ -139,6 +182,10 @@ START_TEST(test_parity)
 	struct vk_backend *cpu = open_be("cpu", configs[_i].isa, configs[_i].threads);
 	struct vk_backend *ref = open_be("ref", NULL, NULL);
 	uint64_t seed = 1234 + (uint64_t)_i;
+	long rounded = 0, dot_cases = 0;   /* dot path: outputs off the unrounded reference */
+	long simd2 = 0, differs2 = 0;      /* avx2: kernel cases, outputs != the portable path's */
+	struct vk_backend *gen = strcmp(configs[_i].isa, "avx2") == 0 && cpu ?
+	                         open_be("cpu", "generic", "1") : NULL;
 	if (!cpu) {
 		fprintf(stderr, "cpu lacks %s: skipped\n", configs[_i].isa);
 		vk_backend_free(ref);
@@ -158,20 +205,33 @@ START_TEST(test_parity)
 			ck_assert(qsrc_make(&m, qc->dt, R, K, qc->gs ? qc->gs : (int32_t)K, with_perm,
 			                    frac, &seed) == 0);
 			qsrc_dup(&m, &d);
+			struct vk_weight wg;
 			ck_assert_int_eq(cpu->ops->weight_load_quant(cpu, &d.s, &wc), 0);
 			ck_assert_int_eq(ref->ops->weight_load_quant(ref, &d.s, &wr), 0);
+			if (gen)
+				ck_assert_int_eq(gen->ops->weight_load_quant(gen, &d.s, &wg), 0);
+			const int simd = m.s.group_size % (qc->dt == VK_DTYPE_Q8 ? 16 : 32) == 0;
+			simd2 += gen && simd;
 			qsrc_clobber_free(&d);
 			ck_assert_int_eq(wc.dtype, qc->dt);
 			ck_assert(wc.rows == R && wc.cols == K);
 
+			const int dot = dot_path(_i, &m);
 			float *x = malloc(sizeof(float) * (size_t)(40 * K));
+			float *xr = malloc(sizeof(float) * (size_t)(40 * K));
+			float *ou = malloc(sizeof(float) * (size_t)(40 * R));
+			float *og = malloc(sizeof(float) * (size_t)(40 * R));
 			const size_t olen = (size_t)(40 * R > 5 * K ? 40 * R : 5 * K);   /* matmul, embed */
 			float *oc = malloc(sizeof(float) * olen);
 			float *orf = malloc(sizeof(float) * olen);
 			float *bias = malloc(sizeof(float) * (size_t)R);
-			ck_assert(x && oc && orf && bias);
+			ck_assert(x && xr && ou && og && oc && orf && bias);
 			for (int64_t i = 0; i < 40 * K; i++)
 				x[i] = qs_rng_unit(&seed) * 3.0f;
+			if (dot)
+				round_bf16(x, xr, 40 * K);
+			else
+				memcpy(xr, x, sizeof(float) * (size_t)(40 * K));
 			for (int64_t i = 0; i < R; i++)
 				bias[i] = qs_rng_unit(&seed);
 			ck_assert_int_eq(cpu->ops->weight_load(cpu, bias, VK_DTYPE_F32, 1, R, &bc), 0);
@@ -182,11 +242,22 @@ START_TEST(test_parity)
 					for (int64_t i = 0; i < n * R; i++)
 						oc[i] = NAN;
 					ck_assert_int_eq(cpu->ops->matmul(cpu, x, &wc, ub ? &bc : NULL, n, oc), 0);
-					ck_assert_int_eq(ref->ops->matmul(ref, x, &wr, ub ? &br : NULL, n, orf), 0);
+					ck_assert_int_eq(ref->ops->matmul(ref, xr, &wr, ub ? &br : NULL, n, orf), 0);
+					if (dot)
+						ck_assert_int_eq(ref->ops->matmul(ref, x, &wr, ub ? &br : NULL, n, ou), 0);
+					if (gen)   /* the bias as fp32 is the same vector the cpu backend got */
+						ck_assert_int_eq(gen->ops->matmul(gen, x, &wg, NULL, n, og), 0);
 					for (int i = 0; i < n; i++)
 						for (int64_t r = 0; r < R; r++) {
 							double got = oc[i * R + r], want = orf[i * R + r];
-							double tol = qsrc_bound(&m, x + i * K, r, ub ? bias : NULL);
+							double tol = qsrc_bound(&m, xr + i * K, r, ub ? bias : NULL);
+							rounded += dot && fabs(got - ou[i * R + r]) > tol;
+							if (gen) {
+								double g2 = og[i * R + r] + (ub ? bias[r] : 0.0f);
+								ck_assert_msg(fabs(got - g2) <= 2.0 * tol, "%s n %d: avx2 %.9g, "
+								              "portable %.9g", what, n, got, g2);
+								differs2 += simd && !ub && oc[i * R + r] != og[i * R + r];
+							}
 							ck_assert_msg(fabs(got - want) <= tol,
 							              "%s n %d bias %d: out[%d][%lld] = %.9g, ref %.9g "
 							              "(tolerance %.3g)", what, n, ub, i, (long long)r,
@@ -224,8 +295,14 @@ START_TEST(test_parity)
 				              "%s embed row %lld col %lld: %.9g, ref %.9g", what,
 				              (long long)t, (long long)col, oc[i], orf[i]);
 			}
+			dot_cases += dot;
 			qsrc_free(&m);
 			free(x);
+			free(xr);
+			free(ou);
+			free(og);
+			if (gen)
+				gen->ops->weight_free(gen, &wg);
 			free(oc);
 			free(orf);
 			free(bias);
@@ -234,6 +311,15 @@ START_TEST(test_parity)
 			cpu->ops->weight_free(cpu, &bc);
 			ref->ops->weight_free(ref, &br);
 		}
+	ck_assert_msg(!dot_cases || rounded > 0, "[%s x%s]: the bf16 dot path did not run (no output "
+	              "differs from the unrounded reference)", configs[_i].isa, configs[_i].threads);
+	ck_assert_msg(!simd2 || differs2 > 0, "avx2: %ld cases, no output differs from the portable "
+	              "path's (the AVX2 kernel did not run)", simd2);
+	if (gen)
+		vk_backend_free(gen);
+	if (dot_cases)
+		fprintf(stderr, "[%s x%s]: %ld cases on the bf16 dot path, %ld outputs off the unrounded "
+		        "reference\n", configs[_i].isa, configs[_i].threads, dot_cases, rounded);
 	vk_backend_free(cpu);
 	vk_backend_free(ref);
 }
@@ -252,12 +338,14 @@ START_TEST(test_batch_invariance)
 	uint64_t seed = 77;
 	if (!cpu)
 		return;
-	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
-		const int64_t R = shapes[s].rows, K = shapes[s].cols;
+	for (size_t s = 0; s < 2 * sizeof(shapes) / sizeof(shapes[0]); s++) {
+		const struct qcase *sh = &shapes[s / 2];
+		const int64_t R = sh->rows, K = sh->cols;
 		struct qsrc m;
 		struct vk_weight w;
-		ck_assert(qsrc_make(&m, shapes[s].dt, R, K, shapes[s].gs ? shapes[s].gs : (int32_t)K, 1,
-		                    1, &seed) == 0);
+		/* fractional zeros (fp32 path), integer zeros (the dot path where the CPU has it) */
+		ck_assert(qsrc_make(&m, sh->dt, R, K, sh->gs ? sh->gs : (int32_t)K, 1, !(s & 1),
+		                    &seed) == 0);
 		ck_assert_int_eq(cpu->ops->weight_load_quant(cpu, &m.s, &w), 0);
 		float *x = malloc(sizeof(float) * (size_t)(40 * K));
 		float *one = malloc(sizeof(float) * (size_t)(40 * R));
@@ -271,10 +359,10 @@ START_TEST(test_batch_invariance)
 			ck_assert_int_eq(cpu->ops->matmul(cpu, x, &w, NULL, rows[t], all), 0);
 			for (int i = 0; i < rows[t]; i++)
 				ck_assert_msg(!memcmp(one + i * R, all + i * R, sizeof(float) * (size_t)R),
-				              "%s/%s: %s [%lld x %lld] row %d of %d differs from the row alone",
-				              configs[_i].isa, configs[_i].threads,
-				              vk_dtype_name(shapes[s].dt), (long long)R, (long long)K, i,
-				              rows[t]);
+				              "%s/%s: %s [%lld x %lld] dot %d: row %d of %d differs from the row "
+				              "alone", configs[_i].isa, configs[_i].threads,
+				              vk_dtype_name(sh->dt), (long long)R, (long long)K,
+				              dot_path(_i, &m), i, rows[t]);
 		}
 		cpu->ops->weight_free(cpu, &w);
 		qsrc_free(&m);

@@ -3,6 +3,7 @@
 last output line is one JSON object with the fields the project's reports rely on (no timing is
 judged here; figures are the benchmark's business)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -73,16 +74,24 @@ if not wb[1] < 0.6 * wb[0]:
     sys.exit(f"int8 weight bytes per step {wb[1]} not below 0.6 x bf16's {wb[0]}")
 print(f"decode --quantize int8: {wb[1]} weight bytes per step (bf16: {wb[0]})")
 
-# prefill --quantize int8 reports the quantized weights it ran and the fp32 peak their kernels use
-out = subprocess.run([bench, "prefill", "--json", "--preset", "tiny", "--dtype", "bf16", "--tokens",
-                      "20", "--reps", "1", "--quantize", "int8"], capture_output=True, text=True,
-                     timeout=300)
-if out.returncode != 0:
-    sys.exit(f"vlm-bench prefill --quantize int8 failed ({out.returncode}): {out.stderr}")
-obj = json.loads(out.stdout.strip().splitlines()[-1])
-if obj.get("quantize") != "int8" or obj.get("quantized_weights") != 15:
-    sys.exit(f"prefill --quantize int8: {obj}")
-if obj["peak_f32_gflops"] > 0 and obj["peak_kind"] != "f32":
-    sys.exit(f"prefill --quantize int8 reported against the {obj['peak_kind']} peak: {obj}")
-print(f"prefill --quantize int8: {obj['quantized_weights']} quantized weights, "
-      f"{obj['peak_kind']} peak")
+# prefill --quantize int8 reports the quantized weights it ran and the peak their kernels use: the
+# bf16 dot product's where the probe has it (the CPU's quantized dot path), else fp32's; with
+# VLM_CPU_BF16DOT=0 (the fp32 kernels, no bf16 peak probed) fp32's
+for dot in ("1", "0"):
+    env = dict(os.environ, VLM_CPU_BF16DOT=dot)
+    out = subprocess.run([bench, "prefill", "--json", "--preset", "tiny", "--dtype", "bf16",
+                          "--tokens", "20", "--reps", "1", "--quantize", "int8"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    if out.returncode != 0:
+        sys.exit(f"vlm-bench prefill --quantize int8 failed ({out.returncode}): {out.stderr}")
+    obj = json.loads(out.stdout.strip().splitlines()[-1])
+    if obj.get("quantize") != "int8" or obj.get("quantized_weights") != 15:
+        sys.exit(f"prefill --quantize int8: {obj}")
+    kind = "bf16" if obj["peak_bf16_gflops"] > 0 else "f32"
+    if dot == "0" and obj["peak_bf16_gflops"] > 0:
+        sys.exit(f"prefill --quantize int8 with VLM_CPU_BF16DOT=0 probed a bf16 peak: {obj}")
+    if obj["peak_f32_gflops"] > 0 and obj["peak_kind"] != kind:
+        sys.exit(f"prefill --quantize int8 (VLM_CPU_BF16DOT={dot}) reported against the "
+                 f"{obj['peak_kind']} peak, expected {kind}: {obj}")
+    print(f"prefill --quantize int8 (VLM_CPU_BF16DOT={dot}): {obj['quantized_weights']} quantized "
+          f"weights, {obj['peak_kind']} peak")
