@@ -59,6 +59,7 @@ struct opts {
 	int img_shape;              /* IMG_FAITHFUL, IMG_LEGACY or IMG_BOTH */
 	int img_layers;             /* faithful checkpoint: language layers (tower: * 32 / 28) */
 	int user_model;             /* --model or --preset given (not --quick's default) */
+	int describe;               /* --describe-images: print the shapes' FLOP counts, run nothing */
 };
 
 /* ------------------------------------------------------------------ the daemon */
@@ -615,7 +616,7 @@ static void bench_spec(struct vd_mkmodel_spec *s)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
-	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_ISHAPE, O_ILAYERS, O_HELP };
+	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_ISHAPE, O_ILAYERS, O_DESCRIBE, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -632,6 +633,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "image-side", required_argument, NULL, O_SIDE },
 		{ "image-shape", required_argument, NULL, O_ISHAPE },
 		{ "image-layers", required_argument, NULL, O_ILAYERS },
+		{ "describe-images", no_argument, NULL, O_DESCRIBE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -663,11 +665,12 @@ static int parse(int argc, char **argv, struct opts *o)
 			bad_shape |= o->img_shape < 0;
 			break;
 		case O_ILAYERS: o->img_layers = atoi(optarg); layers_set = 1; break;
+		case O_DESCRIBE: o->describe = 1; break;
 		default:
 			printf("usage: vlm-bench serve [--model DIR | --preset NAME] [--socket PATH]\n"
 			       "         [--workload single|multiturn|itl|images|all] [--concurrency N]\n"
 			       "         [--seconds S] [--image-shape faithful|legacy|both]\n"
-			       "         [--image-layers N] [--image-side PATCHES]\n"
+			       "         [--image-layers N] [--image-side PATCHES] [--describe-images]\n"
 			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
 			       "         [--prefill-per-decode N] [--quick] [--json]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
@@ -676,7 +679,9 @@ static int parse(int argc, char **argv, struct opts *o)
 			       "  images: --image-shape faithful (default) runs qwen2-vl-2b scaled down\n"
 			       "  uniformly (widths and token counts / 4, N language layers, default 7) on\n"
 			       "  DashInfer-VLM's conversation scaled the same way; legacy: the 27M model,\n"
-			       "  grid --image-side (16); both: each, in this order, in one run.\n");
+			       "  grid --image-side (16); both: each, in this order, in one run.\n"
+			       "  --describe-images: print both shapes' and qwen2-vl-2b's FLOP counts as\n"
+			       "  JSON (generated checkpoints only), run nothing.\n");
 			return c == O_HELP ? 0 : 2;
 		}
 	}
@@ -870,6 +875,40 @@ static int gen_model(const struct vd_mkmodel_spec *spec, const char *tmp, const 
 	return 0;
 }
 
+/* --describe-images: the two generated shapes and the reference, counted from their specs. */
+static int describe(const struct opts *o)
+{
+	struct vd_mkmodel_spec spec;
+	struct bench_img_dims d;
+	struct bench_img_turns t;
+	struct bench_img_flops f;
+	char j[1024];
+
+	if (bench_img_faithful_spec(o->img_layers, &spec) < 0)
+		return 2;
+	bench_img_dims_spec(&spec, &d);
+	bench_img_faithful_turns(&t);
+	if (o->img_side_set)
+		t.side = o->img_side;
+	bench_img_count(&d, &t, &f);
+	bench_img_json(j, sizeof(j), &d, &t, &f);
+	printf("{\"images_shape\": %s, ", j);
+	bench_spec(&spec);
+	bench_img_dims_spec(&spec, &d);
+	t = (struct bench_img_turns){ .side = o->img_side, .sys = 32, .question = 24, .answer = 32,
+	                              .turns = 3, .images = 3 };
+	bench_img_count(&d, &t, &f);
+	bench_img_json(j, sizeof(j), &d, &t, &f);
+	printf("\"legacy_images_shape\": %s, ", j);
+	vd_mkmodel_preset("qwen2-vl-2b", &spec);
+	bench_img_dims_spec(&spec, &d);
+	bench_img_ref_turns(&t);
+	bench_img_count(&d, &t, &f);
+	bench_img_json(j, sizeof(j), &d, &t, &f);
+	printf("\"images_reference\": %s}\n", j);
+	return 0;
+}
+
 int bench_serve_main(int argc, char **argv)
 {
 	struct opts o;
@@ -887,6 +926,8 @@ int bench_serve_main(int argc, char **argv)
 
 	if (rc >= 0)
 		return rc;
+	if (o.describe)
+		return describe(&o);
 	want_single = !strcmp(o.workload, "all") || !strcmp(o.workload, "single");
 	want_multi = !strcmp(o.workload, "all") || !strcmp(o.workload, "multiturn");
 	want_itl = !strcmp(o.workload, "all") || !strcmp(o.workload, "itl");
