@@ -637,7 +637,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c, bad_shape = 0, layers_set = 0;
+	int c, bad_shape = 0, layers_set = 0, shape_set = 0;
 
 	*o = (struct opts){ .workload = "all", .conc = 32, .max_batched_tokens = 512,
 	                    .kv_bytes = 256ull << 20, .secs = 8, .prefill_per_decode = -1,
@@ -663,6 +663,7 @@ static int parse(int argc, char **argv, struct opts *o)
 			               !strcmp(optarg, "legacy") ? IMG_LEGACY :
 			               !strcmp(optarg, "both") ? IMG_BOTH : -1;
 			bad_shape |= o->img_shape < 0;
+			shape_set = 1;
 			break;
 		case O_ILAYERS: o->img_layers = atoi(optarg); layers_set = 1; break;
 		case O_DESCRIBE: o->describe = 1; break;
@@ -674,7 +675,8 @@ static int parse(int argc, char **argv, struct opts *o)
 			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
 			       "         [--prefill-per-decode N] [--quick] [--json]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
-			       "  (--quick: the tiny preset, short phases). --socket: use a running vlmd\n"
+			       "  (--quick: the tiny preset, short phases, legacy image shape unless\n"
+			       "  --image-shape is given). --socket: use a running vlmd\n"
 			       "  serving --model (the reuse-off phase then needs its own vlmd: skipped).\n"
 			       "  images: --image-shape faithful (default) runs qwen2-vl-2b scaled down\n"
 			       "  uniformly (widths and token counts / 4, N language layers, default 7) on\n"
@@ -705,6 +707,8 @@ static int parse(int argc, char **argv, struct opts *o)
 			o->img_side = 8;
 		if (!layers_set)
 			o->img_layers = 1;
+		if (!shape_set)   /* a smoke run: the cheap shape unless one is asked for */
+			o->img_shape = IMG_LEGACY;
 	}
 	return -1;
 }

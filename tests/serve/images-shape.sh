@@ -8,5 +8,6 @@ set -eu
 bench=$1
 check=$(dirname "$0")/images-shape-check.py
 "$bench" serve --describe-images | python3 "$check" --proportions
-"$bench" serve --workload images --image-shape both --quick --json | tail -n 1 |
+"$bench" serve --workload images --image-shape both --quick --concurrency 2 --json |
+	tail -n 1 |
 	python3 "$check" --ran
