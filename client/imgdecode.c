@@ -10,9 +10,16 @@
  * composited on white with PIL's alpha_composite rounding. Image size is read from the header and
  * checked against the limit before a pixel buffer exists (decompression bombs). The untrusted
  * bytes are only ever parsed here, in the client process.
+ *
+ * Why rows on demand (vc_img_rows): preprocessing resizes every image, so a decoded image is only
+ * ever read once, row by row; handing each JPEG / PNG row to the resizer as it is decoded keeps it
+ * in L1 for the horizontal pass and never writes (or faults in) the whole image. The whole decode
+ * and the streamed one share each format's setup and row code (jdec_*, pdec_*), so their bytes and
+ * errors cannot drift apart; what needs the whole image (EXIF rotation, interlacing) decodes whole.
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,84 +176,160 @@ static void jpeg_note(j_common_ptr ci, int level)
 		e->truncated = 1;
 }
 
-static int decode_jpeg(const uint8_t *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
-{
+/* A JPEG being decoded, one row per jdec_row: the whole decode and the streamed rows share it.
+ * Every call into libjpeg sits behind a setjmp in the function making it (jpeg_fail jumps
+ * there); after an error the decompressor is destroyed and only jdec_free may follow. */
+struct jdec {
 	struct jpeg_decompress_struct ci;
 	struct jerr je;
-	uint8_t *volatile px = NULL;
-	volatile int orient = 1;
-	int e, cmyk;
+	bool live;                   /* ci exists (created, not yet destroyed) */
+	bool cmyk;                   /* read as CMYK, converted per row */
+	int orient;                  /* EXIF orientation, 1..8 */
 	uint32_t w, h;
+	uint8_t *tmp;                /* CMYK: one row [w][4] */
+};
 
-	memset(&je, 0, sizeof(je));
-	ci.err = jpeg_std_error(&je.pub);
-	je.pub.error_exit = jpeg_fail;
-	je.pub.emit_message = jpeg_note;
-	if (setjmp(je.jb)) {
-		jpeg_destroy_decompress(&ci);
-		free(px);
-		return vc_err(-EBADMSG, "corrupt JPEG: %s", je.msg);
-	}
-	jpeg_create_decompress(&ci);
-	jpeg_mem_src(&ci, data, (unsigned long)len);
-	jpeg_save_markers(&ci, JPEG_APP0 + 1, 0xffff);
-	jpeg_read_header(&ci, TRUE);
-	e = check_size("JPEG", ci.image_width, ci.image_height, max_pixels);
+static void jdec_free(struct jdec *d)
+{
+	if (d->live)
+		jpeg_destroy_decompress(&d->ci);
+	d->live = false;
+	free(d->tmp);
+	d->tmp = NULL;
+}
+
+static int jdec_corrupt(struct jdec *d)
+{
+	jdec_free(d);
+	return vc_err(-EBADMSG, "corrupt JPEG: %s", d->je.msg);
+}
+
+static int jdec_truncated(struct jdec *d)
+{
+	jdec_free(d);
+	return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
+}
+
+/* Header, size limit, EXIF orientation, decompression started (a progressive JPEG is read
+ * whole here, as libjpeg does). 0 or an error (d then released). */
+static int jdec_open(struct jdec *d, const uint8_t *data, size_t len, uint64_t max_pixels)
+{
+	int e;
+
+	memset(d, 0, sizeof(*d));
+	d->orient = 1;
+	d->ci.err = jpeg_std_error(&d->je.pub);
+	d->je.pub.error_exit = jpeg_fail;
+	d->je.pub.emit_message = jpeg_note;
+	if (setjmp(d->je.jb))
+		return jdec_corrupt(d);
+	jpeg_create_decompress(&d->ci);
+	d->live = true;
+	jpeg_mem_src(&d->ci, data, (unsigned long)len);
+	jpeg_save_markers(&d->ci, JPEG_APP0 + 1, 0xffff);
+	jpeg_read_header(&d->ci, TRUE);
+	e = check_size("JPEG", d->ci.image_width, d->ci.image_height, max_pixels);
 	if (e) {
-		jpeg_destroy_decompress(&ci);
+		jdec_free(d);
 		return e;
 	}
-	for (jpeg_saved_marker_ptr m = ci.marker_list; m; m = m->next)
+	for (jpeg_saved_marker_ptr m = d->ci.marker_list; m; m = m->next)
 		if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 &&
 		    !memcmp(m->data, "Exif\0\0", 6)) {
-			orient = vc_img_exif_orientation(m->data, m->data_length);
+			d->orient = vc_img_exif_orientation(m->data, m->data_length);
 			break; /* PIL keeps the first Exif segment */
 		}
-	cmyk = ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK;
-	ci.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
-	jpeg_start_decompress(&ci);
-	w = ci.output_width;
-	h = ci.output_height;
-	px = malloc((size_t)w * h * (cmyk ? 4 : 3));
-	if (!px) {
-		jpeg_destroy_decompress(&ci);
-		return vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", w, h);
+	d->cmyk = d->ci.jpeg_color_space == JCS_CMYK || d->ci.jpeg_color_space == JCS_YCCK;
+	d->ci.out_color_space = d->cmyk ? JCS_CMYK : JCS_RGB;
+	jpeg_start_decompress(&d->ci);
+	if (d->je.truncated)
+		return jdec_truncated(d);
+	d->w = d->ci.output_width;
+	d->h = d->ci.output_height;
+	if (d->cmyk && !(d->tmp = malloc((size_t)d->w * 4))) {
+		jdec_free(d);
+		return vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", d->w, d->h);
 	}
-	while (ci.output_scanline < h && !je.truncated) {
-		JSAMPROW row = px + (size_t)ci.output_scanline * w * (cmyk ? 4 : 3);
+	return 0;
+}
 
-		jpeg_read_scanlines(&ci, &row, 1);
-	}
-	if (je.truncated) {
-		jpeg_destroy_decompress(&ci);
-		free(px);
-		return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
-	}
-	jpeg_finish_decompress(&ci);
-	jpeg_destroy_decompress(&ci);
-	if (je.truncated) {
-		free(px);
-		return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
-	}
-	if (cmyk) {
+/* The next row, RGB, into dst [w][3]. 0 or -EBADMSG (d then released). */
+static int jdec_row(struct jdec *d, uint8_t *dst)
+{
+	JSAMPROW row = d->cmyk ? d->tmp : dst;
+
+	if (setjmp(d->je.jb))
+		return jdec_corrupt(d);
+	jpeg_read_scanlines(&d->ci, &row, 1);
+	if (d->je.truncated)
+		return jdec_truncated(d);
+	if (d->cmyk) {
 		/* PIL reads CMYK JPEGs as Adobe-inverted ("CMYK;I") and converts with cmyk2rgb:
 		 * out = (255-k) - MULDIV255(c, 255-k) */
-		uint8_t *p = px;
+		const uint8_t *p = d->tmp;
 
-		for (size_t i = 0; i < (size_t)w * h; i++) {
+		for (size_t i = 0; i < d->w; i++) {
 			unsigned nk = p[4 * i + 3]; /* stored inverted: raw k byte = 255 - K */
 
 			for (int c = 0; c < 3; c++) {
 				unsigned cv = 255u - p[4 * i + c], t = cv * nk + 128u;
 
-				p[3 * i + c] = (uint8_t)(nk - (((t >> 8) + t) >> 8));
+				dst[3 * i + c] = (uint8_t)(nk - (((t >> 8) + t) >> 8));
 			}
 		}
 	}
+	return 0;
+}
+
+/* After the last row: the rest of the stream (a truncation after the pixels is refused too), d
+ * released. 0 or -EBADMSG. */
+static int jdec_finish(struct jdec *d)
+{
+	if (setjmp(d->je.jb))
+		return jdec_corrupt(d);
+	if (d->ci.output_scanline < d->h && !d->tmp && !(d->tmp = malloc((size_t)d->w * 3))) {
+		jdec_free(d);
+		return vc_err(-ENOMEM, "out of memory (JPEG row)");
+	}
+	while (d->ci.output_scanline < d->h) { /* rows nobody asked for: read them anyway */
+		JSAMPROW row = d->tmp;
+
+		jpeg_read_scanlines(&d->ci, &row, 1);
+		if (d->je.truncated)
+			return jdec_truncated(d);
+	}
+	jpeg_finish_decompress(&d->ci);
+	if (d->je.truncated)
+		return jdec_truncated(d);
+	jdec_free(d);
+	return 0;
+}
+
+static int decode_jpeg(const uint8_t *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
+{
+	struct jdec d;
+	uint8_t *px;
+	int e = jdec_open(&d, data, len, max_pixels);
+
+	if (e)
+		return e;
+	px = malloc((size_t)d.w * d.h * 3);
+	if (!px) {
+		jdec_free(&d);
+		return vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", d.w, d.h);
+	}
+	for (uint32_t y = 0; y < d.h && !e; y++)
+		e = jdec_row(&d, px + (size_t)y * d.w * 3);
+	if (!e)
+		e = jdec_finish(&d);
+	if (e) {
+		free(px);
+		return e;
+	}
 	out->px = px;
-	out->w = w;
-	out->h = h;
-	return vc_img_orient(out, orient) ? (free(out->px), out->px = NULL, -ENOMEM) : 0;
+	out->w = d.w;
+	out->h = d.h;
+	return vc_img_orient(out, d.orient) ? (free(out->px), out->px = NULL, -ENOMEM) : 0;
 }
 
 /* ---------------------------------------------------------------- PNG */
@@ -279,103 +362,218 @@ static void png_readmem(png_structp png, png_bytep dst, size_t n)
 	s->off += n;
 }
 
-static int decode_png(const uint8_t *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
-{
-	struct pngsrc src = { .p = data, .len = len };
+/* A PNG being decoded, set up for PIL's conversions (pdec_open); the whole decode reads every
+ * row at once, the streamed one a row per pdec_row. Every libpng call sits behind a setjmp in
+ * the function making it; after an error the reader is destroyed and only pdec_free may
+ * follow. */
+struct pdec {
+	struct pngsrc src;
 	png_structp png;
-	png_infop info = NULL;
-	uint8_t *volatile px = NULL;
-	png_bytep *volatile rows = NULL;
+	png_infop info;
 	png_uint_32 w, h;
-	int depth, ctype, ch, e, gray16;
-	volatile int trns16 = -1;
-	volatile int orient = 1;
-	png_bytep exif = NULL;
-	png_uint_32 exif_len = 0;
+	int ch;                      /* channels libpng hands out: 3, 4 (RGBA), 1 (gray16) */
+	bool gray16;                 /* 16-bit grey (PIL I;16): two bytes a pixel, clipped */
+	bool interlaced;
+	int trns16;                  /* gray16's transparent value (-1: none) */
+	uint8_t *tmp;                /* streamed: one row as libpng hands it */
+};
 
-	png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_fail, png_quiet);
-	if (!png)
+static void pdec_free(struct pdec *d)
+{
+	if (d->png)
+		png_destroy_read_struct(&d->png, &d->info, NULL);
+	d->png = NULL;
+	d->info = NULL;
+	free(d->tmp);
+	d->tmp = NULL;
+}
+
+static int pdec_corrupt(struct pdec *d)
+{
+	pdec_free(d);
+	return vc_err(-EBADMSG, "corrupt PNG: %s", d->src.msg);
+}
+
+/* Bytes a row takes as libpng hands it. */
+static size_t pdec_rowbytes(const struct pdec *d)
+{
+	return (size_t)d->w * (d->gray16 ? 2 : (size_t)d->ch);
+}
+
+/* Signature, header, size limit, PIL's conversions set up. 0 or an error (d then released). */
+static int pdec_open(struct pdec *d, const uint8_t *data, size_t len, uint64_t max_pixels)
+{
+	int depth, ctype, e;
+
+	memset(d, 0, sizeof(*d));
+	d->src.p = data;
+	d->src.len = len;
+	d->trns16 = -1;
+	d->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &d->src, png_fail, png_quiet);
+	if (!d->png)
 		return vc_err(-ENOMEM, "out of memory (PNG)");
-	info = png_create_info_struct(png);
-	if (!info) {
-		png_destroy_read_struct(&png, NULL, NULL);
+	d->info = png_create_info_struct(d->png);
+	if (!d->info) {
+		pdec_free(d);
 		return vc_err(-ENOMEM, "out of memory (PNG)");
 	}
-	if (setjmp(png_jmpbuf(png))) {
-		png_destroy_read_struct(&png, &info, NULL);
-		free(px);
-		free(rows);
-		return vc_err(-EBADMSG, "corrupt PNG: %s", src.msg);
-	}
-	png_set_read_fn(png, &src, png_readmem);
+	if (setjmp(png_jmpbuf(d->png)))
+		return pdec_corrupt(d);
+	png_set_read_fn(d->png, &d->src, png_readmem);
 	/* our own limit is checked below; lift libpng's 1e6 x 1e6 default so ours speaks */
-	png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
-	png_read_info(png, info);
-	w = png_get_image_width(png, info);
-	h = png_get_image_height(png, info);
-	e = check_size("PNG", w, h, max_pixels);
+	png_set_user_limits(d->png, 0x7fffffff, 0x7fffffff);
+	png_read_info(d->png, d->info);
+	d->w = png_get_image_width(d->png, d->info);
+	d->h = png_get_image_height(d->png, d->info);
+	e = check_size("PNG", d->w, d->h, max_pixels);
 	if (e) {
-		png_destroy_read_struct(&png, &info, NULL);
+		pdec_free(d);
 		return e;
 	}
-	depth = png_get_bit_depth(png, info);
-	ctype = png_get_color_type(png, info);
+	depth = png_get_bit_depth(d->png, d->info);
+	ctype = png_get_color_type(d->png, d->info);
+	d->interlaced = png_get_interlace_type(d->png, d->info) != PNG_INTERLACE_NONE;
 	/* PIL opens 16-bit grey as mode I;16 and converts it to RGB by clipping at 255 */
-	gray16 = depth == 16 && ctype == PNG_COLOR_TYPE_GRAY;
+	d->gray16 = depth == 16 && ctype == PNG_COLOR_TYPE_GRAY;
 	if (ctype == PNG_COLOR_TYPE_PALETTE)
-		png_set_palette_to_rgb(png);
+		png_set_palette_to_rgb(d->png);
 	if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8)
-		png_set_expand_gray_1_2_4_to_8(png);
-	if (png_get_valid(png, info, PNG_INFO_tRNS) && !gray16) {
-		png_set_tRNS_to_alpha(png);
-	} else if (png_get_valid(png, info, PNG_INFO_tRNS)) {
+		png_set_expand_gray_1_2_4_to_8(d->png);
+	if (png_get_valid(d->png, d->info, PNG_INFO_tRNS) && !d->gray16) {
+		png_set_tRNS_to_alpha(d->png);
+	} else if (png_get_valid(d->png, d->info, PNG_INFO_tRNS)) {
 		png_color_16p tc = NULL;
 
 		/* I;16 with "transparency": that 16-bit value becomes alpha 0 (white) */
-		if (png_get_tRNS(png, info, NULL, NULL, &tc) && tc)
-			trns16 = tc->gray;
+		if (png_get_tRNS(d->png, d->info, NULL, NULL, &tc) && tc)
+			d->trns16 = tc->gray;
 	}
-	if (depth == 16 && !gray16)
-		png_set_strip_16(png); /* PIL keeps the high byte */
-	if (!gray16 && (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA))
-		png_set_gray_to_rgb(png);
-	png_set_interlace_handling(png);
-	png_read_update_info(png, info);
-	ch = png_get_channels(png, info);
-	if (gray16 ? ch != 1 : ch != 3 && ch != 4) {
-		png_destroy_read_struct(&png, &info, NULL);
-		return vc_err(-EBADMSG, "PNG: unexpected %d channels after conversion", ch);
+	if (depth == 16 && !d->gray16)
+		png_set_strip_16(d->png); /* PIL keeps the high byte */
+	if (!d->gray16 && (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA))
+		png_set_gray_to_rgb(d->png);
+	png_set_interlace_handling(d->png);
+	png_read_update_info(d->png, d->info);
+	d->ch = png_get_channels(d->png, d->info);
+	if (d->gray16 ? d->ch != 1 : d->ch != 3 && d->ch != 4) {
+		e = vc_err(-EBADMSG, "PNG: unexpected %d channels after conversion", d->ch);
+		pdec_free(d);
+		return e;
 	}
-	px = malloc((size_t)w * h * (gray16 ? 6 : ch == 4 ? 4 : 3));
-	rows = malloc(sizeof(*rows) * h);
-	if (!px || !rows) {
-		png_destroy_read_struct(&png, &info, NULL);
-		free(px);
-		free(rows);
-		return vc_err(-ENOMEM, "out of memory (PNG %u x %u)", w, h);
-	}
-	for (png_uint_32 y = 0; y < h; y++)
-		rows[y] = px + (size_t)y * w * (gray16 ? 2 : (size_t)ch);
-	png_read_image(png, rows);
-	png_read_end(png, info);
-	if (png_get_eXIf_1(png, info, &exif_len, &exif) && exif)
-		orient = vc_img_exif_orientation(exif, exif_len);
-	png_destroy_read_struct(&png, &info, NULL);
-	free(rows);
-	if (gray16) {
+	return 0;
+}
+
+/* n pixels as libpng handed them at s (pdec_rowbytes per row) to RGB at dst, which may be s
+ * itself (it trails it: gray16 goes back to front, within the row's own buffer of 3 bytes a
+ * pixel). */
+static void pdec_convert(const struct pdec *d, uint8_t *px, size_t n)
+{
+	if (d->gray16) {
 		/* big-endian 16-bit grey, expanded back to front into RGB */
-		for (size_t i = (size_t)w * h; i-- > 0;) {
+		for (size_t i = n; i-- > 0;) {
 			unsigned v = (unsigned)px[2 * i] << 8 | px[2 * i + 1];
-			uint8_t g = v > 255 || (int)v == trns16 ? 255 : (uint8_t)v;
+			uint8_t g = v > 255 || (int)v == d->trns16 ? 255 : (uint8_t)v;
 
 			px[3 * i] = px[3 * i + 1] = px[3 * i + 2] = g;
 		}
-	} else if (ch == 4) {
-		rgba_to_rgb(px, (size_t)w * h);
+	} else if (d->ch == 4) {
+		rgba_to_rgb(px, n);
 	}
+}
+
+/* The next row, RGB, into dst [w][3] (a non-interlaced PNG). 0 or -EBADMSG (d released). */
+static int pdec_row(struct pdec *d, uint8_t *dst)
+{
+	uint8_t *row = d->ch == 3 ? dst : d->tmp;
+
+	if (setjmp(png_jmpbuf(d->png)))
+		return pdec_corrupt(d);
+	png_read_row(d->png, row, NULL);
+	pdec_convert(d, row, d->w);
+	if (row != dst)
+		memcpy(dst, row, (size_t)d->w * 3);
+	return 0;
+}
+
+/* The rows left unread (into tmp), the end of the stream and its eXIf: *orient. d released.
+ * 0 or -EBADMSG. */
+static int pdec_finish(struct pdec *d, png_uint_32 rows_left, int *orient)
+{
+	png_bytep exif = NULL;
+	png_uint_32 exif_len = 0;
+
+	*orient = 1;
+	if (setjmp(png_jmpbuf(d->png)))
+		return pdec_corrupt(d);
+	for (png_uint_32 y = 0; y < rows_left; y++)
+		png_read_row(d->png, d->tmp, NULL);
+	png_read_end(d->png, d->info);
+	if (png_get_eXIf_1(d->png, d->info, &exif_len, &exif) && exif)
+		*orient = vc_img_exif_orientation(exif, exif_len);
+	pdec_free(d);
+	return 0;
+}
+
+/* Whether a PNG's chunk list (walked in memory) has an eXIf chunk: its orientation may apply,
+ * which needs the whole image, and libpng gives it only at the end. Unparsable: 1 (the whole
+ * decode then reports the damage). */
+static int png_has_exif(const uint8_t *p, size_t len)
+{
+	size_t off = 8;
+
+	while (len >= 12 && off <= len - 12) {
+		uint32_t n = rd32(p + off, 0);
+
+		if (!memcmp(p + off + 4, "eXIf", 4))
+			return 1;
+		if (!memcmp(p + off + 4, "IEND", 4))
+			return 0;
+		if (n > len - off - 12)
+			return 1;
+		off += 12 + (size_t)n;
+	}
+	return 1;
+}
+
+static int decode_png(const uint8_t *data, size_t len, uint64_t max_pixels, struct vc_rgb *out)
+{
+	struct pdec d;
+	uint8_t *volatile px = NULL;
+	png_bytep *volatile rows = NULL;
+	int e = pdec_open(&d, data, len, max_pixels), orient;
+	size_t rb;
+
+	if (e)
+		return e;
+	rb = pdec_rowbytes(&d);
+	/* 3 bytes a pixel at least: gray16 widens in place */
+	px = malloc((size_t)d.w * d.h * (d.gray16 ? 6 : (size_t)d.ch == 4 ? 4 : 3));
+	rows = malloc(sizeof(*rows) * d.h);
+	if (!px || !rows) {
+		pdec_free(&d);
+		free(px);
+		free(rows);
+		return vc_err(-ENOMEM, "out of memory (PNG %u x %u)", d.w, d.h);
+	}
+	if (setjmp(png_jmpbuf(d.png))) {
+		free(px);
+		free(rows);
+		return pdec_corrupt(&d);
+	}
+	for (png_uint_32 y = 0; y < d.h; y++)
+		rows[y] = px + (size_t)y * rb;
+	png_read_image(d.png, rows);
+	free(rows);
+	rows = NULL;
+	e = pdec_finish(&d, 0, &orient);
+	if (e) {
+		free(px);
+		return e;
+	}
+	pdec_convert(&d, px, (size_t)d.w * d.h);
 	out->px = px;
-	out->w = w;
-	out->h = h;
+	out->w = d.w;
+	out->h = d.h;
 	return vc_img_orient(out, orient) ? (free(out->px), out->px = NULL, -ENOMEM) : 0;
 }
 
@@ -455,4 +653,165 @@ int vc_img_decode(const void *data, size_t len, uint64_t max_pixels, struct vc_r
 		return vc_err(-EBADMSG, "image data too short (%zu bytes) to be JPEG, PNG or WebP",
 			      len);
 	return vc_err(-ENOTSUP, "unknown image format (JPEG, PNG, WebP are supported)");
+}
+
+/* ---------------------------------------------------------------- rows on demand */
+
+struct vc_img_rows {
+	uint32_t w, h, next;         /* size; the row vc_img_rows_next hands out next */
+	struct vc_rgb whole;         /* px: decoded whole (not a plain JPEG) */
+	struct jdec jd;              /* a JPEG decoded as rows are asked (jd.live) */
+	struct pdec pd;              /* a PNG decoded as rows are asked (pd.png) */
+	uint8_t *row;                /* [w*3]: the row handed out */
+	int err;                     /* the first error handed out (0: none) */
+};
+
+/* A source over the image decoded whole (vc_img_decode). */
+static int rows_open_whole(const void *data, size_t len, uint64_t max_pixels,
+			   struct vc_img_rows **ret)
+{
+	struct vc_img_rows *s = calloc(1, sizeof(*s));
+	int e;
+
+	if (!s)
+		return vc_err(-ENOMEM, "out of memory (image)");
+	e = vc_img_decode(data, len, max_pixels, &s->whole);
+	if (e) {
+		free(s);
+		return e;
+	}
+	s->w = s->whole.w;
+	s->h = s->whole.h;
+	*ret = s;
+	return 0;
+}
+
+/* A source over a PNG decoded row by row (no eXIf chunk, checked by the caller); an
+ * interlaced one (its rows are final only after the last pass) is decoded whole. */
+static int rows_open_png(const uint8_t *data, size_t len, uint64_t max_pixels,
+			 struct vc_img_rows **ret)
+{
+	struct vc_img_rows *s = calloc(1, sizeof(*s));
+	int e;
+
+	if (!s)
+		return vc_err(-ENOMEM, "out of memory (PNG)");
+	e = pdec_open(&s->pd, data, len, max_pixels);
+	if (e) {
+		free(s);
+		return e;
+	}
+	if (s->pd.interlaced) {
+		vc_img_rows_free(s);
+		return rows_open_whole(data, len, max_pixels, ret);
+	}
+	s->w = s->pd.w;
+	s->h = s->pd.h;
+	s->row = malloc((size_t)s->w * 3);
+	s->pd.tmp = malloc((size_t)s->w * 4); /* RGBA, or gray16 widened in place */
+	if (!s->row || !s->pd.tmp) {
+		e = vc_err(-ENOMEM, "out of memory (PNG %u x %u)", s->w, s->h);
+		vc_img_rows_free(s);
+		return e;
+	}
+	*ret = s;
+	return 0;
+}
+
+int vc_img_rows_open(const void *data, size_t len, uint64_t max_pixels,
+		     struct vc_img_rows **ret)
+{
+	const uint8_t *p = data;
+	struct vc_img_rows *s;
+	int e;
+
+	*ret = NULL;
+	if (len >= 8 && !memcmp(p, "\x89PNG\r\n\x1a\n", 8) && !png_has_exif(p, len))
+		return rows_open_png(p, len, max_pixels, ret);
+	if (len < 3 || p[0] != 0xff || p[1] != 0xd8 || p[2] != 0xff)
+		return rows_open_whole(data, len, max_pixels, ret);
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return vc_err(-ENOMEM, "out of memory (JPEG)");
+	e = jdec_open(&s->jd, p, len, max_pixels);
+	if (e) {
+		free(s);
+		return e;
+	}
+	if (s->jd.orient != 1) {
+		/* PIL's exif_transpose needs the whole image: decode it whole */
+		vc_img_rows_free(s);
+		return rows_open_whole(data, len, max_pixels, ret);
+	}
+	s->w = s->jd.w;
+	s->h = s->jd.h;
+	s->row = malloc((size_t)s->w * 3);
+	if (!s->row) {
+		e = vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", s->w, s->h);
+		vc_img_rows_free(s);
+		return e;
+	}
+	*ret = s;
+	return 0;
+}
+
+void vc_img_rows_size(const struct vc_img_rows *s, uint32_t *w, uint32_t *h)
+{
+	*w = s->w;
+	*h = s->h;
+}
+
+const uint8_t *vc_img_rows_whole(const struct vc_img_rows *s)
+{
+	return s->whole.px;
+}
+
+int vc_img_rows_next(struct vc_img_rows *s, const uint8_t **row)
+{
+	int e;
+
+	*row = NULL;
+	if (s->err)
+		return s->err;
+	if (s->next >= s->h)
+		return s->err = vc_err(-EINVAL, "image rows: row %u of %u asked", s->next, s->h);
+	if (s->whole.px) {
+		*row = s->whole.px + (size_t)s->next++ * s->w * 3;
+		return 0;
+	}
+	e = s->pd.png ? pdec_row(&s->pd, s->row) : jdec_row(&s->jd, s->row);
+	if (e)
+		return s->err = e;
+	s->next++;
+	*row = s->row;
+	return 0;
+}
+
+int vc_img_rows_finish(struct vc_img_rows *s)
+{
+	int orient;
+
+	if (s->err)
+		return s->err;
+	if (s->pd.png)
+		return s->err = pdec_finish(&s->pd, s->h - s->next, &orient);
+	if (s->whole.px || !s->jd.live)
+		return 0;
+	return s->err = jdec_finish(&s->jd);
+}
+
+int vc_img_rows_error(const struct vc_img_rows *s)
+{
+	return s->err;
+}
+
+void vc_img_rows_free(struct vc_img_rows *s)
+{
+	if (!s)
+		return;
+	jdec_free(&s->jd);
+	pdec_free(&s->pd);
+	free(s->whole.px);
+	free(s->row);
+	free(s);
 }

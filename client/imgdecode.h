@@ -35,4 +35,29 @@ int vc_img_exif_orientation(const uint8_t *exif, size_t len);
  * buffer replaces img->px). Returns 0 or -ENOMEM. */
 int vc_img_orient(struct vc_rgb *img, int o);
 
+/*
+ * Decoded rows on demand, top to bottom: what preprocessing reads, so that a JPEG is decoded a
+ * row at a time while the resizer takes it (the rows are hot in cache and no decoded image is
+ * ever held). A JPEG with no EXIF rotation and a non-interlaced PNG with no eXIf chunk stream;
+ * anything else (WebP, a rotated JPEG: exif_transpose needs the whole image; an interlaced PNG)
+ * is decoded whole by vc_img_rows_open, and vc_img_rows_whole then gives the packed image. The
+ * bytes, checks and errors are vc_img_decode's; a streamed file's corruption or truncation may
+ * show at any row or at vc_img_rows_finish. data must stay valid while the source lives.
+ */
+struct vc_img_rows;
+int vc_img_rows_open(const void *data, size_t len, uint64_t max_pixels,
+		     struct vc_img_rows **ret);
+void vc_img_rows_size(const struct vc_img_rows *s, uint32_t *w, uint32_t *h);
+/* The whole image [h][w][3] (packed) when it was decoded whole, else NULL. */
+const uint8_t *vc_img_rows_whole(const struct vc_img_rows *s);
+/* The next row into *row ([w][3], valid until the next call). 0, or the decoder's error
+ * (-EBADMSG), or -EINVAL past the last row; an error sticks. */
+int vc_img_rows_next(struct vc_img_rows *s, const uint8_t **row);
+/* Once the last row needed is taken: reads what is left of the stream, so a file truncated
+ * anywhere is refused as vc_img_decode refuses it. 0 or the error. */
+int vc_img_rows_finish(struct vc_img_rows *s);
+/* The error the source has handed out (0: none): tells the source's failures from others. */
+int vc_img_rows_error(const struct vc_img_rows *s);
+void vc_img_rows_free(struct vc_img_rows *s);
+
 #endif /* VLM_CLIENT_IMGDECODE_H */

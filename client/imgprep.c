@@ -227,7 +227,7 @@ struct normlut {
 	uint16_t b[256][3];
 	float m[3], s[3];            /* m_c, s_c */
 	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
-	bool avx512;                 /* whole patches with patch_avx512 */
+	bool avx512;                 /* whole patches with patch_avx512 (AVX-512 VBMI) */
 	bool fma_div;                /* (u - m_c) / s_c == fma(fma(-y, s_c, u - m_c), r_c, y) with
 				      * y = (u - m_c) * r_c, r_c = 1 / s_c, for every u and c: checked
 				      * exhaustively, so patch_avx512 may skip the division */
@@ -269,7 +269,8 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && avx2_ok;
 		l->avx512 = l->avx2 && !cap && cfg->temporal_patch_size <= 4 &&
 			    __builtin_cpu_supports("avx512f") &&
-			    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+			    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+			    __builtin_cpu_supports("avx512vbmi");
 	}
 #endif
 }
@@ -356,79 +357,109 @@ static void norm_run14_bf16_avx2(const uint8_t *s, uint16_t *d0, uint16_t *d1, u
 	}
 }
 
-/*
- * One whole patch (14 x 14 pixels, 3 channels, every temporal slot) with AVX-512 into stage,
- * its output row [c][tt][dy][dx] of floats (f32) or uint16 (bf16), tp <= 4: slot[tt] is the
- * patch's top-left pixel in temporal slot tt's block row (rows sstride bytes apart, 48 readable
- * bytes from each 14-pixel run). The same IEEE operations as the table. Runs are 16-value
- * stores whose 2 extra values land on the next run, written after it (the last run of each
- * block is a masked store), and a slot showing the same frame as the slot before it is stored
- * from the same registers. The caller copies stage out one patch later (stage_out), when these
- * overlapping stores have left the store buffer: reading them back at once stalls the load on
- * store forwarding (measured: half of this function's time).
- */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp,
-			 const struct normlut *l, void *stage, bool bf16)
+/* vpermb indices putting byte 3i + c (channel c of pixel i) into byte 4i: with the other bytes
+ * zeroed, channel c of 16 pixels as int32 lanes in one step */
+static const uint8_t norm_pick[3][64] = {
+#define NP(c) { 0 + c, 0, 0, 0, 3 + c, 0, 0, 0, 6 + c, 0, 0, 0, 9 + c, 0, 0, 0, 12 + c, 0, 0, 0, \
+		15 + c, 0, 0, 0, 18 + c, 0, 0, 0, 21 + c, 0, 0, 0, 24 + c, 0, 0, 0, 27 + c, 0, 0, 0, \
+		30 + c, 0, 0, 0, 33 + c, 0, 0, 0, 36 + c, 0, 0, 0, 39 + c, 0, 0, 0, 42 + c, 0, 0, 0, \
+		45 + c, 0, 0, 0 }
+	NP(0), NP(1), NP(2)
+#undef NP
+};
+
+/* Run dy of channel c (pick, mc, sc, rc) of the slot at src, normalised into the n stage runs
+ * at o0, o0 + 196, ...; dy 13, the last, is a masked store. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma"), always_inline))
+static inline void patch_run(const uint8_t *src, __m512i pick, __m512 mc, __m512 sc, __m512 rc,
+			     void *stage, size_t o0, uint32_t n, const bool last, const bool bf16,
+			     const bool fma_div)
 {
 	const __mmask16 m14 = 0x3fff;
+	__m512i x = _mm512_maskz_loadu_epi8((1ull << 42) - 1, src);
+	__m512 v = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(
+		0x1111111111111111ull, pick, x)), mc), f;
+	__m256i h = _mm256_setzero_si256();
 
+	if (fma_div) {
+		f = _mm512_mul_ps(v, rc);
+		f = _mm512_fmadd_ps(_mm512_fnmadd_ps(f, sc, v), rc, f);
+	} else {
+		f = _mm512_div_ps(v, sc);
+	}
+	if (bf16) {
+		__m512i u = _mm512_castps_si512(f);
+		__m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+
+		h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(
+			u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16));
+	}
+	for (uint32_t k = 0; k < n; k++) {
+		size_t o = o0 + (size_t)k * 196;
+
+		if (!bf16 && !last)
+			_mm512_storeu_ps((float *)stage + o, f);
+		else if (!bf16)
+			_mm512_mask_storeu_ps((float *)stage + o, m14, f);
+		else if (!last)
+			_mm256_storeu_si256((__m256i *)((uint16_t *)stage + o), h);
+		else
+			_mm256_mask_storeu_epi16((uint16_t *)stage + o, m14, h);
+	}
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma"), always_inline))
+static inline void patch_body(const uint8_t *const *slot, size_t sstride, uint32_t tp,
+			      const struct normlut *l, void *stage, const bool bf16,
+			      const bool fma_div)
+{
 	for (int c = 0; c < 3; c++) {
-		__m128i sh0 = _mm_loadu_si128((const __m128i *)norm_mask[c][0]);
-		__m128i sh1 = _mm_loadu_si128((const __m128i *)norm_mask[c][1]);
-		__m128i sh2 = _mm_loadu_si128((const __m128i *)norm_mask[c][2]);
-		__m512 mc = _mm512_set1_ps(l->m[c]), sc = _mm512_set1_ps(l->s[c]);
-		__m512 rc = _mm512_set1_ps(l->r[c]);
+		const __m512i pick = _mm512_loadu_si512((const void *)norm_pick[c]);
+		const __m512 mc = _mm512_set1_ps(l->m[c]), sc = _mm512_set1_ps(l->s[c]);
+		const __m512 rc = _mm512_set1_ps(l->r[c]);
 
 		for (uint32_t tt = 0; tt < tp; tt++) {
-			uint32_t n = 1;
+			size_t o0 = ((size_t)c * tp + tt) * 196;
+			uint32_t n = 1, dy;
 
 			if (tt && slot[tt] == slot[tt - 1])
 				continue;
 			while (tt + n < tp && slot[tt + n] == slot[tt])
 				n++;
-			for (uint32_t dy = 0; dy < 14; dy++) {
-				const uint8_t *s = slot[tt] + dy * sstride;
-				__m128i x = _mm_or_si128(
-					_mm_or_si128(_mm_shuffle_epi8(_mm_loadu_si128(
-							     (const __m128i *)s), sh0),
-						     _mm_shuffle_epi8(_mm_loadu_si128(
-							     (const __m128i *)(s + 16)), sh1)),
-					_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(s + 32)),
-							 sh2));
-				__m512 v = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x)),
-							 mc), f;
-				__m256i h = _mm256_setzero_si256();
-
-				if (l->fma_div) {
-					f = _mm512_mul_ps(v, rc);
-					f = _mm512_fmadd_ps(_mm512_fnmadd_ps(f, sc, v), rc, f);
-				} else {
-					f = _mm512_div_ps(v, sc);
-				}
-				if (bf16) {
-					__m512i u = _mm512_castps_si512(f);
-					__m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16),
-								       _mm512_set1_epi32(1));
-
-					h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(
-						u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16));
-				}
-				for (uint32_t k = 0; k < n; k++) {
-					size_t o = ((size_t)c * tp + tt + k) * 196 + dy * 14;
-
-					if (!bf16 && dy < 13)
-						_mm512_storeu_ps((float *)stage + o, f);
-					else if (!bf16)
-						_mm512_mask_storeu_ps((float *)stage + o, m14, f);
-					else if (dy < 13)
-						_mm256_storeu_si256((__m256i *)((uint16_t *)stage + o), h);
-					else
-						_mm256_mask_storeu_epi16((uint16_t *)stage + o, m14, h);
-				}
-			}
+			for (dy = 0; dy < 13; dy++)
+				patch_run(slot[tt] + dy * sstride, pick, mc, sc, rc, stage, o0 + dy * 14,
+					  n, false, bf16, fma_div);
+			patch_run(slot[tt] + dy * sstride, pick, mc, sc, rc, stage, o0 + dy * 14, n,
+				  true, bf16, fma_div);
 		}
 	}
+}
+
+/*
+ * One whole patch (14 x 14 pixels, 3 channels, every temporal slot) with AVX-512 VBMI into
+ * stage, its output row [c][tt][dy][dx] of floats (f32) or uint16 (bf16), tp <= 4: slot[tt] is
+ * the patch's top-left pixel in temporal slot tt's block row (rows sstride bytes apart). Each
+ * 14-pixel run's channel is picked out of one masked 42-byte load as int32 lanes by one byte
+ * permutation (norm_pick); then the same IEEE operations as the table; the output kind and the
+ * division route are constants in each of the four copies. Runs are 16-value stores whose 2
+ * extra values land on the next run, written after it (the last run of each block is a masked
+ * store), and a slot showing the same frame as the slot before it is stored from the same
+ * registers. The caller copies stage out one patch later (stage_out), when these overlapping
+ * stores have left the store buffer: reading them back at once stalls the load on store
+ * forwarding (measured: half of this function's time).
+ */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma")))
+static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp,
+			 const struct normlut *l, void *stage, bool bf16)
+{
+	if (bf16 && l->fma_div)
+		patch_body(slot, sstride, tp, l, stage, true, true);
+	else if (bf16)
+		patch_body(slot, sstride, tp, l, stage, true, false);
+	else if (l->fma_div)
+		patch_body(slot, sstride, tp, l, stage, false, true);
+	else
+		patch_body(slot, sstride, tp, l, stage, false, false);
 }
 
 /* A staged patch row of bytes out to its place: whole-vector stores of exactly its size, so
@@ -577,11 +608,17 @@ static void *patches_alloc(size_t bytes, bool *mapped)
 	return malloc(bytes);
 }
 
-/* The shared core: nf RGB frames of one size -> *ret. */
+static int rows_pull(void *ctx, const uint8_t **row)
+{
+	return vc_img_rows_next(ctx, row);
+}
+
+/* The shared core: nf RGB frames of one size -> *ret; or (rows non-NULL, nf 1, src unused) one
+ * image whose rows are decoded as the resizer takes them. */
 static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32_t sh,
-		       size_t stride, const struct vlm_vision_config *cfg,
-		       const struct vlm_image_opts *opts, bool video, const struct vc_img_dst *dst,
-		       struct vlm_image **ret)
+		       size_t stride, struct vc_img_rows *rows,
+		       const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+		       bool video, const struct vc_img_dst *dst, struct vlm_image **ret)
 {
 	struct vlm_vision_config dcfg;
 	struct vlm_image_opts dopts = { 0 };
@@ -650,7 +687,8 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 		goto fail;
 	}
 	for (nrs = 0; nrs < nf; nrs++) {
-		e = vc_resizer_new(src[nrs], sw, sh, stride, tw, th, &rs[nrs]);
+		e = rows ? vc_resizer_new_pull(rows_pull, rows, sw, sh, tw, th, &rs[nrs])
+			 : vc_resizer_new(src[nrs], sw, sh, stride, tw, th, &rs[nrs]);
 		if (e)
 			goto fail;
 	}
@@ -683,9 +721,11 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 					continue;
 				}
 				slot[tt] = blk + (size_t)tt * blk_rows * tw * 3;
-				for (uint32_t y = 0; y < blk_rows; y++)
-					vc_resizer_row(rs[f], bh * blk_rows + y,
-						       slot[tt] + (size_t)y * tw * 3);
+				for (uint32_t y = 0; y < blk_rows && !e; y++)
+					e = vc_resizer_row(rs[f], bh * blk_rows + y,
+							   slot[tt] + (size_t)y * tw * 3);
+				if (e)
+					goto fail;
 			}
 			patchify_block((const uint8_t *const *)slot, tw, t, bh, cfg, &lut, img);
 		}
@@ -718,7 +758,7 @@ int vc_image_from_rgb_to(const uint8_t *rgb, uint32_t width, uint32_t height, si
 		*ret = NULL;
 	if (!rgb)
 		return vc_err(-EINVAL, "vlm_image_from_rgb: rgb is NULL");
-	return prep_frames(&rgb, 1, width, height, row_stride, cfg, opts, false, dst, ret);
+	return prep_frames(&rgb, 1, width, height, row_stride, NULL, cfg, opts, false, dst, ret);
 }
 
 int vlm_image_from_rgb(const uint8_t *rgb, uint32_t width, uint32_t height, size_t row_stride,
@@ -734,14 +774,14 @@ uint64_t vc_source_limit(const struct vlm_image_opts *opts)
 					       : VC_IMG_MAX_SOURCE_PIXELS;
 }
 
-int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out)
+/* The bytes of the regular file path into *buf (malloc'd, *len); the message names path. */
+static int read_image_file(const char *path, uint8_t **buf, size_t *len)
 {
 	struct stat st;
-	uint8_t *buf;
 	size_t got = 0;
 	int fd, e;
 
-	out->px = NULL;
+	*buf = NULL;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return vc_err(-errno, "%s: %s", path, strerror(errno));
@@ -754,33 +794,81 @@ int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out
 		return vc_err(-E2BIG, "%s: %lld bytes is too large for an image file", path,
 			      (long long)st.st_size);
 	}
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf) {
+	*buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!*buf) {
 		close(fd);
 		return vc_err(-ENOMEM, "out of memory (reading %s)", path);
 	}
 	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+		ssize_t n = read(fd, *buf + got, (size_t)st.st_size - got);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			e = n < 0 ? -errno : -EIO;
 			close(fd);
-			free(buf);
+			free(*buf);
+			*buf = NULL;
 			return vc_err(e, "%s: read failed", path);
 		}
 		got += (size_t)n;
 	}
 	close(fd);
+	*len = got;
+	return 0;
+}
+
+/* The decoder's message, prefixed with the file's path. */
+static int name_path(const char *path, int e)
+{
+	char msg[VC_ERR_LEN];
+
+	vc_err_save(msg);
+	return vc_err(e, "%s: %s", path, msg);
+}
+
+int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out)
+{
+	uint8_t *buf;
+	size_t got = 0;
+	int e;
+
+	out->px = NULL;
+	e = read_image_file(path, &buf, &got);
+	if (e)
+		return e;
 	e = vc_img_decode(buf, got, max_pixels, out);
 	free(buf);
-	if (e) {
-		char msg[VC_ERR_LEN];
+	return e ? name_path(path, e) : 0;
+}
 
-		vc_err_save(msg);
-		vc_err(e, "%s: %s", path, msg);
+/* Encoded bytes -> *ret: a plain JPEG is decoded row by row into the resizer, anything else
+ * whole first (vc_img_rows). path: the file's name for the decoder's messages, or NULL. */
+static int load_encoded(const void *data, size_t len, const char *path,
+			const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+			const struct vc_img_dst *dst, struct vlm_image **ret)
+{
+	struct vc_img_rows *rows;
+	const uint8_t *whole;
+	uint32_t w, h;
+	int e;
+
+	if (opts && (e = vc_check_opts(opts)))
+		return e;
+	e = vc_img_rows_open(data, len, vc_source_limit(opts), &rows);
+	if (e)
+		return path ? name_path(path, e) : e;
+	vc_img_rows_size(rows, &w, &h);
+	whole = vc_img_rows_whole(rows);
+	e = prep_frames(&whole, 1, w, h, (size_t)w * 3, whole ? NULL : rows, cfg, opts, false, dst,
+			ret);
+	if (!e && (e = vc_img_rows_finish(rows))) {
+		vlm_image_free(*ret);
+		*ret = NULL;
 	}
+	if (e && path && vc_img_rows_error(rows) == e)
+		e = name_path(path, e);
+	vc_img_rows_free(rows);
 	return e;
 }
 
@@ -788,23 +876,12 @@ int vc_image_load_memory_to(const void *data, size_t len, const struct vlm_visio
 			    const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
 			    struct vlm_image **ret)
 {
-	struct vc_rgb rgb;
-	int e;
-
 	vc_err_clear();
 	if (ret)
 		*ret = NULL;
 	if (!ret || (!data && len))
 		return vc_err(-EINVAL, "vlm_image_load_memory: NULL argument");
-	if (opts && (e = vc_check_opts(opts)))
-		return e;
-	e = vc_img_decode(data, len, vc_source_limit(opts), &rgb);
-	if (e)
-		return e;
-	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
-			opts, false, dst, ret);
-	free(rgb.px);
-	return e;
+	return load_encoded(data, len, NULL, cfg, opts, dst, ret);
 }
 
 int vlm_image_load_memory(const void *data, size_t len, const struct vlm_vision_config *cfg,
@@ -817,7 +894,8 @@ int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
 			  const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
 			  struct vlm_image **ret)
 {
-	struct vc_rgb rgb;
+	uint8_t *buf;
+	size_t len;
 	int e;
 
 	vc_err_clear();
@@ -827,12 +905,11 @@ int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
 		return vc_err(-EINVAL, "vlm_image_load_file: NULL argument");
 	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = vc_img_decode_file(path, vc_source_limit(opts), &rgb);
+	e = read_image_file(path, &buf, &len);
 	if (e)
 		return e;
-	e = prep_frames((const uint8_t *const *)&rgb.px, 1, rgb.w, rgb.h, (size_t)rgb.w * 3, cfg,
-			opts, false, dst, ret);
-	free(rgb.px);
+	e = load_encoded(buf, len, path, cfg, opts, dst, ret);
+	free(buf);
 	return e;
 }
 
@@ -884,7 +961,7 @@ int vc_video_prep(const uint8_t *const *frames, size_t n, uint32_t width, uint32
 		  size_t stride, const struct vlm_vision_config *cfg,
 		  const struct vlm_image_opts *opts, double second_per_grid, struct vlm_image **ret)
 {
-	int e = prep_frames(frames, n, width, height, stride, cfg, opts, true, NULL, ret);
+	int e = prep_frames(frames, n, width, height, stride, NULL, cfg, opts, true, NULL, ret);
 
 	if (!e)
 		(*ret)->second_per_grid = second_per_grid;

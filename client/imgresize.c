@@ -8,7 +8,8 @@
  * OpenCV use other kernels or rounding, and a float resize differs by up to 24 LSB on noisy
  * content, so none gives HF's bytes. The weight table is built once per axis; the inner loops are
  * integer multiply-adds over 3 interleaved channels (the vertical pass runs along whole rows so
- * the compiler vectorises it).
+ * the compiler vectorises it). Source rows come from memory or are pulled from a decoder one at a
+ * time (vc_resizer_new_pull), filtered horizontally the moment they arrive, while still in cache.
  */
 #include <errno.h>
 #include <fenv.h>
@@ -86,13 +87,18 @@ struct axis {
 	uint32_t ksize;
 	uint32_t in;                 /* input size of the axis */
 	int prec;
-	/* h_row_vbmi's table (horizontal axis, NULL when unused): output bytes in groups of 16,
-	 * group g reads the 64 source bytes from gbase[g]; per tap pair p, gidx [g][p][64] picks
-	 * (tap 2p, tap 2p+1) source bytes into the int16 pairs of each output byte's int32 lane and
-	 * gw [g][p][16] holds the lane's (k[2p], k[2p+1]) as kp does */
+	/* h_row_vbmi's tables (horizontal axis, NULL when unused): output bytes in groups of 16,
+	 * group g reads the 64 source bytes from gbase[g]; gidx [g][64] picks (tap 0, tap 1) source
+	 * bytes into the int16 pairs of each output byte's int32 lane (bytes 4i, 4i+2), and tap
+	 * pair p is the same + 6p (taps are consecutive pixels; a wrapped index past the taps
+	 * meets a zero weight); gw [p][gw_stride] holds output pixel x's (k[2p], k[2p+1]) as kp
+	 * does, spread to the lanes by a per-phase (g % 3) map. Both fit L1 together for a 1288
+	 * wide row (31 KB), where one entry per lane and pair did not (93 KB, read from L2 for
+	 * every source row). */
 	uint32_t *gbase;
 	uint8_t *gidx;
 	int32_t *gw;
+	size_t gw_stride;
 	uint32_t ngroups, npairs;
 };
 
@@ -205,9 +211,10 @@ static int axis_groups(struct axis *ax, uint32_t dw)
 				return 1;
 		}
 	}
+	ax->gw_stride = (size_t)dw + 16; /* the 16-entry loads of a group triple's pixels */
 	ax->gbase = malloc(sizeof(*ax->gbase) * ng);
-	ax->gidx = calloc((size_t)ng * np, 64);
-	ax->gw = calloc((size_t)ng * np * 16, sizeof(*ax->gw));
+	ax->gidx = calloc(ng, 64);
+	ax->gw = calloc((size_t)np * ax->gw_stride, sizeof(*ax->gw));
 	if (!ax->gbase || !ax->gidx || !ax->gw)
 		return vc_err(-ENOMEM, "out of memory (resize tables)");
 	for (uint32_t g = 0; g < ng; g++) {
@@ -216,20 +223,15 @@ static int axis_groups(struct axis *ax, uint32_t dw)
 		ax->gbase[g] = base * 3;
 		for (uint32_t i = 0; i < 16 && 16 * g + i < nb; i++) {
 			uint32_t x = (16 * g + i) / 3, c = (16 * g + i) % 3;
-			const int32_t *k = ax->k + (size_t)x * ax->ksize;
+			uint8_t *id = ax->gidx + (size_t)g * 64 + 4 * i;
 
-			for (uint32_t p = 0; p < np; p++) {
-				uint8_t *id = ax->gidx + ((size_t)g * np + p) * 64 + 4 * i;
-				uint32_t j0 = 2 * p, j1 = 2 * p + 1;
-				uint32_t w0 = j0 < ax->n[x] ? (uint16_t)k[j0] : 0;
-				uint32_t w1 = j1 < ax->n[x] ? (uint16_t)k[j1] : 0;
-
-				id[0] = (uint8_t)(j0 < ax->n[x] ? (ax->lo[x] + j0 - base) * 3 + c : 0);
-				id[2] = (uint8_t)(j1 < ax->n[x] ? (ax->lo[x] + j1 - base) * 3 + c : 0);
-				ax->gw[((size_t)g * np + p) * 16 + i] = (int32_t)(w0 | w1 << 16);
-			}
+			id[0] = (uint8_t)((ax->lo[x] - base) * 3 + c);
+			id[2] = (uint8_t)(id[0] + 3);
 		}
 	}
+	for (uint32_t p = 0; p < np; p++)
+		for (uint32_t x = 0; x < dw; x++)
+			ax->gw[p * ax->gw_stride + x] = ax->kp[(size_t)x * ax->ksize + p];
 	ax->ngroups = ng;
 	ax->npairs = np;
 	return 0;
@@ -413,42 +415,97 @@ static void h_row_avx2(const uint8_t *s, const uint8_t *limit, const struct axis
 			ax->prec, d + 3 * x);
 }
 
-/* h_row with AVX-512 VBMI: 16 output bytes (channels interleaved) per step; per tap pair one
- * byte permutation of the group's 64 source bytes into (tap 2p, tap 2p+1) int16 pairs and one
- * multiply-add against the lanes' weights (axis_groups); the same integer sums. Loads past limit
- * are masked off, and the last group's store is masked to the row. */
-__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl")))
-static void h_row_vbmi(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
-		       uint32_t dw)
-{
-	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1)), z = _mm512_setzero_si512();
-	const __m128i shift = _mm_cvtsi32_si128(ax->prec);
-	const __mmask64 even = 0x5555555555555555ull;
-	uint32_t nb = dw * 3, np = ax->npairs;
+/* Lane i of group g is output pixel 16 (g / 3) + vbmi_map[g % 3][i]: three groups (48 bytes)
+ * are 16 whole pixels, whose weights one 16-entry load holds. */
+static const int32_t vbmi_map[3][16] = {
+	{ 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5 },
+	{ 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10 },
+	{ 10, 11, 11, 11, 12, 12, 12, 13, 13, 13, 14, 14, 14, 15, 15, 15 },
+};
 
-	for (uint32_t g = 0; g < ax->ngroups; g++) {
+/* One group's 16 output bytes from its source bytes src and index vector id: per tap pair q one
+ * byte permutation into (tap 2q, tap 2q+1) int16 pairs and one dot-product accumulate
+ * (vpdpwssd: the multiply-add and the add in one, the same int32 sums) against the lanes'
+ * weights, picked by map from the 16 pixels' weights at w. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline __m128i vbmi_group(__m512i src, __m512i id, __m512i map, const int32_t *w,
+				 size_t wstride, const uint32_t np, __m512i vhalf, __m128i shift)
+{
+	const __mmask64 even = 0x5555555555555555ull;
+	__m512i acc = vhalf;
+
+	for (uint32_t q = 0; q < np; q++) {
+		__m512i a = _mm512_maskz_permutexvar_epi8(
+			even, _mm512_add_epi8(id, _mm512_set1_epi8((char)(6 * q))), src);
+		__m512i k = _mm512_permutexvar_epi32(map, _mm512_loadu_si512(
+			(const void *)(w + q * wstride)));
+
+		acc = _mm512_dpwssd_epi32(acc, a, k);
+	}
+	return _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_sra_epi32(acc, shift),
+						       _mm512_setzero_si512()));
+}
+
+/* h_row with AVX-512 VBMI + VNNI: 16 output bytes (channels interleaved) per group (axis_groups),
+ * three groups (16 pixels) per step for independent chains; np is a constant where inlined, so
+ * the pair loop unrolls. The last groups go one by one: loads past limit are masked off, and
+ * the last store is masked to the row. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline void h_row_vbmi_np(const uint8_t *s, const uint8_t *limit, const struct axis *ax,
+				 uint8_t *d, uint32_t dw, const uint32_t np)
+{
+	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1));
+	const __m128i shift = _mm_cvtsi32_si128(ax->prec);
+	const __m512i m0 = _mm512_loadu_si512((const void *)vbmi_map[0]);
+	const __m512i m1 = _mm512_loadu_si512((const void *)vbmi_map[1]);
+	const __m512i m2 = _mm512_loadu_si512((const void *)vbmi_map[2]);
+	const size_t ws = ax->gw_stride;
+	uint32_t nb = dw * 3, g = 0;
+
+	for (; 16 * (g + 3) <= nb && s + ax->gbase[g + 2] + 64 <= limit; g += 3) {
+		const int32_t *w = ax->gw + 16 * (g / 3);
+		const uint8_t *id = ax->gidx + (size_t)g * 64;
+
+		_mm_storeu_si128((__m128i *)(d + 16 * g), vbmi_group(
+			_mm512_loadu_si512((const void *)(s + ax->gbase[g])),
+			_mm512_loadu_si512((const void *)id), m0, w, ws, np, vhalf, shift));
+		_mm_storeu_si128((__m128i *)(d + 16 * g + 16), vbmi_group(
+			_mm512_loadu_si512((const void *)(s + ax->gbase[g + 1])),
+			_mm512_loadu_si512((const void *)(id + 64)), m1, w, ws, np, vhalf, shift));
+		_mm_storeu_si128((__m128i *)(d + 16 * g + 32), vbmi_group(
+			_mm512_loadu_si512((const void *)(s + ax->gbase[g + 2])),
+			_mm512_loadu_si512((const void *)(id + 128)), m2, w, ws, np, vhalf, shift));
+	}
+	for (; g < ax->ngroups; g++) {
 		const uint8_t *p = s + ax->gbase[g];
-		const uint8_t *id = ax->gidx + (size_t)g * np * 64;
-		const int32_t *w = ax->gw + (size_t)g * np * 16;
-		__m512i src, acc = vhalf;
+		__m512i src;
 		__m128i out;
 
-		_mm_prefetch((const char *)p + 1024, _MM_HINT_T0);
 		if (p + 64 <= limit)
 			src = _mm512_loadu_si512((const void *)p);
 		else
 			src = _mm512_maskz_loadu_epi8(limit - p >= 64 ? ~0ull :
 						      (1ull << (limit - p)) - 1, p);
-		for (uint32_t q = 0; q < np; q++)
-			acc = _mm512_add_epi32(acc, _mm512_madd_epi16(
-				_mm512_maskz_permutexvar_epi8(even, _mm512_loadu_si512(
-					(const void *)(id + 64 * q)), src),
-				_mm512_loadu_si512((const void *)(w + 16 * q))));
-		out = _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_sra_epi32(acc, shift), z));
+		out = vbmi_group(src, _mm512_loadu_si512((const void *)(ax->gidx + (size_t)g * 64)),
+				 g % 3 == 0 ? m0 : g % 3 == 1 ? m1 : m2, ax->gw + 16 * (g / 3), ws,
+				 np, vhalf, shift);
 		if (16 * g + 16 <= nb)
 			_mm_storeu_si128((__m128i *)(d + 16 * g), out);
 		else
 			_mm_mask_storeu_epi8(d + 16 * g, (__mmask16)((1u << (nb - 16 * g)) - 1), out);
+	}
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni")))
+static void h_row_vbmi(const uint8_t *s, const uint8_t *limit, const struct axis *ax, uint8_t *d,
+		       uint32_t dw)
+{
+	switch (ax->npairs) {
+	case 1: h_row_vbmi_np(s, limit, ax, d, dw, 1); break;
+	case 2: h_row_vbmi_np(s, limit, ax, d, dw, 2); break;
+	case 3: h_row_vbmi_np(s, limit, ax, d, dw, 3); break;
+	case 4: h_row_vbmi_np(s, limit, ax, d, dw, 4); break;
+	default: h_row_vbmi_np(s, limit, ax, d, dw, ax->npairs); break;
 	}
 }
 
@@ -523,19 +580,47 @@ static void v_row_avx2(const uint8_t *const *rows, const int32_t *k, const int32
 	}
 }
 
-/* v_row with AVX-512 (BW): 32 bytes at a time, as v_row_avx2 per 256-bit half; the tail goes to
- * v_row_avx2. */
-__attribute__((target("avx512f,avx512bw,avx2")))
+/* v_row with AVX-512 (BW, VNNI): 64 bytes at a time, as v_row_avx2 per 256-bit quarter pair,
+ * each tap pair one dot-product accumulate (vpdpwssd: the multiply-add and the add in one, the
+ * same int32 sums); 32 at a time, then v_row_avx2, for the tail. */
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2")))
 static void v_row_avx512(const uint8_t *const *rows, const int32_t *k, const int32_t *kp,
 			 uint32_t nt, size_t n, int prec, uint8_t *d)
 {
 	const __m512i vhalf = _mm512_set1_epi32(1 << (prec - 1));
 	const __m128i shift = _mm_cvtsi32_si128(prec);
 	const __m512i perm = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
-	size_t n32 = n & ~(size_t)31;
+	size_t x = 0;
 	const uint8_t *tail[64];
 
-	for (size_t x = 0; x < n32; x += 32) {
+	for (; x + 64 <= n; x += 64) {
+		__m512i lo0 = vhalf, hi0 = vhalf, lo1 = vhalf, hi1 = vhalf, r0, r1;
+
+		for (uint32_t j = 0; j < nt; j += 2) {
+			const uint8_t *p0 = rows[j] + x, *p1 = j + 1 < nt ? rows[j + 1] + x : p0;
+			__m512i kk = _mm512_set1_epi32(kp[j / 2]);
+			__m512i a0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p0));
+			__m512i b0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p1));
+			__m512i a1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
+				(const __m256i *)(p0 + 32)));
+			__m512i b1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
+				(const __m256i *)(p1 + 32)));
+
+			lo0 = _mm512_dpwssd_epi32(lo0, _mm512_unpacklo_epi16(a0, b0), kk);
+			hi0 = _mm512_dpwssd_epi32(hi0, _mm512_unpackhi_epi16(a0, b0), kk);
+			lo1 = _mm512_dpwssd_epi32(lo1, _mm512_unpacklo_epi16(a1, b1), kk);
+			hi1 = _mm512_dpwssd_epi32(hi1, _mm512_unpackhi_epi16(a1, b1), kk);
+		}
+		r0 = _mm512_packs_epi32(_mm512_sra_epi32(lo0, shift), _mm512_sra_epi32(hi0, shift));
+		r1 = _mm512_packs_epi32(_mm512_sra_epi32(lo1, shift), _mm512_sra_epi32(hi1, shift));
+		/* lane-wise packs: qword 2i of each 128-bit lane holds elements 8i..8i+7 of its
+		 * 32-byte half; r0 | r1 packed, then the qwords put in order */
+		r0 = _mm512_permutexvar_epi64(perm, _mm512_packus_epi16(r0, r0));
+		r1 = _mm512_permutexvar_epi64(perm, _mm512_packus_epi16(r1, r1));
+		_mm512_storeu_si512((void *)(d + x), _mm512_inserti64x4(r0,
+							_mm512_castsi512_si256(r1), 1));
+	}
+	for (; x + 32 <= n; x += 32) {
 		__m512i lo = vhalf, hi = vhalf, r;
 
 		for (uint32_t j = 0; j < nt; j += 2) {
@@ -544,19 +629,17 @@ static void v_row_avx512(const uint8_t *const *rows, const int32_t *k, const int
 			__m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)r1));
 			__m512i kk = _mm512_set1_epi32(kp[j / 2]);
 
-			lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), kk));
-			hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), kk));
+			lo = _mm512_dpwssd_epi32(lo, _mm512_unpacklo_epi16(a, b), kk);
+			hi = _mm512_dpwssd_epi32(hi, _mm512_unpackhi_epi16(a, b), kk);
 		}
 		r = _mm512_packs_epi32(_mm512_sra_epi32(lo, shift), _mm512_sra_epi32(hi, shift));
-		r = _mm512_packus_epi16(r, r);
-		/* lane-wise packs: qword 2i of each 128-bit lane holds elements 8i..8i+7 */
-		r = _mm512_permutexvar_epi64(perm, r);
+		r = _mm512_permutexvar_epi64(perm, _mm512_packus_epi16(r, r));
 		_mm256_storeu_si256((__m256i *)(d + x), _mm512_castsi512_si256(r));
 	}
-	if (n32 < n) {
+	if (x < n) {
 		for (uint32_t j = 0; j < nt; j++)
-			tail[j] = rows[j] + n32;
-		v_row_avx2(tail, k, kp, nt, n - n32, prec, d + n32);
+			tail[j] = rows[j] + x;
+		v_row_avx2(tail, k, kp, nt, n - x, prec, d + x);
 	}
 }
 #else
@@ -590,8 +673,11 @@ static void v_row(const uint8_t *const *rows, const int32_t *k, const int32_t *k
 /* ---------------------------------------------------------------- the row streamer */
 
 struct vc_resizer {
-	const uint8_t *src;          /* [sh][sw][3], rows src_stride apart */
+	const uint8_t *src;          /* [sh][sw][3], rows src_stride apart (NULL: pulled) */
 	size_t stride;
+	vc_row_pull pull;            /* the source rows, in order, when src is NULL */
+	void *pull_ctx;
+	uint32_t pulled;             /* rows pulled so far */
 	uint32_t sw, sh, dw, dh;
 	struct axis ah, av;          /* unused when the axis keeps its size */
 	uint8_t *ring;               /* [ring_n][dw*3]: horizontally resized source rows */
@@ -600,7 +686,7 @@ struct vc_resizer {
 	const uint8_t **taps;        /* [av.ksize] row pointers of the current output row */
 	bool ssse3, avx2;            /* what the CPU has (h_row_ssse3, h_row_avx2) */
 	bool vbmi;                   /* h_row_vbmi (the axis has its table) */
-	bool avx512;                 /* v_row_avx512 */
+	bool avx512;                 /* v_row_avx512 (AVX-512 BW + VNNI) */
 };
 
 void vc_resizer_free(struct vc_resizer *rs)
@@ -615,8 +701,8 @@ void vc_resizer_free(struct vc_resizer *rs)
 	free(rs);
 }
 
-int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint32_t dw,
-		   uint32_t dh, struct vc_resizer **ret)
+static int resizer_new(const uint8_t *src, size_t src_stride, vc_row_pull pull, void *ctx,
+		       uint32_t sw, uint32_t sh, uint32_t dw, uint32_t dh, struct vc_resizer **ret)
 {
 	struct vc_resizer *rs = calloc(1, sizeof(*rs));
 	int e = 0;
@@ -626,6 +712,8 @@ int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stri
 		return vc_err(-ENOMEM, "out of memory (resize)");
 	rs->src = src;
 	rs->stride = src_stride;
+	rs->pull = pull;
+	rs->pull_ctx = ctx;
 #ifdef __SSE2__
 	__builtin_cpu_init(); /* idempotent; makes the check safe however the library was loaded */
 	{
@@ -636,7 +724,8 @@ int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stri
 		rs->avx2 = rs->ssse3 && __builtin_cpu_supports("avx2") &&
 			   !(cap && !strcmp(cap, "ssse3"));
 		rs->avx512 = rs->avx2 && !cap && __builtin_cpu_supports("avx512f") &&
-			     __builtin_cpu_supports("avx512bw");
+			     __builtin_cpu_supports("avx512bw") &&
+			     __builtin_cpu_supports("avx512vnni");
 		rs->vbmi = rs->avx512 && __builtin_cpu_supports("avx512vl") &&
 			   __builtin_cpu_supports("avx512vbmi");
 	}
@@ -657,7 +746,7 @@ int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stri
 	if (sh != dh && (e = axis_init(&rs->av, sh, dh)))
 		goto fail;
 	rs->ring_n = sh != dh ? rs->av.ksize + 1 : 1;
-	if (sw != dw) {
+	if (sw != dw || !src) { /* pulled rows live in the ring even at the same width */
 		rs->ring = malloc((size_t)rs->ring_n * dw * 3);
 		rs->ring_src = malloc(sizeof(*rs->ring_src) * rs->ring_n);
 		if (!rs->ring || !rs->ring_src) {
@@ -679,65 +768,115 @@ fail:
 	return e;
 }
 
-/* Source row sy after the horizontal pass (computed once while it stays in the ring). */
-static const uint8_t *hrow(struct vc_resizer *rs, uint32_t sy)
+int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint32_t dw,
+		   uint32_t dh, struct vc_resizer **ret)
 {
-	const uint8_t *s = rs->src + (size_t)sy * rs->stride;
+	return resizer_new(src, src_stride, NULL, NULL, sw, sh, dw, dh, ret);
+}
+
+int vc_resizer_new_pull(vc_row_pull pull, void *ctx, uint32_t sw, uint32_t sh, uint32_t dw,
+			uint32_t dh, struct vc_resizer **ret)
+{
+	return resizer_new(NULL, 0, pull, ctx, sw, sh, dw, dh, ret);
+}
+
+/* The horizontal pass of source row s into d (one row of the ring); limit: the end of the
+ * memory s may be read from. */
+static void hpass(const struct vc_resizer *rs, const uint8_t *s, const uint8_t *limit, uint8_t *d)
+{
+#ifdef __SSE2__
+	if (rs->vbmi)
+		h_row_vbmi(s, limit, &rs->ah, d, rs->dw);
+	else if (rs->avx2)
+		h_row_avx2(s, limit, &rs->ah, d, rs->dw);
+	else if (rs->ssse3)
+		h_row_ssse3(s, limit, &rs->ah, d, rs->dw);
+	else
+#endif
+		h_row(s, limit, &rs->ah, d, rs->dw);
+}
+
+/* Source row sy after the horizontal pass (computed once while it stays in the ring) into *out.
+ * Pulled rows are filtered the moment they arrive, while the decoder's row is still in cache;
+ * rows the filter never reaches are pulled and dropped. 0 or the source's error. */
+static int hrow(struct vc_resizer *rs, uint32_t sy, const uint8_t **out)
+{
 	uint32_t slot;
 	uint8_t *d;
 
-	if (rs->sw == rs->dw)
-		return s;
+	if (rs->src && rs->sw == rs->dw) {
+		*out = rs->src + (size_t)sy * rs->stride;
+		return 0;
+	}
 	slot = sy % rs->ring_n;
 	d = rs->ring + (size_t)slot * rs->dw * 3;
-	if (rs->ring_src[slot] != (int64_t)sy) {
+	*out = d;
+	if (rs->ring_src[slot] == (int64_t)sy)
+		return 0;
+	if (rs->src) {
 		const uint8_t *limit = rs->src + (size_t)(rs->sh - 1) * rs->stride +
 				       (size_t)rs->sw * 3;
-#ifdef __SSE2__
-		if (rs->vbmi)
-			h_row_vbmi(s, limit, &rs->ah, d, rs->dw);
-		else if (rs->avx2)
-			h_row_avx2(s, limit, &rs->ah, d, rs->dw);
-		else if (rs->ssse3)
-			h_row_ssse3(s, limit, &rs->ah, d, rs->dw);
-		else
-#endif
-			h_row(s, limit, &rs->ah, d, rs->dw);
+
+		hpass(rs, rs->src + (size_t)sy * rs->stride, limit, d);
 		rs->ring_src[slot] = sy;
+		return 0;
 	}
-	return d;
+	if (sy < rs->pulled) /* gone from the ring: rows were asked out of order */
+		return vc_err(-EINVAL, "resize: source row %u asked after row %u", sy,
+			      rs->pulled - 1);
+	while (rs->pulled <= sy) {
+		const uint8_t *s;
+		int e = rs->pull(rs->pull_ctx, &s);
+
+		if (e)
+			return e;
+		if (rs->pulled++ < sy)
+			continue;
+		if (rs->sw == rs->dw)
+			memcpy(d, s, (size_t)rs->sw * 3);
+		else
+			hpass(rs, s, s + (size_t)rs->sw * 3, d);
+	}
+	rs->ring_src[slot] = sy;
+	return 0;
 }
 
-void vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst)
+int vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst)
 {
 	const struct axis *av = &rs->av;
 	size_t n = (size_t)rs->dw * 3;
+	int e;
 
 	if (rs->sh == rs->dh) {
-		const uint8_t *r = hrow(rs, y);
+		const uint8_t *r;
 
-		if (r != dst)
+		e = hrow(rs, y, &r);
+		if (!e && r != dst)
 			memcpy(dst, r, n);
-		return;
+		return e;
 	}
 	/* a tap window spans at most ksize consecutive source rows, the ring holds ksize + 1:
 	 * rows still needed are never evicted while the window advances */
-	for (uint32_t j = 0; j < av->n[y]; j++)
-		rs->taps[j] = hrow(rs, av->lo[y] + j);
+	for (uint32_t j = 0; j < av->n[y]; j++) {
+		e = hrow(rs, av->lo[y] + j, &rs->taps[j]);
+		if (e)
+			return e;
+	}
 #ifdef __SSE2__
 	if (rs->avx512 && av->n[y] <= 64) {
 		v_row_avx512(rs->taps, av->k + (size_t)y * av->ksize,
 			     av->kp + (size_t)y * av->ksize, av->n[y], n, av->prec, dst);
-		return;
+		return 0;
 	}
 	if (rs->avx2) {
 		v_row_avx2(rs->taps, av->k + (size_t)y * av->ksize, av->kp + (size_t)y * av->ksize,
 			   av->n[y], n, av->prec, dst);
-		return;
+		return 0;
 	}
 #endif
 	v_row(rs->taps, av->k + (size_t)y * av->ksize, av->kp + (size_t)y * av->ksize, av->n[y], n,
 	      av->prec, dst);
+	return 0;
 }
 
 int vc_resize_rgb(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint8_t *dst,
@@ -748,8 +887,8 @@ int vc_resize_rgb(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_strid
 
 	if (e)
 		return e;
-	for (uint32_t y = 0; y < dh; y++)
-		vc_resizer_row(rs, y, dst + (size_t)y * dw * 3);
+	for (uint32_t y = 0; y < dh && !e; y++)
+		e = vc_resizer_row(rs, y, dst + (size_t)y * dw * 3);
 	vc_resizer_free(rs);
-	return 0;
+	return e;
 }

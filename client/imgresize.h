@@ -36,8 +36,18 @@ int vc_resize_rgb(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_strid
 struct vc_resizer;
 int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint32_t dw,
 		   uint32_t dh, struct vc_resizer **ret);
-/* Output row y (0 <= y < dh) into dst [dw*3]. */
-void vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst);
+/*
+ * The same from source rows handed over in order by pull (0 and *row = the next source row
+ * [sw][3], valid until the next call; or a negative errno, which the resizer returns): each row
+ * is filtered horizontally as it arrives, and rows are asked for once. Output rows must then be
+ * asked in increasing order.
+ */
+typedef int (*vc_row_pull)(void *ctx, const uint8_t **row);
+int vc_resizer_new_pull(vc_row_pull pull, void *ctx, uint32_t sw, uint32_t sh, uint32_t dw,
+			uint32_t dh, struct vc_resizer **ret);
+/* Output row y (0 <= y < dh) into dst [dw*3]. 0, or the pulled source's error (or -EINVAL for
+ * a pulled row asked out of order). */
+int vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst);
 void vc_resizer_free(struct vc_resizer *rs);
 
 #endif /* VLM_CLIENT_IMGRESIZE_H */
