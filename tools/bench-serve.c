@@ -16,6 +16,10 @@
  *              items each (bf16 patches, vlmd runs the tower), with the vision and prefix caches
  *              on, with the vision cache off, and with both off; then decode streams while other
  *              clients keep sending fresh images (the tower runs between decode steps).
+ *              Shapes (tools/bench-imgshape.h): "faithful" (default) is qwen2-vl-2b and
+ *              DashInfer-VLM's conversation scaled down uniformly, on a checkpoint of its own;
+ *              "legacy" is the first form (the 27M checkpoint, 16x16-patch images), whose decode
+ *              weighed ~8x more per turn than the real thing's; "both" runs each.
  * Goal ratios, each measured in the same run: throughput at concurrency N / concurrency 1,
  * multi-turn QPS with reuse / without, ITL p99 during prefills / ITL p50 without, image
  * multi-turn QPS with caches on / off, ITL p99 while images encode / ITL p50 without.
@@ -604,8 +608,8 @@ static void bench_spec(struct vd_mkmodel_spec *s)
 	s->vision_end_token_id = 8189;
 	s->init_std = 0.03f;
 	s->seed = 7;
-	/* a vision tower of the same scale (3.2 M parameters: a 256-patch image costs about as
-	 * much as a 30-token prefill of the 27 M language model) */
+	/* a vision tower of 3.2 M parameters: a 256-patch image costs 2.2 GFLOP, 0.74x the prefill
+	 * of its 64 tokens (qwen2-vl-2b: 2.6x); the images workload's legacy shape */
 	s->vision.depth = 4;
 	s->vision.embed_dim = 256;
 	s->vision.n_heads = 4;
