@@ -61,7 +61,6 @@ void vc_unref(struct vlm_conn *c)
 	vc_reqmap_fini(&c->inflight);
 	vc_pixmemo_fini(c);
 	free(c->blocks);
-	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
@@ -96,7 +95,6 @@ static int name_of_program(char *buf, size_t len)
 int vlm_connect(const struct vlm_connect_opts *opts, struct vlm_conn **ret)
 {
 	struct vc_conn_opts o = { .spin_ns = -1 };
-	pthread_condattr_t ca;
 	char err[200] = "", name[32];
 	struct vlm_conn *c;
 	int e;
@@ -132,10 +130,6 @@ int vlm_connect(const struct vlm_connect_opts *opts, struct vlm_conn **ret)
 	if (!c)
 		return vc_err(-ENOMEM, "out of memory");
 	pthread_mutex_init(&c->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->cv, &ca);
-	pthread_condattr_destroy(&ca);
 	c->refs = 1;
 	c->next_id = 1;
 	c->epfd = -1;
@@ -154,6 +148,51 @@ int vlm_connect(const struct vlm_connect_opts *opts, struct vlm_conn **ret)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- waiters */
+
+/* With mu held: signal w unless it was already (each waiter is signalled at most once). */
+static void wake(struct vc_waiter *w)
+{
+	if (w->woken)
+		return;
+	w->woken = 1;
+	pthread_cond_signal(&w->cv);
+}
+
+/* With mu held: every waiter (the connection ended, or the caller cannot tell whom it
+ * concerns). */
+static void wake_all(struct vlm_conn *c)
+{
+	for (struct vc_waiter *w = c->waiters; w; w = w->next)
+		wake(w);
+}
+
+/* With mu held: the reader role is free; if threads wait and none of them has been signalled
+ * yet (a signalled one takes the role, or passes it on when it leaves), signal the oldest, which
+ * becomes the reader. */
+static void pass_reader(struct vlm_conn *c)
+{
+	struct vc_waiter *first = NULL;
+
+	if (c->reader)
+		return;
+	for (struct vc_waiter *w = c->waiters; w; w = w->next) {
+		if (w->woken)
+			return;
+		if (!first)
+			first = w;
+	}
+	if (first)
+		wake(first);
+}
+
+/* With mu held: does the thread reading r have something to take (tokens, or r's end)? A caller
+ * waiting for any completion (r NULL) re-checks its own condition: counted as yes. */
+static int satisfied(const struct vlm_request *r)
+{
+	return !r || r->q_len || r->state == VC_R_ENDED;
+}
+
 /* With mu held: fail every request in flight with err (vlmd lost or the connection closed). */
 static void end_all_inflight(struct vlm_conn *c, int err)
 {
@@ -164,7 +203,7 @@ static void end_all_inflight(struct vlm_conn *c, int err)
 		if (r->state == VC_R_INFLIGHT)
 			vc_req_end(c, r, err);
 	}
-	pthread_cond_broadcast(&c->cv);
+	wake_all(c);
 }
 
 /* Why vlmd closed the connection, from the flags it sets in dseg before it does: a clean shutdown
@@ -233,7 +272,7 @@ void vlm_disconnect(struct vlm_conn *c)
 		deadline = vs_now_ns() + (uint64_t)c->close_timeout_ms * 1000000ull;
 		while (c->inflight.n && c->state == VC_ALIVE) {
 			cancel_all(c); /* again for cancels that did not fit the ring */
-			if (c->state != VC_ALIVE || vc_pump(c, deadline) == -ETIMEDOUT)
+			if (c->state != VC_ALIVE || vc_pump(c, NULL, deadline) == -ETIMEDOUT)
 				break;
 		}
 	}
@@ -267,7 +306,7 @@ void vlm_disconnect(struct vlm_conn *c)
 	if (c->epfd >= 0)
 		close(c->epfd);
 	c->epfd = -1;
-	pthread_cond_broadcast(&c->cv);
+	wake_all(c);
 	vc_unlock(c);
 	vc_unref(c);
 }
@@ -320,8 +359,10 @@ static uint32_t route_all(struct vlm_conn *c)
 			r->cancel_sent = 1;
 		}
 	}
-	if (total)
-		pthread_cond_broadcast(&c->cv);
+	if (total) /* requests that got something woke their readers (vc_mark_ready) */
+		for (struct vc_waiter *w = c->waiters; w; w = w->next)
+			if (!w->r)
+				wake(w);
 	return total;
 }
 
@@ -331,7 +372,63 @@ static void to_timespec(uint64_t ns, struct timespec *ts)
 	ts->tv_nsec = (long)(ns % 1000000000ull);
 }
 
-int vc_pump(struct vlm_conn *c, uint64_t deadline_ns)
+/* With mu held and another thread the reader: wait on a condition variable of our own until the
+ * reader routes something for r, hands us the role, the connection ends, or the deadline. */
+static int wait_for_reader(struct vlm_conn *c, struct vlm_request *r, uint64_t deadline_ns)
+{
+	struct vc_waiter w = { .r = r };
+	pthread_condattr_t ca;
+	int timed_out = 0;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	/* append: the oldest waiter is the first to be handed the reader role */
+	if (c->waiters) {
+		struct vc_waiter *t = c->waiters;
+
+		while (t->next)
+			t = t->next;
+		t->next = &w;
+		w.prev = t;
+	} else {
+		c->waiters = &w;
+	}
+	if (deadline_ns == UINT64_MAX) {
+		while (!w.woken)
+			pthread_cond_wait(&w.cv, &c->mu);
+	} else {
+		struct timespec ts;
+
+		to_timespec(deadline_ns, &ts);
+		while (!w.woken && !timed_out)
+			timed_out = pthread_cond_timedwait(&w.cv, &c->mu, &ts) == ETIMEDOUT;
+	}
+	if (w.prev)
+		w.prev->next = w.next;
+	else
+		c->waiters = w.next;
+	if (w.next)
+		w.next->prev = w.prev;
+	pthread_cond_destroy(&w.cv);
+	if (w.woken && r && satisfied(r))
+		c->stats.wakes_data++;
+	else if (w.woken)
+		c->stats.wakes_other++;
+	return timed_out && !w.woken ? -ETIMEDOUT : 0;
+}
+
+/* vc_pump's way out: a caller that leaves (its request has something, or it times out) and not
+ * as the reader hands the free role on; an unsatisfied one comes back and takes it itself. */
+static int pump_out(struct vlm_conn *c, struct vlm_request *want, int rc)
+{
+	if (rc == -ETIMEDOUT || satisfied(want))
+		pass_reader(c);
+	return rc;
+}
+
+int vc_pump(struct vlm_conn *c, struct vlm_request *want, uint64_t deadline_ns)
 {
 	uint64_t now;
 	int r;
@@ -342,7 +439,7 @@ int vc_pump(struct vlm_conn *c, uint64_t deadline_ns)
 		struct vc_conn *vc = c->vc;
 
 		if (route_all(c))
-			return 0;
+			return pump_out(c, want, 0);
 		now = vs_now_ns();
 		if (!deadline_ns) {
 			/* a caller that only ever polls must still learn that vlmd died: look at
@@ -354,10 +451,10 @@ int vc_pump(struct vlm_conn *c, uint64_t deadline_ns)
 					return 0;
 				}
 			}
-			return -ETIMEDOUT;
+			return pump_out(c, want, -ETIMEDOUT);
 		}
 		if (deadline_ns != UINT64_MAX && now >= deadline_ns)
-			return -ETIMEDOUT;
+			return pump_out(c, want, -ETIMEDOUT);
 		c->reader = 1;
 		pthread_mutex_unlock(&c->mu);
 		r = vc_conn_wait(vc, deadline_ns == UINT64_MAX ? -1 : (int64_t)(deadline_ns - now));
@@ -367,25 +464,18 @@ int vc_pump(struct vlm_conn *c, uint64_t deadline_ns)
 			lost(c);
 		else
 			route_all(c);
-		pthread_cond_broadcast(&c->cv); /* someone else may take the reader role */
-		return r == -ETIMEDOUT ? -ETIMEDOUT : 0;
+		return pump_out(c, want, r == -ETIMEDOUT ? -ETIMEDOUT : 0);
 	}
 	if (!deadline_ns)
 		return -ETIMEDOUT;
-	if (deadline_ns == UINT64_MAX) {
-		pthread_cond_wait(&c->cv, &c->mu);
-	} else {
-		struct timespec ts;
-
-		to_timespec(deadline_ns, &ts);
-		if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
-			return -ETIMEDOUT;
-	}
-	return 0;
+	return pump_out(c, want, wait_for_reader(c, want, deadline_ns));
 }
 
 void vc_mark_ready(struct vlm_conn *c, struct vlm_request *r)
 {
+	for (struct vc_waiter *w = c->waiters; w; w = w->next)
+		if (w->r == r)
+			wake(w);
 	if (r->in_ready || r->orphan)
 		return;
 	r->in_ready = 1;

@@ -9,10 +9,15 @@
  *    request's stream state; it is never held across a blocking call or a user callback;
  *  - the completion ring is consumed by whichever thread holds the "reader" role: with mu held
  *    (reaping what is there), or, to sleep, by marking itself reader, dropping mu and waiting in
- *    vc_conn_wait(); it then re-takes mu, routes every completion to its request's queue and
- *    wakes the other waiters (cv). Threads needing events while another is reader wait on cv.
- *    So there is no library thread, and a completion costs no extra wake-up when the thread that
- *    wants it is the one waiting on the ring (the common one-request-per-thread case);
+ *    vc_conn_wait(); it then re-takes mu and routes every completion to its request's queue.
+ *    Threads needing events while another is reader wait each on a condition variable of its
+ *    own (struct vc_waiter, naming the request it reads), so routing wakes exactly the threads
+ *    whose requests got something: with N threads reading N requests, a batch for request A
+ *    wakes A's thread only, not all N (a shared condition variable and a broadcast woke every
+ *    one of them per batch, each to find nothing and sleep again). When the reader leaves the
+ *    role it hands it to one waiting thread (vc_pump). So there is no library thread, and a
+ *    completion costs no extra wake-up when the thread that wants it is the one waiting on the
+ *    ring (the common one-request-per-thread case);
  *  - tensor deleters found by routing are queued (dead) and called after mu is dropped, on the
  *    routing thread, so a deleter may call back into the library.
  * Lifetime: the connection is reference-counted: the application's handle, every request object
@@ -48,13 +53,26 @@ struct vc_stats {                    /* vlm_conn_stats: what the data path cost 
 	uint64_t tensors_copied;
 	uint64_t tensors_in_place;   /* read by vlmd where they were (arena or CUDA) */
 	uint64_t tensors_cuda;
+	uint64_t wakes_data;         /* waiters woken whose request had tokens or its end */
+	uint64_t wakes_other;        /* waiters woken for the reader role, any-event waits, the
+				      * connection's end, or a timeout */
 	uint64_t images_preprocessed; /* preprocessed straight into the arena (client/imgreq.c) */
 	uint64_t images_reused;      /* found in the connection's memo (client/pixmemo.h) */
 };
 
+/* A thread blocked in vc_pump while another thread is the reader (on its stack, in the
+ * connection's list while it waits). */
+struct vc_waiter {
+	pthread_cond_t cv;           /* signalled once (woken), CLOCK_MONOTONIC */
+	struct vlm_request *r;       /* the request it reads; NULL: any routed completion */
+	struct vc_waiter *prev, *next;
+	int woken;                   /* signalled: its request got something, the reader role is
+				      * free for it, or the connection ended */
+};
+
 struct vlm_conn {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;           /* routed events / reader role released (CLOCK_MONOTONIC) */
+	struct vc_waiter *waiters;   /* threads waiting for the reader (list, oldest first) */
 	int refs;                    /* atomic */
 	struct vc_conn *vc;          /* transport; NULL once closed */
 	int state;                   /* enum vc_state (atomic reads outside mu) */
@@ -98,14 +116,16 @@ void vc_defer_release(struct vlm_conn *c, struct vc_tensor *t);
 
 /*
  * With mu held: make progress on the completion ring until deadline_ns (CLOCK_MONOTONIC ns;
- * 0: do not block; UINT64_MAX: forever). Routes whatever is there; if nothing was, either waits
- * on the ring as the reader (dropping mu meanwhile) or waits for the reader thread's broadcast.
- * Returns 0 when something may have changed (check again), -ETIMEDOUT when the deadline passed.
+ * 0: do not block; UINT64_MAX: forever) for a caller reading request r (NULL: waiting for any
+ * completion). Routes whatever is there; if nothing was, either waits on the ring as the reader
+ * (dropping mu meanwhile) or waits until the reader routes something for r, hands it the
+ * reader role, or the connection ends. Returns 0 when something may have changed (check
+ * again), -ETIMEDOUT when the deadline passed.
  */
-int vc_pump(struct vlm_conn *c, uint64_t deadline_ns);
+int vc_pump(struct vlm_conn *c, struct vlm_request *r, uint64_t deadline_ns);
 
-/* With mu held: the request became readable (tokens or its end): queue it for
- * vlm_conn_next_ready and wake waiters. */
+/* With mu held: the request became readable (tokens or its end): wake the threads reading it
+ * and queue it for vlm_conn_next_ready. */
 void vc_mark_ready(struct vlm_conn *c, struct vlm_request *r);
 /* With mu held: take r off the ready queue (when it is freed). */
 void vc_unready(struct vlm_conn *c, struct vlm_request *r);

@@ -173,6 +173,49 @@ int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg)
 	return e;
 }
 
+/* config.json's torch_dtype (or "dtype"), text_config's first: is it bfloat16? */
+static bool config_bf16(json_t *root)
+{
+	static const char *const keys[] = { "torch_dtype", "dtype" };
+	json_t *objs[2] = { json_object_get(root, "text_config"), root };
+
+	for (int o = 0; o < 2; o++) {
+		if (!json_is_object(objs[o]))
+			continue;
+		for (int k = 0; k < 2; k++) {
+			json_t *v = json_object_get(objs[o], keys[k]);
+
+			if (json_is_string(v))
+				return !strcmp(json_string_value(v), "bfloat16") ||
+				       !strcmp(json_string_value(v), "bf16");
+		}
+	}
+	return false;
+}
+
+int vlm_vision_pixel_dtype(const char *model_dir, enum vlm_dtype *dtype)
+{
+	char path[4096];
+	json_t *root;
+	int e;
+
+	vc_err_clear();
+	if (!model_dir || !dtype)
+		return vc_err(-EINVAL, "vlm_vision_pixel_dtype: NULL argument");
+	*dtype = VLM_DTYPE_F32;
+	if ((size_t)snprintf(path, sizeof(path), "%s/config.json", model_dir) >= sizeof(path))
+		return vc_err(-EINVAL, "model directory path too long");
+	e = vc_json_load(path, &root);
+	if (e)
+		return e;
+	if (!json_is_object(root))
+		e = vc_err(-EBADMSG, "%s: not a JSON object", path);
+	else if (config_bf16(root))
+		*dtype = VLM_DTYPE_BF16;
+	json_decref(root);
+	return e;
+}
+
 /* ---------------------------------------------------------------- the image object */
 
 struct vlm_image {
@@ -228,11 +271,33 @@ struct normlut {
 	float m[3], s[3];            /* m_c, s_c */
 	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
 	bool avx512;                 /* whole patches with patch_avx512 (AVX-512 VBMI) */
+	bool bf16cvt;                /* bf16 rounding with vcvtneps2bf16 (AVX512_BF16): checked to
+				      * give to_bf16's bits for all 3 x 256 values, like fma_div */
 	bool fma_div;                /* (u - m_c) / s_c == fma(fma(-y, s_c, u - m_c), r_c, y) with
 				      * y = (u - m_c) * r_c, r_c = 1 / s_c, for every u and c: checked
 				      * exhaustively, so patch_avx512 may skip the division */
 	float r[3];                  /* r_c */
 };
+
+#ifdef __SSE2__
+/* vcvtneps2bf16 rounds to nearest even like to_bf16 but takes denormal inputs as zero; the
+ * normalised values are never denormal for a sane config, and this checks all 3 x 256 of them
+ * (l->b is to_bf16 of l->f) so the kernel may use the instruction. */
+__attribute__((target("avx512f,avx512bf16")))
+static bool bf16cvt_agrees(const struct normlut *l)
+{
+	for (int u = 0; u < 256; u++) {
+		float f[16] = { l->f[u][0], l->f[u][1], l->f[u][2] };
+		uint16_t h[16];
+
+		_mm256_storeu_si256((__m256i *)h, (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(f)));
+		for (int c = 0; c < 3; c++)
+			if (h[c] != l->b[u][c])
+				return false;
+	}
+	return true;
+}
+#endif
 
 static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 {
@@ -258,19 +323,23 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 				l->fma_div = false;
 		}
 	}
-	l->avx2 = l->avx512 = false;
+	l->avx2 = l->avx512 = l->bf16cvt = false;
 #ifdef __SSE2__
 	{
-		/* VLM_RESIZE_ISA caps the kernels: sse2 / ssse3 (scalar here), avx2 (no AVX-512) */
+		/* VLM_RESIZE_ISA caps the kernels: sse2 / ssse3 (scalar here), avx2 (no AVX-512),
+		 * avx512 (here: AVX-512 without AVX512_BF16's rounding; the resizer takes it as
+		 * avx2) */
 		const char *cap = getenv("VLM_RESIZE_ISA");
-		bool avx2_ok = !cap || !strcmp(cap, "avx2");
+		bool avx2_ok = !cap || !strcmp(cap, "avx2") || !strcmp(cap, "avx512");
 
 		__builtin_cpu_init();
 		l->avx2 = cfg->patch_size == 14 && __builtin_cpu_supports("avx2") && avx2_ok;
-		l->avx512 = l->avx2 && !cap && cfg->temporal_patch_size <= 4 &&
-			    __builtin_cpu_supports("avx512f") &&
+		l->avx512 = l->avx2 && (!cap || !strcmp(cap, "avx512")) &&
+			    cfg->temporal_patch_size <= 4 && __builtin_cpu_supports("avx512f") &&
 			    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
 			    __builtin_cpu_supports("avx512vbmi");
+		l->bf16cvt = l->avx512 && !cap && __builtin_cpu_supports("avx512bf16") &&
+			     bf16cvt_agrees(l);
 	}
 #endif
 }
@@ -369,11 +438,15 @@ static const uint8_t norm_pick[3][64] = {
 };
 
 /* Run dy of channel c (pick, mc, sc, rc) of the slot at src, normalised into the n stage runs
- * at o0, o0 + 196, ...; dy 13, the last, is a masked store. */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma"), always_inline))
+ * at o0, o0 + 196, ...; dy 13, the last, is a masked store. bf16: rounded with vcvtneps2bf16
+ * when cvt (only on a CPU with AVX512_BF16: l->bf16cvt; written as asm so that one inlined
+ * body serves both, no function of this file targets AVX512_BF16 for the compiler), else with
+ * integer operations (to_bf16). */
+#define PATCH_TARGET "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma"
+__attribute__((target(PATCH_TARGET), always_inline))
 static inline void patch_run(const uint8_t *src, __m512i pick, __m512 mc, __m512 sc, __m512 rc,
 			     void *stage, size_t o0, uint32_t n, const bool last, const bool bf16,
-			     const bool fma_div)
+			     const bool fma_div, const bool cvt)
 {
 	const __mmask16 m14 = 0x3fff;
 	__m512i x = _mm512_maskz_loadu_epi8((1ull << 42) - 1, src);
@@ -387,7 +460,9 @@ static inline void patch_run(const uint8_t *src, __m512i pick, __m512 mc, __m512
 	} else {
 		f = _mm512_div_ps(v, sc);
 	}
-	if (bf16) {
+	if (bf16 && cvt) {
+		__asm__("vcvtneps2bf16 %1, %0" : "=v"(h) : "v"(f));
+	} else if (bf16) {
 		__m512i u = _mm512_castps_si512(f);
 		__m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
 
@@ -408,10 +483,10 @@ static inline void patch_run(const uint8_t *src, __m512i pick, __m512 mc, __m512
 	}
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma"), always_inline))
+__attribute__((target(PATCH_TARGET), always_inline))
 static inline void patch_body(const uint8_t *const *slot, size_t sstride, uint32_t tp,
 			      const struct normlut *l, void *stage, const bool bf16,
-			      const bool fma_div)
+			      const bool fma_div, const bool cvt)
 {
 	for (int c = 0; c < 3; c++) {
 		const __m512i pick = _mm512_loadu_si512((const void *)norm_pick[c]);
@@ -428,9 +503,9 @@ static inline void patch_body(const uint8_t *const *slot, size_t sstride, uint32
 				n++;
 			for (dy = 0; dy < 13; dy++)
 				patch_run(slot[tt] + dy * sstride, pick, mc, sc, rc, stage, o0 + dy * 14,
-					  n, false, bf16, fma_div);
+					  n, false, bf16, fma_div, cvt);
 			patch_run(slot[tt] + dy * sstride, pick, mc, sc, rc, stage, o0 + dy * 14, n,
-				  true, bf16, fma_div);
+				  true, bf16, fma_div, cvt);
 		}
 	}
 }
@@ -448,18 +523,29 @@ static inline void patch_body(const uint8_t *const *slot, size_t sstride, uint32
  * stores have left the store buffer: reading them back at once stalls the load on store
  * forwarding (measured: half of this function's time).
  */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma")))
+__attribute__((target(PATCH_TARGET)))
 static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp,
 			 const struct normlut *l, void *stage, bool bf16)
 {
 	if (bf16 && l->fma_div)
-		patch_body(slot, sstride, tp, l, stage, true, true);
+		patch_body(slot, sstride, tp, l, stage, true, true, false);
 	else if (bf16)
-		patch_body(slot, sstride, tp, l, stage, true, false);
+		patch_body(slot, sstride, tp, l, stage, true, false, false);
 	else if (l->fma_div)
-		patch_body(slot, sstride, tp, l, stage, false, true);
+		patch_body(slot, sstride, tp, l, stage, false, true, false);
 	else
-		patch_body(slot, sstride, tp, l, stage, false, false);
+		patch_body(slot, sstride, tp, l, stage, false, false, false);
+}
+
+/* patch_avx512's bf16 output rounded by vcvtneps2bf16 (AVX512_BF16; only when l->bf16cvt) */
+__attribute__((target(PATCH_TARGET)))
+static void patch_avx512_bf16cvt(const uint8_t *const *slot, size_t sstride, uint32_t tp,
+				 const struct normlut *l, void *stage)
+{
+	if (l->fma_div)
+		patch_body(slot, sstride, tp, l, stage, true, true, true);
+	else
+		patch_body(slot, sstride, tp, l, stage, true, false, true);
 }
 
 /* A staged patch row of bytes out to its place: whole-vector stores of exactly its size, so
@@ -478,7 +564,17 @@ static void stage_out(void *out, const void *stage, size_t bytes)
 			_mm256_stream_si256((__m256i *)(d + i), _mm256_load_si256(
 				(const __m256i *)(s + i)));
 	} else if ((uintptr_t)d % 16 == 0 && bytes % 16 == 0) {
-		for (size_t i = 0; i < bytes; i += 16)
+		/* a bf16 row (2352 bytes): 32-byte stores between a 16-byte head and/or tail */
+		size_t i = 0;
+
+		if ((uintptr_t)d % 32) {
+			_mm_stream_si128((__m128i *)d, _mm_load_si128((const __m128i *)s));
+			i = 16;
+		}
+		for (; i + 32 <= bytes; i += 32)
+			_mm256_stream_si256((__m256i *)(d + i), _mm256_loadu_si256(
+				(const __m256i *)(s + i)));
+		if (i < bytes)
 			_mm_stream_si128((__m128i *)(d + i), _mm_load_si128((const __m128i *)(s + i)));
 	} else {
 		memcpy(out, stage, bytes);
@@ -522,7 +618,10 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 
 			for (uint32_t tt = 0; tt < tp; tt++)
 				ps0[tt] = slot[tt] + ((size_t)ih * ps * w + (size_t)px * ps) * 3;
-			patch_avx512(ps0, (size_t)w * 3, tp, lut, stage[cur], !of);
+			if (!of && lut->bf16cvt)
+				patch_avx512_bf16cvt(ps0, (size_t)w * 3, tp, lut, stage[cur]);
+			else
+				patch_avx512(ps0, (size_t)w * 3, tp, lut, stage[cur], !of);
 			if (pend)
 				stage_out(pend, stage[cur ^ 1], rbytes);
 			pend = of ? (void *)of : (void *)ob;
@@ -775,7 +874,7 @@ uint64_t vc_source_limit(const struct vlm_image_opts *opts)
 }
 
 /* The bytes of the regular file path into *buf (malloc'd, *len); the message names path. */
-static int read_image_file(const char *path, uint8_t **buf, size_t *len)
+int vc_read_image_file(const char *path, uint8_t **buf, size_t *len)
 {
 	struct stat st;
 	size_t got = 0;
@@ -834,7 +933,7 @@ int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out
 	int e;
 
 	out->px = NULL;
-	e = read_image_file(path, &buf, &got);
+	e = vc_read_image_file(path, &buf, &got);
 	if (e)
 		return e;
 	e = vc_img_decode(buf, got, max_pixels, out);
@@ -905,7 +1004,7 @@ int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
 		return vc_err(-EINVAL, "vlm_image_load_file: NULL argument");
 	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = read_image_file(path, &buf, &len);
+	e = vc_read_image_file(path, &buf, &len);
 	if (e)
 		return e;
 	e = load_encoded(buf, len, path, cfg, opts, dst, ret);

@@ -16,6 +16,10 @@ int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out
 
 /* The source-pixel limit of opts (NULL: the default). */
 uint64_t vc_source_limit(const struct vlm_image_opts *opts);
+
+/* The bytes of the regular file path into *buf (malloc'd, *len); 0 or a negative errno with a
+ * message naming path (not a regular file, over 2 GiB, a read error). */
+int vc_read_image_file(const char *path, uint8_t **buf, size_t *len);
 /* 0, or -EINVAL with the reason: reserved fields, dtype. */
 int vc_check_opts(const struct vlm_image_opts *o);
 

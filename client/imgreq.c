@@ -17,10 +17,8 @@
  * carries its seconds per temporal grid step (float32 bits in reserved0).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -186,50 +184,6 @@ struct img_src {
 	size_t stride;
 };
 
-/* Reads path whole into *buf (malloc'd), with vc_img_decode_file's messages. */
-static int read_whole(const char *path, uint8_t **buf, size_t *len)
-{
-	struct stat st;
-	size_t got = 0;
-	int fd, e;
-
-	*buf = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return vc_err(-errno, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return vc_err(-EINVAL, "%s: not a regular file", path);
-	}
-	if ((uint64_t)st.st_size > (1ull << 31)) {
-		close(fd);
-		return vc_err(-E2BIG, "%s: %lld bytes is too large for an image file", path,
-			      (long long)st.st_size);
-	}
-	*buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!*buf) {
-		close(fd);
-		return vc_err(-ENOMEM, "out of memory (reading %s)", path);
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, *buf + got, (size_t)st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			e = n < 0 ? -errno : -EIO;
-			close(fd);
-			free(*buf);
-			*buf = NULL;
-			return vc_err(e, "%s: read failed", path);
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	*len = got;
-	return 0;
-}
-
 /* The memo key of src under cfg and opts (both checked already). false when no key could be
  * made (the hash failed, or the RGB arguments are bad: the preprocessing says why). */
 static bool make_key(const struct img_src *src, const struct vlm_vision_config *cfg,
@@ -332,7 +286,7 @@ static int add_image_src(struct vlm_request *r, int32_t placeholder_id, const st
 	if ((e = vc_check_opts(opts)))
 		return e;
 	if (s.path) {
-		if ((e = read_whole(s.path, &buf, &s.len)))
+		if ((e = vc_read_image_file(s.path, &buf, &s.len)))
 			return e;
 		s.data = buf;
 	}

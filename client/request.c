@@ -674,7 +674,7 @@ int vlm_stream_read(struct vlm_request *r, int32_t *ids, size_t max, int timeout
 			}
 			break;
 		}
-		if (vc_pump(c, deadline) == -ETIMEDOUT) {
+		if (vc_pump(c, r, deadline) == -ETIMEDOUT) {
 			/* the last pump may still have routed this request's tokens or its end */
 			if (r->q_len || r->state == VC_R_ENDED)
 				continue;   /* taken at the top of the loop */

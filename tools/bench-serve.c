@@ -11,7 +11,9 @@
  *              client fingerprints) and the previous turns — the reference system's headline
  *              shape, scaled to the machine — with prefix reuse, then again on a vlmd started
  *              with the prefix cache off;
- *   itl        decode streams alone, then while other clients keep long prompts prefilling;
+ *   itl        decode streams alone, then while other clients keep long prompts prefilling,
+ *              and (checkpoints with a vision tower) 2 clients sending 3 fresh images per
+ *              request alone (the tower's images/s), then beside the decode streams;
  *   images     (checkpoints with a vision tower) the multi-turn conversations with 3 real pixel
  *              items each (bf16 patches, vlmd runs the tower), with the vision and prefix caches
  *              on, with the vision cache off, and with both off; then decode streams while other
@@ -22,7 +24,8 @@
  *              weighed ~8x more per turn than the real thing's; "both" runs each.
  * Goal ratios, each measured in the same run: throughput at concurrency N / concurrency 1,
  * multi-turn QPS with reuse / without, ITL p99 during prefills / ITL p50 without, image
- * multi-turn QPS with caches on / off, ITL p99 while images encode / ITL p50 without.
+ * multi-turn QPS with caches on / off, ITL p99 while images encode / ITL p50 without
+ * (itl_p99_while_encoding_over_idle_p50: from the itl workload when it ran, else from images).
  * Without --model a checkpoint is generated into a temporary folder (a small Qwen2-VL shape with a
  * vision tower, bf16, big enough that the CPU work dominates the transport).
  */
@@ -64,6 +67,8 @@ struct opts {
 	int img_layers;             /* faithful checkpoint: language layers (tower: * 32 / 28) */
 	int user_model;             /* --model or --preset given (not --quick's default) */
 	int describe;               /* --describe-images: print the shapes' FLOP counts, run nothing */
+	float temperature, top_p;   /* sampling of every request (0: greedy, the default) */
+	int top_k;
 };
 
 /* ------------------------------------------------------------------ the daemon */
@@ -208,6 +213,8 @@ struct shape {
 	int32_t answer;                /* multiturn: outputs per turn */
 	int32_t decode_out, prefill_prompt;
 	int32_t patch_dim, side, merge; /* images: patch row width, grid side in patches, merge */
+	float temperature, top_p;      /* sampling (0: greedy) */
+	int32_t top_k;
 };
 
 struct client {
@@ -277,6 +284,13 @@ static int one(struct vc_conn *c, struct client *cl, const int32_t *tok, int32_t
 	e.n_items = (uint32_t)n_items;
 	e.params.max_tokens = max_tokens;
 	e.params.flags = VS_GEN_IGNORE_EOS;
+	e.params.temperature = cl->sh->temperature;
+	e.params.top_p = cl->sh->top_p;
+	e.params.top_k = cl->sh->top_k;
+	if (cl->sh->temperature > 0) {   /* seeded: a run draws the same tokens every time */
+		e.params.flags |= VS_GEN_HAS_SEED;
+		e.params.seed = e.user_data * 1000003u + (uint64_t)cl->idx;
+	}
 	t0 = now_s();
 	if (vc_conn_submit(c, &e) < 0)
 		goto out;
@@ -501,6 +515,7 @@ static void *client_main(void *arg)
 struct result {
 	double secs, qps, tok_s, ttft50, ttft99, itl50, itl99, hit;
 	uint64_t requests, out_tokens;
+	uint64_t extra_requests;       /* requests the extra clients completed */
 	int failed;
 };
 
@@ -543,6 +558,8 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 		merge(&all, &cl[i].s);
 		r.failed |= cl[i].failed;
 	}
+	for (int i = n; i < n + extra; i++)
+		r.extra_requests += cl[i].s.requests - cl[i].s.errors;
 	for (int i = 0; i < n + extra; i++)
 		samples_free(&cl[i].s);
 	free(cl);
@@ -620,7 +637,8 @@ static void bench_spec(struct vd_mkmodel_spec *s)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
-	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_ISHAPE, O_ILAYERS, O_DESCRIBE, O_HELP };
+	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_ISHAPE, O_ILAYERS, O_DESCRIBE, O_TEMP, O_TOPP,
+	       O_TOPK, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -638,6 +656,9 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "image-shape", required_argument, NULL, O_ISHAPE },
 		{ "image-layers", required_argument, NULL, O_ILAYERS },
 		{ "describe-images", no_argument, NULL, O_DESCRIBE },
+		{ "temperature", required_argument, NULL, O_TEMP },
+		{ "top-p", required_argument, NULL, O_TOPP },
+		{ "top-k", required_argument, NULL, O_TOPK },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -671,6 +692,9 @@ static int parse(int argc, char **argv, struct opts *o)
 			break;
 		case O_ILAYERS: o->img_layers = atoi(optarg); layers_set = 1; break;
 		case O_DESCRIBE: o->describe = 1; break;
+		case O_TEMP: o->temperature = (float)atof(optarg); break;
+		case O_TOPP: o->top_p = (float)atof(optarg); break;
+		case O_TOPK: o->top_k = atoi(optarg); break;
 		default:
 			printf("usage: vlm-bench serve [--model DIR | --preset NAME] [--socket PATH]\n"
 			       "         [--workload single|multiturn|itl|images|all] [--concurrency N]\n"
@@ -678,6 +702,7 @@ static int parse(int argc, char **argv, struct opts *o)
 			       "         [--image-layers N] [--image-side PATCHES] [--describe-images]\n"
 			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
 			       "         [--prefill-per-decode N] [--quick] [--json]\n"
+			       "         [--temperature T] [--top-p P] [--top-k K]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
 			       "  (--quick: the tiny preset, short phases, legacy image shape unless\n"
 			       "  --image-shape is given). --socket: use a running vlmd\n"
@@ -686,8 +711,13 @@ static int parse(int argc, char **argv, struct opts *o)
 			       "  uniformly (widths and token counts / 4, N language layers, default 7) on\n"
 			       "  DashInfer-VLM's conversation scaled the same way; legacy: the 27M model,\n"
 			       "  grid --image-side (16); both: each, in this order, in one run.\n"
+			       "  itl: with a vision tower in --model's checkpoint (the generated one has\n"
+			       "  the legacy tower), also fresh images of grid --image-side alone and\n"
+			       "  beside the decode streams.\n"
 			       "  --describe-images: print both shapes' and qwen2-vl-2b's FLOP counts as\n"
-			       "  JSON (generated checkpoints only), run nothing.\n");
+			       "  JSON (generated checkpoints only), run nothing.\n"
+			       "  --temperature/--top-p/--top-k: every request samples (seeded) instead of\n"
+			       "  greedy decoding, so the host sampler is part of the measurement.\n");
 			return c == O_HELP ? 0 : 2;
 		}
 	}
@@ -695,9 +725,12 @@ static int parse(int argc, char **argv, struct opts *o)
 	    o->img_layers > 64 ||
 	    (strcmp(o->workload, "all") && strcmp(o->workload, "single") &&
 	     strcmp(o->workload, "multiturn") && strcmp(o->workload, "itl") &&
-	     strcmp(o->workload, "images")) || o->img_side < 2 || o->img_side % 2 || o->img_side > 256) {
+	     strcmp(o->workload, "images")) || o->img_side < 2 || o->img_side % 2 || o->img_side > 256 ||
+	    !(o->temperature >= 0 && o->temperature <= 100) || !(o->top_p >= 0 && o->top_p <= 1) ||
+	    o->top_k < 0) {
 		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds, --workload, --image-shape, "
-		        "--image-layers (1..64) or --image-side (even, 2..256)\n");
+		        "--image-layers (1..64), --image-side (even, 2..256), --temperature (0..100), "
+		        "--top-p (0..1) or --top-k (>= 0)\n");
 		return 2;
 	}
 	o->user_model = o->model || o->preset;
@@ -838,9 +871,10 @@ static void images_report(const char *label, const struct img_res *r)
 /* The fields of one image run, without braces. */
 static void images_json(const char *pre, const struct img_res *r)
 {
-	char shape[1024];
+	char shape[1024] = "null";
 
-	bench_img_json(shape, sizeof(shape), &r->dims, &r->turns, &r->flops);
+	if (r->ran)   /* a run that did not happen has no dimensions (merge 0) to count */
+		bench_img_json(shape, sizeof(shape), &r->dims, &r->turns, &r->flops);
 	printf("\"%simages_qps_caches_on\": %.4f, \"%simages_qps_vision_cache_off\": %.4f, "
 	       "\"%simages_qps_caches_off\": %.4f, \"%simages_cache_speedup\": %.3f, "
 	       "\"%simages_vision_cache_speedup\": %.3f, "
@@ -852,7 +886,7 @@ static void images_json(const char *pre, const struct img_res *r)
 	       pre, ratio(r->on.qps, r->voff.qps), pre, r->idle.itl50, pre, r->idle.itl99, pre,
 	       r->busy.itl50, pre, r->busy.itl99, pre, ratio(r->busy.itl99, r->idle.itl50), pre,
 	       r->ran ? r->turns.side : 0, pre, (unsigned long long)r->encoded, pre,
-	       (unsigned long long)r->hits, pre, r->ran ? shape : "null");
+	       (unsigned long long)r->hits, pre, shape);
 }
 
 /* /proc/loadavg's first three fields ("" when unreadable): the figures' context on a shared box */
@@ -927,9 +961,12 @@ int bench_serve_main(int argc, char **argv)
 	const char *sock;
 	int rc = parse(argc, argv, &o), want_single, want_multi, want_itl, want_img, failed = 0;
 	int want_text, want_legacy, want_faithful;
+	int want_enc;   /* the itl workload's image phases (a vision tower is loaded) */
 	struct result s1 = { 0 }, sn = { 0 }, mon = { 0 }, moff = { 0 }, idle = { 0 }, busy = { 0 };
 	struct img_res ilegacy = { 0 }, ifaith = { 0 };
 	const struct img_res *iprim;
+	struct result ealone = { 0 }, ebusy = { 0 };
+	struct vd_vision_config vcfg;
 	double t_start = now_s();
 
 	if (rc >= 0)
@@ -940,6 +977,7 @@ int bench_serve_main(int argc, char **argv)
 	want_multi = !strcmp(o.workload, "all") || !strcmp(o.workload, "multiturn");
 	want_itl = !strcmp(o.workload, "all") || !strcmp(o.workload, "itl");
 	want_img = !strcmp(o.workload, "all") || !strcmp(o.workload, "images");
+	want_enc = want_itl;
 	want_text = want_single || want_multi || want_itl;
 	want_legacy = want_img && o.img_shape != IMG_FAITHFUL;
 	want_faithful = want_img && o.img_shape != IMG_LEGACY;
@@ -994,7 +1032,8 @@ int bench_serve_main(int argc, char **argv)
 	                     .vstart = cfg.vision_start_token_id, .vend = cfg.vision_end_token_id,
 	                     .prompt = 32, .out = 96, .sys = 32, .question = 24, .rows = 64,
 	                     .answer = 32,
-	                     .decode_out = 256, .prefill_prompt = 1024 };
+	                     .decode_out = 256, .prefill_prompt = 1024,
+	                     .temperature = o.temperature, .top_p = o.top_p, .top_k = o.top_k };
 	if (o.quick) {
 		sh.prompt = 64;
 		sh.out = 16;
@@ -1002,15 +1041,29 @@ int bench_serve_main(int argc, char **argv)
 		sh.answer = 16;
 		sh.prefill_prompt = 256;
 	}
-	if (want_multi && (sh.image_id < 0 || sh.vstart < 0 || sh.vend < 0)) {
-		fprintf(stderr, "vlm-bench: %s has no image tokens: multiturn skipped\n", model);
-		want_multi = 0;
+	if ((want_multi || want_enc) && (sh.image_id < 0 || sh.vstart < 0 || sh.vend < 0)) {
+		fprintf(stderr, "vlm-bench: %s has no image tokens: multiturn and itl's image phases "
+		        "skipped\n", model);
+		want_multi = want_enc = 0;
+	}
+	/* the itl workload's image phases: pixel items for this checkpoint's own tower, the
+	 * legacy shape's grid (--image-side) */
+	if (want_enc && vd_vision_config_load(model, &vcfg, err, sizeof(err)) < 0) {
+		if (strcmp(o.workload, "all"))
+			fprintf(stderr, "vlm-bench: %s: no vision tower (%s): itl's image phases "
+			        "skipped\n", model, err);
+		want_enc = 0;
+	}
+	if (want_enc) {
+		sh.patch_dim = vcfg.patch_dim;
+		sh.merge = vcfg.spatial_merge_size;
+		sh.side = o.img_side;
 	}
 	if (model[0])
 		fprintf(stderr, "vlm-bench serve: model %s (%s, hidden %d, %d layers, vocab %d), "
-		        "concurrency %d, %.1f s per phase, max-batched-tokens %u\n", model,
+		        "concurrency %d, %.1f s per phase, max-batched-tokens %u, %s\n", model,
 		        cfg.arch_name, cfg.hidden, cfg.n_layers, cfg.vocab, o.conc, o.secs,
-		        o.max_batched_tokens);
+		        o.max_batched_tokens, o.temperature > 0 ? "sampling" : "greedy");
 
 	sock = o.socket;
 	if (!sock && (want_single || want_itl || want_multi)) {
@@ -1019,6 +1072,17 @@ int bench_serve_main(int argc, char **argv)
 			goto out;
 		}
 		sock = d.sock;
+		if (want_enc) {
+			struct vd_engine_info in;
+
+			vd_engine_get_info(d.eng, &in);
+			if (!in.vision_kind) {
+				if (strcmp(o.workload, "all"))
+					fprintf(stderr, "vlm-bench: no vision tower loaded (%s): itl's "
+					        "image phases skipped\n", in.vision_note);
+				want_enc = 0;
+			}
+		}
 	}
 	if (want_single) {
 		s1 = phase(sock, &sh, K_SINGLE, 1, o.secs, 0, K_PREFILL);
@@ -1035,6 +1099,18 @@ int bench_serve_main(int argc, char **argv)
 		busy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_PREFILL);
 		show("decode + prefills", &busy);
 		failed |= idle.failed | busy.failed;
+		if (want_enc) {
+			/* the tower alone (2 clients, 3 fresh images per 1-token request), then beside
+			 * the decode streams */
+			ealone = phase(sock, &sh, K_IMGLOAD, 2, o.secs, 0, K_PREFILL);
+			show("images alone", &ealone);
+			ebusy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_IMGLOAD);
+			show("decode + images", &ebusy);
+			fprintf(stderr, "  (images/s: %.2f alone, %.2f beside the decode streams)\n",
+			        3.0 * (double)ealone.requests / ealone.secs,
+			        3.0 * (double)ebusy.extra_requests / ebusy.secs);
+			failed |= ealone.failed | ebusy.failed;
+		}
 	}
 	if (want_multi) {
 		mon = phase(sock, &sh, K_MULTI, o.conc, o.secs * 2, 0, K_PREFILL);
@@ -1084,6 +1160,13 @@ int bench_serve_main(int argc, char **argv)
 		double thr = ratio(sn.tok_s, s1.tok_s);
 		double reuse = ratio(mon.qps, moff.qps);
 		double itl = ratio(busy.itl99, idle.itl50);
+		/* decode ITL p99 while the tower encodes / p50 of decode alone, same run: the itl
+		 * workload's image phases when they ran, else the primary images run's */
+		const struct result *ei = want_enc ? &idle : &iprim->idle;
+		const struct result *eb = want_enc ? &ebusy : &iprim->busy;
+		double enc_itl = ei->itl50 > 0 && eb->requests ? eb->itl99 / ei->itl50 : 0;
+		double img_alone = ealone.secs > 0 ? 3.0 * (double)ealone.requests / ealone.secs : 0;
+		double img_busy = ebusy.secs > 0 ? 3.0 * (double)ebusy.extra_requests / ebusy.secs : 0;
 		struct vd_mkmodel_spec ref;
 		struct bench_img_dims rd;
 		struct bench_img_turns rt;
@@ -1093,6 +1176,9 @@ int bench_serve_main(int argc, char **argv)
 		fprintf(stderr, "goals: throughput c%d/c1 = %.2fx (>= 6), multiturn reuse on/off = "
 		        "%.2fx (>= 2), itl p99 with prefills / p50 without = %.2fx (<= 3); %.0f s\n",
 		        o.conc, thr, reuse, itl, now_s() - t_start);
+		if (want_enc)
+			fprintf(stderr, "itl p99 while images encode / p50 without = %.2fx (<= 3); images/s "
+			        "alone %.2f, beside decodes %.2f\n", enc_itl, img_alone, img_busy);
 		if (ilegacy.ran)
 			images_report("legacy shape", &ilegacy);
 		if (ifaith.ran)
@@ -1118,20 +1204,26 @@ int bench_serve_main(int argc, char **argv)
 			       "\"multiturn_qps_no_reuse\": %.4f, \"itl_p50_ms_no_prefill\": %.3f, "
 			       "\"itl_p99_ms_with_prefill\": %.3f, \"throughput_cN_over_c1\": %.3f, "
 			       "\"multiturn_reuse_speedup\": %.3f, \"itl_p99_prefill_over_p50_idle\": %.3f, "
+			       "\"itl_p50_ms_while_encoding\": %.3f, \"itl_p99_ms_while_encoding\": %.3f, "
+			       "\"itl_p99_while_encoding_over_idle_p50\": %.3f, "
+			       "\"images_per_s_alone\": %.3f, \"images_per_s_while_decoding\": %.3f, "
 			       "\"images_shape_name\": \"%s\", ",
 			       want_multi ? "multiturn" : want_single ? "single" : want_itl ? "itl" :
 			       "images", o.conc, h->qps,
 			       h->tok_s, h->ttft50, h->ttft99, h->itl50, h->itl99, h->hit, s1.tok_s,
 			       sn.tok_s, sn.qps, mon.qps, moff.qps, idle.itl50, busy.itl99, thr, reuse,
-			       itl, want_faithful ? "faithful" : "legacy");
+			       itl, eb->itl50, eb->itl99, enc_itl, img_alone, img_busy,
+			       want_faithful ? "faithful" : "legacy");
 			images_json("", iprim);
 			if (want_faithful && want_legacy) {
 				printf(", ");
 				images_json("legacy_", &ilegacy);
 			}
 			printf(", \"images_reference\": %s, \"max_batched_tokens\": %u, \"hidden\": %d, "
-			       "\"layers\": %d, \"load_avg\": \"%s\", \"failed\": %s}\n", refj,
-			       o.max_batched_tokens, cfg.hidden, cfg.n_layers, la, failed ? "true" : "false");
+			       "\"layers\": %d, \"load_avg\": \"%s\", \"temperature\": %g, \"top_p\": %g, "
+			       "\"top_k\": %d, \"failed\": %s}\n", refj, o.max_batched_tokens, cfg.hidden,
+			       cfg.n_layers, la, (double)o.temperature, (double)o.top_p, o.top_k,
+			       failed ? "true" : "false");
 		}
 	}
 	rc = failed ? 1 : 0;

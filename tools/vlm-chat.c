@@ -139,6 +139,8 @@ struct session {
 	int stats;                   /* print the status line */
 	int tty;                     /* stdin is a terminal: prompts */
 	struct vlm_vision_config vcfg;  /* the model's preprocessor_config.json, else Qwen2-VL's */
+	struct vlm_image_opts iopts;    /* dtype: the checkpoint's (vlm_vision_pixel_dtype) or
+					 * --pixel-dtype */
 	int32_t image_pad;           /* <|image_pad|> id, or -1 */
 	struct chat_img pending[MAX_IMAGES];   /* /image: go with the next message */
 	int n_pending;
@@ -172,6 +174,7 @@ static void usage(FILE *f)
 "  --no-stats                no status line after each reply\n"
 "  --ignore-eos              write --max-tokens tokens every time (benchmarks, tests)\n"
 "  --stop TEXT               end a reply before TEXT (repeatable, up to 16; across tokens)\n"
+"  --pixel-dtype auto|f32|bf16   image patches' type (auto: bf16 for a bfloat16 checkpoint)\n"
 "  --help, --version\n"
 "In the chat: /reset forgets the conversation, /system TEXT sets the system prompt (and\n"
 "resets), /image PATH sends an image with the next message, /set NAME VALUE changes\n"
@@ -343,7 +346,7 @@ static int chat_turn(struct session *s, const char *user)
 		for (int k = 0; k < n && r >= 0; k++) {
 			uint32_t g[3];
 
-			r = vlm_request_add_image_file(req, s->image_pad, img[k].path, &s->vcfg, NULL,
+			r = vlm_request_add_image_file(req, s->image_pad, img[k].path, &s->vcfg, &s->iopts,
 						       g, NULL);
 			n_img += r >= 0;
 			if (r >= 0 && memcmp(g, img[k].grid, sizeof(g))) {
@@ -604,7 +607,8 @@ static void add_image(struct session *s, char *arg)
 		return;
 	r = vlm_request_new(s->conn, &scratch);
 	if (r >= 0)
-		r = vlm_request_add_image_file(scratch, s->image_pad, arg, &s->vcfg, NULL, g, &tokens);
+		r = vlm_request_add_image_file(scratch, s->image_pad, arg, &s->vcfg, &s->iopts, g,
+					       &tokens);
 	if (r < 0)
 		fprintf(stderr, "/image %s: %s\n", arg, vlm_last_error() && *vlm_last_error() ?
 			vlm_last_error() : vlm_strerror(r));
@@ -661,7 +665,8 @@ static void set_param(struct session *s, char *arg)
 int main(int argc, char **argv)
 {
 	enum { O_MODEL = 1000, O_TOK, O_SYSTEM, O_SOCKET, O_MAX, O_TEMP, O_TOPP, O_TOPK, O_MINP, O_REP,
-	       O_SEED, O_NOSTATS, O_IGNORE_EOS, O_CHAT_TEMPLATE, O_STOP, O_HELP, O_VERSION };
+	       O_SEED, O_NOSTATS, O_IGNORE_EOS, O_CHAT_TEMPLATE, O_STOP, O_HELP, O_VERSION,
+	       O_PIXEL_DTYPE };
 	static const struct option lo[] = {
 		{ "model-dir", required_argument, NULL, O_MODEL },
 		{ "tokenizer", required_argument, NULL, O_TOK },
@@ -675,6 +680,7 @@ int main(int argc, char **argv)
 		{ "repetition-penalty", required_argument, NULL, O_REP },
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "no-stats", no_argument, NULL, O_NOSTATS },
+		{ "pixel-dtype", required_argument, NULL, O_PIXEL_DTYPE },
 		{ "ignore-eos", no_argument, NULL, O_IGNORE_EOS },
 		{ "chat-template", required_argument, NULL, O_CHAT_TEMPLATE },
 		{ "stop", required_argument, NULL, O_STOP },
@@ -684,6 +690,7 @@ int main(int argc, char **argv)
 	};
 	struct session s = { .stats = 1 };
 	const char *model_dir = NULL, *tok_path = NULL, *tmpl = NULL, *tmpl_name = NULL;
+	const char *pixel_dtype = "auto";
 	char path[4200], err[512];
 	struct sigaction sa = { .sa_handler = on_sigint, .sa_flags = SA_RESTART };
 	unsigned long long u;
@@ -718,6 +725,13 @@ int main(int argc, char **argv)
 			s.gp.has_seed = true;
 			break;
 		case O_NOSTATS: s.stats = 0; break;
+		case O_PIXEL_DTYPE:
+			if (strcmp(optarg, "auto") && strcmp(optarg, "f32") && strcmp(optarg, "bf16")) {
+				fprintf(stderr, PROG ": --pixel-dtype: auto, f32 or bf16\n");
+				return 2;
+			}
+			pixel_dtype = optarg;
+			break;
 		case O_IGNORE_EOS: s.gp.ignore_eos = true; break;
 		case O_CHAT_TEMPLATE: tmpl = optarg; break;
 		case O_STOP:
@@ -773,6 +787,10 @@ int main(int argc, char **argv)
 	vlm_vision_config_default(&s.vcfg);
 	if (model_dir)
 		vlm_vision_config_load(model_dir, &s.vcfg);   /* absent file: the defaults stay */
+	if (model_dir)   /* bf16 patches for a bfloat16 checkpoint; no config.json: f32 */
+		(void)vlm_vision_pixel_dtype(model_dir, &s.iopts.dtype);
+	if (strcmp(pixel_dtype, "auto"))
+		s.iopts.dtype = strcmp(pixel_dtype, "bf16") ? VLM_DTYPE_F32 : VLM_DTYPE_BF16;
 	s.stop[0] = vlm_tokenizer_token_to_id(s.tok, "<|im_end|>");
 	s.stop[1] = vlm_tokenizer_token_to_id(s.tok, "<|endoftext|>");
 	if (s.gp.ignore_eos) {

@@ -66,6 +66,7 @@ struct opts {
 	} media[MAX_IMAGES];         /* in order */
 	int n_image;
 	uint64_t min_pixels, max_pixels; /* 0: the checkpoint's (preprocessor_config.json) */
+	int pixel_dtype;                 /* --pixel-dtype: 0 auto (the checkpoint's), else 1 + dtype */
 	struct tool_images imgs;     /* preprocessed, in prompt order */
 	struct vlm_conn *conn;       /* connected at the first image file, else in main */
 	struct vlm_gen_params gp;
@@ -104,6 +105,8 @@ static void usage(FILE *f)
 "    --sample-fps X | --num-frames N   keep X frames per second / N frames (default: all)\n"
 "  --min-pixels N  --max-pixels N   resize bounds, per frame for videos (default: --model-dir's\n"
 "                            preprocessor_config.json, else Qwen2-VL-2B's 3136 / 12845056)\n"
+"  --pixel-dtype auto|f32|bf16   the patches' type (auto: bf16 for a bfloat16 --model-dir\n"
+"                            checkpoint, what transformers casts them to; else f32)\n"
 "embeddings (repeatable; the k-th --embed of a placeholder fills its k-th run):\n"
 "  --embed FILE.npy | FILE.safetensors[:TENSOR]   an embedding [rows, hidden]\n"
 "  --placeholder ID          placeholder token id of the last --embed (later ones inherit it)\n"
@@ -228,7 +231,7 @@ enum {
 	O_MIN_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_REP, O_FREQ, O_PRES, O_SEED,
 	O_STOP, O_IGNORE_EOS, O_LOGPROBS, O_PRIORITY, O_JSON, O_IDS, O_SHOW_SPECIAL, O_TIMEOUT,
 	O_ECHO, O_HELP, O_VERSION, O_IMAGE, O_MIN_PIXELS, O_MAX_PIXELS, O_STOP_STR, O_VIDEO,
-	O_VIDEO_FPS, O_SAMPLE_FPS, O_NUM_FRAMES,
+	O_VIDEO_FPS, O_SAMPLE_FPS, O_NUM_FRAMES, O_PIXEL_DTYPE,
 };
 
 static const struct option long_opts[] = {
@@ -273,6 +276,7 @@ static const struct option long_opts[] = {
 	{ "num-frames", required_argument, NULL, O_NUM_FRAMES },
 	{ "min-pixels", required_argument, NULL, O_MIN_PIXELS },
 	{ "max-pixels", required_argument, NULL, O_MAX_PIXELS },
+	{ "pixel-dtype", required_argument, NULL, O_PIXEL_DTYPE },
 	{ "help", no_argument, NULL, O_HELP },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 },
@@ -462,6 +466,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				o->max_pixels = v;
 			break;
 		}
+		case O_PIXEL_DTYPE:
+			if (!strcmp(a, "auto"))
+				o->pixel_dtype = 0;
+			else if (!strcmp(a, "f32"))
+				o->pixel_dtype = 1 + VLM_DTYPE_F32;
+			else if (!strcmp(a, "bf16"))
+				o->pixel_dtype = 1 + VLM_DTYPE_BF16;
+			else
+				return fail("--pixel-dtype: auto, f32 or bf16, got '%s'", a) + 1;
+			break;
 		case O_HELP:
 		case 'h':
 			usage(stdout);
@@ -573,7 +587,15 @@ static int vision_setup(const struct opts *o, struct vlm_vision_config *cfg,
 			r = 0;
 		else if (r < 0)
 			return fail("%s", vlm_last_error());
+		/* the patches in the tower's dtype: bf16 for a bfloat16 checkpoint */
+		r = vlm_vision_pixel_dtype(o->model_dir, &io->dtype);
+		if (r == -ENOENT)
+			r = 0;
+		else if (r < 0)
+			return fail("%s", vlm_last_error());
 	}
+	if (o->pixel_dtype)
+		io->dtype = (enum vlm_dtype)(o->pixel_dtype - 1);
 	io->min_pixels = o->min_pixels;
 	io->max_pixels = o->max_pixels;
 	return r;

@@ -472,7 +472,8 @@ static int dev_drawable(const struct vd_ereq *q)
 }
 
 /* Draw q's next token from logit row l of the forward: the backend's draw (dev_ids), the greedy
- * id, or the host sampler over the downloaded row. */
+ * id (the forward's argmax, which the step computes whenever a row takes it), or the host sampler
+ * over the downloaded row. Negative: the sampler refused its arguments. */
 static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_logits,
                     const int32_t *dev_ids)
 {
@@ -491,7 +492,7 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 	sp = draw_params(q);
 	t = vd_sample(row, vocab, &sp, e->scratch);
 	if (t < 0)
-		t = e->b_argmax[l];
+		return t;
 	if (q->logprobs)
 		emit_logprobs(e, q, e->raw, t);
 	return t;
@@ -505,7 +506,7 @@ static int step(struct vd_engine *e)
 	char msg[VD_WHY_LEN] = "";
 	uint64_t t0 = vs_now_ns(), now;
 	int32_t n, row = 0, nsub = 0, nlog = 0, max_subs = 0;
-	int need_logits = 0, host_rows = 0, dev = 0, rc;
+	int need_logits = 0, need_argmax = 0, host_rows = 0, dev = 0, rc;
 	uint64_t embed_bytes = 0;
 	struct vk_batch b;
 
@@ -572,6 +573,8 @@ static int step(struct vd_engine *e)
 			nlog++;
 			if (!q->plain_greedy || q->seq.n_generated < q->stop.min_tokens)
 				need_logits = 1;
+			else
+				need_argmax = 1;   /* a greedy row takes the argmax */
 			host_rows += !dev_drawable(q);
 			e->b_sp[nlog - 1] = draw_params(q);
 		}
@@ -580,6 +583,9 @@ static int step(struct vd_engine *e)
 	/* A step whose draws the backend can all make downloads ids, not [rows, vocab] logits; a
 	 * greedy row's parameters make the backend's draw its argmax. */
 	dev = need_logits && !host_rows && e->dev_sample;
+	/* the argmax only when a row takes it: a step of sampled rows (their own maximum is part of
+	 * the draw) skips a [rows, vocab] pass */
+	need_argmax |= !need_logits;
 	b = (struct vk_batch){ .n_tokens = n, .n_seqs = plan.n_items, .tokens = e->b_tok,
 	                       .pos = e->b_pos, .seqs = e->b_seqs, .n_subs = nsub,
 	                       .subs = e->b_subs };
@@ -587,7 +593,8 @@ static int step(struct vd_engine *e)
 	pthread_mutex_unlock(&e->mu);
 	vd_ev_forward_begin(e);
 	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog,
-	                      need_logits && !dev ? e->b_logits : NULL, e->b_argmax);
+	                      need_logits && !dev ? e->b_logits : NULL,
+	                      need_argmax ? e->b_argmax : NULL);
 	if (rc >= 0 && dev)
 		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
 	vd_ev_forward_end(e);
@@ -628,6 +635,10 @@ static int step(struct vd_engine *e)
 		if (q->cancel)
 			continue;   /* finished between steps */
 		t = draw(e, q, l, need_logits, dev ? e->b_ids : NULL);
+		if (t < 0) {   /* cannot happen with the engine's own rows and parameters */
+			finish(e, q, VS_FINISH_ERROR, t, "sampler refused the row", 0);
+			continue;
+		}
 		vd_seqhist_add(&q->hist, t, true);
 		why = vd_sampler_stop(&q->stop, t, q->seq.n_generated + 1);
 		c = ev_new(e, q, VS_CQE_TOKENS);
@@ -1115,7 +1126,7 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 		}
 	}
 	e->raw = malloc(sizeof(float) * (size_t)e->cfg.vocab);
-	e->scratch = malloc(sizeof(float) * (size_t)e->cfg.vocab);
+	e->scratch = malloc(sizeof(float) * 2 * (size_t)e->cfg.vocab);
 	if (!e->raw || !e->scratch)
 		goto nomem;
 	load_eos(e);

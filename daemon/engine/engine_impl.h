@@ -82,12 +82,13 @@ struct vd_engine {
 	pthread_cond_t g_cv;
 	int g_on;                      /* turns are kept (host backend with a tower) */
 	int g_step;                    /* an LLM forward runs */
-	int g_in_op;                   /* a tower op runs */
+	int g_in_op;                   /* a tower slice runs */
 	int g_enc_wait;                /* the encoder waits for the forward to end */
 	int g_eng_wait;                /* the engine thread waits for the op to end */
 	uint64_t g_steps;              /* LLM forwards ended */
 	uint64_t g_step_t0;
 	double g_step_ns;              /* LLM forward time, moving average: the longest wait */
+	double g_fast_ns;              /* LLM forward time near the fastest recent: slice targets */
 
 	/* sink state, under mu */
 	int sink_live;
@@ -126,7 +127,7 @@ struct vd_engine {
 	int dev_sample;                /* the backend samples (ops->sample): only ids cross */
 	float *b_logits;               /* [cap_items, vocab] */
 	float *raw;                    /* [vocab] raw row for logprobs */
-	float *scratch;                /* [vocab] sampler scratch */
+	float *scratch;                /* [2 * vocab] sampler scratch */
 	struct vd_event *ev;           /* [cap_ev] this step's completions */
 	size_t n_ev, cap_ev;
 };

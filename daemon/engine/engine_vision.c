@@ -35,15 +35,17 @@
  * handled like a failed LLM step.
  *
  * Turns (host backends): the tower's pool and the LLM's share the same cores, so a tower forward
- * running beside decode steps slows every one of them. So on a CPU the two alternate by op: the
- * tower calls ev_yield between ops (vd_vision_set_yield; matmuls then go in panels of ~64 MFLOP,
- * about a millisecond), which starts the next op only while no LLM forward runs, or once the
- * tower has waited about one forward's moving-average time (never starved: that op overlaps);
- * an LLM forward waits for a tower op in progress to end (at most half a forward's time). The
- * engine thread waits only for an op that is running, never for the encoder thread to wake up
- * and take a turn: on a loaded machine a wake-up can take a scheduler time slice, and a first
- * version that handed turns over put that latency into every step (measured: ITL tail worse
- * than without turns). A device backend (own stream) keeps no turns.
+ * running beside decode steps slows every one of them. So on a CPU the two alternate by slice:
+ * the tower calls ev_yield between slices of its work (vd_vision_set_yield: matmul panels,
+ * attention by segments / heads, row-wise ops by rows, each of about the time target ev_yield
+ * returns: 0.4 of a fast forward), which starts the next slice only while no LLM forward runs,
+ * or once the tower has waited about one forward's moving-average time (never starved: that
+ * slice overlaps); an LLM forward waits for a slice in progress to end (at most half a
+ * forward's time), so a decode step waits for at most about one slice. The engine thread waits
+ * only for a slice that is running, never for the encoder thread to wake up and take a turn:
+ * on a loaded machine a wake-up can take a scheduler time slice, and a first version that
+ * handed turns over put that latency into every step (measured: ITL tail worse than without
+ * turns). A device backend (own stream) keeps no turns.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -91,7 +93,7 @@ static void slab_release(void *ctx, void *owner)
 
 static const size_t px_size[3] = { 4, 2, 2 };   /* enum vs_dtype */
 
-static void ev_yield(void *ctx);
+static uint64_t ev_yield(void *ctx);
 
 static uint64_t item_px_bytes(const struct vs_mm_item *it)
 {
@@ -281,14 +283,19 @@ static void fail_marked(struct vd_engine *e, const char *msg)
 
 /* ---------------------------------------------------------------- turns */
 
-/* The tower's hook between two ops (encoder thread, mu not held): the op before it is over;
- * the next one starts when no LLM forward runs, or when one has run for about a forward's
- * moving-average time since the tower began waiting (the tower is never starved: that op then
- * overlaps the forward). */
-static void ev_yield(void *ctx)
+/* The tower's hook between two slices (encoder thread, mu not held): the slice before it is
+ * over; the next one starts when no LLM forward runs, or when one has run for about a forward's
+ * moving-average time since the tower began waiting (the tower is never starved: that slice
+ * then overlaps the forward). Returns the next slice's time target: 0.4 of a fast forward's
+ * time (g_fast_ns, near the fastest recent forward; within 0.25..10 ms), so that an LLM forward
+ * waiting for the slice in progress (vd_ev_forward_begin: up to half a forward) mostly waits
+ * for all of it and never runs beside it, and a decode step's extra latency stays under about
+ * half a step. Not the moving average: on a loaded machine forwards slow down, and slices
+ * sized from them would grow in wall time with the load twice over. */
+static uint64_t ev_yield(void *ctx)
 {
 	struct vd_engine *e = ctx;
-	double budget;
+	double budget, target;
 	uint64_t deadline;
 	struct timespec ts;
 
@@ -311,7 +318,9 @@ static void ev_yield(void *ctx)
 		e->g_enc_wait = 0;
 	}
 	e->g_in_op = 1;
+	target = e->g_fast_ns > 0 ? 0.4 * e->g_fast_ns : 2e6;
 	pthread_mutex_unlock(&e->g_mu);
+	return (uint64_t)(target < 2.5e5 ? 2.5e5 : target > 1e7 ? 1e7 : target);
 }
 
 /* The tower forward ended: no op runs. */
@@ -359,6 +368,9 @@ void vd_ev_forward_end(struct vd_engine *e)
 	pthread_mutex_lock(&e->g_mu);
 	t = (double)(vs_now_ns() - e->g_step_t0);
 	e->g_step_ns = e->g_step_ns > 0 ? 0.8 * e->g_step_ns + 0.2 * t : t;
+	/* near the fastest recent forward: follows a faster one at once, a slower one slowly */
+	e->g_fast_ns = e->g_fast_ns <= 0 ? t : t < e->g_fast_ns ? 0.5 * (e->g_fast_ns + t) :
+	               0.98 * e->g_fast_ns + 0.02 * t;
 	e->g_step = 0;
 	e->g_steps++;
 	if (e->g_enc_wait)

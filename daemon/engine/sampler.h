@@ -41,8 +41,14 @@ uint64_t vd_splitmix64(uint64_t x);
 double vd_sample_uniform(uint64_t seed, uint64_t step);
 
 /* Sample one token from logits [vocab] (clobbered: penalised, then unnormalised probabilities).
- * scratch: [vocab] floats (caller-owned). Returns the token id, or -EINVAL. */
+ * scratch: [2 * vocab] floats (caller-owned). Returns the token id, or -EINVAL. */
 int32_t vd_sample(float *logits, int32_t vocab, const struct vk_sample_params *p, float *scratch);
+
+/* The top_p step of vd_sample: of the probabilities p[i] >= thr (unnormalised, non-negative, no
+ * NaN), taken in descending order, the value at which their running sum (double) first reaches
+ * top_p of their total (double, in index order), ties at it included; thr when it never does.
+ * The same value as sorting them all and walking the sorted list. scratch: [2 * vocab]. */
+float vd_sample_nucleus(const float *p, int32_t vocab, float thr, float top_p, float *scratch);
 
 /* ---- per-sequence state ---- */
 

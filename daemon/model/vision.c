@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct vd_vblock {
 	struct vk_weight n1w, n1b, n2w, n2b;   /* [1, D]; biases only for LayerNorm (Qwen2-VL) */
@@ -64,8 +65,16 @@ struct vd_vision {
 	int32_t *seg_win;                      /* [cap + 1] window bounds */
 	int32_t *src_row;                      /* [cap] pixel row each position takes (window order) */
 	int32_t *unperm;                       /* [cap / m^2] merged raster row -> window-order row */
-	void (*yield)(void *ctx);              /* vd_vision_set_yield, or NULL */
+	int32_t *pos_tmp;                      /* [2][cap] one slice's (h, w) ids */
+	int32_t *seg_tmp;                      /* [cap + 1] one slice's segments, rebased to 0 */
+	uint64_t (*yield)(void *ctx);          /* vd_vision_set_yield, or NULL */
 	void *yield_ctx;
+	/* slices (a hook on a host backend): the hook's time target for the next slice, the
+	 * measured cost of a work unit per kind of op (near the fastest seen), the slice's start */
+	int slicing;
+	double slice_ns;
+	double ns_per_unit[3];                 /* enum slice_kind */
+	uint64_t t_slice;
 	char error[512];
 };
 
@@ -133,8 +142,10 @@ static void free_buffers(struct vd_vision *v)
 	free(v->seg_win);
 	free(v->src_row);
 	free(v->unperm);
+	free(v->pos_tmp);
+	free(v->seg_tmp);
 	v->stage = NULL;
-	v->pos = v->seg_full = v->seg_win = v->src_row = v->unperm = NULL;
+	v->pos = v->seg_full = v->seg_win = v->src_row = v->unperm = v->pos_tmp = v->seg_tmp = NULL;
 	v->cap_rows = 0;
 }
 
@@ -377,7 +388,10 @@ static int ensure(struct vd_vision *v, int64_t rows, int exact)
 	v->seg_win = malloc((N + 1) * sizeof(int32_t));
 	v->src_row = malloc(N * sizeof(int32_t));
 	v->unperm = malloc((N / mm + 1) * sizeof(int32_t));
-	if (!v->stage || !v->pos || !v->seg_full || !v->seg_win || !v->src_row || !v->unperm) {
+	v->pos_tmp = malloc(2 * N * sizeof(int32_t));
+	v->seg_tmp = malloc((N + 1) * sizeof(int32_t));
+	if (!v->stage || !v->pos || !v->seg_full || !v->seg_win || !v->src_row || !v->unperm ||
+	    !v->pos_tmp || !v->seg_tmp) {
 		free_buffers(v);
 		return vd_fail(v->error, sizeof(v->error), -ENOMEM, "vision host buffers for %lld rows",
 		            (long long)cap);
@@ -450,49 +464,251 @@ static void describe(struct vd_vision *v, const struct vd_vision_item *items, in
 	*ret_n_win = n_win;
 }
 
-/* out = x w^T (+ b), on a host backend in panels of 1024 rows: a panel's activations stay in
- * the caches while every weight block streams past them (one pass over an 8192-row batch re-read
- * 40+ MB of activations from memory per weight block). Rows are independent and the CPU
- * backend's matmul is batch-invariant, so the panels change no bit of the result. A device
- * backend gets the whole batch (larger GEMMs fill a GPU better). */
+/* ---------------------------------------------------------------- slices
+ *
+ * With a yield hook on a host backend the forward is cut into slices of about the hook's time
+ * target each (like chunked prefill for the LLM: the engine's decode steps run between them,
+ * so none waits for more than about one slice): matmuls by row panels, attention by segments
+ * (one segment by groups of heads), row-wise ops by rows. The module measures what a unit of
+ * work costs per kind of op (ns per FLOP / element, kept near the fastest seen, so the target
+ * holds whatever the core's speed) and sizes the next slice from it. Rows, segments and heads
+ * are independent and the CPU matmul is batch-invariant, so slicing changes no bit of the
+ * output (tests/model/test-vision-reference.c checks that at the finest cut). A device backend
+ * gets whole ops (larger kernels fill a GPU better; it runs on its own stream). */
+
+enum slice_kind { SK_MATMUL, SK_ATTN, SK_ELEM };
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The hook, and the next slice's time target (the hook's answer, 0: keep the last). */
+static void yield_now(struct vd_vision *v)
+{
+	uint64_t want;
+
+	if (!v->yield)
+		return;
+	want = v->yield(v->yield_ctx);
+	if (want)
+		v->slice_ns = (double)want;
+	v->t_slice = mono_ns();
+}
+
+/* A slice of `units` of work of kind k ended: learn its cost, then the hook. The cost kept is
+ * near the fastest seen (it moves halfway to a faster slice at once, 2% to a slower one): a slice the
+ * OS paused or a loaded machine slowed down says nothing about what the work costs, and sizing
+ * slices from slowed-down figures would make them ever longer in wall time exactly when the
+ * decode steps beside them are slow too. */
+static void slice_end(struct vd_vision *v, enum slice_kind k, double units)
+{
+	if (!v->yield)
+		return;
+	if (v->slicing && units > 0) {
+		double r = (double)(mono_ns() - v->t_slice) / units, old = v->ns_per_unit[k];
+
+		v->ns_per_unit[k] = old <= 0 ? r : r < old ? 0.5 * old + 0.5 * r :
+		                    0.98 * old + 0.02 * (r > 4 * old ? 4 * old : r);
+	}
+	yield_now(v);
+}
+
+/* Units of work of kind k that fit the slice target (huge when not slicing). */
+static double slice_units(const struct vd_vision *v, enum slice_kind k)
+{
+	static const double guess[3] = { 0.02, 0.05, 0.5 };   /* ns per unit before a measure */
+	double per = v->ns_per_unit[k] > 0 ? v->ns_per_unit[k] : guess[k];
+
+	return v->slicing ? v->slice_ns / per : 1e30;
+}
+
+/* Rows of `unit_cost` each that fit a slice, within [lo, hi]. */
+static int32_t slice_rows(const struct vd_vision *v, enum slice_kind k, double unit_cost,
+                          int32_t lo, int32_t hi)
+{
+	double r = unit_cost > 0 ? slice_units(v, k) / unit_cost : hi;
+
+	return r < lo ? lo : r > hi ? hi : (int32_t)r;
+}
+
+/* out = x w^T (+ b), on a host backend in panels of at most 1024 rows: a panel's activations
+ * stay in the caches while every weight block streams past them (one pass over an 8192-row
+ * batch re-read 40+ MB of activations from memory per weight block); slicing makes the panels
+ * smaller (at least 16 rows). A device backend gets the whole batch. */
 static int matmul_panels(struct vd_vision *v, const float *x, const struct vk_weight *w,
                          const struct vk_weight *b, int32_t n, float *out)
 {
 	struct vk_backend *be = v->be;
+	const double per_row = 2.0 * (double)w->rows * (double)w->cols;
 	int32_t panel = strcmp(be->ops->name, "cpu") && strcmp(be->ops->name, "ref")
 	                ? INT32_MAX : 1024;
-	/* with a yield hook on a host backend, panels of about 64 MFLOP (at least 64 rows): the
-	 * hook then runs every millisecond or so, not once per 1024-row GEMM (tens of ms) */
-	if (v->yield && panel == 1024) {
-		int64_t per_row = 2 * (int64_t)w->rows * (int64_t)w->cols;
-		int64_t p = per_row > 0 ? (64ll << 20) / per_row : 1024;
 
-		panel = p < 64 ? 64 : p > 1024 ? 1024 : (int32_t)p;
-	}
-	for (int32_t r = 0; r < n; r += panel) {
-		int32_t k = n - r < panel ? n - r : panel;
+	if (v->slicing)
+		panel = slice_rows(v, SK_MATMUL, per_row, 16, 1024);
+	for (int32_t r = 0, k; r < n; r += k) {
 		int rc;
 
-		if (r && v->yield)
-			v->yield(v->yield_ctx);
+		k = n - r < panel ? n - r : panel;
 		rc = be->ops->matmul(be, x + (size_t)r * (size_t)w->cols, w, b, k,
-		                     out + (size_t)r * (size_t)w->rows);
+		                         out + (size_t)r * (size_t)w->rows);
+
 		if (rc < 0)
 			return rc;
+		slice_end(v, SK_MATMUL, per_row * k);
+		if (v->slicing)
+			panel = slice_rows(v, SK_MATMUL, per_row, 16, 1024);
 	}
 	return 0;
 }
 
-void vd_vision_set_yield(struct vd_vision *v, void (*fn)(void *ctx), void *ctx)
+/* A row-wise op over rows [r0, r0 + k) (the arguments of the op for those rows). */
+struct rowop {
+	int kind;                      /* 0 layernorm, 1 rmsnorm, 2 add_rmsnorm, 3 activate,
+	                                * 4 swiglu, 5 rope_2d */
+	float *x;                      /* layernorm / add_rmsnorm residual; activate / rope input */
+	const float *delta;            /* layernorm / add_rmsnorm delta; swiglu up */
+	const struct vk_weight *w, *b;
+	float eps;
+	int32_t dim;                   /* floats per row (rope: the row stride) */
+	float *out;
+	enum vk_act act;
+	int32_t heads, hd;             /* rope */
+	const int32_t *pos;            /* rope: [2][n] */
+	float theta;
+};
+
+static int rowop_run(struct vd_vision *v, const struct rowop *o, int32_t r0, int32_t k,
+                     int32_t n)
+{
+	struct vk_backend *be = v->be;
+	const struct vk_backend_ops *ops = be->ops;
+	const size_t off = (size_t)r0 * (size_t)o->dim;
+
+	switch (o->kind) {
+	case 0:
+		return ops->layernorm(be, o->x + off, o->delta ? o->delta + off : NULL, o->w, o->b,
+		                      o->eps, k, o->dim, o->out + off);
+	case 1:
+		return ops->rmsnorm(be, o->x + off, o->w, o->eps, k, o->dim, o->out + off);
+	case 2:
+		return ops->add_rmsnorm(be, o->x + off, o->delta + off, o->w, o->eps, k, o->dim,
+		                        o->out + off);
+	case 3:
+		return ops->activate(be, o->act, o->x + off, (int64_t)k * o->dim, o->out + off);
+	case 4:
+		return ops->swiglu(be, o->x + off, o->delta + off, k, o->dim, o->out + off);
+	default:
+		if (k == n)
+			return ops->rope_2d(be, o->x, o->dim, n, o->heads, o->hd, o->pos, o->theta);
+		memcpy(v->pos_tmp, o->pos + r0, sizeof(int32_t) * (size_t)k);
+		memcpy(v->pos_tmp + k, o->pos + n + r0, sizeof(int32_t) * (size_t)k);
+		return ops->rope_2d(be, o->x + off, o->dim, k, o->heads, o->hd, v->pos_tmp, o->theta);
+	}
+}
+
+/* A row-wise op over n rows, in slices of rows; `width` elements of work per row. */
+static int rows_sliced(struct vd_vision *v, const struct rowop *o, int32_t n, int32_t width)
+{
+	int32_t step = v->slicing ? slice_rows(v, SK_ELEM, width, 1, n) : n;
+
+	for (int32_t r = 0, k; r < n; r += k) {
+		int rc;
+
+		k = n - r < step ? n - r : step;
+		rc = rowop_run(v, o, r, k, n);
+
+		if (rc < 0)
+			return rc;
+		slice_end(v, SK_ELEM, (double)width * k);
+		if (v->slicing)
+			step = slice_rows(v, SK_ELEM, width, 1, n);
+	}
+	return 0;
+}
+
+/* seg_attention over segments seg[0..n_seg] of [0, N): groups of whole segments per slice; a
+ * segment larger than a slice goes by groups of heads through a scratch [len, heads' D] (tmp,
+ * [N, D]) copied into out's columns. */
+static int attention_sliced(struct vd_vision *v, const float *qkv, int32_t N, const int32_t *seg,
+                            int32_t n_seg, float *out, float *tmp)
+{
+	struct vk_backend *be = v->be;
+	const int32_t D = v->cfg.embed_dim, H = v->cfg.n_heads, hd = v->cfg.head_dim;
+	const int64_t ld = 3 * (int64_t)D;
+	int32_t s = 0;
+
+	if (!v->slicing)
+		return be->ops->seg_attention(be, qkv, qkv + D, qkv + 2 * D, ld, N, H, hd, seg, n_seg,
+		                              out);
+	while (s < n_seg) {
+		const double budget = slice_units(v, SK_ATTN);
+		double cost = 0;
+		int32_t e = s, r0 = seg[s];
+		int rc;
+
+		/* whole segments while they fit (at least one) */
+		while (e < n_seg) {
+			double len = seg[e + 1] - seg[e], c = 4.0 * len * len * D;
+
+			if (e > s && cost + c > budget)
+				break;
+			cost += c;
+			e++;
+		}
+		if (e == s + 1 && cost > budget && H > 1) {
+			/* one segment over the budget: by groups of heads */
+			const int32_t len = seg[s + 1] - r0;
+			const double per_head = cost / H;
+			int32_t hs = slice_rows(v, SK_ATTN, per_head, 1, H);
+			const int32_t zero_len[2] = { 0, len };
+
+			for (int32_t h0 = 0, k; h0 < H; h0 += k) {
+				k = H - h0 < hs ? H - h0 : hs;
+				const float *q = qkv + (size_t)r0 * (size_t)ld + (size_t)h0 * (size_t)hd;
+
+				rc = be->ops->seg_attention(be, q, q + D, q + 2 * D, ld, len, k, hd, zero_len,
+				                            1, tmp);
+				if (rc < 0)
+					return rc;
+				for (int32_t r = 0; r < len; r++)
+					memcpy(out + (size_t)(r0 + r) * (size_t)D + (size_t)h0 * (size_t)hd,
+					       tmp + (size_t)r * (size_t)k * (size_t)hd,
+					       sizeof(float) * (size_t)k * (size_t)hd);
+				slice_end(v, SK_ATTN, per_head * k);
+				hs = slice_rows(v, SK_ATTN, per_head, 1, H);
+			}
+			s = e;
+			continue;
+		}
+		for (int32_t i = s; i <= e; i++)
+			v->seg_tmp[i - s] = seg[i] - r0;
+		rc = be->ops->seg_attention(be, qkv + (size_t)r0 * (size_t)ld,
+		                            qkv + (size_t)r0 * (size_t)ld + D,
+		                            qkv + (size_t)r0 * (size_t)ld + 2 * D, ld, seg[e] - r0, H, hd,
+		                            v->seg_tmp, e - s, out + (size_t)r0 * (size_t)D);
+		if (rc < 0)
+			return rc;
+		slice_end(v, SK_ATTN, cost);
+		s = e;
+	}
+	return 0;
+}
+
+void vd_vision_set_yield(struct vd_vision *v, uint64_t (*fn)(void *ctx), void *ctx)
 {
 	v->yield = fn;
 	v->yield_ctx = ctx;
+	v->slicing = fn && (!strcmp(v->be->ops->name, "cpu") || !strcmp(v->be->ops->name, "ref"));
+	if (!v->slice_ns)
+		v->slice_ns = 1e6;
 }
 
 #define CALL(expr, what) do { \
 		rc = (expr); \
-		if (rc >= 0 && v->yield) \
-			v->yield(v->yield_ctx); \
 		if (rc < 0 && l >= 0) \
 			return vd_fail(v->error, sizeof(v->error), rc, "%s (block %d): %s", what, l, \
 			            vk_backend_error(be)); \
@@ -500,6 +716,17 @@ void vd_vision_set_yield(struct vd_vision *v, void (*fn)(void *ctx), void *ctx)
 			return vd_fail(v->error, sizeof(v->error), rc, "%s: %s", what, \
 			            vk_backend_error(be)); \
 	} while (0)
+
+/* norm of x (+= delta): LayerNorm with bias (Qwen2-VL) or RMSNorm, in row slices */
+static int norm_rows(struct vd_vision *v, float *x, const float *delta, const struct vk_weight *w,
+                     const struct vk_weight *b, int32_t n, float *out)
+{
+	const int q25 = v->cfg.kind == VD_VISION_QWEN2_5_VL;
+	struct rowop o = { .kind = !q25 ? 0 : delta ? 2 : 1, .x = x, .delta = delta, .w = w,
+	                   .b = b, .eps = v->cfg.eps, .dim = v->cfg.embed_dim, .out = out };
+
+	return rows_sliced(v, &o, n, v->cfg.embed_dim);
+}
 
 int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dtype,
                       int64_t pixel_stride, const struct vd_vision_item *items, int32_t n_items,
@@ -511,9 +738,8 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 	const int q25 = c->kind == VD_VISION_QWEN2_5_VL;
 	const int32_t D = c->embed_dim, I = c->intermediate, H = c->n_heads, hd = c->head_dim;
 	const int32_t mm = c->spatial_merge_size * c->spatial_merge_size, P = c->patch_dim;
-	const float eps = c->eps;
 	int64_t N64, NM64;
-	int32_t l = -1, n_full, n_win;
+	int32_t l = -1, n_full, n_win, step;
 	int rc;
 
 	if ((rc = vd_vision_items_rows(c, items, n_items, &N64, &NM64, v->error,
@@ -528,69 +754,87 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
 		return rc;
 	const int32_t N = (int32_t)N64, NM = (int32_t)NM64;
 	describe(v, items, n_items, &n_full, &n_win);
-	if (v->yield)
-		v->yield(v->yield_ctx);
+	yield_now(v);
 
-	/* pixel rows → fp32, in the order the tower runs them */
-	for (int32_t r = 0; r < N; r++) {
-		const unsigned char *src = (const unsigned char *)pixels +
-		                           (size_t)v->src_row[r] * (size_t)pixel_stride;
-		float *dst = v->stage + (size_t)r * P;
-		if (dtype == VK_DTYPE_F32)
-			memcpy(dst, src, sizeof(float) * (size_t)P);
-		else
-			for (int32_t j = 0; j < P; j++)
-				dst[j] = vk_load_elem(src, dtype, j);
+	/*
+	 * pixel rows → fp32, in the order the tower runs them, uploaded by slices of rows.
+	 * transformers casts pixel_values to the tower's dtype before the patch embedding
+	 * (pixel_values.type(visual.dtype), then again to proj.weight.dtype), so fp32 pixels for a
+	 * bf16 / f16 tower are rounded to it here, on every backend: f32 and bf16 pixels of one image
+	 * then give the same rows (a kernel that rounds its activations anyway rounds the same values
+	 * again, which changes nothing).
+	 */
+	const enum vk_dtype wdt = v->patch.dtype;
+	const int round_to = dtype == VK_DTYPE_F32 && (wdt == VK_DTYPE_BF16 || wdt == VK_DTYPE_F16);
+	step = v->slicing ? slice_rows(v, SK_ELEM, P, 1, N) : N;
+	for (int32_t r0 = 0, k; r0 < N; r0 += k) {
+		k = N - r0 < step ? N - r0 : step;
+
+		for (int32_t r = r0; r < r0 + k; r++) {
+			const unsigned char *src = (const unsigned char *)pixels +
+			                           (size_t)v->src_row[r] * (size_t)pixel_stride;
+			float *dst = v->stage + (size_t)r * P;
+			if (dtype == VK_DTYPE_F32)
+				memcpy(dst, src, sizeof(float) * (size_t)P);
+			else
+				for (int32_t j = 0; j < P; j++)
+					dst[j] = vk_load_elem(src, dtype, j);
+			if (round_to)
+				for (int32_t j = 0; j < P; j++)
+					dst[j] = wdt == VK_DTYPE_BF16 ?
+					         vk_bf16_to_f32(vk_f32_to_bf16(dst[j])) :
+					         vk_f16_to_f32(vk_f32_to_f16(dst[j]));
+		}
+		CALL(o->upload(be, v->pix + (size_t)r0 * P, v->stage + (size_t)r0 * P,
+		               sizeof(float) * (size_t)k * P), "upload pixels");
+		slice_end(v, SK_ELEM, (double)k * P);
+		if (v->slicing)
+			step = slice_rows(v, SK_ELEM, P, 1, N);
 	}
-	CALL(o->upload(be, v->pix, v->stage, sizeof(float) * (size_t)N * P), "upload pixels");
 
 	CALL(matmul_panels(v, v->pix, &v->patch, NULL, N, v->x), "patch embed");   /* x [N, D] */
 	for (l = 0; l < c->depth; l++) {
 		const struct vd_vblock *B = &v->blocks[l];
 		const float *delta = l ? v->t : NULL;   /* previous block's MLP output */
-		if (q25) {
-			if (delta)
-				CALL(o->add_rmsnorm(be, v->x, v->t, &B->n1w, eps, N, D, v->h), "norm1");
-			else
-				CALL(o->rmsnorm(be, v->x, &B->n1w, eps, N, D, v->h), "norm1");
-		} else {
-			CALL(o->layernorm(be, v->x, delta, &B->n1w, &B->n1b, eps, N, D, v->h), "norm1");
-		}
+		const int win = q25 && !B->full;
+
+		CALL(norm_rows(v, v->x, delta, &B->n1w, &B->n1b, N, v->h), "norm1");
 		CALL(matmul_panels(v, v->h, &B->qkv, &B->qkv_b, N, v->qkv), "qkv");   /* [N, 3D] */
 		/* q heads then k heads: 2H heads of the fused row */
-		CALL(o->rope_2d(be, v->qkv, 3 * D, N, 2 * H, hd, v->pos, c->rope_theta), "rope_2d");
-		const int win = q25 && !B->full;
-		CALL(o->seg_attention(be, v->qkv, v->qkv + D, v->qkv + 2 * D, 3 * D, N, H, hd,
-		                      win ? v->seg_win : v->seg_full, win ? n_win : n_full, v->att),
-		     "attention");
+		struct rowop rope = { .kind = 5, .x = v->qkv, .dim = 3 * D, .heads = 2 * H, .hd = hd,
+		                      .pos = v->pos, .theta = c->rope_theta };
+		CALL(rows_sliced(v, &rope, N, 2 * D), "rope_2d");
+		/* v->t (the MLP output folded into x by norm1) is free until proj: attention scratch */
+		CALL(attention_sliced(v, v->qkv, N, win ? v->seg_win : v->seg_full,
+		                      win ? n_win : n_full, v->att, v->t), "attention");
 		CALL(matmul_panels(v, v->att, &B->proj, &B->proj_b, N, v->t), "proj");   /* [N, D] */
-		if (q25)
-			CALL(o->add_rmsnorm(be, v->x, v->t, &B->n2w, eps, N, D, v->h), "norm2");
-		else
-			CALL(o->layernorm(be, v->x, v->t, &B->n2w, &B->n2b, eps, N, D, v->h), "norm2");
+		CALL(norm_rows(v, v->x, v->t, &B->n2w, &B->n2b, N, v->h), "norm2");
 		CALL(matmul_panels(v, v->h, &B->fc1, &B->fc1_b, N, v->mlp), "fc1");   /* [N, I] */
 		if (q25) {
 			CALL(matmul_panels(v, v->h, &B->up, &B->up_b, N, v->mlp2), "up_proj");
-			CALL(o->swiglu(be, v->mlp, v->mlp2, N, I, v->mlp), "swiglu");
+			struct rowop sw = { .kind = 4, .x = v->mlp, .delta = v->mlp2, .dim = I,
+			                    .out = v->mlp };
+			CALL(rows_sliced(v, &sw, N, I), "swiglu");
 		} else {
-			CALL(o->activate(be, VK_ACT_QUICK_GELU, v->mlp, (int64_t)N * I, v->mlp),
-			     "quick_gelu");
+			struct rowop act = { .kind = 3, .x = v->mlp, .dim = I, .out = v->mlp,
+			                     .act = VK_ACT_QUICK_GELU };
+			CALL(rows_sliced(v, &act, N, I), "quick_gelu");
 		}
 		CALL(matmul_panels(v, v->mlp, &B->fc2, &B->fc2_b, N, v->t), "fc2");   /* [N, D] */
 	}
 	l = -1;
 	/* merger: h [N, D] = [NM, mm D] */
-	if (q25)
-		CALL(o->add_rmsnorm(be, v->x, v->t, &v->lnq_w, eps, N, D, v->h), "merger ln_q");
-	else
-		CALL(o->layernorm(be, v->x, v->t, &v->lnq_w, &v->lnq_b, eps, N, D, v->h), "merger ln_q");
+	CALL(norm_rows(v, v->x, v->t, &v->lnq_w, &v->lnq_b, N, v->h), "merger ln_q");
 	CALL(matmul_panels(v, v->h, &v->m0, &v->m0_b, NM, v->qkv), "merger mlp.0");   /* [NM, mm D] */
-	CALL(o->activate(be, VK_ACT_GELU_ERF, v->qkv, (int64_t)NM * mm * D, v->qkv), "merger gelu");
+	struct rowop gelu = { .kind = 3, .x = v->qkv, .dim = mm * D, .out = v->qkv,
+	                      .act = VK_ACT_GELU_ERF };
+	CALL(rows_sliced(v, &gelu, NM, mm * D), "merger gelu");
 	if (!q25) {
 		CALL(matmul_panels(v, v->qkv, &v->m2, &v->m2_b, NM, out), "merger mlp.2");
 		return 0;
 	}
 	CALL(matmul_panels(v, v->qkv, &v->m2, &v->m2_b, NM, v->perm_out), "merger mlp.2");
 	CALL(o->get_rows(be, v->perm_out, v->unperm, NM, c->out_hidden, out), "window unpermute");
+	slice_end(v, SK_ELEM, (double)NM * c->out_hidden);
 	return 0;
 }

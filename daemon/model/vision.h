@@ -113,10 +113,15 @@ int vd_vision_forward(struct vd_vision *v, const void *pixels, enum vk_dtype dty
                       int64_t pixel_stride, const struct vd_vision_item *items, int32_t n_items,
                       float *out);
 
-/* A hook vd_vision_forward calls before its first op and after each op (and each matmul panel):
- * where its caller may pause the tower to let other work use the CPU (the engine gives running
- * decodes their turns there). NULL: none. The hook must not call into v. */
-void vd_vision_set_yield(struct vd_vision *v, void (*fn)(void *ctx), void *ctx);
+/* A hook vd_vision_forward calls before its first slice of work and after each: where its
+ * caller may pause the tower to let other work use the CPU (the engine gives running decodes
+ * their turns there). On a host backend (cpu, ref) a hook also cuts the forward into slices of
+ * about a time target each (matmul row panels of >= 16 rows, attention by segments and by
+ * groups of heads, row-wise ops by rows; the module measures its own speed per kind of op to
+ * size them): the hook returns the next slice's target in ns (0: keep the last; 1 ms at first).
+ * Slicing changes no bit of the output. A device backend runs whole ops (the hook still runs
+ * between them). NULL: none. The hook must not call into v. */
+void vd_vision_set_yield(struct vd_vision *v, uint64_t (*fn)(void *ctx), void *ctx);
 
 /* The last error text of vd_vision_forward / vd_vision_reserve. */
 const char *vd_vision_error(const struct vd_vision *v);

@@ -450,13 +450,26 @@ VLM_EXPORT void vlm_vision_config_default(struct vlm_vision_config *cfg);
  */
 VLM_EXPORT int vlm_vision_config_load(const char *model_dir, struct vlm_vision_config *cfg);
 
+/*
+ * The pixel dtype that matches the checkpoint's vision tower: VLM_DTYPE_BF16 when
+ * model_dir/config.json says the weights are bfloat16 ("torch_dtype", or transformers 5's
+ * "dtype"; text_config's value first, as vlmd reads it), else VLM_DTYPE_F32 (float32, float16,
+ * absent). transformers casts pixel_values to the tower's dtype before the patch embedding
+ * (`pixel_values.type(self.visual.dtype)`), so for a bf16 checkpoint bf16 patches (the float32
+ * values rounded to nearest even) are exactly what the reference computes with, in half the
+ * bytes. Returns 0 (*dtype set), -ENOENT (no config.json; *dtype = VLM_DTYPE_F32), -EBADMSG (not
+ * valid JSON), -EINVAL (NULL arguments). Since 0.3.
+ */
+VLM_EXPORT int vlm_vision_pixel_dtype(const char *model_dir, enum vlm_dtype *dtype);
+
 /* Per-image options; zero-initialised = the defaults noted per field. */
 struct vlm_image_opts {
 	uint64_t min_pixels;          /* 0: cfg->min_pixels */
 	uint64_t max_pixels;          /* 0: cfg->max_pixels */
 	uint64_t max_source_pixels;   /* refuse a source image with more pixels than this before
 				       * decoding it (decompression bombs); 0: 178956970 (PIL's limit) */
-	enum vlm_dtype dtype;         /* pixel values VLM_DTYPE_F32 (default) or VLM_DTYPE_BF16 */
+	enum vlm_dtype dtype;         /* pixel values VLM_DTYPE_F32 (default) or VLM_DTYPE_BF16
+				       * (vlm_vision_pixel_dtype: the checkpoint's choice) */
 	uint64_t reserved[4];
 };
 

@@ -7,7 +7,8 @@ from . import _lib
 from ._lib import LibraryNotFound, VlmError
 from .client import Client, FinishInfo, GenerationConfig, Logprob, MultiMediaInfo, Stream
 from .tokenizer import ChatItem, ChatPrompt, StreamDecoder, Tokenizer
-from .vision import Image, VisionConfig, preprocess_image, preprocess_video, sample_frames
+from .vision import (Image, VisionConfig, pixel_dtype, preprocess_image, preprocess_video,
+                     sample_frames)
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,5 @@ def library_path():
 
 __all__ = ["Client", "MultiMediaInfo", "GenerationConfig", "Stream", "FinishInfo", "Logprob",
            "VlmError", "LibraryNotFound", "Tokenizer", "StreamDecoder", "ChatPrompt", "ChatItem",
-           "library_version", "library_path", "Image", "VisionConfig", "preprocess_image",
-           "preprocess_video", "sample_frames"]
+           "library_version", "library_path", "Image", "VisionConfig", "pixel_dtype",
+           "preprocess_image", "preprocess_video", "sample_frames"]

@@ -41,10 +41,14 @@ class VisionConfig:
         (processor_config.json's video_processor, video_preprocessor_config.json, then
         preprocessor_config.json, as transformers; None: Qwen2VLVideoProcessor's defaults);
         sampling options the file names (do_sample_frames with fps / num_frames) are in
-        .video_sampling, a dict for Image.video."""
+        .video_sampling, a dict for Image.video. .pixel_dtype: "bfloat16" when model_dir's
+        config.json says the checkpoint is bfloat16 (transformers casts pixel_values to the
+        tower's dtype, so these are its values, in half the bytes), else "float32"; images
+        made with this config default to it."""
         _need_vision()
         self._c = _lib.VisionConfig()
         self.video_sampling = {}
+        self.pixel_dtype = pixel_dtype(model_dir) if model_dir is not None else "float32"
         if video:
             vo = _lib.VideoOpts()
             if model_dir is None:
@@ -89,6 +93,25 @@ def _pil_to_rgb(im):
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
+def pixel_dtype(model_dir):
+    """The pixel dtype matching model_dir's vision tower: "bfloat16" for a bfloat16 checkpoint
+    (config.json torch_dtype / dtype), else "float32" (also without config.json);
+    vlm_vision_pixel_dtype."""
+    if _lib.vlm_vision_pixel_dtype is None:
+        return "float32"
+    d = ctypes.c_int(_lib.VLM_DTYPE_F32)
+    r = _lib.vlm_vision_pixel_dtype(os.fsencode(model_dir), ctypes.byref(d))
+    if r < 0 and r != -2:  # -ENOENT: no config.json, float32
+        _lib.check(r, "pixel dtype", True)
+    return "bfloat16" if d.value == _lib.VLM_DTYPE_BF16 else "float32"
+
+
+def _dtype_of(dtype, config):
+    if dtype is not None:
+        return dtype
+    return getattr(config, "pixel_dtype", "float32") if config is not None else "float32"
+
+
 def _is_pil(x):
     return type(x).__module__.startswith("PIL.") and hasattr(x, "getbands")
 
@@ -96,18 +119,20 @@ def _is_pil(x):
 class Image:
     """One preprocessed image or video: pixel patches [t*h*w, 1176] and the patch grid."""
 
-    def __init__(self, src, min_pixels=None, max_pixels=None, *, config=None, dtype="float32",
+    def __init__(self, src, min_pixels=None, max_pixels=None, *, config=None, dtype=None,
                  max_source_pixels=None, client=None):
         """src: a file path (str / os.PathLike), encoded bytes (bytes, bytearray, memoryview),
         a NumPy uint8 array [h, w, 3] (RGB), or a PIL image. min_pixels / max_pixels: None =
         the config's. config: a VisionConfig (None: Qwen2-VL-2B's). dtype: "float32" or
-        "bfloat16" (what vlmd receives). max_source_pixels: refuse larger sources before
+        "bfloat16" (what vlmd receives; None: config.pixel_dtype, the checkpoint's, else
+        "float32"). max_source_pixels: refuse larger sources before
         decoding (None: 178956970, PIL's limit). client: a vlmclient.Client whose shared arena
         the image is preprocessed into (the zero-copy path; see the module's text); None: a
         buffer of its own. Raises VlmError (errno + reason)."""
         _need_vision()
         self._h = ctypes.c_void_p()
         self._bound = None
+        dtype = _dtype_of(dtype, config)
         opts = self._opts(min_pixels, max_pixels, dtype, max_source_pixels)
         cfg = ctypes.byref(config._c) if config is not None else None
         if client is not None:
@@ -210,7 +235,7 @@ class Image:
         return o
 
     @classmethod
-    def video(cls, frames, min_pixels=None, max_pixels=None, *, config=None, dtype="float32",
+    def video(cls, frames, min_pixels=None, max_pixels=None, *, config=None, dtype=None,
               source_fps=None, fps=None, num_frames=None, min_frames=None, max_frames=None,
               max_video_tokens=None):
         """A video from its frames, as transformers' Qwen2VLVideoProcessor with the video's
@@ -241,7 +266,7 @@ class Image:
         self = cls.__new__(cls)
         self._h = ctypes.c_void_p()
         self._bound = None
-        opts = cls._opts(min_pixels, max_pixels, dtype, None)
+        opts = cls._opts(min_pixels, max_pixels, _dtype_of(dtype, config), None)
         cfg = ctypes.byref(config._c) if config is not None else None
         frames = list(frames) if not hasattr(frames, "ndim") else frames
         if len(frames) == 0:

@@ -43,7 +43,7 @@ static float frand(void)
 START_TEST(test_greedy_and_penalties)
 {
 	enum { V = 50 };
-	float l[V], orig[V], scratch[V];
+	float l[V], orig[V], scratch[2 * V];
 	for (int i = 0; i < V; i++)
 		orig[i] = frand() * 8 - 4;
 	orig[10] = orig[30] = 9;   /* tie: first index wins */
@@ -154,7 +154,7 @@ static int32_t ref_sample(const float *logits, int32_t V, float T, int32_t top_k
 START_TEST(test_filters_match_reference)
 {
 	enum { V = 300 };
-	float orig[V], l[V], scratch[V];
+	float orig[V], l[V], scratch[2 * V];
 	uint8_t kept[V];
 	const float temps[] = { 0.3f, 0.8f, 1.0f, 1.7f };
 	const int32_t ks[] = { 0, 1, 5, 40, 299, 300, 1000 };
@@ -196,11 +196,91 @@ START_TEST(test_filters_match_reference)
 }
 END_TEST
 
+/* The nucleus threshold the obvious way: every kept probability sorted descending (s: all of p
+ * sorted by qsort; the kept ones are its first n), the running sum (double) walked until it
+ * reaches top_p of the total (double, index order). */
+static float ref_nucleus(const float *p, const float *s, int32_t V, float thr, float top_p)
+{
+	double kept = 0, cum = 0;
+	int32_t n = 0;
+	float out = thr;
+
+	for (int32_t i = 0; i < V; i++)
+		if (p[i] >= thr)
+			kept += p[i];
+	while (n < V && s[n] >= thr)
+		n++;
+	for (int32_t j = 0; j < n; j++) {
+		cum += s[j];
+		if (j + 1 < n && s[j + 1] == s[j])
+			continue;
+		if (cum >= (double)top_p * kept) {
+			out = s[j];
+			break;
+		}
+	}
+	return out;
+}
+
+/* vd_sample_nucleus (bucketed, radix-sorted prefix) gives the bits of the full sort's threshold:
+ * vocabularies from tiny to Qwen2's, flat (random-model) and peaked (trained-model) logits, many
+ * ties, probabilities that underflow to 0, min_p-like thresholds, top_p from 0 to 1. */
+START_TEST(test_nucleus_matches_sort)
+{
+	const int32_t vocabs[] = { 1, 7, 47, 48, 300, 8192, 151936 };
+	const float temps[] = { 0.05f, 0.7f, 1.0f, 3.0f };
+	const float ps[] = { 0.0f, 1e-6f, 0.1f, 0.5f, 0.9f, 0.95f, 0.999999f, 1.0f };
+	const float thrs[] = { 0.0f, 1e-30f, 0.01f, 0.5f };
+	int n = 0;
+
+	for (unsigned v = 0; v < sizeof(vocabs) / sizeof(vocabs[0]); v++) {
+		int32_t V = vocabs[v];
+		float *lg = malloc(sizeof(float) * (size_t)V), *p = malloc(sizeof(float) * (size_t)V);
+		float *scratch = malloc(sizeof(float) * 2 * (size_t)V);
+		float *sorted = malloc(sizeof(float) * (size_t)V);
+
+		for (int shape = 0; shape < 3; shape++) {
+			float mx = -INFINITY;
+
+			for (int32_t i = 0; i < V; i++) {
+				float r = frand();
+
+				/* 0: flat; 1: peaked (a few large logits); 2: coarse values, many ties */
+				lg[i] = shape == 0 ? r * 4 : shape == 1 ? r * r * r * 30 - 10 :
+				        (float)(int)(r * 6);
+				mx = fmaxf(mx, lg[i]);
+			}
+			for (unsigned t = 0; t < sizeof(temps) / sizeof(temps[0]); t++) {
+				for (int32_t i = 0; i < V; i++)
+					p[i] = expf((lg[i] - mx) * (1.0f / temps[t]));
+				memcpy(sorted, p, sizeof(float) * (size_t)V);
+				qsort(sorted, (size_t)V, sizeof(float), cmp_desc);
+				for (unsigned a = 0; a < sizeof(ps) / sizeof(ps[0]); a++)
+					for (unsigned b = 0; b < sizeof(thrs) / sizeof(thrs[0]); b++) {
+						float got = vd_sample_nucleus(p, V, thrs[b], ps[a], scratch);
+						float want = ref_nucleus(p, sorted, V, thrs[b], ps[a]);
+
+						ck_assert_msg(memcmp(&got, &want, sizeof(got)) == 0,
+						              "V %d shape %d T %g top_p %g thr %g: %a != %a",
+						              V, shape, temps[t], ps[a], thrs[b], got, want);
+						n++;
+					}
+			}
+		}
+		free(lg);
+		free(p);
+		free(scratch);
+		free(sorted);
+	}
+	ck_assert_int_eq(n, 7 * 3 * 4 * 8 * 4);
+}
+END_TEST
+
 /* Sampled frequencies match the (filtered, renormalised) softmax: chi-square over fixed seeds,
  * with a generous bound (the result is deterministic; the bound only guards against bias). */
 static double chi2(const float *orig, int V, struct vk_sample_params p, int N, const double *prob)
 {
-	float *l = malloc(sizeof(float) * (size_t)V), *scratch = malloc(sizeof(float) * (size_t)V);
+	float *l = malloc(sizeof(float) * (size_t)V), *scratch = malloc(sizeof(float) * 2 * (size_t)V);
 	int *cnt = calloc((size_t)V, sizeof(int));
 	for (int s = 0; s < N; s++) {
 		memcpy(l, orig, sizeof(float) * (size_t)V);
@@ -421,6 +501,7 @@ int main(void)
 	tcase_add_test(tc, test_random_stream);
 	tcase_add_test(tc, test_greedy_and_penalties);
 	tcase_add_test(tc, test_filters_match_reference);
+	tcase_add_test(tc, test_nucleus_matches_sort);
 	tcase_add_test(tc, test_distribution);
 	tcase_add_test(tc, test_seed_determinism);
 	tcase_add_test(tc, test_history);

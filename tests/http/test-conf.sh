@@ -41,6 +41,7 @@ check_bad "port range" "port: 70000 is outside 0..65535" --check-config --model-
 check_bad "port not a number" "port: want a number" --check-config --model-dir /m --port 80k
 check_bad "size" "max-body: want a size" --check-config --model-dir /m --max-body lots
 check_bad "log level" "log-level" --check-config --model-dir /m --log-level loud
+check_bad "pixel dtype" "pixel-dtype: want auto, f32 or bf16" --check-config --model-dir /m --pixel-dtype f16
 check_bad "no model dir" "--model-dir DIR is required" --check-config
 check_bad "missing file" "config $dir/none.conf" --check-config --config "$dir/none.conf"
 check_bad "unknown flag" "unknown flag" --model-dir /m --frobnicate

@@ -299,6 +299,11 @@ def link_stats():
         line = [x for x in text.splitlines() if x.startswith("vlm_serve_link_%s " % k)]
         check(len(line) == 1, "/metrics has no vlm_serve_link_%s line" % k)
         out[k] = int(line[0].split()[1])
+    # pixel-dtype auto: bf16 patches for a bfloat16 checkpoint (transformers' cast), else f32
+    with open(os.path.join(S.model, "config.json")) as f:
+        bf16 = json.load(f).get("torch_dtype") == "bfloat16"
+    want = 'vlm_serve_pixel_dtype_info{dtype="%s"} 1' % ("bf16" if bf16 else "f32")
+    check(want in text.splitlines(), "/metrics lacks %r" % want)
     return out
 
 

@@ -13,8 +13,9 @@
  *  - fp32 checkpoints: the same pixels given as fp32 rows with a padded row stride give the same
  *    output, and each item run alone gives exactly its rows of the packed batch (batch
  *    composition must not change an image's embedding: the engine batches items across requests
- *    and caches them), and with a yield hook set (the engine's turns: the hook runs between ops,
- *    matmuls go in small panels) the output keeps every bit.
+ *    and caches them), and with a yield hook set (the engine's turns: the forward is cut into
+ *    slices, here the finest: 16-row matmul panels, one segment and one head of attention, one
+ *    row of a row-wise op, with the hook between any two) the output keeps every bit.
  * Also: the forward refuses a grid that is not a multiple of the merge size; a checkpoint without
  * tower weights gives -ENOENT naming the missing tensor, a text-only architecture -ENOTSUP.
  */
@@ -36,9 +37,14 @@
 static int failures;
 static int yields;
 
-static void count_yield(void *ctx)
+static uint64_t yield_target;   /* the hook's answer: the next slice's time target in ns */
+
+/* The engine's hook; at a 1 ns target, the finest cut (matmuls by 16 rows, attention one
+ * segment and one head at a time, row-wise ops one row at a time). */
+static uint64_t count_yield(void *ctx)
 {
 	++*(int *)ctx;
+	return yield_target;
 }
 
 #define CHECK(cond, ...) do { \
@@ -226,21 +232,32 @@ static void run_case(const char *refdir, const char *mkmodel, json_t *man, json_
 					      backends[b], i);
 				free(one);
 			}
-			/* with a yield hook (the engine's turns): the hook runs between ops and the
-			 * matmuls go in small panels, and not a bit of the output changes */
-			if (o16 && layout) {
+			/* with a yield hook (the engine's turns) asking for the finest slices (small
+			 * widths only: at real widths the finest cut is slow under the sanitizers, and
+			 * 20 us already gives 16-row panels and one head of attention there), for
+			 * slices of 20 us (panels of some rows, one segment or some heads) and of 50 ms
+			 * (groups of segments): the hook runs between them, and not a bit of the output
+			 * changes */
+			static const uint64_t targets[3] = { 1, 20000, 50000000 };
+			for (int t = cfg.embed_dim > 256; o16 && layout && t < 3; t++) {
 				int64_t r2 = 0;
 				float *oy;
 
 				yields = 0;
+				yield_target = targets[t];
 				vd_vision_set_yield(v, count_yield, &yields);
 				oy = forward(be, v, pix16, VK_DTYPE_F16, P * 2, items, n_items, &r2);
 				vd_vision_set_yield(v, NULL, NULL);
 				if (oy)
 					CHECK(!memcmp(oy, o16, sizeof(float) * (size_t)(out_rows * OUT)),
-					      "%s/%s: output differs with a yield hook", name, backends[b]);
-				CHECK(yields > 9 * cfg.depth, "%s/%s: the hook ran %d times for %d blocks",
-				      name, backends[b], yields, cfg.depth);
+					      "%s/%s: output differs with a yield hook (slices of %llu ns)", name,
+					      backends[b], (unsigned long long)targets[t]);
+				/* at the finest cut every row of norm1, rope, the activation and norm2 is a
+				 * slice of its own: at least 4 N per block */
+				if (t == 0)
+					CHECK(yields >= 4 * out_rows * mm * cfg.depth, "%s/%s: the hook ran %d "
+					      "times for %d blocks of %lld rows", name, backends[b], yields,
+					      cfg.depth, (long long)(out_rows * mm));
 				free(oy);
 			}
 			/* a grid that is not a multiple of the merge size is refused */

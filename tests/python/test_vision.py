@@ -155,6 +155,40 @@ class TestPixels(unittest.TestCase):
             self.assertEqual(f32.tokens, 4)
             self.assertIn("grid=(1, 4, 4)", repr(f32))
 
+    def test_pixel_dtype_of_checkpoint(self):
+        # a bfloat16 checkpoint's config gives bf16 patches by default; float32 / float16 / no
+        # config.json give float32; an explicit dtype wins; text_config's value first
+        import shutil
+        import tempfile
+        d = tempfile.mkdtemp()
+        try:
+            shutil.copy(os.path.join(VDIR, "preprocessor_config.json"), d)
+            self.assertEqual(vlmclient.pixel_dtype(d), "float32")          # no config.json
+            for cfg, want in (({"torch_dtype": "bfloat16"}, "bfloat16"),
+                              ({"dtype": "bfloat16"}, "bfloat16"),
+                              ({"torch_dtype": "float32"}, "float32"),
+                              ({"torch_dtype": "float16"}, "float32"),
+                              ({"torch_dtype": "float32",
+                                "text_config": {"torch_dtype": "bfloat16"}}, "bfloat16"),
+                              ({}, "float32")):
+                with open(os.path.join(d, "config.json"), "w") as f:
+                    json.dump(cfg, f)
+                self.assertEqual(vlmclient.pixel_dtype(d), want, cfg)
+                vc = vlmclient.VisionConfig(d)
+                self.assertEqual(vc.pixel_dtype, want)
+                with Image(img_path("png_28x28.png"), config=vc) as im, \
+                        Image(img_path("png_28x28.png"), config=vc, dtype="float32") as f32:
+                    self.assertEqual(im.pixel_values().dtype,
+                                     np.uint16 if want == "bfloat16" else np.float32)
+                    self.assertEqual(f32.pixel_values().dtype, np.float32)
+            with open(os.path.join(d, "config.json"), "w") as f:
+                f.write("{not json")
+            with self.assertRaises(VlmError) as cm:
+                vlmclient.pixel_dtype(d)
+            self.assertEqual(cm.exception.errno, errno.EBADMSG)
+        finally:
+            shutil.rmtree(d)
+
     def test_errors(self):
         for name, code, text in (
                 ("bad/image.gif", errno.ENOTSUP, "GIF images are not supported"),

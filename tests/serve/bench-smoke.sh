@@ -1,6 +1,6 @@
 #!/bin/sh
 # tests/serve/bench-smoke.sh — `vlm-bench serve --quick --json` runs every workload end to end
-# without a failed request, and its last line is one JSON object with the fields the README and
+# (and the single workload once more with sampling) without a failed request, and its last line is one JSON object with the fields the README and
 # CI rely on (no timing is asserted here: figures come from the benchmark itself).
 set -eu
 bench=$1
@@ -10,15 +10,30 @@ import json, sys
 r = json.loads(sys.stdin.read())
 need = ["qps", "output_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
         "prefix_hit_rate", "throughput_cN_over_c1", "multiturn_reuse_speedup",
-        "itl_p99_prefill_over_p50_idle"]
+        "itl_p99_prefill_over_p50_idle", "itl_p99_while_encoding_over_idle_p50",
+        "images_per_s_alone", "images_per_s_while_decoding"]
 missing = [k for k in need if k not in r]
 # inter-token latencies (and the ratio built on them) may be 0: on a loaded machine a client
 # often reads several tokens in one wake-up, so their gaps round to 0 ms; only a number >= 0 is
 # required of them (asserting > 0 failed intermittently on the 2-core CI box)
-zero_ok = {"itl_p50_ms", "itl_p99_ms", "itl_p99_prefill_over_p50_idle"}
+# (so may the encoding ratio, and the images/s of a 1-s phase on a saturated box)
+zero_ok = {"itl_p50_ms", "itl_p99_ms", "itl_p99_prefill_over_p50_idle",
+           "itl_p99_while_encoding_over_idle_p50", "images_per_s_alone",
+           "images_per_s_while_decoding"}
 bad = [k for k in need if k in r and not (isinstance(r[k], (int, float)) and
        (r[k] >= 0 if k in zero_ok else r[k] > 0))]
 if missing or bad or r.get("failed") is not False:
     sys.exit("missing %s, not positive %s, failed %s" % (missing, bad, r.get("failed")))
 print("ok:", {k: r[k] for k in need})
+'
+# the sampled variant (every request top_p-sampled on the host sampler) runs without a failure
+# and says how it sampled
+out=$("$bench" serve --quick --workload single --temperature 0.8 --top-p 0.9 --top-k 50 --json)
+printf '%s\n' "$out" | tail -n 1 | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+if r.get("failed") is not False or r.get("temperature") != 0.8 or r.get("top_p") != 0.9 or \
+   r.get("top_k") != 50 or not r.get("single_cN_tokens_per_s", 0) > 0:
+    sys.exit("sampled run: %r" % r)
+print("ok: sampled", r["single_c1_tokens_per_s"], r["single_cN_tokens_per_s"])
 '

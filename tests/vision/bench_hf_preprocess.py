@@ -15,6 +15,15 @@ processor alone on the decoded PIL image. preprocess_ms is vlmclient's path into
 memory, preprocess_heap_ms the one into a fresh buffer per image (vlm_image_load_memory). The
 pixel values of both sides are compared too (SHA-256),
 so the figure is for identical output.
+
+bf16 row (the pixel type vlmclient sends for a bfloat16 checkpoint; transformers casts
+pixel_values to the tower's dtype before the patch embedding, `pixel_values.type(
+self.visual.dtype)`): hf_bf16_total_ms = the same transformers run plus
+`torch.from_numpy(pv).to(torch.bfloat16)` (the model's cast), timed in the same loop;
+preprocess_bf16_ms = `vlm-bench vision --bf16` (vlmclient's arena path writing bf16 patches),
+run right after the f32 one. bf16_identical: vlmclient's bf16 bytes (vlmclient.Image(...,
+dtype="bfloat16"), needs the binding: PYTHONPATH=python VLM_LIBRARY=BUILD/client) equal
+transformers' cast, bit for bit.
 """
 import argparse
 import hashlib
@@ -48,8 +57,8 @@ def main():
         im.load()
         return im
 
-    total, only, wall = [], [], []
-    pv = None
+    total, only, wall, total16 = [], [], [], []
+    pv = pv16 = None
     for i in range(a.iters + 1):
         w0 = time.perf_counter()
         t0 = time.thread_time()
@@ -58,15 +67,22 @@ def main():
         out = proc(images=im, return_tensors="pt")
         t2 = time.thread_time()
         w2 = time.perf_counter()
+        pv = out["pixel_values"]
+        t3 = time.thread_time()
+        pv16 = pv.to(torch.bfloat16)      # the cast the model makes for a bf16 tower
+        t4 = time.thread_time()
         if i:
             total.append((t2 - t0) * 1e3)
             only.append((t2 - t1) * 1e3)
             wall.append((w2 - w0) * 1e3)
-        pv = out["pixel_values"]
+            total16.append((t2 - t0 + t4 - t3) * 1e3)
     hf_sha = hashlib.sha256(np.ascontiguousarray(pv.numpy(), dtype="<f4").tobytes()).hexdigest()
     r = subprocess.run([a.vlm_bench, "vision", "--image", a.image, "--iters", str(a.iters),
                         "--json"], check=True, capture_output=True, text=True)
     ours = json.loads(r.stdout.strip().splitlines()[-1])
+    r = subprocess.run([a.vlm_bench, "vision", "--image", a.image, "--iters", str(a.iters),
+                        "--bf16", "--json"], check=True, capture_output=True, text=True)
+    ours16 = json.loads(r.stdout.strip().splitlines()[-1])
     # our pixels' hash through the Python binding when it is importable
     our_sha = None
     try:
@@ -75,6 +91,15 @@ def main():
         our_sha = hashlib.sha256(np.ascontiguousarray(our_pv, dtype="<f4").tobytes()).hexdigest()
     except Exception as e:  # noqa: BLE001 - the binding is optional here
         our_sha = "not checked (%s)" % e.__class__.__name__
+    # bf16: vlmclient's bytes vs transformers' cast of its float32 values
+    try:
+        import vlmclient
+        with vlmclient.Image(a.image, dtype="bfloat16") as im16:
+            our16 = np.ascontiguousarray(im16.pixel_values(), dtype="<u2")
+        hf16 = pv16.contiguous().view(torch.int16).numpy().view("<u2")
+        bf16_same = our16.shape == hf16.shape and bool((our16 == hf16).all())
+    except Exception as e:  # noqa: BLE001 - the binding is optional here
+        bf16_same = "not checked (%s)" % e.__class__.__name__
     res = {
         "image": os.path.basename(a.image),
         "processor": type(proc).__name__,
@@ -91,6 +116,13 @@ def main():
         "speedup_vs_hf_total": round(statistics.median(total) / ours["preprocess_ms"], 2),
         "speedup_vs_hf_processor": round(statistics.median(only) / ours["preprocess_ms"], 2),
         "pixels_identical": our_sha == hf_sha if not str(our_sha).startswith("not") else our_sha,
+        "hf_bf16_total_ms": round(statistics.median(total16), 3),
+        "preprocess_bf16_ms": ours16["preprocess_ms"],
+        "preprocess_bf16_heap_ms": ours16.get("preprocess_heap_ms"),
+        "speedup_bf16_vs_hf_bf16_total": round(statistics.median(total16) /
+                                               ours16["preprocess_ms"], 2),
+        "bf16_over_f32": round(ours16["preprocess_ms"] / ours["preprocess_ms"], 3),
+        "bf16_identical": bf16_same,
         "grid": ours["grid"],
     }
     print(json.dumps(res))

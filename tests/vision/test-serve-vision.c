@@ -30,6 +30,12 @@
  *    a pixel item on a text token id, a time step on an image, a video's negative time step;
  *    a NaN and an Inf pixel value (refused with their row while a good request submitted with
  *    them gets its reference tokens); then a good request still gives the reference tokens.
+ * bf16 checkpoint (the qwen2-vl fixture's arguments with --dtype bf16; no transformers tokens:
+ * e2e.json's are fp32): `vlm-generate --model-dir` sends bf16 patches by default (config.json
+ * torch_dtype bfloat16) and f32 ones with --pixel-dtype f32; vlmd takes both (two tower encodes:
+ * the vision cache keys on the dtype, so the bf16 item really went as bf16) and, where the cpu
+ * backend rounds the activations of bf16-weight matmuls to bf16 (AVX512_BF16; what transformers
+ * does to pixel_values for a bf16 tower), both print the same 32 tokens.
  * Preemption: a KV cache that holds only one of two long image requests (each needs every
  * block), vision cache 0 (nothing is kept for reuse): vlmd preempts (counter > 0) and recomputes,
  * the tokens still match the reference, and the tower ran exactly once per image (the preempted
@@ -468,6 +474,103 @@ static int make_tower_model(const char *name, char *dir)
 	return sv_make_model(args, dir);
 }
 
+/* vlm-generate ... --ids into got [64]; returns the count, -1 on failure. */
+static int generate_ids(const struct th_daemon *d, const char *model, const char *image,
+			const char *extra, int32_t *got)
+{
+	char cmd[4096], out[8192];
+	int ng = 0;
+	size_t n;
+	char *s, *end;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "%s --socket %s --model-dir %s --image %s/images/%s %s --prompt "
+		 "'Describe this image.' --max-tokens 32 --ignore-eos --ids 2>/dev/null", generate,
+		 d->sock, model, vision_dir, image, extra);
+	p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = 0;
+	if (pclose(p) != 0)
+		return -1;
+	for (s = out; ng < 64; s = end) {
+		long v = strtol(s, &end, 10);
+
+		if (end == s)
+			break;
+		got[ng++] = (int32_t)v;
+	}
+	return ng;
+}
+
+/* Does vlmd's cpu backend round a bf16-weight matmul's activations to bf16? Its rule
+ * (kernels/cpu/cpu_backend.c); vlmd's backend is auto = cpu on a machine without a GPU. */
+static bool cpu_rounds_activations(void)
+{
+	const char *isa = getenv("VLM_CPU_ISA"), *dot = getenv("VLM_CPU_BF16DOT");
+
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	       __builtin_cpu_supports("avx512bf16") && (!isa || !strcmp(isa, "avx512")) &&
+	       !(dot && !strcmp(dot, "0"));
+#else
+	(void)isa;
+	(void)dot;
+	return false;
+#endif
+}
+
+static void bf16_pixels(void)
+{
+	json_t *a = json_object_get(json_object_get(json_object_get(fx, "models"), "qwen2-vl"),
+	                            "mkmodel_args");
+	const char *args[32];
+	char tok[1024], dir[256];
+	enum vlm_dtype pd = VLM_DTYPE_F32;
+	struct th_daemon d;
+	int32_t t16[64], t32[64];
+	int n16, n32;
+	size_t i, n = 0;
+	json_t *v;
+
+	snprintf(tok, sizeof(tok), "%s/../tokenizer/data/tokenizer.json", vision_dir);
+	json_array_foreach(a, i, v)
+		if (n < 28)
+			args[n++] = !strcmp(json_string_value(v), "f32") ? "bf16" : json_string_value(v);
+	args[n++] = "--tokenizer";
+	args[n++] = tok;
+	args[n] = NULL;
+	if (sv_make_model(args, dir) < 0) {
+		CHECK(0, "vlm-mkmodel bf16");
+		return;
+	}
+	if (sv_start(&d, dir, NULL) < 0) {
+		CHECK(0, "vlmd on the bf16 checkpoint");
+		sv_rm_model(dir);
+		return;
+	}
+	CHECK(vlm_vision_pixel_dtype(dir, &pd) == 0 && pd == VLM_DTYPE_BF16,
+	      "bf16 checkpoint: pixel dtype %d", (int)pd);
+	n16 = generate_ids(&d, dir, "png_rgba_120x90.png", "", t16);
+	CHECK(n16 == 32, "vlm-generate with bf16 patches: %d tokens", n16);
+	CHECK(metric(&d, "images_encoded_total") == 1, "bf16 pixels: %g images encoded",
+	      metric(&d, "images_encoded_total"));
+	n32 = generate_ids(&d, dir, "png_rgba_120x90.png", "--pixel-dtype f32", t32);
+	CHECK(n32 == 32, "vlm-generate with f32 patches: %d tokens", n32);
+	CHECK(metric(&d, "images_encoded_total") == 2, "f32 pixels after bf16: %g images encoded "
+	      "(the same dtype would hit the vision cache)", metric(&d, "images_encoded_total"));
+	if (n16 == 32 && n32 == 32 && cpu_rounds_activations())
+		CHECK(sv_first_diff(t16, t32, 32) == 32, "bf16 checkpoint: f32 and bf16 patches "
+		      "give different tokens (first difference at %d)", sv_first_diff(t16, t32, 32));
+	printf("bf16 checkpoint: bf16 and f32 patches, %s tokens (cpu rounds activations: %s)\n",
+	       n16 == 32 && n32 == 32 && sv_first_diff(t16, t32, 32) == 32 ? "the same" :
+	       "different", cpu_rounds_activations() ? "yes" : "no");
+	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+	sv_rm_model(dir);
+}
+
 static void e2e(const char *name, int32_t image_id, int32_t video_id)
 {
 	struct tcase tc[MAX_CASES];
@@ -752,6 +855,7 @@ int main(void)
 	no_tower();
 	e2e("qwen2-vl", 1773, 1774);
 	e2e("qwen2.5-vl", 1773, 1774);
+	bf16_pixels();
 	preemption(1773);
 	json_decref(fx);
 	return sv_failures ? 1 : 0;

@@ -44,6 +44,9 @@ static const struct setting table[VSV_CFG__N] = {
 	[VSV_CFG_MAX_PIXELS] = { "max-pixels", "0", "N",
 		"default largest image area after resizing (0: preprocessor_config.json's)", T_UINT, 0,
 		UINT64_MAX },
+	[VSV_CFG_PIXEL_DTYPE] = { "pixel-dtype", "auto", "auto|f32|bf16",
+		"image patches' type (auto: bf16 for a bfloat16 checkpoint, what transformers casts "
+		"pixel_values to; else f32)", T_STR, 0, 0 },
 	[VSV_CFG_MAX_CONCURRENT] = { "max-concurrent", "256", "N",
 		"completions in progress at once; more are answered 429", T_UINT, 1, 1000000 },
 	[VSV_CFG_MAX_CONNECTIONS] = { "max-connections", "1024", "N",
@@ -126,6 +129,9 @@ static int set(struct vsv_conf *c, enum vsv_cfg k, const char *v, const char *wh
 			return errf(err, errlen, "%s: %s: %s is outside %llu..%llu", where, s->name, v,
 				    (unsigned long long)s->min, (unsigned long long)s->max);
 	}
+	if (!strcmp(s->name, "pixel-dtype") && strcmp(v, "auto") && strcmp(v, "f32") &&
+	    strcmp(v, "bf16"))
+		return errf(err, errlen, "%s: pixel-dtype: want auto, f32 or bf16", where);
 	if (!strcmp(s->name, "log-level") && strcmp(v, "error") && strcmp(v, "warn") &&
 	    strcmp(v, "info") && strcmp(v, "debug"))
 		return errf(err, errlen, "%s: log-level: want error, warn, info or debug", where);

@@ -294,6 +294,17 @@ static enum MHD_Result metrics(struct hreq *h, struct MHD_Connection *c)
 			own = x;
 		}
 	}
+	if (own) {
+		/* the pixel type image parts are sent as (pixel-dtype; auto: the checkpoint's) */
+		char *x = NULL;
+		if (asprintf(&x, "%s# HELP vlm_serve_pixel_dtype_info The type of the image patches "
+			     "sent to vlmd.\n# TYPE vlm_serve_pixel_dtype_info gauge\n"
+			     "vlm_serve_pixel_dtype_info{dtype=\"%s\"} 1\n", own,
+			     h->s->model.pixel_dtype == VLM_DTYPE_BF16 ? "bf16" : "f32") >= 0) {
+			free(own);
+			own = x;
+		}
+	}
 	int err;
 	char *vlmd = vsv_admin_metrics(vsv_backend_socket(h->s->be), &err);
 	if (!vlmd)

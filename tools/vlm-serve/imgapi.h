@@ -19,6 +19,7 @@
 #pragma weak vlm_image_tokens
 #pragma weak vlm_request_add_image
 #pragma weak vlm_request_add_image_memory
+#pragma weak vlm_vision_pixel_dtype
 
 static inline bool vsv_have_images(void)
 {

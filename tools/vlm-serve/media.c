@@ -44,7 +44,8 @@ static int from_memory(struct vsv_server *s, uint8_t *data, size_t len, uint64_t
 		       uint64_t max_px, const char *param, struct vsv_media *ret,
 		       struct vsv_err *e)
 {
-	struct vlm_image_opts o = { .min_pixels = min_px, .max_pixels = max_px };
+	struct vlm_image_opts o = { .min_pixels = min_px, .max_pixels = max_px,
+				    .dtype = s->model.pixel_dtype };
 	struct vsv_link *l = NULL;
 	int r = -ENOTCONN;
 	if (!vsv_have_images()) {
@@ -84,7 +85,8 @@ static int from_memory(struct vsv_server *s, uint8_t *data, size_t len, uint64_t
 int vsv_media_add(struct vsv_server *s, struct vlm_request *req, int32_t placeholder_id,
 		  const struct vsv_media *m)
 {
-	struct vlm_image_opts o = { .min_pixels = m->min_px, .max_pixels = m->max_px };
+	struct vlm_image_opts o = { .min_pixels = m->min_px, .max_pixels = m->max_px,
+				    .dtype = s->model.pixel_dtype };
 	uint32_t g[3];
 	int r = vlm_request_add_image_memory(req, placeholder_id, m->data, m->len, &s->model.vision,
 					     &o, g, NULL);

@@ -189,6 +189,19 @@ int vsv_model_load(struct vsv_model *m, const struct vsv_conf *c, char *err, siz
 		}
 		m->merge_size = m->vision.merge_size ? m->vision.merge_size : 2;
 	}
+	/* the patches in the tower's dtype: bf16 for a bfloat16 checkpoint (transformers casts
+	 * pixel_values to it before the patch embedding), unless pixel-dtype says otherwise */
+	const char *pd = vsv_conf_str(c, VSV_CFG_PIXEL_DTYPE);
+	m->pixel_dtype = VLM_DTYPE_F32;
+	if (!strcmp(pd, "bf16")) {
+		m->pixel_dtype = VLM_DTYPE_BF16;
+	} else if (!strcmp(pd, "auto") || !pd[0]) {
+		if (vsv_have_images() && vlm_vision_pixel_dtype)
+			(void)vlm_vision_pixel_dtype(dir, &m->pixel_dtype);
+	} else if (strcmp(pd, "f32")) {
+		snprintf(err, errlen, "pixel-dtype: auto, f32 or bf16, got '%s'", pd);
+		return -EINVAL;
+	}
 	/* The template: a ChatML file given with --chat-template (its default system prompt is
 	 * used), else a known name, else the checkpoint's own, which must be one vlm_chat_encode
 	 * renders exactly (the check vlm-chat and vlm-generate make): an unknown template is refused

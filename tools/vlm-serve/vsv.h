@@ -51,6 +51,7 @@ struct vsv_model {
 	struct vsv_gen_defaults gen;
 	char *default_system;       /* NULL: the library's default */
 	struct vlm_vision_config vision;
+	enum vlm_dtype pixel_dtype;   /* the patches' type: pixel-dtype, auto = the checkpoint's */
 	uint32_t merge_size;
 	struct vlm_tokenizer *tok;
 
