@@ -18,6 +18,10 @@
  *              items each (bf16 patches, vlmd runs the tower), with the vision and prefix caches
  *              on, with the vision cache off, and with both off; then decode streams while other
  *              clients keep sending fresh images (the tower runs between decode steps).
+ *              Shapes (tools/bench-imgshape.h): "faithful" (default) is qwen2-vl-2b and
+ *              DashInfer-VLM's conversation scaled down uniformly, on a checkpoint of its own;
+ *              "legacy" is the first form (the 27M checkpoint, 16x16-patch images), whose decode
+ *              weighed ~8x more per turn than the real thing's; "both" runs each.
  * Goal ratios, each measured in the same run: throughput at concurrency N / concurrency 1,
  * multi-turn QPS with reuse / without, ITL p99 during prefills / ITL p50 without, image
  * multi-turn QPS with caches on / off, ITL p99 while images encode / ITL p50 without
@@ -46,6 +50,7 @@
 #include "daemon/io/server.h"
 #include "shm/doorbell.h"
 #include "tools/bench-daemon.h"
+#include "tools/bench-imgshape.h"
 
 struct opts {
 	const char *model, *preset, *socket, *workload;
@@ -57,6 +62,11 @@ struct opts {
 	double secs;                /* seconds per phase */
 	int prefill_per_decode;     /* engine stall bound (-1 automatic) */
 	int img_side;               /* images workload: patch grid side (side x side patches) */
+	int img_side_set;           /* --image-side given: it applies to both shapes */
+	int img_shape;              /* IMG_FAITHFUL, IMG_LEGACY or IMG_BOTH */
+	int img_layers;             /* faithful checkpoint: language layers (tower: * 32 / 28) */
+	int user_model;             /* --model or --preset given (not --quick's default) */
+	int describe;               /* --describe-images: print the shapes' FLOP counts, run nothing */
 	float temperature, top_p;   /* sampling of every request (0: greedy, the default) */
 	int top_k;
 };
@@ -191,6 +201,8 @@ static double pct(double *a, size_t n, double q)
 }
 
 /* ------------------------------------------------------------------ clients */
+
+enum { IMG_FAITHFUL, IMG_LEGACY, IMG_BOTH };
 
 enum kind { K_SINGLE, K_MULTI, K_DECODE, K_PREFILL, K_IMAGES, K_IMGLOAD };
 
@@ -613,8 +625,8 @@ static void bench_spec(struct vd_mkmodel_spec *s)
 	s->vision_end_token_id = 8189;
 	s->init_std = 0.03f;
 	s->seed = 7;
-	/* a vision tower of the same scale (3.2 M parameters: a 256-patch image costs about as
-	 * much as a 30-token prefill of the 27 M language model) */
+	/* a vision tower of 3.2 M parameters: a 256-patch image costs 2.2 GFLOP, 0.74x the prefill
+	 * of its 64 tokens (qwen2-vl-2b: 2.6x); the images workload's legacy shape */
 	s->vision.depth = 4;
 	s->vision.embed_dim = 256;
 	s->vision.n_heads = 4;
@@ -625,7 +637,8 @@ static void bench_spec(struct vd_mkmodel_spec *s)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
-	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_TEMP, O_TOPP, O_TOPK, O_HELP };
+	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_ISHAPE, O_ILAYERS, O_DESCRIBE, O_TEMP, O_TOPP,
+	       O_TOPK, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -640,17 +653,20 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "seconds", required_argument, NULL, O_SECS },
 		{ "prefill-per-decode", required_argument, NULL, O_PPD },
 		{ "image-side", required_argument, NULL, O_SIDE },
+		{ "image-shape", required_argument, NULL, O_ISHAPE },
+		{ "image-layers", required_argument, NULL, O_ILAYERS },
+		{ "describe-images", no_argument, NULL, O_DESCRIBE },
 		{ "temperature", required_argument, NULL, O_TEMP },
 		{ "top-p", required_argument, NULL, O_TOPP },
 		{ "top-k", required_argument, NULL, O_TOPK },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
+	int c, bad_shape = 0, layers_set = 0, shape_set = 0;
 
 	*o = (struct opts){ .workload = "all", .conc = 32, .max_batched_tokens = 512,
 	                    .kv_bytes = 256ull << 20, .secs = 8, .prefill_per_decode = -1,
-	                    .img_side = 16 };
+	                    .img_side = 16, .img_shape = IMG_FAITHFUL, .img_layers = 7 };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
@@ -666,45 +682,273 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_KV: o->kv_bytes = (uint64_t)atoll(optarg) << 20; break;
 		case O_SECS: o->secs = atof(optarg); break;
 		case O_PPD: o->prefill_per_decode = atoi(optarg); break;
-		case O_SIDE: o->img_side = atoi(optarg); break;
+		case O_SIDE: o->img_side = atoi(optarg); o->img_side_set = 1; break;
+		case O_ISHAPE:
+			o->img_shape = !strcmp(optarg, "faithful") ? IMG_FAITHFUL :
+			               !strcmp(optarg, "legacy") ? IMG_LEGACY :
+			               !strcmp(optarg, "both") ? IMG_BOTH : -1;
+			bad_shape |= o->img_shape < 0;
+			shape_set = 1;
+			break;
+		case O_ILAYERS: o->img_layers = atoi(optarg); layers_set = 1; break;
+		case O_DESCRIBE: o->describe = 1; break;
 		case O_TEMP: o->temperature = (float)atof(optarg); break;
 		case O_TOPP: o->top_p = (float)atof(optarg); break;
 		case O_TOPK: o->top_k = atoi(optarg); break;
 		default:
 			printf("usage: vlm-bench serve [--model DIR | --preset NAME] [--socket PATH]\n"
 			       "         [--workload single|multiturn|itl|images|all] [--concurrency N]\n"
-			       "         [--seconds S] [--image-side PATCHES]\n"
+			       "         [--seconds S] [--image-shape faithful|legacy|both]\n"
+			       "         [--image-layers N] [--image-side PATCHES] [--describe-images]\n"
 			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
 			       "         [--prefill-per-decode N] [--quick] [--json]\n"
 			       "         [--temperature T] [--top-p P] [--top-k K]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
-			       "  (--quick: the tiny preset, short phases). --socket: use a running vlmd\n"
+			       "  (--quick: the tiny preset, short phases, legacy image shape unless\n"
+			       "  --image-shape is given). --socket: use a running vlmd\n"
 			       "  serving --model (the reuse-off phase then needs its own vlmd: skipped).\n"
+			       "  images: --image-shape faithful (default) runs qwen2-vl-2b scaled down\n"
+			       "  uniformly (widths and token counts / 4, N language layers, default 7) on\n"
+			       "  DashInfer-VLM's conversation scaled the same way; legacy: the 27M model,\n"
+			       "  grid --image-side (16); both: each, in this order, in one run.\n"
+			       "  itl: with a vision tower in --model's checkpoint (the generated one has\n"
+			       "  the legacy tower), also fresh images of grid --image-side alone and\n"
+			       "  beside the decode streams.\n"
+			       "  --describe-images: print both shapes' and qwen2-vl-2b's FLOP counts as\n"
+			       "  JSON (generated checkpoints only), run nothing.\n"
 			       "  --temperature/--top-p/--top-k: every request samples (seeded) instead of\n"
 			       "  greedy decoding, so the host sampler is part of the measurement.\n");
 			return c == O_HELP ? 0 : 2;
 		}
 	}
-	if (o->conc < 1 || o->conc > 256 || o->secs <= 0 ||
+	if (o->conc < 1 || o->conc > 256 || o->secs <= 0 || bad_shape || o->img_layers < 1 ||
+	    o->img_layers > 64 ||
 	    (strcmp(o->workload, "all") && strcmp(o->workload, "single") &&
 	     strcmp(o->workload, "multiturn") && strcmp(o->workload, "itl") &&
 	     strcmp(o->workload, "images")) || o->img_side < 2 || o->img_side % 2 || o->img_side > 256 ||
 	    !(o->temperature >= 0 && o->temperature <= 100) || !(o->top_p >= 0 && o->top_p <= 1) ||
 	    o->top_k < 0) {
-		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds, --workload, --image-side "
-		        "(even, 2..256), --temperature (0..100), --top-p (0..1) or --top-k (>= 0)\n");
+		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds, --workload, --image-shape, "
+		        "--image-layers (1..64), --image-side (even, 2..256), --temperature (0..100), "
+		        "--top-p (0..1) or --top-k (>= 0)\n");
 		return 2;
 	}
+	o->user_model = o->model || o->preset;
 	if (o->quick) {
 		o->secs = o->secs < 1.0 ? o->secs : 1.0;
 		if (!o->preset && !o->model)
 			o->preset = "tiny";
 		if (o->conc > 8)
 			o->conc = 8;
-		if (o->img_side > 8)
+		if (o->img_side > 8 && !o->img_side_set)
 			o->img_side = 8;
+		if (!layers_set)
+			o->img_layers = 1;
+		if (!shape_set)   /* a smoke run: the cheap shape unless one is asked for */
+			o->img_shape = IMG_LEGACY;
 	}
 	return -1;
+}
+
+/* ------------------------------------------------------------------ the images workload */
+
+struct img_res {
+	int ran;
+	struct result on, voff, off, idle, busy;
+	uint64_t encoded, hits;
+	struct bench_img_dims dims;
+	struct bench_img_turns turns;
+	struct bench_img_flops flops;
+	int failed;
+};
+
+/* The images workload on `model` with conversations of shape t: served at sock when given
+ * (caches on only), else by vlmds started here with the vision and prefix caches on, the vision
+ * cache off, and both off. Returns 0 (r->ran 0: skipped, the reason printed) or -1. */
+static int images_run(const struct opts *o, const char *sock, const char *model,
+                      const struct shape *base, const struct bench_img_turns *t,
+                      const char *label, struct img_res *r)
+{
+	struct vd_model_config cfg;
+	struct vd_vision_config vcfg;
+	struct shape sh = *base;
+	struct daemon d = { 0 };
+	char err[512];
+	int streams = o->conc < 16 ? o->conc : 16;
+
+	memset(r, 0, sizeof(*r));
+	if (vd_model_config_load(model, &cfg, err, sizeof(err)) < 0 ||
+	    vd_vision_config_load(model, &vcfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vlm-bench: %s: no vision tower (%s): images skipped\n", model, err);
+		return 0;
+	}
+	if (cfg.image_token_id < 0 || cfg.vision_start_token_id < 0 || cfg.vision_end_token_id < 0) {
+		fprintf(stderr, "vlm-bench: %s has no image tokens: images skipped\n", model);
+		return 0;
+	}
+	sh.vocab = cfg.vocab;
+	sh.hidden = cfg.hidden;
+	sh.image_id = cfg.image_token_id;
+	sh.video_id = cfg.video_token_id;
+	sh.vstart = cfg.vision_start_token_id;
+	sh.vend = cfg.vision_end_token_id;
+	sh.patch_dim = vcfg.patch_dim;
+	sh.merge = vcfg.spatial_merge_size;
+	sh.side = t->side;
+	sh.sys = t->sys;
+	sh.question = t->question;
+	sh.answer = t->answer;
+	r->turns = *t;
+	bench_img_dims_config(&cfg, &vcfg, &r->dims);
+	bench_img_count(&r->dims, t, &r->flops);
+	fprintf(stderr, "images, %s shape: hidden %d x %d layers, tower %d x %d blocks, 3 images of "
+	        "1x%dx%d patches, answer %d, question %d; FLOPs: tower / image-token prefill %.2f, "
+	        "vision / decode per turn %.1f, caches on/off bound %.2fx\n", label, cfg.hidden,
+	        cfg.n_layers, vcfg.embed_dim, vcfg.depth, t->side, t->side, t->answer, t->question,
+	        r->flops.tower_over_image_prefill, r->flops.vision_over_decode,
+	        r->flops.ideal_speedup);
+	if (!sock) {
+		struct vd_engine_info in;
+
+		if (daemon_start(&d, o, model, 1, 1) < 0)
+			return -1;
+		vd_engine_get_info(d.eng, &in);
+		if (!in.vision_kind) {
+			fprintf(stderr, "vlm-bench: no vision tower loaded (%s): images skipped\n",
+			        in.vision_note);
+			daemon_stop(&d);
+			return 0;
+		}
+		sock = d.sock;
+	}
+	r->ran = 1;
+	r->on = phase(sock, &sh, K_IMAGES, o->conc, o->secs * 2, 0, K_PREFILL);
+	show("images caches on", &r->on);
+	/* decode streams alone, then while 2 clients keep sending 3 fresh images each */
+	r->idle = phase(sock, &sh, K_DECODE, streams, o->secs, 0, K_PREFILL);
+	show("decode alone", &r->idle);
+	r->busy = phase(sock, &sh, K_DECODE, streams, o->secs, 2, K_IMGLOAD);
+	show("decode + images", &r->busy);
+	r->failed |= r->on.failed | r->idle.failed | r->busy.failed;
+	if (!d.started)
+		return 0;
+	r->encoded = vd_metrics_counter(&d.m, VD_C_IMAGES_ENCODED);
+	r->hits = vd_metrics_counter(&d.m, VD_C_VISION_HITS);
+	fprintf(stderr, "  (caches on: %llu images encoded, %llu vision cache hits, %llu tower "
+	        "batches, encode p50 %.1f ms)\n", (unsigned long long)r->encoded,
+	        (unsigned long long)r->hits,
+	        (unsigned long long)vd_metrics_counter(&d.m, VD_C_VISION_BATCHES),
+	        vd_metrics_quantile(&d.m, VD_H_ENCODE, 0.5) * 1e3);
+	daemon_stop(&d);
+	if (daemon_start(&d, o, model, 1, 0) < 0)
+		return -1;
+	r->voff = phase(d.sock, &sh, K_IMAGES, o->conc, o->secs * 2, 0, K_PREFILL);
+	show("images vision cache off", &r->voff);
+	daemon_stop(&d);
+	if (daemon_start(&d, o, model, 0, 0) < 0)
+		return -1;
+	r->off = phase(d.sock, &sh, K_IMAGES, o->conc, o->secs * 2, 0, K_PREFILL);
+	show("images caches off", &r->off);
+	daemon_stop(&d);
+	r->failed |= r->voff.failed | r->off.failed;
+	return 0;
+}
+
+static double ratio(double a, double b)
+{
+	return b > 0 ? a / b : 0;
+}
+
+static void images_report(const char *label, const struct img_res *r)
+{
+	fprintf(stderr, "images (%s: 3 per request, grid 1x%dx%d patches): caches on/off = %.2fx "
+	        "(>= 3; FLOP bound %.2fx), vision cache on/off = %.2fx, itl p99 while images "
+	        "encode / p50 without = %.2fx (<= 3)\n", label, r->turns.side, r->turns.side,
+	        ratio(r->on.qps, r->off.qps), r->flops.ideal_speedup, ratio(r->on.qps, r->voff.qps),
+	        ratio(r->busy.itl99, r->idle.itl50));
+}
+
+/* The fields of one image run, without braces. */
+static void images_json(const char *pre, const struct img_res *r)
+{
+	char shape[1024] = "null";
+
+	if (r->ran)   /* a run that did not happen has no dimensions (merge 0) to count */
+		bench_img_json(shape, sizeof(shape), &r->dims, &r->turns, &r->flops);
+	printf("\"%simages_qps_caches_on\": %.4f, \"%simages_qps_vision_cache_off\": %.4f, "
+	       "\"%simages_qps_caches_off\": %.4f, \"%simages_cache_speedup\": %.3f, "
+	       "\"%simages_vision_cache_speedup\": %.3f, "
+	       "\"%simages_itl_p50_ms_alone\": %.3f, \"%simages_itl_p99_ms_alone\": %.3f, "
+	       "\"%simages_itl_p50_ms_encoding\": %.3f, \"%simages_itl_p99_ms_encoding\": %.3f, "
+	       "\"%simages_itl_p99_over_p50\": %.3f, \"%simage_grid_side\": %d, "
+	       "\"%simages_encoded\": %llu, \"%svision_cache_hits\": %llu, \"%simages_shape\": %s",
+	       pre, r->on.qps, pre, r->voff.qps, pre, r->off.qps, pre, ratio(r->on.qps, r->off.qps),
+	       pre, ratio(r->on.qps, r->voff.qps), pre, r->idle.itl50, pre, r->idle.itl99, pre,
+	       r->busy.itl50, pre, r->busy.itl99, pre, ratio(r->busy.itl99, r->idle.itl50), pre,
+	       r->ran ? r->turns.side : 0, pre, (unsigned long long)r->encoded, pre,
+	       (unsigned long long)r->hits, pre, shape);
+}
+
+/* /proc/loadavg's first three fields ("" when unreadable): the figures' context on a shared box */
+static void loadavg(char *b, size_t n)
+{
+	FILE *f = fopen("/proc/loadavg", "r");
+	double a[3];
+
+	b[0] = 0;
+	if (f && fscanf(f, "%lf %lf %lf", &a[0], &a[1], &a[2]) == 3)
+		snprintf(b, n, "%.2f %.2f %.2f", a[0], a[1], a[2]);
+	if (f)
+		fclose(f);
+}
+
+static int gen_model(const struct vd_mkmodel_spec *spec, const char *tmp, const char *name,
+                     char *out, size_t len)
+{
+	char err[512];
+
+	snprintf(out, len, "%s/%s", tmp, name);
+	if (vd_mkmodel_write(spec, out, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vlm-bench: %s\n", err);
+		rm_tree(out);
+		out[0] = 0;
+		return -1;
+	}
+	return 0;
+}
+
+/* --describe-images: the two generated shapes and the reference, counted from their specs. */
+static int describe(const struct opts *o)
+{
+	struct vd_mkmodel_spec spec;
+	struct bench_img_dims d;
+	struct bench_img_turns t;
+	struct bench_img_flops f;
+	char j[1024];
+
+	if (bench_img_faithful_spec(o->img_layers, &spec) < 0)
+		return 2;
+	bench_img_dims_spec(&spec, &d);
+	bench_img_faithful_turns(&t);
+	if (o->img_side_set)
+		t.side = o->img_side;
+	bench_img_count(&d, &t, &f);
+	bench_img_json(j, sizeof(j), &d, &t, &f);
+	printf("{\"images_shape\": %s, ", j);
+	bench_spec(&spec);
+	bench_img_dims_spec(&spec, &d);
+	t = (struct bench_img_turns){ .side = o->img_side, .sys = 32, .question = 24, .answer = 32,
+	                              .turns = 3, .images = 3 };
+	bench_img_count(&d, &t, &f);
+	bench_img_json(j, sizeof(j), &d, &t, &f);
+	printf("\"legacy_images_shape\": %s, ", j);
+	vd_mkmodel_preset("qwen2-vl-2b", &spec);
+	bench_img_dims_spec(&spec, &d);
+	bench_img_ref_turns(&t);
+	bench_img_count(&d, &t, &f);
+	bench_img_json(j, sizeof(j), &d, &t, &f);
+	printf("\"images_reference\": %s}\n", j);
+	return 0;
 }
 
 int bench_serve_main(int argc, char **argv)
@@ -713,53 +957,72 @@ int bench_serve_main(int argc, char **argv)
 	struct vd_model_config cfg;
 	struct shape sh;
 	struct daemon d = { 0 };
-	char tmp[256] = "", model[300], err[512];
+	char tmp[256] = "", model[300] = "", fmodel[300] = "", err[512];
 	const char *sock;
 	int rc = parse(argc, argv, &o), want_single, want_multi, want_itl, want_img, failed = 0;
+	int want_text, want_legacy, want_faithful;
 	int want_enc;   /* the itl workload's image phases (a vision tower is loaded) */
 	struct result s1 = { 0 }, sn = { 0 }, mon = { 0 }, moff = { 0 }, idle = { 0 }, busy = { 0 };
-	struct result ion = { 0 }, ivoff = { 0 }, ioff = { 0 }, iidle = { 0 }, ibusy = { 0 };
+	struct img_res ilegacy = { 0 }, ifaith = { 0 };
+	const struct img_res *iprim;
 	struct result ealone = { 0 }, ebusy = { 0 };
 	struct vd_vision_config vcfg;
-	uint64_t enc_images = 0, enc_hits = 0;
 	double t_start = now_s();
 
 	if (rc >= 0)
 		return rc;
+	if (o.describe)
+		return describe(&o);
 	want_single = !strcmp(o.workload, "all") || !strcmp(o.workload, "single");
 	want_multi = !strcmp(o.workload, "all") || !strcmp(o.workload, "multiturn");
 	want_itl = !strcmp(o.workload, "all") || !strcmp(o.workload, "itl");
 	want_img = !strcmp(o.workload, "all") || !strcmp(o.workload, "images");
 	want_enc = want_itl;
-	if (o.model) {
-		snprintf(model, sizeof(model), "%s", o.model);
-	} else {
-		struct vd_mkmodel_spec spec;
+	want_text = want_single || want_multi || want_itl;
+	want_legacy = want_img && o.img_shape != IMG_FAITHFUL;
+	want_faithful = want_img && o.img_shape != IMG_LEGACY;
+	if (!o.model || (want_faithful && !o.user_model && !o.socket)) {
 		const char *t = getenv("TMPDIR");
 
-		if (o.preset) {
-			if (vd_mkmodel_preset(o.preset, &spec) < 0) {
-				fprintf(stderr, "vlm-bench: unknown preset %s (%s)\n", o.preset,
-				        vd_mkmodel_preset_names());
-				return 2;
-			}
-		} else {
-			bench_spec(&spec);
-		}
 		snprintf(tmp, sizeof(tmp), "%.200s/vlm-bench-serve-XXXXXX", t && *t ? t : "/tmp");
 		if (!mkdtemp(tmp)) {
 			perror("vlm-bench: mkdtemp");
 			return 1;
 		}
-		snprintf(model, sizeof(model), "%s/model", tmp);
-		if (vd_mkmodel_write(&spec, model, err, sizeof(err)) < 0) {
-			fprintf(stderr, "vlm-bench: %s\n", err);
-			rm_tree(model);
-			rmdir(tmp);
-			return 1;
+	}
+	if (o.model) {
+		snprintf(model, sizeof(model), "%s", o.model);
+	} else if (want_text || want_legacy || o.user_model || o.socket) {
+		struct vd_mkmodel_spec spec;
+
+		if (o.preset) {
+			if (vd_mkmodel_preset(o.preset, &spec) < 0) {
+				fprintf(stderr, "vlm-bench: unknown preset %s (%s)\n", o.preset,
+				        vd_mkmodel_preset_names());
+				rc = 2;
+				goto out;
+			}
+		} else {
+			bench_spec(&spec);
+		}
+		if (gen_model(&spec, tmp, "model", model, sizeof(model)) < 0) {
+			rc = 1;
+			goto out;
 		}
 	}
-	if (vd_model_config_load(model, &cfg, err, sizeof(err)) < 0) {
+	if (want_faithful && !o.user_model && !o.socket) {
+		struct vd_mkmodel_spec spec;
+
+		if (bench_img_faithful_spec(o.img_layers, &spec) < 0 ||
+		    gen_model(&spec, tmp, "faithful", fmodel, sizeof(fmodel)) < 0) {
+			rc = 1;
+			goto out;
+		}
+	} else if (want_faithful) {
+		snprintf(fmodel, sizeof(fmodel), "%s", model);   /* the user's model, faithful turns */
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	if (model[0] && vd_model_config_load(model, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "vlm-bench: %s\n", err);
 		rc = 1;
 		goto out;
@@ -778,44 +1041,46 @@ int bench_serve_main(int argc, char **argv)
 		sh.answer = 16;
 		sh.prefill_prompt = 256;
 	}
-	if (sh.image_id < 0 || sh.vstart < 0 || sh.vend < 0) {
-		if (want_multi || want_img)
-			fprintf(stderr, "vlm-bench: %s has no image tokens: multiturn skipped\n", model);
-		want_multi = want_img = want_enc = 0;
+	if ((want_multi || want_enc) && (sh.image_id < 0 || sh.vstart < 0 || sh.vend < 0)) {
+		fprintf(stderr, "vlm-bench: %s has no image tokens: multiturn and itl's image phases "
+		        "skipped\n", model);
+		want_multi = want_enc = 0;
 	}
-	if ((want_img || want_enc) && vd_vision_config_load(model, &vcfg, err, sizeof(err)) < 0) {
+	/* the itl workload's image phases: pixel items for this checkpoint's own tower, the
+	 * legacy shape's grid (--image-side) */
+	if (want_enc && vd_vision_config_load(model, &vcfg, err, sizeof(err)) < 0) {
 		if (strcmp(o.workload, "all"))
-			fprintf(stderr, "vlm-bench: %s: no vision tower (%s): images skipped\n", model,
-			        err);
-		want_img = want_enc = 0;
+			fprintf(stderr, "vlm-bench: %s: no vision tower (%s): itl's image phases "
+			        "skipped\n", model, err);
+		want_enc = 0;
 	}
-	if (want_img || want_enc) {
+	if (want_enc) {
 		sh.patch_dim = vcfg.patch_dim;
 		sh.merge = vcfg.spatial_merge_size;
 		sh.side = o.img_side;
 	}
-	fprintf(stderr, "vlm-bench serve: model %s (%s, hidden %d, %d layers, vocab %d), "
-	        "concurrency %d, %.1f s per phase, max-batched-tokens %u, %s\n", model, cfg.arch_name,
-	        cfg.hidden, cfg.n_layers, cfg.vocab, o.conc, o.secs, o.max_batched_tokens,
-	        o.temperature > 0 ? "sampling" : "greedy");
+	if (model[0])
+		fprintf(stderr, "vlm-bench serve: model %s (%s, hidden %d, %d layers, vocab %d), "
+		        "concurrency %d, %.1f s per phase, max-batched-tokens %u, %s\n", model,
+		        cfg.arch_name, cfg.hidden, cfg.n_layers, cfg.vocab, o.conc, o.secs,
+		        o.max_batched_tokens, o.temperature > 0 ? "sampling" : "greedy");
 
-	if (o.socket) {
-		sock = o.socket;
-	} else {
+	sock = o.socket;
+	if (!sock && (want_single || want_itl || want_multi)) {
 		if (daemon_start(&d, &o, model, 1, 1) < 0) {
 			rc = 1;
 			goto out;
 		}
 		sock = d.sock;
-		if (want_img || want_enc) {
+		if (want_enc) {
 			struct vd_engine_info in;
 
 			vd_engine_get_info(d.eng, &in);
 			if (!in.vision_kind) {
 				if (strcmp(o.workload, "all"))
-					fprintf(stderr, "vlm-bench: no vision tower loaded (%s): images "
-					        "skipped\n", in.vision_note);
-				want_img = want_enc = 0;
+					fprintf(stderr, "vlm-bench: no vision tower loaded (%s): itl's "
+					        "image phases skipped\n", in.vision_note);
+				want_enc = 0;
 			}
 		}
 	}
@@ -862,68 +1127,51 @@ int bench_serve_main(int argc, char **argv)
 			failed |= moff.failed;
 		}
 	}
-	if (want_img) {
-		int streams = o.conc < 16 ? o.conc : 16;
-
-		if (!o.socket && (want_multi || !d.started)) {
-			daemon_stop(&d);
-			if (daemon_start(&d, &o, model, 1, 1) < 0) {
-				rc = 1;
-				goto out;
-			}
-			sock = d.sock;
-		}
-		ion = phase(sock, &sh, K_IMAGES, o.conc, o.secs * 2, 0, K_PREFILL);
-		show("images caches on", &ion);
-		/* decode streams alone, then while 2 clients keep sending 3 fresh images each */
-		iidle = phase(sock, &sh, K_DECODE, streams, o.secs, 0, K_PREFILL);
-		show("decode alone", &iidle);
-		ibusy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_IMGLOAD);
-		show("decode + images", &ibusy);
-		failed |= ion.failed | iidle.failed | ibusy.failed;
-		if (d.started) {
-			enc_images = vd_metrics_counter(&d.m, VD_C_IMAGES_ENCODED);
-			enc_hits = vd_metrics_counter(&d.m, VD_C_VISION_HITS);
-			fprintf(stderr, "  (caches on: %llu images encoded, %llu vision cache hits, "
-			        "%llu tower batches, encode p50 %.1f ms)\n",
-			        (unsigned long long)enc_images, (unsigned long long)enc_hits,
-			        (unsigned long long)vd_metrics_counter(&d.m, VD_C_VISION_BATCHES),
-			        vd_metrics_quantile(&d.m, VD_H_ENCODE, 0.5) * 1e3);
-		}
-		if (!o.socket) {
-			daemon_stop(&d);
-			if (daemon_start(&d, &o, model, 1, 0) < 0) {
-				rc = 1;
-				goto out;
-			}
-			ivoff = phase(d.sock, &sh, K_IMAGES, o.conc, o.secs * 2, 0, K_PREFILL);
-			show("images vision cache off", &ivoff);
-			daemon_stop(&d);
-			if (daemon_start(&d, &o, model, 0, 0) < 0) {
-				rc = 1;
-				goto out;
-			}
-			ioff = phase(d.sock, &sh, K_IMAGES, o.conc, o.secs * 2, 0, K_PREFILL);
-			show("images caches off", &ioff);
-			failed |= ivoff.failed | ioff.failed;
-		}
-	}
 	daemon_stop(&d);
+	if (want_legacy) {
+		/* the first image workload: the text model's checkpoint and its conversation shape */
+		struct bench_img_turns t = { .side = o.img_side, .sys = sh.sys, .question = sh.question,
+		                             .answer = sh.answer, .turns = 3, .images = 3 };
+
+		if (images_run(&o, o.socket, model, &sh, &t, "legacy", &ilegacy) < 0) {
+			rc = 1;
+			goto out;
+		}
+		failed |= ilegacy.failed;
+	}
+	if (want_faithful) {
+		struct bench_img_turns t;
+
+		bench_img_faithful_turns(&t);
+		if (o.img_side_set)
+			t.side = o.img_side;
+		if (images_run(&o, o.socket, fmodel, &sh, &t, "faithful", &ifaith) < 0) {
+			rc = 1;
+			goto out;
+		}
+		failed |= ifaith.failed;
+	}
+	iprim = want_faithful ? &ifaith : &ilegacy;
+	want_img = iprim->ran;
 	{
 		/* headline: the multi-turn workload with reuse when it ran, else single-turn at N */
-		const struct result *h = want_multi ? &mon : want_single ? &sn : want_itl ? &busy : &ion;
-		double thr = s1.tok_s > 0 ? sn.tok_s / s1.tok_s : 0;
-		double reuse = moff.qps > 0 ? mon.qps / moff.qps : 0;
-		double itl = idle.itl50 > 0 ? busy.itl99 / idle.itl50 : 0;
-
-		double img = ioff.qps > 0 ? ion.qps / ioff.qps : 0;
-		double img_v = ivoff.qps > 0 ? ion.qps / ivoff.qps : 0;
-		double img_itl = iidle.itl50 > 0 ? ibusy.itl99 / iidle.itl50 : 0;
-		/* decode ITL p99 while the tower encodes / p50 of decode alone, same run */
-		const struct result *ei = want_enc ? &idle : &iidle, *eb = want_enc ? &ebusy : &ibusy;
+		const struct result *h = want_multi ? &mon : want_single ? &sn : want_itl ? &busy :
+		                         &iprim->on;
+		double thr = ratio(sn.tok_s, s1.tok_s);
+		double reuse = ratio(mon.qps, moff.qps);
+		double itl = ratio(busy.itl99, idle.itl50);
+		/* decode ITL p99 while the tower encodes / p50 of decode alone, same run: the itl
+		 * workload's image phases when they ran, else the primary images run's */
+		const struct result *ei = want_enc ? &idle : &iprim->idle;
+		const struct result *eb = want_enc ? &ebusy : &iprim->busy;
 		double enc_itl = ei->itl50 > 0 && eb->requests ? eb->itl99 / ei->itl50 : 0;
 		double img_alone = ealone.secs > 0 ? 3.0 * (double)ealone.requests / ealone.secs : 0;
 		double img_busy = ebusy.secs > 0 ? 3.0 * (double)ebusy.extra_requests / ebusy.secs : 0;
+		struct vd_mkmodel_spec ref;
+		struct bench_img_dims rd;
+		struct bench_img_turns rt;
+		struct bench_img_flops rf;
+		char refj[1024], la[64];
 
 		fprintf(stderr, "goals: throughput c%d/c1 = %.2fx (>= 6), multiturn reuse on/off = "
 		        "%.2fx (>= 2), itl p99 with prefills / p50 without = %.2fx (<= 3); %.0f s\n",
@@ -931,11 +1179,23 @@ int bench_serve_main(int argc, char **argv)
 		if (want_enc)
 			fprintf(stderr, "itl p99 while images encode / p50 without = %.2fx (<= 3); images/s "
 			        "alone %.2f, beside decodes %.2f\n", enc_itl, img_alone, img_busy);
+		if (ilegacy.ran)
+			images_report("legacy shape", &ilegacy);
+		if (ifaith.ran)
+			images_report("faithful shape", &ifaith);
+		/* the real thing the faithful shape stands for, counted the same way */
+		vd_mkmodel_preset("qwen2-vl-2b", &ref);
+		bench_img_dims_spec(&ref, &rd);
+		bench_img_ref_turns(&rt);
+		bench_img_count(&rd, &rt, &rf);
+		bench_img_json(refj, sizeof(refj), &rd, &rt, &rf);
 		if (want_img)
-			fprintf(stderr, "images (3 per request, grid 1x%dx%d patches): caches on/off = "
-			        "%.2fx (>= 3), vision cache on/off = %.2fx, itl p99 while images encode / "
-			        "p50 without = %.2fx (<= 3)\n", sh.side, sh.side, img, img_v, img_itl);
-		if (o.json)
+			fprintf(stderr, "reference (qwen2-vl-2b, DashInfer-VLM's conversation): tower / "
+			        "image-token prefill %.2f, vision / decode per turn %.1f, caches on/off "
+			        "bound %.2fx\n", rf.tower_over_image_prefill, rf.vision_over_decode,
+			        rf.ideal_speedup);
+		loadavg(la, sizeof(la));
+		if (o.json) {
 			printf("{\"workload\": \"%s\", \"concurrency\": %d, \"qps\": %.4f, "
 			       "\"output_tokens_per_s\": %.2f, \"ttft_p50_ms\": %.3f, \"ttft_p99_ms\": %.3f, "
 			       "\"itl_p50_ms\": %.3f, \"itl_p99_ms\": %.3f, \"prefix_hit_rate\": %.4f, "
@@ -944,33 +1204,36 @@ int bench_serve_main(int argc, char **argv)
 			       "\"multiturn_qps_no_reuse\": %.4f, \"itl_p50_ms_no_prefill\": %.3f, "
 			       "\"itl_p99_ms_with_prefill\": %.3f, \"throughput_cN_over_c1\": %.3f, "
 			       "\"multiturn_reuse_speedup\": %.3f, \"itl_p99_prefill_over_p50_idle\": %.3f, "
-			       "\"images_qps_caches_on\": %.4f, \"images_qps_vision_cache_off\": %.4f, "
-			       "\"images_qps_caches_off\": %.4f, \"images_cache_speedup\": %.3f, "
-			       "\"images_itl_p50_ms_alone\": %.3f, \"images_itl_p99_ms_alone\": %.3f, "
-			       "\"images_itl_p50_ms_encoding\": %.3f, \"images_itl_p99_ms_encoding\": %.3f, "
-			       "\"images_itl_p99_over_p50\": %.3f, \"image_grid_side\": %d, "
-			       "\"images_encoded\": %llu, \"vision_cache_hits\": %llu, "
 			       "\"itl_p50_ms_while_encoding\": %.3f, \"itl_p99_ms_while_encoding\": %.3f, "
 			       "\"itl_p99_while_encoding_over_idle_p50\": %.3f, "
 			       "\"images_per_s_alone\": %.3f, \"images_per_s_while_decoding\": %.3f, "
-			       "\"max_batched_tokens\": %u, \"hidden\": %d, \"layers\": %d, "
-			       "\"temperature\": %g, \"top_p\": %g, \"top_k\": %d, \"failed\": %s}\n",
+			       "\"images_shape_name\": \"%s\", ",
 			       want_multi ? "multiturn" : want_single ? "single" : want_itl ? "itl" :
 			       "images", o.conc, h->qps,
 			       h->tok_s, h->ttft50, h->ttft99, h->itl50, h->itl99, h->hit, s1.tok_s,
 			       sn.tok_s, sn.qps, mon.qps, moff.qps, idle.itl50, busy.itl99, thr, reuse,
-			       itl, ion.qps, ivoff.qps, ioff.qps, img, iidle.itl50, iidle.itl99, ibusy.itl50,
-			       ibusy.itl99, img_itl,
-			       want_img ? sh.side : 0, (unsigned long long)enc_images,
-			       (unsigned long long)enc_hits, eb->itl50, eb->itl99, enc_itl, img_alone,
-			       img_busy, o.max_batched_tokens, cfg.hidden, cfg.n_layers,
-			       (double)o.temperature, (double)o.top_p, o.top_k, failed ? "true" : "false");
+			       itl, eb->itl50, eb->itl99, enc_itl, img_alone, img_busy,
+			       want_faithful ? "faithful" : "legacy");
+			images_json("", iprim);
+			if (want_faithful && want_legacy) {
+				printf(", ");
+				images_json("legacy_", &ilegacy);
+			}
+			printf(", \"images_reference\": %s, \"max_batched_tokens\": %u, \"hidden\": %d, "
+			       "\"layers\": %d, \"load_avg\": \"%s\", \"temperature\": %g, \"top_p\": %g, "
+			       "\"top_k\": %d, \"failed\": %s}\n", refj, o.max_batched_tokens, cfg.hidden,
+			       cfg.n_layers, la, (double)o.temperature, (double)o.top_p, o.top_k,
+			       failed ? "true" : "false");
+		}
 	}
 	rc = failed ? 1 : 0;
 out:
 	daemon_stop(&d);
 	if (tmp[0]) {
-		rm_tree(model);
+		if (model[0] && !o.model)
+			rm_tree(model);
+		if (fmodel[0] && strcmp(fmodel, model))
+			rm_tree(fmodel);
 		rmdir(tmp);
 	}
 	return rc;
