@@ -55,6 +55,7 @@
  * L2) beats widening weight blocks for the GEMM; measured on a 2-core Sapphire Rapids VM. */
 #define MV_MAX_ROWS 32
 #define MV_L2_BYTES (1 << 20)    /* matvec with n > 8: weight chunk re-read from L2 per pass */
+_Static_assert(MV_MAX_ROWS <= VK_MVB_MAXN, "the bf16 matvec takes every matvec row count");
 
 struct vk_kv {
 	struct vk_kv_shape shape;
@@ -364,27 +365,32 @@ static int64_t mvb_kc(int64_t K)
 	return ((K + chunks - 1) / chunks + 31) & ~(int64_t)31;
 }
 
-/* Rows [lo, hi) of the matvec for all n activation rows, in register passes of at most
- * VK_MV_MAXN rows of equal size (n = 9 runs 5 + 4, not 8 + 1: a 1-row pass costs almost as much
- * as an 8-row one, the weight widening and loads being the same). */
+/* Rows [lo, hi) of the matvec for all n activation rows. The bf16 dot-product kernel takes all
+ * n <= VK_MVB_MAXN rows in one call (it loops its register passes per block of weight rows);
+ * the others take register passes of at most VK_MV_MAXN rows of equal size (n = 9 runs 5 + 4,
+ * not 8 + 1: a 1-row pass costs almost as much as an 8-row one, the weight widening and loads
+ * being the same). */
 static void matvec_rows(struct mm_job *j, int64_t lo, int64_t hi)
 {
 	const struct vk_weight *w = j->w;
 	const int64_t K = w->cols;
 	const size_t esz = vk_dtype_size(w->dtype);
-	const int64_t kc = j->xb ? mvb_kc(K) : mv_kc(K);
-	const int passes = (j->n + VK_MV_MAXN - 1) / VK_MV_MAXN;
 
+	if (j->xb) {
+		const int64_t kc = mvb_kc(K);
+		for (int64_t k0 = 0; k0 < K; k0 += kc) {
+			int64_t len = K - k0 < kc ? K - k0 : kc;
+			j->c->isa->matvec_bf16(j->xb + (size_t)k0, j->ldxb, j->n,
+			                       (const uint16_t *)w->data + k0, K, len, lo, hi,
+			                       k0 == 0 ? j->bias : NULL, j->out, w->rows, k0 > 0);
+		}
+		return;
+	}
+	const int64_t kc = mv_kc(K);
+	const int passes = (j->n + VK_MV_MAXN - 1) / VK_MV_MAXN;
 	for (int p = 0, i = 0; p < passes; p++) {
 		int m = (j->n - i) / (passes - p);   /* the rest split evenly over the passes left */
-		for (int64_t k0 = 0; k0 < K && j->xb; k0 += kc) {
-			int64_t len = K - k0 < kc ? K - k0 : kc;
-			j->c->isa->matvec_bf16(j->xb + (size_t)i * (size_t)j->ldxb + (size_t)k0, j->ldxb, m,
-			                       (const uint16_t *)w->data + k0, K, len, lo, hi,
-			                       k0 == 0 ? j->bias : NULL, j->out + (size_t)i * (size_t)w->rows,
-			                       w->rows, k0 > 0);
-		}
-		for (int64_t k0 = 0; k0 < K && !j->xb; k0 += kc) {
+		for (int64_t k0 = 0; k0 < K; k0 += kc) {
 			int64_t len = K - k0 < kc ? K - k0 : kc;
 			j->c->isa->matvec(j->x + (size_t)i * (size_t)K + (size_t)k0, K, m,
 			                  (const char *)w->data + (size_t)k0 * esz, w->dtype, K, len, lo, hi,
@@ -603,10 +609,11 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 			return 0;
 		}
 		/* ~8 chunks per thread, at least 64 rows each, a multiple of 16 rows; with more than
-		 * one register pass (n > 8) a chunk must stay in L2 for the later passes */
+		 * one register pass (n > 8) a chunk must stay in L2 for the later passes (not on the
+		 * bf16 dot-product path: its passes reuse each block of rows from L1) */
 		int64_t nc = (w->rows + 8 * c->n_threads - 1) / (8 * c->n_threads);
 		nc = nc < 64 ? 64 : (nc + 15) & ~(int64_t)15;
-		if (n > VK_MV_MAXN) {
+		if (n > VK_MV_MAXN && !j.xb) {
 			int64_t fit = (int64_t)(MV_L2_BYTES / ((size_t)w->cols * vk_dtype_size(w->dtype)));
 			fit = fit < 16 ? 16 : fit & ~(int64_t)15;
 			if (nc > fit)
