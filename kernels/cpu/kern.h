@@ -16,7 +16,7 @@
 #include "kernels/backend.h"
 
 #define VK_MV_MAXN 8   /* matvec handles up to this many activation rows per weight pass */
-#define VK_MVB_MAXN 32   /* matvec_bf16 handles up to this many activation rows per call */
+#define VK_MVB_MAXN 128   /* matvec_bf16 handles up to this many activation rows per call */
 #define VK_ATTN_CHUNK 64   /* attn_row: positions per softmax update */
 
 struct vk_cpu_isa {
