@@ -477,9 +477,8 @@ static void gemm_block(struct mm_job *j, struct thread_scratch *ts, int64_t n0, 
 	}
 }
 
-/* gemm_block on the bf16 dot-product path: the tiles read the [nc, kc] slice of bf16 weight rows
- * where it is stored, or from a copy in the thread's buffer with rows and depth zero-padded to the
- * tile when the slice needs padding (its last rows or a depth not a multiple of 32); the activations
+/* gemm_block on the bf16 dot-product path: the [nc, kc] slice of bf16 weight rows is copied (not
+ * widened) into the thread's buffer, rows and depth zero-padded to the tile; the activations
  * were rounded to bf16 once for the whole matmul, their rows padded to a multiple of mr_bf16. */
 static void gemm_block_bf16(struct mm_job *j, struct thread_scratch *ts, int64_t n0, int64_t nc)
 {
@@ -494,20 +493,13 @@ static void gemm_block_bf16(struct mm_job *j, struct thread_scratch *ts, int64_t
 	for (int64_t k0 = 0; k0 < K; k0 += j->kc) {
 		int64_t kc = K - k0 < j->kc ? K - k0 : j->kc;
 		int64_t kcp = (kc + 31) & ~(int64_t)31;
-		const uint16_t *wt = wb;   /* the tiles' weight rows, ldwt apart */
-		int64_t ldwt = kcp;
-		if (kcp == kc && ncp == nc) {   /* no padding needed: the rows as stored */
-			wt = (const uint16_t *)w->data + (size_t)n0 * (size_t)K + (size_t)k0;
-			ldwt = K;
-		} else {
-			for (int64_t r = 0; r < ncp; r++) {
-				uint16_t *dst = wb + r * kcp;
-				int64_t have = r < nc ? kc : 0;
-				if (have)
-					memcpy(dst, (const uint16_t *)w->data + (size_t)(n0 + r) * (size_t)K +
-					       (size_t)k0, 2 * (size_t)kc);
-				memset(dst + have, 0, 2 * (size_t)(kcp - have));
-			}
+		for (int64_t r = 0; r < ncp; r++) {
+			uint16_t *dst = wb + r * kcp;
+			int64_t have = r < nc ? kc : 0;
+			if (have)
+				memcpy(dst, (const uint16_t *)w->data + (size_t)(n0 + r) * (size_t)K + (size_t)k0,
+				       2 * (size_t)kc);
+			memset(dst + have, 0, 2 * (size_t)(kcp - have));
 		}
 		for (int64_t m = 0; m < M; m += mr) {
 			int64_t mrows = M - m < mr ? M - m : mr;
@@ -516,10 +508,10 @@ static void gemm_block_bf16(struct mm_job *j, struct thread_scratch *ts, int64_t
 				float *cdst = j->out + (size_t)m * (size_t)N + (size_t)(n0 + jn);
 				int64_t ncols = nc - jn < nr ? nc - jn : nr;
 				if (mrows == mr && ncols == nr) {
-					isa->gemm_tile_bf16(xs, j->ldxb, wt + jn * ldwt, ldwt, kcp, cdst, N, k0 > 0);
+					isa->gemm_tile_bf16(xs, j->ldxb, wb + jn * kcp, kcp, kcp, cdst, N, k0 > 0);
 					continue;
 				}
-				isa->gemm_tile_bf16(xs, j->ldxb, wt + jn * ldwt, ldwt, kcp, ctile, nr, 0);
+				isa->gemm_tile_bf16(xs, j->ldxb, wb + jn * kcp, kcp, kcp, ctile, nr, 0);
 				for (int64_t i = 0; i < mrows; i++)
 					for (int64_t c = 0; c < ncols; c++)
 						cdst[i * N + c] = (k0 > 0 ? cdst[i * N + c] : 0.0f) + ctile[i * nr + c];
