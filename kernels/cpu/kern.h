@@ -71,7 +71,7 @@ struct vk_cpu_isa {
 	 * their rows hold ldx elements, zero-padded from K to a multiple of 32.
 	 * matvec_bf16: as matvec (w of bf16, rows ldw apart, may end mid-vector), for
 	 * 1 <= n <= VK_MVB_MAXN: more than VK_MV_MAXN rows are register passes over each block of
-	 * weight rows while it is in L1, each weight row still read from memory once.
+	 * weight rows while it is in L1 (each weight row read once per call).
 	 * gemm_tile_bf16: as gemm_tile on an mr_bf16 x nr_bf16 tile; kc a multiple of 32, x and w
 	 * rows zero-padded up to it. Both sum each output in the same lane order and reduction tree
 	 * (batch invariance across the two matmul paths). */

@@ -9,12 +9,14 @@
  * does 24 FMAs per 10 loads.
  *
  * bf16 weights on a CPU with AVX512_BF16 take the dot-product instruction instead (vdpbf16ps: 32
- * multiply-adds per instruction, twice vfmadd231ps): the caller rounds the activations to bf16 once
- * per matmul (as transformers' own bf16 run does), the weights are used as stored (a bf16 row is
- * already the instruction's pair layout), and the matvec and the 6x4 GEMM tile accumulate every
- * output in the same lane order and reduction tree, so the batch-invariance promise holds on this
- * path too. Those functions carry target("avx512bf16") and are only called after the backend
- * checked the CPU (__builtin_cpu_supports); the VNNI tile (vpdpbusd) is the int8 peak probe's.
+ * multiply-adds per instruction, twice vfmadd231ps; its matvec, compute-bound beyond 8 rows,
+ * reuses each block of 4 weight rows from L1 for up to 128 rows): the caller rounds the
+ * activations to bf16 once per matmul (as transformers' own bf16 run does), the weights are used
+ * as stored (a bf16 row is already the instruction's pair layout), and the matvec and the 6x4
+ * GEMM tile accumulate every output in the same lane order and reduction tree, so the
+ * batch-invariance promise holds on this path too. Those functions carry target("avx512bf16")
+ * and are only called after the backend checked the CPU (__builtin_cpu_supports); the VNNI tile
+ * (vpdpbusd) is the int8 peak probe's.
  */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 #include <immintrin.h>
@@ -294,8 +296,7 @@ AI __m512bh ld_bh_mask(const uint16_t *p, __mmask32 m)
 /* One register pass of the bf16 matvec: R weight rows (wr[j]: output row r + j * rs) x N
  * activation rows, vdpbf16ps on bf16 activations (rows zero-padded to a multiple of 32; the
  * weight rows may end mid-vector: masked loads). Also prefetches the PFN rows pf[0 .. PFN) at
- * the same offsets with hint HINT: a prefetch takes a load slot, and with R + N loads per R * N
- * dot products the loop is close to load-bound, so a pass prefetches no more than it must. */
+ * the same offsets with hint HINT (_MM_HINT_T0 or _T1). */
 BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const wr[4],
                            const char *const pf[4], int64_t K, int64_t r, int64_t rs,
                            const float *bias, float *out, int64_t ldo, int accumulate,
@@ -368,9 +369,11 @@ BF16_ATTR AI void mvb_group(const uint16_t *x, int64_t ldx, int m, const uint16_
 
 /* n > VK_MV_MAXN (compute-bound): R adjacent weight rows [r, r + R) times all n activation rows,
  * in register passes of at most MVB_G rows, so the block comes from memory once and from L1 in
- * the later passes (instead of once per pass from L2), the activations staying in L1, and each
- * activation row's R outputs are one masked store. The first pass prefetches the next block into
- * L1, the second the block after it into L2 (two passes at least: n > MVB_G). */
+ * the later passes (instead of once per pass from L2; the activations come from L1, or from L2
+ * beyond ~40 KB of them), and each activation row's R outputs are one masked store. The first
+ * pass prefetches the next block into L1, the second the block after it into L2 (two passes at
+ * least: n > MVB_G). Spreading those prefetches over all passes, or fewer rows per pass, and
+ * R = 3 x 8 passes, and strided streams (as for n <= 8) all measured slower. */
 BF16_ATTR AI void mvb_block_many(const uint16_t *x, int64_t ldx, int n, const uint16_t *w,
                                  int64_t ldw, int64_t K, int64_t r, const float *bias,
                                  float *out, int64_t ldo, int accumulate, const int R)
