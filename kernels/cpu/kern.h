@@ -16,6 +16,7 @@
 #include "kernels/backend.h"
 
 #define VK_MV_MAXN 8   /* matvec handles up to this many activation rows per weight pass */
+#define VK_MVB_MAXN 128   /* matvec_bf16 handles up to this many activation rows per call */
 #define VK_ATTN_CHUNK 64   /* attn_row: positions per softmax update */
 
 struct vk_cpu_isa {
@@ -68,7 +69,9 @@ struct vk_cpu_isa {
 	 * AVX512_BF16 (cpu_ctx.bf16dot): bf16 weights times bf16 activations on the dot-product
 	 * instruction (vdpbf16ps), fp32 sums. The activations were rounded to bf16 by the caller;
 	 * their rows hold ldx elements, zero-padded from K to a multiple of 32.
-	 * matvec_bf16: as matvec (w of bf16, rows ldw apart, may end mid-vector).
+	 * matvec_bf16: as matvec (w of bf16, rows ldw apart, may end mid-vector), for
+	 * 1 <= n <= VK_MVB_MAXN: more than VK_MV_MAXN rows are register passes over each block of
+	 * weight rows while it is in L1 (each weight row read once per call).
 	 * gemm_tile_bf16: as gemm_tile on an mr_bf16 x nr_bf16 tile; kc a multiple of 32, x and w
 	 * rows zero-padded up to it. Both sum each output in the same lane order and reduction tree
 	 * (batch invariance across the two matmul paths). */

@@ -9,12 +9,14 @@
  * does 24 FMAs per 10 loads.
  *
  * bf16 weights on a CPU with AVX512_BF16 take the dot-product instruction instead (vdpbf16ps: 32
- * multiply-adds per instruction, twice vfmadd231ps): the caller rounds the activations to bf16 once
- * per matmul (as transformers' own bf16 run does), the weights are used as stored (a bf16 row is
- * already the instruction's pair layout), and the matvec and the 6x4 GEMM tile accumulate every
- * output in the same lane order and reduction tree, so the batch-invariance promise holds on this
- * path too. Those functions carry target("avx512bf16") and are only called after the backend
- * checked the CPU (__builtin_cpu_supports); the VNNI tile (vpdpbusd) is the int8 peak probe's.
+ * multiply-adds per instruction, twice vfmadd231ps; its matvec, compute-bound beyond 8 rows,
+ * reuses each block of 4 weight rows from L1 for up to 128 rows): the caller rounds the
+ * activations to bf16 once per matmul (as transformers' own bf16 run does), the weights are used
+ * as stored (a bf16 row is already the instruction's pair layout), and the matvec and the 6x4
+ * GEMM tile accumulate every output in the same lane order and reduction tree, so the
+ * batch-invariance promise holds on this path too. Those functions carry target("avx512bf16")
+ * and are only called after the backend checked the CPU (__builtin_cpu_supports); the VNNI tile
+ * (vpdpbusd) is the int8 peak probe's.
  */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
 #include <immintrin.h>
@@ -291,30 +293,32 @@ AI __m512bh ld_bh_mask(const uint16_t *p, __mmask32 m)
 	return (__m512bh)_mm512_maskz_loadu_epi16(m, (const void *)p);
 }
 
-/* Like mv_block, with bf16 activations (rows zero-padded to a multiple of 32) and vdpbf16ps: the
- * weight rows may end mid-vector (masked loads), the activation rows may not. */
-BF16_ATTR AI void mvb_block(const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw,
-                            int64_t K, int64_t r, int64_t rs, const float *bias, float *out,
-                            int64_t ldo, int accumulate, const int N, const int R)
+/* One register pass of the bf16 matvec: R weight rows (wr[j]: output row r + j * rs) x N
+ * activation rows, vdpbf16ps on bf16 activations (rows zero-padded to a multiple of 32; the
+ * weight rows may end mid-vector: masked loads). Also prefetches the PFN rows pf[0 .. PFN) at
+ * the same offsets with hint HINT (_MM_HINT_T0 or _T1). */
+BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const wr[4],
+                           const char *const pf[4], int64_t K, int64_t r, int64_t rs,
+                           const float *bias, float *out, int64_t ldo, int accumulate,
+                           const int N, const int R, const int PFN, const int HINT)
 {
 	__m512 acc[4][VK_MV_MAXN];
-	const uint16_t *wr[4];
 
 #pragma GCC unroll 4
-	for (int j = 0; j < R; j++) {
-		wr[j] = w + (size_t)(r + j * rs) * (size_t)ldw;
+	for (int j = 0; j < R; j++)
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++)
 			acc[j][i] = _mm512_setzero_ps();
-	}
-	const char *pf = (const char *)(w + (size_t)(r + (rs == 1 ? 2 * R : 2)) * (size_t)ldw);
-	const int64_t pf_row = ldw * 2 * rs;
 	int64_t k = 0;
 	for (; k + 32 <= K; k += 32) {
 		__m512bh wv[4];
 #pragma GCC unroll 4
-		for (int j = 0; j < R; j++)
-			_mm_prefetch(pf + j * pf_row + k * 2, _MM_HINT_T1);
+		for (int j = 0; j < PFN; j++) {
+			if (HINT == _MM_HINT_T0)
+				_mm_prefetch(pf[j] + k * 2, _MM_HINT_T0);
+			else
+				_mm_prefetch(pf[j] + k * 2, _MM_HINT_T1);
+		}
 #pragma GCC unroll 4
 		for (int j = 0; j < R; j++)
 			wv[j] = ld_bh(wr[j] + k);
@@ -344,6 +348,76 @@ BF16_ATTR AI void mvb_block(const uint16_t *x, int64_t ldx, const uint16_t *w, i
 	mv_store(acc, N, R, r, rs, bias, out, ldo, accumulate);
 }
 
+#define MVB_G 6   /* n > VK_MV_MAXN: activation rows per register pass; MVB_R x MVB_G */
+#define MVB_R 4   /* accumulators + MVB_R weight vectors + 1 activation vector <= 32 zmm */
+
+/* One pass of m <= MVB_G activation rows (a compile-time count for the register allocation). */
+BF16_ATTR AI void mvb_group(const uint16_t *x, int64_t ldx, int m, const uint16_t *const wr[4],
+                            const char *const pf[4], int64_t K, int64_t r, const float *bias,
+                            float *out, int64_t ldo, int accumulate,
+                            const int R, const int PFN, const int HINT)
+{
+	switch (m) {
+	case 1: mvb_pass(x, ldx, wr, pf, K, r, 1, bias, out, ldo, accumulate, 1, R, PFN, HINT); break;
+	case 2: mvb_pass(x, ldx, wr, pf, K, r, 1, bias, out, ldo, accumulate, 2, R, PFN, HINT); break;
+	case 3: mvb_pass(x, ldx, wr, pf, K, r, 1, bias, out, ldo, accumulate, 3, R, PFN, HINT); break;
+	case 4: mvb_pass(x, ldx, wr, pf, K, r, 1, bias, out, ldo, accumulate, 4, R, PFN, HINT); break;
+	case 5: mvb_pass(x, ldx, wr, pf, K, r, 1, bias, out, ldo, accumulate, 5, R, PFN, HINT); break;
+	default: mvb_pass(x, ldx, wr, pf, K, r, 1, bias, out, ldo, accumulate, MVB_G, R, PFN, HINT); break;
+	}
+}
+
+/* n > VK_MV_MAXN (compute-bound): R adjacent weight rows [r, r + R) times all n activation rows,
+ * in register passes of at most MVB_G rows, so the block comes from memory once and from L1 in
+ * the later passes (instead of once per pass from L2; the activations come from L1, or from L2
+ * beyond ~40 KB of them), and each activation row's R outputs are one masked store. The first
+ * pass prefetches the next block into L1, the second the block after it into L2 (two passes at
+ * least: n > MVB_G). Spreading those prefetches over all passes, or fewer rows per pass, and
+ * R = 3 x 8 passes, and strided streams (as for n <= 8) all measured slower. */
+BF16_ATTR AI void mvb_block_many(const uint16_t *x, int64_t ldx, int n, const uint16_t *w,
+                                 int64_t ldw, int64_t K, int64_t r, const float *bias,
+                                 float *out, int64_t ldo, int accumulate, const int R)
+{
+	const uint16_t *wr[4];
+	const char *pf1[4], *pf2[4];
+#pragma GCC unroll 4
+	for (int j = 0; j < R; j++) {
+		wr[j] = w + (size_t)(r + j) * (size_t)ldw;
+		pf1[j] = (const char *)(w + (size_t)(r + R + j) * (size_t)ldw);
+		pf2[j] = (const char *)(w + (size_t)(r + 2 * R + j) * (size_t)ldw);
+	}
+	const int passes = (n + MVB_G - 1) / MVB_G;
+	for (int p = 0, i = 0; p < passes; p++) {
+		int m = (n - i) / (passes - p);   /* the rest split evenly over the passes left */
+		const uint16_t *xi = x + (size_t)i * (size_t)ldx;
+		float *oi = out + (size_t)i * (size_t)ldo;
+		if (p == 0)
+			mvb_group(xi, ldx, m, wr, pf1, K, r, bias, oi, ldo, accumulate, R, R, _MM_HINT_T0);
+		else if (p == 1)
+			mvb_group(xi, ldx, m, wr, pf2, K, r, bias, oi, ldo, accumulate, R, R, _MM_HINT_T1);
+		else
+			mvb_group(xi, ldx, m, wr, pf1, K, r, bias, oi, ldo, accumulate, R, 0, 0);
+		i += m;
+	}
+}
+
+/* n <= VK_MV_MAXN (bound by the read rate): one register pass per block; the rows two blocks
+ * ahead are prefetched into L2. */
+BF16_ATTR AI void mvb_block(const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw,
+                            int64_t K, int64_t r, int64_t rs, const float *bias, float *out,
+                            int64_t ldo, int accumulate, const int N, const int R)
+{
+	const uint16_t *wr[4];
+	const char *pf[4];
+	const int64_t ahead = r + (rs == 1 ? 2 * R : 2);
+#pragma GCC unroll 4
+	for (int j = 0; j < R; j++) {
+		wr[j] = w + (size_t)(r + j * rs) * (size_t)ldw;
+		pf[j] = (const char *)(w + (size_t)(ahead + j * rs) * (size_t)ldw);
+	}
+	mvb_pass(x, ldx, wr, pf, K, r, rs, bias, out, ldo, accumulate, N, R, R, _MM_HINT_T1);
+}
+
 BF16_ATTR AI void mvb_rows(const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw,
                            int64_t K, int64_t r0, int64_t r1, const float *bias, float *out,
                            int64_t ldo, int accumulate, const int N)
@@ -354,6 +428,17 @@ BF16_ATTR AI void mvb_rows(const uint16_t *x, int64_t ldx, const uint16_t *w, in
 		mvb_block(x, ldx, w, ldw, K, r0 + t, S, bias, out, ldo, accumulate, N, R);
 	for (int64_t r = r0 + R * S; r < r1; r++)
 		mvb_block(x, ldx, w, ldw, K, r, 1, bias, out, ldo, accumulate, N, 1);
+}
+
+BF16_ATTR static void mvb_rows_many(const uint16_t *x, int64_t ldx, int n, const uint16_t *w,
+                                    int64_t ldw, int64_t K, int64_t r0, int64_t r1,
+                                    const float *bias, float *out, int64_t ldo, int accumulate)
+{
+	int64_t r = r0;
+	for (; r + MVB_R <= r1; r += MVB_R)
+		mvb_block_many(x, ldx, n, w, ldw, K, r, bias, out, ldo, accumulate, MVB_R);
+	for (; r < r1; r++)
+		mvb_block_many(x, ldx, n, w, ldw, K, r, bias, out, ldo, accumulate, 1);
 }
 
 BF16_ATTR static void matvec_bf16(const uint16_t *x, int64_t ldx, int n, const uint16_t *w,
@@ -368,7 +453,8 @@ BF16_ATTR static void matvec_bf16(const uint16_t *x, int64_t ldx, int n, const u
 	case 5: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 5); break;
 	case 6: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 6); break;
 	case 7: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 7); break;
-	default: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 8); break;
+	case 8: mvb_rows(x, ldx, w, ldw, K, r0, r1, bias, out, ldo, acc, 8); break;
+	default: mvb_rows_many(x, ldx, n, w, ldw, K, r0, r1, bias, out, ldo, acc); break;
 	}
 }
 

@@ -346,11 +346,12 @@ END_TEST
 
 /* Batch invariance of matmul: each activation row's outputs are bit-identical whether the row
  * is multiplied alone or with others (the serving engine batches sequences and promises the same
- * tokens alone and in a batch), for row counts of the matvec (<= 32) and of the GEMM (> 32: a
- * step with a prefill chunk in it), on shapes of the single-threaded path, the threaded path
- * and the K-chunked path, with and without bias. */
+ * tokens alone and in a batch), for row counts of the matvec (<= 32; <= 128 for bf16 weights on
+ * the dot-product path) and of the GEMM (above: a step with a prefill chunk in it), on shapes of
+ * the single-threaded path, the threaded path and the K-chunked path, with and without bias. */
 static const int inv_rows[] = { 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 20, 23, 24, 25, 31, 32,
-                                33, 40, 47 };
+                                33, 40, 47, 64, 100, 127, 128, 129, 137, 150 };
+#define INV_MAX_ROWS 150
 
 START_TEST(test_batch_invariance)
 {
@@ -367,9 +368,9 @@ START_TEST(test_batch_invariance)
 			const size_t esz = vk_dtype_size(dts[d]);
 			unsigned char *wd = malloc((size_t)(R * K) * esz);
 			float *bd = malloc(sizeof(float) * (size_t)R);
-			float *x = malloc(sizeof(float) * (size_t)(48 * K));
-			float *one = malloc(sizeof(float) * (size_t)(48 * R));
-			float *all = malloc(sizeof(float) * (size_t)(48 * R));
+			float *x = malloc(sizeof(float) * (size_t)(INV_MAX_ROWS * K));
+			float *one = malloc(sizeof(float) * (size_t)(INV_MAX_ROWS * R));
+			float *all = malloc(sizeof(float) * (size_t)(INV_MAX_ROWS * R));
 			struct vk_weight w, b;
 
 			ck_assert(wd && bd && x && one && all);
@@ -378,7 +379,7 @@ START_TEST(test_batch_invariance)
 				float v = (float)((int64_t)(seed >> 40) % 2001 - 1000) / 997.0f;
 				vk_store_elem(wd, dts[d], i, v);
 			}
-			for (int64_t i = 0; i < 48 * K; i++) {
+			for (int64_t i = 0; i < INV_MAX_ROWS * K; i++) {
 				seed = seed * 6364136223846793005ull + 1442695040888963407ull;
 				x[i] = (float)((int64_t)(seed >> 40) % 20001 - 10000) / 3331.0f;
 			}
@@ -387,7 +388,7 @@ START_TEST(test_batch_invariance)
 			ck_assert_int_eq(cpu->ops->weight_load(cpu, wd, dts[d], R, K, &w), 0);
 			ck_assert_int_eq(cpu->ops->weight_load(cpu, bd, VK_DTYPE_F32, 1, R, &b), 0);
 			for (int use_bias = 0; use_bias < 2; use_bias++) {
-				for (int i = 0; i < 48; i++)
+				for (int i = 0; i < INV_MAX_ROWS; i++)
 					ck_assert_int_eq(cpu->ops->matmul(cpu, x + i * K, &w, use_bias ? &b : NULL,
 					                                  1, one + i * R), 0);
 				for (size_t t = 0; t < sizeof(inv_rows) / sizeof(inv_rows[0]); t++) {
@@ -441,6 +442,7 @@ START_TEST(test_bf16dot_matmul)
 		{ 1, 5, 17 }, { 1, 130, 896 }, { 3, 37, 31 }, { 7, 70, 33 }, { 8, 64, 64 }, { 9, 29, 65 },
 		{ 17, 21, 2100 }, { 32, 50, 1025 }, { 33, 29, 33 }, { 37, 97, 100 }, { 41, 3, 7 },
 		{ 50, 301, 896 }, { 64, 200, 256 }, { 100, 45, 1030 }, { 7, 1, 40 }, { 35, 1, 1 },
+		{ 128, 50, 1025 }, { 129, 29, 33 }, { 133, 97, 100 }, { 150, 45, 1030 }, { 140, 3, 7 },
 	};
 	struct vk_backend *cpu = NULL, *f32p = NULL, *ref = open_ref();
 	char err[256];
