@@ -206,8 +206,9 @@ struct vlm_conn_stats {
 	uint64_t bytes_copied;       /* ... and their bytes */
 	uint64_t tensors_in_place;   /* tensors vlmd read where they were (arena memory, CUDA) */
 	uint64_t tensors_cuda;       /* ... of which CUDA tensors */
-	uint64_t images_preprocessed; /* vlm_request_add_image_file / _memory / _rgb preprocessed
-				      * an image straight into the arena (since 0.3) */
+	uint64_t images_preprocessed; /* vlm_request_add_image_file / _memory / _rgb (and
+				      * vlm_request_add_video_files: a video counts as one)
+				      * preprocessed an image straight into the arena (since 0.3) */
 	uint64_t images_reused;      /* ... found it preprocessed already (the connection keeps
 				      * recent images in its arena; since 0.3) */
 	uint64_t reserved[5];
