@@ -9,6 +9,8 @@
  * real request) exists; vlm_request_add_image_file preprocesses into the connection's arena and
  * the library keeps the patches there (its image memo), so the real request's add finds them:
  * one preprocessing, no copy, where a vlm_image would cost a buffer and a copy into the arena.
+ * Videos of frame files the same way (vlm_request_add_video_files; the medium keeps the frame
+ * list and the settings for the real request's add).
  */
 #include <dirent.h>
 #include <errno.h>
