@@ -9,7 +9,9 @@
  * - nothing is copied (vlm_conn_stats: tensors_copied / bytes_copied unchanged, tensors_in_place
  *   and images_preprocessed + 1);
  * - the same video again is a memo hit (images_reused + 1, the same arena extent, no arena room
- *   taken), and a frame the sampling skips is never read (a missing file there is fine);
+ *   taken), and a frame the sampling skips is never read (a missing file there is fine); a video
+ *   over the memo's budget (the video defaults' 7 MB) is not kept: preprocessed again into
+ *   another extent, bit-identical too, both extents back when the request is freed;
  * - errors add nothing, take no arena room, leave the request usable and say why: a missing kept
  *   frame (-ENOENT naming the file), frames of two sizes, fps without the video's rate, fps with
  *   num_frames, more frames asked than there are, NULL / empty lists, a negative placeholder;
@@ -18,6 +20,7 @@
  * White box: links the static libraries to read the request's descriptors and the arena.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,14 +83,14 @@ static void same_as_buffer(struct vlm_conn *c, struct vlm_request *r, uint32_t k
 
 /* One configuration: the buffer path, then the arena path (no copy), then the memo hit. */
 static void one(struct vlm_conn *c, const struct vlm_image_opts *o, const struct vlm_video_opts *v,
-		const char *what)
+		bool kept, const char *what)
 {
 	struct vlm_vision_config cfg;
 	struct vlm_request *r = NULL;
 	struct vlm_image *img = NULL;
 	struct vlm_conn_stats s0, s1, s2;
 	uint32_t g[3] = { 0 }, tok = 0;
-	uint64_t used;
+	uint64_t used, used0;
 	int e;
 
 	vlm_video_config_default(&cfg);
@@ -97,6 +100,7 @@ static void one(struct vlm_conn *c, const struct vlm_image_opts *o, const struct
 	if (e || !r)
 		goto out;
 	vlm_conn_stats(c, &s0);
+	used0 = vlm_conn_arena_bytes(c) - arena_free(c);
 	e = vlm_request_add_video_files(r, VIDEO_PAD, p, NF, &cfg, o, v, g, &tok);
 	CHECK(e == 0, "%s: add_video_files: %s", what, vlm_last_error());
 	vlm_conn_stats(c, &s1);
@@ -113,8 +117,35 @@ static void one(struct vlm_conn *c, const struct vlm_image_opts *o, const struct
 	if (e)
 		goto out;
 	same_as_buffer(c, r, 0, img, g, tok, what);
-	/* the same video again (the next turn): the memo's extent, nothing decoded or placed */
 	used = vlm_conn_arena_bytes(c) - arena_free(c);
+	if (!kept) {
+		/* over the memo's budget: not kept, so the same video again is preprocessed again
+		 * (another extent, released with the request), still without a copy */
+		CHECK(r->items[0].wire.data_bytes > vlm_conn_arena_bytes(c) / 4,
+		      "%s: the test assumes %llu bytes are over the memo's budget (arena / 4 = %llu)",
+		      what, (unsigned long long)r->items[0].wire.data_bytes,
+		      (unsigned long long)(vlm_conn_arena_bytes(c) / 4));
+		e = vlm_request_add_video_files(r, VIDEO_PAD, p, NF, &cfg, o, v, g, &tok);
+		CHECK(e == 0, "%s: add again: %s", what, vlm_last_error());
+		vlm_conn_stats(c, &s2);
+		CHECK(s2.images_preprocessed == s1.images_preprocessed + 1 &&
+		      s2.images_reused == s1.images_reused && s2.tensors_copied == s1.tensors_copied,
+		      "%s: again: preprocessed %llu -> %llu, reused %llu -> %llu", what,
+		      (unsigned long long)s1.images_preprocessed,
+		      (unsigned long long)s2.images_preprocessed,
+		      (unsigned long long)s1.images_reused, (unsigned long long)s2.images_reused);
+		if (!e && r->n_items == 2) {
+			CHECK(r->items[1].wire.data_off != r->items[0].wire.data_off,
+			      "%s: the same extent twice", what);
+			same_as_buffer(c, r, 1, img, g, tok, what);
+		}
+		vlm_request_free(r);
+		r = NULL;
+		CHECK(vlm_conn_arena_bytes(c) - arena_free(c) == used0,
+		      "%s: the request's extents did not come back", what);
+		goto out;
+	}
+	/* the same video again (the next turn): the memo's extent, nothing decoded or placed */
 	memset(g, 0, sizeof(g));
 	e = vlm_request_add_video_files(r, VIDEO_PAD, p, NF, &cfg, o, v, g, &tok);
 	CHECK(e == 0, "%s: add again: %s", what, vlm_last_error());
@@ -250,9 +281,12 @@ int main(int argc, char **argv)
 		struct vlm_video_opts nf = { .num_frames = 6, .source_fps = 25 },
 				      fps = { .source_fps = 30, .fps = 10 };
 
-		one(c, &f32, &nf, "num_frames 6, f32");
-		one(c, &bf16, &fps, "fps 10 of 30, bf16");
-		one(c, &small, NULL, "every frame, 28x28..56x56 pixels");
+		one(c, &f32, &nf, true, "num_frames 6, f32");
+		one(c, &bf16, &fps, true, "fps 10 of 30, bf16");
+		one(c, &small, NULL, true, "every frame, 28x28..56x56 pixels");
+		/* the video defaults (128..768 patches per frame): 7 MB, over the memo's budget
+		 * (a quarter of this arena) */
+		one(c, NULL, &nf, false, "num_frames 6, the video defaults (not kept)");
 	}
 	errors(c, dir);
 	/* the requests are gone; once the memo lets go, the whole arena is free */
