@@ -1058,9 +1058,10 @@ double vlm_video_second_per_grid(const struct vlm_image *img)
 
 int vc_video_prep(const uint8_t *const *frames, size_t n, uint32_t width, uint32_t height,
 		  size_t stride, const struct vlm_vision_config *cfg,
-		  const struct vlm_image_opts *opts, double second_per_grid, struct vlm_image **ret)
+		  const struct vlm_image_opts *opts, double second_per_grid,
+		  const struct vc_img_dst *dst, struct vlm_image **ret)
 {
-	int e = prep_frames(frames, n, width, height, stride, NULL, cfg, opts, true, NULL, ret);
+	int e = prep_frames(frames, n, width, height, stride, NULL, cfg, opts, true, dst, ret);
 
 	if (!e)
 		(*ret)->second_per_grid = second_per_grid;

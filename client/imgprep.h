@@ -29,12 +29,6 @@ int vc_json_load(const char *path, json_t **root);
  * pixels, mean, std) over the values already in cfg. 0 or -EBADMSG (cfg then undefined). */
 int vc_vision_config_parse(json_t *root, const char *path, struct vlm_vision_config *cfg);
 
-/* A video image from n frames of one size (cfg, opts: as vlm_video_from_rgb's; NULL cfg =
- * the image defaults), carrying second_per_grid (vlm_video_second_per_grid). */
-int vc_video_prep(const uint8_t *const *frames, size_t n, uint32_t width, uint32_t height,
-		  size_t stride, const struct vlm_vision_config *cfg,
-		  const struct vlm_image_opts *opts, double second_per_grid, struct vlm_image **ret);
-
 struct vlm_image;
 struct vlm_image_opts;
 struct vlm_vision_config;
@@ -62,5 +56,37 @@ int vc_image_from_rgb_to(const uint8_t *rgb, uint32_t width, uint32_t height, si
 int vc_image_load_file_to(const char *path, const struct vlm_vision_config *cfg,
 			  const struct vlm_image_opts *opts, const struct vc_img_dst *dst,
 			  struct vlm_image **ret);
+
+/* A video image from n frames of one size (cfg, opts: as vlm_video_from_rgb's; NULL cfg =
+ * the image defaults), carrying second_per_grid (vlm_video_second_per_grid); dst as
+ * vc_image_from_rgb_to's (NULL: the image's own buffer). */
+int vc_video_prep(const uint8_t *const *frames, size_t n, uint32_t width, uint32_t height,
+		  size_t stride, const struct vlm_vision_config *cfg,
+		  const struct vlm_image_opts *opts, double second_per_grid,
+		  const struct vc_img_dst *dst, struct vlm_image **ret);
+
+/*
+ * A video of frame files (client/vidprep.c), split so that a caller can key it before decoding:
+ * vc_vidfiles_read samples the frames (vlm_video_sample) and reads ONLY the kept files' bytes
+ * (not decoded), with the per-frame pixel bounds and seconds per grid step the video gets;
+ * vc_vidfiles_prep decodes them and preprocesses the video (into dst's memory, or NULL: its own
+ * buffer), exactly as vlm_video_load_frames, which is these two calls.
+ */
+struct vc_vidfiles {
+	size_t n;                    /* kept frames */
+	const char **path;           /* [n] the kept frames' paths (the caller's strings) */
+	uint8_t **buf;               /* [n] their encoded bytes */
+	size_t *len;                 /* [n] */
+	struct vlm_image_opts fo;    /* per-frame options (bounds after cap_pixels_per_frame) */
+	double second_per_grid;      /* temporal_patch / sampled fps */
+};
+/* cfg must not be NULL. 0 or a negative errno with the message (a failed read names the file);
+ * v is then empty. */
+int vc_vidfiles_read(const char *const *paths, size_t n_frames,
+		     const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+		     const struct vlm_video_opts *vopts, struct vc_vidfiles *v);
+int vc_vidfiles_prep(const struct vc_vidfiles *v, const struct vlm_vision_config *cfg,
+		     const struct vc_img_dst *dst, struct vlm_image **ret);
+void vc_vidfiles_free(struct vc_vidfiles *v);
 
 #endif /* VLM_CLIENT_IMGPREP_H */

@@ -15,6 +15,10 @@
  * hash: no decode, no resize, no copy. The descriptor carries the PATCH grid (t, h, w); vlmd
  * runs the vision tower and fills the placeholder run of t*h*w/merge^2 tokens. A video also
  * carries its seconds per temporal grid step (float32 bits in reserved0).
+ * vlm_request_add_video_files does the same for a video of frame files: the kept frames are read
+ * (vc_vidfiles_read), keyed by their bytes and the settings, and only on a memo miss decoded and
+ * preprocessed into the arena (vc_vidfiles_prep), instead of vlm_video_load_frames' heap buffer
+ * and vlm_request_add_image's copy of it.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -387,4 +391,145 @@ int vlm_request_add_image_rgb(struct vlm_request *r, int32_t placeholder_id, con
 		return vc_err(-EINVAL, "vlm_request_add_image_rgb: rgb is NULL");
 	}
 	return add_image_src(r, placeholder_id, &s, cfg, opts, grid_thw, tokens);
+}
+
+/* ---------------------------------------------------------------- videos of frame files */
+
+/* The memo key of a video v (frames read, not decoded) under cfg: its kept frames' bytes and
+ * every setting that shapes the patches or the item. false when hashing failed. */
+static bool video_key(const struct vc_vidfiles *v, const struct vlm_vision_config *cfg,
+		      float spg32, struct vc_pixkey *k)
+{
+	EVP_MD_CTX *h;
+	bool ok;
+
+	memset(k, 0, sizeof(*k));
+	k->kind = 3;
+	k->frames = (uint32_t)v->n;
+	k->second_per_grid = spg32;
+	k->patch = cfg->patch_size;
+	k->temporal_patch = cfg->temporal_patch_size;
+	k->merge = cfg->merge_size;
+	k->dtype = v->fo.dtype;
+	k->min_pixels = v->fo.min_pixels ? v->fo.min_pixels : cfg->min_pixels;
+	k->max_pixels = v->fo.max_pixels ? v->fo.max_pixels : cfg->max_pixels;
+	k->max_source_pixels = vc_source_limit(&v->fo);
+	memcpy(k->mean, cfg->image_mean, sizeof(k->mean));
+	memcpy(k->std, cfg->image_std, sizeof(k->std));
+	h = EVP_MD_CTX_new();
+	ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
+	for (size_t i = 0; ok && i < v->n; i++) {
+		uint64_t len = v->len[i];
+
+		ok = EVP_DigestUpdate(h, &len, sizeof(len)) == 1 &&
+		     EVP_DigestUpdate(h, v->buf[i], v->len[i]) == 1;
+	}
+	ok = ok && EVP_DigestFinal_ex(h, k->digest, NULL) == 1;
+	EVP_MD_CTX_free(h);
+	return ok;
+}
+
+int vlm_request_add_video_files(struct vlm_request *r, int32_t placeholder_id,
+				const char *const *paths, size_t n_frames,
+				const struct vlm_vision_config *cfg,
+				const struct vlm_image_opts *opts,
+				const struct vlm_video_opts *vopts, uint32_t grid_thw[3],
+				uint32_t *tokens)
+{
+	struct arena_dst a = { 0 };
+	struct vc_img_dst dst = { arena_get, &a };
+	struct vlm_vision_config dcfg;
+	struct vlm_image *img = NULL;
+	struct vc_pixblock shape = { 0 }, *b = NULL;
+	struct vc_vidfiles v = { 0 };
+	struct vc_pixkey key;
+	enum vlm_dtype dt;
+	size_t rows, cols;
+	float spg32;
+	bool keyed;
+	int e;
+
+	vc_err_clear();
+	if (!r || !paths || !n_frames)
+		return vc_err(-EINVAL, "vlm_request_add_video_files: %s",
+			      r ? "no frames" : "NULL request");
+	if (r->state != VC_R_NEW)
+		return vc_err(-EINVAL, "vlm_request_add_video_files: request already submitted");
+	if (placeholder_id < 0)
+		return vc_err(-EINVAL, "placeholder id %d is negative", placeholder_id);
+	if ((e = item_slot(r)))
+		return e;
+	if (!cfg) {
+		vlm_video_config_default(&dcfg);
+		cfg = &dcfg;
+	}
+	/* sampling first: only the kept frames are read (and, on a memo miss, decoded) */
+	if ((e = vc_vidfiles_read(paths, n_frames, cfg, opts, vopts, &v)))
+		return e;
+	spg32 = (float)v.second_per_grid;
+	if (!(spg32 > 0 && spg32 <= 86400.0f)) {
+		e = vc_err(-EINVAL, "video: %g seconds per frame pair", v.second_per_grid);
+		goto out;
+	}
+	keyed = video_key(&v, cfg, spg32, &key);
+	vc_lock(r->conn);
+	e = vc_usable(r->conn);
+	if (!e && keyed && (b = vc_pixmemo_find(r->conn, &key))) {
+		add_item(r, placeholder_id, b, b->off, b->len);
+		memcpy(&r->items[r->n_items].wire.reserved0, &spg32, sizeof(spg32));
+		r->items[r->n_items].pix = b;
+		r->n_items++;
+		r->conn->stats.tensors_in_place++;
+		r->conn->stats.images_reused++;
+	}
+	vc_unlock(r->conn);
+	if (e || b)
+		goto out;
+	a.conn = r->conn;
+	e = vc_vidfiles_prep(&v, cfg, &dst, &img);
+	if (e) {
+		if (a.len) {
+			vc_lock(r->conn);
+			vc_arena_put(r->conn, a.off, a.len);
+			vc_unlock(r->conn);
+		}
+		goto out;
+	}
+	(void)vlm_image_pixels(img, &dt, &rows, &cols);
+	vlm_image_grid(img, shape.grid);
+	shape.tokens = vlm_image_tokens(img);
+	shape.rows = (uint32_t)rows;
+	shape.cols = (uint32_t)cols;
+	shape.dtype = dt == VLM_DTYPE_BF16 ? VS_DTYPE_BF16 : VS_DTYPE_F32;
+	vlm_image_free(img); /* leaves the arena extent */
+	vc_lock(r->conn);
+	b = keyed ? vc_pixmemo_add(r->conn, &key, a.off, a.len) : NULL;
+	add_item(r, placeholder_id, &shape, a.off, a.len);
+	/* second_per_grid_ts, a float32 in transformers too (as vlm_request_add_image) */
+	memcpy(&r->items[r->n_items].wire.reserved0, &spg32, sizeof(spg32));
+	if (b) {
+		memcpy(b->grid, shape.grid, sizeof(b->grid));
+		b->tokens = shape.tokens;
+		b->rows = shape.rows;
+		b->cols = shape.cols;
+		b->dtype = shape.dtype;
+		r->items[r->n_items].pix = b;
+	} else { /* not kept: released with the request, like a copy */
+		r->items[r->n_items].copy_off = a.off;
+		r->items[r->n_items].copy_len = a.len;
+		b = &shape;
+	}
+	r->n_items++;
+	r->conn->stats.tensors_in_place++;
+	r->conn->stats.images_preprocessed++;
+	vc_unlock(r->conn);
+out:
+	if (!e) {
+		if (grid_thw)
+			memcpy(grid_thw, b->grid, sizeof(b->grid));
+		if (tokens)
+			*tokens = b->tokens;
+	}
+	vc_vidfiles_free(&v);
+	return e;
 }

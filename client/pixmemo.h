@@ -23,12 +23,15 @@ struct vlm_conn;
 
 /* What shapes the patches besides the source bytes (compared whole: zero the padding). */
 struct vc_pixkey {
-	uint8_t digest[32];          /* SHA-256 of the source: encoded bytes, or RGB rows */
-	uint32_t kind;               /* 1 encoded bytes (file or memory), 2 RGB */
+	uint8_t digest[32];          /* SHA-256 of the source: encoded bytes, RGB rows, or for a
+				      * video each kept frame's length (8 bytes) and bytes */
+	uint32_t kind;               /* 1 encoded bytes (file or memory), 2 RGB, 3 video files */
 	uint32_t width, height;      /* RGB: its size; 0 for encoded bytes */
 	uint32_t patch, temporal_patch, merge, dtype;
 	uint64_t min_pixels, max_pixels, max_source_pixels;  /* effective values */
 	float mean[3], std[3];
+	float second_per_grid;       /* video: the float32 its items carry; 0 for an image */
+	uint32_t frames;             /* video: kept frames; 0 for an image */
 };
 
 struct vc_pixblock {

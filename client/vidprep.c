@@ -308,9 +308,101 @@ int vlm_video_from_frames(const uint8_t *const *frames, size_t n_frames, uint32_
 	for (size_t i = 0; i < n; i++)
 		kept[i] = frames[idx[i]];
 	frame_bounds(cfg, opts, vopts, n, &fo);
-	e = vc_video_prep(kept, n, width, height, row_stride, cfg, &fo, spg, ret);
+	e = vc_video_prep(kept, n, width, height, row_stride, cfg, &fo, spg, NULL, ret);
 	free(kept);
 	free(idx);
+	return e;
+}
+
+int vc_vidfiles_read(const char *const *paths, size_t n_frames,
+		     const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+		     const struct vlm_video_opts *vopts, struct vc_vidfiles *v)
+{
+	uint32_t *idx = NULL;
+	int e;
+
+	memset(v, 0, sizeof(*v));
+	if (!paths || !n_frames)
+		return vc_err(-EINVAL, "video: no frames");
+	for (size_t i = 0; i < n_frames; i++)
+		if (!paths[i])
+			return vc_err(-EINVAL, "video: frame path %zu is NULL", i);
+	if (opts && (e = vc_check_opts(opts)))
+		return e;
+	e = pick(n_frames, cfg, vopts, &idx, &v->n, &v->second_per_grid);
+	if (e)
+		return e;
+	v->path = calloc(v->n, sizeof(*v->path));
+	v->buf = calloc(v->n, sizeof(*v->buf));
+	v->len = calloc(v->n, sizeof(*v->len));
+	if (!v->path || !v->buf || !v->len) {
+		e = vc_err(-ENOMEM, "out of memory");
+		goto out;
+	}
+	/* only the kept frames are read */
+	for (size_t k = 0; k < v->n; k++) {
+		v->path[k] = paths[idx[k]];
+		if ((e = vc_read_image_file(v->path[k], &v->buf[k], &v->len[k])))
+			goto out;
+	}
+	frame_bounds(cfg, opts, vopts, v->n, &v->fo);
+out:
+	free(idx);
+	if (e)
+		vc_vidfiles_free(v);
+	return e;
+}
+
+void vc_vidfiles_free(struct vc_vidfiles *v)
+{
+	for (size_t k = 0; v->buf && k < v->n; k++)
+		free(v->buf[k]);
+	free(v->buf);
+	free(v->len);
+	free(v->path);
+	memset(v, 0, sizeof(*v));
+}
+
+int vc_vidfiles_prep(const struct vc_vidfiles *v, const struct vlm_vision_config *cfg,
+		     const struct vc_img_dst *dst, struct vlm_image **ret)
+{
+	struct vc_rgb *fr = NULL;
+	uint8_t **px = NULL;
+	char msg[VC_ERR_LEN];
+	size_t got = 0;
+	int e = 0;
+
+	*ret = NULL;
+	fr = calloc(v->n, sizeof(*fr));
+	px = calloc(v->n, sizeof(*px));
+	if (!fr || !px) {
+		e = vc_err(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (got = 0; got < v->n; got++) {
+		const char *p = v->path[got];
+
+		e = vc_img_decode(v->buf[got], v->len[got], vc_source_limit(&v->fo), &fr[got]);
+		if (e) {
+			vc_err_save(msg);
+			e = vc_err(e, "%s: %s", p, msg);
+			goto out;
+		}
+		px[got] = fr[got].px;
+		if (fr[got].w != fr[0].w || fr[got].h != fr[0].h) {
+			e = vc_err(-EINVAL, "%s: frame is %u x %u, the first is %u x %u", p,
+				   fr[got].w, fr[got].h, fr[0].w, fr[0].h);
+			got++;
+			goto out;
+		}
+	}
+	e = vc_video_prep((const uint8_t *const *)px, v->n, fr[0].w, fr[0].h, (size_t)fr[0].w * 3,
+			  cfg, &v->fo, v->second_per_grid, dst, ret);
+out:
+	for (size_t i = 0; fr && i < got; i++)
+		free(fr[i].px);
+	free(fr);
+	free(px);
 	return e;
 }
 
@@ -319,12 +411,7 @@ int vlm_video_load_frames(const char *const *paths, size_t n_frames,
 			  const struct vlm_video_opts *vopts, struct vlm_image **ret)
 {
 	struct vlm_vision_config dcfg;
-	struct vlm_image_opts fo;
-	struct vc_rgb *fr = NULL;
-	uint8_t **px = NULL;
-	uint32_t *idx = NULL;
-	size_t n = 0, got = 0;
-	double spg;
+	struct vc_vidfiles v;
 	int e;
 
 	vc_err_clear();
@@ -335,45 +422,15 @@ int vlm_video_load_frames(const char *const *paths, size_t n_frames,
 	for (size_t i = 0; i < n_frames; i++)
 		if (!paths[i])
 			return vc_err(-EINVAL, "vlm_video_load_frames: path %zu is NULL", i);
-	if (opts && (e = vc_check_opts(opts)))
-		return e;
 	if (!cfg) {
 		vlm_video_config_default(&dcfg);
 		cfg = &dcfg;
 	}
-	e = pick(n_frames, cfg, vopts, &idx, &n, &spg);
+	e = vc_vidfiles_read(paths, n_frames, cfg, opts, vopts, &v);
 	if (e)
 		return e;
-	fr = calloc(n, sizeof(*fr));
-	px = calloc(n, sizeof(*px));
-	if (!fr || !px) {
-		e = vc_err(-ENOMEM, "out of memory");
-		goto out;
-	}
-	/* only the kept frames are decoded */
-	for (got = 0; got < n; got++) {
-		const char *p = paths[idx[got]];
-
-		e = vc_img_decode_file(p, vc_source_limit(opts), &fr[got]);
-		if (e)
-			goto out;
-		px[got] = fr[got].px;
-		if (fr[got].w != fr[0].w || fr[got].h != fr[0].h) {
-			e = vc_err(-EINVAL, "%s: frame is %u x %u, the first is %u x %u", p,
-				   fr[got].w, fr[got].h, fr[0].w, fr[0].h);
-			got++;
-			goto out;
-		}
-	}
-	frame_bounds(cfg, opts, vopts, n, &fo);
-	e = vc_video_prep((const uint8_t *const *)px, n, fr[0].w, fr[0].h, (size_t)fr[0].w * 3,
-			  cfg, &fo, spg, ret);
-out:
-	for (size_t i = 0; fr && i < got; i++)
-		free(fr[i].px);
-	free(fr);
-	free(px);
-	free(idx);
+	e = vc_vidfiles_prep(&v, cfg, NULL, ret);
+	vc_vidfiles_free(&v);
 	return e;
 }
 

@@ -9,6 +9,8 @@
  * real request) exists; vlm_request_add_image_file preprocesses into the connection's arena and
  * the library keeps the patches there (its image memo), so the real request's add finds them:
  * one preprocessing, no copy, where a vlm_image would cost a buffer and a copy into the arena.
+ * Videos of frame files the same way (vlm_request_add_video_files; the medium keeps the frame
+ * list and the settings for the real request's add).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -20,8 +22,8 @@
 
 #include "tools/imgchat.h"
 
-static int push(struct tool_images *imgs, struct vlm_image *video, const char *path,
-		const uint32_t grid[3], char *err, size_t errlen);
+static int push(struct tool_images *imgs, const char *path, const uint32_t grid[3], char *err,
+		size_t errlen);
 
 static void lib_err(int r, char *err, size_t errlen)
 {
@@ -50,11 +52,12 @@ int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 	if (r < 0)
 		lib_err(r, err, errlen);
 	vlm_request_free(scratch);
-	return r < 0 ? r : push(imgs, NULL, path, grid, err, errlen);
+	return r < 0 ? r : push(imgs, path, grid, err, errlen);
 }
 
-static int push(struct tool_images *imgs, struct vlm_image *video, const char *path,
-		const uint32_t grid[3], char *err, size_t errlen)
+/* Appends a medium (an image file path, or with path NULL a zeroed one for a video to fill). */
+static int push(struct tool_images *imgs, const char *path, const uint32_t grid[3], char *err,
+		size_t errlen)
 {
 	struct tool_medium *n = realloc(imgs->m, (imgs->n + 1) * sizeof(*n));
 	char *p = path ? strdup(path) : NULL;
@@ -63,13 +66,12 @@ static int push(struct tool_images *imgs, struct vlm_image *video, const char *p
 		if (n)
 			imgs->m = n;
 		free(p);
-		vlm_image_free(video);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	imgs->m = n;
+	memset(&n[imgs->n], 0, sizeof(n[imgs->n]));
 	n[imgs->n].path = p;
-	n[imgs->n].video = video;
 	memcpy(n[imgs->n].grid, grid, sizeof(n[imgs->n].grid));
 	imgs->n++;
 	return 0;
@@ -82,8 +84,10 @@ int tool_images_add(struct vlm_request *req, int32_t placeholder_id, const struc
 	uint32_t g[3];
 	int r;
 
-	if (m->video)
-		r = vlm_request_add_image(req, placeholder_id, m->video);
+	if (m->frames)
+		r = vlm_request_add_video_files(req, placeholder_id,
+						(const char *const *)m->frames, m->n_frames,
+						&m->vcfg, &m->vopts, &m->vo, g, NULL);
 	else
 		r = vlm_request_add_image_file(req, placeholder_id, m->path, &imgs->cfg, &imgs->opts,
 					       g, NULL);
@@ -91,9 +95,9 @@ int tool_images_add(struct vlm_request *req, int32_t placeholder_id, const struc
 		lib_err(r, err, errlen);
 		return r;
 	}
-	if (!m->video && memcmp(g, m->grid, sizeof(g))) {
+	if (memcmp(g, m->grid, sizeof(g))) {
 		snprintf(err, errlen, "%s changed while in use (grid %ux%ux%u, was %ux%ux%u)",
-			 m->path, g[0], g[1], g[2], m->grid[0], m->grid[1], m->grid[2]);
+			 m->frames ? m->frames[0] : m->path, g[0], g[1], g[2], m->grid[0], m->grid[1], m->grid[2]);
 		return -EAGAIN;
 	}
 	return 0;
@@ -174,20 +178,53 @@ static int frame_list(const char *spec, char ***paths, size_t *n, char *err, siz
 	return 0;
 }
 
+/* The video through a scratch request (as tool_image_load): preprocessed into the arena, kept
+ * by the connection's memo for tool_images_add; its grid is what the prompt needs now. */
 static int video_of(const char *const *paths, size_t n, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, const struct vlm_video_opts *vo,
 		    struct tool_images *imgs, char *err, size_t errlen)
 {
-	struct vlm_image *img = NULL;
+	struct vlm_conn *conn = imgs->conn ? imgs->conn(imgs->ctx, err, errlen) : NULL;
+	struct vlm_video_opts no = { 0 };
+	struct vlm_request *scratch = NULL;
+	struct tool_medium *m;
 	uint32_t grid[3];
-	int r = vlm_video_load_frames(paths, n, cfg, opts, vo, &img);
+	int r;
 
-	if (r < 0) {
-		lib_err(r, err, errlen);
-		return r;
+	if (!conn) {
+		if (!imgs->conn)
+			snprintf(err, errlen, "no connection to preprocess videos into");
+		return -ENOTCONN;
 	}
-	vlm_image_grid(img, grid);
-	return push(imgs, img, NULL, grid, err, errlen);
+	r = vlm_request_new(conn, &scratch);
+	if (r >= 0)
+		r = vlm_request_add_video_files(scratch, 0, paths, n, cfg, opts, vo, grid, NULL);
+	if (r < 0)
+		lib_err(r, err, errlen);
+	vlm_request_free(scratch);
+	if (r < 0 || (r = push(imgs, NULL, grid, err, errlen)) < 0)
+		return r;
+	m = &imgs->m[imgs->n - 1];
+	if (cfg)
+		m->vcfg = *cfg;
+	else
+		vlm_video_config_default(&m->vcfg);
+	if (opts)
+		m->vopts = *opts;
+	m->vo = vo ? *vo : no;
+	m->frames = calloc(n, sizeof(*m->frames));
+	for (size_t i = 0; m->frames && i < n; i++)
+		if (!(m->frames[i] = strdup(paths[i]))) {
+			m->n_frames = i;
+			goto oom;
+		}
+	if (!m->frames)
+		goto oom;
+	m->n_frames = n;
+	return 0;
+oom:
+	snprintf(err, errlen, "out of memory");
+	return -ENOMEM;
 }
 
 int tool_video_load(const char *spec, const struct vlm_vision_config *cfg,
@@ -343,7 +380,9 @@ out:
 void tool_images_fini(struct tool_images *imgs)
 {
 	for (size_t i = 0; i < imgs->n; i++) {
-		vlm_image_free(imgs->m[i].video);
+		for (size_t k = 0; k < imgs->m[i].n_frames; k++)
+			free(imgs->m[i].frames[k]);
+		free(imgs->m[i].frames);
 		free(imgs->m[i].path);
 	}
 	free(imgs->m);

@@ -17,7 +17,13 @@
 struct tool_medium {
 	char *path;                  /* an image file: preprocessed into the connection's arena
 				      * (its memo) when loaded, found there again by tool_images_add */
-	struct vlm_image *video;     /* or a video, preprocessed here (owned) */
+	char **frames;               /* or a video's frame files [n_frames] (owned): preprocessed
+				      * into the arena (the memo) when loaded, found again by
+				      * tool_images_add (vlm_request_add_video_files) */
+	size_t n_frames;
+	struct vlm_vision_config vcfg; /* the video's settings and sampling */
+	struct vlm_image_opts vopts;
+	struct vlm_video_opts vo;
 	uint32_t grid[3];            /* its patch grid */
 };
 
@@ -54,7 +60,7 @@ int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, struct tool_images *imgs, char *err,
 		    size_t errlen);
 
-/* Loads one video and appends it to *imgs: spec is a folder of frame images (its files sorted by
+/* Preprocesses one video into the connection's arena and appends it to *imgs: spec is a folder of frame images (its files sorted by
  * name) or a comma-separated list of frame files; vo: the video's rate and sampling (NULL: every
  * frame, rate unknown). Returns 0 or a negative errno (message in err). */
 int tool_video_load(const char *spec, const struct vlm_vision_config *cfg,
@@ -63,7 +69,7 @@ int tool_video_load(const char *spec, const struct vlm_vision_config *cfg,
 
 /* Adds medium i of imgs to req for placeholder_id: an image file through
  * vlm_request_add_image_file (found in the arena, not preprocessed again; its grid must not have
- * changed), a video through vlm_request_add_image. Returns 0 or a negative errno (message in
+ * changed), a video through vlm_request_add_video_files (likewise). Returns 0 or a negative errno (message in
  * err). */
 int tool_images_add(struct vlm_request *req, int32_t placeholder_id, const struct tool_images *imgs,
 		    size_t i, char *err, size_t errlen);

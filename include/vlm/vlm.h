@@ -206,8 +206,9 @@ struct vlm_conn_stats {
 	uint64_t bytes_copied;       /* ... and their bytes */
 	uint64_t tensors_in_place;   /* tensors vlmd read where they were (arena memory, CUDA) */
 	uint64_t tensors_cuda;       /* ... of which CUDA tensors */
-	uint64_t images_preprocessed; /* vlm_request_add_image_file / _memory / _rgb preprocessed
-				      * an image straight into the arena (since 0.3) */
+	uint64_t images_preprocessed; /* vlm_request_add_image_file / _memory / _rgb (and
+				      * vlm_request_add_video_files: a video counts as one)
+				      * preprocessed an image straight into the arena (since 0.3) */
 	uint64_t images_reused;      /* ... found it preprocessed already (the connection keeps
 				      * recent images in its arena; since 0.3) */
 	uint64_t reserved[5];
@@ -639,6 +640,29 @@ VLM_EXPORT int vlm_request_add_image_rgb(struct vlm_request *req, int32_t placeh
 					 size_t row_stride, const struct vlm_vision_config *cfg,
 					 const struct vlm_image_opts *opts, uint32_t grid_thw[3],
 					 uint32_t *tokens);
+
+/*
+ * A video from frame image files (as vlm_video_load_frames: the frames vopts keeps, NULL = all;
+ * frame k decoded from paths[k]; per-frame pixel bounds of opts, else cfg, NULL cfg =
+ * vlm_video_config_default; opts->dtype) preprocessed straight into the connection's arena and
+ * added to the request like vlm_request_add_image with the video's second_per_grid_ts: no
+ * intermediate buffer and no copy. Only the kept frames are read and decoded. The patches are
+ * bit-identical to vlm_video_load_frames' with the same arguments. grid_thw / tokens (may be
+ * NULL) as vlm_request_add_image_file; give it the video pad (151656 for Qwen2-VL). The
+ * connection's memo keeps the video like an image, keyed by the SHA-256 of the kept frames' bytes
+ * (in order) and every setting that shapes the patches or the item (sampling included), so
+ * adding the same video again reads the kept files and hashes them but decodes nothing
+ * (vlm_conn_stats: images_preprocessed / images_reused count videos too). Returns what
+ * vlm_video_load_frames and vlm_request_add_image return (-ENOENT and the like naming the
+ * missing frame file; -EINVAL for bad sampling options, with the reason); on an error nothing is
+ * added and the request stays usable. Since 0.3.
+ */
+VLM_EXPORT int vlm_request_add_video_files(struct vlm_request *req, int32_t placeholder_id,
+					   const char *const *paths, size_t n_frames,
+					   const struct vlm_vision_config *cfg,
+					   const struct vlm_image_opts *opts,
+					   const struct vlm_video_opts *vopts,
+					   uint32_t grid_thw[3], uint32_t *tokens);
 
 /* ---- requests: running ---------------------------------------------------------------------- */
 

@@ -418,6 +418,10 @@ vlm_request_add_image_file = _fn("vlm_request_add_image_file", c_int, c_void_p, 
 vlm_request_add_image_memory = _fn("vlm_request_add_image_memory", c_int, c_void_p, c_int32,
                                    c_char_p, c_size_t, POINTER(VisionConfig), POINTER(ImageOpts),
                                    POINTER(c_uint32), POINTER(c_uint32), optional=True)
+vlm_request_add_video_files = _fn("vlm_request_add_video_files", c_int, c_void_p, c_int32,
+                                  POINTER(c_char_p), c_size_t, POINTER(VisionConfig),
+                                  POINTER(ImageOpts), POINTER(VideoOpts), POINTER(c_uint32),
+                                  POINTER(c_uint32), optional=True)
 vlm_request_add_image_rgb = _fn("vlm_request_add_image_rgb", c_int, c_void_p, c_int32, c_void_p,
                                 c_uint32, c_uint32, c_size_t, POINTER(VisionConfig),
                                 POINTER(ImageOpts), POINTER(c_uint32), POINTER(c_uint32),

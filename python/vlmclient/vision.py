@@ -194,7 +194,11 @@ class Image:
         g, tok = (ctypes.c_uint32 * 3)(), ctypes.c_uint32()
         cfg = ctypes.byref(b["config"]._c) if b["config"] is not None else None
         opts = ctypes.byref(b["opts"])
-        if b["kind"] == "file":
+        if b["kind"] == "video":
+            r = _lib.vlm_request_add_video_files(req, placeholder_id, b["obj"], len(b["obj"]),
+                                                 cfg, opts, ctypes.byref(b["vo"]), g,
+                                                 ctypes.byref(tok))
+        elif b["kind"] == "file":
             r = _lib.vlm_request_add_image_file(req, placeholder_id, b["obj"], cfg, opts, g,
                                                 ctypes.byref(tok))
         elif b["kind"] == "memory":
@@ -237,7 +241,7 @@ class Image:
     @classmethod
     def video(cls, frames, min_pixels=None, max_pixels=None, *, config=None, dtype=None,
               source_fps=None, fps=None, num_frames=None, min_frames=None, max_frames=None,
-              max_video_tokens=None):
+              max_video_tokens=None, client=None):
         """A video from its frames, as transformers' Qwen2VLVideoProcessor with the video's
         metadata (VideoMetadata(total_num_frames, fps=source_fps)): frames is a uint8 array
         [n, h, w, 3], a list of [h, w, 3] arrays of one size, or a list of frame image files
@@ -247,7 +251,10 @@ class Image:
         checkpoint's: VisionConfig(model_dir, video=True)). The grid's t = ceil(kept / 2);
         second_per_grid is temporal_patch_size / sampled fps (24 when source_fps is unknown),
         transformers' second_per_grid_ts, which goes to vlmd with the video. max_video_tokens:
-        transformers' cap_pixels_per_frame=True with that budget (None: no total cap)."""
+        transformers' cap_pixels_per_frame=True with that budget (None: no total cap).
+        client: a vlmclient.Client; with frame files, the video is preprocessed straight into its
+        arena (vlm_request_add_video_files: no buffer, no copy, kept for the requests that carry
+        it), as Image(src, client=...); frame arrays with a client raise ValueError."""
         _need_vision()
         if _lib.vlm_video_from_frames is None:
             raise VlmError(95, "this libvlmclient (%s) has no video sampling" % _lib.path)
@@ -271,7 +278,32 @@ class Image:
         frames = list(frames) if not hasattr(frames, "ndim") else frames
         if len(frames) == 0:
             raise ValueError("a video needs at least one frame")
-        if isinstance(frames, list) and isinstance(frames[0], (str, os.PathLike)):
+        files = isinstance(frames, list) and isinstance(frames[0], (str, os.PathLike))
+        if client is not None:
+            if not files:
+                raise ValueError("a video goes into a client's arena from frame files only")
+            if _lib.vlm_request_add_video_files is None:
+                raise VlmError(95, "this libvlmclient (%s) cannot preprocess videos into the "
+                               "arena" % _lib.path)
+            if not client._h:
+                raise ValueError("client is closed")
+            paths = (ctypes.c_char_p * len(frames))(*[os.fsencode(f) for f in frames])
+            self._bound = dict(client=client, kind="video", obj=paths, opts=opts, vo=vo,
+                               config=config, grid=(0, 0, 0), tokens=0,
+                               args=dict(min_pixels=min_pixels, max_pixels=max_pixels,
+                                         config=config, dtype=dtype, source_fps=source_fps,
+                                         fps=fps, num_frames=num_frames, min_frames=min_frames,
+                                         max_frames=max_frames,
+                                         max_video_tokens=max_video_tokens),
+                               files=[os.fspath(f) for f in frames])
+            req = ctypes.c_void_p()
+            _lib.check(_lib.vlm_request_new(client._h, ctypes.byref(req)), "request", True)
+            try:
+                self._bound["grid"], self._bound["tokens"] = self._add_to(req, 0, "video")
+            finally:
+                _lib.vlm_request_free(req)
+            return self
+        if files:
             paths = (ctypes.c_char_p * len(frames))(*[os.fsencode(f) for f in frames])
             r = _lib.vlm_video_load_frames(paths, len(frames), cfg, ctypes.byref(opts),
                                            ctypes.byref(vo), ctypes.byref(self._h))
@@ -293,6 +325,15 @@ class Image:
     def second_per_grid(self):
         """A video's seconds per temporal grid step (transformers' second_per_grid_ts); 0.0 for
         an image."""
+        if self._bound is not None and self._bound["kind"] == "video":
+            b = self._bound
+            tp = b["config"]._c.temporal_patch_size if b["config"] is not None else 2
+            n = len(b["obj"])
+            idx, kept, fps = (ctypes.c_uint32 * n)(), ctypes.c_size_t(), ctypes.c_double()
+            _lib.check(_lib.vlm_video_sample(n, tp, ctypes.byref(b["vo"]), idx,
+                                             ctypes.byref(kept), ctypes.byref(fps)), "video",
+                       True)
+            return tp / fps.value
         if _lib.vlm_video_second_per_grid is None or self._bound is not None:
             return 0.0
         return _lib.vlm_video_second_per_grid(self.handle)
@@ -323,7 +364,7 @@ class Image:
     @property
     def is_video(self):
         if self._bound is not None:
-            return False
+            return self._bound["kind"] == "video"
         return bool(_lib.vlm_image_is_video(self.handle))
 
     def pixel_values(self):
@@ -331,6 +372,9 @@ class Image:
         patterns [rows, cols]). A client-bound image preprocesses its source again for them."""
         if self._bound is not None:
             b = self._bound
+            if b["kind"] == "video":
+                with Image.video(b["files"], **b["args"]) as v:
+                    return v.pixel_values()
             src = os.fsdecode(b["obj"]) if b["kind"] == "file" else b["obj"]
             with Image(src, **b["args"]) as im:
                 return im.pixel_values()

@@ -247,6 +247,49 @@ class TestRequest(unittest.TestCase):
             d.stop()
 
 
+    def test_arena_video(self):
+        """Image.video(frame files, client=cl) preprocesses straight into the connection's arena
+        (vlm_request_add_video_files): grid, tokens, second_per_grid and pixel values of the
+        buffer path (Image.video without a client), no tensor copied when requests carry it, the
+        later requests find it (images_reused); bad sampling and a missing kept frame fail with
+        the library's reason; frame arrays cannot be bound."""
+        files = [os.path.join(VDIR, "clips", "walk", "f%02d.png" % i) for i in range(12)]
+        kw = dict(source_fps=25.0, num_frames=6)
+        d = harness.Daemon(model=False)
+        try:
+            with Client(d.sock) as cl, Image.video(files, 3136, 12544, **kw) as ref:
+                s0 = cl.stats()
+                v = Image.video(files, 3136, 12544, client=cl, **kw)
+                self.assertTrue(v.bound and v.is_video)
+                self.assertEqual((v.grid, v.tokens), (ref.grid, ref.tokens))
+                self.assertEqual(v.second_per_grid, ref.second_per_grid)
+                self.assertGreater(v.second_per_grid, 0)
+                self.assertTrue(np.array_equal(v.pixel_values(), ref.pixel_values()))
+                s1 = cl.stats()
+                self.assertEqual(s1["images_preprocessed"] - s0["images_preprocessed"], 1)
+                for turn in range(2):
+                    mm = MultiMediaInfo().add_image(151656, v)
+                    st = cl.generate([1] + [151656] * v.tokens + [2], mm, max_tokens=2,
+                                     echo=True, timeout=10)
+                    self.assertGreater(len(list(st)), 0)
+                s2 = cl.stats()
+                self.assertEqual(s2["tensors_copied"], s0["tensors_copied"])
+                self.assertEqual(s2["images_reused"] - s1["images_reused"], 2)
+                self.assertEqual(s2["images_preprocessed"], s1["images_preprocessed"])
+                with self.assertRaises(VlmError) as cm:
+                    Image.video(files, 3136, 12544, client=cl, fps=2.0)
+                self.assertIn("source_fps", str(cm.exception))
+                self.assertEqual(cm.exception.errno, errno.EINVAL)
+                gone = files[:3] + [os.path.join(VDIR, "clips", "no-such-frame.png")] + files[4:]
+                with self.assertRaises(VlmError) as cm:
+                    Image.video(gone, 3136, 12544, client=cl)
+                self.assertIn("no-such-frame.png", str(cm.exception))
+                self.assertEqual(cm.exception.errno, errno.ENOENT)
+                with self.assertRaises(ValueError):
+                    Image.video(np.zeros((2, 28, 28, 3), np.uint8), client=cl)
+        finally:
+            d.stop()
+
     def test_arena_path(self):
         """client.image(src) (a file, bytes, a NumPy array, a PIL image) preprocesses straight
         into the connection's arena: the same grid and pixel values as Image(src), no tensor

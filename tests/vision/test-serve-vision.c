@@ -20,6 +20,9 @@
  *    preprocessing, vlm_request_add_image) prints the reference tokens, for the first case and
  *    every video case (`--video CLIP_DIR --video-fps X --sample-fps X | --num-frames N`), and the
  *    video cases again as --chat conversations with {"type": "video", "path": [frames], ...};
+ *    the same cases' --json transport counters: every image and video went straight into the
+ *    arena (tensors_copied / bytes_copied 0; preprocessed + reused = 2 per medium: the scratch
+ *    request for the grid, then the real one), videos through vlm_request_add_video_files;
  * Cases: images, a video (4 frames sampled at 2 fps from 12 at 6 fps), a video (6 of 9 frames at
  *    10 fps: Qwen2.5-VL's time step 0.3 s, temporal ids truncated from 0.6 steps) after an image;
  *    each video is one item (sent with its second_per_grid_ts as vlm_request_add_image does).
@@ -336,7 +339,7 @@ static void same_tokens(const char *what, const struct tcase *t, const struct sv
 static void via_generate(const struct th_daemon *d, const char *model, const struct tcase *t)
 {
 	char cmd[4096], out[8192];
-	size_t n = 0;
+	size_t n = 0, base;
 	int32_t got[64], ng = 0;
 	FILE *p;
 	char *s, *end;
@@ -367,6 +370,7 @@ static void via_generate(const struct th_daemon *d, const char *model, const str
 			n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " --num-frames %lld",
 			                      json_integer_value(json_object_get(v, "num_frames")));
 	}
+	base = n;
 	snprintf(cmd + n, sizeof(cmd) - n, " --prompt '%s' --max-tokens %d --ignore-eos --ids "
 	         "2>/dev/null", t->prompt, t->n_tokens);
 	p = popen(cmd, "r");
@@ -387,6 +391,31 @@ static void via_generate(const struct th_daemon *d, const char *model, const str
 	CHECK(ng == t->n_tokens && sv_first_diff(got, t->tokens, ng) == ng,
 	      "vlm-generate %s: %d tokens, first difference from transformers at %d", t->name, ng,
 	      sv_first_diff(got, t->tokens, ng < t->n_tokens ? ng : t->n_tokens));
+	/* the transport counters of the same run (--json): every image and video went straight
+	 * into the arena (a scratch request for the prompt's grid, then the memo or a second
+	 * preprocessing for the real request), never through a buffer and a copy */
+	snprintf(cmd + base, sizeof(cmd) - base, " --prompt '%s' --max-tokens 1 --json "
+	         "2>/dev/null", t->prompt);
+	p = popen(cmd, "r");
+	if (!p) {
+		CHECK(0, "popen vlm-generate --json");
+		return;
+	}
+	n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = 0;
+	CHECK(pclose(p) == 0, "vlm-generate --json %s failed", t->name);
+	{
+		json_t *j = json_loads(out, 0, NULL), *tr = json_object_get(j, "transport");
+		json_int_t pre = json_integer_value(json_object_get(tr, "images_preprocessed"));
+		json_int_t re = json_integer_value(json_object_get(tr, "images_reused"));
+
+		CHECK(json_is_object(tr) &&
+		      json_integer_value(json_object_get(tr, "tensors_copied")) == 0 &&
+		      json_integer_value(json_object_get(tr, "bytes_copied")) == 0 &&
+		      pre + re == 2 * t->n_img && pre >= t->n_img,
+		      "vlm-generate %s: transport %s", t->name, out);
+		json_decref(j);
+	}
 }
 
 /* The same case as a --chat conversation: image parts {"type": "image", "path": F}, video parts
