@@ -255,6 +255,72 @@ static void add_item(struct vlm_request *r, int32_t placeholder_id, const struct
 	it->wire.data_bytes = len;
 }
 
+/* Item of r from the memo's block b (a hit); second_per_grid_ts as float32 bits when spg.
+ * Connection locked. */
+static void add_from_memo(struct vlm_request *r, int32_t placeholder_id, struct vc_pixblock *b,
+			  const float *spg)
+{
+	add_item(r, placeholder_id, b, b->off, b->len);
+	if (spg)
+		memcpy(&r->items[r->n_items].wire.reserved0, spg, sizeof(*spg));
+	r->items[r->n_items].pix = b;
+	r->n_items++;
+	r->conn->stats.tensors_in_place++;
+	r->conn->stats.images_reused++;
+}
+
+/* Gives a's extent back after a failed preprocessing (nothing when none was taken). */
+static void put_extent(struct arena_dst *a)
+{
+	if (a->len) {
+		vc_lock(a->conn);
+		vc_arena_put(a->conn, a->off, a->len);
+		vc_unlock(a->conn);
+	}
+}
+
+/* Item of r from img, preprocessed into a's extent: kept in the memo under key when keyed (and
+ * it fits there), else released with the request like a copy. img is freed (the extent stays).
+ * Returns the block whose grid and tokens describe the item (*shape when not kept). */
+static const struct vc_pixblock *add_prepped(struct vlm_request *r, int32_t placeholder_id,
+					     bool keyed, const struct vc_pixkey *key,
+					     const struct arena_dst *a, struct vlm_image *img,
+					     const float *spg, struct vc_pixblock *shape)
+{
+	struct vc_pixblock *b;
+	enum vlm_dtype dt;
+	size_t rows, cols;
+
+	(void)vlm_image_pixels(img, &dt, &rows, &cols);
+	vlm_image_grid(img, shape->grid);
+	shape->tokens = vlm_image_tokens(img);
+	shape->rows = (uint32_t)rows;
+	shape->cols = (uint32_t)cols;
+	shape->dtype = dt == VLM_DTYPE_BF16 ? VS_DTYPE_BF16 : VS_DTYPE_F32;
+	vlm_image_free(img); /* leaves the arena extent */
+	vc_lock(r->conn);
+	b = keyed ? vc_pixmemo_add(r->conn, key, a->off, a->len) : NULL;
+	add_item(r, placeholder_id, shape, a->off, a->len);
+	if (spg) /* second_per_grid_ts, a float32 in transformers too (as vlm_request_add_image) */
+		memcpy(&r->items[r->n_items].wire.reserved0, spg, sizeof(*spg));
+	if (b) {
+		memcpy(b->grid, shape->grid, sizeof(b->grid));
+		b->tokens = shape->tokens;
+		b->rows = shape->rows;
+		b->cols = shape->cols;
+		b->dtype = shape->dtype;
+		r->items[r->n_items].pix = b;
+	} else { /* not kept: released with the request, like a copy */
+		r->items[r->n_items].copy_off = a->off;
+		r->items[r->n_items].copy_len = a->len;
+	}
+	r->n_items++;
+	r->conn->stats.tensors_in_place++;
+	r->conn->stats.images_preprocessed++;
+	vc_unlock(r->conn);
+	return b ? b : shape;
+}
+
 static int add_image_src(struct vlm_request *r, int32_t placeholder_id, const struct img_src *src,
 			 const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
 			 uint32_t grid_thw[3], uint32_t *tokens)
@@ -264,11 +330,10 @@ static int add_image_src(struct vlm_request *r, int32_t placeholder_id, const st
 	struct vlm_image_opts dopts = { 0 };
 	struct vlm_image *img = NULL;
 	struct vc_pixblock shape = { 0 }, *b = NULL;
+	const struct vc_pixblock *d = NULL;
 	struct vc_pixkey key;
 	struct img_src s = *src;
 	uint8_t *buf = NULL;
-	enum vlm_dtype dt;
-	size_t rows, cols;
 	bool keyed;
 	int e;
 
@@ -297,58 +362,24 @@ static int add_image_src(struct vlm_request *r, int32_t placeholder_id, const st
 	keyed = make_key(&s, cfg, opts, &key);
 	vc_lock(r->conn);
 	e = vc_usable(r->conn);
-	if (!e && keyed && (b = vc_pixmemo_find(r->conn, &key))) {
-		add_item(r, placeholder_id, b, b->off, b->len);
-		r->items[r->n_items].pix = b;
-		r->n_items++;
-		r->conn->stats.tensors_in_place++;
-		r->conn->stats.images_reused++;
-	}
+	if (!e && keyed && (b = vc_pixmemo_find(r->conn, &key)))
+		add_from_memo(r, placeholder_id, b, NULL);
 	vc_unlock(r->conn);
+	d = b;
 	if (e || b)
 		goto out;
 	a.conn = r->conn;
 	e = prep_into(&s, cfg, opts, &a, &img);
-	if (e) {
-		if (a.len) {
-			vc_lock(r->conn);
-			vc_arena_put(r->conn, a.off, a.len);
-			vc_unlock(r->conn);
-		}
-		goto out;
-	}
-	(void)vlm_image_pixels(img, &dt, &rows, &cols);
-	vlm_image_grid(img, shape.grid);
-	shape.tokens = vlm_image_tokens(img);
-	shape.rows = (uint32_t)rows;
-	shape.cols = (uint32_t)cols;
-	shape.dtype = dt == VLM_DTYPE_BF16 ? VS_DTYPE_BF16 : VS_DTYPE_F32;
-	vlm_image_free(img); /* leaves the arena extent */
-	vc_lock(r->conn);
-	b = keyed ? vc_pixmemo_add(r->conn, &key, a.off, a.len) : NULL;
-	add_item(r, placeholder_id, &shape, a.off, a.len);
-	if (b) {
-		memcpy(b->grid, shape.grid, sizeof(b->grid));
-		b->tokens = shape.tokens;
-		b->rows = shape.rows;
-		b->cols = shape.cols;
-		b->dtype = shape.dtype;
-		r->items[r->n_items].pix = b;
-	} else { /* not kept: released with the request, like a copy */
-		r->items[r->n_items].copy_off = a.off;
-		r->items[r->n_items].copy_len = a.len;
-		b = &shape;
-	}
-	r->n_items++;
-	r->conn->stats.tensors_in_place++;
-	r->conn->stats.images_preprocessed++;
-	vc_unlock(r->conn);
+	if (e)
+		put_extent(&a);
+	else
+		d = add_prepped(r, placeholder_id, keyed, &key, &a, img, NULL, &shape);
 out:
 	if (!e) {
 		if (grid_thw)
-			memcpy(grid_thw, b->grid, sizeof(b->grid));
+			memcpy(grid_thw, d->grid, sizeof(d->grid));
 		if (tokens)
-			*tokens = b->tokens;
+			*tokens = d->tokens;
 	}
 	free(buf);
 	return e;
@@ -441,10 +472,9 @@ int vlm_request_add_video_files(struct vlm_request *r, int32_t placeholder_id,
 	struct vlm_vision_config dcfg;
 	struct vlm_image *img = NULL;
 	struct vc_pixblock shape = { 0 }, *b = NULL;
+	const struct vc_pixblock *d = NULL;
 	struct vc_vidfiles v = { 0 };
 	struct vc_pixkey key;
-	enum vlm_dtype dt;
-	size_t rows, cols;
 	float spg32;
 	bool keyed;
 	int e;
@@ -474,61 +504,24 @@ int vlm_request_add_video_files(struct vlm_request *r, int32_t placeholder_id,
 	keyed = video_key(&v, cfg, spg32, &key);
 	vc_lock(r->conn);
 	e = vc_usable(r->conn);
-	if (!e && keyed && (b = vc_pixmemo_find(r->conn, &key))) {
-		add_item(r, placeholder_id, b, b->off, b->len);
-		memcpy(&r->items[r->n_items].wire.reserved0, &spg32, sizeof(spg32));
-		r->items[r->n_items].pix = b;
-		r->n_items++;
-		r->conn->stats.tensors_in_place++;
-		r->conn->stats.images_reused++;
-	}
+	if (!e && keyed && (b = vc_pixmemo_find(r->conn, &key)))
+		add_from_memo(r, placeholder_id, b, &spg32);
 	vc_unlock(r->conn);
+	d = b;
 	if (e || b)
 		goto out;
 	a.conn = r->conn;
 	e = vc_vidfiles_prep(&v, cfg, &dst, &img);
-	if (e) {
-		if (a.len) {
-			vc_lock(r->conn);
-			vc_arena_put(r->conn, a.off, a.len);
-			vc_unlock(r->conn);
-		}
-		goto out;
-	}
-	(void)vlm_image_pixels(img, &dt, &rows, &cols);
-	vlm_image_grid(img, shape.grid);
-	shape.tokens = vlm_image_tokens(img);
-	shape.rows = (uint32_t)rows;
-	shape.cols = (uint32_t)cols;
-	shape.dtype = dt == VLM_DTYPE_BF16 ? VS_DTYPE_BF16 : VS_DTYPE_F32;
-	vlm_image_free(img); /* leaves the arena extent */
-	vc_lock(r->conn);
-	b = keyed ? vc_pixmemo_add(r->conn, &key, a.off, a.len) : NULL;
-	add_item(r, placeholder_id, &shape, a.off, a.len);
-	/* second_per_grid_ts, a float32 in transformers too (as vlm_request_add_image) */
-	memcpy(&r->items[r->n_items].wire.reserved0, &spg32, sizeof(spg32));
-	if (b) {
-		memcpy(b->grid, shape.grid, sizeof(b->grid));
-		b->tokens = shape.tokens;
-		b->rows = shape.rows;
-		b->cols = shape.cols;
-		b->dtype = shape.dtype;
-		r->items[r->n_items].pix = b;
-	} else { /* not kept: released with the request, like a copy */
-		r->items[r->n_items].copy_off = a.off;
-		r->items[r->n_items].copy_len = a.len;
-		b = &shape;
-	}
-	r->n_items++;
-	r->conn->stats.tensors_in_place++;
-	r->conn->stats.images_preprocessed++;
-	vc_unlock(r->conn);
+	if (e)
+		put_extent(&a);
+	else
+		d = add_prepped(r, placeholder_id, keyed, &key, &a, img, &spg32, &shape);
 out:
 	if (!e) {
 		if (grid_thw)
-			memcpy(grid_thw, b->grid, sizeof(b->grid));
+			memcpy(grid_thw, d->grid, sizeof(d->grid));
 		if (tokens)
-			*tokens = b->tokens;
+			*tokens = d->tokens;
 	}
 	vc_vidfiles_free(&v);
 	return e;
