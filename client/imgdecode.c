@@ -514,10 +514,9 @@ static int pdec_finish(struct pdec *d, png_uint_32 rows_left, int *orient)
 	return 0;
 }
 
-/* Whether a PNG's chunk list (walked in memory) has an eXIf chunk: its orientation may apply,
- * which needs the whole image, and libpng gives it only at the end. Unparsable: 1 (the whole
- * decode then reports the damage). */
-static int png_has_exif(const uint8_t *p, size_t len)
+/* (imgdecode.h) An eXIf chunk's orientation needs the whole image, and libpng gives it only at
+ * the end. */
+int vc_img_png_has_exif(const uint8_t *p, size_t len)
 {
 	size_t off = 8;
 
@@ -579,8 +578,7 @@ static int decode_png(const uint8_t *data, size_t len, uint64_t max_pixels, stru
 
 /* ---------------------------------------------------------------- WebP */
 
-/* The orientation from a WebP's EXIF chunk (RIFF walk; 1 when none). */
-static int webp_orientation(const uint8_t *p, size_t len)
+int vc_img_webp_orientation(const uint8_t *p, size_t len)
 {
 	size_t off = 12;
 
@@ -625,8 +623,8 @@ static int decode_webp(const uint8_t *data, size_t len, uint64_t max_pixels, str
 	out->px = px;
 	out->w = (uint32_t)f.width;
 	out->h = (uint32_t)f.height;
-	return vc_img_orient(out, webp_orientation(data, len)) ? (free(out->px), out->px = NULL,
-								   -ENOMEM) : 0;
+	return vc_img_orient(out, vc_img_webp_orientation(data, len)) ?
+	       (free(out->px), out->px = NULL, -ENOMEM) : 0;
 }
 
 /* ---------------------------------------------------------------- entry point */
@@ -726,7 +724,7 @@ int vc_img_rows_open(const void *data, size_t len, uint64_t max_pixels,
 	int e;
 
 	*ret = NULL;
-	if (len >= 8 && !memcmp(p, "\x89PNG\r\n\x1a\n", 8) && !png_has_exif(p, len))
+	if (len >= 8 && !memcmp(p, "\x89PNG\r\n\x1a\n", 8) && !vc_img_png_has_exif(p, len))
 		return rows_open_png(p, len, max_pixels, ret);
 	if (len < 3 || p[0] != 0xff || p[1] != 0xd8 || p[2] != 0xff)
 		return rows_open_whole(data, len, max_pixels, ret);

@@ -31,6 +31,13 @@ int vc_img_decode(const void *data, size_t len, uint64_t max_pixels, struct vc_r
  * without the "Exif\0\0" prefix. Exposed for tests. */
 int vc_img_exif_orientation(const uint8_t *exif, size_t len);
 
+/* The orientation from a WebP's EXIF chunk (RIFF walk; 1 when none). */
+int vc_img_webp_orientation(const uint8_t *p, size_t len);
+
+/* Whether a PNG's chunk list (walked in memory) has an eXIf chunk; 1 also when the list cannot
+ * be walked (cut short: the whole decode then reports the damage). */
+int vc_img_png_has_exif(const uint8_t *p, size_t len);
+
 /* Applies EXIF orientation o (2..8, as PIL's ImageOps.exif_transpose) to *img in place (a new
  * buffer replaces img->px). Returns 0 or -ENOMEM. */
 int vc_img_orient(struct vc_rgb *img, int o);

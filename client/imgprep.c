@@ -707,6 +707,39 @@ static void *patches_alloc(size_t bytes, bool *mapped)
 	return malloc(bytes);
 }
 
+int vc_prep_grid(const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+		 uint32_t sw, uint32_t sh, size_t nf, uint32_t grid[3])
+{
+	uint32_t th, tw, tp;
+	uint64_t mn, mx;
+	size_t ng;
+	int e = check_cfg(cfg);
+
+	if (!e)
+		e = vc_check_opts(opts);
+	if (e)
+		return e;
+	if (!sw || !sh)
+		return vc_err(-EINVAL, "image of %u x %u pixels", sw, sh);
+	mn = opts->min_pixels ? opts->min_pixels : cfg->min_pixels;
+	mx = opts->max_pixels ? opts->max_pixels : cfg->max_pixels;
+	if (mn > mx)
+		return vc_err(-EINVAL, "min_pixels %llu > max_pixels %llu", (unsigned long long)mn,
+			      (unsigned long long)mx);
+	tp = cfg->temporal_patch_size;
+	e = vc_smart_resize(sh, sw, cfg->patch_size * cfg->merge_size, mn, mx, &th, &tw);
+	if (e)
+		return e;
+	ng = (nf + tp - 1) / tp;
+	if ((uint64_t)(th / cfg->patch_size) * (tw / cfg->patch_size) * ng > UINT32_MAX ||
+	    (uint64_t)th * tw * nf > (1ull << 36))
+		return vc_err(-E2BIG, "image: %u x %u x %zu frames is too large", tw, th, nf);
+	grid[0] = (uint32_t)ng;
+	grid[1] = th / cfg->patch_size;
+	grid[2] = tw / cfg->patch_size;
+	return 0;
+}
+
 static int rows_pull(void *ctx, const uint8_t **row)
 {
 	return vc_img_rows_next(ctx, row);
@@ -725,9 +758,8 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 	struct vc_resizer **rs = NULL;
 	uint8_t *blk = NULL, **slot = NULL;
 	struct normlut lut;
-	uint32_t th, tw, factor, tp, blk_rows;
-	size_t nrs = 0, ng;
-	uint64_t mn, mx;
+	uint32_t th, tw, tp, blk_rows, grid[3];
+	size_t nrs = 0;
 	int e;
 
 	if (!ret)
@@ -739,38 +771,21 @@ static int prep_frames(const uint8_t *const *src, size_t nf, uint32_t sw, uint32
 	}
 	if (!opts)
 		opts = &dopts;
-	e = check_cfg(cfg);
-	if (!e)
-		e = vc_check_opts(opts);
+	e = vc_prep_grid(cfg, opts, sw, sh, nf, grid);
 	if (e)
 		return e;
-	if (!sw || !sh)
-		return vc_err(-EINVAL, "image of %u x %u pixels", sw, sh);
 	if (stride < (size_t)sw * 3)
 		return vc_err(-EINVAL, "row stride %zu < 3 x width %u", stride, sw);
-	mn = opts->min_pixels ? opts->min_pixels : cfg->min_pixels;
-	mx = opts->max_pixels ? opts->max_pixels : cfg->max_pixels;
-	if (mn > mx)
-		return vc_err(-EINVAL, "min_pixels %llu > max_pixels %llu", (unsigned long long)mn,
-			      (unsigned long long)mx);
-	factor = cfg->patch_size * cfg->merge_size;
 	tp = cfg->temporal_patch_size;
-	e = vc_smart_resize(sh, sw, factor, mn, mx, &th, &tw);
-	if (e)
-		return e;
-	ng = (nf + tp - 1) / tp;
-	if ((uint64_t)(th / cfg->patch_size) * (tw / cfg->patch_size) * ng > UINT32_MAX ||
-	    (uint64_t)th * tw * nf > (1ull << 36))
-		return vc_err(-E2BIG, "image: %u x %u x %zu frames is too large", tw, th, nf);
+	th = grid[1] * cfg->patch_size;
+	tw = grid[2] * cfg->patch_size;
 	img = calloc(1, sizeof(*img));
 	rs = calloc(nf, sizeof(*rs));
 	if (!img || !rs) {
 		e = vc_err(-ENOMEM, "out of memory");
 		goto fail;
 	}
-	img->grid[0] = (uint32_t)ng;
-	img->grid[1] = th / cfg->patch_size;
-	img->grid[2] = tw / cfg->patch_size;
+	memcpy(img->grid, grid, sizeof(img->grid));
 	img->merge = cfg->merge_size;
 	img->video = video;
 	img->dtype = opts->dtype;

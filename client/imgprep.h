@@ -23,6 +23,13 @@ int vc_read_image_file(const char *path, uint8_t **buf, size_t *len);
 /* 0, or -EINVAL with the reason: reserved fields, dtype. */
 int vc_check_opts(const struct vlm_image_opts *o);
 
+/* The patch grid (t, h, w) of nf frames of sw x sh pixels under cfg and opts (neither NULL):
+ * transformers' smart_resize with opts' pixel bounds, else cfg's. What preprocessing checks
+ * before it touches a pixel (the config, the options, the bounds, the aspect ratio), with its
+ * errors: 0, -EINVAL, -ERANGE, -E2BIG. */
+int vc_prep_grid(const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
+		 uint32_t sw, uint32_t sh, size_t nf, uint32_t grid[3]);
+
 /* Reads a JSON file: 0 and *root, -ENOENT, -EACCES or -EBADMSG (message names path). */
 int vc_json_load(const char *path, json_t **root);
 /* The preprocessing fields of a processor dict (patch, temporal patch, merge, size / min / max
@@ -64,6 +71,13 @@ int vc_video_prep(const uint8_t *const *frames, size_t n, uint32_t width, uint32
 		  size_t stride, const struct vlm_vision_config *cfg,
 		  const struct vlm_image_opts *opts, double second_per_grid,
 		  const struct vc_img_dst *dst, struct vlm_image **ret);
+
+/* What a video of n_frames keeps (client/vidprep.c; cfg not NULL): the kept frames' indices
+ * (*idx [*n], malloc'd), temporal_patch / sampled fps (*spg) and the per-frame options *fo (opts'
+ * pixel bounds, else cfg's, after cap_pixels_per_frame). 0 or vlm_video_sample's error. */
+int vc_video_plan(size_t n_frames, const struct vlm_vision_config *cfg,
+		  const struct vlm_image_opts *opts, const struct vlm_video_opts *vopts,
+		  uint32_t **idx, size_t *n, double *spg, struct vlm_image_opts *fo);
 
 /*
  * A video of frame files (client/vidprep.c), split so that a caller can key it before decoding:

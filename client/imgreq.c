@@ -18,7 +18,9 @@
  * vlm_request_add_video_files does the same for a video of frame files: the kept frames are read
  * (vc_vidfiles_read), keyed by their bytes and the settings, and only on a memo miss decoded and
  * preprocessed into the arena (vc_vidfiles_prep), instead of vlm_video_load_frames' heap buffer
- * and vlm_request_add_image's copy of it.
+ * and vlm_request_add_image's copy of it; vlm_request_add_video_rgb likewise for decoded frames
+ * (keyed by the kept frames' rows), instead of vlm_video_from_frames' buffer and the copy. Every
+ * such add ends in add_keyed: the memo's block, or one preprocessing into a fresh extent.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -188,15 +190,12 @@ struct img_src {
 	size_t stride;
 };
 
-/* The memo key of src under cfg and opts (both checked already). false when no key could be
- * made (the hash failed, or the RGB arguments are bad: the preprocessing says why). */
-static bool make_key(const struct img_src *src, const struct vlm_vision_config *cfg,
+/* The fields of a memo key besides the digest: what shapes the patches under cfg and opts. */
+static void key_base(uint32_t kind, const struct vlm_vision_config *cfg,
 		     const struct vlm_image_opts *opts, struct vc_pixkey *k)
 {
-	EVP_MD_CTX *h;
-	bool ok;
-
 	memset(k, 0, sizeof(*k));
+	k->kind = kind;
 	k->patch = cfg->patch_size;
 	k->temporal_patch = cfg->temporal_patch_size;
 	k->merge = cfg->merge_size;
@@ -206,42 +205,41 @@ static bool make_key(const struct img_src *src, const struct vlm_vision_config *
 	k->max_source_pixels = vc_source_limit(opts);
 	memcpy(k->mean, cfg->image_mean, sizeof(k->mean));
 	memcpy(k->std, cfg->image_std, sizeof(k->std));
-	if (!src->rgb) {
-		k->kind = 1;
-		return EVP_Digest(src->data, src->len, k->digest, NULL, EVP_sha256(), NULL) == 1;
-	}
-	if (!src->width || !src->height || src->stride < (size_t)src->width * 3)
-		return false;
-	k->kind = 2;
-	k->width = src->width;
-	k->height = src->height;
-	h = EVP_MD_CTX_new();
-	ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
-	for (uint32_t y = 0; ok && y < src->height; y++)
-		ok = EVP_DigestUpdate(h, src->rgb + (size_t)y * src->stride,
-				      (size_t)src->width * 3) == 1;
-	ok = ok && EVP_DigestFinal_ex(h, k->digest, NULL) == 1;
-	EVP_MD_CTX_free(h);
+}
+
+/* Adds the SHA-256 of n frames of RGB rows (w x h, stride) to h. */
+static bool hash_rgb(EVP_MD_CTX *h, const uint8_t *const *frames, size_t n, uint32_t w,
+		     uint32_t hgt, size_t stride)
+{
+	bool ok = true;
+
+	for (size_t f = 0; ok && f < n; f++)
+		for (uint32_t y = 0; ok && y < hgt; y++)
+			ok = EVP_DigestUpdate(h, frames[f] + (size_t)y * stride, (size_t)w * 3) == 1;
 	return ok;
 }
 
-/* Preprocesses src into a fresh arena extent (a). */
-static int prep_into(const struct img_src *src, const struct vlm_vision_config *cfg,
-		     const struct vlm_image_opts *opts, struct arena_dst *a, struct vlm_image **img)
+/* The memo key of src under cfg and opts (both checked already). false when no key could be
+ * made (the hash failed, or the RGB arguments are bad: the preprocessing says why). */
+static bool make_key(const struct img_src *src, const struct vlm_vision_config *cfg,
+		     const struct vlm_image_opts *opts, struct vc_pixkey *k)
 {
-	struct vc_img_dst dst = { arena_get, a };
-	char msg[VC_ERR_LEN];
-	int e;
+	EVP_MD_CTX *h;
+	bool ok;
 
-	if (src->rgb)
-		return vc_image_from_rgb_to(src->rgb, src->width, src->height, src->stride, cfg,
-					    opts, &dst, img);
-	e = vc_image_load_memory_to(src->data, src->len, cfg, opts, &dst, img);
-	if (e && src->path) { /* every failure of a file names it */
-		vc_err_save(msg);
-		vc_err(e, "%s: %s", src->path, msg);
-	}
-	return e;
+	key_base(src->rgb ? 2 : 1, cfg, opts, k);
+	if (!src->rgb)
+		return EVP_Digest(src->data, src->len, k->digest, NULL, EVP_sha256(), NULL) == 1;
+	if (!src->width || !src->height || src->stride < (size_t)src->width * 3)
+		return false;
+	k->width = src->width;
+	k->height = src->height;
+	h = EVP_MD_CTX_new();
+	ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 &&
+	     hash_rgb(h, &src->rgb, 1, src->width, src->height, src->stride) &&
+	     EVP_DigestFinal_ex(h, k->digest, NULL) == 1;
+	EVP_MD_CTX_free(h);
+	return ok;
 }
 
 /* The item over arena bytes [off, off + len) holding an image of b's shape. */
@@ -321,18 +319,95 @@ static const struct vc_pixblock *add_prepped(struct vlm_request *r, int32_t plac
 	return b ? b : shape;
 }
 
+/* A medium's preprocessing into dst: (ctx, dst, &img) -> 0 or a negative errno (message set). */
+typedef int (*prep_fn)(const void *ctx, const struct vc_img_dst *dst, struct vlm_image **img);
+
+/*
+ * The shared end of every add that preprocesses into the arena: the memo's block for key (when
+ * keyed) becomes the item, else prep preprocesses into a fresh extent, which becomes the item
+ * and, when keyed and small enough, a memo block. spg: a video's second_per_grid_ts (float32),
+ * NULL for an image. grid_thw / tokens as the public calls.
+ */
+static int add_keyed(struct vlm_request *r, int32_t placeholder_id, bool keyed,
+		     const struct vc_pixkey *key, const float *spg, prep_fn prep, const void *ctx,
+		     uint32_t grid_thw[3], uint32_t *tokens)
+{
+	struct arena_dst a = { .conn = r->conn };
+	struct vc_img_dst dst = { arena_get, &a };
+	struct vlm_image *img = NULL;
+	struct vc_pixblock shape = { 0 }, *b = NULL;
+	const struct vc_pixblock *d;
+	int e;
+
+	vc_lock(r->conn);
+	e = vc_usable(r->conn);
+	if (!e && keyed && (b = vc_pixmemo_find(r->conn, key)))
+		add_from_memo(r, placeholder_id, b, spg);
+	vc_unlock(r->conn);
+	if (e)
+		return e;
+	d = b;
+	if (!b) {
+		e = prep(ctx, &dst, &img);
+		if (e) {
+			put_extent(&a);
+			return e;
+		}
+		d = add_prepped(r, placeholder_id, keyed, key, &a, img, spg, &shape);
+	}
+	if (grid_thw)
+		memcpy(grid_thw, d->grid, sizeof(d->grid));
+	if (tokens)
+		*tokens = d->tokens;
+	return 0;
+}
+
+/* The checks every add makes before its work: 0, or -EINVAL / -E2BIG / -ENOMEM with the reason. */
+static int add_check(struct vlm_request *r, int32_t placeholder_id, const char *fn)
+{
+	if (r->state != VC_R_NEW)
+		return vc_err(-EINVAL, "%s: request already submitted", fn);
+	if (placeholder_id < 0)
+		return vc_err(-EINVAL, "placeholder id %d is negative", placeholder_id);
+	return item_slot(r);
+}
+
+/* ---------------------------------------------------------------- images */
+
+struct img_prep {
+	const struct img_src *src;
+	const struct vlm_vision_config *cfg;
+	const struct vlm_image_opts *opts;
+};
+
+/* Preprocesses src into dst's memory (an arena extent). */
+static int prep_image(const void *ctx, const struct vc_img_dst *dst, struct vlm_image **img)
+{
+	const struct img_prep *p = ctx;
+	const struct img_src *src = p->src;
+	char msg[VC_ERR_LEN];
+	int e;
+
+	if (src->rgb)
+		return vc_image_from_rgb_to(src->rgb, src->width, src->height, src->stride, p->cfg,
+					    p->opts, dst, img);
+	e = vc_image_load_memory_to(src->data, src->len, p->cfg, p->opts, dst, img);
+	if (e && src->path) { /* every failure of a file names it */
+		vc_err_save(msg);
+		vc_err(e, "%s: %s", src->path, msg);
+	}
+	return e;
+}
+
 static int add_image_src(struct vlm_request *r, int32_t placeholder_id, const struct img_src *src,
 			 const struct vlm_vision_config *cfg, const struct vlm_image_opts *opts,
 			 uint32_t grid_thw[3], uint32_t *tokens)
 {
-	struct arena_dst a = { 0 };
 	struct vlm_vision_config dcfg;
 	struct vlm_image_opts dopts = { 0 };
-	struct vlm_image *img = NULL;
-	struct vc_pixblock shape = { 0 }, *b = NULL;
-	const struct vc_pixblock *d = NULL;
 	struct vc_pixkey key;
 	struct img_src s = *src;
+	struct img_prep p = { &s, cfg, opts };
 	uint8_t *buf = NULL;
 	bool keyed;
 	int e;
@@ -340,18 +415,14 @@ static int add_image_src(struct vlm_request *r, int32_t placeholder_id, const st
 	vc_err_clear();
 	if (!r || (s.path || s.rgb ? 0 : !s.data && s.len))
 		return vc_err(-EINVAL, "vlm_request_add_image: NULL argument");
-	if (r->state != VC_R_NEW)
-		return vc_err(-EINVAL, "vlm_request_add_image: request already submitted");
-	if (placeholder_id < 0)
-		return vc_err(-EINVAL, "placeholder id %d is negative", placeholder_id);
-	if ((e = item_slot(r)))
+	if ((e = add_check(r, placeholder_id, "vlm_request_add_image")))
 		return e;
 	if (!cfg) {
 		vlm_vision_config_default(&dcfg);
-		cfg = &dcfg;
+		p.cfg = cfg = &dcfg;
 	}
 	if (!opts)
-		opts = &dopts;
+		p.opts = opts = &dopts;
 	if ((e = vc_check_opts(opts)))
 		return e;
 	if (s.path) {
@@ -360,27 +431,7 @@ static int add_image_src(struct vlm_request *r, int32_t placeholder_id, const st
 		s.data = buf;
 	}
 	keyed = make_key(&s, cfg, opts, &key);
-	vc_lock(r->conn);
-	e = vc_usable(r->conn);
-	if (!e && keyed && (b = vc_pixmemo_find(r->conn, &key)))
-		add_from_memo(r, placeholder_id, b, NULL);
-	vc_unlock(r->conn);
-	d = b;
-	if (e || b)
-		goto out;
-	a.conn = r->conn;
-	e = prep_into(&s, cfg, opts, &a, &img);
-	if (e)
-		put_extent(&a);
-	else
-		d = add_prepped(r, placeholder_id, keyed, &key, &a, img, NULL, &shape);
-out:
-	if (!e) {
-		if (grid_thw)
-			memcpy(grid_thw, d->grid, sizeof(d->grid));
-		if (tokens)
-			*tokens = d->tokens;
-	}
+	e = add_keyed(r, placeholder_id, keyed, &key, NULL, prep_image, &p, grid_thw, tokens);
 	free(buf);
 	return e;
 }
@@ -424,7 +475,17 @@ int vlm_request_add_image_rgb(struct vlm_request *r, int32_t placeholder_id, con
 	return add_image_src(r, placeholder_id, &s, cfg, opts, grid_thw, tokens);
 }
 
-/* ---------------------------------------------------------------- videos of frame files */
+/* ---------------------------------------------------------------- videos */
+
+/* A video's key fields besides the digest: the kept frames' settings and its time step. */
+static void video_key_base(uint32_t kind, const struct vlm_vision_config *cfg,
+			   const struct vlm_image_opts *fo, size_t n, float spg32,
+			   struct vc_pixkey *k)
+{
+	key_base(kind, cfg, fo, k);
+	k->frames = (uint32_t)n;
+	k->second_per_grid = spg32;
+}
 
 /* The memo key of a video v (frames read, not decoded) under cfg: its kept frames' bytes and
  * every setting that shapes the patches or the item. false when hashing failed. */
@@ -434,19 +495,7 @@ static bool video_key(const struct vc_vidfiles *v, const struct vlm_vision_confi
 	EVP_MD_CTX *h;
 	bool ok;
 
-	memset(k, 0, sizeof(*k));
-	k->kind = 3;
-	k->frames = (uint32_t)v->n;
-	k->second_per_grid = spg32;
-	k->patch = cfg->patch_size;
-	k->temporal_patch = cfg->temporal_patch_size;
-	k->merge = cfg->merge_size;
-	k->dtype = v->fo.dtype;
-	k->min_pixels = v->fo.min_pixels ? v->fo.min_pixels : cfg->min_pixels;
-	k->max_pixels = v->fo.max_pixels ? v->fo.max_pixels : cfg->max_pixels;
-	k->max_source_pixels = vc_source_limit(&v->fo);
-	memcpy(k->mean, cfg->image_mean, sizeof(k->mean));
-	memcpy(k->std, cfg->image_std, sizeof(k->std));
+	video_key_base(3, cfg, &v->fo, v->n, spg32, k);
 	h = EVP_MD_CTX_new();
 	ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
 	for (size_t i = 0; ok && i < v->n; i++) {
@@ -460,6 +509,27 @@ static bool video_key(const struct vc_vidfiles *v, const struct vlm_vision_confi
 	return ok;
 }
 
+/* 0, or -EINVAL with the reason: a time step a float32 item cannot carry. */
+static int check_spg(double spg, float *spg32)
+{
+	*spg32 = (float)spg;
+	if (!(*spg32 > 0 && *spg32 <= 86400.0f))
+		return vc_err(-EINVAL, "video: %g seconds per frame pair", spg);
+	return 0;
+}
+
+struct vidfiles_prep {
+	const struct vc_vidfiles *v;
+	const struct vlm_vision_config *cfg;
+};
+
+static int prep_vidfiles(const void *ctx, const struct vc_img_dst *dst, struct vlm_image **img)
+{
+	const struct vidfiles_prep *p = ctx;
+
+	return vc_vidfiles_prep(p->v, p->cfg, dst, img);
+}
+
 int vlm_request_add_video_files(struct vlm_request *r, int32_t placeholder_id,
 				const char *const *paths, size_t n_frames,
 				const struct vlm_vision_config *cfg,
@@ -467,62 +537,111 @@ int vlm_request_add_video_files(struct vlm_request *r, int32_t placeholder_id,
 				const struct vlm_video_opts *vopts, uint32_t grid_thw[3],
 				uint32_t *tokens)
 {
-	struct arena_dst a = { 0 };
-	struct vc_img_dst dst = { arena_get, &a };
 	struct vlm_vision_config dcfg;
-	struct vlm_image *img = NULL;
-	struct vc_pixblock shape = { 0 }, *b = NULL;
-	const struct vc_pixblock *d = NULL;
 	struct vc_vidfiles v = { 0 };
+	struct vidfiles_prep p = { &v, cfg };
 	struct vc_pixkey key;
 	float spg32;
-	bool keyed;
 	int e;
 
 	vc_err_clear();
 	if (!r || !paths || !n_frames)
 		return vc_err(-EINVAL, "vlm_request_add_video_files: %s",
 			      r ? "no frames" : "NULL request");
-	if (r->state != VC_R_NEW)
-		return vc_err(-EINVAL, "vlm_request_add_video_files: request already submitted");
-	if (placeholder_id < 0)
-		return vc_err(-EINVAL, "placeholder id %d is negative", placeholder_id);
-	if ((e = item_slot(r)))
+	if ((e = add_check(r, placeholder_id, "vlm_request_add_video_files")))
+		return e;
+	if (!cfg) {
+		vlm_video_config_default(&dcfg);
+		p.cfg = cfg = &dcfg;
+	}
+	/* sampling first: only the kept frames are read (and, on a memo miss, decoded) */
+	if ((e = vc_vidfiles_read(paths, n_frames, cfg, opts, vopts, &v)))
+		return e;
+	if (!(e = check_spg(v.second_per_grid, &spg32)))
+		e = add_keyed(r, placeholder_id, video_key(&v, cfg, spg32, &key), &key, &spg32,
+			      prep_vidfiles, &p, grid_thw, tokens);
+	vc_vidfiles_free(&v);
+	return e;
+}
+
+struct vidrgb_prep {
+	const uint8_t *const *kept;
+	size_t n;
+	uint32_t width, height;
+	size_t stride;
+	const struct vlm_vision_config *cfg;
+	const struct vlm_image_opts *fo;
+	double spg;
+};
+
+static int prep_vidrgb(const void *ctx, const struct vc_img_dst *dst, struct vlm_image **img)
+{
+	const struct vidrgb_prep *p = ctx;
+
+	return vc_video_prep(p->kept, p->n, p->width, p->height, p->stride, p->cfg, p->fo, p->spg,
+			     dst, img);
+}
+
+int vlm_request_add_video_rgb(struct vlm_request *r, int32_t placeholder_id,
+			      const uint8_t *const *frames, size_t n_frames, uint32_t width,
+			      uint32_t height, size_t row_stride,
+			      const struct vlm_vision_config *cfg,
+			      const struct vlm_image_opts *opts,
+			      const struct vlm_video_opts *vopts, uint32_t grid_thw[3],
+			      uint32_t *tokens)
+{
+	struct vlm_vision_config dcfg;
+	struct vlm_image_opts fo;
+	struct vidrgb_prep p = { .width = width, .height = height, .stride = row_stride };
+	const uint8_t **kept = NULL;
+	uint32_t *idx = NULL;
+	struct vc_pixkey key;
+	EVP_MD_CTX *h = NULL;
+	float spg32;
+	bool keyed;
+	int e;
+
+	vc_err_clear();
+	if (!r || !frames || !n_frames)
+		return vc_err(-EINVAL, "vlm_request_add_video_rgb: %s",
+			      r ? "no frames" : "NULL request");
+	for (size_t i = 0; i < n_frames; i++)
+		if (!frames[i])
+			return vc_err(-EINVAL, "vlm_request_add_video_rgb: frame %zu is NULL", i);
+	if ((e = add_check(r, placeholder_id, "vlm_request_add_video_rgb")))
 		return e;
 	if (!cfg) {
 		vlm_video_config_default(&dcfg);
 		cfg = &dcfg;
 	}
-	/* sampling first: only the kept frames are read (and, on a memo miss, decoded) */
-	if ((e = vc_vidfiles_read(paths, n_frames, cfg, opts, vopts, &v)))
+	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	spg32 = (float)v.second_per_grid;
-	if (!(spg32 > 0 && spg32 <= 86400.0f)) {
-		e = vc_err(-EINVAL, "video: %g seconds per frame pair", v.second_per_grid);
+	/* sampling first: only the kept frames are hashed and preprocessed */
+	if ((e = vc_video_plan(n_frames, cfg, opts, vopts, &idx, &p.n, &p.spg, &fo)))
+		return e;
+	if ((e = check_spg(p.spg, &spg32)))
+		goto out;
+	if (!(kept = malloc(p.n * sizeof(*kept)))) {
+		e = vc_err(-ENOMEM, "out of memory");
 		goto out;
 	}
-	keyed = video_key(&v, cfg, spg32, &key);
-	vc_lock(r->conn);
-	e = vc_usable(r->conn);
-	if (!e && keyed && (b = vc_pixmemo_find(r->conn, &key)))
-		add_from_memo(r, placeholder_id, b, &spg32);
-	vc_unlock(r->conn);
-	d = b;
-	if (e || b)
-		goto out;
-	a.conn = r->conn;
-	e = vc_vidfiles_prep(&v, cfg, &dst, &img);
-	if (e)
-		put_extent(&a);
-	else
-		d = add_prepped(r, placeholder_id, keyed, &key, &a, img, &spg32, &shape);
+	for (size_t i = 0; i < p.n; i++)
+		kept[i] = frames[idx[i]];
+	p.kept = kept;
+	p.cfg = cfg;
+	p.fo = &fo;
+	/* bad sizes make no key: the preprocessing refuses them with the reason */
+	video_key_base(4, cfg, &fo, p.n, spg32, &key);
+	key.width = width;
+	key.height = height;
+	keyed = width && height && row_stride >= (size_t)width * 3 && (h = EVP_MD_CTX_new()) &&
+		EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 &&
+		hash_rgb(h, kept, p.n, width, height, row_stride) &&
+		EVP_DigestFinal_ex(h, key.digest, NULL) == 1;
+	EVP_MD_CTX_free(h);
+	e = add_keyed(r, placeholder_id, keyed, &key, &spg32, prep_vidrgb, &p, grid_thw, tokens);
 out:
-	if (!e) {
-		if (grid_thw)
-			memcpy(grid_thw, d->grid, sizeof(d->grid));
-		if (tokens)
-			*tokens = d->tokens;
-	}
-	vc_vidfiles_free(&v);
+	free(kept);
+	free(idx);
 	return e;
 }

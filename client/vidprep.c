@@ -272,6 +272,17 @@ static int pick(size_t n_frames, const struct vlm_vision_config *cfg,
 	return 0;
 }
 
+int vc_video_plan(size_t n_frames, const struct vlm_vision_config *cfg,
+		  const struct vlm_image_opts *opts, const struct vlm_video_opts *vopts,
+		  uint32_t **idx, size_t *n, double *spg, struct vlm_image_opts *fo)
+{
+	int e = pick(n_frames, cfg, vopts, idx, n, spg);
+
+	if (!e)
+		frame_bounds(cfg, opts, vopts, *n, fo);
+	return e;
+}
+
 int vlm_video_from_frames(const uint8_t *const *frames, size_t n_frames, uint32_t width,
 			  uint32_t height, size_t row_stride, const struct vlm_vision_config *cfg,
 			  const struct vlm_image_opts *opts, const struct vlm_video_opts *vopts,
@@ -297,7 +308,7 @@ int vlm_video_from_frames(const uint8_t *const *frames, size_t n_frames, uint32_
 		vlm_video_config_default(&dcfg);
 		cfg = &dcfg;
 	}
-	e = pick(n_frames, cfg, vopts, &idx, &n, &spg);
+	e = vc_video_plan(n_frames, cfg, opts, vopts, &idx, &n, &spg, &fo);
 	if (e)
 		return e;
 	kept = malloc(n * sizeof(*kept));
@@ -307,7 +318,6 @@ int vlm_video_from_frames(const uint8_t *const *frames, size_t n_frames, uint32_
 	}
 	for (size_t i = 0; i < n; i++)
 		kept[i] = frames[idx[i]];
-	frame_bounds(cfg, opts, vopts, n, &fo);
 	e = vc_video_prep(kept, n, width, height, row_stride, cfg, &fo, spg, NULL, ret);
 	free(kept);
 	free(idx);
@@ -329,7 +339,7 @@ int vc_vidfiles_read(const char *const *paths, size_t n_frames,
 			return vc_err(-EINVAL, "video: frame path %zu is NULL", i);
 	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = pick(n_frames, cfg, vopts, &idx, &v->n, &v->second_per_grid);
+	e = vc_video_plan(n_frames, cfg, opts, vopts, &idx, &v->n, &v->second_per_grid, &v->fo);
 	if (e)
 		return e;
 	v->path = calloc(v->n, sizeof(*v->path));
@@ -345,7 +355,6 @@ int vc_vidfiles_read(const char *const *paths, size_t n_frames,
 		if ((e = vc_read_image_file(v->path[k], &v->buf[k], &v->len[k])))
 			goto out;
 	}
-	frame_bounds(cfg, opts, vopts, v->n, &v->fo);
 out:
 	free(idx);
 	if (e)

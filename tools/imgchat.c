@@ -3,14 +3,14 @@
  *
  * Why the JSON is rewritten rather than the chat built by hand: vlm_chat_from_json already owns
  * the messages format (roles, text parts, system turns); the only thing a file adds is its grid,
- * known once the image is preprocessed, so the part gets "grid_thw" and the JSON goes on to the
+ * read from its header, so the part gets "grid_thw" and the JSON goes on to the
  * library unchanged otherwise.
- * Why image files go through a scratch request: the grid is needed before the prompt (and so the
- * real request) exists; vlm_request_add_image_file preprocesses into the connection's arena and
- * the library keeps the patches there (its image memo), so the real request's add finds them:
- * one preprocessing, no copy, where a vlm_image would cost a buffer and a copy into the arena.
- * Videos of frame files the same way (vlm_request_add_video_files; the medium keeps the frame
- * list and the settings for the real request's add).
+ * Why the grid comes from the header (vlm_image_probe_file / vlm_video_probe_files): it is needed
+ * before the prompt (and so the real request) exists, and only the request's add preprocesses the
+ * medium, once, straight into the connection's arena (the library's memo then keeps small ones for
+ * the next turn); preprocessing into a scratch request to learn the grid decoded every medium too
+ * large for the memo twice. The medium keeps its path (or frame list and settings) and grid for
+ * the real request's add, which must find the same grid.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -34,25 +34,14 @@ int tool_image_load(const char *path, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, struct tool_images *imgs, char *err,
 		    size_t errlen)
 {
-	struct vlm_conn *conn = imgs->conn ? imgs->conn(imgs->ctx, err, errlen) : NULL;
-	struct vlm_request *scratch = NULL;
 	uint32_t grid[3];
-	int r;
+	int r = vlm_image_probe_file(path, cfg, opts, grid, NULL);
 
-	if (!conn) {
-		if (!imgs->conn)
-			snprintf(err, errlen, "no connection to preprocess images into");
-		return -ENOTCONN;
-	}
-	/* a scratch request: the image is preprocessed into the arena and kept there for the
-	 * request that carries it (tool_images_add); its grid is what the prompt needs now */
-	r = vlm_request_new(conn, &scratch);
-	if (r >= 0)
-		r = vlm_request_add_image_file(scratch, 0, path, cfg, opts, grid, NULL);
-	if (r < 0)
+	if (r < 0) {
 		lib_err(r, err, errlen);
-	vlm_request_free(scratch);
-	return r < 0 ? r : push(imgs, path, grid, err, errlen);
+		return r;
+	}
+	return push(imgs, path, grid, err, errlen);
 }
 
 /* Appends a medium (an image file path, or with path NULL a zeroed one for a video to fill). */
@@ -178,30 +167,19 @@ static int frame_list(const char *spec, char ***paths, size_t *n, char *err, siz
 	return 0;
 }
 
-/* The video through a scratch request (as tool_image_load): preprocessed into the arena, kept
- * by the connection's memo for tool_images_add; its grid is what the prompt needs now. */
+/* The video's grid from its sampling and first kept frame's header (as tool_image_load); the
+ * medium keeps the frame list and settings for tool_images_add. */
 static int video_of(const char *const *paths, size_t n, const struct vlm_vision_config *cfg,
 		    const struct vlm_image_opts *opts, const struct vlm_video_opts *vo,
 		    struct tool_images *imgs, char *err, size_t errlen)
 {
-	struct vlm_conn *conn = imgs->conn ? imgs->conn(imgs->ctx, err, errlen) : NULL;
 	struct vlm_video_opts no = { 0 };
-	struct vlm_request *scratch = NULL;
 	struct tool_medium *m;
 	uint32_t grid[3];
-	int r;
+	int r = vlm_video_probe_files(paths, n, cfg, opts, vo, grid, NULL);
 
-	if (!conn) {
-		if (!imgs->conn)
-			snprintf(err, errlen, "no connection to preprocess videos into");
-		return -ENOTCONN;
-	}
-	r = vlm_request_new(conn, &scratch);
-	if (r >= 0)
-		r = vlm_request_add_video_files(scratch, 0, paths, n, cfg, opts, vo, grid, NULL);
 	if (r < 0)
 		lib_err(r, err, errlen);
-	vlm_request_free(scratch);
 	if (r < 0 || (r = push(imgs, NULL, grid, err, errlen)) < 0)
 		return r;
 	m = &imgs->m[imgs->n - 1];

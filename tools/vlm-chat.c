@@ -114,8 +114,9 @@ static ssize_t read_line(char **line, size_t *cap)
 
 #define MAX_IMAGES 16   /* per message */
 
-/* An image of the conversation: its file, preprocessed into the connection's arena by /image
- * and found there again by every later turn (libvlmclient keeps it: no decode, no copy). */
+/* An image of the conversation: its file and the grid its header gave at /image; every turn adds
+ * it to its request (preprocessed into the connection's arena once, then found in libvlmclient's
+ * memo there when small enough to be kept: no decode, no copy). */
 struct chat_img {
 	char *path;
 	uint32_t grid[3];
@@ -336,7 +337,9 @@ static int chat_turn(struct session *s, const char *user)
 		goto out;
 	}
 	/* every image of the conversation, in prompt order (vlmd's caches make the old ones cheap;
-	 * libvlmclient finds their patches in the arena still: no preprocessing, no copy) */
+	 * libvlmclient finds the patches of those it kept in the arena: no preprocessing, no copy;
+	 * damage an image's header did not show fails here, and the turn with its images is
+	 * dropped) */
 	if (vlm_conn_stats(s->conn, &st0) < 0)
 		memset(&st0, 0, sizeof(st0));
 	for (size_t i = 0; i <= s->n_turns && r >= 0; i++) {
@@ -581,11 +584,11 @@ static int parse_uint(const char *flag, const char *v, unsigned long long max, u
 	return 0;
 }
 
-/* "/image PATH": preprocess the image now (errors at once; into the connection's arena, where
- * the turns that send it find it) and send it with the next message. */
+/* "/image PATH": check the image now (errors at once) and learn its grid from its header; each
+ * turn that sends it adds it to the request, which preprocesses it into the connection's arena
+ * (later turns find it in the library's memo there when it is small enough to be kept). */
 static void add_image(struct session *s, char *arg)
 {
-	struct vlm_request *scratch = NULL;
 	uint32_t g[3], tokens = 0;
 	char *path;
 	int r;
@@ -603,18 +606,12 @@ static void add_image(struct session *s, char *arg)
 		fprintf(stderr, "/image: at most %d images per message\n", MAX_IMAGES);
 		return;
 	}
-	if (ensure_conn(s) < 0)
-		return;
-	r = vlm_request_new(s->conn, &scratch);
-	if (r >= 0)
-		r = vlm_request_add_image_file(scratch, s->image_pad, arg, &s->vcfg, &s->iopts, g,
-					       &tokens);
-	if (r < 0)
+	r = vlm_image_probe_file(arg, &s->vcfg, &s->iopts, g, &tokens);
+	if (r < 0) {
 		fprintf(stderr, "/image %s: %s\n", arg, vlm_last_error() && *vlm_last_error() ?
 			vlm_last_error() : vlm_strerror(r));
-	vlm_request_free(scratch);
-	if (r < 0)
 		return;
+	}
 	if (!(path = strdup(arg))) {
 		fprintf(stderr, "/image: out of memory\n");
 		return;

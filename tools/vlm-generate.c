@@ -636,9 +636,7 @@ static int build_prompt(struct opts *o, const struct vlm_tokenizer *tok, struct 
 
 	if ((r = vision_setup(o, &vcfg, &vidcfg, &vopt)))
 		return r;
-	/* image files are preprocessed into the connection's arena as they are met */
-	o->imgs.conn = conn_get;
-	o->imgs.ctx = o;
+	/* media get their grids from their headers here; the request preprocesses them */
 	o->imgs.cfg = vcfg;
 	o->imgs.opts = vopt;
 	if (o->tokens || o->tokens_file) {

@@ -617,9 +617,9 @@ VLM_EXPORT int vlm_request_add_image(struct vlm_request *req, int32_t placeholde
  * of it at most, and never at the expense of a request: they give way when the arena is full),
  * keyed by the SHA-256 of the source bytes (the file's content, not its name) and every setting
  * that shapes the patches: adding the same image again (the next turn of a conversation) reuses
- * them without decoding or copying (vlm_conn_stats: images_preprocessed / images_reused). So a
- * tool that needs the grid before it can build the prompt may add the image to a scratch request
- * first and to the real one after: the second add costs a hash. Returns what vlm_image_load_file
+ * them without decoding or copying (vlm_conn_stats: images_preprocessed / images_reused). A tool
+ * that needs the grid before it can build the prompt asks vlm_image_probe_file (the header
+ * only) and adds the image once the prompt is set. Returns what vlm_image_load_file
  * and vlm_request_add_image return; on an error nothing is added and the request stays usable.
  * Since 0.3.
  */
@@ -663,6 +663,77 @@ VLM_EXPORT int vlm_request_add_video_files(struct vlm_request *req, int32_t plac
 					   const struct vlm_image_opts *opts,
 					   const struct vlm_video_opts *vopts,
 					   uint32_t grid_thw[3], uint32_t *tokens);
+
+/*
+ * A video from decoded RGB frames (as vlm_video_from_frames: frames[k] is height rows of
+ * row_stride bytes, 3 bytes per pixel, all of one size; the frames vopts keeps, NULL = all;
+ * per-frame pixel bounds of opts, else cfg, NULL cfg = vlm_video_config_default; opts->dtype)
+ * preprocessed straight into the connection's arena and added to the request like
+ * vlm_request_add_image with the video's second_per_grid_ts: no intermediate buffer and no copy
+ * (vlm_conn_stats: tensors_copied stays). The patches are bit-identical to vlm_video_from_frames'
+ * with the same arguments. The memo keeps it like vlm_request_add_video_files' videos, keyed by
+ * the SHA-256 of the kept frames' pixel rows, their size and every setting. grid_thw / tokens
+ * (may be NULL) as vlm_request_add_image_file; give it the video pad. Returns what
+ * vlm_video_from_frames and vlm_request_add_image return; on an error nothing is added and the
+ * request stays usable. Since 0.3.
+ */
+VLM_EXPORT int vlm_request_add_video_rgb(struct vlm_request *req, int32_t placeholder_id,
+					 const uint8_t *const *frames, size_t n_frames,
+					 uint32_t width, uint32_t height, size_t row_stride,
+					 const struct vlm_vision_config *cfg,
+					 const struct vlm_image_opts *opts,
+					 const struct vlm_video_opts *vopts,
+					 uint32_t grid_thw[3], uint32_t *tokens);
+
+/*
+ * Grids before preprocessing. A prompt holds t*h*w / merge_size^2 placeholder tokens per image
+ * or video, so it can only be built once every grid is known, i.e. before the request that
+ * carries the media. These calls give the grid (t, h, w) and that token count (either pointer may
+ * be NULL) without decoding: from the encoded image's header (JPEG SOF and APP1 Exif orientation,
+ * PNG IHDR and an eXIf chunk before the image data, WebP's features and EXIF chunk; EXIF
+ * orientations 5..8 swap width and height), or from the given size, with smart_resize under the
+ * same configuration and options. The answer equals the grid that preprocessing the same source
+ * with the same arguments gives (vlm_image_load_* / vlm_request_add_image_* / vlm_video_* /
+ * vlm_request_add_video_*), and so do the errors of the checks that come before decoding: the
+ * file, the options, the format and the header (named by the file's path, with the decoder's
+ * text), the source-pixel limit, the aspect ratio. A file whose header the libraries do not read
+ * cleanly (or a PNG whose eXIf chunk follows the image data) is decoded here to answer exactly:
+ * an error is then the decoder's own. What only decoding finds (data damaged after the header,
+ * video frames of different sizes) is reported by the preprocessing call that follows. So a tool
+ * probes every medium, builds the prompt, then adds each medium to the request once (straight
+ * into the arena): one decode per medium per request, whatever the memo keeps.
+ * Returns 0, or the errno of the load it stands for (-EINVAL, -ENOENT / -EACCES, -ENOTSUP,
+ * -EBADMSG, -E2BIG, -ERANGE, -ENOMEM) with vlm_last_error() saying why. Thread-safe; no
+ * connection needed. Since 0.3.
+ */
+/* An image file (as vlm_image_load_file / vlm_request_add_image_file). */
+VLM_EXPORT int vlm_image_probe_file(const char *path, const struct vlm_vision_config *cfg,
+				    const struct vlm_image_opts *opts, uint32_t grid_thw[3],
+				    uint32_t *tokens);
+/* An encoded image in memory (as vlm_image_load_memory / vlm_request_add_image_memory). */
+VLM_EXPORT int vlm_image_probe_memory(const void *data, size_t len,
+				      const struct vlm_vision_config *cfg,
+				      const struct vlm_image_opts *opts, uint32_t grid_thw[3],
+				      uint32_t *tokens);
+/* Decoded RGB pixels of width x height (as vlm_image_from_rgb / vlm_request_add_image_rgb). */
+VLM_EXPORT int vlm_image_probe_size(uint32_t width, uint32_t height,
+				    const struct vlm_vision_config *cfg,
+				    const struct vlm_image_opts *opts, uint32_t grid_thw[3],
+				    uint32_t *tokens);
+/* A video of frame files (as vlm_video_load_frames / vlm_request_add_video_files: sampling
+ * first, then the first kept frame's header; cfg NULL = vlm_video_config_default). */
+VLM_EXPORT int vlm_video_probe_files(const char *const *paths, size_t n_frames,
+				     const struct vlm_vision_config *cfg,
+				     const struct vlm_image_opts *opts,
+				     const struct vlm_video_opts *vopts, uint32_t grid_thw[3],
+				     uint32_t *tokens);
+/* A video of n_frames decoded frames of width x height (as vlm_video_from_frames /
+ * vlm_request_add_video_rgb; cfg NULL = vlm_video_config_default). */
+VLM_EXPORT int vlm_video_probe_size(size_t n_frames, uint32_t width, uint32_t height,
+				    const struct vlm_vision_config *cfg,
+				    const struct vlm_image_opts *opts,
+				    const struct vlm_video_opts *vopts, uint32_t grid_thw[3],
+				    uint32_t *tokens);
 
 /* ---- requests: running ---------------------------------------------------------------------- */
 

@@ -19,12 +19,14 @@
 #pragma weak vlm_image_tokens
 #pragma weak vlm_request_add_image
 #pragma weak vlm_request_add_image_memory
+#pragma weak vlm_image_probe_memory
 #pragma weak vlm_vision_pixel_dtype
 
 static inline bool vsv_have_images(void)
 {
 	return vlm_image_load_memory && vlm_image_load_file && vlm_image_free && vlm_image_grid &&
-	       vlm_request_add_image && vlm_request_add_image_memory && vlm_vision_config_load &&
+	       vlm_request_add_image && vlm_request_add_image_memory && vlm_image_probe_memory &&
+	       vlm_vision_config_load &&
 	       vlm_vision_config_default;
 }
 

@@ -1,12 +1,15 @@
 /*
  * tools/vlm-serve/media.c — image_url parts to images for vlmd (media.h).
  *
- * Why the bytes are kept and preprocessed into the arena at once: the prompt needs the image's
- * grid before the request exists, and n choices (or a rebuild after a full arena) add the image
- * several times. libvlmclient keeps an image preprocessed into a connection's arena (its memo,
- * keyed by the bytes' SHA-256 and the settings), so loading adds it to a scratch request on the
- * shared connection and every real add finds it there: one preprocessing per image, no buffer
- * and no copy, where a vlm_image cost a 22 MB buffer (720p) and a copy per choice.
+ * Why the bytes are kept and only their header read here: the prompt needs the image's grid
+ * before the request exists, and libvlmclient reads it from the header (vlm_image_probe_memory:
+ * the format, size, source-pixel limit and aspect ratio checked as preprocessing checks them),
+ * so each request's add preprocesses the image once, straight into the shared arena, where the
+ * library's memo keeps it for the n choices and a rebuild after a full arena (images over a
+ * quarter of the arena are preprocessed again per add: the memo does not keep them). Loading
+ * used to preprocess into a scratch request for the grid, which the add then did again for every
+ * image the memo did not keep. Damage the header does not show fails at the add, as a 400 naming
+ * the same part (vsv_media_add's caller).
  *
  * Untrusted URLs: `data:` is always allowed (decoded strictly: the media type is not trusted,
  * the library sniffs the bytes); `file://` only below --allowed-local-media-path, checked on the
@@ -31,45 +34,27 @@
 #include "tools/vlm-serve/imgapi.h"
 #include "tools/vlm-serve/media.h"
 
-/* Failures of the arena or the link, not of the image. */
-static bool not_the_image(int r)
+bool vsv_media_fault(int r)
 {
-	return r == -ENOSPC || r == -E2BIG || r == -ECONNRESET || r == -ENOTCONN ||
-	       r == -ESHUTDOWN || r == -ECONNABORTED || r == -ENOMEM;
+	return !(r == -ENOSPC || r == -E2BIG || r == -ECONNRESET || r == -ENOTCONN ||
+		 r == -ESHUTDOWN || r == -ECONNABORTED || r == -ENOMEM || r == -EAGAIN);
 }
 
-/* Checks the image data[0, len) (malloc'd: *ret takes it, also on failure it is freed) and
- * learns its grid, preprocessing it into the shared connection's arena. */
+/* Checks the image data[0, len) (malloc'd: *ret takes it, also on failure it is freed) from its
+ * header and learns its grid. */
 static int from_memory(struct vsv_server *s, uint8_t *data, size_t len, uint64_t min_px,
 		       uint64_t max_px, const char *param, struct vsv_media *ret,
 		       struct vsv_err *e)
 {
 	struct vlm_image_opts o = { .min_pixels = min_px, .max_pixels = max_px,
 				    .dtype = s->model.pixel_dtype };
-	struct vsv_link *l = NULL;
-	int r = -ENOTCONN;
+	int r;
 	if (!vsv_have_images()) {
 		free(data);
 		return vsv_fail(e, 400, param, "this vlm-serve runs with a libvlmclient without "
 				"image support (0.3 adds it)");
 	}
-	if (vsv_backend_get(s->be, &l) == 0) {
-		struct vlm_request *scratch = NULL;
-		r = vlm_request_new(vsv_link_conn(l), &scratch);
-		if (r == 0)
-			r = vlm_request_add_image_memory(scratch, 0, data, len, &s->model.vision, &o,
-							 ret->grid, NULL);
-		vlm_request_free(scratch);
-		vsv_backend_put(s->be, l, false);
-	}
-	if (r < 0 && not_the_image(r)) {
-		/* vlmd away or its arena full now: check the image in a buffer of its own (the
-		 * request preprocesses it into the arena when it is built) */
-		struct vlm_image *img = NULL;
-		r = vlm_image_load_memory(data, len, &s->model.vision, &o, &img);
-		vlm_image_grid(img, ret->grid);
-		vlm_image_free(img);
-	}
+	r = vlm_image_probe_memory(data, len, &s->model.vision, &o, ret->grid, NULL);
 	if (r < 0) {
 		free(data);
 		return vsv_fail(e, 400, param, "the image could not be used: %s", vlm_last_error()[0] ?
@@ -79,6 +64,7 @@ static int from_memory(struct vsv_server *s, uint8_t *data, size_t len, uint64_t
 	ret->len = len;
 	ret->min_px = min_px;
 	ret->max_px = max_px;
+	snprintf(ret->param, sizeof(ret->param), "%s", param ? param : "");
 	return 0;
 }
 
@@ -90,7 +76,7 @@ int vsv_media_add(struct vsv_server *s, struct vlm_request *req, int32_t placeho
 	uint32_t g[3];
 	int r = vlm_request_add_image_memory(req, placeholder_id, m->data, m->len, &s->model.vision,
 					     &o, g, NULL);
-	/* the same bytes and settings give the same grid: a difference would be a library bug */
+	/* the header gave the grid the preprocessing gives: a difference would be a library bug */
 	if (r == 0 && memcmp(g, m->grid, sizeof(g)))
 		r = -EPROTO;
 	return r;

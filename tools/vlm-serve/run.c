@@ -253,19 +253,24 @@ static int pump(struct vsv_run *r, struct vsv_choice *c, int timeout_ms, struct 
 	return 1;
 }
 
-/* Builds choice c's vlmd request: tokens, parameters, images (preprocessed into the arena when
- * the job was parsed: found there, no copy). */
-static int build(struct vsv_run *r, struct vsv_choice *c, const struct vlm_gen_params *gp)
+/* Builds choice c's vlmd request: tokens, parameters, images (preprocessed into the arena here,
+ * or found in the library's memo). *bad: the image that failed because of itself, else NULL. */
+static int build(struct vsv_run *r, struct vsv_choice *c, const struct vlm_gen_params *gp,
+		 const struct vsv_media **bad)
 {
 	const struct vsv_prompt *p = &r->job->prompts[c->prompt];
 	int x;
+	*bad = NULL;
 	if ((x = vlm_request_new(vsv_link_conn(r->link), &c->req)) < 0 ||
 	    (x = vlm_request_set_tokens(c->req, p->ids, p->n_ids)) < 0 ||
 	    (x = vlm_request_set_params(c->req, gp)) < 0)
 		return x;
 	for (size_t k = 0; k < p->n_images; k++)
-		if ((x = vsv_media_add(r->s, c->req, p->image_ph[k], &p->images[k])) < 0)
+		if ((x = vsv_media_add(r->s, c->req, p->image_ph[k], &p->images[k])) < 0) {
+			if (x != -EPROTO && vsv_media_fault(x))
+				*bad = &p->images[k];
 			return x;
+		}
 	return 0;
 }
 
@@ -284,9 +289,10 @@ static int submit(struct vsv_run *r, struct vsv_choice *c, struct vsv_err *e)
 		gp.has_seed = true;
 		gp.seed = (uint64_t)j->seed + c->index; /* n choices with one seed differ */
 	}
+	const struct vsv_media *bad = NULL;
 	double t0 = mono();
 	for (;;) {
-		x = build(r, c, &gp);
+		x = build(r, c, &gp, &bad);
 		while (x == 0 && (x = vlm_submit(c->req)) == -EAGAIN) {
 			if (mono() - t0 > 30)
 				return vsv_fail(e, 503, NULL, "vlmd's submission queue stayed full for "
@@ -305,6 +311,9 @@ static int submit(struct vsv_run *r, struct vsv_choice *c, struct vsv_err *e)
 	}
 	if (x == 0)
 		return 0;
+	if (bad) /* damage its header did not show (vsv_media_load read only that) */
+		return vsv_fail(e, 400, bad->param[0] ? bad->param : NULL,
+				"the image could not be used: %s", vlm_last_error());
 	if (x == -E2BIG)
 		return vsv_fail(e, 400, NULL, "the request does not fit vlmd's limits: %s",
 				vlm_last_error());
