@@ -20,13 +20,9 @@
 #include "client/api.h"
 #include "client/conn.h"
 #include "client/request.h"
+#include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
-
-static uint64_t arena_free(struct vlm_conn *c)
-{
-	return vc_api_transport(c)->alloc.bytes_free;
-}
 
 static struct vlm_image *load(const char *dir, const char *name, enum vlm_dtype dt)
 {
@@ -93,7 +89,7 @@ static void memo(struct vlm_conn *c, const char *dir, struct vlm_request *r, con
 	if (!r2)
 		return;
 	vlm_conn_stats(c, &s0);
-	used = total - arena_free(c);
+	used = total - vt_arena_free(c);
 	snprintf(path, sizeof(path), "%s/images/png_28x28.png", dir);
 	CHECK(vlm_request_add_image_file(r2, 151655, path, NULL, &of, g, &tok) == 0 && tok == 4 &&
 	      g[1] == 4, "memo file: %s", vlm_last_error());
@@ -106,7 +102,7 @@ static void memo(struct vlm_conn *c, const char *dir, struct vlm_request *r, con
 	      (unsigned long long)s0.images_reused, (unsigned long long)s1.images_reused,
 	      (unsigned long long)s0.images_preprocessed,
 	      (unsigned long long)s1.images_preprocessed);
-	CHECK(total - arena_free(c) == used, "a memo hit took arena room");
+	CHECK(total - vt_arena_free(c) == used, "a memo hit took arena room");
 	CHECK(r2->n_items == 2 && r2->items[0].wire.data_off == r->items[0].wire.data_off &&
 	      r2->items[1].wire.data_off == r->items[1].wire.data_off &&
 	      r2->items[1].wire.dtype == VS_DTYPE_BF16, "memo hits point elsewhere");
@@ -144,12 +140,12 @@ static void memo(struct vlm_conn *c, const char *dir, struct vlm_request *r, con
 	vlm_request_free(r);
 	vlm_request_free(r2);
 	/* the memo keeps its blocks, and gives them up for a block that needs the room */
-	CHECK(arena_free(c) < total, "the memo kept nothing");
+	CHECK(vt_arena_free(c) < total, "the memo kept nothing");
 	CHECK(vlm_host_alloc(c, total, &big) == 0, "the memo did not give way: %s",
 	      vlm_last_error());
 	vlm_host_free(c, big);
-	CHECK(arena_free(c) == total, "arena leaked (arena path): %llu of %llu free",
-	      (unsigned long long)arena_free(c), (unsigned long long)total);
+	CHECK(vt_arena_free(c) == total, "arena leaked (arena path): %llu of %llu free",
+	      (unsigned long long)vt_arena_free(c), (unsigned long long)total);
 }
 
 /* vlm_request_add_image_file / _memory: the patches are preprocessed straight into the arena
@@ -199,7 +195,7 @@ static void arena_path(struct vlm_conn *c, const char *dir, const void *ca, cons
 	check_item(c, r, 0, 151655, gexp_a, VLM_DTYPE_F32, 16, ca);
 	check_item(c, r, 1, 151656, gexp_b, VLM_DTYPE_BF16, 48, cb);
 	{
-		uint64_t used = total - arena_free(c);
+		uint64_t used = total - vt_arena_free(c);
 
 		/* failures add nothing and take no arena */
 		snprintf(path, sizeof(path), "%s/images/no-such-file.png", dir);
@@ -215,8 +211,8 @@ static void arena_path(struct vlm_conn *c, const char *dir, const void *ca, cons
 		CHECK(vlm_request_add_image_file(r, -2, path, NULL, NULL, NULL, NULL) == -EINVAL,
 		      "negative id");
 		CHECK(r->n_items == 2, "%u items after the failures", r->n_items);
-		CHECK(total - arena_free(c) == used, "arena use %llu after the failures, %llu before",
-		      (unsigned long long)(total - arena_free(c)), (unsigned long long)used);
+		CHECK(total - vt_arena_free(c) == used, "arena use %llu after the failures, %llu before",
+		      (unsigned long long)(total - vt_arena_free(c)), (unsigned long long)used);
 	}
 	memo(c, dir, r, data, len, total);
 	free(data);
@@ -252,21 +248,10 @@ int main(int argc, char **argv)
 	memcpy(ca, vlm_image_pixels(a, NULL, &ra, &cols), 16 * 1176 * 4);
 	memcpy(cb, vlm_image_pixels(b, NULL, &rb, &cols), 48 * 1176 * 2);
 	CHECK(ra == 16 && rb == 48, "rows %zu %zu", ra, rb);
-	if (th_start(&d, NULL)) {
-		CHECK(0, "vlmd did not start");
-		return 1;
-	}
-	{
-		struct vlm_connect_opts o = { .socket_path = d.sock, .client_name = "test-add-image",
-					      .close_timeout_ms = 300 };
-
-		e = vlm_connect(&o, &c);
-		CHECK(e == 0, "vlm_connect: %s", vlm_last_error());
-	}
+	c = vt_start(&d, "test-add-image", 0, NULL);
 	if (!c)
 		goto out;
 	total = vlm_conn_arena_bytes(c);
-	CHECK(arena_free(c) == total, "arena not free at start");
 	CHECK(vlm_request_new(c, &r) == 0, "request_new");
 	for (int i = 0; i < 40; i++)
 		toks[i] = i < 2 ? 100 + i : i < 6 ? 151655 : i < 18 ? 151655 : 200 + i;
@@ -282,7 +267,7 @@ int main(int argc, char **argv)
 	{
 		struct vlm_image *bad = load(dir, "png_28x28.png", VLM_DTYPE_F32);
 		float *px = bad ? (float *)vlm_image_pixels(bad, NULL, NULL, NULL) : NULL;
-		uint64_t before = arena_free(c);
+		uint64_t before = vt_arena_free(c);
 
 		if (px) {
 			px[3 * 1176 + 10] = 1.0f / 0.0f;
@@ -291,7 +276,7 @@ int main(int argc, char **argv)
 			      "Inf pixel: %s", vlm_last_error());
 			px[3 * 1176 + 10] = 0.0f / 0.0f;
 			CHECK(vlm_request_add_image(r, 151655, bad) == -EINVAL, "NaN pixel");
-			CHECK(r->n_items == 0 && arena_free(c) == before, "a refused image took room");
+			CHECK(r->n_items == 0 && vt_arena_free(c) == before, "a refused image took room");
 		}
 		vlm_image_free(bad);
 	}
@@ -327,13 +312,13 @@ int main(int argc, char **argv)
 	vlm_image_free(b);
 	check_item(c, r, 0, 151655, ga, VLM_DTYPE_F32, 16, ca);
 	check_item(c, r, 1, 151655, gb, VLM_DTYPE_BF16, 48, cb);
-	CHECK(total - arena_free(c) >= 16 * 1176 * 4 + 48 * 1176 * 2, "arena use %llu",
-	      (unsigned long long)(total - arena_free(c)));
+	CHECK(total - vt_arena_free(c) >= 16 * 1176 * 4 + 48 * 1176 * 2, "arena use %llu",
+	      (unsigned long long)(total - vt_arena_free(c)));
 	/* a request freed unsubmitted gives its arena back */
 	vlm_request_free(r);
 	r = NULL;
-	CHECK(arena_free(c) == total, "arena leaked: %llu of %llu free",
-	      (unsigned long long)arena_free(c), (unsigned long long)total);
+	CHECK(vt_arena_free(c) == total, "arena leaked: %llu of %llu free",
+	      (unsigned long long)vt_arena_free(c), (unsigned long long)total);
 	/* submitted to this model-less vlmd: the pixel item passes validation (no "unknown flags")
 	 * and the request gets the engine-less answer; the arena comes back. Answers with a model
 	 * are checked by vision-serve. */
@@ -365,19 +350,16 @@ int main(int argc, char **argv)
 	vlm_request_free(r);
 	r = NULL;
 	arena_path(c, dir, ca, cb, total);
-	for (int i = 0; i < 100 && arena_free(c) != total; i++) {
+	for (int i = 0; i < 100 && vt_arena_free(c) != total; i++) {
 		vlm_request_new(c, &r);  /* a call that runs the demultiplexer's releases */
 		vlm_request_free(r);
 		r = NULL;
 		usleep(10000);
 	}
-	CHECK(arena_free(c) == total, "arena leaked after submit: %llu of %llu free",
-	      (unsigned long long)arena_free(c), (unsigned long long)total);
+	CHECK(vt_arena_free(c) == total, "arena leaked after submit: %llu of %llu free",
+	      (unsigned long long)vt_arena_free(c), (unsigned long long)total);
 out:
-	vlm_disconnect(c);
-	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
 	free(ca);
 	free(cb);
-	printf("%s\n", ct_failures ? "FAILED" : "ok");
-	return ct_failures ? 1 : 0;
+	return vt_finish(&d, c);
 }

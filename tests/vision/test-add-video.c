@@ -1,5 +1,5 @@
 /*
- * tests/vision/test-add-video.c — vlm_request_add_video_files against a real vlmd (the echo
+ * tests/vision/test-add-video.c — vlm_request_add_video_files / _rgb against a real vlmd (the echo
  * sink): a video of the committed frame files (tests/vision/clips/walk, 12 PNG frames) is
  * preprocessed straight into the connection's arena, and
  * - its item (VS_ITEM_PIXELS, the patch grid, rows, dtype, second_per_grid_ts as float32 bits in
@@ -15,6 +15,10 @@
  * - errors add nothing, take no arena room, leave the request usable and say why: a missing kept
  *   frame (-ENOENT naming the file), frames of two sizes, fps without the video's rate, fps with
  *   num_frames, more frames asked than there are, NULL / empty lists, a negative placeholder;
+ * - the same for a video of decoded frames (vlm_request_add_video_rgb, rows with a padded stride)
+ *   against vlm_video_from_frames: bit-identical, nothing copied, the memo keyed by the kept
+ *   frames' pixels (a changed kept frame is another video, a changed skipped one is not), errors
+ *   (a NULL frame, a short stride, zero width, bad sampling) add nothing;
  * - every arena byte comes back once the requests are freed and the memo lets go.
  *
  * White box: links the static libraries to read the request's descriptors and the arena.
@@ -29,8 +33,11 @@
 #include "../client/ct.h"
 #include "client/api.h"
 #include "client/conn.h"
+#include "client/imgdecode.h"
+#include "client/imgprep.h"
 #include "client/pixmemo.h"
 #include "client/request.h"
+#include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
 #define NF 12
@@ -38,11 +45,6 @@
 
 static char paths[NF][4096];
 static const char *p[NF];
-
-static uint64_t arena_free(struct vlm_conn *c)
-{
-	return vc_api_transport(c)->alloc.bytes_free;
-}
 
 /* Item k of r is the video img (the buffer path's result) and the arena holds its bytes. */
 static void same_as_buffer(struct vlm_conn *c, struct vlm_request *r, uint32_t k,
@@ -81,9 +83,37 @@ static void same_as_buffer(struct vlm_conn *c, struct vlm_request *r, uint32_t k
 	      "vlm_video_load_frames'", what);
 }
 
-/* One configuration: the buffer path, then the arena path (no copy), then the memo hit. */
-static void one(struct vlm_conn *c, const struct vlm_image_opts *o, const struct vlm_video_opts *v,
-		bool kept, const char *what)
+/* The walk clip's frames decoded (for vlm_request_add_video_rgb), rows padded to STRIDE bytes. */
+#define FW 48
+#define FH 36
+#define STRIDE (FW * 3 + 5)
+static uint8_t *rgb[NF];
+
+/* The video of the walk clip: from the frame files (vlm_video_load_frames) or, with rgb_src, the
+ * decoded frames (vlm_video_from_frames), into a buffer. */
+static int buffer(bool rgb_src, const struct vlm_vision_config *cfg,
+		  const struct vlm_image_opts *o, const struct vlm_video_opts *v,
+		  struct vlm_image **img)
+{
+	return rgb_src ? vlm_video_from_frames((const uint8_t *const *)rgb, NF, FW, FH, STRIDE, cfg,
+					       o, v, img)
+		       : vlm_video_load_frames(p, NF, cfg, o, v, img);
+}
+
+/* The same video straight into r's arena. */
+static int add(bool rgb_src, struct vlm_request *r, const struct vlm_vision_config *cfg,
+	       const struct vlm_image_opts *o, const struct vlm_video_opts *v, uint32_t g[3],
+	       uint32_t *tok)
+{
+	return rgb_src ? vlm_request_add_video_rgb(r, VIDEO_PAD, (const uint8_t *const *)rgb, NF,
+						   FW, FH, STRIDE, cfg, o, v, g, tok)
+		       : vlm_request_add_video_files(r, VIDEO_PAD, p, NF, cfg, o, v, g, tok);
+}
+
+/* One configuration: the buffer path, then the arena path (no copy), then the memo hit; the
+ * frame files, or with rgb_src the decoded frames. */
+static void one(struct vlm_conn *c, bool rgb_src, const struct vlm_image_opts *o,
+		const struct vlm_video_opts *v, bool kept, const char *what)
 {
 	struct vlm_vision_config cfg;
 	struct vlm_request *r = NULL;
@@ -94,15 +124,20 @@ static void one(struct vlm_conn *c, const struct vlm_image_opts *o, const struct
 	int e;
 
 	vlm_video_config_default(&cfg);
-	e = vlm_video_load_frames(p, NF, &cfg, o, v, &img);
-	CHECK(e == 0, "%s: vlm_video_load_frames: %s", what, vlm_last_error());
+	if (!kept) { /* an empty arena: room for two extents of the video wherever they land */
+		vc_lock(c);
+		vc_pixmemo_evict(c);
+		vc_unlock(c);
+	}
+	e = buffer(rgb_src, &cfg, o, v, &img);
+	CHECK(e == 0, "%s: the buffer path: %s", what, vlm_last_error());
 	CHECK(vlm_request_new(c, &r) == 0, "request_new");
 	if (e || !r)
 		goto out;
 	vlm_conn_stats(c, &s0);
-	used0 = vlm_conn_arena_bytes(c) - arena_free(c);
-	e = vlm_request_add_video_files(r, VIDEO_PAD, p, NF, &cfg, o, v, g, &tok);
-	CHECK(e == 0, "%s: add_video_files: %s", what, vlm_last_error());
+	used0 = vlm_conn_arena_bytes(c) - vt_arena_free(c);
+	e = add(rgb_src, r, &cfg, o, v, g, &tok);
+	CHECK(e == 0, "%s: add: %s", what, vlm_last_error());
 	vlm_conn_stats(c, &s1);
 	CHECK(s1.tensors_copied == s0.tensors_copied && s1.bytes_copied == s0.bytes_copied &&
 	      s1.tensors_in_place == s0.tensors_in_place + 1 &&
@@ -117,7 +152,7 @@ static void one(struct vlm_conn *c, const struct vlm_image_opts *o, const struct
 	if (e)
 		goto out;
 	same_as_buffer(c, r, 0, img, g, tok, what);
-	used = vlm_conn_arena_bytes(c) - arena_free(c);
+	used = vlm_conn_arena_bytes(c) - vt_arena_free(c);
 	if (!kept) {
 		/* over the memo's budget: not kept, so the same video again is preprocessed again
 		 * (another extent, released with the request), still without a copy */
@@ -125,7 +160,7 @@ static void one(struct vlm_conn *c, const struct vlm_image_opts *o, const struct
 		      "%s: the test assumes %llu bytes are over the memo's budget (arena / 4 = %llu)",
 		      what, (unsigned long long)r->items[0].wire.data_bytes,
 		      (unsigned long long)(vlm_conn_arena_bytes(c) / 4));
-		e = vlm_request_add_video_files(r, VIDEO_PAD, p, NF, &cfg, o, v, g, &tok);
+		e = add(rgb_src, r, &cfg, o, v, g, &tok);
 		CHECK(e == 0, "%s: add again: %s", what, vlm_last_error());
 		vlm_conn_stats(c, &s2);
 		CHECK(s2.images_preprocessed == s1.images_preprocessed + 1 &&
@@ -141,13 +176,13 @@ static void one(struct vlm_conn *c, const struct vlm_image_opts *o, const struct
 		}
 		vlm_request_free(r);
 		r = NULL;
-		CHECK(vlm_conn_arena_bytes(c) - arena_free(c) == used0,
+		CHECK(vlm_conn_arena_bytes(c) - vt_arena_free(c) == used0,
 		      "%s: the request's extents did not come back", what);
 		goto out;
 	}
 	/* the same video again (the next turn): the memo's extent, nothing decoded or placed */
 	memset(g, 0, sizeof(g));
-	e = vlm_request_add_video_files(r, VIDEO_PAD, p, NF, &cfg, o, v, g, &tok);
+	e = add(rgb_src, r, &cfg, o, v, g, &tok);
 	CHECK(e == 0, "%s: add again: %s", what, vlm_last_error());
 	vlm_conn_stats(c, &s2);
 	CHECK(s2.images_reused == s1.images_reused + 1 &&
@@ -156,7 +191,7 @@ static void one(struct vlm_conn *c, const struct vlm_image_opts *o, const struct
 	      "preprocessed %llu -> %llu", what, (unsigned long long)s1.images_reused,
 	      (unsigned long long)s2.images_reused, (unsigned long long)s1.images_preprocessed,
 	      (unsigned long long)s2.images_preprocessed);
-	CHECK(vlm_conn_arena_bytes(c) - arena_free(c) == used, "%s: a memo hit took arena room",
+	CHECK(vlm_conn_arena_bytes(c) - vt_arena_free(c) == used, "%s: a memo hit took arena room",
 	      what);
 	if (!e && r->n_items == 2) {
 		CHECK(r->items[1].wire.data_off == r->items[0].wire.data_off,
@@ -189,7 +224,7 @@ static void errors(struct vlm_conn *c, const char *dir)
 	q[1] = "/nonexistent/skipped-frame.png";
 	e = vlm_request_add_video_files(r, VIDEO_PAD, q, NF, NULL, &sm, &nf4, NULL, NULL);
 	CHECK(e == 0, "a missing frame the sampling skips: %d (%s)", e, vlm_last_error());
-	used = vlm_conn_arena_bytes(c) - arena_free(c);
+	used = vlm_conn_arena_bytes(c) - vt_arena_free(c);
 	/* a kept frame missing */
 	q[1] = p[1];
 	q[3] = "/nonexistent/kept-frame.png";
@@ -229,7 +264,7 @@ static void errors(struct vlm_conn *c, const char *dir)
 	      -EINVAL, "NULL request");
 	CHECK(r->n_items == 1, "%u items after the failures (1: the skipped-frame video)",
 	      r->n_items);
-	CHECK(vlm_conn_arena_bytes(c) - arena_free(c) == used, "the failures took arena room");
+	CHECK(vlm_conn_arena_bytes(c) - vt_arena_free(c) == used, "the failures took arena room");
 	/* usable after the failures; the memo keys the kept frames' bytes, not the paths, so the
 	 * same kept frames under a list with another (skipped) frame 1 are the same video */
 	e = vlm_request_add_video_files(r, VIDEO_PAD, p, NF, NULL, &sm, &nf4, NULL, NULL);
@@ -239,13 +274,70 @@ static void errors(struct vlm_conn *c, const char *dir)
 	vlm_request_free(r);
 }
 
+/* Decoded frames: the errors of vlm_request_add_video_rgb add nothing and say why; other pixels
+ * are another video. */
+static void rgb_errors(struct vlm_conn *c)
+{
+	struct vlm_image_opts sm = { .min_pixels = 28 * 28, .max_pixels = 56 * 56 };
+	struct vlm_video_opts nf4 = { .num_frames = 4 }, nosrc = { .fps = 2 };
+	const uint8_t *q[NF];
+	struct vlm_request *r = NULL;
+	uint64_t used;
+	int e;
+
+	CHECK(vlm_request_new(c, &r) == 0, "request_new (rgb errors)");
+	if (!r)
+		return;
+	memcpy(q, rgb, sizeof(q));
+	e = vlm_request_add_video_rgb(r, VIDEO_PAD, q, NF, FW, FH, STRIDE, NULL, &sm, &nf4, NULL,
+				      NULL);
+	CHECK(e == 0 && r->n_items == 1, "rgb video: %d (%s)", e, vlm_last_error());
+	used = vlm_conn_arena_bytes(c) - vt_arena_free(c);
+	q[2] = NULL;
+	e = vlm_request_add_video_rgb(r, VIDEO_PAD, q, NF, FW, FH, STRIDE, NULL, &sm, &nf4, NULL,
+				      NULL);
+	CHECK(e == -EINVAL && strstr(vlm_last_error(), "frame 2 is NULL"), "NULL frame: %s",
+	      vlm_last_error());
+	q[2] = rgb[2];
+	e = vlm_request_add_video_rgb(r, VIDEO_PAD, q, NF, FW, FH, FW * 3 - 1, NULL, &sm, &nf4,
+				      NULL, NULL);
+	CHECK(e == -EINVAL && strstr(vlm_last_error(), "stride"), "short stride: %s",
+	      vlm_last_error());
+	e = vlm_request_add_video_rgb(r, VIDEO_PAD, q, NF, 0, FH, STRIDE, NULL, &sm, &nf4, NULL,
+				      NULL);
+	CHECK(e == -EINVAL, "zero width: %d", e);
+	e = vlm_request_add_video_rgb(r, VIDEO_PAD, q, NF, FW, FH, STRIDE, NULL, NULL, &nosrc, NULL,
+				      NULL);
+	CHECK(e == -EINVAL && strstr(vlm_last_error(), "source_fps"), "fps without rate: %s",
+	      vlm_last_error());
+	CHECK(vlm_request_add_video_rgb(r, VIDEO_PAD, NULL, NF, FW, FH, STRIDE, NULL, NULL, NULL,
+					NULL, NULL) == -EINVAL &&
+	      vlm_request_add_video_rgb(r, -1, q, NF, FW, FH, STRIDE, NULL, NULL, NULL, NULL,
+					NULL) == -EINVAL, "NULL frames / negative placeholder");
+	CHECK(r->n_items == 1 && vlm_conn_arena_bytes(c) - vt_arena_free(c) == used,
+	      "the failures added items or took arena room");
+	/* a kept frame's pixel changed: another video (preprocessed, another extent); a frame the
+	 * sampling skips changed: the same one (a memo hit) */
+	rgb[3][7]++;
+	e = vlm_request_add_video_rgb(r, VIDEO_PAD, q, NF, FW, FH, STRIDE, NULL, &sm, &nf4, NULL,
+				      NULL);
+	CHECK(e == 0 && r->n_items == 2 && r->items[1].wire.data_off != r->items[0].wire.data_off,
+	      "a changed kept frame reused: %d", e);
+	rgb[3][7]--;
+	rgb[1][7]++;
+	e = vlm_request_add_video_rgb(r, VIDEO_PAD, q, NF, FW, FH, STRIDE, NULL, &sm, &nf4, NULL,
+				      NULL);
+	CHECK(e == 0 && r->n_items == 3 && r->items[2].wire.data_off == r->items[0].wire.data_off,
+	      "a changed skipped frame not reused: %d", e);
+	rgb[1][7]--;
+	vlm_request_free(r);
+}
+
 int main(int argc, char **argv)
 {
 	const char *dir = getenv("VISION_DIR");
 	struct th_daemon d = { 0 };
 	struct vlm_conn *c = NULL;
-	uint64_t total;
-	int e;
 
 	th_set_args(argc, argv);
 	if (!dir) {
@@ -253,25 +345,21 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	for (int i = 0; i < NF; i++) {
+		struct vc_rgb fr;
+
 		snprintf(paths[i], sizeof(paths[i]), "%s/clips/walk/f%02d.png", dir, i);
 		p[i] = paths[i];
+		rgb[i] = calloc(FH, STRIDE);
+		CHECK(rgb[i] && vc_img_decode_file(p[i], VC_IMG_MAX_SOURCE_PIXELS, &fr) == 0 &&
+		      fr.w == FW && fr.h == FH, "%s: %s", p[i], vlm_last_error());
+		for (int y = 0; rgb[i] && fr.px && y < FH; y++)
+			memcpy(rgb[i] + (size_t)y * STRIDE, fr.px + (size_t)y * FW * 3, FW * 3);
+		free(fr.px);
 	}
-	if (th_start(&d, NULL)) {
-		CHECK(0, "vlmd did not start");
-		return 1;
-	}
-	{
-		struct vlm_connect_opts o = { .socket_path = d.sock, .client_name = "test-add-video",
-					      .close_timeout_ms = 300 };
-
-		e = vlm_connect(&o, &c);
-		CHECK(e == 0, "vlm_connect: %s", vlm_last_error());
-	}
+	c = vt_start(&d, "test-add-video", 0, NULL);
 	if (!c)
 		goto out;
-	total = vlm_conn_arena_bytes(c);
-	CHECK(arena_free(c) == total, "arena not free at start");
-	{
+	for (int k = 0; k < 2; k++) {
 		/* bounds small enough for the memo (a quarter of the test's arena) to keep them;
 		 * the video defaults (128..768 patches of 28x28 per frame) would not be kept */
 		struct vlm_image_opts f32 = { .min_pixels = 56 * 56, .max_pixels = 112 * 112 },
@@ -280,24 +368,21 @@ int main(int argc, char **argv)
 				      small = { .min_pixels = 28 * 28, .max_pixels = 56 * 56 };
 		struct vlm_video_opts nf = { .num_frames = 6, .source_fps = 25 },
 				      fps = { .source_fps = 30, .fps = 10 };
+		bool r = k == 1;
 
-		one(c, &f32, &nf, true, "num_frames 6, f32");
-		one(c, &bf16, &fps, true, "fps 10 of 30, bf16");
-		one(c, &small, NULL, true, "every frame, 28x28..56x56 pixels");
+		one(c, r, &f32, &nf, true, r ? "frames: num_frames 6, f32" : "num_frames 6, f32");
+		one(c, r, &bf16, &fps, true, r ? "frames: fps 10 of 30, bf16" : "fps 10 of 30, bf16");
+		one(c, r, &small, NULL, true, r ? "frames: every frame, 28x28..56x56 pixels" :
+		    "every frame, 28x28..56x56 pixels");
 		/* the video defaults (128..768 patches per frame): 7 MB, over the memo's budget
 		 * (a quarter of this arena) */
-		one(c, NULL, &nf, false, "num_frames 6, the video defaults (not kept)");
+		one(c, r, NULL, &nf, false, r ? "frames: num_frames 6, the video defaults (not kept)" :
+		    "num_frames 6, the video defaults (not kept)");
 	}
 	errors(c, dir);
-	/* the requests are gone; once the memo lets go, the whole arena is free */
-	vc_lock(c);
-	vc_pixmemo_evict(c);
-	vc_unlock(c);
-	CHECK(arena_free(c) == total, "arena leaked: %llu of %llu free",
-	      (unsigned long long)arena_free(c), (unsigned long long)total);
+	rgb_errors(c);
 out:
-	vlm_disconnect(c);
-	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
-	printf("%s\n", ct_failures ? "FAILED" : "ok");
-	return ct_failures ? 1 : 0;
+	for (int i = 0; i < NF; i++)
+		free(rgb[i]);
+	return vt_finish(&d, c);
 }

@@ -33,6 +33,7 @@
 #include "kernels/backend.h"
 #include "kernels/convert.h"
 #include "tests/model/refckpt.h"
+#include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
 static int failures;
@@ -58,22 +59,11 @@ static uint16_t rne(float f)
 	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-/* Does backend `name` round the activations of a bf16-weight matmul to bf16? The cpu backend's
- * rule (kernels/cpu/cpu_backend.c: AVX-512 kernels, AVX512_BF16, VLM_CPU_BF16DOT not 0). */
+/* Does backend `name` round the activations of a bf16-weight matmul to bf16? Only the cpu backend
+ * does, by its rule (vt_cpu_rounds_bf16). */
 static bool rounds_activations(const char *name)
 {
-	const char *isa = getenv("VLM_CPU_ISA"), *dot = getenv("VLM_CPU_BF16DOT");
-
-	if (strcmp(name, "cpu"))
-		return false;
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-	       __builtin_cpu_supports("avx512bf16") && (!isa || !strcmp(isa, "avx512")) &&
-	       !(dot && !strcmp(dot, "0"));
-#else
-	return false;
-#endif
+	return !strcmp(name, "cpu") && vt_cpu_rounds_bf16();
 }
 
 static float *forward(struct vk_backend *be, struct vd_vision *v, const void *pix,

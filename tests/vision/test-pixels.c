@@ -14,12 +14,12 @@
  */
 #include <errno.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "client/imgdecode.h"
+#include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
 static int failures;
@@ -27,36 +27,6 @@ static const char *dir;
 
 #define FAIL(...) do { fprintf(stderr, "FAIL: " __VA_ARGS__); fputc('\n', stderr); \
 		       failures++; } while (0)
-
-static void sha256_hex(const void *p, size_t n, char out[65])
-{
-	unsigned char md[32];
-	unsigned len = 0;
-
-	EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
-	for (int i = 0; i < 32; i++)
-		sprintf(out + 2 * i, "%02x", md[i]);
-}
-
-static void *read_all(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	long n;
-
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-		buf = malloc((size_t)n + 1);
-		if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-			free(buf);
-			buf = NULL;
-		}
-		*len = (size_t)n;
-	}
-	fclose(f);
-	return buf;
-}
 
 static uint16_t bf16(float f)
 {
@@ -97,7 +67,7 @@ static int check(const char *what, const struct vlm_image *img, json_t *c)
 		     vlm_image_tokens(img));
 		return 1;
 	}
-	sha256_hex(px, rows * cols * 4, sha);
+	vt_sha256_hex(px, rows * cols * 4, sha);
 	if (strcmp(sha, want_sha)) {
 		FAIL("%s: pixel_values SHA-256 %s, transformers %s", what, sha, want_sha);
 		bad = 1;
@@ -109,7 +79,7 @@ static int check(const char *what, const struct vlm_image *img, json_t *c)
 		size_t ndiff = 0, first = 0;
 
 		snprintf(path, sizeof(path), "%s/%s", dir, arr);
-		ref = read_all(path, &len);
+		ref = vt_read_all(path, &len);
 		if (!ref || len != rows * cols * 4) {
 			FAIL("%s: reference array %s unreadable or %zu bytes", what, path, len);
 			free(ref);
@@ -180,7 +150,7 @@ static void check_other_entry_points(const char *path, const struct vlm_vision_c
 	struct vlm_image *img = NULL;
 	struct vc_rgb rgb;
 	size_t len = 0, stride;
-	uint8_t *data = read_all(path, &len), *padded;
+	uint8_t *data = vt_read_all(path, &len), *padded;
 	char what[4200];
 	int e;
 
@@ -244,7 +214,7 @@ static void check_video(const struct vlm_vision_config *cfg, json_t *v)
 	img = NULL;
 	for (size_t i = 0; i < n; i++) {
 		size_t len = 0;
-		uint8_t *d = read_all(paths[i], &len);
+		uint8_t *d = vt_read_all(paths[i], &len);
 
 		if (!d || vc_img_decode(d, len, 1u << 30, &rgb[i])) {
 			FAIL("video frame %zu undecodable", i);

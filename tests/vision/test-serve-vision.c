@@ -21,8 +21,9 @@
  *    every video case (`--video CLIP_DIR --video-fps X --sample-fps X | --num-frames N`), and the
  *    video cases again as --chat conversations with {"type": "video", "path": [frames], ...};
  *    the same cases' --json transport counters: every image and video went straight into the
- *    arena (tensors_copied / bytes_copied 0; preprocessed + reused = 2 per medium: the scratch
- *    request for the grid, then the real one), videos through vlm_request_add_video_files;
+ *    arena (tensors_copied / bytes_copied 0) and was preprocessed exactly once (preprocessed =
+ *    media, reused 0: the prompt's grids come from the headers, vlm_image_probe_file /
+ *    vlm_video_probe_files), videos through vlm_request_add_video_files;
  * Cases: images, a video (4 frames sampled at 2 fps from 12 at 6 fps), a video (6 of 9 frames at
  *    10 fps: Qwen2.5-VL's time step 0.3 s, temporal ids truncated from 0.6 steps) after an image;
  *    each video is one item (sent with its second_per_grid_ts as vlm_request_add_image does).
@@ -54,6 +55,7 @@
 #include <jansson.h>
 
 #include "../serve/sv.h"
+#include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
 #define SEC 1000000000ll
@@ -392,8 +394,8 @@ static void via_generate(const struct th_daemon *d, const char *model, const str
 	      "vlm-generate %s: %d tokens, first difference from transformers at %d", t->name, ng,
 	      sv_first_diff(got, t->tokens, ng < t->n_tokens ? ng : t->n_tokens));
 	/* the transport counters of the same run (--json): every image and video went straight
-	 * into the arena (a scratch request for the prompt's grid, then the memo or a second
-	 * preprocessing for the real request), never through a buffer and a copy */
+	 * into the arena, never through a buffer and a copy, and was preprocessed once (the
+	 * prompt's grids come from the headers) */
 	snprintf(cmd + base, sizeof(cmd) - base, " --prompt '%s' --max-tokens 1 --json "
 	         "2>/dev/null", t->prompt);
 	p = popen(cmd, "r");
@@ -412,7 +414,7 @@ static void via_generate(const struct th_daemon *d, const char *model, const str
 		CHECK(json_is_object(tr) &&
 		      json_integer_value(json_object_get(tr, "tensors_copied")) == 0 &&
 		      json_integer_value(json_object_get(tr, "bytes_copied")) == 0 &&
-		      pre + re == 2 * t->n_img && pre >= t->n_img,
+		      pre == t->n_img && re == 0,
 		      "vlm-generate %s: transport %s", t->name, out);
 		json_decref(j);
 	}
@@ -533,24 +535,6 @@ static int generate_ids(const struct th_daemon *d, const char *model, const char
 	return ng;
 }
 
-/* Does vlmd's cpu backend round a bf16-weight matmul's activations to bf16? Its rule
- * (kernels/cpu/cpu_backend.c); vlmd's backend is auto = cpu on a machine without a GPU. */
-static bool cpu_rounds_activations(void)
-{
-	const char *isa = getenv("VLM_CPU_ISA"), *dot = getenv("VLM_CPU_BF16DOT");
-
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-	       __builtin_cpu_supports("avx512bf16") && (!isa || !strcmp(isa, "avx512")) &&
-	       !(dot && !strcmp(dot, "0"));
-#else
-	(void)isa;
-	(void)dot;
-	return false;
-#endif
-}
-
 static void bf16_pixels(void)
 {
 	json_t *a = json_object_get(json_object_get(json_object_get(fx, "models"), "qwen2-vl"),
@@ -590,12 +574,12 @@ static void bf16_pixels(void)
 	CHECK(n32 == 32, "vlm-generate with f32 patches: %d tokens", n32);
 	CHECK(metric(&d, "images_encoded_total") == 2, "f32 pixels after bf16: %g images encoded "
 	      "(the same dtype would hit the vision cache)", metric(&d, "images_encoded_total"));
-	if (n16 == 32 && n32 == 32 && cpu_rounds_activations())
+	if (n16 == 32 && n32 == 32 && vt_cpu_rounds_bf16())
 		CHECK(sv_first_diff(t16, t32, 32) == 32, "bf16 checkpoint: f32 and bf16 patches "
 		      "give different tokens (first difference at %d)", sv_first_diff(t16, t32, 32));
 	printf("bf16 checkpoint: bf16 and f32 patches, %s tokens (cpu rounds activations: %s)\n",
 	       n16 == 32 && n32 == 32 && sv_first_diff(t16, t32, 32) == 32 ? "the same" :
-	       "different", cpu_rounds_activations() ? "yes" : "no");
+	       "different", vt_cpu_rounds_bf16() ? "yes" : "no");
 	CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
 	sv_rm_model(dir);
 }

@@ -29,6 +29,7 @@
 #include <png.h>
 
 #include "client/imgdecode.h"
+#include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
 static int failures, checked;
@@ -36,26 +37,6 @@ static int isa_set;              /* VLM_RESIZE_ISA came from the environment */
 
 #define FAIL(...) do { fprintf(stderr, "FAIL: " __VA_ARGS__); fputc('\n', stderr); \
 		       failures++; } while (0)
-
-static void *read_all(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	long n;
-
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-		buf = malloc((size_t)n + 1);
-		if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-			free(buf);
-			buf = NULL;
-		}
-		*len = (size_t)n;
-	}
-	fclose(f);
-	return buf;
-}
 
 /* A w x h JPEG: noise over gradients (every value and edge exercised), comps 1 or 3, the
  * chroma sampling factors (h, v) of component 0, progressive or not, a restart interval. */
@@ -418,7 +399,7 @@ int main(int argc, char **argv)
 		int want = !strstr(committed[i], "exif");
 
 		snprintf(path, sizeof(path), "%s/images/%s", argv[1], committed[i]);
-		d = read_all(path, &len);
+		d = vt_read_all(path, &len);
 		if (!d) {
 			FAIL("%s: cannot read", path);
 			continue;
@@ -434,7 +415,7 @@ int main(int argc, char **argv)
 		int want = !strstr(committed_png[i], "exif") && !strstr(committed_png[i], "webp");
 
 		snprintf(path, sizeof(path), "%s/images/%s", argv[1], committed_png[i]);
-		d = read_all(path, &len);
+		d = vt_read_all(path, &len);
 		if (!d) {
 			FAIL("%s: cannot read", path);
 			continue;

@@ -22,12 +22,12 @@
  */
 #include <errno.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
 static int failures;
@@ -35,16 +35,6 @@ static const char *dir;
 
 #define FAIL(...) do { fprintf(stderr, "FAIL: " __VA_ARGS__); fputc('\n', stderr); \
 		       failures++; } while (0)
-
-static void sha256_hex(const void *p, size_t n, char out[65])
-{
-	unsigned char md[32];
-	unsigned len = 0;
-
-	EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
-	for (int i = 0; i < 32; i++)
-		sprintf(out + 2 * i, "%02x", md[i]);
-}
 
 static void *read_file(const char *rel, size_t want)
 {
@@ -128,7 +118,7 @@ static void same(const char *what, struct vlm_image *img, json_t *c)
 			FAIL("%s: grid %u,%u,%u differs from transformers'", what, g[0], g[1], g[2]);
 	if (rows != (size_t)num(c, "rows") || cols != 1176 || dt != VLM_DTYPE_F32)
 		FAIL("%s: %zu x %zu", what, rows, cols);
-	sha256_hex(px, rows * cols * 4, hex);
+	vt_sha256_hex(px, rows * cols * 4, hex);
 	if (strcmp(hex, json_string_value(json_object_get(c, "sha256"))))
 		FAIL("%s: pixel values differ from transformers' (sha256 %s)", what, hex);
 	if (!vlm_image_is_video(img))
