@@ -888,33 +888,42 @@ uint64_t vc_source_limit(const struct vlm_image_opts *opts)
 					       : VC_IMG_MAX_SOURCE_PIXELS;
 }
 
-/* The bytes of the regular file path into *buf (malloc'd, *len); the message names path. */
-int vc_read_image_file(const char *path, uint8_t **buf, size_t *len)
+int vc_open_image_file(const char *path, int *fd, size_t *size)
 {
 	struct stat st;
-	size_t got = 0;
-	int fd, e;
 
-	*buf = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd < 0)
 		return vc_err(-errno, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-		close(fd);
+	if (fstat(*fd, &st) || !S_ISREG(st.st_mode)) {
+		close(*fd);
 		return vc_err(-EINVAL, "%s: not a regular file", path);
 	}
 	if ((uint64_t)st.st_size > (1ull << 31)) {
-		close(fd);
+		close(*fd);
 		return vc_err(-E2BIG, "%s: %lld bytes is too large for an image file", path,
 			      (long long)st.st_size);
 	}
-	*buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	*size = (size_t)st.st_size;
+	return 0;
+}
+
+/* The bytes of the regular file path into *buf (malloc'd, *len); the message names path. */
+int vc_read_image_file(const char *path, uint8_t **buf, size_t *len)
+{
+	size_t got = 0, size;
+	int fd, e;
+
+	*buf = NULL;
+	if ((e = vc_open_image_file(path, &fd, &size)))
+		return e;
+	*buf = malloc(size ? size : 1);
 	if (!*buf) {
 		close(fd);
 		return vc_err(-ENOMEM, "out of memory (reading %s)", path);
 	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, *buf + got, (size_t)st.st_size - got);
+	while (got < size) {
+		ssize_t n = read(fd, *buf + got, size - got);
 
 		if (n < 0 && errno == EINTR)
 			continue;

@@ -17,6 +17,9 @@ int vc_img_decode_file(const char *path, uint64_t max_pixels, struct vc_rgb *out
 /* The source-pixel limit of opts (NULL: the default). */
 uint64_t vc_source_limit(const struct vlm_image_opts *opts);
 
+/* Opens the regular file path for reading (*fd, its *size): the checks of vc_read_image_file
+ * (absent, unreadable, not a regular file, over 2 GiB) with its messages. */
+int vc_open_image_file(const char *path, int *fd, size_t *size);
 /* The bytes of the regular file path into *buf (malloc'd, *len); 0 or a negative errno with a
  * message naming path (not a regular file, over 2 GiB, a read error). */
 int vc_read_image_file(const char *path, uint8_t **buf, size_t *len);

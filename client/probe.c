@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "client/imghdr.h"
 #include "client/imgprep.h"
@@ -54,24 +55,33 @@ static int probe_encoded(const void *data, size_t len, const char *path, size_t 
 	return e;
 }
 
+/* cfg and opts with their defaults (into *dcfg / *dopts when NULL); 0 or the options' error. */
+static int image_args(const struct vlm_vision_config **cfg, struct vlm_vision_config *dcfg,
+		      const struct vlm_image_opts **opts, struct vlm_image_opts *dopts)
+{
+	if (!*cfg) {
+		vlm_vision_config_default(dcfg);
+		*cfg = dcfg;
+	}
+	if (!*opts) {
+		memset(dopts, 0, sizeof(*dopts));
+		*opts = dopts;
+	}
+	return vc_check_opts(*opts);
+}
+
 int vlm_image_probe_memory(const void *data, size_t len, const struct vlm_vision_config *cfg,
 			   const struct vlm_image_opts *opts, uint32_t grid_thw[3],
 			   uint32_t *tokens)
 {
 	struct vlm_vision_config dcfg;
-	struct vlm_image_opts dopts = { 0 };
+	struct vlm_image_opts dopts;
 	int e;
 
 	vc_err_clear();
 	if (!data && len)
 		return vc_err(-EINVAL, "vlm_image_probe_memory: NULL argument");
-	if (!cfg) {
-		vlm_vision_config_default(&dcfg);
-		cfg = &dcfg;
-	}
-	if (!opts)
-		opts = &dopts;
-	if ((e = vc_check_opts(opts)))
+	if ((e = image_args(&cfg, &dcfg, &opts, &dopts)))
 		return e;
 	return probe_encoded(data, len, NULL, 1, cfg, opts, grid_thw, tokens);
 }
@@ -80,7 +90,7 @@ int vlm_image_probe_file(const char *path, const struct vlm_vision_config *cfg,
 			 const struct vlm_image_opts *opts, uint32_t grid_thw[3], uint32_t *tokens)
 {
 	struct vlm_vision_config dcfg;
-	struct vlm_image_opts dopts = { 0 };
+	struct vlm_image_opts dopts;
 	uint8_t *buf;
 	size_t len;
 	int e;
@@ -88,13 +98,7 @@ int vlm_image_probe_file(const char *path, const struct vlm_vision_config *cfg,
 	vc_err_clear();
 	if (!path)
 		return vc_err(-EINVAL, "vlm_image_probe_file: NULL argument");
-	if (!cfg) {
-		vlm_vision_config_default(&dcfg);
-		cfg = &dcfg;
-	}
-	if (!opts)
-		opts = &dopts;
-	if ((e = vc_check_opts(opts)))
+	if ((e = image_args(&cfg, &dcfg, &opts, &dopts)))
 		return e;
 	if ((e = vc_read_image_file(path, &buf, &len)))
 		return e;
@@ -122,14 +126,13 @@ int vlm_image_probe_size(uint32_t width, uint32_t height, const struct vlm_visio
 	return e;
 }
 
-/* The plan of a video of n_frames (cfg NULL: the video defaults, into *dcfg): kept frames' first
- * index *first, their count *n, per-frame options *fo. */
+/* The plan of a video of n_frames (cfg NULL: the video defaults, into *dcfg): kept frames'
+ * indices *idx (malloc'd), their count *n, per-frame options *fo. */
 static int video_plan(size_t n_frames, const struct vlm_vision_config **cfg,
 		      struct vlm_vision_config *dcfg, const struct vlm_image_opts *opts,
-		      const struct vlm_video_opts *vopts, uint32_t *first, size_t *n,
+		      const struct vlm_video_opts *vopts, uint32_t **idx, size_t *n,
 		      struct vlm_image_opts *fo)
 {
-	uint32_t *idx = NULL;
 	double spg;
 	float spg32;
 	int e;
@@ -140,14 +143,15 @@ static int video_plan(size_t n_frames, const struct vlm_vision_config **cfg,
 	}
 	if (opts && (e = vc_check_opts(opts)))
 		return e;
-	e = vc_video_plan(n_frames, *cfg, opts, vopts, &idx, n, &spg, fo);
+	e = vc_video_plan(n_frames, *cfg, opts, vopts, idx, n, &spg, fo);
 	if (e)
 		return e;
-	*first = idx[0];
-	free(idx);
-	spg32 = (float)spg; /* as vlm_request_add_video_files checks it */
-	if (!(spg32 > 0 && spg32 <= 86400.0f))
+	spg32 = (float)spg; /* as the adds check it */
+	if (!(spg32 > 0 && spg32 <= 86400.0f)) {
+		free(*idx);
+		*idx = NULL;
 		return vc_err(-EINVAL, "video: %g seconds per frame pair", spg);
+	}
 	return 0;
 }
 
@@ -158,7 +162,7 @@ int vlm_video_probe_files(const char *const *paths, size_t n_frames,
 {
 	struct vlm_vision_config dcfg;
 	struct vlm_image_opts fo;
-	uint32_t first;
+	uint32_t first, *idx = NULL;
 	uint8_t *buf;
 	size_t n, len;
 	int e;
@@ -169,10 +173,19 @@ int vlm_video_probe_files(const char *const *paths, size_t n_frames,
 	for (size_t i = 0; i < n_frames; i++)
 		if (!paths[i])
 			return vc_err(-EINVAL, "video: frame path %zu is NULL", i);
-	if ((e = video_plan(n_frames, &cfg, &dcfg, opts, vopts, &first, &n, &fo)))
+	if ((e = video_plan(n_frames, &cfg, &dcfg, opts, vopts, &idx, &n, &fo)))
 		return e;
+	/* every kept frame can be read, as the add reads them (the others are never opened) */
+	for (size_t k = 0; k < n && !e; k++) {
+		int fd;
+
+		if (!(e = vc_open_image_file(paths[idx[k]], &fd, &len)))
+			close(fd);
+	}
 	/* the first kept frame's header: every frame must have its size (the add checks) */
-	if ((e = vc_read_image_file(paths[first], &buf, &len)))
+	first = idx[0];
+	free(idx);
+	if (e || (e = vc_read_image_file(paths[first], &buf, &len)))
 		return e;
 	e = probe_encoded(buf, len, paths[first], n, cfg, &fo, grid_thw, tokens);
 	free(buf);
@@ -186,15 +199,16 @@ int vlm_video_probe_size(size_t n_frames, uint32_t width, uint32_t height,
 {
 	struct vlm_vision_config dcfg;
 	struct vlm_image_opts fo;
-	uint32_t first, g[3];
+	uint32_t *idx = NULL, g[3];
 	size_t n;
 	int e;
 
 	vc_err_clear();
 	if (!n_frames)
 		return vc_err(-EINVAL, "video: no frames");
-	if ((e = video_plan(n_frames, &cfg, &dcfg, opts, vopts, &first, &n, &fo)))
+	if ((e = video_plan(n_frames, &cfg, &dcfg, opts, vopts, &idx, &n, &fo)))
 		return e;
+	free(idx);
 	e = vc_prep_grid(cfg, &fo, width, height, n, g);
 	if (!e)
 		put(g, cfg, grid_thw, tokens);

@@ -721,7 +721,8 @@ VLM_EXPORT int vlm_image_probe_size(uint32_t width, uint32_t height,
 				    const struct vlm_image_opts *opts, uint32_t grid_thw[3],
 				    uint32_t *tokens);
 /* A video of frame files (as vlm_video_load_frames / vlm_request_add_video_files: sampling
- * first, then the first kept frame's header; cfg NULL = vlm_video_config_default). */
+ * first, every kept frame opened (never read), then the first kept frame's header; cfg NULL =
+ * vlm_video_config_default). */
 VLM_EXPORT int vlm_video_probe_files(const char *const *paths, size_t n_frames,
 				     const struct vlm_vision_config *cfg,
 				     const struct vlm_image_opts *opts,

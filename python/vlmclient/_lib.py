@@ -427,6 +427,26 @@ vlm_request_add_image_rgb = _fn("vlm_request_add_image_rgb", c_int, c_void_p, c_
                                 POINTER(ImageOpts), POINTER(c_uint32), POINTER(c_uint32),
                                 optional=True)
 
+vlm_request_add_video_rgb = _fn("vlm_request_add_video_rgb", c_int, c_void_p, c_int32,
+                                POINTER(c_void_p), c_size_t, c_uint32, c_uint32, c_size_t,
+                                POINTER(VisionConfig), POINTER(ImageOpts), POINTER(VideoOpts),
+                                POINTER(c_uint32), POINTER(c_uint32), optional=True)
+vlm_image_probe_file = _fn("vlm_image_probe_file", c_int, c_char_p, POINTER(VisionConfig),
+                           POINTER(ImageOpts), POINTER(c_uint32), POINTER(c_uint32),
+                           optional=True)
+vlm_image_probe_memory = _fn("vlm_image_probe_memory", c_int, c_char_p, c_size_t,
+                             POINTER(VisionConfig), POINTER(ImageOpts), POINTER(c_uint32),
+                             POINTER(c_uint32), optional=True)
+vlm_image_probe_size = _fn("vlm_image_probe_size", c_int, c_uint32, c_uint32,
+                           POINTER(VisionConfig), POINTER(ImageOpts), POINTER(c_uint32),
+                           POINTER(c_uint32), optional=True)
+vlm_video_probe_files = _fn("vlm_video_probe_files", c_int, POINTER(c_char_p), c_size_t,
+                            POINTER(VisionConfig), POINTER(ImageOpts), POINTER(VideoOpts),
+                            POINTER(c_uint32), POINTER(c_uint32), optional=True)
+vlm_video_probe_size = _fn("vlm_video_probe_size", c_int, c_size_t, c_uint32, c_uint32,
+                           POINTER(VisionConfig), POINTER(ImageOpts), POINTER(VideoOpts),
+                           POINTER(c_uint32), POINTER(c_uint32), optional=True)
+
 
 class ConnStats(ctypes.Structure):
     _fields_ = [("requests_submitted", c_uint64), ("tensors_copied", c_uint64),

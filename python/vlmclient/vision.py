@@ -7,10 +7,12 @@
     mm = vlmclient.MultiMediaInfo.from_chat(prompt, [img])    # vlmd runs the vision tower
     client.generate(prompt.ids, mm)
 
-client.image(src) (Image(src, client=client)) preprocesses straight into the connection's shared
-arena, where every request that carries the image finds it again: no copy, and no second
-preprocessing on the next turn of a conversation. Image(src) without a client preprocesses into
-a buffer of its own, which each request copies into the arena.
+client.image(src) (Image(src, client=client)) reads only the grid now (from the file's header, or
+the array's size: vlm_image_probe_*); each request that carries the image preprocesses it once,
+straight into the connection's shared arena (no copy), and the connection keeps it there for the
+next turn of a conversation when it is small enough (a quarter of the arena). Damage the header
+does not show is reported by the request. Image(src) without a client preprocesses into a
+buffer of its own, which each request copies into the arena.
 
 The pixel values are bit-identical to transformers' Qwen2VLImageProcessor (default torchvision
 backend) for the same decoded RGB: the same C code vlm-generate and vlm-serve use, so anyone can
@@ -170,7 +172,7 @@ class Image:
         return "rgb", arr, "image array %dx%d" % (arr.shape[1], arr.shape[0])
 
     def _bind(self, client, src, opts, config, args):
-        if _lib.vlm_request_add_image_rgb is None:
+        if _lib.vlm_request_add_image_rgb is None or _lib.vlm_image_probe_file is None:
             raise VlmError(95, "this libvlmclient (%s) cannot preprocess into the arena"
                            % _lib.path)
         if not client._h:
@@ -178,14 +180,21 @@ class Image:
         kind, obj, what = self._source(src)
         self._bound = dict(client=client, kind=kind, obj=obj, opts=opts, config=config,
                            args=args, grid=(0, 0, 0), tokens=0)
-        # a scratch request: the patches go into the arena now (errors now, the grid now) and
-        # the connection keeps them for the requests that carry the image
-        req = ctypes.c_void_p()
-        _lib.check(_lib.vlm_request_new(client._h, ctypes.byref(req)), "request", True)
-        try:
-            self._bound["grid"], self._bound["tokens"] = self._add_to(req, 0, what)
-        finally:
-            _lib.vlm_request_free(req)
+        # the grid from the header (vlm_image_probe_*): the prompt needs it now; each request
+        # that carries the image preprocesses it once, straight into the arena (the connection's
+        # memo keeps it for the next one when it is small enough)
+        g, tok = (ctypes.c_uint32 * 3)(), ctypes.c_uint32()
+        cfg = ctypes.byref(config._c) if config is not None else None
+        if kind == "file":
+            r = _lib.vlm_image_probe_file(obj, cfg, ctypes.byref(opts), g, ctypes.byref(tok))
+        elif kind == "memory":
+            r = _lib.vlm_image_probe_memory(obj, len(obj), cfg, ctypes.byref(opts), g,
+                                            ctypes.byref(tok))
+        else:
+            r = _lib.vlm_image_probe_size(obj.shape[1], obj.shape[0], cfg, ctypes.byref(opts), g,
+                                          ctypes.byref(tok))
+        _lib.check(r, what, True)
+        self._bound["grid"], self._bound["tokens"] = (g[0], g[1], g[2]), tok.value
 
     def _add_to(self, req, placeholder_id, what):
         """Adds a client-bound image to request req (found in the arena, or preprocessed into
@@ -198,6 +207,11 @@ class Image:
             r = _lib.vlm_request_add_video_files(req, placeholder_id, b["obj"], len(b["obj"]),
                                                  cfg, opts, ctypes.byref(b["vo"]), g,
                                                  ctypes.byref(tok))
+        elif b["kind"] == "video_rgb":
+            f = b["frames"][0]
+            r = _lib.vlm_request_add_video_rgb(req, placeholder_id, b["obj"], len(b["obj"]),
+                                               f.shape[1], f.shape[0], f.strides[0], cfg, opts,
+                                               ctypes.byref(b["vo"]), g, ctypes.byref(tok))
         elif b["kind"] == "file":
             r = _lib.vlm_request_add_image_file(req, placeholder_id, b["obj"], cfg, opts, g,
                                                 ctypes.byref(tok))
@@ -211,8 +225,9 @@ class Image:
                                                ctypes.byref(tok))
         _lib.check(r, what, True)
         grid = (g[0], g[1], g[2])
-        if b["tokens"] and grid != b["grid"]:
-            raise VlmError(5, "%s: the file changed (grid %s, was %s)" % (what, grid, b["grid"]))
+        if grid != b["grid"]:
+            raise VlmError(5, "%s: the file changed (grid %s, its header said %s)"
+                           % (what, grid, b["grid"]))
         return grid, tok.value
 
     @property
@@ -252,9 +267,12 @@ class Image:
         second_per_grid is temporal_patch_size / sampled fps (24 when source_fps is unknown),
         transformers' second_per_grid_ts, which goes to vlmd with the video. max_video_tokens:
         transformers' cap_pixels_per_frame=True with that budget (None: no total cap).
-        client: a vlmclient.Client; with frame files, the video is preprocessed straight into its
-        arena (vlm_request_add_video_files: no buffer, no copy, kept for the requests that carry
-        it), as Image(src, client=...); frame arrays with a client raise ValueError."""
+        client: a vlmclient.Client: each request that carries the video preprocesses it
+        straight into the client's arena (vlm_request_add_video_files for frame files,
+        vlm_request_add_video_rgb for frame arrays: no buffer, no copy; the connection's memo keeps
+        it for the next request when it is small enough); the grid comes from the sampling and
+        the first kept frame's size or header (vlm_video_probe_*), as Image(src, client=...).
+        The frame arrays are kept (not copied) while the Image lives."""
         _need_vision()
         if _lib.vlm_video_from_frames is None:
             raise VlmError(95, "this libvlmclient (%s) has no video sampling" % _lib.path)
@@ -279,41 +297,44 @@ class Image:
         if len(frames) == 0:
             raise ValueError("a video needs at least one frame")
         files = isinstance(frames, list) and isinstance(frames[0], (str, os.PathLike))
-        if client is not None:
-            if not files:
-                raise ValueError("a video goes into a client's arena from frame files only")
-            if _lib.vlm_request_add_video_files is None:
-                raise VlmError(95, "this libvlmclient (%s) cannot preprocess videos into the "
-                               "arena" % _lib.path)
-            if not client._h:
-                raise ValueError("client is closed")
-            paths = (ctypes.c_char_p * len(frames))(*[os.fsencode(f) for f in frames])
-            self._bound = dict(client=client, kind="video", obj=paths, opts=opts, vo=vo,
-                               config=config, grid=(0, 0, 0), tokens=0,
-                               args=dict(min_pixels=min_pixels, max_pixels=max_pixels,
-                                         config=config, dtype=dtype, source_fps=source_fps,
-                                         fps=fps, num_frames=num_frames, min_frames=min_frames,
-                                         max_frames=max_frames,
-                                         max_video_tokens=max_video_tokens),
-                               files=[os.fspath(f) for f in frames])
-            req = ctypes.c_void_p()
-            _lib.check(_lib.vlm_request_new(client._h, ctypes.byref(req)), "request", True)
-            try:
-                self._bound["grid"], self._bound["tokens"] = self._add_to(req, 0, "video")
-            finally:
-                _lib.vlm_request_free(req)
-            return self
-        if files:
-            paths = (ctypes.c_char_p * len(frames))(*[os.fsencode(f) for f in frames])
-            r = _lib.vlm_video_load_frames(paths, len(frames), cfg, ctypes.byref(opts),
-                                           ctypes.byref(vo), ctypes.byref(self._h))
-        else:
+        if not files:
             np = _np()
             frames = [np.ascontiguousarray(np.asarray(f)) for f in frames]
             h, w = frames[0].shape[:2]
             for f in frames:
                 if f.dtype != np.uint8 or f.shape != (h, w, 3):
                     raise ValueError("video frames are uint8 [h, w, 3] of one size")
+        if client is not None:
+            if _lib.vlm_video_probe_files is None or _lib.vlm_request_add_video_rgb is None:
+                raise VlmError(95, "this libvlmclient (%s) cannot preprocess videos into the "
+                               "arena" % _lib.path)
+            if not client._h:
+                raise ValueError("client is closed")
+            g, tok = (ctypes.c_uint32 * 3)(), ctypes.c_uint32()
+            self._bound = dict(client=client, opts=opts, vo=vo, config=config,
+                               args=dict(min_pixels=min_pixels, max_pixels=max_pixels,
+                                         config=config, dtype=dtype, source_fps=source_fps,
+                                         fps=fps, num_frames=num_frames, min_frames=min_frames,
+                                         max_frames=max_frames,
+                                         max_video_tokens=max_video_tokens))
+            if files:
+                paths = (ctypes.c_char_p * len(frames))(*[os.fsencode(f) for f in frames])
+                self._bound.update(kind="video", obj=paths, files=[os.fspath(f) for f in frames])
+                r = _lib.vlm_video_probe_files(paths, len(frames), cfg, ctypes.byref(opts),
+                                               ctypes.byref(vo), g, ctypes.byref(tok))
+            else:
+                ptrs = (ctypes.c_void_p * len(frames))(*[f.ctypes.data for f in frames])
+                self._bound.update(kind="video_rgb", obj=ptrs, frames=frames, files=frames)
+                r = _lib.vlm_video_probe_size(len(frames), w, h, cfg, ctypes.byref(opts),
+                                              ctypes.byref(vo), g, ctypes.byref(tok))
+            _lib.check(r, "video", True)
+            self._bound["grid"], self._bound["tokens"] = (g[0], g[1], g[2]), tok.value
+            return self
+        if files:
+            paths = (ctypes.c_char_p * len(frames))(*[os.fsencode(f) for f in frames])
+            r = _lib.vlm_video_load_frames(paths, len(frames), cfg, ctypes.byref(opts),
+                                           ctypes.byref(vo), ctypes.byref(self._h))
+        else:
             ptrs = (ctypes.c_void_p * len(frames))(*[f.ctypes.data for f in frames])
             r = _lib.vlm_video_from_frames(ptrs, len(frames), w, h, w * 3, cfg,
                                            ctypes.byref(opts), ctypes.byref(vo),
@@ -325,7 +346,7 @@ class Image:
     def second_per_grid(self):
         """A video's seconds per temporal grid step (transformers' second_per_grid_ts); 0.0 for
         an image."""
-        if self._bound is not None and self._bound["kind"] == "video":
+        if self._bound is not None and self._bound["kind"] in ("video", "video_rgb"):
             b = self._bound
             tp = b["config"]._c.temporal_patch_size if b["config"] is not None else 2
             n = len(b["obj"])
@@ -364,7 +385,7 @@ class Image:
     @property
     def is_video(self):
         if self._bound is not None:
-            return self._bound["kind"] == "video"
+            return self._bound["kind"] in ("video", "video_rgb")
         return bool(_lib.vlm_image_is_video(self.handle))
 
     def pixel_values(self):
@@ -372,7 +393,7 @@ class Image:
         patterns [rows, cols]). A client-bound image preprocesses its source again for them."""
         if self._bound is not None:
             b = self._bound
-            if b["kind"] == "video":
+            if b["kind"] in ("video", "video_rgb"):
                 with Image.video(b["files"], **b["args"]) as v:
                     return v.pixel_values()
             src = os.fsdecode(b["obj"]) if b["kind"] == "file" else b["obj"]

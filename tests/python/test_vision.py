@@ -248,11 +248,13 @@ class TestRequest(unittest.TestCase):
 
 
     def test_arena_video(self):
-        """Image.video(frame files, client=cl) preprocesses straight into the connection's arena
-        (vlm_request_add_video_files): grid, tokens, second_per_grid and pixel values of the
-        buffer path (Image.video without a client), no tensor copied when requests carry it, the
-        later requests find it (images_reused); bad sampling and a missing kept frame fail with
-        the library's reason; frame arrays cannot be bound."""
+        """Image.video(frame files or frame arrays, client=cl): the grid from the sampling and
+        the first kept frame (vlm_video_probe_*, nothing preprocessed yet), then each request
+        preprocesses straight into the connection's arena (vlm_request_add_video_files / _rgb):
+        grid, tokens, second_per_grid and pixel values of the buffer path (Image.video without a
+        client), no tensor copied, the first request preprocesses and the next finds it
+        (images_reused); bad sampling and a missing kept frame fail with the library's
+        reason."""
         files = [os.path.join(VDIR, "clips", "walk", "f%02d.png" % i) for i in range(12)]
         kw = dict(source_fps=25.0, num_frames=6)
         d = harness.Daemon(model=False)
@@ -266,16 +268,25 @@ class TestRequest(unittest.TestCase):
                 self.assertGreater(v.second_per_grid, 0)
                 self.assertTrue(np.array_equal(v.pixel_values(), ref.pixel_values()))
                 s1 = cl.stats()
-                self.assertEqual(s1["images_preprocessed"] - s0["images_preprocessed"], 1)
+                self.assertEqual(s1["images_preprocessed"], s0["images_preprocessed"])
+                rng = np.random.default_rng(7)
+                arrays = rng.integers(0, 256, (12, 36, 48, 3), dtype=np.uint8)
+                with Image.video(arrays, 3136, 12544, **kw) as aref:
+                    va = Image.video(arrays, 3136, 12544, client=cl, **kw)
+                    self.assertTrue(va.bound and va.is_video)
+                    self.assertEqual((va.grid, va.tokens), (aref.grid, aref.tokens))
+                    self.assertEqual(va.second_per_grid, aref.second_per_grid)
+                    self.assertTrue(np.array_equal(va.pixel_values(), aref.pixel_values()))
                 for turn in range(2):
-                    mm = MultiMediaInfo().add_image(151656, v)
-                    st = cl.generate([1] + [151656] * v.tokens + [2], mm, max_tokens=2,
-                                     echo=True, timeout=10)
-                    self.assertGreater(len(list(st)), 0)
+                    for x in (v, va):
+                        mm = MultiMediaInfo().add_image(151656, x)
+                        st = cl.generate([1] + [151656] * x.tokens + [2], mm, max_tokens=2,
+                                         echo=True, timeout=10)
+                        self.assertGreater(len(list(st)), 0)
                 s2 = cl.stats()
                 self.assertEqual(s2["tensors_copied"], s0["tensors_copied"])
+                self.assertEqual(s2["images_preprocessed"] - s1["images_preprocessed"], 2)
                 self.assertEqual(s2["images_reused"] - s1["images_reused"], 2)
-                self.assertEqual(s2["images_preprocessed"], s1["images_preprocessed"])
                 with self.assertRaises(VlmError) as cm:
                     Image.video(files, 3136, 12544, client=cl, fps=2.0)
                 self.assertIn("source_fps", str(cm.exception))
@@ -286,17 +297,20 @@ class TestRequest(unittest.TestCase):
                 self.assertIn("no-such-frame.png", str(cm.exception))
                 self.assertEqual(cm.exception.errno, errno.ENOENT)
                 with self.assertRaises(ValueError):
-                    Image.video(np.zeros((2, 28, 28, 3), np.uint8), client=cl)
+                    Image.video([np.zeros((28, 28, 3), np.uint8), np.zeros((28, 14, 3),
+                                                                          np.uint8)], client=cl)
         finally:
             d.stop()
 
     def test_arena_path(self):
-        """client.image(src) (a file, bytes, a NumPy array, a PIL image) preprocesses straight
-        into the connection's arena: the same grid and pixel values as Image(src), no tensor
-        copied when requests carry them (vlm_conn_stats), each later request finds them there
+        """client.image(src) (a file, bytes, a NumPy array, a PIL image) reads the grid from the
+        header or the array's size (nothing preprocessed yet); the first request that carries it
+        preprocesses it straight into the connection's arena: the same grid and pixel values as
+        Image(src), no tensor copied (vlm_conn_stats), each later request finds it there
         (images_reused) instead of preprocessing again; an Image without a client is copied
         (the counter sees copies); min/max pixels apply; bad files fail with the library's
-        reason and leave the connection usable."""
+        reason (damage after the header: at the request, with the decoder's words) and leave
+        the connection usable."""
         d = harness.Daemon(model=False)
         try:
             with Client(d.sock) as cl:
@@ -318,9 +332,9 @@ class TestRequest(unittest.TestCase):
                     self.assertEqual(bound[2].grid, r2.grid)
                     self.assertTrue(np.array_equal(bound[2].pixel_values(), r2.pixel_values()))
                 s1 = cl.stats()
-                # the file and the same bytes share one preprocessing; the array is another
-                self.assertEqual(s1["images_preprocessed"] - s0["images_preprocessed"], 2)
-                self.assertEqual(s1["images_reused"] - s0["images_reused"], 1)
+                # only headers and sizes read so far
+                self.assertEqual(s1["images_preprocessed"], s0["images_preprocessed"])
+                self.assertEqual(s1["images_reused"], s0["images_reused"])
                 small = cl.image(png, max_pixels=3136)
                 self.assertLess(small.tokens, ref.tokens)
                 for turn in range(3):   # a conversation: the same images every turn
@@ -332,8 +346,10 @@ class TestRequest(unittest.TestCase):
                     self.assertGreater(len(list(st)), 0)
                 s2 = cl.stats()
                 self.assertEqual(s2["tensors_copied"], s0["tensors_copied"])
-                self.assertEqual(s2["images_preprocessed"] - s1["images_preprocessed"], 1)
-                self.assertEqual(s2["images_reused"] - s1["images_reused"], 3 * 4)
+                # the first turn preprocesses the file (its bytes are the same image), the array
+                # and the small one; every later add is a memo hit
+                self.assertEqual(s2["images_preprocessed"] - s1["images_preprocessed"], 3)
+                self.assertEqual(s2["images_reused"] - s1["images_reused"], 1 + 2 * 4)
                 # without a client: a buffer of its own, copied into the arena per request
                 mm = MultiMediaInfo().add_image(151655, ref)
                 st = cl.generate([1] + [151655] * ref.tokens, mm, max_tokens=2, echo=True,
@@ -347,6 +363,16 @@ class TestRequest(unittest.TestCase):
                 with self.assertRaises(VlmError) as cm:
                     cl.image(img_path("bad/ratio201_1x201.png"))
                 self.assertIn("absolute aspect ratio must be smaller than 200", str(cm.exception))
+                # a sound header over damaged data: bound, then refused by the request
+                cut = cl.image(img_path("bad/truncated.jpg"))
+                with self.assertRaises(VlmError) as cm:
+                    cl.generate([1] + [151655] * cut.tokens, MultiMediaInfo().add_image(
+                        151655, cut), max_tokens=2, echo=True, timeout=10)
+                with self.assertRaises(VlmError) as want:
+                    preprocess_image(img_path("bad/truncated.jpg"))
+                self.assertEqual(cm.exception.errno, errno.EBADMSG)
+                self.assertEqual(str(cm.exception).split(": ", 1)[1],
+                                 str(want.exception).split(": ", 1)[1])
                 self.assertTrue(cl.alive)
                 ref.close()
         finally:
@@ -372,8 +398,8 @@ class TestGenerate(unittest.TestCase):
                              img_path("webp_lossy_160x120.webp"), "--echo", "--ids",
                              "--max-tokens", "2", "--timeout", "10000")
             self.assertEqual(r.returncode, 0, r.stderr)
-            # the arena path: each file preprocessed once into the arena (for its grid), found
-            # there by the request (the same file twice: once), nothing copied
+            # the arena path: the grids from the headers, each file preprocessed once into the
+            # arena by the request (the same file twice: preprocessed, then found), nothing copied
             r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "Describe.",
                              "--image", img_path("png_28x28.png"), "--image",
                              img_path("webp_lossy_160x120.webp"), "--image",
@@ -381,7 +407,7 @@ class TestGenerate(unittest.TestCase):
                              "--max-tokens", "2", "--timeout", "10000")
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(json.loads(r.stdout)["transport"],
-                             {"images_preprocessed": 2, "images_reused": 4,
+                             {"images_preprocessed": 2, "images_reused": 1,
                               "tensors_copied": 0, "bytes_copied": 0})
             with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
                 json.dump([{"role": "user", "content": [

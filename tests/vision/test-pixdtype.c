@@ -36,16 +36,7 @@
 #include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
-static int failures;
-
-#define CHECK(cond, ...) do { \
-		if (!(cond)) { \
-			failures++; \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__); \
-			fputc('\n', stderr); \
-		} \
-	} while (0)
+#define CHECK VT_CHECK
 
 static const char *const images[] = { "png_rgba_120x90.png", "jpeg_444_130x90.jpg", "webp_lossy_160x120.webp" };
 #define N_IMG 3
@@ -239,15 +230,9 @@ out:
 
 int main(int argc, char **argv)
 {
-	if (argc < 4) {
-		fprintf(stderr, "usage: %s VISION_DIR VLM_MKMODEL BACKEND...\n", argv[0]);
+	if (!vt_args(argc, argv, 3, "VISION_DIR VLM_MKMODEL BACKEND..."))
 		return 2;
-	}
 	run_arch(argv[1], argv[2], "qwen2-vl", argv + 3, argc - 3);
 	run_arch(argv[1], argv[2], "qwen2.5-vl", argv + 3, argc - 3);
-	if (failures)
-		fprintf(stderr, "%d failure(s)\n", failures);
-	else
-		printf("ok\n");
-	return failures ? 1 : 0;
+	return vt_exit();
 }

@@ -374,6 +374,18 @@ static void sizes_and_videos(void)
 		CHECK(el == -ENOENT && vlm_video_probe_files(q, 12, NULL, NULL, NULL, NULL, NULL) ==
 		      el && !strcmp(msg, vlm_last_error()), "missing first frame: %s / %s", msg,
 		      vlm_last_error());
+		/* a later kept frame missing: refused as the load refuses it; a skipped one: fine */
+		q[0] = p[0];
+		q[3] = "/nonexistent/f03.png";
+		el = vlm_video_load_frames(q, 12, NULL, NULL, &vo[3], &a);
+		last(msg);
+		CHECK(el == -ENOENT && vlm_video_probe_files(q, 12, NULL, NULL, &vo[3], NULL, NULL) ==
+		      el && !strcmp(msg, vlm_last_error()), "missing kept frame 3: %s / %s", msg,
+		      vlm_last_error());
+		q[3] = p[3];
+		q[1] = "/nonexistent/f01.png";
+		CHECK(vlm_video_probe_files(q, 12, NULL, NULL, &vo[3], NULL, NULL) == 0,
+		      "a missing frame the sampling skips: %s", vlm_last_error());
 		CHECK(vlm_video_probe_size(0, 64, 48, NULL, NULL, NULL, NULL, NULL) == -EINVAL,
 		      "no frames");
 	}
@@ -382,9 +394,10 @@ static void sizes_and_videos(void)
 	printf("ok sizes and videos: probes = loads\n");
 }
 
-/* n requests carrying medium i of imgs (tool_images_add); the stats' change. */
+/* n requests carrying medium i of imgs (tool_images_add): the connection's counters must grow
+ * by pre preprocessings and reused memo hits, with nothing copied. */
 static void requests(struct vlm_conn *c, const struct tool_images *imgs, size_t i, int n,
-		     int32_t pad, struct vlm_conn_stats *d)
+		     int32_t pad, uint64_t pre, uint64_t reused, const char *what)
 {
 	struct vlm_conn_stats s0, s1;
 	char err[512];
@@ -402,9 +415,14 @@ static void requests(struct vlm_conn *c, const struct tool_images *imgs, size_t 
 		vlm_request_free(r); /* the next turn: a new request */
 	}
 	vlm_conn_stats(c, &s1);
-	d->images_preprocessed = s1.images_preprocessed - s0.images_preprocessed;
-	d->images_reused = s1.images_reused - s0.images_reused;
-	d->tensors_copied = s1.tensors_copied - s0.tensors_copied;
+	CHECK(s1.images_preprocessed - s0.images_preprocessed == pre &&
+	      s1.images_reused - s0.images_reused == reused &&
+	      s1.tensors_copied == s0.tensors_copied,
+	      "%s, %d requests: preprocessed %llu, reused %llu, copied %llu; want %llu, %llu, 0",
+	      what, n, (unsigned long long)(s1.images_preprocessed - s0.images_preprocessed),
+	      (unsigned long long)(s1.images_reused - s0.images_reused),
+	      (unsigned long long)(s1.tensors_copied - s0.tensors_copied),
+	      (unsigned long long)pre, (unsigned long long)reused);
 }
 
 static void once_per_request(struct vlm_conn *c)
@@ -433,14 +451,10 @@ static void once_per_request(struct vlm_conn *c)
 		CHECK(bytes > quarter && bytes < vlm_conn_arena_bytes(c),
 		      "the test assumes %llu bytes of patches between the memo's budget %llu and "
 		      "the arena", (unsigned long long)bytes, (unsigned long long)quarter);
-		requests(c, &imgs, 0, 3, IMAGE_PAD, &d);
-		CHECK(d.images_preprocessed == 3 && d.images_reused == 0 && d.tensors_copied == 0,
-		      "large image, 3 requests: preprocessed %llu, reused %llu, copied %llu",
-		      (unsigned long long)d.images_preprocessed,
-		      (unsigned long long)d.images_reused, (unsigned long long)d.tensors_copied);
-		printf("ok large image (%llu bytes of patches > arena/4 = %llu): 3 requests, %llu "
-		       "preprocessings\n", (unsigned long long)bytes, (unsigned long long)quarter,
-		       (unsigned long long)d.images_preprocessed);
+		requests(c, &imgs, 0, 3, IMAGE_PAD, 3, 0, "large image");
+		printf("ok large image (%llu bytes of patches > arena/4 = %llu): one "
+		       "preprocessing per request\n", (unsigned long long)bytes,
+		       (unsigned long long)quarter);
 	}
 	tool_images_fini(&imgs);
 	/* a small one: the first request preprocesses, the memo serves the second */
@@ -448,26 +462,16 @@ static void once_per_request(struct vlm_conn *c)
 	snprintf(path, sizeof(path), "%s/images/jpeg_448x448.jpg", dir);
 	CHECK(tool_image_load(path, &imgs.cfg, &imgs.opts, &imgs, err, sizeof(err)) == 0,
 	      "tool_image_load small: %s", err);
-	if (imgs.n == 1) {
-		requests(c, &imgs, 0, 2, IMAGE_PAD, &d);
-		CHECK(d.images_preprocessed == 1 && d.images_reused == 1 && d.tensors_copied == 0,
-		      "small image, 2 requests: preprocessed %llu, reused %llu",
-		      (unsigned long long)d.images_preprocessed,
-		      (unsigned long long)d.images_reused);
-	}
+	if (imgs.n == 1)
+		requests(c, &imgs, 0, 2, IMAGE_PAD, 1, 1, "small image");
 	tool_images_fini(&imgs);
 	/* a video over the budget (the video defaults per frame): once per request */
 	snprintf(path, sizeof(path), "%s/clips/walk", dir);
 	vlm_video_config_default(&vcfg);
 	CHECK(tool_video_load(path, &vcfg, NULL, &nf, &imgs, err, sizeof(err)) == 0,
 	      "tool_video_load: %s", err);
-	if (imgs.n == 1) {
-		requests(c, &imgs, 0, 2, VIDEO_PAD, &d);
-		CHECK(d.images_preprocessed == 2 && d.images_reused == 0 && d.tensors_copied == 0,
-		      "video, 2 requests: preprocessed %llu, reused %llu",
-		      (unsigned long long)d.images_preprocessed,
-		      (unsigned long long)d.images_reused);
-	}
+	if (imgs.n == 1)
+		requests(c, &imgs, 0, 2, VIDEO_PAD, 2, 0, "video over the memo's budget");
 	tool_images_fini(&imgs);
 }
 

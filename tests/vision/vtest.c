@@ -9,6 +9,25 @@
 
 #include "tests/vision/vtest.h"
 
+int vt_failures;
+
+bool vt_args(int argc, char **argv, int n, const char *usage)
+{
+	if (argc > n)
+		return true;
+	fprintf(stderr, "usage: %s %s\n", argc ? argv[0] : "test", usage);
+	return false;
+}
+
+int vt_exit(void)
+{
+	if (vt_failures)
+		fprintf(stderr, "%d failure(s)\n", vt_failures);
+	else
+		printf("ok\n");
+	return vt_failures ? 1 : 0;
+}
+
 void *vt_read_all(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
