@@ -438,6 +438,20 @@ def test_media_policy():
         check(st == 400 and r["error"]["param"] == "messages[0].content[0]" and
               ("could not be used" in r["error"]["message"] or "image support" in r["error"]["message"]),
               "corrupt image: %d %r" % (st, r))
+        # a sound header over damaged image data (a byte of the IDAT stream flipped): the header
+        # gives the grid, the request's preprocessing refuses it: the same 400, naming the part,
+        # in the decoder's words
+        dmg = bytearray(png(56, 56))
+        dmg[50] ^= 0xff
+        cut = base64.b64encode(bytes(dmg)).decode()
+        two = [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + cut}}]}]
+        st, r = A.post("/v1/chat/completions", body(messages=two))
+        check(st == 400 and r["error"]["param"] == "messages[0].content[1]" and
+              ("could not be used: corrupt PNG" in r["error"]["message"] or
+               "image support" in r["error"]["message"]),
+              "image damaged after its header: %d %r" % (st, r))
         for s_ in sorted(STATES):
             print("     (images: %s)" % s_)
     finally:
