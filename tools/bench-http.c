@@ -15,9 +15,9 @@
  * images — the seed's workload: system prompt; a user turn with the request's own text and all
  * images but the last; a fixed assistant answer; a last user turn with the last image and a
  * question. The images travel as they would from a user: the encoded file bytes, taken per
- * request on both sides the same way (direct: vlm_request_add_image_memory on a scratch request
- * for the grid, then on the request; http: a base64 data: URL that vlm-serve handles with the
- * same calls), so both sides find a repeated image preprocessed in their connection's arena
+ * request on both sides the same way (direct: vlm_image_probe_memory for the grid, then
+ * vlm_request_add_image_memory on the request; http: a base64 data: URL that vlm-serve handles
+ * with the same calls), so both sides find a repeated image preprocessed in their connection's arena
  * (libvlmclient's image memo) and vlmd's vision cache serves it to both alike.
  * Reported per side: QPS, TTFT and ITL p50/p99 (TTFT: request start to the first token / the
  * first content event; ITL: between consecutive token batches / content events). Headline
@@ -236,16 +236,13 @@ static void *direct_thread(void *arg)
 			  vlm_chat_add_message(chat, "user") == 0 &&
 			  vlm_chat_add_text(chat, text, strlen(text)) == 0;
 		/* the seed's workload: the images taken per request from their encoded bytes, as
-		 * vlm-serve does with a data: URL (a scratch request gives the grid; the patches go
-		 * into the arena, where the real request finds them: libvlmclient's image memo);
-		 * all but the last in the first user turn */
+		 * vlm-serve does with a data: URL (the header gives the grid; the request's add
+		 * preprocesses into the arena, or finds the patches there: libvlmclient's image
+		 * memo); all but the last in the first user turn */
 		for (int k = 0; ok && k < ni; k++) {
 			uint32_t g[3];
-			struct vlm_request *scratch = NULL;
-			ok = vlm_request_new(d->conn, &scratch) == 0 &&
-			     vlm_request_add_image_memory(scratch, 0, images[k].data, images[k].len,
-							  &vcfg, NULL, g, NULL) == 0;
-			vlm_request_free(scratch);
+			ok = vlm_image_probe_memory(images[k].data, images[k].len, &vcfg, NULL, g,
+						    NULL) == 0;
 			if (ok && k == ni - 1)
 				ok = vlm_chat_add_message(chat, "assistant") == 0 &&
 				     vlm_chat_add_text(chat, ASSISTANT, strlen(ASSISTANT)) == 0 &&
