@@ -190,8 +190,9 @@ def main():
         p.send(b"What is in this picture?\r")
         m = p.expect(STATUS.pattern, "the answer to the image turn")
         assert int(m.group(4)) > 256, "the image turn's prompt holds its 256 pad tokens: %r" % m.group(0)
-        # /image preprocessed it into the connection's arena; the turn found it there
-        assert m.group(6) == b"1" and m.group(7) == b"1", "the image turn's images: %r" % m.group(0)
+        # /image read only its header (grid and token count); the turn preprocessed it into the
+        # connection's arena, once
+        assert m.group(6) == b"1" and m.group(7) == b"0", "the image turn's images: %r" % m.group(0)
         p.expect(rb">>> ", "the prompt after the image turn")
         # the next turn resends the conversation's image: found in the arena again, not redone
         p.send(b"And the colours?\r")

@@ -433,6 +433,12 @@ class TestGenerate(unittest.TestCase):
                              "--image", img_path("bad/image.gif"))
             self.assertEqual(r.returncode, 1)
             self.assertIn("image.gif: GIF images are not supported", r.stderr)
+            # a sound header over a truncated scan: the prompt is built from the header's grid,
+            # the request's preprocessing refuses the file in the decoder's words
+            r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
+                             "--image", img_path("bad/truncated.jpg"), "--echo")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("truncated.jpg: truncated JPEG (premature end of data)", r.stderr)
             r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
                              "--image", img_path("png_28x28.png"), "--max-pixels", "-3")
             self.assertEqual(r.returncode, 2, r.stderr)
