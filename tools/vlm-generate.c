@@ -67,8 +67,8 @@ struct opts {
 	int n_image;
 	uint64_t min_pixels, max_pixels; /* 0: the checkpoint's (preprocessor_config.json) */
 	int pixel_dtype;                 /* --pixel-dtype: 0 auto (the checkpoint's), else 1 + dtype */
-	struct tool_images imgs;     /* preprocessed, in prompt order */
-	struct vlm_conn *conn;       /* connected at the first image file, else in main */
+	struct tool_images imgs;     /* grids from headers, in prompt order */
+	struct vlm_conn *conn;       /* connected in main, after the prompt is built */
 	struct vlm_gen_params gp;
 	int32_t stop[MAX_STOP];
 	const char *stop_str[MAX_STOP_STR];
