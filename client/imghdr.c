@@ -163,13 +163,11 @@ static bool webp_header(const uint8_t *p, size_t len, uint32_t *w, uint32_t *h, 
 
 /* ---------------------------------------------------------------- entry point */
 
-int vc_img_probe(const void *data, size_t len, uint64_t max_pixels, uint32_t *w, uint32_t *h,
-		 bool *decoded)
+bool vc_img_header(const void *data, size_t len, uint64_t max_pixels, uint32_t *w, uint32_t *h)
 {
 	const uint8_t *p = data;
-	struct vc_rgb rgb;
 	bool ok = false;
-	int o = 1, e;
+	int o = 1;
 
 	if (len >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff)
 		ok = jpeg_header(p, len, w, h, &o);
@@ -178,18 +176,28 @@ int vc_img_probe(const void *data, size_t len, uint64_t max_pixels, uint32_t *w,
 	else if (len >= 12 && !memcmp(p, "RIFF", 4) && !memcmp(p + 8, "WEBP", 4))
 		ok = webp_header(p, len, w, h, &o);
 	/* the decoder's size check (vc_img_decode refuses these before any pixel buffer) */
-	ok = ok && *w && *h && (uint64_t)*w * *h <= max_pixels;
+	if (!ok || !*w || !*h || (uint64_t)*w * *h > max_pixels)
+		return false;
+	if (o >= 5) { /* transposed or rotated by 90 degrees */
+		uint32_t t = *w;
+
+		*w = *h;
+		*h = t;
+	}
+	return true;
+}
+
+int vc_img_probe(const void *data, size_t len, uint64_t max_pixels, uint32_t *w, uint32_t *h,
+		 bool *decoded)
+{
+	struct vc_rgb rgb;
+	bool ok = vc_img_header(data, len, max_pixels, w, h);
+	int e;
+
 	if (decoded)
 		*decoded = !ok;
-	if (ok) {
-		if (o >= 5) { /* transposed or rotated by 90 degrees */
-			uint32_t t = *w;
-
-			*w = *h;
-			*h = t;
-		}
+	if (ok)
 		return 0;
-	}
 	e = vc_img_decode(data, len, max_pixels, &rgb);
 	if (e)
 		return e;

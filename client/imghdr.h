@@ -20,5 +20,8 @@
  */
 int vc_img_probe(const void *data, size_t len, uint64_t max_pixels, uint32_t *w, uint32_t *h,
 		 bool *decoded);
+/* vc_img_probe's header path alone: true with *w, *h when the header says them exactly, false
+ * (nothing decoded, no message) when only the decoder can. */
+bool vc_img_header(const void *data, size_t len, uint64_t max_pixels, uint32_t *w, uint32_t *h);
 
 #endif /* VLM_CLIENT_IMGHDR_H */

@@ -30,6 +30,7 @@
 #include <openssl/evp.h>
 
 #include "client/api.h"
+#include "client/imghdr.h"
 #include "client/imgprep.h"
 #include "client/item.h"
 #include "client/pixmemo.h"
@@ -164,19 +165,28 @@ int vlm_request_add_image(struct vlm_request *r, int32_t placeholder_id,
 struct arena_dst {
 	struct vlm_conn *conn;
 	uint64_t off, len;           /* the extent (len 0: none yet) */
+	void *mem;
 };
 
+/* The extent for bytes of patches: taken now, or the one taken ahead (reserve) for them. */
 static int arena_get(void *ctx, size_t bytes, void **mem)
 {
 	struct arena_dst *a = ctx;
 	int e = 0;
 
+	if (a->len) { /* taken ahead from the header's grid: the decoder's must be the same */
+		*mem = a->mem;
+		return bytes == a->len ? 0 : vc_err(-EPROTO, "image: %zu bytes of patches, %llu "
+						   "taken from its header's grid", bytes,
+						   (unsigned long long)a->len);
+	}
 	vc_lock(a->conn);
 	*mem = vc_arena_get(a->conn, bytes, &a->off, &e);
 	vc_unlock(a->conn);
 	if (!*mem)
 		return e;
 	a->len = bytes;
+	a->mem = *mem;
 	return 0;
 }
 
@@ -380,17 +390,33 @@ struct img_prep {
 	const struct vlm_image_opts *opts;
 };
 
-/* Preprocesses src into dst's memory (an arena extent). */
+/*
+ * Preprocesses src into dst's memory (an arena extent). An encoded image's extent is taken from
+ * its header's grid before anything is decoded: with the arena full (-ENOSPC; vlm-serve then
+ * builds the request again shortly) nothing was decoded in vain, where the decoder would
+ * otherwise decode a rotated JPEG, a WebP or an interlaced PNG whole before asking for room.
+ */
 static int prep_image(const void *ctx, const struct vc_img_dst *dst, struct vlm_image **img)
 {
 	const struct img_prep *p = ctx;
 	const struct img_src *src = p->src;
 	char msg[VC_ERR_LEN];
+	uint32_t w, h, g[3];
+	void *mem;
 	int e;
 
 	if (src->rgb)
 		return vc_image_from_rgb_to(src->rgb, src->width, src->height, src->stride, p->cfg,
 					    p->opts, dst, img);
+	if (vc_img_header(src->data, src->len, vc_source_limit(p->opts), &w, &h) &&
+	    !vc_prep_grid(p->cfg, p->opts, w, h, 1, g)) {
+		size_t bytes = (size_t)g[0] * g[1] * g[2] * 3 * p->cfg->temporal_patch_size *
+			       p->cfg->patch_size * p->cfg->patch_size *
+			       (p->opts->dtype == VLM_DTYPE_F32 ? 4 : 2);
+
+		if ((e = dst->get(dst->ctx, bytes, &mem)))
+			return e;
+	}
 	e = vc_image_load_memory_to(src->data, src->len, p->cfg, p->opts, dst, img);
 	if (e && src->path) { /* every failure of a file names it */
 		vc_err_save(msg);

@@ -18,7 +18,10 @@
  *   tool_images_add per request) for that 1280x720 JPEG (5 MB of patches, not kept by the memo)
  *   adds images_preprocessed 1 and images_reused 0 per request and copies nothing; a small image
  *   is preprocessed by the first request and reused by the second; a video over the budget, once
- *   per request too.
+ *   per request too;
+ * - an encoded image's arena extent is taken from its header's grid before decoding: with the
+ *   arena full, a WebP damaged after its header (decoded whole) gets -ENOSPC, not the decoder's
+ *   -EBADMSG it gets with room.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -475,6 +478,41 @@ static void once_per_request(struct vlm_conn *c)
 	tool_images_fini(&imgs);
 }
 
+/* A full arena: an encoded image's extent is taken from its header's grid before decoding, so a
+ * WebP (decoded whole) damaged after its header gets -ENOSPC, not the decoder's -EBADMSG: nothing
+ * was decoded in vain; with room, the same bytes get the decoder's error. */
+static void full_arena(struct vlm_conn *c)
+{
+	struct vlm_request *r = NULL;
+	char path[4096];
+	size_t len, room;
+	void *data, *hold = NULL;
+	uint32_t g[3];
+	int e;
+
+	snprintf(path, sizeof(path), "%s/images/webp_lossy_160x120.webp", dir);
+	data = vt_read_all(path, &len);
+	CHECK(data && vlm_request_new(c, &r) == 0, "full arena: set-up");
+	if (!data || !r)
+		goto out;
+	CHECK(vlm_image_probe_memory(data, len * 9 / 10, NULL, NULL, g, NULL) == 0,
+	      "the cut WebP's header: %s", vlm_last_error());
+	e = vlm_request_add_image_memory(r, IMAGE_PAD, data, len * 9 / 10, NULL, NULL, g, NULL);
+	CHECK(e == -EBADMSG, "the cut WebP with room: %d (%s)", e, vlm_last_error());
+	/* all the arena but less than the image's patches (96 rows of 4704 bytes) */
+	room = (size_t)g[0] * g[1] * g[2] * 4704;
+	CHECK(vlm_host_alloc(c, vlm_conn_arena_bytes(c) - room / 2 - 4096, &hold) == 0,
+	      "vlm_host_alloc: %s", vlm_last_error());
+	e = vlm_request_add_image_memory(r, IMAGE_PAD, data, len * 9 / 10, NULL, NULL, g, NULL);
+	CHECK(e == -ENOSPC, "the cut WebP in a full arena: %d (%s)", e, vlm_last_error());
+	CHECK(r->n_items == 0, "an item was added");
+	if (hold)
+		vlm_host_free(c, hold);
+out:
+	vlm_request_free(r);
+	free(data);
+}
+
 int main(int argc, char **argv)
 {
 	struct th_daemon d = { 0 };
@@ -495,6 +533,7 @@ int main(int argc, char **argv)
 		      (unsigned long long)vlm_conn_arena_bytes(c));
 		bad_files(c);
 		once_per_request(c);
+		full_arena(c);
 	}
 	return vt_finish(&d, c);
 }
