@@ -32,11 +32,11 @@
 #include "daemon/model/weights.h"
 #include "kernels/backend.h"
 #include "kernels/convert.h"
+#include "tests/client/ct.h"
 #include "tests/model/refckpt.h"
 #include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
-#define CHECK VT_CHECK
 
 static const char *const images[] = { "png_rgba_120x90.png", "jpeg_444_130x90.jpg", "webp_lossy_160x120.webp" };
 #define N_IMG 3
@@ -234,5 +234,5 @@ int main(int argc, char **argv)
 		return 2;
 	run_arch(argv[1], argv[2], "qwen2-vl", argv + 3, argc - 3);
 	run_arch(argv[1], argv[2], "qwen2.5-vl", argv + 3, argc - 3);
-	return vt_exit();
+	return vt_exit(ct_failures);
 }

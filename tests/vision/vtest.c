@@ -9,8 +9,6 @@
 
 #include "tests/vision/vtest.h"
 
-int vt_failures;
-
 bool vt_args(int argc, char **argv, int n, const char *usage)
 {
 	if (argc > n)
@@ -19,13 +17,13 @@ bool vt_args(int argc, char **argv, int n, const char *usage)
 	return false;
 }
 
-int vt_exit(void)
+int vt_exit(int failures)
 {
-	if (vt_failures)
-		fprintf(stderr, "%d failure(s)\n", vt_failures);
+	if (failures)
+		fprintf(stderr, "%d failure(s)\n", failures);
 	else
 		printf("ok\n");
-	return vt_failures ? 1 : 0;
+	return failures ? 1 : 0;
 }
 
 void *vt_read_all(const char *path, size_t *len)

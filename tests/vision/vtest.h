@@ -9,25 +9,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 /* ---- vtest.c */
 
-/* Failed checks so far (VT_CHECK, for tests without tests/client's CHECK). */
-extern int vt_failures;
-#define VT_CHECK(cond, ...) do { \
-		if (!(cond)) { \
-			vt_failures++; \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__); \
-			fputc('\n', stderr); \
-		} \
-	} while (0)
 /* main's arguments: true when there are at least n after argv[0], else the usage line
  * ("usage: PROGRAM usage") on stderr. */
 bool vt_args(int argc, char **argv, int n, const char *usage);
-/* The end of a VT_CHECK test: "ok", or the failure count on stderr; the exit status. */
-int vt_exit(void);
+/* The end of a test with this many failed checks: "ok", or the count on stderr; the exit
+ * status. */
+int vt_exit(int failures);
 
 /* The whole file path (malloc'd, one spare byte after the end), its size in *len; NULL when it
  * cannot be read. */
