@@ -11,14 +11,17 @@
  * quarter of the arena).
  * Same answer, same errors: each probe runs the checks of the load it stands for, in the same
  * order and with the same messages (the file read, the options, the decoder's header checks
- * named by the path, then vc_prep_grid, which preprocessing itself uses); what only decoding can
- * find (damage after the header, video frames of different sizes) fails at the add.
+ * named by the path, then vc_prep_grid, which preprocessing itself uses; when that refuses an
+ * image the load would have decoded whole first, the probe opens the decoder the same way, so
+ * damage found there wins as in the load); what only decoding can find (damage after the header,
+ * video frames of different sizes) fails at the add.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "client/imgdecode.h"
 #include "client/imghdr.h"
 #include "client/imgprep.h"
 #include "client/vlmerr.h"
@@ -48,8 +51,24 @@ static int probe_encoded(const void *data, size_t len, const char *path, size_t 
 		vc_err_save(msg);
 		return vc_err(e, "%s: %s", path, msg);
 	}
-	if (!e)
-		e = vc_prep_grid(cfg, opts, w, h, nf, g);
+	if (!e && (e = vc_prep_grid(cfg, opts, w, h, nf, g))) {
+		/* the load opens the decoder before these checks, and for an image it decodes whole
+		 * (EXIF-rotated JPEG, WebP, interlaced PNG, PNG with eXIf) that means decoding: data
+		 * damaged too fails there first. Only on this error path: the same order here. */
+		struct vc_img_rows *rows = NULL;
+		int d;
+
+		vc_err_save(msg);
+		d = vc_img_rows_open(data, len, vc_source_limit(opts), &rows);
+		vc_img_rows_free(rows);
+		if (d && path) {
+			vc_err_save(msg);
+			return vc_err(d, "%s: %s", path, msg);
+		}
+		if (d)
+			return d;
+		vc_err_restore(msg);
+	}
 	if (!e)
 		put(g, cfg, grid_thw, tokens);
 	return e;

@@ -3,7 +3,9 @@
  * seeded damage (random byte changes, truncation at a random length, both, and a zeroed or
  * 0xff-filled stretch) goes through vlm_image_load_memory. Each call must return 0 or one of
  * the documented errors (-EBADMSG, -ENOTSUP, -E2BIG, -ERANGE, -EINVAL) with a message, and a
- * success must be a consistent image (rows = t*h*w, 1176 columns, finite values). Under ASan
+ * success must be a consistent image (rows = t*h*w, 1176 columns, finite values); the header
+ * probe (vlm_image_probe_memory) on the same bytes gives a decoded image's grid, and where the
+ * load fails it fails alike (errno and message) or passes (damage after the header). Under ASan
  * (tests/run.sh --sanitize address,undefined) it also checks memory safety of the decoding path.
  *
  * usage: test-mutate TESTS_VISION_DIR [ROUNDS]
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -27,24 +30,24 @@ static uint64_t next(void)
 	return rng;
 }
 
-static unsigned char *read_all(const char *path, size_t *len)
+/*
+ * The header probe on the same damaged bytes (vlm_image_probe_memory): where the load succeeded
+ * (el 0, img) it gives the image's grid; where the load failed with lmsg, it fails with the
+ * same errno and message, or it passes (damage after the header, which only decoding sees).
+ */
+static void probe_agrees(const unsigned char *buf, size_t n, const struct vlm_image_opts *o,
+			 int el, const char *lmsg, const struct vlm_image *img, const char *name,
+			 int r, int *failures)
 {
-	FILE *f = fopen(path, "rb");
-	unsigned char *buf = NULL;
-	long n;
+	uint32_t g[3], gl[3];
+	int ep = vlm_image_probe_memory(buf, n, NULL, o, g, NULL);
 
-	if (!f)
-		return NULL;
-	if (!fseek(f, 0, SEEK_END) && (n = ftell(f)) > 0 && !fseek(f, 0, SEEK_SET)) {
-		buf = malloc((size_t)n);
-		if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-			free(buf);
-			buf = NULL;
-		}
-		*len = (size_t)n;
+	vlm_image_grid(img, gl);
+	if (!el ? ep || memcmp(g, gl, sizeof(g)) : ep && (ep != el || strcmp(lmsg, vlm_last_error()))) {
+		fprintf(stderr, "FAIL: %s round %d: probe %d (%s), load %d (%s)\n", name, r, ep,
+			vlm_last_error(), el, lmsg);
+		(*failures)++;
 	}
-	fclose(f);
-	return buf;
 }
 
 int main(int argc, char **argv)
@@ -77,7 +80,7 @@ int main(int argc, char **argv)
 		if (!strncmp(name, "jpeg_1920", 9) || !strncmp(name, "png_pano", 8))
 			continue; /* large: the damage is the same as on the smaller ones */
 		snprintf(path, sizeof(path), "%s/images/%s", argv[1], name);
-		orig = read_all(path, &len);
+		orig = vt_read_all(path, &len);
 		if (!orig) {
 			fprintf(stderr, "FAIL: %s unreadable\n", path);
 			failures++;
@@ -87,6 +90,7 @@ int main(int argc, char **argv)
 		buf = malloc(len);
 		for (int r = 0; r < rounds && buf; r++) {
 			struct vlm_image *img = NULL;
+			char lmsg[512];
 			size_t n = len;
 			int kind = r % 4, e;
 
@@ -103,6 +107,8 @@ int main(int argc, char **argv)
 			}
 			e = vlm_image_load_memory(buf, n, NULL, &o, &img);
 			calls++;
+			snprintf(lmsg, sizeof(lmsg), "%s", vlm_last_error());
+			probe_agrees(buf, n, &o, e, lmsg, img, name, r, &failures);
 			if (e == 0) {
 				enum vlm_dtype dt;
 				size_t rows, cols;
@@ -125,9 +131,9 @@ int main(int argc, char **argv)
 			} else if (e != -EBADMSG && e != -ENOTSUP && e != -E2BIG && e != -ERANGE &&
 				   e != -EINVAL) {
 				fprintf(stderr, "FAIL: %s round %d: undocumented error %d (%s)\n", name, r,
-					e, vlm_last_error());
+					e, lmsg);
 				failures++;
-			} else if (!vlm_last_error()[0]) {
+			} else if (!lmsg[0]) {
 				fprintf(stderr, "FAIL: %s round %d: error %d without a message\n", name, r,
 					e);
 				failures++;
