@@ -707,9 +707,9 @@ static void *patches_alloc(size_t bytes, bool *mapped)
 	return malloc(bytes);
 }
 
-static int rows_pull(void *ctx, const uint8_t **row)
+static int rows_pull(void *ctx, uint32_t n, const uint8_t **rows)
 {
-	return vc_img_rows_next(ctx, row);
+	return vc_img_rows_next_n(ctx, n, rows);
 }
 
 /* The shared core: nf RGB frames of one size -> *ret; or (rows non-NULL, nf 1, src unused) one

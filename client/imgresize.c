@@ -446,10 +446,39 @@ static inline __m128i vbmi_group(__m512i src, __m512i id, __m512i map, const int
 						       _mm512_setzero_si512()));
 }
 
+/* Groups g.. of one row one by one (the tail of h_row_vbmi_np / h_row2_vbmi_np): loads past
+ * limit are masked off, and the last store is masked to the row. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline void h_tail_vbmi(const uint8_t *s, const uint8_t *limit, const struct axis *ax,
+			       uint8_t *d, uint32_t dw, uint32_t g, const uint32_t np)
+{
+	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1));
+	const __m128i shift = _mm_cvtsi32_si128(ax->prec);
+	uint32_t nb = dw * 3;
+
+	for (; g < ax->ngroups; g++) {
+		const uint8_t *p = s + ax->gbase[g];
+		__m512i src;
+		__m128i out;
+
+		if (p + 64 <= limit)
+			src = _mm512_loadu_si512((const void *)p);
+		else
+			src = _mm512_maskz_loadu_epi8(limit - p >= 64 ? ~0ull :
+						      (1ull << (limit - p)) - 1, p);
+		out = vbmi_group(src, _mm512_loadu_si512((const void *)(ax->gidx + (size_t)g * 64)),
+				 _mm512_loadu_si512((const void *)vbmi_map[g % 3]),
+				 ax->gw + 16 * (g / 3), ax->gw_stride, np, vhalf, shift);
+		if (16 * g + 16 <= nb)
+			_mm_storeu_si128((__m128i *)(d + 16 * g), out);
+		else
+			_mm_mask_storeu_epi8(d + 16 * g, (__mmask16)((1u << (nb - 16 * g)) - 1), out);
+	}
+}
+
 /* h_row with AVX-512 VBMI + VNNI: 16 output bytes (channels interleaved) per group (axis_groups),
  * three groups (16 pixels) per step for independent chains; np is a constant where inlined, so
- * the pair loop unrolls. The last groups go one by one: loads past limit are masked off, and
- * the last store is masked to the row. */
+ * the pair loop unrolls. The last groups go one by one (h_tail_vbmi). */
 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
 static inline void h_row_vbmi_np(const uint8_t *s, const uint8_t *limit, const struct axis *ax,
 				 uint8_t *d, uint32_t dw, const uint32_t np)
@@ -476,24 +505,7 @@ static inline void h_row_vbmi_np(const uint8_t *s, const uint8_t *limit, const s
 			_mm512_loadu_si512((const void *)(s + ax->gbase[g + 2])),
 			_mm512_loadu_si512((const void *)(id + 128)), m2, w, ws, np, vhalf, shift));
 	}
-	for (; g < ax->ngroups; g++) {
-		const uint8_t *p = s + ax->gbase[g];
-		__m512i src;
-		__m128i out;
-
-		if (p + 64 <= limit)
-			src = _mm512_loadu_si512((const void *)p);
-		else
-			src = _mm512_maskz_loadu_epi8(limit - p >= 64 ? ~0ull :
-						      (1ull << (limit - p)) - 1, p);
-		out = vbmi_group(src, _mm512_loadu_si512((const void *)(ax->gidx + (size_t)g * 64)),
-				 g % 3 == 0 ? m0 : g % 3 == 1 ? m1 : m2, ax->gw + 16 * (g / 3), ws,
-				 np, vhalf, shift);
-		if (16 * g + 16 <= nb)
-			_mm_storeu_si128((__m128i *)(d + 16 * g), out);
-		else
-			_mm_mask_storeu_epi8(d + 16 * g, (__mmask16)((1u << (nb - 16 * g)) - 1), out);
-	}
+	h_tail_vbmi(s, limit, ax, d, dw, g, np);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni")))
@@ -506,6 +518,79 @@ static void h_row_vbmi(const uint8_t *s, const uint8_t *limit, const struct axis
 	case 3: h_row_vbmi_np(s, limit, ax, d, dw, 3); break;
 	case 4: h_row_vbmi_np(s, limit, ax, d, dw, 4); break;
 	default: h_row_vbmi_np(s, limit, ax, d, dw, ax->npairs); break;
+	}
+}
+
+/* One group of two rows: vbmi_group's work with the index vector and the weights (the table
+ * reads and their permutations) shared by both rows. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline void vbmi_group2(__m512i src0, __m512i src1, __m512i id, __m512i map,
+			       const int32_t *w, size_t wstride, const uint32_t np, __m512i vhalf,
+			       __m128i shift, uint8_t *d0, uint8_t *d1)
+{
+	const __mmask64 even = 0x5555555555555555ull;
+	__m512i acc0 = vhalf, acc1 = vhalf;
+
+	for (uint32_t q = 0; q < np; q++) {
+		__m512i iq = _mm512_add_epi8(id, _mm512_set1_epi8((char)(6 * q)));
+		__m512i k = _mm512_permutexvar_epi32(map, _mm512_loadu_si512(
+			(const void *)(w + q * wstride)));
+
+		acc0 = _mm512_dpwssd_epi32(acc0, _mm512_maskz_permutexvar_epi8(even, iq, src0), k);
+		acc1 = _mm512_dpwssd_epi32(acc1, _mm512_maskz_permutexvar_epi8(even, iq, src1), k);
+	}
+	_mm_storeu_si128((__m128i *)d0, _mm512_cvtusepi32_epi8(_mm512_max_epi32(
+		_mm512_sra_epi32(acc0, shift), _mm512_setzero_si512())));
+	_mm_storeu_si128((__m128i *)d1, _mm512_cvtusepi32_epi8(_mm512_max_epi32(
+		_mm512_sra_epi32(acc1, shift), _mm512_setzero_si512())));
+}
+
+/* h_row_vbmi over two source rows at once (s0 -> d0, s1 -> d1; each read up to its limit):
+ * the same bytes as two h_row_vbmi calls, with each group's table reads shared, so the tables
+ * are read once per two rows (they meet the decoder's and the patch writer's data in L1). */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline void h_row2_vbmi_np(const uint8_t *s0, const uint8_t *limit0, const uint8_t *s1,
+				  const uint8_t *limit1, const struct axis *ax, uint8_t *d0,
+				  uint8_t *d1, uint32_t dw, const uint32_t np)
+{
+	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1));
+	const __m128i shift = _mm_cvtsi32_si128(ax->prec);
+	const __m512i m0 = _mm512_loadu_si512((const void *)vbmi_map[0]);
+	const __m512i m1 = _mm512_loadu_si512((const void *)vbmi_map[1]);
+	const __m512i m2 = _mm512_loadu_si512((const void *)vbmi_map[2]);
+	const size_t ws = ax->gw_stride;
+	uint32_t nb = dw * 3, g = 0;
+
+	for (; 16 * (g + 3) <= nb && s0 + ax->gbase[g + 2] + 64 <= limit0 &&
+	       s1 + ax->gbase[g + 2] + 64 <= limit1; g += 3) {
+		const int32_t *w = ax->gw + 16 * (g / 3);
+		const uint8_t *id = ax->gidx + (size_t)g * 64;
+
+		for (uint32_t i = 0; i < 3; i++) {
+			size_t b = ax->gbase[g + i];
+
+			vbmi_group2(_mm512_loadu_si512((const void *)(s0 + b)),
+				    _mm512_loadu_si512((const void *)(s1 + b)),
+				    _mm512_loadu_si512((const void *)(id + 64 * i)),
+				    i == 0 ? m0 : i == 1 ? m1 : m2, w, ws, np, vhalf, shift,
+				    d0 + 16 * (g + i), d1 + 16 * (g + i));
+		}
+	}
+	h_tail_vbmi(s0, limit0, ax, d0, dw, g, np);
+	h_tail_vbmi(s1, limit1, ax, d1, dw, g, np);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni")))
+static void h_row2_vbmi(const uint8_t *s0, const uint8_t *limit0, const uint8_t *s1,
+			const uint8_t *limit1, const struct axis *ax, uint8_t *d0, uint8_t *d1,
+			uint32_t dw)
+{
+	switch (ax->npairs) {
+	case 1: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, 1); break;
+	case 2: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, 2); break;
+	case 3: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, 3); break;
+	case 4: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, 4); break;
+	default: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, ax->npairs); break;
 	}
 }
 
@@ -687,6 +772,7 @@ struct vc_resizer {
 	bool ssse3, avx2;            /* what the CPU has (h_row_ssse3, h_row_avx2) */
 	bool vbmi;                   /* h_row_vbmi (the axis has its table) */
 	bool avx512;                 /* v_row_avx512 (AVX-512 BW + VNNI) */
+	bool pair;                   /* hrow filters row sy + 1 with sy (the ring has room) */
 };
 
 void vc_resizer_free(struct vc_resizer *rs)
@@ -745,7 +831,10 @@ static int resizer_new(const uint8_t *src, size_t src_stride, vc_row_pull pull, 
 	}
 	if (sh != dh && (e = axis_init(&rs->av, sh, dh)))
 		goto fail;
-	rs->ring_n = sh != dh ? rs->av.ksize + 1 : 1;
+	/* a tap window spans at most ksize consecutive rows; one more slot for the row filtered
+	 * ahead with its predecessor (hpass2), so no row of the current window is evicted */
+	rs->ring_n = sh != dh ? rs->av.ksize + 2 : 2;
+	rs->pair = rs->vbmi || !src;
 	if (sw != dw || !src) { /* pulled rows live in the ring even at the same width */
 		rs->ring = malloc((size_t)rs->ring_n * dw * 3);
 		rs->ring_src = malloc(sizeof(*rs->ring_src) * rs->ring_n);
@@ -796,48 +885,83 @@ static void hpass(const struct vc_resizer *rs, const uint8_t *s, const uint8_t *
 		h_row(s, limit, &rs->ah, d, rs->dw);
 }
 
+/* hpass of two source rows (s0 -> d0, s1 -> d1), sharing the table reads where a kernel can */
+static void hpass2(const struct vc_resizer *rs, const uint8_t *s0, const uint8_t *limit0,
+		   const uint8_t *s1, const uint8_t *limit1, uint8_t *d0, uint8_t *d1)
+{
+#ifdef __SSE2__
+	if (rs->vbmi) {
+		h_row2_vbmi(s0, limit0, s1, limit1, &rs->ah, d0, d1, rs->dw);
+		return;
+	}
+#endif
+	hpass(rs, s0, limit0, d0);
+	hpass(rs, s1, limit1, d1);
+}
+
+/* Ring slot of source row sy, claimed for it (its old row forgotten) */
+static uint8_t *ring_claim(struct vc_resizer *rs, uint32_t sy)
+{
+	uint32_t slot = sy % rs->ring_n;
+
+	rs->ring_src[slot] = sy;
+	return rs->ring + (size_t)slot * rs->dw * 3;
+}
+
 /* Source row sy after the horizontal pass (computed once while it stays in the ring) into *out.
  * Pulled rows are filtered the moment they arrive, while the decoder's row is still in cache;
- * rows the filter never reaches are pulled and dropped. 0 or the source's error. */
+ * rows the filter never reaches are pulled and dropped. Row sy + 1 is filtered with it when the
+ * ring has room (rs->pair): the vertical window reaches it next (a tap window spans consecutive
+ * rows), and the pair shares the filter's table reads. 0 or the source's error. */
 static int hrow(struct vc_resizer *rs, uint32_t sy, const uint8_t **out)
 {
 	uint32_t slot;
-	uint8_t *d;
+	bool two = rs->pair && sy + 1 < rs->sh;
 
 	if (rs->src && rs->sw == rs->dw) {
 		*out = rs->src + (size_t)sy * rs->stride;
 		return 0;
 	}
 	slot = sy % rs->ring_n;
-	d = rs->ring + (size_t)slot * rs->dw * 3;
-	*out = d;
+	*out = rs->ring + (size_t)slot * rs->dw * 3;
 	if (rs->ring_src[slot] == (int64_t)sy)
 		return 0;
 	if (rs->src) {
 		const uint8_t *limit = rs->src + (size_t)(rs->sh - 1) * rs->stride +
 				       (size_t)rs->sw * 3;
+		const uint8_t *s = rs->src + (size_t)sy * rs->stride;
 
-		hpass(rs, rs->src + (size_t)sy * rs->stride, limit, d);
-		rs->ring_src[slot] = sy;
+		if (two && rs->ring_src[(sy + 1) % rs->ring_n] != (int64_t)sy + 1)
+			hpass2(rs, s, limit, s + rs->stride, limit, ring_claim(rs, sy),
+			       ring_claim(rs, sy + 1));
+		else
+			hpass(rs, s, limit, ring_claim(rs, sy));
 		return 0;
 	}
 	if (sy < rs->pulled) /* gone from the ring: rows were asked out of order */
 		return vc_err(-EINVAL, "resize: source row %u asked after row %u", sy,
 			      rs->pulled - 1);
 	while (rs->pulled <= sy) {
-		const uint8_t *s;
-		int e = rs->pull(rs->pull_ctx, &s);
+		const uint8_t *s[2];
+		uint32_t n = rs->pulled == sy && two ? 2 : 1;
+		int e = rs->pull(rs->pull_ctx, n, s);
 
 		if (e)
 			return e;
-		if (rs->pulled++ < sy)
+		rs->pulled += n;
+		if (rs->pulled <= sy)
 			continue;
-		if (rs->sw == rs->dw)
-			memcpy(d, s, (size_t)rs->sw * 3);
-		else
-			hpass(rs, s, s + (size_t)rs->sw * 3, d);
+		if (rs->sw == rs->dw) {
+			memcpy(ring_claim(rs, sy), s[0], (size_t)rs->sw * 3);
+			if (n == 2)
+				memcpy(ring_claim(rs, sy + 1), s[1], (size_t)rs->sw * 3);
+		} else if (n == 2) {
+			hpass2(rs, s[0], s[0] + (size_t)rs->sw * 3, s[1], s[1] + (size_t)rs->sw * 3,
+			       ring_claim(rs, sy), ring_claim(rs, sy + 1));
+		} else {
+			hpass(rs, s[0], s[0] + (size_t)rs->sw * 3, ring_claim(rs, sy));
+		}
 	}
-	rs->ring_src[slot] = sy;
 	return 0;
 }
 
@@ -855,8 +979,8 @@ int vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst)
 			memcpy(dst, r, n);
 		return e;
 	}
-	/* a tap window spans at most ksize consecutive source rows, the ring holds ksize + 1:
-	 * rows still needed are never evicted while the window advances */
+	/* a tap window spans at most ksize consecutive source rows, the ring holds ksize + 2 (one
+	 * filtered ahead): rows still needed are never evicted while the window advances */
 	for (uint32_t j = 0; j < av->n[y]; j++) {
 		e = hrow(rs, av->lo[y] + j, &rs->taps[j]);
 		if (e)
