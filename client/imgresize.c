@@ -566,15 +566,20 @@ static inline void h_row2_vbmi_np(const uint8_t *s0, const uint8_t *limit0, cons
 		const int32_t *w = ax->gw + 16 * (g / 3);
 		const uint8_t *id = ax->gidx + (size_t)g * 64;
 
-		for (uint32_t i = 0; i < 3; i++) {
-			size_t b = ax->gbase[g + i];
+		size_t b0 = ax->gbase[g], b1 = ax->gbase[g + 1], b2 = ax->gbase[g + 2];
 
-			vbmi_group2(_mm512_loadu_si512((const void *)(s0 + b)),
-				    _mm512_loadu_si512((const void *)(s1 + b)),
-				    _mm512_loadu_si512((const void *)(id + 64 * i)),
-				    i == 0 ? m0 : i == 1 ? m1 : m2, w, ws, np, vhalf, shift,
-				    d0 + 16 * (g + i), d1 + 16 * (g + i));
-		}
+		vbmi_group2(_mm512_loadu_si512((const void *)(s0 + b0)),
+			    _mm512_loadu_si512((const void *)(s1 + b0)),
+			    _mm512_loadu_si512((const void *)id), m0, w, ws, np, vhalf, shift,
+			    d0 + 16 * g, d1 + 16 * g);
+		vbmi_group2(_mm512_loadu_si512((const void *)(s0 + b1)),
+			    _mm512_loadu_si512((const void *)(s1 + b1)),
+			    _mm512_loadu_si512((const void *)(id + 64)), m1, w, ws, np, vhalf, shift,
+			    d0 + 16 * g + 16, d1 + 16 * g + 16);
+		vbmi_group2(_mm512_loadu_si512((const void *)(s0 + b2)),
+			    _mm512_loadu_si512((const void *)(s1 + b2)),
+			    _mm512_loadu_si512((const void *)(id + 128)), m2, w, ws, np, vhalf, shift,
+			    d0 + 16 * g + 32, d1 + 16 * g + 32);
 	}
 	h_tail_vbmi(s0, limit0, ax, d0, dw, g, np);
 	h_tail_vbmi(s1, limit1, ax, d1, dw, g, np);
