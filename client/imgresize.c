@@ -670,9 +670,37 @@ static void v_row_avx2(const uint8_t *const *rows, const int32_t *k, const int32
 	}
 }
 
-/* v_row with AVX-512 (BW, VNNI): 64 bytes at a time, as v_row_avx2 per 256-bit quarter pair,
- * each tap pair one dot-product accumulate (vpdpwssd: the multiply-add and the add in one, the
- * same int32 sums); 32 at a time, then v_row_avx2, for the tail. */
+/* 64 output bytes of v_row_avx512 at d + x: each tap pair's two rows byte-interleaved, then
+ * widened against zero into (row j, row j + 1) int16 pairs, one dot-product accumulate per
+ * quarter; the unpacks keep each 128-bit lane's bytes together, so the packs put the bytes back
+ * in order with no permutation. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline void v_64(const uint8_t *const *rows, const int32_t *kp, uint32_t nt, size_t x,
+			__m512i vhalf, __m128i shift, uint8_t *d)
+{
+	const __m512i zero = _mm512_setzero_si512();
+	__m512i a0 = vhalf, a1 = vhalf, a2 = vhalf, a3 = vhalf;
+
+	for (uint32_t j = 0; j < nt; j += 2) {
+		const uint8_t *p0 = rows[j] + x, *p1 = j + 1 < nt ? rows[j + 1] + x : p0;
+		__m512i kk = _mm512_set1_epi32(kp[j / 2]);
+		__m512i r0 = _mm512_loadu_si512((const void *)p0);
+		__m512i r1 = _mm512_loadu_si512((const void *)p1);
+		__m512i xl = _mm512_unpacklo_epi8(r0, r1), xh = _mm512_unpackhi_epi8(r0, r1);
+
+		a0 = _mm512_dpwssd_epi32(a0, _mm512_unpacklo_epi8(xl, zero), kk);
+		a1 = _mm512_dpwssd_epi32(a1, _mm512_unpackhi_epi8(xl, zero), kk);
+		a2 = _mm512_dpwssd_epi32(a2, _mm512_unpacklo_epi8(xh, zero), kk);
+		a3 = _mm512_dpwssd_epi32(a3, _mm512_unpackhi_epi8(xh, zero), kk);
+	}
+	_mm512_storeu_si512((void *)(d + x), _mm512_packus_epi16(
+		_mm512_packs_epi32(_mm512_sra_epi32(a0, shift), _mm512_sra_epi32(a1, shift)),
+		_mm512_packs_epi32(_mm512_sra_epi32(a2, shift), _mm512_sra_epi32(a3, shift))));
+}
+
+/* v_row with AVX-512 (BW, VNNI): 64 bytes at a time (v_64), the last 64 overlapping the ones
+ * before when n is not a multiple (the same bytes again); rows shorter than 64 bytes: 32 at a
+ * time, then v_row_avx2 for the tail. */
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2")))
 static void v_row_avx512(const uint8_t *const *rows, const int32_t *k, const int32_t *kp,
 			 uint32_t nt, size_t n, int prec, uint8_t *d)
@@ -683,32 +711,12 @@ static void v_row_avx512(const uint8_t *const *rows, const int32_t *k, const int
 	size_t x = 0;
 	const uint8_t *tail[64];
 
-	for (; x + 64 <= n; x += 64) {
-		__m512i lo0 = vhalf, hi0 = vhalf, lo1 = vhalf, hi1 = vhalf, r0, r1;
-
-		for (uint32_t j = 0; j < nt; j += 2) {
-			const uint8_t *p0 = rows[j] + x, *p1 = j + 1 < nt ? rows[j + 1] + x : p0;
-			__m512i kk = _mm512_set1_epi32(kp[j / 2]);
-			__m512i a0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p0));
-			__m512i b0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p1));
-			__m512i a1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
-				(const __m256i *)(p0 + 32)));
-			__m512i b1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
-				(const __m256i *)(p1 + 32)));
-
-			lo0 = _mm512_dpwssd_epi32(lo0, _mm512_unpacklo_epi16(a0, b0), kk);
-			hi0 = _mm512_dpwssd_epi32(hi0, _mm512_unpackhi_epi16(a0, b0), kk);
-			lo1 = _mm512_dpwssd_epi32(lo1, _mm512_unpacklo_epi16(a1, b1), kk);
-			hi1 = _mm512_dpwssd_epi32(hi1, _mm512_unpackhi_epi16(a1, b1), kk);
-		}
-		r0 = _mm512_packs_epi32(_mm512_sra_epi32(lo0, shift), _mm512_sra_epi32(hi0, shift));
-		r1 = _mm512_packs_epi32(_mm512_sra_epi32(lo1, shift), _mm512_sra_epi32(hi1, shift));
-		/* lane-wise packs: qword 2i of each 128-bit lane holds elements 8i..8i+7 of its
-		 * 32-byte half; r0 | r1 packed, then the qwords put in order */
-		r0 = _mm512_permutexvar_epi64(perm, _mm512_packus_epi16(r0, r0));
-		r1 = _mm512_permutexvar_epi64(perm, _mm512_packus_epi16(r1, r1));
-		_mm512_storeu_si512((void *)(d + x), _mm512_inserti64x4(r0,
-							_mm512_castsi512_si256(r1), 1));
+	if (n >= 64) {
+		for (; x + 64 <= n; x += 64)
+			v_64(rows, kp, nt, x, vhalf, shift, d);
+		if (x < n)
+			v_64(rows, kp, nt, n - 64, vhalf, shift, d);
+		return;
 	}
 	for (; x + 32 <= n; x += 32) {
 		__m512i lo = vhalf, hi = vhalf, r;
