@@ -281,17 +281,17 @@ static int jdec_row(struct jdec *d, uint8_t *dst)
 	return 0;
 }
 
-/* The next n rows (rows [n][w][3] packed) in one call into libjpeg where it can (RGB: its
- * fancy upsampler makes a row group per pass anyway; the rows are the same as n jdec_row
- * calls). 0 or -EBADMSG (d then released). */
-static int jdec_rows(struct jdec *d, uint8_t *dst, uint32_t n)
+/* The next n rows (dst [n][stride], each row [w][3]) in one call into libjpeg where it can
+ * (RGB: its fancy upsampler makes a row group per pass anyway; the rows are the same as n
+ * jdec_row calls). 0 or -EBADMSG (d then released). */
+static int jdec_rows(struct jdec *d, uint8_t *dst, size_t stride, uint32_t n)
 {
 	JSAMPROW rp[2];
 	volatile uint32_t got = 0; /* kept across jpeg_fail's longjmp (-Wclobbered) */
 
 	if (d->cmyk || n == 1 || n > 2) {
 		for (uint32_t i = 0; i < n; i++) {
-			int e = jdec_row(d, dst + (size_t)i * d->w * 3);
+			int e = jdec_row(d, dst + i * stride);
 
 			if (e)
 				return e;
@@ -299,7 +299,7 @@ static int jdec_rows(struct jdec *d, uint8_t *dst, uint32_t n)
 		return 0;
 	}
 	rp[0] = dst;
-	rp[1] = dst + (size_t)d->w * 3;
+	rp[1] = dst + stride;
 	if (setjmp(d->je.jb))
 		return jdec_corrupt(d);
 	while (got < n) {
@@ -693,22 +693,25 @@ struct vc_img_rows {
 	struct vc_rgb whole;         /* px: decoded whole (not a plain JPEG) */
 	struct jdec jd;              /* a JPEG decoded as rows are asked (jd.live) */
 	struct pdec pd;              /* a PNG decoded as rows are asked (pd.png) */
-	uint8_t *row;                /* [2][w*3]: the rows handed out (in row_mem, see row_alloc) */
+	uint8_t *row;                /* [2][row_stride]: the rows handed out (row_alloc) */
+	size_t row_stride;           /* w*3 rounded up to 64 bytes */
 	void *row_mem;
 	int err;                     /* the first error handed out (0: none) */
 };
 
 /*
- * The buffer of the rows handed out, [2][w*3] (vc_img_rows_next_n), 16 bytes past a 64-byte
- * boundary, so never 32-byte aligned: libjpeg-turbo's SIMD colour conversion writes an aligned
- * output row with non-temporal stores (jdcolext-avx2.asm: vmovntdq when the row pointer is
- * 32-byte aligned), which sends the row to memory just before the resizer reads it back (the
- * reads then stall on DRAM); an unaligned row is written with ordinary stores and stays in L1.
- * NULL when out of memory.
+ * The buffer of the rows handed out, [2][row_stride] (vc_img_rows_next_n), each row 16 bytes
+ * past a 64-byte boundary, so never 32-byte aligned: libjpeg-turbo's SIMD colour conversion
+ * writes an aligned output row with non-temporal stores (jdcolext-avx2.asm: vmovntdq when the
+ * row pointer is 32-byte aligned), which sends the row to memory just before the resizer reads
+ * it back (the reads then stall on DRAM: a quarter of the preprocessing time at 1280x720 when
+ * malloc happened to return such an address); an unaligned row is written with ordinary stores
+ * and stays in L1. NULL when out of memory.
  */
 static uint8_t *row_alloc(struct vc_img_rows *s)
 {
-	s->row_mem = malloc((size_t)s->w * 3 * 2 + 80);
+	s->row_stride = ((size_t)s->w * 3 + 63) & ~(size_t)63;
+	s->row_mem = malloc(2 * s->row_stride + 80);
 	if (!s->row_mem)
 		return NULL;
 	return (uint8_t *)(((uintptr_t)s->row_mem + 63) & ~(uintptr_t)63) + 16;
@@ -816,7 +819,7 @@ const uint8_t *vc_img_rows_whole(const struct vc_img_rows *s)
 
 int vc_img_rows_next_n(struct vc_img_rows *s, uint32_t n, const uint8_t **rows)
 {
-	size_t rb = (size_t)s->w * 3;
+	size_t rb = s->whole.px ? (size_t)s->w * 3 : s->row_stride;
 	int e = 0;
 
 	for (uint32_t i = 0; i < n; i++)
@@ -835,7 +838,7 @@ int vc_img_rows_next_n(struct vc_img_rows *s, uint32_t n, const uint8_t **rows)
 		for (uint32_t i = 0; i < n && !e; i++)
 			e = pdec_row(&s->pd, s->row + i * rb);
 	} else {
-		e = jdec_rows(&s->jd, s->row, n);
+		e = jdec_rows(&s->jd, s->row, rb, n);
 	}
 	if (e)
 		return s->err = e;

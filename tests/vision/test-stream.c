@@ -15,11 +15,12 @@
  * the plain ones on every size here too. Also: which path a file
  * takes (plain JPEGs and PNGs stream; rotated ones, interlaced PNGs and WebP do not), and a JPEG
  * or PNG cut or damaged after its header fails mid-stream with vc_img_decode's error, no image,
- * and (JPEG) the path named by vlm_image_load_file.
+ * and (JPEG) the path named by vlm_image_load_file. And the rows of vc_img_rows_next_n (rows_n).
  *
  * usage: test-stream TESTS_VISION_DIR
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,51 @@ static int streams(const void *data, size_t len)
 	r = vc_img_rows_whole(s) == NULL;
 	vc_img_rows_free(s);
 	return r;
+}
+
+/*
+ * vc_img_rows_next_n: rows taken 2, 1, 2, 1, ... are the whole decode's rows; a streamed source
+ * hands them out 16 bytes off 32-byte alignment (libjpeg-turbo writes an aligned row with
+ * non-temporal stores, which the resizer would then read back from memory); asking 2 rows when 1
+ * is left is -EINVAL, and the error sticks.
+ */
+static void rows_n(const char *name, const void *data, size_t len)
+{
+	struct vc_rgb rgb;
+	struct vc_img_rows *s = NULL;
+	uint32_t w, h, y = 0, n = 2;
+	const uint8_t *r[2];
+	int e = vc_img_decode(data, len, 1u << 30, &rgb);
+
+	if (e || vc_img_rows_open(data, len, 1u << 30, &s)) {
+		FAIL("%s: rows_n: cannot decode / open", name);
+		free(e ? NULL : rgb.px);
+		return;
+	}
+	vc_img_rows_size(s, &w, &h);
+	for (; y + n <= h; y += n, n = 3 - n) {
+		e = vc_img_rows_next_n(s, n, r);
+		if (e) {
+			FAIL("%s: rows %u + %u: %d %s", name, y, n, e, vlm_last_error());
+			break;
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			if (memcmp(r[i], rgb.px + (size_t)(y + i) * w * 3, (size_t)w * 3))
+				FAIL("%s: row %u differs from the whole decode", name, y + i);
+			if (!vc_img_rows_whole(s) && (uintptr_t)r[i] % 32 != 16)
+				FAIL("%s: streamed row %u at %p (not 16 mod 32)", name, y + i,
+				     (const void *)r[i]);
+		}
+	}
+	if (!e && y < h && n == 2) {
+		if (vc_img_rows_next_n(s, 2, r) != -EINVAL || r[0] || r[1])
+			FAIL("%s: 2 rows asked with 1 left not refused", name);
+		else if (vc_img_rows_next_n(s, 1, r) != -EINVAL)
+			FAIL("%s: the refusal did not stick", name);
+	}
+	checked++;
+	vc_img_rows_free(s);
+	free(rgb.px);
 }
 
 /* The two paths on data, f32 and bf16, with max_pixels mx (0: the default). */
@@ -426,6 +472,7 @@ int main(int argc, char **argv)
 		if (streams(d, len) != want)
 			FAIL("%s: streams %d, expected %d", committed[i], streams(d, len), want);
 		compare(committed[i], d, len, 0);
+		rows_n(committed[i], d, len);
 		free(d);
 	}
 	for (size_t i = 0; i < sizeof(committed_png) / sizeof(committed_png[0]); i++) {
@@ -442,6 +489,7 @@ int main(int argc, char **argv)
 		if (streams(d, len) != want)
 			FAIL("%s: streams %d, expected %d", committed_png[i], streams(d, len), want);
 		compare(committed_png[i], d, len, 0);
+		rows_n(committed_png[i], d, len);
 		free(d);
 	}
 	for (size_t i = 0; i < sizeof(made_png) / sizeof(made_png[0]); i++) {
@@ -479,6 +527,7 @@ int main(int argc, char **argv)
 		if (streams(d, len) != 1)
 			FAIL("%s: does not stream", name);
 		compare(name, d, len, m->max_pixels);
+		rows_n(name, d, len);
 		if (i == 3)
 			broken(argv[1], d, len);
 		free(d);
