@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fenv.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,6 +235,96 @@ static int axis_groups(struct axis *ax, uint32_t dw)
 			ax->gw[p * ax->gw_stride + x] = ax->kp[(size_t)x * ax->ksize + p];
 	ax->ngroups = ng;
 	ax->npairs = np;
+	return 0;
+}
+
+/*
+ * Built axes, kept for the next images: a stream of images (or a video's frames) of one size
+ * builds the same tables each time (a few hundred thousand double operations, 1-2% of a 720p
+ * image's preprocessing), and the tables are read-only once built. The last AXIS_CACHE_N axes
+ * of at most AXIS_CACHE_MAX table bytes each are kept, shared by reference counts under one
+ * lock; the key is (in, out, whether h_row_vbmi's tables were asked for).
+ */
+struct axis_ref {
+	struct axis ax;
+	uint32_t in, out;
+	bool want_groups;
+	int groups;                  /* axis_groups' result: 0 built, 1 not possible */
+	unsigned refs;
+};
+
+#define AXIS_CACHE_N 4
+#define AXIS_CACHE_MAX (1u << 20)
+static pthread_mutex_t axis_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct axis_ref *axis_cache[AXIS_CACHE_N];
+
+/* under axis_lock */
+static void axis_unref_locked(struct axis_ref *r)
+{
+	if (r && !--r->refs) {
+		axis_free(&r->ax);
+		free(r);
+	}
+}
+
+static void axis_put(struct axis_ref *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&axis_lock);
+	axis_unref_locked(r);
+	pthread_mutex_unlock(&axis_lock);
+}
+
+/* The axis in -> out (with h_row_vbmi's tables for want_groups, an output row of out pixels)
+ * into *ret, built or shared. 0 or -ENOMEM. */
+static int axis_get(uint32_t in, uint32_t out, bool want_groups, struct axis_ref **ret)
+{
+	struct axis_ref *r;
+	size_t bytes;
+	int e;
+
+	*ret = NULL;
+	pthread_mutex_lock(&axis_lock);
+	for (int i = 0; i < AXIS_CACHE_N; i++) {
+		r = axis_cache[i];
+		if (r && r->in == in && r->out == out && r->want_groups == want_groups) {
+			r->refs++;
+			pthread_mutex_unlock(&axis_lock);
+			*ret = r;
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&axis_lock);
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return vc_err(-ENOMEM, "out of memory (resize tables)");
+	e = axis_init(&r->ax, in, out);
+	if (!e && want_groups) {
+		e = axis_groups(&r->ax, out);
+		r->groups = e > 0;
+		e = e > 0 ? 0 : e;
+	}
+	if (e) {
+		axis_free(&r->ax);
+		free(r);
+		return e;
+	}
+	r->in = in;
+	r->out = out;
+	r->want_groups = want_groups;
+	r->refs = 1;
+	bytes = (size_t)out * r->ax.ksize * 8 + (size_t)r->ax.ngroups * 68 +
+		(size_t)r->ax.npairs * r->ax.gw_stride * 4;
+	if (bytes <= AXIS_CACHE_MAX) {
+		pthread_mutex_lock(&axis_lock);
+		axis_unref_locked(axis_cache[AXIS_CACHE_N - 1]);
+		memmove(axis_cache + 1, axis_cache, sizeof(axis_cache[0]) * (AXIS_CACHE_N - 1));
+		axis_cache[0] = r;
+		r->refs++;
+		pthread_mutex_unlock(&axis_lock);
+	}
+	*ret = r;
 	return 0;
 }
 
@@ -777,7 +868,8 @@ struct vc_resizer {
 	void *pull_ctx;
 	uint32_t pulled;             /* rows pulled so far */
 	uint32_t sw, sh, dw, dh;
-	struct axis ah, av;          /* unused when the axis keeps its size */
+	struct axis ah, av;          /* unused when the axis keeps its size; shallow copies of */
+	struct axis_ref *ahr, *avr;  /* these shared tables (axis_get) */
 	uint8_t *ring;               /* [ring_n][dw*3]: horizontally resized source rows */
 	int64_t *ring_src;           /* [ring_n]: which source row each slot holds (-1: none) */
 	uint32_t ring_n;
@@ -792,8 +884,8 @@ void vc_resizer_free(struct vc_resizer *rs)
 {
 	if (!rs)
 		return;
-	axis_free(&rs->ah);
-	axis_free(&rs->av);
+	axis_put(rs->ahr);
+	axis_put(rs->avr);
 	free(rs->ring);
 	free(rs->ring_src);
 	free(rs->taps);
@@ -833,17 +925,19 @@ static int resizer_new(const uint8_t *src, size_t src_stride, vc_row_pull pull, 
 	rs->sh = sh;
 	rs->dw = dw;
 	rs->dh = dh;
-	if (sw != dw && (e = axis_init(&rs->ah, sw, dw)))
-		goto fail;
-	if (sw != dw && rs->vbmi) {
-		e = axis_groups(&rs->ah, dw);
-		if (e < 0)
+	if (sw != dw) {
+		e = axis_get(sw, dw, rs->vbmi, &rs->ahr);
+		if (e)
 			goto fail;
-		rs->vbmi = e == 0;
-		e = 0;
+		rs->ah = rs->ahr->ax;
+		rs->vbmi = rs->vbmi && !rs->ahr->groups;
 	}
-	if (sh != dh && (e = axis_init(&rs->av, sh, dh)))
-		goto fail;
+	if (sh != dh) {
+		e = axis_get(sh, dh, false, &rs->avr);
+		if (e)
+			goto fail;
+		rs->av = rs->avr->ax;
+	}
 	/* a tap window spans at most ksize consecutive rows; one more slot for the row filtered
 	 * ahead with its predecessor (hpass2), so no row of the current window is evicted */
 	rs->ring_n = sh != dh ? rs->av.ksize + 2 : 2;
