@@ -15,11 +15,15 @@
  * the plain ones on every size here too. Also: which path a file
  * takes (plain JPEGs and PNGs stream; rotated ones, interlaced PNGs and WebP do not), and a JPEG
  * or PNG cut or damaged after its header fails mid-stream with vc_img_decode's error, no image,
- * and (JPEG) the path named by vlm_image_load_file. And the rows of vc_img_rows_next_n (rows_n).
+ * and (JPEG) the path named by vlm_image_load_file. And the rows of vc_img_rows_next_n (rows_n),
+ * and threads preprocessing images of several sizes at once (the resizer's shared cache of
+ * built axes, client/imgresize.c: more axes than it keeps, so entries are evicted while other
+ * threads use them) giving each image's bytes.
  *
  * usage: test-stream TESTS_VISION_DIR
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,6 +240,94 @@ static void rows_n(const char *name, const void *data, size_t len)
 	checked++;
 	vc_img_rows_free(s);
 	free(rgb.px);
+}
+
+/* Threads preprocessing images of several sizes at once: each result = the image's bytes. */
+#define TH_IMGS 4
+#define TH_N 4
+struct th_img {
+	unsigned char *jpg;
+	size_t len;
+	void *ref;                   /* f32 patches, made before the threads start */
+	size_t bytes;
+};
+struct th_arg {
+	struct th_img *img;
+	int id, bad;
+};
+
+static void *th_run(void *p)
+{
+	struct th_arg *a = p;
+
+	for (int it = 0; it < 6; it++)
+		for (int k = 0; k < TH_IMGS; k++) {
+			struct th_img *m = &a->img[(k + a->id + it) % TH_IMGS];
+			struct vlm_image *img = NULL;
+			size_t r, c;
+			const void *px;
+
+			if (vlm_image_load_memory(m->jpg, m->len, NULL, NULL, &img)) {
+				a->bad++;
+				continue;
+			}
+			px = vlm_image_pixels(img, NULL, &r, &c);
+			if (r * c * 4 != m->bytes || memcmp(px, m->ref, m->bytes))
+				a->bad++;
+			vlm_image_free(img);
+		}
+	return NULL;
+}
+
+static void threads_check(void)
+{
+	static const uint32_t sz[TH_IMGS][2] = { { 300, 200 }, { 451, 170 }, { 97, 301 },
+						 { 640, 360 } };
+	struct th_img img[TH_IMGS] = { { 0 } };
+	struct th_arg arg[TH_N];
+	pthread_t th[TH_N];
+	int started = 0, bad = 0;
+
+	for (int k = 0; k < TH_IMGS; k++) {
+		struct vlm_image *ref = NULL;
+		size_t r, c;
+
+		img[k].jpg = make_jpeg(sz[k][0], sz[k][1], 3, 2, 2, 0, 0, &img[k].len);
+		if (!img[k].jpg || vlm_image_load_memory(img[k].jpg, img[k].len, NULL, NULL, &ref)) {
+			FAIL("threads: image %d", k);
+			goto out;
+		}
+		vlm_image_pixels(ref, NULL, &r, &c);
+		img[k].bytes = r * c * 4;
+		img[k].ref = malloc(img[k].bytes);
+		if (img[k].ref)
+			memcpy(img[k].ref, vlm_image_pixels(ref, NULL, &r, &c), img[k].bytes);
+		vlm_image_free(ref);
+		if (!img[k].ref) {
+			FAIL("threads: out of memory");
+			goto out;
+		}
+	}
+	for (; started < TH_N; started++) {
+		arg[started] = (struct th_arg){ img, started, 0 };
+		if (pthread_create(&th[started], NULL, th_run, &arg[started])) {
+			FAIL("threads: pthread_create");
+			break;
+		}
+	}
+	for (int i = 0; i < started; i++) {
+		pthread_join(th[i], NULL);
+		bad += arg[i].bad;
+	}
+	if (bad)
+		FAIL("threads: %d of %d results differ from the image's bytes", bad,
+		     started * 6 * TH_IMGS);
+	checked++;
+out:
+	for (int k = 0; k < TH_IMGS; k++) {
+		free(img[k].jpg);
+		free(img[k].ref);
+	}
 }
 
 /* The two paths on data, f32 and bf16, with max_pixels mx (0: the default). */
@@ -532,6 +624,7 @@ int main(int argc, char **argv)
 			broken(argv[1], d, len);
 		free(d);
 	}
+	threads_check();
 	if (failures) {
 		fprintf(stderr, "%d failure(s)\n", failures);
 		return 1;
