@@ -281,6 +281,37 @@ static int jdec_row(struct jdec *d, uint8_t *dst)
 	return 0;
 }
 
+/* The next n rows (dst [n][stride], each row [w][3]) in one call into libjpeg where it can
+ * (RGB: its fancy upsampler makes a row group per pass anyway; the rows are the same as n
+ * jdec_row calls). 0 or -EBADMSG (d then released). */
+static int jdec_rows(struct jdec *d, uint8_t *dst, size_t stride, uint32_t n)
+{
+	JSAMPROW rp[2];
+	volatile uint32_t got = 0; /* kept across jpeg_fail's longjmp (-Wclobbered) */
+
+	if (d->cmyk || n == 1 || n > 2) {
+		for (uint32_t i = 0; i < n; i++) {
+			int e = jdec_row(d, dst + i * stride);
+
+			if (e)
+				return e;
+		}
+		return 0;
+	}
+	rp[0] = dst;
+	rp[1] = dst + stride;
+	if (setjmp(d->je.jb))
+		return jdec_corrupt(d);
+	while (got < n) {
+		JDIMENSION k = jpeg_read_scanlines(&d->ci, rp + got, n - got);
+
+		if (d->je.truncated || !k)
+			return jdec_truncated(d);
+		got += k;
+	}
+	return 0;
+}
+
 /* After the last row: the rest of the stream (a truncation after the pixels is refused too), d
  * released. 0 or -EBADMSG. */
 static int jdec_finish(struct jdec *d)
@@ -660,9 +691,29 @@ struct vc_img_rows {
 	struct vc_rgb whole;         /* px: decoded whole (not a plain JPEG) */
 	struct jdec jd;              /* a JPEG decoded as rows are asked (jd.live) */
 	struct pdec pd;              /* a PNG decoded as rows are asked (pd.png) */
-	uint8_t *row;                /* [w*3]: the row handed out */
+	uint8_t *row;                /* [2][row_stride]: the rows handed out (row_alloc) */
+	size_t row_stride;           /* w*3 rounded up to 64 bytes */
+	void *row_mem;
 	int err;                     /* the first error handed out (0: none) */
 };
+
+/*
+ * The buffer of the rows handed out, [2][row_stride] (vc_img_rows_next_n), each row 16 bytes
+ * past a 64-byte boundary, so never 32-byte aligned: libjpeg-turbo's SIMD colour conversion
+ * writes an aligned output row with non-temporal stores (jdcolext-avx2.asm: vmovntdq when the
+ * row pointer is 32-byte aligned), which sends the row to memory just before the resizer reads
+ * it back (the reads then stall on DRAM: a quarter of the preprocessing time at 1280x720 when
+ * malloc happened to return such an address); an unaligned row is written with ordinary stores
+ * and stays in L1. NULL when out of memory.
+ */
+static uint8_t *row_alloc(struct vc_img_rows *s)
+{
+	s->row_stride = ((size_t)s->w * 3 + 63) & ~(size_t)63;
+	s->row_mem = malloc(2 * s->row_stride + 80);
+	if (!s->row_mem)
+		return NULL;
+	return (uint8_t *)(((uintptr_t)s->row_mem + 63) & ~(uintptr_t)63) + 16;
+}
 
 /* A source over the image decoded whole (vc_img_decode). */
 static int rows_open_whole(const void *data, size_t len, uint64_t max_pixels,
@@ -705,7 +756,7 @@ static int rows_open_png(const uint8_t *data, size_t len, uint64_t max_pixels,
 	}
 	s->w = s->pd.w;
 	s->h = s->pd.h;
-	s->row = malloc((size_t)s->w * 3);
+	s->row = row_alloc(s);
 	s->pd.tmp = malloc((size_t)s->w * 4); /* RGBA, or gray16 widened in place */
 	if (!s->row || !s->pd.tmp) {
 		e = vc_err(-ENOMEM, "out of memory (PNG %u x %u)", s->w, s->h);
@@ -743,7 +794,7 @@ int vc_img_rows_open(const void *data, size_t len, uint64_t max_pixels,
 	}
 	s->w = s->jd.w;
 	s->h = s->jd.h;
-	s->row = malloc((size_t)s->w * 3);
+	s->row = row_alloc(s);
 	if (!s->row) {
 		e = vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", s->w, s->h);
 		vc_img_rows_free(s);
@@ -764,25 +815,40 @@ const uint8_t *vc_img_rows_whole(const struct vc_img_rows *s)
 	return s->whole.px;
 }
 
-int vc_img_rows_next(struct vc_img_rows *s, const uint8_t **row)
+int vc_img_rows_next_n(struct vc_img_rows *s, uint32_t n, const uint8_t **rows)
 {
-	int e;
+	size_t rb = s->whole.px ? (size_t)s->w * 3 : s->row_stride;
+	int e = 0;
 
-	*row = NULL;
+	for (uint32_t i = 0; i < n; i++)
+		rows[i] = NULL;
 	if (s->err)
 		return s->err;
-	if (s->next >= s->h)
-		return s->err = vc_err(-EINVAL, "image rows: row %u of %u asked", s->next, s->h);
+	if (n < 1 || n > 2 || n > s->h - s->next)
+		return s->err = vc_err(-EINVAL, "image rows: rows %u..%u of %u asked", s->next,
+				       s->next + n - 1, s->h);
 	if (s->whole.px) {
-		*row = s->whole.px + (size_t)s->next++ * s->w * 3;
+		for (uint32_t i = 0; i < n; i++)
+			rows[i] = s->whole.px + (size_t)s->next++ * rb;
 		return 0;
 	}
-	e = s->pd.png ? pdec_row(&s->pd, s->row) : jdec_row(&s->jd, s->row);
+	if (s->pd.png) {
+		for (uint32_t i = 0; i < n && !e; i++)
+			e = pdec_row(&s->pd, s->row + i * rb);
+	} else {
+		e = jdec_rows(&s->jd, s->row, rb, n);
+	}
 	if (e)
 		return s->err = e;
-	s->next++;
-	*row = s->row;
+	for (uint32_t i = 0; i < n; i++)
+		rows[i] = s->row + i * rb;
+	s->next += n;
 	return 0;
+}
+
+int vc_img_rows_next(struct vc_img_rows *s, const uint8_t **row)
+{
+	return vc_img_rows_next_n(s, 1, row);
 }
 
 int vc_img_rows_finish(struct vc_img_rows *s)
@@ -810,6 +876,6 @@ void vc_img_rows_free(struct vc_img_rows *s)
 	jdec_free(&s->jd);
 	pdec_free(&s->pd);
 	free(s->whole.px);
-	free(s->row);
+	free(s->row_mem);
 	free(s);
 }

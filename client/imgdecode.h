@@ -60,6 +60,9 @@ const uint8_t *vc_img_rows_whole(const struct vc_img_rows *s);
 /* The next row into *row ([w][3], valid until the next call). 0, or the decoder's error
  * (-EBADMSG), or -EINVAL past the last row; an error sticks. */
 int vc_img_rows_next(struct vc_img_rows *s, const uint8_t **row);
+/* The next n rows (n 1 or 2; each [w][3]) into rows[0..n), valid until the next call; errors as
+ * vc_img_rows_next's (-EINVAL when fewer than n rows are left). */
+int vc_img_rows_next_n(struct vc_img_rows *s, uint32_t n, const uint8_t **rows);
 /* Once the last row needed is taken: reads what is left of the stream, so a file truncated
  * anywhere is refused as vc_img_decode refuses it. 0 or the error. */
 int vc_img_rows_finish(struct vc_img_rows *s);

@@ -271,33 +271,13 @@ struct normlut {
 	float m[3], s[3];            /* m_c, s_c */
 	bool avx2;                   /* runs of 14 pixels with norm_run14_avx2 / _bf16_avx2 */
 	bool avx512;                 /* whole patches with patch_avx512 (AVX-512 VBMI) */
-	bool bf16cvt;                /* bf16 rounding with vcvtneps2bf16 (AVX512_BF16): checked to
-				      * give to_bf16's bits for all 3 x 256 values, like fma_div */
 	bool fma_div;                /* (u - m_c) / s_c == fma(fma(-y, s_c, u - m_c), r_c, y) with
 				      * y = (u - m_c) * r_c, r_c = 1 / s_c, for every u and c: checked
 				      * exhaustively, so patch_avx512 may skip the division */
 	float r[3];                  /* r_c */
+	bool bf16lut;                /* bf16 patches by table lookups (patch_bf16_lut) */
+	uint16_t bt[3][256] __attribute__((aligned(64))); /* b, channel-major (the lookups') */
 };
-
-#ifdef __SSE2__
-/* vcvtneps2bf16 rounds to nearest even like to_bf16 but takes denormal inputs as zero; the
- * normalised values are never denormal for a sane config, and this checks all 3 x 256 of them
- * (l->b is to_bf16 of l->f) so the kernel may use the instruction. */
-__attribute__((target("avx512f,avx512bf16")))
-static bool bf16cvt_agrees(const struct normlut *l)
-{
-	for (int u = 0; u < 256; u++) {
-		float f[16] = { l->f[u][0], l->f[u][1], l->f[u][2] };
-		uint16_t h[16];
-
-		_mm256_storeu_si256((__m256i *)h, (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(f)));
-		for (int c = 0; c < 3; c++)
-			if (h[c] != l->b[u][c])
-				return false;
-	}
-	return true;
-}
-#endif
 
 static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 {
@@ -309,6 +289,7 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 		for (int u = 0; u < 256; u++) {
 			l->f[u][c] = ((float)u - mc) / sc;
 			l->b[u][c] = to_bf16(l->f[u][c]);
+			l->bt[c][u] = l->b[u][c];
 		}
 	}
 	/* the reciprocal route (Markstein's correction step), checked on all 3 x 256 inputs */
@@ -323,12 +304,12 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 				l->fma_div = false;
 		}
 	}
-	l->avx2 = l->avx512 = l->bf16cvt = false;
+	l->avx2 = l->avx512 = l->bf16lut = false;
 #ifdef __SSE2__
 	{
 		/* VLM_RESIZE_ISA caps the kernels: sse2 / ssse3 (scalar here), avx2 (no AVX-512),
-		 * avx512 (here: AVX-512 without AVX512_BF16's rounding; the resizer takes it as
-		 * avx2) */
+		 * avx512 (here: bf16 by the float route with the integer rounding instead of the
+		 * table lookups; the resizer takes it as avx2) */
 		const char *cap = getenv("VLM_RESIZE_ISA");
 		bool avx2_ok = !cap || !strcmp(cap, "avx2") || !strcmp(cap, "avx512");
 
@@ -338,8 +319,7 @@ static void normlut_init(struct normlut *l, const struct vlm_vision_config *cfg)
 			    cfg->temporal_patch_size <= 4 && __builtin_cpu_supports("avx512f") &&
 			    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
 			    __builtin_cpu_supports("avx512vbmi");
-		l->bf16cvt = l->avx512 && !cap && __builtin_cpu_supports("avx512bf16") &&
-			     bf16cvt_agrees(l);
+		l->bf16lut = l->avx512 && !cap;
 	}
 #endif
 }
@@ -438,15 +418,13 @@ static const uint8_t norm_pick[3][64] = {
 };
 
 /* Run dy of channel c (pick, mc, sc, rc) of the slot at src, normalised into the n stage runs
- * at o0, o0 + 196, ...; dy 13, the last, is a masked store. bf16: rounded with vcvtneps2bf16
- * when cvt (only on a CPU with AVX512_BF16: l->bf16cvt; written as asm so that one inlined
- * body serves both, no function of this file targets AVX512_BF16 for the compiler), else with
- * integer operations (to_bf16). */
+ * at o0, o0 + 196, ...; dy 13, the last, is a masked store. bf16 (where patch_bf16_lut is not
+ * used): rounded with integer operations (to_bf16). */
 #define PATCH_TARGET "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma"
 __attribute__((target(PATCH_TARGET), always_inline))
 static inline void patch_run(const uint8_t *src, __m512i pick, __m512 mc, __m512 sc, __m512 rc,
 			     void *stage, size_t o0, uint32_t n, const bool last, const bool bf16,
-			     const bool fma_div, const bool cvt)
+			     const bool fma_div)
 {
 	const __mmask16 m14 = 0x3fff;
 	__m512i x = _mm512_maskz_loadu_epi8((1ull << 42) - 1, src);
@@ -460,9 +438,7 @@ static inline void patch_run(const uint8_t *src, __m512i pick, __m512 mc, __m512
 	} else {
 		f = _mm512_div_ps(v, sc);
 	}
-	if (bf16 && cvt) {
-		__asm__("vcvtneps2bf16 %1, %0" : "=v"(h) : "v"(f));
-	} else if (bf16) {
+	if (bf16) {
 		__m512i u = _mm512_castps_si512(f);
 		__m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
 
@@ -486,7 +462,7 @@ static inline void patch_run(const uint8_t *src, __m512i pick, __m512 mc, __m512
 __attribute__((target(PATCH_TARGET), always_inline))
 static inline void patch_body(const uint8_t *const *slot, size_t sstride, uint32_t tp,
 			      const struct normlut *l, void *stage, const bool bf16,
-			      const bool fma_div, const bool cvt)
+			      const bool fma_div)
 {
 	for (int c = 0; c < 3; c++) {
 		const __m512i pick = _mm512_loadu_si512((const void *)norm_pick[c]);
@@ -503,9 +479,9 @@ static inline void patch_body(const uint8_t *const *slot, size_t sstride, uint32
 				n++;
 			for (dy = 0; dy < 13; dy++)
 				patch_run(slot[tt] + dy * sstride, pick, mc, sc, rc, stage, o0 + dy * 14,
-					  n, false, bf16, fma_div, cvt);
+					  n, false, bf16, fma_div);
 			patch_run(slot[tt] + dy * sstride, pick, mc, sc, rc, stage, o0 + dy * 14, n,
-				  true, bf16, fma_div, cvt);
+				  true, bf16, fma_div);
 		}
 	}
 }
@@ -528,24 +504,87 @@ static void patch_avx512(const uint8_t *const *slot, size_t sstride, uint32_t tp
 			 const struct normlut *l, void *stage, bool bf16)
 {
 	if (bf16 && l->fma_div)
-		patch_body(slot, sstride, tp, l, stage, true, true, false);
+		patch_body(slot, sstride, tp, l, stage, true, true);
 	else if (bf16)
-		patch_body(slot, sstride, tp, l, stage, true, false, false);
+		patch_body(slot, sstride, tp, l, stage, true, false);
 	else if (l->fma_div)
-		patch_body(slot, sstride, tp, l, stage, false, true, false);
+		patch_body(slot, sstride, tp, l, stage, false, true);
 	else
-		patch_body(slot, sstride, tp, l, stage, false, false, false);
+		patch_body(slot, sstride, tp, l, stage, false, false);
 }
 
-/* patch_avx512's bf16 output rounded by vcvtneps2bf16 (AVX512_BF16; only when l->bf16cvt) */
+/* vpermt2b indices for patch_bf16_lut: word lane i < 14 gets byte 3i + c of run dy (the first
+ * source), lane 14 + i byte 3i + c of run dy + 1 (the second: + 64); odd bytes are zeroed by
+ * the mask, so each word is the pixel's channel value */
+static const uint8_t lut_pick[3][64] = {
+#define LP(c) { 0 + c, 0, 3 + c, 0, 6 + c, 0, 9 + c, 0, 12 + c, 0, 15 + c, 0, 18 + c, 0, \
+		21 + c, 0, 24 + c, 0, 27 + c, 0, 30 + c, 0, 33 + c, 0, 36 + c, 0, 39 + c, 0, \
+		64 + c, 0, 67 + c, 0, 70 + c, 0, 73 + c, 0, 76 + c, 0, 79 + c, 0, 82 + c, 0, \
+		85 + c, 0, 88 + c, 0, 91 + c, 0, 94 + c, 0, 97 + c, 0, 100 + c, 0, 103 + c, 0, \
+		0, 0, 0, 0, 0, 0, 0, 0 }
+	LP(0), LP(1), LP(2)
+#undef LP
+};
+
+/*
+ * patch_avx512's bf16 output by table: the normalised, rounded value of each (channel, u8) is
+ * l->bt (the scalar path's own values, so the bits are the same by construction, whatever the
+ * config), looked up 32 at a time: two runs (dy, dy + 1: 28 values, contiguous in the stage)
+ * picked into word lanes by one two-source byte permutation, then four 64-entry word lookups
+ * (vpermt2w over the channel's table, 8 registers) merged by bits 6 and 7 of the value. Fewer
+ * operations than the float route (convert, subtract, divide by multiply-and-correct, round)
+ * and no float at all. Stores are masked to the 28 values (nothing lands past the runs).
+ */
 __attribute__((target(PATCH_TARGET)))
-static void patch_avx512_bf16cvt(const uint8_t *const *slot, size_t sstride, uint32_t tp,
-				 const struct normlut *l, void *stage)
+static void patch_bf16_lut(const uint8_t *const *slot, size_t sstride, uint32_t tp,
+			   const struct normlut *l, void *stage)
 {
-	if (l->fma_div)
-		patch_body(slot, sstride, tp, l, stage, true, true, true);
-	else
-		patch_body(slot, sstride, tp, l, stage, true, false, true);
+	const __mmask64 m42 = (1ull << 42) - 1, even = 0x5555555555555555ull;
+	const __mmask32 m28 = 0x0fffffff;
+	const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+	uint16_t *st = stage;
+
+	for (int c = 0; c < 3; c++) {
+		const __m512i pick = _mm512_loadu_si512((const void *)lut_pick[c]);
+		const uint16_t *tb = l->bt[c];
+		const __m512i t0 = _mm512_load_si512((const void *)tb);
+		const __m512i t1 = _mm512_load_si512((const void *)(tb + 32));
+		const __m512i t2 = _mm512_load_si512((const void *)(tb + 64));
+		const __m512i t3 = _mm512_load_si512((const void *)(tb + 96));
+		const __m512i t4 = _mm512_load_si512((const void *)(tb + 128));
+		const __m512i t5 = _mm512_load_si512((const void *)(tb + 160));
+		const __m512i t6 = _mm512_load_si512((const void *)(tb + 192));
+		const __m512i t7 = _mm512_load_si512((const void *)(tb + 224));
+
+		for (uint32_t tt = 0; tt < tp; tt++) {
+			size_t o0 = ((size_t)c * tp + tt) * 196;
+			uint32_t n = 1;
+
+			if (tt && slot[tt] == slot[tt - 1])
+				continue;
+			while (tt + n < tp && slot[tt + n] == slot[tt])
+				n++;
+			for (uint32_t dy = 0; dy < 14; dy += 2) {
+				const uint8_t *p = slot[tt] + dy * sstride;
+				__m512i a = _mm512_maskz_loadu_epi8(m42, p);
+				__m512i b = _mm512_maskz_loadu_epi8(m42, p + sstride);
+				__m512i x = _mm512_maskz_permutex2var_epi8(even, a, pick, b);
+				__mmask32 h6 = _mm512_test_epi16_mask(x, b6);
+				__mmask32 h7 = _mm512_test_epi16_mask(x, b7);
+				__m512i q0 = _mm512_permutex2var_epi16(t0, x, t1);
+				__m512i q1 = _mm512_permutex2var_epi16(t2, x, t3);
+				__m512i q2 = _mm512_permutex2var_epi16(t4, x, t5);
+				__m512i q3 = _mm512_permutex2var_epi16(t6, x, t7);
+				__m512i r = _mm512_mask_blend_epi16(
+					h7, _mm512_mask_blend_epi16(h6, q0, q1),
+					_mm512_mask_blend_epi16(h6, q2, q3));
+
+				for (uint32_t k = 0; k < n; k++)
+					_mm512_mask_storeu_epi16(st + o0 + (size_t)k * 196 + dy * 14,
+								 m28, r);
+			}
+		}
+	}
 }
 
 /* A staged patch row of bytes out to its place: whole-vector stores of exactly its size, so
@@ -618,8 +657,8 @@ static void patchify_block(const uint8_t *const *slot, uint32_t w, uint32_t t, u
 
 			for (uint32_t tt = 0; tt < tp; tt++)
 				ps0[tt] = slot[tt] + ((size_t)ih * ps * w + (size_t)px * ps) * 3;
-			if (!of && lut->bf16cvt)
-				patch_avx512_bf16cvt(ps0, (size_t)w * 3, tp, lut, stage[cur]);
+			if (!of && lut->bf16lut)
+				patch_bf16_lut(ps0, (size_t)w * 3, tp, lut, stage[cur]);
 			else
 				patch_avx512(ps0, (size_t)w * 3, tp, lut, stage[cur], !of);
 			if (pend)
@@ -740,9 +779,9 @@ int vc_prep_grid(const struct vlm_vision_config *cfg, const struct vlm_image_opt
 	return 0;
 }
 
-static int rows_pull(void *ctx, const uint8_t **row)
+static int rows_pull(void *ctx, uint32_t n, const uint8_t **rows)
 {
-	return vc_img_rows_next(ctx, row);
+	return vc_img_rows_next_n(ctx, n, rows);
 }
 
 /* The shared core: nf RGB frames of one size -> *ret; or (rows non-NULL, nf 1, src unused) one

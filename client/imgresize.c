@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fenv.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,6 +238,96 @@ static int axis_groups(struct axis *ax, uint32_t dw)
 	return 0;
 }
 
+/*
+ * Built axes, kept for the next images: a stream of images (or a video's frames) of one size
+ * builds the same tables each time (a few hundred thousand double operations, 1-2% of a 720p
+ * image's preprocessing), and the tables are read-only once built. The last AXIS_CACHE_N axes
+ * of at most AXIS_CACHE_MAX table bytes each are kept, shared by reference counts under one
+ * lock; the key is (in, out, whether h_row_vbmi's tables were asked for).
+ */
+struct axis_ref {
+	struct axis ax;
+	uint32_t in, out;
+	bool want_groups;
+	int groups;                  /* axis_groups' result: 0 built, 1 not possible */
+	unsigned refs;
+};
+
+#define AXIS_CACHE_N 4
+#define AXIS_CACHE_MAX (1u << 20)
+static pthread_mutex_t axis_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct axis_ref *axis_cache[AXIS_CACHE_N];
+
+/* under axis_lock */
+static void axis_unref_locked(struct axis_ref *r)
+{
+	if (r && !--r->refs) {
+		axis_free(&r->ax);
+		free(r);
+	}
+}
+
+static void axis_put(struct axis_ref *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&axis_lock);
+	axis_unref_locked(r);
+	pthread_mutex_unlock(&axis_lock);
+}
+
+/* The axis in -> out (with h_row_vbmi's tables for want_groups, an output row of out pixels)
+ * into *ret, built or shared. 0 or -ENOMEM. */
+static int axis_get(uint32_t in, uint32_t out, bool want_groups, struct axis_ref **ret)
+{
+	struct axis_ref *r;
+	size_t bytes;
+	int e;
+
+	*ret = NULL;
+	pthread_mutex_lock(&axis_lock);
+	for (int i = 0; i < AXIS_CACHE_N; i++) {
+		r = axis_cache[i];
+		if (r && r->in == in && r->out == out && r->want_groups == want_groups) {
+			r->refs++;
+			pthread_mutex_unlock(&axis_lock);
+			*ret = r;
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&axis_lock);
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return vc_err(-ENOMEM, "out of memory (resize tables)");
+	e = axis_init(&r->ax, in, out);
+	if (!e && want_groups) {
+		e = axis_groups(&r->ax, out);
+		r->groups = e > 0;
+		e = e > 0 ? 0 : e;
+	}
+	if (e) {
+		axis_free(&r->ax);
+		free(r);
+		return e;
+	}
+	r->in = in;
+	r->out = out;
+	r->want_groups = want_groups;
+	r->refs = 1;
+	bytes = (size_t)out * r->ax.ksize * 8 + (size_t)r->ax.ngroups * 68 +
+		(size_t)r->ax.npairs * r->ax.gw_stride * 4;
+	if (bytes <= AXIS_CACHE_MAX) {
+		pthread_mutex_lock(&axis_lock);
+		axis_unref_locked(axis_cache[AXIS_CACHE_N - 1]);
+		memmove(axis_cache + 1, axis_cache, sizeof(axis_cache[0]) * (AXIS_CACHE_N - 1));
+		axis_cache[0] = r;
+		r->refs++;
+		pthread_mutex_unlock(&axis_lock);
+	}
+	*ret = r;
+	return 0;
+}
+
 static inline uint8_t clip8(int32_t acc, int prec)
 {
 	acc >>= prec;
@@ -446,10 +537,39 @@ static inline __m128i vbmi_group(__m512i src, __m512i id, __m512i map, const int
 						       _mm512_setzero_si512()));
 }
 
+/* Groups g.. of one row one by one (the tail of h_row_vbmi_np / h_row2_vbmi_np): loads past
+ * limit are masked off, and the last store is masked to the row. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline void h_tail_vbmi(const uint8_t *s, const uint8_t *limit, const struct axis *ax,
+			       uint8_t *d, uint32_t dw, uint32_t g, const uint32_t np)
+{
+	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1));
+	const __m128i shift = _mm_cvtsi32_si128(ax->prec);
+	uint32_t nb = dw * 3;
+
+	for (; g < ax->ngroups; g++) {
+		const uint8_t *p = s + ax->gbase[g];
+		__m512i src;
+		__m128i out;
+
+		if (p + 64 <= limit)
+			src = _mm512_loadu_si512((const void *)p);
+		else
+			src = _mm512_maskz_loadu_epi8(limit - p >= 64 ? ~0ull :
+						      (1ull << (limit - p)) - 1, p);
+		out = vbmi_group(src, _mm512_loadu_si512((const void *)(ax->gidx + (size_t)g * 64)),
+				 _mm512_loadu_si512((const void *)vbmi_map[g % 3]),
+				 ax->gw + 16 * (g / 3), ax->gw_stride, np, vhalf, shift);
+		if (16 * g + 16 <= nb)
+			_mm_storeu_si128((__m128i *)(d + 16 * g), out);
+		else
+			_mm_mask_storeu_epi8(d + 16 * g, (__mmask16)((1u << (nb - 16 * g)) - 1), out);
+	}
+}
+
 /* h_row with AVX-512 VBMI + VNNI: 16 output bytes (channels interleaved) per group (axis_groups),
  * three groups (16 pixels) per step for independent chains; np is a constant where inlined, so
- * the pair loop unrolls. The last groups go one by one: loads past limit are masked off, and
- * the last store is masked to the row. */
+ * the pair loop unrolls. The last groups go one by one (h_tail_vbmi). */
 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
 static inline void h_row_vbmi_np(const uint8_t *s, const uint8_t *limit, const struct axis *ax,
 				 uint8_t *d, uint32_t dw, const uint32_t np)
@@ -476,24 +596,7 @@ static inline void h_row_vbmi_np(const uint8_t *s, const uint8_t *limit, const s
 			_mm512_loadu_si512((const void *)(s + ax->gbase[g + 2])),
 			_mm512_loadu_si512((const void *)(id + 128)), m2, w, ws, np, vhalf, shift));
 	}
-	for (; g < ax->ngroups; g++) {
-		const uint8_t *p = s + ax->gbase[g];
-		__m512i src;
-		__m128i out;
-
-		if (p + 64 <= limit)
-			src = _mm512_loadu_si512((const void *)p);
-		else
-			src = _mm512_maskz_loadu_epi8(limit - p >= 64 ? ~0ull :
-						      (1ull << (limit - p)) - 1, p);
-		out = vbmi_group(src, _mm512_loadu_si512((const void *)(ax->gidx + (size_t)g * 64)),
-				 g % 3 == 0 ? m0 : g % 3 == 1 ? m1 : m2, ax->gw + 16 * (g / 3), ws,
-				 np, vhalf, shift);
-		if (16 * g + 16 <= nb)
-			_mm_storeu_si128((__m128i *)(d + 16 * g), out);
-		else
-			_mm_mask_storeu_epi8(d + 16 * g, (__mmask16)((1u << (nb - 16 * g)) - 1), out);
-	}
+	h_tail_vbmi(s, limit, ax, d, dw, g, np);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni")))
@@ -506,6 +609,84 @@ static void h_row_vbmi(const uint8_t *s, const uint8_t *limit, const struct axis
 	case 3: h_row_vbmi_np(s, limit, ax, d, dw, 3); break;
 	case 4: h_row_vbmi_np(s, limit, ax, d, dw, 4); break;
 	default: h_row_vbmi_np(s, limit, ax, d, dw, ax->npairs); break;
+	}
+}
+
+/* One group of two rows: vbmi_group's work with the index vector and the weights (the table
+ * reads and their permutations) shared by both rows. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline void vbmi_group2(__m512i src0, __m512i src1, __m512i id, __m512i map,
+			       const int32_t *w, size_t wstride, const uint32_t np, __m512i vhalf,
+			       __m128i shift, uint8_t *d0, uint8_t *d1)
+{
+	const __mmask64 even = 0x5555555555555555ull;
+	__m512i acc0 = vhalf, acc1 = vhalf;
+
+	for (uint32_t q = 0; q < np; q++) {
+		__m512i iq = _mm512_add_epi8(id, _mm512_set1_epi8((char)(6 * q)));
+		__m512i k = _mm512_permutexvar_epi32(map, _mm512_loadu_si512(
+			(const void *)(w + q * wstride)));
+
+		acc0 = _mm512_dpwssd_epi32(acc0, _mm512_maskz_permutexvar_epi8(even, iq, src0), k);
+		acc1 = _mm512_dpwssd_epi32(acc1, _mm512_maskz_permutexvar_epi8(even, iq, src1), k);
+	}
+	_mm_storeu_si128((__m128i *)d0, _mm512_cvtusepi32_epi8(_mm512_max_epi32(
+		_mm512_sra_epi32(acc0, shift), _mm512_setzero_si512())));
+	_mm_storeu_si128((__m128i *)d1, _mm512_cvtusepi32_epi8(_mm512_max_epi32(
+		_mm512_sra_epi32(acc1, shift), _mm512_setzero_si512())));
+}
+
+/* h_row_vbmi over two source rows at once (s0 -> d0, s1 -> d1; each read up to its limit):
+ * the same bytes as two h_row_vbmi calls, with each group's table reads shared, so the tables
+ * are read once per two rows (they meet the decoder's and the patch writer's data in L1). */
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni"), always_inline))
+static inline void h_row2_vbmi_np(const uint8_t *s0, const uint8_t *limit0, const uint8_t *s1,
+				  const uint8_t *limit1, const struct axis *ax, uint8_t *d0,
+				  uint8_t *d1, uint32_t dw, const uint32_t np)
+{
+	const __m512i vhalf = _mm512_set1_epi32(1 << (ax->prec - 1));
+	const __m128i shift = _mm_cvtsi32_si128(ax->prec);
+	const __m512i m0 = _mm512_loadu_si512((const void *)vbmi_map[0]);
+	const __m512i m1 = _mm512_loadu_si512((const void *)vbmi_map[1]);
+	const __m512i m2 = _mm512_loadu_si512((const void *)vbmi_map[2]);
+	const size_t ws = ax->gw_stride;
+	uint32_t nb = dw * 3, g = 0;
+
+	for (; 16 * (g + 3) <= nb && s0 + ax->gbase[g + 2] + 64 <= limit0 &&
+	       s1 + ax->gbase[g + 2] + 64 <= limit1; g += 3) {
+		const int32_t *w = ax->gw + 16 * (g / 3);
+		const uint8_t *id = ax->gidx + (size_t)g * 64;
+
+		size_t b0 = ax->gbase[g], b1 = ax->gbase[g + 1], b2 = ax->gbase[g + 2];
+
+		vbmi_group2(_mm512_loadu_si512((const void *)(s0 + b0)),
+			    _mm512_loadu_si512((const void *)(s1 + b0)),
+			    _mm512_loadu_si512((const void *)id), m0, w, ws, np, vhalf, shift,
+			    d0 + 16 * g, d1 + 16 * g);
+		vbmi_group2(_mm512_loadu_si512((const void *)(s0 + b1)),
+			    _mm512_loadu_si512((const void *)(s1 + b1)),
+			    _mm512_loadu_si512((const void *)(id + 64)), m1, w, ws, np, vhalf, shift,
+			    d0 + 16 * g + 16, d1 + 16 * g + 16);
+		vbmi_group2(_mm512_loadu_si512((const void *)(s0 + b2)),
+			    _mm512_loadu_si512((const void *)(s1 + b2)),
+			    _mm512_loadu_si512((const void *)(id + 128)), m2, w, ws, np, vhalf, shift,
+			    d0 + 16 * g + 32, d1 + 16 * g + 32);
+	}
+	h_tail_vbmi(s0, limit0, ax, d0, dw, g, np);
+	h_tail_vbmi(s1, limit1, ax, d1, dw, g, np);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vl,avx512vnni")))
+static void h_row2_vbmi(const uint8_t *s0, const uint8_t *limit0, const uint8_t *s1,
+			const uint8_t *limit1, const struct axis *ax, uint8_t *d0, uint8_t *d1,
+			uint32_t dw)
+{
+	switch (ax->npairs) {
+	case 1: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, 1); break;
+	case 2: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, 2); break;
+	case 3: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, 3); break;
+	case 4: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, 4); break;
+	default: h_row2_vbmi_np(s0, limit0, s1, limit1, ax, d0, d1, dw, ax->npairs); break;
 	}
 }
 
@@ -580,9 +761,37 @@ static void v_row_avx2(const uint8_t *const *rows, const int32_t *k, const int32
 	}
 }
 
-/* v_row with AVX-512 (BW, VNNI): 64 bytes at a time, as v_row_avx2 per 256-bit quarter pair,
- * each tap pair one dot-product accumulate (vpdpwssd: the multiply-add and the add in one, the
- * same int32 sums); 32 at a time, then v_row_avx2, for the tail. */
+/* 64 output bytes of v_row_avx512 at d + x: each tap pair's two rows byte-interleaved, then
+ * widened against zero into (row j, row j + 1) int16 pairs, one dot-product accumulate per
+ * quarter; the unpacks keep each 128-bit lane's bytes together, so the packs put the bytes back
+ * in order with no permutation. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline void v_64(const uint8_t *const *rows, const int32_t *kp, uint32_t nt, size_t x,
+			__m512i vhalf, __m128i shift, uint8_t *d)
+{
+	const __m512i zero = _mm512_setzero_si512();
+	__m512i a0 = vhalf, a1 = vhalf, a2 = vhalf, a3 = vhalf;
+
+	for (uint32_t j = 0; j < nt; j += 2) {
+		const uint8_t *p0 = rows[j] + x, *p1 = j + 1 < nt ? rows[j + 1] + x : p0;
+		__m512i kk = _mm512_set1_epi32(kp[j / 2]);
+		__m512i r0 = _mm512_loadu_si512((const void *)p0);
+		__m512i r1 = _mm512_loadu_si512((const void *)p1);
+		__m512i xl = _mm512_unpacklo_epi8(r0, r1), xh = _mm512_unpackhi_epi8(r0, r1);
+
+		a0 = _mm512_dpwssd_epi32(a0, _mm512_unpacklo_epi8(xl, zero), kk);
+		a1 = _mm512_dpwssd_epi32(a1, _mm512_unpackhi_epi8(xl, zero), kk);
+		a2 = _mm512_dpwssd_epi32(a2, _mm512_unpacklo_epi8(xh, zero), kk);
+		a3 = _mm512_dpwssd_epi32(a3, _mm512_unpackhi_epi8(xh, zero), kk);
+	}
+	_mm512_storeu_si512((void *)(d + x), _mm512_packus_epi16(
+		_mm512_packs_epi32(_mm512_sra_epi32(a0, shift), _mm512_sra_epi32(a1, shift)),
+		_mm512_packs_epi32(_mm512_sra_epi32(a2, shift), _mm512_sra_epi32(a3, shift))));
+}
+
+/* v_row with AVX-512 (BW, VNNI): 64 bytes at a time (v_64), the last 64 overlapping the ones
+ * before when n is not a multiple (the same bytes again); rows shorter than 64 bytes: 32 at a
+ * time, then v_row_avx2 for the tail. */
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2")))
 static void v_row_avx512(const uint8_t *const *rows, const int32_t *k, const int32_t *kp,
 			 uint32_t nt, size_t n, int prec, uint8_t *d)
@@ -593,32 +802,12 @@ static void v_row_avx512(const uint8_t *const *rows, const int32_t *k, const int
 	size_t x = 0;
 	const uint8_t *tail[64];
 
-	for (; x + 64 <= n; x += 64) {
-		__m512i lo0 = vhalf, hi0 = vhalf, lo1 = vhalf, hi1 = vhalf, r0, r1;
-
-		for (uint32_t j = 0; j < nt; j += 2) {
-			const uint8_t *p0 = rows[j] + x, *p1 = j + 1 < nt ? rows[j + 1] + x : p0;
-			__m512i kk = _mm512_set1_epi32(kp[j / 2]);
-			__m512i a0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p0));
-			__m512i b0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p1));
-			__m512i a1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
-				(const __m256i *)(p0 + 32)));
-			__m512i b1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
-				(const __m256i *)(p1 + 32)));
-
-			lo0 = _mm512_dpwssd_epi32(lo0, _mm512_unpacklo_epi16(a0, b0), kk);
-			hi0 = _mm512_dpwssd_epi32(hi0, _mm512_unpackhi_epi16(a0, b0), kk);
-			lo1 = _mm512_dpwssd_epi32(lo1, _mm512_unpacklo_epi16(a1, b1), kk);
-			hi1 = _mm512_dpwssd_epi32(hi1, _mm512_unpackhi_epi16(a1, b1), kk);
-		}
-		r0 = _mm512_packs_epi32(_mm512_sra_epi32(lo0, shift), _mm512_sra_epi32(hi0, shift));
-		r1 = _mm512_packs_epi32(_mm512_sra_epi32(lo1, shift), _mm512_sra_epi32(hi1, shift));
-		/* lane-wise packs: qword 2i of each 128-bit lane holds elements 8i..8i+7 of its
-		 * 32-byte half; r0 | r1 packed, then the qwords put in order */
-		r0 = _mm512_permutexvar_epi64(perm, _mm512_packus_epi16(r0, r0));
-		r1 = _mm512_permutexvar_epi64(perm, _mm512_packus_epi16(r1, r1));
-		_mm512_storeu_si512((void *)(d + x), _mm512_inserti64x4(r0,
-							_mm512_castsi512_si256(r1), 1));
+	if (n >= 64) {
+		for (; x + 64 <= n; x += 64)
+			v_64(rows, kp, nt, x, vhalf, shift, d);
+		if (x < n)
+			v_64(rows, kp, nt, n - 64, vhalf, shift, d);
+		return;
 	}
 	for (; x + 32 <= n; x += 32) {
 		__m512i lo = vhalf, hi = vhalf, r;
@@ -679,7 +868,8 @@ struct vc_resizer {
 	void *pull_ctx;
 	uint32_t pulled;             /* rows pulled so far */
 	uint32_t sw, sh, dw, dh;
-	struct axis ah, av;          /* unused when the axis keeps its size */
+	struct axis ah, av;          /* unused when the axis keeps its size; shallow copies of */
+	struct axis_ref *ahr, *avr;  /* these shared tables (axis_get) */
 	uint8_t *ring;               /* [ring_n][dw*3]: horizontally resized source rows */
 	int64_t *ring_src;           /* [ring_n]: which source row each slot holds (-1: none) */
 	uint32_t ring_n;
@@ -687,14 +877,15 @@ struct vc_resizer {
 	bool ssse3, avx2;            /* what the CPU has (h_row_ssse3, h_row_avx2) */
 	bool vbmi;                   /* h_row_vbmi (the axis has its table) */
 	bool avx512;                 /* v_row_avx512 (AVX-512 BW + VNNI) */
+	bool pair;                   /* hrow filters row sy + 1 with sy (the ring has room) */
 };
 
 void vc_resizer_free(struct vc_resizer *rs)
 {
 	if (!rs)
 		return;
-	axis_free(&rs->ah);
-	axis_free(&rs->av);
+	axis_put(rs->ahr);
+	axis_put(rs->avr);
 	free(rs->ring);
 	free(rs->ring_src);
 	free(rs->taps);
@@ -734,18 +925,23 @@ static int resizer_new(const uint8_t *src, size_t src_stride, vc_row_pull pull, 
 	rs->sh = sh;
 	rs->dw = dw;
 	rs->dh = dh;
-	if (sw != dw && (e = axis_init(&rs->ah, sw, dw)))
-		goto fail;
-	if (sw != dw && rs->vbmi) {
-		e = axis_groups(&rs->ah, dw);
-		if (e < 0)
+	if (sw != dw) {
+		e = axis_get(sw, dw, rs->vbmi, &rs->ahr);
+		if (e)
 			goto fail;
-		rs->vbmi = e == 0;
-		e = 0;
+		rs->ah = rs->ahr->ax;
+		rs->vbmi = rs->vbmi && !rs->ahr->groups;
 	}
-	if (sh != dh && (e = axis_init(&rs->av, sh, dh)))
-		goto fail;
-	rs->ring_n = sh != dh ? rs->av.ksize + 1 : 1;
+	if (sh != dh) {
+		e = axis_get(sh, dh, false, &rs->avr);
+		if (e)
+			goto fail;
+		rs->av = rs->avr->ax;
+	}
+	/* a tap window spans at most ksize consecutive rows; one more slot for the row filtered
+	 * ahead with its predecessor (hpass2), so no row of the current window is evicted */
+	rs->ring_n = sh != dh ? rs->av.ksize + 2 : 2;
+	rs->pair = rs->vbmi || !src;
 	if (sw != dw || !src) { /* pulled rows live in the ring even at the same width */
 		rs->ring = malloc((size_t)rs->ring_n * dw * 3);
 		rs->ring_src = malloc(sizeof(*rs->ring_src) * rs->ring_n);
@@ -796,48 +992,83 @@ static void hpass(const struct vc_resizer *rs, const uint8_t *s, const uint8_t *
 		h_row(s, limit, &rs->ah, d, rs->dw);
 }
 
+/* hpass of two source rows (s0 -> d0, s1 -> d1), sharing the table reads where a kernel can */
+static void hpass2(const struct vc_resizer *rs, const uint8_t *s0, const uint8_t *limit0,
+		   const uint8_t *s1, const uint8_t *limit1, uint8_t *d0, uint8_t *d1)
+{
+#ifdef __SSE2__
+	if (rs->vbmi) {
+		h_row2_vbmi(s0, limit0, s1, limit1, &rs->ah, d0, d1, rs->dw);
+		return;
+	}
+#endif
+	hpass(rs, s0, limit0, d0);
+	hpass(rs, s1, limit1, d1);
+}
+
+/* Ring slot of source row sy, claimed for it (its old row forgotten) */
+static uint8_t *ring_claim(struct vc_resizer *rs, uint32_t sy)
+{
+	uint32_t slot = sy % rs->ring_n;
+
+	rs->ring_src[slot] = sy;
+	return rs->ring + (size_t)slot * rs->dw * 3;
+}
+
 /* Source row sy after the horizontal pass (computed once while it stays in the ring) into *out.
  * Pulled rows are filtered the moment they arrive, while the decoder's row is still in cache;
- * rows the filter never reaches are pulled and dropped. 0 or the source's error. */
+ * rows the filter never reaches are pulled and dropped. Row sy + 1 is filtered with it when the
+ * ring has room (rs->pair): the vertical window reaches it next (a tap window spans consecutive
+ * rows), and the pair shares the filter's table reads. 0 or the source's error. */
 static int hrow(struct vc_resizer *rs, uint32_t sy, const uint8_t **out)
 {
 	uint32_t slot;
-	uint8_t *d;
+	bool two = rs->pair && sy + 1 < rs->sh;
 
 	if (rs->src && rs->sw == rs->dw) {
 		*out = rs->src + (size_t)sy * rs->stride;
 		return 0;
 	}
 	slot = sy % rs->ring_n;
-	d = rs->ring + (size_t)slot * rs->dw * 3;
-	*out = d;
+	*out = rs->ring + (size_t)slot * rs->dw * 3;
 	if (rs->ring_src[slot] == (int64_t)sy)
 		return 0;
 	if (rs->src) {
 		const uint8_t *limit = rs->src + (size_t)(rs->sh - 1) * rs->stride +
 				       (size_t)rs->sw * 3;
+		const uint8_t *s = rs->src + (size_t)sy * rs->stride;
 
-		hpass(rs, rs->src + (size_t)sy * rs->stride, limit, d);
-		rs->ring_src[slot] = sy;
+		if (two && rs->ring_src[(sy + 1) % rs->ring_n] != (int64_t)sy + 1)
+			hpass2(rs, s, limit, s + rs->stride, limit, ring_claim(rs, sy),
+			       ring_claim(rs, sy + 1));
+		else
+			hpass(rs, s, limit, ring_claim(rs, sy));
 		return 0;
 	}
 	if (sy < rs->pulled) /* gone from the ring: rows were asked out of order */
 		return vc_err(-EINVAL, "resize: source row %u asked after row %u", sy,
 			      rs->pulled - 1);
 	while (rs->pulled <= sy) {
-		const uint8_t *s;
-		int e = rs->pull(rs->pull_ctx, &s);
+		const uint8_t *s[2];
+		uint32_t n = rs->pulled == sy && two ? 2 : 1;
+		int e = rs->pull(rs->pull_ctx, n, s);
 
 		if (e)
 			return e;
-		if (rs->pulled++ < sy)
+		rs->pulled += n;
+		if (rs->pulled <= sy)
 			continue;
-		if (rs->sw == rs->dw)
-			memcpy(d, s, (size_t)rs->sw * 3);
-		else
-			hpass(rs, s, s + (size_t)rs->sw * 3, d);
+		if (rs->sw == rs->dw) {
+			memcpy(ring_claim(rs, sy), s[0], (size_t)rs->sw * 3);
+			if (n == 2)
+				memcpy(ring_claim(rs, sy + 1), s[1], (size_t)rs->sw * 3);
+		} else if (n == 2) {
+			hpass2(rs, s[0], s[0] + (size_t)rs->sw * 3, s[1], s[1] + (size_t)rs->sw * 3,
+			       ring_claim(rs, sy), ring_claim(rs, sy + 1));
+		} else {
+			hpass(rs, s[0], s[0] + (size_t)rs->sw * 3, ring_claim(rs, sy));
+		}
 	}
-	rs->ring_src[slot] = sy;
 	return 0;
 }
 
@@ -855,8 +1086,8 @@ int vc_resizer_row(struct vc_resizer *rs, uint32_t y, uint8_t *dst)
 			memcpy(dst, r, n);
 		return e;
 	}
-	/* a tap window spans at most ksize consecutive source rows, the ring holds ksize + 1:
-	 * rows still needed are never evicted while the window advances */
+	/* a tap window spans at most ksize consecutive source rows, the ring holds ksize + 2 (one
+	 * filtered ahead): rows still needed are never evicted while the window advances */
 	for (uint32_t j = 0; j < av->n[y]; j++) {
 		e = hrow(rs, av->lo[y] + j, &rs->taps[j]);
 		if (e)

@@ -37,12 +37,13 @@ struct vc_resizer;
 int vc_resizer_new(const uint8_t *src, uint32_t sw, uint32_t sh, size_t src_stride, uint32_t dw,
 		   uint32_t dh, struct vc_resizer **ret);
 /*
- * The same from source rows handed over in order by pull (0 and *row = the next source row
- * [sw][3], valid until the next call; or a negative errno, which the resizer returns): each row
- * is filtered horizontally as it arrives, and rows are asked for once. Output rows must then be
- * asked in increasing order.
+ * The same from source rows handed over in order by pull (0 and rows[0..n) = the next n source
+ * rows [sw][3], n 1 or 2, valid until the next call; or a negative errno, which the resizer
+ * returns): each row is filtered horizontally as it arrives (two at a time where they are
+ * needed together), and rows are asked for once. Output rows must then be asked in increasing
+ * order.
  */
-typedef int (*vc_row_pull)(void *ctx, const uint8_t **row);
+typedef int (*vc_row_pull)(void *ctx, uint32_t n, const uint8_t **rows);
 int vc_resizer_new_pull(vc_row_pull pull, void *ctx, uint32_t sw, uint32_t sh, uint32_t dw,
 			uint32_t dh, struct vc_resizer **ret);
 /* Output row y (0 <= y < dh) into dst [dw*3]. 0, or the pulled source's error (or -EINVAL for

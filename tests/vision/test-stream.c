@@ -15,11 +15,16 @@
  * the plain ones on every size here too. Also: which path a file
  * takes (plain JPEGs and PNGs stream; rotated ones, interlaced PNGs and WebP do not), and a JPEG
  * or PNG cut or damaged after its header fails mid-stream with vc_img_decode's error, no image,
- * and (JPEG) the path named by vlm_image_load_file.
+ * and (JPEG) the path named by vlm_image_load_file. And the rows of vc_img_rows_next_n (rows_n),
+ * and threads preprocessing images of several sizes at once (the resizer's shared cache of
+ * built axes, client/imgresize.c: more axes than it keeps, so entries are evicted while other
+ * threads use them) giving each image's bytes.
  *
  * usage: test-stream TESTS_VISION_DIR
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +176,139 @@ static int streams(const void *data, size_t len)
 	r = vc_img_rows_whole(s) == NULL;
 	vc_img_rows_free(s);
 	return r;
+}
+
+/*
+ * vc_img_rows_next_n: rows taken 2, 1, 2, 1, ... are the whole decode's rows; a streamed source
+ * hands them out 16 bytes off 32-byte alignment (libjpeg-turbo writes an aligned row with
+ * non-temporal stores, which the resizer would then read back from memory); asking 2 rows when 1
+ * is left is -EINVAL, and the error sticks.
+ */
+static void rows_n(const char *name, const void *data, size_t len)
+{
+	struct vc_rgb rgb;
+	struct vc_img_rows *s = NULL;
+	uint32_t w, h, y = 0, n = 2;
+	const uint8_t *r[2];
+	int e = vc_img_decode(data, len, 1u << 30, &rgb);
+
+	if (e || vc_img_rows_open(data, len, 1u << 30, &s)) {
+		FAIL("%s: rows_n: cannot decode / open", name);
+		free(e ? NULL : rgb.px);
+		return;
+	}
+	vc_img_rows_size(s, &w, &h);
+	for (; y + n <= h; y += n, n = 3 - n) {
+		e = vc_img_rows_next_n(s, n, r);
+		if (e) {
+			FAIL("%s: rows %u + %u: %d %s", name, y, n, e, vlm_last_error());
+			break;
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			if (memcmp(r[i], rgb.px + (size_t)(y + i) * w * 3, (size_t)w * 3))
+				FAIL("%s: row %u differs from the whole decode", name, y + i);
+			if (!vc_img_rows_whole(s) && (uintptr_t)r[i] % 32 != 16)
+				FAIL("%s: streamed row %u at %p (not 16 mod 32)", name, y + i,
+				     (const void *)r[i]);
+		}
+	}
+	if (!e && y < h && n == 2) {
+		if (vc_img_rows_next_n(s, 2, r) != -EINVAL || r[0] || r[1])
+			FAIL("%s: 2 rows asked with 1 left not refused", name);
+		else if (vc_img_rows_next_n(s, 1, r) != -EINVAL)
+			FAIL("%s: the refusal did not stick", name);
+	}
+	checked++;
+	vc_img_rows_free(s);
+	free(rgb.px);
+}
+
+/* Threads preprocessing images of several sizes at once: each result = the image's bytes. */
+#define TH_IMGS 4
+#define TH_N 4
+struct th_img {
+	unsigned char *jpg;
+	size_t len;
+	void *ref;                   /* f32 patches, made before the threads start */
+	size_t bytes;
+};
+struct th_arg {
+	struct th_img *img;
+	int id, bad;
+};
+
+static void *th_run(void *p)
+{
+	struct th_arg *a = p;
+
+	for (int it = 0; it < 6; it++)
+		for (int k = 0; k < TH_IMGS; k++) {
+			struct th_img *m = &a->img[(k + a->id + it) % TH_IMGS];
+			struct vlm_image *img = NULL;
+			size_t r, c;
+			const void *px;
+
+			if (vlm_image_load_memory(m->jpg, m->len, NULL, NULL, &img)) {
+				a->bad++;
+				continue;
+			}
+			px = vlm_image_pixels(img, NULL, &r, &c);
+			if (r * c * 4 != m->bytes || memcmp(px, m->ref, m->bytes))
+				a->bad++;
+			vlm_image_free(img);
+		}
+	return NULL;
+}
+
+static void threads_check(void)
+{
+	static const uint32_t sz[TH_IMGS][2] = { { 300, 200 }, { 451, 170 }, { 97, 301 },
+						 { 640, 360 } };
+	struct th_img img[TH_IMGS] = { { 0 } };
+	struct th_arg arg[TH_N];
+	pthread_t th[TH_N];
+	int started = 0, bad = 0;
+
+	for (int k = 0; k < TH_IMGS; k++) {
+		struct vlm_image *ref = NULL;
+		size_t r, c;
+
+		img[k].jpg = make_jpeg(sz[k][0], sz[k][1], 3, 2, 2, 0, 0, &img[k].len);
+		if (!img[k].jpg || vlm_image_load_memory(img[k].jpg, img[k].len, NULL, NULL, &ref)) {
+			FAIL("threads: image %d", k);
+			goto out;
+		}
+		vlm_image_pixels(ref, NULL, &r, &c);
+		img[k].bytes = r * c * 4;
+		img[k].ref = malloc(img[k].bytes);
+		if (img[k].ref)
+			memcpy(img[k].ref, vlm_image_pixels(ref, NULL, &r, &c), img[k].bytes);
+		vlm_image_free(ref);
+		if (!img[k].ref) {
+			FAIL("threads: out of memory");
+			goto out;
+		}
+	}
+	for (; started < TH_N; started++) {
+		arg[started] = (struct th_arg){ img, started, 0 };
+		if (pthread_create(&th[started], NULL, th_run, &arg[started])) {
+			FAIL("threads: pthread_create");
+			break;
+		}
+	}
+	for (int i = 0; i < started; i++) {
+		pthread_join(th[i], NULL);
+		bad += arg[i].bad;
+	}
+	if (bad)
+		FAIL("threads: %d of %d results differ from the image's bytes", bad,
+		     started * 6 * TH_IMGS);
+	checked++;
+out:
+	for (int k = 0; k < TH_IMGS; k++) {
+		free(img[k].jpg);
+		free(img[k].ref);
+	}
 }
 
 /* The two paths on data, f32 and bf16, with max_pixels mx (0: the default). */
@@ -407,6 +545,7 @@ int main(int argc, char **argv)
 		if (streams(d, len) != want)
 			FAIL("%s: streams %d, expected %d", committed[i], streams(d, len), want);
 		compare(committed[i], d, len, 0);
+		rows_n(committed[i], d, len);
 		free(d);
 	}
 	for (size_t i = 0; i < sizeof(committed_png) / sizeof(committed_png[0]); i++) {
@@ -423,6 +562,7 @@ int main(int argc, char **argv)
 		if (streams(d, len) != want)
 			FAIL("%s: streams %d, expected %d", committed_png[i], streams(d, len), want);
 		compare(committed_png[i], d, len, 0);
+		rows_n(committed_png[i], d, len);
 		free(d);
 	}
 	for (size_t i = 0; i < sizeof(made_png) / sizeof(made_png[0]); i++) {
@@ -460,10 +600,12 @@ int main(int argc, char **argv)
 		if (streams(d, len) != 1)
 			FAIL("%s: does not stream", name);
 		compare(name, d, len, m->max_pixels);
+		rows_n(name, d, len);
 		if (i == 3)
 			broken(argv[1], d, len);
 		free(d);
 	}
+	threads_check();
 	if (failures) {
 		fprintf(stderr, "%d failure(s)\n", failures);
 		return 1;
