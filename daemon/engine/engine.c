@@ -26,12 +26,14 @@
  * All of a step's completions go out in one vd_evq_push (one wake-up of the loop per step).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -498,6 +500,86 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 	return t;
 }
 
+/* ---------------------------------------------------------------- step records */
+
+/* The planned step's composition and the time its batch was ready (t_plan: step() began). */
+static void rec_plan(struct vd_engine *e, const struct vd_sched_plan *plan, int32_t nlog,
+                     uint64_t t_plan)
+{
+	struct vd_step_rec *r = &e->cur;
+	uint64_t t_loop = r->t_loop;
+
+	memset(r, 0, sizeof(*r));
+	r->t_loop = t_loop;
+	r->t_plan = t_plan;
+	r->sampled = nlog;
+	r->preempted = plan->n_preempted;
+	for (int32_t i = 0; i < plan->n_items; i++) {
+		const struct vd_sched_item *it = &plan->items[i];
+
+		r->admitted += it->admitted;
+		if (it->n == 1 && it->sample && !it->admitted) {
+			r->decodes++;
+		} else {
+			r->prefill_tokens += it->n;
+			r->prefill_items++;
+			if (it->start + it->n > r->max_ctx)
+				r->max_ctx = it->start + it->n;
+		}
+	}
+	r->t_prep = vs_now_ns();
+}
+
+/* The engine thread's run-queue wait and schedule count so far (schedstat: "run wait count"),
+ * or -1 when not kept. */
+static int schedstat(const struct vd_engine *e, uint64_t *wait_ns, uint64_t *count)
+{
+	char b[96];
+	unsigned long long run, w, c;
+	ssize_t n;
+
+	if (e->ss_fd < 0)
+		return -1;
+	n = pread(e->ss_fd, b, sizeof(b) - 1, 0);
+	if (n <= 0)
+		return -1;
+	b[n] = 0;
+	if (sscanf(b, "%llu %llu %llu", &run, &w, &c) != 3)
+		return -1;
+	*wait_ns = w;
+	*count = c;
+	return 0;
+}
+
+/* The step's completions went out (mu held): keep its record. */
+static void rec_push(struct vd_engine *e)
+{
+	if (!e->srec || !e->cur.seq)
+		return;
+	e->cur.t_flush = vs_now_ns();
+	e->srec[e->n_srec++ % VD_STEP_RECS] = e->cur;
+	e->cur.seq = 0;
+}
+
+size_t vd_engine_step_records(struct vd_engine *e, uint64_t since_ns, struct vd_step_rec *out,
+                              size_t max)
+{
+	uint64_t first, n, k = 0;
+
+	pthread_mutex_lock(&e->mu);
+	n = e->n_srec;
+	first = n > VD_STEP_RECS ? n - VD_STEP_RECS : 0;
+	/* the oldest kept record at or after since_ns; then the newest max of the rest */
+	while (first < n && e->srec[first % VD_STEP_RECS].t_flush < since_ns)
+		first++;
+	if (n - first > max)
+		first = n - max;
+	for (uint64_t i = first; i < n; i++)
+		out[k++] = e->srec[i % VD_STEP_RECS];
+	pthread_mutex_unlock(&e->mu);
+	return (size_t)k;
+}
+
 /* One step (mu held on entry and exit; released around the forward). Returns 1 if it ran
  * something, 0 if the plan was empty. */
 static int step(struct vd_engine *e)
@@ -507,7 +589,8 @@ static int step(struct vd_engine *e)
 	uint64_t t0 = vs_now_ns(), now;
 	int32_t n, row = 0, nsub = 0, nlog = 0, max_subs = 0;
 	int need_logits = 0, need_argmax = 0, host_rows = 0, dev = 0, rc;
-	uint64_t embed_bytes = 0;
+	uint64_t embed_bytes = 0, slices, ss_wait = 0, ss_count = 0, ss_wait2, ss_count2;
+	int ss;
 	struct vk_batch b;
 
 	rc = vd_sched_step(e->sched, &plan);
@@ -589,14 +672,25 @@ static int step(struct vd_engine *e)
 	b = (struct vk_batch){ .n_tokens = n, .n_seqs = plan.n_items, .tokens = e->b_tok,
 	                       .pos = e->b_pos, .seqs = e->b_seqs, .n_subs = nsub,
 	                       .subs = e->b_subs };
+	rec_plan(e, &plan, nlog, t0);
 	e->reading = 1;
 	pthread_mutex_unlock(&e->mu);
 	vd_ev_forward_begin(e);
+	ss = schedstat(e, &ss_wait, &ss_count);
+	e->cur.t_fwd = vs_now_ns();
+	slices = __atomic_load_n(&e->g_slices, __ATOMIC_RELAXED);
 	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog,
 	                      need_logits && !dev ? e->b_logits : NULL,
 	                      need_argmax ? e->b_argmax : NULL);
 	if (rc >= 0 && dev)
 		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
+	e->cur.slices = (int32_t)(__atomic_load_n(&e->g_slices, __ATOMIC_RELAXED) - slices);
+	e->cur.t_fwd_end = vs_now_ns();
+	e->cur.fwd_runq_us = e->cur.fwd_switches = -1;
+	if (ss == 0 && schedstat(e, &ss_wait2, &ss_count2) == 0) {
+		e->cur.fwd_runq_us = (int32_t)((ss_wait2 - ss_wait) / 1000);
+		e->cur.fwd_switches = (int32_t)(ss_count2 - ss_count);
+	}
 	vd_ev_forward_end(e);
 	pthread_mutex_lock(&e->mu);
 	e->reading = 0;
@@ -664,6 +758,8 @@ static int step(struct vd_engine *e)
 	}
 	e->steps++;
 	vd_metrics_add(e->metrics, VD_C_STEPS, 1);
+	e->cur.t_post = vs_now_ns();
+	e->cur.seq = e->steps;
 	now = vs_now_ns() - t0;
 	vd_metrics_observe_ns(e->metrics, VD_H_STEP, now);
 	/* the vision stage's time budget: a moving average of the step time */
@@ -703,10 +799,13 @@ static void *engine_main(void *arg)
 {
 	struct vd_engine *e = arg;
 
+	e->ss_fd = e->o.step_schedstat ? open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC) :
+	           -1;
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
 		int ran;
 
+		e->cur.t_loop = vs_now_ns();
 		take_inbox(e);
 		reap_cancelled(e);
 		if (e->stop)
@@ -717,6 +816,7 @@ static void *engine_main(void *arg)
 			ran |= step(e);
 		update_gauges(e);
 		ev_flush(e);
+		rec_push(e);
 		/* the encoder may have finished while the lock was dropped (forward, hashing): its
 		 * signal is then gone, so look at its state before sleeping */
 		if (!ran && !e->n_inbox && !e->stop && !vd_ev_ready(e)) {
@@ -730,6 +830,9 @@ static void *engine_main(void *arg)
 	}
 	ev_flush(e);
 	pthread_mutex_unlock(&e->mu);
+	if (e->ss_fd >= 0)
+		close(e->ss_fd);
+	e->ss_fd = -1;
 	return NULL;
 }
 
@@ -1125,9 +1228,11 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 			goto fail;
 		}
 	}
+	e->srec = calloc(VD_STEP_RECS, sizeof(*e->srec));
+	e->ss_fd = -1;
 	e->raw = malloc(sizeof(float) * (size_t)e->cfg.vocab);
 	e->scratch = malloc(sizeof(float) * 2 * (size_t)e->cfg.vocab);
-	if (!e->raw || !e->scratch)
+	if (!e->raw || !e->scratch || !e->srec)
 		goto nomem;
 	load_eos(e);
 	model_root(e);
@@ -1198,6 +1303,7 @@ void vd_engine_free(struct vd_engine *e)
 	free(e->raw);
 	free(e->scratch);
 	free(e->ev);
+	free(e->srec);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	pthread_cond_destroy(&e->done_cv);

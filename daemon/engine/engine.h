@@ -59,6 +59,9 @@ struct vd_engine_opts {
 	                               * 0 = VD_VISION_BATCH_PATCHES */
 	uint32_t vision_max_item_patches; /* largest pixel item accepted; 0 = VD_VISION_MAX_ITEM_PATCHES */
 	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
+	/* Step records (vd_engine_step_records) also note how long the engine thread waited for a
+	 * CPU during each forward (Linux schedstat: two reads of a /proc file per step). */
+	int step_schedstat;
 	/* Called from vd_engine_new while it loads (any number of times): done / total bytes and
 	 * tensors of the weights, for the load_progress log and systemd EXTEND_TIMEOUT_USEC and
 	 * STATUS=. May be NULL. */
@@ -163,5 +166,33 @@ int vd_engine_set_limits(struct vd_engine *e, uint32_t max_running, uint32_t max
 void vd_engine_drain(struct vd_engine *e);
 /* True when no request is waiting or running. */
 int vd_engine_idle(struct vd_engine *e);
+
+/* ---- step records (benchmarks and diagnostics: where a step's time goes) ----
+ * The engine thread keeps the last VD_STEP_RECS steps in a ring (a few stores per step, under
+ * the lock it holds anyway). Times are vs_now_ns() (CLOCK_MONOTONIC). A step's parts, in order:
+ * the loop's work before it (inbox, cancels, the vision stage: t_loop..t_plan), planning and
+ * batch building (t_plan..t_prep), waiting for a tower slice in progress (t_prep..t_fwd), the
+ * forward and the backend's draws (t_fwd..t_fwd_end), commit + prefix commit + host sampling +
+ * events (t_fwd_end..t_post), handing the completions to the I/O loop (t_post..t_flush). */
+#define VD_STEP_RECS 8192
+struct vd_step_rec {
+	uint64_t seq;                 /* step number (engine-wide, from 1) */
+	uint64_t t_loop, t_plan, t_prep, t_fwd, t_fwd_end, t_post, t_flush;
+	int32_t decodes;              /* decode rows (1 token of a running sequence) */
+	int32_t prefill_tokens;       /* other rows: prompt chunks and recomputation */
+	int32_t prefill_items;
+	int32_t admitted;             /* sequences admitted in this step */
+	int32_t preempted;
+	int32_t max_ctx;              /* longest KV context (start + n) among prefill items */
+	int32_t sampled;              /* logit rows */
+	int32_t slices;               /* tower slices started while the forward ran (overlap) */
+	int32_t fwd_runq_us;          /* step_schedstat: the engine thread runnable but not running
+	                               * during the forward (preempted), else -1 */
+	int32_t fwd_switches;         /* step_schedstat: times it was scheduled in meanwhile */
+};
+/* Copies the records of steps whose t_flush >= since_ns (oldest first, at most max, the newest
+ * when more) into out. Returns how many were copied. Any thread. */
+size_t vd_engine_step_records(struct vd_engine *e, uint64_t since_ns, struct vd_step_rec *out,
+                              size_t max);
 
 #endif /* VLM_DAEMON_ENGINE_H */

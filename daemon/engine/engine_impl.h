@@ -87,6 +87,7 @@ struct vd_engine {
 	int g_eng_wait;                /* the engine thread waits for the op to end */
 	uint64_t g_steps;              /* LLM forwards ended */
 	uint64_t g_step_t0;
+	uint64_t g_slices;             /* tower slices started (step records: overlap) */
 	double g_step_ns;              /* LLM forward time, moving average: the longest wait */
 	double g_fast_ns;              /* LLM forward time near the fastest recent: slice targets */
 
@@ -112,6 +113,10 @@ struct vd_engine {
 	uint32_t max_waiting;
 	struct vd_fair *fair;          /* per-client shares and admission tags */
 	uint64_t steps;
+	struct vd_step_rec *srec;      /* [VD_STEP_RECS] ring of step records (NULL: none kept) */
+	uint64_t n_srec;               /* records written */
+	struct vd_step_rec cur;        /* the step in progress (engine thread) */
+	int ss_fd;                     /* /proc/thread-self/schedstat of the engine thread, or -1 */
 
 	/* engine-thread scratch */
 	int32_t cap_rows, cap_items, cap_subs;

@@ -318,6 +318,7 @@ static uint64_t ev_yield(void *ctx)
 		e->g_enc_wait = 0;
 	}
 	e->g_in_op = 1;
+	__atomic_store_n(&e->g_slices, e->g_slices + 1, __ATOMIC_RELAXED);
 	target = e->g_fast_ns > 0 ? 0.4 * e->g_fast_ns : 2e6;
 	pthread_mutex_unlock(&e->g_mu);
 	return (uint64_t)(target < 2.5e5 ? 2.5e5 : target > 1e7 ? 1e7 : target);
