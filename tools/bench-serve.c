@@ -71,6 +71,7 @@ struct opts {
 	float temperature, top_p;   /* sampling of every request (0: greedy, the default) */
 	int top_k;
 	int loop_client;            /* --client loop (default) or threads */
+	double prefill_share;       /* engine's automatic stall bound (0: its default) */
 };
 
 /* ------------------------------------------------------------------ the daemon */
@@ -108,6 +109,7 @@ static int daemon_start(struct daemon *d, const struct opts *o, const char *mode
 	if (!vcache)
 		eo.vision_cache_bytes = 0;
 	eo.prefill_per_decode = o->prefill_per_decode;
+	eo.prefill_share = o->prefill_share;
 	eo.step_schedstat = 1;     /* step records say when the engine thread lost its CPU */
 	e = vd_engine_new(&eo, &d->eng, err, sizeof(err));
 	if (e < 0) {
@@ -737,6 +739,7 @@ struct step_part {
 	double loop, plan, wait, fwd, post, gap;   /* ms: see struct vd_step_rec */
 	double decodes, prefill, ctx, admitted, slices;
 	double runq, sw;                           /* ms, count: the engine thread's CPU waits */
+	double srunq;                              /* ms: the same over the whole step */
 	int n;
 };
 
@@ -838,6 +841,7 @@ static void part_add(struct step_part *p, const struct vd_step_rec *r, uint64_t 
 	p->slices += r->slices;
 	p->runq += r->fwd_runq_us > 0 ? r->fwd_runq_us * 1e-3 : 0;
 	p->sw += r->fwd_switches > 0 ? r->fwd_switches : 0;
+	p->srunq += r->step_runq_us > 0 ? r->step_runq_us * 1e-3 : 0;
 	p->n++;
 }
 
@@ -858,6 +862,7 @@ static void part_mean(struct step_part *p)
 	p->slices *= k;
 	p->runq *= k;
 	p->sw *= k;
+	p->srunq *= k;
 }
 
 /* The engine's step records of r's span (an in-process vlmd only). */
@@ -915,9 +920,10 @@ static void show_part(const char *name, const struct step_part *p)
 {
 	fprintf(stderr, "      %-4s %4d steps: idle %5.2f loop %5.2f plan %5.2f slice-wait %5.2f "
 	        "forward %5.2f (engine thread waiting for a CPU %5.2f, %4.1f switches) post %5.2f "
-	        "ms | %4.1f decodes, %5.1f prefill rows (ctx %4.0f), %.2f admitted, %.2f tower "
-	        "slices beside\n", name, p->n, p->gap, p->loop, p->plan, p->wait, p->fwd, p->runq,
-	        p->sw, p->post, p->decodes, p->prefill, p->ctx, p->admitted, p->slices);
+	        "ms; CPU wait in the step %5.2f ms | %4.1f decodes, %5.1f prefill rows (ctx %4.0f), "
+	        "%.2f admitted, %.2f tower slices beside\n", name, p->n, p->gap, p->loop, p->plan,
+	        p->wait, p->fwd, p->runq, p->sw, p->post, p->srunq, p->decodes, p->prefill, p->ctx,
+	        p->admitted, p->slices);
 }
 
 static void show_engine(const struct result *r)
@@ -991,7 +997,7 @@ static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
 	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_ISHAPE, O_ILAYERS, O_DESCRIBE, O_TEMP, O_TOPP,
-	       O_TOPK, O_CLIENT, O_HELP };
+	       O_TOPK, O_CLIENT, O_PSHARE, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -1013,6 +1019,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "top-p", required_argument, NULL, O_TOPP },
 		{ "top-k", required_argument, NULL, O_TOPK },
 		{ "client", required_argument, NULL, O_CLIENT },
+		{ "prefill-share", required_argument, NULL, O_PSHARE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1050,6 +1057,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_TEMP: o->temperature = (float)atof(optarg); break;
 		case O_TOPP: o->top_p = (float)atof(optarg); break;
 		case O_TOPK: o->top_k = atoi(optarg); break;
+		case O_PSHARE: o->prefill_share = atof(optarg); break;
 		case O_CLIENT:
 			o->loop_client = !strcmp(optarg, "loop") ? 1 : !strcmp(optarg, "threads") ? 0 : -1;
 			bad_client |= o->loop_client < 0;
@@ -1060,7 +1068,7 @@ static int parse(int argc, char **argv, struct opts *o)
 			       "         [--seconds S] [--image-shape faithful|legacy|both]\n"
 			       "         [--image-layers N] [--image-side PATCHES] [--describe-images]\n"
 			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
-			       "         [--prefill-per-decode N] [--quick] [--json]\n"
+			       "         [--prefill-per-decode N] [--prefill-share F] [--quick] [--json]\n"
 			       "         [--temperature T] [--top-p P] [--top-k K]\n"
 			       "         [--client loop|threads]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
@@ -1081,7 +1089,10 @@ static int parse(int argc, char **argv, struct opts *o)
 			       "  --client: loop (default) drives every stream from one thread polling\n"
 			       "  the connections' notify fds, like the field's benchmark clients (one\n"
 			       "  event loop); threads runs one thread per stream, each sleeping on its\n"
-			       "  own completion ring (the form used before).\n");
+			       "  own completion ring (the form used before).\n"
+			       "  --prefill-per-decode N: the engine's old stall bound, max(16, N * decodes)\n"
+			       "  prefill rows per step; by default (-1) the prefill beside decodes costs at\n"
+			       "  most --prefill-share (0.5) of the decodes' own step time, measured.\n");
 			return c == O_HELP ? 0 : 2;
 		}
 	}
@@ -1091,7 +1102,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	     strcmp(o->workload, "multiturn") && strcmp(o->workload, "itl") &&
 	     strcmp(o->workload, "images")) || o->img_side < 2 || o->img_side % 2 || o->img_side > 256 ||
 	    !(o->temperature >= 0 && o->temperature <= 100) || !(o->top_p >= 0 && o->top_p <= 1) ||
-	    o->top_k < 0 || bad_client) {
+	    o->top_k < 0 || bad_client || !(o->prefill_share >= 0 && o->prefill_share <= 64)) {
 		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds, --workload, --image-shape, "
 		        "--image-layers (1..64), --image-side (even, 2..256), --temperature (0..100), "
 		        "--top-p (0..1), --top-k (>= 0) or --client (loop, threads)\n");
@@ -1608,9 +1619,11 @@ int bench_serve_main(int argc, char **argv)
 			       ebusy.eng.int50, ebusy.eng.int99, ebusy.eng.tail.runq);
 			printf(", \"images_reference\": %s, \"max_batched_tokens\": %u, \"hidden\": %d, "
 			       "\"layers\": %d, \"load_avg\": \"%s\", \"temperature\": %g, \"top_p\": %g, "
-			       "\"top_k\": %d, \"client\": \"%s\", \"failed\": %s}\n", refj,
+			       "\"top_k\": %d, \"client\": \"%s\", \"prefill_per_decode\": %d, "
+			       "\"prefill_share\": %g, \"failed\": %s}\n", refj,
 			       o.max_batched_tokens, cfg.hidden, cfg.n_layers, la, (double)o.temperature,
 			       (double)o.top_p, o.top_k, o.loop_client ? "loop" : "threads",
+			       o.prefill_per_decode, o.prefill_share > 0 ? o.prefill_share : 0.5,
 			       failed ? "true" : "false");
 		}
 	}

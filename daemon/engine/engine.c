@@ -500,6 +500,75 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 	return t;
 }
 
+/* ---------------------------------------------------------------- stall bound
+ *
+ * On a host backend a step's time grows with its rows, so prefill rows next to running decodes
+ * stretch every decode's inter-token latency. The bound keeps that extra time to a fraction
+ * (prefill_share) of what the decodes' step costs alone, in time rather than in rows: the
+ * forward's time is fitted as a + b * rows (a: what every step pays, the weight reads; b: a row),
+ * so d decodes alone cost a + b*d and the prefill may add share * (a / b + d) rows. When the
+ * recent steps do not separate a from b (all of one size, or a noisy fit), a = 0: share * d, the
+ * lower of the two. While the vision tower has work, its slices between two steps take half of
+ * that extra time (engine_vision.c: the slice target) and the prefill rows the other half. Only
+ * steps with decodes are fitted (the sizes the bound chooses between: a
+ * big prefill step alone would weigh on the fit the most and adds its long attention), noisy
+ * samples (a forward over 3x its prediction: the thread lost its CPU) are not, and a / b is at
+ * most SB_MAX_FIXED rows (on a CPU the weight reads of a step cost about as much as a few tens of
+ * rows' arithmetic (4 on the benchmark model); a fit beyond that is noise). */
+#define SB_FORGET 0.98
+#define SB_MIN_ROWS 4     /* a step may always add this many prefill rows (progress) */
+#define SB_MAX_FIXED 16.0 /* a / b, rows */
+
+static int sb_fit(const struct vd_engine *e, double *a, double *b)
+{
+	double s0 = e->sb_s0, s1 = e->sb_s1, det = s0 * e->sb_s2 - s1 * s1;
+
+	if (s0 < 3 || s1 <= 0 || e->sb_t <= 0)
+		return -1;
+	*b = -1;
+	if (det > 1e-3 * s0 * e->sb_s2) {
+		*b = (s0 * e->sb_xt - s1 * e->sb_t) / det;
+		*a = (e->sb_t - *b * s1) / s0;
+	}
+	if (!(*b > 0) || *a < 0) {
+		*a = 0;
+		*b = e->sb_t / s1;
+	}
+	return 0;
+}
+
+static void sb_observe(struct vd_engine *e, int32_t rows, int32_t decodes, uint64_t ns)
+{
+	double a, b, t = (double)ns * 1e-6, x = rows;
+
+	if (!e->sb_on || rows <= 0 || decodes <= 0)
+		return;
+	if (sb_fit(e, &a, &b) == 0 && t > 3 * (a + b * x))
+		return;
+	e->sb_s0 = SB_FORGET * e->sb_s0 + 1;
+	e->sb_s1 = SB_FORGET * e->sb_s1 + x;
+	e->sb_s2 = SB_FORGET * e->sb_s2 + x * x;
+	e->sb_t = SB_FORGET * e->sb_t + t;
+	e->sb_xt = SB_FORGET * e->sb_xt + x * t;
+}
+
+/* Before planning: the scheduler's bound from the fit (the knobs' rule until there is one). */
+static void sb_apply(struct vd_engine *e)
+{
+	double a, b, base, share;
+
+	if (!e->sb_on || sb_fit(e, &a, &b) < 0)
+		return;
+	/* the tower's slices between steps take half of the extra time while it has work */
+	share = e->sb_share * (vd_ev_busy(e) ? 0.5 : 1.0);
+	if (a / b > SB_MAX_FIXED)
+		a = SB_MAX_FIXED * b;
+	base = share * a / b;
+	vd_sched_set_prefill_bound(e->sched, (int32_t)base, (int32_t)(share * 1000), SB_MIN_ROWS);
+	__atomic_store_n(&e->sb_td_ns, e->sb_last_d > 0 ? (uint64_t)((a + b * e->sb_last_d) * 1e6) :
+	                 0, __ATOMIC_RELAXED);
+}
+
 /* ---------------------------------------------------------------- step records */
 
 /* The planned step's composition and the time its batch was ready (t_plan: step() began). */
@@ -528,6 +597,7 @@ static void rec_plan(struct vd_engine *e, const struct vd_sched_plan *plan, int3
 		}
 	}
 	r->t_prep = vs_now_ns();
+	e->sb_last_d = r->decodes;
 }
 
 /* The engine thread's run-queue wait and schedule count so far (schedstat: "run wait count"),
@@ -554,9 +624,14 @@ static int schedstat(const struct vd_engine *e, uint64_t *wait_ns, uint64_t *cou
 /* The step's completions went out (mu held): keep its record. */
 static void rec_push(struct vd_engine *e)
 {
+	uint64_t w, c;
+
 	if (!e->srec || !e->cur.seq)
 		return;
 	e->cur.t_flush = vs_now_ns();
+	e->cur.step_runq_us = -1;
+	if (e->ss_loop_wait != UINT64_MAX && schedstat(e, &w, &c) == 0)
+		e->cur.step_runq_us = (int32_t)((w - e->ss_loop_wait) / 1000);
 	e->srec[e->n_srec++ % VD_STEP_RECS] = e->cur;
 	e->cur.seq = 0;
 }
@@ -593,6 +668,7 @@ static int step(struct vd_engine *e)
 	int ss;
 	struct vk_batch b;
 
+	sb_apply(e);
 	rc = vd_sched_step(e->sched, &plan);
 	if (rc < 0)
 		return 0;
@@ -686,6 +762,7 @@ static int step(struct vd_engine *e)
 		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
 	e->cur.slices = (int32_t)(__atomic_load_n(&e->g_slices, __ATOMIC_RELAXED) - slices);
 	e->cur.t_fwd_end = vs_now_ns();
+	sb_observe(e, n, e->cur.decodes, e->cur.t_fwd_end - e->cur.t_fwd);
 	e->cur.fwd_runq_us = e->cur.fwd_switches = -1;
 	if (ss == 0 && schedstat(e, &ss_wait2, &ss_count2) == 0) {
 		e->cur.fwd_runq_us = (int32_t)((ss_wait2 - ss_wait) / 1000);
@@ -806,6 +883,8 @@ static void *engine_main(void *arg)
 		int ran;
 
 		e->cur.t_loop = vs_now_ns();
+		if (schedstat(e, &e->ss_loop_wait, &e->ss_loop_count) < 0)
+			e->ss_loop_wait = UINT64_MAX;
 		take_inbox(e);
 		reap_cancelled(e);
 		if (e->stop)
@@ -824,8 +903,11 @@ static void *engine_main(void *arg)
 
 			for (struct vd_ereq *q = e->live; q; q = q->next)
 				cancels |= q->cancel && !q->v_busy;
-			if (!cancels)
+			if (!cancels) {
+				/* no decode runs while it sleeps: the tower's slices need not be short */
+				__atomic_store_n(&e->sb_td_ns, 0, __ATOMIC_RELAXED);
 				pthread_cond_wait(&e->cv, &e->mu);
+			}
 		}
 	}
 	ev_flush(e);
@@ -1216,6 +1298,9 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 			                      strcmp(e->be->ops->name, "cuda") ? 1 : 0,
 			.prefill_min = 16,
 		};
+
+		e->sb_on = o->prefill_per_decode < 0 && strcmp(e->be->ops->name, "cuda");
+		e->sb_share = o->prefill_share > 0 ? o->prefill_share : 0.5;
 
 		rc = vd_sched_new(&k, e->kv, e->pc ? prefix_hook : NULL, e, &e->sched);
 		if (rc < 0) {

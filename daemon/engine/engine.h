@@ -53,6 +53,10 @@ struct vd_engine_opts {
 	 * (1 on host backends, whose step time grows with the rows; off on CUDA); 0: off (only
 	 * max_batched_tokens bounds them). See daemon/engine/scheduler.h. */
 	int32_t prefill_per_decode;
+	/* Automatic bound (prefill_per_decode < 0, host backends): the prefill rows beside d
+	 * decodes cost at most this fraction of the time of a step of the d decodes alone, from the
+	 * engine's fit of forward time against rows (a + b * rows). 0: 0.5. */
+	double prefill_share;
 	/* Vision stage (checkpoints with a vision tower; daemon/engine/engine_vision.c). */
 	uint64_t vision_cache_bytes;  /* encoded rows kept for reuse (LRU); 0 = no reuse */
 	uint32_t vision_batch_patches;/* pixel rows per tower forward (a larger item runs alone);
@@ -189,6 +193,7 @@ struct vd_step_rec {
 	int32_t fwd_runq_us;          /* step_schedstat: the engine thread runnable but not running
 	                               * during the forward (preempted), else -1 */
 	int32_t fwd_switches;         /* step_schedstat: times it was scheduled in meanwhile */
+	int32_t step_runq_us;         /* step_schedstat: the same wait over t_loop..t_flush */
 };
 /* Copies the records of steps whose t_flush >= since_ns (oldest first, at most max, the newest
  * when more) into out. Returns how many were copied. Any thread. */
