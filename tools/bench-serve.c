@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -232,8 +233,20 @@ struct client {
 	double end;                    /* monotonic seconds */
 	const int *stop;               /* stop when *stop != 0 (prefill helpers) */
 	struct samples s;
+	double cpu_s;                  /* threads driver: this thread's CPU time (user + system) */
 	int failed;
 };
+
+/* The calling thread's CPU time so far, seconds. */
+static double thread_cpu_s(void)
+{
+	struct rusage u;
+
+	if (getrusage(RUSAGE_THREAD, &u))
+		return 0;
+	return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+	       (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
 
 static double now_s(void)
 {
@@ -623,6 +636,7 @@ static void *client_main(void *arg)
 	if (r < 0)
 		cl->failed = 1;
 	stream_close(&st);
+	cl->cpu_s = thread_cpu_s();
 	return NULL;
 }
 
@@ -635,7 +649,7 @@ static void drive_loop(struct client *cl, int n, int extra, int *stop, double *t
 {
 	int total = n + extra, live = 0, main_live = 0;
 	struct stream *st = calloc((size_t)total, sizeof(*st));
-	struct pollfd *pf = calloc((size_t)total, sizeof(*pf));
+	struct pollfd *pf = calloc((size_t)total * 2, sizeof(*pf));
 	int *map = calloc((size_t)total, sizeof(int));
 
 	*t1 = now_s();
@@ -662,12 +676,15 @@ static void drive_loop(struct client *cl, int n, int extra, int *stop, double *t
 	while (live > 0) {
 		int np = 0, r;
 
+		/* per stream: its notify fd, then its control socket (readable at EOF only) */
 		for (int i = 0; i < total; i++)
 			if (st[i].c) {
-				pf[np] = (struct pollfd){ .fd = vc_conn_fd(st[i].c), .events = POLLIN };
+				pf[2 * np] = (struct pollfd){ .fd = vc_conn_fd(st[i].c), .events = POLLIN };
+				pf[2 * np + 1] = (struct pollfd){ .fd = vc_conn_sock(st[i].c),
+				                                  .events = POLLIN | POLLRDHUP };
 				map[np++] = i;
 			}
-		r = poll(pf, (nfds_t)np, 60000);
+		r = poll(pf, (nfds_t)np * 2, 60000);
 		if (r <= 0) {
 			if (r < 0 && errno == EINTR)
 				continue;
@@ -681,9 +698,9 @@ static void drive_loop(struct client *cl, int n, int extra, int *stop, double *t
 			uint64_t v;
 			int over = 0;
 
-			if (!(pf[j].revents & (POLLIN | POLLERR | POLLHUP)))
+			if (!pf[2 * j].revents && !pf[2 * j + 1].revents)
 				continue;
-			if (read(pf[j].fd, &v, sizeof(v)) < 0) {
+			if (pf[2 * j].revents && read(pf[2 * j].fd, &v, sizeof(v)) < 0) {
 				/* EAGAIN: a spurious wake-up */
 			}
 			for (;;) {
@@ -708,7 +725,7 @@ static void drive_loop(struct client *cl, int n, int extra, int *stop, double *t
 				if (over)
 					break;
 			}
-			if (!over && vc_conn_check_alive(s->c) < 0) {
+			if (!over && pf[2 * j + 1].revents && vc_conn_check_alive(s->c) < 0) {
 				s->cl->failed = 1;
 				over = 1;
 			}
@@ -752,6 +769,7 @@ struct engine_side {
 
 struct result {
 	double secs, qps, tok_s, ttft50, ttft99, itl50, itl99, hit;
+	double client_cpu;             /* the clients' CPU time / the phase's time (cores) */
 	uint64_t requests, out_tokens;
 	uint64_t extra_requests;       /* requests the extra clients completed */
 	uint64_t t0_ns, t1_ns;         /* the phase's span (vs_now_ns) */
@@ -784,8 +802,11 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 		cl[i].stop = i < n ? NULL : &stop;
 	}
 	if (sh->loop_client) {
+		double c0 = thread_cpu_s();
+
 		drive_loop(cl, n, extra, &stop, &t1);
 		r.t1_ns = (uint64_t)(t1 * 1e9);
+		cl[0].cpu_s = thread_cpu_s() - c0;
 	} else {
 		for (int i = 0; i < n + extra; i++)
 			if (pthread_create(&cl[i].thr, NULL, client_main, &cl[i])) {
@@ -809,9 +830,12 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 	for (int i = n; i < n + extra; i++)
 		r.extra_requests += cl[i].s.requests - cl[i].s.errors;
 	for (int i = 0; i < n + extra; i++)
+		r.client_cpu += cl[i].cpu_s;
+	for (int i = 0; i < n + extra; i++)
 		samples_free(&cl[i].s);
 	free(cl);
 	r.secs = t1 - t0;
+	r.client_cpu = r.secs > 0 ? r.client_cpu / (now_s() - t0) : 0;
 	r.requests = all.requests - all.errors;
 	r.out_tokens = all.out_tokens;
 	r.qps = (double)r.requests / r.secs;
@@ -931,8 +955,9 @@ static void show_engine(const struct result *r)
 	if (!r->eng.have)
 		return;
 	fprintf(stderr, "    engine: step interval p50 %.2f p99 %.2f ms (client itl p50 %.2f p99 "
-	        "%.2f), forward p50 %.2f p99 %.2f ms, %zu intervals\n", r->eng.int50, r->eng.int99,
-	        r->itl50, r->itl99, r->eng.fwd50, r->eng.fwd99, r->eng.steps);
+	        "%.2f), forward p50 %.2f p99 %.2f ms, %zu intervals; the clients used %.3f of a "
+	        "core\n", r->eng.int50, r->eng.int99, r->itl50, r->itl99, r->eng.fwd50, r->eng.fwd99,
+	        r->eng.steps, r->client_cpu);
 	show_part("mid", &r->eng.mid);
 	show_part("tail", &r->eng.tail);
 }
@@ -1614,9 +1639,13 @@ int bench_serve_main(int argc, char **argv)
 			       "\"engine_step_p99_cpu_wait_ms_with_prefill\": %.3f, "
 			       "\"engine_step_p50_ms_while_encoding\": %.3f, "
 			       "\"engine_step_p99_ms_while_encoding\": %.3f, "
-			       "\"engine_step_p99_cpu_wait_ms_while_encoding\": %.3f", idle.eng.int50,
+			       "\"engine_step_p99_cpu_wait_ms_while_encoding\": %.3f, "
+			       "\"client_cpu_cores_no_prefill\": %.4f, "
+			       "\"client_cpu_cores_with_prefill\": %.4f, "
+			       "\"client_cpu_cores_while_encoding\": %.4f", idle.eng.int50,
 			       idle.eng.int99, busy.eng.int50, busy.eng.int99, busy.eng.tail.runq,
-			       ebusy.eng.int50, ebusy.eng.int99, ebusy.eng.tail.runq);
+			       ebusy.eng.int50, ebusy.eng.int99, ebusy.eng.tail.runq, idle.client_cpu,
+			       busy.client_cpu, ebusy.client_cpu);
 			printf(", \"images_reference\": %s, \"max_batched_tokens\": %u, \"hidden\": %d, "
 			       "\"layers\": %d, \"load_avg\": \"%s\", \"temperature\": %g, \"top_p\": %g, "
 			       "\"top_k\": %d, \"client\": \"%s\", \"prefill_per_decode\": %d, "
