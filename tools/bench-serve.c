@@ -33,10 +33,12 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +71,8 @@ struct opts {
 	int describe;               /* --describe-images: print the shapes' FLOP counts, run nothing */
 	float temperature, top_p;   /* sampling of every request (0: greedy, the default) */
 	int top_k;
+	int loop_client;            /* --client loop (default) or threads */
+	double prefill_share;       /* engine's automatic stall bound (0: its default) */
 };
 
 /* ------------------------------------------------------------------ the daemon */
@@ -106,6 +110,8 @@ static int daemon_start(struct daemon *d, const struct opts *o, const char *mode
 	if (!vcache)
 		eo.vision_cache_bytes = 0;
 	eo.prefill_per_decode = o->prefill_per_decode;
+	eo.prefill_share = o->prefill_share;
+	eo.step_schedstat = 1;     /* step records say when the engine thread lost its CPU */
 	e = vd_engine_new(&eo, &d->eng, err, sizeof(err));
 	if (e < 0) {
 		fprintf(stderr, "vlm-bench: %s\n", err);
@@ -215,6 +221,7 @@ struct shape {
 	int32_t patch_dim, side, merge; /* images: patch row width, grid side in patches, merge */
 	float temperature, top_p;      /* sampling (0: greedy) */
 	int32_t top_k;
+	int loop_client;               /* one polling thread drives every stream (--client loop) */
 };
 
 struct client {
@@ -226,8 +233,20 @@ struct client {
 	double end;                    /* monotonic seconds */
 	const int *stop;               /* stop when *stop != 0 (prefill helpers) */
 	struct samples s;
+	double cpu_s;                  /* threads driver: this thread's CPU time (user + system) */
 	int failed;
 };
+
+/* The calling thread's CPU time so far, seconds. */
+static double thread_cpu_s(void)
+{
+	struct rusage u;
+
+	if (getrusage(RUSAGE_THREAD, &u))
+		return 0;
+	return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+	       (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
 
 static double now_s(void)
 {
@@ -248,96 +267,6 @@ static int32_t text_tok(const struct shape *sh, uint64_t *s)
 	int32_t hi = sh->vocab > 4096 ? sh->vocab - 64 : (sh->vocab > 248 ? 240 : sh->vocab);
 
 	return 3 + (int32_t)(rnd(s) % (uint64_t)(hi - 3));
-}
-
-/* One request through c: wait for its completions, time them. Returns 0, or -1 on failure. */
-static int one(struct vc_conn *c, struct client *cl, const int32_t *tok, int32_t n,
-               const struct vs_mm_item *items, int32_t n_items, uint32_t max_tokens,
-               int32_t *out)
-{
-	struct vs_sqe e;
-	uint64_t toff, ioff = 0;
-	uint32_t *t = vc_conn_arena_alloc(c, (uint64_t)n * 4, &toff);
-	struct vs_mm_item *it = NULL;
-	double t0, last = 0;
-	int32_t got = 0;
-	int rc = -1;
-
-	if (!t)
-		return -1;
-	for (int32_t i = 0; i < n; i++)
-		t[i] = (uint32_t)tok[i];
-	if (n_items) {
-		it = vc_conn_arena_alloc(c, sizeof(*it) * (uint64_t)n_items, &ioff);
-		if (!it) {
-			vc_conn_arena_free(c, toff, (uint64_t)n * 4);
-			return -1;
-		}
-		memcpy(it, items, sizeof(*it) * (size_t)n_items);
-	}
-	memset(&e, 0, sizeof(e));
-	e.opcode = VS_OP_GENERATE;
-	e.user_data = ++cl->s.requests;
-	e.tokens_off = toff;
-	e.n_tokens = (uint32_t)n;
-	e.items_off = ioff;
-	e.n_items = (uint32_t)n_items;
-	e.params.max_tokens = max_tokens;
-	e.params.flags = VS_GEN_IGNORE_EOS;
-	e.params.temperature = cl->sh->temperature;
-	e.params.top_p = cl->sh->top_p;
-	e.params.top_k = cl->sh->top_k;
-	if (cl->sh->temperature > 0) {   /* seeded: a run draws the same tokens every time */
-		e.params.flags |= VS_GEN_HAS_SEED;
-		e.params.seed = e.user_data * 1000003u + (uint64_t)cl->idx;
-	}
-	t0 = now_s();
-	if (vc_conn_submit(c, &e) < 0)
-		goto out;
-	for (;;) {
-		struct vs_cqe q[32];
-		uint32_t k;
-
-		if (vc_conn_wait(c, 60ll * 1000000000ll) < 0)
-			goto out;
-		k = vc_conn_reap(c, q, 32);
-		for (uint32_t i = 0; i < k; i++) {
-			double now = now_s();
-
-			switch (q[i].type) {
-			case VS_CQE_TOKENS:
-				if (now < cl->end)
-					cl->s.out_tokens += q[i].count;
-				for (int j = 0; j < q[i].count; j++) {
-					if (out && got < (int32_t)max_tokens)
-						out[got] = (int32_t)q[i].u.tokens[j];
-					got++;
-				}
-				if (!last)
-					push(&cl->s.ttft, &cl->s.n_ttft, &cl->s.cap_ttft, (now - t0) * 1e3);
-				else
-					push(&cl->s.itl, &cl->s.n_itl, &cl->s.cap_itl, (now - last) * 1e3);
-				last = now;
-				break;
-			case VS_CQE_FINISH:
-				cl->s.prompt_tokens += q[i].u.finish.prompt_tokens;
-				cl->s.cached_tokens += q[i].u.finish.cached_tokens;
-				rc = 0;
-				goto out;
-			case VS_CQE_ERROR:
-				fprintf(stderr, "vlm-bench: request failed: %s\n", strerror(-q[i].result));
-				cl->s.errors++;
-				goto out;
-			default:
-				break;
-			}
-		}
-	}
-out:
-	vc_conn_arena_free(c, toff, (uint64_t)n * 4);
-	if (n_items)
-		vc_conn_arena_free(c, ioff, sizeof(*it) * (uint64_t)n_items);
-	return rc;
 }
 
 /* bf16 rows of one image, in the arena; fills its item descriptor. */
@@ -412,110 +341,439 @@ static int pixels(struct vc_conn *c, const struct shape *sh, uint64_t *s, uint64
 	return 0;
 }
 
-static void *client_main(void *arg)
-{
-	struct client *cl = arg;
-	const struct shape *sh = cl->sh;
-	struct vc_conn_opts co = { .socket_path = cl->sock, .name = "bench", .spin_ns = 0,
-	                           .arena_bytes = 64u << 20 };
-	struct vc_conn *c = NULL;
-	uint64_t s = 0x1234567ull * (uint64_t)(cl->idx + 1) + (uint64_t)cl->kind;
-	int32_t *tok = malloc(sizeof(int32_t) * 16384);
-	char err[256];
+/* ------------------------------------------------------------------ streams
+ * A stream is one client's closed loop of requests on its own connection, as a state machine:
+ * stream_next submits the next request (a conversation's next turn, or the next conversation),
+ * stream_cqe takes its completions in. Two drivers run streams: one thread per stream waiting in
+ * vc_conn_wait (--client threads), or one thread for all of them polling their notify fds
+ * (--client loop, the default: the way the field's benchmark clients run, one event loop). */
 
-	for (int tries = 0; tok && tries < 200; tries++) {
-		int e = vc_conn_connect(&co, &c, err, sizeof(err));
+struct stream {
+	struct client *cl;
+	struct vc_conn *c;
+	uint64_t s;                    /* random state */
+	int32_t *tok;                  /* [16384] the conversation so far */
+	int32_t n;                     /* its tokens */
+	/* conversations (multi-turn, images) */
+	int conv, px, turn, turns;
+	struct vs_mm_item it[3];
+	uint64_t off[3], bytes;
+	uint32_t answer;
+	/* the request in flight */
+	int busy;
+	uint64_t toff, ioff;
+	int32_t n_req, n_items, got;
+	uint32_t max_tokens;
+	int32_t *out;
+	double t0, last;
+};
+
+static int stopped(const struct client *cl)
+{
+	return now_s() >= cl->end || (cl->stop && __atomic_load_n(cl->stop, __ATOMIC_ACQUIRE));
+}
+
+/* Submit tok[0, n) (with items) as one request; its completions go to stream_cqe. */
+static int req_submit(struct stream *st, int32_t n, const struct vs_mm_item *items,
+                      int32_t n_items, uint32_t max_tokens, int32_t *out)
+{
+	struct client *cl = st->cl;
+	struct vs_sqe e;
+	uint32_t *t = vc_conn_arena_alloc(st->c, (uint64_t)n * 4, &st->toff);
+
+	if (!t)
+		return -1;
+	for (int32_t i = 0; i < n; i++)
+		t[i] = (uint32_t)st->tok[i];
+	st->ioff = 0;
+	if (n_items) {
+		struct vs_mm_item *it = vc_conn_arena_alloc(st->c, sizeof(*it) * (uint64_t)n_items,
+		                                            &st->ioff);
+
+		if (!it) {
+			vc_conn_arena_free(st->c, st->toff, (uint64_t)n * 4);
+			return -1;
+		}
+		memcpy(it, items, sizeof(*it) * (size_t)n_items);
+	}
+	memset(&e, 0, sizeof(e));
+	e.opcode = VS_OP_GENERATE;
+	e.user_data = ++cl->s.requests;
+	e.tokens_off = st->toff;
+	e.n_tokens = (uint32_t)n;
+	e.items_off = st->ioff;
+	e.n_items = (uint32_t)n_items;
+	e.params.max_tokens = max_tokens;
+	e.params.flags = VS_GEN_IGNORE_EOS;
+	e.params.temperature = cl->sh->temperature;
+	e.params.top_p = cl->sh->top_p;
+	e.params.top_k = cl->sh->top_k;
+	if (cl->sh->temperature > 0) {   /* seeded: a run draws the same tokens every time */
+		e.params.flags |= VS_GEN_HAS_SEED;
+		e.params.seed = e.user_data * 1000003u + (uint64_t)cl->idx;
+	}
+	st->n_req = n;
+	st->n_items = n_items;
+	st->max_tokens = max_tokens;
+	st->out = out;
+	st->got = 0;
+	st->last = 0;
+	st->t0 = now_s();
+	if (vc_conn_submit(st->c, &e) < 0) {
+		vc_conn_arena_free(st->c, st->toff, (uint64_t)n * 4);
+		if (n_items)
+			vc_conn_arena_free(st->c, st->ioff, sizeof(struct vs_mm_item) * (uint64_t)n_items);
+		return -1;
+	}
+	st->busy = 1;
+	return 0;
+}
+
+static void conv_end(struct stream *st)
+{
+	if (!st->conv)
+		return;
+	for (int k = 0; k < 3; k++)
+		vc_conn_arena_free(st->c, st->off[k], st->bytes);
+	st->conv = 0;
+}
+
+/* A new conversation: system prompt, 3 images, then question/answer turns (image load: one
+ * turn of 1 token, fresh images every time). */
+static int conv_begin(struct stream *st)
+{
+	struct client *cl = st->cl;
+	const struct shape *sh = cl->sh;
+	int k, ok = 1;
+	int32_t run;
+
+	st->px = cl->kind != K_MULTI;
+	run = st->px ? sh->side * sh->side / (sh->merge * sh->merge) : sh->rows;
+	st->turns = cl->kind == K_IMGLOAD ? 1 : 3;
+	st->answer = cl->kind == K_IMGLOAD ? 1 : (uint32_t)sh->answer;
+	st->bytes = st->px ? (uint64_t)sh->side * (uint64_t)sh->side * (uint64_t)sh->patch_dim * 2 :
+	                     (uint64_t)sh->rows * (uint64_t)sh->hidden * 2;
+	for (k = 0; k < 3 && ok; k++)
+		ok = (st->px ? pixels(st->c, sh, &st->s, (uint64_t)k, &st->it[k], &st->off[k]) :
+		               image(st->c, sh, &st->s, (uint64_t)k, &st->it[k], &st->off[k])) == 0;
+	if (!ok) {
+		for (int j = 0; j < k - 1; j++)
+			vc_conn_arena_free(st->c, st->off[j], st->bytes);
+		return -1;
+	}
+	st->conv = 1;
+	st->turn = 0;
+	st->n = 0;
+	for (int32_t i = 0; i < sh->sys; i++)
+		st->tok[st->n++] = 3 + i % 50;   /* the same system prompt for everyone */
+	for (k = 0; k < 3; k++) {
+		st->tok[st->n++] = sh->vstart;
+		for (int32_t r = 0; r < run; r++)
+			st->tok[st->n++] = sh->image_id;
+		st->tok[st->n++] = sh->vend;
+	}
+	return 0;
+}
+
+/* Submit the stream's next request. Returns 1 (submitted), 0 (the stream is over) or -1. */
+static int stream_next(struct stream *st)
+{
+	struct client *cl = st->cl;
+	const struct shape *sh = cl->sh;
+
+	if (cl->failed)
+		return -1;
+	switch (cl->kind) {
+	case K_SINGLE:
+	case K_DECODE:
+	case K_PREFILL: {
+		int32_t len = cl->kind == K_SINGLE ? sh->prompt : cl->kind == K_DECODE ? 16 :
+		              sh->prefill_prompt;
+		uint32_t out = cl->kind == K_SINGLE ? (uint32_t)sh->out :
+		               cl->kind == K_DECODE ? (uint32_t)sh->decode_out : 1;
+
+		if (stopped(cl))
+			return 0;
+		for (st->n = 0; st->n < len; st->n++)
+			st->tok[st->n] = text_tok(sh, &st->s);
+		return req_submit(st, st->n, NULL, 0, out, NULL) < 0 ? -1 : 1;
+	}
+	default:
+		if (st->conv && (st->turn >= st->turns || stopped(cl)))
+			conv_end(st);
+		if (stopped(cl))
+			return 0;
+		if (!st->conv && conv_begin(st) < 0)
+			return -1;
+		for (int32_t i = 0; i < sh->question; i++)
+			st->tok[st->n++] = text_tok(sh, &st->s);
+		return req_submit(st, st->n, st->it, 3, st->answer, st->tok + st->n) < 0 ? -1 : 1;
+	}
+}
+
+/* The request finished: a conversation's answer becomes part of the next turn's prompt (as
+ * text: a random model may emit a placeholder id, which a real client's chat template never
+ * would). */
+static void req_done(struct stream *st)
+{
+	const struct shape *sh = st->cl->sh;
+
+	vc_conn_arena_free(st->c, st->toff, (uint64_t)st->n_req * 4);
+	if (st->n_items)
+		vc_conn_arena_free(st->c, st->ioff, sizeof(struct vs_mm_item) * (uint64_t)st->n_items);
+	st->busy = 0;
+	if (!st->conv)
+		return;
+	for (int32_t i = st->n; i < st->n + (int32_t)st->answer; i++)
+		if (st->tok[i] == sh->image_id || st->tok[i] == sh->video_id)
+			st->tok[i] = text_tok(sh, &st->s);
+	st->n += (int32_t)st->answer;
+	st->turn++;
+}
+
+/* One completion of the request in flight, timed on arrival (TTFT = submission to the first
+ * TOKENS, ITL = between consecutive TOKENS). Returns 0 (more to come), 1 (finished) or -1. */
+static int stream_cqe(struct stream *st, const struct vs_cqe *q, double now)
+{
+	struct client *cl = st->cl;
+
+	switch (q->type) {
+	case VS_CQE_TOKENS:
+		if (now < cl->end)
+			cl->s.out_tokens += q->count;
+		for (int j = 0; j < q->count; j++) {
+			if (st->out && st->got < (int32_t)st->max_tokens)
+				st->out[st->got] = (int32_t)q->u.tokens[j];
+			st->got++;
+		}
+		if (!st->last)
+			push(&cl->s.ttft, &cl->s.n_ttft, &cl->s.cap_ttft, (now - st->t0) * 1e3);
+		else
+			push(&cl->s.itl, &cl->s.n_itl, &cl->s.cap_itl, (now - st->last) * 1e3);
+		st->last = now;
+		return 0;
+	case VS_CQE_FINISH:
+		cl->s.prompt_tokens += q->u.finish.prompt_tokens;
+		cl->s.cached_tokens += q->u.finish.cached_tokens;
+		req_done(st);
+		return 1;
+	case VS_CQE_ERROR:
+		fprintf(stderr, "vlm-bench: request failed: %s\n", strerror(-q->result));
+		cl->s.errors++;
+		req_done(st);
+		return -1;
+	default:
+		return 0;
+	}
+}
+
+static int stream_open(struct stream *st, struct client *cl, int64_t spin_ns)
+{
+	struct vc_conn_opts co = { .socket_path = cl->sock, .name = "bench", .spin_ns = spin_ns,
+	                           .arena_bytes = 64u << 20 };
+	char err[256] = "";
+
+	memset(st, 0, sizeof(*st));
+	st->cl = cl;
+	st->s = 0x1234567ull * (uint64_t)(cl->idx + 1) + (uint64_t)cl->kind;
+	st->tok = malloc(sizeof(int32_t) * 16384);
+	for (int tries = 0; st->tok && tries < 200; tries++) {
+		int e = vc_conn_connect(&co, &st->c, err, sizeof(err));
 
 		if (e != -EBUSY)
 			break;   /* -EBUSY: too many handshakes in progress at once; retry */
 		usleep(5000);
 	}
-	if (!tok || !c) {
+	if (!st->tok || !st->c) {
 		fprintf(stderr, "vlm-bench: connect: %s\n", err);
 		cl->failed = 1;
-		free(tok);
-		return NULL;
+		free(st->tok);
+		st->tok = NULL;
+		return -1;
 	}
-	while (now_s() < cl->end && !(cl->stop && __atomic_load_n(cl->stop, __ATOMIC_ACQUIRE))) {
-		int32_t n = 0;
+	return 0;
+}
 
-		switch (cl->kind) {
-		case K_SINGLE:
-		case K_DECODE:
-		case K_PREFILL: {
-			int32_t len = cl->kind == K_SINGLE ? sh->prompt :
-			              cl->kind == K_DECODE ? 16 : sh->prefill_prompt;
-			uint32_t out = cl->kind == K_SINGLE ? (uint32_t)sh->out :
-			               cl->kind == K_DECODE ? (uint32_t)sh->decode_out : 1;
+static void stream_close(struct stream *st)
+{
+	if (st->c && !st->busy)
+		conv_end(st);   /* (a request in flight holds its arena: the connection goes anyway) */
+	vc_conn_free(st->c);
+	free(st->tok);
+	st->c = NULL;
+	st->tok = NULL;
+}
 
-			for (n = 0; n < len; n++)
-				tok[n] = text_tok(sh, &s);
-			if (one(c, cl, tok, n, NULL, 0, out, NULL) < 0)
-				cl->failed = 1;
-			break;
-		}
-		case K_MULTI:
-		case K_IMAGES:
-		case K_IMGLOAD: {
-			/* a conversation: system prompt, 3 images, then 3 question/answer turns (image
-			 * load: one turn of 1 token, fresh images every time) */
-			struct vs_mm_item it[3];
-			uint64_t off[3];
-			int k, ok = 1, px = cl->kind != K_MULTI;
-			int32_t run = px ? sh->side * sh->side / (sh->merge * sh->merge) : sh->rows;
-			int turns = cl->kind == K_IMGLOAD ? 1 : 3;
-			uint32_t answer = cl->kind == K_IMGLOAD ? 1 : (uint32_t)sh->answer;
-			uint64_t bytes = px ? (uint64_t)sh->side * (uint64_t)sh->side *
-			                      (uint64_t)sh->patch_dim * 2 :
-			                      (uint64_t)sh->rows * (uint64_t)sh->hidden * 2;
+/* --client threads: one thread per stream, sleeping in vc_conn_wait (futex, no spinning). */
+static void *client_main(void *arg)
+{
+	struct client *cl = arg;
+	struct stream st;
+	int r;
 
-			for (k = 0; k < 3 && ok; k++)
-				ok = (px ? pixels(c, sh, &s, (uint64_t)k, &it[k], &off[k]) :
-				           image(c, sh, &s, (uint64_t)k, &it[k], &off[k])) == 0;
-			if (!ok) {
-				cl->failed = 1;
+	if (stream_open(&st, cl, 0) < 0)
+		return NULL;
+	while ((r = stream_next(&st)) == 1) {
+		int done = 0;
+
+		while (!done) {
+			struct vs_cqe q[32];
+			uint32_t k;
+
+			if (vc_conn_wait(st.c, 60ll * 1000000000ll) < 0) {
+				done = -1;
 				break;
 			}
-			for (int32_t i = 0; i < sh->sys; i++)
-				tok[n++] = 3 + i % 50;   /* the same system prompt for everyone */
-			for (k = 0; k < 3; k++) {
-				tok[n++] = sh->vstart;
-				for (int32_t r = 0; r < run; r++)
-					tok[n++] = sh->image_id;
-				tok[n++] = sh->vend;
-			}
-			for (int turn = 0; turn < turns && now_s() < cl->end &&
-			     !(cl->stop && __atomic_load_n(cl->stop, __ATOMIC_ACQUIRE)); turn++) {
-				for (int32_t i = 0; i < sh->question; i++)
-					tok[n++] = text_tok(sh, &s);
-				if (one(c, cl, tok, n, it, 3, answer, tok + n) < 0) {
-					cl->failed = 1;
-					break;
-				}
-				/* the answer is part of the next turn's prompt (as text: a random model may
-				 * emit a placeholder id, which a real client's chat template never would) */
-				for (int32_t i = n; i < n + sh->answer; i++)
-					if (tok[i] == sh->image_id || tok[i] == sh->video_id)
-						tok[i] = text_tok(sh, &s);
-				n += (int32_t)answer;
-			}
-			for (k = 0; k < 3; k++)
-				vc_conn_arena_free(c, off[k], bytes);
+			k = vc_conn_reap(st.c, q, 32);
+			for (uint32_t i = 0; i < k && !done; i++)
+				done = stream_cqe(&st, &q[i], now_s());
+		}
+		if (done < 0) {
+			cl->failed = 1;
 			break;
 		}
-		}
-		if (cl->failed)
-			break;
 	}
-	vc_conn_free(c);
-	free(tok);
+	if (r < 0)
+		cl->failed = 1;
+	stream_close(&st);
+	cl->cpu_s = thread_cpu_s();
 	return NULL;
 }
 
+/* --client loop: every stream of a phase on this thread. Each connection's notify fd stays
+ * armed (the daemon writes it after every publish while VS_WAIT_FD is set), so one poll waits
+ * for all of them; a readable fd is drained, then its ring reaped. n streams are timed, the
+ * `extra` after them are stopped (*stop) once the first n are over. Returns when all are; *t1
+ * is when the first n were. */
+static void drive_loop(struct client *cl, int n, int extra, int *stop, double *t1)
+{
+	int total = n + extra, live = 0, main_live = 0;
+	struct stream *st = calloc((size_t)total, sizeof(*st));
+	struct pollfd *pf = calloc((size_t)total * 2, sizeof(*pf));
+	int *map = calloc((size_t)total, sizeof(int));
+
+	*t1 = now_s();
+	if (!st || !pf || !map) {
+		for (int i = 0; i < total; i++)
+			cl[i].failed = 1;
+		goto out;
+	}
+	for (int i = 0; i < total; i++) {
+		if (stream_open(&st[i], &cl[i], 0) < 0)
+			continue;
+		if (vc_conn_arm_fd(st[i].c) != 0 || stream_next(&st[i]) != 1) {
+			cl[i].failed |= !stopped(&cl[i]);
+			stream_close(&st[i]);
+			continue;
+		}
+		live++;
+		main_live += i < n;
+	}
+	if (!main_live) {
+		*t1 = now_s();
+		__atomic_store_n(stop, 1, __ATOMIC_RELEASE);
+	}
+	while (live > 0) {
+		int np = 0, r;
+
+		/* per stream: its notify fd, then its control socket (readable at EOF only) */
+		for (int i = 0; i < total; i++)
+			if (st[i].c) {
+				pf[2 * np] = (struct pollfd){ .fd = vc_conn_fd(st[i].c), .events = POLLIN };
+				pf[2 * np + 1] = (struct pollfd){ .fd = vc_conn_sock(st[i].c),
+				                                  .events = POLLIN | POLLRDHUP };
+				map[np++] = i;
+			}
+		r = poll(pf, (nfds_t)np * 2, 60000);
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			fprintf(stderr, "vlm-bench: no completion in 60 s\n");
+			for (int i = 0; i < total; i++)
+				cl[i].failed |= st[i].c != NULL;
+			break;
+		}
+		for (int j = 0; j < np; j++) {
+			struct stream *s = &st[map[j]];
+			uint64_t v;
+			int over = 0;
+
+			if (!pf[2 * j].revents && !pf[2 * j + 1].revents)
+				continue;
+			if (pf[2 * j].revents && read(pf[2 * j].fd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: a spurious wake-up */
+			}
+			for (;;) {
+				struct vs_cqe q[32];
+				uint32_t k = vc_conn_reap(s->c, q, 32);
+				double now = now_s();
+
+				if (!k)
+					break;
+				for (uint32_t i = 0; i < k && !over; i++) {
+					int d = stream_cqe(s, &q[i], now);
+
+					if (d < 0) {
+						s->cl->failed = 1;
+						over = 1;
+					} else if (d > 0) {
+						d = stream_next(s);
+						over = d != 1;
+						s->cl->failed |= d < 0;
+					}
+				}
+				if (over)
+					break;
+			}
+			if (!over && pf[2 * j + 1].revents && vc_conn_check_alive(s->c) < 0) {
+				s->cl->failed = 1;
+				over = 1;
+			}
+			if (over) {
+				stream_close(s);
+				live--;
+				if (map[j] < n && --main_live == 0) {
+					*t1 = now_s();
+					__atomic_store_n(stop, 1, __ATOMIC_RELEASE);
+				}
+			}
+		}
+	}
+out:
+	for (int i = 0; st && i < total; i++)
+		if (st[i].c)
+			stream_close(&st[i]);
+	free(st);
+	free(pf);
+	free(map);
+}
+
+/* The engine's side of a phase (its step records, daemon/engine/engine.h): the interval between
+ * the completions of two consecutive steps that both carry decode rows is the ITL the engine
+ * produces; what a client sees adds the delivery (I/O loop, wake-up). The steps at or above the
+ * p99 interval are broken down against the middle ones (p40..p60). */
+struct step_part {
+	double loop, plan, wait, fwd, post, gap;   /* ms: see struct vd_step_rec */
+	double decodes, prefill, ctx, admitted, slices;
+	double runq, sw;                           /* ms, count: the engine thread's CPU waits */
+	double srunq;                              /* ms: the same over the whole step */
+	int n;
+};
+
+struct engine_side {
+	int have;
+	size_t steps;                  /* intervals measured */
+	double int50, int99, fwd50, fwd99;
+	struct step_part mid, tail;
+};
+
 struct result {
 	double secs, qps, tok_s, ttft50, ttft99, itl50, itl99, hit;
+	double client_cpu;             /* the clients' CPU time / the phase's time (cores) */
 	uint64_t requests, out_tokens;
 	uint64_t extra_requests;       /* requests the extra clients completed */
+	uint64_t t0_ns, t1_ns;         /* the phase's span (vs_now_ns) */
+	struct engine_side eng;
 	int failed;
 };
 
@@ -530,6 +788,7 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 	double t0 = now_s(), t1;
 	int stop = 0;
 
+	r.t0_ns = vs_now_ns();
 	if (!cl) {
 		r.failed = 1;
 		return r;
@@ -541,19 +800,29 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 		cl[i].idx = i;
 		cl[i].end = t0 + secs;
 		cl[i].stop = i < n ? NULL : &stop;
-		if (pthread_create(&cl[i].thr, NULL, client_main, &cl[i])) {
-			cl[i].failed = 1;
-			cl[i].thr = 0;
-		}
 	}
-	for (int i = 0; i < n; i++)
-		if (cl[i].thr)
-			pthread_join(cl[i].thr, NULL);
-	t1 = now_s();
-	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
-	for (int i = n; i < n + extra; i++)
-		if (cl[i].thr)
-			pthread_join(cl[i].thr, NULL);
+	if (sh->loop_client) {
+		double c0 = thread_cpu_s();
+
+		drive_loop(cl, n, extra, &stop, &t1);
+		r.t1_ns = (uint64_t)(t1 * 1e9);
+		cl[0].cpu_s = thread_cpu_s() - c0;
+	} else {
+		for (int i = 0; i < n + extra; i++)
+			if (pthread_create(&cl[i].thr, NULL, client_main, &cl[i])) {
+				cl[i].failed = 1;
+				cl[i].thr = 0;
+			}
+		for (int i = 0; i < n; i++)
+			if (cl[i].thr)
+				pthread_join(cl[i].thr, NULL);
+		t1 = now_s();
+		r.t1_ns = vs_now_ns();
+		__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+		for (int i = n; i < n + extra; i++)
+			if (cl[i].thr)
+				pthread_join(cl[i].thr, NULL);
+	}
 	for (int i = 0; i < n; i++) {
 		merge(&all, &cl[i].s);
 		r.failed |= cl[i].failed;
@@ -561,9 +830,12 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 	for (int i = n; i < n + extra; i++)
 		r.extra_requests += cl[i].s.requests - cl[i].s.errors;
 	for (int i = 0; i < n + extra; i++)
+		r.client_cpu += cl[i].cpu_s;
+	for (int i = 0; i < n + extra; i++)
 		samples_free(&cl[i].s);
 	free(cl);
 	r.secs = t1 - t0;
+	r.client_cpu = r.secs > 0 ? r.client_cpu / (now_s() - t0) : 0;
 	r.requests = all.requests - all.errors;
 	r.out_tokens = all.out_tokens;
 	r.qps = (double)r.requests / r.secs;
@@ -576,6 +848,118 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 	r.failed |= all.errors != 0;
 	samples_free(&all);
 	return r;
+}
+
+static void part_add(struct step_part *p, const struct vd_step_rec *r, uint64_t prev_flush)
+{
+	p->loop += (double)(r->t_plan - r->t_loop) * 1e-6;
+	p->plan += (double)(r->t_prep - r->t_plan) * 1e-6;
+	p->wait += (double)(r->t_fwd - r->t_prep) * 1e-6;
+	p->fwd += (double)(r->t_fwd_end - r->t_fwd) * 1e-6;
+	p->post += (double)(r->t_flush - r->t_fwd_end) * 1e-6;
+	p->gap += (double)(r->t_loop - prev_flush) * 1e-6;
+	p->decodes += r->decodes;
+	p->prefill += r->prefill_tokens;
+	p->ctx += r->max_ctx;
+	p->admitted += r->admitted;
+	p->slices += r->slices;
+	p->runq += r->fwd_runq_us > 0 ? r->fwd_runq_us * 1e-3 : 0;
+	p->sw += r->fwd_switches > 0 ? r->fwd_switches : 0;
+	p->srunq += r->step_runq_us > 0 ? r->step_runq_us * 1e-3 : 0;
+	p->n++;
+}
+
+static void part_mean(struct step_part *p)
+{
+	double k = p->n ? 1.0 / p->n : 0;
+
+	p->loop *= k;
+	p->plan *= k;
+	p->wait *= k;
+	p->fwd *= k;
+	p->post *= k;
+	p->gap *= k;
+	p->decodes *= k;
+	p->prefill *= k;
+	p->ctx *= k;
+	p->admitted *= k;
+	p->slices *= k;
+	p->runq *= k;
+	p->sw *= k;
+	p->srunq *= k;
+}
+
+/* The engine's step records of r's span (an in-process vlmd only). */
+static void engine_side(struct vd_engine *eng, struct result *r)
+{
+	struct vd_step_rec *rec = malloc(sizeof(*rec) * VD_STEP_RECS);
+	double *iv = malloc(sizeof(double) * VD_STEP_RECS), *sorted = NULL;
+	double *fw = malloc(sizeof(double) * VD_STEP_RECS);
+	size_t n, k = 0;
+	double lo, hi, p99;
+
+	memset(&r->eng, 0, sizeof(r->eng));
+	if (!eng || !rec || !iv || !fw)
+		goto out;
+	n = vd_engine_step_records(eng, r->t0_ns, rec, VD_STEP_RECS);
+	for (size_t i = 1; i < n; i++)
+		if (rec[i].t_flush <= r->t1_ns && rec[i].decodes && rec[i - 1].decodes) {
+			iv[k] = (double)(rec[i].t_flush - rec[i - 1].t_flush) * 1e-6;
+			fw[k++] = (double)(rec[i].t_fwd_end - rec[i].t_fwd) * 1e-6;
+		}
+	if (k < 10)
+		goto out;
+	sorted = malloc(sizeof(double) * k);
+	if (!sorted)
+		goto out;
+	memcpy(sorted, iv, sizeof(double) * k);
+	r->eng.have = 1;
+	r->eng.steps = k;
+	r->eng.int50 = pct(sorted, k, 0.50);
+	lo = pct(sorted, k, 0.40);
+	hi = pct(sorted, k, 0.60);
+	p99 = r->eng.int99 = pct(sorted, k, 0.99);
+	r->eng.fwd50 = pct(fw, k, 0.50);
+	r->eng.fwd99 = pct(fw, k, 0.99);
+	k = 0;
+	for (size_t i = 1; i < n; i++)
+		if (rec[i].t_flush <= r->t1_ns && rec[i].decodes && rec[i - 1].decodes) {
+			double v = iv[k++];
+
+			if (v >= p99)
+				part_add(&r->eng.tail, &rec[i], rec[i - 1].t_flush);
+			else if (v >= lo && v <= hi)
+				part_add(&r->eng.mid, &rec[i], rec[i - 1].t_flush);
+		}
+	part_mean(&r->eng.mid);
+	part_mean(&r->eng.tail);
+out:
+	free(sorted);
+	free(rec);
+	free(iv);
+	free(fw);
+}
+
+static void show_part(const char *name, const struct step_part *p)
+{
+	fprintf(stderr, "      %-4s %4d steps: idle %5.2f loop %5.2f plan %5.2f slice-wait %5.2f "
+	        "forward %5.2f (engine thread waiting for a CPU %5.2f, %4.1f switches) post %5.2f "
+	        "ms; CPU wait in the step %5.2f ms | %4.1f decodes, %5.1f prefill rows (ctx %4.0f), "
+	        "%.2f admitted, %.2f tower slices beside\n", name, p->n, p->gap, p->loop, p->plan,
+	        p->wait, p->fwd, p->runq, p->sw, p->post, p->srunq, p->decodes, p->prefill, p->ctx,
+	        p->admitted, p->slices);
+}
+
+static void show_engine(const struct result *r)
+{
+	if (!r->eng.have)
+		return;
+	fprintf(stderr, "    engine: step interval p50 %.2f p99 %.2f ms (client itl p50 %.2f p99 "
+	        "%.2f), forward p50 %.2f p99 %.2f ms, %zu intervals; the clients used %.3f of a "
+	        "core\n", r->eng.int50, r->eng.int99, r->itl50, r->itl99, r->eng.fwd50, r->eng.fwd99,
+	        r->eng.steps, r->client_cpu);
+	show_part("mid", &r->eng.mid);
+	show_part("tail", &r->eng.tail);
 }
 
 static void show(const char *name, const struct result *r)
@@ -638,7 +1022,7 @@ static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
 	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_ISHAPE, O_ILAYERS, O_DESCRIBE, O_TEMP, O_TOPP,
-	       O_TOPK, O_HELP };
+	       O_TOPK, O_CLIENT, O_PSHARE, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -659,14 +1043,17 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "temperature", required_argument, NULL, O_TEMP },
 		{ "top-p", required_argument, NULL, O_TOPP },
 		{ "top-k", required_argument, NULL, O_TOPK },
+		{ "client", required_argument, NULL, O_CLIENT },
+		{ "prefill-share", required_argument, NULL, O_PSHARE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c, bad_shape = 0, layers_set = 0, shape_set = 0;
+	int c, bad_shape = 0, layers_set = 0, shape_set = 0, bad_client = 0;
 
 	*o = (struct opts){ .workload = "all", .conc = 32, .max_batched_tokens = 512,
 	                    .kv_bytes = 256ull << 20, .secs = 8, .prefill_per_decode = -1,
-	                    .img_side = 16, .img_shape = IMG_FAITHFUL, .img_layers = 7 };
+	                    .img_side = 16, .img_shape = IMG_FAITHFUL, .img_layers = 7,
+	                    .loop_client = 1 };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
@@ -695,14 +1082,20 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_TEMP: o->temperature = (float)atof(optarg); break;
 		case O_TOPP: o->top_p = (float)atof(optarg); break;
 		case O_TOPK: o->top_k = atoi(optarg); break;
+		case O_PSHARE: o->prefill_share = atof(optarg); break;
+		case O_CLIENT:
+			o->loop_client = !strcmp(optarg, "loop") ? 1 : !strcmp(optarg, "threads") ? 0 : -1;
+			bad_client |= o->loop_client < 0;
+			break;
 		default:
 			printf("usage: vlm-bench serve [--model DIR | --preset NAME] [--socket PATH]\n"
 			       "         [--workload single|multiturn|itl|images|all] [--concurrency N]\n"
 			       "         [--seconds S] [--image-shape faithful|legacy|both]\n"
 			       "         [--image-layers N] [--image-side PATCHES] [--describe-images]\n"
 			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
-			       "         [--prefill-per-decode N] [--quick] [--json]\n"
+			       "         [--prefill-per-decode N] [--prefill-share F] [--quick] [--json]\n"
 			       "         [--temperature T] [--top-p P] [--top-k K]\n"
+			       "         [--client loop|threads]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
 			       "  (--quick: the tiny preset, short phases, legacy image shape unless\n"
 			       "  --image-shape is given). --socket: use a running vlmd\n"
@@ -717,7 +1110,14 @@ static int parse(int argc, char **argv, struct opts *o)
 			       "  --describe-images: print both shapes' and qwen2-vl-2b's FLOP counts as\n"
 			       "  JSON (generated checkpoints only), run nothing.\n"
 			       "  --temperature/--top-p/--top-k: every request samples (seeded) instead of\n"
-			       "  greedy decoding, so the host sampler is part of the measurement.\n");
+			       "  greedy decoding, so the host sampler is part of the measurement.\n"
+			       "  --client: loop (default) drives every stream from one thread polling\n"
+			       "  the connections' notify fds, like the field's benchmark clients (one\n"
+			       "  event loop); threads runs one thread per stream, each sleeping on its\n"
+			       "  own completion ring (the form used before).\n"
+			       "  --prefill-per-decode N: the engine's old stall bound, max(16, N * decodes)\n"
+			       "  prefill rows per step; by default (-1) the prefill beside decodes costs at\n"
+			       "  most --prefill-share (0.5) of the decodes' own step time, measured.\n");
 			return c == O_HELP ? 0 : 2;
 		}
 	}
@@ -727,10 +1127,10 @@ static int parse(int argc, char **argv, struct opts *o)
 	     strcmp(o->workload, "multiturn") && strcmp(o->workload, "itl") &&
 	     strcmp(o->workload, "images")) || o->img_side < 2 || o->img_side % 2 || o->img_side > 256 ||
 	    !(o->temperature >= 0 && o->temperature <= 100) || !(o->top_p >= 0 && o->top_p <= 1) ||
-	    o->top_k < 0) {
+	    o->top_k < 0 || bad_client || !(o->prefill_share >= 0 && o->prefill_share <= 64)) {
 		fprintf(stderr, "vlm-bench: bad --concurrency, --seconds, --workload, --image-shape, "
 		        "--image-layers (1..64), --image-side (even, 2..256), --temperature (0..100), "
-		        "--top-p (0..1) or --top-k (>= 0)\n");
+		        "--top-p (0..1), --top-k (>= 0) or --client (loop, threads)\n");
 		return 2;
 	}
 	o->user_model = o->model || o->preset;
@@ -826,9 +1226,13 @@ static int images_run(const struct opts *o, const char *sock, const char *model,
 	show("images caches on", &r->on);
 	/* decode streams alone, then while 2 clients keep sending 3 fresh images each */
 	r->idle = phase(sock, &sh, K_DECODE, streams, o->secs, 0, K_PREFILL);
+	engine_side(d.started ? d.eng : NULL, &r->idle);
 	show("decode alone", &r->idle);
+	show_engine(&r->idle);
 	r->busy = phase(sock, &sh, K_DECODE, streams, o->secs, 2, K_IMGLOAD);
+	engine_side(d.started ? d.eng : NULL, &r->busy);
 	show("decode + images", &r->busy);
+	show_engine(&r->busy);
 	r->failed |= r->on.failed | r->idle.failed | r->busy.failed;
 	if (!d.started)
 		return 0;
@@ -1033,7 +1437,8 @@ int bench_serve_main(int argc, char **argv)
 	                     .prompt = 32, .out = 96, .sys = 32, .question = 24, .rows = 64,
 	                     .answer = 32,
 	                     .decode_out = 256, .prefill_prompt = 1024,
-	                     .temperature = o.temperature, .top_p = o.top_p, .top_k = o.top_k };
+	                     .temperature = o.temperature, .top_p = o.top_p, .top_k = o.top_k,
+	                     .loop_client = o.loop_client };
 	if (o.quick) {
 		sh.prompt = 64;
 		sh.out = 16;
@@ -1095,9 +1500,13 @@ int bench_serve_main(int argc, char **argv)
 		int streams = o.conc < 16 ? o.conc : 16;
 
 		idle = phase(sock, &sh, K_DECODE, streams, o.secs, 0, K_PREFILL);
+		engine_side(d.started ? d.eng : NULL, &idle);
 		show("decode alone", &idle);
+		show_engine(&idle);
 		busy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_PREFILL);
+		engine_side(d.started ? d.eng : NULL, &busy);
 		show("decode + prefills", &busy);
+		show_engine(&busy);
 		failed |= idle.failed | busy.failed;
 		if (want_enc) {
 			/* the tower alone (2 clients, 3 fresh images per 1-token request), then beside
@@ -1105,7 +1514,9 @@ int bench_serve_main(int argc, char **argv)
 			ealone = phase(sock, &sh, K_IMGLOAD, 2, o.secs, 0, K_PREFILL);
 			show("images alone", &ealone);
 			ebusy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_IMGLOAD);
+			engine_side(d.started ? d.eng : NULL, &ebusy);
 			show("decode + images", &ebusy);
+			show_engine(&ebusy);
 			fprintf(stderr, "  (images/s: %.2f alone, %.2f beside the decode streams)\n",
 			        3.0 * (double)ealone.requests / ealone.secs,
 			        3.0 * (double)ebusy.extra_requests / ebusy.secs);
@@ -1219,10 +1630,29 @@ int bench_serve_main(int argc, char **argv)
 				printf(", ");
 				images_json("legacy_", &ilegacy);
 			}
+			/* the engine's own step intervals (in-process vlmd): what the client's ITL
+			 * adds to them is delivery */
+			printf(", \"engine_step_p50_ms_no_prefill\": %.3f, "
+			       "\"engine_step_p99_ms_no_prefill\": %.3f, "
+			       "\"engine_step_p50_ms_with_prefill\": %.3f, "
+			       "\"engine_step_p99_ms_with_prefill\": %.3f, "
+			       "\"engine_step_p99_cpu_wait_ms_with_prefill\": %.3f, "
+			       "\"engine_step_p50_ms_while_encoding\": %.3f, "
+			       "\"engine_step_p99_ms_while_encoding\": %.3f, "
+			       "\"engine_step_p99_cpu_wait_ms_while_encoding\": %.3f, "
+			       "\"client_cpu_cores_no_prefill\": %.4f, "
+			       "\"client_cpu_cores_with_prefill\": %.4f, "
+			       "\"client_cpu_cores_while_encoding\": %.4f", idle.eng.int50,
+			       idle.eng.int99, busy.eng.int50, busy.eng.int99, busy.eng.tail.runq,
+			       ebusy.eng.int50, ebusy.eng.int99, ebusy.eng.tail.runq, idle.client_cpu,
+			       busy.client_cpu, ebusy.client_cpu);
 			printf(", \"images_reference\": %s, \"max_batched_tokens\": %u, \"hidden\": %d, "
 			       "\"layers\": %d, \"load_avg\": \"%s\", \"temperature\": %g, \"top_p\": %g, "
-			       "\"top_k\": %d, \"failed\": %s}\n", refj, o.max_batched_tokens, cfg.hidden,
-			       cfg.n_layers, la, (double)o.temperature, (double)o.top_p, o.top_k,
+			       "\"top_k\": %d, \"client\": \"%s\", \"prefill_per_decode\": %d, "
+			       "\"prefill_share\": %g, \"failed\": %s}\n", refj,
+			       o.max_batched_tokens, cfg.hidden, cfg.n_layers, la, (double)o.temperature,
+			       (double)o.top_p, o.top_k, o.loop_client ? "loop" : "threads",
+			       o.prefill_per_decode, o.prefill_share > 0 ? o.prefill_share : 0.5,
 			       failed ? "true" : "false");
 		}
 	}

@@ -26,12 +26,14 @@
  * All of a step's completions go out in one vd_evq_push (one wake-up of the loop per step).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -498,6 +500,161 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
 	return t;
 }
 
+/* ---------------------------------------------------------------- stall bound
+ *
+ * On a host backend a step's time grows with its rows, so prefill rows next to running decodes
+ * stretch every decode's inter-token latency. The bound keeps that extra time to a fraction
+ * (prefill_share) of what the decodes' step costs alone, in time rather than in rows: the
+ * forward's time is fitted as a + b * rows (a: what every step pays, the weight reads; b: a row),
+ * so d decodes alone cost a + b*d and the prefill may add share * (a / b + d) rows. When the
+ * recent steps do not separate a from b (all of one size, or a noisy fit), a = 0: share * d, the
+ * lower of the two. While the vision tower has work, its slices between two steps take half of
+ * that extra time (engine_vision.c: the slice target) and the prefill rows the other half. Only
+ * steps with decodes are fitted (the sizes the bound chooses between: a
+ * big prefill step alone would weigh on the fit the most and adds its long attention), noisy
+ * samples (a forward over 3x its prediction: the thread lost its CPU) are not, and a / b is at
+ * most SB_MAX_FIXED rows (on a CPU the weight reads of a step cost about as much as a few tens of
+ * rows' arithmetic (4 on the benchmark model); a fit beyond that is noise). */
+#define SB_FORGET 0.98
+#define SB_MIN_ROWS 4     /* a step may always add this many prefill rows (progress) */
+#define SB_MAX_FIXED 16.0 /* a / b, rows */
+
+static int sb_fit(const struct vd_engine *e, double *a, double *b)
+{
+	double s0 = e->sb_s0, s1 = e->sb_s1, det = s0 * e->sb_s2 - s1 * s1;
+
+	if (s0 < 3 || s1 <= 0 || e->sb_t <= 0)
+		return -1;
+	*b = -1;
+	if (det > 1e-3 * s0 * e->sb_s2) {
+		*b = (s0 * e->sb_xt - s1 * e->sb_t) / det;
+		*a = (e->sb_t - *b * s1) / s0;
+	}
+	if (!(*b > 0) || *a < 0) {
+		*a = 0;
+		*b = e->sb_t / s1;
+	}
+	return 0;
+}
+
+static void sb_observe(struct vd_engine *e, int32_t rows, int32_t decodes, uint64_t ns)
+{
+	double a, b, t = (double)ns * 1e-6, x = rows;
+
+	if (!e->sb_on || rows <= 0 || decodes <= 0)
+		return;
+	if (sb_fit(e, &a, &b) == 0 && t > 3 * (a + b * x))
+		return;
+	e->sb_s0 = SB_FORGET * e->sb_s0 + 1;
+	e->sb_s1 = SB_FORGET * e->sb_s1 + x;
+	e->sb_s2 = SB_FORGET * e->sb_s2 + x * x;
+	e->sb_t = SB_FORGET * e->sb_t + t;
+	e->sb_xt = SB_FORGET * e->sb_xt + x * t;
+}
+
+/* Before planning: the scheduler's bound from the fit (the knobs' rule until there is one). */
+static void sb_apply(struct vd_engine *e)
+{
+	double a, b, base, share;
+
+	if (!e->sb_on || sb_fit(e, &a, &b) < 0)
+		return;
+	/* the tower's slices between steps take half of the extra time while it has work */
+	share = e->sb_share * (vd_ev_busy(e) ? 0.5 : 1.0);
+	if (a / b > SB_MAX_FIXED)
+		a = SB_MAX_FIXED * b;
+	base = share * a / b;
+	vd_sched_set_prefill_bound(e->sched, (int32_t)base, (int32_t)(share * 1000), SB_MIN_ROWS);
+	__atomic_store_n(&e->sb_td_ns, e->sb_last_d > 0 ? (uint64_t)((a + b * e->sb_last_d) * 1e6) :
+	                 0, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------- step records */
+
+/* The planned step's composition and the time its batch was ready (t_plan: step() began). */
+static void rec_plan(struct vd_engine *e, const struct vd_sched_plan *plan, int32_t nlog,
+                     uint64_t t_plan)
+{
+	struct vd_step_rec *r = &e->cur;
+	uint64_t t_loop = r->t_loop;
+
+	memset(r, 0, sizeof(*r));
+	r->t_loop = t_loop;
+	r->t_plan = t_plan;
+	r->sampled = nlog;
+	r->preempted = plan->n_preempted;
+	for (int32_t i = 0; i < plan->n_items; i++) {
+		const struct vd_sched_item *it = &plan->items[i];
+
+		r->admitted += it->admitted;
+		if (it->n == 1 && it->sample && !it->admitted) {
+			r->decodes++;
+		} else {
+			r->prefill_tokens += it->n;
+			r->prefill_items++;
+			if (it->start + it->n > r->max_ctx)
+				r->max_ctx = it->start + it->n;
+		}
+	}
+	r->t_prep = vs_now_ns();
+	e->sb_last_d = r->decodes;
+}
+
+/* The engine thread's run-queue wait and schedule count so far (schedstat: "run wait count"),
+ * or -1 when not kept. */
+static int schedstat(const struct vd_engine *e, uint64_t *wait_ns, uint64_t *count)
+{
+	char b[96];
+	unsigned long long run, w, c;
+	ssize_t n;
+
+	if (e->ss_fd < 0)
+		return -1;
+	n = pread(e->ss_fd, b, sizeof(b) - 1, 0);
+	if (n <= 0)
+		return -1;
+	b[n] = 0;
+	if (sscanf(b, "%llu %llu %llu", &run, &w, &c) != 3)
+		return -1;
+	*wait_ns = w;
+	*count = c;
+	return 0;
+}
+
+/* The step's completions went out (mu held): keep its record. */
+static void rec_push(struct vd_engine *e)
+{
+	uint64_t w, c;
+
+	if (!e->srec || !e->cur.seq)
+		return;
+	e->cur.t_flush = vs_now_ns();
+	e->cur.step_runq_us = -1;
+	if (e->ss_loop_wait != UINT64_MAX && schedstat(e, &w, &c) == 0)
+		e->cur.step_runq_us = (int32_t)((w - e->ss_loop_wait) / 1000);
+	e->srec[e->n_srec++ % VD_STEP_RECS] = e->cur;
+	e->cur.seq = 0;
+}
+
+size_t vd_engine_step_records(struct vd_engine *e, uint64_t since_ns, struct vd_step_rec *out,
+                              size_t max)
+{
+	uint64_t first, n, k = 0;
+
+	pthread_mutex_lock(&e->mu);
+	n = e->n_srec;
+	first = n > VD_STEP_RECS ? n - VD_STEP_RECS : 0;
+	/* the oldest kept record at or after since_ns; then the newest max of the rest */
+	while (first < n && e->srec[first % VD_STEP_RECS].t_flush < since_ns)
+		first++;
+	if (n - first > max)
+		first = n - max;
+	for (uint64_t i = first; i < n; i++)
+		out[k++] = e->srec[i % VD_STEP_RECS];
+	pthread_mutex_unlock(&e->mu);
+	return (size_t)k;
+}
+
 /* One step (mu held on entry and exit; released around the forward). Returns 1 if it ran
  * something, 0 if the plan was empty. */
 static int step(struct vd_engine *e)
@@ -507,9 +664,11 @@ static int step(struct vd_engine *e)
 	uint64_t t0 = vs_now_ns(), now;
 	int32_t n, row = 0, nsub = 0, nlog = 0, max_subs = 0;
 	int need_logits = 0, need_argmax = 0, host_rows = 0, dev = 0, rc;
-	uint64_t embed_bytes = 0;
+	uint64_t embed_bytes = 0, slices, ss_wait = 0, ss_count = 0, ss_wait2, ss_count2;
+	int ss;
 	struct vk_batch b;
 
+	sb_apply(e);
 	rc = vd_sched_step(e->sched, &plan);
 	if (rc < 0)
 		return 0;
@@ -589,14 +748,26 @@ static int step(struct vd_engine *e)
 	b = (struct vk_batch){ .n_tokens = n, .n_seqs = plan.n_items, .tokens = e->b_tok,
 	                       .pos = e->b_pos, .seqs = e->b_seqs, .n_subs = nsub,
 	                       .subs = e->b_subs };
+	rec_plan(e, &plan, nlog, t0);
 	e->reading = 1;
 	pthread_mutex_unlock(&e->mu);
 	vd_ev_forward_begin(e);
+	ss = schedstat(e, &ss_wait, &ss_count);
+	e->cur.t_fwd = vs_now_ns();
+	slices = __atomic_load_n(&e->g_slices, __ATOMIC_RELAXED);
 	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog,
 	                      need_logits && !dev ? e->b_logits : NULL,
 	                      need_argmax ? e->b_argmax : NULL);
 	if (rc >= 0 && dev)
 		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
+	e->cur.slices = (int32_t)(__atomic_load_n(&e->g_slices, __ATOMIC_RELAXED) - slices);
+	e->cur.t_fwd_end = vs_now_ns();
+	sb_observe(e, n, e->cur.decodes, e->cur.t_fwd_end - e->cur.t_fwd);
+	e->cur.fwd_runq_us = e->cur.fwd_switches = -1;
+	if (ss == 0 && schedstat(e, &ss_wait2, &ss_count2) == 0) {
+		e->cur.fwd_runq_us = (int32_t)((ss_wait2 - ss_wait) / 1000);
+		e->cur.fwd_switches = (int32_t)(ss_count2 - ss_count);
+	}
 	vd_ev_forward_end(e);
 	pthread_mutex_lock(&e->mu);
 	e->reading = 0;
@@ -664,6 +835,8 @@ static int step(struct vd_engine *e)
 	}
 	e->steps++;
 	vd_metrics_add(e->metrics, VD_C_STEPS, 1);
+	e->cur.t_post = vs_now_ns();
+	e->cur.seq = e->steps;
 	now = vs_now_ns() - t0;
 	vd_metrics_observe_ns(e->metrics, VD_H_STEP, now);
 	/* the vision stage's time budget: a moving average of the step time */
@@ -703,10 +876,15 @@ static void *engine_main(void *arg)
 {
 	struct vd_engine *e = arg;
 
+	e->ss_fd = e->o.step_schedstat ? open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC) :
+	           -1;
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
 		int ran;
 
+		e->cur.t_loop = vs_now_ns();
+		if (schedstat(e, &e->ss_loop_wait, &e->ss_loop_count) < 0)
+			e->ss_loop_wait = UINT64_MAX;
 		take_inbox(e);
 		reap_cancelled(e);
 		if (e->stop)
@@ -717,6 +895,7 @@ static void *engine_main(void *arg)
 			ran |= step(e);
 		update_gauges(e);
 		ev_flush(e);
+		rec_push(e);
 		/* the encoder may have finished while the lock was dropped (forward, hashing): its
 		 * signal is then gone, so look at its state before sleeping */
 		if (!ran && !e->n_inbox && !e->stop && !vd_ev_ready(e)) {
@@ -724,12 +903,18 @@ static void *engine_main(void *arg)
 
 			for (struct vd_ereq *q = e->live; q; q = q->next)
 				cancels |= q->cancel && !q->v_busy;
-			if (!cancels)
+			if (!cancels) {
+				/* no decode runs while it sleeps: the tower's slices need not be short */
+				__atomic_store_n(&e->sb_td_ns, 0, __ATOMIC_RELAXED);
 				pthread_cond_wait(&e->cv, &e->mu);
+			}
 		}
 	}
 	ev_flush(e);
 	pthread_mutex_unlock(&e->mu);
+	if (e->ss_fd >= 0)
+		close(e->ss_fd);
+	e->ss_fd = -1;
 	return NULL;
 }
 
@@ -1114,6 +1299,9 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 			.prefill_min = 16,
 		};
 
+		e->sb_on = o->prefill_per_decode < 0 && strcmp(e->be->ops->name, "cuda");
+		e->sb_share = o->prefill_share > 0 ? o->prefill_share : 0.5;
+
 		rc = vd_sched_new(&k, e->kv, e->pc ? prefix_hook : NULL, e, &e->sched);
 		if (rc < 0) {
 			snprintf(err, errlen, "scheduler knobs are inconsistent");
@@ -1125,9 +1313,11 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 			goto fail;
 		}
 	}
+	e->srec = calloc(VD_STEP_RECS, sizeof(*e->srec));
+	e->ss_fd = -1;
 	e->raw = malloc(sizeof(float) * (size_t)e->cfg.vocab);
 	e->scratch = malloc(sizeof(float) * 2 * (size_t)e->cfg.vocab);
-	if (!e->raw || !e->scratch)
+	if (!e->raw || !e->scratch || !e->srec)
 		goto nomem;
 	load_eos(e);
 	model_root(e);
@@ -1198,6 +1388,7 @@ void vd_engine_free(struct vd_engine *e)
 	free(e->raw);
 	free(e->scratch);
 	free(e->ev);
+	free(e->srec);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	pthread_cond_destroy(&e->done_cv);

@@ -53,12 +53,19 @@ struct vd_engine_opts {
 	 * (1 on host backends, whose step time grows with the rows; off on CUDA); 0: off (only
 	 * max_batched_tokens bounds them). See daemon/engine/scheduler.h. */
 	int32_t prefill_per_decode;
+	/* Automatic bound (prefill_per_decode < 0, host backends): the prefill rows beside d
+	 * decodes cost at most this fraction of the time of a step of the d decodes alone, from the
+	 * engine's fit of forward time against rows (a + b * rows). 0: 0.5. */
+	double prefill_share;
 	/* Vision stage (checkpoints with a vision tower; daemon/engine/engine_vision.c). */
 	uint64_t vision_cache_bytes;  /* encoded rows kept for reuse (LRU); 0 = no reuse */
 	uint32_t vision_batch_patches;/* pixel rows per tower forward (a larger item runs alone);
 	                               * 0 = VD_VISION_BATCH_PATCHES */
 	uint32_t vision_max_item_patches; /* largest pixel item accepted; 0 = VD_VISION_MAX_ITEM_PATCHES */
 	struct vd_metrics *metrics;   /* updated by the engine; may be NULL; not owned */
+	/* Step records (vd_engine_step_records) also note how long the engine thread waited for a
+	 * CPU during each forward (Linux schedstat: two reads of a /proc file per step). */
+	int step_schedstat;
 	/* Called from vd_engine_new while it loads (any number of times): done / total bytes and
 	 * tensors of the weights, for the load_progress log and systemd EXTEND_TIMEOUT_USEC and
 	 * STATUS=. May be NULL. */
@@ -163,5 +170,34 @@ int vd_engine_set_limits(struct vd_engine *e, uint32_t max_running, uint32_t max
 void vd_engine_drain(struct vd_engine *e);
 /* True when no request is waiting or running. */
 int vd_engine_idle(struct vd_engine *e);
+
+/* ---- step records (benchmarks and diagnostics: where a step's time goes) ----
+ * The engine thread keeps the last VD_STEP_RECS steps in a ring (a few stores per step, under
+ * the lock it holds anyway). Times are vs_now_ns() (CLOCK_MONOTONIC). A step's parts, in order:
+ * the loop's work before it (inbox, cancels, the vision stage: t_loop..t_plan), planning and
+ * batch building (t_plan..t_prep), waiting for a tower slice in progress (t_prep..t_fwd), the
+ * forward and the backend's draws (t_fwd..t_fwd_end), commit + prefix commit + host sampling +
+ * events (t_fwd_end..t_post), handing the completions to the I/O loop (t_post..t_flush). */
+#define VD_STEP_RECS 8192
+struct vd_step_rec {
+	uint64_t seq;                 /* step number (engine-wide, from 1) */
+	uint64_t t_loop, t_plan, t_prep, t_fwd, t_fwd_end, t_post, t_flush;
+	int32_t decodes;              /* decode rows (1 token of a running sequence) */
+	int32_t prefill_tokens;       /* other rows: prompt chunks and recomputation */
+	int32_t prefill_items;
+	int32_t admitted;             /* sequences admitted in this step */
+	int32_t preempted;
+	int32_t max_ctx;              /* longest KV context (start + n) among prefill items */
+	int32_t sampled;              /* logit rows */
+	int32_t slices;               /* tower slices started while the forward ran (overlap) */
+	int32_t fwd_runq_us;          /* step_schedstat: the engine thread runnable but not running
+	                               * during the forward (preempted), else -1 */
+	int32_t fwd_switches;         /* step_schedstat: times it was scheduled in meanwhile */
+	int32_t step_runq_us;         /* step_schedstat: the same wait over t_loop..t_flush */
+};
+/* Copies the records of steps whose t_flush >= since_ns (oldest first, at most max, the newest
+ * when more) into out. Returns how many were copied. Any thread. */
+size_t vd_engine_step_records(struct vd_engine *e, uint64_t since_ns, struct vd_step_rec *out,
+                              size_t max);
 
 #endif /* VLM_DAEMON_ENGINE_H */

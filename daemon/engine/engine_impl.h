@@ -87,6 +87,7 @@ struct vd_engine {
 	int g_eng_wait;                /* the engine thread waits for the op to end */
 	uint64_t g_steps;              /* LLM forwards ended */
 	uint64_t g_step_t0;
+	uint64_t g_slices;             /* tower slices started (step records: overlap) */
 	double g_step_ns;              /* LLM forward time, moving average: the longest wait */
 	double g_fast_ns;              /* LLM forward time near the fastest recent: slice targets */
 
@@ -112,6 +113,19 @@ struct vd_engine {
 	uint32_t max_waiting;
 	struct vd_fair *fair;          /* per-client shares and admission tags */
 	uint64_t steps;
+	struct vd_step_rec *srec;      /* [VD_STEP_RECS] ring of step records (NULL: none kept) */
+	uint64_t n_srec;               /* records written */
+	struct vd_step_rec cur;        /* the step in progress (engine thread) */
+	int ss_fd;                     /* /proc/thread-self/schedstat of the engine thread, or -1 */
+	uint64_t ss_loop_wait, ss_loop_count; /* its run-queue wait when the iteration began */
+	/* the automatic stall bound (engine.c): forward time ~ a + b * rows, least squares with
+	 * forgetting over the recent forwards (sums of 1, rows, rows^2, time, rows * time) */
+	int sb_on;
+	double sb_share;
+	double sb_s0, sb_s1, sb_s2, sb_t, sb_xt;
+	int32_t sb_last_d;             /* decodes of the last step */
+	uint64_t sb_td_ns;             /* atomic: the fit's time of those decodes alone (0: none
+	                                * or no fit): the tower's slice target (engine_vision.c) */
 
 	/* engine-thread scratch */
 	int32_t cap_rows, cap_items, cap_subs;
@@ -154,6 +168,9 @@ void vd_ev_quiesce(struct vd_engine *e);
 int vd_ev_enqueue(struct vd_engine *e, struct vd_ereq *q);
 /* q leaves the vision queue (it ends). */
 void vd_ev_dequeue(struct vd_engine *e, struct vd_ereq *q);
+/* True while the encoder has a batch (the stall bound then halves the prefill's share: the
+ * tower's slices take the other half). mu held. */
+int vd_ev_busy(const struct vd_engine *e);
 /* True when vd_ev_run has work now (the engine thread must not sleep). mu held. */
 int vd_ev_ready(const struct vd_engine *e);
 /* Take a finished tower batch in, admit the requests whose rows are all known, hand the next

@@ -38,7 +38,9 @@
  * running beside decode steps slows every one of them. So on a CPU the two alternate by slice:
  * the tower calls ev_yield between slices of its work (vd_vision_set_yield: matmul panels,
  * attention by segments / heads, row-wise ops by rows, each of about the time target ev_yield
- * returns: 0.4 of a fast forward), which starts the next slice only while no LLM forward runs,
+ * returns: 0.4 of a fast forward; while decodes run under the engine's measured stall bound,
+ * half of the extra time it lets a decode step take, the prefill rows having the other half),
+ * which starts the next slice only while no LLM forward runs,
  * or once the tower has waited about one forward's moving-average time (never starved: that
  * slice overlaps); an LLM forward waits for a slice in progress to end (at most half a
  * forward's time), so a decode step waits for at most about one slice. The engine thread waits
@@ -296,7 +298,7 @@ static uint64_t ev_yield(void *ctx)
 {
 	struct vd_engine *e = ctx;
 	double budget, target;
-	uint64_t deadline;
+	uint64_t deadline, td;
 	struct timespec ts;
 
 	pthread_mutex_lock(&e->g_mu);
@@ -318,7 +320,11 @@ static uint64_t ev_yield(void *ctx)
 		e->g_enc_wait = 0;
 	}
 	e->g_in_op = 1;
-	target = e->g_fast_ns > 0 ? 0.4 * e->g_fast_ns : 2e6;
+	__atomic_store_n(&e->g_slices, e->g_slices + 1, __ATOMIC_RELAXED);
+	td = __atomic_load_n(&e->sb_td_ns, __ATOMIC_RELAXED);
+	/* decodes running under the engine's stall bound: the tower's half of the extra time a
+	 * decode step may take (engine.c, "stall bound"), else 0.4 of a fast forward */
+	target = td ? 0.5 * e->sb_share * (double)td : e->g_fast_ns > 0 ? 0.4 * e->g_fast_ns : 2e6;
 	pthread_mutex_unlock(&e->g_mu);
 	return (uint64_t)(target < 2.5e5 ? 2.5e5 : target > 1e7 ? 1e7 : target);
 }
@@ -769,6 +775,11 @@ static void admit_ready(struct vd_engine *e)
 		vd_ev_dequeue(e, q);   /* shifts the queue: i now names the next one */
 		vd_engine_admit(e, q);
 	}
+}
+
+int vd_ev_busy(const struct vd_engine *e)
+{
+	return e->vis && e->v_state == EV_ASSIGNED;
 }
 
 int vd_ev_ready(const struct vd_engine *e)

@@ -24,6 +24,7 @@ struct vd_sched {
 	int32_t n_waiting, cap_waiting;
 	struct vd_sched_item *items;      /* [max_running] */
 	struct vd_sched_seq **preempted;  /* [max_running] */
+	int32_t pb_base, pb_milli, pb_min;/* vd_sched_set_prefill_bound (pb_milli < 0: the knobs) */
 	int32_t cap_running;              /* capacity of running / items / preempted (>= every
 	                                   * max_running set so far) */
 };
@@ -68,6 +69,7 @@ int vd_sched_new(const struct vd_sched_knobs *knobs, struct vd_kvblocks *kv,
 	if (!s)
 		return -ENOMEM;
 	s->k = *knobs;
+	s->pb_milli = -1;
 	s->kv = kv;
 	s->prefix = prefix;
 	s->prefix_ctx = prefix_ctx;
@@ -249,7 +251,14 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 
 	/* 1. decodes, then 2. prefills, best first */
 	for (int pass = 0; pass < 2; pass++) {
-		if (pass == 1 && s->k.prefill_per_decode > 0 && plan->n_tokens > 0) {
+		if (pass == 1 && s->pb_milli >= 0 && plan->n_tokens > 0) {
+			/* decodes are running: the measured bound */
+			int64_t cap = s->pb_base + (int64_t)plan->n_tokens * s->pb_milli / 1000;
+			if (cap < s->pb_min)
+				cap = s->pb_min;
+			if (budget > cap)
+				budget = (int32_t)cap;
+		} else if (pass == 1 && s->k.prefill_per_decode > 0 && plan->n_tokens > 0) {
 			/* decodes are running: bound the prefill rows next to them */
 			int64_t cap = (int64_t)plan->n_tokens * s->k.prefill_per_decode;
 			if (cap < s->k.prefill_min)
@@ -346,6 +355,14 @@ void vd_sched_remove(struct vd_sched *s, struct vd_sched_seq *seq)
 	vd_kvblocks_seq_free(s->kv, &seq->kv);
 	vd_kvseq_fini(&seq->kv);
 	seq->state = VD_SEQ_DONE;
+}
+
+void vd_sched_set_prefill_bound(struct vd_sched *s, int32_t base, int32_t per_decode_milli,
+                                int32_t min)
+{
+	s->pb_base = base > 0 ? base : 0;
+	s->pb_milli = per_decode_milli;
+	s->pb_min = min > 0 ? min : 1;
 }
 
 int32_t vd_sched_n_running(const struct vd_sched *s) { return s->n_running; }

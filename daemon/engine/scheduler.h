@@ -10,7 +10,8 @@
  *     prefill: a long prompt delays decodes by at most one chunk's worth of compute); with the
  *     stall-bound knobs the prefill budget of a step that has d decodes is also at most
  *     max(prefill_min, d * prefill_per_decode), so on a backend whose step time grows with its
- *     rows a decode step is never more than about (1 + prefill_per_decode) times its cost alone;
+ *     rows a decode step is never more than about (1 + prefill_per_decode) times its cost alone
+ *     (vd_sched_set_prefill_bound: the same bound in fractional rows from a measured cost);
  *  3. admissions from the waiting queue in order (FCFS, or priority then FCFS; the caller's fair
  *     tag comes before arrival, which makes the order round robin across clients): the prefix hook
  *     adopts cached blocks first, then the first chunk is planned if its blocks are available above
@@ -76,6 +77,8 @@ struct vd_sched_knobs {
 	int32_t prefill_min;
 };
 
+
+
 /* Prefix hook, called at admission with seq->kv empty: adopt cached blocks for a prefix of the
  * sequence into seq->kv (at most n_tokens - 1 tokens) and return how many tokens (a multiple of
  * the block size), or a negative errno (treated as 0 cached). */
@@ -125,6 +128,13 @@ void vd_sched_remove(struct vd_sched *s, struct vd_sched_seq *seq);
  * beyond a lowered limit finish normally; no admission until they drop below it. Returns 0,
  * -EINVAL or -ENOMEM. */
 int vd_sched_set_max_running(struct vd_sched *s, int32_t max_running);
+
+/* Stall bound in row-equivalents of time, replacing the knobs' prefill_per_decode/prefill_min
+ * until called with per_decode_milli < 0: a step with d decode tokens takes at most
+ * max(min, base + d * per_decode_milli / 1000) prefill tokens. The engine derives them from its
+ * measured step cost (daemon/engine/engine.c, "stall bound"). */
+void vd_sched_set_prefill_bound(struct vd_sched *s, int32_t base, int32_t per_decode_milli,
+                                int32_t min);
 
 int32_t vd_sched_n_running(const struct vd_sched *s);
 int32_t vd_sched_n_waiting(const struct vd_sched *s);

@@ -149,6 +149,69 @@ START_TEST(test_stall_bound)
 }
 END_TEST
 
+/* The measured stall bound (vd_sched_set_prefill_bound): with d decodes, prefill tokens <=
+ * max(min, base + d * milli / 1000), fractional per-decode shares included; it overrides the
+ * knobs' rule until reset with milli < 0; alone, a prefill still gets the whole budget. */
+START_TEST(test_prefill_bound)
+{
+	struct vd_kvblocks *kv;
+	struct vd_sched *s;
+	struct vd_sched_plan plan;
+	ck_assert_int_eq(vd_kvblocks_new(512, 4, &kv), 0);
+	struct vd_sched_knobs k = { .max_running = 8, .max_batched_tokens = 64, .max_model_len = 900,
+	                            .prefill_per_decode = 1, .prefill_min = 16 };
+	ck_assert_int_eq(vd_sched_new(&k, kv, NULL, NULL, &s), 0);
+	struct vd_sched_seq d[6], big = { .n_tokens = 400, .max_tokens = 2 };
+	for (int i = 0; i < 6; i++) {
+		d[i] = (struct vd_sched_seq){ .n_tokens = 1, .max_tokens = 100 };
+		ck_assert_int_eq(vd_sched_add(s, &d[i]), 0);
+	}
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);   /* six 1-token prompts */
+	vd_sched_commit(s, &plan);
+	for (int i = 0; i < 6; i++)
+		ck_assert_int_eq(vd_sched_append(s, &d[i]), 0);
+	ck_assert_int_eq(vd_sched_add(s, &big), 0);
+	/* the knobs' rule: max(16, 6 * 1) = 16 */
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert_int_eq(plan.n_items, 7);
+	ck_assert(plan.items[6].seq == &big && plan.items[6].n == 16);
+	vd_sched_commit(s, &plan);
+	for (int i = 0; i < 6; i++)
+		ck_assert_int_eq(vd_sched_append(s, &d[i]), 0);
+	/* measured: base 2 + 6 * 0.5 = 5 (above the minimum 4) */
+	vd_sched_set_prefill_bound(s, 2, 500, 4);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert(plan.items[6].seq == &big && plan.items[6].n == 5);
+	ck_assert_int_eq(plan.n_tokens, 11);
+	vd_sched_commit(s, &plan);
+	for (int i = 0; i < 6; i++)
+		ck_assert_int_eq(vd_sched_append(s, &d[i]), 0);
+	/* the minimum: 0 + 6 * 0.25 = 1 < 4 */
+	vd_sched_set_prefill_bound(s, 0, 250, 4);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert(plan.items[6].seq == &big && plan.items[6].n == 4);
+	vd_sched_commit(s, &plan);
+	for (int i = 0; i < 6; i++)
+		ck_assert_int_eq(vd_sched_append(s, &d[i]), 0);
+	/* back to the knobs */
+	vd_sched_set_prefill_bound(s, 0, -1, 0);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert(plan.items[6].seq == &big && plan.items[6].n == 16);
+	vd_sched_commit(s, &plan);
+	/* no decode running: the whole budget, whatever the bound */
+	for (int i = 0; i < 6; i++)
+		vd_sched_remove(s, &d[i]);
+	vd_sched_set_prefill_bound(s, 0, 250, 4);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert(plan.n_items == 1 && plan.items[0].seq == &big && plan.items[0].n == 64);
+	vd_sched_commit(s, &plan);
+	vd_sched_remove(s, &big);
+	ck_assert_int_eq(vd_kvblocks_n_free(kv), 512);
+	vd_sched_free(s);
+	vd_kvblocks_free(kv);
+}
+END_TEST
+
 START_TEST(test_priority_and_fcfs)
 {
 	struct vd_kvblocks *kv;
@@ -652,6 +715,7 @@ int main(void)
 	tcase_add_test(tc, test_add_refusals);
 	tcase_add_test(tc, test_chunked_prefill);
 	tcase_add_test(tc, test_stall_bound);
+	tcase_add_test(tc, test_prefill_bound);
 	tcase_add_test(tc, test_priority_and_fcfs);
 	tcase_add_test(tc, test_preemption);
 	tcase_add_test(tc, test_watermark_and_head_of_line);

@@ -24,7 +24,18 @@ bad = [k for k in need if k in r and not (isinstance(r[k], (int, float)) and
        (r[k] >= 0 if k in zero_ok else r[k] > 0))]
 if missing or bad or r.get("failed") is not False:
     sys.exit("missing %s, not positive %s, failed %s" % (missing, bad, r.get("failed")))
-print("ok:", {k: r[k] for k in need})
+# the engine side of the itl phases (step records of the in-process vlmd) and the client CPU
+# time are reported (numbers >= 0: a quick phase on a busy box may hold few steps); one polling
+# client thread is the default
+eng = ["engine_step_p50_ms_no_prefill", "engine_step_p99_ms_no_prefill",
+       "engine_step_p50_ms_with_prefill", "engine_step_p99_ms_with_prefill",
+       "engine_step_p50_ms_while_encoding", "engine_step_p99_ms_while_encoding",
+       "client_cpu_cores_no_prefill", "client_cpu_cores_with_prefill"]
+bad = [k for k in eng if not (isinstance(r.get(k), (int, float)) and r[k] >= 0)]
+if bad or r.get("client") != "loop" or r.get("prefill_share") != 0.5:
+    sys.exit("engine side %s, client %r, prefill_share %r" % (bad, r.get("client"),
+             r.get("prefill_share")))
+print("ok:", {k: r[k] for k in need + eng})
 '
 # the sampled variant (every request top_p-sampled on the host sampler) runs without a failure
 # and says how it sampled
@@ -36,4 +47,14 @@ if r.get("failed") is not False or r.get("temperature") != 0.8 or r.get("top_p")
    r.get("top_k") != 50 or not r.get("single_cN_tokens_per_s", 0) > 0:
     sys.exit("sampled run: %r" % r)
 print("ok: sampled", r["single_c1_tokens_per_s"], r["single_cN_tokens_per_s"])
+'
+# the thread-per-stream client and the old stall bound still run without a failure
+out=$("$bench" serve --quick --workload itl --client threads --prefill-per-decode 1 --json)
+printf '%s\n' "$out" | tail -n 1 | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+if r.get("failed") is not False or r.get("client") != "threads" or \
+   r.get("prefill_per_decode") != 1 or not r.get("engine_step_p50_ms_with_prefill", -1) >= 0:
+    sys.exit("threads client run: %r" % r)
+print("ok: threads client", r["itl_p50_ms_no_prefill"], r["itl_p99_ms_with_prefill"])
 '
