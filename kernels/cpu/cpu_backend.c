@@ -820,16 +820,49 @@ static void attn_item(struct attn_job *j, struct thread_scratch *ts, int32_t row
 	}
 }
 
+/* Starts loading (into L2) the K and V rows of item (row, kh)'s first ATTN_PF_POS positions.
+ * Decode attention reads every cached row once per step, and in a batch of sequences those rows
+ * are in blocks all over the pool, long evicted by the weights the step streamed since: the
+ * kernel would wait on each block's first rows. Issued one item ahead, the loads overlap the
+ * current item's arithmetic. */
+#define ATTN_PF_POS 64
+static void attn_prefetch_item(const struct attn_job *j, int32_t row, int32_t kh)
+{
+	const struct vk_kv *kv = j->kv;
+	const struct vk_kv_shape *s = &kv->shape;
+	const struct vk_seq *sq = &j->batch->seqs[j->row_seq[row]];
+	const int32_t bs = s->block_size;
+	const int32_t ctx = sq->past + (row - sq->first) + 1;
+	const int32_t np = ctx < ATTN_PF_POS ? ctx : ATTN_PF_POS;
+	const size_t row_bytes = (size_t)s->head_dim * kv->esz;
+	const size_t pos_stride = (size_t)s->n_kv_heads * row_bytes;
+	const size_t base = (size_t)j->layer * kv->layer_elems * kv->esz + (size_t)kh * row_bytes;
+
+	for (int32_t p = 0; p < np; p++) {
+		size_t off = base + ((size_t)sq->blocks[p / bs] * (size_t)bs + (size_t)(p % bs)) * pos_stride;
+		for (size_t b = 0; b < row_bytes; b += 64) {
+			__builtin_prefetch(kv->k + off + b, 0, 2);
+			__builtin_prefetch(kv->v + off + b, 0, 2);
+		}
+	}
+}
+
+/* Items are claimed one ahead, so the next one's rows can be prefetched (attn_prefetch_item). */
 static void attn_fn(void *arg, int tid, int nt)
 {
 	struct attn_job *j = arg;
 	struct thread_scratch *ts = &j->c->scratch[tid];
-	long n_items = (long)j->batch->n_tokens * j->kv->shape.n_kv_heads;
-	long it;
+	const int32_t nkv = j->kv->shape.n_kv_heads;
+	long n_items = (long)j->batch->n_tokens * nkv;
+	long it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed), nx;
 
-	while ((it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < n_items)
-		attn_item(j, ts, (int32_t)(it / j->kv->shape.n_kv_heads),
-		          (int32_t)(it % j->kv->shape.n_kv_heads));
+	while (it < n_items) {
+		nx = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+		if (nx < n_items)
+			attn_prefetch_item(j, (int32_t)(nx / nkv), (int32_t)(nx % nkv));
+		attn_item(j, ts, (int32_t)(it / nkv), (int32_t)(it % nkv));
+		it = nx;
+	}
 }
 
 static int cpu_attention(struct vk_backend *be, struct vk_kv *kv, int32_t layer, const float *q,
@@ -900,22 +933,47 @@ static int cpu_get_rows(struct vk_backend *be, const float *x, const int32_t *ro
 	return 0;
 }
 
+struct argmax_job {
+	const struct vk_cpu_isa *isa;
+	const float *logits;
+	int32_t n, vocab;
+	int32_t *ids;
+};
+
+static int32_t argmax_row(const struct vk_cpu_isa *isa, const float *l, int32_t vocab)
+{
+	if (isa->argmax) {
+		int64_t k = isa->argmax(l, vocab);
+		if (k >= 0)
+			return (int32_t)k;
+	}
+	int32_t best = 0;
+	float bv = l[0];
+	for (int32_t k = 1; k < vocab; k++)
+		if (l[k] > bv) {
+			bv = l[k];
+			best = k;
+		}
+	return best;
+}
+
+static void argmax_fn(void *arg, int tid, int nt)
+{
+	struct argmax_job *j = arg;
+	int64_t lo, hi;
+
+	split(j->n, tid, nt, 1, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++)
+		j->ids[i] = argmax_row(j->isa, j->logits + (size_t)i * (size_t)j->vocab, j->vocab);
+}
+
 static int cpu_argmax(struct vk_backend *be, const float *logits, int32_t n, int32_t vocab,
                       int32_t *ret_ids)
 {
 	if (vocab < 1)
 		return vk_backend_set_error(be, -EINVAL, "argmax: vocab %d", vocab);
-	for (int32_t i = 0; i < n; i++) {
-		const float *l = logits + (size_t)i * vocab;
-		int32_t best = 0;
-		float bv = l[0];
-		for (int32_t k = 1; k < vocab; k++)
-			if (l[k] > bv) {
-				bv = l[k];
-				best = k;
-			}
-		ret_ids[i] = best;
-	}
+	struct argmax_job j = { CTX(be)->isa, logits, n, vocab, ret_ids };
+	run_rows(be, argmax_fn, &j, (int64_t)n * vocab / 4);   /* a cheap pass per element */
 	return 0;
 }
 

@@ -682,6 +682,42 @@ static void scale_mul(const float *x, float s, const float *w, float *out, int64
 	}
 }
 
+/* 16 lanes, each keeping its largest element and that element's first index (strict >, so a
+ * lane keeps its first occurrence); lanes start at x[0, 16) with NaNs as -inf, then the lane
+ * maximum with the smallest index wins: the first index of the maximum, as the scalar loop. */
+static int64_t argmax(const float *x, int64_t n)
+{
+	if (x[0] != x[0])
+		return 0;   /* the scalar loop never moves off a NaN x[0] */
+	if (n > INT32_MAX)
+		return -1;   /* lane indices are 32-bit; never a vocabulary */
+	const __m512i step = _mm512_set1_epi32(16);
+	__m512i idx = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+	__mmask16 m0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+	__m512 bv = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m0, x);
+	bv = _mm512_mask_mov_ps(bv, _mm512_cmp_ps_mask(bv, bv, _CMP_UNORD_Q), _mm512_set1_ps(-INFINITY));
+	__m512i bi = idx;
+	int64_t k = 16;
+	for (; k + 16 <= n; k += 16) {
+		idx = _mm512_add_epi32(idx, step);
+		__m512 v = _mm512_loadu_ps(x + k);
+		__mmask16 gt = _mm512_cmp_ps_mask(v, bv, _CMP_GT_OQ);
+		bv = _mm512_mask_mov_ps(bv, gt, v);
+		bi = _mm512_mask_mov_epi32(bi, gt, idx);
+	}
+	if (k < n) {
+		idx = _mm512_add_epi32(idx, step);
+		__mmask16 m = (__mmask16)((1u << (n - k)) - 1);
+		__m512 v = _mm512_maskz_loadu_ps(m, x + k);
+		__mmask16 gt = _mm512_mask_cmp_ps_mask(m, v, bv, _CMP_GT_OQ);
+		bv = _mm512_mask_mov_ps(bv, gt, v);
+		bi = _mm512_mask_mov_epi32(bi, gt, idx);
+	}
+	float mv = _mm512_reduce_max_ps(bv);
+	__mmask16 at = _mm512_cmp_ps_mask(bv, _mm512_set1_ps(mv), _CMP_EQ_OQ);
+	return _mm512_mask_reduce_min_epi32(at, bi);
+}
+
 /* Online softmax over one chunk's scores sc[0, np) of a head: exponentiates them in place and
  * returns the factor the head's accumulator is rescaled by (0 on the first chunk). */
 AI float chunk_softmax(float *sc, int np, float *mx, float *l)
@@ -785,6 +821,27 @@ AI void attn_heads(const float *q, int g, int hd, int np, const float *const *kp
  * amortised whatever the block size), two query heads of the group per pass over the chunk
  * (attn_heads), scores four positions at a time (one reduce4), one vector exp per 16 scores,
  * the output accumulators in registers. */
+/* Prefetches the K and V rows of positions [p0, p1) (each row hd elements of esz bytes) into
+ * the cache level HINT. */
+AI void attn_prefetch(int p0, int p1, int bs, const unsigned char *const *kblk,
+                      const unsigned char *const *vblk, size_t pos_stride, size_t row_bytes,
+                      const int HINT)
+{
+	for (int p = p0; p < p1; p++) {
+		const size_t off = (size_t)(p % bs) * pos_stride;
+		const char *kr = (const char *)kblk[p / bs] + off, *vr = (const char *)vblk[p / bs] + off;
+		for (size_t b = 0; b < row_bytes; b += 64) {
+			if (HINT == _MM_HINT_T0) {
+				_mm_prefetch(kr + b, _MM_HINT_T0);
+				_mm_prefetch(vr + b, _MM_HINT_T0);
+			} else {
+				_mm_prefetch(kr + b, _MM_HINT_T1);
+				_mm_prefetch(vr + b, _MM_HINT_T1);
+			}
+		}
+	}
+}
+
 AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char *const *kblk,
                     const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
                     float scale, float *scratch, float *out, const int NV)
@@ -803,8 +860,13 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 		for (int d = 0; d < hd; d++)
 			acc[g * hd + d] = 0.0f;
 	}
+	const size_t row_bytes = (size_t)hd * (dt == VK_DTYPE_F32 ? 4 : 2);
+	attn_prefetch(0, ctx < VK_ATTN_CHUNK ? ctx : VK_ATTN_CHUNK, bs, kblk, vblk, pos_stride,
+	              row_bytes, _MM_HINT_T0);
 	for (int c0 = 0; c0 < ctx; c0 += VK_ATTN_CHUNK) {
 		const int np = ctx - c0 < VK_ATTN_CHUNK ? ctx - c0 : VK_ATTN_CHUNK;
+		const int n1 = ctx - c0 - np < VK_ATTN_CHUNK ? ctx - c0 - np : VK_ATTN_CHUNK;
+		attn_prefetch(c0 + np, c0 + np + n1, bs, kblk, vblk, pos_stride, row_bytes, _MM_HINT_T1);
 		for (int p = 0; p < np; p++) {
 			const unsigned char *kr = kblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
 			const unsigned char *vr = vblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
@@ -866,6 +928,7 @@ const struct vk_cpu_isa vk_cpu_isa_avx512 = {
 	.scale_mul = scale_mul,
 	.sigmoid_mul = sigmoid_mul,
 	.exp_sum = exp_sum,
+	.argmax = argmax,
 	.attn_row = attn_row,
 	.mr_bf16 = MR,
 	.nr_bf16 = NR,
