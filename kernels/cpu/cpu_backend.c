@@ -37,6 +37,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/mman.h>
+
 #include "kernels/convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_priv.h"
@@ -150,6 +152,22 @@ int vk_cpu_vec(struct vk_backend *be, const struct vk_weight *w, int64_t dim, co
 
 /* ---------------------------------------------------------------- KV cache */
 
+/* A KV pool: 2 MiB aligned and a whole number of 2 MiB pages, which the kernel is asked to back
+ * with huge pages. Decode attention of a batch reads one block (16 positions: 4 KiB per layer at
+ * 2 KV heads x 64 bf16) from each of many places in the pool: with 4 KiB pages every block is a
+ * TLB miss, and a page walk under virtualisation costs more than the block's arithmetic. */
+#define KV_PAGE ((size_t)2 << 20)
+static void *kv_pool_alloc(size_t bytes)
+{
+	size_t len = (bytes + KV_PAGE - 1) & ~(KV_PAGE - 1);
+	void *p = aligned_alloc(KV_PAGE, len);
+#ifdef MADV_HUGEPAGE
+	if (p)
+		(void)madvise(p, len, MADV_HUGEPAGE);   /* advice only: small pages work too */
+#endif
+	return p;
+}
+
 static int cpu_kv_new(struct vk_backend *be, const struct vk_kv_shape *shape, struct vk_kv **ret)
 {
 	size_t esz = vk_dtype_size(shape->dtype);
@@ -166,8 +184,8 @@ static int cpu_kv_new(struct vk_backend *be, const struct vk_kv_shape *shape, st
 	kv->layer_elems = (size_t)shape->n_blocks * (size_t)shape->block_size *
 	                  (size_t)shape->n_kv_heads * (size_t)shape->head_dim;
 	size_t bytes = (kv->layer_elems * esz * (size_t)shape->n_layers + 63) & ~(size_t)63;
-	kv->k = aligned_alloc(64, bytes);
-	kv->v = aligned_alloc(64, bytes);
+	kv->k = kv_pool_alloc(bytes);
+	kv->v = kv_pool_alloc(bytes);
 	if (!kv->k || !kv->v) {
 		free(kv->k);
 		free(kv->v);
@@ -637,6 +655,13 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 			fit = fit < 16 ? 16 : fit & ~(int64_t)15;
 			if (nc > fit)
 				nc = fit;
+		}
+		if (n > VK_MV_MAXN && j.xb) {
+			/* compute-bound: a chunk is microseconds of arithmetic, and the threads finish
+			 * together only if the last chunk is small — ~32 chunks per thread, 16 rows
+			 * at least (the kernel reads each weight row once per chunk whatever its size) */
+			nc = (w->rows + 32 * c->n_threads - 1) / (32 * c->n_threads);
+			nc = nc < 16 ? 16 : (nc + 15) & ~(int64_t)15;
 		}
 		j.nc = nc;
 		j.n_blocks = (w->rows + nc - 1) / nc;

@@ -830,14 +830,42 @@ AI void attn_prefetch(int p0, int p1, int bs, const unsigned char *const *kblk,
 	for (int p = p0; p < p1; p++) {
 		const size_t off = (size_t)(p % bs) * pos_stride;
 		const char *kr = (const char *)kblk[p / bs] + off, *vr = (const char *)vblk[p / bs] + off;
-		for (size_t b = 0; b < row_bytes; b += 64) {
+		for (size_t c = 0; c < row_bytes; c += 64) {
 			if (HINT == _MM_HINT_T0) {
-				_mm_prefetch(kr + b, _MM_HINT_T0);
-				_mm_prefetch(vr + b, _MM_HINT_T0);
+				_mm_prefetch(kr + c, _MM_HINT_T0);
+				_mm_prefetch(vr + c, _MM_HINT_T0);
 			} else {
-				_mm_prefetch(kr + b, _MM_HINT_T1);
-				_mm_prefetch(vr + b, _MM_HINT_T1);
+				_mm_prefetch(kr + c, _MM_HINT_T1);
+				_mm_prefetch(vr + c, _MM_HINT_T1);
 			}
+		}
+	}
+}
+
+/* Points kp / vp [0, np) at positions [c0, c0 + np): the cache rows themselves (fp32) or their
+ * fp32 copies in kf / vf [np][hd] (16-bit types, widened here once for all query heads). */
+AI void attn_gather(int c0, int np, int bs, const unsigned char *const *kblk,
+                    const unsigned char *const *vblk, size_t pos_stride, float *kf, float *vf,
+                    const float **kp, const float **vp, const enum vk_dtype DT, const int NV)
+{
+	const int hd = NV * 16;
+	for (int p = 0, b = c0 / bs, o = c0 % bs; p < np; b++, o = 0) {   /* block by block */
+		const unsigned char *kr = kblk[b] + (size_t)o * pos_stride;
+		const unsigned char *vr = vblk[b] + (size_t)o * pos_stride;
+		const int run = bs - o < np - p ? bs - o : np - p;
+		for (int i = 0; i < run; i++, p++, kr += pos_stride, vr += pos_stride) {
+			if (DT == VK_DTYPE_F32) {
+				kp[p] = (const float *)kr;
+				vp[p] = (const float *)vr;
+				continue;
+			}
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++) {
+				_mm512_storeu_ps(kf + (size_t)p * hd + d * 16, ld_wt(kr, DT, d * 16));
+				_mm512_storeu_ps(vf + (size_t)p * hd + d * 16, ld_wt(vr, DT, d * 16));
+			}
+			kp[p] = kf + (size_t)p * hd;
+			vp[p] = vf + (size_t)p * hd;
 		}
 	}
 }
@@ -867,22 +895,12 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 		const int np = ctx - c0 < VK_ATTN_CHUNK ? ctx - c0 : VK_ATTN_CHUNK;
 		const int n1 = ctx - c0 - np < VK_ATTN_CHUNK ? ctx - c0 - np : VK_ATTN_CHUNK;
 		attn_prefetch(c0 + np, c0 + np + n1, bs, kblk, vblk, pos_stride, row_bytes, _MM_HINT_T1);
-		for (int p = 0; p < np; p++) {
-			const unsigned char *kr = kblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
-			const unsigned char *vr = vblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
-			if (dt == VK_DTYPE_F32) {
-				kp[p] = (const float *)kr;
-				vp[p] = (const float *)vr;
-				continue;
-			}
-#pragma GCC unroll 8
-			for (int d = 0; d < NV; d++) {
-				_mm512_storeu_ps(kf + (size_t)p * hd + d * 16, ld_wt(kr, dt, d * 16));
-				_mm512_storeu_ps(vf + (size_t)p * hd + d * 16, ld_wt(vr, dt, d * 16));
-			}
-			kp[p] = kf + (size_t)p * hd;
-			vp[p] = vf + (size_t)p * hd;
-		}
+		if (dt == VK_DTYPE_BF16)
+			attn_gather(c0, np, bs, kblk, vblk, pos_stride, kf, vf, kp, vp, VK_DTYPE_BF16, NV);
+		else if (dt == VK_DTYPE_F16)
+			attn_gather(c0, np, bs, kblk, vblk, pos_stride, kf, vf, kp, vp, VK_DTYPE_F16, NV);
+		else
+			attn_gather(c0, np, bs, kblk, vblk, pos_stride, kf, vf, kp, vp, VK_DTYPE_F32, NV);
 		for (int g = 0; g < G; g += 2) {
 			if (g + 1 < G)
 				attn_heads(q, g, hd, np, kp, vp, scale, acc, sc, mx, l, NV, 2);
