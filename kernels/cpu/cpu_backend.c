@@ -37,6 +37,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/mman.h>
+
 #include "kernels/convert.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_priv.h"
@@ -150,6 +152,22 @@ int vk_cpu_vec(struct vk_backend *be, const struct vk_weight *w, int64_t dim, co
 
 /* ---------------------------------------------------------------- KV cache */
 
+/* A KV pool: 2 MiB aligned and a whole number of 2 MiB pages, which the kernel is asked to back
+ * with huge pages. Decode attention of a batch reads one block (16 positions: 4 KiB per layer at
+ * 2 KV heads x 64 bf16) from each of many places in the pool: with 4 KiB pages every block is a
+ * TLB miss, and a page walk under virtualisation costs more than the block's arithmetic. */
+#define KV_PAGE ((size_t)2 << 20)
+static void *kv_pool_alloc(size_t bytes)
+{
+	size_t len = (bytes + KV_PAGE - 1) & ~(KV_PAGE - 1);
+	void *p = aligned_alloc(KV_PAGE, len);
+#ifdef MADV_HUGEPAGE
+	if (p)
+		(void)madvise(p, len, MADV_HUGEPAGE);   /* advice only: small pages work too */
+#endif
+	return p;
+}
+
 static int cpu_kv_new(struct vk_backend *be, const struct vk_kv_shape *shape, struct vk_kv **ret)
 {
 	size_t esz = vk_dtype_size(shape->dtype);
@@ -166,8 +184,8 @@ static int cpu_kv_new(struct vk_backend *be, const struct vk_kv_shape *shape, st
 	kv->layer_elems = (size_t)shape->n_blocks * (size_t)shape->block_size *
 	                  (size_t)shape->n_kv_heads * (size_t)shape->head_dim;
 	size_t bytes = (kv->layer_elems * esz * (size_t)shape->n_layers + 63) & ~(size_t)63;
-	kv->k = aligned_alloc(64, bytes);
-	kv->v = aligned_alloc(64, bytes);
+	kv->k = kv_pool_alloc(bytes);
+	kv->v = kv_pool_alloc(bytes);
 	if (!kv->k || !kv->v) {
 		free(kv->k);
 		free(kv->v);
@@ -638,6 +656,13 @@ static int cpu_matmul(struct vk_backend *be, const float *x, const struct vk_wei
 			if (nc > fit)
 				nc = fit;
 		}
+		if (n > VK_MV_MAXN && j.xb) {
+			/* compute-bound: a chunk is microseconds of arithmetic, and the threads finish
+			 * together only if the last chunk is small — ~32 chunks per thread, 16 rows
+			 * at least (the kernel reads each weight row once per chunk whatever its size) */
+			nc = (w->rows + 32 * c->n_threads - 1) / (32 * c->n_threads);
+			nc = nc < 16 ? 16 : (nc + 15) & ~(int64_t)15;
+		}
 		j.nc = nc;
 		j.n_blocks = (w->rows + nc - 1) / nc;
 		vk_pool_run(c->pool, matvec_fn, &j);
@@ -820,16 +845,49 @@ static void attn_item(struct attn_job *j, struct thread_scratch *ts, int32_t row
 	}
 }
 
+/* Starts loading (into L2) the K and V rows of item (row, kh)'s first ATTN_PF_POS positions.
+ * Decode attention reads every cached row once per step, and in a batch of sequences those rows
+ * are in blocks all over the pool, long evicted by the weights the step streamed since: the
+ * kernel would wait on each block's first rows. Issued one item ahead, the loads overlap the
+ * current item's arithmetic. */
+#define ATTN_PF_POS 64
+static void attn_prefetch_item(const struct attn_job *j, int32_t row, int32_t kh)
+{
+	const struct vk_kv *kv = j->kv;
+	const struct vk_kv_shape *s = &kv->shape;
+	const struct vk_seq *sq = &j->batch->seqs[j->row_seq[row]];
+	const int32_t bs = s->block_size;
+	const int32_t ctx = sq->past + (row - sq->first) + 1;
+	const int32_t np = ctx < ATTN_PF_POS ? ctx : ATTN_PF_POS;
+	const size_t row_bytes = (size_t)s->head_dim * kv->esz;
+	const size_t pos_stride = (size_t)s->n_kv_heads * row_bytes;
+	const size_t base = (size_t)j->layer * kv->layer_elems * kv->esz + (size_t)kh * row_bytes;
+
+	for (int32_t p = 0; p < np; p++) {
+		size_t off = base + ((size_t)sq->blocks[p / bs] * (size_t)bs + (size_t)(p % bs)) * pos_stride;
+		for (size_t b = 0; b < row_bytes; b += 64) {
+			__builtin_prefetch(kv->k + off + b, 0, 2);
+			__builtin_prefetch(kv->v + off + b, 0, 2);
+		}
+	}
+}
+
+/* Items are claimed one ahead, so the next one's rows can be prefetched (attn_prefetch_item). */
 static void attn_fn(void *arg, int tid, int nt)
 {
 	struct attn_job *j = arg;
 	struct thread_scratch *ts = &j->c->scratch[tid];
-	long n_items = (long)j->batch->n_tokens * j->kv->shape.n_kv_heads;
-	long it;
+	const int32_t nkv = j->kv->shape.n_kv_heads;
+	long n_items = (long)j->batch->n_tokens * nkv;
+	long it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed), nx;
 
-	while ((it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < n_items)
-		attn_item(j, ts, (int32_t)(it / j->kv->shape.n_kv_heads),
-		          (int32_t)(it % j->kv->shape.n_kv_heads));
+	while (it < n_items) {
+		nx = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+		if (nx < n_items)
+			attn_prefetch_item(j, (int32_t)(nx / nkv), (int32_t)(nx % nkv));
+		attn_item(j, ts, (int32_t)(it / nkv), (int32_t)(it % nkv));
+		it = nx;
+	}
 }
 
 static int cpu_attention(struct vk_backend *be, struct vk_kv *kv, int32_t layer, const float *q,
@@ -900,22 +958,47 @@ static int cpu_get_rows(struct vk_backend *be, const float *x, const int32_t *ro
 	return 0;
 }
 
+struct argmax_job {
+	const struct vk_cpu_isa *isa;
+	const float *logits;
+	int32_t n, vocab;
+	int32_t *ids;
+};
+
+static int32_t argmax_row(const struct vk_cpu_isa *isa, const float *l, int32_t vocab)
+{
+	if (isa->argmax) {
+		int64_t k = isa->argmax(l, vocab);
+		if (k >= 0)
+			return (int32_t)k;
+	}
+	int32_t best = 0;
+	float bv = l[0];
+	for (int32_t k = 1; k < vocab; k++)
+		if (l[k] > bv) {
+			bv = l[k];
+			best = k;
+		}
+	return best;
+}
+
+static void argmax_fn(void *arg, int tid, int nt)
+{
+	struct argmax_job *j = arg;
+	int64_t lo, hi;
+
+	split(j->n, tid, nt, 1, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++)
+		j->ids[i] = argmax_row(j->isa, j->logits + (size_t)i * (size_t)j->vocab, j->vocab);
+}
+
 static int cpu_argmax(struct vk_backend *be, const float *logits, int32_t n, int32_t vocab,
                       int32_t *ret_ids)
 {
 	if (vocab < 1)
 		return vk_backend_set_error(be, -EINVAL, "argmax: vocab %d", vocab);
-	for (int32_t i = 0; i < n; i++) {
-		const float *l = logits + (size_t)i * vocab;
-		int32_t best = 0;
-		float bv = l[0];
-		for (int32_t k = 1; k < vocab; k++)
-			if (l[k] > bv) {
-				bv = l[k];
-				best = k;
-			}
-		ret_ids[i] = best;
-	}
+	struct argmax_job j = { CTX(be)->isa, logits, n, vocab, ret_ids };
+	run_rows(be, argmax_fn, &j, (int64_t)n * vocab / 4);   /* a cheap pass per element */
 	return 0;
 }
 

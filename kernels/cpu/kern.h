@@ -56,6 +56,11 @@ struct vk_cpu_isa {
 	/* x[i] = exp(x[i] - m) in place; returns the sum of the results. */
 	float (*exp_sum)(float *x, int64_t n, float m);
 
+	/* Optional (NULL: the backend's portable loop). The index of the largest of x[0, n), n >= 1:
+	 * the first one on ties; NaNs are never the largest, unless x[0] is NaN (then 0) — the
+	 * scalar loop's answer (best = 0; best = k when x[k] > x[best]). */
+	int64_t (*argmax)(const float *x, int64_t n);
+
 	/* Optional (NULL: the backend's portable loop). Attention of G query heads q [G][hd] (one
 	 * token, one KV head) over positions [0, ctx): position p lives in block p / bs at
 	 * kblk[p / bs] + (p % bs) * pos_stride (bytes; same for vblk), elements of dt.

@@ -682,6 +682,42 @@ static void scale_mul(const float *x, float s, const float *w, float *out, int64
 	}
 }
 
+/* 16 lanes, each keeping its largest element and that element's first index (strict >, so a
+ * lane keeps its first occurrence); lanes start at x[0, 16) with NaNs as -inf, then the lane
+ * maximum with the smallest index wins: the first index of the maximum, as the scalar loop. */
+static int64_t argmax(const float *x, int64_t n)
+{
+	if (x[0] != x[0])
+		return 0;   /* the scalar loop never moves off a NaN x[0] */
+	if (n > INT32_MAX)
+		return -1;   /* lane indices are 32-bit; never a vocabulary */
+	const __m512i step = _mm512_set1_epi32(16);
+	__m512i idx = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+	__mmask16 m0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+	__m512 bv = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m0, x);
+	bv = _mm512_mask_mov_ps(bv, _mm512_cmp_ps_mask(bv, bv, _CMP_UNORD_Q), _mm512_set1_ps(-INFINITY));
+	__m512i bi = idx;
+	int64_t k = 16;
+	for (; k + 16 <= n; k += 16) {
+		idx = _mm512_add_epi32(idx, step);
+		__m512 v = _mm512_loadu_ps(x + k);
+		__mmask16 gt = _mm512_cmp_ps_mask(v, bv, _CMP_GT_OQ);
+		bv = _mm512_mask_mov_ps(bv, gt, v);
+		bi = _mm512_mask_mov_epi32(bi, gt, idx);
+	}
+	if (k < n) {
+		idx = _mm512_add_epi32(idx, step);
+		__mmask16 m = (__mmask16)((1u << (n - k)) - 1);
+		__m512 v = _mm512_maskz_loadu_ps(m, x + k);
+		__mmask16 gt = _mm512_mask_cmp_ps_mask(m, v, bv, _CMP_GT_OQ);
+		bv = _mm512_mask_mov_ps(bv, gt, v);
+		bi = _mm512_mask_mov_epi32(bi, gt, idx);
+	}
+	float mv = _mm512_reduce_max_ps(bv);
+	__mmask16 at = _mm512_cmp_ps_mask(bv, _mm512_set1_ps(mv), _CMP_EQ_OQ);
+	return _mm512_mask_reduce_min_epi32(at, bi);
+}
+
 /* Online softmax over one chunk's scores sc[0, np) of a head: exponentiates them in place and
  * returns the factor the head's accumulator is rescaled by (0 on the first chunk). */
 AI float chunk_softmax(float *sc, int np, float *mx, float *l)
@@ -785,6 +821,55 @@ AI void attn_heads(const float *q, int g, int hd, int np, const float *const *kp
  * amortised whatever the block size), two query heads of the group per pass over the chunk
  * (attn_heads), scores four positions at a time (one reduce4), one vector exp per 16 scores,
  * the output accumulators in registers. */
+/* Prefetches the K and V rows of positions [p0, p1) (each row hd elements of esz bytes) into
+ * the cache level HINT. */
+AI void attn_prefetch(int p0, int p1, int bs, const unsigned char *const *kblk,
+                      const unsigned char *const *vblk, size_t pos_stride, size_t row_bytes,
+                      const int HINT)
+{
+	for (int p = p0; p < p1; p++) {
+		const size_t off = (size_t)(p % bs) * pos_stride;
+		const char *kr = (const char *)kblk[p / bs] + off, *vr = (const char *)vblk[p / bs] + off;
+		for (size_t c = 0; c < row_bytes; c += 64) {
+			if (HINT == _MM_HINT_T0) {
+				_mm_prefetch(kr + c, _MM_HINT_T0);
+				_mm_prefetch(vr + c, _MM_HINT_T0);
+			} else {
+				_mm_prefetch(kr + c, _MM_HINT_T1);
+				_mm_prefetch(vr + c, _MM_HINT_T1);
+			}
+		}
+	}
+}
+
+/* Points kp / vp [0, np) at positions [c0, c0 + np): the cache rows themselves (fp32) or their
+ * fp32 copies in kf / vf [np][hd] (16-bit types, widened here once for all query heads). */
+AI void attn_gather(int c0, int np, int bs, const unsigned char *const *kblk,
+                    const unsigned char *const *vblk, size_t pos_stride, float *kf, float *vf,
+                    const float **kp, const float **vp, const enum vk_dtype DT, const int NV)
+{
+	const int hd = NV * 16;
+	for (int p = 0, b = c0 / bs, o = c0 % bs; p < np; b++, o = 0) {   /* block by block */
+		const unsigned char *kr = kblk[b] + (size_t)o * pos_stride;
+		const unsigned char *vr = vblk[b] + (size_t)o * pos_stride;
+		const int run = bs - o < np - p ? bs - o : np - p;
+		for (int i = 0; i < run; i++, p++, kr += pos_stride, vr += pos_stride) {
+			if (DT == VK_DTYPE_F32) {
+				kp[p] = (const float *)kr;
+				vp[p] = (const float *)vr;
+				continue;
+			}
+#pragma GCC unroll 8
+			for (int d = 0; d < NV; d++) {
+				_mm512_storeu_ps(kf + (size_t)p * hd + d * 16, ld_wt(kr, DT, d * 16));
+				_mm512_storeu_ps(vf + (size_t)p * hd + d * 16, ld_wt(vr, DT, d * 16));
+			}
+			kp[p] = kf + (size_t)p * hd;
+			vp[p] = vf + (size_t)p * hd;
+		}
+	}
+}
+
 AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char *const *kblk,
                     const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
                     float scale, float *scratch, float *out, const int NV)
@@ -803,24 +888,19 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 		for (int d = 0; d < hd; d++)
 			acc[g * hd + d] = 0.0f;
 	}
+	const size_t row_bytes = (size_t)hd * (dt == VK_DTYPE_F32 ? 4 : 2);
+	attn_prefetch(0, ctx < VK_ATTN_CHUNK ? ctx : VK_ATTN_CHUNK, bs, kblk, vblk, pos_stride,
+	              row_bytes, _MM_HINT_T0);
 	for (int c0 = 0; c0 < ctx; c0 += VK_ATTN_CHUNK) {
 		const int np = ctx - c0 < VK_ATTN_CHUNK ? ctx - c0 : VK_ATTN_CHUNK;
-		for (int p = 0; p < np; p++) {
-			const unsigned char *kr = kblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
-			const unsigned char *vr = vblk[(c0 + p) / bs] + (size_t)((c0 + p) % bs) * pos_stride;
-			if (dt == VK_DTYPE_F32) {
-				kp[p] = (const float *)kr;
-				vp[p] = (const float *)vr;
-				continue;
-			}
-#pragma GCC unroll 8
-			for (int d = 0; d < NV; d++) {
-				_mm512_storeu_ps(kf + (size_t)p * hd + d * 16, ld_wt(kr, dt, d * 16));
-				_mm512_storeu_ps(vf + (size_t)p * hd + d * 16, ld_wt(vr, dt, d * 16));
-			}
-			kp[p] = kf + (size_t)p * hd;
-			vp[p] = vf + (size_t)p * hd;
-		}
+		const int n1 = ctx - c0 - np < VK_ATTN_CHUNK ? ctx - c0 - np : VK_ATTN_CHUNK;
+		attn_prefetch(c0 + np, c0 + np + n1, bs, kblk, vblk, pos_stride, row_bytes, _MM_HINT_T1);
+		if (dt == VK_DTYPE_BF16)
+			attn_gather(c0, np, bs, kblk, vblk, pos_stride, kf, vf, kp, vp, VK_DTYPE_BF16, NV);
+		else if (dt == VK_DTYPE_F16)
+			attn_gather(c0, np, bs, kblk, vblk, pos_stride, kf, vf, kp, vp, VK_DTYPE_F16, NV);
+		else
+			attn_gather(c0, np, bs, kblk, vblk, pos_stride, kf, vf, kp, vp, VK_DTYPE_F32, NV);
 		for (int g = 0; g < G; g += 2) {
 			if (g + 1 < G)
 				attn_heads(q, g, hd, np, kp, vp, scale, acc, sc, mx, l, NV, 2);
@@ -866,6 +946,7 @@ const struct vk_cpu_isa vk_cpu_isa_avx512 = {
 	.scale_mul = scale_mul,
 	.sigmoid_mul = sigmoid_mul,
 	.exp_sum = exp_sum,
+	.argmax = argmax,
 	.attn_row = attn_row,
 	.mr_bf16 = MR,
 	.nr_bf16 = NR,

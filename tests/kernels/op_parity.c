@@ -79,6 +79,8 @@ const struct vkt_case vkt_cases[] = {
 	{ .name = "get_rows n1", .op = VKT_GET_ROWS, .wdtype = F32, .n = 1, .k = 896, .m = 5 },
 	{ .name = "argmax", .op = VKT_ARGMAX, .wdtype = F32, .n = 5, .k = 0, .m = 1001 },
 	{ .name = "argmax n1 vocab1", .op = VKT_ARGMAX, .wdtype = F32, .n = 1, .k = 0, .m = 1 },
+	{ .name = "argmax batch 40 threads", .op = VKT_ARGMAX, .wdtype = F32, .n = 40, .k = 0, .m = 8192 },
+	{ .name = "argmax vocab 17", .op = VKT_ARGMAX, .wdtype = F32, .n = 3, .k = 0, .m = 17 },
 };
 const size_t vkt_n_cases = sizeof(vkt_cases) / sizeof(vkt_cases[0]);
 

@@ -530,6 +530,79 @@ END_TEST
 /* The probe's per-instruction peaks: fp32 FMA always; bf16 dot exactly when the AVX-512 path has
  * AVX512_BF16 and it is not switched off (VLM_CPU_BF16DOT=0); int8 dot exactly when the CPU has
  * AVX512_VNNI; peak_gflops is the best of the matmul's paths. (Rates are not judged.) */
+/* The scalar loop argmax must match: the first index of the maximum, NaNs never chosen unless
+ * x[0] is NaN. */
+static int32_t argmax_scalar(const float *l, int32_t vocab)
+{
+	int32_t best = 0;
+	for (int32_t k = 1; k < vocab; k++)
+		if (l[k] > l[best])
+			best = k;
+	return best;
+}
+
+/* argmax's vector and threaded paths on rows built to catch lane and tie mistakes: ties inside
+ * one lane and across lanes, the maximum in the masked tail, NaNs at 0 and elsewhere, all -inf,
+ * row lengths around the 16-lane width, and a batch large enough to be split across threads. */
+START_TEST(test_argmax_edges)
+{
+	struct vk_backend *be = open_cpu(configs[_i].isa, configs[_i].threads);
+	if (!be) {
+		fprintf(stderr, "cpu lacks %s: skipped\n", configs[_i].isa);
+		return;
+	}
+	static const int32_t lens[] = { 1, 2, 15, 16, 17, 31, 33, 1001, 8192 };
+	const int32_t n = 12;
+	for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+		const int32_t m = lens[li];
+		float *x = malloc(sizeof(float) * (size_t)n * (size_t)m);
+		int32_t ids[12], want;
+		ck_assert_ptr_nonnull(x);
+		for (int32_t i = 0; i < n; i++) {
+			float *r = x + (size_t)i * (size_t)m;
+			for (int32_t k = 0; k < m; k++)
+				r[k] = (float)((k * 7919 + i * 31) % 1000) * 0.001f;
+			switch (i) {
+			case 0: r[m - 1] = 5.0f; break;                       /* last (masked tail) */
+			case 1: r[m / 2] = 5.0f; r[m - 1] = 5.0f; break;      /* tie, first wins */
+			case 2: r[m / 3] = 5.0f; r[m / 3 + 16 < m ? m / 3 + 16 : m - 1] = 5.0f; break;   /* same lane */
+			case 3: r[0] = NAN; r[m - 1] = 9.0f; break;           /* NaN at 0: 0 */
+			case 4: r[m - 1] = NAN; r[m / 2] = 6.0f; break;
+			case 5:
+				for (int32_t k = 0; k < m; k++)
+					r[k] = -INFINITY;
+				break;
+			case 6:
+				for (int32_t k = 0; k < m; k++)
+					r[k] = k % 3 ? NAN : -INFINITY;
+				break;
+			case 7:
+				for (int32_t k = 1; k < m; k++)
+					r[k] = NAN;
+				r[0] = -1.0f;
+				if (m > 20)
+					r[20] = -0.5f;
+				break;
+			case 8: r[0] = 7.0f; r[m - 1] = 7.0f; break;
+			case 9:
+				for (int32_t k = 0; k < m; k++)
+					r[k] = 1.0f;   /* all equal: 0 */
+				break;
+			default: break;
+			}
+		}
+		ck_assert_int_eq(be->ops->argmax(be, x, n, m, ids), 0);
+		for (int32_t i = 0; i < n; i++) {
+			want = argmax_scalar(x + (size_t)i * (size_t)m, m);
+			ck_assert_msg(ids[i] == want, "[%s x%s] vocab %d row %d: argmax %d, scalar %d",
+			              configs[_i].isa, configs[_i].threads, m, i, ids[i], want);
+		}
+		free(x);
+	}
+	vk_backend_free(be);
+}
+END_TEST
+
 START_TEST(test_probe_peaks)
 {
 	for (int off = 0; off < 2; off++) {
@@ -578,6 +651,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_vision_closed_form);
 	tcase_add_loop_test(tc, test_batch_invariance, 0, (int)(sizeof(configs) / sizeof(configs[0])));
 	tcase_add_test(tc, test_bf16dot_matmul);
+	tcase_add_loop_test(tc, test_argmax_edges, 0, (int)(sizeof(configs) / sizeof(configs[0])));
 	tcase_add_test(tc, test_probe_peaks);
 	suite_add_tcase(s, tc);
 	return s;
