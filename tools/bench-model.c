@@ -48,6 +48,7 @@ struct opts {
 	enum vk_dtype kv_dtype;
 	int json;
 	int quantize;          /* --quantize: enum vd_quantize */
+	int32_t blocks;        /* decode: timed steps in this many blocks, each between two probes */
 };
 
 struct env {
@@ -211,7 +212,7 @@ static int env_init(struct env *e, const struct opts *o)
 static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 {
 	enum { O_MODEL = 1, O_PRESET, O_DTYPE, O_BACKEND, O_BATCH, O_STEPS, O_CONTEXT, O_TOKENS,
-	       O_REPS, O_KV, O_JSON, O_HELP, O_QUANTIZE };
+	       O_REPS, O_KV, O_JSON, O_HELP, O_QUANTIZE, O_BLOCKS };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL }, { "preset", required_argument, NULL, O_PRESET },
 		{ "dtype", required_argument, NULL, O_DTYPE }, { "backend", required_argument, NULL, O_BACKEND },
@@ -221,6 +222,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 		{ "kv-dtype", required_argument, NULL, O_KV },
 		{ "json", no_argument, NULL, O_JSON }, { "help", no_argument, NULL, O_HELP },
 		{ "quantize", required_argument, NULL, O_QUANTIZE },
+		{ "blocks", required_argument, NULL, O_BLOCKS },
 		{ NULL, 0, NULL, 0 },
 	};
 	*o = (struct opts){ .preset = "qwen2-0.5b", .dtype = "bf16", .backend = "cpu",
@@ -254,6 +256,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 		case O_CONTEXT: o->context = atoi(optarg); if (o->context < 0) goto bad; break;
 		case O_TOKENS: o->tokens = atoi(optarg); if (o->tokens < 1) goto bad; break;
 		case O_REPS: o->reps = atoi(optarg); if (o->reps < 1) goto bad; break;
+		case O_BLOCKS: o->blocks = atoi(optarg); if (o->blocks < 1) goto bad; break;
 		case O_KV:
 			if (!strcmp(optarg, "f32"))
 				o->kv_dtype = VK_DTYPE_F32;
@@ -280,7 +283,10 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 			else
 				printf("usage: vlm-bench decode [--model DIR | --preset NAME] [--dtype f32|f16|bf16]\n"
 				       "       [--batch 1,8,32] [--steps 8] [--context 0] [--kv-dtype f32|f16|bf16]\n"
-				       "       [--backend NAME] [--json]\n");
+				       "       [--blocks min(4,steps)] [--backend NAME] [--json]\n"
+				       "--blocks: the timed steps run in blocks with a read-bandwidth probe before\n"
+				       "and after each; each block is reported against the mean of its two probes\n"
+				       "(paired_fraction_of_floor: the median over blocks, with min and max)\n");
 			printf("--quantize none|int8: vlmd's quantize setting (the floors count the bytes "
 			       "the quantized weights stream)\n");
 			printf("presets: %s (default qwen2-0.5b, bf16)\n", vd_mkmodel_preset_names());
@@ -304,13 +310,67 @@ static const char *model_label(const struct opts *o)
 
 /* ---------------------------------------------------------------- decode */
 
+#define MAX_BLOCKS 64
+
 struct decode_result {
 	double tokens_per_s;          /* tokens / wall time of the timed steps */
 	double fastest_tokens_per_s;  /* batch / the fastest step */
 	double floor_tokens_per_s;    /* min(bandwidth, compute) */
 	double bw_floor_tokens_per_s, compute_floor_tokens_per_s;
 	double step_ms, mean_step_ms, bytes_per_step, flops_per_step;
+	/* paired measurement: the timed steps in n_blocks blocks, a read probe before each and after
+	 * the last; block b is judged against the mean of probes b and b + 1 */
+	int n_blocks;
+	double blk_tps[MAX_BLOCKS];         /* tokens / wall time of the block */
+	double blk_bytes[MAX_BLOCKS];       /* bytes per step (weights + mean KV read) */
+	double blk_flops[MAX_BLOCKS];       /* FLOPs per step */
+	double blk_bw[MAX_BLOCKS + 1];      /* probe GB/s */
+	double blk_frac[MAX_BLOCKS];        /* tokens/s over the block's paired floor */
+	double paired_frac, paired_min, paired_max;   /* median, min, max of blk_frac */
+	double bw_min, bw_max;              /* of the paired probes */
 };
+
+/* The read bandwidth now (GB/s), for the paired floors: one probe, not folded into e->probe. */
+static int probe_now(struct env *e, double *gbps)
+{
+	struct vk_probe p;
+	int rc = e->be->ops->probe ? e->be->ops->probe(e->be, &p) : -ENOTSUP;
+	if (rc < 0) {
+		fprintf(stderr, "vlm-bench: backend %s cannot measure its floors (probe): %s\n",
+		        e->be->ops->name, vk_backend_error(e->be));
+		return rc;
+	}
+	*gbps = p.read_bandwidth_gbps;
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Each block against its paired floor: min(batch / (bytes / mean of its two probes), compute). */
+static void paired_floors(struct decode_result *r, int32_t B, double peak_gflops)
+{
+	double f[MAX_BLOCKS];
+	r->bw_min = r->bw_max = r->blk_bw[0];
+	for (int b = 0; b <= r->n_blocks; b++) {
+		r->bw_min = r->blk_bw[b] < r->bw_min ? r->blk_bw[b] : r->bw_min;
+		r->bw_max = r->blk_bw[b] > r->bw_max ? r->blk_bw[b] : r->bw_max;
+	}
+	for (int b = 0; b < r->n_blocks; b++) {
+		double bw = 0.5 * (r->blk_bw[b] + r->blk_bw[b + 1]);
+		double bwf = (double)B / (r->blk_bytes[b] / (bw * 1e9));
+		double cf = (double)B / (r->blk_flops[b] / (peak_gflops * 1e9));
+		r->blk_frac[b] = f[b] = r->blk_tps[b] / (bwf < cf ? bwf : cf);
+	}
+	qsort(f, (size_t)r->n_blocks, sizeof(double), cmp_double);
+	r->paired_min = f[0];
+	r->paired_max = f[r->n_blocks - 1];
+	r->paired_frac = r->n_blocks % 2 ? f[r->n_blocks / 2]
+	                                 : 0.5 * (f[r->n_blocks / 2 - 1] + f[r->n_blocks / 2]);
+}
 
 static int decode_one(struct env *e, const struct opts *o, int32_t B, struct decode_result *r)
 {
@@ -351,12 +411,19 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 		if ((rc = vd_model_forward(e->m, kv, &b, rows, B, NULL, ids)) < 0)
 			goto out;
 	}
-	double t0 = 0, kv_bytes = 0, attn_flops = 0, best = 1e30;
+	double kv_bytes = 0, attn_flops = 0, best = 1e30, dt = 0, tb = 0, bkv = 0, bfl = 0;
 	size_t kv_tok = (size_t)c->n_layers * 2 * c->n_kv_heads * c->head_dim *
 	                vk_dtype_size(o->kv_dtype);
-	for (int32_t step = 0; step < warm + o->steps; step++) {
-		if (step == warm)
-			t0 = now_s();
+	int32_t nb = o->blocks ? o->blocks : 4;
+	nb = nb > o->steps ? o->steps : nb > MAX_BLOCKS ? MAX_BLOCKS : nb;
+	r->n_blocks = nb;
+	for (int32_t step = 0, blk = 0, bstart = warm; step < warm + o->steps; step++) {
+		if (step == bstart) {   /* a block starts: probe (untimed), then its clock */
+			if ((rc = probe_now(e, &r->blk_bw[blk])) < 0)
+				goto out;
+			tb = now_s();
+			bkv = bfl = 0;
+		}
 		double ts = now_s();
 		int32_t past = o->context + step;
 		for (int32_t s = 0; s < B; s++) {
@@ -367,17 +434,33 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 			rows[s] = s;
 		}
 		if (step >= warm) {
-			kv_bytes += (double)B * (past + 1) * (double)kv_tok;
-			attn_flops += 4.0 * B * c->n_layers * (double)c->n_heads * c->head_dim * (past + 1);
+			double kb = (double)B * (past + 1) * (double)kv_tok;
+			double af = 4.0 * B * c->n_layers * (double)c->n_heads * c->head_dim * (past + 1);
+			kv_bytes += kb;
+			attn_flops += af;
+			bkv += kb;
+			bfl += af;
 		}
 		struct vk_batch b = { .n_tokens = B, .n_seqs = B, .tokens = tok, .pos = pos,
 		                      .seqs = seqs };
 		if ((rc = vd_model_forward(e->m, kv, &b, rows, B, NULL, ids)) < 0)
 			goto out;
-		if (step >= warm && now_s() - ts < best)
-			best = now_s() - ts;
+		double te = now_s();
+		if (step >= warm && te - ts < best)
+			best = te - ts;
+		int32_t bend = warm + (int32_t)((int64_t)o->steps * (blk + 1) / nb);
+		if (step >= warm && step + 1 == bend) {   /* the block ends */
+			int32_t ns = bend - bstart;
+			dt += te - tb;
+			r->blk_tps[blk] = (double)B * ns / (te - tb);
+			r->blk_bytes[blk] = (double)vd_model_step_weight_bytes(e->m) + bkv / ns;
+			r->blk_flops[blk] = 2.0 * (double)vd_model_matmul_params(e->m) * B + bfl / ns;
+			blk++;
+			bstart = bend;
+		}
 	}
-	double dt = now_s() - t0;
+	if ((rc = probe_now(e, &r->blk_bw[nb])) < 0)
+		goto out;
 	r->bytes_per_step = (double)vd_model_step_weight_bytes(e->m) + kv_bytes / o->steps;
 	r->flops_per_step = 2.0 * (double)vd_model_matmul_params(e->m) * B + attn_flops / o->steps;
 	r->step_ms = best * 1e3;
@@ -418,6 +501,7 @@ int bench_decode_main(int argc, char **argv)
 		r[i].compute_floor_tokens_per_s = (double)o.batch[i] / (r[i].flops_per_step / (peak * 1e9));
 		r[i].floor_tokens_per_s = r[i].bw_floor_tokens_per_s < r[i].compute_floor_tokens_per_s
 		                          ? r[i].bw_floor_tokens_per_s : r[i].compute_floor_tokens_per_s;
+		paired_floors(&r[i], o.batch[i], peak);
 		printf("decode batch %3d: %8.2f tokens/s (mean %7.1f ms/step, fastest %7.1f: %8.2f "
 		       "tokens/s), floor %8.2f tokens/s (%s; bandwidth %.2f GB/step at %.2f GB/s: %.2f, "
 		       "compute %.2f GFLOP/step at %s %.1f GFLOP/s: %.2f): %5.1f%% of floor\n", o.batch[i],
@@ -427,6 +511,10 @@ int bench_decode_main(int argc, char **argv)
 		       r[i].bytes_per_step / 1e9, e.probe.read_bandwidth_gbps, r[i].bw_floor_tokens_per_s,
 		       r[i].flops_per_step / 1e9, kind, peak, r[i].compute_floor_tokens_per_s,
 		       100 * r[i].tokens_per_s / r[i].floor_tokens_per_s);
+		printf("    paired: %d blocks, each against the mean of the probes around it (read "
+		       "%.2f-%.2f GB/s): %5.1f%% of floor (median; min %.1f%%, max %.1f%%)\n",
+		       r[i].n_blocks, r[i].bw_min, r[i].bw_max, 100 * r[i].paired_frac,
+		       100 * r[i].paired_min, 100 * r[i].paired_max);
 	}
 	if (rc == 0) {
 		int b1 = -1;
@@ -454,8 +542,10 @@ int bench_decode_main(int argc, char **argv)
 		const char *keys[] = { "tokens_per_s", "floor_tokens_per_s", "fraction_of_floor",
 		                       "step_ms", "mean_step_ms", "fastest_tokens_per_s",
 		                       "bandwidth_floor_tokens_per_s", "compute_floor_tokens_per_s",
-		                       "gflop_per_step" };
-		for (int k = 0; k < 9; k++) {
+		                       "gflop_per_step", "paired_fraction_of_floor",
+		                       "paired_fraction_min", "paired_fraction_max",
+		                       "paired_bandwidth_min_gbps", "paired_bandwidth_max_gbps" };
+		for (int k = 0; k < 14; k++) {
 			printf("],\"%s\":[", keys[k]);
 			for (int i = 0; i < o.n_batch; i++) {
 				double v = k == 0 ? r[i].tokens_per_s : k == 1 ? r[i].floor_tokens_per_s
@@ -463,16 +553,31 @@ int bench_decode_main(int argc, char **argv)
 				         : k == 3 ? r[i].step_ms : k == 4 ? r[i].mean_step_ms
 				         : k == 5 ? r[i].fastest_tokens_per_s
 				         : k == 6 ? r[i].bw_floor_tokens_per_s
-				         : k == 7 ? r[i].compute_floor_tokens_per_s : r[i].flops_per_step / 1e9;
+				         : k == 7 ? r[i].compute_floor_tokens_per_s
+				         : k == 8 ? r[i].flops_per_step / 1e9 : k == 9 ? r[i].paired_frac
+				         : k == 10 ? r[i].paired_min : k == 11 ? r[i].paired_max
+				         : k == 12 ? r[i].bw_min : r[i].bw_max;
 				printf("%s%.4g", i ? "," : "", v);
 			}
 		}
 		printf("]");
 		for (int i = 0; i < o.n_batch; i++) {
-			if (o.batch[i] == 1)
+			if (o.batch[i] == 1) {
 				printf(",\"batch1_tokens_per_s\":%.4g,\"batch1_floor_tokens_per_s\":%.4g,"
-				       "\"batch1_fraction_of_floor\":%.4g", r[i].tokens_per_s,
-				       r[i].floor_tokens_per_s, r[i].tokens_per_s / r[i].floor_tokens_per_s);
+				       "\"batch1_fraction_of_floor\":%.4g,\"batch1_paired_fraction_of_floor\":%.4g,"
+				       "\"batch1_block_fraction\":[", r[i].tokens_per_s,
+				       r[i].floor_tokens_per_s, r[i].tokens_per_s / r[i].floor_tokens_per_s,
+				       r[i].paired_frac);
+				for (int b = 0; b < r[i].n_blocks; b++)
+					printf("%s%.4g", b ? "," : "", r[i].blk_frac[b]);
+				printf("],\"batch1_block_tokens_per_s\":[");
+				for (int b = 0; b < r[i].n_blocks; b++)
+					printf("%s%.4g", b ? "," : "", r[i].blk_tps[b]);
+				printf("],\"batch1_probe_gbps\":[");
+				for (int b = 0; b <= r[i].n_blocks; b++)
+					printf("%s%.4g", b ? "," : "", r[i].blk_bw[b]);
+				printf("]");
+			}
 		}
 		for (int i = 0; i < o.n_batch; i++)
 			for (int j = 0; j < o.n_batch; j++)

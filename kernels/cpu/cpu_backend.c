@@ -405,6 +405,11 @@ static void matvec_rows(struct mm_job *j, int64_t lo, int64_t hi)
 	const int64_t K = w->cols;
 	const size_t esz = vk_dtype_size(w->dtype);
 
+	if (j->xb && j->n <= VK_MV_MAXN && j->c->isa->matvec_bf16_rows) {   /* rows read whole */
+		j->c->isa->matvec_bf16_rows(j->xb, j->ldxb, j->n, (const uint16_t *)w->data, K, K,
+		                            mvb_kc(K), lo, hi, j->bias, j->out, w->rows);
+		return;
+	}
 	if (j->xb) {
 		const int64_t kc = mvb_kc(K);
 		int64_t per = MVB_X_BYTES / (2 * kc);

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels/cpu/cpu_priv.h"
 #include "kernels/convert.h"
@@ -32,6 +33,25 @@
 #define QMV_L2_BYTES (1 << 20)    /* weight chunk kept in L2 when several passes read it */
 
 /* ---------------------------------------------------------------- load, free */
+
+/* The values of a quantized weight, 64-byte aligned; from 2 MiB up, 2 MiB aligned with the whole
+ * 2 MiB pages of it offered to transparent huge pages (MADV_HUGEPAGE; the machine's THP setting
+ * is usually "madvise"). The decode kernels stream these bytes with a conversion per value, so a
+ * TLB miss every 4 KiB (a two-level page walk in a VM) stalls them: measured one thread over a
+ * qwen2-0.5b layer stack, 7-8% more GB/s for Q8 and Q4 (31.6 -> 34.0, 23.7 -> 25.5), 2-4% for
+ * bf16 weights in the same test. A hint only: the kernel may still give small pages. */
+#define HUGE_BYTES ((size_t)2 << 20)
+
+static void *alloc_values(size_t bytes)
+{
+	if (bytes < HUGE_BYTES)
+		return aligned_alloc(64, bytes);
+	void *p;   /* posix_memalign: aligned_alloc wants a size that is a multiple of 2 MiB */
+	if (posix_memalign(&p, HUGE_BYTES, bytes))
+		return NULL;
+	(void)madvise(p, bytes & ~(HUGE_BYTES - 1), MADV_HUGEPAGE);
+	return p;
+}
 
 static size_t q_row_bytes(int bits, int64_t cols)
 {
@@ -89,7 +109,7 @@ int vk_cpu_weight_load_quant(struct vk_backend *be, const struct vk_quant_src *s
 	qw->row_bytes = q_row_bytes(bits, K);
 	size_t qbytes = (qw->row_bytes * (size_t)R + 63) & ~(size_t)63;
 	size_t sbytes = (sizeof(float) * ng * (size_t)R + 63) & ~(size_t)63;
-	qw->q = aligned_alloc(64, qbytes);
+	qw->q = alloc_values(qbytes);
 	qw->scale = aligned_alloc(64, sbytes);
 	qw->nsz = aligned_alloc(64, sbytes);
 	if (src->perm)

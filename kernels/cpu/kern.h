@@ -86,6 +86,14 @@ struct vk_cpu_isa {
 	                    int64_t ldo, int accumulate);
 	void (*gemm_tile_bf16)(const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw,
 	                       int64_t kc, float *c, int64_t ldc, int accumulate);
+	/* Optional, as matvec_bf16 (same CPU check) for 1 <= n <= VK_MV_MAXN over the whole depth K
+	 * taken in chunks of kc (a multiple of 32): every output gets the bits of matvec_bf16 called
+	 * once per chunk (k0 = 0, kc, 2 kc, ...; bias with the first, accumulate after it), but each
+	 * weight row is read start to end in one stream, not in kc-long pieces per call (down_proj's
+	 * 4864-long rows in 992-long pieces streamed ~20% slower per core). out is overwritten. */
+	void (*matvec_bf16_rows)(const uint16_t *x, int64_t ldx, int n, const uint16_t *w,
+	                         int64_t ldw, int64_t K, int64_t kc, int64_t r0, int64_t r1,
+	                         const float *bias, float *out, int64_t ldo);
 	/* Optional, only when the CPU has AVX512_VNNI (checked by the backend): the int8 dot
 	 * product's rate for probe: c[i * nr + j] = sum_k x[i * ldx + k] * w[j * ldw + k] (u8 x s8)
 	 * over an mr x nr tile, kc a multiple of 64. */
