@@ -1,8 +1,8 @@
 """vlmclient image preprocessing against transformers' fixtures (tests/vision/fixtures.json, made
 by tests/vision/gen_pixels.py): vlmclient.preprocess_image on file paths, bytes and NumPy RGB
 arrays (the bytes PIL handed the processor) gives the SHA-256 of transformers' float32
-pixel_values and its grid for every committed case; PIL inputs too where PIL is importable (the
-test says when it is not); a video from frames matches Qwen2VLVideoProcessor, also with frame
+pixel_values and its grid for every committed case; PIL images too (every case; PIL is a test
+dependency); a video from frames matches Qwen2VLVideoProcessor, also with frame
 sampling from the video's rate (tests/vision/video.json: indices, pixels, second_per_grid_ts);
 bfloat16 images
 are the float32 values rounded to nearest even; errors carry the C library's errno and reason;
@@ -81,17 +81,21 @@ class TestPixels(unittest.TestCase):
         np.testing.assert_array_equal(pv, ref)
 
     def test_pil(self):
-        try:
-            from PIL import Image as PILImage, ImageOps
-        except ImportError:
-            print("test_pil: PIL is not importable here: PIL inputs NOT checked")
-            return
-        for name in ("png_rgba_120x90.png", "png_palette_trns_80x60.png", "jpeg_exif6_90x60.jpg",
-                     "png_la_40x30.png"):
-            c = case(name)
-            im = ImageOps.exif_transpose(PILImage.open(img_path(name)))
-            pv, grid = preprocess_image(im)
-            self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]), name)
+        """A PIL image (opened and EXIF-transposed as gen_pixels.py handed it to the processor,
+        its mode kept: RGB, L, 1, P with and without transparency, LA, RGBA, I (16-bit grey),
+        CMYK) gives transformers' pixel values and grid, for every committed case and limit.
+        PIL is a test dependency (python3-pil in tools/install-deps.sh): missing, this fails."""
+        from PIL import Image as PILImage, ImageOps
+        modes = set()
+        for c in FX["images"]:
+            with self.subTest(image=c["image"], limits=lim(c)):
+                im = ImageOps.exif_transpose(PILImage.open(img_path(c["image"])))
+                modes.add(im.mode)
+                pv, grid = preprocess_image(im, *lim(c))
+                self.assertEqual(pv.dtype, np.float32)
+                self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]))
+        # the modes the conversion has a branch for were all exercised
+        self.assertTrue({"RGB", "RGBA", "LA", "P", "L", "1", "CMYK"} <= modes, modes)
 
     def test_video(self):
         v = FX["video"]
@@ -322,12 +326,16 @@ class TestRequest(unittest.TestCase):
                 srcs = [png, data, np.frombuffer(b"".join(bytes([(i * 7 + j) % 256 for j in
                                                                  range(3)]) for i in range(40 * 56)),
                                                  dtype=np.uint8).reshape(40, 56, 3)]
+                from PIL import Image as PILImage
+                srcs.append(PILImage.open(png))    # RGBA: composited on white by the binding
                 bound = [cl.image(x) for x in srcs]
                 self.assertTrue(all(b.bound for b in bound))
                 self.assertEqual(bound[0].grid, ref.grid)
                 self.assertEqual(bound[1].grid, ref.grid)
+                self.assertEqual(bound[3].grid, ref.grid)
                 self.assertEqual(bound[0].tokens, ref.tokens)
                 self.assertTrue(np.array_equal(bound[0].pixel_values(), ref.pixel_values()))
+                self.assertTrue(np.array_equal(bound[3].pixel_values(), ref.pixel_values()))
                 with Image(srcs[2]) as r2:
                     self.assertEqual(bound[2].grid, r2.grid)
                     self.assertTrue(np.array_equal(bound[2].pixel_values(), r2.pixel_values()))
@@ -346,10 +354,10 @@ class TestRequest(unittest.TestCase):
                     self.assertGreater(len(list(st)), 0)
                 s2 = cl.stats()
                 self.assertEqual(s2["tensors_copied"], s0["tensors_copied"])
-                # the first turn preprocesses the file (its bytes are the same image), the array
-                # and the small one; every later add is a memo hit
-                self.assertEqual(s2["images_preprocessed"] - s1["images_preprocessed"], 3)
-                self.assertEqual(s2["images_reused"] - s1["images_reused"], 1 + 2 * 4)
+                # the first turn preprocesses the file (its bytes are the same image), the array,
+                # the PIL image (its RGB array) and the small one; every later add is a memo hit
+                self.assertEqual(s2["images_preprocessed"] - s1["images_preprocessed"], 4)
+                self.assertEqual(s2["images_reused"] - s1["images_reused"], 1 + 2 * 5)
                 # without a client: a buffer of its own, copied into the arena per request
                 mm = MultiMediaInfo().add_image(151655, ref)
                 st = cl.generate([1] + [151655] * ref.tokens, mm, max_tokens=2, echo=True,
