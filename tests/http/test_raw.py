@@ -574,6 +574,56 @@ def test_no_tower():
         check(st == 200 and r["usage"]["completion_tokens"] > 0, "text without a tower: %d %r" % (st, r))
 
 
+def test_pixel_limits():
+    """The pixel bounds reach the grid through vlm-serve: jpeg_448x448.jpg is 32x32 patches (256
+    image pads) by default; mm_processor_kwargs max_pixels=3136 makes it 56x56 (4 pads: 252 fewer
+    prompt tokens); vlm-serve --max-pixels 3136 does the same for every request and is a ceiling
+    (a request asking for more is a 400); --min-pixels / min_pixels grow png_28x28.png from 4
+    pads (56x56, the checkpoint's min_pixels 3136) to 64 (224x224 = 50176)."""
+    jpg = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "jpeg_448x448.jpg")
+    small = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "png_28x28.png")
+
+    def url(path):
+        with open(path, "rb") as f:
+            return "data:image/x;base64," + base64.b64encode(f.read()).decode()
+
+    def prompt(S, path, **kw):
+        b = body(messages=image_msg(url(path)), max_tokens=1)
+        if kw:
+            b["mm_processor_kwargs"] = kw
+        st, r = S.post("/v1/chat/completions", b)
+        check(st == 200, "%s %r: %d %r" % (os.path.basename(path), kw, st, r))
+        return r["usage"]["prompt_tokens"]
+
+    with Stack() as S:
+        base = prompt(S, jpg)
+        check(prompt(S, jpg, max_pixels=3136) == base - 252, "max_pixels 3136 per request")
+        p28 = prompt(S, small)
+        check(prompt(S, small, min_pixels=50176) == p28 + 60, "min_pixels 50176 per request")
+    with Stack(serve_args=["--max-pixels", "3136"]) as F:
+        check(prompt(F, jpg) == base - 252, "--max-pixels 3136")
+        # the flag is the server's ceiling: a request may ask for less, not for more
+        b = body(messages=image_msg(url(jpg)), max_tokens=1,
+                 mm_processor_kwargs={"max_pixels": 448 * 448})
+        st, r = F.post("/v1/chat/completions", b)
+        check(st == 400 and r["error"]["param"] == "mm_processor_kwargs.max_pixels" and
+              "above this server's limit 3136" in r["error"]["message"],
+              "max_pixels over --max-pixels: %d %r" % (st, r))
+    # bounds that leave no image size are refused at start-up, not by every image request
+    for args, msg in ((["--min-pixels", "50176", "--max-pixels", "3136"],
+                       "min-pixels 50176 is above max-pixels 3136"),
+                      (["--min-pixels", "20000000"],
+                       "min-pixels 20000000 is above max-pixels 12845056 "
+                       "(preprocessor_config.json's)")):
+        p = subprocess.run([env("VLM_SERVE"), "--model-dir", A.model, "--socket", A.sock,
+                            "--port", "0"] + args, capture_output=True, text=True, timeout=30,
+                           env=child_env())
+        check(p.returncode != 0 and msg in p.stderr, "%s: %d %s" % (args, p.returncode, p.stderr))
+    with Stack(serve_args=["--min-pixels", "50176"]) as G:
+        check(prompt(G, small) == p28 + 60, "--min-pixels 50176")
+        check(prompt(G, small, min_pixels=3136) == p28, "a request's min_pixels under --min-pixels")
+
+
 def test_image_larger_than_arena():
     # an image whose patches can never fit the shared arena (--arena 1M): 400, named by vlmd's
     # limits, not a retry loop
@@ -641,5 +691,5 @@ if __name__ == "__main__":
         run([test_signals_blocked_in_every_thread, test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,
              test_non_reading_client, test_vanishing_client, test_stalled_reader_dropped,
              test_stream_error, test_endpoints,
-             test_media_policy, test_bad_images, test_no_tower, test_image_larger_than_arena, test_completions_batch, test_chat_template,
+             test_media_policy, test_bad_images, test_no_tower, test_pixel_limits, test_image_larger_than_arena, test_completions_batch, test_chat_template,
              test_api_key_and_defaults, test_vlmd_busy_429, test_vlmd_restart])
