@@ -450,6 +450,19 @@ class TestGenerate(unittest.TestCase):
             r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
                              "--image", img_path("png_28x28.png"), "--max-pixels", "-3")
             self.assertEqual(r.returncode, 2, r.stderr)
+
+            # --min-pixels / --max-pixels reach the grid: 448x448 is 256 pads, 4 under
+            # --max-pixels 3136; 28x28 is 4 pads (min_pixels 3136), 64 under --min-pixels 50176
+            def prompt_len(image, *flags):
+                r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
+                                 "--image", img_path(image), *flags, "--echo", "--json",
+                                 "--max-tokens", "1", "--timeout", "10000")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                return json.loads(r.stdout)["usage"]["prompt_tokens"]
+            big = prompt_len("jpeg_448x448.jpg")
+            self.assertEqual(prompt_len("jpeg_448x448.jpg", "--max-pixels", "3136"), big - 252)
+            small = prompt_len("png_28x28.png")
+            self.assertEqual(prompt_len("png_28x28.png", "--min-pixels", "50176"), small + 60)
         finally:
             d.stop()
 
