@@ -466,6 +466,34 @@ class TestGenerate(unittest.TestCase):
         finally:
             d.stop()
 
+    def test_no_tower(self):
+        """vlm-generate --image on a checkpoint without vision weights: exit 1 with vlmd's reason
+        (the grid came from the header, the refusal from vlmd); a text prompt is still answered,
+        and Python's request gets the same reason as a VlmError."""
+        tok = os.path.join(harness.TOK_DIR, "tokenizer.json")
+        d = harness.Daemon(ckpt=None, extra_mkmodel=("--preset", "tiny", "--vision-layers", "0",
+                                                     "--tokenizer", tok))
+        try:
+            r = self.run_gen("--socket", d.sock, "--model-dir", d.model, "--prompt", "x",
+                             "--image", img_path("png_28x28.png"), "--max-tokens", "2",
+                             "--timeout", "10000")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("item 0: model has no vision tower", r.stderr)
+            r = self.run_gen("--socket", d.sock, "--model-dir", d.model, "--prompt", "x",
+                             "--max-tokens", "2", "--timeout", "10000")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with Client(d.sock) as cl:
+                img = cl.image(img_path("png_28x28.png"))
+                pad = vlmclient.Tokenizer(tok).token_to_id("<|image_pad|>")
+                with self.assertRaises(VlmError) as cm:
+                    list(cl.generate([1] + [pad] * img.tokens + [2],
+                                     MultiMediaInfo().add_image(pad, img), max_tokens=2,
+                                     timeout=10))
+                self.assertIn("model has no vision tower", str(cm.exception))
+                self.assertTrue(cl.alive)
+        finally:
+            d.stop()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
