@@ -600,6 +600,14 @@ def test_pixel_limits():
         check(prompt(S, jpg, max_pixels=3136) == base - 252, "max_pixels 3136 per request")
         p28 = prompt(S, small)
         check(prompt(S, small, min_pixels=50176) == p28 + 60, "min_pixels 50176 per request")
+        # a request's bound against the other side's default (the checkpoint's 3136 / 12845056):
+        # the request's field is named, not the image
+        for kw, msg in (({"min_pixels": 20000000}, "min_pixels 20000000 > max_pixels 12845056"),
+                        ({"max_pixels": 1000}, "min_pixels 3136 > max_pixels 1000")):
+            b = body(messages=image_msg(url(small)), max_tokens=1, mm_processor_kwargs=kw)
+            st, r = S.post("/v1/chat/completions", b)
+            check(st == 400 and r["error"]["param"] == "mm_processor_kwargs" and
+                  msg in r["error"]["message"], "%r: %d %r" % (kw, st, r))
     with Stack(serve_args=["--max-pixels", "3136"]) as F:
         check(prompt(F, jpg) == base - 252, "--max-pixels 3136")
         # the flag is the server's ceiling: a request may ask for less, not for more
