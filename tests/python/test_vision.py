@@ -215,6 +215,14 @@ class TestPixels(unittest.TestCase):
         with self.assertRaises(VlmError) as cm:
             preprocess_image(img_path("png_28x28.png"), min_pixels=10000, max_pixels=5000)
         self.assertEqual(cm.exception.errno, errno.EINVAL)
+        # a video frame whose header claims a bomb's size: refused before decoding, the frame
+        # named, wherever it is in the list
+        for frames in ([img_path("png_28x28.png"), img_path("bad/bomb_100000x100000.png")],
+                       [img_path("bad/bomb_100000x100000.png"), img_path("png_28x28.png")]):
+            with self.assertRaises(VlmError) as cm:
+                vlmclient.preprocess_video(frames)
+            self.assertEqual(cm.exception.errno, errno.E2BIG)
+            self.assertIn("bomb_100000x100000.png: PNG image is 100000 x 100000", str(cm.exception))
 
 
 class TestRequest(unittest.TestCase):
