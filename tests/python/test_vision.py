@@ -65,6 +65,14 @@ class TestPixels(unittest.TestCase):
         for src in (data, bytearray(data), memoryview(data)):
             pv, grid = preprocess_image(src)
             self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]))
+        # a pathlib path (os.PathLike), and the bytes of a JPEG with EXIF rotation and a WebP
+        import pathlib
+        pv, grid = preprocess_image(pathlib.Path(img_path(c["image"])))
+        self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]))
+        for name in ("jpeg_exif6_90x60.jpg", "webp_lossy_160x120.webp"):
+            with open(img_path(name), "rb") as f:
+                pv, grid = preprocess_image(f.read())
+            self.assertEqual((sha(pv), list(grid)), (case(name)["sha256"], case(name)["grid"]))
         rgb = np.fromfile(os.path.join(VDIR, "arrays", "png_rgba_120x90.png.rgb"),
                           dtype=np.uint8).reshape(90, 120, 3)
         pv, grid = preprocess_image(rgb)
