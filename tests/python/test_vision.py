@@ -482,6 +482,31 @@ class TestGenerate(unittest.TestCase):
         finally:
             d.stop()
 
+    def test_wrong_pad_count(self):
+        """A prompt whose image-pad run is one short of the image's tokens: vlmd refuses the
+        request with the run's position and both counts (a VlmError, EINVAL); the right count is
+        then answered on the same connection."""
+        tok = os.path.join(harness.TOK_DIR, "tokenizer.json")
+        d = harness.Daemon(ckpt=None, extra_mkmodel=("--preset", "tiny", "--tokenizer", tok))
+        try:
+            with Client(d.sock) as cl:
+                img = cl.image(img_path("png_rgba_120x90.png"))
+                pad = vlmclient.Tokenizer(tok).token_to_id("<|image_pad|>")
+                bad = [1, 2] + [pad] * (img.tokens - 1) + [3]
+                with self.assertRaises(VlmError) as cm:
+                    list(cl.generate(bad, MultiMediaInfo().add_image(pad, img), max_tokens=2,
+                                     timeout=10))
+                self.assertEqual(cm.exception.errno, errno.EINVAL)
+                self.assertIn("run 0 at 2: %d tokens, tensor %d rows" % (img.tokens - 1,
+                                                                        img.tokens),
+                              str(cm.exception))
+                good = [1, 2] + [pad] * img.tokens + [3]
+                out = list(cl.generate(good, MultiMediaInfo().add_image(pad, img), max_tokens=2,
+                                       timeout=10))
+                self.assertEqual(len(out), 2)
+        finally:
+            d.stop()
+
     def test_no_tower(self):
         """vlm-generate --image on a checkpoint without vision weights: exit 1 with vlmd's reason
         (the grid came from the header, the refusal from vlmd); a text prompt is still answered,
