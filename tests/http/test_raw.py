@@ -632,6 +632,52 @@ def test_pixel_limits():
         check(prompt(G, small, min_pixels=3136) == p28, "a request's min_pixels under --min-pixels")
 
 
+def test_media_max_bytes():
+    """--media-max-bytes: an image over it (a data URL's decoded bytes, a file://, an http(s)
+    download) is a 413 naming the part, before it is decoded; one under it is answered."""
+    big = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "jpeg_448x448.jpg")
+    small = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "png_28x28.png")
+    imgs = os.path.dirname(big)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BigFiles)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        with Stack(serve_args=["--media-max-bytes", "10K", "--allowed-local-media-path", imgs,
+                               "--allowed-media-domains", "127.0.0.1"]) as M:
+            with open(big, "rb") as f:
+                data = f.read()
+            check(len(data) > 10240, "the big image is %d bytes" % len(data))
+            BigFiles.data = data
+            for form, url in (("data", "data:image/jpeg;base64," + base64.b64encode(data).decode()),
+                              ("file", "file://" + big),
+                              ("http", "http://127.0.0.1:%d/big.jpg" % srv.server_port)):
+                msgs = [{"role": "user", "content": [
+                    {"type": "text", "text": "Look:"}, {"type": "image_url", "image_url": {"url": url}}]}]
+                st, r = M.post("/v1/chat/completions", body(messages=msgs))
+                check(st == 413 and r["error"]["param"] == "messages[0].content[1]" and
+                      "larger than media-max-bytes" in r["error"]["message"],
+                      "%s over --media-max-bytes: %d %r" % (form, st, r))
+            with open(small, "rb") as f:
+                url = "data:image/png;base64," + base64.b64encode(f.read()).decode()
+            st, r = M.post("/v1/chat/completions", body(messages=image_msg(url)))
+            image_ok(st, r, "an image under --media-max-bytes")
+    finally:
+        srv.shutdown()
+
+
+class BigFiles(http.server.BaseHTTPRequestHandler):
+    data = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BigFiles.data)))
+        self.end_headers()
+        self.wfile.write(BigFiles.data)
+
+    def log_message(self, *a):
+        pass
+
+
 def test_image_larger_than_arena():
     # an image whose patches can never fit the shared arena (--arena 1M): 400, named by vlmd's
     # limits, not a retry loop
@@ -699,5 +745,5 @@ if __name__ == "__main__":
         run([test_signals_blocked_in_every_thread, test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,
              test_non_reading_client, test_vanishing_client, test_stalled_reader_dropped,
              test_stream_error, test_endpoints,
-             test_media_policy, test_bad_images, test_no_tower, test_pixel_limits, test_image_larger_than_arena, test_completions_batch, test_chat_template,
+             test_media_policy, test_bad_images, test_no_tower, test_pixel_limits, test_media_max_bytes, test_image_larger_than_arena, test_completions_batch, test_chat_template,
              test_api_key_and_defaults, test_vlmd_busy_429, test_vlmd_restart])
