@@ -21,7 +21,7 @@ void vc_ycc420_row(const uint8_t *y, const uint8_t *cb0, const uint8_t *cb1, con
 /* The same, plain C for every pixel (the reference the vector kernel is tested against). */
 void vc_ycc420_row_scalar(const uint8_t *y, const uint8_t *cb0, const uint8_t *cb1,
 			  const uint8_t *cr0, const uint8_t *cr1, uint32_t w, uint8_t *rgb);
-/* Whether vc_ycc420_row has its AVX-512 kernel here (VBMI, BW; not capped by VLM_RESIZE_ISA):
+/* Whether vc_ycc420_row has its AVX-512 kernel here (VBMI, BW, VL; not capped by VLM_RESIZE_ISA):
  * only then is decoding the planes raw faster than libjpeg's own upsampling and conversion. */
 bool vc_ycc420_fast(void);
 
