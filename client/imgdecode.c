@@ -16,6 +16,8 @@
  * in L1 for the horizontal pass and never writes (or faults in) the whole image. The whole decode
  * and the streamed one share each format's setup and row code (jdec_*, pdec_*), so their bytes and
  * errors cannot drift apart; what needs the whole image (EXIF rotation, interlacing) decodes whole.
+ * A streamed 4:2:0 JPEG is read as planes and its rows made by client/ycc420.c (libjpeg's
+ * upsampling and colour conversion, exactly, in one pass instead of two through a buffer).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -223,10 +225,12 @@ static int jdec_truncated(struct jdec *d)
 	return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
 }
 
-/* Header, size limit, EXIF orientation, decompression started (a progressive JPEG is read
- * whole here, as libjpeg does). 0 or an error (d then released). */
 static int raw_setup(struct jdec *d);
 
+/* Header, size limit, EXIF orientation, decompression started (a progressive JPEG is read
+ * whole here, as libjpeg does); raw_ok: a 4:2:0 JPEG may be read as planes (d->raw: the
+ * streamed rows; the whole decode keeps libjpeg's scanlines, the reference the tests compare
+ * the planes' rows with). 0 or an error (d then released). */
 static int jdec_open(struct jdec *d, const uint8_t *data, size_t len, uint64_t max_pixels,
 		     bool raw_ok)
 {
