@@ -145,7 +145,7 @@ static inline __m512i up64(struct upstate *u, const uint8_t *c0, const uint8_t *
 
 	u->prev = u->cur;
 	u->cur = u->next;
-	u->next = colsum32(c0 + j + 64, c1 + j + 64, m);
+	u->next = m ? colsum32(c0 + j + 64, c1 + j + 64, m) : _mm512_setzero_si512();
 	return _mm512_permutex2var_epi8(ev, il, od);
 }
 
