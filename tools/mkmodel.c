@@ -381,16 +381,37 @@ static json_t *text_params(const struct vd_mkmodel_spec *s)
 }
 
 /* vision_config: the tower written (has_tower), else a small description with no weights (the
- * real tower's for real shapes), which transformers builds and vlmd then reports as missing. */
+ * real tower's for real shapes: the spec's width, heads, MLP and full-attention blocks over the
+ * published 32 blocks), which transformers builds and vlmd then reports as missing. */
 static json_t *vision_params(const struct vd_mkmodel_spec *s)
 {
 	struct vd_mkmodel_vision v = s->vision;
 	if (!has_tower(s)) {
 		v = (struct vd_mkmodel_vision){ .depth = 1, .embed_dim = 32, .n_heads = 2,
 		                                .intermediate = 64, .window_size = 112 };
-		if (s->hidden >= 1024)
+		if (s->hidden >= 1024) {
+			/* Qwen2-VL / Qwen2.5-VL 2B..72B: 32 blocks 1280 wide, 16 heads, MLP 5120
+			 * (Qwen2-VL) or 3420 (Qwen2.5-VL), full attention in blocks 7, 15, 23, 31 */
+			const int q25 = s->arch == VD_ARCH_QWEN2_5_VL;
 			v = (struct vd_mkmodel_vision){ .depth = 32, .embed_dim = 1280, .n_heads = 16,
-			                                .intermediate = 5120, .window_size = 112 };
+			                                .intermediate = q25 ? 3420 : 5120,
+			                                .window_size = 112 };
+			if (s->vision.embed_dim && s->vision.n_heads && s->vision.intermediate) {
+				v.embed_dim = s->vision.embed_dim;
+				v.n_heads = s->vision.n_heads;
+				v.intermediate = s->vision.intermediate;
+			}
+			if (s->vision.window_size)
+				v.window_size = s->vision.window_size;
+			if (q25 && s->vision.n_fullatt > 0 && s->vision.n_fullatt <= 8) {
+				v.n_fullatt = s->vision.n_fullatt;
+				memcpy(v.fullatt, s->vision.fullatt, sizeof(v.fullatt));
+			} else if (q25) {
+				v.n_fullatt = 4;
+				for (int32_t i = 0; i < 4; i++)
+					v.fullatt[i] = 8 * i + 7;
+			}
+		}
 	}
 	json_t *vc;
 	if (s->arch == VD_ARCH_QWEN2_5_VL) {
@@ -443,8 +464,8 @@ static const char *torch_dtype(const char *d)
 	return !strcmp(d, "f32") ? "float32" : !strcmp(d, "f16") ? "float16" : "bfloat16";
 }
 
-static int write_configs(const struct vd_mkmodel_spec *s, const char *dir, char *err,
-                         size_t err_len)
+int vd_mkmodel_write_configs(const struct vd_mkmodel_spec *s, const char *dir, char *err,
+                             size_t err_len)
 {
 	json_t *c = json_object(), *tp = text_params(s);
 	int rc;
@@ -658,7 +679,7 @@ int vd_mkmodel_write(const struct vd_mkmodel_spec *s, const char *dir, char *err
 		t[i].shard = sh;
 		acc += elems(&t[i]) * (uint64_t)esize;
 	}
-	rc = write_configs(s, dir, err, err_len);
+	rc = vd_mkmodel_write_configs(s, dir, err, err_len);
 	if (rc < 0)
 		goto out;
 	json_t *wm = json_object();

@@ -15,7 +15,8 @@
 #include "daemon/model/model_config.h"
 
 /* The vision tower of a Qwen2-VL / Qwen2.5-VL checkpoint (keys visual.* or, with new_names,
- * model.visual.*). depth 0: no tower weights (config.json still describes a small tower). Its
+ * model.visual.*). depth 0: no tower weights (config.json still describes a tower: a small one,
+ * or for real shapes the real one with this width, heads, MLP and full-attention blocks). Its
  * output width is the language model's hidden size. */
 struct vd_mkmodel_vision {
 	int32_t depth;
@@ -64,6 +65,13 @@ const char *vd_mkmodel_preset_names(void);
  * missing). Returns 0 or a negative errno with a message in err. */
 int vd_mkmodel_write(const struct vd_mkmodel_spec *spec, const char *dir, char *err,
                      size_t err_len);
+
+/* Write only the JSON files of vd_mkmodel_write (config.json, generation_config.json and for the
+ * Qwen2-VL family preprocessor_config.json) into the existing folder dir, no weights: what a
+ * real-shape preset describes without its gigabytes. Returns 0 or a negative errno with a
+ * message in err. */
+int vd_mkmodel_write_configs(const struct vd_mkmodel_spec *spec, const char *dir, char *err,
+                             size_t err_len);
 
 /* Parameters of the language model described by spec (embeddings counted once when tied). */
 uint64_t vd_mkmodel_params(const struct vd_mkmodel_spec *spec);
