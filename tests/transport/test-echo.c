@@ -288,21 +288,21 @@ START_TEST(fd_registry)
 	base = th_stable_count(th_count_fds, D.pid);
 	ck_assert_int_eq(vmm_echo(c, 1, 3).result, -EBADF); /* nothing registered in slot 3 */
 	ck_assert_int_eq(vc_conn_fd_add(c, mfd, 3), 0);
-	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base + 1, 3000), base + 1);
+	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base + 1, 30000), base + 1);
 	ck_assert_int_eq(vmm_echo(c, 2, 3).type, VS_CQE_FINISH);
 	ck_assert_int_eq(vc_conn_fd_del(c, 3), 0);
-	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base, 3000), base);
+	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base, 30000), base);
 	ck_assert_int_eq(vmm_echo(c, 3, 3).result, -EBADF);
 	ck_assert_int_eq(vc_conn_fd_add(c, mfd, 5), 0);
 	ck_assert_int_eq(vc_conn_fd_add(c, mfd, 6), 0);
-	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base + 2, 3000), base + 2);
+	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base + 2, 30000), base + 2);
 	/* registering an occupied slot is a protocol error: the daemon disconnects and closes all */
 	ck_assert_int_eq(vc_conn_fd_add(c, mfd, 6), 0);
 	for (int i = 0; i < 300 && recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT) != 0; i++)
 		usleep(10000);
 	ck_assert_int_eq(recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT), 0);
 	/* its socket, eventfds and both registered descriptors are gone */
-	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base - 3, 3000), base - 3);
+	ck_assert_int_eq(th_wait_count(th_count_fds, D.pid, base - 3, 30000), base - 3);
 	vc_conn_free(c);
 	close(mfd);
 }

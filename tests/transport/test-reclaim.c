@@ -115,9 +115,9 @@ int main(int argc, char **argv)
 			}
 			kill(pid, SIGKILL);
 			waitpid(pid, NULL, 0);
-			fds = th_wait_count(th_count_fds, d.pid, base_fds, 3000);
-			maps = th_wait_count(th_count_memfd_maps, d.pid, base_maps, 3000);
-			shm = th_wait_count(th_rss_shmem_kb, d.pid, base_shm, 3000);
+			fds = th_wait_count(th_count_fds, d.pid, base_fds, 30000);
+			maps = th_wait_count(th_count_memfd_maps, d.pid, base_maps, 30000);
+			shm = th_wait_count(th_rss_shmem_kb, d.pid, base_shm, 30000);
 			fprintf(stderr, "%s: fds %d (baseline %d), memfd maps %d (baseline %d), "
 				"RssShmem %d kB (baseline %d)\n", names[stage], fds, base_fds, maps,
 				base_maps, shm, base_shm);
