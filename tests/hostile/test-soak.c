@@ -349,8 +349,15 @@ int main(int argc, char **argv)
 	waitpid(hog_pid, NULL, 0);
 	waitpid(lock_pid, NULL, 0);
 
-	fds1 = th_wait_count(th_count_fds, d.pid, fds0, 10000);
-	for (int i = 0; i < 100 && (kv1 = kv_used(&d)) != 0; i++) {
+	/* vlmd closes what the killed hog, lock-out and workers held when it notices: wait for
+	 * it (60 s at most; a loaded box is slow). The baseline can include the reference
+	 * connection if vlmd was still closing it, never less: at most the baseline is the bound. */
+	for (int i = 0; i < 600 && (fds1 = th_count_fds(d.pid)) > fds0; i++) {
+		struct timespec ts = { 0, 100 * 1000000l };
+
+		nanosleep(&ts, NULL);
+	}
+	for (int i = 0; i < 600 && (kv1 = kv_used(&d)) != 0; i++) {
 		struct timespec ts = { 0, 100 * 1000000l };
 
 		nanosleep(&ts, NULL);
@@ -368,7 +375,7 @@ int main(int argc, char **argv)
 	CHECK(sh->err == 0 && worker_fail == 0, "%llu transport errors, %d workers failed",
 	      (unsigned long long)sh->err, worker_fail);
 	CHECK(ctl_fail == 0, "vlmctl info failed %d times", ctl_fail);
-	CHECK(fds1 == fds0, "vlmd fds %d, baseline %d", fds1, fds0);
+	CHECK(fds1 <= fds0, "vlmd fds %d, baseline %d", fds1, fds0);
 	CHECK(kv1 == 0, "KV blocks still in use: %d", kv1);
 #if defined(__SANITIZE_ADDRESS__)
 	/* ASan holds freed memory in its quarantine (256 MiB by default): RSS says nothing here */
