@@ -114,7 +114,8 @@ static char proc_state(pid_t pid)
 void ct_stop(const struct th_daemon *d)
 {
 	kill(d->pid, SIGSTOP);
-	for (int i = 0; i < 1000 && proc_state(d->pid) != 'T'; i++)
+	/* 30 s: on a loaded box a runnable vlmd takes the stop only when it next runs */
+	for (int i = 0; i < 30000 && proc_state(d->pid) != 'T'; i++)
 		ct_sleep_ms(1);
 }
 
