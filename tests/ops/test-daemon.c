@@ -344,7 +344,7 @@ static void test_runtime_max_clients(void)
 	pthread_sigmask(SIG_BLOCK, &ss, NULL);
 	snprintf(sock, sizeof(sock), "%s/rt.sock", dir);
 	CHECK(pthread_create(&th, NULL, run_loop, sock) == 0, "thread");
-	for (int i = 0; i < 500 && !__atomic_load_n(&rt_srv, __ATOMIC_ACQUIRE) &&
+	for (int i = 0; i < 6000 && !__atomic_load_n(&rt_srv, __ATOMIC_ACQUIRE) &&
 			__atomic_load_n(&rt_caps[0], __ATOMIC_ACQUIRE) >= 0; i++)
 		usleep(10000);
 	srv = __atomic_load_n(&rt_srv, __ATOMIC_ACQUIRE);

@@ -256,7 +256,7 @@ static void test_notify_and_watchdog(const char *model)
 		}
 	}
 	REQUIRE(ready, "no READY=1: %s", slurp(logp));
-	for (int i = 0; i < 100; i++) { /* the ready log line follows READY=1 */
+	for (int i = 0; i < 3000; i++) { /* the ready log line follows READY=1 (30 s) */
 		log = slurp(logp);
 		loaded = strstr(log, "event=model_loaded");
 		rdy = strstr(log, "event=ready");
@@ -484,7 +484,7 @@ static void test_cancel_metrics_drain(const char *model)
 
 	/* drain with requests in flight: two running, one still waiting for admission */
 	for (int i = 0; i < 3; i++) {
-		r = req(30 + (uint64_t)i, 6, 300);
+		r = req(30 + (uint64_t)i, 6, 1000);   /* long: none ends while the drain is set up */
 		REQUIRE(sv_submit(c, &r, &res[i]) == 0, "submit");
 	}
 	wait_running(30);
@@ -508,7 +508,7 @@ static void test_cancel_metrics_drain(const char *model)
 	rc = ctl(out, "drain");
 	REQUIRE(rc == 0 && strstr(out, "draining"), "drain: %d %s", rc, out);
 	{
-		/* the drain really has work in flight (the third request cannot have run 300 steps) */
+		/* the drain really has work in flight (the third request waits for 1000 steps) */
 		json_t *o = ctl_json("info");
 		long long left = json_integer_value(json_object_get(json_object_get(o, "requests"), "running")) +
 				 json_integer_value(json_object_get(json_object_get(o, "requests"), "waiting"));
@@ -528,10 +528,10 @@ static void test_cancel_metrics_drain(const char *model)
 		CHECK(rc == -ESHUTDOWN && strstr(err, "draining"), "a new client during the drain: %d %s", rc, err);
 		vc_conn_free(d);
 	}
-	REQUIRE(sv_wait(c, res, 4, 60000000000ll) == 0, "the drained requests");
+	REQUIRE(sv_wait(c, res, 4, 120000000000ll) == 0, "the drained requests");
 	CHECK(res[3].error == -ESHUTDOWN, "a request after the drain: error %d (want -ESHUTDOWN)", res[3].error);
 	for (int i = 0; i < 3; i++)
-		CHECK(!res[i].error && res[i].fin.reason == VS_FINISH_LENGTH && res[i].n_tok == 300,
+		CHECK(!res[i].error && res[i].fin.reason == VS_FINISH_LENGTH && res[i].n_tok == 1000,
 		      "in-flight request %d during the drain: error %d reason %u tokens %d", i, res[i].error,
 		      res[i].fin.reason, res[i].n_tok);
 	rc = reap(20000);

@@ -468,7 +468,7 @@ static void check_counters(const char *text, const char *what, double accepted, 
 /* Wait until vlmd reports n connected clients (the loop sees an EOF asynchronously). */
 static void wait_clients(int n)
 {
-	for (int i = 0; i < 200; i++) {
+	for (int i = 0; i < 3000; i++) {   /* 30 s at least: vlmd notices a closed client when it runs */
 		json_t *o = ctl_json("info", NULL);
 		int k = (int)json_integer_value(json_object_get(json_object_get(o, "clients"), "connected"));
 
