@@ -129,8 +129,8 @@ START_TEST(daemon_full)
 	ck_assert_int_eq(try_connect(&d, 0, 0, err, sizeof(err), &b), -EBUSY);
 	ck_assert_ptr_nonnull(strstr(err, "daemon full"));
 	vc_conn_free(a);
-	/* the slot frees once the daemon saw the EOF */
-	for (int i = 0; i < 200; i++) {
+	/* the slot frees once the daemon saw the EOF (30 s at most) */
+	for (int i = 0; i < 3000; i++) {
 		if (try_connect(&d, 0, 0, err, sizeof(err), &b) == 0)
 			break;
 		usleep(10000);

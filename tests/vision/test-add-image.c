@@ -350,7 +350,7 @@ int main(int argc, char **argv)
 	vlm_request_free(r);
 	r = NULL;
 	arena_path(c, dir, ca, cb, total);
-	for (int i = 0; i < 100 && vt_arena_free(c) != total; i++) {
+	for (int i = 0; i < 3000 && vt_arena_free(c) != total; i++) {   /* 30 s */
 		vlm_request_new(c, &r);  /* a call that runs the demultiplexer's releases */
 		vlm_request_free(r);
 		r = NULL;
