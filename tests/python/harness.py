@@ -168,7 +168,7 @@ class Daemon:
                                      stderr=subprocess.STDOUT, env=child_env())
         self._wait_ready()
 
-    def _wait_ready(self, timeout=20.0):
+    def _wait_ready(self, timeout=60.0):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:

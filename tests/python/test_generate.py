@@ -364,7 +364,7 @@ class TextGenerateTest(unittest.TestCase):
         cf = os.path.join(self.tmp, "huge.json")
         with open(cf, "w") as f:
             json.dump(conv, f)
-        r = self.gen("--chat", cf, "--tokenizer", TOK, timeout=20)
+        r = self.gen("--chat", cf, "--tokenizer", TOK, timeout=60)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("longer than vlmd's 1048576 tokens", r.stderr)
 

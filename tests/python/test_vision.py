@@ -247,7 +247,7 @@ class TestRequest(unittest.TestCase):
                 with self.assertRaises(ValueError):
                     MultiMediaInfo().add_image(151655, img, max_pixels=3136)
                 ids = [1, 2] + [151655] * img.tokens + [3] + [151655] * 4 + [4]
-                stream = cl.generate(ids, mm, max_tokens=2, echo=True, timeout=10)
+                stream = cl.generate(ids, mm, max_tokens=2, echo=True, timeout=60)
                 self.assertGreater(len(list(stream)), 0)
                 # from_chat with an Image whose grid disagrees with the prompt item
                 tok = vlmclient.Tokenizer(os.path.join(harness.TOK_DIR, "tokenizer.json"))
@@ -301,7 +301,7 @@ class TestRequest(unittest.TestCase):
                     for x in (v, va):
                         mm = MultiMediaInfo().add_image(151656, x)
                         st = cl.generate([1] + [151656] * x.tokens + [2], mm, max_tokens=2,
-                                         echo=True, timeout=10)
+                                         echo=True, timeout=60)
                         self.assertGreater(len(list(st)), 0)
                 s2 = cl.stats()
                 self.assertEqual(s2["tensors_copied"], s0["tensors_copied"])
@@ -366,7 +366,7 @@ class TestRequest(unittest.TestCase):
                     for b in bound + [small]:
                         mm.add_image(151655, b)
                         ids += [151655] * b.tokens + [2]
-                    st = cl.generate(ids, mm, max_tokens=2, echo=True, timeout=10)
+                    st = cl.generate(ids, mm, max_tokens=2, echo=True, timeout=60)
                     self.assertGreater(len(list(st)), 0)
                 s2 = cl.stats()
                 self.assertEqual(s2["tensors_copied"], s0["tensors_copied"])
@@ -377,7 +377,7 @@ class TestRequest(unittest.TestCase):
                 # without a client: a buffer of its own, copied into the arena per request
                 mm = MultiMediaInfo().add_image(151655, ref)
                 st = cl.generate([1] + [151655] * ref.tokens, mm, max_tokens=2, echo=True,
-                                 timeout=10)
+                                 timeout=60)
                 self.assertGreater(len(list(st)), 0)
                 self.assertEqual(cl.stats()["tensors_copied"], s0["tensors_copied"] + 1)
                 with self.assertRaises(VlmError) as cm:
@@ -391,7 +391,7 @@ class TestRequest(unittest.TestCase):
                 cut = cl.image(img_path("bad/truncated.jpg"))
                 with self.assertRaises(VlmError) as cm:
                     cl.generate([1] + [151655] * cut.tokens, MultiMediaInfo().add_image(
-                        151655, cut), max_tokens=2, echo=True, timeout=10)
+                        151655, cut), max_tokens=2, echo=True, timeout=60)
                 with self.assertRaises(VlmError) as want:
                     preprocess_image(img_path("bad/truncated.jpg"))
                 self.assertEqual(cm.exception.errno, errno.EBADMSG)
@@ -420,7 +420,7 @@ class TestGenerate(unittest.TestCase):
             r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "Describe.",
                              "--image", img_path("png_28x28.png"), "--image",
                              img_path("webp_lossy_160x120.webp"), "--echo", "--ids",
-                             "--max-tokens", "2", "--timeout", "10000")
+                             "--max-tokens", "2", "--timeout", "60000")
             self.assertEqual(r.returncode, 0, r.stderr)
             # the arena path: the grids from the headers, each file preprocessed once into the
             # arena by the request (the same file twice: preprocessed, then found), nothing copied
@@ -428,7 +428,7 @@ class TestGenerate(unittest.TestCase):
                              "--image", img_path("png_28x28.png"), "--image",
                              img_path("webp_lossy_160x120.webp"), "--image",
                              img_path("png_28x28.png"), "--echo", "--json",
-                             "--max-tokens", "2", "--timeout", "10000")
+                             "--max-tokens", "2", "--timeout", "60000")
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(json.loads(r.stdout)["transport"],
                              {"images_preprocessed": 2, "images_reused": 1,
@@ -439,7 +439,7 @@ class TestGenerate(unittest.TestCase):
                     {"type": "text", "text": "What is it?"}]}], f)
                 f.flush()
                 r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name,
-                                 "--echo", "--ids", "--max-tokens", "2", "--timeout", "10000")
+                                 "--echo", "--ids", "--max-tokens", "2", "--timeout", "60000")
                 self.assertEqual(r.returncode, 0, r.stderr)
                 r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--chat", f.name,
                                  "--image", img_path("png_28x28.png"))
@@ -472,7 +472,7 @@ class TestGenerate(unittest.TestCase):
             def prompt_len(image, *flags):
                 r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
                                  "--image", img_path(image), *flags, "--echo", "--json",
-                                 "--max-tokens", "1", "--timeout", "10000")
+                                 "--max-tokens", "1", "--timeout", "60000")
                 self.assertEqual(r.returncode, 0, r.stderr)
                 return json.loads(r.stdout)["usage"]["prompt_tokens"]
             big = prompt_len("jpeg_448x448.jpg")
@@ -495,14 +495,14 @@ class TestGenerate(unittest.TestCase):
                 bad = [1, 2] + [pad] * (img.tokens - 1) + [3]
                 with self.assertRaises(VlmError) as cm:
                     list(cl.generate(bad, MultiMediaInfo().add_image(pad, img), max_tokens=2,
-                                     timeout=10))
+                                     timeout=60))
                 self.assertEqual(cm.exception.errno, errno.EINVAL)
                 self.assertIn("run 0 at 2: %d tokens, tensor %d rows" % (img.tokens - 1,
                                                                         img.tokens),
                               str(cm.exception))
                 good = [1, 2] + [pad] * img.tokens + [3]
                 out = list(cl.generate(good, MultiMediaInfo().add_image(pad, img), max_tokens=2,
-                                       timeout=10))
+                                       timeout=60))
                 self.assertEqual(len(out), 2)
         finally:
             d.stop()
@@ -517,11 +517,11 @@ class TestGenerate(unittest.TestCase):
         try:
             r = self.run_gen("--socket", d.sock, "--model-dir", d.model, "--prompt", "x",
                              "--image", img_path("png_28x28.png"), "--max-tokens", "2",
-                             "--timeout", "10000")
+                             "--timeout", "60000")
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("item 0: model has no vision tower", r.stderr)
             r = self.run_gen("--socket", d.sock, "--model-dir", d.model, "--prompt", "x",
-                             "--max-tokens", "2", "--timeout", "10000")
+                             "--max-tokens", "2", "--timeout", "60000")
             self.assertEqual(r.returncode, 0, r.stderr)
             with Client(d.sock) as cl:
                 img = cl.image(img_path("png_28x28.png"))
@@ -529,7 +529,7 @@ class TestGenerate(unittest.TestCase):
                 with self.assertRaises(VlmError) as cm:
                     list(cl.generate([1] + [pad] * img.tokens + [2],
                                      MultiMediaInfo().add_image(pad, img), max_tokens=2,
-                                     timeout=10))
+                                     timeout=60))
                 self.assertIn("model has no vision tower", str(cm.exception))
                 self.assertTrue(cl.alive)
         finally:
