@@ -127,8 +127,7 @@ static int swapper(struct th_daemon *d)
 		return 4;
 	/* vlmd took the victim (it copies rows when it takes a submission) once its submission
 	 * ring's head passed it */
-	while (vs_load_acquire(c->sq.head) != c->sq.local_tail && !res[0].done &&
-	       vs_now_ns() < end) {
+	while (vs_load_acquire(c->sq.head) != c->sq.local_tail && vs_now_ns() < end) {
 		sv_poll(c, res, 2);
 		vc_conn_wait(c, 10 * 1000000ll);
 	}
