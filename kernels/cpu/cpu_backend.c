@@ -299,11 +299,10 @@ static void norm_fn(void *arg, int tid, int nt)
 	for (int64_t i = lo; i < hi; i++) {
 		size_t off = (size_t)i * (size_t)j->dim;
 		const float *x = j->x ? j->x + off : j->residual + off;
-		if (j->residual) {
-			float *res = j->residual + off;
-			for (int32_t d = 0; d < j->dim; d++)
-				res[d] += j->delta[off + d];
-		}
+		if (j->residual)   /* res += delta on the ISA's vectors: 1 * res + 1 * delta is the sum
+		                    * rounded once, the bits of the scalar += */
+			j->isa->scale_axpy(j->residual + off, 1.0f, 1.0f, j->delta + off, VK_DTYPE_F32,
+			                   j->dim);
 		float ss = j->isa->sumsq(x, j->dim);
 		float inv = 1.0f / sqrtf(ss / (float)j->dim + j->eps);
 		j->isa->scale_mul(x, inv, j->w, j->out + off, j->dim);
