@@ -800,6 +800,72 @@ out:
 	sv_rm_model(dir);
 }
 
+/* Items of different requests share a tower forward ("batched across requests"): the "two" case
+ * (two images, ~1900 pixel rows) occupies the encoder while "one" and "rotated" arrive, and the
+ * engine's next batch takes both of them (or all three, had they arrived together: one forward).
+ * So vision_batches_total grows by at most 2 for the 3 requests; 3 would be a forward per
+ * request. An attempt in which the client stalled between its submissions for longer than the
+ * first forward (a loaded machine) proves nothing and is retried on a fresh vlmd (an empty vision
+ * cache), up to 4 times. Every answer must be transformers' tokens. */
+static void cross_batch(int32_t image_id)
+{
+	static const char *want[3] = { "two", "one", "rotated" };
+	struct tcase tc[MAX_CASES];
+	struct sv_res res[3];
+	struct th_daemon d;
+	struct vc_conn *c;
+	char dir[256];
+	int n, pick[3] = { -1, -1, -1 }, attempt;
+	double batches = 0;
+	bool shared = false;
+
+	if (make_tower_model("qwen2-vl", dir) < 0) {
+		CHECK(0, "vlm-mkmodel");
+		return;
+	}
+	n = load_cases("qwen2-vl", dir, tc, image_id, 1774);
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < 3; k++)
+			if (!strcmp(tc[i].name, want[k]))
+				pick[k] = i;
+	CHECK(pick[0] >= 0 && pick[1] >= 0 && pick[2] >= 0, "e2e.json lacks two / one / rotated");
+	for (attempt = 1; attempt <= 4 && !shared && pick[0] >= 0 && pick[1] >= 0 && pick[2] >= 0;
+	     attempt++) {
+		double b0;
+
+		if (sv_start(&d, dir, NULL) < 0) {
+			CHECK(0, "vlmd for the cross-request batch");
+			break;
+		}
+		CHECK(th_connect(&d, "cross-batch", &c) == 0, "connect");
+		b0 = metric(&d, "vision_batches_total");
+		for (int k = 0; k < 3; k++) {
+			const struct tcase *t = &tc[pick[k]];
+			struct sv_req r = case_req(t, 100 + (uint64_t)k, (uint32_t)t->n_tokens);
+
+			CHECK(sv_submit(c, &r, &res[k]) == 0, "submit %s", t->name);
+		}
+		CHECK(sv_wait(c, res, 3, TIMEOUT) == 0, "cross-request batch: not all answered");
+		for (int k = 0; k < 3; k++)
+			same_tokens("cross-request batch", &tc[pick[k]], &res[k]);
+		batches = metric(&d, "vision_batches_total") - b0;
+		CHECK(metric(&d, "images_encoded_total") == 4, "%g images encoded, want 4",
+		      metric(&d, "images_encoded_total"));
+		shared = batches <= 2;
+		printf("   cross-request batch, attempt %d: 3 requests (4 images) in %g tower forwards\n",
+		       attempt, batches);
+		vc_conn_free(c);
+		CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+	}
+	CHECK(shared, "items of different requests never shared a tower forward (%d attempts, "
+	      "last %g forwards for 3 requests)", attempt - 1, batches);
+	if (shared)
+		printf("ok cross-request batch: two requests' images in one forward, tokens = "
+		       "transformers'\n");
+	free_cases(tc, n > 0 ? n : 0);
+	sv_rm_model(dir);
+}
+
 /* Two long image requests that cannot both fit the KV cache; the vision cache keeps nothing. */
 static void preemption(int32_t image_id)
 {
@@ -870,6 +936,7 @@ int main(void)
 	e2e("qwen2.5-vl", 1773, 1774);
 	bf16_pixels();
 	preemption(1773);
+	cross_batch(1773);
 	json_decref(fx);
 	return sv_failures ? 1 : 0;
 }
