@@ -866,7 +866,12 @@ static void cross_batch(int32_t image_id)
 	sv_rm_model(dir);
 }
 
-/* Two long image requests that cannot both fit the KV cache; the vision cache keeps nothing. */
+/*
+ * Two long image requests that cannot both fit the KV cache; the vision cache keeps nothing.
+ * Whether they overlap is up to the machine: on a loaded one the first can finish before the
+ * second's image is encoded, and nothing is preempted. Such an attempt proves nothing about
+ * preemption (its tokens are still checked) and is retried on a fresh vlmd, up to 3 times.
+ */
 static void preemption(int32_t image_id)
 {
 	static const char *extra[] = { "--kv-memory", "320K", "--max-running", "4",
@@ -876,7 +881,8 @@ static void preemption(int32_t image_id)
 	struct th_daemon d;
 	struct vc_conn *c;
 	char dir[256];
-	int n, pick[2] = { -1, -1 }, k = 0;
+	int n, pick[2] = { -1, -1 }, k = 0, attempt;
+	double pre = 0, enc = 0;
 
 	if (make_tower_model("qwen2-vl", dir) < 0) {
 		CHECK(0, "vlm-mkmodel");
@@ -887,7 +893,11 @@ static void preemption(int32_t image_id)
 		if (tc[i].n_img == 1 && tc[i].n_ids < 100)
 			pick[k++] = i;
 	CHECK(k == 2, "two short one-image cases");
-	if (k == 2 && sv_start(&d, dir, extra) == 0) {
+	for (attempt = 1; k == 2 && attempt <= 3 && pre < 1; attempt++) {
+		if (sv_start(&d, dir, extra)) {
+			CHECK(0, "vlmd for preemption");
+			break;
+		}
 		CHECK(th_connect(&d, "preempt", &c) == 0, "connect");
 		/* 20 blocks of 16 tokens; each request needs prompt + 250 outputs (about 20 blocks) */
 		for (int j = 0; j < 2; j++) {
@@ -899,16 +909,18 @@ static void preemption(int32_t image_id)
 		CHECK(sv_wait(c, res, 2, TIMEOUT) == 0, "preemption: not all answered");
 		for (int j = 0; j < 2; j++)
 			same_tokens("preempted", &tc[pick[j]], &res[j]);
-		CHECK(metric(&d, "preemptions_total") >= 1, "no preemption: the test set-up is wrong");
-		CHECK(metric(&d, "images_encoded_total") == 2, "the tower ran %g times for 2 images",
-		      metric(&d, "images_encoded_total"));
-		printf("ok preemption: %g preemptions, 2 images encoded once each\n",
-		       metric(&d, "preemptions_total"));
+		pre = metric(&d, "preemptions_total");
+		enc = metric(&d, "images_encoded_total");
+		CHECK(enc == 2, "the tower ran %g times for 2 images", enc);
+		printf("   preemption, attempt %d: %g preemptions, %g images encoded\n", attempt, pre,
+		       enc);
 		vc_conn_free(c);
 		CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
-	} else if (k == 2) {
-		CHECK(0, "vlmd for preemption");
 	}
+	CHECK(k != 2 || pre >= 1, "no preemption in %d attempts: the test set-up is wrong",
+	      attempt - 1);
+	if (pre >= 1)
+		printf("ok preemption: %g preemptions, 2 images encoded once each\n", pre);
 	free_cases(tc, n > 0 ? n : 0);
 	sv_rm_model(dir);
 }
