@@ -293,24 +293,22 @@ AI __m512bh ld_bh_mask(const uint16_t *p, __mmask32 m)
 	return (__m512bh)_mm512_maskz_loadu_epi16(m, (const void *)p);
 }
 
-/* One register pass of the bf16 matvec: R weight rows (wr[j]: output row r + j * rs) x N
- * activation rows, vdpbf16ps on bf16 activations (rows zero-padded to a multiple of 32; the
- * weight rows may end mid-vector: masked loads). Also prefetches the PFN rows pf[0 .. PFN) at
- * the same offsets with hint HINT (_MM_HINT_T0 or _T1). */
-BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const wr[4],
-                           const char *const pf[4], int64_t K, int64_t r, int64_t rs,
-                           const float *bias, float *out, int64_t ldo, int accumulate,
-                           const int N, const int R, const int PFN, const int HINT)
+/* acc[j][i] = the dot products of weight rows wr[j] (j < R) with activation rows x + i * ldx
+ * (i < N) over depth [k0, k1), on vdpbf16ps: whole 32-wide vectors, then one masked weight load
+ * for a tail (the activation rows are zero-padded to a multiple of 32). Each full vector first
+ * prefetches pf[j] + 2 * k (j < PFN) with hint HINT (_MM_HINT_T0 or _T1). Shared by mvb_pass and
+ * mvbk_block: one lane order, so both give the same bits. */
+BF16_ATTR AI void mvb_dot(__m512 acc[4][VK_MV_MAXN], const uint16_t *x, int64_t ldx,
+                          const uint16_t *const wr[4], const char *const pf[4], int64_t k0,
+                          int64_t k1, const int N, const int R, const int PFN, const int HINT)
 {
-	__m512 acc[4][VK_MV_MAXN];
-
 #pragma GCC unroll 4
 	for (int j = 0; j < R; j++)
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++)
 			acc[j][i] = _mm512_setzero_ps();
-	int64_t k = 0;
-	for (; k + 32 <= K; k += 32) {
+	int64_t k = k0;
+	for (; k + 32 <= k1; k += 32) {
 		__m512bh wv[4];
 #pragma GCC unroll 4
 		for (int j = 0; j < PFN; j++) {
@@ -331,8 +329,8 @@ BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const
 				acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
 		}
 	}
-	if (k < K) {
-		__mmask32 m = (__mmask32)((1ull << (K - k)) - 1);
+	if (k < k1) {
+		__mmask32 m = (__mmask32)((1ull << (k1 - k)) - 1);
 		__m512bh wv[4];
 #pragma GCC unroll 4
 		for (int j = 0; j < R; j++)
@@ -345,6 +343,20 @@ BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const
 				acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
 		}
 	}
+}
+
+/* One register pass of the bf16 matvec: R weight rows (wr[j]: output row r + j * rs) x N
+ * activation rows, vdpbf16ps on bf16 activations (rows zero-padded to a multiple of 32; the
+ * weight rows may end mid-vector: masked loads). Also prefetches the PFN rows pf[0 .. PFN) at
+ * the same offsets with hint HINT (_MM_HINT_T0 or _T1). */
+BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const wr[4],
+                           const char *const pf[4], int64_t K, int64_t r, int64_t rs,
+                           const float *bias, float *out, int64_t ldo, int accumulate,
+                           const int N, const int R, const int PFN, const int HINT)
+{
+	__m512 acc[4][VK_MV_MAXN];
+
+	mvb_dot(acc, x, ldx, wr, pf, 0, K, N, R, PFN, HINT);
 	mv_store(acc, N, R, r, rs, bias, out, ldo, accumulate);
 }
 
@@ -476,11 +488,13 @@ BF16_ATTR AI void mvbk_block(const uint16_t *x, int64_t ldx, const uint16_t *w, 
                              float *out, int64_t ldo, const int N, const int R)
 {
 	const uint16_t *wr[4];
+	const char *pf[4];   /* MVBK_PF_AHEAD bytes ahead in each row's stream */
 	__m128 tot[VK_MV_MAXN];
 	float bv[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
 #pragma GCC unroll 4
 	for (int j = 0; j < R; j++) {
 		wr[j] = w + (size_t)(r + j * rs) * (size_t)ldw;
+		pf[j] = (const char *)wr[j] + MVBK_PF_AHEAD;
 		if (bias)
 			bv[j] = bias[r + j * rs];
 	}
@@ -491,43 +505,7 @@ BF16_ATTR AI void mvbk_block(const uint16_t *x, int64_t ldx, const uint16_t *w, 
 	for (int64_t k0 = 0; k0 < K; k0 += kc) {
 		const int64_t k1 = K - k0 < kc ? K : k0 + kc;
 		__m512 acc[4][VK_MV_MAXN];
-#pragma GCC unroll 4
-		for (int j = 0; j < R; j++)
-#pragma GCC unroll 8
-			for (int i = 0; i < N; i++)
-				acc[j][i] = _mm512_setzero_ps();
-		int64_t k = k0;
-		for (; k + 32 <= k1; k += 32) {
-			__m512bh wv[4];
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++)
-				_mm_prefetch((const char *)(wr[j] + k) + MVBK_PF_AHEAD, _MM_HINT_T0);
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++)
-				wv[j] = ld_bh(wr[j] + k);
-#pragma GCC unroll 8
-			for (int i = 0; i < N; i++) {
-				__m512bh xv = ld_bh(x + i * ldx + k);
-				__asm__("" : "+v"(xv));   /* one load per activation vector, see mv_block */
-#pragma GCC unroll 4
-				for (int j = 0; j < R; j++)
-					acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
-			}
-		}
-		if (k < k1) {
-			__mmask32 m = (__mmask32)((1ull << (k1 - k)) - 1);
-			__m512bh wv[4];
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++)
-				wv[j] = ld_bh_mask(wr[j] + k, m);
-#pragma GCC unroll 8
-			for (int i = 0; i < N; i++) {
-				__m512bh xv = ld_bh(x + i * ldx + k);
-#pragma GCC unroll 4
-				for (int j = 0; j < R; j++)
-					acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
-			}
-		}
+		mvb_dot(acc, x, ldx, wr, pf, k0, k1, N, R, R, _MM_HINT_T0);
 		/* reduce4 sums each vector by the same tree whatever the others are */
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++) {
