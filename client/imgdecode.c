@@ -156,10 +156,17 @@ int vc_img_orient(struct vc_rgb *img, int o)
 
 /* ---------------------------------------------------------------- JPEG */
 
+/* Scans a JPEG may hold (libjpeg-turbo's djpeg -maxscan / TJPARAM_SCANLIMIT value). Each scan
+ * costs the entropy decoder a pass over every block of its components, so a progressive file
+ * with its last scan repeated (a "scan bomb": a few bytes per repeat) would otherwise cost
+ * time in proportion to the repeats times the pixels; encoders write about 10. */
+#define JPEG_MAX_SCANS 500
+
 struct jerr {
 	struct jpeg_error_mgr pub;
 	jmp_buf jb;
 	int truncated;               /* libjpeg warned of a premature end (PIL: "truncated") */
+	int scan_bomb;               /* jpeg_scans stopped the decoder: over JPEG_MAX_SCANS */
 	char msg[JMSG_LENGTH_MAX];
 };
 
@@ -168,6 +175,18 @@ static void jpeg_fail(j_common_ptr ci)
 	struct jerr *e = (struct jerr *)ci->err;
 
 	e->pub.format_message(ci, e->msg);
+	longjmp(e->jb, 1);
+}
+
+/* libjpeg's progress monitor, called between the input steps (an iMCU row of a scan, a
+ * marker) while the scans are read: stops the decoder past JPEG_MAX_SCANS scans. */
+static void jpeg_scans(j_common_ptr ci)
+{
+	struct jerr *e = (struct jerr *)ci->err;
+
+	if (!ci->is_decompressor || ((j_decompress_ptr)ci)->input_scan_number <= JPEG_MAX_SCANS)
+		return;
+	e->scan_bomb = 1;
 	longjmp(e->jb, 1);
 }
 
@@ -185,6 +204,7 @@ static void jpeg_note(j_common_ptr ci, int level)
 struct jdec {
 	struct jpeg_decompress_struct ci;
 	struct jerr je;
+	struct jpeg_progress_mgr prog; /* jpeg_scans: the scan limit */
 	bool live;                   /* ci exists (created, not yet destroyed) */
 	bool cmyk;                   /* read as CMYK, converted per row */
 	int orient;                  /* EXIF orientation, 1..8 */
@@ -216,6 +236,8 @@ static void jdec_free(struct jdec *d)
 static int jdec_corrupt(struct jdec *d)
 {
 	jdec_free(d);
+	if (d->je.scan_bomb)
+		return vc_err(-EBADMSG, "JPEG with more than %d scans refused", JPEG_MAX_SCANS);
 	return vc_err(-EBADMSG, "corrupt JPEG: %s", d->je.msg);
 }
 
@@ -245,6 +267,8 @@ static int jdec_open(struct jdec *d, const uint8_t *data, size_t len, uint64_t m
 		return jdec_corrupt(d);
 	jpeg_create_decompress(&d->ci);
 	d->live = true;
+	d->prog.progress_monitor = jpeg_scans;
+	d->ci.progress = &d->prog;
 	jpeg_mem_src(&d->ci, data, (unsigned long)len);
 	jpeg_save_markers(&d->ci, JPEG_APP0 + 1, 0xffff);
 	jpeg_read_header(&d->ci, TRUE);

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "tools/bench-optime.h"
 #include "config.h"
 #include "tools/mkmodel.h"
 #include "daemon/model/model.h"
@@ -49,6 +50,7 @@ struct opts {
 	int json;
 	int quantize;          /* --quantize: enum vd_quantize */
 	int32_t blocks;        /* decode: timed steps in this many blocks, each between two probes */
+	int op_times;          /* decode --op-times: each timed step's time split by op */
 };
 
 struct env {
@@ -212,7 +214,7 @@ static int env_init(struct env *e, const struct opts *o)
 static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 {
 	enum { O_MODEL = 1, O_PRESET, O_DTYPE, O_BACKEND, O_BATCH, O_STEPS, O_CONTEXT, O_TOKENS,
-	       O_REPS, O_KV, O_JSON, O_HELP, O_QUANTIZE, O_BLOCKS };
+	       O_REPS, O_KV, O_JSON, O_HELP, O_QUANTIZE, O_BLOCKS, O_OPTIMES };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL }, { "preset", required_argument, NULL, O_PRESET },
 		{ "dtype", required_argument, NULL, O_DTYPE }, { "backend", required_argument, NULL, O_BACKEND },
@@ -223,6 +225,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 		{ "json", no_argument, NULL, O_JSON }, { "help", no_argument, NULL, O_HELP },
 		{ "quantize", required_argument, NULL, O_QUANTIZE },
 		{ "blocks", required_argument, NULL, O_BLOCKS },
+		{ "op-times", no_argument, NULL, O_OPTIMES },
 		{ NULL, 0, NULL, 0 },
 	};
 	*o = (struct opts){ .preset = "qwen2-0.5b", .dtype = "bf16", .backend = "cpu",
@@ -268,6 +271,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 				goto bad;
 			break;
 		case O_JSON: o->json = 1; break;
+		case O_OPTIMES: o->op_times = 1; break;
 		case O_QUANTIZE:   /* like vlmd's quantize setting */
 			if (!strcmp(optarg, "none"))
 				o->quantize = VD_QUANTIZE_NONE;
@@ -286,7 +290,9 @@ static int parse_opts(int argc, char **argv, struct opts *o, int prefill)
 				       "       [--blocks min(4,steps)] [--backend NAME] [--json]\n"
 				       "--blocks: the timed steps run in blocks with a read-bandwidth probe before\n"
 				       "and after each; each block is reported against the mean of its two probes\n"
-				       "(paired_fraction_of_floor: the median over blocks, with min and max)\n");
+				       "(paired_fraction_of_floor: the median over blocks, with min and max)\n"
+				       "--op-times: the timed steps' wall time split by op (the forward's calls\n"
+				       "into the backend, matmuls by weight shape; JSON op_times)\n");
 			printf("--quantize none|int8: vlmd's quantize setting (the floors count the bytes "
 			       "the quantized weights stream)\n");
 			printf("presets: %s (default qwen2-0.5b, bf16)\n", vd_mkmodel_preset_names());
@@ -328,6 +334,9 @@ struct decode_result {
 	double blk_frac[MAX_BLOCKS];        /* tokens/s over the block's paired floor */
 	double paired_frac, paired_min, paired_max;   /* median, min, max of blk_frac */
 	double bw_min, bw_max;              /* of the paired probes */
+	/* --op-times: the ops' times summed over the timed steps, and those steps' wall time */
+	struct vb_op_stat ops[VB_OP_N];
+	double fwd_s;
 };
 
 /* The read bandwidth now (GB/s), for the paired floors: one probe, not folded into e->probe. */
@@ -443,9 +452,17 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 		}
 		struct vk_batch b = { .n_tokens = B, .n_seqs = B, .tokens = tok, .pos = pos,
 		                      .seqs = seqs };
-		if ((rc = vd_model_forward(e->m, kv, &b, rows, B, NULL, ids)) < 0)
-			goto out;
+		if (o->op_times)
+			vb_optime_count(step >= warm);
+		rc = vd_model_forward(e->m, kv, &b, rows, B, NULL, ids);
 		double te = now_s();
+		if (o->op_times) {
+			vb_optime_count(0);
+			if (step >= warm)
+				r->fwd_s += te - ts;
+		}
+		if (rc < 0)
+			goto out;
 		if (step >= warm && te - ts < best)
 			best = te - ts;
 		int32_t bend = warm + (int32_t)((int64_t)o->steps * (blk + 1) / nb);
@@ -467,6 +484,11 @@ static int decode_one(struct env *e, const struct opts *o, int32_t B, struct dec
 	r->mean_step_ms = dt / o->steps * 1e3;
 	r->tokens_per_s = (double)B * o->steps / dt;   /* what a client sees: tokens / wall time */
 	r->fastest_tokens_per_s = (double)B / best;
+	if (o->op_times) {
+		for (int i = 0; i < VB_OP_N; i++)
+			r->ops[i] = vb_optime_stats()[i];
+		vb_optime_reset();
+	}
 out:
 	if (rc < 0)
 		fprintf(stderr, "vlm-bench: forward: %s\n", vd_model_error(e->m));
@@ -480,6 +502,90 @@ out:
 	return rc;
 }
 
+/* --op-times: the matmul kinds' wall time per call fitted as a + bytes / bandwidth (least squares
+ * over the kinds, each weighted alike): a is what a call costs beyond streaming its weight (the
+ * thread pool's hand-off and the threads' uneven finish, the activation rounding). -1 when
+ * fewer than 2 kinds of distinct size ran. */
+static int matmul_fit(const struct decode_result *r, double *ret_a, double *ret_gbps)
+{
+	double sx = 0, sy = 0, sxx = 0, sxy = 0;
+	int n = 0;
+	for (int k = VB_OP_MM_QO; k <= VB_OP_MM_OTHER; k++) {
+		const struct vb_op_stat *s = &r->ops[k];
+		if (!s->calls || s->bytes <= 0)
+			continue;
+		double x = s->bytes / (double)s->calls, y = s->wall_s / (double)s->calls;
+		sx += x;
+		sy += y;
+		sxx += x * x;
+		sxy += x * y;
+		n++;
+	}
+	double d = n * sxx - sx * sx;
+	if (n < 2 || d <= 0)
+		return -1;
+	double b = (n * sxy - sx * sy) / d;
+	if (b <= 0)
+		return -1;
+	*ret_a = (sy - b * sx) / n;
+	*ret_gbps = 1e-9 / b;
+	return 0;
+}
+
+static void json_op_fit(const struct decode_result *r)
+{
+	double a, gbps;
+	if (matmul_fit(r, &a, &gbps) == 0)
+		printf(",\"matmul_fit_call_us\":%.4g,\"matmul_fit_gbps\":%.4g", a * 1e6, gbps);
+}
+
+/* --op-times, text: per step, each op's wall ms, share of the step, the calling thread's CPU ms,
+ * calls and (matmuls) the GB/s of its weights; "outside ops" is the forward's own time. */
+static void print_op_times(const struct decode_result *r, int32_t steps)
+{
+	double in = 0;
+	printf("    op times per step (wall ms, share, caller CPU ms, calls, GB/s):\n");
+	for (int k = 0; k < VB_OP_N; k++) {
+		const struct vb_op_stat *s = &r->ops[k];
+		if (!s->calls)
+			continue;
+		in += s->wall_s;
+		printf("      %-15s %8.3f %5.1f%% %8.3f %6.1f", vb_optime_name((enum vb_op)k),
+		       s->wall_s / steps * 1e3, 100 * s->wall_s / r->fwd_s, s->cpu_s / steps * 1e3,
+		       (double)s->calls / steps);
+		if (s->bytes > 0)
+			printf(" %7.2f", s->bytes / s->wall_s * 1e-9);
+		printf("\n");
+	}
+	printf("      %-15s %8.3f %5.1f%%\n", "outside ops", (r->fwd_s - in) / steps * 1e3,
+	       100 * (r->fwd_s - in) / r->fwd_s);
+	double a, gbps;
+	if (matmul_fit(r, &a, &gbps) == 0)
+		printf("    matmuls fitted per call: %.2f us + weight bytes at %.2f GB/s (least squares "
+		       "over the matmul kinds)\n", a * 1e6, gbps);
+}
+
+static void json_op_times(const struct decode_result *r, int32_t B, int32_t steps, int comma)
+{
+	double in = 0;
+	printf("%s{\"batch\":%d,\"step_ms\":%.4g,\"ops\":{", comma ? "," : "", B,
+	       r->fwd_s / steps * 1e3);
+	for (int k = 0, first = 1; k < VB_OP_N; k++) {
+		const struct vb_op_stat *s = &r->ops[k];
+		if (!s->calls)
+			continue;
+		in += s->wall_s;
+		printf("%s\"%s\":{\"ms\":%.4g,\"cpu_ms\":%.4g,\"calls\":%.4g,\"gbps\":%.4g}",
+		       first ? "" : ",", vb_optime_name((enum vb_op)k), s->wall_s / steps * 1e3,
+		       s->cpu_s / steps * 1e3, (double)s->calls / steps,
+		       s->bytes > 0 ? s->bytes / s->wall_s * 1e-9 : 0.0);
+		first = 0;
+	}
+	printf("},\"outside_ops_ms\":%.4g", (r->fwd_s - in) / steps * 1e3);
+	json_op_fit(r);
+	printf("}");
+}
+
 int bench_decode_main(int argc, char **argv)
 {
 	struct opts o;
@@ -489,8 +595,13 @@ int bench_decode_main(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 	rc = env_init(&e, &o);
+	memset(r, 0, sizeof(r));
+	if (rc == 0 && o.op_times)
+		vb_optime_attach(e.be, e.cfg.hidden, e.cfg.intermediate, e.cfg.vocab);
 	for (int i = 0; rc == 0 && i < o.n_batch; i++)
 		rc = decode_one(&e, &o, o.batch[i], &r[i]);
+	if (o.op_times && e.be)
+		vb_optime_detach(e.be);
 	if (rc == 0)
 		rc = reprobe(&e);
 	const char *kind = "";
@@ -515,6 +626,8 @@ int bench_decode_main(int argc, char **argv)
 		       "%.2f-%.2f GB/s): %5.1f%% of floor (median; min %.1f%%, max %.1f%%)\n",
 		       r[i].n_blocks, r[i].bw_min, r[i].bw_max, 100 * r[i].paired_frac,
 		       100 * r[i].paired_min, 100 * r[i].paired_max);
+		if (o.op_times)
+			print_op_times(&r[i], o.steps);
 	}
 	if (rc == 0) {
 		int b1 = -1;
@@ -583,6 +696,12 @@ int bench_decode_main(int argc, char **argv)
 			for (int j = 0; j < o.n_batch; j++)
 				if (o.batch[j] == 1 && o.batch[i] == 8)
 					printf(",\"batch8_speedup\":%.4g", r[i].tokens_per_s / r[j].tokens_per_s);
+		if (o.op_times) {
+			printf(",\"op_times\":[");
+			for (int i = 0; i < o.n_batch; i++)
+				json_op_times(&r[i], o.batch[i], o.steps, i > 0);
+			printf("]");
+		}
 		printf(",\"quantize\":\"%s\",\"quantized_weights\":%d}\n",
 		       o.quantize == VD_QUANTIZE_INT8 ? "int8" : "none", vd_model_quantized_weights(e.m));
 	}

@@ -299,11 +299,10 @@ static void norm_fn(void *arg, int tid, int nt)
 	for (int64_t i = lo; i < hi; i++) {
 		size_t off = (size_t)i * (size_t)j->dim;
 		const float *x = j->x ? j->x + off : j->residual + off;
-		if (j->residual) {
-			float *res = j->residual + off;
-			for (int32_t d = 0; d < j->dim; d++)
-				res[d] += j->delta[off + d];
-		}
+		if (j->residual)   /* res += delta on the ISA's vectors: 1 * res + 1 * delta is the sum
+		                    * rounded once, the bits of the scalar += */
+			j->isa->scale_axpy(j->residual + off, 1.0f, 1.0f, j->delta + off, VK_DTYPE_F32,
+			                   j->dim);
 		float ss = j->isa->sumsq(x, j->dim);
 		float inv = 1.0f / sqrtf(ss / (float)j->dim + j->eps);
 		j->isa->scale_mul(x, inv, j->w, j->out + off, j->dim);
@@ -608,13 +607,16 @@ static int round_x_bf16(struct vk_backend *be, const float *x, int32_t n, int64_
 	int64_t ld = (K + 31) & ~(int64_t)31;
 	size_t need = (size_t)rows * (size_t)ld;
 	if (need > c->xb_len) {
+		/* at least double: serving grows the row count a few rows at a time, and every new
+		 * buffer is fresh pages to fault in (2 MB ones, zeroed, where the heap is THP) */
+		size_t len = need > 2 * c->xb_len ? need : 2 * c->xb_len;
 		free(c->xb);
 		c->xb_len = 0;
-		c->xb = aligned_alloc(64, (need * 2 + 63) & ~(size_t)63);
+		c->xb = aligned_alloc(64, (len * 2 + 63) & ~(size_t)63);
 		if (!c->xb)
 			return vk_backend_set_error(be, -ENOMEM, "matmul: out of memory (%zu bf16 activations)",
-			                            need);
-		c->xb_len = need;
+			                            len);
+		c->xb_len = len;
 	}
 	struct xb_job xj = { c->isa, x, c->xb, n, rows, K, ld };
 	run_rows(be, xb_fn, &xj, rows * ld);

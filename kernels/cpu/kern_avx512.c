@@ -293,24 +293,22 @@ AI __m512bh ld_bh_mask(const uint16_t *p, __mmask32 m)
 	return (__m512bh)_mm512_maskz_loadu_epi16(m, (const void *)p);
 }
 
-/* One register pass of the bf16 matvec: R weight rows (wr[j]: output row r + j * rs) x N
- * activation rows, vdpbf16ps on bf16 activations (rows zero-padded to a multiple of 32; the
- * weight rows may end mid-vector: masked loads). Also prefetches the PFN rows pf[0 .. PFN) at
- * the same offsets with hint HINT (_MM_HINT_T0 or _T1). */
-BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const wr[4],
-                           const char *const pf[4], int64_t K, int64_t r, int64_t rs,
-                           const float *bias, float *out, int64_t ldo, int accumulate,
-                           const int N, const int R, const int PFN, const int HINT)
+/* acc[j][i] = the dot products of weight rows wr[j] (j < R) with activation rows x + i * ldx
+ * (i < N) over depth [k0, k1), on vdpbf16ps: whole 32-wide vectors, then one masked weight load
+ * for a tail (the activation rows are zero-padded to a multiple of 32). Each full vector first
+ * prefetches pf[j] + 2 * k (j < PFN) with hint HINT (_MM_HINT_T0 or _T1). Shared by mvb_pass and
+ * mvbk_block: one lane order, so both give the same bits. */
+BF16_ATTR AI void mvb_dot(__m512 acc[4][VK_MV_MAXN], const uint16_t *x, int64_t ldx,
+                          const uint16_t *const wr[4], const char *const pf[4], int64_t k0,
+                          int64_t k1, const int N, const int R, const int PFN, const int HINT)
 {
-	__m512 acc[4][VK_MV_MAXN];
-
 #pragma GCC unroll 4
 	for (int j = 0; j < R; j++)
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++)
 			acc[j][i] = _mm512_setzero_ps();
-	int64_t k = 0;
-	for (; k + 32 <= K; k += 32) {
+	int64_t k = k0;
+	for (; k + 32 <= k1; k += 32) {
 		__m512bh wv[4];
 #pragma GCC unroll 4
 		for (int j = 0; j < PFN; j++) {
@@ -331,8 +329,8 @@ BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const
 				acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
 		}
 	}
-	if (k < K) {
-		__mmask32 m = (__mmask32)((1ull << (K - k)) - 1);
+	if (k < k1) {
+		__mmask32 m = (__mmask32)((1ull << (k1 - k)) - 1);
 		__m512bh wv[4];
 #pragma GCC unroll 4
 		for (int j = 0; j < R; j++)
@@ -345,6 +343,20 @@ BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const
 				acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
 		}
 	}
+}
+
+/* One register pass of the bf16 matvec: R weight rows (wr[j]: output row r + j * rs) x N
+ * activation rows, vdpbf16ps on bf16 activations (rows zero-padded to a multiple of 32; the
+ * weight rows may end mid-vector: masked loads). Also prefetches the PFN rows pf[0 .. PFN) at
+ * the same offsets with hint HINT (_MM_HINT_T0 or _T1). */
+BF16_ATTR AI void mvb_pass(const uint16_t *x, int64_t ldx, const uint16_t *const wr[4],
+                           const char *const pf[4], int64_t K, int64_t r, int64_t rs,
+                           const float *bias, float *out, int64_t ldo, int accumulate,
+                           const int N, const int R, const int PFN, const int HINT)
+{
+	__m512 acc[4][VK_MV_MAXN];
+
+	mvb_dot(acc, x, ldx, wr, pf, 0, K, N, R, PFN, HINT);
 	mv_store(acc, N, R, r, rs, bias, out, ldo, accumulate);
 }
 
@@ -476,11 +488,13 @@ BF16_ATTR AI void mvbk_block(const uint16_t *x, int64_t ldx, const uint16_t *w, 
                              float *out, int64_t ldo, const int N, const int R)
 {
 	const uint16_t *wr[4];
+	const char *pf[4];   /* MVBK_PF_AHEAD bytes ahead in each row's stream */
 	__m128 tot[VK_MV_MAXN];
 	float bv[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
 #pragma GCC unroll 4
 	for (int j = 0; j < R; j++) {
 		wr[j] = w + (size_t)(r + j * rs) * (size_t)ldw;
+		pf[j] = (const char *)wr[j] + MVBK_PF_AHEAD;
 		if (bias)
 			bv[j] = bias[r + j * rs];
 	}
@@ -491,43 +505,7 @@ BF16_ATTR AI void mvbk_block(const uint16_t *x, int64_t ldx, const uint16_t *w, 
 	for (int64_t k0 = 0; k0 < K; k0 += kc) {
 		const int64_t k1 = K - k0 < kc ? K : k0 + kc;
 		__m512 acc[4][VK_MV_MAXN];
-#pragma GCC unroll 4
-		for (int j = 0; j < R; j++)
-#pragma GCC unroll 8
-			for (int i = 0; i < N; i++)
-				acc[j][i] = _mm512_setzero_ps();
-		int64_t k = k0;
-		for (; k + 32 <= k1; k += 32) {
-			__m512bh wv[4];
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++)
-				_mm_prefetch((const char *)(wr[j] + k) + MVBK_PF_AHEAD, _MM_HINT_T0);
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++)
-				wv[j] = ld_bh(wr[j] + k);
-#pragma GCC unroll 8
-			for (int i = 0; i < N; i++) {
-				__m512bh xv = ld_bh(x + i * ldx + k);
-				__asm__("" : "+v"(xv));   /* one load per activation vector, see mv_block */
-#pragma GCC unroll 4
-				for (int j = 0; j < R; j++)
-					acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
-			}
-		}
-		if (k < k1) {
-			__mmask32 m = (__mmask32)((1ull << (k1 - k)) - 1);
-			__m512bh wv[4];
-#pragma GCC unroll 4
-			for (int j = 0; j < R; j++)
-				wv[j] = ld_bh_mask(wr[j] + k, m);
-#pragma GCC unroll 8
-			for (int i = 0; i < N; i++) {
-				__m512bh xv = ld_bh(x + i * ldx + k);
-#pragma GCC unroll 4
-				for (int j = 0; j < R; j++)
-					acc[j][i] = _mm512_dpbf16_ps(acc[j][i], xv, wv[j]);
-			}
-		}
+		mvb_dot(acc, x, ldx, wr, pf, k0, k1, N, R, R, _MM_HINT_T0);
 		/* reduce4 sums each vector by the same tree whatever the others are */
 #pragma GCC unroll 8
 		for (int i = 0; i < N; i++) {
@@ -949,18 +927,22 @@ AI void attn_prefetch(int p0, int p1, int bs, const unsigned char *const *kblk,
                       const unsigned char *const *vblk, size_t pos_stride, size_t row_bytes,
                       const int HINT)
 {
-	for (int p = p0; p < p1; p++) {
-		const size_t off = (size_t)(p % bs) * pos_stride;
-		const char *kr = (const char *)kblk[p / bs] + off, *vr = (const char *)vblk[p / bs] + off;
-		for (size_t c = 0; c < row_bytes; c += 64) {
-			if (HINT == _MM_HINT_T0) {
-				_mm_prefetch(kr + c, _MM_HINT_T0);
-				_mm_prefetch(vr + c, _MM_HINT_T0);
-			} else {
-				_mm_prefetch(kr + c, _MM_HINT_T1);
-				_mm_prefetch(vr + c, _MM_HINT_T1);
+	if (p0 >= p1)
+		return;
+	for (int p = p0, b = p0 / bs, o = p0 % bs; p < p1; b++, o = 0) {   /* block by block */
+		const char *kr = (const char *)kblk[b] + (size_t)o * pos_stride;
+		const char *vr = (const char *)vblk[b] + (size_t)o * pos_stride;
+		const int run = bs - o < p1 - p ? bs - o : p1 - p;
+		for (int i = 0; i < run; i++, p++, kr += pos_stride, vr += pos_stride)
+			for (size_t c = 0; c < row_bytes; c += 64) {
+				if (HINT == _MM_HINT_T0) {
+					_mm_prefetch(kr + c, _MM_HINT_T0);
+					_mm_prefetch(vr + c, _MM_HINT_T0);
+				} else {
+					_mm_prefetch(kr + c, _MM_HINT_T1);
+					_mm_prefetch(vr + c, _MM_HINT_T1);
+				}
 			}
-		}
 	}
 }
 
@@ -1038,12 +1020,225 @@ AI void attn_row_nv(const float *q, int G, int ctx, int bs, const unsigned char 
 	}
 }
 
+/* ---------------------------------------------------------------- bf16 KV attention, in place
+ *
+ * For a bf16 cache with head_dim a multiple of 32 (<= 128): the K and V rows are read where the
+ * cache keeps them, 32 elements per 64-byte load, and widened in registers — the even elements
+ * by a 16-bit left shift of each dword, the odd ones by masking its low half — instead of being
+ * widened into an fp32 copy of the chunk first (attn_gather: a store and a reload per vector).
+ * Every query head's vectors are split the same way (qe: even elements, qo: odd), so a score is
+ * the sum of the 2 * hd / 32 vector products lane by lane, then across lanes (reduce4), and the
+ * output accumulators hold the even and odd elements apart until the end. Up to H = 4 heads
+ * (2 for hd 128) of the group share each K/V load; scores two positions at a time (one reduce4
+ * for H heads x 2 positions). The arithmetic is fp32 as in attn_row_nv, in a different order
+ * (the bits differ from that kernel's, not between rows: each row is computed the same way
+ * whatever the batch). Chunks of ATTB_CHUNK positions per softmax update. */
+#define ATTB_CHUNK 128
+
+AI void bf16x32_split(const void *p, __m512 *e, __m512 *o)
+{
+	__m512i x = _mm512_loadu_si512(p);
+	*e = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+	*o = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xFFFF0000u)));
+}
+
+/* Heads g .. g + H - 1 over positions [0, ctx); NP = hd / 32. out [G][hd] rows g ... */
+AI void attb_heads(const float *q, int g, int ctx, int bs, const unsigned char *const *kblk,
+                   const unsigned char *const *vblk, size_t pos_stride, float scale, float *out,
+                   int prefetch, const int NP, const int H)
+{
+	const int hd = NP * 32;
+	const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+	const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+	/* q and the accumulators live in memory between the phases of a chunk, each phase loading
+	 * its own into registers (both at once would need every register and spill) */
+	__m512 qm[4][8], am[4][8];
+	float sc[4][ATTB_CHUNK];
+	float mx[4], l[4];
+	const unsigned char *kp[ATTB_CHUNK], *vp[ATTB_CHUNK];
+
+#pragma GCC unroll 4
+	for (int h = 0; h < H; h++) {
+		mx[h] = -INFINITY;
+		l[h] = 0.0f;
+#pragma GCC unroll 4
+		for (int c = 0; c < NP; c++) {
+			const float *qh = q + (size_t)(g + h) * hd + c * 32;
+			__m512 lo = _mm512_mul_ps(_mm512_loadu_ps(qh), _mm512_set1_ps(scale));
+			__m512 hi = _mm512_mul_ps(_mm512_loadu_ps(qh + 16), _mm512_set1_ps(scale));
+			qm[h][2 * c] = _mm512_permutex2var_ps(lo, ev, hi);
+			qm[h][2 * c + 1] = _mm512_permutex2var_ps(lo, od, hi);
+			am[h][2 * c] = am[h][2 * c + 1] = _mm512_setzero_ps();
+		}
+	}
+	const size_t row_bytes = (size_t)hd * 2;
+	if (prefetch)
+		attn_prefetch(0, ctx < ATTB_CHUNK ? ctx : ATTB_CHUNK, bs, kblk, vblk, pos_stride,
+		              row_bytes, _MM_HINT_T0);
+	for (int c0 = 0; c0 < ctx; c0 += ATTB_CHUNK) {
+		const int np = ctx - c0 < ATTB_CHUNK ? ctx - c0 : ATTB_CHUNK;
+		if (prefetch) {
+			const int n1 = ctx - c0 - np < ATTB_CHUNK ? ctx - c0 - np : ATTB_CHUNK;
+			attn_prefetch(c0 + np, c0 + np + n1, bs, kblk, vblk, pos_stride, row_bytes,
+			              _MM_HINT_T1);
+		}
+		for (int p = 0, b = c0 / bs, o = c0 % bs; p < np; b++, o = 0) {   /* block by block */
+			const unsigned char *kr = kblk[b] + (size_t)o * pos_stride;
+			const unsigned char *vr = vblk[b] + (size_t)o * pos_stride;
+			const int run = bs - o < np - p ? bs - o : np - p;
+			for (int i = 0; i < run; i++, p++, kr += pos_stride, vr += pos_stride) {
+				kp[p] = kr;
+				vp[p] = vr;
+			}
+		}
+		/* scores, two positions at a time: s[h][i] lanes summed by one reduce4 per 2 heads */
+		__m512 qe[4][4], qo[4][4];
+#pragma GCC unroll 4
+		for (int h = 0; h < H; h++)
+#pragma GCC unroll 4
+			for (int c = 0; c < NP; c++) {
+				qe[h][c] = qm[h][2 * c];
+				qo[h][c] = qm[h][2 * c + 1];
+			}
+		int p = 0;
+		for (; p + 2 <= np; p += 2) {
+			__m512 s[4][2];
+#pragma GCC unroll 4
+			for (int h = 0; h < H; h++)
+				s[h][0] = s[h][1] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+			for (int c = 0; c < NP; c++)
+#pragma GCC unroll 2
+				for (int i = 0; i < 2; i++) {
+					__m512 ke, ko;
+					bf16x32_split(kp[p + i] + c * 64, &ke, &ko);
+#pragma GCC unroll 4
+					for (int h = 0; h < H; h++) {
+						s[h][i] = _mm512_fmadd_ps(qe[h][c], ke, s[h][i]);
+						s[h][i] = _mm512_fmadd_ps(qo[h][c], ko, s[h][i]);
+					}
+				}
+#pragma GCC unroll 2
+			for (int h = 0; h < H; h += 2) {
+				__m128 r = reduce4(s[h][0], s[h][1], s[(h + 1) % H][0], s[(h + 1) % H][1]);
+				float t[4];
+				_mm_storeu_ps(t, r);
+				sc[h][p] = t[0];
+				sc[h][p + 1] = t[1];
+				if (h + 1 < H) {
+					sc[h + 1][p] = t[2];
+					sc[h + 1][p + 1] = t[3];
+				}
+			}
+		}
+		if (p < np) {
+			__m512 s[4];
+#pragma GCC unroll 4
+			for (int h = 0; h < H; h++)
+				s[h] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+			for (int c = 0; c < NP; c++) {
+				__m512 ke, ko;
+				bf16x32_split(kp[p] + c * 64, &ke, &ko);
+#pragma GCC unroll 4
+				for (int h = 0; h < H; h++) {
+					s[h] = _mm512_fmadd_ps(qe[h][c], ke, s[h]);
+					s[h] = _mm512_fmadd_ps(qo[h][c], ko, s[h]);
+				}
+			}
+#pragma GCC unroll 4
+			for (int h = 0; h < H; h++)
+				sc[h][p] = _mm512_reduce_add_ps(s[h]);
+		}
+		/* softmax update per head, then the weighted V rows */
+		__m512 ae[4][4], ao[4][4];
+#pragma GCC unroll 4
+		for (int h = 0; h < H; h++) {
+			float corr = chunk_softmax(sc[h], np, &mx[h], &l[h]);
+			__m512 cv = _mm512_set1_ps(corr);
+#pragma GCC unroll 4
+			for (int c = 0; c < NP; c++) {
+				ae[h][c] = am[h][2 * c];
+				ao[h][c] = am[h][2 * c + 1];
+				if (c0) {
+					ae[h][c] = _mm512_mul_ps(ae[h][c], cv);
+					ao[h][c] = _mm512_mul_ps(ao[h][c], cv);
+				}
+			}
+		}
+		for (int pp = 0; pp < np; pp++) {
+			__m512 e[4];
+#pragma GCC unroll 4
+			for (int h = 0; h < H; h++)
+				e[h] = _mm512_set1_ps(sc[h][pp]);
+#pragma GCC unroll 4
+			for (int c = 0; c < NP; c++) {
+				__m512 ve, vo;
+				bf16x32_split(vp[pp] + c * 64, &ve, &vo);
+#pragma GCC unroll 4
+				for (int h = 0; h < H; h++) {
+					ae[h][c] = _mm512_fmadd_ps(e[h], ve, ae[h][c]);
+					ao[h][c] = _mm512_fmadd_ps(e[h], vo, ao[h][c]);
+				}
+			}
+		}
+#pragma GCC unroll 4
+		for (int h = 0; h < H; h++)
+#pragma GCC unroll 4
+			for (int c = 0; c < NP; c++) {
+				am[h][2 * c] = ae[h][c];
+				am[h][2 * c + 1] = ao[h][c];
+			}
+	}
+	const __m512i lo_i = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+	const __m512i hi_i = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+	                                      24, 8);
+#pragma GCC unroll 4
+	for (int h = 0; h < H; h++) {
+		__m512 inv = _mm512_set1_ps(1.0f / l[h]);
+		float *oh = out + (size_t)(g + h) * hd;
+#pragma GCC unroll 4
+		for (int c = 0; c < NP; c++) {
+			__m512 e = _mm512_mul_ps(am[h][2 * c], inv), o = _mm512_mul_ps(am[h][2 * c + 1], inv);
+			_mm512_storeu_ps(oh + c * 32, _mm512_permutex2var_ps(e, lo_i, o));
+			_mm512_storeu_ps(oh + c * 32 + 16, _mm512_permutex2var_ps(e, hi_i, o));
+		}
+	}
+}
+
+/* All G heads in passes of up to HM heads (HM * hd <= 256 floats: the q and accumulator
+ * vectors stay in registers); only the first pass prefetches (the later ones find the rows in
+ * L1/L2). */
+AI void attb_row(const float *q, int G, int ctx, int bs, const unsigned char *const *kblk,
+                 const unsigned char *const *vblk, size_t pos_stride, float scale, float *out,
+                 const int NP)
+{
+	const int HM = NP == 4 ? 2 : 4;
+	for (int g = 0; g < G;) {
+		const int left = G - g, H = left < HM ? left : HM;
+		const int pf = g == 0;
+		switch (H) {
+		case 1: attb_heads(q, g, ctx, bs, kblk, vblk, pos_stride, scale, out, pf, NP, 1); break;
+		case 2: attb_heads(q, g, ctx, bs, kblk, vblk, pos_stride, scale, out, pf, NP, 2); break;
+		case 3: attb_heads(q, g, ctx, bs, kblk, vblk, pos_stride, scale, out, pf, NP, 3); break;
+		default: attb_heads(q, g, ctx, bs, kblk, vblk, pos_stride, scale, out, pf, NP, 4); break;
+		}
+		g += H;
+	}
+}
+
 static int attn_row(const float *q, int G, int hd, int ctx, int bs, const unsigned char *const *kblk,
                     const unsigned char *const *vblk, size_t pos_stride, enum vk_dtype dt,
                     float scale, float *scratch, float *out)
 {
 	if (G > 64)
 		return -1;
+	if (dt == VK_DTYPE_BF16)
+		switch (hd) {
+		case 32: attb_row(q, G, ctx, bs, kblk, vblk, pos_stride, scale, out, 1); return 0;
+		case 64: attb_row(q, G, ctx, bs, kblk, vblk, pos_stride, scale, out, 2); return 0;
+		case 128: attb_row(q, G, ctx, bs, kblk, vblk, pos_stride, scale, out, 4); return 0;
+		}
 	switch (hd) {
 	case 16: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 1); return 0;
 	case 32: attn_row_nv(q, G, ctx, bs, kblk, vblk, pos_stride, dt, scale, scratch, out, 2); return 0;

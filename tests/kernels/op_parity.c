@@ -65,6 +65,11 @@ const struct vkt_case vkt_cases[] = {
 	{ .name = "attention decode batch f32 GQA7", .op = VKT_ATTENTION, .wdtype = F32, .n = 4, .k = 0, .m = 0, .bias = 0, .n_heads = 14, .n_kv_heads = 2, .head_dim = 64, .section = { 0 }, .block_size = 16, .n_seqs = 4, .seq_n = { 1, 1, 1, 1 }, .seq_past = { 0, 15, 16, 70 } },
 	{ .name = "attention block 1 f32", .op = VKT_ATTENTION, .wdtype = F32, .n = 3, .k = 0, .m = 0, .bias = 0, .n_heads = 2, .n_kv_heads = 1, .head_dim = 4, .section = { 0 }, .block_size = 1, .n_seqs = 1, .seq_n = { 3 }, .seq_past = { 4 } },
 	{ .name = "attention MQA f32 contiguous", .op = VKT_ATTENTION, .wdtype = F32, .n = 9, .n_heads = 3, .n_kv_heads = 1, .head_dim = 32, .block_size = 5, .n_seqs = 2, .seq_n = { 8, 1 }, .seq_past = { 3, 11 } },
+	/* the bf16 in-place kernel (attb_*): heads in passes of 4 (hd 32/64) or 2 (hd 128) with 1..3
+	 * left over, several 128-position chunks, runs that start mid-block, prefill rows */
+	{ .name = "attention bf16 hd128 G6 long", .op = VKT_ATTENTION, .wdtype = BF16, .n = 3, .n_heads = 12, .n_kv_heads = 2, .head_dim = 128, .block_size = 16, .n_seqs = 3, .seq_n = { 1, 1, 1 }, .seq_past = { 300, 128, 0 } },
+	{ .name = "attention bf16 hd32 G5 prefill", .op = VKT_ATTENTION, .wdtype = BF16, .n = 14, .n_heads = 10, .n_kv_heads = 2, .head_dim = 32, .block_size = 5, .n_seqs = 2, .seq_n = { 13, 1 }, .seq_past = { 0, 140 } },
+	{ .name = "attention bf16 hd64 G3 odd", .op = VKT_ATTENTION, .wdtype = BF16, .n = 4, .n_heads = 3, .n_kv_heads = 1, .head_dim = 64, .block_size = 7, .n_seqs = 2, .seq_n = { 3, 1 }, .seq_past = { 125, 256 } },
 	{ .name = "attention f16 hd16 long", .op = VKT_ATTENTION, .wdtype = F16, .n = 2, .n_heads = 8, .n_kv_heads = 2, .head_dim = 16, .block_size = 32, .n_seqs = 2, .seq_n = { 1, 1 }, .seq_past = { 300, 64 } },
 
 	{ .name = "swiglu n1 4864", .op = VKT_SWIGLU, .wdtype = F32, .n = 1, .k = 4864 },

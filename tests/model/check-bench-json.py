@@ -95,3 +95,31 @@ for dot in ("1", "0"):
                  f"{obj['peak_kind']} peak, expected {kind}: {obj}")
     print(f"prefill --quantize int8 (VLM_CPU_BF16DOT={dot}): {obj['quantized_weights']} quantized "
           f"weights, {obj['peak_kind']} peak")
+
+# decode --op-times: each batch's timed steps split by op. Counted, not timed: per step the tiny
+# preset (2 layers) makes 15 matmul calls (7 per layer + the head), 5 norms (2 per layer + the
+# final one), 2 attentions and 1 argmax; and the ops' times are disjoint parts of the steps, so
+# their sum cannot exceed the steps' wall time.
+out = subprocess.run([bench, "decode", "--json", "--op-times", "--preset", "tiny", "--batch", "1,3",
+                      "--steps", "3", "--context", "4"], capture_output=True, text=True, timeout=300)
+if out.returncode != 0:
+    sys.exit(f"vlm-bench decode --op-times failed ({out.returncode}): {out.stderr}")
+if "op times per step" not in out.stdout:
+    sys.exit(f"decode --op-times: no text table: {out.stdout}")
+obj = json.loads(out.stdout.strip().splitlines()[-1])
+ot = obj.get("op_times")
+if not isinstance(ot, list) or [e.get("batch") for e in ot] != [1, 3]:
+    sys.exit(f"decode --op-times: op_times per batch missing: {ot}")
+for e in ot:
+    ops = e["ops"]
+    mm = sum(v["calls"] for k, v in ops.items() if k.startswith("matmul_"))
+    want = {"norms": 5, "attention": 2, "argmax": 1, "matmul_head": 1, "matmul_down": 2}
+    got = {k: ops.get(k, {}).get("calls") for k in want}
+    if mm != 15 or got != want:
+        sys.exit(f"decode --op-times batch {e['batch']}: {mm} matmul calls per step, {got}: {e}")
+    total = sum(v["ms"] for v in ops.values())
+    if not all(v["ms"] >= 0 and v["cpu_ms"] >= 0 for v in ops.values()) or \
+            total > e["step_ms"] * (1 + 1e-3) or e["outside_ops_ms"] < -1e-3 * e["step_ms"]:
+        sys.exit(f"decode --op-times batch {e['batch']}: op times sum {total} ms of a "
+                 f"{e['step_ms']} ms step: {e}")
+print(f"decode --op-times: {len(ot)} batches split by op")

@@ -53,6 +53,12 @@ def main():
     save("jpeg_baseline_720x477.jpg", Image.fromarray(photo(720, 477, 1)), quality=85)
     save("jpeg_progressive_640x360.jpg", Image.fromarray(photo(640, 360, 2)), quality=80,
          progressive=True)
+    # small progressive ones (colour 4:2:0: the planes path; grey: libjpeg's scanlines):
+    # vision-errors repeats their last scan to make scan bombs
+    save("jpeg_progressive_64x48.jpg", Image.fromarray(photo(64, 48, 21)), quality=80,
+         progressive=True)
+    save("jpeg_progressive_gray_64x48.jpg", Image.fromarray(photo(64, 48, 22)).convert("L"),
+         quality=80, progressive=True)
     save("jpeg_1280x720.jpg", Image.fromarray(photo(1280, 720, 3, noise=6)), quality=75)
     save("jpeg_1920x1080.jpg", Image.fromarray(photo(1920, 1080, 4, noise=4)), quality=60)
     save("jpeg_gray_100x75.jpg", Image.fromarray(photo(100, 75, 5)).convert("L"), quality=90)

@@ -6,7 +6,8 @@
  * ratio limit (201 refused with transformers' wording, 200 allowed), bad options and configs;
  * header bombs of every format (committed JPEGs / WebPs whose header claims a size over the
  * limit: -E2BIG naming the claimed size at the load and at the header probe, where a decoder
- * that ran first would have failed on the data instead);
+ * that ran first would have failed on the data instead); scan bombs (a small progressive JPEG's
+ * last scan repeated: more than 500 scans -EBADMSG, 500 decode);
  * plus smart_resize's half-to-even rounding and VISION.md's table.
  *
  * usage: test-errors TESTS_VISION_DIR
@@ -183,6 +184,103 @@ static void t_bombs(void)
 	free(d);
 }
 
+/* The scan count of a JPEG and where its last scan (SOS segment + entropy data) and its EOI
+ * start; 0 when the segments do not parse. */
+static int jpeg_scans(const uint8_t *d, size_t len, size_t *last, size_t *eoi)
+{
+	int n = 0;
+
+	for (size_t at = 2; at + 2 <= len && d[at] == 0xff;) {
+		unsigned m = d[at + 1], seg;
+
+		if (m == 0xd9) {
+			*eoi = at;
+			return n;
+		}
+		if (at + 4 > len)
+			break;
+		seg = (unsigned)d[at + 2] << 8 | d[at + 3];
+		if (m != 0xda) {
+			at += 2 + seg;
+			continue;
+		}
+		n++;
+		*last = at;
+		/* entropy data: up to a marker other than a stuffed 00 or a restart marker */
+		for (at += 2 + seg; at + 1 < len; at++)
+			if (d[at] == 0xff && d[at + 1] && (d[at + 1] < 0xd0 || d[at + 1] > 0xd7))
+				break;
+	}
+	return 0;
+}
+
+/* images/NAME with its last scan repeated until the file holds `scans` scans (*len: its
+ * size); NULL if it cannot be built. */
+static uint8_t *scan_bomb(const char *name, int scans, size_t *len)
+{
+	char path[4096];
+	size_t n, last = 0, eoi = 0;
+	uint8_t *d, *b = NULL;
+	int have;
+
+	snprintf(path, sizeof(path), "%s/images/%s", dir, name);
+	d = vt_read_all(path, &n);
+	have = d ? jpeg_scans(d, n, &last, &eoi) : 0;
+	CHECK(have > 1 && have <= scans, "%s: %d scans", name, have);
+	if (have > 1 && have <= scans && (b = malloc(eoi + (size_t)(scans - have) *
+						      (eoi - last) + 2))) {
+		memcpy(b, d, eoi);
+		*len = eoi;
+		for (int i = have; i < scans; i++, *len += eoi - last)
+			memcpy(b + *len, d + last, eoi - last);
+		b[(*len)++] = 0xff;
+		b[(*len)++] = 0xd9;
+	}
+	free(d);
+	return b;
+}
+
+/* A scan bomb: a progressive JPEG's last scan repeated costs the entropy decoder a pass over
+ * every block of its component per repeat while the file grows by a few hundred bytes. More
+ * than 500 scans are refused (libjpeg-turbo's tools' limit), through every decoding path: the
+ * streamed rows (4:2:0 planes; grey scanlines) and the whole decode. 500 still decode. */
+static void t_scan_bomb(void)
+{
+	static const char *const names[] = { "jpeg_progressive_64x48.jpg",
+					     "jpeg_progressive_gray_64x48.jpg" };
+	static const int counts[] = { 10, 500, 501, 600 + 9 };
+
+	for (int i = 0; i < 2; i++)
+		for (int k = 0; k < 4; k++) {
+			struct vlm_image *img = NULL;
+			struct vc_rgb rgb = { 0 };
+			size_t len = 0;
+			uint8_t *b = scan_bomb(names[i], counts[k], &len);
+			int want = counts[k] > 500 ? -EBADMSG : 0, e, e2;
+
+			if (!b)
+				continue;
+			e = vlm_image_load_memory(b, len, NULL, NULL, &img);
+			CHECK(e == want && (e ? !img : img != NULL), "%s, %d scans: %d (%s)",
+			      names[i], counts[k], e, vlm_last_error());
+			if (want)
+				CHECK(strstr(vlm_last_error(), "JPEG with more than 500 scans refused"),
+				      "%s, %d scans: message \"%s\"", names[i], counts[k],
+				      vlm_last_error());
+			vlm_image_free(img);
+			e2 = vc_img_decode(b, len, VC_IMG_MAX_SOURCE_PIXELS, &rgb);
+			CHECK(e2 == want && (e2 || (rgb.w == 64 && rgb.h == 48)),
+			      "%s, %d scans, whole decode: %d (%s)", names[i], counts[k], e2,
+			      vlm_last_error());
+			if (want)
+				CHECK(strstr(vlm_last_error(), "JPEG with more than 500 scans refused"),
+				      "%s, %d scans, whole decode: message \"%s\"", names[i],
+				      counts[k], vlm_last_error());
+			free(rgb.px);
+			free(b);
+		}
+}
+
 static void t_args(void)
 {
 	uint8_t rgb[3 * 4 * 4] = { 0 };
@@ -323,6 +421,7 @@ int main(int argc, char **argv)
 	dir = argv[1];
 	t_bad_files();
 	t_bombs();
+	t_scan_bomb();
 	t_args();
 	t_config();
 	t_smart_resize();
