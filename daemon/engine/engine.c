@@ -505,68 +505,115 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
  * On a host backend a step's time grows with its rows, so prefill rows next to running decodes
  * stretch every decode's inter-token latency. The bound keeps that extra time to a fraction
  * (prefill_share) of what the decodes' step costs alone, in time rather than in rows: the
- * forward's time is fitted as a + b * rows (a: what every step pays, the weight reads; b: a row),
- * so d decodes alone cost a + b*d and the prefill may add share * (a / b + d) rows. When the
- * recent steps do not separate a from b (all of one size, or a noisy fit), a = 0: share * d, the
- * lower of the two. While the vision tower has work, its slices between two steps take half of
- * that extra time (engine_vision.c: the slice target) and the prefill rows the other half. Only
- * steps with decodes are fitted (the sizes the bound chooses between: a
- * big prefill step alone would weigh on the fit the most and adds its long attention), noisy
- * samples (a forward over 3x its prediction: the thread lost its CPU) are not, and a / b is at
- * most SB_MAX_FIXED rows (on a CPU the weight reads of a step cost about as much as a few tens of
- * rows' arithmetic (4 on the benchmark model); a fit beyond that is noise). */
+ * forward's time is fitted as a + b * rows + c * pairs (a: what every step pays, the weight
+ * reads and the pool's barriers; b: a row's matmuls; c: an attention (query row, KV position)
+ * pair), and the scheduler gives prefill rows at most share * (a + b*d + c*P) of time next to d
+ * decodes whose attention covers P pairs (scheduler.h, vd_sched_set_cost). The pairs matter: a
+ * prefill row at position 1000 costs the benchmark model about 4x the matmul time of a row in
+ * attention, so a bound in rows alone (the first form) let chunks late in a long prompt stretch
+ * decode steps to 2-3x. Least squares with forgetting over the recent forwards; when a term is
+ * not separated by them (all steps of one size, or a noisy fit gives a negative coefficient) it
+ * is dropped (the fit of the others without it). While the vision tower has work, its slices
+ * between two steps take half of the extra time (engine_vision.c: the slice target) and the
+ * prefill rows the other half. Only steps with decodes are fitted (the sizes the bound chooses
+ * between), noisy samples (a forward over 3x its prediction: the thread lost its CPU) are not,
+ * and a is at most SB_MAX_FIXED rows' time (a fit beyond that is noise). */
 #define SB_FORGET 0.98
 #define SB_MIN_ROWS 4     /* a step may always add this many prefill rows (progress) */
-#define SB_MAX_FIXED 16.0 /* a / b, rows */
+#define SB_MAX_FIXED 32.0 /* a / b, rows */
+#define SB_KPAIRS 1e-3    /* the fit's pairs are in thousands (conditioning) */
 
-static int sb_fit(const struct vd_engine *e, double *a, double *b)
+/* Solve the normal equations of the features in mask (bit i: feature i of 1, rows, kpairs);
+ * the others are 0. Returns 0 when the system is well conditioned and every coefficient >= 0. */
+static int sb_solve(const struct vd_engine *e, unsigned mask, double k[3])
 {
-	double s0 = e->sb_s0, s1 = e->sb_s1, det = s0 * e->sb_s2 - s1 * s1;
+	double m[3][4];
+	int idx[3], n = 0;
 
-	if (s0 < 3 || s1 <= 0 || e->sb_t <= 0)
-		return -1;
-	*b = -1;
-	if (det > 1e-3 * s0 * e->sb_s2) {
-		*b = (s0 * e->sb_xt - s1 * e->sb_t) / det;
-		*a = (e->sb_t - *b * s1) / s0;
+	for (int i = 0; i < 3; i++) {
+		k[i] = 0;
+		if (mask & (1u << i))
+			idx[n++] = i;
 	}
-	if (!(*b > 0) || *a < 0) {
-		*a = 0;
-		*b = e->sb_t / s1;
+	for (int i = 0; i < n; i++) {
+		for (int j = 0; j < n; j++)
+			m[i][j] = e->sb_xx[idx[i]][idx[j]];
+		m[i][n] = e->sb_xt[idx[i]];
 	}
-	return 0;
+	/* Gaussian elimination with a relative pivot test (the matrix is symmetric positive
+	 * semi-definite: a small pivot means the features are not separated) */
+	for (int c = 0; c < n; c++) {
+		if (!(m[c][c] > 1e-6 * e->sb_xx[idx[c]][idx[c]]) || !(m[c][c] > 0))
+			return -1;
+		for (int r = c + 1; r < n; r++) {
+			double f = m[r][c] / m[c][c];
+
+			for (int j = c; j <= n; j++)
+				m[r][j] -= f * m[c][j];
+		}
+	}
+	for (int c = n - 1; c >= 0; c--) {
+		double v = m[c][n];
+
+		for (int j = c + 1; j < n; j++)
+			v -= m[c][j] * k[idx[j]];
+		k[idx[c]] = v / m[c][c];
+		if (!(k[idx[c]] >= 0))
+			return -1;
+	}
+	return k[1] > 0 || k[2] > 0 ? 0 : -1;
 }
 
-static void sb_observe(struct vd_engine *e, int32_t rows, int32_t decodes, uint64_t ns)
+/* The fit: k[0] ms per step, k[1] ms per row, k[2] ms per thousand pairs. */
+static int sb_fit(const struct vd_engine *e, double k[3])
 {
-	double a, b, t = (double)ns * 1e-6, x = rows;
+	/* every term, then without one of them, then rows alone */
+	static const unsigned masks[] = { 7, 6, 3, 2 };
+
+	if (e->sb_xx[0][0] < 3 || e->sb_xt[0] <= 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(masks) / sizeof(masks[0]); i++)
+		if (sb_solve(e, masks[i], k) == 0) {
+			if (k[0] > SB_MAX_FIXED * k[1] && k[1] > 0)
+				k[0] = SB_MAX_FIXED * k[1];
+			return 0;
+		}
+	return -1;
+}
+
+static void sb_observe(struct vd_engine *e, int32_t rows, int32_t decodes, int64_t pairs,
+                       uint64_t ns)
+{
+	double k[3], t = (double)ns * 1e-6, x[3] = { 1, rows, (double)pairs * SB_KPAIRS };
 
 	if (!e->sb_on || rows <= 0 || decodes <= 0)
 		return;
-	if (sb_fit(e, &a, &b) == 0 && t > 3 * (a + b * x))
+	if (sb_fit(e, k) == 0 && t > 3 * (k[0] + k[1] * x[1] + k[2] * x[2]))
 		return;
-	e->sb_s0 = SB_FORGET * e->sb_s0 + 1;
-	e->sb_s1 = SB_FORGET * e->sb_s1 + x;
-	e->sb_s2 = SB_FORGET * e->sb_s2 + x * x;
-	e->sb_t = SB_FORGET * e->sb_t + t;
-	e->sb_xt = SB_FORGET * e->sb_xt + x * t;
+	for (int i = 0; i < 3; i++) {
+		for (int j = 0; j < 3; j++)
+			e->sb_xx[i][j] = SB_FORGET * e->sb_xx[i][j] + x[i] * x[j];
+		e->sb_xt[i] = SB_FORGET * e->sb_xt[i] + x[i] * t;
+	}
 }
 
 /* Before planning: the scheduler's bound from the fit (the knobs' rule until there is one). */
 static void sb_apply(struct vd_engine *e)
 {
-	double a, b, base, share;
+	struct vd_sched_cost c;
+	double k[3];
 
-	if (!e->sb_on || sb_fit(e, &a, &b) < 0)
+	if (!e->sb_on || sb_fit(e, k) < 0)
 		return;
 	/* the tower's slices between steps take half of the extra time while it has work */
-	share = e->sb_share * (vd_ev_busy(e) ? 0.5 : 1.0);
-	if (a / b > SB_MAX_FIXED)
-		a = SB_MAX_FIXED * b;
-	base = share * a / b;
-	vd_sched_set_prefill_bound(e->sched, (int32_t)base, (int32_t)(share * 1000), SB_MIN_ROWS);
-	__atomic_store_n(&e->sb_td_ns, e->sb_last_d > 0 ? (uint64_t)((a + b * e->sb_last_d) * 1e6) :
-	                 0, __ATOMIC_RELAXED);
+	c = (struct vd_sched_cost){ .a = k[0], .b = k[1], .c = k[2] * SB_KPAIRS,
+	                            .share = e->sb_share * (vd_ev_busy(e) ? 0.5 : 1.0),
+	                            .min_rows = SB_MIN_ROWS };
+	vd_sched_set_cost(e->sched, &c);
+	__atomic_store_n(&e->sb_td_ns, e->sb_last_d > 0 ?
+	                 (uint64_t)((k[0] + k[1] * e->sb_last_d +
+	                             k[2] * (double)e->sb_last_dpairs * SB_KPAIRS) * 1e6) : 0,
+	                 __ATOMIC_RELAXED);
 }
 
 /* ---------------------------------------------------------------- step records */
@@ -577,6 +624,7 @@ static void rec_plan(struct vd_engine *e, const struct vd_sched_plan *plan, int3
 {
 	struct vd_step_rec *r = &e->cur;
 	uint64_t t_loop = r->t_loop;
+	int64_t dpairs = 0;
 
 	memset(r, 0, sizeof(*r));
 	r->t_loop = t_loop;
@@ -587,8 +635,11 @@ static void rec_plan(struct vd_engine *e, const struct vd_sched_plan *plan, int3
 		const struct vd_sched_item *it = &plan->items[i];
 
 		r->admitted += it->admitted;
+		/* row j of the item attends to start + j + 1 positions */
+		r->attn_pairs += (int64_t)it->n * it->start + (int64_t)it->n * (it->n + 1) / 2;
 		if (it->n == 1 && it->sample && !it->admitted) {
 			r->decodes++;
+			dpairs += it->start + 1;
 		} else {
 			r->prefill_tokens += it->n;
 			r->prefill_items++;
@@ -598,6 +649,7 @@ static void rec_plan(struct vd_engine *e, const struct vd_sched_plan *plan, int3
 	}
 	r->t_prep = vs_now_ns();
 	e->sb_last_d = r->decodes;
+	e->sb_last_dpairs = dpairs;
 }
 
 /* The engine thread's run-queue wait and schedule count so far (schedstat: "run wait count"),
@@ -762,7 +814,7 @@ static int step(struct vd_engine *e)
 		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
 	e->cur.slices = (int32_t)(__atomic_load_n(&e->g_slices, __ATOMIC_RELAXED) - slices);
 	e->cur.t_fwd_end = vs_now_ns();
-	sb_observe(e, n, e->cur.decodes, e->cur.t_fwd_end - e->cur.t_fwd);
+	sb_observe(e, n, e->cur.decodes, e->cur.attn_pairs, e->cur.t_fwd_end - e->cur.t_fwd);
 	e->cur.fwd_runq_us = e->cur.fwd_switches = -1;
 	if (ss == 0 && schedstat(e, &ss_wait2, &ss_count2) == 0) {
 		e->cur.fwd_runq_us = (int32_t)((ss_wait2 - ss_wait) / 1000);

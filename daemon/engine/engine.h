@@ -194,6 +194,7 @@ struct vd_step_rec {
 	                               * during the forward (preempted), else -1 */
 	int32_t fwd_switches;         /* step_schedstat: times it was scheduled in meanwhile */
 	int32_t step_runq_us;         /* step_schedstat: the same wait over t_loop..t_flush */
+	int64_t attn_pairs;           /* attention work: (query row, KV position) pairs, all rows */
 };
 /* Copies the records of steps whose t_flush >= since_ns (oldest first, at most max, the newest
  * when more) into out. Returns how many were copied. Any thread. */

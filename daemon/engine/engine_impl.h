@@ -118,12 +118,14 @@ struct vd_engine {
 	struct vd_step_rec cur;        /* the step in progress (engine thread) */
 	int ss_fd;                     /* /proc/thread-self/schedstat of the engine thread, or -1 */
 	uint64_t ss_loop_wait, ss_loop_count; /* its run-queue wait when the iteration began */
-	/* the automatic stall bound (engine.c): forward time ~ a + b * rows, least squares with
-	 * forgetting over the recent forwards (sums of 1, rows, rows^2, time, rows * time) */
+	/* the automatic stall bound (engine.c): forward time ~ a + b * rows + c * attention pairs,
+	 * least squares with forgetting over the recent forwards (sums of x x^T and x * time, x =
+	 * (1, rows, thousands of pairs)) */
 	int sb_on;
 	double sb_share;
-	double sb_s0, sb_s1, sb_s2, sb_t, sb_xt;
+	double sb_xx[3][3], sb_xt[3];
 	int32_t sb_last_d;             /* decodes of the last step */
+	int64_t sb_last_dpairs;        /* their attention pairs */
 	uint64_t sb_td_ns;             /* atomic: the fit's time of those decodes alone (0: none
 	                                * or no fit): the tower's slice target (engine_vision.c) */
 
