@@ -805,6 +805,7 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 	if (sh->loop_client) {
 		double c0 = thread_cpu_s();
 
+		pthread_setname_np(pthread_self(), "bench-client");   /* top -H, perf sched */
 		drive_loop(cl, n, extra, &stop, &t1);
 		r.t1_ns = (uint64_t)(t1 * 1e9);
 		cl[0].cpu_s = thread_cpu_s() - c0;

@@ -928,6 +928,7 @@ static void *engine_main(void *arg)
 {
 	struct vd_engine *e = arg;
 
+	pthread_setname_np(pthread_self(), "vlmd-engine");   /* top -H, perf sched */
 	e->ss_fd = e->o.step_schedstat ? open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC) :
 	           -1;
 	pthread_mutex_lock(&e->mu);

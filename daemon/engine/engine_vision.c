@@ -50,6 +50,7 @@
  * turns). A device backend (own stream) keeps no turns.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -545,6 +546,13 @@ static void *ev_main(void *arg)
 {
 	struct vd_engine *e = arg;
 
+	pthread_setname_np(pthread_self(), "vlmd-tower");
+	if (e->g_on) {
+		/* turns: never preempt the LLM's threads on a wake-up (see "Turns" above) */
+		struct sched_param sp = { 0 };
+
+		pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+	}
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
 		struct ev_slab *slab = NULL;
