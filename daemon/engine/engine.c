@@ -511,23 +511,26 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
  * decodes whose attention covers P pairs (scheduler.h, vd_sched_set_cost). The pairs matter: a
  * prefill row at position 1000 costs the benchmark model about 4x the matmul time of a row in
  * attention, so a bound in rows alone (the first form) let chunks late in a long prompt stretch
- * decode steps to 2-3x. Least squares with forgetting over the recent forwards; when a term is
- * not separated by them (all steps of one size, or a noisy fit gives a negative coefficient) it
- * is dropped (the fit of the others without it). While the vision tower has work, its slices
+ * decode steps to 2-3x. Non-negative least squares with forgetting over the recent forwards
+ * (about a second); when a term is not separated by them (all steps of one size, or a noisy fit
+ * gives a negative coefficient) the best fit without it is taken. While the vision tower has work, its slices
  * between two steps take half of the extra time (engine_vision.c: the slice target) and the
  * prefill rows the other half. Only steps with decodes are fitted (the sizes the bound chooses
- * between), noisy samples (a forward over 3x its prediction: the thread lost its CPU) are not,
+ * between), noisy samples (a forward over 3x its prediction: the thread lost its CPU) are not
+ * (unless SB_MAX_SKIPS come in a row: then the fit is stale, and an earlier form froze on it),
  * and a is at most SB_MAX_FIXED rows' time (a fit beyond that is noise). */
-#define SB_FORGET 0.98
+#define SB_FORGET 0.995  /* ~200 steps, about a second: a burst of load averages out */
 #define SB_MIN_ROWS 4     /* a step may always add this many prefill rows (progress) */
 #define SB_MAX_FIXED 32.0 /* a / b, rows */
 #define SB_KPAIRS 1e-3    /* the fit's pairs are in thousands (conditioning) */
+#define SB_MAX_SKIPS 8    /* samples skipped as noisy in a row before the fit is taken as stale */
 
-/* Solve the normal equations of the features in mask (bit i: feature i of 1, rows, kpairs);
- * the others are 0. Returns 0 when the system is well conditioned and every coefficient >= 0. */
-static int sb_solve(const struct vd_engine *e, unsigned mask, double k[3])
+/* Least squares over the features in mask (bit i: feature i of 1, rows, kpairs; the others 0).
+ * Returns the residual sum of squares, or -1 when the system is not well conditioned or a
+ * coefficient comes out negative. */
+static double sb_solve(const struct vd_engine *e, unsigned mask, double k[3])
 {
-	double m[3][4];
+	double m[3][4], rss;
 	int idx[3], n = 0;
 
 	for (int i = 0; i < 3; i++) {
@@ -561,24 +564,45 @@ static int sb_solve(const struct vd_engine *e, unsigned mask, double k[3])
 		if (!(k[idx[c]] >= 0))
 			return -1;
 	}
-	return k[1] > 0 || k[2] > 0 ? 0 : -1;
+	if (!(k[1] > 0 || k[2] > 0))
+		return -1;
+	/* sum (t - k.x)^2 = tt - 2 k.xt + k' XX k */
+	rss = e->sb_tt;
+	for (int i = 0; i < 3; i++) {
+		rss -= 2 * k[i] * e->sb_xt[i];
+		for (int j = 0; j < 3; j++)
+			rss += k[i] * e->sb_xx[i][j] * k[j];
+	}
+	return rss > 0 ? rss : 0;
 }
 
-/* The fit: k[0] ms per step, k[1] ms per row, k[2] ms per thousand pairs. */
+/* The fit: k[0] ms per step, k[1] ms per row, k[2] ms per thousand pairs; non-negative least
+ * squares by enumeration: every term when that solution is non-negative, else the two-term
+ * solution with the least residual, else one term. */
 static int sb_fit(const struct vd_engine *e, double k[3])
 {
-	/* every term, then without one of them, then rows alone */
-	static const unsigned masks[] = { 7, 6, 3, 2 };
+	static const unsigned two[] = { 6, 5, 3 }, one[] = { 2, 4 };
+	double best = -1, r, t[3];
 
 	if (e->sb_xx[0][0] < 3 || e->sb_xt[0] <= 0)
 		return -1;
-	for (size_t i = 0; i < sizeof(masks) / sizeof(masks[0]); i++)
-		if (sb_solve(e, masks[i], k) == 0) {
-			if (k[0] > SB_MAX_FIXED * k[1] && k[1] > 0)
-				k[0] = SB_MAX_FIXED * k[1];
-			return 0;
-		}
-	return -1;
+	if (sb_solve(e, 7, k) < 0) {
+		for (size_t i = 0; i < 3; i++)
+			if ((r = sb_solve(e, two[i], t)) >= 0 && (best < 0 || r < best)) {
+				best = r;
+				memcpy(k, t, sizeof(t));
+			}
+		for (size_t i = 0; best < 0 && i < 2; i++)
+			if ((r = sb_solve(e, one[i], t)) >= 0 && (best < 0 || r < best)) {
+				best = r;
+				memcpy(k, t, sizeof(t));
+			}
+		if (best < 0)
+			return -1;
+	}
+	if (k[0] > SB_MAX_FIXED * k[1] && k[1] > 0)
+		k[0] = SB_MAX_FIXED * k[1];
+	return 0;
 }
 
 static void sb_observe(struct vd_engine *e, int32_t rows, int32_t decodes, int64_t pairs,
@@ -588,13 +612,20 @@ static void sb_observe(struct vd_engine *e, int32_t rows, int32_t decodes, int64
 
 	if (!e->sb_on || rows <= 0 || decodes <= 0)
 		return;
-	if (sb_fit(e, k) == 0 && t > 3 * (k[0] + k[1] * x[1] + k[2] * x[2]))
+	/* a forward over 3x the fit's prediction lost its CPU: not a sample, unless that has
+	 * happened so often in a row that the fit itself must be out of date */
+	if (e->sb_xx[0][0] >= 10 && sb_fit(e, k) == 0 && t > 3 * (k[0] + k[1] * x[1] + k[2] * x[2]) &&
+	    e->sb_skips < SB_MAX_SKIPS) {
+		e->sb_skips++;
 		return;
+	}
+	e->sb_skips = 0;
 	for (int i = 0; i < 3; i++) {
 		for (int j = 0; j < 3; j++)
 			e->sb_xx[i][j] = SB_FORGET * e->sb_xx[i][j] + x[i] * x[j];
 		e->sb_xt[i] = SB_FORGET * e->sb_xt[i] + x[i] * t;
 	}
+	e->sb_tt = SB_FORGET * e->sb_tt + t * t;
 }
 
 /* Before planning: the scheduler's bound from the fit (the knobs' rule until there is one). */

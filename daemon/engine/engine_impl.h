@@ -123,7 +123,8 @@ struct vd_engine {
 	 * (1, rows, thousands of pairs)) */
 	int sb_on;
 	double sb_share;
-	double sb_xx[3][3], sb_xt[3];
+	double sb_xx[3][3], sb_xt[3], sb_tt;
+	int sb_skips;                  /* samples skipped as noisy in a row */
 	int32_t sb_last_d;             /* decodes of the last step */
 	int64_t sb_last_dpairs;        /* their attention pairs */
 	uint64_t sb_td_ns;             /* atomic: the fit's time of those decodes alone (0: none
