@@ -8,6 +8,7 @@
 #define VLM_DAEMON_ENGINE_IMPL_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 
 #include "daemon/engine/engine.h"
@@ -87,9 +88,14 @@ struct vd_engine {
 	int g_eng_wait;                /* the engine thread waits for the op to end */
 	uint64_t g_steps;              /* LLM forwards ended */
 	uint64_t g_step_t0;
+	uint64_t g_eng_wait_t0;        /* when the engine thread began waiting for a slice */
 	uint64_t g_slices;             /* tower slices started (step records: overlap) */
 	double g_step_ns;              /* LLM forward time, moving average: the longest wait */
 	double g_fast_ns;              /* LLM forward time near the fastest recent: slice targets */
+	/* engine thread: the encoder thread's CPUs (keep_off) */
+	cpu_set_t g_set;               /* allowed at start */
+	int g_nset;                    /* how many (0: unknown, never restricted) */
+	int g_off_cpu;                 /* the CPU left out now, -1: none */
 
 	/* sink state, under mu */
 	int sink_live;

@@ -308,16 +308,29 @@ static uint64_t ev_yield(void *ctx)
 		if (e->g_eng_wait)
 			pthread_cond_broadcast(&e->g_cv);
 	}
-	if (e->g_step) {
-		budget = e->g_step_ns > 0 ? e->g_step_ns : 5e6;
+	if (e->g_step || e->g_eng_wait) {
+		/* the forward running now is overdue once it has run 1.5 moving averages since its
+		 * own start: a new forward that began while this thread waited (or, SCHED_BATCH,
+		 * waited for a CPU) gets its own time. The engine thread waiting for the slice that
+		 * just ended goes first (it starts its forward at once); an earlier form took the next
+		 * slice here before it woke, so the engine waited out its whole deadline and then ran
+		 * beside a slice. */
+		budget = e->g_step_ns > 0 ? 1.5 * e->g_step_ns : 5e6;
 		budget = budget < 1e6 ? 1e6 : budget > 50e6 ? 50e6 : budget;
-		deadline = vs_now_ns() + (uint64_t)budget;
-		ts.tv_sec = (time_t)(deadline / 1000000000u);
-		ts.tv_nsec = (long)(deadline % 1000000000u);
 		e->g_enc_wait = 1;
-		while (e->g_step && vs_now_ns() < deadline)
-			if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
+		for (;;) {
+			if (e->g_step)
+				deadline = e->g_step_t0 + (uint64_t)budget;
+			else if (e->g_eng_wait)
+				deadline = e->g_eng_wait_t0 + 2000000u;   /* it was woken: moments */
+			else
 				break;
+			if (vs_now_ns() >= deadline)
+				break;
+			ts.tv_sec = (time_t)(deadline / 1000000000u);
+			ts.tv_nsec = (long)(deadline % 1000000000u);
+			pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts);
+		}
 		e->g_enc_wait = 0;
 	}
 	e->g_in_op = 1;
@@ -356,6 +369,7 @@ void vd_ev_forward_begin(struct vd_engine *e)
 		                       (long)(deadline % 1000000000u) };
 
 		e->g_eng_wait = 1;
+		e->g_eng_wait_t0 = vs_now_ns();
 		while (e->g_in_op && vs_now_ns() < deadline)
 			if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
 				break;
@@ -366,12 +380,35 @@ void vd_ev_forward_begin(struct vd_engine *e)
 	pthread_mutex_unlock(&e->g_mu);
 }
 
+/* While decodes run, the encoder thread keeps off the CPU the engine thread runs on (engine
+ * thread, after a forward): woken at the forward's end, it would otherwise often be queued there
+ * and take that CPU from the engine thread's post-forward work or the next forward (perf sched:
+ * ~25 times a second for ~1.2 ms each beside 16 decode streams), while the other CPU only has
+ * the LLM pool's worker spinning between its jobs, which yields to it. Without decodes (images
+ * alone), or with one CPU allowed, it may run anywhere. A change costs one syscall. */
+static void keep_off(struct vd_engine *e)
+{
+	int cpu = e->g_nset >= 2 && e->sb_last_d > 0 ? sched_getcpu() : -1;
+	cpu_set_t set;
+
+	if (cpu == e->g_off_cpu || !e->v_thr_live)
+		return;
+	set = e->g_set;
+	if (cpu >= 0 && cpu < CPU_SETSIZE)
+		CPU_CLR(cpu, &set);
+	if (cpu >= 0 && CPU_COUNT(&set) == CPU_COUNT(&e->g_set))
+		return;   /* not a CPU of the set (sched_getcpu failed or the set changed) */
+	if (pthread_setaffinity_np(e->v_thr, sizeof(set), &set) == 0)
+		e->g_off_cpu = cpu;
+}
+
 void vd_ev_forward_end(struct vd_engine *e)
 {
 	double t;
 
 	if (!e->g_on)
 		return;
+	keep_off(e);
 	pthread_mutex_lock(&e->g_mu);
 	t = (double)(vs_now_ns() - e->g_step_t0);
 	e->g_step_ns = e->g_step_ns > 0 ? 0.8 * e->g_step_ns + 0.2 * t : t;
@@ -600,6 +637,11 @@ int vd_ev_start(struct vd_engine *e)
 	if (rc)
 		return -rc;
 	e->v_thr_live = 1;
+	/* the CPUs it may use (keep_off leaves one of them out while decodes run) */
+	e->g_off_cpu = -1;
+	e->g_nset = 0;
+	if (pthread_getaffinity_np(e->v_thr, sizeof(e->g_set), &e->g_set) == 0)
+		e->g_nset = CPU_COUNT(&e->g_set);
 	return 0;
 }
 
