@@ -40,14 +40,17 @@
  * attention by segments / heads, row-wise ops by rows, each of about the time target ev_yield
  * returns: 0.4 of a fast forward; while decodes run under the engine's measured stall bound,
  * half of the extra time it lets a decode step take, the prefill rows having the other half),
- * which starts the next slice only while no LLM forward runs,
- * or once the tower has waited about one forward's moving-average time (never starved: that
- * slice overlaps); an LLM forward waits for a slice in progress to end (at most half a
- * forward's time), so a decode step waits for at most about one slice. The engine thread waits
- * only for a slice that is running, never for the encoder thread to wake up and take a turn:
- * on a loaded machine a wake-up can take a scheduler time slice, and a first version that
- * handed turns over put that latency into every step (measured: ITL tail worse than without
- * turns). A device backend (own stream) keeps no turns.
+ * which starts the next slice only while no LLM forward runs and the engine thread is not
+ * waiting to start one, or once the running forward is overdue (1.5 moving averages since its
+ * start: never starved, that slice overlaps); an LLM forward waits for a slice in progress to
+ * end (at most half a forward's time), so a decode step waits for at most about one slice. The
+ * engine thread waits only for a slice that is running, never for the encoder thread to wake up
+ * and take a turn: on a loaded machine a wake-up can take a scheduler time slice, and a first
+ * version that handed turns over put that latency into every step (measured: ITL tail worse
+ * than without turns). Under turns the encoder thread runs SCHED_BATCH and, while decodes run,
+ * keeps off the engine thread's CPU (keep_off): the LLM pool's two threads keep both cores busy,
+ * and a woken encoder otherwise often took the engine thread's CPU. A device backend (own
+ * stream) keeps no turns.
  */
 #include <errno.h>
 #include <sched.h>
