@@ -1556,6 +1556,8 @@ int bench_serve_main(int argc, char **argv)
 		steps_csv(o.steps_csv, d.started ? d.eng : NULL, &busy, "prefill");
 		show("decode + prefills", &busy);
 		show_engine(&busy);
+		fprintf(stderr, "  (prefills of %d tokens beside the decode streams: %.2f/s)\n",
+		        sh.prefill_prompt, busy.secs > 0 ? (double)busy.extra_requests / busy.secs : 0);
 		failed |= idle.failed | busy.failed;
 		if (want_enc) {
 			/* the tower alone (2 clients, 3 fresh images per 1-token request), then beside
@@ -1692,10 +1694,12 @@ int bench_serve_main(int argc, char **argv)
 			       "\"engine_step_p99_cpu_wait_ms_while_encoding\": %.3f, "
 			       "\"client_cpu_cores_no_prefill\": %.4f, "
 			       "\"client_cpu_cores_with_prefill\": %.4f, "
-			       "\"client_cpu_cores_while_encoding\": %.4f", idle.eng.int50,
+			       "\"client_cpu_cores_while_encoding\": %.4f, "
+			       "\"prefills_per_s_with_decodes\": %.3f", idle.eng.int50,
 			       idle.eng.int99, busy.eng.int50, busy.eng.int99, busy.eng.tail.runq,
 			       ebusy.eng.int50, ebusy.eng.int99, ebusy.eng.tail.runq, idle.client_cpu,
-			       busy.client_cpu, ebusy.client_cpu);
+			       busy.client_cpu, ebusy.client_cpu,
+			       busy.secs > 0 ? (double)busy.extra_requests / busy.secs : 0.0);
 			printf(", \"images_reference\": %s, \"max_batched_tokens\": %u, \"hidden\": %d, "
 			       "\"layers\": %d, \"load_avg\": \"%s\", \"temperature\": %g, \"top_p\": %g, "
 			       "\"top_k\": %d, \"client\": \"%s\", \"prefill_per_decode\": %d, "
