@@ -963,7 +963,7 @@ static void steps_csv(const char *path, struct vd_engine *eng, const struct resu
 	if (ftell(f) == 0)
 		fprintf(f, "phase,seq,t_loop,t_plan,t_prep,t_fwd,t_fwd_end,t_post,t_flush,decodes,"
 		        "prefill_tokens,prefill_items,admitted,preempted,max_ctx,sampled,slices,"
-		        "fwd_runq_us,fwd_switches,step_runq_us,attn_pairs\n");
+		        "fwd_runq_us,fwd_switches,step_runq_us,attn_pairs,gap_slices\n");
 	n = vd_engine_step_records(eng, r->t0_ns, rec, VD_STEP_RECS);
 	for (size_t i = 0; i < n; i++) {
 		const struct vd_step_rec *x = &rec[i];
@@ -972,12 +972,12 @@ static void steps_csv(const char *path, struct vd_engine *eng, const struct resu
 		if (x->t_flush > r->t1_ns)
 			break;
 		fprintf(f, "%s,%llu,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,"
-		        "%lld\n", name, (unsigned long long)x->seq, (x->t_loop - t0) * 1e-3,
+		        "%lld,%d\n", name, (unsigned long long)x->seq, (x->t_loop - t0) * 1e-3,
 		        (x->t_plan - t0) * 1e-3, (x->t_prep - t0) * 1e-3, (x->t_fwd - t0) * 1e-3,
 		        (x->t_fwd_end - t0) * 1e-3, (x->t_post - t0) * 1e-3, (x->t_flush - t0) * 1e-3,
 		        x->decodes, x->prefill_tokens, x->prefill_items, x->admitted, x->preempted,
 		        x->max_ctx, x->sampled, x->slices, x->fwd_runq_us, x->fwd_switches,
-		        x->step_runq_us, (long long)x->attn_pairs);
+		        x->step_runq_us, (long long)x->attn_pairs, x->gap_slices);
 	}
 	fclose(f);
 	free(rec);

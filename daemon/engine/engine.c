@@ -838,12 +838,14 @@ static int step(struct vd_engine *e)
 	ss = schedstat(e, &ss_wait, &ss_count);
 	e->cur.t_fwd = vs_now_ns();
 	slices = __atomic_load_n(&e->g_slices, __ATOMIC_RELAXED);
+	e->cur.gap_slices = (int32_t)(slices - e->slices_fwd_end);
 	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog,
 	                      need_logits && !dev ? e->b_logits : NULL,
 	                      need_argmax ? e->b_argmax : NULL);
 	if (rc >= 0 && dev)
 		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
-	e->cur.slices = (int32_t)(__atomic_load_n(&e->g_slices, __ATOMIC_RELAXED) - slices);
+	e->slices_fwd_end = __atomic_load_n(&e->g_slices, __ATOMIC_RELAXED);
+	e->cur.slices = (int32_t)(e->slices_fwd_end - slices);
 	e->cur.t_fwd_end = vs_now_ns();
 	sb_observe(e, n, e->cur.decodes, e->cur.attn_pairs, e->cur.t_fwd_end - e->cur.t_fwd);
 	e->cur.fwd_runq_us = e->cur.fwd_switches = -1;

@@ -190,6 +190,8 @@ struct vd_step_rec {
 	int32_t max_ctx;              /* longest KV context (start + n) among prefill items */
 	int32_t sampled;              /* logit rows */
 	int32_t slices;               /* tower slices started while the forward ran (overlap) */
+	int32_t gap_slices;           /* tower slices started between the previous forward's end
+	                               * and this one's start (the tower's turns) */
 	int32_t fwd_runq_us;          /* step_schedstat: the engine thread runnable but not running
 	                               * during the forward (preempted), else -1 */
 	int32_t fwd_switches;         /* step_schedstat: times it was scheduled in meanwhile */

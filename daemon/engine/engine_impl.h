@@ -122,6 +122,7 @@ struct vd_engine {
 	struct vd_step_rec *srec;      /* [VD_STEP_RECS] ring of step records (NULL: none kept) */
 	uint64_t n_srec;               /* records written */
 	struct vd_step_rec cur;        /* the step in progress (engine thread) */
+	uint64_t slices_fwd_end;       /* g_slices when the last forward ended */
 	int ss_fd;                     /* /proc/thread-self/schedstat of the engine thread, or -1 */
 	uint64_t ss_loop_wait, ss_loop_count; /* its run-queue wait when the iteration began */
 	/* the automatic stall bound (engine.c): forward time ~ a + b * rows + c * attention pairs,
