@@ -242,15 +242,18 @@ static int32_t timed_rows(const struct vd_sched *s, int32_t start, int32_t want,
 	if (tleft <= 0) {
 		n = 0;
 	} else if (c > 0) {
-		/* largest n with (c/2) n^2 + (b + c (start + 1/2)) n <= tleft */
+		/* largest n with (c/2) n^2 + (b + c (start + 1/2)) n <= tleft: the positive root
+		 * (sqrt(B^2 + 2 c tleft) - B) / c, written without the cancellation */
 		double B = b + c * ((double)start + 0.5);
-		n = floor((sqrt(B * B + 2 * c * tleft) - B) / c);
+		n = floor(2 * tleft / (sqrt(B * B + 2 * c * tleft) + B));
 	} else {
 		n = b > 0 ? floor(tleft / b) : (double)want;
 	}
-	/* the root can land one above the bound by rounding */
+	/* the root can land one off the bound by rounding */
 	while (n > 0 && n <= want && rows_cost(s, start, (int32_t)n) > tleft)
 		n--;
+	while (n >= 0 && n < want && rows_cost(s, start, (int32_t)n + 1) <= tleft)
+		n++;
 	if (n < s->cost.min_rows - pf_rows)
 		n = s->cost.min_rows - pf_rows;
 	return n < want ? (int32_t)n : want;
