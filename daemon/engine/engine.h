@@ -55,7 +55,8 @@ struct vd_engine_opts {
 	int32_t prefill_per_decode;
 	/* Automatic bound (prefill_per_decode < 0, host backends): the prefill rows beside d
 	 * decodes cost at most this fraction of the time of a step of the d decodes alone, from the
-	 * engine's fit of forward time against rows (a + b * rows). 0: 0.5. */
+	 * engine's fit of forward time against rows and attention pairs (a + b * rows + c * pairs).
+	 * 0: 0.5. */
 	double prefill_share;
 	/* Vision stage (checkpoints with a vision tower; daemon/engine/engine_vision.c). */
 	uint64_t vision_cache_bytes;  /* encoded rows kept for reuse (LRU); 0 = no reuse */
