@@ -16,6 +16,8 @@
  * in L1 for the horizontal pass and never writes (or faults in) the whole image. The whole decode
  * and the streamed one share each format's setup and row code (jdec_*, pdec_*), so their bytes and
  * errors cannot drift apart; what needs the whole image (EXIF rotation, interlacing) decodes whole.
+ * A streamed 4:2:0 JPEG is read as planes and its rows made by client/ycc420.c (libjpeg's
+ * upsampling and colour conversion, exactly, in one pass instead of two through a buffer).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -31,6 +33,7 @@
 
 #include "client/imgdecode.h"
 #include "client/vlmerr.h"
+#include "client/ycc420.h"
 
 /* ---------------------------------------------------------------- shared helpers */
 
@@ -187,6 +190,16 @@ struct jdec {
 	int orient;                  /* EXIF orientation, 1..8 */
 	uint32_t w, h;
 	uint8_t *tmp;                /* CMYK: one row [w][4] */
+	/* raw: a 4:2:0 YCbCr JPEG read as planes (jpeg_read_raw_data), its rows made by
+	 * vc_ycc420_row (the bytes jpeg_read_scanlines gives, fewer passes); iMCU rows (16 luma,
+	 * 8 chroma rows) are read one ahead of the rows made, into rings: luma [2][16] rows,
+	 * chroma [3][8] (a row's further chroma row may sit in the iMCU row before or after) */
+	bool raw;
+	uint8_t *rmem;
+	JSAMPROW yr[2][16], cbr[3][8], crr[3][8];
+	uint32_t cw, ch;             /* the chroma planes' size */
+	uint32_t imcu;               /* iMCU rows read */
+	uint32_t row;                /* the next row made */
 };
 
 static void jdec_free(struct jdec *d)
@@ -196,6 +209,8 @@ static void jdec_free(struct jdec *d)
 	d->live = false;
 	free(d->tmp);
 	d->tmp = NULL;
+	free(d->rmem);
+	d->rmem = NULL;
 }
 
 static int jdec_corrupt(struct jdec *d)
@@ -210,9 +225,14 @@ static int jdec_truncated(struct jdec *d)
 	return vc_err(-EBADMSG, "truncated JPEG (premature end of data)");
 }
 
+static int raw_setup(struct jdec *d);
+
 /* Header, size limit, EXIF orientation, decompression started (a progressive JPEG is read
- * whole here, as libjpeg does). 0 or an error (d then released). */
-static int jdec_open(struct jdec *d, const uint8_t *data, size_t len, uint64_t max_pixels)
+ * whole here, as libjpeg does); raw_ok: a 4:2:0 JPEG may be read as planes (d->raw: the
+ * streamed rows; the whole decode keeps libjpeg's scanlines, the reference the tests compare
+ * the planes' rows with). 0 or an error (d then released). */
+static int jdec_open(struct jdec *d, const uint8_t *data, size_t len, uint64_t max_pixels,
+		     bool raw_ok)
 {
 	int e;
 
@@ -241,15 +261,88 @@ static int jdec_open(struct jdec *d, const uint8_t *data, size_t len, uint64_t m
 		}
 	d->cmyk = d->ci.jpeg_color_space == JCS_CMYK || d->ci.jpeg_color_space == JCS_YCCK;
 	d->ci.out_color_space = d->cmyk ? JCS_CMYK : JCS_RGB;
+	/* PIL's settings make libjpeg upsample 4:2:0 chroma with h2v2_fancy_upsample (width > 2
+	 * chroma columns) and convert with its ycc->rgb tables: vc_ycc420_row's bytes */
+	d->raw = raw_ok && d->ci.num_components == 3 && d->ci.jpeg_color_space == JCS_YCbCr &&
+		 d->ci.comp_info[0].h_samp_factor == 2 && d->ci.comp_info[0].v_samp_factor == 2 &&
+		 d->ci.comp_info[1].h_samp_factor == 1 && d->ci.comp_info[1].v_samp_factor == 1 &&
+		 d->ci.comp_info[2].h_samp_factor == 1 && d->ci.comp_info[2].v_samp_factor == 1 &&
+		 !d->ci.CCIR601_sampling && d->ci.image_width > 4 && vc_ycc420_fast();
+	d->ci.raw_data_out = d->raw;
 	jpeg_start_decompress(&d->ci);
 	if (d->je.truncated)
 		return jdec_truncated(d);
 	d->w = d->ci.output_width;
 	d->h = d->ci.output_height;
-	if (d->cmyk && !(d->tmp = malloc((size_t)d->w * 4))) {
+	if ((d->cmyk && !(d->tmp = malloc((size_t)d->w * 4))) || (d->raw && raw_setup(d))) {
 		jdec_free(d);
 		return vc_err(-ENOMEM, "out of memory (JPEG %u x %u)", d->w, d->h);
 	}
+	return 0;
+}
+
+/* The raw planes' rings (d->raw). Rows start 64 bytes into their strides: chroma column -1 and
+ * column cw (the replicated edges) are ours to write, beside what the IDCT fills (whole
+ * blocks: ceil(width / 8) * 8 samples). 0 or -ENOMEM. */
+static int raw_setup(struct jdec *d)
+{
+	size_t ys = (((size_t)d->ci.comp_info[0].width_in_blocks * 8 + 127) & ~(size_t)63);
+	size_t cs = (((size_t)d->ci.comp_info[1].width_in_blocks * 8 + 127) & ~(size_t)63);
+	uint8_t *p;
+
+	d->cw = d->ci.comp_info[1].downsampled_width;
+	d->ch = d->ci.comp_info[1].downsampled_height;
+	d->rmem = malloc(32 * ys + 48 * cs + 64);
+	if (!d->rmem)
+		return -ENOMEM;
+	p = (uint8_t *)(((uintptr_t)d->rmem + 63) & ~(uintptr_t)63) + 64;
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < 16; i++, p += ys)
+			d->yr[k][i] = p;
+	for (int k = 0; k < 3; k++)
+		for (int i = 0; i < 8; i++, p += 2 * cs) {
+			d->cbr[k][i] = p;
+			d->crr[k][i] = p + cs;
+		}
+	return 0;
+}
+
+/* The next iMCU row of planes into the rings, chroma edges replicated. The caller holds the
+ * setjmp. 0 or -EBADMSG (truncated: d then released). */
+static int raw_read(struct jdec *d)
+{
+	JSAMPARRAY planes[3] = { d->yr[d->imcu % 2], d->cbr[d->imcu % 3], d->crr[d->imcu % 3] };
+
+	if (!jpeg_read_raw_data(&d->ci, planes, 16) || d->je.truncated)
+		return jdec_truncated(d);
+	for (int i = 0; i < 8; i++) {
+		uint8_t *cb = planes[1][i], *cr = planes[2][i];
+
+		cb[-1] = cb[0];
+		cb[d->cw] = cb[d->cw - 1];
+		cr[-1] = cr[0];
+		cr[d->cw] = cr[d->cw - 1];
+	}
+	d->imcu++;
+	return 0;
+}
+
+/* The next row of a raw JPEG into dst [w][3]: its chroma rows are the nearer one (row / 2) and
+ * the one above (even rows) or below (odd), the edge rows standing in for those past the top
+ * and bottom as libjpeg's context rows do. The caller holds the setjmp. 0 or -EBADMSG. */
+static int raw_row(struct jdec *d, uint8_t *dst)
+{
+	uint32_t r = d->row, c = r / 2, f;
+	int e;
+
+	f = r % 2 ? (c + 1 < d->ch ? c + 1 : c) : (c ? c - 1 : 0);
+	while (d->imcu <= (f > c ? f : c) / 8)
+		if ((e = raw_read(d)))
+			return e;
+	vc_ycc420_row(d->yr[r / 16 % 2][r % 16], d->cbr[c / 8 % 3][c % 8],
+		      d->cbr[f / 8 % 3][f % 8], d->crr[c / 8 % 3][c % 8], d->crr[f / 8 % 3][f % 8],
+		      d->w, dst);
+	d->row++;
 	return 0;
 }
 
@@ -260,6 +353,8 @@ static int jdec_row(struct jdec *d, uint8_t *dst)
 
 	if (setjmp(d->je.jb))
 		return jdec_corrupt(d);
+	if (d->raw)
+		return raw_row(d, dst);
 	jpeg_read_scanlines(&d->ci, &row, 1);
 	if (d->je.truncated)
 		return jdec_truncated(d);
@@ -289,7 +384,7 @@ static int jdec_rows(struct jdec *d, uint8_t *dst, size_t stride, uint32_t n)
 	JSAMPROW rp[2];
 	volatile uint32_t got = 0; /* kept across jpeg_fail's longjmp (-Wclobbered) */
 
-	if (d->cmyk || n == 1 || n > 2) {
+	if (d->cmyk || d->raw || n == 1 || n > 2) {
 		for (uint32_t i = 0; i < n; i++) {
 			int e = jdec_row(d, dst + i * stride);
 
@@ -318,6 +413,12 @@ static int jdec_finish(struct jdec *d)
 {
 	if (setjmp(d->je.jb))
 		return jdec_corrupt(d);
+	while (d->raw && d->ci.output_scanline < d->h) { /* rows nobody asked for */
+		int e = raw_read(d);
+
+		if (e)
+			return e;
+	}
 	if (d->ci.output_scanline < d->h && !d->tmp && !(d->tmp = malloc((size_t)d->w * 3))) {
 		jdec_free(d);
 		return vc_err(-ENOMEM, "out of memory (JPEG row)");
@@ -340,7 +441,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, uint64_t max_pixels, str
 {
 	struct jdec d;
 	uint8_t *px;
-	int e = jdec_open(&d, data, len, max_pixels);
+	int e = jdec_open(&d, data, len, max_pixels, false);
 
 	if (e)
 		return e;
@@ -782,7 +883,7 @@ int vc_img_rows_open(const void *data, size_t len, uint64_t max_pixels,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return vc_err(-ENOMEM, "out of memory (JPEG)");
-	e = jdec_open(&s->jd, p, len, max_pixels);
+	e = jdec_open(&s->jd, p, len, max_pixels, true);
 	if (e) {
 		free(s);
 		return e;

@@ -12,7 +12,10 @@
  * getting the pixels), and write_ms, streaming as many bytes as the patches take into the same
  * reused memory (non-temporal stores, as the library writes them: the output's memory
  * bandwidth); floor_ms = decode_ms + write_ms, what a preprocess doing no other work would
- * cost. The peer (transformers' Qwen2VLImageProcessor, default torchvision
+ * cost. For a 4:2:0 JPEG, whose rows the library makes from libjpeg's planes itself
+ * (client/ycc420.c), planes_ms is the part of the decode it cannot avoid (libjpeg's entropy
+ * decoding and IDCT alone) and planes_floor_ms = planes_ms + write_ms the lower floor (null for
+ * other JPEGs). The peer (transformers' Qwen2VLImageProcessor, default torchvision
  * backend, one thread) is timed on the same file by tests/vision/bench_hf_preprocess.py, which
  * runs this with --json and prints the ratio. Timings: median of --iters warm runs (first run
  * reported separately), as the thread's CPU time (the *_ms figures: robust on a loaded machine,
@@ -146,6 +149,45 @@ static int decode_only(const unsigned char *data, size_t len, unsigned char *px)
 	return 0;
 }
 
+/* The part of the decode no preprocessing of a 4:2:0 JPEG avoids: libjpeg's entropy decoding
+ * and IDCT into planes (jpeg_read_raw_data: no upsampling, no colour conversion; what the
+ * streamed path takes from libjpeg before client/ycc420.c makes the rows). buf: 32 rows of
+ * w + 64 bytes. 0, or -1 when the image is not 4:2:0 YCbCr. */
+static int decode_planes(const unsigned char *data, size_t len, unsigned char *buf)
+{
+	struct jpeg_decompress_struct ci;
+	struct jpeg_error_mgr jerr;
+	JSAMPROW y[16], cb[8], cr[8];
+	JSAMPARRAY planes[3] = { y, cb, cr };
+	int rc = -1;
+
+	ci.err = jpeg_std_error(&jerr);
+	jpeg_create_decompress(&ci);
+	jpeg_mem_src(&ci, data, (unsigned long)len);
+	jpeg_read_header(&ci, TRUE);
+	if (ci.num_components == 3 && ci.jpeg_color_space == JCS_YCbCr &&
+	    ci.comp_info[0].h_samp_factor == 2 && ci.comp_info[0].v_samp_factor == 2 &&
+	    ci.comp_info[1].h_samp_factor == 1 && ci.comp_info[1].v_samp_factor == 1 &&
+	    ci.comp_info[2].h_samp_factor == 1 && ci.comp_info[2].v_samp_factor == 1) {
+		size_t st = (size_t)ci.image_width + 64;
+
+		for (int i = 0; i < 16; i++)
+			y[i] = buf + i * st;
+		for (int i = 0; i < 8; i++) {
+			cb[i] = buf + (16 + i) * st;
+			cr[i] = buf + (24 + i) * st;
+		}
+		ci.raw_data_out = TRUE;
+		jpeg_start_decompress(&ci);
+		while (ci.output_scanline < ci.output_height)
+			jpeg_read_raw_data(&ci, planes, 16);
+		jpeg_finish_decompress(&ci);
+		rc = 0;
+	}
+	jpeg_destroy_decompress(&ci);
+	return rc;
+}
+
 /* The write floor: bytes (a multiple of 64, p 64-byte aligned) streamed with non-temporal
  * stores, as client/imgprep.c writes its patches */
 #ifdef __SSE2__
@@ -195,21 +237,24 @@ static int reuse_get(void *ctx, size_t bytes, void **mem)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: vlm-bench vision [--image FILE.jpg] [--iters N] [--max-pixels N] "
-		   "[--bf16] [--json]\n"
+		   "[--bf16] [--json] [--profile]\n"
 		   "  Image preprocessing time per image (one thread) vs the JPEG decode floor,\n"
 		   "  into reused memory (the arena path) and into a fresh buffer (heap).\n"
 		   "  Default image: a synthetic 1280x720 JPEG (quality 85). Compare with\n"
-		   "  transformers: tests/vision/bench_hf_preprocess.py.\n");
+		   "  transformers: tests/vision/bench_hf_preprocess.py.\n"
+		   "  --profile: the reused-memory path alone, no floor (for perf record).\n");
 }
 
 int bench_vision_main(int argc, char **argv)
 {
 	const char *path = NULL;
-	int iters = 20, json = 0, rc = 1;
+	int iters = 20, json = 0, rc = 1, profile = 0;
 	struct vlm_image_opts o = { 0 };
 	unsigned char *data = NULL, *px = NULL;
 	double *tp = NULL, *td = NULL, *tpw = NULL, *tdw = NULL, *th = NULL, *thw = NULL;
-	double *tw = NULL;
+	double *tw = NULL, *tpl = NULL;
+	unsigned char *pbuf = NULL;
+	int planes = 0;
 	size_t out_bytes = 0;
 	double first_ms = 0;
 	struct reuse_buf rb = { 0 };
@@ -226,6 +271,8 @@ int bench_vision_main(int argc, char **argv)
 			o.max_pixels = strtoull(argv[++i], NULL, 10);
 		} else if (!strcmp(argv[i], "--bf16")) {
 			o.dtype = VLM_DTYPE_BF16;
+		} else if (!strcmp(argv[i], "--profile")) {
+			profile = 1;
 		} else if (!strcmp(argv[i], "--json")) {
 			json = 1;
 		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -253,11 +300,12 @@ int bench_vision_main(int argc, char **argv)
 	th = calloc((size_t)iters, sizeof(*th));
 	thw = calloc((size_t)iters, sizeof(*thw));
 	tw = calloc((size_t)iters, sizeof(*tw));
-	if (!tp || !td || !tpw || !tdw || !th || !thw || !tw)
+	tpl = calloc((size_t)iters, sizeof(*tpl));
+	if (!tp || !td || !tpw || !tdw || !th || !thw || !tw || !tpl)
 		goto out;
 	/* the two paths interleaved, so both see the same machine load */
 	for (int i = 0; i <= iters; i++) {
-		for (int heap = 0; heap < 2; heap++) {
+		for (int heap = 0; heap < 2 - profile; heap++) {
 			struct vlm_image *img = NULL;
 			double w0 = now(), t0 = cpu_now();
 			int e = vc_image_load_memory_to(data, len, NULL, &o, heap ? NULL : &dst, &img);
@@ -297,9 +345,17 @@ int bench_vision_main(int argc, char **argv)
 		h = ci.image_height;
 		jpeg_destroy_decompress(&ci);
 	}
-	px = malloc((size_t)w * h * 3);
-	if (!px)
+	if (profile) { /* the arena path alone (for perf record): no heap runs, no floor */
+		printf("preprocess_ms %.3f (median of %d, arena path only)\n", median(tp, iters),
+		       iters);
+		rc = 0;
 		goto out;
+	}
+	px = malloc((size_t)w * h * 3);
+	pbuf = malloc(32 * ((size_t)w + 64));
+	if (!px || !pbuf)
+		goto out;
+	planes = decode_planes(data, len, pbuf) == 0;
 	/* the floor's two parts interleaved too; the write goes into the arena stand-in, whose
 	 * pages the preprocess runs have mapped (out_bytes rounded down to whole 64-byte lines) */
 	for (int i = 0; i <= iters; i++) {
@@ -314,12 +370,24 @@ int bench_vision_main(int argc, char **argv)
 		stream_write(rb.p, out_bytes & ~(size_t)63);
 		if (i)
 			tw[i - 1] = (cpu_now() - t1) * 1e3;
+		if (planes) {
+			t1 = cpu_now();
+			decode_planes(data, len, pbuf);
+			if (i)
+				tpl[i - 1] = (cpu_now() - t1) * 1e3;
+		}
 	}
 	{
 		double p = median(tp, iters), d = median(td, iters);
 		double pw = median(tpw, iters), dw = median(tdw, iters);
 		double ph = median(th, iters), phw = median(thw, iters);
-		double wr = median(tw, iters);
+		double wr = median(tw, iters), pl = planes ? median(tpl, iters) : 0;
+		char pls[64] = "null", plf[64] = "null";
+
+		if (planes) {
+			snprintf(pls, sizeof(pls), "%.3f", pl);
+			snprintf(plf, sizeof(plf), "%.3f", pl + wr);
+		}
 
 		if (json)
 			printf("{\"bench\": \"vision\", \"image\": \"%s\", \"width\": %u, \"height\": %u, "
@@ -330,10 +398,11 @@ int bench_vision_main(int argc, char **argv)
 			       "\"decode_wall_ms\": %.3f, \"preprocess_heap_ms\": %.3f, "
 			       "\"preprocess_heap_wall_ms\": %.3f, \"output_bytes\": %zu, "
 			       "\"write_ms\": %.3f, \"floor_ms\": %.3f, "
-			       "\"preprocess_over_floor\": %.2f, \"clock\": \"thread CPU time\"}\n",
+			       "\"preprocess_over_floor\": %.2f, \"planes_ms\": %s, "
+			       "\"planes_floor_ms\": %s, \"clock\": \"thread CPU time\"}\n",
 			       path ? path : "synthetic-1280x720.jpg", w, h, len, grid[0], grid[1],
 			       grid[2], o.dtype == VLM_DTYPE_BF16 ? "bf16" : "f32", iters, p, first_ms, d,
-			       p / d, pw, dw, ph, phw, out_bytes, wr, d + wr, p / (d + wr));
+			       p / d, pw, dw, ph, phw, out_bytes, wr, d + wr, p / (d + wr), pls, plf);
 		else
 			printf("image %s %ux%u (%zu bytes) -> grid %u x %u x %u\n"
 			       "preprocess_ms %.3f (thread CPU time, median of %d, first %.3f; wall %.3f)\n"
@@ -342,9 +411,12 @@ int bench_vision_main(int argc, char **argv)
 			       "preprocess_heap_ms %.3f (a fresh buffer per image: vlm_image_load_memory; "
 			       "wall %.3f)\n"
 			       "write_ms      %.3f (%zu output bytes streamed into the reused buffer)\n"
-			       "floor_ms      %.3f (decode + write); preprocess / floor = %.2fx\n",
+			       "floor_ms      %.3f (decode + write); preprocess / floor = %.2fx\n"
+			       "planes_ms     %s (4:2:0: libjpeg's entropy decoding + IDCT alone); "
+			       "planes_floor_ms %s (planes + write)\n",
 			       path ? path : "synthetic", w, h, len, grid[0], grid[1], grid[2], p, iters,
-			       first_ms, pw, d, dw, p / d, ph, phw, wr, out_bytes, d + wr, p / (d + wr));
+			       first_ms, pw, d, dw, p / d, ph, phw, wr, out_bytes, d + wr, p / (d + wr),
+			       pls, plf);
 	}
 	rc = 0;
 out:
@@ -355,6 +427,8 @@ out:
 	free(th);
 	free(thw);
 	free(tw);
+	free(tpl);
+	free(pbuf);
 	free(rb.p);
 	free(px);
 	free(data);

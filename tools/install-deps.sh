@@ -9,7 +9,7 @@ pkgs=(
   systemd util-linux
   spin
   clang libclang-rt-14-dev
-  python3-numpy python3-venv python3-pip python3-setuptools
+  python3-numpy python3-pil python3-venv python3-pip python3-setuptools
 )
 missing=()
 for p in "${pkgs[@]}"; do

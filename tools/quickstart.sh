@@ -39,7 +39,8 @@ ls -l "$model"
 echo "== starting vlmd on $sock"
 build/daemon/vlmd --socket "$sock" --model "$model" --kv-memory 64M &
 vlmd_pid=$!
-for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
+# up to 2 minutes (a loaded machine), as long as vlmd runs
+for _ in $(seq 2400); do [ -S "$sock" ] && break; kill -0 "$vlmd_pid" 2>/dev/null || break; sleep 0.05; done
 [ -S "$sock" ] || { echo "vlmd did not start" >&2; exit 1; }
 
 echo "== vlm-generate --image: a real image in (client preprocessing, vlmd's vision tower)"

@@ -44,7 +44,8 @@ def check(cond, msg):
 class Stack:
     """A tmp folder with a tiny model, vlmd and vlm-serve. Use as a context manager."""
 
-    def __init__(self, serve_args=(), vlmd_args=(), gen_config=None, start_vlmd=True):
+    def __init__(self, serve_args=(), vlmd_args=(), gen_config=None, start_vlmd=True,
+                 mkmodel_args=("--preset", "tiny")):
         self.dir = tempfile.mkdtemp(prefix="vlm-http-")
         self.sock = os.path.join(self.dir, "vlmd.sock")
         self.model = os.path.join(self.dir, "model")
@@ -52,7 +53,7 @@ class Stack:
         self.vlmd_args = list(vlmd_args)
         self.vlmd = self.serve = None
         self.port = None
-        subprocess.run([env("VLM_MKMODEL"), "--preset", "tiny", "--tokenizer", TOKENIZER,
+        subprocess.run([env("VLM_MKMODEL")] + list(mkmodel_args) + ["--tokenizer", TOKENIZER,
                         self.model], check=True, stdout=subprocess.DEVNULL, env=child_env())
         if gen_config is not None:
             path = os.path.join(self.model, "generation_config.json")

@@ -1,7 +1,8 @@
 """vlm-serve over raw sockets and plain HTTP (no client library): SSE framing byte for byte,
 every validation error with its field, body limits, slow and vanishing clients, the API key,
 vlmd's refusals (429) and absence (503, then reconnection), checkpoint defaults, and the image URL
-policy (file:// and http(s) allow-lists, with a local HTTP server on 127.0.0.1)."""
+policy (file:// and http(s) allow-lists, with a local HTTP server on 127.0.0.1), every kind of
+bad image (a 400 naming the part, then still serving), images on a checkpoint without a tower."""
 
 import base64
 import http.server
@@ -500,6 +501,183 @@ def test_api_key_and_defaults():
         check(st == 400 and "without `--allowed-local-media-path`" in r["error"]["message"], "file: %r" % r)
 
 
+BAD_IMAGES = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "bad")
+
+
+def jpeg_claiming(w, h):
+    """A committed JPEG whose SOF header claims w x h (its data stays the small image's)."""
+    path = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "jpeg_cmyk_96x64.jpg")
+    with open(path, "rb") as f:
+        d = bytearray(f.read())
+    at = next(i for i in range(2, len(d) - 9) if d[i] == 0xff and 0xc0 <= d[i + 1] <= 0xc2)
+    d[at + 5:at + 9] = struct.pack(">HH", h, w)
+    return bytes(d)
+
+
+def test_bad_images():
+    """Every kind of bad image the issue lists, as a data URL and as a file:// path: a 400 that
+    names the part and gives the library's reason (vlm-serve's /metrics counts each 400), and
+    vlm-serve and vlmd keep serving images and text."""
+    media = os.path.join(A.dir, "media")
+    cases = [(name, open(os.path.join(BAD_IMAGES, name), "rb").read(), why) for name, why in [
+        ("empty.jpg", "empty image (0 bytes)"),
+        ("truncated.jpg", "truncated JPEG"),
+        ("truncated.png", "corrupt PNG"),
+        ("truncated.webp", "WebP"),
+        ("corrupt.jpg", "corrupt JPEG"),
+        ("corrupt.png", "corrupt PNG"),
+        ("image.gif", "GIF images are not supported"),
+        ("image.bmp", "BMP images are not supported"),
+        ("text.txt", "unknown image format"),
+        ("bomb_100000x100000.png", "PNG image is 100000 x 100000 = 10000000000 pixels, over the "
+                                   "limit of 178956970"),
+        ("ratio201_1x201.png", "absolute aspect ratio must be smaller than 200, got 201.0")]]
+    cases.append(("bomb_60000x60000.jpg", jpeg_claiming(60000, 60000),
+                  "JPEG image is 60000 x 60000 = 3600000000 pixels, over the limit"))
+    key = 'vlm_serve_http_requests_total{endpoint="/v1/chat/completions",status="400"}'
+    before = A.metrics().get(key, 0)
+    for name, data, why in cases:
+        with open(os.path.join(media, name), "wb") as f:
+            f.write(data)
+        for form, url in (("data", "data:image/png;base64," + base64.b64encode(data).decode()),
+                          ("file", "file://" + os.path.join(media, name))):
+            msgs = [{"role": "user", "content": [
+                {"type": "text", "text": "Look:"},
+                {"type": "image_url", "image_url": {"url": url}}]}]
+            st, r = A.post("/v1/chat/completions", body(messages=msgs))
+            check(st == 400 and r["error"]["type"] == "BadRequestError" and
+                  r["error"]["param"] == "messages[0].content[1]" and
+                  r["error"]["message"].startswith("the image could not be used: ") and
+                  why in r["error"]["message"], "%s as %s: %d %r" % (name, form, st, r))
+    # nothing broke: an image and a text request are answered
+    b64 = base64.b64encode(png(56, 56)).decode()
+    st, r = A.post("/v1/chat/completions", body(messages=image_msg("data:image/png;base64," + b64)))
+    image_ok(st, r, "image after the bad ones")
+    st, r = A.post("/v1/chat/completions", body())
+    check(st == 200 and r["usage"]["completion_tokens"] > 0, "text after the bad images: %d" % st)
+    after = A.metrics().get(key, 0)
+    check(after - before == 2 * len(cases), "400s counted %r -> %r" % (before, after))
+
+
+def test_no_tower():
+    """A checkpoint without vision weights asked for an image: a 400 (the request can never be
+    served: a 503 would make clients retry it) with vlmd's reason; text is still served."""
+    with Stack(mkmodel_args=("--preset", "tiny", "--vision-layers", "0")) as N:
+        b64 = base64.b64encode(png(56, 56)).decode()
+        for _ in range(2):
+            st, r = N.post("/v1/chat/completions",
+                           body(messages=image_msg("data:image/png;base64," + b64)))
+            check(st == 400 and r["error"]["type"] == "BadRequestError" and
+                  "model has no vision tower" in r["error"]["message"],
+                  "image on a checkpoint without a tower: %d %r" % (st, r))
+        st, r = N.post("/v1/chat/completions", body())
+        check(st == 200 and r["usage"]["completion_tokens"] > 0, "text without a tower: %d %r" % (st, r))
+
+
+def test_pixel_limits():
+    """The pixel bounds reach the grid through vlm-serve: jpeg_448x448.jpg is 32x32 patches (256
+    image pads) by default; mm_processor_kwargs max_pixels=3136 makes it 56x56 (4 pads: 252 fewer
+    prompt tokens); vlm-serve --max-pixels 3136 does the same for every request and is a ceiling
+    (a request asking for more is a 400); --min-pixels / min_pixels grow png_28x28.png from 4
+    pads (56x56, the checkpoint's min_pixels 3136) to 64 (224x224 = 50176)."""
+    jpg = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "jpeg_448x448.jpg")
+    small = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "png_28x28.png")
+
+    def url(path):
+        with open(path, "rb") as f:
+            return "data:image/x;base64," + base64.b64encode(f.read()).decode()
+
+    def prompt(S, path, **kw):
+        b = body(messages=image_msg(url(path)), max_tokens=1)
+        if kw:
+            b["mm_processor_kwargs"] = kw
+        st, r = S.post("/v1/chat/completions", b)
+        check(st == 200, "%s %r: %d %r" % (os.path.basename(path), kw, st, r))
+        return r["usage"]["prompt_tokens"]
+
+    with Stack() as S:
+        base = prompt(S, jpg)
+        check(prompt(S, jpg, max_pixels=3136) == base - 252, "max_pixels 3136 per request")
+        p28 = prompt(S, small)
+        check(prompt(S, small, min_pixels=50176) == p28 + 60, "min_pixels 50176 per request")
+        # a request's bound against the other side's default (the checkpoint's 3136 / 12845056):
+        # the request's field is named, not the image
+        for kw, msg in (({"min_pixels": 20000000}, "min_pixels 20000000 > max_pixels 12845056"),
+                        ({"max_pixels": 1000}, "min_pixels 3136 > max_pixels 1000")):
+            b = body(messages=image_msg(url(small)), max_tokens=1, mm_processor_kwargs=kw)
+            st, r = S.post("/v1/chat/completions", b)
+            check(st == 400 and r["error"]["param"] == "mm_processor_kwargs" and
+                  msg in r["error"]["message"], "%r: %d %r" % (kw, st, r))
+    with Stack(serve_args=["--max-pixels", "3136"]) as F:
+        check(prompt(F, jpg) == base - 252, "--max-pixels 3136")
+        # the flag is the server's ceiling: a request may ask for less, not for more
+        b = body(messages=image_msg(url(jpg)), max_tokens=1,
+                 mm_processor_kwargs={"max_pixels": 448 * 448})
+        st, r = F.post("/v1/chat/completions", b)
+        check(st == 400 and r["error"]["param"] == "mm_processor_kwargs.max_pixels" and
+              "above this server's limit 3136" in r["error"]["message"],
+              "max_pixels over --max-pixels: %d %r" % (st, r))
+    # bounds that leave no image size are refused at start-up, not by every image request
+    for args, msg in ((["--min-pixels", "50176", "--max-pixels", "3136"],
+                       "min-pixels 50176 is above max-pixels 3136"),
+                      (["--min-pixels", "20000000"],
+                       "min-pixels 20000000 is above max-pixels 12845056 "
+                       "(preprocessor_config.json's)")):
+        p = subprocess.run([env("VLM_SERVE"), "--model-dir", A.model, "--socket", A.sock,
+                            "--port", "0"] + args, capture_output=True, text=True, timeout=30,
+                           env=child_env())
+        check(p.returncode != 0 and msg in p.stderr, "%s: %d %s" % (args, p.returncode, p.stderr))
+    with Stack(serve_args=["--min-pixels", "50176"]) as G:
+        check(prompt(G, small) == p28 + 60, "--min-pixels 50176")
+        check(prompt(G, small, min_pixels=3136) == p28, "a request's min_pixels under --min-pixels")
+
+
+def test_media_max_bytes():
+    """--media-max-bytes: an image over it (a data URL's decoded bytes, a file://, an http(s)
+    download) is a 413 naming the part, before it is decoded; one under it is answered."""
+    big = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "jpeg_448x448.jpg")
+    small = os.path.join(env("VLM_SRCDIR"), "tests", "vision", "images", "png_28x28.png")
+    imgs = os.path.dirname(big)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BigFiles)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        with Stack(serve_args=["--media-max-bytes", "10K", "--allowed-local-media-path", imgs,
+                               "--allowed-media-domains", "127.0.0.1"]) as M:
+            with open(big, "rb") as f:
+                data = f.read()
+            check(len(data) > 10240, "the big image is %d bytes" % len(data))
+            BigFiles.data = data
+            for form, url in (("data", "data:image/jpeg;base64," + base64.b64encode(data).decode()),
+                              ("file", "file://" + big),
+                              ("http", "http://127.0.0.1:%d/big.jpg" % srv.server_port)):
+                msgs = [{"role": "user", "content": [
+                    {"type": "text", "text": "Look:"}, {"type": "image_url", "image_url": {"url": url}}]}]
+                st, r = M.post("/v1/chat/completions", body(messages=msgs))
+                check(st == 413 and r["error"]["param"] == "messages[0].content[1]" and
+                      "larger than media-max-bytes" in r["error"]["message"],
+                      "%s over --media-max-bytes: %d %r" % (form, st, r))
+            with open(small, "rb") as f:
+                url = "data:image/png;base64," + base64.b64encode(f.read()).decode()
+            st, r = M.post("/v1/chat/completions", body(messages=image_msg(url)))
+            image_ok(st, r, "an image under --media-max-bytes")
+    finally:
+        srv.shutdown()
+
+
+class BigFiles(http.server.BaseHTTPRequestHandler):
+    data = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BigFiles.data)))
+        self.end_headers()
+        self.wfile.write(BigFiles.data)
+
+    def log_message(self, *a):
+        pass
+
+
 def test_image_larger_than_arena():
     # an image whose patches can never fit the shared arena (--arena 1M): 400, named by vlmd's
     # limits, not a retry loop
@@ -567,5 +745,5 @@ if __name__ == "__main__":
         run([test_signals_blocked_in_every_thread, test_sse_framing, test_validation, test_malformed, test_huge_body, test_slow_client,
              test_non_reading_client, test_vanishing_client, test_stalled_reader_dropped,
              test_stream_error, test_endpoints,
-             test_media_policy, test_image_larger_than_arena, test_completions_batch, test_chat_template,
+             test_media_policy, test_bad_images, test_no_tower, test_pixel_limits, test_media_max_bytes, test_image_larger_than_arena, test_completions_batch, test_chat_template,
              test_api_key_and_defaults, test_vlmd_busy_429, test_vlmd_restart])

@@ -1,8 +1,8 @@
 """vlmclient image preprocessing against transformers' fixtures (tests/vision/fixtures.json, made
 by tests/vision/gen_pixels.py): vlmclient.preprocess_image on file paths, bytes and NumPy RGB
 arrays (the bytes PIL handed the processor) gives the SHA-256 of transformers' float32
-pixel_values and its grid for every committed case; PIL inputs too where PIL is importable (the
-test says when it is not); a video from frames matches Qwen2VLVideoProcessor, also with frame
+pixel_values and its grid for every committed case; PIL images too (every case; PIL is a test
+dependency); a video from frames matches Qwen2VLVideoProcessor, also with frame
 sampling from the video's rate (tests/vision/video.json: indices, pixels, second_per_grid_ts);
 bfloat16 images
 are the float32 values rounded to nearest even; errors carry the C library's errno and reason;
@@ -65,6 +65,14 @@ class TestPixels(unittest.TestCase):
         for src in (data, bytearray(data), memoryview(data)):
             pv, grid = preprocess_image(src)
             self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]))
+        # a pathlib path (os.PathLike), and the bytes of a JPEG with EXIF rotation and a WebP
+        import pathlib
+        pv, grid = preprocess_image(pathlib.Path(img_path(c["image"])))
+        self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]))
+        for name in ("jpeg_exif6_90x60.jpg", "webp_lossy_160x120.webp"):
+            with open(img_path(name), "rb") as f:
+                pv, grid = preprocess_image(f.read())
+            self.assertEqual((sha(pv), list(grid)), (case(name)["sha256"], case(name)["grid"]))
         rgb = np.fromfile(os.path.join(VDIR, "arrays", "png_rgba_120x90.png.rgb"),
                           dtype=np.uint8).reshape(90, 120, 3)
         pv, grid = preprocess_image(rgb)
@@ -81,17 +89,21 @@ class TestPixels(unittest.TestCase):
         np.testing.assert_array_equal(pv, ref)
 
     def test_pil(self):
-        try:
-            from PIL import Image as PILImage, ImageOps
-        except ImportError:
-            print("test_pil: PIL is not importable here: PIL inputs NOT checked")
-            return
-        for name in ("png_rgba_120x90.png", "png_palette_trns_80x60.png", "jpeg_exif6_90x60.jpg",
-                     "png_la_40x30.png"):
-            c = case(name)
-            im = ImageOps.exif_transpose(PILImage.open(img_path(name)))
-            pv, grid = preprocess_image(im)
-            self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]), name)
+        """A PIL image (opened and EXIF-transposed as gen_pixels.py handed it to the processor,
+        its mode kept: RGB, L, 1, P with and without transparency, LA, RGBA, I (16-bit grey),
+        CMYK) gives transformers' pixel values and grid, for every committed case and limit.
+        PIL is a test dependency (python3-pil in tools/install-deps.sh): missing, this fails."""
+        from PIL import Image as PILImage, ImageOps
+        modes = set()
+        for c in FX["images"]:
+            with self.subTest(image=c["image"], limits=lim(c)):
+                im = ImageOps.exif_transpose(PILImage.open(img_path(c["image"])))
+                modes.add(im.mode)
+                pv, grid = preprocess_image(im, *lim(c))
+                self.assertEqual(pv.dtype, np.float32)
+                self.assertEqual((sha(pv), list(grid)), (c["sha256"], c["grid"]))
+        # the modes the conversion has a branch for were all exercised
+        self.assertTrue({"RGB", "RGBA", "LA", "P", "L", "1", "CMYK"} <= modes, modes)
 
     def test_video(self):
         v = FX["video"]
@@ -211,6 +223,14 @@ class TestPixels(unittest.TestCase):
         with self.assertRaises(VlmError) as cm:
             preprocess_image(img_path("png_28x28.png"), min_pixels=10000, max_pixels=5000)
         self.assertEqual(cm.exception.errno, errno.EINVAL)
+        # a video frame whose header claims a bomb's size: refused before decoding, the frame
+        # named, wherever it is in the list
+        for frames in ([img_path("png_28x28.png"), img_path("bad/bomb_100000x100000.png")],
+                       [img_path("bad/bomb_100000x100000.png"), img_path("png_28x28.png")]):
+            with self.assertRaises(VlmError) as cm:
+                vlmclient.preprocess_video(frames)
+            self.assertEqual(cm.exception.errno, errno.E2BIG)
+            self.assertIn("bomb_100000x100000.png: PNG image is 100000 x 100000", str(cm.exception))
 
 
 class TestRequest(unittest.TestCase):
@@ -322,12 +342,16 @@ class TestRequest(unittest.TestCase):
                 srcs = [png, data, np.frombuffer(b"".join(bytes([(i * 7 + j) % 256 for j in
                                                                  range(3)]) for i in range(40 * 56)),
                                                  dtype=np.uint8).reshape(40, 56, 3)]
+                from PIL import Image as PILImage
+                srcs.append(PILImage.open(png))    # RGBA: composited on white by the binding
                 bound = [cl.image(x) for x in srcs]
                 self.assertTrue(all(b.bound for b in bound))
                 self.assertEqual(bound[0].grid, ref.grid)
                 self.assertEqual(bound[1].grid, ref.grid)
+                self.assertEqual(bound[3].grid, ref.grid)
                 self.assertEqual(bound[0].tokens, ref.tokens)
                 self.assertTrue(np.array_equal(bound[0].pixel_values(), ref.pixel_values()))
+                self.assertTrue(np.array_equal(bound[3].pixel_values(), ref.pixel_values()))
                 with Image(srcs[2]) as r2:
                     self.assertEqual(bound[2].grid, r2.grid)
                     self.assertTrue(np.array_equal(bound[2].pixel_values(), r2.pixel_values()))
@@ -346,10 +370,10 @@ class TestRequest(unittest.TestCase):
                     self.assertGreater(len(list(st)), 0)
                 s2 = cl.stats()
                 self.assertEqual(s2["tensors_copied"], s0["tensors_copied"])
-                # the first turn preprocesses the file (its bytes are the same image), the array
-                # and the small one; every later add is a memo hit
-                self.assertEqual(s2["images_preprocessed"] - s1["images_preprocessed"], 3)
-                self.assertEqual(s2["images_reused"] - s1["images_reused"], 1 + 2 * 4)
+                # the first turn preprocesses the file (its bytes are the same image), the array,
+                # the PIL image (its RGB array) and the small one; every later add is a memo hit
+                self.assertEqual(s2["images_preprocessed"] - s1["images_preprocessed"], 4)
+                self.assertEqual(s2["images_reused"] - s1["images_reused"], 1 + 2 * 5)
                 # without a client: a buffer of its own, copied into the arena per request
                 mm = MultiMediaInfo().add_image(151655, ref)
                 st = cl.generate([1] + [151655] * ref.tokens, mm, max_tokens=2, echo=True,
@@ -442,6 +466,72 @@ class TestGenerate(unittest.TestCase):
             r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
                              "--image", img_path("png_28x28.png"), "--max-pixels", "-3")
             self.assertEqual(r.returncode, 2, r.stderr)
+
+            # --min-pixels / --max-pixels reach the grid: 448x448 is 256 pads, 4 under
+            # --max-pixels 3136; 28x28 is 4 pads (min_pixels 3136), 64 under --min-pixels 50176
+            def prompt_len(image, *flags):
+                r = self.run_gen("--socket", d.sock, "--tokenizer", tok, "--prompt", "x",
+                                 "--image", img_path(image), *flags, "--echo", "--json",
+                                 "--max-tokens", "1", "--timeout", "10000")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                return json.loads(r.stdout)["usage"]["prompt_tokens"]
+            big = prompt_len("jpeg_448x448.jpg")
+            self.assertEqual(prompt_len("jpeg_448x448.jpg", "--max-pixels", "3136"), big - 252)
+            small = prompt_len("png_28x28.png")
+            self.assertEqual(prompt_len("png_28x28.png", "--min-pixels", "50176"), small + 60)
+        finally:
+            d.stop()
+
+    def test_wrong_pad_count(self):
+        """A prompt whose image-pad run is one short of the image's tokens: vlmd refuses the
+        request with the run's position and both counts (a VlmError, EINVAL); the right count is
+        then answered on the same connection."""
+        tok = os.path.join(harness.TOK_DIR, "tokenizer.json")
+        d = harness.Daemon(ckpt=None, extra_mkmodel=("--preset", "tiny", "--tokenizer", tok))
+        try:
+            with Client(d.sock) as cl:
+                img = cl.image(img_path("png_rgba_120x90.png"))
+                pad = vlmclient.Tokenizer(tok).token_to_id("<|image_pad|>")
+                bad = [1, 2] + [pad] * (img.tokens - 1) + [3]
+                with self.assertRaises(VlmError) as cm:
+                    list(cl.generate(bad, MultiMediaInfo().add_image(pad, img), max_tokens=2,
+                                     timeout=10))
+                self.assertEqual(cm.exception.errno, errno.EINVAL)
+                self.assertIn("run 0 at 2: %d tokens, tensor %d rows" % (img.tokens - 1,
+                                                                        img.tokens),
+                              str(cm.exception))
+                good = [1, 2] + [pad] * img.tokens + [3]
+                out = list(cl.generate(good, MultiMediaInfo().add_image(pad, img), max_tokens=2,
+                                       timeout=10))
+                self.assertEqual(len(out), 2)
+        finally:
+            d.stop()
+
+    def test_no_tower(self):
+        """vlm-generate --image on a checkpoint without vision weights: exit 1 with vlmd's reason
+        (the grid came from the header, the refusal from vlmd); a text prompt is still answered,
+        and Python's request gets the same reason as a VlmError."""
+        tok = os.path.join(harness.TOK_DIR, "tokenizer.json")
+        d = harness.Daemon(ckpt=None, extra_mkmodel=("--preset", "tiny", "--vision-layers", "0",
+                                                     "--tokenizer", tok))
+        try:
+            r = self.run_gen("--socket", d.sock, "--model-dir", d.model, "--prompt", "x",
+                             "--image", img_path("png_28x28.png"), "--max-tokens", "2",
+                             "--timeout", "10000")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("item 0: model has no vision tower", r.stderr)
+            r = self.run_gen("--socket", d.sock, "--model-dir", d.model, "--prompt", "x",
+                             "--max-tokens", "2", "--timeout", "10000")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with Client(d.sock) as cl:
+                img = cl.image(img_path("png_28x28.png"))
+                pad = vlmclient.Tokenizer(tok).token_to_id("<|image_pad|>")
+                with self.assertRaises(VlmError) as cm:
+                    list(cl.generate([1] + [pad] * img.tokens + [2],
+                                     MultiMediaInfo().add_image(pad, img), max_tokens=2,
+                                     timeout=10))
+                self.assertIn("model has no vision tower", str(cm.exception))
+                self.assertTrue(cl.alive)
         finally:
             d.stop()
 

@@ -26,7 +26,9 @@ run right after the f32 one.
 Floors (from vlm-bench, same runs): decode_ms = libjpeg-turbo decoding the bytes to RGB alone;
 write_ms = streaming as many bytes as the patches take (non-temporal stores into the same reused
 memory); floor_ms = decode_ms + write_ms, what a preprocess doing nothing else would cost (f32,
-and the *_bf16_* ones for the bf16 run's half-size output). bf16_identical: vlmclient's bf16 bytes (vlmclient.Image(...,
+and the *_bf16_* ones for the bf16 run's half-size output). For a 4:2:0 JPEG, whose rows
+vlmclient makes from libjpeg's planes itself: planes_ms = libjpeg's entropy decoding + IDCT
+alone (the part of the decode no preprocessing avoids), planes_floor_ms = planes_ms + write_ms. bf16_identical: vlmclient's bf16 bytes (vlmclient.Image(...,
 dtype="bfloat16"), needs the binding: PYTHONPATH=python VLM_LIBRARY=BUILD/client) equal
 transformers' cast, bit for bit.
 """
@@ -119,6 +121,8 @@ def main():
         "write_ms": ours.get("write_ms"),
         "floor_ms": ours.get("floor_ms"),
         "preprocess_over_floor": ours.get("preprocess_over_floor"),
+        "planes_ms": ours.get("planes_ms"),
+        "planes_floor_ms": ours.get("planes_floor_ms"),
         "hf_total_wall_ms": round(statistics.median(wall), 3),
         "preprocess_wall_ms": ours["preprocess_wall_ms"],
         "speedup_vs_hf_total": round(statistics.median(total) / ours["preprocess_ms"], 2),
@@ -131,6 +135,7 @@ def main():
         "write_bf16_ms": ours16.get("write_ms"),
         "floor_bf16_ms": ours16.get("floor_ms"),
         "preprocess_bf16_over_floor": ours16.get("preprocess_over_floor"),
+        "planes_floor_bf16_ms": ours16.get("planes_floor_ms"),
         "speedup_bf16_vs_hf_bf16_total": round(statistics.median(total16) /
                                                ours16["preprocess_ms"], 2),
         "bf16_over_f32": round(ours16["preprocess_ms"] / ours["preprocess_ms"], 3),

@@ -4,6 +4,9 @@
  * unsupported formats, a decompression bomb refused from its header (a 100000 x 100000 PNG
  * would need 30 GB: -E2BIG rather than -ENOMEM shows nothing was allocated for it), the aspect
  * ratio limit (201 refused with transformers' wording, 200 allowed), bad options and configs;
+ * header bombs of every format (committed JPEGs / WebPs whose header claims a size over the
+ * limit: -E2BIG naming the claimed size at the load and at the header probe, where a decoder
+ * that ran first would have failed on the data instead);
  * plus smart_resize's half-to-even rounding and VISION.md's table.
  *
  * usage: test-errors TESTS_VISION_DIR
@@ -17,6 +20,7 @@
 
 #include "client/imgdecode.h"
 #include "client/imgresize.h"
+#include "tests/vision/vtest.h"
 #include "vlm/vlm.h"
 
 static int failures;
@@ -81,6 +85,102 @@ static void t_bad_files(void)
 		      -EBADMSG && !img, "WebP header only: %s", vlm_last_error());
 		CHECK(vlm_image_load_memory(NULL, 5, NULL, NULL, &img) == -EINVAL, "NULL data");
 	}
+}
+
+static void put_be16(uint8_t *p, unsigned v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static void put_le16(uint8_t *p, unsigned v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put_le24(uint8_t *p, unsigned v) { put_le16(p, v); p[2] = (uint8_t)(v >> 16); }
+
+/* A committed image whose header is rewritten to claim w x h; its data stays the small one's.
+ * The load and the header probe must both refuse it with -E2BIG naming the claimed size. */
+static void expect_bomb(const char *name, const char *fmt, unsigned w, unsigned h)
+{
+	char path[4096], want[160];
+	size_t len, at = 0;
+	uint8_t *d;
+	struct vlm_image *img = NULL;
+	uint32_t grid[3];
+	int e;
+
+	snprintf(path, sizeof(path), "%s/images/%s", dir, name);
+	d = vt_read_all(path, &len);
+	CHECK(d && len > 40, "%s unreadable", path);
+	if (!d || len <= 40) {
+		free(d);
+		return;
+	}
+	if (!strcmp(fmt, "JPEG")) {
+		/* SOF0 / SOF1 / SOF2: FF Cn, length, precision, height, width (big-endian) */
+		for (at = 2; at + 9 < len; at++)
+			if (d[at] == 0xff && d[at + 1] >= 0xc0 && d[at + 1] <= 0xc2)
+				break;
+		CHECK(at + 9 < len, "%s: no SOF marker", name);
+		put_be16(d + at + 5, h);
+		put_be16(d + at + 7, w);
+	} else if (!memcmp(d + 12, "VP8 ", 4)) {
+		/* frame tag (3), start code 9d 01 2a, then 14-bit width and height */
+		CHECK(d[23] == 0x9d && d[24] == 0x01 && d[25] == 0x2a, "%s: no VP8 start code", name);
+		put_le16(d + 26, w);
+		put_le16(d + 28, h);
+	} else if (!memcmp(d + 12, "VP8L", 4)) {
+		/* signature 0x2f, then width-1 (14 bits), height-1 (14 bits), alpha, version */
+		uint32_t v = (uint32_t)d[21] | (uint32_t)d[22] << 8 | (uint32_t)d[23] << 16 |
+			     (uint32_t)d[24] << 24;
+
+		CHECK(d[20] == 0x2f, "%s: no VP8L signature", name);
+		v = (v & ~0x0fffffffu) | (w - 1) | (h - 1) << 14;
+		d[21] = (uint8_t)v;
+		d[22] = (uint8_t)(v >> 8);
+		d[23] = (uint8_t)(v >> 16);
+		d[24] = (uint8_t)(v >> 24);
+	} else if (!memcmp(d + 12, "VP8X", 4)) {
+		/* the canvas: width-1 and height-1, 24 bits each */
+		put_le24(d + 24, w - 1);
+		put_le24(d + 27, h - 1);
+	} else {
+		CHECK(0, "%s: not a JPEG or a WebP the test knows", name);
+	}
+	snprintf(want, sizeof(want), "%s image is %u x %u = %llu pixels, over the limit of "
+		 "178956970", fmt, w, h, (unsigned long long)w * h);
+	e = vlm_image_load_memory(d, len, NULL, NULL, &img);
+	CHECK(e == -E2BIG && !img && strstr(vlm_last_error(), want), "%s claiming %ux%u: %d (%s)",
+	      name, w, h, e, vlm_last_error());
+	vlm_image_free(img);
+	e = vlm_image_probe_memory(d, len, NULL, NULL, grid, NULL);
+	CHECK(e == -E2BIG && strstr(vlm_last_error(), want), "%s claiming %ux%u, probe: %d (%s)",
+	      name, w, h, e, vlm_last_error());
+	free(d);
+}
+
+static void t_bombs(void)
+{
+	struct vlm_image *img = NULL;
+	uint32_t grid[3];
+	char path[4096];
+	size_t len;
+	uint8_t *d;
+
+	expect_bomb("jpeg_baseline_720x477.jpg", "JPEG", 60000, 60000);
+	expect_bomb("jpeg_progressive_640x360.jpg", "JPEG", 65500, 2733);  /* 54530 over the limit */
+	expect_bomb("jpeg_cmyk_96x64.jpg", "JPEG", 20000, 20000);
+	expect_bomb("webp_lossy_160x120.webp", "WebP", 16383, 16383);
+	expect_bomb("webp_lossless_rgba_100x80.webp", "WebP", 16384, 16384);
+	/* an extended WebP's canvas must be its frame's size: a canvas claiming more is a corrupt
+	 * header for libwebp, refused from the header too */
+	snprintf(path, sizeof(path), "%s/images/webp_lossy_alpha_64x48.webp", dir);
+	d = vt_read_all(path, &len);
+	CHECK(d && len > 40 && !memcmp(d + 12, "VP8X", 4), "%s: not a VP8X WebP", path);
+	if (d && len > 40) {
+		put_le24(d + 24, 20000 - 1);
+		put_le24(d + 27, 20000 - 1);
+		CHECK(vlm_image_load_memory(d, len, NULL, NULL, &img) == -EBADMSG && !img &&
+		      strstr(vlm_last_error(), "corrupt WebP header"), "VP8X canvas 20000x20000: %s",
+		      vlm_last_error());
+		CHECK(vlm_image_probe_memory(d, len, NULL, NULL, grid, NULL) == -EBADMSG &&
+		      strstr(vlm_last_error(), "corrupt WebP header"),
+		      "VP8X canvas 20000x20000, probe: %s", vlm_last_error());
+	}
+	free(d);
 }
 
 static void t_args(void)
@@ -222,6 +322,7 @@ int main(int argc, char **argv)
 	}
 	dir = argv[1];
 	t_bad_files();
+	t_bombs();
 	t_args();
 	t_config();
 	t_smart_resize();

@@ -800,7 +800,78 @@ out:
 	sv_rm_model(dir);
 }
 
-/* Two long image requests that cannot both fit the KV cache; the vision cache keeps nothing. */
+/* Items of different requests share a tower forward ("batched across requests"): the "two" case
+ * (two images, ~1900 pixel rows) occupies the encoder while "one" and "rotated" arrive, and the
+ * engine's next batch takes both of them (or all three, had they arrived together: one forward).
+ * So vision_batches_total grows by at most 2 for the 3 requests; 3 would be a forward per
+ * request. An attempt in which the client stalled between its submissions for longer than the
+ * first forward (a loaded machine) proves nothing and is retried on a fresh vlmd (an empty vision
+ * cache), up to 4 times. Every answer must be transformers' tokens. */
+static void cross_batch(int32_t image_id)
+{
+	static const char *want[3] = { "two", "one", "rotated" };
+	struct tcase tc[MAX_CASES];
+	struct sv_res res[3];
+	struct th_daemon d;
+	struct vc_conn *c;
+	char dir[256];
+	int n, pick[3] = { -1, -1, -1 }, attempt;
+	double batches = 0;
+	bool shared = false;
+
+	if (make_tower_model("qwen2-vl", dir) < 0) {
+		CHECK(0, "vlm-mkmodel");
+		return;
+	}
+	n = load_cases("qwen2-vl", dir, tc, image_id, 1774);
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < 3; k++)
+			if (!strcmp(tc[i].name, want[k]))
+				pick[k] = i;
+	CHECK(pick[0] >= 0 && pick[1] >= 0 && pick[2] >= 0, "e2e.json lacks two / one / rotated");
+	for (attempt = 1; attempt <= 4 && !shared && pick[0] >= 0 && pick[1] >= 0 && pick[2] >= 0;
+	     attempt++) {
+		double b0;
+
+		if (sv_start(&d, dir, NULL) < 0) {
+			CHECK(0, "vlmd for the cross-request batch");
+			break;
+		}
+		CHECK(th_connect(&d, "cross-batch", &c) == 0, "connect");
+		b0 = metric(&d, "vision_batches_total");
+		for (int k = 0; k < 3; k++) {
+			const struct tcase *t = &tc[pick[k]];
+			struct sv_req r = case_req(t, 100 + (uint64_t)k, (uint32_t)t->n_tokens);
+
+			CHECK(sv_submit(c, &r, &res[k]) == 0, "submit %s", t->name);
+		}
+		CHECK(sv_wait(c, res, 3, TIMEOUT) == 0, "cross-request batch: not all answered");
+		for (int k = 0; k < 3; k++)
+			same_tokens("cross-request batch", &tc[pick[k]], &res[k]);
+		batches = metric(&d, "vision_batches_total") - b0;
+		CHECK(metric(&d, "images_encoded_total") == 4, "%g images encoded, want 4",
+		      metric(&d, "images_encoded_total"));
+		shared = batches <= 2;
+		printf("   cross-request batch, attempt %d: 3 requests (4 images) in %g tower forwards\n",
+		       attempt, batches);
+		vc_conn_free(c);
+		CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
+	}
+	CHECK(shared, "items of different requests never shared a tower forward (%d attempts, "
+	      "last %g forwards for 3 requests)", attempt - 1, batches);
+	if (shared)
+		printf("ok cross-request batch: two requests' images in one forward, tokens = "
+		       "transformers'\n");
+	free_cases(tc, n > 0 ? n : 0);
+	sv_rm_model(dir);
+}
+
+/*
+ * Two long image requests that cannot both fit the KV cache; the vision cache keeps nothing.
+ * Whether they overlap is up to the machine: on a loaded one the first can finish before the
+ * second's image is encoded, and nothing is preempted. Such an attempt proves nothing about
+ * preemption (its tokens are still checked) and is retried on a fresh vlmd, up to 3 times.
+ */
 static void preemption(int32_t image_id)
 {
 	static const char *extra[] = { "--kv-memory", "320K", "--max-running", "4",
@@ -810,7 +881,8 @@ static void preemption(int32_t image_id)
 	struct th_daemon d;
 	struct vc_conn *c;
 	char dir[256];
-	int n, pick[2] = { -1, -1 }, k = 0;
+	int n, pick[2] = { -1, -1 }, k = 0, attempt;
+	double pre = 0, enc = 0;
 
 	if (make_tower_model("qwen2-vl", dir) < 0) {
 		CHECK(0, "vlm-mkmodel");
@@ -821,7 +893,11 @@ static void preemption(int32_t image_id)
 		if (tc[i].n_img == 1 && tc[i].n_ids < 100)
 			pick[k++] = i;
 	CHECK(k == 2, "two short one-image cases");
-	if (k == 2 && sv_start(&d, dir, extra) == 0) {
+	for (attempt = 1; k == 2 && attempt <= 3 && pre < 1; attempt++) {
+		if (sv_start(&d, dir, extra)) {
+			CHECK(0, "vlmd for preemption");
+			break;
+		}
 		CHECK(th_connect(&d, "preempt", &c) == 0, "connect");
 		/* 20 blocks of 16 tokens; each request needs prompt + 250 outputs (about 20 blocks) */
 		for (int j = 0; j < 2; j++) {
@@ -833,16 +909,18 @@ static void preemption(int32_t image_id)
 		CHECK(sv_wait(c, res, 2, TIMEOUT) == 0, "preemption: not all answered");
 		for (int j = 0; j < 2; j++)
 			same_tokens("preempted", &tc[pick[j]], &res[j]);
-		CHECK(metric(&d, "preemptions_total") >= 1, "no preemption: the test set-up is wrong");
-		CHECK(metric(&d, "images_encoded_total") == 2, "the tower ran %g times for 2 images",
-		      metric(&d, "images_encoded_total"));
-		printf("ok preemption: %g preemptions, 2 images encoded once each\n",
-		       metric(&d, "preemptions_total"));
+		pre = metric(&d, "preemptions_total");
+		enc = metric(&d, "images_encoded_total");
+		CHECK(enc == 2, "the tower ran %g times for 2 images", enc);
+		printf("   preemption, attempt %d: %g preemptions, %g images encoded\n", attempt, pre,
+		       enc);
 		vc_conn_free(c);
 		CHECK(th_stop(&d) == 0, "vlmd did not exit cleanly");
-	} else if (k == 2) {
-		CHECK(0, "vlmd for preemption");
 	}
+	CHECK(k != 2 || pre >= 1, "no preemption in %d attempts: the test set-up is wrong",
+	      attempt - 1);
+	if (pre >= 1)
+		printf("ok preemption: %g preemptions, 2 images encoded once each\n", pre);
 	free_cases(tc, n > 0 ? n : 0);
 	sv_rm_model(dir);
 }
@@ -870,6 +948,7 @@ int main(void)
 	e2e("qwen2.5-vl", 1773, 1774);
 	bf16_pixels();
 	preemption(1773);
+	cross_batch(1773);
 	json_decref(fx);
 	return sv_failures ? 1 : 0;
 }

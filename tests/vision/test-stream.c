@@ -16,7 +16,9 @@
  * takes (plain JPEGs and PNGs stream; rotated ones, interlaced PNGs and WebP do not), and a JPEG
  * or PNG cut or damaged after its header fails mid-stream with vc_img_decode's error, no image,
  * and (JPEG) the path named by vlm_image_load_file. And the rows of vc_img_rows_next_n (rows_n),
- * and threads preprocessing images of several sizes at once (the resizer's shared cache of
+ * every row of 4:2:0 JPEGs whose planes are turned into rows here (client/ycc420.c: sizes
+ * around its vector steps and the iMCU rows) against libjpeg's rows (rows_all), and threads
+ * preprocessing images of several sizes at once (the resizer's shared cache of
  * built axes, client/imgresize.c: more axes than it keeps, so entries are evicted while other
  * threads use them) giving each image's bytes.
  *
@@ -218,6 +220,40 @@ static void rows_n(const char *name, const void *data, size_t len)
 		else if (vc_img_rows_next_n(s, 1, r) != -EINVAL)
 			FAIL("%s: the refusal did not stick", name);
 	}
+	checked++;
+	vc_img_rows_free(s);
+	free(rgb.px);
+}
+
+/* Every row by vc_img_rows_next = the whole decode's row (stop after `stop` rows: the rest is
+ * read by vc_img_rows_finish, which must succeed). */
+static void rows_all(const char *name, const void *data, size_t len, uint32_t stop)
+{
+	struct vc_rgb rgb;
+	struct vc_img_rows *s = NULL;
+	const uint8_t *r;
+	uint32_t w, h;
+	int e = vc_img_decode(data, len, 1u << 30, &rgb);
+
+	if (e || vc_img_rows_open(data, len, 1u << 30, &s)) {
+		FAIL("%s: rows_all: cannot decode / open", name);
+		free(e ? NULL : rgb.px);
+		return;
+	}
+	vc_img_rows_size(s, &w, &h);
+	for (uint32_t y = 0; y < h && y < stop; y++) {
+		e = vc_img_rows_next(s, &r);
+		if (e) {
+			FAIL("%s: row %u: %d %s", name, y, e, vlm_last_error());
+			break;
+		}
+		if (memcmp(r, rgb.px + (size_t)y * w * 3, (size_t)w * 3)) {
+			FAIL("%s: row %u differs from the whole decode", name, y);
+			break;
+		}
+	}
+	if (!e && (e = vc_img_rows_finish(s)))
+		FAIL("%s: finish: %d %s", name, e, vlm_last_error());
 	checked++;
 	vc_img_rows_free(s);
 	free(rgb.px);
@@ -604,6 +640,33 @@ int main(int argc, char **argv)
 		if (i == 3)
 			broken(argv[1], d, len);
 		free(d);
+	}
+	/* 4:2:0 JPEGs decoded as planes (client/ycc420.c where the CPU has its kernel): rows made
+	 * here vs libjpeg's own (the whole decode), at the widths around the kernel's 64-pixel
+	 * steps and the smallest raw one (3 chroma columns; 3 and 4 pixels wide: libjpeg's path),
+	 * heights around the 16-row iMCU (the chroma rows above / below at the edges) */
+	{
+		static const uint32_t ws[] = { 3, 4, 5, 6, 7, 63, 64, 65, 127, 128, 129, 193 };
+		static const uint32_t hs[] = { 1, 2, 3, 15, 16, 17, 33 };
+
+		for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++)
+			for (size_t j = 0; j < sizeof(hs) / sizeof(hs[0]); j++) {
+				int prog = (i + j) % 5 == 0, rst = (i + j) % 7 == 0;
+				char name[96];
+				size_t len = 0;
+				unsigned char *d = make_jpeg(ws[i], hs[j], 3, 2, 2, prog, rst, &len);
+
+				snprintf(name, sizeof(name), "4:2:0 %ux%u%s%s", ws[i], hs[j],
+					 prog ? " progressive" : "", rst ? " restart" : "");
+				if (!d) {
+					FAIL("%s: cannot make", name);
+					continue;
+				}
+				rows_all(name, d, len, UINT32_MAX);
+				rows_all(name, d, len, hs[j] / 2);
+				rows_n(name, d, len);
+				free(d);
+			}
 	}
 	threads_check();
 	if (failures) {

@@ -247,7 +247,7 @@ static int max_tokens(struct vsv_server *s, json_t *o, struct vsv_job *j, uint32
 /* ---- chat ---- */
 
 static int pixels(json_t *o, uint64_t *min_px, uint64_t *max_px, uint64_t cap_px,
-		  struct vsv_err *e)
+		  uint64_t floor_px, struct vsv_err *e)
 {
 	json_t *mk = get(o, "mm_processor_kwargs");
 	long long k;
@@ -269,9 +269,12 @@ static int pixels(json_t *o, uint64_t *min_px, uint64_t *max_px, uint64_t cap_px
 		return vsv_fail(e, 400, "mm_processor_kwargs.max_pixels", "max_pixels %llu is above "
 				"this server's limit %llu", (unsigned long long)*max_px,
 				(unsigned long long)cap_px);
-	if (*min_px && *max_px && *min_px > *max_px)
+	/* against the other side's default too (flag, else the checkpoint's), so the request's
+	 * field is named rather than every image failing */
+	uint64_t lo = *min_px ? *min_px : floor_px, hi = *max_px ? *max_px : cap_px;
+	if (lo > hi)
 		return vsv_fail(e, 400, "mm_processor_kwargs", "min_pixels %llu > max_pixels %llu",
-				(unsigned long long)*min_px, (unsigned long long)*max_px);
+				(unsigned long long)lo, (unsigned long long)hi);
 	return 0;
 bad:
 	{
@@ -324,7 +327,8 @@ static int parse_messages(struct vsv_server *s, json_t *o, struct vsv_prompt *p,
 		return vsv_fail(e, 400, "messages", "'messages' must be a non-empty array");
 	uint64_t cap_px = max_px ? max_px : s->model.vision.max_pixels ?
 			  s->model.vision.max_pixels : UINT64_MAX;
-	if (pixels(o, &min_px, &max_px, cap_px, e) < 0)
+	uint64_t floor_px = min_px ? min_px : s->model.vision.min_pixels;
+	if (pixels(o, &min_px, &max_px, cap_px, floor_px, e) < 0)
 		return -1;
 	if (vlm_chat_new(&chat) < 0)
 		return vsv_fail(e, 500, NULL, "out of memory");

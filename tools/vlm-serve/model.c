@@ -6,6 +6,7 @@
  * byte-level BPE alphabet (GPT-2's bytes_to_unicode) on the vocab string.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +189,19 @@ int vsv_model_load(struct vsv_model *m, const struct vsv_conf *c, char *err, siz
 			return r;
 		}
 		m->merge_size = m->vision.merge_size ? m->vision.merge_size : 2;
+		/* bounds that leave no image size would refuse every image request: refused here */
+		uint64_t lo = vsv_conf_u64(c, VSV_CFG_MIN_PIXELS), hi = vsv_conf_u64(c, VSV_CFG_MAX_PIXELS);
+		bool lo_cfg = !lo, hi_cfg = !hi;
+		if (lo_cfg)
+			lo = m->vision.min_pixels;
+		if (hi_cfg)
+			hi = m->vision.max_pixels;
+		if (lo > hi) {
+			snprintf(err, errlen, "min-pixels %llu%s is above max-pixels %llu%s",
+				 (unsigned long long)lo, lo_cfg ? " (preprocessor_config.json's)" : "",
+				 (unsigned long long)hi, hi_cfg ? " (preprocessor_config.json's)" : "");
+			return -EINVAL;
+		}
 	}
 	/* the patches in the tower's dtype: bf16 for a bfloat16 checkpoint (transformers casts
 	 * pixel_values to it before the patch embedding), unless pixel-dtype says otherwise */

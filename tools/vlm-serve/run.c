@@ -6,7 +6,8 @@
  * the choice at the token that completed it (the request is cancelled in vlmd and drained, so
  * its usage is known), the text before it is kept. The first event of every choice is awaited
  * before the HTTP status is chosen, which turns vlmd's refusals into proper statuses: queue full
- * 429, vlmd draining or gone 503, a prompt vlmd cannot take 400.
+ * 429, vlmd draining or gone 503, a prompt vlmd cannot take or a feature the model lacks
+ * (images without a vision tower) 400.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -49,6 +50,12 @@ static int map_err(struct vsv_run *r, struct vsv_choice *c, int err, struct vsv_
 		r->link_dead = true;
 		return vsv_fail(e, 503, NULL, "vlmd went away: %s", why);
 	case -EOPNOTSUPP:
+		/* vlmd's engine refuses an item this model / backend cannot take ("item N: model
+		 * has no vision tower", "item N: CUDA tensor, host backend"): the same request never
+		 * succeeds, so a 400, not a 503 that clients retry. Otherwise vlmd as a whole cannot
+		 * serve (no model loaded): 503. */
+		if (!strncmp(why, "item ", 5))
+			return vsv_fail(e, 400, NULL, "vlmd cannot serve the request: %s", why);
 		return vsv_fail(e, 503, NULL, "vlmd cannot serve the request: %s", why);
 	case -EINVAL:
 	case -E2BIG:
