@@ -8,7 +8,6 @@
 #define VLM_DAEMON_ENGINE_IMPL_H
 
 #include <pthread.h>
-#include <sched.h>
 #include <stdint.h>
 
 #include "daemon/engine/engine.h"
@@ -92,10 +91,6 @@ struct vd_engine {
 	uint64_t g_slices;             /* tower slices started (step records: overlap) */
 	double g_step_ns;              /* LLM forward time, moving average: the longest wait */
 	double g_fast_ns;              /* LLM forward time near the fastest recent: slice targets */
-	/* engine thread: the encoder thread's CPUs (keep_off) */
-	cpu_set_t g_set;               /* allowed at start */
-	int g_nset;                    /* how many (0: unknown, never restricted) */
-	int g_off_cpu;                 /* the CPU left out now, -1: none */
 
 	/* sink state, under mu */
 	int sink_live;

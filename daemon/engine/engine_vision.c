@@ -47,13 +47,12 @@
  * engine thread waits only for a slice that is running, never for the encoder thread to wake up
  * and take a turn: on a loaded machine a wake-up can take a scheduler time slice, and a first
  * version that handed turns over put that latency into every step (measured: ITL tail worse
- * than without turns). Under turns the encoder thread runs SCHED_BATCH and, while decodes run,
- * keeps off the engine thread's CPU (keep_off): the LLM pool's two threads keep both cores busy,
- * and a woken encoder otherwise often took the engine thread's CPU. A device backend (own
- * stream) keeps no turns.
+ * than without turns). (Keeping the encoder thread off the engine thread's CPU and running it
+ * SCHED_BATCH took its preemptions of the engine thread away but starved the tower of its
+ * turns: tried, measured, not kept; docs/VISION.md.) A device backend (own stream) keeps no
+ * turns.
  */
 #include <errno.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,8 +312,8 @@ static uint64_t ev_yield(void *ctx)
 	}
 	if (e->g_step || e->g_eng_wait) {
 		/* the forward running now is overdue once it has run 1.5 moving averages since its
-		 * own start: a new forward that began while this thread waited (or, SCHED_BATCH,
-		 * waited for a CPU) gets its own time. The engine thread waiting for the slice that
+		 * own start: a new forward that began while this thread waited (or waited for a
+		 * CPU) gets its own time. The engine thread waiting for the slice that
 		 * just ended goes first (it starts its forward at once); an earlier form took the next
 		 * slice here before it woke, so the engine waited out its whole deadline and then ran
 		 * beside a slice. */
@@ -383,35 +382,12 @@ void vd_ev_forward_begin(struct vd_engine *e)
 	pthread_mutex_unlock(&e->g_mu);
 }
 
-/* While decodes run, the encoder thread keeps off the CPU the engine thread runs on (engine
- * thread, after a forward): woken at the forward's end, it would otherwise often be queued there
- * and take that CPU from the engine thread's post-forward work or the next forward (perf sched:
- * ~25 times a second for ~1.2 ms each beside 16 decode streams), while the other CPU only has
- * the LLM pool's worker spinning between its jobs, which yields to it. Without decodes (images
- * alone), or with one CPU allowed, it may run anywhere. A change costs one syscall. */
-static void keep_off(struct vd_engine *e)
-{
-	int cpu = e->g_nset >= 2 && e->sb_last_d > 0 ? sched_getcpu() : -1;
-	cpu_set_t set;
-
-	if (cpu == e->g_off_cpu || !e->v_thr_live)
-		return;
-	set = e->g_set;
-	if (cpu >= 0 && cpu < CPU_SETSIZE)
-		CPU_CLR(cpu, &set);
-	if (cpu >= 0 && CPU_COUNT(&set) == CPU_COUNT(&e->g_set))
-		return;   /* not a CPU of the set (sched_getcpu failed or the set changed) */
-	if (pthread_setaffinity_np(e->v_thr, sizeof(set), &set) == 0)
-		e->g_off_cpu = cpu;
-}
-
 void vd_ev_forward_end(struct vd_engine *e)
 {
 	double t;
 
 	if (!e->g_on)
 		return;
-	keep_off(e);
 	pthread_mutex_lock(&e->g_mu);
 	t = (double)(vs_now_ns() - e->g_step_t0);
 	e->g_step_ns = e->g_step_ns > 0 ? 0.8 * e->g_step_ns + 0.2 * t : t;
@@ -586,13 +562,7 @@ static void *ev_main(void *arg)
 {
 	struct vd_engine *e = arg;
 
-	pthread_setname_np(pthread_self(), "vlmd-tower");
-	if (e->g_on) {
-		/* turns: never preempt the LLM's threads on a wake-up (see "Turns" above) */
-		struct sched_param sp = { 0 };
-
-		pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
-	}
+	pthread_setname_np(pthread_self(), "vlmd-tower");   /* top -H, perf sched */
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
 		struct ev_slab *slab = NULL;
@@ -640,11 +610,6 @@ int vd_ev_start(struct vd_engine *e)
 	if (rc)
 		return -rc;
 	e->v_thr_live = 1;
-	/* the CPUs it may use (keep_off leaves one of them out while decodes run) */
-	e->g_off_cpu = -1;
-	e->g_nset = 0;
-	if (pthread_getaffinity_np(e->v_thr, sizeof(e->g_set), &e->g_set) == 0)
-		e->g_nset = CPU_COUNT(&e->g_set);
 	return 0;
 }
 
