@@ -46,6 +46,7 @@ static void *loop_main(void *arg)
 	struct bench_daemon *d = arg;
 	int e;
 
+	pthread_setname_np(pthread_self(), "vlmd-io");   /* top -H, perf sched */
 	bench_pin_self(d->cpu);
 	e = vd_server_new(&d->o, &d->srv);
 	__atomic_store_n(&d->state, e < 0 ? e : 1, __ATOMIC_RELEASE);

@@ -73,6 +73,7 @@ struct opts {
 	int top_k;
 	int loop_client;            /* --client loop (default) or threads */
 	double prefill_share;       /* engine's automatic stall bound (0: its default) */
+	const char *steps_csv;      /* --steps-csv: every phase's step records, appended */
 };
 
 /* ------------------------------------------------------------------ the daemon */
@@ -804,6 +805,7 @@ static struct result phase(const char *sock, const struct shape *sh, enum kind k
 	if (sh->loop_client) {
 		double c0 = thread_cpu_s();
 
+		pthread_setname_np(pthread_self(), "bench-client");   /* top -H, perf sched */
 		drive_loop(cl, n, extra, &stop, &t1);
 		r.t1_ns = (uint64_t)(t1 * 1e9);
 		cl[0].cpu_s = thread_cpu_s() - c0;
@@ -940,6 +942,47 @@ out:
 	free(fw);
 }
 
+/* --steps-csv: r's step records (an in-process vlmd only), one line each, appended to path with
+ * the phase's name; times in microseconds from the phase's start. */
+static void steps_csv(const char *path, struct vd_engine *eng, const struct result *r,
+                      const char *name)
+{
+	struct vd_step_rec *rec;
+	size_t n;
+	FILE *f;
+
+	if (!path || !eng)
+		return;
+	rec = malloc(sizeof(*rec) * VD_STEP_RECS);
+	f = rec ? fopen(path, "a") : NULL;
+	if (!f) {
+		free(rec);
+		fprintf(stderr, "vlm-bench: --steps-csv %s: cannot write\n", path);
+		return;
+	}
+	if (ftell(f) == 0)
+		fprintf(f, "phase,seq,t_loop,t_plan,t_prep,t_fwd,t_fwd_end,t_post,t_flush,decodes,"
+		        "prefill_tokens,prefill_items,admitted,preempted,max_ctx,sampled,slices,"
+		        "fwd_runq_us,fwd_switches,step_runq_us,attn_pairs,gap_slices\n");
+	n = vd_engine_step_records(eng, r->t0_ns, rec, VD_STEP_RECS);
+	for (size_t i = 0; i < n; i++) {
+		const struct vd_step_rec *x = &rec[i];
+		double t0 = (double)r->t0_ns;
+
+		if (x->t_flush > r->t1_ns)
+			break;
+		fprintf(f, "%s,%llu,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,"
+		        "%lld,%d\n", name, (unsigned long long)x->seq, (x->t_loop - t0) * 1e-3,
+		        (x->t_plan - t0) * 1e-3, (x->t_prep - t0) * 1e-3, (x->t_fwd - t0) * 1e-3,
+		        (x->t_fwd_end - t0) * 1e-3, (x->t_post - t0) * 1e-3, (x->t_flush - t0) * 1e-3,
+		        x->decodes, x->prefill_tokens, x->prefill_items, x->admitted, x->preempted,
+		        x->max_ctx, x->sampled, x->slices, x->fwd_runq_us, x->fwd_switches,
+		        x->step_runq_us, (long long)x->attn_pairs, x->gap_slices);
+	}
+	fclose(f);
+	free(rec);
+}
+
 static void show_part(const char *name, const struct step_part *p)
 {
 	fprintf(stderr, "      %-4s %4d steps: idle %5.2f loop %5.2f plan %5.2f slice-wait %5.2f "
@@ -1022,7 +1065,7 @@ static int parse(int argc, char **argv, struct opts *o)
 {
 	enum { O_MODEL = 1, O_PRESET, O_SOCKET, O_WORKLOAD, O_QUICK, O_JSON, O_CONC, O_THREADS,
 	       O_MBT, O_KV, O_SECS, O_PPD, O_SIDE, O_ISHAPE, O_ILAYERS, O_DESCRIBE, O_TEMP, O_TOPP,
-	       O_TOPK, O_CLIENT, O_PSHARE, O_HELP };
+	       O_TOPK, O_CLIENT, O_PSHARE, O_STEPSCSV, O_HELP };
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "preset", required_argument, NULL, O_PRESET },
@@ -1045,6 +1088,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "top-k", required_argument, NULL, O_TOPK },
 		{ "client", required_argument, NULL, O_CLIENT },
 		{ "prefill-share", required_argument, NULL, O_PSHARE },
+		{ "steps-csv", required_argument, NULL, O_STEPSCSV },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1083,6 +1127,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		case O_TOPP: o->top_p = (float)atof(optarg); break;
 		case O_TOPK: o->top_k = atoi(optarg); break;
 		case O_PSHARE: o->prefill_share = atof(optarg); break;
+		case O_STEPSCSV: o->steps_csv = optarg; break;
 		case O_CLIENT:
 			o->loop_client = !strcmp(optarg, "loop") ? 1 : !strcmp(optarg, "threads") ? 0 : -1;
 			bad_client |= o->loop_client < 0;
@@ -1095,7 +1140,7 @@ static int parse(int argc, char **argv, struct opts *o)
 			       "         [--threads N] [--max-batched-tokens N] [--kv-memory-mb N]\n"
 			       "         [--prefill-per-decode N] [--prefill-share F] [--quick] [--json]\n"
 			       "         [--temperature T] [--top-p P] [--top-k K]\n"
-			       "         [--client loop|threads]\n"
+			       "         [--client loop|threads] [--steps-csv FILE]\n"
 			       "  Without --model, a 27M-parameter Qwen2-VL-shaped checkpoint is generated\n"
 			       "  (--quick: the tiny preset, short phases, legacy image shape unless\n"
 			       "  --image-shape is given). --socket: use a running vlmd\n"
@@ -1117,7 +1162,9 @@ static int parse(int argc, char **argv, struct opts *o)
 			       "  own completion ring (the form used before).\n"
 			       "  --prefill-per-decode N: the engine's old stall bound, max(16, N * decodes)\n"
 			       "  prefill rows per step; by default (-1) the prefill beside decodes costs at\n"
-			       "  most --prefill-share (0.5) of the decodes' own step time, measured.\n");
+			       "  most --prefill-share (0.5) of the decodes' own step time, measured.\n"
+			       "  --steps-csv FILE: append every phase's engine step records to FILE\n"
+			       "  (in-process vlmd only; docs/BENCHMARKS.md lists the columns).\n");
 			return c == O_HELP ? 0 : 2;
 		}
 	}
@@ -1501,12 +1548,16 @@ int bench_serve_main(int argc, char **argv)
 
 		idle = phase(sock, &sh, K_DECODE, streams, o.secs, 0, K_PREFILL);
 		engine_side(d.started ? d.eng : NULL, &idle);
+		steps_csv(o.steps_csv, d.started ? d.eng : NULL, &idle, "idle");
 		show("decode alone", &idle);
 		show_engine(&idle);
 		busy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_PREFILL);
 		engine_side(d.started ? d.eng : NULL, &busy);
+		steps_csv(o.steps_csv, d.started ? d.eng : NULL, &busy, "prefill");
 		show("decode + prefills", &busy);
 		show_engine(&busy);
+		fprintf(stderr, "  (prefills of %d tokens beside the decode streams: %.2f/s)\n",
+		        sh.prefill_prompt, busy.secs > 0 ? (double)busy.extra_requests / busy.secs : 0);
 		failed |= idle.failed | busy.failed;
 		if (want_enc) {
 			/* the tower alone (2 clients, 3 fresh images per 1-token request), then beside
@@ -1515,6 +1566,7 @@ int bench_serve_main(int argc, char **argv)
 			show("images alone", &ealone);
 			ebusy = phase(sock, &sh, K_DECODE, streams, o.secs, 2, K_IMGLOAD);
 			engine_side(d.started ? d.eng : NULL, &ebusy);
+			steps_csv(o.steps_csv, d.started ? d.eng : NULL, &ebusy, "encode");
 			show("decode + images", &ebusy);
 			show_engine(&ebusy);
 			fprintf(stderr, "  (images/s: %.2f alone, %.2f beside the decode streams)\n",
@@ -1642,10 +1694,12 @@ int bench_serve_main(int argc, char **argv)
 			       "\"engine_step_p99_cpu_wait_ms_while_encoding\": %.3f, "
 			       "\"client_cpu_cores_no_prefill\": %.4f, "
 			       "\"client_cpu_cores_with_prefill\": %.4f, "
-			       "\"client_cpu_cores_while_encoding\": %.4f", idle.eng.int50,
+			       "\"client_cpu_cores_while_encoding\": %.4f, "
+			       "\"prefills_per_s_with_decodes\": %.3f", idle.eng.int50,
 			       idle.eng.int99, busy.eng.int50, busy.eng.int99, busy.eng.tail.runq,
 			       ebusy.eng.int50, ebusy.eng.int99, ebusy.eng.tail.runq, idle.client_cpu,
-			       busy.client_cpu, ebusy.client_cpu);
+			       busy.client_cpu, ebusy.client_cpu,
+			       busy.secs > 0 ? (double)busy.extra_requests / busy.secs : 0.0);
 			printf(", \"images_reference\": %s, \"max_batched_tokens\": %u, \"hidden\": %d, "
 			       "\"layers\": %d, \"load_avg\": \"%s\", \"temperature\": %g, \"top_p\": %g, "
 			       "\"top_k\": %d, \"client\": \"%s\", \"prefill_per_decode\": %d, "

@@ -505,68 +505,146 @@ static int32_t draw(struct vd_engine *e, struct vd_ereq *q, int32_t l, int have_
  * On a host backend a step's time grows with its rows, so prefill rows next to running decodes
  * stretch every decode's inter-token latency. The bound keeps that extra time to a fraction
  * (prefill_share) of what the decodes' step costs alone, in time rather than in rows: the
- * forward's time is fitted as a + b * rows (a: what every step pays, the weight reads; b: a row),
- * so d decodes alone cost a + b*d and the prefill may add share * (a / b + d) rows. When the
- * recent steps do not separate a from b (all of one size, or a noisy fit), a = 0: share * d, the
- * lower of the two. While the vision tower has work, its slices between two steps take half of
- * that extra time (engine_vision.c: the slice target) and the prefill rows the other half. Only
- * steps with decodes are fitted (the sizes the bound chooses between: a
- * big prefill step alone would weigh on the fit the most and adds its long attention), noisy
- * samples (a forward over 3x its prediction: the thread lost its CPU) are not, and a / b is at
- * most SB_MAX_FIXED rows (on a CPU the weight reads of a step cost about as much as a few tens of
- * rows' arithmetic (4 on the benchmark model); a fit beyond that is noise). */
-#define SB_FORGET 0.98
+ * forward's time is fitted as a + b * rows + c * pairs (a: what every step pays, the weight
+ * reads and the pool's barriers; b: a row's matmuls; c: an attention (query row, KV position)
+ * pair), and the scheduler gives prefill rows at most share * (a + b*d + c*P) of time next to d
+ * decodes whose attention covers P pairs (scheduler.h, vd_sched_set_cost). The pairs matter: a
+ * prefill row at position 1000 costs the benchmark model about 4x the matmul time of a row in
+ * attention, so a bound in rows alone (the first form) let chunks late in a long prompt stretch
+ * decode steps to 2-3x. Non-negative least squares with forgetting over the recent forwards
+ * (about a second); when a term is not separated by them (all steps of one size, or a noisy fit
+ * gives a negative coefficient) the best fit without it is taken. While the vision tower has work, its slices
+ * between two steps take half of the extra time (engine_vision.c: the slice target) and the
+ * prefill rows the other half. Only steps with decodes are fitted (the sizes the bound chooses
+ * between), noisy samples (a forward over 3x its prediction: the thread lost its CPU) are not
+ * (unless SB_MAX_SKIPS come in a row: then the fit is stale, and an earlier form froze on it),
+ * and a is at most SB_MAX_FIXED rows' time (a fit beyond that is noise). */
+#define SB_FORGET 0.995  /* ~200 steps, about a second: a burst of load averages out */
 #define SB_MIN_ROWS 4     /* a step may always add this many prefill rows (progress) */
-#define SB_MAX_FIXED 16.0 /* a / b, rows */
+#define SB_MAX_FIXED 32.0 /* a / b, rows */
+#define SB_KPAIRS 1e-3    /* the fit's pairs are in thousands (conditioning) */
+#define SB_MAX_SKIPS 8    /* samples skipped as noisy in a row before the fit is taken as stale */
 
-static int sb_fit(const struct vd_engine *e, double *a, double *b)
+/* Least squares over the features in mask (bit i: feature i of 1, rows, kpairs; the others 0).
+ * Returns the residual sum of squares, or -1 when the system is not well conditioned or a
+ * coefficient comes out negative. */
+static double sb_solve(const struct vd_engine *e, unsigned mask, double k[3])
 {
-	double s0 = e->sb_s0, s1 = e->sb_s1, det = s0 * e->sb_s2 - s1 * s1;
+	double m[3][4], rss;
+	int idx[3], n = 0;
 
-	if (s0 < 3 || s1 <= 0 || e->sb_t <= 0)
+	for (int i = 0; i < 3; i++) {
+		k[i] = 0;
+		if (mask & (1u << i))
+			idx[n++] = i;
+	}
+	for (int i = 0; i < n; i++) {
+		for (int j = 0; j < n; j++)
+			m[i][j] = e->sb_xx[idx[i]][idx[j]];
+		m[i][n] = e->sb_xt[idx[i]];
+	}
+	/* Gaussian elimination with a relative pivot test (the matrix is symmetric positive
+	 * semi-definite: a small pivot means the features are not separated) */
+	for (int c = 0; c < n; c++) {
+		if (!(m[c][c] > 1e-6 * e->sb_xx[idx[c]][idx[c]]) || !(m[c][c] > 0))
+			return -1;
+		for (int r = c + 1; r < n; r++) {
+			double f = m[r][c] / m[c][c];
+
+			for (int j = c; j <= n; j++)
+				m[r][j] -= f * m[c][j];
+		}
+	}
+	for (int c = n - 1; c >= 0; c--) {
+		double v = m[c][n];
+
+		for (int j = c + 1; j < n; j++)
+			v -= m[c][j] * k[idx[j]];
+		k[idx[c]] = v / m[c][c];
+		if (!(k[idx[c]] >= 0))
+			return -1;
+	}
+	if (!(k[1] > 0 || k[2] > 0))
 		return -1;
-	*b = -1;
-	if (det > 1e-3 * s0 * e->sb_s2) {
-		*b = (s0 * e->sb_xt - s1 * e->sb_t) / det;
-		*a = (e->sb_t - *b * s1) / s0;
+	/* sum (t - k.x)^2 = tt - 2 k.xt + k' XX k */
+	rss = e->sb_tt;
+	for (int i = 0; i < 3; i++) {
+		rss -= 2 * k[i] * e->sb_xt[i];
+		for (int j = 0; j < 3; j++)
+			rss += k[i] * e->sb_xx[i][j] * k[j];
 	}
-	if (!(*b > 0) || *a < 0) {
-		*a = 0;
-		*b = e->sb_t / s1;
+	return rss > 0 ? rss : 0;
+}
+
+/* The fit: k[0] ms per step, k[1] ms per row, k[2] ms per thousand pairs; non-negative least
+ * squares by enumeration: every term when that solution is non-negative, else the two-term
+ * solution with the least residual, else one term. */
+static int sb_fit(const struct vd_engine *e, double k[3])
+{
+	static const unsigned two[] = { 6, 5, 3 }, one[] = { 2, 4 };
+	double best = -1, r, t[3];
+
+	if (e->sb_xx[0][0] < 3 || e->sb_xt[0] <= 0)
+		return -1;
+	if (sb_solve(e, 7, k) < 0) {
+		for (size_t i = 0; i < 3; i++)
+			if ((r = sb_solve(e, two[i], t)) >= 0 && (best < 0 || r < best)) {
+				best = r;
+				memcpy(k, t, sizeof(t));
+			}
+		for (size_t i = 0; best < 0 && i < 2; i++)
+			if ((r = sb_solve(e, one[i], t)) >= 0 && (best < 0 || r < best)) {
+				best = r;
+				memcpy(k, t, sizeof(t));
+			}
+		if (best < 0)
+			return -1;
 	}
+	if (k[0] > SB_MAX_FIXED * k[1] && k[1] > 0)
+		k[0] = SB_MAX_FIXED * k[1];
 	return 0;
 }
 
-static void sb_observe(struct vd_engine *e, int32_t rows, int32_t decodes, uint64_t ns)
+static void sb_observe(struct vd_engine *e, int32_t rows, int32_t decodes, int64_t pairs,
+                       uint64_t ns)
 {
-	double a, b, t = (double)ns * 1e-6, x = rows;
+	double k[3], t = (double)ns * 1e-6, x[3] = { 1, rows, (double)pairs * SB_KPAIRS };
 
 	if (!e->sb_on || rows <= 0 || decodes <= 0)
 		return;
-	if (sb_fit(e, &a, &b) == 0 && t > 3 * (a + b * x))
+	/* a forward over 3x the fit's prediction lost its CPU: not a sample, unless that has
+	 * happened so often in a row that the fit itself must be out of date */
+	if (e->sb_xx[0][0] >= 10 && sb_fit(e, k) == 0 && t > 3 * (k[0] + k[1] * x[1] + k[2] * x[2]) &&
+	    e->sb_skips < SB_MAX_SKIPS) {
+		e->sb_skips++;
 		return;
-	e->sb_s0 = SB_FORGET * e->sb_s0 + 1;
-	e->sb_s1 = SB_FORGET * e->sb_s1 + x;
-	e->sb_s2 = SB_FORGET * e->sb_s2 + x * x;
-	e->sb_t = SB_FORGET * e->sb_t + t;
-	e->sb_xt = SB_FORGET * e->sb_xt + x * t;
+	}
+	e->sb_skips = 0;
+	for (int i = 0; i < 3; i++) {
+		for (int j = 0; j < 3; j++)
+			e->sb_xx[i][j] = SB_FORGET * e->sb_xx[i][j] + x[i] * x[j];
+		e->sb_xt[i] = SB_FORGET * e->sb_xt[i] + x[i] * t;
+	}
+	e->sb_tt = SB_FORGET * e->sb_tt + t * t;
 }
 
 /* Before planning: the scheduler's bound from the fit (the knobs' rule until there is one). */
 static void sb_apply(struct vd_engine *e)
 {
-	double a, b, base, share;
+	struct vd_sched_cost c;
+	double k[3];
 
-	if (!e->sb_on || sb_fit(e, &a, &b) < 0)
+	if (!e->sb_on || sb_fit(e, k) < 0)
 		return;
 	/* the tower's slices between steps take half of the extra time while it has work */
-	share = e->sb_share * (vd_ev_busy(e) ? 0.5 : 1.0);
-	if (a / b > SB_MAX_FIXED)
-		a = SB_MAX_FIXED * b;
-	base = share * a / b;
-	vd_sched_set_prefill_bound(e->sched, (int32_t)base, (int32_t)(share * 1000), SB_MIN_ROWS);
-	__atomic_store_n(&e->sb_td_ns, e->sb_last_d > 0 ? (uint64_t)((a + b * e->sb_last_d) * 1e6) :
-	                 0, __ATOMIC_RELAXED);
+	c = (struct vd_sched_cost){ .a = k[0], .b = k[1], .c = k[2] * SB_KPAIRS,
+	                            .share = e->sb_share * (vd_ev_busy(e) ? 0.5 : 1.0),
+	                            .min_rows = SB_MIN_ROWS };
+	vd_sched_set_cost(e->sched, &c);
+	__atomic_store_n(&e->sb_td_ns, e->sb_last_d > 0 ?
+	                 (uint64_t)((k[0] + k[1] * e->sb_last_d +
+	                             k[2] * (double)e->sb_last_dpairs * SB_KPAIRS) * 1e6) : 0,
+	                 __ATOMIC_RELAXED);
 }
 
 /* ---------------------------------------------------------------- step records */
@@ -577,6 +655,7 @@ static void rec_plan(struct vd_engine *e, const struct vd_sched_plan *plan, int3
 {
 	struct vd_step_rec *r = &e->cur;
 	uint64_t t_loop = r->t_loop;
+	int64_t dpairs = 0;
 
 	memset(r, 0, sizeof(*r));
 	r->t_loop = t_loop;
@@ -587,8 +666,11 @@ static void rec_plan(struct vd_engine *e, const struct vd_sched_plan *plan, int3
 		const struct vd_sched_item *it = &plan->items[i];
 
 		r->admitted += it->admitted;
+		/* row j of the item attends to start + j + 1 positions */
+		r->attn_pairs += (int64_t)it->n * it->start + (int64_t)it->n * (it->n + 1) / 2;
 		if (it->n == 1 && it->sample && !it->admitted) {
 			r->decodes++;
+			dpairs += it->start + 1;
 		} else {
 			r->prefill_tokens += it->n;
 			r->prefill_items++;
@@ -598,6 +680,7 @@ static void rec_plan(struct vd_engine *e, const struct vd_sched_plan *plan, int3
 	}
 	r->t_prep = vs_now_ns();
 	e->sb_last_d = r->decodes;
+	e->sb_last_dpairs = dpairs;
 }
 
 /* The engine thread's run-queue wait and schedule count so far (schedstat: "run wait count"),
@@ -755,14 +838,16 @@ static int step(struct vd_engine *e)
 	ss = schedstat(e, &ss_wait, &ss_count);
 	e->cur.t_fwd = vs_now_ns();
 	slices = __atomic_load_n(&e->g_slices, __ATOMIC_RELAXED);
+	e->cur.gap_slices = (int32_t)(slices - e->slices_fwd_end);
 	rc = vd_model_forward(e->m, e->kvc, &b, e->b_lrows, nlog,
 	                      need_logits && !dev ? e->b_logits : NULL,
 	                      need_argmax ? e->b_argmax : NULL);
 	if (rc >= 0 && dev)
 		rc = vd_model_sample(e->m, e->b_sp, e->b_ids);
-	e->cur.slices = (int32_t)(__atomic_load_n(&e->g_slices, __ATOMIC_RELAXED) - slices);
+	e->slices_fwd_end = __atomic_load_n(&e->g_slices, __ATOMIC_RELAXED);
+	e->cur.slices = (int32_t)(e->slices_fwd_end - slices);
 	e->cur.t_fwd_end = vs_now_ns();
-	sb_observe(e, n, e->cur.decodes, e->cur.t_fwd_end - e->cur.t_fwd);
+	sb_observe(e, n, e->cur.decodes, e->cur.attn_pairs, e->cur.t_fwd_end - e->cur.t_fwd);
 	e->cur.fwd_runq_us = e->cur.fwd_switches = -1;
 	if (ss == 0 && schedstat(e, &ss_wait2, &ss_count2) == 0) {
 		e->cur.fwd_runq_us = (int32_t)((ss_wait2 - ss_wait) / 1000);
@@ -876,6 +961,7 @@ static void *engine_main(void *arg)
 {
 	struct vd_engine *e = arg;
 
+	pthread_setname_np(pthread_self(), "vlmd-engine");   /* top -H, perf sched */
 	e->ss_fd = e->o.step_schedstat ? open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC) :
 	           -1;
 	pthread_mutex_lock(&e->mu);

@@ -55,7 +55,8 @@ struct vd_engine_opts {
 	int32_t prefill_per_decode;
 	/* Automatic bound (prefill_per_decode < 0, host backends): the prefill rows beside d
 	 * decodes cost at most this fraction of the time of a step of the d decodes alone, from the
-	 * engine's fit of forward time against rows (a + b * rows). 0: 0.5. */
+	 * engine's fit of forward time against rows and attention pairs (a + b * rows + c * pairs).
+	 * 0: 0.5. */
 	double prefill_share;
 	/* Vision stage (checkpoints with a vision tower; daemon/engine/engine_vision.c). */
 	uint64_t vision_cache_bytes;  /* encoded rows kept for reuse (LRU); 0 = no reuse */
@@ -190,10 +191,13 @@ struct vd_step_rec {
 	int32_t max_ctx;              /* longest KV context (start + n) among prefill items */
 	int32_t sampled;              /* logit rows */
 	int32_t slices;               /* tower slices started while the forward ran (overlap) */
+	int32_t gap_slices;           /* tower slices started between the previous forward's end
+	                               * and this one's start (the tower's turns) */
 	int32_t fwd_runq_us;          /* step_schedstat: the engine thread runnable but not running
 	                               * during the forward (preempted), else -1 */
 	int32_t fwd_switches;         /* step_schedstat: times it was scheduled in meanwhile */
 	int32_t step_runq_us;         /* step_schedstat: the same wait over t_loop..t_flush */
+	int64_t attn_pairs;           /* attention work: (query row, KV position) pairs, all rows */
 };
 /* Copies the records of steps whose t_flush >= since_ns (oldest first, at most max, the newest
  * when more) into out. Returns how many were copied. Any thread. */

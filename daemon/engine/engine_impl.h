@@ -87,6 +87,7 @@ struct vd_engine {
 	int g_eng_wait;                /* the engine thread waits for the op to end */
 	uint64_t g_steps;              /* LLM forwards ended */
 	uint64_t g_step_t0;
+	uint64_t g_eng_wait_t0;        /* when the engine thread began waiting for a slice */
 	uint64_t g_slices;             /* tower slices started (step records: overlap) */
 	double g_step_ns;              /* LLM forward time, moving average: the longest wait */
 	double g_fast_ns;              /* LLM forward time near the fastest recent: slice targets */
@@ -116,14 +117,18 @@ struct vd_engine {
 	struct vd_step_rec *srec;      /* [VD_STEP_RECS] ring of step records (NULL: none kept) */
 	uint64_t n_srec;               /* records written */
 	struct vd_step_rec cur;        /* the step in progress (engine thread) */
+	uint64_t slices_fwd_end;       /* g_slices when the last forward ended */
 	int ss_fd;                     /* /proc/thread-self/schedstat of the engine thread, or -1 */
 	uint64_t ss_loop_wait, ss_loop_count; /* its run-queue wait when the iteration began */
-	/* the automatic stall bound (engine.c): forward time ~ a + b * rows, least squares with
-	 * forgetting over the recent forwards (sums of 1, rows, rows^2, time, rows * time) */
+	/* the automatic stall bound (engine.c): forward time ~ a + b * rows + c * attention pairs,
+	 * least squares with forgetting over the recent forwards (sums of x x^T and x * time, x =
+	 * (1, rows, thousands of pairs)) */
 	int sb_on;
 	double sb_share;
-	double sb_s0, sb_s1, sb_s2, sb_t, sb_xt;
+	double sb_xx[3][3], sb_xt[3], sb_tt;
+	int sb_skips;                  /* samples skipped as noisy in a row */
 	int32_t sb_last_d;             /* decodes of the last step */
+	int64_t sb_last_dpairs;        /* their attention pairs */
 	uint64_t sb_td_ns;             /* atomic: the fit's time of those decodes alone (0: none
 	                                * or no fit): the tower's slice target (engine_vision.c) */
 

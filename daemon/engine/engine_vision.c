@@ -40,14 +40,17 @@
  * attention by segments / heads, row-wise ops by rows, each of about the time target ev_yield
  * returns: 0.4 of a fast forward; while decodes run under the engine's measured stall bound,
  * half of the extra time it lets a decode step take, the prefill rows having the other half),
- * which starts the next slice only while no LLM forward runs,
- * or once the tower has waited about one forward's moving-average time (never starved: that
- * slice overlaps); an LLM forward waits for a slice in progress to end (at most half a
- * forward's time), so a decode step waits for at most about one slice. The engine thread waits
- * only for a slice that is running, never for the encoder thread to wake up and take a turn:
- * on a loaded machine a wake-up can take a scheduler time slice, and a first version that
- * handed turns over put that latency into every step (measured: ITL tail worse than without
- * turns). A device backend (own stream) keeps no turns.
+ * which starts the next slice only while no LLM forward runs and the engine thread is not
+ * waiting to start one, or once the running forward is overdue (1.5 moving averages since its
+ * start: never starved, that slice overlaps); an LLM forward waits for a slice in progress to
+ * end (at most half a forward's time), so a decode step waits for at most about one slice. The
+ * engine thread waits only for a slice that is running, never for the encoder thread to wake up
+ * and take a turn: on a loaded machine a wake-up can take a scheduler time slice, and a first
+ * version that handed turns over put that latency into every step (measured: ITL tail worse
+ * than without turns). (Keeping the encoder thread off the engine thread's CPU and running it
+ * SCHED_BATCH took its preemptions of the engine thread away but starved the tower of its
+ * turns: tried, measured, not kept; docs/VISION.md.) A device backend (own stream) keeps no
+ * turns.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -307,16 +310,29 @@ static uint64_t ev_yield(void *ctx)
 		if (e->g_eng_wait)
 			pthread_cond_broadcast(&e->g_cv);
 	}
-	if (e->g_step) {
-		budget = e->g_step_ns > 0 ? e->g_step_ns : 5e6;
+	if (e->g_step || e->g_eng_wait) {
+		/* the forward running now is overdue once it has run 1.5 moving averages since its
+		 * own start: a new forward that began while this thread waited (or waited for a
+		 * CPU) gets its own time. The engine thread waiting for the slice that
+		 * just ended goes first (it starts its forward at once); an earlier form took the next
+		 * slice here before it woke, so the engine waited out its whole deadline and then ran
+		 * beside a slice. */
+		budget = e->g_step_ns > 0 ? 1.5 * e->g_step_ns : 5e6;
 		budget = budget < 1e6 ? 1e6 : budget > 50e6 ? 50e6 : budget;
-		deadline = vs_now_ns() + (uint64_t)budget;
-		ts.tv_sec = (time_t)(deadline / 1000000000u);
-		ts.tv_nsec = (long)(deadline % 1000000000u);
 		e->g_enc_wait = 1;
-		while (e->g_step && vs_now_ns() < deadline)
-			if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
+		for (;;) {
+			if (e->g_step)
+				deadline = e->g_step_t0 + (uint64_t)budget;
+			else if (e->g_eng_wait)
+				deadline = e->g_eng_wait_t0 + 2000000u;   /* it was woken: moments */
+			else
 				break;
+			if (vs_now_ns() >= deadline)
+				break;
+			ts.tv_sec = (time_t)(deadline / 1000000000u);
+			ts.tv_nsec = (long)(deadline % 1000000000u);
+			pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts);
+		}
 		e->g_enc_wait = 0;
 	}
 	e->g_in_op = 1;
@@ -355,6 +371,7 @@ void vd_ev_forward_begin(struct vd_engine *e)
 		                       (long)(deadline % 1000000000u) };
 
 		e->g_eng_wait = 1;
+		e->g_eng_wait_t0 = vs_now_ns();
 		while (e->g_in_op && vs_now_ns() < deadline)
 			if (pthread_cond_timedwait(&e->g_cv, &e->g_mu, &ts) == ETIMEDOUT)
 				break;
@@ -545,6 +562,7 @@ static void *ev_main(void *arg)
 {
 	struct vd_engine *e = arg;
 
+	pthread_setname_np(pthread_self(), "vlmd-tower");   /* top -H, perf sched */
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
 		struct ev_slab *slab = NULL;

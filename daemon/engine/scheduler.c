@@ -6,6 +6,7 @@
  * O(running + admitted) and the code stays easy to check.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +25,8 @@ struct vd_sched {
 	int32_t n_waiting, cap_waiting;
 	struct vd_sched_item *items;      /* [max_running] */
 	struct vd_sched_seq **preempted;  /* [max_running] */
-	int32_t pb_base, pb_milli, pb_min;/* vd_sched_set_prefill_bound (pb_milli < 0: the knobs) */
+	struct vd_sched_cost cost;        /* vd_sched_set_cost (cost_on 0: the knobs' rule) */
+	int cost_on;
 	int32_t cap_running;              /* capacity of running / items / preempted (>= every
 	                                   * max_running set so far) */
 };
@@ -69,7 +71,6 @@ int vd_sched_new(const struct vd_sched_knobs *knobs, struct vd_kvblocks *kv,
 	if (!s)
 		return -ENOMEM;
 	s->k = *knobs;
-	s->pb_milli = -1;
 	s->kv = kv;
 	s->prefix = prefix;
 	s->prefix_ctx = prefix_ctx;
@@ -223,6 +224,41 @@ static int plan_running(struct vd_sched *s, struct vd_sched_plan *plan, struct v
 	}
 }
 
+/* The time bound's cost of rows [start, start + n) of one sequence: b per row plus c per
+ * attention pair (row start + j attends to start + j + 1 positions). */
+static double rows_cost(const struct vd_sched *s, int32_t start, int32_t n)
+{
+	return s->cost.b * n + s->cost.c * ((double)n * start + (double)n * (n + 1) / 2);
+}
+
+/* How many of want rows starting at start fit the time left (tleft), at least what brings the
+ * step's prefill rows (planned: pf_rows so far) to the bound's minimum. */
+static int32_t timed_rows(const struct vd_sched *s, int32_t start, int32_t want, double tleft,
+                          int32_t pf_rows)
+{
+	const double b = s->cost.b, c = s->cost.c;
+	double n;
+
+	if (tleft <= 0) {
+		n = 0;
+	} else if (c > 0) {
+		/* largest n with (c/2) n^2 + (b + c (start + 1/2)) n <= tleft: the positive root
+		 * (sqrt(B^2 + 2 c tleft) - B) / c, written without the cancellation */
+		double B = b + c * ((double)start + 0.5);
+		n = floor(2 * tleft / (sqrt(B * B + 2 * c * tleft) + B));
+	} else {
+		n = b > 0 ? floor(tleft / b) : (double)want;
+	}
+	/* the root can land one off the bound by rounding */
+	while (n > 0 && n <= want && rows_cost(s, start, (int32_t)n) > tleft)
+		n--;
+	while (n >= 0 && n < want && rows_cost(s, start, (int32_t)n + 1) <= tleft)
+		n++;
+	if (n < s->cost.min_rows - pf_rows)
+		n = s->cost.min_rows - pf_rows;
+	return n < want ? (int32_t)n : want;
+}
+
 int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 {
 	struct vd_sched_plan *plan = ret;
@@ -250,14 +286,18 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 	const int32_t n_prio_preempted = plan->n_preempted;
 
 	/* 1. decodes, then 2. prefills, best first */
+	double tleft = 0;       /* the time bound's room left for prefill rows (cost units) */
+	int32_t pf_rows = 0;    /* prefill rows planned so far under it */
+	bool timed = false;
 	for (int pass = 0; pass < 2; pass++) {
-		if (pass == 1 && s->pb_milli >= 0 && plan->n_tokens > 0) {
-			/* decodes are running: the measured bound */
-			int64_t cap = s->pb_base + (int64_t)plan->n_tokens * s->pb_milli / 1000;
-			if (cap < s->pb_min)
-				cap = s->pb_min;
-			if (budget > cap)
-				budget = (int32_t)cap;
+		if (pass == 1 && s->cost_on && plan->n_tokens > 0) {
+			/* decodes are running: the extra time prefill rows may add to their step */
+			double pairs = 0;
+			for (int32_t i = 0; i < plan->n_items; i++)
+				pairs += (double)plan->items[i].start + 1;
+			tleft = s->cost.share * (s->cost.a + s->cost.b * plan->n_tokens +
+			                         s->cost.c * pairs);
+			timed = true;
 		} else if (pass == 1 && s->k.prefill_per_decode > 0 && plan->n_tokens > 0) {
 			/* decodes are running: bound the prefill rows next to them */
 			int64_t cap = (int64_t)plan->n_tokens * s->k.prefill_per_decode;
@@ -272,12 +312,23 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 			if (seq->stamp == s->step || (pass == 0) != (pending == 1) || budget <= 0)
 				continue;
 			int32_t want = pending < budget ? pending : budget;
+			if (timed) {
+				want = timed_rows(s, seq->n_computed, want, tleft, pf_rows);
+				if (want <= 0)
+					continue;
+			}
 			const int32_t n_pre = plan->n_preempted;
 			int rc = plan_running(s, plan, seq, want);
 			if (rc < 0)
 				return rc;
-			if (rc > 0)
-				budget -= plan->items[plan->n_items - 1].n;
+			if (rc > 0) {
+				const struct vd_sched_item *it = &plan->items[plan->n_items - 1];
+				budget -= it->n;
+				if (timed) {
+					tleft -= rows_cost(s, it->start, it->n);
+					pf_rows += it->n;
+				}
+			}
 			/* preemptions only remove entries after the current best-first position or the
 			 * current one: restart the scan, planned ones are skipped by their stamp */
 			if (plan->n_preempted > n_pre)
@@ -300,6 +351,11 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 		seq->n_computed = cached;
 		int32_t pending = seq->n_tokens - cached;
 		int32_t n = pending < budget ? pending : budget;
+		if (timed && (n = timed_rows(s, cached, n, tleft, pf_rows)) <= 0) {
+			vd_kvblocks_seq_free(s->kv, &seq->kv);   /* no time left in this step */
+			seq->n_computed = 0;
+			break;
+		}
 		int32_t need = vd_kvblocks_blocks_for(s->kv, cached + n) - seq->kv.n_blocks;
 		if (need > vd_kvblocks_n_available(s->kv) - s->k.watermark_blocks) {
 			vd_kvblocks_seq_free(s->kv, &seq->kv);   /* give the adopted blocks back */
@@ -318,6 +374,10 @@ int vd_sched_step(struct vd_sched *s, struct vd_sched_plan *ret)
 		seq->state = VD_SEQ_RUNNING;
 		plan_item(s, plan, seq, n, true);
 		budget -= n;
+		if (timed) {
+			tleft -= rows_cost(s, cached, n);
+			pf_rows += n;
+		}
 	}
 	return 0;
 }
@@ -357,12 +417,16 @@ void vd_sched_remove(struct vd_sched *s, struct vd_sched_seq *seq)
 	seq->state = VD_SEQ_DONE;
 }
 
-void vd_sched_set_prefill_bound(struct vd_sched *s, int32_t base, int32_t per_decode_milli,
-                                int32_t min)
+void vd_sched_set_cost(struct vd_sched *s, const struct vd_sched_cost *cost)
 {
-	s->pb_base = base > 0 ? base : 0;
-	s->pb_milli = per_decode_milli;
-	s->pb_min = min > 0 ? min : 1;
+	s->cost_on = cost && cost->share > 0 && (cost->b > 0 || cost->c > 0);
+	if (s->cost_on) {
+		s->cost = *cost;
+		s->cost.a = cost->a > 0 ? cost->a : 0;
+		s->cost.b = cost->b > 0 ? cost->b : 0;
+		s->cost.c = cost->c > 0 ? cost->c : 0;
+		s->cost.min_rows = cost->min_rows > 0 ? cost->min_rows : 1;
+	}
 }
 
 int32_t vd_sched_n_running(const struct vd_sched *s) { return s->n_running; }

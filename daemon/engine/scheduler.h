@@ -11,7 +11,8 @@
  *     stall-bound knobs the prefill budget of a step that has d decodes is also at most
  *     max(prefill_min, d * prefill_per_decode), so on a backend whose step time grows with its
  *     rows a decode step is never more than about (1 + prefill_per_decode) times its cost alone
- *     (vd_sched_set_prefill_bound: the same bound in fractional rows from a measured cost);
+ *     (vd_sched_set_cost: the same bound in time, from a measured cost per row and per
+ *     attention pair);
  *  3. admissions from the waiting queue in order (FCFS, or priority then FCFS; the caller's fair
  *     tag comes before arrival, which makes the order round robin across clients): the prefix hook
  *     adopts cached blocks first, then the first chunk is planned if its blocks are available above
@@ -129,12 +130,21 @@ void vd_sched_remove(struct vd_sched *s, struct vd_sched_seq *seq);
  * -EINVAL or -ENOMEM. */
 int vd_sched_set_max_running(struct vd_sched *s, int32_t max_running);
 
-/* Stall bound in row-equivalents of time, replacing the knobs' prefill_per_decode/prefill_min
- * until called with per_decode_milli < 0: a step with d decode tokens takes at most
- * max(min, base + d * per_decode_milli / 1000) prefill tokens. The engine derives them from its
- * measured step cost (daemon/engine/engine.c, "stall bound"). */
-void vd_sched_set_prefill_bound(struct vd_sched *s, int32_t base, int32_t per_decode_milli,
-                                int32_t min);
+/* Stall bound in time, replacing the knobs' prefill_per_decode/prefill_min until called with
+ * NULL (or share <= 0, or b and c both <= 0). The forward of a step is taken to cost
+ * a + b * rows + c * pairs, where pairs counts the attention's (query row, KV position) pairs:
+ * a row at position p attends to p + 1 positions, so a prefill chunk late in a long prompt costs
+ * more per row than one at its start. A step with decodes planned gives prefill rows (running
+ * prefills, then admissions, in order) at most share * (cost of the decodes alone) of cost,
+ * each item's rows computed from its own start; at least min_rows prefill rows per step
+ * (progress). The engine fits a, b, c to its measured forwards (daemon/engine/engine.c,
+ * "stall bound"); any consistent time unit. */
+struct vd_sched_cost {
+	double a, b, c;         /* per step, per row, per attention pair (>= 0) */
+	double share;           /* prefill time / decode time of a step, at most */
+	int32_t min_rows;       /* prefill rows a step may always take */
+};
+void vd_sched_set_cost(struct vd_sched *s, const struct vd_sched_cost *cost);
 
 int32_t vd_sched_n_running(const struct vd_sched *s);
 int32_t vd_sched_n_waiting(const struct vd_sched *s);

@@ -149,21 +149,36 @@ START_TEST(test_stall_bound)
 }
 END_TEST
 
-/* The measured stall bound (vd_sched_set_prefill_bound): with d decodes, prefill tokens <=
- * max(min, base + d * milli / 1000), fractional per-decode shares included; it overrides the
- * knobs' rule until reset with milli < 0; alone, a prefill still gets the whole budget. */
+/* Brute force: the most rows from start whose cost b*n + c*pairs fits tleft (the scheduler solves
+ * a quadratic instead). */
+static int32_t fit_rows(double b, double c, int32_t start, double tleft, int32_t cap)
+{
+	int32_t n = 0;
+
+	while (n < cap && b * (n + 1) + c * ((double)(n + 1) * start +
+	                                     (double)(n + 1) * (n + 2) / 2) <= tleft)
+		n++;
+	return n;
+}
+
+/* The stall bound in time (vd_sched_set_cost): next to d decodes the prefill rows cost at most
+ * share * (a + b*d + c*decode pairs), each row costing b plus c per attention pair, so chunks get
+ * smaller as a prompt's prefill moves on; at least min_rows per step; admissions take what time
+ * is left; it overrides the knobs' rule until reset with NULL; alone, a prefill still gets the
+ * whole budget. */
 START_TEST(test_prefill_bound)
 {
 	struct vd_kvblocks *kv;
 	struct vd_sched *s;
 	struct vd_sched_plan plan;
-	ck_assert_int_eq(vd_kvblocks_new(512, 4, &kv), 0);
+	ck_assert_int_eq(vd_kvblocks_new(1024, 4, &kv), 0);
 	struct vd_sched_knobs k = { .max_running = 8, .max_batched_tokens = 64, .max_model_len = 900,
 	                            .prefill_per_decode = 1, .prefill_min = 16 };
 	ck_assert_int_eq(vd_sched_new(&k, kv, NULL, NULL, &s), 0);
 	struct vd_sched_seq d[6], big = { .n_tokens = 400, .max_tokens = 2 };
+	struct vd_sched_seq late = { .n_tokens = 30, .max_tokens = 2 };
 	for (int i = 0; i < 6; i++) {
-		d[i] = (struct vd_sched_seq){ .n_tokens = 1, .max_tokens = 100 };
+		d[i] = (struct vd_sched_seq){ .n_tokens = 1, .max_tokens = 500 };
 		ck_assert_int_eq(vd_sched_add(s, &d[i]), 0);
 	}
 	ck_assert_int_eq(vd_sched_step(s, &plan), 0);   /* six 1-token prompts */
@@ -178,35 +193,72 @@ START_TEST(test_prefill_bound)
 	vd_sched_commit(s, &plan);
 	for (int i = 0; i < 6; i++)
 		ck_assert_int_eq(vd_sched_append(s, &d[i]), 0);
-	/* measured: base 2 + 6 * 0.5 = 5 (above the minimum 4) */
-	vd_sched_set_prefill_bound(s, 2, 500, 4);
-	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
-	ck_assert(plan.items[6].seq == &big && plan.items[6].n == 5);
-	ck_assert_int_eq(plan.n_tokens, 11);
-	vd_sched_commit(s, &plan);
-	for (int i = 0; i < 6; i++)
-		ck_assert_int_eq(vd_sched_append(s, &d[i]), 0);
-	/* the minimum: 0 + 6 * 0.25 = 1 < 4 */
-	vd_sched_set_prefill_bound(s, 0, 250, 4);
+	/* rows only (c = 0): 0.5 * (2 + 6 * 1) = 4 time units = 4 rows */
+	struct vd_sched_cost cost = { .a = 2, .b = 1, .c = 0, .share = 0.5, .min_rows = 1 };
+	vd_sched_set_cost(s, &cost);
 	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
 	ck_assert(plan.items[6].seq == &big && plan.items[6].n == 4);
+	ck_assert_int_eq(plan.n_tokens, 10);
 	vd_sched_commit(s, &plan);
 	for (int i = 0; i < 6; i++)
 		ck_assert_int_eq(vd_sched_append(s, &d[i]), 0);
-	/* back to the knobs */
-	vd_sched_set_prefill_bound(s, 0, -1, 0);
+	/* with attention pairs: the chunks shrink as the prompt goes on, each the most that fits */
+	cost = (struct vd_sched_cost){ .a = 1, .b = 1, .c = 0.02, .share = 1, .min_rows = 2 };
+	vd_sched_set_cost(s, &cost);
+	int32_t first = -1, last = -1, at_min = 0;
+	while (big.n_computed < big.n_tokens) {
+		double dpairs = 0, tleft;
+		int32_t start = big.n_computed, want;
+
+		ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+		ck_assert_int_eq(plan.n_items, 7);
+		for (int i = 0; i < 6; i++) {
+			ck_assert(plan.items[i].seq == &d[i] && plan.items[i].n == 1);
+			dpairs += d[i].n_computed + 1;
+		}
+		tleft = cost.share * (cost.a + cost.b * 6 + cost.c * dpairs);
+		want = fit_rows(cost.b, cost.c, start, tleft, big.n_tokens - start);
+		if (want < cost.min_rows) {
+			want = cost.min_rows < big.n_tokens - start ? cost.min_rows : big.n_tokens - start;
+			at_min++;
+		}
+		ck_assert(plan.items[6].seq == &big && plan.items[6].start == start);
+		ck_assert_int_eq(plan.items[6].n, want);
+		if (first < 0)
+			first = want;
+		last = want;
+		vd_sched_commit(s, &plan);
+		for (int i = 0; i < 6; i++)
+			ck_assert_int_eq(vd_sched_append(s, &d[i]), 0);
+	}
+	ck_assert(first > 2 * last && at_min > 0);   /* 6 rows at 20, the minimum 2 late */
+	ck_assert_int_eq(vd_sched_append(s, &big), 0);
+	/* admissions share the time left: big decodes now; late's first chunk gets what fits */
+	ck_assert_int_eq(vd_sched_add(s, &late), 0);
+	cost = (struct vd_sched_cost){ .a = 0, .b = 1, .c = 0, .share = 0.5, .min_rows = 1 };
+	vd_sched_set_cost(s, &cost);
 	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
-	ck_assert(plan.items[6].seq == &big && plan.items[6].n == 16);
+	ck_assert_int_eq(plan.n_items, 8);   /* 7 decodes: 3.5 units, 3 rows of late */
+	ck_assert(plan.items[7].seq == &late && plan.items[7].admitted && plan.items[7].n == 3);
+	vd_sched_commit(s, &plan);
+	for (int i = 0; i < 6; i++)
+		ck_assert_int_eq(vd_sched_append(s, &d[i]), 0);
+	ck_assert_int_eq(vd_sched_append(s, &big), 0);
+	/* back to the knobs: max(16, 7 * 1) */
+	vd_sched_set_cost(s, NULL);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert(plan.items[7].seq == &late && plan.items[7].n == 16);
 	vd_sched_commit(s, &plan);
 	/* no decode running: the whole budget, whatever the bound */
 	for (int i = 0; i < 6; i++)
 		vd_sched_remove(s, &d[i]);
-	vd_sched_set_prefill_bound(s, 0, 250, 4);
-	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
-	ck_assert(plan.n_items == 1 && plan.items[0].seq == &big && plan.items[0].n == 64);
-	vd_sched_commit(s, &plan);
 	vd_sched_remove(s, &big);
-	ck_assert_int_eq(vd_kvblocks_n_free(kv), 512);
+	vd_sched_set_cost(s, &cost);
+	ck_assert_int_eq(vd_sched_step(s, &plan), 0);
+	ck_assert(plan.n_items == 1 && plan.items[0].seq == &late && plan.items[0].n == 11);
+	vd_sched_commit(s, &plan);
+	vd_sched_remove(s, &late);
+	ck_assert_int_eq(vd_kvblocks_n_free(kv), 1024);
 	vd_sched_free(s);
 	vd_kvblocks_free(kv);
 }

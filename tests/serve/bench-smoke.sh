@@ -48,8 +48,13 @@ if r.get("failed") is not False or r.get("temperature") != 0.8 or r.get("top_p")
     sys.exit("sampled run: %r" % r)
 print("ok: sampled", r["single_c1_tokens_per_s"], r["single_cN_tokens_per_s"])
 '
-# the thread-per-stream client and the old stall bound still run without a failure
-out=$("$bench" serve --quick --workload itl --client threads --prefill-per-decode 1 --json)
+# the thread-per-stream client and the old stall bound still run without a failure; the step
+# records of its phases go to --steps-csv
+csv=$(mktemp /tmp/bench-smoke-steps-XXXXXX)
+trap 'rm -f "$csv"' EXIT
+rm -f "$csv"
+out=$("$bench" serve --quick --workload itl --client threads --prefill-per-decode 1 --json \
+      --steps-csv "$csv")
 printf '%s\n' "$out" | tail -n 1 | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
@@ -58,3 +63,19 @@ if r.get("failed") is not False or r.get("client") != "threads" or \
     sys.exit("threads client run: %r" % r)
 print("ok: threads client", r["itl_p50_ms_no_prefill"], r["itl_p99_ms_with_prefill"])
 '
+# the step records: every itl phase that ran has rows, each step's parts in time order, and its
+# attention covers at least one KV position per row
+python3 - "$csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+phases = {r["phase"] for r in rows}
+if not {"idle", "prefill"} <= phases or not phases <= {"idle", "prefill", "encode"}:
+    sys.exit("steps csv phases %r" % sorted(phases))
+order = ["t_loop", "t_plan", "t_prep", "t_fwd", "t_fwd_end", "t_post", "t_flush"]
+for r in rows:
+    t = [float(r[k]) for k in order]
+    n = int(r["decodes"]) + int(r["prefill_tokens"])
+    if t != sorted(t) or n < 1 or int(r["attn_pairs"]) < n or int(r["sampled"]) > n:
+        sys.exit("steps csv row %r" % r)
+print("ok: steps csv", len(rows), "records", sorted(phases))
+PY

@@ -8,7 +8,8 @@
  * off (every prompt token is computed) and step_schedstat on, its I/O loop on a thread, a
  * raw-protocol client that runs two requests at once, then one more. Checked: the records'
  * prefill rows sum to the prompts, their decode rows to the outputs after the first of each
- * request, their logit rows to all outputs, two admissions, no preemption; step numbers run on
+ * request, their logit rows to all outputs, their attention pairs to what the requests' lengths
+ * give, two admissions, no preemption; step numbers run on
  * by one; within a step t_loop <= t_plan <= t_prep <= t_fwd <= t_fwd_end <= t_post <= t_flush,
  * and a step begins after the one before it was flushed; the run-queue waits are read when
  * /proc/thread-self/schedstat exists; since_ns and max select the records they say.
@@ -51,7 +52,7 @@ int main(void)
 	struct sv_req ra = { .ud = 1, .tok = ta, .n = 40, .p = sv_greedy(8) };
 	struct sv_req rb = { .ud = 2, .tok = tb, .n = 25, .p = sv_greedy(5) };
 	struct sv_req rc = { .ud = 3, .tok = tc, .n = 30, .p = sv_greedy(4) };
-	int64_t pre = 0, dec = 0, smp = 0, adm = 0, pmt = 0;
+	int64_t pre = 0, dec = 0, smp = 0, adm = 0, pmt = 0, pairs = 0;
 	int have_ss = access("/proc/thread-self/schedstat", R_OK) == 0;
 	size_t n, k;
 
@@ -105,6 +106,7 @@ int main(void)
 		smp += r->sampled;
 		adm += r->admitted;
 		pmt += r->preempted;
+		pairs += r->attn_pairs;
 		CHECK(r->seq == rec[0].seq + k, "step %zu numbered %llu after %llu", k,
 		      (unsigned long long)r->seq, (unsigned long long)rec[0].seq);
 		CHECK(r->t_loop <= r->t_plan && r->t_plan <= r->t_prep && r->t_prep <= r->t_fwd &&
@@ -127,6 +129,9 @@ int main(void)
 	CHECK(smp == 8 + 5, "logit rows %lld", (long long)smp);
 	CHECK(adm == 2 && pmt == 0, "admitted %lld, preempted %lld", (long long)adm,
 	      (long long)pmt);
+	/* a request of P prompt tokens and O outputs computes positions 0 .. P + O - 2, the row at
+	 * position p attending to p + 1 of them: L (L + 1) / 2 pairs with L = P + O - 1 */
+	CHECK(pairs == 47 * 48 / 2 + 29 * 30 / 2, "attention pairs %lld", (long long)pairs);
 
 	/* since_ns: from the third record on; max: the newest */
 	if (n >= 3) {
@@ -149,12 +154,16 @@ int main(void)
 			break;
 		usleep(10000);
 	}
-	pre = 0;
-	for (size_t j = 0; j < k; j++)
+	pre = pairs = 0;
+	for (size_t j = 0; j < k; j++) {
 		pre += sel[j].prefill_tokens;
-	CHECK(k >= 1 && sel[0].seq == rec[n - 1].seq + 1 && pre == 30 && smp == 4,
-	      "third request: %zu records from step %llu, %lld prefill rows, %lld logit rows", k,
-	      (unsigned long long)(k ? sel[0].seq : 0), (long long)pre, (long long)smp);
+		pairs += sel[j].attn_pairs;
+	}
+	CHECK(k >= 1 && sel[0].seq == rec[n - 1].seq + 1 && pre == 30 && smp == 4 &&
+	      pairs == 33 * 34 / 2,
+	      "third request: %zu records from step %llu, %lld prefill rows, %lld logit rows, "
+	      "%lld attention pairs", k, (unsigned long long)(k ? sel[0].seq : 0), (long long)pre,
+	      (long long)smp, (long long)pairs);
 	printf("step records (%zu steps, schedstat %s): %s\n", n, have_ss ? "read" : "absent",
 	       sv_failures ? "FAILED" : "ok");
 
