@@ -295,9 +295,10 @@ static int cancels(struct th_daemon *d)
 
 /*
  * A client process that submits, waits for `tokens` tokens, reports 'k' (or 'd' if its request
- * already finished), then keeps reaping until it is killed, reporting 'd' if the request finishes
- * first. Returns 1 if the client was killed with its request in flight as far as it saw, 0 if the
- * attempt proved nothing (the request finished first: a stalled process on a loaded machine).
+ * already finished, 'e' if it failed), then keeps reaping until it is killed, reporting 'd' (or
+ * 'e') if the request ends first. Returns 1 if the client was killed with its request in flight
+ * as far as it saw, 0 if the attempt proved nothing (the request finished first: a stalled
+ * process on a loaded machine). A refusal the client reaps only after the kill goes unseen.
  */
 static int death_once(struct th_daemon *d, int tokens, uint64_t ud)
 {
@@ -311,7 +312,8 @@ static int death_once(struct th_daemon *d, int tokens, uint64_t ud)
 	pid = fork();
 	if (pid == 0) {
 		struct sv_item it;
-		struct sv_req r = with_image(tokens ? 200 : 900, 500, ud, &it);
+		/* 900 + 100 tokens mid-prefill (900 + 500 would be refused: > 1024 of KV) */
+		struct sv_req r = with_image(tokens ? 200 : 900, tokens ? 500 : 100, ud, &it);
 		struct sv_res res;
 
 		close(fds[0]);
@@ -321,27 +323,30 @@ static int death_once(struct th_daemon *d, int tokens, uint64_t ud)
 			vc_conn_wait(c, SEC / 10);
 			sv_poll(c, &res, 1);
 		}
-		b = (char)(res.done ? 'd' : 'k');
+		b = (char)(res.error ? 'e' : res.done ? 'd' : 'k');
 		if (write(fds[1], &b, 1) != 1)
 			_exit(1);
 		while (!res.done) {
 			vc_conn_wait(c, SEC / 10);
 			sv_poll(c, &res, 1);
 		}
-		b = 'd';
+		b = (char)(res.error ? 'e' : 'd');
 		if (write(fds[1], &b, 1) != 1)
 			_exit(1);
 		for (;;)
 			pause();
 	}
 	close(fds[1]);
-	CHECK(read(fds[0], &b, 1) == 1 && (b == 'k' || b == 'd'), "doomed client failed (%c)", b);
+	CHECK(read(fds[0], &b, 1) == 1 && (b == 'k' || b == 'd'),
+	      "doomed client failed or its request was refused (%c)", b);
 	tested = b == 'k';
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	/* the write end is closed now: a 'd' written before the kill, else end of file */
-	if (tested && read(fds[0], &b, 1) == 1 && b == 'd')
+	if (tested && read(fds[0], &b, 1) == 1) {
+		CHECK(b == 'd', "doomed client's request ended with an error (%c)", b);
 		tested = 0;
+	}
 	close(fds[0]);
 	if (th_connect(d, "after-death", &c) == 0) {
 		whole_pool(c, tokens ? "a client death mid-decode" : "a client death mid-prefill");
