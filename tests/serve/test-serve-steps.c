@@ -86,8 +86,9 @@ int main(void)
 	CHECK(!res[0].error && res[0].n_tok == 8 && !res[1].error && res[1].n_tok == 5,
 	      "outputs: %d (error %d), %d (error %d)", res[0].n_tok, res[0].error, res[1].n_tok,
 	      res[1].error);
-	/* the last step's record is written after its completions went out: wait for it */
-	for (int i = 0; i < 500; i++) {
+	/* the last step's record is written after its completions went out: wait for it (up to
+	 * 60 s, not 5: a loaded machine may stall the engine thread; done as soon as it is there) */
+	for (int i = 0; i < 6000; i++) {
 		n = vd_engine_step_records(e, 0, rec, VD_STEP_RECS);
 		for (k = 0, smp = 0; k < n; k++)
 			smp += rec[k].sampled;
@@ -145,7 +146,7 @@ int main(void)
 	/* one more request: its steps follow */
 	CHECK(sv_run(c, &rc, &res[0], 20 * SEC) == 0 && !res[0].error && res[0].n_tok == 4,
 	      "third request: %d tokens, error %d", res[0].n_tok, res[0].error);
-	for (int i = 0; i < 500; i++) {
+	for (int i = 0; i < 6000; i++) {                    /* <= 60 s, as above */
 		k = vd_engine_step_records(e, rec[n - 1].t_flush + 1, sel, VD_STEP_RECS);
 		smp = 0;
 		for (size_t j = 0; j < k; j++)
