@@ -754,10 +754,10 @@ out:
  * produces; what a client sees adds the delivery (I/O loop, wake-up). The steps at or above the
  * p99 interval are broken down against the middle ones (p40..p60). */
 struct step_part {
-	double loop, plan, wait, fwd, post, gap;   /* ms: see struct vd_step_rec */
+	double loop, plan, handoff, wait, fwd, post, gap;   /* ms: see struct vd_step_rec */
 	double decodes, prefill, ctx, admitted, slices;
-	double runq, sw;                           /* ms, count: the engine thread's CPU waits */
-	double srunq;                              /* ms: the same over the whole step */
+	double runq, sw;                     /* ms, count: the engine thread's CPU waits */
+	double srunq;                        /* ms: the same over the whole step */
 	int n;
 };
 
@@ -856,7 +856,8 @@ static void part_add(struct step_part *p, const struct vd_step_rec *r, uint64_t 
 {
 	p->loop += (double)(r->t_plan - r->t_loop) * 1e-6;
 	p->plan += (double)(r->t_prep - r->t_plan) * 1e-6;
-	p->wait += (double)(r->t_fwd - r->t_prep) * 1e-6;
+	p->handoff += r->handoff_us * 1e-3;
+	p->wait += (double)(r->t_fwd - r->t_prep) * 1e-6 - r->handoff_us * 1e-3;
 	p->fwd += (double)(r->t_fwd_end - r->t_fwd) * 1e-6;
 	p->post += (double)(r->t_flush - r->t_fwd_end) * 1e-6;
 	p->gap += (double)(r->t_loop - prev_flush) * 1e-6;
@@ -877,6 +878,7 @@ static void part_mean(struct step_part *p)
 
 	p->loop *= k;
 	p->plan *= k;
+	p->handoff *= k;
 	p->wait *= k;
 	p->fwd *= k;
 	p->post *= k;
@@ -963,7 +965,7 @@ static void steps_csv(const char *path, struct vd_engine *eng, const struct resu
 	if (ftell(f) == 0)
 		fprintf(f, "phase,seq,t_loop,t_plan,t_prep,t_fwd,t_fwd_end,t_post,t_flush,decodes,"
 		        "prefill_tokens,prefill_items,admitted,preempted,max_ctx,sampled,slices,"
-		        "fwd_runq_us,fwd_switches,step_runq_us,attn_pairs,gap_slices\n");
+		        "fwd_runq_us,fwd_switches,step_runq_us,attn_pairs,gap_slices,handoff_us\n");
 	n = vd_engine_step_records(eng, r->t0_ns, rec, VD_STEP_RECS);
 	for (size_t i = 0; i < n; i++) {
 		const struct vd_step_rec *x = &rec[i];
@@ -972,12 +974,12 @@ static void steps_csv(const char *path, struct vd_engine *eng, const struct resu
 		if (x->t_flush > r->t1_ns)
 			break;
 		fprintf(f, "%s,%llu,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,"
-		        "%lld,%d\n", name, (unsigned long long)x->seq, (x->t_loop - t0) * 1e-3,
+		        "%lld,%d,%d\n", name, (unsigned long long)x->seq, (x->t_loop - t0) * 1e-3,
 		        (x->t_plan - t0) * 1e-3, (x->t_prep - t0) * 1e-3, (x->t_fwd - t0) * 1e-3,
 		        (x->t_fwd_end - t0) * 1e-3, (x->t_post - t0) * 1e-3, (x->t_flush - t0) * 1e-3,
 		        x->decodes, x->prefill_tokens, x->prefill_items, x->admitted, x->preempted,
 		        x->max_ctx, x->sampled, x->slices, x->fwd_runq_us, x->fwd_switches,
-		        x->step_runq_us, (long long)x->attn_pairs, x->gap_slices);
+		        x->step_runq_us, (long long)x->attn_pairs, x->gap_slices, x->handoff_us);
 	}
 	fclose(f);
 	free(rec);
@@ -985,12 +987,12 @@ static void steps_csv(const char *path, struct vd_engine *eng, const struct resu
 
 static void show_part(const char *name, const struct step_part *p)
 {
-	fprintf(stderr, "      %-4s %4d steps: idle %5.2f loop %5.2f plan %5.2f slice-wait %5.2f "
-	        "forward %5.2f (engine thread waiting for a CPU %5.2f, %4.1f switches) post %5.2f "
-	        "ms; CPU wait in the step %5.2f ms | %4.1f decodes, %5.1f prefill rows (ctx %4.0f), "
-	        "%.2f admitted, %.2f tower slices beside\n", name, p->n, p->gap, p->loop, p->plan,
-	        p->wait, p->fwd, p->runq, p->sw, p->post, p->srunq, p->decodes, p->prefill, p->ctx,
-	        p->admitted, p->slices);
+	fprintf(stderr, "      %-4s %4d steps: idle %5.2f loop %5.2f plan %5.2f hand-off %5.2f "
+	        "slice-wait %5.2f forward %5.2f (engine thread waiting for a CPU %5.2f, %4.1f "
+	        "switches) post %5.2f ms; CPU wait in the step %5.2f ms | %4.1f decodes, %5.1f "
+	        "prefill rows (ctx %4.0f), %.2f admitted, %.2f tower slices beside\n", name, p->n,
+	        p->gap, p->loop, p->plan, p->handoff, p->wait, p->fwd, p->runq, p->sw, p->post,
+	        p->srunq, p->decodes, p->prefill, p->ctx, p->admitted, p->slices);
 }
 
 static void show_engine(const struct result *r)

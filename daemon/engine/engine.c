@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,8 +176,52 @@ static struct vs_cqe *ev_new(struct vd_engine *e, const struct vd_ereq *q, uint8
 static void ev_flush(struct vd_engine *e)
 {
 	if (e->n_ev && e->sink_live)
-		vd_evq_push(e->base.evq, e->ev, e->n_ev);
+		vd_evq_push(e->base.evq, e->ev, e->n_ev, &e->ev_ticket);
 	e->n_ev = 0;
+}
+
+/* Before a forward: let the I/O loop publish the last step's tokens first (docs/ARCHITECTURE.md
+ * "Hand-off to the I/O loop"). When the compute threads fill every CPU, the loop thread woken by
+ * ev_flush shares a CPU with this thread; once a client it wakes has preempted it, the scheduler
+ * may give the CPU back to this thread for a whole forward, and the step's tokens wait for the
+ * next timer tick (4 ms at HZ=250): the clients' ITL tail. So yield the CPU until the loop says
+ * it has published them, for at most HANDOFF_NS: a loop that cannot run costs a bounded wait.
+ * (Yielding beat sleeping on a futex the loop wakes: the woken engine thread then often ran
+ * before the client the loop had just woken; docs/ARCHITECTURE.md has the A/B.) */
+#define HANDOFF_NS 500000ull  /* a fifth of a 2-core decode step; hand-offs take 20-300 us */
+
+static void handoff_wait(struct vd_engine *e)
+{
+	uint64_t t0;
+
+	e->cur.handoff_us = 0;
+	if (!e->handoff || !e->ev_ticket || vd_evq_delivered(e->base.evq, e->ev_ticket))
+		return;
+	t0 = vs_now_ns();
+	do
+		sched_yield();
+	while (!vd_evq_delivered(e->base.evq, e->ev_ticket) && vs_now_ns() - t0 < HANDOFF_NS);
+	e->cur.handoff_us = (int32_t)((vs_now_ns() - t0) / 1000);
+}
+
+/* Whether to hand off (VLM_HANDOFF=0/1 forces it): on the CPU backend when its workers (the
+ * engine thread is one of them) take every CPU this process may use (VLM_THREADS, else the
+ * backend's default: one per CPU). With a CPU to spare, the loop runs there at once. */
+static int want_handoff(const struct vk_backend *be)
+{
+	const char *v = getenv("VLM_HANDOFF");
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN), threads;
+	cpu_set_t set;
+
+	if (v && v[0])
+		return strcmp(v, "0") != 0;
+	if (strcmp(be->ops->name, "cpu"))
+		return 0;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		cpus = CPU_COUNT(&set);
+	v = getenv("VLM_THREADS");
+	threads = v && v[0] ? strtol(v, NULL, 10) : cpus;
+	return threads >= cpus;
 }
 
 static void unlink_live(struct vd_engine *e, struct vd_ereq *q)
@@ -834,6 +879,7 @@ static int step(struct vd_engine *e)
 	rec_plan(e, &plan, nlog, t0);
 	e->reading = 1;
 	pthread_mutex_unlock(&e->mu);
+	handoff_wait(e);
 	vd_ev_forward_begin(e);
 	ss = schedstat(e, &ss_wait, &ss_count);
 	e->cur.t_fwd = vs_now_ns();
@@ -1296,6 +1342,7 @@ int vd_engine_new(const struct vd_engine_opts *o, struct vd_engine **ret, char *
 	rc = vk_backend_open(o->backend, &e->be, err, errlen);
 	if (rc < 0)
 		goto fail;
+	e->handoff = want_handoff(e->be);
 	e->load_total = total;
 	struct vd_model_opts mo = { .quantize = o->quantize,
 	                            .progress = o->progress ? load_progress : NULL, .progress_ctx = e };

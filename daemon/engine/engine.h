@@ -176,7 +176,8 @@ int vd_engine_idle(struct vd_engine *e);
  * The engine thread keeps the last VD_STEP_RECS steps in a ring (a few stores per step, under
  * the lock it holds anyway). Times are vs_now_ns() (CLOCK_MONOTONIC). A step's parts, in order:
  * the loop's work before it (inbox, cancels, the vision stage: t_loop..t_plan), planning and
- * batch building (t_plan..t_prep), waiting for a tower slice in progress (t_prep..t_fwd), the
+ * batch building (t_plan..t_prep), yielding until the I/O loop has published the previous
+ * step's tokens (handoff_us) and waiting for a tower slice in progress (t_prep..t_fwd), the
  * forward and the backend's draws (t_fwd..t_fwd_end), commit + prefix commit + host sampling +
  * events (t_fwd_end..t_post), handing the completions to the I/O loop (t_post..t_flush). */
 #define VD_STEP_RECS 8192
@@ -198,6 +199,8 @@ struct vd_step_rec {
 	int32_t fwd_switches;         /* step_schedstat: times it was scheduled in meanwhile */
 	int32_t step_runq_us;         /* step_schedstat: the same wait over t_loop..t_flush */
 	int64_t attn_pairs;           /* attention work: (query row, KV position) pairs, all rows */
+	int32_t handoff_us;           /* of t_prep..t_fwd: yielding to the I/O loop (engine.c
+	                               * handoff_wait) */
 };
 /* Copies the records of steps whose t_flush >= since_ns (oldest first, at most max, the newest
  * when more) into out. Returns how many were copied. Any thread. */

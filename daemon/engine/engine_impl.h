@@ -149,6 +149,8 @@ struct vd_engine {
 	float *scratch;                /* [2 * vocab] sampler scratch */
 	struct vd_event *ev;           /* [cap_ev] this step's completions */
 	size_t n_ev, cap_ev;
+	uint64_t ev_ticket;            /* the last push of completions (vd_evq_push) */
+	int handoff;                   /* wait for the loop to publish them before a forward */
 };
 
 /* engine.c, for the vision stage: put a request whose rows are all known into the scheduler

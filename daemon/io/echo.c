@@ -35,7 +35,7 @@ static int emit(struct vd_evq *evq, const struct vd_request *r, struct vs_cqe *c
 			ev[j].gen = r->gen;
 			ev[j].cqe = c[i + j];
 		}
-		e = vd_evq_push(evq, ev, k);
+		e = vd_evq_push(evq, ev, k, NULL);
 		if (e)
 			return e;
 		i += k;

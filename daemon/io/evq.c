@@ -55,7 +55,7 @@ void vd_evbuf_fini(struct vd_evbuf *b)
 	memset(b, 0, sizeof(*b));
 }
 
-int vd_evq_push(struct vd_evq *q, const struct vd_event *ev, size_t n)
+int vd_evq_push(struct vd_evq *q, const struct vd_event *ev, size_t n, uint64_t *ticket)
 {
 	int was_empty, r;
 
@@ -64,8 +64,11 @@ int vd_evq_push(struct vd_evq *q, const struct vd_event *ev, size_t n)
 	pthread_mutex_lock(&q->mu);
 	was_empty = q->shared.n == 0;
 	r = buf_append(&q->shared, ev, n);
-	if (!r)
+	if (!r) {
 		__atomic_store_n(&q->shared_n, 1, __ATOMIC_RELEASE);
+		if (ticket)
+			*ticket = ++q->pushes;
+	}
 	pthread_mutex_unlock(&q->mu);
 	if (!r && was_empty) {
 		uint64_t one = 1;
@@ -75,6 +78,19 @@ int vd_evq_push(struct vd_evq *q, const struct vd_event *ev, size_t n)
 		}
 	}
 	return r;
+}
+
+void vd_evq_mark_delivered(struct vd_evq *q)
+{
+	/* `taken` is written by this thread only (in vd_evq_take) */
+	if (__atomic_load_n(&q->delivered, __ATOMIC_RELAXED) == q->taken)
+		return;
+	__atomic_store_n(&q->delivered, q->taken, __ATOMIC_RELEASE);
+}
+
+int vd_evq_delivered(const struct vd_evq *q, uint64_t ticket)
+{
+	return __atomic_load_n(&q->delivered, __ATOMIC_ACQUIRE) >= ticket;
 }
 
 int vd_evq_pending(struct vd_evq *q)
@@ -100,6 +116,7 @@ size_t vd_evq_take(struct vd_evq *q, struct vd_evbuf *out)
 	*out = q->shared;
 	q->shared = t;
 	q->shared.n = 0;
+	q->taken = q->pushes;
 	__atomic_store_n(&q->shared_n, 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&q->mu);
 	{

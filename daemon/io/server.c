@@ -803,7 +803,7 @@ static size_t dispatch_events(struct vd_server *s)
 /* One pass over all clients: take submissions, route events, publish. Returns work done. */
 static size_t service(struct vd_server *s)
 {
-	size_t work = 0;
+	size_t work = 0, routed;
 
 	for (uint32_t i = 0; i < s->n_active; i++) {
 		struct vd_client *c = s->active[i];
@@ -815,7 +815,8 @@ static size_t service(struct vd_server *s)
 		if (c->n_invalid != bad) /* refused by validation; the sink counts its own refusals */
 			vd_metrics_add(s->o.metrics, VD_C_REQ_REFUSED, c->n_invalid - bad);
 	}
-	work += dispatch_events(s);
+	routed = dispatch_events(s);
+	work += routed;
 	for (uint32_t i = 0; i < s->n_active;) {
 		struct vd_client *c = s->active[i];
 
@@ -830,6 +831,8 @@ static size_t service(struct vd_server *s)
 		}
 		i++;
 	}
+	if (routed)   /* what the sinks pushed is in the rings (or held back for a full one) */
+		vd_evq_mark_delivered(&s->evq);
 	return work;
 }
 

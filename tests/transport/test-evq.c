@@ -3,11 +3,13 @@
  * ThreadSanitizer in CI: requests go to the threaded echo sink, events come back from its worker
  * thread through the event queue, and the loop thread is woken by the queue's eventfd. Also: events
  * pushed from the loop thread itself take the lock-free local path, cancel of a queued request,
- * and client_gone dropping everything queued for a client.
+ * client_gone dropping everything queued for a client, and the delivery tickets the engine waits
+ * on before a forward (a push counts as delivered only once the loop has published what it took).
  */
 #include <check.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -134,6 +136,81 @@ START_TEST(client_gone_and_free)
 }
 END_TEST
 
+/* Delivery tickets: a pusher thread (the engine's role) pushes one event at a time and waits for
+ * its ticket; the loop (this thread) takes, checks the ticket is not delivered yet, marks the
+ * pass delivered, and then it is. */
+struct ticket_run {
+	struct vd_evq *q;
+	int n;
+	int bad;          /* tickets out of sequence */
+	int timed_out;    /* atomic */
+};
+
+static void *ticket_pusher(void *arg)
+{
+	struct ticket_run *t = arg;
+
+	for (int i = 1; i <= t->n; i++) {
+		struct vd_event ev = { .slot = 1, .gen = 1 };
+		uint64_t ticket = 0, deadline = vs_now_ns() + 10000000000ull;
+
+		ev.cqe.user_data = (uint64_t)i;
+		if (vd_evq_push(t->q, &ev, 1, &ticket) != 0 || ticket != (uint64_t)i)
+			t->bad++;
+		while (!vd_evq_delivered(t->q, ticket))
+			if (vs_now_ns() > deadline) {
+				__atomic_store_n(&t->timed_out, 1, __ATOMIC_RELAXED);
+				return NULL;
+			}
+	}
+	return NULL;
+}
+
+START_TEST(delivery_tickets)
+{
+	struct vd_evq q;
+	struct vd_evbuf b = { 0 };
+	struct ticket_run t = { .q = &q, .n = 200 };
+	pthread_t th;
+	uint64_t deadline;
+	int seen = 0;
+
+	ck_assert_int_eq(vd_evq_init(&q), 0);
+	ck_assert(vd_evq_delivered(&q, 0));    /* nothing pushed: nothing to wait for */
+	ck_assert(!vd_evq_delivered(&q, 1));
+	ck_assert_int_eq(pthread_create(&th, NULL, ticket_pusher, &t), 0);
+	deadline = vs_now_ns() + 10000000000ull;
+	while (seen < t.n && !__atomic_load_n(&t.timed_out, __ATOMIC_RELAXED) &&
+	       vs_now_ns() < deadline) {
+		b.n = 0;
+		if (!vd_evq_take(&q, &b))
+			continue;
+		ck_assert_uint_eq(b.n, 1);           /* the pusher waits for each one */
+		ck_assert_uint_eq(b.ev[0].cqe.user_data, (uint64_t)seen + 1);
+		seen++;
+		/* taken but not yet published: its pusher must still wait */
+		ck_assert(!vd_evq_delivered(&q, (uint64_t)seen));
+		ck_assert(vd_evq_delivered(&q, (uint64_t)seen - 1));
+		vd_evq_mark_delivered(&q);
+		ck_assert(vd_evq_delivered(&q, (uint64_t)seen));
+	}
+	pthread_join(th, NULL);
+	ck_assert_int_eq(seen, t.n);
+	ck_assert_int_eq(t.bad, 0);
+	ck_assert_int_eq(t.timed_out, 0);
+	/* the loop thread's own pushes take no ticket and leave the count alone */
+	{
+		struct vd_event ev = { .slot = 1, .gen = 1 };
+		uint64_t ticket = 77;
+
+		ck_assert_int_eq(vd_evq_push(&q, &ev, 1, &ticket), 0);
+		ck_assert_uint_eq(ticket, 77);
+	}
+	vd_evbuf_fini(&b);
+	vd_evq_fini(&q);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *su = suite_create("evq");
@@ -145,6 +222,7 @@ int main(void)
 	tcase_add_test(tc, threaded_echo);
 	tcase_add_test(tc, inline_local_path);
 	tcase_add_test(tc, client_gone_and_free);
+	tcase_add_test(tc, delivery_tickets);
 	suite_add_tcase(su, tc);
 	sr = srunner_create(su);
 	srunner_set_fork_status(sr, CK_NOFORK); /* TSan and fork do not mix well */
