@@ -15,7 +15,6 @@
  * Without --model a random checkpoint of the preset's shape (qwen2-0.5b, bf16 by default) is
  * written to a temporary directory with the vlm-mkmodel code and removed afterwards.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -71,22 +70,6 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	char p[4096];
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			snprintf(p, sizeof(p), "%.2000s/%.1000s", dir, e->d_name);
-			unlink(p);
-		}
-	closedir(d);
-	rmdir(dir);
-}
-
 static void env_fini(struct env *e)
 {
 	vd_model_free(e->m);
@@ -95,7 +78,7 @@ static void env_fini(struct env *e)
 	if (e->tmpdir[0]) {
 		char sub[300];
 		snprintf(sub, sizeof(sub), "%s/model", e->tmpdir);
-		rm_tree(sub);
+		vd_mkmodel_remove(sub);
 		rmdir(e->tmpdir);
 	}
 }

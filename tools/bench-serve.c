@@ -29,7 +29,6 @@
  * Without --model a checkpoint is generated into a temporary folder (a small Qwen2-VL shape with a
  * vision tower, bf16, big enough that the CPU work dominates the transport).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -1017,23 +1016,6 @@ static void show(const char *name, const struct result *r)
 
 /* ------------------------------------------------------------------ model */
 
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[600];
-
-	if (!d)
-		return;
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			snprintf(p, sizeof(p), "%.300s/%.255s", dir, e->d_name);
-			unlink(p);
-		}
-	closedir(d);
-	rmdir(dir);
-}
-
 /* The default benchmark shape: Qwen2-VL layout, 8 layers of hidden 512, vocab 8192 (27 M
  * parameters, 54 MB in bf16): big enough that the forward dominates, small enough for 2 cores. */
 static void bench_spec(struct vd_mkmodel_spec *s)
@@ -1363,7 +1345,7 @@ static int gen_model(const struct vd_mkmodel_spec *spec, const char *tmp, const 
 	snprintf(out, len, "%s/%s", tmp, name);
 	if (vd_mkmodel_write(spec, out, err, sizeof(err)) < 0) {
 		fprintf(stderr, "vlm-bench: %s\n", err);
-		rm_tree(out);
+		vd_mkmodel_remove(out);
 		out[0] = 0;
 		return -1;
 	}
@@ -1717,9 +1699,9 @@ out:
 	daemon_stop(&d);
 	if (tmp[0]) {
 		if (model[0] && !o.model)
-			rm_tree(model);
+			vd_mkmodel_remove(model);
 		if (fmodel[0] && strcmp(fmodel, model))
-			rm_tree(fmodel);
+			vd_mkmodel_remove(fmodel);
 		rmdir(tmp);
 	}
 	return rc;

@@ -20,7 +20,6 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include "bench.h"
 #include "daemon/model/vision.h"
@@ -43,21 +42,6 @@ static double cpu_s(void)
 	getrusage(RUSAGE_SELF, &ru);
 	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
 	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
-
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	char p[4200];
-	for (struct dirent *e; (e = readdir(d));)
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-			unlink(p);
-		}
-	closedir(d);
-	rmdir(dir);
 }
 
 /* *peak: the best rate of the instructions the tower's matmuls can use: the bf16 dot product for
@@ -271,7 +255,7 @@ out:
 	vk_backend_free(be);
 	vd_weights_free(w);
 	if (tmp[0]) {
-		rm_tree(dirbuf);
+		vd_mkmodel_remove(dirbuf);
 		rmdir(tmp);
 	}
 	return rc;

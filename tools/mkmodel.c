@@ -11,6 +11,7 @@
 #include "daemon/model/errmsg.h"
 #include "tools/mkmodel.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -708,5 +710,37 @@ int vd_mkmodel_write(const struct vd_mkmodel_spec *s, const char *dir, char *err
 	}
 out:
 	free(t);
+	return rc;
+}
+
+int vd_mkmodel_remove(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int rc = 0;
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		struct stat sb;
+		char *p;
+		int r = 0;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (asprintf(&p, "%s/%s", dir, e->d_name) < 0) {
+			rc = rc ? rc : -ENOMEM;
+			continue;
+		}
+		if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+			r = vd_mkmodel_remove(p);
+		else if (unlink(p) < 0)
+			r = -errno;
+		rc = rc ? rc : r;
+		free(p);
+	}
+	closedir(d);
+	if (rmdir(dir) < 0 && !rc)
+		rc = -errno;
 	return rc;
 }

@@ -73,6 +73,11 @@ int vd_mkmodel_write(const struct vd_mkmodel_spec *spec, const char *dir, char *
 int vd_mkmodel_write_configs(const struct vd_mkmodel_spec *spec, const char *dir, char *err,
                              size_t err_len);
 
+/* Remove dir and everything under it (a checkpoint folder written by vd_mkmodel_write, or a
+ * scratch folder holding some). Returns 0 or the first negative errno met; it goes on past
+ * errors, removing what it can. */
+int vd_mkmodel_remove(const char *dir);
+
 /* Parameters of the language model described by spec (embeddings counted once when tied). */
 uint64_t vd_mkmodel_params(const struct vd_mkmodel_spec *spec);
 /* Parameters of its vision tower (0 without one). */

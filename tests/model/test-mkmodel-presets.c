@@ -15,12 +15,10 @@
  *  - Qwen/Qwen2-VL-7B-Instruct config.json (qwen2-vl-7b)
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -51,23 +49,6 @@ static const struct published pub[] = {
 
 static char root[256];
 
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[1024];
-
-	if (!d)
-		return;
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			snprintf(p, sizeof(p), "%.500s/%.500s", dir, e->d_name);
-			unlink(p);
-		}
-	closedir(d);
-	rmdir(dir);
-}
-
 static void setup(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -78,7 +59,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	rm_tree(root);
+	vd_mkmodel_remove(root);
 }
 
 static json_int_t geti(json_t *o, const char *key, const char *what)

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include "tools/mkmodel.h"
 #include "daemon/model/model.h"
@@ -70,21 +69,6 @@ struct fx {
 	struct vk_kv *kp, *kh;
 };
 
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[600];
-	while (d && (e = readdir(d)))
-		if (e->d_name[0] != '.') {
-			snprintf(p, sizeof(p), "%.290s/%.290s", dir, e->d_name);
-			unlink(p);
-		}
-	if (d)
-		closedir(d);
-	rmdir(dir);
-}
-
 static void fx_init(struct fx *f)
 {
 	char err[512], dir[300];
@@ -126,7 +110,7 @@ static void fx_fini(struct fx *f)
 	vd_weights_free(f->w);
 	char dir[300];
 	snprintf(dir, sizeof(dir), "%s/m", f->root);
-	rm_tree(dir);
+	vd_mkmodel_remove(dir);
 	rmdir(f->root);
 }
 

@@ -9,7 +9,6 @@
  * dequantizer and transformers is test-model-reference's quant-reference run.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,28 +32,9 @@ static void setup(void)
 	ck_assert_ptr_nonnull(mkdtemp(root));
 }
 
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	char p[1024];
-	if (!d)
-		return;
-	for (struct dirent *e; (e = readdir(d));)
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			struct stat sb;
-			snprintf(p, sizeof(p), "%.500s/%.500s", dir, e->d_name);
-			if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-				rm_tree(p);
-			else
-				unlink(p);
-		}
-	closedir(d);
-	rmdir(dir);
-}
-
 static void teardown(void)
 {
-	rm_tree(root);
+	vd_mkmodel_remove(root);
 }
 
 struct t {

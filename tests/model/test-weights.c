@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include "tools/mkmodel.h"
 #include "daemon/model/model.h"
@@ -25,26 +24,6 @@
 
 static char root[200];
 
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	char p[1024];
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			snprintf(p, sizeof(p), "%.500s/%.500s", dir, e->d_name);
-			struct stat sb;
-			if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-				rm_tree(p);
-			else
-				unlink(p);
-		}
-	closedir(d);
-	rmdir(dir);
-}
-
 static void setup(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -54,7 +33,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	rm_tree(root);
+	vd_mkmodel_remove(root);
 }
 
 /* A tiny checkpoint in root/name; returns the directory in a static buffer. */
