@@ -367,6 +367,8 @@ struct vk_backend {
 	const struct vk_backend_ops *ops;
 	void *ctx;
 	char error[256];        /* last error text, set by the backend */
+	int32_t threads;        /* host threads ops run on, the caller's included, for a backend with
+	                         * a worker pool (cpu); 0 otherwise. Set at open. */
 };
 
 /* For backend implementations: format the error text into be->error and return err (a negative

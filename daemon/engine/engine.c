@@ -185,7 +185,8 @@ static void ev_flush(struct vd_engine *e)
  * ev_flush shares a CPU with this thread; once a client it wakes has preempted it, the scheduler
  * may give the CPU back to this thread for a whole forward, and the step's tokens wait for the
  * next timer tick (4 ms at HZ=250): the clients' ITL tail. So yield the CPU until the loop says
- * it has published them, for at most HANDOFF_NS: a loop that cannot run costs a bounded wait.
+ * it has published them, yielding no more once HANDOFF_NS has passed (one yield may itself last
+ * longer): a loop that cannot run costs a bounded wait.
  * (Yielding beat sleeping on a futex the loop wakes: the woken engine thread then often ran
  * before the client the loop had just woken; docs/ARCHITECTURE.md has the A/B.) */
 #define HANDOFF_NS 500000ull  /* a fifth of a 2-core decode step; hand-offs take 20-300 us */
@@ -204,24 +205,20 @@ static void handoff_wait(struct vd_engine *e)
 	e->cur.handoff_us = (int32_t)((vs_now_ns() - t0) / 1000);
 }
 
-/* Whether to hand off (VLM_HANDOFF=0/1 forces it): on the CPU backend when its workers (the
- * engine thread is one of them) take every CPU this process may use (VLM_THREADS, else the
- * backend's default: one per CPU). With a CPU to spare, the loop runs there at once. */
+/* Whether to hand off (VLM_HANDOFF=0/1 forces it): when the backend's worker threads (the engine
+ * thread is one of them) take every CPU this process may use. With a CPU to spare, the loop runs
+ * there at once; a device backend has no workers. */
 static int want_handoff(const struct vk_backend *be)
 {
 	const char *v = getenv("VLM_HANDOFF");
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN), threads;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	cpu_set_t set;
 
 	if (v && v[0])
 		return strcmp(v, "0") != 0;
-	if (strcmp(be->ops->name, "cpu"))
-		return 0;
 	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
 		cpus = CPU_COUNT(&set);
-	v = getenv("VLM_THREADS");
-	threads = v && v[0] ? strtol(v, NULL, 10) : cpus;
-	return threads >= cpus;
+	return be->threads > 0 && be->threads >= cpus;
 }
 
 static void unlink_live(struct vd_engine *e, struct vd_ereq *q)

@@ -1267,6 +1267,7 @@ int vk_cpu_backend_open(struct vk_backend **ret, char *err, size_t err_len)
 		goto nomem;
 	be->ops = &cpu_ops;
 	be->ctx = c;
+	be->threads = (int32_t)n;
 	c->isa = isa;
 	c->n_threads = (int)n;
 #ifdef VK_CPU_X86
